@@ -1,0 +1,16 @@
+"""pmrisk: offline portfolio margin for derivatives books, Arrow in and out.
+
+>>> import pmrisk
+>>> pmrisk.Model.preset("span")["scenario_set"]
+'span16'
+"""
+
+from .errors import MarginError
+from .margin import margin
+from .model import Model
+from .results import MarginResult
+from .risk_arrays import margin_from_risk_arrays
+
+__version__ = "0.1.0"
+__all__ = ["margin", "margin_from_risk_arrays", "Model", "MarginError", "MarginResult",
+           "__version__"]

@@ -1,0 +1,189 @@
+"""Arrow in -> validated contiguous numpy arrays (the only place inputs are interpreted).
+
+Small named functions in the nanoarrow style: ``as_table`` accepts anything Arrow-shaped,
+``check_columns`` validates presence and types against :mod:`pmrisk.schema`, and the
+``*_column`` helpers return plain arrays, raising :class:`MarginError` that names the table,
+the column and the offending rows' keys.
+"""
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.compute as pc
+
+from . import schema
+from .errors import MarginError
+
+
+def as_table(obj, name):
+    """A ``pyarrow.Table`` from a Table, RecordBatch, RecordBatchReader, any object with
+    ``__arrow_c_stream__`` / ``__arrow_c_array__`` (pandas >= 2.2, polars, duckdb, nanoarrow),
+    a dict of columns or a list of row dicts.  ``None`` stays ``None``."""
+    if obj is None or isinstance(obj, pa.Table):
+        return obj
+    if isinstance(obj, pa.RecordBatch):
+        return pa.Table.from_batches([obj])
+    if isinstance(obj, pa.RecordBatchReader):
+        return obj.read_all()
+    if hasattr(obj, "__arrow_c_stream__"):
+        return pa.table(obj)
+    if hasattr(obj, "__arrow_c_array__"):
+        return pa.Table.from_batches([pa.record_batch(obj)])
+    if isinstance(obj, dict):
+        return pa.table(obj)
+    if isinstance(obj, list):
+        return pa.Table.from_pylist(obj)
+    raise MarginError(name, None, "an Arrow table, a RecordBatch or an object exposing "
+                      f"__arrow_c_stream__ (pandas, polars, duckdb), got {type(obj).__name__}")
+
+
+def _is_str(t):
+    if pa.types.is_dictionary(t):
+        return _is_str(t.value_type)
+    return pa.types.is_string(t) or pa.types.is_large_string(t) or pa.types.is_string_view(t)
+
+
+def _is_num(t):
+    if pa.types.is_dictionary(t):
+        return False
+    return pa.types.is_floating(t) or pa.types.is_integer(t)
+
+
+_KIND_CHECK = {
+    "str": (_is_str, "a string column (string, large_string, string_view or dictionary)"),
+    "float": (_is_num, "a numeric column (float64; integers are accepted)"),
+    "int": (pa.types.is_integer, "an integer column"),
+    "time": (lambda t: pa.types.is_timestamp(t) or _is_str(t),
+             "a timestamp column (or ISO-8601 strings), UTC"),
+    "any": (lambda t: True, "anything"),
+}
+
+
+def check_columns(table, name, spec):
+    """Presence, type and nulls of every column in ``spec`` (SPEC §11)."""
+    present = set(table.column_names)
+    for col, (kind, required, nullable) in spec.items():
+        if col not in present:
+            if required:
+                raise MarginError(name, col, "this column to be present",
+                                  hint=f"Columns given: {', '.join(table.column_names) or 'none'}")
+            continue
+        ok, what = _KIND_CHECK[kind]
+        t = table.schema.field(col).type
+        if pa.types.is_null(t) and nullable:
+            continue                      # an all-null column (e.g. from Python None values)
+        if not ok(t):
+            raise MarginError(name, col, f"{what}, got {t}")
+        if not nullable and table.column(col).null_count:
+            bad = np.asarray(table.column(col).is_null().to_numpy(zero_copy_only=False))
+            raise_rows(table, name, col, bad, "no nulls")
+
+
+def row_keys(table, name, mask, limit=5):
+    """Key tuples (per :data:`schema.KEYS`) of the first ``limit`` rows where ``mask``."""
+    idx = np.flatnonzero(mask)[:limit]
+    keys = [k for k in schema.KEYS.get(name, ()) if k in table.column_names]
+    if not keys:
+        return [(int(i),) for i in idx], ("row",)
+    sub = table.take(pa.array(idx, type=pa.int64()))
+    cols = [sub.column(k).to_pylist() for k in keys]
+    return [tuple(c[j] for c in cols) for j in range(len(idx))], tuple(keys)
+
+
+def raise_rows(table, name, column, mask, expected, hint=None):
+    """Raise :class:`MarginError` for the rows where ``mask`` is true."""
+    rows, keys = row_keys(table, name, mask)
+    raise MarginError(name, column, expected, rows=rows, keys=keys, n_bad=int(np.sum(mask)),
+                      hint=hint)
+
+
+def has(table, col):
+    return table is not None and col in table.column_names
+
+
+def str_column(table, col):
+    """A column as a single-chunk ``pa.string()`` array (dictionary and view types decoded)."""
+    arr = table.column(col)
+    if pa.types.is_dictionary(arr.type):
+        arr = arr.cast(arr.type.value_type)
+    if not pa.types.is_string(arr.type):
+        arr = arr.cast(pa.string())
+    return arr.combine_chunks()
+
+
+def float_column(table, name, col, *, positive=False, finite=True, nullable=False):
+    """A numeric column as contiguous float64 (nulls -> NaN when ``nullable``), checked."""
+    arr = table.column(col)
+    valid = ~np.asarray(arr.is_null().to_numpy(zero_copy_only=False))
+    values = np.ascontiguousarray(
+        arr.cast(pa.float64()).to_numpy(zero_copy_only=False), dtype=np.float64)
+    if not nullable and not valid.all():
+        raise_rows(table, name, col, ~valid, "no nulls")
+    if finite:
+        bad = valid & ~np.isfinite(values)
+        if bad.any():
+            raise_rows(table, name, col, bad, "finite numbers")
+    if positive:
+        bad = valid & ~(values > 0.0)
+        if bad.any():
+            raise_rows(table, name, col, bad, "numbers > 0")
+    if nullable:
+        values = np.where(valid, values, np.nan)
+    return values
+
+
+def time_column(table, name, col):
+    """A timestamp column as int64 ns since the epoch, UTC (null -> ``NAT``)."""
+    arr = table.column(col)
+    if pa.types.is_null(arr.type):
+        return np.full(len(arr), NAT, dtype=np.int64)
+    if _is_str(arr.type):
+        try:
+            arr = str_column(table, col).cast(pa.timestamp("ns", tz="UTC"))
+        except (pa.ArrowInvalid, pa.ArrowNotImplementedError) as exc:
+            raise MarginError(name, col, f"ISO-8601 timestamps ({exc})") from None
+    else:
+        arr = arr.cast(pa.timestamp("ns", tz=arr.type.tz or "UTC"))
+    valid = ~np.asarray(arr.is_null().to_numpy(zero_copy_only=False))
+    ns = np.asarray(arr.cast(pa.int64()).fill_null(NAT).to_numpy(zero_copy_only=False),
+                    dtype=np.int64)
+    return np.where(valid, ns, NAT)
+
+
+NAT = np.iinfo(np.int64).min
+
+
+def to_ns(value, what="valuation_time"):
+    """A scalar timestamp (datetime, numpy datetime64, pandas Timestamp, ISO string) -> ns UTC."""
+    try:
+        scalar = pa.scalar(value) if not isinstance(value, str) else pa.scalar(value).cast(
+            pa.timestamp("ns", tz="UTC"))
+        if pa.types.is_date(scalar.type):
+            scalar = scalar.cast(pa.timestamp("ns"))
+        scalar = scalar.cast(pa.timestamp("ns", tz=getattr(scalar.type, "tz", None) or "UTC"))
+        return int(scalar.cast(pa.int64()).as_py())
+    except (pa.ArrowInvalid, pa.ArrowTypeError, pa.ArrowNotImplementedError, TypeError) as exc:
+        raise MarginError("arguments", what, f"a timestamp (datetime or ISO-8601), got {value!r}"
+                          f" ({exc})") from None
+
+
+def codes(arr):
+    """Dense int64 codes and the dictionary (``pa.string()``) of a string array, in order of
+    first appearance."""
+    enc = pc.dictionary_encode(arr)
+    return (np.ascontiguousarray(enc.indices.to_numpy(zero_copy_only=False), dtype=np.int64),
+            enc.dictionary)
+
+
+def lookup(values, value_set):
+    """Row of each value in ``value_set`` (int64, -1 where absent)."""
+    idx = pc.index_in(values, value_set=value_set)
+    return np.asarray(idx.fill_null(-1).to_numpy(zero_copy_only=False), dtype=np.int64)
+
+
+def duplicated(*keys):
+    """Boolean mask of rows whose key tuple appeared before (keys: int64 code arrays)."""
+    if len(keys[0]) == 0:
+        return np.zeros(0, dtype=bool)
+    stacked = np.stack(keys, axis=1)
+    _, first, inverse = np.unique(stacked, axis=0, return_index=True, return_inverse=True)
+    return first[inverse.ravel()] != np.arange(len(keys[0]))

@@ -1,0 +1,229 @@
+"""The margin computation on validated arrays: kernels in order, no pyarrow (SPEC §2-§8).
+
+``run(book, model)`` returns an :class:`Outcome` of plain numpy arrays; :mod:`pmrisk.results`
+turns it into Arrow tables.
+"""
+
+from dataclasses import dataclass
+
+import numpy as np
+
+from pmrisk import kernel as K
+from pmrisk.kernel import addons
+from pmrisk.kernel import scenarios as S
+from pmrisk.kernel.instruments import FUTURE, INVERSE, OPTION, PERPETUAL, SPOT
+from pmrisk.kernel.volshock import shocked_vols
+
+from .model import collateral_value_usd
+from .scenario_table import scenario_set_for
+from .units import build_units, settle_price
+
+
+@dataclass
+class Outcome:
+    book: object
+    units: object
+    scen: S.PaddedScenarios
+    instr_type: np.ndarray
+    pos_unit: np.ndarray
+    # per unit (settlement currency unless *_usd)
+    vectors: np.ndarray
+    weighted: np.ndarray
+    worst: np.ndarray
+    binding: np.ndarray
+    roll: np.ndarray
+    dshock: np.ndarray
+    som: np.ndarray
+    orders: np.ndarray
+    mmp: np.ndarray
+    rmm: np.ndarray
+    mm: np.ndarray
+    im: np.ndarray
+    unit_greeks: np.ndarray        # (4, n_units): delta, gamma, vega, theta
+    # per position
+    value: np.ndarray
+    model_value: np.ndarray
+    upnl: np.ndarray
+    greeks: np.ndarray             # (4, n_pos)
+    mm_contrib: np.ndarray
+    im_contrib: np.ndarray
+    # per account (USD)
+    equity: np.ndarray
+    actual_equity: np.ndarray
+    loan_mm: np.ndarray
+    acc_mm: np.ndarray
+    acc_im: np.ndarray
+    instr_pnl: np.ndarray
+
+
+def _und_param(model, names, key):
+    return np.array([model.underlying(u)[key] for u in names], dtype=np.float64)
+
+
+def _per_instr(model, units, instr_type, key):
+    return _und_param(model, units.type_und, key)[instr_type]
+
+
+def run(book, model):
+    units, instr_type, pos_unit, ord_unit, res_unit = build_units(book, model)
+    n_units = len(units)
+    n_acc = len(book.accounts)
+    scen = S.pad([scenario_set_for(model, u) for u in units.underlyings])
+    itype = instr_type
+    und = units.type_und_code[itype] if len(itype) else np.zeros(0, dtype=np.int64)
+
+    # -- scenario vols and times per instrument --------------------------------------------
+    pi = lambda key: _per_instr(model, units, itype, key)  # noqa: E731
+    sig_mark = np.where(book.kind == OPTION, book.mark_iv, 0.0)
+    same, up, down = shocked_vols(
+        sig_mark, book.years * 365.0, pi("vol_floor"), pi("volatility_range_up"),
+        pi("volatility_range_down"), pi("short_term_vega_power"), pi("long_term_vega_power"),
+        pi("min_volatility_for_shock_up"),
+        np.array([model.underlying(units.type_und[t])["vol_shock"] == "absolute"
+                  for t in itype], dtype=bool),
+        pi("vol_scan_range"))
+    t_scen = np.maximum(book.years - pi("horizon_days") / 365.0, 0.0)
+    rate = float(model["rate"])
+    c = np.ascontiguousarray
+    instr_pnl = K.instrument_pnl(
+        book.kind, book.settlement, book.contract_size, book.mark, book.forward, book.strike,
+        book.is_call, book.years, c(t_scen), c(sig_mark), c(up), c(same), c(down), c(und),
+        rate, scen.n_scen, scen.price_shock, scen.log1p_shock, scen.vol_code,
+        scen.vol_factor, scen.pnl_scale)
+
+    # -- unit risk vectors, weighting, worst case ---------------------------------------------
+    unit_und = units.type_und_code[units.utype]
+    unit_px = units.type_settle_px[units.utype]
+    vectors = K.unit_risk_vectors(pos_unit, book.pos_instr, book.quantity, instr_pnl, n_units)
+    weighted, worst, binding = K.weighted_worst(
+        vectors, unit_und, unit_px, scen.n_scen, scen.loss_weight, scen.gain_weight,
+        scen.gain_cap_usd, scen.dampener_usd, scen.vol_code)
+    order_im = K.order_margin(
+        ord_unit, book.ord_instr, book.ord_qty, vectors, instr_pnl, unit_und, unit_px, worst,
+        scen.n_scen, scen.loss_weight, scen.gain_weight, scen.gain_cap_usd, scen.dampener_usd,
+        scen.vol_code)
+
+    # -- values and Greeks -----------------------------------------------------------------
+    g = K.instrument_greeks(book.kind, book.settlement, book.contract_size, book.mark,
+                            book.forward, book.strike, book.is_call, book.years, sig_mark, rate)
+    pi_ = book.pos_instr
+    q = book.quantity
+    kind = book.kind[pi_]
+    inverse = book.settlement[pi_] == INVERSE
+    cs = book.contract_size[pi_]
+    mark = book.mark[pi_]
+    entry = book.entry_price
+    has_entry = ~np.isnan(entry)
+    safe_entry = np.where(has_entry, entry, 1.0)
+    fut_upnl = np.where(inverse, q * cs * (1.0 / safe_entry - 1.0 / mark),
+                        q * cs * (mark - safe_entry))
+    upnl = np.where(has_entry, np.where(kind == OPTION, q * cs * (mark - safe_entry), fut_upnl),
+                    0.0)
+    value = np.where(kind == OPTION, q * cs * mark, np.where(kind == SPOT, q * cs * mark, upnl))
+    model_value = np.where(kind == OPTION, q * g[0, pi_], value)
+    greeks = q * g[1:, pi_]
+
+    # -- add-ons (coin amounts; linear units convert at index/settlement price) ---------------
+    coin_settled = np.array([units.type_und[t] == units.type_ccy[t] for t in units.utype],
+                            dtype=bool)
+    conv_u = np.where(coin_settled, 1.0, units.type_index_px[units.utype] / unit_px)
+    pos_delta = greeks[0]
+    groups, pos_group, group_rate, group_unit = _expiry_groups(book, model, units, itype,
+                                                               pos_unit)
+    roll_coin, roll_group, _ = addons.roll_shock(pos_group, pos_delta, group_rate, group_unit,
+                                                 n_units)
+    unit_delta = np.bincount(pos_unit, weights=pos_delta, minlength=n_units)
+    up_ = lambda key: _und_param(model, units.type_und, key)[units.utype]  # noqa: E731
+    dshock_coin = addons.delta_shock(unit_delta, units.type_index_px[units.utype],
+                                     up_("delta_total_liq_shock_threshold"), up_("m_inc"),
+                                     up_("max_delta_shock"))
+    short_opt = np.where((kind == OPTION) & (q < 0), -q, 0.0)
+    som_rate = _per_instr(model, units, itype, "short_option_minimum")[pi_] if len(q) else q
+    som_coin = addons.short_option_minimum(pos_unit, short_opt, som_rate, n_units)
+    roll = roll_coin * conv_u
+    dshock = dshock_coin * conv_u
+    som = som_coin * conv_u
+    orders = np.bincount(ord_unit, weights=order_im, minlength=n_units)
+    orders = orders + np.bincount(res_unit, weights=book.res_oo, minlength=n_units)
+    mmp = np.bincount(res_unit, weights=book.res_mmp, minlength=n_units)
+    rm = float(model["risk_multiplier"])
+    rmm = worst + roll + dshock + som
+    mm = rm * model["mm_factor"] * rmm
+    im = rm * model["im_factor"] * rmm + orders + mmp
+
+    unit_greeks = np.vstack([np.bincount(pos_unit, weights=greeks[k], minlength=n_units)
+                             for k in range(4)]) if n_units else np.zeros((4, 0))
+
+    # -- contributions (SPEC §8) ------------------------------------------------------------
+    b = binding[pos_unit]
+    pu_und = unit_und[pos_unit]
+    cell = q * instr_pnl[pi_, b] if len(q) else q
+    wc_share = np.where(worst[pos_unit] > 0.0, -scen.loss_weight[pu_und, b] * cell, 0.0)
+    absd = np.abs(pos_delta)
+    held = pos_group >= 0
+    den_g = np.bincount(pos_group[held], weights=absd[held], minlength=len(group_rate))
+    roll_share = np.zeros(len(q))
+    gid = pos_group[held]
+    with np.errstate(invalid="ignore", divide="ignore"):
+        roll_share[held] = np.where(den_g[gid] > 0, roll_group[gid] * absd[held] / den_g[gid], 0.0)
+        den_u = np.bincount(pos_unit, weights=absd, minlength=n_units)
+        ds_share = np.where(den_u[pos_unit] > 0,
+                            dshock_coin[pos_unit] * absd / den_u[pos_unit], 0.0)
+    base = wc_share + (roll_share + ds_share + short_opt * som_rate) * conv_u[pos_unit]
+    mm_contrib = rm * model["mm_factor"] * base
+    im_contrib = rm * model["im_factor"] * base
+
+    # -- equity (USD) ------------------------------------------------------------------------
+    pos_px = unit_px[pos_unit]
+    eq_pos = np.bincount(book.pos_account, weights=value * pos_px, minlength=n_acc)
+    stable = set(model["stablecoins"])
+    bal_px = np.array([settle_price(a, book.index_prices, stable, table="index")
+                       for a in book.bal_asset], dtype=np.float64)
+    bal_usd = book.bal_amount * bal_px
+    coll = np.zeros(len(bal_usd))
+    for asset in set(book.bal_asset):
+        m = np.array([a == asset for a in book.bal_asset], dtype=bool)
+        coll[m] = np.where(bal_usd[m] > 0, collateral_value_usd(model, asset, bal_usd[m]),
+                           bal_usd[m])
+    equity = eq_pos + np.bincount(book.bal_account, weights=coll, minlength=n_acc)
+    actual_equity = eq_pos + np.bincount(book.bal_account, weights=bal_usd, minlength=n_acc)
+    loan_mm = model["loan_mmr"] * np.bincount(book.bal_account,
+                                              weights=np.abs(np.minimum(bal_usd, 0.0)),
+                                              minlength=n_acc)
+    acc_mm = np.bincount(units.account, weights=mm * unit_px, minlength=n_acc) + loan_mm
+    acc_im = np.bincount(units.account, weights=im * unit_px, minlength=n_acc) + loan_mm
+
+    return Outcome(book=book, units=units, scen=scen, instr_type=itype, pos_unit=pos_unit,
+                   vectors=vectors, weighted=weighted, worst=worst, binding=binding,
+                   roll=roll, dshock=dshock, som=som, orders=orders, mmp=mmp, rmm=rmm, mm=mm,
+                   im=im, unit_greeks=unit_greeks, value=value, model_value=model_value,
+                   upnl=upnl, greeks=greeks, mm_contrib=mm_contrib, im_contrib=im_contrib,
+                   equity=equity, actual_equity=actual_equity, loan_mm=loan_mm, acc_mm=acc_mm,
+                   acc_im=acc_im, instr_pnl=instr_pnl)
+
+
+def _expiry_groups(book, model, units, itype, pos_unit):
+    """Expiry groups for the roll shock: per unit, one group per expiry of its futures and
+    options, one per perpetual; spot positions belong to none (-1)."""
+    pi_ = book.pos_instr
+    kind = book.kind[pi_]
+    exp = book.expiry_ns[pi_]
+    # perpetuals: a key of their own (negative, per instrument); dated: the expiry
+    key2 = np.where(kind == PERPETUAL, -1 - pi_, exp)
+    dated = (kind == FUTURE) | (kind == OPTION) | (kind == PERPETUAL)
+    pos_group = np.full(len(pi_), -1, dtype=np.int64)
+    if not dated.any():
+        return None, pos_group, np.zeros(0), np.zeros(0, dtype=np.int64)
+    pairs = np.stack([pos_unit[dated], key2[dated]], axis=1)
+    uniq, inv = np.unique(pairs, axis=0, return_inverse=True)
+    pos_group[dated] = inv.ravel()
+    group_unit = uniq[:, 0].astype(np.int64)
+    # years to expiry of each group: from any member position
+    first = np.zeros(len(uniq), dtype=np.int64)
+    first[inv.ravel()] = np.flatnonzero(dated)
+    years = np.where(kind[first] == PERPETUAL, 0.0, book.years[pi_[first]])
+    und_names = [units.type_und[units.utype[u]] for u in group_unit]
+    amr = np.array([model.underlying(n)["annualised_move_risk"] for n in und_names])
+    mn = np.array([model.underlying(n)["min_annualised_move"] for n in und_names])
+    rate = addons.roll_rate(years, amr, mn)
+    return uniq, pos_group, rate, group_unit

@@ -1,0 +1,274 @@
+"""The risk model: every parameter in one object, loadable from a preset, a dict or TOML
+(SPEC §10).  Immutable: ``with_overrides`` returns a new model."""
+
+import copy
+import math
+import tomllib
+
+import numpy as np
+
+from . import presets as P
+from .errors import MarginError
+
+_SECTIONS = ("thresholds", "correlations", "exclude", "collateral", "default_underlying")
+_CHOICES = {
+    "cross_unit": ("sum",),
+    "scenario_set": ("grid", "span16"),
+    "tail_mode": ("joint", "per_unit"),
+    "expired_positions": ("error", "ignore"),
+}
+_BOOLS = ("extended_table", "extreme_scenarios")
+_UNDERLYING_CHOICES = {"vol_shock": ("relative", "absolute")}
+_INT_KEYS = ("buckets_count", "n_directions")
+
+
+def _err(key, expected, hint=None):
+    return MarginError("model", key, expected, hint=hint)
+
+
+def _merge(base, over):
+    out = copy.deepcopy(base)
+    for k, v in over.items():
+        if isinstance(v, dict) and isinstance(out.get(k), dict) and k != "scenarios":
+            out[k] = _merge(out[k], v)
+        else:
+            out[k] = copy.deepcopy(v)
+    return out
+
+
+def _number(key, value, lo=-math.inf, hi=math.inf, integer=False):
+    if isinstance(value, bool) or not isinstance(value, (int, float, np.integer, np.floating)):
+        raise _err(key, f"a number, got {value!r}")
+    if integer and float(value) != int(value):
+        raise _err(key, f"a whole number, got {value!r}")
+    if math.isnan(value) or not (lo <= value <= hi):
+        raise _err(key, f"a number in [{lo}, {hi}], got {value!r}")
+
+
+class Model:
+    """Risk-model parameters.
+
+    >>> m = Model.preset("deribit_pme").with_overrides({"BTC": {"price_range": 0.2}})
+    >>> m.underlying("BTC")["price_range"], m.underlying("ETH")["price_range"], m["mm_factor"]
+    (0.2, 0.18, 0.8)
+    >>> Model.from_dict({"preset": "deribit_pme", "BTC": {"price_rnge": 0.2}})
+    Traceback (most recent call last):
+    ...
+    pmrisk.errors.MarginError: model.BTC.price_rnge: expected a known parameter ...
+    """
+
+    def __init__(self, params):
+        self._p = params
+        _validate(params)
+
+    # -- constructors -------------------------------------------------------------------
+    @classmethod
+    def preset(cls, name):
+        """A shipped preset: ``deribit_pme`` or ``span``."""
+        if name not in P.PRESETS:
+            raise _err("preset", f"one of {sorted(P.PRESETS)}, got {name!r}")
+        params = _merge(P.TOP_DEFAULTS, P.PRESETS[name])
+        params["preset"] = name
+        return cls(params)
+
+    @classmethod
+    def from_dict(cls, d):
+        """A preset's values (key ``preset``, default ``deribit_pme``), then the given keys."""
+        if not isinstance(d, dict):
+            raise _err("", f"a dict, got {type(d).__name__}")
+        d = dict(d)
+        base = cls.preset(d.pop("preset", "deribit_pme"))
+        return base.with_overrides(d)
+
+    @classmethod
+    def from_toml(cls, path):
+        """Load a TOML file of the shape in SPEC §10 (see ``docs/model.example.toml``)."""
+        try:
+            with open(path, "rb") as fh:
+                d = tomllib.load(fh)
+        except tomllib.TOMLDecodeError as exc:
+            raise _err("", f"valid TOML in {path} ({exc})") from None
+        return cls.from_dict(d)
+
+    @classmethod
+    def coerce(cls, model):
+        """``None`` (deribit_pme), a preset name, a ``.toml`` path, a dict or a Model."""
+        if model is None:
+            return cls.preset("deribit_pme")
+        if isinstance(model, Model):
+            return model
+        if isinstance(model, dict):
+            return cls.from_dict(model)
+        if isinstance(model, str):
+            if model.endswith(".toml"):
+                return cls.from_toml(model)
+            return cls.preset(model)
+        raise _err("", f"a preset name, a TOML path, a dict or a pmrisk.Model, got {model!r}")
+
+    def with_overrides(self, overrides):
+        """A new model with ``overrides`` (same shape as the TOML) merged in."""
+        if "preset" in overrides:
+            raise _err("preset", "no preset key in overrides (start from Model.preset)")
+        return Model(_merge(self._p, overrides))
+
+    def with_scenarios(self, scenarios):
+        """A new model whose scenario set is ``scenarios`` (rows: price_shock, vol_state or
+        vol_factor, loss_weight, gain_weight, table), for every underlying."""
+        from ._arrow import as_table
+        from .scenario_table import rows_from_table
+        rows = rows_from_table(as_table(scenarios, "scenarios"))
+        return self.with_overrides({"scenarios": rows})
+
+    # -- access ---------------------------------------------------------------------------
+    def __getitem__(self, key):
+        return self._p[key]
+
+    @property
+    def name(self):
+        return self._p["preset"]
+
+    def underlyings(self):
+        """Names of the underlyings that have a section of their own."""
+        return [k for k, v in self._p.items() if isinstance(v, dict) and k not in _SECTIONS]
+
+    def underlying(self, name):
+        """Every per-underlying parameter for ``name`` (its section over ``default_underlying``
+        over the neutral values)."""
+        out = dict(P.UNDERLYING_DEFAULTS)
+        out.update(self._p.get("default_underlying", {}))
+        section = self._p.get(name)
+        if isinstance(section, dict) and name not in _SECTIONS:
+            out.update(section)
+        return out
+
+    def to_dict(self):
+        return copy.deepcopy(self._p)
+
+    def __repr__(self):
+        return f"Model(preset={self.name!r}, underlyings={self.underlyings()})"
+
+
+def _validate(p):
+    for key, value in p.items():
+        if key in _SECTIONS or key == "scenarios":
+            continue
+        if key in P.TOP_DEFAULTS:
+            _validate_top(key, value)
+        elif isinstance(value, dict):
+            for k, v in value.items():
+                _validate_underlying_key(f"{key}.{k}", k, v)
+        else:
+            raise _err(key, "a known parameter", hint=f"Known: {', '.join(sorted(P.TOP_DEFAULTS))}"
+                       " or an underlying section such as [BTC]")
+    for k, v in p.get("default_underlying", {}).items():
+        _validate_underlying_key(f"default_underlying.{k}", k, v)
+    th = p["thresholds"]
+    for k in th:
+        if k not in ("warning", "margin_call", "liquidation"):
+            raise _err(f"thresholds.{k}", "a known parameter (warning, margin_call, liquidation)")
+    warn = list(th["warning"])
+    for v in warn + [th["margin_call"], th["liquidation"]]:
+        _number("thresholds", v, 0.0)
+    levels = warn + [th["margin_call"], th["liquidation"]]
+    if any(a <= b for a, b in zip(levels, levels[1:])):
+        raise _err("thresholds", f"strictly decreasing levels, got {levels}")
+    ex = p["exclude"]
+    for k, v in ex.items():
+        if k not in ("symbols", "kinds", "underlyings"):
+            raise _err(f"exclude.{k}", "a known parameter (symbols, kinds, underlyings)")
+        if v:
+            raise _err(f"exclude.{k}", "an empty list: excluded instruments (margined "
+                       "standalone under SPAN rules) are not implemented yet")
+    for pair, rho in p["correlations"].items():
+        _number(f"correlations.{pair}", rho, -1.0, 1.0)
+    for asset, spec in p["collateral"].items():
+        _validate_collateral(asset, spec)
+    if p.get("scenarios") is not None:
+        from .scenario_table import validate_rows
+        validate_rows(p["scenarios"])
+
+
+def _validate_top(key, value):
+    if key in _CHOICES:
+        if value not in _CHOICES[key]:
+            hint = None
+            if key == "cross_unit" and value == "correlated":
+                hint = "The correlated joint-stress mode of the standard model is not built yet."
+            raise _err(key, f"one of {_CHOICES[key]}, got {value!r}", hint=hint)
+    elif key in _BOOLS:
+        if not isinstance(value, bool):
+            raise _err(key, f"true or false, got {value!r}")
+    elif key == "risk_multiplier":
+        _number(key, value, 0.8, 1.5)
+    elif key in ("mm_factor", "im_factor", "loan_mmr", "liquidation_target"):
+        _number(key, value, 0.0)
+    elif key == "rate":
+        _number(key, value, -1.0, 1.0)
+    elif key == "n_directions":
+        _number(key, value, 0, 1_000_000, integer=True)
+    elif key == "linear_settlement_currency":
+        if not isinstance(value, str) or not value:
+            raise _err(key, f"a currency name, got {value!r}")
+    elif key == "stablecoins":
+        if not isinstance(value, (list, tuple)) or not all(isinstance(s, str) for s in value):
+            raise _err(key, f"a list of asset names, got {value!r}")
+
+
+def _validate_underlying_key(where, k, v):
+    if k not in P.UNDERLYING_DEFAULTS:
+        raise _err(where, "a known parameter",
+                   hint=f"Known: {', '.join(sorted(P.UNDERLYING_DEFAULTS))}")
+    if k in _UNDERLYING_CHOICES:
+        if v not in _UNDERLYING_CHOICES[k]:
+            raise _err(where, f"one of {_UNDERLYING_CHOICES[k]}, got {v!r}")
+        return
+    if k == "price_range":
+        _number(where, v, 1e-9, 0.999)
+    elif k == "buckets_count":
+        _number(where, v, 1, 1000, integer=True)
+    elif k in ("max_offsetable_pnl",):
+        _number(where, v, 0.0)
+    else:
+        _number(where, v, 0.0, math.inf)
+        if math.isinf(v):
+            raise _err(where, f"a finite number, got {v!r}")
+
+
+def _validate_collateral(asset, spec):
+    where = f"collateral.{asset}"
+    if not isinstance(spec, dict) or set(spec) - {"rate", "tiers_usd"} or len(spec) != 1:
+        raise _err(where, "a table with exactly one of rate = x or tiers_usd = [[from, to, rate]]")
+    if "rate" in spec:
+        _number(f"{where}.rate", spec["rate"], 0.0, 1.0)
+        return
+    prev_hi = 0.0
+    for tier in spec["tiers_usd"]:
+        if len(tier) != 3:
+            raise _err(f"{where}.tiers_usd", f"[from_usd, to_usd, rate] triples, got {tier!r}")
+        lo, hi, rate = tier
+        _number(f"{where}.tiers_usd", rate, 0.0, 1.0)
+        if lo != prev_hi or not hi > lo:
+            raise _err(f"{where}.tiers_usd", "contiguous slices starting at 0 "
+                       f"([0, a], [a, b], ...), got {spec['tiers_usd']!r}")
+        prev_hi = hi
+
+
+def collateral_value_usd(model, asset, value_usd):
+    """Collateral value of positive USD amounts of ``asset``: each tier's slice at its rate;
+    above the last tier the value stops growing (rate 0), as in Binance's tier tables.
+
+    >>> m = Model.preset("deribit_pme").with_overrides(
+    ...     {"collateral": {"BTC": {"tiers_usd": [[0, 100, 1.0], [100, 200, 0.5]]}}})
+    >>> collateral_value_usd(m, "BTC", np.array([150.0, 500.0])).tolist()
+    [125.0, 150.0]
+    """
+    spec = model["collateral"].get(asset)
+    v = np.asarray(value_usd, dtype=np.float64)
+    if spec is None:
+        return v.copy()
+    if "rate" in spec:
+        return v * spec["rate"]
+    out = np.zeros_like(v)
+    for lo, hi, rate in spec["tiers_usd"]:
+        out += np.clip(v - lo, 0.0, hi - lo) * rate
+    return out

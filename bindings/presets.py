@@ -1,0 +1,109 @@
+"""Preset parameter sets (SPEC §10).  Values marked (assumption) are not published by the venue.
+
+Sources: Deribit ``private/pme/simulate`` model_params (BTC, docs example 2024-06-17; ETH, live
+capture 2026-02-15); SPAN: CME "Components of SPAN", advisory 08-303 (extreme 3x covered 33 %).
+"""
+
+INF = float("inf")
+
+# Every per-underlying parameter and its neutral value (a preset overrides what it uses).
+UNDERLYING_DEFAULTS = {
+    "price_range": 0.15,
+    "buckets_count": 4,
+    "volatility_range_up": 0.5,
+    "volatility_range_down": 0.25,
+    "short_term_vega_power": 0.3,
+    "long_term_vega_power": 0.13,
+    "min_volatility_for_shock_up": 0.0,
+    "vol_floor": 0.0,
+    "extreme_multiple": 2.0,
+    "cover_fraction": 0.35,
+    "extended_table_factor": 1.0,
+    "extended_dampener_usd": 100_000.0,
+    "annualised_move_risk": 0.0,
+    "min_annualised_move": 0.0,
+    "pnl_offset": 0.0,
+    "max_offsetable_pnl": 0.0,
+    "max_delta_shock": 0.0,
+    "delta_total_liq_shock_threshold": 20_000_000.0,
+    "m_inc": 0.0,
+    "short_option_minimum": 0.0,
+    "horizon_days": 0.0,
+    "vol_shock": "relative",
+    "vol_scan_range": 0.0,
+}
+
+TOP_DEFAULTS = {
+    "preset": None,
+    "cross_unit": "sum",
+    "scenario_set": "grid",          # "grid" (SPEC §3 grid) or "span16" (SPAN's 16)
+    "extended_table": False,         # append Deribit's extended table to the grid
+    "extreme_scenarios": False,      # append +/- extreme_multiple*price_range (cover fraction)
+    "n_directions": 512,
+    "tail_mode": "joint",
+    "risk_multiplier": 1.0,
+    "mm_factor": 1.0,
+    "im_factor": 1.0,
+    "liquidation_target": 1.0,
+    "loan_mmr": 0.10,
+    "linear_settlement_currency": "USDT",
+    "rate": 0.0,                     # Black-76 discount rate (0: undiscounted)
+    "expired_positions": "error",    # or "ignore"
+    "stablecoins": ["USD", "USDT", "USDC", "DAI", "FDUSD", "BUSD", "TUSD", "USDE"],
+    "thresholds": {"warning": [1.10, 1.05, 1.01], "margin_call": 1.00, "liquidation": 0.75},
+    "correlations": {},
+    "exclude": {"symbols": [], "kinds": [], "underlyings": []},
+    "collateral": {},
+    "default_underlying": {},
+    "scenarios": None,               # custom scenario rows (list of dicts) or None
+}
+
+DERIBIT_BTC = {
+    "price_range": 0.16, "buckets_count": 4,
+    "volatility_range_up": 0.5, "volatility_range_down": 0.25,
+    "short_term_vega_power": 0.3, "long_term_vega_power": 0.13,
+    "min_volatility_for_shock_up": 0.5, "extended_table_factor": 1.0,
+    "annualised_move_risk": 0.075, "min_annualised_move": 0.01,
+    "extended_dampener_usd": 100_000.0, "pnl_offset": 0.0, "max_offsetable_pnl": 0.0,
+    "max_delta_shock": 0.1, "delta_total_liq_shock_threshold": 20_000_000.0, "m_inc": 5e-05,
+}
+DERIBIT_ETH = {
+    "price_range": 0.18, "buckets_count": 4,
+    "volatility_range_up": 0.4, "volatility_range_down": 0.25,
+    "short_term_vega_power": 0.3, "long_term_vega_power": 0.13,
+    "min_volatility_for_shock_up": 0.5, "extended_table_factor": 1.0,
+    "annualised_move_risk": 0.05, "min_annualised_move": 0.005,
+    "extended_dampener_usd": 200_000.0, "pnl_offset": 0.6, "max_offsetable_pnl": 20_000_000.0,
+    "max_delta_shock": 0.1, "delta_total_liq_shock_threshold": 20_000_000.0, "m_inc": 4e-06,
+}
+
+PRESETS = {
+    "deribit_pme": {
+        "cross_unit": "sum",
+        "scenario_set": "grid",
+        "extended_table": True,
+        "mm_factor": 0.8,
+        "im_factor": 1.0,
+        "linear_settlement_currency": "USDC",
+        # (assumption) other underlyings: ETH's shape with a wider 25 % range.
+        "default_underlying": dict(DERIBIT_ETH, price_range=0.25),
+        "BTC": DERIBIT_BTC,
+        "ETH": DERIBIT_ETH,
+    },
+    "span": {
+        "cross_unit": "sum",
+        "scenario_set": "span16",
+        "mm_factor": 1.0,
+        "im_factor": 1.0,
+        "default_underlying": {
+            "price_range": 0.10,            # (assumption) scan range as a fraction of price
+            "vol_shock": "absolute",
+            "vol_scan_range": 0.04,         # (assumption) 4 vol points
+            "extreme_multiple": 3.0,
+            "cover_fraction": 0.33,
+            "horizon_days": 1.0,
+            "pnl_offset": 1.0,
+            "max_offsetable_pnl": INF,
+        },
+    },
+}

@@ -1,0 +1,208 @@
+"""Arrow result tables (SPEC §9) from an engine :class:`~pmrisk.engine.Outcome`."""
+
+from dataclasses import dataclass
+
+import numpy as np
+import pyarrow as pa
+
+from pmrisk.kernel.scenarios import TABLES, VOL_STATES
+
+UNALLOCATED = "unallocated"
+
+
+@dataclass
+class MarginResult:
+    """Result tables of :func:`pmrisk.margin` (each a ``pyarrow.Table``).
+
+    ``accounts``: one row per account (USD); ``units``: one row per (account, risk unit);
+    ``positions``: one row per position plus ``unallocated`` rows; ``risk_vectors``: long
+    format, only when asked for (else ``None``).  ``timings`` holds seconds per stage.
+    """
+    accounts: pa.Table
+    units: pa.Table
+    positions: pa.Table
+    risk_vectors: pa.Table = None
+    timings: dict = None
+
+    def __repr__(self):
+        return (f"MarginResult(accounts={self.accounts.num_rows} rows, units="
+                f"{self.units.num_rows} rows, positions={self.positions.num_rows} rows)")
+
+
+def status_of(ratio, thresholds):
+    """Status per SPEC §7 from the margin ratio: >= the first warning level is ``normal``;
+    below warning level k, ``warning_k``; below ``margin_call``, ``margin_call``; below
+    ``liquidation``, ``liquidation``.
+
+    >>> status_of(np.array([1.1, 1.0999, 1.0, 0.9999, 0.75, 0.7]),
+    ...           {"warning": [1.10, 1.05, 1.01], "margin_call": 1.0, "liquidation": 0.75})
+    ['normal', 'warning_1', 'warning_3', 'margin_call', 'margin_call', 'liquidation']
+    """
+    levels = list(thresholds["warning"]) + [thresholds["margin_call"], thresholds["liquidation"]]
+    names = ["normal"] + [f"warning_{k + 1}" for k in range(len(thresholds["warning"]))] + [
+        "margin_call", "liquidation"]
+    # number of levels the ratio is below (levels strictly decrease)
+    below = np.zeros(len(ratio), dtype=np.int64)
+    for lv in levels:
+        below += ratio < lv
+    return [names[k] for k in below]
+
+
+def describe(unit_name, table, shock, vol_state):
+    return f"{unit_name} {table} {shock:+.2%} vol {vol_state}"
+
+
+def build(out, model, risk_vectors=False):
+    book, units, scen = out.book, out.units, out.scen
+    acc_names = book.accounts
+    unit_names = pa.array([units.type_names[t] for t in units.utype], pa.string())
+    unit_und = units.type_und_code[units.utype]
+    unit_px = units.type_settle_px[units.utype]
+    index_px = units.type_index_px[units.utype]
+    n_units = len(units)
+    b = out.binding
+    b_table = [TABLES[t] for t in scen.table[unit_und, b]] if n_units else []
+    b_shock = scen.price_shock[unit_und, b] if n_units else np.zeros(0)
+    b_vol = [VOL_STATES[v] for v in scen.vol_code[unit_und, b]] if n_units else []
+    ug = out.unit_greeks
+
+    unit_cols = {
+        "account": acc_names.take(pa.array(units.account, pa.int64())),
+        "unit": unit_names,
+        "underlying": pa.array([units.type_und[t] for t in units.utype], pa.string()),
+        "settlement_currency": pa.array([units.type_ccy[t] for t in units.utype], pa.string()),
+        "index_price": index_px,
+        "settlement_price_usd": unit_px,
+        "binding_scenario": b,
+        "binding_table": pa.array(b_table, pa.string()),
+        "binding_price_shock": b_shock,
+        "binding_vol_state": pa.array(b_vol, pa.string()),
+    }
+    amounts = {
+        "worst_case": out.worst, "roll_shock": out.roll, "delta_shock": out.dshock,
+        "short_option_minimum": out.som, "risk_matrix_margin": out.rmm,
+        "open_orders_margin": out.orders, "mmp_margin": out.mmp,
+        "maintenance_margin": out.mm, "initial_margin": out.im,
+    }
+    for name, v in amounts.items():
+        unit_cols[name] = v
+        unit_cols[name + "_usd"] = v * unit_px
+    unit_cols["delta"] = ug[0]
+    unit_cols["delta_usd"] = ug[0] * index_px
+    unit_cols["gamma"] = ug[1]
+    unit_cols["gamma_usd"] = ug[1] * index_px
+    unit_cols["vega"] = ug[2]
+    unit_cols["vega_usd"] = ug[2] * unit_px
+    unit_cols["theta"] = ug[3]
+    unit_cols["theta_usd"] = ug[3] * unit_px
+    units_t = pa.table(unit_cols)
+
+    # -- positions + unallocated rows --------------------------------------------------------
+    pu = out.pos_unit
+    pos_px = unit_px[pu]
+    mm_un = out.mm - np.bincount(pu, weights=out.mm_contrib, minlength=n_units)
+    im_un = out.im - np.bincount(pu, weights=out.im_contrib, minlength=n_units)
+    n_pos = len(pu)
+    symbols = book.symbols.take(pa.array(book.pos_instr, pa.int64()))
+    loans = np.flatnonzero(out.loan_mm > 0)
+    n_loan = len(loans)
+    pos_cols = {
+        "account": pa.concat_arrays([acc_names.take(pa.array(book.pos_account, pa.int64())),
+                                     acc_names.take(pa.array(units.account, pa.int64())),
+                                     acc_names.take(pa.array(loans, pa.int64()))]),
+        "symbol": pa.concat_arrays([symbols, pa.array([UNALLOCATED] * (n_units + n_loan),
+                                                      pa.string())]),
+        "unit": pa.concat_arrays([unit_names.take(pa.array(pu, pa.int64())), unit_names,
+                                  pa.array(["loans"] * n_loan, pa.string())]),
+        "quantity": np.concatenate([book.quantity, np.zeros(n_units + n_loan)]),
+    }
+    zeros = np.zeros(n_units + n_loan)
+    for name, v in (("value", out.value), ("model_value", out.model_value),
+                    ("unrealised_pnl", out.upnl)):
+        pos_cols[name] = np.concatenate([v, zeros])
+        pos_cols[name + "_usd"] = np.concatenate([v * pos_px, zeros])
+    for k, name in enumerate(("delta", "gamma", "vega", "theta")):
+        pos_cols[name] = np.concatenate([out.greeks[k], zeros])
+    loan_usd = out.loan_mm[loans]
+    for name, contrib, unalloc in (("mm_contribution", out.mm_contrib, mm_un),
+                                   ("im_contribution", out.im_contrib, im_un)):
+        pos_cols[name] = np.concatenate([contrib, unalloc, loan_usd])
+        pos_cols[name + "_usd"] = np.concatenate([contrib * pos_px, unalloc * unit_px, loan_usd])
+    positions_t = pa.table(pos_cols)
+
+    # -- accounts ---------------------------------------------------------------------------
+    n_acc = len(acc_names)
+    mm_usd, im_usd, eq = out.acc_mm, out.acc_im, out.equity
+    with np.errstate(divide="ignore", invalid="ignore"):
+        ratio = np.where(mm_usd > 0, eq / np.where(mm_usd > 0, mm_usd, 1.0),
+                         np.where(eq >= 0, np.inf, -np.inf))
+    th = model["thresholds"]
+    low = min(th["warning"])
+    max_wd = np.maximum(0.0, np.minimum(eq - low * mm_usd, eq - im_usd))
+    worst_usd = out.worst * unit_px
+    desc = ["none"] * n_acc
+    best = np.full(n_acc, 0.0)
+    for u in range(n_units):
+        a = units.account[u]
+        if worst_usd[u] > best[a]:
+            best[a] = worst_usd[u]
+            desc[a] = describe(units.type_names[units.utype[u]], b_table[u], b_shock[u], b_vol[u])
+    accounts_t = pa.table({
+        "account": acc_names,
+        "equity": eq,
+        "actual_equity": out.actual_equity,
+        "maintenance_margin": mm_usd,
+        "initial_margin": im_usd,
+        "used_margin": im_usd,
+        "available_margin": eq - im_usd,
+        "max_withdrawable": max_wd,
+        "margin_ratio": ratio,
+        "status": pa.array(status_of(ratio, th), pa.string()),
+        "worst_scenario": pa.array(desc, pa.string()),
+        "loan_maintenance_margin": out.loan_mm,
+    })
+
+    rv = None
+    if risk_vectors:
+        rv = _risk_vectors(out, unit_names, risk_vectors == "positions")
+    return MarginResult(accounts=accounts_t, units=units_t, positions=positions_t, risk_vectors=rv)
+
+
+def _scenario_cols(scen, und_rows, cells):
+    return {
+        "scenario": cells,
+        "table": pa.array([TABLES[t] for t in scen.table[und_rows, cells]], pa.string()),
+        "price_shock": scen.price_shock[und_rows, cells],
+        "vol_state": pa.array([VOL_STATES[v] for v in scen.vol_code[und_rows, cells]],
+                              pa.string()),
+    }
+
+
+def _risk_vectors(out, unit_names, per_position):
+    units, scen, book = out.units, out.scen, out.book
+    unit_und = units.type_und_code[units.utype]
+    n_s = scen.n_scen[unit_und]
+    rows_u = np.repeat(np.arange(len(units)), n_s)
+    cells = (np.arange(len(rows_u)) - np.repeat(np.cumsum(n_s) - n_s, n_s)).astype(np.int64)
+    cols = {
+        "account": book.accounts.take(pa.array(units.account[rows_u], pa.int64())),
+        "unit": unit_names.take(pa.array(rows_u, pa.int64())),
+    }
+    cols.update(_scenario_cols(scen, unit_und[rows_u], cells))
+    cols["pnl"] = out.vectors[rows_u, cells]
+    cols["weighted_pnl"] = out.weighted[rows_u, cells]
+    if not per_position:
+        return pa.table(cols)
+    # per position (the caller asked for the positions x scenarios matrix)
+    pu = out.pos_unit
+    n_sp = n_s[pu]
+    rows_p = np.repeat(np.arange(len(pu)), n_sp)
+    cells_p = (np.arange(len(rows_p)) - np.repeat(np.cumsum(n_sp) - n_sp, n_sp)).astype(np.int64)
+    pcols = {
+        "account": book.accounts.take(pa.array(book.pos_account[rows_p], pa.int64())),
+        "unit": unit_names.take(pa.array(pu[rows_p], pa.int64())),
+        "symbol": book.symbols.take(pa.array(book.pos_instr[rows_p], pa.int64())),
+    }
+    pcols.update(_scenario_cols(scen, unit_und[pu[rows_p]], cells_p))
+    pcols["pnl"] = book.quantity[rows_p] * out.instr_pnl[book.pos_instr[rows_p], cells_p]
+    return pa.table(pcols)

@@ -1,0 +1,202 @@
+"""``pmrisk.margin_from_risk_arrays``: margin from precomputed scenario P&L (SPEC §3).
+
+The caller supplies the P&L per contract of each symbol in each scenario of the model's set
+(SPAN files' 16 risk-array values, or any custom or historical set priced elsewhere).  Values
+are final cell values: weights such as the extreme cover fraction are already applied, so the
+loss weights of the model's set are not applied again.  Aggregation, worst case, binding cell,
+MM/IM factors and contributions then work as in :func:`pmrisk.margin`.
+"""
+
+import numpy as np
+import pyarrow as pa
+
+from pmrisk import kernel as K
+from pmrisk.kernel import scenarios as S
+from pmrisk.kernel.scenarios import TABLE_EXTREME
+
+from . import schema
+from ._arrow import (as_table, check_columns, codes, duplicated, float_column, has, lookup,
+                     raise_rows, str_column)
+from .book import Book
+from .engine import Outcome
+from .errors import MarginError
+from .model import Model
+from .results import build
+from .scenario_table import scenario_set_for
+from .units import Units, settle_price
+
+PORTFOLIO = "portfolio"
+_NO_EQUITY = ("equity", "actual_equity", "available_margin", "max_withdrawable",
+              "margin_ratio", "status")
+
+
+def margin_from_risk_arrays(positions, risk_arrays, model=None, index=None,
+                            risk_vectors=False):
+    """Margin from risk arrays.
+
+    Parameters
+    ----------
+    positions : Arrow table-like
+        ``account, symbol, quantity``.
+    risk_arrays : Arrow table-like
+        ``symbol, scenario, pnl`` [, ``unit``]: P&L per contract (> 0 is a profit, the
+        opposite sign of SPAN files) in row ``scenario`` (0-based) of the model's scenario set.
+        Without ``unit`` every symbol is in one unit, ``portfolio``.
+    model : preset name, dict, TOML path or Model (default ``span``)
+    index : Arrow table-like, optional
+        ``underlying, index_price``: USD prices of the units' settlement currencies, for the
+        ``*_usd`` columns (stablecoins and ``portfolio`` count 1).
+    risk_vectors : bool or "positions"
+
+    Returns
+    -------
+    MarginResult
+        As :func:`pmrisk.margin`; equity-derived account fields and Greeks are null (not
+        known from risk arrays).
+
+    Examples
+    --------
+    >>> import pmrisk
+    >>> ra = {"symbol": ["FUT"] * 16, "scenario": list(range(16)),
+    ...       "pnl": [0, 0, 3330, 3330, -3330, -3330, 6670, 6670, -6670, -6670,
+    ...               10000, 10000, -10000, -10000, 7000, -7000]}
+    >>> r = pmrisk.margin_from_risk_arrays(
+    ...     {"account": ["a"], "symbol": ["FUT"], "quantity": [1.0]}, ra, model="span")
+    >>> r.units["worst_case"][0].as_py(), r.units["binding_scenario"][0].as_py() + 1
+    (10000.0, 13)
+    """
+    model = Model.coerce(model if model is not None else "span")
+    pos = as_table(positions, "positions")
+    ra = as_table(risk_arrays, "risk_arrays")
+    idx = as_table(index, "index")
+    check_columns(pos, "positions", schema.RISK_ARRAY_POSITIONS)
+    check_columns(ra, "risk_arrays", schema.RISK_ARRAYS)
+    if idx is not None:
+        check_columns(idx, "index", schema.INDEX)
+
+    # -- risk arrays: symbol x scenario, complete and unique --------------------------------
+    ra_sym = str_column(ra, "symbol")
+    sym_codes, symbols = codes(ra_sym)
+    scen_no = np.asarray(ra.column("scenario").to_numpy(zero_copy_only=False), dtype=np.int64)
+    pnl = float_column(ra, "risk_arrays", "pnl")
+    dup = duplicated(sym_codes, scen_no)
+    if dup.any():
+        raise_rows(ra, "risk_arrays", "scenario", dup, "one row per (symbol, scenario)")
+    n_sym = len(symbols)
+    if has(ra, "unit"):
+        unit_of_row = str_column(ra, "unit").to_pylist()
+        sym_unit = [None] * n_sym
+        bad = np.zeros(ra.num_rows, dtype=bool)
+        for r, (s, u) in enumerate(zip(sym_codes, unit_of_row)):
+            if sym_unit[s] is None:
+                sym_unit[s] = u
+            elif sym_unit[s] != u:
+                bad[r] = True
+        if bad.any():
+            raise_rows(ra, "risk_arrays", "unit", bad, "one unit per symbol")
+    else:
+        sym_unit = [PORTFOLIO] * n_sym
+
+    type_names = list(dict.fromkeys(sym_unit))
+    type_und = [n.split("/", 1)[0] if "/" in n else n for n in type_names]
+    type_ccy = [n.split("/", 1)[1] if "/" in n else n for n in type_names]
+    underlyings = list(dict.fromkeys(type_und))
+    sets = [_final_cells(scenario_set_for(model, u)) for u in underlyings]
+    scen = S.pad(sets)
+    und_code = np.array([underlyings.index(u) for u in type_und], dtype=np.int64)
+    sym_type = np.array([type_names.index(u) for u in sym_unit], dtype=np.int64)
+    n_cells = scen.n_scen[und_code[sym_type]]
+    bad = (scen_no < 0) | (scen_no >= n_cells[sym_codes])
+    if bad.any():
+        raise_rows(ra, "risk_arrays", "scenario", bad,
+                   f"0-based rows of the model's scenario set (0..{int(n_cells.max()) - 1})")
+    matrix = np.zeros((n_sym, scen.price_shock.shape[1]))
+    matrix[sym_codes, scen_no] = pnl
+    count = np.bincount(sym_codes, minlength=n_sym)
+    if (count != n_cells).any():
+        s = int(np.flatnonzero(count != n_cells)[0])
+        raise MarginError("risk_arrays", "scenario", f"all {int(n_cells[s])} scenarios of "
+                          "every symbol", rows=[(symbols[s].as_py(),)], keys=("symbol",))
+
+    # -- positions ---------------------------------------------------------------------------
+    pos_row = lookup(str_column(pos, "symbol"), symbols)
+    if (pos_row < 0).any():
+        raise_rows(pos, "positions", "symbol", pos_row < 0, "symbols present in risk_arrays")
+    quantity = float_column(pos, "positions", "quantity")
+    acc_codes, accounts = codes(str_column(pos, "account"))
+    dup = duplicated(acc_codes, pos_row)
+    if dup.any():
+        raise_rows(pos, "positions", "symbol", dup, "one row per (account, symbol)")
+
+    prices = {}
+    if idx is not None:
+        prices = dict(zip(str_column(idx, "underlying").to_pylist(),
+                          float_column(idx, "index", "index_price", positive=True).tolist()))
+    stable = set(model["stablecoins"]) | {PORTFOLIO}
+    settle_px = np.array([settle_price(c, prices, stable) for c in type_ccy])
+    index_px = np.array([prices.get(u, 1.0) for u in type_und])
+    n_t = len(type_names)
+    pair, inv = np.unique(acc_codes * n_t + sym_type[pos_row], return_inverse=True)
+    pos_unit = inv.ravel().astype(np.int64)
+    units = Units(type_names=type_names, type_und=type_und, type_ccy=type_ccy,
+                  type_und_code=und_code, type_settle_px=settle_px, type_index_px=index_px,
+                  underlyings=underlyings, account=(pair // n_t).astype(np.int64),
+                  utype=(pair % n_t).astype(np.int64))
+    n_units = len(units)
+    unit_und = und_code[units.utype]
+    unit_px = settle_px[units.utype]
+
+    vectors = K.unit_risk_vectors(pos_unit, pos_row, quantity, matrix, n_units)
+    weighted, worst, binding = K.weighted_worst(
+        vectors, unit_und, unit_px, scen.n_scen, scen.loss_weight, scen.gain_weight,
+        scen.gain_cap_usd, scen.dampener_usd, scen.vol_code)
+    rm = float(model["risk_multiplier"])
+    mm = rm * model["mm_factor"] * worst
+    im = rm * model["im_factor"] * worst
+    b = binding[pos_unit]
+    cell = quantity * matrix[pos_row, b]
+    wc_share = np.where(worst[pos_unit] > 0, -scen.loss_weight[unit_und[pos_unit], b] * cell, 0.0)
+    n_pos, n_acc = len(pos_row), len(accounts)
+    zu, zp, za = np.zeros(n_units), np.zeros(n_pos), np.zeros(n_acc)
+    book = Book(valuation_ns=0, accounts=accounts, symbols=symbols, underlying=[],
+                kind=None, settlement=None, contract_size=None, mark=None, forward=None,
+                strike=None, is_call=None, expiry_ns=None, years=None, mark_iv=None,
+                index_prices=prices, pos_account=acc_codes, pos_instr=pos_row,
+                quantity=quantity, entry_price=None, ord_account=None, ord_instr=None,
+                ord_qty=None, ord_id=None, bal_account=None, bal_asset=[], bal_amount=None,
+                res_account=None, res_unit=[], res_mmp=None, res_oo=None)
+    out = Outcome(book=book, units=units, scen=scen, instr_type=sym_type, pos_unit=pos_unit,
+                  vectors=vectors, weighted=weighted, worst=worst, binding=binding, roll=zu,
+                  dshock=zu, som=zu, orders=zu, mmp=zu, rmm=worst, mm=mm, im=im,
+                  unit_greeks=np.zeros((4, n_units)), value=zp, model_value=zp, upnl=zp,
+                  greeks=np.zeros((4, n_pos)), mm_contrib=rm * model["mm_factor"] * wc_share,
+                  im_contrib=rm * model["im_factor"] * wc_share, equity=za, actual_equity=za,
+                  loan_mm=za, acc_mm=np.bincount(units.account, weights=mm * unit_px,
+                                                 minlength=n_acc),
+                  acc_im=np.bincount(units.account, weights=im * unit_px, minlength=n_acc),
+                  instr_pnl=matrix)
+    result = build(out, model, risk_vectors)
+    result.accounts = _nulls(result.accounts, _NO_EQUITY)
+    result.units = _nulls(result.units, [c for c in result.units.column_names
+                                         if c.split("_")[0] in ("delta", "gamma", "vega",
+                                                                "theta")])
+    drop = ("value", "model_value", "unrealised_pnl", "delta", "gamma", "vega", "theta")
+    result.positions = result.positions.drop_columns(
+        [c for c in result.positions.column_names if c.removesuffix("_usd") in drop])
+    return result
+
+
+def _final_cells(s):
+    """Risk-array cells are final: no loss weight again; gains of extreme cells (already
+    scaled by the cover fraction in SPAN files) count in full."""
+    gain = np.where(s.table == TABLE_EXTREME, 1.0, s.gain_weight)
+    return s._replace(loss_weight=np.ones(len(s)), gain_weight=gain,
+                      pnl_scale=np.ones(len(s)))
+
+
+def _nulls(table, cols):
+    for c in cols:
+        i = table.column_names.index(c)
+        table = table.set_column(i, pa.field(c, table.schema.field(c).type),
+                                 pa.nulls(table.num_rows, table.schema.field(c).type))
+    return table

@@ -1,0 +1,84 @@
+"""Expected input columns, in one place (SPEC §1).
+
+Each entry: column -> (kind, required, nullable).  Kinds: ``str`` (string, large_string,
+string_view or dictionary of those), ``float`` (any float or integer type, cast to float64),
+``int`` (integer), ``time`` (timestamp of any unit; ISO-8601 strings are parsed; tz-naive means
+UTC), ``any`` (echoed back, not interpreted).  ``KEYS`` names the columns that identify a row
+in error messages.
+"""
+
+INSTRUMENTS = {
+    "symbol": ("str", True, False),
+    "underlying": ("str", True, False),
+    "kind": ("str", True, False),
+    "settlement": ("str", True, False),
+    "contract_size": ("float", True, False),
+    "expiry": ("time", False, True),
+    "strike": ("float", False, True),
+    "option_type": ("str", False, True),
+}
+POSITIONS = {
+    "account": ("str", True, False),
+    "symbol": ("str", True, False),
+    "quantity": ("float", True, False),
+    "entry_price": ("float", False, True),
+}
+MARKET = {
+    "symbol": ("str", True, False),
+    "mark_price": ("float", True, False),
+    "mark_iv": ("float", False, True),
+    "underlying_price": ("float", False, True),
+}
+INDEX = {
+    "underlying": ("str", True, False),
+    "index_price": ("float", True, False),
+}
+BALANCES = {
+    "account": ("str", True, False),
+    "asset": ("str", True, False),
+    "amount": ("float", True, False),
+}
+OPEN_ORDERS = {
+    "account": ("str", True, False),
+    "order_id": ("any", True, False),
+    "symbol": ("str", True, False),
+    "quantity": ("float", True, False),
+    "price": ("float", True, False),
+}
+RESERVES = {
+    "account": ("str", True, False),
+    "unit": ("str", True, False),
+    "mmp_margin": ("float", False, False),
+    "open_orders_margin": ("float", False, False),
+}
+RISK_ARRAYS = {
+    "symbol": ("str", True, False),
+    "scenario": ("int", True, False),
+    "pnl": ("float", True, False),
+    "unit": ("str", False, False),
+}
+RISK_ARRAY_POSITIONS = {
+    "account": ("str", True, False),
+    "symbol": ("str", True, False),
+    "quantity": ("float", True, False),
+}
+SCENARIOS = {
+    "price_shock": ("float", True, False),
+    "vol_state": ("str", False, False),
+    "vol_factor": ("float", False, True),
+    "loss_weight": ("float", False, False),
+    "gain_weight": ("float", False, False),
+    "table": ("str", False, False),
+}
+
+KEYS = {
+    "instruments": ("symbol",),
+    "positions": ("account", "symbol"),
+    "market": ("symbol",),
+    "index": ("underlying",),
+    "balances": ("account", "asset"),
+    "open_orders": ("account", "order_id"),
+    "reserves": ("account", "unit"),
+    "risk_arrays": ("symbol", "scenario"),
+    "scenarios": (),
+}

@@ -1,0 +1,75 @@
+"""Risk units (SPEC §3): (underlying, settlement currency) per instrument, and the
+(account, unit) pairs a call margins."""
+
+from dataclasses import dataclass
+
+import numpy as np
+
+from pmrisk.kernel.instruments import INVERSE
+
+from .errors import MarginError
+
+
+@dataclass
+class Units:
+    type_names: list            # unit type names 'BTC/BTC', per type code
+    type_und: list              # underlying name per type
+    type_ccy: list              # settlement currency per type
+    type_und_code: np.ndarray   # row in the scenario arrays per type
+    type_settle_px: np.ndarray  # USD per 1 settlement currency
+    type_index_px: np.ndarray   # USD per 1 underlying
+    underlyings: list           # scenario rows: underlying names
+    # (account, unit) pairs, sorted by account then type
+    account: np.ndarray
+    utype: np.ndarray
+
+    def __len__(self):
+        return len(self.account)
+
+
+def settle_price(ccy, index_prices, stablecoins, table="index"):
+    if ccy in index_prices:
+        return index_prices[ccy]
+    if ccy in stablecoins:
+        return 1.0
+    raise MarginError(table, "underlying", "an index row for every asset that is not a "
+                      "stablecoin", rows=[(ccy,)], keys=("underlying",),
+                      hint=f"Add an index_price for {ccy}, or list it in the model's stablecoins")
+
+
+def build_units(book, model):
+    """Unit types of the active instruments and reserves, and the (account, unit) pairs held
+    through positions, open orders or reserves.  Returns ``(Units, instr_type, pos_unit,
+    ord_unit, res_unit)``."""
+    lin = model["linear_settlement_currency"]
+    names, und, ccy = [], [], []
+    lookup = {}
+
+    def type_of(u, c):
+        key = f"{u}/{c}"
+        if key not in lookup:
+            lookup[key] = len(names)
+            names.append(key)
+            und.append(u)
+            ccy.append(c)
+        return lookup[key]
+
+    instr_type = np.array([type_of(u, u if s == INVERSE else lin)
+                           for u, s in zip(book.underlying, book.settlement)], dtype=np.int64)
+    res_type = np.array([type_of(*r.split("/", 1)) for r in book.res_unit], dtype=np.int64)
+    stable = set(model["stablecoins"])
+    index_px = np.array([settle_price(u, book.index_prices, stable) for u in und])
+    settle_px = np.array([settle_price(c, book.index_prices, stable) for c in ccy])
+    underlyings = list(dict.fromkeys(und))
+    und_code = np.array([underlyings.index(u) for u in und], dtype=np.int64)
+
+    n_t = max(len(names), 1)
+    keys = [book.pos_account * n_t + instr_type[book.pos_instr],
+            book.ord_account * n_t + instr_type[book.ord_instr],
+            book.res_account * n_t + res_type]
+    pair, inverse = np.unique(np.concatenate(keys), return_inverse=True)
+    parts = np.split(inverse.ravel().astype(np.int64), np.cumsum([len(k) for k in keys])[:-1])
+    units = Units(type_names=names, type_und=und, type_ccy=ccy, type_und_code=und_code,
+                  type_settle_px=settle_px, type_index_px=index_px, underlyings=underlyings,
+                  account=(pair // n_t).astype(np.int64), utype=(pair % n_t).astype(np.int64))
+    return units, instr_type, parts[0], parts[1], parts[2]

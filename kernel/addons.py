@@ -1,0 +1,51 @@
+"""Per-unit add-ons (SPEC §6): roll shock, delta shock, short option minimum.
+
+Plain numpy: each is a group-by over positions or an element-wise formula over units, linear
+in the number of positions; numba buys nothing here.  Amounts are in coin (base units); the
+caller multiplies by the index price for linear (quote-settled) units.
+"""
+
+import numpy as np
+
+
+def roll_rate(years, annualised_move_risk, min_annualised_move):
+    """``max(min_annualised_move, exp(annualised_move_risk*T) - 1)`` per expiry group
+    (perpetuals have T = 0, so they take the floor).
+
+    >>> float(roll_rate(np.array([0.0]), 0.075, 0.01)[0])
+    0.01
+    """
+    return np.maximum(min_annualised_move, np.expm1(annualised_move_risk * np.maximum(years, 0.0)))
+
+
+def roll_shock(pos_group, pos_delta, group_rate, group_unit, n_units):
+    """Roll shock per unit: ``sum over expiry groups e of rate_e*|net base delta_e|``.
+
+    ``pos_group``: int64[n_pos] expiry group of each position (-1: none, e.g. spot);
+    ``group_rate``, ``group_unit``: per group.  Returns ``(per_unit, per_group, group_net)``.
+    """
+    n_groups = len(group_rate)
+    held = pos_group >= 0
+    net = np.bincount(pos_group[held], weights=pos_delta[held], minlength=n_groups)
+    per_group = group_rate * np.abs(net)
+    per_unit = np.bincount(group_unit, weights=per_group, minlength=n_units).astype(np.float64)
+    return per_unit, per_group, net
+
+
+def delta_shock(delta, index_price, threshold_usd, m_inc, max_delta_shock):
+    """``min(max(|d|*S - threshold, 0)*|d|*m_inc, max_delta_shock*|d|*S)/S`` (coin).
+
+    >>> float(delta_shock(np.array([500.0]), np.array([60000.0]), 2e7, 5e-5, 0.1)[0])
+    4.166666666666667
+    """
+    notional = np.abs(delta) * index_price
+    part1 = np.maximum(notional - threshold_usd, 0.0) * np.abs(delta) * m_inc
+    part2 = max_delta_shock * notional
+    return np.minimum(part1, part2) / index_price
+
+
+def short_option_minimum(pos_unit, short_contracts, rate_per_contract, n_units):
+    """``rate x number of short option contracts`` per unit (``rate_per_contract`` per
+    position, the rate of its underlying)."""
+    return np.bincount(pos_unit, weights=short_contracts * rate_per_contract,
+                       minlength=n_units).astype(np.float64)

@@ -1,0 +1,110 @@
+"""Black-76 value and Greeks, undiscounted unless a rate is given (SPEC §2).
+
+Scalar ``@njit`` functions (inlined into the revaluation loops) plus array wrappers.
+Conventions: ``F`` forward, ``K`` strike, ``T`` years (365-day year), ``sigma`` annualised
+decimal, ``is_call`` 1 or 0, ``rate`` continuously compounded.  Vega is per 1.00 of vol, theta
+per calendar day (``dV/dt``, i.e. minus the derivative in T, divided by 365).
+
+Edge cases (defined, tested): for ``T <= 0`` or ``sigma*sqrt(T) < 1e-12`` the value is the
+(discounted) intrinsic value of the forward; delta is then 1/0 (call) or 0/-1 (put) by
+moneyness, and 1/2 (or -1/2) exactly at the money; gamma, vega and theta are 0.
+"""
+
+import math
+
+import numpy as np
+
+from ._config import njit
+
+SQRT2 = math.sqrt(2.0)
+INV_SQRT_2PI = 1.0 / math.sqrt(2.0 * math.pi)
+MIN_STDDEV = 1e-12
+DAYS_PER_YEAR = 365.0
+
+
+@njit
+def norm_cdf(x):
+    """Standard normal CDF via ``erfc`` (accurate in both tails, no 1 + erf cancellation)."""
+    return 0.5 * math.erfc(-x / SQRT2)
+
+
+@njit
+def norm_pdf(x):
+    return INV_SQRT_2PI * math.exp(-0.5 * x * x)
+
+
+@njit
+def black76_price(F, K, T, sigma, is_call, rate):
+    """Black-76 price per unit of underlying, in quote currency."""
+    disc = math.exp(-rate * T) if T > 0.0 else 1.0
+    sd = sigma * math.sqrt(T) if T > 0.0 else 0.0
+    if sd < MIN_STDDEV:
+        intrinsic = F - K if is_call else K - F
+        return disc * intrinsic if intrinsic > 0.0 else 0.0
+    d1 = (math.log(F / K) + 0.5 * sd * sd) / sd
+    d2 = d1 - sd
+    if is_call:
+        v = F * norm_cdf(d1) - K * norm_cdf(d2)
+    else:
+        v = K * norm_cdf(-d2) - F * norm_cdf(-d1)
+    return disc * v if v > 0.0 else 0.0
+
+
+@njit
+def black76_greeks(F, K, T, sigma, is_call, rate):
+    """(price, delta, gamma, vega, theta_per_day) per unit of underlying."""
+    disc = math.exp(-rate * T) if T > 0.0 else 1.0
+    sd = sigma * math.sqrt(T) if T > 0.0 else 0.0
+    if sd < MIN_STDDEV:
+        intrinsic = F - K if is_call else K - F
+        price = disc * intrinsic if intrinsic > 0.0 else 0.0
+        if F > K:
+            delta = 1.0 if is_call else 0.0
+        elif F < K:
+            delta = 0.0 if is_call else -1.0
+        else:
+            delta = 0.5 if is_call else -0.5
+        return price, disc * delta, 0.0, 0.0, rate * price / DAYS_PER_YEAR
+    sqrt_t = math.sqrt(T)
+    d1 = (math.log(F / K) + 0.5 * sd * sd) / sd
+    d2 = d1 - sd
+    pdf = norm_pdf(d1)
+    if is_call:
+        v = F * norm_cdf(d1) - K * norm_cdf(d2)
+        delta = norm_cdf(d1)
+    else:
+        v = K * norm_cdf(-d2) - F * norm_cdf(-d1)
+        delta = norm_cdf(d1) - 1.0
+    if v < 0.0:
+        v = 0.0
+    price = disc * v
+    gamma = disc * pdf / (F * sd)
+    vega = disc * F * pdf * sqrt_t
+    theta_year = rate * price - disc * F * pdf * sigma / (2.0 * sqrt_t)
+    return price, disc * delta, gamma, vega, theta_year / DAYS_PER_YEAR
+
+
+@njit
+def black76_price_array(F, K, T, sigma, is_call, rate):
+    """Element-wise :func:`black76_price` over equal-length arrays (``rate`` scalar)."""
+    n = F.shape[0]
+    out = np.empty(n)
+    for i in range(n):
+        out[i] = black76_price(F[i], K[i], T[i], sigma[i], is_call[i], rate)
+    return out
+
+
+@njit
+def black76_greeks_array(F, K, T, sigma, is_call, rate):
+    """Element-wise :func:`black76_greeks`; returns a ``(5, n)`` array
+    (price, delta, gamma, vega, theta per day)."""
+    n = F.shape[0]
+    out = np.empty((5, n))
+    for i in range(n):
+        p, d, g, v, t = black76_greeks(F[i], K[i], T[i], sigma[i], is_call[i], rate)
+        out[0, i] = p
+        out[1, i] = d
+        out[2, i] = g
+        out[3, i] = v
+        out[4, i] = t
+    return out

@@ -1,0 +1,148 @@
+"""Scenario revaluation per instrument (SPEC §2-§3).
+
+The P&L of one *contract* of each instrument in every scenario of its underlying's set, in the
+instrument's settlement currency.  Positions are then ``quantity x row`` (see
+:mod:`pmrisk.kernel.aggregate`), so an instrument held by many accounts (a backtest, a monitor)
+is revalued once, and no positions x scenarios matrix is ever built.
+
+Per-instrument constants (log-moneyness, sqrt(T), the three shocked sigma*sqrt(T), the value at
+the marks) are hoisted out of the scenario loop; ``log(1+s)`` comes precomputed per scenario,
+so an option cell costs two ``erfc`` and no ``log``.
+"""
+
+import math
+
+import numpy as np
+
+from ._config import njit
+from .black76 import MIN_STDDEV, black76_greeks, black76_price, norm_cdf
+from .instruments import INVERSE, OPTION
+from .scenarios import VOL_DOWN, VOL_SAME, VOL_UP
+
+
+@njit
+def instrument_pnl(kind, settlement, contract_size, mark, forward, strike, is_call,
+                   t_now, t_scen, sig_mark, sig_up, sig_same, sig_down, und, rate,
+                   n_scen, price_shock, log1p_shock, vol_code, vol_factor, pnl_scale):
+    """Scenario P&L per contract.
+
+    Parameters
+    ----------
+    kind, settlement, is_call, und : int64[n_instr]
+        Codes from :mod:`pmrisk.kernel.instruments`; ``und`` indexes the scenario rows.
+    contract_size, mark, forward, strike : float64[n_instr]
+        ``mark`` is the futures/spot mark; ``forward`` the option's underlying (forward) price.
+    t_now, t_scen : float64[n_instr]
+        Years to expiry at valuation and after the scenario horizon (options only).
+    sig_mark : float64[n_instr]
+        Vol at the marks (model value at the marks uses it).
+    sig_up, sig_same, sig_down : float64[n_instr]
+        Scenario vols of each vol state (floors and shocks already applied).
+    rate : float
+        Discount rate of Black-76 (0: undiscounted).
+    n_scen : int64[n_und];  price_shock, log1p_shock, vol_factor, pnl_scale : float64[n_und, S]
+    vol_code : int64[n_und, S]
+        Scenario set per underlying, padded to S columns (:func:`scenarios.pad`).
+
+    Returns
+    -------
+    float64[n_instr, S]
+        Model value in the scenario minus model value at the marks, times ``pnl_scale``;
+        linear instruments in quote currency, inverse ones in coin.  Padding cells are 0.
+    """
+    n_instr = kind.shape[0]
+    width = price_shock.shape[1]
+    out = np.zeros((n_instr, width))
+    for i in range(n_instr):
+        u = und[i]
+        ns = n_scen[u]
+        c = contract_size[i]
+        inverse = settlement[i] == INVERSE
+        if kind[i] != OPTION:
+            if inverse:
+                base = c / mark[i]          # face value / mark = position in coin
+                for s in range(ns):
+                    out[i, s] = base * (1.0 - 1.0 / (1.0 + price_shock[u, s])) * pnl_scale[u, s]
+            else:
+                base = c * mark[i]
+                for s in range(ns):
+                    out[i, s] = base * price_shock[u, s] * pnl_scale[u, s]
+            continue
+        F = forward[i]
+        K = strike[i]
+        call = is_call[i] == 1
+        v0 = black76_price(F, K, t_now[i], sig_mark[i], call, rate)
+        base0 = v0 / F if inverse else v0
+        T = t_scen[i]
+        sqrt_t = math.sqrt(T) if T > 0.0 else 0.0
+        disc = math.exp(-rate * T) if T > 0.0 else 1.0
+        sd_up = sig_up[i] * sqrt_t
+        sd_same = sig_same[i] * sqrt_t
+        sd_down = sig_down[i] * sqrt_t
+        ln_fk = math.log(F / K)
+        for s in range(ns):
+            code = vol_code[u, s]
+            if code == VOL_UP:
+                sd = sd_up
+            elif code == VOL_SAME:
+                sd = sd_same
+            elif code == VOL_DOWN:
+                sd = sd_down
+            else:
+                sd = sd_same * vol_factor[u, s]
+            fs = F * (1.0 + price_shock[u, s])
+            if sd < MIN_STDDEV:
+                v = fs - K if call else K - fs
+                if v < 0.0:
+                    v = 0.0
+            else:
+                d1 = (ln_fk + log1p_shock[u, s]) / sd + 0.5 * sd
+                d2 = d1 - sd
+                if call:
+                    v = fs * norm_cdf(d1) - K * norm_cdf(d2)
+                else:
+                    v = K * norm_cdf(-d2) - fs * norm_cdf(-d1)
+                if v < 0.0:
+                    v = 0.0
+            v *= disc
+            if inverse:
+                v /= fs
+            out[i, s] = c * (v - base0) * pnl_scale[u, s]
+    return out
+
+
+@njit
+def instrument_greeks(kind, settlement, contract_size, mark, forward, strike, is_call,
+                      t_now, sig_mark, rate):
+    """Model value and Greeks per contract at the marks, in settlement currency.
+
+    Returns ``float64[5, n_instr]``: model value, delta (base units), gamma, vega (per 1.00 of
+    vol), theta (per day).  Futures and spot: value 0 (their value is the position's unrealised
+    P&L), delta ``c`` (linear) or ``c/mark`` (inverse: face value in coin), no other Greeks.
+    Inverse options: value ``V/F`` in coin, delta Deribit's net transaction delta
+    ``c*(delta_Black - V/F)``, gamma the Black gamma, vega and theta divided by ``F`` (coin).
+    """
+    n = kind.shape[0]
+    out = np.zeros((5, n))
+    for i in range(n):
+        c = contract_size[i]
+        inverse = settlement[i] == INVERSE
+        if kind[i] != OPTION:
+            out[1, i] = c / mark[i] if inverse else c
+            continue
+        F = forward[i]
+        p, d, g, v, t = black76_greeks(F, strike[i], t_now[i], sig_mark[i],
+                                       is_call[i] == 1, rate)
+        if inverse:
+            out[0, i] = c * p / F
+            out[1, i] = c * (d - p / F)
+            out[2, i] = c * g
+            out[3, i] = c * v / F
+            out[4, i] = c * t / F
+        else:
+            out[0, i] = c * p
+            out[1, i] = c * d
+            out[2, i] = c * g
+            out[3, i] = c * v
+            out[4, i] = c * t
+    return out
