@@ -7,6 +7,8 @@ import tomllib
 
 import numpy as np
 
+from pmrisk.kernel.addons import tiered
+
 from . import presets as P
 from .errors import MarginError
 
@@ -268,7 +270,4 @@ def collateral_value_usd(model, asset, value_usd):
         return v.copy()
     if "rate" in spec:
         return v * spec["rate"]
-    out = np.zeros_like(v)
-    for lo, hi, rate in spec["tiers_usd"]:
-        out += np.clip(v - lo, 0.0, hi - lo) * rate
-    return out
+    return tiered(v, spec["tiers_usd"])

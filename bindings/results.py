@@ -15,13 +15,16 @@ class MarginResult:
     """Result tables of :func:`pmrisk.margin` (each a ``pyarrow.Table``).
 
     ``accounts``: one row per account (USD); ``units``: one row per (account, risk unit);
-    ``positions``: one row per position plus ``unallocated`` rows; ``risk_vectors``: long
-    format, only when asked for (else ``None``).  ``timings`` holds seconds per stage.
+    ``positions``: one row per position plus ``unallocated`` rows; ``risk_vectors``: per unit
+    and scenario, long format, only when asked for (else ``None``); ``position_risk_vectors``:
+    per position and scenario, only with ``risk_vectors="positions"``.  ``timings`` holds
+    seconds per stage.
     """
     accounts: pa.Table
     units: pa.Table
     positions: pa.Table
     risk_vectors: pa.Table = None
+    position_risk_vectors: pa.Table = None
     timings: dict = None
 
     def __repr__(self):
@@ -162,10 +165,10 @@ def build(out, model, risk_vectors=False):
         "loan_maintenance_margin": out.loan_mm,
     })
 
-    rv = None
-    if risk_vectors:
-        rv = _risk_vectors(out, unit_names, risk_vectors == "positions")
-    return MarginResult(accounts=accounts_t, units=units_t, positions=positions_t, risk_vectors=rv)
+    rv = _unit_risk_vectors(out, unit_names) if risk_vectors else None
+    prv = _position_risk_vectors(out, unit_names) if risk_vectors == "positions" else None
+    return MarginResult(accounts=accounts_t, units=units_t, positions=positions_t,
+                        risk_vectors=rv, position_risk_vectors=prv)
 
 
 def _scenario_cols(scen, und_rows, cells):
@@ -178,7 +181,7 @@ def _scenario_cols(scen, und_rows, cells):
     }
 
 
-def _risk_vectors(out, unit_names, per_position):
+def _unit_risk_vectors(out, unit_names):
     units, scen, book = out.units, out.scen, out.book
     unit_und = units.type_und_code[units.utype]
     n_s = scen.n_scen[unit_und]
@@ -191,11 +194,15 @@ def _risk_vectors(out, unit_names, per_position):
     cols.update(_scenario_cols(scen, unit_und[rows_u], cells))
     cols["pnl"] = out.vectors[rows_u, cells]
     cols["weighted_pnl"] = out.weighted[rows_u, cells]
-    if not per_position:
-        return pa.table(cols)
-    # per position (the caller asked for the positions x scenarios matrix)
+    return pa.table(cols)
+
+
+def _position_risk_vectors(out, unit_names):
+    """Per position and scenario (the caller asked for the positions x scenarios matrix)."""
+    units, scen, book = out.units, out.scen, out.book
+    unit_und = units.type_und_code[units.utype]
     pu = out.pos_unit
-    n_sp = n_s[pu]
+    n_sp = scen.n_scen[unit_und[pu]]
     rows_p = np.repeat(np.arange(len(pu)), n_sp)
     cells_p = (np.arange(len(rows_p)) - np.repeat(np.cumsum(n_sp) - n_sp, n_sp)).astype(np.int64)
     pcols = {

@@ -190,8 +190,8 @@ def _final_cells(s):
     """Risk-array cells are final: no loss weight again; gains of extreme cells (already
     scaled by the cover fraction in SPAN files) count in full."""
     gain = np.where(s.table == TABLE_EXTREME, 1.0, s.gain_weight)
-    return s._replace(loss_weight=np.ones(len(s)), gain_weight=gain,
-                      pnl_scale=np.ones(len(s)))
+    return s._replace(loss_weight=np.ones(s.size), gain_weight=gain,
+                      pnl_scale=np.ones(s.size))
 
 
 def _nulls(table, cols):

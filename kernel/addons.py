@@ -49,3 +49,20 @@ def short_option_minimum(pos_unit, short_contracts, rate_per_contract, n_units):
     position, the rate of its underlying)."""
     return np.bincount(pos_unit, weights=short_contracts * rate_per_contract,
                        minlength=n_units).astype(np.float64)
+
+
+def tiered(value, tiers):
+    """Progressive tiers: each slice ``[from, to)`` of ``value`` counts at its tier's factor
+    (Binance tiered collateral rates; OKX MR7 scaling).  Above the last tier nothing counts;
+    give the last tier ``to = inf`` to keep counting.
+
+    >>> float(tiered(np.array([120e6]), [(0, 100e6, 1.0), (100e6, 120e6, 0.975)])[0])
+    119500000.0
+    >>> float(tiered(np.array([30000.0]), [(0, 10000, 1), (10000, 70000, 2)])[0])
+    50000.0
+    """
+    v = np.asarray(value, dtype=np.float64)
+    out = np.zeros_like(v)
+    for lo, hi, factor in tiers:
+        out += np.clip(v - lo, 0.0, hi - lo) * factor
+    return out

@@ -42,7 +42,9 @@ class ScenarioSet(NamedTuple):
     dampener_usd: np.ndarray
     table: np.ndarray
 
-    def __len__(self):
+    @property
+    def size(self):
+        """Number of scenarios (``len()`` of a NamedTuple is its field count)."""
         return len(self.price_shock)
 
 
@@ -78,7 +80,7 @@ def grid(price_range, buckets, *, gain_weight=1.0, gain_cap_usd=np.inf):
     up, same, down; cell index = 3*bucket + vol index, bucket 0 = most negative move.
 
     >>> g = grid(0.16, 4)
-    >>> len(g), g.price_shock[:3].tolist(), g.vol_code[:3].tolist()
+    >>> g.size, g.price_shock[:3].tolist(), g.vol_code[:3].tolist()
     (27, [-0.16, -0.16, -0.16], [0, 1, 2])
     """
     k = np.arange(-buckets, buckets + 1, dtype=np.float64)
@@ -115,7 +117,7 @@ def span16(price_range, multiple, cover_fraction):
     13/14 -1; 15/16 +/- extreme with vol unchanged and the cover fraction as weight.
 
     >>> s = span16(0.1, 3.0, 0.33)
-    >>> len(s), s.price_shock[12], s.vol_code[13], s.loss_weight[15]
+    >>> s.size, s.price_shock[12], s.vol_code[13], s.loss_weight[15]
     (16, -0.1, 2, 0.33)
     """
     fractions = (0.0, 1 / 3, -1 / 3, 2 / 3, -2 / 3, 1.0, -1.0)
@@ -150,8 +152,8 @@ def pad(sets):
     """Stack per-underlying scenario sets into :class:`PaddedScenarios` (padding is inert:
     zero shock, zero weights)."""
     n_und = len(sets)
-    width = max([len(s) for s in sets] + [1])
-    n_scen = np.array([len(s) for s in sets], dtype=np.int64)
+    width = max([s.size for s in sets] + [1])
+    n_scen = np.array([s.size for s in sets], dtype=np.int64)
     defaults = dict(price_shock=0.0, vol_code=VOL_SAME, vol_factor=1.0, pnl_scale=0.0,
                     loss_weight=0.0, gain_weight=0.0, gain_cap_usd=0.0, dampener_usd=0.0,
                     table=TABLE_STANDARD)
@@ -160,7 +162,7 @@ def pad(sets):
         dtype = np.int64 if name in ("vol_code", "table") else np.float64
         arr = np.full((n_und, width), fill, dtype=dtype)
         for u, s in enumerate(sets):
-            arr[u, :len(s)] = getattr(s, name)
+            arr[u, :s.size] = getattr(s, name)
         cols[name] = arr
     cols["log1p_shock"] = np.log1p(cols["price_shock"])
     return PaddedScenarios(n_scen=n_scen, **cols)

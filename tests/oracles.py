@@ -1,0 +1,250 @@
+"""Plain-numpy twins of the numba kernels in :mod:`pmrisk.kernel` (the test oracles).
+
+Written for obviousness, not speed: vectorised numpy or plain Python loops over the documented
+formulas, no hoisting, no shared code with the kernels.  Each oracle takes the same arguments
+as its kernel and returns the same shapes and dtypes.  numpy and :mod:`math` only (scipy is not
+a dependency): the normal CDF is ``0.5*erfc(-x/sqrt(2))`` from :mod:`math`, element-wise.
+
+Units and conventions are those of the kernels' docstrings (SPEC §2-§4, §6):
+
+* Black-76 is undiscounted unless ``rate`` is given (then times ``exp(-rate*T)``); for
+  ``T <= 0`` or ``sigma*sqrt(T) < 1e-12`` the value is the (discounted, but never for
+  ``T <= 0``) intrinsic value of the forward, delta 1/0 or 0/-1 by moneyness and +-1/2 exactly
+  at the money, gamma = vega = 0 and theta = ``rate*price/365``.
+* Scenario P&L of one contract = model value in the scenario minus model value at the marks,
+  times the scenario's ``pnl_scale``; padding cells (beyond ``n_scen[u]``) are 0.
+* Weighting of a cell x in a unit whose settlement currency is worth ``px`` USD:
+  ``x < 0 -> min(loss_weight*x + dampener_usd/px, 0)``,
+  ``x >= 0 -> min(gain_weight*x, gain_cap_usd/px)``;
+  ``worst = max(0, -min weighted)``; the binding cell is the minimising cell, ties preferring
+  vol state ``same`` (code 1) and then the lowest index.
+"""
+
+import math
+
+import numpy as np
+
+MIN_STDDEV = 1e-12
+DAYS_PER_YEAR = 365.0
+VOL_UP, VOL_SAME, VOL_DOWN, VOL_FACTOR = 0, 1, 2, 3
+SPOT, PERPETUAL, FUTURE, OPTION = 0, 1, 2, 3
+LINEAR, INVERSE = 0, 1
+
+_erfc = np.vectorize(math.erfc, otypes=[np.float64])
+
+
+def norm_cdf(x):
+    """Standard normal CDF, element-wise (``erfc`` keeps both tails accurate)."""
+    return 0.5 * _erfc(-np.asarray(x, dtype=np.float64) / math.sqrt(2.0))
+
+
+def norm_pdf(x):
+    x = np.asarray(x, dtype=np.float64)
+    return np.exp(-0.5 * x * x) / math.sqrt(2.0 * math.pi)
+
+
+def _black76_arrays(F, K, T, sigma, is_call, rate):
+    F, K, T, sigma = np.broadcast_arrays(*(np.asarray(a, dtype=np.float64)
+                                           for a in (F, K, T, sigma)))
+    call = np.broadcast_to(np.asarray(is_call).astype(bool), F.shape)
+    return F, K, T, sigma, call, float(rate)
+
+
+def black76_price(F, K, T, sigma, is_call, rate):
+    """Black-76 price per unit of underlying, element-wise over broadcastable arrays."""
+    F, K, T, sigma, call, rate = _black76_arrays(F, K, T, sigma, is_call, rate)
+    live = T > 0.0
+    disc = np.where(live, np.exp(-rate * np.where(live, T, 0.0)), 1.0)
+    sd = np.where(live, sigma * np.sqrt(np.where(live, T, 0.0)), 0.0)
+    degenerate = sd < MIN_STDDEV
+
+    intrinsic = np.maximum(np.where(call, F - K, K - F), 0.0)
+
+    safe_sd = np.where(degenerate, 1.0, sd)
+    d1 = (np.log(F / K) + 0.5 * safe_sd ** 2) / safe_sd
+    d2 = d1 - safe_sd
+    call_value = F * norm_cdf(d1) - K * norm_cdf(d2)
+    put_value = K * norm_cdf(-d2) - F * norm_cdf(-d1)
+    value = np.maximum(np.where(call, call_value, put_value), 0.0)
+
+    return disc * np.where(degenerate, intrinsic, value)
+
+
+def black76_greeks(F, K, T, sigma, is_call, rate):
+    """``(price, delta, gamma, vega, theta_per_day)`` element-wise, stacked as ``(5, ...)``.
+
+    Delta is dV/dF (so it carries the discount factor), vega per 1.00 of vol, theta
+    ``-dV/dT / 365``."""
+    F, K, T, sigma, call, rate = _black76_arrays(F, K, T, sigma, is_call, rate)
+    price = black76_price(F, K, T, sigma, call, rate)
+    live = T > 0.0
+    Tpos = np.where(live, T, 0.0)
+    disc = np.where(live, np.exp(-rate * Tpos), 1.0)
+    sqrt_t = np.sqrt(Tpos)
+    sd = sigma * sqrt_t
+    degenerate = sd < MIN_STDDEV
+
+    # -- degenerate (expired or zero-variance) branch ---------------------------------------
+    moneyness_delta = np.where(
+        F > K, np.where(call, 1.0, 0.0),
+        np.where(F < K, np.where(call, 0.0, -1.0), np.where(call, 0.5, -0.5)))
+
+    # -- regular branch -----------------------------------------------------------------------
+    safe_sd = np.where(degenerate, 1.0, sd)
+    safe_sqrt_t = np.where(degenerate, 1.0, sqrt_t)
+    d1 = (np.log(F / K) + 0.5 * safe_sd ** 2) / safe_sd
+    pdf = norm_pdf(d1)
+    black_delta = np.where(call, norm_cdf(d1), norm_cdf(d1) - 1.0)
+    gamma = disc * pdf / (F * safe_sd)
+    vega = disc * F * pdf * safe_sqrt_t
+    theta_year = rate * price - disc * F * pdf * sigma / (2.0 * safe_sqrt_t)
+
+    delta = disc * np.where(degenerate, moneyness_delta, black_delta)
+    gamma = np.where(degenerate, 0.0, gamma)
+    vega = np.where(degenerate, 0.0, vega)
+    theta = np.where(degenerate, rate * price, theta_year) / DAYS_PER_YEAR
+    return np.stack([price, delta, gamma, vega, theta])
+
+
+def black76_price_array(F, K, T, sigma, is_call, rate):
+    return black76_price(F, K, T, sigma, is_call, rate)
+
+
+def black76_greeks_array(F, K, T, sigma, is_call, rate):
+    return black76_greeks(F, K, T, sigma, is_call, rate).reshape(5, -1)
+
+
+def instrument_pnl(kind, settlement, contract_size, mark, forward, strike, is_call,
+                   t_now, t_scen, sig_mark, sig_up, sig_same, sig_down, und, rate,
+                   n_scen, price_shock, log1p_shock, vol_code, vol_factor, pnl_scale):
+    """Scenario P&L per contract, float64[n_instr, S] (twin of ``revalue.instrument_pnl``).
+
+    * linear future/perpetual/spot: ``c*M*s*scale`` (quote currency);
+    * inverse future/perpetual: ``(c/M)*(1 - 1/(1+s))*scale`` (coin);
+    * option: ``c*(V(F(1+s), K, t_scen, sigma_state) - V(F, K, t_now, sig_mark))*scale``
+      with ``sigma_state`` = up / same / down / ``same*vol_factor``; inverse options divide
+      each value by its own forward (``F(1+s)`` in the scenario, ``F`` at the marks).
+
+    ``log1p_shock`` is accepted for signature parity and deliberately ignored: the oracle
+    takes ``log(F(1+s)/K)`` directly, so it also checks the kernel's hoisted ``log1p``.
+    """
+    n_instr = len(kind)
+    width = price_shock.shape[1]
+    out = np.zeros((n_instr, width))
+    for i in range(n_instr):
+        u = und[i]
+        n = n_scen[u]
+        s = price_shock[u, :n]
+        scale = pnl_scale[u, :n]
+        c = contract_size[i]
+        inverse = settlement[i] == INVERSE
+        if kind[i] != OPTION:
+            if inverse:
+                out[i, :n] = (c / mark[i]) * (1.0 - 1.0 / (1.0 + s)) * scale
+            else:
+                out[i, :n] = c * mark[i] * s * scale
+            continue
+        codes = vol_code[u, :n]
+        sigma = np.select(
+            [codes == VOL_UP, codes == VOL_SAME, codes == VOL_DOWN],
+            [sig_up[i], sig_same[i], sig_down[i]],
+            default=sig_same[i] * vol_factor[u, :n])
+        F = forward[i]
+        Fs = F * (1.0 + s)
+        at_marks = black76_price(F, strike[i], t_now[i], sig_mark[i], is_call[i], rate)
+        in_scen = black76_price(Fs, strike[i], t_scen[i], sigma, is_call[i], rate)
+        if inverse:
+            at_marks = at_marks / F
+            in_scen = in_scen / Fs
+        out[i, :n] = c * (in_scen - at_marks) * scale
+    return out
+
+
+def instrument_greeks(kind, settlement, contract_size, mark, forward, strike, is_call,
+                      t_now, sig_mark, rate):
+    """``float64[5, n_instr]``: model value, delta, gamma, vega, theta per contract
+    (twin of ``revalue.instrument_greeks``)."""
+    kind = np.asarray(kind)
+    c = np.asarray(contract_size, dtype=np.float64)
+    inverse = np.asarray(settlement) == INVERSE
+    option = kind == OPTION
+    out = np.zeros((5, len(kind)))
+    # futures, perpetuals, spot: delta c (linear) or face value in coin c/M (inverse)
+    out[1] = np.where(option, 0.0, np.where(inverse, c / mark, c))
+    if option.any():
+        p, d, g, v, t = black76_greeks(forward[option], strike[option], t_now[option],
+                                       sig_mark[option], is_call[option], rate)
+        F = forward[option]
+        co = c[option]
+        inv = inverse[option]
+        out[0, option] = np.where(inv, co * p / F, co * p)
+        out[1, option] = np.where(inv, co * (d - p / F), co * d)
+        out[2, option] = co * g
+        out[3, option] = np.where(inv, co * v / F, co * v)
+        out[4, option] = np.where(inv, co * t / F, co * t)
+    return out
+
+
+def unit_risk_vectors(pos_unit, pos_instr, quantity, instr_pnl, n_units):
+    """``float64[n_units, S]``: the sum of ``quantity x instrument row`` per unit."""
+    out = np.zeros((n_units, instr_pnl.shape[1]))
+    np.add.at(out, pos_unit, quantity[:, None] * instr_pnl[pos_instr])
+    return out
+
+
+def weigh(x, loss_weight, gain_weight, gain_cap, dampener):
+    """Weighted value of cells ``x`` (all amounts already in settlement currency)."""
+    loss = np.minimum(loss_weight * x + dampener, 0.0)
+    gain = np.minimum(gain_weight * x, gain_cap)
+    return np.where(x < 0.0, loss, gain)
+
+
+def worst_and_binding(weighted, codes):
+    """``(worst, binding)`` of one unit's weighted cells: the minimum, ties to vol state
+    ``same`` and then the lowest index."""
+    if len(weighted) == 0:
+        return 0.0, 0
+    lowest = weighted.min()
+    tied = np.flatnonzero(weighted == lowest)
+    same = tied[codes[tied] == VOL_SAME]
+    binding = int(same[0]) if len(same) else int(tied[0])
+    return max(0.0, -lowest), binding
+
+
+def _weighted_row(x, k, px, n_scen, loss_weight, gain_weight, gain_cap_usd, dampener_usd):
+    n = n_scen[k]
+    return weigh(x[:n], loss_weight[k, :n], gain_weight[k, :n],
+                 gain_cap_usd[k, :n] / px, dampener_usd[k, :n] / px)
+
+
+def weighted_worst(vectors, unit_und, unit_px, n_scen, loss_weight, gain_weight,
+                   gain_cap_usd, dampener_usd, vol_code):
+    """``(weighted float64[n_units, S], worst float64[n_units], binding int64[n_units])``."""
+    n_units, width = vectors.shape
+    weighted = np.zeros((n_units, width))
+    worst = np.zeros(n_units)
+    binding = np.zeros(n_units, dtype=np.int64)
+    for u in range(n_units):
+        k = unit_und[u]
+        n = n_scen[k]
+        w = _weighted_row(vectors[u], k, unit_px[u], n_scen, loss_weight, gain_weight,
+                          gain_cap_usd, dampener_usd)
+        weighted[u, :n] = w
+        worst[u], binding[u] = worst_and_binding(w, vol_code[k, :n])
+    return weighted, worst, binding
+
+
+def order_margin(order_unit, order_instr, order_qty, vectors, instr_pnl, unit_und, unit_px,
+                 base_worst, n_scen, loss_weight, gain_weight, gain_cap_usd, dampener_usd,
+                 vol_code):
+    """``float64[n_orders]``: ``max(worst(vector + qty*instrument row) - base_worst, 0)``."""
+    out = np.zeros(len(order_unit))
+    for o in range(len(order_unit)):
+        u = order_unit[o]
+        k = unit_und[u]
+        filled = vectors[u] + order_qty[o] * instr_pnl[order_instr[o]]
+        w = _weighted_row(filled, k, unit_px[u], n_scen, loss_weight, gain_weight,
+                          gain_cap_usd, dampener_usd)
+        worst, _ = worst_and_binding(w, vol_code[k, :n_scen[k]])
+        out[o] = max(worst - base_worst[u], 0.0)
+    return out
