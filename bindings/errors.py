@@ -7,7 +7,8 @@ class MarginError(ValueError):
     Attributes ``table``, ``column`` and ``rows`` (a list of key tuples, first few) are kept for
     programs; ``str(err)`` is the message for people.
 
-    >>> err = MarginError("positions", "quantity", "a finite number", rows=[("a1", "BTC-PERP")])
+    >>> err = MarginError("positions", "quantity", "a finite number", rows=[("a1", "BTC-PERP")],
+    ...                   keys=("account", "symbol"))
     >>> str(err)
     "positions.quantity: expected a finite number; rows (account, symbol): ('a1', 'BTC-PERP')"
     """

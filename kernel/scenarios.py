@@ -117,7 +117,7 @@ def span16(price_range, multiple, cover_fraction):
     13/14 -1; 15/16 +/- extreme with vol unchanged and the cover fraction as weight.
 
     >>> s = span16(0.1, 3.0, 0.33)
-    >>> s.size, s.price_shock[12], s.vol_code[13], s.loss_weight[15]
+    >>> s.size, float(s.price_shock[12]), int(s.vol_code[13]), float(s.loss_weight[15])
     (16, -0.1, 2, 0.33)
     """
     fractions = (0.0, 1 / 3, -1 / 3, 2 / 3, -2 / 3, 1.0, -1.0)

@@ -20,7 +20,7 @@ def shocked_vols(sigma, dte_days, vol_floor, r_up, r_down, p_short, p_long, min_
     >>> same, up, down = shocked_vols(np.array([0.6]), np.array([15.0]), 0.0, 0.5, 0.25,
     ...                               0.3, 0.13, 0.5, np.array([False]), 0.0)
     >>> round(float(up[0]), 6), round(float(down[0]), 6)
-    (0.969276, 0.415362)
+    (0.969343, 0.415328)
     """
     same = np.maximum(sigma, vol_floor)
     dte = np.maximum(dte_days, 1.0)
