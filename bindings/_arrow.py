@@ -84,8 +84,11 @@ def row_keys(table, name, mask, limit=5):
     keys = [k for k in schema.KEYS.get(name, ()) if k in table.column_names]
     if not keys:
         return [(int(i),) for i in idx], ("row",)
-    sub = table.take(pa.array(idx, type=pa.int64()))
-    cols = [sub.column(k).to_pylist() for k in keys]
+    take = pa.array(idx, type=pa.int64())
+    cols = []
+    for k in keys:
+        col = str_column(table, k) if _is_str(table.schema.field(k).type) else table.column(k)
+        cols.append(col.take(take).to_pylist())
     return [tuple(c[j] for c in cols) for j in range(len(idx))], tuple(keys)
 
 
@@ -104,7 +107,9 @@ def str_column(table, col):
     """A column as a single-chunk ``pa.string()`` array (dictionary and view types decoded)."""
     arr = table.column(col)
     if pa.types.is_dictionary(arr.type):
-        arr = arr.cast(arr.type.value_type)
+        # decode through a plain-string dictionary: casting a dictionary straight to
+        # string_view (polars Categorical) is not implemented in Arrow C++
+        arr = arr.cast(pa.dictionary(arr.type.index_type, pa.string())).cast(pa.string())
     if not pa.types.is_string(arr.type):
         arr = arr.cast(pa.string())
     return arr.combine_chunks()
@@ -137,10 +142,14 @@ def time_column(table, name, col):
     if pa.types.is_null(arr.type):
         return np.full(len(arr), NAT, dtype=np.int64)
     if _is_str(arr.type):
-        try:
-            arr = str_column(table, col).cast(pa.timestamp("ns", tz="UTC"))
-        except (pa.ArrowInvalid, pa.ArrowNotImplementedError) as exc:
-            raise MarginError(name, col, f"ISO-8601 timestamps ({exc})") from None
+        strings = str_column(table, col)
+        arr = pa.array([_parse_ts(s) for s in strings.to_pylist()],
+                       type=pa.timestamp("ns", tz="UTC"))
+        bad = np.asarray(arr.is_null().to_numpy(zero_copy_only=False)) & ~np.asarray(
+            strings.is_null().to_numpy(zero_copy_only=False))
+        if bad.any():
+            raise_rows(table, name, col, bad, "ISO-8601 timestamps such as "
+                       "'2024-06-28T08:00:00Z'")
     else:
         arr = arr.cast(pa.timestamp("ns", tz=arr.type.tz or "UTC"))
     valid = ~np.asarray(arr.is_null().to_numpy(zero_copy_only=False))
@@ -150,6 +159,16 @@ def time_column(table, name, col):
 
 
 NAT = np.iinfo(np.int64).min
+
+
+def _parse_ts(s):
+    """ISO-8601 string -> ns since the epoch, UTC (tz-naive means UTC); None if unparseable."""
+    if s is None:
+        return None
+    try:
+        return pa.scalar(s).cast(pa.timestamp("ns", tz="UTC")).value
+    except (pa.ArrowInvalid, pa.ArrowNotImplementedError):
+        return None
 
 
 def to_ns(value, what="valuation_time"):

@@ -91,6 +91,9 @@ def load_book(positions, instruments, market, index, balances, open_orders, rese
     specs = {"positions": schema.POSITIONS, "instruments": schema.INSTRUMENTS,
              "market": schema.MARKET, "index": schema.INDEX, "balances": schema.BALANCES,
              "open_orders": schema.OPEN_ORDERS, "reserves": schema.RESERVES}
+    for name in ("positions", "instruments", "market", "index"):
+        if tables[name] is None:
+            raise MarginError(name, None, "a table (it is required)")
     for name, t in tables.items():
         if t is not None:
             check_columns(t, name, specs[name])
@@ -273,7 +276,8 @@ def load_book(positions, instruments, market, index, balances, open_orders, rese
         bal_asset, bal_amount = [], np.zeros(0)
     if res is not None:
         res_unit = str_column(res, "unit").to_pylist()
-        bad = np.array(["/" not in u for u in res_unit], dtype=bool)
+        bad = np.array([len(u.split("/")) != 2 or not all(u.split("/")) for u in res_unit],
+                       dtype=bool)
         if bad.any():
             raise_rows(res, "reserves", "unit", bad, "unit names like 'BTC/BTC' or 'BTC/USDT'")
         res_mmp = (float_column(res, "reserves", "mmp_margin")
@@ -285,6 +289,25 @@ def load_book(positions, instruments, market, index, balances, open_orders, rese
                 raise_rows(res, "reserves", col, v < 0, "amounts >= 0")
     else:
         res_unit, res_mmp, res_oo = [], np.zeros(0), np.zeros(0)
+
+    # -- every asset that must be priced in USD is priced (index row or stablecoin) --------
+    stable = set(model["stablecoins"])
+    priced = lambda a: a in index_prices or a in stable  # noqa: E731
+    lin = model["linear_settlement_currency"]
+    if (settlement[active] != INVERSE).any() and not priced(lin):
+        raise MarginError("index", "underlying", "an index row for the linear settlement "
+                          f"currency {lin!r} (or list it in the model's stablecoins)",
+                          rows=[(lin,)], keys=("underlying",))
+    if bal is not None:
+        bad = np.array([not priced(a) for a in bal_asset], dtype=bool)
+        if bad.any():
+            raise_rows(bal, "balances", "asset", bad, "assets with an index row or a "
+                       "stablecoin", hint="Add an index_price for the asset")
+    if res is not None:
+        bad = np.array([not all(priced(x) for x in u.split("/")) for u in res_unit], dtype=bool)
+        if bad.any():
+            raise_rows(res, "reserves", "unit", bad, "units whose underlying and settlement "
+                       "currency have an index row (or are stablecoins)")
 
     return Book(
         valuation_ns=vt, accounts=accounts,

@@ -20,7 +20,9 @@ def _read(path, what):
     if ext in (".parquet", ".pq"):
         return pq.read_table(path)
     if ext == ".csv":
-        return pcsv.read_csv(path)
+        # empty cells are nulls (an option_type left blank on a future), not ""
+        return pcsv.read_csv(path, convert_options=pcsv.ConvertOptions(
+            strings_can_be_null=True))
     if ext in (".arrow", ".feather", ".ipc"):
         return feather.read_table(path)
     raise SystemExit(f"pmrisk: --{what}: unknown file type {ext!r} (use .parquet, .csv, .arrow)")
@@ -36,9 +38,10 @@ def _fmt_ratio(x):
     return "inf" if x == float("inf") else f"{x:.1%}"
 
 
-def report(result, *, top=3, out=sys.stdout):
+def report(result, *, top=3, out=None):
     """Print a per-account report: equity, MM, IM, ratio, status, worst scenario, top
     contributors to MM."""
+    out = out or sys.stdout
     acc = result.accounts.to_pylist()
     pos = result.positions.to_pylist()
     w = max([len(a["account"]) for a in acc] + [7])

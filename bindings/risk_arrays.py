@@ -130,6 +130,10 @@ def margin_from_risk_arrays(positions, risk_arrays, model=None, index=None,
 
     prices = {}
     if idx is not None:
+        und_codes, _ = codes(str_column(idx, "underlying"))
+        dup = duplicated(und_codes)
+        if dup.any():
+            raise_rows(idx, "index", "underlying", dup, "one row per underlying")
         prices = dict(zip(str_column(idx, "underlying").to_pylist(),
                           float_column(idx, "index", "index_price", positive=True).tolist()))
     stable = set(model["stablecoins"]) | {PORTFOLIO}
