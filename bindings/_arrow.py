@@ -203,6 +203,9 @@ def duplicated(*keys):
     """Boolean mask of rows whose key tuple appeared before (keys: int64 code arrays)."""
     if len(keys[0]) == 0:
         return np.zeros(0, dtype=bool)
-    stacked = np.stack(keys, axis=1)
-    _, first, inverse = np.unique(stacked, axis=0, return_index=True, return_inverse=True)
+    combined = np.zeros(len(keys[0]), dtype=np.int64)
+    for k in keys:                      # dense non-negative codes: mix into one int64 key
+        k = np.asarray(k, dtype=np.int64)
+        combined = combined * (int(k.max()) + 1) + k
+    _, first, inverse = np.unique(combined, return_index=True, return_inverse=True)
     return first[inverse.ravel()] != np.arange(len(keys[0]))

@@ -64,32 +64,38 @@ def _per_instr(model, units, instr_type, key):
     return _und_param(model, units.type_und, key)[instr_type]
 
 
-def run(book, model):
+def revaluation_inputs(book, model):
+    """Units, scenario sets and the argument tuple of :func:`pmrisk.kernel.instrument_pnl`
+    for a validated book (shared by :func:`run`, the benchmarks and the oracle tests)."""
     units, instr_type, pos_unit, ord_unit, res_unit = build_units(book, model)
-    n_units = len(units)
-    n_acc = len(book.accounts)
     scen = S.pad([scenario_set_for(model, u) for u in units.underlyings])
     itype = instr_type
     und = units.type_und_code[itype] if len(itype) else np.zeros(0, dtype=np.int64)
-
-    # -- scenario vols and times per instrument --------------------------------------------
     pi = lambda key: _per_instr(model, units, itype, key)  # noqa: E731
     sig_mark = np.where(book.kind == OPTION, book.mark_iv, 0.0)
     same, up, down = shocked_vols(
         sig_mark, book.years * 365.0, pi("vol_floor"), pi("volatility_range_up"),
         pi("volatility_range_down"), pi("short_term_vega_power"), pi("long_term_vega_power"),
         pi("min_volatility_for_shock_up"),
-        np.array([model.underlying(units.type_und[t])["vol_shock"] == "absolute"
-                  for t in itype], dtype=bool),
+        np.array([model.underlying(u)["vol_shock"] == "absolute"
+                  for u in units.type_und], dtype=bool)[itype],
         pi("vol_scan_range"))
     t_scen = np.maximum(book.years - pi("horizon_days") / 365.0, 0.0)
-    rate = float(model["rate"])
     c = np.ascontiguousarray
-    instr_pnl = K.instrument_pnl(
-        book.kind, book.settlement, book.contract_size, book.mark, book.forward, book.strike,
-        book.is_call, book.years, c(t_scen), c(sig_mark), c(up), c(same), c(down), c(und),
-        rate, scen.n_scen, scen.price_shock, scen.log1p_shock, scen.vol_code,
-        scen.vol_factor, scen.pnl_scale)
+    args = (book.kind, book.settlement, book.contract_size, book.mark, book.forward,
+            book.strike, book.is_call, book.years, c(t_scen), c(sig_mark), c(up), c(same),
+            c(down), c(und), float(model["rate"]), scen.n_scen, scen.price_shock,
+            scen.log1p_shock, scen.vol_code, scen.vol_factor, scen.pnl_scale)
+    return units, itype, pos_unit, ord_unit, res_unit, scen, args
+
+
+def run(book, model):
+    units, itype, pos_unit, ord_unit, res_unit, scen, pnl_args = revaluation_inputs(book, model)
+    n_units = len(units)
+    n_acc = len(book.accounts)
+    rate = float(model["rate"])
+    sig_mark = pnl_args[9]
+    instr_pnl = K.instrument_pnl(*pnl_args)
 
     # -- unit risk vectors, weighting, worst case ---------------------------------------------
     unit_und = units.type_und_code[units.utype]
@@ -124,8 +130,8 @@ def run(book, model):
     greeks = q * g[1:, pi_]
 
     # -- add-ons (coin amounts; linear units convert at index/settlement price) ---------------
-    coin_settled = np.array([units.type_und[t] == units.type_ccy[t] for t in units.utype],
-                            dtype=bool)
+    coin_settled = np.array([u == c for u, c in zip(units.type_und, units.type_ccy)],
+                            dtype=bool)[units.utype]
     conv_u = np.where(coin_settled, 1.0, units.type_index_px[units.utype] / unit_px)
     pos_delta = greeks[0]
     groups, pos_group, group_rate, group_unit = _expiry_groups(book, model, units, itype,
@@ -214,16 +220,18 @@ def _expiry_groups(book, model, units, itype, pos_unit):
     pos_group = np.full(len(pi_), -1, dtype=np.int64)
     if not dated.any():
         return None, pos_group, np.zeros(0), np.zeros(0, dtype=np.int64)
-    pairs = np.stack([pos_unit[dated], key2[dated]], axis=1)
-    uniq, inv = np.unique(pairs, axis=0, return_inverse=True)
-    pos_group[dated] = inv.ravel()
-    group_unit = uniq[:, 0].astype(np.int64)
+    _, k2 = np.unique(key2[dated], return_inverse=True)
+    n_k = int(k2.max()) + 1
+    uniq, inv = np.unique(pos_unit[dated] * n_k + k2.ravel(), return_inverse=True)
+    inv = inv.ravel()
+    pos_group[dated] = inv
+    group_unit = (uniq // n_k).astype(np.int64)
     # years to expiry of each group: from any member position
     first = np.zeros(len(uniq), dtype=np.int64)
-    first[inv.ravel()] = np.flatnonzero(dated)
+    first[inv] = np.flatnonzero(dated)
     years = np.where(kind[first] == PERPETUAL, 0.0, book.years[pi_[first]])
-    und_names = [units.type_und[units.utype[u]] for u in group_unit]
-    amr = np.array([model.underlying(n)["annualised_move_risk"] for n in und_names])
-    mn = np.array([model.underlying(n)["min_annualised_move"] for n in und_names])
+    gtype = units.utype[group_unit]
+    amr = _und_param(model, units.type_und, "annualised_move_risk")[gtype]
+    mn = _und_param(model, units.type_und, "min_annualised_move")[gtype]
     rate = addons.roll_rate(years, amr, mn)
     return uniq, pos_group, rate, group_unit

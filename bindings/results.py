@@ -51,6 +51,10 @@ def status_of(ratio, thresholds):
     return [names[k] for k in below]
 
 
+def _names(names, codes):
+    return pa.array(names, pa.string()).take(pa.array(np.asarray(codes, np.int64)))
+
+
 def describe(unit_name, table, shock, vol_state):
     return f"{unit_name} {table} {shock:+.2%} vol {vol_state}"
 
@@ -58,28 +62,29 @@ def describe(unit_name, table, shock, vol_state):
 def build(out, model, risk_vectors=False):
     book, units, scen = out.book, out.units, out.scen
     acc_names = book.accounts
-    unit_names = pa.array([units.type_names[t] for t in units.utype], pa.string())
+    ut = pa.array(units.utype, pa.int64())
+    unit_names = pa.array(units.type_names, pa.string()).take(ut)
     unit_und = units.type_und_code[units.utype]
     unit_px = units.type_settle_px[units.utype]
     index_px = units.type_index_px[units.utype]
     n_units = len(units)
     b = out.binding
-    b_table = [TABLES[t] for t in scen.table[unit_und, b]] if n_units else []
-    b_shock = scen.price_shock[unit_und, b] if n_units else np.zeros(0)
-    b_vol = [VOL_STATES[v] for v in scen.vol_code[unit_und, b]] if n_units else []
+    b_table = _names(TABLES, scen.table[unit_und, b])
+    b_shock = scen.price_shock[unit_und, b]
+    b_vol = _names(VOL_STATES, scen.vol_code[unit_und, b])
     ug = out.unit_greeks
 
     unit_cols = {
         "account": acc_names.take(pa.array(units.account, pa.int64())),
         "unit": unit_names,
-        "underlying": pa.array([units.type_und[t] for t in units.utype], pa.string()),
-        "settlement_currency": pa.array([units.type_ccy[t] for t in units.utype], pa.string()),
+        "underlying": pa.array(units.type_und, pa.string()).take(ut),
+        "settlement_currency": pa.array(units.type_ccy, pa.string()).take(ut),
         "index_price": index_px,
         "settlement_price_usd": unit_px,
         "binding_scenario": b,
-        "binding_table": pa.array(b_table, pa.string()),
+        "binding_table": b_table,
         "binding_price_shock": b_shock,
-        "binding_vol_state": pa.array(b_vol, pa.string()),
+        "binding_vol_state": b_vol,
     }
     amounts = {
         "worst_case": out.worst, "roll_shock": out.roll, "delta_shock": out.dshock,
@@ -143,13 +148,16 @@ def build(out, model, risk_vectors=False):
     low = min(th["warning"])
     max_wd = np.maximum(0.0, np.minimum(eq - low * mm_usd, eq - im_usd))
     worst_usd = out.worst * unit_px
+    # per account, the unit with the largest worst case (USD) names the binding scenario
+    order = np.lexsort((-worst_usd, units.account))
+    first = order[np.r_[True, units.account[order][1:] != units.account[order][:-1]]] \
+        if n_units else np.zeros(0, dtype=np.int64)
     desc = ["none"] * n_acc
-    best = np.full(n_acc, 0.0)
-    for u in range(n_units):
-        a = units.account[u]
-        if worst_usd[u] > best[a]:
-            best[a] = worst_usd[u]
-            desc[a] = describe(units.type_names[units.utype[u]], b_table[u], b_shock[u], b_vol[u])
+    tables_py, vols_py = b_table.to_pylist(), b_vol.to_pylist()
+    for u in first:
+        if worst_usd[u] > 0:
+            desc[units.account[u]] = describe(units.type_names[units.utype[u]], tables_py[u],
+                                              b_shock[u], vols_py[u])
     accounts_t = pa.table({
         "account": acc_names,
         "equity": eq,
@@ -174,10 +182,9 @@ def build(out, model, risk_vectors=False):
 def _scenario_cols(scen, und_rows, cells):
     return {
         "scenario": cells,
-        "table": pa.array([TABLES[t] for t in scen.table[und_rows, cells]], pa.string()),
+        "table": _names(TABLES, scen.table[und_rows, cells]),
         "price_shock": scen.price_shock[und_rows, cells],
-        "vol_state": pa.array([VOL_STATES[v] for v in scen.vol_code[und_rows, cells]],
-                              pa.string()),
+        "vol_state": _names(VOL_STATES, scen.vol_code[und_rows, cells]),
     }
 
 
