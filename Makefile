@@ -22,7 +22,7 @@ test: $(STAMP)
 
 bench: $(STAMP)
 	$(BIN)/python -m pytest benchmarks --benchmark-enable --benchmark-json=benchmarks/results.json
-	$(BIN)/python benchmarks/report.py benchmarks/results.json
+	$(BIN)/python benchmarks/report.py benchmarks/results.json --write
 
 clean:
 	rm -rf $(VENV) .pytest_cache .hypothesis .benchmarks
