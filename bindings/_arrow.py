@@ -209,3 +209,18 @@ def duplicated(*keys):
         combined = combined * (int(k.max()) + 1) + k
     _, first, inverse = np.unique(combined, return_index=True, return_inverse=True)
     return first[inverse.ravel()] != np.arange(len(keys[0]))
+
+
+def kernel_args(*args):
+    """Arrays as the kernels always see them: C-contiguous, int64 or float64, **read-only**
+    views (no copy when already so).  Arrow hands out read-only views and numba compiles a
+    separate specialisation per writeability, so one flag everywhere means one compiled
+    signature per kernel whatever the input's chunking or filtering.  Scalars pass through."""
+    out = []
+    for a in args:
+        if isinstance(a, np.ndarray):
+            dtype = np.int64 if a.dtype.kind in "iub" else np.float64
+            a = np.ascontiguousarray(a, dtype=dtype).view()
+            a.flags.writeable = False
+        out.append(a)
+    return tuple(out)

@@ -14,6 +14,7 @@ from pmrisk.kernel import scenarios as S
 from pmrisk.kernel.instruments import FUTURE, INVERSE, OPTION, PERPETUAL, SPOT
 from pmrisk.kernel.volshock import shocked_vols
 
+from ._arrow import kernel_args
 from .model import collateral_value_usd
 from .scenario_table import scenario_set_for
 from .units import build_units, settle_price
@@ -82,7 +83,7 @@ def revaluation_inputs(book, model):
         pi("vol_scan_range"))
     t_scen = np.maximum(book.years - pi("horizon_days") / 365.0, 0.0)
     c = np.ascontiguousarray
-    args = (book.kind, book.settlement, book.contract_size, book.mark, book.forward,
+    args = kernel_args(book.kind, book.settlement, book.contract_size, book.mark, book.forward,
             book.strike, book.is_call, book.years, c(t_scen), c(sig_mark), c(up), c(same),
             c(down), c(und), float(model["rate"]), scen.n_scen, scen.price_shock,
             scen.log1p_shock, scen.vol_code, scen.vol_factor, scen.pnl_scale)
@@ -96,22 +97,22 @@ def run(book, model):
     rate = float(model["rate"])
     sig_mark = pnl_args[9]
     instr_pnl = K.instrument_pnl(*pnl_args)
+    sc = kernel_args(scen.n_scen, scen.loss_weight, scen.gain_weight, scen.gain_cap_usd,
+                     scen.dampener_usd, scen.vol_code)
 
     # -- unit risk vectors, weighting, worst case ---------------------------------------------
     unit_und = units.type_und_code[units.utype]
     unit_px = units.type_settle_px[units.utype]
-    vectors = K.unit_risk_vectors(pos_unit, book.pos_instr, book.quantity, instr_pnl, n_units)
-    weighted, worst, binding = K.weighted_worst(
-        vectors, unit_und, unit_px, scen.n_scen, scen.loss_weight, scen.gain_weight,
-        scen.gain_cap_usd, scen.dampener_usd, scen.vol_code)
-    order_im = K.order_margin(
-        ord_unit, book.ord_instr, book.ord_qty, vectors, instr_pnl, unit_und, unit_px, worst,
-        scen.n_scen, scen.loss_weight, scen.gain_weight, scen.gain_cap_usd, scen.dampener_usd,
-        scen.vol_code)
+    vectors = K.unit_risk_vectors(*kernel_args(pos_unit, book.pos_instr, book.quantity,
+                                               instr_pnl), n_units)
+    weighted, worst, binding = K.weighted_worst(*kernel_args(vectors, unit_und, unit_px), *sc)
+    order_im = K.order_margin(*kernel_args(ord_unit, book.ord_instr, book.ord_qty, vectors,
+                                           instr_pnl, unit_und, unit_px, worst), *sc)
 
     # -- values and Greeks -----------------------------------------------------------------
-    g = K.instrument_greeks(book.kind, book.settlement, book.contract_size, book.mark,
-                            book.forward, book.strike, book.is_call, book.years, sig_mark, rate)
+    g = K.instrument_greeks(*kernel_args(book.kind, book.settlement, book.contract_size,
+                                         book.mark, book.forward, book.strike, book.is_call,
+                                         book.years, sig_mark), rate)
     pi_ = book.pos_instr
     q = book.quantity
     kind = book.kind[pi_]

@@ -15,8 +15,8 @@ from pmrisk.kernel import scenarios as S
 from pmrisk.kernel.scenarios import TABLE_EXTREME
 
 from . import schema
-from ._arrow import (as_table, check_columns, codes, duplicated, float_column, has, lookup,
-                     raise_rows, str_column)
+from ._arrow import (as_table, check_columns, codes, duplicated, float_column, has,
+                     kernel_args, lookup, raise_rows, str_column)
 from .book import Book
 from .engine import Outcome
 from .errors import MarginError
@@ -150,10 +150,10 @@ def margin_from_risk_arrays(positions, risk_arrays, model=None, index=None,
     unit_und = und_code[units.utype]
     unit_px = settle_px[units.utype]
 
-    vectors = K.unit_risk_vectors(pos_unit, pos_row, quantity, matrix, n_units)
-    weighted, worst, binding = K.weighted_worst(
+    vectors = K.unit_risk_vectors(*kernel_args(pos_unit, pos_row, quantity, matrix), n_units)
+    weighted, worst, binding = K.weighted_worst(*kernel_args(
         vectors, unit_und, unit_px, scen.n_scen, scen.loss_weight, scen.gain_weight,
-        scen.gain_cap_usd, scen.dampener_usd, scen.vol_code)
+        scen.gain_cap_usd, scen.dampener_usd, scen.vol_code))
     rm = float(model["risk_multiplier"])
     mm = rm * model["mm_factor"] * worst
     im = rm * model["im_factor"] * worst

@@ -39,6 +39,8 @@ def unit_risk_vectors(pos_unit, pos_instr, quantity, instr_pnl, n_units):
 
 @njit(inline="always")
 def weigh_cell(x, loss_weight, gain_weight, gain_cap, dampener):
+    if x != x:                      # NaN: never hide it behind a cap or a zero
+        return x
     if x < 0.0:
         y = loss_weight * x + dampener
         return y if y < 0.0 else 0.0
@@ -56,6 +58,8 @@ def _worst_of(vec, u_und, px, n_scen, loss_weight, gain_weight, gain_cap_usd, da
         x = vec[s] + extra_qty * extra[s]
         w = weigh_cell(x, loss_weight[u_und, s], gain_weight[u_und, s],
                        gain_cap_usd[u_und, s] / px, dampener_usd[u_und, s] / px)
+        if w != w:                  # NaN cell: the worst case is unknown, say so
+            return w, s
         if w < best or (w == best and vol_code[u_und, s] == VOL_SAME
                         and vol_code[u_und, bind] != VOL_SAME):
             best = w
@@ -77,15 +81,16 @@ def weighted_worst(vectors, unit_und, unit_px, n_scen, loss_weight, gain_weight,
     weighted = np.zeros((n_units, width))
     worst = np.zeros(n_units)
     binding = np.zeros(n_units, dtype=np.int64)
-    zero = np.zeros(width)
     for u in range(n_units):
         k = unit_und[u]
         px = unit_px[u]
         for s in range(n_scen[k]):
             weighted[u, s] = weigh_cell(vectors[u, s], loss_weight[k, s], gain_weight[k, s],
                                         gain_cap_usd[k, s] / px, dampener_usd[k, s] / px)
+        # ``extra`` = the row itself with weight 0: same array types as order_margin's call,
+        # so the helper compiles once
         worst[u], binding[u] = _worst_of(vectors[u], k, px, n_scen, loss_weight, gain_weight,
-                                         gain_cap_usd, dampener_usd, vol_code, zero, 0.0)
+                                         gain_cap_usd, dampener_usd, vol_code, vectors[u], 0.0)
     return weighted, worst, binding
 
 

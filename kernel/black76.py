@@ -33,21 +33,29 @@ def norm_pdf(x):
     return INV_SQRT_2PI * math.exp(-0.5 * x * x)
 
 
+@njit(inline="always")
+def undiscounted_price(F, K, ln_fk, sd, is_call):
+    """Undiscounted Black-76 from ``ln(F/K)`` and ``sd = sigma*sqrt(T)``: the one formula
+    every valuation uses (at the marks and in every scenario), so an unshocked scenario
+    reproduces the value at the marks bit for bit.  ``sd < MIN_STDDEV``: intrinsic."""
+    if sd < MIN_STDDEV:
+        v = F - K if is_call else K - F
+    else:
+        d1 = ln_fk / sd + 0.5 * sd
+        d2 = d1 - sd
+        if is_call:
+            v = F * norm_cdf(d1) - K * norm_cdf(d2)
+        else:
+            v = K * norm_cdf(-d2) - F * norm_cdf(-d1)
+    return v if v > 0.0 else 0.0
+
+
 @njit
 def black76_price(F, K, T, sigma, is_call, rate):
     """Black-76 price per unit of underlying, in quote currency."""
     disc = math.exp(-rate * T) if T > 0.0 else 1.0
     sd = sigma * math.sqrt(T) if T > 0.0 else 0.0
-    if sd < MIN_STDDEV:
-        intrinsic = F - K if is_call else K - F
-        return disc * intrinsic if intrinsic > 0.0 else 0.0
-    d1 = (math.log(F / K) + 0.5 * sd * sd) / sd
-    d2 = d1 - sd
-    if is_call:
-        v = F * norm_cdf(d1) - K * norm_cdf(d2)
-    else:
-        v = K * norm_cdf(-d2) - F * norm_cdf(-d1)
-    return disc * v if v > 0.0 else 0.0
+    return disc * undiscounted_price(F, K, math.log(F / K), sd, is_call)
 
 
 @njit
@@ -66,18 +74,11 @@ def black76_greeks(F, K, T, sigma, is_call, rate):
             delta = 0.5 if is_call else -0.5
         return price, disc * delta, 0.0, 0.0, rate * price / DAYS_PER_YEAR
     sqrt_t = math.sqrt(T)
-    d1 = (math.log(F / K) + 0.5 * sd * sd) / sd
-    d2 = d1 - sd
+    ln_fk = math.log(F / K)
+    d1 = ln_fk / sd + 0.5 * sd
     pdf = norm_pdf(d1)
-    if is_call:
-        v = F * norm_cdf(d1) - K * norm_cdf(d2)
-        delta = norm_cdf(d1)
-    else:
-        v = K * norm_cdf(-d2) - F * norm_cdf(-d1)
-        delta = norm_cdf(d1) - 1.0
-    if v < 0.0:
-        v = 0.0
-    price = disc * v
+    delta = norm_cdf(d1) if is_call else norm_cdf(d1) - 1.0
+    price = disc * undiscounted_price(F, K, ln_fk, sd, is_call)
     gamma = disc * pdf / (F * sd)
     vega = disc * F * pdf * sqrt_t
     theta_year = rate * price - disc * F * pdf * sigma / (2.0 * sqrt_t)

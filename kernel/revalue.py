@@ -15,7 +15,7 @@ import math
 import numpy as np
 
 from ._config import njit
-from .black76 import MIN_STDDEV, black76_greeks, black76_price, norm_cdf
+from .black76 import black76_greeks, undiscounted_price
 from .instruments import INVERSE, OPTION
 from .scenarios import VOL_DOWN, VOL_SAME, VOL_UP
 
@@ -71,7 +71,11 @@ def instrument_pnl(kind, settlement, contract_size, mark, forward, strike, is_ca
         F = forward[i]
         K = strike[i]
         call = is_call[i] == 1
-        v0 = black76_price(F, K, t_now[i], sig_mark[i], call, rate)
+        ln_fk = math.log(F / K)
+        t0 = t_now[i]
+        sd0 = sig_mark[i] * math.sqrt(t0) if t0 > 0.0 else 0.0
+        v0 = undiscounted_price(F, K, ln_fk, sd0, call)
+        v0 *= math.exp(-rate * t0) if t0 > 0.0 else 1.0
         base0 = v0 / F if inverse else v0
         T = t_scen[i]
         sqrt_t = math.sqrt(T) if T > 0.0 else 0.0
@@ -79,7 +83,6 @@ def instrument_pnl(kind, settlement, contract_size, mark, forward, strike, is_ca
         sd_up = sig_up[i] * sqrt_t
         sd_same = sig_same[i] * sqrt_t
         sd_down = sig_down[i] * sqrt_t
-        ln_fk = math.log(F / K)
         for s in range(ns):
             code = vol_code[u, s]
             if code == VOL_UP:
@@ -91,20 +94,7 @@ def instrument_pnl(kind, settlement, contract_size, mark, forward, strike, is_ca
             else:
                 sd = sd_same * vol_factor[u, s]
             fs = F * (1.0 + price_shock[u, s])
-            if sd < MIN_STDDEV:
-                v = fs - K if call else K - fs
-                if v < 0.0:
-                    v = 0.0
-            else:
-                d1 = (ln_fk + log1p_shock[u, s]) / sd + 0.5 * sd
-                d2 = d1 - sd
-                if call:
-                    v = fs * norm_cdf(d1) - K * norm_cdf(d2)
-                else:
-                    v = K * norm_cdf(-d2) - fs * norm_cdf(-d1)
-                if v < 0.0:
-                    v = 0.0
-            v *= disc
+            v = disc * undiscounted_price(fs, K, ln_fk + log1p_shock[u, s], sd, call)
             if inverse:
                 v /= fs
             out[i, s] = c * (v - base0) * pnl_scale[u, s]
