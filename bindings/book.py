@@ -11,7 +11,7 @@ import numpy as np
 import pyarrow as pa
 
 from pmrisk.kernel.instruments import (CALL, FUTURE, INVERSE, KINDS, OPTION, OPTION_TYPES,
-                                       PERPETUAL, SETTLEMENTS, SPOT)
+                                       PERPETUAL, SETTLEMENTS, SPOT)  # noqa: F401
 
 from . import schema
 from ._arrow import (NAT, as_table, check_columns, codes, duplicated, float_column, has,
@@ -28,7 +28,8 @@ class Book:
     accounts: pa.Array          # account names (string), code = row
     # active instruments (held or ordered), compact codes 0..n_instr-1
     symbols: pa.Array
-    underlying: list            # per active instrument, underlying name
+    und_code: np.ndarray        # per active instrument, row in und_names
+    und_names: list             # underlying names of the active instruments
     kind: np.ndarray
     settlement: np.ndarray
     contract_size: np.ndarray
@@ -69,12 +70,14 @@ def _reject_time(tables):
                               hint="Per-row time snapshots arrive with the backtest API")
 
 
-def _enum(table, name, col, values, allowed):
-    arr = np.array(values, dtype=object)
-    bad = np.array([v is not None and v not in allowed for v in arr], dtype=bool)
+def _enum(table, name, col, allowed):
+    """Codes (index into ``allowed``) of a string column; -1 for nulls; unknown -> error."""
+    arr = str_column(table, col)
+    code = lookup(arr, pa.array(allowed, pa.string()))
+    bad = (code < 0) & ~np.asarray(arr.is_null().to_numpy(zero_copy_only=False))
     if bad.any():
         raise_rows(table, name, col, bad, f"one of {allowed}")
-    return arr
+    return code
 
 
 def load_book(positions, instruments, market, index, balances, open_orders, reserves,
@@ -108,11 +111,8 @@ def load_book(positions, instruments, market, index, balances, open_orders, rese
     dup = duplicated(sym_codes)
     if dup.any():
         raise_rows(ins, "instruments", "symbol", dup, "unique symbols (one row per instrument)")
-    kind_s = _enum(ins, "instruments", "kind", str_column(ins, "kind").to_pylist(), KINDS)
-    sett_s = _enum(ins, "instruments", "settlement", str_column(ins, "settlement").to_pylist(),
-                   SETTLEMENTS)
-    kind = np.array([KINDS.index(k) for k in kind_s], dtype=np.int64)
-    settlement = np.array([SETTLEMENTS.index(s) for s in sett_s], dtype=np.int64)
+    kind = _enum(ins, "instruments", "kind", KINDS)
+    settlement = _enum(ins, "instruments", "settlement", SETTLEMENTS)
     csize = float_column(ins, "instruments", "contract_size", positive=True)
     n_ins = ins.num_rows
     is_opt = kind == OPTION
@@ -131,19 +131,16 @@ def load_book(positions, instruments, market, index, balances, open_orders, rese
     if (is_opt & np.isnan(strike)).any():
         raise_rows(ins, "instruments", "strike", is_opt & np.isnan(strike),
                    "a strike > 0 for every option")
-    if has(ins, "option_type"):
-        ot = _enum(ins, "instruments", "option_type", str_column(ins, "option_type").to_pylist(),
-                   OPTION_TYPES)
-    else:
-        ot = np.full(n_ins, None, dtype=object)
-    missing_ot = is_opt & np.array([v is None for v in ot], dtype=bool)
+    ot = (_enum(ins, "instruments", "option_type", OPTION_TYPES) if has(ins, "option_type")
+          else np.full(n_ins, -1, dtype=np.int64))
+    missing_ot = is_opt & (ot < 0)
     if missing_ot.any():
         raise_rows(ins, "instruments", "option_type", missing_ot, "'call' or 'put' for options")
-    is_call = np.array([1 if v == "call" else 0 for v in ot], dtype=np.int64)
+    is_call = (ot == CALL).astype(np.int64)
     bad = (kind == SPOT) & (settlement == INVERSE)
     if bad.any():
         raise_rows(ins, "instruments", "settlement", bad, "'linear' for spot instruments")
-    und_all = str_column(ins, "underlying")
+    und_all_code, und_all_names = codes(str_column(ins, "underlying"))
 
     # -- positions and orders: symbols must be known ------------------------------------------
     pos_sym = str_column(pos, "symbol")
@@ -254,16 +251,18 @@ def load_book(positions, instruments, market, index, balances, open_orders, rese
         raise_rows(idx, "index", "underlying", dup, "one row per underlying")
     idx_px = float_column(idx, "index", "index_price", positive=True)
     index_prices = dict(zip(idx_und.to_pylist(), idx_px.tolist()))
-    a_und = [und_all[int(i)].as_py() for i in active]
-    missing = sorted({u for u in a_und if u not in index_prices})
+    # compact underlying codes of the active instruments
+    used, a_und_code = np.unique(und_all_code[active], return_inverse=True)
+    a_und_code = a_und_code.ravel().astype(np.int64)
+    und_names = und_all_names.take(pa.array(used, pa.int64())).to_pylist()
+    missing = sorted(u for u in und_names if u not in index_prices)
     if missing:
         raise MarginError("index", "underlying", "a row for every underlying held",
                           rows=[(u,) for u in missing], keys=("underlying",),
                           hint="Add its index_price")
 
-    forward = np.where(np.isnan(fwd_m[m_rows]),
-                       np.array([index_prices[u] for u in a_und], dtype=np.float64),
-                       fwd_m[m_rows])
+    und_px = np.array([index_prices[u] for u in und_names], dtype=np.float64)
+    forward = np.where(np.isnan(fwd_m[m_rows]), und_px[a_und_code], fwd_m[m_rows])
     a_exp = expiry[active]
     years = np.where(a_exp == NAT, 0.0, (a_exp - vt) / NS_PER_YEAR)
     years = np.where(a_kind == SPOT, 0.0, np.where(a_kind == PERPETUAL, 0.0, years))
@@ -311,7 +310,8 @@ def load_book(positions, instruments, market, index, balances, open_orders, rese
 
     return Book(
         valuation_ns=vt, accounts=accounts,
-        symbols=sym.take(pa.array(active, type=pa.int64())), underlying=a_und,
+        symbols=sym.take(pa.array(active, type=pa.int64())), und_code=a_und_code,
+        und_names=und_names,
         kind=a_kind, settlement=settlement[active], contract_size=csize[active],
         mark=mark_m[m_rows], forward=np.ascontiguousarray(forward),
         strike=np.where(np.isnan(strike[active]), 1.0, strike[active]),

@@ -162,7 +162,7 @@ def margin_from_risk_arrays(positions, risk_arrays, model=None, index=None,
     wc_share = np.where(worst[pos_unit] > 0, -scen.loss_weight[unit_und[pos_unit], b] * cell, 0.0)
     n_pos, n_acc = len(pos_row), len(accounts)
     zu, zp, za = np.zeros(n_units), np.zeros(n_pos), np.zeros(n_acc)
-    book = Book(valuation_ns=0, accounts=accounts, symbols=symbols, underlying=[],
+    book = Book(valuation_ns=0, accounts=accounts, symbols=symbols, und_code=None, und_names=[],
                 kind=None, settlement=None, contract_size=None, mark=None, forward=None,
                 strike=None, is_call=None, expiry_ns=None, years=None, mark_iv=None,
                 index_prices=prices, pos_account=acc_codes, pos_instr=pos_row,

@@ -54,8 +54,12 @@ def build_units(book, model):
             ccy.append(c)
         return lookup[key]
 
-    instr_type = np.array([type_of(u, u if s == INVERSE else lin)
-                           for u, s in zip(book.underlying, book.settlement)], dtype=np.int64)
+    # one unit type per (underlying, settlement kind) present, then map instruments to it
+    combo = book.und_code * 2 + (book.settlement == INVERSE)
+    present, combo_inv = np.unique(combo, return_inverse=True)
+    combo_type = np.array([type_of(book.und_names[c // 2], book.und_names[c // 2] if c % 2
+                                   else lin) for c in present], dtype=np.int64)
+    instr_type = combo_type[combo_inv.ravel()] if len(present) else np.zeros(0, np.int64)
     res_type = np.array([type_of(*r.split("/", 1)) for r in book.res_unit], dtype=np.int64)
     stable = set(model["stablecoins"])
     index_px = np.array([settle_price(u, book.index_prices, stable) for u in und])
