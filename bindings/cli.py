@@ -5,7 +5,6 @@ import os
 import sys
 import time
 
-import pyarrow as pa
 
 from .errors import MarginError
 
@@ -73,8 +72,8 @@ def _demo(args):
     print(f"pmrisk demo: {r.accounts.num_rows} accounts, {n_pos} positions, model "
           f"{args.model}, valued at {vt}\n")
     report(r)
-    print(f"\nratio = equity / maintenance margin (MM); status bands: >= 110 % normal, "
-          f"110/105/101 % warnings, < 100 % margin call, < 75 % liquidation.")
+    print("\nratio = equity / maintenance margin (MM); status bands: >= 110 % normal, "
+          "110/105/101 % warnings, < 100 % margin call, < 75 % liquidation.")
     print(f"timing: first call {first * 1e3:.0f} ms (loads compiled kernels from the on-disk "
           f"cache, compiles them on the very first run); next call "
           f"{r2.timings['total'] * 1e3:.2f} ms, of which kernels "

@@ -110,7 +110,6 @@ def build(out, model, risk_vectors=False):
     pos_px = unit_px[pu]
     mm_un = out.mm - np.bincount(pu, weights=out.mm_contrib, minlength=n_units)
     im_un = out.im - np.bincount(pu, weights=out.im_contrib, minlength=n_units)
-    n_pos = len(pu)
     symbols = book.symbols.take(pa.array(book.pos_instr, pa.int64()))
     loans = np.flatnonzero(out.loan_mm > 0)
     n_loan = len(loans)

@@ -59,7 +59,8 @@ def validate_rows(rows):
             raise MarginError("model", f"{where}.price_shock", f"a finite move > -1, got {s!r}")
         state = r.get("vol_state", "factor" if "vol_factor" in r else "same")
         if state not in S.VOL_STATES:
-            raise MarginError("model", f"{where}.vol_state", f"one of {S.VOL_STATES}, got {state!r}")
+            raise MarginError("model", f"{where}.vol_state",
+                              f"one of {S.VOL_STATES}, got {state!r}")
         if state == "factor" and not (r.get("vol_factor", 0) > 0):
             raise MarginError("model", f"{where}.vol_factor", "a factor > 0 with vol_state factor")
         if state != "factor" and "vol_factor" in r:

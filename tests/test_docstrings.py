@@ -10,7 +10,8 @@ import pmrisk
 import pmrisk.kernel
 
 MODULES = sorted(
-    {m.name for m in pkgutil.iter_modules(pmrisk.__path__, "pmrisk.") if m.name != "pmrisk.__main__"}
+    {m.name for m in pkgutil.iter_modules(pmrisk.__path__, "pmrisk.")
+     if m.name != "pmrisk.__main__"}
     | {m.name for m in pkgutil.iter_modules(pmrisk.kernel.__path__, "pmrisk.kernel.")}
     | {"pmrisk"})
 
