@@ -324,3 +324,35 @@ def test_positions_table_contributions_and_unallocated_rows():
         fut["mm_contribution"] > 0 > perp["mm_contribution"]
     total = sum(p["mm_contribution"] for p in rows)
     assert total == pytest.approx(r.units["maintenance_margin"][0].as_py(), rel=1e-12)
+
+
+def test_deribit_legacy_vol_shock_term_structure():
+    """Deribit's legacy page: 'maximum implied volatility change of (30/DTE)^0.30 x 38 %;
+    15 days: (30/15)^0.30 x 38 %' = 46.78 %; 30 days: 38 %."""
+    from pmrisk.kernel.volshock import shocked_vols
+    same, up, down = shocked_vols(np.array([1.0, 1.0]), np.array([15.0, 30.0]), 0.0, 0.38,
+                                  0.38, 0.30, 0.30, 0.0, np.array([False, False]), 0.0)
+    np.testing.assert_allclose(up - 1.0, [(30 / 15) ** 0.3 * 0.38, 0.38], rtol=1e-14)
+    assert round(float(up[0] - 1.0), 5) == 0.46783
+    np.testing.assert_allclose(1.0 - down, up - 1.0, rtol=1e-14)
+
+
+def test_dederi_linear_future_grid():
+    """Dederi wiki (a Deribit clone): 10 long ETH futures at F0 = 2,253.2 over -15..+15 %
+    in 3 % steps give -3380, -2704, ..., 3380 (rounded); worst case 3,380."""
+    instr = pa.table({"symbol": ["ETH-10JAN24"], "underlying": ["ETH"], "kind": ["future"],
+                      "settlement": ["linear"], "contract_size": [1.0],
+                      "expiry": ["2024-01-10T08:00:00Z"]})
+    mkt = pa.table({"symbol": ["ETH-10JAN24"], "mark_price": [2253.2]})
+    idx = pa.table({"underlying": ["ETH"], "index_price": [2243.3]})
+    pos = pa.table({"account": ["d"], "symbol": ["ETH-10JAN24"], "quantity": [10.0]})
+    m = pmrisk.Model.preset("deribit_pme").with_overrides(
+        {"extended_table": False,
+         "ETH": {"price_range": 0.15, "buckets_count": 5, "pnl_offset": 1.0,
+                 "max_offsetable_pnl": float("inf")}})
+    r = pmrisk.margin(pos, instr, mkt, idx, model=m, valuation_time="2023-12-21T08:00:00Z",
+                      risk_vectors=True)
+    per_bucket = np.round(np.asarray(r.risk_vectors["pnl"].to_numpy())[1::3])
+    assert per_bucket.tolist() == [-3380, -2704, -2028, -1352, -676, 0, 676, 1352, 2028,
+                                   2704, 3380]
+    assert r.units["worst_case"][0].as_py() == pytest.approx(0.15 * 10 * 2253.2)
