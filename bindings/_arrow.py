@@ -165,17 +165,27 @@ def _parse_ts(s):
     """ISO-8601 string -> ns since the epoch, UTC (tz-naive means UTC); None if unparseable."""
     if s is None:
         return None
-    try:
-        return pa.scalar(s).cast(pa.timestamp("ns", tz="UTC")).value
-    except (pa.ArrowInvalid, pa.ArrowNotImplementedError):
-        return None
+    for target in (pa.timestamp("ns", tz="UTC"), pa.timestamp("ns"), pa.date32()):
+        try:
+            v = pa.scalar(s).cast(target)
+        except (pa.ArrowInvalid, pa.ArrowNotImplementedError):
+            continue
+        if pa.types.is_date(target):      # a bare date: midnight UTC
+            return v.cast(pa.timestamp("ns")).value
+        return v.value                    # tz-naive strings are read as UTC
+    return None
 
 
 def to_ns(value, what="valuation_time"):
     """A scalar timestamp (datetime, numpy datetime64, pandas Timestamp, ISO string) -> ns UTC."""
+    if isinstance(value, str):
+        ns = _parse_ts(value)
+        if ns is None:
+            raise MarginError("arguments", what, "a timestamp (datetime or ISO-8601 such as "
+                              f"'2024-06-17T08:00:00Z'), got {value!r}")
+        return ns
     try:
-        scalar = pa.scalar(value) if not isinstance(value, str) else pa.scalar(value).cast(
-            pa.timestamp("ns", tz="UTC"))
+        scalar = pa.scalar(value)
         if pa.types.is_date(scalar.type):
             scalar = scalar.cast(pa.timestamp("ns"))
         scalar = scalar.cast(pa.timestamp("ns", tz=getattr(scalar.type, "tz", None) or "UTC"))

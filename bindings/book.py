@@ -19,6 +19,7 @@ from ._arrow import (NAT, as_table, check_columns, codes, duplicated, float_colu
 from .errors import MarginError
 
 NS_PER_DAY = 86_400 * 10**9
+MAX_IV = 100.0          # 10,000 %: anything above is a unit mistake (percent, not decimal)
 NS_PER_YEAR = 365 * NS_PER_DAY
 
 
@@ -219,6 +220,9 @@ def load_book(positions, instruments, market, index, balances, open_orders, rese
     mark_m = float_column(mkt, "market", "mark_price", positive=True)
     iv_m = (float_column(mkt, "market", "mark_iv", positive=True, nullable=True)
             if has(mkt, "mark_iv") else np.full(mkt.num_rows, np.nan))
+    if (iv_m > MAX_IV).any():
+        raise_rows(mkt, "market", "mark_iv", iv_m > MAX_IV,
+                   f"annualised vols as decimals <= {MAX_IV:g} (0.6 = 60 %)")
     fwd_m = (float_column(mkt, "market", "underlying_price", positive=True, nullable=True)
              if has(mkt, "underlying_price") else np.full(mkt.num_rows, np.nan))
 
@@ -271,14 +275,22 @@ def load_book(positions, instruments, market, index, balances, open_orders, rese
     if bal is not None:
         bal_asset = str_column(bal, "asset").to_pylist()
         bal_amount = float_column(bal, "balances", "amount")
+        asset_codes, _ = codes(str_column(bal, "asset"))
+        dup = duplicated(bal_account, asset_codes)
+        if dup.any():
+            raise_rows(bal, "balances", "asset", dup, "one row per (account, asset)",
+                       hint="Add the amounts up first (collateral tiers apply to the total)")
     else:
         bal_asset, bal_amount = [], np.zeros(0)
     if res is not None:
         res_unit = str_column(res, "unit").to_pylist()
-        bad = np.array([len(u.split("/")) != 2 or not all(u.split("/")) for u in res_unit],
+        lin = model["linear_settlement_currency"]
+        bad = np.array([len(u.split("/")) != 2 or not all(u.split("/"))
+                        or u.split("/")[1] not in (u.split("/")[0], lin) for u in res_unit],
                        dtype=bool)
         if bad.any():
-            raise_rows(res, "reserves", "unit", bad, "unit names like 'BTC/BTC' or 'BTC/USDT'")
+            raise_rows(res, "reserves", "unit", bad, "units this model forms: 'COIN/COIN' "
+                       f"(inverse) or 'COIN/{lin}' (linear)")
         res_mmp = (float_column(res, "reserves", "mmp_margin")
                    if has(res, "mmp_margin") else np.zeros(res.num_rows))
         res_oo = (float_column(res, "reserves", "open_orders_margin")

@@ -3,6 +3,7 @@
 
 import copy
 import math
+import os
 import tomllib
 
 import numpy as np
@@ -31,8 +32,13 @@ def _err(key, expected, hint=None):
 def _merge(base, over):
     out = copy.deepcopy(base)
     for k, v in over.items():
-        if isinstance(v, dict) and isinstance(out.get(k), dict) and k != "scenarios":
+        if isinstance(v, dict) and isinstance(out.get(k), dict) and k != "collateral":
             out[k] = _merge(out[k], v)
+        elif isinstance(v, dict) and k == "collateral":
+            # an asset's collateral spec is replaced whole: a flat rate can replace tiers
+            merged = copy.deepcopy(out.get(k, {}))
+            merged.update(copy.deepcopy(v))
+            out[k] = merged
         else:
             out[k] = copy.deepcopy(v)
     return out
@@ -99,6 +105,8 @@ class Model:
             return cls.preset("deribit_pme")
         if isinstance(model, Model):
             return model
+        if isinstance(model, os.PathLike):
+            return cls.from_toml(os.fspath(model))
         if isinstance(model, dict):
             return cls.from_dict(model)
         if isinstance(model, str):
@@ -168,6 +176,8 @@ def _validate(p):
     for k in th:
         if k not in ("warning", "margin_call", "liquidation"):
             raise _err(f"thresholds.{k}", "a known parameter (warning, margin_call, liquidation)")
+    if not isinstance(th["warning"], (list, tuple)) or not th["warning"]:
+        raise _err("thresholds.warning", f"a non-empty list of levels, got {th['warning']!r}")
     warn = list(th["warning"])
     for v in warn + [th["margin_call"], th["liquidation"]]:
         _number("thresholds", v, 0.0)

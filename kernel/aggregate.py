@@ -7,14 +7,16 @@ The weighting of one cell ``x`` of a unit whose settlement currency is worth ``p
 * ``x >= 0``: ``min(gain_weight*x, gain_cap_usd/px)``    (Deribit ``pnl_offset`` and
   ``max_offsetable_pnl``).
 
-``worst_case = max(0, -min weighted cell)``; ties prefer vol state ``same``, then the lowest
-index.
+``worst_case = max(0, -min weighted cell)``; ties (cells within 1e-12 relative of the lowest)
+prefer vol state ``same``, then the lowest index.
 """
 
 import numpy as np
 
 from ._config import njit
 from .scenarios import VOL_SAME
+
+TIE_RTOL = 1e-12    # cells within this relative distance of the lowest are tied
 
 
 @njit
@@ -51,21 +53,37 @@ def weigh_cell(x, loss_weight, gain_weight, gain_cap, dampener):
 @njit
 def _worst_of(vec, u_und, px, n_scen, loss_weight, gain_weight, gain_cap_usd, dampener_usd,
               vol_code, extra, extra_qty):
-    """(worst_case, binding) of ``vec + extra_qty*extra``, weighted."""
-    best = np.inf
-    bind = 0
-    for s in range(n_scen[u_und]):
+    """(worst_case, binding) of ``vec + extra_qty*extra``, weighted.
+
+    Two passes: the lowest weighted cell, then the binding cell among the cells within
+    ``TIE_RTOL`` of it (vol state ``same`` first, then the lowest index).  The tolerance makes
+    ties survive rounding: Deribit's extended cells of a future equal the grid edge in exact
+    arithmetic but not always in floating point.  ``worst`` is minus the binding cell's value.
+    """
+    n = n_scen[u_und]
+    lowest = np.inf
+    for s in range(n):
         x = vec[s] + extra_qty * extra[s]
         w = weigh_cell(x, loss_weight[u_und, s], gain_weight[u_und, s],
                        gain_cap_usd[u_und, s] / px, dampener_usd[u_und, s] / px)
         if w != w:                  # NaN cell: the worst case is unknown, say so
             return w, s
-        if w < best or (w == best and vol_code[u_und, s] == VOL_SAME
-                        and vol_code[u_und, bind] != VOL_SAME):
-            best = w
-            bind = s
-    worst = -best if best < 0.0 else 0.0
-    return worst, bind
+        if w < lowest:
+            lowest = w
+    bind = -1
+    bind_w = 0.0
+    for s in range(n):
+        x = vec[s] + extra_qty * extra[s]
+        w = weigh_cell(x, loss_weight[u_und, s], gain_weight[u_und, s],
+                       gain_cap_usd[u_und, s] / px, dampener_usd[u_und, s] / px)
+        if w - lowest <= TIE_RTOL * max(abs(w), abs(lowest)):
+            if bind < 0 or (vol_code[u_und, s] == VOL_SAME
+                            and vol_code[u_und, bind] != VOL_SAME):
+                bind = s
+                bind_w = w
+    if bind < 0:
+        return 0.0, 0
+    return (-bind_w if bind_w < 0.0 else 0.0), bind
 
 
 @njit

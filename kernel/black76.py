@@ -40,6 +40,8 @@ def undiscounted_price(F, K, ln_fk, sd, is_call):
     reproduces the value at the marks bit for bit.  ``sd < MIN_STDDEV``: intrinsic."""
     if sd < MIN_STDDEV:
         v = F - K if is_call else K - F
+    elif sd == math.inf:                    # the sigma -> infinity limit
+        v = F if is_call else K
     else:
         d1 = ln_fk / sd + 0.5 * sd
         d2 = d1 - sd
@@ -47,7 +49,7 @@ def undiscounted_price(F, K, ln_fk, sd, is_call):
             v = F * norm_cdf(d1) - K * norm_cdf(d2)
         else:
             v = K * norm_cdf(-d2) - F * norm_cdf(-d1)
-    return v if v > 0.0 else 0.0
+    return v if (v > 0.0 or v != v) else 0.0        # a NaN input stays visible
 
 
 @njit

@@ -205,10 +205,12 @@ def worst_and_binding(weighted, codes):
     if len(weighted) == 0:
         return 0.0, 0
     lowest = weighted.min()
-    tied = np.flatnonzero(weighted == lowest)
+    # ties: within 1e-12 relative of the lowest (rounding must not decide the binding cell)
+    tied = np.flatnonzero(weighted - lowest <= 1e-12 * np.maximum(np.abs(weighted),
+                                                                  abs(lowest)))
     same = tied[codes[tied] == VOL_SAME]
     binding = int(same[0]) if len(same) else int(tied[0])
-    return max(0.0, -lowest), binding
+    return max(0.0, -weighted[binding]), binding
 
 
 def _weighted_row(x, k, px, n_scen, loss_weight, gain_weight, gain_cap_usd, dampener_usd):
