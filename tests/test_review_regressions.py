@@ -4,7 +4,6 @@ import json
 import math
 import pathlib
 
-import numpy as np
 import pyarrow as pa
 import pytest
 
