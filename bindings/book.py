@@ -63,14 +63,6 @@ class Book:
     res_oo: np.ndarray
 
 
-def _reject_time(tables):
-    for name, t in tables.items():
-        if has(t, "time"):
-            raise MarginError(name, "time", "no time column in this version: margin one "
-                              "snapshot per call with valuation_time=...",
-                              hint="Per-row time snapshots arrive with the backtest API")
-
-
 def _enum(table, name, col, allowed):
     """Codes (index into ``allowed``) of a string column; -1 for nulls; unknown -> error."""
     arr = str_column(table, col)
@@ -101,7 +93,6 @@ def load_book(positions, instruments, market, index, balances, open_orders, rese
     for name, t in tables.items():
         if t is not None:
             check_columns(t, name, specs[name])
-    _reject_time(tables)
     ins, pos, mkt, idx = (tables[k] for k in ("instruments", "positions", "market", "index"))
     bal, oo, res = tables["balances"], tables["open_orders"], tables["reserves"]
     vt = int(_time.time_ns()) if valuation_time is None else to_ns(valuation_time)

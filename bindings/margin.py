@@ -2,10 +2,12 @@
 
 import time
 
+from ._arrow import as_table
 from .book import load_book
 from .engine import run
 from .model import Model
 from .results import build
+from .snapshots import margin_snapshots, timed
 
 
 def margin(positions, instruments, market, index, balances=None, open_orders=None,
@@ -23,7 +25,10 @@ def margin(positions, instruments, market, index, balances=None, open_orders=Non
         A preset name (``"deribit_pme"``, ``"span"``), a TOML path, a dict or a
         :class:`pmrisk.Model`.  Default ``deribit_pme``.
     valuation_time : datetime, str or numpy datetime64, optional
-        When the book is valued (default: now, UTC).
+        When the book is valued (default: now, UTC).  Must be None when the inputs carry a
+        ``time`` column: each distinct time is then a snapshot valued at that time with the
+        rows of that time (tables without the column apply to every snapshot), and every
+        result table gets a ``time`` column after ``account``.
     risk_vectors : bool or "positions"
         ``True`` adds ``result.risk_vectors`` per unit; ``"positions"`` per position.
 
@@ -51,10 +56,21 @@ def margin(positions, instruments, market, index, balances=None, open_orders=Non
     >>> round(r.units["worst_case"][0].as_py(), 6)   # 2 BTC long, -16 % move
     0.380952
     """
-    t0 = time.perf_counter()
     model = Model.coerce(model)
-    book = load_book(positions, instruments, market, index, balances, open_orders, reserves,
-                     model, valuation_time)
+    tables = {"positions": positions, "instruments": instruments, "market": market,
+              "index": index, "balances": balances, "open_orders": open_orders,
+              "reserves": reserves}
+    tables = {k: as_table(v, k) for k, v in tables.items()}
+    if timed(tables):
+        return margin_snapshots(
+            tables, valuation_time,
+            lambda at_t, t: _margin_one(at_t, model, t, risk_vectors))
+    return _margin_one(tables, model, valuation_time, risk_vectors)
+
+
+def _margin_one(tables, model, valuation_time, risk_vectors):
+    t0 = time.perf_counter()
+    book = load_book(**tables, model=model, valuation_time=valuation_time)
     t1 = time.perf_counter()
     out = run(book, model)
     t2 = time.perf_counter()

@@ -1,0 +1,103 @@
+"""The optional ``time`` column (SPEC §1): each distinct time is a separate snapshot."""
+
+import numpy as np
+import pyarrow as pa
+import pytest
+
+import pmrisk
+from pmrisk import samples
+
+B = samples.demo_book()
+T1, T2 = "2024-06-17T08:00:00Z", "2024-06-18T08:00:00Z"
+
+
+def with_time(table, t):
+    return table.add_column(0, "time", pa.array([t] * table.num_rows).cast(
+        pa.timestamp("ns", tz="UTC")))
+
+
+def moved(table, factor, cols=("mark_price",)):
+    for c in cols:
+        i = table.column_names.index(c)
+        table = table.set_column(i, c, pa.compute.multiply(table[c], factor))
+    return table
+
+
+def market2():
+    return moved(B["market"], 1.05, ("mark_price", "underlying_price"))
+
+
+def index2():
+    return moved(B["index"], 1.05, ("index_price",))
+
+
+def test_two_snapshots_equal_two_calls():
+    pos2 = B["positions"].slice(0, 9)
+    positions = pa.concat_tables([with_time(B["positions"], T1), with_time(pos2, T2)])
+    market = pa.concat_tables([with_time(B["market"], T1), with_time(market2(), T2)])
+    index = pa.concat_tables([with_time(B["index"], T1), with_time(index2(), T2)])
+    r = pmrisk.margin(positions, B["instruments"], market, index, balances=B["balances"])
+    a = pmrisk.margin(B["positions"], B["instruments"], B["market"], B["index"],
+                      balances=B["balances"], valuation_time=T1)
+    b = pmrisk.margin(pos2, B["instruments"], market2(), index2(), balances=B["balances"],
+                      valuation_time=T2)
+    for name in ("accounts", "units", "positions"):
+        got = getattr(r, name)
+        assert got.column_names[:2] == ["account", "time"]
+        times = got["time"].cast(pa.int64()).to_numpy()
+        t1 = pa.scalar(T1).cast(pa.timestamp("ns", tz="UTC")).value
+        first = got.filter(pa.array(times == t1)).drop_columns(["time"])
+        second = got.filter(pa.array(times != t1)).drop_columns(["time"])
+        assert first.equals(getattr(a, name)), name
+        assert second.equals(getattr(b, name)), name
+    assert r.timings["snapshots"] == 2
+
+
+def test_static_positions_valued_at_every_market_time():
+    market = pa.concat_tables([with_time(B["market"], T1), with_time(market2(), T2)])
+    index = pa.concat_tables([with_time(B["index"], T1), with_time(index2(), T2)])
+    r = pmrisk.margin(B["positions"], B["instruments"], market, index, risk_vectors=True)
+    assert r.accounts.num_rows == 2 * 6
+    assert set(r.risk_vectors["time"].cast(pa.int64()).to_pylist()) == {
+        pa.scalar(t).cast(pa.timestamp("ns", tz="UTC")).value for t in (T1, T2)}
+
+
+def test_missing_market_row_at_a_time_names_symbol_and_time():
+    positions = pa.concat_tables([with_time(B["positions"], T1),
+                                  with_time(B["positions"], T2)])
+    mk2 = market2().filter(pa.compute.not_equal(B["market"]["symbol"], "BTC-PERPETUAL"))
+    market = pa.concat_tables([with_time(B["market"], T1), with_time(mk2, T2)])
+    index = pa.concat_tables([with_time(B["index"], T1), with_time(index2(), T2)])
+    with pytest.raises(pmrisk.MarginError) as e:
+        pmrisk.margin(positions, B["instruments"], market, index)
+    msg = str(e.value)
+    assert "BTC-PERPETUAL" in msg and "2024-06-18T08:00:00" in msg
+    assert e.value.table == "positions" and e.value.time.startswith("2024-06-18T08:00:00")
+
+
+def test_valuation_time_with_time_column_is_an_error():
+    with pytest.raises(pmrisk.MarginError) as e:
+        pmrisk.margin(with_time(B["positions"], T1), B["instruments"], B["market"],
+                      B["index"], valuation_time=T1)
+    assert e.value.column == "valuation_time"
+
+
+def test_null_time_is_an_error():
+    pos = with_time(B["positions"], T1)
+    t = pos["time"].to_pylist()
+    t[3] = None
+    pos = pos.set_column(0, "time", pa.array(t, pa.timestamp("ns", tz="UTC")))
+    with pytest.raises(pmrisk.MarginError) as e:
+        pmrisk.margin(pos, B["instruments"], B["market"], B["index"])
+    assert e.value.table == "positions" and e.value.column == "time"
+
+
+def test_snapshot_times_change_time_to_expiry():
+    """The same option book a week later has less time value (valued at each time)."""
+    pos = pa.table({"account": ["a"], "symbol": ["BTC-27SEP24-77000-C"], "quantity": [1.0]})
+    positions = pa.concat_tables([with_time(pos, T1),
+                                  with_time(pos, "2024-09-20T08:00:00Z")])
+    r = pmrisk.margin(positions, B["instruments"], B["market"], B["index"])
+    mv = np.asarray(r.positions.filter(pa.compute.equal(r.positions["symbol"],
+                                                         "BTC-27SEP24-77000-C"))["model_value"])
+    assert mv[0] > mv[1] > 0
