@@ -37,22 +37,33 @@ def _fmt_ratio(x):
     return "inf" if x == float("inf") else f"{x:.1%}"
 
 
-def report(result, *, top=3, out=None):
+def report(result, *, top=3, limit=25, out=None):
     """Print a per-account report: equity, MM, IM, ratio, status, worst scenario, top
-    contributors to MM."""
+    contributors to MM.  With more than ``limit`` (account, time) rows, the ``limit`` lowest
+    margin ratios are shown."""
     out = out or sys.stdout
     acc = result.accounts.to_pylist()
-    pos = result.positions.to_pylist()
-    w = max([len(a["account"]) for a in acc] + [7])
-    print(f"{'account':<{w}}  {'equity $':>12}  {'MM $':>12}  {'IM $':>12}  {'ratio':>8}  "
-          f"{'status':<12} worst scenario", file=out)
-    for a in acc:
-        print(f"{a['account']:<{w}}  {_fmt_usd(a['equity']):>12}  "
+    timed = "time" in result.accounts.column_names
+    key = (lambda r: (r["account"], r["time"])) if timed else (lambda r: r["account"])
+    by_acc = {}
+    for p in result.positions.to_pylist():
+        if p["symbol"] != "unallocated":
+            by_acc.setdefault(key(p), []).append(p)
+    shown = acc
+    if len(acc) > limit:
+        shown = sorted(acc, key=lambda a: a["margin_ratio"])[:limit]
+        print(f"{len(acc)} account rows; the {limit} with the lowest margin ratio:", file=out)
+    w = max([len(a["account"]) for a in shown] + [7])
+    tcol = f"{'time':<20}  " if timed else ""
+    print(f"{'account':<{w}}  {tcol}{'equity $':>12}  {'MM $':>12}  {'IM $':>12}  "
+          f"{'ratio':>8}  {'status':<12} worst scenario", file=out)
+    for a in shown:
+        tval = f"{a['time'].strftime('%Y-%m-%dT%H:%M:%SZ'):<20}  " if timed else ""
+        print(f"{a['account']:<{w}}  {tval}{_fmt_usd(a['equity']):>12}  "
               f"{_fmt_usd(a['maintenance_margin']):>12}  {_fmt_usd(a['initial_margin']):>12}  "
               f"{_fmt_ratio(a['margin_ratio']):>8}  {a['status']:<12} {a['worst_scenario']}",
               file=out)
-        mine = [p for p in pos if p["account"] == a["account"] and p["symbol"] != "unallocated"]
-        mine.sort(key=lambda p: -p["mm_contribution_usd"])
+        mine = sorted(by_acc.get(key(a), []), key=lambda p: -p["mm_contribution_usd"])
         parts = [f"{p['symbol']} {_fmt_usd(p['mm_contribution_usd'])}"
                  for p in mine[:top] if p["mm_contribution_usd"] > 0]
         if parts:
@@ -123,6 +134,9 @@ def main(argv=None):
     except MarginError as exc:
         print(f"pmrisk: input error: {exc}", file=sys.stderr)
         return 2
+    except BrokenPipeError:                 # `pmrisk demo | head`: stop quietly
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        return 0
 
 
 if __name__ == "__main__":

@@ -62,3 +62,15 @@ def test_margin_reports_input_errors(tmp_path, capsys):
     assert cli.main(argv) == 2
     err = capsys.readouterr().err
     assert "positions.symbol" in err and "NOPE" in err
+
+
+def test_report_with_time_and_many_accounts(capsys):
+    from pmrisk import margin
+    b = samples.book(n_accounts=40, positions_per_account=3, seed=3)
+    pos = b["positions"].add_column(0, "time", pa.array(
+        [b["valuation_time"]] * b["positions"].num_rows).cast(pa.timestamp("ns", tz="UTC")))
+    r = margin(pos, b["instruments"], b["market"], b["index"])
+    cli.report(r, limit=10)
+    out = capsys.readouterr().out
+    assert "40 account rows; the 10 with the lowest margin ratio" in out
+    assert out.count("acct-") == 10 and "2024-06-17T08:00:00Z" in out
