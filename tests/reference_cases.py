@@ -19,10 +19,6 @@ def load(case_id):
     return json.loads((HERE / f"{case_id}.json").read_text())
 
 
-def cases(prefix):
-    return sorted(p.stem for p in HERE.glob(f"{prefix}*.json"))
-
-
 def run_pme(case):
     """A Deribit ``private/pme/simulate`` case: instruments, positions, market, index,
     reserves in coin, model -> MarginResult with per-position risk vectors."""
