@@ -143,8 +143,16 @@ def time_column(table, name, col):
         return np.full(len(arr), NAT, dtype=np.int64)
     if _is_str(arr.type):
         strings = str_column(table, col)
-        arr = pa.array([_parse_ts(s) for s in strings.to_pylist()],
-                       type=pa.timestamp("ns", tz="UTC"))
+        arr = None
+        for target in (pa.timestamp("ns", tz="UTC"), pa.timestamp("ns")):
+            try:                        # fast path: the whole column parses one way
+                arr = strings.cast(target).cast(pa.timestamp("ns", tz="UTC"))
+                break
+            except (pa.ArrowInvalid, pa.ArrowNotImplementedError):
+                pass
+        if arr is None:                 # mixed forms: row by row (and name the bad rows)
+            arr = pa.array([_parse_ts(s) for s in strings.to_pylist()],
+                           type=pa.timestamp("ns", tz="UTC"))
         bad = np.asarray(arr.is_null().to_numpy(zero_copy_only=False)) & ~np.asarray(
             strings.is_null().to_numpy(zero_copy_only=False))
         if bad.any():

@@ -5,6 +5,8 @@ import os
 import sys
 import time
 
+import pyarrow as pa
+
 
 from .errors import MarginError
 
@@ -19,9 +21,12 @@ def _read(path, what):
     if ext in (".parquet", ".pq"):
         return pq.read_table(path)
     if ext == ".csv":
-        # empty cells are nulls (an option_type left blank on a future), not ""
+        # empty cells are nulls (an option_type left blank on a future), not ""; key columns
+        # stay strings even when they look like numbers (account 1001)
+        keys = ("account", "symbol", "underlying", "asset", "unit", "kind", "settlement",
+                "option_type", "order_id")
         return pcsv.read_csv(path, convert_options=pcsv.ConvertOptions(
-            strings_can_be_null=True))
+            strings_can_be_null=True, column_types={k: pa.string() for k in keys}))
     if ext in (".arrow", ".feather", ".ipc"):
         return feather.read_table(path)
     raise SystemExit(f"pmrisk: --{what}: unknown file type {ext!r} (use .parquet, .csv, .arrow)")
@@ -134,9 +139,12 @@ def main(argv=None):
     except MarginError as exc:
         print(f"pmrisk: input error: {exc}", file=sys.stderr)
         return 2
-    except BrokenPipeError:                 # `pmrisk demo | head`: stop quietly
-        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
-        return 0
+    except (pa.ArrowInvalid, OSError) as exc:   # unreadable file, bad --out, ...
+        if isinstance(exc, BrokenPipeError):     # `pmrisk demo | head`: stop quietly
+            os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+            return 0
+        print(f"pmrisk: {exc}", file=sys.stderr)
+        return 2
 
 
 if __name__ == "__main__":

@@ -96,6 +96,9 @@ class Model:
                 d = tomllib.load(fh)
         except tomllib.TOMLDecodeError as exc:
             raise _err("", f"valid TOML in {path} ({exc})") from None
+        except OSError as exc:
+            raise _err("", f"a readable TOML file, got {path!r} ({exc.strerror})",
+                       hint="Or pass a preset name: deribit_pme, span") from None
         return cls.from_dict(d)
 
     @classmethod

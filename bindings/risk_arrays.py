@@ -73,6 +73,10 @@ def margin_from_risk_arrays(positions, risk_arrays, model=None, index=None,
     check_columns(ra, "risk_arrays", schema.RISK_ARRAYS)
     if idx is not None:
         check_columns(idx, "index", schema.INDEX)
+    for name, t in (("positions", pos), ("risk_arrays", ra), ("index", idx)):
+        if has(t, "time"):
+            raise MarginError(name, "time", "no time column in risk-array mode: call once "
+                              "per snapshot (risk arrays are priced for one day)")
 
     # -- risk arrays: symbol x scenario, complete and unique --------------------------------
     ra_sym = str_column(ra, "symbol")

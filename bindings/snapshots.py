@@ -2,8 +2,11 @@
 a separate snapshot, valued at that time with the rows of that time.
 
 A table without a ``time`` column applies to every snapshot (static instruments, a constant
-balance sheet).  The snapshot times are the distinct times of ``positions`` when it has the
-column, else those of the other timed tables.  Results carry ``time`` after ``account``.
+balance sheet).  The snapshot times are the distinct times of the timed account-state tables
+(positions, balances, open orders, reserves: an account that is flat at some time but holds
+balances is still a snapshot), or, when none of those is timed, of the timed market tables.
+Rows match a snapshot by exact time (no as-of join): market data must carry every snapshot
+time it is needed at.  Results carry ``time`` after ``account``.
 
 This is one engine pass per snapshot: correct for any history and fine for thousands of
 snapshots; vectorised multi-snapshot kernels for long backtests are separate work.
@@ -12,10 +15,11 @@ snapshots; vectorised multi-snapshot kernels for long backtests are separate wor
 import numpy as np
 import pyarrow as pa
 
-from ._arrow import NAT, as_table, has, raise_rows, time_column
+from ._arrow import NAT, as_table, check_columns, has, raise_rows, time_column
 from .errors import MarginError
 
 TIME = "time"
+ACCOUNT_STATE = ("positions", "balances", "open_orders", "reserves")
 TIME_TYPE = pa.timestamp("ns", tz="UTC")
 
 
@@ -53,11 +57,16 @@ def margin_snapshots(tables, valuation_time, run_one):
         raise MarginError("arguments", "valuation_time", "None when the inputs carry a time "
                           "column (each snapshot is valued at its own time)")
     tables = {k: as_table(v, k) for k, v in tables.items()}
+    for name in timed(tables):
+        check_columns(tables[name], name, {TIME: ("time", True, False)})
     splitters = {name: _Splitter(tables[name], name) for name in timed(tables)}
-    if "positions" in splitters:
-        times = splitters["positions"].times()
-    else:
-        times = np.unique(np.concatenate([s.times() for s in splitters.values()]))
+    state = [s for k, s in splitters.items() if k in ACCOUNT_STATE] or list(splitters.values())
+    times = np.unique(np.concatenate([s.times() for s in state]))
+    if len(times) == 0:
+        # nothing at any time: the empty result, with its normal schema and a time column
+        empty = {k: (s.table.slice(0, 0)) for k, s in splitters.items()}
+        at_t = {k: empty.get(k, v) for k, v in tables.items()}
+        return _stack([run_one(at_t, 0)], np.zeros(1, dtype=np.int64))
     results = []
     for t in times:
         at_t = {k: (splitters[k].at(t) if k in splitters else v) for k, v in tables.items()}

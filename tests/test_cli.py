@@ -74,3 +74,48 @@ def test_report_with_time_and_many_accounts(capsys):
     out = capsys.readouterr().out
     assert "40 account rows; the 10 with the lowest margin ratio" in out
     assert out.count("acct-") == 10 and "2024-06-17T08:00:00Z" in out
+
+
+def test_csv_numeric_looking_accounts_stay_strings(tmp_path, capsys):
+    book = samples.demo_book()
+    accounts = {a: str(1000 + i) for i, a in
+                enumerate(sorted(set(book["positions"]["account"].to_pylist())))}
+    pos = book["positions"].set_column(0, "account", pa.array(
+        [accounts[a] for a in book["positions"]["account"].to_pylist()]))
+    paths = {}
+    for name, t in (("positions", pos), ("instruments", book["instruments"]),
+                    ("market", book["market"]), ("index", book["index"])):
+        paths[name] = str(tmp_path / f"{name}.csv")
+        pcsv.write_csv(t, paths[name])
+    argv = ["margin"] + [a for k, v in paths.items() for a in (f"--{k}", v)] + [
+        "--valuation-time", book["valuation_time"]]
+    assert cli.main(argv) == 0
+    assert "1000" in capsys.readouterr().out
+
+
+@pytest.mark.parametrize("problem", ["corrupt", "missing-model", "out-is-a-file"])
+def test_cli_file_problems_are_reported_not_tracebacks(tmp_path, capsys, problem):
+    book = samples.demo_book()
+    paths = {}
+    for name in ("positions", "instruments", "market", "index"):
+        paths[name] = str(tmp_path / f"{name}.parquet")
+        pq.write_table(book[name], paths[name])
+    extra = ["--valuation-time", book["valuation_time"]]
+    if problem == "corrupt":
+        (tmp_path / "positions.parquet").write_bytes(b"not parquet at all")
+    elif problem == "missing-model":
+        extra += ["--model", str(tmp_path / "nope.toml")]
+    else:
+        (tmp_path / "file").write_text("x")
+        extra += ["--out", str(tmp_path / "file")]
+    argv = ["margin"] + [a for k, v in paths.items() for a in (f"--{k}", v)] + extra
+    assert cli.main(argv) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("pmrisk:") and "Traceback" not in err
+
+
+def test_missing_toml_model_is_a_margin_error(tmp_path):
+    import pmrisk
+    with pytest.raises(pmrisk.MarginError) as e:
+        pmrisk.Model.coerce(str(tmp_path / "missing.toml"))
+    assert "missing.toml" in str(e.value)

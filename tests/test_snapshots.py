@@ -101,3 +101,57 @@ def test_snapshot_times_change_time_to_expiry():
     mv = np.asarray(r.positions.filter(pa.compute.equal(r.positions["symbol"],
                                                          "BTC-27SEP24-77000-C"))["model_value"])
     assert mv[0] > mv[1] > 0
+
+
+def test_balances_at_a_time_without_positions_are_a_snapshot():
+    """An account flat at T2 but holding balances is still margined at T2 (not dropped)."""
+    positions = with_time(B["positions"], T1)
+    balances = pa.concat_tables([with_time(B["balances"], T1), with_time(B["balances"], T2)])
+    market = pa.concat_tables([with_time(B["market"], T1), with_time(market2(), T2)])
+    index = pa.concat_tables([with_time(B["index"], T1), with_time(index2(), T2)])
+    r = pmrisk.margin(positions, B["instruments"], market, index, balances=balances)
+    t2 = r.accounts.filter(pa.compute.equal(
+        r.accounts["time"], pa.scalar(T2).cast(pa.timestamp("ns", tz="UTC"))))
+    assert t2.num_rows == 6
+    assert (np.asarray(t2["maintenance_margin"]) == 0).all()
+    assert (np.asarray(t2["equity"]) > 0).all()
+
+
+def test_misaligned_balances_do_not_vanish():
+    """Balances one second after the positions form their own snapshot: the positions'
+    snapshot has no balances (equity from positions only), the later one has them."""
+    t1b = "2024-06-17T08:00:01Z"
+    r = pmrisk.margin(with_time(B["positions"], T1), B["instruments"], B["market"],
+                      B["index"], balances=with_time(B["balances"], t1b))
+    assert r.timings["snapshots"] == 2
+    assert r.accounts.num_rows == 12
+
+
+@pytest.mark.parametrize("values", [pa.array([1, 2]), pa.array([1.5, 2.5]),
+                                    pa.array([0, 1], pa.date32())])
+def test_time_column_of_the_wrong_type_is_a_margin_error(values):
+    pos = pa.table({"time": values.take(pa.array([0, 0])), "account": ["a", "b"],
+                    "symbol": ["BTC-PERPETUAL", "BTC-PERPETUAL"], "quantity": [1.0, 2.0]})
+    with pytest.raises(pmrisk.MarginError) as e:
+        pmrisk.margin(pos, B["instruments"], B["market"], B["index"])
+    assert e.value.table == "positions" and e.value.column == "time"
+
+
+def test_timed_inputs_with_no_rows_give_empty_tables_with_time():
+    pos = with_time(B["positions"], T1).slice(0, 0)
+    r = pmrisk.margin(pos, B["instruments"], B["market"], B["index"])
+    plain = pmrisk.margin(B["positions"].slice(0, 0), B["instruments"], B["market"],
+                          B["index"], valuation_time=T1)
+    for name in ("accounts", "units", "positions"):
+        t = getattr(r, name)
+        assert t.num_rows == 0
+        assert t.column_names == ["account", "time"] + getattr(plain, name).column_names[1:]
+
+
+def test_risk_arrays_reject_a_time_column():
+    pos = pa.table({"time": pa.array([0]).cast(pa.timestamp("ns", tz="UTC")),
+                    "account": ["a"], "symbol": ["F"], "quantity": [1.0]})
+    ra = {"symbol": ["F"] * 16, "scenario": list(range(16)), "pnl": [0.0] * 16}
+    with pytest.raises(pmrisk.MarginError) as e:
+        pmrisk.margin_from_risk_arrays(pos, ra, model="span")
+    assert e.value.column == "time"
