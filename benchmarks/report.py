@@ -21,7 +21,8 @@ WORK = {
     "test_quantlib_blackformula_loop": ("option revaluations", 100 * 35),
     "test_numpy_oracle_200": ("cells", 200 * 35),
     "test_instrument_pnl_kernel_200": ("cells", 200 * 35),
-    "test_backtest_10k_snapshots": ("snapshots", 10_000),
+    "test_accounts_10k_one_time": ("accounts", 10_000),
+    "test_snapshots_100_time_column": ("(time, account) rows", 1_000),
     "test_margin_call": ("positions", 2000),
 }
 

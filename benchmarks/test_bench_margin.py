@@ -5,7 +5,9 @@ Group ``grid-1acct-2k``: one account, 2,000 positions (1,600 options) on BTC, in
 ``deribit_pme`` (27 + 8 scenarios).  The same options are also revalued by the numpy oracle
 (on 200 options: it loops in Python), a vectorised numpy/scipy implementation, the minimal
 hand-written numba kernel and QuantLib's ``blackFormula``, so figures compare as ratios.
-Group ``backtest-10k``: 10,000 accounts x 10 positions (half options) in one call.
+Group ``accounts-10k``: 10,000 accounts x 10 positions (half options), one valuation time,
+in one call.  Group ``snapshots-100``: the ``time`` column path, 100 snapshots x 10 accounts x
+10 positions (one engine pass per snapshot).
 """
 
 import numpy as np
@@ -140,9 +142,24 @@ def test_quantlib_blackformula_loop(benchmark, grid2k):
               sig, np.repeat(kw["is_call"], ns))
 
 
-@pytest.mark.benchmark(group="backtest-10k")
-def test_backtest_10k_snapshots(warm_benchmark):
+@pytest.mark.benchmark(group="accounts-10k")
+def test_accounts_10k_one_time(warm_benchmark):
     b, vt = _book(n_accounts=10_000, positions_per_account=10, underlyings=("BTC", "ETH"),
                   option_share=0.5, inverse_share=1.0, seed=2)
     r = warm_benchmark(pmrisk.margin, **b, model=MODEL, valuation_time=vt)
     assert r.accounts.num_rows == 10_000
+
+
+@pytest.mark.benchmark(group="snapshots-100")
+def test_snapshots_100_time_column(warm_benchmark):
+    import pyarrow as pa
+    b, vt = _book(n_accounts=10, positions_per_account=10, underlyings=("BTC", "ETH"),
+                  option_share=0.5, inverse_share=1.0, seed=3)
+    t0 = pa.scalar(vt).cast(pa.timestamp("ns", tz="UTC")).value
+    times = t0 + np.arange(100, dtype=np.int64) * 600 * 10**9      # every 10 minutes
+    n = b["positions"].num_rows
+    pos = pa.concat_tables([b["positions"]] * len(times)).add_column(
+        0, "time", pa.array(np.repeat(times, n)).cast(pa.timestamp("ns", tz="UTC")))
+    r = warm_benchmark(pmrisk.margin, pos, b["instruments"], b["market"], b["index"],
+                       model=MODEL)
+    assert r.accounts.num_rows == 100 * 10
