@@ -109,34 +109,19 @@ def run(book, model):
     order_im = K.order_margin(*kernel_args(ord_unit, book.ord_instr, book.ord_qty, vectors,
                                            instr_pnl, unit_und, unit_px, worst), *sc)
 
-    # -- values and Greeks -----------------------------------------------------------------
     g = K.instrument_greeks(*kernel_args(book.kind, book.settlement, book.contract_size,
                                          book.mark, book.forward, book.strike, book.is_call,
                                          book.years, sig_mark), rate)
-    pi_ = book.pos_instr
-    q = book.quantity
-    kind = book.kind[pi_]
-    inverse = book.settlement[pi_] == INVERSE
-    cs = book.contract_size[pi_]
-    mark = book.mark[pi_]
-    entry = book.entry_price
-    has_entry = ~np.isnan(entry)
-    safe_entry = np.where(has_entry, entry, 1.0)
-    fut_upnl = np.where(inverse, q * cs * (1.0 / safe_entry - 1.0 / mark),
-                        q * cs * (mark - safe_entry))
-    upnl = np.where(has_entry, np.where(kind == OPTION, q * cs * (mark - safe_entry), fut_upnl),
-                    0.0)
-    value = np.where(kind == OPTION, q * cs * mark, np.where(kind == SPOT, q * cs * mark, upnl))
-    model_value = np.where(kind == OPTION, q * g[0, pi_], value)
-    greeks = q * g[1:, pi_]
+    value, model_value, upnl, greeks = _position_values(book, g)
+    unit_greeks = np.vstack([np.bincount(pos_unit, weights=greeks[k], minlength=n_units)
+                             for k in range(4)]) if n_units else np.zeros((4, 0))
 
     # -- add-ons (coin amounts; linear units convert at index/settlement price) ---------------
     coin_settled = np.array([u == c for u, c in zip(units.type_und, units.type_ccy)],
                             dtype=bool)[units.utype]
     conv_u = np.where(coin_settled, 1.0, units.type_index_px[units.utype] / unit_px)
     pos_delta = greeks[0]
-    groups, pos_group, group_rate, group_unit = _expiry_groups(book, model, units, itype,
-                                                               pos_unit)
+    pos_group, group_rate, group_unit = _expiry_groups(book, model, units, pos_unit)
     roll_coin, roll_group, _ = addons.roll_shock(pos_group, pos_delta, group_rate, group_unit,
                                                  n_units)
     unit_delta = np.bincount(pos_unit, weights=pos_delta, minlength=n_units)
@@ -144,8 +129,10 @@ def run(book, model):
     dshock_coin = addons.delta_shock(unit_delta, units.type_index_px[units.utype],
                                      up_("delta_total_liq_shock_threshold"), up_("m_inc"),
                                      up_("max_delta_shock"))
-    short_opt = np.where((kind == OPTION) & (q < 0), -q, 0.0)
-    som_rate = _per_instr(model, units, itype, "short_option_minimum")[pi_] if len(q) else q
+    q = book.quantity
+    short_opt = np.where((book.kind[book.pos_instr] == OPTION) & (q < 0), -q, 0.0)
+    som_rate = _per_instr(model, units, itype, "short_option_minimum")[book.pos_instr] \
+        if len(q) else q
     som_coin = addons.short_option_minimum(pos_unit, short_opt, som_rate, n_units)
     roll = roll_coin * conv_u
     dshock = dshock_coin * conv_u
@@ -158,40 +145,21 @@ def run(book, model):
     mm = rm * model["mm_factor"] * rmm
     im = rm * model["im_factor"] * rmm + orders + mmp
 
-    unit_greeks = np.vstack([np.bincount(pos_unit, weights=greeks[k], minlength=n_units)
-                             for k in range(4)]) if n_units else np.zeros((4, 0))
-
-    # -- contributions (SPEC §8) ------------------------------------------------------------
+    # -- contributions (SPEC §8): own loss in the binding cell + shares of each add-on ------
     b = binding[pos_unit]
-    pu_und = unit_und[pos_unit]
-    cell = q * instr_pnl[pi_, b] if len(q) else q
-    wc_share = np.where(worst[pos_unit] > 0.0, -scen.loss_weight[pu_und, b] * cell, 0.0)
+    cell = q * instr_pnl[book.pos_instr, b] if len(q) else q
+    wc_share = np.where(worst[pos_unit] > 0.0,
+                        -scen.loss_weight[unit_und[pos_unit], b] * cell, 0.0)
     absd = np.abs(pos_delta)
-    held = pos_group >= 0
-    den_g = np.bincount(pos_group[held], weights=absd[held], minlength=len(group_rate))
-    roll_share = np.zeros(len(q))
-    gid = pos_group[held]
-    with np.errstate(invalid="ignore", divide="ignore"):
-        roll_share[held] = np.where(den_g[gid] > 0, roll_group[gid] * absd[held] / den_g[gid], 0.0)
-        den_u = np.bincount(pos_unit, weights=absd, minlength=n_units)
-        ds_share = np.where(den_u[pos_unit] > 0,
-                            dshock_coin[pos_unit] * absd / den_u[pos_unit], 0.0)
+    roll_share = _share(roll_group, pos_group, absd)
+    ds_share = _share(dshock_coin, pos_unit, absd)
     base = wc_share + (roll_share + ds_share + short_opt * som_rate) * conv_u[pos_unit]
     mm_contrib = rm * model["mm_factor"] * base
     im_contrib = rm * model["im_factor"] * base
 
     # -- equity (USD) ------------------------------------------------------------------------
-    pos_px = unit_px[pos_unit]
-    eq_pos = np.bincount(book.pos_account, weights=value * pos_px, minlength=n_acc)
-    stable = set(model["stablecoins"])
-    bal_px = np.array([settle_price(a, book.index_prices, stable, table="index")
-                       for a in book.bal_asset], dtype=np.float64)
-    bal_usd = book.bal_amount * bal_px
-    coll = np.zeros(len(bal_usd))
-    for asset in set(book.bal_asset):
-        m = np.array([a == asset for a in book.bal_asset], dtype=bool)
-        coll[m] = np.where(bal_usd[m] > 0, collateral_value_usd(model, asset, bal_usd[m]),
-                           bal_usd[m])
+    eq_pos = np.bincount(book.pos_account, weights=value * unit_px[pos_unit], minlength=n_acc)
+    coll, bal_usd = _collateral(book, model)
     equity = eq_pos + np.bincount(book.bal_account, weights=coll, minlength=n_acc)
     actual_equity = eq_pos + np.bincount(book.bal_account, weights=bal_usd, minlength=n_acc)
     loan_mm = model["loan_mmr"] * np.bincount(book.bal_account,
@@ -209,7 +177,52 @@ def run(book, model):
                    acc_im=acc_im, instr_pnl=instr_pnl)
 
 
-def _expiry_groups(book, model, units, itype, pos_unit):
+def _position_values(book, g):
+    """Per position (settlement currency): value at the mark, model value, unrealised P&L,
+    and Greeks ``(4, n_pos)`` from the per-contract Greeks ``g`` (SPEC §2)."""
+    pi_ = book.pos_instr
+    q = book.quantity
+    kind = book.kind[pi_]
+    inverse = book.settlement[pi_] == INVERSE
+    cs = book.contract_size[pi_]
+    mark = book.mark[pi_]
+    has_entry = ~np.isnan(book.entry_price)
+    entry = np.where(has_entry, book.entry_price, 1.0)
+    fut_upnl = np.where(inverse, q * cs * (1.0 / entry - 1.0 / mark), q * cs * (mark - entry))
+    upnl = np.where(has_entry, np.where(kind == OPTION, q * cs * (mark - entry), fut_upnl), 0.0)
+    value = np.where((kind == OPTION) | (kind == SPOT), q * cs * mark, upnl)
+    model_value = np.where(kind == OPTION, q * g[0, pi_], value)
+    return value, model_value, upnl, q * g[1:, pi_]
+
+
+def _share(total, group, weight):
+    """Split ``total[g]`` over the members of each group ``g`` by ``weight`` (members with
+    group -1, or groups whose weights sum to 0, get 0)."""
+    out = np.zeros(len(group))
+    held = group >= 0
+    gid = group[held]
+    den = np.bincount(gid, weights=weight[held], minlength=len(total))
+    with np.errstate(invalid="ignore", divide="ignore"):
+        out[held] = np.where(den[gid] > 0, total[gid] * weight[held] / den[gid], 0.0)
+    return out
+
+
+def _collateral(book, model):
+    """(collateral value, plain USD value) of each balance row: positive amounts at their
+    asset's collateral rate or tiers, loans at full value."""
+    stable = set(model["stablecoins"])
+    px = np.array([settle_price(a, book.index_prices, stable, table="index")
+                   for a in book.bal_asset], dtype=np.float64)
+    usd = book.bal_amount * px
+    coll = usd.copy()
+    assets = np.array(book.bal_asset, dtype=object)
+    for asset in set(book.bal_asset):
+        m = (assets == asset) & (usd > 0)
+        coll[m] = collateral_value_usd(model, asset, usd[m])
+    return coll, usd
+
+
+def _expiry_groups(book, model, units, pos_unit):
     """Expiry groups for the roll shock: per unit, one group per expiry of its futures and
     options, one per perpetual; spot positions belong to none (-1)."""
     pi_ = book.pos_instr
@@ -220,7 +233,7 @@ def _expiry_groups(book, model, units, itype, pos_unit):
     dated = (kind == FUTURE) | (kind == OPTION) | (kind == PERPETUAL)
     pos_group = np.full(len(pi_), -1, dtype=np.int64)
     if not dated.any():
-        return None, pos_group, np.zeros(0), np.zeros(0, dtype=np.int64)
+        return pos_group, np.zeros(0), np.zeros(0, dtype=np.int64)
     _, k2 = np.unique(key2[dated], return_inverse=True)
     n_k = int(k2.max()) + 1
     uniq, inv = np.unique(pos_unit[dated] * n_k + k2.ravel(), return_inverse=True)
@@ -235,4 +248,4 @@ def _expiry_groups(book, model, units, itype, pos_unit):
     amr = _und_param(model, units.type_und, "annualised_move_risk")[gtype]
     mn = _und_param(model, units.type_und, "min_annualised_move")[gtype]
     rate = addons.roll_rate(years, amr, mn)
-    return uniq, pos_group, rate, group_unit
+    return pos_group, rate, group_unit
