@@ -104,13 +104,15 @@ def _margin(args):
     for k in ("balances", "open_orders", "reserves"):
         path = getattr(args, k)
         tables[k] = _read(path, k.replace("_", "-")) if path else None
+    rv = {None: False, "units": True, "positions": "positions"}[args.risk_vectors]
     r = margin(**tables, model=args.model, valuation_time=args.valuation_time,
-               risk_vectors=args.risk_vectors)
+               risk_vectors=rv)
     if args.out:
         import pyarrow.parquet as pq
         os.makedirs(args.out, exist_ok=True)
-        names = ["accounts", "units", "positions"] + (["risk_vectors"] if args.risk_vectors
-                                                      else [])
+        names = ["accounts", "units", "positions"] + {
+            None: [], "units": ["unit_risk_vectors"],
+            "positions": ["unit_risk_vectors", "position_risk_vectors"]}[args.risk_vectors]
         for n in names:
             pq.write_table(getattr(r, n), os.path.join(args.out, f"{n}.parquet"))
         print(f"wrote {', '.join(n + '.parquet' for n in names)} to {args.out}")
@@ -131,7 +133,9 @@ def main(argv=None):
         m.add_argument(f"--{k}", metavar="FILE")
     m.add_argument("--model", default="deribit_pme", help="preset name or TOML file")
     m.add_argument("--valuation-time", default=None, help="ISO-8601 UTC (default: now)")
-    m.add_argument("--risk-vectors", action="store_true", help="also write risk_vectors")
+    m.add_argument("--risk-vectors", nargs="?", const="units", choices=("units", "positions"),
+                   help="also write unit_risk_vectors (and position_risk_vectors with "
+                        "'positions')")
     m.add_argument("--out", metavar="DIR", help="write the result tables as Parquet here")
     args = p.parse_args(argv)
     try:

@@ -15,15 +15,17 @@ class MarginResult:
     """Result tables of :func:`pmrisk.margin` (each a ``pyarrow.Table``).
 
     ``accounts``: one row per account (USD); ``units``: one row per (account, risk unit);
-    ``positions``: one row per position plus ``unallocated`` rows; ``risk_vectors``: per unit
-    and scenario, long format, only when asked for (else ``None``); ``position_risk_vectors``:
-    per position and scenario, only with ``risk_vectors="positions"``.  ``timings`` holds
-    seconds per stage.
+    ``positions``: one row per position plus ``unallocated`` rows.  Risk vectors, long format,
+    only when asked for (else ``None``): ``unit_risk_vectors`` per unit and scenario (raw and
+    weighted), ``position_risk_vectors`` per position and scenario (with
+    ``risk_vectors="positions"``), and ``risk_vectors``, SPEC §9's table: the unit table, or
+    the position table when ``risk_vectors="positions"``.  ``timings``: seconds per stage.
     """
     accounts: pa.Table
     units: pa.Table
     positions: pa.Table
     risk_vectors: pa.Table = None
+    unit_risk_vectors: pa.Table = None
     position_risk_vectors: pa.Table = None
     timings: dict = None
 
@@ -172,10 +174,11 @@ def build(out, model, risk_vectors=False):
         "loan_maintenance_margin": out.loan_mm,
     })
 
-    rv = _unit_risk_vectors(out, unit_names) if risk_vectors else None
+    urv = _unit_risk_vectors(out, unit_names) if risk_vectors else None
     prv = _position_risk_vectors(out, unit_names) if risk_vectors == "positions" else None
     return MarginResult(accounts=accounts_t, units=units_t, positions=positions_t,
-                        risk_vectors=rv, position_risk_vectors=prv)
+                        risk_vectors=prv if prv is not None else urv, unit_risk_vectors=urv,
+                        position_risk_vectors=prv)
 
 
 def _scenario_cols(scen, und_rows, cells):

@@ -87,7 +87,8 @@ def _with_time(table, t):
 def _stack(results, times):
     from .results import MarginResult
     out = MarginResult(accounts=None, units=None, positions=None)
-    for name in ("accounts", "units", "positions", "risk_vectors", "position_risk_vectors"):
+    for name in ("accounts", "units", "positions", "risk_vectors", "unit_risk_vectors",
+                 "position_risk_vectors"):
         parts = [getattr(r, name) for r in results]
         if parts and parts[0] is not None:
             setattr(out, name, pa.concat_tables([_with_time(p, t)

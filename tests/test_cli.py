@@ -41,11 +41,13 @@ def test_margin_reads_files_and_writes_results(tmp_path, capsys, fmt):
         paths[name] = str(p)
     out = tmp_path / "out"
     argv = ["margin"] + [a for k, v in paths.items() for a in (f"--{k}", v)] + [
-        "--valuation-time", book["valuation_time"], "--out", str(out), "--risk-vectors"]
+        "--valuation-time", book["valuation_time"], "--out", str(out), "--risk-vectors",
+        "positions"]
     assert cli.main(argv) == 0
     acc = pq.read_table(out / "accounts.parquet")
     assert acc.num_rows == 6
-    assert (out / "risk_vectors.parquet").exists()
+    assert (out / "unit_risk_vectors.parquet").exists()
+    assert (out / "position_risk_vectors.parquet").exists()
     assert "nearly-liquidated" in capsys.readouterr().out
 
 

@@ -87,7 +87,8 @@ def test_book_plus_negation_has_no_scenario_loss(model, pos):
     # zero up to the rounding of summing +x and -x in some order: 1e-12 of the gross P&L
     gross = np.abs(col(r.position_risk_vectors, "pnl")).max()
     assert (col(r.units, "worst_case") <= 1e-12 * gross).all()
-    assert (np.abs(col(r.risk_vectors, "pnl")) <= 1e-12 * gross).all()
+    assert (np.abs(col(r.unit_risk_vectors, "pnl")) <= 1e-12 * gross).all()
+    assert r.risk_vectors.equals(r.position_risk_vectors)      # SPEC §9: per position
 
 
 @pytest.mark.parametrize("model", MODELS)

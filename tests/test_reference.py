@@ -57,7 +57,7 @@ def check_pme(case):
         assert set(states) == {"up"}
         np.testing.assert_allclose(pnl, ext, rtol=0, atol=vabs)
     done.add("initial_risk_vectors_extended")
-    agg = r.risk_vectors.to_pydict()
+    agg = r.unit_risk_vectors.to_pydict()
     tables = np.array(agg["table"])
     weighted = np.array(agg["weighted_pnl"])
     raw = np.array(agg["pnl"])
