@@ -1,6 +1,10 @@
-"""Load the published reference cases (tests/reference/*.json, copied from shared/reference)
-and turn their inputs into pmrisk calls.  Each ``run_*`` returns what the case's ``expected``
-block describes, so a new case of a known kind is one JSON file away."""
+"""Load the published reference cases and turn their inputs into pmrisk calls.
+
+The cases are ``tests/reference/*.json`` (copies, so the suite is self-contained) plus, when the
+project's ``shared/reference`` folder sits beside the checkout (as on the developers' machines
+and in CI), every case there too: a case published there later is run without being copied.
+Each ``run_*`` returns what the case's ``expected`` block describes, so a new case of a known
+kind is one JSON file away."""
 
 import json
 import pathlib
@@ -13,10 +17,22 @@ import pmrisk
 from pmrisk.kernel.addons import tiered
 
 HERE = pathlib.Path(__file__).parent / "reference"
+SHARED = pathlib.Path(__file__).resolve().parents[2] / "shared" / "reference"
+
+
+def case_ids():
+    """Stems of every case in tests/reference and, if present, shared/reference."""
+    dirs = [HERE] + ([SHARED] if SHARED.is_dir() else [])
+    return sorted({p.stem for d in dirs for p in d.glob("*.json")})
+
+
+def path_of(case_id):
+    shared = SHARED / f"{case_id}.json"
+    return shared if shared.is_file() else HERE / f"{case_id}.json"
 
 
 def load(case_id):
-    return json.loads((HERE / f"{case_id}.json").read_text())
+    return json.loads(path_of(case_id).read_text())
 
 
 def run_pme(case):
