@@ -17,6 +17,7 @@ from . import schema
 from ._arrow import (NAT, as_table, check_columns, codes, duplicated, float_column, has,
                      lookup, raise_rows, str_column, time_column, to_ns)
 from .errors import MarginError
+from .units import is_priced
 
 NS_PER_DAY = 86_400 * 10**9
 MAX_IV = 100.0          # 10,000 %: anything above is a unit mistake (percent, not decimal)
@@ -61,6 +62,17 @@ class Book:
     res_unit: list
     res_mmp: np.ndarray
     res_oo: np.ndarray
+
+
+def read_index(idx):
+    """``{underlying: USD price}`` of a validated index table (one row per underlying,
+    prices finite and > 0)."""
+    und = str_column(idx, "underlying")
+    dup = duplicated(codes(und)[0])
+    if dup.any():
+        raise_rows(idx, "index", "underlying", dup, "one row per underlying")
+    px = float_column(idx, "index", "index_price", positive=True)
+    return dict(zip(und.to_pylist(), px.tolist()))
 
 
 def _enum(table, name, col, allowed):
@@ -239,13 +251,7 @@ def load_book(positions, instruments, market, index, balances, open_orders, rese
         raise_rows(mkt, "market", "mark_iv", mask, "a mark_iv > 0 for every held option")
 
     # -- index ----------------------------------------------------------------------------
-    idx_und = str_column(idx, "underlying")
-    idx_codes, _ = codes(idx_und)
-    dup = duplicated(idx_codes)
-    if dup.any():
-        raise_rows(idx, "index", "underlying", dup, "one row per underlying")
-    idx_px = float_column(idx, "index", "index_price", positive=True)
-    index_prices = dict(zip(idx_und.to_pylist(), idx_px.tolist()))
+    index_prices = read_index(idx)
     # compact underlying codes of the active instruments
     used, a_und_code = np.unique(und_all_code[active], return_inverse=True)
     a_und_code = a_und_code.ravel().astype(np.int64)
@@ -294,7 +300,7 @@ def load_book(positions, instruments, market, index, balances, open_orders, rese
 
     # -- every asset that must be priced in USD is priced (index row or stablecoin) --------
     stable = set(model["stablecoins"])
-    priced = lambda a: a in index_prices or a in stable  # noqa: E731
+    priced = lambda a: is_priced(a, index_prices, stable)  # noqa: E731
     lin = model["linear_settlement_currency"]
     if (settlement[active] != INVERSE).any() and not priced(lin):
         raise MarginError("index", "underlying", "an index row for the linear settlement "

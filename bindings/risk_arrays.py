@@ -17,7 +17,7 @@ from pmrisk.kernel.scenarios import TABLE_EXTREME
 from . import schema
 from ._arrow import (as_table, check_columns, codes, duplicated, float_column, has,
                      kernel_args, lookup, raise_rows, str_column)
-from .book import Book
+from .book import Book, read_index
 from .engine import Outcome
 from .errors import MarginError
 from .model import Model
@@ -132,14 +132,7 @@ def margin_from_risk_arrays(positions, risk_arrays, model=None, index=None,
     if dup.any():
         raise_rows(pos, "positions", "symbol", dup, "one row per (account, symbol)")
 
-    prices = {}
-    if idx is not None:
-        und_codes, _ = codes(str_column(idx, "underlying"))
-        dup = duplicated(und_codes)
-        if dup.any():
-            raise_rows(idx, "index", "underlying", dup, "one row per underlying")
-        prices = dict(zip(str_column(idx, "underlying").to_pylist(),
-                          float_column(idx, "index", "index_price", positive=True).tolist()))
+    prices = read_index(idx) if idx is not None else {}
     stable = set(model["stablecoins"]) | {PORTFOLIO}
     settle_px = np.array([settle_price(c, prices, stable) for c in type_ccy])
     index_px = np.array([prices.get(u, 1.0) for u in type_und])

@@ -27,11 +27,15 @@ class Units:
         return len(self.account)
 
 
+def is_priced(asset, index_prices, stablecoins):
+    """An asset has a USD price: an index row, or a stablecoin (worth 1)."""
+    return asset in index_prices or asset in stablecoins
+
+
 def settle_price(ccy, index_prices, stablecoins, table="index"):
-    if ccy in index_prices:
-        return index_prices[ccy]
-    if ccy in stablecoins:
-        return 1.0
+    """USD price of ``ccy``: its index row, else 1 for a stablecoin, else an input error."""
+    if is_priced(ccy, index_prices, stablecoins):
+        return index_prices.get(ccy, 1.0)
     raise MarginError(table, "underlying", "an index row for every asset that is not a "
                       "stablecoin", rows=[(ccy,)], keys=("underlying",),
                       hint=f"Add an index_price for {ccy}, or list it in the model's stablecoins")
