@@ -5,6 +5,8 @@
 'span16'
 """
 
+from .correlation import CorrelationMatrix, CorrelationRepaired, correlation_matrix
+from .eligibility import eligibility
 from .errors import MarginError
 from .margin import margin
 from .model import Model
@@ -13,4 +15,5 @@ from .risk_arrays import margin_from_risk_arrays
 
 __version__ = "0.1.0"
 __all__ = ["margin", "margin_from_risk_arrays", "Model", "MarginError", "MarginResult",
+           "eligibility", "correlation_matrix", "CorrelationMatrix", "CorrelationRepaired",
            "__version__"]

@@ -15,6 +15,8 @@ from pmrisk.kernel.instruments import FUTURE, INVERSE, OPTION, PERPETUAL, SPOT
 from pmrisk.kernel.volshock import shocked_vols
 
 from ._arrow import kernel_args
+from .correlated import run_joint
+from .excluded import excluded_positions, standalone_margin
 from .model import collateral_value_usd
 from .scenario_table import scenario_set_for
 from .units import build_units, settle_price
@@ -37,6 +39,8 @@ class Outcome:
     som: np.ndarray
     orders: np.ndarray
     mmp: np.ndarray
+    scen_margin: np.ndarray        # the unit's part of its account's scenario margin
+    excluded: np.ndarray           # SPAN standalone margin of the unit's excluded positions
     rmm: np.ndarray
     mm: np.ndarray
     im: np.ndarray
@@ -54,6 +58,10 @@ class Outcome:
     loan_mm: np.ndarray
     acc_mm: np.ndarray
     acc_im: np.ndarray
+    acc_scen: np.ndarray           # scenario margin per account, USD
+    acc_desc: list                 # binding scenario per account, described
+    excluded_pos: np.ndarray       # bool per position
+    correlation: object            # CorrelationMatrix in correlated mode, else None
     instr_pnl: np.ndarray
 
 
@@ -100,10 +108,15 @@ def run(book, model):
     sc = kernel_args(scen.n_scen, scen.loss_weight, scen.gain_weight, scen.gain_cap_usd,
                      scen.dampener_usd, scen.vol_code)
 
+    # -- excluded positions (SPEC §6) are left out of every portfolio figure ----------------
+    excl = excluded_positions(book, model)
+    q = book.quantity
+    q_port = np.where(excl, 0.0, q)
+
     # -- unit risk vectors, weighting, worst case ---------------------------------------------
     unit_und = units.type_und_code[units.utype]
     unit_px = units.type_settle_px[units.utype]
-    vectors = K.unit_risk_vectors(*kernel_args(pos_unit, book.pos_instr, book.quantity,
+    vectors = K.unit_risk_vectors(*kernel_args(pos_unit, book.pos_instr, q_port,
                                                instr_pnl), n_units)
     weighted, worst, binding = K.weighted_worst(*kernel_args(vectors, unit_und, unit_px), *sc)
     order_im = K.order_margin(*kernel_args(ord_unit, book.ord_instr, book.ord_qty, vectors,
@@ -120,7 +133,7 @@ def run(book, model):
     coin_settled = np.array([u == c for u, c in zip(units.type_und, units.type_ccy)],
                             dtype=bool)[units.utype]
     conv_u = np.where(coin_settled, 1.0, units.type_index_px[units.utype] / unit_px)
-    pos_delta = greeks[0]
+    pos_delta = np.where(excl, 0.0, greeks[0])
     pos_group, group_rate, group_unit = _expiry_groups(book, model, units, pos_unit)
     roll_coin, roll_group, _ = addons.roll_shock(pos_group, pos_delta, group_rate, group_unit,
                                                  n_units)
@@ -129,8 +142,8 @@ def run(book, model):
     dshock_coin = addons.delta_shock(unit_delta, units.type_index_px[units.utype],
                                      up_("delta_total_liq_shock_threshold"), up_("m_inc"),
                                      up_("max_delta_shock"))
-    q = book.quantity
-    short_opt = np.where((book.kind[book.pos_instr] == OPTION) & (q < 0), -q, 0.0)
+    short_all = np.where((book.kind[book.pos_instr] == OPTION) & (q < 0), -q, 0.0)
+    short_opt = np.where(excl, 0.0, short_all)
     som_rate = _per_instr(model, units, itype, "short_option_minimum")[book.pos_instr] \
         if len(q) else q
     som_coin = addons.short_option_minimum(pos_unit, short_opt, som_rate, n_units)
@@ -140,20 +153,34 @@ def run(book, model):
     orders = np.bincount(ord_unit, weights=order_im, minlength=n_units)
     orders = orders + np.bincount(res_unit, weights=book.res_oo, minlength=n_units)
     mmp = np.bincount(res_unit, weights=book.res_mmp, minlength=n_units)
+    excl_pos = standalone_margin(book, model, units, pos_unit, excl, pnl_args, unit_px,
+                                 short_all * som_rate * conv_u[pos_unit] if len(q) else q)
+    excluded = np.bincount(pos_unit, weights=excl_pos, minlength=n_units).astype(np.float64)
+
+    # -- scenario margin: per unit (sum) or joint across the account's units (correlated) ----
+    b = binding[pos_unit]
+    cell = q_port * instr_pnl[book.pos_instr, b] if len(q) else q
+    own_loss = np.where(worst[pos_unit] > 0.0,
+                        -scen.loss_weight[unit_und[pos_unit], b] * cell, 0.0)
+    correlation = None
+    if model["cross_unit"] == "correlated":
+        scen_margin, own_loss, acc_desc, correlation = _correlated(
+            book, model, units, pos_unit, q_port, pnl_args, unit_px, weighted, scen,
+            instr_pnl)
+    else:
+        scen_margin = worst
+        acc_desc = None
     rm = float(model["risk_multiplier"])
-    rmm = worst + roll + dshock + som
-    mm = rm * model["mm_factor"] * rmm
-    im = rm * model["im_factor"] * rmm + orders + mmp
+    rmm = scen_margin + roll + dshock + som
+    mm = rm * model["mm_factor"] * (rmm + excluded)
+    im = rm * model["im_factor"] * (rmm + excluded) + orders + mmp
 
     # -- contributions (SPEC §8): own loss in the binding cell + shares of each add-on ------
-    b = binding[pos_unit]
-    cell = q * instr_pnl[book.pos_instr, b] if len(q) else q
-    wc_share = np.where(worst[pos_unit] > 0.0,
-                        -scen.loss_weight[unit_und[pos_unit], b] * cell, 0.0)
     absd = np.abs(pos_delta)
     roll_share = _share(roll_group, pos_group, absd)
     ds_share = _share(dshock_coin, pos_unit, absd)
-    base = wc_share + (roll_share + ds_share + short_opt * som_rate) * conv_u[pos_unit]
+    base = own_loss + (roll_share + ds_share + short_opt * som_rate) * conv_u[pos_unit] \
+        + excl_pos
     mm_contrib = rm * model["mm_factor"] * base
     im_contrib = rm * model["im_factor"] * base
 
@@ -168,13 +195,64 @@ def run(book, model):
     acc_mm = np.bincount(units.account, weights=mm * unit_px, minlength=n_acc) + loan_mm
     acc_im = np.bincount(units.account, weights=im * unit_px, minlength=n_acc) + loan_mm
 
+    acc_scen = np.bincount(units.account, weights=scen_margin * unit_px,
+                           minlength=n_acc).astype(np.float64)
     return Outcome(book=book, units=units, scen=scen, instr_type=itype, pos_unit=pos_unit,
                    vectors=vectors, weighted=weighted, worst=worst, binding=binding,
-                   roll=roll, dshock=dshock, som=som, orders=orders, mmp=mmp, rmm=rmm, mm=mm,
+                   roll=roll, dshock=dshock, som=som, orders=orders, mmp=mmp,
+                   scen_margin=scen_margin, excluded=excluded, rmm=rmm, mm=mm,
                    im=im, unit_greeks=unit_greeks, value=value, model_value=model_value,
                    upnl=upnl, greeks=greeks, mm_contrib=mm_contrib, im_contrib=im_contrib,
                    equity=equity, actual_equity=actual_equity, loan_mm=loan_mm, acc_mm=acc_mm,
-                   acc_im=acc_im, instr_pnl=instr_pnl)
+                   acc_im=acc_im, acc_scen=acc_scen, acc_desc=acc_desc, excluded_pos=excl,
+                   correlation=correlation, instr_pnl=instr_pnl)
+
+
+def _correlated(book, model, units, pos_unit, q_port, pnl_args, unit_px, weighted, scen,
+                instr_pnl):
+    """Scenario margin per unit in correlated mode (SPEC §5): each account's worst of the joint
+    scenarios and, per unit, of the cells that stay per unit (Deribit's extended table always;
+    the extremes with ``tail_mode = "per_unit"``).  Returns ``(unit share of the account's
+    scenario margin, each position's own loss there, account descriptions, correlation)``."""
+    n_acc = len(book.accounts)
+    n_units = len(units)
+    jr = run_joint(book, model, units, pos_unit, q_port, pnl_args, unit_px)
+    unit_und = units.type_und_code[units.utype]
+    per_unit = scen.table == S.TABLE_EXTENDED
+    if model["tail_mode"] == "per_unit":
+        per_unit = per_unit | (scen.table == S.TABLE_EXTREME)
+    cols = np.arange(weighted.shape[1])
+    real = cols[None, :] < scen.n_scen[unit_und][:, None] if n_units else \
+        np.zeros((0, weighted.shape[1]), dtype=bool)
+    tail_cells = np.where(per_unit[unit_und] & real, weighted, np.inf)
+    tail_cell = np.argmin(tail_cells, axis=1) if weighted.shape[1] else \
+        np.zeros(n_units, dtype=np.int64)
+    tail_w = tail_cells[np.arange(n_units), tail_cell] if n_units else np.zeros(0)
+    tail_worst = np.where(np.isfinite(tail_w), np.maximum(-tail_w, 0.0), 0.0)
+    tail_usd = tail_worst * unit_px
+    # per account: the unit with the largest per-unit tail
+    best_tail = np.zeros(n_acc)
+    tail_unit = np.full(n_acc, -1, dtype=np.int64)
+    for u in np.argsort(-tail_usd, kind="stable"):
+        a = units.account[u]
+        if tail_unit[a] < 0 and tail_usd[u] > 0.0:
+            tail_unit[a], best_tail[a] = u, tail_usd[u]
+    joint_binds = jr.worst_usd >= best_tail
+    share = np.where(joint_binds[units.account] & (jr.worst_usd[units.account] > 0.0),
+                     -jr.unit_value, 0.0)
+    pos_acc = units.account[pos_unit]
+    own = np.where(joint_binds[pos_acc] & (jr.worst_usd[pos_acc] > 0.0), jr.pos_loss, 0.0)
+    desc = list(jr.description)
+    for a in np.flatnonzero(~joint_binds):
+        u = tail_unit[a]
+        share[u] = tail_worst[u]
+        c = tail_cell[u]
+        k = unit_und[u]
+        on = pos_unit == u
+        own[on] = -scen.loss_weight[k, c] * q_port[on] * instr_pnl[book.pos_instr[on], c]
+        desc[a] = (f"{units.type_names[units.utype[u]]} {S.TABLES[scen.table[k, c]]} "
+                   f"{scen.price_shock[k, c]:+.2%} vol {S.VOL_STATES[scen.vol_code[k, c]]}")
+    return share, own, desc, jr.correlation
 
 
 def _position_values(book, g):

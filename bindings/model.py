@@ -9,13 +9,14 @@ import tomllib
 import numpy as np
 
 from pmrisk.kernel.addons import tiered
+from pmrisk.kernel.instruments import KINDS
 
 from . import presets as P
 from .errors import MarginError
 
 _SECTIONS = ("thresholds", "correlations", "exclude", "collateral", "default_underlying")
 _CHOICES = {
-    "cross_unit": ("sum",),
+    "cross_unit": ("sum", "correlated"),
     "scenario_set": ("grid", "span16"),
     "tail_mode": ("joint", "per_unit"),
     "expired_positions": ("error", "ignore"),
@@ -72,7 +73,7 @@ class Model:
     # -- constructors -------------------------------------------------------------------
     @classmethod
     def preset(cls, name):
-        """A shipped preset: ``deribit_pme`` or ``span``."""
+        """A shipped preset: ``standard``, ``binance_pm_pro``, ``deribit_pme`` or ``span``."""
         if name not in P.PRESETS:
             raise _err("preset", f"one of {sorted(P.PRESETS)}, got {name!r}")
         params = _merge(P.TOP_DEFAULTS, P.PRESETS[name])
@@ -98,7 +99,7 @@ class Model:
             raise _err("", f"valid TOML in {path} ({exc})") from None
         except OSError as exc:
             raise _err("", f"a readable TOML file, got {path!r} ({exc.strerror})",
-                       hint="Or pass a preset name: deribit_pme, span") from None
+                       hint="Or pass a preset name: " + ", ".join(sorted(P.PRESETS))) from None
         return cls.from_dict(d)
 
     @classmethod
@@ -191,11 +192,11 @@ def _validate(p):
     for k, v in ex.items():
         if k not in ("symbols", "kinds", "underlyings"):
             raise _err(f"exclude.{k}", "a known parameter (symbols, kinds, underlyings)")
-        if v:
-            raise _err(f"exclude.{k}", "an empty list: excluded instruments (margined "
-                       "standalone under SPAN rules) are not implemented yet")
-    for pair, rho in p["correlations"].items():
-        _number(f"correlations.{pair}", rho, -1.0, 1.0)
+        if not isinstance(v, (list, tuple)) or not all(isinstance(x, str) for x in v):
+            raise _err(f"exclude.{k}", f"a list of names, got {v!r}")
+        if k == "kinds" and set(v) - set(KINDS):
+            raise _err("exclude.kinds", f"kinds among {KINDS}, got {sorted(set(v) - set(KINDS))}")
+    _validate_correlations(p["correlations"])
     for asset, spec in p["collateral"].items():
         _validate_collateral(asset, spec)
     if p.get("scenarios") is not None:
@@ -203,13 +204,31 @@ def _validate(p):
         validate_rows(p["scenarios"])
 
 
+def _validate_correlations(section):
+    from .correlation import correlation_matrix, parse_pairs
+    for key, rho in section.items():
+        if key != "repair":
+            _number(f"correlations.{key}", rho, -1.0, 1.0)
+    pairs = parse_pairs(section)
+    # the underlyings the section names must already form a valid matrix (a book's own
+    # underlyings are checked again when it is margined: the default fills the other pairs)
+    names = sorted({n for k in pairs for n in k})
+    if len(names) > 1:
+        correlation_matrix(names, _SectionOnly(section))
+
+
+class _SectionOnly:
+    def __init__(self, section):
+        self._s = {"correlations": section}
+
+    def __getitem__(self, key):
+        return self._s[key]
+
+
 def _validate_top(key, value):
     if key in _CHOICES:
         if value not in _CHOICES[key]:
-            hint = None
-            if key == "cross_unit" and value == "correlated":
-                hint = "The correlated joint-stress mode of the standard model is not built yet."
-            raise _err(key, f"one of {_CHOICES[key]}, got {value!r}", hint=hint)
+            raise _err(key, f"one of {_CHOICES[key]}, got {value!r}")
     elif key in _BOOLS:
         if not isinstance(value, bool):
             raise _err(key, f"true or false, got {value!r}")

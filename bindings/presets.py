@@ -77,7 +77,36 @@ DERIBIT_ETH = {
     "max_delta_shock": 0.1, "delta_total_liq_shock_threshold": 20_000_000.0, "m_inc": 4e-06,
 }
 
+# The seed's model (SPEC §10 ``standard``): correlated joint stress, 3 % steps for BTC.
+STANDARD = {
+    "cross_unit": "correlated",
+    "scenario_set": "grid",
+    "extended_table": False,
+    "extreme_scenarios": True,
+    "n_directions": 512,
+    "tail_mode": "joint",
+    "mm_factor": 1.0,
+    "im_factor": 1.25,
+    "linear_settlement_currency": "USDT",
+    "correlations": {"BTC,ETH": 0.85, "default": 0.6},     # (assumption)
+    "default_underlying": {
+        "price_range": 0.25, "buckets_count": 5,
+        "volatility_range_up": 0.5, "volatility_range_down": 0.25,
+        "short_term_vega_power": 0.3, "long_term_vega_power": 0.13,
+        "extreme_multiple": 2.0, "cover_fraction": 0.35,
+        # profitable units offset losing ones in full (cross margin)
+        "pnl_offset": 1.0, "max_offsetable_pnl": INF,
+    },
+    "BTC": {"price_range": 0.15, "vol_floor": 0.25},
+    "ETH": {"price_range": 0.18},
+}
+
 PRESETS = {
+    "standard": STANDARD,
+    # Binance Portfolio Margin Pro's uniMMR bands as SPEC §7 lists them (1.50/1.20/1.05/1.00)
+    # on the standard risk model; PM Pro does not use IM (IM = MM).
+    "binance_pm_pro": dict(STANDARD, im_factor=1.0, thresholds={
+        "warning": [1.50, 1.20, 1.05], "margin_call": 1.00, "liquidation": 0.75}),
     "deribit_pme": {
         "cross_unit": "sum",
         "scenario_set": "grid",

@@ -28,6 +28,7 @@ class MarginResult:
     unit_risk_vectors: pa.Table = None
     position_risk_vectors: pa.Table = None
     timings: dict = None
+    correlation: object = None
 
     def __repr__(self):
         return (f"MarginResult(accounts={self.accounts.num_rows} rows, units="
@@ -90,7 +91,8 @@ def build(out, model, risk_vectors=False):
     }
     amounts = {
         "worst_case": out.worst, "roll_shock": out.roll, "delta_shock": out.dshock,
-        "short_option_minimum": out.som, "risk_matrix_margin": out.rmm,
+        "short_option_minimum": out.som, "scenario_margin": out.scen_margin,
+        "excluded_margin": out.excluded, "risk_matrix_margin": out.rmm,
         "open_orders_margin": out.orders, "mmp_margin": out.mmp,
         "maintenance_margin": out.mm, "initial_margin": out.im,
     }
@@ -159,6 +161,8 @@ def build(out, model, risk_vectors=False):
         if worst_usd[u] > 0:
             desc[units.account[u]] = describe(units.type_names[units.utype[u]], tables_py[u],
                                               b_shock[u], vols_py[u])
+    if out.acc_desc is not None:
+        desc = [d if s > 0 else "none" for d, s in zip(out.acc_desc, out.acc_scen)]
     accounts_t = pa.table({
         "account": acc_names,
         "equity": eq,
@@ -171,6 +175,7 @@ def build(out, model, risk_vectors=False):
         "margin_ratio": ratio,
         "status": pa.array(status_of(ratio, th), pa.string()),
         "worst_scenario": pa.array(desc, pa.string()),
+        "scenario_margin": out.acc_scen,
         "loan_maintenance_margin": out.loan_mm,
     })
 
@@ -178,7 +183,7 @@ def build(out, model, risk_vectors=False):
     prv = _position_risk_vectors(out, unit_names) if risk_vectors == "positions" else None
     return MarginResult(accounts=accounts_t, units=units_t, positions=positions_t,
                         risk_vectors=prv if prv is not None else urv, unit_risk_vectors=urv,
-                        position_risk_vectors=prv)
+                        position_risk_vectors=prv, correlation=out.correlation)
 
 
 def _scenario_cols(scen, und_rows, cells):

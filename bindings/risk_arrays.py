@@ -66,6 +66,16 @@ def margin_from_risk_arrays(positions, risk_arrays, model=None, index=None,
     (10000.0, 13)
     """
     model = Model.coerce(model if model is not None else "span")
+    if model["cross_unit"] == "correlated":
+        raise MarginError("model", "cross_unit", "\"sum\" with risk arrays: correlated joint "
+                          "stress revalues each underlying at its own joint moves, which "
+                          "precomputed arrays do not cover",
+                          hint="Pass model=Model.preset(...).with_overrides("
+                          "{\"cross_unit\": \"sum\"}), or margin the book with "
+                          "pmrisk.margin")
+    if any(model["exclude"].get(k) for k in ("symbols", "kinds", "underlyings")):
+        raise MarginError("model", "exclude", "no excluded instruments with risk arrays (the "
+                          "standalone SPAN margin revalues the instrument)")
     pos = as_table(positions, "positions")
     ra = as_table(risk_arrays, "risk_arrays")
     idx = as_table(index, "index")
@@ -168,13 +178,16 @@ def margin_from_risk_arrays(positions, risk_arrays, model=None, index=None,
                 res_account=None, res_unit=[], res_mmp=None, res_oo=None)
     out = Outcome(book=book, units=units, scen=scen, instr_type=sym_type, pos_unit=pos_unit,
                   vectors=vectors, weighted=weighted, worst=worst, binding=binding, roll=zu,
-                  dshock=zu, som=zu, orders=zu, mmp=zu, rmm=worst, mm=mm, im=im,
+                  dshock=zu, som=zu, orders=zu, mmp=zu, scen_margin=worst, excluded=zu,
+                  rmm=worst, mm=mm, im=im,
                   unit_greeks=np.zeros((4, n_units)), value=zp, model_value=zp, upnl=zp,
                   greeks=np.zeros((4, n_pos)), mm_contrib=rm * model["mm_factor"] * wc_share,
                   im_contrib=rm * model["im_factor"] * wc_share, equity=za, actual_equity=za,
                   loan_mm=za, acc_mm=np.bincount(units.account, weights=mm * unit_px,
                                                  minlength=n_acc),
                   acc_im=np.bincount(units.account, weights=im * unit_px, minlength=n_acc),
+                  acc_scen=np.bincount(units.account, weights=worst * unit_px, minlength=n_acc),
+                  acc_desc=None, excluded_pos=np.zeros(n_pos, dtype=bool), correlation=None,
                   instr_pnl=matrix)
     result = build(out, model, risk_vectors)
     result.accounts = _nulls(result.accounts, _NO_EQUITY)
