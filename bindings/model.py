@@ -213,7 +213,7 @@ def _validate_correlations(section):
     # the underlyings the section names must already form a valid matrix (a book's own
     # underlyings are checked again when it is margined: the default fills the other pairs)
     names = sorted({n for k in pairs for n in k})
-    if len(names) > 1:
+    if len(names) > 1 and section.get("repair", "none") != "nearest":
         correlation_matrix(names, _SectionOnly(section))
 
 

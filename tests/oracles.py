@@ -250,3 +250,56 @@ def order_margin(order_unit, order_instr, order_qty, vectors, instr_pnl, unit_un
         worst, _ = worst_and_binding(w, vol_code[k, :n_scen[k]])
         out[o] = max(worst - base_worst[u], 0.0)
     return out
+
+
+def joint_scenario_margin(book, model):
+    """Correlated mode's joint worst case per account in USD (SPEC §5), by exact revaluation at
+    every joint scenario: twin of :func:`pmrisk.correlated.run_joint` (without the per-unit
+    tails of ``tail_mode = "per_unit"`` and Deribit's extended table).
+
+    Per account and joint scenario: every instrument is revalued (:func:`instrument_pnl`
+    above) at its underlying's move with each allowed vol state; each unit sums its positions,
+    weighs each vol cell and keeps the worst; the units' values in USD are added.  The joint
+    scenario set itself (directions, shells, weights) is the implementation's, which
+    tests/test_correlated.py checks on its own.  Excluded positions count 0.
+    """
+    from pmrisk.correlated import joint_scenarios
+    from pmrisk.correlation import correlation_matrix
+    from pmrisk.engine import revaluation_inputs
+    from pmrisk.excluded import excluded_positions
+
+    units, _, pos_unit, _, _, _, args = revaluation_inputs(book, model)
+    instr = args[:15]
+    q = np.where(excluded_positions(book, model), 0.0, book.quantity)
+    unit_row = units.type_und_code[units.utype]
+    unit_px = units.type_settle_px[units.utype]
+    n_rows = len(units.underlyings)
+    rho = correlation_matrix(units.underlyings, model).matrix
+    params = [model.underlying(u) for u in units.underlyings]
+    out = np.zeros(len(book.accounts))
+    for a in range(len(book.accounts)):
+        us = np.flatnonzero(units.account == a)
+        if not len(us):
+            continue
+        rows = sorted({int(r) for r in unit_row[us]})
+        js = joint_scenarios(rows, rho[np.ix_(rows, rows)], params, model)
+        totals = []
+        for j in range(js.size):
+            states = [VOL_UP, VOL_SAME, VOL_DOWN] if js.n_vol[j] == 3 else [VOL_SAME]
+            shock = np.zeros((n_rows, len(states)))
+            for k, r in enumerate(rows):
+                shock[r, :] = js.shock[j, k]
+            ones = np.ones_like(shock)
+            pnl = instrument_pnl(*instr, np.full(n_rows, len(states)), shock, np.log1p(shock),
+                                 np.tile(np.array(states), (n_rows, 1)), ones, ones)
+            total = 0.0
+            for u in us:
+                on = pos_unit == u
+                vec = (q[on][:, None] * pnl[book.pos_instr[on]]).sum(axis=0)
+                k = rows.index(int(unit_row[u]))
+                cap = params[unit_row[u]]["max_offsetable_pnl"] / unit_px[u]
+                cells = weigh(vec, js.loss_weight[j, k], js.gain_weight[j, k], cap, 0.0)
+                total += cells.min() * unit_px[u]
+            totals.append(total)
+        out[a] = max(0.0, -min(totals))
+    return out

@@ -1,0 +1,294 @@
+"""Correlated joint stress (SPEC §5): the kernel against the exact-revaluation numpy oracle,
+the joint directions, the correlation matrix (defaults, overrides, validation, Higham repair)
+and what the account reports."""
+
+import warnings
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.compute  # noqa: F401
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+import oracles
+import pmrisk
+from books import INDEX, MARKET, TIME, UNIVERSE, books
+from pmrisk import samples
+from pmrisk.book import load_book
+from pmrisk.correlated import joint_scenarios
+from pmrisk.correlation import CorrelationRepaired, correlation_matrix
+from pmrisk.kernel.correlation import min_eigenvalue, nearest_correlation, psd_sqrt
+from pmrisk.kernel.directions import (KIND_CONDITIONAL, joint_moves,
+                                      quasi_random_directions)
+
+SMALL = pmrisk.Model.preset("standard").with_overrides({"n_directions": 24})
+
+
+def col(t, name):
+    return np.asarray(t[name].to_numpy(zero_copy_only=False), dtype=np.float64)
+
+
+def book_of(tables, model):
+    keys = ("positions", "instruments", "market", "index", "balances", "open_orders")
+    return load_book(**{k: tables.get(k) for k in keys}, reserves=None, model=model,
+                     valuation_time=tables["valuation_time"])
+
+
+def assert_oracle_agrees(tables, model):
+    r = pmrisk.margin(**tables, model=model)
+    want = oracles.joint_scenario_margin(book_of(tables, model), model)
+    got = col(r.accounts, "scenario_margin")
+    np.testing.assert_allclose(got, want, rtol=1e-9, atol=1e-9 * max(1.0, want.max()))
+    return r
+
+
+# -- kernel vs oracle -------------------------------------------------------------------------
+
+@settings(max_examples=25, deadline=None)
+@given(pos=books(max_accounts=3, max_positions=10))
+def test_joint_worst_matches_exact_revaluation_oracle(pos):
+    tables = {"positions": pos, "instruments": UNIVERSE, "market": MARKET, "index": INDEX,
+              "valuation_time": TIME}
+    assert_oracle_agrees(tables, SMALL)
+
+
+@settings(max_examples=8, deadline=None)
+@given(seed=st.integers(0, 10_000), n_und=st.integers(1, 4), tail=st.sampled_from([True, False]),
+       rho=st.floats(-0.3, 0.95))
+def test_oracle_on_random_multi_underlying_option_books(seed, n_und, tail, rho):
+    und = ("BTC", "ETH", "SOL", "XRP")[:n_und]
+    tables = samples.book(n_accounts=2, positions_per_account=12, underlyings=und,
+                          option_share=0.6, inverse_share=0.5, seed=seed)
+    model = SMALL.with_overrides({"extreme_scenarios": tail,
+                                  "correlations": {"default": rho, "BTC,ETH": 0.85}})
+    assert_oracle_agrees(tables, model)
+
+
+def test_oracle_at_the_preset_density_on_a_three_underlying_book():
+    tables = samples.book(n_accounts=1, positions_per_account=30,
+                          underlyings=("BTC", "ETH", "SOL"), option_share=0.7, seed=3)
+    r = assert_oracle_agrees(tables, pmrisk.Model.preset("standard"))
+    assert col(r.accounts, "scenario_margin")[0] > 0
+
+
+def test_scenario_margin_rows_add_up():
+    d = samples.demo_book()
+    r = pmrisk.margin(**d, model="standard")
+    units = r.units.to_pandas()
+    per_acc = (units["scenario_margin_usd"]).groupby(units["account"]).sum()
+    acc = r.accounts.to_pandas().set_index("account")
+    np.testing.assert_allclose(per_acc.reindex(acc.index), acc["scenario_margin"], rtol=1e-12)
+    mm = units["maintenance_margin_usd"].groupby(units["account"]).sum()
+    np.testing.assert_allclose(mm.reindex(acc.index) + acc["loan_maintenance_margin"],
+                               acc["maintenance_margin"], rtol=1e-12)
+
+
+def test_one_underlying_account_is_charged_its_own_grid():
+    """With one underlying the joint set is the unit's own grid (+-1 directions): the joint
+    worst equals the unit's standalone worst case."""
+    d = samples.book(n_accounts=3, positions_per_account=15, underlyings=("BTC",), seed=5)
+    r = pmrisk.margin(**d, model="standard")
+    np.testing.assert_allclose(col(r.accounts, "scenario_margin"),
+                               col(r.units, "worst_case_usd"), rtol=1e-12)
+
+
+def test_per_unit_tail_mode():
+    """tail_mode per_unit: max(joint worst of the shells, each unit's own extremes)."""
+    d = samples.book(n_accounts=3, positions_per_account=12, underlyings=("BTC", "ETH"),
+                     option_share=0.5, seed=11)
+    per_unit = SMALL.with_overrides({"extreme_scenarios": True, "tail_mode": "per_unit"})
+    shells = SMALL.with_overrides({"extreme_scenarios": False})
+    r = pmrisk.margin(**d, model=per_unit, risk_vectors=True)
+    s = col(pmrisk.margin(**d, model=shells).accounts, "scenario_margin")
+    rv = r.unit_risk_vectors.to_pandas()
+    px = r.units.to_pandas()[["account", "unit", "settlement_price_usd"]]
+    ext = rv[rv["table"] == "extreme"].merge(px, on=["account", "unit"])
+    ext["loss_usd"] = -ext["weighted_pnl"] * ext["settlement_price_usd"]
+    tail = ext.groupby("account")["loss_usd"].max().clip(lower=0)
+    accounts = r.accounts["account"].to_pylist()
+    want = np.maximum(s, tail.reindex(accounts).fillna(0.0).to_numpy())
+    np.testing.assert_allclose(col(r.accounts, "scenario_margin"), want, rtol=1e-12)
+    # and the oracle agrees on the shells-only joint part
+    assert_oracle_agrees(d, shells)
+
+
+def test_binding_scenario_is_described_and_contributions_add_up():
+    d = samples.demo_book()
+    r = pmrisk.margin(**d, model="standard")
+    acc = r.accounts.to_pandas()
+    assert all(w.startswith("joint") or w == "none" for w in acc["worst_scenario"])
+    pair = acc.set_index("account").loc["linear-pair", "worst_scenario"]
+    assert "BTC" in pair and "ETH" in pair
+    pos = r.positions.to_pandas()
+    for name, acc_col in (("mm_contribution_usd", "maintenance_margin"),
+                          ("im_contribution_usd", "initial_margin")):
+        s = pos.groupby("account")[name].sum().reindex(acc["account"])
+        np.testing.assert_allclose(s.to_numpy(), acc[acc_col].to_numpy(), rtol=1e-9)
+
+
+def test_time_snapshots_in_correlated_mode():
+    """A time column: each snapshot equals a call on that snapshot alone."""
+    d = samples.demo_book()
+    ts = pa.timestamp("ns", tz="UTC")
+    t0 = int(np.datetime64(str(d["valuation_time"]).replace("Z", ""), "ns").astype(np.int64))
+    t1 = t0 + 3_600 * 10**9
+
+    def at(table, t):
+        return table.append_column("time", pa.array([t] * table.num_rows, pa.int64()).cast(ts))
+
+    market2 = d["market"].set_column(
+        d["market"].column_names.index("mark_price"), "mark_price",
+        pa.compute.multiply(d["market"]["mark_price"], 1.01))
+    tables = {
+        "positions": pa.concat_tables([at(d["positions"], t0), at(d["positions"], t1)]),
+        "market": pa.concat_tables([at(d["market"], t0), at(market2, t1)]),
+        "instruments": d["instruments"], "index": d["index"], "balances": d["balances"],
+        "open_orders": d["open_orders"]}
+    r = pmrisk.margin(**tables, model="standard")
+    one = pmrisk.margin(**dict(d, market=market2, valuation_time=np.datetime64(t1, "ns")),
+                        model="standard")
+    late = r.accounts.filter(pa.compute.equal(r.accounts["time"], pa.scalar(t1, ts)))
+    np.testing.assert_allclose(col(late, "maintenance_margin"),
+                               col(one.accounts, "maintenance_margin"), rtol=1e-12)
+
+
+# -- directions -------------------------------------------------------------------------------
+
+@pytest.mark.parametrize("d", [2, 3, 5, 10])
+def test_quasi_random_directions_are_unit_and_spread(d):
+    w = quasi_random_directions(d, 512)
+    np.testing.assert_allclose(np.linalg.norm(w, axis=1), 1.0, rtol=1e-12)
+    assert np.array_equal(w, quasi_random_directions(d, 512))          # deterministic
+    # spread: the mean is near 0 and no two directions coincide
+    assert np.linalg.norm(w.mean(axis=0)) < 0.1
+    g = w @ w.T - 2 * np.eye(len(w))
+    assert g.max() < 1 - 1e-6
+
+
+def test_quasi_random_two_dimensional_is_even():
+    w = quasi_random_directions(2, 8)
+    ang = np.sort(np.mod(np.arctan2(w[:, 1], w[:, 0]), 2 * np.pi))
+    np.testing.assert_allclose(np.diff(ang), 2 * np.pi / 8, rtol=1e-12)
+
+
+@given(st.lists(st.floats(-0.9, 0.99), min_size=3, max_size=3))
+def test_joint_moves_lie_on_the_ellipsoid(offdiag):
+    a, b, c = offdiag
+    rho = np.array([[1, a, b], [a, 1, c], [b, c, 1.0]])
+    if min_eigenvalue(rho)[0] < 1e-6:
+        rho = nearest_correlation(rho)
+        rho = 0.999 * rho + 0.001 * np.eye(3)
+    z, kind = joint_moves(rho, 64)
+    assert (np.abs(z) <= 1 + 1e-12).all()
+    q = np.einsum("ij,jk,ik->i", z, np.linalg.inv(rho), z)
+    np.testing.assert_allclose(q, 1.0, rtol=1e-8)
+    # every underlying's full range is reached (by the conditional axes; with rho = I they
+    # coincide with the axes and were dropped as duplicates)
+    np.testing.assert_allclose(np.abs(z).max(axis=0), 1.0, rtol=1e-12)
+    cond = z[kind == KIND_CONDITIONAL]
+    assert len(cond) == 0 or np.isclose(np.abs(cond).max(), 1.0)
+    assert len(np.unique(np.round(z, 12), axis=0)) == len(z)
+
+
+def test_joint_moves_one_underlying_and_perfect_correlation():
+    z, _ = joint_moves(np.ones((1, 1)), 512)
+    assert z.tolist() == [[1.0], [-1.0]]
+    z, _ = joint_moves(np.ones((2, 2)), 64)
+    np.testing.assert_allclose(z[:, 0], z[:, 1], atol=1e-12)       # both move together
+    assert np.isclose(np.abs(z).max(), 1.0)
+
+
+def test_joint_scenarios_shells_and_tails():
+    m = pmrisk.Model.preset("standard").with_overrides({"n_directions": 16})
+    params = [m.underlying(u) for u in ("BTC", "ETH")]
+    rho = np.array([[1.0, 0.85], [0.85, 1.0]])
+    js = joint_scenarios((0, 1), rho, params, m)
+    z, _ = joint_moves(rho, 16)
+    assert js.size == 1 + 5 * len(z) + len(z)          # shell 0, 5 shells, one tail shell
+    assert js.shock[0].tolist() == [0.0, 0.0]
+    shell5 = js.shock[js.shell == 5]
+    np.testing.assert_allclose(shell5, z * [0.15, 0.18], rtol=1e-15)
+    tails = js.shell == -1
+    np.testing.assert_allclose(js.shock[tails], z * [0.30, 0.36], rtol=1e-15)
+    assert (js.loss_weight[tails] == 0.35).all() and (js.n_vol[tails] == 1).all()
+    assert (js.n_vol[~tails] == 3).all()
+
+
+# -- correlation matrix -----------------------------------------------------------------------
+
+def test_matrix_from_default_and_overrides_in_either_order():
+    m = pmrisk.Model.preset("standard").with_overrides(
+        {"correlations": {"SOL,ETH": 0.9}})
+    c = correlation_matrix(["BTC", "ETH", "SOL", "XRP"], m).matrix
+    assert c[0, 1] == c[1, 0] == 0.85
+    assert c[1, 2] == c[2, 1] == 0.9
+    assert c[0, 3] == c[2, 3] == 0.6
+    assert np.array_equal(np.diag(c), np.ones(4))
+
+
+def test_not_psd_names_the_pair_and_repair_reports():
+    bad = {"default": 0.0, "BTC,ETH": 0.9, "ETH,SOL": 0.9, "BTC,SOL": -0.9}
+    with pytest.raises(pmrisk.MarginError) as exc:
+        pmrisk.Model.preset("standard").with_overrides({"correlations": bad})
+    assert exc.value.column.startswith("correlations.")
+    assert "positive semidefinite" in str(exc.value) and "repair" in str(exc.value)
+    m = pmrisk.Model.preset("standard").with_overrides(
+        {"correlations": dict(bad, repair="nearest")})
+    with pytest.warns(CorrelationRepaired, match="nearest correlation matrix"):
+        c = correlation_matrix(["BTC", "ETH", "SOL"], m)
+    assert min_eigenvalue(c.matrix)[0] >= -1e-10
+    assert {p for p, _, _ in c.changes} == {"BTC,ETH", "BTC,SOL", "ETH,SOL"}
+    # and margin() reports it on the result
+    tables = samples.book(n_accounts=1, positions_per_account=6,
+                          underlyings=("BTC", "ETH", "SOL"), seed=1)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", CorrelationRepaired)
+        r = pmrisk.margin(**tables, model=m)
+    assert r.correlation.changes == c.changes
+
+
+def test_book_underlyings_that_break_psd_through_the_default():
+    """The default fills every other pair: -0.6 is valid for two underlyings but not for
+    three, which only the book reveals."""
+    m = pmrisk.Model.preset("standard").with_overrides(
+        {"correlations": {"default": -0.6, "BTC,ETH": -0.6}})
+    tables = samples.book(n_accounts=1, positions_per_account=6,
+                          underlyings=("BTC", "ETH", "SOL"), seed=1)
+    with pytest.raises(pmrisk.MarginError) as exc:
+        pmrisk.margin(**tables, model=m)
+    assert exc.value.table == "model" and "BTC" in str(exc.value)
+
+
+def test_higham_published_example():
+    """Higham (2002), section 4: the nearest correlation matrix to [[1,1,0],[1,1,1],[0,1,1]]."""
+    x = nearest_correlation(np.array([[1, 1, 0], [1, 1, 1], [0, 1, 1.0]]))
+    want = np.array([[1, 0.7607, 0.1573], [0.7607, 1, 0.7607], [0.1573, 0.7607, 1]])
+    np.testing.assert_allclose(x, want, atol=1e-4)
+
+
+@settings(max_examples=30)
+@given(st.lists(st.floats(-1, 1), min_size=6, max_size=6), st.integers(0, 2**31))
+def test_higham_is_nearest(offdiag, seed):
+    a = np.eye(4)
+    a[np.triu_indices(4, 1)] = offdiag
+    a = a + np.triu(a, 1).T
+    x = nearest_correlation(a)
+    assert min_eigenvalue(x)[0] >= -1e-10
+    np.testing.assert_allclose(np.diag(x), 1.0)
+    # no random valid correlation matrix is closer
+    rng = np.random.default_rng(seed)
+    for _ in range(20):
+        g = rng.normal(size=(4, 6))
+        y = g @ g.T
+        dinv = 1 / np.sqrt(np.diag(y))
+        y = y * dinv[:, None] * dinv[None, :]
+        assert np.linalg.norm(x - a) <= np.linalg.norm(y - a) + 1e-9
+    if min_eigenvalue(a)[0] >= 0:
+        np.testing.assert_allclose(x, a, atol=1e-9)
+
+
+def test_psd_sqrt():
+    rho = np.array([[1, 0.85, 0.6], [0.85, 1, 0.6], [0.6, 0.6, 1.0]])
+    s = psd_sqrt(rho)
+    np.testing.assert_allclose(s @ s, rho, atol=1e-14)
