@@ -8,6 +8,7 @@
 from .correlation import CorrelationMatrix, CorrelationRepaired, correlation_matrix
 from .eligibility import eligibility
 from .errors import MarginError
+from .liquidation import liquidation_plan
 from .margin import margin
 from .model import Model
 from .results import MarginResult
@@ -15,5 +16,5 @@ from .risk_arrays import margin_from_risk_arrays
 
 __version__ = "0.1.0"
 __all__ = ["margin", "margin_from_risk_arrays", "Model", "MarginError", "MarginResult",
-           "eligibility", "correlation_matrix", "CorrelationMatrix", "CorrelationRepaired",
-           "__version__"]
+           "eligibility", "liquidation_plan", "correlation_matrix", "CorrelationMatrix",
+           "CorrelationRepaired", "__version__"]

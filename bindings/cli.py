@@ -77,7 +77,9 @@ def report(result, *, top=3, limit=25, out=None):
 
 def _demo(args):
     from . import samples
+    from .liquidation import liquidation_plan
     from .margin import margin
+    from .model import Model
     b = samples.demo_book()
     vt = b.pop("valuation_time")
     t0 = time.perf_counter()
@@ -85,11 +87,26 @@ def _demo(args):
     first = time.perf_counter() - t0
     r2 = margin(**b, model=args.model, valuation_time=vt)
     n_pos = b["positions"].num_rows
+    model = Model.coerce(args.model)
     print(f"pmrisk demo: {r.accounts.num_rows} accounts, {n_pos} positions, model "
-          f"{args.model}, valued at {vt}\n")
+          f"{model.name or args.model}, valued at {vt}\n")
     report(r)
-    print("\nratio = equity / maintenance margin (MM); status bands: >= 110 % normal, "
-          "110/105/101 % warnings, < 100 % margin call, < 75 % liquidation.")
+    th = model["thresholds"]
+    warn = "/".join(f"{x:.0%}" for x in th["warning"])
+    print(f"\nratio = equity / maintenance margin (MM); status bands: >= {th['warning'][0]:.0%}"
+          f" normal, {warn} warnings, < {th['margin_call']:.0%} margin call (reduce-only), "
+          f"< {th['liquidation']:.0%} liquidation.")
+    liq = [a for a, s in zip(r.accounts["account"].to_pylist(),
+                             r.accounts["status"].to_pylist()) if s == "liquidation"]
+    if liq:
+        plan = liquidation_plan(**b, model=model, valuation_time=vt, accounts=liq)
+        print(f"\nliquidation plan (cancel open orders, then reduce the largest MM "
+              f"contributors until the ratio is back to {model['liquidation_target']:.0%}):")
+        for p in plan.to_pylist():
+            what = p["order_id"] if p["action"] == "cancel_order" else \
+                f"{p['symbol']} {p['quantity']:+,.4g}"
+            print(f"  {p['account']} step {p['step']}: {p['action']:<12} {what:<28} "
+                  f"ratio after {_fmt_ratio(p['margin_ratio_after'])}")
     print(f"timing: first call {first * 1e3:.0f} ms (loads compiled kernels from the on-disk "
           f"cache, compiles them on the very first run); next call "
           f"{r2.timings['total'] * 1e3:.2f} ms, of which kernels "
@@ -124,14 +141,16 @@ def main(argv=None):
     p = argparse.ArgumentParser(prog="pmrisk", description="Offline portfolio margin.")
     sub = p.add_subparsers(dest="cmd", required=True)
     d = sub.add_parser("demo", help="margin the embedded sample book and print a report")
-    d.add_argument("--model", default="deribit_pme",
-                   help="preset name or TOML file (default deribit_pme)")
+    d.add_argument("--model", default="standard",
+                   help="preset name (standard, binance_pm_pro, deribit_pme, span) or TOML "
+                        "file (default standard)")
     m = sub.add_parser("margin", help="margin tables read from Parquet, CSV or Arrow IPC")
     for k in ("positions", "instruments", "market", "index"):
         m.add_argument(f"--{k}", required=True, metavar="FILE")
     for k in ("balances", "open-orders", "reserves"):
         m.add_argument(f"--{k}", metavar="FILE")
-    m.add_argument("--model", default="deribit_pme", help="preset name or TOML file")
+    m.add_argument("--model", default="standard",
+                   help="preset name or TOML file (default standard)")
     m.add_argument("--valuation-time", default=None, help="ISO-8601 UTC (default: now)")
     m.add_argument("--risk-vectors", nargs="?", const="units", choices=("units", "positions"),
                    help="also write unit_risk_vectors (and position_risk_vectors with "

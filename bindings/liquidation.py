@@ -121,7 +121,7 @@ def liquidation_plan(positions, instruments, market, index, balances=None, open_
     ...     market={"symbol": ["BTC-C"], "mark_price": [0.02], "mark_iv": [0.6]},
     ...     index={"underlying": ["BTC"], "index_price": [50000.0]},
     ...     balances={"account": ["a"], "asset": ["BTC"], "amount": [1.0]},
-    ...     valuation_time="2024-01-01T00:00:00Z")
+    ...     valuation_time="2024-01-01T00:00:00Z", model="deribit_pme")
     >>> pmrisk.margin(**book).accounts["status"][0].as_py()
     'liquidation'
     >>> plan = liquidation_plan(**book)

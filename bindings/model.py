@@ -82,11 +82,11 @@ class Model:
 
     @classmethod
     def from_dict(cls, d):
-        """A preset's values (key ``preset``, default ``deribit_pme``), then the given keys."""
+        """A preset's values (key ``preset``, default ``standard``), then the given keys."""
         if not isinstance(d, dict):
             raise _err("", f"a dict, got {type(d).__name__}")
         d = dict(d)
-        base = cls.preset(d.pop("preset", "deribit_pme"))
+        base = cls.preset(d.pop("preset", "standard"))
         return base.with_overrides(d)
 
     @classmethod
@@ -104,9 +104,9 @@ class Model:
 
     @classmethod
     def coerce(cls, model):
-        """``None`` (deribit_pme), a preset name, a ``.toml`` path, a dict or a Model."""
+        """``None`` (``standard``), a preset name, a ``.toml`` path, a dict or a Model."""
         if model is None:
-            return cls.preset("deribit_pme")
+            return cls.preset("standard")
         if isinstance(model, Model):
             return model
         if isinstance(model, os.PathLike):

@@ -14,6 +14,8 @@ from books import books
 from pmrisk import samples
 from pmrisk.liquidation import liquidation_plan
 
+DM = "deribit_pme"    # the model these cases were engineered for (the default is standard)
+
 DEMO = samples.demo_book()
 TIME = DEMO["valuation_time"]
 LIQ = "nearly-liquidated"
@@ -248,18 +250,18 @@ def test_closes_then_reduces_the_next_contributor_and_a_long_reduction_is_negati
 
 def test_accounts_not_in_liquidation_get_no_rows():
     inputs = demo_with_balance(2.2)
-    start = pmrisk.margin(**inputs).accounts.to_pylist()
+    start = pmrisk.margin(**inputs, model=DM).accounts.to_pylist()
     assert sum(r["status"] == "liquidation" for r in start) == 1
-    assert set(liquidation_plan(**inputs)["account"].to_pylist()) == {LIQ}
+    assert set(liquidation_plan(**inputs, model=DM)["account"].to_pylist()) == {LIQ}
     # the demo as shipped: the worst account is in margin call, not liquidation
     plain = dict(DEMO)
     plain.pop("valuation_time")
-    empty = liquidation_plan(**plain, valuation_time=TIME)
+    empty = liquidation_plan(**plain, valuation_time=TIME, model=DM)
     assert empty.num_rows == 0 and empty.schema.names[-1] == "margin_ratio_after"
     # `accounts` restricts which accounts are considered, never adds one
-    assert liquidation_plan(**inputs, accounts=["directional"]).num_rows == 0
-    assert liquidation_plan(**inputs, accounts=[LIQ, "long-vol"]).equals(
-        liquidation_plan(**inputs))
+    assert liquidation_plan(**inputs, model=DM, accounts=["directional"]).num_rows == 0
+    assert liquidation_plan(**inputs, model=DM, accounts=[LIQ, "long-vol"]).equals(
+        liquidation_plan(**inputs, model=DM))
 
 
 def _short_option_usdt_book(ratio=0.6, qty=-10.0):
@@ -383,12 +385,12 @@ def test_equity_is_preserved_at_the_mark_modulo_the_collateral_haircut(positions
 
 def test_target_defaults_to_the_model_and_can_be_raised():
     inputs = _short_option_usdt_book(0.6)
-    one = liquidation_plan(**inputs)
+    one = liquidation_plan(**inputs, model=DM)
     model = pmrisk.Model.preset("deribit_pme").with_overrides({"liquidation_target": 1.3})
     higher = liquidation_plan(**inputs, model=model)
     assert higher["margin_ratio_after"][0].as_py() >= 1.3
     assert higher["quantity"][0].as_py() > one["quantity"][0].as_py()
-    assert liquidation_plan(**inputs, target=1.3).equals(higher)
+    assert liquidation_plan(**inputs, model=DM, target=1.3).equals(higher)
     check_plan(inputs, higher, model=model)
 
 

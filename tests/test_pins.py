@@ -94,7 +94,7 @@ def test_min_volatility_for_shock_up_floors_the_up_vol():
                       INSTR, pa.Table.from_pylist(
                           [dict(m, mark_iv=0.3) if m["symbol"] == "BTC-C" else m for m in lc],
                           schema=MARKET.schema),
-                      INDEX, valuation_time=T0, risk_vectors=True)
+                      INDEX, valuation_time=T0, risk_vectors=True, model="deribit_pme")
     years = 30 / 365
     up = max(0.3 * (1 + 0.5 * 1.0), 0.5)          # 0.45 -> floored to 0.5 (DTE 30: term 1)
     assert up == 0.5
@@ -161,7 +161,7 @@ def test_linear_unit_usd_columns():
     idx = pa.table({"underlying": ["BTC", "USDC"], "index_price": [50000.0, 0.999]})
     pos = pa.Table.from_pylist([dict(account="a", symbol="BTC-LC", quantity=10.0),
                                 dict(account="a", symbol="BTCUSDT", quantity=1000.0)])
-    r = pmrisk.margin(pos, INSTR, MARKET, idx, valuation_time=T0)
+    r = pmrisk.margin(pos, INSTR, MARKET, idx, valuation_time=T0, model="deribit_pme")
     u = one(r.units, account="a")
     assert u["unit"] == "BTC/USDC" and u["settlement_price_usd"] == 0.999
     for col in ("worst_case", "roll_shock", "maintenance_margin", "initial_margin", "vega",
