@@ -86,3 +86,20 @@ def test_max_withdrawable_keeps_the_lowest_warning_and_available_margin(balance)
         more = pmrisk.margin(**book(balance - wd - 0.01), model=model).accounts
         assert (more["margin_ratio"][0].as_py() < low
                 or more["available_margin"][0].as_py() < 0)
+
+
+def test_example_toml_is_the_standard_model_with_its_knobs():
+    import pathlib
+    root = pathlib.Path(__file__).resolve().parents[1]
+    m = pmrisk.Model.from_toml(root / "docs" / "model.example.toml")
+    assert m.name == "standard" and m["cross_unit"] == "correlated"
+    assert m["risk_multiplier"] == 1.2 and m["im_factor"] == 1.25
+    assert m.underlying("BTC")["vol_floor"] == 0.25 and m.underlying("SOL")["price_range"] == 0.3
+    assert levels(m["thresholds"]) == [1.10, 1.05, 1.01, 1.00, 0.75]
+    c = pmrisk.correlation_matrix(["BTC", "ETH", "SOL"], m).matrix
+    assert c[1, 2] == 0.9 and c[0, 2] == 0.6
+    r = pmrisk.margin(**book(100_000.0), model=root / "docs" / "model.example.toml")
+    assert r.accounts["maintenance_margin"][0].as_py() == pytest.approx(
+        1.2 * 10 * 64_000 * 0.15, rel=1e-12)
+    d = pmrisk.Model.from_toml(root / "docs" / "model.deribit.toml")
+    assert d.name == "deribit_pme"
