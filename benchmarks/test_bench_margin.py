@@ -37,7 +37,8 @@ def grid2k():
                   option_share=0.8, inverse_share=1.0, seed=1)
     book = load_book(b["positions"], b["instruments"], b["market"], b["index"], None, None,
                      None, MODEL, vt)
-    _, _, _, _, _, scen, args = revaluation_inputs(book, MODEL)
+    rv = revaluation_inputs(book, MODEL)
+    scen, args = rv.scen, rv.args
     return b, vt, book, scen, args
 
 

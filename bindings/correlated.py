@@ -1,5 +1,5 @@
 """``cross_unit = "correlated"`` (SPEC §5): joint stress of an account's units on the correlation
-ellipsoid, revalued exactly at every joint scenario.
+ellipsoid.
 
 Accounts are grouped by the set of underlyings they hold (the ellipsoid of a subset is the
 projection of the full one, so each group gets directions of its own dimension: an account on
@@ -10,13 +10,26 @@ one underlying is stressed exactly on its grid).  Per group:
   :func:`pmrisk.kernel.directions.joint_moves`, underlying u moving by
   ``c*price_range_u*z_u`` with vol up/same/down; with ``tail_mode = "joint"`` and the model's
   extremes on, the same directions at ``c = extreme_multiple_u`` with vol same and weights
-  ``cover_fraction_u``;
-* each underlying's distinct moves become revaluation cells (3 vol states per shell move, 1
-  per tail move); instruments are revalued there by :func:`pmrisk.kernel.instrument_pnl` and
-  summed per unit by :func:`pmrisk.kernel.unit_risk_vectors`, in blocks so that no block holds
-  more than ``BLOCK_CELLS`` numbers;
-* :func:`pmrisk.kernel.joint.joint_worst` takes each unit's worst weighted vol cell per joint
-  scenario, sums the account in USD and returns the worst joint loss and its scenario.
+  ``cover_fraction_u``.
+
+Two ways to find the worst joint scenario, both exact in the result:
+
+* ``joint_revaluation = "exact"``: every position is revalued at every joint scenario's move
+  of its underlying (:func:`pmrisk.kernel.instrument_pnl`), summed per unit and scanned by
+  :func:`pmrisk.kernel.joint.joint_worst`.  Cost: positions x 3 x joint scenarios.
+* ``joint_revaluation = "grid"`` (default): instruments are revalued once on a uniform grid of
+  moves per underlying (``joint_grid_nodes`` steps per side of the price range; the tails on
+  the same step out to ``extreme_multiple`` ranges), units sum them, and every joint scenario
+  is *interpolated* (cubic, 4 nodes) from the unit curves.  The interpolation error of each unit
+  is bounded from the curve's own 4th differences (``ERROR_FACTOR * max |D4|``); every joint
+  scenario whose interpolated total is within twice the account's bound of the lowest is a
+  candidate (:func:`pmrisk.kernel.joint.joint_candidates`), and only the candidates are then
+  revalued exactly.  The true worst is always a candidate, so the reported worst, binding
+  scenario and vol states are those of exact revaluation; a curve with kinks (options expiring
+  inside the horizon) widens the band and costs more exact scenarios, never accuracy.
+
+Everything is done in blocks of accounts and instruments so that no array holds more than
+``BLOCK_CELLS`` numbers; no positions x scenarios matrix beyond one block.
 """
 
 from dataclasses import dataclass
@@ -26,13 +39,16 @@ import numpy as np
 
 from pmrisk import kernel as K
 from pmrisk.kernel.directions import KINDS, joint_moves
-from pmrisk.kernel.joint import joint_worst
+from pmrisk.kernel.joint import joint_candidates, joint_worst
 from pmrisk.kernel.scenarios import VOL_DOWN, VOL_SAME, VOL_STATES, VOL_UP
 
 from ._arrow import kernel_args
 from .correlation import correlation_matrix
 
-BLOCK_CELLS = 1 << 21      # numbers per revaluation block (16 MB of float64)
+BLOCK_CELLS = 1 << 21      # numbers per block (16 MB of float64)
+ERROR_FACTOR = 1.0         # interpolation error bound = ERROR_FACTOR * max |4th difference|
+MAX_CANDIDATES = 256       # more candidates than this: revalue every joint scenario exactly
+_VOLS = np.array([VOL_UP, VOL_SAME, VOL_DOWN], dtype=np.int64)
 
 
 @dataclass
@@ -62,6 +78,10 @@ def _moves(rho_bytes, d, n_directions):
     return joint_moves(rho, n_directions)
 
 
+def joint_tails(model):
+    return bool(model["extreme_scenarios"]) and model["tail_mode"] == "joint"
+
+
 def joint_scenarios(rows, rho, params, model):
     """Joint scenario set of the underlying rows ``rows`` with correlation submatrix ``rho``;
     ``params[r]`` is the model's parameter dict of row r."""
@@ -77,7 +97,7 @@ def joint_scenarios(rows, rho, params, model):
     for k in range(1, buckets + 1):
         parts.append((k / buckets * pr * z, np.ones((m, d)), np.tile(gw, (m, 1)), 3, k,
                       np.arange(m), kind))
-    if model["extreme_scenarios"] and model["tail_mode"] == "joint":
+    if joint_tails(model):
         mult = np.array([params[r]["extreme_multiple"] for r in rows])
         cover = np.array([params[r]["cover_fraction"] for r in rows])
         parts.append((mult * pr * z, np.tile(cover, (m, 1)), np.tile(cover, (m, 1)), 1, -1,
@@ -95,65 +115,134 @@ def joint_scenarios(rows, rho, params, model):
     )
 
 
-def _cells(js, n_rows):
-    """Revaluation cells per underlying row: each distinct shell move with vol up, same and
-    down, each distinct tail move with vol same.  Returns padded ``(n_scen, shock, vol_code)``
-    over all ``n_rows`` rows and ``cell0[j, row]``."""
-    cell0 = np.zeros((js.size, n_rows), dtype=np.int64)
-    per_row = []
+# -- the grid: per underlying row, shell nodes x 3 vol states, then tail nodes (vol same) ----
+
+@dataclass
+class Grid:
+    n_side: int                 # shell nodes per side: 2*n_side + 1 nodes over +-price_range
+    tail_side: np.ndarray       # per row: tail nodes per side over +-extreme range (0: none)
+    price_range: np.ndarray     # per row
+    tail_range: np.ndarray      # per row: extreme_multiple * price_range
+    n_scen: np.ndarray
+    shock: np.ndarray           # (n_rows, W)
+    vol_code: np.ndarray        # (n_rows, W)
+
+    @property
+    def tail0(self):
+        return 3 * (2 * self.n_side + 1)
+
+
+def make_grid(params, model):
+    n = int(model["joint_grid_nodes"])
+    pr = np.array([p["price_range"] for p in params])
+    if joint_tails(model):
+        tr = np.array([p["extreme_multiple"] for p in params]) * pr
+        ts = np.where(tr > 0, np.maximum(np.ceil(n * tr / pr - 1e-9), 2), 0).astype(np.int64)
+    else:
+        tr = np.zeros(len(params))
+        ts = np.zeros(len(params), dtype=np.int64)
+    n_shell = 2 * n + 1
+    width = 3 * n_shell + int((2 * ts + 1).max() if len(ts) else 0)
+    shock = np.zeros((len(params), width))
+    vol_code = np.full((len(params), width), VOL_SAME, dtype=np.int64)
+    n_scen = np.zeros(len(params), dtype=np.int64)
+    for r in range(len(params)):
+        shock[r, :3 * n_shell] = np.repeat(pr[r] * np.arange(-n, n + 1) / n, 3)
+        vol_code[r, :3 * n_shell] = np.tile(_VOLS, n_shell)
+        n_scen[r] = 3 * n_shell
+        if ts[r]:
+            m = int(ts[r])
+            shock[r, 3 * n_shell:3 * n_shell + 2 * m + 1] = tr[r] * np.arange(-m, m + 1) / m
+            n_scen[r] += 2 * m + 1
+    return Grid(n_side=n, tail_side=ts, price_range=pr, tail_range=tr, n_scen=n_scen,
+                shock=shock, vol_code=vol_code)
+
+
+def _lagrange(t, n_nodes):
+    """Window start and cubic Lagrange weights of positions ``t`` (in node units) on
+    ``n_nodes`` uniform nodes."""
+    i0 = np.clip(np.floor(t).astype(np.int64) - 1, 0, n_nodes - 4)
+    u = t - i0
+    w = np.stack([-(u - 1) * (u - 2) * (u - 3) / 6, u * (u - 2) * (u - 3) / 2,
+                  -u * (u - 1) * (u - 3) / 2, u * (u - 1) * (u - 2) / 6], axis=-1)
+    return i0, w
+
+
+def interpolation_cells(js, grid, n_rows):
+    """(idx, stride, n_vol, wts) of every joint scenario's move on the grid."""
+    n = js.size
+    idx = np.zeros((n, n_rows), dtype=np.int64)
+    stride = np.zeros((n, n_rows), dtype=np.int64)
+    n_vol = np.ones((n, n_rows), dtype=np.int64)
+    wts = np.zeros((n, n_rows, 4))
+    tail = js.n_vol == 1
     for a, r in enumerate(js.rows):
-        shocks, codes = [], []
-        for nv, states in ((3, (VOL_UP, VOL_SAME, VOL_DOWN)), (1, (VOL_SAME,))):
-            sel = np.flatnonzero(js.n_vol == nv)
-            if not len(sel):
-                continue
-            uniq, inv = np.unique(js.shock[sel, a], return_inverse=True)
-            cell0[sel, r] = len(shocks) + nv * inv.ravel()
-            shocks.extend(np.repeat(uniq, nv))
-            codes.extend(np.tile(states, len(uniq)))
-        per_row.append((r, np.array(shocks), np.array(codes, dtype=np.int64)))
-    width = max(len(s) for _, s, _ in per_row)
-    n_scen = np.zeros(n_rows, dtype=np.int64)
-    shock = np.zeros((n_rows, width))
-    vol_code = np.full((n_rows, width), VOL_SAME, dtype=np.int64)
-    for r, s, c in per_row:
-        n_scen[r] = len(s)
-        shock[r, :len(s)] = s
-        vol_code[r, :len(s)] = c
-    return n_scen, shock, vol_code, cell0
+        s = js.shock[:, a]
+        ns = grid.n_side
+        i0, w = _lagrange((s[~tail] / grid.price_range[r] + 1.0) * ns, 2 * ns + 1)
+        idx[~tail, r] = 3 * i0
+        stride[~tail, r] = 3
+        n_vol[~tail, r] = 3
+        wts[~tail, r] = w
+        if tail.any():
+            m = int(grid.tail_side[r])
+            i0, w = _lagrange((s[tail] / grid.tail_range[r] + 1.0) * m, 2 * m + 1)
+            idx[tail, r] = grid.tail0 + i0
+            stride[tail, r] = 1
+            wts[tail, r] = w
+    return idx, stride, n_vol, wts
+
+
+def interpolation_error(vectors, unit_row, grid):
+    """Bound on the cubic interpolation error of each unit's curves (settlement currency):
+    ``ERROR_FACTOR`` times the largest 4th difference along the grid (the smooth-function bound
+    is 9/384 of it), floored at 1e-9 of the curve's size for rounding."""
+    n_u = len(vectors)
+    n_shell = 2 * grid.n_side + 1
+    shells = vectors[:, :3 * n_shell].reshape(n_u, n_shell, 3)
+    err = np.abs(np.diff(shells, n=4, axis=1)).max(axis=(1, 2)) if n_u else np.zeros(0)
+    size = np.abs(vectors).max(axis=1) if n_u else np.zeros(0)
+    for r in np.unique(unit_row):
+        m = int(grid.tail_side[r])
+        if m:
+            on = unit_row == r
+            t = vectors[on, grid.tail0:grid.tail0 + 2 * m + 1]
+            err[on] = np.maximum(err[on], np.abs(np.diff(t, n=4, axis=1)).max(axis=1))
+    return ERROR_FACTOR * err + 1e-9 * size
 
 
 @dataclass
 class JointResult:
-    """Per account (``worst_usd``, ``binding``, ``description``), per unit (``value``: weighted
-    P&L in the binding scenario, settlement currency) and per position (``loss``: its own
-    loss there, settlement currency, times the unit's loss weight)."""
+    """Per account (``worst_usd``, ``binding``, ``description``, ``n_scenarios``,
+    ``n_exact``: joint scenarios revalued exactly), per unit (``value``: weighted P&L in the
+    binding scenario, settlement currency) and per position (``loss``: its own loss there,
+    settlement currency, times the unit's loss weight)."""
     worst_usd: np.ndarray
     binding: np.ndarray
     description: list
     n_scenarios: np.ndarray
+    n_exact: np.ndarray
     unit_value: np.ndarray
     pos_loss: np.ndarray
     correlation: object
 
 
-def run_joint(book, model, units, pos_unit, quantity, pnl_args, unit_px):
-    """Joint stress of every account (see the module docstring).  ``quantity`` is the
-    positions' quantity with excluded positions zeroed."""
+def run_joint(book, model, units, pos_unit, pos_row, quantity, pnl_args, unit_px):
+    """Joint stress of every account (see the module docstring).  ``pos_row`` is each
+    position's revaluation row in ``pnl_args``; ``quantity`` the positions' quantity with
+    excluded positions zeroed."""
     n_acc = len(book.accounts)
     n_units = len(units)
     n_rows = len(units.underlyings)
     unit_row = units.type_und_code[units.utype]
     corr = correlation_matrix(units.underlyings, model)
     params = [model.underlying(u) for u in units.underlyings]
-    worst = np.zeros(n_acc)
-    binding = np.full(n_acc, -1, dtype=np.int64)
-    n_joint = np.zeros(n_acc, dtype=np.int64)
-    unit_value = np.zeros(n_units)
-    unit_vol = np.full(n_units, VOL_SAME, dtype=np.int64)
-    unit_cell_shock = np.zeros(n_units)
-    unit_lw = np.ones(n_units)
-    description = ["none"] * n_acc
+    cap = np.array([p["max_offsetable_pnl"] for p in params])
+    grid_mode = model["joint_revaluation"] == "grid"
+    grid = make_grid(params, model) if grid_mode and n_rows else None
+    res = _Acc(n_acc, n_units)
+    instr_cols = tuple(pnl_args[:14])
+    rate = pnl_args[14]
 
     # accounts grouped by the underlying rows they hold
     acc_rows = {}
@@ -162,86 +251,225 @@ def run_joint(book, model, units, pos_unit, quantity, pnl_args, unit_px):
     groups = {}
     for a, rows in acc_rows.items():
         groups.setdefault(tuple(sorted(rows)), []).append(a)
-
     unit_lo = np.searchsorted(units.account, np.arange(n_acc), side="left")
     unit_hi = np.searchsorted(units.account, np.arange(n_acc), side="right")
-    (kind, settlement, cs, mark, fwd, strike, is_call, t_now, t_scen, sig_mark, up, same,
-     down, und, rate) = pnl_args[:15]
-    instr_cols = (kind, settlement, cs, mark, fwd, strike, is_call, t_now, t_scen, sig_mark,
-                  up, same, down, und)
-    order = np.argsort(pos_unit, kind="stable")        # positions by unit
+    held = quantity != 0.0
+    pos_order = np.argsort(pos_unit, kind="stable")
+    pos_order = pos_order[held[pos_order]]
+    unit_pos_lo = np.searchsorted(pos_unit[pos_order], np.arange(n_units), side="left")
+    unit_pos_hi = np.searchsorted(pos_unit[pos_order], np.arange(n_units), side="right")
 
     for rows, accs in groups.items():
         js = joint_scenarios(rows, corr.matrix[np.ix_(rows, rows)], params, model)
-        n_scen, shock, vol_code, cell0 = _cells(js, n_rows)
-        width = shock.shape[1]
-        lw = np.zeros((js.size, n_rows))
-        gw = np.zeros((js.size, n_rows))
-        lw[:, list(rows)] = js.loss_weight
-        gw[:, list(rows)] = js.gain_weight
-        cap = np.array([p["max_offsetable_pnl"] for p in params])
-        scen_args = kernel_args(n_scen, shock, np.log1p(shock), vol_code,
-                                np.ones_like(shock), np.ones_like(shock))
         accs = np.array(sorted(accs), dtype=np.int64)
-        per_chunk = max(1, BLOCK_CELLS // max(width * max(len(rows), 1), 1))
+        res.n_joint[accs] = js.size
+        if grid_mode:
+            interp = interpolation_cells(js, grid, n_rows)
+            lw, gw = _row_weights(js, n_rows)
+            per_chunk = max(1, BLOCK_CELLS // (grid.shock.shape[1] * len(rows)))
+        else:
+            per_chunk = max(1, BLOCK_CELLS // (3 * js.size * len(rows)))
         for c0 in range(0, len(accs), per_chunk):
             chunk = accs[c0:c0 + per_chunk]
             uids = np.concatenate([np.arange(unit_lo[a], unit_hi[a]) for a in chunk])
-            local = np.full(n_units, -1, dtype=np.int64)
-            local[uids] = np.arange(len(uids))
-            sel = order[np.isin(pos_unit[order], uids)]
-            sel = sel[quantity[sel] != 0.0]
-            vectors = np.zeros((len(uids), width))
-            instrs, inv = np.unique(book.pos_instr[sel], return_inverse=True)
-            inv = inv.ravel()
-            step = max(1, BLOCK_CELLS // width)
-            for i0 in range(0, len(instrs), step):
-                blk = instrs[i0:i0 + step]
-                pick = (inv >= i0) & (inv < i0 + len(blk))
-                cols = kernel_args(*(col[blk] for col in instr_cols))
-                ipnl = K.instrument_pnl(*cols[:13], cols[13], rate, *scen_args)
-                vectors += K.unit_risk_vectors(
-                    *kernel_args(local[pos_unit[sel[pick]]], inv[pick] - i0,
-                                 quantity[sel[pick]], ipnl), len(uids))
-            acc_start = np.concatenate([[0], np.cumsum(unit_hi[chunk] - unit_lo[chunk])])
-            w, b, uv, uc = joint_worst(*kernel_args(
-                vectors, unit_row[uids], unit_px[uids], acc_start.astype(np.int64), cell0,
-                js.n_vol, lw, gw, cap, vol_code))
-            worst[chunk] = w
-            binding[chunk] = b
-            n_joint[chunk] = js.size
-            unit_value[uids] = uv
-            r_u = unit_row[uids]
-            unit_vol[uids] = vol_code[r_u, uc]
-            unit_cell_shock[uids] = shock[r_u, uc]
-            unit_lw[uids] = lw[b[np.repeat(np.arange(len(chunk)),
-                                           unit_hi[chunk] - unit_lo[chunk])], r_u]
-            for k, a in enumerate(chunk):
-                description[a] = _describe(js, b[k], rows, units.underlyings,
-                                           vol_code[r_u, uc], unit_row[uids], w[k], k,
-                                           acc_start)
-    pos_loss = _position_loss(book, pos_unit, quantity, instr_cols, rate, unit_cell_shock,
-                              unit_vol, unit_lw)
-    return JointResult(worst_usd=worst, binding=binding, description=description,
-                       n_scenarios=n_joint, unit_value=unit_value, pos_loss=pos_loss,
-                       correlation=corr)
+            sel = np.concatenate([pos_order[unit_pos_lo[u]:unit_pos_hi[u]] for u in uids]) \
+                if len(uids) else np.zeros(0, dtype=np.int64)
+            acc_start = np.concatenate([[0], np.cumsum(unit_hi[chunk] - unit_lo[chunk])]) \
+                .astype(np.int64)
+            if grid_mode:
+                cands = _grid_candidates(pos_row, quantity, pos_unit, sel, uids, acc_start,
+                                         instr_cols, rate, grid, unit_row, unit_px, interp,
+                                         lw, gw, cap)
+            else:
+                cands = [np.arange(js.size)] * len(chunk)
+            _exact(pos_row, quantity, pos_unit, sel, uids, chunk, acc_start, cands, js,
+                   instr_cols, rate, unit_row, unit_px, cap, res, units)
+    pos_loss = _position_loss(pos_row, pos_unit, quantity, instr_cols, rate, res.unit_shock,
+                              res.unit_vol, res.unit_lw)
+    return JointResult(worst_usd=res.worst, binding=res.binding, description=res.description,
+                       n_scenarios=res.n_joint, n_exact=res.n_exact, unit_value=res.unit_value,
+                       pos_loss=pos_loss, correlation=corr)
 
 
-def _describe(js, j, rows, names, cell_vol, cell_row, worst, k, acc_start):
+class _Acc:
+    """Per-account and per-unit outputs, filled chunk by chunk."""
+
+    def __init__(self, n_acc, n_units):
+        self.worst = np.zeros(n_acc)
+        self.binding = np.full(n_acc, -1, dtype=np.int64)
+        self.n_joint = np.zeros(n_acc, dtype=np.int64)
+        self.n_exact = np.zeros(n_acc, dtype=np.int64)
+        self.description = ["none"] * n_acc
+        self.unit_value = np.zeros(n_units)
+        self.unit_vol = np.full(n_units, VOL_SAME, dtype=np.int64)
+        self.unit_shock = np.zeros(n_units)
+        self.unit_lw = np.ones(n_units)
+
+
+def _row_weights(js, n_rows):
+    lw = np.zeros((js.size, n_rows))
+    gw = np.zeros((js.size, n_rows))
+    lw[:, list(js.rows)] = js.loss_weight
+    gw[:, list(js.rows)] = js.gain_weight
+    return lw, gw
+
+
+def _unit_vectors(pos_row, quantity, sel, local_unit, n_units, instr_cols, rate, scen_args,
+                  width, und=None):
+    """Risk vectors of ``n_units`` units over ``width`` cells: the positions ``sel`` (their
+    unit's local index ``local_unit``), revalued in blocks of instruments.  With ``und`` given,
+    every position is its own instrument with scenario row ``und[k]``."""
+    vectors = np.zeros((n_units, width))
+    if und is None:
+        instrs, inv = np.unique(pos_row[sel], return_inverse=True)
+        inv = inv.ravel()
+    else:
+        instrs, inv = pos_row[sel], np.arange(len(sel))
+    step = max(1, BLOCK_CELLS // max(width, 1))
+    for i0 in range(0, len(instrs), step):
+        blk = instrs[i0:i0 + step]
+        pick = np.flatnonzero((inv >= i0) & (inv < i0 + len(blk)))
+        cols = [col[blk] for col in instr_cols[:13]]
+        rows = instr_cols[13][blk] if und is None else und[i0:i0 + len(blk)]
+        ipnl = K.instrument_pnl(*kernel_args(*cols, rows), rate, *scen_args)
+        vectors += K.unit_risk_vectors(*kernel_args(
+            local_unit[pick], inv[pick] - i0, quantity[sel[pick]], ipnl), n_units)
+    return vectors
+
+
+def _scen_args(n_scen, shock, vol_code):
+    one = np.ones_like(shock)
+    return kernel_args(n_scen, shock, np.log1p(shock), vol_code, one, one)
+
+
+def _grid_candidates(pos_row, quantity, pos_unit, sel, uids, acc_start, instr_cols, rate, grid,
+                     unit_row, unit_px, interp, lw, gw, cap):
+    """Per account of the chunk, the joint scenarios that may bind (grid interpolation)."""
+    local = np.full(len(pos_unit), -1, dtype=np.int64)
+    local_of_unit = np.full(int(uids.max()) + 1 if len(uids) else 0, -1, dtype=np.int64)
+    local_of_unit[uids] = np.arange(len(uids))
+    local[sel] = local_of_unit[pos_unit[sel]]
+    width = grid.shock.shape[1]
+    vectors = _unit_vectors(pos_row, quantity, sel, local[sel], len(uids), instr_cols, rate,
+                            _scen_args(grid.n_scen, grid.shock, grid.vol_code), width)
+    rows_u = unit_row[uids]
+    px_u = unit_px[uids]
+    err = interpolation_error(vectors, rows_u, grid) * px_u
+    tol = np.add.reduceat(err, acc_start[:-1]) if len(err) else np.zeros(0)
+    idx, stride, n_vol, wts = interp
+    count, cand = joint_candidates(*kernel_args(
+        vectors, rows_u, px_u, acc_start, idx, stride, n_vol, wts), 4,
+        *kernel_args(lw, gw, cap, grid.vol_code, tol), MAX_CANDIDATES)
+    n_joint = idx.shape[0]
+    return [np.arange(n_joint) if c > MAX_CANDIDATES else cand[a, :c]
+            for a, c in enumerate(count)]
+
+
+def _exact(pos_row, quantity, pos_unit, sel, uids, chunk, acc_start, cands, js, instr_cols,
+           rate, unit_row, unit_px, cap, res, units):
+    """Revalue each account's candidate joint scenarios exactly and keep the worst.
+
+    Every (account, underlying) pair of the chunk gets a scenario row of its own whose cells
+    are its account's candidates (3 vol cells each), so accounts with different candidates
+    share one call; accounts are processed in sub-chunks that keep the cells under
+    ``BLOCK_CELLS``."""
+    col_of = {r: a for a, r in enumerate(js.rows)}
+    n_u_acc = np.diff(acc_start)
+    k_acc = np.array([max(len(c), 1) for c in cands])
+    start = 0
+    while start < len(chunk):
+        stop = start + 1
+        cells = len(js.rows) * 3 * k_acc[start]
+        while stop < len(chunk) and cells + len(js.rows) * 3 * k_acc[stop] <= BLOCK_CELLS:
+            cells += len(js.rows) * 3 * k_acc[stop]
+            stop += 1
+        _exact_block(pos_row, quantity, pos_unit, sel, uids, chunk, acc_start, cands, js,
+                     instr_cols, rate, unit_row, unit_px, cap, res, units, col_of, n_u_acc,
+                     start, stop)
+        start = stop
+
+
+def _exact_block(pos_row, quantity, pos_unit, sel, uids, chunk, acc_start, cands, js,
+                 instr_cols, rate, unit_row, unit_px, cap, res, units, col_of, n_u_acc,
+                 start, stop):
+    d = len(js.rows)
+    accs = chunk[start:stop]
+    kmax = max(len(c) for c in cands[start:stop])
+    # scenario rows: one per (account, group column)
+    n_rows2 = len(accs) * d
+    shock = np.zeros((n_rows2, 3 * kmax))
+    vol_code = np.tile(np.tile(_VOLS, kmax), (n_rows2, 1))
+    idx = np.zeros((kmax, n_rows2), dtype=np.int64)
+    n_vol = np.ones((kmax, n_rows2), dtype=np.int64)
+    lw = np.zeros((kmax, n_rows2))
+    gw = np.zeros((kmax, n_rows2))
+    cap2 = np.zeros(n_rows2)
+    padded = []
+    for i, c in enumerate(cands[start:stop]):
+        c = np.concatenate([c, np.full(kmax - len(c), c[-1] if len(c) else 0)])
+        padded.append(c)
+        for a, r in enumerate(js.rows):
+            row = i * d + a
+            shock[row] = np.repeat(js.shock[c, a], 3)
+            tail = js.n_vol[c] == 1
+            idx[:, row] = 3 * np.arange(kmax) + tail
+            n_vol[:, row] = np.where(tail, 1, 3)
+            lw[:, row] = js.loss_weight[c, a]
+            gw[:, row] = js.gain_weight[c, a]
+            cap2[row] = cap[r]
+    # units of these accounts, and their positions
+    u_lo, u_hi = acc_start[start], acc_start[stop]
+    blk_units = uids[u_lo:u_hi]
+    acc_of_unit = np.repeat(np.arange(len(accs)), n_u_acc[start:stop])
+    row_of_unit = acc_of_unit * d + np.array([col_of[int(r)] for r in unit_row[blk_units]],
+                                             dtype=np.int64)
+    local_of_unit = np.full(int(blk_units.max()) + 1, -1, dtype=np.int64)
+    local_of_unit[blk_units] = np.arange(len(blk_units))
+    in_blk = sel[np.isin(pos_unit[sel], blk_units)]
+    lu = local_of_unit[pos_unit[in_blk]]
+    vectors = _unit_vectors(pos_row, quantity, in_blk, lu, len(blk_units), instr_cols, rate,
+                            _scen_args(np.full(n_rows2, 3 * kmax), shock, vol_code),
+                            3 * kmax, und=row_of_unit[lu])
+    a_start = (acc_start[start:stop + 1] - u_lo).astype(np.int64)
+    wts = np.zeros((kmax, n_rows2, 4))
+    wts[:, :, 0] = 1.0
+    worst, bind, uv, uvol = joint_worst(*kernel_args(
+        vectors, row_of_unit, unit_px[blk_units], a_start, idx, np.zeros_like(idx), n_vol,
+        wts), 1, *kernel_args(lw, gw, cap2, vol_code))
+    for i, a in enumerate(accs):
+        j = int(padded[i][bind[i]])
+        res.worst[a] = worst[i]
+        res.binding[a] = j
+        res.n_exact[a] = len(cands[start + i])
+        lo, hi = a_start[i], a_start[i + 1]
+        for k in range(lo, hi):
+            u = blk_units[k]
+            row = row_of_unit[k]
+            res.unit_value[u] = uv[k]
+            res.unit_vol[u] = vol_code[row, idx[bind[i], row] + uvol[k]]
+            res.unit_shock[u] = js.shock[j, col_of[int(unit_row[u])]]
+            res.unit_lw[u] = js.loss_weight[j, col_of[int(unit_row[u])]]
+        res.description[a] = _describe(js, j, [res.unit_vol[u] for u in blk_units[lo:hi]],
+                                       unit_row[blk_units[lo:hi]], worst[i], units)
+
+
+def _describe(js, j, unit_vols, unit_rows, worst, units):
+    """The binding joint scenario in words: shell (or extreme), direction, and each
+    underlying's move with the vol state its unit took."""
     if worst <= 0.0:
         return "none"
     shell = js.shell[j]
     where = (f"joint shell {shell}/{js.buckets}" if shell >= 0 else "joint extreme") + \
         (f" {KINDS[js.kind[j]]} direction {js.direction[j]}" if js.direction[j] >= 0 else "")
     vols = {}
-    for i in range(acc_start[k], acc_start[k + 1]):
-        vols.setdefault(int(cell_row[i]), VOL_STATES[cell_vol[i]])
-    moves = ", ".join(f"{names[r]} {js.shock[j, a]:+.2%} vol {vols.get(r, 'same')}"
-                      for a, r in enumerate(rows))
+    for v, r in zip(unit_vols, unit_rows):
+        vols.setdefault(int(r), VOL_STATES[v])
+    moves = ", ".join(f"{units.underlyings[r]} {js.shock[j, a]:+.2%} vol {vols.get(r, 'same')}"
+                      for a, r in enumerate(js.rows))
     return f"{where}: {moves}"
 
 
-def _position_loss(book, pos_unit, quantity, instr_cols, rate, unit_shock, unit_vol,
+def _position_loss(pos_row, pos_unit, quantity, instr_cols, rate, unit_shock, unit_vol,
                    unit_lw):
     """Each position's own loss (settlement currency, times its unit's loss weight) at its
     unit's move and vol state in the binding joint scenario: one revaluation cell per
@@ -249,8 +477,7 @@ def _position_loss(book, pos_unit, quantity, instr_cols, rate, unit_shock, unit_
     n = len(pos_unit)
     if n == 0:
         return np.zeros(0)
-    pi_ = book.pos_instr
-    cols = [col[pi_] for col in instr_cols[:13]]
+    cols = [col[pos_row] for col in instr_cols[:13]]
     shock = unit_shock[pos_unit][:, None]
     one = np.ones((n, 1))
     pnl = K.instrument_pnl(*kernel_args(*cols, np.arange(n, dtype=np.int64)), rate,

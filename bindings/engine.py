@@ -5,6 +5,7 @@ turns it into Arrow tables.
 """
 
 from dataclasses import dataclass
+from typing import NamedTuple
 
 import numpy as np
 
@@ -62,7 +63,8 @@ class Outcome:
     acc_desc: list                 # binding scenario per account, described
     excluded_pos: np.ndarray       # bool per position
     correlation: object            # CorrelationMatrix in correlated mode, else None
-    instr_pnl: np.ndarray
+    instr_pnl: np.ndarray          # per revaluation row (pos_row) and scenario
+    pos_row: np.ndarray
 
 
 def _und_param(model, names, key):
@@ -73,37 +75,79 @@ def _per_instr(model, units, instr_type, key):
     return _und_param(model, units.type_und, key)[instr_type]
 
 
+class Revaluation(NamedTuple):
+    """What :func:`revaluation_inputs` prepares: the units, the per-underlying scenario sets,
+    the argument tuple of :func:`pmrisk.kernel.instrument_pnl` over the revaluation rows, and
+    each position's and order's row (``pos_row``, ``ord_row``)."""
+    units: object
+    itype: np.ndarray           # unit type per active instrument
+    pos_unit: np.ndarray
+    ord_unit: np.ndarray
+    res_unit: np.ndarray
+    scen: S.PaddedScenarios
+    args: tuple
+    pos_row: np.ndarray
+    ord_row: np.ndarray
+
+
 def revaluation_inputs(book, model):
-    """Units, scenario sets and the argument tuple of :func:`pmrisk.kernel.instrument_pnl`
-    for a validated book (shared by :func:`run`, the benchmarks and the oracle tests)."""
-    units, instr_type, pos_unit, ord_unit, res_unit = build_units(book, model)
+    """Units, scenario sets and the arguments of :func:`pmrisk.kernel.instrument_pnl` for a
+    validated book (shared by :func:`run`, the benchmarks and the oracle tests).
+
+    Revaluation rows are the active instruments at their market vol, followed by a copy at
+    the model's vol floor of every option whose floor binds (floor > mark_iv) and that is
+    held short or sold by an open order.  Short positions and sell orders use the floored
+    copy, everything else the market row: the floor makes a short option's scenarios worse
+    and never values a long option above its market vol, so margin can only rise with the
+    floor (SPEC §3 raises sigma to the floor; docs/methodology.md, "Vol floor").
+    """
+    units, itype, pos_unit, ord_unit, res_unit = build_units(book, model)
     scen = S.pad([scenario_set_for(model, u) for u in units.underlyings])
-    itype = instr_type
     und = units.type_und_code[itype] if len(itype) else np.zeros(0, dtype=np.int64)
     pi = lambda key: _per_instr(model, units, itype, key)  # noqa: E731
     sig_mark = np.where(book.kind == OPTION, book.mark_iv, 0.0)
+    floor = pi("vol_floor") if len(itype) else np.zeros(0)
+    binds = (book.kind == OPTION) & (floor > sig_mark)
+    short = np.zeros(len(book.kind), dtype=bool)
+    short[book.pos_instr[book.quantity < 0]] = True
+    short[book.ord_instr[book.ord_qty < 0]] = True
+    copy = np.flatnonzero(binds & short)
+    rows = np.concatenate([np.arange(len(book.kind)), copy])
+    row_of_copy = np.full(len(book.kind), -1, dtype=np.int64)
+    row_of_copy[copy] = len(book.kind) + np.arange(len(copy))
+    floor_r = np.concatenate([np.zeros(len(book.kind)), floor[copy]])
+    absolute = np.array([model.underlying(u)["vol_shock"] == "absolute"
+                         for u in units.type_und], dtype=bool)[itype]
+    pr = lambda key: pi(key)[rows]  # noqa: E731
     same, up, down = shocked_vols(
-        sig_mark, book.years * 365.0, pi("vol_floor"), pi("volatility_range_up"),
-        pi("volatility_range_down"), pi("short_term_vega_power"), pi("long_term_vega_power"),
-        pi("min_volatility_for_shock_up"),
-        np.array([model.underlying(u)["vol_shock"] == "absolute"
-                  for u in units.type_und], dtype=bool)[itype],
-        pi("vol_scan_range"))
-    t_scen = np.maximum(book.years - pi("horizon_days") / 365.0, 0.0)
+        sig_mark[rows], book.years[rows] * 365.0, floor_r, pr("volatility_range_up"),
+        pr("volatility_range_down"), pr("short_term_vega_power"), pr("long_term_vega_power"),
+        pr("min_volatility_for_shock_up"), absolute[rows], pr("vol_scan_range"))
+    t_scen = np.maximum(book.years[rows] - pr("horizon_days") / 365.0, 0.0)
     c = np.ascontiguousarray
-    args = kernel_args(book.kind, book.settlement, book.contract_size, book.mark, book.forward,
-            book.strike, book.is_call, book.years, c(t_scen), c(sig_mark), c(up), c(same),
-            c(down), c(und), float(model["rate"]), scen.n_scen, scen.price_shock,
-            scen.log1p_shock, scen.vol_code, scen.vol_factor, scen.pnl_scale)
-    return units, itype, pos_unit, ord_unit, res_unit, scen, args
+    args = kernel_args(book.kind[rows], book.settlement[rows], book.contract_size[rows],
+                       book.mark[rows], book.forward[rows], book.strike[rows],
+                       book.is_call[rows], book.years[rows], c(t_scen), c(sig_mark[rows]),
+                       c(up), c(same), c(down), c(und[rows]), float(model["rate"]),
+                       scen.n_scen, scen.price_shock, scen.log1p_shock, scen.vol_code,
+                       scen.vol_factor, scen.pnl_scale)
+
+    def row_of(instr, qty):
+        fl = row_of_copy[instr] if len(instr) else instr
+        return np.where((qty < 0) & (fl >= 0), fl, instr).astype(np.int64)
+
+    return Revaluation(units, itype, pos_unit, ord_unit, res_unit, scen, args,
+                       row_of(book.pos_instr, book.quantity), row_of(book.ord_instr, book.ord_qty))
 
 
 def run(book, model):
-    units, itype, pos_unit, ord_unit, res_unit, scen, pnl_args = revaluation_inputs(book, model)
+    rv = revaluation_inputs(book, model)
+    units, itype, pos_unit, ord_unit, res_unit, scen, pnl_args = rv[:7]
+    pos_row = rv.pos_row
     n_units = len(units)
     n_acc = len(book.accounts)
     rate = float(model["rate"])
-    sig_mark = pnl_args[9]
+    sig_mark = np.where(book.kind == OPTION, book.mark_iv, 0.0)
     instr_pnl = K.instrument_pnl(*pnl_args)
     sc = kernel_args(scen.n_scen, scen.loss_weight, scen.gain_weight, scen.gain_cap_usd,
                      scen.dampener_usd, scen.vol_code)
@@ -116,10 +160,9 @@ def run(book, model):
     # -- unit risk vectors, weighting, worst case ---------------------------------------------
     unit_und = units.type_und_code[units.utype]
     unit_px = units.type_settle_px[units.utype]
-    vectors = K.unit_risk_vectors(*kernel_args(pos_unit, book.pos_instr, q_port,
-                                               instr_pnl), n_units)
+    vectors = K.unit_risk_vectors(*kernel_args(pos_unit, pos_row, q_port, instr_pnl), n_units)
     weighted, worst, binding = K.weighted_worst(*kernel_args(vectors, unit_und, unit_px), *sc)
-    order_im = K.order_margin(*kernel_args(ord_unit, book.ord_instr, book.ord_qty, vectors,
+    order_im = K.order_margin(*kernel_args(ord_unit, rv.ord_row, book.ord_qty, vectors,
                                            instr_pnl, unit_und, unit_px, worst), *sc)
 
     g = K.instrument_greeks(*kernel_args(book.kind, book.settlement, book.contract_size,
@@ -153,19 +196,19 @@ def run(book, model):
     orders = np.bincount(ord_unit, weights=order_im, minlength=n_units)
     orders = orders + np.bincount(res_unit, weights=book.res_oo, minlength=n_units)
     mmp = np.bincount(res_unit, weights=book.res_mmp, minlength=n_units)
-    excl_pos = standalone_margin(book, model, units, pos_unit, excl, pnl_args, unit_px,
+    excl_pos = standalone_margin(book, model, units, pos_unit, pos_row, excl, pnl_args, unit_px,
                                  short_all * som_rate * conv_u[pos_unit] if len(q) else q)
     excluded = np.bincount(pos_unit, weights=excl_pos, minlength=n_units).astype(np.float64)
 
     # -- scenario margin: per unit (sum) or joint across the account's units (correlated) ----
     b = binding[pos_unit]
-    cell = q_port * instr_pnl[book.pos_instr, b] if len(q) else q
+    cell = q_port * instr_pnl[pos_row, b] if len(q) else q
     own_loss = np.where(worst[pos_unit] > 0.0,
                         -scen.loss_weight[unit_und[pos_unit], b] * cell, 0.0)
     correlation = None
     if model["cross_unit"] == "correlated":
         scen_margin, own_loss, acc_desc, correlation = _correlated(
-            book, model, units, pos_unit, q_port, pnl_args, unit_px, weighted, scen,
+            book, model, units, pos_unit, pos_row, q_port, pnl_args, unit_px, weighted, scen,
             instr_pnl)
     else:
         scen_margin = worst
@@ -205,18 +248,18 @@ def run(book, model):
                    upnl=upnl, greeks=greeks, mm_contrib=mm_contrib, im_contrib=im_contrib,
                    equity=equity, actual_equity=actual_equity, loan_mm=loan_mm, acc_mm=acc_mm,
                    acc_im=acc_im, acc_scen=acc_scen, acc_desc=acc_desc, excluded_pos=excl,
-                   correlation=correlation, instr_pnl=instr_pnl)
+                   correlation=correlation, instr_pnl=instr_pnl, pos_row=pos_row)
 
 
-def _correlated(book, model, units, pos_unit, q_port, pnl_args, unit_px, weighted, scen,
-                instr_pnl):
+def _correlated(book, model, units, pos_unit, pos_row, q_port, pnl_args, unit_px, weighted,
+                scen, instr_pnl):
     """Scenario margin per unit in correlated mode (SPEC §5): each account's worst of the joint
     scenarios and, per unit, of the cells that stay per unit (Deribit's extended table always;
     the extremes with ``tail_mode = "per_unit"``).  Returns ``(unit share of the account's
     scenario margin, each position's own loss there, account descriptions, correlation)``."""
     n_acc = len(book.accounts)
     n_units = len(units)
-    jr = run_joint(book, model, units, pos_unit, q_port, pnl_args, unit_px)
+    jr = run_joint(book, model, units, pos_unit, pos_row, q_port, pnl_args, unit_px)
     unit_und = units.type_und_code[units.utype]
     per_unit = scen.table == S.TABLE_EXTENDED
     if model["tail_mode"] == "per_unit":
@@ -249,7 +292,7 @@ def _correlated(book, model, units, pos_unit, q_port, pnl_args, unit_px, weighte
         c = tail_cell[u]
         k = unit_und[u]
         on = pos_unit == u
-        own[on] = -scen.loss_weight[k, c] * q_port[on] * instr_pnl[book.pos_instr[on], c]
+        own[on] = -scen.loss_weight[k, c] * q_port[on] * instr_pnl[pos_row[on], c]
         desc[a] = (f"{units.type_names[units.utype[u]]} {S.TABLES[scen.table[k, c]]} "
                    f"{scen.price_shock[k, c]:+.2%} vol {S.VOL_STATES[scen.vol_code[k, c]]}")
     return share, own, desc, jr.correlation

@@ -30,10 +30,11 @@ def excluded_positions(book, model):
     return instr[book.pos_instr]
 
 
-def standalone_margin(book, model, units, pos_unit, mask, pnl_args, unit_px, som_per_pos):
+def standalone_margin(book, model, units, pos_unit, pos_row, mask, pnl_args, unit_px,
+                      som_per_pos):
     """SPAN standalone margin (settlement currency) of each position in ``mask`` (0 elsewhere):
     the worst weighted loss over its underlying's 16 SPAN scenarios plus its short option
-    minimum ``som_per_pos``."""
+    minimum ``som_per_pos``.  ``pos_row`` is each position's revaluation row."""
     out = np.zeros(len(mask))
     sel = np.flatnonzero(mask)
     if not len(sel):
@@ -46,8 +47,7 @@ def standalone_margin(book, model, units, pos_unit, mask, pnl_args, unit_px, som
     ipnl = K.instrument_pnl(*pnl_args[:15], *kernel_args(
         scen.n_scen, scen.price_shock, scen.log1p_shock, scen.vol_code, scen.vol_factor,
         scen.pnl_scale))
-    pi_ = book.pos_instr[sel]
-    vectors = book.quantity[sel, None] * ipnl[pi_]
+    vectors = book.quantity[sel, None] * ipnl[pos_row[sel]]
     und_row = units.type_und_code[units.utype[pos_unit[sel]]]
     _, worst, _ = K.weighted_worst(*kernel_args(
         vectors, und_row, unit_px[pos_unit[sel]], scen.n_scen, scen.loss_weight,

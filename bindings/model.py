@@ -19,6 +19,7 @@ _CHOICES = {
     "cross_unit": ("sum", "correlated"),
     "scenario_set": ("grid", "span16"),
     "tail_mode": ("joint", "per_unit"),
+    "joint_revaluation": ("grid", "exact"),
     "expired_positions": ("error", "ignore"),
 }
 _BOOLS = ("extended_table", "extreme_scenarios")
@@ -240,6 +241,8 @@ def _validate_top(key, value):
         _number(key, value, -1.0, 1.0)
     elif key == "n_directions":
         _number(key, value, 0, 1_000_000, integer=True)
+    elif key == "joint_grid_nodes":
+        _number(key, value, 2, 100_000, integer=True)
     elif key == "linear_settlement_currency":
         if not isinstance(value, str) or not value:
             raise _err(key, f"a currency name, got {value!r}")

@@ -41,6 +41,8 @@ TOP_DEFAULTS = {
     "extreme_scenarios": False,      # append +/- extreme_multiple*price_range (cover fraction)
     "n_directions": 512,
     "tail_mode": "joint",
+    "joint_revaluation": "grid",     # or "exact" (same result, slower; SPEC §5)
+    "joint_grid_nodes": 32,          # grid steps per side of the price range ("grid")
     "risk_multiplier": 1.0,
     "mm_factor": 1.0,
     "im_factor": 1.0,

@@ -225,5 +225,5 @@ def _position_risk_vectors(out, unit_names):
         "symbol": book.symbols.take(pa.array(book.pos_instr[rows_p], pa.int64())),
     }
     pcols.update(_scenario_cols(scen, unit_und[pu[rows_p]], cells_p))
-    pcols["pnl"] = book.quantity[rows_p] * out.instr_pnl[book.pos_instr[rows_p], cells_p]
+    pcols["pnl"] = book.quantity[rows_p] * out.instr_pnl[out.pos_row[rows_p], cells_p]
     return pa.table(pcols)

@@ -188,7 +188,7 @@ def margin_from_risk_arrays(positions, risk_arrays, model=None, index=None,
                   acc_im=np.bincount(units.account, weights=im * unit_px, minlength=n_acc),
                   acc_scen=np.bincount(units.account, weights=worst * unit_px, minlength=n_acc),
                   acc_desc=None, excluded_pos=np.zeros(n_pos, dtype=bool), correlation=None,
-                  instr_pnl=matrix)
+                  instr_pnl=matrix, pos_row=pos_row)
     result = build(out, model, risk_vectors)
     result.accounts = _nulls(result.accounts, _NO_EQUITY)
     result.units = _nulls(result.units, [c for c in result.units.column_names

@@ -268,8 +268,8 @@ def joint_scenario_margin(book, model):
     from pmrisk.engine import revaluation_inputs
     from pmrisk.excluded import excluded_positions
 
-    units, _, pos_unit, _, _, _, args = revaluation_inputs(book, model)
-    instr = args[:15]
+    rv = revaluation_inputs(book, model)
+    units, pos_unit, instr = rv.units, rv.pos_unit, rv.args[:15]
     q = np.where(excluded_positions(book, model), 0.0, book.quantity)
     unit_row = units.type_und_code[units.utype]
     unit_px = units.type_settle_px[units.utype]
@@ -295,7 +295,7 @@ def joint_scenario_margin(book, model):
             total = 0.0
             for u in us:
                 on = pos_unit == u
-                vec = (q[on][:, None] * pnl[book.pos_instr[on]]).sum(axis=0)
+                vec = (q[on][:, None] * pnl[rv.pos_row[on]]).sum(axis=0)
                 k = rows.index(int(unit_row[u]))
                 cap = params[unit_row[u]]["max_offsetable_pnl"] / unit_px[u]
                 cells = weigh(vec, js.loss_weight[j, k], js.gain_weight[j, k], cap, 0.0)
