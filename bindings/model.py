@@ -2,6 +2,7 @@
 (SPEC §10).  Immutable: ``with_overrides`` returns a new model."""
 
 import copy
+import difflib
 import math
 import os
 import tomllib
@@ -31,10 +32,22 @@ def _err(key, expected, hint=None):
     return MarginError("model", key, expected, hint=hint)
 
 
+def _pair_key(key):
+    parts = [x.strip() for x in str(key).split(",")]
+    return frozenset(parts) if len(parts) == 2 else None
+
+
 def _merge(base, over):
     out = copy.deepcopy(base)
     for k, v in over.items():
-        if isinstance(v, dict) and isinstance(out.get(k), dict) and k != "collateral":
+        if k == "correlations" and isinstance(v, dict) and isinstance(out.get(k), dict):
+            # a pair given in the other order (or spelled with spaces) replaces the base's
+            merged = {key: val for key, val in out[k].items()
+                      if _pair_key(key) is None
+                      or all(_pair_key(key) != _pair_key(nk) for nk in v)}
+            merged.update(copy.deepcopy(v))
+            out[k] = merged
+        elif isinstance(v, dict) and isinstance(out.get(k), dict) and k != "collateral":
             out[k] = _merge(out[k], v)
         elif isinstance(v, dict) and k == "collateral":
             # an asset's collateral spec is replaced whole: a flat rate can replace tiers
@@ -164,12 +177,22 @@ class Model:
 
 
 def _validate(p):
+    for key in _SECTIONS:
+        if not isinstance(p.get(key), dict):
+            raise _err(key, f"a table (dict) of parameters, got {p.get(key)!r}")
     for key, value in p.items():
         if key in _SECTIONS or key == "scenarios":
             continue
         if key in P.TOP_DEFAULTS:
             _validate_top(key, value)
         elif isinstance(value, dict):
+            near = difflib.get_close_matches(key, list(P.TOP_DEFAULTS), n=1, cutoff=0.75)
+            if key.lower() in ("default", "defaults", "underlying", "underlyings"):
+                near = ["default_underlying"]
+            if near:
+                raise _err(key, "a known parameter or an underlying section",
+                           hint=f"Did you mean {near[0]!r}? An underlying section is named "
+                           "like the instruments' underlying (BTC)")
             for k, v in value.items():
                 _validate_underlying_key(f"{key}.{k}", k, v)
         else:
@@ -177,6 +200,28 @@ def _validate(p):
                        " or an underlying section such as [BTC]")
     for k, v in p.get("default_underlying", {}).items():
         _validate_underlying_key(f"default_underlying.{k}", k, v)
+    for name in ["default_underlying"] + [k for k, v in p.items()
+                                          if isinstance(v, dict) and k not in _SECTIONS]:
+        u = dict(P.UNDERLYING_DEFAULTS)
+        u.update(p["default_underlying"])
+        if name != "default_underlying":
+            u.update(p[name])
+        move = u["extreme_multiple"] * u["price_range"]
+        excluding = any(p["exclude"].get(k) for k in ("symbols", "kinds", "underlyings"))
+        if (p["extreme_scenarios"] or p["scenario_set"] == "span16" or excluding) \
+                and move >= 1.0:
+            raise _err(f"{name}.extreme_multiple", "extreme_multiple x price_range < 1 (an "
+                       f"extreme move of -{move:.0%} takes the price to or below zero), got "
+                       f"{u['extreme_multiple']!r} x {u['price_range']!r}")
+    if p["cross_unit"] == "correlated" and (p.get("scenarios") is not None
+                                            or p["scenario_set"] != "grid"):
+        raise _err("cross_unit", "\"sum\" with a custom scenario table or scenario_set "
+                   "\"span16\": the correlated joint stress builds its own joint scenarios "
+                   "from each underlying's price_range and buckets_count",
+                   hint="Set cross_unit = \"sum\" to margin units on your scenario set")
+    if p["im_factor"] < p["mm_factor"]:
+        raise _err("im_factor", f"im_factor >= mm_factor (IM below MM), got {p['im_factor']} "
+                   f"< {p['mm_factor']}")
     th = p["thresholds"]
     for k in th:
         if k not in ("warning", "margin_call", "liquidation"):
@@ -235,8 +280,10 @@ def _validate_top(key, value):
             raise _err(key, f"true or false, got {value!r}")
     elif key == "risk_multiplier":
         _number(key, value, 0.8, 1.5)
-    elif key in ("mm_factor", "im_factor", "loan_mmr", "liquidation_target"):
-        _number(key, value, 0.0)
+    elif key in ("mm_factor", "im_factor", "liquidation_target"):
+        _number(key, value, 0.0, 1e6)
+    elif key == "loan_mmr":
+        _number(key, value, 0.0, 1.0)
     elif key == "rate":
         _number(key, value, -1.0, 1.0)
     elif key == "n_directions":
@@ -265,6 +312,8 @@ def _validate_underlying_key(where, k, v):
         _number(where, v, 1, 1000, integer=True)
     elif k in ("max_offsetable_pnl",):
         _number(where, v, 0.0)
+    elif k in ("pnl_offset", "cover_fraction"):
+        _number(where, v, 0.0, 1.0)
     else:
         _number(where, v, 0.0, math.inf)
         if math.isinf(v):

@@ -105,10 +105,13 @@ STANDARD = {
 
 PRESETS = {
     "standard": STANDARD,
-    # Binance Portfolio Margin Pro's uniMMR bands as SPEC §7 lists them (1.50/1.20/1.05/1.00)
-    # on the standard risk model; PM Pro does not use IM (IM = MM).
+    # Binance Portfolio Margin Pro's uniMMR band edges (SPEC §7: 1.50/1.20/1.05/1.00) on the
+    # standard risk model, in order of severity: >= 150 % normal, 120-150 % warning_1
+    # (Binance: reminder), 105-120 % warning_2 (Binance: new orders reduce-only), 100-105 %
+    # margin_call (Binance: liquidation starts, with notice), < 100 % liquidation (Binance:
+    # liquidation and a possible claim for the loss).  PM Pro has no IM of its own: im_factor 1.
     "binance_pm_pro": dict(STANDARD, im_factor=1.0, thresholds={
-        "warning": [1.50, 1.20, 1.05], "margin_call": 1.00, "liquidation": 0.75}),
+        "warning": [1.50, 1.20], "margin_call": 1.05, "liquidation": 1.00}),
     "deribit_pme": {
         "cross_unit": "sum",
         "scenario_set": "grid",

@@ -591,6 +591,33 @@ MODEL_CASES = [
     ("exclude-not-a-list", {"preset": "standard", "exclude": {"symbols": "BTC-PERPETUAL"}},
      "exclude.symbols", ["BTC-PERPETUAL"]),
     ("tail-mode-typo", {"preset": "standard", "tail_mode": "tails"}, "tail_mode", ["tails"]),
+    ("section-not-a-table-exclude", {"preset": "standard", "exclude": ["option"]}, "exclude",
+     ["option"]),
+    ("section-not-a-table-correlations", {"preset": "standard", "correlations": 0.5},
+     "correlations", ["0.5"]),
+    ("section-not-a-table-default", {"preset": "standard", "default_underlying": 0.2},
+     "default_underlying", ["0.2"]),
+    ("section-typo", {"preset": "standard", "defualt_underlying": {"price_range": 0.5}},
+     "defualt_underlying", ["default_underlying"]),
+    ("section-default", {"preset": "standard", "default": {"price_range": 0.5}}, "default",
+     ["default_underlying"]),
+    ("extreme-below-zero", {"preset": "standard",
+                            "default_underlying": {"extreme_multiple": 4.0}},
+     "default_underlying.extreme_multiple", ["< 1"]),
+    ("extreme-below-zero-btc", {"preset": "standard", "BTC": {"extreme_multiple": 7.0}},
+     "BTC.extreme_multiple", ["-105%"]),
+    ("correlated-custom-scenarios", {"preset": "standard", "scenario_set": "span16"},
+     "cross_unit", ["span16"]),
+    ("im-below-mm", {"preset": "standard", "im_factor": 0.5}, "im_factor", ["0.5"]),
+    ("loan-mmr-inf", {"preset": "standard", "loan_mmr": math.inf}, "loan_mmr", ["inf"]),
+    ("pnl-offset-above-one", {"preset": "standard", "BTC": {"pnl_offset": 5.0}},
+     "BTC.pnl_offset", ["5.0"]),
+    ("cover-fraction-above-one", {"preset": "standard", "BTC": {"cover_fraction": 3.0}},
+     "BTC.cover_fraction", ["3.0"]),
+    ("grid-nodes-too-few", {"preset": "standard", "joint_grid_nodes": 1}, "joint_grid_nodes",
+     ["1"]),
+    ("joint-revaluation-typo", {"preset": "standard", "joint_revaluation": "fast"},
+     "joint_revaluation", ["fast"]),
     ("cross-unit-typo", {"preset": "deribit_pme", "cross_unit": "summ"}, "cross_unit",
      ["summ"]),
     ("expired-positions-typo", {"preset": "deribit_pme", "expired_positions": "drop"},
@@ -608,6 +635,12 @@ MODEL_CASES = [
 def test_bad_model(model, column, texts):
     err = get_error(lambda: run_margin(base_book(), model=model))
     check(err, "model", column, *texts)
+
+
+def test_a_pair_overrides_the_preset_in_either_order():
+    for key in ("ETH,BTC", "ETH, BTC", "BTC,ETH"):
+        m = pmrisk.Model.preset("standard").with_overrides({"correlations": {key: 0.5}})
+        assert pmrisk.correlation_matrix(["BTC", "ETH"], m).matrix[0, 1] == 0.5
 
 
 def test_bad_model_object_overrides():

@@ -9,11 +9,14 @@ import pmrisk
 from pmrisk.results import status_of
 
 DEFAULT = {"warning": [1.10, 1.05, 1.01], "margin_call": 1.00, "liquidation": 0.75}
-NAMES = ["normal", "warning_1", "warning_2", "warning_3", "margin_call", "liquidation"]
-
-
 def levels(th):
     return list(th["warning"]) + [th["margin_call"], th["liquidation"]]
+
+
+def names(th):
+    """Status names from the best band down: normal, warning_1..k, margin_call, liquidation."""
+    return (["normal"] + [f"warning_{k + 1}" for k in range(len(th["warning"]))]
+            + ["margin_call", "liquidation"])
 
 
 @pytest.mark.parametrize("preset", ["standard", "binance_pm_pro", "deribit_pme", "span"])
@@ -22,8 +25,8 @@ def test_status_exactly_at_each_threshold(preset):
     lv = levels(th)
     at = np.array(lv)
     below = np.nextafter(at, -np.inf)
-    assert status_of(at, th) == NAMES[:len(lv)]          # >= a level keeps the band above
-    assert status_of(below, th) == NAMES[1:len(lv) + 1]  # just below drops into the next
+    assert status_of(at, th) == names(th)[:len(lv)]          # >= a level keeps the band above
+    assert status_of(below, th) == names(th)[1:len(lv) + 1]  # just below drops into the next
     assert status_of(np.array([np.inf, 1e9, 0.0, -1.0, -np.inf]), th) == [
         "normal", "normal", "liquidation", "liquidation", "liquidation"]
 
@@ -31,8 +34,10 @@ def test_status_exactly_at_each_threshold(preset):
 def test_preset_thresholds():
     assert levels(pmrisk.Model.preset("standard")["thresholds"]) == [1.10, 1.05, 1.01, 1.00,
                                                                     0.75]
-    assert levels(pmrisk.Model.preset("binance_pm_pro")["thresholds"])[:4] == [1.50, 1.20,
-                                                                              1.05, 1.00]
+    # Binance PM Pro's band edges: reminder below 150 %, reduce-only below 120 %,
+    # liquidation starts below 105 %, loss claim below 100 %
+    assert levels(pmrisk.Model.preset("binance_pm_pro")["thresholds"]) == [1.50, 1.20, 1.05,
+                                                                          1.00]
 
 
 def book(balance_usdt, qty=10.0):
@@ -53,7 +58,7 @@ def test_engineered_books_land_in_every_band(preset):
     model = pmrisk.Model.preset(preset)
     mm = pmrisk.margin(**book(1.0), model=model).accounts["maintenance_margin"][0].as_py()
     lv = [np.inf] + levels(model["thresholds"]) + [0.0]
-    for k, name in enumerate(NAMES):
+    for k, name in enumerate(names(model["thresholds"])):
         hi, lo = lv[k], lv[k + 1]
         target = lo * 1.02 if np.isinf(hi) else 0.5 * (hi + lo)
         acc = pmrisk.margin(**book(target * mm), model=model).accounts
