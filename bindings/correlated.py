@@ -213,29 +213,33 @@ def interpolation_error(vectors, unit_row, grid):
 
 @dataclass
 class JointResult:
-    """Per account (``worst_usd``, ``binding``, ``description``, ``n_scenarios``,
-    ``n_exact``: joint scenarios revalued exactly), per unit (``value``: weighted P&L in the
-    binding scenario, settlement currency) and per position (``loss``: its own loss there,
-    settlement currency, times the unit's loss weight)."""
+    """Per account: ``worst_usd``, ``description`` of the binding joint scenario,
+    ``n_scenarios`` (joint scenarios, the account's delta directions included) and ``n_exact``
+    (how many were revalued exactly).  Per unit, in the binding scenario: ``unit_value``
+    (weighted P&L, settlement currency), ``unit_shock`` and ``unit_vol`` (its move and vol
+    state).  Per position: ``pos_loss``, its own loss there (settlement currency, times the
+    unit's loss weight).  ``correlation``: one CorrelationMatrix per set of underlyings."""
     worst_usd: np.ndarray
-    binding: np.ndarray
     description: list
     n_scenarios: np.ndarray
     n_exact: np.ndarray
     unit_value: np.ndarray
+    unit_shock: np.ndarray
+    unit_vol: np.ndarray
     pos_loss: np.ndarray
-    correlation: object
+    correlation: list
 
 
-def run_joint(book, model, units, pos_unit, pos_row, quantity, pnl_args, unit_px):
+def run_joint(book, model, units, pos_unit, pos_row, quantity, pnl_args, unit_px,
+              unit_delta_usd):
     """Joint stress of every account (see the module docstring).  ``pos_row`` is each
     position's revaluation row in ``pnl_args``; ``quantity`` the positions' quantity with
-    excluded positions zeroed."""
+    excluded positions zeroed; ``unit_delta_usd`` each unit's USD delta (the account's own
+    delta directions come from it)."""
     n_acc = len(book.accounts)
     n_units = len(units)
     n_rows = len(units.underlyings)
     unit_row = units.type_und_code[units.utype]
-    corr = correlation_matrix(units.underlyings, model)
     params = [model.underlying(u) for u in units.underlyings]
     cap = np.array([p["max_offsetable_pnl"] for p in params])
     grid_mode = model["joint_revaluation"] == "grid"
@@ -244,25 +248,27 @@ def run_joint(book, model, units, pos_unit, pos_row, quantity, pnl_args, unit_px
     instr_cols = tuple(pnl_args[:14])
     rate = pnl_args[14]
 
-    # accounts grouped by the underlying rows they hold
-    acc_rows = {}
-    for u in range(n_units):
-        acc_rows.setdefault(int(units.account[u]), set()).add(int(unit_row[u]))
-    groups = {}
-    for a, rows in acc_rows.items():
-        groups.setdefault(tuple(sorted(rows)), []).append(a)
-    unit_lo = np.searchsorted(units.account, np.arange(n_acc), side="left")
-    unit_hi = np.searchsorted(units.account, np.arange(n_acc), side="right")
+    # positions with risk, by unit; a unit without any is left out of the joint stress (it
+    # must not change the account's set of underlyings, hence its directions)
     held = quantity != 0.0
     pos_order = np.argsort(pos_unit, kind="stable")
     pos_order = pos_order[held[pos_order]]
     unit_pos_lo = np.searchsorted(pos_unit[pos_order], np.arange(n_units), side="left")
     unit_pos_hi = np.searchsorted(pos_unit[pos_order], np.arange(n_units), side="right")
+    active = unit_pos_hi > unit_pos_lo
+    acc_units = {}
+    for u in np.flatnonzero(active):
+        acc_units.setdefault(int(units.account[u]), []).append(int(u))
+    groups = {}
+    for a, us in acc_units.items():
+        groups.setdefault(tuple(sorted({int(unit_row[u]) for u in us})), []).append(a)
+    correlations = []
 
-    for rows, accs in groups.items():
-        js = joint_scenarios(rows, corr.matrix[np.ix_(rows, rows)], params, model)
+    for rows, accs in sorted(groups.items()):
+        corr = correlation_matrix([units.underlyings[r] for r in rows], model)
+        correlations.append(corr)
+        js = joint_scenarios(rows, corr.matrix, params, model)
         accs = np.array(sorted(accs), dtype=np.int64)
-        res.n_joint[accs] = js.size
         if grid_mode:
             interp = interpolation_cells(js, grid, n_rows)
             lw, gw = _row_weights(js, n_rows)
@@ -271,24 +277,101 @@ def run_joint(book, model, units, pos_unit, pos_row, quantity, pnl_args, unit_px
             per_chunk = max(1, BLOCK_CELLS // (3 * js.size * len(rows)))
         for c0 in range(0, len(accs), per_chunk):
             chunk = accs[c0:c0 + per_chunk]
-            uids = np.concatenate([np.arange(unit_lo[a], unit_hi[a]) for a in chunk])
-            sel = np.concatenate([pos_order[unit_pos_lo[u]:unit_pos_hi[u]] for u in uids]) \
-                if len(uids) else np.zeros(0, dtype=np.int64)
-            acc_start = np.concatenate([[0], np.cumsum(unit_hi[chunk] - unit_lo[chunk])]) \
-                .astype(np.int64)
+            uids = np.concatenate([acc_units[a] for a in chunk]).astype(np.int64)
+            sel = np.concatenate([pos_order[unit_pos_lo[u]:unit_pos_hi[u]] for u in uids])
+            acc_start = np.concatenate(
+                [[0], np.cumsum([len(acc_units[a]) for a in chunk])]).astype(np.int64)
             if grid_mode:
                 cands = _grid_candidates(pos_row, quantity, pos_unit, sel, uids, acc_start,
                                          instr_cols, rate, grid, unit_row, unit_px, interp,
                                          lw, gw, cap)
             else:
                 cands = [np.arange(js.size)] * len(chunk)
-            _exact(pos_row, quantity, pos_unit, sel, uids, chunk, acc_start, cands, js,
+            extra = [_delta_scenarios(js, corr.matrix, params, model,
+                                      unit_delta_usd[uids[acc_start[i]:acc_start[i + 1]]],
+                                      unit_row[uids[acc_start[i]:acc_start[i + 1]]])
+                     for i in range(len(chunk))]
+            sets = [_candidate_set(js, c, e) for c, e in zip(cands, extra)]
+            res.n_joint[chunk] = js.size + np.array([len(e.shell) for e in extra])
+            _exact(pos_row, quantity, pos_unit, sel, uids, chunk, acc_start, sets, js,
                    instr_cols, rate, unit_row, unit_px, cap, res, units)
     pos_loss = _position_loss(pos_row, pos_unit, quantity, instr_cols, rate, res.unit_shock,
                               res.unit_vol, res.unit_lw)
-    return JointResult(worst_usd=res.worst, binding=res.binding, description=res.description,
+    return JointResult(worst_usd=res.worst, description=res.description,
                        n_scenarios=res.n_joint, n_exact=res.n_exact, unit_value=res.unit_value,
-                       pos_loss=pos_loss, correlation=corr)
+                       unit_shock=res.unit_shock, unit_vol=res.unit_vol, pos_loss=pos_loss,
+                       correlation=correlations)
+
+
+@dataclass
+class _Scenarios:
+    """Joint scenarios of one account as plain rows (the shared candidates and the account's
+    own delta directions): ``shock``, ``loss_weight``, ``gain_weight`` (m x d), ``n_vol``,
+    ``shell``, ``kind`` (a name) and ``direction`` (m)."""
+    shock: np.ndarray
+    loss_weight: np.ndarray
+    gain_weight: np.ndarray
+    n_vol: np.ndarray
+    shell: np.ndarray
+    kind: list
+    direction: np.ndarray
+
+
+def _delta_scenarios(js, rho, params, model, delta_usd, rows_of_units):
+    """The account's own directions: +-z* with z* = rho g / sqrt(g' rho g), g the account's USD
+    delta per underlying times its price range.  For a linear book z* is the point of the
+    ellipsoid with the largest loss, so the joint worst is exact whatever the number of
+    quasi-random directions; for options it is the first-order guess.  Shells and tails as for
+    every direction."""
+    d = len(js.rows)
+    col = {r: a for a, r in enumerate(js.rows)}
+    pr = np.array([params[r]["price_range"] for r in js.rows])
+    g = np.zeros(d)
+    for dl, r in zip(delta_usd, rows_of_units):
+        g[col[int(r)]] += dl
+    g = g * pr
+    q = float(g @ rho @ g)
+    if not q > 0.0 or d < 2:
+        return _Scenarios(np.zeros((0, d)), np.zeros((0, d)), np.zeros((0, d)),
+                          np.zeros(0, dtype=np.int64), np.zeros(0, dtype=np.int64), [],
+                          np.zeros(0, dtype=np.int64))
+    z1 = np.clip(rho @ g / np.sqrt(q), -1.0, 1.0)
+    z = np.vstack([-z1, z1])                       # -z*: the loss of a linear book
+    gw = np.array([params[r]["pnl_offset"] for r in js.rows])
+    shock, lw, gws, nv, shell, direction = [], [], [], [], [], []
+    for k in range(1, js.buckets + 1):
+        for i in range(2):
+            shock.append(k / js.buckets * pr * z[i])
+            lw.append(np.ones(d))
+            gws.append(gw)
+            nv.append(3)
+            shell.append(k)
+            direction.append(i)
+    if joint_tails(model):
+        mult = np.array([params[r]["extreme_multiple"] for r in js.rows])
+        cover = np.array([params[r]["cover_fraction"] for r in js.rows])
+        for i in range(2):
+            shock.append(mult * pr * z[i])
+            lw.append(cover)
+            gws.append(cover)
+            nv.append(1)
+            shell.append(-1)
+            direction.append(i)
+    return _Scenarios(np.array(shock), np.array(lw), np.array(gws),
+                      np.array(nv, dtype=np.int64), np.array(shell, dtype=np.int64),
+                      ["delta"] * len(shell), np.array(direction, dtype=np.int64))
+
+
+def _candidate_set(js, cand, extra):
+    c = np.asarray(cand, dtype=np.int64)
+    return _Scenarios(
+        shock=np.vstack([js.shock[c], extra.shock]),
+        loss_weight=np.vstack([js.loss_weight[c], extra.loss_weight]),
+        gain_weight=np.vstack([js.gain_weight[c], extra.gain_weight]),
+        n_vol=np.concatenate([js.n_vol[c], extra.n_vol]),
+        shell=np.concatenate([js.shell[c], extra.shell]),
+        kind=[KINDS[k] if k >= 0 else "none" for k in js.kind[c]] + extra.kind,
+        direction=np.concatenate([js.direction[c], extra.direction]))
 
 
 class _Acc:
@@ -296,7 +379,6 @@ class _Acc:
 
     def __init__(self, n_acc, n_units):
         self.worst = np.zeros(n_acc)
-        self.binding = np.full(n_acc, -1, dtype=np.int64)
         self.n_joint = np.zeros(n_acc, dtype=np.int64)
         self.n_exact = np.zeros(n_acc, dtype=np.int64)
         self.description = ["none"] * n_acc
@@ -365,37 +447,33 @@ def _grid_candidates(pos_row, quantity, pos_unit, sel, uids, acc_start, instr_co
             for a, c in enumerate(count)]
 
 
-def _exact(pos_row, quantity, pos_unit, sel, uids, chunk, acc_start, cands, js, instr_cols,
+def _exact(pos_row, quantity, pos_unit, sel, uids, chunk, acc_start, sets, js, instr_cols,
            rate, unit_row, unit_px, cap, res, units):
     """Revalue each account's candidate joint scenarios exactly and keep the worst.
 
-    Every (account, underlying) pair of the chunk gets a scenario row of its own whose cells
-    are its account's candidates (3 vol cells each), so accounts with different candidates
-    share one call; accounts are processed in sub-chunks that keep the cells under
-    ``BLOCK_CELLS``."""
-    col_of = {r: a for a, r in enumerate(js.rows)}
-    n_u_acc = np.diff(acc_start)
-    k_acc = np.array([max(len(c), 1) for c in cands])
+    Every (account, underlying) pair gets a scenario row of its own whose cells are its
+    account's candidates (3 vol cells each), so accounts with different candidates share one
+    call; accounts are processed in sub-chunks that keep the cells under ``BLOCK_CELLS``."""
+    d = len(js.rows)
+    k_acc = np.array([max(len(s.n_vol), 1) for s in sets])
     start = 0
     while start < len(chunk):
         stop = start + 1
-        cells = len(js.rows) * 3 * k_acc[start]
-        while stop < len(chunk) and cells + len(js.rows) * 3 * k_acc[stop] <= BLOCK_CELLS:
-            cells += len(js.rows) * 3 * k_acc[stop]
+        cells = d * 3 * k_acc[start]
+        while stop < len(chunk) and cells + d * 3 * k_acc[stop] <= BLOCK_CELLS:
+            cells += d * 3 * k_acc[stop]
             stop += 1
-        _exact_block(pos_row, quantity, pos_unit, sel, uids, chunk, acc_start, cands, js,
-                     instr_cols, rate, unit_row, unit_px, cap, res, units, col_of, n_u_acc,
-                     start, stop)
+        _exact_block(pos_row, quantity, pos_unit, sel, uids, chunk, acc_start, sets, js,
+                     instr_cols, rate, unit_row, unit_px, cap, res, units, start, stop)
         start = stop
 
 
-def _exact_block(pos_row, quantity, pos_unit, sel, uids, chunk, acc_start, cands, js,
-                 instr_cols, rate, unit_row, unit_px, cap, res, units, col_of, n_u_acc,
-                 start, stop):
+def _exact_block(pos_row, quantity, pos_unit, sel, uids, chunk, acc_start, sets, js,
+                 instr_cols, rate, unit_row, unit_px, cap, res, units, start, stop):
     d = len(js.rows)
+    col_of = {r: a for a, r in enumerate(js.rows)}
     accs = chunk[start:stop]
-    kmax = max(len(c) for c in cands[start:stop])
-    # scenario rows: one per (account, group column)
+    kmax = max(max(len(s.n_vol), 1) for s in sets[start:stop])
     n_rows2 = len(accs) * d
     shock = np.zeros((n_rows2, 3 * kmax))
     vol_code = np.tile(np.tile(_VOLS, kmax), (n_rows2, 1))
@@ -404,23 +482,23 @@ def _exact_block(pos_row, quantity, pos_unit, sel, uids, chunk, acc_start, cands
     lw = np.zeros((kmax, n_rows2))
     gw = np.zeros((kmax, n_rows2))
     cap2 = np.zeros(n_rows2)
-    padded = []
-    for i, c in enumerate(cands[start:stop]):
-        c = np.concatenate([c, np.full(kmax - len(c), c[-1] if len(c) else 0)])
-        padded.append(c)
+    for i, sc in enumerate(sets[start:stop]):
+        m = len(sc.n_vol)
+        pad = np.concatenate([np.arange(m), np.full(kmax - m, max(m - 1, 0))]) \
+            .astype(np.int64)
+        tail = sc.n_vol[pad] == 1 if m else np.zeros(kmax, dtype=bool)
         for a, r in enumerate(js.rows):
             row = i * d + a
-            shock[row] = np.repeat(js.shock[c, a], 3)
-            tail = js.n_vol[c] == 1
+            if m:
+                shock[row] = np.repeat(sc.shock[pad, a], 3)
+                lw[:, row] = sc.loss_weight[pad, a]
+                gw[:, row] = sc.gain_weight[pad, a]
             idx[:, row] = 3 * np.arange(kmax) + tail
             n_vol[:, row] = np.where(tail, 1, 3)
-            lw[:, row] = js.loss_weight[c, a]
-            gw[:, row] = js.gain_weight[c, a]
             cap2[row] = cap[r]
-    # units of these accounts, and their positions
     u_lo, u_hi = acc_start[start], acc_start[stop]
     blk_units = uids[u_lo:u_hi]
-    acc_of_unit = np.repeat(np.arange(len(accs)), n_u_acc[start:stop])
+    acc_of_unit = np.repeat(np.arange(len(accs)), np.diff(acc_start[start:stop + 1]))
     row_of_unit = acc_of_unit * d + np.array([col_of[int(r)] for r in unit_row[blk_units]],
                                              dtype=np.int64)
     local_of_unit = np.full(int(blk_units.max()) + 1, -1, dtype=np.int64)
@@ -437,36 +515,46 @@ def _exact_block(pos_row, quantity, pos_unit, sel, uids, chunk, acc_start, cands
         vectors, row_of_unit, unit_px[blk_units], a_start, idx, np.zeros_like(idx), n_vol,
         wts), 1, *kernel_args(lw, gw, cap2, vol_code))
     for i, a in enumerate(accs):
-        j = int(padded[i][bind[i]])
+        sc = sets[start + i]
+        k = int(bind[i])
         res.worst[a] = worst[i]
-        res.binding[a] = j
-        res.n_exact[a] = len(cands[start + i])
-        lo, hi = a_start[i], a_start[i + 1]
-        for k in range(lo, hi):
-            u = blk_units[k]
-            row = row_of_unit[k]
-            res.unit_value[u] = uv[k]
-            res.unit_vol[u] = vol_code[row, idx[bind[i], row] + uvol[k]]
-            res.unit_shock[u] = js.shock[j, col_of[int(unit_row[u])]]
-            res.unit_lw[u] = js.loss_weight[j, col_of[int(unit_row[u])]]
-        res.description[a] = _describe(js, j, [res.unit_vol[u] for u in blk_units[lo:hi]],
-                                       unit_row[blk_units[lo:hi]], worst[i], units)
+        res.n_exact[a] = len(sc.n_vol)
+        for p in range(a_start[i], a_start[i + 1]):
+            u = blk_units[p]
+            row = row_of_unit[p]
+            c = col_of[int(unit_row[u])]
+            res.unit_value[u] = uv[p]
+            res.unit_vol[u] = vol_code[row, idx[k, row] + uvol[p]]
+            res.unit_shock[u] = sc.shock[k, c] if len(sc.n_vol) else 0.0
+            res.unit_lw[u] = sc.loss_weight[k, c] if len(sc.n_vol) else 1.0
+        if len(sc.n_vol):
+            us = blk_units[a_start[i]:a_start[i + 1]]
+            res.description[a] = _describe(sc, k, js, us, res.unit_vol[us], worst[i], units)
 
 
-def _describe(js, j, unit_vols, unit_rows, worst, units):
-    """The binding joint scenario in words: shell (or extreme), direction, and each
-    underlying's move with the vol state its unit took."""
+def _describe(sc, k, js, unit_ids, unit_vols, worst, units):
+    """The binding joint scenario in words: shell (or extreme), direction, each underlying's
+    move, and the vol state of each unit (units of one underlying may differ)."""
     if worst <= 0.0:
         return "none"
-    shell = js.shell[j]
-    where = (f"joint shell {shell}/{js.buckets}" if shell >= 0 else "joint extreme") + \
-        (f" {KINDS[js.kind[j]]} direction {js.direction[j]}" if js.direction[j] >= 0 else "")
+    shell = sc.shell[k]
+    where = f"joint shell {shell}/{js.buckets}" if shell >= 0 else "joint extreme"
+    if sc.direction[k] >= 0:
+        where += (f" {sc.kind[k]} direction {'-+'[sc.direction[k]]}" if sc.kind[k] == "delta"
+                  else f" {sc.kind[k]} direction {sc.direction[k]}")
     vols = {}
-    for v, r in zip(unit_vols, unit_rows):
-        vols.setdefault(int(r), VOL_STATES[v])
-    moves = ", ".join(f"{units.underlyings[r]} {js.shock[j, a]:+.2%} vol {vols.get(r, 'same')}"
-                      for a, r in enumerate(js.rows))
-    return f"{where}: {moves}"
+    for u, v in zip(unit_ids, unit_vols):
+        r = int(units.type_und_code[units.utype[u]])
+        vols.setdefault(r, []).append((units.type_names[units.utype[u]], VOL_STATES[v]))
+    parts = []
+    for a, r in enumerate(js.rows):
+        vs = vols.get(r, [])
+        if len({v for _, v in vs}) <= 1:
+            vol = f"vol {vs[0][1] if vs else 'same'}"
+        else:
+            vol = "(" + ", ".join(f"{n} vol {v}" for n, v in vs) + ")"
+        parts.append(f"{units.underlyings[r]} {sc.shock[k, a]:+.2%} {vol}")
+    return f"{where}: " + ", ".join(parts)
 
 
 def _position_loss(pos_row, pos_unit, quantity, instr_cols, rate, unit_shock, unit_vol,

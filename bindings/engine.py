@@ -17,7 +17,8 @@ from pmrisk.kernel.volshock import shocked_vols
 
 from ._arrow import kernel_args
 from .correlated import run_joint
-from .excluded import excluded_positions, standalone_margin
+from .excluded import (Standalone, excluded_instruments, excluded_positions,
+                       standalone_margin)
 from .model import collateral_value_usd
 from .scenario_table import scenario_set_for
 from .units import build_units, settle_price
@@ -41,6 +42,8 @@ class Outcome:
     orders: np.ndarray
     mmp: np.ndarray
     scen_margin: np.ndarray        # the unit's part of its account's scenario margin
+    scen_shock: np.ndarray         # the unit's move in that scenario (NaN: not part of it)
+    scen_vol: np.ndarray           # its vol state there (-1: not part of it)
     excluded: np.ndarray           # SPAN standalone margin of the unit's excluded positions
     rmm: np.ndarray
     mm: np.ndarray
@@ -196,9 +199,18 @@ def run(book, model):
     orders = np.bincount(ord_unit, weights=order_im, minlength=n_units)
     orders = orders + np.bincount(res_unit, weights=book.res_oo, minlength=n_units)
     mmp = np.bincount(res_unit, weights=book.res_mmp, minlength=n_units)
-    excl_pos = standalone_margin(book, model, units, pos_unit, pos_row, excl, pnl_args, unit_px,
-                                 short_all * som_rate * conv_u[pos_unit] if len(q) else q)
+    span = Standalone(model, units, pnl_args) if excl.any() or \
+        (len(book.ord_instr) and excluded_instruments(book, model)[book.ord_instr].any()) \
+        else None
+    excl_pos = standalone_margin(span, pos_unit, pos_row, excl, q, units, unit_px,
+                                 short_all * som_rate * conv_u[pos_unit]) if span else \
+        np.zeros(len(q))
     excluded = np.bincount(pos_unit, weights=excl_pos, minlength=n_units).astype(np.float64)
+    if span is not None:
+        order_im = _excluded_order_margin(book, model, units, span, rv, order_im, unit_px,
+                                          conv_u, itype)
+        orders = np.bincount(ord_unit, weights=order_im, minlength=n_units) \
+            + np.bincount(res_unit, weights=book.res_oo, minlength=n_units)
 
     # -- scenario margin: per unit (sum) or joint across the account's units (correlated) ----
     b = binding[pos_unit]
@@ -207,25 +219,29 @@ def run(book, model):
                         -scen.loss_weight[unit_und[pos_unit], b] * cell, 0.0)
     correlation = None
     if model["cross_unit"] == "correlated":
-        scen_margin, own_loss, acc_desc, correlation = _correlated(
+        scen_margin, own_loss, acc_desc, correlation, u_shock, u_vol = _correlated(
             book, model, units, pos_unit, pos_row, q_port, pnl_args, unit_px, weighted, scen,
-            instr_pnl)
+            instr_pnl, unit_delta * units.type_index_px[units.utype])
     else:
         scen_margin = worst
         acc_desc = None
+        u_shock = np.where(worst > 0, scen.price_shock[unit_und, binding], np.nan) \
+            if n_units else np.zeros(0)
+        u_vol = np.where(worst > 0, scen.vol_code[unit_und, binding], -1) \
+            if n_units else np.zeros(0, np.int64)
     rm = float(model["risk_multiplier"])
     rmm = scen_margin + roll + dshock + som
-    mm = rm * model["mm_factor"] * (rmm + excluded)
-    im = rm * model["im_factor"] * (rmm + excluded) + orders + mmp
+    # SPEC §6: the excluded positions' standalone margin is added to MM, x im_factor to IM
+    mm = rm * model["mm_factor"] * rmm + excluded
+    im = rm * model["im_factor"] * rmm + model["im_factor"] * excluded + orders + mmp
 
     # -- contributions (SPEC §8): own loss in the binding cell + shares of each add-on ------
     absd = np.abs(pos_delta)
     roll_share = _share(roll_group, pos_group, absd)
     ds_share = _share(dshock_coin, pos_unit, absd)
-    base = own_loss + (roll_share + ds_share + short_opt * som_rate) * conv_u[pos_unit] \
-        + excl_pos
-    mm_contrib = rm * model["mm_factor"] * base
-    im_contrib = rm * model["im_factor"] * base
+    base = own_loss + (roll_share + ds_share + short_opt * som_rate) * conv_u[pos_unit]
+    mm_contrib = rm * model["mm_factor"] * base + excl_pos
+    im_contrib = rm * model["im_factor"] * base + model["im_factor"] * excl_pos
 
     # -- equity (USD) ------------------------------------------------------------------------
     eq_pos = np.bincount(book.pos_account, weights=value * unit_px[pos_unit], minlength=n_acc)
@@ -243,7 +259,8 @@ def run(book, model):
     return Outcome(book=book, units=units, scen=scen, instr_type=itype, pos_unit=pos_unit,
                    vectors=vectors, weighted=weighted, worst=worst, binding=binding,
                    roll=roll, dshock=dshock, som=som, orders=orders, mmp=mmp,
-                   scen_margin=scen_margin, excluded=excluded, rmm=rmm, mm=mm,
+                   scen_margin=scen_margin, scen_shock=u_shock, scen_vol=u_vol,
+                   excluded=excluded, rmm=rmm, mm=mm,
                    im=im, unit_greeks=unit_greeks, value=value, model_value=model_value,
                    upnl=upnl, greeks=greeks, mm_contrib=mm_contrib, im_contrib=im_contrib,
                    equity=equity, actual_equity=actual_equity, loan_mm=loan_mm, acc_mm=acc_mm,
@@ -252,14 +269,15 @@ def run(book, model):
 
 
 def _correlated(book, model, units, pos_unit, pos_row, q_port, pnl_args, unit_px, weighted,
-                scen, instr_pnl):
+                scen, instr_pnl, unit_delta_usd):
     """Scenario margin per unit in correlated mode (SPEC §5): each account's worst of the joint
     scenarios and, per unit, of the cells that stay per unit (Deribit's extended table always;
     the extremes with ``tail_mode = "per_unit"``).  Returns ``(unit share of the account's
     scenario margin, each position's own loss there, account descriptions, correlation)``."""
     n_acc = len(book.accounts)
     n_units = len(units)
-    jr = run_joint(book, model, units, pos_unit, pos_row, q_port, pnl_args, unit_px)
+    jr = run_joint(book, model, units, pos_unit, pos_row, q_port, pnl_args, unit_px,
+                   unit_delta_usd)
     unit_und = units.type_und_code[units.utype]
     per_unit = scen.table == S.TABLE_EXTENDED
     if model["tail_mode"] == "per_unit":
@@ -286,6 +304,10 @@ def _correlated(book, model, units, pos_unit, pos_row, q_port, pnl_args, unit_px
     pos_acc = units.account[pos_unit]
     own = np.where(joint_binds[pos_acc] & (jr.worst_usd[pos_acc] > 0.0), jr.pos_loss, 0.0)
     desc = list(jr.description)
+    # each unit's move and vol state in the binding scenario (NaN / -1: not part of it)
+    taking_part = joint_binds[units.account] & (jr.worst_usd[units.account] > 0.0)
+    u_shock = np.where(taking_part, jr.unit_shock, np.nan)
+    u_vol = np.where(taking_part, jr.unit_vol, -1)
     for a in np.flatnonzero(~joint_binds):
         u = tail_unit[a]
         share[u] = tail_worst[u]
@@ -293,9 +315,41 @@ def _correlated(book, model, units, pos_unit, pos_row, q_port, pnl_args, unit_px
         k = unit_und[u]
         on = pos_unit == u
         own[on] = -scen.loss_weight[k, c] * q_port[on] * instr_pnl[pos_row[on], c]
+        u_shock[u] = scen.price_shock[k, c]
+        u_vol[u] = scen.vol_code[k, c]
         desc[a] = (f"{units.type_names[units.utype[u]]} {S.TABLES[scen.table[k, c]]} "
                    f"{scen.price_shock[k, c]:+.2%} vol {S.VOL_STATES[scen.vol_code[k, c]]}")
-    return share, own, desc, jr.correlation
+    return share, own, desc, jr.correlation, u_shock, u_vol
+
+
+def _excluded_order_margin(book, model, units, span, rv, order_im, unit_px, conv_u, itype):
+    """Open orders on excluded instruments: the increase of the standalone SPAN margin (plus
+    short option minimum) of the account's position in that instrument if the order filled,
+    never negative (the portfolio never sees them)."""
+    ex = excluded_instruments(book, model)[book.ord_instr]
+    if not ex.any():
+        return order_im
+    out = order_im.copy()
+    held = {(a, i): book.quantity[p] for p, (a, i) in
+            enumerate(zip(book.pos_account.tolist(), book.pos_instr.tolist()))}
+    o = np.flatnonzero(ex)
+    before = np.array([held.get((a, i), 0.0) for a, i in
+                       zip(book.ord_account[o].tolist(), book.ord_instr[o].tolist())])
+    after = before + book.ord_qty[o]
+    instr = book.ord_instr[o]
+    u = rv.ord_unit[o]
+    und_row = units.type_und_code[units.utype[u]]
+    px = unit_px[u]
+    rate = _per_instr(model, units, itype, "short_option_minimum")[instr] * conv_u[u]
+    is_opt = book.kind[instr] == OPTION
+    cost = []
+    for qty in (before, after):
+        # the floored copy of a row (if any) is the one a short position uses
+        row = np.where(qty < 0, rv.ord_row[o], instr)
+        som = np.where(is_opt, np.maximum(-qty, 0.0), 0.0) * rate
+        cost.append(span.worst(row, qty, und_row, px) + som)
+    out[o] = np.maximum(cost[1] - cost[0], 0.0)
+    return out
 
 
 def _position_values(book, g):

@@ -16,41 +16,59 @@ from ._arrow import kernel_args
 
 def excluded_positions(book, model):
     """Boolean mask over positions: excluded from portfolio aggregation by the model."""
+    return excluded_instruments(book, model)[book.pos_instr]
+
+
+def excluded_instruments(book, model):
+    """Boolean mask over the active instruments: excluded by symbol, kind or underlying."""
     ex = model["exclude"]
     if not any(ex.get(k) for k in ("symbols", "kinds", "underlyings")):
-        return np.zeros(len(book.quantity), dtype=bool)
+        return np.zeros(len(book.kind), dtype=bool)
     symbols = np.array(book.symbols.to_pylist(), dtype=object)
     und = np.array(book.und_names, dtype=object)[book.und_code] if len(book.und_code) else \
         np.zeros(0, dtype=object)
     kinds = np.array(KINDS, dtype=object)[book.kind] if len(book.kind) else \
         np.zeros(0, dtype=object)
-    instr = (np.isin(symbols, list(ex.get("symbols", [])))
-             | np.isin(kinds, list(ex.get("kinds", [])))
-             | np.isin(und, list(ex.get("underlyings", []))))
-    return instr[book.pos_instr]
+    return (np.isin(symbols, list(ex.get("symbols", [])))
+            | np.isin(kinds, list(ex.get("kinds", [])))
+            | np.isin(und, list(ex.get("underlyings", []))))
 
 
-def standalone_margin(book, model, units, pos_unit, pos_row, mask, pnl_args, unit_px,
-                      som_per_pos):
+class Standalone:
+    """SPAN standalone margin of single positions (SPEC §6): revalues every row of
+    ``pnl_args`` once on SPAN's 16 scenarios of its underlying."""
+
+    def __init__(self, model, units, pnl_args):
+        sets = []
+        for u in units.underlyings:
+            p = model.underlying(u)
+            sets.append(S.span16(p["price_range"], p["extreme_multiple"], p["cover_fraction"]))
+        self.scen = S.pad(sets)
+        sc = self.scen
+        self.ipnl = K.instrument_pnl(*pnl_args[:15], *kernel_args(
+            sc.n_scen, sc.price_shock, sc.log1p_shock, sc.vol_code, sc.vol_factor,
+            sc.pnl_scale))
+
+    def worst(self, rows, qty, und_row, px):
+        """Worst weighted loss (settlement currency) of ``qty`` contracts of each row alone."""
+        if not len(rows):
+            return np.zeros(0)
+        sc = self.scen
+        vectors = np.asarray(qty, dtype=np.float64)[:, None] * self.ipnl[rows]
+        _, worst, _ = K.weighted_worst(*kernel_args(
+            vectors, und_row, px, sc.n_scen, sc.loss_weight, sc.gain_weight, sc.gain_cap_usd,
+            sc.dampener_usd, sc.vol_code))
+        return worst
+
+
+def standalone_margin(span, pos_unit, pos_row, mask, quantity, units, unit_px, som_per_pos):
     """SPAN standalone margin (settlement currency) of each position in ``mask`` (0 elsewhere):
     the worst weighted loss over its underlying's 16 SPAN scenarios plus its short option
     minimum ``som_per_pos``.  ``pos_row`` is each position's revaluation row."""
     out = np.zeros(len(mask))
     sel = np.flatnonzero(mask)
-    if not len(sel):
-        return out
-    sets = []
-    for u in units.underlyings:
-        p = model.underlying(u)
-        sets.append(S.span16(p["price_range"], p["extreme_multiple"], p["cover_fraction"]))
-    scen = S.pad(sets)
-    ipnl = K.instrument_pnl(*pnl_args[:15], *kernel_args(
-        scen.n_scen, scen.price_shock, scen.log1p_shock, scen.vol_code, scen.vol_factor,
-        scen.pnl_scale))
-    vectors = book.quantity[sel, None] * ipnl[pos_row[sel]]
-    und_row = units.type_und_code[units.utype[pos_unit[sel]]]
-    _, worst, _ = K.weighted_worst(*kernel_args(
-        vectors, und_row, unit_px[pos_unit[sel]], scen.n_scen, scen.loss_weight,
-        scen.gain_weight, scen.gain_cap_usd, scen.dampener_usd, scen.vol_code))
-    out[sel] = worst + som_per_pos[sel]
+    if len(sel):
+        und_row = units.type_und_code[units.utype[pos_unit[sel]]]
+        out[sel] = span.worst(pos_row[sel], quantity[sel], und_row, unit_px[pos_unit[sel]]) \
+            + som_per_pos[sel]
     return out

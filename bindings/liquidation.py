@@ -77,7 +77,7 @@ def liquidation_plan(positions, instruments, market, index, balances=None, open_
     positions, instruments, market, index, balances, open_orders, reserves
         As for :func:`pmrisk.margin` (SPEC §1), for one snapshot: no ``time`` column.
     model : str, dict, path or Model
-        As for :func:`pmrisk.margin` (default ``deribit_pme``).  Its ``thresholds`` decide
+        As for :func:`pmrisk.margin` (default ``standard``).  Its ``thresholds`` decide
         which accounts are in liquidation.
     valuation_time : datetime, str or numpy datetime64, optional
         When the book is valued (default: now, UTC, fixed once for the whole plan).

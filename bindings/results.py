@@ -88,6 +88,12 @@ def build(out, model, risk_vectors=False):
         "binding_table": b_table,
         "binding_price_shock": b_shock,
         "binding_vol_state": b_vol,
+        # the unit's move and vol state in the scenario that sets its account's scenario
+        # margin (the joint scenario under cross_unit="correlated"; null: not part of it)
+        "scenario_price_shock": pa.array(out.scen_shock, pa.float64(),
+                                         mask=np.isnan(out.scen_shock)),
+        "scenario_vol_state": pa.array(
+            [VOL_STATES[v] if v >= 0 else None for v in out.scen_vol], pa.string()),
     }
     amounts = {
         "worst_case": out.worst, "roll_shock": out.roll, "delta_shock": out.dshock,
@@ -163,6 +169,9 @@ def build(out, model, risk_vectors=False):
                                               b_shock[u], vols_py[u])
     if out.acc_desc is not None:
         desc = [d if s > 0 else "none" for d, s in zip(out.acc_desc, out.acc_scen)]
+    acc_excl = np.bincount(units.account, weights=out.excluded * unit_px, minlength=n_acc)
+    desc = [("excluded positions only (SPAN standalone)" if d == "none" and e > 0 else d)
+            for d, e in zip(desc, acc_excl)]
     accounts_t = pa.table({
         "account": acc_names,
         "equity": eq,

@@ -179,6 +179,10 @@ def margin_from_risk_arrays(positions, risk_arrays, model=None, index=None,
     out = Outcome(book=book, units=units, scen=scen, instr_type=sym_type, pos_unit=pos_unit,
                   vectors=vectors, weighted=weighted, worst=worst, binding=binding, roll=zu,
                   dshock=zu, som=zu, orders=zu, mmp=zu, scen_margin=worst, excluded=zu,
+                  scen_shock=np.where(worst > 0, scen.price_shock[unit_und, binding], np.nan)
+                  if n_units else zu,
+                  scen_vol=np.where(worst > 0, scen.vol_code[unit_und, binding], -1)
+                  if n_units else np.zeros(0, np.int64),
                   rmm=worst, mm=mm, im=im,
                   unit_greeks=np.zeros((4, n_units)), value=zp, model_value=zp, upnl=zp,
                   greeks=np.zeros((4, n_pos)), mm_contrib=rm * model["mm_factor"] * wc_share,

@@ -257,13 +257,17 @@ def joint_scenario_margin(book, model):
     every joint scenario: twin of :func:`pmrisk.correlated.run_joint` (without the per-unit
     tails of ``tail_mode = "per_unit"`` and Deribit's extended table).
 
-    Per account and joint scenario: every instrument is revalued (:func:`instrument_pnl`
-    above) at its underlying's move with each allowed vol state; each unit sums its positions,
-    weighs each vol cell and keeps the worst; the units' values in USD are added.  The joint
-    scenario set itself (directions, shells, weights) is the implementation's, which
-    tests/test_correlated.py checks on its own.  Excluded positions count 0.
+    Per account: its units that hold risk (a non-zero position after exclusions) fix its set of
+    underlyings, whose correlation submatrix gives the shared joint scenarios
+    (:func:`pmrisk.correlated.joint_scenarios`) plus the account's own delta directions
+    (:func:`pmrisk.correlated._delta_scenarios`, from the units' USD deltas computed here with
+    :func:`instrument_greeks`).  The scenario sets themselves are the implementation's, which
+    tests/test_correlated.py checks on their own.  Then, per joint scenario: every instrument
+    is revalued (:func:`instrument_pnl` above) at its underlying's move with each allowed vol
+    state; each unit sums its positions, weighs each vol cell and keeps the worst; the units'
+    values in USD are added.
     """
-    from pmrisk.correlated import joint_scenarios
+    from pmrisk.correlated import _delta_scenarios, joint_scenarios
     from pmrisk.correlation import correlation_matrix
     from pmrisk.engine import revaluation_inputs
     from pmrisk.excluded import excluded_positions
@@ -274,21 +278,33 @@ def joint_scenario_margin(book, model):
     unit_row = units.type_und_code[units.utype]
     unit_px = units.type_settle_px[units.utype]
     n_rows = len(units.underlyings)
-    rho = correlation_matrix(units.underlyings, model).matrix
     params = [model.underlying(u) for u in units.underlyings]
+    sig = np.where(book.kind == OPTION, book.mark_iv, 0.0)
+    greeks = instrument_greeks(book.kind, book.settlement, book.contract_size, book.mark,
+                               book.forward, book.strike, book.is_call, book.years, sig,
+                               float(model["rate"]))
+    pos_delta = q * greeks[1, book.pos_instr]
+    unit_delta_usd = np.bincount(pos_unit, weights=pos_delta, minlength=len(units)) \
+        * units.type_index_px[units.utype]
     out = np.zeros(len(book.accounts))
     for a in range(len(book.accounts)):
-        us = np.flatnonzero(units.account == a)
-        if not len(us):
+        us = [u for u in np.flatnonzero(units.account == a) if (q[pos_unit == u] != 0).any()]
+        if not us:
             continue
-        rows = sorted({int(r) for r in unit_row[us]})
-        js = joint_scenarios(rows, rho[np.ix_(rows, rows)], params, model)
+        rows = sorted({int(unit_row[u]) for u in us})
+        rho = correlation_matrix([units.underlyings[r] for r in rows], model).matrix
+        js = joint_scenarios(rows, rho, params, model)
+        extra = _delta_scenarios(js, rho, params, model, unit_delta_usd[us], unit_row[us])
+        shocks = np.vstack([js.shock, extra.shock])
+        lws = np.vstack([js.loss_weight, extra.loss_weight])
+        gws = np.vstack([js.gain_weight, extra.gain_weight])
+        nvs = np.concatenate([js.n_vol, extra.n_vol])
         totals = []
-        for j in range(js.size):
-            states = [VOL_UP, VOL_SAME, VOL_DOWN] if js.n_vol[j] == 3 else [VOL_SAME]
+        for j in range(len(nvs)):
+            states = [VOL_UP, VOL_SAME, VOL_DOWN] if nvs[j] == 3 else [VOL_SAME]
             shock = np.zeros((n_rows, len(states)))
             for k, r in enumerate(rows):
-                shock[r, :] = js.shock[j, k]
+                shock[r, :] = shocks[j, k]
             ones = np.ones_like(shock)
             pnl = instrument_pnl(*instr, np.full(n_rows, len(states)), shock, np.log1p(shock),
                                  np.tile(np.array(states), (n_rows, 1)), ones, ones)
@@ -298,7 +314,7 @@ def joint_scenario_margin(book, model):
                 vec = (q[on][:, None] * pnl[rv.pos_row[on]]).sum(axis=0)
                 k = rows.index(int(unit_row[u]))
                 cap = params[unit_row[u]]["max_offsetable_pnl"] / unit_px[u]
-                cells = weigh(vec, js.loss_weight[j, k], js.gain_weight[j, k], cap, 0.0)
+                cells = weigh(vec, lws[j, k], gws[j, k], cap, 0.0)
                 total += cells.min() * unit_px[u]
             totals.append(total)
         out[a] = max(0.0, -min(totals))

@@ -55,19 +55,24 @@ def test_excluded_options_are_margined_standalone(base):
     # standalone part: per option, SPAN 16 + short option minimum, summed into its unit
     p = r.positions.to_pandas()
     opts = p[p["symbol"].isin(pos.filter(pa.array(is_opt))["symbol"].to_pylist())]
-    rm, f = model["risk_multiplier"], model["mm_factor"]
+    rm, f, fi = model["risk_multiplier"], model["mm_factor"], model["im_factor"]
     for _, row in opts.iterrows():
         want = standalone(row["symbol"], row["account"], model)
-        assert row["mm_contribution"] == pytest.approx(rm * f * want, rel=1e-12, abs=1e-15)
+        assert row["mm_contribution"] == pytest.approx(want, rel=1e-12, abs=1e-15)
+        assert row["im_contribution"] == pytest.approx(fi * want, rel=1e-12, abs=1e-15)
     units = r.units.to_pandas()
-    per_unit = opts.groupby(["account", "unit"])["mm_contribution"].sum() / (rm * f)
+    per_unit = opts.groupby(["account", "unit"])["mm_contribution"].sum()
     got = units.set_index(["account", "unit"])["excluded_margin"]
     np.testing.assert_allclose(got.reindex(per_unit.index), per_unit, rtol=1e-12)
-    # MM = portfolio part + standalone part; IM the same with im_factor
+    # SPEC §6: MM = portfolio part + the standalone sum; IM adds im_factor x the sum
     np.testing.assert_allclose(
         col(r.units, "maintenance_margin"),
-        rm * f * (col(r.units, "risk_matrix_margin") + col(r.units, "excluded_margin")),
+        rm * f * col(r.units, "risk_matrix_margin") + col(r.units, "excluded_margin"),
         rtol=1e-12)
+    np.testing.assert_allclose(
+        col(r.units, "initial_margin"),
+        rm * fi * col(r.units, "risk_matrix_margin") + fi * col(r.units, "excluded_margin")
+        + col(r.units, "open_orders_margin") + col(r.units, "mmp_margin"), rtol=1e-12)
     # excluded positions still count in equity
     np.testing.assert_allclose(col(r.accounts, "equity"), col(run(model).accounts, "equity"),
                                rtol=1e-12)
@@ -105,3 +110,27 @@ def test_excluding_nothing_changes_nothing():
                                           "underlyings": ["DOGE"]}}))
     assert a.accounts.equals(b.accounts)
     assert a.units.equals(b.units)
+
+
+def test_open_orders_on_excluded_instruments_cost_their_standalone_increase():
+    """An order on an excluded option is margined as the standalone SPAN margin would grow if
+    it filled (the portfolio, where it might look like a hedge, never sees it)."""
+    model = pmrisk.Model.preset("standard").with_overrides(
+        dict(SOM, exclude={"kinds": ["option"]}))
+    pos = BOOK["positions"]
+    opts = pos.filter(pa.array(kinds_of(pos) == "option"))
+    acc, sym, qty = (opts[c][0].as_py() for c in ("account", "symbol", "quantity"))
+    mine = pos.filter(pc.equal(pos["account"], acc))
+    for order_qty in (-2 * qty, 0.5 * qty, 3.0):
+        orders = pa.table({"account": [acc], "order_id": ["o1"], "symbol": [sym],
+                           "quantity": [order_qty], "price": [1.0]})
+        r = pmrisk.margin(**dict(BOOK, positions=mine, open_orders=orders), model=model)
+        filled = pa.Table.from_pylist([
+            dict(row, quantity=row["quantity"] + (order_qty if row["symbol"] == sym else 0.0))
+            for row in mine.to_pylist()])
+        before = run(model, mine).units.to_pandas().set_index("unit")["excluded_margin"]
+        after = run(model, filled).units.to_pandas().set_index("unit")["excluded_margin"]
+        u = r.units.to_pandas().set_index("unit")
+        unit = r.positions.filter(pc.equal(r.positions["symbol"], sym))["unit"][0].as_py()
+        want = max(after[unit] - before[unit], 0.0)
+        assert u.loc[unit, "open_orders_margin"] == pytest.approx(want, rel=1e-12, abs=1e-15)
