@@ -6,7 +6,7 @@ projection of the full one, so each group gets directions of its own dimension: 
 one underlying is stressed exactly on its grid).  Per group:
 
 * joint scenarios: shell 0 (no move), shells ``c = k/B`` (k = 1..B, B the largest
-  ``buckets_count`` of the group) along every direction of
+  ``buckets_count`` of the group times the model's ``shell_steps``) along every direction of
   :func:`pmrisk.kernel.directions.joint_moves`, underlying u moving by
   ``c*price_range_u*z_u`` with vol up/same/down; with ``tail_mode = "joint"`` and the model's
   extremes on, the same directions at ``c = extreme_multiple_u`` with vol same and weights
@@ -90,7 +90,7 @@ def joint_scenarios(rows, rho, params, model):
                      int(model["n_directions"]))
     m = len(z)
     pr = np.array([params[r]["price_range"] for r in rows])
-    buckets = max(int(params[r]["buckets_count"]) for r in rows)
+    buckets = max(int(params[r]["buckets_count"]) for r in rows) * int(model["shell_steps"])
     gw = np.array([params[r]["pnl_offset"] for r in rows])
     parts = [(np.zeros((1, d)), np.ones((1, d)), gw[None, :], 3, 0, np.array([-1]),
               np.array([-1]))]
@@ -234,8 +234,8 @@ def run_joint(book, model, units, pos_unit, pos_row, quantity, pnl_args, unit_px
               unit_delta_usd):
     """Joint stress of every account (see the module docstring).  ``pos_row`` is each
     position's revaluation row in ``pnl_args``; ``quantity`` the positions' quantity with
-    excluded positions zeroed; ``unit_delta_usd`` each unit's USD delta (the account's own
-    delta directions come from it)."""
+    excluded positions zeroed; ``unit_delta_usd`` each unit's USD P&L per unit relative move
+    of its underlying (the account's own delta directions come from it)."""
     n_acc = len(book.accounts)
     n_units = len(units)
     n_rows = len(units.underlyings)

@@ -221,7 +221,7 @@ def run(book, model):
     if model["cross_unit"] == "correlated":
         scen_margin, own_loss, acc_desc, correlation, u_shock, u_vol = _correlated(
             book, model, units, pos_unit, pos_row, q_port, pnl_args, unit_px, weighted, scen,
-            instr_pnl, unit_delta * units.type_index_px[units.utype])
+            instr_pnl, _unit_slope_usd(book, pos_unit, pos_delta, n_units, unit_px))
     else:
         scen_margin = worst
         acc_desc = None
@@ -320,6 +320,18 @@ def _correlated(book, model, units, pos_unit, pos_row, q_port, pnl_args, unit_px
         desc[a] = (f"{units.type_names[units.utype[u]]} {S.TABLES[scen.table[k, c]]} "
                    f"{scen.price_shock[k, c]:+.2%} vol {S.VOL_STATES[scen.vol_code[k, c]]}")
     return share, own, desc, jr.correlation, u_shock, u_vol
+
+
+def _unit_slope_usd(book, pos_unit, pos_delta, n_units, unit_px):
+    """Each unit's first-order P&L per unit relative move of its underlying, in USD: a linear
+    position moves from its own mark (futures, spot) or forward (options), so its slope is
+    delta x that price; an inverse position's delta is already its coin P&L per relative move
+    (the net transaction delta), valued at the coin's USD price."""
+    pi_ = book.pos_instr
+    linear = book.settlement[pi_] != INVERSE
+    ref = np.where(book.kind[pi_] == OPTION, book.forward[pi_], book.mark[pi_])
+    slope = pos_delta * np.where(linear, ref, 1.0)
+    return np.bincount(pos_unit, weights=slope, minlength=n_units) * unit_px
 
 
 def _excluded_order_margin(book, model, units, span, rv, order_im, unit_px, conv_u, itype):

@@ -290,6 +290,8 @@ def _validate_top(key, value):
         _number(key, value, 0, 1_000_000, integer=True)
     elif key == "joint_grid_nodes":
         _number(key, value, 2, 100_000, integer=True)
+    elif key == "shell_steps":
+        _number(key, value, 1, 100, integer=True)
     elif key == "linear_settlement_currency":
         if not isinstance(value, str) or not value:
             raise _err(key, f"a currency name, got {value!r}")

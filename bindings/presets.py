@@ -43,6 +43,7 @@ TOP_DEFAULTS = {
     "tail_mode": "joint",
     "joint_revaluation": "grid",     # or "exact" (same result, slower; SPEC §5)
     "joint_grid_nodes": 32,          # grid steps per side of the price range ("grid")
+    "shell_steps": 1,                # shells per bucket (1: SPEC's k/buckets; more: denser)
     "risk_multiplier": 1.0,
     "mm_factor": 1.0,
     "im_factor": 1.0,

@@ -260,12 +260,12 @@ def joint_scenario_margin(book, model):
     Per account: its units that hold risk (a non-zero position after exclusions) fix its set of
     underlyings, whose correlation submatrix gives the shared joint scenarios
     (:func:`pmrisk.correlated.joint_scenarios`) plus the account's own delta directions
-    (:func:`pmrisk.correlated._delta_scenarios`, from the units' USD deltas computed here with
-    :func:`instrument_greeks`).  The scenario sets themselves are the implementation's, which
-    tests/test_correlated.py checks on their own.  Then, per joint scenario: every instrument
-    is revalued (:func:`instrument_pnl` above) at its underlying's move with each allowed vol
-    state; each unit sums its positions, weighs each vol cell and keeps the worst; the units'
-    values in USD are added.
+    (:func:`pmrisk.correlated._delta_scenarios`, from the units' first-order USD P&L per
+    relative move, computed here with :func:`instrument_greeks`).  The scenario sets
+    themselves are the implementation's, which tests/test_correlated.py checks on their own.
+    Then, per joint scenario: every instrument is revalued (:func:`instrument_pnl` above) at
+    its underlying's move with each allowed vol state; each unit sums its positions, weighs
+    each vol cell and keeps the worst; the units' values in USD are added.
     """
     from pmrisk.correlated import _delta_scenarios, joint_scenarios
     from pmrisk.correlation import correlation_matrix
@@ -283,9 +283,12 @@ def joint_scenario_margin(book, model):
     greeks = instrument_greeks(book.kind, book.settlement, book.contract_size, book.mark,
                                book.forward, book.strike, book.is_call, book.years, sig,
                                float(model["rate"]))
-    pos_delta = q * greeks[1, book.pos_instr]
-    unit_delta_usd = np.bincount(pos_unit, weights=pos_delta, minlength=len(units)) \
-        * units.type_index_px[units.utype]
+    pi_ = book.pos_instr
+    # first-order USD P&L per relative move: linear positions move from their mark (futures,
+    # spot) or forward (options); inverse deltas are coin P&L per relative move
+    ref = np.where(book.kind[pi_] == OPTION, book.forward[pi_], book.mark[pi_])
+    slope = q * greeks[1, pi_] * np.where(book.settlement[pi_] == INVERSE, 1.0, ref)
+    unit_delta_usd = np.bincount(pos_unit, weights=slope, minlength=len(units)) * unit_px
     out = np.zeros(len(book.accounts))
     for a in range(len(book.accounts)):
         us = [u for u in np.flatnonzero(units.account == a) if (q[pos_unit == u] != 0).any()]
