@@ -282,19 +282,28 @@ def run_joint(book, model, units, pos_unit, pos_row, quantity, pnl_args, unit_px
             acc_start = np.concatenate(
                 [[0], np.cumsum([len(acc_units[a]) for a in chunk])]).astype(np.int64)
             if grid_mode:
-                cands = _grid_candidates(pos_row, quantity, pos_unit, sel, uids, acc_start,
-                                         instr_cols, rate, grid, unit_row, unit_px, interp,
-                                         lw, gw, cap)
+                count, cand = _grid_candidates(pos_row, quantity, pos_unit, sel, uids,
+                                               acc_start, instr_cols, rate, grid, unit_row,
+                                               unit_px, interp, lw, gw, cap)
             else:
-                cands = [np.arange(js.size)] * len(chunk)
-            extra = [_delta_scenarios(js, corr.matrix, params, model,
-                                      unit_delta_usd[uids[acc_start[i]:acc_start[i + 1]]],
-                                      unit_row[uids[acc_start[i]:acc_start[i + 1]]])
-                     for i in range(len(chunk))]
-            sets = [_candidate_set(js, c, e) for c, e in zip(cands, extra)]
-            res.n_joint[chunk] = js.size + np.array([len(e.shell) for e in extra])
-            _exact(pos_row, quantity, pos_unit, sel, uids, chunk, acc_start, sets, js,
-                   instr_cols, rate, unit_row, unit_px, cap, res, units)
+                count = np.full(len(chunk), MAX_CANDIDATES + 1, dtype=np.int64)
+                cand = np.zeros((len(chunk), 0), dtype=np.int64)
+            g = _account_slopes(js, params, uids, acc_start, unit_row, unit_delta_usd)
+            extra = delta_directions(js, corr.matrix, params, model, g)
+            res.n_joint[chunk] = js.size + extra.size
+            over = count > MAX_CANDIDATES                # revalue every joint scenario
+            for part in (np.flatnonzero(~over), np.flatnonzero(over)):
+                if not len(part):
+                    continue
+                if over[part[0]]:
+                    cpart = np.tile(np.arange(js.size), (len(part), 1))
+                    npart = np.full(len(part), js.size)
+                else:
+                    npart = count[part]
+                    cpart = _pad_candidates(cand[part], npart)
+                _exact(pos_row, quantity, pos_unit, sel, uids, chunk, acc_start, part,
+                       cpart, npart, extra, js, instr_cols, rate, unit_row, unit_px, cap,
+                       res, units)
     pos_loss = _position_loss(pos_row, pos_unit, quantity, instr_cols, rate, res.unit_shock,
                               res.unit_vol, res.unit_lw)
     return JointResult(worst_usd=res.worst, description=res.description,
@@ -304,74 +313,79 @@ def run_joint(book, model, units, pos_unit, pos_row, quantity, pnl_args, unit_px
 
 
 @dataclass
-class _Scenarios:
-    """Joint scenarios of one account as plain rows (the shared candidates and the account's
-    own delta directions): ``shock``, ``loss_weight``, ``gain_weight`` (m x d), ``n_vol``,
-    ``shell``, ``kind`` (a name) and ``direction`` (m)."""
+class DeltaDirections:
+    """The accounts' own delta directions (same layout for every account of a group):
+    ``shock`` (n_acc, m, d); ``loss_weight``, ``gain_weight`` (m, d); ``n_vol``, ``shell`` and
+    ``sign`` (m: 0 for -z*, 1 for +z*)."""
     shock: np.ndarray
     loss_weight: np.ndarray
     gain_weight: np.ndarray
     n_vol: np.ndarray
     shell: np.ndarray
-    kind: list
-    direction: np.ndarray
+    sign: np.ndarray
+
+    @property
+    def size(self):
+        return len(self.n_vol)
 
 
-def _delta_scenarios(js, rho, params, model, delta_usd, rows_of_units):
-    """The account's own directions: +-z* with z* = rho g / sqrt(g' rho g), g the account's USD
-    delta per underlying times its price range.  For a linear book z* is the point of the
-    ellipsoid with the largest loss, so the joint worst is exact whatever the number of
-    quasi-random directions; for options it is the first-order guess.  Shells and tails as for
-    every direction."""
-    d = len(js.rows)
-    col = {r: a for a, r in enumerate(js.rows)}
+def _account_slopes(js, params, uids, acc_start, unit_row, unit_delta_usd):
+    """g[a, c]: account a's first-order USD P&L per full price range of group column c."""
+    col = np.full(int(unit_row.max()) + 1 if len(unit_row) else 0, -1, dtype=np.int64)
+    col[list(js.rows)] = np.arange(len(js.rows))
+    acc = np.repeat(np.arange(len(acc_start) - 1), np.diff(acc_start))
+    g = np.zeros((len(acc_start) - 1, len(js.rows)))
+    np.add.at(g, (acc, col[unit_row[uids]]), unit_delta_usd[uids])
     pr = np.array([params[r]["price_range"] for r in js.rows])
-    g = np.zeros(d)
-    for dl, r in zip(delta_usd, rows_of_units):
-        g[col[int(r)]] += dl
-    g = g * pr
-    q = float(g @ rho @ g)
-    if not q > 0.0 or d < 2:
-        return _Scenarios(np.zeros((0, d)), np.zeros((0, d)), np.zeros((0, d)),
-                          np.zeros(0, dtype=np.int64), np.zeros(0, dtype=np.int64), [],
-                          np.zeros(0, dtype=np.int64))
-    z1 = np.clip(rho @ g / np.sqrt(q), -1.0, 1.0)
-    z = np.vstack([-z1, z1])                       # -z*: the loss of a linear book
+    return g * pr
+
+
+def delta_directions(js, rho, params, model, g):
+    """Each account's own directions +-z*, z* = rho g / sqrt(g' rho g) with ``g`` its
+    range-scaled USD slopes per underlying (rows of ``g``): for a linear book -z* is the point
+    of the ellipsoid with the largest loss, so the joint worst is exact whatever the number of
+    quasi-random directions; for options it is the first-order guess.  Shells (and tails) as
+    for every direction.  Accounts with no slope, and groups of one underlying, get zero moves
+    (a repeat of the no-move scenario) or none."""
+    n, d = g.shape
+    pr = np.array([params[r]["price_range"] for r in js.rows])
     gw = np.array([params[r]["pnl_offset"] for r in js.rows])
-    shock, lw, gws, nv, shell, direction = [], [], [], [], [], []
-    for k in range(1, js.buckets + 1):
-        for i in range(2):
-            shock.append(k / js.buckets * pr * z[i])
-            lw.append(np.ones(d))
-            gws.append(gw)
-            nv.append(3)
-            shell.append(k)
-            direction.append(i)
+    if d < 2:
+        e = np.zeros((0, d))
+        return DeltaDirections(np.zeros((n, 0, d)), e, e, np.zeros(0, np.int64),
+                               np.zeros(0, np.int64), np.zeros(0, np.int64))
+    q = np.einsum("ad,de,ae->a", g, rho, g)
+    ok = q > 0.0
+    z1 = np.where(ok[:, None], (g @ rho) / np.sqrt(np.where(ok, q, 1.0))[:, None], 0.0)
+    z = np.stack([-z1, z1], axis=1).clip(-1.0, 1.0)          # (n, 2, d)
+    scale = [(k / js.buckets) * pr for k in range(1, js.buckets + 1)]
+    shock = [z * c for c in scale]                              # each (n, 2, d)
+    lw = [np.ones((2, d))] * js.buckets
+    gws = [np.tile(gw, (2, 1))] * js.buckets
+    nv = [3] * (2 * js.buckets)
+    shell = np.repeat(np.arange(1, js.buckets + 1), 2).tolist()
     if joint_tails(model):
         mult = np.array([params[r]["extreme_multiple"] for r in js.rows])
         cover = np.array([params[r]["cover_fraction"] for r in js.rows])
-        for i in range(2):
-            shock.append(mult * pr * z[i])
-            lw.append(cover)
-            gws.append(cover)
-            nv.append(1)
-            shell.append(-1)
-            direction.append(i)
-    return _Scenarios(np.array(shock), np.array(lw), np.array(gws),
-                      np.array(nv, dtype=np.int64), np.array(shell, dtype=np.int64),
-                      ["delta"] * len(shell), np.array(direction, dtype=np.int64))
+        shock.append(z * (mult * pr))
+        lw.append(np.tile(cover, (2, 1)))
+        gws.append(np.tile(cover, (2, 1)))
+        nv += [1, 1]
+        shell += [-1, -1]
+    return DeltaDirections(
+        shock=np.concatenate(shock, axis=1), loss_weight=np.vstack(lw),
+        gain_weight=np.vstack(gws), n_vol=np.array(nv, dtype=np.int64),
+        shell=np.array(shell, dtype=np.int64),
+        sign=np.tile([0, 1], len(shell) // 2).astype(np.int64))
 
 
-def _candidate_set(js, cand, extra):
-    c = np.asarray(cand, dtype=np.int64)
-    return _Scenarios(
-        shock=np.vstack([js.shock[c], extra.shock]),
-        loss_weight=np.vstack([js.loss_weight[c], extra.loss_weight]),
-        gain_weight=np.vstack([js.gain_weight[c], extra.gain_weight]),
-        n_vol=np.concatenate([js.n_vol[c], extra.n_vol]),
-        shell=np.concatenate([js.shell[c], extra.shell]),
-        kind=[KINDS[k] if k >= 0 else "none" for k in js.kind[c]] + extra.kind,
-        direction=np.concatenate([js.direction[c], extra.direction]))
+def _pad_candidates(cand, count):
+    """Candidate rows padded to the longest with each row's last candidate (a repeat never
+    changes a minimum, and ties keep the earlier copy)."""
+    k = max(int(count.max()), 1)
+    out = cand[:, :k]
+    last = out[np.arange(len(out)), np.maximum(count - 1, 0)]
+    return np.where(np.arange(k)[None, :] >= count[:, None], last[:, None], out)
 
 
 class _Acc:
@@ -426,7 +440,8 @@ def _scen_args(n_scen, shock, vol_code):
 
 def _grid_candidates(pos_row, quantity, pos_unit, sel, uids, acc_start, instr_cols, rate, grid,
                      unit_row, unit_px, interp, lw, gw, cap):
-    """Per account of the chunk, the joint scenarios that may bind (grid interpolation)."""
+    """Per account of the chunk, the joint scenarios that may bind (grid interpolation):
+    ``(count, candidates)`` of :func:`pmrisk.kernel.joint.joint_candidates`."""
     local = np.full(len(pos_unit), -1, dtype=np.int64)
     local_of_unit = np.full(int(uids.max()) + 1 if len(uids) else 0, -1, dtype=np.int64)
     local_of_unit[uids] = np.arange(len(uids))
@@ -442,106 +457,99 @@ def _grid_candidates(pos_row, quantity, pos_unit, sel, uids, acc_start, instr_co
     count, cand = joint_candidates(*kernel_args(
         vectors, rows_u, px_u, acc_start, idx, stride, n_vol, wts), 4,
         *kernel_args(lw, gw, cap, grid.vol_code, tol), MAX_CANDIDATES)
-    n_joint = idx.shape[0]
-    return [np.arange(n_joint) if c > MAX_CANDIDATES else cand[a, :c]
-            for a, c in enumerate(count)]
+    return count, cand
 
 
-def _exact(pos_row, quantity, pos_unit, sel, uids, chunk, acc_start, sets, js, instr_cols,
-           rate, unit_row, unit_px, cap, res, units):
-    """Revalue each account's candidate joint scenarios exactly and keep the worst.
+def _exact(pos_row, quantity, pos_unit, sel, uids, chunk, acc_start, part, cand, count,
+           extra, js, instr_cols, rate, unit_row, unit_px, cap, res, units):
+    """Revalue the candidate joint scenarios (``cand[i, :count[i]]``, padded) and the delta
+    directions of the accounts ``chunk[part]`` exactly, and keep each account's worst.
 
     Every (account, underlying) pair gets a scenario row of its own whose cells are its
-    account's candidates (3 vol cells each), so accounts with different candidates share one
-    call; accounts are processed in sub-chunks that keep the cells under ``BLOCK_CELLS``."""
+    account's scenarios (3 vol cells each), so accounts with different candidates share one
+    call; accounts go in blocks that keep the cells under ``BLOCK_CELLS``."""
     d = len(js.rows)
-    k_acc = np.array([max(len(s.n_vol), 1) for s in sets])
-    start = 0
-    while start < len(chunk):
-        stop = start + 1
-        cells = d * 3 * k_acc[start]
-        while stop < len(chunk) and cells + d * 3 * k_acc[stop] <= BLOCK_CELLS:
-            cells += d * 3 * k_acc[stop]
-            stop += 1
-        _exact_block(pos_row, quantity, pos_unit, sel, uids, chunk, acc_start, sets, js,
-                     instr_cols, rate, unit_row, unit_px, cap, res, units, start, stop)
-        start = stop
+    m = cand.shape[1] + extra.size
+    per_block = max(1, BLOCK_CELLS // max(3 * m * d, 1))
+    for b0 in range(0, len(part), per_block):
+        blk = slice(b0, b0 + per_block)
+        _exact_block(pos_row, quantity, pos_unit, sel, uids, chunk, acc_start, part[blk],
+                     cand[blk], count[blk], extra, js, instr_cols, rate, unit_row, unit_px,
+                     cap, res, units)
 
 
-def _exact_block(pos_row, quantity, pos_unit, sel, uids, chunk, acc_start, sets, js,
-                 instr_cols, rate, unit_row, unit_px, cap, res, units, start, stop):
+def _exact_block(pos_row, quantity, pos_unit, sel, uids, chunk, acc_start, part, cand, count,
+                 extra, js, instr_cols, rate, unit_row, unit_px, cap, res, units):
     d = len(js.rows)
-    col_of = {r: a for a, r in enumerate(js.rows)}
-    accs = chunk[start:stop]
-    kmax = max(max(len(s.n_vol), 1) for s in sets[start:stop])
-    n_rows2 = len(accs) * d
-    shock = np.zeros((n_rows2, 3 * kmax))
-    vol_code = np.tile(np.tile(_VOLS, kmax), (n_rows2, 1))
-    idx = np.zeros((kmax, n_rows2), dtype=np.int64)
-    n_vol = np.ones((kmax, n_rows2), dtype=np.int64)
-    lw = np.zeros((kmax, n_rows2))
-    gw = np.zeros((kmax, n_rows2))
-    cap2 = np.zeros(n_rows2)
-    for i, sc in enumerate(sets[start:stop]):
-        m = len(sc.n_vol)
-        pad = np.concatenate([np.arange(m), np.full(kmax - m, max(m - 1, 0))]) \
-            .astype(np.int64)
-        tail = sc.n_vol[pad] == 1 if m else np.zeros(kmax, dtype=bool)
-        for a, r in enumerate(js.rows):
-            row = i * d + a
-            if m:
-                shock[row] = np.repeat(sc.shock[pad, a], 3)
-                lw[:, row] = sc.loss_weight[pad, a]
-                gw[:, row] = sc.gain_weight[pad, a]
-            idx[:, row] = 3 * np.arange(kmax) + tail
-            n_vol[:, row] = np.where(tail, 1, 3)
-            cap2[row] = cap[r]
-    u_lo, u_hi = acc_start[start], acc_start[stop]
-    blk_units = uids[u_lo:u_hi]
-    acc_of_unit = np.repeat(np.arange(len(accs)), np.diff(acc_start[start:stop + 1]))
-    row_of_unit = acc_of_unit * d + np.array([col_of[int(r)] for r in unit_row[blk_units]],
-                                             dtype=np.int64)
+    n = len(part)
+    k_sh = cand.shape[1]
+    m = k_sh + extra.size
+    # each account's scenarios: its candidates, then its delta directions
+    shock = np.concatenate([js.shock[cand], extra.shock[part]], axis=1)        # (n, m, d)
+    lw = np.concatenate([js.loss_weight[cand],
+                         np.broadcast_to(extra.loss_weight, (n, extra.size, d))], axis=1)
+    gw = np.concatenate([js.gain_weight[cand],
+                         np.broadcast_to(extra.gain_weight, (n, extra.size, d))], axis=1)
+    tail = np.concatenate([js.n_vol[cand], np.broadcast_to(extra.n_vol, (n, extra.size))],
+                          axis=1) == 1                                          # (n, m)
+    # scenario rows a*d + c, cells 3k .. 3k+2 (vol up, same, down; a tail uses "same")
+    shock2 = np.repeat(shock.transpose(0, 2, 1).reshape(n * d, m), 3, axis=1)
+    vol_code = np.tile(_VOLS, (n * d, m))
+    idx = np.repeat(3 * np.arange(m)[None, :] + tail, d, axis=0).T.copy()      # (m, n*d)
+    n_vol = np.where(np.repeat(tail, d, axis=0).T, 1, 3).astype(np.int64)
+    lw2 = lw.transpose(1, 0, 2).reshape(m, n * d)
+    gw2 = gw.transpose(1, 0, 2).reshape(m, n * d)
+    cap2 = np.tile(cap[list(js.rows)], n)
+    # the block's units (each account's are contiguous in uids) and their positions
+    accs = chunk[part]
+    per_acc = [np.arange(acc_start[i], acc_start[i + 1]) for i in part]
+    loc = np.concatenate(per_acc)
+    blk_units = uids[loc]
+    acc_of_unit = np.repeat(np.arange(n), [len(p) for p in per_acc])
+    col_of_row = np.full(len(units.underlyings), -1, dtype=np.int64)
+    col_of_row[list(js.rows)] = np.arange(d)
+    unit_col = col_of_row[unit_row[blk_units]]
+    row_of_unit = acc_of_unit * d + unit_col
     local_of_unit = np.full(int(blk_units.max()) + 1, -1, dtype=np.int64)
     local_of_unit[blk_units] = np.arange(len(blk_units))
     in_blk = sel[np.isin(pos_unit[sel], blk_units)]
     lu = local_of_unit[pos_unit[in_blk]]
     vectors = _unit_vectors(pos_row, quantity, in_blk, lu, len(blk_units), instr_cols, rate,
-                            _scen_args(np.full(n_rows2, 3 * kmax), shock, vol_code),
-                            3 * kmax, und=row_of_unit[lu])
-    a_start = (acc_start[start:stop + 1] - u_lo).astype(np.int64)
-    wts = np.zeros((kmax, n_rows2, 4))
+                            _scen_args(np.full(n * d, 3 * m), shock2, vol_code), 3 * m,
+                            und=row_of_unit[lu])
+    a_start = np.concatenate([[0], np.cumsum([len(p) for p in per_acc])]).astype(np.int64)
+    wts = np.zeros((m, n * d, 4))
     wts[:, :, 0] = 1.0
     worst, bind, uv, uvol = joint_worst(*kernel_args(
         vectors, row_of_unit, unit_px[blk_units], a_start, idx, np.zeros_like(idx), n_vol,
-        wts), 1, *kernel_args(lw, gw, cap2, vol_code))
-    for i, a in enumerate(accs):
-        sc = sets[start + i]
+        wts), 1, *kernel_args(lw2, gw2, cap2, vol_code))
+    res.worst[accs] = worst
+    res.n_exact[accs] = count + extra.size
+    k_u = bind[acc_of_unit]
+    res.unit_value[blk_units] = uv
+    res.unit_vol[blk_units] = vol_code[row_of_unit, idx[k_u, row_of_unit] + uvol]
+    res.unit_shock[blk_units] = shock[acc_of_unit, k_u, unit_col]
+    res.unit_lw[blk_units] = lw[acc_of_unit, k_u, unit_col]
+    for i in np.flatnonzero(worst > 0.0):
         k = int(bind[i])
-        res.worst[a] = worst[i]
-        res.n_exact[a] = len(sc.n_vol)
-        for p in range(a_start[i], a_start[i + 1]):
-            u = blk_units[p]
-            row = row_of_unit[p]
-            c = col_of[int(unit_row[u])]
-            res.unit_value[u] = uv[p]
-            res.unit_vol[u] = vol_code[row, idx[k, row] + uvol[p]]
-            res.unit_shock[u] = sc.shock[k, c] if len(sc.n_vol) else 0.0
-            res.unit_lw[u] = sc.loss_weight[k, c] if len(sc.n_vol) else 1.0
-        if len(sc.n_vol):
-            us = blk_units[a_start[i]:a_start[i + 1]]
-            res.description[a] = _describe(sc, k, js, us, res.unit_vol[us], worst[i], units)
+        if k < k_sh:
+            j = int(cand[i, k])
+            shell, where = js.shell[j], (f"{KINDS[js.kind[j]]} direction {js.direction[j]}"
+                                         if js.direction[j] >= 0 else "")
+        else:
+            e = k - k_sh
+            shell, where = extra.shell[e], f"delta direction {'-+'[extra.sign[e]]}"
+        us = blk_units[a_start[i]:a_start[i + 1]]
+        res.description[accs[i]] = _describe(shell, where, shock[i, k], js, us,
+                                             res.unit_vol[us], units)
 
 
-def _describe(sc, k, js, unit_ids, unit_vols, worst, units):
+def _describe(shell, where, moves, js, unit_ids, unit_vols, units):
     """The binding joint scenario in words: shell (or extreme), direction, each underlying's
     move, and the vol state of each unit (units of one underlying may differ)."""
-    if worst <= 0.0:
-        return "none"
-    shell = sc.shell[k]
-    where = f"joint shell {shell}/{js.buckets}" if shell >= 0 else "joint extreme"
-    if sc.direction[k] >= 0:
-        where += (f" {sc.kind[k]} direction {'-+'[sc.direction[k]]}" if sc.kind[k] == "delta"
-                  else f" {sc.kind[k]} direction {sc.direction[k]}")
+    head = f"joint shell {shell}/{js.buckets}" if shell >= 0 else "joint extreme"
+    if where:
+        head += " " + where
     vols = {}
     for u, v in zip(unit_ids, unit_vols):
         r = int(units.type_und_code[units.utype[u]])
@@ -552,9 +560,9 @@ def _describe(sc, k, js, unit_ids, unit_vols, worst, units):
         if len({v for _, v in vs}) <= 1:
             vol = f"vol {vs[0][1] if vs else 'same'}"
         else:
-            vol = "(" + ", ".join(f"{n} vol {v}" for n, v in vs) + ")"
-        parts.append(f"{units.underlyings[r]} {sc.shock[k, a]:+.2%} {vol}")
-    return f"{where}: " + ", ".join(parts)
+            vol = "(" + ", ".join(f"{nm} vol {v}" for nm, v in vs) + ")"
+        parts.append(f"{units.underlyings[r]} {moves[a]:+.2%} {vol}")
+    return f"{head}: " + ", ".join(parts)
 
 
 def _position_loss(pos_row, pos_unit, quantity, instr_cols, rate, unit_shock, unit_vol,

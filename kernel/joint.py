@@ -13,6 +13,7 @@ P&L is the sum over its units in USD; the joint worst is the largest joint loss.
 """
 
 import numpy as np
+from numba import prange
 
 from ._config import njit
 from .aggregate import TIE_RTOL, weigh_cell
@@ -28,25 +29,31 @@ def _state_value(vec, i0, stride, v, w, n_terms):
 
 
 @njit(inline="always")
+def _better(y, c, best, best_c, vol_code_row):
+    """Is vol cell ``c`` with weighted value ``y`` preferred to the best so far?  Lower wins;
+    within ``TIE_RTOL`` vol ``same`` wins, then the earlier cell (NaN always wins)."""
+    if y != y:
+        return True
+    if best != best:
+        return False
+    if y - best <= TIE_RTOL * max(abs(y), abs(best)) and \
+            best - y <= TIE_RTOL * max(abs(y), abs(best)):
+        return vol_code_row[c] == VOL_SAME and vol_code_row[best_c] != VOL_SAME
+    return y < best
+
+
+@njit(inline="always")
 def _unit_value(vec, i0, stride, nv, w, n_terms, vol_code_row, lw, gw, cap):
-    """(weighted value, vol index) of a unit in one joint scenario."""
-    lowest = np.inf
-    for v in range(nv):
+    """(weighted value, vol index) of a unit in one joint scenario: each vol state's value is
+    interpolated once (nv <= 3)."""
+    best = weigh_cell(_state_value(vec, i0, stride, 0, w, n_terms), lw, gw, cap, 0.0)
+    best_v = 0
+    for v in range(1, nv):
         y = weigh_cell(_state_value(vec, i0, stride, v, w, n_terms), lw, gw, cap, 0.0)
-        if y != y:
-            return y, v
-        if y < lowest:
-            lowest = y
-    bind = -1
-    bind_y = 0.0
-    for v in range(nv):
-        y = weigh_cell(_state_value(vec, i0, stride, v, w, n_terms), lw, gw, cap, 0.0)
-        if y - lowest <= TIE_RTOL * max(abs(y), abs(lowest)):
-            if bind < 0 or (vol_code_row[i0 + v] == VOL_SAME
-                            and vol_code_row[i0 + bind] != VOL_SAME):
-                bind = v
-                bind_y = y
-    return bind_y, bind
+        if _better(y, i0 + v, best, i0 + best_v, vol_code_row):
+            best = y
+            best_v = v
+    return best, best_v
 
 
 @njit(inline="always")
@@ -129,7 +136,7 @@ def joint_worst(vectors, unit_row, unit_px, acc_start, idx, stride, n_vol, wts, 
     return worst, binding, unit_value, unit_vol
 
 
-@njit
+@njit(parallel=True)
 def joint_candidates(vectors, unit_row, unit_px, acc_start, idx, stride, n_vol, wts, n_terms,
                      loss_weight, gain_weight, gain_cap_usd, vol_code, tol, max_candidates):
     """The joint scenarios that may bind, from approximate (interpolated) totals: every j whose
@@ -137,18 +144,20 @@ def joint_candidates(vectors, unit_row, unit_px, acc_start, idx, stride, n_vol, 
     approximation error of any total.  The true binding scenario is always among them.
 
     Returns ``(count int64[n_acc], candidates int64[n_acc, max_candidates])``, candidates in
-    increasing j; ``count > max_candidates`` means "too many: take them all".
+    increasing j; ``count > max_candidates`` means "too many: take them all".  Accounts run in
+    parallel (``NUMBA_NUM_THREADS``); each is computed by one thread, so the result does not
+    depend on the number of threads.
     """
     n_acc = acc_start.shape[0] - 1
     n_joint = idx.shape[0]
     count = np.zeros(n_acc, dtype=np.int64)
     cand = np.zeros((n_acc, max_candidates), dtype=np.int64)
-    total = np.zeros(n_joint)
-    for a in range(n_acc):
+    for a in prange(n_acc):                      # accounts are independent: one per thread
         lo = acc_start[a]
         hi = acc_start[a + 1]
         if n_joint == 0 or hi == lo:
             continue
+        total = np.empty(n_joint)                # scratch of this account
         lowest = _account_totals(vectors, unit_row, unit_px, lo, hi, idx, stride, n_vol,
                                  wts, n_terms, loss_weight, gain_weight, gain_cap_usd,
                                  vol_code, total)

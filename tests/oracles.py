@@ -260,14 +260,14 @@ def joint_scenario_margin(book, model):
     Per account: its units that hold risk (a non-zero position after exclusions) fix its set of
     underlyings, whose correlation submatrix gives the shared joint scenarios
     (:func:`pmrisk.correlated.joint_scenarios`) plus the account's own delta directions
-    (:func:`pmrisk.correlated._delta_scenarios`, from the units' first-order USD P&L per
+    (:func:`pmrisk.correlated.delta_directions`, from the units' first-order USD P&L per
     relative move, computed here with :func:`instrument_greeks`).  The scenario sets
     themselves are the implementation's, which tests/test_correlated.py checks on their own.
     Then, per joint scenario: every instrument is revalued (:func:`instrument_pnl` above) at
     its underlying's move with each allowed vol state; each unit sums its positions, weighs
     each vol cell and keeps the worst; the units' values in USD are added.
     """
-    from pmrisk.correlated import _delta_scenarios, joint_scenarios
+    from pmrisk.correlated import delta_directions, joint_scenarios
     from pmrisk.correlation import correlation_matrix
     from pmrisk.engine import revaluation_inputs
     from pmrisk.excluded import excluded_positions
@@ -297,8 +297,12 @@ def joint_scenario_margin(book, model):
         rows = sorted({int(unit_row[u]) for u in us})
         rho = correlation_matrix([units.underlyings[r] for r in rows], model).matrix
         js = joint_scenarios(rows, rho, params, model)
-        extra = _delta_scenarios(js, rho, params, model, unit_delta_usd[us], unit_row[us])
-        shocks = np.vstack([js.shock, extra.shock])
+        g = np.zeros(len(rows))
+        for u in us:
+            g[rows.index(int(unit_row[u]))] += unit_delta_usd[u]
+        g *= np.array([params[r]["price_range"] for r in rows])
+        extra = delta_directions(js, rho, params, model, g[None, :])
+        shocks = np.vstack([js.shock, extra.shock[0]])
         lws = np.vstack([js.loss_weight, extra.loss_weight])
         gws = np.vstack([js.gain_weight, extra.gain_weight])
         nvs = np.concatenate([js.n_vol, extra.n_vol])

@@ -565,11 +565,14 @@ def test_denser_shells_remove_the_vanishing_position_jump(steps):
         * (1 + 1e-9)
 
 
-@examples(40)
+@examples(25)
 @given(pos=books(max_accounts=1), data=st.data())
 def test_maintenance_margin_is_subadditive_on_random_splits(pos, data):
-    """The raw property on random books of the demo universe (no padding): it fails only for
-    books whose loss peaks between two shells of a one-underlying half (see above)."""
+    """The raw property on random books of the demo universe (no padding), with shells between
+    the buckets (without them it fails for books whose loss peaks between two shells of a
+    one-underlying half, see above).  Tolerance 1e-4: each half is stressed along its own
+    delta directions and the whole along its own, and between directions the finite set can
+    miss up to 1 - cos(pi/512) ~ 2e-5 of a two-underlying loss (hypothesis found 7e-6)."""
     n = pos.num_rows
     assume(n >= 2)
     mask = data.draw(st.lists(st.booleans(), min_size=n, max_size=n))
@@ -578,7 +581,7 @@ def test_maintenance_margin_is_subadditive_on_random_splits(pos, data):
     mm = acc(run(pos, model=m), "maintenance_margin")
     ma = acc(run(pos.filter(pa.array(mask)), model=m), "maintenance_margin")
     mb = acc(run(pos.filter(pa.array([not x for x in mask])), model=m), "maintenance_margin")
-    assert mm <= (ma + mb) * (1 + 1e-6) + 1e-6, (mm, ma, mb)
+    assert mm <= (ma + mb) * (1 + 1e-4) + 1e-6, (mm, ma, mb)
 
 
 # =============================================================================================
