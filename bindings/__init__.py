@@ -13,8 +13,9 @@ from .margin import margin
 from .model import Model
 from .results import MarginResult
 from .risk_arrays import margin_from_risk_arrays
+from .warmup import warmup
 
 __version__ = "0.1.0"
 __all__ = ["margin", "margin_from_risk_arrays", "Model", "MarginError", "MarginResult",
            "eligibility", "liquidation_plan", "correlation_matrix", "CorrelationMatrix",
-           "CorrelationRepaired", "__version__"]
+           "CorrelationRepaired", "warmup", "__version__"]
