@@ -1,7 +1,19 @@
 """Validated inputs of one margin call as plain arrays (SPEC §1, §11).
 
 ``load_book`` does every check before anything is computed, so a call that fails validation
-computes nothing.  Instruments are compacted to the *active* ones (held or ordered).
+computes nothing.
+
+Snapshots (SPEC §1): any input but ``instruments`` may carry a ``time`` column; each distinct
+time is a snapshot, valued at that time with the rows of that time, and the whole history is
+one book: an *account* is an (account, snapshot) pair and an *instrument* an (instrument,
+snapshot) instance (its marks and time to expiry are the snapshot's), so one engine pass
+margins every snapshot.  The snapshot times are those of the timed account-state tables
+(positions, balances, open orders, reserves: an account that is flat at some time but holds
+balances is still a snapshot), or, when none of those is timed, of the timed market tables.
+An untimed account-state table applies to every snapshot; an untimed market or index table
+to every snapshot as well.  Rows match a snapshot by exact time (no as-of join); market rows
+at other times are not used.  Without any ``time`` column the book is one snapshot at
+``valuation_time``.
 """
 
 import time as _time
@@ -11,26 +23,32 @@ import numpy as np
 import pyarrow as pa
 
 from pmrisk.kernel.instruments import (CALL, FUTURE, INVERSE, KINDS, OPTION, OPTION_TYPES,
-                                       PERPETUAL, SETTLEMENTS, SPOT)  # noqa: F401
+                                       PERPETUAL, SETTLEMENTS, SPOT)
 
 from . import schema
 from ._arrow import (NAT, as_table, check_columns, codes, duplicated, float_column, has,
-                     lookup, raise_rows, str_column, time_column, to_ns)
+                     lookup, raise_rows, row_keys, str_column, time_column, to_ns,
+                     unique_keys)
 from .errors import MarginError
-from .units import is_priced
 
 NS_PER_DAY = 86_400 * 10**9
 MAX_IV = 100.0          # 10,000 %: anything above is a unit mistake (percent, not decimal)
 NS_PER_YEAR = 365 * NS_PER_DAY
+TIME = "time"
+ACCOUNT_STATE = ("positions", "balances", "open_orders", "reserves")
+TIME_TYPE = pa.timestamp("ns", tz="UTC")
 
 
 @dataclass
 class Book:
-    valuation_ns: int
-    accounts: pa.Array          # account names (string), code = row
-    # active instruments (held or ordered), compact codes 0..n_instr-1
+    timed: bool                 # the inputs carried a time column (results get one)
+    snap_ns: np.ndarray         # valuation time of each snapshot, ns UTC
+    accounts: pa.Array          # account name of each (account, snapshot) pair, code = row
+    acc_snap: np.ndarray        # snapshot of each account pair
+    # active instrument instances (held or ordered), compact codes 0..n_instr-1
     symbols: pa.Array
-    und_code: np.ndarray        # per active instrument, row in und_names
+    instr_snap: np.ndarray      # snapshot of each instance
+    und_code: np.ndarray        # per instance, row in und_names
     und_names: list             # underlying names of the active instruments
     kind: np.ndarray
     settlement: np.ndarray
@@ -42,7 +60,9 @@ class Book:
     expiry_ns: np.ndarray
     years: np.ndarray           # (expiry - valuation)/365d, 0 for spot/perpetual
     mark_iv: np.ndarray         # NaN for non-options
-    index_prices: dict          # asset name -> USD price (index table)
+    assets: list                # names of the index table's underlyings
+    asset_px: np.ndarray        # (n_snap, n_assets) USD price, NaN where no index row
+    stablecoins: frozenset
     # positions
     pos_account: np.ndarray
     pos_instr: np.ndarray
@@ -62,6 +82,33 @@ class Book:
     res_unit: list
     res_mmp: np.ndarray
     res_oo: np.ndarray
+
+    @property
+    def valuation_ns(self):
+        return int(self.snap_ns[0]) if len(self.snap_ns) else 0
+
+    def price_of(self, asset, snap):
+        """USD price of one asset at the snapshots ``snap``: its index row, else 1 for a
+        stablecoin, else NaN (unpriced)."""
+        snap = np.asarray(snap, dtype=np.int64)
+        if asset in self.assets:
+            px = self.asset_px[snap, self.assets.index(asset)]
+        else:
+            px = np.full(len(snap), np.nan)
+        return np.where(np.isnan(px) & (asset in self.stablecoins), 1.0, px)
+
+    def prices(self, assets, snap):
+        """USD price of each asset name at each snapshot: its index row, else 1 for a
+        stablecoin, else NaN (unpriced)."""
+        col = {a: i for i, a in enumerate(self.assets)}
+        idx = np.array([col.get(a, -1) for a in assets], dtype=np.int64)
+        snap = np.asarray(snap, dtype=np.int64)
+        px = np.full(len(idx), np.nan)
+        has_row = idx >= 0
+        if has_row.any():
+            px[has_row] = self.asset_px[snap[has_row], idx[has_row]]
+        stable = np.array([a in self.stablecoins for a in assets], dtype=bool)
+        return np.where(np.isnan(px) & stable, 1.0, px)
 
 
 def read_index(idx):
@@ -85,6 +132,91 @@ def _enum(table, name, col, allowed):
     return code
 
 
+def _iso(ns):
+    return pa.scalar(int(ns), TIME_TYPE).as_py().isoformat().replace("+00:00", "Z")
+
+
+class _Rows:
+    """The rows of one input table as the book sees them: ``row[k]`` (a row of the table) at
+    snapshot ``snap[k]`` (-1: every snapshot, for untimed market and index tables)."""
+
+    def __init__(self, table, row, snap):
+        self.table = table
+        self.row = row
+        self.snap = snap
+
+    def __len__(self):
+        return len(self.row)
+
+    def table_mask(self, bad):
+        """Mask over the table's rows of the book rows where ``bad``."""
+        m = np.zeros(self.table.num_rows, dtype=bool)
+        m[self.row[bad]] = True
+        return m
+
+
+def _raise(rows, name, column, bad, expected, snap_ns, hint=None):
+    """MarginError for the book rows ``bad`` of ``rows``: names the table rows' keys and, for
+    a snapshot, the time (``err.time``)."""
+    mask = rows.table_mask(bad)
+    keys_rows, keys = row_keys(rows.table, name, mask)
+    snaps = rows.snap[bad]
+    when = None
+    if len(snap_ns) > 1 or has(rows.table, TIME):
+        s = snaps[snaps >= 0]
+        when = _iso(snap_ns[s[0]]) if len(s) else None
+    err = MarginError(name, column, expected, rows=keys_rows, keys=keys,
+                      n_bad=int(mask.sum()), hint=hint)
+    if when is not None:
+        err.time = when
+        err.args = (f"{err.args[0]} [snapshot time {when}]",)
+    raise err
+
+
+def _snapshots(tables, valuation_time):
+    """Snapshot times and, per table, its :class:`_Rows`."""
+    timed = [k for k, t in tables.items() if has(t, TIME)]
+    if "instruments" in timed:
+        raise MarginError("instruments", TIME, "no time column: instruments are static "
+                          "reference data (one row per symbol)",
+                          hint="Give time-varying marks in the market table")
+    if not timed:
+        vt = int(_time.time_ns()) if valuation_time is None else to_ns(valuation_time)
+        return np.array([vt], dtype=np.int64), {
+            k: _Rows(t, np.arange(t.num_rows), np.zeros(t.num_rows, dtype=np.int64))
+            for k, t in tables.items() if t is not None}, False
+    if valuation_time is not None:
+        raise MarginError("arguments", "valuation_time", "None when the inputs carry a time "
+                          "column (each snapshot is valued at its own time)")
+    ns = {}
+    for k in timed:
+        check_columns(tables[k], k, {TIME: ("time", True, False)})
+        t = time_column(tables[k], k, TIME)
+        if (t == NAT).any():
+            raise_rows(tables[k], k, TIME, t == NAT, "a time on every row (no nulls)")
+        ns[k] = t
+    state = [k for k in timed if k in ACCOUNT_STATE] or timed
+    snap_ns = np.unique(np.concatenate([ns[k] for k in state]))
+    n_snap = len(snap_ns)
+    rows = {}
+    for k, t in tables.items():
+        if t is None:
+            continue
+        if k in ns:
+            s = np.searchsorted(snap_ns, ns[k])
+            s_clip = np.minimum(s, max(n_snap - 1, 0))
+            keep = (s < n_snap) & (snap_ns[s_clip] == ns[k]) if n_snap else \
+                np.zeros(t.num_rows, dtype=bool)
+            r = np.flatnonzero(keep)
+            rows[k] = _Rows(t, r, s[keep].astype(np.int64))
+        elif k in ACCOUNT_STATE:             # applies to every snapshot
+            rows[k] = _Rows(t, np.tile(np.arange(t.num_rows), n_snap),
+                            np.repeat(np.arange(n_snap), t.num_rows))
+        else:                                # market, index, instruments: any snapshot
+            rows[k] = _Rows(t, np.arange(t.num_rows), np.full(t.num_rows, -1, np.int64))
+    return snap_ns, rows, True
+
+
 def load_book(positions, instruments, market, index, balances, open_orders, reserves,
               model, valuation_time):
     tables = {
@@ -105,9 +237,9 @@ def load_book(positions, instruments, market, index, balances, open_orders, rese
     for name, t in tables.items():
         if t is not None:
             check_columns(t, name, specs[name])
-    ins, pos, mkt, idx = (tables[k] for k in ("instruments", "positions", "market", "index"))
-    bal, oo, res = tables["balances"], tables["open_orders"], tables["reserves"]
-    vt = int(_time.time_ns()) if valuation_time is None else to_ns(valuation_time)
+    snap_ns, R, timed = _snapshots(tables, valuation_time)
+    n_snap = len(snap_ns)
+    ins = tables["instruments"]
 
     # -- instruments -------------------------------------------------------------------------
     sym = str_column(ins, "symbol")
@@ -146,191 +278,266 @@ def load_book(positions, instruments, market, index, balances, open_orders, rese
         raise_rows(ins, "instruments", "settlement", bad, "'linear' for spot instruments")
     und_all_code, und_all_names = codes(str_column(ins, "underlying"))
 
-    # -- positions and orders: symbols must be known ------------------------------------------
-    pos_sym = str_column(pos, "symbol")
-    pos_row = lookup(pos_sym, sym)
-    if (pos_row < 0).any():
-        raise_rows(pos, "positions", "symbol", pos_row < 0, "symbols listed in instruments")
-    quantity = float_column(pos, "positions", "quantity")
-    entry = (float_column(pos, "positions", "entry_price", positive=True, nullable=True)
-             if has(pos, "entry_price") else np.full(pos.num_rows, np.nan))
-    if oo is not None:
-        ord_row = lookup(str_column(oo, "symbol"), sym)
-        if (ord_row < 0).any():
-            raise_rows(oo, "open_orders", "symbol", ord_row < 0, "symbols listed in instruments")
-        ord_qty = float_column(oo, "open_orders", "quantity")
-        float_column(oo, "open_orders", "price", positive=True)
+    # -- positions and orders: symbols must be known (checked on the table's rows) ----------
+    P = R["positions"]
+    pos = P.table
+    pos_row_t = lookup(str_column(pos, "symbol"), sym)
+    if (pos_row_t < 0).any():
+        raise_rows(pos, "positions", "symbol", pos_row_t < 0, "symbols listed in instruments")
+    quantity_t = float_column(pos, "positions", "quantity")
+    entry_t = (float_column(pos, "positions", "entry_price", positive=True, nullable=True)
+               if has(pos, "entry_price") else np.full(pos.num_rows, np.nan))
+    pos_row, quantity, entry = pos_row_t[P.row], quantity_t[P.row], entry_t[P.row]
+    pos_snap = P.snap
+    OR = R.get("open_orders")
+    if OR is not None:
+        ord_row_t = lookup(str_column(OR.table, "symbol"), sym)
+        if (ord_row_t < 0).any():
+            raise_rows(OR.table, "open_orders", "symbol", ord_row_t < 0,
+                       "symbols listed in instruments")
+        ord_qty_t = float_column(OR.table, "open_orders", "quantity")
+        float_column(OR.table, "open_orders", "price", positive=True)
+        ord_row, ord_qty, ord_snap = ord_row_t[OR.row], ord_qty_t[OR.row], OR.snap
     else:
-        ord_row = np.zeros(0, dtype=np.int64)
+        ord_row = ord_snap = np.zeros(0, dtype=np.int64)
         ord_qty = np.zeros(0)
 
-    # -- accounts (positions, balances, orders, reserves) ------------------------------------
-    acc_parts = [str_column(pos, "account")]
-    for t in (bal, oo, res):
-        if t is not None:
-            acc_parts.append(str_column(t, "account"))
-    all_acc = pa.concat_arrays(acc_parts)
-    acc_codes, accounts = codes(all_acc)
-    split = np.cumsum([len(a) for a in acc_parts])[:-1]
-    acc_chunks = np.split(acc_codes, split)
-    pos_account = acc_chunks[0]
-    k = 1
-    bal_account = ord_account = res_account = np.zeros(0, dtype=np.int64)
-    if bal is not None:
-        bal_account = acc_chunks[k]
-        k += 1
-    if oo is not None:
-        ord_account = acc_chunks[k]
-        k += 1
-    if res is not None:
-        res_account = acc_chunks[k]
+    # -- accounts: (account, snapshot) pairs from every account-state table --------------------
+    state = [(k, R[k]) for k in ACCOUNT_STATE if k in R]
+    names_t = [str_column(r.table, "account") for _, r in state]
+    name_codes, names = codes(pa.concat_arrays(names_t))
+    split = np.cumsum([len(a) for a in names_t])[:-1]
+    name_chunks = dict(zip([k for k, _ in state], np.split(name_codes, split)))
+    n_names = max(len(names), 1)
+    pair_key = np.concatenate([r.snap * n_names + name_chunks[k][r.row] for k, r in state])
+    uniq, inv, first = unique_keys(pair_key, return_first=True)
+    # account order: by snapshot, then by first appearance within it (positions first)
+    order = np.lexsort((first, uniq // n_names))
+    rank = np.empty(len(uniq), dtype=np.int64)
+    rank[order] = np.arange(len(uniq))
+    acc_code = rank[inv.ravel()]
+    acc_of = dict(zip([k for k, _ in state],
+                      np.split(acc_code, np.cumsum([len(r) for _, r in state])[:-1])))
+    acc_snap = (uniq // n_names)[order].astype(np.int64)
+    accounts = names.take(pa.array((uniq % n_names)[order], pa.int64())) if len(uniq) else \
+        pa.array([], pa.string())
+    pos_account = acc_of["positions"]
+    ord_account = acc_of.get("open_orders", np.zeros(0, dtype=np.int64))
+    bal_account = acc_of.get("balances", np.zeros(0, dtype=np.int64))
+    res_account = acc_of.get("reserves", np.zeros(0, dtype=np.int64))
     dup = duplicated(pos_account, pos_row)
     if dup.any():
-        raise_rows(pos, "positions", "symbol", dup,
-                   "one row per (account, symbol)", hint="Aggregate duplicate rows first")
+        _raise(P, "positions", "symbol", dup, "one row per (account, symbol)", snap_ns,
+               hint="Aggregate duplicate rows first")
 
     # -- expired instruments --------------------------------------------------------------
-    expired_ins = dated & (expiry != NAT) & (expiry < vt)
-    if expired_ins.any():
+    vt_pos = snap_ns[pos_snap] if n_snap else np.zeros(0, dtype=np.int64)
+    vt_ord = snap_ns[ord_snap] if n_snap else np.zeros(0, dtype=np.int64)
+    pos_expired = dated[pos_row] & (expiry[pos_row] != NAT) & (expiry[pos_row] < vt_pos)
+    ord_expired = dated[ord_row] & (expiry[ord_row] != NAT) & (expiry[ord_row] < vt_ord)
+    if pos_expired.any() or ord_expired.any():
         if model["expired_positions"] == "ignore":
-            keep = ~expired_ins[pos_row]
-            pos_row, quantity, entry, pos_account = (a[keep] for a in
-                                                     (pos_row, quantity, entry, pos_account))
-            pos = pos.filter(pa.array(keep))
-            okeep = ~expired_ins[ord_row]
-            ord_row, ord_qty, ord_account = ord_row[okeep], ord_qty[okeep], ord_account[okeep]
-            if oo is not None:
-                oo = oo.filter(pa.array(okeep))
+            keep = ~pos_expired
+            pos_row, quantity, entry, pos_account, pos_snap = (
+                a[keep] for a in (pos_row, quantity, entry, pos_account, pos_snap))
+            okeep = ~ord_expired
+            ord_row, ord_qty, ord_account, ord_snap = (
+                a[okeep] for a in (ord_row, ord_qty, ord_account, ord_snap))
+            if OR is not None:
+                OR = _Rows(OR.table, OR.row[okeep], OR.snap[okeep])
+        elif pos_expired.any():
+            _raise(P, "positions", "symbol", pos_expired,
+                   "instruments not past expiry at the valuation time", snap_ns,
+                   hint="Drop them, or set expired_positions = 'ignore' in the model")
         else:
-            held = expired_ins[pos_row]
-            if held.any():
-                raise_rows(pos, "positions", "symbol", held,
-                           "instruments not past expiry at the valuation time",
-                           hint="Drop them, or set expired_positions = 'ignore' in the model")
-            if expired_ins[ord_row].any():
-                raise_rows(oo, "open_orders", "symbol", expired_ins[ord_row],
-                           "instruments not past expiry at the valuation time")
+            _raise(OR, "open_orders", "symbol", ord_expired,
+                   "instruments not past expiry at the valuation time", snap_ns)
 
     # -- market ---------------------------------------------------------------------------
+    M = R["market"]
+    mkt = M.table
     mkt_sym = str_column(mkt, "symbol")
-    mkt_row = lookup(mkt_sym, sym)
-    if (mkt_row < 0).any():
-        raise_rows(mkt, "market", "symbol", mkt_row < 0, "symbols listed in instruments")
-    mkt_codes, _ = codes(mkt_sym)
-    dup = duplicated(mkt_codes)
-    if dup.any():
-        raise_rows(mkt, "market", "symbol", dup, "one row per symbol")
-    mark_m = float_column(mkt, "market", "mark_price", positive=True)
-    iv_m = (float_column(mkt, "market", "mark_iv", positive=True, nullable=True)
+    mkt_ins_t = lookup(mkt_sym, sym)
+    if (mkt_ins_t < 0).any():
+        raise_rows(mkt, "market", "symbol", mkt_ins_t < 0, "symbols listed in instruments")
+    mark_t = float_column(mkt, "market", "mark_price", positive=True)
+    iv_t = (float_column(mkt, "market", "mark_iv", positive=True, nullable=True)
             if has(mkt, "mark_iv") else np.full(mkt.num_rows, np.nan))
-    if (iv_m > MAX_IV).any():
-        raise_rows(mkt, "market", "mark_iv", iv_m > MAX_IV,
+    if (iv_t > MAX_IV).any():
+        raise_rows(mkt, "market", "mark_iv", iv_t > MAX_IV,
                    f"annualised vols as decimals <= {MAX_IV:g} (0.6 = 60 %)")
-    fwd_m = (float_column(mkt, "market", "underlying_price", positive=True, nullable=True)
+    fwd_t = (float_column(mkt, "market", "underlying_price", positive=True, nullable=True)
              if has(mkt, "underlying_price") else np.full(mkt.num_rows, np.nan))
+    mkt_ins = mkt_ins_t[M.row]
+    mkt_key = (M.snap + 1) * n_ins + mkt_ins          # snapshot -1 (any) -> block 0
+    dup = duplicated(mkt_key)
+    if dup.any():
+        _raise(M, "market", "symbol", dup, "one row per symbol" +
+               (" and time" if timed else ""), snap_ns)
 
-    # -- active instruments -----------------------------------------------------------------
-    active = np.unique(np.concatenate([pos_row, ord_row]))
-    ins_to_active = np.full(n_ins, -1, dtype=np.int64)
-    ins_to_active[active] = np.arange(len(active))
-    mkt_of_ins = np.full(n_ins, -1, dtype=np.int64)
-    mkt_of_ins[mkt_row] = np.arange(len(mkt_row))
-    no_mark = mkt_of_ins[active] < 0
+    # -- active instrument instances (instrument, snapshot) ----------------------------------
+    inst_key = np.concatenate([pos_snap * n_ins + pos_row, ord_snap * n_ins + ord_row])
+    active_key, inst_inv = unique_keys(inst_key)
+    inst_ins = (active_key % n_ins).astype(np.int64) if n_ins else active_key
+    inst_snap = (active_key // n_ins).astype(np.int64) if n_ins else active_key
+    pos_instr = inst_inv[:len(pos_row)]
+    ord_instr = inst_inv[len(pos_row):]
+    # market row of each instance: its snapshot's row, else the untimed row
+    m_sorted = np.argsort(mkt_key, kind="stable")
+    m_keys = mkt_key[m_sorted]
+
+    def find(keys):
+        at = np.searchsorted(m_keys, keys)
+        ok = (at < len(m_keys)) & (m_keys[np.minimum(at, max(len(m_keys) - 1, 0))] == keys) \
+            if len(m_keys) else np.zeros(len(keys), dtype=bool)
+        return np.where(ok, m_sorted[np.minimum(at, max(len(m_keys) - 1, 0))], -1)
+
+    m_of = find((inst_snap + 1) * n_ins + inst_ins)
+    m_of = np.where(m_of >= 0, m_of, find(inst_ins))       # the untimed row
+    no_mark = m_of < 0
     if no_mark.any():
-        missing = np.isin(pos_row, active[no_mark])
-        if missing.any():
-            raise_rows(pos, "positions", "symbol", missing, "a market row for every held symbol")
-        raise_rows(oo, "open_orders", "symbol", np.isin(ord_row, active[no_mark]),
-                   "a market row for every ordered symbol")
-    m_rows = mkt_of_ins[active]
-    a_kind = kind[active]
-    opt_no_iv = (a_kind == OPTION) & np.isnan(iv_m[m_rows])
+        held = no_mark[pos_instr]
+        if held.any():
+            _raise(P, "positions", "symbol", held, "a market row for every held symbol" +
+                   (" at every snapshot time" if timed else ""), snap_ns)
+        _raise(OR, "open_orders", "symbol", no_mark[ord_instr],
+               "a market row for every ordered symbol", snap_ns)
+    m_rows = M.row[m_of]
+    a_kind = kind[inst_ins]
+    opt_no_iv = (a_kind == OPTION) & np.isnan(iv_t[m_rows])
     if opt_no_iv.any():
         mask = np.zeros(mkt.num_rows, dtype=bool)
         mask[m_rows[opt_no_iv]] = True
         raise_rows(mkt, "market", "mark_iv", mask, "a mark_iv > 0 for every held option")
 
-    # -- index ----------------------------------------------------------------------------
-    index_prices = read_index(idx)
+    # -- index: price of each asset at each snapshot -------------------------------------------
+    X = R["index"]
+    idx_und = str_column(X.table, "underlying")
+    idx_code_t, asset_arr = codes(idx_und)
+    idx_px_t = float_column(X.table, "index", "index_price", positive=True)
+    dup = duplicated(X.snap + 1, idx_code_t[X.row])
+    if dup.any():
+        _raise(X, "index", "underlying", dup, "one row per underlying" +
+               (" and time" if timed else ""), snap_ns)
+    assets = asset_arr.to_pylist()
+    asset_px = np.full((max(n_snap, 1), len(assets)), np.nan)
+    static = X.snap < 0
+    asset_px[:, idx_code_t[X.row[static]]] = idx_px_t[X.row[static]]
+    asset_px[X.snap[~static], idx_code_t[X.row[~static]]] = idx_px_t[X.row[~static]]
+    stable = frozenset(model["stablecoins"])
+
     # compact underlying codes of the active instruments
-    used, a_und_code = np.unique(und_all_code[active], return_inverse=True)
+    used, a_und_code = np.unique(und_all_code[inst_ins], return_inverse=True)
     a_und_code = a_und_code.ravel().astype(np.int64)
     und_names = und_all_names.take(pa.array(used, pa.int64())).to_pylist()
-    missing = sorted(u for u in und_names if u not in index_prices)
-    if missing:
-        raise MarginError("index", "underlying", "a row for every underlying held",
-                          rows=[(u,) for u in missing], keys=("underlying",),
+    col_of = {a: i for i, a in enumerate(assets)}
+    und_col = np.array([col_of.get(u, -1) for u in und_names], dtype=np.int64)
+    inst_col = und_col[a_und_code] if len(und_col) else a_und_code
+    und_px = np.where(inst_col >= 0, asset_px[inst_snap, np.maximum(inst_col, 0)], np.nan) \
+        if len(inst_col) else np.zeros(0)
+    missing = np.isnan(und_px)
+    if missing.any():
+        bad_und = sorted({und_names[c] for c in a_und_code[missing]})
+        when = sorted({int(s) for s in inst_snap[missing]})
+        err = MarginError("index", "underlying", "a row for every underlying held" +
+                          (" at every snapshot time" if timed else ""),
+                          rows=[(u,) for u in bad_und], keys=("underlying",),
                           hint="Add its index_price")
+        if timed:
+            err.time = _iso(snap_ns[when[0]])
+            err.args = (f"{err.args[0]} [snapshot time {err.time}]",)
+        raise err
 
-    und_px = np.array([index_prices[u] for u in und_names], dtype=np.float64)
-    forward = np.where(np.isnan(fwd_m[m_rows]), und_px[a_und_code], fwd_m[m_rows])
-    a_exp = expiry[active]
-    years = np.where(a_exp == NAT, 0.0, (a_exp - vt) / NS_PER_YEAR)
+    forward = np.where(np.isnan(fwd_t[m_rows]), und_px, fwd_t[m_rows])
+    a_exp = expiry[inst_ins]
+    vt_inst = snap_ns[inst_snap] if n_snap else np.zeros(0, dtype=np.int64)
+    years = np.where(a_exp == NAT, 0.0, (a_exp - vt_inst) / NS_PER_YEAR)
     years = np.where(a_kind == SPOT, 0.0, np.where(a_kind == PERPETUAL, 0.0, years))
 
     # -- balances and reserves --------------------------------------------------------------
-    if bal is not None:
-        bal_asset = str_column(bal, "asset").to_pylist()
-        bal_amount = float_column(bal, "balances", "amount")
-        asset_codes, _ = codes(str_column(bal, "asset"))
-        dup = duplicated(bal_account, asset_codes)
+    B = R.get("balances")
+    if B is not None:
+        bal_asset_t = str_column(B.table, "asset")
+        bal_amount = float_column(B.table, "balances", "amount")[B.row]
+        asset_codes_t, _ = codes(bal_asset_t)
+        bal_asset_list = bal_asset_t.to_pylist()
+        bal_asset = [bal_asset_list[i] for i in B.row]
+        dup = duplicated(bal_account, asset_codes_t[B.row])
         if dup.any():
-            raise_rows(bal, "balances", "asset", dup, "one row per (account, asset)",
-                       hint="Add the amounts up first (collateral tiers apply to the total)")
+            _raise(B, "balances", "asset", dup, "one row per (account, asset)", snap_ns,
+                   hint="Add the amounts up first (collateral tiers apply to the total)")
     else:
         bal_asset, bal_amount = [], np.zeros(0)
-    if res is not None:
-        res_unit = str_column(res, "unit").to_pylist()
+    S_ = R.get("reserves")
+    if S_ is not None:
+        res = S_.table
+        res_unit_t = str_column(res, "unit").to_pylist()
         lin = model["linear_settlement_currency"]
         bad = np.array([len(u.split("/")) != 2 or not all(u.split("/"))
-                        or u.split("/")[1] not in (u.split("/")[0], lin) for u in res_unit],
+                        or u.split("/")[1] not in (u.split("/")[0], lin) for u in res_unit_t],
                        dtype=bool)
         if bad.any():
             raise_rows(res, "reserves", "unit", bad, "units this model forms: 'COIN/COIN' "
                        f"(inverse) or 'COIN/{lin}' (linear)")
-        res_mmp = (float_column(res, "reserves", "mmp_margin")
-                   if has(res, "mmp_margin") else np.zeros(res.num_rows))
-        res_oo = (float_column(res, "reserves", "open_orders_margin")
-                  if has(res, "open_orders_margin") else np.zeros(res.num_rows))
-        for col, v in (("mmp_margin", res_mmp), ("open_orders_margin", res_oo)):
+        res_mmp_t = (float_column(res, "reserves", "mmp_margin")
+                     if has(res, "mmp_margin") else np.zeros(res.num_rows))
+        res_oo_t = (float_column(res, "reserves", "open_orders_margin")
+                    if has(res, "open_orders_margin") else np.zeros(res.num_rows))
+        for col, v in (("mmp_margin", res_mmp_t), ("open_orders_margin", res_oo_t)):
             if (v < 0).any():
                 raise_rows(res, "reserves", col, v < 0, "amounts >= 0")
+        res_unit = [res_unit_t[i] for i in S_.row]
+        res_mmp, res_oo = res_mmp_t[S_.row], res_oo_t[S_.row]
     else:
         res_unit, res_mmp, res_oo = [], np.zeros(0), np.zeros(0)
 
-    # -- every asset that must be priced in USD is priced (index row or stablecoin) --------
-    stable = set(model["stablecoins"])
-    priced = lambda a: is_priced(a, index_prices, stable)  # noqa: E731
-    lin = model["linear_settlement_currency"]
-    if (settlement[active] != INVERSE).any() and not priced(lin):
-        raise MarginError("index", "underlying", "an index row for the linear settlement "
-                          f"currency {lin!r} (or list it in the model's stablecoins)",
-                          rows=[(lin,)], keys=("underlying",))
-    if bal is not None:
-        bad = np.array([not priced(a) for a in bal_asset], dtype=bool)
-        if bad.any():
-            raise_rows(bal, "balances", "asset", bad, "assets with an index row or a "
-                       "stablecoin", hint="Add an index_price for the asset")
-    if res is not None:
-        bad = np.array([not all(priced(x) for x in u.split("/")) for u in res_unit], dtype=bool)
-        if bad.any():
-            raise_rows(res, "reserves", "unit", bad, "units whose underlying and settlement "
-                       "currency have an index row (or are stablecoins)")
-
-    return Book(
-        valuation_ns=vt, accounts=accounts,
-        symbols=sym.take(pa.array(active, type=pa.int64())), und_code=a_und_code,
-        und_names=und_names,
-        kind=a_kind, settlement=settlement[active], contract_size=csize[active],
-        mark=mark_m[m_rows], forward=np.ascontiguousarray(forward),
-        strike=np.where(np.isnan(strike[active]), 1.0, strike[active]),
-        is_call=np.ascontiguousarray(np.where(a_kind == OPTION, is_call[active], CALL)),
+    book = Book(
+        timed=timed, snap_ns=snap_ns, accounts=accounts, acc_snap=acc_snap,
+        symbols=sym.take(pa.array(inst_ins, type=pa.int64())), instr_snap=inst_snap,
+        und_code=a_und_code, und_names=und_names,
+        kind=a_kind, settlement=settlement[inst_ins], contract_size=csize[inst_ins],
+        mark=mark_t[m_rows], forward=np.ascontiguousarray(forward),
+        strike=np.where(np.isnan(strike[inst_ins]), 1.0, strike[inst_ins]),
+        is_call=np.ascontiguousarray(np.where(a_kind == OPTION, is_call[inst_ins], CALL)),
         expiry_ns=a_exp, years=np.ascontiguousarray(years, dtype=np.float64),
-        mark_iv=iv_m[m_rows], index_prices=index_prices,
-        pos_account=pos_account, pos_instr=ins_to_active[pos_row], quantity=quantity,
-        entry_price=entry,
-        ord_account=ord_account, ord_instr=ins_to_active[ord_row], ord_qty=ord_qty,
-        ord_id=(oo.column("order_id").combine_chunks() if oo is not None else pa.array([])),
+        mark_iv=iv_t[m_rows], assets=assets, asset_px=asset_px, stablecoins=stable,
+        pos_account=pos_account, pos_instr=pos_instr, quantity=quantity, entry_price=entry,
+        ord_account=ord_account, ord_instr=ord_instr, ord_qty=ord_qty,
+        ord_id=(OR.table.column("order_id").combine_chunks().take(pa.array(OR.row, pa.int64()))
+                if OR is not None else pa.array([])),
         bal_account=bal_account, bal_asset=bal_asset, bal_amount=bal_amount,
         res_account=res_account, res_unit=res_unit, res_mmp=res_mmp, res_oo=res_oo,
     )
+    _check_priced(book, model, R, snap_ns, inst_snap)
+    return book
+
+
+def _check_priced(book, model, R, snap_ns, inst_snap):
+    """Every asset that must be priced in USD is priced at its snapshot (an index row or a
+    stablecoin): the linear settlement currency, balance assets, reserve units."""
+    lin = model["linear_settlement_currency"]
+    linear = book.settlement != INVERSE
+    if linear.any():
+        snaps = np.unique(inst_snap[linear])
+        px = book.prices([lin] * len(snaps), snaps)
+        if np.isnan(px).any():
+            err = MarginError("index", "underlying", "an index row for the linear settlement "
+                              f"currency {lin!r} (or list it in the model's stablecoins)",
+                              rows=[(lin,)], keys=("underlying",))
+            raise err
+    B = R.get("balances")
+    if B is not None and len(book.bal_asset):
+        px = book.prices(book.bal_asset, book.acc_snap[book.bal_account])
+        bad = np.isnan(px)
+        if bad.any():
+            _raise(B, "balances", "asset", bad, "assets with an index row or a stablecoin",
+                   snap_ns, hint="Add an index_price for the asset")
+    S_ = R.get("reserves")
+    if S_ is not None and len(book.res_unit):
+        snap = book.acc_snap[book.res_account]
+        und = [u.split("/")[0] for u in book.res_unit]
+        ccy = [u.split("/")[1] for u in book.res_unit]
+        bad = np.isnan(book.prices(und, snap)) | np.isnan(book.prices(ccy, snap))
+        if bad.any():
+            _raise(S_, "reserves", "unit", bad, "units whose underlying and settlement "
+                   "currency have an index row (or are stablecoins)", snap_ns)

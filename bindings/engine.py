@@ -15,13 +15,13 @@ from pmrisk.kernel import scenarios as S
 from pmrisk.kernel.instruments import FUTURE, INVERSE, OPTION, PERPETUAL, SPOT
 from pmrisk.kernel.volshock import shocked_vols
 
-from ._arrow import kernel_args
+from ._arrow import kernel_args, sum_by, unique_keys
 from .correlated import run_joint
 from .excluded import (Standalone, excluded_instruments, excluded_positions,
                        standalone_margin)
 from .model import collateral_value_usd
 from .scenario_table import scenario_set_for
-from .units import build_units, settle_price
+from .units import build_units
 
 
 @dataclass
@@ -162,7 +162,7 @@ def run(book, model):
 
     # -- unit risk vectors, weighting, worst case ---------------------------------------------
     unit_und = units.type_und_code[units.utype]
-    unit_px = units.type_settle_px[units.utype]
+    unit_px = units.settle_px
     vectors = K.unit_risk_vectors(*kernel_args(pos_unit, pos_row, q_port, instr_pnl), n_units)
     weighted, worst, binding = K.weighted_worst(*kernel_args(vectors, unit_und, unit_px), *sc)
     order_im = K.order_margin(*kernel_args(ord_unit, rv.ord_row, book.ord_qty, vectors,
@@ -172,20 +172,20 @@ def run(book, model):
                                          book.mark, book.forward, book.strike, book.is_call,
                                          book.years, sig_mark), rate)
     value, model_value, upnl, greeks = _position_values(book, g)
-    unit_greeks = np.vstack([np.bincount(pos_unit, weights=greeks[k], minlength=n_units)
+    unit_greeks = np.vstack([sum_by(pos_unit, weights=greeks[k], minlength=n_units)
                              for k in range(4)]) if n_units else np.zeros((4, 0))
 
     # -- add-ons (coin amounts; linear units convert at index/settlement price) ---------------
     coin_settled = np.array([u == c for u, c in zip(units.type_und, units.type_ccy)],
                             dtype=bool)[units.utype]
-    conv_u = np.where(coin_settled, 1.0, units.type_index_px[units.utype] / unit_px)
+    conv_u = np.where(coin_settled, 1.0, units.index_px / unit_px)
     pos_delta = np.where(excl, 0.0, greeks[0])
     pos_group, group_rate, group_unit = _expiry_groups(book, model, units, pos_unit)
     roll_coin, roll_group, _ = addons.roll_shock(pos_group, pos_delta, group_rate, group_unit,
                                                  n_units)
-    unit_delta = np.bincount(pos_unit, weights=pos_delta, minlength=n_units)
+    unit_delta = sum_by(pos_unit, weights=pos_delta, minlength=n_units)
     up_ = lambda key: _und_param(model, units.type_und, key)[units.utype]  # noqa: E731
-    dshock_coin = addons.delta_shock(unit_delta, units.type_index_px[units.utype],
+    dshock_coin = addons.delta_shock(unit_delta, units.index_px,
                                      up_("delta_total_liq_shock_threshold"), up_("m_inc"),
                                      up_("max_delta_shock"))
     short_all = np.where((book.kind[book.pos_instr] == OPTION) & (q < 0), -q, 0.0)
@@ -196,21 +196,21 @@ def run(book, model):
     roll = roll_coin * conv_u
     dshock = dshock_coin * conv_u
     som = som_coin * conv_u
-    orders = np.bincount(ord_unit, weights=order_im, minlength=n_units)
-    orders = orders + np.bincount(res_unit, weights=book.res_oo, minlength=n_units)
-    mmp = np.bincount(res_unit, weights=book.res_mmp, minlength=n_units)
+    orders = sum_by(ord_unit, weights=order_im, minlength=n_units)
+    orders = orders + sum_by(res_unit, weights=book.res_oo, minlength=n_units)
+    mmp = sum_by(res_unit, weights=book.res_mmp, minlength=n_units)
     span = Standalone(model, units, pnl_args) if excl.any() or \
         (len(book.ord_instr) and excluded_instruments(book, model)[book.ord_instr].any()) \
         else None
     excl_pos = standalone_margin(span, pos_unit, pos_row, excl, q, units, unit_px,
                                  short_all * som_rate * conv_u[pos_unit]) if span else \
         np.zeros(len(q))
-    excluded = np.bincount(pos_unit, weights=excl_pos, minlength=n_units).astype(np.float64)
+    excluded = sum_by(pos_unit, weights=excl_pos, minlength=n_units).astype(np.float64)
     if span is not None:
         order_im = _excluded_order_margin(book, model, units, span, rv, order_im, unit_px,
                                           conv_u, itype)
-        orders = np.bincount(ord_unit, weights=order_im, minlength=n_units) \
-            + np.bincount(res_unit, weights=book.res_oo, minlength=n_units)
+        orders = sum_by(ord_unit, weights=order_im, minlength=n_units) \
+            + sum_by(res_unit, weights=book.res_oo, minlength=n_units)
 
     # -- scenario margin: per unit (sum) or joint across the account's units (correlated) ----
     b = binding[pos_unit]
@@ -244,17 +244,17 @@ def run(book, model):
     im_contrib = rm * model["im_factor"] * base + model["im_factor"] * excl_pos
 
     # -- equity (USD) ------------------------------------------------------------------------
-    eq_pos = np.bincount(book.pos_account, weights=value * unit_px[pos_unit], minlength=n_acc)
+    eq_pos = sum_by(book.pos_account, weights=value * unit_px[pos_unit], minlength=n_acc)
     coll, bal_usd = _collateral(book, model)
-    equity = eq_pos + np.bincount(book.bal_account, weights=coll, minlength=n_acc)
-    actual_equity = eq_pos + np.bincount(book.bal_account, weights=bal_usd, minlength=n_acc)
-    loan_mm = model["loan_mmr"] * np.bincount(book.bal_account,
+    equity = eq_pos + sum_by(book.bal_account, weights=coll, minlength=n_acc)
+    actual_equity = eq_pos + sum_by(book.bal_account, weights=bal_usd, minlength=n_acc)
+    loan_mm = model["loan_mmr"] * sum_by(book.bal_account,
                                               weights=np.abs(np.minimum(bal_usd, 0.0)),
                                               minlength=n_acc)
-    acc_mm = np.bincount(units.account, weights=mm * unit_px, minlength=n_acc) + loan_mm
-    acc_im = np.bincount(units.account, weights=im * unit_px, minlength=n_acc) + loan_mm
+    acc_mm = sum_by(units.account, weights=mm * unit_px, minlength=n_acc) + loan_mm
+    acc_im = sum_by(units.account, weights=im * unit_px, minlength=n_acc) + loan_mm
 
-    acc_scen = np.bincount(units.account, weights=scen_margin * unit_px,
+    acc_scen = sum_by(units.account, weights=scen_margin * unit_px,
                            minlength=n_acc).astype(np.float64)
     return Outcome(book=book, units=units, scen=scen, instr_type=itype, pos_unit=pos_unit,
                    vectors=vectors, weighted=weighted, worst=worst, binding=binding,
@@ -331,7 +331,7 @@ def _unit_slope_usd(book, pos_unit, pos_delta, n_units, unit_px):
     linear = book.settlement[pi_] != INVERSE
     ref = np.where(book.kind[pi_] == OPTION, book.forward[pi_], book.mark[pi_])
     slope = pos_delta * np.where(linear, ref, 1.0)
-    return np.bincount(pos_unit, weights=slope, minlength=n_units) * unit_px
+    return sum_by(pos_unit, weights=slope, minlength=n_units) * unit_px
 
 
 def _excluded_order_margin(book, model, units, span, rv, order_im, unit_px, conv_u, itype):
@@ -388,7 +388,7 @@ def _share(total, group, weight):
     out = np.zeros(len(group))
     held = group >= 0
     gid = group[held]
-    den = np.bincount(gid, weights=weight[held], minlength=len(total))
+    den = sum_by(gid, weights=weight[held], minlength=len(total))
     with np.errstate(invalid="ignore", divide="ignore"):
         out[held] = np.where(den[gid] > 0, total[gid] * weight[held] / den[gid], 0.0)
     return out
@@ -397,12 +397,14 @@ def _share(total, group, weight):
 def _collateral(book, model):
     """(collateral value, plain USD value) of each balance row: positive amounts at their
     asset's collateral rate or tiers, loans at full value."""
-    stable = set(model["stablecoins"])
-    px = np.array([settle_price(a, book.index_prices, stable, table="index")
-                   for a in book.bal_asset], dtype=np.float64)
+    assets = np.array(book.bal_asset, dtype=object)
+    snap = book.acc_snap[book.bal_account]
+    px = np.zeros(len(assets))
+    for asset in set(book.bal_asset):
+        on = assets == asset
+        px[on] = book.price_of(asset, snap[on])
     usd = book.bal_amount * px
     coll = usd.copy()
-    assets = np.array(book.bal_asset, dtype=object)
     for asset in set(book.bal_asset):
         m = (assets == asset) & (usd > 0)
         coll[m] = collateral_value_usd(model, asset, usd[m])
@@ -422,9 +424,9 @@ def _expiry_groups(book, model, units, pos_unit):
     if not dated.any():
         return pos_group, np.zeros(0), np.zeros(0, dtype=np.int64)
     _, k2 = np.unique(key2[dated], return_inverse=True)
+    k2 = k2.ravel()
     n_k = int(k2.max()) + 1
-    uniq, inv = np.unique(pos_unit[dated] * n_k + k2.ravel(), return_inverse=True)
-    inv = inv.ravel()
+    uniq, inv = unique_keys(pos_unit[dated] * n_k + k2)
     pos_group[dated] = inv
     group_unit = (uniq // n_k).astype(np.int64)
     # years to expiry of each group: from any member position

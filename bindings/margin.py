@@ -7,7 +7,7 @@ from .book import load_book
 from .engine import run
 from .model import Model
 from .results import build
-from .snapshots import margin_snapshots, timed
+from .snapshots import margin_snapshots
 
 
 def margin(positions, instruments, market, index, balances=None, open_orders=None,
@@ -62,11 +62,21 @@ def margin(positions, instruments, market, index, balances=None, open_orders=Non
               "index": index, "balances": balances, "open_orders": open_orders,
               "reserves": reserves}
     tables = {k: as_table(v, k) for k, v in tables.items()}
-    if timed(tables):
-        return margin_snapshots(
-            tables, valuation_time,
-            lambda at_t, t: _margin_one(at_t, model, t, risk_vectors))
     return _margin_one(tables, model, valuation_time, risk_vectors)
+
+
+def margin_per_snapshot(positions, instruments, market, index, balances=None,
+                        open_orders=None, reserves=None, model=None, risk_vectors=False):
+    """:func:`margin` on inputs with a ``time`` column, one engine pass per snapshot and the
+    results stacked: the reference the one-pass path is tested against (slow for many
+    snapshots)."""
+    model = Model.coerce(model)
+    tables = {"positions": positions, "instruments": instruments, "market": market,
+              "index": index, "balances": balances, "open_orders": open_orders,
+              "reserves": reserves}
+    tables = {k: as_table(v, k) for k, v in tables.items()}
+    return margin_snapshots(tables, None,
+                            lambda at_t, t: _margin_one(at_t, model, t, risk_vectors))
 
 
 def _margin_one(tables, model, valuation_time, risk_vectors):
@@ -79,4 +89,6 @@ def _margin_one(tables, model, valuation_time, risk_vectors):
     t3 = time.perf_counter()
     result.timings = {"validate": t1 - t0, "compute": t2 - t1, "tables": t3 - t2,
                       "total": t3 - t0}
+    if book.timed:
+        result.timings["snapshots"] = len(book.snap_ns)
     return result

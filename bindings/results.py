@@ -7,6 +7,8 @@ import pyarrow as pa
 
 from pmrisk.kernel.scenarios import TABLES, VOL_STATES
 
+from ._arrow import sum_by
+
 UNALLOCATED = "unallocated"
 
 
@@ -47,11 +49,22 @@ def status_of(ratio, thresholds):
     levels = list(thresholds["warning"]) + [thresholds["margin_call"], thresholds["liquidation"]]
     names = ["normal"] + [f"warning_{k + 1}" for k in range(len(thresholds["warning"]))] + [
         "margin_call", "liquidation"]
-    # number of levels the ratio is below (levels strictly decrease)
+    return _names(names, _bands(ratio, levels)).to_pylist()
+
+
+def _bands(ratio, levels):
+    """Number of levels each ratio is below (levels strictly decrease)."""
     below = np.zeros(len(ratio), dtype=np.int64)
     for lv in levels:
         below += ratio < lv
-    return [names[k] for k in below]
+    return below
+
+
+def _status_array(ratio, thresholds):
+    levels = list(thresholds["warning"]) + [thresholds["margin_call"], thresholds["liquidation"]]
+    names = ["normal"] + [f"warning_{k + 1}" for k in range(len(thresholds["warning"]))] + [
+        "margin_call", "liquidation"]
+    return _names(names, _bands(ratio, levels))
 
 
 def _names(names, codes):
@@ -62,14 +75,34 @@ def describe(unit_name, table, shock, vol_state):
     return f"{unit_name} {table} {shock:+.2%} vol {vol_state}"
 
 
+def _describe_units(units, scen, unit_und, binding, worst_usd, first, acc_excl, n_acc):
+    """Per account, its largest unit's binding cell in words ("BTC/BTC standard -16.00% vol
+    up"): formatted once per distinct (unit type, cell), not once per account."""
+    code = np.zeros(n_acc, dtype=np.int64)            # 0: none, 1: excluded only, 2+: cells
+    texts = ["none", "excluded positions only (SPAN standalone)"]
+    code[acc_excl > 0] = 1
+    live = first[worst_usd[first] > 0] if len(first) else first
+    if len(live):
+        width = scen.price_shock.shape[1]
+        key = units.utype[live] * width + binding[live]
+        uniq, inv = np.unique(key, return_inverse=True)
+        for k in uniq:
+            t, c = divmod(int(k), width)
+            r = units.type_und_code[t]
+            texts.append(describe(units.type_names[t], TABLES[scen.table[r, c]],
+                                  scen.price_shock[r, c], VOL_STATES[scen.vol_code[r, c]]))
+        code[units.account[live]] = 2 + inv.ravel()
+    return _names(texts, code)
+
+
 def build(out, model, risk_vectors=False):
     book, units, scen = out.book, out.units, out.scen
     acc_names = book.accounts
     ut = pa.array(units.utype, pa.int64())
     unit_names = pa.array(units.type_names, pa.string()).take(ut)
     unit_und = units.type_und_code[units.utype]
-    unit_px = units.type_settle_px[units.utype]
-    index_px = units.type_index_px[units.utype]
+    unit_px = units.settle_px
+    index_px = units.index_px
     n_units = len(units)
     b = out.binding
     b_table = _names(TABLES, scen.table[unit_und, b])
@@ -92,8 +125,8 @@ def build(out, model, risk_vectors=False):
         # margin (the joint scenario under cross_unit="correlated"; null: not part of it)
         "scenario_price_shock": pa.array(out.scen_shock, pa.float64(),
                                          mask=np.isnan(out.scen_shock)),
-        "scenario_vol_state": pa.array(
-            [VOL_STATES[v] if v >= 0 else None for v in out.scen_vol], pa.string()),
+        "scenario_vol_state": pa.array(VOL_STATES, pa.string()).take(
+            pa.array(out.scen_vol, pa.int64(), mask=out.scen_vol < 0)),
     }
     amounts = {
         "worst_case": out.worst, "roll_shock": out.roll, "delta_shock": out.dshock,
@@ -118,8 +151,8 @@ def build(out, model, risk_vectors=False):
     # -- positions + unallocated rows --------------------------------------------------------
     pu = out.pos_unit
     pos_px = unit_px[pu]
-    mm_un = out.mm - np.bincount(pu, weights=out.mm_contrib, minlength=n_units)
-    im_un = out.im - np.bincount(pu, weights=out.im_contrib, minlength=n_units)
+    mm_un = out.mm - sum_by(pu, weights=out.mm_contrib, minlength=n_units)
+    im_un = out.im - sum_by(pu, weights=out.im_contrib, minlength=n_units)
     symbols = book.symbols.take(pa.array(book.pos_instr, pa.int64()))
     loans = np.flatnonzero(out.loan_mm > 0)
     n_loan = len(loans)
@@ -161,17 +194,14 @@ def build(out, model, risk_vectors=False):
     order = np.lexsort((-worst_usd, units.account))
     first = order[np.r_[True, units.account[order][1:] != units.account[order][:-1]]] \
         if n_units else np.zeros(0, dtype=np.int64)
-    desc = ["none"] * n_acc
-    tables_py, vols_py = b_table.to_pylist(), b_vol.to_pylist()
-    for u in first:
-        if worst_usd[u] > 0:
-            desc[units.account[u]] = describe(units.type_names[units.utype[u]], tables_py[u],
-                                              b_shock[u], vols_py[u])
+    acc_excl = sum_by(units.account, weights=out.excluded * unit_px, minlength=n_acc)
     if out.acc_desc is not None:
         desc = [d if s > 0 else "none" for d, s in zip(out.acc_desc, out.acc_scen)]
-    acc_excl = np.bincount(units.account, weights=out.excluded * unit_px, minlength=n_acc)
-    desc = [("excluded positions only (SPAN standalone)" if d == "none" and e > 0 else d)
-            for d, e in zip(desc, acc_excl)]
+        desc = pa.array([("excluded positions only (SPAN standalone)"
+                          if d == "none" and e > 0 else d) for d, e in zip(desc, acc_excl)],
+                        pa.string())
+    else:
+        desc = _describe_units(units, scen, unit_und, b, worst_usd, first, acc_excl, n_acc)
     accounts_t = pa.table({
         "account": acc_names,
         "equity": eq,
@@ -182,17 +212,54 @@ def build(out, model, risk_vectors=False):
         "available_margin": eq - im_usd,
         "max_withdrawable": max_wd,
         "margin_ratio": ratio,
-        "status": pa.array(status_of(ratio, th), pa.string()),
-        "worst_scenario": pa.array(desc, pa.string()),
+        "status": _status_array(ratio, th),
+        "worst_scenario": desc,
         "scenario_margin": out.acc_scen,
         "loan_maintenance_margin": out.loan_mm,
     })
 
     urv = _unit_risk_vectors(out, unit_names) if risk_vectors else None
     prv = _position_risk_vectors(out, unit_names) if risk_vectors == "positions" else None
+    if book.timed:
+        # the snapshot of every row, as a `time` column after `account`; rows by snapshot
+        acc_snap = book.acc_snap
+        accounts_t = _timed(accounts_t, book, acc_snap)
+        units_t = _timed(units_t, book, acc_snap[units.account])
+        row_acc = np.concatenate([book.pos_account, units.account, loans])
+        positions_t = _timed(positions_t, book, acc_snap[row_acc], sort=True)
+        if urv is not None:
+            urv = _timed(urv, book, acc_snap[units.account][_rv_units(out)])
+        if prv is not None:
+            prv = _timed(prv, book, acc_snap[book.pos_account][_rv_positions(out)])
     return MarginResult(accounts=accounts_t, units=units_t, positions=positions_t,
                         risk_vectors=prv if prv is not None else urv, unit_risk_vectors=urv,
                         position_risk_vectors=prv, correlation=out.correlation)
+
+
+TIME_TYPE = pa.timestamp("ns", tz="UTC")
+
+
+def _timed(table, book, snap, sort=False):
+    """``table`` with a ``time`` column (the snapshot of each row) after ``account``; with
+    ``sort``, rows stably ordered by snapshot."""
+    col = pa.array(book.snap_ns[snap] if len(snap) else np.zeros(0, np.int64),
+                   pa.int64()).cast(TIME_TYPE)
+    table = table.add_column(1, "time", col)
+    if sort and len(snap) and (np.diff(snap) < 0).any():
+        table = table.take(pa.array(np.argsort(snap, kind="stable"), pa.int64()))
+    return table
+
+
+def _rv_units(out):
+    """Unit of each row of the unit risk-vector table."""
+    unit_und = out.units.type_und_code[out.units.utype]
+    return np.repeat(np.arange(len(out.units)), out.scen.n_scen[unit_und])
+
+
+def _rv_positions(out):
+    """Position of each row of the position risk-vector table."""
+    unit_und = out.units.type_und_code[out.units.utype]
+    return np.repeat(np.arange(len(out.pos_unit)), out.scen.n_scen[unit_und[out.pos_unit]])
 
 
 def _scenario_cols(scen, und_rows, cells):

@@ -149,13 +149,14 @@ def margin_from_risk_arrays(positions, risk_arrays, model=None, index=None,
     n_t = len(type_names)
     pair, inv = np.unique(acc_codes * n_t + sym_type[pos_row], return_inverse=True)
     pos_unit = inv.ravel().astype(np.int64)
+    utype = (pair % n_t).astype(np.int64)
     units = Units(type_names=type_names, type_und=type_und, type_ccy=type_ccy,
-                  type_und_code=und_code, type_settle_px=settle_px, type_index_px=index_px,
-                  underlyings=underlyings, account=(pair // n_t).astype(np.int64),
-                  utype=(pair % n_t).astype(np.int64))
+                  type_und_code=und_code, underlyings=underlyings,
+                  account=(pair // n_t).astype(np.int64), utype=utype,
+                  settle_px=settle_px[utype], index_px=index_px[utype])
     n_units = len(units)
     unit_und = und_code[units.utype]
-    unit_px = settle_px[units.utype]
+    unit_px = units.settle_px
 
     vectors = K.unit_risk_vectors(*kernel_args(pos_unit, pos_row, quantity, matrix), n_units)
     weighted, worst, binding = K.weighted_worst(*kernel_args(
@@ -169,10 +170,13 @@ def margin_from_risk_arrays(positions, risk_arrays, model=None, index=None,
     wc_share = np.where(worst[pos_unit] > 0, -scen.loss_weight[unit_und[pos_unit], b] * cell, 0.0)
     n_pos, n_acc = len(pos_row), len(accounts)
     zu, zp, za = np.zeros(n_units), np.zeros(n_pos), np.zeros(n_acc)
-    book = Book(valuation_ns=0, accounts=accounts, symbols=symbols, und_code=None, und_names=[],
+    book = Book(timed=False, snap_ns=np.zeros(1, np.int64), accounts=accounts,
+                acc_snap=np.zeros(n_acc, np.int64), symbols=symbols,
+                instr_snap=np.zeros(n_sym, np.int64), und_code=None, und_names=[],
                 kind=None, settlement=None, contract_size=None, mark=None, forward=None,
                 strike=None, is_call=None, expiry_ns=None, years=None, mark_iv=None,
-                index_prices=prices, pos_account=acc_codes, pos_instr=pos_row,
+                assets=list(prices), asset_px=np.array([list(prices.values())], np.float64),
+                stablecoins=frozenset(stable), pos_account=acc_codes, pos_instr=pos_row,
                 quantity=quantity, entry_price=None, ord_account=None, ord_instr=None,
                 ord_qty=None, ord_id=None, bal_account=None, bal_asset=[], bal_amount=None,
                 res_account=None, res_unit=[], res_mmp=None, res_oo=None)

@@ -7,6 +7,7 @@ import numpy as np
 
 from pmrisk.kernel.instruments import INVERSE
 
+from ._arrow import unique_keys
 from .errors import MarginError
 
 
@@ -16,25 +17,21 @@ class Units:
     type_und: list              # underlying name per type
     type_ccy: list              # settlement currency per type
     type_und_code: np.ndarray   # row in the scenario arrays per type
-    type_settle_px: np.ndarray  # USD per 1 settlement currency
-    type_index_px: np.ndarray   # USD per 1 underlying
     underlyings: list           # scenario rows: underlying names
     # (account, unit) pairs, sorted by account then type
     account: np.ndarray
     utype: np.ndarray
+    settle_px: np.ndarray       # per unit: USD per 1 settlement currency (its snapshot's)
+    index_px: np.ndarray        # per unit: USD per 1 underlying
 
     def __len__(self):
         return len(self.account)
 
 
-def is_priced(asset, index_prices, stablecoins):
-    """An asset has a USD price: an index row, or a stablecoin (worth 1)."""
-    return asset in index_prices or asset in stablecoins
-
-
 def settle_price(ccy, index_prices, stablecoins, table="index"):
-    """USD price of ``ccy``: its index row, else 1 for a stablecoin, else an input error."""
-    if is_priced(ccy, index_prices, stablecoins):
+    """USD price of ``ccy`` from ``{asset: price}``: its row, else 1 for a stablecoin, else an
+    input error (risk-array input, which has one index table and no snapshots)."""
+    if ccy in index_prices or ccy in stablecoins:
         return index_prices.get(ccy, 1.0)
     raise MarginError(table, "underlying", "an index row for every asset that is not a "
                       "stablecoin", rows=[(ccy,)], keys=("underlying",),
@@ -65,9 +62,6 @@ def build_units(book, model):
                                    else lin) for c in present], dtype=np.int64)
     instr_type = combo_type[combo_inv.ravel()] if len(present) else np.zeros(0, np.int64)
     res_type = np.array([type_of(*r.split("/", 1)) for r in book.res_unit], dtype=np.int64)
-    stable = set(model["stablecoins"])
-    index_px = np.array([settle_price(u, book.index_prices, stable) for u in und])
-    settle_px = np.array([settle_price(c, book.index_prices, stable) for c in ccy])
     underlyings = list(dict.fromkeys(und))
     und_code = np.array([underlyings.index(u) for u in und], dtype=np.int64)
 
@@ -75,9 +69,27 @@ def build_units(book, model):
     keys = [book.pos_account * n_t + instr_type[book.pos_instr],
             book.ord_account * n_t + instr_type[book.ord_instr],
             book.res_account * n_t + res_type]
-    pair, inverse = np.unique(np.concatenate(keys), return_inverse=True)
-    parts = np.split(inverse.ravel().astype(np.int64), np.cumsum([len(k) for k in keys])[:-1])
+    pair, inverse = unique_keys(np.concatenate(keys))
+    parts = np.split(inverse, np.cumsum([len(k) for k in keys])[:-1])
+    account = (pair // n_t).astype(np.int64)
+    utype = (pair % n_t).astype(np.int64)
+    # prices per unit at its account's snapshot (validated in load_book: never NaN here)
+    snap = book.acc_snap[account]
+    type_und = np.array(und, dtype=object)
+    type_ccy = np.array(ccy, dtype=object)
+    index_px = _prices_by_type(book, type_und, utype, snap)
+    settle_px = _prices_by_type(book, type_ccy, utype, snap)
     units = Units(type_names=names, type_und=und, type_ccy=ccy, type_und_code=und_code,
-                  type_settle_px=settle_px, type_index_px=index_px, underlyings=underlyings,
-                  account=(pair // n_t).astype(np.int64), utype=(pair % n_t).astype(np.int64))
+                  underlyings=underlyings, account=account, utype=utype,
+                  settle_px=settle_px, index_px=index_px)
     return units, instr_type, parts[0], parts[1], parts[2]
+
+
+def _prices_by_type(book, type_asset, utype, snap):
+    """USD price of each unit's asset (by unit type) at its snapshot."""
+    out = np.zeros(len(utype))
+    for t in range(len(type_asset)):
+        on = utype == t
+        if on.any():
+            out[on] = book.price_of(type_asset[t], snap[on])
+    return out

@@ -12,6 +12,7 @@ prefer vol state ``same``, then the lowest index.
 """
 
 import numpy as np
+from numba import prange
 
 from ._config import njit
 from .scenarios import VOL_SAME
@@ -86,7 +87,7 @@ def _worst_of(vec, u_und, px, n_scen, loss_weight, gain_weight, gain_cap_usd, da
     return (-bind_w if bind_w < 0.0 else 0.0), bind
 
 
-@njit
+@njit(parallel=True)
 def weighted_worst(vectors, unit_und, unit_px, n_scen, loss_weight, gain_weight,
                    gain_cap_usd, dampener_usd, vol_code):
     """Weighted vectors, worst case and binding cell per unit.
@@ -94,12 +95,14 @@ def weighted_worst(vectors, unit_und, unit_px, n_scen, loss_weight, gain_weight,
     ``vectors``: float64[n_units, S]; ``unit_und``: int64[n_units] (row of the scenario
     arrays); ``unit_px``: float64[n_units], USD value of one unit of settlement currency.
     Returns ``(weighted float64[n_units, S], worst float64[n_units], binding int64[n_units])``.
+    Units run in parallel (``NUMBA_NUM_THREADS``), each on one thread, so the result does not
+    depend on the number of threads.
     """
     n_units, width = vectors.shape
     weighted = np.zeros((n_units, width))
     worst = np.zeros(n_units)
     binding = np.zeros(n_units, dtype=np.int64)
-    for u in range(n_units):
+    for u in prange(n_units):                    # units are independent: one per thread
         k = unit_und[u]
         px = unit_px[u]
         for s in range(n_scen[k]):

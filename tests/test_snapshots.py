@@ -155,3 +155,60 @@ def test_risk_arrays_reject_a_time_column():
     with pytest.raises(pmrisk.MarginError) as e:
         pmrisk.margin_from_risk_arrays(pos, ra, model="span")
     assert e.value.column == "time"
+
+
+# -- one pass over every snapshot == one engine pass per snapshot ------------------------------
+
+from hypothesis import given, settings  # noqa: E402
+from hypothesis import strategies as st  # noqa: E402
+
+from pmrisk.margin import margin_per_snapshot  # noqa: E402
+
+TS = pa.timestamp("ns", tz="UTC")
+
+
+def _history(seed, n_times, timed_balances, static_market, drop):
+    rng = np.random.default_rng(seed)
+    t0 = pa.scalar(T1).cast(TS).value
+    times = [t0 + k * 3_600 * 10**9 for k in range(n_times)]
+    pos_parts, mkt_parts, idx_parts, bal_parts = [], [], [], []
+    for t in times:
+        keep = rng.random(B["positions"].num_rows) > drop
+        p = B["positions"].filter(pa.array(keep))
+        q = np.asarray(p["quantity"]) * rng.uniform(0.5, 1.5, p.num_rows)
+        p = p.set_column(p.column_names.index("quantity"), "quantity", pa.array(q))
+        pos_parts.append(with_time(p, pa.scalar(t, TS)))
+        f = 1.0 + 0.02 * rng.normal()
+        mkt_parts.append(with_time(moved(B["market"], f, ("mark_price", "underlying_price")),
+                                   pa.scalar(t, TS)))
+        idx_parts.append(with_time(moved(B["index"], f, ("index_price",)), pa.scalar(t, TS)))
+        bal_parts.append(with_time(moved(B["balances"], rng.uniform(0.5, 1.5), ("amount",)),
+                                   pa.scalar(t, TS)))
+    return dict(
+        positions=pa.concat_tables(pos_parts), instruments=B["instruments"],
+        market=B["market"] if static_market else pa.concat_tables(mkt_parts),
+        index=B["index"] if static_market else pa.concat_tables(idx_parts),
+        balances=pa.concat_tables(bal_parts) if timed_balances else B["balances"],
+        open_orders=B["open_orders"])
+
+
+@settings(max_examples=12, deadline=None)
+@given(seed=st.integers(0, 10_000), n_times=st.integers(1, 4), timed_balances=st.booleans(),
+       static_market=st.booleans(), drop=st.sampled_from([0.0, 0.3, 0.9]),
+       model=st.sampled_from(["deribit_pme", "standard", "span"]))
+def test_one_pass_equals_a_pass_per_snapshot(seed, n_times, timed_balances, static_market,
+                                             drop, model):
+    h = _history(seed, n_times, timed_balances, static_market, drop)
+    one = pmrisk.margin(**h, model=model, risk_vectors=True)
+    ref = margin_per_snapshot(**h, model=model, risk_vectors=True)
+    for name in ("accounts", "units", "positions", "unit_risk_vectors"):
+        a, b = getattr(one, name), getattr(ref, name)
+        assert a.column_names == b.column_names, name
+        assert a.num_rows == b.num_rows, name
+        for c in a.column_names:
+            x, y = a[c], b[c]
+            if pa.types.is_floating(x.type):
+                np.testing.assert_allclose(np.asarray(x), np.asarray(y), rtol=1e-12,
+                                           atol=1e-12, err_msg=f"{name}.{c}")
+            else:
+                assert x.equals(y), f"{name}.{c}"
