@@ -24,7 +24,16 @@ test: $(STAMP)
 lint: $(STAMP)
 	$(BIN)/ruff check kernel bindings tests benchmarks
 
-bench: $(STAMP)
+# `make bench`: the benchmark suite at full size with timing on (a few minutes), then the
+# figures table in benchmarks/README.md and benchmarks/scaling.png (matplotlib: the `bench`
+# extra, installed here only).  benchmarks/README.md says what is measured and how.
+BENCH_STAMP := $(VENV)/.bench-stamp
+
+$(BENCH_STAMP): $(STAMP) pyproject.toml
+	$(BIN)/python -m pip install --quiet -e '.[test,bench]'
+	@touch $(BENCH_STAMP)
+
+bench: $(BENCH_STAMP)
 	$(BIN)/python -m pytest benchmarks --benchmark-enable --benchmark-json=benchmarks/results.json
 	$(BIN)/python benchmarks/report.py benchmarks/results.json --write
 

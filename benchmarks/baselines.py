@@ -2,7 +2,10 @@
 
 * ``minimal_option_kernel``: the throughput ceiling — a hand-written numba loop that only
   revalues options (Black-76 with per-position constants hoisted) and sums into one vector;
-  no futures, no weighting, no bookkeeping.
+  no futures, no weighting, no bookkeeping.  One thread.
+* ``minimal_option_kernel_parallel``: the same loop over numba's threads (``prange`` over
+  scenarios, the per-position constants hoisted into arrays first), the ceiling for kernels
+  that use ``parallel=True``; the faster of the two is the reference.
 * ``numpy_vectorised_pnl``: what a careful numpy user would write (scipy's ``ndtr``, the whole
   options x scenarios matrix at once).
 * ``quantlib_loop``: QuantLib ``blackFormula`` in a Python loop, the pricing peer.
@@ -34,6 +37,40 @@ def minimal_option_kernel(F, K, T, sig_up, sig_same, sig_down, qty, is_call, sho
                 v = K[i] * 0.5 * math.erfc(d2 / math.sqrt(2.0)) - fs * 0.5 * math.erfc(
                     d1 / math.sqrt(2.0))
             out[s] += qty[i] * v / fs
+    return out
+
+
+@nb.njit(cache=True, nogil=True, error_model="numpy", parallel=True)
+def minimal_option_kernel_parallel(F, K, T, sig_up, sig_same, sig_down, qty, is_call, shock,
+                                   vol_code):
+    n_opt = F.shape[0]
+    n_scen = shock.shape[0]
+    sds = np.empty((3, n_opt))
+    ln_fk = np.empty(n_opt)
+    for i in range(n_opt):
+        sqrt_t = math.sqrt(T[i])
+        sds[0, i] = sig_up[i] * sqrt_t
+        sds[1, i] = sig_same[i] * sqrt_t
+        sds[2, i] = sig_down[i] * sqrt_t
+        ln_fk[i] = math.log(F[i] / K[i])
+    out = np.zeros(n_scen)
+    for s in nb.prange(n_scen):
+        ln_s = math.log1p(shock[s])
+        sd_row = sds[vol_code[s]]
+        acc = 0.0
+        for i in range(n_opt):
+            sd = sd_row[i]
+            fs = F[i] * (1.0 + shock[s])
+            d1 = (ln_fk[i] + ln_s) / sd + 0.5 * sd
+            d2 = d1 - sd
+            if is_call[i]:
+                v = fs * 0.5 * math.erfc(-d1 / math.sqrt(2.0)) - K[i] * 0.5 * math.erfc(
+                    -d2 / math.sqrt(2.0))
+            else:
+                v = K[i] * 0.5 * math.erfc(d2 / math.sqrt(2.0)) - fs * 0.5 * math.erfc(
+                    d1 / math.sqrt(2.0))
+            acc += qty[i] * v / fs
+        out[s] = acc
     return out
 
 

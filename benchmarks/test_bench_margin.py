@@ -1,166 +1,223 @@
-"""Margin benchmarks (pytest-benchmark).  `make test` runs each once as a smoke test
-(``--benchmark-disable``); `make bench` times them and writes benchmarks/results.json.
+"""In-process benchmarks of the performance issue (pytest-benchmark groups = the issue's ids).
 
-Group ``grid-1acct-2k``: one account, 2,000 positions (1,600 options) on BTC, inverse,
-``deribit_pme`` (27 + 8 scenarios).  The same options are also revalued by the numpy oracle
-(on 200 options: it loops in Python), a vectorised numpy/scipy implementation, the minimal
-hand-written numba kernel and QuantLib's ``blackFormula``, so figures compare as ratios.
-Group ``accounts-10k``: 10,000 accounts x 10 positions (half options), one valuation time,
-in one call.  Group ``snapshots-100``: the ``time`` column path, 100 snapshots x 10 accounts x
-10 positions (one engine pass per snapshot).
+`make test` runs each once as a smoke test (``--benchmark-disable``, smoke sizes); `make bench`
+times them at full size and writes benchmarks/results.json (see README.md here).
+
+* ``grid-1acct-2k``: ``margin()`` end to end on 1 account, 2,000 positions (1,600 options) on
+  BTC, inverse, ``deribit_pme`` (35 scenarios); and the revaluation kernel alone on its
+  instruments.
+* ``seed-1acct-6k``: ``margin()`` on 1 account, 6,000 positions (5,000 options) over 10
+  underlyings under ``standard`` (3,433 joint scenarios, 2,861 of them x 3 vol states).
+* ``backtest-100k``: one ``margin()`` call over a ``time`` column: 1,000 times x 100 accounts x
+  10 positions (half options), ``deribit_pme`` (smoke: 5 times).
+* ``baselines-oracle``: the numpy oracle of tests/oracles.py against the kernel on the first
+  200 instruments of ``grid-1acct-2k`` (the oracle loops per instrument in Python).
+* ``baselines-options``: the kernel on the 1,600 options of ``grid-1acct-2k`` x 35 scenarios
+  against the minimal hand-written numba loop (serial and ``prange``), numpy + scipy ``ndtr``,
+  and QuantLib ``blackFormula`` in a Python loop (on 100 options: compare per revaluation).
+* ``accounts-10k`` (extra): 10,000 accounts x 10 positions in one call.
+* ``scaling``: ``margin()`` on a sweep of book sizes (report.py draws scaling.png from it).
 """
+
+import inspect
 
 import numpy as np
 import pytest
 
 import pmrisk
 from pmrisk import kernel as K
-from pmrisk import samples
+from pmrisk._arrow import kernel_args
 from pmrisk.book import load_book
 from pmrisk.engine import revaluation_inputs
+from pmrisk.kernel.instruments import OPTION
 
 import baselines
+import cases
 import oracles
 
-MODEL = pmrisk.Model.preset("deribit_pme")
-
-
-def _book(**kw):
-    b = samples.book(**kw)
-    vt = b.pop("valuation_time")
-    return b, vt
+PME = pmrisk.Model.preset("deribit_pme")
+STANDARD = pmrisk.Model.preset("standard")
+PNL_ARGS = list(inspect.signature(K.instrument_pnl.py_func).parameters)
 
 
 @pytest.fixture(scope="module")
 def grid2k():
-    b, vt = _book(n_accounts=1, positions_per_account=2000, underlyings=("BTC",),
-                  option_share=0.8, inverse_share=1.0, seed=1)
-    book = load_book(b["positions"], b["instruments"], b["market"], b["index"], None, None,
-                     None, MODEL, vt)
-    rv = revaluation_inputs(book, MODEL)
-    scen, args = rv.scen, rv.args
-    return b, vt, book, scen, args
+    tables, vt = cases.grid_1acct_2k()
+    book = load_book(tables["positions"], tables["instruments"], tables["market"],
+                     tables["index"], None, None, None, PME, vt)
+    rv = revaluation_inputs(book, PME)
+    return tables, vt, book, rv
 
 
-def _option_slice(book, args, scen, n):
-    """Arrays for the option-only baselines: the first n options, BTC row of the scenarios."""
-    opt = np.flatnonzero(book.kind == 3)[:n]
-    ns = scen.n_scen[0]
-    qty = np.zeros(len(book.kind))
-    np.add.at(qty, book.pos_instr, book.quantity)
-    return dict(F=book.forward[opt], K=book.strike[opt], T=args[8][opt], sig_up=args[10][opt],
-                sig_same=args[11][opt], sig_down=args[12][opt], qty=qty[opt],
-                is_call=book.is_call[opt], shock=scen.price_shock[0, :ns].copy(),
-                vol_code=scen.vol_code[0, :ns].copy())
+def _rows(args, rows):
+    """instrument_pnl's arguments restricted to revaluation rows ``rows`` (the per-row arrays
+    are the ones before ``rate``)."""
+    n_row_args = PNL_ARGS.index("rate")
+    return kernel_args(*[a[rows] if i < n_row_args else a for i, a in enumerate(args)])
+
+
+def _n_scen(rv):
+    return int(rv.scen.n_scen[0])
+
+
+def _options(book, rv, n):
+    """Arrays for the option-only baselines: the first n option rows, BTC's scenario row."""
+    a = dict(zip(PNL_ARGS, rv.args))
+    opt = np.flatnonzero(np.asarray(a["kind"]) == OPTION)[:n]
+    ns = _n_scen(rv)
+    qty = np.zeros(len(a["kind"]))
+    np.add.at(qty, rv.pos_row, book.quantity)
+    return opt, dict(F=a["forward"][opt], K=a["strike"][opt], T=a["t_scen"][opt],
+                     sig_up=a["sig_up"][opt], sig_same=a["sig_same"][opt],
+                     sig_down=a["sig_down"][opt], qty=qty[opt], is_call=a["is_call"][opt],
+                     shock=a["price_shock"][0, :ns].copy(), vol_code=a["vol_code"][0, :ns].copy())
+
+
+# -- grid-1acct-2k ----------------------------------------------------------------------
+
+@pytest.mark.benchmark(group="grid-1acct-2k")
+def test_grid_1acct_2k(margin_benchmark, grid2k):
+    tables, vt, book, rv = grid2k
+    n = tables["positions"].num_rows
+    r = margin_benchmark({"positions": n, "cells": n * _n_scen(rv)}, **tables, model=PME,
+                         valuation_time=vt)
+    assert n == 2000 and int((np.asarray(book.kind) == OPTION).sum()) == 1600
+    assert r.units.num_rows == 1 and r.accounts["scenario_margin"][0].as_py() > 0
 
 
 @pytest.mark.benchmark(group="grid-1acct-2k")
-def test_margin_call(warm_benchmark, grid2k):
-    b, vt, *_ = grid2k
-    r = warm_benchmark(pmrisk.margin, **b, model=MODEL, valuation_time=vt)
-    assert r.units.num_rows == 1
-
-
-@pytest.mark.benchmark(group="grid-1acct-2k")
-def test_kernels_only(warm_benchmark, grid2k):
-    _, _, book, scen, args = grid2k
-
-    def kernels():
-        pnl = K.instrument_pnl(*args)
-        vec = K.unit_risk_vectors(np.zeros(len(book.quantity), np.int64), book.pos_instr,
-                                  book.quantity, pnl, 1)
-        return K.weighted_worst(vec, np.zeros(1, np.int64), np.array([65000.0]), scen.n_scen,
-                                scen.loss_weight, scen.gain_weight, scen.gain_cap_usd,
-                                scen.dampener_usd, scen.vol_code)
-    w = warm_benchmark(kernels)
-    assert w[1][0] > 0
-
-
-@pytest.mark.benchmark(group="grid-1acct-2k")
-def test_instrument_pnl_kernel(warm_benchmark, grid2k):
-    *_, args = grid2k
-    out = warm_benchmark(K.instrument_pnl, *args)
+def test_grid_1acct_2k_revaluation_kernel(warm_benchmark, benchmark, grid2k):
+    """``instrument_pnl`` alone on every revaluation row of the book."""
+    *_, rv = grid2k
+    out = warm_benchmark(K.instrument_pnl, *rv.args)
+    benchmark.extra_info["work"] = {"cells": out.shape[0] * _n_scen(rv)}
     assert np.isfinite(out).all()
 
 
-@pytest.mark.benchmark(group="grid-1acct-2k-oracle200")
-def test_numpy_oracle_200(benchmark, grid2k):
-    """The numpy oracle on the first 200 instruments (it loops per instrument in Python)."""
-    *_, args = grid2k
-    cut = tuple(a[:200] if isinstance(a, np.ndarray) and a.ndim == 1 and i < 14 else a
-                for i, a in enumerate(args))
+# -- baselines: the numpy oracle ----------------------------------------------------------
+
+@pytest.mark.benchmark(group="baselines-oracle")
+def test_oracle_numpy_200(benchmark, grid2k):
+    """The numpy oracle on the first 200 revaluation rows (it loops per row in Python)."""
+    *_, rv = grid2k
+    cut = _rows(rv.args, np.arange(200))
     out = benchmark(oracles.instrument_pnl, *cut)
+    benchmark.extra_info["work"] = {"cells": 200 * _n_scen(rv)}
     np.testing.assert_allclose(out, K.instrument_pnl(*cut), rtol=1e-9, atol=1e-12)
 
 
-@pytest.mark.benchmark(group="grid-1acct-2k-oracle200")
-def test_instrument_pnl_kernel_200(warm_benchmark, grid2k):
-    *_, args = grid2k
-    cut = tuple(a[:200] if isinstance(a, np.ndarray) and a.ndim == 1 and i < 14 else a
-                for i, a in enumerate(args))
-    warm_benchmark(K.instrument_pnl, *cut)
+@pytest.mark.benchmark(group="baselines-oracle")
+def test_oracle_pmrisk_kernel_200(warm_benchmark, benchmark, grid2k):
+    *_, rv = grid2k
+    warm_benchmark(K.instrument_pnl, *_rows(rv.args, np.arange(200)))
+    benchmark.extra_info["work"] = {"cells": 200 * _n_scen(rv)}
 
 
-@pytest.mark.benchmark(group="grid-1acct-2k-options")
-def test_minimal_option_kernel(warm_benchmark, grid2k):
-    _, _, book, scen, args = grid2k
-    kw = _option_slice(book, args, scen, 1600)
-    out = warm_benchmark(baselines.minimal_option_kernel, **kw)
+# -- baselines: option revaluation throughput ------------------------------------------------
+
+@pytest.mark.benchmark(group="baselines-options")
+def test_options_pmrisk_kernel(warm_benchmark, benchmark, grid2k):
+    """``instrument_pnl`` on the 1,600 option rows only (per contract, every scenario)."""
+    _, _, book, rv = grid2k
+    opt, _ = _options(book, rv, 1600)
+    out = warm_benchmark(K.instrument_pnl, *_rows(rv.args, opt))
+    benchmark.extra_info["work"] = {"option revaluations": len(opt) * _n_scen(rv)}
     assert np.isfinite(out).all()
 
 
-@pytest.mark.benchmark(group="grid-1acct-2k-options")
-def test_numpy_vectorised(benchmark, grid2k):
-    pytest.importorskip("scipy")
-    _, _, book, scen, args = grid2k
-    kw = _option_slice(book, args, scen, 1600)
-    out = benchmark(baselines.numpy_vectorised_pnl, **kw)
+@pytest.mark.benchmark(group="baselines-options")
+def test_options_minimal_loop(warm_benchmark, benchmark, grid2k):
+    _, _, book, rv = grid2k
+    opt, kw = _options(book, rv, 1600)
+    out = warm_benchmark(baselines.minimal_option_kernel, **kw)
+    benchmark.extra_info["work"] = {"option revaluations": len(opt) * _n_scen(rv)}
+    assert np.isfinite(out).all()
+
+
+@pytest.mark.benchmark(group="baselines-options")
+def test_options_minimal_loop_parallel(warm_benchmark, benchmark, grid2k):
+    _, _, book, rv = grid2k
+    opt, kw = _options(book, rv, 1600)
+    out = warm_benchmark(baselines.minimal_option_kernel_parallel, **kw)
+    benchmark.extra_info["work"] = {"option revaluations": len(opt) * _n_scen(rv)}
     np.testing.assert_allclose(out, baselines.minimal_option_kernel(**kw), rtol=1e-9)
 
 
-@pytest.mark.benchmark(group="grid-1acct-2k-options")
-def test_instrument_pnl_options_only(warm_benchmark, grid2k):
-    _, _, book, scen, args = grid2k
-    opt = np.flatnonzero(book.kind == 3)[:1600]
-    cut = tuple(a[opt] if isinstance(a, np.ndarray) and a.ndim == 1 and i < 14 else a
-                for i, a in enumerate(args))
-    warm_benchmark(K.instrument_pnl, *cut)
+@pytest.mark.benchmark(group="baselines-options")
+def test_options_numpy_scipy(benchmark, grid2k):
+    pytest.importorskip("scipy")
+    _, _, book, rv = grid2k
+    opt, kw = _options(book, rv, 1600)
+    out = benchmark(baselines.numpy_vectorised_pnl, **kw)
+    benchmark.extra_info["work"] = {"option revaluations": len(opt) * _n_scen(rv)}
+    np.testing.assert_allclose(out, baselines.minimal_option_kernel(**kw), rtol=1e-9)
 
 
-@pytest.mark.benchmark(group="grid-1acct-2k-options")
-def test_quantlib_blackformula_loop(benchmark, grid2k):
-    """QuantLib blackFormula, one call per option and scenario (1,600 x 35) is too slow to
-    repeat: it runs on 100 options x 35 scenarios; compare per evaluation."""
-    ql = pytest.importorskip("QuantLib")
-    del ql
-    _, _, book, scen, args = grid2k
-    kw = _option_slice(book, args, scen, 100)
+@pytest.mark.benchmark(group="baselines-options")
+def test_options_quantlib_blackformula(benchmark, grid2k):
+    """QuantLib ``blackFormula``, one call per option and scenario, on 100 options x 35
+    scenarios (1,600 x 35 would only take longer, not change the rate)."""
+    pytest.importorskip("QuantLib")
+    _, _, book, rv = grid2k
+    opt, kw = _options(book, rv, 100)
     ns = len(kw["shock"])
     F = np.repeat(kw["F"], ns) * np.tile(1 + kw["shock"], len(kw["F"]))
     sig = np.stack([kw["sig_up"], kw["sig_same"], kw["sig_down"]])[
         np.tile(kw["vol_code"], len(kw["F"])), np.repeat(np.arange(len(kw["F"])), ns)]
-    benchmark(baselines.quantlib_loop, F, np.repeat(kw["K"], ns), np.repeat(kw["T"], ns),
-              sig, np.repeat(kw["is_call"], ns))
+    out = benchmark(baselines.quantlib_loop, F, np.repeat(kw["K"], ns), np.repeat(kw["T"], ns),
+                    sig, np.repeat(kw["is_call"], ns))
+    benchmark.extra_info["work"] = {"option revaluations": len(opt) * ns}
+    assert np.isfinite(out)
 
+
+# -- seed-1acct-6k --------------------------------------------------------------------------
+
+@pytest.mark.benchmark(group="seed-1acct-6k")
+def test_seed_1acct_6k(margin_benchmark, benchmark):
+    tables, vt = cases.seed_1acct_6k()
+    n_joint, n_joint_3vol, vol_cells = cases.joint_scenarios_10()
+    n = tables["positions"].num_rows
+    r = margin_benchmark({"positions": n, "cells": n * vol_cells}, **tables, model=STANDARD,
+                         valuation_time=vt)
+    benchmark.extra_info.update(joint_scenarios=n_joint, joint_scenarios_3_vol_states=n_joint_3vol,
+                                joint_scenario_cells=vol_cells)
+    assert n == 6000 and n_joint_3vol >= 2000
+    assert r.accounts.num_rows == 1 and r.accounts["scenario_margin"][0].as_py() > 0
+    assert r.accounts["worst_scenario"][0].as_py().startswith("joint")
+
+
+# -- backtest-100k --------------------------------------------------------------------------
+
+@pytest.mark.benchmark(group="backtest-100k")
+def test_backtest_100k(margin_benchmark, full):
+    n_times, n_accounts = cases.backtest_size(full)
+    tables = cases.backtest(n_times=n_times, n_accounts=n_accounts)
+    n_snap = n_times * n_accounts
+    r = margin_benchmark({"snapshots": n_snap, "positions": tables["positions"].num_rows},
+                         **tables, model=PME, rounds=3)
+    assert r.accounts.num_rows == n_snap
+    assert np.isfinite(r.accounts["maintenance_margin"].to_numpy()).all()
+
+
+# -- accounts-10k (extra) ---------------------------------------------------------------------
 
 @pytest.mark.benchmark(group="accounts-10k")
-def test_accounts_10k_one_time(warm_benchmark):
-    b, vt = _book(n_accounts=10_000, positions_per_account=10, underlyings=("BTC", "ETH"),
-                  option_share=0.5, inverse_share=1.0, seed=2)
-    r = warm_benchmark(pmrisk.margin, **b, model=MODEL, valuation_time=vt)
+def test_accounts_10k(margin_benchmark):
+    tables, vt = cases.accounts_10k()
+    r = margin_benchmark({"accounts": 10_000, "positions": tables["positions"].num_rows},
+                         **tables, model=PME, valuation_time=vt)
     assert r.accounts.num_rows == 10_000
 
 
-@pytest.mark.benchmark(group="snapshots-100")
-def test_snapshots_100_time_column(warm_benchmark):
-    import pyarrow as pa
-    b, vt = _book(n_accounts=10, positions_per_account=10, underlyings=("BTC", "ETH"),
-                  option_share=0.5, inverse_share=1.0, seed=3)
-    t0 = pa.scalar(vt).cast(pa.timestamp("ns", tz="UTC")).value
-    times = t0 + np.arange(100, dtype=np.int64) * 600 * 10**9      # every 10 minutes
-    n = b["positions"].num_rows
-    pos = pa.concat_tables([b["positions"]] * len(times)).add_column(
-        0, "time", pa.array(np.repeat(times, n)).cast(pa.timestamp("ns", tz="UTC")))
-    r = warm_benchmark(pmrisk.margin, pos, b["instruments"], b["market"], b["index"],
-                       model=MODEL)
-    assert r.accounts.num_rows == 100 * 10
+# -- scaling sweep ----------------------------------------------------------------------------
+
+@pytest.mark.benchmark(group="scaling")
+def test_scaling(margin_benchmark, benchmark, sweep_point):
+    series, model, unds, n_pos = sweep_point
+    tables, vt = cases.sweep_book(unds, n_pos)
+    n = tables["positions"].num_rows
+    cells = cases.scenario_cells(model, unds)
+    margin_benchmark({"positions": n, "cells": n * cells}, **tables, model=model,
+                     valuation_time=vt, rounds=5 if n_pos >= 6000 else None)
+    benchmark.extra_info.update(series=series, model=model, underlyings=len(unds),
+                                scenario_cells=cells)
