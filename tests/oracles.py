@@ -276,7 +276,7 @@ def joint_scenario_margin(book, model):
     units, pos_unit, instr = rv.units, rv.pos_unit, rv.args[:15]
     q = np.where(excluded_positions(book, model), 0.0, book.quantity)
     unit_row = units.type_und_code[units.utype]
-    unit_px = units.type_settle_px[units.utype]
+    unit_px = units.settle_px
     n_rows = len(units.underlyings)
     params = [model.underlying(u) for u in units.underlyings]
     sig = np.where(book.kind == OPTION, book.mark_iv, 0.0)
