@@ -387,10 +387,10 @@ def load_book(positions, instruments, market, index, balances, open_orders, rese
     m_keys = mkt_key[m_sorted]
 
     def find(keys):
-        at = np.searchsorted(m_keys, keys)
-        ok = (at < len(m_keys)) & (m_keys[np.minimum(at, max(len(m_keys) - 1, 0))] == keys) \
-            if len(m_keys) else np.zeros(len(keys), dtype=bool)
-        return np.where(ok, m_sorted[np.minimum(at, max(len(m_keys) - 1, 0))], -1)
+        if not len(m_keys):
+            return np.full(len(keys), -1, dtype=np.int64)
+        at = np.minimum(np.searchsorted(m_keys, keys), len(m_keys) - 1)
+        return np.where(m_keys[at] == keys, m_sorted[at], -1)
 
     m_of = find((inst_snap + 1) * n_ins + inst_ins)
     m_of = np.where(m_of >= 0, m_of, find(inst_ins))       # the untimed row

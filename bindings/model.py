@@ -82,6 +82,7 @@ class Model:
 
     def __init__(self, params):
         self._p = params
+        self._und = {}
         _validate(params)
 
     # -- constructors -------------------------------------------------------------------
@@ -162,12 +163,14 @@ class Model:
     def underlying(self, name):
         """Every per-underlying parameter for ``name`` (its section over ``default_underlying``
         over the neutral values)."""
-        out = dict(P.UNDERLYING_DEFAULTS)
-        out.update(self._p.get("default_underlying", {}))
-        section = self._p.get(name)
-        if isinstance(section, dict) and name not in _SECTIONS:
-            out.update(section)
-        return out
+        if name not in self._und:           # the model is immutable: build each once
+            out = dict(P.UNDERLYING_DEFAULTS)
+            out.update(self._p.get("default_underlying", {}))
+            section = self._p.get(name)
+            if isinstance(section, dict) and name not in _SECTIONS:
+                out.update(section)
+            self._und[name] = out
+        return dict(self._und[name])
 
     def to_dict(self):
         return copy.deepcopy(self._p)

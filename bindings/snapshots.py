@@ -64,8 +64,10 @@ def margin_snapshots(tables, valuation_time, run_one):
     times = np.unique(np.concatenate([s.times() for s in state]))
     if len(times) == 0:
         # nothing at any time: the empty result, with its normal schema and a time column
+        # (untimed account-state tables apply to every snapshot: to none)
         empty = {k: (s.table.slice(0, 0)) for k, s in splitters.items()}
-        at_t = {k: empty.get(k, v) for k, v in tables.items()}
+        at_t = {k: empty.get(k, v.slice(0, 0) if k in ACCOUNT_STATE and v is not None else v)
+                for k, v in tables.items()}
         return _stack([run_one(at_t, 0)], np.zeros(1, dtype=np.int64))
     results = []
     for t in times:

@@ -13,6 +13,7 @@ so an option cell costs two ``erfc`` and no ``log``.
 import math
 
 import numpy as np
+from numba import prange
 
 from ._config import njit
 from .black76 import black76_greeks, undiscounted_price
@@ -20,7 +21,7 @@ from .instruments import INVERSE, OPTION
 from .scenarios import VOL_DOWN, VOL_SAME, VOL_UP
 
 
-@njit
+@njit(parallel=True)
 def instrument_pnl(kind, settlement, contract_size, mark, forward, strike, is_call,
                    t_now, t_scen, sig_mark, sig_up, sig_same, sig_down, und, rate,
                    n_scen, price_shock, log1p_shock, vol_code, vol_factor, pnl_scale):
@@ -49,11 +50,13 @@ def instrument_pnl(kind, settlement, contract_size, mark, forward, strike, is_ca
     float64[n_instr, S]
         Model value in the scenario minus model value at the marks, times ``pnl_scale``;
         linear instruments in quote currency, inverse ones in coin.  Padding cells are 0.
+        Instruments run in parallel (``NUMBA_NUM_THREADS``), each row on one thread, so the
+        result does not depend on the number of threads.
     """
     n_instr = kind.shape[0]
     width = price_shock.shape[1]
     out = np.zeros((n_instr, width))
-    for i in range(n_instr):
+    for i in prange(n_instr):                    # instruments are independent
         u = und[i]
         ns = n_scen[u]
         c = contract_size[i]
