@@ -416,15 +416,15 @@ def _expiry_groups(book, model, units, pos_unit):
     options, one per perpetual; spot positions belong to none (-1)."""
     pi_ = book.pos_instr
     kind = book.kind[pi_]
-    exp = book.expiry_ns[pi_]
-    # perpetuals: a key of their own (negative, per instrument); dated: the expiry
-    key2 = np.where(kind == PERPETUAL, -1 - pi_, exp)
+    # perpetuals: a key of their own (negative, per instrument); dated: the expiry.  Keys are
+    # coded per instrument instance (fewer than positions), then looked up per position.
+    key_i = np.where(book.kind == PERPETUAL, -1 - np.arange(len(book.kind)), book.expiry_ns)
     dated = (kind == FUTURE) | (kind == OPTION) | (kind == PERPETUAL)
     pos_group = np.full(len(pi_), -1, dtype=np.int64)
     if not dated.any():
         return pos_group, np.zeros(0), np.zeros(0, dtype=np.int64)
-    _, k2 = np.unique(key2[dated], return_inverse=True)
-    k2 = k2.ravel()
+    _, code_i = np.unique(key_i, return_inverse=True)
+    k2 = code_i.ravel()[pi_[dated]]
     n_k = int(k2.max()) + 1
     uniq, inv = unique_keys(pos_unit[dated] * n_k + k2)
     pos_group[dated] = inv

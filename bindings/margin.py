@@ -6,12 +6,14 @@ from ._arrow import as_table
 from .book import load_book
 from .engine import run
 from .model import Model
-from .results import build
+from .errors import MarginError
+from .results import TABLE_NAMES, build
 from .snapshots import margin_snapshots
 
 
 def margin(positions, instruments, market, index, balances=None, open_orders=None,
-           reserves=None, model=None, valuation_time=None, risk_vectors=False):
+           reserves=None, model=None, valuation_time=None, risk_vectors=False,
+           tables=("accounts", "units", "positions")):
     """Portfolio margin of every account in ``positions``.
 
     Parameters
@@ -32,6 +34,10 @@ def margin(positions, instruments, market, index, balances=None, open_orders=Non
         result table gets a ``time`` column after ``account``.
     risk_vectors : bool or "positions"
         ``True`` adds ``result.risk_vectors`` per unit; ``"positions"`` per position.
+    tables : sequence of str
+        Which of ``accounts``, ``units``, ``positions`` to build (the accounts always are);
+        the others are ``None``.  A long backtest that only needs account figures saves the
+        per-position table (a third of the time for 10 positions per account).
 
     Returns
     -------
@@ -58,11 +64,20 @@ def margin(positions, instruments, market, index, balances=None, open_orders=Non
     0.380952
     """
     model = Model.coerce(model)
+    wanted = _wanted(tables)
     tables = {"positions": positions, "instruments": instruments, "market": market,
               "index": index, "balances": balances, "open_orders": open_orders,
               "reserves": reserves}
     tables = {k: as_table(v, k) for k, v in tables.items()}
-    return _margin_one(tables, model, valuation_time, risk_vectors)
+    return _margin_one(tables, model, valuation_time, risk_vectors, wanted)
+
+
+def _wanted(tables):
+    names = (tables,) if isinstance(tables, str) else tuple(tables)
+    bad = [t for t in names if t not in TABLE_NAMES]
+    if bad:
+        raise MarginError("arguments", "tables", f"names among {TABLE_NAMES}, got {bad}")
+    return names
 
 
 def margin_per_snapshot(positions, instruments, market, index, balances=None,
@@ -79,13 +94,13 @@ def margin_per_snapshot(positions, instruments, market, index, balances=None,
                             lambda at_t, t: _margin_one(at_t, model, t, risk_vectors))
 
 
-def _margin_one(tables, model, valuation_time, risk_vectors):
+def _margin_one(tables, model, valuation_time, risk_vectors, wanted=TABLE_NAMES):
     t0 = time.perf_counter()
     book = load_book(**tables, model=model, valuation_time=valuation_time)
     t1 = time.perf_counter()
     out = run(book, model)
     t2 = time.perf_counter()
-    result = build(out, model, risk_vectors)
+    result = build(out, model, risk_vectors, wanted)
     t3 = time.perf_counter()
     result.timings = {"validate": t1 - t0, "compute": t2 - t1, "tables": t3 - t2,
                       "total": t3 - t0}

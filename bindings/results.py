@@ -95,32 +95,58 @@ def _describe_units(units, scen, unit_und, binding, worst_usd, first, acc_excl, 
     return _names(texts, code)
 
 
-def build(out, model, risk_vectors=False):
-    book, units, scen = out.book, out.units, out.scen
-    acc_names = book.accounts
+TABLE_NAMES = ("accounts", "units", "positions")
+
+
+def build(out, model, risk_vectors=False, tables=TABLE_NAMES):
+    """The result tables of ``out``; only those named in ``tables`` are built (the others are
+    ``None``: a long backtest that needs only the accounts skips the per-position table)."""
+    book, units = out.book, out.units
+    unit_names = pa.array(units.type_names, pa.string()).take(
+        pa.array(units.utype, pa.int64()))
+    loans = np.flatnonzero(out.loan_mm > 0)
+    accounts_t = _accounts_table(out, model)
+    units_t = _units_table(out, unit_names) if "units" in tables else None
+    positions_t = _positions_table(out, unit_names, loans) if "positions" in tables else None
+    urv = _unit_risk_vectors(out, unit_names) if risk_vectors else None
+    prv = _position_risk_vectors(out, unit_names) if risk_vectors == "positions" else None
+    if book.timed:
+        # the snapshot of every row, as a `time` column after `account`; rows by snapshot
+        acc_snap = book.acc_snap
+        accounts_t = _timed(accounts_t, book, acc_snap)
+        if units_t is not None:
+            units_t = _timed(units_t, book, acc_snap[units.account])
+        if positions_t is not None:
+            row_acc = np.concatenate([book.pos_account, units.account, loans])
+            positions_t = _timed(positions_t, book, acc_snap[row_acc], sort=True)
+        if urv is not None:
+            urv = _timed(urv, book, acc_snap[units.account][_rv_units(out)])
+        if prv is not None:
+            prv = _timed(prv, book, acc_snap[book.pos_account][_rv_positions(out)])
+    return MarginResult(accounts=accounts_t, units=units_t, positions=positions_t,
+                        risk_vectors=prv if prv is not None else urv, unit_risk_vectors=urv,
+                        position_risk_vectors=prv, correlation=out.correlation)
+
+
+def _units_table(out, unit_names):
+    units, scen = out.units, out.scen
     ut = pa.array(units.utype, pa.int64())
-    unit_names = pa.array(units.type_names, pa.string()).take(ut)
     unit_und = units.type_und_code[units.utype]
     unit_px = units.settle_px
     index_px = units.index_px
-    n_units = len(units)
     b = out.binding
-    b_table = _names(TABLES, scen.table[unit_und, b])
-    b_shock = scen.price_shock[unit_und, b]
-    b_vol = _names(VOL_STATES, scen.vol_code[unit_und, b])
     ug = out.unit_greeks
-
     unit_cols = {
-        "account": acc_names.take(pa.array(units.account, pa.int64())),
+        "account": out.book.accounts.take(pa.array(units.account, pa.int64())),
         "unit": unit_names,
         "underlying": pa.array(units.type_und, pa.string()).take(ut),
         "settlement_currency": pa.array(units.type_ccy, pa.string()).take(ut),
         "index_price": index_px,
         "settlement_price_usd": unit_px,
         "binding_scenario": b,
-        "binding_table": b_table,
-        "binding_price_shock": b_shock,
-        "binding_vol_state": b_vol,
+        "binding_table": _names(TABLES, scen.table[unit_und, b]),
+        "binding_price_shock": scen.price_shock[unit_und, b],
+        "binding_vol_state": _names(VOL_STATES, scen.vol_code[unit_und, b]),
         # the unit's move and vol state in the scenario that sets its account's scenario
         # margin (the joint scenario under cross_unit="correlated"; null: not part of it)
         "scenario_price_shock": pa.array(out.scen_shock, pa.float64(),
@@ -146,15 +172,20 @@ def build(out, model, risk_vectors=False):
     unit_cols["vega_usd"] = ug[2] * unit_px
     unit_cols["theta"] = ug[3]
     unit_cols["theta_usd"] = ug[3] * unit_px
-    units_t = pa.table(unit_cols)
+    return pa.table(unit_cols)
 
-    # -- positions + unallocated rows --------------------------------------------------------
+
+def _positions_table(out, unit_names, loans):
+    """Positions, then one ``unallocated`` row per unit, then one per account with loans."""
+    book, units = out.book, out.units
+    acc_names = book.accounts
+    n_units = len(units)
+    unit_px = units.settle_px
     pu = out.pos_unit
     pos_px = unit_px[pu]
     mm_un = out.mm - sum_by(pu, weights=out.mm_contrib, minlength=n_units)
     im_un = out.im - sum_by(pu, weights=out.im_contrib, minlength=n_units)
     symbols = book.symbols.take(pa.array(book.pos_instr, pa.int64()))
-    loans = np.flatnonzero(out.loan_mm > 0)
     n_loan = len(loans)
     pos_cols = {
         "account": pa.concat_arrays([acc_names.take(pa.array(book.pos_account, pa.int64())),
@@ -178,10 +209,15 @@ def build(out, model, risk_vectors=False):
                                    ("im_contribution", out.im_contrib, im_un)):
         pos_cols[name] = np.concatenate([contrib, unalloc, loan_usd])
         pos_cols[name + "_usd"] = np.concatenate([contrib * pos_px, unalloc * unit_px, loan_usd])
-    positions_t = pa.table(pos_cols)
+    return pa.table(pos_cols)
 
-    # -- accounts ---------------------------------------------------------------------------
-    n_acc = len(acc_names)
+
+def _accounts_table(out, model):
+    book, units, scen = out.book, out.units, out.scen
+    n_acc = len(book.accounts)
+    n_units = len(units)
+    unit_px = units.settle_px
+    unit_und = units.type_und_code[units.utype]
     mm_usd, im_usd, eq = out.acc_mm, out.acc_im, out.equity
     with np.errstate(divide="ignore", invalid="ignore"):
         ratio = np.where(mm_usd > 0, eq / np.where(mm_usd > 0, mm_usd, 1.0),
@@ -201,9 +237,10 @@ def build(out, model, risk_vectors=False):
                           if d == "none" and e > 0 else d) for d, e in zip(desc, acc_excl)],
                         pa.string())
     else:
-        desc = _describe_units(units, scen, unit_und, b, worst_usd, first, acc_excl, n_acc)
-    accounts_t = pa.table({
-        "account": acc_names,
+        desc = _describe_units(units, scen, unit_und, out.binding, worst_usd, first, acc_excl,
+                               n_acc)
+    return pa.table({
+        "account": book.accounts,
         "equity": eq,
         "actual_equity": out.actual_equity,
         "maintenance_margin": mm_usd,
@@ -217,23 +254,6 @@ def build(out, model, risk_vectors=False):
         "scenario_margin": out.acc_scen,
         "loan_maintenance_margin": out.loan_mm,
     })
-
-    urv = _unit_risk_vectors(out, unit_names) if risk_vectors else None
-    prv = _position_risk_vectors(out, unit_names) if risk_vectors == "positions" else None
-    if book.timed:
-        # the snapshot of every row, as a `time` column after `account`; rows by snapshot
-        acc_snap = book.acc_snap
-        accounts_t = _timed(accounts_t, book, acc_snap)
-        units_t = _timed(units_t, book, acc_snap[units.account])
-        row_acc = np.concatenate([book.pos_account, units.account, loans])
-        positions_t = _timed(positions_t, book, acc_snap[row_acc], sort=True)
-        if urv is not None:
-            urv = _timed(urv, book, acc_snap[units.account][_rv_units(out)])
-        if prv is not None:
-            prv = _timed(prv, book, acc_snap[book.pos_account][_rv_positions(out)])
-    return MarginResult(accounts=accounts_t, units=units_t, positions=positions_t,
-                        risk_vectors=prv if prv is not None else urv, unit_risk_vectors=urv,
-                        position_risk_vectors=prv, correlation=out.correlation)
 
 
 TIME_TYPE = pa.timestamp("ns", tz="UTC")

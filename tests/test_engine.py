@@ -359,3 +359,16 @@ def test_dederi_linear_future_grid():
 
 def u_bind(result):
     return result.units["binding_price_shock"][0].as_py()
+
+
+def test_tables_builds_only_what_is_asked():
+    from pmrisk import samples
+    d = samples.demo_book()
+    full = pmrisk.margin(**d)
+    only = pmrisk.margin(**d, tables=("accounts",))
+    assert only.units is None and only.positions is None
+    assert only.accounts.equals(full.accounts)
+    assert pmrisk.margin(**d, tables=["accounts", "units"]).units.equals(full.units)
+    with pytest.raises(pmrisk.MarginError) as e:
+        pmrisk.margin(**d, tables=("accounts", "position"))
+    assert e.value.column == "tables" and "position" in str(e.value)
