@@ -211,6 +211,25 @@ def codes(arr):
             enc.dictionary)
 
 
+def lookup_many(value_set, *arrays):
+    """``lookup(a, value_set)`` for several arrays with one hash pass over all of them (the
+    symbols of positions, orders and market against the instruments' symbols).
+
+    >>> [x.tolist() for x in lookup_many(pa.array(["a", "b"]), pa.array(["b", "z"]),
+    ...                                  pa.array(["a"]))]
+    [[1, -1], [0]]
+    """
+    codes_all, _ = codes(pa.concat_arrays([value_set, *arrays]))
+    n = len(value_set)
+    row_of_code = np.full(int(codes_all.max()) + 1 if len(codes_all) else 0, -1, np.int64)
+    row_of_code[codes_all[:n][::-1]] = np.arange(n - 1, -1, -1)   # first row of each value
+    out, start = [], n
+    for a in arrays:
+        out.append(row_of_code[codes_all[start:start + len(a)]])
+        start += len(a)
+    return out
+
+
 def lookup(values, value_set):
     """Row of each value in ``value_set`` (int64, -1 where absent)."""
     idx = pc.index_in(values, value_set=value_set)

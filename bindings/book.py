@@ -27,8 +27,8 @@ from pmrisk.kernel.instruments import (CALL, FUTURE, INVERSE, KINDS, OPTION, OPT
 
 from . import schema
 from ._arrow import (NAT, as_table, check_columns, codes, duplicated, float_column, has,
-                     lookup, raise_rows, row_keys, str_column, time_column, to_ns,
-                     unique_keys)
+                     lookup, lookup_many, raise_rows, row_keys, str_column, time_column,
+                     to_ns, unique_keys)
 from .errors import MarginError
 
 NS_PER_DAY = 86_400 * 10**9
@@ -281,7 +281,12 @@ def load_book(positions, instruments, market, index, balances, open_orders, rese
     # -- positions and orders: symbols must be known (checked on the table's rows) ----------
     P = R["positions"]
     pos = P.table
-    pos_row_t = lookup(str_column(pos, "symbol"), sym)
+    OR = R.get("open_orders")
+    M = R["market"]
+    mkt_sym = str_column(M.table, "symbol")
+    looked = lookup_many(sym, str_column(pos, "symbol"), mkt_sym,
+                         *([str_column(OR.table, "symbol")] if OR is not None else []))
+    pos_row_t, mkt_ins_t = looked[0], looked[1]
     if (pos_row_t < 0).any():
         raise_rows(pos, "positions", "symbol", pos_row_t < 0, "symbols listed in instruments")
     quantity_t = float_column(pos, "positions", "quantity")
@@ -289,9 +294,8 @@ def load_book(positions, instruments, market, index, balances, open_orders, rese
                if has(pos, "entry_price") else np.full(pos.num_rows, np.nan))
     pos_row, quantity, entry = pos_row_t[P.row], quantity_t[P.row], entry_t[P.row]
     pos_snap = P.snap
-    OR = R.get("open_orders")
     if OR is not None:
-        ord_row_t = lookup(str_column(OR.table, "symbol"), sym)
+        ord_row_t = looked[2]
         if (ord_row_t < 0).any():
             raise_rows(OR.table, "open_orders", "symbol", ord_row_t < 0,
                        "symbols listed in instruments")
@@ -354,10 +358,7 @@ def load_book(positions, instruments, market, index, balances, open_orders, rese
                    "instruments not past expiry at the valuation time", snap_ns)
 
     # -- market ---------------------------------------------------------------------------
-    M = R["market"]
     mkt = M.table
-    mkt_sym = str_column(mkt, "symbol")
-    mkt_ins_t = lookup(mkt_sym, sym)
     if (mkt_ins_t < 0).any():
         raise_rows(mkt, "market", "symbol", mkt_ins_t < 0, "symbols listed in instruments")
     mark_t = float_column(mkt, "market", "mark_price", positive=True)
