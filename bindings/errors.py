@@ -29,3 +29,15 @@ class MarginError(ValueError):
         if hint:
             msg += f". {hint}"
         super().__init__(msg)
+
+    def __reduce__(self):
+        # picklable as it is (message, table, column, rows, snapshot time): an error raised in
+        # a Dask worker reaches the caller as the same MarginError
+        return _restore, (type(self), self.args, dict(self.__dict__))
+
+
+def _restore(cls, args, state):
+    err = cls.__new__(cls)
+    err.args = args
+    err.__dict__.update(state)
+    return err
