@@ -7,13 +7,14 @@ from .book import load_book
 from .engine import run
 from .model import Model
 from .errors import MarginError
+from .fill import check_mode, forward_fill
 from .results import TABLE_NAMES, build
 from .snapshots import margin_snapshots
 
 
 def margin(positions, instruments, market, index, balances=None, open_orders=None,
            reserves=None, model=None, valuation_time=None, risk_vectors=False,
-           tables=("accounts", "units", "positions")):
+           tables=("accounts", "units", "positions"), fill_market="none"):
     """Portfolio margin of every account in ``positions``.
 
     Parameters
@@ -38,6 +39,12 @@ def margin(positions, instruments, market, index, balances=None, open_orders=Non
         Which of ``accounts``, ``units``, ``positions`` to build (the accounts always are);
         the others are ``None``.  A long backtest that only needs account figures saves the
         per-position table (a third of the time for 10 positions per account).
+    fill_market : {"none", "forward"}
+        With a ``time`` column, a held symbol without a market row at a snapshot time is an
+        error naming the symbol and the time (``"none"``, the default).  ``"forward"``
+        carries the symbol's latest earlier market row forward to that time instead (and
+        each underlying's latest earlier index row); never backward: a symbol with no
+        earlier row is still the error (:mod:`pmrisk.fill`).
 
     Returns
     -------
@@ -69,6 +76,8 @@ def margin(positions, instruments, market, index, balances=None, open_orders=Non
               "index": index, "balances": balances, "open_orders": open_orders,
               "reserves": reserves}
     tables = {k: as_table(v, k) for k, v in tables.items()}
+    if check_mode(fill_market) == "forward":
+        tables = forward_fill(tables)
     return _margin_one(tables, model, valuation_time, risk_vectors, wanted)
 
 
