@@ -219,3 +219,277 @@ def book(n_accounts=1, positions_per_account=100, underlyings=("BTC",), option_s
     _ = n_pos_total
     return {"positions": positions, "instruments": instruments, "market": market,
             "index": index, "valuation_time": valuation_time}
+
+
+# -- a synthetic history for backtests ----------------------------------------------------------
+
+HISTORY_START = "2024-06-01T00:00:00Z"
+_PROFILES = ("long-perp", "short-puts", "eth-strangle", "basis", "long-vol", "linear-pair")
+# highest leverage (notional / collateral) per profile: every book starts above its margin
+_LEVERAGE = {"long-perp": 4.5, "short-puts": 4.0, "eth-strangle": 6.0, "basis": 10.0,
+             "long-vol": 5.0, "linear-pair": 3.5}
+
+
+def history(days=30, accounts=100, step_minutes=60, seed=0, start=HISTORY_START, out=None):
+    """A deterministic synthetic history for backtests: every ``step_minutes`` over ``days``,
+    marks, vols and evolving books of ``accounts`` accounts, with a crash.
+
+    * **Prices.** BTC and ETH index levels follow a seeded correlated random walk (60 % and
+      75 % annual vol, correlation 0.8) that is back at its start when, at 60 % of the
+      history, both crash over six hours
+      (BTC -22 %, ETH -28 %) and implied vols jump (x1.8, decaying with a 3-day half-life).
+    * **Instruments** (static): inverse BTC and ETH perpetuals and a dated future each,
+      USDT-margined perpetuals, and calls and puts at 70-130 % of the first index level on
+      two expiries after the history's end.  Option marks are Black-76 at a smile around
+      the ATM vol; every instrument has a market row at every time.
+    * **Accounts** cycle through six profiles (a levered long perpetual, short BTC puts with
+      a perpetual, a short ETH strangle, a perpetual-vs-future basis trade, long BTC
+      straddles, a linear long-BTC / short-ETH pair), each with its own size and leverage
+      (collateral = notional / 1 to 3.5-10 by profile).  **Books evolve**: about once a day
+      an account scales its whole book by x0.8-1.2, drifting back towards its starting
+      size; futures' entry prices average in, reductions realise P&L
+      into the balance and options trade at the mark for premium, so equity carries over a
+      trade.  Nobody liquidates anybody: the levered books of the crash show where a venue
+      would have.
+    * **Balances** at every time: the account's collateral asset (BTC, ETH or USDT).
+
+    Parameters
+    ----------
+    days, accounts, step_minutes, seed : int
+        Length, number of accounts, spacing of the snapshot times, random seed.
+    start : str
+        The first time (UTC).
+    out : path, optional
+        Write the history as Parquet instead of returning it: ``out/instruments.parquet`` and
+        one dataset per timed table (``out/positions/part-00000.parquet``, ... one file per
+        day, in time order), the layout ``pmrisk backtest --data`` reads.
+
+    Returns
+    -------
+    dict
+        ``positions``, ``instruments``, ``market``, ``index``, ``balances`` as pyarrow Tables
+        (all but ``instruments`` with a ``time`` column), or with ``out`` their paths.
+
+    Examples
+    --------
+    >>> h = history(days=2, accounts=3, step_minutes=240)
+    >>> h["positions"].column_names[:3], h["balances"].num_rows
+    (['time', 'account', 'symbol'], 36)
+    """
+    from pmrisk.kernel import black76_price_array
+
+    rng = np.random.default_rng(seed)
+    step_ns = int(step_minutes) * 60 * 10**9
+    n = max(int(days) * 1440 // int(step_minutes), 1)
+    t0 = _ts(start)
+    times = t0 + np.arange(n, dtype=np.int64) * step_ns
+    year_steps = 365 * 1440 / step_minutes
+
+    # -- index: correlated random walk with a crash; ATM vols that jump and decay
+    und = ["BTC", "ETH"]
+    s0 = np.array([65_000.0, 3_400.0])
+    chol = np.array([[1.0, 0.0], [0.8, 0.6]])
+    ret = rng.standard_normal((n, 2)) @ chol.T * np.array([0.60, 0.75]) / np.sqrt(year_steps)
+    ret[0] = 0.0
+    i_crash = int(0.6 * n)
+    ret[1:i_crash] -= ret[1:i_crash].mean(axis=0)        # back to the start by the crash
+    k = max(1, min(360 // int(step_minutes), n - i_crash))
+    ret[i_crash:i_crash + k] += np.log([0.78, 0.72]) / k
+    level = s0 * np.exp(np.cumsum(ret, axis=0))                       # (n, 2)
+    since = np.maximum(np.arange(n) - i_crash, 0) * step_minutes / 1440.0
+    jump = np.where(np.arange(n) >= i_crash, 0.8 * 0.5 ** (since / 3.0), 0.0)
+    atm = np.array([0.50, 0.65]) * (1.0 + jump[:, None]) * np.exp(
+        0.02 * np.cumsum(rng.standard_normal((n, 2)), axis=0) / np.sqrt(max(n, 1)))
+
+    # -- instruments
+    end = int(times[-1])
+    expiries = [end + d * _NS_DAY for d in (20, 80)]
+    fut_expiry = end + 60 * _NS_DAY
+    rows = []
+
+    def add(symbol, u, kind, settlement, cs, expiry=None, strike=None, otype=None):
+        rows.append(dict(symbol=symbol, underlying=u, kind=kind, settlement=settlement,
+                         contract_size=cs, expiry=expiry, strike=strike, option_type=otype))
+        return len(rows) - 1
+
+    def tag(ns):
+        return pa.scalar(ns, pa.timestamp("ns", tz="UTC")).as_py().strftime("%d%b%y").upper()
+
+    perp = {u: add(f"{u}-PERPETUAL", u, "perpetual", "inverse", 10.0 if u == "BTC" else 1.0)
+            for u in und}
+    lin = {u: add(f"{u}_USDT-PERPETUAL", u, "perpetual", "linear",
+                  0.001 if u == "BTC" else 0.01) for u in und}
+    fut = {u: add(f"{u}-{tag(fut_expiry)}", u, "future", "inverse",
+                  10.0 if u == "BTC" else 1.0, expiry=fut_expiry) for u in und}
+    moneyness = (0.7, 0.8, 0.9, 1.0, 1.1, 1.2, 1.3)
+    opt = {}
+    for j, u in enumerate(und):
+        grid = 1000.0 if u == "BTC" else 50.0
+        for e, exp in enumerate(expiries):
+            for m_i, m in enumerate(moneyness):
+                strike = float(round(s0[j] * m / grid) * grid)
+                for ot in ("call", "put"):
+                    opt[(u, e, m_i, ot)] = add(f"{u}-{tag(exp)}-{int(strike)}-{ot[0].upper()}",
+                                               u, "option", "inverse", 1.0, expiry=exp,
+                                               strike=strike, otype=ot)
+    instruments = pa.Table.from_pylist(rows, schema=pa.schema([
+        ("symbol", pa.string()), ("underlying", pa.string()), ("kind", pa.string()),
+        ("settlement", pa.string()), ("contract_size", pa.float64()),
+        ("expiry", pa.timestamp("ns", tz="UTC")), ("strike", pa.float64()),
+        ("option_type", pa.string())]))
+    n_ins = len(rows)
+    u_of = np.array([und.index(r["underlying"]) for r in rows])
+    kind = np.array([r["kind"] for r in rows], dtype=object)
+    is_opt = kind == "option"
+    expiry = np.array([r["expiry"] if r["expiry"] is not None else 0 for r in rows],
+                      dtype=np.int64)
+    strike = np.array([r["strike"] or np.nan for r in rows])
+    call = np.array([r["option_type"] == "call" for r in rows])
+
+    # -- market: every instrument at every time
+    spot = level[:, u_of]                                                # (n, n_ins)
+    years = np.where(kind == "perpetual", 0.0, (expiry[None, :] - times[:, None]) /
+                     (365 * _NS_DAY))
+    fwd = spot * np.exp(0.05 * years)
+    basis = 1.0 + 0.0005 * np.tanh(rng.standard_normal((n, n_ins)))
+    mark = np.where(kind == "perpetual", spot * basis, fwd)
+    o = np.flatnonzero(is_opt)
+    lnk = np.log(strike[o][None, :] / fwd[:, o])
+    iv = np.clip(atm[:, u_of[o]] * (1.0 + 0.8 * lnk**2) - 0.1 * lnk, 0.1, 3.0)
+    px = black76_price_array(fwd[:, o].ravel(), np.tile(strike[o], n), years[:, o].ravel(),
+                             iv.ravel(), np.tile(call[o], n).astype(np.int64), 0.0)
+    mark[:, o] = np.maximum(px.reshape(n, len(o)) / fwd[:, o], 1e-6)     # inverse: coin
+    iv_all = np.full((n, n_ins), np.nan)
+    iv_all[:, o] = iv
+    fwd_all = np.where(is_opt[None, :], fwd, np.nan)
+    rep = np.repeat(times, n_ins)
+    market = pa.table({
+        "time": pa.array(rep).cast(pa.timestamp("ns", tz="UTC")),
+        "symbol": pa.array([r["symbol"] for r in rows] * n, pa.string()),
+        "mark_price": mark.ravel(),
+        "mark_iv": pa.array(iv_all.ravel(), mask=np.isnan(iv_all.ravel())),
+        "underlying_price": pa.array(fwd_all.ravel(), mask=np.isnan(fwd_all.ravel()))})
+    index = pa.table({
+        "time": pa.array(np.repeat(times, 2)).cast(pa.timestamp("ns", tz="UTC")),
+        "underlying": und * n, "index_price": level.ravel()})
+
+    # -- accounts: a profile, a size and a leverage each; slots (instrument, quantity at t0)
+    slot_acc, slot_ins, slot_q = [], [], []
+    names, assets, collateral = [], [], []
+    for a in range(int(accounts)):
+        profile = _PROFILES[a % len(_PROFILES)]
+        notional = float(10 ** rng.uniform(4.5, 6.5))
+        lev = float(rng.uniform(1.0, _LEVERAGE[profile]))
+        b0, e0 = s0
+        if profile == "long-perp":
+            legs, asset = [(perp["BTC"], notional / 10)], "BTC"
+        elif profile == "short-puts":
+            legs, asset = [(opt[("BTC", 0, 1, "put")], -notional / b0 / 2),
+                           (opt[("BTC", 0, 2, "put")], -notional / b0 / 2),
+                           (perp["BTC"], notional / 40)], "BTC"
+        elif profile == "eth-strangle":
+            legs, asset = [(opt[("ETH", 0, 1, "put")], -notional / e0 / 2),
+                           (opt[("ETH", 0, 5, "call")], -notional / e0 / 2)], "ETH"
+        elif profile == "basis":
+            legs, asset = [(perp["BTC"], notional / 10), (fut["BTC"], -notional / 10)], "BTC"
+        elif profile == "long-vol":
+            legs, asset = [(opt[("BTC", 1, 3, "call")], notional / b0 / 2),
+                           (opt[("BTC", 1, 3, "put")], notional / b0 / 2)], "BTC"
+        else:
+            legs, asset = [(lin["BTC"], notional / b0 / 0.001),
+                           (lin["ETH"], -notional / e0 / 0.01)], "USDT"
+        price0 = {"BTC": b0, "ETH": e0, "USDT": 1.0}[asset]
+        names.append(f"{profile}-{a:04d}")
+        assets.append(asset)
+        collateral.append(notional / lev / price0)
+        for ins, q in legs:
+            slot_acc.append(a)
+            slot_ins.append(ins)
+            slot_q.append(float(np.round(q, 4)))
+    slot_acc = np.array(slot_acc, dtype=np.int64)
+    slot_ins = np.array(slot_ins, dtype=np.int64)
+    n_slot = len(slot_ins)
+    cs = np.array([r["contract_size"] for r in rows])[slot_ins]
+    inverse = np.array([r["settlement"] == "inverse" for r in rows])[slot_ins]
+    s_opt = is_opt[slot_ins]
+    qty = np.empty((n, n_slot))
+    entry = np.full((n, n_slot), np.nan)
+    bal = np.empty((n, len(names)))
+    q_now = np.array(slot_q)
+    e_now = np.where(s_opt, np.nan, mark[0, slot_ins])
+    b_now = np.array(collateral)
+    # options are bought and sold at the mark: premium out of (into) the balance
+    np.subtract.at(b_now, slot_acc, np.where(s_opt, q_now * cs * mark[0, slot_ins], 0.0))
+
+    # -- trades: about one a day per account, scaling its book
+    n_trades = rng.poisson(max(days, 1), size=len(names))
+    events = sorted((int(i), a) for a in range(len(names))
+                    for i in rng.integers(1, max(n, 2), size=n_trades[a]) if i < n)
+    noise = rng.uniform(-0.2, 0.2, size=len(events))
+    q_start = np.array(slot_q)
+    slots_of = [np.flatnonzero(slot_acc == a) for a in range(len(names))]
+    last = 0
+    for (i, a), eps in zip(events, noise):
+        qty[last:i], entry[last:i], bal[last:i] = q_now, e_now, b_now
+        last = i
+        s = slots_of[a]
+        # the whole book scaled, drifting back towards its starting size
+        f = np.exp(eps - 0.3 * np.log(q_now[s[0]] / q_start[s[0]]))
+        p = mark[i, slot_ins[s]]
+        old, new = q_now[s], np.round(q_now[s] * f, 4)
+        d = new - old
+        fu = ~s_opt[s]
+        grow = fu & (np.abs(new) > np.abs(old))
+        inv_entry = np.where(inverse[s], (old / e_now[s] + d / p) / np.where(new == 0, 1, new),
+                             0.0)
+        lin_entry = (old * e_now[s] + d * p) / np.where(new == 0, 1, new)
+        e_new = np.where(grow, np.where(inverse[s], 1.0 / np.where(inv_entry > 0, inv_entry,
+                                                                   np.nan), lin_entry),
+                         e_now[s])
+        shrink = fu & ~grow
+        realised = np.where(shrink, -d * cs[s] * np.where(inverse[s], 1.0 / e_now[s] - 1.0 / p,
+                                                          p - e_now[s]), 0.0)
+        premium = np.where(s_opt[s], d * cs[s] * p, 0.0)
+        b_now[a] += float(np.nansum(realised) - premium.sum())
+        q_now[s], e_now[s] = new, e_new
+    qty[last:], entry[last:], bal[last:] = q_now, e_now, b_now
+
+    symbols = np.array([r["symbol"] for r in rows], dtype=object)
+    name_arr = np.array(names, dtype=object)
+    keep = qty.ravel() != 0
+    positions = pa.table({
+        "time": pa.array(np.repeat(times, n_slot)[keep]).cast(pa.timestamp("ns", tz="UTC")),
+        "account": pa.array(np.tile(name_arr[slot_acc], n)[keep].tolist(), pa.string()),
+        "symbol": pa.array(np.tile(symbols[slot_ins], n)[keep].tolist(), pa.string()),
+        "quantity": qty.ravel()[keep],
+        "entry_price": pa.array(entry.ravel()[keep], mask=np.isnan(entry.ravel()[keep]))})
+    balances = pa.table({
+        "time": pa.array(np.repeat(times, len(names))).cast(pa.timestamp("ns", tz="UTC")),
+        "account": pa.array(np.tile(name_arr, n).tolist(), pa.string()),
+        "asset": pa.array(np.tile(np.array(assets, dtype=object), n).tolist(), pa.string()),
+        "amount": bal.ravel()})
+    tables = {"positions": positions, "instruments": instruments, "market": market,
+              "index": index, "balances": balances}
+    return tables if out is None else _write_history(tables, out)
+
+
+def _write_history(tables, out):
+    """``out/instruments.parquet`` and one Parquet dataset per timed table, a file per day."""
+    import os
+
+    import pyarrow.parquet as pq
+    os.makedirs(out, exist_ok=True)
+    paths = {}
+    for name, t in tables.items():
+        if "time" not in t.column_names:
+            paths[name] = os.path.join(out, f"{name}.parquet")
+            pq.write_table(t, paths[name])
+            continue
+        paths[name] = d = os.path.join(out, name)
+        os.makedirs(d, exist_ok=True)
+        day = t["time"].cast(pa.int64()).to_numpy() // _NS_DAY
+        cut = np.flatnonzero(np.r_[True, day[1:] != day[:-1], True])
+        for k, (a, b) in enumerate(zip(cut[:-1], cut[1:])):
+            pq.write_table(t.slice(a, b - a), os.path.join(d, f"part-{k:05d}.parquet"),
+                           row_group_size=256 * 1024)
+    return paths
