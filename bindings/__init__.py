@@ -5,6 +5,7 @@
 'span16'
 """
 
+from .backtest import BacktestOutput, backtest
 from .correlation import CorrelationMatrix, CorrelationRepaired, correlation_matrix
 from .eligibility import eligibility
 from .errors import MarginError
@@ -18,4 +19,4 @@ from .warmup import warmup
 __version__ = "0.1.0"
 __all__ = ["margin", "margin_from_risk_arrays", "Model", "MarginError", "MarginResult",
            "eligibility", "liquidation_plan", "correlation_matrix", "CorrelationMatrix",
-           "CorrelationRepaired", "warmup", "__version__"]
+           "CorrelationRepaired", "warmup", "backtest", "BacktestOutput", "__version__"]

@@ -1,4 +1,5 @@
-"""Command line: ``pmrisk demo`` and ``pmrisk margin`` (SPEC §13)."""
+"""Command line: ``pmrisk demo``, ``pmrisk margin`` (SPEC §13), ``pmrisk samples history`` and
+``pmrisk backtest``."""
 
 import argparse
 import os
@@ -137,6 +138,116 @@ def _margin(args):
     return 0
 
 
+# -- `pmrisk samples history` and `pmrisk backtest` ---------------------------------------
+
+BACKTEST_INPUTS = ("positions", "instruments", "market", "index", "balances", "open_orders",
+                   "reserves")
+STATUSES = ("normal", "warning_1", "warning_2", "warning_3", "margin_call", "liquidation")
+
+
+def _add_backtest_commands(sub):
+    s = sub.add_parser("samples", help="write synthetic sample data")
+    kinds = s.add_subparsers(dest="sample", required=True)
+    h = kinds.add_parser("history", help="a deterministic synthetic history (marks, vols, "
+                         "evolving books, balances, a crash) as Parquet datasets for "
+                         "`pmrisk backtest --data`")
+    h.add_argument("--out", required=True, metavar="DIR")
+    h.add_argument("--days", type=int, default=30, help="length (default 30)")
+    h.add_argument("--accounts", type=int, default=100, help="accounts (default 100)")
+    h.add_argument("--step-minutes", type=int, default=60,
+                   help="minutes between snapshot times (default 60)")
+    h.add_argument("--seed", type=int, default=0)
+    b = sub.add_parser("backtest", help="margin every (time, account) snapshot of a history "
+                       "of Parquet datasets, streamed in batches; Parquet results")
+    b.add_argument("--data", required=True, metavar="DIR",
+                   help="positions, instruments, market, index [, balances, open_orders, "
+                        "reserves], each DIR/NAME/ (a Parquet dataset) or DIR/NAME.parquet")
+    b.add_argument("--out", required=True, metavar="DIR",
+                   help="result datasets DIR/accounts/ (and units/, positions/)")
+    b.add_argument("--model", default="standard",
+                   help="preset name or TOML file (default standard)")
+    b.add_argument("--tables", default="accounts",
+                   help="comma-separated among accounts, units, positions (default accounts)")
+    b.add_argument("--fill-market", choices=("none", "forward"), default="none",
+                   help="'forward': carry a symbol's last market row to times without one")
+    b.add_argument("--batch-rows", type=int, default=1_000_000,
+                   help="account-state rows per batch (default 1,000,000)")
+    b.add_argument("--scheduler", metavar="ADDRESS",
+                   help="run on this Dask scheduler (tcp://host:8786); --data and --out must "
+                        "be reachable from its workers")
+    b.add_argument("--overwrite", action="store_true",
+                   help="replace the part files of an earlier run in --out")
+    b.add_argument("--no-progress", action="store_true", help="no progress line on stderr")
+
+
+def _samples(args):
+    from . import samples
+    samples.history(days=args.days, accounts=args.accounts, step_minutes=args.step_minutes,
+                    seed=args.seed, out=args.out)
+    n_times = max(args.days * 1440 // args.step_minutes, 1)
+    print(f"wrote a {args.days}-day history of {args.accounts} accounts every "
+          f"{args.step_minutes} minutes ({n_times * args.accounts:,} snapshots) to {args.out}: "
+          "instruments.parquet, positions/, market/, index/, balances/")
+    return 0
+
+
+def _backtest(args):
+    from .backtest import backtest
+    inputs = {}
+    for name in BACKTEST_INPUTS:
+        for path in (os.path.join(args.data, name), os.path.join(args.data, f"{name}.parquet")):
+            if os.path.exists(path):
+                inputs[name] = path
+                break
+    missing = [n for n in BACKTEST_INPUTS[:4] if n not in inputs]
+    if missing:
+        print(f"pmrisk: --data {args.data}: no {', '.join(missing)} (expected DIR/NAME/ or "
+              "DIR/NAME.parquet)", file=sys.stderr)
+        return 2
+    client = None
+    if args.scheduler:
+        try:
+            from distributed import Client
+        except ImportError:
+            print("pmrisk: --scheduler needs Dask: pip install 'pmrisk[dask]'", file=sys.stderr)
+            return 2
+        client = Client(args.scheduler)
+    try:
+        o = backtest(**inputs, model=args.model, out=args.out, client=client,
+                     progress=not args.no_progress, overwrite=args.overwrite,
+                     tables=tuple(t.strip() for t in args.tables.split(",") if t.strip()),
+                     fill_market=args.fill_market, batch_rows=args.batch_rows)
+    finally:
+        if client is not None:
+            client.close()
+    _backtest_summary(o)
+    return 0
+
+
+def _backtest_summary(o, limit=5):
+    import pyarrow.compute as pc
+    acc = o.dataset("accounts").to_table(columns=["account", "time", "margin_ratio", "status"])
+    n_acc = len(pc.unique(acc["account"]))
+    el = o.timings["total"]
+    batches = f"{o.batches} batch" + ("es" if o.batches != 1 else "")
+    print(f"pmrisk backtest: {o.snapshots:,} snapshots ({n_acc:,} accounts) in {el:.1f} s "
+          f"({o.snapshots / max(el, 1e-9):,.0f} snapshots/s, {batches}); wrote "
+          f"{', '.join(o.tables)} to {o.path}")
+    vc = pc.value_counts(acc["status"])
+    counts = dict(zip(vc.field("values").to_pylist(), vc.field("counts").to_pylist()))
+    print("status of the snapshots: " + ", ".join(
+        f"{s} {counts[s]:,}" for s in STATUSES if s in counts))
+    liq = acc.filter(pc.equal(acc["status"], "liquidation"))
+    if liq.num_rows:
+        first = liq.group_by("account").aggregate([("time", "min"), ("margin_ratio", "min")])
+        first = first.sort_by([("time_min", "ascending"), ("account", "ascending")])
+        print(f"accounts in liquidation at some time: {first.num_rows:,} of {n_acc:,}; the "
+              f"first {min(limit, first.num_rows)}:")
+        for r in first.slice(0, limit).to_pylist():
+            print(f"  {r['account']:<24} from {r['time_min'].strftime('%Y-%m-%dT%H:%MZ')}, "
+                  f"lowest ratio {_fmt_ratio(r['margin_ratio_min'])}")
+
+
 def main(argv=None):
     p = argparse.ArgumentParser(prog="pmrisk", description="Offline portfolio margin.")
     sub = p.add_subparsers(dest="cmd", required=True)
@@ -156,9 +267,12 @@ def main(argv=None):
                    help="also write unit_risk_vectors (and position_risk_vectors with "
                         "'positions')")
     m.add_argument("--out", metavar="DIR", help="write the result tables as Parquet here")
+    _add_backtest_commands(sub)
     args = p.parse_args(argv)
     try:
-        return _demo(args) if args.cmd == "demo" else _margin(args)
+        handler = {"demo": _demo, "margin": _margin, "samples": _samples,
+                   "backtest": _backtest}[args.cmd]
+        return handler(args)
     except MarginError as exc:
         print(f"pmrisk: input error: {exc}", file=sys.stderr)
         return 2

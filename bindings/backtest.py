@@ -1,0 +1,567 @@
+"""``pmrisk.backtest``: margin every (time, account) snapshot of a history too long for one
+:func:`pmrisk.margin` call, streamed in time-ordered batches with bounded memory, in this
+process or on a Dask cluster.
+
+How it works:
+
+1. **Plan.** Each input is a table or a Parquet dataset (``pyarrow.dataset``).  Only the
+   ``time`` column of the timed account-state tables (positions, balances, open orders,
+   reserves; or of market and index when none of those is timed) is scanned: its distinct
+   times and rows per time.  Consecutive times are grouped into batches of about
+   ``batch_rows`` account-state rows (memory per batch follows rows, not snapshots; counting
+   snapshots up front would mean scanning the account column too).
+2. **Run.** Per batch, every timed input is cut to the batch's time range ``[lo, hi)`` (a
+   dataset through a filter expression, so only the row groups of that range are read when
+   the dataset is written in time order; a table through one stable sort by time, done once),
+   untimed inputs (instruments, a static balance sheet) are read once, and
+   :func:`pmrisk.margin` margins the batch in one engine pass.  A snapshot's figures depend
+   only on its own rows, so the batches' results, in time order, are exactly one call's over
+   the whole history (tested).
+3. **Out.** The batches' tables are concatenated and returned, or with ``out=DIR`` written as
+   Parquet datasets ``DIR/accounts/part-000000.parquet``, ... (one file per batch, in time
+   order) and only a summary is returned.
+4. **Dask.** With ``client``, one task per batch on a ``dask.distributed`` cluster (at most
+   two per worker in flight, so memory stays bounded there too).  Each worker first runs
+   :func:`pmrisk.warmup` (its own numba kernels, loaded from the on-disk cache); dataset
+   inputs are read by the workers themselves (the paths must be visible to them), table
+   inputs are cut on the client and scattered.  Results come back in time order, or the
+   workers write the parts of ``out`` directly.  Same batches, same numbers: a Dask run
+   equals the single-process run exactly.
+
+``fill_market="forward"`` forward-fills market and index rows (:mod:`pmrisk.fill`) across
+batch boundaries: the latest row per symbol of the earlier batches is carried into the next.
+"""
+
+import contextlib
+import itertools
+import os
+import sys
+import threading
+import time as _time
+import uuid
+from dataclasses import dataclass, field
+
+import numpy as np
+import pyarrow as pa
+
+from ._arrow import NAT, as_table, check_columns, time_column
+from .errors import MarginError
+from .fill import advance_carry, check_mode, forward_fill
+from .margin import _wanted, margin
+from .model import Model
+from .results import MarginResult
+
+TIME = "time"
+INPUTS = ("positions", "instruments", "market", "index", "balances", "open_orders",
+          "reserves")
+ACCOUNT_STATE = ("positions", "balances", "open_orders", "reserves")
+RESULT_TABLES = ("accounts", "units", "positions")
+BATCH_ROWS = 1_000_000
+
+
+# -- inputs: a table or a Parquet dataset ---------------------------------------------------
+
+def _ceil_to_unit(ns, unit):
+    per = {"s": 10**9, "ms": 10**6, "us": 10**3, "ns": 1}[unit]
+    return -((-int(ns)) // per)
+
+
+@dataclass
+class _DatasetSlice:
+    """The rows of a dataset with ``lo <= time < hi`` (``lo`` None: no lower bound); read
+    where the batch runs (a Dask worker reads its own slice)."""
+    dataset: object
+    name: str
+    lo: object
+    hi: int
+
+    def read(self):
+        import pyarrow.dataset as ds
+        f = ds.field(TIME)
+        typ = self.dataset.schema.field(TIME).type
+
+        def lit(ns):
+            return pa.scalar(_ceil_to_unit(ns, typ.unit), pa.timestamp(typ.unit, tz=typ.tz))
+        expr = f < lit(self.hi)
+        if self.lo is not None:
+            expr = (f >= lit(self.lo)) & expr
+        return self.dataset.to_table(filter=expr)
+
+
+class _Source:
+    """One input: a ``pyarrow.Table`` (sorted by time once, stably) or a
+    ``pyarrow.dataset.Dataset`` (filtered per batch)."""
+
+    def __init__(self, name, obj):
+        import pyarrow.dataset as ds        # not at import: it doubles `import pmrisk`
+        self.name = name
+        self.dataset = self.table = None
+        if isinstance(obj, (str, os.PathLike)):
+            path = os.fspath(obj)
+            if not os.path.exists(path):
+                raise MarginError(name, None, "a table or the path of a Parquet file or "
+                                  f"directory; no such path: {path!r}")
+            try:
+                self.dataset = ds.dataset(path, format="parquet")
+            except (pa.ArrowInvalid, OSError) as exc:
+                raise MarginError(name, None, f"a Parquet dataset at {path!r} ({exc})") from None
+        elif isinstance(obj, ds.Dataset):
+            self.dataset = obj
+        else:
+            self.table = as_table(obj, name)
+        schema = self.dataset.schema if self.dataset is not None else self.table.schema
+        self.timed = TIME in schema.names and name != "instruments"
+        self._ns = self._order = None
+        if self.timed and self.dataset is not None:
+            if not pa.types.is_timestamp(schema.field(TIME).type):
+                raise MarginError(name, TIME, "a timestamp column in a Parquet dataset (it is "
+                                  "range-filtered per batch), got "
+                                  f"{schema.field(TIME).type}")
+        elif self.timed:
+            check_columns(self.table, name, {TIME: ("time", True, False)})
+            ns = time_column(self.table, name, TIME)
+            _no_nulls(ns, name)
+            if len(ns) and (np.diff(ns) < 0).any():
+                self._order = np.argsort(ns, kind="stable")
+                ns = ns[self._order]
+            self._ns = ns
+
+    def whole(self):
+        """The whole input as a table (untimed inputs: instruments, static tables)."""
+        return self.table if self.table is not None else self.dataset.to_table()
+
+    def num_rows(self):
+        return self.table.num_rows if self.table is not None else self.dataset.count_rows()
+
+    def time_counts(self):
+        """(distinct times, rows at each) of a timed input, sorted by time."""
+        if self._ns is not None:
+            return _run_lengths(self._ns)
+        vals, counts = [], []
+        for batch in self.dataset.to_batches(columns=[TIME]):
+            ns = time_column(pa.Table.from_batches([batch]), self.name, TIME)
+            _no_nulls(ns, self.name)
+            if not (np.diff(ns) >= 0).all():
+                ns = np.sort(ns)
+            v, c = _run_lengths(ns)
+            vals.append(v)
+            counts.append(c)
+        if not vals:
+            return np.zeros(0, dtype=np.int64), np.zeros(0, dtype=np.int64)
+        v, inv = np.unique(np.concatenate(vals), return_inverse=True)
+        return v, np.bincount(inv.ravel(), weights=np.concatenate(counts)).astype(np.int64)
+
+    def slice(self, lo, hi):
+        """Rows with ``lo <= time < hi``: a table, or a :class:`_DatasetSlice` to read."""
+        if self.dataset is not None:
+            return _DatasetSlice(self.dataset, self.name, lo, hi)
+        i0 = 0 if lo is None else int(np.searchsorted(self._ns, lo))
+        i1 = int(np.searchsorted(self._ns, hi))
+        if self._order is None:
+            return self.table.slice(i0, i1 - i0)
+        return self.table.take(pa.array(self._order[i0:i1], pa.int64()))
+
+
+def _no_nulls(ns, name):
+    if (ns == NAT).any():
+        raise MarginError(name, TIME, "a time on every row (no nulls)",
+                          n_bad=int((ns == NAT).sum()))
+
+
+def _run_lengths(sorted_ns):
+    if not len(sorted_ns):
+        return np.zeros(0, dtype=np.int64), np.zeros(0, dtype=np.int64)
+    start = np.flatnonzero(np.r_[True, sorted_ns[1:] != sorted_ns[:-1]])
+    return sorted_ns[start], np.diff(np.r_[start, len(sorted_ns)]).astype(np.int64)
+
+
+def _read(part):
+    return part.read() if isinstance(part, _DatasetSlice) else part
+
+
+# -- the plan: batches of consecutive times ----------------------------------------------------
+
+@dataclass
+class _Batch:
+    index: int
+    lo: object          # ns; None for the first batch of a forward-filled run (no lower bound)
+    hi: int
+    rows: int           # account-state rows (the batch's weight)
+    n_times: int
+
+
+def _plan(sources, batch_rows, fill):
+    timed_state = [s for s in sources.values() if s.name in ACCOUNT_STATE and s.timed]
+    basis = timed_state or [s for s in sources.values() if s.timed]
+    if not basis:
+        raise MarginError("arguments", TIME, "a time column in positions, balances, market or "
+                          "index: a backtest margins a history (pmrisk.margin values one book)")
+    parts = [s.time_counts() for s in basis]
+    times, inv = np.unique(np.concatenate([p[0] for p in parts]), return_inverse=True)
+    weight = np.zeros(len(times), dtype=np.int64)
+    if timed_state:
+        weight += np.bincount(inv.ravel(), weights=np.concatenate([p[1] for p in parts]),
+                              minlength=len(times)).astype(np.int64)
+    static = sum(s.num_rows() for s in sources.values()
+                 if s.name in ACCOUNT_STATE and not s.timed)
+    weight += max(static, 1 if not timed_state else 0)
+    if not len(times):
+        return times, []
+    # each time joins the batch its first row falls in: contiguous batches of ~batch_rows
+    group = (np.cumsum(weight) - weight) // max(int(batch_rows), 1)
+    first = np.flatnonzero(np.r_[True, group[1:] != group[:-1]])
+    ends = np.r_[first[1:], len(times)]
+    batches = []
+    for k, (a, b) in enumerate(zip(first, ends)):
+        lo = int(times[a]) if (k or not fill) else None
+        hi = int(times[b]) if b < len(times) else int(times[-1]) + 1
+        batches.append(_Batch(k, lo, hi, int(weight[a:b].sum()), int(b - a)))
+    return times, batches
+
+
+# -- one batch (in this process or on a Dask worker) -------------------------------------------
+
+@dataclass
+class _Job:
+    index: int
+    rows: int           # the batch's planned weight (for progress)
+    model: object
+    wanted: tuple
+    fill: str
+    out: object
+    carry: dict = None
+
+
+@dataclass
+class _Done:
+    index: int
+    snapshots: int
+    rows: int
+    timings: dict
+    tables: dict = field(default_factory=dict)
+
+
+_ENGINE_LOCK = threading.Lock()
+
+
+def _engine_guard():
+    """numba's ``workqueue`` threading layer (used when neither OpenMP nor TBB is there)
+    must not run parallel kernels from two threads at once: a threaded Dask worker pool then
+    takes turns.  ``omp`` and ``tbb`` are thread-safe."""
+    import numba
+    try:
+        layer = numba.threading_layer()
+    except ValueError:                  # no parallel kernel has run yet in this process
+        layer = "workqueue"
+    return _ENGINE_LOCK if layer == "workqueue" else contextlib.nullcontext()
+
+
+def _run_batch(job, parts):
+    """Margin one batch: ``parts`` maps input names to tables or dataset slices."""
+    tables = {name: _read(p) for name, p in parts.items()}
+    if job.fill == "forward":
+        tables = forward_fill(tables, job.carry)
+    with _engine_guard():
+        r = margin(**tables, model=job.model, tables=job.wanted)
+    done = _Done(job.index, r.accounts.num_rows, job.rows, dict(r.timings))
+    out = {name: getattr(r, name) for name in job.wanted}
+    if job.out is None:
+        done.tables = out
+    else:
+        import pyarrow.parquet as pq
+        for name, t in out.items():
+            pq.write_table(t, os.path.join(job.out, name, f"part-{job.index:06d}.parquet"))
+    return done
+
+
+def _warm_worker(model):
+    from .warmup import warmup
+    return warmup(models=(model,))
+
+
+# -- progress --------------------------------------------------------------------------------
+
+class _Progress:
+    """One line on a stream: snapshots done, share of the history's rows done, snapshots/s,
+    ETA.  On a terminal the line is redrawn in place at most 5 times a second; on any other
+    stream (a log file) a line is written at most every 2 s, and always at the end."""
+
+    def __init__(self, progress, total_rows, n_batches):
+        self.stream = _progress_stream(progress)
+        self.tty = bool(self.stream is not None and getattr(self.stream, "isatty", None)
+                        and self.stream.isatty())
+        self.total_rows = max(total_rows, 1)
+        self.n_batches = n_batches
+        self.t0 = _time.perf_counter()
+        self.last = -1e9
+        self.rows = self.snapshots = self.batches = 0
+
+    def update(self, done):
+        self.rows += done.rows
+        self.snapshots += done.snapshots
+        self.batches += 1
+        now = _time.perf_counter()
+        if self.stream is None or now - self.last < (0.2 if self.tty else 2.0):
+            return
+        self.last = now
+        el = now - self.t0
+        frac = min(self.rows / self.total_rows, 1.0)
+        eta = el * (1 - frac) / frac if frac > 0 else float("nan")
+        self._write(f"pmrisk backtest: {self.snapshots:,} snapshots ({frac:.0%}, batch "
+                    f"{self.batches}/{self.n_batches}), {self.snapshots / max(el, 1e-9):,.0f} "
+                    f"snapshots/s, ETA {_clock(eta)}")
+
+    def close(self):
+        if self.stream is None:
+            return
+        el = _time.perf_counter() - self.t0
+        self._write(f"pmrisk backtest: {self.snapshots:,} snapshots in {el:.1f} s "
+                    f"({self.snapshots / max(el, 1e-9):,.0f} snapshots/s), {self.batches} "
+                    f"batches", end="\n")
+
+    def _write(self, line, end=None):
+        if self.tty:
+            self.stream.write("\r" + line.ljust(getattr(self, "_width", 0)) +
+                              (end or ""))
+            self._width = len(line)
+        else:
+            self.stream.write(line + "\n")
+        self.stream.flush()
+
+
+def _clock(s):
+    if s != s:
+        return "?"
+    s = int(round(s))
+    return f"{s // 3600}:{s // 60 % 60:02d}:{s % 60:02d}" if s >= 3600 else \
+        f"{s // 60}:{s % 60:02d}"
+
+
+def _progress_stream(progress):
+    if progress is None or progress is False:
+        return None
+    if progress is True:
+        err = sys.stderr
+        return err if err is not None and hasattr(err, "isatty") and err.isatty() else None
+    if hasattr(progress, "write"):
+        return progress
+    raise MarginError("arguments", "progress", "True (a progress line on stderr when it is a "
+                      "terminal), False, or a writable stream, got "
+                      f"{type(progress).__name__}")
+
+
+# -- results ---------------------------------------------------------------------------------
+
+@dataclass
+class BacktestOutput:
+    """What :func:`backtest` wrote with ``out=DIR``: one Parquet dataset per result table
+    (``DIR/accounts``, ...; one ``part-NNNNNN.parquet`` per batch, in time order).
+
+    ``read(name)`` reads one back as a table; ``dataset(name)`` opens it lazily."""
+    path: str
+    tables: tuple
+    snapshots: int
+    batches: int
+    timings: dict
+
+    def dataset(self, name="accounts"):
+        import pyarrow.dataset as ds
+        if name not in self.tables:
+            raise KeyError(f"{name!r} was not written (written: {self.tables})")
+        return ds.dataset(os.path.join(self.path, name), format="parquet")
+
+    def read(self, name="accounts"):
+        return self.dataset(name).to_table()
+
+
+def _prepare_out(out, wanted, overwrite):
+    out = os.fspath(out)
+    for name in wanted:
+        d = os.path.join(out, name)
+        os.makedirs(d, exist_ok=True)
+        entries = os.listdir(d)
+        if entries and overwrite:
+            for e in entries:
+                if e.startswith("part-") and e.endswith(".parquet"):
+                    os.remove(os.path.join(d, e))
+            entries = os.listdir(d)
+        if entries:
+            raise MarginError("arguments", "out", f"an empty or new directory for {name!r}: "
+                              f"{d!r} holds {len(entries)} file(s) (overwrite=True replaces "
+                              "the part files of an earlier run)")
+    return out
+
+
+def _combine(dones, wanted, model_timings):
+    res = MarginResult(accounts=None, units=None, positions=None)
+    for name in wanted:
+        setattr(res, name, pa.concat_tables([d.tables[name] for d in dones]))
+    res.timings = model_timings
+    return res
+
+
+def _timings(dones, t0, n_batches):
+    keys = ("validate", "compute", "tables")
+    t = {k: float(sum(d.timings.get(k, 0.0) for d in dones)) for k in keys}
+    t["total"] = _time.perf_counter() - t0
+    t["snapshots"] = int(sum(d.snapshots for d in dones))
+    t["batches"] = n_batches
+    return t
+
+
+# -- the entry point ---------------------------------------------------------------------------
+
+def backtest(positions, instruments, market, index, balances=None, model=None, out=None,
+             client=None, progress=True, *, open_orders=None, reserves=None,
+             tables=("accounts",), fill_market="none", batch_rows=BATCH_ROWS,
+             overwrite=False):
+    """Margin every (time, account) snapshot of a history, streamed in time-ordered batches.
+
+    Parameters
+    ----------
+    positions, instruments, market, index, balances : table or path
+        SPEC §1 tables (as for :func:`pmrisk.margin`), each either Arrow table-like or the
+        path of a Parquet file or directory (opened with ``pyarrow.dataset``) or a
+        ``pyarrow.dataset.Dataset``.  Timed inputs carry a ``time`` column (a timestamp column
+        in datasets); write datasets in time order so each batch reads only its row groups.
+    model : str, dict, path or Model
+        As for :func:`pmrisk.margin` (default ``standard``).
+    out : path, optional
+        Write the result tables as Parquet datasets ``out/accounts``, ``out/units``,
+        ``out/positions`` (those in ``tables``) instead of returning them.  Each table's
+        directory must be empty or new (``overwrite=True`` removes an earlier run's parts).
+    client : dask.distributed.Client, optional
+        Run the batches on this Dask cluster (``pip install 'pmrisk[dask]'``).  Dataset inputs
+        and ``out`` must be paths the workers can reach.
+    progress : bool or stream
+        ``True`` (default): a progress line (snapshots done, share done, snapshots/s, ETA) on
+        stderr when stderr is a terminal, nothing otherwise; ``False``: none; a stream
+        (``sys.stderr``, a log file): always, to it.
+    open_orders, reserves : table or path, optional
+        As for :func:`pmrisk.margin`.
+    tables : sequence of str
+        Result tables to build among ``accounts``, ``units``, ``positions`` (default the
+        accounts: equity, margin, ratio, status of every snapshot).
+    fill_market : {"none", "forward"}
+        ``"forward"`` carries a symbol's latest market row (an underlying's latest index row)
+        forward to snapshot times where it has none, across batches (:mod:`pmrisk.fill`).
+    batch_rows : int
+        About how many account-state rows (positions + balances + open orders + reserves) a
+        batch holds; memory per batch follows it (a few hundred MB per million rows).
+    overwrite : bool
+        With ``out``: remove the part files an earlier run left in the table directories.
+
+    Returns
+    -------
+    MarginResult or BacktestOutput
+        Without ``out``: the result tables, rows in time order (as one :func:`pmrisk.margin`
+        call over the whole history returns them); ``timings`` has the seconds per stage
+        summed over batches, ``total``, ``snapshots`` and ``batches``.  With ``out``: a
+        :class:`BacktestOutput` (path, tables written, snapshots, batches, timings).
+
+    Raises
+    ------
+    MarginError
+        On any input problem (a missing path, a missing time column, or anything
+        :func:`pmrisk.margin` rejects in a batch, naming the snapshot time).
+
+    Examples
+    --------
+    >>> import pmrisk
+    >>> from pmrisk import samples
+    >>> h = samples.history(days=2, accounts=3, step_minutes=240)
+    >>> r = pmrisk.backtest(h["positions"], h["instruments"], h["market"], h["index"],
+    ...                     h["balances"], model="deribit_pme", progress=False)
+    >>> r.accounts.num_rows, r.accounts.column_names[:2]
+    (36, ['account', 'time'])
+    """
+    t0 = _time.perf_counter()
+    model = Model.coerce(model)
+    wanted = _wanted(tables)
+    if "accounts" not in wanted:
+        wanted = ("accounts",) + wanted
+    fill = check_mode(fill_market)
+    given = {"positions": positions, "instruments": instruments, "market": market,
+             "index": index, "balances": balances, "open_orders": open_orders,
+             "reserves": reserves}
+    sources = {k: _Source(k, v) for k, v in given.items() if v is not None}
+    times, batches = _plan(sources, batch_rows, fill)
+    static = {k: s.whole() for k, s in sources.items() if not s.timed}
+    if out is not None:
+        out = _prepare_out(out, wanted, overwrite)
+    bar = _Progress(progress, sum(b.rows for b in batches), len(batches))
+
+    def job(b, carry):
+        return _Job(b.index, b.rows, model, wanted, fill, out, carry)
+
+    def cut(b):
+        return {k: s.slice(b.lo, b.hi) for k, s in sources.items() if s.timed}
+
+    if client is None:
+        dones, carry = [], None
+        for b in batches:
+            parts = {k: _read(p) for k, p in cut(b).items()}
+            dones.append(_run_batch(job(b, carry), {**static, **parts}))
+            if fill == "forward":
+                carry = advance_carry(carry, parts)
+            bar.update(dones[-1])
+    else:
+        dones = _run_on_dask(client, batches, sources, static, cut, job, fill, bar, model)
+    bar.close()
+    timings = _timings(dones, t0, len(batches))
+    if out is not None:
+        return BacktestOutput(out, wanted, timings["snapshots"], len(batches), timings)
+    if not dones:
+        return margin(**{k: (s.whole().slice(0, 0) if s.timed else static[k])
+                         for k, s in sources.items()}, model=model, tables=wanted)
+    return _combine(dones, wanted, timings)
+
+
+def _run_on_dask(client, batches, sources, static, cut, job, fill, bar, model):
+    try:
+        from distributed import as_completed
+    except ImportError:                                  # pragma: no cover
+        raise MarginError("arguments", "client", "dask.distributed installed: pip install "
+                          "'pmrisk[dask]'") from None
+    client.run(_warm_worker, model)                      # every worker: its kernels loaded
+    n_workers = max(len(client.scheduler_info().get("workers", {})), 1)
+    window = 2 * n_workers
+    static_f = {k: client.scatter(t, broadcast=True, hash=False) for k, t in static.items()}
+    carries = []
+    if fill == "forward":                                # the carry into each batch, in order
+        carry = None
+        for b in batches:
+            carries.append(carry)
+            parts = cut(b)
+            carry = advance_carry(carry, {k: _read(parts[k]) for k in ("market", "index")
+                                          if k in parts})
+    tag = uuid.uuid4().hex[:8]
+
+    def submit(b):
+        parts = {}
+        for k, p in cut(b).items():
+            parts[k] = p if isinstance(p, _DatasetSlice) else client.scatter(p, hash=False)
+        return client.submit(_run_batch, job(b, carries[b.index] if carries else None),
+                             {**static_f, **parts}, pure=False,
+                             key=f"pmrisk-backtest-{tag}-{b.index:06d}")
+
+    pending = iter(batches)
+    live = {}                  # submitted, not yet collected (a result is released once read)
+    for b in itertools.islice(pending, window):
+        live[b.index] = submit(b)
+    done = {}
+    ac = as_completed(list(live.values()))
+    try:
+        for fut in ac:
+            d = fut.result()
+            del live[d.index]
+            done[d.index] = d
+            bar.update(d)
+            nxt = next(pending, None)
+            if nxt is not None:
+                live[nxt.index] = submit(nxt)
+                ac.add(live[nxt.index])
+    except BaseException:
+        client.cancel(list(live.values()))
+        raise
+    return [done[b.index] for b in batches]
