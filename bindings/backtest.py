@@ -138,7 +138,9 @@ class _Source:
         if self._ns is not None:
             return _run_lengths(self._ns)
         vals, counts = [], []
-        for batch in self.dataset.to_batches(columns=[TIME]):
+        # little readahead: planning a long history must not hold much of it at once
+        for batch in self.dataset.to_batches(columns=[TIME], batch_size=1 << 16,
+                                             batch_readahead=1, fragment_readahead=1):
             ns = time_column(pa.Table.from_batches([batch]), self.name, TIME)
             _no_nulls(ns, self.name)
             if not (np.diff(ns) >= 0).all():
@@ -271,6 +273,8 @@ def _run_batch(job, parts):
         import pyarrow.parquet as pq
         for name, t in out.items():
             pq.write_table(t, os.path.join(job.out, name, f"part-{job.index:06d}.parquet"))
+    del tables, r, out
+    pa.default_memory_pool().release_unused()   # a long run's RSS stays at one batch's
     return done
 
 
