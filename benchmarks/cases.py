@@ -172,6 +172,34 @@ def backtest_size(full):
     return (1000, 100) if full else (5, 100)
 
 
+def write_backtest_dataset(root, n_chunks, chunk_times=100, n_accounts=1000):
+    """``backtest-dask``: a history of ``n_chunks * chunk_times`` times one minute apart x
+    ``n_accounts`` accounts x 10 positions written as Parquet datasets under ``root``
+    (``positions/``, ``market/``, ``index/``: a file per chunk, in time order;
+    ``instruments.parquet``), never all in memory: chunk k is :func:`backtest`'s history
+    (same seed: same venue and books) shifted ``k * chunk_times`` minutes later.  Returns
+    ``(paths, n_snapshots)``; ``paths`` are the inputs of :func:`pmrisk.backtest`."""
+    import pyarrow.compute as pc
+    import pyarrow.parquet as pq
+
+    root = os.fspath(root)
+    paths = {"instruments": os.path.join(root, "instruments.parquet")}
+    for name in ("positions", "market", "index"):
+        paths[name] = os.path.join(root, name)
+        os.makedirs(paths[name], exist_ok=True)
+    for k in range(n_chunks):
+        chunk = backtest(n_times=chunk_times, n_accounts=n_accounts)
+        shift = pa.scalar(k * chunk_times * NS_MINUTE, pa.duration("ns"))
+        for name in ("positions", "market", "index"):
+            t = chunk[name]
+            t = t.set_column(0, "time", pc.add(t["time"], shift))
+            pq.write_table(t, os.path.join(paths[name], f"part-{k:05d}.parquet"),
+                           row_group_size=128 * 1024)
+        if k == 0:
+            pq.write_table(chunk["instruments"], paths["instruments"])
+    return paths, n_chunks * chunk_times * n_accounts
+
+
 # -- the scaling sweep: margin() time vs positions x scenario cells ------------------------
 
 # (id, series, model, underlyings, positions per point); the smoke run takes each series' first

@@ -8,6 +8,9 @@ each prints one JSON object on its last line of stdout.
   kernels are loaded: current RSS just before the call, the kernel's high-water mark (Linux
   ``VmHWM``, reset through ``/proc/self/clear_refs``) just after; elsewhere the growth of
   ``ru_maxrss``.
+* ``backtest-memory PATHS.json OUT``: peak RSS growth (MB) of one streamed
+  ``pmrisk.backtest`` of the Parquet datasets named in PATHS.json, results written to OUT,
+  after the kernels are loaded (as ``memory`` measures it; Linux only).
 * ``threads DIR``: margin() of three books (``seed-1acct-6k`` under ``standard``, 2,000 accounts
   x 10 positions under ``standard`` and ``deribit_pme``), accounts and units tables written as
   Arrow IPC files into DIR, for the 1-vs-2 threads agreement test; ``NUMBA_NUM_THREADS`` is
@@ -115,6 +118,26 @@ def memory():
             "peak_process_mb": peak_kib / 1024, "how": how}
 
 
+def backtest_memory(paths_json, out):
+    """Peak RSS growth of one streamed ``pmrisk.backtest`` (Parquet datasets in, Parquet out,
+    ``deribit_pme``, accounts table) after the kernels are loaded, measured as in
+    :func:`memory`; the inputs are the JSON ``{name: path}`` written by the caller."""
+    import pmrisk
+    paths = json.loads(pathlib.Path(paths_json).read_text())
+    pmrisk.warmup(models=["deribit_pme"])
+    rss_before = _status_kib("VmRSS")
+    with open("/proc/self/clear_refs", "w") as f:       # reset VmHWM to the current RSS
+        f.write("5")
+    t0 = time.perf_counter()
+    o = pmrisk.backtest(**paths, model="deribit_pme", out=out, overwrite=True,
+                        progress=False)
+    seconds = time.perf_counter() - t0
+    hwm = _status_kib("VmHWM")
+    return {"growth_mb": (hwm - rss_before) / 1024, "rss_before_mb": rss_before / 1024,
+            "peak_process_mb": hwm / 1024, "snapshots": o.snapshots, "batches": o.batches,
+            "seconds": seconds}
+
+
 def threads(out):
     import numba
     import pyarrow as pa
@@ -144,5 +167,5 @@ def threads(out):
 if __name__ == "__main__":
     name = sys.argv[1]
     fn = {"first-call": first_call, "memory": memory, "threads": threads,
-          "save-demo": save_demo}[name]
+          "save-demo": save_demo, "backtest-memory": backtest_memory}[name]
     print(json.dumps(fn(*sys.argv[2:]) or {}))

@@ -176,7 +176,8 @@ def cases_table(r):
     for b in r.data["benchmarks"]:
         if b["group"] != "scaling":
             groups.setdefault(b["group"], []).append(b)
-    order = ["grid-1acct-2k", "seed-1acct-6k", "backtest-100k", "first-call", "memory",
+    order = ["grid-1acct-2k", "seed-1acct-6k", "backtest-100k", "backtest-dask",
+             "first-call", "memory",
              "baselines-oracle", "baselines-options", "accounts-10k"]
     for g in sorted(groups, key=lambda g: (order.index(g) if g in order else 99, g)):
         ref = REFERENCE.get(g)
@@ -187,7 +188,7 @@ def cases_table(r):
             if g == "first-call":
                 thr = (f"in process: import {secs(r.info(name, 'import_s'))} + first call "
                        f"{secs(r.info(name, 'first_margin_s'))}")
-            elif g == "memory":
+            elif r.info(name, "growth_mb") is not None:      # memory, backtest memory
                 thr = f"peak RSS growth {r.info(name, 'growth_mb'):.0f} MB"
             vs = ""
             if ref and r.get(ref) and name != ref:
@@ -199,6 +200,35 @@ def cases_table(r):
             rows.append(f"| {g} | `{name.removeprefix('test_')}` | {secs(b['stats']['median'])}"
                         f" | {thr} | {vs} |")
     return rows
+
+
+def backtest_table(r):
+    """Issue 6's figures: ``pmrisk.backtest`` single process vs a 2-worker Dask LocalCluster,
+    and the streaming path's peak memory at 100k vs 1M snapshots."""
+    rows = ["| figure (issue 6) | measured |", "|---|---|"]
+    one, two = "test_backtest_dask[single-process]", "test_backtest_dask[dask-2-workers]"
+    for name, what in ((one, "one process"), (two, "")):
+        if r.get(name):
+            what = what or r.info(name, "cluster", "Dask")
+            n = r.info(name, "work")["snapshots"]
+            x = r.rate(name, "snapshots")
+            vs = ""
+            if name == two and r.get(one):
+                vs = f"; {ratio(x / r.rate(one, 'snapshots'))} the single process"
+            rows.append(f"| `backtest-dask`: `pmrisk.backtest` of {n:,} snapshots (Parquet "
+                        f"datasets in and out, `deribit_pme`, {r.info(name, 'batches')} "
+                        f"batches), {what} | {rate(x, 'snapshots')} ({secs(r.median(name))} "
+                        f"per run{vs}) |")
+    mem = {k: f"test_backtest_memory[{k}]" for k in ("100k", "1M")}
+    if all(r.get(m) for m in mem.values()):
+        g = {k: r.info(m, "growth_mb") for k, m in mem.items()}
+        rows.append("| peak RSS growth of the streaming path (fresh process, kernels "
+                    f"loaded): {r.info(mem['100k'], 'snapshots'):,} vs "
+                    f"{r.info(mem['1M'], 'snapshots'):,} snapshots | {g['100k']:.0f} MB vs "
+                    f"{g['1M']:.0f} MB ({ratio(g['1M'] / g['100k'])} for a "
+                    f"{r.info(mem['1M'], 'snapshots') / r.info(mem['100k'], 'snapshots'):.0f}× "
+                    "longer history) |")
+    return rows if len(rows) > 2 else []
 
 
 def _stages(r, name):
@@ -281,6 +311,8 @@ def report(data):
              "### Every case", "", *cases_table(r), "",
              "### Where `margin()`'s time goes (medians of `result.timings` over the timed "
              "calls)", "", *stages_table(r), ""]
+    if backtest_table(r):
+        parts += ["### Backtests at scale", "", *backtest_table(r), ""]
     if sweep(r):
         parts += ["### Scaling sweep (scaling.png)", "", *sweep_table(r), ""]
     parts.append(machine(r))
