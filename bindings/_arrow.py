@@ -6,6 +6,8 @@ Small named functions in the nanoarrow style: ``as_table`` accepts anything Arro
 the column and the offending rows' keys.
 """
 
+import datetime as _dt
+
 import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
@@ -87,9 +89,22 @@ def row_keys(table, name, mask, limit=5):
     take = pa.array(idx, type=pa.int64())
     cols = []
     for k in keys:
-        col = str_column(table, k) if _is_str(table.schema.field(k).type) else table.column(k)
-        cols.append(col.take(take).to_pylist())
+        t = table.schema.field(k).type
+        col = str_column(table, k) if _is_str(t) else table.column(k)
+        vals = col.take(take)
+        if pa.types.is_timestamp(t):          # times as ISO-8601 text, UTC
+            ns = vals.cast(pa.timestamp("ns", tz=t.tz or "UTC")).cast(pa.int64())
+            cols.append([None if v is None else iso_ns(v) for v in ns.to_pylist()])
+            continue
+        cols.append(vals.to_pylist())
     return [tuple(c[j] for c in cols) for j in range(len(idx))], tuple(keys)
+
+
+def iso_ns(ns):
+    """ns since the epoch -> '2024-06-17T08:00:00Z' (fractional seconds only when present)."""
+    sec, frac = divmod(int(ns), 10**9)
+    text = _dt.datetime.fromtimestamp(sec, _dt.timezone.utc).strftime("%Y-%m-%dT%H:%M:%S")
+    return text + (f".{frac:09d}".rstrip("0") if frac else "") + "Z"
 
 
 def raise_rows(table, name, column, mask, expected, hint=None):
@@ -159,7 +174,11 @@ def time_column(table, name, col):
             raise_rows(table, name, col, bad, "ISO-8601 timestamps such as "
                        "'2024-06-28T08:00:00Z'")
     else:
-        arr = arr.cast(pa.timestamp("ns", tz=arr.type.tz or "UTC"))
+        try:
+            arr = arr.cast(pa.timestamp("ns", tz=arr.type.tz or "UTC"))
+        except pa.ArrowInvalid as exc:      # outside the ns range (years 1677..2262)
+            raise MarginError(name, col, "timestamps between 1677 and 2262 (nanoseconds "
+                              f"since 1970 in int64), got values outside ({exc})") from None
     valid = ~np.asarray(arr.is_null().to_numpy(zero_copy_only=False))
     ns = np.asarray(arr.cast(pa.int64()).fill_null(NAT).to_numpy(zero_copy_only=False),
                     dtype=np.int64)

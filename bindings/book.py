@@ -27,8 +27,8 @@ from pmrisk.kernel.instruments import (CALL, FUTURE, INVERSE, KINDS, OPTION, OPT
 
 from . import schema
 from ._arrow import (NAT, as_table, check_columns, codes, duplicated, float_column, has,
-                     lookup, lookup_many, raise_rows, row_keys, str_column, time_column,
-                     to_ns, unique_keys)
+                     iso_ns, lookup, lookup_many, raise_rows, row_keys, str_column,
+                     time_column, to_ns, unique_keys)
 from .errors import MarginError
 
 NS_PER_DAY = 86_400 * 10**9
@@ -99,15 +99,16 @@ class Book:
 
     def prices(self, assets, snap):
         """USD price of each asset name at each snapshot: its index row, else 1 for a
-        stablecoin, else NaN (unpriced)."""
-        col = {a: i for i, a in enumerate(self.assets)}
-        idx = np.array([col.get(a, -1) for a in assets], dtype=np.int64)
+        stablecoin, else NaN (unpriced).  One dictionary pass over the names."""
         snap = np.asarray(snap, dtype=np.int64)
-        px = np.full(len(idx), np.nan)
-        has_row = idx >= 0
-        if has_row.any():
-            px[has_row] = self.asset_px[snap[has_row], idx[has_row]]
-        stable = np.array([a in self.stablecoins for a in assets], dtype=bool)
+        if not len(assets):
+            return np.zeros(0)
+        code, names = codes(pa.array(assets, pa.string()))
+        col_of = {a: i for i, a in enumerate(self.assets)}
+        col = np.array([col_of.get(a, -1) for a in names.to_pylist()], dtype=np.int64)[code]
+        stable = np.array([a in self.stablecoins for a in names.to_pylist()], dtype=bool)[code]
+        px = np.where(col >= 0, self.asset_px[snap, np.maximum(col, 0)], np.nan) \
+            if self.asset_px.shape[1] else np.full(len(code), np.nan)
         return np.where(np.isnan(px) & stable, 1.0, px)
 
 
@@ -133,7 +134,7 @@ def _enum(table, name, col, allowed):
 
 
 def _iso(ns):
-    return pa.scalar(int(ns), TIME_TYPE).as_py().isoformat().replace("+00:00", "Z")
+    return iso_ns(ns)
 
 
 class _Rows:
@@ -155,16 +156,20 @@ class _Rows:
         return m
 
 
-def _raise(rows, name, column, bad, expected, snap_ns, hint=None):
-    """MarginError for the book rows ``bad`` of ``rows``: names the table rows' keys and, for
-    a snapshot, the time (``err.time``)."""
+def _raise(rows, name, column, bad, expected, snap_ns, hint=None, timed=False):
+    """MarginError for the book rows ``bad`` of ``rows`` at the first snapshot that has any:
+    names the table rows' keys and, when the inputs are timed, that snapshot's time
+    (``err.time``)."""
+    when = None
+    if timed and len(snap_ns):
+        s = rows.snap[bad]
+        s = s[s >= 0]
+        if len(s):
+            first = s.min()
+            bad = bad & ((rows.snap == first) | (rows.snap < 0))
+            when = _iso(snap_ns[first])
     mask = rows.table_mask(bad)
     keys_rows, keys = row_keys(rows.table, name, mask)
-    snaps = rows.snap[bad]
-    when = None
-    if len(snap_ns) > 1 or has(rows.table, TIME):
-        s = snaps[snaps >= 0]
-        when = _iso(snap_ns[s[0]]) if len(s) else None
     err = MarginError(name, column, expected, rows=keys_rows, keys=keys,
                       n_bad=int(mask.sum()), hint=hint)
     if when is not None:
@@ -332,7 +337,7 @@ def load_book(positions, instruments, market, index, balances, open_orders, rese
     dup = duplicated(pos_account, pos_row)
     if dup.any():
         _raise(P, "positions", "symbol", dup, "one row per (account, symbol)", snap_ns,
-               hint="Aggregate duplicate rows first")
+               hint="Aggregate duplicate rows first", timed=timed)
 
     # -- expired instruments --------------------------------------------------------------
     vt_pos = snap_ns[pos_snap] if n_snap else np.zeros(0, dtype=np.int64)
@@ -344,6 +349,7 @@ def load_book(positions, instruments, market, index, balances, open_orders, rese
             keep = ~pos_expired
             pos_row, quantity, entry, pos_account, pos_snap = (
                 a[keep] for a in (pos_row, quantity, entry, pos_account, pos_snap))
+            P = _Rows(P.table, P.row[keep], P.snap[keep])
             okeep = ~ord_expired
             ord_row, ord_qty, ord_account, ord_snap = (
                 a[okeep] for a in (ord_row, ord_qty, ord_account, ord_snap))
@@ -352,10 +358,11 @@ def load_book(positions, instruments, market, index, balances, open_orders, rese
         elif pos_expired.any():
             _raise(P, "positions", "symbol", pos_expired,
                    "instruments not past expiry at the valuation time", snap_ns,
-                   hint="Drop them, or set expired_positions = 'ignore' in the model")
+                   hint="Drop them, or set expired_positions = 'ignore' in the model",
+                   timed=timed)
         else:
             _raise(OR, "open_orders", "symbol", ord_expired,
-                   "instruments not past expiry at the valuation time", snap_ns)
+                   "instruments not past expiry at the valuation time", snap_ns, timed=timed)
 
     # -- market ---------------------------------------------------------------------------
     mkt = M.table
@@ -374,7 +381,7 @@ def load_book(positions, instruments, market, index, balances, open_orders, rese
     dup = duplicated(mkt_key)
     if dup.any():
         _raise(M, "market", "symbol", dup, "one row per symbol" +
-               (" and time" if timed else ""), snap_ns)
+               (" and time" if has(mkt, TIME) else ""), snap_ns, timed=timed)
 
     # -- active instrument instances (instrument, snapshot) ----------------------------------
     inst_key = np.concatenate([pos_snap * n_ins + pos_row, ord_snap * n_ins + ord_row])
@@ -400,9 +407,9 @@ def load_book(positions, instruments, market, index, balances, open_orders, rese
         held = no_mark[pos_instr]
         if held.any():
             _raise(P, "positions", "symbol", held, "a market row for every held symbol" +
-                   (" at every snapshot time" if timed else ""), snap_ns)
+                   (" at every snapshot time" if timed else ""), snap_ns, timed=timed)
         _raise(OR, "open_orders", "symbol", no_mark[ord_instr],
-               "a market row for every ordered symbol", snap_ns)
+               "a market row for every ordered symbol", snap_ns, timed=timed)
     m_rows = M.row[m_of]
     a_kind = kind[inst_ins]
     opt_no_iv = (a_kind == OPTION) & np.isnan(iv_t[m_rows])
@@ -419,7 +426,7 @@ def load_book(positions, instruments, market, index, balances, open_orders, rese
     dup = duplicated(X.snap + 1, idx_code_t[X.row])
     if dup.any():
         _raise(X, "index", "underlying", dup, "one row per underlying" +
-               (" and time" if timed else ""), snap_ns)
+               (" and time" if has(X.table, TIME) else ""), snap_ns, timed=timed)
     assets = asset_arr.to_pylist()
     asset_px = np.full((max(n_snap, 1), len(assets)), np.nan)
     static = X.snap < 0
@@ -438,8 +445,10 @@ def load_book(positions, instruments, market, index, balances, open_orders, rese
         if len(inst_col) else np.zeros(0)
     missing = np.isnan(und_px)
     if missing.any():
+        first = int(inst_snap[missing].min())
+        missing &= inst_snap == first
         bad_und = sorted({und_names[c] for c in a_und_code[missing]})
-        when = sorted({int(s) for s in inst_snap[missing]})
+        when = [first]
         err = MarginError("index", "underlying", "a row for every underlying held" +
                           (" at every snapshot time" if timed else ""),
                           rows=[(u,) for u in bad_und], keys=("underlying",),
@@ -466,7 +475,8 @@ def load_book(positions, instruments, market, index, balances, open_orders, rese
         dup = duplicated(bal_account, asset_codes_t[B.row])
         if dup.any():
             _raise(B, "balances", "asset", dup, "one row per (account, asset)", snap_ns,
-                   hint="Add the amounts up first (collateral tiers apply to the total)")
+                   hint="Add the amounts up first (collateral tiers apply to the total)",
+                   timed=timed)
     else:
         bal_asset, bal_amount = [], np.zeros(0)
     S_ = R.get("reserves")
@@ -520,11 +530,14 @@ def _check_priced(book, model, R, snap_ns, inst_snap):
     linear = book.settlement != INVERSE
     if linear.any():
         snaps = np.unique(inst_snap[linear])
-        px = book.prices([lin] * len(snaps), snaps)
+        px = book.price_of(lin, snaps)
         if np.isnan(px).any():
             err = MarginError("index", "underlying", "an index row for the linear settlement "
                               f"currency {lin!r} (or list it in the model's stablecoins)",
                               rows=[(lin,)], keys=("underlying",))
+            if book.timed:
+                err.time = _iso(snap_ns[snaps[np.isnan(px)][0]])
+                err.args = (f"{err.args[0]} [snapshot time {err.time}]",)
             raise err
     B = R.get("balances")
     if B is not None and len(book.bal_asset):
@@ -532,7 +545,7 @@ def _check_priced(book, model, R, snap_ns, inst_snap):
         bad = np.isnan(px)
         if bad.any():
             _raise(B, "balances", "asset", bad, "assets with an index row or a stablecoin",
-                   snap_ns, hint="Add an index_price for the asset")
+                   snap_ns, hint="Add an index_price for the asset", timed=book.timed)
     S_ = R.get("reserves")
     if S_ is not None and len(book.res_unit):
         snap = book.acc_snap[book.res_account]
@@ -541,4 +554,5 @@ def _check_priced(book, model, R, snap_ns, inst_snap):
         bad = np.isnan(book.prices(und, snap)) | np.isnan(book.prices(ccy, snap))
         if bad.any():
             _raise(S_, "reserves", "unit", bad, "units whose underlying and settlement "
-                   "currency have an index row (or are stablecoins)", snap_ns)
+                   "currency have an index row (or are stablecoins)", snap_ns,
+                   timed=book.timed)

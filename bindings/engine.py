@@ -8,6 +8,7 @@ from dataclasses import dataclass
 from typing import NamedTuple
 
 import numpy as np
+import pyarrow as pa
 
 from pmrisk import kernel as K
 from pmrisk.kernel import addons
@@ -15,7 +16,7 @@ from pmrisk.kernel import scenarios as S
 from pmrisk.kernel.instruments import FUTURE, INVERSE, OPTION, PERPETUAL, SPOT
 from pmrisk.kernel.volshock import shocked_vols
 
-from ._arrow import kernel_args, sum_by, unique_keys
+from ._arrow import codes, kernel_args, sum_by, unique_keys
 from .correlated import run_joint
 from .excluded import (Standalone, excluded_instruments, excluded_positions,
                        standalone_margin)
@@ -291,13 +292,15 @@ def _correlated(book, model, units, pos_unit, pos_row, q_port, pnl_args, unit_px
     tail_w = tail_cells[np.arange(n_units), tail_cell] if n_units else np.zeros(0)
     tail_worst = np.where(np.isfinite(tail_w), np.maximum(-tail_w, 0.0), 0.0)
     tail_usd = tail_worst * unit_px
-    # per account: the unit with the largest per-unit tail
+    # per account: the unit with the largest per-unit tail (ties: the first unit)
     best_tail = np.zeros(n_acc)
     tail_unit = np.full(n_acc, -1, dtype=np.int64)
-    for u in np.argsort(-tail_usd, kind="stable"):
-        a = units.account[u]
-        if tail_unit[a] < 0 and tail_usd[u] > 0.0:
-            tail_unit[a], best_tail[a] = u, tail_usd[u]
+    if n_units:
+        order = np.lexsort((np.arange(n_units), -tail_usd, units.account))
+        lead = order[np.r_[True, units.account[order][1:] != units.account[order][:-1]]]
+        lead = lead[tail_usd[lead] > 0.0]
+        tail_unit[units.account[lead]] = lead
+        best_tail[units.account[lead]] = tail_usd[lead]
     joint_binds = jr.worst_usd >= best_tail
     share = np.where(joint_binds[units.account] & (jr.worst_usd[units.account] > 0.0),
                      -jr.unit_value, 0.0)
@@ -308,15 +311,20 @@ def _correlated(book, model, units, pos_unit, pos_row, q_port, pnl_args, unit_px
     taking_part = joint_binds[units.account] & (jr.worst_usd[units.account] > 0.0)
     u_shock = np.where(taking_part, jr.unit_shock, np.nan)
     u_vol = np.where(taking_part, jr.unit_vol, -1)
-    for a in np.flatnonzero(~joint_binds):
-        u = tail_unit[a]
-        share[u] = tail_worst[u]
-        c = tail_cell[u]
-        k = unit_und[u]
-        on = pos_unit == u
-        own[on] = -scen.loss_weight[k, c] * q_port[on] * instr_pnl[pos_row[on], c]
-        u_shock[u] = scen.price_shock[k, c]
-        u_vol[u] = scen.vol_code[k, c]
+    # accounts whose largest per-unit tail binds: that unit alone, at its tail cell
+    tail_acc = np.flatnonzero(~joint_binds)
+    tu = tail_unit[tail_acc]
+    share[tu] = tail_worst[tu]
+    u_shock[tu] = scen.price_shock[unit_und[tu], tail_cell[tu]]
+    u_vol[tu] = scen.vol_code[unit_und[tu], tail_cell[tu]]
+    in_tail = np.zeros(n_units, dtype=bool)
+    in_tail[tu] = True
+    on = in_tail[pos_unit]
+    c = tail_cell[pos_unit[on]]
+    own[on] = -scen.loss_weight[unit_und[pos_unit[on]], c] * q_port[on] \
+        * instr_pnl[pos_row[on], c]
+    for a, u in zip(tail_acc.tolist(), tu.tolist()):
+        k, c = unit_und[u], tail_cell[u]
         desc[a] = (f"{units.type_names[units.utype[u]]} {S.TABLES[scen.table[k, c]]} "
                    f"{scen.price_shock[k, c]:+.2%} vol {S.VOL_STATES[scen.vol_code[k, c]]}")
     return share, own, desc, jr.correlation, u_shock, u_vol
@@ -397,17 +405,18 @@ def _share(total, group, weight):
 def _collateral(book, model):
     """(collateral value, plain USD value) of each balance row: positive amounts at their
     asset's collateral rate or tiers, loans at full value."""
-    assets = np.array(book.bal_asset, dtype=object)
+    if not len(book.bal_asset):
+        return np.zeros(0), np.zeros(0)
     snap = book.acc_snap[book.bal_account]
-    px = np.zeros(len(assets))
-    for asset in set(book.bal_asset):
-        on = assets == asset
-        px[on] = book.price_of(asset, snap[on])
-    usd = book.bal_amount * px
+    usd = book.bal_amount * book.prices(book.bal_asset, snap)
     coll = usd.copy()
-    for asset in set(book.bal_asset):
-        m = (assets == asset) & (usd > 0)
-        coll[m] = collateral_value_usd(model, asset, usd[m])
+    code, names = codes(pa.array(book.bal_asset, pa.string()))
+    order = np.argsort(code, kind="stable")
+    bounds = np.searchsorted(code[order], np.arange(len(names) + 1))
+    for k, asset in enumerate(names.to_pylist()):          # one pass per distinct asset
+        rows = order[bounds[k]:bounds[k + 1]]
+        rows = rows[usd[rows] > 0]
+        coll[rows] = collateral_value_usd(model, asset, usd[rows])
     return coll, usd
 
 

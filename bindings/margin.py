@@ -82,6 +82,9 @@ def margin(positions, instruments, market, index, balances=None, open_orders=Non
 
 
 def _wanted(tables):
+    if tables is None or not isinstance(tables, (str, list, tuple, set, frozenset)):
+        raise MarginError("arguments", "tables", f"a sequence of names among {TABLE_NAMES}, "
+                          f"got {tables!r}")
     names = (tables,) if isinstance(tables, str) else tuple(tables)
     bad = [t for t in names if t not in TABLE_NAMES]
     if bad:

@@ -33,8 +33,10 @@ class MarginResult:
     correlation: object = None
 
     def __repr__(self):
-        return (f"MarginResult(accounts={self.accounts.num_rows} rows, units="
-                f"{self.units.num_rows} rows, positions={self.positions.num_rows} rows)")
+        rows = ", ".join(f"{n}={getattr(self, n).num_rows} rows"
+                         for n in ("accounts", "units", "positions")
+                         if getattr(self, n) is not None)
+        return f"MarginResult({rows})"
 
 
 def status_of(ratio, thresholds):
@@ -122,7 +124,7 @@ def build(out, model, risk_vectors=False, tables=TABLE_NAMES):
         if urv is not None:
             urv = _timed(urv, book, acc_snap[units.account][_rv_units(out)])
         if prv is not None:
-            prv = _timed(prv, book, acc_snap[book.pos_account][_rv_positions(out)])
+            prv = _timed(prv, book, acc_snap[book.pos_account][_rv_positions(out)], sort=True)
     return MarginResult(accounts=accounts_t, units=units_t, positions=positions_t,
                         risk_vectors=prv if prv is not None else urv, unit_risk_vectors=urv,
                         position_risk_vectors=prv, correlation=out.correlation)

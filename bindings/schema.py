@@ -71,14 +71,14 @@ SCENARIOS = {
     "table": ("str", False, False),
 }
 
-KEYS = {
+KEYS = {      # "time" is part of a row's key in the tables that carry one
     "instruments": ("symbol",),
-    "positions": ("account", "symbol"),
-    "market": ("symbol",),
-    "index": ("underlying",),
-    "balances": ("account", "asset"),
-    "open_orders": ("account", "order_id"),
-    "reserves": ("account", "unit"),
+    "positions": ("account", "symbol", "time"),
+    "market": ("symbol", "time"),
+    "index": ("underlying", "time"),
+    "balances": ("account", "asset", "time"),
+    "open_orders": ("account", "order_id", "time"),
+    "reserves": ("account", "unit", "time"),
     "risk_arrays": ("symbol", "scenario"),
     "scenarios": (),
 }

@@ -62,6 +62,15 @@ def build_units(book, model):
                                    else lin) for c in present], dtype=np.int64)
     instr_type = combo_type[combo_inv.ravel()] if len(present) else np.zeros(0, np.int64)
     res_type = np.array([type_of(*r.split("/", 1)) for r in book.res_unit], dtype=np.int64)
+    # unit types in a canonical order (underlying, then settlement currency, by name): the
+    # same whichever snapshots or reserves a call holds, so one pass over a history orders
+    # each snapshot's units as a call on that snapshot alone does
+    perm = sorted(range(len(names)), key=lambda t: (und[t], ccy[t]))
+    rank = np.empty(len(names), dtype=np.int64)
+    rank[perm] = np.arange(len(names))
+    names, und, ccy = [names[t] for t in perm], [und[t] for t in perm], [ccy[t] for t in perm]
+    instr_type = rank[instr_type] if len(instr_type) else instr_type
+    res_type = rank[res_type] if len(res_type) else res_type
     underlyings = list(dict.fromkeys(und))
     und_code = np.array([underlyings.index(u) for u in und], dtype=np.int64)
 
@@ -86,10 +95,10 @@ def build_units(book, model):
 
 
 def _prices_by_type(book, type_asset, utype, snap):
-    """USD price of each unit's asset (by unit type) at its snapshot."""
-    out = np.zeros(len(utype))
-    for t in range(len(type_asset)):
-        on = utype == t
-        if on.any():
-            out[on] = book.price_of(type_asset[t], snap[on])
-    return out
+    """USD price of each unit's asset (by unit type) at its snapshot, in one gather."""
+    col_of = {a: i for i, a in enumerate(book.assets)}
+    col = np.array([col_of.get(a, -1) for a in type_asset], dtype=np.int64)[utype]
+    stable = np.array([a in book.stablecoins for a in type_asset], dtype=bool)[utype]
+    px = np.where(col >= 0, book.asset_px[snap, np.maximum(col, 0)], np.nan) \
+        if book.asset_px.shape[1] else np.full(len(utype), np.nan)
+    return np.where(np.isnan(px) & stable, 1.0, px)

@@ -184,12 +184,19 @@ def _history(seed, n_times, timed_balances, static_market, drop):
         idx_parts.append(with_time(moved(B["index"], f, ("index_price",)), pa.scalar(t, TS)))
         bal_parts.append(with_time(moved(B["balances"], rng.uniform(0.5, 1.5), ("amount",)),
                                    pa.scalar(t, TS)))
+    positions = pa.concat_tables(pos_parts)
+    # rows in any order (newest first, interleaved): the result is ordered by snapshot
+    positions = positions.take(pa.array(rng.permutation(positions.num_rows)))
+    # a reserve on a unit type the account does not trade (ETH/ETH for a linear ETH book)
+    reserves = pa.table({"account": ["linear-pair", "directional"],
+                         "unit": ["ETH/ETH", "BTC/BTC"], "mmp_margin": [0.5, 0.1],
+                         "open_orders_margin": [0.0, 0.2]})
     return dict(
-        positions=pa.concat_tables(pos_parts), instruments=B["instruments"],
+        positions=positions, instruments=B["instruments"],
         market=B["market"] if static_market else pa.concat_tables(mkt_parts),
         index=B["index"] if static_market else pa.concat_tables(idx_parts),
         balances=pa.concat_tables(bal_parts) if timed_balances else B["balances"],
-        open_orders=B["open_orders"])
+        open_orders=B["open_orders"], reserves=reserves)
 
 
 @settings(max_examples=12, deadline=None)
@@ -199,9 +206,10 @@ def _history(seed, n_times, timed_balances, static_market, drop):
 def test_one_pass_equals_a_pass_per_snapshot(seed, n_times, timed_balances, static_market,
                                              drop, model):
     h = _history(seed, n_times, timed_balances, static_market, drop)
-    one = pmrisk.margin(**h, model=model, risk_vectors=True)
-    ref = margin_per_snapshot(**h, model=model, risk_vectors=True)
-    for name in ("accounts", "units", "positions", "unit_risk_vectors"):
+    one = pmrisk.margin(**h, model=model, risk_vectors="positions")
+    ref = margin_per_snapshot(**h, model=model, risk_vectors="positions")
+    for name in ("accounts", "units", "positions", "unit_risk_vectors",
+                 "position_risk_vectors"):
         a, b = getattr(one, name), getattr(ref, name)
         assert a.column_names == b.column_names, name
         assert a.num_rows == b.num_rows, name
@@ -212,3 +220,41 @@ def test_one_pass_equals_a_pass_per_snapshot(seed, n_times, timed_balances, stat
                                            atol=1e-12, err_msg=f"{name}.{c}")
             else:
                 assert x.equals(y), f"{name}.{c}"
+
+
+def test_review_findings_on_timed_inputs():
+    """expired_positions='ignore' with a missing market row is a MarginError (not an
+    IndexError); errors across several snapshots name the first one's rows and time, rows
+    carry their time; a timestamp outside the ns range is a MarginError; repr with only the
+    accounts table; tables=None is a MarginError."""
+    ign = pmrisk.Model.preset("deribit_pme").with_overrides({"expired_positions": "ignore"})
+    t_late = "2024-06-29T08:00:00Z"
+    pos = with_time(pa.table({"account": ["a", "b", "c"],
+                              "symbol": ["BTC-28JUN24-65000-C", "ETH-PERPETUAL",
+                                         "BTC-PERPETUAL"],
+                              "quantity": [1.0, 1.0, 1.0]}), t_late)
+    mkt = with_time(B["market"].filter(pa.compute.not_equal(B["market"]["symbol"],
+                                                            "ETH-PERPETUAL")), t_late)
+    with pytest.raises(pmrisk.MarginError) as e:
+        pmrisk.margin(pos, B["instruments"], mkt, B["index"], model=ign)
+    assert e.value.rows == [("b", "ETH-PERPETUAL", "2024-06-29T08:00:00Z")]
+    # index missing ETH at T2 and BTC at a third time: only T2's underlying is named
+    t3 = "2024-06-19T08:00:00Z"
+    positions = pa.concat_tables([with_time(B["positions"], t) for t in (T1, T2, t3)])
+    market = pa.concat_tables([with_time(B["market"], t) for t in (T1, T2, t3)])
+    eth = pa.compute.equal(B["index"]["underlying"], "ETH")
+    index = pa.concat_tables([with_time(B["index"], T1),
+                              with_time(B["index"].filter(pa.compute.invert(eth)), T2),
+                              with_time(B["index"].filter(eth), t3)])
+    with pytest.raises(pmrisk.MarginError) as e:
+        pmrisk.margin(positions, B["instruments"], market, index)
+    assert e.value.rows == [("ETH",)] and e.value.time.startswith("2024-06-18T08:00:00")
+    far = B["positions"].add_column(0, "time", pa.array([10**17] * B["positions"].num_rows,
+                                                        pa.timestamp("us", tz="UTC")))
+    with pytest.raises(pmrisk.MarginError) as e:
+        pmrisk.margin(far, B["instruments"], B["market"], B["index"])
+    assert e.value.table == "positions" and e.value.column == "time"
+    r = pmrisk.margin(**B, tables=("accounts",))
+    assert repr(r) == "MarginResult(accounts=6 rows)"
+    with pytest.raises(pmrisk.MarginError):
+        pmrisk.margin(**B, tables=None)
