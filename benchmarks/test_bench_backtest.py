@@ -7,9 +7,10 @@ memory of the streaming path as the history grows.
   (``cases.write_backtest_dataset``: ten time-ordered 100-minute chunks of the
   ``backtest-100k`` venue and books), ``deribit_pme``, the accounts table written as a
   Parquet dataset (``out=``), default batches (1 M rows: 10 batches).  The cluster is
-  ``processes=True, threads_per_worker=1``, each worker with ``NUMBA_NUM_THREADS=1`` (two
-  processes on two cores: the single process has both numba threads), started and warmed
-  outside the timing.  Reported as snapshots per second; 3 rounds.
+  ``processes=True, threads_per_worker=1`` (numba's default threads in each, as in the single
+  process), its workers started without Dask's ``MALLOC_TRIM_THRESHOLD_`` (see
+  :func:`without_malloc_trim`) and warmed outside the timing.  Reported as snapshots per
+  second; 3 rounds.
 * ``backtest_memory[100k]`` / ``[1M]``: a fresh interpreter (``probes.py
   backtest-memory``) loads the kernels, then runs the single-process streamed backtest of the
   first chunk (100,000 snapshots) or of all ten (1,000,000) and reports the peak RSS growth
@@ -59,13 +60,24 @@ def history(full, tmp_path_factory):
     return root, sets
 
 
+def without_malloc_trim():
+    """Dask's nanny starts workers with ``MALLOC_TRIM_THRESHOLD_=65536``, which turns off
+    glibc's adaptive mmap threshold: every large numpy array of a batch is then mapped and
+    unmapped afresh and a batch runs ~1.5x slower (7.2 s -> 10.9 s for the 1M history in one
+    process with that variable set).  The benchmark's workers start without it (README)."""
+    import dask
+    env = dict(dask.config.get("distributed.nanny.pre-spawn-environ"))
+    env.pop("MALLOC_TRIM_THRESHOLD_", None)
+    return dask.config.set({"distributed.nanny.pre-spawn-environ": env})
+
+
 @pytest.fixture(scope="module")
 def dask_client(full):
     distributed = pytest.importorskip("distributed")
     # the smoke run takes threads (starts in a blink; tests/test_backtest.py runs processes)
-    nanny = {"env": {"NUMBA_NUM_THREADS": "1"}} if full else {}
-    cluster = distributed.LocalCluster(n_workers=2, threads_per_worker=1, processes=full,
-                                       dashboard_address=":0", **nanny)
+    with without_malloc_trim():
+        cluster = distributed.LocalCluster(n_workers=2, threads_per_worker=1, processes=full,
+                                           dashboard_address=":0")
     client = distributed.Client(cluster)
     client.run(pmrisk.warmup, models=[PME])
     yield client
@@ -95,8 +107,9 @@ def test_backtest_dask(benchmark, request, history, tmp_path, where):
     benchmark.extra_info["where"] = where
     if client is not None:
         benchmark.extra_info["cluster"] = (
-            "Dask `LocalCluster`, 2 worker processes × 1 thread, NUMBA_NUM_THREADS=1"
-            if request.getfixturevalue("full") else "Dask `LocalCluster`, 2 worker threads")
+            "Dask `LocalCluster`, 2 worker processes × 1 thread (2 numba threads each, no "
+            "`MALLOC_TRIM_THRESHOLD_`)" if request.getfixturevalue("full")
+            else "Dask `LocalCluster`, 2 worker threads")
     assert out[-1].snapshots == n_snap
     assert out[-1].read().num_rows == n_snap
 
