@@ -451,7 +451,7 @@ def backtest(positions, instruments, market, index, balances=None, model=None, o
         forward to snapshot times where it has none, across batches (:mod:`pmrisk.fill`).
     batch_rows : int
         About how many account-state rows (positions + balances + open orders + reserves) a
-        batch holds; memory per batch follows it (a few hundred MB per million rows).
+        batch holds; memory per batch follows it (about 0.6 GB per million position rows).
     overwrite : bool
         With ``out``: remove the part files an earlier run left in the table directories.
 
@@ -488,8 +488,12 @@ def backtest(positions, instruments, market, index, balances=None, model=None, o
     given = {"positions": positions, "instruments": instruments, "market": market,
              "index": index, "balances": balances, "open_orders": open_orders,
              "reserves": reserves}
+    for name in INPUTS[:4]:
+        if given[name] is None:
+            raise MarginError(name, None, "a table or a Parquet dataset (positions, "
+                              "instruments, market and index are required)")
     sources = {k: _Source(k, v) for k, v in given.items() if v is not None}
-    times, batches = _plan(sources, batch_rows, fill)
+    _, batches = _plan(sources, batch_rows, fill)
     static = {k: s.whole() for k, s in sources.items() if not s.timed}
     if out is not None:
         out = _prepare_out(out, wanted, overwrite)
