@@ -12,6 +12,7 @@ from .errors import MarginError
 from .liquidation import liquidation_plan
 from .margin import margin
 from .model import Model
+from .monitor import Monitor, MonitorUpdate
 from .results import MarginResult
 from .risk_arrays import margin_from_risk_arrays
 from .warmup import warmup
@@ -19,4 +20,5 @@ from .warmup import warmup
 __version__ = "0.1.0"
 __all__ = ["margin", "margin_from_risk_arrays", "Model", "MarginError", "MarginResult",
            "eligibility", "liquidation_plan", "correlation_matrix", "CorrelationMatrix",
-           "CorrelationRepaired", "warmup", "backtest", "BacktestOutput", "__version__"]
+           "CorrelationRepaired", "warmup", "backtest", "BacktestOutput", "Monitor",
+           "MonitorUpdate", "__version__"]

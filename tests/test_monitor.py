@@ -1,0 +1,406 @@
+"""pmrisk.Monitor: incremental figures equal pmrisk.margin() on the same state after any
+sequence of updates (hypothesis state machine), every alert kind at exact thresholds,
+hysteresis, recovery, liquidation plans, callbacks and queues, threads, bad updates, and the
+command line (``pmrisk monitor --replay``, ``pmrisk demo --monitor``)."""
+
+import threading
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.compute as pc
+import pytest
+from hypothesis import settings
+from hypothesis import strategies as st
+from hypothesis.stateful import (RuleBasedStateMachine, initialize, invariant, precondition,
+                                 rule)
+
+import pmrisk
+from pmrisk import Monitor, samples
+from pmrisk.alerts import SCHEMA
+
+from books import INDEX, KINDS, MARKET, SYMBOLS, TIME, UNIVERSE, books
+
+# the per-unit path must never disagree with the engine (it would warn and fall back)
+pytestmark = pytest.mark.filterwarnings("error:pmrisk.Monitor:RuntimeWarning")
+
+KEYS = {"accounts": ["account"], "units": ["account", "unit"],
+        "positions": ["account", "unit", "symbol"]}
+UND_OF = dict(zip(UNIVERSE["symbol"].to_pylist(), UNIVERSE["underlying"].to_pylist()))
+ACCOUNTS = ["acct-0", "acct-1", "acct-2", "acct-3"]
+# deribit_pme with a BTC vol floor (revaluation rows at the floor come and go with the marks)
+# and one excluded symbol (the per-unit path declines its units): every path of a tick
+PME = pmrisk.Model.preset("deribit_pme").with_overrides(
+    {"BTC": {"vol_floor": 0.5}, "exclude": {"symbols": ["ETH-27SEP24-3000-P"]}})
+STANDARD = pmrisk.Model.preset("standard")
+
+
+def _sorted(t, name):
+    return t.sort_by([(k, "ascending") for k in KEYS[name]])
+
+
+def assert_tables_equal(a, b, name, rtol=1e-12):
+    """Same rows (sorted by key), same strings, numbers within ``rtol`` of the column's
+    largest magnitude (``rtol=0``: equal to the bit)."""
+    a, b = _sorted(a, name), _sorted(b, name)
+    assert a.column_names == b.column_names, name
+    assert a.num_rows == b.num_rows, (name, a.num_rows, b.num_rows)
+    for c in a.column_names:
+        x, y = a[c], b[c]
+        if pa.types.is_floating(x.type):
+            x = x.to_numpy(zero_copy_only=False)
+            y = y.to_numpy(zero_copy_only=False)
+            finite = y[np.isfinite(y)]
+            scale = np.abs(finite).max() if len(finite) else 0.0
+            with np.errstate(invalid="ignore"):                  # inf - inf
+                ok = (x == y) | (np.abs(x - y) <= rtol * scale) | (np.isnan(x) & np.isnan(y))
+            assert ok.all(), (name, c, x[~ok][:5], y[~ok][:5])
+        else:
+            assert x.to_pylist() == y.to_pylist(), (name, c)
+
+
+def assert_matches_margin(mon, model, rtol=1e-12):
+    ref = pmrisk.margin(**mon.state(), model=model)
+    for name in KEYS:
+        assert_tables_equal(getattr(mon, name), getattr(ref, name), name, rtol)
+
+
+def demo_monitor(model="deribit_pme", **kw):
+    b = samples.demo_book()
+    vt = b.pop("valuation_time")
+    return Monitor(**b, model=model, valuation_time=vt, **kw), b
+
+
+def tick_tables(market, und, factor, iv_factor=1.0, symbols=None):
+    """Market and index rows moving ``und`` by ``factor`` (futures marks and option forwards
+    scale, options' marks and vols by ``iv_factor``) from the ``market`` table's rows."""
+    rows = []
+    for r in market.to_pylist():
+        if UND_OF[r["symbol"]] != und or (symbols is not None and r["symbol"] not in symbols):
+            continue
+        r = dict(r)
+        if r["mark_iv"] is not None:
+            r["mark_iv"] = min(max(r["mark_iv"] * iv_factor, 0.05), 5.0)
+            r["underlying_price"] = r["underlying_price"] * factor
+            r["mark_price"] = r["mark_price"] * iv_factor
+        else:
+            r["mark_price"] = r["mark_price"] * factor
+        rows.append(r)
+    return pa.Table.from_pylist(rows, schema=MARKET.schema)
+
+
+# -- the state machine: the monitor equals margin() after every step -----------------------
+
+class MonitorMachine(RuleBasedStateMachine):
+    """Under ``cross_unit = "sum"`` the monitor equals margin() to the bit."""
+    model = PME
+    rtol = 0.0
+
+    def __init__(self):
+        super().__init__()
+        self.mon = None
+        self.last = None
+
+    @initialize(book=books(max_accounts=3, max_positions=6),
+                cash=st.lists(st.floats(0, 2e5), min_size=3, max_size=3))
+    def start(self, book, cash):
+        balances = pa.table({"account": ["acct-0", "acct-1", "acct-2"],
+                             "asset": ["USDC", "BTC", "ETH"],
+                             "amount": [cash[0], cash[1] / 65000, cash[2] / 3400]})
+        self.mon = Monitor(book, UNIVERSE, MARKET, INDEX, balances=balances, model=self.model,
+                           valuation_time=TIME)
+        self.market = MARKET
+        self.index = {"BTC": 65000.0, "ETH": 3400.0}
+
+    def _apply(self, **kw):
+        before = self.mon.accounts
+        try:
+            self.last = self.mon.update(**kw)
+        except pmrisk.MarginError:
+            # e.g. the valuation time moved past a held future's expiry: nothing changed
+            self.last = None
+            assert self.mon.accounts.equals(before)
+
+    @rule(und=st.sampled_from(["BTC", "ETH"]), factor=st.floats(0.85, 1.15),
+          iv=st.floats(0.7, 1.4), part=st.booleans(), index_too=st.booleans())
+    def tick(self, und, factor, iv, part, index_too):
+        cur = self.mon.state()["market"]
+        syms = None
+        if part:                                 # a few symbols only
+            syms = [s for s in SYMBOLS if UND_OF[s] == und][::3]
+        market = tick_tables(cur, und, factor, iv, syms)
+        if part:                                 # and only the mark_price column
+            market = market.select(["symbol", "mark_price"])
+        index = None
+        if index_too:
+            self.index[und] *= factor
+            index = {"underlying": [und], "index_price": [self.index[und]]}
+        self._apply(market=market, index=index)
+
+    @rule(und=st.sampled_from(["BTC", "ETH", "USDC"]), factor=st.floats(0.9, 1.1))
+    def index_tick(self, und, factor):
+        px = self.index.get(und, 1.0) * factor
+        self.index[und] = px
+        self._apply(index={"underlying": [und], "index_price": [px]})
+
+    @rule(acc=st.sampled_from(ACCOUNTS), i=st.integers(0, len(SYMBOLS) - 1),
+          size=st.floats(-1.0, 1.0), entry=st.none() | st.floats(0.5, 1.5))
+    def position(self, acc, i, size, entry):
+        scale = 50.0 if KINDS[i] == "option" else 1e5
+        q = round(size * scale, 3)
+        row = {"account": [acc], "symbol": [SYMBOLS[i]], "quantity": [q]}
+        if KINDS[i] != "option" and entry is not None:
+            px = self.mon.state()["market"].filter(pc.equal(pc.field("symbol"), SYMBOLS[i]))
+            row["entry_price"] = [px["mark_price"][0].as_py() * entry]
+        self._apply(positions=row)
+
+    @precondition(lambda self: self.mon is not None and self.mon.positions.num_rows > 0)
+    @rule(data=st.data())
+    def close(self, data):
+        pos = self.mon.state()["positions"]
+        if not pos.num_rows:
+            return
+        k = data.draw(st.integers(0, pos.num_rows - 1))
+        self._apply(positions={"account": [pos["account"][k].as_py()],
+                               "symbol": [pos["symbol"][k].as_py()], "quantity": [0.0]})
+
+    @rule(acc=st.sampled_from(ACCOUNTS), asset=st.sampled_from(["USDC", "BTC", "ETH"]),
+          usd=st.floats(-2e4, 2e5))
+    def balance(self, acc, asset, usd):
+        px = {"USDC": 1.0, "BTC": 65000.0, "ETH": 3400.0}[asset]
+        self._apply(balances={"account": [acc], "asset": [asset],
+                              "amount": [round(usd / px, 6)]})
+
+    @rule(acc=st.sampled_from(ACCOUNTS), i=st.integers(0, len(SYMBOLS) - 1),
+          q=st.floats(-10.0, 10.0), oid=st.sampled_from(["o-1", "o-2"]))
+    def order(self, acc, i, q, oid):
+        qty = round(q * (1.0 if KINDS[i] == "option" else 1e4), 3)
+        self._apply(open_orders={"account": [acc], "order_id": [oid], "symbol": [SYMBOLS[i]],
+                                 "quantity": [qty], "price": [1.0]})
+
+    @rule(hours=st.integers(1, 48))
+    def advance_time(self, hours):
+        vt = self.mon.valuation_time + np.timedelta64(hours, "h")
+        self._apply(valuation_time=vt)
+
+    @invariant()
+    def equals_margin(self):
+        if self.mon is None:
+            return
+        assert_matches_margin(self.mon, self.model, self.rtol)
+        if self.last is not None and self.last.accounts.num_rows:
+            # the update's rows are the accounts table's rows for those accounts
+            names = self.last.accounts["account"]
+            now = self.mon.accounts.filter(pc.is_in(self.mon.accounts["account"],
+                                                    value_set=names))
+            assert_tables_equal(self.last.accounts, now, "accounts", rtol=0)
+
+
+class CorrelatedMachine(MonitorMachine):
+    """Under ``"correlated"`` the engine's joint stress itself can differ in the last bit
+    between calls over different sets of accounts (an account alone vs with others), so the
+    monitor's blocks agree with one margin() over everything to rounding."""
+    model = STANDARD
+    rtol = 1e-12
+
+
+TestMonitorMatchesMargin = MonitorMachine.TestCase
+TestMonitorMatchesMargin.settings = settings(max_examples=25, stateful_step_count=10,
+                                             deadline=None)
+TestCorrelatedMonitorMatchesMargin = CorrelatedMachine.TestCase
+TestCorrelatedMonitorMatchesMargin.settings = settings(max_examples=12,
+                                                       stateful_step_count=8, deadline=None)
+
+
+# -- alerts at exact thresholds ----------------------------------------------------------
+
+LEVELS = [1.10, 1.05, 1.01, 1.00, 0.75]
+DOWN_KIND = ["threshold_down"] * 3 + ["margin_call", "liquidation"]
+STATUS_AT = ["normal", "warning_1", "warning_2", "warning_3", "margin_call"]
+STATUS_BELOW = ["warning_1", "warning_2", "warning_3", "margin_call", "liquidation"]
+
+
+class Cash:
+    """One account: a linear perpetual without entry price (value 0) and a USDC balance, so
+    equity is exactly the balance and the ratio is balance / MM: a balance update puts the
+    ratio exactly at a level, or one float below it."""
+
+    def __init__(self, **kw):
+        self.tables = dict(
+            positions={"account": ["a"], "symbol": ["BTC_USDC-PERPETUAL"], "quantity": [800.0]},
+            instruments=UNIVERSE, market=MARKET, index=INDEX)
+        self.mm = pmrisk.margin(**self.tables, model="deribit_pme", valuation_time=TIME) \
+            .accounts["maintenance_margin"][0].as_py()
+        self.mon = Monitor(**self.tables, balances=self.balance(self.at(1.5)),
+                           model="deribit_pme", valuation_time=TIME, **kw)
+
+    @staticmethod
+    def balance(amount):
+        return {"account": ["a"], "asset": ["USDC"], "amount": [amount]}
+
+    def at(self, level):
+        """The balance whose ratio is ``level`` exactly (as a float)."""
+        a = level * self.mm
+        while a / self.mm < level:
+            a = np.nextafter(a, np.inf)
+        while a / self.mm > level:
+            a = np.nextafter(a, -np.inf)
+        assert a / self.mm == level
+        return float(a)
+
+    def below(self, level):
+        """The largest balance whose ratio is below ``level``."""
+        a = self.at(level)
+        while a / self.mm >= level:
+            a = np.nextafter(a, -np.inf)
+        return float(a)
+
+    def to(self, amount):
+        return self.mon.update(balances=self.balance(amount))
+
+    def ratio(self):
+        return self.mon.accounts["margin_ratio"][0].as_py()
+
+
+def rows(up):
+    return [(r["kind"], r["threshold"]) for r in up.alerts.to_pylist()]
+
+
+def test_every_kind_at_exact_thresholds_down_then_up():
+    c = Cash()
+    for level, kind, at, below in zip(LEVELS, DOWN_KIND, STATUS_AT, STATUS_BELOW):
+        up = c.to(c.at(level))               # exactly at the level: the better band, no alert
+        assert c.ratio() == level
+        assert c.mon.accounts["status"][0].as_py() == at
+        assert rows(up) == []
+        up = c.to(c.below(level))            # one float below: the alert of that level
+        assert rows(up) == [(kind, level)]
+        a = up.alerts.to_pylist()[0]
+        assert a["account"] == "a" and a["ratio_before"] == level and a["ratio_after"] < level
+        assert (a["status_before"], a["status_after"]) == (at, below)
+        assert up.alerts.schema == SCHEMA
+    for level, at in reversed(list(zip(LEVELS, STATUS_AT))):
+        up = c.to(c.at(level))               # back exactly to a level: recovered
+        assert rows(up) == [("threshold_up", level)]
+        assert up.alerts["status_after"][0].as_py() == at
+
+
+def test_liquidation_alert_carries_the_plan():
+    c = Cash()
+    c.to(c.at(0.8))
+    up = c.to(c.below(0.75))
+    assert rows(up) == [("liquidation", 0.75)]
+    plan = up.liquidation_plans
+    assert plan.num_rows >= 1 and set(plan["account"].to_pylist()) == {"a"}
+    ref = pmrisk.liquidation_plan(**c.mon.state(), model="deribit_pme")
+    assert plan.to_pylist() == ref.to_pylist()
+    assert plan["margin_ratio_after"][plan.num_rows - 1].as_py() >= 1.0
+    # no new alert, no plan, while it stays in liquidation
+    up = c.to(c.below(0.75) * 0.9)
+    assert rows(up) == [] and up.liquidation_plans.num_rows == 0
+
+
+def test_one_update_across_every_level():
+    c = Cash()
+    up = c.to(c.at(0.5))
+    assert rows(up) == list(zip(DOWN_KIND, LEVELS))          # most severe last
+    assert up.alerts["ratio_before"].to_pylist() == [1.5] * 5
+    up = c.to(c.at(1.5))
+    assert rows(up) == [("threshold_up", lv) for lv in reversed(LEVELS)]   # lowest first
+
+
+def test_recovery_out_of_margin_call_is_threshold_up():
+    c = Cash()
+    c.to(c.at(0.9))
+    up = c.to(c.at(1.02))
+    assert rows(up) == [("threshold_up", 1.0), ("threshold_up", 1.01)]
+    assert up.alerts["status_after"].to_pylist() == ["warning_2"] * 2
+
+
+def test_hysteresis_stops_flapping():
+    hover = [1.0501, 1.0499, 1.0502, 1.0498, 1.05, 1.0497, 1.0503, 1.0499]
+    c = Cash()
+    c.to(c.at(1.07))
+    flaps = [rows(c.to(c.at(r))) for r in hover]
+    assert sum(len(f) for f in flaps) == 7                    # h = 0: every crossing alerts
+
+    c = Cash(hysteresis=0.01)
+    c.to(c.at(1.07))
+    alerts = [rows(c.to(c.at(r))) for r in hover]
+    assert alerts[1] == [("threshold_down", 1.05)] and sum(len(a) for a in alerts) == 1
+    assert c.mon.accounts["status"][0].as_py() == "warning_2"  # status stays exact
+    assert rows(c.to(c.at(1.0599))) == []                     # up needs >= 1.05 + 0.01
+    assert rows(c.to(c.at(1.061))) == [("threshold_up", 1.05)]
+    assert rows(c.to(c.at(1.045))) == []                      # down now needs < 1.04
+    assert rows(c.to(c.at(1.0399))) == [("threshold_down", 1.05)]
+    # a level that has not alerted yet is crossed at the level itself
+    assert rows(c.to(c.below(1.01))) == [("threshold_down", 1.01)]
+
+
+def test_new_account_below_levels_alerts_from_nothing():
+    mon, _ = demo_monitor()
+    up = mon.update(positions={"account": ["newbie"], "symbol": ["BTC-PERPETUAL"],
+                               "quantity": [10000.0]})
+    assert rows(up) == list(zip(DOWN_KIND, LEVELS))           # no collateral: ratio 0
+    assert up.alerts["ratio_before"].null_count == 5
+    assert up.alerts["status_before"].null_count == 5
+    assert up.accounts["account"].to_pylist() == ["newbie"]
+    up = mon.update(positions={"account": ["newbie"], "symbol": ["BTC-PERPETUAL"],
+                               "quantity": [0.0]})
+    assert up.removed == ["newbie"] and up.alerts.num_rows == 0
+    assert "newbie" not in mon.accounts["account"].to_pylist()
+    assert_matches_margin(mon, "deribit_pme")
+
+
+def test_ticks_alert_as_ratios_cross():
+    """A BTC crash through the per-unit path: the alerts are exactly the crossings of the
+    ratios margin() gives before and after each tick."""
+    mon, b = demo_monitor()
+    th = LEVELS
+    before = dict(zip(mon.accounts["account"].to_pylist(),
+                      mon.accounts["margin_ratio"].to_pylist()))
+    market = b["market"]
+    for k, f in enumerate([0.99, 0.97, 0.95, 0.93, 0.96]):
+        m = tick_tables(market, "BTC", f)
+        up = mon.update(market=m, index={"underlying": ["BTC"], "index_price": [65000 * f]})
+        ref = pmrisk.margin(**mon.state(), model="deribit_pme")
+        after = dict(zip(ref.accounts["account"].to_pylist(),
+                         ref.accounts["margin_ratio"].to_pylist()))
+        want = sorted((a, lv) for a in after for lv in th
+                      if (before[a] < lv) != (after[a] < lv))
+        got = sorted(zip(up.alerts["account"].to_pylist(), up.alerts["threshold"].to_pylist()))
+        assert got == want, k
+        assert_matches_margin(mon, "deribit_pme")
+        before = after
+    assert mon.update().alerts.num_rows == 0
+
+
+# -- delivery: callback, iterator, queue ---------------------------------------------------
+
+def test_alerts_reach_the_callback_and_the_iterator_as_record_batches():
+    got = []
+    c = Cash(on_alert=got.append, alert_queue=2)
+    c.to(c.at(0.5))
+    c.to(c.at(1.5))
+    c.to(c.at(1.2))                                          # no level crossed
+    assert c.mon.update().alerts.num_rows == 0                # no alerts, no batch
+    assert len(got) == 2 and all(isinstance(b, pa.RecordBatch) for b in got)
+    assert all(b.schema == SCHEMA for b in got)
+    assert [b.num_rows for b in got] == [5, 5]
+    c.to(c.at(0.9))                                          # a third batch: the queue keeps 2
+    queued = list(c.mon.alerts())
+    assert [b.num_rows for b in queued] == [5, 4] and c.mon.dropped_alert_batches == 1
+    assert queued[0].equals(got[1])
+    assert list(c.mon.alerts()) == []                        # taken off the queue
+
+
+def test_alert_iterator_waits_for_batches_until_closed():
+    c = Cash()
+    seen = []
+    reader = threading.Thread(target=lambda: seen.extend(c.mon.alerts(timeout=None)))
+    reader.start()
+    c.to(c.at(1.02))
+    c.to(c.at(1.5))
+    c.mon.close()
+    reader.join(timeout=10)
+    assert not reader.is_alive()
+    assert [b.num_rows for b in seen] == [2, 2]
