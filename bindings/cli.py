@@ -255,6 +255,9 @@ def main(argv=None):
     d.add_argument("--model", default="standard",
                    help="preset name (standard, binance_pm_pro, deribit_pme, span) or TOML "
                         "file (default standard)")
+    d.add_argument("--monitor", action="store_true",
+                   help="replay an embedded BTC crash (-25 %% in 5 minutes) through a real-time "
+                        "monitor: accounts cross every warning level, one reaches liquidation")
     m = sub.add_parser("margin", help="margin tables read from Parquet, CSV or Arrow IPC")
     for k in ("positions", "instruments", "market", "index"):
         m.add_argument(f"--{k}", required=True, metavar="FILE")
@@ -268,10 +271,13 @@ def main(argv=None):
                         "'positions')")
     m.add_argument("--out", metavar="DIR", help="write the result tables as Parquet here")
     _add_backtest_commands(sub)
+    from .monitor_view import add_monitor_command, demo_command, monitor_command
+    add_monitor_command(sub)
     args = p.parse_args(argv)
     try:
-        handler = {"demo": _demo, "margin": _margin, "samples": _samples,
-                   "backtest": _backtest}[args.cmd]
+        handler = {"demo": demo_command if getattr(args, "monitor", False) else _demo,
+                   "margin": _margin, "samples": _samples, "backtest": _backtest,
+                   "monitor": monitor_command}[args.cmd]
         return handler(args)
     except MarginError as exc:
         print(f"pmrisk: input error: {exc}", file=sys.stderr)

@@ -76,6 +76,7 @@ from ._arrow import as_table, to_ns
 from .alerts import LIQUIDATION, SCHEMA as ALERT_SCHEMA, AlertRules
 from .errors import MarginError
 from .model import Model
+from .results import MarginResult
 from .monitor_block import Block, slice_book
 from .monitor_state import ACCOUNT_TABLES, AccountRows, MarketState, no_time
 
@@ -149,7 +150,7 @@ class Monitor:
     ----------
     accounts, units, positions : pyarrow.Table
         The current result tables, as :func:`pmrisk.margin` returns them (rows of one account
-        together; sort them if order matters).
+        together; sort them if order matters).  :meth:`result` gives all three of one state.
     valuation_time : numpy.datetime64
 
     Raises
@@ -160,22 +161,28 @@ class Monitor:
 
     Examples
     --------
+    Long $100,000 of the BTC inverse perpetual from 50,000 on $18,000 of collateral; BTC
+    dips to 49,600:
+
     >>> import pmrisk
     >>> mon = pmrisk.Monitor(
-    ...     positions={"account": ["a"], "symbol": ["BTC-PERPETUAL"], "quantity": [100000.0]},
+    ...     positions={"account": ["a"], "symbol": ["BTC-PERPETUAL"], "quantity": [100000.0],
+    ...                "entry_price": [50000.0]},
     ...     instruments={"symbol": ["BTC-PERPETUAL"], "underlying": ["BTC"],
     ...                  "kind": ["perpetual"], "settlement": ["inverse"],
     ...                  "contract_size": [1.0]},
     ...     market={"symbol": ["BTC-PERPETUAL"], "mark_price": [50000.0]},
     ...     index={"underlying": ["BTC"], "index_price": [50000.0]},
-    ...     balances={"account": ["a"], "asset": ["USDT"], "amount": [27000.0]},
+    ...     balances={"account": ["a"], "asset": ["USDT"], "amount": [18000.0]},
     ...     model="deribit_pme", valuation_time="2024-01-01T00:00:00Z")
     >>> round(mon.accounts["margin_ratio"][0].as_py(), 4)
-    1.1172
-    >>> up = mon.update(index={"underlying": ["BTC"], "index_price": [48000.0]},
-    ...                 market={"symbol": ["BTC-PERPETUAL"], "mark_price": [48000.0]})
-    >>> up.alerts.select(["account", "kind", "threshold"]).to_pylist()
-    [{'account': 'a', 'kind': 'threshold_down', 'threshold': 1.1}]
+    1.1223
+    >>> up = mon.update(index={"underlying": ["BTC"], "index_price": [49600.0]},
+    ...                 market={"symbol": ["BTC-PERPETUAL"], "mark_price": [49600.0]})
+    >>> up.alerts.select(["account", "kind", "threshold", "status_after"]).to_pylist()
+    [{'account': 'a', 'kind': 'threshold_down', 'threshold': 1.1, 'status_after': 'warning_1'}]
+    >>> round(up.alerts["ratio_after"][0].as_py(), 4)
+    1.0724
     """
 
     def __init__(self, positions, instruments, market, index, balances=None, open_orders=None,
@@ -224,6 +231,12 @@ class Monitor:
                     self._cache = tuple(pa.concat_tables([p[k] for p in parts])
                                         for k in range(3))
             return self._cache
+
+    def result(self):
+        """The three tables of one state as a :class:`pmrisk.MarginResult` (reading the
+        properties one after the other from another thread can straddle an update)."""
+        acc, units, pos = self._tables()
+        return MarginResult(accounts=acc, units=units, positions=pos)
 
     @property
     def accounts(self):

@@ -8,6 +8,7 @@ import threading
 import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
+import pyarrow.parquet as pq
 import pytest
 from hypothesis import settings
 from hypothesis import strategies as st
@@ -70,12 +71,14 @@ def demo_monitor(model="deribit_pme", **kw):
     return Monitor(**b, model=model, valuation_time=vt, **kw), b
 
 
-def tick_tables(market, und, factor, iv_factor=1.0, symbols=None):
+def tick_tables(market, und, factor, iv_factor=1.0, symbols=None, instruments=UNIVERSE):
     """Market and index rows moving ``und`` by ``factor`` (futures marks and option forwards
     scale, options' marks and vols by ``iv_factor``) from the ``market`` table's rows."""
+    und_of = dict(zip(instruments["symbol"].to_pylist(),
+                      instruments["underlying"].to_pylist()))
     rows = []
     for r in market.to_pylist():
-        if UND_OF[r["symbol"]] != und or (symbols is not None and r["symbol"] not in symbols):
+        if und_of[r["symbol"]] != und or (symbols is not None and r["symbol"] not in symbols):
             continue
         r = dict(r)
         if r["mark_iv"] is not None:
@@ -404,3 +407,183 @@ def test_alert_iterator_waits_for_batches_until_closed():
     reader.join(timeout=10)
     assert not reader.is_alive()
     assert [b.num_rows for b in seen] == [2, 2]
+
+
+# -- threads, immutability, bad updates -----------------------------------------------------
+
+def test_reader_thread_sees_whole_states_while_another_updates():
+    mon, b = demo_monitor()
+    stop, seen, errors = threading.Event(), [], []
+
+    def reader():
+        while not stop.is_set():
+            r = mon.result()                    # the three tables of one state
+            acc, pos = r.accounts, r.positions
+            try:
+                # a table is never half updated: each one adds up within itself
+                mm = dict(zip(acc["account"].to_pylist(),
+                              acc["maintenance_margin"].to_pylist()))
+                by = pos.group_by("account").aggregate([("mm_contribution_usd", "sum")])
+                for a, s in zip(by["account"].to_pylist(),
+                                by["mm_contribution_usd_sum"].to_pylist()):
+                    assert abs(s - mm[a]) <= 1e-9 * max(abs(mm[a]), 1.0)
+                seen.append(acc)
+            except Exception as exc:            # noqa: BLE001 - reported below
+                errors.append(exc)
+
+    threads = [threading.Thread(target=reader) for _ in range(2)]
+    for t in threads:
+        t.start()
+    try:
+        for k in range(30):
+            f = 1.0 + 0.02 * np.sin(k)
+            mon.update(market=tick_tables(b["market"], "BTC", f),
+                       index={"underlying": ["BTC"], "index_price": [65000 * f]})
+            if k % 5 == 0:
+                mon.update(positions={"account": ["directional"], "symbol": ["ETH-PERPETUAL"],
+                                      "quantity": [float(100 * k)]})
+    finally:
+        stop.set()
+        for t in threads:
+            t.join()
+    assert not errors, errors[0]
+    assert len(seen) > 0
+    assert_matches_margin(mon, "deribit_pme")
+
+
+def test_tables_handed_out_never_change():
+    mon, b = demo_monitor()
+    acc, units, pos = mon.accounts, mon.units, mon.positions
+    copies = [t.to_pylist() for t in (acc, units, pos)]
+    mon.update(market=tick_tables(b["market"], "BTC", 0.9),
+               index={"underlying": ["BTC"], "index_price": [58500.0]})
+    mon.update(balances={"account": ["long-vol"], "asset": ["BTC"], "amount": [3.0]})
+    assert [t.to_pylist() for t in (acc, units, pos)] == copies
+    assert mon.accounts.to_pylist() != copies[0]
+
+
+@pytest.mark.parametrize("kw, table, column", [
+    (dict(market={"symbol": ["BTC-PERPETUAL"], "mark_price": [-1.0]}), "market", "mark_price"),
+    (dict(market={"symbol": ["NOPE"], "mark_price": [1.0]}), "market", "symbol"),
+    (dict(market={"symbol": ["BTC-28JUN24-65000-C"], "mark_iv": [None]}), "market", "mark_iv"),
+    (dict(index={"underlying": ["BTC", "BTC"], "index_price": [1.0, 2.0]}), "index",
+     "underlying"),
+    (dict(positions={"account": ["x"], "symbol": ["NOPE"], "quantity": [1.0]}), "positions",
+     "symbol"),
+    (dict(positions={"account": ["x"], "symbol": ["BTC-PERPETUAL"], "quantity": [np.inf]}),
+     "positions", "quantity"),
+    (dict(balances={"account": ["x"], "asset": ["DOGE"], "amount": [1.0]}), "balances", "asset"),
+    (dict(open_orders={"account": ["x"], "order_id": ["o"], "symbol": ["BTC-PERPETUAL"],
+                       "quantity": [1.0], "price": [None]}), "open_orders", "price"),
+    (dict(valuation_time="2024-12-31T00:00:00Z"), "positions", "symbol"),     # past expiry
+    (dict(market={"time": ["2024-06-17T08:00:00Z"], "symbol": ["BTC-PERPETUAL"],
+                  "mark_price": [1.0]}), "market", "time"),
+])
+def test_a_bad_update_changes_nothing(kw, table, column):
+    mon, _ = demo_monitor()
+    before = mon.state()
+    acc = mon.accounts
+    with pytest.raises(pmrisk.MarginError) as err:
+        mon.update(**kw)
+    assert (err.value.table, err.value.column) == (table, column)
+    after = mon.state()
+    assert all(after[k].equals(before[k]) for k in before if k != "valuation_time")
+    assert after["valuation_time"] == before["valuation_time"]
+    assert mon.accounts.equals(acc)
+    assert_matches_margin(mon, "deribit_pme")
+
+
+def test_inputs_with_a_time_column_are_refused():
+    b = samples.demo_book()
+    b.pop("valuation_time")
+    pos = b["positions"].append_column(
+        "time", pa.array([0] * b["positions"].num_rows, pa.timestamp("ns", tz="UTC")))
+    with pytest.raises(pmrisk.MarginError, match="time"):
+        Monitor(**{**b, "positions": pos})
+
+
+def test_account_changes_regroup_blocks_and_stay_exact(monkeypatch):
+    monkeypatch.setattr("pmrisk.monitor.MAX_BLOCKS", 2)
+    b = samples.book(n_accounts=80, positions_per_account=4, underlyings=("BTC", "ETH"),
+                     seed=3)
+    vt = b.pop("valuation_time")
+    mon = Monitor(**b, model=PME, valuation_time=vt)
+    names = mon.accounts["account"].to_pylist()
+    pos = b["positions"]
+    for k, a in enumerate(names[:50]):          # each account changes: a block of its own
+        row = pos.filter(pc.equal(pos["account"], a)).slice(0, 1)
+        mon.update(positions=row.set_column(2, "quantity",
+                                            pa.array([row["quantity"][0].as_py() * 2])))
+        if k % 10 == 0:
+            mon.update(market=tick_tables(mon.state()["market"], "BTC", 1.01,
+                                          instruments=b["instruments"]))
+        assert len(mon._blocks) <= 3
+    assert_matches_margin(mon, PME, 0.0)
+    assert len(mon._blocks[0].names) < 80           # the first block was rebuilt smaller
+
+
+def test_reserves_and_orders_follow_ticks():
+    mon, b = demo_monitor(reserves={"account": ["long-vol"], "unit": ["BTC/BTC"],
+                                    "mmp_margin": [0.2], "open_orders_margin": [0.1]})
+    for f in (0.97, 1.02):
+        mon.update(market=tick_tables(b["market"], "BTC", f),
+                   index={"underlying": ["BTC"], "index_price": [65000 * f]})
+        assert_matches_margin(mon, "deribit_pme", 0.0)
+    mon.update(open_orders={"account": ["directional"], "order_id": ["o-1001"],
+                            "symbol": [None], "quantity": [0.0], "price": [None]})
+    assert mon.state()["open_orders"].num_rows == 1
+    assert_matches_margin(mon, "deribit_pme", 0.0)
+
+
+# -- the command line ----------------------------------------------------------------------
+
+def _write(table, path):
+    import pyarrow.feather as feather
+    if str(path).endswith(".parquet"):
+        pq.write_table(table, path)
+    else:
+        feather.write_feather(table, path)
+    return str(path)
+
+
+@pytest.mark.parametrize("fmt", ["parquet", "arrow"])
+def test_cli_monitor_replays_a_tick_file(tmp_path, capsys, fmt):
+    from pmrisk import cli
+    from pmrisk.monitor_view import crash_ticks
+    book = samples.demo_book()
+    ticks = crash_ticks(book, minutes=1, step_seconds=10)      # BTC -25 % in a minute
+    args = ["monitor", "--replay", _write(ticks, tmp_path / f"ticks.{fmt}"), "--model",
+            "deribit_pme", "--no-live"]
+    for name in ("positions", "instruments", "market", "index", "balances", "open_orders"):
+        args += [f"--{name.replace('_', '-')}", _write(book[name], tmp_path / f"{name}.{fmt}")]
+    assert cli.main(args) == 0
+    out = capsys.readouterr().out
+    assert "pmrisk monitor: 6 accounts, 7 updates" in out
+    for word in ("threshold_down", "margin_call", "liquidation", "liquidation plan",
+                 "directional", "update latency p50"):
+        assert word in out
+    assert "\x1b[" not in out                                  # no colours in a pipe
+
+
+def test_cli_monitor_reports_a_bad_tick_file(tmp_path, capsys):
+    from pmrisk import cli
+    book = samples.demo_book()
+    args = ["monitor", "--replay", _write(pa.table({"symbol": ["BTC-PERPETUAL"]}),
+                                          tmp_path / "t.parquet")]
+    for name in ("positions", "instruments", "market", "index"):
+        args += [f"--{name}", _write(book[name], tmp_path / f"{name}.parquet")]
+    assert cli.main(args) == 2
+    assert "ticks.time" in capsys.readouterr().err
+
+
+def test_cli_demo_monitor_crosses_every_level(capsys):
+    from pmrisk import cli
+    assert cli.main(["demo", "--monitor", "--model", "deribit_pme"]) == 0
+    out = capsys.readouterr().out
+    lines = [ln for ln in out.splitlines() if ln.startswith("2024-")]
+    kinds = {(ln.split()[2], ln.split()[3]) for ln in lines}
+    for level in ("110.0%", "105.0%", "101.0%"):
+        assert ("threshold_down", level) in kinds
+        assert ("threshold_up", level) in kinds
+    assert ("margin_call", "100.0%") in kinds and ("liquidation", "75.0%") in kinds
+    assert "liquidation plan" in out and "301 updates" in out
