@@ -166,6 +166,17 @@ def targets_table(r):
             "the faster of its serial and `prange` versions)",
             f"{ratio(x)} ({rate(r.rate(k, 'option revaluations'), 'revaluations')}; "
             f"{detail})", "≥ 0.7×", "≥ 1.0×", _met(x, 0.7, 1.0, True))
+    for m in ("deribit_pme", "standard"):                 # issue 5: the real-time monitor
+        name = f"test_monitor_10k[{m}]"
+        if r.get(name):
+            i = lambda key, name=name: r.info(name, key)  # noqa: E731
+            add(f"`monitor-10k` (issue 5): `Monitor.update` on a tick moving one underlying, "
+                f"{i('accounts'):,} accounts × 20 positions on 3 underlyings, `{m}`, "
+                f"{i('ticks'):,} ticks",
+                f"p50 {i('p50_ms'):.2f} ms, p99 {i('p99_ms'):.2f} ms (max {i('max_ms'):.2f} "
+                f"ms); {ratio(i('speedup_p50'))} faster than `margin()` on everything "
+                f"({secs(i('margin_s'))})", "p99 ≤ 20 ms", "p99 ≤ 5 ms",
+                _met(i("p99_ms"), 20, 5, False))
     return rows
 
 
@@ -178,7 +189,7 @@ def cases_table(r):
             groups.setdefault(b["group"], []).append(b)
     order = ["grid-1acct-2k", "seed-1acct-6k", "backtest-100k", "backtest-dask",
              "first-call", "memory",
-             "baselines-oracle", "baselines-options", "accounts-10k"]
+             "baselines-oracle", "baselines-options", "accounts-10k", "monitor-10k"]
     for g in sorted(groups, key=lambda g: (order.index(g) if g in order else 99, g)):
         ref = REFERENCE.get(g)
         for b in sorted(groups[g], key=lambda b: b["stats"]["median"]):
