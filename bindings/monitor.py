@@ -62,7 +62,6 @@ get their plan (:func:`pmrisk.liquidation_plan` on the account's state at that u
 """
 
 import collections
-import contextlib
 import threading
 import time as _time
 from dataclasses import dataclass, field
@@ -77,7 +76,7 @@ from .alerts import LIQUIDATION, SCHEMA as ALERT_SCHEMA, AlertRules
 from .errors import MarginError
 from .model import Model
 from .results import MarginResult
-from .monitor_block import Block, slice_book
+from .monitor_block import Block, numba_threads, slice_book
 from .monitor_state import ACCOUNT_TABLES, AccountRows, MarketState, no_time
 
 MAX_BLOCKS = 8
@@ -111,7 +110,7 @@ class MonitorUpdate:
             if p is None:
                 self._plans = _plan_table([], pa.string())
             else:
-                with _numba_threads(p["threads"]):
+                with numba_threads(p["threads"]):
                     self._plans = liquidation_plan(**p["tables"], model=p["model"],
                                                    valuation_time=p["valuation_time"],
                                                    accounts=p["accounts"])
@@ -142,9 +141,13 @@ class Monitor:
     alert_queue : int, optional
         How many alert batches :meth:`alerts` keeps for readers (oldest dropped first; 0: no
         queue).  Default 10,000.
-    threads : int, optional
-        numba threads for the kernels of an update (default: numba's setting).  Incremental
-        updates are small: 1 thread gives the steadiest latency on a busy machine.
+    threads : "auto", int or None, optional
+        numba threads for the kernels of an update.  ``"auto"`` (default): 1 thread, and
+        numba's own setting for engine runs over 256 accounts or more (a correlated tick on a
+        popular underlying, a valuation-time change).  An incremental update is small, and on
+        a busy 2-core machine every parallel region can wait up to a scheduler quantum (~15 ms
+        measured) for its threads; one thread gives the steadiest latency.  An int: that many
+        threads throughout; None: numba's setting throughout.
 
     Attributes
     ----------
@@ -187,7 +190,7 @@ class Monitor:
 
     def __init__(self, positions, instruments, market, index, balances=None, open_orders=None,
                  reserves=None, model=None, valuation_time=None, *, hysteresis=0.0,
-                 on_alert=None, alert_queue=10_000, threads=1):
+                 on_alert=None, alert_queue=10_000, threads="auto"):
         self.model = Model.coerce(model)
         self._rules = AlertRules(self.model["thresholds"], hysteresis)
         tables = {"positions": positions, "instruments": instruments, "market": market,
@@ -201,7 +204,15 @@ class Monitor:
         self._vt = int(_time.time_ns()) if valuation_time is None else to_ns(valuation_time)
         self._lock = threading.RLock()
         self._on_alert = on_alert
-        self._threads = threads
+        if not (threads in ("auto", None) or (isinstance(threads, (int, np.integer))
+                                               and not isinstance(threads, bool)
+                                               and threads > 0)):
+            raise MarginError("arguments", "threads", f"'auto', None or an int > 0, got "
+                              f"{threads!r}")
+        if threads == "auto":
+            self._threads, self._big_threads = 1, numba.config.NUMBA_NUM_THREADS
+        else:
+            self._threads = self._big_threads = threads
         self._queue = collections.deque(maxlen=alert_queue) if alert_queue else None
         self._cond = threading.Condition(self._lock)
         self._closed = False
@@ -317,7 +328,7 @@ class Monitor:
         t0 = _time.perf_counter()
         at_ns = to_ns(at) if at is not None else (
             to_ns(valuation_time) if valuation_time is not None else int(_time.time_ns()))
-        with self._lock, _numba_threads(self._threads):
+        with self._lock, numba_threads(self._threads):
             res = self._update(market, index, positions, balances, open_orders,
                                valuation_time, at_ns)
             res.seconds = _time.perf_counter() - t0
@@ -446,7 +457,8 @@ class Monitor:
         return out
 
     def _new_block(self, tables, market):
-        return Block.from_tables(tables, self.model, np.datetime64(self._vt, "ns"), market)
+        return Block.from_tables(tables, self.model, np.datetime64(self._vt, "ns"), market,
+                                 self._big_threads)
 
     def _register(self, block, olds, initial=False):
         """Add ``block``: its accounts' alert state comes from their old place ``olds``
@@ -467,21 +479,26 @@ class Monitor:
     def _alert_block(self, block, idx, before, at_ns, batches, out_rows, everyone=False):
         """Alerts and changed rows of accounts ``idx`` of ``block`` just recomputed; their
         ratios before were ``before``."""
-        after = block.ratios(idx)
-        fig = block.account_figures(idx)
+        # every account of the block (idx is sorted and unique): whole arrays, no gathers
+        at = slice(None) if len(idx) == len(block.names) else idx
+        after = block.ratios(at)
+        fig = block.account_figures(at)
         changed = np.ones(len(idx), dtype=bool) if everyone else \
-            (fig != block.fig[:, idx]).any(axis=0)
-        block.ratio[idx] = after
-        block.fig[:, idx] = fig
-        below, armed = block.below[idx], block.armed[idx]
+            (fig != block.fig[:, at]).any(axis=0)
+        block.ratio[at] = after
+        block.fig[:, at] = fig
+        below, armed = block.below[at], block.armed[at]
         rows, kinds, th = self._rules.step(below, armed, after)
-        block.below[idx], block.armed[idx] = below, armed
+        if isinstance(at, np.ndarray):
+            block.below[at], block.armed[at] = below, armed
         if len(rows):
             names = [block.names[j] for j in idx[rows].tolist()]
             batches.append(self._rules.batch(names, at_ns, kinds, th, before[rows],
                                              after[rows]))
-        if changed.any():
-            out_rows.append(block.account_rows(idx[changed]))
+        if changed.all():
+            out_rows.append(block.account_rows(at, after))
+        elif changed.any():
+            out_rows.append(block.account_rows(idx[changed], after[changed]))
 
     def _compact(self):
         """Merge small blocks once there are more than MAX_BLOCKS; rebuild a block that lost
@@ -498,27 +515,13 @@ class Monitor:
             if b.n_live * 2 < len(b.names) and len(b.names) > 64:
                 live = np.flatnonzero(b.live)
                 sub, _, _ = slice_book(b.book, live)
-                block = Block(sub, self.model, self._market)
+                block = Block(sub, self.model, self._market, self._big_threads)
                 olds = {b.names[i]: (b, i) for i in live.tolist()}
                 self._blocks.remove(b)
                 self._register(block, olds)
 
     def _plan_tables(self, names):
         return self._state_tables(names, self._market)
-
-
-@contextlib.contextmanager
-def _numba_threads(n):
-    """numba's thread count for the calling thread (numba keeps it per thread), restored."""
-    if not n:
-        yield
-        return
-    prev = numba.get_num_threads()
-    numba.set_num_threads(min(int(n), numba.config.NUMBA_NUM_THREADS))
-    try:
-        yield
-    finally:
-        numba.set_num_threads(prev)
 
 
 def _by_block(where):

@@ -35,10 +35,12 @@ Three ways to recompute, from the most general:
   current on this path: the monitor's tables do not show them.)
 """
 
+import contextlib
 import dataclasses
 import warnings
 from types import SimpleNamespace
 
+import numba
 import numpy as np
 import pyarrow as pa
 
@@ -58,6 +60,7 @@ from .units import _prices_by_type
 
 _EMPTY_I = np.zeros(0, dtype=np.int64)
 _EMPTY_F = np.zeros(0)
+BIG_RUN = 256          # accounts: an engine run this large uses the monitor's big_threads
 ACCOUNT_FIELDS = ("equity", "actual_equity", "loan_mm", "acc_mm", "acc_im", "acc_scen")
 UNIT_FIELDS = ("worst", "binding", "roll", "dshock", "som", "orders", "mmp", "scen_margin",
                "scen_shock", "scen_vol", "excluded", "rmm", "mm", "im")
@@ -65,6 +68,21 @@ POSITION_FIELDS = ("value", "model_value", "upnl", "mm_contrib", "im_contrib")
 # revaluation_inputs' per-instrument parameters of the vol shocks (SPEC §3)
 _VOL_PARAMS = ("volatility_range_up", "volatility_range_down", "short_term_vega_power",
                "long_term_vega_power", "min_volatility_for_shock_up", "vol_scan_range")
+
+
+@contextlib.contextmanager
+def numba_threads(n):
+    """numba's thread count for the calling thread (numba keeps it per thread), restored;
+    ``None`` leaves it as it is."""
+    if not n:
+        yield
+        return
+    prev = numba.get_num_threads()
+    numba.set_num_threads(min(int(n), numba.config.NUMBA_NUM_THREADS))
+    try:
+        yield
+    finally:
+        numba.set_num_threads(prev)
 
 
 def ratio_of(equity, mm):
@@ -113,9 +131,12 @@ def _largest_unit(unit_account, worst_usd, acc, n_acc):
     ``results`` picks the unit that names the binding scenario (there by a lexsort, 4 ms for
     30,000 units; units are sorted by account, so a max over each account's run of units gives
     the same unit in O(n))."""
-    mask = np.zeros(n_acc, dtype=bool)
-    mask[acc] = True
-    UA = np.flatnonzero(mask[unit_account])
+    if len(acc) == n_acc:
+        UA = np.arange(len(unit_account))
+    else:
+        mask = np.zeros(n_acc, dtype=bool)
+        mask[acc] = True
+        UA = np.flatnonzero(mask[unit_account])
     if not len(UA):
         return _EMPTY_I
     a = unit_account[UA]
@@ -162,8 +183,9 @@ class Block:
     whose rows change moves to a new block) and what the monitor last reported per account
     (``ratio``, ``fig``, alert state ``below`` / ``armed``)."""
 
-    def __init__(self, book, model, market):
+    def __init__(self, book, model, market, big_threads=None):
         self.book, self.model = book, model
+        self.big_threads = big_threads   # numba threads for engine runs over many accounts
         self.names = book.accounts.to_pylist()
         self.index = {a: i for i, a in enumerate(self.names)}
         self.live = np.ones(len(self.names), dtype=bool)
@@ -181,23 +203,27 @@ class Block:
         self.below = self.armed = None
 
     @classmethod
-    def from_tables(cls, tables, model, valuation_time, market):
+    def from_tables(cls, tables, model, valuation_time, market, big_threads=None):
         book = load_book(**tables, model=model, valuation_time=valuation_time)
-        return cls(book, model, market)
+        return cls(book, model, market, big_threads)
+
+    def _run(self, book):
+        """The engine on ``book``; over BIG_RUN accounts or more with ``big_threads``."""
+        many = len(book.accounts) >= BIG_RUN
+        with numba_threads(self.big_threads if many else None):
+            return run(book, self.model)
 
     # -- the whole block ----------------------------------------------------------------------
     def run_all(self):
-        self.out = run(self.book, self.model)
+        self.out = self._run(self.book)
         self.frozen = False              # True while built result tables share the arrays
         self._tables = None
         self._fast = None                # per-unit path: None = not prepared, False = off
         self._slices = {}
         self._stale = set()              # moved names whose units await the position phase
 
-    def ratios(self, acc=None):
+    def ratios(self, acc=slice(None)):
         out = self.out
-        if acc is None:
-            return ratio_of(out.equity, out.acc_mm)
         return ratio_of(out.equity[acc], out.acc_mm[acc])
 
     def account_figures(self, acc):
@@ -272,10 +298,13 @@ class Block:
     # -- a subset of accounts through the engine ------------------------------------------------
     def recompute_accounts(self, acc):
         """Run the engine on the sub-book of accounts ``acc`` and scatter the results."""
+        if len(acc) == len(self.names):
+            self.run_all()
+            return
         self._thaw()
         out = self.out
         sub, P, _ = slice_book(self.book, acc)
-        o = run(sub, self.model)
+        o = self._run(sub)
         units, su = out.units, o.units
         code = {n: i for i, n in enumerate(units.type_names)}
         n_t = max(len(units.type_names), 1)
@@ -682,29 +711,33 @@ class Block:
             self.frozen = True
         return self._tables
 
-    def account_rows(self, acc):
-        """Rows of the accounts table for accounts ``acc`` (local indices), as
-        :func:`pmrisk.results.build` makes them, without building the whole table."""
+    def account_rows(self, acc, ratio=None):
+        """Rows of the accounts table for accounts ``acc`` (local indices, or ``slice(None)``
+        for all), as :func:`pmrisk.results.build` makes them, without building the whole
+        table; ``ratio``: their margin ratios if already known."""
         out, model, units = self.out, self.model, self.out.units
         n_acc = len(self.names)
+        every = isinstance(acc, slice)
         eq, mm, im = out.equity[acc], out.acc_mm[acc], out.acc_im[acc]
-        ratio = ratio_of(eq, mm)
+        ratio = ratio_of(eq, mm) if ratio is None else ratio
         th = model["thresholds"]
         low = min(th["warning"])
         unit_px = units.settle_px
         acc_excl = sum_by(units.account, weights=out.excluded * unit_px, minlength=n_acc)
+        idx = np.arange(n_acc) if every else acc
         if out.acc_desc is not None:
             desc = ["none" if not s > 0 else d for d, s in
-                    zip((out.acc_desc[a] for a in acc.tolist()), out.acc_scen[acc])]
+                    zip((out.acc_desc[a] for a in idx.tolist()), out.acc_scen[acc])]
             desc = pa.array([("excluded positions only (SPAN standalone)"
                               if d == "none" and e > 0 else d)
                              for d, e in zip(desc, acc_excl[acc])], pa.string())
         else:
             worst_usd = out.worst * unit_px
-            first = _largest_unit(units.account, worst_usd, acc, n_acc)
-            desc = _describe(units, out.scen, out.binding, worst_usd, first, acc_excl, acc)
+            first = _largest_unit(units.account, worst_usd, idx, n_acc)
+            desc = _describe(units, out.scen, out.binding, worst_usd, first, acc_excl, idx)
         return pa.table({
-            "account": self.book.accounts.take(pa.array(acc, pa.int64())),
+            "account": self.book.accounts if every else
+            self.book.accounts.take(pa.array(acc, pa.int64())),
             "equity": eq,
             "actual_equity": out.actual_equity[acc],
             "maintenance_margin": mm,
