@@ -7,10 +7,10 @@ memory of the streaming path as the history grows.
   (``cases.write_backtest_dataset``: ten time-ordered 100-minute chunks of the
   ``backtest-100k`` venue and books), ``deribit_pme``, the accounts table written as a
   Parquet dataset (``out=``), default batches (1 M rows: 10 batches).  The cluster is
-  ``processes=True, threads_per_worker=1`` (numba's default threads in each, as in the single
-  process), its workers started without Dask's ``MALLOC_TRIM_THRESHOLD_`` (see
-  :func:`without_malloc_trim`) and warmed outside the timing.  Reported as snapshots per
-  second; 3 rounds.
+  ``processes=True, threads_per_worker=1``, each worker on one core (1 numba thread, 1
+  Arrow thread; the single process has 2 of each), started without Dask's
+  ``MALLOC_TRIM_THRESHOLD_`` (see :func:`without_malloc_trim`) and warmed outside the
+  timing.  Reported as snapshots per second; 3 rounds after an untimed one.
 * ``backtest_memory[100k]`` / ``[1M]``: a fresh interpreter (``probes.py
   backtest-memory``) loads the kernels, then runs the single-process streamed backtest of the
   first chunk (100,000 snapshots) or of all ten (1,000,000) and reports the peak RSS growth
@@ -71,14 +71,25 @@ def without_malloc_trim():
     return dask.config.set({"distributed.nanny.pre-spawn-environ": env})
 
 
+def _one_arrow_thread():
+    import pyarrow as pa
+    pa.set_cpu_count(1)
+    pa.set_io_thread_count(1)
+
+
 @pytest.fixture(scope="module")
 def dask_client(full):
     distributed = pytest.importorskip("distributed")
     # the smoke run takes threads (starts in a blink; tests/test_backtest.py runs processes)
+    # full: one core each, so two workers do not oversubscribe the two cores (numba's and
+    # Arrow's thread pools at 1; with 2 numba threads each it was ~15 % slower)
+    nanny = {"env": {"NUMBA_NUM_THREADS": "1"}} if full else {}
     with without_malloc_trim():
         cluster = distributed.LocalCluster(n_workers=2, threads_per_worker=1, processes=full,
-                                           dashboard_address=":0")
+                                           dashboard_address=":0", **nanny)
     client = distributed.Client(cluster)
+    if full:
+        client.run(_one_arrow_thread)
     client.run(pmrisk.warmup, models=[PME])
     yield client
     client.close()
@@ -101,14 +112,14 @@ def test_backtest_dask(benchmark, request, history, tmp_path, where):
     if benchmark.disabled:
         benchmark(run)
     else:
-        benchmark.pedantic(run, rounds=3, iterations=1)
+        benchmark.pedantic(run, rounds=3, iterations=1, warmup_rounds=1)
     benchmark.extra_info["work"] = {"snapshots": n_snap}
     benchmark.extra_info["batches"] = out[-1].batches
     benchmark.extra_info["where"] = where
     if client is not None:
         benchmark.extra_info["cluster"] = (
-            "Dask `LocalCluster`, 2 worker processes × 1 thread (2 numba threads each, no "
-            "`MALLOC_TRIM_THRESHOLD_`)" if request.getfixturevalue("full")
+            "Dask `LocalCluster`, 2 worker processes × 1 thread (1 numba and 1 Arrow thread "
+            "each, no `MALLOC_TRIM_THRESHOLD_`)" if request.getfixturevalue("full")
             else "Dask `LocalCluster`, 2 worker threads")
     assert out[-1].snapshots == n_snap
     assert out[-1].read().num_rows == n_snap
