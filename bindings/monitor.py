@@ -88,9 +88,9 @@ class MonitorUpdate:
     """What one :meth:`Monitor.update` did.
 
     ``accounts``: rows of the accounts table for the accounts whose figures changed (equity,
-    margins, loans or scenario margin) or whose rows changed; ``alerts``: one row per level
-    crossed (:data:`pmrisk.alerts.SCHEMA`); ``removed``: accounts that left (no rows in any
-    table); ``time``: the alerts' time; ``seconds``: how long the update took;
+    actual equity, MM, IM, loan MM or scenario margin) and for new accounts; ``alerts``: one
+    row per level crossed (:data:`pmrisk.alerts.SCHEMA`); ``removed``: accounts that left (no
+    rows in any table); ``time``: the alerts' time; ``seconds``: how long the update took;
     ``liquidation_plans``: the plans of the accounts that entered ``liquidation``
     (:func:`pmrisk.liquidation_plan`'s table), computed on first access.
     """
@@ -224,7 +224,7 @@ class Monitor:
         self._where = {}
         self._register(self._new_block(self._state_tables(None, self._market), self._market),
                        {}, initial=True)
-        self._cache = None
+        self._cache = {}
         self.version = 0
 
     # -- reading --------------------------------------------------------------------------
@@ -232,37 +232,37 @@ class Monitor:
     def valuation_time(self):
         return np.datetime64(self._vt, "ns")
 
-    def _tables(self):
+    def _tables(self, names):
+        """``{name: table}`` of the current state (each built on first read after a
+        change)."""
         with self._lock:
-            if self._cache is None:
-                parts = [b.tables() for b in self._blocks]
-                if len(parts) == 1:
-                    self._cache = parts[0]
-                else:
-                    self._cache = tuple(pa.concat_tables([p[k] for p in parts])
-                                        for k in range(3))
-            return self._cache
+            missing = [n for n in names if n not in self._cache]
+            if missing:
+                parts = [b.tables(missing) for b in self._blocks]
+                for n in missing:
+                    self._cache[n] = parts[0][n] if len(parts) == 1 else \
+                        pa.concat_tables([p[n] for p in parts])
+            return {n: self._cache[n] for n in names}
 
     def result(self):
         """The three tables of one state as a :class:`pmrisk.MarginResult` (reading the
         properties one after the other from another thread can straddle an update)."""
-        acc, units, pos = self._tables()
-        return MarginResult(accounts=acc, units=units, positions=pos)
+        return MarginResult(**self._tables(("accounts", "units", "positions")))
 
     @property
     def accounts(self):
         """The accounts table (SPEC §9), as :func:`pmrisk.margin` returns it."""
-        return self._tables()[0]
+        return self._tables(("accounts",))["accounts"]
 
     @property
     def units(self):
         """The units table (SPEC §9)."""
-        return self._tables()[1]
+        return self._tables(("units",))["units"]
 
     @property
     def positions(self):
         """The positions table (SPEC §9), with the ``unallocated`` rows."""
-        return self._tables()[2]
+        return self._tables(("positions",))["positions"]
 
     def state(self):
         """The current inputs as tables: ``pmrisk.margin(**monitor.state(), model=...)``
@@ -378,7 +378,7 @@ class Monitor:
         self._market = new_market
         for name, new in ups.items():
             self._rows[name].commit(new)
-        self._cache = None
+        self._cache = {}
         self.version += 1
         out_rows, batches = [], []
         moving = set(changed)
@@ -392,7 +392,7 @@ class Monitor:
             idx = np.arange(len(names))
             self._alert_block(block, idx, np.array([ratio_before.get(a, np.nan)
                                                     for a in names]),
-                              at_ns, batches, out_rows, everyone=True)
+                              at_ns, batches, out_rows)
         else:
             if symbols or assets:
                 for b in list(self._blocks):
@@ -411,11 +411,12 @@ class Monitor:
                     self._register(block, olds)
                     idx = np.array([block.index[a] for a in keep], dtype=np.int64)
                     self._alert_block(block, idx, np.array([before[a] for a in keep]),
-                                      at_ns, batches, out_rows, everyone=True)
+                                      at_ns, batches, out_rows)
                 self._blocks = [b for b in self._blocks if b.n_live] or self._blocks[-1:]
                 self._compact()
-        alerts = pa.Table.from_batches(batches, schema=ALERT_SCHEMA) if batches else \
-            ALERT_SCHEMA.empty_table()
+        # one record batch per update, whichever blocks the alerts came from
+        alerts = pa.Table.from_batches(batches, schema=ALERT_SCHEMA).combine_chunks() \
+            if batches else ALERT_SCHEMA.empty_table()
         accounts = pa.concat_tables(out_rows) if out_rows else \
             self._blocks[0].account_rows(np.zeros(0, dtype=np.int64)) if self._blocks else None
         res = MonitorUpdate(accounts=accounts, alerts=alerts, removed=removed,
@@ -466,25 +467,27 @@ class Monitor:
         with ``initial``, in their exact band with nothing alerted)."""
         n = len(block.names)
         below, armed = self._rules.initial(block.ratio if initial else np.full(n, np.nan))
+        if not initial:            # what was last reported: nothing for a new account
+            block.fig[:] = np.nan
         for name, (ob, oi) in olds.items():
             j = block.index.get(name)
             if j is not None:
                 below[j], armed[j] = ob.below[oi], ob.armed[oi]
+                block.fig[:, j] = ob.fig[:, oi]
         block.below, block.armed = below, armed
         self._blocks.append(block)
         for i, a in enumerate(block.names):
             if block.live[i]:
                 self._where[a] = (block, i)
 
-    def _alert_block(self, block, idx, before, at_ns, batches, out_rows, everyone=False):
+    def _alert_block(self, block, idx, before, at_ns, batches, out_rows):
         """Alerts and changed rows of accounts ``idx`` of ``block`` just recomputed; their
-        ratios before were ``before``."""
+        ratios before were ``before`` (``block.fig`` holds their figures last reported)."""
         # every account of the block (idx is sorted and unique): whole arrays, no gathers
         at = slice(None) if len(idx) == len(block.names) else idx
         after = block.ratios(at)
         fig = block.account_figures(at)
-        changed = np.ones(len(idx), dtype=bool) if everyone else \
-            (fig != block.fig[:, at]).any(axis=0)
+        changed = (fig != block.fig[:, at]).any(axis=0)
         block.ratio[at] = after
         block.fig[:, at] = fig
         below, armed = block.below[at], block.armed[at]

@@ -55,7 +55,7 @@ from .book import load_book
 from .engine import (_collateral, _expiry_groups, _per_instr, _position_values, _share,
                      _und_param, revaluation_inputs, run)
 from .excluded import excluded_instruments, excluded_positions
-from .results import _status_array, build, describe
+from .results import TABLE_NAMES, _status_array, build, describe
 from .units import _prices_by_type
 
 _EMPTY_I = np.zeros(0, dtype=np.int64)
@@ -217,10 +217,11 @@ class Block:
     def run_all(self):
         self.out = self._run(self.book)
         self.frozen = False              # True while built result tables share the arrays
-        self._tables = None
-        self._fast = None                # per-unit path: None = not prepared, False = off
+        self._tables = {}
         self._slices = {}
         self._stale = set()              # moved names whose units await the position phase
+        # the per-unit path (False: off), prepared while the outcome matches the book's marks
+        self._fast = self._prepare() if self.sum_mode else False
 
     def ratios(self, acc=slice(None)):
         out = self.out
@@ -233,7 +234,7 @@ class Block:
         """Accounts ``acc`` (local indices) left this block."""
         self.live[acc] = False
         self.n_live = int(self.live.sum())
-        self._tables = None
+        self._tables = {}
         self._slices = {}
 
     # -- ticks ----------------------------------------------------------------------------------
@@ -246,8 +247,6 @@ class Block:
                  if i is not None} | set(assets)
         if not moved:
             return _EMPTY_I
-        if self.sum_mode and self._fast is None:
-            self._fast = self._prepare()                 # before the marks change
         moved_l = list(moved)
         for a in assets:
             if a in book.assets:
@@ -282,7 +281,7 @@ class Block:
     def _thaw(self):
         """Copy the outcome's arrays before changing them if result tables share them (tables
         handed out stay as they were)."""
-        self._tables = None
+        self._tables = {}
         if not self.frozen:
             return
         out = self.out
@@ -446,6 +445,7 @@ class Block:
                 and _same(p["unit_greeks"], out.unit_greeks[:, s.uidx])):
             return "Greeks"
         a = self._account_level(s)
+        del self._slices[key]
         for name in ACCOUNT_FIELDS:
             if not _same(a[name], getattr(out, name)[s.acc]):
                 return f"accounts.{name}"
@@ -690,26 +690,33 @@ class Block:
                 "acc_scen": sum_by(u_account, weights=sm * upx, minlength=n).astype(np.float64)}
 
     # -- result tables ------------------------------------------------------------------------
-    def tables(self):
-        """``(accounts, units, positions)`` of the live accounts, built by
-        :func:`pmrisk.results.build` (cached until the block changes)."""
-        if self._tables is None:
+    def tables(self, names=TABLE_NAMES):
+        """The result tables ``names`` (among accounts, units, positions) of the live
+        accounts, built by :func:`pmrisk.results.build` (each cached until the block
+        changes); returns ``{name: table}``."""
+        missing = [n for n in names if n not in self._tables]
+        if missing:
             if self._stale:
                 self._thaw()
                 self._settle()
-            r = build(self.out, self.model)
-            acc, units, pos = r.accounts, r.units, r.positions
-            if self.n_live < len(self.names):
-                live = self.live
-                out = self.out
-                loans = np.flatnonzero(out.loan_mm > 0)
-                row_acc = np.concatenate([self.book.pos_account, out.units.account, loans])
-                acc = acc.filter(pa.array(live))
-                units = units.filter(pa.array(live[out.units.account]))
-                pos = pos.filter(pa.array(live[row_acc]))
-            self._tables = (acc, units, pos)
+            r = build(self.out, self.model, tables=missing)
+            out = self.out
+            for n in missing:
+                t = getattr(r, n)
+                if self.n_live < len(self.names):
+                    live = self.live
+                    if n == "accounts":
+                        rows = live
+                    elif n == "units":
+                        rows = live[out.units.account]
+                    else:
+                        loans = np.flatnonzero(out.loan_mm > 0)
+                        rows = live[np.concatenate([self.book.pos_account, out.units.account,
+                                                    loans])]
+                    t = t.filter(pa.array(rows))
+                self._tables[n] = t
             self.frozen = True
-        return self._tables
+        return {n: self._tables[n] for n in names}
 
     def account_rows(self, acc, ratio=None):
         """Rows of the accounts table for accounts ``acc`` (local indices, or ``slice(None)``

@@ -396,6 +396,20 @@ def test_alerts_reach_the_callback_and_the_iterator_as_record_batches():
     assert list(c.mon.alerts()) == []                        # taken off the queue
 
 
+def test_one_batch_per_update_across_blocks():
+    got = []
+    mon, b = demo_monitor(on_alert=got.append)
+    # the same balance again: linear-pair's rows are re-validated into a block of their own
+    up = mon.update(balances={"account": ["linear-pair"], "asset": ["USDC"],
+                              "amount": [40000.0]})
+    assert len(mon._blocks) == 2 and up.alerts.num_rows == 0 and up.accounts.num_rows == 0
+    up = mon.update(market=tick_tables(b["market"], "BTC", 0.9),
+                    index={"underlying": ["BTC"], "index_price": [58500.0]})
+    assert {"linear-pair", "directional"} <= set(up.alerts["account"].to_pylist())
+    assert len(got) == 1 and got[0].num_rows == up.alerts.num_rows
+    assert_matches_margin(mon, "deribit_pme", 0.0)
+
+
 def test_alert_iterator_waits_for_batches_until_closed():
     c = Cash()
     seen = []
