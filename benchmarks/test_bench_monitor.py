@@ -7,9 +7,10 @@ Each tick's latency is the wall time of ``Monitor.update(market=..., index=...)`
 what holds the underlying, the changed accounts' rows and the alerts (tick tables are built
 beforehand).  Recorded in ``extra_info``: p50, p99, mean and max latency over the ticks, the
 time of one ``pmrisk.margin()`` over the same (final) state, and the speed-up of a tick over
-that full call (``margin_s / p50``).  Before timing, one tick per underlying prepares each
-block's per-unit path (a one-off of ~0.1 s, reported as ``first_tick_s``); after, the
-monitor's accounts are checked against that ``margin()``.
+that full call (``margin_s / p50``).  Before timing, one tick per underlying builds the index
+arrays of that underlying's units (once per block and set of moved underlyings, ~20 ms each
+here; reported together as ``first_tick_s``); after, the monitor's accounts are checked
+against that ``margin()``.
 
 ``deribit_pme`` (units summed: the per-unit path) runs the issue's 1,000 ticks (target p99
 <= 20 ms, stretch <= 5 ms).  ``standard`` (correlated: each tick re-runs the joint stress of

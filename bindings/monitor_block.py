@@ -28,11 +28,12 @@ Three ways to recompute, from the most general:
   ``engine.revaluation_inputs``' arithmetic restricted to those units and rows, with the same
   kernels and helpers, in the same order.  The path declines (and :meth:`run_all` runs) when
   the moved units hold excluded instruments or a vol floor starts or stops binding on a short
-  option (the engine's revaluation rows would change).  It also checks itself: the first time
-  a block takes it, it recomputes every unit at the current marks and compares the result
-  with the engine's outcome to the bit; on any difference it warns and the block keeps to
-  engine runs.  (The units' risk vectors, ``out.vectors`` / ``out.weighted``, are not kept
-  current on this path: the monitor's tables do not show them.)
+  option (the engine's revaluation rows would change).  It also checks itself: whenever the
+  engine has run on the whole block (:meth:`run_all`), the path recomputes every unit at the
+  same marks and compares the result with the engine's outcome to the bit; on any difference
+  it warns and the block keeps to engine runs.  (The units' risk vectors, ``out.vectors`` /
+  ``out.weighted``, are not kept current on this path: the monitor's tables do not show
+  them.)
 """
 
 import contextlib
