@@ -206,11 +206,13 @@ class CorrelatedMachine(MonitorMachine):
     rtol = 1e-12
 
 
+# a few seconds with the dev profile; HYPOTHESIS_PROFILE=nightly runs ~4x more sequences
+_N = settings.default.max_examples
 TestMonitorMatchesMargin = MonitorMachine.TestCase
-TestMonitorMatchesMargin.settings = settings(max_examples=25, stateful_step_count=10,
-                                             deadline=None)
+TestMonitorMatchesMargin.settings = settings(max_examples=max(25, _N // 20),
+                                             stateful_step_count=10, deadline=None)
 TestCorrelatedMonitorMatchesMargin = CorrelatedMachine.TestCase
-TestCorrelatedMonitorMatchesMargin.settings = settings(max_examples=12,
+TestCorrelatedMonitorMatchesMargin.settings = settings(max_examples=max(12, _N // 40),
                                                        stateful_step_count=8, deadline=None)
 
 
