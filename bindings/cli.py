@@ -115,13 +115,20 @@ def _demo(args):
     return 0
 
 
-def _margin(args):
-    from .margin import margin
+def read_book_tables(args):
+    """The input tables named by ``--positions --instruments --market --index`` and the
+    optional ``--balances --open-orders --reserves`` (Parquet, CSV or Arrow IPC)."""
     tables = {k: _read(getattr(args, k), k) for k in ("positions", "instruments", "market",
                                                       "index")}
     for k in ("balances", "open_orders", "reserves"):
         path = getattr(args, k)
         tables[k] = _read(path, k.replace("_", "-")) if path else None
+    return tables
+
+
+def _margin(args):
+    from .margin import margin
+    tables = read_book_tables(args)
     rv = {None: False, "units": True, "positions": "positions"}[args.risk_vectors]
     r = margin(**tables, model=args.model, valuation_time=args.valuation_time,
                risk_vectors=rv)

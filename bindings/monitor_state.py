@@ -25,8 +25,8 @@ import pyarrow as pa
 import pyarrow.compute as pc
 
 from . import schema
-from ._arrow import _is_str, as_table, check_columns, float_column, has, lookup, raise_rows
-from ._arrow import str_column
+from ._arrow import (_is_str, as_table, check_columns, codes, duplicated, float_column, has,
+                     lookup, raise_rows, str_column)
 from .book import MAX_IV
 from .errors import MarginError
 from .snapshots import TIME
@@ -278,11 +278,8 @@ class MarketState:
         if unknown.any():
             raise_rows(m, "market", "symbol", unknown, "symbols listed in instruments")
         names = sym.to_pylist()
-        if len(set(names)) < len(names):
-            seen, dup = set(), np.zeros(len(names), dtype=bool)
-            for i, s in enumerate(names):
-                dup[i] = s in seen
-                seen.add(s)
+        dup = duplicated(codes(sym)[0])
+        if dup.any():
             raise_rows(m, "market", "symbol", dup, "one row per symbol in a tick")
         n = m.num_rows
         mark = (float_column(m, "market", "mark_price", positive=True)
@@ -325,13 +322,11 @@ class MarketState:
         if has(x, TIME):
             no_time({"index": x})
         check_columns(x, "index", schema.INDEX)
-        und = str_column(x, "underlying").to_pylist()
+        und_arr = str_column(x, "underlying")
+        und = und_arr.to_pylist()
         px = float_column(x, "index", "index_price", positive=True)
-        if len(set(und)) < len(und):
-            seen, dup = set(), np.zeros(len(und), dtype=bool)
-            for i, u in enumerate(und):
-                dup[i] = u in seen
-                seen.add(u)
+        dup = duplicated(codes(und_arr)[0])
+        if dup.any():
             raise_rows(x, "index", "underlying", dup, "one row per underlying in a tick")
         self.index.update(zip(und, px.tolist()))
         return set(und)

@@ -270,13 +270,9 @@ def add_monitor_command(sub):
 
 
 def monitor_command(args):
-    from .cli import _read
+    from .cli import _read, read_book_tables
     from .monitor import Monitor
-    tables = {k: _read(getattr(args, k), k) for k in ("positions", "instruments", "market",
-                                                      "index")}
-    for k in ("balances", "open_orders", "reserves"):
-        path = getattr(args, k)
-        tables[k] = _read(path, k.replace("_", "-")) if path else None
+    tables = read_book_tables(args)
     updates = tick_updates(_read(args.replay, "replay"))
     vt = args.valuation_time or (np.datetime64(updates[0][0], "ns") if updates else None)
     mon = Monitor(**tables, model=args.model, valuation_time=vt, hysteresis=args.hysteresis)
