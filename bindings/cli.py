@@ -115,6 +115,17 @@ def _demo(args):
     return 0
 
 
+def add_book_arguments(parser):
+    """``--positions --instruments --market --index`` (required), ``--balances
+    --open-orders --reserves`` and ``--model``: the files :func:`read_book_tables` reads."""
+    for k in ("positions", "instruments", "market", "index"):
+        parser.add_argument(f"--{k}", required=True, metavar="FILE")
+    for k in ("balances", "open-orders", "reserves"):
+        parser.add_argument(f"--{k}", metavar="FILE")
+    parser.add_argument("--model", default="standard",
+                        help="preset name or TOML file (default standard)")
+
+
 def read_book_tables(args):
     """The input tables named by ``--positions --instruments --market --index`` and the
     optional ``--balances --open-orders --reserves`` (Parquet, CSV or Arrow IPC)."""
@@ -266,12 +277,7 @@ def main(argv=None):
                    help="replay an embedded BTC crash (-25 %% in 5 minutes) through a real-time "
                         "monitor: accounts cross every warning level, one reaches liquidation")
     m = sub.add_parser("margin", help="margin tables read from Parquet, CSV or Arrow IPC")
-    for k in ("positions", "instruments", "market", "index"):
-        m.add_argument(f"--{k}", required=True, metavar="FILE")
-    for k in ("balances", "open-orders", "reserves"):
-        m.add_argument(f"--{k}", metavar="FILE")
-    m.add_argument("--model", default="standard",
-                   help="preset name or TOML file (default standard)")
+    add_book_arguments(m)
     m.add_argument("--valuation-time", default=None, help="ISO-8601 UTC (default: now)")
     m.add_argument("--risk-vectors", nargs="?", const="units", choices=("units", "positions"),
                    help="also write unit_risk_vectors (and position_risk_vectors with "

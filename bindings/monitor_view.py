@@ -245,18 +245,14 @@ def replay(monitor, updates, view, speed=0.0):
 # -- the commands ------------------------------------------------------------------------------
 
 def add_monitor_command(sub):
+    from .cli import add_book_arguments
     m = sub.add_parser("monitor", help="replay ticks through a real-time margin monitor "
                        "(live terminal view, threshold alerts, liquidation plans)")
     m.add_argument("--replay", required=True, metavar="TICKS",
                    help="ticks file (Parquet, Arrow IPC or CSV): time, kind (market|index), "
                         "symbol, mark_price, mark_iv, underlying_price, underlying, "
                         "index_price")
-    for k in ("positions", "instruments", "market", "index"):
-        m.add_argument(f"--{k}", required=True, metavar="FILE")
-    for k in ("balances", "open-orders", "reserves"):
-        m.add_argument(f"--{k}", metavar="FILE")
-    m.add_argument("--model", default="standard",
-                   help="preset name or TOML file (default standard)")
+    add_book_arguments(m)
     m.add_argument("--valuation-time", default=None,
                    help="ISO-8601 UTC (default: the first tick's time)")
     m.add_argument("--hysteresis", type=float, default=0.0,
