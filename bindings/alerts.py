@@ -29,11 +29,11 @@ import pyarrow as pa
 
 from .errors import MarginError
 from .results import _status_array
+from .schema import TIME_TYPE
 
 THRESHOLD_DOWN, THRESHOLD_UP = "threshold_down", "threshold_up"
 MARGIN_CALL, LIQUIDATION = "margin_call", "liquidation"
 KINDS = (THRESHOLD_DOWN, THRESHOLD_UP, MARGIN_CALL, LIQUIDATION)
-TIME_TYPE = pa.timestamp("ns", tz="UTC")
 SCHEMA = pa.schema([
     ("account", pa.string()),
     ("time", TIME_TYPE),

@@ -50,11 +50,10 @@ from .fill import advance_carry, check_mode, forward_fill
 from .margin import _wanted, margin
 from .model import Model
 from .results import MarginResult
+from .schema import ACCOUNT_STATE, TIME
 
-TIME = "time"
 INPUTS = ("positions", "instruments", "market", "index", "balances", "open_orders",
           "reserves")
-ACCOUNT_STATE = ("positions", "balances", "open_orders", "reserves")
 RESULT_TABLES = ("accounts", "units", "positions")
 BATCH_ROWS = 1_000_000
 

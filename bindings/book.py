@@ -30,13 +30,11 @@ from ._arrow import (NAT, as_table, check_columns, codes, duplicated, float_colu
                      iso_ns, lookup, lookup_many, raise_rows, row_keys, str_column,
                      time_column, to_ns, unique_keys)
 from .errors import MarginError
+from .schema import ACCOUNT_STATE, TIME
 
 NS_PER_DAY = 86_400 * 10**9
 MAX_IV = 100.0          # 10,000 %: anything above is a unit mistake (percent, not decimal)
 NS_PER_YEAR = 365 * NS_PER_DAY
-TIME = "time"
-ACCOUNT_STATE = ("positions", "balances", "open_orders", "reserves")
-TIME_TYPE = pa.timestamp("ns", tz="UTC")
 
 
 @dataclass
@@ -133,10 +131,6 @@ def _enum(table, name, col, allowed):
     return code
 
 
-def _iso(ns):
-    return iso_ns(ns)
-
-
 class _Rows:
     """The rows of one input table as the book sees them: ``row[k]`` (a row of the table) at
     snapshot ``snap[k]`` (-1: every snapshot, for untimed market and index tables)."""
@@ -167,7 +161,7 @@ def _raise(rows, name, column, bad, expected, snap_ns, hint=None, timed=False):
         if len(s):
             first = s.min()
             bad = bad & ((rows.snap == first) | (rows.snap < 0))
-            when = _iso(snap_ns[first])
+            when = iso_ns(snap_ns[first])
     mask = rows.table_mask(bad)
     keys_rows, keys = row_keys(rows.table, name, mask)
     err = MarginError(name, column, expected, rows=keys_rows, keys=keys,
@@ -454,7 +448,7 @@ def load_book(positions, instruments, market, index, balances, open_orders, rese
                           rows=[(u,) for u in bad_und], keys=("underlying",),
                           hint="Add its index_price")
         if timed:
-            err.time = _iso(snap_ns[when[0]])
+            err.time = iso_ns(snap_ns[when[0]])
             err.args = (f"{err.args[0]} [snapshot time {err.time}]",)
         raise err
 
@@ -536,7 +530,7 @@ def _check_priced(book, model, R, snap_ns, inst_snap):
                               f"currency {lin!r} (or list it in the model's stablecoins)",
                               rows=[(lin,)], keys=("underlying",))
             if book.timed:
-                err.time = _iso(snap_ns[snaps[np.isnan(px)][0]])
+                err.time = iso_ns(snap_ns[snaps[np.isnan(px)][0]])
                 err.args = (f"{err.args[0]} [snapshot time {err.time}]",)
             raise err
     B = R.get("balances")

@@ -26,11 +26,9 @@ import pyarrow as pa
 from ._arrow import NAT, check_columns, codes, duplicated, has, lookup, raise_rows, \
     str_column, time_column
 from .errors import MarginError
+from .schema import ACCOUNT_STATE, TIME, TIME_TYPE
 
 FILL_MODES = ("none", "forward")
-TIME = "time"
-TIME_TYPE = pa.timestamp("ns", tz="UTC")
-ACCOUNT_STATE = ("positions", "balances", "open_orders", "reserves")
 KEYS = {"market": "symbol", "index": "underlying"}      # the tables filled, by their key
 
 

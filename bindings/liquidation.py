@@ -58,7 +58,8 @@ from ._arrow import _is_str, as_table, has, str_column, to_ns
 from .errors import MarginError
 from .margin import margin
 from .model import Model
-from .snapshots import TIME, timed
+from .schema import TIME
+from .snapshots import timed
 
 CANCEL, REDUCE, CLOSE = "cancel_order", "reduce", "close"
 LIQUIDATION = "liquidation"

@@ -78,9 +78,9 @@ from .model import Model
 from .results import MarginResult
 from .monitor_block import Block, numba_threads, slice_book
 from .monitor_state import ACCOUNT_TABLES, AccountRows, MarketState, no_time
+from .schema import TIME_TYPE
 
 MAX_BLOCKS = 8
-TIME_TYPE = pa.timestamp("ns", tz="UTC")
 
 
 @dataclass

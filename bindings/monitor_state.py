@@ -29,7 +29,7 @@ from ._arrow import (_is_str, as_table, check_columns, codes, duplicated, float_
                      lookup, raise_rows, str_column)
 from .book import MAX_IV
 from .errors import MarginError
-from .snapshots import TIME
+from .schema import TIME
 
 F8 = pa.float64()
 STR = pa.string()

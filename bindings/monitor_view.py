@@ -26,7 +26,8 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 
-TIME_TYPE = pa.timestamp("ns", tz="UTC")
+from .schema import TIME_TYPE
+
 MARKET_COLS = ("symbol", "mark_price", "mark_iv", "underlying_price")
 INDEX_COLS = ("underlying", "index_price")
 COLOURS = {"normal": "32", "warning_1": "33", "warning_2": "33", "warning_3": "33;1",

@@ -8,6 +8,7 @@ import pyarrow as pa
 from pmrisk.kernel.scenarios import TABLES, VOL_STATES
 
 from ._arrow import sum_by
+from .schema import TIME_TYPE
 
 UNALLOCATED = "unallocated"
 
@@ -256,9 +257,6 @@ def _accounts_table(out, model):
         "scenario_margin": out.acc_scen,
         "loan_maintenance_margin": out.loan_mm,
     })
-
-
-TIME_TYPE = pa.timestamp("ns", tz="UTC")
 
 
 def _timed(table, book, snap, sort=False):

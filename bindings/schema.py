@@ -7,6 +7,13 @@ UTC), ``any`` (echoed back, not interpreted).  ``KEYS`` names the columns that i
 in error messages.
 """
 
+import pyarrow as pa
+
+# Snapshots (SPEC §1): the optional column, its type in results, the account-state tables
+TIME = "time"
+TIME_TYPE = pa.timestamp("ns", tz="UTC")
+ACCOUNT_STATE = ("positions", "balances", "open_orders", "reserves")
+
 INSTRUMENTS = {
     "symbol": ("str", True, False),
     "underlying": ("str", True, False),

@@ -15,21 +15,15 @@ snapshots; vectorised multi-snapshot kernels for long backtests are separate wor
 import numpy as np
 import pyarrow as pa
 
-from ._arrow import NAT, as_table, check_columns, has, raise_rows, time_column
+from ._arrow import NAT, as_table, check_columns, has, iso_ns, raise_rows, time_column
 from .errors import MarginError
+from .schema import ACCOUNT_STATE, TIME, TIME_TYPE
 
-TIME = "time"
-ACCOUNT_STATE = ("positions", "balances", "open_orders", "reserves")
-TIME_TYPE = pa.timestamp("ns", tz="UTC")
 
 
 def timed(tables):
     """Names of the tables that carry a time column."""
     return [name for name, t in tables.items() if has(t, TIME)]
-
-
-def _iso(ns):
-    return pa.scalar(int(ns), TIME_TYPE).as_py().isoformat().replace("+00:00", "Z")
 
 
 class _Splitter:
@@ -75,7 +69,7 @@ def margin_snapshots(tables, valuation_time, run_one):
         try:
             results.append(run_one(at_t, int(t)))
         except MarginError as err:
-            err.time = _iso(t)
+            err.time = iso_ns(t)
             err.args = (f"{err.args[0]} [snapshot time {err.time}]",)
             raise
     return _stack(results, times)
