@@ -17,6 +17,15 @@ import numba as nb
 import numpy as np
 
 
+@nb.njit(inline="always")
+def _black76(fs, k, d1, d2, call):
+    """Undiscounted Black-76 price from d1, d2 (both minimal loops)."""
+    if call:
+        return fs * 0.5 * math.erfc(-d1 / math.sqrt(2.0)) - k * 0.5 * math.erfc(
+            -d2 / math.sqrt(2.0))
+    return k * 0.5 * math.erfc(d2 / math.sqrt(2.0)) - fs * 0.5 * math.erfc(d1 / math.sqrt(2.0))
+
+
 @nb.njit(cache=True, nogil=True, error_model="numpy")
 def minimal_option_kernel(F, K, T, sig_up, sig_same, sig_down, qty, is_call, shock, vol_code):
     n_scen = shock.shape[0]
@@ -30,13 +39,7 @@ def minimal_option_kernel(F, K, T, sig_up, sig_same, sig_down, qty, is_call, sho
             fs = F[i] * (1.0 + shock[s])
             d1 = (ln_fk + math.log1p(shock[s])) / sd + 0.5 * sd
             d2 = d1 - sd
-            if is_call[i]:
-                v = fs * 0.5 * math.erfc(-d1 / math.sqrt(2.0)) - K[i] * 0.5 * math.erfc(
-                    -d2 / math.sqrt(2.0))
-            else:
-                v = K[i] * 0.5 * math.erfc(d2 / math.sqrt(2.0)) - fs * 0.5 * math.erfc(
-                    d1 / math.sqrt(2.0))
-            out[s] += qty[i] * v / fs
+            out[s] += qty[i] * _black76(fs, K[i], d1, d2, is_call[i]) / fs
     return out
 
 
@@ -63,13 +66,7 @@ def minimal_option_kernel_parallel(F, K, T, sig_up, sig_same, sig_down, qty, is_
             fs = F[i] * (1.0 + shock[s])
             d1 = (ln_fk[i] + ln_s) / sd + 0.5 * sd
             d2 = d1 - sd
-            if is_call[i]:
-                v = fs * 0.5 * math.erfc(-d1 / math.sqrt(2.0)) - K[i] * 0.5 * math.erfc(
-                    -d2 / math.sqrt(2.0))
-            else:
-                v = K[i] * 0.5 * math.erfc(d2 / math.sqrt(2.0)) - fs * 0.5 * math.erfc(
-                    d1 / math.sqrt(2.0))
-            acc += qty[i] * v / fs
+            acc += qty[i] * _black76(fs, K[i], d1, d2, is_call[i]) / fs
         out[s] = acc
     return out
 
