@@ -77,6 +77,23 @@ SCENARIOS = {
     "gain_weight": ("float", False, False),
     "table": ("str", False, False),
 }
+# Notional brackets (pmrisk.brackets): one row per bracket of one symbol's ladder
+BRACKETS = {
+    "bracket": ("int", False, False),
+    "floor": ("float", True, False),
+    "cap": ("float", True, False),
+    "mmr": ("float", True, False),
+    "max_leverage": ("float", True, False),
+    "cum": ("float", False, True),
+}
+BRACKET_POSITIONS = {
+    "account": ("str", False, False),
+    "symbol": ("str", True, False),
+    "quantity": ("float", True, False),
+    "contract_size": ("float", True, False),
+    "mark_price": ("float", True, False),
+    "index_price": ("float", False, False),
+}
 
 KEYS = {      # "time" is part of a row's key in the tables that carry one
     "instruments": ("symbol",),
@@ -88,4 +105,5 @@ KEYS = {      # "time" is part of a row's key in the tables that carry one
     "reserves": ("account", "unit", "time"),
     "risk_arrays": ("symbol", "scenario"),
     "scenarios": (),
+    "brackets": ("symbol", "bracket"),
 }

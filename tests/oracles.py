@@ -326,3 +326,38 @@ def joint_scenario_margin(book, model):
             totals.append(total)
         out[a] = max(0.0, -min(totals))
     return out
+
+
+def bracket_notional(quantity, contract_size, mark, coin_margined):
+    """Binance bracket notional: COIN-M ``|q*cs_usd/mark|`` (coin), USD-M ``|q*cs*mark|``."""
+    q, cs, m = (np.asarray(a, dtype=np.float64) for a in (quantity, contract_size, mark))
+    return np.where(np.asarray(coin_margined) == 1, np.abs(q * cs / m), np.abs(q * cs * m))
+
+
+def bracket_margin(notional, pos_ladder, floor, cap, mmr, cum, offsets):
+    """Bracket row (``floor < N <= cap``, the first bracket also holding ``N = 0``; -1 if none)
+    and ``MM = N*mmr - cum`` (NaN where no bracket), one position at a time."""
+    rows, mms = [], []
+    for n, k in zip(notional, pos_ladder):
+        lo, hi = int(offsets[k]), int(offsets[k + 1])
+        hits = [b for b in range(lo, hi)
+                if floor[b] < n <= cap[b] or (b == lo and n == 0.0 == floor[b])]
+        rows.append(hits[0] if hits else -1)
+        mms.append(n * mmr[hits[0]] - cum[hits[0]] if hits else np.nan)
+    return np.array(rows, dtype=np.int64), np.array(mms, dtype=np.float64)
+
+
+def stablecoin_hedged(cash_delta):
+    """Hedged notional per (unit, pair) for pairs USDT-USD, USDT-USDC, USDC-USD (in that
+    order): opposite-sign net cash deltas offset by ``min(|a|, |b|)``, which both legs then
+    lose.  ``cash_delta``: (n_units, 3) columns USDT, USDC, USD."""
+    out = np.zeros((len(cash_delta), 3))
+    for u, row in enumerate(np.asarray(cash_delta, dtype=np.float64)):
+        left = {"USDT": row[0], "USDC": row[1], "USD": row[2]}
+        for j, (a, b) in enumerate((("USDT", "USD"), ("USDT", "USDC"), ("USDC", "USD"))):
+            if left[a] * left[b] < 0:
+                h = min(abs(left[a]), abs(left[b]))
+                out[u, j] = h
+                left[a] -= math.copysign(h, left[a])
+                left[b] -= math.copysign(h, left[b])
+    return out
