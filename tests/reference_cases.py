@@ -15,6 +15,7 @@ import pyarrow.compute  # noqa: F401  (pa.compute below)
 
 import pmrisk
 from pmrisk.kernel.addons import tiered
+from pmrisk.kernel.okx import mr9
 
 HERE = pathlib.Path(__file__).parent / "reference"
 SHARED = pathlib.Path(__file__).resolve().parents[2] / "shared" / "reference"
@@ -82,3 +83,45 @@ def run_tiers(case):
             model, b["asset"], np.array([b["amount"] * b["index_price"]]))[0])}
     mr7 = float(tiered(np.array([inp["MR7_raw"]]), inp["tiers_usd"])[0])
     return {"MR7_adjusted": mr7, "MMR": max(float(inp["MR"]), mr7)}
+
+
+def run_coinm_brackets(case, sub):
+    """A COIN-M bracket case: the ladder ``brackets_btc`` (rows floor, cap, mmr, max_leverage,
+    cum in BTC) and one sub-case, either a notional in BTC (through ``locate``) or contracts at
+    a mark (through ``position_margin``, contract size in USD).  Returns the sub-case's
+    ``expected`` keys."""
+    inp = sub["inputs"]
+    symbol = inp.get("symbol", case["id"])
+    ladder = pmrisk.brackets.ladder(case["brackets_btc"], symbol=symbol, kind="coin_m")
+    if "notional_btc" in inp:
+        row = pmrisk.brackets.locate(inp["notional_btc"], ladder).to_pylist()[0]
+    elif "contracts" in inp:
+        pos = [{"symbol": symbol, "quantity": float(inp["contracts"]),
+                "contract_size": float(inp["contract_size_usd"]),
+                "mark_price": float(inp["mark_price"])}]
+        row = pmrisk.brackets.position_margin(pos, ladder).to_pylist()[0]
+    else:
+        raise AssertionError(f"unknown COIN-M bracket inputs: {sorted(inp)}")
+    return {"notional_btc": row["notional"], "mmr": row["mmr"], "cum": row["cum"],
+            "maintenance_margin_btc": row["maintenance_margin"]}
+
+
+def run_usdm_brackets(case, sub):
+    """A USD-M bracket case: named ladders in Binance's leverage-bracket shape and one sub-case
+    (the ladder's name, a notional in USD).  Returns the sub-case's ``expected_*`` keys."""
+    name = sub["ladder"]
+    ladder = pmrisk.brackets.ladders_from_binance(case["ladders"][name],
+                                                  symbol=f"{case['id']}@{name}")
+    (ladder,) = ladder.values()
+    mm = pmrisk.brackets.maintenance_margin(sub["notional_usd"], ladder)
+    return {"expected_maintenance_margin_usd": mm}
+
+
+def run_mr9(case):
+    """An OKX MR9 case: a unit whose USDT-settled derivatives are long and USD-settled ones
+    short the hedged notional (cash deltas, USD), charged by the case's tiers."""
+    inp = case["inputs"]
+    h = float(inp["hedged_notional_usd"])
+    charge, hedged = mr9(np.array([[h, 0.0, -h]]), inp["tiers_usd"])
+    assert hedged.tolist() == [[h, 0.0, 0.0]]
+    return {"MR9": float(charge[0])}

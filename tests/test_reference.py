@@ -9,18 +9,25 @@ expected key nobody checks, fails the test rather than passing silently.
 import numpy as np
 import pytest
 
-from reference_cases import (HERE, SHARED, case_ids, load, per_symbol_vectors, run_pme,
-                             run_span, run_tiers)
+from reference_cases import (HERE, SHARED, case_ids, load, per_symbol_vectors,
+                             run_coinm_brackets, run_mr9, run_pme, run_span, run_tiers,
+                             run_usdm_brackets)
 
 CASES = case_ids()
 
 
 def kind_of(case):
+    if "brackets_btc" in case and "cases" in case:
+        return "coinm_brackets"
+    if "ladders" in case and "cases" in case:
+        return "usdm_brackets"
     inp = case["inputs"]
     if "instruments" in inp and "positions" in inp:
         return "pme"
     if "risk_arrays" in inp:
         return "span"
+    if "hedged_notional_usd" in inp and "tiers_usd" in inp:
+        return "mr9"
     if "tiers_usd" in inp:
         return "tiers"
     raise AssertionError(f"unknown reference-case shape: inputs {sorted(inp)}")
@@ -29,8 +36,10 @@ def kind_of(case):
 @pytest.mark.parametrize("case_id", CASES)
 def test_reference_case(case_id):
     case = load(case_id)
-    checked = {"pme": check_pme, "span": check_span, "tiers": check_tiers}[kind_of(case)](case)
-    unchecked = {k for k, v in case["expected"].items()
+    checked = {"pme": check_pme, "span": check_span, "tiers": check_tiers, "mr9": check_mr9,
+               "coinm_brackets": check_coinm_brackets,
+               "usdm_brackets": check_usdm_brackets}[kind_of(case)](case)
+    unchecked = {k for k, v in case.get("expected", {}).items()
                  if k not in checked and not k.startswith("note") and not isinstance(v, str)}
     assert not unchecked, f"expected values this harness does not check: {sorted(unchecked)}"
 
@@ -127,6 +136,40 @@ def check_tiers(case):
     for key, want in case["expected"].items():
         assert got[key] == pytest.approx(want, abs=case["tolerance"]["abs"]), key
     return set(case["expected"])
+
+
+def check_mr9(case):
+    got = run_mr9(case)
+    for key, want in case["expected"].items():
+        assert key in got, f"expected value this harness does not check: {key}"
+        assert got[key] == pytest.approx(want, abs=case["tolerance"]["abs"]), key
+    return set(case["expected"])
+
+
+def _check_sub(got, expected, tol, what):
+    for key, want in expected.items():
+        assert key in got, f"{what}: expected value this harness does not check: {key}"
+        assert got[key] == pytest.approx(want, rel=tol.get("rel", 0), abs=tol.get("abs", 0)), \
+            f"{what}: {key}"
+
+
+def check_coinm_brackets(case):
+    """Every sub-case's ``expected`` keys (sub-cases carry their own)."""
+    for sub in case["cases"]:
+        _check_sub(run_coinm_brackets(case, sub), sub["expected"], case["tolerance"],
+                   sub.get("what", sub["inputs"]))
+    return set()
+
+
+def check_usdm_brackets(case):
+    """Sub-cases are flat: ``ladder`` and ``notional_usd`` in, ``expected_*`` out."""
+    for sub in case["cases"]:
+        unknown = {k for k in sub if not k.startswith("expected_")} - {"ladder", "notional_usd"}
+        assert not unknown, f"unknown USD-M bracket inputs: {sorted(unknown)}"
+        expected = {k: v for k, v in sub.items() if k.startswith("expected_")}
+        assert expected, f"sub-case without expected values: {sub}"
+        _check_sub(run_usdm_brackets(case, sub), expected, case["tolerance"], sub)
+    return set()
 
 
 def test_reference_copies_match_shared():
