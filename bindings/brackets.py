@@ -181,27 +181,25 @@ def ladders_from_binance(response, *, symbol=None):
         table = table.append_column("symbol", pa.array([symbol] * len(table), pa.string()))
     check_columns(table, "brackets", {"symbol": ("str", True, False)})
     symbols = str_column(table, "symbol")
+    table = table.drop_columns(["symbol"])
     out = {}
     for s in dict.fromkeys(symbols.to_pylist()):
-        rows = table.filter(pc.equal(symbols, s))
-        out[s] = _validated(rows.drop_columns(["symbol"]), s, kind, None, None)
+        out[s] = _validated(table.filter(pc.equal(symbols, s)), s, kind, None, None)
     return out
 
 
 def _validated(table, symbol, kind, effective, source):
     """One validation path for every ladder (rows, Binance's shape, shipped data)."""
-    check_columns(table, "brackets", schema.BRACKETS)
     n = len(table)
     if n == 0:
         raise MarginError("brackets", None, f"at least one bracket for {symbol!r}")
-    if "bracket" in table.column_names:
-        order = np.argsort(table.column("bracket").to_numpy(), kind="stable")
-        table = table.take(pa.array(order))
-    else:
-        table = table.append_column("bracket", pa.array(np.arange(1, n + 1), pa.int64()))
     # symbol and bracket name the rows of every error below (schema.KEYS["brackets"])
     table = table.drop_columns([c for c in ("symbol",) if c in table.column_names])
     table = table.append_column("symbol", pa.array([symbol] * n, pa.string()))
+    if "bracket" not in table.column_names:
+        table = table.append_column("bracket", pa.array(np.arange(1, n + 1), pa.int64()))
+    check_columns(table, "brackets", schema.BRACKETS)
+    table = table.take(pa.array(np.argsort(table.column("bracket").to_numpy(), kind="stable")))
     bracket = table.column("bracket").to_numpy()
     bad = bracket != np.arange(1, n + 1)
     if bad.any():
