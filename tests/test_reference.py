@@ -1,9 +1,10 @@
 """Published worked examples reproduced to their stated tolerance (SPEC §12).
 
 Every ``tests/reference/*.json`` is a case; its kind is read from its contents (Deribit
-``pme/simulate`` inputs, SPAN risk arrays, tier tables), not its name, and every number in
-its ``expected`` block that this harness knows is checked.  A case of an unknown shape, or an
-expected key nobody checks, fails the test rather than passing silently.
+``pme/simulate`` inputs, SPAN risk arrays, tier tables, bracket ladders with sub-cases), not
+its name, and every number in its ``expected`` block (or its sub-cases') that this harness
+knows is checked.  A case of an unknown shape, or an expected key nobody checks, fails the test
+rather than passing silently.
 """
 
 import numpy as np
