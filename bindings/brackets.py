@@ -40,8 +40,8 @@ import pyarrow as pa
 import pyarrow.compute as pc
 
 from . import schema
-from ._arrow import (as_table, check_columns, float_column, kernel_args, raise_rows, str_column,
-                     to_ns)
+from ._arrow import (as_table, check_columns, float_column, kernel_args, lookup, raise_rows,
+                     str_column, to_ns)
 from .errors import MarginError
 from .kernel.brackets import bracket_margin, bracket_notional
 
@@ -330,7 +330,13 @@ def locate(notional, ladder):
     >>> t.column("bracket").to_pylist(), t.column("cum").to_pylist()
     ([7], [11.605])
     """
-    n = np.atleast_1d(np.asarray(notional, dtype=np.float64))
+    try:
+        n = np.atleast_1d(np.asarray(notional, dtype=np.float64))
+    except (TypeError, ValueError):
+        n = None
+    if n is None or n.ndim != 1:
+        raise MarginError("notional", None, "a number or a 1-D sequence of numbers, got "
+                          f"{type(notional).__name__}")
     bad = ~(np.isfinite(n) & (n >= 0.0))
     if bad.any():
         raise MarginError("notional", None, "finite numbers >= 0",
@@ -407,9 +413,7 @@ def position_margin(positions, ladders):
     if not isinstance(ladders, dict):
         ladders = {lad.symbol: lad for lad in ladders}
     by_symbol = list(ladders.values())
-    symbols = str_column(table, "symbol").to_numpy(zero_copy_only=False)
-    known = {s: k for k, s in enumerate(ladders)}
-    pos_ladder = np.array([known.get(s, -1) for s in symbols], dtype=np.int64)
+    pos_ladder = lookup(str_column(table, "symbol"), pa.array(list(ladders), pa.string()))
     if (pos_ladder < 0).any():
         raise_rows(table, "positions", "symbol", pos_ladder < 0, "a symbol with a bracket ladder",
                    hint=f"Ladders given: {', '.join(map(str, ladders)) or 'none'}")

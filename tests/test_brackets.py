@@ -214,6 +214,13 @@ def test_notional_outside_the_ladder_is_refused(notional):
     assert err.value.table == "notional" and err.value.rows == [(1,)]
 
 
+@pytest.mark.parametrize("notional", ["a lot", [[1.0, 2.0]], None])
+def test_notional_of_the_wrong_shape_is_refused(notional):
+    with pytest.raises(pmrisk.MarginError) as err:
+        B.maintenance_margin(notional, B.ladder(BTC_2021))
+    assert err.value.table == "notional"
+
+
 def test_scalar_in_scalar_out():
     lad = B.ladder(BTC_2021)
     assert B.maintenance_margin(15e6, lad) == pytest.approx(483_700.0, rel=1e-12)
