@@ -85,36 +85,51 @@ def run_tiers(case):
     return {"MR7_adjusted": mr7, "MMR": max(float(inp["MR"]), mr7)}
 
 
+def _bracket_row(ladder, symbol, inp, size_key, notional_key):
+    """One position through ``position_margin`` (quantity or contracts at a mark, optional
+    index price) or one notional through ``locate``: the result row as a dict."""
+    if notional_key in inp:
+        return pmrisk.brackets.locate(inp[notional_key], ladder).to_pylist()[0]
+    qty = inp.get("contracts", inp.get("quantity"))
+    if qty is None or "mark_price" not in inp:
+        raise AssertionError(f"unknown bracket-case inputs: {sorted(inp)}")
+    pos = {"symbol": symbol, "quantity": float(qty),
+           "contract_size": float(inp.get(size_key, 1.0)), "mark_price": float(inp["mark_price"])}
+    if "index_price" in inp:
+        pos["index_price"] = float(inp["index_price"])
+    return pmrisk.brackets.position_margin([pos], ladder).to_pylist()[0]
+
+
 def run_coinm_brackets(case, sub):
     """A COIN-M bracket case: the ladder ``brackets_btc`` (rows floor, cap, mmr, max_leverage,
     cum in BTC) and one sub-case, either a notional in BTC (through ``locate``) or contracts at
-    a mark (through ``position_margin``, contract size in USD).  Returns the sub-case's
-    ``expected`` keys."""
+    a mark (through ``position_margin``, contract size in USD).  Returns every value the
+    library gives, under the case's key names."""
     inp = sub["inputs"]
     symbol = inp.get("symbol", case["id"])
     ladder = pmrisk.brackets.ladder(case["brackets_btc"], symbol=symbol, kind="coin_m")
-    if "notional_btc" in inp:
-        row = pmrisk.brackets.locate(inp["notional_btc"], ladder).to_pylist()[0]
-    elif "contracts" in inp:
-        pos = [{"symbol": symbol, "quantity": float(inp["contracts"]),
-                "contract_size": float(inp["contract_size_usd"]),
-                "mark_price": float(inp["mark_price"])}]
-        row = pmrisk.brackets.position_margin(pos, ladder).to_pylist()[0]
-    else:
-        raise AssertionError(f"unknown COIN-M bracket inputs: {sorted(inp)}")
-    return {"notional_btc": row["notional"], "mmr": row["mmr"], "cum": row["cum"],
-            "maintenance_margin_btc": row["maintenance_margin"]}
+    row = _bracket_row(ladder, symbol, inp, "contract_size_usd", "notional_btc")
+    out = {"notional_btc": row["notional"], "bracket": row["bracket"], "mmr": row["mmr"],
+           "cum": row["cum"], "max_leverage": row["max_leverage"],
+           "maintenance_margin_btc": row["maintenance_margin"]}
+    if "maintenance_margin_usd" in row:
+        out["maintenance_margin_usd"] = row["maintenance_margin_usd"]
+    return out
 
 
 def run_usdm_brackets(case, sub):
     """A USD-M bracket case: named ladders in Binance's leverage-bracket shape and one sub-case
-    (the ladder's name, a notional in USD).  Returns the sub-case's ``expected_*`` keys."""
+    (the ladder's name and a notional in USD, or a quantity at a mark).  Returns the values
+    as ``expected_*`` keys."""
     name = sub["ladder"]
-    ladder = pmrisk.brackets.ladders_from_binance(case["ladders"][name],
-                                                  symbol=f"{case['id']}@{name}")
-    (ladder,) = ladder.values()
-    mm = pmrisk.brackets.maintenance_margin(sub["notional_usd"], ladder)
-    return {"expected_maintenance_margin_usd": mm}
+    symbol = f"{case['id']}@{name}"
+    (ladder,) = pmrisk.brackets.ladders_from_binance(case["ladders"][name],
+                                                     symbol=symbol).values()
+    row = _bracket_row(ladder, symbol, sub, "contract_size", "notional_usd")
+    return {"expected_maintenance_margin_usd": row["maintenance_margin"],
+            "expected_notional_usd": row["notional"], "expected_bracket": row["bracket"],
+            "expected_mmr": row["mmr"], "expected_cum": row["cum"],
+            "expected_max_leverage": row["max_leverage"]}
 
 
 def run_mr9(case):

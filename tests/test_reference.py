@@ -163,9 +163,11 @@ def check_coinm_brackets(case):
 
 
 def check_usdm_brackets(case):
-    """Sub-cases are flat: ``ladder`` and ``notional_usd`` in, ``expected_*`` out."""
+    """Sub-cases are flat: ``ladder`` and ``notional_usd`` (or ``quantity``, ``mark_price``,
+    ``contract_size``) in, ``expected_*`` out."""
     for sub in case["cases"]:
-        unknown = {k for k in sub if not k.startswith("expected_")} - {"ladder", "notional_usd"}
+        unknown = {k for k in sub if not k.startswith("expected_")} - {
+            "ladder", "notional_usd", "quantity", "contract_size", "mark_price", "what"}
         assert not unknown, f"unknown USD-M bracket inputs: {sorted(unknown)}"
         expected = {k: v for k, v in sub.items() if k.startswith("expected_")}
         assert expected, f"sub-case without expected values: {sub}"
