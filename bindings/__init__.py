@@ -5,7 +5,6 @@
 'span16'
 """
 
-from . import brackets
 from .backtest import BacktestOutput, backtest
 from .correlation import CorrelationMatrix, CorrelationRepaired, correlation_matrix
 from .eligibility import eligibility
@@ -22,4 +21,4 @@ __version__ = "0.1.0"
 __all__ = ["margin", "margin_from_risk_arrays", "Model", "MarginError", "MarginResult",
            "eligibility", "liquidation_plan", "correlation_matrix", "CorrelationMatrix",
            "CorrelationRepaired", "warmup", "backtest", "BacktestOutput", "Monitor",
-           "MonitorUpdate", "brackets", "__version__"]
+           "MonitorUpdate", "__version__"]

@@ -19,6 +19,10 @@ leverage-bracket response (:func:`ladders_from_binance`, so you can load your ac
 ladder: Binance scales brackets per account), or from the dated ladders shipped with pmrisk
 (:func:`binance_ladder`).
 
+``import pmrisk`` does not import this module: its kernels have explicit signatures, so they
+are compiled (or loaded from numba's cache) when it is imported, a cost that users of the rest
+of pmrisk should not pay.  Use ``from pmrisk import brackets``.
+
 Examples
 --------
 >>> from pmrisk import brackets

@@ -14,6 +14,7 @@ import pyarrow as pa
 import pyarrow.compute  # noqa: F401  (pa.compute below)
 
 import pmrisk
+from pmrisk import brackets
 from pmrisk.kernel.addons import tiered
 from pmrisk.kernel.okx import mr9
 
@@ -89,7 +90,7 @@ def _bracket_row(ladder, symbol, inp, size_key, notional_key):
     """One position through ``position_margin`` (quantity or contracts at a mark, optional
     index price) or one notional through ``locate``: the result row as a dict."""
     if notional_key in inp:
-        return pmrisk.brackets.locate(inp[notional_key], ladder).to_pylist()[0]
+        return brackets.locate(inp[notional_key], ladder).to_pylist()[0]
     qty = inp.get("contracts", inp.get("quantity"))
     if qty is None or "mark_price" not in inp:
         raise AssertionError(f"unknown bracket-case inputs: {sorted(inp)}")
@@ -97,7 +98,7 @@ def _bracket_row(ladder, symbol, inp, size_key, notional_key):
            "contract_size": float(inp.get(size_key, 1.0)), "mark_price": float(inp["mark_price"])}
     if "index_price" in inp:
         pos["index_price"] = float(inp["index_price"])
-    return pmrisk.brackets.position_margin([pos], ladder).to_pylist()[0]
+    return brackets.position_margin([pos], ladder).to_pylist()[0]
 
 
 def run_coinm_brackets(case, sub):
@@ -107,7 +108,7 @@ def run_coinm_brackets(case, sub):
     library gives, under the case's key names."""
     inp = sub["inputs"]
     symbol = inp.get("symbol", case["id"])
-    ladder = pmrisk.brackets.ladder(case["brackets_btc"], symbol=symbol, kind="coin_m")
+    ladder = brackets.ladder(case["brackets_btc"], symbol=symbol, kind="coin_m")
     row = _bracket_row(ladder, symbol, inp, "contract_size_usd", "notional_btc")
     out = {"notional_btc": row["notional"], "bracket": row["bracket"], "mmr": row["mmr"],
            "cum": row["cum"], "max_leverage": row["max_leverage"],
@@ -123,7 +124,7 @@ def run_usdm_brackets(case, sub):
     as ``expected_*`` keys."""
     name = sub["ladder"]
     symbol = f"{case['id']}@{name}"
-    (ladder,) = pmrisk.brackets.ladders_from_binance(case["ladders"][name],
+    (ladder,) = brackets.ladders_from_binance(case["ladders"][name],
                                                      symbol=symbol).values()
     row = _bracket_row(ladder, symbol, sub, "contract_size", "notional_usd")
     return {"expected_maintenance_margin_usd": row["maintenance_margin"],
