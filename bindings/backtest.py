@@ -19,7 +19,9 @@ How it works:
    the whole history (tested).
 3. **Out.** The batches' tables are concatenated and returned, or with ``out=DIR`` written as
    Parquet datasets ``DIR/accounts/part-000000.parquet``, ... (one file per batch, in time
-   order) and only a summary is returned.
+   order) and only a summary is returned.  ``DIR`` is checked first (:func:`check_out`: new
+   or empty, never overlapping an input path); the parts go to a staging directory beside it,
+   moved into ``DIR`` once every batch is done.
 4. **Dask.** With ``client``, one task per batch on a ``dask.distributed`` cluster (at most
    two per worker in flight, so memory stays bounded there too).  Each worker first runs
    :func:`pmrisk.warmup` (its own numba kernels, loaded from the on-disk cache); dataset

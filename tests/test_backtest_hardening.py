@@ -423,7 +423,17 @@ CLI = {
                                 ["batch_rows"]),
     "backtest: no data": (lambda d, t: _backtest(t / "none", t / "res"), ["positions"]),
     "samples history --out a file": (
-        lambda d, t: ["samples", "history", "--out", str(_write(t / "f", b"x"))], ["f"]),
+        lambda d, t: ["samples", "history", "--out", str(_write(t / "f", b"x"))],
+        ["arguments.out", "not a directory"]),
+    "samples history --out not empty": (
+        lambda d, t: ["samples", "history", "--out", str(d), "--days", "1"],
+        ["arguments.out", "holds files"]),
+    "samples history --step-minutes 0": (
+        lambda d, t: ["samples", "history", "--out", str(t / "h"), "--step-minutes", "0"],
+        ["arguments.step_minutes"]),
+    "samples history --accounts -2": (
+        lambda d, t: ["samples", "history", "--out", str(t / "h"), "--accounts", "-2"],
+        ["arguments.accounts"]),
     "demo: a bad model": (lambda d, t: ["demo", "--model", "nope"], ["nope"]),
 }
 
