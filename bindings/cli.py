@@ -270,7 +270,12 @@ def _backtest(args):
         except ImportError:
             print("pmrisk: --scheduler needs Dask: pip install 'pmrisk[dask]'", file=sys.stderr)
             return 2
-        client = Client(args.scheduler)
+        try:
+            client = Client(args.scheduler, timeout=30)
+        except (OSError, ValueError, TypeError) as exc:       # TimeoutError is an OSError
+            raise MarginError("arguments", "--scheduler", "the address of a running Dask "
+                              f"scheduler (tcp://host:8786); {args.scheduler}: "
+                              f"{type(exc).__name__}: {exc}") from None
     try:
         o = backtest(**inputs, model=args.model, out=args.out, client=client,
                      progress=not args.no_progress, overwrite=args.overwrite,

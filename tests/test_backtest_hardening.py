@@ -421,6 +421,8 @@ CLI = {
                                 ["positions", PART]),
     "backtest --batch-rows 0": (lambda d, t: _backtest(d, t / "res", "--batch-rows", "0"),
                                 ["batch_rows"]),
+    "backtest --scheduler not an address": (
+        lambda d, t: _backtest(d, t / "res", "--scheduler", "bogus::x"), ["--scheduler"]),
     "backtest: no data": (lambda d, t: _backtest(t / "none", t / "res"), ["positions"]),
     "samples history --out a file": (
         lambda d, t: ["samples", "history", "--out", str(_write(t / "f", b"x"))],
