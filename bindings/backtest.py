@@ -70,11 +70,30 @@ def _ceil_to_unit(ns, unit):
 
 def open_dataset(obj, name):
     """A Parquet file or directory (or a ``pyarrow.dataset.Dataset``) as a dataset, every part
-    checked once, here: each part readable (not empty, truncated or corrupt in its footer),
-    each column of a type the first part's can be cast to, and ``time`` (in every table but
-    instruments) a timestamp in every part.  Raises a MarginError naming the table, the file
-    and the column.
+    checked once, here (the backtest's inputs and the command line's directories).
 
+    Parameters
+    ----------
+    obj : path or pyarrow.dataset.Dataset
+        The input.
+    name : str
+        Its table name (``positions``, ...), for errors.
+
+    Returns
+    -------
+    pyarrow.dataset.Dataset
+
+    Raises
+    ------
+    MarginError
+        Naming the table, the part and the column: a part that cannot be opened (empty,
+        truncated, not Parquet), a column whose type in a part cannot be cast to the first
+        part's, or a ``time`` (every table but instruments) that is not a timestamp or is
+        missing in a part.  Values that fail later, on reading, are named by
+        :func:`reading`.
+
+    Examples
+    --------
     >>> import pyarrow as pa, pyarrow.parquet as pq, tempfile, os
     >>> d = tempfile.mkdtemp()
     >>> pq.write_table(pa.table({"time": pa.array([0], pa.timestamp("ns"))}),
@@ -142,10 +161,11 @@ def open_dataset(obj, name):
 
 @contextlib.contextmanager
 def reading(dataset, name, where, columns=None):
-    """Arrow errors while reading ``dataset`` become a MarginError naming the table, the part
-    and the column that fail to read alone (a part corrupt past its footer, or values that
-    do not cast to the dataset's type); an error no single part reproduces is raised as it
-    is."""
+    """A context in which Arrow errors reading ``dataset`` (an :func:`open_dataset`) become a
+    MarginError of table ``name`` naming the part and the column that fail to read alone (a
+    part corrupt past its footer, values that do not cast to the dataset's type); an error
+    no single part reproduces is raised as it is.  ``where`` names the dataset, ``columns``
+    the columns being read (default all)."""
     try:
         yield
     except (pa.ArrowException, OSError):
