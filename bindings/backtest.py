@@ -19,7 +19,9 @@ How it works:
    the whole history (tested).
 3. **Out.** The batches' tables are concatenated and returned, or with ``out=DIR`` written as
    Parquet datasets ``DIR/accounts/part-000000.parquet``, ... (one file per batch, in time
-   order) and only a summary is returned.
+   order) and only a summary is returned.  ``DIR`` is checked first (:func:`check_out`: new
+   or empty, never overlapping an input path); the parts go to a staging directory beside it,
+   moved into ``DIR`` once every batch is done.
 4. **Dask.** With ``client``, one task per batch on a ``dask.distributed`` cluster (at most
    two per worker in flight, so memory stays bounded there too).  Each worker first runs
    :func:`pmrisk.warmup` (its own numba kernels, loaded from the on-disk cache); dataset
@@ -56,6 +58,7 @@ INPUTS = ("positions", "instruments", "market", "index", "balances", "open_order
           "reserves")
 RESULT_TABLES = ("accounts", "units", "positions")
 BATCH_ROWS = 1_000_000
+MAX_BATCH_ROWS = 10**12         # far beyond any memory (about 0.6 GB per million rows)
 
 
 # -- inputs: a table or a Parquet dataset ---------------------------------------------------
@@ -63,6 +66,153 @@ BATCH_ROWS = 1_000_000
 def _ceil_to_unit(ns, unit):
     per = {"s": 10**9, "ms": 10**6, "us": 10**3, "ns": 1}[unit]
     return -((-int(ns)) // per)
+
+
+def open_dataset(obj, name):
+    """A Parquet file or directory (or a ``pyarrow.dataset.Dataset``) as a dataset, every part
+    checked once, here (the backtest's inputs and the command line's directories).
+
+    Parameters
+    ----------
+    obj : path or pyarrow.dataset.Dataset
+        The input.
+    name : str
+        Its table name (``positions``, ...), for errors.
+
+    Returns
+    -------
+    pyarrow.dataset.Dataset
+
+    Raises
+    ------
+    MarginError
+        Naming the table, the part and the column: a part that cannot be opened (empty,
+        truncated, not Parquet), a column whose type in a part cannot be cast to the first
+        part's, or a ``time`` (every table but instruments) that is not a timestamp or is
+        missing in a part.  Values that fail later, on reading, are named by
+        :func:`reading`.
+
+    Examples
+    --------
+    >>> import pyarrow as pa, pyarrow.parquet as pq, tempfile, os
+    >>> d = tempfile.mkdtemp()
+    >>> pq.write_table(pa.table({"time": pa.array([0], pa.timestamp("ns"))}),
+    ...                os.path.join(d, "part-0.parquet"))
+    >>> open(os.path.join(d, "part-1.parquet"), "wb").close()         # an empty file
+    >>> open_dataset(d, "positions")
+    Traceback (most recent call last):
+    ...
+    pmrisk.errors.MarginError: positions: expected readable Parquet files ...
+    """
+    import pyarrow.dataset as ds
+    where = _where(obj)
+    if isinstance(obj, ds.Dataset):
+        dataset = obj
+    elif not isinstance(obj, (str, os.PathLike)):
+        raise MarginError(name, None, "a table, or the path of a Parquet file or directory, "
+                          f"got {type(obj).__name__}")
+    else:
+        path = os.fspath(obj)
+        if not os.path.exists(path):
+            raise MarginError(name, None, "a table or the path of a Parquet file or "
+                              f"directory; no such path: {path!r}")
+        try:
+            dataset = ds.dataset(path, format="parquet")
+        except (pa.ArrowException, OSError) as exc:
+            raise MarginError(name, None, f"readable Parquet files in {path!r} "
+                              f"({_one_line(exc)})") from None
+    timed = name != "instruments"
+    schema = dataset.schema
+    for frag in dataset.get_fragments():
+        part = getattr(frag, "path", where)
+        try:
+            phys = frag.physical_schema
+        except (pa.ArrowException, OSError) as exc:
+            raise MarginError(name, None, f"readable Parquet files in {where!r}: part "
+                              f"{part!r} is empty, truncated or not Parquet "
+                              f"({_one_line(exc)})") from None
+        for f in schema:
+            found = phys.get_all_field_indices(f.name)
+            if len(found) > 1:
+                raise MarginError(name, f.name, f"one {f.name!r} column in every part of "
+                                  f"{where!r}; part {part!r} has {len(found)}")
+            if not found:
+                if timed and f.name == TIME:
+                    raise MarginError(name, TIME, f"a time column in every part of {where!r}; "
+                                      f"part {part!r} has none")
+                continue
+            typ = phys.field(found[0]).type
+            if typ == f.type:
+                continue
+            if timed and f.name == TIME and not pa.types.is_timestamp(typ):
+                raise MarginError(name, TIME, f"a timestamp column in every part of {where!r} "
+                                  f"(it is range-filtered per batch); part {part!r} has {typ}")
+            try:
+                pa.array([], typ).cast(f.type)
+            except (pa.ArrowException, TypeError):
+                raise MarginError(name, f.name, f"the same type in every part of {where!r}: "
+                                  f"{f.type} (as in its first part); part {part!r} has "
+                                  f"{typ}") from None
+    if timed and TIME in schema.names and not pa.types.is_timestamp(schema.field(TIME).type):
+        raise MarginError(name, TIME, "a timestamp column in a Parquet dataset (it is "
+                          f"range-filtered per batch), got {schema.field(TIME).type}")
+    return dataset
+
+
+@contextlib.contextmanager
+def reading(dataset, name, where, columns=None):
+    """A context in which Arrow errors reading ``dataset`` (an :func:`open_dataset`) become a
+    MarginError of table ``name`` naming the part and the column that fail to read alone (a
+    part corrupt past its footer, values that do not cast to the dataset's type); an error
+    no single part reproduces is raised as it is.  ``where`` names the dataset, ``columns``
+    the columns being read (default all)."""
+    try:
+        yield
+    except (pa.ArrowException, OSError):
+        bad = _failing_part(dataset, columns)
+        if bad is None:
+            raise
+        part, col, err = bad
+        raise MarginError(name, col, f"readable Parquet in {where!r}: part {part!r}"
+                          + (f", column {col!r}" if col else "")
+                          + f" cannot be read ({_one_line(err)})") from None
+
+
+def _failing_part(dataset, columns):
+    names = list(columns or dataset.schema.names)
+    for frag in dataset.get_fragments():
+        try:
+            frag.to_table(schema=dataset.schema, columns=names)
+        except (pa.ArrowException, OSError) as exc:
+            for c in names:
+                try:
+                    frag.to_table(schema=dataset.schema, columns=[c])
+                except (pa.ArrowException, OSError):
+                    return getattr(frag, "path", "?"), c, exc
+            return getattr(frag, "path", "?"), None, exc
+    return None
+
+
+def _where(obj):
+    if isinstance(obj, (str, os.PathLike)):
+        return os.fspath(obj)
+    files = getattr(obj, "files", None) or []
+    return os.path.dirname(files[0]) if files else "the dataset"
+
+
+def _one_line(exc):
+    return " ".join(str(exc).split())
+
+
+def input_paths(obj):
+    """The local paths an input reads: its path, or a local dataset's files (none for a
+    table or a dataset on another filesystem)."""
+    if isinstance(obj, (str, os.PathLike)):
+        return [os.fspath(obj)]
+    fs = getattr(obj, "filesystem", None)
+    if fs is None or type(fs).__name__ != "LocalFileSystem":
+        return []
+    return list(getattr(obj, "files", None) or [])
 
 
 @dataclass
@@ -73,6 +223,7 @@ class _DatasetSlice:
     name: str
     lo: object
     hi: int
+    where: str = "the dataset"
 
     def read(self):
         import pyarrow.dataset as ds
@@ -84,7 +235,8 @@ class _DatasetSlice:
         expr = f < lit(self.hi)
         if self.lo is not None:
             expr = (f >= lit(self.lo)) & expr
-        return self.dataset.to_table(filter=expr)
+        with reading(self.dataset, self.name, self.where):
+            return self.dataset.to_table(filter=expr)
 
 
 class _Source:
@@ -95,28 +247,17 @@ class _Source:
         import pyarrow.dataset as ds        # not at import: it doubles `import pmrisk`
         self.name = name
         self.dataset = self.table = None
-        if isinstance(obj, (str, os.PathLike)):
-            path = os.fspath(obj)
-            if not os.path.exists(path):
-                raise MarginError(name, None, "a table or the path of a Parquet file or "
-                                  f"directory; no such path: {path!r}")
-            try:
-                self.dataset = ds.dataset(path, format="parquet")
-            except (pa.ArrowInvalid, OSError) as exc:
-                raise MarginError(name, None, f"a Parquet dataset at {path!r} ({exc})") from None
-        elif isinstance(obj, ds.Dataset):
-            self.dataset = obj
+        self.where = self.paths = None
+        if isinstance(obj, (str, os.PathLike, ds.Dataset)):
+            self.dataset = open_dataset(obj, name)
+            self.where = _where(obj)
+            self.paths = input_paths(obj)
         else:
             self.table = as_table(obj, name)
         schema = self.dataset.schema if self.dataset is not None else self.table.schema
         self.timed = TIME in schema.names and name != "instruments"
         self._ns = self._order = None
-        if self.timed and self.dataset is not None:
-            if not pa.types.is_timestamp(schema.field(TIME).type):
-                raise MarginError(name, TIME, "a timestamp column in a Parquet dataset (it is "
-                                  "range-filtered per batch), got "
-                                  f"{schema.field(TIME).type}")
-        elif self.timed:
+        if self.timed and self.table is not None:   # a dataset's parts: open_dataset
             check_columns(self.table, name, {TIME: ("time", True, False)})
             ns = time_column(self.table, name, TIME)
             _no_nulls(ns, name)
@@ -127,10 +268,16 @@ class _Source:
 
     def whole(self):
         """The whole input as a table (untimed inputs: instruments, static tables)."""
-        return self.table if self.table is not None else self.dataset.to_table()
+        if self.table is not None:
+            return self.table
+        with reading(self.dataset, self.name, self.where):
+            return self.dataset.to_table()
 
     def num_rows(self):
-        return self.table.num_rows if self.table is not None else self.dataset.count_rows()
+        if self.table is not None:
+            return self.table.num_rows
+        with reading(self.dataset, self.name, self.where):
+            return self.dataset.count_rows()
 
     def time_counts(self):
         """(distinct times, rows at each) of a timed input, sorted by time."""
@@ -138,15 +285,16 @@ class _Source:
             return _run_lengths(self._ns)
         vals, counts = [], []
         # little readahead: planning a long history must not hold much of it at once
-        for batch in self.dataset.to_batches(columns=[TIME], batch_size=1 << 16,
-                                             batch_readahead=1, fragment_readahead=1):
-            ns = time_column(pa.Table.from_batches([batch]), self.name, TIME)
-            _no_nulls(ns, self.name)
-            if not (np.diff(ns) >= 0).all():
-                ns = np.sort(ns)
-            v, c = _run_lengths(ns)
-            vals.append(v)
-            counts.append(c)
+        with reading(self.dataset, self.name, self.where, columns=[TIME]):
+            for batch in self.dataset.to_batches(columns=[TIME], batch_size=1 << 16,
+                                                 batch_readahead=1, fragment_readahead=1):
+                ns = time_column(pa.Table.from_batches([batch]), self.name, TIME)
+                _no_nulls(ns, self.name)
+                if not (np.diff(ns) >= 0).all():
+                    ns = np.sort(ns)
+                v, c = _run_lengths(ns)
+                vals.append(v)
+                counts.append(c)
         if not vals:
             return np.zeros(0, dtype=np.int64), np.zeros(0, dtype=np.int64)
         v, inv = np.unique(np.concatenate(vals), return_inverse=True)
@@ -155,7 +303,7 @@ class _Source:
     def slice(self, lo, hi):
         """Rows with ``lo <= time < hi``: a table, or a :class:`_DatasetSlice` to read."""
         if self.dataset is not None:
-            return _DatasetSlice(self.dataset, self.name, lo, hi)
+            return _DatasetSlice(self.dataset, self.name, lo, hi, self.where)
         i0 = 0 if lo is None else int(np.searchsorted(self._ns, lo))
         i1 = int(np.searchsorted(self._ns, hi))
         if self._order is None:
@@ -209,7 +357,7 @@ def _plan(sources, batch_rows, fill):
     if not len(times):
         return times, []
     # each time joins the batch its first row falls in: contiguous batches of ~batch_rows
-    group = (np.cumsum(weight) - weight) // max(int(batch_rows), 1)
+    group = (np.cumsum(weight) - weight) // batch_rows
     first = np.flatnonzero(np.r_[True, group[1:] != group[:-1]])
     ends = np.r_[first[1:], len(times)]
     batches = []
@@ -377,22 +525,126 @@ class BacktestOutput:
         return self.dataset(name).to_table()
 
 
-def _prepare_out(out, wanted, overwrite):
-    out = os.fspath(out)
-    for name in wanted:
-        d = os.path.join(out, name)
-        os.makedirs(d, exist_ok=True)
-        entries = os.listdir(d)
-        if entries and overwrite:
-            for e in entries:
-                if e.startswith("part-") and e.endswith(".parquet"):
-                    os.remove(os.path.join(d, e))
-            entries = os.listdir(d)
-        if entries:
-            raise MarginError("arguments", "out", f"an empty or new directory for {name!r}: "
-                              f"{d!r} holds {len(entries)} file(s) (overwrite=True replaces "
-                              "the part files of an earlier run)")
+def overlaps(a, b):
+    """Whether two paths are the same or one lies inside the other, symlinks and relative
+    parts resolved.
+
+    >>> overlaps("data", "data/positions"), overlaps("data/out", "data/positions")
+    (True, False)
+    """
+    a, b = os.path.realpath(a), os.path.realpath(b)
+    return a == b or os.path.commonpath([a, b]) in (a, b)
+
+
+def check_out(out, inputs, overwrite=False, *, option="out", flag="overwrite=True"):
+    """Check ``out`` for :func:`backtest` and return it as a path: a new directory, an empty
+    one or (with ``overwrite``) one holding only an earlier backtest's output (``accounts/``,
+    ``units/``, ``positions/`` of ``part-*.parquet`` files), never a path an input reads from
+    (``inputs`` maps input names to their paths: same path, ``out`` inside an input or an
+    input inside ``out``).  ``option`` and ``flag`` are the names the errors use (the command
+    line says ``--out`` and ``--overwrite``).
+
+    >>> check_out("results", {"positions": "data/positions"})
+    'results'
+    >>> check_out("data", {"positions": "data/positions"})
+    Traceback (most recent call last):
+    ...
+    pmrisk.errors.MarginError: arguments.out: expected a directory apart from the inputs...
+    """
+    if isinstance(out, bytes) or not isinstance(out, (str, os.PathLike)):
+        raise MarginError("arguments", option, "the path of a directory to write the results "
+                          f"to, got {type(out).__name__}")
+    out = os.fsdecode(os.fspath(out))
+    real = os.path.realpath(out)
+    for name, paths in inputs.items():
+        for p in ([paths] if isinstance(paths, (str, os.PathLike)) else paths):
+            if overlaps(out, p):
+                rp = os.path.realpath(p)
+                rel = ("is" if real == rp else "is inside" if
+                       os.path.commonpath([real, rp]) == rp else "contains")
+                raise MarginError("arguments", option, "a directory apart from the inputs: "
+                                  f"{option} {out!r} {rel} the {name} input {os.fspath(p)!r}, "
+                                  "and writing there would change or delete it",
+                                  hint=f"Choose another {option} directory")
+    if not os.path.lexists(out):
+        return out
+    if not os.path.isdir(out):
+        raise MarginError("arguments", option, "a new or empty directory; "
+                          f"{out!r} exists and is not a directory")
+    entries = sorted(os.listdir(out))
+    if not entries:
+        return out
+    if not overwrite:
+        raise MarginError("arguments", option, f"a new or empty directory: {out!r} holds "
+                          f"{', '.join(entries[:5])}{' ...' if len(entries) > 5 else ''}",
+                          hint=f"{flag} replaces an earlier backtest's output there")
+    foreign = [e for e in entries if not _earlier_output(os.path.join(out, e), e)]
+    if foreign:
+        raise MarginError("arguments", option, "a new or empty directory, or one holding only "
+                          f"an earlier backtest's output ({', '.join(RESULT_TABLES)} "
+                          f"directories of part-*.parquet files): {out!r} also holds "
+                          f"{', '.join(foreign[:5])}", hint=f"{flag} replaces only an earlier "
+                          "backtest's output; choose a new directory")
     return out
+
+
+def _earlier_output(path, entry):
+    return (entry in RESULT_TABLES and os.path.isdir(path) and not os.path.islink(path)
+            and all(e.startswith("part-") and e.endswith(".parquet")
+                    and os.path.isfile(os.path.join(path, e)) for e in os.listdir(path)))
+
+
+class _Staging:
+    """The results are written to a directory beside ``out`` and moved into place only at
+    the end, so a failed or interrupted run leaves ``out`` as it was (the staging directory
+    is removed)."""
+
+    def __init__(self, out, wanted):
+        self.out = out
+        parent, base = os.path.split(os.path.realpath(out))   # beside the real target
+        try:
+            os.makedirs(parent, exist_ok=True)
+            self.path = os.path.join(parent, f".{base}.pmrisk-{uuid.uuid4().hex[:12]}.tmp")
+            os.mkdir(self.path)
+            for name in wanted:
+                os.mkdir(os.path.join(self.path, name))
+        except OSError as exc:
+            self.abort()
+            raise MarginError("arguments", "out", f"a directory that can be written: {out!r} "
+                              f"({_one_line(exc)})") from None
+
+    def commit(self):
+        """Move the results into ``out``: a new ``out`` is one rename; an existing one has
+        its entries (an earlier output) moved aside, the new ones moved in, then the old ones
+        removed; a failure in between puts the old ones back."""
+        import shutil
+        if not os.path.lexists(self.out):
+            os.rename(self.path, self.out)
+            return
+        old = self.path[:-len(".tmp")] + ".old"
+        os.mkdir(old)
+        moved, placed = [], []
+        try:
+            for e in os.listdir(self.out):
+                os.rename(os.path.join(self.out, e), os.path.join(old, e))
+                moved.append(e)
+            for e in os.listdir(self.path):
+                os.rename(os.path.join(self.path, e), os.path.join(self.out, e))
+                placed.append(e)
+        except BaseException:
+            for e in placed:
+                os.rename(os.path.join(self.out, e), os.path.join(self.path, e))
+            for e in moved:
+                os.rename(os.path.join(old, e), os.path.join(self.out, e))
+            shutil.rmtree(old, ignore_errors=True)
+            raise
+        shutil.rmtree(old, ignore_errors=True)
+        os.rmdir(self.path)
+
+    def abort(self):
+        import shutil
+        if getattr(self, "path", None):
+            shutil.rmtree(self.path, ignore_errors=True)
 
 
 def _combine(dones, wanted, model_timings):
@@ -431,8 +683,10 @@ def backtest(positions, instruments, market, index, balances=None, model=None, o
         As for :func:`pmrisk.margin` (default ``standard``).
     out : path, optional
         Write the result tables as Parquet datasets ``out/accounts``, ``out/units``,
-        ``out/positions`` (those in ``tables``) instead of returning them.  Each table's
-        directory must be empty or new (``overwrite=True`` removes an earlier run's parts).
+        ``out/positions`` (those in ``tables``) instead of returning them.  ``out`` must be
+        new or an empty directory (``overwrite=True``: or an earlier backtest's output), and
+        apart from every input path.  The results are written beside it and moved in at the
+        end: a failed or interrupted run leaves ``out`` as it was.
     client : dask.distributed.Client, optional
         Run the batches on this Dask cluster (``pip install 'pmrisk[dask]'``).  Dataset inputs
         and ``out`` must be paths the workers can reach.
@@ -452,7 +706,9 @@ def backtest(positions, instruments, market, index, balances=None, model=None, o
         About how many account-state rows (positions + balances + open orders + reserves) a
         batch holds; memory per batch follows it (about 0.6 GB per million position rows).
     overwrite : bool
-        With ``out``: remove the part files an earlier run left in the table directories.
+        With ``out``: replace an earlier backtest's output there (a directory holding only
+        ``accounts/``, ``units/``, ``positions/`` of ``part-*.parquet`` files; anything else
+        in it is refused, never deleted).
 
     Returns
     -------
@@ -465,8 +721,9 @@ def backtest(positions, instruments, market, index, balances=None, model=None, o
     Raises
     ------
     MarginError
-        On any input problem (a missing path, a missing time column, or anything
-        :func:`pmrisk.margin` rejects in a batch, naming the snapshot time).
+        On any input problem (a missing path, an unreadable Parquet part, a missing time
+        column, a bad argument, an ``out`` that is not empty or overlaps an input, or
+        anything :func:`pmrisk.margin` rejects in a batch, naming the snapshot time).
 
     Examples
     --------
@@ -491,29 +748,40 @@ def backtest(positions, instruments, market, index, balances=None, model=None, o
         if given[name] is None:
             raise MarginError(name, None, "a table or a Parquet dataset (positions, "
                               "instruments, market and index are required)")
+    batch_rows = _check_batch_rows(batch_rows)
+    _check_client(client)
+    if out is not None:
+        out = check_out(out, {k: input_paths(v) for k, v in given.items() if v is not None},
+                        overwrite)
     sources = {k: _Source(k, v) for k, v in given.items() if v is not None}
     _, batches = _plan(sources, batch_rows, fill)
     static = {k: s.whole() for k, s in sources.items() if not s.timed}
-    if out is not None:
-        out = _prepare_out(out, wanted, overwrite)
     bar = _Progress(progress, sum(b.rows for b in batches), len(batches))
+    staging = _Staging(out, wanted) if out is not None else None
 
     def job(b, carry):
-        return _Job(b.index, b.rows, model, wanted, fill, out, carry)
+        return _Job(b.index, b.rows, model, wanted, fill, staging and staging.path, carry)
 
     def cut(b):
         return {k: s.slice(b.lo, b.hi) for k, s in sources.items() if s.timed}
 
-    if client is None:
-        dones, carry = [], None
-        for b in batches:
-            parts = {k: _read(p) for k, p in cut(b).items()}
-            dones.append(_run_batch(job(b, carry), {**static, **parts}))
-            if fill == "forward":
-                carry = advance_carry(carry, parts)
-            bar.update(dones[-1])
-    else:
-        dones = _run_on_dask(client, batches, sources, static, cut, job, fill, bar, model)
+    try:
+        if client is None:
+            dones, carry = [], None
+            for b in batches:
+                parts = {k: _read(p) for k, p in cut(b).items()}
+                dones.append(_run_batch(job(b, carry), {**static, **parts}))
+                if fill == "forward":
+                    carry = advance_carry(carry, parts)
+                bar.update(dones[-1])
+        else:
+            dones = _run_on_dask(client, batches, sources, static, cut, job, fill, bar, model)
+        if staging is not None:
+            staging.commit()
+    except BaseException:
+        if staging is not None:
+            staging.abort()
+        raise
     bar.close()
     timings = _timings(dones, t0, len(batches))
     if out is not None:
@@ -522,6 +790,25 @@ def backtest(positions, instruments, market, index, balances=None, model=None, o
         return margin(**{k: (s.whole().slice(0, 0) if s.timed else static[k])
                          for k, s in sources.items()}, model=model, tables=wanted)
     return _combine(dones, wanted, timings)
+
+
+def _check_batch_rows(batch_rows):
+    ok = not isinstance(batch_rows, bool) and isinstance(
+        batch_rows, (int, float, np.integer, np.floating))
+    if ok and isinstance(batch_rows, (float, np.floating)):
+        ok = bool(np.isfinite(batch_rows)) and float(batch_rows).is_integer()
+    if not ok or not 1 <= batch_rows <= MAX_BATCH_ROWS:
+        raise MarginError("arguments", "batch_rows", "a whole number of account-state rows "
+                          f"per batch from 1 to {MAX_BATCH_ROWS:,} (memory per batch follows "
+                          f"it; default {BATCH_ROWS:,}), got {batch_rows!r}")
+    return int(batch_rows)
+
+
+def _check_client(client):
+    needs = ("submit", "scatter", "run", "cancel", "scheduler_info")
+    if client is not None and not all(callable(getattr(client, k, None)) for k in needs):
+        raise MarginError("arguments", "client", "a dask.distributed.Client (or None to run "
+                          f"in this process), got {type(client).__name__}")
 
 
 def _run_on_dask(client, batches, sources, static, cut, job, fill, bar, model):

@@ -12,25 +12,40 @@ import pyarrow as pa
 from .errors import MarginError
 
 
-def _read(path, what):
+def read_input(path, what):
+    """The table of ``--WHAT PATH``: a Parquet, CSV or Arrow IPC file, or a directory of
+    Parquet files (a dataset, as ``pmrisk samples history`` writes).  Every failure is a
+    MarginError naming the table and the file."""
     import pyarrow.csv as pcsv
     import pyarrow.feather as feather
     import pyarrow.parquet as pq
+    table = "ticks" if what == "replay" else what.replace("-", "_")
     if not os.path.exists(path):
-        raise SystemExit(f"pmrisk: --{what}: no such file: {path}")
+        raise MarginError(table, None, f"a file or a directory of Parquet files; --{what} "
+                          f"{path}: no such file or directory")
+    if os.path.isdir(path):
+        from .backtest import open_dataset, reading
+        dataset = open_dataset(path, table)
+        with reading(dataset, table, path):
+            return dataset.to_table()
     ext = os.path.splitext(path)[1].lower()
-    if ext in (".parquet", ".pq"):
-        return pq.read_table(path)
-    if ext == ".csv":
-        # empty cells are nulls (an option_type left blank on a future), not ""; key columns
-        # stay strings even when they look like numbers (account 1001)
-        keys = ("account", "symbol", "underlying", "asset", "unit", "kind", "settlement",
-                "option_type", "order_id")
-        return pcsv.read_csv(path, convert_options=pcsv.ConvertOptions(
-            strings_can_be_null=True, column_types={k: pa.string() for k in keys}))
-    if ext in (".arrow", ".feather", ".ipc"):
-        return feather.read_table(path)
-    raise SystemExit(f"pmrisk: --{what}: unknown file type {ext!r} (use .parquet, .csv, .arrow)")
+    try:
+        if ext in (".parquet", ".pq"):
+            return pq.read_table(path)
+        if ext == ".csv":
+            # empty cells are nulls (an option_type left blank on a future), not ""; key
+            # columns stay strings even when they look like numbers (account 1001)
+            keys = ("account", "symbol", "underlying", "asset", "unit", "kind", "settlement",
+                    "option_type", "order_id")
+            return pcsv.read_csv(path, convert_options=pcsv.ConvertOptions(
+                strings_can_be_null=True, column_types={k: pa.string() for k in keys}))
+        if ext in (".arrow", ".feather", ".ipc"):
+            return feather.read_table(path)
+    except (pa.ArrowException, OSError) as exc:
+        raise MarginError(table, None, f"a readable {ext[1:]} file; --{what} {path}: "
+                          f"{' '.join(str(exc).split())}") from None
+    raise MarginError(table, None, "a .parquet, .csv or .arrow file or a directory of Parquet "
+                      f"files; --{what} {path}: unknown file type {ext!r}")
 
 
 def _fmt_usd(x):
@@ -118,22 +133,24 @@ def _demo(args):
 def add_book_arguments(parser):
     """``--positions --instruments --market --index`` (required), ``--balances
     --open-orders --reserves`` and ``--model``: the files :func:`read_book_tables` reads."""
+    where = "Parquet, CSV or Arrow IPC file, or a directory of Parquet files"
     for k in ("positions", "instruments", "market", "index"):
-        parser.add_argument(f"--{k}", required=True, metavar="FILE")
+        parser.add_argument(f"--{k}", required=True, metavar="PATH", help=where)
     for k in ("balances", "open-orders", "reserves"):
-        parser.add_argument(f"--{k}", metavar="FILE")
+        parser.add_argument(f"--{k}", metavar="PATH", help=f"{where} (optional)")
     parser.add_argument("--model", default="standard",
                         help="preset name or TOML file (default standard)")
 
 
 def read_book_tables(args):
     """The input tables named by ``--positions --instruments --market --index`` and the
-    optional ``--balances --open-orders --reserves`` (Parquet, CSV or Arrow IPC)."""
-    tables = {k: _read(getattr(args, k), k) for k in ("positions", "instruments", "market",
-                                                      "index")}
+    optional ``--balances --open-orders --reserves`` (Parquet, CSV, Arrow IPC, or a
+    directory of Parquet files)."""
+    tables = {k: read_input(getattr(args, k), k)
+              for k in ("positions", "instruments", "market", "index")}
     for k in ("balances", "open_orders", "reserves"):
         path = getattr(args, k)
-        tables[k] = _read(path, k.replace("_", "-")) if path else None
+        tables[k] = read_input(path, k.replace("_", "-")) if path else None
     return tables
 
 
@@ -141,14 +158,30 @@ def _margin(args):
     from .margin import margin
     tables = read_book_tables(args)
     rv = {None: False, "units": True, "positions": "positions"}[args.risk_vectors]
-    r = margin(**tables, model=args.model, valuation_time=args.valuation_time,
-               risk_vectors=rv)
+    names = ["accounts", "units", "positions"] + {
+        None: [], "units": ["unit_risk_vectors"],
+        "positions": ["unit_risk_vectors", "position_risk_vectors"]}[args.risk_vectors]
+    if args.out:
+        from .backtest import overlaps
+        for n in names:
+            target = os.path.join(args.out, f"{n}.parquet")
+            for k, path in _input_files(args).items():
+                if overlaps(target, path):
+                    raise MarginError("arguments", "--out", "a directory apart from the "
+                                      f"inputs: writing {target} would change the {k} input "
+                                      f"{path}", hint="Choose another --out directory")
+    try:
+        r = margin(**tables, model=args.model, valuation_time=args.valuation_time,
+                   risk_vectors=rv)
+    except MarginError as exc:
+        if args.valuation_time is None and getattr(exc, "time", None) is None and \
+                "past expiry" in str(exc):
+            exc.args = (f"{exc}. The valuation time defaulted to now: give the data's time "
+                        "with --valuation-time (ISO-8601 UTC, e.g. 2024-06-17T08:00:00Z)",)
+        raise
     if args.out:
         import pyarrow.parquet as pq
         os.makedirs(args.out, exist_ok=True)
-        names = ["accounts", "units", "positions"] + {
-            None: [], "units": ["unit_risk_vectors"],
-            "positions": ["unit_risk_vectors", "position_risk_vectors"]}[args.risk_vectors]
         for n in names:
             pq.write_table(getattr(r, n), os.path.join(args.out, f"{n}.parquet"))
         print(f"wrote {', '.join(n + '.parquet' for n in names)} to {args.out}")
@@ -209,19 +242,27 @@ def _samples(args):
     return 0
 
 
-def _backtest(args):
-    from .backtest import backtest
+def data_inputs(data):
+    """The inputs of ``pmrisk backtest --data DIR``: ``{name: DIR/NAME or DIR/NAME.parquet}``
+    for those present."""
     inputs = {}
     for name in BACKTEST_INPUTS:
-        for path in (os.path.join(args.data, name), os.path.join(args.data, f"{name}.parquet")):
+        for path in (os.path.join(data, name), os.path.join(data, f"{name}.parquet")):
             if os.path.exists(path):
                 inputs[name] = path
                 break
+    return inputs
+
+
+def _backtest(args):
+    from .backtest import backtest, check_out
+    inputs = data_inputs(args.data)
     missing = [n for n in BACKTEST_INPUTS[:4] if n not in inputs]
     if missing:
         print(f"pmrisk: --data {args.data}: no {', '.join(missing)} (expected DIR/NAME/ or "
               "DIR/NAME.parquet)", file=sys.stderr)
         return 2
+    check_out(args.out, inputs, args.overwrite, option="--out", flag="--overwrite")
     client = None
     if args.scheduler:
         try:
@@ -229,7 +270,12 @@ def _backtest(args):
         except ImportError:
             print("pmrisk: --scheduler needs Dask: pip install 'pmrisk[dask]'", file=sys.stderr)
             return 2
-        client = Client(args.scheduler)
+        try:
+            client = Client(args.scheduler, timeout=30)
+        except (OSError, ValueError, TypeError) as exc:       # TimeoutError is an OSError
+            raise MarginError("arguments", "--scheduler", "the address of a running Dask "
+                              f"scheduler (tcp://host:8786); {args.scheduler}: "
+                              f"{type(exc).__name__}: {exc}") from None
     try:
         o = backtest(**inputs, model=args.model, out=args.out, client=client,
                      progress=not args.no_progress, overwrite=args.overwrite,
@@ -275,10 +321,14 @@ def main(argv=None):
                         "file (default standard)")
     d.add_argument("--monitor", action="store_true",
                    help="replay an embedded BTC crash (-25 %% in 5 minutes) through a real-time "
-                        "monitor: accounts cross every warning level, one reaches liquidation")
+                        "monitor: accounts cross every warning level, two reach liquidation "
+                        "(under the default model)")
     m = sub.add_parser("margin", help="margin tables read from Parquet, CSV or Arrow IPC")
     add_book_arguments(m)
-    m.add_argument("--valuation-time", default=None, help="ISO-8601 UTC (default: now)")
+    m.add_argument("--valuation-time", default=None, metavar="TIME",
+                   help="ISO-8601 UTC, e.g. 2024-06-17T08:00:00Z (default: now, so options "
+                        "expired by now are refused: give the data's time); inputs with a "
+                        "time column are valued at each snapshot's time")
     m.add_argument("--risk-vectors", nargs="?", const="units", choices=("units", "positions"),
                    help="also write unit_risk_vectors (and position_risk_vectors with "
                         "'positions')")
@@ -292,15 +342,34 @@ def main(argv=None):
                    "margin": _margin, "samples": _samples, "backtest": _backtest,
                    "monitor": monitor_command}[args.cmd]
         return handler(args)
-    except MarginError as exc:
-        print(f"pmrisk: input error: {exc}", file=sys.stderr)
+    except MarginError as exc:      # bad input (a file that cannot be read is one too)
+        path = getattr(exc, "file", None) or _input_files(args).get(exc.table)
+        where = f" in {path}" if path and path not in str(exc) else ""
+        _error(f"input error{where}: {exc}")
         return 2
-    except (pa.ArrowInvalid, OSError) as exc:   # unreadable file, bad --out, ...
+    except (pa.ArrowException, OSError) as exc:   # a file written (--out), a scheduler, ...
         if isinstance(exc, BrokenPipeError):     # `pmrisk demo | head`: stop quietly
             os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
             return 0
-        print(f"pmrisk: {exc}", file=sys.stderr)
+        _error(str(exc))
         return 2
+    except KeyboardInterrupt:
+        _error("interrupted")
+        return 130
+
+
+def _error(text):
+    """One line on stderr, whatever the message holds."""
+    print("pmrisk: " + " ".join(str(text).split()), file=sys.stderr)
+
+
+def _input_files(args):
+    """``{table: path}`` of the files the command reads (for error messages)."""
+    files = {k: getattr(args, k, None) for k in BACKTEST_INPUTS}
+    files["ticks"] = getattr(args, "replay", None)
+    if getattr(args, "data", None):
+        files.update(data_inputs(args.data))
+    return {k: v for k, v in files.items() if v}
 
 
 if __name__ == "__main__":

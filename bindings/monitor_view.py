@@ -45,6 +45,8 @@ def tick_updates(ticks):
     from .errors import MarginError
     if "time" not in ticks.column_names:
         raise MarginError("ticks", "time", "a time column (one update per distinct time)")
+    if not ticks.num_rows:
+        raise MarginError("ticks", "time", "at least one tick; the ticks table has no rows")
     ns = time_column(ticks, "ticks", "time")
     if "kind" in ticks.column_names:
         kind = ticks.column("kind").cast(pa.string()).to_pylist()
@@ -267,17 +269,22 @@ def add_monitor_command(sub):
 
 
 def monitor_command(args):
-    from .cli import _read, read_book_tables
+    from .cli import read_book_tables, read_input
+    from .errors import MarginError
     from .monitor import Monitor
     tables = read_book_tables(args)
-    updates = tick_updates(_read(args.replay, "replay"))
+    updates = tick_updates(read_input(args.replay, "replay"))
     vt = args.valuation_time or (np.datetime64(updates[0][0], "ns") if updates else None)
     mon = Monitor(**tables, model=args.model, valuation_time=vt, hysteresis=args.hysteresis)
     view = View(live=False if args.no_live else None, top=args.top)
     speed = args.speed if args.speed is not None else (30.0 if view.live else 0.0)
     print(f"pmrisk monitor: {len(mon.accounts):,} accounts, {len(updates):,} updates from "
           f"{args.replay}, model {mon.model.name or args.model}", file=view.out)
-    replay(mon, updates, view, speed)
+    try:
+        replay(mon, updates, view, speed)
+    except MarginError as exc:      # a tick's rows: the ticks file, not the book's files
+        exc.file = args.replay
+        raise
     return 0
 
 

@@ -260,9 +260,10 @@ def history(days=30, accounts=100, step_minutes=60, seed=0, start=HISTORY_START,
     start : str
         The first time (UTC).
     out : path, optional
-        Write the history as Parquet instead of returning it: ``out/instruments.parquet`` and
-        one dataset per timed table (``out/positions/part-00000.parquet``, ... one file per
-        day, in time order), the layout ``pmrisk backtest --data`` reads.
+        A new or empty directory to write the history to as Parquet instead of returning
+        it: ``out/instruments.parquet`` and one dataset per timed table
+        (``out/positions/part-00000.parquet``, ... one file per day, in time order), the
+        layout ``pmrisk backtest --data`` reads.
 
     Returns
     -------
@@ -278,6 +279,7 @@ def history(days=30, accounts=100, step_minutes=60, seed=0, start=HISTORY_START,
     """
     from pmrisk.kernel import black76_price_array
 
+    _check_history(days=days, accounts=accounts, step_minutes=step_minutes, out=out)
     rng = np.random.default_rng(seed)
     step_ns = int(step_minutes) * 60 * 10**9
     n = max(int(days) * 1440 // int(step_minutes), 1)
@@ -471,6 +473,22 @@ def history(days=30, accounts=100, step_minutes=60, seed=0, start=HISTORY_START,
     tables = {"positions": positions, "instruments": instruments, "market": market,
               "index": index, "balances": balances}
     return tables if out is None else _write_history(tables, out)
+
+
+def _check_history(out, **counts):
+    """Whole numbers of at least 1, and an ``out`` that is new or an empty directory (the
+    history's parts must not mix with files already there, nor replace them)."""
+    import os
+
+    from .errors import MarginError
+    for key, v in counts.items():
+        if isinstance(v, bool) or not isinstance(v, (int, np.integer)) or v < 1:
+            raise MarginError("arguments", key, f"a whole number of at least 1, got {v!r}")
+    if out is not None and os.path.lexists(out) and (
+            not os.path.isdir(out) or os.listdir(out)):
+        raise MarginError("arguments", "out", "a new or empty directory for the history; "
+                          f"{os.fspath(out)!r} " + ("holds files" if os.path.isdir(out) else
+                                                    "is not a directory"))
 
 
 def _write_history(tables, out):
