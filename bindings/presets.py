@@ -59,6 +59,9 @@ TOP_DEFAULTS = {
     "collateral": {},
     "default_underlying": {},
     "scenarios": None,               # custom scenario rows (list of dicts) or None
+    # resource and plausibility bounds (not part of the risk model: every preset shares them)
+    "max_memory_gb": 4.0,            # refuse a call whose estimated peak memory is above
+    "max_iv": 5.0,                   # refuse market mark_iv above (decimal: 5.0 = 500 %)
 }
 
 DERIBIT_BTC = {
