@@ -10,6 +10,7 @@ INF = float("inf")
 UNDERLYING_DEFAULTS = {
     "price_range": 0.15,
     "buckets_count": 4,
+    # vols are annualised decimals (0.5 = 50 %), as market.mark_iv
     "volatility_range_up": 0.5,
     "volatility_range_down": 0.25,
     "short_term_vega_power": 0.3,
