@@ -32,6 +32,7 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from pmrisk.kernel.instruments import OPTION
+from pmrisk.kernel.scenarios import EXTENDED_MOVES
 
 from .errors import MarginError
 
@@ -80,13 +81,24 @@ class Estimate:
         return max(self.parts, key=self.parts.get)
 
 
+def scenario_count(model, underlying):
+    """How many scenarios ``model`` has for ``underlying`` (the size of
+    :func:`pmrisk.scenario_table.scenario_set_for`, counted without building the set)."""
+    if model["scenarios"] is not None:
+        return len(model["scenarios"])
+    if model["scenario_set"] == "span16":
+        return 16
+    n = 3 * (2 * int(model.underlying(underlying)["buckets_count"]) + 1)
+    return n + len(EXTENDED_MOVES) * bool(model["extended_table"]) \
+        + 2 * bool(model["extreme_scenarios"])
+
+
 def shape_of(book, model):
     """The :class:`Shape` of a validated book under ``model``."""
-    from .scenario_table import scenario_set_for
     n_pos = len(book.pos_account)
     n_acc = len(book.accounts)
     n_und = len(book.und_names)
-    width = max((scenario_set_for(model, u).size for u in book.und_names), default=0)
+    width = max((scenario_count(model, u) for u in book.und_names), default=0)
     und = book.und_code
     # units: distinct (account, underlying, settlement) of positions and orders
     n_set = 4
@@ -207,7 +219,7 @@ _DRIVERS = {
                      "ask for risk_vectors=True (per unit) or none, or margin fewer accounts "
                      "per call"),
     "book": ("positions", None, "{rows:,} account-state rows",
-             "margin the book in parts (pmrisk.backtest batches a history)"),
+             "margin the book in parts (pmrisk.backtest: a smaller batch_rows)"),
 }
 
 

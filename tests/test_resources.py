@@ -11,7 +11,8 @@ import pytest
 
 import pmrisk
 from pmrisk import Model, samples
-from pmrisk.resources import Group, Shape, check_memory, estimate
+from pmrisk.resources import Group, Shape, check_memory, estimate, scenario_count
+from pmrisk.scenario_table import scenario_set_for
 
 HUGE = {"n_directions": 1_000_000, "shell_steps": 100}        # > 24 GB on the demo book
 
@@ -124,6 +125,21 @@ def test_limit_is_a_model_setting():
     assert _margin(m).accounts.num_rows == 6
 
 
+@pytest.mark.parametrize("name", ["standard", "binance_pm_pro", "deribit_pme", "span"])
+@pytest.mark.parametrize("over", [{}, {"extended_table": True}, {"extreme_scenarios": False},
+                                  {"default_underlying": {"buckets_count": 17}}])
+def test_scenario_count_is_the_sets_size(name, over):
+    m = Model.preset(name)
+    if name == "standard" or name == "binance_pm_pro":
+        over = dict(over, cross_unit="sum")
+    m = m.with_overrides(over)
+    for u in ("BTC", "ETH", "SOL"):
+        assert scenario_count(m, u) == scenario_set_for(m, u).size
+    rows = [{"price_shock": 0.1}, {"price_shock": -0.1}, {"price_shock": 0.0}]
+    m = Model.preset("deribit_pme").with_overrides({"scenarios": rows})
+    assert scenario_count(m, "BTC") == scenario_set_for(m, "BTC").size == 3
+
+
 def test_default_books_are_far_below_the_limit():
     book = Shape(rows=18, positions=18, accounts=6, units=10, revaluation_rows=30, width=35,
                  underlyings=2, groups=[Group(2, 6, 4, 5, 2.0)])
@@ -166,30 +182,29 @@ def status(key):
     return int(re.search(key + r":\s+(\d+)", s).group(1)) * 1024
 
 kind, preset, over, rv, n = json.loads(sys.argv[1])
-if True:                                       # noqa: SIM108 (one case per process)
-    if kind == "demo":
-        b = samples.demo_book()
-        vt = b.pop("valuation_time")
-        small = b
-    else:
-        h = samples.history(days=1, accounts=n, step_minutes=60)
-        b = {k: h[k] for k in ("positions", "instruments", "market", "index", "balances")}
-        vt = None
-        h = samples.history(days=1, accounts=2, step_minutes=240)
-        small = {k: h[k] for k in ("positions", "instruments", "market", "index", "balances")}
-    model = pmrisk.Model.preset(preset)
-    pmrisk.margin(**small, model=model, valuation_time=vt, risk_vectors=rv)
-    model = model.with_overrides(dict(over, max_memory_gb=100.0))
-    tabs = {k: as_table(v, k) for k, v in b.items()}
-    full = dict.fromkeys(("balances", "open_orders", "reserves"))
-    full.update(tabs)
-    est = estimate(model, shape_of(load_book(**full, model=model, valuation_time=vt), model), rv)
-    gc.collect()
-    with open("/proc/self/clear_refs", "w") as fh:
-        fh.write("5")
-    rss0 = status("VmRSS")
-    r = pmrisk.margin(**tabs, model=model, valuation_time=vt, risk_vectors=rv)
-    print(json.dumps({"measured": status("VmHWM") - rss0, "estimate": est.bytes}))
+if kind == "demo":
+    b = samples.demo_book()
+    vt = b.pop("valuation_time")
+    small = b
+else:
+    h = samples.history(days=1, accounts=n, step_minutes=60)
+    b = {k: h[k] for k in ("positions", "instruments", "market", "index", "balances")}
+    vt = None
+    h = samples.history(days=1, accounts=2, step_minutes=240)
+    small = {k: h[k] for k in ("positions", "instruments", "market", "index", "balances")}
+model = pmrisk.Model.preset(preset)
+pmrisk.margin(**small, model=model, valuation_time=vt, risk_vectors=rv)
+model = model.with_overrides(dict(over, max_memory_gb=100.0))
+tabs = {k: as_table(v, k) for k, v in b.items()}
+full = dict.fromkeys(("balances", "open_orders", "reserves"))
+full.update(tabs)
+est = estimate(model, shape_of(load_book(**full, model=model, valuation_time=vt), model), rv)
+gc.collect()
+with open("/proc/self/clear_refs", "w") as fh:
+    fh.write("5")
+rss0 = status("VmRSS")
+r = pmrisk.margin(**tabs, model=model, valuation_time=vt, risk_vectors=rv)
+print(json.dumps({"measured": status("VmHWM") - rss0, "estimate": est.bytes}))
 """
 
 # moderate sizes (80-600 MB measured), one per kind of part the estimate adds up
