@@ -18,13 +18,17 @@ engine, and :func:`pmrisk.margin_from_risk_arrays`) calls :func:`check_memory` w
   revaluation of a block of accounts (about 7 numbers per scenario cell, plus the block's unit
   vectors).  With ``joint_revaluation = "grid"`` an account whose candidates exceed 256 is
   revalued on every joint scenario: the estimate includes that block, so it is an upper bound
-  there (measured: 1 to 3 times the real peak); with ``"exact"`` it is that path.
+  there (about 2.5 times the peak of a call that does not fall back); with ``"exact"`` it is
+  that path.
 * **risk vectors**, only when asked for: about ``RV_ROW_BYTES`` per row of the unit table
   (units x scenarios) and, with ``risk_vectors="positions"``, of the position table
   (positions x scenarios).
 
-The estimate is checked against measured peaks (tests/test_resources.py): within a factor of
-3 either way on books of 10-600 MB.
+The estimate is checked against the measured peak RSS of calls of 80-600 MB (the joint stress
+in both modes, many account-state rows, position risk vectors): it lies between 0.7 and 3.5
+times the measurement.  The limit is a model setting: ``Model.preset(name).with_overrides(
+{"max_memory_gb": 16})``, ``{"preset": name, "max_memory_gb": 16}`` or ``max_memory_gb = 16``
+in a TOML model.
 """
 
 from dataclasses import dataclass, field
