@@ -705,6 +705,8 @@ def backtest(positions, instruments, market, index, balances=None, model=None, o
     batch_rows : int
         About how many account-state rows (positions + balances + open orders + reserves) a
         batch holds; memory per batch follows it (about 0.6 GB per million position rows).
+        A batch whose estimated peak memory is above the model's ``max_memory_gb`` is
+        refused before it is computed (:mod:`pmrisk.resources`): lower ``batch_rows``.
     overwrite : bool
         With ``out``: replace an earlier backtest's output there (a directory holding only
         ``accounts/``, ``units/``, ``positions/`` of ``part-*.parquet`` files; anything else

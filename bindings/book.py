@@ -33,7 +33,6 @@ from .errors import MarginError
 from .schema import ACCOUNT_STATE, TIME
 
 NS_PER_DAY = 86_400 * 10**9
-MAX_IV = 100.0          # 10,000 %: anything above is a unit mistake (percent, not decimal)
 NS_PER_YEAR = 365 * NS_PER_DAY
 
 
@@ -216,6 +215,18 @@ def _snapshots(tables, valuation_time):
     return snap_ns, rows, True
 
 
+def check_mark_iv(market, iv, max_iv):
+    """Refuse market rows whose ``mark_iv`` is above ``max_iv`` (the model's bound, default
+    5.0 = 500 %): ``mark_iv`` is an annualised vol as a decimal (0.60 for 60 %), and a value
+    like 60 is almost always a percentage as venues' APIs publish it."""
+    bad = iv > max_iv
+    if bad.any():
+        raise_rows(market, "market", "mark_iv", bad, f"annualised vols as decimals <= "
+                   f"{max_iv:g} (model parameter max_iv)", hint="mark_iv is a decimal: 0.60 "
+                   "for 60 %; a value like 60 is a percentage (as Deribit's API publishes "
+                   "it): divide by 100")
+
+
 def load_book(positions, instruments, market, index, balances, open_orders, reserves,
               model, valuation_time):
     tables = {
@@ -365,9 +376,7 @@ def load_book(positions, instruments, market, index, balances, open_orders, rese
     mark_t = float_column(mkt, "market", "mark_price", positive=True)
     iv_t = (float_column(mkt, "market", "mark_iv", positive=True, nullable=True)
             if has(mkt, "mark_iv") else np.full(mkt.num_rows, np.nan))
-    if (iv_t > MAX_IV).any():
-        raise_rows(mkt, "market", "mark_iv", iv_t > MAX_IV,
-                   f"annualised vols as decimals <= {MAX_IV:g} (0.6 = 60 %)")
+    check_mark_iv(mkt, iv_t, model["max_iv"])
     fwd_t = (float_column(mkt, "market", "underlying_price", positive=True, nullable=True)
              if has(mkt, "underlying_price") else np.full(mkt.num_rows, np.nan))
     mkt_ins = mkt_ins_t[M.row]

@@ -296,7 +296,8 @@ def run_joint(book, model, units, pos_unit, pos_row, quantity, pnl_args, unit_px
                 if not len(part):
                     continue
                 if over[part[0]]:
-                    cpart = np.tile(np.arange(js.size), (len(part), 1))
+                    # every scenario, as a view: no accounts x scenarios copy
+                    cpart = np.broadcast_to(np.arange(js.size), (len(part), js.size))
                     npart = np.full(len(part), js.size)
                 else:
                     npart = count[part]

@@ -21,6 +21,7 @@ from .correlated import run_joint
 from .excluded import (Standalone, excluded_instruments, excluded_positions,
                        standalone_margin)
 from .model import collateral_value_usd
+from .resources import check_memory, shape_of
 from .scenario_table import scenario_set_for
 from .units import build_units
 
@@ -144,7 +145,11 @@ def revaluation_inputs(book, model):
                        row_of(book.pos_instr, book.quantity), row_of(book.ord_instr, book.ord_qty))
 
 
-def run(book, model):
+def run(book, model, risk_vectors=False):
+    """The engine on a validated book; first refuses a call whose estimated peak memory
+    (``risk_vectors``: the risk-vector tables the caller will build) is above the model's
+    ``max_memory_gb`` (:func:`pmrisk.resources.check_memory`)."""
+    check_memory(model, shape_of(book, model), risk_vectors)
     rv = revaluation_inputs(book, model)
     units, itype, pos_unit, ord_unit, res_unit, scen, pnl_args = rv[:7]
     pos_row = rv.pos_row

@@ -21,7 +21,9 @@ def margin(positions, instruments, market, index, balances=None, open_orders=Non
     ----------
     positions, instruments, market, index : Arrow table-like
         SPEC §1 tables: ``pyarrow.Table``/``RecordBatch`` or anything exposing
-        ``__arrow_c_stream__`` (pandas, polars, duckdb).
+        ``__arrow_c_stream__`` (pandas, polars, duckdb).  ``market.mark_iv`` is an
+        annualised vol as a decimal (0.60 for 60 %, not 60; above the model's ``max_iv``,
+        default 5.0, it is refused).
     balances, open_orders, reserves : Arrow table-like, optional
         Collateral balances; open orders (IM only); per-unit MMP and open-order reserves.
     model : str, dict, path or Model
@@ -54,7 +56,9 @@ def margin(positions, instruments, market, index, balances=None, open_orders=Non
     Raises
     ------
     MarginError
-        On any input problem, naming the table, column and rows; nothing is computed.
+        On any input problem, naming the table, column and rows; nothing is computed.  Also
+        when the call's estimated peak memory is above the model's ``max_memory_gb``
+        (default 4; :mod:`pmrisk.resources`), naming the parameters behind it.
 
     Examples
     --------
@@ -110,7 +114,7 @@ def _margin_one(tables, model, valuation_time, risk_vectors, wanted=TABLE_NAMES)
     t0 = time.perf_counter()
     book = load_book(**tables, model=model, valuation_time=valuation_time)
     t1 = time.perf_counter()
-    out = run(book, model)
+    out = run(book, model, risk_vectors)
     t2 = time.perf_counter()
     result = build(out, model, risk_vectors, wanted)
     t3 = time.perf_counter()

@@ -218,7 +218,8 @@ class Monitor:
         self._closed = False
         self.dropped_alert_batches = 0
         self._instruments = tables["instruments"]
-        self._market = MarketState(tables["market"], tables["index"], self._instruments)
+        self._market = MarketState(tables["market"], tables["index"], self._instruments,
+                                   self.model["max_iv"])
         self._rows = {k: AccountRows(k, tables[k]) for k in ACCOUNT_TABLES}
         self._blocks = []
         self._where = {}
@@ -309,9 +310,10 @@ class Monitor:
         Parameters
         ----------
         market, index : Arrow table-like, optional
-            Changed rows only: ``symbol`` plus any of ``mark_price``, ``mark_iv``,
-            ``underlying_price`` (columns left out keep their values); ``underlying``,
-            ``index_price``.
+            Changed rows only: ``symbol`` plus any of ``mark_price``, ``mark_iv`` (an
+            annualised vol as a decimal, 0.60 for 60 %; above the model's ``max_iv`` a tick
+            is refused), ``underlying_price`` (columns left out keep their values);
+            ``underlying``, ``index_price``.
         positions, balances, open_orders : Arrow table-like, optional
             Changed rows only, keyed by (account, symbol), (account, asset) and (account,
             order_id): a row replaces the row with its key or is added; ``quantity`` 0 closes

@@ -27,7 +27,7 @@ import pyarrow.compute as pc
 from . import schema
 from ._arrow import (_is_str, as_table, check_columns, codes, duplicated, float_column, has,
                      lookup, raise_rows, str_column)
-from .book import MAX_IV
+from .book import check_mark_iv
 from .errors import MarginError
 from .schema import TIME
 
@@ -226,8 +226,9 @@ class MarketState:
     prices; :meth:`apply` returns a new state (the arrays are small: one row per instrument
     with a mark, not per position)."""
 
-    def __init__(self, market, index, instruments):
+    def __init__(self, market, index, instruments, max_iv):
         m = market
+        self.max_iv = max_iv             # the model's bound on mark_iv (a decimal vol)
         self.symbols = str_column(m, "symbol").to_pylist()
         self.row = {s: i for i, s in enumerate(self.symbols)}
         self.mark = float_column(m, "market", "mark_price", positive=True).copy()
@@ -288,9 +289,8 @@ class MarketState:
               if has(m, "mark_iv") else None)
         fwd = (float_column(m, "market", "underlying_price", positive=True, nullable=True)
                if has(m, "underlying_price") else None)
-        if iv is not None and (iv > MAX_IV).any():
-            raise_rows(m, "market", "mark_iv", iv > MAX_IV,
-                       f"annualised vols as decimals <= {MAX_IV:g} (0.6 = 60 %)")
+        if iv is not None:
+            check_mark_iv(m, iv, self.max_iv)
         rows = np.array([self.row.get(s, -1) for s in names], dtype=np.int64)
         if mark is None and (rows < 0).any():
             raise_rows(m, "market", "mark_price", rows < 0, "a mark_price for a new symbol")

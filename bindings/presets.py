@@ -10,6 +10,7 @@ INF = float("inf")
 UNDERLYING_DEFAULTS = {
     "price_range": 0.15,
     "buckets_count": 4,
+    # vols are annualised decimals (0.5 = 50 %), as market.mark_iv
     "volatility_range_up": 0.5,
     "volatility_range_down": 0.25,
     "short_term_vega_power": 0.3,
@@ -59,6 +60,9 @@ TOP_DEFAULTS = {
     "collateral": {},
     "default_underlying": {},
     "scenarios": None,               # custom scenario rows (list of dicts) or None
+    # resource and plausibility bounds (not part of the risk model: every preset shares them)
+    "max_memory_gb": 4.0,            # refuse a call whose estimated peak memory is above
+    "max_iv": 5.0,                   # refuse market mark_iv above (decimal: 5.0 = 500 %)
 }
 
 DERIBIT_BTC = {

@@ -21,6 +21,7 @@ from .book import Book, read_index
 from .engine import Outcome
 from .errors import MarginError
 from .model import Model
+from .resources import Shape, check_memory
 from .results import build
 from .scenario_table import scenario_set_for
 from .units import Units, settle_price
@@ -158,6 +159,9 @@ def margin_from_risk_arrays(positions, risk_arrays, model=None, index=None,
     unit_und = und_code[units.utype]
     unit_px = units.settle_px
 
+    check_memory(model, Shape(rows=len(pos_row), positions=len(pos_row), accounts=len(accounts),
+                              units=n_units, revaluation_rows=n_sym,
+                              width=int(scen.price_shock.shape[1])), risk_vectors)
     vectors = K.unit_risk_vectors(*kernel_args(pos_unit, pos_row, quantity, matrix), n_units)
     weighted, worst, binding = K.weighted_worst(*kernel_args(
         vectors, unit_und, unit_px, scen.n_scen, scen.loss_weight, scen.gain_weight,
