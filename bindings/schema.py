@@ -88,4 +88,6 @@ KEYS = {      # "time" is part of a row's key in the tables that carry one
     "reserves": ("account", "unit", "time"),
     "risk_arrays": ("symbol", "scenario"),
     "scenarios": (),
+    "prices": ("underlying", "time"),
+    "iv": ("underlying", "time"),
 }
