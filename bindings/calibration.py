@@ -420,7 +420,8 @@ def _calibrate(prices, base_model, method, lam, interval, horizon, k_sigma, floo
     names = grid.names
     floor = _floors(floors, names)
     e = _estimate(grid, lam, seed_obs, horizon, k_sigma, method, quantile, "prices")
-    up, down = np.expm1(e.log_move), -np.expm1(-e.log_move)
+    up, down = log_ranges(e.sigma, k_sigma, horizon) if method == "ewma" else \
+        log_ranges(e.log_move, 1.0, 1)
     price_range = np.maximum(floor, up)
     rho, est = _correlations(names, e.cov, repair, "prices")
     vol_up = vol_down = None
@@ -475,13 +476,14 @@ _KWARGS = [p for p in inspect.signature(calibrate).parameters if p not in ("pric
 def volatility_paths(prices, lam=0.94, interval="1d", seed_obs=30, underlyings=None,
                      as_of=None):
     """The EWMA volatility per interval over time, for plots: a table ``time, underlying,
-    sigma`` (time: the end of the interval whose return the estimate includes; the first
-    row of each underlying is the seed).
+    sigma, log_return`` (time: the last price time of the interval; sigma: the estimate
+    including that interval's return, the first row of each underlying being the seed;
+    log_return: the interval's return, null across a gap).
 
     >>> from pmrisk import samples
     >>> t = volatility_paths(samples.prices(days=60))
     >>> t.column_names, t.num_rows == 3 * (60 - 30)
-    (['time', 'underlying', 'sigma'], True)
+    (['time', 'underlying', 'sigma', 'log_return'], True)
     """
     _check_args(lam, 1, 3.0, seed_obs, 0.99, "ewma")
     interval_ns = parse_interval(interval)
@@ -492,9 +494,12 @@ def volatility_paths(prices, lam=0.94, interval="1d", seed_obs=30, underlyings=N
     path = np.sqrt(ewma_variance(r, ok, float(lam), int(seed_obs)))
     times = grid.last[seed_obs:]
     n, d = path.shape
+    ret = r[seed_obs - 1:]
     return pa.table({"time": pa.array(np.repeat(times, d), TIME_TYPE),
                      "underlying": pa.array(grid.names * n, pa.string()),
-                     "sigma": pa.array(path.ravel(), pa.float64())})
+                     "sigma": pa.array(path.ravel(), pa.float64()),
+                     "log_return": pa.array(ret.ravel(), pa.float64(),
+                                            mask=~ok[seed_obs - 1:].astype(bool).ravel())})
 
 
 def exceedances(prices, method="ewma", lam=0.94, interval="1d", horizon=1, k_sigma=3.0,

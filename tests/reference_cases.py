@@ -82,3 +82,12 @@ def run_tiers(case):
             model, b["asset"], np.array([b["amount"] * b["index_price"]]))[0])}
     mr7 = float(tiered(np.array([inp["MR7_raw"]]), inp["tiers_usd"])[0])
     return {"MR7_adjusted": mr7, "MMR": max(float(inp["MR"]), mr7)}
+
+
+def run_calibration(case):
+    """SEBI/Varma's log ranges: sigma per interval, k_sigma, horizon -> range up and down, as
+    ``pmrisk.calibrate`` computes them."""
+    from pmrisk.calibration import log_ranges
+    inp = case["inputs"]
+    up, down = log_ranges(inp["sigma"], inp["k_sigma"], inp["horizon"])
+    return {"range_up": float(up), "range_down": float(down)}

@@ -9,8 +9,8 @@ expected key nobody checks, fails the test rather than passing silently.
 import numpy as np
 import pytest
 
-from reference_cases import (HERE, SHARED, case_ids, load, per_symbol_vectors, run_pme,
-                             run_span, run_tiers)
+from reference_cases import (HERE, SHARED, case_ids, load, per_symbol_vectors,
+                             run_calibration, run_pme, run_span, run_tiers)
 
 CASES = case_ids()
 
@@ -23,13 +23,16 @@ def kind_of(case):
         return "span"
     if "tiers_usd" in inp:
         return "tiers"
+    if "sigma" in inp and "k_sigma" in inp:
+        return "calibration"
     raise AssertionError(f"unknown reference-case shape: inputs {sorted(inp)}")
 
 
 @pytest.mark.parametrize("case_id", CASES)
 def test_reference_case(case_id):
     case = load(case_id)
-    checked = {"pme": check_pme, "span": check_span, "tiers": check_tiers}[kind_of(case)](case)
+    checked = {"pme": check_pme, "span": check_span, "tiers": check_tiers,
+               "calibration": check_calibration}[kind_of(case)](case)
     unchecked = {k for k, v in case["expected"].items()
                  if k not in checked and not k.startswith("note") and not isinstance(v, str)}
     assert not unchecked, f"expected values this harness does not check: {sorted(unchecked)}"
@@ -127,6 +130,16 @@ def check_tiers(case):
     for key, want in case["expected"].items():
         assert got[key] == pytest.approx(want, abs=case["tolerance"]["abs"]), key
     return set(case["expected"])
+
+
+def check_calibration(case):
+    got, exp, tol = run_calibration(case), case["expected"], case["tolerance"]
+    for key in ("range_up", "range_down"):
+        assert got[key] == pytest.approx(exp[key], rel=tol["rel"], abs=0), key
+        published = exp[f"{key}_percent_published"]
+        assert 100 * got[key] == pytest.approx(published, abs=tol["published_abs_percent"])
+    return {"range_up", "range_down", "range_up_percent_published",
+            "range_down_percent_published"}
 
 
 def test_reference_copies_match_shared():
