@@ -370,7 +370,9 @@ def calibrate(prices, base_model="standard", method="ewma", lam=0.94, interval="
     repair : {"none", "nearest"}, optional
         A correlation estimate that is not positive semidefinite: refused (``"none"``) or
         replaced by the nearest correlation matrix; default the base model's
-        ``correlations.repair``.
+        ``correlations.repair``.  ``"nearest"`` is also written into the calibrated model
+        (the matrix of a book whose underlyings mix calibrated pairs with the base model's
+        other pairs or default is then repaired at margin time too).
 
     Returns
     -------
@@ -437,13 +439,19 @@ def _calibrate(prices, base_model, method, lam, interval, horizon, k_sigma, floo
     if d > 1:
         over["correlations"] = {f"{names[i]},{names[j]}": float(rho[i, j])
                                 for i in range(d) for j in range(i + 1, d)}
+        if repair == "nearest":
+            over["correlations"]["repair"] = "nearest"
     try:
         model = base.with_overrides(over)
     except MarginError as exc:
+        hint = ("The calibrated pairs, the base model's other pairs and its default "
+                "correlation together are not positive semidefinite: calibrate every "
+                "underlying the base model's [correlations] names, or pass repair=\"nearest\""
+                if str(exc.column).startswith("correlations") else
+                "Lower k_sigma or horizon, or use a base model whose extreme_multiple x "
+                "price_range stays below 1")
         raise MarginError("prices", "index_price", f"a history whose calibrated parameters "
-                          f"the model accepts ({exc})",
-                          hint="Lower k_sigma or horizon, or use a base model whose "
-                          "extreme_multiple x price_range stays below 1") from None
+                          f"the model accepts ({exc})", hint=hint) from None
     as_of_ns = int(grid.last[-1])
     ann = math.sqrt(YEAR_NS / interval_ns)
     rows = []
@@ -561,7 +569,7 @@ def exceedances(prices, method="ewma", lam=0.94, interval="1d", horizon=1, k_sig
             if not (np.isfinite(now) and np.isfinite(later)):
                 continue
             if method == "ewma":
-                move = k_sigma * math.sqrt(var_path[p - seed_obs, j] * horizon)
+                move = k_sigma * math.sqrt(var_path[p - seed_obs, j]) * math.sqrt(horizon)
             else:
                 if p - horizon < seed_obs:
                     continue                # no completed move to take a quantile of yet

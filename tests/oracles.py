@@ -360,13 +360,14 @@ def ewma_covariance(r, ok, lam, seed_obs):
     cov = np.empty((d, d))
     used = np.zeros((d, d), dtype=np.int64)
     for i in range(d):
-        for j in range(d):
+        for j in range(i, d):
             c, n = _seed_cov(r, ok, i, j, seed_obs)
             for t in range(seed_obs, T):
                 if ok[t][i] and ok[t][j]:
                     c = lam * c + (1.0 - lam) * r[t][i] * r[t][j]
                     n += 1
-            cov[i, j], used[i, j] = c, n
+            cov[i, j] = cov[j, i] = c
+            used[i, j] = used[j, i] = n
     return cov, used
 
 
