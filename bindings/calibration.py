@@ -103,7 +103,7 @@ def log_ranges(sigma, k_sigma=3.0, horizon=1):
     exact).
 
     >>> up, down = log_ranges(0.02, 3, 1)
-    >>> round(100 * up, 4), round(100 * down, 4)
+    >>> round(100 * float(up), 4), round(100 * float(down), 4)
     (6.1837, 5.8235)
     """
     x = k_sigma * np.asarray(sigma, dtype=np.float64) * math.sqrt(horizon)
@@ -396,13 +396,15 @@ def calibrate(prices, base_model="standard", method="ewma", lam=0.94, interval="
     --------
     >>> import pmrisk
     >>> from pmrisk import samples
-    >>> model, report = pmrisk.calibrate(samples.prices(days=120), as_of="2024-03-01")
-    >>> report.filter(report["kind"] == "underlying").select(
-    ...     ["underlying", "sigma", "price_range"]).to_pylist()[0]["underlying"]
-    'BTC'
-    >>> round(model.underlying("BTC")["price_range"], 4) == round(
-    ...     report["price_range"][0].as_py(), 4)
+    >>> model, report = pmrisk.calibrate(samples.prices(), as_of="2024-04-01")  # calm regime
+    >>> [(r["underlying"], round(r["sigma_annualised"], 2), round(r["price_range"], 4))
+    ...  for r in report.to_pylist() if r["kind"] == "underlying"]
+    [('BTC', 0.43, 0.0693), ('ETH', 0.55, 0.0901), ('SOL', 0.61, 0.1)]
+    >>> model.underlying("BTC")["price_range"] == report["price_range"][0].as_py()
     True
+    >>> [(r["underlying"], r["other"], round(r["rho"], 2)) for r in report.to_pylist()
+    ...  if r["kind"] == "pair"]
+    [('BTC', 'ETH', 0.79), ('BTC', 'SOL', 0.44), ('ETH', 'SOL', 0.61)]
     """
     cut = None if as_of is None else (to_ns(as_of, "as_of"), True)
     return _calibrate(prices, base_model, method, lam, interval, horizon, k_sigma, floors, cut,
@@ -599,7 +601,7 @@ def kupiec(n, x, p):
 
     >>> lr, pv = kupiec(250, 2, 0.01)
     >>> round(lr, 4), round(pv, 4)
-    (0.1084, 0.742)
+    (0.1084, 0.7419)
     """
     if n == 0:
         return None, None

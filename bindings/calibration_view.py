@@ -82,7 +82,7 @@ def plot(prices, report, path, *, lam=0.94, interval="1d", seed_obs=30, k_sigma=
     fig.colorbar(im, ax=ax, shrink=0.6)
     fig.suptitle(title or f"Calibration: EWMA lambda {lam}, {k_sigma:g} sigma over "
                  f"{horizon} x {interval}", fontsize=10)
-    fig.savefig(path, dpi=72, bbox_inches="tight")
+    fig.savefig(path, dpi=72, bbox_inches="tight", metadata={"Software": None})
     plt.close(fig)
 
 

@@ -582,3 +582,16 @@ def test_parse_interval():
         warnings.simplefilter("error")
         with pytest.raises(MarginError):
             parse_interval("1.5h")
+
+
+def test_readme_calibration_example_runs():
+    import pathlib
+    import re
+    text = (pathlib.Path(__file__).resolve().parents[1] / "README.md").read_text()
+    section = text.split("## Calibration from market data", 1)[1]
+    block = re.findall(r"```python\n(.*?)```", section, re.S)[0]
+    ns = {}
+    exec(compile(block, "README.md", "exec"), ns)
+    assert ns["report"].num_rows == 6 and ns["checks"].num_rows == 3
+    assert ns["result"].accounts.num_rows == 6
+    assert ns["model"].underlying("SOL")["price_range"] == ns["report"]["price_range"][2].as_py()
