@@ -30,7 +30,9 @@ The method, step by step:
    constant 30-day maturity as the shocks are scaled from 30 days), resampled the same way:
    ``volatility_range_up`` = the ``quantile`` of its h-interval relative changes
    ``iv_{t+h}/iv_t - 1`` (at least 0), ``volatility_range_down`` = minus their
-   ``1 - quantile`` quantile (at least 0, below 1).
+   ``1 - quantile`` quantile (at least 0, below 1); for an underlying whose model moves
+   vol in absolute points (``vol_shock = "absolute"``, SPAN), ``vol_scan_range`` = the larger
+   tail quantile of the absolute changes ``iv_{t+h} - iv_t`` instead.
 
 The calibrated model is the base model with, per calibrated underlying, ``price_range`` (and
 the two vol ranges when ``iv`` is given) replaced, and a ``[correlations]`` entry per pair;
@@ -79,6 +81,7 @@ REPORT_SCHEMA = pa.schema([
     ("extreme_move", pa.float64()),     # extreme_multiple x price_range
     ("volatility_range_up", pa.float64()),
     ("volatility_range_down", pa.float64()),
+    ("vol_scan_range", pa.float64()),   # absolute vol shock, vol points (SPAN-style models)
     ("rho", pa.float64()),              # pair rows: the correlation the model uses
     ("rho_estimate", pa.float64()),     # pair rows: the EWMA estimate before any repair
 ])
@@ -279,22 +282,35 @@ def _fhs(grid, var_path, seed_obs, horizon, quantile, j, p_now, name):
 
 
 def _vol_ranges(iv, names, interval_ns, cut, horizon, quantile):
+    """``{underlying: {volatility_range_up, volatility_range_down, vol_scan_range}}`` from
+    the h-interval changes of ``mark_iv``: relative (up: the ``quantile``, down: minus the
+    ``1 - quantile`` quantile) and absolute (vol points: the larger of the two tails)."""
     g = _history(iv, "iv", "mark_iv", interval_ns, cut)
     unknown = [u for u in g.names if u not in names]
     if unknown:
         raise MarginError("iv", "underlying", f"underlyings being calibrated ({names}), got "
                           f"{unknown}", rows=[(u,) for u in unknown], keys=("underlying",))
-    up, down = {}, {}
-    ch = g.level[horizon:] / g.level[:-horizon] - 1.0 if len(g.level) > horizon else \
-        np.zeros((0, len(g.names)))
+    pct = [u for j, u in enumerate(g.names) if np.nanmax(g.level[:, j], initial=0.0) > 5.0]
+    if pct:
+        raise MarginError("iv", "mark_iv", "implied vols as decimals (0.55 for 55 %), got "
+                          "values above 5", rows=[(u,) for u in pct], keys=("underlying",),
+                          hint="Divide a percentage column by 100")
+    out = {}
+    short = len(g.level) <= horizon
+    rel = np.zeros((0, len(g.names))) if short else g.level[horizon:] / g.level[:-horizon] - 1
+    pts = np.zeros((0, len(g.names))) if short else g.level[horizon:] - g.level[:-horizon]
     for j, u in enumerate(g.names):
-        c = ch[:, j][np.isfinite(ch[:, j])]
-        if len(c) < 2:
+        ok = np.isfinite(rel[:, j])
+        if ok.sum() < 2:
             raise MarginError("iv", TIME, f"at least 2 {horizon}-interval changes of mark_iv "
                               "per underlying", rows=[(u,)], keys=("underlying",))
-        up[u] = max(float(np.quantile(c, quantile)), 0.0)
-        down[u] = min(max(-float(np.quantile(c, 1.0 - quantile)), 0.0), 0.99)
-    return up, down
+        c, a = rel[ok, j], pts[ok, j]
+        out[u] = {"volatility_range_up": max(float(np.quantile(c, quantile)), 0.0),
+                  "volatility_range_down": min(max(-float(np.quantile(c, 1.0 - quantile)),
+                                                   0.0), 0.99),
+                  "vol_scan_range": max(float(np.quantile(a, quantile)),
+                                        -float(np.quantile(a, 1.0 - quantile)), 0.0)}
+    return out
 
 
 def _correlations(names, cov, repair, name):
@@ -364,7 +380,8 @@ def calibrate(prices, base_model="standard", method="ewma", lam=0.94, interval="
         The historical method's quantile and the vol shocks' (default 0.99).
     iv : Arrow table-like, optional
         ``time, underlying, mark_iv`` (a decimal) of an at-the-money implied vol per
-        underlying: calibrates ``volatility_range_up`` / ``volatility_range_down``.
+        underlying: calibrates ``volatility_range_up`` / ``volatility_range_down`` (or
+        ``vol_scan_range`` where the model's ``vol_shock`` is ``"absolute"``).
     underlyings : list of str, optional
         Calibrate these only (default every underlying in ``prices``).
     repair : {"none", "nearest"}, optional
@@ -428,14 +445,15 @@ def _calibrate(prices, base_model, method, lam, interval, horizon, k_sigma, floo
         log_ranges(e.log_move, 1.0, 1)
     price_range = np.maximum(floor, up)
     rho, est = _correlations(names, e.cov, repair, "prices")
-    vol_up = vol_down = None
-    if iv is not None:
-        vol_up, vol_down = _vol_ranges(iv, names, interval_ns, cut, horizon, quantile)
+    shocks = {} if iv is None else _vol_ranges(iv, names, interval_ns, cut, horizon,
+                                               quantile)
     over = {}
     for j, u in enumerate(names):
         sec = {"price_range": float(price_range[j])}
-        if vol_up is not None and u in vol_up:
-            sec.update(volatility_range_up=vol_up[u], volatility_range_down=vol_down[u])
+        if u in shocks:                   # the keys the model's vol shock reads
+            keys = ("vol_scan_range",) if base.underlying(u)["vol_shock"] == "absolute" \
+                else ("volatility_range_up", "volatility_range_down")
+            sec.update({k: shocks[u][k] for k in keys})
         over[u] = sec
     d = len(names)
     if d > 1:
@@ -465,8 +483,9 @@ def _calibrate(prices, base_model, method, lam, interval, horizon, k_sigma, floo
             "range_down": float(down[j]), "price_range": float(price_range[j]),
             "floor_hit": bool(floor[j] > up[j]),
             "extreme_move": float(model.underlying(u)["extreme_multiple"] * price_range[j]),
-            "volatility_range_up": None if vol_up is None else vol_up.get(u),
-            "volatility_range_down": None if vol_down is None else vol_down.get(u),
+            **{k: shocks.get(u, {}).get(k) for k in ("volatility_range_up",
+                                                     "volatility_range_down",
+                                                     "vol_scan_range")},
             "rho": None, "rho_estimate": None})
     for i in range(d):
         for j in range(i + 1, d):

@@ -175,6 +175,18 @@ def test_vol_shocks_from_implied_vol_history():
     assert rep["volatility_range_up"][1].as_py() is None          # ETH: no iv given
     base = pmrisk.Model.preset("standard").underlying("ETH")
     assert model.underlying("ETH")["volatility_range_up"] == base["volatility_range_up"]
+    # a SPAN-style model moves vol in points: vol_scan_range from the absolute changes
+    span, rep = pmrisk.calibrate(p, iv=ivt, horizon=2, quantile=0.95, base_model="span")
+    pts = iv[2:] - iv[:-2]
+    want = max(np.quantile(pts, 0.95), -np.quantile(pts, 0.05))
+    assert span.underlying("BTC")["vol_scan_range"] == pytest.approx(want, rel=1e-14)
+    assert span.underlying("BTC")["volatility_range_up"] == \
+        pmrisk.Model.preset("span").underlying("BTC")["volatility_range_up"]
+    assert rep["vol_scan_range"][0].as_py() == span.underlying("BTC")["vol_scan_range"]
+    with pytest.raises(MarginError) as exc:             # percentages, not decimals
+        pmrisk.calibrate(p, iv=ivt.set_column(2, "mark_iv", pa.array(iv * 100)))
+    assert (exc.value.table, exc.value.column, exc.value.rows) == ("iv", "mark_iv",
+                                                                   [("BTC",)])
 
 
 # -- PSD: repaired or refused as the model says ---------------------------------------------
