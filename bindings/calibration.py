@@ -172,10 +172,14 @@ def _history(obj, name, value, interval_ns, cut=None, underlyings=None):
     ns, level, und = ns[keep], level[keep], und[keep]
     bucket = ns // interval_ns
     grid, g = np.unique(bucket, return_inverse=True)
-    col = {names_all.index(u): j for j, u in enumerate(wanted)}
+    col = np.full(len(names_all), -1, dtype=np.int64)
+    col[[names_all.index(u) for u in wanted]] = np.arange(len(wanted))
     out = np.full((len(grid), len(wanted)), np.nan)
-    rows = np.argsort(ns, kind="stable")           # later rows overwrite: the last per bucket
-    out[g[rows], [col[c] for c in und[rows].tolist()]] = level[rows]
+    o = np.lexsort((ns, und))                      # per underlying, in time order
+    last_row = np.r_[(und[o][1:] != und[o][:-1]) | (bucket[o][1:] != bucket[o][:-1]), True] \
+        if len(o) else np.zeros(0, dtype=bool)
+    rows = o[last_row]                             # the last row of each (underlying, bucket)
+    out[g[rows], col[und[rows]]] = level[rows]
     last = np.full(len(grid), np.iinfo(np.int64).min, dtype=np.int64)
     np.maximum.at(last, g, ns)
     return _Grid(wanted, out, last)
