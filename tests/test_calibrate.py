@@ -607,3 +607,14 @@ def test_readme_calibration_example_runs():
     assert ns["report"].num_rows == 6 and ns["checks"].num_rows == 3
     assert ns["result"].accounts.num_rows == 6
     assert ns["model"].underlying("SOL")["price_range"] == ns["report"]["price_range"][2].as_py()
+
+
+def test_plot_without_matplotlib_is_a_one_line_error(tmp_path, monkeypatch, capsys):
+    import sys
+    prices = tmp_path / "prices.parquet"
+    pq.write_table(samples.prices(days=60), prices)
+    monkeypatch.setitem(sys.modules, "matplotlib", None)        # import matplotlib fails
+    assert main(["calibrate", "--prices", str(prices), "--plot", str(tmp_path / "x.png")]) == 2
+    err = capsys.readouterr().err.strip()
+    assert err.count("\n") == 0 and "pip install matplotlib" in err
+    assert not (tmp_path / "x.png").exists()
