@@ -618,3 +618,17 @@ def test_plot_without_matplotlib_is_a_one_line_error(tmp_path, monkeypatch, caps
     err = capsys.readouterr().err.strip()
     assert err.count("\n") == 0 and "pip install matplotlib" in err
     assert not (tmp_path / "x.png").exists()
+
+
+def test_recalibrated_backtest_on_dask_equals_single_process():
+    import distributed                      # the test extra installs it: never skipped
+    h, p = backtest_inputs()
+    local = run_backtest(h, p, seed_obs=20).accounts
+    with distributed.LocalCluster(n_workers=2, threads_per_worker=1, processes=False,
+                                  dashboard_address=":0") as cluster, \
+            distributed.Client(cluster) as client:
+        r = pmrisk.backtest(h["positions"], h["instruments"], h["market"], h["index"],
+                            h["balances"], model="standard", progress=False, client=client,
+                            batch_rows=40, calibrate={"prices": p, "every": "1d",
+                                                      "seed_obs": 20})
+    assert r.accounts.equals(local)
