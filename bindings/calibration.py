@@ -128,11 +128,6 @@ class _Grid:
         ok = np.isfinite(r)
         return np.ascontiguousarray(np.where(ok, r, 0.0)), ok.astype(np.int64)
 
-    def moves(self, h):
-        """h-interval log moves from each row p to p + h: float64[G - h, d] (NaN: a gap)."""
-        with np.errstate(invalid="ignore", divide="ignore"):
-            return np.log(self.level[h:] / self.level[:-h])
-
 
 def _history(obj, name, value, interval_ns, cut=None, underlyings=None):
     """Validate ``obj`` (a ``time, underlying, <value>`` table), keep rows up to ``cut``
