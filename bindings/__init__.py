@@ -6,6 +6,7 @@
 """
 
 from .backtest import BacktestOutput, backtest
+from .calibration import CalibrationSchedule, calibrate, exceedances
 from .correlation import CorrelationMatrix, CorrelationRepaired, correlation_matrix
 from .eligibility import eligibility
 from .errors import MarginError
@@ -21,4 +22,4 @@ __version__ = "0.1.0"
 __all__ = ["margin", "margin_from_risk_arrays", "Model", "MarginError", "MarginResult",
            "eligibility", "liquidation_plan", "correlation_matrix", "CorrelationMatrix",
            "CorrelationRepaired", "warmup", "backtest", "BacktestOutput", "Monitor",
-           "MonitorUpdate", "__version__"]
+           "MonitorUpdate", "calibrate", "exceedances", "CalibrationSchedule", "__version__"]

@@ -47,6 +47,7 @@ import numpy as np
 import pyarrow as pa
 
 from ._arrow import NAT, as_table, check_columns, time_column
+from .calibration import CalibrationSchedule
 from .errors import MarginError
 from .fill import advance_carry, check_mode, forward_fill
 from .margin import _wanted, margin
@@ -669,7 +670,7 @@ def _timings(dones, t0, n_batches):
 def backtest(positions, instruments, market, index, balances=None, model=None, out=None,
              client=None, progress=True, *, open_orders=None, reserves=None,
              tables=("accounts",), fill_market="none", batch_rows=BATCH_ROWS,
-             overwrite=False):
+             overwrite=False, calibrate=None):
     """Margin every (time, account) snapshot of a history, streamed in time-ordered batches.
 
     Parameters
@@ -711,6 +712,14 @@ def backtest(positions, instruments, market, index, balances=None, model=None, o
         With ``out``: replace an earlier backtest's output there (a directory holding only
         ``accounts/``, ``units/``, ``positions/`` of ``part-*.parquet`` files; anything else
         in it is refused, never deleted).
+    calibrate : dict or CalibrationSchedule, optional
+        Recalibrate the model on a schedule from a price history, using for each snapshot
+        only prices strictly before it: ``{"prices": table, "every": "1d", ...}`` (other keys
+        are :func:`pmrisk.calibrate`'s keyword arguments; ``model`` is the base model) or a
+        :class:`pmrisk.CalibrationSchedule`.  The snapshots of the period starting at ``b``
+        (periods of ``every`` from 1970-01-01 UTC) use the model calibrated from the prices
+        with ``time < b``; batches never straddle a period.  ``schedule.reports`` keeps each
+        calibration's report.
 
     Returns
     -------
@@ -756,13 +765,17 @@ def backtest(positions, instruments, market, index, balances=None, model=None, o
         out = check_out(out, {k: input_paths(v) for k, v in given.items() if v is not None},
                         overwrite)
     sources = {k: _Source(k, v) for k, v in given.items() if v is not None}
-    _, batches = _plan(sources, batch_rows, fill)
+    times, batches = _plan(sources, batch_rows, fill)
+    schedule = _schedule(calibrate)
+    if schedule is not None:
+        batches, starts = _split_periods(batches, times, schedule)
     static = {k: s.whole() for k, s in sources.items() if not s.timed}
     bar = _Progress(progress, sum(b.rows for b in batches), len(batches))
     staging = _Staging(out, wanted) if out is not None else None
 
     def job(b, carry):
-        return _Job(b.index, b.rows, model, wanted, fill, staging and staging.path, carry)
+        m = model if schedule is None else schedule.model_before(starts[b.index], model)
+        return _Job(b.index, b.rows, m, wanted, fill, staging and staging.path, carry)
 
     def cut(b):
         return {k: s.slice(b.lo, b.hi) for k, s in sources.items() if s.timed}
@@ -811,6 +824,37 @@ def _check_client(client):
     if client is not None and not all(callable(getattr(client, k, None)) for k in needs):
         raise MarginError("arguments", "client", "a dask.distributed.Client (or None to run "
                           f"in this process), got {type(client).__name__}")
+
+
+def _schedule(calibrate):
+    if calibrate is None or isinstance(calibrate, CalibrationSchedule):
+        return calibrate
+    if not isinstance(calibrate, dict) or "prices" not in calibrate:
+        raise MarginError("arguments", "calibrate", "a dict {\"prices\": table, \"every\": "
+                          "\"1d\", ...} or a pmrisk.CalibrationSchedule, got "
+                          f"{type(calibrate).__name__}")
+    return CalibrationSchedule(**calibrate)
+
+
+def _split_periods(batches, times, schedule):
+    """Cut the batches where the calibration period changes: ``(batches, {index: period
+    start})``, every batch's times in one period."""
+    out, starts = [], {}
+    for b in batches:
+        i0 = 0 if b.lo is None else int(np.searchsorted(times, b.lo))
+        i1 = int(np.searchsorted(times, b.hi))
+        period = np.array([schedule.period_start(t) for t in times[i0:i1].tolist()])
+        cuts = np.flatnonzero(np.r_[True, period[1:] != period[:-1]]) if len(period) else \
+            np.zeros(1, dtype=np.int64)
+        ends = np.r_[cuts[1:], i1 - i0]
+        for k, (a, e) in enumerate(zip(cuts, ends)):
+            lo = b.lo if k == 0 else int(times[i0 + a])
+            hi = b.hi if e == i1 - i0 else int(times[i0 + e])
+            rows = b.rows * int(e - a) // max(i1 - i0, 1)
+            starts[len(out)] = int(period[a]) if len(period) else \
+                schedule.period_start(b.hi)
+            out.append(_Batch(len(out), lo, hi, rows, int(e - a)))
+    return out, starts
 
 
 def _run_on_dask(client, batches, sources, static, cut, job, fill, bar, model):

@@ -1,5 +1,5 @@
-"""Command line: ``pmrisk demo``, ``pmrisk margin`` (SPEC §13), ``pmrisk samples history`` and
-``pmrisk backtest``."""
+"""Command line: ``pmrisk demo``, ``pmrisk margin`` (SPEC §13), ``pmrisk samples history``,
+``pmrisk backtest`` and ``pmrisk calibrate``."""
 
 import argparse
 import os
@@ -336,11 +336,14 @@ def main(argv=None):
     _add_backtest_commands(sub)
     from .monitor_view import add_monitor_command, demo_command, monitor_command
     add_monitor_command(sub)
+    from .calibration_view import add_calibrate_command, calibrate_command
+    add_calibrate_command(sub)
     args = p.parse_args(argv)
     try:
         handler = {"demo": demo_command if getattr(args, "monitor", False) else _demo,
                    "margin": _margin, "samples": _samples, "backtest": _backtest,
-                   "monitor": monitor_command}[args.cmd]
+                   "monitor": monitor_command,
+                   "calibrate": lambda a: calibrate_command(a, read_input)}[args.cmd]
         return handler(args)
     except MarginError as exc:      # bad input (a file that cannot be read is one too)
         path = getattr(exc, "file", None) or _input_files(args).get(exc.table)

@@ -304,7 +304,7 @@ class Monitor:
 
     # -- updating -------------------------------------------------------------------------
     def update(self, market=None, index=None, positions=None, balances=None,
-               open_orders=None, valuation_time=None, *, at=None):
+               open_orders=None, valuation_time=None, *, at=None, model=None):
         """Apply a change and recompute what depends on it.
 
         Parameters
@@ -322,6 +322,10 @@ class Monitor:
             A new valuation time: every account is recomputed (times to expiry move).
         at : datetime, str or numpy datetime64, optional
             The time on the alerts (default: ``valuation_time`` if given, else now).
+        model : str, dict, path or Model, optional
+            A new risk model (e.g. recalibrated, see :meth:`recalibrate`): every account is
+            recomputed with it and alerts fire as on any update.  Its thresholds must be the
+            monitor's (the alert state is kept per level).
 
         Returns
         -------
@@ -332,7 +336,7 @@ class Monitor:
             to_ns(valuation_time) if valuation_time is not None else int(_time.time_ns()))
         with self._lock, numba_threads(self._threads):
             res = self._update(market, index, positions, balances, open_orders,
-                               valuation_time, at_ns)
+                               valuation_time, at_ns, model)
             res.seconds = _time.perf_counter() - t0
             if res.alerts.num_rows and self._queue is not None:
                 for batch in res.alerts.to_batches():
@@ -345,8 +349,23 @@ class Monitor:
                 self._on_alert(batch)
         return res
 
-    def _update(self, market, index, positions, balances, open_orders, valuation_time, at_ns):
+    def recalibrate(self, prices, *, at=None, **kwargs):
+        """Recalibrate the model from a price history (:func:`pmrisk.calibrate` with the
+        monitor's model as the base model and ``kwargs``) and swap it in: every account is
+        recomputed and alerts fire as on any update.  Returns ``(MonitorUpdate, report)``."""
+        from .calibration import calibrate
+        model, report = calibrate(prices, base_model=self.model, **kwargs)
+        return self.update(model=model, at=at), report
+
+    def _update(self, market, index, positions, balances, open_orders, valuation_time, at_ns,
+                model=None):
         # 1. check everything, change nothing
+        if model is not None:
+            model = Model.coerce(model)
+            if model["thresholds"] != self.model["thresholds"]:
+                raise MarginError("arguments", "model", "a model with the monitor's thresholds "
+                                  f"{self.model['thresholds']}, got {model['thresholds']}",
+                                  hint="Start a new Monitor to change the alert levels")
         if market is not None or index is not None:
             new_market, symbols, assets = self._market.apply(market, index)
         else:
@@ -359,17 +378,19 @@ class Monitor:
                 ups[name] = rows.upsert(rows.prepare(upd))
         changed = list(dict.fromkeys(a for u in ups.values() for a in u))
         vt = to_ns(valuation_time) if valuation_time is not None else self._vt
-        full = vt != self._vt or bool(set(new_market.index) - set(self._market.index))
+        full = vt != self._vt or bool(set(new_market.index) - set(self._market.index)) \
+            or model is not None
         keep = [a for a in changed if any(
             (ups[k][a].num_rows > 0) if k in ups and a in ups[k] else r.has_rows(a)
             for k, r in self._rows.items())]
         removed = [a for a in changed if a not in set(keep) and a in self._where]
         if full:
             old_vt, self._vt = self._vt, vt
+            old_model, self.model = self.model, model if model is not None else self.model
             try:
                 block = self._new_block(self._state_tables(None, new_market, ups), new_market)
             except Exception:
-                self._vt = old_vt
+                self._vt, self.model = old_vt, old_model
                 raise
         else:
             block = self._new_block(self._state_tables(keep, new_market, ups), new_market) \

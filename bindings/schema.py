@@ -106,4 +106,6 @@ KEYS = {      # "time" is part of a row's key in the tables that carry one
     "risk_arrays": ("symbol", "scenario"),
     "scenarios": (),
     "brackets": ("symbol", "bracket"),
+    "prices": ("underlying", "time"),
+    "iv": ("underlying", "time"),
 }

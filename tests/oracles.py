@@ -361,3 +361,55 @@ def stablecoin_hedged(cash_delta):
                 left[a] -= math.copysign(h, left[a])
                 left[b] -= math.copysign(h, left[b])
     return out
+
+def _seed_cov(r, ok, i, j, seed_obs):
+    rows = [t for t in range(seed_obs) if ok[t][i] and ok[t][j]]
+    if len(rows) < 2:
+        return float("nan"), len(rows)
+    mi = sum(r[t][i] for t in rows) / len(rows)
+    mj = sum(r[t][j] for t in rows) / len(rows)
+    return sum((r[t][i] - mi) * (r[t][j] - mj) for t in rows) / (len(rows) - 1), len(rows)
+
+
+def ewma_variance(r, ok, lam, seed_obs):
+    """EWMA variance path (kernel/ewma.py), plain Python: the seed (sample variance of the
+    first seed_obs returns, divisor n - 1), then sigma2 = lam*sigma2 + (1-lam)*r**2 on rows
+    where the return exists."""
+    T, d = len(r), len(r[0])
+    out = np.empty((T - seed_obs + 1, d))
+    for i in range(d):
+        v, _ = _seed_cov(r, ok, i, i, seed_obs)
+        path = [v]
+        for t in range(seed_obs, T):
+            if ok[t][i]:
+                v = lam * v + (1.0 - lam) * r[t][i] ** 2
+            path.append(v)
+        out[:, i] = path
+    return out
+
+
+def ewma_covariance(r, ok, lam, seed_obs):
+    """EWMA covariance after the last row and the rows that fed each pair, plain Python."""
+    T, d = len(r), len(r[0])
+    cov = np.empty((d, d))
+    used = np.zeros((d, d), dtype=np.int64)
+    for i in range(d):
+        for j in range(i, d):
+            c, n = _seed_cov(r, ok, i, j, seed_obs)
+            for t in range(seed_obs, T):
+                if ok[t][i] and ok[t][j]:
+                    c = lam * c + (1.0 - lam) * r[t][i] * r[t][j]
+                    n += 1
+            cov[i, j] = cov[j, i] = c
+            used[i, j] = used[j, i] = n
+    return cov, used
+
+
+def fhs_quantile(moves, sigma_then, sigma_now, quantile):
+    """Quantile of |move| * sigma_now / sigma_then with linear interpolation between the
+    sorted values (numpy's default), written out."""
+    x = sorted(abs(m) * sigma_now / s for m, s in zip(moves, sigma_then))
+    pos = quantile * (len(x) - 1)
+    lo = int(math.floor(pos))
+    hi = min(lo + 1, len(x) - 1)
+    return x[lo] + (x[hi] - x[lo]) * (pos - lo)

@@ -141,3 +141,11 @@ def run_mr9(case):
     charge, hedged = mr9(np.array([[h, 0.0, -h]]), inp["tiers_usd"])
     assert hedged.tolist() == [[h, 0.0, 0.0]]
     return {"MR9": float(charge[0])}
+
+def run_calibration(case):
+    """SEBI/Varma's log ranges: sigma per interval, k_sigma, horizon -> range up and down, as
+    ``pmrisk.calibrate`` computes them."""
+    from pmrisk.calibration import log_ranges
+    inp = case["inputs"]
+    up, down = log_ranges(inp["sigma"], inp["k_sigma"], inp["horizon"])
+    return {"range_up": float(up), "range_down": float(down)}

@@ -11,8 +11,8 @@ import numpy as np
 import pytest
 
 from reference_cases import (HERE, SHARED, case_ids, load, per_symbol_vectors,
-                             run_coinm_brackets, run_mr9, run_pme, run_span, run_tiers,
-                             run_usdm_brackets)
+                             run_calibration, run_coinm_brackets, run_mr9, run_pme, run_span,
+                             run_tiers, run_usdm_brackets)
 
 CASES = case_ids()
 
@@ -31,6 +31,8 @@ def kind_of(case):
         return "mr9"
     if "tiers_usd" in inp:
         return "tiers"
+    if "sigma" in inp and "k_sigma" in inp:
+        return "calibration"
     raise AssertionError(f"unknown reference-case shape: inputs {sorted(inp)}")
 
 
@@ -39,7 +41,8 @@ def test_reference_case(case_id):
     case = load(case_id)
     checked = {"pme": check_pme, "span": check_span, "tiers": check_tiers, "mr9": check_mr9,
                "coinm_brackets": check_coinm_brackets,
-               "usdm_brackets": check_usdm_brackets}[kind_of(case)](case)
+               "usdm_brackets": check_usdm_brackets,
+               "calibration": check_calibration}[kind_of(case)](case)
     unchecked = {k for k, v in case.get("expected", {}).items()
                  if k not in checked and not k.startswith("note") and not isinstance(v, str)}
     assert not unchecked, f"expected values this harness does not check: {sorted(unchecked)}"
@@ -173,6 +176,16 @@ def check_usdm_brackets(case):
         assert expected, f"sub-case without expected values: {sub}"
         _check_sub(run_usdm_brackets(case, sub), expected, case["tolerance"], sub)
     return set()
+
+
+def check_calibration(case):
+    got, exp, tol = run_calibration(case), case["expected"], case["tolerance"]
+    for key in ("range_up", "range_down"):
+        assert got[key] == pytest.approx(exp[key], rel=tol["rel"], abs=0), key
+        published = exp[f"{key}_percent_published"]
+        assert 100 * got[key] == pytest.approx(published, abs=tol["published_abs_percent"])
+    return {"range_up", "range_down", "range_up_percent_published",
+            "range_down_percent_published"}
 
 
 def test_reference_copies_match_shared():
