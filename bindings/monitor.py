@@ -332,7 +332,7 @@ class Monitor:
         MonitorUpdate
         """
         t0 = _time.perf_counter()
-        at_ns = to_ns(at) if at is not None else (
+        at_ns = to_ns(at, "at") if at is not None else (
             to_ns(valuation_time) if valuation_time is not None else int(_time.time_ns()))
         with self._lock, numba_threads(self._threads):
             res = self._update(market, index, positions, balances, open_orders,
