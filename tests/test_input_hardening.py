@@ -543,8 +543,9 @@ def test_polars_open_orders_and_liquidation_plan():
     """The reported case: open orders from polars (string_view) in margin() and in a plan
     that cancels them (the plan of every string layout is the plain one)."""
     pl = pytest.importorskip("polars")
-    b = book()
+    b = book(positions=lambda c: {k: [v[0], v[3]] for k, v in c.items()})  # a plan of 2 steps
     ref = pmrisk.liquidation_plan(**b)
+    assert ref["action"].to_pylist() == ["cancel_order", "reduce"]
     b["open_orders"] = pl.DataFrame(base()["open_orders"])
     assert pa.table(b["open_orders"]).schema.field("order_id").type == pa.string_view()
     plan = pmrisk.liquidation_plan(**b)
