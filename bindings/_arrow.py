@@ -166,7 +166,9 @@ def check_columns(table, name, spec):
         if pa.types.is_null(t) and nullable:
             continue                      # an all-null column (e.g. from Python None values)
         if not ok(t):
-            raise MarginError(name, col, f"{what}, got {t}")
+            hint = ("Integers have no unit: convert them, e.g. pandas.to_datetime(values, "
+                    "unit='s', utc=True)" if kind == "time" and pa.types.is_integer(t) else None)
+            raise MarginError(name, col, f"{what}, got {t}", hint=hint)
         if not nullable and table.column(col).null_count:
             bad = np.asarray(table.column(col).is_null().to_numpy(zero_copy_only=False))
             raise_rows(table, name, col, bad, "no nulls")
