@@ -9,7 +9,7 @@ from .backtest import BacktestOutput, backtest
 from .calibration import CalibrationSchedule, calibrate, exceedances
 from .correlation import CorrelationMatrix, CorrelationRepaired, correlation_matrix
 from .eligibility import eligibility
-from .errors import MarginError
+from .errors import MarginError, MarginWarning
 from .liquidation import liquidation_plan
 from .margin import margin
 from .model import Model
@@ -19,7 +19,8 @@ from .risk_arrays import margin_from_risk_arrays
 from .warmup import warmup
 
 __version__ = "0.1.0"
-__all__ = ["margin", "margin_from_risk_arrays", "Model", "MarginError", "MarginResult",
+__all__ = ["margin", "margin_from_risk_arrays", "Model", "MarginError", "MarginWarning",
+           "MarginResult",
            "eligibility", "liquidation_plan", "correlation_matrix", "CorrelationMatrix",
            "CorrelationRepaired", "warmup", "backtest", "BacktestOutput", "Monitor",
            "MonitorUpdate", "calibrate", "exceedances", "CalibrationSchedule", "__version__"]

@@ -19,23 +19,115 @@ from .errors import MarginError
 def as_table(obj, name):
     """A ``pyarrow.Table`` from a Table, RecordBatch, RecordBatchReader, any object with
     ``__arrow_c_stream__`` / ``__arrow_c_array__`` (pandas >= 2.2, polars, duckdb, nanoarrow),
-    a dict of columns or a list of row dicts.  ``None`` stays ``None``."""
-    if obj is None or isinstance(obj, pa.Table):
-        return obj
-    if isinstance(obj, pa.RecordBatch):
-        return pa.Table.from_batches([obj])
-    if isinstance(obj, pa.RecordBatchReader):
-        return obj.read_all()
-    if hasattr(obj, "__arrow_c_stream__"):
-        return pa.table(obj)
-    if hasattr(obj, "__arrow_c_array__"):
-        return pa.Table.from_batches([pa.record_batch(obj)])
-    if isinstance(obj, dict):
-        return pa.table(obj)
-    if isinstance(obj, list):
-        return pa.Table.from_pylist(obj)
-    raise MarginError(name, None, "an Arrow table, a RecordBatch or an object exposing "
-                      f"__arrow_c_stream__ (pandas, polars, duckdb), got {type(obj).__name__}")
+    a dict of columns or a list of row dicts.  ``None`` stays ``None``.
+
+    The one way in for every input table: column names must be unique, and every string
+    layout (``large_string``, ``string_view``, dictionary-encoded) becomes plain ``string``
+    here, so that no later step meets a layout some Arrow kernel lacks.  A dict or row list
+    that Arrow cannot make a table of is a :class:`MarginError` naming the column.
+
+    >>> as_table({"a": ["x"], "b": [1]}, "t").schema.names
+    ['a', 'b']
+    >>> as_table({"a": ["x", "y"], "b": [1]}, "t")
+    Traceback (most recent call last):
+    ...
+    pmrisk.errors.MarginError: t.b: expected a column as long as the others (2 rows), got 1 rows
+    """
+    if obj is None:
+        return None
+    if isinstance(obj, pa.Table):
+        table = obj
+    elif isinstance(obj, pa.RecordBatch):
+        table = pa.Table.from_batches([obj])
+    elif isinstance(obj, pa.RecordBatchReader):
+        table = obj.read_all()
+    elif hasattr(obj, "__arrow_c_stream__"):
+        table = pa.table(obj)
+    elif hasattr(obj, "__arrow_c_array__"):
+        table = pa.Table.from_batches([pa.record_batch(obj)])
+    elif isinstance(obj, dict):
+        table = _from_columns(obj, name)
+    elif isinstance(obj, list):
+        table = _from_rows(obj, name)
+    else:
+        raise MarginError(name, None, "an Arrow table, a RecordBatch or an object exposing "
+                          f"__arrow_c_stream__ (pandas, polars, duckdb), got "
+                          f"{type(obj).__name__}")
+    names = table.column_names
+    if len(set(names)) != len(names):
+        dup = sorted({c for c in names if names.count(c) > 1})
+        raise MarginError(name, dup[0], "unique column names, got "
+                          f"{', '.join(map(repr, dup))} more than once")
+    return _plain_strings(table)
+
+
+_ARROW_ERRORS = (pa.ArrowInvalid, pa.ArrowTypeError, pa.ArrowNotImplementedError, TypeError,
+                 OverflowError, ValueError)
+
+
+def _from_columns(columns, name):
+    """``pa.table(dict)``; columns of unequal length or of values Arrow cannot type are a
+    :class:`MarginError` naming the column."""
+    try:
+        return pa.table(columns)
+    except _ARROW_ERRORS as exc:
+        cause = exc
+    arrays = {}
+    for col, values in columns.items():
+        try:
+            arrays[str(col)] = values if isinstance(values, (pa.Array, pa.ChunkedArray)) \
+                else pa.array(values)
+        except _ARROW_ERRORS as exc:
+            raise MarginError(name, str(col), f"values of one type ({exc})") from None
+    lengths = [len(a) for a in arrays.values()]
+    if lengths and len(set(lengths)) > 1:
+        first = lengths[0]
+        col = next(c for c, a in arrays.items() if len(a) != first)
+        raise MarginError(name, col, f"a column as long as the others ({first} rows), got "
+                          f"{len(arrays[col])} rows")
+    raise MarginError(name, None, f"a table of columns ({cause})")
+
+
+def _from_rows(rows, name):
+    """``pa.Table.from_pylist``; a row that is not a dict, or a column whose values have no
+    one type, is a :class:`MarginError` naming the column and the row."""
+    bad = [i for i, r in enumerate(rows) if not isinstance(r, dict)]
+    if bad:
+        raise MarginError(name, None, "a list of row dicts", rows=[(i,) for i in bad[:5]],
+                          keys=("row",), n_bad=len(bad))
+    try:
+        return pa.Table.from_pylist(rows)
+    except _ARROW_ERRORS as exc:
+        cause = exc
+    cols = list(dict.fromkeys(k for r in rows for k in r))
+    for col in cols:
+        values = [r.get(col) for r in rows]
+        try:
+            pa.array(values)
+        except _ARROW_ERRORS as exc:
+            kinds = [type(v).__name__ for v in values if v is not None]
+            first = kinds[0] if kinds else None
+            where = [(i,) for i, v in enumerate(values)
+                     if v is not None and type(v).__name__ != first][:5]
+            raise MarginError(name, str(col), f"values of one type, got {sorted(set(kinds))} "
+                              f"({exc})", rows=where, keys=("row",)) from None
+    raise MarginError(name, None, f"a list of row dicts ({cause})")
+
+
+def _plain_strings(table):
+    """Every string-like column (``large_string``, ``string_view``, dictionary of strings)
+    as plain ``string``; other columns untouched (no copy when there is nothing to do)."""
+    for i, field in enumerate(table.schema):
+        t = field.type
+        if _is_str(t) and not pa.types.is_string(t):
+            arr = table.column(i)
+            if pa.types.is_dictionary(t):
+                # decode through a plain-string dictionary: casting a dictionary straight to
+                # string (from string_view values: polars Categorical) is not implemented
+                arr = arr.cast(pa.dictionary(t.index_type, pa.string()))
+            table = table.set_column(i, pa.field(field.name, pa.string(), field.nullable),
+                                     arr.cast(pa.string()))
+    return table
 
 
 def _is_str(t):
@@ -74,7 +166,9 @@ def check_columns(table, name, spec):
         if pa.types.is_null(t) and nullable:
             continue                      # an all-null column (e.g. from Python None values)
         if not ok(t):
-            raise MarginError(name, col, f"{what}, got {t}")
+            hint = ("Integers have no unit: convert them, e.g. pandas.to_datetime(values, "
+                    "unit='s', utc=True)" if kind == "time" and pa.types.is_integer(t) else None)
+            raise MarginError(name, col, f"{what}, got {t}", hint=hint)
         if not nullable and table.column(col).null_count:
             bad = np.asarray(table.column(col).is_null().to_numpy(zero_copy_only=False))
             raise_rows(table, name, col, bad, "no nulls")
@@ -130,22 +224,37 @@ def str_column(table, col):
     return arr.combine_chunks()
 
 
+MAX_ABS = 1e15        # |number| in any input column: beyond it a value is a mistake, and
+MIN_POSITIVE = 1e-12  # a column of numbers > 0 holds none below it (1 / price, price ratios):
+# inside both bounds no product or quotient of the inputs nears float64's range (1.8e308)
+
+
 def float_column(table, name, col, *, positive=False, finite=True, nullable=False):
-    """A numeric column as contiguous float64 (nulls -> NaN when ``nullable``), checked."""
+    """A numeric column as contiguous float64 (nulls -> NaN when ``nullable``), checked:
+    finite, of magnitude <= :data:`MAX_ABS` and, with ``positive``, >= :data:`MIN_POSITIVE`
+    (integers of any size are read, then checked like floats)."""
     arr = table.column(col)
     valid = ~np.asarray(arr.is_null().to_numpy(zero_copy_only=False))
-    values = np.ascontiguousarray(
-        arr.cast(pa.float64()).to_numpy(zero_copy_only=False), dtype=np.float64)
+    # unsafe: an integer above 2**53 rounds to the nearest float (then fails the bound)
+    values = np.ascontiguousarray(arr.cast(pa.float64(), safe=False).to_numpy(
+        zero_copy_only=False), dtype=np.float64)
     if not nullable and not valid.all():
         raise_rows(table, name, col, ~valid, "no nulls")
     if finite:
         bad = valid & ~np.isfinite(values)
         if bad.any():
             raise_rows(table, name, col, bad, "finite numbers")
+        bad = valid & (np.abs(values) > MAX_ABS)
+        if bad.any():
+            raise_rows(table, name, col, bad, f"numbers of magnitude <= {MAX_ABS:g}")
     if positive:
         bad = valid & ~(values > 0.0)
         if bad.any():
             raise_rows(table, name, col, bad, "numbers > 0")
+        if finite:
+            bad = valid & (values < MIN_POSITIVE)
+            if bad.any():
+                raise_rows(table, name, col, bad, f"numbers >= {MIN_POSITIVE:g}")
     if nullable:
         values = np.where(valid, values, np.nan)
     return values
@@ -203,23 +312,72 @@ def _parse_ts(s):
     return None
 
 
+_TIME_FORMS = ("a datetime, an ISO-8601 string such as '2024-06-17T08:00:00Z', a numpy "
+               "datetime64 or a pandas Timestamp")
+
+
 def to_ns(value, what="valuation_time"):
-    """A scalar timestamp (datetime, numpy datetime64, pandas Timestamp, ISO string) -> ns UTC."""
+    """The one reading of a user's time: a ``datetime`` (tz-naive means UTC), ``date``
+    (midnight UTC), ISO-8601 string, numpy ``datetime64`` of any unit or pandas
+    ``Timestamp`` -> int ns since the epoch, UTC.  Numbers are refused (their unit is
+    unknown: Unix seconds read as nanoseconds would be 1970), and so are NaT and times
+    outside int64 nanoseconds (years 1677..2262).
+
+    >>> to_ns("2024-06-17T08:00:00Z") == to_ns(np.datetime64("2024-06-17T08", "h"))
+    True
+    >>> to_ns(1718611200)
+    Traceback (most recent call last):
+    ...
+    pmrisk.errors.MarginError: arguments.valuation_time: expected a datetime, an ISO-8601 \
+string such as '2024-06-17T08:00:00Z', a numpy datetime64 or a pandas Timestamp, got the \
+number 1718611200 (its unit is unknown). Pass e.g. pandas.Timestamp(1718611200, \
+unit='s', tz='UTC') for Unix seconds
+    """
+    if isinstance(value, (bool, int, float, np.bool_, np.integer, np.floating)):
+        hint = (f"Pass e.g. pandas.Timestamp({value}, unit='s', tz='UTC') for Unix seconds"
+                if not isinstance(value, (bool, np.bool_)) else None)
+        raise MarginError("arguments", what, f"{_TIME_FORMS}, got the number {value!r} (its "
+                          "unit is unknown)", hint=hint)
     if isinstance(value, str):
         ns = _parse_ts(value)
         if ns is None:
-            raise MarginError("arguments", what, "a timestamp (datetime or ISO-8601 such as "
-                              f"'2024-06-17T08:00:00Z'), got {value!r}")
+            raise MarginError("arguments", what, f"{_TIME_FORMS}, got {value!r}")
         return ns
+    if isinstance(value, np.datetime64):
+        if np.isnat(value):
+            raise MarginError("arguments", what, f"{_TIME_FORMS}, got NaT")
+        unit = np.datetime_data(value.dtype)[0]
+        if unit == "generic":
+            raise MarginError("arguments", what, f"{_TIME_FORMS}, got {value!r} (no unit)")
+        ns = value.astype("datetime64[ns]")
+        if ns.astype("datetime64[us]") != value.astype("datetime64[us]") \
+                and unit not in ("ps", "fs", "as"):
+            raise MarginError("arguments", what, "a time between 1677 and 2262 (int64 "
+                              f"nanoseconds), got {value!r}")
+        return int(ns.astype(np.int64))
+    try:
+        nat = bool(value != value)            # pandas NaT (a datetime that equals nothing)
+    except (TypeError, ValueError):
+        nat = False
+    if nat:
+        raise MarginError("arguments", what, f"{_TIME_FORMS}, got NaT")
     try:
         scalar = pa.scalar(value)
+        if not scalar.is_valid:
+            raise MarginError("arguments", what, f"{_TIME_FORMS}, got {value!r}")
         if pa.types.is_date(scalar.type):
             scalar = scalar.cast(pa.timestamp("ns"))
+        if not pa.types.is_timestamp(scalar.type):
+            raise MarginError("arguments", what, f"{_TIME_FORMS}, got {value!r} "
+                              f"({type(value).__name__})")
         scalar = scalar.cast(pa.timestamp("ns", tz=getattr(scalar.type, "tz", None) or "UTC"))
         return int(scalar.cast(pa.int64()).as_py())
-    except (pa.ArrowInvalid, pa.ArrowTypeError, pa.ArrowNotImplementedError, TypeError) as exc:
-        raise MarginError("arguments", what, f"a timestamp (datetime or ISO-8601), got {value!r}"
-                          f" ({exc})") from None
+    except (pa.ArrowInvalid, pa.ArrowTypeError, pa.ArrowNotImplementedError, TypeError,
+            ValueError, OverflowError) as exc:
+        if isinstance(exc, MarginError):
+            raise
+        raise MarginError("arguments", what, f"{_TIME_FORMS}, got {value!r} ({exc})") \
+            from None
 
 
 def codes(arr):

@@ -34,6 +34,8 @@ from .schema import ACCOUNT_STATE, TIME
 
 NS_PER_DAY = 86_400 * 10**9
 NS_PER_YEAR = 365 * NS_PER_DAY
+FILL_HINT = ("Pass fill_market=\"forward\" to carry each symbol's latest earlier market row "
+             "(and each underlying's index row) forward to the snapshot times it lacks")
 
 
 @dataclass
@@ -312,6 +314,7 @@ def load_book(positions, instruments, market, index, balances, open_orders, rese
         ord_qty_t = float_column(OR.table, "open_orders", "quantity")
         float_column(OR.table, "open_orders", "price", positive=True)
         ord_row, ord_qty, ord_snap = ord_row_t[OR.row], ord_qty_t[OR.row], OR.snap
+        ord_id_code_t = codes(OR.table.column("order_id").combine_chunks())[0]
     else:
         ord_row = ord_snap = np.zeros(0, dtype=np.int64)
         ord_qty = np.zeros(0)
@@ -343,6 +346,12 @@ def load_book(positions, instruments, market, index, balances, open_orders, rese
     if dup.any():
         _raise(P, "positions", "symbol", dup, "one row per (account, symbol)", snap_ns,
                hint="Aggregate duplicate rows first", timed=timed)
+    if OR is not None:
+        dup = duplicated(ord_account, ord_id_code_t[OR.row])
+        if dup.any():
+            _raise(OR, "open_orders", "order_id", dup, "one row per (account, order_id)",
+                   snap_ns, hint="Each order once: a repeated row would be charged twice",
+                   timed=timed)
 
     # -- expired instruments --------------------------------------------------------------
     vt_pos = snap_ns[pos_snap] if n_snap else np.zeros(0, dtype=np.int64)
@@ -410,9 +419,12 @@ def load_book(positions, instruments, market, index, balances, open_orders, rese
         held = no_mark[pos_instr]
         if held.any():
             _raise(P, "positions", "symbol", held, "a market row for every held symbol" +
-                   (" at every snapshot time" if timed else ""), snap_ns, timed=timed)
+                   (" at every snapshot time" if timed else ""), snap_ns, timed=timed,
+                   hint=FILL_HINT if timed else None)
         _raise(OR, "open_orders", "symbol", no_mark[ord_instr],
-               "a market row for every ordered symbol", snap_ns, timed=timed)
+               "a market row for every ordered symbol" +
+               (" at every snapshot time" if timed else ""), snap_ns, timed=timed,
+               hint=FILL_HINT if timed else None)
     m_rows = M.row[m_of]
     a_kind = kind[inst_ins]
     opt_no_iv = (a_kind == OPTION) & np.isnan(iv_t[m_rows])
@@ -445,7 +457,7 @@ def load_book(positions, instruments, market, index, balances, open_orders, rese
     und_col = np.array([col_of.get(u, -1) for u in und_names], dtype=np.int64)
     inst_col = und_col[a_und_code] if len(und_col) else a_und_code
     und_px = np.where(inst_col >= 0, asset_px[inst_snap, np.maximum(inst_col, 0)], np.nan) \
-        if len(inst_col) else np.zeros(0)
+        if len(inst_col) and len(assets) else np.full(len(inst_col), np.nan)
     missing = np.isnan(und_px)
     if missing.any():
         first = int(inst_snap[missing].min())
@@ -455,7 +467,8 @@ def load_book(positions, instruments, market, index, balances, open_orders, rese
         err = MarginError("index", "underlying", "a row for every underlying held" +
                           (" at every snapshot time" if timed else ""),
                           rows=[(u,) for u in bad_und], keys=("underlying",),
-                          hint="Add its index_price")
+                          hint="Add its index_price" + (", or " + FILL_HINT[0].lower() +
+                                                        FILL_HINT[1:] if timed else ""))
         if timed:
             err.time = iso_ns(snap_ns[when[0]])
             err.args = (f"{err.args[0]} [snapshot time {err.time}]",)
@@ -500,6 +513,11 @@ def load_book(positions, instruments, market, index, balances, open_orders, rese
         for col, v in (("mmp_margin", res_mmp_t), ("open_orders_margin", res_oo_t)):
             if (v < 0).any():
                 raise_rows(res, "reserves", col, v < 0, "amounts >= 0")
+        dup = duplicated(res_account, codes(str_column(res, "unit"))[0][S_.row])
+        if dup.any():
+            _raise(S_, "reserves", "unit", dup, "one row per (account, unit)", snap_ns,
+                   hint="Add the reserves up first: a repeated row would be charged twice",
+                   timed=timed)
         res_unit = [res_unit_t[i] for i in S_.row]
         res_mmp, res_oo = res_mmp_t[S_.row], res_oo_t[S_.row]
     else:

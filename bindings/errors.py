@@ -41,3 +41,29 @@ def _restore(cls, args, state):
     err.args = args
     err.__dict__.update(state)
     return err
+
+
+class MarginWarning(UserWarning):
+    """Input that is valid but probably not what was meant (the result is computed as
+    documented): e.g. a book without ``balances``, whose accounts then have no collateral.
+
+    >>> import warnings
+    >>> with warnings.catch_warnings(record=True) as w:
+    ...     warnings.simplefilter("always")
+    ...     warn_no_balances({"positions": object(), "balances": None})
+    >>> w[0].category.__name__
+    'MarginWarning'
+    """
+
+
+def warn_no_balances(tables, stacklevel=3):
+    """A :class:`MarginWarning` when a book has positions but no ``balances`` table: every
+    account's equity is then its positions' value alone (collateral 0), so a book of
+    positions bought with collateral shows as under-margined, often in ``liquidation``."""
+    import warnings
+    pos = tables.get("positions")
+    if tables.get("balances") is None and pos is not None and getattr(pos, "num_rows", 1):
+        warnings.warn("pmrisk: no balances table: every account's collateral is 0, so equity "
+                      "is the positions' value alone (often status 'liquidation'). Pass "
+                      "balances=... (account, asset, amount; rows of amount 0 to mean no "
+                      "collateral)", MarginWarning, stacklevel=stacklevel + 1)

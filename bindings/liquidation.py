@@ -197,6 +197,10 @@ def _lots(lot_sizes):
 def _chosen(accounts, names):
     if accounts is None:
         return None
+    if not isinstance(accounts, (str, list, tuple, set, frozenset)) or not all(
+            isinstance(a, str) for a in ([accounts] if isinstance(accounts, str) else accounts)):
+        raise MarginError("arguments", "accounts", "an account name or a list of account "
+                          f"names (str), got {accounts!r}")
     chosen = [accounts] if isinstance(accounts, str) else list(accounts)
     known = set(names)
     unknown = [(a,) for a in chosen if a not in known]

@@ -6,7 +6,7 @@ from ._arrow import as_table
 from .book import load_book
 from .engine import run
 from .model import Model
-from .errors import MarginError
+from .errors import MarginError, warn_no_balances
 from .fill import check_mode, forward_fill
 from .results import TABLE_NAMES, build
 from .snapshots import margin_snapshots
@@ -26,6 +26,10 @@ def margin(positions, instruments, market, index, balances=None, open_orders=Non
         default 5.0, it is refused).
     balances, open_orders, reserves : Arrow table-like, optional
         Collateral balances; open orders (IM only); per-unit MMP and open-order reserves.
+        Without ``balances`` every account's collateral is 0: its equity is its positions'
+        value alone, so a book bought with collateral shows as under-margined (often
+        ``liquidation``); a :class:`pmrisk.MarginWarning` says so (give balance rows of
+        amount 0 to mean "no collateral" without the warning).
     model : str, dict, path or Model
         A preset name (``"standard"``, ``"binance_pm_pro"``, ``"deribit_pme"``,
         ``"span"``), a TOML path, a dict or a :class:`pmrisk.Model`.  Default ``standard``
@@ -80,6 +84,7 @@ def margin(positions, instruments, market, index, balances=None, open_orders=Non
               "index": index, "balances": balances, "open_orders": open_orders,
               "reserves": reserves}
     tables = {k: as_table(v, k) for k, v in tables.items()}
+    warn_no_balances(tables)
     if check_mode(fill_market) == "forward":
         tables = forward_fill(tables)
     return _margin_one(tables, model, valuation_time, risk_vectors, wanted)

@@ -73,7 +73,7 @@ import pyarrow.compute as pc
 
 from ._arrow import as_table, to_ns
 from .alerts import LIQUIDATION, SCHEMA as ALERT_SCHEMA, AlertRules
-from .errors import MarginError
+from .errors import MarginError, warn_no_balances
 from .model import Model
 from .results import MarginResult
 from .monitor_block import Block, numba_threads, slice_book
@@ -129,7 +129,8 @@ class Monitor:
     Parameters
     ----------
     positions, instruments, market, index, balances, open_orders, reserves, model
-        As for :func:`pmrisk.margin` (SPEC §1; one snapshot: no ``time`` column).
+        As for :func:`pmrisk.margin` (SPEC §1; one snapshot: no ``time`` column).  Without
+        ``balances`` every account's collateral is 0 (a :class:`pmrisk.MarginWarning`).
     valuation_time : datetime, str or numpy datetime64, optional
         When the book is valued (default: now, UTC, fixed until an update gives another).
     hysteresis : float, optional
@@ -138,7 +139,7 @@ class Monitor:
     on_alert : callable, optional
         Called with a ``pyarrow.RecordBatch`` of the alerts of every update that has some,
         in the updating thread, after the update is complete.
-    alert_queue : int, optional
+    alert_queue : int >= 0, optional
         How many alert batches :meth:`alerts` keeps for readers (oldest dropped first; 0: no
         queue).  Default 10,000.
     threads : "auto", int or None, optional
@@ -201,6 +202,7 @@ class Monitor:
             if tables[name] is None:
                 raise MarginError(name, None, "a table (it is required)")
         no_time(tables)
+        warn_no_balances(tables, stacklevel=3)
         self._vt = int(_time.time_ns()) if valuation_time is None else to_ns(valuation_time)
         self._lock = threading.RLock()
         self._on_alert = on_alert
@@ -213,7 +215,11 @@ class Monitor:
             self._threads, self._big_threads = 1, numba.config.NUMBA_NUM_THREADS
         else:
             self._threads = self._big_threads = threads
-        self._queue = collections.deque(maxlen=alert_queue) if alert_queue else None
+        if isinstance(alert_queue, bool) or not isinstance(alert_queue, (int, np.integer)) \
+                or alert_queue < 0:
+            raise MarginError("arguments", "alert_queue", "an int >= 0 (how many alert batches "
+                              f"to keep; 0: no queue), got {alert_queue!r}")
+        self._queue = collections.deque(maxlen=int(alert_queue)) if alert_queue else None
         self._cond = threading.Condition(self._lock)
         self._closed = False
         self.dropped_alert_batches = 0
@@ -332,7 +338,7 @@ class Monitor:
         MonitorUpdate
         """
         t0 = _time.perf_counter()
-        at_ns = to_ns(at) if at is not None else (
+        at_ns = to_ns(at, "at") if at is not None else (
             to_ns(valuation_time) if valuation_time is not None else int(_time.time_ns()))
         with self._lock, numba_threads(self._threads):
             res = self._update(market, index, positions, balances, open_orders,
@@ -396,15 +402,20 @@ class Monitor:
             block = self._new_block(self._state_tables(keep, new_market, ups), new_market) \
                 if keep else None
 
-        # 2. commit: market, ticks, rows, blocks; collect what changed and alert
+        # 2. ticks: blocks recompute in place; a figure that is not finite (MarginError)
+        # puts every block back as it was before the update is rejected
         before = {a: self._ratio_of(a) for a in changed}
+        out_rows, batches = [], []
+        moving = set(changed)
+        if not full and (symbols or assets):
+            self._tick(new_market, symbols, assets, moving, at_ns, batches, out_rows)
+
+        # 3. commit: market, rows, blocks; collect what changed and alert
         self._market = new_market
         for name, new in ups.items():
             self._rows[name].commit(new)
         self._cache = {}
         self.version += 1
-        out_rows, batches = [], []
-        moving = set(changed)
         if full:
             ratio_before = {a: self._ratio_of(a) for a in self._where}
             ratio_before.update(before)
@@ -417,13 +428,6 @@ class Monitor:
                                                     for a in names]),
                               at_ns, batches, out_rows)
         else:
-            if symbols or assets:
-                for b in list(self._blocks):
-                    acc = b.tick(new_market, symbols, assets)
-                    if len(acc) and moving:
-                        acc = acc[[b.names[i] not in moving for i in acc.tolist()]]
-                    if len(acc):
-                        self._alert_block(b, acc, b.ratio[acc], at_ns, batches, out_rows)
             if changed:
                 olds = {a: self._where[a] for a in changed if a in self._where}
                 for b, group in _by_block(olds).items():
@@ -452,6 +456,30 @@ class Monitor:
                                 "valuation_time": self.valuation_time, "accounts": names,
                                 "threads": self._threads}
         return res
+
+    def _tick(self, market, symbols, assets, moving, at_ns, batches, out_rows):
+        """Ticks through every block, alerting the accounts that moved (not those in
+        ``moving``: their rows change in this update).  On a :class:`MarginError` (a figure
+        that is not finite) the alert state is restored and the blocks are rebuilt from the
+        inputs before the update, then the error propagates: the monitor is unchanged."""
+        undo = []
+        try:
+            for b in list(self._blocks):
+                acc = b.tick(market, symbols, assets)
+                if len(acc) and moving:
+                    acc = acc[[b.names[i] not in moving for i in acc.tolist()]]
+                if len(acc):
+                    undo.append((b, acc, b.ratio[acc].copy(), b.fig[:, acc].copy(),
+                                 b.below[acc].copy(), b.armed[acc].copy()))
+                    self._alert_block(b, acc, b.ratio[acc], at_ns, batches, out_rows)
+        except MarginError:
+            for b, acc, ratio, fig, below, armed in undo:
+                b.ratio[acc], b.fig[:, acc], b.below[acc], b.armed[acc] = ratio, fig, below, armed
+            olds = dict(self._where)
+            block = self._new_block(self._state_tables(None, self._market), self._market)
+            self._blocks, self._where = [], {}
+            self._register(block, olds)
+            raise
 
     # -- helpers ----------------------------------------------------------------------------
     def _ratio_of(self, name):

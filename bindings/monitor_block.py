@@ -56,7 +56,7 @@ from .book import load_book
 from .engine import (_collateral, _expiry_groups, _per_instr, _position_values, _share,
                      _und_param, revaluation_inputs, run)
 from .excluded import excluded_instruments, excluded_positions
-from .results import TABLE_NAMES, _status_array, build, describe
+from .results import TABLE_NAMES, _status_array, build, check_finite, describe
 from .units import _prices_by_type
 
 _EMPTY_I = np.zeros(0, dtype=np.int64)
@@ -66,6 +66,8 @@ ACCOUNT_FIELDS = ("equity", "actual_equity", "loan_mm", "acc_mm", "acc_im", "acc
 UNIT_FIELDS = ("worst", "binding", "roll", "dshock", "som", "orders", "mmp", "scen_margin",
                "scen_shock", "scen_vol", "excluded", "rmm", "mm", "im")
 POSITION_FIELDS = ("value", "model_value", "upnl", "mm_contrib", "im_contrib")
+# the unit phase's figures that must be finite (a tick that overflows is rejected)
+_FINITE_UNIT = ("worst", "roll", "dshock", "som", "orders", "rmm", "mm", "im", "value")
 # revaluation_inputs' per-instrument parameters of the vol shocks (SPEC §3)
 _VOL_PARAMS = ("volatility_range_up", "volatility_range_down", "short_term_vega_power",
                "long_term_vega_power", "min_volatility_for_shock_up", "vol_scan_range")
@@ -216,7 +218,9 @@ class Block:
 
     # -- the whole block ----------------------------------------------------------------------
     def run_all(self):
-        self.out = self._run(self.book)
+        out = self._run(self.book)
+        check_finite(out)                # before anything of the block changes
+        self.out = out
         self.frozen = False              # True while built result tables share the arrays
         self._tables = {}
         self._slices = {}
@@ -305,6 +309,7 @@ class Block:
         out = self.out
         sub, P, _ = slice_book(self.book, acc)
         o = self._run(sub)
+        check_finite(o)
         units, su = out.units, o.units
         code = {n: i for i, n in enumerate(units.type_names)}
         n_t = max(len(units.type_names), 1)
@@ -537,6 +542,8 @@ class Block:
         out.units.index_px[s.uidx] = u["index_px"]
         out.value[s.P] = u["value"]
         a = self._account_level(s)
+        if not all(np.isfinite(v).all() for v in (*a.values(), *(u[k] for k in _FINITE_UNIT))):
+            return False                    # run_all: check_finite names the rows and raises
         for name in ACCOUNT_FIELDS:
             if s.PA is None:
                 setattr(out, name, a[name])

@@ -49,6 +49,8 @@ SPECS = {"positions": schema.POSITIONS, "balances": schema.BALANCES,
          "open_orders": schema.OPEN_ORDERS, "reserves": schema.RESERVES}
 # columns an account-state table may leave out, and what they mean then
 _DEFAULTS = {"entry_price": None, "mmp_margin": 0.0, "open_orders_margin": 0.0}
+# columns a new row must carry when its table's update may leave them out
+_NEW_ROW = {"open_orders": ("symbol", "price")}
 
 
 def no_time(tables):
@@ -85,6 +87,9 @@ def normalise(table, name, order_id_type=None):
         c = _plain(table.column(col))
         if typ is None:
             typ = order_id_type or c.type
+        if typ == F8:               # checked first (finite, bounded): the cast cannot fail
+            float_column(table, name, col, nullable=True)
+            c = c.cast(F8, safe=False)
         out[col] = c.cast(typ)
     return pa.table(out)
 
@@ -162,35 +167,40 @@ class AccountRows:
             no_time({self.name: update})
         spec = dict(SPECS[self.name])
         if self.name == "open_orders":
-            # a cancellation (quantity 0) need not repeat the order's symbol and price
-            spec.update(symbol=("str", True, True), price=("float", True, True))
+            # a cancellation (quantity 0) need not repeat the order's symbol and price: the
+            # columns may be left out or null there (a new order without them is refused
+            # in upsert, which knows which orders exist)
+            spec.update(symbol=("str", False, True), price=("float", False, True))
         check_columns(update, self.name, spec)
         cols = [c for c, _ in self.columns if c in update.column_names]
         out = {}
         for c in cols:
             col = _plain(update.column(c))
             typ = self.schema.field(c).type
+            if typ == F8:           # checked first (finite, bounded): the cast cannot fail
+                float_column(update, self.name, c, nullable=True)
+                col = col.cast(F8, safe=False)
             try:
                 out[c] = col.cast(typ)
             except (pa.ArrowInvalid, pa.ArrowNotImplementedError):
                 raise MarginError(self.name, c, f"values of type {typ} (as in the monitor's "
                                   f"{self.name}), got {col.type}") from None
         t = pa.table(out)
-        for c, typ in self.columns:
-            if typ == F8 and c in t.column_names:
-                float_column(t, self.name, c, nullable=True)     # finite numbers
         if self.name == "open_orders":
             q = float_column(t, self.name, "quantity")
             for c in ("symbol", "price"):
+                if c not in t.column_names:
+                    continue
                 bad = (q != 0) & np.asarray(t.column(c).is_null().to_numpy(
                     zero_copy_only=False))
                 if bad.any():
                     raise_rows(t, self.name, c, bad, "a value on every order that is not a "
                                "cancellation (quantity 0)")
-            price = float_column(t, self.name, "price", nullable=True)
-            bad = (q != 0) & ~(price > 0)
-            if bad.any():
-                raise_rows(t, self.name, "price", bad, "numbers > 0")
+            if "price" in t.column_names:
+                price = float_column(t, self.name, "price", nullable=True)
+                bad = (q != 0) & ~(price > 0)
+                if bad.any():
+                    raise_rows(t, self.name, "price", bad, "numbers > 0")
         return t
 
     def upsert(self, update):
@@ -211,7 +221,14 @@ class AccountRows:
             elif at is not None:
                 rows[at].update({c: r[c] for c in names if c in given})
             else:
-                rows.append({c: r.get(c, _DEFAULTS.get(c)) for c in names})
+                row = {c: r.get(c, _DEFAULTS.get(c)) for c in names}
+                missing = [c for c in _NEW_ROW.get(self.name, ()) if row[c] is None]
+                if missing:
+                    raise MarginError(self.name, missing[0], "a value on every new order "
+                                      "(only a cancellation or a change of a known order "
+                                      "may leave it out)", rows=[(a, r[self.key])],
+                                      keys=("account", self.key))
+                rows.append(row)
         return {a: pa.Table.from_pylist(rows, schema=self.schema) for a, rows in new.items()}
 
     def commit(self, new):

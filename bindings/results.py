@@ -7,7 +7,8 @@ import pyarrow as pa
 
 from pmrisk.kernel.scenarios import TABLES, VOL_STATES
 
-from ._arrow import sum_by
+from ._arrow import iso_ns, sum_by
+from .errors import MarginError
 from .schema import TIME_TYPE
 
 UNALLOCATED = "unallocated"
@@ -99,11 +100,103 @@ def _describe_units(units, scen, unit_und, binding, worst_usd, first, acc_excl, 
 
 
 TABLE_NAMES = ("accounts", "units", "positions")
+_POSITION_OUT = (("value", "value"), ("model_value", "model value"),
+                 ("upnl", "unrealised P&L"), ("mm_contrib", "maintenance margin contribution"),
+                 ("im_contrib", "initial margin contribution"), ("greeks", "Greeks"))
+_UNIT_OUT = (("worst", "worst case"), ("roll", "roll shock"), ("dshock", "delta shock"),
+             ("som", "short option minimum"), ("orders", "open orders margin"),
+             ("mmp", "MMP margin"), ("scen_margin", "scenario margin"),
+             ("excluded", "excluded margin"), ("rmm", "risk matrix margin"),
+             ("mm", "maintenance margin"), ("im", "initial margin"),
+             ("unit_greeks", "Greeks"))
+_ACCOUNT_OUT = (("equity", "equity"), ("actual_equity", "actual equity"),
+                ("loan_mm", "loan maintenance margin"), ("acc_mm", "maintenance margin"),
+                ("acc_im", "initial margin"), ("acc_scen", "scenario margin"))
+
+
+def _not_finite(out, fields):
+    """(mask of the rows where any of ``fields`` is not finite, the first such field's
+    name in words)."""
+    bad, what = None, None
+    for f, words in fields:
+        v = np.asarray(getattr(out, f))
+        b = ~np.isfinite(v)
+        b = b.any(axis=0) if b.ndim == 2 else b
+        if what is None and b.any():
+            what = words
+        bad = b if bad is None else bad | b
+    return bad, what
+
+
+def check_finite(out):
+    """Raise :class:`~pmrisk.MarginError` when any per-position, per-unit or per-account
+    figure of an engine outcome is not a finite number (an overflow, never a status),
+    naming the input rows that produced it: the positions of the figure (of its unit, of
+    its account), else the unit's open orders or reserves, else the account's balances.
+
+    Input columns are bounded at validation (``pmrisk._arrow.MAX_ABS``), so this is the
+    net under what the bounds do not cover (model parameters, a kernel's edge cases); it
+    costs one pass over the outcome's arrays."""
+    book, units = out.book, out.units
+    pos_bad, p_what = _not_finite(out, _POSITION_OUT)
+    unit_bad, u_what = _not_finite(out, _UNIT_OUT)
+    acc_bad, a_what = _not_finite(out, _ACCOUNT_OUT)
+    if not (pos_bad.any() or unit_bad.any() or acc_bad.any()):
+        return
+    what = p_what or u_what or a_what
+    bad_acc = acc_bad.copy()
+    bad_acc[units.account[unit_bad]] = True
+    pos_unit = np.asarray(out.pos_unit, dtype=np.int64)
+    mask = pos_bad | (unit_bad[pos_unit] if len(pos_unit) else pos_bad) | \
+        (bad_acc[book.pos_account] if len(pos_unit) else pos_bad)
+    # positions first; then the open orders and reserves of a bad unit; then balances
+    unit_key = {(int(a), int(t)) for a, t in zip(units.account[unit_bad], units.utype[unit_bad])}
+    cands = [("positions", "quantity", ("account", "symbol"), mask, book.pos_account,
+              lambda i: book.symbols[int(book.pos_instr[i])].as_py())]
+    if book.ord_account is not None and len(book.ord_account):
+        itype = np.asarray(out.instr_type, dtype=np.int64)
+        om = np.array([(int(a), int(itype[i])) in unit_key for a, i in
+                       zip(book.ord_account, book.ord_instr)], dtype=bool)
+        cands.append(("open_orders", "quantity", ("account", "order_id"), om, book.ord_account,
+                      lambda i: book.ord_id[int(i)].as_py()))
+    if book.res_account is not None and len(book.res_account):
+        code = {n: k for k, n in enumerate(units.type_names)}
+        rm = np.array([(int(a), code.get(u, -1)) in unit_key for a, u in
+                       zip(book.res_account, book.res_unit)], dtype=bool)
+        cands.append(("reserves", "unit", ("account", "unit"), rm, book.res_account,
+                      lambda i: book.res_unit[int(i)]))
+    if book.bal_account is not None and len(book.bal_account):
+        cands.append(("balances", "amount", ("account", "asset"),
+                      bad_acc[book.bal_account], book.bal_account,
+                      lambda i: book.bal_asset[int(i)]))
+    hit = next((c for c in cands if c[3].any()), None)
+    if hit is not None:
+        table, column, keys, m, acc_of, second = hit
+        idx = np.flatnonzero(m)
+        rows = []
+        for i in idx[:5]:
+            a = int(acc_of[i])
+            row = (book.accounts[a].as_py(), second(i))
+            if book.timed:
+                row += (iso_ns(book.snap_ns[book.acc_snap[a]]),)
+            rows.append(row)
+        keys = keys + (("time",) if book.timed else ())
+    else:                                   # no input row to name: the accounts
+        table, column, keys = "positions", "account", ("account",)
+        idx = np.flatnonzero(bad_acc)
+        rows = [(book.accounts[int(a)].as_py(),) for a in idx[:5]]
+    raise MarginError(table, column, f"inputs whose margin figures are finite numbers, but "
+                      f"the {what} of these rows is not (float64 overflow)", rows=rows,
+                      keys=keys, n_bad=len(idx),
+                      hint="Check the magnitudes of these rows' quantities, prices and "
+                      "contract sizes, and the model's parameters for their underlyings")
+
 
 
 def build(out, model, risk_vectors=False, tables=TABLE_NAMES):
     """The result tables of ``out``; only those named in ``tables`` are built (the others are
     ``None``: a long backtest that needs only the accounts skips the per-position table)."""
+    check_finite(out)
     book, units = out.book, out.units
     unit_names = pa.array(units.type_names, pa.string()).take(
         pa.array(units.utype, pa.int64()))

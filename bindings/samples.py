@@ -11,12 +11,14 @@ import pyarrow as pa
 
 from pmrisk.kernel.black76 import black76_price
 
+from ._arrow import to_ns
+
 DEMO_TIME = "2024-06-17T08:00:00Z"
 _NS_DAY = 86_400 * 10**9
 
 
-def _ts(s):
-    return pa.scalar(s).cast(pa.timestamp("ns", tz="UTC")).value
+def _ts(s, what="valuation_time"):
+    return to_ns(s, what)
 
 
 def _option_mark(fwd, strike, years, iv, call, inverse):
@@ -283,7 +285,7 @@ def history(days=30, accounts=100, step_minutes=60, seed=0, start=HISTORY_START,
     rng = np.random.default_rng(seed)
     step_ns = int(step_minutes) * 60 * 10**9
     n = max(int(days) * 1440 // int(step_minutes), 1)
-    t0 = _ts(start)
+    t0 = _ts(start, "start")
     times = t0 + np.arange(n, dtype=np.int64) * step_ns
     year_steps = 365 * 1440 / step_minutes
 

@@ -46,7 +46,8 @@ class _Splitter:
 
 
 def margin_snapshots(tables, valuation_time, run_one):
-    """Call ``run_one(tables_at_t, valuation_time=t)`` per snapshot and stack the results."""
+    """Call ``run_one(tables_at_t, valuation_time=t)`` per snapshot (``t`` a numpy
+    ``datetime64[ns]``) and stack the results."""
     if valuation_time is not None:
         raise MarginError("arguments", "valuation_time", "None when the inputs carry a time "
                           "column (each snapshot is valued at its own time)")
@@ -62,12 +63,12 @@ def margin_snapshots(tables, valuation_time, run_one):
         empty = {k: (s.table.slice(0, 0)) for k, s in splitters.items()}
         at_t = {k: empty.get(k, v.slice(0, 0) if k in ACCOUNT_STATE and v is not None else v)
                 for k, v in tables.items()}
-        return _stack([run_one(at_t, 0)], np.zeros(1, dtype=np.int64))
+        return _stack([run_one(at_t, np.datetime64(0, "ns"))], np.zeros(1, dtype=np.int64))
     results = []
     for t in times:
         at_t = {k: (splitters[k].at(t) if k in splitters else v) for k, v in tables.items()}
         try:
-            results.append(run_one(at_t, int(t)))
+            results.append(run_one(at_t, np.datetime64(int(t), "ns")))
         except MarginError as err:
             err.time = iso_ns(t)
             err.args = (f"{err.args[0]} [snapshot time {err.time}]",)
