@@ -50,6 +50,8 @@ class AlertRules:
     """The levels of a model's thresholds and the hysteresis; computes crossings over arrays
     of accounts (no per-account Python).
 
+    >>> import numpy as np
+    >>> from pmrisk.alerts import AlertRules
     >>> rules = AlertRules({"warning": [1.1, 1.05, 1.01], "margin_call": 1.0,
     ...                     "liquidation": 0.75})
     >>> below, armed = rules.initial(np.array([1.2]))

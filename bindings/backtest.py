@@ -360,7 +360,21 @@ class BacktestOutput:
     """What :func:`backtest` wrote with ``out=DIR``: one Parquet dataset per result table
     (``DIR/accounts``, ...; one ``part-NNNNNN.parquet`` per batch, in time order).
 
-    ``read(name)`` reads one back as a table; ``dataset(name)`` opens it lazily."""
+    ``read(name)`` reads one back as a table; ``dataset(name)`` opens it lazily.
+
+    Examples
+    --------
+    >>> import tempfile
+    >>> import pmrisk
+    >>> from pmrisk import samples
+    >>> h = samples.history(days=1, accounts=2, step_minutes=360)
+    >>> with tempfile.TemporaryDirectory() as tmp:
+    ...     out = pmrisk.backtest(**h, model="deribit_pme", out=tmp + "/results",
+    ...                           progress=False)
+    ...     accounts = out.read("accounts")
+    >>> out.tables, out.snapshots, out.batches, accounts.num_rows
+    (('accounts',), 8, 1, 8)
+    """
     path: str
     tables: tuple
     snapshots: int

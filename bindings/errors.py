@@ -7,6 +7,7 @@ class MarginError(ValueError):
     Attributes ``table``, ``column`` and ``rows`` (a list of key tuples, first few) are kept for
     programs; ``str(err)`` is the message for people.
 
+    >>> from pmrisk.errors import MarginError
     >>> err = MarginError("positions", "quantity", "a finite number", rows=[("a1", "BTC-PERP")],
     ...                   keys=("account", "symbol"))
     >>> str(err)

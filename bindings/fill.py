@@ -163,6 +163,7 @@ def forward_fill(tables, carry=None):
 
     Examples
     --------
+    >>> from pmrisk.fill import forward_fill
     >>> import pyarrow as pa
     >>> t = pa.timestamp("ns", tz="UTC")
     >>> pos = pa.table({"time": pa.array([0, 60], t), "account": ["a", "a"],

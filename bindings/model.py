@@ -71,6 +71,7 @@ def _number(key, value, lo=-math.inf, hi=math.inf, integer=False):
 class Model:
     """Risk-model parameters.
 
+    >>> from pmrisk.model import Model
     >>> m = Model.preset("deribit_pme").with_overrides({"BTC": {"price_range": 0.2}})
     >>> m.underlying("BTC")["price_range"], m.underlying("ETH")["price_range"], m["mm_factor"]
     (0.2, 0.18, 0.8)
@@ -348,6 +349,8 @@ def collateral_value_usd(model, asset, value_usd):
     """Collateral value of positive USD amounts of ``asset``: each tier's slice at its rate;
     above the last tier the value stops growing (rate 0), as in Binance's tier tables.
 
+    >>> import numpy as np
+    >>> from pmrisk.model import Model, collateral_value_usd
     >>> m = Model.preset("deribit_pme").with_overrides(
     ...     {"collateral": {"BTC": {"tiers_usd": [[0, 100, 1.0], [100, 200, 0.5]]}}})
     >>> collateral_value_usd(m, "BTC", np.array([150.0, 500.0])).tolist()
