@@ -437,7 +437,7 @@ def backtest(positions, instruments, market, index, balances=None, model=None, o
     Parameters
     ----------
     positions, instruments, market, index, balances : table or path
-        SPEC §1 tables (as for :func:`pmrisk.margin`), each either Arrow table-like or the
+        The input tables (as for :func:`pmrisk.margin`), each either Arrow table-like or the
         path of a Parquet file or directory (opened with ``pyarrow.dataset``) or a
         ``pyarrow.dataset.Dataset``.  Timed inputs carry a ``time`` column (a timestamp column
         in datasets); write datasets in time order so each batch reads only its row groups.

@@ -1,4 +1,4 @@
-"""The correlation matrix of a call's underlyings from the model (SPEC §5): the model's
+"""The correlation matrix of a call's underlyings from the model: the model's
 ``default`` for every pair, then the per-pair overrides ``"A,B"`` (either order), validated or
 repaired.
 

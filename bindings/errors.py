@@ -1,4 +1,4 @@
-"""The one input-error type (SPEC §11)."""
+"""The one input-error type."""
 
 
 class MarginError(ValueError):

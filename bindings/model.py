@@ -1,5 +1,5 @@
-"""The risk model: every parameter in one object, loadable from a preset, a dict or TOML
-(SPEC §10).  Immutable: ``with_overrides`` returns a new model."""
+"""The risk model: every parameter in one object, loadable from a preset, a dict or TOML.
+Immutable: ``with_overrides`` returns a new model."""
 
 import copy
 import difflib
@@ -107,7 +107,7 @@ class Model:
 
     @classmethod
     def from_toml(cls, path):
-        """Load a TOML file of the shape in SPEC §10 (see ``docs/model.example.toml``)."""
+        """Load a TOML file of the shape of ``docs/model.example.toml``."""
         try:
             with open(path, "rb") as fh:
                 d = tomllib.load(fh)

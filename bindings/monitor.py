@@ -1,5 +1,5 @@
 """``pmrisk.Monitor``: many accounts' margin kept current as ticks and account changes arrive,
-with threshold alerts (SPEC §7) and liquidation plans (SPEC §8).
+with threshold alerts and liquidation plans.
 
 Design
 ------

@@ -66,7 +66,7 @@ ACCOUNT_FIELDS = ("equity", "actual_equity", "loan_mm", "acc_mm", "acc_im", "acc
 UNIT_FIELDS = ("worst", "binding", "roll", "dshock", "som", "orders", "mmp", "scen_margin",
                "scen_shock", "scen_vol", "excluded", "rmm", "mm", "im")
 POSITION_FIELDS = ("value", "model_value", "upnl", "mm_contrib", "im_contrib")
-# revaluation_inputs' per-instrument parameters of the vol shocks (SPEC §3)
+# revaluation_inputs' per-instrument parameters of the vol shocks
 _VOL_PARAMS = ("volatility_range_up", "volatility_range_down", "short_term_vega_power",
                "long_term_vega_power", "min_volatility_for_shock_up", "vol_scan_range")
 

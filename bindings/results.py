@@ -1,4 +1,4 @@
-"""Arrow result tables (SPEC §9) from an engine :class:`~pmrisk.engine.Outcome`."""
+"""Arrow result tables from an engine :class:`~pmrisk.engine.Outcome`."""
 
 from dataclasses import dataclass
 

@@ -1,4 +1,4 @@
-"""Per-unit add-ons (SPEC §6): roll shock, delta shock, short option minimum.
+"""Per-unit add-ons: roll shock, delta shock, short option minimum.
 
 Plain numpy: each is a group-by over positions or an element-wise formula over units, linear
 in the number of positions; numba buys nothing here.  Amounts are in coin (base units); the

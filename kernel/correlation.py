@@ -1,11 +1,11 @@
-"""Correlation matrices of underlyings (SPEC §5): checks, Higham's nearest correlation matrix
+"""Correlation matrices of underlyings: checks, Higham's nearest correlation matrix
 and the symmetric square root.  Plain numpy on d x d matrices (d = number of underlyings),
 built once per call, never in a hot loop.
 """
 
 import numpy as np
 
-PSD_TOL = 1e-10     # smallest eigenvalue allowed (SPEC §5: >= -1e-10)
+PSD_TOL = 1e-10     # smallest eigenvalue allowed (>= -1e-10)
 
 
 def min_eigenvalue(rho):

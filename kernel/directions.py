@@ -1,4 +1,4 @@
-"""Joint stress directions on the correlation ellipsoid (SPEC §5).  Plain numpy, built once per
+"""Joint stress directions on the correlation ellipsoid.  Plain numpy, built once per
 set of underlyings.
 
 A direction ``w`` (unit vector) becomes the joint move ``z = S w`` with ``S`` the symmetric

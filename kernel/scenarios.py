@@ -1,4 +1,4 @@
-"""Scenario sets (SPEC §3) as plain arrays: the standard grid, Deribit's extended table,
+"""Scenario sets as plain arrays: the standard grid, Deribit's extended table,
 SPAN's 16 and custom tables.  Plain numpy: these are built once per call, never in a hot loop.
 
 A scenario set is a :class:`ScenarioSet` of equal-length 1-D arrays, one entry per scenario:

@@ -1,4 +1,4 @@
-"""Scenario vols per option (SPEC §3), element-wise numpy (O(n_options), not a hot loop).
+"""Scenario vols per option, element-wise numpy (O(n_options), not a hot loop).
 
 relative (Deribit family): ``sigma' = max(sigma, vol_floor)``;
 ``up = max(sigma'*(1 + R_up*(30/DTE)^p), min_vol_for_shock_up)``,
