@@ -328,8 +328,13 @@ def test_backtest_files(data):
         root.mkdir()
         paths = {}
         for name, t in tables.items():
-            pq.write_table(_layout_back(t), root / f"{name}.parquet")
-            paths[name] = str(root / f"{name}.parquet")
+            # as `pmrisk samples history` writes them: instruments a file, the others
+            # dataset directories (root/positions/part-0.parquet, ...)
+            path = root / (f"{name}.parquet" if name == "instruments" else name)
+            if name != "instruments":
+                path.mkdir()
+            pq.write_table(_layout_back(t), path / "part-0.parquet" if path.is_dir() else path)
+            paths[name] = str(path)
         before = _hashes(root)
         out = root if over == "over the inputs" else pathlib.Path(tmp) / "out"
         r = call(pmrisk.backtest, **paths, model="deribit_pme", out=str(out), overwrite=True,
