@@ -153,7 +153,7 @@ _KIND_CHECK = {
 
 
 def check_columns(table, name, spec):
-    """Presence, type and nulls of every column in ``spec`` (SPEC §11)."""
+    """Presence, type and nulls of every column in ``spec``."""
     present = set(table.column_names)
     for col, (kind, required, nullable) in spec.items():
         if col not in present:
@@ -392,6 +392,8 @@ def lookup_many(value_set, *arrays):
     """``lookup(a, value_set)`` for several arrays with one hash pass over all of them (the
     symbols of positions, orders and market against the instruments' symbols).
 
+    >>> import pyarrow as pa
+    >>> from pmrisk._arrow import lookup_many
     >>> [x.tolist() for x in lookup_many(pa.array(["a", "b"]), pa.array(["b", "z"]),
     ...                                  pa.array(["a"]))]
     [[1, -1], [0]]
@@ -418,6 +420,8 @@ def unique_keys(keys, return_first=False):
     keys, by a dense table instead of a sort when the keys are not much sparser than their
     count (O(n): the unit, account and instrument keys of a long backtest).
 
+    >>> import numpy as np
+    >>> from pmrisk._arrow import unique_keys
     >>> u, inv, first = unique_keys(np.array([5, 2, 5, 9]), return_first=True)
     >>> u.tolist(), inv.tolist(), first.tolist()
     ([2, 5, 9], [1, 0, 1, 2], [1, 0, 3])

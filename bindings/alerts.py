@@ -1,7 +1,7 @@
 """Threshold alerts of :class:`pmrisk.Monitor`: which levels an account's margin ratio crossed,
 with optional hysteresis, as Arrow record batches.
 
-The levels are the model's ``thresholds`` (SPEC §7): the warning levels, then ``margin_call``,
+The levels are the model's ``thresholds``: the warning levels, then ``margin_call``,
 then ``liquidation``, strictly decreasing.  A ratio *at* a level is on its better side, as in
 the ``status`` column (``status_of``: a ratio of exactly 1.10 is ``normal``).
 
@@ -10,7 +10,7 @@ Kinds:
 * ``threshold_down``: the ratio fell below a warning level;
 * ``margin_call``: it fell below the ``margin_call`` level;
 * ``liquidation``: it fell below the ``liquidation`` level (the monitor adds the account's
-  liquidation plan, SPEC §8);
+  liquidation plan);
 * ``threshold_up``: it rose back to or above any level, the margin-call and liquidation levels
   included (recovering out of a margin call is a ``threshold_up`` at the margin-call level).
 
@@ -50,6 +50,8 @@ class AlertRules:
     """The levels of a model's thresholds and the hysteresis; computes crossings over arrays
     of accounts (no per-account Python).
 
+    >>> import numpy as np
+    >>> from pmrisk.alerts import AlertRules
     >>> rules = AlertRules({"warning": [1.1, 1.05, 1.01], "margin_call": 1.0,
     ...                     "liquidation": 0.75})
     >>> below, armed = rules.initial(np.array([1.2]))

@@ -509,7 +509,21 @@ class BacktestOutput:
     """What :func:`backtest` wrote with ``out=DIR``: one Parquet dataset per result table
     (``DIR/accounts``, ...; one ``part-NNNNNN.parquet`` per batch, in time order).
 
-    ``read(name)`` reads one back as a table; ``dataset(name)`` opens it lazily."""
+    ``read(name)`` reads one back as a table; ``dataset(name)`` opens it lazily.
+
+    Examples
+    --------
+    >>> import tempfile
+    >>> import pmrisk
+    >>> from pmrisk import samples
+    >>> h = samples.history(days=1, accounts=2, step_minutes=360)
+    >>> with tempfile.TemporaryDirectory() as tmp:
+    ...     out = pmrisk.backtest(**h, model="deribit_pme", out=tmp + "/results",
+    ...                           progress=False)
+    ...     accounts = out.read("accounts")
+    >>> out.tables, out.snapshots, out.batches, accounts.num_rows
+    (('accounts',), 8, 1, 8)
+    """
     path: str
     tables: tuple
     snapshots: int
@@ -676,7 +690,7 @@ def backtest(positions, instruments, market, index, balances=None, model=None, o
     Parameters
     ----------
     positions, instruments, market, index, balances : table or path
-        SPEC §1 tables (as for :func:`pmrisk.margin`), each either Arrow table-like or the
+        The input tables (as for :func:`pmrisk.margin`), each either Arrow table-like or the
         path of a Parquet file or directory (opened with ``pyarrow.dataset``) or a
         ``pyarrow.dataset.Dataset``.  Timed inputs carry a ``time`` column (a timestamp column
         in datasets); write datasets in time order so each batch reads only its row groups.

@@ -1,9 +1,9 @@
-"""Validated inputs of one margin call as plain arrays (SPEC §1, §11).
+"""Validated inputs of one margin call as plain arrays.
 
 ``load_book`` does every check before anything is computed, so a call that fails validation
 computes nothing.
 
-Snapshots (SPEC §1): any input but ``instruments`` may carry a ``time`` column; each distinct
+Snapshots: any input but ``instruments`` may carry a ``time`` column; each distinct
 time is a snapshot, valued at that time with the rows of that time, and the whole history is
 one book: an *account* is an (account, snapshot) pair and an *instrument* an (instrument,
 snapshot) instance (its marks and time to expiry are the snapshot's), so one engine pass

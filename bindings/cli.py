@@ -1,4 +1,4 @@
-"""Command line: ``pmrisk demo``, ``pmrisk margin`` (SPEC §13), ``pmrisk samples history``,
+"""Command line: ``pmrisk demo``, ``pmrisk margin``, ``pmrisk samples history``,
 ``pmrisk backtest`` and ``pmrisk calibrate``."""
 
 import argparse

@@ -1,4 +1,4 @@
-"""``cross_unit = "correlated"`` (SPEC §5): joint stress of an account's units on the correlation
+"""``cross_unit = "correlated"``: joint stress of an account's units on the correlation
 ellipsoid.
 
 Accounts are grouped by the set of underlyings they hold (the ellipsoid of a subset is the

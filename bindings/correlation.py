@@ -1,4 +1,4 @@
-"""The correlation matrix of a call's underlyings from the model (SPEC §5): the model's
+"""The correlation matrix of a call's underlyings from the model: the model's
 ``default`` for every pair, then the per-pair overrides ``"A,B"`` (either order), validated or
 repaired.
 
@@ -19,13 +19,45 @@ RESERVED = ("default", "repair")
 
 
 class CorrelationRepaired(UserWarning):
-    """The correlation matrix was replaced by its nearest valid matrix (``repair="nearest"``)."""
+    """The correlation matrix was replaced by its nearest valid matrix (``repair="nearest"``).
+
+    Examples
+    --------
+    Pairs that cannot hold together (BTC close to ETH and to SOL, ETH opposite to SOL):
+
+    >>> import warnings
+    >>> import pmrisk
+    >>> m = pmrisk.Model.preset("standard").with_overrides({"correlations": {
+    ...     "BTC,ETH": 0.9, "BTC,SOL": 0.9, "ETH,SOL": -0.9, "repair": "nearest"}})
+    >>> with warnings.catch_warnings(record=True) as caught:
+    ...     warnings.simplefilter("always")
+    ...     c = pmrisk.correlation_matrix(["BTC", "ETH", "SOL"], m)
+    >>> [w.category.__name__ for w in caught]
+    ['CorrelationRepaired']
+    """
 
 
 @dataclass
 class CorrelationMatrix:
     """``underlyings`` (names), ``matrix`` (float64[d, d]) and, when repaired, ``changes``:
-    ``[(pair, before, after), ...]`` for every entry that moved by more than 1e-12."""
+    ``[(pair, before, after), ...]`` for every entry that moved by more than 1e-12.
+
+    Examples
+    --------
+    >>> import warnings
+    >>> import pmrisk
+    >>> m = pmrisk.Model.preset("standard").with_overrides({"correlations": {
+    ...     "BTC,ETH": 0.9, "BTC,SOL": 0.9, "ETH,SOL": -0.9, "repair": "nearest"}})
+    >>> with warnings.catch_warnings():
+    ...     warnings.simplefilter("ignore", pmrisk.CorrelationRepaired)
+    ...     c = pmrisk.correlation_matrix(["BTC", "ETH", "SOL"], m)
+    >>> c
+    CorrelationMatrix(['BTC', 'ETH', 'SOL'], repaired=True)
+    >>> c.matrix.round(3).tolist()
+    [[1.0, 0.5, 0.5], [0.5, 1.0, -0.5], [0.5, -0.5, 1.0]]
+    >>> [(pair, before, round(after, 3)) for pair, before, after in c.changes]
+    [('BTC,ETH', 0.9, 0.5), ('BTC,SOL', 0.9, 0.5), ('ETH,SOL', -0.9, -0.5)]
+    """
     underlyings: list
     matrix: np.ndarray
     changes: list = field(default_factory=list)
@@ -75,7 +107,7 @@ def correlation_matrix(underlyings, model, repair=None):
 
     >>> import pmrisk
     >>> m = pmrisk.Model.preset("standard")
-    >>> correlation_matrix(["BTC", "ETH", "SOL"], m).matrix.tolist()
+    >>> pmrisk.correlation_matrix(["BTC", "ETH", "SOL"], m).matrix.tolist()
     [[1.0, 0.85, 0.6], [0.85, 1.0, 0.6], [0.6, 0.6, 1.0]]
     """
     section = model["correlations"]

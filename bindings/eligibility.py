@@ -1,4 +1,4 @@
-"""Portfolio-margin eligibility (SPEC §7): a separate check on an accounts table.
+"""Portfolio-margin eligibility: a separate check on an accounts table.
 
 An account is eligible when it passes every rule below; the thresholds are the seed's defaults
 (:data:`DEFAULT_RULES`) and each one is a parameter.  Failed rules are reported by name, always
@@ -32,7 +32,7 @@ from ._arrow import as_table, check_columns, codes, duplicated, str_column
 from .book import read_index
 from .errors import MarginError
 
-#: The seed's rules (SPEC §7).  ``equity_asset`` is the asset equity is measured in (the
+#: The seed's rules.  ``equity_asset`` is the asset equity is measured in (the
 #: ``equity_btc`` columns and ``min_equity_btc`` are in it); ``btc_price`` is its USD price,
 #: an alternative to an ``index`` table for converting USD ``equity``.
 DEFAULT_RULES = {
@@ -121,7 +121,7 @@ def _null_mask(table, col):
 
 
 def eligibility(accounts, rules=None, index=None):
-    """Which accounts may use portfolio margin (SPEC §7), and which rules each one fails.
+    """Which accounts may use portfolio margin, and which rules each one fails.
 
     Parameters
     ----------

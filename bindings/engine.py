@@ -1,4 +1,4 @@
-"""The margin computation on validated arrays: kernels in order, no pyarrow (SPEC §2-§8).
+"""The margin computation on validated arrays: kernels in order, no pyarrow.
 
 ``run(book, model)`` returns an :class:`Outcome` of plain numpy arrays; :mod:`pmrisk.results`
 turns it into Arrow tables.
@@ -104,7 +104,7 @@ def revaluation_inputs(book, model):
     held short or sold by an open order.  Short positions and sell orders use the floored
     copy, everything else the market row: the floor makes a short option's scenarios worse
     and never values a long option above its market vol, so margin can only rise with the
-    floor (SPEC §3 raises sigma to the floor; docs/methodology.md, "Vol floor").
+    floor (sigma is raised to the floor; docs/methodology.md, "Vol floor").
     """
     units, itype, pos_unit, ord_unit, res_unit = build_units(book, model)
     scen = S.pad([scenario_set_for(model, u) for u in units.underlyings])
@@ -161,7 +161,7 @@ def run(book, model, risk_vectors=False):
     sc = kernel_args(scen.n_scen, scen.loss_weight, scen.gain_weight, scen.gain_cap_usd,
                      scen.dampener_usd, scen.vol_code)
 
-    # -- excluded positions (SPEC §6) are left out of every portfolio figure ----------------
+    # -- excluded positions are left out of every portfolio figure ----------------
     excl = excluded_positions(book, model)
     q = book.quantity
     q_port = np.where(excl, 0.0, q)
@@ -237,11 +237,11 @@ def run(book, model, risk_vectors=False):
             if n_units else np.zeros(0, np.int64)
     rm = float(model["risk_multiplier"])
     rmm = scen_margin + roll + dshock + som
-    # SPEC §6: the excluded positions' standalone margin is added to MM, x im_factor to IM
+    # the excluded positions' standalone margin is added to MM, x im_factor to IM
     mm = rm * model["mm_factor"] * rmm + excluded
     im = rm * model["im_factor"] * rmm + model["im_factor"] * excluded + orders + mmp
 
-    # -- contributions (SPEC §8): own loss in the binding cell + shares of each add-on ------
+    # -- contributions: own loss in the binding cell + shares of each add-on ------
     absd = np.abs(pos_delta)
     roll_share = _share(roll_group, pos_group, absd)
     ds_share = _share(dshock_coin, pos_unit, absd)
@@ -276,7 +276,7 @@ def run(book, model, risk_vectors=False):
 
 def _correlated(book, model, units, pos_unit, pos_row, q_port, pnl_args, unit_px, weighted,
                 scen, instr_pnl, unit_delta_usd):
-    """Scenario margin per unit in correlated mode (SPEC §5): each account's worst of the joint
+    """Scenario margin per unit in correlated mode: each account's worst of the joint
     scenarios and, per unit, of the cells that stay per unit (Deribit's extended table always;
     the extremes with ``tail_mode = "per_unit"``).  Returns ``(unit share of the account's
     scenario margin, each position's own loss there, account descriptions, correlation)``."""
@@ -379,7 +379,7 @@ def _excluded_order_margin(book, model, units, span, rv, order_im, unit_px, conv
 
 def _position_values(book, g):
     """Per position (settlement currency): value at the mark, model value, unrealised P&L,
-    and Greeks ``(4, n_pos)`` from the per-contract Greeks ``g`` (SPEC §2)."""
+    and Greeks ``(4, n_pos)`` from the per-contract Greeks ``g``."""
     pi_ = book.pos_instr
     q = book.quantity
     kind = book.kind[pi_]

@@ -1,4 +1,4 @@
-"""The one input-error type (SPEC §11)."""
+"""The one input-error type."""
 
 
 class MarginError(ValueError):
@@ -7,6 +7,7 @@ class MarginError(ValueError):
     Attributes ``table``, ``column`` and ``rows`` (a list of key tuples, first few) are kept for
     programs; ``str(err)`` is the message for people.
 
+    >>> from pmrisk.errors import MarginError
     >>> err = MarginError("positions", "quantity", "a finite number", rows=[("a1", "BTC-PERP")],
     ...                   keys=("account", "symbol"))
     >>> str(err)

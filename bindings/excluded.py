@@ -1,4 +1,4 @@
-"""Excluded instruments (SPEC §6): positions the model lists by symbol, kind or underlying are
+"""Excluded instruments: positions the model lists by symbol, kind or underlying are
 left out of portfolio aggregation and margined standalone by the SPAN rule: the 16 scenarios
 (price 0, +-1/3, +-2/3, +-1 of the underlying's ``price_range``, vol up and down, plus
 +-``extreme_multiple`` ranges at ``cover_fraction``) of :func:`pmrisk.kernel.scenarios.span16`
@@ -35,7 +35,7 @@ def excluded_instruments(book, model):
 
 
 class Standalone:
-    """SPAN standalone margin of single positions (SPEC §6): revalues every row of
+    """SPAN standalone margin of single positions: revalues every row of
     ``pnl_args`` once on SPAN's 16 scenarios of its underlying."""
 
     def __init__(self, model, units, pnl_args):

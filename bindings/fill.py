@@ -1,6 +1,6 @@
 """Forward-fill of market and index rows over snapshot times (``fill_market="forward"``).
 
-SPEC §1 values the positions of time t with the market rows of time t, and a held symbol
+A snapshot values the positions of time t with the market rows of time t, and a held symbol
 without a row at t is an error that names the symbol and the time.  A caller whose marks are
 sparser than its snapshots (options marked hourly, books snapshotted every minute; a feed
 gap) can ask for the last known row instead: :func:`forward_fill` adds, for every snapshot
@@ -163,6 +163,7 @@ def forward_fill(tables, carry=None):
 
     Examples
     --------
+    >>> from pmrisk.fill import forward_fill
     >>> import pyarrow as pa
     >>> t = pa.timestamp("ns", tz="UTC")
     >>> pos = pa.table({"time": pa.array([0, 60], t), "account": ["a", "a"],

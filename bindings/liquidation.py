@@ -1,12 +1,12 @@
 """``pmrisk.liquidation_plan``: the ordered actions that bring an account in ``liquidation``
-status back to the model's ``liquidation_target`` (SPEC §8).
+status back to the model's ``liquidation_target``.
 
 The plan is built on top of :func:`pmrisk.margin`, used as a black box: after every action the
 account's reduced book is margined again, on its own (the inputs filtered to that account and
 its instruments, so each call is small: a cancellation costs one, a reduction a few dozen
 for its search).
 
-Choices (SPEC §8 leaves them open):
+Choices:
 
 - **Order.**  All of the account's open orders are cancelled first, one ``cancel_order`` row
   each, in ``order_id`` order.  Orders only add initial margin, so these rows normally leave
@@ -36,7 +36,7 @@ Choices (SPEC §8 leaves them open):
   inverse units, the model's ``linear_settlement_currency`` for linear ones): for an option or
   spot position its value ``quantity x contract_size x mark``; for a future or perpetual with
   an ``entry_price`` its unrealised P&L (the rest of the position keeps its entry price); for
-  one without an entry price nothing (its P&L is already in the balances, SPEC §2).  Actual
+  one without an entry price nothing (its P&L is already in the balances).  Actual
   equity is therefore unchanged by a step.  Equity can change, as it would on the venue: the
   realised amount is now a balance, valued at its asset's collateral rate (a haircut, or a
   tier boundary crossed), and a realised loss larger than the balance becomes a loan, charged
@@ -71,12 +71,12 @@ MAX_ITER = 60
 def liquidation_plan(positions, instruments, market, index, balances=None, open_orders=None,
                      reserves=None, model=None, valuation_time=None, accounts=None,
                      target=None, lot_sizes=None):
-    """The liquidation plan of every account in ``liquidation`` status (SPEC §8).
+    """The liquidation plan of every account in ``liquidation`` status.
 
     Parameters
     ----------
     positions, instruments, market, index, balances, open_orders, reserves
-        As for :func:`pmrisk.margin` (SPEC §1), for one snapshot: no ``time`` column.
+        As for :func:`pmrisk.margin`, for one snapshot: no ``time`` column.
     model : str, dict, path or Model
         As for :func:`pmrisk.margin` (default ``standard``).  Its ``thresholds`` decide
         which accounts are in liquidation.

@@ -1,4 +1,4 @@
-"""``pmrisk.margin``: the public entry point (SPEC §13)."""
+"""``pmrisk.margin``: the public entry point."""
 
 import time
 
@@ -20,7 +20,7 @@ def margin(positions, instruments, market, index, balances=None, open_orders=Non
     Parameters
     ----------
     positions, instruments, market, index : Arrow table-like
-        SPEC §1 tables: ``pyarrow.Table``/``RecordBatch`` or anything exposing
+        Input tables: ``pyarrow.Table``/``RecordBatch`` or anything exposing
         ``__arrow_c_stream__`` (pandas, polars, duckdb).  ``market.mark_iv`` is an
         annualised vol as a decimal (0.60 for 60 %, not 60; above the model's ``max_iv``,
         default 5.0, it is refused).
@@ -33,7 +33,7 @@ def margin(positions, instruments, market, index, balances=None, open_orders=Non
     model : str, dict, path or Model
         A preset name (``"standard"``, ``"binance_pm_pro"``, ``"deribit_pme"``,
         ``"span"``), a TOML path, a dict or a :class:`pmrisk.Model`.  Default ``standard``
-        (the seed's correlated portfolio-margin model, SPEC §10).
+        (the seed's correlated portfolio-margin model).
     valuation_time : datetime, str or numpy datetime64, optional
         When the book is valued (default: now, UTC).  Must be None when the inputs carry a
         ``time`` column: each distinct time is then a snapshot valued at that time with the

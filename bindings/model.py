@@ -1,5 +1,5 @@
-"""The risk model: every parameter in one object, loadable from a preset, a dict or TOML
-(SPEC §10).  Immutable: ``with_overrides`` returns a new model."""
+"""The risk model: every parameter in one object, loadable from a preset, a dict or TOML.
+Immutable: ``with_overrides`` returns a new model."""
 
 import copy
 import difflib
@@ -225,6 +225,7 @@ def _merge(base, over):
 class Model:
     """Risk-model parameters.
 
+    >>> from pmrisk.model import Model
     >>> m = Model.preset("deribit_pme").with_overrides({"BTC": {"price_range": 0.2}})
     >>> m.underlying("BTC")["price_range"], m.underlying("ETH")["price_range"], m["mm_factor"]
     (0.2, 0.18, 0.8)
@@ -479,6 +480,8 @@ def collateral_value_usd(model, asset, value_usd):
     """Collateral value of positive USD amounts of ``asset``: each tier's slice at its rate;
     above the last tier the value stops growing (rate 0), as in Binance's tier tables.
 
+    >>> import numpy as np
+    >>> from pmrisk.model import Model, collateral_value_usd
     >>> m = Model.preset("deribit_pme").with_overrides(
     ...     {"collateral": {"BTC": {"tiers_usd": [[0, 100, 1.0], [100, 200, 0.5]]}}})
     >>> collateral_value_usd(m, "BTC", np.array([150.0, 500.0])).tolist()

@@ -1,5 +1,5 @@
 """``pmrisk.Monitor``: many accounts' margin kept current as ticks and account changes arrive,
-with threshold alerts (SPEC §7) and liquidation plans (SPEC §8).
+with threshold alerts and liquidation plans.
 
 Design
 ------
@@ -93,6 +93,21 @@ class MonitorUpdate:
     rows in any table); ``time``: the alerts' time; ``seconds``: how long the update took;
     ``liquidation_plans``: the plans of the accounts that entered ``liquidation``
     (:func:`pmrisk.liquidation_plan`'s table), computed on first access.
+
+    Examples
+    --------
+    >>> import pmrisk
+    >>> from pmrisk import samples
+    >>> book = samples.demo_book()
+    >>> vt = book.pop("valuation_time")
+    >>> mon = pmrisk.Monitor(**book, model="deribit_pme", valuation_time=vt)
+    >>> up = mon.update(index={"underlying": ["BTC"], "index_price": [50_000.0]})
+    >>> up
+    MonitorUpdate(accounts=... rows, alerts=... rows, removed=0, seconds=...)
+    >>> up.alerts.column_names[:4]
+    ['account', 'time', 'kind', 'threshold']
+    >>> up.liquidation_plans.column_names[:3]
+    ['account', 'step', 'action']
     """
     accounts: pa.Table
     alerts: pa.Table
@@ -129,7 +144,7 @@ class Monitor:
     Parameters
     ----------
     positions, instruments, market, index, balances, open_orders, reserves, model
-        As for :func:`pmrisk.margin` (SPEC §1; one snapshot: no ``time`` column).  Without
+        As for :func:`pmrisk.margin` (one snapshot: no ``time`` column).  Without
         ``balances`` every account's collateral is 0 (a :class:`pmrisk.MarginWarning`).
     valuation_time : datetime, str or numpy datetime64, optional
         When the book is valued (default: now, UTC, fixed until an update gives another).
@@ -258,17 +273,17 @@ class Monitor:
 
     @property
     def accounts(self):
-        """The accounts table (SPEC §9), as :func:`pmrisk.margin` returns it."""
+        """The accounts table, as :func:`pmrisk.margin` returns it."""
         return self._tables(("accounts",))["accounts"]
 
     @property
     def units(self):
-        """The units table (SPEC §9)."""
+        """The units table."""
         return self._tables(("units",))["units"]
 
     @property
     def positions(self):
-        """The positions table (SPEC §9), with the ``unallocated`` rows."""
+        """The positions table, with the ``unallocated`` rows."""
         return self._tables(("positions",))["positions"]
 
     def state(self):

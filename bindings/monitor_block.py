@@ -68,7 +68,7 @@ UNIT_FIELDS = ("worst", "binding", "roll", "dshock", "som", "orders", "mmp", "sc
 POSITION_FIELDS = ("value", "model_value", "upnl", "mm_contrib", "im_contrib")
 # the unit phase's figures that must be finite (a tick that overflows is rejected)
 _FINITE_UNIT = ("worst", "roll", "dshock", "som", "orders", "rmm", "mm", "im", "value")
-# revaluation_inputs' per-instrument parameters of the vol shocks (SPEC §3)
+# revaluation_inputs' per-instrument parameters of the vol shocks
 _VOL_PARAMS = ("volatility_range_up", "volatility_range_down", "short_term_vega_power",
                "long_term_vega_power", "min_volatility_for_shock_up", "vol_scan_range")
 

@@ -7,7 +7,7 @@ Tick files (Parquet, Arrow IPC or CSV), one row per market or index change:
 |---|---|
 | ``time`` | when (timestamp, UTC); rows with the same time are one update |
 | ``kind`` | ``market`` or ``index`` (optional: rows with a ``symbol`` are market rows) |
-| ``symbol``, ``mark_price``, ``mark_iv``, ``underlying_price`` | market rows (as in SPEC §1) |
+| ``symbol``, ``mark_price``, ``mark_iv``, ``underlying_price`` | market rows (as in margin) |
 | ``underlying``, ``index_price`` | index rows |
 
 The book is valued at the first tick's time unless ``--valuation-time`` says otherwise (the

@@ -1,4 +1,4 @@
-"""Preset parameter sets (SPEC §10).  Values marked (assumption) are not published by the venue.
+"""Preset parameter sets.  Values marked (assumption) are not published by the venue.
 
 Sources: Deribit ``private/pme/simulate`` model_params (BTC, docs example 2024-06-17; ETH, live
 capture 2026-02-15); SPAN: CME "Components of SPAN", advisory 08-303 (extreme 3x covered 33 %).
@@ -37,14 +37,14 @@ UNDERLYING_DEFAULTS = {
 TOP_DEFAULTS = {
     "preset": None,
     "cross_unit": "sum",
-    "scenario_set": "grid",          # "grid" (SPEC §3 grid) or "span16" (SPAN's 16)
+    "scenario_set": "grid",          # "grid" (price x vol grid) or "span16" (SPAN's 16)
     "extended_table": False,         # append Deribit's extended table to the grid
     "extreme_scenarios": False,      # append +/- extreme_multiple*price_range (cover fraction)
     "n_directions": 512,
     "tail_mode": "joint",
-    "joint_revaluation": "grid",     # or "exact" (same result, slower; SPEC §5)
+    "joint_revaluation": "grid",     # or "exact" (same result, slower)
     "joint_grid_nodes": 32,          # grid steps per side of the price range ("grid")
-    "shell_steps": 1,                # shells per bucket (1: SPEC's k/buckets; more: denser)
+    "shell_steps": 1,                # shells per bucket (1: k/buckets; more: denser)
     "risk_multiplier": 1.0,
     "mm_factor": 1.0,
     "im_factor": 1.0,
@@ -84,7 +84,7 @@ DERIBIT_ETH = {
     "max_delta_shock": 0.1, "delta_total_liq_shock_threshold": 20_000_000.0, "m_inc": 4e-06,
 }
 
-# The seed's model (SPEC §10 ``standard``): correlated joint stress, 3 % steps for BTC.
+# The seed's model (``standard``): correlated joint stress, 3 % steps for BTC.
 STANDARD = {
     "cross_unit": "correlated",
     "scenario_set": "grid",
@@ -110,7 +110,7 @@ STANDARD = {
 
 PRESETS = {
     "standard": STANDARD,
-    # Binance Portfolio Margin Pro's uniMMR band edges (SPEC §7: 1.50/1.20/1.05/1.00) on the
+    # Binance Portfolio Margin Pro's uniMMR band edges (1.50/1.20/1.05/1.00) on the
     # standard risk model, in order of severity: >= 150 % normal, 120-150 % warning_1
     # (Binance: reminder), 105-120 % warning_2 (Binance: new orders reduce-only), 100-105 %
     # margin_call (Binance: liquidation starts, with notice), < 100 % liquidation (Binance:

@@ -1,4 +1,4 @@
-"""Arrow result tables (SPEC §9) from an engine :class:`~pmrisk.engine.Outcome`."""
+"""Arrow result tables from an engine :class:`~pmrisk.engine.Outcome`."""
 
 from dataclasses import dataclass
 
@@ -22,8 +22,21 @@ class MarginResult:
     ``positions``: one row per position plus ``unallocated`` rows.  Risk vectors, long format,
     only when asked for (else ``None``): ``unit_risk_vectors`` per unit and scenario (raw and
     weighted), ``position_risk_vectors`` per position and scenario (with
-    ``risk_vectors="positions"``), and ``risk_vectors``, SPEC §9's table: the unit table, or
-    the position table when ``risk_vectors="positions"``.  ``timings``: seconds per stage.
+    ``risk_vectors="positions"``), and ``risk_vectors``: the unit table, or the position
+    table when ``risk_vectors="positions"``.  ``timings``: seconds per stage.
+
+    Examples
+    --------
+    >>> import pmrisk
+    >>> from pmrisk import samples
+    >>> r = pmrisk.margin(**samples.demo_book(), model="deribit_pme")
+    >>> r
+    MarginResult(accounts=6 rows, units=8 rows, positions=26 rows)
+    >>> r.accounts.select(["account", "status"]).slice(0, 2).to_pylist()
+    [{'account': 'hedged-calendar', 'status': 'normal'},
+     {'account': 'directional', 'status': 'warning_1'}]
+    >>> sorted(r.timings)
+    ['compute', 'tables', 'total', 'validate']
     """
     accounts: pa.Table
     units: pa.Table
@@ -42,10 +55,12 @@ class MarginResult:
 
 
 def status_of(ratio, thresholds):
-    """Status per SPEC §7 from the margin ratio: >= the first warning level is ``normal``;
+    """Status from the margin ratio: >= the first warning level is ``normal``;
     below warning level k, ``warning_k``; below ``margin_call``, ``margin_call``; below
     ``liquidation``, ``liquidation``.
 
+    >>> import numpy as np
+    >>> from pmrisk.results import status_of
     >>> status_of(np.array([1.1, 1.0999, 1.0, 0.9999, 0.75, 0.7]),
     ...           {"warning": [1.10, 1.05, 1.01], "margin_call": 1.0, "liquidation": 0.75})
     ['normal', 'warning_1', 'warning_3', 'margin_call', 'margin_call', 'liquidation']

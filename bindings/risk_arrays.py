@@ -1,4 +1,4 @@
-"""``pmrisk.margin_from_risk_arrays``: margin from precomputed scenario P&L (SPEC §3).
+"""``pmrisk.margin_from_risk_arrays``: margin from precomputed scenario P&L.
 
 The caller supplies the P&L per contract of each symbol in each scenario of the model's set
 (SPAN files' 16 risk-array values, or any custom or historical set priced elsewhere).  Values

@@ -1,6 +1,7 @@
 """Deterministic sample books (no files, no network): the demo book and synthetic books of any
 size for tests and benchmarks.
 
+>>> from pmrisk.samples import demo_book
 >>> b = demo_book()
 >>> sorted(b)[:4], b["positions"].num_rows > 10
 (['balances', 'index', 'instruments', 'market'], True)
@@ -275,6 +276,7 @@ def history(days=30, accounts=100, step_minutes=60, seed=0, start=HISTORY_START,
 
     Examples
     --------
+    >>> from pmrisk.samples import history
     >>> h = history(days=2, accounts=3, step_minutes=240)
     >>> h["positions"].column_names[:3], h["balances"].num_rows
     (['time', 'account', 'symbol'], 36)

@@ -1,4 +1,4 @@
-"""Custom scenario tables (SPEC §3): validation and conversion to a kernel ScenarioSet."""
+"""Custom scenario tables: validation and conversion to a kernel ScenarioSet."""
 
 import math
 

@@ -1,4 +1,4 @@
-"""Expected input columns, in one place (SPEC §1).
+"""Expected input columns, in one place.
 
 Each entry: column -> (kind, required, nullable).  Kinds: ``str`` (string, large_string,
 string_view or dictionary of those), ``float`` (any float or integer type, cast to float64),
@@ -9,7 +9,7 @@ in error messages.
 
 import pyarrow as pa
 
-# Snapshots (SPEC §1): the optional column, its type in results, the account-state tables
+# Snapshots: the optional column, its type in results, the account-state tables
 TIME = "time"
 TIME_TYPE = pa.timestamp("ns", tz="UTC")
 ACCOUNT_STATE = ("positions", "balances", "open_orders", "reserves")

@@ -1,4 +1,4 @@
-"""Time snapshots (SPEC §1): every input may carry a ``time`` column; each distinct time is
+"""Time snapshots: every input may carry a ``time`` column; each distinct time is
 a separate snapshot, valued at that time with the rows of that time.
 
 A table without a ``time`` column applies to every snapshot (static instruments, a constant

@@ -1,4 +1,4 @@
-"""Risk units (SPEC §3): (underlying, settlement currency) per instrument, and the
+"""Risk units: (underlying, settlement currency) per instrument, and the
 (account, unit) pairs a call margins."""
 
 from dataclasses import dataclass

@@ -1,4 +1,4 @@
-"""Per-unit add-ons (SPEC §6): roll shock, delta shock, short option minimum.
+"""Per-unit add-ons: roll shock, delta shock, short option minimum.
 
 Plain numpy: each is a group-by over positions or an element-wise formula over units, linear
 in the number of positions; numba buys nothing here.  Amounts are in coin (base units); the
@@ -12,6 +12,8 @@ def roll_rate(years, annualised_move_risk, min_annualised_move):
     """``max(min_annualised_move, exp(annualised_move_risk*T) - 1)`` per expiry group
     (perpetuals have T = 0, so they take the floor).
 
+    >>> import numpy as np
+    >>> from pmrisk.kernel.addons import roll_rate
     >>> float(roll_rate(np.array([0.0]), 0.075, 0.01)[0])
     0.01
     """
@@ -35,6 +37,8 @@ def roll_shock(pos_group, pos_delta, group_rate, group_unit, n_units):
 def delta_shock(delta, index_price, threshold_usd, m_inc, max_delta_shock):
     """``min(max(|d|*S - threshold, 0)*|d|*m_inc, max_delta_shock*|d|*S)/S`` (coin).
 
+    >>> import numpy as np
+    >>> from pmrisk.kernel.addons import delta_shock
     >>> float(delta_shock(np.array([500.0]), np.array([60000.0]), 2e7, 5e-5, 0.1)[0])
     4.166666666666667
     """
@@ -56,6 +60,8 @@ def tiered(value, tiers):
     (Binance tiered collateral rates; OKX MR7 scaling).  Above the last tier nothing counts;
     give the last tier ``to = inf`` to keep counting.
 
+    >>> import numpy as np
+    >>> from pmrisk.kernel.addons import tiered
     >>> float(tiered(np.array([120e6]), [(0, 100e6, 1.0), (100e6, 120e6, 0.975)])[0])
     119500000.0
     >>> float(tiered(np.array([30000.0]), [(0, 10000, 1), (10000, 70000, 2)])[0])

@@ -1,4 +1,4 @@
-"""Risk vectors per (account, unit), weighting, worst case and binding cell (SPEC §4).
+"""Risk vectors per (account, unit), weighting, worst case and binding cell.
 
 The weighting of one cell ``x`` of a unit whose settlement currency is worth ``px`` USD:
 
@@ -120,7 +120,7 @@ def order_margin(order_unit, order_instr, order_qty, vectors, instr_pnl, unit_un
                  base_worst, n_scen, loss_weight, gain_weight, gain_cap_usd, dampener_usd,
                  vol_code):
     """Initial margin of each open order: the increase of its unit's worst case if the order
-    alone filled, never negative (SPEC §6).  Returns float64[n_orders]."""
+    alone filled, never negative.  Returns float64[n_orders]."""
     n = order_unit.shape[0]
     out = np.zeros(n)
     for o in range(n):

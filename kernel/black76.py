@@ -1,4 +1,4 @@
-"""Black-76 value and Greeks, undiscounted unless a rate is given (SPEC §2).
+"""Black-76 value and Greeks, undiscounted unless a rate is given.
 
 Scalar ``@njit`` functions (inlined into the revaluation loops) plus array wrappers.
 Conventions: ``F`` forward, ``K`` strike, ``T`` years (365-day year), ``sigma`` annualised

@@ -1,11 +1,11 @@
-"""Correlation matrices of underlyings (SPEC §5): checks, Higham's nearest correlation matrix
+"""Correlation matrices of underlyings: checks, Higham's nearest correlation matrix
 and the symmetric square root.  Plain numpy on d x d matrices (d = number of underlyings),
 built once per call, never in a hot loop.
 """
 
 import numpy as np
 
-PSD_TOL = 1e-10     # smallest eigenvalue allowed (SPEC §5: >= -1e-10)
+PSD_TOL = 1e-10     # smallest eigenvalue allowed (>= -1e-10)
 
 
 def min_eigenvalue(rho):
@@ -17,6 +17,8 @@ def min_eigenvalue(rho):
 def psd_sqrt(rho):
     """Symmetric square root ``S`` with ``S @ S = rho`` (negative rounding eigenvalues clipped).
 
+    >>> import numpy as np
+    >>> from pmrisk.kernel.correlation import psd_sqrt
     >>> s = psd_sqrt(np.array([[1.0, 0.6], [0.6, 1.0]]))
     >>> np.allclose(s @ s, [[1.0, 0.6], [0.6, 1.0]]), np.allclose(s, s.T)
     (True, True)
@@ -32,6 +34,8 @@ def nearest_correlation(a, tol=1e-13, max_iter=10_000):
     matrices.  The result is symmetric, has a unit diagonal, entries in [-1, 1] and smallest
     eigenvalue >= -``PSD_TOL``.
 
+    >>> import numpy as np
+    >>> from pmrisk.kernel.correlation import min_eigenvalue, nearest_correlation
     >>> a = np.array([[1, 0.9, 0.7], [0.9, 1, -0.9], [0.7, -0.9, 1]])
     >>> x = nearest_correlation(a)
     >>> bool(min_eigenvalue(x)[0] >= -1e-10), np.allclose(np.diag(x), 1.0)

@@ -1,4 +1,4 @@
-"""Joint stress directions on the correlation ellipsoid (SPEC §5).  Plain numpy, built once per
+"""Joint stress directions on the correlation ellipsoid.  Plain numpy, built once per
 set of underlyings.
 
 A direction ``w`` (unit vector) becomes the joint move ``z = S w`` with ``S`` the symmetric
@@ -52,6 +52,8 @@ def _quasi_random(d, n):
 def quasi_random_directions(d, n):
     """``n`` deterministic, well spread unit vectors in ``d`` dimensions, ``(n, d)``.
 
+    >>> import numpy as np
+    >>> from pmrisk.kernel.directions import quasi_random_directions
     >>> w = quasi_random_directions(3, 4)
     >>> w.shape, bool(np.allclose(np.linalg.norm(w, axis=1), 1.0))
     ((4, 3), True)
@@ -63,6 +65,8 @@ def joint_moves(rho, n_directions):
     """Unit joint moves ``z`` (rows, ``|z_u| <= 1``) for correlation matrix ``rho`` and the kind
     of direction each came from.  Returns ``(z float64[m, d], kind int64[m])``.
 
+    >>> import numpy as np
+    >>> from pmrisk.kernel.directions import KINDS, joint_moves
     >>> z, kind = joint_moves(np.eye(2), 4)
     >>> z.shape[1], [KINDS[k] for k in kind[:4]]
     (2, ['axis', 'axis', 'axis', 'axis'])

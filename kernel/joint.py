@@ -1,4 +1,4 @@
-"""Joint stress across units (SPEC §5, ``cross_unit = "correlated"``).
+"""Joint stress across units (``cross_unit = "correlated"``).
 
 Each joint scenario j moves every underlying row r by its own shock.  A unit's P&L at that
 move is read from its risk vector over revaluation cells (see :mod:`pmrisk.correlated`):

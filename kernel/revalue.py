@@ -1,4 +1,4 @@
-"""Scenario revaluation per instrument (SPEC §2-§3).
+"""Scenario revaluation per instrument.
 
 The P&L of one *contract* of each instrument in every scenario of its underlying's set, in the
 instrument's settlement currency.  Positions are then ``quantity x row`` (see

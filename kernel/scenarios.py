@@ -1,4 +1,4 @@
-"""Scenario sets (SPEC §3) as plain arrays: the standard grid, Deribit's extended table,
+"""Scenario sets as plain arrays: the standard grid, Deribit's extended table,
 SPAN's 16 and custom tables.  Plain numpy: these are built once per call, never in a hot loop.
 
 A scenario set is a :class:`ScenarioSet` of equal-length 1-D arrays, one entry per scenario:
@@ -79,6 +79,7 @@ def grid(price_range, buckets, *, gain_weight=1.0, gain_cap_usd=np.inf):
     """The standard grid: ``s_k = price_range*k/buckets``, k = -buckets..buckets, each with vol
     up, same, down; cell index = 3*bucket + vol index, bucket 0 = most negative move.
 
+    >>> from pmrisk.kernel.scenarios import grid
     >>> g = grid(0.16, 4)
     >>> g.size, g.price_shock[:3].tolist(), g.vol_code[:3].tolist()
     (27, [-0.16, -0.16, -0.16], [0, 1, 2])
@@ -116,6 +117,7 @@ def span16(price_range, multiple, cover_fraction):
     1/2 price 0 vol up/down; 3/4 +1/3 range; 5/6 -1/3; 7/8 +2/3; 9/10 -2/3; 11/12 +1;
     13/14 -1; 15/16 +/- extreme with vol unchanged and the cover fraction as weight.
 
+    >>> from pmrisk.kernel.scenarios import span16
     >>> s = span16(0.1, 3.0, 0.33)
     >>> s.size, float(s.price_shock[12]), int(s.vol_code[13]), float(s.loss_weight[15])
     (16, -0.1, 2, 0.33)

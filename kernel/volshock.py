@@ -1,4 +1,4 @@
-"""Scenario vols per option (SPEC §3), element-wise numpy (O(n_options), not a hot loop).
+"""Scenario vols per option, element-wise numpy (O(n_options), not a hot loop).
 
 relative (Deribit family): ``sigma' = max(sigma, vol_floor)``;
 ``up = max(sigma'*(1 + R_up*(30/DTE)^p), min_vol_for_shock_up)``,
@@ -17,6 +17,8 @@ def shocked_vols(sigma, dte_days, vol_floor, r_up, r_down, p_short, p_long, min_
                  absolute, scan_range):
     """Return ``(same, up, down)`` float64 arrays.
 
+    >>> import numpy as np
+    >>> from pmrisk.kernel.volshock import shocked_vols
     >>> same, up, down = shocked_vols(np.array([0.6]), np.array([15.0]), 0.0, 0.5, 0.25,
     ...                               0.3, 0.13, 0.5, np.array([False]), 0.0)
     >>> round(float(up[0]), 6), round(float(down[0]), 6)

@@ -1,4 +1,5 @@
-"""Every docstring example in the package runs (numpy-style Examples blocks are doctests)."""
+"""Every docstring example in the package runs (numpy-style Examples blocks are doctests), as
+a user would type it: in an empty namespace, so an example imports every name it uses."""
 
 import doctest
 import importlib
@@ -19,5 +20,6 @@ MODULES = sorted(
 @pytest.mark.parametrize("name", MODULES)
 def test_doctests(name):
     module = importlib.import_module(name)
-    res = doctest.testmod(module, optionflags=doctest.ELLIPSIS | doctest.NORMALIZE_WHITESPACE)
+    res = doctest.testmod(module, globs={},
+                          optionflags=doctest.ELLIPSIS | doctest.NORMALIZE_WHITESPACE)
     assert res.failed == 0, f"{res.failed} doctest failure(s) in {name}"
