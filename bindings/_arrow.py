@@ -26,6 +26,7 @@ def as_table(obj, name):
     here, so that no later step meets a layout some Arrow kernel lacks.  A dict or row list
     that Arrow cannot make a table of is a :class:`MarginError` naming the column.
 
+    >>> from pmrisk._arrow import as_table
     >>> as_table({"a": ["x"], "b": [1]}, "t").schema.names
     ['a', 'b']
     >>> as_table({"a": ["x", "y"], "b": [1]}, "t")
@@ -323,6 +324,8 @@ def to_ns(value, what="valuation_time"):
     unknown: Unix seconds read as nanoseconds would be 1970), and so are NaT and times
     outside int64 nanoseconds (years 1677..2262).
 
+    >>> import numpy as np
+    >>> from pmrisk._arrow import to_ns
     >>> to_ns("2024-06-17T08:00:00Z") == to_ns(np.datetime64("2024-06-17T08", "h"))
     True
     >>> to_ns(1718611200)

@@ -95,6 +95,7 @@ def open_dataset(obj, name):
 
     Examples
     --------
+    >>> from pmrisk.backtest import open_dataset
     >>> import pyarrow as pa, pyarrow.parquet as pq, tempfile, os
     >>> d = tempfile.mkdtemp()
     >>> pq.write_table(pa.table({"time": pa.array([0], pa.timestamp("ns"))}),
@@ -544,6 +545,7 @@ def overlaps(a, b):
     """Whether two paths are the same or one lies inside the other, symlinks and relative
     parts resolved.
 
+    >>> from pmrisk.backtest import overlaps
     >>> overlaps("data", "data/positions"), overlaps("data/out", "data/positions")
     (True, False)
     """
@@ -559,6 +561,7 @@ def check_out(out, inputs, overwrite=False, *, option="out", flag="overwrite=Tru
     input inside ``out``).  ``option`` and ``flag`` are the names the errors use (the command
     line says ``--out`` and ``--overwrite``).
 
+    >>> from pmrisk.backtest import check_out
     >>> check_out("results", {"positions": "data/positions"})
     'results'
     >>> check_out("data", {"positions": "data/positions"})

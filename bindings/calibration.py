@@ -90,6 +90,7 @@ REPORT_SCHEMA = pa.schema([
 def parse_interval(text, what="interval"):
     """``"1d"``, ``"4h"``, ``"15m"``, ``"30s"``, ``"1w"`` -> nanoseconds.
 
+    >>> from pmrisk.calibration import parse_interval
     >>> parse_interval("4h") == 4 * 3600 * 10**9
     True
     """
@@ -105,6 +106,7 @@ def log_ranges(sigma, k_sigma=3.0, horizon=1):
     up and down moves of a k-sigma log move over h intervals (``expm1`` keeps small ranges
     exact).
 
+    >>> from pmrisk.calibration import log_ranges
     >>> up, down = log_ranges(0.02, 3, 1)
     >>> round(100 * float(up), 4), round(100 * float(down), 4)
     (6.1837, 5.8235)
@@ -508,6 +510,7 @@ def volatility_paths(prices, lam=0.94, interval="1d", seed_obs=30, underlyings=N
     including that interval's return, the first row of each underlying being the seed;
     log_return: the interval's return, null across a gap).
 
+    >>> from pmrisk.calibration import volatility_paths
     >>> from pmrisk import samples
     >>> t = volatility_paths(samples.prices(days=60))
     >>> t.column_names, t.num_rows == 3 * (60 - 30)
@@ -561,6 +564,7 @@ def exceedances(prices, method="ewma", lam=0.94, interval="1d", horizon=1, k_sig
 
     Examples
     --------
+    >>> from pmrisk.calibration import exceedances
     >>> from pmrisk import samples
     >>> t = exceedances(samples.prices(days=200))
     >>> t.column_names[:4], t.num_rows
@@ -617,6 +621,7 @@ def kupiec(n, x, p):
     correct rate p, and its chi-square(1) p-value ``erfc(sqrt(LR/2))``; ``(None, None)``
     when n = 0.
 
+    >>> from pmrisk.calibration import kupiec
     >>> lr, pv = kupiec(250, 2, 0.01)
     >>> round(lr, 4), round(pv, 4)
     (0.1084, 0.7419)
@@ -643,6 +648,8 @@ class CalibrationSchedule:
     unless ``base_model`` is given).  Other keyword arguments are :func:`calibrate`'s.
     A period without enough history before it is an error naming it.
 
+    >>> import numpy as np
+    >>> from pmrisk.calibration import CalibrationSchedule
     >>> from pmrisk import samples
     >>> s = CalibrationSchedule(samples.prices(days=60), every="1d")
     >>> m = s.model_before(s.period_start(np.datetime64("2024-02-15T12:00", "ns")

@@ -48,6 +48,7 @@ class MarginWarning(UserWarning):
     """Input that is valid but probably not what was meant (the result is computed as
     documented): e.g. a book without ``balances``, whose accounts then have no collateral.
 
+    >>> from pmrisk.errors import warn_no_balances
     >>> import warnings
     >>> with warnings.catch_warnings(record=True) as w:
     ...     warnings.simplefilter("always")

@@ -90,6 +90,7 @@ def check_param(where, spec, value):
     int for ``"int"``, a float for ``"float"``, a list for ``"names"``; anything else is a
     :class:`MarginError` naming ``where`` (the parameter's path, e.g. ``BTC.buckets_count``).
 
+    >>> from pmrisk.model import check_param, TOP_PARAMS
     >>> check_param("n_directions", TOP_PARAMS["n_directions"], 64)
     64
     >>> check_param("n_directions", TOP_PARAMS["n_directions"], float("inf"))

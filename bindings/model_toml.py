@@ -1,6 +1,7 @@
 """A model written back as TOML (the shape :meth:`pmrisk.Model.from_toml` reads): the preset's
 name, then only what differs from the preset.
 
+>>> from pmrisk.model_toml import dumps
 >>> import pmrisk
 >>> m = pmrisk.Model.preset("standard").with_overrides({"BTC": {"price_range": 0.07},
 ...                                                     "correlations": {"BTC,SOL": 0.3}})

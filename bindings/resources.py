@@ -183,6 +183,7 @@ def estimate(model, shape, risk_vectors=False):
     """Peak memory and work of one engine pass over a book of ``shape`` under ``model``
     (:class:`Estimate`).
 
+    >>> from pmrisk.resources import Shape, Group, estimate
     >>> from pmrisk import Model
     >>> book = Shape(rows=18, positions=18, accounts=6, units=10, revaluation_rows=18,
     ...              width=35, underlyings=2, groups=[Group(2, 6, 4, 5, 2.0)])
@@ -232,6 +233,7 @@ def check_memory(model, shape, risk_vectors=False):
     (a :class:`MarginError` naming the parameters behind the largest part and the
     estimate); return the :class:`Estimate` otherwise.
 
+    >>> from pmrisk.resources import Shape, Group, check_memory
     >>> from pmrisk import Model
     >>> book = Shape(rows=18, positions=18, accounts=6, units=10, revaluation_rows=18,
     ...              width=35, underlyings=2, groups=[Group(2, 6, 4, 5, 2.0)])

@@ -535,6 +535,7 @@ def prices(days=365, seed=0, step_hours=4, start=PRICES_START):
     seeded generator: the same arguments give the same table.  Start levels 42,000 /
     2,300 / 100.
 
+    >>> from pmrisk.samples import prices
     >>> t = prices(days=10)
     >>> t.column_names, t.num_rows
     (['time', 'underlying', 'index_price'], 180)

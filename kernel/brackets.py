@@ -33,6 +33,7 @@ def bracket_notional(quantity, contract_size, mark, coin_margined):
 
     Examples
     --------
+    >>> import numpy as np
     >>> from pmrisk.kernel.brackets import bracket_notional
     >>> f = lambda *a: np.array(a, dtype=np.float64)
     >>> bracket_notional(f(100.0, -2.0), f(100.0, 1.0), f(25000.0, 60000.0),
@@ -75,6 +76,7 @@ def bracket_margin(notional, pos_ladder, floor, cap, mmr, cum, offsets):
 
     Examples
     --------
+    >>> import numpy as np
     >>> from pmrisk.kernel.brackets import bracket_margin
     >>> f = lambda *a: np.array(a, dtype=np.float64)
     >>> row, mm = bracket_margin(f(50000.0, 60000.0, 3e5), np.zeros(3, dtype=np.int64),

@@ -86,6 +86,8 @@ def fhs_quantile(moves, sigma_then, sigma_now, quantile):
     sigma_then`` (each h-interval log move rescaled from the volatility when it started to
     today's), numpy's linear interpolation between order statistics.  NaN when empty.
 
+    >>> import numpy as np
+    >>> from pmrisk.kernel.ewma import fhs_quantile
     >>> fhs_quantile(np.array([0.01, -0.04, 0.02]), np.array([0.01, 0.02, 0.01]), 0.01, 1.0)
     0.02
     """

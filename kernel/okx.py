@@ -41,6 +41,7 @@ def stablecoin_hedged(cash_delta):
 
     Examples
     --------
+    >>> import numpy as np
     >>> from pmrisk.kernel.okx import stablecoin_hedged
     >>> stablecoin_hedged(np.array([[10e6, -4e6, -7e6]])).tolist()     # USDT long 10 M
     [[7000000.0, 3000000.0, 0.0]]
@@ -77,6 +78,7 @@ def mr9(cash_delta, tiers=MR9_TIERS):
 
     Examples
     --------
+    >>> import numpy as np
     >>> from pmrisk.kernel.okx import mr9
     >>> charge, hedged = mr9(np.array([[10e6, 0.0, -10e6]]))        # USDT long, USD short
     >>> float(charge[0]), hedged.tolist()

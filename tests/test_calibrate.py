@@ -596,8 +596,9 @@ def test_parse_interval():
             parse_interval("1.5h")
 
 
-def test_readme_calibration_example_runs():
+def test_readme_calibration_example_runs(tmp_path, monkeypatch):
     import pathlib
+    monkeypatch.chdir(tmp_path)          # the block writes prices.parquet for the CLI line
     import re
     text = (pathlib.Path(__file__).resolve().parents[1] / "README.md").read_text()
     section = text.split("## Calibration from market data", 1)[1]
