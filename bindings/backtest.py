@@ -850,7 +850,11 @@ def _schedule(calibrate):
         raise MarginError("arguments", "calibrate", "a dict {\"prices\": table, \"every\": "
                           "\"1d\", ...} or a pmrisk.CalibrationSchedule, got "
                           f"{type(calibrate).__name__}")
-    return CalibrationSchedule(**calibrate)
+    prices = calibrate["prices"]
+    if isinstance(prices, (str, os.PathLike)) or type(prices).__module__.startswith(
+            "pyarrow._dataset"):                # a Parquet file or dataset, as other inputs
+        prices = _Source("prices", prices).whole()
+    return CalibrationSchedule(**{**calibrate, "prices": prices})
 
 
 def _split_periods(batches, times, schedule):

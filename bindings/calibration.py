@@ -50,8 +50,8 @@ import pyarrow as pa
 
 from pmrisk.kernel.ewma import ewma_covariance, ewma_variance, fhs_quantile
 
-from ._arrow import as_table, check_columns, codes, float_column, raise_rows, str_column, \
-    time_column, to_ns
+from ._arrow import as_table, check_columns, codes, float_column, iso_ns, raise_rows, \
+    str_column, time_column, to_ns
 from .correlation import CorrelationRepaired, correlation_matrix
 from .errors import MarginError
 from .model import Model
@@ -87,18 +87,29 @@ REPORT_SCHEMA = pa.schema([
 ])
 
 
+MAX_INTERVAL_NS = 100 * YEAR_NS   # 36500d: longer is a typo (and int64 ns end in 2262)
+
+
 def parse_interval(text, what="interval"):
-    """``"1d"``, ``"4h"``, ``"15m"``, ``"30s"``, ``"1w"`` -> nanoseconds.
+    """``"1d"``, ``"4h"``, ``"15m"``, ``"30s"``, ``"1w"`` -> nanoseconds, from 1 s to 100
+    years (36500d).
 
     >>> from pmrisk.calibration import parse_interval
     >>> parse_interval("4h") == 4 * 3600 * 10**9
     True
+    >>> parse_interval("999999999999d", "every")
+    Traceback (most recent call last):
+    ...
+    pmrisk.errors.MarginError: arguments.every: expected a whole number and a unit among s, \
+m, h, d, w ("1d", "4h", "15m"), from 1s to 36500d (100 years), got '999999999999d'
     """
-    m = re.fullmatch(r"\s*(\d+)\s*([smhdw])\s*", str(text))
-    if not m or int(m.group(1)) == 0:
-        raise MarginError("arguments", what, f"a positive number and a unit among s, m, h, d, w "
-                          f"(\"1d\", \"4h\", \"15m\"), got {text!r}")
-    return int(m.group(1)) * NS[m.group(2)]
+    m = re.fullmatch(r"\s*(\d+)\s*([smhdw])\s*", text) if isinstance(text, str) else None
+    ns = int(m.group(1)) * NS[m.group(2)] if m else 0
+    if not 1 <= ns <= MAX_INTERVAL_NS:
+        raise MarginError("arguments", what, "a whole number and a unit among s, m, h, d, w "
+                          "(\"1d\", \"4h\", \"15m\"), from 1s to 36500d (100 years), got "
+                          f"{text!r}")
+    return ns
 
 
 def log_ranges(sigma, k_sigma=3.0, horizon=1):
@@ -121,8 +132,8 @@ class _Grid:
     """Resampled levels of one table: ``names`` (underlyings), ``level`` float64[G, d] (NaN:
     no row in that interval), ``last`` int64[G] (the last row time in each interval)."""
 
-    def __init__(self, names, level, last):
-        self.names, self.level, self.last = names, level, last
+    def __init__(self, names, level, last, cut=None):
+        self.names, self.level, self.last, self.cut = names, level, last, cut
 
     def returns(self):
         with np.errstate(invalid="ignore", divide="ignore"):
@@ -155,7 +166,7 @@ def _history(obj, name, value, interval_ns, cut=None, underlyings=None):
             raise_rows(t, name, TIME, mask, what)
     names_all = dictionary.to_pylist()
     if underlyings is not None:
-        wanted = [underlyings] if isinstance(underlyings, str) else list(underlyings)
+        wanted = _underlyings(underlyings)
         unknown = [u for u in wanted if u not in names_all]
         if unknown:
             raise MarginError(name, "underlying", f"prices for every underlying asked for; no "
@@ -179,7 +190,21 @@ def _history(obj, name, value, interval_ns, cut=None, underlyings=None):
     out[g[rows], col[und[rows]]] = level[rows]
     last = np.full(len(grid), np.iinfo(np.int64).min, dtype=np.int64)
     np.maximum.at(last, g, ns)
-    return _Grid(wanted, out, last)
+    return _Grid(wanted, out, last, cut)
+
+
+def _underlyings(underlyings):
+    """``underlyings`` as a list: one name or a sequence of distinct names, at least one."""
+    wanted = [underlyings] if isinstance(underlyings, str) else underlyings
+    if not isinstance(wanted, (list, tuple)) or not wanted or \
+            not all(isinstance(u, str) for u in wanted):
+        raise MarginError("arguments", "underlyings", "a name or a non-empty list of names "
+                          f"(default None: every underlying in prices), got {underlyings!r}")
+    dup = sorted({u for u in wanted if wanted.count(u) > 1})
+    if dup:
+        raise MarginError("arguments", "underlyings", f"each underlying once, got {dup} more "
+                          "than once", rows=[(u,) for u in dup], keys=("underlying",))
+    return list(wanted)
 
 
 def _seed_check(grid, ok, seed_obs, name):
@@ -190,6 +215,10 @@ def _seed_check(grid, ok, seed_obs, name):
               f"returns of every underlying (and pair) among the first {seed_obs} (the EWMA "
               "seed)")
     few = [u for j, u in enumerate(grid.names) if n_ret < seed_obs or ok[:seed_obs, j].sum() < 2]
+    if not grid.names:                     # no row at all (up to as_of)
+        raise MarginError(name, TIME, expect + "; the history has no rows" + (
+            "" if grid.cut is None else f" up to {iso_ns(grid.cut[0])}"),
+            hint="Give a longer history, a shorter interval or a smaller seed_obs")
     if few:
         have = {u: int(np.isfinite(grid.level[:, j]).sum()) for j, u in enumerate(grid.names)}
         raise MarginError(name, TIME, expect + f"; intervals with prices: {have}",
@@ -216,7 +245,7 @@ def _check_args(lam, horizon, k_sigma, seed_obs, quantile, method):
     if method not in METHODS:
         raise MarginError("arguments", "method", f"one of {METHODS}, got {method!r}")
     checks = (("lam", lam, lambda v: 0.0 < v < 1.0, "a number in (0, 1)"),
-              ("k_sigma", k_sigma, lambda v: 0.0 < v < 1e3, "a number > 0"),
+              ("k_sigma", k_sigma, lambda v: 0.0 < v < 1e3, "a number > 0 and below 1000"),
               ("quantile", quantile, lambda v: 0.5 < v < 1.0, "a number in (0.5, 1)"))
     for what, v, ok, expected in checks:
         if isinstance(v, bool) or not isinstance(v, (int, float, np.floating, np.integer)) \
@@ -648,6 +677,13 @@ class CalibrationSchedule:
     unless ``base_model`` is given).  Other keyword arguments are :func:`calibrate`'s.
     A period without enough history before it is an error naming it.
 
+    ``max_age`` (an interval such as ``"3d"``; default three periods of ``every``) bounds how
+    old the last price of a period's calibration may be: a period starting more than
+    ``max_age`` after the last price before it is an error naming the period start and that
+    price's time, so that a history that ends (or has a hole) never margins later snapshots
+    with stale ranges silently.  ``prices`` is a table; ``pmrisk.backtest(...,
+    calibrate={"prices": PATH, ...})`` also reads a Parquet file or dataset directory.
+
     >>> import numpy as np
     >>> from pmrisk.calibration import CalibrationSchedule
     >>> from pmrisk import samples
@@ -658,13 +694,15 @@ class CalibrationSchedule:
     True
     """
 
-    def __init__(self, prices, every="1d", **kwargs):
-        unknown = sorted(set(kwargs) - set(_KWARGS))
-        if unknown:
-            raise MarginError("arguments", "calibrate", f"calibrate's keyword arguments "
-                              f"({', '.join(_KWARGS)}) and every, got {unknown}")
+    def __init__(self, prices, every="1d", max_age=None, **kwargs):
+        check_kwargs(kwargs, ())
         self.prices = as_table(prices, "prices")
+        if self.prices is None:
+            raise MarginError("prices", None, "a table (time, underlying, index_price)")
         self.every_ns = parse_interval(every, "every")
+        self.max_age_ns = 3 * self.every_ns if max_age is None else \
+            parse_interval(max_age, "max_age")
+        self._max_age = f"3 x every = 3 x {every}" if max_age is None else str(max_age)
         self.kwargs = kwargs
         self._cache = {}
         self.reports = {}         # period start (ns) -> the report of its calibration
@@ -688,6 +726,35 @@ class CalibrationSchedule:
                             f"{pa.scalar(int(start), TIME_TYPE).as_py().isoformat()}, from "
                             "prices strictly before)",)
                 raise
+            last = int(report["as_of"][0].value)
+            if int(start) - last > self.max_age_ns:
+                raise MarginError(
+                    "prices", TIME, f"a price within max_age ({self._max_age})"
+                    f" before the snapshots from {iso_ns(start)}; the last price before them "
+                    f"is at {iso_ns(last)}, {(int(start) - last) / NS['d']:.1f} days earlier",
+                    hint="Give prices up to the backtest's snapshots, or a longer max_age "
+                    "(e.g. max_age=\"30d\") to margin with older ranges on purpose")
             self._cache[start] = model
             self.reports[start] = report
         return self._cache[start]
+
+
+def check_kwargs(kwargs, extra, context="every, max_age"):
+    """Keyword arguments meant for :func:`calibrate` (``prices`` and ``as_of`` aside) or among
+    ``extra``: anything else is a :class:`MarginError` listing them (and ``context``, the
+    caller's own arguments).
+
+    >>> from pmrisk.calibration import check_kwargs
+    >>> check_kwargs({"lam": 0.97}, ())
+    >>> check_kwargs({"lamda": 0.97}, ("as_of",), "at")
+    Traceback (most recent call last):
+    ...
+    pmrisk.errors.MarginError: arguments.calibrate: expected calibrate's keyword arguments \
+(base_model, method, lam, interval, horizon, k_sigma, floors, seed_obs, quantile, iv, \
+underlyings, repair, as_of) and at, got ['lamda']
+    """
+    names = _KWARGS + [k for k in extra if k not in _KWARGS]
+    unknown = sorted(set(kwargs) - set(names))
+    if unknown:
+        raise MarginError("arguments", "calibrate", f"calibrate's keyword arguments "
+                          f"({', '.join(names)}) and {context}, got {unknown}")

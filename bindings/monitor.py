@@ -374,7 +374,12 @@ class Monitor:
         """Recalibrate the model from a price history (:func:`pmrisk.calibrate` with the
         monitor's model as the base model and ``kwargs``) and swap it in: every account is
         recomputed and alerts fire as on any update.  Returns ``(MonitorUpdate, report)``."""
-        from .calibration import calibrate
+        from .calibration import calibrate, check_kwargs
+        if "base_model" in kwargs:
+            raise MarginError("arguments", "base_model", "no base_model: the monitor's model is "
+                              "the base model of its recalibration",
+                              hint="Start a new Monitor to change the model's other keys")
+        check_kwargs(kwargs, ("as_of",), "at")
         model, report = calibrate(prices, base_model=self.model, **kwargs)
         return self.update(model=model, at=at), report
 

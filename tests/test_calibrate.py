@@ -633,3 +633,75 @@ def test_recalibrated_backtest_on_dask_equals_single_process():
                             batch_rows=40, calibrate={"prices": p, "every": "1d",
                                                       "seed_obs": 20})
     assert r.accounts.equals(local)
+
+
+# -- review findings: empty histories, bounds, stale calibrations --------------------------
+
+@pytest.mark.parametrize("prices, kwargs, table, column", [
+    (samples.prices(days=60).slice(0, 0), {}, "prices", "time"),           # no row at all
+    (samples.prices(days=60).slice(0, 1), {}, "prices", "time"),           # one row
+    (samples.prices(days=60), {"as_of": "2023-01-01"}, "prices", "time"),  # none up to as_of
+    (samples.prices(days=60), {"underlyings": []}, "arguments", "underlyings"),
+    (samples.prices(days=60), {"underlyings": ["BTC", "BTC"]}, "arguments", "underlyings"),
+    (samples.prices(days=60), {"underlyings": [5]}, "arguments", "underlyings"),
+    (samples.prices(days=60), {"interval": "999999999999d"}, "arguments", "interval"),
+    (samples.prices(days=60), {"interval": "36501d"}, "arguments", "interval"),
+    (samples.prices(days=60), {"interval": 5}, "arguments", "interval"),
+    (samples.prices(days=60), {"k_sigma": 1000}, "arguments", "k_sigma"),
+])
+def test_empty_history_and_bounds_are_named(prices, kwargs, table, column):
+    with pytest.raises(MarginError) as exc:
+        pmrisk.calibrate(prices, **kwargs)
+    assert (exc.value.table, exc.value.column) == (table, column)
+
+
+def test_error_texts_say_what_to_fix():
+    p = samples.prices(days=60)
+    with pytest.raises(MarginError, match="below 1000"):
+        pmrisk.calibrate(p, k_sigma=1000)
+    with pytest.raises(MarginError, match="once") as exc:
+        pmrisk.calibrate(p, underlyings=["BTC", "BTC"])
+    assert exc.value.rows == [("BTC",)]
+    with pytest.raises(MarginError, match="36500d"):
+        CalibrationSchedule(p, every="999999999999d")
+    assert parse_interval("36500d") == 36500 * DAY and parse_interval("1s") == 10**9
+
+
+def test_monitor_recalibrate_bad_keywords_named():
+    b = samples.demo_book()
+    mon = pmrisk.Monitor(**b)
+    p = samples.prices(days=60)
+    for kwargs, column in (({"foo": 1}, "calibrate"), ({"base_model": "span"}, "base_model")):
+        with pytest.raises(MarginError) as exc:
+            mon.recalibrate(p, **kwargs)
+        assert (exc.value.table, exc.value.column) == ("arguments", column)
+    with pytest.raises(MarginError) as exc:
+        mon.recalibrate(p.slice(0, 0))
+    assert (exc.value.table, exc.value.column) == ("prices", "time")
+
+
+def test_stale_calibration_is_an_error_naming_both_times():
+    h, _ = backtest_inputs()
+    with pytest.raises(MarginError) as exc:
+        run_backtest(h, samples.prices(days=60), seed_obs=5)       # prices end in March
+    assert (exc.value.table, exc.value.column) == ("prices", "time")
+    assert "2024-06-01T00:00:00Z" in str(exc.value) and "2024-02-29T20:00:00Z" in str(exc.value)
+    # a longer max_age margins with the older ranges on purpose
+    r = run_backtest(h, samples.prices(days=60), seed_obs=5, max_age="100d")
+    assert r.accounts.num_rows == 64
+    with pytest.raises(MarginError) as exc:
+        run_backtest(h, samples.prices(days=60), seed_obs=5, max_age="soon")
+    assert (exc.value.table, exc.value.column) == ("arguments", "max_age")
+
+
+def test_backtest_calibration_prices_from_a_parquet_path(tmp_path):
+    h, p = backtest_inputs()
+    pq.write_table(p, tmp_path / "prices.parquet")
+    (tmp_path / "ds").mkdir()
+    pq.write_table(p, tmp_path / "ds" / "part-0.parquet")
+    want = run_backtest(h, p, seed_obs=20).accounts
+    assert run_backtest(h, str(tmp_path / "prices.parquet"), seed_obs=20).accounts.equals(want)
+    assert run_backtest(h, tmp_path / "ds", seed_obs=20).accounts.equals(want)
+    with pytest.raises(MarginError) as exc:
+        run_backtest(h, str(tmp_path / "nope.parquet"), seed_obs=20)
+    assert exc.value.table == "prices"
