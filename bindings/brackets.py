@@ -44,8 +44,8 @@ import pyarrow as pa
 import pyarrow.compute as pc
 
 from . import schema
-from ._arrow import (as_table, check_columns, float_column, kernel_args, lookup, raise_rows,
-                     str_column, to_ns)
+from ._arrow import (as_table, check_columns, float_column, iso_ns, kernel_args, lookup,
+                     raise_rows, str_column, to_ns)
 from .errors import MarginError
 from .kernel.brackets import bracket_margin, bracket_notional
 
@@ -93,6 +93,11 @@ def ladder(rows, *, symbol=None, kind="usd_m", effective=None, source=None):
         Named in error messages and used by :func:`position_margin` to match positions.
     kind : {"usd_m", "coin_m"}
         Notional in USD (USDⓈ-M) or in coin (COIN-M).
+    effective : date, datetime, ISO-8601 string or datetime64, optional
+        When the ladder took effect; kept as ``"YYYY-MM-DD"`` (numbers are refused: their
+        unit is unknown).
+    source : str, optional
+        Where the ladder comes from.
 
     Returns
     -------
@@ -117,11 +122,33 @@ def ladder(rows, *, symbol=None, kind="usd_m", effective=None, source=None):
     ...
     pmrisk.errors.MarginError: brackets.cum: ... ('X', 2). The rebuilt cum of bracket 2 is 50.0
     """
+    return _ladder(rows, symbol, kind, _effective(effective), _source(source))
+
+
+def _effective(effective):
+    """A user's ``effective``: None, or a date (a ``date``, ``datetime``, ISO-8601 string or
+    ``datetime64``, read by the one time parser) -> ``"YYYY-MM-DD"`` (with the time of day,
+    ``"YYYY-MM-DDTHH:MM:SSZ"``, when it is not midnight UTC)."""
+    if effective is None:
+        return None
+    text = iso_ns(to_ns(effective, "effective"))
+    return text[:10] if text.endswith("T00:00:00Z") else text
+
+
+def _source(source):
+    if source is not None and not isinstance(source, str):
+        raise MarginError("arguments", "source", "a string saying where the ladder comes from "
+                          f"(or None), got {type(source).__name__} {source!r}")
+    return source
+
+
+def _ladder(rows, symbol, kind, effective, source):
     if kind not in KINDS:
         raise MarginError("brackets", "kind", f"one of {', '.join(KINDS)}, got {kind!r}")
     if isinstance(rows, (list, tuple)) and rows and not isinstance(rows[0], dict):
         names = ("floor", "cap", "mmr", "max_leverage", "cum")
-        bad = [i + 1 for i, r in enumerate(rows) if len(r) not in (4, 5)]
+        bad = [i + 1 for i, r in enumerate(rows)
+               if not isinstance(r, (list, tuple)) or len(r) not in (4, 5)]
         if bad:
             raise MarginError("brackets", None, "rows (floor, cap, mmr, max_leverage[, cum])",
                               rows=[(symbol, b) for b in bad], keys=("symbol", "bracket"))
@@ -165,9 +192,21 @@ def ladders_from_binance(response, *, symbol=None):
         response = [response]
     if (isinstance(response, (list, tuple)) and response and isinstance(response[0], dict)
             and "brackets" in response[0]):
+        bad = [(s.get("symbol", symbol),) if isinstance(s, dict) else (i,)
+               for i, s in enumerate(response) if not isinstance(s, dict)
+               or not isinstance(s.get("brackets"), (list, tuple))
+               or not all(isinstance(b, dict) for b in s["brackets"])]
+        if bad:
+            raise MarginError("brackets", "brackets", "per symbol, a list of bracket objects "
+                              "({\"bracket\": 1, \"initialLeverage\": ..., ...})", rows=bad,
+                              keys=("symbol",))
         response = [dict(b, symbol=s.get("symbol", symbol)) for s in response
                     for b in s["brackets"]]
     table = as_table(response, "brackets")
+    if table is None:
+        raise MarginError("brackets", None, "Binance's leverage-bracket response: a table, a "
+                          "list of bracket dicts or [{\"symbol\": ..., \"brackets\": [...]}], "
+                          "got None")
     present = set(table.column_names)
     kinds = [k for k, f in BINANCE_NOTIONAL.items() if set(f) & present]
     if len(kinds) != 1:
@@ -194,6 +233,9 @@ def ladders_from_binance(response, *, symbol=None):
 
 def _validated(table, symbol, kind, effective, source):
     """One validation path for every ladder (rows, Binance's shape, shipped data)."""
+    if table is None:
+        raise MarginError("brackets", None, "rows (floor, cap, mmr, max_leverage[, cum]), a "
+                          "list of dicts or a table, got None")
     n = len(table)
     if n == 0:
         raise MarginError("brackets", None, f"at least one bracket for {symbol!r}")
@@ -246,8 +288,9 @@ def _validated(table, symbol, kind, effective, source):
 def _shipped():
     text = (importlib.resources.files(__package__) / "venues" / "binance_brackets.toml")
     data = tomllib.loads(text.read_text(encoding="utf-8"))
-    return tuple(ladder(d["rows"], symbol=d["symbol"], kind=d["kind"],
-                        effective=d["effective"], source=d["source"]) for d in data["ladder"])
+    # shipped dates may be a year ("2025") or "undated": kept as they are
+    return tuple(_ladder(d["rows"], d["symbol"], d["kind"], d["effective"], d["source"])
+                 for d in data["ladder"])
 
 
 def _effective_ns(effective):
@@ -334,6 +377,7 @@ def locate(notional, ladder):
     >>> t.column("bracket").to_pylist(), t.column("cum").to_pylist()
     ([7], [11.605])
     """
+    _check_ladders([ladder], "ladder")
     try:
         n = np.atleast_1d(np.asarray(notional, dtype=np.float64))
     except (TypeError, ValueError):
@@ -411,9 +455,13 @@ def position_margin(positions, ladders):
     (0.4, 0.004, 0.0016, 40.0)
     """
     table = as_table(positions, "positions")
+    if table is None:
+        raise MarginError("positions", None, "a table (symbol, quantity, contract_size, "
+                          "mark_price), got None")
     check_columns(table, "positions", schema.BRACKET_POSITIONS)
     if isinstance(ladders, BracketLadder):
         ladders = [ladders]
+    _check_ladders(ladders.values() if isinstance(ladders, dict) else ladders, "ladders")
     if not isinstance(ladders, dict):
         ladders = {lad.symbol: lad for lad in ladders}
     by_symbol = list(ladders.values())
@@ -439,6 +487,20 @@ def position_margin(positions, ladders):
         index = float_column(table, "positions", "index_price", positive=True)
         cols["maintenance_margin_usd"] = np.where(coin == 1, mm * index, mm)
     return pa.table(cols)
+
+
+def _check_ladders(ladders, what):
+    """Every item a :class:`BracketLadder` (``ladders`` a collection of them)."""
+    try:
+        bad = [lad for lad in ladders if not isinstance(lad, BracketLadder)]
+    except TypeError:
+        bad = [ladders]
+    if bad:
+        raise MarginError("arguments", what, "a BracketLadder (from ladder, "
+                          "ladders_from_binance or binance_ladder)" + (
+                              ", a sequence of them or a dict of symbol to them"
+                              if what == "ladders" else "")
+                          + f", got {type(bad[0]).__name__}")
 
 
 _BEYOND = ("Binance does not accept a position above the last bracket's cap, so pmrisk gives "

@@ -399,3 +399,51 @@ def test_position_margin_errors(change, column, rows):
         B.position_margin(pos, B.binance_ladder("BTCUSDT"))
     assert err.value.table == "positions" and err.value.column == column
     assert err.value.rows == rows
+
+
+# -- review findings: None and malformed arguments, effective and source ------------------
+
+_L = [(0, 50_000, 0.004, 125), (50_000, 250_000, 0.005, 100)]
+
+
+@pytest.mark.parametrize("call, table, column", [
+    (lambda: B.ladder(None), "brackets", None),
+    (lambda: B.ladder([5]), "brackets", None),
+    (lambda: B.maintenance_margin(1.0, None), "arguments", "ladder"),
+    (lambda: B.locate(1.0, "BTCUSDT"), "arguments", "ladder"),
+    (lambda: B.ladders_from_binance(None), "brackets", None),
+    (lambda: B.ladders_from_binance([{"symbol": "X", "brackets": None}]),
+     "brackets", "brackets"),
+    (lambda: B.ladders_from_binance([{"symbol": "X", "brackets": [5]}]),
+     "brackets", "brackets"),
+    (lambda: B.position_margin(None, {"X": B.ladder(_L, symbol="X")}),
+     "positions", None),
+    (lambda: B.position_margin([{"symbol": "X", "quantity": 1.0, "contract_size": 1.0,
+                                        "mark_price": 1.0}], None), "arguments", "ladders"),
+    (lambda: B.position_margin([{"symbol": "X", "quantity": 1.0, "contract_size": 1.0,
+                                        "mark_price": 1.0}], {"X": None}), "arguments",
+     "ladders"),
+    (lambda: B.ladder(_L, effective="garbage"), "arguments", "effective"),
+    (lambda: B.ladder(_L, effective=1718611200), "arguments", "effective"),
+    (lambda: B.ladder(_L, effective=float("nan")), "arguments", "effective"),
+    (lambda: B.ladder(_L, source=5), "arguments", "source"),
+])
+def test_malformed_arguments_are_margin_errors(call, table, column):
+    with pytest.raises(pmrisk.MarginError) as exc:
+        call()
+    assert (exc.value.table, exc.value.column) == (table, column)
+
+
+def test_ladders_from_binance_names_the_symbol_without_brackets():
+    with pytest.raises(pmrisk.MarginError) as exc:
+        B.ladders_from_binance([{"symbol": "X", "brackets": None}])
+    assert exc.value.rows == [("X",)]
+
+
+@pytest.mark.parametrize("effective, stored", [
+    ("2024-06-17", "2024-06-17"), ("2024-06-17T00:00:00Z", "2024-06-17"),
+    (np.datetime64("2024-06-17"), "2024-06-17"), (dt.date(2024, 6, 17), "2024-06-17"),
+    ("2024-06-17T08:00:00Z", "2024-06-17T08:00:00Z"), (None, None)])
+def test_effective_is_a_date_through_the_time_parser(effective, stored):
+    lad = B.ladder(_L, symbol="X", effective=effective, source="my account")
+    assert lad.effective == stored and lad.source == "my account"
