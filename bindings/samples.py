@@ -12,10 +12,54 @@ import pyarrow as pa
 
 from pmrisk.kernel.black76 import black76_price
 
-from ._arrow import to_ns
+from ._arrow import iso_ns, to_ns
+from .errors import MarginError
 
 DEMO_TIME = "2024-06-17T08:00:00Z"
 _NS_DAY = 86_400 * 10**9
+MAX_ROWS = 50_000_000      # rows one sample may generate (about 0.4 GB per column of them)
+MAX_INSTRUMENTS = 100_000  # book() prices its instruments one by one
+_LAST_NS = np.iinfo(np.int64).max       # 2262-04-11T23:47:16Z: the end of int64 nanoseconds
+
+
+def _check_args(fn, whole=None, numbers=None, seed=0, start=None, span_ns=None, rows=None,
+                sizes=()):
+    """The one argument check of the sample functions (``fn`` names the function in errors):
+    ``whole`` ``{name: (value, lo, hi)}`` whole numbers in [lo, hi]; ``numbers`` the same
+    for any real number; ``seed`` a whole number >= 0; ``start`` ``(name, value)`` read by
+    :func:`pmrisk._arrow.to_ns`, whose generated times (``span_ns()`` after it) must end
+    before 2262; ``rows()`` the rows the arguments ``sizes`` generate, at most
+    :data:`MAX_ROWS` (both called once the numbers are checked).  Returns the start in ns
+    (or None)."""
+    checks = dict(whole or {})
+    checks["seed"] = (seed, 0, 2**63 - 1)
+    for name, (v, lo, hi) in checks.items():
+        if isinstance(v, bool) or not isinstance(v, (int, np.integer)) or not lo <= v <= hi:
+            raise MarginError("arguments", name, f"a whole number from {lo:,} to {hi:,} "
+                              f"(samples.{fn}), got {v!r}")
+    for name, (v, lo, hi) in (numbers or {}).items():
+        if isinstance(v, bool) or not isinstance(v, (int, float, np.integer, np.floating)) \
+                or not lo <= v <= hi:
+            raise MarginError("arguments", name, f"a number from {lo:g} to {hi:g} "
+                              f"(samples.{fn}), got {v!r}")
+        checks[name] = (v, lo, hi)
+    n_rows = rows() if rows else 0
+    if n_rows > MAX_ROWS:
+        given = ", ".join(f"{k}={checks[k][0]!r}" for k in sizes)
+        raise MarginError("arguments", sizes[0], f"arguments generating at most {MAX_ROWS:,} "
+                          f"rows (samples.{fn}); {given} generate about {n_rows:,}",
+                          hint="Generate a shorter or smaller sample, or several")
+    if start is None:
+        return None
+    name, value = start
+    t0 = to_ns(value, name)
+    span = span_ns() if span_ns else 0
+    if t0 + span > _LAST_NS:
+        raise MarginError("arguments", name, f"a {name} whose generated times end before "
+                          f"{iso_ns(_LAST_NS)} (int64 nanoseconds); from {iso_ns(t0)} they "
+                          f"would run {span / _NS_DAY:,.0f} days", hint="Start earlier or "
+                          "generate a shorter sample")
+    return t0
 
 
 def _ts(s, what="valuation_time"):
@@ -135,10 +179,27 @@ def book(n_accounts=1, positions_per_account=100, underlyings=("BTC",), option_s
 
     Instruments are shared between accounts (as on a venue), so revaluation cost grows with
     the number of distinct instruments, aggregation with the number of positions.
+
+    Arguments are checked (a :class:`~pmrisk.MarginError` naming the argument): whole
+    numbers of at least 1 (``positions_per_account`` at most 100,000, ``n_expiries`` at most
+    8), shares from 0 to 1, distinct underlyings, and at most 50 million positions.
     """
+    und = [underlyings] if isinstance(underlyings, str) else underlyings
+    if not isinstance(und, (list, tuple)) or not und or \
+            not all(isinstance(u, str) and u for u in und) or len(set(und)) < len(und):
+        raise MarginError("arguments", "underlyings", "a name or a non-empty sequence of "
+                          f"distinct names (samples.book), got {underlyings!r}")
+    und = list(und)
+    t0 = _check_args(
+        "book", whole={"n_accounts": (n_accounts, 1, MAX_ROWS),
+                       "positions_per_account": (positions_per_account, 1, MAX_INSTRUMENTS),
+                       "n_expiries": (n_expiries, 1, 8)},
+        numbers={"option_share": (option_share, 0.0, 1.0),
+                 "inverse_share": (inverse_share, 0.0, 1.0)}, seed=seed,
+        start=("valuation_time", valuation_time), span_ns=lambda: 540 * _NS_DAY,
+        rows=lambda: n_accounts * positions_per_account, sizes=("n_accounts",
+                                                                "positions_per_account"))
     rng = np.random.default_rng(seed)
-    t0 = _ts(valuation_time)
-    und = list(underlyings)
     base_px = {u: float(rng.uniform(5, 80_000)) for u in und}
     base_px.update({k: v for k, v in (("BTC", 65_000.0), ("ETH", 3_400.0)) if k in base_px})
     n_pos_total = n_accounts * positions_per_account
@@ -259,9 +320,11 @@ def history(days=30, accounts=100, step_minutes=60, seed=0, start=HISTORY_START,
     Parameters
     ----------
     days, accounts, step_minutes, seed : int
-        Length, number of accounts, spacing of the snapshot times, random seed.
-    start : str
-        The first time (UTC).
+        Length (1 to 36,500), number of accounts, spacing of the snapshot times (at most a
+        year), random seed (>= 0).  At most about 50 million rows are generated: larger
+        arguments are a :class:`~pmrisk.MarginError` naming them and the estimate.
+    start : str, datetime or datetime64
+        The first time (UTC); the history (and its options' expiries) must end before 2262.
     out : path, optional
         A new or empty directory to write the history to as Parquet instead of returning
         it: ``out/instruments.parquet`` and one dataset per timed table
@@ -283,11 +346,18 @@ def history(days=30, accounts=100, step_minutes=60, seed=0, start=HISTORY_START,
     """
     from pmrisk.kernel import black76_price_array
 
-    _check_history(days=days, accounts=accounts, step_minutes=step_minutes, out=out)
+    _check_history(out=out)
+    t0 = _check_args(
+        "history", whole={"days": (days, 1, 100 * 365), "accounts": (accounts, 1, MAX_ROWS),
+                          "step_minutes": (step_minutes, 1, 1440 * 365)}, seed=seed,
+        start=("start", start),
+        span_ns=lambda: (max(days * 1440 // step_minutes, 1) - 1) * step_minutes * 60 * 10**9
+        + 80 * _NS_DAY,                                       # the last options' expiry
+        rows=lambda: max(days * 1440 // step_minutes, 1) * (64 + 3 * accounts),
+        sizes=("days", "accounts", "step_minutes"))
     rng = np.random.default_rng(seed)
     step_ns = int(step_minutes) * 60 * 10**9
     n = max(int(days) * 1440 // int(step_minutes), 1)
-    t0 = _ts(start, "start")
     times = t0 + np.arange(n, dtype=np.int64) * step_ns
     year_steps = 365 * 1440 / step_minutes
 
@@ -479,15 +549,10 @@ def history(days=30, accounts=100, step_minutes=60, seed=0, start=HISTORY_START,
     return tables if out is None else _write_history(tables, out)
 
 
-def _check_history(out, **counts):
-    """Whole numbers of at least 1, and an ``out`` that is new or an empty directory (the
-    history's parts must not mix with files already there, nor replace them)."""
+def _check_history(out):
+    """An ``out`` that is new or an empty directory (the history's parts must not mix with
+    files already there, nor replace them)."""
     import os
-
-    from .errors import MarginError
-    for key, v in counts.items():
-        if isinstance(v, bool) or not isinstance(v, (int, np.integer)) or v < 1:
-            raise MarginError("arguments", key, f"a whole number of at least 1, got {v!r}")
     if out is not None and os.path.lexists(out) and (
             not os.path.isdir(out) or os.listdir(out)):
         raise MarginError("arguments", "out", "a new or empty directory for the history; "
@@ -535,6 +600,11 @@ def prices(days=365, seed=0, step_hours=4, start=PRICES_START):
     seeded generator: the same arguments give the same table.  Start levels 42,000 /
     2,300 / 100.
 
+    ``days`` is a whole number from 1 to 36,500, ``step_hours`` from 1 s (1/3600) to 24,
+    ``seed`` a whole number >= 0, ``start`` a time the generated times keep before 2262, and
+    at most 50 million rows are generated; anything else is a :class:`~pmrisk.MarginError`
+    naming the argument.
+
     >>> from pmrisk.samples import prices
     >>> t = prices(days=10)
     >>> t.column_names, t.num_rows
@@ -542,9 +612,17 @@ def prices(days=365, seed=0, step_hours=4, start=PRICES_START):
     >>> t.slice(0, 3)["underlying"].to_pylist()
     ['BTC', 'ETH', 'SOL']
     """
+    t0 = _check_args(
+        "prices", whole={"days": (days, 1, 100 * 365)},
+        numbers={"step_hours": (step_hours, 1 / 3600, 24.0)}, seed=seed,
+        start=("start", start),
+        span_ns=lambda: days * max(int(round(24 / step_hours)), 1)
+        * int(step_hours * 3600 * 10**9),
+        rows=lambda: 3 * days * max(int(round(24 / step_hours)), 1), sizes=("days",
+                                                                            "step_hours"))
     rng = np.random.default_rng(seed)
     per_day = max(int(round(24 / step_hours)), 1)
-    n = max(int(days), 1) * per_day
+    n = days * per_day
     dt = step_hours / (24.0 * 365.0)
     names = ["BTC", "ETH", "SOL"]
     level0 = np.log([42_000.0, 2_300.0, 100.0])
@@ -557,7 +635,6 @@ def prices(days=365, seed=0, step_hours=4, start=PRICES_START):
         chol = np.linalg.cholesky(rho * np.outer(s, s))
         r[a:b] = z[a:b] @ chol.T - 0.5 * s**2
     logp = level0 + np.vstack([np.zeros((1, 3)), np.cumsum(r, axis=0)[:-1]])
-    t0 = _ts(start)
     times = t0 + np.arange(n, dtype=np.int64) * int(step_hours * 3600 * 10**9)
     return pa.table({
         "time": pa.array(np.repeat(times, 3), pa.timestamp("ns", tz="UTC")),
