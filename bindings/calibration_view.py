@@ -99,7 +99,8 @@ def add_calibrate_command(sub):
     c.add_argument("--model", default="standard",
                    help="base model: preset name or TOML file (default standard)")
     c.add_argument("--out", metavar="FILE.toml", help="write the calibrated model here")
-    c.add_argument("--plot", metavar="FILE.png", help="write the calibration figure here")
+    c.add_argument("--plot", metavar="FILE.png", help="write the calibration figure here "
+                   "(.png, .pdf or .svg)")
     c.add_argument("--backtest", action="store_true",
                    help="count exceedances of the calibrated ranges (Kupiec's test)")
     c.add_argument("--iv", metavar="FILE", help="time, underlying, mark_iv (ATM implied vol, "
@@ -127,6 +128,7 @@ def calibrate_command(args, read):
             print(f"pmrisk: --{what} {path} is an input file; choose another path",
                   file=sys.stderr)
             return 2
+    _check_outputs(args)
     prices = read(args.prices, "prices")
     iv = read(args.iv, "iv") if args.iv else None
     common = dict(method=args.method, lam=args.lam, interval=args.interval,
@@ -146,6 +148,25 @@ def calibrate_command(args, read):
     if args.backtest:
         _print_exceedances(exceedances(prices, **common))
     return 0
+
+
+PLOT_FORMATS = (".png", ".pdf", ".svg")
+
+
+def _check_outputs(args):
+    """``--out`` and ``--plot`` are files in an existing directory (not a directory), and the
+    plot's extension one matplotlib writes: checked before anything is computed."""
+    for flag, path in (("--out", args.out), ("--plot", args.plot)):
+        if not path:
+            continue
+        parent = os.path.dirname(os.path.abspath(path))
+        if os.path.isdir(path) or not os.path.isdir(parent):
+            raise MarginError("arguments", flag, "a file path in an existing directory; "
+                              f"{flag} {path}: " + ("is a directory" if os.path.isdir(path)
+                                                    else f"no directory {parent}"))
+    if args.plot and os.path.splitext(args.plot)[1].lower() not in PLOT_FORMATS:
+        raise MarginError("arguments", "--plot", f"a file ending in {', '.join(PLOT_FORMATS)}; "
+                          f"--plot {args.plot}")
 
 
 def _print_report(report):

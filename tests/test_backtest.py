@@ -258,6 +258,18 @@ def test_cli_samples_history_then_backtest(tmp_path, capsys):
     assert "positions" in capsys.readouterr().err
 
 
+@pytest.mark.parametrize("rows", ["nan", "x", "0", "1.5", "inf"])
+def test_cli_backtest_bad_batch_rows_is_one_line(tmp_path, capsys, rows):
+    data = tmp_path / "data"
+    assert cli.main(["samples", "history", "--out", str(data), "--days", "1", "--accounts",
+                     "2", "--step-minutes", "720"]) == 0
+    assert cli.main(["backtest", "--data", str(data), "--out", str(tmp_path / "out"),
+                     "--batch-rows", rows, "--no-progress"]) == 2
+    err = capsys.readouterr().err.strip()
+    assert err.count("\n") == 0 and "batch_rows" in err
+    assert not (tmp_path / "out").exists()
+
+
 def test_cli_backtest_on_a_scheduler(tmp_path, capsys):
     distributed = pytest.importorskip("distributed")
     data = tmp_path / "data"

@@ -705,3 +705,28 @@ def test_backtest_calibration_prices_from_a_parquet_path(tmp_path):
     with pytest.raises(MarginError) as exc:
         run_backtest(h, str(tmp_path / "nope.parquet"), seed_obs=20)
     assert exc.value.table == "prices"
+
+
+@pytest.mark.parametrize("extra, flag", [
+    (["--plot", "{tmp}/x.unknownext"], "--plot"),
+    (["--out", "{tmp}"], "--out"),
+    (["--out", "{tmp}/nodir/sub/x.toml"], "--out"),
+    (["--plot", "{tmp}/nodir/x.png"], "--plot"),
+    (["--interval", "999999999999d"], "interval"),
+])
+def test_cli_calibrate_bad_outputs_are_one_line(tmp_path, capsys, extra, flag):
+    prices = tmp_path / "prices.parquet"
+    pq.write_table(samples.prices(days=60), prices)
+    args = [a.format(tmp=tmp_path) for a in extra]
+    assert main(["calibrate", "--prices", str(prices), *args]) == 2
+    err = capsys.readouterr().err.strip()
+    assert err.count("\n") == 0 and f"arguments.{flag}" in err
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["prices.parquet"]
+
+
+def test_cli_calibrate_empty_history_is_one_line(tmp_path, capsys):
+    prices = tmp_path / "prices.parquet"
+    pq.write_table(samples.prices(days=60).slice(0, 0), prices)
+    assert main(["calibrate", "--prices", str(prices)]) == 2
+    err = capsys.readouterr().err.strip()
+    assert err.count("\n") == 0 and "prices.time" in err
