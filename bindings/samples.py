@@ -368,7 +368,8 @@ def history(days=30, accounts=100, step_minutes=60, seed=0, start=HISTORY_START,
     ret = rng.standard_normal((n, 2)) @ chol.T * np.array([0.60, 0.75]) / np.sqrt(year_steps)
     ret[0] = 0.0
     i_crash = int(0.6 * n)
-    ret[1:i_crash] -= ret[1:i_crash].mean(axis=0)        # back to the start by the crash
+    if i_crash > 1:                                       # back to the start by the crash
+        ret[1:i_crash] -= ret[1:i_crash].mean(axis=0)
     k = max(1, min(360 // int(step_minutes), n - i_crash))
     ret[i_crash:i_crash + k] += np.log([0.78, 0.72]) / k
     level = s0 * np.exp(np.cumsum(ret, axis=0))                       # (n, 2)
