@@ -16,7 +16,7 @@ import pyarrow as pa
 import pytest
 
 import pmrisk
-from pmrisk import MarginError, MarginWarning
+from pmrisk import MarginError, MarginWarning, samples
 
 VT = "2024-06-17T10:00:00Z"
 EXPIRY = "2024-06-28T08:00:00Z"
@@ -244,6 +244,38 @@ def test_an_integer_time_column_is_refused():
     err = raises(lambda: pmrisk.margin(**book(positions=t, valuation_time=None)))
     check(err, "positions", "time", [])
     assert "timestamp" in str(err)
+
+
+OUT_OF_RANGE = ["2300-01-01", "9999-12-31", "1677-01-01", "2300-01-01T00:00:00Z",
+                pd.Timestamp("2024-01-01").to_pydatetime().replace(year=2300)]
+TIME_ARGS = {
+    "margin": (lambda t: pmrisk.margin(**book(valuation_time=t)), "valuation_time"),
+    "Monitor": (lambda t: pmrisk.Monitor(**book(valuation_time=t)), "valuation_time"),
+    "update_valuation_time": (lambda t: _monitor().update(valuation_time=t), "valuation_time"),
+    "update_at": (lambda t: _monitor().update(
+        index={"underlying": ["BTC"], "index_price": [66100.0]}, at=t), "at"),
+    "liquidation_plan": (lambda t: pmrisk.liquidation_plan(**book(valuation_time=t)),
+                         "valuation_time"),
+    "calibrate_as_of": (lambda t: pmrisk.calibrate(samples.prices(days=30), as_of=t),
+                        "as_of"),
+}
+
+
+@pytest.mark.parametrize("value", OUT_OF_RANGE, ids=str)
+@pytest.mark.parametrize("entry", list(TIME_ARGS))
+def test_a_time_outside_1677_2262_names_the_argument(entry, value):
+    fn, what = TIME_ARGS[entry]
+    err = raises(lambda: fn(value))
+    check(err, "arguments", what, [])
+    assert "between 1677 and 2262" in str(err)
+
+
+def test_a_time_column_outside_1677_2262_names_the_rows():
+    t = table(base()["positions"]).append_column(
+        "time", pa.array([VT, VT, "2300-01-01", VT]))
+    err = raises(lambda: pmrisk.margin(**book(positions=t, valuation_time=None)))
+    check(err, "positions", "time", [("a1", CALL, "2300-01-01")])
+    assert "between 1677 and 2262" in str(err)
 
 
 def test_missing_mark_at_a_snapshot_suggests_forward_fill():
