@@ -13,7 +13,7 @@ Update rules (the monitor's docs repeat them):
   ``asset``, open orders by ``order_id``.  A row replaces the row with the same key (columns
   absent from the update keep their value; a new row gets nulls there), or is appended.
   A position or an order with ``quantity`` 0, or a balance with ``amount`` 0, is removed.
-  Within one update, later rows win.
+  A key twice within one update is an input error (as in :func:`pmrisk.margin`).
 * market rows replace the symbol's row (columns absent from the update keep their values, a
   null ``mark_iv`` / ``underlying_price`` is a null: the forward then defaults to the index);
   index rows replace the underlying's price.  New symbols (listed in ``instruments``) and new
@@ -201,6 +201,11 @@ class AccountRows:
                 bad = (q != 0) & ~(price > 0)
                 if bad.any():
                     raise_rows(t, self.name, "price", bad, "numbers > 0")
+        dup = duplicated(*(codes(t.column(c).combine_chunks())[0]
+                           for c in ("account", self.key)))
+        if dup.any():       # as margin() refuses them: which row was meant is not known
+            raise_rows(t, self.name, self.key, dup, f"one row per (account, {self.key}) in "
+                       "an update", hint="Send each row once, with its final values")
         return t
 
     def upsert(self, update):

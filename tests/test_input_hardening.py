@@ -383,6 +383,29 @@ UPDATES = {
     "valuation_time_nat": ({}, dict(valuation_time=np.datetime64("NaT", "s")),
                            "arguments", "valuation_time", []),
     "at_int": ({}, dict(at=1718618400), "arguments", "at", []),
+    # a key twice in one update: refused as margin() refuses it (which row was meant?)
+    "duplicate_positions": (
+        {}, dict(positions={"account": ["a1", "a2", "a1"], "symbol": [PERP, ETH, PERP],
+                            "quantity": [1.0, 2.0, 3.0]}),
+        "positions", "symbol", [("a1", PERP)]),
+    "duplicate_open_orders": (
+        {}, dict(open_orders={"account": ["a2", "a2"], "order_id": ["o2", "o2"],
+                              "symbol": [ETH, ETH], "quantity": [5.0, 6.0],
+                              "price": [3550.0, 3550.0]}),
+        "open_orders", "order_id", [("a2", "o2")]),
+    "duplicate_cancellation": (
+        {}, dict(open_orders={"account": ["a1", "a1"], "order_id": ["o1", "o1"],
+                              "quantity": [0.0, 0.0]}),
+        "open_orders", "order_id", [("a1", "o1")]),
+    "duplicate_balances": (
+        {}, dict(balances={"account": ["a2", "a2"], "asset": ["USDC", "USDC"],
+                           "amount": [1.0, 2.0]}),
+        "balances", "asset", [("a2", "USDC")]),
+    "duplicate_with_a_good_tick": (
+        {}, dict(market={"symbol": [PERP], "mark_price": [60000.0]},
+                 balances={"account": ["a1", "a1"], "asset": ["BTC", "BTC"],
+                           "amount": [1.0, 2.0]}),
+        "balances", "asset", [("a1", "BTC")]),
     # a tick whose delta shock overflows (the model allows it; the inputs are plausible):
     # the blocks have already moved when the engine finds it, and are put back
     "tick_overflows": (
@@ -423,17 +446,14 @@ def test_a_cancellation_need_not_repeat_symbol_and_price():
         {"account": "a2", "order_id": "o2", "symbol": ETH, "quantity": 7.0, "price": 3550.0}]
 
 
-def test_an_update_repeating_an_order_keeps_one_copy():
-    """Within one update later rows win (the monitor's documented rule): the state never
-    holds an order twice, so nothing is charged twice and a cancel removes it."""
+def test_one_key_per_account_in_an_update_is_fine():
+    """The duplicate check is per (account, key): the same symbol for two accounts, or a
+    symbol and an order id that happen to be equal, are different rows."""
     mon = _monitor()
-    row = {"account": ["a2", "a2"], "order_id": ["o2", "o2"], "symbol": [ETH, ETH],
-           "quantity": [5.0, 6.0], "price": [3550.0, 3550.0]}
-    mon.update(open_orders=row)
-    oo = mon.state()["open_orders"]
-    assert oo.filter(pa.compute.equal(oo["account"], "a2"))["quantity"].to_pylist() == [6.0]
-    mon.update(open_orders={"account": ["a2"], "order_id": ["o2"], "quantity": [0.0]})
-    assert mon.state()["open_orders"]["order_id"].to_pylist() == ["o1"]
+    mon.update(positions={"account": ["a1", "a2"], "symbol": [ETH, ETH], "quantity": [1.0, 2.0]})
+    pos = mon.state()["positions"]
+    got = {(r["account"], r["symbol"]): r["quantity"] for r in pos.to_pylist()}
+    assert got[("a1", ETH)] == 1.0 and got[("a2", ETH)] == 2.0
 
 
 # -- risk arrays and backtest -----------------------------------------------------------------
