@@ -509,6 +509,37 @@ def test_a_bad_update_changes_nothing(kw, table, column):
     assert_matches_margin(mon, "deribit_pme")
 
 
+@pytest.mark.parametrize("on_alert", [5, "print", [print], True])
+def test_on_alert_must_be_callable_or_none(on_alert):
+    b = samples.demo_book()
+    with pytest.raises(pmrisk.MarginError) as err:
+        Monitor(**b, on_alert=on_alert)
+    assert (err.value.table, err.value.column, err.value.rows) == ("arguments", "on_alert", [])
+
+
+def test_a_failing_on_alert_sees_a_whole_update():
+    """The callback runs after the update is complete: its exception reaches the caller,
+    and the monitor holds the whole update (every account, the alert queue), not part."""
+    seen = []
+
+    def boom(batch):
+        seen.append(batch)
+        raise RuntimeError("user callback")
+
+    mon, b = demo_monitor(on_alert=boom)
+    tick = dict(market=tick_tables(b["market"], "BTC", 0.9),
+                index={"underlying": ["BTC"], "index_price": [58500.0]})
+    with pytest.raises(RuntimeError, match="user callback"):
+        mon.update(**tick)
+    assert len(seen) == 1 and mon.version == 1
+    ref, _ = demo_monitor()
+    up = ref.update(**tick)
+    assert seen[0].num_rows == up.alerts.num_rows > 0
+    assert mon.accounts.equals(ref.accounts)
+    assert [q.num_rows for q in mon.alerts()] == [up.alerts.num_rows]
+    assert_matches_margin(mon, "deribit_pme")
+
+
 def test_inputs_with_a_time_column_are_refused():
     b = samples.demo_book()
     b.pop("valuation_time")
