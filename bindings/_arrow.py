@@ -284,8 +284,12 @@ def time_column(table, name, col):
             raise_rows(table, name, col, bad, "ISO-8601 timestamps such as "
                        "'2024-06-28T08:00:00Z', between 1677 and 2262")
     else:
+        if not (pa.types.is_timestamp(arr.type) or pa.types.is_date(arr.type)):
+            raise MarginError(name, col, f"a timestamp column (or ISO-8601 strings), UTC, got "
+                              f"{arr.type}", hint="Numbers have no unit: convert them, e.g. "
+                              "pandas.to_datetime(values, unit='s', utc=True)")
         try:
-            arr = arr.cast(pa.timestamp("ns", tz=arr.type.tz or "UTC"))
+            arr = arr.cast(pa.timestamp("ns", tz=getattr(arr.type, "tz", None) or "UTC"))
         except pa.ArrowInvalid as exc:      # outside the ns range (years 1677..2262)
             raise MarginError(name, col, "timestamps between 1677 and 2262 (nanoseconds "
                               f"since 1970 in int64), got values outside ({exc})") from None

@@ -41,12 +41,13 @@ KIND_COLOURS = {"threshold_down": "33", "threshold_up": "32", "margin_call": "35
 def tick_updates(ticks):
     """``[(time_ns, market rows or None, index rows or None), ...]`` of a ticks table, one per
     distinct time in time order (rows of one time in file order)."""
-    from ._arrow import time_column
+    from ._arrow import check_columns, time_column
     from .errors import MarginError
     if "time" not in ticks.column_names:
         raise MarginError("ticks", "time", "a time column (one update per distinct time)")
     if not ticks.num_rows:
         raise MarginError("ticks", "time", "at least one tick; the ticks table has no rows")
+    check_columns(ticks, "ticks", {"time": ("time", True, False)})    # a type; no nulls
     ns = time_column(ticks, "ticks", "time")
     if "kind" in ticks.column_names:
         kind = ticks.column("kind").cast(pa.string()).to_pylist()

@@ -623,6 +623,46 @@ def test_cli_monitor_reports_a_bad_tick_file(tmp_path, capsys):
     assert "ticks.time" in capsys.readouterr().err
 
 
+T0 = pa.scalar("2024-06-17T08:00:00Z").cast(pa.timestamp("ns", tz="UTC"))
+BAD_TICKS = {
+    "int_time": (pa.table({"time": pa.array([1718611200], pa.int64()), "kind": ["index"],
+                           "underlying": ["BTC"], "index_price": [65000.0]}),
+                 "ticks", "time", []),
+    "null_time": (pa.table({"time": pa.array([T0.value, None], pa.timestamp("ns", tz="UTC")),
+                            "kind": ["index", "index"], "underlying": ["BTC", "BTC"],
+                            "index_price": [65000.0, 64000.0]}),
+                  "ticks", "time", [(1,)]),
+    "bad_time_string": (pa.table({"time": ["2024-06-17T08:00:00Z", "soon"],
+                                  "kind": ["index", "index"], "underlying": ["BTC", "BTC"],
+                                  "index_price": [65000.0, 64000.0]}),
+                        "ticks", "time", [(1,)]),
+    "float_time": (pa.table({"time": [1.7e9], "kind": ["index"], "underlying": ["BTC"],
+                             "index_price": [65000.0]}), "ticks", "time", []),
+}
+
+
+@pytest.mark.parametrize("case", list(BAD_TICKS))
+def test_a_bad_ticks_time_names_ticks_time(case):
+    from pmrisk.monitor_view import tick_updates
+    ticks, table, column, rows = BAD_TICKS[case]
+    with pytest.raises(pmrisk.MarginError) as err:
+        tick_updates(ticks)
+    assert (err.value.table, err.value.column, err.value.rows) == (table, column, rows)
+
+
+@pytest.mark.parametrize("case", ["int_time", "null_time"])
+def test_cli_monitor_a_bad_ticks_time_is_one_line(tmp_path, capsys, case):
+    from pmrisk import cli
+    book = samples.demo_book()
+    args = ["monitor", "--no-live", "--replay", _write(BAD_TICKS[case][0],
+                                                        tmp_path / "t.parquet")]
+    for name in ("positions", "instruments", "market", "index", "balances"):
+        args += [f"--{name}", _write(book[name], tmp_path / f"{name}.parquet")]
+    assert cli.main(args) == 2
+    err = capsys.readouterr().err
+    assert "ticks.time: expected" in err and err.count("\n") == 1
+
+
 def test_cli_demo_monitor_crosses_every_level(capsys):
     from pmrisk import cli
     assert cli.main(["demo", "--monitor", "--model", "deribit_pme"]) == 0
