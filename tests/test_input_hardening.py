@@ -477,6 +477,11 @@ RA_CASES = {
                      "risk_arrays", "pnl", []),
     "index_1e300": (dict(index={"underlying": ["USD"], "index_price": [1e300]}),
                     "index", "index_price", [("USD",)]),
+    "positions_none": (dict(positions=None), "positions", None, []),
+    "risk_arrays_none": (dict(risk_arrays=None), "risk_arrays", None, []),
+    "risk_vectors_bogus": (dict(risk_vectors="bogus"), "arguments", "risk_vectors", []),
+    "risk_vectors_int": (dict(risk_vectors=1), "arguments", "risk_vectors", []),
+    "risk_vectors_none": (dict(risk_vectors=None), "arguments", "risk_vectors", []),
 }
 
 
@@ -487,6 +492,32 @@ def test_risk_arrays_bad_input(case):
             "risk_arrays": _ra(), "model": "span"}
     args.update(changes)
     check(raises(lambda: pmrisk.margin_from_risk_arrays(**args)), table_, column, rows)
+
+
+@pytest.mark.parametrize("value", ["bogus", "Positions", 1, 0, None, ["units"]], ids=str)
+@pytest.mark.parametrize("entry", ["margin", "margin_from_risk_arrays"])
+def test_risk_vectors_is_one_of_four_values(entry, value):
+    if entry == "margin":
+        fn = lambda: pmrisk.margin(**book(risk_vectors=value))    # noqa: E731
+    else:
+        fn = lambda: pmrisk.margin_from_risk_arrays(               # noqa: E731
+            {"account": ["a"], "symbol": ["FUT"], "quantity": [1.0]}, _ra(), model="span",
+            risk_vectors=value)
+    check(raises(fn), "arguments", "risk_vectors", [])
+
+
+@pytest.mark.parametrize("value, units, positions", [
+    (False, False, False), (True, True, False), ("units", True, False),
+    ("positions", True, True), (np.bool_(True), True, False)], ids=str)
+def test_risk_vectors_accepted_values(value, units, positions):
+    r = pmrisk.margin(**book(risk_vectors=value))
+    assert (r.unit_risk_vectors is not None, r.position_risk_vectors is not None) == \
+        (units, positions)
+    ra = pmrisk.margin_from_risk_arrays(
+        {"account": ["a"], "symbol": ["FUT"], "quantity": [1.0]}, _ra(), model="span",
+        risk_vectors=value)
+    assert (ra.unit_risk_vectors is not None, ra.position_risk_vectors is not None) == \
+        (units, positions)
 
 
 def _timed(cols):
