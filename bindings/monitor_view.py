@@ -261,18 +261,52 @@ def add_monitor_command(sub):
                    help="ISO-8601 UTC (default: the first tick's time)")
     m.add_argument("--hysteresis", type=float, default=0.0,
                    help="ratio margin before a level alerts again (default 0)")
-    m.add_argument("--speed", type=float, default=None,
+    m.add_argument("--speed", type=_as_number, default=None,
                    help="replay this many times faster than real time (default: 30 on a "
                         "terminal, as fast as possible otherwise; 0: as fast as possible)")
     m.add_argument("--no-live", action="store_true",
                    help="plain alert lines, no redrawn screen (logs, pipes)")
-    m.add_argument("--top", type=int, default=20, help="accounts shown (default 20)")
+    m.add_argument("--top", type=_as_number, default=20, help="accounts shown (default 20)")
+
+
+def _as_number(text):
+    """A number as the command line reads it (``20``, ``1e3``, ``inf``); anything else stays
+    text for :func:`check_view_args` to refuse in one line."""
+    for kind in (int, float):
+        try:
+            return kind(text)
+        except ValueError:
+            pass
+    return text
+
+
+def check_view_args(top, speed):
+    """``--top``: a whole number >= 1; ``--speed``: a finite number >= 0 (0: as fast as
+    possible) or None.  Anything else is a :class:`MarginError` naming the flag.
+
+    >>> from pmrisk.monitor_view import check_view_args
+    >>> check_view_args(20, None)
+    >>> check_view_args(-5, None)
+    Traceback (most recent call last):
+    ...
+    pmrisk.errors.MarginError: arguments.--top: expected a whole number >= 1 (accounts \
+shown), got -5
+    """
+    from .errors import MarginError
+    if isinstance(top, bool) or not isinstance(top, int) or top < 1:
+        raise MarginError("arguments", "--top", f"a whole number >= 1 (accounts shown), got "
+                          f"{top!r}")
+    if speed is not None and (isinstance(speed, (bool, str)) or not math.isfinite(speed)
+                              or speed < 0):
+        raise MarginError("arguments", "--speed", "a finite number >= 0 (times faster than "
+                          f"real time; 0: as fast as possible), got {speed!r}")
 
 
 def monitor_command(args):
     from .cli import read_book_tables, read_input
     from .errors import MarginError
     from .monitor import Monitor
+    check_view_args(args.top, args.speed)
     tables = read_book_tables(args)
     updates = tick_updates(read_input(args.replay, "replay"))
     vt = args.valuation_time or (np.datetime64(updates[0][0], "ns") if updates else None)

@@ -663,6 +663,31 @@ def test_cli_monitor_a_bad_ticks_time_is_one_line(tmp_path, capsys, case):
     assert "ticks.time: expected" in err and err.count("\n") == 1
 
 
+@pytest.mark.parametrize("top, speed, flag", [
+    (-5, None, "--top"), (0, None, "--top"), (2.5, None, "--top"), ("x", None, "--top"),
+    (True, None, "--top"), (20, -1.0, "--speed"), (20, float("inf"), "--speed"),
+    (20, float("nan"), "--speed"), (20, "fast", "--speed")])
+def test_monitor_view_flags_are_checked(top, speed, flag):
+    from pmrisk.monitor_view import check_view_args
+    with pytest.raises(pmrisk.MarginError) as err:
+        check_view_args(top, speed)
+    assert (err.value.table, err.value.column, err.value.rows) == ("arguments", flag, [])
+
+
+@pytest.mark.parametrize("flag, value", [
+    ("--top", "-5"), ("--top", "0"), ("--top", "2.5"), ("--top", "x"),
+    ("--speed", "-1"), ("--speed", "inf"), ("--speed", "nan"), ("--speed", "fast")])
+def test_cli_monitor_bad_view_flags_are_one_line(tmp_path, capsys, flag, value):
+    from pmrisk import cli
+    argv = ["monitor", "--replay", str(tmp_path / "missing.parquet"), flag, value]
+    for name in ("positions", "instruments", "market", "index"):
+        argv += [f"--{name}", str(tmp_path / f"{name}.parquet")]      # checked before reading
+    assert cli.main(argv) == 2
+    err = capsys.readouterr().err
+    assert err.startswith(f"pmrisk: input error: arguments.{flag}: expected") and \
+        err.count("\n") == 1
+
+
 def test_cli_demo_monitor_crosses_every_level(capsys):
     from pmrisk import cli
     assert cli.main(["demo", "--monitor", "--model", "deribit_pme"]) == 0
