@@ -337,8 +337,9 @@ class Monitor:
         market, index : Arrow table-like, optional
             Changed rows only: ``symbol`` plus any of ``mark_price``, ``mark_iv`` (an
             annualised vol as a decimal, 0.60 for 60 %; above the model's ``max_iv`` a tick
-            is refused), ``underlying_price`` (columns left out keep their values);
-            ``underlying``, ``index_price``.
+            is refused), ``underlying_price`` (columns left out keep their values, and so
+            does a null ``mark_price`` or ``mark_iv``); ``underlying``, ``index_price`` (a
+            null keeps the price).
         positions, balances, open_orders : Arrow table-like, optional
             Changed rows only, keyed by (account, symbol), (account, asset) and (account,
             order_id): a row replaces the row with its key or is added; ``quantity`` 0 closes

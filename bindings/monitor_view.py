@@ -10,6 +10,9 @@ Tick files (Parquet, Arrow IPC or CSV), one row per market or index change:
 | ``symbol``, ``mark_price``, ``mark_iv``, ``underlying_price`` | market rows (as in margin) |
 | ``underlying``, ``index_price`` | index rows |
 
+A null ``mark_price``, ``mark_iv`` or ``index_price`` keeps the symbol's or underlying's value
+(as in :meth:`pmrisk.Monitor.update`): a row may carry only what changed, e.g. a new vol.
+
 The book is valued at the first tick's time unless ``--valuation-time`` says otherwise (the
 monitor keeps it; see :class:`pmrisk.Monitor`); each update's alerts carry its tick time.
 

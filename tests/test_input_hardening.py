@@ -383,6 +383,21 @@ UPDATES = {
     "valuation_time_nat": ({}, dict(valuation_time=np.datetime64("NaT", "s")),
                            "arguments", "valuation_time", []),
     "at_int": ({}, dict(at=1718618400), "arguments", "at", []),
+    # a null keeps a known symbol's value; a new symbol or asset has none to keep
+    "new_symbol_null_mark": (
+        dict(market=lambda c: {k: v[:2] + v[3:] for k, v in c.items()},
+             positions=lambda c: {k: v[:2] + v[3:] for k, v in c.items()}),
+        dict(market={"symbol": [PERP, CALL], "mark_price": [66100.0, None],
+                     "mark_iv": [None, 0.5]}),
+        "market", "mark_price", [(CALL,)]),
+    "new_option_null_iv": (
+        dict(market=lambda c: {k: v[:2] + v[3:] for k, v in c.items()},
+             positions=lambda c: {k: v[:2] + v[3:] for k, v in c.items()}),
+        dict(market={"symbol": [CALL], "mark_price": [0.01], "mark_iv": [None]}),
+        "market", "mark_iv", [(CALL,)]),
+    "new_asset_null_index": (
+        {}, dict(index={"underlying": ["BTC", "USDT"], "index_price": [66100.0, None]}),
+        "index", "index_price", [("USDT",)]),
     # a key twice in one update: refused as margin() refuses it (which row was meant?)
     "duplicate_positions": (
         {}, dict(positions={"account": ["a1", "a2", "a1"], "symbol": [PERP, ETH, PERP],
@@ -454,6 +469,40 @@ def test_one_key_per_account_in_an_update_is_fine():
     pos = mon.state()["positions"]
     got = {(r["account"], r["symbol"]): r["quantity"] for r in pos.to_pylist()}
     assert got[("a1", ETH)] == 1.0 and got[("a2", ETH)] == 2.0
+
+
+NULL_TICKS = {
+    # update: the market / index the monitor then holds (symbol or underlying: values)
+    "null_mark_keeps_mark": (
+        dict(market={"symbol": [PERP, CALL], "mark_price": [66100.0, None],
+                     "mark_iv": [None, 0.6]}),
+        {PERP: (66100.0, None), CALL: (0.01, 0.6)}, {"BTC": 66000.0}),
+    "null_iv_keeps_iv": (
+        dict(market={"symbol": [CALL], "mark_price": [0.02], "mark_iv": [None]}),
+        {CALL: (0.02, 0.55)}, {"BTC": 66000.0}),
+    "null_index_keeps_index": (
+        dict(index={"underlying": ["BTC", "ETH"], "index_price": [None, 3700.0]}),
+        {}, {"BTC": 66000.0, "ETH": 3700.0}),
+}
+
+
+@pytest.mark.parametrize("case", list(NULL_TICKS))
+def test_a_null_in_a_tick_keeps_the_value(case):
+    """A null mark_price, mark_iv or index_price keeps the current value (as a column left
+    out does), so a tick may carry only what changed, row by row; the monitor then equals
+    margin() on its state."""
+    update, marks, index = NULL_TICKS[case]
+    mon = _monitor()
+    mon.update(**update)
+    st = mon.state()
+    got = {r["symbol"]: (r["mark_price"], r["mark_iv"]) for r in st["market"].to_pylist()}
+    for sym, want in marks.items():
+        assert got[sym] == want
+    idx = dict(zip(st["index"]["underlying"].to_pylist(), st["index"]["index_price"].to_pylist()))
+    for und, px in index.items():
+        assert idx[und] == px
+    ref = pmrisk.margin(**st, model=MODEL)
+    assert mon.accounts.sort_by("account").equals(ref.accounts.sort_by("account"))
 
 
 # -- risk arrays and backtest -----------------------------------------------------------------

@@ -481,7 +481,8 @@ def test_tables_handed_out_never_change():
 @pytest.mark.parametrize("kw, table, column", [
     (dict(market={"symbol": ["BTC-PERPETUAL"], "mark_price": [-1.0]}), "market", "mark_price"),
     (dict(market={"symbol": ["NOPE"], "mark_price": [1.0]}), "market", "symbol"),
-    (dict(market={"symbol": ["BTC-28JUN24-65000-C"], "mark_iv": [None]}), "market", "mark_iv"),
+    (dict(market={"symbol": ["BTC-28JUN24-65000-C"], "mark_iv": [np.nan]}), "market",
+     "mark_iv"),
     (dict(index={"underlying": ["BTC", "BTC"], "index_price": [1.0, 2.0]}), "index",
      "underlying"),
     (dict(positions={"account": ["x"], "symbol": ["NOPE"], "quantity": [1.0]}), "positions",
@@ -686,6 +687,26 @@ def test_cli_monitor_bad_view_flags_are_one_line(tmp_path, capsys, flag, value):
     err = capsys.readouterr().err
     assert err.startswith(f"pmrisk: input error: arguments.{flag}: expected") and \
         err.count("\n") == 1
+
+
+def test_cli_monitor_a_null_in_a_tick_keeps_the_value(tmp_path, capsys):
+    """A ticks row with a new vol and no mark (the other value columns null) keeps the mark;
+    the index row of the same update has null market columns."""
+    from pmrisk import cli
+    book = samples.demo_book()
+    opt = [r for r in book["market"].to_pylist() if r["mark_iv"] is not None][0]
+    t = [T0.value, T0.value]
+    ticks = pa.table({"time": pa.array(t, pa.timestamp("ns", tz="UTC")),
+                      "kind": ["market", "index"], "symbol": [opt["symbol"], None],
+                      "mark_price": pa.array([None, None], pa.float64()),
+                      "mark_iv": [opt["mark_iv"] * 1.2, None],
+                      "underlying_price": [opt["underlying_price"], None],
+                      "underlying": [None, "BTC"], "index_price": [None, 64000.0]})
+    args = ["monitor", "--no-live", "--replay", _write(ticks, tmp_path / "t.parquet")]
+    for name in ("positions", "instruments", "market", "index", "balances"):
+        args += [f"--{name}", _write(book[name], tmp_path / f"{name}.parquet")]
+    assert cli.main(args) == 0
+    assert "1 updates" in capsys.readouterr().out
 
 
 def test_cli_demo_monitor_crosses_every_level(capsys):
