@@ -282,10 +282,14 @@ def time_column(table, name, col):
             strings.is_null().to_numpy(zero_copy_only=False))
         if bad.any():
             raise_rows(table, name, col, bad, "ISO-8601 timestamps such as "
-                       "'2024-06-28T08:00:00Z'")
+                       "'2024-06-28T08:00:00Z', between 1677 and 2262")
     else:
+        if not (pa.types.is_timestamp(arr.type) or pa.types.is_date(arr.type)):
+            raise MarginError(name, col, f"a timestamp column (or ISO-8601 strings), UTC, got "
+                              f"{arr.type}", hint="Numbers have no unit: convert them, e.g. "
+                              "pandas.to_datetime(values, unit='s', utc=True)")
         try:
-            arr = arr.cast(pa.timestamp("ns", tz=arr.type.tz or "UTC"))
+            arr = arr.cast(pa.timestamp("ns", tz=getattr(arr.type, "tz", None) or "UTC"))
         except pa.ArrowInvalid as exc:      # outside the ns range (years 1677..2262)
             raise MarginError(name, col, "timestamps between 1677 and 2262 (nanoseconds "
                               f"since 1970 in int64), got values outside ({exc})") from None
@@ -298,19 +302,28 @@ def time_column(table, name, col):
 NAT = np.iinfo(np.int64).min
 
 
-def _parse_ts(s):
-    """ISO-8601 string -> ns since the epoch, UTC (tz-naive means UTC); None if unparseable."""
+def _parse_ts(s, unit="ns"):
+    """ISO-8601 string -> ns since the epoch, UTC (tz-naive means UTC); None if unparseable
+    or outside int64 nanoseconds (years 1677..2262: :func:`_beyond_ns` tells which)."""
     if s is None:
         return None
-    for target in (pa.timestamp("ns", tz="UTC"), pa.timestamp("ns"), pa.date32()):
+    for target in (pa.timestamp(unit, tz="UTC"), pa.timestamp(unit), pa.date32()):
         try:
             v = pa.scalar(s).cast(target)
+            if pa.types.is_date(target):  # a bare date: midnight UTC
+                v = v.cast(pa.timestamp(unit))
         except (pa.ArrowInvalid, pa.ArrowNotImplementedError):
             continue
-        if pa.types.is_date(target):      # a bare date: midnight UTC
-            return v.cast(pa.timestamp("ns")).value
         return v.value                    # tz-naive strings are read as UTC
     return None
+
+
+def _beyond_ns(s):
+    """True for a well-formed ISO-8601 string whose time int64 nanoseconds cannot hold."""
+    return isinstance(s, str) and _parse_ts(s, unit="us") is not None
+
+
+_TIME_RANGE = "a time between 1677 and 2262 (int64 nanoseconds)"
 
 
 _TIME_FORMS = ("a datetime, an ISO-8601 string such as '2024-06-17T08:00:00Z', a numpy "
@@ -344,6 +357,8 @@ unit='s', tz='UTC') for Unix seconds
     if isinstance(value, str):
         ns = _parse_ts(value)
         if ns is None:
+            if _beyond_ns(value):
+                raise MarginError("arguments", what, f"{_TIME_RANGE}, got {value!r}")
             raise MarginError("arguments", what, f"{_TIME_FORMS}, got {value!r}")
         return ns
     if isinstance(value, np.datetime64):
@@ -355,8 +370,7 @@ unit='s', tz='UTC') for Unix seconds
         ns = value.astype("datetime64[ns]")
         if ns.astype("datetime64[us]") != value.astype("datetime64[us]") \
                 and unit not in ("ps", "fs", "as"):
-            raise MarginError("arguments", what, "a time between 1677 and 2262 (int64 "
-                              f"nanoseconds), got {value!r}")
+            raise MarginError("arguments", what, f"{_TIME_RANGE}, got {value!r}")
         return int(ns.astype(np.int64))
     try:
         nat = bool(value != value)            # pandas NaT (a datetime that equals nothing)
@@ -379,6 +393,8 @@ unit='s', tz='UTC') for Unix seconds
             ValueError, OverflowError) as exc:
         if isinstance(exc, MarginError):
             raise
+        if "out of bounds" in str(exc):     # a datetime outside int64 nanoseconds
+            raise MarginError("arguments", what, f"{_TIME_RANGE}, got {value!r}") from None
         raise MarginError("arguments", what, f"{_TIME_FORMS}, got {value!r} ({exc})") \
             from None
 

@@ -573,6 +573,9 @@ def check_out(out, inputs, overwrite=False, *, option="out", flag="overwrite=Tru
         raise MarginError("arguments", option, "the path of a directory to write the results "
                           f"to, got {type(out).__name__}")
     out = os.fsdecode(os.fspath(out))
+    if not out.strip():             # "" would be the working directory, and overlap inputs
+        raise MarginError("arguments", option, f"the path of a directory to write the results "
+                          f"to, got an empty path {out!r}")
     real = os.path.realpath(out)
     for name, paths in inputs.items():
         for p in ([paths] if isinstance(paths, (str, os.PathLike)) else paths):

@@ -8,7 +8,7 @@ from .engine import run
 from .model import Model
 from .errors import MarginError, warn_no_balances
 from .fill import check_mode, forward_fill
-from .results import TABLE_NAMES, build
+from .results import TABLE_NAMES, build, risk_vectors_mode
 from .snapshots import margin_snapshots
 
 
@@ -39,8 +39,9 @@ def margin(positions, instruments, market, index, balances=None, open_orders=Non
         ``time`` column: each distinct time is then a snapshot valued at that time with the
         rows of that time (tables without the column apply to every snapshot), and every
         result table gets a ``time`` column after ``account``.
-    risk_vectors : bool or "positions"
-        ``True`` adds ``result.risk_vectors`` per unit; ``"positions"`` per position.
+    risk_vectors : bool, "units" or "positions"
+        ``True`` (or ``"units"``) adds ``result.risk_vectors`` per unit; ``"positions"`` per
+        position.
     tables : sequence of str
         Which of ``accounts``, ``units``, ``positions`` to build (the accounts always are);
         the others are ``None``.  A long backtest that only needs account figures saves the
@@ -80,6 +81,7 @@ def margin(positions, instruments, market, index, balances=None, open_orders=Non
     """
     model = Model.coerce(model)
     wanted = _wanted(tables)
+    risk_vectors = risk_vectors_mode(risk_vectors)
     tables = {"positions": positions, "instruments": instruments, "market": market,
               "index": index, "balances": balances, "open_orders": open_orders,
               "reserves": reserves}
@@ -107,6 +109,7 @@ def margin_per_snapshot(positions, instruments, market, index, balances=None,
     results stacked: the reference the one-pass path is tested against (slow for many
     snapshots)."""
     model = Model.coerce(model)
+    risk_vectors = risk_vectors_mode(risk_vectors)
     tables = {"positions": positions, "instruments": instruments, "market": market,
               "index": index, "balances": balances, "open_orders": open_orders,
               "reserves": reserves}

@@ -269,6 +269,10 @@ class Model:
         ``MAX_KEY_DEPTH`` levels deep, tables nested at most ``MAX_DEPTH`` deep and at most
         ``MAX_ENTRIES`` keys: anything else is a :class:`MarginError` before it is parsed
         further."""
+        if not isinstance(path, (str, os.PathLike)):     # an int would be a file descriptor
+            raise MarginError("arguments", "path", f"a path to a TOML file (str or "
+                              f"os.PathLike), got {path!r}",
+                              hint="Or pass a preset name: " + ", ".join(sorted(P.PRESETS)))
         try:
             d = tomllib.loads(_toml_text(path))
         except tomllib.TOMLDecodeError as exc:
@@ -365,6 +369,10 @@ def _validate(p):
                            hint=f"Did you mean {near[0]!r}? An underlying section is named "
                            "like the instruments' underlying (BTC)")
             _validate_underlying(key, value)
+        elif key.isupper():                  # named like an underlying: its section's value
+            raise _err(key, f"a table (dict) of parameters for underlying {key}, got "
+                       f"{value!r}", hint=f"e.g. {{{key!r}: {{'price_range': 0.16}}}}, or "
+                       f"[{key}] with price_range = 0.16 in TOML")
         else:
             raise _err(key, "a known parameter", hint=f"Known: {', '.join(sorted(P.TOP_DEFAULTS))}"
                        " or an underlying section such as [BTC]")

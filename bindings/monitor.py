@@ -153,7 +153,8 @@ class Monitor:
         beyond it by this much (default 0: every crossing alerts).  See :mod:`pmrisk.alerts`.
     on_alert : callable, optional
         Called with a ``pyarrow.RecordBatch`` of the alerts of every update that has some,
-        in the updating thread, after the update is complete.
+        in the updating thread, after the update is complete (an exception it raises reaches
+        the caller of :meth:`update`, whose change is then already applied and queued).
     alert_queue : int >= 0, optional
         How many alert batches :meth:`alerts` keeps for readers (oldest dropped first; 0: no
         queue).  Default 10,000.
@@ -220,6 +221,9 @@ class Monitor:
         warn_no_balances(tables, stacklevel=3)
         self._vt = int(_time.time_ns()) if valuation_time is None else to_ns(valuation_time)
         self._lock = threading.RLock()
+        if on_alert is not None and not callable(on_alert):
+            raise MarginError("arguments", "on_alert", "a callable taking one alert batch "
+                              f"(pyarrow.RecordBatch) or None, got {on_alert!r}")
         self._on_alert = on_alert
         if not (threads in ("auto", None) or (isinstance(threads, (int, np.integer))
                                                and not isinstance(threads, bool)
@@ -333,8 +337,9 @@ class Monitor:
         market, index : Arrow table-like, optional
             Changed rows only: ``symbol`` plus any of ``mark_price``, ``mark_iv`` (an
             annualised vol as a decimal, 0.60 for 60 %; above the model's ``max_iv`` a tick
-            is refused), ``underlying_price`` (columns left out keep their values);
-            ``underlying``, ``index_price``.
+            is refused), ``underlying_price`` (columns left out keep their values, and so
+            does a null ``mark_price`` or ``mark_iv``); ``underlying``, ``index_price`` (a
+            null keeps the price).
         positions, balances, open_orders : Arrow table-like, optional
             Changed rows only, keyed by (account, symbol), (account, asset) and (account,
             order_id): a row replaces the row with its key or is added; ``quantity`` 0 closes

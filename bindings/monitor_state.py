@@ -13,11 +13,12 @@ Update rules (the monitor's docs repeat them):
   ``asset``, open orders by ``order_id``.  A row replaces the row with the same key (columns
   absent from the update keep their value; a new row gets nulls there), or is appended.
   A position or an order with ``quantity`` 0, or a balance with ``amount`` 0, is removed.
-  Within one update, later rows win.
-* market rows replace the symbol's row (columns absent from the update keep their values, a
-  null ``mark_iv`` / ``underlying_price`` is a null: the forward then defaults to the index);
-  index rows replace the underlying's price.  New symbols (listed in ``instruments``) and new
-  index assets are added.
+  A key twice within one update is an input error (as in :func:`pmrisk.margin`).
+* market rows replace the symbol's row (columns absent from the update keep their values, and
+  so does a null ``mark_price`` or ``mark_iv``; a null ``underlying_price`` is a null: the
+  forward then defaults to the index); index rows replace the underlying's price (a null
+  keeps it).  New symbols (listed in ``instruments``) and new index assets are added, and
+  need a ``mark_price`` (an option also a ``mark_iv``) or an ``index_price``.
 """
 
 import numpy as np
@@ -201,6 +202,11 @@ class AccountRows:
                 bad = (q != 0) & ~(price > 0)
                 if bad.any():
                     raise_rows(t, self.name, "price", bad, "numbers > 0")
+        dup = duplicated(*(codes(t.column(c).combine_chunks())[0]
+                           for c in ("account", self.key)))
+        if dup.any():       # as margin() refuses them: which row was meant is not known
+            raise_rows(t, self.name, self.key, dup, f"one row per (account, {self.key}) in "
+                       "an update", hint="Send each row once, with its final values")
         return t
 
     def upsert(self, update):
@@ -288,7 +294,8 @@ class MarketState:
     def _apply_market(self, m):
         if has(m, TIME):
             no_time({"market": m})
-        spec = {"symbol": ("str", True, False), "mark_price": ("float", False, False),
+        # a null mark_price or mark_iv keeps the symbol's value, as a column left out does
+        spec = {"symbol": ("str", True, False), "mark_price": ("float", False, True),
                 "mark_iv": ("float", False, True), "underlying_price": ("float", False, True)}
         check_columns(m, "market", spec)
         sym = str_column(m, "symbol")
@@ -300,7 +307,7 @@ class MarketState:
         if dup.any():
             raise_rows(m, "market", "symbol", dup, "one row per symbol in a tick")
         n = m.num_rows
-        mark = (float_column(m, "market", "mark_price", positive=True)
+        mark = (float_column(m, "market", "mark_price", positive=True, nullable=True)
                 if has(m, "mark_price") else None)
         iv = (float_column(m, "market", "mark_iv", positive=True, nullable=True)
               if has(m, "mark_iv") else None)
@@ -309,11 +316,13 @@ class MarketState:
         if iv is not None:
             check_mark_iv(m, iv, self.max_iv)
         rows = np.array([self.row.get(s, -1) for s in names], dtype=np.int64)
-        if mark is None and (rows < 0).any():
-            raise_rows(m, "market", "mark_price", rows < 0, "a mark_price for a new symbol")
+        no_mark = (rows < 0) & (np.isnan(mark) if mark is not None else True)
+        if no_mark.any():
+            raise_rows(m, "market", "mark_price", no_mark, "a mark_price for a new symbol")
         is_opt = np.array([self.instr_option[s] for s in names], dtype=bool)
-        new_iv = iv if iv is not None else np.where(rows >= 0, self.iv[np.maximum(rows, 0)],
-                                                    np.nan)
+        old_iv = (np.where(rows >= 0, self.iv[np.maximum(rows, 0)], np.nan) if len(self.iv)
+                  else np.full(n, np.nan))
+        new_iv = old_iv if iv is None else np.where(np.isnan(iv), old_iv, iv)
         bad = is_opt & np.isnan(new_iv) if n else np.zeros(0, dtype=bool)
         if bad.any():
             raise_rows(m, "market", "mark_iv", bad, "a mark_iv > 0 for every option")
@@ -328,9 +337,10 @@ class MarketState:
             self.iv = np.concatenate([self.iv, pad])
             self.fwd = np.concatenate([self.fwd, pad])
         if mark is not None:
-            self.mark[rows] = mark
+            given = ~np.isnan(mark)
+            self.mark[rows[given]] = mark[given]
         if iv is not None:
-            self.iv[rows] = iv
+            self.iv[rows] = new_iv
         if fwd is not None:
             self.fwd[rows] = fwd
         return set(names)
@@ -338,15 +348,21 @@ class MarketState:
     def _apply_index(self, x):
         if has(x, TIME):
             no_time({"index": x})
-        check_columns(x, "index", schema.INDEX)
+        # a null index_price keeps the underlying's price, as for a market row's mark
+        check_columns(x, "index", {**schema.INDEX, "index_price": ("float", True, True)})
         und_arr = str_column(x, "underlying")
         und = und_arr.to_pylist()
-        px = float_column(x, "index", "index_price", positive=True)
+        px = float_column(x, "index", "index_price", positive=True, nullable=True)
         dup = duplicated(codes(und_arr)[0])
         if dup.any():
             raise_rows(x, "index", "underlying", dup, "one row per underlying in a tick")
-        self.index.update(zip(und, px.tolist()))
-        return set(und)
+        given = ~np.isnan(px)
+        new = ~given & np.array([u not in self.index for u in und], dtype=bool)
+        if new.any():
+            raise_rows(x, "index", "index_price", new, "an index_price for a new underlying")
+        changed = [u for u, g in zip(und, given) if g]
+        self.index.update(zip(changed, px[given].tolist()))
+        return set(changed)
 
     def tables(self):
         """``(market, index)`` as Arrow tables (built once per state)."""

@@ -10,6 +10,9 @@ Tick files (Parquet, Arrow IPC or CSV), one row per market or index change:
 | ``symbol``, ``mark_price``, ``mark_iv``, ``underlying_price`` | market rows (as in margin) |
 | ``underlying``, ``index_price`` | index rows |
 
+A null ``mark_price``, ``mark_iv`` or ``index_price`` keeps the symbol's or underlying's value
+(as in :meth:`pmrisk.Monitor.update`): a row may carry only what changed, e.g. a new vol.
+
 The book is valued at the first tick's time unless ``--valuation-time`` says otherwise (the
 monitor keeps it; see :class:`pmrisk.Monitor`); each update's alerts carry its tick time.
 
@@ -41,12 +44,13 @@ KIND_COLOURS = {"threshold_down": "33", "threshold_up": "32", "margin_call": "35
 def tick_updates(ticks):
     """``[(time_ns, market rows or None, index rows or None), ...]`` of a ticks table, one per
     distinct time in time order (rows of one time in file order)."""
-    from ._arrow import time_column
+    from ._arrow import check_columns, time_column
     from .errors import MarginError
     if "time" not in ticks.column_names:
         raise MarginError("ticks", "time", "a time column (one update per distinct time)")
     if not ticks.num_rows:
         raise MarginError("ticks", "time", "at least one tick; the ticks table has no rows")
+    check_columns(ticks, "ticks", {"time": ("time", True, False)})    # a type; no nulls
     ns = time_column(ticks, "ticks", "time")
     if "kind" in ticks.column_names:
         kind = ticks.column("kind").cast(pa.string()).to_pylist()
@@ -260,18 +264,52 @@ def add_monitor_command(sub):
                    help="ISO-8601 UTC (default: the first tick's time)")
     m.add_argument("--hysteresis", type=float, default=0.0,
                    help="ratio margin before a level alerts again (default 0)")
-    m.add_argument("--speed", type=float, default=None,
+    m.add_argument("--speed", type=_as_number, default=None,
                    help="replay this many times faster than real time (default: 30 on a "
                         "terminal, as fast as possible otherwise; 0: as fast as possible)")
     m.add_argument("--no-live", action="store_true",
                    help="plain alert lines, no redrawn screen (logs, pipes)")
-    m.add_argument("--top", type=int, default=20, help="accounts shown (default 20)")
+    m.add_argument("--top", type=_as_number, default=20, help="accounts shown (default 20)")
+
+
+def _as_number(text):
+    """A number as the command line reads it (``20``, ``1e3``, ``inf``); anything else stays
+    text for :func:`check_view_args` to refuse in one line."""
+    for kind in (int, float):
+        try:
+            return kind(text)
+        except ValueError:
+            pass
+    return text
+
+
+def check_view_args(top, speed):
+    """``--top``: a whole number >= 1; ``--speed``: a finite number >= 0 (0: as fast as
+    possible) or None.  Anything else is a :class:`MarginError` naming the flag.
+
+    >>> from pmrisk.monitor_view import check_view_args
+    >>> check_view_args(20, None)
+    >>> check_view_args(-5, None)
+    Traceback (most recent call last):
+    ...
+    pmrisk.errors.MarginError: arguments.--top: expected a whole number >= 1 (accounts \
+shown), got -5
+    """
+    from .errors import MarginError
+    if isinstance(top, bool) or not isinstance(top, int) or top < 1:
+        raise MarginError("arguments", "--top", f"a whole number >= 1 (accounts shown), got "
+                          f"{top!r}")
+    if speed is not None and (isinstance(speed, (bool, str)) or not math.isfinite(speed)
+                              or speed < 0):
+        raise MarginError("arguments", "--speed", "a finite number >= 0 (times faster than "
+                          f"real time; 0: as fast as possible), got {speed!r}")
 
 
 def monitor_command(args):
     from .cli import read_book_tables, read_input
     from .errors import MarginError
     from .monitor import Monitor
+    check_view_args(args.top, args.speed)
     tables = read_book_tables(args)
     updates = tick_updates(read_input(args.replay, "replay"))
     vt = args.valuation_time or (np.datetime64(updates[0][0], "ns") if updates else None)

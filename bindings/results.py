@@ -208,6 +208,23 @@ def check_finite(out):
 
 
 
+def risk_vectors_mode(value):
+    """The one reading of a ``risk_vectors`` argument: ``False`` (none), ``True`` or
+    ``"units"`` (per unit: ``True``), ``"positions"`` (per unit and per position); anything
+    else is a :class:`MarginError`.
+
+    >>> from pmrisk.results import risk_vectors_mode
+    >>> risk_vectors_mode("units"), risk_vectors_mode("positions"), risk_vectors_mode(False)
+    (True, 'positions', False)
+    """
+    if isinstance(value, (bool, np.bool_)):
+        return bool(value)
+    if isinstance(value, str) and value in ("units", "positions"):
+        return True if value == "units" else value
+    raise MarginError("arguments", "risk_vectors", "False, True, \"units\" (True) or "
+                      f"\"positions\", got {value!r}")
+
+
 def build(out, model, risk_vectors=False, tables=TABLE_NAMES):
     """The result tables of ``out``; only those named in ``tables`` are built (the others are
     ``None``: a long backtest that needs only the accounts skips the per-position table)."""

@@ -22,7 +22,7 @@ from .engine import Outcome
 from .errors import MarginError
 from .model import Model
 from .resources import Shape, check_memory
-from .results import build
+from .results import build, risk_vectors_mode
 from .scenario_table import scenario_set_for
 from .units import Units, settle_price
 
@@ -47,7 +47,8 @@ def margin_from_risk_arrays(positions, risk_arrays, model=None, index=None,
     index : Arrow table-like, optional
         ``underlying, index_price``: USD prices of the units' settlement currencies, for the
         ``*_usd`` columns (stablecoins and ``portfolio`` count 1).
-    risk_vectors : bool or "positions"
+    risk_vectors : bool, "units" or "positions"
+        As in :func:`pmrisk.margin`.
 
     Returns
     -------
@@ -77,9 +78,13 @@ def margin_from_risk_arrays(positions, risk_arrays, model=None, index=None,
     if any(model["exclude"].get(k) for k in ("symbols", "kinds", "underlyings")):
         raise MarginError("model", "exclude", "no excluded instruments with risk arrays (the "
                           "standalone SPAN margin revalues the instrument)")
+    risk_vectors = risk_vectors_mode(risk_vectors)
     pos = as_table(positions, "positions")
     ra = as_table(risk_arrays, "risk_arrays")
     idx = as_table(index, "index")
+    for name, t in (("positions", pos), ("risk_arrays", ra)):
+        if t is None:
+            raise MarginError(name, None, "a table (it is required)")
     check_columns(pos, "positions", schema.RISK_ARRAY_POSITIONS)
     check_columns(ra, "risk_arrays", schema.RISK_ARRAYS)
     if idx is not None:

@@ -162,7 +162,8 @@ def test_damaged_part_is_read_by_the_cli_too(data, capsys):
 
 ARGUMENTS = [("batch_rows", v) for v in (float("nan"), "1000", 1e30, 0, -3, True, 2.5, 10**13,
                                          None, np.float64("inf"))] + \
-            [("client", v) for v in ("x", 5, object())] + [("out", 3.5), ("out", b"results")]
+            [("client", v) for v in ("x", 5, object())] + [("out", 3.5), ("out", b"results"),
+                                                            ("out", ""), ("out", "  ")]
 
 
 @pytest.mark.parametrize("arg,value", ARGUMENTS, ids=[f"{a}={v!r}" for a, v in ARGUMENTS])
@@ -172,6 +173,12 @@ def test_bad_arguments(arg, value, data, tmp_path):
         pmrisk.backtest(**inputs(data), model=PME, progress=False, **{arg: value})
     assert (e.value.table, e.value.column, e.value.rows) == ("arguments", arg, [])
     assert digest(data) == before and leftovers(tmp_path) == []
+
+
+def test_an_empty_out_says_the_path_is_empty(data):
+    with pytest.raises(pmrisk.MarginError) as e:
+        pmrisk.backtest(**inputs(data), model=PME, progress=False, out="")
+    assert "empty path" in str(e.value) and "contains" not in str(e.value)
 
 
 def test_batch_rows_accepts_whole_numbers(source, want):

@@ -121,3 +121,24 @@ def test_missing_toml_model_is_a_margin_error(tmp_path):
     with pytest.raises(pmrisk.MarginError) as e:
         pmrisk.Model.coerce(str(tmp_path / "missing.toml"))
     assert "missing.toml" in str(e.value)
+
+
+@pytest.mark.parametrize("argv, what", [
+    (["--valuation-time", "2300-01-01"], "arguments.valuation_time"),
+    (["calibrate", "--as-of", "9999-12-31"], "arguments.as_of")])
+def test_a_time_outside_1677_2262_is_one_line(tmp_path, capsys, argv, what):
+    book = samples.demo_book()
+    if argv[0] == "calibrate":
+        pq.write_table(samples.prices(days=30), tmp_path / "prices.parquet")
+        argv = ["calibrate", "--prices", str(tmp_path / "prices.parquet"), *argv[1:],
+                "--out", str(tmp_path / "m.toml")]
+    else:
+        paths = []
+        for name in ("positions", "instruments", "market", "index", "balances"):
+            pq.write_table(book[name], tmp_path / f"{name}.parquet")
+            paths += [f"--{name}", str(tmp_path / f"{name}.parquet")]
+        argv = ["margin", *paths, *argv]
+    assert cli.main(argv) == 2
+    err = capsys.readouterr().err
+    assert err.startswith(f"pmrisk: input error: {what}: expected a time between 1677 and 2262")
+    assert err.count("\n") == 1

@@ -16,7 +16,7 @@ import pyarrow as pa
 import pytest
 
 import pmrisk
-from pmrisk import MarginError, MarginWarning
+from pmrisk import MarginError, MarginWarning, samples
 
 VT = "2024-06-17T10:00:00Z"
 EXPIRY = "2024-06-28T08:00:00Z"
@@ -246,6 +246,38 @@ def test_an_integer_time_column_is_refused():
     assert "timestamp" in str(err)
 
 
+OUT_OF_RANGE = ["2300-01-01", "9999-12-31", "1677-01-01", "2300-01-01T00:00:00Z",
+                pd.Timestamp("2024-01-01").to_pydatetime().replace(year=2300)]
+TIME_ARGS = {
+    "margin": (lambda t: pmrisk.margin(**book(valuation_time=t)), "valuation_time"),
+    "Monitor": (lambda t: pmrisk.Monitor(**book(valuation_time=t)), "valuation_time"),
+    "update_valuation_time": (lambda t: _monitor().update(valuation_time=t), "valuation_time"),
+    "update_at": (lambda t: _monitor().update(
+        index={"underlying": ["BTC"], "index_price": [66100.0]}, at=t), "at"),
+    "liquidation_plan": (lambda t: pmrisk.liquidation_plan(**book(valuation_time=t)),
+                         "valuation_time"),
+    "calibrate_as_of": (lambda t: pmrisk.calibrate(samples.prices(days=30), as_of=t),
+                        "as_of"),
+}
+
+
+@pytest.mark.parametrize("value", OUT_OF_RANGE, ids=str)
+@pytest.mark.parametrize("entry", list(TIME_ARGS))
+def test_a_time_outside_1677_2262_names_the_argument(entry, value):
+    fn, what = TIME_ARGS[entry]
+    err = raises(lambda: fn(value))
+    check(err, "arguments", what, [])
+    assert "between 1677 and 2262" in str(err)
+
+
+def test_a_time_column_outside_1677_2262_names_the_rows():
+    t = table(base()["positions"]).append_column(
+        "time", pa.array([VT, VT, "2300-01-01", VT]))
+    err = raises(lambda: pmrisk.margin(**book(positions=t, valuation_time=None)))
+    check(err, "positions", "time", [("a1", CALL, "2300-01-01")])
+    assert "between 1677 and 2262" in str(err)
+
+
 def test_missing_mark_at_a_snapshot_suggests_forward_fill():
     t = table(base()["positions"]).append_column(
         "time", pa.array([pd.Timestamp(VT)] * 4, pa.timestamp("ns", tz="UTC")))
@@ -351,6 +383,44 @@ UPDATES = {
     "valuation_time_nat": ({}, dict(valuation_time=np.datetime64("NaT", "s")),
                            "arguments", "valuation_time", []),
     "at_int": ({}, dict(at=1718618400), "arguments", "at", []),
+    # a null keeps a known symbol's value; a new symbol or asset has none to keep
+    "new_symbol_null_mark": (
+        dict(market=lambda c: {k: v[:2] + v[3:] for k, v in c.items()},
+             positions=lambda c: {k: v[:2] + v[3:] for k, v in c.items()}),
+        dict(market={"symbol": [PERP, CALL], "mark_price": [66100.0, None],
+                     "mark_iv": [None, 0.5]}),
+        "market", "mark_price", [(CALL,)]),
+    "new_option_null_iv": (
+        dict(market=lambda c: {k: v[:2] + v[3:] for k, v in c.items()},
+             positions=lambda c: {k: v[:2] + v[3:] for k, v in c.items()}),
+        dict(market={"symbol": [CALL], "mark_price": [0.01], "mark_iv": [None]}),
+        "market", "mark_iv", [(CALL,)]),
+    "new_asset_null_index": (
+        {}, dict(index={"underlying": ["BTC", "USDT"], "index_price": [66100.0, None]}),
+        "index", "index_price", [("USDT",)]),
+    # a key twice in one update: refused as margin() refuses it (which row was meant?)
+    "duplicate_positions": (
+        {}, dict(positions={"account": ["a1", "a2", "a1"], "symbol": [PERP, ETH, PERP],
+                            "quantity": [1.0, 2.0, 3.0]}),
+        "positions", "symbol", [("a1", PERP)]),
+    "duplicate_open_orders": (
+        {}, dict(open_orders={"account": ["a2", "a2"], "order_id": ["o2", "o2"],
+                              "symbol": [ETH, ETH], "quantity": [5.0, 6.0],
+                              "price": [3550.0, 3550.0]}),
+        "open_orders", "order_id", [("a2", "o2")]),
+    "duplicate_cancellation": (
+        {}, dict(open_orders={"account": ["a1", "a1"], "order_id": ["o1", "o1"],
+                              "quantity": [0.0, 0.0]}),
+        "open_orders", "order_id", [("a1", "o1")]),
+    "duplicate_balances": (
+        {}, dict(balances={"account": ["a2", "a2"], "asset": ["USDC", "USDC"],
+                           "amount": [1.0, 2.0]}),
+        "balances", "asset", [("a2", "USDC")]),
+    "duplicate_with_a_good_tick": (
+        {}, dict(market={"symbol": [PERP], "mark_price": [60000.0]},
+                 balances={"account": ["a1", "a1"], "asset": ["BTC", "BTC"],
+                           "amount": [1.0, 2.0]}),
+        "balances", "asset", [("a1", "BTC")]),
     # a tick whose delta shock overflows (the model allows it; the inputs are plausible):
     # the blocks have already moved when the engine finds it, and are put back
     "tick_overflows": (
@@ -391,17 +461,48 @@ def test_a_cancellation_need_not_repeat_symbol_and_price():
         {"account": "a2", "order_id": "o2", "symbol": ETH, "quantity": 7.0, "price": 3550.0}]
 
 
-def test_an_update_repeating_an_order_keeps_one_copy():
-    """Within one update later rows win (the monitor's documented rule): the state never
-    holds an order twice, so nothing is charged twice and a cancel removes it."""
+def test_one_key_per_account_in_an_update_is_fine():
+    """The duplicate check is per (account, key): the same symbol for two accounts, or a
+    symbol and an order id that happen to be equal, are different rows."""
     mon = _monitor()
-    row = {"account": ["a2", "a2"], "order_id": ["o2", "o2"], "symbol": [ETH, ETH],
-           "quantity": [5.0, 6.0], "price": [3550.0, 3550.0]}
-    mon.update(open_orders=row)
-    oo = mon.state()["open_orders"]
-    assert oo.filter(pa.compute.equal(oo["account"], "a2"))["quantity"].to_pylist() == [6.0]
-    mon.update(open_orders={"account": ["a2"], "order_id": ["o2"], "quantity": [0.0]})
-    assert mon.state()["open_orders"]["order_id"].to_pylist() == ["o1"]
+    mon.update(positions={"account": ["a1", "a2"], "symbol": [ETH, ETH], "quantity": [1.0, 2.0]})
+    pos = mon.state()["positions"]
+    got = {(r["account"], r["symbol"]): r["quantity"] for r in pos.to_pylist()}
+    assert got[("a1", ETH)] == 1.0 and got[("a2", ETH)] == 2.0
+
+
+NULL_TICKS = {
+    # update: the market / index the monitor then holds (symbol or underlying: values)
+    "null_mark_keeps_mark": (
+        dict(market={"symbol": [PERP, CALL], "mark_price": [66100.0, None],
+                     "mark_iv": [None, 0.6]}),
+        {PERP: (66100.0, None), CALL: (0.01, 0.6)}, {"BTC": 66000.0}),
+    "null_iv_keeps_iv": (
+        dict(market={"symbol": [CALL], "mark_price": [0.02], "mark_iv": [None]}),
+        {CALL: (0.02, 0.55)}, {"BTC": 66000.0}),
+    "null_index_keeps_index": (
+        dict(index={"underlying": ["BTC", "ETH"], "index_price": [None, 3700.0]}),
+        {}, {"BTC": 66000.0, "ETH": 3700.0}),
+}
+
+
+@pytest.mark.parametrize("case", list(NULL_TICKS))
+def test_a_null_in_a_tick_keeps_the_value(case):
+    """A null mark_price, mark_iv or index_price keeps the current value (as a column left
+    out does), so a tick may carry only what changed, row by row; the monitor then equals
+    margin() on its state."""
+    update, marks, index = NULL_TICKS[case]
+    mon = _monitor()
+    mon.update(**update)
+    st = mon.state()
+    got = {r["symbol"]: (r["mark_price"], r["mark_iv"]) for r in st["market"].to_pylist()}
+    for sym, want in marks.items():
+        assert got[sym] == want
+    idx = dict(zip(st["index"]["underlying"].to_pylist(), st["index"]["index_price"].to_pylist()))
+    for und, px in index.items():
+        assert idx[und] == px
+    ref = pmrisk.margin(**st, model=MODEL)
+    assert mon.accounts.sort_by("account").equals(ref.accounts.sort_by("account"))
 
 
 # -- risk arrays and backtest -----------------------------------------------------------------
@@ -425,6 +526,11 @@ RA_CASES = {
                      "risk_arrays", "pnl", []),
     "index_1e300": (dict(index={"underlying": ["USD"], "index_price": [1e300]}),
                     "index", "index_price", [("USD",)]),
+    "positions_none": (dict(positions=None), "positions", None, []),
+    "risk_arrays_none": (dict(risk_arrays=None), "risk_arrays", None, []),
+    "risk_vectors_bogus": (dict(risk_vectors="bogus"), "arguments", "risk_vectors", []),
+    "risk_vectors_int": (dict(risk_vectors=1), "arguments", "risk_vectors", []),
+    "risk_vectors_none": (dict(risk_vectors=None), "arguments", "risk_vectors", []),
 }
 
 
@@ -435,6 +541,32 @@ def test_risk_arrays_bad_input(case):
             "risk_arrays": _ra(), "model": "span"}
     args.update(changes)
     check(raises(lambda: pmrisk.margin_from_risk_arrays(**args)), table_, column, rows)
+
+
+@pytest.mark.parametrize("value", ["bogus", "Positions", 1, 0, None, ["units"]], ids=str)
+@pytest.mark.parametrize("entry", ["margin", "margin_from_risk_arrays"])
+def test_risk_vectors_is_one_of_four_values(entry, value):
+    if entry == "margin":
+        fn = lambda: pmrisk.margin(**book(risk_vectors=value))    # noqa: E731
+    else:
+        fn = lambda: pmrisk.margin_from_risk_arrays(               # noqa: E731
+            {"account": ["a"], "symbol": ["FUT"], "quantity": [1.0]}, _ra(), model="span",
+            risk_vectors=value)
+    check(raises(fn), "arguments", "risk_vectors", [])
+
+
+@pytest.mark.parametrize("value, units, positions", [
+    (False, False, False), (True, True, False), ("units", True, False),
+    ("positions", True, True), (np.bool_(True), True, False)], ids=str)
+def test_risk_vectors_accepted_values(value, units, positions):
+    r = pmrisk.margin(**book(risk_vectors=value))
+    assert (r.unit_risk_vectors is not None, r.position_risk_vectors is not None) == \
+        (units, positions)
+    ra = pmrisk.margin_from_risk_arrays(
+        {"account": ["a"], "symbol": ["FUT"], "quantity": [1.0]}, _ra(), model="span",
+        risk_vectors=value)
+    assert (ra.unit_risk_vectors is not None, ra.position_risk_vectors is not None) == \
+        (units, positions)
 
 
 def _timed(cols):

@@ -88,6 +88,10 @@ CASES = [
     ({1: {"price_range": 0.2}}, "1"),
     ({None: 1}, "None"),
     ({"BTC": {1: 0.2}}, "BTC.1"),
+    # an underlying's section that is not a table
+    ({"BTC": None}, "BTC"),
+    ({"ETH": 0.16}, "ETH"),
+    ({"BTC": [0.16]}, "BTC"),
     ({"correlations": {("BTC", "ETH"): 0.5}}, "correlations.('BTC', 'ETH')"),
     # nesting and size
     ({"BTC": {"price_range": [[[[[[[[[0.2]]]]]]]]]}}, "BTC.price_range[0][0][0][0][0][0]"),
@@ -165,6 +169,19 @@ def test_toml_file_refused(tmp_path, content, words):
     err = _error(lambda: Model.from_toml(str(path)))
     assert (err.table, err.column) == ("model", "")
     assert words in str(err)
+
+
+def test_an_underlying_section_that_is_not_a_table_says_so():
+    err = _error(lambda: Model.coerce({"BTC": None}))
+    assert "a table (dict) of parameters for underlying BTC, got None" in str(err)
+
+
+@pytest.mark.parametrize("path", [None, 5, 3.5, b"model.toml", ["model.toml"]],
+                         ids=["none", "int", "float", "bytes", "list"])
+def test_from_toml_needs_a_path(path):
+    """An int is not read as a file descriptor: every non-path is refused up front."""
+    err = _error(lambda: Model.from_toml(path))
+    assert (err.table, err.column, err.rows) == ("arguments", "path", [])
 
 
 @pytest.mark.parametrize("value", [None, 5, "BTC", ["n_directions", 5], ({"a": 1},)],

@@ -481,7 +481,8 @@ def test_tables_handed_out_never_change():
 @pytest.mark.parametrize("kw, table, column", [
     (dict(market={"symbol": ["BTC-PERPETUAL"], "mark_price": [-1.0]}), "market", "mark_price"),
     (dict(market={"symbol": ["NOPE"], "mark_price": [1.0]}), "market", "symbol"),
-    (dict(market={"symbol": ["BTC-28JUN24-65000-C"], "mark_iv": [None]}), "market", "mark_iv"),
+    (dict(market={"symbol": ["BTC-28JUN24-65000-C"], "mark_iv": [np.nan]}), "market",
+     "mark_iv"),
     (dict(index={"underlying": ["BTC", "BTC"], "index_price": [1.0, 2.0]}), "index",
      "underlying"),
     (dict(positions={"account": ["x"], "symbol": ["NOPE"], "quantity": [1.0]}), "positions",
@@ -506,6 +507,37 @@ def test_a_bad_update_changes_nothing(kw, table, column):
     assert all(after[k].equals(before[k]) for k in before if k != "valuation_time")
     assert after["valuation_time"] == before["valuation_time"]
     assert mon.accounts.equals(acc)
+    assert_matches_margin(mon, "deribit_pme")
+
+
+@pytest.mark.parametrize("on_alert", [5, "print", [print], True])
+def test_on_alert_must_be_callable_or_none(on_alert):
+    b = samples.demo_book()
+    with pytest.raises(pmrisk.MarginError) as err:
+        Monitor(**b, on_alert=on_alert)
+    assert (err.value.table, err.value.column, err.value.rows) == ("arguments", "on_alert", [])
+
+
+def test_a_failing_on_alert_sees_a_whole_update():
+    """The callback runs after the update is complete: its exception reaches the caller,
+    and the monitor holds the whole update (every account, the alert queue), not part."""
+    seen = []
+
+    def boom(batch):
+        seen.append(batch)
+        raise RuntimeError("user callback")
+
+    mon, b = demo_monitor(on_alert=boom)
+    tick = dict(market=tick_tables(b["market"], "BTC", 0.9),
+                index={"underlying": ["BTC"], "index_price": [58500.0]})
+    with pytest.raises(RuntimeError, match="user callback"):
+        mon.update(**tick)
+    assert len(seen) == 1 and mon.version == 1
+    ref, _ = demo_monitor()
+    up = ref.update(**tick)
+    assert seen[0].num_rows == up.alerts.num_rows > 0
+    assert mon.accounts.equals(ref.accounts)
+    assert [q.num_rows for q in mon.alerts()] == [up.alerts.num_rows]
     assert_matches_margin(mon, "deribit_pme")
 
 
@@ -590,6 +622,91 @@ def test_cli_monitor_reports_a_bad_tick_file(tmp_path, capsys):
         args += [f"--{name}", _write(book[name], tmp_path / f"{name}.parquet")]
     assert cli.main(args) == 2
     assert "ticks.time" in capsys.readouterr().err
+
+
+T0 = pa.scalar("2024-06-17T08:00:00Z").cast(pa.timestamp("ns", tz="UTC"))
+BAD_TICKS = {
+    "int_time": (pa.table({"time": pa.array([1718611200], pa.int64()), "kind": ["index"],
+                           "underlying": ["BTC"], "index_price": [65000.0]}),
+                 "ticks", "time", []),
+    "null_time": (pa.table({"time": pa.array([T0.value, None], pa.timestamp("ns", tz="UTC")),
+                            "kind": ["index", "index"], "underlying": ["BTC", "BTC"],
+                            "index_price": [65000.0, 64000.0]}),
+                  "ticks", "time", [(1,)]),
+    "bad_time_string": (pa.table({"time": ["2024-06-17T08:00:00Z", "soon"],
+                                  "kind": ["index", "index"], "underlying": ["BTC", "BTC"],
+                                  "index_price": [65000.0, 64000.0]}),
+                        "ticks", "time", [(1,)]),
+    "float_time": (pa.table({"time": [1.7e9], "kind": ["index"], "underlying": ["BTC"],
+                             "index_price": [65000.0]}), "ticks", "time", []),
+}
+
+
+@pytest.mark.parametrize("case", list(BAD_TICKS))
+def test_a_bad_ticks_time_names_ticks_time(case):
+    from pmrisk.monitor_view import tick_updates
+    ticks, table, column, rows = BAD_TICKS[case]
+    with pytest.raises(pmrisk.MarginError) as err:
+        tick_updates(ticks)
+    assert (err.value.table, err.value.column, err.value.rows) == (table, column, rows)
+
+
+@pytest.mark.parametrize("case", ["int_time", "null_time"])
+def test_cli_monitor_a_bad_ticks_time_is_one_line(tmp_path, capsys, case):
+    from pmrisk import cli
+    book = samples.demo_book()
+    args = ["monitor", "--no-live", "--replay", _write(BAD_TICKS[case][0],
+                                                        tmp_path / "t.parquet")]
+    for name in ("positions", "instruments", "market", "index", "balances"):
+        args += [f"--{name}", _write(book[name], tmp_path / f"{name}.parquet")]
+    assert cli.main(args) == 2
+    err = capsys.readouterr().err
+    assert "ticks.time: expected" in err and err.count("\n") == 1
+
+
+@pytest.mark.parametrize("top, speed, flag", [
+    (-5, None, "--top"), (0, None, "--top"), (2.5, None, "--top"), ("x", None, "--top"),
+    (True, None, "--top"), (20, -1.0, "--speed"), (20, float("inf"), "--speed"),
+    (20, float("nan"), "--speed"), (20, "fast", "--speed")])
+def test_monitor_view_flags_are_checked(top, speed, flag):
+    from pmrisk.monitor_view import check_view_args
+    with pytest.raises(pmrisk.MarginError) as err:
+        check_view_args(top, speed)
+    assert (err.value.table, err.value.column, err.value.rows) == ("arguments", flag, [])
+
+
+@pytest.mark.parametrize("flag, value", [
+    ("--top", "-5"), ("--top", "0"), ("--top", "2.5"), ("--top", "x"),
+    ("--speed", "-1"), ("--speed", "inf"), ("--speed", "nan"), ("--speed", "fast")])
+def test_cli_monitor_bad_view_flags_are_one_line(tmp_path, capsys, flag, value):
+    from pmrisk import cli
+    argv = ["monitor", "--replay", str(tmp_path / "missing.parquet"), flag, value]
+    for name in ("positions", "instruments", "market", "index"):
+        argv += [f"--{name}", str(tmp_path / f"{name}.parquet")]      # checked before reading
+    assert cli.main(argv) == 2
+    err = capsys.readouterr().err
+    assert err.startswith(f"pmrisk: input error: arguments.{flag}: expected") and \
+        err.count("\n") == 1
+
+
+def test_cli_monitor_a_null_in_a_tick_keeps_the_value(tmp_path, capsys):
+    """A ticks row with a new vol and no mark (the other value columns null) keeps the mark;
+    the index row of the same update has null market columns."""
+    from pmrisk import cli
+    book = samples.demo_book()
+    opt = [r for r in book["market"].to_pylist() if r["mark_iv"] is not None][0]
+    t = [T0.value, T0.value]
+    ticks = pa.table({"time": pa.array(t, pa.timestamp("ns", tz="UTC")),
+                      "kind": ["market", "index"], "symbol": [opt["symbol"], None],
+                      "mark_price": pa.array([None, None], pa.float64()),
+                      "mark_iv": [opt["mark_iv"] * 1.2, None],
+                      "underlying_price": [opt["underlying_price"], None],
+                      "underlying": [None, "BTC"], "index_price": [None, 64000.0]})
+    args = ["monitor", "--no-live", "--replay", _write(ticks, tmp_path / "t.parquet")]
+    for name in ("positions", "instruments", "market", "index", "balances"):
+        args += [f"--{name}", _write(book[name], tmp_path / f"{name}.parquet")]
+    assert cli.main(args) == 0
+    assert "1 updates" in capsys.readouterr().out
 
 
 def test_cli_demo_monitor_crosses_every_level(capsys):
