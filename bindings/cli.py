@@ -221,7 +221,7 @@ def _add_backtest_commands(sub):
                    help="comma-separated among accounts, units, positions (default accounts)")
     b.add_argument("--fill-market", choices=("none", "forward"), default="none",
                    help="'forward': carry a symbol's last market row to times without one")
-    b.add_argument("--batch-rows", type=_number, default=1_000_000,
+    b.add_argument("--batch-rows", type=number_arg, default=1_000_000,
                    help="account-state rows per batch (default 1,000,000)")
     b.add_argument("--scheduler", metavar="ADDRESS",
                    help="run on this Dask scheduler (tcp://host:8786); --data and --out must "
@@ -231,9 +231,10 @@ def _add_backtest_commands(sub):
     b.add_argument("--no-progress", action="store_true", help="no progress line on stderr")
 
 
-def _number(text):
-    """A number from the command line as it reads (``1000``, ``1e6``); anything else is left
-    as text for the checks of the function it is passed to (one line, exit 2)."""
+def number_arg(text):
+    """A number from the command line as it reads (``1000``, ``1e6``, ``inf``); anything else
+    is left as text for the checks of the function it is passed to (one line, exit 2), never
+    argparse's usage block."""
     for kind in (int, float):
         try:
             return kind(text)

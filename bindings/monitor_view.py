@@ -252,7 +252,7 @@ def replay(monitor, updates, view, speed=0.0):
 # -- the commands ------------------------------------------------------------------------------
 
 def add_monitor_command(sub):
-    from .cli import add_book_arguments
+    from .cli import add_book_arguments, number_arg
     m = sub.add_parser("monitor", help="replay ticks through a real-time margin monitor "
                        "(live terminal view, threshold alerts, liquidation plans)")
     m.add_argument("--replay", required=True, metavar="TICKS",
@@ -264,23 +264,12 @@ def add_monitor_command(sub):
                    help="ISO-8601 UTC (default: the first tick's time)")
     m.add_argument("--hysteresis", type=float, default=0.0,
                    help="ratio margin before a level alerts again (default 0)")
-    m.add_argument("--speed", type=_as_number, default=None,
+    m.add_argument("--speed", type=number_arg, default=None,
                    help="replay this many times faster than real time (default: 30 on a "
                         "terminal, as fast as possible otherwise; 0: as fast as possible)")
     m.add_argument("--no-live", action="store_true",
                    help="plain alert lines, no redrawn screen (logs, pipes)")
-    m.add_argument("--top", type=_as_number, default=20, help="accounts shown (default 20)")
-
-
-def _as_number(text):
-    """A number as the command line reads it (``20``, ``1e3``, ``inf``); anything else stays
-    text for :func:`check_view_args` to refuse in one line."""
-    for kind in (int, float):
-        try:
-            return kind(text)
-        except ValueError:
-            pass
-    return text
+    m.add_argument("--top", type=number_arg, default=20, help="accounts shown (default 20)")
 
 
 def check_view_args(top, speed):
