@@ -120,7 +120,7 @@ def _plain_strings(table):
     as plain ``string``; other columns untouched (no copy when there is nothing to do)."""
     for i, field in enumerate(table.schema):
         t = field.type
-        if _is_str(t) and not pa.types.is_string(t):
+        if is_string_type(t) and not pa.types.is_string(t):
             arr = table.column(i)
             if pa.types.is_dictionary(t):
                 # decode through a plain-string dictionary: casting a dictionary straight to
@@ -131,9 +131,9 @@ def _plain_strings(table):
     return table
 
 
-def _is_str(t):
+def is_string_type(t):
     if pa.types.is_dictionary(t):
-        return _is_str(t.value_type)
+        return is_string_type(t.value_type)
     return pa.types.is_string(t) or pa.types.is_large_string(t) or pa.types.is_string_view(t)
 
 
@@ -144,10 +144,10 @@ def _is_num(t):
 
 
 _KIND_CHECK = {
-    "str": (_is_str, "a string column (string, large_string, string_view or dictionary)"),
+    "str": (is_string_type, "a string column (string, large_string, string_view or dictionary)"),
     "float": (_is_num, "a numeric column (float64; integers are accepted)"),
     "int": (pa.types.is_integer, "an integer column"),
-    "time": (lambda t: pa.types.is_timestamp(t) or _is_str(t),
+    "time": (lambda t: pa.types.is_timestamp(t) or is_string_type(t),
              "a timestamp column (or ISO-8601 strings), UTC"),
     "any": (lambda t: True, "anything"),
 }
@@ -185,7 +185,7 @@ def row_keys(table, name, mask, limit=5):
     cols = []
     for k in keys:
         t = table.schema.field(k).type
-        col = str_column(table, k) if _is_str(t) else table.column(k)
+        col = str_column(table, k) if is_string_type(t) else table.column(k)
         vals = col.take(take)
         if pa.types.is_timestamp(t):          # times as ISO-8601 text, UTC
             ns = vals.cast(pa.timestamp("ns", tz=t.tz or "UTC")).cast(pa.int64())
@@ -266,7 +266,7 @@ def time_column(table, name, col):
     arr = table.column(col)
     if pa.types.is_null(arr.type):
         return np.full(len(arr), NAT, dtype=np.int64)
-    if _is_str(arr.type):
+    if is_string_type(arr.type):
         strings = str_column(table, col)
         arr = None
         for target in (pa.timestamp("ns", tz="UTC"), pa.timestamp("ns")):

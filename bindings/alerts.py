@@ -28,7 +28,7 @@ import numpy as np
 import pyarrow as pa
 
 from .errors import MarginError
-from .results import _status_array
+from .results import status_array
 from .schema import TIME_TYPE
 
 THRESHOLD_DOWN, THRESHOLD_UP = "threshold_down", "threshold_up"
@@ -111,7 +111,7 @@ class AlertRules:
     def batch(self, names, time_ns, kinds, thresholds, before, after):
         """A :data:`SCHEMA` record batch, one row per alert (``before`` NaN: a new account)."""
         th = self.thresholds
-        status_b = _status_array(np.where(np.isnan(before), np.inf, before), th)
+        status_b = status_array(np.where(np.isnan(before), np.inf, before), th)
         return pa.RecordBatch.from_arrays([
             pa.array(names, pa.string()),
             pa.array(np.full(len(names), time_ns, dtype=np.int64)).cast(TIME_TYPE),
@@ -120,7 +120,7 @@ class AlertRules:
             pa.array(before, pa.float64(), mask=np.isnan(before)),
             pa.array(after, pa.float64()),
             pa.array(status_b.to_pylist(), pa.string(), mask=np.isnan(before)),
-            _status_array(after, th),
+            status_array(after, th),
         ], schema=SCHEMA)
 
 

@@ -50,7 +50,7 @@ from ._arrow import NAT, as_table, check_columns, time_column
 from .calibration import CalibrationSchedule
 from .errors import MarginError
 from .fill import advance_carry, check_mode, forward_fill
-from .margin import _wanted, margin
+from .margin import wanted_tables, margin
 from .model import Model
 from .results import MarginResult
 from .schema import ACCOUNT_STATE, TIME
@@ -768,7 +768,7 @@ def backtest(positions, instruments, market, index, balances=None, model=None, o
     """
     t0 = _time.perf_counter()
     model = Model.coerce(model)
-    wanted = _wanted(tables)
+    wanted = wanted_tables(tables)
     if "accounts" not in wanted:
         wanted = ("accounts",) + wanted
     fill = check_mode(fill_market)

@@ -72,12 +72,12 @@ class Outcome:
     pos_row: np.ndarray
 
 
-def _und_param(model, names, key):
+def und_param(model, names, key):
     return np.array([model.underlying(u)[key] for u in names], dtype=np.float64)
 
 
-def _per_instr(model, units, instr_type, key):
-    return _und_param(model, units.type_und, key)[instr_type]
+def per_instr(model, units, instr_type, key):
+    return und_param(model, units.type_und, key)[instr_type]
 
 
 class Revaluation(NamedTuple):
@@ -109,7 +109,7 @@ def revaluation_inputs(book, model):
     units, itype, pos_unit, ord_unit, res_unit = build_units(book, model)
     scen = S.pad([scenario_set_for(model, u) for u in units.underlyings])
     und = units.type_und_code[itype] if len(itype) else np.zeros(0, dtype=np.int64)
-    pi = lambda key: _per_instr(model, units, itype, key)  # noqa: E731
+    pi = lambda key: per_instr(model, units, itype, key)  # noqa: E731
     sig_mark = np.where(book.kind == OPTION, book.mark_iv, 0.0)
     floor = pi("vol_floor") if len(itype) else np.zeros(0)
     binds = (book.kind == OPTION) & (floor > sig_mark)
@@ -177,7 +177,7 @@ def run(book, model, risk_vectors=False):
     g = K.instrument_greeks(*kernel_args(book.kind, book.settlement, book.contract_size,
                                          book.mark, book.forward, book.strike, book.is_call,
                                          book.years, sig_mark), rate)
-    value, model_value, upnl, greeks = _position_values(book, g)
+    value, model_value, upnl, greeks = position_values(book, g)
     unit_greeks = np.vstack([sum_by(pos_unit, weights=greeks[k], minlength=n_units)
                              for k in range(4)]) if n_units else np.zeros((4, 0))
 
@@ -186,17 +186,17 @@ def run(book, model, risk_vectors=False):
                             dtype=bool)[units.utype]
     conv_u = np.where(coin_settled, 1.0, units.index_px / unit_px)
     pos_delta = np.where(excl, 0.0, greeks[0])
-    pos_group, group_rate, group_unit = _expiry_groups(book, model, units, pos_unit)
+    pos_group, group_rate, group_unit = expiry_groups(book, model, units, pos_unit)
     roll_coin, roll_group, _ = addons.roll_shock(pos_group, pos_delta, group_rate, group_unit,
                                                  n_units)
     unit_delta = sum_by(pos_unit, weights=pos_delta, minlength=n_units)
-    up_ = lambda key: _und_param(model, units.type_und, key)[units.utype]  # noqa: E731
+    up_ = lambda key: und_param(model, units.type_und, key)[units.utype]  # noqa: E731
     dshock_coin = addons.delta_shock(unit_delta, units.index_px,
                                      up_("delta_total_liq_shock_threshold"), up_("m_inc"),
                                      up_("max_delta_shock"))
     short_all = np.where((book.kind[book.pos_instr] == OPTION) & (q < 0), -q, 0.0)
     short_opt = np.where(excl, 0.0, short_all)
-    som_rate = _per_instr(model, units, itype, "short_option_minimum")[book.pos_instr] \
+    som_rate = per_instr(model, units, itype, "short_option_minimum")[book.pos_instr] \
         if len(q) else q
     som_coin = addons.short_option_minimum(pos_unit, short_opt, som_rate, n_units)
     roll = roll_coin * conv_u
@@ -243,15 +243,15 @@ def run(book, model, risk_vectors=False):
 
     # -- contributions: own loss in the binding cell + shares of each add-on ------
     absd = np.abs(pos_delta)
-    roll_share = _share(roll_group, pos_group, absd)
-    ds_share = _share(dshock_coin, pos_unit, absd)
+    roll_share = pro_rata_share(roll_group, pos_group, absd)
+    ds_share = pro_rata_share(dshock_coin, pos_unit, absd)
     base = own_loss + (roll_share + ds_share + short_opt * som_rate) * conv_u[pos_unit]
     mm_contrib = rm * model["mm_factor"] * base + excl_pos
     im_contrib = rm * model["im_factor"] * base + model["im_factor"] * excl_pos
 
     # -- equity (USD) ------------------------------------------------------------------------
     eq_pos = sum_by(book.pos_account, weights=value * unit_px[pos_unit], minlength=n_acc)
-    coll, bal_usd = _collateral(book, model)
+    coll, bal_usd = collateral_usd(book, model)
     equity = eq_pos + sum_by(book.bal_account, weights=coll, minlength=n_acc)
     actual_equity = eq_pos + sum_by(book.bal_account, weights=bal_usd, minlength=n_acc)
     loan_mm = model["loan_mmr"] * sum_by(book.bal_account,
@@ -365,7 +365,7 @@ def _excluded_order_margin(book, model, units, span, rv, order_im, unit_px, conv
     u = rv.ord_unit[o]
     und_row = units.type_und_code[units.utype[u]]
     px = unit_px[u]
-    rate = _per_instr(model, units, itype, "short_option_minimum")[instr] * conv_u[u]
+    rate = per_instr(model, units, itype, "short_option_minimum")[instr] * conv_u[u]
     is_opt = book.kind[instr] == OPTION
     cost = []
     for qty in (before, after):
@@ -377,7 +377,7 @@ def _excluded_order_margin(book, model, units, span, rv, order_im, unit_px, conv
     return out
 
 
-def _position_values(book, g):
+def position_values(book, g):
     """Per position (settlement currency): value at the mark, model value, unrealised P&L,
     and Greeks ``(4, n_pos)`` from the per-contract Greeks ``g``."""
     pi_ = book.pos_instr
@@ -395,7 +395,7 @@ def _position_values(book, g):
     return value, model_value, upnl, q * g[1:, pi_]
 
 
-def _share(total, group, weight):
+def pro_rata_share(total, group, weight):
     """Split ``total[g]`` over the members of each group ``g`` by ``weight`` (members with
     group -1, or groups whose weights sum to 0, get 0)."""
     out = np.zeros(len(group))
@@ -407,7 +407,7 @@ def _share(total, group, weight):
     return out
 
 
-def _collateral(book, model):
+def collateral_usd(book, model):
     """(collateral value, plain USD value) of each balance row: positive amounts at their
     asset's collateral rate or tiers, loans at full value."""
     if not len(book.bal_asset):
@@ -425,7 +425,7 @@ def _collateral(book, model):
     return coll, usd
 
 
-def _expiry_groups(book, model, units, pos_unit):
+def expiry_groups(book, model, units, pos_unit):
     """Expiry groups for the roll shock: per unit, one group per expiry of its futures and
     options, one per perpetual; spot positions belong to none (-1)."""
     pi_ = book.pos_instr
@@ -448,7 +448,7 @@ def _expiry_groups(book, model, units, pos_unit):
     first[inv] = np.flatnonzero(dated)
     years = np.where(kind[first] == PERPETUAL, 0.0, book.years[pi_[first]])
     gtype = units.utype[group_unit]
-    amr = _und_param(model, units.type_und, "annualised_move_risk")[gtype]
-    mn = _und_param(model, units.type_und, "min_annualised_move")[gtype]
+    amr = und_param(model, units.type_und, "annualised_move_risk")[gtype]
+    mn = und_param(model, units.type_und, "min_annualised_move")[gtype]
     rate = addons.roll_rate(years, amr, mn)
     return pos_group, rate, group_unit

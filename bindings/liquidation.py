@@ -54,7 +54,7 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from ._arrow import _is_str, as_table, has, str_column, to_ns
+from ._arrow import is_string_type, as_table, has, str_column, to_ns
 from .errors import MarginError
 from .margin import margin
 from .model import Model
@@ -163,7 +163,7 @@ def liquidation_plan(positions, instruments, market, index, balances=None, open_
             plain = {k: _plain(v) for k, v in tables.items()}
         book = _AccountBook(plain, name, model, vt)
         rows.extend(book.plan(target, lots))
-    return _plan_table(rows, order_id_type)
+    return plan_table(rows, order_id_type)
 
 
 def _time_ns(valuation_time):
@@ -216,7 +216,7 @@ def _plain(table):
     if table is None:
         return None
     for i, field in enumerate(table.schema):
-        if _is_str(field.type) and not pa.types.is_string(field.type):
+        if is_string_type(field.type) and not pa.types.is_string(field.type):
             table = table.set_column(i, field.name, str_column(table, field.name))
     return table
 
@@ -230,7 +230,7 @@ def _of_account(table, name):
 def _order_id_type(open_orders):
     """Order ids keep their type, except that every string-like type becomes ``string``."""
     t = open_orders.schema.field("order_id").type
-    return pa.string() if _is_str(t) else t
+    return pa.string() if is_string_type(t) else t
 
 
 def _order_ids(open_orders):
@@ -459,7 +459,7 @@ def _concave_search(g, top, discrete):
     return None
 
 
-def _plan_table(rows, order_id_type):
+def plan_table(rows, order_id_type):
     cols = list(zip(*rows)) if rows else [[]] * 7
     return pa.table({
         "account": pa.array(cols[0], pa.string()),

@@ -80,7 +80,7 @@ def margin(positions, instruments, market, index, balances=None, open_orders=Non
     0.380952
     """
     model = Model.coerce(model)
-    wanted = _wanted(tables)
+    wanted = wanted_tables(tables)
     risk_vectors = risk_vectors_mode(risk_vectors)
     tables = {"positions": positions, "instruments": instruments, "market": market,
               "index": index, "balances": balances, "open_orders": open_orders,
@@ -92,7 +92,7 @@ def margin(positions, instruments, market, index, balances=None, open_orders=Non
     return _margin_one(tables, model, valuation_time, risk_vectors, wanted)
 
 
-def _wanted(tables):
+def wanted_tables(tables):
     if tables is None or not isinstance(tables, (str, list, tuple, set, frozenset)):
         raise MarginError("arguments", "tables", f"a sequence of names among {TABLE_NAMES}, "
                           f"got {tables!r}")

@@ -120,10 +120,10 @@ class MonitorUpdate:
     @property
     def liquidation_plans(self):
         if self._plans is None:
-            from .liquidation import _plan_table, liquidation_plan
+            from .liquidation import plan_table, liquidation_plan
             p = self._plan_inputs
             if p is None:
-                self._plans = _plan_table([], pa.string())
+                self._plans = plan_table([], pa.string())
             else:
                 with numba_threads(p["threads"]):
                     self._plans = liquidation_plan(**p["tables"], model=p["model"],

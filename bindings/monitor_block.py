@@ -53,11 +53,11 @@ from pmrisk.kernel.volshock import shocked_vols
 
 from ._arrow import kernel_args, sum_by, unique_keys
 from .book import load_book
-from .engine import (_collateral, _expiry_groups, _per_instr, _position_values, _share,
-                     _und_param, revaluation_inputs, run)
+from .engine import (collateral_usd, expiry_groups, per_instr, position_values, pro_rata_share,
+                     und_param, revaluation_inputs, run)
 from .excluded import excluded_instruments, excluded_positions
-from .results import TABLE_NAMES, _status_array, build, check_finite, describe
-from .units import _prices_by_type
+from .results import TABLE_NAMES, status_array, build, check_finite, describe
+from .units import prices_by_type
 
 _EMPTY_I = np.zeros(0, dtype=np.int64)
 _EMPTY_F = np.zeros(0)
@@ -346,7 +346,7 @@ class Block:
         units = out.units
         n_i = len(book.kind)
         itype = rv.itype
-        pi = lambda key: _per_instr(model, units, itype, key) if n_i else _EMPTY_F  # noqa
+        pi = lambda key: per_instr(model, units, itype, key) if n_i else _EMPTY_F  # noqa
         short = np.zeros(n_i, dtype=bool)
         short[book.pos_instr[book.quantity < 0]] = True
         short[book.ord_instr[book.ord_qty < 0]] = True
@@ -355,7 +355,7 @@ class Block:
         unit_excl[out.pos_unit[excl]] = True
         if len(book.ord_instr):
             unit_excl[rv.ord_unit[excluded_instruments(book, model)[book.ord_instr]]] = True
-        up_ = lambda key: _und_param(model, units.type_und, key)[units.utype]  # noqa: E731
+        up_ = lambda key: und_param(model, units.type_und, key)[units.utype]  # noqa: E731
         scen = rv.scen
         q = book.quantity
         short_all = np.where((book.kind[book.pos_instr] == OPTION) & (q < 0), -q, 0.0)
@@ -368,7 +368,7 @@ class Block:
             unit_excl=unit_excl, excl=excl, q_port=np.where(excl, 0.0, q),
             short_opt=np.where(excl, 0.0, short_all),
             som_rate=pi("short_option_minimum")[book.pos_instr] if len(q) else q,
-            groups=_expiry_groups(book, model, units, out.pos_unit),
+            groups=expiry_groups(book, model, units, out.pos_unit),
             coin_settled=np.array([u == c for u, c in zip(units.type_und, units.type_ccy)],
                                   dtype=bool)[units.utype],
             thr=up_("delta_total_liq_shock_threshold"), m_inc=up_("m_inc"),
@@ -567,8 +567,8 @@ class Block:
         book, model, out = self.book, self.model, self.out
         instr_pnl = out.instr_pnl
         n_u = len(s.uidx)
-        settle_px = _prices_by_type(book, f.type_ccy, s.utype, s.snap)
-        index_px = _prices_by_type(book, f.type_und, s.utype, s.snap)
+        settle_px = prices_by_type(book, f.type_ccy, s.utype, s.snap)
+        index_px = prices_by_type(book, f.type_und, s.utype, s.snap)
         unit_px = settle_px
         vectors = K.unit_risk_vectors(*kernel_args(s.lpu, s.pos_row, s.q_port, instr_pnl), n_u)
         _, worst, binding = K.weighted_worst(*kernel_args(vectors, s.unit_und, unit_px), *f.sc)
@@ -626,7 +626,7 @@ class Block:
         n_u = len(s.uidx)
         units = out.units
         g = self._greeks(f)
-        value, model_value, upnl, greeks = _position_values(s.view, g)
+        value, model_value, upnl, greeks = position_values(s.view, g)
         unit_greeks = np.vstack([sum_by(s.lpu, weights=greeks[k], minlength=n_u)
                                  for k in range(4)]) if n_u else np.zeros((4, 0))
         pos_delta = np.where(s.excl, 0.0, greeks[0])
@@ -639,8 +639,8 @@ class Block:
         own_loss = np.where(worst[s.lpu] > 0.0,
                             -f.rv.scen.loss_weight[s.unit_und[s.lpu], b] * cell, 0.0)
         absd = np.abs(pos_delta)
-        roll_share = _share(roll_group, s.lpg, absd)
-        ds_share = _share(dshock_coin, s.lpu, absd)
+        roll_share = pro_rata_share(roll_group, s.lpg, absd)
+        ds_share = pro_rata_share(dshock_coin, s.lpu, absd)
         base = own_loss + (roll_share + ds_share + s.short_opt * s.som_rate) * conv_u[s.lpu]
         rm = float(model["risk_multiplier"])
         zero = np.zeros(len(s.P))
@@ -685,7 +685,7 @@ class Block:
             u_account, UA = s.lua, s.UA
         mm, im, sm, upx = out.mm[UA], out.im[UA], out.scen_margin[UA], unit_px[UA]
         eq_pos = sum_by(pos_account, weights=value * unit_px[pos_unit], minlength=n)
-        coll, bal_usd = _collateral(bal_book, model) if len(bal_account) else \
+        coll, bal_usd = collateral_usd(bal_book, model) if len(bal_account) else \
             (_EMPTY_F, _EMPTY_F)
         loan_mm = model["loan_mmr"] * sum_by(bal_account,
                                              weights=np.abs(np.minimum(bal_usd, 0.0)),
@@ -761,7 +761,7 @@ class Block:
             "available_margin": eq - im,
             "max_withdrawable": np.maximum(0.0, np.minimum(eq - low * mm, eq - im)),
             "margin_ratio": ratio,
-            "status": _status_array(ratio, th),
+            "status": status_array(ratio, th),
             "worst_scenario": desc,
             "scenario_margin": out.acc_scen[acc],
             "loan_maintenance_margin": out.loan_mm[acc],

@@ -26,7 +26,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 
 from . import schema
-from ._arrow import (_is_str, as_table, check_columns, codes, duplicated, float_column, has,
+from ._arrow import (is_string_type, as_table, check_columns, codes, duplicated, float_column, has,
                      lookup, raise_rows, str_column)
 from .book import check_mark_iv
 from .errors import MarginError
@@ -66,7 +66,7 @@ def no_time(tables):
 
 def _plain(col):
     """A column with every string-like type as ``string`` (one type to concatenate)."""
-    if _is_str(col.type) and not pa.types.is_string(col.type):
+    if is_string_type(col.type) and not pa.types.is_string(col.type):
         if pa.types.is_dictionary(col.type):
             col = col.cast(pa.dictionary(col.type.index_type, STR))
         return col.cast(STR)

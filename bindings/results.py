@@ -79,7 +79,7 @@ def _bands(ratio, levels):
     return below
 
 
-def _status_array(ratio, thresholds):
+def status_array(ratio, thresholds):
     levels = list(thresholds["warning"]) + [thresholds["margin_call"], thresholds["liquidation"]]
     names = ["normal"] + [f"warning_{k + 1}" for k in range(len(thresholds["warning"]))] + [
         "margin_call", "liquidation"]
@@ -377,7 +377,7 @@ def _accounts_table(out, model):
         "available_margin": eq - im_usd,
         "max_withdrawable": max_wd,
         "margin_ratio": ratio,
-        "status": _status_array(ratio, th),
+        "status": status_array(ratio, th),
         "worst_scenario": desc,
         "scenario_margin": out.acc_scen,
         "loan_maintenance_margin": out.loan_mm,

@@ -86,15 +86,15 @@ def build_units(book, model):
     snap = book.acc_snap[account]
     type_und = np.array(und, dtype=object)
     type_ccy = np.array(ccy, dtype=object)
-    index_px = _prices_by_type(book, type_und, utype, snap)
-    settle_px = _prices_by_type(book, type_ccy, utype, snap)
+    index_px = prices_by_type(book, type_und, utype, snap)
+    settle_px = prices_by_type(book, type_ccy, utype, snap)
     units = Units(type_names=names, type_und=und, type_ccy=ccy, type_und_code=und_code,
                   underlyings=underlyings, account=account, utype=utype,
                   settle_px=settle_px, index_px=index_px)
     return units, instr_type, parts[0], parts[1], parts[2]
 
 
-def _prices_by_type(book, type_asset, utype, snap):
+def prices_by_type(book, type_asset, utype, snap):
     """USD price of each unit's asset (by unit type) at its snapshot, in one gather."""
     col_of = {a: i for i, a in enumerate(book.assets)}
     col = np.array([col_of.get(a, -1) for a in type_asset], dtype=np.int64)[utype]
