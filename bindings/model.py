@@ -223,6 +223,9 @@ def _merge(base, over):
     return out
 
 
+_PRESETS_BUILT = {}
+
+
 class Model:
     """Risk-model parameters.
 
@@ -247,9 +250,13 @@ class Model:
         """A shipped preset: ``standard``, ``binance_pm_pro``, ``deribit_pme`` or ``span``."""
         if not isinstance(name, str) or name not in P.PRESETS:
             raise _err("preset", f"one of {sorted(P.PRESETS)}, got {name!r}")
-        params = _merge(P.TOP_DEFAULTS, P.PRESETS[name])
-        params["preset"] = name
-        return cls(params)
+        # a model is immutable, so each preset is merged and validated once per process
+        # (``pmrisk.margin(..., model="deribit_pme")`` in a loop pays it once)
+        if name not in _PRESETS_BUILT:
+            params = _merge(P.TOP_DEFAULTS, P.PRESETS[name])
+            params["preset"] = name
+            _PRESETS_BUILT[name] = cls(params)
+        return _PRESETS_BUILT[name]
 
     @classmethod
     def from_dict(cls, d):

@@ -7,7 +7,7 @@ import pyarrow as pa
 
 from pmrisk.kernel.scenarios import TABLES, VOL_STATES
 
-from ._arrow import iso_ns, sum_by
+from ._arrow import iso_ns, sum_by, unique_keys
 from .errors import MarginError
 from .schema import TIME_TYPE
 
@@ -94,49 +94,35 @@ def describe(unit_name, table, shock, vol_state):
     return f"{unit_name} {table} {shock:+.2%} vol {vol_state}"
 
 
-def _describe_units(units, scen, unit_und, binding, worst_usd, first, acc_excl, n_acc):
-    """Per account, its largest unit's binding cell in words ("BTC/BTC standard -16.00% vol
-    up"): formatted once per distinct (unit type, cell), not once per account."""
-    code = np.zeros(n_acc, dtype=np.int64)            # 0: none, 1: excluded only, 2+: cells
-    texts = ["none", "excluded positions only (SPAN standalone)"]
-    code[acc_excl > 0] = 1
-    live = first[worst_usd[first] > 0] if len(first) else first
-    if len(live):
-        width = scen.price_shock.shape[1]
-        key = units.utype[live] * width + binding[live]
-        uniq, inv = np.unique(key, return_inverse=True)
-        for k in uniq:
-            t, c = divmod(int(k), width)
-            r = units.type_und_code[t]
-            texts.append(describe(units.type_names[t], TABLES[scen.table[r, c]],
-                                  scen.price_shock[r, c], VOL_STATES[scen.vol_code[r, c]]))
-        code[units.account[live]] = 2 + inv.ravel()
-    return _names(texts, code)
-
-
 TABLE_NAMES = ("accounts", "units", "positions")
-_POSITION_OUT = (("value", "value"), ("model_value", "model value"),
-                 ("upnl", "unrealised P&L"), ("mm_contrib", "maintenance margin contribution"),
-                 ("im_contrib", "initial margin contribution"), ("greeks", "Greeks"))
-_UNIT_OUT = (("worst", "worst case"), ("roll", "roll shock"), ("dshock", "delta shock"),
-             ("som", "short option minimum"), ("orders", "open orders margin"),
-             ("mmp", "MMP margin"), ("scen_margin", "scenario margin"),
-             ("excluded", "excluded margin"), ("rmm", "risk matrix margin"),
-             ("mm", "maintenance margin"), ("im", "initial margin"),
-             ("unit_greeks", "Greeks"))
-_ACCOUNT_OUT = (("equity", "equity"), ("actual_equity", "actual equity"),
-                ("loan_mm", "loan maintenance margin"), ("acc_mm", "maintenance margin"),
-                ("acc_im", "initial margin"), ("acc_scen", "scenario margin"))
+# the figures check_finite looks at: (part of the outcome, field, in words)
+_POSITION_OUT = tuple(("position", f, w) for f, w in (
+    ("value", "value"), ("model_value", "model value"), ("unrealised_pnl", "unrealised P&L"),
+    ("mm_contribution", "maintenance margin contribution"),
+    ("im_contribution", "initial margin contribution"), ("delta", "Greeks"),
+    ("gamma", "Greeks"), ("vega", "Greeks"), ("theta", "Greeks")))
+_UNIT_OUT = tuple(("unit", f, w) for f, w in (
+    ("worst_case", "worst case"), ("roll_shock", "roll shock"),
+    ("delta_shock", "delta shock"), ("short_option_minimum", "short option minimum"),
+    ("open_orders_margin", "open orders margin"), ("mmp_margin", "MMP margin"),
+    ("scenario_margin", "scenario margin"), ("excluded_margin", "excluded margin"),
+    ("risk_matrix_margin", "risk matrix margin"), ("maintenance_margin", "maintenance margin"),
+    ("initial_margin", "initial margin"), ("delta", "Greeks"), ("gamma", "Greeks"),
+    ("vega", "Greeks"), ("theta", "Greeks")))
+_ACCOUNT_OUT = tuple(("account", f, w) for f, w in (
+    ("equity", "equity"), ("actual_equity", "actual equity"),
+    ("loan_maintenance_margin", "loan maintenance margin"),
+    ("maintenance_margin", "maintenance margin"), ("initial_margin", "initial margin"),
+    ("scenario_margin", "scenario margin")))
 
 
 def _not_finite(out, fields):
     """(mask of the rows where any of ``fields`` is not finite, the first such field's
     name in words)."""
     bad, what = None, None
-    for f, words in fields:
-        v = np.asarray(getattr(out, f))
+    for part, f, words in fields:
+        v = np.asarray(getattr(getattr(out, part), f))
         b = ~np.isfinite(v)
-        b = b.any(axis=0) if b.ndim == 2 else b
         if what is None and b.any():
             what = words
         bad = b if bad is None else bad | b
@@ -232,8 +218,8 @@ def build(out, model, risk_vectors=False, tables=TABLE_NAMES):
     book, units = out.book, out.units
     unit_names = pa.array(units.type_names, pa.string()).take(
         pa.array(units.utype, pa.int64()))
-    loans = np.flatnonzero(out.loan_mm > 0)
-    accounts_t = _accounts_table(out, model)
+    loans = np.flatnonzero(out.account.loan_maintenance_margin > 0)
+    accounts_t = accounts_table(out, model)
     units_t = _units_table(out, unit_names) if "units" in tables else None
     positions_t = _positions_table(out, unit_names, loans) if "positions" in tables else None
     urv = _unit_risk_vectors(out, unit_names) if risk_vectors else None
@@ -257,13 +243,12 @@ def build(out, model, risk_vectors=False, tables=TABLE_NAMES):
 
 
 def _units_table(out, unit_names):
-    units, scen = out.units, out.scen
+    units, scen, uf = out.units, out.scen, out.unit
     ut = pa.array(units.utype, pa.int64())
     unit_und = units.type_und_code[units.utype]
     unit_px = units.settle_px
     index_px = units.index_px
-    b = out.binding
-    ug = out.unit_greeks
+    b = uf.binding_scenario
     unit_cols = {
         "account": out.book.accounts.take(pa.array(units.account, pa.int64())),
         "unit": unit_names,
@@ -277,42 +262,38 @@ def _units_table(out, unit_names):
         "binding_vol_state": _names(VOL_STATES, scen.vol_code[unit_und, b]),
         # the unit's move and vol state in the scenario that sets its account's scenario
         # margin (the joint scenario under cross_unit="correlated"; null: not part of it)
-        "scenario_price_shock": pa.array(out.scen_shock, pa.float64(),
-                                         mask=np.isnan(out.scen_shock)),
+        "scenario_price_shock": pa.array(uf.scenario_price_shock, pa.float64(),
+                                         mask=np.isnan(uf.scenario_price_shock)),
         "scenario_vol_state": pa.array(VOL_STATES, pa.string()).take(
-            pa.array(out.scen_vol, pa.int64(), mask=out.scen_vol < 0)),
+            pa.array(uf.scenario_vol_state, pa.int64(), mask=uf.scenario_vol_state < 0)),
     }
-    amounts = {
-        "worst_case": out.worst, "roll_shock": out.roll, "delta_shock": out.dshock,
-        "short_option_minimum": out.som, "scenario_margin": out.scen_margin,
-        "excluded_margin": out.excluded, "risk_matrix_margin": out.rmm,
-        "open_orders_margin": out.orders, "mmp_margin": out.mmp,
-        "maintenance_margin": out.mm, "initial_margin": out.im,
-    }
-    for name, v in amounts.items():
+    for name in ("worst_case", "roll_shock", "delta_shock", "short_option_minimum",
+                 "scenario_margin", "excluded_margin", "risk_matrix_margin",
+                 "open_orders_margin", "mmp_margin", "maintenance_margin", "initial_margin"):
+        v = getattr(uf, name)
         unit_cols[name] = v
         unit_cols[name + "_usd"] = v * unit_px
-    unit_cols["delta"] = ug[0]
-    unit_cols["delta_usd"] = ug[0] * index_px
-    unit_cols["gamma"] = ug[1]
-    unit_cols["gamma_usd"] = ug[1] * index_px * index_px / 100.0   # cash gamma per 1 % move
-    unit_cols["vega"] = ug[2]
-    unit_cols["vega_usd"] = ug[2] * unit_px
-    unit_cols["theta"] = ug[3]
-    unit_cols["theta_usd"] = ug[3] * unit_px
+    unit_cols["delta"] = uf.delta
+    unit_cols["delta_usd"] = uf.delta * index_px
+    unit_cols["gamma"] = uf.gamma
+    unit_cols["gamma_usd"] = uf.gamma * index_px * index_px / 100.0   # cash gamma per 1 % move
+    unit_cols["vega"] = uf.vega
+    unit_cols["vega_usd"] = uf.vega * unit_px
+    unit_cols["theta"] = uf.theta
+    unit_cols["theta_usd"] = uf.theta * unit_px
     return pa.table(unit_cols)
 
 
 def _positions_table(out, unit_names, loans):
     """Positions, then one ``unallocated`` row per unit, then one per account with loans."""
-    book, units = out.book, out.units
+    book, units, uf, pf = out.book, out.units, out.unit, out.position
     acc_names = book.accounts
     n_units = len(units)
     unit_px = units.settle_px
     pu = out.pos_unit
     pos_px = unit_px[pu]
-    mm_un = out.mm - sum_by(pu, weights=out.mm_contrib, minlength=n_units)
-    im_un = out.im - sum_by(pu, weights=out.im_contrib, minlength=n_units)
+    mm_un = uf.maintenance_margin - sum_by(pu, weights=pf.mm_contribution, minlength=n_units)
+    im_un = uf.initial_margin - sum_by(pu, weights=pf.im_contribution, minlength=n_units)
     symbols = book.symbols.take(pa.array(book.pos_instr, pa.int64()))
     n_loan = len(loans)
     pos_cols = {
@@ -326,51 +307,108 @@ def _positions_table(out, unit_names, loans):
         "quantity": np.concatenate([book.quantity, np.zeros(n_units + n_loan)]),
     }
     zeros = np.zeros(n_units + n_loan)
-    for name, v in (("value", out.value), ("model_value", out.model_value),
-                    ("unrealised_pnl", out.upnl)):
+    for name in ("value", "model_value", "unrealised_pnl"):
+        v = getattr(pf, name)
         pos_cols[name] = np.concatenate([v, zeros])
         pos_cols[name + "_usd"] = np.concatenate([v * pos_px, zeros])
-    for k, name in enumerate(("delta", "gamma", "vega", "theta")):
-        pos_cols[name] = np.concatenate([out.greeks[k], zeros])
-    loan_usd = out.loan_mm[loans]
-    for name, contrib, unalloc in (("mm_contribution", out.mm_contrib, mm_un),
-                                   ("im_contribution", out.im_contrib, im_un)):
+    for name in ("delta", "gamma", "vega", "theta"):
+        pos_cols[name] = np.concatenate([getattr(pf, name), zeros])
+    loan_usd = out.account.loan_maintenance_margin[loans]
+    for name, unalloc in (("mm_contribution", mm_un), ("im_contribution", im_un)):
+        contrib = getattr(pf, name)
         pos_cols[name] = np.concatenate([contrib, unalloc, loan_usd])
         pos_cols[name + "_usd"] = np.concatenate([contrib * pos_px, unalloc * unit_px, loan_usd])
     return pa.table(pos_cols)
 
 
-def _accounts_table(out, model):
-    book, units, scen = out.book, out.units, out.scen
-    n_acc = len(book.accounts)
-    n_units = len(units)
-    unit_px = units.settle_px
-    unit_und = units.type_und_code[units.utype]
-    mm_usd, im_usd, eq = out.acc_mm, out.acc_im, out.equity
+def margin_ratio(equity, mm):
+    """Margin ratio as the accounts table shows it: equity / MM, ``inf`` (``-inf`` for
+    negative equity) when MM = 0.
+
+    >>> import numpy as np
+    >>> from pmrisk.results import margin_ratio
+    >>> margin_ratio(np.array([2.0, 1.0, -1.0]), np.array([1.0, 0.0, 0.0])).tolist()
+    [2.0, inf, -inf]
+    """
     with np.errstate(divide="ignore", invalid="ignore"):
-        ratio = np.where(mm_usd > 0, eq / np.where(mm_usd > 0, mm_usd, 1.0),
-                         np.where(eq >= 0, np.inf, -np.inf))
+        return np.where(mm > 0, equity / np.where(mm > 0, mm, 1.0),
+                        np.where(equity >= 0, np.inf, -np.inf))
+
+
+def largest_unit(unit_account, worst_usd, acc, n_acc):
+    """Per account of ``acc`` (sorted indices), its unit with the largest ``worst_usd``
+    (ties: the first); units are sorted by account, so a max over each account's run of units
+    is O(n)."""
+    if len(acc) == n_acc:
+        UA = np.arange(len(unit_account))
+    else:
+        mask = np.zeros(n_acc, dtype=bool)
+        mask[acc] = True
+        UA = np.flatnonzero(mask[unit_account])
+    if not len(UA):
+        return np.zeros(0, dtype=np.int64)
+    a = unit_account[UA]
+    starts = np.flatnonzero(np.r_[True, a[1:] != a[:-1]])
+    w = worst_usd[UA]
+    top = np.fmax.reduceat(w, starts)
+    lengths = np.diff(np.r_[starts, len(UA)])
+    hit = (w == np.repeat(top, lengths)) | np.repeat(np.isnan(top), lengths)
+    return UA[np.minimum.reduceat(np.where(hit, np.arange(len(UA)), len(UA)), starts)]
+
+
+def _describe_units(out, acc, acc_excl):
+    """Per account of ``acc``, its largest unit's binding cell in words ("BTC/BTC standard
+    -16.00% vol up"): formatted once per distinct (unit type, cell), not once per account."""
+    units, scen = out.units, out.scen
+    binding = out.unit.binding_scenario
+    worst_usd = out.unit.worst_case * units.settle_px
+    first = largest_unit(units.account, worst_usd, acc, len(out.book.accounts))
+    code = np.where(acc_excl > 0, 1, 0)                 # 0: none, 1: excluded only, 2+: cells
+    texts = ["none", "excluded positions only (SPAN standalone)"]
+    on = worst_usd[first] > 0 if len(first) else np.zeros(0, dtype=bool)
+    live = first[on]
+    if len(live):
+        width = scen.price_shock.shape[1]
+        uniq, inv = unique_keys(units.utype[live] * width + binding[live])
+        for k in uniq.tolist():
+            t, c = divmod(k, width)
+            r = units.type_und_code[t]
+            texts.append(describe(units.type_names[t], TABLES[scen.table[r, c]],
+                                  scen.price_shock[r, c], VOL_STATES[scen.vol_code[r, c]]))
+        local = np.full(int(acc.max()) + 1, -1, dtype=np.int64)
+        local[acc] = np.arange(len(acc))
+        code[local[units.account[live]]] = 2 + inv
+    return _names(texts, code)
+
+
+def accounts_table(out, model, acc=None, ratio=None):
+    """The accounts table of ``out``, or its rows for accounts ``acc`` (sorted indices;
+    ``ratio``: their margin ratios if already known), without building the others."""
+    book, units, af = out.book, out.units, out.account
+    n_acc = len(book.accounts)
+    every = acc is None
+    idx = np.arange(n_acc) if every else np.asarray(acc, dtype=np.int64)
+    sel = slice(None) if every else idx
+    eq, mm_usd, im_usd = af.equity[sel], af.maintenance_margin[sel], af.initial_margin[sel]
+    ratio = margin_ratio(eq, mm_usd) if ratio is None else ratio
     th = model["thresholds"]
     low = min(th["warning"])
     max_wd = np.maximum(0.0, np.minimum(eq - low * mm_usd, eq - im_usd))
-    worst_usd = out.worst * unit_px
-    # per account, the unit with the largest worst case (USD) names the binding scenario
-    order = np.lexsort((-worst_usd, units.account))
-    first = order[np.r_[True, units.account[order][1:] != units.account[order][:-1]]] \
-        if n_units else np.zeros(0, dtype=np.int64)
-    acc_excl = sum_by(units.account, weights=out.excluded * unit_px, minlength=n_acc)
-    if out.acc_desc is not None:
-        desc = [d if s > 0 else "none" for d, s in zip(out.acc_desc, out.acc_scen)]
+    acc_excl = sum_by(units.account, weights=out.unit.excluded_margin * units.settle_px,
+                      minlength=n_acc)[sel]
+    if af.worst_scenario is not None:
+        ws = af.worst_scenario
+        desc = [ws[a] if s > 0 else "none" for a, s in zip(idx.tolist(),
+                                                             af.scenario_margin[sel])]
         desc = pa.array([("excluded positions only (SPAN standalone)"
                           if d == "none" and e > 0 else d) for d, e in zip(desc, acc_excl)],
                         pa.string())
     else:
-        desc = _describe_units(units, scen, unit_und, out.binding, worst_usd, first, acc_excl,
-                               n_acc)
+        desc = _describe_units(out, idx, acc_excl)
     return pa.table({
-        "account": book.accounts,
+        "account": book.accounts if every else book.accounts.take(pa.array(idx, pa.int64())),
         "equity": eq,
-        "actual_equity": out.actual_equity,
+        "actual_equity": af.actual_equity[sel],
         "maintenance_margin": mm_usd,
         "initial_margin": im_usd,
         "used_margin": im_usd,
@@ -379,8 +417,8 @@ def _accounts_table(out, model):
         "margin_ratio": ratio,
         "status": status_array(ratio, th),
         "worst_scenario": desc,
-        "scenario_margin": out.acc_scen,
-        "loan_maintenance_margin": out.loan_mm,
+        "scenario_margin": af.scenario_margin[sel],
+        "loan_maintenance_margin": af.loan_maintenance_margin[sel],
     })
 
 
@@ -427,8 +465,8 @@ def _unit_risk_vectors(out, unit_names):
         "unit": unit_names.take(pa.array(rows_u, pa.int64())),
     }
     cols.update(_scenario_cols(scen, unit_und[rows_u], cells))
-    cols["pnl"] = out.vectors[rows_u, cells]
-    cols["weighted_pnl"] = out.weighted[rows_u, cells]
+    cols["pnl"] = out.unit.vectors[rows_u, cells]
+    cols["weighted_pnl"] = out.unit.weighted[rows_u, cells]
     return pa.table(cols)
 
 

@@ -10,15 +10,15 @@ MM/IM factors and contributions then work as in :func:`pmrisk.margin`.
 import numpy as np
 import pyarrow as pa
 
-from pmrisk import kernel as K
 from pmrisk.kernel import scenarios as S
+from pmrisk.kernel.instruments import LINEAR, SPOT
 from pmrisk.kernel.scenarios import TABLE_EXTREME
 
 from . import schema
 from ._arrow import (as_table, check_columns, codes, duplicated, float_column, has,
-                     kernel_args, lookup, raise_rows, str_column)
+                     lookup, raise_rows, str_column)
 from .book import Book, read_index
-from .engine import Outcome
+from .engine import Revaluation, compute, lay_out, resolve
 from .errors import MarginError
 from .model import Model
 from .resources import Shape, check_memory
@@ -27,6 +27,7 @@ from .scenario_table import scenario_set_for
 from .units import Units, settle_price
 
 PORTFOLIO = "portfolio"
+_NONE_I = np.zeros(0, dtype=np.int64)
 _NO_EQUITY = ("equity", "actual_equity", "available_margin", "max_withdrawable",
               "margin_ratio", "status")
 
@@ -161,51 +162,34 @@ def margin_from_risk_arrays(positions, risk_arrays, model=None, index=None,
                   account=(pair // n_t).astype(np.int64), utype=utype,
                   settle_px=settle_px[utype], index_px=index_px[utype])
     n_units = len(units)
-    unit_und = und_code[units.utype]
-    unit_px = units.settle_px
 
     check_memory(model, Shape(rows=len(pos_row), positions=len(pos_row), accounts=len(accounts),
                               units=n_units, revaluation_rows=n_sym,
                               width=int(scen.price_shock.shape[1])), risk_vectors)
-    vectors = K.unit_risk_vectors(*kernel_args(pos_unit, pos_row, quantity, matrix), n_units)
-    weighted, worst, binding = K.weighted_worst(*kernel_args(
-        vectors, unit_und, unit_px, scen.n_scen, scen.loss_weight, scen.gain_weight,
-        scen.gain_cap_usd, scen.dampener_usd, scen.vol_code))
-    rm = float(model["risk_multiplier"])
-    mm = rm * model["mm_factor"] * worst
-    im = rm * model["im_factor"] * worst
-    b = binding[pos_unit]
-    cell = quantity * matrix[pos_row, b]
-    wc_share = np.where(worst[pos_unit] > 0, -scen.loss_weight[unit_und[pos_unit], b] * cell, 0.0)
+    # the engine's phases on a stand-in book: one spot-like instrument per symbol at mark 0
+    # (no value, no Greeks, no add-ons), its revaluation row the caller's risk array
     n_pos, n_acc = len(pos_row), len(accounts)
-    zu, zp, za = np.zeros(n_units), np.zeros(n_pos), np.zeros(n_acc)
+    zi = np.zeros(n_sym, np.int64)
     book = Book(timed=False, snap_ns=np.zeros(1, np.int64), accounts=accounts,
                 acc_snap=np.zeros(n_acc, np.int64), symbols=symbols,
-                instr_snap=np.zeros(n_sym, np.int64), und_code=None, und_names=[],
-                kind=None, settlement=None, contract_size=None, mark=None, forward=None,
-                strike=None, is_call=None, expiry_ns=None, years=None, mark_iv=None,
-                assets=list(prices), asset_px=np.array([list(prices.values())], np.float64),
+                instr_snap=zi, und_code=und_code[sym_type], und_names=underlyings,
+                kind=np.full(n_sym, SPOT, np.int64), settlement=np.full(n_sym, LINEAR, np.int64),
+                contract_size=np.ones(n_sym), mark=np.zeros(n_sym), forward=np.zeros(n_sym),
+                strike=np.zeros(n_sym), is_call=zi, expiry_ns=zi, years=np.zeros(n_sym),
+                mark_iv=np.full(n_sym, np.nan), assets=list(prices),
+                asset_px=np.array([list(prices.values())], np.float64),
                 stablecoins=frozenset(stable), pos_account=acc_codes, pos_instr=pos_row,
-                quantity=quantity, entry_price=None, ord_account=None, ord_instr=None,
-                ord_qty=None, ord_id=None, bal_account=None, bal_asset=[], bal_amount=None,
-                res_account=None, res_unit=[], res_mmp=None, res_oo=None)
-    out = Outcome(book=book, units=units, scen=scen, instr_type=sym_type, pos_unit=pos_unit,
-                  vectors=vectors, weighted=weighted, worst=worst, binding=binding, roll=zu,
-                  dshock=zu, som=zu, orders=zu, mmp=zu, scen_margin=worst, excluded=zu,
-                  scen_shock=np.where(worst > 0, scen.price_shock[unit_und, binding], np.nan)
-                  if n_units else zu,
-                  scen_vol=np.where(worst > 0, scen.vol_code[unit_und, binding], -1)
-                  if n_units else np.zeros(0, np.int64),
-                  rmm=worst, mm=mm, im=im,
-                  unit_greeks=np.zeros((4, n_units)), value=zp, model_value=zp, upnl=zp,
-                  greeks=np.zeros((4, n_pos)), mm_contrib=rm * model["mm_factor"] * wc_share,
-                  im_contrib=rm * model["im_factor"] * wc_share, equity=za, actual_equity=za,
-                  loan_mm=za, acc_mm=np.bincount(units.account, weights=mm * unit_px,
-                                                 minlength=n_acc),
-                  acc_im=np.bincount(units.account, weights=im * unit_px, minlength=n_acc),
-                  acc_scen=np.bincount(units.account, weights=worst * unit_px, minlength=n_acc),
-                  acc_desc=None, excluded_pos=np.zeros(n_pos, dtype=bool), correlation=None,
-                  instr_pnl=matrix, pos_row=pos_row)
+                quantity=quantity, entry_price=np.full(n_pos, np.nan), ord_account=_NONE_I,
+                ord_instr=_NONE_I, ord_qty=np.zeros(0), ord_id=pa.array([], pa.string()),
+                bal_account=_NONE_I, bal_asset=[], bal_amount=np.zeros(0),
+                res_account=_NONE_I, res_unit=[], res_mmp=np.zeros(0), res_oo=np.zeros(0))
+    rv = Revaluation(units=units, itype=sym_type, pos_unit=pos_unit, ord_unit=_NONE_I,
+                     res_unit=_NONE_I, scen=scen, args=None, pos_row=pos_row, ord_row=_NONE_I,
+                     row_instr=np.arange(n_sym, dtype=np.int64), floored=_NONE_I,
+                     params=resolve(model, units))
+    out = lay_out(book, model, rv)
+    out.instr_pnl = matrix
+    compute(out, model, rows=_NONE_I, instruments=_NONE_I)
     result = build(out, model, risk_vectors)
     result.accounts = _nulls(result.accounts, _NO_EQUITY)
     result.units = _nulls(result.units, [c for c in result.units.column_names

@@ -52,7 +52,7 @@ def weigh_cell(x, loss_weight, gain_weight, gain_cap, dampener):
 
 
 @njit
-def _worst_of(vec, u_und, px, n_scen, loss_weight, gain_weight, gain_cap_usd, dampener_usd,
+def worst_of(vec, u_und, px, n_scen, loss_weight, gain_weight, gain_cap_usd, dampener_usd,
               vol_code, extra, extra_qty):
     """(worst_case, binding) of ``vec + extra_qty*extra``, weighted.
 
@@ -110,7 +110,7 @@ def weighted_worst(vectors, unit_und, unit_px, n_scen, loss_weight, gain_weight,
                                         gain_cap_usd[k, s] / px, dampener_usd[k, s] / px)
         # ``extra`` = the row itself with weight 0: same array types as order_margin's call,
         # so the helper compiles once
-        worst[u], binding[u] = _worst_of(vectors[u], k, px, n_scen, loss_weight, gain_weight,
+        worst[u], binding[u] = worst_of(vectors[u], k, px, n_scen, loss_weight, gain_weight,
                                          gain_cap_usd, dampener_usd, vol_code, vectors[u], 0.0)
     return weighted, worst, binding
 
@@ -125,7 +125,7 @@ def order_margin(order_unit, order_instr, order_qty, vectors, instr_pnl, unit_un
     out = np.zeros(n)
     for o in range(n):
         u = order_unit[o]
-        w, _ = _worst_of(vectors[u], unit_und[u], unit_px[u], n_scen, loss_weight,
+        w, _ = worst_of(vectors[u], unit_und[u], unit_px[u], n_scen, loss_weight,
                          gain_weight, gain_cap_usd, dampener_usd, vol_code,
                          instr_pnl[order_instr[o]], order_qty[o])
         d = w - base_worst[u]

@@ -413,3 +413,153 @@ def fhs_quantile(moves, sigma_then, sigma_now, quantile):
     lo = int(math.floor(pos))
     hi = min(lo + 1, len(x) - 1)
     return x[lo] + (x[hi] - x[lo]) * (pos - lo)
+
+
+# -- pmrisk.kernel.assemble: the engine's phases, as numpy over every row ----------------------
+
+def csr(keys, n_groups):
+    """``(start, order)``: members of each group in row order (negative keys left out)."""
+    keys = np.asarray(keys, dtype=np.int64)
+    order = np.argsort(keys, kind="stable")
+    order = order[keys[order] >= 0]
+    start = np.concatenate([[0], np.cumsum(np.bincount(keys[keys >= 0],
+                                                       minlength=n_groups))]).astype(np.int64)
+    return start, order.astype(np.int64)
+
+
+def _members(start, order, n_rows):
+    """Group of each row from a CSR index (-1: none)."""
+    group = np.full(n_rows, -1, dtype=np.int64)
+    for g in range(len(start) - 1):
+        group[order[start[g]:start[g + 1]]] = g
+    return group
+
+
+def unit_figures(sel, pu_start, pu_order, pos_instr, pos_row, quantity, q_port, entry_price,
+                 short_opt, som_rate, pos_group, pos_excluded,
+                 kind, settlement, contract_size, mark, instr_greeks, instr_pnl,
+                 unit_und, unit_px, index_px, coin_settled, threshold_usd, m_inc,
+                 max_delta_shock, group_rate, ou_start, ou_order, ord_row, ord_qty, res_oo,
+                 n_scen, price_shock, loss_weight, gain_weight, gain_cap_usd, dampener_usd,
+                 vol_code,
+                 vectors, weighted, worst, binding, scenario_shock, scenario_vol, order_im,
+                 open_orders, roll_group, roll_coin, delta_coin, som_coin, conv, unit_delta,
+                 unit_gamma, unit_vega, unit_theta, value, model_value, upnl, delta, gamma, vega,
+                 theta, pos_delta):
+    """The old engine's numpy: every unit computed, the rows of ``sel`` (and of their
+    positions, orders and groups) written."""
+    n_units = len(unit_und)
+    pos_unit = _members(pu_start, pu_order, len(quantity))
+    ord_unit = _members(ou_start, ou_order, len(ord_qty))
+    vec = unit_risk_vectors(pos_unit, pos_row, q_port, instr_pnl, n_units)
+    w, wc, b = weighted_worst(vec, unit_und, unit_px, n_scen, loss_weight, gain_weight,
+                              gain_cap_usd, dampener_usd, vol_code)
+    oim = order_margin(ord_unit, ord_row, ord_qty, vec, instr_pnl, unit_und, unit_px, wc,
+                       n_scen, loss_weight, gain_weight, gain_cap_usd, dampener_usd, vol_code)
+    # positions: value, unrealised P&L, model value, Greeks
+    pi, q = pos_instr, quantity
+    k, inverse, cs, m = kind[pi], settlement[pi] == 1, contract_size[pi], mark[pi]
+    has_entry = ~np.isnan(entry_price)
+    e = np.where(has_entry, entry_price, 1.0)
+    with np.errstate(divide="ignore", invalid="ignore"):
+        fut = np.where(inverse, q * cs * (1.0 / e - 1.0 / m), q * cs * (m - e))
+    up = np.where(has_entry, np.where(k == 3, q * cs * (m - e), fut), 0.0)
+    val = np.where((k == 3) | (k == 0), q * cs * m, up)
+    mv = np.where(k == 3, q * instr_greeks[0, pi], val)
+    g = q * instr_greeks[1:, pi]
+    pd = np.where(pos_excluded != 0, 0.0, g[0])
+    ug = np.vstack([np.bincount(pos_unit, weights=g[j], minlength=n_units) for j in range(4)])
+    # add-ons in coin
+    held = pos_group >= 0
+    net = np.bincount(pos_group[held], weights=pd[held], minlength=len(group_rate))
+    rg = group_rate * np.abs(net)
+    group_unit = np.full(len(group_rate), -1, dtype=np.int64)
+    group_unit[pos_group[held]] = pos_unit[held]
+    rc = np.bincount(group_unit[group_unit >= 0], weights=rg[group_unit >= 0],
+                     minlength=n_units)
+    d_unit = np.bincount(pos_unit, weights=pd, minlength=n_units)
+    notional = np.abs(d_unit) * index_px
+    dc = np.minimum(np.maximum(notional - threshold_usd, 0.0) * np.abs(d_unit) * m_inc,
+                    max_delta_shock * notional) / index_px
+    sc = np.bincount(pos_unit, weights=short_opt * som_rate, minlength=n_units)
+    cv = np.where(coin_settled != 0, 1.0, index_px / unit_px)
+    oo = np.bincount(ord_unit, weights=oim, minlength=n_units) + res_oo
+    worst_positive = wc > 0
+    r = unit_und
+    shock = np.where(worst_positive, price_shock[r, b], np.nan)
+    volc = np.where(worst_positive, vol_code[r, b], -1)
+    P = np.isin(pos_unit, sel)
+    OD = np.isin(ord_unit, sel)
+    G = np.isin(group_unit, sel)
+    for dst, src, rows in ((vectors, vec, sel), (weighted, w, sel), (worst, wc, sel),
+                           (binding, b, sel), (scenario_shock, shock, sel),
+                           (scenario_vol, volc, sel), (order_im, oim, OD),
+                           (open_orders, oo, sel), (roll_group, rg, G), (roll_coin, rc, sel),
+                           (delta_coin, dc, sel), (som_coin, sc, sel), (conv, cv, sel),
+                           (unit_delta, ug[0], sel), (unit_gamma, ug[1], sel),
+                           (unit_vega, ug[2], sel), (unit_theta, ug[3], sel),
+                           (value, val, P), (model_value, mv, P), (upnl, up, P),
+                           (delta, g[0], P), (gamma, g[1], P), (vega, g[2], P),
+                           (theta, g[3], P), (pos_delta, pd, P)):
+        dst[rows] = src[rows]
+
+
+def unit_margins(sel, pu_start, pu_order, pos_group, pos_delta, short_opt, som_rate,
+                 excluded_pos, own_given, own_from_binding, pos_row, q_port, instr_pnl,
+                 unit_und, loss_weight, binding, worst, scenario_margin, roll_group, roll_coin,
+                 delta_coin, som_coin, conv, excluded, open_orders, mmp, risk_multiplier,
+                 mm_factor, im_factor, group_den,
+                 roll, delta_shock, som, rmm, mm, im, own_loss, mm_contrib, im_contrib):
+    """The old engine's numpy for margins and contributions; rows of ``sel`` written."""
+    n_units = len(unit_und)
+    pos_unit = _members(pu_start, pu_order, len(pos_delta))
+    ro, ds, so = roll_coin * conv, delta_coin * conv, som_coin * conv
+    x = scenario_margin + ro + ds + so
+    m_ = risk_multiplier * mm_factor * x + excluded
+    i_ = risk_multiplier * im_factor * x + im_factor * excluded + open_orders + mmp
+    b = binding[pos_unit]
+    if own_from_binding:
+        cell = q_port * instr_pnl[pos_row, b]
+        own = np.where(worst[pos_unit] > 0.0, -loss_weight[unit_und[pos_unit], b] * cell, 0.0)
+    else:
+        own = own_given.copy()
+    absd = np.abs(pos_delta)
+
+    def share(total, group):
+        out = np.zeros(len(group))
+        h = group >= 0
+        den = np.bincount(group[h], weights=absd[h], minlength=len(total))
+        with np.errstate(invalid="ignore", divide="ignore"):
+            out[h] = np.where(den[group[h]] > 0, total[group[h]] * absd[h] / den[group[h]], 0.0)
+        return out
+
+    base = own + (share(roll_group, pos_group) + share(delta_coin, pos_unit)
+                  + short_opt * som_rate) * conv[pos_unit]
+    mc = risk_multiplier * mm_factor * base + excluded_pos
+    ic = risk_multiplier * im_factor * base + im_factor * excluded_pos
+    P = np.isin(pos_unit, sel)
+    for dst, src, rows in ((roll, ro, sel), (delta_shock, ds, sel), (som, so, sel),
+                           (rmm, x, sel), (mm, m_, sel), (im, i_, sel), (own_loss, own, P),
+                           (mm_contrib, mc, P), (im_contrib, ic, P)):
+        dst[rows] = src[rows]
+    assert n_units == len(mm)
+
+
+def account_figures(sel, pa_start, pa_order, pos_unit, value, unit_px, ua_start, mm, im,
+                    scenario_margin, ba_start, ba_order, collateral_usd, balance_usd, loan_mmr,
+                    equity, actual_equity, loan_mm, acc_mm, acc_im, acc_scen):
+    """Account sums by ``numpy.bincount``; rows of ``sel`` written."""
+    n_acc = len(ua_start) - 1
+    pos_account = _members(pa_start, pa_order, len(value))
+    bal_account = _members(ba_start, ba_order, len(balance_usd))
+    unit_account = np.repeat(np.arange(n_acc), np.diff(ua_start))
+    eq_pos = np.bincount(pos_account, weights=value * unit_px[pos_unit], minlength=n_acc)
+    lm = loan_mmr * np.bincount(bal_account, weights=np.abs(np.minimum(balance_usd, 0.0)),
+                                minlength=n_acc)
+    figures = (eq_pos + np.bincount(bal_account, weights=collateral_usd, minlength=n_acc),
+               eq_pos + np.bincount(bal_account, weights=balance_usd, minlength=n_acc), lm,
+               np.bincount(unit_account, weights=mm * unit_px, minlength=n_acc) + lm,
+               np.bincount(unit_account, weights=im * unit_px, minlength=n_acc) + lm,
+               np.bincount(unit_account, weights=scenario_margin * unit_px, minlength=n_acc))
+    for dst, src in zip((equity, actual_equity, loan_mm, acc_mm, acc_im, acc_scen), figures):
+        dst[sel] = src[sel]

@@ -596,7 +596,7 @@ _SIGNATURE_SCRIPT = textwrap.dedent("""
     import json, sys
     import pmrisk
     from pmrisk import kernel as K
-    from pmrisk.kernel import aggregate, black76, revalue
+    from pmrisk.kernel import aggregate, assemble, black76, revalue
 
     VT = "2024-06-17T10:22:20Z"
     instruments = {
@@ -632,12 +632,13 @@ _SIGNATURE_SCRIPT = textwrap.dedent("""
 
     KERNELS = {
         "instrument_pnl": K.instrument_pnl, "instrument_greeks": K.instrument_greeks,
-        "unit_risk_vectors": K.unit_risk_vectors, "weighted_worst": K.weighted_worst,
-        "order_margin": K.order_margin,
+        "assemble.csr": assemble.csr, "assemble.unit_figures": assemble.unit_figures,
+        "assemble.unit_margins": assemble.unit_margins,
+        "assemble.account_figures": assemble.account_figures,
         # jitted helpers the kernels call
         # (black76.undiscounted_price is inline="always": inlined IR, no signatures)
         "black76.black76_greeks": black76.black76_greeks,
-        "black76.norm_cdf": black76.norm_cdf, "aggregate._worst_of": aggregate._worst_of,
+        "black76.norm_cdf": black76.norm_cdf, "aggregate.worst_of": aggregate.worst_of,
     }
 
     def counts():

@@ -1,0 +1,161 @@
+"""The engine's fused phase kernels (:mod:`pmrisk.kernel.assemble`) against their numpy twins
+in ``tests/oracles.py``, on books drawn by hypothesis, over random selections of rows: the
+selected rows agree with the oracle, the others are not touched."""
+
+import warnings
+
+import numpy as np
+import pyarrow as pa
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+import oracles
+import pmrisk
+from pmrisk import engine, samples
+from pmrisk.book import load_book
+from pmrisk.kernel import assemble
+
+RTOL = 1e-12
+SENTINEL = -7.25
+
+
+def _book(seed, n_accounts, ppa, unds, option_share, inverse_share, preset, orders):
+    tables = samples.book(n_accounts=n_accounts, positions_per_account=ppa,
+                          underlyings=unds, option_share=option_share,
+                          inverse_share=inverse_share, seed=seed)
+    vt = tables.pop("valuation_time")
+    rng = np.random.default_rng(seed)
+    pos = tables["positions"]
+    if orders:
+        k = rng.choice(pos.num_rows, size=min(orders, pos.num_rows), replace=False)
+        tables["open_orders"] = pa.table({
+            "account": pos.column("account").take(pa.array(k)),
+            "order_id": [f"o{j}" for j in range(len(k))],
+            "symbol": pos.column("symbol").take(pa.array(k)),
+            "quantity": rng.normal(0, 5, len(k)).round(1) + 0.1,
+            "price": np.full(len(k), 0.01)})
+    accts = sorted(set(pos.column("account").to_pylist()))
+    tables["balances"] = pa.table({
+        "account": accts + accts[:1], "asset": ["USDC"] * len(accts) + [unds[0]],
+        "amount": list(rng.uniform(-1e5, 1e6, len(accts))) + [-0.5]})
+    tables.setdefault("open_orders", None)
+    tables.setdefault("reserves", None)
+    model = pmrisk.Model.preset(preset)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        book = load_book(**tables, model=model, valuation_time=vt)
+    return engine.run(book, model), model
+
+
+books = st.builds(
+    _book, seed=st.integers(0, 10_000), n_accounts=st.integers(1, 6), ppa=st.integers(1, 25),
+    unds=st.sampled_from([("BTC",), ("ETH",), ("BTC", "ETH"), ("BTC", "ETH", "SOL")]),
+    option_share=st.sampled_from([0.0, 0.5, 0.9]),
+    inverse_share=st.sampled_from([0.0, 0.5, 1.0]),
+    preset=st.sampled_from(["deribit_pme", "span", "standard"]),
+    orders=st.integers(0, 6))
+
+
+def _fresh_outputs(args, n_in):
+    """The kernel's arguments with every output array replaced by a sentinel-filled copy."""
+    ins = list(args[:n_in])
+    outs = []
+    for a in args[n_in:]:
+        if isinstance(a, np.ndarray):
+            b = np.empty_like(a)
+            b[...] = SENTINEL if a.dtype.kind == "f" else -7
+            outs.append(b)
+        else:
+            outs.append(a)
+    return ins, outs
+
+
+def _agree(kernel, oracle, out, name, sel, n_out, *extra):
+    args = engine.phase_arguments(out, name, *extra)
+    n_in = len(args) - n_out
+    ins, outs_k = _fresh_outputs(args, n_in)
+    _, outs_o = _fresh_outputs(args, n_in)
+    kernel(sel, *ins, *outs_k)
+    oracle(sel, *ins, *outs_o)
+    for j, (a, b) in enumerate(zip(outs_k, outs_o)):
+        if not isinstance(a, np.ndarray):
+            continue
+        scale = max(1.0, float(np.nanmax(np.abs(np.where(np.isfinite(b), b, 0.0))))) \
+            if b.size else 1.0
+        both_nan = np.isnan(a) & np.isnan(b) if a.dtype.kind == "f" else np.zeros(a.shape, bool)
+        diff = np.where(both_nan, 0.0, np.abs(a.astype(float) - b.astype(float)))
+        assert (diff <= RTOL * scale).all(), (name, j, float(diff.max()))
+
+
+def _selection(data, n):
+    if n == 0:
+        return np.zeros(0, dtype=np.int64)
+    mask = np.array(data.draw(st.lists(st.booleans(), min_size=n, max_size=n)))
+    return np.flatnonzero(mask).astype(np.int64)
+
+
+@settings(max_examples=25, deadline=None)
+@given(book=books, data=st.data())
+def test_unit_figures_agree_with_oracle(book, data):
+    out, _ = book
+    sel = _selection(data, len(out.units))
+    _agree(assemble.unit_figures, oracles.unit_figures, out, "unit_figures", sel, 26)
+
+
+@settings(max_examples=25, deadline=None)
+@given(book=books, data=st.data(), own_from_binding=st.booleans())
+def test_unit_margins_agree_with_oracle(book, data, own_from_binding):
+    out, _ = book
+    sel = _selection(data, len(out.units))
+    _agree(assemble.unit_margins, oracles.unit_margins, out, "unit_margins", sel, 9,
+           own_from_binding)
+
+
+@settings(max_examples=25, deadline=None)
+@given(book=books, data=st.data())
+def test_account_figures_agree_with_oracle(book, data):
+    out, _ = book
+    sel = _selection(data, len(out.book.accounts))
+    _agree(assemble.account_figures, oracles.account_figures, out, "account_figures", sel, 6)
+
+
+@settings(max_examples=50, deadline=None)
+@given(keys=st.lists(st.integers(-1, 9), max_size=60))
+def test_csr_is_a_stable_counting_sort(keys):
+    keys = np.array(keys, dtype=np.int64)
+    start, order = assemble.csr(keys, 10)
+    s2, o2 = oracles.csr(keys, 10)
+    assert start.tolist() == s2.tolist() and order.tolist() == o2.tolist()
+
+
+@settings(max_examples=15, deadline=None)
+@given(book=books, data=st.data())
+def test_a_selection_equals_the_whole_run(book, data):
+    """compute() on a selection of units and accounts, after the marks of one underlying
+    moved, equals a run over everything at the new marks on those rows (the Monitor's tick)."""
+    out, model = book
+    if out.params.cross_unit == "correlated" or out.layout.excluded_any:
+        return
+    b = out.book
+    und = np.array(b.und_names, dtype=object)[b.und_code]
+    moved = data.draw(st.sampled_from(sorted(set(und.tolist()))))
+    on = und == moved
+    f = data.draw(st.floats(0.8, 1.25))
+    b.mark[on] *= f
+    b.forward[on] *= f
+    whole = engine.run(b, model)
+    if len(whole.rev.floored) != len(out.rev.floored) or \
+            (whole.rev.floored != out.rev.floored).any():
+        return
+    units = out.units
+    hit = np.array([u == moved for u in units.type_und], dtype=bool)[units.utype]
+    uidx = np.flatnonzero(hit)
+    acc = np.unique(units.account[uidx])
+    rows = np.flatnonzero(und[out.rev.row_instr] == moved)
+    engine.compute(out, model, rows=rows, instruments=np.flatnonzero(on), units=uidx,
+                   accounts=acc, balances=np.zeros(0, np.int64))
+    for part in ("unit", "position", "account"):
+        for name, a in vars(getattr(out, part)).items():
+            if isinstance(a, np.ndarray):
+                w = getattr(getattr(whole, part), name)
+                assert np.array_equal(a, w, equal_nan=True), (part, name)
