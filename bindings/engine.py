@@ -30,7 +30,8 @@ import pyarrow as pa
 from pmrisk import kernel as K
 from pmrisk.kernel import addons
 from pmrisk.kernel import scenarios as S
-from pmrisk.kernel.assemble import account_figures, csr, unit_figures, unit_margins
+from pmrisk.kernel import assemble
+from pmrisk.kernel.assemble import csr
 from pmrisk.kernel.instruments import FUTURE, INVERSE, OPTION, PERPETUAL
 from pmrisk.kernel.volshock import shocked_vols
 
@@ -45,6 +46,10 @@ from .units import build_units
 
 _EMPTY_I = np.zeros(0, dtype=np.int64)
 _EMPTY_F = np.zeros(0)
+
+# a selection of fewer rows than this runs the phase kernels on the calling thread: waking
+# numba's threads costs more than a few units' work (and under load, a scheduler quantum)
+PARALLEL_MIN = 64
 
 # per-underlying parameters the engine reads, resolved per unit type
 TYPE_PARAMS = ("vol_floor", "volatility_range_up", "volatility_range_down",
@@ -141,14 +146,20 @@ class Revaluation(NamedTuple):
     params: Params
 
 
-def floored_copies(book, floor):
-    """Instruments that get a revaluation row at the vol floor: options whose floor binds
-    (floor > mark_iv) and that are held short or sold by an open order."""
-    n = len(book.kind)
-    sig_mark = np.where(book.kind == OPTION, book.mark_iv, 0.0)
-    short = np.zeros(n, dtype=bool)
+def short_instruments(book):
+    """Instruments held short or sold by an open order (bool per instrument)."""
+    short = np.zeros(len(book.kind), dtype=bool)
     short[book.pos_instr[book.quantity < 0]] = True
     short[book.ord_instr[book.ord_qty < 0]] = True
+    return short
+
+
+def floored_copies(book, floor, short=None):
+    """Instruments that get a revaluation row at the vol floor: options whose floor binds
+    (floor > mark_iv) and that are held short or sold by an open order (``short``: the
+    :func:`short_instruments` of ``book`` if already known)."""
+    short = short_instruments(book) if short is None else short
+    sig_mark = np.where(book.kind == OPTION, book.mark_iv, 0.0)
     return np.flatnonzero((book.kind == OPTION) & (floor > sig_mark) & short)
 
 
@@ -445,7 +456,7 @@ def compute(out, model, rows=None, instruments=None, units=None, accounts=None,
         else:
             out.instr_greeks[:, i] = g
     # -- 2. units --------------------------------------------------------------------------
-    unit_figures(sel, *phase_arguments(out, "unit_figures"))
+    _phase("unit_figures", sel)(sel, *phase_arguments(out, "unit_figures"))
     # -- 3. excluded instruments -----------------------------------------------------------
     if lay.excluded_any:
         _excluded(out, model)
@@ -456,7 +467,7 @@ def compute(out, model, rows=None, instruments=None, units=None, accounts=None,
     else:
         _correlated(out, model)
     # -- 5. margins and contributions ------------------------------------------------------
-    unit_margins(sel, *phase_arguments(out, "unit_margins", own_from_binding))
+    _phase("unit_margins", sel)(sel, *phase_arguments(out, "unit_margins", own_from_binding))
     # -- 6. accounts -----------------------------------------------------------------------
     bal = np.arange(len(book.bal_amount)) if balances is None else balances
     if len(bal):
@@ -465,8 +476,13 @@ def compute(out, model, rows=None, instruments=None, units=None, accounts=None,
         out.balance_usd[bal] = usd
     acc = np.arange(len(book.accounts), dtype=np.int64) if accounts is None else \
         np.ascontiguousarray(accounts, dtype=np.int64)
-    account_figures(acc, *phase_arguments(out, "account_figures"))
+    _phase("account_figures", acc)(acc, *phase_arguments(out, "account_figures"))
     return out
+
+
+def _phase(kernel, sel):
+    """The parallel kernel, or its serial twin for a small selection."""
+    return getattr(assemble, kernel if len(sel) >= PARALLEL_MIN else kernel + "_serial")
 
 
 def phase_arguments(out, kernel, own_from_binding=True):

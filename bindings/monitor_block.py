@@ -29,8 +29,9 @@ import numpy as np
 import pyarrow as pa
 
 from .book import load_book
-from .engine import compute, floored_copies, run
-from .results import TABLE_NAMES, accounts_table, build, check_finite, margin_ratio
+from .engine import compute, floored_copies, run, short_instruments
+from .results import (TABLE_NAMES, accounts_table, all_finite, build, check_finite,
+                      margin_ratio)
 from .units import prices_by_type
 
 _EMPTY_I = np.zeros(0, dtype=np.int64)
@@ -111,7 +112,11 @@ class Block:
         self.mrow = np.array([market.row[x] for x in symbols], dtype=np.int64)
         self.und = np.array(book.und_names, dtype=object)[book.und_code] if len(book.kind) \
             else np.zeros(0, dtype=object)
-        self.bal_asset = np.array(book.bal_asset, dtype=object)
+        self.bal_rows = {}                # asset -> its balance rows
+        for r, a in enumerate(book.bal_asset):
+            self.bal_rows.setdefault(a, []).append(r)
+        self.bal_rows = {a: np.array(r, dtype=np.int64) for a, r in self.bal_rows.items()}
+        self.short = short_instruments(book)     # positions and orders stay in a block
         self.sum_mode = model["cross_unit"] != "correlated"
         self.run_all()
         self.ratio = self.ratios()
@@ -181,10 +186,9 @@ class Block:
         unit_hit = type_hit[units.utype] if len(units) else np.zeros(0, dtype=bool)
         acc_hit = np.zeros(len(self.names), dtype=bool)
         acc_hit[units.account[unit_hit]] = True
-        bal_hit = np.isin(self.bal_asset, moved_l) if len(book.bal_account) else \
-            np.zeros(0, dtype=bool)
-        if len(book.bal_account):
-            acc_hit[book.bal_account[bal_hit]] = True
+        bal_hit = [self.bal_rows[a] for a in moved if a in self.bal_rows]
+        bal_hit = np.concatenate(bal_hit) if bal_hit else _EMPTY_I
+        acc_hit[book.bal_account[bal_hit]] = True
         acc = np.flatnonzero(acc_hit & self.live)
         if not len(acc):
             return acc
@@ -212,7 +216,7 @@ class Block:
             return False
         floor = out.params.per_type["vol_floor"][out.instr_type] if len(book.kind) else \
             np.zeros(0)
-        copies = floored_copies(book, floor)
+        copies = floored_copies(book, floor, self.short)
         if len(copies) != len(out.rev.floored) or (copies != out.rev.floored).any():
             return False                    # a vol floor started or stopped binding
         sel = self._rows_of.get(key)
@@ -236,8 +240,9 @@ class Block:
         # a figure that is not finite raises here; the monitor then rebuilds its blocks from
         # the inputs before the update (Monitor._tick)
         compute(out, self.model, rows=rows, instruments=instr, units=uidx, accounts=acc,
-                balances=np.flatnonzero(bal_hit) if len(bal_hit) else _EMPTY_I)
-        check_finite(out)
+                balances=bal_hit)
+        if not all_finite(out, uidx, acc):
+            check_finite(out)           # names the rows and raises
         return True
 
     # -- a subset of accounts through the engine ------------------------------------------------

@@ -129,6 +129,22 @@ def _not_finite(out, fields):
     return bad, what
 
 
+def all_finite(out, units, accounts):
+    """Whether every figure of the units ``units``, their positions and the accounts
+    ``accounts`` (index arrays) is finite: the check of a Monitor tick, on its selection."""
+    lay = out.layout
+    starts = lay.pu_start[units]
+    lengths = lay.pu_start[units + 1] - starts
+    # the units' positions: each unit's run of the CSR order, concatenated
+    runs = np.repeat(starts - (np.cumsum(lengths) - lengths), lengths)
+    pos = lay.pu_order[runs + np.arange(int(lengths.sum()))]
+    for fields_, rows in ((_POSITION_OUT, pos), (_UNIT_OUT, units), (_ACCOUNT_OUT, accounts)):
+        for part, f, _ in fields_:
+            if not np.isfinite(getattr(getattr(out, part), f)[rows]).all():
+                return False
+    return True
+
+
 def check_finite(out):
     """Raise :class:`~pmrisk.MarginError` when any per-position, per-unit or per-account
     figure of an engine outcome is not a finite number (an overflow, never a status),
