@@ -28,8 +28,11 @@ import numpy as np
 from numba import prange
 
 from ._config import njit
-from .aggregate import weigh_cell, worst_of
+from .aggregate import TIE_RTOL, weigh_cell, worst_of
 from .instruments import INVERSE, OPTION, SPOT
+from .scenarios import VOL_SAME
+
+CHUNKS = 64  # a parallel kernel's selection is cut in this many runs of rows, one per task
 
 
 @njit
@@ -55,148 +58,299 @@ def csr(keys, n_groups):
 
 
 @njit
-def unit_figures_row(u, pu_start, pu_order, pos_instr, pos_row, quantity, q_port, entry_price,
-                     short_opt, som_rate, pos_group, pos_excluded, kind,
-                     settlement, contract_size, mark, instr_greeks, instr_pnl,
-                     unit_und, unit_px, index_px, coin_settled, threshold_usd,
-                     m_inc, max_delta_shock, group_rate, ou_start, ou_order,
-                     ord_row, ord_qty, res_oo, n_scen, price_shock,
-                     loss_weight, gain_weight, gain_cap_usd, dampener_usd,
-                     vol_code, vectors, weighted, worst, binding,
-                     scenario_shock, scenario_vol, order_im, open_orders,
-                     roll_group, roll_coin, delta_coin, som_coin, conv,
-                     unit_delta, unit_gamma, unit_vega, unit_theta, value,
-                     model_value, upnl, delta, gamma, vega, theta, pos_delta):
-    """One row of :func:`unit_figures` (shared by the parallel and the serial kernel)."""
-    width = vectors.shape[1]
-    r = unit_und[u]
-    px = unit_px[u]
-    for s in range(width):
-        vectors[u, s] = 0.0
-    p0, p1 = pu_start[u], pu_start[u + 1]
-    g_lo = 1 << 62
-    g_hi = -1
-    for j in range(p0, p1):
-        g = pos_group[pu_order[j]]
-        if g >= 0:
-            if g < g_lo:
-                g_lo = g
-            if g > g_hi:
-                g_hi = g
-    for g in range(g_lo, g_hi + 1):
-        roll_group[g] = 0.0
-    d_unit = 0.0
-    som = 0.0
-    ug0 = 0.0
-    ug1 = 0.0
-    ug2 = 0.0
-    ug3 = 0.0
-    for j in range(p0, p1):
-        p = pu_order[j]
-        q = q_port[p]
-        row = pos_row[p]
-        for s in range(n_scen[r]):
-            vectors[u, s] += q * instr_pnl[row, s]
-        # value, unrealised P&L, model value and Greeks at the marks
-        i = pos_instr[p]
-        qty = quantity[p]
-        cs = contract_size[i]
-        m = mark[i]
-        e = entry_price[p]
-        has_entry = e == e
-        ee = e if has_entry else 1.0
-        if settlement[i] == INVERSE:
-            fut = qty * cs * (1.0 / ee - 1.0 / m)
+def unit_figures_rows(
+    sel,
+    lo,
+    hi,
+    pu_start,
+    pu_order,
+    pos_instr,
+    pos_row,
+    quantity,
+    q_port,
+    entry_price,
+    short_opt,
+    som_rate,
+    pos_group,
+    pos_excluded,
+    kind,
+    settlement,
+    contract_size,
+    mark,
+    instr_greeks,
+    instr_pnl,
+    unit_und,
+    unit_px,
+    index_px,
+    coin_settled,
+    threshold_usd,
+    m_inc,
+    max_delta_shock,
+    group_rate,
+    ou_start,
+    ou_order,
+    ord_row,
+    ord_qty,
+    res_oo,
+    n_scen,
+    price_shock,
+    loss_weight,
+    gain_weight,
+    gain_cap_usd,
+    dampener_usd,
+    vol_code,
+    vectors,
+    weighted,
+    worst,
+    binding,
+    scenario_shock,
+    scenario_vol,
+    order_im,
+    open_orders,
+    roll_group,
+    roll_coin,
+    delta_coin,
+    som_coin,
+    conv,
+    unit_delta,
+    unit_gamma,
+    unit_vega,
+    unit_theta,
+    value,
+    model_value,
+    upnl,
+    delta,
+    gamma,
+    vega,
+    theta,
+    pos_delta,
+):
+    """Rows ``sel[lo:hi]`` of :func:`unit_figures` (shared by the parallel and the serial kernel:
+    one call per chunk of rows, so no per-row call cost)."""
+    for k in range(lo, hi):
+        u = sel[k]
+        width = vectors.shape[1]
+        r = unit_und[u]
+        px = unit_px[u]
+        for s in range(width):
+            vectors[u, s] = 0.0
+        p0, p1 = pu_start[u], pu_start[u + 1]
+        g_lo = 1 << 62
+        g_hi = -1
+        for j in range(p0, p1):
+            g = pos_group[pu_order[j]]
+            if g >= 0:
+                if g < g_lo:
+                    g_lo = g
+                if g > g_hi:
+                    g_hi = g
+        for g in range(g_lo, g_hi + 1):
+            roll_group[g] = 0.0
+        d_unit = 0.0
+        som = 0.0
+        ug0 = 0.0
+        ug1 = 0.0
+        ug2 = 0.0
+        ug3 = 0.0
+        for j in range(p0, p1):
+            p = pu_order[j]
+            q = q_port[p]
+            row = pos_row[p]
+            for s in range(n_scen[r]):
+                vectors[u, s] += q * instr_pnl[row, s]
+            # value, unrealised P&L, model value and Greeks at the marks
+            i = pos_instr[p]
+            qty = quantity[p]
+            cs = contract_size[i]
+            m = mark[i]
+            e = entry_price[p]
+            has_entry = e == e
+            ee = e if has_entry else 1.0
+            if settlement[i] == INVERSE:
+                fut = qty * cs * (1.0 / ee - 1.0 / m)
+            else:
+                fut = qty * cs * (m - ee)
+            if has_entry:
+                up = qty * cs * (m - ee) if kind[i] == OPTION else fut
+            else:
+                up = 0.0
+            upnl[p] = up
+            v = qty * cs * m if (kind[i] == OPTION or kind[i] == SPOT) else up
+            value[p] = v
+            model_value[p] = qty * instr_greeks[0, i] if kind[i] == OPTION else v
+            g1 = qty * instr_greeks[1, i]
+            g2 = qty * instr_greeks[2, i]
+            g3 = qty * instr_greeks[3, i]
+            g4 = qty * instr_greeks[4, i]
+            delta[p] = g1
+            gamma[p] = g2
+            vega[p] = g3
+            theta[p] = g4
+            ug0 += g1
+            ug1 += g2
+            ug2 += g3
+            ug3 += g4
+            d = 0.0 if pos_excluded[p] else g1
+            pos_delta[p] = d
+            d_unit += d
+            g = pos_group[p]
+            if g >= 0:
+                roll_group[g] += d
+            som += short_opt[p] * som_rate[p]
+        unit_delta[u] = ug0
+        unit_gamma[u] = ug1
+        unit_vega[u] = ug2
+        unit_theta[u] = ug3
+        # weighted vector, then worst case and binding cell from it (aggregate.worst_of's
+        # rule: the lowest weighted cell, ties within TIE_RTOL to vol state same, then the
+        # lowest index; a NaN cell makes the worst case NaN at the first such cell)
+        ns = n_scen[r]
+        lowest = np.inf
+        nan_at = -1
+        for s in range(ns):
+            ws = weigh_cell(
+                vectors[u, s],
+                loss_weight[r, s],
+                gain_weight[r, s],
+                gain_cap_usd[r, s] / px,
+                dampener_usd[r, s] / px,
+            )
+            weighted[u, s] = ws
+            if ws != ws:
+                if nan_at < 0:
+                    nan_at = s
+            elif ws < lowest:
+                lowest = ws
+        if nan_at >= 0:
+            w = np.nan
+            b = nan_at
         else:
-            fut = qty * cs * (m - ee)
-        if has_entry:
-            up = qty * cs * (m - ee) if kind[i] == OPTION else fut
+            b = -1
+            bw = 0.0
+            for s in range(ns):
+                ws = weighted[u, s]
+                if ws - lowest <= TIE_RTOL * max(abs(ws), abs(lowest)):
+                    if b < 0 or (vol_code[r, s] == VOL_SAME and vol_code[r, b] != VOL_SAME):
+                        b = s
+                        bw = ws
+            if b < 0:
+                w = 0.0
+                b = 0
+            else:
+                w = -bw if bw < 0.0 else 0.0
+        worst[u] = w
+        binding[u] = b
+        if w > 0.0:
+            scenario_shock[u] = price_shock[r, b]
+            scenario_vol[u] = vol_code[r, b]
         else:
-            up = 0.0
-        upnl[p] = up
-        v = qty * cs * m if (kind[i] == OPTION or kind[i] == SPOT) else up
-        value[p] = v
-        model_value[p] = qty * instr_greeks[0, i] if kind[i] == OPTION else v
-        g1 = qty * instr_greeks[1, i]
-        g2 = qty * instr_greeks[2, i]
-        g3 = qty * instr_greeks[3, i]
-        g4 = qty * instr_greeks[4, i]
-        delta[p] = g1
-        gamma[p] = g2
-        vega[p] = g3
-        theta[p] = g4
-        ug0 += g1
-        ug1 += g2
-        ug2 += g3
-        ug3 += g4
-        d = 0.0 if pos_excluded[p] else g1
-        pos_delta[p] = d
-        d_unit += d
-        g = pos_group[p]
-        if g >= 0:
-            roll_group[g] += d
-        som += short_opt[p] * som_rate[p]
-    unit_delta[u] = ug0
-    unit_gamma[u] = ug1
-    unit_vega[u] = ug2
-    unit_theta[u] = ug3
-    # weighted vector, worst case, binding cell
-    for s in range(n_scen[r]):
-        weighted[u, s] = weigh_cell(vectors[u, s], loss_weight[r, s], gain_weight[r, s],
-                                    gain_cap_usd[r, s] / px, dampener_usd[r, s] / px)
-    # ``extra`` with weight 0: a read-only row, as in the open-order calls below, so
-    # the helper compiles once
-    w, b = worst_of(vectors[u], r, px, n_scen, loss_weight, gain_weight, gain_cap_usd,
-                    dampener_usd, vol_code, loss_weight[r], 0.0)
-    worst[u] = w
-    binding[u] = b
-    if w > 0.0:
-        scenario_shock[u] = price_shock[r, b]
-        scenario_vol[u] = vol_code[r, b]
-    else:
-        scenario_shock[u] = np.nan
-        scenario_vol[u] = -1
-    # open orders: the increase of the worst case if the order alone filled
-    oo = 0.0
-    for j in range(ou_start[u], ou_start[u + 1]):
-        o = ou_order[j]
-        wo, _ = worst_of(vectors[u], r, px, n_scen, loss_weight, gain_weight,
-                         gain_cap_usd, dampener_usd, vol_code, instr_pnl[ord_row[o]],
-                         ord_qty[o])
-        dw = wo - w
-        dw = dw if dw > 0.0 else 0.0
-        order_im[o] = dw
-        oo += dw
-    open_orders[u] = oo + res_oo[u]
-    # add-ons, in coin: roll shock per expiry group, delta shock, short option minimum
-    roll = 0.0
-    for g in range(g_lo, g_hi + 1):
-        net = roll_group[g]
-        rg = group_rate[g] * abs(net)
-        roll_group[g] = rg
-        roll += rg
-    roll_coin[u] = roll
-    ip = index_px[u]
-    notional = abs(d_unit) * ip
-    part1 = max(notional - threshold_usd[u], 0.0) * abs(d_unit) * m_inc[u]
-    part2 = max_delta_shock[u] * notional
-    delta_coin[u] = min(part1, part2) / ip
-    som_coin[u] = som
-    conv[u] = 1.0 if coin_settled[u] else ip / px
+            scenario_shock[u] = np.nan
+            scenario_vol[u] = -1
+        # open orders: the increase of the worst case if the order alone filled
+        oo = 0.0
+        for j in range(ou_start[u], ou_start[u + 1]):
+            o = ou_order[j]
+            wo, _ = worst_of(
+                vectors[u],
+                r,
+                px,
+                n_scen,
+                loss_weight,
+                gain_weight,
+                gain_cap_usd,
+                dampener_usd,
+                vol_code,
+                instr_pnl[ord_row[o]],
+                ord_qty[o],
+            )
+            dw = wo - w
+            dw = dw if dw > 0.0 else 0.0
+            order_im[o] = dw
+            oo += dw
+        open_orders[u] = oo + res_oo[u]
+        # add-ons, in coin: roll shock per expiry group, delta shock, short option minimum
+        roll = 0.0
+        for g in range(g_lo, g_hi + 1):
+            net = roll_group[g]
+            rg = group_rate[g] * abs(net)
+            roll_group[g] = rg
+            roll += rg
+        roll_coin[u] = roll
+        ip = index_px[u]
+        notional = abs(d_unit) * ip
+        part1 = max(notional - threshold_usd[u], 0.0) * abs(d_unit) * m_inc[u]
+        part2 = max_delta_shock[u] * notional
+        delta_coin[u] = min(part1, part2) / ip
+        som_coin[u] = som
+        conv[u] = 1.0 if coin_settled[u] else ip / px
 
 
 @njit(parallel=True)
-def unit_figures(sel, pu_start, pu_order, pos_instr, pos_row, quantity, q_port, entry_price,
-                 short_opt, som_rate, pos_group, pos_excluded,
-                 kind, settlement, contract_size, mark, instr_greeks, instr_pnl,
-                 unit_und, unit_px, index_px, coin_settled, threshold_usd, m_inc,
-                 max_delta_shock, group_rate, ou_start, ou_order, ord_row, ord_qty, res_oo,
-                 n_scen, price_shock, loss_weight, gain_weight, gain_cap_usd, dampener_usd,
-                 vol_code,
-                 vectors, weighted, worst, binding, scenario_shock, scenario_vol, order_im,
-                 open_orders, roll_group, roll_coin, delta_coin, som_coin, conv, unit_delta,
-                 unit_gamma, unit_vega, unit_theta, value, model_value, upnl, delta, gamma, vega,
-                 theta, pos_delta):
+def unit_figures(
+    sel,
+    pu_start,
+    pu_order,
+    pos_instr,
+    pos_row,
+    quantity,
+    q_port,
+    entry_price,
+    short_opt,
+    som_rate,
+    pos_group,
+    pos_excluded,
+    kind,
+    settlement,
+    contract_size,
+    mark,
+    instr_greeks,
+    instr_pnl,
+    unit_und,
+    unit_px,
+    index_px,
+    coin_settled,
+    threshold_usd,
+    m_inc,
+    max_delta_shock,
+    group_rate,
+    ou_start,
+    ou_order,
+    ord_row,
+    ord_qty,
+    res_oo,
+    n_scen,
+    price_shock,
+    loss_weight,
+    gain_weight,
+    gain_cap_usd,
+    dampener_usd,
+    vol_code,
+    vectors,
+    weighted,
+    worst,
+    binding,
+    scenario_shock,
+    scenario_vol,
+    order_im,
+    open_orders,
+    roll_group,
+    roll_coin,
+    delta_coin,
+    som_coin,
+    conv,
+    unit_delta,
+    unit_gamma,
+    unit_vega,
+    unit_theta,
+    value,
+    model_value,
+    upnl,
+    delta,
+    gamma,
+    vega,
+    theta,
+    pos_delta,
+):
     """Per selected unit ``u = sel[k]``: everything that does not depend on the across-units
     step.  Outputs (written at the unit's rows, its positions' rows, its orders' rows and its
     expiry groups' rows): ``vectors``/``weighted`` (n_units, S), ``worst``, ``binding``,
@@ -212,117 +366,353 @@ def unit_figures(sel, pu_start, pu_order, pos_instr, pos_row, quantity, q_port, 
     ``pos_group``: expiry group per position (-1: none); a unit's groups are numbered after
     those of the units before it, so group sums of one unit never touch another's.
     """
-    for k in prange(sel.shape[0]):
-        unit_figures_row(sel[k], pu_start, pu_order, pos_instr, pos_row, quantity, q_port,
-                             entry_price, short_opt, som_rate, pos_group, pos_excluded,
-                             kind, settlement, contract_size, mark, instr_greeks,
-                             instr_pnl, unit_und, unit_px, index_px, coin_settled,
-                             threshold_usd, m_inc, max_delta_shock, group_rate, ou_start,
-                             ou_order, ord_row, ord_qty, res_oo, n_scen, price_shock,
-                             loss_weight, gain_weight, gain_cap_usd, dampener_usd,
-                             vol_code, vectors, weighted, worst, binding, scenario_shock,
-                             scenario_vol, order_im, open_orders, roll_group, roll_coin,
-                             delta_coin, som_coin, conv, unit_delta, unit_gamma, unit_vega,
-                             unit_theta, value, model_value, upnl, delta, gamma, vega,
-                             theta, pos_delta)
+    n = sel.shape[0]
+    chunks = min(n, CHUNKS)
+    for c in prange(chunks):
+        unit_figures_rows(
+            sel,
+            c * n // chunks,
+            (c + 1) * n // chunks,
+            pu_start,
+            pu_order,
+            pos_instr,
+            pos_row,
+            quantity,
+            q_port,
+            entry_price,
+            short_opt,
+            som_rate,
+            pos_group,
+            pos_excluded,
+            kind,
+            settlement,
+            contract_size,
+            mark,
+            instr_greeks,
+            instr_pnl,
+            unit_und,
+            unit_px,
+            index_px,
+            coin_settled,
+            threshold_usd,
+            m_inc,
+            max_delta_shock,
+            group_rate,
+            ou_start,
+            ou_order,
+            ord_row,
+            ord_qty,
+            res_oo,
+            n_scen,
+            price_shock,
+            loss_weight,
+            gain_weight,
+            gain_cap_usd,
+            dampener_usd,
+            vol_code,
+            vectors,
+            weighted,
+            worst,
+            binding,
+            scenario_shock,
+            scenario_vol,
+            order_im,
+            open_orders,
+            roll_group,
+            roll_coin,
+            delta_coin,
+            som_coin,
+            conv,
+            unit_delta,
+            unit_gamma,
+            unit_vega,
+            unit_theta,
+            value,
+            model_value,
+            upnl,
+            delta,
+            gamma,
+            vega,
+            theta,
+            pos_delta,
+        )
 
 
 @njit
-def unit_figures_serial(sel, pu_start, pu_order, pos_instr, pos_row, quantity, q_port, entry_price,
-                 short_opt, som_rate, pos_group, pos_excluded,
-                 kind, settlement, contract_size, mark, instr_greeks, instr_pnl,
-                 unit_und, unit_px, index_px, coin_settled, threshold_usd, m_inc,
-                 max_delta_shock, group_rate, ou_start, ou_order, ord_row, ord_qty, res_oo,
-                 n_scen, price_shock, loss_weight, gain_weight, gain_cap_usd, dampener_usd,
-                 vol_code,
-                 vectors, weighted, worst, binding, scenario_shock, scenario_vol, order_im,
-                 open_orders, roll_group, roll_coin, delta_coin, som_coin, conv, unit_delta,
-                 unit_gamma, unit_vega, unit_theta, value, model_value, upnl, delta, gamma, vega,
-                 theta, pos_delta):
+def unit_figures_serial(
+    sel,
+    pu_start,
+    pu_order,
+    pos_instr,
+    pos_row,
+    quantity,
+    q_port,
+    entry_price,
+    short_opt,
+    som_rate,
+    pos_group,
+    pos_excluded,
+    kind,
+    settlement,
+    contract_size,
+    mark,
+    instr_greeks,
+    instr_pnl,
+    unit_und,
+    unit_px,
+    index_px,
+    coin_settled,
+    threshold_usd,
+    m_inc,
+    max_delta_shock,
+    group_rate,
+    ou_start,
+    ou_order,
+    ord_row,
+    ord_qty,
+    res_oo,
+    n_scen,
+    price_shock,
+    loss_weight,
+    gain_weight,
+    gain_cap_usd,
+    dampener_usd,
+    vol_code,
+    vectors,
+    weighted,
+    worst,
+    binding,
+    scenario_shock,
+    scenario_vol,
+    order_im,
+    open_orders,
+    roll_group,
+    roll_coin,
+    delta_coin,
+    som_coin,
+    conv,
+    unit_delta,
+    unit_gamma,
+    unit_vega,
+    unit_theta,
+    value,
+    model_value,
+    upnl,
+    delta,
+    gamma,
+    vega,
+    theta,
+    pos_delta,
+):
     """:func:`unit_figures` on one thread (small selections: no thread wake-up)."""
-    for k in range(sel.shape[0]):
-        unit_figures_row(sel[k], pu_start, pu_order, pos_instr, pos_row, quantity, q_port,
-                             entry_price, short_opt, som_rate, pos_group, pos_excluded,
-                             kind, settlement, contract_size, mark, instr_greeks,
-                             instr_pnl, unit_und, unit_px, index_px, coin_settled,
-                             threshold_usd, m_inc, max_delta_shock, group_rate, ou_start,
-                             ou_order, ord_row, ord_qty, res_oo, n_scen, price_shock,
-                             loss_weight, gain_weight, gain_cap_usd, dampener_usd,
-                             vol_code, vectors, weighted, worst, binding, scenario_shock,
-                             scenario_vol, order_im, open_orders, roll_group, roll_coin,
-                             delta_coin, som_coin, conv, unit_delta, unit_gamma, unit_vega,
-                             unit_theta, value, model_value, upnl, delta, gamma, vega,
-                             theta, pos_delta)
-
+    unit_figures_rows(
+        sel,
+        0,
+        sel.shape[0],
+        pu_start,
+        pu_order,
+        pos_instr,
+        pos_row,
+        quantity,
+        q_port,
+        entry_price,
+        short_opt,
+        som_rate,
+        pos_group,
+        pos_excluded,
+        kind,
+        settlement,
+        contract_size,
+        mark,
+        instr_greeks,
+        instr_pnl,
+        unit_und,
+        unit_px,
+        index_px,
+        coin_settled,
+        threshold_usd,
+        m_inc,
+        max_delta_shock,
+        group_rate,
+        ou_start,
+        ou_order,
+        ord_row,
+        ord_qty,
+        res_oo,
+        n_scen,
+        price_shock,
+        loss_weight,
+        gain_weight,
+        gain_cap_usd,
+        dampener_usd,
+        vol_code,
+        vectors,
+        weighted,
+        worst,
+        binding,
+        scenario_shock,
+        scenario_vol,
+        order_im,
+        open_orders,
+        roll_group,
+        roll_coin,
+        delta_coin,
+        som_coin,
+        conv,
+        unit_delta,
+        unit_gamma,
+        unit_vega,
+        unit_theta,
+        value,
+        model_value,
+        upnl,
+        delta,
+        gamma,
+        vega,
+        theta,
+        pos_delta,
+    )
 
 
 @njit
-def unit_margins_row(u, pu_start, pu_order, pos_group, pos_delta, short_opt, som_rate,
-                     excluded_pos, own_given, own_from_binding, pos_row,
-                     q_port, instr_pnl, unit_und, loss_weight, binding, worst,
-                     scenario_margin, roll_group, roll_coin, delta_coin,
-                     som_coin, conv, excluded, open_orders, mmp,
-                     risk_multiplier, mm_factor, im_factor, group_den, roll,
-                     delta_shock, som, rmm, mm, im, own_loss, mm_contrib,
-                     im_contrib):
-    """One row of :func:`unit_margins` (shared by the parallel and the serial kernel)."""
-    r = unit_und[u]
-    cv = conv[u]
-    ro = roll_coin[u] * cv
-    ds = delta_coin[u] * cv
-    so = som_coin[u] * cv
-    roll[u] = ro
-    delta_shock[u] = ds
-    som[u] = so
-    x = scenario_margin[u] + ro + ds + so
-    rmm[u] = x
-    mm[u] = risk_multiplier * mm_factor * x + excluded[u]
-    im[u] = risk_multiplier * im_factor * x + im_factor * excluded[u] + open_orders[u] \
-        + mmp[u]
-    p0, p1 = pu_start[u], pu_start[u + 1]
-    den_u = 0.0
-    for j in range(p0, p1):
-        p = pu_order[j]
-        g = pos_group[p]
-        if g >= 0:
-            group_den[g] = 0.0
-    for j in range(p0, p1):
-        p = pu_order[j]
-        a = abs(pos_delta[p])
-        den_u += a
-        g = pos_group[p]
-        if g >= 0:
-            group_den[g] += a
-    b = binding[u]
-    w = worst[u]
-    for j in range(p0, p1):
-        p = pu_order[j]
-        if own_from_binding:
-            if w > 0.0:
-                own = -loss_weight[r, b] * (q_port[p] * instr_pnl[pos_row[p], b])
+def unit_margins_rows(
+    sel,
+    lo,
+    hi,
+    pu_start,
+    pu_order,
+    pos_group,
+    pos_delta,
+    short_opt,
+    som_rate,
+    excluded_pos,
+    own_given,
+    own_from_binding,
+    pos_row,
+    q_port,
+    instr_pnl,
+    unit_und,
+    loss_weight,
+    binding,
+    worst,
+    scenario_margin,
+    roll_group,
+    roll_coin,
+    delta_coin,
+    som_coin,
+    conv,
+    excluded,
+    open_orders,
+    mmp,
+    risk_multiplier,
+    mm_factor,
+    im_factor,
+    group_den,
+    roll,
+    delta_shock,
+    som,
+    rmm,
+    mm,
+    im,
+    own_loss,
+    mm_contrib,
+    im_contrib,
+):
+    """Rows ``sel[lo:hi]`` of :func:`unit_margins` (shared by the parallel and the serial kernel:
+    one call per chunk of rows, so no per-row call cost)."""
+    for k in range(lo, hi):
+        u = sel[k]
+        r = unit_und[u]
+        cv = conv[u]
+        ro = roll_coin[u] * cv
+        ds = delta_coin[u] * cv
+        so = som_coin[u] * cv
+        roll[u] = ro
+        delta_shock[u] = ds
+        som[u] = so
+        x = scenario_margin[u] + ro + ds + so
+        rmm[u] = x
+        mm[u] = risk_multiplier * mm_factor * x + excluded[u]
+        im[u] = risk_multiplier * im_factor * x + im_factor * excluded[u] + open_orders[u] + mmp[u]
+        p0, p1 = pu_start[u], pu_start[u + 1]
+        den_u = 0.0
+        for j in range(p0, p1):
+            p = pu_order[j]
+            g = pos_group[p]
+            if g >= 0:
+                group_den[g] = 0.0
+        for j in range(p0, p1):
+            p = pu_order[j]
+            a = abs(pos_delta[p])
+            den_u += a
+            g = pos_group[p]
+            if g >= 0:
+                group_den[g] += a
+        b = binding[u]
+        w = worst[u]
+        for j in range(p0, p1):
+            p = pu_order[j]
+            if own_from_binding:
+                if w > 0.0:
+                    own = -loss_weight[r, b] * (q_port[p] * instr_pnl[pos_row[p], b])
+                else:
+                    own = 0.0
             else:
-                own = 0.0
-        else:
-            own = own_given[p]
-        own_loss[p] = own
-        a = abs(pos_delta[p])
-        g = pos_group[p]
-        rs = 0.0
-        if g >= 0 and group_den[g] > 0.0:
-            rs = roll_group[g] * a / group_den[g]
-        dss = delta_coin[u] * a / den_u if den_u > 0.0 else 0.0
-        base = own + (rs + dss + short_opt[p] * som_rate[p]) * cv
-        mm_contrib[p] = risk_multiplier * mm_factor * base + excluded_pos[p]
-        im_contrib[p] = risk_multiplier * im_factor * base + im_factor * excluded_pos[p]
+                own = own_given[p]
+            own_loss[p] = own
+            a = abs(pos_delta[p])
+            g = pos_group[p]
+            rs = 0.0
+            if g >= 0 and group_den[g] > 0.0:
+                rs = roll_group[g] * a / group_den[g]
+            dss = delta_coin[u] * a / den_u if den_u > 0.0 else 0.0
+            base = own + (rs + dss + short_opt[p] * som_rate[p]) * cv
+            mm_contrib[p] = risk_multiplier * mm_factor * base + excluded_pos[p]
+            im_contrib[p] = risk_multiplier * im_factor * base + im_factor * excluded_pos[p]
 
 
 @njit(parallel=True)
-def unit_margins(sel, pu_start, pu_order, pos_group, pos_delta, short_opt, som_rate,
-                 excluded_pos, own_given, own_from_binding, pos_row, q_port, instr_pnl,
-                 unit_und, loss_weight, binding, worst, scenario_margin, roll_group, roll_coin,
-                 delta_coin, som_coin, conv, excluded, open_orders, mmp, risk_multiplier,
-                 mm_factor, im_factor, group_den,
-                 roll, delta_shock, som, rmm, mm, im, own_loss, mm_contrib, im_contrib):
+def unit_margins(
+    sel,
+    pu_start,
+    pu_order,
+    pos_group,
+    pos_delta,
+    short_opt,
+    som_rate,
+    excluded_pos,
+    own_given,
+    own_from_binding,
+    pos_row,
+    q_port,
+    instr_pnl,
+    unit_und,
+    loss_weight,
+    binding,
+    worst,
+    scenario_margin,
+    roll_group,
+    roll_coin,
+    delta_coin,
+    som_coin,
+    conv,
+    excluded,
+    open_orders,
+    mmp,
+    risk_multiplier,
+    mm_factor,
+    im_factor,
+    group_den,
+    roll,
+    delta_shock,
+    som,
+    rmm,
+    mm,
+    im,
+    own_loss,
+    mm_contrib,
+    im_contrib,
+):
     """Per selected unit: add-ons in settlement currency (``roll``, ``delta_shock``,
     ``som``), risk-matrix margin ``rmm = scenario_margin + add-ons``, ``mm = rm x mm_factor x
     rmm + excluded``, ``im = rm x im_factor x rmm + im_factor x excluded + open_orders +
@@ -330,91 +720,305 @@ def unit_margins(sel, pu_start, pu_order, pos_group, pos_delta, short_opt, som_r
     the unit's binding cell when ``own_from_binding``, else ``own_given``) and contributions
     ``rm x factor x (own loss + shares of roll and delta shock by |delta| + its short option
     minimum) + excluded margin``."""
-    for k in prange(sel.shape[0]):
-        unit_margins_row(sel[k], pu_start, pu_order, pos_group, pos_delta, short_opt, som_rate,
-                             excluded_pos, own_given, own_from_binding, pos_row, q_port,
-                             instr_pnl, unit_und, loss_weight, binding, worst,
-                             scenario_margin, roll_group, roll_coin, delta_coin, som_coin,
-                             conv, excluded, open_orders, mmp, risk_multiplier, mm_factor,
-                             im_factor, group_den, roll, delta_shock, som, rmm, mm, im,
-                             own_loss, mm_contrib, im_contrib)
+    n = sel.shape[0]
+    chunks = min(n, CHUNKS)
+    for c in prange(chunks):
+        unit_margins_rows(
+            sel,
+            c * n // chunks,
+            (c + 1) * n // chunks,
+            pu_start,
+            pu_order,
+            pos_group,
+            pos_delta,
+            short_opt,
+            som_rate,
+            excluded_pos,
+            own_given,
+            own_from_binding,
+            pos_row,
+            q_port,
+            instr_pnl,
+            unit_und,
+            loss_weight,
+            binding,
+            worst,
+            scenario_margin,
+            roll_group,
+            roll_coin,
+            delta_coin,
+            som_coin,
+            conv,
+            excluded,
+            open_orders,
+            mmp,
+            risk_multiplier,
+            mm_factor,
+            im_factor,
+            group_den,
+            roll,
+            delta_shock,
+            som,
+            rmm,
+            mm,
+            im,
+            own_loss,
+            mm_contrib,
+            im_contrib,
+        )
 
 
 @njit
-def unit_margins_serial(sel, pu_start, pu_order, pos_group, pos_delta, short_opt, som_rate,
-                 excluded_pos, own_given, own_from_binding, pos_row, q_port, instr_pnl,
-                 unit_und, loss_weight, binding, worst, scenario_margin, roll_group, roll_coin,
-                 delta_coin, som_coin, conv, excluded, open_orders, mmp, risk_multiplier,
-                 mm_factor, im_factor, group_den,
-                 roll, delta_shock, som, rmm, mm, im, own_loss, mm_contrib, im_contrib):
+def unit_margins_serial(
+    sel,
+    pu_start,
+    pu_order,
+    pos_group,
+    pos_delta,
+    short_opt,
+    som_rate,
+    excluded_pos,
+    own_given,
+    own_from_binding,
+    pos_row,
+    q_port,
+    instr_pnl,
+    unit_und,
+    loss_weight,
+    binding,
+    worst,
+    scenario_margin,
+    roll_group,
+    roll_coin,
+    delta_coin,
+    som_coin,
+    conv,
+    excluded,
+    open_orders,
+    mmp,
+    risk_multiplier,
+    mm_factor,
+    im_factor,
+    group_den,
+    roll,
+    delta_shock,
+    som,
+    rmm,
+    mm,
+    im,
+    own_loss,
+    mm_contrib,
+    im_contrib,
+):
     """:func:`unit_margins` on one thread (small selections: no thread wake-up)."""
-    for k in range(sel.shape[0]):
-        unit_margins_row(sel[k], pu_start, pu_order, pos_group, pos_delta, short_opt, som_rate,
-                             excluded_pos, own_given, own_from_binding, pos_row, q_port,
-                             instr_pnl, unit_und, loss_weight, binding, worst,
-                             scenario_margin, roll_group, roll_coin, delta_coin, som_coin,
-                             conv, excluded, open_orders, mmp, risk_multiplier, mm_factor,
-                             im_factor, group_den, roll, delta_shock, som, rmm, mm, im,
-                             own_loss, mm_contrib, im_contrib)
-
+    unit_margins_rows(
+        sel,
+        0,
+        sel.shape[0],
+        pu_start,
+        pu_order,
+        pos_group,
+        pos_delta,
+        short_opt,
+        som_rate,
+        excluded_pos,
+        own_given,
+        own_from_binding,
+        pos_row,
+        q_port,
+        instr_pnl,
+        unit_und,
+        loss_weight,
+        binding,
+        worst,
+        scenario_margin,
+        roll_group,
+        roll_coin,
+        delta_coin,
+        som_coin,
+        conv,
+        excluded,
+        open_orders,
+        mmp,
+        risk_multiplier,
+        mm_factor,
+        im_factor,
+        group_den,
+        roll,
+        delta_shock,
+        som,
+        rmm,
+        mm,
+        im,
+        own_loss,
+        mm_contrib,
+        im_contrib,
+    )
 
 
 @njit
-def account_figures_row(a, pa_start, pa_order, pos_unit, value, unit_px, ua_start, mm, im,
-                        scenario_margin, ba_start, ba_order,
-                        collateral_usd, balance_usd, loan_mmr, equity,
-                        actual_equity, loan_mm, acc_mm, acc_im, acc_scen):
-    """One row of :func:`account_figures` (shared by the parallel and the serial kernel)."""
-    eq = 0.0
-    for j in range(pa_start[a], pa_start[a + 1]):
-        p = pa_order[j]
-        eq += value[p] * unit_px[pos_unit[p]]
-    coll = 0.0
-    usd = 0.0
-    loans = 0.0
-    for j in range(ba_start[a], ba_start[a + 1]):
-        b = ba_order[j]
-        coll += collateral_usd[b]
-        usd += balance_usd[b]
-        loans += abs(min(balance_usd[b], 0.0))
-    equity[a] = eq + coll
-    actual_equity[a] = eq + usd
-    lm = loan_mmr * loans
-    loan_mm[a] = lm
-    s_mm = 0.0
-    s_im = 0.0
-    s_sc = 0.0
-    for v in range(ua_start[a], ua_start[a + 1]):
-        s_mm += mm[v] * unit_px[v]
-        s_im += im[v] * unit_px[v]
-        s_sc += scenario_margin[v] * unit_px[v]
-    acc_mm[a] = s_mm + lm
-    acc_im[a] = s_im + lm
-    acc_scen[a] = s_sc
+def account_figures_rows(
+    sel,
+    lo,
+    hi,
+    pa_start,
+    pa_order,
+    pos_unit,
+    value,
+    unit_px,
+    ua_start,
+    mm,
+    im,
+    scenario_margin,
+    ba_start,
+    ba_order,
+    collateral_usd,
+    balance_usd,
+    loan_mmr,
+    equity,
+    actual_equity,
+    loan_mm,
+    acc_mm,
+    acc_im,
+    acc_scen,
+):
+    """Rows ``sel[lo:hi]`` of :func:`account_figures` (shared by the parallel and the serial kernel:
+    one call per chunk of rows, so no per-row call cost)."""
+    for k in range(lo, hi):
+        a = sel[k]
+        eq = 0.0
+        for j in range(pa_start[a], pa_start[a + 1]):
+            p = pa_order[j]
+            eq += value[p] * unit_px[pos_unit[p]]
+        coll = 0.0
+        usd = 0.0
+        loans = 0.0
+        for j in range(ba_start[a], ba_start[a + 1]):
+            b = ba_order[j]
+            coll += collateral_usd[b]
+            usd += balance_usd[b]
+            loans += abs(min(balance_usd[b], 0.0))
+        equity[a] = eq + coll
+        actual_equity[a] = eq + usd
+        lm = loan_mmr * loans
+        loan_mm[a] = lm
+        s_mm = 0.0
+        s_im = 0.0
+        s_sc = 0.0
+        for v in range(ua_start[a], ua_start[a + 1]):
+            s_mm += mm[v] * unit_px[v]
+            s_im += im[v] * unit_px[v]
+            s_sc += scenario_margin[v] * unit_px[v]
+        acc_mm[a] = s_mm + lm
+        acc_im[a] = s_im + lm
+        acc_scen[a] = s_sc
 
 
 @njit(parallel=True)
-def account_figures(sel, pa_start, pa_order, pos_unit, value, unit_px, ua_start, mm, im,
-                    scenario_margin, ba_start, ba_order, collateral_usd, balance_usd, loan_mmr,
-                    equity, actual_equity, loan_mm, acc_mm, acc_im, acc_scen):
+def account_figures(
+    sel,
+    pa_start,
+    pa_order,
+    pos_unit,
+    value,
+    unit_px,
+    ua_start,
+    mm,
+    im,
+    scenario_margin,
+    ba_start,
+    ba_order,
+    collateral_usd,
+    balance_usd,
+    loan_mmr,
+    equity,
+    actual_equity,
+    loan_mm,
+    acc_mm,
+    acc_im,
+    acc_scen,
+):
     """Per selected account (USD): positions' value plus collateral (``equity``; at full
     value: ``actual_equity``), ``loan_mm = loan_mmr x loans``, MM, IM and scenario margin
     summed over its units (units of account ``a`` are rows ``ua_start[a]:ua_start[a + 1]``)
     plus loans."""
-    for k in prange(sel.shape[0]):
-        account_figures_row(sel[k], pa_start, pa_order, pos_unit, value, unit_px, ua_start, mm, im,
-                                scenario_margin, ba_start, ba_order, collateral_usd,
-                                balance_usd, loan_mmr, equity, actual_equity, loan_mm,
-                                acc_mm, acc_im, acc_scen)
+    n = sel.shape[0]
+    chunks = min(n, CHUNKS)
+    for c in prange(chunks):
+        account_figures_rows(
+            sel,
+            c * n // chunks,
+            (c + 1) * n // chunks,
+            pa_start,
+            pa_order,
+            pos_unit,
+            value,
+            unit_px,
+            ua_start,
+            mm,
+            im,
+            scenario_margin,
+            ba_start,
+            ba_order,
+            collateral_usd,
+            balance_usd,
+            loan_mmr,
+            equity,
+            actual_equity,
+            loan_mm,
+            acc_mm,
+            acc_im,
+            acc_scen,
+        )
 
 
 @njit
-def account_figures_serial(sel, pa_start, pa_order, pos_unit, value, unit_px, ua_start, mm, im,
-                    scenario_margin, ba_start, ba_order, collateral_usd, balance_usd, loan_mmr,
-                    equity, actual_equity, loan_mm, acc_mm, acc_im, acc_scen):
+def account_figures_serial(
+    sel,
+    pa_start,
+    pa_order,
+    pos_unit,
+    value,
+    unit_px,
+    ua_start,
+    mm,
+    im,
+    scenario_margin,
+    ba_start,
+    ba_order,
+    collateral_usd,
+    balance_usd,
+    loan_mmr,
+    equity,
+    actual_equity,
+    loan_mm,
+    acc_mm,
+    acc_im,
+    acc_scen,
+):
     """:func:`account_figures` on one thread (small selections: no thread wake-up)."""
-    for k in range(sel.shape[0]):
-        account_figures_row(sel[k], pa_start, pa_order, pos_unit, value, unit_px, ua_start, mm, im,
-                                scenario_margin, ba_start, ba_order, collateral_usd,
-                                balance_usd, loan_mmr, equity, actual_equity, loan_mm,
-                                acc_mm, acc_im, acc_scen)
+    account_figures_rows(
+        sel,
+        0,
+        sel.shape[0],
+        pa_start,
+        pa_order,
+        pos_unit,
+        value,
+        unit_px,
+        ua_start,
+        mm,
+        im,
+        scenario_margin,
+        ba_start,
+        ba_order,
+        collateral_usd,
+        balance_usd,
+        loan_mmr,
+        equity,
+        actual_equity,
+        loan_mm,
+        acc_mm,
+        acc_im,
+        acc_scen,
+    )
