@@ -334,6 +334,10 @@ def main(argv=None):
     a = p.parse_args(argv)
     if a.refresh and a.only:
         p.error("--refresh measures every ratio")
+    unknown = sorted(set(a.only or ()) - {r.key for r in RATIOS})
+    if unknown:
+        p.error(f"no ratio {', '.join(unknown)}; the ratios: "
+                f"{', '.join(r.key for r in RATIOS)}")
     _, failed = run(refresh=a.refresh, only=a.only)
     if failed:
         print(f"ratio gate FAILED: {', '.join(failed)} past its limit in benchmarks/floors.toml "
