@@ -18,8 +18,9 @@ How the noise is kept out (a shared 2-core machine):
   that, not the code, would decide the ratio;
 * warm-up: every function runs a few times first (numba compiles or loads its cache, the
   monitor builds each underlying's path);
-* a sample is one or more calls, enough for ~2 ms, so that timer granularity and single
-  interrupts do not matter;
+* a sample is one or more calls, enough for 2 ms (10 and 20 ms where one side is much
+  faster than the other, so that both sides' samples span alike many scheduler slices);
+  ticks are one call each (two tick sequences must stay aligned);
 * numerator and denominator alternate round by round (AB, BA, AB ...), each round's ratio is
   taken from its own pair, and the figure is the median of the rounds' ratios (a slow spell
   moves both sides of a pair; an outlier round is outvoted);
@@ -41,7 +42,7 @@ from dataclasses import dataclass
 
 HERE = pathlib.Path(__file__).resolve().parent
 FLOORS = HERE / "floors.toml"
-SAMPLE_S = 2e-3          # a sample lasts at least this long (calls repeated within it)
+SAMPLE_S = 2e-3          # by default a sample lasts at least this long (calls repeated)
 
 
 @dataclass
@@ -54,8 +55,9 @@ class Ratio:
     setup: object        # () -> (numerator, denominator): callables returning seconds taken
     why: str             # floors.toml's comment on the margin
     cap: float = None    # --refresh never sets a limit more lenient than this
-    repeat: bool = True  # calls per sample to reach SAMPLE_S (False: one call, e.g. ticks
+    repeat: bool = True  # calls per sample to reach sample_s (False: one call, e.g. ticks
     #                      walking sequences that must stay aligned round by round)
+    sample_s: float = SAMPLE_S   # a sample lasts at least this long
 
 
 # -- the cases ---------------------------------------------------------------------------------
@@ -153,12 +155,12 @@ RATIOS = [
           "margin() on grid-1acct-2k / the hoisted minimal option loop (1,600 options)",
           "lower", 2.0, 31, margin_vs_minimal_loop,
           "x 2: run-to-run spread on this machine is ~10-30 %; halve it once the engine's "
-          "rewrite lands and the ratio is near its target (<= 2)"),
+          "rewrite lands and the ratio is near its target (<= 2)", sample_s=10e-3),
     Ratio("oracle_vs_kernel",
           "numpy oracle / kernel.instrument_pnl (100 rows x 35 scenarios), speed-up",
           "higher", 3.0, 11, oracle_vs_kernel,
           "/ 3: the oracle is a Python loop, whose speed moves with the Python version of "
-          "the CI machine more than the kernel's does"),
+          "the CI machine more than the kernel's does", sample_s=20e-3),
     Ratio("tick_vs_margin",
           "monitor tick (1,000 accounts, 1 of 3 underlyings) / margin() on the same state",
           "lower", 2.0, 31, tick_vs_margin,
@@ -175,16 +177,17 @@ RATIOS = [
 
 # -- measuring ---------------------------------------------------------------------------------
 
-def _repeats(fn):
-    """Calls per sample: enough for SAMPLE_S (after three warm-up calls)."""
+def _repeats(fn, sample_s):
+    """Calls per sample: enough for ``sample_s`` (after three warm-up calls)."""
     t = min(fn() for _ in range(3))
-    return max(1, math.ceil(SAMPLE_S / max(t, 1e-9)))
+    return max(1, math.ceil(sample_s / max(t, 1e-9)))
 
 
-def measure(num, den, rounds, repeat=True):
+def measure(num, den, rounds, repeat=True, sample_s=SAMPLE_S):
     """``(median ratio of the rounds, median numerator s, median denominator s)``, numerator
-    and denominator timed in turn, alternating which goes first."""
-    reps = (_repeats(num), _repeats(den))
+    and denominator timed in turn, alternating which goes first; a sample of each lasts at
+    least ``sample_s`` (calls repeated) unless ``repeat`` is False (one call)."""
+    reps = (_repeats(num, sample_s), _repeats(den, sample_s))
     if not repeat:
         reps = (1, 1)
     tn, td, ratios = [], [], []
@@ -255,7 +258,7 @@ def run(refresh=False, only=None, out=sys.stdout):
             continue
         num, den = ratio.setup()
         rounds = ratio.rounds * (2 if refresh else 1)
-        value, tn, td = measure(num, den, rounds, ratio.repeat)
+        value, tn, td = measure(num, den, rounds, ratio.repeat, ratio.sample_s)
         measured[ratio.key] = value
         if refresh:
             print(_line(ratio, value, tn, td, "new"), file=out)
@@ -267,7 +270,8 @@ def run(refresh=False, only=None, out=sys.stdout):
         ok = passes(value, *limit)
         print(_line(ratio, value, tn, td, "ok" if ok else "over", limit), file=out)
         if not ok:                       # once more, with twice the rounds
-            value, tn, td = measure(num, den, 2 * rounds, ratio.repeat)
+            value, tn, td = measure(num, den, 2 * rounds, ratio.repeat,
+                                       ratio.sample_s)
             ok = passes(value, *limit)
             print(_line(ratio, value, tn, td, "ok" if ok else "FAIL", limit) + " (retry)",
                   file=out)
