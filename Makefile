@@ -17,9 +17,12 @@ $(STAMP): pyproject.toml
 demo: $(STAMP)
 	$(BIN)/pmrisk demo
 
+# The suite, then the ratio gate (benchmarks/gate.py, 15-25 s): performance ratios measured in
+# one process, each against its limit in benchmarks/floors.toml.
 test: $(STAMP)
 	$(BIN)/ruff check kernel bindings tests benchmarks
 	$(BIN)/python -m pytest
+	$(BIN)/python benchmarks/gate.py
 
 lint: $(STAMP)
 	$(BIN)/ruff check kernel bindings tests benchmarks

@@ -7,6 +7,7 @@ Sizes come in two flavours: ``full`` (the issue's sizes, timed by ``make bench``
 :func:`full_size`.
 """
 
+import inspect
 import os
 
 import numpy as np
@@ -14,7 +15,7 @@ import pyarrow as pa
 
 import pmrisk
 from pmrisk import samples
-from pmrisk.kernel import black76_price_array
+from pmrisk.kernel import black76_price_array, instrument_pnl
 
 UNDERLYINGS_10 = ("BTC", "ETH", "SOL", "XRP", "DOGE", "ADA", "AVAX", "LINK", "DOT", "LTC")
 TIME_TYPE = pa.timestamp("ns", tz="UTC")
@@ -48,6 +49,52 @@ def grid_1acct_2k():
     returns (tables, valuation_time); the model is ``deribit_pme``."""
     return _split(samples.book(n_accounts=1, positions_per_account=2000, underlyings=("BTC",),
                                option_share=0.8, inverse_share=1.0, seed=1))
+
+
+def grid_1acct_2k_inputs():
+    """``grid-1acct-2k`` with the engine's revaluation inputs, for the kernel-level cases:
+    ``(tables, valuation_time, book, rv)`` (``rv.args``: ``kernel.instrument_pnl``'s
+    arguments, one row per instrument)."""
+    from pmrisk.book import load_book
+    from pmrisk.engine import revaluation_inputs
+
+    pme = pmrisk.Model.preset("deribit_pme")
+    tables, vt = grid_1acct_2k()
+    book = load_book(tables["positions"], tables["instruments"], tables["market"],
+                     tables["index"], None, None, None, pme, vt)
+    return tables, vt, book, revaluation_inputs(book, pme)
+
+
+def _pnl_args():
+    return list(inspect.signature(instrument_pnl.py_func).parameters)
+
+
+def pnl_rows(args, rows):
+    """instrument_pnl's arguments restricted to revaluation rows ``rows`` (the per-row arrays
+    are the ones before ``rate``)."""
+    from pmrisk._arrow import kernel_args
+    n_row_args = _pnl_args().index("rate")
+    return kernel_args(*[a[rows] if i < n_row_args else a for i, a in enumerate(args)])
+
+
+def n_scenarios(rv):
+    """Scenarios per revaluation row (one underlying: BTC's)."""
+    return int(rv.scen.n_scen[0])
+
+
+def option_arrays(book, rv, n):
+    """Arrays for the option-only baselines (``baselines.minimal_option_kernel``'s keyword
+    arguments): the first ``n`` option rows, BTC's scenario row.  Returns (rows, arrays)."""
+    from pmrisk.kernel.instruments import OPTION
+    a = dict(zip(_pnl_args(), rv.args))
+    opt = np.flatnonzero(np.asarray(a["kind"]) == OPTION)[:n]
+    ns = n_scenarios(rv)
+    qty = np.zeros(len(a["kind"]))
+    np.add.at(qty, rv.pos_row, book.quantity)
+    return opt, dict(F=a["forward"][opt], K=a["strike"][opt], T=a["t_scen"][opt],
+                     sig_up=a["sig_up"][opt], sig_same=a["sig_same"][opt],
+                     sig_down=a["sig_down"][opt], qty=qty[opt], is_call=a["is_call"][opt],
+                     shock=a["price_shock"][0, :ns].copy(), vol_code=a["vol_code"][0, :ns].copy())
 
 
 def seed_1acct_6k():
@@ -245,3 +292,66 @@ def scenario_cells(model, underlyings):
                                    m).n_vol.sum())
     from pmrisk.scenario_table import scenario_set_for
     return int(round(np.mean([scenario_set_for(m, u).size for u in underlyings])))
+
+
+# -- monitor-10k: a book and its ticks ----------------------------------------------------------
+
+MONITOR_UNDERLYINGS = ("BTC", "ETH", "SOL")
+
+
+def monitor_book(n_accounts, linear=False):
+    """``monitor-10k``: ``n_accounts`` accounts x 20 positions on BTC, ETH and SOL (20 shared
+    instruments, 16 of them options), all inverse; ``linear``: all USDT-settled instead, with
+    a USDT index row (1.0).  Returns (tables, valuation_time)."""
+    b = samples.book(n_accounts=n_accounts, positions_per_account=20,
+                     underlyings=MONITOR_UNDERLYINGS, seed=5,
+                     inverse_share=0.0 if linear else 1.0)
+    if linear:
+        x = b["index"]
+        b["index"] = pa.table({"underlying": x["underlying"].to_pylist() + ["USDT"],
+                               "index_price": x["index_price"].to_pylist() + [1.0]})
+    return _split(b)
+
+
+def monitor_ticks(book, valuation_time, n, seed=11, whole_index=False):
+    """``n`` (market, index) updates, underlyings in turn, each moving by a seeded 0.1 %: the
+    moved underlying's market rows (futures re-marked, options' forwards moved and re-marked
+    with Black-76 at their vol) and its index row; ``whole_index``: the index table carries
+    every underlying of ``book["index"]``, the others at their current (unchanged) prices, as
+    a feed that re-sends its whole table does."""
+    rng = np.random.default_rng(seed)
+    ins, mkt = book["instruments"], book["market"]
+    und = np.array(ins["underlying"].to_pylist(), dtype=object)
+    sym = np.array(ins["symbol"].to_pylist(), dtype=object)
+    is_opt = np.array([k == "option" for k in ins["kind"].to_pylist()])
+    mark0 = mkt["mark_price"].to_numpy(zero_copy_only=False)
+    iv = mkt["mark_iv"].to_numpy(zero_copy_only=False)
+    fwd0 = mkt["underlying_price"].to_numpy(zero_copy_only=False)
+    strike = ins["strike"].to_numpy(zero_copy_only=False)
+    call = np.array([t == "call" for t in ins["option_type"].to_pylist()], dtype=np.int64)
+    t0 = pa.scalar(valuation_time).cast(TIME_TYPE).value
+    years = (ins["expiry"].cast(pa.int64()).to_numpy(zero_copy_only=False) - t0) / NS_YEAR
+    index0 = dict(zip(book["index"]["underlying"].to_pylist(),
+                      book["index"]["index_price"].to_pylist()))
+    level = dict.fromkeys(index0, 1.0)
+    out = []
+    for k in range(n):
+        u = MONITOR_UNDERLYINGS[k % len(MONITOR_UNDERLYINGS)]
+        level[u] *= float(np.exp(rng.normal(0.0, 0.001)))
+        on = und == u
+        o = on & is_opt
+        f = ~is_opt & on
+        mark = np.where(on, mark0 * level[u], np.nan)
+        fwd = np.where(o, fwd0 * level[u], np.nan)
+        mark[o] = np.maximum(black76_price_array(fwd[o], strike[o], years[o], iv[o], call[o],
+                                                 0.0) / fwd[o], 1e-8)
+        market = pa.table({
+            "symbol": pa.array(sym[on].tolist(), pa.string()),
+            "mark_price": mark[on],
+            "mark_iv": pa.array(iv[on], mask=~is_opt[on]),
+            "underlying_price": pa.array(fwd[on], mask=f[on])})
+        sent = list(index0) if whole_index else [u]
+        index = pa.table({"underlying": sent,
+                          "index_price": [index0[v] * level[v] for v in sent]})
+        out.append((market, index))
+    return out

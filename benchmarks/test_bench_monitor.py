@@ -9,73 +9,28 @@ beforehand).  Recorded in ``extra_info``: p50, p99, mean and max latency over th
 time of one ``pmrisk.margin()`` over the same (final) state, and the speed-up of a tick over
 that full call (``margin_s / p50``).  Before timing, one tick per underlying builds the index
 arrays of that underlying's units (once per block and set of moved underlyings, ~20 ms each
-here; reported together as ``first_tick_s``); after, the monitor's accounts are checked
-against that ``margin()``.
+here; reported together as ``first_tick_s``), then an untimed update puts the book's own
+marks back; after, the monitor's accounts are checked against that ``margin()``.
 
 ``deribit_pme`` (units summed: the per-unit path) runs the issue's 1,000 ticks (target p99
 <= 20 ms, stretch <= 5 ms).  ``standard`` (correlated: each tick re-runs the joint stress of
 every account holding the underlying, here all of them) runs 10 ticks at full size.  Smoke
 size (``make test``): 50 accounts, 10 and 5 ticks.
+
+``monitor-10k`` feed (``test_monitor_10k_feed``): a feed that re-sends unchanged rows must
+cost nothing extra.  The same accounts, all linear (USDT-settled, a USDT index row at 1.0),
+``deribit_pme``, 1,000 ticks of two kinds: ``moved-row``, the moved underlying's index row
+alone, and ``whole-index``, the whole index table (the unchanged underlyings and USDT beside
+the moved one).  Same reporting as above.
 """
 
 import time
 
 import numpy as np
-import pyarrow as pa
 import pytest
 
 import pmrisk
-from pmrisk import samples
-from pmrisk.kernel import black76_price_array
-
-UNDERLYINGS = ("BTC", "ETH", "SOL")
-TIME_TYPE = pa.timestamp("ns", tz="UTC")
-NS_YEAR = 365 * 86_400 * 10**9
-
-
-def monitor_book(n_accounts):
-    b = samples.book(n_accounts=n_accounts, positions_per_account=20, underlyings=UNDERLYINGS,
-                     seed=5)
-    return b, b.pop("valuation_time")
-
-
-def monitor_ticks(book, valuation_time, n, seed=11):
-    """``n`` (market, index) updates, underlyings in turn, each moving by a seeded 0.1 %."""
-    rng = np.random.default_rng(seed)
-    ins, mkt = book["instruments"], book["market"]
-    und = np.array(ins["underlying"].to_pylist(), dtype=object)
-    sym = np.array(ins["symbol"].to_pylist(), dtype=object)
-    is_opt = np.array([k == "option" for k in ins["kind"].to_pylist()])
-    mark0 = mkt["mark_price"].to_numpy(zero_copy_only=False)
-    iv = mkt["mark_iv"].to_numpy(zero_copy_only=False)
-    fwd0 = mkt["underlying_price"].to_numpy(zero_copy_only=False)
-    strike = ins["strike"].to_numpy(zero_copy_only=False)
-    call = np.array([t == "call" for t in ins["option_type"].to_pylist()], dtype=np.int64)
-    t0 = pa.scalar(valuation_time).cast(TIME_TYPE).value
-    years = (ins["expiry"].cast(pa.int64()).to_numpy(zero_copy_only=False) - t0) / NS_YEAR
-    index0 = dict(zip(book["index"]["underlying"].to_pylist(),
-                      book["index"]["index_price"].to_pylist()))
-    level = dict.fromkeys(index0, 1.0)
-    out = []
-    for k in range(n):
-        u = UNDERLYINGS[k % len(UNDERLYINGS)]
-        level[u] *= float(np.exp(rng.normal(0.0, 0.001)))
-        on = und == u
-        o = on & is_opt
-        f = ~is_opt & on
-        mark = np.where(on, mark0 * level[u], np.nan)
-        fwd = np.where(o, fwd0 * level[u], np.nan)
-        mark[o] = np.maximum(black76_price_array(fwd[o], strike[o], years[o], iv[o], call[o],
-                                                 0.0) / fwd[o], 1e-8)
-        market = pa.table({
-            "symbol": pa.array(sym[on].tolist(), pa.string()),
-            "mark_price": mark[on],
-            "mark_iv": pa.array(iv[on], mask=~is_opt[on]),
-            "underlying_price": pa.array(fwd[on], mask=f[on])})
-        index = pa.table({"underlying": [u], "index_price": [index0[u] * level[u]]})
-        out.append((market, index))
-    return out
-
+from cases import MONITOR_UNDERLYINGS as UNDERLYINGS, monitor_book, monitor_ticks
 
 SIZES = {  # (accounts, ticks) full, smoke
     "deribit_pme": ((10_000, 1000), (50, 10)),
@@ -83,17 +38,19 @@ SIZES = {  # (accounts, ticks) full, smoke
 }
 
 
-@pytest.mark.benchmark(group="monitor-10k")
-@pytest.mark.parametrize("model", ["deribit_pme", "standard"])
-def test_monitor_10k(benchmark, full, model):
-    n_accounts, n_ticks = SIZES[model][0 if full else 1]
-    book, vt = monitor_book(n_accounts)
-    ticks = monitor_ticks(book, vt, n_ticks)
+def _replay(benchmark, full, model, book, vt, ticks):
+    """Time every tick of ``ticks`` on a monitor of ``book`` (one tick per underlying
+    untimed first), check its accounts against one ``margin()`` on its final state and
+    record the latencies in ``extra_info``."""
+    n_ticks = len(ticks)
+    n_accounts = len(set(book["positions"]["account"].to_pylist()))
     mon = pmrisk.Monitor(**book, model=model, valuation_time=vt)
     t0 = time.perf_counter()
     for market, index in monitor_ticks(book, vt, len(UNDERLYINGS), seed=1):
         mon.update(market=market, index=index)          # prepares each underlying's path
     first = time.perf_counter() - t0
+    # back to the book's marks, so that the ticks' unchanged rows are unchanged from the first
+    mon.update(market=book["market"], index=book["index"])
     latency = []
 
     def replay():
@@ -124,3 +81,23 @@ def test_monitor_10k(benchmark, full, model):
         mean_ms=float(lat.mean()) * 1e3, max_ms=float(lat.max()) * 1e3,
         margin_s=margin_s, speedup_p50=margin_s / p50, speedup_mean=margin_s / lat.mean(),
         first_tick_s=first)
+
+
+@pytest.mark.benchmark(group="monitor-10k")
+@pytest.mark.parametrize("model", ["deribit_pme", "standard"])
+def test_monitor_10k(benchmark, full, model):
+    n_accounts, n_ticks = SIZES[model][0 if full else 1]
+    book, vt = monitor_book(n_accounts)
+    _replay(benchmark, full, model, book, vt, monitor_ticks(book, vt, n_ticks))
+
+
+@pytest.mark.benchmark(group="monitor-10k")
+@pytest.mark.parametrize("sent", ["moved-row", "whole-index"])
+def test_monitor_10k_feed(benchmark, full, sent):
+    """Linear accounts, ``deribit_pme``: ticks with the moved index row alone, or with the
+    whole index table (unchanged rows beside the moved one)."""
+    n_accounts, n_ticks = SIZES["deribit_pme"][0 if full else 1]
+    book, vt = monitor_book(n_accounts, linear=True)
+    ticks = monitor_ticks(book, vt, n_ticks, whole_index=sent == "whole-index")
+    _replay(benchmark, full, "deribit_pme", book, vt, ticks)
+    benchmark.extra_info.update(index_rows=ticks[0][1].num_rows, linear=True)

@@ -19,7 +19,8 @@ The monitor starts with one block holding every account.
   margin of their accounts.  Under ``"correlated"`` (``standard``: an account's joint stress
   involves all its underlyings) it is every account holding a unit on U, through the engine on
   the sub-book of those accounts.  An index move of a settlement currency or of a balance's
-  asset reaches the units and accounts priced in it.
+  asset reaches the units and accounts priced in it.  Rows that re-send the current values
+  (equal floats) are no move: a feed may send its whole table with every tick.
 * A position, balance or open-order change recomputes only its account: the account's rows
   are validated and margined alone (``load_book`` and the engine on that account) as a new
   block, and its old rows leave their block.  Small blocks are merged once there are more than

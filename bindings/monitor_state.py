@@ -19,6 +19,10 @@ Update rules (the monitor's docs repeat them):
   forward then defaults to the index); index rows replace the underlying's price (a null
   keeps it).  New symbols (listed in ``instruments``) and new index assets are added, and
   need a ``mark_price`` (an option also a ``mark_iv``) or an ``index_price``.
+* a market row whose ``mark_price``, ``mark_iv`` and ``underlying_price`` equal the current
+  values (exactly), and an index row whose ``index_price`` equals the current one, change
+  nothing: :meth:`MarketState.apply` leaves them out of what changed, so a feed that re-sends
+  unchanged rows recomputes nothing for them.
 """
 
 import numpy as np
@@ -327,6 +331,9 @@ class MarketState:
         if bad.any():
             raise_rows(m, "market", "mark_iv", bad, "a mark_iv > 0 for every option")
         fresh = np.flatnonzero(rows < 0)
+        existed = rows >= 0
+        before = [a[np.maximum(rows, 0)] if len(a) else np.full(n, np.nan)
+                  for a in (self.mark, self.iv, self.fwd)]
         if len(fresh):                       # symbols without a market row yet: append
             rows[fresh] = len(self.symbols) + np.arange(len(fresh))
             for i in fresh:
@@ -343,7 +350,13 @@ class MarketState:
             self.iv[rows] = new_iv
         if fwd is not None:
             self.fwd[rows] = fwd
-        return set(names)
+        # the symbols whose row changed: new ones, and known ones with another mark_price,
+        # mark_iv or underlying_price (exactly; NaN, no value, equals NaN): a feed that
+        # re-sends its current values recomputes nothing
+        same = existed
+        for old, now in zip(before, (self.mark[rows], self.iv[rows], self.fwd[rows])):
+            same = same & ((old == now) | (np.isnan(old) & np.isnan(now)))
+        return {s for s, kept in zip(names, same.tolist()) if not kept}
 
     def _apply_index(self, x):
         if has(x, TIME):
@@ -360,8 +373,10 @@ class MarketState:
         new = ~given & np.array([u not in self.index for u in und], dtype=bool)
         if new.any():
             raise_rows(x, "index", "index_price", new, "an index_price for a new underlying")
-        changed = [u for u, g in zip(und, given) if g]
-        self.index.update(zip(changed, px[given].tolist()))
+        # an index_price equal to the current one changes nothing (a null keeps it too)
+        changed = {u: p for u, g, p in zip(und, given, px.tolist())
+                   if g and self.index.get(u) != p}
+        self.index.update(changed)
         return set(changed)
 
     def tables(self):
