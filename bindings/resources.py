@@ -38,6 +38,7 @@ import numpy as np
 from pmrisk.kernel.instruments import OPTION
 from pmrisk.kernel.scenarios import EXTENDED_MOVES
 
+from ._arrow import unique_keys
 from .errors import MarginError
 
 F8 = 8                        # bytes per float64 / int64
@@ -111,7 +112,7 @@ def shape_of(book, model):
         + book.settlement[book.pos_instr],
         (book.ord_account * max(n_und, 1) + und[book.ord_instr]) * n_set
         + book.settlement[book.ord_instr]]).astype(np.int64)
-    ukeys = np.unique(keys)
+    ukeys = unique_keys(keys)[0]           # dense keys: O(n), no sort
     n_units = len(ukeys) + len(book.res_account)
     n_opt = int((book.kind == OPTION).sum())
     shape = Shape(rows=n_pos + len(book.bal_account) + len(book.ord_account)
@@ -127,7 +128,7 @@ def _groups(book, model, unit_acc, n_und):
     held = book.quantity != 0.0
     acc = book.pos_account[held]
     und = book.und_code[book.pos_instr[held]]
-    pairs = np.unique(acc * n_und + und)
+    pairs = unique_keys(acc * n_und + und)[0]
     acc, und = pairs // n_und, pairs % n_und
     units = np.bincount(unit_acc, minlength=len(book.accounts))
     sets = {}
