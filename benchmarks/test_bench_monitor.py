@@ -12,8 +12,8 @@ arrays of that underlying's units (once per block and set of moved underlyings, 
 here; reported together as ``first_tick_s``), then an untimed update puts the book's own
 marks back; after, the monitor's accounts are checked against that ``margin()``.
 
-``deribit_pme`` (units summed: the per-unit path) runs the issue's 1,000 ticks (target p99
-<= 20 ms, stretch <= 5 ms).  ``standard`` (correlated: each tick re-runs the joint stress of
+``deribit_pme`` (units summed: the engine's phases on the moved units) runs the issue's 1,000
+ticks (target p99 <= 5 ms).  ``standard`` (correlated: each tick re-runs the joint stress of
 every account holding the underlying, here all of them) runs 10 ticks at full size.  Smoke
 size (``make test``): 50 accounts, 10 and 5 ticks.
 

@@ -245,8 +245,8 @@ def run_joint(book, model, units, pos_unit, pos_row, quantity, pnl_args, unit_px
     grid_mode = model["joint_revaluation"] == "grid"
     grid = make_grid(params, model) if grid_mode and n_rows else None
     res = _Acc(n_acc, n_units)
-    instr_cols = tuple(pnl_args[:14])
-    rate = pnl_args[14]
+    instr_cols = pnl_args.instruments()
+    rate = pnl_args.rate
 
     # positions with risk, by unit; a unit without any is left out of the joint stress (it
     # must not change the account's set of underlyings, hence its directions)

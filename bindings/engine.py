@@ -127,6 +127,17 @@ class PnlArgs(NamedTuple):
     vol_factor: np.ndarray
     pnl_scale: np.ndarray
 
+    def instruments(self):
+        """The per-row instrument columns (``kind`` ... ``und``), without rate and scenarios."""
+        return tuple(self[:self._fields.index("rate")])
+
+    def on(self, scen):
+        """The same rows on the scenario set ``scen`` (a :class:`PaddedScenarios`)."""
+        return self._replace(**dict(zip(
+            ("n_scen", "price_shock", "log1p_shock", "vol_code", "vol_factor", "pnl_scale"),
+            kernel_args(scen.n_scen, scen.price_shock, scen.log1p_shock, scen.vol_code,
+                        scen.vol_factor, scen.pnl_scale))))
+
 
 class Revaluation(NamedTuple):
     """What :func:`revaluation_inputs` prepares: the units, the per-underlying scenario sets,
@@ -249,6 +260,7 @@ class UnitFigures:
     delta_coin: np.ndarray
     som_coin: np.ndarray
     conv: np.ndarray
+    finite: np.ndarray                  # 1.0: every figure of the unit and its positions finite
 
 
 @dataclass
@@ -278,6 +290,7 @@ class AccountFigures:
     maintenance_margin: np.ndarray
     initial_margin: np.ndarray
     scenario_margin: np.ndarray
+    finite: np.ndarray                  # 1.0: every figure of the account is finite
     worst_scenario: list = None         # binding joint scenario in words (correlated)
 
 
@@ -516,16 +529,18 @@ def phase_arguments(out, kernel, own_from_binding=True):
                              uf.som_coin, uf.conv, uf.excluded_margin, uf.open_orders_margin,
                              uf.mmp_margin),
                 p.risk_multiplier, p.mm_factor, p.im_factor, np.zeros(len(out.roll_group)),
+                *kernel_args(pf.value, pf.model_value, pf.unrealised_pnl, pf.delta, pf.gamma,
+                             pf.vega, pf.theta, uf.delta, uf.gamma, uf.vega, uf.theta),
                 uf.roll_shock, uf.delta_shock, uf.short_option_minimum, uf.risk_matrix_margin,
                 uf.maintenance_margin, uf.initial_margin, pf.own_loss, pf.mm_contribution,
-                pf.im_contribution)
+                pf.im_contribution, uf.finite)
     if kernel == "account_figures":
         return (*kernel_args(lay.pa_start, lay.pa_order, out.pos_unit, pf.value,
                              units.settle_px, lay.ua_start, uf.maintenance_margin,
                              uf.initial_margin, uf.scenario_margin, lay.ba_start, lay.ba_order,
                              out.collateral_usd, out.balance_usd),
                 p.loan_mmr, af.equity, af.actual_equity, af.loan_maintenance_margin,
-                af.maintenance_margin, af.initial_margin, af.scenario_margin)
+                af.maintenance_margin, af.initial_margin, af.scenario_margin, af.finite)
     raise ValueError(f"no phase kernel {kernel!r}")
 
 

@@ -45,9 +45,7 @@ class Standalone:
             sets.append(S.span16(p["price_range"], p["extreme_multiple"], p["cover_fraction"]))
         self.scen = S.pad(sets)
         sc = self.scen
-        self.ipnl = K.instrument_pnl(*pnl_args[:15], *kernel_args(
-            sc.n_scen, sc.price_shock, sc.log1p_shock, sc.vol_code, sc.vol_factor,
-            sc.pnl_scale))
+        self.ipnl = K.instrument_pnl(*pnl_args.on(sc))
 
     def worst(self, rows, qty, und_row, px):
         """Worst weighted loss (settlement currency) of ``qty`` contracts of each row alone."""

@@ -12,13 +12,14 @@ The monitor starts with one block holding every account.
 **Incremental.**
 
 * A tick (``market`` / ``index`` rows) on underlying U updates each block's marks in place
-  and recomputes only what holds U.  Under ``cross_unit = "sum"`` (``deribit_pme``, ``span``:
-  units are independent) that is the units on U, below the engine: U's instruments' scenario
-  P&L rows (``kernel.instrument_pnl`` on those rows only), then those units' risk vectors,
-  worst cases, open-order margin, Greeks, add-ons and contributions, then the equity and
-  margin of their accounts.  Under ``"correlated"`` (``standard``: an account's joint stress
-  involves all its underlyings) it is every account holding a unit on U, through the engine on
-  the sub-book of those accounts.  An index move of a settlement currency or of a balance's
+  and recomputes only what holds U, with the engine's own phases
+  (:func:`pmrisk.engine.compute`).  Under ``cross_unit = "sum"`` (``deribit_pme``, ``span``:
+  units are independent) that is the phases on a selection: U's instruments' scenario P&L rows
+  and Greeks, then the units on U (risk vectors, worst cases, open-order margin, Greeks,
+  add-ons, MM/IM and contributions), then the equity and margin of their accounts.  Under
+  ``"correlated"`` (``standard``: an account's joint stress involves all its underlyings) it is
+  every account holding a unit on U, through the engine on the sub-book of those accounts.  An
+  index move of a settlement currency or of a balance's
   asset reaches the units and accounts priced in it.  Rows that re-send the current values
   (equal floats) are no move: a feed may send its whole table with every tick.
 * A position, balance or open-order change recomputes only its account: the account's rows
@@ -32,16 +33,16 @@ The monitor starts with one block holding every account.
   (say once a minute) and ``at`` to stamp the alerts of every update.
 
 **Exact.**  Every figure of an account depends only on its own rows and on the marks of what it
-holds, so margining a subset of accounts (or, under ``"sum"``, of units) gives the numbers one
-run over everything gives.  Subsets keep the rows' order, so under ``"sum"`` even the sums are
-equal to the bit: after any sequence of updates, ``accounts`` / ``units`` / ``positions``
-equal :func:`pmrisk.margin` on :meth:`Monitor.state` bit for bit (a hypothesis state machine
-checks it).  Under ``"correlated"`` the engine's joint stress itself can differ in the last
-bit between calls over different sets of accounts (an account alone or with others), so there
-the monitor agrees with one ``margin()`` over everything to rounding (tested to 1e-12 of each
-column's scale).  The per-unit path declines (and the block is recomputed whole) when the
-moved units hold excluded instruments or a vol floor starts or stops binding on a short
-option; it also checks itself against the engine once per block (see
+holds, and the engine's phase kernels write each selected row from its own inputs, so a
+selection of units (under ``"sum"``) or accounts gives the numbers one run over everything
+gives.  Under ``"sum"`` they are equal to the bit: after any sequence of updates,
+``accounts`` / ``units`` / ``positions`` equal :func:`pmrisk.margin` on :meth:`Monitor.state`
+bit for bit (a hypothesis state machine checks it); there is no second copy of the arithmetic
+to drift.  Under ``"correlated"`` the engine's joint stress itself can differ in the last bit
+between calls over different sets of accounts (an account alone or with others), so there the
+monitor agrees with one ``margin()`` over everything to rounding (tested to 1e-12 of each
+column's scale).  A block is recomputed whole when it holds excluded instruments or a vol floor
+starts or stops binding on a short option (the revaluation rows change; see
 :mod:`pmrisk.monitor_block`).
 
 **Tables.**  ``accounts``, ``units`` and ``positions`` are built from the blocks on first read

@@ -129,20 +129,13 @@ def _not_finite(out, fields):
     return bad, what
 
 
-def all_finite(out, units, accounts):
-    """Whether every figure of the units ``units``, their positions and the accounts
-    ``accounts`` (index arrays) is finite: the check of a Monitor tick, on its selection."""
-    lay = out.layout
-    starts = lay.pu_start[units]
-    lengths = lay.pu_start[units + 1] - starts
-    # the units' positions: each unit's run of the CSR order, concatenated
-    runs = np.repeat(starts - (np.cumsum(lengths) - lengths), lengths)
-    pos = lay.pu_order[runs + np.arange(int(lengths.sum()))]
-    for fields_, rows in ((_POSITION_OUT, pos), (_UNIT_OUT, units), (_ACCOUNT_OUT, accounts)):
-        for part, f, _ in fields_:
-            if not np.isfinite(getattr(getattr(out, part), f)[rows]).all():
-                return False
-    return True
+def all_finite(out, units=None, accounts=None):
+    """Whether every figure of the units ``units`` (with their positions) and the accounts
+    ``accounts`` (index arrays; None: all) is finite, from the flags the phase kernels set:
+    O(units + accounts), the check of a Monitor tick on its selection."""
+    u = out.unit.finite if units is None else out.unit.finite[units]
+    a = out.account.finite if accounts is None else out.account.finite[accounts]
+    return bool((u == 1.0).all() and (a == 1.0).all())
 
 
 def check_finite(out):
@@ -154,6 +147,8 @@ def check_finite(out):
     Input columns are bounded at validation (``pmrisk._arrow.MAX_ABS``), so this is the
     net under what the bounds do not cover (model parameters, a kernel's edge cases); it
     costs one pass over the outcome's arrays."""
+    if all_finite(out):
+        return
     book, units = out.book, out.units
     pos_bad, p_what = _not_finite(out, _POSITION_OUT)
     unit_bad, u_what = _not_finite(out, _UNIT_OUT)

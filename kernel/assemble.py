@@ -608,6 +608,17 @@ def unit_margins_rows(
     mm_factor,
     im_factor,
     group_den,
+    value,
+    model_value,
+    upnl,
+    delta,
+    gamma,
+    vega,
+    theta,
+    unit_delta,
+    unit_gamma,
+    unit_vega,
+    unit_theta,
     roll,
     delta_shock,
     som,
@@ -617,6 +628,7 @@ def unit_margins_rows(
     own_loss,
     mm_contrib,
     im_contrib,
+    finite,
 ):
     """Rows ``sel[lo:hi]`` of :func:`unit_margins` (shared by the parallel and the serial kernel:
     one call per chunk of rows, so no per-row call cost)."""
@@ -650,6 +662,23 @@ def unit_margins_rows(
                 group_den[g] += a
         b = binding[u]
         w = worst[u]
+        probe = (
+            w * 0.0
+            + ro * 0.0
+            + ds * 0.0
+            + so * 0.0
+            + open_orders[u] * 0.0
+            + mmp[u] * 0.0
+            + scenario_margin[u] * 0.0
+            + excluded[u] * 0.0
+            + x * 0.0
+            + mm[u] * 0.0
+            + im[u] * 0.0
+            + unit_delta[u] * 0.0
+            + unit_gamma[u] * 0.0
+            + unit_vega[u] * 0.0
+            + unit_theta[u] * 0.0
+        )
         for j in range(p0, p1):
             p = pu_order[j]
             if own_from_binding:
@@ -667,8 +696,23 @@ def unit_margins_rows(
                 rs = roll_group[g] * a / group_den[g]
             dss = delta_coin[u] * a / den_u if den_u > 0.0 else 0.0
             base = own + (rs + dss + short_opt[p] * som_rate[p]) * cv
-            mm_contrib[p] = risk_multiplier * mm_factor * base + excluded_pos[p]
-            im_contrib[p] = risk_multiplier * im_factor * base + im_factor * excluded_pos[p]
+            mc = risk_multiplier * mm_factor * base + excluded_pos[p]
+            ic = risk_multiplier * im_factor * base + im_factor * excluded_pos[p]
+            mm_contrib[p] = mc
+            im_contrib[p] = ic
+            # x * 0.0 is 0 for a finite x and NaN otherwise: one probe for every figure
+            probe += (
+                mc * 0.0
+                + ic * 0.0
+                + value[p] * 0.0
+                + model_value[p] * 0.0
+                + upnl[p] * 0.0
+                + delta[p] * 0.0
+                + gamma[p] * 0.0
+                + vega[p] * 0.0
+                + theta[p] * 0.0
+            )
+        finite[u] = 1.0 if probe == 0.0 else 0.0
 
 
 @njit(parallel=True)
@@ -703,6 +747,17 @@ def unit_margins(
     mm_factor,
     im_factor,
     group_den,
+    value,
+    model_value,
+    upnl,
+    delta,
+    gamma,
+    vega,
+    theta,
+    unit_delta,
+    unit_gamma,
+    unit_vega,
+    unit_theta,
     roll,
     delta_shock,
     som,
@@ -712,6 +767,7 @@ def unit_margins(
     own_loss,
     mm_contrib,
     im_contrib,
+    finite,
 ):
     """Per selected unit: add-ons in settlement currency (``roll``, ``delta_shock``,
     ``som``), risk-matrix margin ``rmm = scenario_margin + add-ons``, ``mm = rm x mm_factor x
@@ -756,6 +812,17 @@ def unit_margins(
             mm_factor,
             im_factor,
             group_den,
+            value,
+            model_value,
+            upnl,
+            delta,
+            gamma,
+            vega,
+            theta,
+            unit_delta,
+            unit_gamma,
+            unit_vega,
+            unit_theta,
             roll,
             delta_shock,
             som,
@@ -765,6 +832,7 @@ def unit_margins(
             own_loss,
             mm_contrib,
             im_contrib,
+            finite,
         )
 
 
@@ -800,6 +868,17 @@ def unit_margins_serial(
     mm_factor,
     im_factor,
     group_den,
+    value,
+    model_value,
+    upnl,
+    delta,
+    gamma,
+    vega,
+    theta,
+    unit_delta,
+    unit_gamma,
+    unit_vega,
+    unit_theta,
     roll,
     delta_shock,
     som,
@@ -809,6 +888,7 @@ def unit_margins_serial(
     own_loss,
     mm_contrib,
     im_contrib,
+    finite,
 ):
     """:func:`unit_margins` on one thread (small selections: no thread wake-up)."""
     unit_margins_rows(
@@ -844,6 +924,17 @@ def unit_margins_serial(
         mm_factor,
         im_factor,
         group_den,
+        value,
+        model_value,
+        upnl,
+        delta,
+        gamma,
+        vega,
+        theta,
+        unit_delta,
+        unit_gamma,
+        unit_vega,
+        unit_theta,
         roll,
         delta_shock,
         som,
@@ -853,6 +944,7 @@ def unit_margins_serial(
         own_loss,
         mm_contrib,
         im_contrib,
+        finite,
     )
 
 
@@ -881,6 +973,7 @@ def account_figures_rows(
     acc_mm,
     acc_im,
     acc_scen,
+    finite,
 ):
     """Rows ``sel[lo:hi]`` of :func:`account_figures` (shared by the parallel and the serial kernel:
     one call per chunk of rows, so no per-row call cost)."""
@@ -912,6 +1005,15 @@ def account_figures_rows(
         acc_mm[a] = s_mm + lm
         acc_im[a] = s_im + lm
         acc_scen[a] = s_sc
+        probe = (
+            equity[a] * 0.0
+            + actual_equity[a] * 0.0
+            + lm * 0.0
+            + acc_mm[a] * 0.0
+            + acc_im[a] * 0.0
+            + s_sc * 0.0
+        )
+        finite[a] = 1.0 if probe == 0.0 else 0.0
 
 
 @njit(parallel=True)
@@ -937,6 +1039,7 @@ def account_figures(
     acc_mm,
     acc_im,
     acc_scen,
+    finite,
 ):
     """Per selected account (USD): positions' value plus collateral (``equity``; at full
     value: ``actual_equity``), ``loan_mm = loan_mmr x loans``, MM, IM and scenario margin
@@ -969,6 +1072,7 @@ def account_figures(
             acc_mm,
             acc_im,
             acc_scen,
+            finite,
         )
 
 
@@ -995,6 +1099,7 @@ def account_figures_serial(
     acc_mm,
     acc_im,
     acc_scen,
+    finite,
 ):
     """:func:`account_figures` on one thread (small selections: no thread wake-up)."""
     account_figures_rows(
@@ -1021,4 +1126,5 @@ def account_figures_serial(
         acc_mm,
         acc_im,
         acc_scen,
+        finite,
     )

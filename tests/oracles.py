@@ -273,7 +273,7 @@ def joint_scenario_margin(book, model):
     from pmrisk.excluded import excluded_positions
 
     rv = revaluation_inputs(book, model)
-    units, pos_unit, instr = rv.units, rv.pos_unit, rv.args[:15]
+    units, pos_unit, instr = rv.units, rv.pos_unit, (*rv.args.instruments(), rv.args.rate)
     q = np.where(excluded_positions(book, model), 0.0, book.quantity)
     unit_row = units.type_und_code[units.utype]
     unit_px = units.settle_px
@@ -508,8 +508,9 @@ def unit_margins(sel, pu_start, pu_order, pos_group, pos_delta, short_opt, som_r
                  excluded_pos, own_given, own_from_binding, pos_row, q_port, instr_pnl,
                  unit_und, loss_weight, binding, worst, scenario_margin, roll_group, roll_coin,
                  delta_coin, som_coin, conv, excluded, open_orders, mmp, risk_multiplier,
-                 mm_factor, im_factor, group_den,
-                 roll, delta_shock, som, rmm, mm, im, own_loss, mm_contrib, im_contrib):
+                 mm_factor, im_factor, group_den, value, model_value, upnl, delta, gamma,
+                 vega, theta, unit_delta, unit_gamma, unit_vega, unit_theta,
+                 roll, delta_shock, som, rmm, mm, im, own_loss, mm_contrib, im_contrib, finite):
     """The old engine's numpy for margins and contributions; rows of ``sel`` written."""
     n_units = len(unit_und)
     pos_unit = _members(pu_start, pu_order, len(pos_delta))
@@ -542,12 +543,18 @@ def unit_margins(sel, pu_start, pu_order, pos_group, pos_delta, short_opt, som_r
                            (rmm, x, sel), (mm, m_, sel), (im, i_, sel), (own_loss, own, P),
                            (mm_contrib, mc, P), (im_contrib, ic, P)):
         dst[rows] = src[rows]
-    assert n_units == len(mm)
+    pos_ok = np.isfinite(np.vstack([mc, ic, value, model_value, upnl, delta, gamma, vega,
+                                    theta])).all(axis=0)
+    unit_ok = np.isfinite(np.vstack([worst, ro, ds, so, open_orders, mmp, scenario_margin,
+                                     excluded, x, m_, i_, unit_delta, unit_gamma, unit_vega,
+                                     unit_theta])).all(axis=0)
+    bad = np.bincount(pos_unit, weights=~pos_ok, minlength=n_units) > 0
+    finite[sel] = np.where(unit_ok & ~bad, 1.0, 0.0)[sel]
 
 
 def account_figures(sel, pa_start, pa_order, pos_unit, value, unit_px, ua_start, mm, im,
                     scenario_margin, ba_start, ba_order, collateral_usd, balance_usd, loan_mmr,
-                    equity, actual_equity, loan_mm, acc_mm, acc_im, acc_scen):
+                    equity, actual_equity, loan_mm, acc_mm, acc_im, acc_scen, finite):
     """Account sums by ``numpy.bincount``; rows of ``sel`` written."""
     n_acc = len(ua_start) - 1
     pos_account = _members(pa_start, pa_order, len(value))
@@ -563,3 +570,4 @@ def account_figures(sel, pa_start, pa_order, pos_unit, value, unit_px, ua_start,
                np.bincount(unit_account, weights=scenario_margin * unit_px, minlength=n_acc))
     for dst, src in zip((equity, actual_equity, loan_mm, acc_mm, acc_im, acc_scen), figures):
         dst[sel] = src[sel]
+    finite[sel] = np.where(np.isfinite(np.vstack(figures)).all(axis=0), 1.0, 0.0)[sel]

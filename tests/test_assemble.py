@@ -116,7 +116,7 @@ def test_unit_figures_agree_with_oracle(book, data):
 def test_unit_margins_agree_with_oracle(book, data, own_from_binding):
     out, _ = book
     sel = _selection(data, len(out.units))
-    _agree(assemble.unit_margins, oracles.unit_margins, out, "unit_margins", sel, 9,
+    _agree(assemble.unit_margins, oracles.unit_margins, out, "unit_margins", sel, 10,
            own_from_binding)
 
 
@@ -125,7 +125,7 @@ def test_unit_margins_agree_with_oracle(book, data, own_from_binding):
 def test_account_figures_agree_with_oracle(book, data):
     out, _ = book
     sel = _selection(data, len(out.book.accounts))
-    _agree(assemble.account_figures, oracles.account_figures, out, "account_figures", sel, 6)
+    _agree(assemble.account_figures, oracles.account_figures, out, "account_figures", sel, 7)
 
 
 @settings(max_examples=50, deadline=None)

@@ -21,7 +21,7 @@ from pmrisk.alerts import SCHEMA
 
 from books import INDEX, KINDS, MARKET, SYMBOLS, TIME, UNIVERSE, books
 
-# the per-unit path must never disagree with the engine (it would warn and fall back)
+# a Monitor must never warn (RuntimeWarning from pmrisk.Monitor is an error here)
 pytestmark = pytest.mark.filterwarnings("error:pmrisk.Monitor:RuntimeWarning")
 
 KEYS = {"accounts": ["account"], "units": ["account", "unit"],
@@ -29,7 +29,7 @@ KEYS = {"accounts": ["account"], "units": ["account", "unit"],
 UND_OF = dict(zip(UNIVERSE["symbol"].to_pylist(), UNIVERSE["underlying"].to_pylist()))
 ACCOUNTS = ["acct-0", "acct-1", "acct-2", "acct-3"]
 # deribit_pme with a BTC vol floor (revaluation rows at the floor come and go with the marks)
-# and one excluded symbol (the per-unit path declines its units): every path of a tick
+# and one excluded symbol (its block is recomputed whole): every path of a tick
 PME = pmrisk.Model.preset("deribit_pme").with_overrides(
     {"BTC": {"vol_floor": 0.5}, "exclude": {"symbols": ["ETH-27SEP24-3000-P"]}})
 STANDARD = pmrisk.Model.preset("standard")
@@ -357,8 +357,8 @@ def test_new_account_below_levels_alerts_from_nothing():
 
 
 def test_ticks_alert_as_ratios_cross():
-    """A BTC crash through the per-unit path: the alerts are exactly the crossings of the
-    ratios margin() gives before and after each tick."""
+    """A BTC crash through the engine's phases on a selection: the alerts are exactly the
+    crossings of the ratios margin() gives before and after each tick."""
     mon, b = demo_monitor()
     th = LEVELS
     before = dict(zip(mon.accounts["account"].to_pylist(),
