@@ -39,7 +39,7 @@ from ._arrow import codes, kernel_args, sum_by, unique_keys
 from .correlated import run_joint
 from .excluded import (Standalone, excluded_instruments, excluded_positions,
                        standalone_margin)
-from .model import collateral_value_usd
+from .model import collateral_value
 from .resources import check_memory, shape_of
 from .scenario_table import scenario_set_for
 from .units import build_units
@@ -73,6 +73,7 @@ class Params:
     cross_unit: str
     tail_mode: str
     thresholds: dict
+    collateral: dict                    # asset -> its collateral rate or tiers
     per_type: dict                      # name -> float64[n_types] (TYPE_PARAMS)
     absolute_vol_shock: np.ndarray      # bool[n_types]
     coin_settled: np.ndarray            # bool[n_types]: settled in its own underlying
@@ -88,7 +89,8 @@ def resolve(model, units):
         rate=float(model["rate"]), risk_multiplier=float(model["risk_multiplier"]),
         mm_factor=float(model["mm_factor"]), im_factor=float(model["im_factor"]),
         loan_mmr=float(model["loan_mmr"]), cross_unit=model["cross_unit"],
-        tail_mode=model["tail_mode"], thresholds=model["thresholds"], per_type=per,
+        tail_mode=model["tail_mode"], thresholds=model["thresholds"],
+        collateral=model["collateral"], per_type=per,
         absolute_vol_shock=np.array([model.underlying(u)["vol_shock"] == "absolute"
                                      for u in names], dtype=bool),
         coin_settled=np.array([u == c for u, c in zip(units.type_und, units.type_ccy)],
@@ -484,7 +486,7 @@ def compute(out, model, rows=None, instruments=None, units=None, accounts=None,
     # -- 6. accounts -----------------------------------------------------------------------
     bal = np.arange(len(book.bal_amount)) if balances is None else balances
     if len(bal):
-        coll, usd = collateral_usd(book, model, bal)
+        coll, usd = collateral_usd(book, p, bal)
         out.collateral_usd[bal] = coll
         out.balance_usd[bal] = usd
     acc = np.arange(len(book.accounts), dtype=np.int64) if accounts is None else \
@@ -681,7 +683,7 @@ def _excluded_order_margin(book, model, units, span, rv, order_im, unit_px, conv
     return out
 
 
-def collateral_usd(book, model, rows=None):
+def collateral_usd(book, params, rows=None):
     """(collateral value, plain USD value) of the balance rows ``rows`` (None: all):
     positive amounts at their asset's collateral rate or tiers, loans at full value."""
     rows = np.arange(len(book.bal_asset)) if rows is None else np.asarray(rows, np.int64)
@@ -698,7 +700,7 @@ def collateral_usd(book, model, rows=None):
     for k, asset in enumerate(names.to_pylist()):          # one pass per distinct asset
         r = order[bounds[k]:bounds[k + 1]]
         r = r[usd[r] > 0]
-        coll[r] = collateral_value_usd(model, asset, usd[r])
+        coll[r] = collateral_value(params.collateral.get(asset), usd[r])
     return coll, usd
 
 

@@ -503,7 +503,18 @@ def collateral_value_usd(model, asset, value_usd):
     >>> collateral_value_usd(m, "BTC", np.array([150.0, 500.0])).tolist()
     [125.0, 150.0]
     """
-    spec = model["collateral"].get(asset)
+    return collateral_value(model["collateral"].get(asset), value_usd)
+
+
+def collateral_value(spec, value_usd):
+    """Collateral value of positive USD amounts under one asset's collateral ``spec`` (its
+    section of the model's ``collateral`` table: ``rate`` or ``tiers_usd``; None: full value).
+
+    >>> import numpy as np
+    >>> from pmrisk.model import collateral_value
+    >>> collateral_value({"rate": 0.95}, np.array([100.0])).tolist()
+    [95.0]
+    """
     v = np.asarray(value_usd, dtype=np.float64)
     if spec is None:
         return v.copy()
