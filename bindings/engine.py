@@ -35,7 +35,7 @@ from pmrisk.kernel.assemble import csr
 from pmrisk.kernel.instruments import FUTURE, INVERSE, OPTION, PERPETUAL
 from pmrisk.kernel.volshock import shocked_vols
 
-from ._arrow import codes, kernel_args, sum_by, unique_keys
+from ._arrow import codes, kernel_args, sum_by
 from .correlated import run_joint
 from .excluded import (Standalone, excluded_instruments, excluded_positions,
                        standalone_margin)
@@ -392,8 +392,8 @@ def lay_out(book, model, rv):
         if n_pos else _EMPTY_F
     som_rate = params.per_type["short_option_minimum"][itype][book.pos_instr] \
         if n_pos else _EMPTY_F
-    pos_group, group_rate, _ = expiry_groups(book, params, units, pos_unit)
     pu_start, pu_order = csr(*kernel_args(pos_unit, n_units))
+    pos_group, group_rate, _ = expiry_groups(book, params, units, pu_start, pu_order)
     ou_start, ou_order = csr(*kernel_args(rv.ord_unit, n_units))
     pa_start, pa_order = csr(*kernel_args(book.pos_account, n_acc))
     ba_start, ba_order = csr(*kernel_args(book.bal_account, n_acc))
@@ -704,28 +704,18 @@ def collateral_usd(book, params, rows=None):
     return coll, usd
 
 
-def expiry_groups(book, params, units, pos_unit):
+def expiry_groups(book, params, units, pu_start, pu_order):
     """Expiry groups for the roll shock: per unit, one group per expiry of its futures and
     options, one per perpetual; spot positions belong to none (-1).  Groups are numbered by
-    unit, so each unit's groups are consecutive."""
+    unit (:func:`pmrisk.kernel.assemble.expiry_groups`), so each unit's groups are
+    consecutive.  Returns ``(pos_group, group_rate, group_unit)``."""
     pi_ = book.pos_instr
     kind = book.kind[pi_]
-    # perpetuals: a key of their own (negative, per instrument); dated: the expiry.  Keys are
-    # coded per instrument instance (fewer than positions), then looked up per position.
+    # perpetuals: a key of their own (negative, per instrument); dated: the expiry
     key_i = np.where(book.kind == PERPETUAL, -1 - np.arange(len(book.kind)), book.expiry_ns)
     dated = (kind == FUTURE) | (kind == OPTION) | (kind == PERPETUAL)
-    pos_group = np.full(len(pi_), -1, dtype=np.int64)
-    if not dated.any():
-        return pos_group, _EMPTY_F, _EMPTY_I
-    _, code_i = np.unique(key_i, return_inverse=True)
-    k2 = code_i.ravel()[pi_[dated]]
-    n_k = int(k2.max()) + 1
-    uniq, inv = unique_keys(pos_unit[dated] * n_k + k2)
-    pos_group[dated] = inv
-    group_unit = (uniq // n_k).astype(np.int64)
-    # years to expiry of each group: from any member position
-    first = np.zeros(len(uniq), dtype=np.int64)
-    first[inv] = np.flatnonzero(dated)
+    pos_group, group_unit, first = assemble.expiry_groups(
+        *kernel_args(pu_start, pu_order, key_i[pi_] if len(pi_) else _EMPTY_I, dated))
     years = np.where(kind[first] == PERPETUAL, 0.0, book.years[pi_[first]])
     gtype = units.utype[group_unit]
     rate = addons.roll_rate(years, params.per_type["annualised_move_risk"][gtype],

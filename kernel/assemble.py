@@ -1128,3 +1128,56 @@ def account_figures_serial(
         acc_scen,
         finite,
     )
+
+
+@njit
+def expiry_groups(pu_start, pu_order, pos_key, dated):
+    """Roll-shock expiry groups: within each unit, one group per distinct ``pos_key`` of its
+    ``dated`` positions, numbered unit by unit and by increasing key (so each unit's groups
+    are consecutive); other positions get -1.  Returns ``(pos_group int64[n_pos],
+    group_unit int64[n_groups], group_first int64[n_groups])`` (``group_first``: a member
+    position, for the group's years to expiry).  O(n log k) for units of k positions: a
+    small unit is sorted in place in a scratch run, a large one by ``argsort``."""
+    n_pos = pos_key.shape[0]
+    n_units = pu_start.shape[0] - 1
+    pos_group = np.full(n_pos, -1, dtype=np.int64)
+    group_unit = np.empty(n_pos, dtype=np.int64)
+    group_first = np.empty(n_pos, dtype=np.int64)
+    scratch = np.empty(n_pos, dtype=np.int64)         # dated positions of one unit, by key
+    n_groups = 0
+    for u in range(n_units):
+        m = 0
+        for j in range(pu_start[u], pu_start[u + 1]):
+            p = pu_order[j]
+            if dated[p]:
+                scratch[m] = p
+                m += 1
+        if m == 0:
+            continue
+        if m <= 32:                                    # insertion sort by key, stable
+            for i in range(1, m):
+                p = scratch[i]
+                k = pos_key[p]
+                t = i - 1
+                while t >= 0 and pos_key[scratch[t]] > k:
+                    scratch[t + 1] = scratch[t]
+                    t -= 1
+                scratch[t + 1] = p
+        else:
+            run = scratch[:m].copy()
+            keys = np.empty(m, dtype=np.int64)
+            for i in range(m):
+                keys[i] = pos_key[run[i]]
+            order = np.argsort(keys, kind="mergesort")
+            for i in range(m):
+                scratch[i] = run[order[i]]
+        prev = 0
+        for i in range(m):
+            p = scratch[i]
+            if i == 0 or pos_key[p] != prev:
+                group_unit[n_groups] = u
+                group_first[n_groups] = p
+                n_groups += 1
+                prev = pos_key[p]
+            pos_group[p] = n_groups - 1
+    return pos_group, group_unit[:n_groups].copy(), group_first[:n_groups].copy()

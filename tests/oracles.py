@@ -571,3 +571,19 @@ def account_figures(sel, pa_start, pa_order, pos_unit, value, unit_px, ua_start,
     for dst, src in zip((equity, actual_equity, loan_mm, acc_mm, acc_im, acc_scen), figures):
         dst[sel] = src[sel]
     finite[sel] = np.where(np.isfinite(np.vstack(figures)).all(axis=0), 1.0, 0.0)[sel]
+
+
+def expiry_groups(pu_start, pu_order, pos_key, dated):
+    """Groups by ``numpy.unique`` of (unit, key) over the dated positions."""
+    pos_unit = _members(pu_start, pu_order, len(pos_key))
+    pos_group = np.full(len(pos_key), -1, dtype=np.int64)
+    d = np.flatnonzero(np.asarray(dated, dtype=bool))
+    if not len(d):
+        return pos_group, np.zeros(0, np.int64), np.zeros(0, np.int64)
+    _, code = np.unique(pos_key[d], return_inverse=True)
+    n_k = int(code.max()) + 1
+    uniq, inv = np.unique(pos_unit[d] * n_k + code.ravel(), return_inverse=True)
+    pos_group[d] = inv.ravel()
+    first = np.zeros(len(uniq), dtype=np.int64)
+    first[inv.ravel()[::-1]] = d[::-1]                 # the first member of each group
+    return pos_group, (uniq // n_k).astype(np.int64), first

@@ -168,3 +168,20 @@ def test_a_selection_equals_the_whole_run(book, data):
             if isinstance(a, np.ndarray):
                 w = getattr(getattr(whole, part), name)
                 assert np.array_equal(a, w, equal_nan=True), (part, name)
+
+
+@settings(max_examples=50, deadline=None)
+@given(data=st.data(), n_units=st.integers(1, 5), n_pos=st.integers(0, 80))
+def test_expiry_groups_agree_with_oracle(data, n_units, n_pos):
+    """Small units sort in place, a unit of more than 32 dated positions by argsort."""
+    unit = np.array(data.draw(st.lists(st.integers(0, n_units - 1), min_size=n_pos,
+                                       max_size=n_pos)), dtype=np.int64)
+    key = np.array(data.draw(st.lists(st.integers(-5, 6), min_size=n_pos, max_size=n_pos)),
+                   dtype=np.int64)
+    dated = np.array(data.draw(st.lists(st.booleans(), min_size=n_pos, max_size=n_pos)),
+                     dtype=np.int64)
+    start, order = assemble.csr(unit, n_units)
+    g, gu, first = assemble.expiry_groups(start, order, key, dated)
+    g2, gu2, first2 = oracles.expiry_groups(start, order, key, dated)
+    assert g.tolist() == g2.tolist() and gu.tolist() == gu2.tolist()
+    assert (key[first] == key[first2]).all() and (unit[first] == unit[first2]).all()
