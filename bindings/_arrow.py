@@ -6,14 +6,12 @@ Small named functions in the nanoarrow style: ``as_table`` accepts anything Arro
 the column and the offending rows' keys.
 """
 
-import datetime as _dt
-
 import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 
 from . import schema
-from .errors import MarginError
+from .errors import MarginError, iso_ns
 
 
 def as_table(obj, name):
@@ -193,13 +191,6 @@ def row_keys(table, name, mask, limit=5):
             continue
         cols.append(vals.to_pylist())
     return [tuple(c[j] for c in cols) for j in range(len(idx))], tuple(keys)
-
-
-def iso_ns(ns):
-    """ns since the epoch -> '2024-06-17T08:00:00Z' (fractional seconds only when present)."""
-    sec, frac = divmod(int(ns), 10**9)
-    text = _dt.datetime.fromtimestamp(sec, _dt.timezone.utc).strftime("%Y-%m-%dT%H:%M:%S")
-    return text + (f".{frac:09d}".rstrip("0") if frac else "") + "Z"
 
 
 def raise_rows(table, name, column, mask, expected, hint=None):

@@ -27,7 +27,7 @@ from pmrisk.kernel.instruments import (CALL, FUTURE, INVERSE, KINDS, OPTION, OPT
 
 from . import schema
 from ._arrow import (NAT, as_table, check_columns, codes, duplicated, float_column, has,
-                     iso_ns, lookup, lookup_many, raise_rows, row_keys, str_column,
+                     lookup, lookup_many, raise_rows, row_keys, str_column,
                      time_column, to_ns, unique_keys)
 from .errors import MarginError
 from .schema import ACCOUNT_STATE, TIME
@@ -162,15 +162,11 @@ def _raise(rows, name, column, bad, expected, snap_ns, hint=None, timed=False):
         if len(s):
             first = s.min()
             bad = bad & ((rows.snap == first) | (rows.snap < 0))
-            when = iso_ns(snap_ns[first])
+            when = snap_ns[first]
     mask = rows.table_mask(bad)
     keys_rows, keys = row_keys(rows.table, name, mask)
-    err = MarginError(name, column, expected, rows=keys_rows, keys=keys,
-                      n_bad=int(mask.sum()), hint=hint)
-    if when is not None:
-        err.time = when
-        err.args = (f"{err.args[0]} [snapshot time {when}]",)
-    raise err
+    raise MarginError(name, column, expected, rows=keys_rows, keys=keys,
+                      n_bad=int(mask.sum()), hint=hint, time=when)
 
 
 def _snapshots(tables, valuation_time):
@@ -463,16 +459,12 @@ def load_book(positions, instruments, market, index, balances, open_orders, rese
         first = int(inst_snap[missing].min())
         missing &= inst_snap == first
         bad_und = sorted({und_names[c] for c in a_und_code[missing]})
-        when = [first]
-        err = MarginError("index", "underlying", "a row for every underlying held" +
+        raise MarginError("index", "underlying", "a row for every underlying held" +
                           (" at every snapshot time" if timed else ""),
                           rows=[(u,) for u in bad_und], keys=("underlying",),
                           hint="Add its index_price" + (", or " + FILL_HINT[0].lower() +
-                                                        FILL_HINT[1:] if timed else ""))
-        if timed:
-            err.time = iso_ns(snap_ns[when[0]])
-            err.args = (f"{err.args[0]} [snapshot time {err.time}]",)
-        raise err
+                                                        FILL_HINT[1:] if timed else ""),
+                          time=snap_ns[first] if timed else None)
 
     forward = np.where(np.isnan(fwd_t[m_rows]), und_px, fwd_t[m_rows])
     a_exp = expiry[inst_ins]
@@ -553,13 +545,10 @@ def _check_priced(book, model, R, snap_ns, inst_snap):
         snaps = np.unique(inst_snap[linear])
         px = book.price_of(lin, snaps)
         if np.isnan(px).any():
-            err = MarginError("index", "underlying", "an index row for the linear settlement "
+            raise MarginError("index", "underlying", "an index row for the linear settlement "
                               f"currency {lin!r} (or list it in the model's stablecoins)",
-                              rows=[(lin,)], keys=("underlying",))
-            if book.timed:
-                err.time = iso_ns(snap_ns[snaps[np.isnan(px)][0]])
-                err.args = (f"{err.args[0]} [snapshot time {err.time}]",)
-            raise err
+                              rows=[(lin,)], keys=("underlying",),
+                              time=snap_ns[snaps[np.isnan(px)][0]] if book.timed else None)
     B = R.get("balances")
     if B is not None and len(book.bal_asset):
         px = book.prices(book.bal_asset, book.acc_snap[book.bal_account])

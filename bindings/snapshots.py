@@ -15,7 +15,7 @@ snapshots; vectorised multi-snapshot kernels for long backtests are separate wor
 import numpy as np
 import pyarrow as pa
 
-from ._arrow import NAT, as_table, check_columns, has, iso_ns, raise_rows, time_column
+from ._arrow import NAT, as_table, check_columns, has, raise_rows, time_column
 from .errors import MarginError
 from .schema import ACCOUNT_STATE, TIME, TIME_TYPE
 
@@ -70,9 +70,7 @@ def margin_snapshots(tables, valuation_time, run_one):
         try:
             results.append(run_one(at_t, np.datetime64(int(t), "ns")))
         except MarginError as err:
-            err.time = iso_ns(t)
-            err.args = (f"{err.args[0]} [snapshot time {err.time}]",)
-            raise
+            raise err.at_time(t).with_traceback(err.__traceback__) from None
     return _stack(results, times)
 
 
