@@ -6,6 +6,8 @@ Small named functions in the nanoarrow style: ``as_table`` accepts anything Arro
 the column and the offending rows' keys.
 """
 
+import time as _time
+
 import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
@@ -319,6 +321,29 @@ _TIME_RANGE = "a time between 1677 and 2262 (int64 nanoseconds)"
 
 _TIME_FORMS = ("a datetime, an ISO-8601 string such as '2024-06-17T08:00:00Z', a numpy "
                "datetime64 or a pandas Timestamp")
+
+
+def valuation_ns(valuation_time, timed=False):
+    """The valuation time as int ns since the epoch, UTC: ``valuation_time`` as :func:`to_ns`
+    reads it, or now when it is None.  Inputs with a ``time`` column (``timed``) are valued at
+    each snapshot's own time (:func:`pmrisk.schema.snapshot_tables`): ``valuation_time`` must
+    then be None, and None is returned.
+
+    >>> from pmrisk._arrow import valuation_ns
+    >>> valuation_ns("2024-06-17T08:00:00Z")
+    1718611200000000000
+    >>> valuation_ns("2024-06-17T08:00:00Z", timed=True)
+    Traceback (most recent call last):
+    ...
+    pmrisk.errors.MarginError: arguments.valuation_time: expected None when the inputs carry \
+a time column (each snapshot is valued at its own time)
+    """
+    if timed:
+        if valuation_time is not None:
+            raise MarginError("arguments", "valuation_time", "None when the inputs carry a "
+                              "time column (each snapshot is valued at its own time)")
+        return None
+    return int(_time.time_ns()) if valuation_time is None else to_ns(valuation_time)
 
 
 def to_ns(value, what="valuation_time"):

@@ -16,7 +16,6 @@ at other times are not used.  Without any ``time`` column the book is one snapsh
 ``valuation_time``.
 """
 
-import time as _time
 from dataclasses import dataclass
 
 import numpy as np
@@ -28,9 +27,9 @@ from pmrisk.kernel.instruments import (CALL, FUTURE, INVERSE, KINDS, OPTION, OPT
 from . import schema
 from ._arrow import (NAT, as_table, check_columns, codes, duplicated, float_column, has,
                      lookup, lookup_many, raise_rows, row_keys, str_column,
-                     time_column, to_ns, unique_keys)
+                     time_column, unique_keys, valuation_ns)
 from .errors import MarginError
-from .schema import ACCOUNT_STATE, TIME
+from .schema import ACCOUNT_STATE, TIME, snapshot_tables
 
 NS_PER_DAY = 86_400 * 10**9
 NS_PER_YEAR = 365 * NS_PER_DAY
@@ -177,13 +176,11 @@ def _snapshots(tables, valuation_time):
                           "reference data (one row per symbol)",
                           hint="Give time-varying marks in the market table")
     if not timed:
-        vt = int(_time.time_ns()) if valuation_time is None else to_ns(valuation_time)
+        vt = valuation_ns(valuation_time)
         return np.array([vt], dtype=np.int64), {
             k: _Rows(t, np.arange(t.num_rows), np.zeros(t.num_rows, dtype=np.int64))
             for k, t in tables.items() if t is not None}, False
-    if valuation_time is not None:
-        raise MarginError("arguments", "valuation_time", "None when the inputs carry a time "
-                          "column (each snapshot is valued at its own time)")
+    valuation_ns(valuation_time, timed=True)
     ns = {}
     for k in timed:
         check_columns(tables[k], k, {TIME: ("time", True, False)})
@@ -191,7 +188,7 @@ def _snapshots(tables, valuation_time):
         if (t == NAT).any():
             raise_rows(tables[k], k, TIME, t == NAT, "a time on every row (no nulls)")
         ns[k] = t
-    state = [k for k in timed if k in ACCOUNT_STATE] or timed
+    state = snapshot_tables(timed)
     snap_ns = np.unique(np.concatenate([ns[k] for k in state]))
     n_snap = len(snap_ns)
     rows = {}

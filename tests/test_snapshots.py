@@ -277,3 +277,15 @@ def test_margin_error_time_is_part_of_the_message_and_survives_pickling(time):
     back = pickle.loads(pickle.dumps(timed))
     assert (type(back), str(back), back.time, back.table, back.column, back.rows) == (
         pmrisk.MarginError, str(timed), timed.time, "market", "symbol", [("a1", "BTC-PERPETUAL")])
+
+
+@pytest.mark.parametrize("timed, basis", [
+    ([], []),
+    (["instruments"], []),
+    (["market", "index"], ["market", "index"]),
+    (["market", "balances", "index", "positions"], ["balances", "positions"]),
+    (["reserves", "instruments"], ["reserves"]),
+])
+def test_snapshot_times_come_from_account_state_else_every_timed_table(timed, basis):
+    from pmrisk.schema import snapshot_tables
+    assert snapshot_tables(timed) == basis
