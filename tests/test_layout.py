@@ -142,20 +142,22 @@ def test_the_walk_sees_the_package():
 
 
 def test_the_walk_sees_private_names():
+    # modules that stay where they are in any layout: the package, errors, results, samples
+    # and the kernel
     source = ("from .errors import _restore, MarginError\n"
-              "from . import schema\n"
-              "import pmrisk.results as r\n"
-              "from ._arrow import has\n"
+              "from . import results\n"
+              "import pmrisk.samples as s\n"
+              "from .kernel import _config\n"
               "from . import __version__\n"
               "def f():\n"
-              "    from pmrisk.book import _raise\n"
-              "    return schema._hidden, r._timed, schema.TIME\n")
-    imp = _Imports("pmrisk.margin", source)     # read as if it were margin.py
+              "    from pmrisk.kernel._config import _hidden\n"
+              "    return results._timed, s._check, results.MarginResult, _config.X\n")
+    imp = _Imports("pmrisk", source)        # read as if it were the package's __init__
     assert sorted(name for name, _ in imp.private) == [
-        "pmrisk.book._raise", "pmrisk.errors._restore", "pmrisk.results._timed",
-        "pmrisk.schema._hidden"]
-    assert {m for m, _ in imp.edges} == {"pmrisk.errors", "pmrisk.schema", "pmrisk.results",
-                                         "pmrisk._arrow", "pmrisk", "pmrisk.book"}
+        "pmrisk.errors._restore", "pmrisk.kernel._config._hidden", "pmrisk.results._timed",
+        "pmrisk.samples._check"]
+    assert {m for m, _ in imp.edges} == {"pmrisk.errors", "pmrisk.results", "pmrisk.samples",
+                                         "pmrisk.kernel._config", "pmrisk"}
 
 
 @pytest.mark.parametrize("module", sorted(MODULES))
