@@ -6,14 +6,14 @@ Small named functions in the nanoarrow style: ``as_table`` accepts anything Arro
 the column and the offending rows' keys.
 """
 
-import datetime as _dt
+import time as _time
 
 import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 
 from . import schema
-from .errors import MarginError
+from .errors import MarginError, iso_ns
 
 
 def as_table(obj, name):
@@ -195,13 +195,6 @@ def row_keys(table, name, mask, limit=5):
     return [tuple(c[j] for c in cols) for j in range(len(idx))], tuple(keys)
 
 
-def iso_ns(ns):
-    """ns since the epoch -> '2024-06-17T08:00:00Z' (fractional seconds only when present)."""
-    sec, frac = divmod(int(ns), 10**9)
-    text = _dt.datetime.fromtimestamp(sec, _dt.timezone.utc).strftime("%Y-%m-%dT%H:%M:%S")
-    return text + (f".{frac:09d}".rstrip("0") if frac else "") + "Z"
-
-
 def raise_rows(table, name, column, mask, expected, hint=None):
     """Raise :class:`MarginError` for the rows where ``mask`` is true."""
     rows, keys = row_keys(table, name, mask)
@@ -328,6 +321,29 @@ _TIME_RANGE = "a time between 1677 and 2262 (int64 nanoseconds)"
 
 _TIME_FORMS = ("a datetime, an ISO-8601 string such as '2024-06-17T08:00:00Z', a numpy "
                "datetime64 or a pandas Timestamp")
+
+
+def valuation_ns(valuation_time, timed=False):
+    """The valuation time as int ns since the epoch, UTC: ``valuation_time`` as :func:`to_ns`
+    reads it, or now when it is None.  Inputs with a ``time`` column (``timed``) are valued at
+    each snapshot's own time (:func:`pmrisk.schema.snapshot_tables`): ``valuation_time`` must
+    then be None, and None is returned.
+
+    >>> from pmrisk._arrow import valuation_ns
+    >>> valuation_ns("2024-06-17T08:00:00Z")
+    1718611200000000000
+    >>> valuation_ns("2024-06-17T08:00:00Z", timed=True)
+    Traceback (most recent call last):
+    ...
+    pmrisk.errors.MarginError: arguments.valuation_time: expected None when the inputs carry \
+a time column (each snapshot is valued at its own time)
+    """
+    if timed:
+        if valuation_time is not None:
+            raise MarginError("arguments", "valuation_time", "None when the inputs carry a "
+                              "time column (each snapshot is valued at its own time)")
+        return None
+    return int(_time.time_ns()) if valuation_time is None else to_ns(valuation_time)
 
 
 def to_ns(value, what="valuation_time"):

@@ -53,7 +53,7 @@ from .fill import advance_carry, check_mode, forward_fill
 from .margin import wanted_tables, margin
 from .model import Model
 from .results import MarginResult
-from .schema import ACCOUNT_STATE, TIME
+from .schema import ACCOUNT_STATE, TIME, snapshot_tables
 
 INPUTS = ("positions", "instruments", "market", "index", "balances", "open_orders",
           "reserves")
@@ -342,8 +342,8 @@ class _Batch:
 
 
 def _plan(sources, batch_rows, fill):
-    timed_state = [s for s in sources.values() if s.name in ACCOUNT_STATE and s.timed]
-    basis = timed_state or [s for s in sources.values() if s.timed]
+    basis = [sources[k] for k in snapshot_tables([k for k, s in sources.items() if s.timed])]
+    timed_state = [s for s in basis if s.name in ACCOUNT_STATE]
     if not basis:
         raise MarginError("arguments", TIME, "a time column in positions, balances, market or "
                           "index: a backtest margins a history (pmrisk.margin values one book)")

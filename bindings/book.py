@@ -16,7 +16,6 @@ at other times are not used.  Without any ``time`` column the book is one snapsh
 ``valuation_time``.
 """
 
-import time as _time
 from dataclasses import dataclass
 
 import numpy as np
@@ -27,10 +26,10 @@ from pmrisk.kernel.instruments import (CALL, FUTURE, INVERSE, KINDS, OPTION, OPT
 
 from . import schema
 from ._arrow import (NAT, as_table, check_columns, codes, duplicated, float_column, has,
-                     iso_ns, lookup, lookup_many, raise_rows, row_keys, str_column,
-                     time_column, to_ns, unique_keys)
+                     lookup, lookup_many, raise_rows, row_keys, str_column,
+                     time_column, unique_keys, valuation_ns)
 from .errors import MarginError
-from .schema import ACCOUNT_STATE, TIME
+from .schema import ACCOUNT_STATE, TIME, snapshot_tables
 
 NS_PER_DAY = 86_400 * 10**9
 NS_PER_YEAR = 365 * NS_PER_DAY
@@ -162,15 +161,11 @@ def _raise(rows, name, column, bad, expected, snap_ns, hint=None, timed=False):
         if len(s):
             first = s.min()
             bad = bad & ((rows.snap == first) | (rows.snap < 0))
-            when = iso_ns(snap_ns[first])
+            when = snap_ns[first]
     mask = rows.table_mask(bad)
     keys_rows, keys = row_keys(rows.table, name, mask)
-    err = MarginError(name, column, expected, rows=keys_rows, keys=keys,
-                      n_bad=int(mask.sum()), hint=hint)
-    if when is not None:
-        err.time = when
-        err.args = (f"{err.args[0]} [snapshot time {when}]",)
-    raise err
+    raise MarginError(name, column, expected, rows=keys_rows, keys=keys,
+                      n_bad=int(mask.sum()), hint=hint, time=when)
 
 
 def _snapshots(tables, valuation_time):
@@ -181,13 +176,11 @@ def _snapshots(tables, valuation_time):
                           "reference data (one row per symbol)",
                           hint="Give time-varying marks in the market table")
     if not timed:
-        vt = int(_time.time_ns()) if valuation_time is None else to_ns(valuation_time)
+        vt = valuation_ns(valuation_time)
         return np.array([vt], dtype=np.int64), {
             k: _Rows(t, np.arange(t.num_rows), np.zeros(t.num_rows, dtype=np.int64))
             for k, t in tables.items() if t is not None}, False
-    if valuation_time is not None:
-        raise MarginError("arguments", "valuation_time", "None when the inputs carry a time "
-                          "column (each snapshot is valued at its own time)")
+    valuation_ns(valuation_time, timed=True)
     ns = {}
     for k in timed:
         check_columns(tables[k], k, {TIME: ("time", True, False)})
@@ -195,7 +188,7 @@ def _snapshots(tables, valuation_time):
         if (t == NAT).any():
             raise_rows(tables[k], k, TIME, t == NAT, "a time on every row (no nulls)")
         ns[k] = t
-    state = [k for k in timed if k in ACCOUNT_STATE] or timed
+    state = snapshot_tables(timed)
     snap_ns = np.unique(np.concatenate([ns[k] for k in state]))
     n_snap = len(snap_ns)
     rows = {}
@@ -463,16 +456,12 @@ def load_book(positions, instruments, market, index, balances, open_orders, rese
         first = int(inst_snap[missing].min())
         missing &= inst_snap == first
         bad_und = sorted({und_names[c] for c in a_und_code[missing]})
-        when = [first]
-        err = MarginError("index", "underlying", "a row for every underlying held" +
+        raise MarginError("index", "underlying", "a row for every underlying held" +
                           (" at every snapshot time" if timed else ""),
                           rows=[(u,) for u in bad_und], keys=("underlying",),
                           hint="Add its index_price" + (", or " + FILL_HINT[0].lower() +
-                                                        FILL_HINT[1:] if timed else ""))
-        if timed:
-            err.time = iso_ns(snap_ns[when[0]])
-            err.args = (f"{err.args[0]} [snapshot time {err.time}]",)
-        raise err
+                                                        FILL_HINT[1:] if timed else ""),
+                          time=snap_ns[first] if timed else None)
 
     forward = np.where(np.isnan(fwd_t[m_rows]), und_px, fwd_t[m_rows])
     a_exp = expiry[inst_ins]
@@ -553,13 +542,10 @@ def _check_priced(book, model, R, snap_ns, inst_snap):
         snaps = np.unique(inst_snap[linear])
         px = book.price_of(lin, snaps)
         if np.isnan(px).any():
-            err = MarginError("index", "underlying", "an index row for the linear settlement "
+            raise MarginError("index", "underlying", "an index row for the linear settlement "
                               f"currency {lin!r} (or list it in the model's stablecoins)",
-                              rows=[(lin,)], keys=("underlying",))
-            if book.timed:
-                err.time = iso_ns(snap_ns[snaps[np.isnan(px)][0]])
-                err.args = (f"{err.args[0]} [snapshot time {err.time}]",)
-            raise err
+                              rows=[(lin,)], keys=("underlying",),
+                              time=snap_ns[snaps[np.isnan(px)][0]] if book.timed else None)
     B = R.get("balances")
     if B is not None and len(book.bal_asset):
         px = book.prices(book.bal_asset, book.acc_snap[book.bal_account])

@@ -26,7 +26,7 @@ import pyarrow as pa
 from ._arrow import NAT, check_columns, codes, duplicated, has, lookup, raise_rows, \
     str_column, time_column
 from .errors import MarginError
-from .schema import ACCOUNT_STATE, TIME, TIME_TYPE
+from .schema import TIME, TIME_TYPE, snapshot_tables
 
 FILL_MODES = ("none", "forward")
 KEYS = {"market": "symbol", "index": "underlying"}      # the tables filled, by their key
@@ -52,12 +52,12 @@ def _times(table, name):
 
 
 def snapshot_times(tables):
-    """Sorted distinct snapshot times (ns) by the book's rule: the times of the timed
-    account-state tables, else of every timed table; ``None`` when nothing is timed."""
-    timed = [k for k, t in tables.items() if k != "instruments" and has(t, TIME)]
-    if not timed:
+    """Sorted distinct snapshot times (ns) by the rule of :func:`pmrisk.schema.snapshot_tables`:
+    the times of the timed account-state tables, else of every timed table; ``None`` when
+    nothing is timed."""
+    state = snapshot_tables([k for k, t in tables.items() if has(t, TIME)])
+    if not state:
         return None
-    state = [k for k in timed if k in ACCOUNT_STATE] or timed
     return np.unique(np.concatenate([_times(tables[k], k) for k in state]))
 
 

@@ -48,13 +48,12 @@ Choices:
 """
 
 import math
-import time as _time
 
 import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from ._arrow import is_string_type, as_table, has, str_column, to_ns
+from ._arrow import is_string_type, as_table, has, str_column, valuation_ns
 from .errors import MarginError
 from .margin import margin
 from .model import Model
@@ -146,7 +145,7 @@ def liquidation_plan(positions, instruments, market, index, balances=None, open_
     target = _target(model, target)
     lots = _lots(lot_sizes)
     # one valuation time for every margin call of the plan
-    vt = np.datetime64(_time_ns(valuation_time), "ns")
+    vt = np.datetime64(valuation_ns(valuation_time), "ns")
 
     whole = margin(**tables, model=model, valuation_time=vt)
     names = whole.accounts["account"].to_pylist()
@@ -164,11 +163,6 @@ def liquidation_plan(positions, instruments, market, index, balances=None, open_
         book = _AccountBook(plain, name, model, vt)
         rows.extend(book.plan(target, lots))
     return plan_table(rows, order_id_type)
-
-
-def _time_ns(valuation_time):
-    """``valuation_time`` as ns since the epoch, UTC (now when None)."""
-    return int(_time.time_ns()) if valuation_time is None else to_ns(valuation_time)
 
 
 def _target(model, target):

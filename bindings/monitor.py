@@ -73,7 +73,7 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from ._arrow import as_table, to_ns
+from ._arrow import as_table, to_ns, valuation_ns
 from .alerts import LIQUIDATION, SCHEMA as ALERT_SCHEMA, AlertRules
 from .errors import MarginError, warn_no_balances
 from .model import Model
@@ -221,7 +221,7 @@ class Monitor:
                 raise MarginError(name, None, "a table (it is required)")
         no_time(tables)
         warn_no_balances(tables, stacklevel=3)
-        self._vt = int(_time.time_ns()) if valuation_time is None else to_ns(valuation_time)
+        self._vt = valuation_ns(valuation_time)
         self._lock = threading.RLock()
         if on_alert is not None and not callable(on_alert):
             raise MarginError("arguments", "on_alert", "a callable taking one alert batch "
@@ -360,8 +360,7 @@ class Monitor:
         MonitorUpdate
         """
         t0 = _time.perf_counter()
-        at_ns = to_ns(at, "at") if at is not None else (
-            to_ns(valuation_time) if valuation_time is not None else int(_time.time_ns()))
+        at_ns = to_ns(at, "at") if at is not None else valuation_ns(valuation_time)
         with self._lock, numba_threads(self._threads):
             res = self._update(market, index, positions, balances, open_orders,
                                valuation_time, at_ns, model)

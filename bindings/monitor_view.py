@@ -252,7 +252,7 @@ def replay(monitor, updates, view, speed=0.0):
 # -- the commands ------------------------------------------------------------------------------
 
 def add_monitor_command(sub):
-    from .cli import add_book_arguments, number_arg
+    from .cli_inputs import add_book_arguments, number_arg
     m = sub.add_parser("monitor", help="replay ticks through a real-time margin monitor "
                        "(live terminal view, threshold alerts, liquidation plans)")
     m.add_argument("--replay", required=True, metavar="TICKS",
@@ -295,7 +295,7 @@ shown), got -5
 
 
 def monitor_command(args):
-    from .cli import read_book_tables, read_input
+    from .cli_inputs import read_book_tables, read_input
     from .errors import MarginError
     from .monitor import Monitor
     check_view_args(args.top, args.speed)

@@ -14,6 +14,25 @@ TIME = "time"
 TIME_TYPE = pa.timestamp("ns", tz="UTC")
 ACCOUNT_STATE = ("positions", "balances", "open_orders", "reserves")
 
+
+def snapshot_tables(timed):
+    """The snapshot-time rule: of the tables that carry a ``time`` column (``timed``, their
+    names), those whose distinct times are the snapshot times.  These are the timed
+    account-state tables (positions, balances, open orders, reserves: an account that is flat
+    at some time but holds balances is still a snapshot), or, when none of those is timed,
+    every timed table (a market history over a static book).  ``instruments`` never counts
+    (static reference data).  With no timed table there is one snapshot, at the valuation
+    time.
+
+    >>> from pmrisk.schema import snapshot_tables
+    >>> snapshot_tables(["market", "positions", "index"])
+    ['positions']
+    >>> snapshot_tables(["market", "index"])
+    ['market', 'index']
+    """
+    state = [k for k in timed if k in ACCOUNT_STATE]
+    return state or [k for k in timed if k != "instruments"]
+
 INSTRUMENTS = {
     "symbol": ("str", True, False),
     "underlying": ("str", True, False),

@@ -15,9 +15,9 @@ snapshots; vectorised multi-snapshot kernels for long backtests are separate wor
 import numpy as np
 import pyarrow as pa
 
-from ._arrow import NAT, as_table, check_columns, has, iso_ns, raise_rows, time_column
+from ._arrow import NAT, as_table, check_columns, has, raise_rows, time_column, valuation_ns
 from .errors import MarginError
-from .schema import ACCOUNT_STATE, TIME, TIME_TYPE
+from .schema import ACCOUNT_STATE, TIME, TIME_TYPE, snapshot_tables
 
 
 
@@ -48,15 +48,14 @@ class _Splitter:
 def margin_snapshots(tables, valuation_time, run_one):
     """Call ``run_one(tables_at_t, valuation_time=t)`` per snapshot (``t`` a numpy
     ``datetime64[ns]``) and stack the results."""
-    if valuation_time is not None:
-        raise MarginError("arguments", "valuation_time", "None when the inputs carry a time "
-                          "column (each snapshot is valued at its own time)")
+    valuation_ns(valuation_time, timed=True)
     tables = {k: as_table(v, k) for k, v in tables.items()}
     for name in timed(tables):
         check_columns(tables[name], name, {TIME: ("time", True, False)})
     splitters = {name: _Splitter(tables[name], name) for name in timed(tables)}
-    state = [s for k, s in splitters.items() if k in ACCOUNT_STATE] or list(splitters.values())
-    times = np.unique(np.concatenate([s.times() for s in state]))
+    state = [splitters[k] for k in snapshot_tables(list(splitters))]
+    times = np.unique(np.concatenate([s.times() for s in state])) if state else \
+        np.zeros(0, dtype=np.int64)
     if len(times) == 0:
         # nothing at any time: the empty result, with its normal schema and a time column
         # (untimed account-state tables apply to every snapshot: to none)
@@ -70,9 +69,7 @@ def margin_snapshots(tables, valuation_time, run_one):
         try:
             results.append(run_one(at_t, np.datetime64(int(t), "ns")))
         except MarginError as err:
-            err.time = iso_ns(t)
-            err.args = (f"{err.args[0]} [snapshot time {err.time}]",)
-            raise
+            raise err.at_time(t).with_traceback(err.__traceback__) from None
     return _stack(results, times)
 
 

@@ -258,3 +258,34 @@ def test_review_findings_on_timed_inputs():
     assert repr(r) == "MarginResult(accounts=6 rows)"
     with pytest.raises(pmrisk.MarginError):
         pmrisk.margin(**B, tables=None)
+
+
+@pytest.mark.parametrize("time", [np.int64(1718697600 * 10**9), 1718697600 * 10**9,
+                                  np.datetime64("2024-06-18T08:00:00", "s")])
+def test_margin_error_time_is_part_of_the_message_and_survives_pickling(time):
+    import pickle
+    plain = pmrisk.MarginError("market", "symbol", "a row for every symbol held",
+                               rows=[("a1", "BTC-PERPETUAL")], keys=("account", "symbol"),
+                               n_bad=7, hint="Add its row")
+    timed = pmrisk.MarginError("market", "symbol", "a row for every symbol held",
+                               rows=[("a1", "BTC-PERPETUAL")], keys=("account", "symbol"),
+                               n_bad=7, hint="Add its row", time=time)
+    assert plain.time is None
+    assert timed.time == "2024-06-18T08:00:00Z"
+    assert str(timed) == f"{plain} [snapshot time 2024-06-18T08:00:00Z]"
+    assert str(plain.at_time(time)) == str(timed) and plain.at_time(time).rows == plain.rows
+    back = pickle.loads(pickle.dumps(timed))
+    assert (type(back), str(back), back.time, back.table, back.column, back.rows) == (
+        pmrisk.MarginError, str(timed), timed.time, "market", "symbol", [("a1", "BTC-PERPETUAL")])
+
+
+@pytest.mark.parametrize("timed, basis", [
+    ([], []),
+    (["instruments"], []),
+    (["market", "index"], ["market", "index"]),
+    (["market", "balances", "index", "positions"], ["balances", "positions"]),
+    (["reserves", "instruments"], ["reserves"]),
+])
+def test_snapshot_times_come_from_account_state_else_every_timed_table(timed, basis):
+    from pmrisk.schema import snapshot_tables
+    assert snapshot_tables(timed) == basis
