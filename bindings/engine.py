@@ -32,7 +32,7 @@ from pmrisk.kernel import addons
 from pmrisk.kernel import scenarios as S
 from pmrisk.kernel import assemble
 from pmrisk.kernel.assemble import csr
-from pmrisk.kernel.instruments import FUTURE, INVERSE, OPTION, PERPETUAL
+from pmrisk.kernel.instruments import FUTURE, OPTION, PERPETUAL
 from pmrisk.kernel.volshock import shocked_vols
 
 from ._arrow import codes, kernel_args, sum_by
@@ -262,6 +262,7 @@ class UnitFigures:
     delta_coin: np.ndarray
     som_coin: np.ndarray
     conv: np.ndarray
+    slope_usd: np.ndarray               # USD P&L per unit relative move of the underlying
     finite: np.ndarray                  # 1.0: every figure of the unit and its positions finite
 
 
@@ -510,7 +511,8 @@ def phase_arguments(out, kernel, own_from_binding=True):
         return (*kernel_args(
             lay.pu_start, lay.pu_order, book.pos_instr, out.pos_row, book.quantity, lay.q_port,
             book.entry_price, lay.short_opt, lay.som_rate, lay.pos_group, pf.excluded,
-            book.kind, book.settlement, book.contract_size, book.mark, out.instr_greeks,
+            book.kind, book.settlement, book.contract_size, book.mark, book.forward,
+            out.instr_greeks,
             out.instr_pnl, lay.unit_und, units.settle_px, units.index_px, lay.coin_settled,
             lay.threshold_usd, lay.m_inc, lay.max_delta_shock, lay.group_rate, lay.ou_start,
             lay.ou_order, rv.ord_row, book.ord_qty, lay.res_oo, scen.n_scen, scen.price_shock,
@@ -520,7 +522,8 @@ def phase_arguments(out, kernel, own_from_binding=True):
             uf.scenario_price_shock, uf.scenario_vol_state, out.order_im,
             uf.open_orders_margin, out.roll_group, uf.roll_coin, uf.delta_coin, uf.som_coin,
             uf.conv, uf.delta, uf.gamma, uf.vega, uf.theta, pf.value, pf.model_value,
-            pf.unrealised_pnl, pf.delta, pf.gamma, pf.vega, pf.theta, pf.portfolio_delta)
+            pf.unrealised_pnl, pf.delta, pf.gamma, pf.vega, pf.theta, pf.portfolio_delta,
+            uf.slope_usd)
     if kernel == "unit_margins":
         return (*kernel_args(lay.pu_start, lay.pu_order, lay.pos_group, pf.portfolio_delta,
                              lay.short_opt, lay.som_rate, pf.excluded_margin, pf.own_loss),
@@ -583,7 +586,7 @@ def _correlated(out, model):
     pos_unit, pos_row, q_port = out.pos_unit, out.pos_row, lay.q_port
     instr_pnl = out.instr_pnl
     jr = run_joint(book, model, units, pos_unit, pos_row, q_port, rv.args, unit_px,
-                   _unit_slope_usd(book, pos_unit, pf.portfolio_delta, n_units, unit_px))
+                   uf.slope_usd)
     unit_und = lay.unit_und
     per_unit = scen.table == S.TABLE_EXTENDED
     if out.params.tail_mode == "per_unit":
@@ -639,18 +642,6 @@ def _correlated(out, model):
     pf.own_loss[:] = own
     out.account.worst_scenario = desc
     out.correlation = jr.correlation
-
-
-def _unit_slope_usd(book, pos_unit, pos_delta, n_units, unit_px):
-    """Each unit's first-order P&L per unit relative move of its underlying, in USD: a linear
-    position moves from its own mark (futures, spot) or forward (options), so its slope is
-    delta x that price; an inverse position's delta is already its coin P&L per relative move
-    (the net transaction delta), valued at the coin's USD price."""
-    pi_ = book.pos_instr
-    linear = book.settlement[pi_] != INVERSE
-    ref = np.where(book.kind[pi_] == OPTION, book.forward[pi_], book.mark[pi_])
-    slope = pos_delta * np.where(linear, ref, 1.0)
-    return sum_by(pos_unit, weights=slope, minlength=n_units) * unit_px
 
 
 def _excluded_order_margin(book, model, units, span, rv, order_im, unit_px, conv_u, itype):

@@ -77,6 +77,7 @@ def unit_figures_rows(
     settlement,
     contract_size,
     mark,
+    forward,
     instr_greeks,
     instr_pnl,
     unit_und,
@@ -124,6 +125,7 @@ def unit_figures_rows(
     vega,
     theta,
     pos_delta,
+    slope_usd,
 ):
     """Rows ``sel[lo:hi]`` of :func:`unit_figures` (shared by the parallel and the serial kernel:
     one call per chunk of rows, so no per-row call cost)."""
@@ -147,6 +149,7 @@ def unit_figures_rows(
         for g in range(g_lo, g_hi + 1):
             roll_group[g] = 0.0
         d_unit = 0.0
+        slope = 0.0
         som = 0.0
         ug0 = 0.0
         ug1 = 0.0
@@ -193,6 +196,13 @@ def unit_figures_rows(
             d = 0.0 if pos_excluded[p] else g1
             pos_delta[p] = d
             d_unit += d
+            # first-order P&L per unit relative move: a linear position moves from its own
+            # mark (futures, spot) or forward (options); an inverse position's delta already
+            # is its coin P&L per relative move
+            if settlement[i] == INVERSE:
+                slope += d
+            else:
+                slope += d * (forward[i] if kind[i] == OPTION else m)
             g = pos_group[p]
             if g >= 0:
                 roll_group[g] += d
@@ -201,6 +211,7 @@ def unit_figures_rows(
         unit_gamma[u] = ug1
         unit_vega[u] = ug2
         unit_theta[u] = ug3
+        slope_usd[u] = slope * px
         # weighted vector, then worst case and binding cell from it (aggregate.worst_of's
         # rule: the lowest weighted cell, ties within TIE_RTOL to vol state same, then the
         # lowest index; a NaN cell makes the worst case NaN at the first such cell)
@@ -303,6 +314,7 @@ def unit_figures(
     settlement,
     contract_size,
     mark,
+    forward,
     instr_greeks,
     instr_pnl,
     unit_und,
@@ -350,6 +362,7 @@ def unit_figures(
     vega,
     theta,
     pos_delta,
+    slope_usd,
 ):
     """Per selected unit ``u = sel[k]``: everything that does not depend on the across-units
     step.  Outputs (written at the unit's rows, its positions' rows, its orders' rows and its
@@ -361,7 +374,8 @@ def unit_figures(
     1, or index/settlement price for linear units), the unit's Greeks (``unit_delta`` ...
     ``unit_theta``); per position ``value``, ``model_value``, ``upnl``, Greeks (``delta`` ...
     ``theta``) and ``pos_delta`` (delta left
-    in the portfolio: 0 for excluded positions).
+    in the portfolio: 0 for excluded positions); ``slope_usd`` per unit, its USD P&L per unit
+    relative move of its underlying (the joint stress's delta directions).
 
     ``pos_group``: expiry group per position (-1: none); a unit's groups are numbered after
     those of the units before it, so group sums of one unit never touch another's.
@@ -388,6 +402,7 @@ def unit_figures(
             settlement,
             contract_size,
             mark,
+            forward,
             instr_greeks,
             instr_pnl,
             unit_und,
@@ -435,6 +450,7 @@ def unit_figures(
             vega,
             theta,
             pos_delta,
+            slope_usd,
         )
 
 
@@ -456,6 +472,7 @@ def unit_figures_serial(
     settlement,
     contract_size,
     mark,
+    forward,
     instr_greeks,
     instr_pnl,
     unit_und,
@@ -503,6 +520,7 @@ def unit_figures_serial(
     vega,
     theta,
     pos_delta,
+    slope_usd,
 ):
     """:func:`unit_figures` on one thread (small selections: no thread wake-up)."""
     unit_figures_rows(
@@ -524,6 +542,7 @@ def unit_figures_serial(
         settlement,
         contract_size,
         mark,
+        forward,
         instr_greeks,
         instr_pnl,
         unit_und,
@@ -571,6 +590,7 @@ def unit_figures_serial(
         vega,
         theta,
         pos_delta,
+        slope_usd,
     )
 
 

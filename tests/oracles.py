@@ -437,7 +437,7 @@ def _members(start, order, n_rows):
 
 def unit_figures(sel, pu_start, pu_order, pos_instr, pos_row, quantity, q_port, entry_price,
                  short_opt, som_rate, pos_group, pos_excluded,
-                 kind, settlement, contract_size, mark, instr_greeks, instr_pnl,
+                 kind, settlement, contract_size, mark, forward, instr_greeks, instr_pnl,
                  unit_und, unit_px, index_px, coin_settled, threshold_usd, m_inc,
                  max_delta_shock, group_rate, ou_start, ou_order, ord_row, ord_qty, res_oo,
                  n_scen, price_shock, loss_weight, gain_weight, gain_cap_usd, dampener_usd,
@@ -445,7 +445,7 @@ def unit_figures(sel, pu_start, pu_order, pos_instr, pos_row, quantity, q_port, 
                  vectors, weighted, worst, binding, scenario_shock, scenario_vol, order_im,
                  open_orders, roll_group, roll_coin, delta_coin, som_coin, conv, unit_delta,
                  unit_gamma, unit_vega, unit_theta, value, model_value, upnl, delta, gamma, vega,
-                 theta, pos_delta):
+                 theta, pos_delta, slope_usd):
     """The old engine's numpy: every unit computed, the rows of ``sel`` (and of their
     positions, orders and groups) written."""
     n_units = len(unit_und)
@@ -468,6 +468,9 @@ def unit_figures(sel, pu_start, pu_order, pos_instr, pos_row, quantity, q_port, 
     mv = np.where(k == 3, q * instr_greeks[0, pi], val)
     g = q * instr_greeks[1:, pi]
     pd = np.where(pos_excluded != 0, 0.0, g[0])
+    ref = np.where(k == 3, forward[pi], m)
+    slope = np.bincount(pos_unit, weights=pd * np.where(inverse, 1.0, ref),
+                        minlength=n_units) * unit_px
     ug = np.vstack([np.bincount(pos_unit, weights=g[j], minlength=n_units) for j in range(4)])
     # add-ons in coin
     held = pos_group >= 0
@@ -500,7 +503,7 @@ def unit_figures(sel, pu_start, pu_order, pos_instr, pos_row, quantity, q_port, 
                            (unit_vega, ug[2], sel), (unit_theta, ug[3], sel),
                            (value, val, P), (model_value, mv, P), (upnl, up, P),
                            (delta, g[0], P), (gamma, g[1], P), (vega, g[2], P),
-                           (theta, g[3], P), (pos_delta, pd, P)):
+                           (theta, g[3], P), (pos_delta, pd, P), (slope_usd, slope, sel)):
         dst[rows] = src[rows]
 
 

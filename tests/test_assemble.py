@@ -108,7 +108,7 @@ def _selection(data, n):
 def test_unit_figures_agree_with_oracle(book, data):
     out, _ = book
     sel = _selection(data, len(out.units))
-    _agree(assemble.unit_figures, oracles.unit_figures, out, "unit_figures", sel, 26)
+    _agree(assemble.unit_figures, oracles.unit_figures, out, "unit_figures", sel, 27)
 
 
 @settings(max_examples=25, deadline=None)
