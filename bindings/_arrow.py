@@ -12,6 +12,8 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 
+from pmrisk.kernel.keys import duplicated_in_groups
+
 from . import schema
 from .errors import MarginError
 
@@ -233,8 +235,15 @@ MIN_POSITIVE = 1e-12  # a column of numbers > 0 holds none below it (1 / price, 
 def float_column(table, name, col, *, positive=False, finite=True, nullable=False):
     """A numeric column as contiguous float64 (nulls -> NaN when ``nullable``), checked:
     finite, of magnitude <= :data:`MAX_ABS` and, with ``positive``, >= :data:`MIN_POSITIVE`
-    (integers of any size are read, then checked like floats)."""
+    (integers of any size are read, then checked like floats).
+
+    Fast path: a column of finite numbers inside the bounds (the usual case) is checked by two
+    reductions; anything else takes the row-by-row checks below, which name the rows."""
     arr = table.column(col)
+    if finite and arr.num_chunks == 1 and _is_num(arr.type):
+        fast = _float_fast(arr.chunk(0), positive, nullable)
+        if fast is not None:
+            return fast
     valid = ~np.asarray(arr.is_null().to_numpy(zero_copy_only=False))
     # unsafe: an integer above 2**53 rounds to the nearest float (then fails the bound)
     values = np.ascontiguousarray(arr.cast(pa.float64(), safe=False).to_numpy(
@@ -259,6 +268,32 @@ def float_column(table, name, col, *, positive=False, finite=True, nullable=Fals
     if nullable:
         values = np.where(valid, values, np.nan)
     return values
+
+
+def _float_fast(chunk, positive, nullable):
+    """The values of a numeric chunk as float64 when every valid one passes
+    :func:`float_column`'s checks (nulls -> NaN, allowed only when ``nullable``), else None."""
+    nulls = chunk.null_count
+    if nulls and not nullable:
+        return None
+    if chunk.type != pa.float64():      # unsafe: an integer above 2**53 rounds (then fails)
+        chunk = chunk.cast(pa.float64(), safe=False)
+    values = chunk.to_numpy(zero_copy_only=False)
+    if nulls:       # nulls read as NaN: a valid NaN shows as one NaN too many
+        if nulls == len(values):
+            return np.full(len(values), np.nan)
+        if int(np.count_nonzero(np.isnan(values))) != nulls:
+            return None
+        lo, hi = np.fmin.reduce(values), np.fmax.reduce(values)
+    elif len(values):
+        lo, hi = values.min(), values.max()
+    else:
+        return np.ascontiguousarray(values, dtype=np.float64)
+    if not (-MAX_ABS <= lo and hi <= MAX_ABS):         # false for NaN and inf
+        return None
+    if positive and not lo >= MIN_POSITIVE:
+        return None
+    return np.ascontiguousarray(values, dtype=np.float64)
 
 
 def time_column(table, name, col):
@@ -473,15 +508,36 @@ def sum_by(group, weights, minlength):
 
 
 def duplicated(*keys):
-    """Boolean mask of rows whose key tuple appeared before (keys: int64 code arrays)."""
-    if len(keys[0]) == 0:
+    """Boolean mask of rows whose key tuple appeared before (keys: int64 code arrays).
+
+    One pass without a sort when the leading keys come in non-decreasing order (the rows of
+    an account, of a snapshot, together) and the last key is a dense code (a symbol row):
+    :func:`pmrisk.kernel.keys.duplicated_in_groups`; else by :func:`unique_keys` of the
+    mixed key.
+
+    >>> import numpy as np
+    >>> from pmrisk._arrow import duplicated
+    >>> duplicated(np.array([0, 0, 1, 1]), np.array([3, 3, 3, 1])).tolist()
+    [False, True, False, False]
+    >>> duplicated(np.array([1, 0, 1]), np.array([2, 2, 2])).tolist()
+    [False, False, True]
+    """
+    n = len(keys[0])
+    if n == 0:
         return np.zeros(0, dtype=bool)
-    combined = np.zeros(len(keys[0]), dtype=np.int64)
-    for k in keys:                      # dense non-negative codes: mix into one int64 key
+    group = np.zeros(n, dtype=np.int64)
+    for k in keys[:-1]:                 # dense non-negative codes: mix into one int64 key
         k = np.asarray(k, dtype=np.int64)
-        combined = combined * (int(k.max()) + 1) + k
+        group = group * (int(k.max()) + 1) + k
+    last = np.asarray(keys[-1], dtype=np.int64)
+    n_last = int(last.max()) + 1
+    if n_last <= max(8 * n, 1 << 16) and last.min() >= 0 and group[0] >= 0:
+        dup, ok = duplicated_in_groups(*kernel_args(group, last), n_last)
+        if ok:
+            return dup
+    combined = group * n_last + last
     _, inverse, first = unique_keys(combined, return_first=True)
-    return first[inverse] != np.arange(len(keys[0]))
+    return first[inverse] != np.arange(n)
 
 
 def kernel_args(*args):
