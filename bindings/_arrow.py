@@ -7,6 +7,7 @@ the column and the offending rows' keys.
 """
 
 import datetime as _dt
+import functools
 
 import numpy as np
 import pyarrow as pa
@@ -328,15 +329,16 @@ def time_column(table, name, col):
         except pa.ArrowInvalid as exc:      # outside the ns range (years 1677..2262)
             raise MarginError(name, col, "timestamps between 1677 and 2262 (nanoseconds "
                               f"since 1970 in int64), got values outside ({exc})") from None
-    valid = ~np.asarray(arr.is_null().to_numpy(zero_copy_only=False))
-    ns = np.asarray(arr.cast(pa.int64()).fill_null(NAT).to_numpy(zero_copy_only=False),
-                    dtype=np.int64)
-    return np.where(valid, ns, NAT)
+    ns = arr.cast(pa.int64())
+    if ns.null_count:
+        ns = ns.fill_null(NAT)
+    return np.asarray(ns.to_numpy(zero_copy_only=False), dtype=np.int64)
 
 
 NAT = np.iinfo(np.int64).min
 
 
+@functools.lru_cache(maxsize=256)
 def _parse_ts(s, unit="ns"):
     """ISO-8601 string -> ns since the epoch, UTC (tz-naive means UTC); None if unparseable
     or outside int64 nanoseconds (years 1677..2262: :func:`_beyond_ns` tells which)."""

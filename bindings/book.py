@@ -16,11 +16,13 @@ at other times are not used.  Without any ``time`` column the book is one snapsh
 ``valuation_time``.
 """
 
+import functools
 import time as _time
 from dataclasses import dataclass
 
 import numpy as np
 import pyarrow as pa
+import pyarrow.compute as pc
 
 from pmrisk.kernel.instruments import (CALL, FUTURE, INVERSE, KINDS, OPTION, OPTION_TYPES,
                                        PERPETUAL, SETTLEMENTS, SPOT)
@@ -122,9 +124,18 @@ def read_index(idx):
     return dict(zip(und.to_pylist(), px.tolist()))
 
 
+@functools.lru_cache(maxsize=16)
+def _value_set(allowed):
+    return pa.array(allowed, pa.string())
+
+
 def _enum(table, name, col, allowed):
     """Codes (index into ``allowed``) of a string column; -1 for nulls; unknown -> error."""
     arr = str_column(table, col)
+    idx = pc.index_in(arr, value_set=_value_set(allowed))
+    if idx.null_count == arr.null_count:      # every non-null value is allowed
+        idx = idx.fill_null(-1) if idx.null_count else idx
+        return np.asarray(idx.to_numpy(zero_copy_only=False), dtype=np.int64)
     code = lookup(arr, pa.array(allowed, pa.string()))
     bad = (code < 0) & ~np.asarray(arr.is_null().to_numpy(zero_copy_only=False))
     if bad.any():
@@ -196,25 +207,45 @@ def _snapshots(tables, valuation_time):
             raise_rows(tables[k], k, TIME, t == NAT, "a time on every row (no nulls)")
         ns[k] = t
     state = [k for k in timed if k in ACCOUNT_STATE] or timed
-    snap_ns = np.unique(np.concatenate([ns[k] for k in state]))
+    runs = {k: _runs(ns[k]) for k in timed}
+    snap_ns = np.unique(np.concatenate([runs[k][0] if runs[k] else ns[k] for k in state]))
     n_snap = len(snap_ns)
     rows = {}
     for k, t in tables.items():
         if t is None:
             continue
         if k in ns:
-            s = np.searchsorted(snap_ns, ns[k])
+            # rows in time order: match each distinct time once, not every row
+            values, run_of = runs[k] if runs[k] else (ns[k], None)
+            s = np.searchsorted(snap_ns, values)
             s_clip = np.minimum(s, max(n_snap - 1, 0))
-            keep = (s < n_snap) & (snap_ns[s_clip] == ns[k]) if n_snap else \
-                np.zeros(t.num_rows, dtype=bool)
-            r = np.flatnonzero(keep)
-            rows[k] = _Rows(t, r, s[keep].astype(np.int64))
+            keep = (s < n_snap) & (snap_ns[s_clip] == values) if n_snap else \
+                np.zeros(len(values), dtype=bool)
+            if run_of is None:
+                r, s = np.flatnonzero(keep), s[keep]
+            elif keep.all():
+                r, s = np.arange(t.num_rows), s[run_of]
+            else:
+                r = np.flatnonzero(keep[run_of])
+                s = s[run_of[r]]
+            rows[k] = _Rows(t, r, s.astype(np.int64))
         elif k in ACCOUNT_STATE:             # applies to every snapshot
             rows[k] = _Rows(t, np.tile(np.arange(t.num_rows), n_snap),
                             np.repeat(np.arange(n_snap), t.num_rows))
         else:                                # market, index, instruments: any snapshot
             rows[k] = _Rows(t, np.arange(t.num_rows), np.full(t.num_rows, -1, np.int64))
     return snap_ns, rows, True
+
+
+def _runs(ns):
+    """``(distinct times, run of each row)`` of a time column in non-decreasing order (one
+    pass, no sort), else None."""
+    if len(ns) < 2 or not (ns[1:] >= ns[:-1]).all():
+        return None
+    start = np.empty(len(ns), dtype=bool)
+    start[0] = True
+    np.not_equal(ns[1:], ns[:-1], out=start[1:])
+    return ns[start], np.cumsum(start) - 1
 
 
 def check_mark_iv(market, iv, max_iv):
@@ -450,8 +481,7 @@ def load_book(positions, instruments, market, index, balances, open_orders, rese
     stable = frozenset(model["stablecoins"])
 
     # compact underlying codes of the active instruments
-    used, a_und_code = np.unique(und_all_code[inst_ins], return_inverse=True)
-    a_und_code = a_und_code.ravel().astype(np.int64)
+    used, a_und_code = unique_keys(und_all_code[inst_ins])
     und_names = und_all_names.take(pa.array(used, pa.int64())).to_pylist()
     col_of = {a: i for i, a in enumerate(assets)}
     und_col = np.array([col_of.get(u, -1) for u in und_names], dtype=np.int64)
