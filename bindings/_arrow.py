@@ -444,9 +444,10 @@ def codes(arr):
             enc.dictionary)
 
 
-def lookup_many(value_set, *arrays):
+def lookup_many(value_set, *arrays, value_codes=False):
     """``lookup(a, value_set)`` for several arrays with one hash pass over all of them (the
-    symbols of positions, orders and market against the instruments' symbols).
+    symbols of positions, orders and market against the instruments' symbols).  With
+    ``value_codes``, ``(codes(value_set)[0], lookups)``: the same pass codes the set too.
 
     >>> import pyarrow as pa
     >>> from pmrisk._arrow import lookup_many
@@ -462,7 +463,7 @@ def lookup_many(value_set, *arrays):
     for a in arrays:
         out.append(row_of_code[codes_all[start:start + len(a)]])
         start += len(a)
-    return out
+    return (codes_all[:n], out) if value_codes else out
 
 
 def lookup(values, value_set):

@@ -286,7 +286,19 @@ def load_book(positions, instruments, market, index, balances, open_orders, rese
 
     # -- instruments -------------------------------------------------------------------------
     sym = str_column(ins, "symbol")
-    sym_codes, _ = codes(sym)
+    # one hash pass over the symbols of instruments, positions, market and orders (market
+    # rows in the instruments' order, the usual venue dump, need none)
+    P = R["positions"]
+    pos = P.table
+    OR = R.get("open_orders")
+    M = R["market"]
+    mkt_sym = str_column(M.table, "symbol")
+    mkt_aligned = mkt_sym.equals(sym)
+    sym_codes, looked = lookup_many(
+        sym, str_column(pos, "symbol"), *([] if mkt_aligned else [mkt_sym]),
+        *([str_column(OR.table, "symbol")] if OR is not None else []), value_codes=True)
+    if mkt_aligned:                       # symbols unique (else refused just below)
+        looked.insert(1, np.arange(len(sym), dtype=np.int64))
     dup = duplicated(sym_codes)
     if dup.any():
         raise_rows(ins, "instruments", "symbol", dup, "unique symbols (one row per instrument)")
@@ -322,13 +334,6 @@ def load_book(positions, instruments, market, index, balances, open_orders, rese
     und_all_code, und_all_names = codes(str_column(ins, "underlying"))
 
     # -- positions and orders: symbols must be known (checked on the table's rows) ----------
-    P = R["positions"]
-    pos = P.table
-    OR = R.get("open_orders")
-    M = R["market"]
-    mkt_sym = str_column(M.table, "symbol")
-    looked = lookup_many(sym, str_column(pos, "symbol"), mkt_sym,
-                         *([str_column(OR.table, "symbol")] if OR is not None else []))
     pos_row_t, mkt_ins_t = looked[0], looked[1]
     if (pos_row_t < 0).any():
         raise_rows(pos, "positions", "symbol", pos_row_t < 0, "symbols listed in instruments")
@@ -353,22 +358,28 @@ def load_book(positions, instruments, market, index, balances, open_orders, rese
     # -- accounts: (account, snapshot) pairs from every account-state table --------------------
     state = [(k, R[k]) for k in ACCOUNT_STATE if k in R]
     names_t = [str_column(r.table, "account") for _, r in state]
-    name_codes, names = codes(pa.concat_arrays(names_t))
+    name_codes, names = codes(pa.concat_arrays(names_t) if len(names_t) > 1 else names_t[0])
     split = np.cumsum([len(a) for a in names_t])[:-1]
-    name_chunks = dict(zip([k for k, _ in state], np.split(name_codes, split)))
-    n_names = max(len(names), 1)
-    pair_key = np.concatenate([r.snap * n_names + name_chunks[k][r.row] for k, r in state])
-    uniq, inv, first = unique_keys(pair_key, return_first=True)
-    # account order: by snapshot, then by first appearance within it (positions first)
-    order = np.lexsort((first, uniq // n_names))
-    rank = np.empty(len(uniq), dtype=np.int64)
-    rank[order] = np.arange(len(uniq))
-    acc_code = rank[inv.ravel()]
+    if not timed:
+        # one snapshot, every row once: the accounts are the names, in order of first
+        # appearance (the codes' order), as the general rule below gives
+        acc_code, acc_snap = name_codes, np.zeros(len(names), dtype=np.int64)
+        accounts = names if len(names) else pa.array([], pa.string())
+    else:
+        name_chunks = dict(zip([k for k, _ in state], np.split(name_codes, split)))
+        n_names = max(len(names), 1)
+        pair_key = np.concatenate([r.snap * n_names + name_chunks[k][r.row] for k, r in state])
+        uniq, inv, first = unique_keys(pair_key, return_first=True)
+        # account order: by snapshot, then by first appearance within it (positions first)
+        order = np.lexsort((first, uniq // n_names))
+        rank = np.empty(len(uniq), dtype=np.int64)
+        rank[order] = np.arange(len(uniq))
+        acc_code = rank[inv.ravel()]
+        acc_snap = (uniq // n_names)[order].astype(np.int64)
+        accounts = names.take(pa.array((uniq % n_names)[order], pa.int64())) if len(uniq) \
+            else pa.array([], pa.string())
     acc_of = dict(zip([k for k, _ in state],
                       np.split(acc_code, np.cumsum([len(r) for _, r in state])[:-1])))
-    acc_snap = (uniq // n_names)[order].astype(np.int64)
-    accounts = names.take(pa.array((uniq % n_names)[order], pa.int64())) if len(uniq) else \
-        pa.array([], pa.string())
     pos_account = acc_of["positions"]
     ord_account = acc_of.get("open_orders", np.zeros(0, dtype=np.int64))
     bal_account = acc_of.get("balances", np.zeros(0, dtype=np.int64))
