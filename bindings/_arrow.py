@@ -13,7 +13,7 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from pmrisk.kernel.keys import duplicated_in_groups
+from pmrisk.kernel.keys import duplicated_in_groups, match_strings
 
 from . import schema
 from .errors import MarginError
@@ -329,6 +329,9 @@ def time_column(table, name, col):
         except pa.ArrowInvalid as exc:      # outside the ns range (years 1677..2262)
             raise MarginError(name, col, "timestamps between 1677 and 2262 (nanoseconds "
                               f"since 1970 in int64), got values outside ({exc})") from None
+    ns = arr.to_numpy(zero_copy_only=False)         # nulls read as NaT, which is NAT
+    if ns.dtype == np.dtype("datetime64[ns]"):
+        return ns.view(np.int64)
     ns = arr.cast(pa.int64())
     if ns.null_count:
         ns = ns.fill_null(NAT)
@@ -464,6 +467,39 @@ def lookup_many(value_set, *arrays, value_codes=False):
         out.append(row_of_code[codes_all[start:start + len(a)]])
         start += len(a)
     return (codes_all[:n], out) if value_codes else out
+
+
+def str_buffers(arr):
+    """``(offsets, data)`` of a single-chunk ``pa.string()`` array as numpy views (int32
+    offsets of this array's rows, uint8 bytes), no copy."""
+    bufs = arr.buffers()
+    offsets = np.frombuffer(bufs[1], dtype=np.int32)[arr.offset:arr.offset + len(arr) + 1] \
+        if bufs[1] is not None and len(arr) else np.zeros(1, dtype=np.int32)
+    data = np.frombuffer(bufs[2], dtype=np.uint8) if bufs[2] is not None \
+        else np.zeros(0, dtype=np.uint8)
+    offsets.flags.writeable = data.flags.writeable = False   # one kernel signature
+    return offsets, data
+
+
+@functools.lru_cache(maxsize=16)
+def _allowed_buffers(allowed):
+    return str_buffers(pa.array(allowed, pa.string()))
+
+
+def enum_codes(arr, allowed):
+    """``lookup(arr, allowed)`` of a ``pa.string()`` array against a tuple of names (kinds,
+    settlements, option types) by one pass over its bytes
+    (:func:`pmrisk.kernel.keys.match_strings`): index in ``allowed``, -1 for null or unknown.
+
+    >>> import pyarrow as pa
+    >>> from pmrisk._arrow import enum_codes
+    >>> enum_codes(pa.array(["put", None, "call", "cal"]), ("put", "call")).tolist()
+    [0, -1, 1, -1]
+    """
+    offsets, data = str_buffers(arr)
+    null = (np.array(arr.is_null().to_numpy(zero_copy_only=False), dtype=bool)
+            if arr.null_count else np.zeros(len(arr), dtype=bool))
+    return match_strings(offsets, data, null, *_allowed_buffers(tuple(allowed)))
 
 
 def lookup(values, value_set):

@@ -16,20 +16,18 @@ at other times are not used.  Without any ``time`` column the book is one snapsh
 ``valuation_time``.
 """
 
-import functools
 import time as _time
 from dataclasses import dataclass
 
 import numpy as np
 import pyarrow as pa
-import pyarrow.compute as pc
 
 from pmrisk.kernel.instruments import (CALL, FUTURE, INVERSE, KINDS, OPTION, OPTION_TYPES,
                                        PERPETUAL, SETTLEMENTS, SPOT)
 
 from . import schema
 from ._arrow import (NAT, as_table, check_columns, codes, duplicated, float_column, has,
-                     iso_ns, lookup, lookup_many, raise_rows, row_keys, str_column,
+                     enum_codes, iso_ns, lookup_many, raise_rows, row_keys, str_column,
                      time_column, to_ns, unique_keys)
 from .errors import MarginError
 from .schema import ACCOUNT_STATE, TIME
@@ -124,19 +122,10 @@ def read_index(idx):
     return dict(zip(und.to_pylist(), px.tolist()))
 
 
-@functools.lru_cache(maxsize=16)
-def _value_set(allowed):
-    return pa.array(allowed, pa.string())
-
-
 def _enum(table, name, col, allowed):
     """Codes (index into ``allowed``) of a string column; -1 for nulls; unknown -> error."""
     arr = str_column(table, col)
-    idx = pc.index_in(arr, value_set=_value_set(allowed))
-    if idx.null_count == arr.null_count:      # every non-null value is allowed
-        idx = idx.fill_null(-1) if idx.null_count else idx
-        return np.asarray(idx.to_numpy(zero_copy_only=False), dtype=np.int64)
-    code = lookup(arr, pa.array(allowed, pa.string()))
+    code = enum_codes(arr, allowed)
     bad = (code < 0) & ~np.asarray(arr.is_null().to_numpy(zero_copy_only=False))
     if bad.any():
         raise_rows(table, name, col, bad, f"one of {allowed}")

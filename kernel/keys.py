@@ -30,3 +30,28 @@ def duplicated_in_groups(group, key, n_key):
         else:
             stamp[k] = g
     return out, True
+
+
+@njit
+def match_strings(offsets, data, null, allowed_offsets, allowed_data):
+    """Index in ``allowed`` of each string of an Arrow string array (``offsets``, ``data``:
+    its buffers, offsets already sliced to the array), -1 where ``null`` or not allowed;
+    ``allowed`` given the same way (a handful of short names: kinds, settlements)."""
+    n = offsets.shape[0] - 1
+    n_allowed = allowed_offsets.shape[0] - 1
+    out = np.full(n, -1, dtype=np.int64)
+    for i in range(n):
+        if null[i]:
+            continue
+        a = np.int64(offsets[i])
+        length = np.int64(offsets[i + 1]) - a
+        for j in range(n_allowed):
+            b = np.int64(allowed_offsets[j])
+            if np.int64(allowed_offsets[j + 1]) - b == length:
+                q = 0
+                while q < length and data[a + q] == allowed_data[b + q]:
+                    q += 1
+                if q == length:
+                    out[i] = j
+                    break
+    return out
