@@ -219,6 +219,8 @@ def has(table, col):
 def str_column(table, col):
     """A column as a single-chunk ``pa.string()`` array (dictionary and view types decoded)."""
     arr = table.column(col)
+    if arr.num_chunks == 1 and arr.type == pa.string():
+        return arr.chunk(0)
     if pa.types.is_dictionary(arr.type):
         # decode through a plain-string dictionary: casting a dictionary straight to
         # string_view (polars Categorical) is not implemented in Arrow C++

@@ -25,13 +25,16 @@ import pyarrow as pa
 from pmrisk.kernel.instruments import (CALL, FUTURE, INVERSE, KINDS, OPTION, OPTION_TYPES,
                                        PERPETUAL, SETTLEMENTS, SPOT)
 
+from pmrisk.kernel.keys import pairs_in_order, sorted_runs
+
 from . import schema
 from ._arrow import (NAT, as_table, check_columns, codes, duplicated, float_column, has,
-                     enum_codes, iso_ns, lookup_many, raise_rows, row_keys, str_column,
-                     time_column, to_ns, unique_keys)
+                     enum_codes, iso_ns, kernel_args, lookup_many, raise_rows, row_keys,
+                     str_column, time_column, to_ns, unique_keys)
 from .errors import MarginError
 from .schema import ACCOUNT_STATE, TIME
 
+NO_EXPIRY = np.iinfo(np.int64).max
 NS_PER_DAY = 86_400 * 10**9
 NS_PER_YEAR = 365 * NS_PER_DAY
 FILL_HINT = ("Pass fill_market=\"forward\" to carry each symbol's latest earlier market row "
@@ -136,10 +139,15 @@ class _Rows:
     """The rows of one input table as the book sees them: ``row[k]`` (a row of the table) at
     snapshot ``snap[k]`` (-1: every snapshot, for untimed market and index tables)."""
 
-    def __init__(self, table, row, snap):
+    def __init__(self, table, row, snap, every=False):
         self.table = table
         self.row = row
         self.snap = snap
+        self.every = every          # row is arange(table.num_rows): every row, in order
+
+    def pick(self, values):
+        """``values`` (one per table row) at the book's rows."""
+        return values if self.every else values[self.row]
 
     def __len__(self):
         return len(self.row)
@@ -183,7 +191,7 @@ def _snapshots(tables, valuation_time):
     if not timed:
         vt = int(_time.time_ns()) if valuation_time is None else to_ns(valuation_time)
         return np.array([vt], dtype=np.int64), {
-            k: _Rows(t, np.arange(t.num_rows), np.zeros(t.num_rows, dtype=np.int64))
+            k: _Rows(t, np.arange(t.num_rows), np.zeros(t.num_rows, dtype=np.int64), True)
             for k, t in tables.items() if t is not None}, False
     if valuation_time is not None:
         raise MarginError("arguments", "valuation_time", "None when the inputs carry a time "
@@ -210,31 +218,28 @@ def _snapshots(tables, valuation_time):
             s_clip = np.minimum(s, max(n_snap - 1, 0))
             keep = (s < n_snap) & (snap_ns[s_clip] == values) if n_snap else \
                 np.zeros(len(values), dtype=bool)
+            every = False
             if run_of is None:
                 r, s = np.flatnonzero(keep), s[keep]
             elif keep.all():
-                r, s = np.arange(t.num_rows), s[run_of]
+                r, s, every = np.arange(t.num_rows), s[run_of], True
             else:
                 r = np.flatnonzero(keep[run_of])
                 s = s[run_of[r]]
-            rows[k] = _Rows(t, r, s.astype(np.int64))
+            rows[k] = _Rows(t, r, s.astype(np.int64), every)
         elif k in ACCOUNT_STATE:             # applies to every snapshot
             rows[k] = _Rows(t, np.tile(np.arange(t.num_rows), n_snap),
                             np.repeat(np.arange(n_snap), t.num_rows))
         else:                                # market, index, instruments: any snapshot
-            rows[k] = _Rows(t, np.arange(t.num_rows), np.full(t.num_rows, -1, np.int64))
+            rows[k] = _Rows(t, np.arange(t.num_rows), np.full(t.num_rows, -1, np.int64), True)
     return snap_ns, rows, True
 
 
 def _runs(ns):
     """``(distinct times, run of each row)`` of a time column in non-decreasing order (one
     pass, no sort), else None."""
-    if len(ns) < 2 or not (ns[1:] >= ns[:-1]).all():
-        return None
-    start = np.empty(len(ns), dtype=bool)
-    start[0] = True
-    np.not_equal(ns[1:], ns[:-1], out=start[1:])
-    return ns[start], np.cumsum(start) - 1
+    values, run, ok = sorted_runs(*kernel_args(ns))
+    return (values, run) if ok else None
 
 
 def check_mark_iv(market, iv, max_iv):
@@ -329,7 +334,7 @@ def load_book(positions, instruments, market, index, balances, open_orders, rese
     quantity_t = float_column(pos, "positions", "quantity")
     entry_t = (float_column(pos, "positions", "entry_price", positive=True, nullable=True)
                if has(pos, "entry_price") else np.full(pos.num_rows, np.nan))
-    pos_row, quantity, entry = pos_row_t[P.row], quantity_t[P.row], entry_t[P.row]
+    pos_row, quantity, entry = P.pick(pos_row_t), P.pick(quantity_t), P.pick(entry_t)
     pos_snap = P.snap
     if OR is not None:
         ord_row_t = looked[2]
@@ -357,6 +362,14 @@ def load_book(positions, instruments, market, index, balances, open_orders, rese
     else:
         name_chunks = dict(zip([k for k, _ in state], np.split(name_codes, split)))
         n_names = max(len(names), 1)
+        # rows in snapshot order (a history sorted by time): number the pairs in one pass
+        acc_code, acc_snap, acc_name, ok = pairs_in_order(*kernel_args(
+            np.concatenate([r.snap for _, r in state]),
+            np.concatenate([r.pick(name_chunks[k]) for k, r in state])), n_names)
+        if ok:
+            accounts = names.take(pa.array(acc_name, pa.int64())) if len(acc_name) \
+                else pa.array([], pa.string())
+    if timed and not ok:
         pair_key = np.concatenate([r.snap * n_names + name_chunks[k][r.row] for k, r in state])
         uniq, inv, first = unique_keys(pair_key, return_first=True)
         # account order: by snapshot, then by first appearance within it (positions first)
@@ -385,10 +398,11 @@ def load_book(positions, instruments, market, index, balances, open_orders, rese
                    timed=timed)
 
     # -- expired instruments --------------------------------------------------------------
-    vt_pos = snap_ns[pos_snap] if n_snap else np.zeros(0, dtype=np.int64)
-    vt_ord = snap_ns[ord_snap] if n_snap else np.zeros(0, dtype=np.int64)
-    pos_expired = dated[pos_row] & (expiry[pos_row] != NAT) & (expiry[pos_row] < vt_pos)
-    ord_expired = dated[ord_row] & (expiry[ord_row] != NAT) & (expiry[ord_row] < vt_ord)
+    # past expiry at snapshot s <=> s >= the number of snapshot times <= expiry
+    expired_from = np.searchsorted(snap_ns, np.where(dated & (expiry != NAT), expiry, NO_EXPIRY),
+                                   side="right")
+    pos_expired = pos_snap >= expired_from[pos_row]
+    ord_expired = ord_snap >= expired_from[ord_row]
     if pos_expired.any() or ord_expired.any():
         if model["expired_positions"] == "ignore":
             keep = ~pos_expired
@@ -443,8 +457,10 @@ def load_book(positions, instruments, market, index, balances, open_orders, rese
         at = np.minimum(np.searchsorted(m_keys, keys), len(m_keys) - 1)
         return np.where(m_keys[at] == keys, m_sorted[at], -1)
 
-    m_of = find((inst_snap + 1) * n_ins + inst_ins)
-    m_of = np.where(m_of >= 0, m_of, find(inst_ins))       # the untimed row
+    if timed and not has(mkt, TIME):        # market rows for any snapshot (block 0)
+        m_of = find(inst_ins)
+    else:                                   # rows of the instance's snapshot
+        m_of = find((inst_snap + 1) * n_ins + inst_ins)
     no_mark = m_of < 0
     if no_mark.any():
         held = no_mark[pos_instr]

@@ -55,3 +55,53 @@ def match_strings(offsets, data, null, allowed_offsets, allowed_data):
                     out[i] = j
                     break
     return out
+
+
+@njit
+def sorted_runs(ns):
+    """``(values, run, ok)`` of an int64 column in non-decreasing order: the distinct values,
+    the index in ``values`` of each row; ``ok`` False (the rest unfinished) when the column
+    decreases somewhere (the caller sorts instead)."""
+    n = ns.shape[0]
+    run = np.empty(n, dtype=np.int64)
+    values = np.empty(n, dtype=np.int64)
+    k = -1
+    for i in range(n):
+        v = ns[i]
+        if i == 0 or v != ns[i - 1]:
+            if i and v < ns[i - 1]:
+                return values[:0], run, False
+            k += 1
+            values[k] = v
+        run[i] = k
+    return values[:k + 1].copy(), run, True
+
+
+@njit
+def pairs_in_order(group, name, n_names):
+    """``(code, pair_group, pair_name, ok)``: number the ``(group, name)`` pairs of rows whose
+    ``group`` (a snapshot) is non-decreasing, by group and then by first appearance within it
+    (the accounts of a time history: snapshot, then the order the rows give); ``code`` is the
+    pair of each row.  ``ok`` False (the rest unfinished) when ``group`` decreases."""
+    n = name.shape[0]
+    code = np.empty(n, dtype=np.int64)
+    pair_group = np.empty(n, dtype=np.int64)
+    pair_name = np.empty(n, dtype=np.int64)
+    stamp = np.full(n_names, -1, dtype=np.int64)
+    last = np.empty(n_names, dtype=np.int64)
+    k = 0
+    for i in range(n):
+        g = group[i]
+        if i and g < group[i - 1]:
+            return code, pair_group[:0], pair_name[:0], False
+        m = name[i]
+        if stamp[m] == g:
+            code[i] = last[m]
+        else:
+            stamp[m] = g
+            last[m] = k
+            pair_group[k] = g
+            pair_name[k] = m
+            code[i] = k
+            k += 1
+    return code, pair_group[:k].copy(), pair_name[:k].copy(), True
