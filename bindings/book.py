@@ -27,7 +27,7 @@ from pmrisk.kernel.instruments import (CALL, FUTURE, INVERSE, KINDS, OPTION, OPT
 
 from pmrisk.kernel.keys import pairs_in_order, sorted_runs
 
-from . import schema
+from . import _arrow, schema
 from ._arrow import (NAT, as_table, check_columns, codes, duplicated, float_column, has,
                      enum_codes, iso_ns, kernel_args, lookup_many, raise_rows, row_keys,
                      str_column, time_column, to_ns, unique_keys)
@@ -147,7 +147,7 @@ class _Rows:
 
     def pick(self, values):
         """``values`` (one per table row) at the book's rows."""
-        return values if self.every else values[self.row]
+        return values if self.every and _arrow.FAST_PATHS else values[self.row]
 
     def __len__(self):
         return len(self.row)
@@ -238,6 +238,8 @@ def _snapshots(tables, valuation_time):
 def _runs(ns):
     """``(distinct times, run of each row)`` of a time column in non-decreasing order (one
     pass, no sort), else None."""
+    if not _arrow.FAST_PATHS:
+        return None
     values, run, ok = sorted_runs(*kernel_args(ns))
     return (values, run) if ok else None
 
@@ -287,7 +289,7 @@ def load_book(positions, instruments, market, index, balances, open_orders, rese
     OR = R.get("open_orders")
     M = R["market"]
     mkt_sym = str_column(M.table, "symbol")
-    mkt_aligned = mkt_sym.equals(sym)
+    mkt_aligned = _arrow.FAST_PATHS and mkt_sym.equals(sym)
     sym_codes, looked = lookup_many(
         sym, str_column(pos, "symbol"), *([] if mkt_aligned else [mkt_sym]),
         *([str_column(OR.table, "symbol")] if OR is not None else []), value_codes=True)
@@ -354,14 +356,16 @@ def load_book(positions, instruments, market, index, balances, open_orders, rese
     names_t = [str_column(r.table, "account") for _, r in state]
     name_codes, names = codes(pa.concat_arrays(names_t) if len(names_t) > 1 else names_t[0])
     split = np.cumsum([len(a) for a in names_t])[:-1]
-    if not timed:
+    name_chunks = dict(zip([k for k, _ in state], np.split(name_codes, split)))
+    n_names = max(len(names), 1)
+    ok = False
+    if _arrow.FAST_PATHS and not timed:
         # one snapshot, every row once: the accounts are the names, in order of first
         # appearance (the codes' order), as the general rule below gives
         acc_code, acc_snap = name_codes, np.zeros(len(names), dtype=np.int64)
         accounts = names if len(names) else pa.array([], pa.string())
-    else:
-        name_chunks = dict(zip([k for k, _ in state], np.split(name_codes, split)))
-        n_names = max(len(names), 1)
+        ok = True
+    elif _arrow.FAST_PATHS:
         # rows in snapshot order (a history sorted by time): number the pairs in one pass
         acc_code, acc_snap, acc_name, ok = pairs_in_order(*kernel_args(
             np.concatenate([r.snap for _, r in state]),
@@ -369,7 +373,7 @@ def load_book(positions, instruments, market, index, balances, open_orders, rese
         if ok:
             accounts = names.take(pa.array(acc_name, pa.int64())) if len(acc_name) \
                 else pa.array([], pa.string())
-    if timed and not ok:
+    if not ok:
         pair_key = np.concatenate([r.snap * n_names + name_chunks[k][r.row] for k, r in state])
         uniq, inv, first = unique_keys(pair_key, return_first=True)
         # account order: by snapshot, then by first appearance within it (positions first)
@@ -398,11 +402,17 @@ def load_book(positions, instruments, market, index, balances, open_orders, rese
                    timed=timed)
 
     # -- expired instruments --------------------------------------------------------------
-    # past expiry at snapshot s <=> s >= the number of snapshot times <= expiry
-    expired_from = np.searchsorted(snap_ns, np.where(dated & (expiry != NAT), expiry, NO_EXPIRY),
-                                   side="right")
-    pos_expired = pos_snap >= expired_from[pos_row]
-    ord_expired = ord_snap >= expired_from[ord_row]
+    if _arrow.FAST_PATHS:
+        # past expiry at snapshot s <=> s >= the number of snapshot times <= expiry
+        expired_from = np.searchsorted(
+            snap_ns, np.where(dated & (expiry != NAT), expiry, NO_EXPIRY), side="right")
+        pos_expired = pos_snap >= expired_from[pos_row]
+        ord_expired = ord_snap >= expired_from[ord_row]
+    else:
+        vt_pos = snap_ns[pos_snap] if n_snap else np.zeros(0, dtype=np.int64)
+        vt_ord = snap_ns[ord_snap] if n_snap else np.zeros(0, dtype=np.int64)
+        pos_expired = dated[pos_row] & (expiry[pos_row] != NAT) & (expiry[pos_row] < vt_pos)
+        ord_expired = dated[ord_row] & (expiry[ord_row] != NAT) & (expiry[ord_row] < vt_ord)
     if pos_expired.any() or ord_expired.any():
         if model["expired_positions"] == "ignore":
             keep = ~pos_expired
@@ -457,7 +467,10 @@ def load_book(positions, instruments, market, index, balances, open_orders, rese
         at = np.minimum(np.searchsorted(m_keys, keys), len(m_keys) - 1)
         return np.where(m_keys[at] == keys, m_sorted[at], -1)
 
-    if timed and not has(mkt, TIME):        # market rows for any snapshot (block 0)
+    if not _arrow.FAST_PATHS:
+        m_of = find((inst_snap + 1) * n_ins + inst_ins)
+        m_of = np.where(m_of >= 0, m_of, find(inst_ins))   # the untimed row
+    elif timed and not has(mkt, TIME):      # market rows for any snapshot (block 0)
         m_of = find(inst_ins)
     else:                                   # rows of the instance's snapshot
         m_of = find((inst_snap + 1) * n_ins + inst_ins)
