@@ -13,7 +13,7 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from pmrisk.kernel.keys import duplicated_in_groups, match_strings
+from pmrisk.kernel.keys import dense_unique, duplicated_in_groups, match_strings
 
 from . import schema
 from .errors import MarginError
@@ -164,15 +164,16 @@ _KIND_CHECK = {
 
 def check_columns(table, name, spec):
     """Presence, type and nulls of every column in ``spec``."""
-    present = set(table.column_names)
+    schema = table.schema
+    types = dict(zip(schema.names, schema.types))
     for col, (kind, required, nullable) in spec.items():
-        if col not in present:
+        if col not in types:
             if required:
                 raise MarginError(name, col, "this column to be present",
                                   hint=f"Columns given: {', '.join(table.column_names) or 'none'}")
             continue
         ok, what = _KIND_CHECK[kind]
-        t = table.schema.field(col).type
+        t = types[col]
         if pa.types.is_null(t) and nullable:
             continue                      # an all-null column (e.g. from Python None values)
         if not ok(t):
@@ -536,6 +537,8 @@ def unique_keys(keys, return_first=False):
     if n == 0 or keys.min() < 0 or hi > max(8 * n, 1 << 16):
         out = np.unique(keys, return_index=True, return_inverse=True)
         uniq, first, inv = out[0], out[1], out[2].ravel()
+    elif FAST_PATHS:
+        uniq, inv, first = dense_unique(*kernel_args(keys), hi)
     else:
         seen = np.zeros(hi, dtype=bool)
         seen[keys] = True

@@ -129,6 +129,8 @@ def _enum(table, name, col, allowed):
     """Codes (index into ``allowed``) of a string column; -1 for nulls; unknown -> error."""
     arr = str_column(table, col)
     code = enum_codes(arr, allowed)
+    if _arrow.FAST_PATHS and (not len(code) or code.min() >= 0):
+        return code
     bad = (code < 0) & ~np.asarray(arr.is_null().to_numpy(zero_copy_only=False))
     if bad.any():
         raise_rows(table, name, col, bad, f"one of {allowed}")

@@ -105,3 +105,30 @@ def pairs_in_order(group, name, n_names):
             code[i] = k
             k += 1
     return code, pair_group[:k].copy(), pair_name[:k].copy(), True
+
+
+@njit
+def dense_unique(keys, hi):
+    """``numpy.unique(keys, return_index=True, return_inverse=True)`` for keys in
+    ``0 <= key < hi`` with ``hi`` not much above the number of keys, by a table of ``hi``
+    slots instead of a sort: ``(uniq, inverse, first)``."""
+    n = keys.shape[0]
+    first_at = np.full(hi, -1, dtype=np.int64)
+    for i in range(n - 1, -1, -1):
+        first_at[keys[i]] = i
+    rank = np.empty(hi, dtype=np.int64)
+    m = 0
+    for v in range(hi):
+        if first_at[v] >= 0:
+            rank[v] = m
+            m += 1
+    uniq = np.empty(m, dtype=np.int64)
+    first = np.empty(m, dtype=np.int64)
+    for v in range(hi):
+        if first_at[v] >= 0:
+            uniq[rank[v]] = v
+            first[rank[v]] = first_at[v]
+    inverse = np.empty(n, dtype=np.int64)
+    for i in range(n):
+        inverse[i] = rank[keys[i]]
+    return uniq, inverse, first

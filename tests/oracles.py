@@ -458,3 +458,11 @@ def pairs_in_order(group, name, n_names):
             np.array([pair[0] for pair in order], dtype=np.int64),
             np.array([pair[1] for pair in order], dtype=np.int64),
             bool(np.all(np.diff(np.asarray(group, dtype=np.int64)) >= 0)))
+
+
+def dense_unique(keys, hi):
+    """``numpy.unique`` with the first index and the inverse, as int64."""
+    uniq, first, inverse = np.unique(np.asarray(keys, dtype=np.int64), return_index=True,
+                                     return_inverse=True)
+    return (uniq.astype(np.int64), inverse.ravel().astype(np.int64),
+            first.astype(np.int64))

@@ -23,7 +23,7 @@ import oracles
 import pmrisk
 from pmrisk import _arrow, samples
 from pmrisk._arrow import (as_table, duplicated, enum_codes, float_column, kernel_args, lookup,
-                           time_column)
+                           time_column, unique_keys)
 from pmrisk.book import load_book
 from pmrisk.kernel import keys as K
 
@@ -277,3 +277,17 @@ def test_pairs_in_order_matches_oracle(data):
     assert got[3] == want[3]
     if got[3]:
         assert all(g.tolist() == w.tolist() for g, w in zip(got[:3], want[:3]))
+
+
+@given(st.lists(st.integers(0, 40), max_size=40), st.integers(0, 5))
+def test_dense_unique_matches_oracle(keys, extra):
+    keys = np.array(keys, dtype=np.int64)
+    hi = int(keys.max()) + 1 + extra if len(keys) else extra
+    got = K.dense_unique(*kernel_args(keys), hi)
+    want = oracles.dense_unique(keys, hi)
+    assert all(g.tolist() == w.tolist() for g, w in zip(got, want))
+    fast = unique_keys(keys, return_first=True)
+    with precise():
+        slow = unique_keys(keys, return_first=True)
+    assert all(f.tolist() == s.tolist() == w.tolist() for f, s, w in
+               zip(fast, slow, (want[0], want[1], want[2])))
