@@ -13,7 +13,8 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from pmrisk.kernel.keys import dense_unique, duplicated_in_groups, match_strings
+from pmrisk.kernel.keys import (dense_unique, duplicated_in_groups, match_strings,
+                                str_codes)
 
 from . import schema
 from .errors import MarginError
@@ -451,10 +452,25 @@ unit='s', tz='UTC') for Unix seconds
 
 def codes(arr):
     """Dense int64 codes and the dictionary (``pa.string()``) of a string array, in order of
-    first appearance."""
+    first appearance (a plain string array without nulls: one kernel pass,
+    :func:`pmrisk.kernel.keys.str_codes`)."""
+    fast = _fast_codes(arr)
+    if fast is not None:
+        code, first = fast
+        return code, (arr.slice(int(first[0]), 1) if len(first) == 1
+                      else arr.take(pa.array(first, pa.int64())))
     enc = pc.dictionary_encode(arr)
     return (np.ascontiguousarray(enc.indices.to_numpy(zero_copy_only=False), dtype=np.int64),
             enc.dictionary)
+
+
+def _fast_codes(arr):
+    """``(codes, first row of each code)`` of a plain string array without nulls by
+    :func:`pmrisk.kernel.keys.str_codes`; None for other arrays (or with the fast paths off)."""
+    if FAST_PATHS and isinstance(arr, pa.Array) and arr.type == pa.string() \
+            and not arr.null_count:
+        return str_codes(*str_buffers(arr))
+    return None
 
 
 def lookup_many(value_set, *arrays, value_codes=False):
@@ -468,7 +484,9 @@ def lookup_many(value_set, *arrays, value_codes=False):
     ...                                  pa.array(["a"]))]
     [[1, -1], [0]]
     """
-    codes_all, _ = codes(pa.concat_arrays([value_set, *arrays]))
+    joined = pa.concat_arrays([value_set, *arrays])
+    fast = _fast_codes(joined)
+    codes_all = fast[0] if fast is not None else codes(joined)[0]
     n = len(value_set)
     row_of_code = np.full(int(codes_all.max()) + 1 if len(codes_all) else 0, -1, np.int64)
     row_of_code[codes_all[:n][::-1]] = np.arange(n - 1, -1, -1)   # first row of each value

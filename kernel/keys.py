@@ -132,3 +132,59 @@ def dense_unique(keys, hi):
     for i in range(n):
         inverse[i] = rank[keys[i]]
     return uniq, inverse, first
+
+
+@njit
+def str_codes(offsets, data):
+    """``(codes, first)``: dense codes of the strings of an Arrow string array (``offsets``,
+    ``data`` as in :func:`match_strings`; no nulls) in order of first appearance, and the row
+    of each code's first appearance.  A row equal to the row before (runs: one account's
+    positions, one underlying's instruments) reuses its code; others go through a hash table
+    (FNV-1a over the bytes, a final mix, linear probing, compared byte by byte)."""
+    n = offsets.shape[0] - 1
+    bits = 3
+    while (1 << bits) < 2 * n:
+        bits += 1
+    mask = (1 << bits) - 1
+    shift = np.uint64(64 - bits)
+    slots = np.full(1 << bits, -1, dtype=np.int64)
+    codes = np.empty(n, dtype=np.int64)
+    first = np.empty(n, dtype=np.int64)
+    k = 0
+    for i in range(n):
+        a = np.int64(offsets[i])
+        length = np.int64(offsets[i + 1]) - a
+        if i > 0:
+            p = np.int64(offsets[i - 1])
+            if a - p == length:
+                q = 0
+                while q < length and data[a + q] == data[p + q]:
+                    q += 1
+                if q == length:
+                    codes[i] = codes[i - 1]
+                    continue
+        h = np.uint64(0xCBF29CE484222325)
+        for j in range(a, a + length):
+            h = (h ^ np.uint64(data[j])) * np.uint64(0x100000001B3)
+        h ^= h >> np.uint64(33)
+        h *= np.uint64(0xFF51AFD7ED558CCD)
+        h ^= h >> np.uint64(33)
+        s = np.int64(h >> shift)
+        while True:
+            c = slots[s]
+            if c < 0:
+                slots[s] = k
+                first[k] = i
+                codes[i] = k
+                k += 1
+                break
+            r = np.int64(offsets[first[c]])
+            if np.int64(offsets[first[c] + 1]) - r == length:
+                q = 0
+                while q < length and data[a + q] == data[r + q]:
+                    q += 1
+                if q == length:
+                    codes[i] = c
+                    break
+            s = (s + 1) & mask
+    return codes, first[:k].copy()

@@ -466,3 +466,15 @@ def dense_unique(keys, hi):
                                      return_inverse=True)
     return (uniq.astype(np.int64), inverse.ravel().astype(np.int64),
             first.astype(np.int64))
+
+
+def str_codes(strings):
+    """Codes of a list of strings in order of first appearance, and each code's first row."""
+    code_of, first = {}, []
+    codes = []
+    for i, v in enumerate(strings):
+        if v not in code_of:
+            code_of[v] = len(first)
+            first.append(i)
+        codes.append(code_of[v])
+    return np.array(codes, dtype=np.int64), np.array(first, dtype=np.int64)

@@ -22,8 +22,8 @@ from hypothesis import strategies as st
 import oracles
 import pmrisk
 from pmrisk import _arrow, samples
-from pmrisk._arrow import (as_table, duplicated, enum_codes, float_column, kernel_args, lookup,
-                           time_column, unique_keys)
+from pmrisk._arrow import (as_table, codes, duplicated, enum_codes, float_column, kernel_args,
+                           lookup, str_buffers, time_column, unique_keys)
 from pmrisk.book import load_book
 from pmrisk.kernel import keys as K
 
@@ -291,3 +291,27 @@ def test_dense_unique_matches_oracle(keys, extra):
         slow = unique_keys(keys, return_first=True)
     assert all(f.tolist() == s.tolist() == w.tolist() for f, s, w in
                zip(fast, slow, (want[0], want[1], want[2])))
+
+
+@given(st.lists(st.sampled_from(["", "a", "b", "ab", "ba", "BTC", "BTC-PERPETUAL", "é"]),
+                max_size=40), st.integers(0, 3))
+def test_str_codes_match_oracle_and_dictionary_encode(values, start):
+    arr = pa.array(values, pa.string()).slice(min(start, len(values)))
+    got_codes, got_first = K.str_codes(*str_buffers(arr))
+    want_codes, want_first = oracles.str_codes(arr.to_pylist())
+    assert got_codes.tolist() == want_codes.tolist()
+    assert got_first.tolist() == want_first.tolist()
+    fast = codes(arr)
+    with precise():
+        slow = codes(arr)
+    assert fast[0].tolist() == slow[0].tolist() and fast[1].equals(slow[1])
+
+
+def test_str_codes_many_distinct_strings():
+    """Enough strings that the hash table probes and grows; runs of equal rows."""
+    values = [f"S-{i % 997}-{'x' * (i % 7)}" for i in range(5000)]
+    values = [v for v in values for _ in range(1 + len(v) % 2)]
+    arr = pa.array(values)
+    got = K.str_codes(*str_buffers(arr))
+    want = oracles.str_codes(values)
+    assert got[0].tolist() == want[0].tolist() and got[1].tolist() == want[1].tolist()
