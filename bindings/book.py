@@ -129,7 +129,8 @@ def _enum(table, name, col, allowed):
     """Codes (index into ``allowed``) of a string column; -1 for nulls; unknown -> error."""
     arr = str_column(table, col)
     code = enum_codes(arr, allowed)
-    if _arrow.FAST_PATHS and (not len(code) or code.min() >= 0):
+    # -1 only for nulls (each null is -1): nothing unknown
+    if _arrow.FAST_PATHS and int(np.count_nonzero(code < 0)) == arr.null_count:
         return code
     bad = (code < 0) & ~np.asarray(arr.is_null().to_numpy(zero_copy_only=False))
     if bad.any():

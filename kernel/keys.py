@@ -36,7 +36,8 @@ def duplicated_in_groups(group, key, n_key):
 def match_strings(offsets, data, null, allowed_offsets, allowed_data):
     """Index in ``allowed`` of each string of an Arrow string array (``offsets``, ``data``:
     its buffers, offsets already sliced to the array), -1 where ``null`` or not allowed;
-    ``allowed`` given the same way (a handful of short names: kinds, settlements)."""
+    ``allowed`` given the same way (a handful of short names: kinds, settlements).  A row
+    equal to the row before takes its answer."""
     n = offsets.shape[0] - 1
     n_allowed = allowed_offsets.shape[0] - 1
     out = np.full(n, -1, dtype=np.int64)
@@ -45,6 +46,15 @@ def match_strings(offsets, data, null, allowed_offsets, allowed_data):
             continue
         a = np.int64(offsets[i])
         length = np.int64(offsets[i + 1]) - a
+        if i > 0 and not null[i - 1]:      # a run: the row before says
+            p = np.int64(offsets[i - 1])
+            if a - p == length:
+                q = 0
+                while q < length and data[a + q] == data[p + q]:
+                    q += 1
+                if q == length:
+                    out[i] = out[i - 1]
+                    continue
         for j in range(n_allowed):
             b = np.int64(allowed_offsets[j])
             if np.int64(allowed_offsets[j + 1]) - b == length:
