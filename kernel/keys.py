@@ -150,16 +150,15 @@ def str_codes(offsets, data):
     ``data`` as in :func:`match_strings`; no nulls) in order of first appearance, and the row
     of each code's first appearance.  A row equal to the row before (runs: one account's
     positions, one underlying's instruments) reuses its code; others go through a hash table
-    (FNV-1a over the bytes, a final mix, linear probing, compared byte by byte)."""
+    (FNV-1a over the bytes, a final mix, linear probing, compared byte by byte) that starts
+    small and doubles when half full, so a million rows of 200 symbols stay in cache."""
     n = offsets.shape[0] - 1
-    bits = 3
-    while (1 << bits) < 2 * n:
-        bits += 1
+    bits = 6
     mask = (1 << bits) - 1
-    shift = np.uint64(64 - bits)
     slots = np.full(1 << bits, -1, dtype=np.int64)
     codes = np.empty(n, dtype=np.int64)
     first = np.empty(n, dtype=np.int64)
+    hashes = np.empty(n, dtype=np.uint64)
     k = 0
     for i in range(n):
         a = np.int64(offsets[i])
@@ -179,14 +178,24 @@ def str_codes(offsets, data):
         h ^= h >> np.uint64(33)
         h *= np.uint64(0xFF51AFD7ED558CCD)
         h ^= h >> np.uint64(33)
-        s = np.int64(h >> shift)
+        s = np.int64(h >> np.uint64(64 - bits))
         while True:
             c = slots[s]
             if c < 0:
                 slots[s] = k
                 first[k] = i
+                hashes[k] = h
                 codes[i] = k
                 k += 1
+                if 2 * k > mask:                    # half full: double and re-insert
+                    bits += 1
+                    mask = (1 << bits) - 1
+                    slots = np.full(1 << bits, -1, dtype=np.int64)
+                    for c2 in range(k):
+                        s2 = np.int64(hashes[c2] >> np.uint64(64 - bits))
+                        while slots[s2] >= 0:
+                            s2 = (s2 + 1) & mask
+                        slots[s2] = c2
                 break
             r = np.int64(offsets[first[c]])
             if np.int64(offsets[first[c] + 1]) - r == length:
