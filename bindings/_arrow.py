@@ -464,11 +464,16 @@ def codes(arr):
             enc.dictionary)
 
 
+SMALL = 1 << 16
+
+
 def _fast_codes(arr):
-    """``(codes, first row of each code)`` of a plain string array without nulls by
-    :func:`pmrisk.kernel.keys.str_codes`; None for other arrays (or with the fast paths off)."""
+    """``(codes, first row of each code)`` of a plain string array without nulls of up to
+    :data:`SMALL` rows by :func:`pmrisk.kernel.keys.str_codes` (no per-call cost of Arrow's
+    hash kernel, which is as fast per row on long columns); None for other arrays (or with
+    the fast paths off)."""
     if FAST_PATHS and isinstance(arr, pa.Array) and arr.type == pa.string() \
-            and not arr.null_count:
+            and not arr.null_count and len(arr) <= SMALL:
         return str_codes(*str_buffers(arr))
     return None
 
