@@ -489,6 +489,10 @@ def lookup_many(value_set, *arrays, value_codes=False):
     ...                                  pa.array(["a"]))]
     [[1, -1], [0]]
     """
+    if FAST_PATHS and sum(len(a) for a in arrays) > SMALL:
+        # long columns (a history's positions): a set lookup per column, no joined copy
+        out = [lookup(a, value_set) for a in arrays]
+        return (codes(value_set)[0], out) if value_codes else out
     joined = pa.concat_arrays([value_set, *arrays])
     fast = _fast_codes(joined)
     codes_all = fast[0] if fast is not None else codes(joined)[0]

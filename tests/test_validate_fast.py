@@ -23,7 +23,7 @@ import oracles
 import pmrisk
 from pmrisk import _arrow, samples
 from pmrisk._arrow import (as_table, codes, duplicated, enum_codes, float_column, kernel_args,
-                           lookup, str_buffers, time_column, unique_keys)
+                           lookup, lookup_many, str_buffers, time_column, unique_keys)
 from pmrisk.book import load_book
 from pmrisk.kernel import keys as K
 
@@ -315,3 +315,19 @@ def test_str_codes_many_distinct_strings():
     got = K.str_codes(*str_buffers(arr))
     want = oracles.str_codes(values)
     assert got[0].tolist() == want[0].tolist() and got[1].tolist() == want[1].tolist()
+
+
+def test_long_columns_agree():
+    """Columns past the kernel's size (a history's positions) take Arrow's hash kernels."""
+    rng = np.random.default_rng(5)
+    value_set = pa.array([f"S{i}" for i in rng.integers(0, 300, 400)])       # repeats
+    values = pa.array([f"S{i}" for i in rng.integers(0, 320, 70_000)])      # and misses
+    fast = lookup_many(value_set, values, values.slice(7), value_codes=True)
+    with precise():
+        slow = lookup_many(value_set, values, values.slice(7), value_codes=True)
+    assert fast[0].tolist() == slow[0].tolist()
+    assert all(f.tolist() == s.tolist() for f, s in zip(fast[1], slow[1]))
+    fast, slow = codes(values), None
+    with precise():
+        slow = codes(values)
+    assert fast[0].tolist() == slow[0].tolist() and fast[1].equals(slow[1])
