@@ -331,3 +331,18 @@ def test_long_columns_agree():
     with precise():
         slow = codes(values)
     assert fast[0].tolist() == slow[0].tolist() and fast[1].equals(slow[1])
+
+
+def test_one_compiled_signature_per_key_kernel():
+    """Whatever the layout (Arrow buffers, numpy arrays, chunked columns, a history), each
+    kernel of kernel.keys is compiled once: the helpers hand it read-only int64 arrays and
+    read-only Arrow buffer views."""
+    for src, vt in ((DEMO, DEMO["valuation_time"]), (HISTORY, None)):
+        tables = {k: as_table(src.get(k), k) for k in NAMES}
+        load_book(**tables, model=MODELS["deribit_pme"], valuation_time=vt)
+        chunked = {k: (pa.concat_tables([t.slice(0, 1), t.slice(1)]) if t is not None else t)
+                   for k, t in tables.items()}
+        load_book(**chunked, model=MODELS["deribit_pme"], valuation_time=vt)
+    for name in ("duplicated_in_groups", "match_strings", "sorted_runs", "pairs_in_order",
+                 "dense_unique", "str_codes"):
+        assert len(getattr(K, name).signatures) == 1, (name, getattr(K, name).signatures)
