@@ -145,65 +145,82 @@ def dense_unique(keys, hi):
 
 
 @njit
+def _row_hashes(offsets, data):
+    """FNV-1a of each string's bytes with a final mix (a loop of its own: the rows' hashes
+    are independent, so the CPU overlaps them)."""
+    n = offsets.shape[0] - 1
+    hashes = np.empty(n, dtype=np.uint64)
+    for i in range(n):
+        a = np.int64(offsets[i])
+        b = np.int64(offsets[i + 1])
+        h = np.uint64(0xCBF29CE484222325)
+        for j in range(a, b):
+            h = (h ^ np.uint64(data[j])) * np.uint64(0x100000001B3)
+        h ^= h >> np.uint64(33)
+        h *= np.uint64(0xFF51AFD7ED558CCD)
+        h ^= h >> np.uint64(33)
+        hashes[i] = h
+    return hashes
+
+
+@njit
+def _equal(offsets, data, i, r):
+    """Strings ``i`` and ``r`` have the same bytes."""
+    a = np.int64(offsets[i])
+    length = np.int64(offsets[i + 1]) - a
+    b = np.int64(offsets[r])
+    if np.int64(offsets[r + 1]) - b != length:
+        return False
+    for q in range(length):
+        if data[a + q] != data[b + q]:
+            return False
+    return True
+
+
+@njit
 def str_codes(offsets, data):
     """``(codes, first)``: dense codes of the strings of an Arrow string array (``offsets``,
     ``data`` as in :func:`match_strings`; no nulls) in order of first appearance, and the row
     of each code's first appearance.  A row equal to the row before (runs: one account's
     positions, one underlying's instruments) reuses its code; others go through a hash table
-    (FNV-1a over the bytes, a final mix, linear probing, compared byte by byte) that starts
-    small and doubles when half full, so a million rows of 200 symbols stay in cache."""
+    (linear probing, hashes compared before bytes) that starts small and doubles when half
+    full, so a million rows of a few hundred symbols stay in cache."""
     n = offsets.shape[0] - 1
+    hashes = _row_hashes(offsets, data)
     bits = 6
+    while (1 << bits) < 2 * n and bits < 10:
+        bits += 1
     mask = (1 << bits) - 1
     slots = np.full(1 << bits, -1, dtype=np.int64)
     codes = np.empty(n, dtype=np.int64)
     first = np.empty(n, dtype=np.int64)
-    hashes = np.empty(n, dtype=np.uint64)
     k = 0
     for i in range(n):
-        a = np.int64(offsets[i])
-        length = np.int64(offsets[i + 1]) - a
-        if i > 0:
-            p = np.int64(offsets[i - 1])
-            if a - p == length:
-                q = 0
-                while q < length and data[a + q] == data[p + q]:
-                    q += 1
-                if q == length:
-                    codes[i] = codes[i - 1]
-                    continue
-        h = np.uint64(0xCBF29CE484222325)
-        for j in range(a, a + length):
-            h = (h ^ np.uint64(data[j])) * np.uint64(0x100000001B3)
-        h ^= h >> np.uint64(33)
-        h *= np.uint64(0xFF51AFD7ED558CCD)
-        h ^= h >> np.uint64(33)
+        h = hashes[i]
+        if i > 0 and hashes[i - 1] == h and _equal(offsets, data, i, i - 1):
+            codes[i] = codes[i - 1]
+            continue
         s = np.int64(h >> np.uint64(64 - bits))
         while True:
             c = slots[s]
             if c < 0:
                 slots[s] = k
                 first[k] = i
-                hashes[k] = h
                 codes[i] = k
                 k += 1
-                if 2 * k > mask:                    # half full: double and re-insert
+                if 2 * k > mask:
                     bits += 1
                     mask = (1 << bits) - 1
                     slots = np.full(1 << bits, -1, dtype=np.int64)
                     for c2 in range(k):
-                        s2 = np.int64(hashes[c2] >> np.uint64(64 - bits))
+                        s2 = np.int64(hashes[first[c2]] >> np.uint64(64 - bits))
                         while slots[s2] >= 0:
                             s2 = (s2 + 1) & mask
                         slots[s2] = c2
                 break
-            r = np.int64(offsets[first[c]])
-            if np.int64(offsets[first[c] + 1]) - r == length:
-                q = 0
-                while q < length and data[a + q] == data[r + q]:
-                    q += 1
-                if q == length:
-                    codes[i] = c
-                    break
+            r = first[c]
+            if hashes[r] == h and _equal(offsets, data, i, r):
+                codes[i] = c
+                break
             s = (s + 1) & mask
     return codes, first[:k].copy()
