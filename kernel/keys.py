@@ -145,25 +145,6 @@ def dense_unique(keys, hi):
 
 
 @njit
-def _row_hashes(offsets, data):
-    """FNV-1a of each string's bytes with a final mix (a loop of its own: the rows' hashes
-    are independent, so the CPU overlaps them)."""
-    n = offsets.shape[0] - 1
-    hashes = np.empty(n, dtype=np.uint64)
-    for i in range(n):
-        a = np.int64(offsets[i])
-        b = np.int64(offsets[i + 1])
-        h = np.uint64(0xCBF29CE484222325)
-        for j in range(a, b):
-            h = (h ^ np.uint64(data[j])) * np.uint64(0x100000001B3)
-        h ^= h >> np.uint64(33)
-        h *= np.uint64(0xFF51AFD7ED558CCD)
-        h ^= h >> np.uint64(33)
-        hashes[i] = h
-    return hashes
-
-
-@njit
 def _equal(offsets, data, i, r):
     """Strings ``i`` and ``r`` have the same bytes."""
     a = np.int64(offsets[i])
@@ -175,6 +156,29 @@ def _equal(offsets, data, i, r):
         if data[a + q] != data[b + q]:
             return False
     return True
+
+
+@njit
+def _row_hashes(offsets, data):
+    """FNV-1a of each string's bytes with a final mix (a loop of its own: the rows' hashes
+    are independent, so the CPU overlaps them); a row equal to the row before copies its
+    hash."""
+    n = offsets.shape[0] - 1
+    hashes = np.empty(n, dtype=np.uint64)
+    for i in range(n):
+        a = np.int64(offsets[i])
+        b = np.int64(offsets[i + 1])
+        if i > 0 and _equal(offsets, data, i, i - 1):      # a run: the same hash
+            hashes[i] = hashes[i - 1]
+            continue
+        h = np.uint64(0xCBF29CE484222325)
+        for j in range(a, b):
+            h = (h ^ np.uint64(data[j])) * np.uint64(0x100000001B3)
+        h ^= h >> np.uint64(33)
+        h *= np.uint64(0xFF51AFD7ED558CCD)
+        h ^= h >> np.uint64(33)
+        hashes[i] = h
+    return hashes
 
 
 @njit
