@@ -6,6 +6,8 @@ times them at full size and writes benchmarks/results.json (see README.md here).
 * ``grid-1acct-2k``: ``margin()`` end to end on 1 account, 2,000 positions (1,600 options) on
   BTC, inverse, ``deribit_pme`` (35 scenarios); and the revaluation kernel alone on its
   instruments.
+* ``validate-2k``: ``load_book`` alone on the ``grid-1acct-2k`` tables: every input check and
+  the Arrow -> array conversion of 2,000 positions, instruments and market rows.
 * ``seed-1acct-6k``: ``margin()`` on 1 account, 6,000 positions (5,000 options) over 10
   underlyings under ``standard`` (3,433 joint scenarios, 2,861 of them x 3 vol states).
 * ``backtest-100k``: one ``margin()`` call over a ``time`` column: 1,000 times x 100 accounts x
@@ -92,6 +94,19 @@ def test_grid_1acct_2k_revaluation_kernel(warm_benchmark, benchmark, grid2k):
     out = warm_benchmark(K.instrument_pnl, *rv.args)
     benchmark.extra_info["work"] = {"cells": out.shape[0] * _n_scen(rv)}
     assert np.isfinite(out).all()
+
+
+# -- validate-2k --------------------------------------------------------------------------
+
+@pytest.mark.benchmark(group="validate-2k")
+def test_validate_2k(warm_benchmark, benchmark, grid2k):
+    """``load_book`` on the ``grid-1acct-2k`` tables: the checks and the Arrow -> array
+    conversion that ``margin()`` reports as ``timings["validate"]``."""
+    tables, vt, *_ = grid2k
+    book = warm_benchmark(load_book, tables["positions"], tables["instruments"],
+                          tables["market"], tables["index"], None, None, None, PME, vt)
+    benchmark.extra_info["work"] = {"positions": tables["positions"].num_rows}
+    assert len(book.quantity) == 2000 and len(book.accounts) == 1
 
 
 # -- baselines: the numpy oracle ----------------------------------------------------------

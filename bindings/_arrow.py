@@ -6,14 +6,24 @@ Small named functions in the nanoarrow style: ``as_table`` accepts anything Arro
 the column and the offending rows' keys.
 """
 
+import functools
 import time as _time
 
 import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 
+from pmrisk.kernel.keys import (dense_unique, duplicated_in_groups, match_strings,
+                                str_codes)
+
 from . import schema
 from .errors import MarginError, iso_ns
+
+
+# Validation checks the usual case cheaply (a reduction, one pass) and runs the row-by-row
+# checks that name the rows only when that fails.  False: always the row-by-row path (the
+# tests compare the two on valid and invalid books: same arrays, same MarginError).
+FAST_PATHS = True
 
 
 def as_table(obj, name):
@@ -155,15 +165,16 @@ _KIND_CHECK = {
 
 def check_columns(table, name, spec):
     """Presence, type and nulls of every column in ``spec``."""
-    present = set(table.column_names)
+    schema = table.schema
+    types = dict(zip(schema.names, schema.types))
     for col, (kind, required, nullable) in spec.items():
-        if col not in present:
+        if col not in types:
             if required:
                 raise MarginError(name, col, "this column to be present",
                                   hint=f"Columns given: {', '.join(table.column_names) or 'none'}")
             continue
         ok, what = _KIND_CHECK[kind]
-        t = table.schema.field(col).type
+        t = types[col]
         if pa.types.is_null(t) and nullable:
             continue                      # an all-null column (e.g. from Python None values)
         if not ok(t):
@@ -209,6 +220,8 @@ def has(table, col):
 def str_column(table, col):
     """A column as a single-chunk ``pa.string()`` array (dictionary and view types decoded)."""
     arr = table.column(col)
+    if arr.num_chunks == 1 and arr.type == pa.string():
+        return arr.chunk(0)
     if pa.types.is_dictionary(arr.type):
         # decode through a plain-string dictionary: casting a dictionary straight to
         # string_view (polars Categorical) is not implemented in Arrow C++
@@ -226,8 +239,15 @@ MIN_POSITIVE = 1e-12  # a column of numbers > 0 holds none below it (1 / price, 
 def float_column(table, name, col, *, positive=False, finite=True, nullable=False):
     """A numeric column as contiguous float64 (nulls -> NaN when ``nullable``), checked:
     finite, of magnitude <= :data:`MAX_ABS` and, with ``positive``, >= :data:`MIN_POSITIVE`
-    (integers of any size are read, then checked like floats)."""
+    (integers of any size are read, then checked like floats).
+
+    Fast path: a column of finite numbers inside the bounds (the usual case) is checked by two
+    reductions; anything else takes the row-by-row checks below, which name the rows."""
     arr = table.column(col)
+    if FAST_PATHS and finite and arr.num_chunks == 1 and _is_num(arr.type):
+        fast = _float_fast(arr.chunk(0), positive, nullable)
+        if fast is not None:
+            return fast
     valid = ~np.asarray(arr.is_null().to_numpy(zero_copy_only=False))
     # unsafe: an integer above 2**53 rounds to the nearest float (then fails the bound)
     values = np.ascontiguousarray(arr.cast(pa.float64(), safe=False).to_numpy(
@@ -252,6 +272,32 @@ def float_column(table, name, col, *, positive=False, finite=True, nullable=Fals
     if nullable:
         values = np.where(valid, values, np.nan)
     return values
+
+
+def _float_fast(chunk, positive, nullable):
+    """The values of a numeric chunk as float64 when every valid one passes
+    :func:`float_column`'s checks (nulls -> NaN, allowed only when ``nullable``), else None."""
+    nulls = chunk.null_count
+    if nulls and not nullable:
+        return None
+    if chunk.type != pa.float64():      # unsafe: an integer above 2**53 rounds (then fails)
+        chunk = chunk.cast(pa.float64(), safe=False)
+    values = chunk.to_numpy(zero_copy_only=False)
+    if nulls:       # nulls read as NaN: a valid NaN shows as one NaN too many
+        if nulls == len(values):
+            return np.full(len(values), np.nan)
+        if int(np.count_nonzero(np.isnan(values))) != nulls:
+            return None
+        lo, hi = np.fmin.reduce(values), np.fmax.reduce(values)
+    elif len(values):
+        lo, hi = values.min(), values.max()
+    else:
+        return np.ascontiguousarray(values, dtype=np.float64)
+    if not (-MAX_ABS <= lo and hi <= MAX_ABS):         # false for NaN and inf
+        return None
+    if positive and not lo >= MIN_POSITIVE:
+        return None
+    return np.ascontiguousarray(values, dtype=np.float64)
 
 
 def time_column(table, name, col):
@@ -286,6 +332,10 @@ def time_column(table, name, col):
         except pa.ArrowInvalid as exc:      # outside the ns range (years 1677..2262)
             raise MarginError(name, col, "timestamps between 1677 and 2262 (nanoseconds "
                               f"since 1970 in int64), got values outside ({exc})") from None
+    if FAST_PATHS:
+        ns = arr.to_numpy(zero_copy_only=False)         # nulls read as NaT, which is NAT
+        if ns.dtype == np.dtype("datetime64[ns]"):
+            return ns.view(np.int64)
     valid = ~np.asarray(arr.is_null().to_numpy(zero_copy_only=False))
     ns = np.asarray(arr.cast(pa.int64()).fill_null(NAT).to_numpy(zero_copy_only=False),
                     dtype=np.int64)
@@ -295,6 +345,7 @@ def time_column(table, name, col):
 NAT = np.iinfo(np.int64).min
 
 
+@functools.lru_cache(maxsize=256)
 def _parse_ts(s, unit="ns"):
     """ISO-8601 string -> ns since the epoch, UTC (tz-naive means UTC); None if unparseable
     or outside int64 nanoseconds (years 1677..2262: :func:`_beyond_ns` tells which)."""
@@ -417,15 +468,36 @@ unit='s', tz='UTC') for Unix seconds
 
 def codes(arr):
     """Dense int64 codes and the dictionary (``pa.string()``) of a string array, in order of
-    first appearance."""
+    first appearance (a plain string array without nulls: one kernel pass,
+    :func:`pmrisk.kernel.keys.str_codes`)."""
+    fast = _fast_codes(arr)
+    if fast is not None:
+        code, first = fast
+        return code, (arr.slice(int(first[0]), 1) if len(first) == 1
+                      else arr.take(pa.array(first, pa.int64())))
     enc = pc.dictionary_encode(arr)
     return (np.ascontiguousarray(enc.indices.to_numpy(zero_copy_only=False), dtype=np.int64),
             enc.dictionary)
 
 
-def lookup_many(value_set, *arrays):
+SMALL = 1 << 16
+
+
+def _fast_codes(arr):
+    """``(codes, first row of each code)`` of a plain string array without nulls of up to
+    :data:`SMALL` rows by :func:`pmrisk.kernel.keys.str_codes` (no per-call cost of Arrow's
+    hash kernel, which is as fast per row on long columns); None for other arrays (or with
+    the fast paths off)."""
+    if FAST_PATHS and isinstance(arr, pa.Array) and arr.type == pa.string() \
+            and not arr.null_count and len(arr) <= SMALL:
+        return str_codes(*str_buffers(arr))
+    return None
+
+
+def lookup_many(value_set, *arrays, value_codes=False):
     """``lookup(a, value_set)`` for several arrays with one hash pass over all of them (the
-    symbols of positions, orders and market against the instruments' symbols).
+    symbols of positions, orders and market against the instruments' symbols).  With
+    ``value_codes``, ``(codes(value_set)[0], lookups)``: the same pass codes the set too.
 
     >>> import pyarrow as pa
     >>> from pmrisk._arrow import lookup_many
@@ -433,7 +505,13 @@ def lookup_many(value_set, *arrays):
     ...                                  pa.array(["a"]))]
     [[1, -1], [0]]
     """
-    codes_all, _ = codes(pa.concat_arrays([value_set, *arrays]))
+    if FAST_PATHS and sum(len(a) for a in arrays) > SMALL:
+        # long columns (a history's positions): a set lookup per column, no joined copy
+        out = [lookup(a, value_set) for a in arrays]
+        return (codes(value_set)[0], out) if value_codes else out
+    joined = pa.concat_arrays([value_set, *arrays])
+    fast = _fast_codes(joined)
+    codes_all = fast[0] if fast is not None else codes(joined)[0]
     n = len(value_set)
     row_of_code = np.full(int(codes_all.max()) + 1 if len(codes_all) else 0, -1, np.int64)
     row_of_code[codes_all[:n][::-1]] = np.arange(n - 1, -1, -1)   # first row of each value
@@ -441,7 +519,42 @@ def lookup_many(value_set, *arrays):
     for a in arrays:
         out.append(row_of_code[codes_all[start:start + len(a)]])
         start += len(a)
-    return out
+    return (codes_all[:n], out) if value_codes else out
+
+
+def str_buffers(arr):
+    """``(offsets, data)`` of a single-chunk ``pa.string()`` array as numpy views (int32
+    offsets of this array's rows, uint8 bytes), no copy."""
+    bufs = arr.buffers()
+    offsets = np.frombuffer(bufs[1], dtype=np.int32)[arr.offset:arr.offset + len(arr) + 1] \
+        if bufs[1] is not None and len(arr) else np.zeros(1, dtype=np.int32)
+    data = np.frombuffer(bufs[2], dtype=np.uint8) if bufs[2] is not None \
+        else np.zeros(0, dtype=np.uint8)
+    offsets.flags.writeable = data.flags.writeable = False   # one kernel signature
+    return offsets, data
+
+
+@functools.lru_cache(maxsize=16)
+def _allowed_buffers(allowed):
+    return str_buffers(pa.array(allowed, pa.string()))
+
+
+def enum_codes(arr, allowed):
+    """``lookup(arr, allowed)`` of a ``pa.string()`` array against a tuple of names (kinds,
+    settlements, option types) by one pass over its bytes
+    (:func:`pmrisk.kernel.keys.match_strings`): index in ``allowed``, -1 for null or unknown.
+
+    >>> import pyarrow as pa
+    >>> from pmrisk._arrow import enum_codes
+    >>> enum_codes(pa.array(["put", None, "call", "cal"]), ("put", "call")).tolist()
+    [0, -1, 1, -1]
+    """
+    if not FAST_PATHS:
+        return lookup(arr, pa.array(allowed, pa.string()))
+    offsets, data = str_buffers(arr)
+    null = (np.array(arr.is_null().to_numpy(zero_copy_only=False), dtype=bool)
+            if arr.null_count else np.zeros(len(arr), dtype=bool))
+    return match_strings(offsets, data, null, *_allowed_buffers(tuple(allowed)))
 
 
 def lookup(values, value_set):
@@ -467,6 +580,8 @@ def unique_keys(keys, return_first=False):
     if n == 0 or keys.min() < 0 or hi > max(8 * n, 1 << 16):
         out = np.unique(keys, return_index=True, return_inverse=True)
         uniq, first, inv = out[0], out[1], out[2].ravel()
+    elif FAST_PATHS:
+        uniq, inv, first = dense_unique(*kernel_args(keys), hi)
     else:
         seen = np.zeros(hi, dtype=bool)
         seen[keys] = True
@@ -489,15 +604,36 @@ def sum_by(group, weights, minlength):
 
 
 def duplicated(*keys):
-    """Boolean mask of rows whose key tuple appeared before (keys: int64 code arrays)."""
-    if len(keys[0]) == 0:
+    """Boolean mask of rows whose key tuple appeared before (keys: int64 code arrays).
+
+    One pass without a sort when the leading keys come in non-decreasing order (the rows of
+    an account, of a snapshot, together) and the last key is a dense code (a symbol row):
+    :func:`pmrisk.kernel.keys.duplicated_in_groups`; else by :func:`unique_keys` of the
+    mixed key.
+
+    >>> import numpy as np
+    >>> from pmrisk._arrow import duplicated
+    >>> duplicated(np.array([0, 0, 1, 1]), np.array([3, 3, 3, 1])).tolist()
+    [False, True, False, False]
+    >>> duplicated(np.array([1, 0, 1]), np.array([2, 2, 2])).tolist()
+    [False, False, True]
+    """
+    n = len(keys[0])
+    if n == 0:
         return np.zeros(0, dtype=bool)
-    combined = np.zeros(len(keys[0]), dtype=np.int64)
-    for k in keys:                      # dense non-negative codes: mix into one int64 key
+    group = np.zeros(n, dtype=np.int64)
+    for k in keys[:-1]:                 # dense non-negative codes: mix into one int64 key
         k = np.asarray(k, dtype=np.int64)
-        combined = combined * (int(k.max()) + 1) + k
+        group = group * (int(k.max()) + 1) + k
+    last = np.asarray(keys[-1], dtype=np.int64)
+    n_last = int(last.max()) + 1
+    if FAST_PATHS and n_last <= max(8 * n, 1 << 16) and last.min() >= 0 and group[0] >= 0:
+        dup, ok = duplicated_in_groups(*kernel_args(group, last), n_last)
+        if ok:
+            return dup
+    combined = group * n_last + last
     _, inverse, first = unique_keys(combined, return_first=True)
-    return first[inverse] != np.arange(len(keys[0]))
+    return first[inverse] != np.arange(n)
 
 
 def kernel_args(*args):

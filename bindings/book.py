@@ -24,13 +24,16 @@ import pyarrow as pa
 from pmrisk.kernel.instruments import (CALL, FUTURE, INVERSE, KINDS, OPTION, OPTION_TYPES,
                                        PERPETUAL, SETTLEMENTS, SPOT)
 
-from . import schema
+from pmrisk.kernel.keys import pairs_in_order, sorted_runs
+
+from . import _arrow, schema
 from ._arrow import (NAT, as_table, check_columns, codes, duplicated, float_column, has,
-                     lookup, lookup_many, raise_rows, row_keys, str_column,
-                     time_column, unique_keys, valuation_ns)
+                     enum_codes, kernel_args, lookup_many, raise_rows,
+                     row_keys, str_column, time_column, unique_keys, valuation_ns)
 from .errors import MarginError
 from .schema import ACCOUNT_STATE, TIME, snapshot_tables
 
+NO_EXPIRY = np.iinfo(np.int64).max
 NS_PER_DAY = 86_400 * 10**9
 NS_PER_YEAR = 365 * NS_PER_DAY
 FILL_HINT = ("Pass fill_market=\"forward\" to carry each symbol's latest earlier market row "
@@ -124,7 +127,10 @@ def read_index(idx):
 def _enum(table, name, col, allowed):
     """Codes (index into ``allowed``) of a string column; -1 for nulls; unknown -> error."""
     arr = str_column(table, col)
-    code = lookup(arr, pa.array(allowed, pa.string()))
+    code = enum_codes(arr, allowed)
+    # -1 only for nulls (each null is -1): nothing unknown
+    if _arrow.FAST_PATHS and int(np.count_nonzero(code < 0)) == arr.null_count:
+        return code
     bad = (code < 0) & ~np.asarray(arr.is_null().to_numpy(zero_copy_only=False))
     if bad.any():
         raise_rows(table, name, col, bad, f"one of {allowed}")
@@ -135,10 +141,15 @@ class _Rows:
     """The rows of one input table as the book sees them: ``row[k]`` (a row of the table) at
     snapshot ``snap[k]`` (-1: every snapshot, for untimed market and index tables)."""
 
-    def __init__(self, table, row, snap):
+    def __init__(self, table, row, snap, every=False):
         self.table = table
         self.row = row
         self.snap = snap
+        self.every = every          # row is arange(table.num_rows): every row, in order
+
+    def pick(self, values):
+        """``values`` (one per table row) at the book's rows."""
+        return values if self.every and _arrow.FAST_PATHS else values[self.row]
 
     def __len__(self):
         return len(self.row)
@@ -178,7 +189,7 @@ def _snapshots(tables, valuation_time):
     if not timed:
         vt = valuation_ns(valuation_time)
         return np.array([vt], dtype=np.int64), {
-            k: _Rows(t, np.arange(t.num_rows), np.zeros(t.num_rows, dtype=np.int64))
+            k: _Rows(t, np.arange(t.num_rows), np.zeros(t.num_rows, dtype=np.int64), True)
             for k, t in tables.items() if t is not None}, False
     valuation_ns(valuation_time, timed=True)
     ns = {}
@@ -189,25 +200,44 @@ def _snapshots(tables, valuation_time):
             raise_rows(tables[k], k, TIME, t == NAT, "a time on every row (no nulls)")
         ns[k] = t
     state = snapshot_tables(timed)
-    snap_ns = np.unique(np.concatenate([ns[k] for k in state]))
+    runs = {k: _runs(ns[k]) for k in timed}
+    snap_ns = np.unique(np.concatenate([runs[k][0] if runs[k] else ns[k] for k in state]))
     n_snap = len(snap_ns)
     rows = {}
     for k, t in tables.items():
         if t is None:
             continue
         if k in ns:
-            s = np.searchsorted(snap_ns, ns[k])
+            # rows in time order: match each distinct time once, not every row
+            values, run_of = runs[k] if runs[k] else (ns[k], None)
+            s = np.searchsorted(snap_ns, values)
             s_clip = np.minimum(s, max(n_snap - 1, 0))
-            keep = (s < n_snap) & (snap_ns[s_clip] == ns[k]) if n_snap else \
-                np.zeros(t.num_rows, dtype=bool)
-            r = np.flatnonzero(keep)
-            rows[k] = _Rows(t, r, s[keep].astype(np.int64))
+            keep = (s < n_snap) & (snap_ns[s_clip] == values) if n_snap else \
+                np.zeros(len(values), dtype=bool)
+            every = False
+            if run_of is None:
+                r, s = np.flatnonzero(keep), s[keep]
+            elif keep.all():
+                r, s, every = np.arange(t.num_rows), s[run_of], True
+            else:
+                r = np.flatnonzero(keep[run_of])
+                s = s[run_of[r]]
+            rows[k] = _Rows(t, r, s.astype(np.int64), every)
         elif k in ACCOUNT_STATE:             # applies to every snapshot
             rows[k] = _Rows(t, np.tile(np.arange(t.num_rows), n_snap),
                             np.repeat(np.arange(n_snap), t.num_rows))
         else:                                # market, index, instruments: any snapshot
-            rows[k] = _Rows(t, np.arange(t.num_rows), np.full(t.num_rows, -1, np.int64))
+            rows[k] = _Rows(t, np.arange(t.num_rows), np.full(t.num_rows, -1, np.int64), True)
     return snap_ns, rows, True
+
+
+def _runs(ns):
+    """``(distinct times, run of each row)`` of a time column in non-decreasing order (one
+    pass, no sort), else None."""
+    if not _arrow.FAST_PATHS:
+        return None
+    values, run, ok = sorted_runs(*kernel_args(ns))
+    return (values, run) if ok else None
 
 
 def check_mark_iv(market, iv, max_iv):
@@ -248,7 +278,19 @@ def load_book(positions, instruments, market, index, balances, open_orders, rese
 
     # -- instruments -------------------------------------------------------------------------
     sym = str_column(ins, "symbol")
-    sym_codes, _ = codes(sym)
+    # one hash pass over the symbols of instruments, positions, market and orders (market
+    # rows in the instruments' order, the usual venue dump, need none)
+    P = R["positions"]
+    pos = P.table
+    OR = R.get("open_orders")
+    M = R["market"]
+    mkt_sym = str_column(M.table, "symbol")
+    mkt_aligned = _arrow.FAST_PATHS and mkt_sym.equals(sym)
+    sym_codes, looked = lookup_many(
+        sym, str_column(pos, "symbol"), *([] if mkt_aligned else [mkt_sym]),
+        *([str_column(OR.table, "symbol")] if OR is not None else []), value_codes=True)
+    if mkt_aligned:                       # symbols unique (else refused just below)
+        looked.insert(1, np.arange(len(sym), dtype=np.int64))
     dup = duplicated(sym_codes)
     if dup.any():
         raise_rows(ins, "instruments", "symbol", dup, "unique symbols (one row per instrument)")
@@ -284,20 +326,13 @@ def load_book(positions, instruments, market, index, balances, open_orders, rese
     und_all_code, und_all_names = codes(str_column(ins, "underlying"))
 
     # -- positions and orders: symbols must be known (checked on the table's rows) ----------
-    P = R["positions"]
-    pos = P.table
-    OR = R.get("open_orders")
-    M = R["market"]
-    mkt_sym = str_column(M.table, "symbol")
-    looked = lookup_many(sym, str_column(pos, "symbol"), mkt_sym,
-                         *([str_column(OR.table, "symbol")] if OR is not None else []))
     pos_row_t, mkt_ins_t = looked[0], looked[1]
     if (pos_row_t < 0).any():
         raise_rows(pos, "positions", "symbol", pos_row_t < 0, "symbols listed in instruments")
     quantity_t = float_column(pos, "positions", "quantity")
     entry_t = (float_column(pos, "positions", "entry_price", positive=True, nullable=True)
                if has(pos, "entry_price") else np.full(pos.num_rows, np.nan))
-    pos_row, quantity, entry = pos_row_t[P.row], quantity_t[P.row], entry_t[P.row]
+    pos_row, quantity, entry = P.pick(pos_row_t), P.pick(quantity_t), P.pick(entry_t)
     pos_snap = P.snap
     if OR is not None:
         ord_row_t = looked[2]
@@ -315,22 +350,38 @@ def load_book(positions, instruments, market, index, balances, open_orders, rese
     # -- accounts: (account, snapshot) pairs from every account-state table --------------------
     state = [(k, R[k]) for k in ACCOUNT_STATE if k in R]
     names_t = [str_column(r.table, "account") for _, r in state]
-    name_codes, names = codes(pa.concat_arrays(names_t))
+    name_codes, names = codes(pa.concat_arrays(names_t) if len(names_t) > 1 else names_t[0])
     split = np.cumsum([len(a) for a in names_t])[:-1]
     name_chunks = dict(zip([k for k, _ in state], np.split(name_codes, split)))
     n_names = max(len(names), 1)
-    pair_key = np.concatenate([r.snap * n_names + name_chunks[k][r.row] for k, r in state])
-    uniq, inv, first = unique_keys(pair_key, return_first=True)
-    # account order: by snapshot, then by first appearance within it (positions first)
-    order = np.lexsort((first, uniq // n_names))
-    rank = np.empty(len(uniq), dtype=np.int64)
-    rank[order] = np.arange(len(uniq))
-    acc_code = rank[inv.ravel()]
+    ok = False
+    if _arrow.FAST_PATHS and not timed:
+        # one snapshot, every row once: the accounts are the names, in order of first
+        # appearance (the codes' order), as the general rule below gives
+        acc_code, acc_snap = name_codes, np.zeros(len(names), dtype=np.int64)
+        accounts = names if len(names) else pa.array([], pa.string())
+        ok = True
+    elif _arrow.FAST_PATHS:
+        # rows in snapshot order (a history sorted by time): number the pairs in one pass
+        acc_code, acc_snap, acc_name, ok = pairs_in_order(*kernel_args(
+            np.concatenate([r.snap for _, r in state]),
+            np.concatenate([r.pick(name_chunks[k]) for k, r in state])), n_names)
+        if ok:
+            accounts = names.take(pa.array(acc_name, pa.int64())) if len(acc_name) \
+                else pa.array([], pa.string())
+    if not ok:
+        pair_key = np.concatenate([r.snap * n_names + name_chunks[k][r.row] for k, r in state])
+        uniq, inv, first = unique_keys(pair_key, return_first=True)
+        # account order: by snapshot, then by first appearance within it (positions first)
+        order = np.lexsort((first, uniq // n_names))
+        rank = np.empty(len(uniq), dtype=np.int64)
+        rank[order] = np.arange(len(uniq))
+        acc_code = rank[inv.ravel()]
+        acc_snap = (uniq // n_names)[order].astype(np.int64)
+        accounts = names.take(pa.array((uniq % n_names)[order], pa.int64())) if len(uniq) \
+            else pa.array([], pa.string())
     acc_of = dict(zip([k for k, _ in state],
                       np.split(acc_code, np.cumsum([len(r) for _, r in state])[:-1])))
-    acc_snap = (uniq // n_names)[order].astype(np.int64)
-    accounts = names.take(pa.array((uniq % n_names)[order], pa.int64())) if len(uniq) else \
-        pa.array([], pa.string())
     pos_account = acc_of["positions"]
     ord_account = acc_of.get("open_orders", np.zeros(0, dtype=np.int64))
     bal_account = acc_of.get("balances", np.zeros(0, dtype=np.int64))
@@ -347,10 +398,17 @@ def load_book(positions, instruments, market, index, balances, open_orders, rese
                    timed=timed)
 
     # -- expired instruments --------------------------------------------------------------
-    vt_pos = snap_ns[pos_snap] if n_snap else np.zeros(0, dtype=np.int64)
-    vt_ord = snap_ns[ord_snap] if n_snap else np.zeros(0, dtype=np.int64)
-    pos_expired = dated[pos_row] & (expiry[pos_row] != NAT) & (expiry[pos_row] < vt_pos)
-    ord_expired = dated[ord_row] & (expiry[ord_row] != NAT) & (expiry[ord_row] < vt_ord)
+    if _arrow.FAST_PATHS:
+        # past expiry at snapshot s <=> s >= the number of snapshot times <= expiry
+        expired_from = np.searchsorted(
+            snap_ns, np.where(dated & (expiry != NAT), expiry, NO_EXPIRY), side="right")
+        pos_expired = pos_snap >= expired_from[pos_row]
+        ord_expired = ord_snap >= expired_from[ord_row]
+    else:
+        vt_pos = snap_ns[pos_snap] if n_snap else np.zeros(0, dtype=np.int64)
+        vt_ord = snap_ns[ord_snap] if n_snap else np.zeros(0, dtype=np.int64)
+        pos_expired = dated[pos_row] & (expiry[pos_row] != NAT) & (expiry[pos_row] < vt_pos)
+        ord_expired = dated[ord_row] & (expiry[ord_row] != NAT) & (expiry[ord_row] < vt_ord)
     if pos_expired.any() or ord_expired.any():
         if model["expired_positions"] == "ignore":
             keep = ~pos_expired
@@ -405,8 +463,13 @@ def load_book(positions, instruments, market, index, balances, open_orders, rese
         at = np.minimum(np.searchsorted(m_keys, keys), len(m_keys) - 1)
         return np.where(m_keys[at] == keys, m_sorted[at], -1)
 
-    m_of = find((inst_snap + 1) * n_ins + inst_ins)
-    m_of = np.where(m_of >= 0, m_of, find(inst_ins))       # the untimed row
+    if not _arrow.FAST_PATHS:
+        m_of = find((inst_snap + 1) * n_ins + inst_ins)
+        m_of = np.where(m_of >= 0, m_of, find(inst_ins))   # the untimed row
+    elif timed and not has(mkt, TIME):      # market rows for any snapshot (block 0)
+        m_of = find(inst_ins)
+    else:                                   # rows of the instance's snapshot
+        m_of = find((inst_snap + 1) * n_ins + inst_ins)
     no_mark = m_of < 0
     if no_mark.any():
         held = no_mark[pos_instr]
@@ -443,8 +506,7 @@ def load_book(positions, instruments, market, index, balances, open_orders, rese
     stable = frozenset(model["stablecoins"])
 
     # compact underlying codes of the active instruments
-    used, a_und_code = np.unique(und_all_code[inst_ins], return_inverse=True)
-    a_und_code = a_und_code.ravel().astype(np.int64)
+    used, a_und_code = unique_keys(und_all_code[inst_ins])
     und_names = und_all_names.take(pa.array(used, pa.int64())).to_pylist()
     col_of = {a: i for i, a in enumerate(assets)}
     und_col = np.array([col_of.get(u, -1) for u in und_names], dtype=np.int64)

@@ -590,3 +590,68 @@ def expiry_groups(pu_start, pu_order, pos_key, dated):
     first = np.zeros(len(uniq), dtype=np.int64)
     first[inv.ravel()[::-1]] = d[::-1]                 # the first member of each group
     return pos_group, (uniq // n_k).astype(np.int64), first
+
+
+# -- kernel.keys: the key checks of input validation ------------------------------------------
+
+def duplicated_in_groups(group, key, n_key):
+    """Rows whose (group, key) pair appeared before, by a sort (numpy.unique); ``ok`` is
+    whether ``group`` never decreases (the kernel's precondition)."""
+    group = np.asarray(group, dtype=np.int64)
+    key = np.asarray(key, dtype=np.int64)
+    ok = bool(np.all(np.diff(group) >= 0))
+    if not len(key):
+        return np.zeros(0, dtype=bool), ok
+    pairs = np.stack([group, key], axis=1)
+    _, first, inverse = np.unique(pairs, axis=0, return_index=True, return_inverse=True)
+    return first[inverse.ravel()] != np.arange(len(key)), ok
+
+
+def match_strings(strings, allowed):
+    """Index in ``allowed`` of each string (a Python list; None for null), -1 when absent."""
+    return np.array([allowed.index(s) if s in allowed else -1 for s in strings],
+                    dtype=np.int64)
+
+
+def sorted_runs(ns):
+    """Distinct values of a column and the index of each row's value among them, and whether
+    the column never decreases."""
+    ns = np.asarray(ns, dtype=np.int64)
+    values, inverse = np.unique(ns, return_inverse=True)
+    return values, inverse.ravel().astype(np.int64), bool(np.all(np.diff(ns) >= 0))
+
+
+def pairs_in_order(group, name, n_names):
+    """(group, name) pairs numbered by group, then by the row of their first appearance; the
+    code of each row, each pair's group and name, and whether ``group`` never decreases."""
+    group = np.asarray(group, dtype=np.int64).tolist()
+    name = np.asarray(name, dtype=np.int64).tolist()
+    first = {}
+    for i, pair in enumerate(zip(group, name)):
+        first.setdefault(pair, i)
+    order = sorted(first, key=lambda pair: (pair[0], first[pair]))
+    rank = {pair: i for i, pair in enumerate(order)}
+    return (np.array([rank[pair] for pair in zip(group, name)], dtype=np.int64),
+            np.array([pair[0] for pair in order], dtype=np.int64),
+            np.array([pair[1] for pair in order], dtype=np.int64),
+            bool(np.all(np.diff(np.asarray(group, dtype=np.int64)) >= 0)))
+
+
+def dense_unique(keys, hi):
+    """``numpy.unique`` with the first index and the inverse, as int64."""
+    uniq, first, inverse = np.unique(np.asarray(keys, dtype=np.int64), return_index=True,
+                                     return_inverse=True)
+    return (uniq.astype(np.int64), inverse.ravel().astype(np.int64),
+            first.astype(np.int64))
+
+
+def str_codes(strings):
+    """Codes of a list of strings in order of first appearance, and each code's first row."""
+    code_of, first = {}, []
+    codes = []
+    for i, v in enumerate(strings):
+        if v not in code_of:
+            code_of[v] = len(first)
+            first.append(i)
+        codes.append(code_of[v])
+    return np.array(codes, dtype=np.int64), np.array(first, dtype=np.int64)

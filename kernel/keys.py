@@ -1,0 +1,230 @@
+"""Key checks of input validation in one pass over the rows (no sort, no hash table).
+
+``duplicated_in_groups(group, key, n_key)``: which rows repeat an earlier row's ``(group,
+key)`` pair, for ``group`` non-decreasing (rows of one group contiguous: the positions of an
+account, the rows of a snapshot) and ``0 <= key < n_key``.  A stamp per key remembers the last
+group it was seen in, so the pass is O(rows) with an array of ``n_key`` int64 (the symbols of
+the venue), not O(rows log rows) like a sort of the pairs; groups must be >= 0.  Every
+occurrence but the first is flagged, as ``numpy.unique(pairs, return_index=True)`` would say.
+"""
+
+import numpy as np
+
+from ._config import njit
+
+
+@njit
+def duplicated_in_groups(group, key, n_key):
+    """``(mask, ok)``: the rows that repeat an earlier ``(group, key)``, and ``ok`` False
+    (the mask then unfinished) when ``group`` decreases somewhere: the caller sorts instead."""
+    n = key.shape[0]
+    out = np.zeros(n, dtype=np.bool_)
+    stamp = np.full(n_key, -1, dtype=np.int64)
+    for i in range(n):
+        k = key[i]
+        g = group[i]
+        if i and g < group[i - 1]:
+            return out, False
+        if stamp[k] == g:
+            out[i] = True
+        else:
+            stamp[k] = g
+    return out, True
+
+
+@njit
+def match_strings(offsets, data, null, allowed_offsets, allowed_data):
+    """Index in ``allowed`` of each string of an Arrow string array (``offsets``, ``data``:
+    its buffers, offsets already sliced to the array), -1 where ``null`` or not allowed;
+    ``allowed`` given the same way (a handful of short names: kinds, settlements).  A row
+    equal to the row before takes its answer."""
+    n = offsets.shape[0] - 1
+    n_allowed = allowed_offsets.shape[0] - 1
+    out = np.full(n, -1, dtype=np.int64)
+    for i in range(n):
+        if null[i]:
+            continue
+        a = np.int64(offsets[i])
+        length = np.int64(offsets[i + 1]) - a
+        if i > 0 and not null[i - 1]:      # a run: the row before says
+            p = np.int64(offsets[i - 1])
+            if a - p == length:
+                q = 0
+                while q < length and data[a + q] == data[p + q]:
+                    q += 1
+                if q == length:
+                    out[i] = out[i - 1]
+                    continue
+        for j in range(n_allowed):
+            b = np.int64(allowed_offsets[j])
+            if np.int64(allowed_offsets[j + 1]) - b == length:
+                q = 0
+                while q < length and data[a + q] == allowed_data[b + q]:
+                    q += 1
+                if q == length:
+                    out[i] = j
+                    break
+    return out
+
+
+@njit
+def sorted_runs(ns):
+    """``(values, run, ok)`` of an int64 column in non-decreasing order: the distinct values,
+    the index in ``values`` of each row; ``ok`` False (the rest unfinished) when the column
+    decreases somewhere (the caller sorts instead)."""
+    n = ns.shape[0]
+    run = np.empty(n, dtype=np.int64)
+    values = np.empty(n, dtype=np.int64)
+    k = -1
+    for i in range(n):
+        v = ns[i]
+        if i == 0 or v != ns[i - 1]:
+            if i and v < ns[i - 1]:
+                return values[:0], run, False
+            k += 1
+            values[k] = v
+        run[i] = k
+    return values[:k + 1].copy(), run, True
+
+
+@njit
+def pairs_in_order(group, name, n_names):
+    """``(code, pair_group, pair_name, ok)``: number the ``(group, name)`` pairs of rows whose
+    ``group`` (a snapshot) is non-decreasing, by group and then by first appearance within it
+    (the accounts of a time history: snapshot, then the order the rows give); ``code`` is the
+    pair of each row.  ``ok`` False (the rest unfinished) when ``group`` decreases."""
+    n = name.shape[0]
+    code = np.empty(n, dtype=np.int64)
+    pair_group = np.empty(n, dtype=np.int64)
+    pair_name = np.empty(n, dtype=np.int64)
+    stamp = np.full(n_names, -1, dtype=np.int64)
+    last = np.empty(n_names, dtype=np.int64)
+    k = 0
+    for i in range(n):
+        g = group[i]
+        if i and g < group[i - 1]:
+            return code, pair_group[:0], pair_name[:0], False
+        m = name[i]
+        if stamp[m] == g:
+            code[i] = last[m]
+        else:
+            stamp[m] = g
+            last[m] = k
+            pair_group[k] = g
+            pair_name[k] = m
+            code[i] = k
+            k += 1
+    return code, pair_group[:k].copy(), pair_name[:k].copy(), True
+
+
+@njit
+def dense_unique(keys, hi):
+    """``numpy.unique(keys, return_index=True, return_inverse=True)`` for keys in
+    ``0 <= key < hi`` with ``hi`` not much above the number of keys, by a table of ``hi``
+    slots instead of a sort: ``(uniq, inverse, first)``."""
+    n = keys.shape[0]
+    first_at = np.full(hi, -1, dtype=np.int64)
+    for i in range(n - 1, -1, -1):
+        first_at[keys[i]] = i
+    rank = np.empty(hi, dtype=np.int64)
+    m = 0
+    for v in range(hi):
+        if first_at[v] >= 0:
+            rank[v] = m
+            m += 1
+    uniq = np.empty(m, dtype=np.int64)
+    first = np.empty(m, dtype=np.int64)
+    for v in range(hi):
+        if first_at[v] >= 0:
+            uniq[rank[v]] = v
+            first[rank[v]] = first_at[v]
+    inverse = np.empty(n, dtype=np.int64)
+    for i in range(n):
+        inverse[i] = rank[keys[i]]
+    return uniq, inverse, first
+
+
+@njit
+def _equal(offsets, data, i, r):
+    """Strings ``i`` and ``r`` have the same bytes."""
+    a = np.int64(offsets[i])
+    length = np.int64(offsets[i + 1]) - a
+    b = np.int64(offsets[r])
+    if np.int64(offsets[r + 1]) - b != length:
+        return False
+    for q in range(length):
+        if data[a + q] != data[b + q]:
+            return False
+    return True
+
+
+@njit
+def _row_hashes(offsets, data):
+    """FNV-1a of each string's bytes with a final mix (a loop of its own: the rows' hashes
+    are independent, so the CPU overlaps them); a row equal to the row before copies its
+    hash."""
+    n = offsets.shape[0] - 1
+    hashes = np.empty(n, dtype=np.uint64)
+    for i in range(n):
+        a = np.int64(offsets[i])
+        b = np.int64(offsets[i + 1])
+        if i > 0 and _equal(offsets, data, i, i - 1):      # a run: the same hash
+            hashes[i] = hashes[i - 1]
+            continue
+        h = np.uint64(0xCBF29CE484222325)
+        for j in range(a, b):
+            h = (h ^ np.uint64(data[j])) * np.uint64(0x100000001B3)
+        h ^= h >> np.uint64(33)
+        h *= np.uint64(0xFF51AFD7ED558CCD)
+        h ^= h >> np.uint64(33)
+        hashes[i] = h
+    return hashes
+
+
+@njit
+def str_codes(offsets, data):
+    """``(codes, first)``: dense codes of the strings of an Arrow string array (``offsets``,
+    ``data`` as in :func:`match_strings`; no nulls) in order of first appearance, and the row
+    of each code's first appearance.  A row equal to the row before (runs: one account's
+    positions, one underlying's instruments) reuses its code; others go through a hash table
+    (linear probing, hashes compared before bytes) that starts small and doubles when half
+    full, so a million rows of a few hundred symbols stay in cache."""
+    n = offsets.shape[0] - 1
+    hashes = _row_hashes(offsets, data)
+    bits = 6
+    while (1 << bits) < 2 * n and bits < 10:
+        bits += 1
+    mask = (1 << bits) - 1
+    slots = np.full(1 << bits, -1, dtype=np.int64)
+    codes = np.empty(n, dtype=np.int64)
+    first = np.empty(n, dtype=np.int64)
+    k = 0
+    for i in range(n):
+        h = hashes[i]
+        if i > 0 and hashes[i - 1] == h and _equal(offsets, data, i, i - 1):
+            codes[i] = codes[i - 1]
+            continue
+        s = np.int64(h >> np.uint64(64 - bits))
+        while True:
+            c = slots[s]
+            if c < 0:
+                slots[s] = k
+                first[k] = i
+                codes[i] = k
+                k += 1
+                if 2 * k > mask:
+                    bits += 1
+                    mask = (1 << bits) - 1
+                    slots = np.full(1 << bits, -1, dtype=np.int64)
+                    for c2 in range(k):
+                        s2 = np.int64(hashes[first[c2]] >> np.uint64(64 - bits))
+                        while slots[s2] >= 0:
+                            s2 = (s2 + 1) & mask
+                        slots[s2] = c2
+                break
+            r = first[c]
+            if hashes[r] == h and _equal(offsets, data, i, r):
+                codes[i] = c
+                break
+            s = (s + 1) & mask
+    return codes, first[:k].copy()

@@ -1,0 +1,348 @@
+"""Validation's fast paths agree with the row-by-row checks.
+
+``pmrisk._arrow.FAST_PATHS`` switches every shortcut of :func:`pmrisk.book.load_book` and of
+the column readers off (reductions before row-by-row checks, one-pass key checks, runs of a
+time-ordered history, market rows in the instruments' order ...).  On valid and broken books
+(the demo book and a short history, mutated: odd values, unknown names, repeated, dropped,
+reordered rows, several chunks) both ways must give the same book, array for array, or the
+same :class:`pmrisk.MarginError` (table, column, rows, message, hint, snapshot time).  The
+kernels of :mod:`pmrisk.kernel.keys` are checked against their twins in tests/oracles.py.
+"""
+
+import contextlib
+import dataclasses
+import math
+
+import numpy as np
+import pyarrow as pa
+import pytest
+from hypothesis import given
+from hypothesis import strategies as st
+
+import oracles
+import pmrisk
+from pmrisk import _arrow, samples
+from pmrisk._arrow import (as_table, codes, duplicated, enum_codes, float_column, kernel_args,
+                           lookup, lookup_many, str_buffers, time_column, unique_keys)
+from pmrisk.book import load_book
+from pmrisk.kernel import keys as K
+
+NAMES = ("positions", "instruments", "market", "index", "balances", "open_orders", "reserves")
+DEMO = samples.demo_book()
+HISTORY = samples.history(days=1, accounts=3, step_minutes=360)
+MODELS = {"deribit_pme": pmrisk.Model.preset("deribit_pme"),
+          "standard": pmrisk.Model.preset("standard"),
+          "ignore_expired": pmrisk.Model.preset("deribit_pme").with_overrides(
+              {"expired_positions": "ignore"})}
+NUMBERS = [math.nan, math.inf, -math.inf, 0.0, -1.0, 1e300, 1e-300, 2.0 ** 60, None, 7.5]
+STRINGS = ["", "option", "future", "perpetual", "call", "put", "linear", "inverse", "cal",
+           "BTC", "USD", "nope", None]
+
+
+@contextlib.contextmanager
+def precise():
+    """Every fast path off: the row-by-row checks only."""
+    _arrow.FAST_PATHS = False
+    try:
+        yield
+    finally:
+        _arrow.FAST_PATHS = True
+
+
+def outcome(fn, *args, **kwargs):
+    """``("ok", value)`` or ``("error", type, args, attributes)`` of a call."""
+    try:
+        return ("ok", fn(*args, **kwargs))
+    except pmrisk.MarginError as exc:
+        return ("error", type(exc), exc.args, vars(exc))
+
+
+def same(a, b):
+    """Equal values: arrays element-wise (NaN equal to NaN, same dtype), Arrow arrays by
+    ``equals``, books field by field."""
+    if dataclasses.is_dataclass(a):
+        return all(same(getattr(a, f.name), getattr(b, f.name))
+                   for f in dataclasses.fields(a))
+    if isinstance(a, np.ndarray):
+        return (isinstance(b, np.ndarray) and a.dtype == b.dtype and a.shape == b.shape
+                and np.array_equal(a, b, equal_nan=a.dtype.kind == "f"))
+    if isinstance(a, (pa.Array, pa.ChunkedArray)):
+        return type(a) is type(b) and a.equals(b)
+    return a == b
+
+
+def assert_same(fast, slow):
+    assert fast[0] == slow[0], (fast, slow)
+    if fast[0] == "error":
+        assert fast[1:] == slow[1:]
+    else:
+        assert same(fast[1], slow[1])
+
+
+def both(fn, *args, **kwargs):
+    fast = outcome(fn, *args, **kwargs)
+    with precise():
+        slow = outcome(fn, *args, **kwargs)
+    assert_same(fast, slow)
+    return fast
+
+
+# -- mutated books -------------------------------------------------------------------------
+
+def _set_cell(table, row, col, value):
+    rows = table.to_pylist()
+    rows[row][col] = value
+    return pa.Table.from_pylist(rows, schema=table.schema)
+
+
+def mutate(draw, tables):
+    """One change to one table of ``tables`` (a dict), drawn with ``draw``."""
+    name = draw(st.sampled_from(sorted(k for k, t in tables.items() if t is not None)))
+    t = tables[name]
+    op = draw(st.sampled_from(["number", "string", "time", "duplicate_row", "drop_row",
+                                    "shuffle", "reverse", "chunks", "number", "string"]))
+    if t.num_rows == 0:
+        return tables
+    row = draw(st.integers(0, t.num_rows - 1))
+    kinds = {f.name: f.type for f in t.schema}
+    pick = {"number": [c for c, k in kinds.items() if pa.types.is_floating(k)],
+            "string": [c for c, k in kinds.items() if pa.types.is_string(k)],
+            "time": [c for c, k in kinds.items() if pa.types.is_timestamp(k)]}
+    if op in pick:
+        if not pick[op]:
+            return tables
+        col = draw(st.sampled_from(pick[op]))
+        if op == "number":
+            value = draw(st.sampled_from(NUMBERS))
+        elif op == "string":
+            others = t.column(col).to_pylist()
+            value = draw(st.sampled_from(STRINGS + others[:3] + others[-2:]))
+        else:
+            times = [v for v in t.column(col).to_pylist() if v is not None]
+            value = draw(st.sampled_from(times[:2] + times[-2:] + [None])) if times \
+                else None
+        t = _set_cell(t, row, col, value)
+    elif op == "duplicate_row":
+        t = pa.concat_tables([t, t.slice(row, 1)])
+    elif op == "drop_row":
+        t = t.take(pa.array([i for i in range(t.num_rows) if i != row], pa.int64()))
+    elif op == "shuffle":
+        perm = draw(st.permutations(range(t.num_rows)))
+        t = t.take(pa.array(perm, pa.int64()))
+    elif op == "reverse":
+        t = t.take(pa.array(range(t.num_rows - 1, -1, -1), pa.int64()))
+    else:
+        t = pa.concat_tables([t.slice(0, row), t.slice(row)])       # two chunks
+    return {**tables, name: t}
+
+
+@st.composite
+def books(draw):
+    """The demo book or a short history, with 0-3 changes."""
+    timed = draw(st.booleans())
+    src = HISTORY if timed else DEMO
+    tables = {k: src.get(k) for k in NAMES}
+    for _ in range(draw(st.integers(0, 3))):
+        tables = mutate(draw, tables)
+    vt = None if timed else DEMO["valuation_time"]
+    return tables, vt, draw(st.sampled_from(sorted(MODELS)))
+
+
+@given(books())
+def test_load_book_fast_and_precise_agree(case):
+    tables, vt, model = case
+    tables = {k: as_table(v, k) for k, v in tables.items()}
+    both(load_book, **tables, model=MODELS[model], valuation_time=vt)
+
+
+@pytest.mark.parametrize("src", ["demo", "history"])
+def test_unchanged_books_agree_and_load(src):
+    tables = {k: as_table((DEMO if src == "demo" else HISTORY).get(k), k) for k in NAMES}
+    vt = DEMO["valuation_time"] if src == "demo" else None
+    ok = both(load_book, **tables, model=MODELS["deribit_pme"], valuation_time=vt)
+    assert ok[0] == "ok" and len(ok[1].quantity) == tables["positions"].num_rows
+
+
+def test_history_out_of_time_order_agrees():
+    """Rows not in time order take the sorting path; the book is the same either way."""
+    tables = {k: as_table(HISTORY.get(k), k) for k in NAMES}
+    flipped = {k: (t.take(pa.array(range(t.num_rows - 1, -1, -1), pa.int64()))
+                   if t is not None and "time" in t.column_names else t)
+               for k, t in tables.items()}
+    got = both(load_book, **flipped, model=MODELS["deribit_pme"], valuation_time=None)
+    want = both(load_book, **tables, model=MODELS["deribit_pme"], valuation_time=None)
+    assert got[0] == want[0] == "ok"
+    assert same(got[1].snap_ns, want[1].snap_ns)        # accounts in the rows' order
+    assert sorted(got[1].accounts.to_pylist()) == sorted(want[1].accounts.to_pylist())
+
+
+# -- column readers ----------------------------------------------------------------------
+
+COLUMN_TYPES = [pa.float64(), pa.float32(), pa.int64(), pa.int32(), pa.uint64()]
+
+
+@st.composite
+def numeric_columns(draw):
+    typ = draw(st.sampled_from(COLUMN_TYPES))
+    if pa.types.is_floating(typ):
+        value = st.one_of(st.sampled_from(NUMBERS), st.floats(-1e16, 1e16))
+    else:
+        value = st.one_of(st.none(), st.integers(0 if typ == pa.uint64() else -2 ** 31,
+                                                 2 ** 31 - 1), st.just(2 ** 60))
+    values = draw(st.lists(value, max_size=12))
+    if typ == pa.int32():
+        values = [v if v is None or abs(v) < 2 ** 31 else 7 for v in values]
+    if typ == pa.float32():
+        values = [v if v is None or not math.isfinite(v) or abs(v) < 1e38 else 1.0
+                  for v in values]
+    arr = pa.array(values, typ)
+    cut = draw(st.integers(0, len(values)))
+    col = pa.chunked_array([arr.slice(0, cut), arr.slice(cut)]) if draw(st.booleans()) \
+        else pa.chunked_array([arr])
+    return pa.table({"x": col})
+
+
+@given(numeric_columns(), st.booleans(), st.booleans())
+def test_float_column_fast_and_precise_agree(table, positive, nullable):
+    both(float_column, table, "t", "x", positive=positive, nullable=nullable)
+
+
+@given(st.lists(st.sampled_from(STRINGS + ["spot", "optio", "options"]), max_size=20),
+       st.integers(0, 3))
+def test_enum_codes_match_lookup_and_oracle(values, start):
+    arr = pa.array(values, pa.string()).slice(min(start, len(values)))
+    allowed = ("spot", "perpetual", "future", "option")
+    got = enum_codes(arr, allowed)
+    assert got.tolist() == lookup(arr, pa.array(allowed)).tolist()
+    assert got.tolist() == oracles.match_strings(arr.to_pylist(), allowed).tolist()
+
+
+@given(st.lists(st.one_of(st.none(), st.integers(-10 ** 12, 10 ** 12)), max_size=12),
+       st.sampled_from(["s", "ms", "us", "ns"]), st.sampled_from([None, "UTC", "Asia/Tokyo"]))
+def test_time_column_fast_and_precise_agree(values, unit, tz):
+    table = pa.table({"t": pa.array(values, pa.timestamp(unit, tz=tz))})
+    both(time_column, table, "x", "t")
+
+
+def test_time_column_strings_agree():
+    table = pa.table({"t": ["2024-06-17T08:00:00Z", None, "2024-06-17"]})
+    assert both(time_column, table, "x", "t")[0] == "ok"
+
+
+# -- kernel.keys against the oracles ---------------------------------------------------------
+
+def _sorted(draw, n, hi):
+    return np.cumsum(draw(st.lists(st.integers(0, hi), min_size=n, max_size=n))).astype(
+        np.int64)
+
+
+@given(st.data())
+def test_duplicated_in_groups_matches_oracle(data):
+    draw = data.draw
+    n = draw(st.integers(0, 30))
+    key = np.array(draw(st.lists(st.integers(0, 5), min_size=n, max_size=n)), np.int64)
+    group = _sorted(draw, n, 1) if draw(st.booleans()) else np.array(
+        draw(st.lists(st.integers(0, 3), min_size=n, max_size=n)), np.int64)
+    got, ok = K.duplicated_in_groups(*kernel_args(group, key), 6)
+    want, want_ok = oracles.duplicated_in_groups(group, key, 6)
+    assert ok == want_ok
+    if ok:
+        assert got.tolist() == want.tolist()
+    # the public helper: the kernel when it applies, else the sort; the same mask
+    assert duplicated(group, key).tolist() == want.tolist()
+
+
+@given(st.data())
+def test_sorted_runs_matches_oracle(data):
+    draw = data.draw
+    n = draw(st.integers(0, 30))
+    ns = _sorted(draw, n, 2) if draw(st.booleans()) else np.array(
+        draw(st.lists(st.integers(-3, 3), min_size=n, max_size=n)), np.int64)
+    values, run, ok = K.sorted_runs(*kernel_args(ns))
+    want_values, want_run, want_ok = oracles.sorted_runs(ns)
+    assert ok == want_ok
+    if ok:
+        assert values.tolist() == want_values.tolist() and run.tolist() == want_run.tolist()
+
+
+@given(st.data())
+def test_pairs_in_order_matches_oracle(data):
+    draw = data.draw
+    n = draw(st.integers(0, 30))
+    name = np.array(draw(st.lists(st.integers(0, 4), min_size=n, max_size=n)), np.int64)
+    group = _sorted(draw, n, 1) if draw(st.booleans()) else np.array(
+        draw(st.lists(st.integers(0, 3), min_size=n, max_size=n)), np.int64)
+    got = K.pairs_in_order(*kernel_args(group, name), 5)
+    want = oracles.pairs_in_order(group, name, 5)
+    assert got[3] == want[3]
+    if got[3]:
+        assert all(g.tolist() == w.tolist() for g, w in zip(got[:3], want[:3]))
+
+
+@given(st.lists(st.integers(0, 40), max_size=40), st.integers(0, 5))
+def test_dense_unique_matches_oracle(keys, extra):
+    keys = np.array(keys, dtype=np.int64)
+    hi = int(keys.max()) + 1 + extra if len(keys) else extra
+    got = K.dense_unique(*kernel_args(keys), hi)
+    want = oracles.dense_unique(keys, hi)
+    assert all(g.tolist() == w.tolist() for g, w in zip(got, want))
+    fast = unique_keys(keys, return_first=True)
+    with precise():
+        slow = unique_keys(keys, return_first=True)
+    assert all(f.tolist() == s.tolist() == w.tolist() for f, s, w in
+               zip(fast, slow, (want[0], want[1], want[2])))
+
+
+@given(st.lists(st.sampled_from(["", "a", "b", "ab", "ba", "BTC", "BTC-PERPETUAL", "é"]),
+                max_size=40), st.integers(0, 3))
+def test_str_codes_match_oracle_and_dictionary_encode(values, start):
+    arr = pa.array(values, pa.string()).slice(min(start, len(values)))
+    got_codes, got_first = K.str_codes(*str_buffers(arr))
+    want_codes, want_first = oracles.str_codes(arr.to_pylist())
+    assert got_codes.tolist() == want_codes.tolist()
+    assert got_first.tolist() == want_first.tolist()
+    fast = codes(arr)
+    with precise():
+        slow = codes(arr)
+    assert fast[0].tolist() == slow[0].tolist() and fast[1].equals(slow[1])
+
+
+def test_str_codes_many_distinct_strings():
+    """Enough strings that the hash table probes and grows; runs of equal rows."""
+    values = [f"S-{i % 997}-{'x' * (i % 7)}" for i in range(5000)]
+    values = [v for v in values for _ in range(1 + len(v) % 2)]
+    arr = pa.array(values)
+    got = K.str_codes(*str_buffers(arr))
+    want = oracles.str_codes(values)
+    assert got[0].tolist() == want[0].tolist() and got[1].tolist() == want[1].tolist()
+
+
+def test_long_columns_agree():
+    """Columns past the kernel's size (a history's positions) take Arrow's hash kernels."""
+    rng = np.random.default_rng(5)
+    value_set = pa.array([f"S{i}" for i in rng.integers(0, 300, 400)])       # repeats
+    values = pa.array([f"S{i}" for i in rng.integers(0, 320, 70_000)])      # and misses
+    fast = lookup_many(value_set, values, values.slice(7), value_codes=True)
+    with precise():
+        slow = lookup_many(value_set, values, values.slice(7), value_codes=True)
+    assert fast[0].tolist() == slow[0].tolist()
+    assert all(f.tolist() == s.tolist() for f, s in zip(fast[1], slow[1]))
+    fast, slow = codes(values), None
+    with precise():
+        slow = codes(values)
+    assert fast[0].tolist() == slow[0].tolist() and fast[1].equals(slow[1])
+
+
+def test_one_compiled_signature_per_key_kernel():
+    """Whatever the layout (Arrow buffers, numpy arrays, chunked columns, a history), each
+    kernel of kernel.keys is compiled once: the helpers hand it read-only int64 arrays and
+    read-only Arrow buffer views."""
+    for src, vt in ((DEMO, DEMO["valuation_time"]), (HISTORY, None)):
+        tables = {k: as_table(src.get(k), k) for k in NAMES}
+        load_book(**tables, model=MODELS["deribit_pme"], valuation_time=vt)
+        chunked = {k: (pa.concat_tables([t.slice(0, 1), t.slice(1)]) if t is not None else t)
+                   for k, t in tables.items()}
+        load_book(**chunked, model=MODELS["deribit_pme"], valuation_time=vt)
+    for name in ("duplicated_in_groups", "match_strings", "sorted_runs", "pairs_in_order",
+                 "dense_unique", "str_codes"):
+        assert len(getattr(K, name).signatures) == 1, (name, getattr(K, name).signatures)
