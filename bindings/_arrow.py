@@ -644,8 +644,13 @@ def kernel_args(*args):
     out = []
     for a in args:
         if isinstance(a, np.ndarray):
-            dtype = np.int64 if a.dtype.kind in "iub" else np.float64
-            a = np.ascontiguousarray(a, dtype=dtype).view()
-            a.flags.writeable = False
+            f = a.flags
+            if f.writeable or not f.c_contiguous or a.dtype not in _KERNEL_DTYPES:
+                dtype = np.int64 if a.dtype.kind in "iub" else np.float64
+                a = np.ascontiguousarray(a, dtype=dtype).view()
+                a.flags.writeable = False
         out.append(a)
     return tuple(out)
+
+
+_KERNEL_DTYPES = (np.dtype(np.float64), np.dtype(np.int64))

@@ -242,6 +242,7 @@ class Model:
     def __init__(self, params):
         self._p = params
         self._und = {}
+        self._memo = {}
         _validate(params)
 
     # -- constructors -------------------------------------------------------------------
@@ -348,6 +349,14 @@ class Model:
                 out.update(section)
             self._und[name] = out
         return dict(self._und[name])
+
+    def cached(self, key, build):
+        """``build()``, computed once per model and ``key`` (a model is immutable, so what is
+        derived from it is too: scenario sets per underlying, say).  Callers must not change
+        what it returns."""
+        if key not in self._memo:
+            self._memo[key] = build()
+        return self._memo[key]
 
     def to_dict(self):
         return copy.deepcopy(self._p)

@@ -89,7 +89,20 @@ def to_scenario_set(rows):
 
 
 def scenario_set_for(model, underlying):
-    """The scenario set the model uses for one underlying."""
+    """The scenario set the model uses for one underlying (built once per model and
+    underlying: the arrays are shared, never to be changed)."""
+    return model.cached(("scenario_set", underlying),
+                        lambda: _read_only(_scenario_set(model, underlying)))
+
+
+def _read_only(scen):
+    for a in scen:
+        if isinstance(a, np.ndarray):
+            a.flags.writeable = False
+    return scen
+
+
+def _scenario_set(model, underlying):
     if model["scenarios"] is not None:
         return to_scenario_set(model["scenarios"])
     p = model.underlying(underlying)
