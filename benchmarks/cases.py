@@ -55,8 +55,8 @@ def grid_1acct_2k_inputs():
     """``grid-1acct-2k`` with the engine's revaluation inputs, for the kernel-level cases:
     ``(tables, valuation_time, book, rv)`` (``rv.args``: ``kernel.instrument_pnl``'s
     arguments, one row per instrument)."""
-    from pmrisk.book import load_book
-    from pmrisk.engine import revaluation_inputs
+    from pmrisk.io.book import load_book
+    from pmrisk.engine.core import revaluation_inputs
 
     pme = pmrisk.Model.preset("deribit_pme")
     tables, vt = grid_1acct_2k()
@@ -72,7 +72,7 @@ def _pnl_args():
 def pnl_rows(args, rows):
     """instrument_pnl's arguments restricted to revaluation rows ``rows`` (the per-row arrays
     are the ones before ``rate``)."""
-    from pmrisk._arrow import kernel_args
+    from pmrisk.io.arrow import kernel_args
     n_row_args = _pnl_args().index("rate")
     return kernel_args(*[a[rows] if i < n_row_args else a for i, a in enumerate(args)])
 
@@ -109,8 +109,8 @@ def joint_scenarios_10(model="standard"):
     """The joint scenario set ``standard`` stresses a 10-underlying account on (independent of
     the positions: directions on the correlation ellipsoid x shells x tails).  Returns
     ``(n_joint, n_with_3_vol_states, n_vol_cells)``."""
-    from pmrisk.correlated import joint_scenarios
-    from pmrisk.correlation import correlation_matrix
+    from pmrisk.engine.correlated import joint_scenarios
+    from pmrisk.model.correlation import correlation_matrix
 
     m = pmrisk.Model.coerce(model)
     corr = correlation_matrix(list(UNDERLYINGS_10), m)
@@ -284,13 +284,13 @@ def scenario_cells(model, underlyings):
     grid for a per-unit model, the account's joint scenario set for ``standard``."""
     m = pmrisk.Model.coerce(model)
     if m["cross_unit"] == "correlated":
-        from pmrisk.correlated import joint_scenarios
-        from pmrisk.correlation import correlation_matrix
+        from pmrisk.engine.correlated import joint_scenarios
+        from pmrisk.model.correlation import correlation_matrix
         corr = correlation_matrix(list(underlyings), m)
         params = [m.underlying(u) for u in underlyings]
         return int(joint_scenarios(tuple(range(len(underlyings))), corr.matrix, params,
                                    m).n_vol.sum())
-    from pmrisk.scenario_table import scenario_set_for
+    from pmrisk.model.scenario_table import scenario_set_for
     return int(round(np.mean([scenario_set_for(m, u).size for u in underlyings])))
 
 

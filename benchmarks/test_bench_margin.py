@@ -28,9 +28,9 @@ import pytest
 
 import pmrisk
 from pmrisk import kernel as K
-from pmrisk._arrow import kernel_args
-from pmrisk.book import load_book
-from pmrisk.engine import revaluation_inputs
+from pmrisk.io.arrow import kernel_args
+from pmrisk.io.book import load_book
+from pmrisk.engine.core import revaluation_inputs
 from pmrisk.kernel.instruments import OPTION
 
 import baselines

@@ -5,17 +5,17 @@
 'span16'
 """
 
-from .backtest import BacktestOutput, backtest
-from .calibration import CalibrationSchedule, calibrate, exceedances
-from .correlation import CorrelationMatrix, CorrelationRepaired, correlation_matrix
-from .eligibility import eligibility
+from .backtest.run import BacktestOutput, backtest
+from .model.calibration import CalibrationSchedule, calibrate, exceedances
+from .model.correlation import CorrelationMatrix, CorrelationRepaired, correlation_matrix
+from .venues.eligibility import eligibility
 from .errors import MarginError, MarginWarning
-from .liquidation import liquidation_plan
-from .margin import margin
-from .model import Model
-from .monitor import Monitor, MonitorUpdate
+from .engine.liquidation import liquidation_plan
+from .engine.margin import margin
+from .model.model import Model
+from .monitor.monitor import Monitor, MonitorUpdate
 from .results import MarginResult
-from .risk_arrays import margin_from_risk_arrays
+from .engine.risk_arrays import margin_from_risk_arrays
 from .warmup import warmup
 
 __version__ = "0.1.0"

@@ -1,4 +1,4 @@
-"""Arrow result tables from an engine :class:`~pmrisk.engine.Outcome`."""
+"""Arrow result tables from an engine :class:`~pmrisk.engine.core.Outcome`."""
 
 from dataclasses import dataclass
 
@@ -7,9 +7,9 @@ import pyarrow as pa
 
 from pmrisk.kernel.scenarios import TABLES, VOL_STATES
 
-from ._arrow import iso_ns, sum_by, unique_keys
+from .io.arrow import iso_ns, sum_by, unique_keys
 from .errors import MarginError
-from .schema import TIME_TYPE
+from .io.schema import TIME_TYPE
 
 UNALLOCATED = "unallocated"
 
@@ -144,7 +144,7 @@ def check_finite(out):
     naming the input rows that produced it: the positions of the figure (of its unit, of
     its account), else the unit's open orders or reserves, else the account's balances.
 
-    Input columns are bounded at validation (``pmrisk._arrow.MAX_ABS``), so this is the
+    Input columns are bounded at validation (``pmrisk.io.arrow.MAX_ABS``), so this is the
     net under what the bounds do not cover (model parameters, a kernel's edge cases); it
     costs one pass over the outcome's arrays."""
     if all_finite(out):

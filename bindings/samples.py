@@ -12,7 +12,7 @@ import pyarrow as pa
 
 from pmrisk.kernel.black76 import black76_price
 
-from ._arrow import iso_ns, to_ns
+from .io.arrow import iso_ns, to_ns
 from .errors import MarginError
 
 DEMO_TIME = "2024-06-17T08:00:00Z"
@@ -27,7 +27,7 @@ def _check_args(fn, whole=None, numbers=None, seed=0, start=None, span_ns=None, 
     """The one argument check of the sample functions (``fn`` names the function in errors):
     ``whole`` ``{name: (value, lo, hi)}`` whole numbers in [lo, hi]; ``numbers`` the same
     for any real number; ``seed`` a whole number >= 0; ``start`` ``(name, value)`` read by
-    :func:`pmrisk._arrow.to_ns`, whose generated times (``span_ns()`` after it) must end
+    :func:`pmrisk.io.arrow.to_ns`, whose generated times (``span_ns()`` after it) must end
     before 2262; ``rows()`` the rows the arguments ``sizes`` generate, at most
     :data:`MAX_ROWS` (both called once the numbers are checked).  Returns the start in ns
     (or None)."""

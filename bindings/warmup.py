@@ -20,8 +20,8 @@ def warmup(models=("standard", "deribit_pme")):
     ['deribit_pme', 'total']
     """
     from . import samples
-    from .margin import margin
-    from .model import Model
+    from .engine.margin import margin
+    from .model.model import Model
 
     book = samples.demo_book()
     out = {}

@@ -13,7 +13,7 @@ import sys
 
 import pmrisk
 from pmrisk import samples
-from pmrisk.calibration_view import plot
+from pmrisk.cli.calibrate import plot
 
 HERE = pathlib.Path(__file__).resolve().parent
 

@@ -7,7 +7,7 @@ MM continuous at every edge: ``cum_b = cum_{b-1} + floor_b*(mmr_b - mmr_{b-1})``
 
 Several ladders travel as one set of flat arrays: ladder ``k`` is rows
 ``offsets[k] .. offsets[k+1]-1``, ordered by floor.  The ladders are validated in
-:mod:`pmrisk.brackets` (contiguous, ``mmr`` non-decreasing, ``cum`` rebuilt); these kernels
+:mod:`pmrisk.venues.brackets` (contiguous, ``mmr`` non-decreasing, ``cum`` rebuilt); these kernels
 trust that.
 
 Notional units: USDⓈ-M ``N = |quantity * contract_size * mark|`` (USD, contract_size in coin);

@@ -1,7 +1,7 @@
 """Joint stress across units (``cross_unit = "correlated"``).
 
 Each joint scenario j moves every underlying row r by its own shock.  A unit's P&L at that
-move is read from its risk vector over revaluation cells (see :mod:`pmrisk.correlated`):
+move is read from its risk vector over revaluation cells (see :mod:`pmrisk.engine.correlated`):
 
     value(v) = sum_k weight[j, r, k] * vector[idx[j, r] + k*stride[j, r] + v],  k < n_terms
 

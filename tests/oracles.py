@@ -254,23 +254,23 @@ def order_margin(order_unit, order_instr, order_qty, vectors, instr_pnl, unit_un
 
 def joint_scenario_margin(book, model):
     """Correlated mode's joint worst case per account in USD (SPEC §5), by exact revaluation at
-    every joint scenario: twin of :func:`pmrisk.correlated.run_joint` (without the per-unit
+    every joint scenario: twin of :func:`pmrisk.engine.correlated.run_joint` (without the per-unit
     tails of ``tail_mode = "per_unit"`` and Deribit's extended table).
 
     Per account: its units that hold risk (a non-zero position after exclusions) fix its set of
     underlyings, whose correlation submatrix gives the shared joint scenarios
-    (:func:`pmrisk.correlated.joint_scenarios`) plus the account's own delta directions
-    (:func:`pmrisk.correlated.delta_directions`, from the units' first-order USD P&L per
+    (:func:`pmrisk.engine.correlated.joint_scenarios`) plus the account's own delta directions
+    (:func:`pmrisk.engine.correlated.delta_directions`, from the units' first-order USD P&L per
     relative move, computed here with :func:`instrument_greeks`).  The scenario sets
     themselves are the implementation's, which tests/test_correlated.py checks on their own.
     Then, per joint scenario: every instrument is revalued (:func:`instrument_pnl` above) at
     its underlying's move with each allowed vol state; each unit sums its positions, weighs
     each vol cell and keeps the worst; the units' values in USD are added.
     """
-    from pmrisk.correlated import delta_directions, joint_scenarios
-    from pmrisk.correlation import correlation_matrix
-    from pmrisk.engine import revaluation_inputs
-    from pmrisk.excluded import excluded_positions
+    from pmrisk.engine.correlated import delta_directions, joint_scenarios
+    from pmrisk.model.correlation import correlation_matrix
+    from pmrisk.engine.core import revaluation_inputs
+    from pmrisk.engine.excluded import excluded_positions
 
     rv = revaluation_inputs(book, model)
     units, pos_unit, instr = rv.units, rv.pos_unit, (*rv.args.instruments(), rv.args.rate)

@@ -14,7 +14,7 @@ import pyarrow as pa
 import pyarrow.compute  # noqa: F401  (pa.compute below)
 
 import pmrisk
-from pmrisk import brackets
+from pmrisk.venues import brackets
 from pmrisk.kernel.addons import tiered
 from pmrisk.kernel.okx import mr9
 
@@ -79,7 +79,7 @@ def run_tiers(case):
         b = inp["balance"]
         model = pmrisk.Model.preset("deribit_pme").with_overrides(
             {"collateral": {b["asset"]: {"tiers_usd": inp["tiers_usd"]}}})
-        from pmrisk.model import collateral_value_usd
+        from pmrisk.model.model import collateral_value_usd
         return {"collateral_value_usd": float(collateral_value_usd(
             model, b["asset"], np.array([b["amount"] * b["index_price"]]))[0])}
     mr7 = float(tiered(np.array([inp["MR7_raw"]]), inp["tiers_usd"])[0])
@@ -145,7 +145,7 @@ def run_mr9(case):
 def run_calibration(case):
     """SEBI/Varma's log ranges: sigma per interval, k_sigma, horizon -> range up and down, as
     ``pmrisk.calibrate`` computes them."""
-    from pmrisk.calibration import log_ranges
+    from pmrisk.model.calibration import log_ranges
     inp = case["inputs"]
     up, down = log_ranges(inp["sigma"], inp["k_sigma"], inp["horizon"])
     return {"range_up": float(up), "range_down": float(down)}

@@ -11,8 +11,9 @@ from hypothesis import strategies as st
 
 import oracles
 import pmrisk
-from pmrisk import engine, samples
-from pmrisk.book import load_book
+from pmrisk.engine import core as engine
+from pmrisk import samples
+from pmrisk.io.book import load_book
 from pmrisk.kernel import assemble
 
 RTOL = 1e-12

@@ -12,7 +12,8 @@ import pyarrow.parquet as pq
 import pytest
 
 import pmrisk
-from pmrisk import cli, samples
+from pmrisk.cli import commands as cli
+from pmrisk import samples
 
 ALL = ("accounts", "units", "positions")
 TIMED = ("positions", "market", "index", "balances")

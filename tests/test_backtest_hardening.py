@@ -20,7 +20,8 @@ import pyarrow.parquet as pq
 import pytest
 
 import pmrisk
-from pmrisk import cli, samples
+from pmrisk.cli import commands as cli
+from pmrisk import samples
 
 PME = "deribit_pme"
 PART = "part-00001.parquet"          # the second part of a dataset (the first sets the schema)

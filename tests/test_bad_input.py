@@ -899,7 +899,7 @@ def test_validation_precedes_computation(case, monkeypatch):
     """SPEC §11: nothing is computed for a call that fails validation.  The computation stage
     (``pmrisk.margin``'s ``run``) is replaced by a tripwire: a bad book must be rejected before
     it is reached."""
-    mod = importlib.import_module("pmrisk.margin")
+    mod = importlib.import_module("pmrisk.engine.margin")
     assert hasattr(mod, "run"), "pmrisk.margin calls the engine as a module-level run(): " \
         "point the tripwire at whatever starts the computation now"
 

@@ -17,8 +17,8 @@ from hypothesis import strategies as st
 
 import oracles
 import pmrisk
-from pmrisk import brackets as B
-from pmrisk._arrow import kernel_args
+from pmrisk.venues import brackets as B
+from pmrisk.io.arrow import kernel_args
 from pmrisk.kernel.addons import tiered
 from pmrisk.kernel.brackets import bracket_margin, bracket_notional
 

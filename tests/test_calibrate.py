@@ -16,10 +16,11 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 import pmrisk
-from pmrisk import CorrelationRepaired, MarginError, model_toml, samples
-from pmrisk.calibration import (CalibrationSchedule, kupiec, log_ranges, parse_interval,
-                                volatility_paths)
-from pmrisk.cli import main
+from pmrisk import CorrelationRepaired, MarginError, samples
+from pmrisk.model import toml as model_toml
+from pmrisk.model.calibration import (CalibrationSchedule, kupiec, log_ranges, parse_interval,
+                                      volatility_paths)
+from pmrisk.cli.commands import main
 from pmrisk.kernel.correlation import min_eigenvalue
 from pmrisk.kernel.ewma import ewma_covariance, ewma_variance, fhs_quantile
 
@@ -259,7 +260,7 @@ def test_as_of_uses_rows_up_to_it_only():
     p = samples.prices(days=120)
     as_of = "2024-03-15T08:00:00Z"
     t = pmrisk.calibrate(p, as_of=as_of)[1]
-    moved, n = perturb_after(p, pmrisk.calibration.to_ns(as_of), inclusive=False)
+    moved, n = perturb_after(p, pmrisk.model.calibration.to_ns(as_of), inclusive=False)
     assert n > 100
     assert pmrisk.calibrate(moved, as_of=as_of)[1].equals(t)
     assert not pmrisk.calibrate(moved)[1].equals(pmrisk.calibrate(p)[1])

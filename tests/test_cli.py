@@ -6,7 +6,8 @@ import pyarrow.feather as feather
 import pyarrow.parquet as pq
 import pytest
 
-from pmrisk import cli, samples
+from pmrisk.cli import commands as cli
+from pmrisk import samples
 
 
 def test_demo_prints_every_account(capsys):

@@ -15,9 +15,9 @@ import oracles
 import pmrisk
 from books import INDEX, MARKET, TIME, UNIVERSE, books
 from pmrisk import samples
-from pmrisk.book import load_book
-from pmrisk.correlated import joint_scenarios
-from pmrisk.correlation import CorrelationRepaired, correlation_matrix
+from pmrisk.io.book import load_book
+from pmrisk.engine.correlated import joint_scenarios
+from pmrisk.model.correlation import CorrelationRepaired, correlation_matrix
 from pmrisk.kernel.correlation import min_eigenvalue, nearest_correlation, psd_sqrt
 from pmrisk.kernel.directions import (KIND_CONDITIONAL, joint_moves,
                                       quasi_random_directions)
@@ -327,7 +327,7 @@ def test_grid_mode_equals_exact_mode(seed, n_und, horizon, nodes, tail):
 
 
 def test_grid_mode_with_tiny_blocks_and_candidate_overflow(monkeypatch):
-    import pmrisk.correlated as C
+    import pmrisk.engine.correlated as C
     tables = samples.book(n_accounts=7, positions_per_account=9,
                           underlyings=("BTC", "ETH", "SOL"), option_share=0.6, seed=4)
     # accounts on different underlying sets in one call

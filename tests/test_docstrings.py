@@ -11,7 +11,7 @@ import pmrisk
 import pmrisk.kernel
 
 MODULES = sorted(
-    {m.name for m in pkgutil.iter_modules(pmrisk.__path__, "pmrisk.")
+    {m.name for m in pkgutil.walk_packages(pmrisk.__path__, "pmrisk.")
      if m.name != "pmrisk.__main__"}
     | {m.name for m in pkgutil.iter_modules(pmrisk.kernel.__path__, "pmrisk.kernel.")}
     | {"pmrisk"})

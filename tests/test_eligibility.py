@@ -12,7 +12,7 @@ import pyarrow as pa
 import pytest
 
 from pmrisk import MarginError
-from pmrisk.eligibility import DEFAULT_RULES, RULES, eligibility
+from pmrisk.venues.eligibility import DEFAULT_RULES, RULES, eligibility
 
 pd = pytest.importorskip("pandas")
 pl = pytest.importorskip("polars")

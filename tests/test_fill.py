@@ -7,7 +7,7 @@ import pytest
 
 import pmrisk
 from pmrisk import samples
-from pmrisk.fill import advance_carry, forward_fill
+from pmrisk.io.fill import advance_carry, forward_fill
 
 B = samples.demo_book()
 TS = pa.timestamp("ns", tz="UTC")

@@ -12,7 +12,7 @@ from hypothesis import assume, given, settings
 import pmrisk
 from books import books
 from pmrisk import samples
-from pmrisk.liquidation import liquidation_plan
+from pmrisk.engine.liquidation import liquidation_plan
 
 DM = "deribit_pme"    # the model these cases were engineered for (the default is standard)
 

@@ -9,7 +9,7 @@ import pytest
 
 import pmrisk
 from pmrisk import Model, samples
-from pmrisk.model import MAX_DEPTH, MAX_ENTRIES, MAX_KEY_DEPTH, MAX_TOML_BYTES
+from pmrisk.model.model import MAX_DEPTH, MAX_ENTRIES, MAX_KEY_DEPTH, MAX_TOML_BYTES
 
 INF, NAN = math.inf, math.nan
 

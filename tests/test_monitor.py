@@ -17,7 +17,7 @@ from hypothesis.stateful import (RuleBasedStateMachine, initialize, invariant, p
 
 import pmrisk
 from pmrisk import Monitor, samples
-from pmrisk.alerts import SCHEMA
+from pmrisk.monitor.alerts import SCHEMA
 
 from books import INDEX, KINDS, MARKET, SYMBOLS, TIME, UNIVERSE, books
 
@@ -551,7 +551,7 @@ def test_inputs_with_a_time_column_are_refused():
 
 
 def test_account_changes_regroup_blocks_and_stay_exact(monkeypatch):
-    monkeypatch.setattr("pmrisk.monitor.MAX_BLOCKS", 2)
+    monkeypatch.setattr("pmrisk.monitor.monitor.MAX_BLOCKS", 2)
     b = samples.book(n_accounts=80, positions_per_account=4, underlyings=("BTC", "ETH"),
                      seed=3)
     vt = b.pop("valuation_time")
@@ -596,8 +596,8 @@ def _write(table, path):
 
 @pytest.mark.parametrize("fmt", ["parquet", "arrow"])
 def test_cli_monitor_replays_a_tick_file(tmp_path, capsys, fmt):
-    from pmrisk import cli
-    from pmrisk.monitor_view import crash_ticks
+    from pmrisk.cli import commands as cli
+    from pmrisk.cli.monitor_view import crash_ticks
     book = samples.demo_book()
     ticks = crash_ticks(book, minutes=1, step_seconds=10)      # BTC -25 % in a minute
     args = ["monitor", "--replay", _write(ticks, tmp_path / f"ticks.{fmt}"), "--model",
@@ -614,7 +614,7 @@ def test_cli_monitor_replays_a_tick_file(tmp_path, capsys, fmt):
 
 
 def test_cli_monitor_reports_a_bad_tick_file(tmp_path, capsys):
-    from pmrisk import cli
+    from pmrisk.cli import commands as cli
     book = samples.demo_book()
     args = ["monitor", "--replay", _write(pa.table({"symbol": ["BTC-PERPETUAL"]}),
                                           tmp_path / "t.parquet")]
@@ -644,7 +644,7 @@ BAD_TICKS = {
 
 @pytest.mark.parametrize("case", list(BAD_TICKS))
 def test_a_bad_ticks_time_names_ticks_time(case):
-    from pmrisk.monitor_view import tick_updates
+    from pmrisk.cli.monitor_view import tick_updates
     ticks, table, column, rows = BAD_TICKS[case]
     with pytest.raises(pmrisk.MarginError) as err:
         tick_updates(ticks)
@@ -653,7 +653,7 @@ def test_a_bad_ticks_time_names_ticks_time(case):
 
 @pytest.mark.parametrize("case", ["int_time", "null_time"])
 def test_cli_monitor_a_bad_ticks_time_is_one_line(tmp_path, capsys, case):
-    from pmrisk import cli
+    from pmrisk.cli import commands as cli
     book = samples.demo_book()
     args = ["monitor", "--no-live", "--replay", _write(BAD_TICKS[case][0],
                                                         tmp_path / "t.parquet")]
@@ -669,7 +669,7 @@ def test_cli_monitor_a_bad_ticks_time_is_one_line(tmp_path, capsys, case):
     (True, None, "--top"), (20, -1.0, "--speed"), (20, float("inf"), "--speed"),
     (20, float("nan"), "--speed"), (20, "fast", "--speed")])
 def test_monitor_view_flags_are_checked(top, speed, flag):
-    from pmrisk.monitor_view import check_view_args
+    from pmrisk.cli.monitor_view import check_view_args
     with pytest.raises(pmrisk.MarginError) as err:
         check_view_args(top, speed)
     assert (err.value.table, err.value.column, err.value.rows) == ("arguments", flag, [])
@@ -679,7 +679,7 @@ def test_monitor_view_flags_are_checked(top, speed, flag):
     ("--top", "-5"), ("--top", "0"), ("--top", "2.5"), ("--top", "x"),
     ("--speed", "-1"), ("--speed", "inf"), ("--speed", "nan"), ("--speed", "fast")])
 def test_cli_monitor_bad_view_flags_are_one_line(tmp_path, capsys, flag, value):
-    from pmrisk import cli
+    from pmrisk.cli import commands as cli
     argv = ["monitor", "--replay", str(tmp_path / "missing.parquet"), flag, value]
     for name in ("positions", "instruments", "market", "index"):
         argv += [f"--{name}", str(tmp_path / f"{name}.parquet")]      # checked before reading
@@ -692,7 +692,7 @@ def test_cli_monitor_bad_view_flags_are_one_line(tmp_path, capsys, flag, value):
 def test_cli_monitor_a_null_in_a_tick_keeps_the_value(tmp_path, capsys):
     """A ticks row with a new vol and no mark (the other value columns null) keeps the mark;
     the index row of the same update has null market columns."""
-    from pmrisk import cli
+    from pmrisk.cli import commands as cli
     book = samples.demo_book()
     opt = [r for r in book["market"].to_pylist() if r["mark_iv"] is not None][0]
     t = [T0.value, T0.value]
@@ -710,7 +710,7 @@ def test_cli_monitor_a_null_in_a_tick_keeps_the_value(tmp_path, capsys):
 
 
 def test_cli_demo_monitor_crosses_every_level(capsys):
-    from pmrisk import cli
+    from pmrisk.cli import commands as cli
     assert cli.main(["demo", "--monitor", "--model", "deribit_pme"]) == 0
     out = capsys.readouterr().out
     lines = [ln for ln in out.splitlines() if ln.startswith("2024-")]

@@ -9,9 +9,10 @@ import pyarrow as pa
 import pyarrow.compute as pc
 import pytest
 
-from pmrisk import Monitor, monitor_block, samples
-from pmrisk.monitor_state import MarketState
-from pmrisk.monitor_view import crash_ticks
+from pmrisk import Monitor, samples
+from pmrisk.monitor import block as monitor_block
+from pmrisk.monitor.state import MarketState
+from pmrisk.cli.monitor_view import crash_ticks
 
 MODELS = ["deribit_pme", "standard"]
 

@@ -8,7 +8,7 @@ import pyarrow as pa
 import pytest
 
 import pmrisk
-from pmrisk import presets
+from pmrisk.model import presets
 from pmrisk.kernel import black76_price
 from test_engine import INDEX, INSTR, MARKET, T0, margin, one
 

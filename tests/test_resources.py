@@ -11,8 +11,8 @@ import pytest
 
 import pmrisk
 from pmrisk import Model, samples
-from pmrisk.resources import Group, Shape, check_memory, estimate, scenario_count
-from pmrisk.scenario_table import scenario_set_for
+from pmrisk.engine.resources import Group, Shape, check_memory, estimate, scenario_count
+from pmrisk.model.scenario_table import scenario_set_for
 
 HUGE = {"n_directions": 1_000_000, "shell_steps": 100}        # > 24 GB on the demo book
 
@@ -173,9 +173,9 @@ PROBE = r"""
 import gc, json, re, sys
 import pmrisk
 from pmrisk import samples
-from pmrisk._arrow import as_table
-from pmrisk.book import load_book
-from pmrisk.resources import estimate, shape_of
+from pmrisk.io.arrow import as_table
+from pmrisk.io.book import load_book
+from pmrisk.engine.resources import estimate, shape_of
 
 def status(key):
     s = open("/proc/self/status").read()

@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 
 from pmrisk import MarginError, samples
-from pmrisk.cli import main
+from pmrisk.cli.commands import main
 
 BAD = [
     # samples.prices

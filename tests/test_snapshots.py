@@ -162,7 +162,7 @@ def test_risk_arrays_reject_a_time_column():
 from hypothesis import given, settings  # noqa: E402
 from hypothesis import strategies as st  # noqa: E402
 
-from pmrisk.margin import margin_per_snapshot  # noqa: E402
+from pmrisk.engine.margin import margin_per_snapshot  # noqa: E402
 
 TS = pa.timestamp("ns", tz="UTC")
 
@@ -287,5 +287,5 @@ def test_margin_error_time_is_part_of_the_message_and_survives_pickling(time):
     (["reserves", "instruments"], ["reserves"]),
 ])
 def test_snapshot_times_come_from_account_state_else_every_timed_table(timed, basis):
-    from pmrisk.schema import snapshot_tables
+    from pmrisk.io.schema import snapshot_tables
     assert snapshot_tables(timed) == basis

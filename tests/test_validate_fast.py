@@ -1,6 +1,6 @@
 """Validation's fast paths agree with the row-by-row checks.
 
-``pmrisk._arrow.FAST_PATHS`` switches every shortcut of :func:`pmrisk.book.load_book` and of
+``pmrisk.io.arrow.FAST_PATHS`` switches every shortcut of :func:`pmrisk.io.book.load_book` and of
 the column readers off (reductions before row-by-row checks, one-pass key checks, runs of a
 time-ordered history, market rows in the instruments' order ...).  On valid and broken books
 (the demo book and a short history, mutated: odd values, unknown names, repeated, dropped,
@@ -21,10 +21,11 @@ from hypothesis import strategies as st
 
 import oracles
 import pmrisk
-from pmrisk import _arrow, samples
-from pmrisk._arrow import (as_table, codes, duplicated, enum_codes, float_column, kernel_args,
-                           lookup, lookup_many, str_buffers, time_column, unique_keys)
-from pmrisk.book import load_book
+from pmrisk.io import arrow as _arrow
+from pmrisk import samples
+from pmrisk.io.arrow import (as_table, codes, duplicated, enum_codes, float_column, kernel_args,
+                             lookup, lookup_many, str_buffers, time_column, unique_keys)
+from pmrisk.io.book import load_book
 from pmrisk.kernel import keys as K
 
 NAMES = ("positions", "instruments", "market", "index", "balances", "open_orders", "reserves")

@@ -1,0 +1,714 @@
+"""The margin engine on validated arrays: resolve, then compute in phases; no pyarrow.
+
+A call resolves the model once (:func:`resolve`: named per-unit-type parameter arrays), lays
+out the book's rows for the kernels (:func:`prepare`: units, revaluation rows, CSR indexes of
+positions, orders and expiry groups by unit, of positions, units and balances by account), and
+runs the phases over a *selection* (:func:`compute`):
+
+1. revalue: :func:`pmrisk.kernel.instrument_pnl` and :func:`pmrisk.kernel.instrument_greeks`
+   on the revaluation rows (all of them, or the rows a tick moved);
+2. units: :func:`pmrisk.kernel.assemble.unit_figures` (risk vectors, worst case, open orders,
+   positions' values and Greeks, add-ons in coin);
+3. excluded instruments (SPAN standalone margin; numpy, when the model excludes any);
+4. across units: the unit's own worst case (``cross_unit = "sum"``) or its share of its
+   account's joint scenario (``"correlated"``, :mod:`pmrisk.engine.correlated`);
+5. margins and contributions: :func:`pmrisk.kernel.assemble.unit_margins`;
+6. accounts: :func:`pmrisk.kernel.assemble.account_figures`.
+
+:func:`run` is all of it over everything (:func:`pmrisk.margin`, backtests, liquidation
+plans); :class:`pmrisk.Monitor` keeps the :class:`Outcome` and calls :func:`compute` on the
+rows, units and accounts a tick touched.  It is the same code either way, so the two agree to
+the bit.  :mod:`pmrisk.results` turns an outcome into Arrow tables.
+"""
+
+from dataclasses import MISSING, dataclass, fields, replace
+from typing import NamedTuple
+
+import numpy as np
+import pyarrow as pa
+
+from pmrisk import kernel as K
+from pmrisk.kernel import addons
+from pmrisk.kernel import scenarios as S
+from pmrisk.kernel import assemble
+from pmrisk.kernel.assemble import csr
+from pmrisk.kernel.instruments import FUTURE, OPTION, PERPETUAL
+from pmrisk.kernel.volshock import shocked_vols
+
+from ..io.arrow import codes, kernel_args, sum_by
+from .correlated import run_joint
+from .excluded import (Standalone, excluded_instruments, excluded_positions,
+                       standalone_margin)
+from ..model.model import collateral_value
+from .resources import check_memory, shape_of
+from ..model.scenario_table import scenario_set_for
+from .units import build_units
+
+_EMPTY_I = np.zeros(0, dtype=np.int64)
+_EMPTY_F = np.zeros(0)
+
+# a selection of fewer rows than this runs the phase kernels on the calling thread: waking
+# numba's threads costs more than a few units' work (and under load, a scheduler quantum)
+PARALLEL_MIN = 64
+
+# per-underlying parameters the engine reads, resolved per unit type
+TYPE_PARAMS = ("vol_floor", "volatility_range_up", "volatility_range_down",
+               "short_term_vega_power", "long_term_vega_power", "min_volatility_for_shock_up",
+               "vol_scan_range", "horizon_days", "short_option_minimum",
+               "annualised_move_risk", "min_annualised_move",
+               "delta_total_liq_shock_threshold", "m_inc", "max_delta_shock")
+
+
+@dataclass
+class Params:
+    """The model resolved for one call's unit types: scalars and one array per parameter,
+    indexed by unit type code (``Units.type_names``).  Nothing below :func:`resolve` reads the
+    :class:`~pmrisk.Model`, except the joint stress and the excluded-instrument rule, which
+    take the model's correlations, scenario shapes and exclusion lists."""
+    rate: float
+    risk_multiplier: float
+    mm_factor: float
+    im_factor: float
+    loan_mmr: float
+    cross_unit: str
+    tail_mode: str
+    thresholds: dict
+    collateral: dict                    # asset -> its collateral rate or tiers
+    per_type: dict                      # name -> float64[n_types] (TYPE_PARAMS)
+    absolute_vol_shock: np.ndarray      # bool[n_types]
+    coin_settled: np.ndarray            # bool[n_types]: settled in its own underlying
+    und_row: np.ndarray                 # int64[n_types]: row of the scenario arrays
+
+
+def resolve(model, units):
+    """:class:`Params` of ``model`` for the unit types of ``units``."""
+    names = units.type_und
+    per = {k: np.array([model.underlying(u)[k] for u in names], dtype=np.float64)
+           for k in TYPE_PARAMS}
+    return Params(
+        rate=float(model["rate"]), risk_multiplier=float(model["risk_multiplier"]),
+        mm_factor=float(model["mm_factor"]), im_factor=float(model["im_factor"]),
+        loan_mmr=float(model["loan_mmr"]), cross_unit=model["cross_unit"],
+        tail_mode=model["tail_mode"], thresholds=model["thresholds"],
+        collateral=model["collateral"], per_type=per,
+        absolute_vol_shock=np.array([model.underlying(u)["vol_shock"] == "absolute"
+                                     for u in names], dtype=bool),
+        coin_settled=np.array([u == c for u, c in zip(units.type_und, units.type_ccy)],
+                              dtype=bool), und_row=units.type_und_code)
+
+
+def und_param(model, names, key):
+    return np.array([model.underlying(u)[key] for u in names], dtype=np.float64)
+
+
+def per_instr(model, units, instr_type, key):
+    return und_param(model, units.type_und, key)[instr_type]
+
+
+class PnlArgs(NamedTuple):
+    """The arguments of :func:`pmrisk.kernel.instrument_pnl`, by name (revaluation rows)."""
+    kind: np.ndarray
+    settlement: np.ndarray
+    contract_size: np.ndarray
+    mark: np.ndarray
+    forward: np.ndarray
+    strike: np.ndarray
+    is_call: np.ndarray
+    t_now: np.ndarray
+    t_scen: np.ndarray
+    sig_mark: np.ndarray
+    sig_up: np.ndarray
+    sig_same: np.ndarray
+    sig_down: np.ndarray
+    und: np.ndarray
+    rate: float
+    n_scen: np.ndarray
+    price_shock: np.ndarray
+    log1p_shock: np.ndarray
+    vol_code: np.ndarray
+    vol_factor: np.ndarray
+    pnl_scale: np.ndarray
+
+    def instruments(self):
+        """The per-row instrument columns (``kind`` ... ``und``), without rate and scenarios."""
+        return tuple(self[:self._fields.index("rate")])
+
+    def on(self, scen):
+        """The same rows on the scenario set ``scen`` (a :class:`PaddedScenarios`)."""
+        return self._replace(**dict(zip(
+            ("n_scen", "price_shock", "log1p_shock", "vol_code", "vol_factor", "pnl_scale"),
+            kernel_args(scen.n_scen, scen.price_shock, scen.log1p_shock, scen.vol_code,
+                        scen.vol_factor, scen.pnl_scale))))
+
+
+class Revaluation(NamedTuple):
+    """What :func:`revaluation_inputs` prepares: the units, the per-underlying scenario sets,
+    the arguments of :func:`pmrisk.kernel.instrument_pnl` over the revaluation rows
+    (:class:`PnlArgs`), and each position's and order's row (``pos_row``, ``ord_row``)."""
+    units: object
+    itype: np.ndarray           # unit type per active instrument
+    pos_unit: np.ndarray
+    ord_unit: np.ndarray
+    res_unit: np.ndarray
+    scen: S.PaddedScenarios
+    args: PnlArgs
+    pos_row: np.ndarray
+    ord_row: np.ndarray
+    row_instr: np.ndarray       # instrument of each revaluation row
+    floored: np.ndarray         # instruments with a floored copy (row n_instr + k)
+    params: Params
+
+
+def short_instruments(book):
+    """Instruments held short or sold by an open order (bool per instrument)."""
+    short = np.zeros(len(book.kind), dtype=bool)
+    short[book.pos_instr[book.quantity < 0]] = True
+    short[book.ord_instr[book.ord_qty < 0]] = True
+    return short
+
+
+def floored_copies(book, floor, short=None):
+    """Instruments that get a revaluation row at the vol floor: options whose floor binds
+    (floor > mark_iv) and that are held short or sold by an open order (``short``: the
+    :func:`short_instruments` of ``book`` if already known)."""
+    short = short_instruments(book) if short is None else short
+    sig_mark = np.where(book.kind == OPTION, book.mark_iv, 0.0)
+    return np.flatnonzero((book.kind == OPTION) & (floor > sig_mark) & short)
+
+
+def row_args(book, params, scen, itype, row_instr, rows):
+    """:class:`PnlArgs` of the revaluation rows ``rows`` at the book's current marks (rows at
+    or past ``len(book.kind)`` are floored copies of ``row_instr[rows]``)."""
+    r = row_instr[rows]
+    t = itype[r]
+    p = params.per_type
+    copy = rows >= len(book.kind)
+    sig = np.where(book.kind[r] == OPTION, book.mark_iv[r], 0.0)
+    floor_r = np.where(copy, p["vol_floor"][t], 0.0)
+    same, up, down = shocked_vols(
+        sig, book.years[r] * 365.0, floor_r, p["volatility_range_up"][t],
+        p["volatility_range_down"][t], p["short_term_vega_power"][t],
+        p["long_term_vega_power"][t], p["min_volatility_for_shock_up"][t],
+        params.absolute_vol_shock[t], p["vol_scan_range"][t])
+    t_scen = np.maximum(book.years[r] - p["horizon_days"][t] / 365.0, 0.0)
+    und = params.und_row[t]
+    c = np.ascontiguousarray
+    return PnlArgs(*kernel_args(
+        book.kind[r], book.settlement[r], book.contract_size[r], book.mark[r], book.forward[r],
+        book.strike[r], book.is_call[r], book.years[r], c(t_scen), c(sig), c(up), c(same),
+        c(down), c(und), params.rate, scen.n_scen, scen.price_shock, scen.log1p_shock,
+        scen.vol_code, scen.vol_factor, scen.pnl_scale))
+
+
+def revaluation_inputs(book, model):
+    """Units, scenario sets and the arguments of :func:`pmrisk.kernel.instrument_pnl` for a
+    validated book (shared by :func:`run`, the benchmarks and the oracle tests).
+
+    Revaluation rows are the active instruments at their market vol, followed by a copy at
+    the model's vol floor of every option whose floor binds (floor > mark_iv) and that is
+    held short or sold by an open order.  Short positions and sell orders use the floored
+    copy, everything else the market row: the floor makes a short option's scenarios worse
+    and never values a long option above its market vol, so margin can only rise with the
+    floor (sigma is raised to the floor; docs/methodology.md, "Vol floor").
+    """
+    units, itype, pos_unit, ord_unit, res_unit = build_units(book, model)
+    params = resolve(model, units)
+    scen = S.pad([scenario_set_for(model, u) for u in units.underlyings])
+    n = len(book.kind)
+    floor = params.per_type["vol_floor"][itype] if n else _EMPTY_F
+    copy = floored_copies(book, floor)
+    row_instr = np.concatenate([np.arange(n), copy]).astype(np.int64)
+    row_of_copy = np.full(n, -1, dtype=np.int64)
+    row_of_copy[copy] = n + np.arange(len(copy))
+    args = row_args(book, params, scen, itype if n else _EMPTY_I, row_instr,
+                    np.arange(len(row_instr)))
+
+    def row_of(instr, qty):
+        fl = row_of_copy[instr] if len(instr) else instr
+        return np.where((qty < 0) & (fl >= 0), fl, instr).astype(np.int64)
+
+    return Revaluation(units, itype, pos_unit, ord_unit, res_unit, scen, args,
+                       row_of(book.pos_instr, book.quantity), row_of(book.ord_instr, book.ord_qty),
+                       row_instr, copy, params)
+
+
+# -- the outcome: figures named as the result tables' columns ------------------------------------
+
+@dataclass
+class UnitFigures:
+    """Per (account, unit) row, settlement currency (names of the units table's columns)."""
+    worst_case: np.ndarray
+    binding_scenario: np.ndarray
+    roll_shock: np.ndarray
+    delta_shock: np.ndarray
+    short_option_minimum: np.ndarray
+    open_orders_margin: np.ndarray
+    mmp_margin: np.ndarray
+    scenario_margin: np.ndarray         # the unit's part of its account's scenario margin
+    scenario_price_shock: np.ndarray    # its move in that scenario (NaN: not part of it)
+    scenario_vol_state: np.ndarray      # its vol state there (-1: not part of it)
+    excluded_margin: np.ndarray         # SPAN standalone margin of its excluded positions
+    risk_matrix_margin: np.ndarray
+    maintenance_margin: np.ndarray
+    initial_margin: np.ndarray
+    delta: np.ndarray
+    gamma: np.ndarray
+    vega: np.ndarray
+    theta: np.ndarray
+    vectors: np.ndarray                 # (n_units, S) risk vector
+    weighted: np.ndarray                # (n_units, S) weighted risk vector
+    # add-ons in coin and the coin -> settlement currency factor
+    roll_coin: np.ndarray
+    delta_coin: np.ndarray
+    som_coin: np.ndarray
+    conv: np.ndarray
+    slope_usd: np.ndarray               # USD P&L per unit relative move of the underlying
+    finite: np.ndarray                  # 1.0: every figure of the unit and its positions finite
+
+
+@dataclass
+class PositionFigures:
+    """Per position, settlement currency (names of the positions table's columns)."""
+    value: np.ndarray
+    model_value: np.ndarray
+    unrealised_pnl: np.ndarray
+    delta: np.ndarray
+    gamma: np.ndarray
+    vega: np.ndarray
+    theta: np.ndarray
+    mm_contribution: np.ndarray
+    im_contribution: np.ndarray
+    excluded: np.ndarray                # bool: left out of the portfolio (SPAN standalone)
+    excluded_margin: np.ndarray         # its standalone margin (0 unless excluded)
+    portfolio_delta: np.ndarray         # delta left in the portfolio (0 when excluded)
+    own_loss: np.ndarray                # its loss in the scenario that sets the margin
+
+
+@dataclass
+class AccountFigures:
+    """Per account, USD (names of the accounts table's columns)."""
+    equity: np.ndarray
+    actual_equity: np.ndarray
+    loan_maintenance_margin: np.ndarray
+    maintenance_margin: np.ndarray
+    initial_margin: np.ndarray
+    scenario_margin: np.ndarray
+    finite: np.ndarray                  # 1.0: every figure of the account is finite
+    worst_scenario: list = None         # binding joint scenario in words (correlated)
+
+
+@dataclass
+class Layout:
+    """Row indexes the phases use (CSR: members of group g are ``order[start[g]:start[g+1]]``)
+    and what does not move with the marks."""
+    pu_start: np.ndarray
+    pu_order: np.ndarray
+    ou_start: np.ndarray
+    ou_order: np.ndarray
+    pa_start: np.ndarray
+    pa_order: np.ndarray
+    ba_start: np.ndarray
+    ba_order: np.ndarray
+    ua_start: np.ndarray
+    pos_group: np.ndarray
+    group_rate: np.ndarray
+    q_port: np.ndarray
+    short_opt: np.ndarray
+    som_rate: np.ndarray
+    res_oo: np.ndarray
+    mmp: np.ndarray
+    unit_und: np.ndarray
+    threshold_usd: np.ndarray
+    m_inc: np.ndarray
+    max_delta_shock: np.ndarray
+    coin_settled: np.ndarray
+    excluded_any: bool                  # some position or order is on an excluded instrument
+
+
+@dataclass
+class Outcome:
+    """A book, its resolved parameters and layout, and every figure the engine computed."""
+    book: object
+    units: object
+    scen: S.PaddedScenarios
+    params: Params
+    rev: Revaluation
+    layout: Layout
+    instr_type: np.ndarray
+    pos_unit: np.ndarray
+    pos_row: np.ndarray
+    instr_pnl: np.ndarray               # per revaluation row and scenario
+    instr_greeks: np.ndarray            # (5, n_instr): model value, delta, gamma, vega, theta
+    order_im: np.ndarray
+    roll_group: np.ndarray
+    collateral_usd: np.ndarray          # per balance row
+    balance_usd: np.ndarray
+    unit: UnitFigures
+    position: PositionFigures
+    account: AccountFigures
+    correlation: object = None          # CorrelationMatrix list in correlated mode
+
+    def copy(self):
+        """An outcome whose arrays are copies (result tables built earlier keep theirs)."""
+        def cp(obj):
+            vals = {f.name: (getattr(obj, f.name).copy()
+                             if isinstance(getattr(obj, f.name), (np.ndarray, list))
+                             else getattr(obj, f.name)) for f in fields(obj)}
+            return replace(obj, **vals)
+        units = replace(self.units, settle_px=self.units.settle_px.copy(),
+                        index_px=self.units.index_px.copy())
+        return replace(self, units=units, unit=cp(self.unit), position=cp(self.position),
+                       account=cp(self.account), instr_pnl=self.instr_pnl.copy(),
+                       instr_greeks=self.instr_greeks.copy(), order_im=self.order_im.copy(),
+                       roll_group=self.roll_group.copy(),
+                       collateral_usd=self.collateral_usd.copy(),
+                       balance_usd=self.balance_usd.copy())
+
+
+def _zeros(cls, n, **given):
+    """A figures dataclass of zero arrays of length ``n`` (``given``: other initial arrays);
+    fields with a default keep it."""
+    return cls(**{f.name: given.get(f.name, np.zeros(n)) for f in fields(cls)
+                  if f.default is MISSING or f.name in given})
+
+
+def prepare(book, model):
+    """Resolve the model and lay out ``book`` for the phases; returns an :class:`Outcome`
+    whose figures are still zero (:func:`compute` fills them)."""
+    return lay_out(book, model, revaluation_inputs(book, model))
+
+
+def lay_out(book, model, rv):
+    """The :class:`Outcome` of ``book`` with the units, resolved parameters and revaluation
+    rows of ``rv``, figures zero (also for :func:`pmrisk.margin_from_risk_arrays`, whose
+    revaluation rows are the caller's risk arrays)."""
+    units, itype, pos_unit = rv.units, rv.itype, rv.pos_unit
+    params = rv.params
+    n_units, n_acc, n_pos = len(units), len(book.accounts), len(book.quantity)
+    q = book.quantity
+    excl = excluded_positions(book, model)
+    excluded_any = bool(excl.any()) or bool(
+        len(book.ord_instr) and excluded_instruments(book, model)[book.ord_instr].any())
+    short_all = np.where((book.kind[book.pos_instr] == OPTION) & (q < 0), -q, 0.0) \
+        if n_pos else _EMPTY_F
+    som_rate = params.per_type["short_option_minimum"][itype][book.pos_instr] \
+        if n_pos else _EMPTY_F
+    pu_start, pu_order = csr(*kernel_args(pos_unit, n_units))
+    pos_group, group_rate, _ = expiry_groups(book, params, units, pu_start, pu_order)
+    ou_start, ou_order = csr(*kernel_args(rv.ord_unit, n_units))
+    pa_start, pa_order = csr(*kernel_args(book.pos_account, n_acc))
+    ba_start, ba_order = csr(*kernel_args(book.bal_account, n_acc))
+    ua_start = np.searchsorted(units.account, np.arange(n_acc + 1)).astype(np.int64)
+    utype = units.utype
+    per = params.per_type
+    layout = Layout(
+        pu_start=pu_start, pu_order=pu_order, ou_start=ou_start, ou_order=ou_order,
+        pa_start=pa_start, pa_order=pa_order, ba_start=ba_start, ba_order=ba_order,
+        ua_start=ua_start, pos_group=pos_group, group_rate=group_rate,
+        q_port=np.where(excl, 0.0, q), short_opt=np.where(excl, 0.0, short_all),
+        som_rate=som_rate,
+        res_oo=sum_by(rv.res_unit, weights=book.res_oo, minlength=n_units),
+        mmp=sum_by(rv.res_unit, weights=book.res_mmp, minlength=n_units),
+        unit_und=units.type_und_code[utype],
+        threshold_usd=per["delta_total_liq_shock_threshold"][utype], m_inc=per["m_inc"][utype],
+        max_delta_shock=per["max_delta_shock"][utype],
+        coin_settled=params.coin_settled[utype], excluded_any=excluded_any)
+    width = rv.scen.price_shock.shape[1]
+    unit = _zeros(UnitFigures, n_units, binding_scenario=np.zeros(n_units, np.int64),
+                  scenario_vol_state=np.full(n_units, -1, np.int64),
+                  vectors=np.zeros((n_units, width)), weighted=np.zeros((n_units, width)),
+                  mmp_margin=layout.mmp.copy())
+    position = _zeros(PositionFigures, n_pos, excluded=excl)
+    account = _zeros(AccountFigures, n_acc)
+    return Outcome(
+        book=book, units=units, scen=rv.scen, params=params, rev=rv, layout=layout,
+        instr_type=itype, pos_unit=pos_unit, pos_row=rv.pos_row,
+        instr_pnl=np.zeros((len(rv.row_instr), width)),
+        instr_greeks=np.zeros((5, len(book.kind))), order_im=np.zeros(len(book.ord_qty)),
+        roll_group=np.zeros(len(group_rate)), collateral_usd=np.zeros(len(book.bal_amount)),
+        balance_usd=np.zeros(len(book.bal_amount)), unit=unit, position=position,
+        account=account)
+
+
+def run(book, model, risk_vectors=False):
+    """The engine on a validated book; first refuses a call whose estimated peak memory
+    (``risk_vectors``: the risk-vector tables the caller will build) is above the model's
+    ``max_memory_gb`` (:func:`pmrisk.engine.resources.check_memory`)."""
+    check_memory(model, shape_of(book, model), risk_vectors)
+    out = prepare(book, model)
+    compute(out, model)
+    return out
+
+
+def compute(out, model, rows=None, instruments=None, units=None, accounts=None,
+            balances=None):
+    """The phases over a selection, in place: revalue ``rows`` (revaluation rows) and
+    ``instruments`` (Greeks), then the ``units``, their accounts' ``accounts`` and the
+    ``balances`` rows (int64 index arrays; None: all).  Under ``cross_unit = "correlated"``,
+    with excluded instruments, or for a partial selection the caller must pass every unit of
+    the accounts it selects (the Monitor does)."""
+    book, lay, p, uf = out.book, out.layout, out.params, out.unit
+    sel = np.arange(len(out.units), dtype=np.int64) if units is None else \
+        np.ascontiguousarray(units, dtype=np.int64)
+    units = out.units
+    rv = out.rev
+    # -- 1. revalue ------------------------------------------------------------------------
+    if rows is None:                    # every row, at the marks rv.args were built from
+        out.instr_pnl = K.instrument_pnl(*rv.args)
+    elif len(rows):
+        out.instr_pnl[rows] = K.instrument_pnl(*row_args(book, p, out.scen, out.instr_type,
+                                                         rv.row_instr, rows))
+    n_i = len(book.kind)
+    instruments = np.arange(n_i) if instruments is None else instruments
+    if len(instruments):
+        i = instruments
+        sig = np.where(book.kind[i] == OPTION, book.mark_iv[i], 0.0)
+        g = K.instrument_greeks(*kernel_args(book.kind[i], book.settlement[i],
+                                             book.contract_size[i], book.mark[i],
+                                             book.forward[i], book.strike[i], book.is_call[i],
+                                             book.years[i], sig), p.rate)
+        if len(i) == n_i:
+            out.instr_greeks = g
+        else:
+            out.instr_greeks[:, i] = g
+    # -- 2. units --------------------------------------------------------------------------
+    _phase("unit_figures", sel)(sel, *phase_arguments(out, "unit_figures"))
+    # -- 3. excluded instruments -----------------------------------------------------------
+    if lay.excluded_any:
+        _excluded(out, model)
+    # -- 4. across units -------------------------------------------------------------------
+    own_from_binding = p.cross_unit != "correlated"
+    if own_from_binding:
+        uf.scenario_margin[sel] = uf.worst_case[sel]
+    else:
+        _correlated(out, model)
+    # -- 5. margins and contributions ------------------------------------------------------
+    _phase("unit_margins", sel)(sel, *phase_arguments(out, "unit_margins", own_from_binding))
+    # -- 6. accounts -----------------------------------------------------------------------
+    bal = np.arange(len(book.bal_amount)) if balances is None else balances
+    if len(bal):
+        coll, usd = collateral_usd(book, p, bal)
+        out.collateral_usd[bal] = coll
+        out.balance_usd[bal] = usd
+    acc = np.arange(len(book.accounts), dtype=np.int64) if accounts is None else \
+        np.ascontiguousarray(accounts, dtype=np.int64)
+    _phase("account_figures", acc)(acc, *phase_arguments(out, "account_figures"))
+    return out
+
+
+def _phase(kernel, sel):
+    """The parallel kernel, or its serial twin for a small selection."""
+    return getattr(assemble, kernel if len(sel) >= PARALLEL_MIN else kernel + "_serial")
+
+
+def phase_arguments(out, kernel, own_from_binding=True):
+    """The arguments after the selection of :mod:`pmrisk.kernel.assemble`'s ``kernel``
+    (``"unit_figures"``, ``"unit_margins"`` or ``"account_figures"``) on ``out``: inputs as
+    read-only contiguous views, then the outcome's arrays the kernel writes (in place)."""
+    book, lay, p, rv, scen = out.book, out.layout, out.params, out.rev, out.scen
+    units, uf, pf, af = out.units, out.unit, out.position, out.account
+    if kernel == "unit_figures":
+        return (*kernel_args(
+            lay.pu_start, lay.pu_order, book.pos_instr, out.pos_row, book.quantity, lay.q_port,
+            book.entry_price, lay.short_opt, lay.som_rate, lay.pos_group, pf.excluded,
+            book.kind, book.settlement, book.contract_size, book.mark, book.forward,
+            out.instr_greeks,
+            out.instr_pnl, lay.unit_und, units.settle_px, units.index_px, lay.coin_settled,
+            lay.threshold_usd, lay.m_inc, lay.max_delta_shock, lay.group_rate, lay.ou_start,
+            lay.ou_order, rv.ord_row, book.ord_qty, lay.res_oo, scen.n_scen, scen.price_shock,
+            scen.loss_weight, scen.gain_weight, scen.gain_cap_usd, scen.dampener_usd,
+            scen.vol_code),
+            uf.vectors, uf.weighted, uf.worst_case, uf.binding_scenario,
+            uf.scenario_price_shock, uf.scenario_vol_state, out.order_im,
+            uf.open_orders_margin, out.roll_group, uf.roll_coin, uf.delta_coin, uf.som_coin,
+            uf.conv, uf.delta, uf.gamma, uf.vega, uf.theta, pf.value, pf.model_value,
+            pf.unrealised_pnl, pf.delta, pf.gamma, pf.vega, pf.theta, pf.portfolio_delta,
+            uf.slope_usd)
+    if kernel == "unit_margins":
+        return (*kernel_args(lay.pu_start, lay.pu_order, lay.pos_group, pf.portfolio_delta,
+                             lay.short_opt, lay.som_rate, pf.excluded_margin, pf.own_loss),
+                bool(own_from_binding),
+                *kernel_args(out.pos_row, lay.q_port, out.instr_pnl, lay.unit_und,
+                             scen.loss_weight, uf.binding_scenario, uf.worst_case,
+                             uf.scenario_margin, out.roll_group, uf.roll_coin, uf.delta_coin,
+                             uf.som_coin, uf.conv, uf.excluded_margin, uf.open_orders_margin,
+                             uf.mmp_margin),
+                p.risk_multiplier, p.mm_factor, p.im_factor, np.zeros(len(out.roll_group)),
+                *kernel_args(pf.value, pf.model_value, pf.unrealised_pnl, pf.delta, pf.gamma,
+                             pf.vega, pf.theta, uf.delta, uf.gamma, uf.vega, uf.theta),
+                uf.roll_shock, uf.delta_shock, uf.short_option_minimum, uf.risk_matrix_margin,
+                uf.maintenance_margin, uf.initial_margin, pf.own_loss, pf.mm_contribution,
+                pf.im_contribution, uf.finite)
+    if kernel == "account_figures":
+        return (*kernel_args(lay.pa_start, lay.pa_order, out.pos_unit, pf.value,
+                             units.settle_px, lay.ua_start, uf.maintenance_margin,
+                             uf.initial_margin, uf.scenario_margin, lay.ba_start, lay.ba_order,
+                             out.collateral_usd, out.balance_usd),
+                p.loan_mmr, af.equity, af.actual_equity, af.loan_maintenance_margin,
+                af.maintenance_margin, af.initial_margin, af.scenario_margin, af.finite)
+    raise ValueError(f"no phase kernel {kernel!r}")
+
+
+def _excluded(out, model):
+    """Phase 3: the SPAN standalone margin of excluded positions (per position and unit) and
+    the open orders on excluded instruments."""
+    book, units, lay, rv = out.book, out.units, out.layout, out.rev
+    uf, pf = out.unit, out.position
+    n_units = len(units)
+    unit_px = units.settle_px
+    q = book.quantity
+    excl = pf.excluded
+    span = Standalone(model, units, rv.args)
+    short_all = np.where((book.kind[book.pos_instr] == OPTION) & (q < 0), -q, 0.0)
+    conv_u = uf.conv
+    pf.excluded_margin[:] = standalone_margin(
+        span, out.pos_unit, out.pos_row, excl, q, units, unit_px,
+        short_all * lay.som_rate * conv_u[out.pos_unit]) if len(q) else 0.0
+    uf.excluded_margin[:] = sum_by(out.pos_unit, weights=pf.excluded_margin,
+                                   minlength=n_units)
+    out.order_im = _excluded_order_margin(book, model, units, span, rv, out.order_im,
+                                          unit_px, conv_u, out.instr_type)
+    uf.open_orders_margin[:] = sum_by(rv.ord_unit, weights=out.order_im, minlength=n_units) \
+        + lay.res_oo
+
+
+def _correlated(out, model):
+    """Phase 4 under ``cross_unit = "correlated"``: each account's worst of the joint
+    scenarios and, per unit, of the cells that stay per unit (Deribit's extended table always;
+    the extremes with ``tail_mode = "per_unit"``).  Sets the units' ``scenario_margin`` (their
+    share of the account's scenario margin), ``scenario_price_shock``/``scenario_vol_state``,
+    the positions' ``own_loss`` there and the accounts' ``worst_scenario``."""
+    book, units, scen, lay, rv = out.book, out.units, out.scen, out.layout, out.rev
+    uf, pf = out.unit, out.position
+    n_acc = len(book.accounts)
+    n_units = len(units)
+    unit_px = units.settle_px
+    pos_unit, pos_row, q_port = out.pos_unit, out.pos_row, lay.q_port
+    instr_pnl = out.instr_pnl
+    jr = run_joint(book, model, units, pos_unit, pos_row, q_port, rv.args, unit_px,
+                   uf.slope_usd)
+    unit_und = lay.unit_und
+    per_unit = scen.table == S.TABLE_EXTENDED
+    if out.params.tail_mode == "per_unit":
+        per_unit = per_unit | (scen.table == S.TABLE_EXTREME)
+    weighted = uf.weighted
+    cols = np.arange(weighted.shape[1])
+    real = cols[None, :] < scen.n_scen[unit_und][:, None] if n_units else \
+        np.zeros((0, weighted.shape[1]), dtype=bool)
+    tail_cells = np.where(per_unit[unit_und] & real, weighted, np.inf)
+    tail_cell = np.argmin(tail_cells, axis=1) if weighted.shape[1] else \
+        np.zeros(n_units, dtype=np.int64)
+    tail_w = tail_cells[np.arange(n_units), tail_cell] if n_units else _EMPTY_F
+    tail_worst = np.where(np.isfinite(tail_w), np.maximum(-tail_w, 0.0), 0.0)
+    tail_usd = tail_worst * unit_px
+    # per account: the unit with the largest per-unit tail (ties: the first unit)
+    best_tail = np.zeros(n_acc)
+    tail_unit = np.full(n_acc, -1, dtype=np.int64)
+    if n_units:
+        order = np.lexsort((np.arange(n_units), -tail_usd, units.account))
+        lead = order[np.r_[True, units.account[order][1:] != units.account[order][:-1]]]
+        lead = lead[tail_usd[lead] > 0.0]
+        tail_unit[units.account[lead]] = lead
+        best_tail[units.account[lead]] = tail_usd[lead]
+    joint_binds = jr.worst_usd >= best_tail
+    share = np.where(joint_binds[units.account] & (jr.worst_usd[units.account] > 0.0),
+                     -jr.unit_value, 0.0)
+    pos_acc = units.account[pos_unit]
+    own = np.where(joint_binds[pos_acc] & (jr.worst_usd[pos_acc] > 0.0), jr.pos_loss, 0.0)
+    desc = list(jr.description)
+    # each unit's move and vol state in the binding scenario (NaN / -1: not part of it)
+    taking_part = joint_binds[units.account] & (jr.worst_usd[units.account] > 0.0)
+    u_shock = np.where(taking_part, jr.unit_shock, np.nan)
+    u_vol = np.where(taking_part, jr.unit_vol, -1)
+    # accounts whose largest per-unit tail binds: that unit alone, at its tail cell
+    tail_acc = np.flatnonzero(~joint_binds)
+    tu = tail_unit[tail_acc]
+    share[tu] = tail_worst[tu]
+    u_shock[tu] = scen.price_shock[unit_und[tu], tail_cell[tu]]
+    u_vol[tu] = scen.vol_code[unit_und[tu], tail_cell[tu]]
+    in_tail = np.zeros(n_units, dtype=bool)
+    in_tail[tu] = True
+    on = in_tail[pos_unit]
+    c = tail_cell[pos_unit[on]]
+    own[on] = -scen.loss_weight[unit_und[pos_unit[on]], c] * q_port[on] \
+        * instr_pnl[pos_row[on], c]
+    for a, u in zip(tail_acc.tolist(), tu.tolist()):
+        k, c = unit_und[u], tail_cell[u]
+        desc[a] = (f"{units.type_names[units.utype[u]]} {S.TABLES[scen.table[k, c]]} "
+                   f"{scen.price_shock[k, c]:+.2%} vol {S.VOL_STATES[scen.vol_code[k, c]]}")
+    uf.scenario_margin[:] = share
+    uf.scenario_price_shock[:] = u_shock
+    uf.scenario_vol_state[:] = u_vol
+    pf.own_loss[:] = own
+    out.account.worst_scenario = desc
+    out.correlation = jr.correlation
+
+
+def _excluded_order_margin(book, model, units, span, rv, order_im, unit_px, conv_u, itype):
+    """Open orders on excluded instruments: the increase of the standalone SPAN margin (plus
+    short option minimum) of the account's position in that instrument if the order filled,
+    never negative (the portfolio never sees them)."""
+    ex = excluded_instruments(book, model)[book.ord_instr]
+    if not ex.any():
+        return order_im
+    out = order_im.copy()
+    held = {(a, i): book.quantity[p] for p, (a, i) in
+            enumerate(zip(book.pos_account.tolist(), book.pos_instr.tolist()))}
+    o = np.flatnonzero(ex)
+    before = np.array([held.get((a, i), 0.0) for a, i in
+                       zip(book.ord_account[o].tolist(), book.ord_instr[o].tolist())])
+    after = before + book.ord_qty[o]
+    instr = book.ord_instr[o]
+    u = rv.ord_unit[o]
+    und_row = units.type_und_code[units.utype[u]]
+    px = unit_px[u]
+    rate = per_instr(model, units, itype, "short_option_minimum")[instr] * conv_u[u]
+    is_opt = book.kind[instr] == OPTION
+    cost = []
+    for qty in (before, after):
+        # the floored copy of a row (if any) is the one a short position uses
+        row = np.where(qty < 0, rv.ord_row[o], instr)
+        som = np.where(is_opt, np.maximum(-qty, 0.0), 0.0) * rate
+        cost.append(span.worst(row, qty, und_row, px) + som)
+    out[o] = np.maximum(cost[1] - cost[0], 0.0)
+    return out
+
+
+def collateral_usd(book, params, rows=None):
+    """(collateral value, plain USD value) of the balance rows ``rows`` (None: all):
+    positive amounts at their asset's collateral rate or tiers, loans at full value."""
+    rows = np.arange(len(book.bal_asset)) if rows is None else np.asarray(rows, np.int64)
+    if not len(rows):
+        return _EMPTY_F, _EMPTY_F
+    assets = [book.bal_asset[i] for i in rows.tolist()] if len(rows) < len(book.bal_asset) \
+        else book.bal_asset
+    snap = book.acc_snap[book.bal_account[rows]]
+    usd = book.bal_amount[rows] * book.prices(assets, snap)
+    coll = usd.copy()
+    code, names = codes(pa.array(assets, pa.string()))
+    order = np.argsort(code, kind="stable")
+    bounds = np.searchsorted(code[order], np.arange(len(names) + 1))
+    for k, asset in enumerate(names.to_pylist()):          # one pass per distinct asset
+        r = order[bounds[k]:bounds[k + 1]]
+        r = r[usd[r] > 0]
+        coll[r] = collateral_value(params.collateral.get(asset), usd[r])
+    return coll, usd
+
+
+def expiry_groups(book, params, units, pu_start, pu_order):
+    """Expiry groups for the roll shock: per unit, one group per expiry of its futures and
+    options, one per perpetual; spot positions belong to none (-1).  Groups are numbered by
+    unit (:func:`pmrisk.kernel.assemble.expiry_groups`), so each unit's groups are
+    consecutive.  Returns ``(pos_group, group_rate, group_unit)``."""
+    pi_ = book.pos_instr
+    kind = book.kind[pi_]
+    # perpetuals: a key of their own (negative, per instrument); dated: the expiry
+    key_i = np.where(book.kind == PERPETUAL, -1 - np.arange(len(book.kind)), book.expiry_ns)
+    dated = (kind == FUTURE) | (kind == OPTION) | (kind == PERPETUAL)
+    pos_group, group_unit, first = assemble.expiry_groups(
+        *kernel_args(pu_start, pu_order, key_i[pi_] if len(pi_) else _EMPTY_I, dated))
+    years = np.where(kind[first] == PERPETUAL, 0.0, book.years[pi_[first]])
+    gtype = units.utype[group_unit]
+    rate = addons.roll_rate(years, params.per_type["annualised_move_risk"][gtype],
+                            params.per_type["min_annualised_move"][gtype])
+    return pos_group, rate, group_unit

@@ -1,0 +1,627 @@
+"""Validated inputs of one margin call as plain arrays.
+
+``load_book`` does every check before anything is computed, so a call that fails validation
+computes nothing.
+
+Snapshots: any input but ``instruments`` may carry a ``time`` column; each distinct
+time is a snapshot, valued at that time with the rows of that time, and the whole history is
+one book: an *account* is an (account, snapshot) pair and an *instrument* an (instrument,
+snapshot) instance (its marks and time to expiry are the snapshot's), so one engine pass
+margins every snapshot.  The snapshot times are those of the timed account-state tables
+(positions, balances, open orders, reserves: an account that is flat at some time but holds
+balances is still a snapshot), or, when none of those is timed, of the timed market tables.
+An untimed account-state table applies to every snapshot; an untimed market or index table
+to every snapshot as well.  Rows match a snapshot by exact time (no as-of join); market rows
+at other times are not used.  Without any ``time`` column the book is one snapshot at
+``valuation_time``.
+"""
+
+from dataclasses import dataclass
+
+import numpy as np
+import pyarrow as pa
+
+from pmrisk.kernel.instruments import (CALL, FUTURE, INVERSE, KINDS, OPTION, OPTION_TYPES,
+                                       PERPETUAL, SETTLEMENTS, SPOT)
+
+from pmrisk.kernel.keys import pairs_in_order, sorted_runs
+
+from . import arrow as _arrow, schema
+from .arrow import (NAT, as_table, check_columns, codes, duplicated, float_column, has, enum_codes,
+                    kernel_args, lookup_many, raise_rows, row_keys, str_column, time_column,
+                    unique_keys, valuation_ns)
+from ..errors import MarginError
+from .schema import ACCOUNT_STATE, TIME, snapshot_tables
+
+NO_EXPIRY = np.iinfo(np.int64).max
+NS_PER_DAY = 86_400 * 10**9
+NS_PER_YEAR = 365 * NS_PER_DAY
+FILL_HINT = ("Pass fill_market=\"forward\" to carry each symbol's latest earlier market row "
+             "(and each underlying's index row) forward to the snapshot times it lacks")
+
+
+@dataclass
+class Book:
+    timed: bool                 # the inputs carried a time column (results get one)
+    snap_ns: np.ndarray         # valuation time of each snapshot, ns UTC
+    accounts: pa.Array          # account name of each (account, snapshot) pair, code = row
+    acc_snap: np.ndarray        # snapshot of each account pair
+    # active instrument instances (held or ordered), compact codes 0..n_instr-1
+    symbols: pa.Array
+    instr_snap: np.ndarray      # snapshot of each instance
+    und_code: np.ndarray        # per instance, row in und_names
+    und_names: list             # underlying names of the active instruments
+    kind: np.ndarray
+    settlement: np.ndarray
+    contract_size: np.ndarray
+    mark: np.ndarray
+    forward: np.ndarray
+    strike: np.ndarray
+    is_call: np.ndarray
+    expiry_ns: np.ndarray
+    years: np.ndarray           # (expiry - valuation)/365d, 0 for spot/perpetual
+    mark_iv: np.ndarray         # NaN for non-options
+    assets: list                # names of the index table's underlyings
+    asset_px: np.ndarray        # (n_snap, n_assets) USD price, NaN where no index row
+    stablecoins: frozenset
+    # positions
+    pos_account: np.ndarray
+    pos_instr: np.ndarray
+    quantity: np.ndarray
+    entry_price: np.ndarray     # NaN when absent
+    # open orders
+    ord_account: np.ndarray
+    ord_instr: np.ndarray
+    ord_qty: np.ndarray
+    ord_id: pa.Array
+    # balances
+    bal_account: np.ndarray
+    bal_asset: list
+    bal_amount: np.ndarray
+    # reserves
+    res_account: np.ndarray
+    res_unit: list
+    res_mmp: np.ndarray
+    res_oo: np.ndarray
+
+    @property
+    def valuation_ns(self):
+        return int(self.snap_ns[0]) if len(self.snap_ns) else 0
+
+    def price_of(self, asset, snap):
+        """USD price of one asset at the snapshots ``snap``: its index row, else 1 for a
+        stablecoin, else NaN (unpriced)."""
+        snap = np.asarray(snap, dtype=np.int64)
+        if asset in self.assets:
+            px = self.asset_px[snap, self.assets.index(asset)]
+        else:
+            px = np.full(len(snap), np.nan)
+        return np.where(np.isnan(px) & (asset in self.stablecoins), 1.0, px)
+
+    def prices(self, assets, snap):
+        """USD price of each asset name at each snapshot: its index row, else 1 for a
+        stablecoin, else NaN (unpriced).  One dictionary pass over the names."""
+        snap = np.asarray(snap, dtype=np.int64)
+        if not len(assets):
+            return np.zeros(0)
+        code, names = codes(pa.array(assets, pa.string()))
+        col_of = {a: i for i, a in enumerate(self.assets)}
+        col = np.array([col_of.get(a, -1) for a in names.to_pylist()], dtype=np.int64)[code]
+        stable = np.array([a in self.stablecoins for a in names.to_pylist()], dtype=bool)[code]
+        px = np.where(col >= 0, self.asset_px[snap, np.maximum(col, 0)], np.nan) \
+            if self.asset_px.shape[1] else np.full(len(code), np.nan)
+        return np.where(np.isnan(px) & stable, 1.0, px)
+
+
+def read_index(idx):
+    """``{underlying: USD price}`` of a validated index table (one row per underlying,
+    prices finite and > 0)."""
+    und = str_column(idx, "underlying")
+    dup = duplicated(codes(und)[0])
+    if dup.any():
+        raise_rows(idx, "index", "underlying", dup, "one row per underlying")
+    px = float_column(idx, "index", "index_price", positive=True)
+    return dict(zip(und.to_pylist(), px.tolist()))
+
+
+def _enum(table, name, col, allowed):
+    """Codes (index into ``allowed``) of a string column; -1 for nulls; unknown -> error."""
+    arr = str_column(table, col)
+    code = enum_codes(arr, allowed)
+    # -1 only for nulls (each null is -1): nothing unknown
+    if _arrow.FAST_PATHS and int(np.count_nonzero(code < 0)) == arr.null_count:
+        return code
+    bad = (code < 0) & ~np.asarray(arr.is_null().to_numpy(zero_copy_only=False))
+    if bad.any():
+        raise_rows(table, name, col, bad, f"one of {allowed}")
+    return code
+
+
+class _Rows:
+    """The rows of one input table as the book sees them: ``row[k]`` (a row of the table) at
+    snapshot ``snap[k]`` (-1: every snapshot, for untimed market and index tables)."""
+
+    def __init__(self, table, row, snap, every=False):
+        self.table = table
+        self.row = row
+        self.snap = snap
+        self.every = every          # row is arange(table.num_rows): every row, in order
+
+    def pick(self, values):
+        """``values`` (one per table row) at the book's rows."""
+        return values if self.every and _arrow.FAST_PATHS else values[self.row]
+
+    def __len__(self):
+        return len(self.row)
+
+    def table_mask(self, bad):
+        """Mask over the table's rows of the book rows where ``bad``."""
+        m = np.zeros(self.table.num_rows, dtype=bool)
+        m[self.row[bad]] = True
+        return m
+
+
+def _raise(rows, name, column, bad, expected, snap_ns, hint=None, timed=False):
+    """MarginError for the book rows ``bad`` of ``rows`` at the first snapshot that has any:
+    names the table rows' keys and, when the inputs are timed, that snapshot's time
+    (``err.time``)."""
+    when = None
+    if timed and len(snap_ns):
+        s = rows.snap[bad]
+        s = s[s >= 0]
+        if len(s):
+            first = s.min()
+            bad = bad & ((rows.snap == first) | (rows.snap < 0))
+            when = snap_ns[first]
+    mask = rows.table_mask(bad)
+    keys_rows, keys = row_keys(rows.table, name, mask)
+    raise MarginError(name, column, expected, rows=keys_rows, keys=keys,
+                      n_bad=int(mask.sum()), hint=hint, time=when)
+
+
+def _snapshots(tables, valuation_time):
+    """Snapshot times and, per table, its :class:`_Rows`."""
+    timed = [k for k, t in tables.items() if has(t, TIME)]
+    if "instruments" in timed:
+        raise MarginError("instruments", TIME, "no time column: instruments are static "
+                          "reference data (one row per symbol)",
+                          hint="Give time-varying marks in the market table")
+    if not timed:
+        vt = valuation_ns(valuation_time)
+        return np.array([vt], dtype=np.int64), {
+            k: _Rows(t, np.arange(t.num_rows), np.zeros(t.num_rows, dtype=np.int64), True)
+            for k, t in tables.items() if t is not None}, False
+    valuation_ns(valuation_time, timed=True)
+    ns = {}
+    for k in timed:
+        check_columns(tables[k], k, {TIME: ("time", True, False)})
+        t = time_column(tables[k], k, TIME)
+        if (t == NAT).any():
+            raise_rows(tables[k], k, TIME, t == NAT, "a time on every row (no nulls)")
+        ns[k] = t
+    state = snapshot_tables(timed)
+    runs = {k: _runs(ns[k]) for k in timed}
+    snap_ns = np.unique(np.concatenate([runs[k][0] if runs[k] else ns[k] for k in state]))
+    n_snap = len(snap_ns)
+    rows = {}
+    for k, t in tables.items():
+        if t is None:
+            continue
+        if k in ns:
+            # rows in time order: match each distinct time once, not every row
+            values, run_of = runs[k] if runs[k] else (ns[k], None)
+            s = np.searchsorted(snap_ns, values)
+            s_clip = np.minimum(s, max(n_snap - 1, 0))
+            keep = (s < n_snap) & (snap_ns[s_clip] == values) if n_snap else \
+                np.zeros(len(values), dtype=bool)
+            every = False
+            if run_of is None:
+                r, s = np.flatnonzero(keep), s[keep]
+            elif keep.all():
+                r, s, every = np.arange(t.num_rows), s[run_of], True
+            else:
+                r = np.flatnonzero(keep[run_of])
+                s = s[run_of[r]]
+            rows[k] = _Rows(t, r, s.astype(np.int64), every)
+        elif k in ACCOUNT_STATE:             # applies to every snapshot
+            rows[k] = _Rows(t, np.tile(np.arange(t.num_rows), n_snap),
+                            np.repeat(np.arange(n_snap), t.num_rows))
+        else:                                # market, index, instruments: any snapshot
+            rows[k] = _Rows(t, np.arange(t.num_rows), np.full(t.num_rows, -1, np.int64), True)
+    return snap_ns, rows, True
+
+
+def _runs(ns):
+    """``(distinct times, run of each row)`` of a time column in non-decreasing order (one
+    pass, no sort), else None."""
+    if not _arrow.FAST_PATHS:
+        return None
+    values, run, ok = sorted_runs(*kernel_args(ns))
+    return (values, run) if ok else None
+
+
+def check_mark_iv(market, iv, max_iv):
+    """Refuse market rows whose ``mark_iv`` is above ``max_iv`` (the model's bound, default
+    5.0 = 500 %): ``mark_iv`` is an annualised vol as a decimal (0.60 for 60 %), and a value
+    like 60 is almost always a percentage as venues' APIs publish it."""
+    bad = iv > max_iv
+    if bad.any():
+        raise_rows(market, "market", "mark_iv", bad, f"annualised vols as decimals <= "
+                   f"{max_iv:g} (model parameter max_iv)", hint="mark_iv is a decimal: 0.60 "
+                   "for 60 %; a value like 60 is a percentage (as Deribit's API publishes "
+                   "it): divide by 100")
+
+
+def load_book(positions, instruments, market, index, balances, open_orders, reserves,
+              model, valuation_time):
+    tables = {
+        "positions": as_table(positions, "positions"),
+        "instruments": as_table(instruments, "instruments"),
+        "market": as_table(market, "market"),
+        "index": as_table(index, "index"),
+        "balances": as_table(balances, "balances"),
+        "open_orders": as_table(open_orders, "open_orders"),
+        "reserves": as_table(reserves, "reserves"),
+    }
+    specs = {"positions": schema.POSITIONS, "instruments": schema.INSTRUMENTS,
+             "market": schema.MARKET, "index": schema.INDEX, "balances": schema.BALANCES,
+             "open_orders": schema.OPEN_ORDERS, "reserves": schema.RESERVES}
+    for name in ("positions", "instruments", "market", "index"):
+        if tables[name] is None:
+            raise MarginError(name, None, "a table (it is required)")
+    for name, t in tables.items():
+        if t is not None:
+            check_columns(t, name, specs[name])
+    snap_ns, R, timed = _snapshots(tables, valuation_time)
+    n_snap = len(snap_ns)
+    ins = tables["instruments"]
+
+    # -- instruments -------------------------------------------------------------------------
+    sym = str_column(ins, "symbol")
+    # one hash pass over the symbols of instruments, positions, market and orders (market
+    # rows in the instruments' order, the usual venue dump, need none)
+    P = R["positions"]
+    pos = P.table
+    OR = R.get("open_orders")
+    M = R["market"]
+    mkt_sym = str_column(M.table, "symbol")
+    mkt_aligned = _arrow.FAST_PATHS and mkt_sym.equals(sym)
+    sym_codes, looked = lookup_many(
+        sym, str_column(pos, "symbol"), *([] if mkt_aligned else [mkt_sym]),
+        *([str_column(OR.table, "symbol")] if OR is not None else []), value_codes=True)
+    if mkt_aligned:                       # symbols unique (else refused just below)
+        looked.insert(1, np.arange(len(sym), dtype=np.int64))
+    dup = duplicated(sym_codes)
+    if dup.any():
+        raise_rows(ins, "instruments", "symbol", dup, "unique symbols (one row per instrument)")
+    kind = _enum(ins, "instruments", "kind", KINDS)
+    settlement = _enum(ins, "instruments", "settlement", SETTLEMENTS)
+    csize = float_column(ins, "instruments", "contract_size", positive=True)
+    n_ins = ins.num_rows
+    is_opt = kind == OPTION
+    dated = (kind == FUTURE) | is_opt
+    if has(ins, "expiry"):
+        expiry = time_column(ins, "instruments", "expiry")
+    else:
+        expiry = np.full(n_ins, NAT, dtype=np.int64)
+    if (dated & (expiry == NAT)).any():
+        raise_rows(ins, "instruments", "expiry", dated & (expiry == NAT),
+                   "an expiry for every future and option", hint="Add an 'expiry' timestamp")
+    if has(ins, "strike"):
+        strike = float_column(ins, "instruments", "strike", positive=True, nullable=True)
+    else:
+        strike = np.full(n_ins, np.nan)
+    if (is_opt & np.isnan(strike)).any():
+        raise_rows(ins, "instruments", "strike", is_opt & np.isnan(strike),
+                   "a strike > 0 for every option")
+    ot = (_enum(ins, "instruments", "option_type", OPTION_TYPES) if has(ins, "option_type")
+          else np.full(n_ins, -1, dtype=np.int64))
+    missing_ot = is_opt & (ot < 0)
+    if missing_ot.any():
+        raise_rows(ins, "instruments", "option_type", missing_ot, "'call' or 'put' for options")
+    is_call = (ot == CALL).astype(np.int64)
+    bad = (kind == SPOT) & (settlement == INVERSE)
+    if bad.any():
+        raise_rows(ins, "instruments", "settlement", bad, "'linear' for spot instruments")
+    und_all_code, und_all_names = codes(str_column(ins, "underlying"))
+
+    # -- positions and orders: symbols must be known (checked on the table's rows) ----------
+    pos_row_t, mkt_ins_t = looked[0], looked[1]
+    if (pos_row_t < 0).any():
+        raise_rows(pos, "positions", "symbol", pos_row_t < 0, "symbols listed in instruments")
+    quantity_t = float_column(pos, "positions", "quantity")
+    entry_t = (float_column(pos, "positions", "entry_price", positive=True, nullable=True)
+               if has(pos, "entry_price") else np.full(pos.num_rows, np.nan))
+    pos_row, quantity, entry = P.pick(pos_row_t), P.pick(quantity_t), P.pick(entry_t)
+    pos_snap = P.snap
+    if OR is not None:
+        ord_row_t = looked[2]
+        if (ord_row_t < 0).any():
+            raise_rows(OR.table, "open_orders", "symbol", ord_row_t < 0,
+                       "symbols listed in instruments")
+        ord_qty_t = float_column(OR.table, "open_orders", "quantity")
+        float_column(OR.table, "open_orders", "price", positive=True)
+        ord_row, ord_qty, ord_snap = ord_row_t[OR.row], ord_qty_t[OR.row], OR.snap
+        ord_id_code_t = codes(OR.table.column("order_id").combine_chunks())[0]
+    else:
+        ord_row = ord_snap = np.zeros(0, dtype=np.int64)
+        ord_qty = np.zeros(0)
+
+    # -- accounts: (account, snapshot) pairs from every account-state table --------------------
+    state = [(k, R[k]) for k in ACCOUNT_STATE if k in R]
+    names_t = [str_column(r.table, "account") for _, r in state]
+    name_codes, names = codes(pa.concat_arrays(names_t) if len(names_t) > 1 else names_t[0])
+    split = np.cumsum([len(a) for a in names_t])[:-1]
+    name_chunks = dict(zip([k for k, _ in state], np.split(name_codes, split)))
+    n_names = max(len(names), 1)
+    ok = False
+    if _arrow.FAST_PATHS and not timed:
+        # one snapshot, every row once: the accounts are the names, in order of first
+        # appearance (the codes' order), as the general rule below gives
+        acc_code, acc_snap = name_codes, np.zeros(len(names), dtype=np.int64)
+        accounts = names if len(names) else pa.array([], pa.string())
+        ok = True
+    elif _arrow.FAST_PATHS:
+        # rows in snapshot order (a history sorted by time): number the pairs in one pass
+        acc_code, acc_snap, acc_name, ok = pairs_in_order(*kernel_args(
+            np.concatenate([r.snap for _, r in state]),
+            np.concatenate([r.pick(name_chunks[k]) for k, r in state])), n_names)
+        if ok:
+            accounts = names.take(pa.array(acc_name, pa.int64())) if len(acc_name) \
+                else pa.array([], pa.string())
+    if not ok:
+        pair_key = np.concatenate([r.snap * n_names + name_chunks[k][r.row] for k, r in state])
+        uniq, inv, first = unique_keys(pair_key, return_first=True)
+        # account order: by snapshot, then by first appearance within it (positions first)
+        order = np.lexsort((first, uniq // n_names))
+        rank = np.empty(len(uniq), dtype=np.int64)
+        rank[order] = np.arange(len(uniq))
+        acc_code = rank[inv.ravel()]
+        acc_snap = (uniq // n_names)[order].astype(np.int64)
+        accounts = names.take(pa.array((uniq % n_names)[order], pa.int64())) if len(uniq) \
+            else pa.array([], pa.string())
+    acc_of = dict(zip([k for k, _ in state],
+                      np.split(acc_code, np.cumsum([len(r) for _, r in state])[:-1])))
+    pos_account = acc_of["positions"]
+    ord_account = acc_of.get("open_orders", np.zeros(0, dtype=np.int64))
+    bal_account = acc_of.get("balances", np.zeros(0, dtype=np.int64))
+    res_account = acc_of.get("reserves", np.zeros(0, dtype=np.int64))
+    dup = duplicated(pos_account, pos_row)
+    if dup.any():
+        _raise(P, "positions", "symbol", dup, "one row per (account, symbol)", snap_ns,
+               hint="Aggregate duplicate rows first", timed=timed)
+    if OR is not None:
+        dup = duplicated(ord_account, ord_id_code_t[OR.row])
+        if dup.any():
+            _raise(OR, "open_orders", "order_id", dup, "one row per (account, order_id)",
+                   snap_ns, hint="Each order once: a repeated row would be charged twice",
+                   timed=timed)
+
+    # -- expired instruments --------------------------------------------------------------
+    if _arrow.FAST_PATHS:
+        # past expiry at snapshot s <=> s >= the number of snapshot times <= expiry
+        expired_from = np.searchsorted(
+            snap_ns, np.where(dated & (expiry != NAT), expiry, NO_EXPIRY), side="right")
+        pos_expired = pos_snap >= expired_from[pos_row]
+        ord_expired = ord_snap >= expired_from[ord_row]
+    else:
+        vt_pos = snap_ns[pos_snap] if n_snap else np.zeros(0, dtype=np.int64)
+        vt_ord = snap_ns[ord_snap] if n_snap else np.zeros(0, dtype=np.int64)
+        pos_expired = dated[pos_row] & (expiry[pos_row] != NAT) & (expiry[pos_row] < vt_pos)
+        ord_expired = dated[ord_row] & (expiry[ord_row] != NAT) & (expiry[ord_row] < vt_ord)
+    if pos_expired.any() or ord_expired.any():
+        if model["expired_positions"] == "ignore":
+            keep = ~pos_expired
+            pos_row, quantity, entry, pos_account, pos_snap = (
+                a[keep] for a in (pos_row, quantity, entry, pos_account, pos_snap))
+            P = _Rows(P.table, P.row[keep], P.snap[keep])
+            okeep = ~ord_expired
+            ord_row, ord_qty, ord_account, ord_snap = (
+                a[okeep] for a in (ord_row, ord_qty, ord_account, ord_snap))
+            if OR is not None:
+                OR = _Rows(OR.table, OR.row[okeep], OR.snap[okeep])
+        elif pos_expired.any():
+            _raise(P, "positions", "symbol", pos_expired,
+                   "instruments not past expiry at the valuation time", snap_ns,
+                   hint="Drop them, or set expired_positions = 'ignore' in the model",
+                   timed=timed)
+        else:
+            _raise(OR, "open_orders", "symbol", ord_expired,
+                   "instruments not past expiry at the valuation time", snap_ns, timed=timed)
+
+    # -- market ---------------------------------------------------------------------------
+    mkt = M.table
+    if (mkt_ins_t < 0).any():
+        raise_rows(mkt, "market", "symbol", mkt_ins_t < 0, "symbols listed in instruments")
+    mark_t = float_column(mkt, "market", "mark_price", positive=True)
+    iv_t = (float_column(mkt, "market", "mark_iv", positive=True, nullable=True)
+            if has(mkt, "mark_iv") else np.full(mkt.num_rows, np.nan))
+    check_mark_iv(mkt, iv_t, model["max_iv"])
+    fwd_t = (float_column(mkt, "market", "underlying_price", positive=True, nullable=True)
+             if has(mkt, "underlying_price") else np.full(mkt.num_rows, np.nan))
+    mkt_ins = mkt_ins_t[M.row]
+    mkt_key = (M.snap + 1) * n_ins + mkt_ins          # snapshot -1 (any) -> block 0
+    dup = duplicated(mkt_key)
+    if dup.any():
+        _raise(M, "market", "symbol", dup, "one row per symbol" +
+               (" and time" if has(mkt, TIME) else ""), snap_ns, timed=timed)
+
+    # -- active instrument instances (instrument, snapshot) ----------------------------------
+    inst_key = np.concatenate([pos_snap * n_ins + pos_row, ord_snap * n_ins + ord_row])
+    active_key, inst_inv = unique_keys(inst_key)
+    inst_ins = (active_key % n_ins).astype(np.int64) if n_ins else active_key
+    inst_snap = (active_key // n_ins).astype(np.int64) if n_ins else active_key
+    pos_instr = inst_inv[:len(pos_row)]
+    ord_instr = inst_inv[len(pos_row):]
+    # market row of each instance: its snapshot's row, else the untimed row
+    m_sorted = np.argsort(mkt_key, kind="stable")
+    m_keys = mkt_key[m_sorted]
+
+    def find(keys):
+        if not len(m_keys):
+            return np.full(len(keys), -1, dtype=np.int64)
+        at = np.minimum(np.searchsorted(m_keys, keys), len(m_keys) - 1)
+        return np.where(m_keys[at] == keys, m_sorted[at], -1)
+
+    if not _arrow.FAST_PATHS:
+        m_of = find((inst_snap + 1) * n_ins + inst_ins)
+        m_of = np.where(m_of >= 0, m_of, find(inst_ins))   # the untimed row
+    elif timed and not has(mkt, TIME):      # market rows for any snapshot (block 0)
+        m_of = find(inst_ins)
+    else:                                   # rows of the instance's snapshot
+        m_of = find((inst_snap + 1) * n_ins + inst_ins)
+    no_mark = m_of < 0
+    if no_mark.any():
+        held = no_mark[pos_instr]
+        if held.any():
+            _raise(P, "positions", "symbol", held, "a market row for every held symbol" +
+                   (" at every snapshot time" if timed else ""), snap_ns, timed=timed,
+                   hint=FILL_HINT if timed else None)
+        _raise(OR, "open_orders", "symbol", no_mark[ord_instr],
+               "a market row for every ordered symbol" +
+               (" at every snapshot time" if timed else ""), snap_ns, timed=timed,
+               hint=FILL_HINT if timed else None)
+    m_rows = M.row[m_of]
+    a_kind = kind[inst_ins]
+    opt_no_iv = (a_kind == OPTION) & np.isnan(iv_t[m_rows])
+    if opt_no_iv.any():
+        mask = np.zeros(mkt.num_rows, dtype=bool)
+        mask[m_rows[opt_no_iv]] = True
+        raise_rows(mkt, "market", "mark_iv", mask, "a mark_iv > 0 for every held option")
+
+    # -- index: price of each asset at each snapshot -------------------------------------------
+    X = R["index"]
+    idx_und = str_column(X.table, "underlying")
+    idx_code_t, asset_arr = codes(idx_und)
+    idx_px_t = float_column(X.table, "index", "index_price", positive=True)
+    dup = duplicated(X.snap + 1, idx_code_t[X.row])
+    if dup.any():
+        _raise(X, "index", "underlying", dup, "one row per underlying" +
+               (" and time" if has(X.table, TIME) else ""), snap_ns, timed=timed)
+    assets = asset_arr.to_pylist()
+    asset_px = np.full((max(n_snap, 1), len(assets)), np.nan)
+    static = X.snap < 0
+    asset_px[:, idx_code_t[X.row[static]]] = idx_px_t[X.row[static]]
+    asset_px[X.snap[~static], idx_code_t[X.row[~static]]] = idx_px_t[X.row[~static]]
+    stable = frozenset(model["stablecoins"])
+
+    # compact underlying codes of the active instruments
+    used, a_und_code = unique_keys(und_all_code[inst_ins])
+    und_names = und_all_names.take(pa.array(used, pa.int64())).to_pylist()
+    col_of = {a: i for i, a in enumerate(assets)}
+    und_col = np.array([col_of.get(u, -1) for u in und_names], dtype=np.int64)
+    inst_col = und_col[a_und_code] if len(und_col) else a_und_code
+    und_px = np.where(inst_col >= 0, asset_px[inst_snap, np.maximum(inst_col, 0)], np.nan) \
+        if len(inst_col) and len(assets) else np.full(len(inst_col), np.nan)
+    missing = np.isnan(und_px)
+    if missing.any():
+        first = int(inst_snap[missing].min())
+        missing &= inst_snap == first
+        bad_und = sorted({und_names[c] for c in a_und_code[missing]})
+        raise MarginError("index", "underlying", "a row for every underlying held" +
+                          (" at every snapshot time" if timed else ""),
+                          rows=[(u,) for u in bad_und], keys=("underlying",),
+                          hint="Add its index_price" + (", or " + FILL_HINT[0].lower() +
+                                                        FILL_HINT[1:] if timed else ""),
+                          time=snap_ns[first] if timed else None)
+
+    forward = np.where(np.isnan(fwd_t[m_rows]), und_px, fwd_t[m_rows])
+    a_exp = expiry[inst_ins]
+    vt_inst = snap_ns[inst_snap] if n_snap else np.zeros(0, dtype=np.int64)
+    years = np.where(a_exp == NAT, 0.0, (a_exp - vt_inst) / NS_PER_YEAR)
+    years = np.where(a_kind == SPOT, 0.0, np.where(a_kind == PERPETUAL, 0.0, years))
+
+    # -- balances and reserves --------------------------------------------------------------
+    B = R.get("balances")
+    if B is not None:
+        bal_asset_t = str_column(B.table, "asset")
+        bal_amount = float_column(B.table, "balances", "amount")[B.row]
+        asset_codes_t, _ = codes(bal_asset_t)
+        bal_asset_list = bal_asset_t.to_pylist()
+        bal_asset = [bal_asset_list[i] for i in B.row]
+        dup = duplicated(bal_account, asset_codes_t[B.row])
+        if dup.any():
+            _raise(B, "balances", "asset", dup, "one row per (account, asset)", snap_ns,
+                   hint="Add the amounts up first (collateral tiers apply to the total)",
+                   timed=timed)
+    else:
+        bal_asset, bal_amount = [], np.zeros(0)
+    S_ = R.get("reserves")
+    if S_ is not None:
+        res = S_.table
+        res_unit_t = str_column(res, "unit").to_pylist()
+        lin = model["linear_settlement_currency"]
+        bad = np.array([len(u.split("/")) != 2 or not all(u.split("/"))
+                        or u.split("/")[1] not in (u.split("/")[0], lin) for u in res_unit_t],
+                       dtype=bool)
+        if bad.any():
+            raise_rows(res, "reserves", "unit", bad, "units this model forms: 'COIN/COIN' "
+                       f"(inverse) or 'COIN/{lin}' (linear)")
+        res_mmp_t = (float_column(res, "reserves", "mmp_margin")
+                     if has(res, "mmp_margin") else np.zeros(res.num_rows))
+        res_oo_t = (float_column(res, "reserves", "open_orders_margin")
+                    if has(res, "open_orders_margin") else np.zeros(res.num_rows))
+        for col, v in (("mmp_margin", res_mmp_t), ("open_orders_margin", res_oo_t)):
+            if (v < 0).any():
+                raise_rows(res, "reserves", col, v < 0, "amounts >= 0")
+        dup = duplicated(res_account, codes(str_column(res, "unit"))[0][S_.row])
+        if dup.any():
+            _raise(S_, "reserves", "unit", dup, "one row per (account, unit)", snap_ns,
+                   hint="Add the reserves up first: a repeated row would be charged twice",
+                   timed=timed)
+        res_unit = [res_unit_t[i] for i in S_.row]
+        res_mmp, res_oo = res_mmp_t[S_.row], res_oo_t[S_.row]
+    else:
+        res_unit, res_mmp, res_oo = [], np.zeros(0), np.zeros(0)
+
+    book = Book(
+        timed=timed, snap_ns=snap_ns, accounts=accounts, acc_snap=acc_snap,
+        symbols=sym.take(pa.array(inst_ins, type=pa.int64())), instr_snap=inst_snap,
+        und_code=a_und_code, und_names=und_names,
+        kind=a_kind, settlement=settlement[inst_ins], contract_size=csize[inst_ins],
+        mark=mark_t[m_rows], forward=np.ascontiguousarray(forward),
+        strike=np.where(np.isnan(strike[inst_ins]), 1.0, strike[inst_ins]),
+        is_call=np.ascontiguousarray(np.where(a_kind == OPTION, is_call[inst_ins], CALL)),
+        expiry_ns=a_exp, years=np.ascontiguousarray(years, dtype=np.float64),
+        mark_iv=iv_t[m_rows], assets=assets, asset_px=asset_px, stablecoins=stable,
+        pos_account=pos_account, pos_instr=pos_instr, quantity=quantity, entry_price=entry,
+        ord_account=ord_account, ord_instr=ord_instr, ord_qty=ord_qty,
+        ord_id=(OR.table.column("order_id").combine_chunks().take(pa.array(OR.row, pa.int64()))
+                if OR is not None else pa.array([])),
+        bal_account=bal_account, bal_asset=bal_asset, bal_amount=bal_amount,
+        res_account=res_account, res_unit=res_unit, res_mmp=res_mmp, res_oo=res_oo,
+    )
+    _check_priced(book, model, R, snap_ns, inst_snap)
+    return book
+
+
+def _check_priced(book, model, R, snap_ns, inst_snap):
+    """Every asset that must be priced in USD is priced at its snapshot (an index row or a
+    stablecoin): the linear settlement currency, balance assets, reserve units."""
+    lin = model["linear_settlement_currency"]
+    linear = book.settlement != INVERSE
+    if linear.any():
+        snaps = np.unique(inst_snap[linear])
+        px = book.price_of(lin, snaps)
+        if np.isnan(px).any():
+            raise MarginError("index", "underlying", "an index row for the linear settlement "
+                              f"currency {lin!r} (or list it in the model's stablecoins)",
+                              rows=[(lin,)], keys=("underlying",),
+                              time=snap_ns[snaps[np.isnan(px)][0]] if book.timed else None)
+    B = R.get("balances")
+    if B is not None and len(book.bal_asset):
+        px = book.prices(book.bal_asset, book.acc_snap[book.bal_account])
+        bad = np.isnan(px)
+        if bad.any():
+            _raise(B, "balances", "asset", bad, "assets with an index row or a stablecoin",
+                   snap_ns, hint="Add an index_price for the asset", timed=book.timed)
+    S_ = R.get("reserves")
+    if S_ is not None and len(book.res_unit):
+        snap = book.acc_snap[book.res_account]
+        und = [u.split("/")[0] for u in book.res_unit]
+        ccy = [u.split("/")[1] for u in book.res_unit]
+        bad = np.isnan(book.prices(und, snap)) | np.isnan(book.prices(ccy, snap))
+        if bad.any():
+            _raise(S_, "reserves", "unit", bad, "units whose underlying and settlement "
+                   "currency have an index row (or are stablecoins)", snap_ns,
+                   timed=book.timed)

@@ -1,0 +1,532 @@
+"""The risk model: every parameter in one object, loadable from a preset, a dict or TOML.
+Immutable: ``with_overrides`` returns a new model."""
+
+import copy
+import difflib
+import math
+import os
+import tomllib
+from typing import NamedTuple
+
+import numpy as np
+
+from pmrisk.kernel.addons import tiered
+from pmrisk.kernel.instruments import KINDS
+
+from . import presets as P
+from ..errors import MarginError
+
+_SECTIONS = ("thresholds", "correlations", "exclude", "collateral", "default_underlying")
+
+# Bounds on a model's input (a TOML file or a dict of overrides), checked before anything is
+# parsed further: a model is a few hundred keys (a custom scenario table a few thousand rows).
+MAX_TOML_BYTES = 2 << 20          # 2 MiB of TOML text
+MAX_KEY_DEPTH = 16                # dots in one dotted key or table header (a.b.c = 1: 2)
+MAX_DEPTH = 8                     # nesting of tables and arrays
+MAX_ENTRIES = 200_000             # keys and array items, all levels together
+
+
+class Param(NamedTuple):
+    """The type and range of one parameter: ``kind`` is ``"int"`` (a Python or numpy
+    integer, not a float), ``"float"`` (any real number), ``"bool"``, ``"choice"`` (one of
+    ``choices``), ``"str"`` (a non-empty name) or ``"names"`` (a list of names); numbers lie in
+    ``[lo, hi]`` and are finite unless ``finite`` is False (infinity allowed, never NaN)."""
+    kind: str
+    lo: float = -math.inf
+    hi: float = math.inf
+    choices: tuple = ()
+    finite: bool = True
+    unit: str = ""
+
+
+def _choice(*choices):
+    return Param("choice", choices=choices)
+
+
+_FLOAT_0 = Param("float", 0.0)
+
+# Every top-level scalar parameter (the sections are checked by their own functions).
+TOP_PARAMS = {
+    "cross_unit": _choice("sum", "correlated"),
+    "scenario_set": _choice("grid", "span16"),
+    "tail_mode": _choice("joint", "per_unit"),
+    "joint_revaluation": _choice("grid", "exact"),
+    "expired_positions": _choice("error", "ignore"),
+    "extended_table": Param("bool"),
+    "extreme_scenarios": Param("bool"),
+    "n_directions": Param("int", 0, 1_000_000),
+    "joint_grid_nodes": Param("int", 2, 100_000),
+    "shell_steps": Param("int", 1, 100),
+    "risk_multiplier": Param("float", 0.8, 1.5),
+    "mm_factor": Param("float", 0.0, 1e6),
+    "im_factor": Param("float", 0.0, 1e6),
+    "liquidation_target": Param("float", 0.0, 1e6),
+    "loan_mmr": Param("float", 0.0, 1.0),
+    "rate": Param("float", -1.0, 1.0),
+    "linear_settlement_currency": Param("str"),
+    "stablecoins": Param("names"),
+    "max_memory_gb": Param("float", 0.001, 1e6, unit="GB"),
+    "max_iv": Param("float", 0.01, 100.0, unit="decimal vol"),
+}
+
+# Every per-underlying parameter ([BTC], [default_underlying]).
+UNDERLYING_PARAMS = {k: _FLOAT_0 for k in P.UNDERLYING_DEFAULTS}
+UNDERLYING_PARAMS.update({
+    "price_range": Param("float", 1e-9, 0.999),
+    "buckets_count": Param("int", 1, 1000),
+    "max_offsetable_pnl": Param("float", 0.0, finite=False),
+    "pnl_offset": Param("float", 0.0, 1.0),
+    "cover_fraction": Param("float", 0.0, 1.0),
+    "vol_shock": _choice("relative", "absolute"),
+})
+
+
+def _err(key, expected, hint=None):
+    return MarginError("model", key, expected, hint=hint)
+
+
+def check_param(where, spec, value):
+    """``value`` as the canonical value of a parameter of type ``spec`` (:class:`Param`): an
+    int for ``"int"``, a float for ``"float"``, a list for ``"names"``; anything else is a
+    :class:`MarginError` naming ``where`` (the parameter's path, e.g. ``BTC.buckets_count``).
+
+    >>> from pmrisk.model.model import check_param, TOP_PARAMS
+    >>> check_param("n_directions", TOP_PARAMS["n_directions"], 64)
+    64
+    >>> check_param("n_directions", TOP_PARAMS["n_directions"], float("inf"))
+    Traceback (most recent call last):
+    ...
+    pmrisk.errors.MarginError: model.n_directions: expected a whole number (an integer) in ...inf
+    """
+    kind = spec.kind
+    if kind == "choice":
+        if not isinstance(value, str) or value not in spec.choices:
+            raise _err(where, f"one of {spec.choices}, got {value!r}")
+        return value
+    if kind == "bool":
+        if not isinstance(value, (bool, np.bool_)):
+            raise _err(where, f"true or false, got {value!r}")
+        return bool(value)
+    if kind == "str":
+        if not isinstance(value, str) or not value:
+            raise _err(where, f"a name (a non-empty string), got {value!r}")
+        return value
+    if kind == "names":
+        if not isinstance(value, (list, tuple)) or not all(isinstance(x, str) for x in value):
+            raise _err(where, f"a list of names, got {value!r}")
+        return list(value)
+    rng = f"[{_num(spec.lo)}, {_num(spec.hi)}]"
+    if kind == "int":
+        if isinstance(value, (bool, np.bool_)) or not isinstance(value, (int, np.integer)):
+            raise _err(where, f"a whole number (an integer) in {rng}, got {value!r}")
+        if not spec.lo <= value <= spec.hi:
+            raise _err(where, f"a whole number in {rng}, got {value!r}")
+        return int(value)
+    if isinstance(value, (bool, np.bool_)) or \
+            not isinstance(value, (int, float, np.integer, np.floating)):
+        raise _err(where, f"a number in {rng}, got {value!r}")
+    try:
+        f = float(value)
+    except OverflowError:
+        raise _err(where, f"a number in {rng}, got an integer of {len(str(value))} "
+                   "digits") from None
+    if math.isnan(f) or not spec.lo <= f <= spec.hi:
+        raise _err(where, f"a number in {rng}, got {value!r}")
+    if spec.finite and math.isinf(f):
+        raise _err(where, f"a finite number in {rng}, got {value!r}")
+    return f
+
+
+def _num(x):
+    return f"{int(x):,}" if math.isfinite(x) and x == int(x) else f"{x:g}"
+
+
+def check_shape(obj, where=""):
+    """Refuse a model input (a dict of overrides, parsed TOML) that is not a tree of string
+    keys, or that nests deeper than ``MAX_DEPTH`` or holds more than ``MAX_ENTRIES`` keys and
+    array items: checked without recursion, before anything copies or walks it."""
+    stack = [(obj, where, 0)]
+    count = 0
+    while stack:
+        node, path, depth = stack.pop()
+        if isinstance(node, dict):
+            items = list(node.items())
+            for k, _ in items:
+                if not isinstance(k, str):
+                    raise _err(f"{path}.{k!r}".lstrip("."), "parameter and section names "
+                               f"that are strings, got {type(k).__name__} {k!r}")
+            children = [(v, f"{path}.{k}".lstrip("."), depth + 1) for k, v in items]
+        elif isinstance(node, (list, tuple)):
+            children = [(v, f"{path}[{i}]", depth + 1) for i, v in enumerate(node)]
+        else:
+            continue
+        count += len(children)
+        if count > MAX_ENTRIES:
+            raise _err(where, f"at most {MAX_ENTRIES:,} keys and array items in a model, "
+                       "got more")
+        if children and depth + 1 > MAX_DEPTH:
+            raise _err(path, f"tables and arrays nested at most {MAX_DEPTH} deep")
+        stack.extend(children)
+
+
+def _toml_text(path):
+    """The text of a TOML model file, bounded in size and key depth before it is parsed."""
+    with open(path, "rb") as fh:
+        raw = fh.read(MAX_TOML_BYTES + 1)
+    if len(raw) > MAX_TOML_BYTES:
+        raise _err("", f"a TOML model file of at most {MAX_TOML_BYTES >> 20} MiB, got "
+                   f"{path} (larger)", hint="A model is a few hundred keys; give large "
+                   "scenario sets with Model.with_scenarios")
+    try:
+        text = raw.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        raise _err("", f"UTF-8 text in {path} (TOML files are UTF-8), got byte "
+                   f"{raw[exc.start]:#04x} at offset {exc.start}") from None
+    for no, line in enumerate(text.splitlines(), 1):
+        s = line.lstrip()
+        if "=" in s:
+            key = s.split("=", 1)[0]
+        elif s.startswith("[") and "," not in s:            # a table header
+            key = s
+        else:
+            continue
+        if key.count(".") > MAX_KEY_DEPTH:
+            raise _err("", f"keys at most {MAX_KEY_DEPTH} levels deep in {path}, got "
+                       f"{key.count('.') + 1} on line {no}")
+    return text
+
+
+def _pair_key(key):
+    parts = [x.strip() for x in str(key).split(",")]
+    return frozenset(parts) if len(parts) == 2 else None
+
+
+def _merge(base, over):
+    out = copy.deepcopy(base)
+    for k, v in over.items():
+        if k == "correlations" and isinstance(v, dict) and isinstance(out.get(k), dict):
+            # a pair given in the other order (or spelled with spaces) replaces the base's
+            merged = {key: val for key, val in out[k].items()
+                      if _pair_key(key) is None
+                      or all(_pair_key(key) != _pair_key(nk) for nk in v)}
+            merged.update(copy.deepcopy(v))
+            out[k] = merged
+        elif isinstance(v, dict) and isinstance(out.get(k), dict) and k != "collateral":
+            out[k] = _merge(out[k], v)
+        elif isinstance(v, dict) and k == "collateral":
+            # an asset's collateral spec is replaced whole: a flat rate can replace tiers
+            merged = copy.deepcopy(out.get(k, {}))
+            merged.update(copy.deepcopy(v))
+            out[k] = merged
+        else:
+            out[k] = copy.deepcopy(v)
+    return out
+
+
+_PRESETS_BUILT = {}
+
+
+class Model:
+    """Risk-model parameters.
+
+    >>> from pmrisk.model.model import Model
+    >>> m = Model.preset("deribit_pme").with_overrides({"BTC": {"price_range": 0.2}})
+    >>> m.underlying("BTC")["price_range"], m.underlying("ETH")["price_range"], m["mm_factor"]
+    (0.2, 0.18, 0.8)
+    >>> Model.from_dict({"preset": "deribit_pme", "BTC": {"price_rnge": 0.2}})
+    Traceback (most recent call last):
+    ...
+    pmrisk.errors.MarginError: model.BTC.price_rnge: expected a known parameter...
+    """
+
+    def __init__(self, params):
+        self._p = params
+        self._und = {}
+        self._memo = {}
+        _validate(params)
+
+    # -- constructors -------------------------------------------------------------------
+    @classmethod
+    def preset(cls, name):
+        """A shipped preset: ``standard``, ``binance_pm_pro``, ``deribit_pme`` or ``span``."""
+        if not isinstance(name, str) or name not in P.PRESETS:
+            raise _err("preset", f"one of {sorted(P.PRESETS)}, got {name!r}")
+        # a model is immutable, so each preset is merged and validated once per process
+        # (``pmrisk.margin(..., model="deribit_pme")`` in a loop pays it once)
+        if name not in _PRESETS_BUILT:
+            params = _merge(P.TOP_DEFAULTS, P.PRESETS[name])
+            params["preset"] = name
+            _PRESETS_BUILT[name] = cls(params)
+        return _PRESETS_BUILT[name]
+
+    @classmethod
+    def from_dict(cls, d):
+        """A preset's values (key ``preset``, default ``standard``), then the given keys."""
+        if not isinstance(d, dict):
+            raise _err("", f"a dict, got {type(d).__name__}")
+        check_shape(d)
+        d = dict(d)
+        base = cls.preset(d.pop("preset", "standard"))
+        return base.with_overrides(d)
+
+    @classmethod
+    def from_toml(cls, path):
+        """Load a TOML file of the shape of ``docs/model.example.toml``.
+
+        The file must be UTF-8, at most ``MAX_TOML_BYTES`` (2 MiB), with keys at most
+        ``MAX_KEY_DEPTH`` levels deep, tables nested at most ``MAX_DEPTH`` deep and at most
+        ``MAX_ENTRIES`` keys: anything else is a :class:`MarginError` before it is parsed
+        further."""
+        if not isinstance(path, (str, os.PathLike)):     # an int would be a file descriptor
+            raise MarginError("arguments", "path", f"a path to a TOML file (str or "
+                              f"os.PathLike), got {path!r}",
+                              hint="Or pass a preset name: " + ", ".join(sorted(P.PRESETS)))
+        try:
+            d = tomllib.loads(_toml_text(path))
+        except tomllib.TOMLDecodeError as exc:
+            raise _err("", f"valid TOML in {path} ({exc})") from None
+        except RecursionError:
+            raise _err("", f"TOML in {path} nested at most {MAX_DEPTH} deep") from None
+        except OSError as exc:
+            raise _err("", f"a readable TOML file, got {path!r} ({exc.strerror})",
+                       hint="Or pass a preset name: " + ", ".join(sorted(P.PRESETS))) from None
+        return cls.from_dict(d)
+
+    @classmethod
+    def coerce(cls, model):
+        """``None`` (``standard``), a preset name, a ``.toml`` path, a dict or a Model."""
+        if model is None:
+            return cls.preset("standard")
+        if isinstance(model, Model):
+            return model
+        if isinstance(model, os.PathLike):
+            return cls.from_toml(os.fspath(model))
+        if isinstance(model, dict):
+            return cls.from_dict(model)
+        if isinstance(model, str):
+            if model.endswith(".toml"):
+                return cls.from_toml(model)
+            return cls.preset(model)
+        raise _err("", f"a preset name, a TOML path, a dict or a pmrisk.Model, got {model!r}")
+
+    def with_overrides(self, overrides):
+        """A new model with ``overrides`` (same shape as the TOML) merged in."""
+        if not isinstance(overrides, dict):
+            raise _err("", f"a dict of parameters to override, got {overrides!r}")
+        check_shape(overrides)
+        if "preset" in overrides:
+            raise _err("preset", "no preset key in overrides (start from Model.preset)")
+        return Model(_merge(self._p, overrides))
+
+    def with_scenarios(self, scenarios):
+        """A new model whose scenario set is ``scenarios`` (rows: price_shock, vol_state or
+        vol_factor, loss_weight, gain_weight, table), for every underlying."""
+        from ..io.arrow import as_table
+        from .scenario_table import rows_from_table
+        rows = rows_from_table(as_table(scenarios, "scenarios"))
+        return self.with_overrides({"scenarios": rows})
+
+    # -- access ---------------------------------------------------------------------------
+    def __getitem__(self, key):
+        return self._p[key]
+
+    @property
+    def name(self):
+        return self._p["preset"]
+
+    def underlyings(self):
+        """Names of the underlyings that have a section of their own."""
+        return [k for k, v in self._p.items() if isinstance(v, dict) and k not in _SECTIONS]
+
+    def underlying(self, name):
+        """Every per-underlying parameter for ``name`` (its section over ``default_underlying``
+        over the neutral values)."""
+        if name not in self._und:           # the model is immutable: build each once
+            out = dict(P.UNDERLYING_DEFAULTS)
+            out.update(self._p.get("default_underlying", {}))
+            section = self._p.get(name)
+            if isinstance(section, dict) and name not in _SECTIONS:
+                out.update(section)
+            self._und[name] = out
+        return dict(self._und[name])
+
+    def cached(self, key, build):
+        """``build()``, computed once per model and ``key`` (a model is immutable, so what is
+        derived from it is too: scenario sets per underlying, say).  Callers must not change
+        what it returns."""
+        if key not in self._memo:
+            self._memo[key] = build()
+        return self._memo[key]
+
+    def to_dict(self):
+        return copy.deepcopy(self._p)
+
+    def __repr__(self):
+        return f"Model(preset={self.name!r}, underlyings={self.underlyings()})"
+
+
+def _validate(p):
+    """Check every parameter of a merged model against its :class:`Param` (values are
+    replaced by their canonical type), then the cross-parameter rules."""
+    for key in _SECTIONS:
+        if not isinstance(p.get(key), dict):
+            raise _err(key, f"a table (dict) of parameters, got {p.get(key)!r}")
+    for key, value in p.items():
+        if key in _SECTIONS or key in ("scenarios", "preset"):
+            continue
+        if key in TOP_PARAMS:
+            p[key] = check_param(key, TOP_PARAMS[key], value)
+        elif isinstance(value, dict):
+            near = difflib.get_close_matches(key, list(P.TOP_DEFAULTS), n=1, cutoff=0.75)
+            if key.lower() in ("default", "defaults", "underlying", "underlyings"):
+                near = ["default_underlying"]
+            if near:
+                raise _err(key, "a known parameter or an underlying section",
+                           hint=f"Did you mean {near[0]!r}? An underlying section is named "
+                           "like the instruments' underlying (BTC)")
+            _validate_underlying(key, value)
+        elif key.isupper():                  # named like an underlying: its section's value
+            raise _err(key, f"a table (dict) of parameters for underlying {key}, got "
+                       f"{value!r}", hint=f"e.g. {{{key!r}: {{'price_range': 0.16}}}}, or "
+                       f"[{key}] with price_range = 0.16 in TOML")
+        else:
+            raise _err(key, "a known parameter", hint=f"Known: {', '.join(sorted(P.TOP_DEFAULTS))}"
+                       " or an underlying section such as [BTC]")
+    _validate_underlying("default_underlying", p["default_underlying"])
+    for name in ["default_underlying"] + [k for k, v in p.items()
+                                          if isinstance(v, dict) and k not in _SECTIONS]:
+        u = dict(P.UNDERLYING_DEFAULTS)
+        u.update(p["default_underlying"])
+        if name != "default_underlying":
+            u.update(p[name])
+        move = u["extreme_multiple"] * u["price_range"]
+        excluding = any(p["exclude"].get(k) for k in ("symbols", "kinds", "underlyings"))
+        if (p["extreme_scenarios"] or p["scenario_set"] == "span16" or excluding) \
+                and move >= 1.0:
+            raise _err(f"{name}.extreme_multiple", "extreme_multiple x price_range < 1 (an "
+                       f"extreme move of -{move:.0%} takes the price to or below zero), got "
+                       f"{u['extreme_multiple']!r} x {u['price_range']!r}")
+    if p["cross_unit"] == "correlated" and (p.get("scenarios") is not None
+                                            or p["scenario_set"] != "grid"):
+        raise _err("cross_unit", "\"sum\" with a custom scenario table or scenario_set "
+                   "\"span16\": the correlated joint stress builds its own joint scenarios "
+                   "from each underlying's price_range and buckets_count",
+                   hint="Set cross_unit = \"sum\" to margin units on your scenario set")
+    if p["im_factor"] < p["mm_factor"]:
+        raise _err("im_factor", f"im_factor >= mm_factor (IM below MM), got {p['im_factor']} "
+                   f"< {p['mm_factor']}")
+    th = p["thresholds"]
+    for k in th:
+        if k not in ("warning", "margin_call", "liquidation"):
+            raise _err(f"thresholds.{k}", "a known parameter (warning, margin_call, liquidation)")
+    if not isinstance(th["warning"], (list, tuple)) or not th["warning"]:
+        raise _err("thresholds.warning", f"a non-empty list of levels, got {th['warning']!r}")
+    level = Param("float", 0.0)
+    th["warning"] = [check_param("thresholds.warning", level, v) for v in th["warning"]]
+    for k in ("margin_call", "liquidation"):
+        th[k] = check_param(f"thresholds.{k}", level, th[k])
+    levels = th["warning"] + [th["margin_call"], th["liquidation"]]
+    if any(a <= b for a, b in zip(levels, levels[1:])):
+        raise _err("thresholds", f"strictly decreasing levels, got {levels}")
+    ex = p["exclude"]
+    for k, v in ex.items():
+        if k not in ("symbols", "kinds", "underlyings"):
+            raise _err(f"exclude.{k}", "a known parameter (symbols, kinds, underlyings)")
+        ex[k] = check_param(f"exclude.{k}", Param("names"), v)
+        if k == "kinds" and set(v) - set(KINDS):
+            raise _err("exclude.kinds", f"kinds among {KINDS}, got {sorted(set(v) - set(KINDS))}")
+    _validate_correlations(p["correlations"])
+    for asset, spec in p["collateral"].items():
+        _validate_collateral(asset, spec)
+    if p.get("scenarios") is not None:
+        from .scenario_table import validate_rows
+        validate_rows(p["scenarios"])
+
+
+def _validate_underlying(name, section):
+    for k, v in section.items():
+        where = f"{name}.{k}"
+        if k not in UNDERLYING_PARAMS:
+            raise _err(where, "a known parameter",
+                       hint=f"Known: {', '.join(sorted(P.UNDERLYING_DEFAULTS))}")
+        section[k] = check_param(where, UNDERLYING_PARAMS[k], v)
+
+
+def _validate_correlations(section):
+    from .correlation import correlation_matrix, parse_pairs
+    for key, rho in section.items():
+        if key != "repair":
+            section[key] = check_param(f"correlations.{key}", Param("float", -1.0, 1.0), rho)
+    pairs = parse_pairs(section)
+    # the underlyings the section names must already form a valid matrix (a book's own
+    # underlyings are checked again when it is margined: the default fills the other pairs)
+    names = sorted({n for k in pairs for n in k})
+    if len(names) > 1 and section.get("repair", "none") != "nearest":
+        correlation_matrix(names, _SectionOnly(section))
+
+
+class _SectionOnly:
+    def __init__(self, section):
+        self._s = {"correlations": section}
+
+    def __getitem__(self, key):
+        return self._s[key]
+
+
+def _validate_collateral(asset, spec):
+    where = f"collateral.{asset}"
+    if not isinstance(spec, dict) or set(spec) - {"rate", "tiers_usd"} or len(spec) != 1:
+        raise _err(where, "a table with exactly one of rate = x or tiers_usd = [[from, to, rate]]")
+    if "rate" in spec:
+        spec["rate"] = check_param(f"{where}.rate", Param("float", 0.0, 1.0), spec["rate"])
+        return
+    where += ".tiers_usd"
+    tiers = spec["tiers_usd"]
+    shape = "a non-empty list of [from_usd, to_usd, rate] triples"
+    if not isinstance(tiers, (list, tuple)) or not tiers:
+        raise _err(where, f"{shape}, got {tiers!r}")
+    out = []
+    prev_hi = 0.0
+    for tier in tiers:
+        if not isinstance(tier, (list, tuple)) or len(tier) != 3:
+            raise _err(where, f"{shape}, got {tier!r}")
+        lo = check_param(where, Param("float", 0.0), tier[0])
+        hi = check_param(where, Param("float", 0.0, finite=False), tier[1])
+        rate = check_param(where, Param("float", 0.0, 1.0), tier[2])
+        if lo != prev_hi or not hi > lo:
+            raise _err(where, "contiguous slices starting at 0 "
+                       f"([0, a], [a, b], ...), got {tiers!r}")
+        out.append([lo, hi, rate])
+        prev_hi = hi
+    spec["tiers_usd"] = out
+
+
+def collateral_value_usd(model, asset, value_usd):
+    """Collateral value of positive USD amounts of ``asset``: each tier's slice at its rate;
+    above the last tier the value stops growing (rate 0), as in Binance's tier tables.
+
+    >>> import numpy as np
+    >>> from pmrisk.model.model import Model, collateral_value_usd
+    >>> m = Model.preset("deribit_pme").with_overrides(
+    ...     {"collateral": {"BTC": {"tiers_usd": [[0, 100, 1.0], [100, 200, 0.5]]}}})
+    >>> collateral_value_usd(m, "BTC", np.array([150.0, 500.0])).tolist()
+    [125.0, 150.0]
+    """
+    return collateral_value(model["collateral"].get(asset), value_usd)
+
+
+def collateral_value(spec, value_usd):
+    """Collateral value of positive USD amounts under one asset's collateral ``spec`` (its
+    section of the model's ``collateral`` table: ``rate`` or ``tiers_usd``; None: full value).
+
+    >>> import numpy as np
+    >>> from pmrisk.model.model import collateral_value
+    >>> collateral_value({"rate": 0.95}, np.array([100.0])).tolist()
+    [95.0]
+    """
+    v = np.asarray(value_usd, dtype=np.float64)
+    if spec is None:
+        return v.copy()
+    if "rate" in spec:
+        return v * spec["rate"]
+    return tiered(v, spec["tiers_usd"])

@@ -1,0 +1,310 @@
+"""A block of a monitor's accounts margined together: one validated book and one engine
+outcome, recomputed in parts when marks move (:class:`pmrisk.Monitor`; its module docstring
+has the overview).
+
+Exactness.  Every figure of an account depends only on that account's rows and on the marks of
+the instruments it holds: per account under ``cross_unit = "correlated"`` (an account is
+stressed on the ellipsoid of its own underlyings), per unit under ``"sum"``.  So the engine's
+phases can run on any selection and give the figures of one run over everything.
+
+Two ways to recompute, both the engine's own code (:mod:`pmrisk.engine`):
+
+* under ``"sum"``: :func:`pmrisk.engine.core.compute` on the revaluation rows of the moved
+  instruments, the units on the moved names and their accounts, in place on the block's
+  outcome.  The phases' kernels write only the selected rows, each from its own inputs, so the
+  figures equal those of a run over the whole block to the bit.  When the selection cannot be
+  exact (excluded instruments in the block, or a vol floor that starts or stops binding on a
+  short option, which changes the revaluation rows) the block runs the engine on everything;
+* under ``"correlated"``: :func:`pmrisk.engine.core.run` on the sub-book of the accounts holding a
+  unit on a moved underlying (:func:`slice_book`), scattered back.  (The joint stress of an
+  account can differ in the last bit with the set of accounts in the call: there the agreement
+  is to rounding.)
+"""
+
+import contextlib
+import dataclasses
+
+import numba
+import numpy as np
+import pyarrow as pa
+
+from ..io.book import load_book
+from ..engine.core import compute, floored_copies, run, short_instruments
+from ..results import TABLE_NAMES, accounts_table, all_finite, build, check_finite, margin_ratio
+from ..engine.units import prices_by_type
+
+_EMPTY_I = np.zeros(0, dtype=np.int64)
+BIG_RUN = 256          # accounts: an engine run this large uses the monitor's big_threads
+# the account figures the monitor compares to decide whether an account's row changed
+ACCOUNT_FIELDS = ("equity", "actual_equity", "loan_maintenance_margin", "maintenance_margin",
+                  "initial_margin", "scenario_margin")
+
+
+@contextlib.contextmanager
+def numba_threads(n):
+    """numba's thread count for the calling thread (numba keeps it per thread), restored;
+    ``None`` leaves it as it is."""
+    if not n:
+        yield
+        return
+    prev = numba.get_num_threads()
+    numba.set_num_threads(min(int(n), numba.config.NUMBA_NUM_THREADS))
+    try:
+        yield
+    finally:
+        numba.set_num_threads(prev)
+
+
+def slice_book(book, acc):
+    """The sub-book of accounts ``acc`` (sorted local indices): their positions, orders,
+    balances and reserves in their order, instruments and market unchanged.  Returns
+    ``(sub_book, positions, orders)`` (the kept rows' indices)."""
+    new = np.full(len(book.accounts), -1, dtype=np.int64)
+    new[acc] = np.arange(len(acc))
+
+    def keep(account):
+        return np.flatnonzero(new[account] >= 0) if len(account) else _EMPTY_I
+
+    P, OD, B, R = (keep(a) for a in (book.pos_account, book.ord_account, book.bal_account,
+                                    book.res_account))
+    sub = dataclasses.replace(
+        book, accounts=book.accounts.take(pa.array(acc, pa.int64())),
+        acc_snap=book.acc_snap[acc],
+        pos_account=new[book.pos_account[P]], pos_instr=book.pos_instr[P],
+        quantity=book.quantity[P], entry_price=book.entry_price[P],
+        ord_account=new[book.ord_account[OD]], ord_instr=book.ord_instr[OD],
+        ord_qty=book.ord_qty[OD],
+        ord_id=book.ord_id.take(pa.array(OD, pa.int64())) if len(book.ord_id) else book.ord_id,
+        bal_account=new[book.bal_account[B]], bal_asset=[book.bal_asset[i] for i in B],
+        bal_amount=book.bal_amount[B],
+        res_account=new[book.res_account[R]], res_unit=[book.res_unit[i] for i in R],
+        res_mmp=book.res_mmp[R], res_oo=book.res_oo[R])
+    return sub, P, OD
+
+
+def _scatter(dst, src, rows):
+    """Copy each array field of the figures dataclass ``src`` into ``dst`` at ``rows``."""
+    for f in dataclasses.fields(dst):
+        d, v = getattr(dst, f.name), getattr(src, f.name)
+        if isinstance(d, np.ndarray):
+            d[rows] = v
+        elif isinstance(d, list):
+            for j, r in enumerate(rows.tolist()):
+                d[r] = v[j]
+
+
+class Block:
+    """Accounts margined together: ``book`` (validated arrays), ``out`` (the engine's
+    :class:`~pmrisk.engine.core.Outcome`), ``live`` (accounts that still belong here: an account
+    whose rows change moves to a new block) and what the monitor last reported per account
+    (``ratio``, ``fig``, alert state ``below`` / ``armed``)."""
+
+    def __init__(self, book, model, market, big_threads=None):
+        self.book, self.model = book, model
+        self.big_threads = big_threads   # numba threads for engine runs over many accounts
+        self.names = book.accounts.to_pylist()
+        self.index = {a: i for i, a in enumerate(self.names)}
+        self.live = np.ones(len(self.names), dtype=bool)
+        self.n_live = len(self.names)
+        symbols = book.symbols.to_pylist()
+        self.sym_index = {x: i for i, x in enumerate(symbols)}
+        self.mrow = np.array([market.row[x] for x in symbols], dtype=np.int64)
+        self.und = np.array(book.und_names, dtype=object)[book.und_code] if len(book.kind) \
+            else np.zeros(0, dtype=object)
+        self.bal_rows = {}                # asset -> its balance rows
+        for r, a in enumerate(book.bal_asset):
+            self.bal_rows.setdefault(a, []).append(r)
+        self.bal_rows = {a: np.array(r, dtype=np.int64) for a, r in self.bal_rows.items()}
+        self.short = short_instruments(book)     # positions and orders stay in a block
+        self.sum_mode = model["cross_unit"] != "correlated"
+        self.run_all()
+        self.ratio = self.ratios()
+        self.fig = self.account_figures(slice(None))
+        self.below = self.armed = None
+
+    @classmethod
+    def from_tables(cls, tables, model, valuation_time, market, big_threads=None):
+        book = load_book(**tables, model=model, valuation_time=valuation_time)
+        return cls(book, model, market, big_threads)
+
+    def _run(self, book):
+        """The engine on ``book``; over BIG_RUN accounts or more with ``big_threads``."""
+        many = len(book.accounts) >= BIG_RUN
+        with numba_threads(self.big_threads if many else None):
+            return run(book, self.model)
+
+    # -- the whole block ----------------------------------------------------------------------
+    def run_all(self):
+        out = self._run(self.book)
+        check_finite(out)                # before anything of the block changes
+        self.out = out
+        self.frozen = False              # True while built result tables share the arrays
+        self._tables = {}
+        self._rows_of = {}               # moved names -> (rows, instruments, units)
+
+    def ratios(self, acc=slice(None)):
+        af = self.out.account
+        return margin_ratio(af.equity[acc], af.maintenance_margin[acc])
+
+    def account_figures(self, acc):
+        af = self.out.account
+        return np.vstack([getattr(af, f)[acc] for f in ACCOUNT_FIELDS])
+
+    def drop(self, acc):
+        """Accounts ``acc`` (local indices) left this block."""
+        self.live[acc] = False
+        self.n_live = int(self.live.sum())
+        self._tables = {}
+        self._rows_of = {}
+
+    # -- ticks ----------------------------------------------------------------------------------
+    def tick(self, market, symbols, assets):
+        """The market rows of ``symbols`` and the index prices of ``assets`` changed (the new
+        values are in ``market``): update the book and recompute what depends on them.
+        Returns the live accounts recomputed (local indices)."""
+        book = self.book
+        moved = {self.und[i] for i in (self.sym_index.get(x) for x in symbols)
+                 if i is not None} | set(assets)
+        if not moved:
+            return _EMPTY_I
+        moved_l = list(moved)
+        for a in assets:
+            if a in book.assets:
+                book.asset_px[:, book.assets.index(a)] = market.index[a]
+        on = np.isin(self.und, moved_l) if len(self.und) else np.zeros(0, dtype=bool)
+        if on.any():
+            r = self.mrow[on]
+            book.mark[on] = market.mark[r]
+            book.mark_iv[on] = market.iv[r]
+            fwd = market.fwd[r]
+            und_px = np.array([market.index[u] for u in self.und[on]])
+            book.forward[on] = np.where(np.isnan(fwd), und_px, fwd)
+        units = self.out.units
+        type_hit = np.array([u in moved or c in moved for u, c in
+                             zip(units.type_und, units.type_ccy)], dtype=bool)
+        unit_hit = type_hit[units.utype] if len(units) else np.zeros(0, dtype=bool)
+        acc_hit = np.zeros(len(self.names), dtype=bool)
+        acc_hit[units.account[unit_hit]] = True
+        bal_hit = [self.bal_rows[a] for a in moved if a in self.bal_rows]
+        bal_hit = np.concatenate(bal_hit) if bal_hit else _EMPTY_I
+        acc_hit[book.bal_account[bal_hit]] = True
+        acc = np.flatnonzero(acc_hit & self.live)
+        if not len(acc):
+            return acc
+        self._thaw()
+        if not self.sum_mode:
+            self.recompute_accounts(acc)
+        elif not self._tick_units(frozenset(moved), type_hit, acc, bal_hit):
+            self.run_all()
+        return acc
+
+    def _thaw(self):
+        """Copy the outcome's arrays before changing them if result tables share them (tables
+        handed out stay as they were)."""
+        self._tables = {}
+        if self.frozen:
+            self.out = self.out.copy()
+            self.frozen = False
+
+    def _tick_units(self, key, type_hit, acc, bal_hit):
+        """A tick on the names in ``key`` under ``"sum"``: the engine's phases on the moved
+        revaluation rows, the units on those names and the accounts ``acc``.  False (nothing
+        changed) when a selection cannot be exact here (see the module docstring)."""
+        out, book = self.out, self.book
+        if out.layout.excluded_any:
+            return False
+        floor = out.params.per_type["vol_floor"][out.instr_type] if len(book.kind) else \
+            np.zeros(0)
+        copies = floored_copies(book, floor, self.short)
+        if len(copies) != len(out.rev.floored) or (copies != out.rev.floored).any():
+            return False                    # a vol floor started or stopped binding
+        sel = self._rows_of.get(key)
+        if sel is None:
+            units = out.units
+            rows = np.flatnonzero(np.isin(self.und[out.rev.row_instr], list(key))) \
+                if len(out.rev.row_instr) else _EMPTY_I
+            instr = np.flatnonzero(np.isin(self.und, list(key))) if len(self.und) else _EMPTY_I
+            uidx = np.flatnonzero(type_hit[units.utype] & self.live[units.account]) \
+                if len(units) else _EMPTY_I
+            sel = self._rows_of[key] = (rows, instr, uidx)
+        rows, instr, uidx = sel
+        units = out.units
+        snap = book.acc_snap[units.account[uidx]]
+        type_und = np.array(units.type_und, dtype=object)
+        type_ccy = np.array(units.type_ccy, dtype=object)
+        settle_px = prices_by_type(book, type_ccy, units.utype[uidx], snap)
+        index_px = prices_by_type(book, type_und, units.utype[uidx], snap)
+        units.settle_px[uidx] = settle_px
+        units.index_px[uidx] = index_px
+        # a figure that is not finite raises here; the monitor then rebuilds its blocks from
+        # the inputs before the update (Monitor._tick)
+        compute(out, self.model, rows=rows, instruments=instr, units=uidx, accounts=acc,
+                balances=bal_hit)
+        if not all_finite(out, uidx, acc):
+            check_finite(out)           # names the rows and raises
+        return True
+
+    # -- a subset of accounts through the engine ------------------------------------------------
+    def recompute_accounts(self, acc):
+        """Run the engine on the sub-book of accounts ``acc`` and scatter the results."""
+        if len(acc) == len(self.names):
+            self.run_all()
+            return
+        self._thaw()
+        out = self.out
+        sub, P, _ = slice_book(self.book, acc)
+        o = self._run(sub)
+        check_finite(o)
+        units, su = out.units, o.units
+        code = {n: i for i, n in enumerate(units.type_names)}
+        n_t = max(len(units.type_names), 1)
+        key = units.account * n_t + units.utype
+        known = all(n in code for n in su.type_names)
+        tmap = np.array([code.get(n, -1) for n in su.type_names], dtype=np.int64)
+        skey = acc[su.account] * n_t + tmap[su.utype] if len(su) else _EMPTY_I
+        U = np.searchsorted(key, skey)
+        if not known or (len(U) and (U.max() >= len(key) or (key[U] != skey).any())) or \
+                o.unit.vectors.shape[1] != out.unit.vectors.shape[1]:
+            self.run_all()                                     # not the same units: rebuild
+            return
+        _scatter(out.unit, o.unit, U)
+        units.settle_px[U] = su.settle_px
+        units.index_px[U] = su.index_px
+        _scatter(out.position, o.position, P)
+        if out.account.worst_scenario is None and o.account.worst_scenario is not None:
+            out.account.worst_scenario = ["none"] * len(self.names)
+        _scatter(out.account, o.account, acc)
+        self._rows_of = {}
+
+    # -- result tables ------------------------------------------------------------------------
+    def tables(self, names=TABLE_NAMES):
+        """The result tables ``names`` (among accounts, units, positions) of the live
+        accounts, built by :func:`pmrisk.results.build` (each cached until the block
+        changes); returns ``{name: table}``."""
+        missing = [n for n in names if n not in self._tables]
+        if missing:
+            r = build(self.out, self.model, tables=missing)
+            out = self.out
+            for n in missing:
+                t = getattr(r, n)
+                if self.n_live < len(self.names):
+                    live = self.live
+                    if n == "accounts":
+                        rows = live
+                    elif n == "units":
+                        rows = live[out.units.account]
+                    else:
+                        loans = np.flatnonzero(out.account.loan_maintenance_margin > 0)
+                        rows = live[np.concatenate([self.book.pos_account, out.units.account,
+                                                    loans])]
+                    t = t.filter(pa.array(rows))
+                self._tables[n] = t
+            self.frozen = True
+        return {n: self._tables[n] for n in names}
+
+    def account_rows(self, acc, ratio=None):
+        """Rows of the accounts table for accounts ``acc`` (local indices, or ``slice(None)``
+        for all), as :func:`pmrisk.results.build` makes them (the same function), without
+        building the whole table; ``ratio``: their margin ratios if already known."""
+        return accounts_table(self.out, self.model,
+                              None if isinstance(acc, slice) else acc, ratio)

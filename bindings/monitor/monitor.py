@@ -1,0 +1,613 @@
+"""``pmrisk.Monitor``: many accounts' margin kept current as ticks and account changes arrive,
+with threshold alerts and liquidation plans.
+
+Design
+------
+**State.**  The monitor keeps its inputs (account-state rows grouped by account, marks and
+index prices as arrays: :mod:`pmrisk.monitor.state`) and the last results, as *blocks*
+(:mod:`pmrisk.monitor.block`): a block is a set of accounts validated and margined together —
+one :class:`~pmrisk.io.book.Book` and one engine :class:`~pmrisk.engine.core.Outcome` of plain
+arrays. The monitor starts with one block holding every account.
+
+**Incremental.**
+
+* A tick (``market`` / ``index`` rows) on underlying U updates each block's marks in place
+  and recomputes only what holds U, with the engine's own phases
+  (:func:`pmrisk.engine.core.compute`).  Under ``cross_unit = "sum"`` (``deribit_pme``, ``span``:
+  units are independent) that is the phases on a selection: U's instruments' scenario P&L rows
+  and Greeks, then the units on U (risk vectors, worst cases, open-order margin, Greeks,
+  add-ons, MM/IM and contributions), then the equity and margin of their accounts.  Under
+  ``"correlated"`` (``standard``: an account's joint stress involves all its underlyings) it is
+  every account holding a unit on U, through the engine on the sub-book of those accounts.  An
+  index move of a settlement currency or of a balance's
+  asset reaches the units and accounts priced in it.  Rows that re-send the current values
+  (equal floats) are no move: a feed may send its whole table with every tick.
+* A position, balance or open-order change recomputes only its account: the account's rows
+  are validated and margined alone (``load_book`` and the engine on that account) as a new
+  block, and its old rows leave their block.  Small blocks are merged once there are more than
+  ``MAX_BLOCKS`` of them, and a block that lost half its accounts is rebuilt (both on account
+  changes, never on ticks).
+* A new ``valuation_time`` moves every option's and future's time to expiry: it recomputes
+  every account (one engine pass over the whole state, no result tables).  Without one, an
+  update keeps the monitor's valuation time: pass ``valuation_time`` when it should advance
+  (say once a minute) and ``at`` to stamp the alerts of every update.
+
+**Exact.**  Every figure of an account depends only on its own rows and on the marks of what it
+holds, and the engine's phase kernels write each selected row from its own inputs, so a
+selection of units (under ``"sum"``) or accounts gives the numbers one run over everything
+gives.  Under ``"sum"`` they are equal to the bit: after any sequence of updates,
+``accounts`` / ``units`` / ``positions`` equal :func:`pmrisk.margin` on :meth:`Monitor.state`
+bit for bit (a hypothesis state machine checks it); there is no second copy of the arithmetic
+to drift.  Under ``"correlated"`` the engine's joint stress itself can differ in the last bit
+between calls over different sets of accounts (an account alone or with others), so there the
+monitor agrees with one ``margin()`` over everything to rounding (tested to 1e-12 of each
+column's scale).  A block is recomputed whole when it holds excluded instruments or a vol floor
+starts or stops binding on a short option (the revaluation rows change; see
+:mod:`pmrisk.monitor.block`).
+
+**Tables.**  ``accounts``, ``units`` and ``positions`` are built from the blocks on first read
+after a change (:func:`pmrisk.results.build`, rows of live accounts, blocks one after the
+other: sort them if order matters).  They are immutable Arrow tables: an update never changes
+a table already handed out (the arrays are copied before the next change if a table shares
+them).  ``update()`` returns the changed accounts' rows at once.
+
+**Threads.**  One ``threading.RLock`` guards every update and every read, so a reader thread
+sees the state before or after an update, never half of it.  Alert callbacks run in the
+updating thread after the lock is released.  No global mutable state: numba's thread count is
+set per update with ``threads`` (thread-local in numba) and restored.
+
+**Alerts.**  See :mod:`pmrisk.monitor.alerts` (kinds, ordering, hysteresis).  They come back in
+``update().alerts``, go to ``on_alert`` (one ``pyarrow.RecordBatch`` per update with alerts)
+and into a bounded queue read by :meth:`Monitor.alerts`.  Accounts that enter ``liquidation``
+get their plan (:func:`pmrisk.liquidation_plan` on the account's state at that update) in
+``update().liquidation_plans``, computed on first access so that the update stays fast.
+"""
+
+import collections
+import threading
+import time as _time
+from dataclasses import dataclass, field
+
+import numba
+import numpy as np
+import pyarrow as pa
+import pyarrow.compute as pc
+
+from ..io.arrow import as_table, to_ns, valuation_ns
+from .alerts import LIQUIDATION, SCHEMA as ALERT_SCHEMA, AlertRules
+from ..errors import MarginError, warn_no_balances
+from ..model.model import Model
+from ..results import MarginResult
+from .block import Block, numba_threads, slice_book
+from .state import ACCOUNT_TABLES, AccountRows, MarketState, no_time
+from ..io.schema import TIME_TYPE
+
+MAX_BLOCKS = 8
+
+
+@dataclass
+class MonitorUpdate:
+    """What one :meth:`Monitor.update` did.
+
+    ``accounts``: rows of the accounts table for the accounts whose figures changed (equity,
+    actual equity, MM, IM, loan MM or scenario margin) and for new accounts; ``alerts``: one
+    row per level crossed (:data:`pmrisk.monitor.alerts.SCHEMA`); ``removed``: accounts that left
+    (no rows in any table); ``time``: the alerts' time; ``seconds``: how long the update took;
+    ``liquidation_plans``: the plans of the accounts that entered ``liquidation``
+    (:func:`pmrisk.liquidation_plan`'s table), computed on first access.
+
+    Examples
+    --------
+    >>> import pmrisk
+    >>> from pmrisk import samples
+    >>> book = samples.demo_book()
+    >>> vt = book.pop("valuation_time")
+    >>> mon = pmrisk.Monitor(**book, model="deribit_pme", valuation_time=vt)
+    >>> up = mon.update(index={"underlying": ["BTC"], "index_price": [50_000.0]})
+    >>> up
+    MonitorUpdate(accounts=... rows, alerts=... rows, removed=0, seconds=...)
+    >>> up.alerts.column_names[:4]
+    ['account', 'time', 'kind', 'threshold']
+    >>> up.liquidation_plans.column_names[:3]
+    ['account', 'step', 'action']
+    """
+    accounts: pa.Table
+    alerts: pa.Table
+    removed: list
+    time: object
+    seconds: float
+    _plan_inputs: dict = field(default=None, repr=False)
+    _plans: pa.Table = field(default=None, repr=False)
+
+    @property
+    def liquidation_plans(self):
+        if self._plans is None:
+            from ..engine.liquidation import plan_table, liquidation_plan
+            p = self._plan_inputs
+            if p is None:
+                self._plans = plan_table([], pa.string())
+            else:
+                with numba_threads(p["threads"]):
+                    self._plans = liquidation_plan(**p["tables"], model=p["model"],
+                                                   valuation_time=p["valuation_time"],
+                                                   accounts=p["accounts"])
+        return self._plans
+
+    def __repr__(self):
+        return (f"MonitorUpdate(accounts={self.accounts.num_rows} rows, alerts="
+                f"{self.alerts.num_rows} rows, removed={len(self.removed)}, "
+                f"seconds={self.seconds:.6f})")
+
+
+class Monitor:
+    """Margin of many accounts, kept current as marks, index prices, positions, balances and
+    open orders change; alerts when a margin ratio crosses a threshold.
+
+    Parameters
+    ----------
+    positions, instruments, market, index, balances, open_orders, reserves, model
+        As for :func:`pmrisk.margin` (one snapshot: no ``time`` column).  Without
+        ``balances`` every account's collateral is 0 (a :class:`pmrisk.MarginWarning`).
+    valuation_time : datetime, str or numpy datetime64, optional
+        When the book is valued (default: now, UTC, fixed until an update gives another).
+    hysteresis : float, optional
+        Once an alert fired at a level, the next alert across that level needs the ratio
+        beyond it by this much (default 0: every crossing alerts).  See
+        :mod:`pmrisk.monitor.alerts`.
+    on_alert : callable, optional
+        Called with a ``pyarrow.RecordBatch`` of the alerts of every update that has some,
+        in the updating thread, after the update is complete (an exception it raises reaches
+        the caller of :meth:`update`, whose change is then already applied and queued).
+    alert_queue : int >= 0, optional
+        How many alert batches :meth:`alerts` keeps for readers (oldest dropped first; 0: no
+        queue).  Default 10,000.
+    threads : "auto", int or None, optional
+        numba threads for the kernels of an update.  ``"auto"`` (default): 1 thread, and
+        numba's own setting for engine runs over 256 accounts or more (a correlated tick on a
+        popular underlying, a valuation-time change).  An incremental update is small, and on
+        a busy 2-core machine every parallel region can wait up to a scheduler quantum (~15 ms
+        measured) for its threads; one thread gives the steadiest latency.  An int: that many
+        threads throughout; None: numba's setting throughout.
+
+    Attributes
+    ----------
+    accounts, units, positions : pyarrow.Table
+        The current result tables, as :func:`pmrisk.margin` returns them (rows of one account
+        together; sort them if order matters).  :meth:`result` gives all three of one state.
+    valuation_time : numpy.datetime64
+
+    Raises
+    ------
+    MarginError
+        On any input problem, as :func:`pmrisk.margin`; an update that fails validation
+        changes nothing.
+
+    Examples
+    --------
+    Long $100,000 of the BTC inverse perpetual from 50,000 on $18,000 of collateral; BTC
+    dips to 49,600:
+
+    >>> import pmrisk
+    >>> mon = pmrisk.Monitor(
+    ...     positions={"account": ["a"], "symbol": ["BTC-PERPETUAL"], "quantity": [100000.0],
+    ...                "entry_price": [50000.0]},
+    ...     instruments={"symbol": ["BTC-PERPETUAL"], "underlying": ["BTC"],
+    ...                  "kind": ["perpetual"], "settlement": ["inverse"],
+    ...                  "contract_size": [1.0]},
+    ...     market={"symbol": ["BTC-PERPETUAL"], "mark_price": [50000.0]},
+    ...     index={"underlying": ["BTC"], "index_price": [50000.0]},
+    ...     balances={"account": ["a"], "asset": ["USDT"], "amount": [18000.0]},
+    ...     model="deribit_pme", valuation_time="2024-01-01T00:00:00Z")
+    >>> round(mon.accounts["margin_ratio"][0].as_py(), 4)
+    1.1223
+    >>> up = mon.update(index={"underlying": ["BTC"], "index_price": [49600.0]},
+    ...                 market={"symbol": ["BTC-PERPETUAL"], "mark_price": [49600.0]})
+    >>> up.alerts.select(["account", "kind", "threshold", "status_after"]).to_pylist()
+    [{'account': 'a', 'kind': 'threshold_down', 'threshold': 1.1, 'status_after': 'warning_1'}]
+    >>> round(up.alerts["ratio_after"][0].as_py(), 4)
+    1.0724
+    """
+
+    def __init__(self, positions, instruments, market, index, balances=None, open_orders=None,
+                 reserves=None, model=None, valuation_time=None, *, hysteresis=0.0,
+                 on_alert=None, alert_queue=10_000, threads="auto"):
+        self.model = Model.coerce(model)
+        self._rules = AlertRules(self.model["thresholds"], hysteresis)
+        tables = {"positions": positions, "instruments": instruments, "market": market,
+                  "index": index, "balances": balances, "open_orders": open_orders,
+                  "reserves": reserves}
+        tables = {k: as_table(v, k) for k, v in tables.items()}
+        for name in ("positions", "instruments", "market", "index"):
+            if tables[name] is None:
+                raise MarginError(name, None, "a table (it is required)")
+        no_time(tables)
+        warn_no_balances(tables, stacklevel=3)
+        self._vt = valuation_ns(valuation_time)
+        self._lock = threading.RLock()
+        if on_alert is not None and not callable(on_alert):
+            raise MarginError("arguments", "on_alert", "a callable taking one alert batch "
+                              f"(pyarrow.RecordBatch) or None, got {on_alert!r}")
+        self._on_alert = on_alert
+        if not (threads in ("auto", None) or (isinstance(threads, (int, np.integer))
+                                               and not isinstance(threads, bool)
+                                               and threads > 0)):
+            raise MarginError("arguments", "threads", f"'auto', None or an int > 0, got "
+                              f"{threads!r}")
+        if threads == "auto":
+            self._threads, self._big_threads = 1, numba.config.NUMBA_NUM_THREADS
+        else:
+            self._threads = self._big_threads = threads
+        if isinstance(alert_queue, bool) or not isinstance(alert_queue, (int, np.integer)) \
+                or alert_queue < 0:
+            raise MarginError("arguments", "alert_queue", "an int >= 0 (how many alert batches "
+                              f"to keep; 0: no queue), got {alert_queue!r}")
+        self._queue = collections.deque(maxlen=int(alert_queue)) if alert_queue else None
+        self._cond = threading.Condition(self._lock)
+        self._closed = False
+        self.dropped_alert_batches = 0
+        self._instruments = tables["instruments"]
+        self._market = MarketState(tables["market"], tables["index"], self._instruments,
+                                   self.model["max_iv"])
+        self._rows = {k: AccountRows(k, tables[k]) for k in ACCOUNT_TABLES}
+        self._blocks = []
+        self._where = {}
+        self._register(self._new_block(self._state_tables(None, self._market), self._market),
+                       {}, initial=True)
+        self._cache = {}
+        self.version = 0
+
+    # -- reading --------------------------------------------------------------------------
+    @property
+    def valuation_time(self):
+        return np.datetime64(self._vt, "ns")
+
+    def _tables(self, names):
+        """``{name: table}`` of the current state (each built on first read after a
+        change)."""
+        with self._lock:
+            missing = [n for n in names if n not in self._cache]
+            if missing:
+                parts = [b.tables(missing) for b in self._blocks]
+                for n in missing:
+                    self._cache[n] = parts[0][n] if len(parts) == 1 else \
+                        pa.concat_tables([p[n] for p in parts])
+            return {n: self._cache[n] for n in names}
+
+    def result(self):
+        """The three tables of one state as a :class:`pmrisk.MarginResult` (reading the
+        properties one after the other from another thread can straddle an update)."""
+        return MarginResult(**self._tables(("accounts", "units", "positions")))
+
+    @property
+    def accounts(self):
+        """The accounts table, as :func:`pmrisk.margin` returns it."""
+        return self._tables(("accounts",))["accounts"]
+
+    @property
+    def units(self):
+        """The units table."""
+        return self._tables(("units",))["units"]
+
+    @property
+    def positions(self):
+        """The positions table, with the ``unallocated`` rows."""
+        return self._tables(("positions",))["positions"]
+
+    def state(self):
+        """The current inputs as tables: ``pmrisk.margin(**monitor.state(), model=...)``
+        recomputes the monitor's figures from scratch."""
+        with self._lock:
+            market, index = self._market.tables()
+            out = {k: r.table() for k, r in self._rows.items()}
+            out.update(instruments=self._instruments, market=market, index=index,
+                       valuation_time=self.valuation_time)
+            return out
+
+    def alerts(self, timeout=0.0):
+        """Iterate over the queued alert batches (``pyarrow.RecordBatch``, oldest first),
+        taking them off the queue.  ``timeout``: how long to wait for the next batch when
+        the queue is empty (0: stop at once; None: wait until :meth:`close`)."""
+        if self._queue is None:
+            return
+        while True:
+            with self._cond:
+                if not self._queue:
+                    if self._closed or timeout == 0:
+                        return
+                    self._cond.wait_for(lambda: self._queue or self._closed, timeout)
+                    if not self._queue:
+                        return
+                batch = self._queue.popleft()
+            yield batch
+
+    def close(self):
+        """End every :meth:`alerts` iterator waiting for more."""
+        with self._cond:
+            self._closed = True
+            self._cond.notify_all()
+
+    def __repr__(self):
+        return (f"Monitor({len(self._where)} accounts, {len(self._blocks)} blocks, model "
+                f"{self.model.name!r}, valuation_time {self.valuation_time})")
+
+    # -- updating -------------------------------------------------------------------------
+    def update(self, market=None, index=None, positions=None, balances=None,
+               open_orders=None, valuation_time=None, *, at=None, model=None):
+        """Apply a change and recompute what depends on it.
+
+        Parameters
+        ----------
+        market, index : Arrow table-like, optional
+            Changed rows only: ``symbol`` plus any of ``mark_price``, ``mark_iv`` (an
+            annualised vol as a decimal, 0.60 for 60 %; above the model's ``max_iv`` a tick
+            is refused), ``underlying_price`` (columns left out keep their values, and so
+            does a null ``mark_price`` or ``mark_iv``); ``underlying``, ``index_price`` (a
+            null keeps the price).
+        positions, balances, open_orders : Arrow table-like, optional
+            Changed rows only, keyed by (account, symbol), (account, asset) and (account,
+            order_id): a row replaces the row with its key or is added; ``quantity`` 0 closes
+            a position or cancels an order, ``amount`` 0 removes a balance.
+        valuation_time : datetime, str or numpy datetime64, optional
+            A new valuation time: every account is recomputed (times to expiry move).
+        at : datetime, str or numpy datetime64, optional
+            The time on the alerts (default: ``valuation_time`` if given, else now).
+        model : str, dict, path or Model, optional
+            A new risk model (e.g. recalibrated, see :meth:`recalibrate`): every account is
+            recomputed with it and alerts fire as on any update.  Its thresholds must be the
+            monitor's (the alert state is kept per level).
+
+        Returns
+        -------
+        MonitorUpdate
+        """
+        t0 = _time.perf_counter()
+        at_ns = to_ns(at, "at") if at is not None else valuation_ns(valuation_time)
+        with self._lock, numba_threads(self._threads):
+            res = self._update(market, index, positions, balances, open_orders,
+                               valuation_time, at_ns, model)
+            res.seconds = _time.perf_counter() - t0
+            if res.alerts.num_rows and self._queue is not None:
+                for batch in res.alerts.to_batches():
+                    if len(self._queue) == self._queue.maxlen:
+                        self.dropped_alert_batches += 1
+                    self._queue.append(batch)
+                self._cond.notify_all()
+        if res.alerts.num_rows and self._on_alert is not None:
+            for batch in res.alerts.to_batches():
+                self._on_alert(batch)
+        return res
+
+    def recalibrate(self, prices, *, at=None, **kwargs):
+        """Recalibrate the model from a price history (:func:`pmrisk.calibrate` with the
+        monitor's model as the base model and ``kwargs``) and swap it in: every account is
+        recomputed and alerts fire as on any update.  Returns ``(MonitorUpdate, report)``."""
+        from ..model.calibration import calibrate, check_kwargs
+        if "base_model" in kwargs:
+            raise MarginError("arguments", "base_model", "no base_model: the monitor's model is "
+                              "the base model of its recalibration",
+                              hint="Start a new Monitor to change the model's other keys")
+        check_kwargs(kwargs, ("as_of",), "at")
+        model, report = calibrate(prices, base_model=self.model, **kwargs)
+        return self.update(model=model, at=at), report
+
+    def _update(self, market, index, positions, balances, open_orders, valuation_time, at_ns,
+                model=None):
+        # 1. check everything, change nothing
+        if model is not None:
+            model = Model.coerce(model)
+            if model["thresholds"] != self.model["thresholds"]:
+                raise MarginError("arguments", "model", "a model with the monitor's thresholds "
+                                  f"{self.model['thresholds']}, got {model['thresholds']}",
+                                  hint="Start a new Monitor to change the alert levels")
+        if market is not None or index is not None:
+            new_market, symbols, assets = self._market.apply(market, index)
+        else:
+            new_market, symbols, assets = self._market, set(), set()
+        ups = {}
+        for name, upd in (("positions", positions), ("balances", balances),
+                          ("open_orders", open_orders)):
+            if upd is not None:
+                rows = self._rows[name]
+                ups[name] = rows.upsert(rows.prepare(upd))
+        changed = list(dict.fromkeys(a for u in ups.values() for a in u))
+        vt = to_ns(valuation_time) if valuation_time is not None else self._vt
+        full = vt != self._vt or bool(set(new_market.index) - set(self._market.index)) \
+            or model is not None
+        keep = [a for a in changed if any(
+            (ups[k][a].num_rows > 0) if k in ups and a in ups[k] else r.has_rows(a)
+            for k, r in self._rows.items())]
+        removed = [a for a in changed if a not in set(keep) and a in self._where]
+        if full:
+            old_vt, self._vt = self._vt, vt
+            old_model, self.model = self.model, model if model is not None else self.model
+            try:
+                block = self._new_block(self._state_tables(None, new_market, ups), new_market)
+            except Exception:
+                self._vt, self.model = old_vt, old_model
+                raise
+        else:
+            block = self._new_block(self._state_tables(keep, new_market, ups), new_market) \
+                if keep else None
+
+        # 2. ticks: blocks recompute in place; a figure that is not finite (MarginError)
+        # puts every block back as it was before the update is rejected
+        before = {a: self._ratio_of(a) for a in changed}
+        out_rows, batches = [], []
+        moving = set(changed)
+        if not full and (symbols or assets):
+            self._tick(new_market, symbols, assets, moving, at_ns, batches, out_rows)
+
+        # 3. commit: market, rows, blocks; collect what changed and alert
+        self._market = new_market
+        for name, new in ups.items():
+            self._rows[name].commit(new)
+        self._cache = {}
+        self.version += 1
+        if full:
+            ratio_before = {a: self._ratio_of(a) for a in self._where}
+            ratio_before.update(before)
+            olds = dict(self._where)
+            self._blocks, self._where = [], {}
+            self._register(block, olds)
+            names = block.names
+            idx = np.arange(len(names))
+            self._alert_block(block, idx, np.array([ratio_before.get(a, np.nan)
+                                                    for a in names]),
+                              at_ns, batches, out_rows)
+        else:
+            if changed:
+                olds = {a: self._where[a] for a in changed if a in self._where}
+                for b, group in _by_block(olds).items():
+                    b.drop(np.array(group, dtype=np.int64))
+                for a in removed:
+                    del self._where[a]
+                if block is not None:
+                    self._register(block, olds)
+                    idx = np.array([block.index[a] for a in keep], dtype=np.int64)
+                    self._alert_block(block, idx, np.array([before[a] for a in keep]),
+                                      at_ns, batches, out_rows)
+                self._blocks = [b for b in self._blocks if b.n_live] or self._blocks[-1:]
+                self._compact()
+        # one record batch per update, whichever blocks the alerts came from
+        alerts = pa.Table.from_batches(batches, schema=ALERT_SCHEMA).combine_chunks() \
+            if batches else ALERT_SCHEMA.empty_table()
+        accounts = pa.concat_tables(out_rows) if out_rows else \
+            self._blocks[0].account_rows(np.zeros(0, dtype=np.int64)) if self._blocks else None
+        res = MonitorUpdate(accounts=accounts, alerts=alerts, removed=removed,
+                            time=pa.scalar(at_ns, TIME_TYPE).as_py(), seconds=0.0)
+        liq = alerts.filter(pa.compute.equal(alerts["kind"], LIQUIDATION)) if alerts.num_rows \
+            else None
+        if liq is not None and liq.num_rows:
+            names = list(dict.fromkeys(liq["account"].to_pylist()))
+            res._plan_inputs = {"tables": self._plan_tables(names), "model": self.model,
+                                "valuation_time": self.valuation_time, "accounts": names,
+                                "threads": self._threads}
+        return res
+
+    def _tick(self, market, symbols, assets, moving, at_ns, batches, out_rows):
+        """Ticks through every block, alerting the accounts that moved (not those in
+        ``moving``: their rows change in this update).  On a :class:`MarginError` (a figure
+        that is not finite) the alert state is restored and the blocks are rebuilt from the
+        inputs before the update, then the error propagates: the monitor is unchanged."""
+        undo = []
+        try:
+            for b in list(self._blocks):
+                acc = b.tick(market, symbols, assets)
+                if len(acc) and moving:
+                    acc = acc[[b.names[i] not in moving for i in acc.tolist()]]
+                if len(acc):
+                    undo.append((b, acc, b.ratio[acc].copy(), b.fig[:, acc].copy(),
+                                 b.below[acc].copy(), b.armed[acc].copy()))
+                    self._alert_block(b, acc, b.ratio[acc], at_ns, batches, out_rows)
+        except MarginError:
+            for b, acc, ratio, fig, below, armed in undo:
+                b.ratio[acc], b.fig[:, acc], b.below[acc], b.armed[acc] = ratio, fig, below, armed
+            olds = dict(self._where)
+            block = self._new_block(self._state_tables(None, self._market), self._market)
+            self._blocks, self._where = [], {}
+            self._register(block, olds)
+            raise
+
+    # -- helpers ----------------------------------------------------------------------------
+    def _ratio_of(self, name):
+        w = self._where.get(name)
+        return float(w[0].ratio[w[1]]) if w is not None else np.nan
+
+    def _state_tables(self, accounts, market, ups=None):
+        """Input tables of ``accounts`` (None: every account) with the pending row changes
+        ``ups`` applied, and the market state ``market``."""
+        ups = ups or {}
+        out = {}
+        for name, rows in self._rows.items():
+            new = ups.get(name, {})
+            if accounts is None:
+                base = rows.table()
+                if new:
+                    gone = pc.is_in(base.column("account"),
+                                    value_set=pa.array(list(new), pa.string()))
+                    base = base.filter(pc.invert(gone))
+                parts = [base] + list(new.values())
+            else:
+                parts = [rows.rows_of([a for a in accounts if a not in new])] + \
+                    [new[a] for a in accounts if a in new]
+            out[name] = pa.concat_tables(parts)
+        m, x = market.tables()
+        out.update(instruments=self._instruments, market=m, index=x)
+        return out
+
+    def _new_block(self, tables, market):
+        return Block.from_tables(tables, self.model, np.datetime64(self._vt, "ns"), market,
+                                 self._big_threads)
+
+    def _register(self, block, olds, initial=False):
+        """Add ``block``: its accounts' alert state comes from their old place ``olds``
+        (name -> (block, index)); accounts new to the monitor start above every level (or,
+        with ``initial``, in their exact band with nothing alerted)."""
+        n = len(block.names)
+        below, armed = self._rules.initial(block.ratio if initial else np.full(n, np.nan))
+        if not initial:            # what was last reported: nothing for a new account
+            block.fig[:] = np.nan
+        for name, (ob, oi) in olds.items():
+            j = block.index.get(name)
+            if j is not None:
+                below[j], armed[j] = ob.below[oi], ob.armed[oi]
+                block.fig[:, j] = ob.fig[:, oi]
+        block.below, block.armed = below, armed
+        self._blocks.append(block)
+        for i, a in enumerate(block.names):
+            if block.live[i]:
+                self._where[a] = (block, i)
+
+    def _alert_block(self, block, idx, before, at_ns, batches, out_rows):
+        """Alerts and changed rows of accounts ``idx`` of ``block`` just recomputed; their
+        ratios before were ``before`` (``block.fig`` holds their figures last reported)."""
+        # every account of the block (idx is sorted and unique): whole arrays, no gathers
+        at = slice(None) if len(idx) == len(block.names) else idx
+        after = block.ratios(at)
+        fig = block.account_figures(at)
+        changed = (fig != block.fig[:, at]).any(axis=0)
+        block.ratio[at] = after
+        block.fig[:, at] = fig
+        below, armed = block.below[at], block.armed[at]
+        rows, kinds, th = self._rules.step(below, armed, after)
+        if isinstance(at, np.ndarray):
+            block.below[at], block.armed[at] = below, armed
+        if len(rows):
+            names = [block.names[j] for j in idx[rows].tolist()]
+            batches.append(self._rules.batch(names, at_ns, kinds, th, before[rows],
+                                             after[rows]))
+        if changed.all():
+            out_rows.append(block.account_rows(at, after))
+        elif changed.any():
+            out_rows.append(block.account_rows(idx[changed], after[changed]))
+
+    def _compact(self):
+        """Merge small blocks once there are more than MAX_BLOCKS; rebuild a block that lost
+        half of its accounts (same figures: only the arrays are regrouped)."""
+        if len(self._blocks) > MAX_BLOCKS:
+            largest = max(self._blocks, key=lambda b: b.n_live)
+            others = [b for b in self._blocks if b is not largest]
+            names = [a for b in others for a, on in zip(b.names, b.live) if on]
+            olds = {a: self._where[a] for a in names}
+            block = self._new_block(self._state_tables(names, self._market), self._market)
+            self._blocks = [largest]
+            self._register(block, olds)
+        for b in list(self._blocks):
+            if b.n_live * 2 < len(b.names) and len(b.names) > 64:
+                live = np.flatnonzero(b.live)
+                sub, _, _ = slice_book(b.book, live)
+                block = Block(sub, self.model, self._market, self._big_threads)
+                olds = {b.names[i]: (b, i) for i in live.tolist()}
+                self._blocks.remove(b)
+                self._register(block, olds)
+
+    def _plan_tables(self, names):
+        return self._state_tables(names, self._market)
+
+
+def _by_block(where):
+    """``{block: [index, ...]}`` of ``{name: (block, index)}``."""
+    groups = {}
+    for b, i in where.values():
+        groups.setdefault(b, []).append(i)
+    return groups
