@@ -63,20 +63,23 @@ def unit_figures_rows(sel, lo, hi, pu_start, pu_order, pos_instr, pos_row, quant
                       contract_size, mark, forward, instr_greeks, instr_pnl, unit_und, unit_px,
                       index_px, coin_settled, threshold_usd, m_inc, max_delta_shock, group_rate,
                       ou_start, ou_order, ord_row, ord_qty, res_oo, n_scen, price_shock,
-                      loss_weight, gain_weight, gain_cap_usd, dampener_usd, vol_code, vectors,
-                      weighted, worst, binding, scenario_shock, scenario_vol, order_im,
+                      loss_weight, gain_weight, gain_cap_usd, dampener_usd, vol_code, keep_vectors,
+                      vectors, weighted, worst, binding, scenario_shock, scenario_vol, order_im,
                       open_orders, roll_group, roll_coin, delta_coin, som_coin, conv, unit_delta,
                       unit_gamma, unit_vega, unit_theta, value, model_value, upnl, delta, gamma,
                       vega, theta, pos_delta, slope_usd):
     """Rows ``sel[lo:hi]`` of :func:`unit_figures` (shared by the parallel and the serial kernel:
     one call per chunk of rows, so no per-row call cost)."""
+    width = vectors.shape[1]
+    vec = np.empty(width)               # the unit's risk vector and weighted vector: one
+    wrow = np.empty(width)              # scratch pair per run of rows, copied out if kept
     for k in range(lo, hi):
         u = sel[k]
-        width = vectors.shape[1]
         r = unit_und[u]
         px = unit_px[u]
         for s in range(width):
-            vectors[u, s] = 0.0
+            vec[s] = 0.0
+            wrow[s] = 0.0
         p0, p1 = pu_start[u], pu_start[u + 1]
         g_lo = 1 << 62
         g_hi = -1
@@ -101,7 +104,7 @@ def unit_figures_rows(sel, lo, hi, pu_start, pu_order, pos_instr, pos_row, quant
             q = q_port[p]
             row = pos_row[p]
             for s in range(n_scen[r]):
-                vectors[u, s] += q * instr_pnl[row, s]
+                vec[s] += q * instr_pnl[row, s]
             # value, unrealised P&L, model value and Greeks at the marks
             i = pos_instr[p]
             qty = quantity[p]
@@ -160,9 +163,9 @@ def unit_figures_rows(sel, lo, hi, pu_start, pu_order, pos_instr, pos_row, quant
         lowest = np.inf
         nan_at = -1
         for s in range(ns):
-            ws = weigh_cell(vectors[u, s], loss_weight[r, s], gain_weight[r, s], gain_cap_usd[r, s]
-                            / px, dampener_usd[r, s] / px)
-            weighted[u, s] = ws
+            ws = weigh_cell(vec[s], loss_weight[r, s], gain_weight[r, s], gain_cap_usd[r, s] / px,
+                            dampener_usd[r, s] / px)
+            wrow[s] = ws
             if ws != ws:
                 if nan_at < 0:
                     nan_at = s
@@ -175,7 +178,7 @@ def unit_figures_rows(sel, lo, hi, pu_start, pu_order, pos_instr, pos_row, quant
             b = -1
             bw = 0.0
             for s in range(ns):
-                ws = weighted[u, s]
+                ws = wrow[s]
                 if ws - lowest <= TIE_RTOL * max(abs(ws), abs(lowest)):
                     if b < 0 or (vol_code[r, s] == VOL_SAME and vol_code[r, b] != VOL_SAME):
                         b = s
@@ -187,6 +190,10 @@ def unit_figures_rows(sel, lo, hi, pu_start, pu_order, pos_instr, pos_row, quant
                 w = -bw if bw < 0.0 else 0.0
         worst[u] = w
         binding[u] = b
+        if keep_vectors:
+            for s in range(width):
+                vectors[u, s] = vec[s]
+                weighted[u, s] = wrow[s]
         if w > 0.0:
             scenario_shock[u] = price_shock[r, b]
             scenario_vol[u] = vol_code[r, b]
@@ -197,7 +204,7 @@ def unit_figures_rows(sel, lo, hi, pu_start, pu_order, pos_instr, pos_row, quant
         oo = 0.0
         for j in range(ou_start[u], ou_start[u + 1]):
             o = ou_order[j]
-            wo, _ = worst_of(vectors[u], r, px, n_scen, loss_weight, gain_weight, gain_cap_usd,
+            wo, _ = worst_of(vec, r, px, n_scen, loss_weight, gain_weight, gain_cap_usd,
                              dampener_usd, vol_code, instr_pnl[ord_row[o]], ord_qty[o])
             dw = wo - w
             dw = dw if dw > 0.0 else 0.0
@@ -227,10 +234,10 @@ def unit_figures(sel, pu_start, pu_order, pos_instr, pos_row, quantity, q_port, 
                  mark, forward, instr_greeks, instr_pnl, unit_und, unit_px, index_px, coin_settled,
                  threshold_usd, m_inc, max_delta_shock, group_rate, ou_start, ou_order, ord_row,
                  ord_qty, res_oo, n_scen, price_shock, loss_weight, gain_weight, gain_cap_usd,
-                 dampener_usd, vol_code, vectors, weighted, worst, binding, scenario_shock,
-                 scenario_vol, order_im, open_orders, roll_group, roll_coin, delta_coin, som_coin,
-                 conv, unit_delta, unit_gamma, unit_vega, unit_theta, value, model_value, upnl,
-                 delta, gamma, vega, theta, pos_delta, slope_usd):
+                 dampener_usd, vol_code, keep_vectors, vectors, weighted, worst, binding,
+                 scenario_shock, scenario_vol, order_im, open_orders, roll_group, roll_coin,
+                 delta_coin, som_coin, conv, unit_delta, unit_gamma, unit_vega, unit_theta, value,
+                 model_value, upnl, delta, gamma, vega, theta, pos_delta, slope_usd):
     """Per selected unit ``u = sel[k]``: everything that does not depend on the across-units
     step.  Outputs (written at the unit's rows, its positions' rows, its orders' rows and its
     expiry groups' rows): ``vectors``/``weighted`` (n_units, S), ``worst``, ``binding``,
@@ -243,6 +250,9 @@ def unit_figures(sel, pu_start, pu_order, pos_instr, pos_row, quantity, q_port, 
     ``theta``) and ``pos_delta`` (delta left
     in the portfolio: 0 for excluded positions); ``slope_usd`` per unit, its USD P&L per unit
     relative move of its underlying (the joint stress's delta directions).
+
+    ``vectors``/``weighted`` are written only with ``keep_vectors`` (risk vectors asked for,
+    or the correlated step's per-unit tail cells); else they may be ``(0, S)`` arrays.
 
     ``pos_group``: expiry group per position (-1: none); a unit's groups are numbered after
     those of the units before it, so group sums of one unit never touch another's.
@@ -257,7 +267,7 @@ def unit_figures(sel, pu_start, pu_order, pos_instr, pos_row, quantity, q_port, 
             contract_size, mark, forward, instr_greeks, instr_pnl, unit_und, unit_px, index_px,
             coin_settled, threshold_usd, m_inc, max_delta_shock, group_rate, ou_start, ou_order,
             ord_row, ord_qty, res_oo, n_scen, price_shock, loss_weight, gain_weight, gain_cap_usd,
-            dampener_usd, vol_code, vectors, weighted, worst, binding, scenario_shock,
+            dampener_usd, vol_code, keep_vectors, vectors, weighted, worst, binding, scenario_shock,
             scenario_vol, order_im, open_orders, roll_group, roll_coin, delta_coin, som_coin, conv,
             unit_delta, unit_gamma, unit_vega, unit_theta, value, model_value, upnl, delta, gamma,
             vega, theta, pos_delta, slope_usd)
@@ -269,11 +279,11 @@ def unit_figures_serial(sel, pu_start, pu_order, pos_instr, pos_row, quantity, q
                         contract_size, mark, forward, instr_greeks, instr_pnl, unit_und, unit_px,
                         index_px, coin_settled, threshold_usd, m_inc, max_delta_shock, group_rate,
                         ou_start, ou_order, ord_row, ord_qty, res_oo, n_scen, price_shock,
-                        loss_weight, gain_weight, gain_cap_usd, dampener_usd, vol_code, vectors,
-                        weighted, worst, binding, scenario_shock, scenario_vol, order_im,
-                        open_orders, roll_group, roll_coin, delta_coin, som_coin, conv, unit_delta,
-                        unit_gamma, unit_vega, unit_theta, value, model_value, upnl, delta, gamma,
-                        vega, theta, pos_delta, slope_usd):
+                        loss_weight, gain_weight, gain_cap_usd, dampener_usd, vol_code,
+                        keep_vectors, vectors, weighted, worst, binding, scenario_shock,
+                        scenario_vol, order_im, open_orders, roll_group, roll_coin, delta_coin,
+                        som_coin, conv, unit_delta, unit_gamma, unit_vega, unit_theta, value,
+                        model_value, upnl, delta, gamma, vega, theta, pos_delta, slope_usd):
     """:func:`unit_figures` on one thread (small selections: no thread wake-up)."""
     unit_figures_rows(sel, 0, sel.shape[0], pu_start, pu_order, pos_instr, pos_row, quantity,
                       q_port, entry_price, short_opt, som_rate, pos_group, pos_excluded, kind,
@@ -281,10 +291,10 @@ def unit_figures_serial(sel, pu_start, pu_order, pos_instr, pos_row, quantity, q
                       unit_px, index_px, coin_settled, threshold_usd, m_inc, max_delta_shock,
                       group_rate, ou_start, ou_order, ord_row, ord_qty, res_oo, n_scen,
                       price_shock, loss_weight, gain_weight, gain_cap_usd, dampener_usd, vol_code,
-                      vectors, weighted, worst, binding, scenario_shock, scenario_vol, order_im,
-                      open_orders, roll_group, roll_coin, delta_coin, som_coin, conv, unit_delta,
-                      unit_gamma, unit_vega, unit_theta, value, model_value, upnl, delta, gamma,
-                      vega, theta, pos_delta, slope_usd)
+                      keep_vectors, vectors, weighted, worst, binding, scenario_shock,
+                      scenario_vol, order_im, open_orders, roll_group, roll_coin, delta_coin,
+                      som_coin, conv, unit_delta, unit_gamma, unit_vega, unit_theta, value,
+                      model_value, upnl, delta, gamma, vega, theta, pos_delta, slope_usd)
 
 
 @njit

@@ -441,7 +441,7 @@ def unit_figures(sel, pu_start, pu_order, pos_instr, pos_row, quantity, q_port, 
                  unit_und, unit_px, index_px, coin_settled, threshold_usd, m_inc,
                  max_delta_shock, group_rate, ou_start, ou_order, ord_row, ord_qty, res_oo,
                  n_scen, price_shock, loss_weight, gain_weight, gain_cap_usd, dampener_usd,
-                 vol_code,
+                 vol_code, keep_vectors,
                  vectors, weighted, worst, binding, scenario_shock, scenario_vol, order_im,
                  open_orders, roll_group, roll_coin, delta_coin, som_coin, conv, unit_delta,
                  unit_gamma, unit_vega, unit_theta, value, model_value, upnl, delta, gamma, vega,
@@ -494,7 +494,10 @@ def unit_figures(sel, pu_start, pu_order, pos_instr, pos_row, quantity, q_port, 
     P = np.isin(pos_unit, sel)
     OD = np.isin(ord_unit, sel)
     G = np.isin(group_unit, sel)
-    for dst, src, rows in ((vectors, vec, sel), (weighted, w, sel), (worst, wc, sel),
+    if keep_vectors:
+        vectors[sel] = vec[sel]
+        weighted[sel] = w[sel]
+    for dst, src, rows in ((worst, wc, sel),
                            (binding, b, sel), (scenario_shock, shock, sel),
                            (scenario_vol, volc, sel), (order_im, oim, OD),
                            (open_orders, oo, sel), (roll_group, rg, G), (roll_coin, rc, sel),

@@ -347,6 +347,7 @@ class Outcome:
     position: PositionFigures
     account: AccountFigures
     correlation: object = None          # CorrelationMatrix list in correlated mode
+    keep_vectors: bool = True           # the units' (weighted) risk vectors are stored
 
     def copy(self):
         """An outcome whose arrays are copies (result tables built earlier keep theirs)."""
@@ -372,13 +373,15 @@ def _zeros(cls, n, **given):
                   if f.default is MISSING or f.name in given})
 
 
-def prepare(book, model):
+def prepare(book, model, keep_vectors=False):
     """Resolve the model and lay out ``book`` for the phases; returns an :class:`Outcome`
-    whose figures are still zero (:func:`compute` fills them)."""
-    return lay_out(book, model, revaluation_inputs(book, model))
+    whose figures are still zero (:func:`compute` fills them).  ``keep_vectors``: store the
+    units' risk vectors (for risk-vector tables; always under ``cross_unit =
+    "correlated"``, whose per-unit tail cells read them)."""
+    return lay_out(book, model, revaluation_inputs(book, model), keep_vectors)
 
 
-def lay_out(book, model, rv):
+def lay_out(book, model, rv, keep_vectors=True):
     """The :class:`Outcome` of ``book`` with the units, resolved parameters and revaluation
     rows of ``rv``, figures zero (also for :func:`pmrisk.margin_from_risk_arrays`, whose
     revaluation rows are the caller's risk arrays)."""
@@ -414,9 +417,11 @@ def lay_out(book, model, rv):
         max_delta_shock=per["max_delta_shock"][utype],
         coin_settled=params.coin_settled[utype], excluded_any=excluded_any)
     width = rv.scen.price_shock.shape[1]
+    keep = bool(keep_vectors or params.cross_unit == "correlated")
+    n_kept = n_units if keep else 0
     unit = _zeros(UnitFigures, n_units, binding_scenario=np.zeros(n_units, np.int64),
                   scenario_vol_state=np.full(n_units, -1, np.int64),
-                  vectors=np.zeros((n_units, width)), weighted=np.zeros((n_units, width)),
+                  vectors=np.zeros((n_kept, width)), weighted=np.zeros((n_kept, width)),
                   mmp_margin=layout.mmp.copy())
     position = _zeros(PositionFigures, n_pos, excluded=excl)
     account = _zeros(AccountFigures, n_acc)
@@ -427,7 +432,7 @@ def lay_out(book, model, rv):
         instr_greeks=np.zeros((5, len(book.kind))), order_im=np.zeros(len(book.ord_qty)),
         roll_group=np.zeros(len(group_rate)), collateral_usd=np.zeros(len(book.bal_amount)),
         balance_usd=np.zeros(len(book.bal_amount)), unit=unit, position=position,
-        account=account)
+        account=account, keep_vectors=keep)
 
 
 def run(book, model, risk_vectors=False):
@@ -435,7 +440,7 @@ def run(book, model, risk_vectors=False):
     (``risk_vectors``: the risk-vector tables the caller will build) is above the model's
     ``max_memory_gb`` (:func:`pmrisk.engine.resources.check_memory`)."""
     check_memory(model, shape_of(book, model), risk_vectors)
-    out = prepare(book, model)
+    out = prepare(book, model, keep_vectors=bool(risk_vectors))
     compute(out, model)
     return out
 
@@ -517,7 +522,7 @@ def phase_arguments(out, kernel, own_from_binding=True):
             lay.threshold_usd, lay.m_inc, lay.max_delta_shock, lay.group_rate, lay.ou_start,
             lay.ou_order, rv.ord_row, book.ord_qty, lay.res_oo, scen.n_scen, scen.price_shock,
             scen.loss_weight, scen.gain_weight, scen.gain_cap_usd, scen.dampener_usd,
-            scen.vol_code),
+            scen.vol_code), out.keep_vectors,
             uf.vectors, uf.weighted, uf.worst_case, uf.binding_scenario,
             uf.scenario_price_shock, uf.scenario_vol_state, out.order_im,
             uf.open_orders_margin, out.roll_group, uf.roll_coin, uf.delta_coin, uf.som_coin,

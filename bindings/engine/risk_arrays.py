@@ -187,7 +187,7 @@ def margin_from_risk_arrays(positions, risk_arrays, model=None, index=None,
                      res_unit=_NONE_I, scen=scen, args=None, pos_row=pos_row, ord_row=_NONE_I,
                      row_instr=np.arange(n_sym, dtype=np.int64), floored=_NONE_I,
                      params=resolve(model, units))
-    out = lay_out(book, model, rv)
+    out = lay_out(book, model, rv, keep_vectors=bool(risk_vectors))
     out.instr_pnl = matrix
     compute(out, model, rows=_NONE_I, instruments=_NONE_I)
     result = build(out, model, risk_vectors)
