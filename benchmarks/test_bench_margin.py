@@ -21,16 +21,13 @@ times them at full size and writes benchmarks/results.json (see README.md here).
 * ``scaling``: ``margin()`` on a sweep of book sizes (report.py draws scaling.png from it).
 """
 
-import inspect
 
 import numpy as np
 import pytest
 
 import pmrisk
 from pmrisk import kernel as K
-from pmrisk.io.arrow import kernel_args
 from pmrisk.io.book import load_book
-from pmrisk.engine.core import revaluation_inputs
 from pmrisk.kernel.instruments import OPTION
 
 import baselines
@@ -39,40 +36,16 @@ import oracles
 
 PME = pmrisk.Model.preset("deribit_pme")
 STANDARD = pmrisk.Model.preset("standard")
-PNL_ARGS = list(inspect.signature(K.instrument_pnl.py_func).parameters)
 
 
 @pytest.fixture(scope="module")
 def grid2k():
-    tables, vt = cases.grid_1acct_2k()
-    book = load_book(tables["positions"], tables["instruments"], tables["market"],
-                     tables["index"], None, None, None, PME, vt)
-    rv = revaluation_inputs(book, PME)
-    return tables, vt, book, rv
+    return cases.grid_1acct_2k_inputs()
 
 
-def _rows(args, rows):
-    """instrument_pnl's arguments restricted to revaluation rows ``rows`` (the per-row arrays
-    are the ones before ``rate``)."""
-    n_row_args = PNL_ARGS.index("rate")
-    return kernel_args(*[a[rows] if i < n_row_args else a for i, a in enumerate(args)])
-
-
-def _n_scen(rv):
-    return int(rv.scen.n_scen[0])
-
-
-def _options(book, rv, n):
-    """Arrays for the option-only baselines: the first n option rows, BTC's scenario row."""
-    a = dict(zip(PNL_ARGS, rv.args))
-    opt = np.flatnonzero(np.asarray(a["kind"]) == OPTION)[:n]
-    ns = _n_scen(rv)
-    qty = np.zeros(len(a["kind"]))
-    np.add.at(qty, rv.pos_row, book.quantity)
-    return opt, dict(F=a["forward"][opt], K=a["strike"][opt], T=a["t_scen"][opt],
-                     sig_up=a["sig_up"][opt], sig_same=a["sig_same"][opt],
-                     sig_down=a["sig_down"][opt], qty=qty[opt], is_call=a["is_call"][opt],
-                     shock=a["price_shock"][0, :ns].copy(), vol_code=a["vol_code"][0, :ns].copy())
+_rows = cases.pnl_rows
+_n_scen = cases.n_scenarios
+_options = cases.option_arrays
 
 
 # -- grid-1acct-2k ----------------------------------------------------------------------
