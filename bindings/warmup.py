@@ -4,32 +4,39 @@ next ones."""
 
 import time
 
-KERNELS = ("instrument_pnl", "instrument_greeks", "unit_risk_vectors", "weighted_worst",
-           "order_margin", "joint_candidates", "joint_worst")
-
 
 def warmup(models=("standard", "deribit_pme")):
     """Run a tiny book through :func:`pmrisk.margin` under each of ``models`` (covering the
-    per-unit and the correlated paths, open orders and excluded instruments) and return the
-    seconds it took per model.  The cost is numba's: with a warm on-disk cache (the kernels
-    are ``cache=True``; ``NUMBA_CACHE_DIR`` says where) it is loading, a fraction of a
-    second; with an empty cache it is compiling, a few seconds, once per machine and version.
+    per-unit and the correlated paths, open orders and excluded instruments), and a book of as
+    many accounts as the engine's parallel phase kernels need (smaller selections run their
+    serial twins), and return the seconds it took per model.  The cost is numba's: with a warm
+    on-disk cache (the kernels are ``cache=True``; ``NUMBA_CACHE_DIR`` says where) it is
+    loading, a fraction of a second; with an empty cache it is compiling, a few seconds, once
+    per machine and version.
 
     >>> import pmrisk
     >>> sorted(pmrisk.warmup(models=["deribit_pme"]))
     ['deribit_pme', 'total']
     """
+    import pyarrow as pa
+
     from . import samples
+    from .engine.core import PARALLEL_MIN
     from .engine.margin import margin
     from .model.model import Model
 
     book = samples.demo_book()
+    many = samples.book(n_accounts=PARALLEL_MIN, positions_per_account=2, seed=0)
+    accounts = sorted(set(many["positions"].column("account").to_pylist()))
+    many["balances"] = pa.table({"account": accounts, "asset": ["BTC"] * len(accounts),
+                                 "amount": [0.0] * len(accounts)})
     out = {}
     t_all = time.perf_counter()
     for name in models:
         model = Model.coerce(name)
         t0 = time.perf_counter()
         margin(**book, model=model)
+        margin(**many, model=model)
         if model["cross_unit"] == "correlated":
             margin(**book, model=model.with_overrides({"exclude": {"kinds": ["option"]}}))
         out[str(name)] = time.perf_counter() - t0
