@@ -37,12 +37,12 @@ from pmrisk.kernel.volshock import shocked_vols
 
 from ..io.arrow import codes, kernel_args, sum_by
 from .correlated import run_joint
-from .excluded import (Standalone, excluded_instruments, excluded_positions,
-                       standalone_margin)
+from .excluded import Standalone, excluded_instruments, standalone_margin
 from ..model.model import collateral_value
 from .resources import check_memory, shape_of
 from ..model.scenario_table import scenario_set_for
 from .units import build_units
+from ..results import largest_unit
 
 _EMPTY_I = np.zeros(0, dtype=np.int64)
 _EMPTY_F = np.zeros(0)
@@ -95,14 +95,6 @@ def resolve(model, units):
                                      for u in names], dtype=bool),
         coin_settled=np.array([u == c for u, c in zip(units.type_und, units.type_ccy)],
                               dtype=bool), und_row=units.type_und_code)
-
-
-def und_param(model, names, key):
-    return np.array([model.underlying(u)[key] for u in names], dtype=np.float64)
-
-
-def per_instr(model, units, instr_type, key):
-    return und_param(model, units.type_und, key)[instr_type]
 
 
 class PnlArgs(NamedTuple):
@@ -322,6 +314,7 @@ class Layout:
     m_inc: np.ndarray
     max_delta_shock: np.ndarray
     coin_settled: np.ndarray
+    excluded_instr: np.ndarray          # bool per instrument: excluded by the model
     excluded_any: bool                  # some position or order is on an excluded instrument
 
 
@@ -389,9 +382,9 @@ def lay_out(book, model, rv, keep_vectors=True):
     params = rv.params
     n_units, n_acc, n_pos = len(units), len(book.accounts), len(book.quantity)
     q = book.quantity
-    excl = excluded_positions(book, model)
-    excluded_any = bool(excl.any()) or bool(
-        len(book.ord_instr) and excluded_instruments(book, model)[book.ord_instr].any())
+    excl_instr = excluded_instruments(book, model)
+    excl = excl_instr[book.pos_instr]
+    excluded_any = bool(excl.any()) or bool(excl_instr[book.ord_instr].any())
     short_all = np.where((book.kind[book.pos_instr] == OPTION) & (q < 0), -q, 0.0) \
         if n_pos else _EMPTY_F
     som_rate = params.per_type["short_option_minimum"][itype][book.pos_instr] \
@@ -415,7 +408,8 @@ def lay_out(book, model, rv, keep_vectors=True):
         unit_und=units.type_und_code[utype],
         threshold_usd=per["delta_total_liq_shock_threshold"][utype], m_inc=per["m_inc"][utype],
         max_delta_shock=per["max_delta_shock"][utype],
-        coin_settled=params.coin_settled[utype], excluded_any=excluded_any)
+        coin_settled=params.coin_settled[utype], excluded_instr=excl_instr,
+        excluded_any=excluded_any)
     width = rv.scen.price_shock.shape[1]
     keep = bool(keep_vectors or params.cross_unit == "correlated")
     n_kept = n_units if keep else 0
@@ -571,8 +565,9 @@ def _excluded(out, model):
         short_all * lay.som_rate * conv_u[out.pos_unit]) if len(q) else 0.0
     uf.excluded_margin[:] = sum_by(out.pos_unit, weights=pf.excluded_margin,
                                    minlength=n_units)
-    out.order_im = _excluded_order_margin(book, model, units, span, rv, out.order_im,
-                                          unit_px, conv_u, out.instr_type)
+    som_rate = out.params.per_type["short_option_minimum"][out.instr_type]
+    out.order_im = _excluded_order_margin(book, lay.excluded_instr, units, span, rv,
+                                          out.order_im, unit_px, conv_u, som_rate)
     uf.open_orders_margin[:] = sum_by(rv.ord_unit, weights=out.order_im, minlength=n_units) \
         + lay.res_oo
 
@@ -610,8 +605,7 @@ def _correlated(out, model):
     best_tail = np.zeros(n_acc)
     tail_unit = np.full(n_acc, -1, dtype=np.int64)
     if n_units:
-        order = np.lexsort((np.arange(n_units), -tail_usd, units.account))
-        lead = order[np.r_[True, units.account[order][1:] != units.account[order][:-1]]]
+        lead = largest_unit(units.account, tail_usd, np.arange(n_acc), n_acc)
         lead = lead[tail_usd[lead] > 0.0]
         tail_unit[units.account[lead]] = lead
         best_tail[units.account[lead]] = tail_usd[lead]
@@ -649,11 +643,12 @@ def _correlated(out, model):
     out.correlation = jr.correlation
 
 
-def _excluded_order_margin(book, model, units, span, rv, order_im, unit_px, conv_u, itype):
+def _excluded_order_margin(book, excluded_instr, units, span, rv, order_im, unit_px, conv_u,
+                           som_rate):
     """Open orders on excluded instruments: the increase of the standalone SPAN margin (plus
-    short option minimum) of the account's position in that instrument if the order filled,
-    never negative (the portfolio never sees them)."""
-    ex = excluded_instruments(book, model)[book.ord_instr]
+    short option minimum, ``som_rate`` per instrument) of the account's position in that
+    instrument if the order filled, never negative (the portfolio never sees them)."""
+    ex = excluded_instr[book.ord_instr]
     if not ex.any():
         return order_im
     out = order_im.copy()
@@ -667,7 +662,7 @@ def _excluded_order_margin(book, model, units, span, rv, order_im, unit_px, conv
     u = rv.ord_unit[o]
     und_row = units.type_und_code[units.utype[u]]
     px = unit_px[u]
-    rate = per_instr(model, units, itype, "short_option_minimum")[instr] * conv_u[u]
+    rate = som_rate[instr] * conv_u[u]
     is_opt = book.kind[instr] == OPTION
     cost = []
     for qty in (before, after):
