@@ -241,8 +241,7 @@ class Model:
 
     def __init__(self, params):
         self._p = params
-        self._und = {}
-        self._memo = {}
+        self._memo = {}                 # what is derived from the (immutable) model
         _validate(params)
 
     # -- constructors -------------------------------------------------------------------
@@ -341,14 +340,15 @@ class Model:
     def underlying(self, name):
         """Every per-underlying parameter for ``name`` (its section over ``default_underlying``
         over the neutral values)."""
-        if name not in self._und:           # the model is immutable: build each once
-            out = dict(P.UNDERLYING_DEFAULTS)
-            out.update(self._p.get("default_underlying", {}))
-            section = self._p.get(name)
-            if isinstance(section, dict) and name not in _SECTIONS:
-                out.update(section)
-            self._und[name] = out
-        return dict(self._und[name])
+        return dict(self.cached(("underlying", name), lambda: self._merged_underlying(name)))
+
+    def _merged_underlying(self, name):
+        out = dict(P.UNDERLYING_DEFAULTS)
+        out.update(self._p.get("default_underlying", {}))
+        section = self._p.get(name)
+        if isinstance(section, dict) and name not in _SECTIONS:
+            out.update(section)
+        return out
 
     def cached(self, key, build):
         """``build()``, computed once per model and ``key`` (a model is immutable, so what is
