@@ -140,7 +140,7 @@ class Block:
         self.out = out
         self.frozen = False              # True while built result tables share the arrays
         self._tables = {}
-        self._rows_of = {}               # moved names -> (rows, instruments, units)
+        self._rows_of = {}               # moved names -> (revaluation rows, units)
 
     def ratios(self, acc=slice(None)):
         af = self.out.account
@@ -194,7 +194,8 @@ class Block:
         self._thaw()
         if not self.sum_mode:
             self.recompute_accounts(acc)
-        elif not self._tick_units(frozenset(moved), type_hit, acc, bal_hit):
+        elif not self._tick_units(frozenset(moved), type_hit, np.flatnonzero(on), acc,
+                                  bal_hit):
             self.run_all()
         return acc
 
@@ -206,10 +207,11 @@ class Block:
             self.out = self.out.copy()
             self.frozen = False
 
-    def _tick_units(self, key, type_hit, acc, bal_hit):
+    def _tick_units(self, key, type_hit, instr, acc, bal_hit):
         """A tick on the names in ``key`` under ``"sum"``: the engine's phases on the moved
-        revaluation rows, the units on those names and the accounts ``acc``.  False (nothing
-        changed) when a selection cannot be exact here (see the module docstring)."""
+        instruments ``instr``, their revaluation rows, the units on those names and the
+        accounts ``acc``.  False (nothing changed) when a selection cannot be exact here (see
+        the module docstring)."""
         out, book = self.out, self.book
         if out.layout.excluded_any:
             return False
@@ -221,13 +223,13 @@ class Block:
         sel = self._rows_of.get(key)
         if sel is None:
             units = out.units
-            rows = np.flatnonzero(np.isin(self.und[out.rev.row_instr], list(key))) \
-                if len(out.rev.row_instr) else _EMPTY_I
-            instr = np.flatnonzero(np.isin(self.und, list(key))) if len(self.und) else _EMPTY_I
+            moved_instr = np.zeros(len(self.und), dtype=bool)
+            moved_instr[instr] = True
+            rows = np.flatnonzero(moved_instr[out.rev.row_instr])
             uidx = np.flatnonzero(type_hit[units.utype] & self.live[units.account]) \
                 if len(units) else _EMPTY_I
-            sel = self._rows_of[key] = (rows, instr, uidx)
-        rows, instr, uidx = sel
+            sel = self._rows_of[key] = (rows, uidx)
+        rows, uidx = sel
         units = out.units
         snap = book.acc_snap[units.account[uidx]]
         type_und = np.array(units.type_und, dtype=object)
