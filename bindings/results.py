@@ -145,8 +145,9 @@ def check_finite(out):
     its account), else the unit's open orders or reserves, else the account's balances.
 
     Input columns are bounded at validation (``pmrisk.io.arrow.MAX_ABS``), so this is the
-    net under what the bounds do not cover (model parameters, a kernel's edge cases); it
-    costs one pass over the outcome's arrays."""
+    net under what the bounds do not cover (model parameters, a kernel's edge cases).  It
+    reads the finiteness flags the phase kernels set (:func:`all_finite`, O(units +
+    accounts)) and searches the arrays for the rows to name only when one is down."""
     if all_finite(out):
         return
     book, units = out.book, out.units

@@ -19,9 +19,13 @@ run over everything, to the bit.
 
 Rows are addressed through CSR indexes (:func:`csr`): the members of group ``g`` are
 ``order[start[g]:start[g + 1]]``, in increasing row order, so every sum runs in the row order
-of a ``numpy.bincount`` over the same rows.  Parallel over units (accounts), one per thread:
-results do not depend on the thread count.  Nothing is allocated per unit and no positions x
-scenarios array exists.  Amounts are in the unit's settlement currency unless named ``_usd``.
+of a ``numpy.bincount`` over the same rows.  Each kernel has a parallel form (the selection cut
+into ``CHUNKS`` runs of rows, spread over the threads) and a ``_serial`` twin for small
+selections; both call the same ``*_rows`` function, and every row is computed from its own
+inputs, so results do not depend on the form or the thread count.  Nothing is allocated per
+unit (one scratch pair per run of rows) and no positions x scenarios array exists.  Amounts
+are in the unit's settlement currency unless named ``_usd``.  :func:`expiry_groups` numbers
+the roll-shock groups unit by unit.
 """
 
 import numpy as np
