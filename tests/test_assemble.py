@@ -74,16 +74,12 @@ def _fresh_outputs(args, n_in):
 def _agree(kernel, oracle, out, name, sel, n_out, *extra):
     args = engine.phase_arguments(out, name, *extra)
     n_in = len(args) - n_out
-    _, outs_o = _fresh_outputs(args, n_in)
-    oracle(sel, *ins_of(args, n_in), *outs_o)
+    ins, outs_o = _fresh_outputs(args, n_in)
+    oracle(sel, *ins, *outs_o)
     for twin in (kernel, getattr(assemble, kernel.__name__ + "_serial")):
         ins, outs_k = _fresh_outputs(args, n_in)
         twin(sel, *ins, *outs_k)
         _same_outputs(outs_k, outs_o, name)
-
-
-def ins_of(args, n_in):
-    return list(args[:n_in])
 
 
 def _same_outputs(outs_k, outs_o, name):
