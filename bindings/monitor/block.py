@@ -144,7 +144,8 @@ class Block:
 
     def ratios(self, acc=slice(None)):
         af = self.out.account
-        return margin_ratio(af.equity[acc], af.maintenance_margin[acc])
+        return margin_ratio(af.equity[acc], af.maintenance_margin[acc]
+                            + af.liquidation_cost[acc])
 
     def account_figures(self, acc):
         af = self.out.account
