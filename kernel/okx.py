@@ -25,6 +25,7 @@ publish, and this module therefore *assumes*:
 import math
 
 import numpy as np
+from numba import prange
 
 from ._config import njit
 from .addons import tiered
@@ -134,14 +135,39 @@ def option_value(F, K, T, sig, call, rate):
     return v * math.exp(-rate * T)
 
 
-@njit
-def unit_charges(sel, pu_start, pu_order, pos_instr, q, pos_group, kind, settlement,
-                 contract_size, mark, forward, strike, is_call, years, sig, s_px, p_px, leg,
-                 greeks, vectors, table, loss_weight, unit_und, n_scen, group_rate,
-                 unit_basis, unit_mr7_rate, mr2_years, mr3_rate, mr5_rate, opt_min, opt_fee,
-                 opt_fee_cap, rate, value, model_value, upnl, vega, theta, unit_vega,
-                 unit_theta, pos_delta_usd, g_delta, g_vega, unit_out, cash_leg):
+CHUNKS = 64     # the parallel kernel cuts its selection into this many runs of rows
+
+
+@njit(parallel=True)
+def unit_charges(sel, *args):
     """Per selected unit (USD), OKX's charges from its positions and kept risk vector.
+
+    Arguments after ``sel`` as :func:`unit_charges_rows`; the selection is cut into
+    :data:`CHUNKS` runs of rows, spread over the threads (each unit is computed from its own
+    rows only, so the result does not depend on the threads).  :func:`unit_charges_serial`
+    is the same on the calling thread.
+    """
+    n = sel.shape[0]
+    chunks = min(n, CHUNKS)
+    for c in prange(chunks):
+        unit_charges_rows(sel, c * n // chunks, (c + 1) * n // chunks, *args)
+
+
+@njit
+def unit_charges_serial(sel, *args):
+    """:func:`unit_charges` on the calling thread (small selections)."""
+    unit_charges_rows(sel, 0, sel.shape[0], *args)
+
+
+@njit
+def unit_charges_rows(sel, lo, hi, pu_start, pu_order, pos_instr, q, pos_group, kind,
+                      settlement, contract_size, mark, forward, strike, is_call, years, sig,
+                      s_px, p_px, leg, greeks, vectors, table, loss_weight, unit_und, n_scen,
+                      group_rate, unit_basis, unit_mr7_rate, mr2_years, mr3_rate, mr5_rate,
+                      opt_min, opt_fee, opt_fee_cap, rate, value, model_value, upnl, vega,
+                      theta, unit_vega, unit_theta, pos_delta_usd, g_delta, g_vega, unit_out,
+                      cash_leg):
+    """Units ``sel[lo:hi]``: OKX's charges from their positions and kept risk vectors.
 
     Per position p (instrument i, q contracts, contract size c, index S, settlement
     currency price P): ``delta_usd`` = ``q c mark P`` (linear futures, perpetuals, spot),
@@ -161,7 +187,7 @@ def unit_charges(sel, pu_start, pu_order, pos_instr, q, pos_group, kind, settlem
       at most its mark value) and ``min(opt_fee c S, opt_fee_cap x mark value)``;
     * ``cash_leg[u, k]``: sum of delta_usd of derivatives on leg k (0 USDT, 1 USDC, 2 USD).
     """
-    for k in range(sel.shape[0]):
+    for k in range(lo, hi):
         u = sel[k]
         r = unit_und[u]
         mr2 = 0.0

@@ -26,6 +26,9 @@ from pmrisk.kernel.instruments import INVERSE, OPTION, PERPETUAL
 from ..errors import MarginError
 from ..io.arrow import kernel_args, sum_by
 
+# a selection of fewer units than this runs the unit kernel on the calling thread
+PARALLEL_MIN = 64
+
 
 @dataclass
 class OkxFigures:
@@ -34,8 +37,11 @@ class OkxFigures:
     (adjusted), ``mr9``, ``mmr``, ``imr``; per account: the MR8 and liquidation-cost terms)."""
     inverse_row: np.ndarray         # bool per revaluation row
     leg: np.ndarray                 # per instrument: 0 USDT, 1 USDC, 2 USD (inverse), -1 none
-    asset: list                     # per instrument: the asset it settles in
+    und: list                       # per instrument: its underlying
     lin_ccy: list                   # per instrument: its linear settlement currency
+    assets: list                    # the assets positions settle in and balances hold
+    pos_asset: np.ndarray           # per position: code in ``assets`` of its settlement asset
+    bal_asset: np.ndarray           # per balance row: code in ``assets``
     group_rate: np.ndarray          # MR4 rate per expiry group
     type_basis: np.ndarray
     type_mr7_rate: np.ndarray
@@ -76,6 +82,9 @@ def lay_out(book, model, out):
         lin_ccy.append(quote if quote in ("USDT", "USDC") else lin)
     und = [book.und_names[c] for c in book.und_code.tolist()]
     asset = [u if inv else c for u, c, inv in zip(und, lin_ccy, inverse.tolist())]
+    names = sorted(set(asset) | set(book.bal_asset))
+    code = {a: k for k, a in enumerate(names)}
+    instr_asset = np.array([code[a] for a in asset], dtype=np.int64)
     leg = np.array([2 if inv else KO.CURRENCIES.index(c) if c in ("USDT", "USDC") else -1
                     for c, inv in zip(lin_ccy, inverse.tolist())], dtype=np.int64)
     # MR4 rate per expiry group: max(mr4_min_move, exp(mr4_annual_move x T) - 1)
@@ -97,8 +106,11 @@ def lay_out(book, model, out):
     n_u, n_acc, n_pos = len(units), len(book.accounts), len(book.quantity)
     z = np.zeros
     return OkxFigures(
-        inverse_row=inverse[out.rev.row_instr] if n_i else z(0, bool), leg=leg, asset=asset,
-        lin_ccy=lin_ccy, group_rate=np.ascontiguousarray(group_rate, dtype=np.float64),
+        inverse_row=inverse[out.rev.row_instr] if n_i else z(0, bool), leg=leg, und=und,
+        lin_ccy=lin_ccy, assets=names,
+        pos_asset=instr_asset[book.pos_instr] if n_pos else z(0, np.int64),
+        bal_asset=np.array([code[a] for a in book.bal_asset], dtype=np.int64),
+        group_rate=np.ascontiguousarray(group_rate, dtype=np.float64),
         type_basis=arr("mr4_basis_move"), type_mr7_rate=arr("mr7_rate"),
         type_mr7_tiers=[p["mr7_tiers"] for p in per], mr9_tiers=model["mr9_tiers"],
         charges=z((n_u, len(KO.UNIT_COLUMNS))), cash_leg=z((n_u, 3)), mr7=z(n_u), mr9=z(n_u),
@@ -109,8 +121,17 @@ def lay_out(book, model, out):
 def prices(book, ox):
     """(index price S, settlement currency price P) per instrument, USD, at its snapshot."""
     snap = book.instr_snap
-    und = [book.und_names[c] for c in book.und_code.tolist()]
-    return book.prices(und, snap), book.prices(ox.lin_ccy, snap)
+    return book.prices(ox.und, snap), book.prices(ox.lin_ccy, snap)
+
+
+def _asset_prices(book, names, code, snap):
+    """USD price of asset ``names[code]`` at ``snap``, per row (one lookup per name)."""
+    out = np.zeros(len(code))
+    for k, name in enumerate(names):
+        m = code == k
+        if m.any():
+            out[m] = book.price_of(name, snap[m])
+    return out
 
 
 def usd_rows(out, rows=None):
@@ -133,16 +154,14 @@ def usd_rows(out, rows=None):
                                                   out.scen.price_shock))
 
 
-def unit_phase(out, model, sel):
-    """Phase 2b: MR1-MR9, MMR and IMR of the units ``sel``; the engine's unit MM, IM and
-    contributions from them (contribution: the position's loss in the cell that sets
-    max(MR1, MR6); the rest is the unit's ``unallocated`` row)."""
+def charge_arguments(out, model):
+    """The arguments after ``sel`` of :func:`pmrisk.kernel.okx.unit_charges` on ``out``:
+    inputs, then the arrays the kernel writes (in place)."""
     book, lay, uf, pf, ox, p = out.book, out.layout, out.unit, out.position, out.okx, out.params
-    units, scen = out.units, out.scen
+    scen, utype = out.scen, out.units.utype
     s_px, p_px = prices(book, ox)
     sig = np.where(book.kind == OPTION, book.mark_iv, 0.0)
-    utype = units.utype
-    KO.unit_charges(sel, *kernel_args(
+    return (*kernel_args(
         lay.pu_start, lay.pu_order, book.pos_instr, lay.q_port, lay.pos_group, book.kind,
         book.settlement, book.contract_size, book.mark, book.forward, book.strike,
         book.is_call, book.years, sig, s_px, p_px, ox.leg, out.instr_greeks, uf.vectors,
@@ -153,6 +172,17 @@ def unit_phase(out, model, sel):
         float(model["mr7_option_fee_cap"]), p.rate, pf.value, pf.model_value,
         pf.unrealised_pnl, pf.vega, pf.theta, uf.vega, uf.theta, ox.pos_delta_usd,
         np.zeros(len(ox.group_rate)), np.zeros(len(ox.group_rate)), ox.charges, ox.cash_leg)
+
+
+def unit_phase(out, model, sel):
+    """Phase 2b: MR1-MR9, MMR and IMR of the units ``sel``; the engine's unit MM, IM and
+    contributions from them (contribution: the position's loss in the cell that sets
+    max(MR1, MR6); the rest is the unit's ``unallocated`` row)."""
+    lay, uf, pf, ox, p = out.layout, out.unit, out.position, out.okx, out.params
+    units, scen = out.units, out.scen
+    utype = units.utype
+    kernel = KO.unit_charges if len(sel) >= PARALLEL_MIN else KO.unit_charges_serial
+    kernel(sel, *charge_arguments(out, model))
     ch = ox.charges[sel]
     raw = ch[:, 6]
     mr7 = np.zeros(len(sel))
@@ -170,8 +200,10 @@ def unit_phase(out, model, sel):
     uf.maintenance_margin[sel] = mmr
     uf.initial_margin[sel] = imr + uf.open_orders_margin[sel] + uf.mmp_margin[sel]
     # contributions: own loss in the binding cell of max(MR1, MR6), both margins alike
-    pos = lay.pu_order[np.concatenate([np.arange(lay.pu_start[u], lay.pu_start[u + 1])
-                                       for u in sel.tolist()] or [np.zeros(0, np.int64)])]
+    chosen = np.zeros(len(units), dtype=bool)
+    chosen[sel] = True
+    pos = np.flatnonzero(chosen[out.pos_unit]) if len(out.pos_unit) else \
+        np.zeros(0, np.int64)
     pu = out.pos_unit[pos]
     cell = uf.binding_scenario[pu]
     w = scen.loss_weight[lay.unit_und[pu], cell]
@@ -195,23 +227,20 @@ def account_phase(out, model, acc):
     ``liquidation_cost = L (1 + borrow_mmr_rate) liquidation_fee``."""
     book, af, ox, pf = out.book, out.account, out.okx, out.position
     n_acc = len(book.accounts)
-    pos_asset = [ox.asset[i] for i in book.pos_instr.tolist()]
-    names = sorted(set(pos_asset) | set(book.bal_asset))
-    code = {a: k for k, a in enumerate(names)}
+    names = ox.assets
     n_a = max(len(names), 1)
     # position values back in their settlement asset: USD / price of that asset
-    pos_px = book.prices(pos_asset, book.acc_snap[book.pos_account])
+    pos_px = _asset_prices(book, names, ox.pos_asset, book.acc_snap[book.pos_account])
     with np.errstate(divide="ignore", invalid="ignore"):
         native = np.where(pos_px > 0, pf.value / pos_px, 0.0)
-    keys = np.concatenate([
-        book.pos_account * n_a + np.array([code[a] for a in pos_asset], dtype=np.int64),
-        book.bal_account * n_a + np.array([code[a] for a in book.bal_asset], dtype=np.int64)])
+    keys = np.concatenate([book.pos_account * n_a + ox.pos_asset,
+                           book.bal_account * n_a + ox.bal_asset])
     amount = np.concatenate([native, book.bal_amount])
     uniq, inv = np.unique(keys, return_inverse=True)
     eq = np.bincount(inv.ravel(), weights=amount, minlength=len(uniq)) if len(uniq) else \
         np.zeros(0)
     a_of = uniq // n_a
-    px = book.prices([names[k] for k in (uniq % n_a).tolist()], book.acc_snap[a_of])
+    px = _asset_prices(book, names, uniq % n_a, book.acc_snap[a_of])
     liab = np.where(eq < 0.0, -eq * px, 0.0)
     L = sum_by(a_of, weights=liab, minlength=n_acc)
     rate_mm, rate_im = float(model["borrow_mmr"]), float(model["borrow_imr"])
