@@ -221,9 +221,13 @@ def test_mr1_cells_in_okx_order():
                        valuation_time=VT, risk_vectors=True).unit_risk_vectors
     std = [x for x in rv.to_pylist() if x["table"] == "standard"]
     assert len(std) == 21
-    assert [x["vol_state"] for x in std[:3]] == ["up", "same", "down"]
-    assert [x["price_shock"] for x in std[::3]] == pytest.approx(
+    # OKX's mr1Scenarios: volShockDown, volSame, volShockUp; moves -a..+a in each
+    assert [x["vol_state"] for x in std[::7]] == ["down", "same", "up"]
+    assert [x["price_shock"] for x in std[:7]] == pytest.approx(
         [-0.12, -0.08, -0.04, 0.0, 0.04, 0.08, 0.12])
+    assert [x["scenario"] for x in std] == list(range(21))
+    ext = [x for x in rv.to_pylist() if x["table"] == "extreme"]
+    assert [x["price_shock"] for x in ext] == pytest.approx([0.24, -0.24])
 
 
 def test_excluded_lists_refused():
@@ -232,6 +236,14 @@ def test_excluded_lists_refused():
                model=pmrisk.Model.preset("okx_pm").with_overrides(
                    {"exclude": {"kinds": ["option"]}}))
     assert e.value.table == "model" and e.value.column == "exclude"
+
+
+def test_risk_arrays_refused():
+    ra = pa.table({"symbol": ["X"], "scenario": [0], "pnl": [1.0]})
+    pos = pa.table({"account": ["a"], "symbol": ["X"], "quantity": [1.0]})
+    with pytest.raises(pmrisk.MarginError) as e:
+        pmrisk.margin_from_risk_arrays(pos, ra, model="okx_pm")
+    assert e.value.table == "model" and e.value.column == "margin_rules"
 
 
 # -- properties ----------------------------------------------------------------------------------
