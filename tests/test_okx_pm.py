@@ -274,11 +274,11 @@ def test_mmr_non_decreasing_in_size(book, scale):
     assert acc["maintenance_margin"] >= 0 and acc["initial_margin"] >= 0
 
 
-@given(book=okx_books(), move=st.floats(0.9, 1.1))
-def test_margin_monitor_backtest_agree(book, move):
-    t = tables(book, balances=[("a", "USDT", 10_000)])
+@given(book=okx_books(), move=st.floats(0.9, 1.1), usdt=st.sampled_from([1.0, 0.98]))
+def test_margin_monitor_backtest_agree(book, move, usdt):
+    t = tables(book, balances=[("a", "USDT", 10_000)], index=dict(INDEX, USDT=1.0))
     mon = pmrisk.Monitor(**t, model="okx_pm", valuation_time=VT)
-    new_index = {k: v * move for k, v in INDEX.items()}
+    new_index = {k: v * move for k, v in INDEX.items()} | {"USDT": usdt}
     mon.update(index=pa.table({"underlying": list(new_index),
                                "index_price": list(new_index.values())}))
     direct = pmrisk.margin(**tables(book, balances=[("a", "USDT", 10_000)],

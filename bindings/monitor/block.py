@@ -180,6 +180,10 @@ class Block:
             fwd = market.fwd[r]
             und_px = np.array([market.index[u] for u in self.und[on]])
             book.forward[on] = np.where(np.isnan(fwd), und_px, fwd)
+        okx = self.out.okx
+        if okx is not None and moved & set(okx.lin_ccy):
+            self.run_all()      # okx_pm: a settlement currency moved: every unit's USD figures
+            return np.flatnonzero(self.live)
         units = self.out.units
         type_hit = np.array([u in moved or c in moved for u, c in
                              zip(units.type_und, units.type_ccy)], dtype=bool)
