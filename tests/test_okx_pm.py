@@ -354,3 +354,32 @@ def test_unit_kernel_matches_oracle(seed, n_accounts, ppa, unds, option_share, i
         for k, (x, y) in enumerate(zip(got, other)):
             if isinstance(x, np.ndarray) and k not in (len(args) - 4, len(args) - 3):
                 np.testing.assert_allclose(x, y, rtol=1e-9, atol=1e-9)
+
+
+def test_each_snapshot_uses_the_set_in_force():
+    """as_of="valuation_time": a history across 6 Jan 2025 takes MR1's 15 % move before and
+    12 % after."""
+    t = tables([("a", "BTC-USDT-SWAP", 10)], balances=[("a", "USDT", 10_000)])
+    times = [datetime(2024, 12, 1, tzinfo=timezone.utc), datetime(2025, 2, 1, tzinfo=timezone.utc)]
+
+    def timed(tab):
+        return pa.concat_tables([tab.append_column("time", pa.array([x] * tab.num_rows, TS))
+                                 for x in times])
+    t = {k: timed(v) if k != "instruments" else v for k, v in t.items()}
+    r = pmrisk.margin(**t, model=pmrisk.Model.preset("okx_pm", as_of="valuation_time"))
+    assert r.units.column("mr1").to_pylist() == pytest.approx([1500.0, 1200.0])
+
+
+@pytest.mark.parametrize("where, value", [
+    (("BTC", "mr7_tiers"), [[0, 10, 1], [5, 20, 2], [4, 30, 3]]),      # first column falls
+    (("BTC", "mr7_tiers"), [[0, 10]]),                                  # not three numbers
+    (("BTC", "mr1_vol_up"), [[0, -0.3, 0.5]]),                          # negative
+    (("BTC", "mr1_vol_up"), []),                                        # empty
+    (("mr9_tiers",), [[0, 1e6, float("nan")]]),                         # NaN
+    (("BTC", "okx_class"), "large"),                                    # unknown class
+])
+def test_bad_okx_parameters(where, value):
+    over = {where[0]: value} if len(where) == 1 else {where[0]: {where[1]: value}}
+    with pytest.raises(pmrisk.MarginError) as e:
+        pmrisk.Model.preset("okx_pm").with_overrides(over)
+    assert e.value.table == "model" and e.value.column == ".".join(where)
