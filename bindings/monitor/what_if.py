@@ -157,8 +157,9 @@ def read_trades(trades, symbols, marks):
     unknown = np.array([s not in symbols or s not in marks for s in sym])
     if unknown.any():
         raise_rows(t, "trades", "symbol", unknown, "symbols the monitor knows (listed in its "
-                   "instruments, with a market row)", hint="Add the instrument and its mark "
-                   "with Monitor.update(market=...) first")
+                   "instruments, with a market row)", hint="List the instrument and give it a mark "
+                   "(Monitor.update(market=...); on the command line, the --instruments and "
+                   "--market files)")
     qty = float_column(t, "trades", "quantity")
     if (qty == 0).any():
         raise_rows(t, "trades", "quantity", qty == 0, "a signed quantity, not 0")
