@@ -144,15 +144,20 @@ class WhatIf:
                 f"{self.figure('before', 'status')} -> {self.figure('after', 'status')})")
 
 
-def read_trades(trades, symbols, marks):
-    """The checked trades: ``(table, symbol list, quantity, price (NaN: none), is_order)``.
-    ``symbols``: the known symbols (a set), ``marks``: ``{symbol: mark}``."""
+def trades_table(trades):
+    """The trades as a table with its columns checked (present, typed) and at least one row."""
     t = as_table(trades, "trades")
     if t is None:
         raise MarginError("trades", None, "a table of trades (symbol, quantity [, price, kind])")
     check_columns(t, "trades", TRADES)
     if t.num_rows == 0:
         raise MarginError("trades", None, "at least one trade")
+    return t
+
+
+def read_trades(t, symbols, marks):
+    """The checked trades of table ``t``: ``(symbol list, quantity, price (NaN: none),
+    is_order)``.  ``symbols``: the known symbols (a set), ``marks``: ``{symbol: mark}``."""
     sym = str_column(t, "symbol").to_pylist()
     unknown = np.array([s not in symbols or s not in marks for s in sym])
     if unknown.any():
@@ -173,7 +178,7 @@ def read_trades(trades, symbols, marks):
         is_order = np.array([k == "order" for k in kind], dtype=bool)
     else:
         is_order = np.zeros(t.num_rows, dtype=bool)
-    return t, sym, qty, price, is_order
+    return sym, qty, price, is_order
 
 
 def _rows(table, cols):
@@ -198,9 +203,9 @@ def _booked(q, e, cs, mark, inverse):
 class _Account:
     """One account's rows as plain values, and the same rows with a set of trades applied."""
 
-    def __init__(self, tables, account, info, linear_ccy):
+    def __init__(self, tables, account, linear_ccy):
         self.name = account
-        self.info, self.linear_ccy = info, linear_ccy
+        self.info, self.linear_ccy = {}, linear_ccy
         self.pos = {r["symbol"]: (r["quantity"], r["entry_price"])
                     for r in _rows(tables.get("positions"), ("symbol", "quantity",
                                                              "entry_price"))}
@@ -257,21 +262,20 @@ def what_if(tables, account, trades, model, valuation_time):
     reserves of that account, with instruments, market and index) after ``trades``, under
     ``model`` at ``valuation_time``: a :class:`WhatIf`.  See the module docstring."""
     ins, mkt = tables["instruments"], tables["market"]
-    ins_sym = str_column(ins, "symbol").to_pylist()
-    mk_sym = str_column(mkt, "symbol").to_pylist()
-    marks = dict(zip(mk_sym, mkt.column("mark_price").to_pylist()))
-    t, sym, qty, price, is_order = read_trades(trades, set(ins_sym), marks)
+    t = trades_table(trades)
     # the instruments the account holds, orders or trades: the small book's universe
-    acc = _Account(tables, account, {}, model["linear_settlement_currency"])
-    used = sorted(set(acc.pos) | {o["symbol"] for o in acc.orders} | set(sym))
-    keep = pc.is_in(ins.column("symbol"), value_set=pa.array(used, pa.string()))
-    ins_u = ins.filter(keep)
-    mkt_u = mkt.filter(pc.is_in(mkt.column("symbol"), value_set=pa.array(used, pa.string())))
-    cols = {c: (str_column(ins_u, c).to_pylist() if c in ("symbol", "underlying", "kind",
-                                                          "settlement")
+    acc = _Account(tables, account, model["linear_settlement_currency"])
+    used = pa.array(sorted(set(acc.pos) | {o["symbol"] for o in acc.orders}
+                           | set(str_column(t, "symbol").to_pylist()) - {None}), pa.string())
+    ins_u = ins.filter(pc.is_in(str_column(ins, "symbol"), value_set=used))
+    mkt_u = mkt.filter(pc.is_in(str_column(mkt, "symbol"), value_set=used))
+    marks = dict(zip(str_column(mkt_u, "symbol").to_pylist(),
+                     mkt_u.column("mark_price").to_pylist()))
+    cols = {c: (str_column(ins_u, c).to_pylist() if c != "contract_size"
                 else ins_u.column(c).to_pylist())
             for c in ("symbol", "underlying", "kind", "settlement", "contract_size")}
-    acc.info = {s: (u, k, st, cs, marks[s]) for s, u, k, st, cs in zip(
+    sym, qty, price, is_order = read_trades(t, set(cols["symbol"]), marks)
+    acc.info = {s: (u, k, st, cs, marks.get(s)) for s, u, k, st, cs in zip(
         cols["symbol"], cols["underlying"], cols["kind"], cols["settlement"],
         cols["contract_size"])}
     applied_px = np.where(np.isnan(price), [marks[s] for s in sym], price)
