@@ -13,8 +13,7 @@ from pmrisk import MarginError, samples
 from pmrisk.cli import commands as cli
 from pmrisk.model import presets as P
 
-PRESETS = sorted(set(("standard", "deribit_pme", "span", "binance_pm_pro"))
-                 | set(getattr(P, "PRESETS", {})))
+PRESETS = sorted(set(("standard", "deribit_pme", "span", "binance_pm_pro")) | set(P.names()))
 FIGURES = ("equity", "maintenance_margin", "initial_margin", "margin_ratio")
 ACCOUNT = "hedged-calendar"
 AT = "2024-06-17T08:00:05Z"
