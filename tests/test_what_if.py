@@ -7,6 +7,8 @@ import pyarrow as pa
 import pyarrow.csv as pcsv
 import pyarrow.parquet as pq
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 import pmrisk
 from pmrisk import MarginError, samples
@@ -156,6 +158,53 @@ def test_a_hedged_basket_costs_less_than_its_legs(preset):
     assert im["figure"] == "initial_margin"
     assert (w.trades["im_standalone"].to_numpy() > 0).all()
     assert im["overcharge"] > 3.0, im
+
+
+_DEMO = _book()
+_SYMBOLS = _DEMO[0]["instruments"]["symbol"].to_pylist()
+_ACCOUNTS = sorted(set(_DEMO[0]["positions"]["account"].to_pylist()))
+_MONITORS = {}
+
+
+def _monitor(preset):
+    if preset not in _MONITORS:
+        book, vt = _book()
+        _MONITORS[preset] = pmrisk.Monitor(**book, model=preset, valuation_time=vt)
+    return _MONITORS[preset]
+
+
+_trade = st.tuples(st.sampled_from(_SYMBOLS),
+                   st.sampled_from([-3.0, -1.0, 0.5, 2.0]),
+                   st.sampled_from([None, 1.01, 0.97]),          # no price, or off the mark
+                   st.sampled_from(["fill", "fill", "order"]))
+
+
+@settings(max_examples=25)
+@given(preset=st.sampled_from(["standard", "deribit_pme"]), account=st.sampled_from(_ACCOUNTS),
+       legs=st.lists(_trade, min_size=1, max_size=4))
+def test_random_baskets_equal_margin_on_the_modified_book(preset, account, legs):
+    """Any basket (fills and orders, at the mark or off it, on held or new symbols, the same
+    symbol twice) on any account: the account after equals margin() on the book with the
+    basket applied, and the monitor is unchanged."""
+    mon = _monitor(preset)
+    state = mon.state()
+    vt = state.pop("valuation_time")
+    mark = dict(zip(state["market"]["symbol"].to_pylist(),
+                    state["market"]["mark_price"].to_pylist()))
+    size = {s: (1_000.0 if k != "option" else 1.0) for s, k in zip(
+        state["instruments"]["symbol"].to_pylist(), state["instruments"]["kind"].to_pylist())}
+    basket = [(s, q * size[s], None if f is None else mark[s] * f, k) for s, q, f, k in legs]
+    before = mon.result().accounts
+    w = mon.what_if(account, _trades(basket))
+    want = _row(pmrisk.margin(**applied(state, account, basket,
+                                        mon.model["linear_settlement_currency"]),
+                              model=preset, valuation_time=vt), account)
+    got = w.accounts.to_pylist()[1]
+    scale = max(abs(want["equity"]), want["initial_margin"], 1.0)
+    for c in ("equity", "maintenance_margin", "initial_margin"):
+        _close(got[c], want[c], scale)
+    assert got["status"] == want["status"]
+    assert mon.result().accounts.equals(before)
 
 
 def _ticks(book, n, seed=3):
