@@ -1,5 +1,5 @@
 """Command line: ``pmrisk demo``, ``pmrisk margin``, ``pmrisk samples history``,
-``pmrisk backtest`` and ``pmrisk calibrate``."""
+``pmrisk backtest``, ``pmrisk calibrate`` and ``pmrisk what-if``."""
 
 import argparse
 import os
