@@ -67,6 +67,12 @@ TOP_PARAMS = {
     "stablecoins": Param("names"),
     "max_memory_gb": Param("float", 0.001, 1e6, unit="GB"),
     "max_iv": Param("float", 0.01, 100.0, unit="decimal vol"),
+    # binance_um
+    "margin_leverage": _choice("off", "3x", "5x", "10x"),
+    "loan_mmr_3x": Param("float", 0.0, 1.0),
+    "loan_mmr_5x": Param("float", 0.0, 1.0),
+    "loan_mmr_10x": Param("float", 0.0, 1.0),
+    "brackets_as_of": Param("str"),
 }
 
 # Every per-underlying parameter ([BTC], [default_underlying]).
@@ -372,7 +378,7 @@ def _validate(p):
         if not isinstance(p.get(key), dict):
             raise _err(key, f"a table (dict) of parameters, got {p.get(key)!r}")
     for key, value in p.items():
-        if key in _SECTIONS or key in ("scenarios", "preset"):
+        if key in _SECTIONS or key in ("scenarios", "preset", "brackets"):
             continue
         if key in TOP_PARAMS:
             p[key] = check_param(key, TOP_PARAMS[key], value)
@@ -441,6 +447,9 @@ def _validate(p):
     if p.get("scenarios") is not None:
         from .scenario_table import validate_rows
         validate_rows(p["scenarios"])
+    if p["brackets"] or p["brackets_as_of"] != "snapshot":      # binance_um
+        from ..venues.brackets import check_model_brackets
+        check_model_brackets(p)
 
 
 def _validate_underlying(name, section):

@@ -63,6 +63,16 @@ TOP_DEFAULTS = {
     # resource and plausibility bounds (not part of the risk model: every preset shares them)
     "max_memory_gb": 4.0,            # refuse a call whose estimated peak memory is above
     "max_iv": 5.0,                   # refuse market mark_iv above (decimal: 5.0 = 500 %)
+    # binance_um
+    "margin_leverage": "off",        # "3x" | "5x" | "10x": margin-loan MMR loan_mmr_<lev>
+    "loan_mmr_3x": 0.10,             # Binance margin-loan MMR by margin leverage
+    "loan_mmr_5x": 0.08,
+    "loan_mmr_10x": 0.05,
+    "brackets": [],                  # your own ladders: rows of Binance's leverage-bracket
+                                     # response (symbol, bracket, initialLeverage, ...)
+    "brackets_as_of": "snapshot",    # "YYYY-MM-DD": the shipped ladders in force that day;
+                                     # "snapshot": at each snapshot's time (timed books),
+                                     # the latest (untimed books)
 }
 
 DERIBIT_BTC = {

@@ -520,3 +520,85 @@ def _margin(notional, pos_ladder, ladders):
     flat = _packed(ladders)
     return bracket_margin(*kernel_args(notional, pos_ladder, flat["floor"], flat["cap"],
                                        flat["mmr"], flat["cum"], flat["offsets"]))
+
+
+# -- ladders in a model (binance_um) --------------------------------------------------------------
+
+def model_ladders(rows):
+    """A model's own ladders (its ``brackets`` key): rows in the shape of Binance's
+    leverage-bracket response, each with ``symbol`` (that symbol's ladder) or ``underlying``
+    (the default ladder of that underlying for the rows' kind: USDⓈ-M with
+    ``notionalFloor``/``notionalCap``, COIN-M with ``qtyFloor``/``qtyCap``).
+
+    Returns ``(by_symbol, by_underlying)``: dicts of symbol and of ``(underlying, kind)`` to
+    :class:`BracketLadder`.  Every ladder goes through the one validation path
+    (:func:`ladders_from_binance`), so a bad row is a :class:`~pmrisk.MarginError` naming it.
+
+    Examples
+    --------
+    >>> from pmrisk.venues.brackets import model_ladders
+    >>> rows = [{"underlying": "ETH", "bracket": 1, "initialLeverage": 50,
+    ...          "notionalFloor": 0, "notionalCap": 1e6, "maintMarginRatio": 0.01}]
+    >>> sym, und = model_ladders(rows)
+    >>> sym, list(und)
+    ({}, [('ETH', 'usd_m')])
+    """
+    if not isinstance(rows, (list, tuple)) or not all(isinstance(r, dict) for r in rows):
+        raise MarginError("model", "brackets", "a list of bracket rows (dicts in the shape of "
+                          "Binance's leverage-bracket response)", hint="Use "
+                          "Model.with_brackets(table) to load a leverage-bracket response")
+    by_symbol, by_underlying = {}, {}
+    groups = {}
+    for r in rows:
+        keyed = "symbol" if "symbol" in r else "underlying"
+        kind = "coin_m" if ("qtyFloor" in r or "qtyCap" in r) else "usd_m"
+        groups.setdefault((keyed, kind), []).append(r)
+    for (keyed, kind), group in groups.items():
+        if keyed == "underlying":
+            bad = [i for i, r in enumerate(group) if not isinstance(r.get("underlying"), str)]
+            if bad:
+                raise MarginError("model", "brackets", "a symbol or an underlying name on "
+                                  "every bracket row", rows=[(i,) for i in bad[:5]],
+                                  keys=("row",))
+            group = [dict({k: v for k, v in r.items() if k != "underlying"},
+                          symbol=r["underlying"]) for r in group]
+        found = ladders_from_binance(group)
+        for name, lad in found.items():
+            if keyed == "symbol":
+                by_symbol[name] = lad
+            else:
+                by_underlying[(name, kind)] = lad
+    return by_symbol, by_underlying
+
+
+def check_model_brackets(params):
+    """Validate a model's ``brackets`` rows and ``brackets_as_of`` (called when a model is
+    built): a bad row or date is a :class:`~pmrisk.MarginError` naming it."""
+    model_ladders(params["brackets"])
+    when = params["brackets_as_of"]
+    if when != "snapshot":
+        try:
+            _dt.date.fromisoformat(when)
+        except (TypeError, ValueError):
+            raise MarginError("model", "brackets_as_of", "\"snapshot\" or a date "
+                              f"\"YYYY-MM-DD\", got {when!r}") from None
+
+
+def ladder_in_force(symbol, t_ns):
+    """The shipped ladder of ``symbol`` in force at ``t_ns`` (ns UTC; None: the latest), or
+    None when pmrisk ships none for it (or none that early)."""
+    known = [lad for lad in _shipped() if lad.symbol == symbol]
+    if t_ns is not None:
+        known = [lad for lad in known if _effective_ns(lad.effective) <= t_ns]
+    return known[-1] if known else None
+
+
+def packed(ladders):
+    """The ladders as one set of flat read-only arrays ``floor, cap, mmr, cum, max_leverage``
+    plus ``offsets`` (ladder ``k`` is rows ``offsets[k]:offsets[k+1]``): the layout of
+    :func:`pmrisk.kernel.brackets.bracket_margin`."""
+    if not ladders:
+        z = np.zeros(0)
+        return {"floor": z, "cap": z, "mmr": z, "cum": z, "max_leverage": z,
+                "offsets": np.zeros(1, dtype=np.int64)}
+    return _packed(ladders)
