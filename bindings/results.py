@@ -330,7 +330,20 @@ def _positions_table(out, unit_names, loans):
         contrib = getattr(pf, name)
         pos_cols[name] = np.concatenate([contrib, unalloc, loan_usd])
         pos_cols[name + "_usd"] = np.concatenate([contrib * pos_px, unalloc * unit_px, loan_usd])
+    if out.layout.brackets is not None:         # margin_rules "brackets" (binance_um)
+        pos_cols.update(_bracket_columns(out, n_units + n_loan))
     return pa.table(pos_cols)
+
+
+def _bracket_columns(out, n_other):
+    """The positions table's bracket columns (:func:`pmrisk.engine.binance.position_columns`),
+    null on the ``unallocated`` rows."""
+    from .engine.binance import position_columns
+    cols = {}
+    for name, v in position_columns(out).items():
+        arr = pa.array(v)
+        cols[name] = pa.concat_arrays([arr, pa.nulls(n_other, arr.type)])
+    return cols
 
 
 def margin_ratio(equity, mm):

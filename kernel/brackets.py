@@ -169,12 +169,12 @@ def bracket_units(sel, pu_start, pu_order, pos_instr, quantity, contract_size, m
     >>> i8 = lambda *a: np.array(a, dtype=np.int64)
     >>> out = [np.zeros(1), np.zeros(1), np.zeros(2), np.zeros(2, np.int64), np.zeros(2),
     ...        np.zeros(2), np.zeros(1)]
-    >>> bracket_units_serial(i8(0), i8(0, 2), i8(0, 1), f(1.0, -100.0), f(1.0, 100.0),
-    ...                      f(60000.0, 25000.0), i8(0, 1), i8(0, 1), f(0.0, 0.0),
+    >>> bracket_units_serial(i8(0), i8(0, 2), i8(0, 1), i8(0, 1), f(0.5, -100.0),
+    ...                      f(1.0, 100.0), f(60000.0, 25000.0), i8(0, 1), i8(0, 1), f(0.0, 0.0),
     ...                      f(0.0, 0.0), f(5e4, 5.0), f(0.004, 0.004), f(0.0, 0.0),
     ...                      f(125.0, 125.0), i8(0, 1, 2), np.zeros(2), np.zeros(2), *out)
     >>> out[2].tolist(), np.round(out[4], 9).tolist(), out[0].tolist()
-    ([60000.0, 0.4], [240.0, 0.0016], [240.0016])
+    ([30000.0, 0.4], [120.0, 0.0016], [120.0016])
     """
     n = sel.shape[0]
     chunks = min(n, CHUNKS)

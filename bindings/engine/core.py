@@ -454,7 +454,7 @@ def compute(out, model, rows=None, instruments=None, units=None, accounts=None,
     ``balances`` rows (int64 index arrays; None: all).  Under ``cross_unit = "correlated"``,
     with excluded instruments, or for a partial selection the caller must pass every unit of
     the accounts it selects (the Monitor does)."""
-    book, lay, p, uf = out.book, out.layout, out.params, out.unit
+    book, p = out.book, out.params
     sel = np.arange(len(out.units), dtype=np.int64) if units is None else \
         np.ascontiguousarray(units, dtype=np.int64)
     units = out.units

@@ -332,6 +332,29 @@ class Model:
         rows = rows_from_table(as_table(scenarios, "scenarios"))
         return self.with_overrides({"scenarios": rows})
 
+    def with_brackets(self, response, *, symbol=None, underlying=None):
+        """A new model with your own bracket ladders (``margin_rules = "brackets"``,
+        ``binance_um``): ``response`` is Binance's leverage-bracket response (``symbol,
+        bracket, initialLeverage, notionalCap, notionalFloor, maintMarginRatio, cum``; COIN-M
+        ``qtyCap, qtyFloor``) as a table, a list of dicts or the endpoints' nested JSON.  A
+        symbol's ladder replaces the model's earlier one; with ``underlying``, the ladder is
+        that underlying's default (for symbols without a ladder of their own).  A bad ladder
+        is a :class:`MarginError` naming the (symbol, bracket) row.
+
+        >>> from pmrisk.model.model import Model
+        >>> m = Model.preset("standard").with_brackets(
+        ...     [{"symbol": "SOLUSDT", "bracket": 1, "initialLeverage": 20,
+        ...       "notionalFloor": 0, "notionalCap": 1e6, "maintMarginRatio": 0.025}])
+        >>> m["brackets"][0]["symbol"], m["brackets"][0]["cum"]
+        ('SOLUSDT', 0.0)
+        """
+        from ..venues.brackets import binance_rows
+        rows = binance_rows(response, symbol=symbol, underlying=underlying)
+        key = "underlying" if underlying is not None else "symbol"
+        new = {r[key] for r in rows}
+        kept = [r for r in self._p["brackets"] if r.get(key) not in new]
+        return Model(_merge(self._p, {"brackets": kept + rows}))
+
     # -- access ---------------------------------------------------------------------------
     def __getitem__(self, key):
         return self._p[key]

@@ -602,3 +602,34 @@ def packed(ladders):
         return {"floor": z, "cap": z, "mmr": z, "cum": z, "max_leverage": z,
                 "offsets": np.zeros(1, dtype=np.int64)}
     return _packed(ladders)
+
+
+def binance_rows(response, *, symbol=None, underlying=None):
+    """A leverage-bracket response (any shape :func:`ladders_from_binance` reads) as validated
+    rows for a model's ``brackets`` key: one dict per bracket in Binance's flat shape, ``cum``
+    rebuilt.  With ``underlying``, the (single) ladder becomes that underlying's default
+    ladder for its kind (rows keyed by ``underlying`` instead of ``symbol``).
+
+    Examples
+    --------
+    >>> from pmrisk.venues.brackets import binance_rows
+    >>> rows = binance_rows([{"bracket": 1, "initialLeverage": 20, "notionalFloor": 0,
+    ...                       "notionalCap": 1e6, "maintMarginRatio": 0.025}], symbol="SOLUSDT")
+    >>> rows[0]["symbol"], rows[0]["cum"]
+    ('SOLUSDT', 0.0)
+    """
+    found = ladders_from_binance(response, symbol=symbol or underlying or "default")
+    if underlying is not None and len(found) != 1:
+        raise MarginError("brackets", "symbol", "one ladder for an underlying's default, got "
+                          f"{len(found)} ({', '.join(found)})")
+    out = []
+    for name, lad in found.items():
+        lo, hi = (("notionalFloor", "notionalCap") if lad.kind == "usd_m"
+                  else ("qtyFloor", "qtyCap"))
+        for b in range(len(lad.floor)):
+            row = {"underlying": underlying} if underlying is not None else {"symbol": name}
+            row.update({"bracket": b + 1, "initialLeverage": float(lad.max_leverage[b]),
+                        lo: float(lad.floor[b]), hi: float(lad.cap[b]),
+                        "maintMarginRatio": float(lad.mmr[b]), "cum": float(lad.cum[b])})
+            out.append(row)
+    return out
