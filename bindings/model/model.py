@@ -67,7 +67,6 @@ TOP_PARAMS = {
     "stablecoins": Param("names"),
     "max_memory_gb": Param("float", 0.001, 1e6, unit="GB"),
     "max_iv": Param("float", 0.01, 100.0, unit="decimal vol"),
-    "margin_rules": _choice("scenario", "okx", "brackets"),     # SCAFFOLD
     # binance_um
     "margin_leverage": _choice("off", "3x", "5x", "10x"),
     "loan_mmr_3x": Param("float", 0.0, 1.0),

@@ -63,7 +63,6 @@ TOP_DEFAULTS = {
     # resource and plausibility bounds (not part of the risk model: every preset shares them)
     "max_memory_gb": 4.0,            # refuse a call whose estimated peak memory is above
     "max_iv": 5.0,                   # refuse market mark_iv above (decimal: 5.0 = 500 %)
-    "margin_rules": "scenario",      # SCAFFOLD until the lead's loader lands
     # binance_um
     "margin_leverage": "off",        # "3x" | "5x" | "10x": margin-loan MMR loan_mmr_<lev>
     "loan_mmr_3x": 0.10,             # Binance margin-loan MMR by margin leverage
@@ -156,11 +155,4 @@ PRESETS = {
             "max_offsetable_pnl": INF,
         },
     },
-}
-
-# SCAFFOLD until the lead's dated loader lands (then preset_data/binance_um.toml)
-PRESETS["binance_um"] = {
-    "margin_rules": "brackets", "cross_unit": "sum", "mm_factor": 1.0, "im_factor": 1.0,
-    "linear_settlement_currency": "USDT", "margin_leverage": "3x",
-    "thresholds": {"warning": [1.50, 1.20], "margin_call": 1.05, "liquidation": 1.00},
 }
