@@ -17,10 +17,10 @@ only), loan MM ``= loans x loan MMR`` (the rate for the model's ``margin_leverag
 units' MM in USD + loan MM; the margin ratio (Binance's uniMMR) is equity / MM.
 
 Ladders per position (:func:`lay_out_brackets`, once per book): the model's own ladder for the
-symbol (key ``brackets``), else the ladder pmrisk ships for it in force at the model's
-``brackets_as_of`` date (``"snapshot"``: at each snapshot's time for a book with a ``time``
-column, the latest otherwise), else the model's default ladder for the position's underlying
-and kind.  A position without one, and anything a ladder does not margin (options, spot
+symbol (key ``brackets``), else the ladder pmrisk ships for it in force at the model's date
+(:func:`ladder_date`: its ``brackets_as_of``, else the date its preset was taken at; neither:
+each snapshot's time for a book with a ``time`` column, the latest otherwise), else the
+model's default ladder for the position's underlying and kind.  A position without one, and anything a ladder does not margin (options, spot
 positions, open orders) is a :class:`~pmrisk.MarginError` naming the rows.
 """
 
@@ -68,6 +68,28 @@ def loan_mmr(model):
     return float(model[key])
 
 
+def ladder_date(model):
+    """The date (int ns) at which ``model`` takes the shipped ladders, or None (each
+    snapshot's time for a book with a ``time`` column, the latest ladders otherwise): the
+    model's ``brackets_as_of`` when it is a date, else the date its preset was taken at
+    (``Model.preset("binance_um", as_of=...)``; per period of a ``"valuation_time"`` model).
+
+    >>> from pmrisk.model.model import Model
+    >>> from pmrisk.engine.binance import ladder_date
+    >>> ladder_date(Model.preset("binance_um")) is None
+    True
+    >>> ladder_date(Model.preset("binance_um", as_of="2022-01-01"))
+    1640995200000000000
+    """
+    pinned = model["brackets_as_of"]
+    if pinned != "snapshot":
+        return to_ns(pinned, "brackets_as_of")
+    as_of = model.as_of
+    if isinstance(as_of, (int, np.integer)):
+        return int(as_of)
+    return None
+
+
 def _model_ladders(model):
     from ..venues.brackets import model_ladders
     return model.cached(("brackets", "model_ladders"), lambda: model_ladders(model["brackets"]))
@@ -111,9 +133,7 @@ def lay_out_brackets(book, model):
                 "no open orders: binance_um has no rule for the margin of open orders",
                 hint="Leave open_orders out, or margin them with another model")
     by_symbol, by_und = _model_ladders(model)
-    pinned = model["brackets_as_of"]
-    if pinned != "snapshot":
-        pin_ns = to_ns(pinned, "brackets_as_of")
+    pin_ns = ladder_date(model)
     coin = (book.settlement == INVERSE).astype(np.int64)
     ladders, index = [], {}
     n_pos = len(book.quantity)
@@ -125,7 +145,7 @@ def lay_out_brackets(book, model):
         if key not in index:
             symbol = book.symbols[i].as_py()
             kind = KINDS[int(coin[i])]
-            t = pin_ns if pinned != "snapshot" else \
+            t = pin_ns if pin_ns is not None else \
                 (int(book.snap_ns[s]) if book.timed else None)
             lad = by_symbol.get(symbol)
             if lad is None:
