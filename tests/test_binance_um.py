@@ -463,3 +463,33 @@ def test_other_presets_have_no_bracket_columns():
     vt = b.pop("valuation_time")
     cols = pmrisk.margin(**b, model="deribit_pme", valuation_time=vt).positions.column_names
     assert "notional" not in cols and "bracket" not in cols
+
+
+def test_preset_as_of_picks_the_ladder_in_force_then():
+    """Model.preset("binance_um", as_of=...) takes the ladders in force at that date; the
+    latest otherwise; as_of="valuation_time" at each snapshot's time (timed or not)."""
+    b = book([("a", "BTCUSDT", 300.0)], mark=50_000.0)         # 15M USD
+    old = pmrisk.margin(**b, model=Model.preset(UM, as_of="2022-01-01"))
+    assert old.accounts["maintenance_margin"][0].as_py() == pytest.approx(483_700.0)
+    assert by_symbol(old)["BTCUSDT"]["ladder_effective"] == "2021-03-18"
+    new = pmrisk.margin(**b, model=Model.preset(UM))
+    assert new.accounts["maintenance_margin"][0].as_py() == pytest.approx(168_000.0)
+    at_vt = Model.preset(UM, as_of="valuation_time")
+    r = pmrisk.margin(**dict(b, valuation_time="2022-06-01T00:00:00Z"), model=at_vt)
+    assert r.accounts["maintenance_margin"][0].as_py() == pytest.approx(483_700.0)
+    parts = {name: pa.concat_tables([_stamp(b[name], t) for t in
+                                     ("2022-01-01T00:00:00", "2025-06-01T00:00:00")])
+             for name in ("positions", "market", "index", "balances")}
+    timed = pmrisk.margin(parts["positions"], INSTRUMENTS, parts["market"], parts["index"],
+                          balances=parts["balances"], model=at_vt)
+    assert timed.accounts["maintenance_margin"].to_pylist() == \
+        pytest.approx([483_700.0, 168_000.0], rel=1e-12)
+
+
+def test_every_shipped_ladder_date_is_a_preset_set_date():
+    """The preset's dated sets mark the days the shipped ladders change, so a model taken at a
+    date (or per period of as_of="valuation_time") sees the ladders of that date."""
+    sets = Model.history(UM)["effective"].to_pylist()
+    for lad in B.shipped_ladders():
+        eff = lad.effective if len(lad.effective) != 4 else f"{lad.effective}-01-01"
+        assert eff in sets, (lad.symbol, lad.effective)

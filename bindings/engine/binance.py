@@ -20,8 +20,9 @@ Ladders per position (:func:`lay_out_brackets`, once per book): the model's own 
 symbol (key ``brackets``), else the ladder pmrisk ships for it in force at the model's date
 (:func:`ladder_date`: its ``brackets_as_of``, else the date its preset was taken at; neither:
 each snapshot's time for a book with a ``time`` column, the latest otherwise), else the
-model's default ladder for the position's underlying and kind.  A position without one, and anything a ladder does not margin (options, spot
-positions, open orders) is a :class:`~pmrisk.MarginError` naming the rows.
+model's default ladder for the position's underlying and kind.  A position without one, and
+anything a ladder does not margin (options, spot positions, open orders), is a
+:class:`~pmrisk.MarginError` naming the rows.
 """
 
 from dataclasses import dataclass
