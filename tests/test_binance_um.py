@@ -493,3 +493,12 @@ def test_every_shipped_ladder_date_is_a_preset_set_date():
     for lad in B.shipped_ladders():
         eff = lad.effective if len(lad.effective) != 4 else f"{lad.effective}-01-01"
         assert eff in sets, (lad.symbol, lad.effective)
+
+
+def test_demo_runs_binance_um_on_the_futures_book(capsys):
+    from pmrisk.cli import commands
+    assert commands.main(["demo", "--model", "binance_um"]) == 0
+    out = capsys.readouterr().out
+    assert "model binance_um" in out and "150%" in out
+    for a in samples.futures_book()["positions"]["account"].to_pylist():
+        assert a in out

@@ -259,8 +259,9 @@ def main(argv=None):
     sub = p.add_subparsers(dest="cmd", required=True)
     d = sub.add_parser("demo", help="margin the embedded sample book and print a report")
     d.add_argument("--model", default="standard",
-                   help="preset name (standard, binance_pm_pro, deribit_pme, span) or TOML "
-                        "file (default standard)")
+                   help="preset name (standard, binance_pm_pro, binance_um, deribit_pme, span) "
+                        "or TOML file (default standard; binance_um margins a futures-only "
+                        "sample book)")
     d.add_argument("--monitor", action="store_true",
                    help="replay an embedded BTC crash (-25 %% in 5 minutes) through a real-time "
                         "monitor: accounts cross every warning level, two reach liquidation "
