@@ -502,3 +502,27 @@ def test_demo_runs_binance_um_on_the_futures_book(capsys):
     assert "model binance_um" in out and "150%" in out
     for a in samples.futures_book()["positions"]["account"].to_pylist():
         assert a in out
+
+
+def test_units_have_no_binding_cell_and_no_risk_vectors():
+    b = book([("a", "BTCUSDT", 1.0)])
+    units = pmrisk.margin(**b, model=UM).units
+    for c in ("binding_scenario", "binding_table", "binding_price_shock", "binding_vol_state"):
+        assert units[c].null_count == units.num_rows, c
+    assert units["worst_case"].to_pylist() == [0.0]
+    with pytest.raises(pmrisk.MarginError) as err:
+        pmrisk.margin(**b, model=UM, risk_vectors=True)
+    assert (err.value.table, err.value.column) == ("arguments", "risk_vectors")
+
+
+def test_liquidation_plan_restores_the_ratio():
+    """An account below 100 %: the plan reduces the largest MM contributor until uniMMR is
+    back to the liquidation target (1.0)."""
+    bal = pa.table({"account": ["a"], "asset": ["USDT"], "amount": [150_000.0]})
+    b = book([("a", "BTCUSDT", 400.0), ("a", "BTCUSD_PERP", -20_000.0)], mark=50_000.0,
+             balances=bal)
+    r = pmrisk.margin(**b, model=UM)
+    assert r.accounts["status"][0].as_py() == "liquidation"
+    plan = pmrisk.liquidation_plan(**b, model=UM)
+    rows = plan.to_pylist()
+    assert rows and rows[-1]["margin_ratio_after"] >= 1.0 - 1e-9
