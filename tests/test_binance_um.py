@@ -526,3 +526,13 @@ def test_liquidation_plan_restores_the_ratio():
     plan = pmrisk.liquidation_plan(**b, model=UM)
     rows = plan.to_pylist()
     assert rows and rows[-1]["margin_ratio_after"] >= 1.0 - 1e-9
+
+
+def test_own_ladders_follow_a_dated_model():
+    """with_brackets on a model taken at a date keeps the date (and, per snapshot, the
+    ladders): it is an override like any other."""
+    rows = [dict(r, symbol="BTCUSD_PERP") for r in _coinm_response()]
+    m = Model.preset(UM, as_of="2022-01-01").with_brackets(rows)
+    assert m.as_of == Model.preset(UM, as_of="2022-01-01").as_of
+    at_vt = Model.preset(UM, as_of="valuation_time").with_brackets(rows)
+    assert at_vt.dated and at_vt.at(1_700_000_000 * 10**9)["brackets"] == m["brackets"]

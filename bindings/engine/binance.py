@@ -32,7 +32,7 @@ import numpy as np
 from pmrisk.kernel.instruments import FUTURE, INVERSE, PERPETUAL
 
 from ..errors import MarginError
-from ..io.arrow import iso_ns, kernel_args, to_ns
+from ..io.arrow import codes, iso_ns, kernel_args, to_ns
 
 KINDS = {0: "usd_m", 1: "coin_m"}
 LOAN_MMR_KEYS = {"3x": "loan_mmr_3x", "5x": "loan_mmr_5x", "10x": "loan_mmr_10x"}
@@ -120,7 +120,7 @@ def _refuse(book, mask, table, column, expected, hint=None):
 def lay_out_brackets(book, model):
     """The :class:`BracketLayout` of ``book`` under ``model`` (``margin_rules =
     "brackets"``); refuses what brackets do not margin."""
-    from ..venues.brackets import ladder_in_force, packed
+    from ..venues.brackets import packed
     kind_p = book.kind[book.pos_instr]
     ladderless = ~((kind_p == PERPETUAL) | (kind_p == FUTURE))
     if ladderless.any():
@@ -134,41 +134,9 @@ def lay_out_brackets(book, model):
                 "no open orders: binance_um has no rule for the margin of open orders",
                 hint="Leave open_orders out, or margin them with another model")
     by_symbol, by_und = _model_ladders(model)
-    pin_ns = ladder_date(model)
-    coin = (book.settlement == INVERSE).astype(np.int64)
-    ladders, index = [], {}
+    instr_ladder, ladders = _instrument_ladders(book, by_symbol, by_und, ladder_date(model))
     n_pos = len(book.quantity)
-    pos_ladder = np.full(n_pos, -1, dtype=np.int64)
-    snap = book.acc_snap[book.pos_account] if n_pos else np.zeros(0, np.int64)
-    # one lookup per distinct (instrument, snapshot): instruments are per snapshot already
-    for p_, (i, s) in enumerate(zip(book.pos_instr.tolist(), snap.tolist())):
-        key = (i, s)
-        if key not in index:
-            symbol = book.symbols[i].as_py()
-            kind = KINDS[int(coin[i])]
-            t = pin_ns if pin_ns is not None else \
-                (int(book.snap_ns[s]) if book.timed else None)
-            lad = by_symbol.get(symbol)
-            if lad is None:
-                lad = ladder_in_force(symbol, t)
-                if lad is not None and lad.kind != kind:
-                    lad = None
-            if lad is None:
-                lad = by_und.get((book.und_names[book.und_code[i]], kind))
-            if lad is not None and lad.kind != kind:
-                _refuse(book, book.pos_instr == i, "positions", "symbol",
-                        f"a {kind} ladder for a {kind} instrument, got a {lad.kind} ladder",
-                        hint="USDⓈ-M ladders have notionalFloor/notionalCap, COIN-M ladders "
-                        "qtyFloor/qtyCap")
-            if lad is None:
-                index[key] = -1
-            else:
-                k = next((j for j, x in enumerate(ladders) if x is lad), None)
-                if k is None:
-                    ladders.append(lad)
-                    k = len(ladders) - 1
-                index[key] = k
-        pos_ladder[p_] = index[key]
+    pos_ladder = instr_ladder[book.pos_instr] if n_pos else np.zeros(0, np.int64)
     missing = pos_ladder < 0
     if missing.any():
         _refuse(book, missing, "positions", "symbol", "a bracket ladder for every symbol "
@@ -178,9 +146,65 @@ def lay_out_brackets(book, model):
                 "model's brackets rows (underlying instead of symbol)")
     flat = packed(ladders)
     return BracketLayout(pos_ladder=pos_ladder, leverage=np.zeros(n_pos),
-                         coin_margined=coin, ladders=tuple(ladders),
+                         coin_margined=(book.settlement == INVERSE).astype(np.int64),
+                         ladders=tuple(ladders),
                          **{k: flat[k] for k in ("floor", "cap", "mmr", "cum", "max_leverage",
                                                  "offsets")})
+
+
+def _instrument_ladders(book, by_symbol, by_und, pin_ns):
+    """Per active instrument instance, the index of its ladder in the returned list (-1:
+    none): the model's own for its symbol, else the shipped one in force at ``pin_ns`` (None:
+    at the instance's snapshot time for a timed book, the latest otherwise), else the model's
+    default for its underlying and kind.  One pass per distinct symbol."""
+    from ..venues.brackets import shipped_for
+    n_i = len(book.kind)
+    out = np.full(n_i, -1, dtype=np.int64)
+    ladders = []
+    if not n_i:
+        return out, ladders
+    coin = book.settlement == INVERSE
+    sym_code, names = codes(book.symbols)
+    order = np.argsort(sym_code, kind="stable")
+    bounds = np.searchsorted(sym_code[order], np.arange(len(names) + 1))
+
+    def index_of(lad):
+        for j, x in enumerate(ladders):
+            if x is lad:
+                return j
+        ladders.append(lad)
+        return len(ladders) - 1
+
+    for k, symbol in enumerate(names.to_pylist()):
+        members = order[bounds[k]:bounds[k + 1]]
+        kind = KINDS[int(coin[members[0]])]
+        own = by_symbol.get(symbol)
+        if own is not None:
+            if own.kind != kind:
+                _refuse(book, np.isin(book.pos_instr, members), "positions", "symbol",
+                        f"a {kind} ladder for a {kind} instrument, got a {own.kind} ladder "
+                        "in the model's brackets", hint="USDⓈ-M ladders have notionalFloor/"
+                        "notionalCap, COIN-M ladders qtyFloor/qtyCap")
+            out[members] = index_of(own)
+            continue
+        shipped, since = shipped_for(symbol)
+        keep = [j for j, lad in enumerate(shipped) if lad.kind == kind]
+        shipped, since = [shipped[j] for j in keep], since[keep]
+        pick = np.full(len(members), -1, dtype=np.int64)
+        if shipped:
+            if pin_ns is not None:
+                t = np.full(len(members), pin_ns, dtype=np.int64)
+            elif book.timed:
+                t = book.snap_ns[book.instr_snap[members]]
+            else:
+                t = np.full(len(members), np.iinfo(np.int64).max, dtype=np.int64)
+            pick = np.searchsorted(since, t, side="right") - 1
+            for j in np.unique(pick[pick >= 0]).tolist():
+                out[members[pick == j]] = index_of(shipped[j])
+        default = by_und.get((book.und_names[book.und_code[members[0]]], kind))
+        if default is not None and (pick < 0).any():
+            out[members[pick < 0]] = index_of(default)
+    return out, ladders
 
 
 def bracket_phase(out, sel, parallel):

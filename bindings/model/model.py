@@ -465,7 +465,7 @@ class Model:
         key = "underlying" if underlying is not None else "symbol"
         new = {r[key] for r in rows}
         kept = [r for r in self._p["brackets"] if r.get(key) not in new]
-        return Model(_merge(self._p, {"brackets": kept + rows}))
+        return self.with_overrides({"brackets": kept + rows})
 
     # -- access ---------------------------------------------------------------------------
     def __getitem__(self, key):

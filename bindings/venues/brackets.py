@@ -584,13 +584,18 @@ def check_model_brackets(params):
                               f"\"YYYY-MM-DD\", got {when!r}") from None
 
 
-def ladder_in_force(symbol, t_ns):
-    """The shipped ladder of ``symbol`` in force at ``t_ns`` (ns UTC; None: the latest), or
-    None when pmrisk ships none for it (or none that early)."""
+def shipped_for(symbol):
+    """The shipped ladders of ``symbol``, oldest first, and the instants (int64 ns, UTC) they
+    are in force from (an undated ladder: the beginning of time); empty when pmrisk ships
+    none for it.
+
+    >>> from pmrisk.venues.brackets import shipped_for
+    >>> lads, since = shipped_for("BTCUSDT")
+    >>> [lad.effective for lad in lads], since.tolist()
+    (['2021-03-18', '2025'], [1616025600000000000, 1735689600000000000])
+    """
     known = [lad for lad in _shipped() if lad.symbol == symbol]
-    if t_ns is not None:
-        known = [lad for lad in known if _effective_ns(lad.effective) <= t_ns]
-    return known[-1] if known else None
+    return known, np.array([_effective_ns(lad.effective) for lad in known], dtype=np.int64)
 
 
 def packed(ladders):
