@@ -366,8 +366,14 @@ def test_engine_mm_continuous_at_edges_and_non_decreasing(notionals, as_of):
 
 # -- the same results through margin(), Monitor and backtest --------------------------------
 
+KEYS = {"accounts": ["account"], "units": ["account", "unit"],
+        "positions": ["account", "unit", "symbol"]}
+
+
 def assert_same(got, want, name):
-    """Tables equal: float columns to 1e-12 relative (nulls and NaN alike), others exactly."""
+    """Tables equal, rows sorted by key (a Monitor regroups changed accounts): float columns
+    to 1e-12 relative (nulls and NaN alike), others exactly."""
+    got, want = (t.sort_by([(k, "ascending") for k in KEYS[name]]) for t in (got, want))
     assert got.column_names == want.column_names, name
     for c in want.column_names:
         x, y = got.column(c), want.column(c)
@@ -408,6 +414,16 @@ def test_monitor_after_ticks_equals_margin():
             ref_r = pmrisk.margin(**mon.state(), model=UM)
             for name, t in _tables(ref_r).items():
                 assert_same(getattr(mon, name), t, name)
+        # a position changes size (another bracket) and a new account opens one
+        mon.update(positions=pa.table({"account": ["um-00", "um-new"],
+                                       "symbol": ["BTCUSDT", "BTCUSD_PERP"],
+                                       "quantity": [250.0, -5_000.0]}),
+                   balances=pa.table({"account": ["um-new"], "asset": ["USDT"],
+                                      "amount": [50_000.0]}))
+        ref_r = pmrisk.margin(**mon.state(), model=UM)
+        assert "um-new" in ref_r.accounts["account"].to_pylist()
+        for name, t in _tables(ref_r).items():
+            assert_same(getattr(mon, name), t, name)
     finally:
         mon.close()
 
