@@ -350,7 +350,7 @@ def _bracket_columns(out, n_other):
     from .engine.binance import position_columns
     cols = {}
     for name, v in position_columns(out).items():
-        arr = pa.array(v)
+        arr = v if isinstance(v, pa.Array) else pa.array(v)
         cols[name] = pa.concat_arrays([arr, pa.nulls(n_other, arr.type)])
     return cols
 

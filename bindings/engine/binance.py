@@ -28,6 +28,7 @@ anything a ladder does not margin (options, spot positions, open orders), is a
 from dataclasses import dataclass
 
 import numpy as np
+import pyarrow as pa
 
 from pmrisk.kernel.instruments import FUTURE, INVERSE, PERPETUAL
 
@@ -223,10 +224,12 @@ def bracket_phase(out, sel, parallel):
                         bl.offsets, pf.value, pf.unrealised_pnl),
            uf.maintenance_margin, uf.initial_margin, pf.notional, pf.bracket_row,
            pf.mm_contribution, pf.im_contribution, uf.finite)
-    starts, ends = lay.pu_start[sel], lay.pu_start[sel + 1]
-    if len(sel) and (ends > starts).any():
-        members = lay.pu_order[np.concatenate([np.arange(a, b) for a, b in
-                                               zip(starts.tolist(), ends.tolist())])]
+    # a position above its last cap has no bracket (row -1, MM NaN): its unit is flagged
+    # not finite, so only flagged units are searched
+    flagged = sel[uf.finite[sel] != 1.0]
+    if len(flagged):
+        members = np.concatenate([lay.pu_order[lay.pu_start[u]:lay.pu_start[u + 1]]
+                                  for u in flagged.tolist()])
         beyond = np.zeros(len(book.quantity), dtype=bool)
         beyond[members] = pf.bracket_row[members] < 0
         if beyond.any():
@@ -252,5 +255,5 @@ def position_columns(out):
         "maintenance_amount": bl.cum[row] if len(row) else np.zeros(0),
         "leverage": np.where(bl.leverage > 0, bl.leverage, bl.max_leverage[row])
         if len(row) else np.zeros(0),
-        "ladder_effective": [eff[k] for k in bl.pos_ladder.tolist()],
+        "ladder_effective": pa.array(eff, pa.string()).take(pa.array(bl.pos_ladder)),
     }
