@@ -552,3 +552,29 @@ def test_own_ladders_follow_a_dated_model():
     assert m.as_of == Model.preset(UM, as_of="2022-01-01").as_of
     at_vt = Model.preset(UM, as_of="valuation_time").with_brackets(rows)
     assert at_vt.dated and at_vt.at(1_700_000_000 * 10**9)["brackets"] == m["brackets"]
+
+
+def test_what_if_equals_margin_on_the_traded_book():
+    """Monitor.what_if under binance_um: the account after a basket of futures fills equals
+    margin() on the book with the positions changed (no entry prices and fills at the mark:
+    no cash moves, see pmrisk.monitor.what_if)."""
+    b = samples.futures_book(4, seed=5)
+    vt = b.pop("valuation_time")
+    b["positions"] = b["positions"].drop_columns(["entry_price"])
+    mon = pmrisk.Monitor(**b, model=UM, valuation_time=vt)
+    try:
+        w = mon.what_if("um-01", {"symbol": ["BTCUSDT", "BTCUSD_PERP"],
+                                  "quantity": [120.0, -3_000.0]})
+        pos = b["positions"].to_pylist()
+        for r in pos:
+            if r["account"] == "um-01":
+                r["quantity"] += 120.0 if r["symbol"] == "BTCUSDT" else -3_000.0
+        traded = dict(b, positions=pa.Table.from_pylist(pos, schema=b["positions"].schema))
+        want = [r for r in pmrisk.margin(**traded, model=UM, valuation_time=vt)
+                .accounts.to_pylist() if r["account"] == "um-01"][0]
+        got = [r for r in w.accounts.to_pylist() if r["state"] == "after"][0]
+        for c in ("maintenance_margin", "initial_margin", "margin_ratio"):
+            assert got[c] == pytest.approx(want[c], rel=1e-12), c
+        assert got["status"] == want["status"]
+    finally:
+        mon.close()
