@@ -17,7 +17,8 @@ times them at full size and writes benchmarks/results.json (see README.md here).
 * ``baselines-options``: the kernel on the 1,600 options of ``grid-1acct-2k`` x 35 scenarios
   against the minimal hand-written numba loop (serial and ``prange``), numpy + scipy ``ndtr``,
   and QuantLib ``blackFormula`` in a Python loop (on 100 options: compare per revaluation).
-* ``accounts-10k`` (extra): 10,000 accounts x 10 positions in one call.
+* ``accounts-10k`` (extra): 10,000 accounts x 10 positions in one call;
+  ``accounts-10k[binance_um]``: 10,000 accounts x 2 futures under the bracket phase.
 * ``scaling``: ``margin()`` on a sweep of book sizes (report.py draws scaling.png from it).
 """
 
@@ -27,6 +28,7 @@ import pytest
 
 import pmrisk
 from pmrisk import kernel as K
+from pmrisk import samples
 from pmrisk.io.book import load_book
 from pmrisk.kernel.instruments import OPTION
 
@@ -205,6 +207,23 @@ def test_accounts_10k(margin_benchmark, model):
     r = margin_benchmark({"accounts": 10_000, "positions": tables["positions"].num_rows},
                          **tables, model=pmrisk.Model.preset(model), valuation_time=vt)
     assert r.accounts.num_rows == 10_000
+
+
+# venue models beside deribit_pme: the book each model margins (binance_um: futures only)
+VENUE_BOOKS = {"binance_um": lambda: samples.futures_book(n_accounts=10_000, seed=2)}
+
+
+@pytest.mark.benchmark(group="accounts-10k")
+@pytest.mark.parametrize("model", sorted(VENUE_BOOKS))
+def test_accounts_10k_venue(margin_benchmark, model):
+    """``accounts-10k[model]``: 10,000 accounts in one call under a venue model
+    (``binance_um``: 2 futures per account, BTCUSDT and BTCUSD_PERP, the bracket phase)."""
+    tables = VENUE_BOOKS[model]()
+    vt = tables.pop("valuation_time")
+    r = margin_benchmark({"accounts": 10_000, "positions": tables["positions"].num_rows},
+                         **tables, model=model, valuation_time=vt)
+    assert r.accounts.num_rows == 10_000
+    assert np.isfinite(r.accounts["maintenance_margin"].to_numpy()).all()
 
 
 # -- scaling sweep ----------------------------------------------------------------------------

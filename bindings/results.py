@@ -227,6 +227,10 @@ def build(out, model, risk_vectors=False, tables=TABLE_NAMES):
     """The result tables of ``out``; only those named in ``tables`` are built (the others are
     ``None``: a long backtest that needs only the accounts skips the per-position table)."""
     check_finite(out)
+    if risk_vectors and out.layout.brackets is not None:
+        raise MarginError("arguments", "risk_vectors", "False under a model with "
+                          "margin_rules = \"brackets\" (binance_um): brackets have no "
+                          "scenarios, so there are no risk vectors")
     book, units = out.book, out.units
     unit_names = pa.array(units.type_names, pa.string()).take(
         pa.array(units.utype, pa.int64()))
@@ -279,6 +283,11 @@ def _units_table(out, unit_names):
         "scenario_vol_state": pa.array(VOL_STATES, pa.string()).take(
             pa.array(uf.scenario_vol_state, pa.int64(), mask=uf.scenario_vol_state < 0)),
     }
+    if out.layout.brackets is not None:         # brackets have no scenarios: no binding cell
+        for name in ("binding_scenario", "binding_table", "binding_price_shock",
+                     "binding_vol_state"):
+            col = pa.array(unit_cols[name])
+            unit_cols[name] = pa.nulls(len(col), col.type)
     for name in ("worst_case", "roll_shock", "delta_shock", "short_option_minimum",
                  "scenario_margin", "excluded_margin", "risk_matrix_margin",
                  "open_orders_margin", "mmp_margin", "maintenance_margin", "initial_margin"):
@@ -340,7 +349,20 @@ def _positions_table(out, unit_names, loans):
         contrib = getattr(pf, name)
         pos_cols[name] = np.concatenate([contrib, unalloc, loan_usd])
         pos_cols[name + "_usd"] = np.concatenate([contrib * pos_px, unalloc * unit_px, loan_usd])
+    if out.layout.brackets is not None:         # margin_rules "brackets" (binance_um)
+        pos_cols.update(_bracket_columns(out, n_units + n_loan))
     return pa.table(pos_cols)
+
+
+def _bracket_columns(out, n_other):
+    """The positions table's bracket columns (:func:`pmrisk.engine.binance.position_columns`),
+    null on the ``unallocated`` rows."""
+    from .engine.binance import position_columns
+    cols = {}
+    for name, v in position_columns(out).items():
+        arr = v if isinstance(v, pa.Array) else pa.array(v)
+        cols[name] = pa.concat_arrays([arr, pa.nulls(n_other, arr.type)])
+    return cols
 
 
 def margin_ratio(equity, mm):

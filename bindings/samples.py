@@ -641,3 +641,60 @@ def prices(days=365, seed=0, step_hours=4, start=PRICES_START):
         "time": pa.array(np.repeat(times, 3), pa.timestamp("ns", tz="UTC")),
         "underlying": pa.array(names * n, pa.string()),
         "index_price": pa.array(np.round(np.exp(logp).ravel(), 6), pa.float64())})
+
+
+def futures_book(n_accounts=6, seed=0, valuation_time=DEMO_TIME):
+    """A deterministic futures-only book for bracket models (``binance_um``): Binance's
+    BTCUSDT (USDⓈ-M perpetual, 1 BTC per contract) and BTCUSD_PERP (COIN-M perpetual, 100 USD
+    per contract), the symbols whose ladders pmrisk ships; balances in USDT and BTC, some
+    accounts borrowing (negative amounts: margin loans).  Notionals span the first few
+    brackets, one account reaching well into the ladder.
+
+    Returns the keyword arguments of :func:`pmrisk.margin` (``positions``, ``instruments``,
+    ``market``, ``index``, ``balances``) plus ``valuation_time``.
+
+    >>> import pmrisk
+    >>> from pmrisk.samples import futures_book
+    >>> b = futures_book()
+    >>> b["positions"].num_rows, sorted(set(b["instruments"]["kind"].to_pylist()))
+    (12, ['perpetual'])
+    >>> r = pmrisk.margin(**b, model="binance_um")
+    >>> r.accounts.num_rows
+    6
+    """
+    _check_args("futures_book", whole={"n_accounts": (n_accounts, 1, 1_000_000)}, seed=seed)
+    rng = np.random.default_rng(seed)
+    px = 66_000.0
+    instruments = pa.table({
+        "symbol": ["BTCUSDT", "BTCUSD_PERP"], "underlying": ["BTC", "BTC"],
+        "kind": ["perpetual", "perpetual"], "settlement": ["linear", "inverse"],
+        "contract_size": [1.0, 100.0]})
+    market = pa.table({"symbol": ["BTCUSDT", "BTCUSD_PERP"],
+                       "mark_price": [px * 1.0002, px * 0.9998]})
+    index = pa.table({"underlying": ["BTC"], "index_price": [px]})
+    acc, sym, qty, entry = [], [], [], []
+    b_acc, b_asset, b_amt = [], [], []
+    for a in range(n_accounts):
+        name = f"um-{a:05d}" if n_accounts > 99 else f"um-{a:02d}"
+        # USDⓈ-M notional from 20k USD to ~40M USD (log-uniform), COIN-M the opposite side
+        usd_m = float(np.exp(rng.uniform(np.log(2e4), np.log(4e7))))
+        side = 1.0 if rng.random() < 0.6 else -1.0
+        hedge = float(rng.uniform(0.5, 1.0))
+        q_um = round(side * usd_m / px, 3) or side * 0.001
+        q_cm = -side * max(1.0, round(hedge * usd_m / 100.0))
+        acc += [name, name]
+        sym += ["BTCUSDT", "BTCUSD_PERP"]
+        qty += [q_um, q_cm]
+        e = round(px * (1.0 - float(rng.uniform(-0.01, 0.01))), 1)     # one entry: a hedge
+        entry += [e, e]
+        lev = float(rng.uniform(2.0, 40.0))                 # notional / collateral
+        b_acc += [name, name]
+        b_asset += ["USDT", "BTC"]
+        borrow = rng.random() < 0.3
+        b_amt += [round(usd_m / lev, 2), round(-0.1 * usd_m / lev / px, 6) if borrow
+                  else round(0.2 * usd_m / lev / px, 6)]
+    positions = pa.table({"account": acc, "symbol": sym, "quantity": qty,
+                          "entry_price": entry})
+    balances = pa.table({"account": b_acc, "asset": b_asset, "amount": b_amt})
+    return {"positions": positions, "instruments": instruments, "market": market,
+            "index": index, "balances": balances, "valuation_time": valuation_time}

@@ -15,9 +15,10 @@ COIN-M ``N = |quantity * contract_size_usd / mark|`` (coin), so MM is in coin.
 """
 
 import numpy as np
-from numba import float64, int64, types
+from numba import float64, int64, prange, types
 
 from ._config import njit
+from .assemble import CHUNKS
 
 F8_1D = types.Array(float64, 1, "C", readonly=True)
 I8_1D = types.Array(int64, 1, "C", readonly=True)
@@ -101,3 +102,97 @@ def bracket_margin(notional, pos_ladder, floor, cap, mmr, cum, offsets):
                 mm[p] = n * mmr[b] - cum[b]
                 break
     return row, mm
+
+
+@njit
+def bracket_units_rows(sel, lo, hi, pu_start, pu_order, pos_instr, quantity, contract_size, mark,
+                       coin_margined, pos_ladder, leverage, floor, cap, mmr, cum, max_leverage,
+                       offsets, value, upnl, unit_mm, unit_im, notional, row, mm, im, finite):
+    """Rows ``sel[lo:hi]`` of :func:`bracket_units` (shared by the parallel and the serial
+    kernel)."""
+    for k in range(lo, hi):
+        u = sel[k]
+        s_mm = 0.0
+        s_im = 0.0
+        probe = 0.0
+        for j in range(pu_start[u], pu_start[u + 1]):
+            p = pu_order[j]
+            i = pos_instr[p]
+            if coin_margined[i]:
+                n = abs(quantity[p] * contract_size[i] / mark[i])
+            else:
+                n = abs(quantity[p] * contract_size[i] * mark[i])
+            notional[p] = n
+            r = -1
+            lad = pos_ladder[p]
+            first = offsets[lad]
+            if n >= 0.0:
+                for b in range(first, offsets[lad + 1]):
+                    if n <= cap[b] and (n > floor[b] or b == first and n == floor[b]):
+                        r = b
+                        break
+            row[p] = r
+            if r < 0:
+                m = np.nan
+                i_m = np.nan
+            else:
+                m = n * mmr[r] - cum[r]
+                lev = leverage[p] if leverage[p] > 0.0 else max_leverage[r]
+                i_m = n / lev
+            mm[p] = m
+            im[p] = i_m
+            s_mm += m
+            s_im += i_m
+            probe += m * 0.0 + i_m * 0.0 + value[p] * 0.0 + upnl[p] * 0.0
+        unit_mm[u] = s_mm
+        unit_im[u] = s_im
+        finite[u] = 1.0 if probe + s_mm * 0.0 + s_im * 0.0 == 0.0 else 0.0
+
+
+@njit(parallel=True)
+def bracket_units(sel, pu_start, pu_order, pos_instr, quantity, contract_size, mark,
+                  coin_margined, pos_ladder, leverage, floor, cap, mmr, cum, max_leverage, offsets,
+                  value, upnl, unit_mm, unit_im, notional, row, mm, im, finite):
+    """Per selected unit (rows ``pu_order[pu_start[u]:pu_start[u+1]]`` are its positions):
+    each position's bracket notional (``coin_margined[instr]``: COIN-M, in coin; else USD),
+    bracket ``row`` in the flat ladders (-1: above the last cap, negative or NaN; then ``mm``
+    and ``im`` are NaN and the unit is flagged not finite), ``mm = N x mmr - cum`` and ``im =
+    N / leverage`` (the position's ``leverage`` when > 0, else the bracket's maximum), and the
+    unit's sums ``unit_mm``, ``unit_im``; ``finite[u]`` is 1.0 when every figure of the unit
+    and its positions (with ``value`` and ``upnl``) is finite.  Written in place.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> from pmrisk.kernel.brackets import bracket_units_serial
+    >>> f = lambda *a: np.array(a, dtype=np.float64)
+    >>> i8 = lambda *a: np.array(a, dtype=np.int64)
+    >>> out = [np.zeros(1), np.zeros(1), np.zeros(2), np.zeros(2, np.int64), np.zeros(2),
+    ...        np.zeros(2), np.zeros(1)]
+    >>> bracket_units_serial(i8(0), i8(0, 2), i8(0, 1), i8(0, 1), f(0.5, -100.0),
+    ...                      f(1.0, 100.0), f(60000.0, 25000.0), i8(0, 1), i8(0, 1), f(0.0, 0.0),
+    ...                      f(0.0, 0.0), f(5e4, 5.0), f(0.004, 0.004), f(0.0, 0.0),
+    ...                      f(125.0, 125.0), i8(0, 1, 2), np.zeros(2), np.zeros(2), *out)
+    >>> out[2].tolist(), np.round(out[4], 9).tolist(), out[0].tolist()
+    ([30000.0, 0.4], [120.0, 0.0016], [120.0016])
+    """
+    n = sel.shape[0]
+    chunks = min(n, CHUNKS)
+    for c in prange(chunks):
+        lo = c * n // chunks
+        hi = (c + 1) * n // chunks
+        bracket_units_rows(sel, lo, hi, pu_start, pu_order, pos_instr, quantity, contract_size,
+                           mark, coin_margined, pos_ladder, leverage, floor, cap, mmr, cum,
+                           max_leverage, offsets, value, upnl, unit_mm, unit_im, notional, row,
+                           mm, im, finite)
+
+
+@njit
+def bracket_units_serial(sel, pu_start, pu_order, pos_instr, quantity, contract_size, mark,
+                         coin_margined, pos_ladder, leverage, floor, cap, mmr, cum, max_leverage,
+                         offsets, value, upnl, unit_mm, unit_im, notional, row, mm, im, finite):
+    """:func:`bracket_units` on one thread (small selections: no thread wake-up)."""
+    bracket_units_rows(sel, 0, sel.shape[0], pu_start, pu_order, pos_instr, quantity,
+                       contract_size, mark, coin_margined, pos_ladder, leverage, floor, cap, mmr,
+                       cum, max_leverage, offsets, value, upnl, unit_mm, unit_im, notional, row,
+                       mm, im, finite)

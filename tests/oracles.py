@@ -743,3 +743,27 @@ def okx_unit_charges(sel, pu_start, pu_order, pos_instr, q, pos_group, kind, set
         lo6 = w6[c6] if c6 >= 0 else 0.0
         unit_out[u] = [-lo1, max(-mr2, 0.0), mr3_rate * mr3, mr4 + unit_basis[u] * basis,
                        mr5_rate * mr5, max(-lo6, 0.0), mr7, d.sum(), c1, c6]
+
+
+# -- pmrisk.kernel.brackets.bracket_units: the binance_um phase, as numpy ----------------------
+
+def bracket_units(sel, pu_start, pu_order, pos_instr, quantity, contract_size, mark,
+                  coin_margined, pos_ladder, leverage, floor, cap, mmr, cum, max_leverage,
+                  offsets):
+    """Per position (of the units ``sel``) notional, bracket row, MM and IM (NaN and -1 for
+    positions not in ``sel``); per unit of ``sel`` the sums of MM and IM (NaN elsewhere)."""
+    group = _members(pu_start, pu_order, len(quantity))
+    sel = np.asarray(sel, dtype=np.int64)
+    inside = np.isin(group, sel)
+    i = np.asarray(pos_instr)
+    n = bracket_notional(quantity, contract_size[i], mark[i], coin_margined[i])
+    row, mm = bracket_margin(n, pos_ladder, floor, cap, mmr, cum, offsets)
+    lev = np.where(leverage > 0, leverage, max_leverage[np.maximum(row, 0)])
+    im = np.where(row >= 0, n / lev, np.nan)
+    n_units = len(pu_start) - 1
+    unit_mm, unit_im = np.full(n_units, np.nan), np.full(n_units, np.nan)
+    for u in sel:
+        unit_mm[u] = mm[group == u].sum()
+        unit_im[u] = im[group == u].sum()
+    return (unit_mm, unit_im, np.where(inside, n, np.nan), np.where(inside, row, -1),
+            np.where(inside, mm, np.nan), np.where(inside, im, np.nan))

@@ -15,7 +15,9 @@ from pmrisk import MarginError, samples
 from pmrisk.cli import commands as cli
 from pmrisk.model import presets as P
 
-PRESETS = sorted(set(("standard", "deribit_pme", "span", "binance_pm_pro")) | set(P.names()))
+# bracket presets (binance_um) margin futures only, not this options book: tests/test_binance_um.py
+PRESETS = sorted(set(("standard", "deribit_pme", "span", "binance_pm_pro")) | {
+    n for n in P.names() if pmrisk.Model.preset(n)["margin_rules"] != "brackets"})
 FIGURES = ("equity", "maintenance_margin", "initial_margin", "margin_ratio")
 ACCOUNT = "hedged-calendar"
 AT = "2024-06-17T08:00:05Z"

@@ -61,14 +61,15 @@ def _demo(args):
     from ..engine.liquidation import liquidation_plan
     from ..engine.margin import margin
     from ..model.model import Model
-    b = samples.demo_book()
+    model = Model.coerce(args.model)
+    # bracket models margin futures only: their demo book has no options
+    b = samples.futures_book() if model["margin_rules"] == "brackets" else samples.demo_book()
     vt = b.pop("valuation_time")
     t0 = time.perf_counter()
     r = margin(**b, model=args.model, valuation_time=vt)
     first = time.perf_counter() - t0
     r2 = margin(**b, model=args.model, valuation_time=vt)
     n_pos = b["positions"].num_rows
-    model = Model.coerce(args.model)
     print(f"pmrisk demo: {r.accounts.num_rows} accounts, {n_pos} positions, model "
           f"{model.name or args.model}, valued at {vt}\n")
     report(r)
@@ -258,8 +259,9 @@ def main(argv=None):
     sub = p.add_subparsers(dest="cmd", required=True)
     d = sub.add_parser("demo", help="margin the embedded sample book and print a report")
     d.add_argument("--model", default="standard",
-                   help="preset name (standard, binance_pm_pro, deribit_pme, span) or TOML "
-                        "file (default standard)")
+                   help="preset name (standard, binance_pm_pro, binance_um, deribit_pme, span) "
+                        "or TOML file (default standard; binance_um margins a futures-only "
+                        "sample book)")
     d.add_argument("--monitor", action="store_true",
                    help="replay an embedded BTC crash (-25 %% in 5 minutes) through a real-time "
                         "monitor: accounts cross every warning level, two reach liquidation "

@@ -37,6 +37,7 @@ from pmrisk.kernel.volshock import okx_shocked_vols, shocked_vols
 
 from ..io.arrow import codes, kernel_args, sum_by
 from . import okx
+from .binance import bracket_phase, lay_out_brackets, loan_mmr
 from .correlated import run_joint
 from .excluded import Standalone, excluded_instruments, standalone_margin
 from ..model.model import collateral_value
@@ -79,7 +80,7 @@ class Params:
     absolute_vol_shock: np.ndarray      # bool[n_types]
     coin_settled: np.ndarray            # bool[n_types]: settled in its own underlying
     und_row: np.ndarray                 # int64[n_types]: row of the scenario arrays
-    margin_rules: str = "scenario"
+    margin_rules: str = "scenario"      # "okx": okx_pm's phases; "brackets": binance_um's
     okx_vol: tuple = ()                 # (type, up nodes, down nodes) with vol_shock "okx"
 
 
@@ -91,7 +92,7 @@ def resolve(model, units):
     return Params(
         rate=float(model["rate"]), risk_multiplier=float(model["risk_multiplier"]),
         mm_factor=float(model["mm_factor"]), im_factor=float(model["im_factor"]),
-        loan_mmr=float(model["loan_mmr"]), cross_unit=model["cross_unit"],
+        loan_mmr=loan_mmr(model), cross_unit=model["cross_unit"],
         tail_mode=model["tail_mode"], thresholds=model["thresholds"],
         collateral=model["collateral"], per_type=per,
         absolute_vol_shock=np.array([model.underlying(u)["vol_shock"] == "absolute"
@@ -285,6 +286,8 @@ class PositionFigures:
     excluded_margin: np.ndarray         # its standalone margin (0 unless excluded)
     portfolio_delta: np.ndarray         # delta left in the portfolio (0 when excluded)
     own_loss: np.ndarray                # its loss in the scenario that sets the margin
+    notional: np.ndarray                # bracket notional (margin_rules "brackets")
+    bracket_row: np.ndarray             # its bracket's row in the flat ladders (int64)
 
 
 @dataclass
@@ -328,6 +331,7 @@ class Layout:
     coin_settled: np.ndarray
     excluded_instr: np.ndarray          # bool per instrument: excluded by the model
     excluded_any: bool                  # some position or order is on an excluded instrument
+    brackets: object = None             # BracketLayout (margin_rules "brackets")
 
 
 @dataclass
@@ -423,7 +427,8 @@ def lay_out(book, model, rv, keep_vectors=True):
         threshold_usd=per["delta_total_liq_shock_threshold"][utype], m_inc=per["m_inc"][utype],
         max_delta_shock=per["max_delta_shock"][utype],
         coin_settled=params.coin_settled[utype], excluded_instr=excl_instr,
-        excluded_any=excluded_any)
+        excluded_any=excluded_any,
+        brackets=lay_out_brackets(book, model) if params.margin_rules == "brackets" else None)
     width = rv.scen.price_shock.shape[1]
     keep = bool(keep_vectors or params.cross_unit == "correlated"
                 or params.margin_rules == "okx")
@@ -432,7 +437,8 @@ def lay_out(book, model, rv, keep_vectors=True):
                   scenario_vol_state=np.full(n_units, -1, np.int64),
                   vectors=np.zeros((n_kept, width)), weighted=np.zeros((n_kept, width)),
                   mmp_margin=layout.mmp.copy())
-    position = _zeros(PositionFigures, n_pos, excluded=excl)
+    position = _zeros(PositionFigures, n_pos, excluded=excl,
+                      bracket_row=np.zeros(n_pos, np.int64))
     account = _zeros(AccountFigures, n_acc)
     out = Outcome(
         book=book, units=units, scen=rv.scen, params=params, rev=rv, layout=layout,
@@ -464,12 +470,15 @@ def compute(out, model, rows=None, instruments=None, units=None, accounts=None,
     ``balances`` rows (int64 index arrays; None: all).  Under ``cross_unit = "correlated"``,
     with excluded instruments, or for a partial selection the caller must pass every unit of
     the accounts it selects (the Monitor does)."""
-    book, lay, p, uf = out.book, out.layout, out.params, out.unit
+    book, p = out.book, out.params
     sel = np.arange(len(out.units), dtype=np.int64) if units is None else \
         np.ascontiguousarray(units, dtype=np.int64)
     units = out.units
     rv = out.rev
     # -- 1. revalue ------------------------------------------------------------------------
+    brackets = p.margin_rules == "brackets"
+    if brackets:                        # brackets have no scenarios: instr_pnl stays zero
+        rows = _EMPTY_I
     if rows is None:                    # every row, at the marks rv.args were built from
         out.instr_pnl = K.instrument_pnl(*rv.args)
     elif len(rows):
@@ -492,6 +501,27 @@ def compute(out, model, rows=None, instruments=None, units=None, accounts=None,
             out.instr_greeks[:, i] = g
     # -- 2. units --------------------------------------------------------------------------
     _phase("unit_figures", sel)(sel, *phase_arguments(out, "unit_figures"))
+    if brackets:                        # 3-5 under "brackets": pmrisk.engine.binance
+        bracket_phase(out, sel, len(sel) >= PARALLEL_MIN)
+    else:
+        _scenario_margins(out, model, sel)
+    # -- 6. accounts -----------------------------------------------------------------------
+    bal = np.arange(len(book.bal_amount)) if balances is None else balances
+    if len(bal):
+        coll, usd = collateral_usd(book, p, bal)
+        out.collateral_usd[bal] = coll
+        out.balance_usd[bal] = usd
+    acc = np.arange(len(book.accounts), dtype=np.int64) if accounts is None else \
+        np.ascontiguousarray(accounts, dtype=np.int64)
+    _phase("account_figures", acc)(acc, *phase_arguments(out, "account_figures"))
+    if out.okx is not None:
+        okx.account_phase(out, model, acc)      # okx_pm: MR8, liquidation cost
+    return out
+
+
+def _scenario_margins(out, model, sel):
+    """Phases 3-5 of the scenario rules over the units ``sel``."""
+    lay, p, uf = out.layout, out.params, out.unit
     # -- 3. excluded instruments -----------------------------------------------------------
     if lay.excluded_any:
         _excluded(out, model)
@@ -505,18 +535,6 @@ def compute(out, model, rows=None, instruments=None, units=None, accounts=None,
     _phase("unit_margins", sel)(sel, *phase_arguments(out, "unit_margins", own_from_binding))
     if out.okx is not None:             # okx_pm: MR1-MR9, MMR, IMR set the units' margins
         okx.unit_phase(out, model, sel)
-    # -- 6. accounts -----------------------------------------------------------------------
-    bal = np.arange(len(book.bal_amount)) if balances is None else balances
-    if len(bal):
-        coll, usd = collateral_usd(book, p, bal)
-        out.collateral_usd[bal] = coll
-        out.balance_usd[bal] = usd
-    acc = np.arange(len(book.accounts), dtype=np.int64) if accounts is None else \
-        np.ascontiguousarray(accounts, dtype=np.int64)
-    _phase("account_figures", acc)(acc, *phase_arguments(out, "account_figures"))
-    if out.okx is not None:
-        okx.account_phase(out, model, acc)      # okx_pm: MR8, liquidation cost
-    return out
 
 
 def _phase(kernel, sel):

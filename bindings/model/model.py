@@ -68,6 +68,12 @@ TOP_PARAMS = {
     "max_memory_gb": Param("float", 0.001, 1e6, unit="GB"),
     "max_iv": Param("float", 0.01, 100.0, unit="decimal vol"),
     "margin_rules": _choice("scenario", "okx", "brackets"),
+    # binance_um
+    "margin_leverage": _choice("off", "3x", "5x", "10x"),
+    "loan_mmr_3x": Param("float", 0.0, 1.0),
+    "loan_mmr_5x": Param("float", 0.0, 1.0),
+    "loan_mmr_10x": Param("float", 0.0, 1.0),
+    "brackets_as_of": Param("str"),
 }
 
 # Every per-underlying parameter ([BTC], [default_underlying]).
@@ -460,6 +466,29 @@ class Model:
         rows = rows_from_table(as_table(scenarios, "scenarios"))
         return self.with_overrides({"scenarios": rows})
 
+    def with_brackets(self, response, *, symbol=None, underlying=None):
+        """A new model with your own bracket ladders (``margin_rules = "brackets"``,
+        ``binance_um``): ``response`` is Binance's leverage-bracket response (``symbol,
+        bracket, initialLeverage, notionalCap, notionalFloor, maintMarginRatio, cum``; COIN-M
+        ``qtyCap, qtyFloor``) as a table, a list of dicts or the endpoints' nested JSON.  A
+        symbol's ladder replaces the model's earlier one; with ``underlying``, the ladder is
+        that underlying's default (for symbols without a ladder of their own).  A bad ladder
+        is a :class:`MarginError` naming the (symbol, bracket) row.
+
+        >>> from pmrisk.model.model import Model
+        >>> m = Model.preset("standard").with_brackets(
+        ...     [{"symbol": "SOLUSDT", "bracket": 1, "initialLeverage": 20,
+        ...       "notionalFloor": 0, "notionalCap": 1e6, "maintMarginRatio": 0.025}])
+        >>> m["brackets"][0]["symbol"], m["brackets"][0]["cum"]
+        ('SOLUSDT', 0.0)
+        """
+        from ..venues.brackets import binance_rows
+        rows = binance_rows(response, symbol=symbol, underlying=underlying)
+        key = "underlying" if underlying is not None else "symbol"
+        new = {r[key] for r in rows}
+        kept = [r for r in self._p["brackets"] if r.get(key) not in new]
+        return self.with_overrides({"brackets": kept + rows})
+
     # -- access ---------------------------------------------------------------------------
     def __getitem__(self, key):
         return self._p[key]
@@ -518,7 +547,7 @@ def _validate(p):
         if not isinstance(p.get(key), dict):
             raise _err(key, f"a table (dict) of parameters, got {p.get(key)!r}")
     for key, value in p.items():
-        if key in _SECTIONS or key in ("scenarios", "preset"):
+        if key in _SECTIONS or key in ("scenarios", "preset", "brackets"):
             continue
         if key in TOP_PARAMS:
             p[key] = check_param(key, TOP_PARAMS[key], value)
@@ -587,6 +616,9 @@ def _validate(p):
     if p.get("scenarios") is not None:
         from .scenario_table import validate_rows
         validate_rows(p["scenarios"])
+    if p["brackets"] or p["brackets_as_of"] != "snapshot":      # binance_um
+        from ..venues.brackets import check_model_brackets
+        check_model_brackets(p)
 
 
 def _validate_underlying(name, section):

@@ -113,6 +113,16 @@ TOP_DEFAULTS = {
     "mr7_option_fee_cap": 0.125,
     "mr9_tiers": [[0.0, 1e6, 0.0075], [1e6, 5e6, 0.0175], [5e6, INF, 0.025]],
     "quote_from_symbol": True,
+    # binance_um
+    "margin_leverage": "off",        # "3x" | "5x" | "10x": margin-loan MMR loan_mmr_<lev>
+    "loan_mmr_3x": 0.10,             # Binance margin-loan MMR by margin leverage
+    "loan_mmr_5x": 0.08,
+    "loan_mmr_10x": 0.05,
+    "brackets": [],                  # your own ladders: rows of Binance's leverage-bracket
+                                     # response (symbol, bracket, initialLeverage, ...)
+    "brackets_as_of": "snapshot",    # "YYYY-MM-DD": the shipped ladders in force that day;
+                                     # "snapshot": at each snapshot's time (timed books),
+                                     # the latest (untimed books)
 }
 
 

@@ -520,3 +520,121 @@ def _margin(notional, pos_ladder, ladders):
     flat = _packed(ladders)
     return bracket_margin(*kernel_args(notional, pos_ladder, flat["floor"], flat["cap"],
                                        flat["mmr"], flat["cum"], flat["offsets"]))
+
+
+# -- ladders in a model (binance_um) --------------------------------------------------------------
+
+def model_ladders(rows):
+    """A model's own ladders (its ``brackets`` key): rows in the shape of Binance's
+    leverage-bracket response, each with ``symbol`` (that symbol's ladder) or ``underlying``
+    (the default ladder of that underlying for the rows' kind: USDⓈ-M with
+    ``notionalFloor``/``notionalCap``, COIN-M with ``qtyFloor``/``qtyCap``).
+
+    Returns ``(by_symbol, by_underlying)``: dicts of symbol and of ``(underlying, kind)`` to
+    :class:`BracketLadder`.  Every ladder goes through the one validation path
+    (:func:`ladders_from_binance`), so a bad row is a :class:`~pmrisk.MarginError` naming it.
+
+    Examples
+    --------
+    >>> from pmrisk.venues.brackets import model_ladders
+    >>> rows = [{"underlying": "ETH", "bracket": 1, "initialLeverage": 50,
+    ...          "notionalFloor": 0, "notionalCap": 1e6, "maintMarginRatio": 0.01}]
+    >>> sym, und = model_ladders(rows)
+    >>> sym, list(und)
+    ({}, [('ETH', 'usd_m')])
+    """
+    if not isinstance(rows, (list, tuple)) or not all(isinstance(r, dict) for r in rows):
+        raise MarginError("model", "brackets", "a list of bracket rows (dicts in the shape of "
+                          "Binance's leverage-bracket response)", hint="Use "
+                          "Model.with_brackets(table) to load a leverage-bracket response")
+    by_symbol, by_underlying = {}, {}
+    groups = {}
+    for r in rows:
+        keyed = "symbol" if "symbol" in r else "underlying"
+        kind = "coin_m" if ("qtyFloor" in r or "qtyCap" in r) else "usd_m"
+        groups.setdefault((keyed, kind), []).append(r)
+    for (keyed, kind), group in groups.items():
+        if keyed == "underlying":
+            bad = [i for i, r in enumerate(group) if not isinstance(r.get("underlying"), str)]
+            if bad:
+                raise MarginError("model", "brackets", "a symbol or an underlying name on "
+                                  "every bracket row", rows=[(i,) for i in bad[:5]],
+                                  keys=("row",))
+            group = [dict({k: v for k, v in r.items() if k != "underlying"},
+                          symbol=r["underlying"]) for r in group]
+        found = ladders_from_binance(group)
+        for name, lad in found.items():
+            if keyed == "symbol":
+                by_symbol[name] = lad
+            else:
+                by_underlying[(name, kind)] = lad
+    return by_symbol, by_underlying
+
+
+def check_model_brackets(params):
+    """Validate a model's ``brackets`` rows and ``brackets_as_of`` (called when a model is
+    built): a bad row or date is a :class:`~pmrisk.MarginError` naming it."""
+    model_ladders(params["brackets"])
+    when = params["brackets_as_of"]
+    if when != "snapshot":
+        try:
+            _dt.date.fromisoformat(when)
+        except (TypeError, ValueError):
+            raise MarginError("model", "brackets_as_of", "\"snapshot\" or a date "
+                              f"\"YYYY-MM-DD\", got {when!r}") from None
+
+
+def shipped_for(symbol):
+    """The shipped ladders of ``symbol``, oldest first, and the instants (int64 ns, UTC) they
+    are in force from (an undated ladder: the beginning of time); empty when pmrisk ships
+    none for it.
+
+    >>> from pmrisk.venues.brackets import shipped_for
+    >>> lads, since = shipped_for("BTCUSDT")
+    >>> [lad.effective for lad in lads], since.tolist()
+    (['2021-03-18', '2025'], [1616025600000000000, 1735689600000000000])
+    """
+    known = [lad for lad in _shipped() if lad.symbol == symbol]
+    return known, np.array([_effective_ns(lad.effective) for lad in known], dtype=np.int64)
+
+
+def packed(ladders):
+    """The ladders as one set of flat read-only arrays ``floor, cap, mmr, cum, max_leverage``
+    plus ``offsets`` (ladder ``k`` is rows ``offsets[k]:offsets[k+1]``): the layout of
+    :func:`pmrisk.kernel.brackets.bracket_margin`."""
+    if not ladders:
+        z = np.zeros(0)
+        return {"floor": z, "cap": z, "mmr": z, "cum": z, "max_leverage": z,
+                "offsets": np.zeros(1, dtype=np.int64)}
+    return _packed(ladders)
+
+
+def binance_rows(response, *, symbol=None, underlying=None):
+    """A leverage-bracket response (any shape :func:`ladders_from_binance` reads) as validated
+    rows for a model's ``brackets`` key: one dict per bracket in Binance's flat shape, ``cum``
+    rebuilt.  With ``underlying``, the (single) ladder becomes that underlying's default
+    ladder for its kind (rows keyed by ``underlying`` instead of ``symbol``).
+
+    Examples
+    --------
+    >>> from pmrisk.venues.brackets import binance_rows
+    >>> rows = binance_rows([{"bracket": 1, "initialLeverage": 20, "notionalFloor": 0,
+    ...                       "notionalCap": 1e6, "maintMarginRatio": 0.025}], symbol="SOLUSDT")
+    >>> rows[0]["symbol"], rows[0]["cum"]
+    ('SOLUSDT', 0.0)
+    """
+    found = ladders_from_binance(response, symbol=symbol or underlying or "default")
+    if underlying is not None and len(found) != 1:
+        raise MarginError("brackets", "symbol", "one ladder for an underlying's default, got "
+                          f"{len(found)} ({', '.join(found)})")
+    out = []
+    for name, lad in found.items():
+        lo, hi = (("notionalFloor", "notionalCap") if lad.kind == "usd_m"
+                  else ("qtyFloor", "qtyCap"))
+        for b in range(len(lad.floor)):
+            row = {"underlying": underlying} if underlying is not None else {"symbol": name}
+            row.update({"bracket": b + 1, "initialLeverage": float(lad.max_leverage[b]),
+                        lo: float(lad.floor[b]), hi: float(lad.cap[b]),
+                        "maintMarginRatio": float(lad.mmr[b]), "cum": float(lad.cum[b])})
+            out.append(row)
+    return out

@@ -1,0 +1,580 @@
+"""The binance_um preset (margin_rules = "brackets") through the one engine: per-position
+bracket MM of USDⓈ-M and COIN-M futures, margin loans, uniMMR and the PM Pro bands; the
+published Binance cases reproduced through pmrisk.margin() on constructed books (the method,
+never fitted numbers); margin(), Monitor and backtest agree; dated ladders per snapshot."""
+
+import json
+import pathlib
+
+import numpy as np
+import pyarrow as pa
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+import oracles
+import pmrisk
+from pmrisk import samples
+from pmrisk.io.arrow import kernel_args
+from pmrisk.kernel.brackets import bracket_units, bracket_units_serial
+from pmrisk.model.model import Model
+from pmrisk.venues import brackets as B
+
+REF = pathlib.Path(__file__).parent / "reference"
+UM = "binance_um"
+VT = "2024-06-17T08:00:00Z"
+
+
+def ref(name):
+    return json.loads((REF / f"{name}.json").read_text())
+
+
+INSTRUMENTS = pa.table({
+    "symbol": ["BTCUSDT", "BTCUSD_PERP", "ETHUSDT", "BTC-28JUN24-70000-C", "BTC-SPOT"],
+    "underlying": ["BTC", "BTC", "ETH", "BTC", "BTC"],
+    "kind": ["perpetual", "perpetual", "perpetual", "option", "spot"],
+    "settlement": ["linear", "inverse", "linear", "inverse", "linear"],
+    "contract_size": [1.0, 100.0, 1.0, 1.0, 1.0],
+    "expiry": pa.array([None, None, None, 1719561600 * 10**9, None], pa.timestamp("ns", "UTC")),
+    "strike": [None, None, None, 70_000.0, None],
+    "option_type": [None, None, None, "call", None],
+})
+
+
+def book(rows, mark=50_000.0, index=None, balances=None, eth_mark=3_000.0):
+    """Positions ``rows`` ((account, symbol, quantity[, entry]) tuples) on INSTRUMENTS."""
+    pos = pa.table({"account": [r[0] for r in rows], "symbol": [r[1] for r in rows],
+                    "quantity": [float(r[2]) for r in rows],
+                    "entry_price": pa.array([r[3] if len(r) > 3 else None for r in rows],
+                                            pa.float64())})
+    market = pa.table({"symbol": INSTRUMENTS["symbol"],
+                       "mark_price": [mark, mark, eth_mark, 0.05, mark],
+                       "mark_iv": [None, None, None, 0.6, None]})
+    idx = pa.table({"underlying": ["BTC", "ETH"],
+                    "index_price": [mark if index is None else index, eth_mark]})
+    bal = balances if balances is not None else pa.table(
+        {"account": sorted({r[0] for r in rows}),
+         "asset": ["USDT"] * len({r[0] for r in rows}),
+         "amount": [1e9] * len({r[0] for r in rows})})
+    return dict(positions=pos, instruments=INSTRUMENTS, market=market, index=idx,
+                balances=bal, valuation_time=VT)
+
+
+def by_symbol(result):
+    return {r["symbol"]: r for r in result.positions.to_pylist() if r["symbol"] != "unallocated"}
+
+
+# -- the reference cases through margin() -----------------------------------------------------
+
+def _coinm_response():
+    return [{"symbol": "BTCUSD_PERP", "bracket": r["bracket"], "initialLeverage":
+             r["max_leverage"], "qtyFloor": r["floor"], "qtyCap": r["cap"],
+             "maintMarginRatio": r["mmr"], "cum": r["cum"]}
+            for r in ref("binance_coinm_btcusd")["brackets_btc"]]
+
+
+COINM_CASES = ref("binance_coinm_btcusd")["cases"]
+
+
+@pytest.mark.parametrize("model", ["shipped", "loaded"])
+@pytest.mark.parametrize("case", COINM_CASES, ids=[c["what"] for c in COINM_CASES])
+def test_coinm_reference_through_margin(case, model):
+    """COIN-M: N = |contracts x 100 USD / mark| BTC, MM = N x mmr - cum (BTC) in the BTC/BTC
+    unit, times the index in USD; the ladder shipped or loaded from the reference's rows."""
+    tol = ref("binance_coinm_btcusd")["tolerance"]
+    exp = case["expected"]
+    mark = case["inputs"].get("mark_price", 25_000.0)
+    if "contracts" in case["inputs"]:
+        contracts = case["inputs"]["contracts"]
+    else:                                   # a notional in BTC: contracts of 100 USD
+        contracts = case["inputs"]["notional_btc"] * mark / 100.0
+    m = Model.preset(UM) if model == "shipped" else \
+        Model.preset(UM).with_brackets(_coinm_response())
+    r = pmrisk.margin(**book([("a", "BTCUSD_PERP", -contracts)], mark=mark), model=m)
+    p = by_symbol(r)["BTCUSD_PERP"]
+    assert p["mmr"] == exp["mmr"]
+    if "cum" in exp:
+        assert p["maintenance_amount"] == pytest.approx(exp["cum"], rel=1e-12)
+    if "notional_btc" in exp:
+        assert p["notional"] == pytest.approx(exp["notional_btc"], rel=tol["rel"])
+    mm_btc = exp["maintenance_margin_btc"]
+    assert p["mm_contribution"] == pytest.approx(mm_btc, rel=tol["rel"], abs=tol["abs"])
+    unit = r.units.to_pylist()[0]
+    assert unit["unit"] == "BTC/BTC"
+    assert unit["maintenance_margin"] == pytest.approx(mm_btc, rel=tol["rel"], abs=tol["abs"])
+    acc = r.accounts.to_pylist()[0]
+    assert acc["maintenance_margin"] == pytest.approx(mm_btc * mark, rel=1e-12)
+
+
+USDM = ref("binance_usdm_btcusdt_brackets")
+
+
+def _usdm_model(ladder, how):
+    if how == "shipped":
+        as_of = "2022-01-01" if ladder == "2021-03-18" else "snapshot"
+        return Model.preset(UM).with_overrides({"brackets_as_of": as_of})
+    rows = [dict(r, symbol="BTCUSDT") for r in USDM["ladders"][ladder]]
+    return Model.preset(UM).with_brackets(rows)
+
+
+@pytest.mark.parametrize("how", ["shipped", "loaded"])
+@pytest.mark.parametrize("case", USDM["cases"],
+                         ids=[f"{c['ladder']}-{c['notional_usd']:.0f}" for c in USDM["cases"]])
+def test_usdm_reference_through_margin(case, how):
+    """USDⓈ-M: N = |quantity x 1 BTC x mark| USD, MM = N x mmr - cum, one account per case."""
+    tol = USDM["tolerance"]
+    mark = 50_000.0
+    q = case["notional_usd"] / mark
+    r = pmrisk.margin(**book([("a", "BTCUSDT", q)], mark=mark),
+                      model=_usdm_model(case["ladder"], how))
+    want = case["expected_maintenance_margin_usd"]
+    p = by_symbol(r)["BTCUSDT"]
+    assert p["notional"] == pytest.approx(case["notional_usd"], rel=1e-15)
+    assert p["mm_contribution_usd"] == pytest.approx(want, rel=tol["rel"], abs=tol["abs"])
+    assert r.accounts["maintenance_margin"][0].as_py() == pytest.approx(
+        want, rel=tol["rel"], abs=tol["abs"])
+    if how == "shipped":
+        assert p["ladder_effective"] == ("2021-03-18" if case["ladder"] == "2021-03-18"
+                                         else "2025")
+
+
+# -- a hand-computed account: USDⓈ-M + COIN-M + a margin loan + a haircut ----------------------
+
+def test_hand_computed_account():
+    """BTC index 60,000; ETH 3,000.
+    BTCUSDT +10 @ entry 50,000, mark 60,000: N = 600,000 USD, 2025 ladder bracket 2:
+        MM = 600,000 x 0.005 - 300 = 2,700; uPnL = 10 x 10,000 = 100,000; IM = N/100 = 6,000.
+    BTCUSD_PERP -1,000 x 100 USD @ entry 50,000, mark 60,000: N = 100,000/60,000 BTC,
+        bracket 1: MM = N x 0.004 BTC = 400 USD; uPnL = -100,000 x (1/50,000 - 1/60,000) BTC
+        = -20,000 USD; IM = N/125 BTC = 800 USD.
+    Balances: USDT 100,000; ETH 10 at a 0.95 collateral rate (28,500; actual 30,000);
+        BTC -2 (a loan of 120,000 USD): loan MM = 0.10 x 120,000 = 12,000 (3x margin leverage).
+    equity = 100,000 + 28,500 - 120,000 + 100,000 - 20,000 = 88,500 (actual 90,000);
+    MM = 2,700 + 400 + 12,000 = 15,100; uniMMR = 88,500 / 15,100."""
+    bal = pa.table({"account": ["a"] * 3, "asset": ["USDT", "ETH", "BTC"],
+                    "amount": [100_000.0, 10.0, -2.0]})
+    b = book([("a", "BTCUSDT", 10, 50_000.0), ("a", "BTCUSD_PERP", -1_000, 50_000.0)],
+             mark=60_000.0, balances=bal)
+    m = Model.preset(UM).with_overrides({"collateral": {"ETH": {"rate": 0.95}}})
+    r = pmrisk.margin(**b, model=m)
+    acc = r.accounts.to_pylist()[0]
+    assert acc["equity"] == pytest.approx(88_500.0, rel=1e-12)
+    assert acc["actual_equity"] == pytest.approx(90_000.0, rel=1e-12)
+    assert acc["loan_maintenance_margin"] == pytest.approx(12_000.0, rel=1e-12)
+    assert acc["maintenance_margin"] == pytest.approx(15_100.0, rel=1e-12)
+    assert acc["margin_ratio"] == pytest.approx(88_500.0 / 15_100.0, rel=1e-12)
+    assert acc["status"] == "normal"
+    # IM = sum N / max leverage (+ the loan's MM, as the engine charges loans in IM too)
+    assert acc["initial_margin"] == pytest.approx(6_000.0 + 800.0 + 12_000.0, rel=1e-12)
+    pos = by_symbol(r)
+    assert pos["BTCUSDT"]["mm_contribution"] == pytest.approx(2_700.0, rel=1e-12)
+    assert pos["BTCUSDT"]["unrealised_pnl"] == pytest.approx(100_000.0, rel=1e-12)
+    assert pos["BTCUSD_PERP"]["mm_contribution_usd"] == pytest.approx(400.0, rel=1e-12)
+    assert pos["BTCUSD_PERP"]["unrealised_pnl_usd"] == pytest.approx(-20_000.0, rel=1e-12)
+    # contributions (positions + the loans' unallocated row) sum to the account's MM
+    total = sum(x["mm_contribution_usd"] for x in r.positions.to_pylist())
+    assert total == pytest.approx(acc["maintenance_margin"], rel=1e-9)
+    # 10x margin leverage: the loan MMR is 0.05
+    r10 = pmrisk.margin(**b, model=m.with_overrides({"margin_leverage": "10x"}))
+    assert r10.accounts["loan_maintenance_margin"][0].as_py() == pytest.approx(6_000.0)
+
+
+@pytest.mark.parametrize("ratio,status", [(1.6, "normal"), (1.5, "normal"),
+                                          (1.4999, "warning_1"), (1.2, "warning_1"),
+                                          (1.1999, "warning_2"), (1.05, "warning_2"),
+                                          (1.0499, "margin_call"), (1.0, "margin_call"),
+                                          (0.9999, "liquidation")])
+def test_pm_pro_bands(ratio, status):
+    """uniMMR bands 1.50 / 1.20 / 1.05 / 1.00: equity set to ratio x MM (MM = 200 USD)."""
+    b = book([("a", "BTCUSDT", 1.0)], mark=50_000.0,
+             balances=pa.table({"account": ["a"], "asset": ["USDT"], "amount": [200.0 * ratio]}))
+    acc = pmrisk.margin(**b, model=UM).accounts.to_pylist()[0]
+    assert acc["maintenance_margin"] == pytest.approx(200.0, rel=1e-12)
+    assert acc["status"] == status
+
+
+# -- what brackets do not margin: one MarginError naming the rows ------------------------------
+
+def test_options_and_spot_are_refused():
+    b = book([("a", "BTCUSDT", 1), ("a", "BTC-28JUN24-70000-C", -1), ("b", "BTC-SPOT", 2)])
+    with pytest.raises(pmrisk.MarginError) as err:
+        pmrisk.margin(**b, model=UM)
+    e = err.value
+    assert (e.table, e.column) == ("positions", "symbol")
+    assert e.rows == [("a", "BTC-28JUN24-70000-C"), ("b", "BTC-SPOT")]
+    assert "option" in str(e)
+
+
+def test_open_orders_are_refused():
+    b = book([("a", "BTCUSDT", 1)])
+    orders = pa.table({"account": ["a"], "order_id": ["o-1"], "symbol": ["BTCUSDT"],
+                       "quantity": [1.0], "price": [50_000.0]})
+    with pytest.raises(pmrisk.MarginError) as err:
+        pmrisk.margin(**b, open_orders=orders, model=UM)
+    assert (err.value.table, err.value.column, err.value.rows) == \
+        ("open_orders", "symbol", [("a", "o-1")])
+
+
+def test_symbol_without_a_ladder_says_how_to_fix_it():
+    with pytest.raises(pmrisk.MarginError) as err:
+        pmrisk.margin(**book([("a", "BTCUSDT", 1), ("a", "ETHUSDT", 5)]), model=UM)
+    e = err.value
+    assert (e.table, e.column, e.rows) == ("positions", "symbol", [("a", "ETHUSDT")])
+    assert "with_brackets" in str(e)
+
+
+def test_default_ladder_per_underlying_and_own_ladder():
+    eth = [{"bracket": 1, "initialLeverage": 100, "notionalFloor": 0, "notionalCap": 50_000,
+            "maintMarginRatio": 0.005},
+           {"bracket": 2, "initialLeverage": 75, "notionalFloor": 50_000,
+            "notionalCap": 250_000, "maintMarginRatio": 0.0065}]
+    b = book([("a", "ETHUSDT", 50)], eth_mark=3_000.0)          # N = 150,000 USD
+    m = Model.preset(UM).with_brackets(eth, underlying="ETH")
+    p = by_symbol(pmrisk.margin(**b, model=m))["ETHUSDT"]
+    assert p["bracket"] == 2 and p["maintenance_amount"] == pytest.approx(75.0)
+    assert p["mm_contribution"] == pytest.approx(150_000 * 0.0065 - 75.0, rel=1e-12)
+    assert p["ladder_effective"] == "model"
+    # a symbol's own ladder wins over the underlying's default
+    own = [dict(r, maintMarginRatio=0.01) for r in eth[:1]] + \
+        [dict(eth[1], maintMarginRatio=0.02)]
+    m2 = m.with_brackets(own, symbol="ETHUSDT")
+    p2 = by_symbol(pmrisk.margin(**b, model=m2))["ETHUSDT"]
+    assert p2["mm_contribution"] == pytest.approx(150_000 * 0.02 - 50_000 * 0.01, rel=1e-12)
+
+
+def test_bad_ladder_names_the_row():
+    rows = [dict(r, symbol="BTCUSDT") for r in USDM["ladders"]["2025"]]
+    rows[3] = dict(rows[3], cum=12_000.0 * (1 + 1e-8))
+    with pytest.raises(pmrisk.MarginError) as err:
+        Model.preset(UM).with_brackets(rows)
+    assert (err.value.table, err.value.column, err.value.rows) == \
+        ("brackets", "cum", [("BTCUSDT", 4)])
+    with pytest.raises(pmrisk.MarginError) as err:          # the same rows as a model key
+        Model.from_dict({"preset": UM, "brackets": rows})
+    assert (err.value.table, err.value.column) == ("brackets", "cum")
+
+
+@pytest.mark.parametrize("overrides,column", [
+    ({"brackets_as_of": "last tuesday"}, "brackets_as_of"),
+    ({"brackets": "BTCUSDT"}, "brackets"),
+    ({"margin_leverage": "4x"}, "margin_leverage"),
+    ({"loan_mmr_5x": 1.5}, "loan_mmr_5x"),
+])
+def test_bad_bracket_model_keys(overrides, column):
+    with pytest.raises(pmrisk.MarginError) as err:
+        Model.preset(UM).with_overrides(overrides)
+    assert (err.value.table, err.value.column) == ("model", column)
+
+
+def test_notional_above_the_last_cap_is_refused():
+    q = 1.9e9 / 50_000.0                                         # above the 1.8e9 cap (2025)
+    with pytest.raises(pmrisk.MarginError) as err:
+        pmrisk.margin(**book([("a", "BTCUSDT", 1), ("b", "BTCUSDT", q)]), model=UM)
+    assert (err.value.table, err.value.column, err.value.rows) == \
+        ("positions", "quantity", [("b", "BTCUSDT")])
+
+
+# -- hypothesis: the kernel equals its numpy twin; MM continuous and non-decreasing ----------
+
+@st.composite
+def phase_inputs(draw):
+    n_lad = draw(st.integers(1, 3))
+    floors, caps, mmrs, levs, sizes = [], [], [], [], []
+    for _ in range(n_lad):
+        k = draw(st.integers(1, 5))
+        widths = draw(st.lists(st.floats(1.0, 1e7), min_size=k, max_size=k))
+        cap = np.cumsum(widths)
+        floors.append(np.concatenate([[0.0], cap[:-1]]))
+        caps.append(cap)
+        mmrs.append(np.minimum(0.004 * np.cumprod(draw(st.lists(
+            st.sampled_from([1.0, 1.25, 2.0, 2.5]), min_size=k, max_size=k))), 1.0))
+        levs.append(np.array(draw(st.lists(st.sampled_from([1.0, 5.0, 20.0, 125.0]),
+                                           min_size=k, max_size=k))))
+        sizes.append(k)
+    lads = [B.ladder(list(zip(f, c, m, lv))) for f, c, m, lv in zip(floors, caps, mmrs, levs)]
+    flat = B.packed(lads)
+    n_units = draw(st.integers(1, 4))
+    n_instr = draw(st.integers(1, 4))
+    n_pos = draw(st.integers(0, 12))
+    pos_unit = np.array(draw(st.lists(st.integers(0, n_units - 1), min_size=n_pos,
+                                      max_size=n_pos)), dtype=np.int64)
+    start = np.concatenate([[0], np.cumsum(np.bincount(pos_unit, minlength=n_units))])
+    order = np.argsort(pos_unit, kind="stable")
+    pos_instr = np.array(draw(st.lists(st.integers(0, n_instr - 1), min_size=n_pos,
+                                       max_size=n_pos)), dtype=np.int64)
+    q = np.array(draw(st.lists(st.floats(-1e4, 1e4), min_size=n_pos, max_size=n_pos)))
+    cs = np.array(draw(st.lists(st.floats(0.01, 100.0), min_size=n_instr, max_size=n_instr)))
+    mark = np.array(draw(st.lists(st.floats(1.0, 1e5), min_size=n_instr, max_size=n_instr)))
+    coin = np.array(draw(st.lists(st.integers(0, 1), min_size=n_instr, max_size=n_instr)),
+                    dtype=np.int64)
+    pos_ladder = np.array(draw(st.lists(st.integers(0, n_lad - 1), min_size=n_pos,
+                                        max_size=n_pos)), dtype=np.int64)
+    lev = np.array(draw(st.lists(st.sampled_from([0.0, 0.0, 3.0, 10.0]), min_size=n_pos,
+                                 max_size=n_pos)))
+    sel = np.array(sorted(draw(st.sets(st.integers(0, n_units - 1), min_size=1))),
+                   dtype=np.int64)
+    return (sel, start.astype(np.int64), order.astype(np.int64), pos_instr, q, cs, mark, coin,
+            pos_ladder, lev, flat["floor"], flat["cap"], flat["mmr"], flat["cum"],
+            flat["max_leverage"], flat["offsets"])
+
+
+@given(phase_inputs(), st.booleans())
+def test_bracket_phase_kernel_agrees_with_oracle(args, parallel):
+    n_units, n_pos = len(args[1]) - 1, len(args[4])
+    outs = [np.full(n_units, np.nan), np.full(n_units, np.nan), np.full(n_pos, np.nan),
+            np.full(n_pos, -1, np.int64), np.full(n_pos, np.nan), np.full(n_pos, np.nan),
+            np.zeros(n_units)]
+    kernel = bracket_units if parallel else bracket_units_serial
+    kernel(*kernel_args(*args, np.zeros(n_pos), np.zeros(n_pos)), *outs)
+    want = oracles.bracket_units(*args)
+    for got, exp in zip(outs[:6], want):
+        np.testing.assert_allclose(got, exp, rtol=1e-12, atol=0, equal_nan=True)
+    sel = args[0]
+    unit_ok = ~np.isnan(want[0][sel])
+    assert (outs[6][sel] == np.where(unit_ok, 1.0, 0.0)).all()
+
+
+SHIPPED_2025 = B.binance_ladder("BTCUSDT")
+
+
+@settings(max_examples=30, deadline=None)
+@given(st.lists(st.floats(0.0, float(SHIPPED_2025.cap[-1])), min_size=1, max_size=8),
+       st.sampled_from(["2022-01-01", "snapshot"]))
+def test_engine_mm_continuous_at_edges_and_non_decreasing(notionals, as_of):
+    """Through margin(): one account per notional (every bracket edge, just either side of
+    it, and random notionals); MM is non-decreasing in notional and continuous at the edges."""
+    lad = B.binance_ladder("BTCUSDT", "2022-01-01" if as_of != "snapshot" else None)
+    edges = lad.cap[:-1]
+    ns = np.concatenate([edges, np.nextafter(edges, np.inf), np.nextafter(edges, 0.0),
+                         np.array(notionals) * float(lad.cap[-1] / SHIPPED_2025.cap[-1])])
+    ns = np.unique(np.minimum(np.where(ns < 1.0, 0.0, ns), lad.cap[-1]))
+    mark = 50_000.0
+    rows = [(f"a{k:03d}", "BTCUSDT", n / mark) for k, n in enumerate(ns)]
+    m = Model.preset(UM).with_overrides({"brackets_as_of": as_of})
+    r = pmrisk.margin(**book(rows, mark=mark), model=m)
+    pos = {x["account"]: x for x in r.positions.to_pylist() if x["symbol"] == "BTCUSDT"}
+    n = np.array([pos[a]["notional"] for a, _, _ in rows])
+    mm = np.array([pos[a]["mm_contribution"] for a, _, _ in rows])
+    order = np.argsort(n, kind="stable")
+    assert (np.diff(mm[order]) >= -1e-12 * lad.cap[-1]).all()
+    # continuity: either side of an edge the MM differs by at most the slope x the step
+    for e in edges:
+        k = np.searchsorted(n[order], e)
+        lo, hi = mm[order][max(k - 1, 0)], mm[order][min(k + 1, len(n) - 1)]
+        assert abs(hi - lo) <= 1e-6 * max(1.0, e * lad.mmr[-1])
+
+
+# -- the same results through margin(), Monitor and backtest --------------------------------
+
+KEYS = {"accounts": ["account"], "units": ["account", "unit"],
+        "positions": ["account", "unit", "symbol"]}
+
+
+def assert_same(got, want, name):
+    """Tables equal, rows sorted by key (a Monitor regroups changed accounts): float columns
+    to 1e-12 relative (nulls and NaN alike), others exactly."""
+    got, want = (t.sort_by([(k, "ascending") for k in KEYS[name]]) for t in (got, want))
+    assert got.column_names == want.column_names, name
+    for c in want.column_names:
+        x, y = got.column(c), want.column(c)
+        if pa.types.is_floating(y.type):
+            x = x.to_numpy(zero_copy_only=False).astype(float)
+            y = y.to_numpy(zero_copy_only=False).astype(float)
+            np.testing.assert_allclose(x, y, rtol=1e-12, atol=0, equal_nan=True,
+                                       err_msg=f"{name}.{c}")
+        else:
+            assert x.to_pylist() == y.to_pylist(), (name, c)
+
+
+def _stamp(table, t):
+    """``table`` with a ``time`` column of ``t`` (ISO-8601 UTC, no zone suffix)."""
+    ns = np.full(table.num_rows, np.datetime64(t, "ns").astype(np.int64))
+    return table.append_column("time", pa.array(ns, pa.int64()).cast(
+        pa.timestamp("ns", "UTC")))
+
+
+def _tables(r):
+    return {n: getattr(r, n) for n in ("accounts", "units", "positions")}
+
+
+def test_monitor_after_ticks_equals_margin():
+    b = samples.futures_book(8, seed=3)
+    vt = b.pop("valuation_time")
+    mon = pmrisk.Monitor(**b, model=UM, valuation_time=vt)
+    try:
+        market = b["market"]
+        for factor in (1.03, 0.9, 0.97):
+            market = pa.table({"symbol": market["symbol"],
+                               "mark_price": pa.compute.multiply(market["mark_price"], factor)})
+            index = pa.table({"underlying": ["BTC"],
+                              "index_price": [b["index"]["index_price"][0].as_py() * factor]})
+            b["index"] = index
+            mon.update(market=market, index=index)
+            b["market"] = market
+            ref_r = pmrisk.margin(**mon.state(), model=UM)
+            for name, t in _tables(ref_r).items():
+                assert_same(getattr(mon, name), t, name)
+        # a position changes size (another bracket) and a new account opens one
+        mon.update(positions=pa.table({"account": ["um-00", "um-new"],
+                                       "symbol": ["BTCUSDT", "BTCUSD_PERP"],
+                                       "quantity": [250.0, -5_000.0]}),
+                   balances=pa.table({"account": ["um-new"], "asset": ["USDT"],
+                                      "amount": [50_000.0]}))
+        ref_r = pmrisk.margin(**mon.state(), model=UM)
+        assert "um-new" in ref_r.accounts["account"].to_pylist()
+        for name, t in _tables(ref_r).items():
+            assert_same(getattr(mon, name), t, name)
+    finally:
+        mon.close()
+
+
+def test_backtest_equals_margin_per_snapshot():
+    """Two snapshots a day apart: the backtest's accounts equal margin() of each snapshot."""
+    b = samples.futures_book(5, seed=1)
+    b.pop("valuation_time")
+    times = ["2025-06-17T08:00:00Z", "2025-06-18T08:00:00Z"]     # the 2025 ladder
+    timed = {name: pa.concat_tables([_stamp(b[name], t[:-1]) for t in times])
+             for name in ("positions", "market", "index", "balances")}
+    res = pmrisk.backtest(timed["positions"], b["instruments"], timed["market"], timed["index"],
+                          balances=timed["balances"], model=UM, progress=False)
+    acc = res.accounts if hasattr(res, "accounts") else res["accounts"]
+    for t in times:
+        one = pmrisk.margin(b["positions"], b["instruments"], b["market"], b["index"],
+                            balances=b["balances"], model=UM, valuation_time=t).accounts
+        ns = np.datetime64(t[:-1], "ns").astype(np.int64)
+        rows = acc.filter(pa.compute.equal(acc["time"].cast(pa.int64()), ns))
+        assert rows["account"].to_pylist() == one["account"].to_pylist()
+        for c in ("equity", "maintenance_margin", "initial_margin", "margin_ratio"):
+            assert rows[c].to_pylist() == pytest.approx(one[c].to_pylist(), rel=1e-12), c
+        assert rows["status"].to_pylist() == one["status"].to_pylist()
+
+
+# -- dated ladders ------------------------------------------------------------------------------
+
+def test_each_snapshot_uses_the_ladder_in_force_at_its_time():
+    """15M USD of BTCUSDT: 483,700 under the 2021-03-18 ladder, 168,000 under 2025's."""
+    rows = [("a", "BTCUSDT", 300.0)]
+    b = book(rows, mark=50_000.0)
+    parts = {}
+    for name in ("positions", "market", "index", "balances"):
+        parts[name] = pa.concat_tables([
+            _stamp(b[name], t) for t in ("2022-01-01T00:00:00", "2025-06-01T00:00:00")])
+    r = pmrisk.margin(parts["positions"], INSTRUMENTS, parts["market"], parts["index"],
+                      balances=parts["balances"], model=UM)
+    mm = r.accounts["maintenance_margin"].to_pylist()
+    assert mm == pytest.approx([483_700.0, 168_000.0], rel=1e-12)
+    eff = [x["ladder_effective"] for x in r.positions.to_pylist() if x["symbol"] == "BTCUSDT"]
+    assert eff == ["2021-03-18", "2025"]
+    # a pinned date wins over the snapshots' times; an untimed book gets the latest
+    pinned = Model.preset(UM).with_overrides({"brackets_as_of": "2022-01-01"})
+    r2 = pmrisk.margin(parts["positions"], INSTRUMENTS, parts["market"], parts["index"],
+                       balances=parts["balances"], model=pinned)
+    assert r2.accounts["maintenance_margin"].to_pylist() == pytest.approx([483_700.0] * 2)
+    assert pmrisk.margin(**b, model=UM).accounts["maintenance_margin"][0].as_py() == \
+        pytest.approx(168_000.0)
+
+
+def test_other_presets_have_no_bracket_columns():
+    b = samples.demo_book()
+    vt = b.pop("valuation_time")
+    cols = pmrisk.margin(**b, model="deribit_pme", valuation_time=vt).positions.column_names
+    assert "notional" not in cols and "bracket" not in cols
+
+
+def test_preset_as_of_picks_the_ladder_in_force_then():
+    """Model.preset("binance_um", as_of=...) takes the ladders in force at that date; the
+    latest otherwise; as_of="valuation_time" at each snapshot's time (timed or not)."""
+    b = book([("a", "BTCUSDT", 300.0)], mark=50_000.0)         # 15M USD
+    old = pmrisk.margin(**b, model=Model.preset(UM, as_of="2022-01-01"))
+    assert old.accounts["maintenance_margin"][0].as_py() == pytest.approx(483_700.0)
+    assert by_symbol(old)["BTCUSDT"]["ladder_effective"] == "2021-03-18"
+    new = pmrisk.margin(**b, model=Model.preset(UM))
+    assert new.accounts["maintenance_margin"][0].as_py() == pytest.approx(168_000.0)
+    at_vt = Model.preset(UM, as_of="valuation_time")
+    r = pmrisk.margin(**dict(b, valuation_time="2022-06-01T00:00:00Z"), model=at_vt)
+    assert r.accounts["maintenance_margin"][0].as_py() == pytest.approx(483_700.0)
+    parts = {name: pa.concat_tables([_stamp(b[name], t) for t in
+                                     ("2022-01-01T00:00:00", "2025-06-01T00:00:00")])
+             for name in ("positions", "market", "index", "balances")}
+    timed = pmrisk.margin(parts["positions"], INSTRUMENTS, parts["market"], parts["index"],
+                          balances=parts["balances"], model=at_vt)
+    assert timed.accounts["maintenance_margin"].to_pylist() == \
+        pytest.approx([483_700.0, 168_000.0], rel=1e-12)
+
+
+def test_every_shipped_ladder_date_is_a_preset_set_date():
+    """The preset's dated sets mark the days the shipped ladders change, so a model taken at a
+    date (or per period of as_of="valuation_time") sees the ladders of that date."""
+    sets = Model.history(UM)["effective"].to_pylist()
+    for lad in B.shipped_ladders():
+        eff = lad.effective if len(lad.effective) != 4 else f"{lad.effective}-01-01"
+        assert eff in sets, (lad.symbol, lad.effective)
+
+
+def test_demo_runs_binance_um_on_the_futures_book(capsys):
+    from pmrisk.cli import commands
+    assert commands.main(["demo", "--model", "binance_um"]) == 0
+    out = capsys.readouterr().out
+    assert "model binance_um" in out and "150%" in out
+    for a in samples.futures_book()["positions"]["account"].to_pylist():
+        assert a in out
+
+
+def test_units_have_no_binding_cell_and_no_risk_vectors():
+    b = book([("a", "BTCUSDT", 1.0)])
+    units = pmrisk.margin(**b, model=UM).units
+    for c in ("binding_scenario", "binding_table", "binding_price_shock", "binding_vol_state"):
+        assert units[c].null_count == units.num_rows, c
+    assert units["worst_case"].to_pylist() == [0.0]
+    with pytest.raises(pmrisk.MarginError) as err:
+        pmrisk.margin(**b, model=UM, risk_vectors=True)
+    assert (err.value.table, err.value.column) == ("arguments", "risk_vectors")
+
+
+def test_liquidation_plan_restores_the_ratio():
+    """An account below 100 %: the plan reduces the largest MM contributor until uniMMR is
+    back to the liquidation target (1.0)."""
+    bal = pa.table({"account": ["a"], "asset": ["USDT"], "amount": [150_000.0]})
+    b = book([("a", "BTCUSDT", 400.0), ("a", "BTCUSD_PERP", -20_000.0)], mark=50_000.0,
+             balances=bal)
+    r = pmrisk.margin(**b, model=UM)
+    assert r.accounts["status"][0].as_py() == "liquidation"
+    plan = pmrisk.liquidation_plan(**b, model=UM)
+    rows = plan.to_pylist()
+    assert rows and rows[-1]["margin_ratio_after"] >= 1.0 - 1e-9
+
+
+def test_own_ladders_follow_a_dated_model():
+    """with_brackets on a model taken at a date keeps the date (and, per snapshot, the
+    ladders): it is an override like any other."""
+    rows = [dict(r, symbol="BTCUSD_PERP") for r in _coinm_response()]
+    m = Model.preset(UM, as_of="2022-01-01").with_brackets(rows)
+    assert m.as_of == Model.preset(UM, as_of="2022-01-01").as_of
+    at_vt = Model.preset(UM, as_of="valuation_time").with_brackets(rows)
+    assert at_vt.dated and at_vt.at(1_700_000_000 * 10**9)["brackets"] == m["brackets"]
+
+
+def test_what_if_equals_margin_on_the_traded_book():
+    """Monitor.what_if under binance_um: the account after a basket of futures fills equals
+    margin() on the book with the positions changed (no entry prices and fills at the mark:
+    no cash moves, see pmrisk.monitor.what_if)."""
+    b = samples.futures_book(4, seed=5)
+    vt = b.pop("valuation_time")
+    b["positions"] = b["positions"].drop_columns(["entry_price"])
+    mon = pmrisk.Monitor(**b, model=UM, valuation_time=vt)
+    try:
+        w = mon.what_if("um-01", {"symbol": ["BTCUSDT", "BTCUSD_PERP"],
+                                  "quantity": [120.0, -3_000.0]})
+        pos = b["positions"].to_pylist()
+        for r in pos:
+            if r["account"] == "um-01":
+                r["quantity"] += 120.0 if r["symbol"] == "BTCUSDT" else -3_000.0
+        traded = dict(b, positions=pa.Table.from_pylist(pos, schema=b["positions"].schema))
+        want = [r for r in pmrisk.margin(**traded, model=UM, valuation_time=vt)
+                .accounts.to_pylist() if r["account"] == "um-01"][0]
+        got = [r for r in w.accounts.to_pylist() if r["state"] == "after"][0]
+        for c in ("maintenance_margin", "initial_margin", "margin_ratio"):
+            assert got[c] == pytest.approx(want[c], rel=1e-12), c
+        assert got["status"] == want["status"]
+    finally:
+        mon.close()
