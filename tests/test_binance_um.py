@@ -578,3 +578,187 @@ def test_what_if_equals_margin_on_the_traded_book():
         assert got["status"] == want["status"]
     finally:
         mon.close()
+
+
+# -- a position's own leverage (positions.leverage): IM = N / leverage -----------------------
+
+def _with_leverage(b, leverage):
+    """The book ``b`` with a positions ``leverage`` column (None: the bracket's maximum)."""
+    return dict(b, positions=b["positions"].append_column(
+        "leverage", pa.array(leverage, pa.float64())))
+
+
+def test_own_leverage_sets_initial_margin():
+    """BTC index and marks 60,000.
+    BTCUSDT +10: N = 600,000 USD, 2025 ladder bracket 2 (max 100x); leverage 20:
+        IM = 600,000 / 20 = 30,000 (null: 600,000 / 100 = 6,000).
+    BTCUSD_PERP -1,000 x 100 USD: N = 100,000 / 60,000 BTC, bracket 1 (max 125x); leverage 10:
+        IM = N / 10 BTC = 10,000 USD (null: N / 125 = 800 USD).
+    MM is the bracket's either way (2,700 + 400)."""
+    b = book([("a", "BTCUSDT", 10), ("a", "BTCUSD_PERP", -1_000)], mark=60_000.0)
+    plain = pmrisk.margin(**b, model=UM)
+    own = pmrisk.margin(**_with_leverage(b, [20.0, 10.0]), model=UM)
+    nulls = pmrisk.margin(**_with_leverage(b, [None, None]), model=UM)
+    half = pmrisk.margin(**_with_leverage(b, [20.0, None]), model=UM)
+    im = {k: r.accounts["initial_margin"][0].as_py()
+          for k, r in (("plain", plain), ("own", own), ("nulls", nulls), ("half", half))}
+    assert im["own"] == pytest.approx(30_000.0 + 10_000.0, rel=1e-12)
+    assert im["plain"] == im["nulls"] == pytest.approx(6_000.0 + 800.0, rel=1e-12)
+    assert im["half"] == pytest.approx(30_000.0 + 800.0, rel=1e-12)
+    for r in (own, nulls):
+        assert r.accounts["maintenance_margin"][0].as_py() == pytest.approx(3_100.0, rel=1e-12)
+    pos = by_symbol(own)
+    assert pos["BTCUSDT"]["leverage"] == 20.0 and pos["BTCUSD_PERP"]["leverage"] == 10.0
+    assert by_symbol(nulls)["BTCUSDT"]["leverage"] == 100.0
+
+
+def test_leverage_is_ignored_by_other_presets():
+    b = samples.futures_book(3, seed=2)
+    vt = b.pop("valuation_time")
+    with_lev = _with_leverage(b, [2.0] * b["positions"].num_rows)
+    for preset in ("standard", "deribit_pme"):
+        want = pmrisk.margin(**b, model=preset, valuation_time=vt)
+        got = pmrisk.margin(**with_lev, model=preset, valuation_time=vt)
+        for name, t in _tables(want).items():
+            assert_same(getattr(got, name), t, name)
+
+
+@pytest.mark.parametrize("leverage,rows", [
+    ([0.0, 5.0], [("a", "BTCUSDT")]),
+    ([5.0, -2.0], [("a", "BTCUSD_PERP")]),
+    ([float("inf"), 5.0], [("a", "BTCUSDT")]),
+    ([float("nan"), float("nan")], [("a", "BTCUSDT"), ("a", "BTCUSD_PERP")]),
+    ([150.0, 10.0], [("a", "BTCUSDT")]),             # bracket 2 of 2025: at most 100x
+    ([20.0, 126.0], [("a", "BTCUSD_PERP")]),         # bracket 1: at most 125x
+])
+def test_bad_leverage_names_the_rows(leverage, rows):
+    b = book([("a", "BTCUSDT", 10), ("a", "BTCUSD_PERP", -1_000)], mark=60_000.0)
+    with pytest.raises(pmrisk.MarginError) as err:
+        pmrisk.margin(**_with_leverage(b, leverage), model=UM)
+    e = err.value
+    assert (e.table, e.column, e.rows) == ("positions", "leverage", rows)
+    if leverage[0] == 150.0:
+        assert "max_leverage (100" in str(e)
+
+
+def test_leverage_above_the_bracket_max_in_a_timed_book_names_the_time():
+    b = book([("a", "BTCUSDT", 10)], mark=60_000.0)
+    b.pop("valuation_time")
+    timed = {n: pa.concat_tables([_stamp(b[n], t) for t in ("2025-06-17T08:00",
+                                                              "2025-06-18T08:00")])
+             for n in ("positions", "market", "index", "balances")}
+    timed["positions"] = timed["positions"].append_column(
+        "leverage", pa.array([50.0, 120.0], pa.float64()))
+    with pytest.raises(pmrisk.MarginError) as err:
+        pmrisk.margin(timed["positions"], b["instruments"], timed["market"], timed["index"],
+                      balances=timed["balances"], model=UM)
+    e = err.value
+    assert (e.table, e.column) == ("positions", "leverage")
+    assert e.rows == [("a", "BTCUSDT", "2025-06-18T08:00:00Z")]
+
+
+def test_monitor_position_update_with_leverage_equals_margin():
+    b = samples.futures_book(4, seed=7)
+    vt = b.pop("valuation_time")
+    mon = pmrisk.Monitor(**b, model=UM, valuation_time=vt)
+    try:
+        mon.update(positions=pa.table({"account": ["um-01", "um-new"],
+                                       "symbol": ["BTCUSDT", "BTCUSDT"],
+                                       "quantity": [3.0, 2.0], "leverage": [10.0, None]}),
+                   balances=pa.table({"account": ["um-new"], "asset": ["USDT"],
+                                      "amount": [50_000.0]}))
+        state = mon.state()
+        assert state["positions"].schema.field("leverage").type == pa.float64()
+        ref_r = pmrisk.margin(**state, model=UM)
+        for name, t in _tables(ref_r).items():
+            assert_same(getattr(mon, name), t, name)
+        got = {(r["account"], r["symbol"]): r for r in mon.positions.to_pylist()}
+        assert got[("um-01", "BTCUSDT")]["leverage"] == 10.0
+        assert got[("um-01", "BTCUSDT")]["im_contribution"] == pytest.approx(
+            got[("um-01", "BTCUSDT")]["notional"] / 10.0, rel=1e-12)
+        assert got[("um-new", "BTCUSDT")]["leverage"] == 150.0      # null: 2025 bracket 1
+        # a later update without the column keeps the leverage; a price tick keeps it too
+        mon.update(positions=pa.table({"account": ["um-01"], "symbol": ["BTCUSDT"],
+                                       "quantity": [4.0]}))
+        mon.update(market=pa.table({"symbol": ["BTCUSDT"], "mark_price": [67_000.0]}))
+        assert mon.state()["positions"].filter(pa.compute.equal(
+            mon.state()["positions"]["account"], "um-01"))["leverage"].to_pylist()[0] == 10.0
+        ref_r = pmrisk.margin(**mon.state(), model=UM)
+        for name, t in _tables(ref_r).items():
+            assert_same(getattr(mon, name), t, name)
+    finally:
+        mon.close()
+
+
+def test_backtest_with_leverage_equals_margin_per_snapshot():
+    """A leverage per position and time: each snapshot's IM uses its own rows' leverage."""
+    b = samples.futures_book(3, seed=1)
+    b.pop("valuation_time")
+    times = ["2025-06-17T08:00:00Z", "2025-06-18T08:00:00Z"]
+    n = b["positions"].num_rows
+    # below each position's bracket maximum (the leverage IM uses without the column)
+    pos = pmrisk.margin(**b, model=UM, valuation_time=times[0]).positions
+    top = {(r["account"], r["symbol"]): r["leverage"] for r in pos.to_pylist()}
+    keys = zip(b["positions"]["account"].to_pylist(), b["positions"]["symbol"].to_pylist())
+    first = [top[k] / (1 + i % 3) for i, k in enumerate(keys)]
+    levs = [first, [None] * (n - 1) + [first[-1] / 2]]
+    per = [_with_leverage(b, lev)["positions"] for lev in levs]
+    timed = {name: pa.concat_tables([_stamp(b[name], t[:-1]) for t in times])
+             for name in ("market", "index", "balances")}
+    timed["positions"] = pa.concat_tables([_stamp(p, t[:-1]) for p, t in zip(per, times)])
+    res = pmrisk.backtest(timed["positions"], b["instruments"], timed["market"], timed["index"],
+                          balances=timed["balances"], model=UM, progress=False)
+    acc = res.accounts if hasattr(res, "accounts") else res["accounts"]
+    ims = []
+    for p, t in zip(per, times):
+        one = pmrisk.margin(p, b["instruments"], b["market"], b["index"],
+                            balances=b["balances"], model=UM, valuation_time=t).accounts
+        ns = np.datetime64(t[:-1], "ns").astype(np.int64)
+        rows = acc.filter(pa.compute.equal(acc["time"].cast(pa.int64()), ns))
+        for c in ("maintenance_margin", "initial_margin", "margin_ratio"):
+            assert rows[c].to_pylist() == pytest.approx(one[c].to_pylist(), rel=1e-12), c
+        ims.append(one["initial_margin"].to_pylist())
+    assert ims[0] != ims[1]
+
+
+def test_what_if_keeps_the_positions_leverage():
+    """A trade on a held position keeps its leverage; a new position takes the bracket max."""
+    b = samples.futures_book(3, seed=5)
+    vt = b.pop("valuation_time")
+    b["positions"] = b["positions"].drop_columns(["entry_price"])
+    b = _with_leverage(b, [4.0 if (a, s) == ("um-01", "BTCUSDT") else None
+                           for a, s in zip(b["positions"]["account"].to_pylist(),
+                                           b["positions"]["symbol"].to_pylist())])
+    b["instruments"] = pa.concat_tables([b["instruments"], pa.table({
+        "symbol": ["BTCUSDT_250926"], "underlying": ["BTC"], "kind": ["future"],
+        "settlement": ["linear"], "contract_size": [1.0],
+        "expiry": pa.array([1758873600 * 10**9], pa.timestamp("ns", "UTC"))})],
+        promote_options="default")
+    own = [{"symbol": "BTCUSDT_250926", "bracket": 1, "initialLeverage": 50,
+            "notionalFloor": 0, "notionalCap": 1e9, "maintMarginRatio": 0.01}]
+    m = Model.preset(UM).with_brackets(own, symbol="BTCUSDT_250926")
+    mark = b["market"]["mark_price"][0].as_py()
+    b["market"] = pa.concat_tables([b["market"], pa.table(
+        {"symbol": ["BTCUSDT_250926"], "mark_price": [mark]})])
+    mon = pmrisk.Monitor(**b, model=m, valuation_time=vt)
+    try:
+        w = mon.what_if("um-01", {"symbol": ["BTCUSDT", "BTCUSDT_250926"],
+                                  "quantity": [2.0, 1.0]})
+        pos = b["positions"].to_pylist()
+        for r in pos:
+            if (r["account"], r["symbol"]) == ("um-01", "BTCUSDT"):
+                r["quantity"] += 2.0
+        pos.append({"account": "um-01", "symbol": "BTCUSDT_250926", "quantity": 1.0,
+                    "leverage": None})
+        traded = dict(b, positions=pa.Table.from_pylist(pos, schema=b["positions"].schema))
+        want = [r for r in pmrisk.margin(**traded, model=m, valuation_time=vt)
+                .accounts.to_pylist() if r["account"] == "um-01"][0]
+        got = [r for r in w.accounts.to_pylist() if r["state"] == "after"][0]
+        for c in ("maintenance_margin", "initial_margin", "margin_ratio"):
+            assert got[c] == pytest.approx(want[c], rel=1e-12), c
+        # the standalone IM of the BTCUSDT leg is its notional at 4x, of the new future at 50x
+        legs = w.trades.to_pylist()
+        assert legs[0]["im_standalone"] == pytest.approx(2.0 * mark / 4.0, rel=1e-9)
+        assert legs[1]["im_standalone"] == pytest.approx(1.0 * mark / 50.0, rel=1e-9)
+    finally:
+        mon.close()

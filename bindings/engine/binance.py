@@ -146,7 +146,8 @@ def lay_out_brackets(book, model):
                 "leverage-bracket response>), or give a default ladder per underlying in the "
                 "model's brackets rows (underlying instead of symbol)")
     flat = packed(ladders)
-    return BracketLayout(pos_ladder=pos_ladder, leverage=np.zeros(n_pos),
+    leverage = np.where(np.isnan(book.leverage), 0.0, book.leverage) if n_pos else np.zeros(0)
+    return BracketLayout(pos_ladder=pos_ladder, leverage=np.ascontiguousarray(leverage),
                          coin_margined=(book.settlement == INVERSE).astype(np.int64),
                          ladders=tuple(ladders),
                          **{k: flat[k] for k in ("floor", "cap", "mmr", "cum", "max_leverage",
@@ -237,7 +238,30 @@ def bracket_phase(out, sel, parallel):
                     "last cap", hint="Binance does not accept a position above the last "
                     "bracket's cap, so pmrisk gives it no margin; check the quantity, or load "
                     "the account's own (larger) ladder with Model.with_brackets")
+    _check_leverage(out, sel)
     uf.risk_matrix_margin[sel] = 0.0
+
+
+def _check_leverage(out, sel):
+    """Refuse a position whose own ``leverage`` is above its bracket's maximum (Binance does
+    not accept such a leverage), naming the positions; only positions that give one."""
+    book, lay, bl = out.book, out.layout, out.layout.brackets
+    given = bl.leverage > 0.0
+    if not given.any():
+        return
+    members = np.concatenate([lay.pu_order[lay.pu_start[u]:lay.pu_start[u + 1]]
+                              for u in sel.tolist()] or [np.zeros(0, np.int64)])
+    members = members[given[members]]
+    row = out.position.bracket_row[members]
+    over = bl.leverage[members] > bl.max_leverage[row]
+    if over.any():
+        bad = np.zeros(len(book.quantity), dtype=bool)
+        bad[members[over]] = True
+        first = float(bl.max_leverage[out.position.bracket_row[np.flatnonzero(bad)[0]]])
+        _refuse(book, bad, "positions", "leverage", "a leverage <= the max_leverage of the "
+                "position's notional bracket (Binance refuses a higher leverage)",
+                hint=f"Lower it to at most the bracket's max_leverage ({first:g} for the "
+                "first position named), or leave it null to use that maximum")
 
 
 def position_columns(out):

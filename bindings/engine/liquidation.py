@@ -258,6 +258,9 @@ class _AccountBook:
         self.qty = dict(zip(self.symbols, pos["quantity"].cast(pa.float64()).to_pylist()))
         self.entry = dict(zip(self.symbols, pos["entry_price"].cast(pa.float64()).to_pylist()
                               if self.has_entry else [None] * len(self.symbols)))
+        self.has_leverage = has(pos, "leverage")
+        self.leverage = dict(zip(self.symbols, pos["leverage"].cast(pa.float64()).to_pylist()
+                                 if self.has_leverage else [None] * len(self.symbols)))
         bal = _of_account(tables["balances"], name)
         self.balances = {} if bal is None else dict(zip(
             str_column(bal, "asset").to_pylist(), bal["amount"].cast(pa.float64()).to_pylist()))
@@ -295,6 +298,8 @@ class _AccountBook:
                "quantity": pa.array([qty[s] for s in held], pa.float64())}
         if self.has_entry:
             pos["entry_price"] = pa.array([self.entry[s] for s in held], pa.float64())
+        if self.has_leverage:
+            pos["leverage"] = pa.array([self.leverage[s] for s in held], pa.float64())
         out = dict(self.static)
         out["positions"] = pa.table(pos)
         out["balances"] = pa.table({"account": pa.array([self.name] * len(bal), pa.string()),

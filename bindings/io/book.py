@@ -69,6 +69,7 @@ class Book:
     pos_instr: np.ndarray
     quantity: np.ndarray
     entry_price: np.ndarray     # NaN when absent
+    leverage: np.ndarray        # the position's own leverage (binance_um IM), NaN when absent
     # open orders
     ord_account: np.ndarray
     ord_instr: np.ndarray
@@ -332,7 +333,10 @@ def load_book(positions, instruments, market, index, balances, open_orders, rese
     quantity_t = float_column(pos, "positions", "quantity")
     entry_t = (float_column(pos, "positions", "entry_price", positive=True, nullable=True)
                if has(pos, "entry_price") else np.full(pos.num_rows, np.nan))
+    lev_t = (float_column(pos, "positions", "leverage", positive=True, nullable=True)
+             if has(pos, "leverage") else np.full(pos.num_rows, np.nan))
     pos_row, quantity, entry = P.pick(pos_row_t), P.pick(quantity_t), P.pick(entry_t)
+    leverage = P.pick(lev_t)
     pos_snap = P.snap
     if OR is not None:
         ord_row_t = looked[2]
@@ -412,8 +416,8 @@ def load_book(positions, instruments, market, index, balances, open_orders, rese
     if pos_expired.any() or ord_expired.any():
         if model["expired_positions"] == "ignore":
             keep = ~pos_expired
-            pos_row, quantity, entry, pos_account, pos_snap = (
-                a[keep] for a in (pos_row, quantity, entry, pos_account, pos_snap))
+            pos_row, quantity, entry, leverage, pos_account, pos_snap = (
+                a[keep] for a in (pos_row, quantity, entry, leverage, pos_account, pos_snap))
             P = _Rows(P.table, P.row[keep], P.snap[keep])
             okeep = ~ord_expired
             ord_row, ord_qty, ord_account, ord_snap = (
@@ -585,6 +589,7 @@ def load_book(positions, instruments, market, index, balances, open_orders, rese
         expiry_ns=a_exp, years=np.ascontiguousarray(years, dtype=np.float64),
         mark_iv=iv_t[m_rows], assets=assets, asset_px=asset_px, stablecoins=stable,
         pos_account=pos_account, pos_instr=pos_instr, quantity=quantity, entry_price=entry,
+        leverage=leverage,
         ord_account=ord_account, ord_instr=ord_instr, ord_qty=ord_qty,
         ord_id=(OR.table.column("order_id").combine_chunks().take(pa.array(OR.row, pa.int64()))
                 if OR is not None else pa.array([])),

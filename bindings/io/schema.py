@@ -48,6 +48,7 @@ POSITIONS = {
     "symbol": ("str", True, False),
     "quantity": ("float", True, False),
     "entry_price": ("float", False, True),
+    "leverage": ("float", False, True),     # binance_um: the position's own leverage (IM)
 }
 MARKET = {
     "symbol": ("str", True, False),

@@ -71,7 +71,7 @@ def slice_book(book, acc):
         book, accounts=book.accounts.take(pa.array(acc, pa.int64())),
         acc_snap=book.acc_snap[acc],
         pos_account=new[book.pos_account[P]], pos_instr=book.pos_instr[P],
-        quantity=book.quantity[P], entry_price=book.entry_price[P],
+        quantity=book.quantity[P], entry_price=book.entry_price[P], leverage=book.leverage[P],
         ord_account=new[book.ord_account[OD]], ord_instr=book.ord_instr[OD],
         ord_qty=book.ord_qty[OD],
         ord_id=book.ord_id.take(pa.array(OD, pa.int64())) if len(book.ord_id) else book.ord_id,

@@ -42,8 +42,8 @@ STR = pa.string()
 # per account-state table: (its columns in the monitor's state with their types: None keeps
 # the input's type; the key of a row within its account; the column whose 0 removes a row)
 ACCOUNT_TABLES = {
-    "positions": ((("account", STR), ("symbol", STR), ("quantity", F8), ("entry_price", F8)),
-                  "symbol", "quantity"),
+    "positions": ((("account", STR), ("symbol", STR), ("quantity", F8), ("entry_price", F8),
+                   ("leverage", F8)), "symbol", "quantity"),
     "balances": ((("account", STR), ("asset", STR), ("amount", F8)), "asset", "amount"),
     "open_orders": ((("account", STR), ("order_id", None), ("symbol", STR), ("quantity", F8),
                      ("price", F8)), "order_id", "quantity"),
@@ -53,7 +53,8 @@ ACCOUNT_TABLES = {
 SPECS = {"positions": schema.POSITIONS, "balances": schema.BALANCES,
          "open_orders": schema.OPEN_ORDERS, "reserves": schema.RESERVES}
 # columns an account-state table may leave out, and what they mean then
-_DEFAULTS = {"entry_price": None, "mmp_margin": 0.0, "open_orders_margin": 0.0}
+_DEFAULTS = {"entry_price": None, "leverage": None, "mmp_margin": 0.0,
+             "open_orders_margin": 0.0}
 # columns a new row must carry when its table's update may leave them out
 _NEW_ROW = {"open_orders": ("symbol", "price")}
 

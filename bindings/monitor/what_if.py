@@ -70,7 +70,7 @@ ORDER_PREFIX = "what-if-"
 _F8, _STR = pa.float64(), pa.string()
 SCHEMAS = {   # the small book's account-state tables
     "positions": pa.schema([("account", _STR), ("symbol", _STR), ("quantity", _F8),
-                            ("entry_price", _F8)]),
+                            ("entry_price", _F8), ("leverage", _F8)]),
     "balances": pa.schema([("account", _STR), ("asset", _STR), ("amount", _F8)]),
     "open_orders": pa.schema([("account", _STR), ("order_id", _STR), ("symbol", _STR),
                               ("quantity", _F8), ("price", _F8)]),
@@ -206,9 +206,10 @@ class _Account:
     def __init__(self, tables, account, linear_ccy):
         self.name = account
         self.info, self.linear_ccy = {}, linear_ccy
-        self.pos = {r["symbol"]: (r["quantity"], r["entry_price"])
+        # symbol -> (quantity, entry price, own leverage: None for the bracket's maximum)
+        self.pos = {r["symbol"]: (r["quantity"], r["entry_price"], r["leverage"])
                     for r in _rows(tables.get("positions"), ("symbol", "quantity",
-                                                             "entry_price"))}
+                                                             "entry_price", "leverage"))}
         self.bal = {}
         for r in _rows(tables.get("balances"), ("asset", "amount")):
             self.bal[r["asset"]] = r["amount"]
@@ -238,7 +239,7 @@ class _Account:
                                "price": p})
                 continue
             und, kind, settlement, cs, mark = self.info[s]
-            q0, e0 = pos.get(s, (0.0, None))
+            q0, e0, lev = pos.get(s, (0.0, None, None))   # a trade keeps the leverage
             q1 = 0.0 if t == -q0 else q0 + t
             e1 = e0 if s in pos else p if priced else None
             ccy = self.currency(s)
@@ -253,7 +254,7 @@ class _Account:
             if q1 == 0.0:
                 pos.pop(s, None)
             else:
-                pos[s] = (q1, e1)
+                pos[s] = (q1, e1, lev)
         return pos, bal, orders
 
 
@@ -329,8 +330,8 @@ def _margin_states(acc, legs, sets, tables, instruments, market, model, valuatio
     rows = {"positions": [], "balances": [], "open_orders": [], "reserves": []}
     for name, s in zip(names, sets):
         pos, bal, orders = acc.applied([legs[i] for i in s])
-        rows["positions"] += [{"account": name, "symbol": x, "quantity": q, "entry_price": e}
-                              for x, (q, e) in pos.items()]
+        rows["positions"] += [{"account": name, "symbol": x, "quantity": q, "entry_price": e,
+                               "leverage": lev} for x, (q, e, lev) in pos.items()]
         rows["balances"] += [{"account": name, "asset": a, "amount": v} for a, v in bal.items()]
         rows["open_orders"] += [dict(o, account=name) for o in orders]
         rows["reserves"] += [{"account": name, "unit": r["unit"],
