@@ -762,3 +762,43 @@ def test_what_if_keeps_the_positions_leverage():
         assert legs[1]["im_standalone"] == pytest.approx(1.0 * mark / 50.0, rel=1e-9)
     finally:
         mon.close()
+
+
+def test_cli_reads_leverage_from_csv(tmp_path, capsys):
+    """``pmrisk margin`` on CSV files: blank leverage cells are nulls (the bracket's max),
+    an all-blank column too; results equal margin() on the same tables."""
+    import pyarrow.csv as pcsv
+    import pyarrow.parquet as pq
+    from pmrisk.cli import commands
+    b = samples.futures_book(3, seed=1)
+    vt = b.pop("valuation_time")
+    n = b["positions"].num_rows
+    for lev in ([2.0] + [None] * (n - 1), [None] * n):
+        tables = _with_leverage(b, lev)
+        args = ["margin", "--model", UM, "--valuation-time", vt, "--out", str(tmp_path / "o")]
+        for name, t in tables.items():
+            pcsv.write_csv(t, tmp_path / f"{name}.csv")
+            args += [f"--{name}", str(tmp_path / f"{name}.csv")]
+        assert commands.main(args) == 0
+        capsys.readouterr()
+        got = pq.read_table(tmp_path / "o" / "accounts.parquet")
+        want = pmrisk.margin(**tables, model=UM, valuation_time=vt).accounts
+        assert got["initial_margin"].to_pylist() == \
+            pytest.approx(want["initial_margin"].to_pylist(), rel=1e-12)
+    assert want["initial_margin"].to_pylist() == \
+        pmrisk.margin(**b, model=UM, valuation_time=vt).accounts["initial_margin"].to_pylist()
+
+
+def test_liquidation_plan_keeps_the_leverage():
+    """The plan runs on a book with a leverage column (its rebuilt books carry it); IM does
+    not enter a plan (MM and the ratio do), so it is the plan without the column."""
+    bal = pa.table({"account": ["a"], "asset": ["USDT"], "amount": [150_000.0]})
+    b = book([("a", "BTCUSDT", 400.0), ("a", "BTCUSD_PERP", -20_000.0)], mark=50_000.0,
+             balances=bal)
+    want = pmrisk.liquidation_plan(**b, model=UM).to_pylist()
+    got = pmrisk.liquidation_plan(**_with_leverage(b, [10.0, 20.0]), model=UM).to_pylist()
+    assert got == want and got
+    with pytest.raises(pmrisk.MarginError) as err:        # checked like margin() checks it
+        pmrisk.liquidation_plan(**_with_leverage(b, [10.0, 200.0]), model=UM)
+    assert (err.value.table, err.value.column, err.value.rows) == \
+        ("positions", "leverage", [("a", "BTCUSD_PERP")])
