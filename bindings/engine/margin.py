@@ -24,6 +24,9 @@ def margin(positions, instruments, market, index, balances=None, open_orders=Non
         ``__arrow_c_stream__`` (pandas, polars, duckdb).  ``market.mark_iv`` is an
         annualised vol as a decimal (0.60 for 60 %, not 60; above the model's ``max_iv``,
         default 5.0, it is refused).
+        ``positions.leverage`` (optional, > 0, nullable) is a position's own leverage:
+        ``binance_um`` charges IM = notional / leverage (null: the bracket's maximum);
+        other models ignore it.
     balances, open_orders, reserves : Arrow table-like, optional
         Collateral balances; open orders (IM only); per-unit MMP and open-order reserves.
         Without ``balances`` every account's collateral is 0: its equity is its positions'
