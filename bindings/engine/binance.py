@@ -245,13 +245,13 @@ def bracket_phase(out, sel, parallel):
 def _check_leverage(out, sel):
     """Refuse a position whose own ``leverage`` is above its bracket's maximum (Binance does
     not accept such a leverage), naming the positions; only positions that give one."""
-    book, lay, bl = out.book, out.layout, out.layout.brackets
+    book, bl = out.book, out.layout.brackets
     given = bl.leverage > 0.0
     if not given.any():
         return
-    members = np.concatenate([lay.pu_order[lay.pu_start[u]:lay.pu_start[u + 1]]
-                              for u in sel.tolist()] or [np.zeros(0, np.int64)])
-    members = members[given[members]]
+    in_sel = np.zeros(len(out.layout.pu_start) - 1, dtype=bool)
+    in_sel[sel] = True
+    members = np.flatnonzero(given & in_sel[out.pos_unit])
     row = out.position.bracket_row[members]
     over = bl.leverage[members] > bl.max_leverage[row]
     if over.any():
