@@ -326,7 +326,10 @@ def test_grid_mode_equals_exact_mode(seed, n_und, horizon, nodes, tail):
                 pmrisk.margin(**tables, model=EXACT.with_overrides(over)))
 
 
-def test_grid_mode_with_tiny_blocks_and_candidate_overflow(monkeypatch):
+def test_grid_mode_parallel_serial_and_candidate_overflow(monkeypatch):
+    """Accounts on different sets of underlyings in one call; the kernel's parallel form and
+    its serial twin, and every scenario revalued (candidate overflow), all give exact
+    revaluation's figures."""
     import pmrisk.engine.correlated as C
     tables = samples.book(n_accounts=7, positions_per_account=9,
                           underlyings=("BTC", "ETH", "SOL"), option_share=0.6, seed=4)
@@ -336,8 +339,9 @@ def test_grid_mode_with_tiny_blocks_and_candidate_overflow(monkeypatch):
                      for a, s in zip(pos["account"].to_pylist(), pos["symbol"].to_pylist())])
     tables["positions"] = pos.filter(pa.array(keep))
     want = pmrisk.margin(**tables, model=EXACT)
-    monkeypatch.setattr(C, "BLOCK_CELLS", 700)
-    same_result(pmrisk.margin(**tables, model=SMALL), want)
+    for twin in (1, 10**9):            # parallel kernel, serial twin
+        monkeypatch.setattr(C, "PARALLEL_MIN", twin)
+        same_result(pmrisk.margin(**tables, model=SMALL), want)
     monkeypatch.setattr(C, "MAX_CANDIDATES", 1)
     same_result(pmrisk.margin(**tables, model=SMALL), want)
     assert_oracle_agrees(tables, SMALL)

@@ -585,8 +585,8 @@ def _correlated(out, model):
     unit_px = units.settle_px
     pos_unit, pos_row, q_port = out.pos_unit, out.pos_row, lay.q_port
     instr_pnl = out.instr_pnl
-    jr = run_joint(book, model, units, pos_unit, pos_row, q_port, rv.args, unit_px,
-                   uf.slope_usd)
+    jr = run_joint(model, units, pos_unit, lay.pu_start, lay.pu_order, lay.ua_start, q_port,
+                   pos_row, rv.args, unit_px, uf.slope_usd, n_acc).result()
     unit_und = lay.unit_und
     per_unit = scen.table == S.TABLE_EXTENDED
     if out.params.tail_mode == "per_unit":
