@@ -136,23 +136,89 @@ def _lagrange(t, n_nodes, w):
 
 
 @njit(inline="always")
-def _interp_unit(curve, i0, stride, nv, w, vol_code_row, lw, gw, cap):
-    """(weighted value, vol index) of a unit from its curve: each vol state interpolated."""
-    best = 0.0
-    best_v = 0
-    for v in range(nv):
-        x = w[0] * curve[i0 + v]
-        for k in range(1, 4):
-            x += w[k] * curve[i0 + k * stride + v]
-        y = weigh_cell(x, lw, gw, cap, 0.0)
-        if v == 0:
-            best = y
-            continue
-        # the cells' vol codes decide ties (a tail cell is vol same)
-        if _better(y, vol_code_row[i0 + v], best, vol_code_row[i0 + best_v]):
-            best = y
-            best_v = v
-    return best, best_v
+def _weigh(x, lw, gw, cap):
+    """:func:`pmrisk.kernel.aggregate.weigh_cell` without branches (no dampener; ``lw``,
+    ``cap`` >= 0; NaN not handled: the caller checks the curves)."""
+    return lw * min(x, 0.0) + min(gw * max(x, 0.0), cap)
+
+
+@njit(inline="always")
+def _min3(cv, i0, w, lw, gw, cap):
+    """Lowest weighted value of the three vol states interpolated at window ``i0`` (cells
+    ``i0 .. i0+11``: 4 nodes x up, same, down).  Ties need no rule here: only the value
+    counts for the candidate band."""
+    x0 = w[0] * cv[i0] + w[1] * cv[i0 + 3] + w[2] * cv[i0 + 6] + w[3] * cv[i0 + 9]
+    x1 = w[0] * cv[i0 + 1] + w[1] * cv[i0 + 4] + w[2] * cv[i0 + 7] + w[3] * cv[i0 + 10]
+    x2 = w[0] * cv[i0 + 2] + w[1] * cv[i0 + 5] + w[2] * cv[i0 + 8] + w[3] * cv[i0 + 11]
+    return min(_weigh(x0, lw, gw, cap), min(_weigh(x1, lw, gw, cap), _weigh(x2, lw, gw, cap)))
+
+
+@njit(inline="always")
+def _interval_bounds(cv, c0, nv, n_nodes, lw, gw, cap, out):
+    """``out[i]``: a lower bound of the lowest weighted value over the vol states of the
+    cubic interpolant of curve ``cv`` (nodes at ``c0 + nv*i + v``) on node interval
+    ``[i, i+1]``, whichever 4-node window covers it: min of the two nodes minus 0.2 x the
+    |2nd differences| at nodes i-1 .. i+2 (clipped to the grid)."""
+    for i in range(n_nodes - 1):
+        best = np.inf
+        for v in range(nv):
+            a = cv[c0 + nv * i + v]
+            b = cv[c0 + nv * (i + 1) + v]
+            lo = a if a < b else b
+            slack = 0.0
+            for k in range(i - 1, i + 3):
+                kk = min(max(k, 1), n_nodes - 2)
+                slack += abs(cv[c0 + nv * (kk - 1) + v] - 2.0 * cv[c0 + nv * kk + v]
+                             + cv[c0 + nv * (kk + 1) + v])
+            y = _weigh(lo - 0.2 * slack, lw, gw, cap)
+            if y < best:
+                best = y
+        out[i] = best
+
+
+@njit(inline="always")
+def _interp_add(cv, u, c, unit_row, unit_px, cap_usd, ja, jb, j0, js_shock, js_lw, js_gw,
+                js_nvol, pr, tail_range, tail_side, n_side, w, tot):
+    """Add unit ``u``'s interpolated weighted value (USD) in the group's joint scenarios
+    ``ja:jb`` to ``tot[j]``."""
+    r = unit_row[u]
+    px = unit_px[u]
+    cap = cap_usd[r] / px
+    for j in range(ja, jb):
+        jj = j0 + j
+        sh = js_shock[jj, c]
+        if js_nvol[jj] == 3:
+            i0 = _lagrange((sh / pr[r] + 1.0) * n_side, 2 * n_side + 1, w)
+            y = _min3(cv, 3 * i0, w, js_lw[jj, c], js_gw[jj, c], cap)
+        else:
+            i0 = 3 * (2 * n_side + 1) + _lagrange((sh / tail_range[r] + 1.0) * tail_side[r],
+                                                  2 * tail_side[r] + 1, w)
+            y = _weigh(w[0] * cv[i0] + w[1] * cv[i0 + 1] + w[2] * cv[i0 + 2]
+                       + w[3] * cv[i0 + 3], js_lw[jj, c], js_gw[jj, c], cap)
+        tot[j] += y * px
+
+
+@njit(inline="always")
+def _interp_delta(cv, u, c, unit_row, unit_px, cap_usd, n_js, n_all, B, zpos, pr, gw_row,
+                  mult, cover, tail_range, tail_side, n_side, w, tot):
+    """Add unit ``u``'s interpolated weighted value (USD) in the account's delta directions
+    (scenarios ``n_js:n_all``, see :func:`_scenario`) to ``tot``."""
+    r = unit_row[u]
+    px = unit_px[u]
+    cap = cap_usd[r] / px
+    for e in range(n_all - n_js):
+        sign = -1.0 if e % 2 == 0 else 1.0
+        if e < 2 * B:
+            sh = (((e // 2 + 1) / B) * pr[r]) * (sign * zpos[c])
+            i0 = _lagrange((sh / pr[r] + 1.0) * n_side, 2 * n_side + 1, w)
+            y = _min3(cv, 3 * i0, w, 1.0, gw_row[r], cap)
+        else:
+            sh = (sign * zpos[c]) * (mult[r] * pr[r])
+            i0 = 3 * (2 * n_side + 1) + _lagrange((sh / tail_range[r] + 1.0) * tail_side[r],
+                                                  2 * tail_side[r] + 1, w)
+            y = _weigh(w[0] * cv[i0] + w[1] * cv[i0 + 1] + w[2] * cv[i0 + 2]
+                       + w[3] * cv[i0 + 3], cover[r], cover[r], cap)
+        tot[n_js + e] += y * px
 
 
 @njit(inline="always")
@@ -221,7 +287,7 @@ def joint_stress_rows(sel, lo, hi, acc, grp, ins, grid, outs):
     (ua_start, pu_start, pu_order, q, pos_row, unit_row, unit_px, slope, acc_group) = acc
     (g_d, g_rows, g_col, g_j0, g_buckets, g_rho, js_shock, js_lw, js_gw, js_nvol, ip_idx,
      ip_stride, ip_nvol, ip_wts, pr, gw_row, cap_usd, mult, cover, tails,
-     max_candidates) = grp
+     max_candidates, g_m) = grp
     (kind, settlement, contract_size, forward, strike, is_call, const) = ins
     (use_grid, icurve, curve_of_row, n_side, tail_side, tail_range, vol_code,
      error_factor) = grid
@@ -248,6 +314,8 @@ def joint_stress_rows(sel, lo, hi, acc, grp, ins, grid, outs):
     gvec = np.empty(d_max)
     zpos = np.empty(d_max)
     w = np.empty(4)
+    lv = np.empty((max_units, 2 * n_side))                  # shell interval bounds
+    lvt = np.empty((max_units, max(2 * tail_side.max(), 1)))  # tail interval bounds
     n_shell = 2 * n_side + 1
     tail0 = 3 * n_shell
     for k in range(lo, hi):
@@ -341,42 +409,91 @@ def joint_stress_rows(sel, lo, hi, acc, grp, ins, grid, outs):
                     if x > size or x != x:
                         size = x
                 tol += (error_factor * err + 1e-9 * size) * unit_px[u]
+            # lower bounds of each unit's interpolated weighted value on every grid interval
+            # (its 4-node window: the cubic's gap to the chord is <= 0.2 x the |2nd
+            # differences| around it), then their running minimum outward from the centre:
+            # one look-up bounds a direction's shells (they all lie between 0 and its outer
+            # move), one a tail
+            for m in range(nu):
+                r = unit_row[units[m]]
+                _interval_bounds(curves[m], 0, 3, n_shell, 1.0, gw_row[r],
+                                 cap_usd[r] / unit_px[units[m]], lv[m])
+                for i in range(n_side, 2 * n_side):          # outward from the centre
+                    if i > n_side and lv[m, i - 1] < lv[m, i]:
+                        lv[m, i] = lv[m, i - 1]
+                for i in range(n_side - 1, -1, -1):
+                    if i < n_side - 1 and lv[m, i + 1] < lv[m, i]:
+                        lv[m, i] = lv[m, i + 1]
+                ts = tail_side[r]
+                if ts > 0:
+                    _interval_bounds(curves[m], tail0, 1, 2 * ts + 1, cover[r], cover[r],
+                                     cap_usd[r] / unit_px[units[m]], lvt[m])
             lowest = np.inf
             for j in range(n_all):
-                t = 0.0
+                tot[j] = np.inf
+            # the no-move scenario and the delta directions first (a good lowest early)
+            for j in range(n_js, n_all):
+                tot[j] = 0.0
+            tot[0] = 0.0
+            for m in range(nu):
+                _interp_add(curves[m], units[m], ucol[m], unit_row, unit_px, cap_usd, 0, 1, j0,
+                            js_shock, js_lw, js_gw, js_nvol, pr, tail_range, tail_side,
+                            n_side, w, tot)
+                _interp_delta(curves[m], units[m], ucol[m], unit_row, unit_px, cap_usd, n_js,
+                              n_all, B, zpos, pr, gw_row, mult, cover, tail_range, tail_side,
+                              n_side, w, tot)
+            for j in range(n_js, n_all):
+                if tot[j] < lowest or tot[j] != tot[j]:
+                    lowest = tot[j]
+            if tot[0] < lowest or tot[0] != tot[0]:
+                lowest = tot[0]
+            m_dir = g_m[g]
+            for dr in range(m_dir):
+                # shells of direction dr: j = 1 + (k-1)*m_dir + dr, k = 1..B
+                jo = 1 + (B - 1) * m_dir + dr
+                lb = 0.0
                 for m in range(nu):
                     u = units[m]
                     r = unit_row[u]
-                    c = ucol[m]
-                    px = unit_px[u]
-                    if j < n_js:
-                        jj = j0 + j
-                        y, _ = _interp_unit(curves[m], ip_idx[jj, c], ip_stride[jj, c],
-                                            ip_nvol[jj, c], ip_wts[jj, c], vol_code[r],
-                                            js_lw[jj, c], js_gw[jj, c], cap_usd[r] / px)
-                    else:
-                        e = j - n_js
-                        sign = -1.0 if e % 2 == 0 else 1.0
-                        if e < 2 * B:
-                            sh = (((e // 2 + 1) / B) * pr[r]) * (sign * zpos[c])
-                            i0 = _lagrange((sh / pr[r] + 1.0) * n_side, n_shell, w)
-                            y, _ = _interp_unit(curves[m], 3 * i0, 3, 3, w, vol_code[r],
-                                                1.0, gw_row[r], cap_usd[r] / px)
-                        else:
-                            sh = (sign * zpos[c]) * (mult[r] * pr[r])
-                            i0 = _lagrange((sh / tail_range[r] + 1.0) * tail_side[r],
-                                           2 * tail_side[r] + 1, w)
-                            y, _ = _interp_unit(curves[m], tail0 + i0, 1, 1, w, vol_code[r],
-                                                cover[r], cover[r], cap_usd[r] / px)
-                    t += y * px
-                tot[j] = t
-                if t < lowest or t != t:
-                    lowest = t
-            band = lowest + 2.0 * tol
+                    t = (js_shock[j0 + jo, ucol[m]] / pr[r] + 1.0) * n_side
+                    i = int(math.floor(t))
+                    i = min(max(i, 0), 2 * n_side - 1)
+                    lb += lv[m, i] * unit_px[u]
+                if not lb - lowest > 2.5 * tol:
+                    for k in range(B):
+                        j = 1 + k * m_dir + dr
+                        tot[j] = 0.0
+                        for m in range(nu):
+                            _interp_add(curves[m], units[m], ucol[m], unit_row, unit_px,
+                                        cap_usd, j, j + 1, j0, js_shock, js_lw, js_gw,
+                                        js_nvol, pr, tail_range, tail_side, n_side, w, tot)
+                        if tot[j] < lowest or tot[j] != tot[j]:
+                            lowest = tot[j]
+                if not tails:
+                    continue
+                jt = 1 + B * m_dir + dr
+                lb = 0.0
+                for m in range(nu):
+                    u = units[m]
+                    r = unit_row[u]
+                    ts = tail_side[r]
+                    t = (js_shock[j0 + jt, ucol[m]] / tail_range[r] + 1.0) * ts
+                    i = int(math.floor(t))
+                    i = min(max(i, 0), 2 * ts - 1)
+                    lb += lvt[m, i] * unit_px[u]
+                if not lb - lowest > 2.5 * tol:
+                    tot[jt] = 0.0
+                    for m in range(nu):
+                        _interp_add(curves[m], units[m], ucol[m], unit_row, unit_px, cap_usd,
+                                    jt, jt + 1, j0, js_shock, js_lw, js_gw, js_nvol, pr,
+                                    tail_range, tail_side, n_side, w, tot)
+                    if tot[jt] < lowest or tot[jt] != tot[jt]:
+                        lowest = tot[jt]
+            band = lowest + 2.0 * tol      # NaN (a curve is not finite): every scenario
             n_c = 0
             n_grid = 0
             for j in range(n_all):
-                if tot[j] <= band or tot[j] != tot[j] or lowest != lowest:
+                if tot[j] <= band or band != band:
                     cand[n_c] = j
                     n_c += 1
                     if j < n_js:

@@ -301,7 +301,9 @@ class JointStress:
             pad([c[2] for c in ip], dtype=np.int64), pad([c[3] for c in ip], (4,)),
             col("price_range"), col("pnl_offset"), col("max_offsetable_pnl"),
             col("extreme_multiple"), col("cover_fraction"), bool(joint_tails(model)),
-            MAX_CANDIDATES)
+            MAX_CANDIDATES,
+            np.array([(j.size - 1) // (j.buckets + int(joint_tails(model))) for j in js_all],
+                     dtype=np.int64))
         # per revaluation row: instrument columns and their grid curves (filled by reprice)
         self.ins = [np.zeros(n_rev_rows, np.int64), np.zeros(n_rev_rows, np.int64),
                     np.zeros(n_rev_rows), np.zeros(n_rev_rows), np.zeros(n_rev_rows),
