@@ -154,26 +154,27 @@ def _min3(cv, i0, w, lw, gw, cap):
 
 
 @njit(inline="always")
-def _interval_bounds(cv, c0, nv, n_nodes, lw, gw, cap, out):
+def _interval_bounds(cv, c0, nv, n_nodes, lw, gw, cap, d2, out):
     """``out[i]``: a lower bound of the lowest weighted value over the vol states of the
     cubic interpolant of curve ``cv`` (nodes at ``c0 + nv*i + v``) on node interval
     ``[i, i+1]``, whichever 4-node window covers it: min of the two nodes minus 0.2 x the
-    |2nd differences| at nodes i-1 .. i+2 (clipped to the grid)."""
+    |2nd differences| at nodes i-1 .. i+2 (clipped to the grid).  ``d2``: scratch."""
     for i in range(n_nodes - 1):
-        best = np.inf
-        for v in range(nv):
+        out[i] = np.inf
+    for v in range(nv):
+        for k in range(1, n_nodes - 1):
+            d2[k] = abs(cv[c0 + nv * (k - 1) + v] - 2.0 * cv[c0 + nv * k + v]
+                        + cv[c0 + nv * (k + 1) + v])
+        d2[0] = d2[1]
+        d2[n_nodes - 1] = d2[n_nodes - 2]
+        for i in range(n_nodes - 1):
             a = cv[c0 + nv * i + v]
             b = cv[c0 + nv * (i + 1) + v]
             lo = a if a < b else b
-            slack = 0.0
-            for k in range(i - 1, i + 3):
-                kk = min(max(k, 1), n_nodes - 2)
-                slack += abs(cv[c0 + nv * (kk - 1) + v] - 2.0 * cv[c0 + nv * kk + v]
-                             + cv[c0 + nv * (kk + 1) + v])
+            slack = d2[max(i - 1, 0)] + d2[i] + d2[i + 1] + d2[min(i + 2, n_nodes - 1)]
             y = _weigh(lo - 0.2 * slack, lw, gw, cap)
-            if y < best:
-                best = y
-        out[i] = best
+            if y < out[i]:
+                out[i] = y
 
 
 @njit(inline="always")
@@ -287,7 +288,7 @@ def joint_stress_rows(sel, lo, hi, acc, grp, ins, grid, outs):
     (ua_start, pu_start, pu_order, q, pos_row, unit_row, unit_px, slope, acc_group) = acc
     (g_d, g_rows, g_col, g_j0, g_buckets, g_rho, js_shock, js_lw, js_gw, js_nvol, ip_idx,
      ip_stride, ip_nvol, ip_wts, pr, gw_row, cap_usd, mult, cover, tails,
-     max_candidates, g_m) = grp
+     max_candidates, g_m, g_dir0, dir_iv, dir_ivt) = grp
     (kind, settlement, contract_size, forward, strike, is_call, const) = ins
     (use_grid, icurve, curve_of_row, n_side, tail_side, tail_range, vol_code,
      error_factor) = grid
@@ -316,6 +317,7 @@ def joint_stress_rows(sel, lo, hi, acc, grp, ins, grid, outs):
     w = np.empty(4)
     lv = np.empty((max_units, 2 * n_side))                  # shell interval bounds
     lvt = np.empty((max_units, max(2 * tail_side.max(), 1)))  # tail interval bounds
+    d2 = np.empty(max(2 * n_side + 1, 2 * tail_side.max() + 1))
     n_shell = 2 * n_side + 1
     tail0 = 3 * n_shell
     for k in range(lo, hi):
@@ -417,7 +419,7 @@ def joint_stress_rows(sel, lo, hi, acc, grp, ins, grid, outs):
             for m in range(nu):
                 r = unit_row[units[m]]
                 _interval_bounds(curves[m], 0, 3, n_shell, 1.0, gw_row[r],
-                                 cap_usd[r] / unit_px[units[m]], lv[m])
+                                 cap_usd[r] / unit_px[units[m]], d2, lv[m])
                 for i in range(n_side, 2 * n_side):          # outward from the centre
                     if i > n_side and lv[m, i - 1] < lv[m, i]:
                         lv[m, i] = lv[m, i - 1]
@@ -427,7 +429,7 @@ def joint_stress_rows(sel, lo, hi, acc, grp, ins, grid, outs):
                 ts = tail_side[r]
                 if ts > 0:
                     _interval_bounds(curves[m], tail0, 1, 2 * ts + 1, cover[r], cover[r],
-                                     cap_usd[r] / unit_px[units[m]], lvt[m])
+                                     cap_usd[r] / unit_px[units[m]], d2, lvt[m])
             lowest = np.inf
             for j in range(n_all):
                 tot[j] = np.inf
@@ -449,16 +451,12 @@ def joint_stress_rows(sel, lo, hi, acc, grp, ins, grid, outs):
                 lowest = tot[0]
             m_dir = g_m[g]
             for dr in range(m_dir):
-                # shells of direction dr: j = 1 + (k-1)*m_dir + dr, k = 1..B
-                jo = 1 + (B - 1) * m_dir + dr
+                # shells of direction dr: j = 1 + (k-1)*m_dir + dr, k = 1..B; its outer
+                # move's grid interval per column: dir_iv (tail: dir_ivt)
                 lb = 0.0
+                dd = g_dir0[g] + dr
                 for m in range(nu):
-                    u = units[m]
-                    r = unit_row[u]
-                    t = (js_shock[j0 + jo, ucol[m]] / pr[r] + 1.0) * n_side
-                    i = int(math.floor(t))
-                    i = min(max(i, 0), 2 * n_side - 1)
-                    lb += lv[m, i] * unit_px[u]
+                    lb += lv[m, dir_iv[dd, ucol[m]]] * unit_px[units[m]]
                 if not lb - lowest > 2.5 * tol:
                     for k in range(B):
                         j = 1 + k * m_dir + dr
@@ -474,13 +472,7 @@ def joint_stress_rows(sel, lo, hi, acc, grp, ins, grid, outs):
                 jt = 1 + B * m_dir + dr
                 lb = 0.0
                 for m in range(nu):
-                    u = units[m]
-                    r = unit_row[u]
-                    ts = tail_side[r]
-                    t = (js_shock[j0 + jt, ucol[m]] / tail_range[r] + 1.0) * ts
-                    i = int(math.floor(t))
-                    i = min(max(i, 0), 2 * ts - 1)
-                    lb += lvt[m, i] * unit_px[u]
+                    lb += lvt[m, dir_ivt[dd, ucol[m]]] * unit_px[units[m]]
                 if not lb - lowest > 2.5 * tol:
                     tot[jt] = 0.0
                     for m in range(nu):

@@ -290,6 +290,8 @@ class JointStress:
         ip = [interpolation_cells(j, grid) for j in js_all] if grid is not None else \
             [(e, e, e, np.zeros(e.shape + (4,))) for e in empty]
         col = lambda key: np.array([p[key] for p in params], dtype=np.float64)  # noqa: E731
+        tails = int(joint_tails(model))
+        g_m = np.array([(j.size - 1) // (j.buckets + tails) for j in js_all], dtype=np.int64)
         self.grp = (
             np.array([len(r) for r in self.groups], dtype=np.int64), g_rows, g_col, self.g_j0,
             np.array([j.buckets for j in js_all], dtype=np.int64), g_rho,
@@ -302,8 +304,8 @@ class JointStress:
             col("price_range"), col("pnl_offset"), col("max_offsetable_pnl"),
             col("extreme_multiple"), col("cover_fraction"), bool(joint_tails(model)),
             MAX_CANDIDATES,
-            np.array([(j.size - 1) // (j.buckets + int(joint_tails(model))) for j in js_all],
-                     dtype=np.int64))
+            g_m, np.concatenate([[0], np.cumsum(g_m)]).astype(np.int64),
+            *self._direction_intervals(js_all, g_m, d_max, grid))
         # per revaluation row: instrument columns and their grid curves (filled by reprice)
         self.ins = [np.zeros(n_rev_rows, np.int64), np.zeros(n_rev_rows, np.int64),
                     np.zeros(n_rev_rows), np.zeros(n_rev_rows), np.zeros(n_rev_rows),
@@ -331,6 +333,30 @@ class JointStress:
         self.unit_lw = np.ones(n_units)
         self.pos_loss = np.zeros(len(self.q))
         self.description = ["none"] * n_acc
+
+    @staticmethod
+    def _direction_intervals(js_all, g_m, d_max, grid):
+        """Per group direction (rows ``g_dir0[g] + dr``) and column: the grid interval of its
+        outer shell's move and of its tail's move (0 without a grid)."""
+        n = int(g_m.sum())
+        iv = np.zeros((n, d_max), dtype=np.int64)
+        ivt = np.zeros((n, d_max), dtype=np.int64)
+        if grid is None:
+            return iv, ivt
+        k = 0
+        for js, m in zip(js_all, g_m.tolist()):
+            outer = 1 + (js.buckets - 1) * m + np.arange(m)
+            tail = 1 + js.buckets * m + np.arange(m)
+            for a, r in enumerate(js.rows):
+                ns = grid.n_side
+                t = np.floor((js.shock[outer, a] / grid.price_range[r] + 1.0) * ns)
+                iv[k:k + m, a] = np.clip(t, 0, 2 * ns - 1)
+                ts = int(grid.tail_side[r])
+                if ts and js.size > tail[-1]:
+                    t = np.floor((js.shock[tail, a] / grid.tail_range[r] + 1.0) * ts)
+                    ivt[k:k + m, a] = np.clip(t, 0, 2 * ts - 1)
+            k += m
+        return iv, ivt
 
     def reprice(self, args, rows=None):
         """Exact-pricing constants and grid curves of the revaluation rows ``rows`` (None:
