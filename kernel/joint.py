@@ -286,9 +286,8 @@ def joint_stress_rows(sel, lo, hi, acc, grp, ins, grid, outs):
     """:func:`joint_stress` for the accounts ``sel[lo:hi]`` (one run of accounts, one
     scratch set)."""
     (ua_start, pu_start, pu_order, q, pos_row, unit_row, unit_px, slope, acc_group) = acc
-    (g_d, g_rows, g_col, g_j0, g_buckets, g_rho, js_shock, js_lw, js_gw, js_nvol, ip_idx,
-     ip_stride, ip_nvol, ip_wts, pr, gw_row, cap_usd, mult, cover, tails,
-     max_candidates, g_m, g_dir0, dir_iv, dir_ivt) = grp
+    (g_d, g_rows, g_col, g_j0, g_buckets, g_rho, js_shock, js_lw, js_gw, js_nvol, pr, gw_row,
+     cap_usd, mult, cover, tails, max_candidates, g_m, g_dir0, dir_iv, dir_ivt) = grp
     (kind, settlement, contract_size, forward, strike, is_call, const) = ins
     (use_grid, icurve, curve_of_row, n_side, tail_side, tail_range, vol_code,
      error_factor) = grid
@@ -597,10 +596,12 @@ def joint_stress(sel, acc, grp, ins, grid, outs):
         Groups of underlying rows: ``g_d[G]``, ``g_rows[G, D]``, ``g_col[G, n_rows]`` (column
         of a row, -1), ``g_j0[G+1]`` (their joint scenarios' offsets), ``g_buckets[G]``,
         ``g_rho[G, D, D]``; joint scenarios ``js_shock, js_lw, js_gw [NJ, D]``,
-        ``js_nvol[NJ]`` and their grid cells ``ip_idx, ip_stride, ip_nvol [NJ, D]``,
-        ``ip_wts[NJ, D, 4]``; per row ``pr`` (price range), ``gw_row`` (gain weight),
-        ``cap_usd``, ``mult`` (extreme multiple), ``cover``; ``tails`` (joint tails on) and
-        ``max_candidates``.
+        ``js_nvol[NJ]``; per row ``pr`` (price range), ``gw_row`` (gain weight),
+        ``cap_usd``, ``mult`` (extreme multiple), ``cover``; ``tails`` (joint tails on),
+        ``max_candidates``; the groups' directions ``g_m[G]`` (a group's scenarios are the
+        no-move one, then per shell k = 1..B its ``g_m`` directions, then their tails) and
+        per direction (rows ``g_dir0[g] + dr``) and column the grid interval of its outer
+        shell's move ``dir_iv`` and of its tail's ``dir_ivt``.
     ins : tuple
         Revaluation rows: ``(kind, settlement, contract_size, forward, strike, is_call,
         const)``, ``const`` from :func:`pricing_constants`.

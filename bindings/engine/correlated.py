@@ -164,43 +164,6 @@ def make_grid(params, model):
                 shock=shock, vol_code=vol_code)
 
 
-def _lagrange(t, n_nodes):
-    """Window start and cubic Lagrange weights of positions ``t`` (in node units) on
-    ``n_nodes`` uniform nodes."""
-    i0 = np.clip(np.floor(t).astype(np.int64) - 1, 0, n_nodes - 4)
-    u = t - i0
-    w = np.stack([-(u - 1) * (u - 2) * (u - 3) / 6, u * (u - 2) * (u - 3) / 2,
-                  -u * (u - 1) * (u - 3) / 2, u * (u - 1) * (u - 2) / 6], axis=-1)
-    return i0, w
-
-
-def interpolation_cells(js, grid):
-    """(idx, stride, n_vol, wts) of every joint scenario's move of each group column on the
-    grid of its row: ``int64[n, d]`` x 3 and ``float64[n, d, 4]`` (window start cell, cell
-    stride, vol states, cubic Lagrange weights)."""
-    n, d = js.size, len(js.rows)
-    idx = np.zeros((n, d), dtype=np.int64)
-    stride = np.zeros((n, d), dtype=np.int64)
-    n_vol = np.ones((n, d), dtype=np.int64)
-    wts = np.zeros((n, d, 4))
-    tail = js.n_vol == 1
-    for a, r in enumerate(js.rows):
-        s = js.shock[:, a]
-        ns = grid.n_side
-        i0, w = _lagrange((s[~tail] / grid.price_range[r] + 1.0) * ns, 2 * ns + 1)
-        idx[~tail, a] = 3 * i0
-        stride[~tail, a] = 3
-        n_vol[~tail, a] = 3
-        wts[~tail, a] = w
-        if tail.any():
-            m = int(grid.tail_side[r])
-            i0, w = _lagrange((s[tail] / grid.tail_range[r] + 1.0) * m, 2 * m + 1)
-            idx[tail, a] = grid.tail0 + i0
-            stride[tail, a] = 1
-            wts[tail, a] = w
-    return idx, stride, n_vol, wts
-
-
 @dataclass
 class JointResult:
     """Per account: ``worst_usd``, ``description`` of the binding joint scenario,
@@ -248,6 +211,7 @@ class JointStress:
         held = self.q != 0.0
         active = np.bincount(pos_unit[held], minlength=n_units) > 0 if n_units else \
             np.zeros(0, dtype=bool)
+        self.active = active
         member = np.zeros((n_acc, max(n_rows, 1)), dtype=bool)
         member[units.account[active], self.unit_row[active]] = True
         some = member.any(axis=1)
@@ -286,9 +250,6 @@ class JointStress:
                 out[self.g_j0[g]:self.g_j0[g + 1], :v.shape[1]] = v
             return out
 
-        empty = [np.zeros((j.size, len(j.rows)), np.int64) for j in js_all]
-        ip = [interpolation_cells(j, grid) for j in js_all] if grid is not None else \
-            [(e, e, e, np.zeros(e.shape + (4,))) for e in empty]
         col = lambda key: np.array([p[key] for p in params], dtype=np.float64)  # noqa: E731
         tails = int(joint_tails(model))
         g_m = np.array([(j.size - 1) // (j.buckets + tails) for j in js_all], dtype=np.int64)
@@ -299,8 +260,6 @@ class JointStress:
             pad([j.gain_weight for j in js_all]),
             np.concatenate([j.n_vol for j in js_all] + [np.zeros(0, np.int64)]).astype(
                 np.int64),
-            pad([c[0] for c in ip], dtype=np.int64), pad([c[1] for c in ip], dtype=np.int64),
-            pad([c[2] for c in ip], dtype=np.int64), pad([c[3] for c in ip], (4,)),
             col("price_range"), col("pnl_offset"), col("max_offsetable_pnl"),
             col("extreme_multiple"), col("cover_fraction"), bool(joint_tails(model)),
             MAX_CANDIDATES,
@@ -394,28 +353,31 @@ class JointStress:
         self._describe(sel)
 
     def _describe(self, sel):
+        """The binding joint scenario in words for the accounts ``sel`` with a joint loss; a
+        joint scenario's words are made once per (scenario, units, their vol states)."""
         units = self.units
-        js_of = np.searchsorted(self.g_j0, np.arange(int(self.g_j0[-1])), side="right") - 1
+        memo = {}
         for a in sel[self.worst[sel] > 0.0].tolist():
             g = int(self.acc_group[a])
             js = self.js[g]
             k = int(self.bind_index[a])
+            lo, hi = self.ua_start[a], self.ua_start[a + 1]
+            us = np.flatnonzero(self.active[lo:hi]) + lo
+            vols = self.unit_vol[us]
             if self.bind_kind[a] == BIND_JOINT:
-                j = k - int(self.g_j0[js_of[k]])
-                shell, where = js.shell[j], (f"{KINDS[js.kind[j]]} direction {js.direction[j]}"
-                                             if js.direction[j] >= 0 else "")
+                key = (k, units.utype[us].tobytes(), vols.tobytes())
+                text = memo.get(key)
+                if text is None:
+                    j = k - int(self.g_j0[g])
+                    where = (f"{KINDS[js.kind[j]]} direction {js.direction[j]}"
+                             if js.direction[j] >= 0 else "")
+                    text = memo[key] = _describe(js.shell[j], where, js.shock[j], js,
+                                                 us.tolist(), vols, units)
             else:
                 shell = k // 2 + 1 if k < 2 * js.buckets else -1
-                where = f"delta direction {'-+'[k % 2]}"
-            lo, hi = self.ua_start[a], self.ua_start[a + 1]
-            us = [u for u in range(lo, hi) if self.unit_row[u] in js.rows
-                  and self._active(u)]
-            self.description[a] = _describe(shell, where, self.bind_shock[a], js, us,
-                                            self.unit_vol[us], units)
-
-    def _active(self, u):
-        k = self.pu_order[self.pu_start[u]:self.pu_start[u + 1]]
-        return bool((self.q[k] != 0.0).any())
+                text = _describe(shell, f"delta direction {'-+'[k % 2]}", self.bind_shock[a],
+                                 js, us.tolist(), vols, units)
+            self.description[a] = text
 
     def result(self):
         return JointResult(worst_usd=self.worst, description=self.description,
