@@ -131,3 +131,20 @@ def order_margin(order_unit, order_instr, order_qty, vectors, instr_pnl, unit_un
         d = w - base_worst[u]
         out[o] = d if d > 0.0 else 0.0
     return out
+
+
+@njit
+def standalone_worst(rows, qty, und_row, px, instr_pnl, n_scen, loss_weight, gain_weight,
+                     gain_cap_usd, dampener_usd, vol_code):
+    """Worst weighted loss of ``qty[p]`` contracts of revaluation row ``rows[p]`` held alone
+    (the excluded instruments' SPAN standalone margin): :func:`worst_of` of
+    ``qty[p] * instr_pnl[rows[p]]`` on scenario row ``und_row[p]``, the settlement currency
+    worth ``px[p]`` USD.  One pass over the row's cells per position, no positions x scenarios
+    matrix.  Returns float64[n]."""
+    n = rows.shape[0]
+    out = np.zeros(n)
+    zero = np.zeros(instr_pnl.shape[1])
+    for p in range(n):
+        out[p], _ = worst_of(zero, und_row[p], px[p], n_scen, loss_weight, gain_weight,
+                             gain_cap_usd, dampener_usd, vol_code, instr_pnl[rows[p]], qty[p])
+    return out

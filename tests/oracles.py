@@ -236,6 +236,15 @@ def weighted_worst(vectors, unit_und, unit_px, n_scen, loss_weight, gain_weight,
     return weighted, worst, binding
 
 
+def standalone_worst(rows, qty, und_row, px, instr_pnl, n_scen, loss_weight, gain_weight,
+                     gain_cap_usd, dampener_usd, vol_code):
+    """Each position's own risk vector, then :func:`weighted_worst` on it."""
+    vectors = np.asarray(qty, dtype=np.float64)[:, None] * instr_pnl[rows]
+    _, worst, _ = weighted_worst(vectors, und_row, px, n_scen, loss_weight, gain_weight,
+                                 gain_cap_usd, dampener_usd, vol_code)
+    return worst
+
+
 def order_margin(order_unit, order_instr, order_qty, vectors, instr_pnl, unit_und, unit_px,
                  base_worst, n_scen, loss_weight, gain_weight, gain_cap_usd, dampener_usd,
                  vol_code):

@@ -134,3 +134,30 @@ def test_open_orders_on_excluded_instruments_cost_their_standalone_increase():
         unit = r.positions.filter(pc.equal(r.positions["symbol"], sym))["unit"][0].as_py()
         want = max(after[unit] - before[unit], 0.0)
         assert u.loc[unit, "open_orders_margin"] == pytest.approx(want, rel=1e-12, abs=1e-15)
+
+
+def test_orders_on_excluded_instruments_not_held_cost_the_whole_standalone_margin():
+    """An order on an excluded instrument the account does not hold costs the standalone
+    margin of the position it would open; orders of several accounts are matched to their
+    own account's position."""
+    model = pmrisk.Model.preset("standard").with_overrides(
+        dict(SOM, exclude={"kinds": ["option"]}))
+    pos = BOOK["positions"]
+    opts = pos.filter(pa.array(kinds_of(pos) == "option"))
+    acc, other = opts["account"][0].as_py(), opts["symbol"][0].as_py()
+    # the account's positions without that option: the order opens it
+    mine = pos.filter(pc.and_(pc.equal(pos["account"], acc), pc.not_equal(pos["symbol"],
+                                                                           other)))
+    orders = pa.table({"account": [acc], "order_id": ["o1"], "symbol": [other],
+                       "quantity": [-2.0], "price": [1.0]})
+    r = pmrisk.margin(**dict(BOOK, positions=mine, open_orders=orders), model=model)
+    opened = pa.concat_tables([mine, pa.Table.from_pylist(
+        [dict(mine.to_pylist()[0], symbol=other, quantity=-2.0)], schema=mine.schema)])
+    after = run(model, opened).units.to_pandas().set_index("unit")
+    before = run(model, mine).units.to_pandas().set_index("unit")
+    unit = r.units["unit"][r.units["open_orders_margin"].to_numpy().argmax()].as_py()
+    want = after.loc[unit, "excluded_margin"] - before.loc[unit, "excluded_margin"]
+    u = r.units.to_pandas().set_index("unit")
+    assert want > 0
+    got = u.loc[unit, "open_orders_margin"] - before.loc[unit, "open_orders_margin"]
+    assert got == pytest.approx(want, rel=1e-12, abs=1e-15)

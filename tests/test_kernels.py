@@ -26,6 +26,7 @@ from hypothesis import strategies as st
 import oracles
 from pmrisk import kernel as K
 from pmrisk.kernel import scenarios as S
+from pmrisk.kernel.aggregate import standalone_worst
 from pmrisk.kernel.instruments import CALL, INVERSE, LINEAR, OPTION, SPOT
 from pmrisk.kernel.volshock import shocked_vols
 
@@ -421,6 +422,23 @@ def test_weighted_worst_matches_oracle_on_revalued_books(seed, n_instr, n_pos, n
     vectors = K.unit_risk_vectors(b["pos_unit"], b["pos_instr"], b["quantity"],
                                   b["instr_pnl"], n_units)
     assert_weighted_worst_matches(vectors, b["unit_und"], b["unit_px"], b["scen"])
+
+
+@given(seed=st.integers(0, 2**32 - 1), n_instr=st.integers(1, 30), n_pos=st.integers(0, 60),
+       n_units=st.integers(1, 5))
+def test_standalone_worst_matches_oracle(seed, n_instr, n_pos, n_units):
+    """Each position alone (excluded instruments): the kernel, without a positions x
+    scenarios matrix, equals weighing each position's own risk vector."""
+    b = book(np.random.default_rng(seed), n_instr, n_pos, n_units)
+    und_row = b["unit_und"][b["pos_unit"]]
+    px = b["unit_px"][b["pos_unit"]]
+    args = (b["pos_instr"], b["quantity"], und_row, px, b["instr_pnl"]) + \
+        scen_weights(b["scen"])
+    got = standalone_worst(*args)
+    want = oracles.standalone_worst(*args)
+    mag = np.abs(b["quantity"][:, None] * b["instr_pnl"][b["pos_instr"]]).max(axis=1,
+                                                                              initial=0.0)
+    assert_close(got, want, mag, what="standalone worst")
 
 
 def _one_unit(scenario_set, cells, px=1.0):

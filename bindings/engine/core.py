@@ -687,11 +687,16 @@ def _excluded_order_margin(book, excluded_instr, units, span, rv, order_im, unit
     if not ex.any():
         return order_im
     out = order_im.copy()
-    held = {(a, i): book.quantity[p] for p, (a, i) in
-            enumerate(zip(book.pos_account.tolist(), book.pos_instr.tolist()))}
     o = np.flatnonzero(ex)
-    before = np.array([held.get((a, i), 0.0) for a, i in
-                       zip(book.ord_account[o].tolist(), book.ord_instr[o].tolist())])
+    # the account's position in the order's instrument (0 if none): (account, instrument)
+    # keys are unique over positions, so one sorted lookup
+    n_i = len(book.kind)
+    held_key = book.pos_account * n_i + book.pos_instr
+    by_key = np.argsort(held_key, kind="stable")
+    want = book.ord_account[o] * n_i + book.ord_instr[o]
+    at = np.minimum(np.searchsorted(held_key[by_key], want), max(len(by_key) - 1, 0))
+    found = held_key[by_key[at]] == want if len(by_key) else np.zeros(len(o), dtype=bool)
+    before = np.where(found, book.quantity[by_key[at]] if len(by_key) else 0.0, 0.0)
     after = before + book.ord_qty[o]
     instr = book.ord_instr[o]
     u = rv.ord_unit[o]

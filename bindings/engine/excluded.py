@@ -9,6 +9,7 @@ import numpy as np
 
 from pmrisk import kernel as K
 from pmrisk.kernel import scenarios as S
+from pmrisk.kernel.aggregate import standalone_worst
 from pmrisk.kernel.instruments import KINDS
 
 from ..io.arrow import kernel_args
@@ -52,11 +53,9 @@ class Standalone:
         if not len(rows):
             return np.zeros(0)
         sc = self.scen
-        vectors = np.asarray(qty, dtype=np.float64)[:, None] * self.ipnl[rows]
-        _, worst, _ = K.weighted_worst(*kernel_args(
-            vectors, und_row, px, sc.n_scen, sc.loss_weight, sc.gain_weight, sc.gain_cap_usd,
-            sc.dampener_usd, sc.vol_code))
-        return worst
+        return standalone_worst(*kernel_args(
+            rows, np.asarray(qty, dtype=np.float64), und_row, px, self.ipnl, sc.n_scen,
+            sc.loss_weight, sc.gain_weight, sc.gain_cap_usd, sc.dampener_usd, sc.vol_code))
 
 
 def standalone_margin(span, pos_unit, pos_row, mask, quantity, units, unit_px, som_per_pos):

@@ -142,10 +142,11 @@ def liquidation_plan(positions, instruments, market, index, balances=None, open_
         raise MarginError(with_time[0], TIME, "no time column: a liquidation plan is for one "
                           "snapshot", hint="Filter the inputs to one time and pass it as "
                           "valuation_time")
+    # one valuation time for every margin call of the plan (and the model in force then)
+    vt = np.datetime64(valuation_ns(valuation_time), "ns")
+    model = model.at(int(vt.astype(np.int64)))
     target = _target(model, target)
     lots = _lots(lot_sizes)
-    # one valuation time for every margin call of the plan
-    vt = np.datetime64(valuation_ns(valuation_time), "ns")
 
     whole = margin(**tables, model=model, valuation_time=vt)
     names = whole.accounts["account"].to_pylist()

@@ -9,7 +9,7 @@ from ..model.model import Model
 from ..errors import MarginError, warn_no_balances
 from ..io.fill import check_mode, forward_fill
 from ..results import TABLE_NAMES, build, risk_vectors_mode
-from .snapshots import margin_snapshots
+from .snapshots import by_parameter_set, margin_snapshots
 
 
 def margin(positions, instruments, market, index, balances=None, open_orders=None,
@@ -89,7 +89,8 @@ def margin(positions, instruments, market, index, balances=None, open_orders=Non
     warn_no_balances(tables)
     if check_mode(fill_market) == "forward":
         tables = forward_fill(tables)
-    return _margin_one(tables, model, valuation_time, risk_vectors, wanted)
+    return by_parameter_set(tables, model, valuation_time, lambda t, m: _margin_one(
+        t, m, valuation_time, risk_vectors, wanted))
 
 
 def wanted_tables(tables):
@@ -114,8 +115,8 @@ def margin_per_snapshot(positions, instruments, market, index, balances=None,
               "index": index, "balances": balances, "open_orders": open_orders,
               "reserves": reserves}
     tables = {k: as_table(v, k) for k, v in tables.items()}
-    return margin_snapshots(tables, None,
-                            lambda at_t, t: _margin_one(at_t, model, t, risk_vectors))
+    return margin_snapshots(tables, None, lambda at_t, t: _margin_one(
+        at_t, model.at(int(t.astype("int64"))), t, risk_vectors))
 
 
 def _margin_one(tables, model, valuation_time, risk_vectors, wanted=TABLE_NAMES):

@@ -16,7 +16,7 @@ from pmrisk.kernel.scenarios import TABLE_EXTREME
 
 from ..io import schema
 from ..io.arrow import (as_table, check_columns, codes, duplicated, float_column, has, lookup,
-                        raise_rows, str_column)
+                        raise_rows, str_column, valuation_ns)
 from ..io.book import Book, read_index
 from .core import Revaluation, compute, lay_out, resolve
 from ..errors import MarginError
@@ -68,7 +68,8 @@ def margin_from_risk_arrays(positions, risk_arrays, model=None, index=None,
     >>> r.units["worst_case"][0].as_py(), r.units["binding_scenario"][0].as_py() + 1
     (10000.0, 13)
     """
-    model = Model.coerce(model if model is not None else "span")
+    # risk arrays carry no time: a dated model takes the set in force now
+    model = Model.coerce(model if model is not None else "span").at(valuation_ns(None))
     if model["cross_unit"] == "correlated":
         raise MarginError("model", "cross_unit", "\"sum\" with risk arrays: correlated joint "
                           "stress revalues each underlying at its own joint moves, which "

@@ -91,3 +91,51 @@ def _stack(results, times):
     out.timings = {k: sum(r.timings[k] for r in results) for k in keys}
     out.timings["snapshots"] = len(results)
     return out
+
+
+def by_parameter_set(tables, model, valuation_time, run_one):
+    """``run_one(tables, model_then)`` once per period in which a :attr:`dated
+    <pmrisk.Model.dated>` model's parameters stay the same, on the snapshots of that period,
+    and the results concatenated in time order (a model that is not dated: one call).
+
+    Without a ``time`` column the one period is the valuation time's (now when None)."""
+    names = timed(tables)
+    if not model.dated:
+        return run_one(tables, model)
+    if not names:
+        return run_one(tables, model.at(valuation_ns(valuation_time)))
+    valuation_ns(valuation_time, timed=True)
+    cuts = model.change_times()
+    for name in names:
+        check_columns(tables[name], name, {TIME: ("time", True, False)})
+    period = {n: np.searchsorted(cuts, time_column(tables[n], n, TIME), side="right")
+              for n in names}
+    used = np.unique(np.concatenate([period[n] for n in snapshot_tables(names)]))
+    if len(used) <= 1:
+        p = int(used[0]) if len(used) else len(cuts)
+        return run_one(tables, model.at(_period_time(cuts, p)))
+    results = []
+    for p in used.tolist():
+        part = {k: (v.filter(pa.array(period[k] == p)) if k in period else v)
+                for k, v in tables.items()}
+        results.append(run_one(part, model.at(_period_time(cuts, p))))
+    return _concat(results)
+
+
+def _period_time(cuts, p):
+    """A time inside period ``p`` (before the first change time: just before it)."""
+    if p > 0:
+        return int(cuts[p - 1])
+    return int(cuts[0]) - 1 if len(cuts) else 0
+
+
+def _concat(results):
+    from ..results import MarginResult
+    out = MarginResult(accounts=None, units=None, positions=None)
+    for name in ("accounts", "units", "positions", "risk_vectors", "unit_risk_vectors",
+                 "position_risk_vectors"):
+        parts = [getattr(r, name) for r in results]
+        if parts[0] is not None:
+            setattr(out, name, pa.concat_tables(parts))
+    out.timings = {k: sum(r.timings.get(k, 0) for r in results) for k in results[0].timings}
+    return out

@@ -67,6 +67,7 @@ TOP_PARAMS = {
     "stablecoins": Param("names"),
     "max_memory_gb": Param("float", 0.001, 1e6, unit="GB"),
     "max_iv": Param("float", 0.01, 100.0, unit="decimal vol"),
+    "margin_rules": _choice("scenario", "okx", "brackets"),
 }
 
 # Every per-underlying parameter ([BTC], [default_underlying]).
@@ -224,6 +225,12 @@ def _merge(base, over):
 
 
 _PRESETS_BUILT = {}
+AT_VALUATION = "valuation_time"          # as_of: each snapshot's set in force at its time
+
+
+def _as_of_ns(as_of):
+    from ..io.arrow import to_ns
+    return to_ns(as_of, "as_of")
 
 
 class Model:
@@ -239,33 +246,138 @@ class Model:
     pmrisk.errors.MarginError: model.BTC.price_rnge: expected a known parameter...
     """
 
-    def __init__(self, params):
+    def __init__(self, params, *, as_of=None, effective=(), overrides=()):
         self._p = params
         self._memo = {}                 # what is derived from the (immutable) model
+        self._as_of = as_of             # None (latest), int ns, or AT_VALUATION
+        self._effective = tuple(effective)
+        self._overrides = tuple(overrides)
         _validate(params)
 
     # -- constructors -------------------------------------------------------------------
     @classmethod
-    def preset(cls, name):
-        """A shipped preset: ``standard``, ``binance_pm_pro``, ``deribit_pme`` or ``span``."""
-        if not isinstance(name, str) or name not in P.PRESETS:
-            raise _err("preset", f"one of {sorted(P.PRESETS)}, got {name!r}")
-        # a model is immutable, so each preset is merged and validated once per process
+    def preset(cls, name, as_of=None):
+        """A shipped preset (:func:`pmrisk.model.presets.names`: ``standard``,
+        ``binance_pm_pro``, ``deribit_pme``, ``span``, ...) with the parameters in force at
+        ``as_of``.
+
+        Venue presets are dated data: every set of parameters with the date it took effect
+        (:meth:`history`).  ``as_of``: None for the latest set; a date (a ``datetime``,
+        ``date``, ISO-8601 string, numpy ``datetime64`` or pandas ``Timestamp``) for the set
+        in force then; or ``"valuation_time"`` for the set in force at each snapshot's time
+        (the inputs' ``time`` column, else the call's valuation time).
+
+        >>> from pmrisk.model.model import Model
+        >>> Model.preset("deribit_pme")["mm_factor"]
+        0.8
+        >>> Model.preset("deribit_pme", as_of="2024-06-17").effective
+        ('undated',)
+        """
+        if not isinstance(name, str) or name not in P.presets():
+            raise _err("preset", f"one of {P.names()}, got {name!r}")
+        dated = isinstance(as_of, str) and as_of == AT_VALUATION
+        ns = None if as_of is None or dated else _as_of_ns(as_of)
+        k = P.set_index(name, ns)
+        if k < 0:
+            first = P.presets()[name].sets[0].effective_text
+            raise MarginError("arguments", "as_of", f"a date on or after {first} (the first "
+                              f"parameter set of {name!r} took effect then), got {as_of!r}")
+        # a model is immutable, so each set is merged and validated once per process
         # (``pmrisk.margin(..., model="deribit_pme")`` in a loop pays it once)
-        if name not in _PRESETS_BUILT:
-            params = _merge(P.TOP_DEFAULTS, P.PRESETS[name])
+        key = (name, k, dated)
+        if key not in _PRESETS_BUILT:
+            layers, used = P.preset_layers(name, ns)
+            params = P.TOP_DEFAULTS
+            for layer in layers:
+                params = _merge(params, layer)
             params["preset"] = name
-            _PRESETS_BUILT[name] = cls(params)
-        return _PRESETS_BUILT[name]
+            _PRESETS_BUILT[key] = cls(params, as_of=AT_VALUATION if dated else None,
+                                      effective=used)
+        return _PRESETS_BUILT[key]._dated_at(ns)
+
+    def _dated_at(self, ns):
+        if ns is None:
+            return self
+        out = Model.__new__(Model)
+        out.__dict__.update(self.__dict__)
+        out._as_of = ns
+        return out
+
+    @classmethod
+    def history(cls, name):
+        """The dated parameter sets of preset ``name``: a pyarrow Table with one row per set
+        (``effective``: the date it took effect or ``undated``; ``changes``: the keys it
+        sets; ``source``).
+
+        >>> from pmrisk.model.model import Model
+        >>> Model.history("standard").column_names
+        ['preset', 'effective', 'changes', 'source']
+        """
+        import pyarrow as pa
+        if not isinstance(name, str) or name not in P.presets():
+            raise _err("preset", f"one of {P.names()}, got {name!r}")
+        data = P.presets()[name]
+        rows = [{"preset": name, "effective": s.effective_text,
+                 "changes": ", ".join(_paths(s.model)), "source": " ".join(s.source.split())}
+                for s in data.sets]
+        return pa.Table.from_pylist(rows)
+
+    @property
+    def as_of(self):
+        """The date the preset's parameters were taken at (int ns, UTC), None for the latest
+        set, or ``"valuation_time"`` (:meth:`at` picks the set per snapshot)."""
+        return self._as_of
+
+    @property
+    def effective(self):
+        """The ``effective`` dates of the preset sets in force in this model (the extended
+        preset's first), e.g. ``('2025-01-15',)``; empty for a model not from a preset."""
+        return self._effective
+
+    @property
+    def dated(self):
+        """True when the parameters depend on the valuation time (``as_of="valuation_time"``):
+        :meth:`at` gives the model of one time."""
+        return self._as_of == AT_VALUATION
+
+    def at(self, time_ns):
+        """The model in force at ``time_ns`` (int ns, UTC): this model unless it is
+        :attr:`dated`, else the preset's set in force then with this model's overrides."""
+        if not self.dated:
+            return self
+        name = self._p["preset"]
+        k = P.set_index(name, int(time_ns))
+
+        def build():
+            if k < 0:
+                first = P.presets()[name].sets[0].effective_text
+                raise MarginError("arguments", "as_of", f"snapshots on or after {first} (the "
+                                  f"first parameter set of {name!r} took effect then)")
+            m = Model.preset(name, as_of=np.datetime64(int(time_ns), "ns"))
+            for over in self._overrides:
+                m = m.with_overrides(over)
+            return m
+        return self.cached(("at", k), build)
+
+    def change_times(self):
+        """int ns of the dates a :attr:`dated` model's parameters change (empty otherwise)."""
+        if not self.dated:
+            return np.zeros(0, dtype=np.int64)
+        name, eff = self._p["preset"], []
+        while name is not None:
+            eff += [s.effective for s in P.presets()[name].sets if s.effective is not None]
+            name = P.presets()[name].extends
+        return np.unique(np.array(eff, dtype=np.int64))
 
     @classmethod
     def from_dict(cls, d):
-        """A preset's values (key ``preset``, default ``standard``), then the given keys."""
+        """A preset's values (key ``preset``, default ``standard``; key ``as_of``: the date its
+        parameters are taken at, see :meth:`preset`), then the given keys."""
         if not isinstance(d, dict):
             raise _err("", f"a dict, got {type(d).__name__}")
         check_shape(d)
         d = dict(d)
-        base = cls.preset(d.pop("preset", "standard"))
+        base = cls.preset(d.pop("preset", "standard"), as_of=d.pop("as_of", None))
         return base.with_overrides(d)
 
     @classmethod
@@ -279,7 +391,7 @@ class Model:
         if not isinstance(path, (str, os.PathLike)):     # an int would be a file descriptor
             raise MarginError("arguments", "path", f"a path to a TOML file (str or "
                               f"os.PathLike), got {path!r}",
-                              hint="Or pass a preset name: " + ", ".join(sorted(P.PRESETS)))
+                              hint="Or pass a preset name: " + ", ".join(P.names()))
         try:
             d = tomllib.loads(_toml_text(path))
         except tomllib.TOMLDecodeError as exc:
@@ -288,7 +400,7 @@ class Model:
             raise _err("", f"TOML in {path} nested at most {MAX_DEPTH} deep") from None
         except OSError as exc:
             raise _err("", f"a readable TOML file, got {path!r} ({exc.strerror})",
-                       hint="Or pass a preset name: " + ", ".join(sorted(P.PRESETS))) from None
+                       hint="Or pass a preset name: " + ", ".join(P.names())) from None
         return cls.from_dict(d)
 
     @classmethod
@@ -315,7 +427,8 @@ class Model:
         check_shape(overrides)
         if "preset" in overrides:
             raise _err("preset", "no preset key in overrides (start from Model.preset)")
-        return Model(_merge(self._p, overrides))
+        return Model(_merge(self._p, overrides), as_of=self._as_of, effective=self._effective,
+                     overrides=self._overrides + (copy.deepcopy(overrides),))
 
     def with_scenarios(self, scenarios):
         """A new model whose scenario set is ``scenarios`` (rows: price_shock, vol_state or
@@ -363,6 +476,17 @@ class Model:
 
     def __repr__(self):
         return f"Model(preset={self.name!r}, underlyings={self.underlyings()})"
+
+
+def _paths(d, prefix=""):
+    """Dotted paths of a nested dict's leaves (a set's changed keys)."""
+    out = []
+    for k, v in d.items():
+        if isinstance(v, dict) and k not in ("collateral",):
+            out += _paths(v, f"{prefix}{k}.")
+        else:
+            out.append(f"{prefix}{k}")
+    return out
 
 
 def _validate(p):

@@ -1,8 +1,33 @@
-"""Preset parameter sets.  Values marked (assumption) are not published by the venue.
+"""Every parameter's neutral value, and the shipped presets as dated data.
 
-Sources: Deribit ``private/pme/simulate`` model_params (BTC, docs example 2024-06-17; ETH, live
-capture 2026-02-15); SPAN: CME "Components of SPAN", advisory 08-303 (extreme 3x covered 33 %).
+A preset is a TOML file in ``pmrisk/model/preset_data/`` (one per preset, named after it)::
+
+    preset = "okx_pm"
+    description = "one line"
+    extends = "standard"        # optional: start from that preset's set in force at the date
+
+    [[set]]
+    effective = "2023-07-12"    # the date it took effect (UTC), or "undated": before every
+    source = "where the numbers come from"     # dated set (a date no source gives)
+    [set.model]                 # the model's keys (the TOML shape of Model.from_toml)
+    ...
+    [[set]]
+    effective = "2025-01-06"
+    source = "..."
+    [set.model]                 # only what changed: merged key by key onto the set before
+
+Sets are in date order.  The parameters in force at a date are the neutral values, then the
+extended preset's (if any), then every set that took effect on or before it, merged in order
+(:func:`preset_params`).  Values the venue does not publish are marked *assumption* in the
+sets' ``source``.
 """
+
+import functools
+import tomllib
+from importlib import resources
+from typing import NamedTuple
+
+import numpy as np
 
 INF = float("inf")
 
@@ -63,86 +88,115 @@ TOP_DEFAULTS = {
     # resource and plausibility bounds (not part of the risk model: every preset shares them)
     "max_memory_gb": 4.0,            # refuse a call whose estimated peak memory is above
     "max_iv": 5.0,                   # refuse market mark_iv above (decimal: 5.0 = 500 %)
+    # how units are margined: "scenario" (stress scenarios, the sections above), "okx" (OKX
+    # portfolio margin's MR1-MR9) or "brackets" (Binance's notional brackets per position)
+    "margin_rules": "scenario",
 }
 
-DERIBIT_BTC = {
-    "price_range": 0.16, "buckets_count": 4,
-    "volatility_range_up": 0.5, "volatility_range_down": 0.25,
-    "short_term_vega_power": 0.3, "long_term_vega_power": 0.13,
-    "min_volatility_for_shock_up": 0.5, "extended_table_factor": 1.0,
-    "annualised_move_risk": 0.075, "min_annualised_move": 0.01,
-    "extended_dampener_usd": 100_000.0, "pnl_offset": 0.0, "max_offsetable_pnl": 0.0,
-    "max_delta_shock": 0.1, "delta_total_liq_shock_threshold": 20_000_000.0, "m_inc": 5e-05,
-}
-DERIBIT_ETH = {
-    "price_range": 0.18, "buckets_count": 4,
-    "volatility_range_up": 0.4, "volatility_range_down": 0.25,
-    "short_term_vega_power": 0.3, "long_term_vega_power": 0.13,
-    "min_volatility_for_shock_up": 0.5, "extended_table_factor": 1.0,
-    "annualised_move_risk": 0.05, "min_annualised_move": 0.005,
-    "extended_dampener_usd": 200_000.0, "pnl_offset": 0.6, "max_offsetable_pnl": 20_000_000.0,
-    "max_delta_shock": 0.1, "delta_total_liq_shock_threshold": 20_000_000.0, "m_inc": 4e-06,
-}
 
-# The seed's model (``standard``): correlated joint stress, 3 % steps for BTC.
-STANDARD = {
-    "cross_unit": "correlated",
-    "scenario_set": "grid",
-    "extended_table": False,
-    "extreme_scenarios": True,
-    "n_directions": 512,
-    "tail_mode": "joint",
-    "mm_factor": 1.0,
-    "im_factor": 1.25,
-    "linear_settlement_currency": "USDT",
-    "correlations": {"BTC,ETH": 0.85, "default": 0.6},     # (assumption)
-    "default_underlying": {
-        "price_range": 0.25, "buckets_count": 5,
-        "volatility_range_up": 0.5, "volatility_range_down": 0.25,
-        "short_term_vega_power": 0.3, "long_term_vega_power": 0.13,
-        "extreme_multiple": 2.0, "cover_fraction": 0.35,
-        # profitable units offset losing ones in full (cross margin)
-        "pnl_offset": 1.0, "max_offsetable_pnl": INF,
-    },
-    "BTC": {"price_range": 0.15, "vol_floor": 0.25},
-    "ETH": {"price_range": 0.18},
-}
+class ParameterSet(NamedTuple):
+    """One dated set of a preset: ``effective`` (int ns since the epoch, UTC, of the day it
+    took effect; None: undated, before every dated set), its text (``effective_text``), its
+    ``source`` and ``model`` (only the keys that changed)."""
+    effective: object
+    effective_text: str
+    source: str
+    model: dict
 
-PRESETS = {
-    "standard": STANDARD,
-    # Binance Portfolio Margin Pro's uniMMR band edges (1.50/1.20/1.05/1.00) on the
-    # standard risk model, in order of severity: >= 150 % normal, 120-150 % warning_1
-    # (Binance: reminder), 105-120 % warning_2 (Binance: new orders reduce-only), 100-105 %
-    # margin_call (Binance: liquidation starts, with notice), < 100 % liquidation (Binance:
-    # liquidation and a possible claim for the loss).  PM Pro has no IM of its own: im_factor 1.
-    "binance_pm_pro": dict(STANDARD, im_factor=1.0, thresholds={
-        "warning": [1.50, 1.20], "margin_call": 1.05, "liquidation": 1.00}),
-    "deribit_pme": {
-        "cross_unit": "sum",
-        "scenario_set": "grid",
-        "extended_table": True,
-        "mm_factor": 0.8,
-        "im_factor": 1.0,
-        "linear_settlement_currency": "USDC",
-        # (assumption) other underlyings: ETH's shape with a wider 25 % range.
-        "default_underlying": dict(DERIBIT_ETH, price_range=0.25),
-        "BTC": DERIBIT_BTC,
-        "ETH": DERIBIT_ETH,
-    },
-    "span": {
-        "cross_unit": "sum",
-        "scenario_set": "span16",
-        "mm_factor": 1.0,
-        "im_factor": 1.0,
-        "default_underlying": {
-            "price_range": 0.10,            # (assumption) scan range as a fraction of price
-            "vol_shock": "absolute",
-            "vol_scan_range": 0.04,         # (assumption) 4 vol points
-            "extreme_multiple": 3.0,
-            "cover_fraction": 0.33,
-            "horizon_days": 1.0,
-            "pnl_offset": 1.0,
-            "max_offsetable_pnl": INF,
-        },
-    },
-}
+
+class PresetData(NamedTuple):
+    """A preset file: ``name``, ``description``, the preset it ``extends`` (or None) and its
+    ``sets`` (:class:`ParameterSet`, in date order)."""
+    name: str
+    description: str
+    extends: object
+    sets: tuple
+
+
+class PresetFileError(ValueError):
+    """A shipped preset file that breaks the format (a packaging defect, not user input)."""
+
+
+def _day_ns(text, where):
+    try:
+        day = np.datetime64(text, "D")
+    except ValueError:
+        raise PresetFileError(f"{where}: effective must be YYYY-MM-DD or \"undated\", "
+                              f"got {text!r}") from None
+    if str(day) != text:
+        raise PresetFileError(f"{where}: effective must be YYYY-MM-DD, got {text!r}")
+    return int(day.astype("datetime64[ns]").astype(np.int64))
+
+
+def parse_preset(text, where="preset"):
+    """The :class:`PresetData` of a preset file's TOML ``text`` (the format above)."""
+    doc = tomllib.loads(text)
+    unknown = set(doc) - {"preset", "description", "extends", "set"}
+    if unknown or not isinstance(doc.get("preset"), str) or not doc.get("set"):
+        raise PresetFileError(f"{where}: keys preset, description, [extends], [[set]]; got "
+                              f"{sorted(doc)}")
+    sets, last = [], None
+    for k, s in enumerate(doc["set"]):
+        here = f"{where} set {k + 1}"
+        if set(s) - {"effective", "source", "model"} or "effective" not in s:
+            raise PresetFileError(f"{here}: keys effective, source, model; got {sorted(s)}")
+        eff = None if s["effective"] == "undated" else _day_ns(s["effective"], here)
+        if eff is None and k:
+            raise PresetFileError(f"{here}: only the first set may be undated")
+        if eff is not None and last is not None and eff <= last:
+            raise PresetFileError(f"{here}: sets must be in date order")
+        last = eff if eff is not None else last
+        sets.append(ParameterSet(eff, s["effective"], s.get("source", ""),
+                                 s.get("model", {})))
+    return PresetData(doc["preset"], doc.get("description", ""), doc.get("extends"),
+                      tuple(sets))
+
+
+@functools.cache
+def presets():
+    """Every shipped preset, by name (read once per process)."""
+    out = {}
+    folder = resources.files(__package__) / "preset_data"
+    for f in sorted(folder.iterdir(), key=lambda f: f.name):
+        if f.name.endswith(".toml"):
+            data = parse_preset(f.read_text(encoding="utf-8"), f.name)
+            if data.name + ".toml" != f.name:
+                raise PresetFileError(f"{f.name}: preset = {data.name!r} must match the "
+                                      "file name")
+            out[data.name] = data
+    for data in out.values():
+        if data.extends is not None and data.extends not in out:
+            raise PresetFileError(f"{data.name}: extends unknown preset {data.extends!r}")
+    return out
+
+
+def names():
+    """The shipped presets' names, sorted."""
+    return sorted(presets())
+
+
+def set_index(name, as_of_ns=None):
+    """Index of the set of preset ``name`` in force at ``as_of_ns`` (int ns, UTC; None: the
+    latest), or -1 when every set took effect later."""
+    sets = presets()[name].sets
+    if as_of_ns is None:
+        return len(sets) - 1
+    k = -1
+    for i, s in enumerate(sets):
+        if s.effective is None or s.effective <= as_of_ns:
+            k = i
+    return k
+
+
+def preset_layers(name, as_of_ns=None):
+    """The models to merge, in order, for preset ``name`` at ``as_of_ns``: the extended
+    preset's layers at the same date, then this preset's sets in force.  Also returns the
+    effective-date texts of the sets used (outermost preset's last)."""
+    data = presets()[name]
+    layers, used = [], []
+    if data.extends is not None:
+        layers, used = preset_layers(data.extends, as_of_ns)
+    k = set_index(name, as_of_ns)
+    layers = layers + [s.model for s in data.sets[:k + 1]]
+    used = used + ([data.sets[k].effective_text] if k >= 0 else [])
+    return layers, used

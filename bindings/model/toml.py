@@ -19,6 +19,8 @@ price_range = 0.07
 import math
 import re
 
+import numpy as np
+
 from .model import Model
 
 _BARE = re.compile(r"^[A-Za-z0-9_-]+$")
@@ -67,8 +69,13 @@ def dumps(model):
     """TOML text of ``model``: ``preset = "..."``, the top-level keys that differ from the
     preset, then one table per section that differs (``[correlations]``, ``[BTC]``, ...)."""
     model = Model.coerce(model)
-    d = _diff(model.to_dict(), Model.preset(model.name).to_dict())
+    as_of = model.as_of
+    if as_of is not None and as_of != "valuation_time":
+        as_of = str(np.datetime64(as_of, "ns"))
+    d = _diff(model.to_dict(), Model.preset(model.name, as_of=as_of).to_dict())
     lines = [f"preset = {_value(model.name)}"]
+    if as_of is not None:
+        lines.append(f"as_of = {_value(as_of)}")
     tables = []
     for k, v in d.items():
         if isinstance(v, dict):

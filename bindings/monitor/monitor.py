@@ -211,7 +211,8 @@ class Monitor:
     def __init__(self, positions, instruments, market, index, balances=None, open_orders=None,
                  reserves=None, model=None, valuation_time=None, *, hysteresis=0.0,
                  on_alert=None, alert_queue=10_000, threads="auto"):
-        self.model = Model.coerce(model)
+        # a dated model (as_of="valuation_time"): the set in force at the monitor's start
+        self.model = Model.coerce(model).at(valuation_ns(valuation_time))
         self._rules = AlertRules(self.model["thresholds"], hysteresis)
         tables = {"positions": positions, "instruments": instruments, "market": market,
                   "index": index, "balances": balances, "open_orders": open_orders,
@@ -394,7 +395,7 @@ class Monitor:
                 model=None):
         # 1. check everything, change nothing
         if model is not None:
-            model = Model.coerce(model)
+            model = Model.coerce(model).at(self._vt)
             if model["thresholds"] != self.model["thresholds"]:
                 raise MarginError("arguments", "model", "a model with the monitor's thresholds "
                                   f"{self.model['thresholds']}, got {model['thresholds']}",
