@@ -179,7 +179,7 @@ def estimate(model, shape, risk_vectors=False):
     ...                                               "shell_steps": 100})
     >>> e = estimate(m, book)
     >>> e.largest(), round(e.bytes / 1e9)
-    ('joint', 389)
+    ('joint', 84)
     """
     import numba
     w = shape.width
@@ -232,7 +232,7 @@ def check_memory(model, shape, risk_vectors=False):
     ...
     pmrisk.errors.MarginError: model.n_directions: expected a call within the memory limit \
 (model parameter max_memory_gb = 4 GB); model.n_directions (1,000,000) x shell_steps (100) \
-x ... needs about 389 GB...
+x ... needs about 84 GB...
     """
     est = estimate(model, shape, risk_vectors)
     limit = float(model["max_memory_gb"])
