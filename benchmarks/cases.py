@@ -128,9 +128,10 @@ def accounts_10k():
 
 
 def backtest(n_times=1000, n_accounts=100, positions_per_account=10, n_instruments=200,
-             seed=3):
+             seed=3, underlyings=("BTC", "ETH")):
     """``backtest-100k``: ``n_times`` snapshot times one minute apart x ``n_accounts``
-    accounts x ``positions_per_account`` positions (half options), BTC and ETH, inverse.
+    accounts x ``positions_per_account`` positions (half options), on ``underlyings`` (BTC
+    and ETH), inverse.
 
     A venue of ``n_instruments`` shared instruments (half options); each account holds a fixed
     set of instruments whose quantities breathe deterministically over time.  Per time, the
@@ -141,7 +142,7 @@ def backtest(n_times=1000, n_accounts=100, positions_per_account=10, n_instrumen
     """
     rng = np.random.default_rng(seed)
     venue = samples.book(n_accounts=1, positions_per_account=n_instruments,
-                         underlyings=("BTC", "ETH"), option_share=0.5, inverse_share=1.0,
+                         underlyings=underlyings, option_share=0.5, inverse_share=1.0,
                          seed=seed)
     instruments, market0, index0 = venue["instruments"], venue["market"], venue["index"]
     t0 = pa.scalar(venue["valuation_time"]).cast(TIME_TYPE).value
@@ -355,3 +356,58 @@ def monitor_ticks(book, valuation_time, n, seed=11, whole_index=False):
                           "index_price": [index0[v] * level[v] for v in sent]})
         out.append((market, index))
     return out
+
+
+# -- issue 12: the seed's model (standard) on multi-underlying accounts ----------------------------
+
+MULTI_UNDERLYINGS = ("BTC", "ETH", "SOL")
+
+
+def multi_book(n_accounts, positions_per_account=10, n_instruments=300, seed=12):
+    """``accounts-10k`` on several underlyings: a venue of ``n_instruments`` shared
+    instruments on BTC, ETH and SOL (half options, all inverse); each account holds
+    ``positions_per_account`` of them on 2 or 3 of the underlyings (seeded per account, at
+    least one position on each) and a 50,000 USDT balance.  Returns (tables,
+    valuation_time)."""
+    rng = np.random.default_rng(seed)
+    venue = samples.book(n_accounts=1, positions_per_account=n_instruments,
+                         underlyings=MULTI_UNDERLYINGS, option_share=0.5, inverse_share=1.0,
+                         seed=seed)
+    ins = venue["instruments"]
+    und = np.array(ins.column("underlying").to_pylist(), dtype=object)
+    kind = np.array(ins.column("kind").to_pylist(), dtype=object)
+    by_und = {u: np.flatnonzero(und == u) for u in MULTI_UNDERLYINGS}
+    picks = []
+    for _ in range(n_accounts):
+        mine = rng.choice(len(MULTI_UNDERLYINGS), size=int(rng.integers(2, 4)), replace=False)
+        pool = np.concatenate([by_und[MULTI_UNDERLYINGS[k]] for k in mine])
+        first = [int(rng.choice(by_und[MULTI_UNDERLYINGS[k]])) for k in mine]
+        rest = rng.choice(np.setdiff1d(pool, first), size=positions_per_account - len(first),
+                          replace=False)
+        picks.append(np.concatenate([first, rest]))
+    pick = np.concatenate(picks)
+    acct = np.repeat(np.arange(n_accounts), positions_per_account)
+    qty = np.where(kind[pick] == "option", np.round(rng.normal(0.0, 20.0, len(pick)), 1),
+                   np.round(rng.normal(0.0, 50_000.0, len(pick)), 0))
+    qty[qty == 0] = 1.0
+    names = [f"acct-{a:06d}" for a in range(n_accounts)]
+    symbols = np.array(ins.column("symbol").to_pylist(), dtype=object)
+    b = {"positions": pa.table({"account": pa.array([names[a] for a in acct], pa.string()),
+                                "symbol": pa.array(symbols[pick].tolist(), pa.string()),
+                                "quantity": qty.astype(np.float64)}),
+         "instruments": ins, "market": venue["market"], "index": venue["index"],
+         "balances": pa.table({"account": names, "asset": ["USDT"] * n_accounts,
+                               "amount": np.full(n_accounts, 50_000.0)}),
+         "valuation_time": venue["valuation_time"]}
+    return _split(b)
+
+
+def what_if_trades(book):
+    """A hedged three-leg basket on BTC for ``what-if``: the first BTC future or perpetual
+    bought, the first BTC put bought and the first BTC call sold."""
+    ins = book["instruments"].to_pylist()
+    btc = [r for r in ins if r["underlying"] == "BTC"]
+    fut = next(r["symbol"] for r in btc if r["kind"] != "option")
+    put = next(r["symbol"] for r in btc if r["option_type"] == "put")
+    call = next(r["symbol"] for r in btc if r["option_type"] == "call")
+    return pa.table({"symbol": [fut, put, call], "quantity": [20_000.0, 10.0, -10.0]})

@@ -27,7 +27,9 @@ REFERENCE = {
 }
 MARGIN_CASES = ("test_grid_1acct_2k", "test_seed_1acct_6k",
                 "test_backtest_100k[all-tables]", "test_backtest_100k[accounts-only]",
-                "test_accounts_10k")
+                "test_accounts_10k", "test_accounts_10k_multi[standard]",
+                "test_accounts_10k_multi[deribit_pme]", "test_backtest_100k_multi[standard]",
+                "test_backtest_100k_multi[deribit_pme]")
 
 
 # -- formatting ------------------------------------------------------------------------------
@@ -191,6 +193,64 @@ def targets_table(r):
     return rows
 
 
+def standard_table(r):
+    """Issue 12's figures: ``standard`` beside ``deribit_pme`` on the same book, each case's
+    ratio (target <= 3x, stretch <= 1.5x) and ``standard``'s own target."""
+    rows = ["| case (issue 12) | `standard` | `deribit_pme` | ratio | ratio met (≤ 3× / "
+            "≤ 1.5×) | `standard` target | stretch | `standard` met |",
+            "|---|---|---|---|---|---|---|---|"]
+
+    def add(label, std, pme, x, target, stretch, met):
+        ratio_met = _met(x, 3.0, 1.5, False) if x is not None else "–"
+        rows.append(f"| {label} | {std} | {pme} | {ratio(x) if x is not None else '–'} | "
+                    f"{ratio_met} | {target} | {stretch} | {met} |")
+
+    a = {m: f"test_accounts_10k_multi[{m}]" for m in ("standard", "deribit_pme")}
+    if r.get(a["standard"]):
+        n = r.info(a["standard"], "work")["accounts"]
+        m = r.median(a["standard"])
+        pme = r.median(a["deribit_pme"])
+        add(f"`accounts-10k`: one `margin()`, {n:,} accounts × 10 positions on 2–3 of BTC, "
+            "ETH, SOL", secs(m), secs(pme), m / pme if pme else None, "≤ 150 ms", "≤ 50 ms",
+            _met(m, 0.150, 0.050, False))
+    b = {m: f"test_backtest_100k_multi[{m}]" for m in ("standard", "deribit_pme")}
+    if r.get(b["standard"]):
+        n = r.info(b["standard"], "work")["snapshots"]
+        x = r.rate(b["standard"], "snapshots")
+        y = r.rate(b["deribit_pme"], "snapshots") if r.get(b["deribit_pme"]) else None
+        add(f"`backtest-100k`: one `margin()` over a `time` column, {n:,} snapshots × 10 "
+            "positions on 2–3 underlyings, accounts table", rate(x, "snapshots"),
+            rate(y, "snapshots") if y else "–", y / x if y else None, "≥ 50,000/s",
+            "≥ 150,000/s", _met(x, 5e4, 1.5e5, True))
+    mon = {m: f"test_monitor_10k[{m}]" for m in ("standard", "deribit_pme")}
+    if r.get(mon["standard"]):
+        i = {m: (lambda key, n=n: r.info(n, key)) for m, n in mon.items()}
+        p99 = i["standard"]("p99_ms")
+        pme = i["deribit_pme"]("p99_ms") if r.get(mon["deribit_pme"]) else None
+        add(f"`monitor-10k`: tick p99, {i['standard']('accounts'):,} accounts × 20 positions "
+            f"on 3 underlyings (`standard` {i['standard']('ticks'):,} ticks, `deribit_pme` "
+            f"{i['deribit_pme']('ticks') or 0:,})", f"{p99:.2f} ms (p50 "
+            f"{i['standard']('p50_ms'):.2f})", f"{pme:.2f} ms" if pme else "–",
+            p99 / pme if pme else None, "p99 ≤ 50 ms", "p99 ≤ 10 ms",
+            _met(p99, 50, 10, False))
+    w = {m: f"test_what_if[{m}]" for m in ("standard", "deribit_pme")}
+    if r.get(w["standard"]):
+        i = {m: (lambda key, n=n: r.info(n, key)) for m, n in w.items()}
+        p99 = i["standard"]("p99_ms")
+        pme = i["deribit_pme"]("p99_ms") if r.get(w["deribit_pme"]) else None
+        add(f"`what-if`: `Monitor.what_if`, {i['standard']('positions')}-position account, "
+            f"{i['standard']('trades')}-leg basket, p99", f"{p99:.2f} ms (p50 "
+            f"{i['standard']('p50_ms'):.2f})", f"{pme:.2f} ms (p50 "
+            f"{i['deribit_pme']('p50_ms'):.2f})" if pme else "–", p99 / pme if pme else None,
+            "p99 ≤ 2 ms", "p99 ≤ 0.5 ms", _met(p99, 2.0, 0.5, False))
+    s6 = "test_seed_1acct_6k"
+    if r.get(s6):
+        m = r.median(s6)
+        add("`seed-1acct-6k`: 1 account, 6,000 positions on 10 underlyings", secs(m), "–",
+            None, "≤ 30 ms", "≤ 15 ms", _met(m, 0.030, 0.015, False))
+    return rows if len(rows) > 2 else []
+
+
 def cases_table(r):
     rows = ["| group | case | median | throughput | pmrisk kernel's speed-up over it |",
             "|---|---|---|---|---|"]
@@ -200,7 +260,7 @@ def cases_table(r):
             groups.setdefault(b["group"], []).append(b)
     order = ["grid-1acct-2k", "seed-1acct-6k", "backtest-100k", "backtest-dask",
              "first-call", "memory",
-             "baselines-oracle", "baselines-options", "accounts-10k", "monitor-10k"]
+             "baselines-oracle", "baselines-options", "accounts-10k", "monitor-10k", "what-if"]
     for g in sorted(groups, key=lambda g: (order.index(g) if g in order else 99, g)):
         ref = REFERENCE.get(g)
         for b in sorted(groups[g], key=lambda b: b["stats"]["median"]):
@@ -333,6 +393,9 @@ def report(data):
              "### Every case", "", *cases_table(r), "",
              "### Where `margin()`'s time goes (medians of `result.timings` over the timed "
              "calls)", "", *stages_table(r), ""]
+    if standard_table(r):
+        parts += ["### The seed's model beside `deribit_pme` (issue 12)", "",
+                  *standard_table(r), ""]
     if backtest_table(r):
         parts += ["### Backtests at scale", "", *backtest_table(r), ""]
     if sweep(r):

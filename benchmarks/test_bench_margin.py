@@ -199,10 +199,11 @@ def test_backtest_100k(margin_benchmark, backtest_tables, wanted):
 # -- accounts-10k (extra) ---------------------------------------------------------------------
 
 @pytest.mark.benchmark(group="accounts-10k")
-def test_accounts_10k(margin_benchmark):
+@pytest.mark.parametrize("model", ["deribit_pme", "okx_pm"])
+def test_accounts_10k(margin_benchmark, model):
     tables, vt = cases.accounts_10k()
     r = margin_benchmark({"accounts": 10_000, "positions": tables["positions"].num_rows},
-                         **tables, model=PME, valuation_time=vt)
+                         **tables, model=pmrisk.Model.preset(model), valuation_time=vt)
     assert r.accounts.num_rows == 10_000
 
 

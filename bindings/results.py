@@ -293,6 +293,16 @@ def _units_table(out, unit_names):
     unit_cols["vega_usd"] = uf.vega * unit_px
     unit_cols["theta"] = uf.theta
     unit_cols["theta_usd"] = uf.theta * unit_px
+    if out.okx is not None:             # okx_pm: OKX's risk-unit figures (USD)
+        ox = out.okx
+        for k, name in enumerate(("mr1", "mr2", "mr3", "mr4", "mr5", "mr6")):
+            unit_cols[name] = ox.charges[:, k]
+        unit_cols["mr7"] = ox.mr7
+        unit_cols["mr7_raw"] = ox.charges[:, 6]
+        unit_cols["mr9"] = ox.mr9
+        unit_cols["mmr"] = ox.mmr
+        unit_cols["imr"] = ox.imr
+        unit_cols["delta_usd"] = ox.charges[:, 7]
     return pa.table(unit_cols)
 
 
@@ -402,7 +412,7 @@ def accounts_table(out, model, acc=None, ratio=None):
     idx = np.arange(n_acc) if every else np.asarray(acc, dtype=np.int64)
     sel = slice(None) if every else idx
     eq, mm_usd, im_usd = af.equity[sel], af.maintenance_margin[sel], af.initial_margin[sel]
-    ratio = margin_ratio(eq, mm_usd) if ratio is None else ratio
+    ratio = margin_ratio(eq, mm_usd + af.liquidation_cost[sel]) if ratio is None else ratio
     th = model["thresholds"]
     low = min(th["warning"])
     max_wd = np.maximum(0.0, np.minimum(eq - low * mm_usd, eq - im_usd))
@@ -417,7 +427,7 @@ def accounts_table(out, model, acc=None, ratio=None):
                         pa.string())
     else:
         desc = _describe_units(out, idx, acc_excl)
-    return pa.table({
+    table = pa.table({
         "account": book.accounts if every else book.accounts.take(pa.array(idx, pa.int64())),
         "equity": eq,
         "actual_equity": af.actual_equity[sel],
@@ -432,6 +442,10 @@ def accounts_table(out, model, acc=None, ratio=None):
         "scenario_margin": af.scenario_margin[sel],
         "loan_maintenance_margin": af.loan_maintenance_margin[sel],
     })
+    if out.okx is not None:             # okx_pm
+        for name in ("derivatives_mmr", "borrow_mmr", "borrow_imr", "liquidation_cost"):
+            table = table.append_column(name, pa.array(getattr(out.okx, name)[sel]))
+    return table
 
 
 def _timed(table, book, snap, sort=False):

@@ -168,3 +168,19 @@ def pad(sets):
         cols[name] = arr
     cols["log1p_shock"] = np.log1p(cols["price_shock"])
     return PaddedScenarios(n_scen=n_scen, **cols)
+
+
+def okx_grid(price_range, buckets, *, gain_weight=1.0):
+    """OKX's MR1 cells in the order of its ``mr1Scenarios``: vol down (``volShockDown``),
+    same (``volSame``), up (``volShockUp``); in each, moves ``price_range*k/buckets`` for
+    k = -buckets..buckets.
+
+    >>> from pmrisk.kernel.scenarios import okx_grid
+    >>> g = okx_grid(0.12, 3)
+    >>> g.size, g.price_shock[:3].round(2).tolist(), g.vol_code[[0, 7, 14]].tolist()
+    (21, [-0.12, -0.08, -0.04], [2, 1, 0])
+    """
+    k = np.arange(-buckets, buckets + 1, dtype=np.float64)
+    shock = np.tile(price_range * k / buckets, 3)
+    vol = np.repeat(np.array([VOL_DOWN, VOL_SAME, VOL_UP]), len(k))
+    return _make(shock, vol, gain_weight=gain_weight)

@@ -35,3 +35,26 @@ def shocked_vols(sigma, dte_days, vol_floor, r_up, r_down, p_short, p_long, min_
     up = np.where(absolute, up_abs, up_rel)
     down = np.where(absolute, down_abs, down_rel)
     return same, up, down
+
+
+def okx_shocked_vols(sigma, dte_days, vol_floor, up_nodes, down_nodes):
+    """OKX MR1 vol states: ``up = sigma' + max(points(T), pct(T)*sigma')``, ``down =
+    max(sigma' - max(points_d(T), pct_d(T)*sigma'), 0.01)``, ``sigma' = max(sigma,
+    vol_floor)``; ``points`` and ``pct`` linear in days to expiry T between the nodes
+    (rows ``[days, points, fraction]``) and flat beyond them.  Returns ``(same, up, down)``.
+
+    >>> import numpy as np
+    >>> from pmrisk.kernel.volshock import okx_shocked_vols
+    >>> nodes = [[0, 0.30, 0.50], [30, 0.25, 0.35], [60, 0.20, 0.25]]
+    >>> same, up, down = okx_shocked_vols(np.array([0.5, 1.0]), np.array([0.0, 15.0]), 0.0,
+    ...                                   nodes, nodes)
+    >>> [round(float(x), 6) for x in up], [round(float(x), 6) for x in down]
+    ([0.8, 1.425], [0.2, 0.575])
+    """
+    same = np.maximum(sigma, vol_floor)
+
+    def shock(nodes):
+        n = np.asarray(nodes, dtype=np.float64)
+        return np.maximum(np.interp(dte_days, n[:, 0], n[:, 1]),
+                          np.interp(dte_days, n[:, 0], n[:, 2]) * same)
+    return same, same + shock(up_nodes), np.maximum(same - shock(down_nodes), MIN_VOL)

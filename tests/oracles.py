@@ -803,3 +803,79 @@ def joint_stress_twin(js_state, pnl_args, unit_px, slope_usd):
         for u, (y, v) in zip(us, picks[b]):
             value[u], vol[u] = y, v
     return worst, kind, index, value, vol
+
+
+# -- okx_pm: the risk unit's charges (twin of pmrisk.kernel.okx.unit_charges) ----------------------
+
+def okx_unit_charges(sel, pu_start, pu_order, pos_instr, q, pos_group, kind, settlement,
+                     contract_size, mark, forward, strike, is_call, years, sig, s_px, p_px, leg,
+                     greeks, vectors, table, loss_weight, unit_und, n_scen, group_rate,
+                     unit_basis, unit_mr7_rate, mr2_years, mr3_rate, mr5_rate, opt_min, opt_fee,
+                     opt_fee_cap, rate, value, model_value, upnl, vega, theta, unit_vega,
+                     unit_theta, pos_delta_usd, g_delta, g_vega, unit_out, cash_leg):
+    """Same arguments and in-place outputs as the kernel, computed with numpy per unit:
+    position terms as arrays, expiry groups with ``numpy.bincount``."""
+    from pmrisk.kernel.instruments import INVERSE, OPTION, SPOT
+    OPTION_, INVERSE_, SPOT_ = OPTION, INVERSE, SPOT
+
+    def value_of(F, K, T, s, call):
+        if T <= 0.0:
+            return max(F - K, 0.0) if call else max(K - F, 0.0)
+        return black76_price(F, K, T, s, call, rate)
+
+    for u in np.asarray(sel).tolist():
+        pos = pu_order[pu_start[u]:pu_start[u + 1]]
+        i = pos_instr[pos]
+        inv = settlement[i] == INVERSE_
+        opt = kind[i] == OPTION_
+        S = s_px[i]
+        f = np.where(inv, S, p_px[i])
+        for arr in (value, model_value, upnl, vega, theta):
+            arr[pos] = arr[pos] * f
+        unit_vega[u] = vega[pos].sum()
+        unit_theta[u] = theta[pos].sum()
+        d = np.where(opt | inv, q[pos] * greeks[1, i] * S,
+                     q[pos] * contract_size[i] * mark[i] * p_px[i])
+        pos_delta_usd[pos] = d
+        deriv = (kind[i] != SPOT_) & (leg[i] >= 0)
+        cash_leg[u] = np.bincount(leg[i][deriv], weights=d[deriv], minlength=3)[:3]
+        g = pos_group[pos]
+        on = g >= 0
+        mr4 = mr3 = 0.0
+        if on.any():
+            gs = np.unique(g[on])
+            gd = np.array([d[on][g[on] == k].sum() for k in gs])
+            gv = np.array([vega[pos][on][g[on] == k].sum() for k in gs])
+            mr4 = float(np.sum(np.abs(gd) * group_rate[gs]))
+            mr3 = float(np.sum(np.abs(gv)))
+        mr2 = mr5 = mr7 = basis = 0.0
+        for j, p in enumerate(pos.tolist()):
+            ii = pos_instr[p]
+            c = contract_size[ii]
+            if opt[j]:
+                F, K, T = forward[ii], strike[ii], years[ii]
+                call = is_call[ii] == 1
+                v0 = value_of(F, K, T, sig[ii], call)
+                v1 = value_of(F, K, T - mr2_years, sig[ii], call)
+                conv = S[j] / F if inv[j] else p_px[ii]
+                mr2 += q[p] * c * (v1 - v0) * conv
+                mr5 += abs(q[p] * c * T * v0 * conv)
+                mark_usd = c * mark[ii] * (S[j] if inv[j] else p_px[ii])
+                slip = max(opt_min, opt_min * abs(greeks[1, ii] / c)) * c * S[j]
+                if q[p] > 0:
+                    slip = min(slip, mark_usd)
+                mr7 += abs(q[p]) * (slip + min(opt_fee * c * S[j], opt_fee_cap * mark_usd))
+            elif kind[ii] != SPOT_:
+                mr7 += abs(d[j]) * unit_mr7_rate[u]
+                basis += abs(d[j]) * abs(mark[ii] / S[j] - 1.0)
+        r = unit_und[u]
+        cells = vectors[u, :n_scen[r]]
+        std = table[r, :n_scen[r]] == 0
+        ext = table[r, :n_scen[r]] == 2
+        lo1 = min(0.0, cells[std].min()) if std.any() else 0.0
+        c1 = int(np.flatnonzero(std & (cells == lo1))[0]) if lo1 < 0 else 0
+        w6 = loss_weight[r, :n_scen[r]] * cells
+        c6 = int(np.flatnonzero(ext)[np.argmin(w6[ext])]) if ext.any() else -1
+        lo6 = w6[c6] if c6 >= 0 else 0.0
+        unit_out[u] = [-lo1, max(-mr2, 0.0), mr3_rate * mr3, mr4 + unit_basis[u] * basis,
+                       mr5_rate * mr5, max(-lo6, 0.0), mr7, d.sum(), c1, c6]

@@ -1,5 +1,5 @@
 """Command line: ``pmrisk demo``, ``pmrisk margin``, ``pmrisk samples history``,
-``pmrisk backtest`` and ``pmrisk calibrate``."""
+``pmrisk backtest``, ``pmrisk calibrate`` and ``pmrisk what-if``."""
 
 import argparse
 import os
@@ -279,12 +279,15 @@ def main(argv=None):
     add_monitor_command(sub)
     from .calibrate import add_calibrate_command, calibrate_command
     add_calibrate_command(sub)
+    from .what_if import add_what_if_command, what_if_command
+    add_what_if_command(sub)
     args = p.parse_args(argv)
     try:
         handler = {"demo": demo_command if getattr(args, "monitor", False) else _demo,
                    "margin": _margin, "samples": _samples, "backtest": _backtest,
                    "monitor": monitor_command,
-                   "calibrate": lambda a: calibrate_command(a, read_input)}[args.cmd]
+                   "calibrate": lambda a: calibrate_command(a, read_input),
+                   "what-if": what_if_command}[args.cmd]
         return handler(args)
     except MarginError as exc:      # bad input (a file that cannot be read is one too)
         path = getattr(exc, "file", None) or _input_files(args).get(exc.table)
@@ -311,6 +314,7 @@ def _input_files(args):
     """``{table: path}`` of the files the command reads (for error messages)."""
     files = {k: getattr(args, k, None) for k in BACKTEST_INPUTS}
     files["ticks"] = getattr(args, "replay", None)
+    files["trades"] = getattr(args, "trades", None)
     if getattr(args, "data", None):
         files.update(data_inputs(args.data))
     return {k: v for k, v in files.items() if v}

@@ -33,9 +33,10 @@ from pmrisk.kernel import scenarios as S
 from pmrisk.kernel import assemble
 from pmrisk.kernel.assemble import csr
 from pmrisk.kernel.instruments import FUTURE, OPTION, PERPETUAL
-from pmrisk.kernel.volshock import shocked_vols
+from pmrisk.kernel.volshock import okx_shocked_vols, shocked_vols
 
 from ..io.arrow import codes, kernel_args, sum_by
+from . import okx
 from .correlated import JointStress
 from .excluded import Standalone, excluded_instruments, standalone_margin
 from ..model.model import collateral_value
@@ -78,6 +79,8 @@ class Params:
     absolute_vol_shock: np.ndarray      # bool[n_types]
     coin_settled: np.ndarray            # bool[n_types]: settled in its own underlying
     und_row: np.ndarray                 # int64[n_types]: row of the scenario arrays
+    margin_rules: str = "scenario"
+    okx_vol: tuple = ()                 # (type, up nodes, down nodes) with vol_shock "okx"
 
 
 def resolve(model, units):
@@ -94,7 +97,10 @@ def resolve(model, units):
         absolute_vol_shock=np.array([model.underlying(u)["vol_shock"] == "absolute"
                                      for u in names], dtype=bool),
         coin_settled=np.array([u == c for u, c in zip(units.type_und, units.type_ccy)],
-                              dtype=bool), und_row=units.type_und_code)
+                              dtype=bool), und_row=units.type_und_code,
+        margin_rules=model["margin_rules"],
+        okx_vol=tuple((t, model.underlying(u)["mr1_vol_up"], model.underlying(u)["mr1_vol_down"])
+                      for t, u in enumerate(names) if model.underlying(u)["vol_shock"] == "okx"))
 
 
 class PnlArgs(NamedTuple):
@@ -182,6 +188,11 @@ def row_args(book, params, scen, itype, row_instr, rows):
         p["volatility_range_down"][t], p["short_term_vega_power"][t],
         p["long_term_vega_power"][t], p["min_volatility_for_shock_up"][t],
         params.absolute_vol_shock[t], p["vol_scan_range"][t])
+    for code, up_nodes, down_nodes in params.okx_vol:       # okx_pm: OKX's shocks by expiry
+        m = t == code
+        if m.any():
+            same[m], up[m], down[m] = okx_shocked_vols(sig[m], book.years[r][m] * 365.0,
+                                                       floor_r[m], up_nodes, down_nodes)
     t_scen = np.maximum(book.years[r] - p["horizon_days"][t] / 365.0, 0.0)
     und = params.und_row[t]
     c = np.ascontiguousarray
@@ -286,6 +297,7 @@ class AccountFigures:
     initial_margin: np.ndarray
     scenario_margin: np.ndarray
     finite: np.ndarray                  # 1.0: every figure of the account is finite
+    liquidation_cost: np.ndarray        # added to MM in the margin ratio's denominator (okx)
     worst_scenario: list = None         # binding joint scenario in words (correlated)
 
 
@@ -342,6 +354,7 @@ class Outcome:
     correlation: object = None          # CorrelationMatrix list in correlated mode
     keep_vectors: bool = True           # the units' (weighted) risk vectors are stored
     joint: object = None                # engine.correlated.JointStress, kept between calls
+    okx: object = None                  # OkxFigures under margin_rules = "okx"
 
     def copy(self):
         """An outcome whose arrays are copies (result tables built earlier keep theirs)."""
@@ -357,7 +370,8 @@ class Outcome:
                        instr_greeks=self.instr_greeks.copy(), order_im=self.order_im.copy(),
                        roll_group=self.roll_group.copy(),
                        collateral_usd=self.collateral_usd.copy(),
-                       balance_usd=self.balance_usd.copy())
+                       balance_usd=self.balance_usd.copy(),
+                       okx=None if self.okx is None else self.okx.copy())
 
 
 def _zeros(cls, n, **given):
@@ -412,7 +426,8 @@ def lay_out(book, model, rv, keep_vectors=True):
         coin_settled=params.coin_settled[utype], excluded_instr=excl_instr,
         excluded_any=excluded_any)
     width = rv.scen.price_shock.shape[1]
-    keep = bool(keep_vectors or params.cross_unit == "correlated")
+    keep = bool(keep_vectors or params.cross_unit == "correlated"
+                or params.margin_rules == "okx")
     n_kept = n_units if keep else 0
     unit = _zeros(UnitFigures, n_units, binding_scenario=np.zeros(n_units, np.int64),
                   scenario_vol_state=np.full(n_units, -1, np.int64),
@@ -420,7 +435,7 @@ def lay_out(book, model, rv, keep_vectors=True):
                   mmp_margin=layout.mmp.copy())
     position = _zeros(PositionFigures, n_pos, excluded=excl)
     account = _zeros(AccountFigures, n_acc)
-    return Outcome(
+    out = Outcome(
         book=book, units=units, scen=rv.scen, params=params, rev=rv, layout=layout,
         instr_type=itype, pos_unit=pos_unit, pos_row=rv.pos_row,
         instr_pnl=np.zeros((len(rv.row_instr), width)),
@@ -428,6 +443,9 @@ def lay_out(book, model, rv, keep_vectors=True):
         roll_group=np.zeros(len(group_rate)), collateral_usd=np.zeros(len(book.bal_amount)),
         balance_usd=np.zeros(len(book.bal_amount)), unit=unit, position=position,
         account=account, keep_vectors=keep)
+    if params.margin_rules == "okx":
+        out.okx = okx.lay_out(book, model, out)
+    return out
 
 
 def run(book, model, risk_vectors=False):
@@ -459,6 +477,8 @@ def compute(out, model, rows=None, instruments=None, units=None, accounts=None,
     elif len(rows):
         moved_args = row_args(book, p, out.scen, out.instr_type, rv.row_instr, rows)
         out.instr_pnl[rows] = K.instrument_pnl(*moved_args)
+    if out.okx is not None and (rows is None or len(rows)):
+        okx.usd_rows(out, rows)                 # okx_pm: the rows in USD
     n_i = len(book.kind)
     instruments = np.arange(n_i) if instruments is None else instruments
     if len(instruments):
@@ -485,6 +505,8 @@ def compute(out, model, rows=None, instruments=None, units=None, accounts=None,
         _correlated(out, model, accounts, rows, moved_args)
     # -- 5. margins and contributions ------------------------------------------------------
     _phase("unit_margins", sel)(sel, *phase_arguments(out, "unit_margins", own_from_binding))
+    if out.okx is not None:             # okx_pm: MR1-MR9, MMR, IMR set the units' margins
+        okx.unit_phase(out, model, sel)
     # -- 6. accounts -----------------------------------------------------------------------
     bal = np.arange(len(book.bal_amount)) if balances is None else balances
     if len(bal):
@@ -494,6 +516,8 @@ def compute(out, model, rows=None, instruments=None, units=None, accounts=None,
     acc = np.arange(len(book.accounts), dtype=np.int64) if accounts is None else \
         np.ascontiguousarray(accounts, dtype=np.int64)
     _phase("account_figures", acc)(acc, *phase_arguments(out, "account_figures"))
+    if out.okx is not None:
+        okx.account_phase(out, model, acc)      # okx_pm: MR8, liquidation cost
     return out
 
 

@@ -271,7 +271,8 @@ class _AccountBook:
         self.per_contract, self.currency = {}, {}
         for s, unit, q, v in self._rows(res.positions, "unit", "quantity", "value"):
             self.per_contract[s] = v / q if q != 0 else 0.0
-            self.currency[s] = unit.split("/", 1)[1]
+            # a unit "COIN/CCY" settles in CCY; an okx_pm unit ("COIN") is in USD
+            self.currency[s] = unit.split("/", 1)[1] if "/" in unit else "USD"
         self.result = res
 
     # -- the book after a trade at the mark, and its margin ---------------------------------

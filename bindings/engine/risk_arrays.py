@@ -77,6 +77,11 @@ def margin_from_risk_arrays(positions, risk_arrays, model=None, index=None,
                           hint="Pass model=Model.preset(...).with_overrides("
                           "{\"cross_unit\": \"sum\"}), or margin the book with "
                           "pmrisk.margin")
+    if model["margin_rules"] != "scenario":
+        raise MarginError("model", "margin_rules", "\"scenario\" with risk arrays: the venue "
+                          "rules read each instrument's terms and prices, which precomputed "
+                          f"arrays do not carry, got {model['margin_rules']!r}",
+                          hint="Margin the book with pmrisk.margin")
     if any(model["exclude"].get(k) for k in ("symbols", "kinds", "underlyings")):
         raise MarginError("model", "exclude", "no excluded instruments with risk arrays (the "
                           "standalone SPAN margin revalues the instrument)")

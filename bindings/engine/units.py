@@ -45,9 +45,12 @@ def build_units(book, model):
     lin = model["linear_settlement_currency"]
     names, und, ccy = [], [], []
     lookup = {}
+    # okx_pm: one USD unit per underlying, named by it, across settlement currencies
+    okx = model["margin_rules"] == "okx"
 
     def type_of(u, c):
-        key = f"{u}/{c}"
+        c = "USD" if okx else c
+        key = u if okx else f"{u}/{c}"
         if key not in lookup:
             lookup[key] = len(names)
             names.append(key)

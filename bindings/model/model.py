@@ -78,7 +78,20 @@ UNDERLYING_PARAMS.update({
     "max_offsetable_pnl": Param("float", 0.0, finite=False),
     "pnl_offset": Param("float", 0.0, 1.0),
     "cover_fraction": Param("float", 0.0, 1.0),
-    "vol_shock": _choice("relative", "absolute"),
+    "vol_shock": _choice("relative", "absolute", "okx"),
+})
+# okx_pm
+_ROWS = Param("rows", 0.0, finite=False)
+TOP_PARAMS.update({
+    "borrow_mmr": Param("float", 0.0, 1.0), "borrow_imr": Param("float", 0.0, 1.0),
+    "liquidation_fee": Param("float", 0.0, 1.0), "mr2_days": Param("float", 0.0, 365.0),
+    "mr3_rate": _FLOAT_0, "mr5_rate": _FLOAT_0, "mr9_tiers": _ROWS,
+    "mr7_option_min": _FLOAT_0, "mr7_option_fee": _FLOAT_0, "mr7_option_fee_cap": _FLOAT_0,
+    "quote_from_symbol": Param("bool"),
+})
+UNDERLYING_PARAMS.update({
+    "okx_class": _choice("major", "mid", "other"),
+    "mr1_vol_up": _ROWS, "mr1_vol_down": _ROWS, "mr7_tiers": _ROWS,
 })
 
 
@@ -112,6 +125,15 @@ def check_param(where, spec, value):
         if not isinstance(value, str) or not value:
             raise _err(where, f"a name (a non-empty string), got {value!r}")
         return value
+    if kind == "rows":          # [[a, b, c], ...]: tiers (from, to, factor), vol nodes
+        ok = isinstance(value, (list, tuple)) and len(value) > 0 and all(
+            isinstance(r, (list, tuple)) and len(r) == 3 and all(
+                isinstance(x, (int, float)) and not isinstance(x, bool)
+                and not math.isnan(x) and x >= spec.lo for x in r) for r in value)
+        if not ok or any(b[0] <= a[0] for a, b in zip(value, value[1:])):
+            raise _err(where, f"rows of three numbers >= {_num(spec.lo)} (e.g. [from, to, "
+                       f"factor]), first column increasing, got {value!r}")
+        return [[float(x) for x in r] for r in value]
     if kind == "names":
         if not isinstance(value, (list, tuple)) or not all(isinstance(x, str) for x in value):
             raise _err(where, f"a list of names, got {value!r}")

@@ -57,6 +57,16 @@ UNDERLYING_DEFAULTS = {
     "horizon_days": 0.0,
     "vol_shock": "relative",
     "vol_scan_range": 0.0,
+    # okx_pm (docs/venues.md): class label, MR1 vol-shock nodes [days, points, fraction],
+    # MR4 basis, MR7 minimum charge rate and tiers [from_usd, to_usd, factor]
+    "okx_class": "other",
+    "mr1_vol_up": [[0.0, 0.0, 0.0]],
+    "mr1_vol_down": [[0.0, 0.0, 0.0]],
+    "mr4_annual_move": 0.0,
+    "mr4_min_move": 0.0,
+    "mr4_basis_move": 0.0,
+    "mr7_rate": 0.0,
+    "mr7_tiers": [[0.0, INF, 1.0]],
 }
 
 TOP_DEFAULTS = {
@@ -91,6 +101,18 @@ TOP_DEFAULTS = {
     # how units are margined: "scenario" (stress scenarios, the sections above), "okx" (OKX
     # portfolio margin's MR1-MR9) or "brackets" (Binance's notional brackets per position)
     "margin_rules": "scenario",
+    # okx_pm (docs/venues.md): borrowing, liquidation cost, MR2/MR3/MR5, MR7 options, MR9
+    "borrow_mmr": 0.02,
+    "borrow_imr": 0.10,
+    "liquidation_fee": 0.001,
+    "mr2_days": 1.0,
+    "mr3_rate": 0.0,
+    "mr5_rate": 0.0,
+    "mr7_option_min": 0.02,
+    "mr7_option_fee": 0.0003,
+    "mr7_option_fee_cap": 0.125,
+    "mr9_tiers": [[0.0, 1e6, 0.0075], [1e6, 5e6, 0.0175], [5e6, INF, 0.025]],
+    "quote_from_symbol": True,
 }
 
 

@@ -111,6 +111,8 @@ def _scenario_set(model, underlying):
         return S.span16(pr, p["extreme_multiple"], p["cover_fraction"])
     parts = [S.grid(pr, int(p["buckets_count"]), gain_weight=p["pnl_offset"],
                     gain_cap_usd=p["max_offsetable_pnl"])]
+    if model["margin_rules"] == "okx":      # okx_pm: MR1 cells in OKX's mr1Scenarios order
+        parts = [S.okx_grid(pr, int(p["buckets_count"]), gain_weight=p["pnl_offset"])]
     if model["extended_table"]:
         parts.append(S.extended(pr, p["extended_table_factor"], p["extended_dampener_usd"]))
     if model["extreme_scenarios"]:

@@ -144,7 +144,8 @@ class Block:
 
     def ratios(self, acc=slice(None)):
         af = self.out.account
-        return margin_ratio(af.equity[acc], af.maintenance_margin[acc])
+        return margin_ratio(af.equity[acc], af.maintenance_margin[acc]
+                            + af.liquidation_cost[acc])
 
     def account_figures(self, acc):
         af = self.out.account
@@ -179,6 +180,10 @@ class Block:
             fwd = market.fwd[r]
             und_px = np.array([market.index[u] for u in self.und[on]])
             book.forward[on] = np.where(np.isnan(fwd), und_px, fwd)
+        okx = self.out.okx
+        if okx is not None and moved & set(okx.lin_ccy):
+            self.run_all()      # okx_pm: a settlement currency moved: every unit's USD figures
+            return np.flatnonzero(self.live)
         units = self.out.units
         type_hit = np.array([u in moved or c in moved for u, c in
                              zip(units.type_und, units.type_ccy)], dtype=bool)

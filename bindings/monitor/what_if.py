@@ -1,0 +1,368 @@
+"""Pre-trade what-if: the margin of one account after hypothetical trades, and what each trade
+adds (:meth:`pmrisk.Monitor.what_if`, ``pmrisk what-if``).
+
+The trades table
+----------------
+One row per trade: ``symbol`` (an instrument the monitor knows: listed in its instruments and
+marked in its market), ``quantity`` (signed, not 0: + buys, - sells), optional ``price`` (> 0;
+null or absent: the mark) and optional ``kind``: ``fill`` (default; the trade is done) or
+``order`` (an open order resting on the book: it adds to IM only, as open orders do).
+
+A **fill** of quantity ``t`` at price ``p`` changes the account as the venue would:
+
+* the position in the symbol becomes ``q + t`` (closed at 0); a new position takes ``p`` as its
+  entry price (none when no price is given), an existing one keeps its entry price;
+* an option or spot fill pays (bought) or receives (sold) ``t x contract_size x p`` from the
+  balance of its settlement currency (the coin of an inverse instrument, the model's
+  ``linear_settlement_currency`` for a linear one);
+* a future or perpetual fill away from the mark moves that balance by its P&L from ``p`` to the
+  mark, less what the position's own entry price already books for it, so that equity changes
+  by exactly ``t x contract_size x (mark - p)`` (linear; inverse: ``t x contract_size x
+  (1/p - 1/mark)``).  At the mark (no price) equity does not change.
+
+An **order** adds an open-order row (``quantity``, ``price``; the mark when no price).
+
+Incremental margin
+------------------
+For the margin M (maintenance ``mm`` or initial ``im``, USD) of the account with a set of the
+trades applied, trade ``i`` of the set ``T``:
+
+* **standalone** ``M(account + i) - M(account)``: what the trade adds alone, as a broker that
+  margins each leg on its own charges it;
+* **marginal** ``M(account + T) - M(account + T without i)``: what the trade adds to the rest of
+  the basket (dropping it saves that much).
+
+The basket's real increase is ``M(account + T) - M(account)``.  The sum of the standalone
+increases is what leg-by-leg margining charges: on a hedged basket it is several times the
+basket's increase (``summary.overcharge``).
+
+One engine
+----------
+Every state needed (the account before, after the whole basket, with each trade alone and
+without each trade: at most ``2 n + 2`` copies of the account for ``n`` trades) is one account
+of a single small book, validated by :func:`pmrisk.io.book.load_book` and margined in one call
+of :func:`pmrisk.engine.core.run`, the engine :func:`pmrisk.margin` runs: the figures are those
+of ``pmrisk.margin()`` on the account's state with the trades applied, under any model.
+Nothing of the caller's state changes.
+"""
+
+from dataclasses import dataclass
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.compute as pc
+
+from ..engine.core import run
+from ..errors import MarginError
+from ..io.arrow import as_table, check_columns, float_column, raise_rows, str_column
+from ..io.book import load_book
+from ..results import accounts_table, check_finite, margin_ratio, status_array
+
+TRADES = {
+    "symbol": ("str", True, False),
+    "quantity": ("float", True, False),
+    "price": ("float", False, True),
+    "kind": ("str", False, True),
+}
+KINDS = ("fill", "order")
+FIGURES = ("initial_margin", "maintenance_margin")
+ORDER_PREFIX = "what-if-"
+_F8, _STR = pa.float64(), pa.string()
+SCHEMAS = {   # the small book's account-state tables
+    "positions": pa.schema([("account", _STR), ("symbol", _STR), ("quantity", _F8),
+                            ("entry_price", _F8)]),
+    "balances": pa.schema([("account", _STR), ("asset", _STR), ("amount", _F8)]),
+    "open_orders": pa.schema([("account", _STR), ("order_id", _STR), ("symbol", _STR),
+                              ("quantity", _F8), ("price", _F8)]),
+    "reserves": pa.schema([("account", _STR), ("unit", _STR), ("mmp_margin", _F8),
+                           ("open_orders_margin", _F8)]),
+}
+
+
+@dataclass(frozen=True)
+class WhatIf:
+    """The result of :meth:`pmrisk.Monitor.what_if`: three Arrow tables.
+
+    ``accounts``: two rows, ``state`` ``before`` and ``after`` (the whole basket applied), with
+    the columns of :func:`pmrisk.margin`'s accounts table (``equity``, ``maintenance_margin``,
+    ``initial_margin``, ``margin_ratio``, ``status``, ``worst_scenario`` (the binding
+    scenario), ...).
+
+    ``trades``: one row per trade, in input order: ``trade`` (its row), ``symbol``, ``kind``,
+    ``quantity``, ``price`` (as applied: the mark when none was given), then ``im_standalone``,
+    ``mm_standalone``, ``im_marginal``, ``mm_marginal`` (USD; see the module docstring).
+
+    ``summary``: one row per figure (``initial_margin``, ``maintenance_margin``): ``before``,
+    ``after``, ``increase`` (after - before), ``standalone_sum`` (the per-leg sum),
+    ``marginal_sum`` and ``overcharge`` (standalone_sum / increase; null unless the basket
+    increases the figure).
+
+    Examples
+    --------
+    Long $100,000 of the BTC inverse perpetual on $18,000: what would closing half of it,
+    or opening a sell order for the rest, do?
+
+    >>> import pmrisk
+    >>> mon = pmrisk.Monitor(
+    ...     positions={"account": ["a"], "symbol": ["BTC-PERPETUAL"], "quantity": [100000.0],
+    ...                "entry_price": [50000.0]},
+    ...     instruments={"symbol": ["BTC-PERPETUAL"], "underlying": ["BTC"],
+    ...                  "kind": ["perpetual"], "settlement": ["inverse"],
+    ...                  "contract_size": [1.0]},
+    ...     market={"symbol": ["BTC-PERPETUAL"], "mark_price": [50000.0]},
+    ...     index={"underlying": ["BTC"], "index_price": [50000.0]},
+    ...     balances={"account": ["a"], "asset": ["USDT"], "amount": [18000.0]},
+    ...     model="deribit_pme", valuation_time="2024-01-01T00:00:00Z")
+    >>> w = mon.what_if("a", {"symbol": ["BTC-PERPETUAL", "BTC-PERPETUAL"],
+    ...                       "quantity": [-50000.0, -50000.0], "kind": ["fill", "order"]})
+    >>> w
+    WhatIf(account='a', 2 trades, IM 20,047.62 -> 10,023.81, status normal -> normal)
+    >>> [(r["state"], round(r["maintenance_margin"], 2), round(r["margin_ratio"], 4))
+    ...  for r in w.accounts.to_pylist()]
+    [('before', 16038.1, 1.1223), ('after', 8019.05, 2.2447)]
+    >>> [(r["kind"], round(r["mm_standalone"], 2), round(r["im_standalone"], 2))
+    ...  for r in w.trades.to_pylist()]
+    [('fill', -8019.05, -10023.81), ('order', 0.0, 0.0)]
+
+    The sell order would only reduce the position: it adds no IM.
+    """
+    account: str
+    accounts: pa.Table
+    trades: pa.Table
+    summary: pa.Table
+
+    def figure(self, state, column):
+        """One value of ``accounts``: ``state`` ``"before"`` or ``"after"``."""
+        return self.accounts[column][0 if state == "before" else 1].as_py()
+
+    def __repr__(self):
+        s = {r["figure"]: r for r in self.summary.to_pylist()}
+        im = s["initial_margin"]
+        over = "" if im["overcharge"] is None else f", per-leg sum {im['overcharge']:.2f}x"
+        return (f"WhatIf(account={self.account!r}, {self.trades.num_rows} trades, IM "
+                f"{im['before']:,.2f} -> {im['after']:,.2f}{over}, status "
+                f"{self.figure('before', 'status')} -> {self.figure('after', 'status')})")
+
+
+def trades_table(trades):
+    """The trades as a table with its columns checked (present, typed) and at least one row."""
+    t = as_table(trades, "trades")
+    if t is None:
+        raise MarginError("trades", None, "a table of trades (symbol, quantity [, price, kind])")
+    check_columns(t, "trades", TRADES)
+    if t.num_rows == 0:
+        raise MarginError("trades", None, "at least one trade")
+    return t
+
+
+def read_trades(t, symbols, marks):
+    """The checked trades of table ``t``: ``(symbol list, quantity, price (NaN: none),
+    is_order)``.  ``symbols``: the known symbols (a set), ``marks``: ``{symbol: mark}``."""
+    sym = str_column(t, "symbol").to_pylist()
+    unknown = np.array([s not in symbols or s not in marks for s in sym])
+    if unknown.any():
+        raise_rows(t, "trades", "symbol", unknown, "symbols the monitor knows (listed in its "
+                   "instruments, with a market row)", hint="List the instrument and give it a mark "
+                   "(Monitor.update(market=...); on the command line, the --instruments and "
+                   "--market files)")
+    qty = float_column(t, "trades", "quantity")
+    if (qty == 0).any():
+        raise_rows(t, "trades", "quantity", qty == 0, "a signed quantity, not 0")
+    price = float_column(t, "trades", "price", positive=True, nullable=True) \
+        if "price" in t.column_names else np.full(t.num_rows, np.nan)
+    if "kind" in t.column_names:
+        kind = str_column(t, "kind").to_pylist()
+        bad = np.array([k is not None and k not in KINDS for k in kind])
+        if bad.any():
+            raise_rows(t, "trades", "kind", bad, "'fill' or 'order' (null: fill)")
+        is_order = np.array([k == "order" for k in kind], dtype=bool)
+    else:
+        is_order = np.zeros(t.num_rows, dtype=bool)
+    return sym, qty, price, is_order
+
+
+def _rows(table, cols):
+    """The rows of a table (None: none) as a list of dicts of ``cols`` (missing: None)."""
+    if table is None or table.num_rows == 0:
+        return []
+    have = [c for c in cols if c in table.column_names]
+    data = {c: (str_column(table, c).to_pylist() if c in ("account", "symbol", "asset", "unit")
+                else table.column(c).to_pylist()) for c in have}
+    return [{c: data[c][i] if c in data else None for c in cols}
+            for i in range(table.num_rows)]
+
+
+def _booked(q, e, cs, mark, inverse):
+    """What a future's or perpetual's position row books in equity: its P&L from its entry
+    price ``e`` to the mark (nothing without an entry price)."""
+    if q == 0.0 or e is None or e != e:
+        return 0.0
+    return q * cs * (1.0 / e - 1.0 / mark) if inverse else q * cs * (mark - e)
+
+
+class _Account:
+    """One account's rows as plain values, and the same rows with a set of trades applied."""
+
+    def __init__(self, tables, account, linear_ccy):
+        self.name = account
+        self.info, self.linear_ccy = {}, linear_ccy
+        self.pos = {r["symbol"]: (r["quantity"], r["entry_price"])
+                    for r in _rows(tables.get("positions"), ("symbol", "quantity",
+                                                             "entry_price"))}
+        self.bal = {}
+        for r in _rows(tables.get("balances"), ("asset", "amount")):
+            self.bal[r["asset"]] = r["amount"]
+        oo = tables.get("open_orders")
+        self.orders = [] if oo is None or oo.num_rows == 0 else [
+            dict(r, order_id=str(r["order_id"])) for r in _rows(
+                oo, ("order_id", "symbol", "quantity", "price"))]
+        self.reserves = _rows(tables.get("reserves"), ("unit", "mmp_margin",
+                                                       "open_orders_margin"))
+        used = {o["order_id"] for o in self.orders}
+        self.prefix = ORDER_PREFIX
+        while any(u.startswith(self.prefix) for u in used):
+            self.prefix = "_" + self.prefix
+
+    def currency(self, symbol):
+        und, _, settlement, _, _ = self.info[symbol]
+        return und if settlement == "inverse" else self.linear_ccy
+
+    def applied(self, trades):
+        """(positions, balances, orders) after ``trades``: (row, symbol, quantity, price,
+        is_order, priced) tuples, price the one applied (never NaN), ``priced``: given in
+        the trades table."""
+        pos, bal, orders = dict(self.pos), dict(self.bal), list(self.orders)
+        for row, s, t, p, is_order, priced in trades:
+            if is_order:
+                orders.append({"order_id": f"{self.prefix}{row}", "symbol": s, "quantity": t,
+                               "price": p})
+                continue
+            und, kind, settlement, cs, mark = self.info[s]
+            q0, e0 = pos.get(s, (0.0, None))
+            q1 = 0.0 if t == -q0 else q0 + t
+            e1 = e0 if s in pos else p if priced else None
+            ccy = self.currency(s)
+            if kind in ("option", "spot"):
+                cash = -t * cs * p
+            else:
+                inverse = settlement == "inverse"
+                cash = (_booked(q0, e0, cs, mark, inverse) + _booked(t, p, cs, mark, inverse)
+                        - _booked(q1, e1, cs, mark, inverse))
+            if cash != 0.0:
+                bal[ccy] = bal.get(ccy, 0.0) + cash
+            if q1 == 0.0:
+                pos.pop(s, None)
+            else:
+                pos[s] = (q1, e1)
+        return pos, bal, orders
+
+
+def what_if(tables, account, trades, model, valuation_time):
+    """The margin of ``account`` (its rows in ``tables``: positions, balances, open_orders,
+    reserves of that account, with instruments, market and index) after ``trades``, under
+    ``model`` at ``valuation_time``: a :class:`WhatIf`.  See the module docstring."""
+    ins, mkt = tables["instruments"], tables["market"]
+    t = trades_table(trades)
+    # the instruments the account holds, orders or trades: the small book's universe
+    acc = _Account(tables, account, model["linear_settlement_currency"])
+    used = pa.array(sorted(set(acc.pos) | {o["symbol"] for o in acc.orders}
+                           | set(str_column(t, "symbol").to_pylist()) - {None}), pa.string())
+    ins_u = ins.filter(pc.is_in(str_column(ins, "symbol"), value_set=used))
+    mkt_u = mkt.filter(pc.is_in(str_column(mkt, "symbol"), value_set=used))
+    marks = dict(zip(str_column(mkt_u, "symbol").to_pylist(),
+                     mkt_u.column("mark_price").to_pylist()))
+    cols = {c: (str_column(ins_u, c).to_pylist() if c != "contract_size"
+                else ins_u.column(c).to_pylist())
+            for c in ("symbol", "underlying", "kind", "settlement", "contract_size")}
+    sym, qty, price, is_order = read_trades(t, set(cols["symbol"]), marks)
+    acc.info = {s: (u, k, st, cs, marks.get(s)) for s, u, k, st, cs in zip(
+        cols["symbol"], cols["underlying"], cols["kind"], cols["settlement"],
+        cols["contract_size"])}
+    applied_px = np.where(np.isnan(price), [marks[s] for s in sym], price)
+    legs = [(i, sym[i], float(qty[i]), float(applied_px[i]), bool(is_order[i]),
+             not np.isnan(price[i]))
+            for i in range(t.num_rows)]
+
+    # the states: before, after, each trade alone, the basket without each trade
+    n = len(legs)
+    sets = [(), tuple(range(n))] + [(i,) for i in range(n)] + \
+        [tuple(j for j in range(n) if j != i) for i in range(n)]
+    distinct = list(dict.fromkeys(sets))
+    figures = _margin_states(acc, legs, distinct, tables, ins_u, mkt_u, model, valuation_time)
+    by_set = {s: figures[k] for k, s in enumerate(distinct)}
+    before, after = by_set[()], by_set[tuple(range(n))]
+
+    accounts = pa.concat_tables([before["row"], after["row"]])
+    accounts = accounts.add_column(1, "state", pa.array(["before", "after"], pa.string()))
+    out = {"trade": pa.array(range(n), pa.int64()), "symbol": pa.array(sym, pa.string()),
+           "kind": pa.array(["order" if o else "fill" for o in is_order], pa.string()),
+           "quantity": pa.array(qty, pa.float64()),
+           "price": pa.array(applied_px, pa.float64())}
+    inc = {}
+    for f, short in zip(FIGURES, ("im", "mm")):
+        alone = np.array([by_set[(i,)][f] - before[f] for i in range(n)])
+        marginal = np.array([after[f] - by_set[sets[2 + n + i]][f] for i in range(n)])
+        out[f"{short}_standalone"] = pa.array(alone, pa.float64())
+        inc[f] = (alone, marginal)
+    for f, short in zip(FIGURES, ("im", "mm")):
+        out[f"{short}_marginal"] = pa.array(inc[f][1], pa.float64())
+    rows = []
+    for f in FIGURES:
+        alone, marginal = inc[f]
+        increase = after[f] - before[f]
+        legs_sum = float(alone.sum())
+        rows.append({"figure": f, "before": before[f], "after": after[f], "increase": increase,
+                     "standalone_sum": legs_sum, "marginal_sum": float(marginal.sum()),
+                     "overcharge": legs_sum / increase if increase > 0 else None})
+    summary = pa.Table.from_pylist(rows, schema=pa.schema([
+        ("figure", pa.string()), ("before", pa.float64()), ("after", pa.float64()),
+        ("increase", pa.float64()), ("standalone_sum", pa.float64()),
+        ("marginal_sum", pa.float64()), ("overcharge", pa.float64())]))
+    return WhatIf(account=account, accounts=accounts, trades=pa.table(out), summary=summary)
+
+
+def _margin_states(acc, legs, sets, tables, instruments, market, model, valuation_time):
+    """Margin of the account with each set of trades applied, all in one engine call (each
+    set is one account of one small book).  Returns, per set, ``{figure: USD, "row": the
+    accounts-table row}``."""
+    names = [f"{k}" for k in range(len(sets))]
+    rows = {"positions": [], "balances": [], "open_orders": [], "reserves": []}
+    for name, s in zip(names, sets):
+        pos, bal, orders = acc.applied([legs[i] for i in s])
+        rows["positions"] += [{"account": name, "symbol": x, "quantity": q, "entry_price": e}
+                              for x, (q, e) in pos.items()]
+        rows["balances"] += [{"account": name, "asset": a, "amount": v} for a, v in bal.items()]
+        rows["open_orders"] += [dict(o, account=name) for o in orders]
+        rows["reserves"] += [{"account": name, "unit": r["unit"],
+                              "mmp_margin": r["mmp_margin"] or 0.0,
+                              "open_orders_margin": r["open_orders_margin"] or 0.0}
+                             for r in acc.reserves]
+    t = {k: pa.Table.from_pylist(v, schema=SCHEMAS[k]) if v else None for k, v in rows.items()}
+    positions = t["positions"] if t["positions"] is not None else SCHEMAS["positions"].empty_table()
+    balances, orders, reserves = t["balances"], t["open_orders"], t["reserves"]
+    book = load_book(positions, instruments, market, tables["index"], balances, orders,
+                     reserves, model, valuation_time)
+    out = run(book, model)
+    check_finite(out)
+    table = accounts_table(out, model)
+    where = {a: i for i, a in enumerate(table.column("account").to_pylist())}
+    result = []
+    for name in names:
+        i = where.get(name)
+        if i is None:           # nothing left at all (no rows): nothing held, nothing charged
+            row = _empty_row(table, acc.name, model)
+        else:
+            row = table.slice(i, 1)
+            row = row.set_column(0, "account", pa.array([acc.name], pa.string()))
+        result.append({"row": row, **{f: row.column(f)[0].as_py() for f in FIGURES}})
+    return result
+
+
+def _empty_row(table, name, model):
+    """The accounts-table row of an account with no rows at all."""
+    ratio = margin_ratio(np.zeros(1), np.zeros(1))
+    values = {c: [0.0] for c in table.column_names}
+    values.update(account=[name], margin_ratio=ratio, worst_scenario=["none"],
+                  status=status_array(ratio, model["thresholds"]))
+    return pa.table({c: pa.array(values[c], table.schema.field(c).type)
+                     for c in table.column_names})
