@@ -55,8 +55,10 @@ def test_joint_worst_matches_exact_revaluation_oracle(pos):
 
 @settings(max_examples=8, deadline=None)
 @given(seed=st.integers(0, 10_000), n_und=st.integers(1, 4), tail=st.sampled_from([True, False]),
-       rho=st.floats(-0.3, 0.95))
+       rho=st.floats(-0.3, 0.9))
 def test_oracle_on_random_multi_underlying_option_books(seed, n_und, tail, rho):
+    # rho up to 0.9: beside BTC,ETH = 0.85, a default of 0.95 over four underlyings is not a
+    # valid correlation matrix (smallest eigenvalue -0.0007), which margin() rightly refuses
     und = ("BTC", "ETH", "SOL", "XRP")[:n_und]
     tables = samples.book(n_accounts=2, positions_per_account=12, underlyings=und,
                           option_share=0.6, inverse_share=0.5, seed=seed)
