@@ -39,6 +39,21 @@ from .scenarios import VOL_SAME
 CHUNKS = 64  # a parallel kernel's selection is cut in this many runs of rows, one per task
 
 
+@njit(inline="always")
+def group_span(pu_start, pu_order, pos_group, u):
+    """(lowest, highest) expiry group of unit ``u``'s positions (a unit's groups are
+    consecutive, :func:`expiry_groups`); ``(1 << 62, -1)`` when it has none, an empty range."""
+    g_lo = 1 << 62
+    g_hi = -1
+    for j in range(pu_start[u], pu_start[u + 1]):
+        g = pos_group[pu_order[j]]
+        if g >= 0:
+            if g < g_lo:
+                g_lo = g
+            if g > g_hi:
+                g_hi = g
+    return g_lo, g_hi
+
 @njit
 def csr(keys, n_groups):
     """Counting sort of ``keys`` (int64 in ``[0, n_groups)``; negative keys are left out):
@@ -85,15 +100,7 @@ def unit_figures_rows(sel, lo, hi, pu_start, pu_order, pos_instr, pos_row, quant
             vec[s] = 0.0
             wrow[s] = 0.0
         p0, p1 = pu_start[u], pu_start[u + 1]
-        g_lo = 1 << 62
-        g_hi = -1
-        for j in range(p0, p1):
-            g = pos_group[pu_order[j]]
-            if g >= 0:
-                if g < g_lo:
-                    g_lo = g
-                if g > g_hi:
-                    g_hi = g
+        g_lo, g_hi = group_span(pu_start, pu_order, pos_group, u)
         for g in range(g_lo, g_hi + 1):
             roll_group[g] = 0.0
         d_unit = 0.0

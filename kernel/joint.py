@@ -1,172 +1,628 @@
-"""Joint stress across units (``cross_unit = "correlated"``).
+"""Joint stress across units (``cross_unit = "correlated"``) as one fused kernel per account.
 
-Each joint scenario j moves every underlying row r by its own shock.  A unit's P&L at that
-move is read from its risk vector over revaluation cells (see :mod:`pmrisk.engine.correlated`):
+An account's *active* units (those holding a non-zero position) fix its group of underlying
+rows and so its joint scenarios (see :mod:`pmrisk.engine.correlated`).  For one account
+:func:`joint_stress` does, without leaving the kernel:
 
-    value(v) = sum_k weight[j, r, k] * vector[idx[j, r] + k*stride[j, r] + v],  k < n_terms
+1. **curves**: each active unit's P&L curve on the grid of its underlying row, the
+   quantity-weighted sum of its positions' instrument curves (``icurve``: one row per
+   revaluation row, priced once per call by :func:`pmrisk.kernel.instrument_pnl` on the grid,
+   whoever holds it); with ``grid`` off (``joint_revaluation = "exact"``) there are none;
+2. **bound**: each curve's interpolation error, ``error_factor`` times its largest 4th
+   difference along the grid plus 1e-9 of its size, times the unit's USD price; the account's
+   ``tol`` is their sum;
+3. **interpolated totals**: every joint scenario of the group and the account's own delta
+   directions (``+-z*``, ``z* = rho g / sqrt(g' rho g)``, ``g`` the range-scaled USD slopes),
+   each unit at its move (cubic Lagrange on 4 nodes), its worst weighted vol state, summed
+   in USD;
+4. **candidates**: every scenario whose interpolated total is within ``2 tol`` of the lowest
+   (the true worst is always one of them: its interpolated total is within ``tol`` of its
+   exact one); more than ``max_candidates``, or ``grid`` off: every scenario;
+5. **exact refinement**: each candidate revalued exactly (every position of every active
+   unit at its unit's move, the three vol states at once), weighed, worst vol state per unit,
+   summed in USD; the lowest total binds (ties within ``TIE_RTOL``: the first, joint
+   scenarios in their order before the delta directions);
+6. **outputs**: the account's worst (USD), binding scenario, each active unit's weighted
+   value, vol state, move and loss weight there, and each of their positions' own loss there.
 
-for vol index v < n_vol[j, r].  With ``n_terms = 1`` (weight 1) the cells are the exact
-revaluation at the move; with ``n_terms = 4`` they are the four grid nodes around it and the
-weights are cubic Lagrange weights.  In each joint scenario a unit takes its worst weighted vol
-state (ties, within ``TIE_RTOL``, prefer vol ``same``, then the first); the account's joint
-P&L is the sum over its units in USD; the joint worst is the largest joint loss.
+A unit's value in a scenario:  ``value(v) = sum_k w[k] * curve[i0 + k*stride + v]`` (k < 4,
+interpolated) or the exact sum over its positions; it takes its worst weighted vol state
+(ties, within ``TIE_RTOL``, prefer vol ``same``, then the first).  The exact cell is
+:func:`pmrisk.kernel.instrument_pnl`'s arithmetic (per-row constants from
+:func:`pricing_constants`), so the result is exact revaluation's to the bit.
+
+Accounts are independent: :func:`joint_stress` cuts the selection into ``CHUNKS`` runs of
+accounts over the threads, :func:`joint_stress_serial` runs it on the calling thread; both
+call :func:`joint_stress_rows`, so the result does not depend on the form or the thread count.
+Scratch is allocated once per run of accounts; no positions x scenarios array exists.
 """
+
+import math
 
 import numpy as np
 from numba import prange
 
 from ._config import njit
 from .aggregate import TIE_RTOL, weigh_cell
-from .scenarios import VOL_SAME
+from .assemble import CHUNKS
+from .black76 import undiscounted_price
+from .instruments import INVERSE, OPTION
+from .scenarios import VOL_DOWN, VOL_SAME, VOL_UP
+
+# binding scenario kinds (``bind_kind``)
+BIND_NONE, BIND_JOINT, BIND_DELTA = -1, 0, 1
+
+
+@njit
+def pricing_constants(kind, settlement, contract_size, mark, forward, strike, is_call, t_now,
+                      t_scen, sig_mark, sig_up, sig_same, sig_down, rate):
+    """Per revaluation row, what :func:`pmrisk.kernel.instrument_pnl` hoists out of its
+    scenario loop: ``float64[n, 6]`` = (base, ln(F/K), discount to the scenario's expiry,
+    sigma*sqrt(T) of vol up, same, down).  ``base`` is ``c/mark`` (inverse futures),
+    ``c*mark`` (linear futures and spot) or the option's value at the marks (coin for
+    inverse ones)."""
+    n = kind.shape[0]
+    out = np.zeros((n, 6))
+    for i in range(n):
+        c = contract_size[i]
+        inverse = settlement[i] == INVERSE
+        if kind[i] != OPTION:
+            out[i, 0] = c / mark[i] if inverse else c * mark[i]
+            continue
+        F = forward[i]
+        K = strike[i]
+        ln_fk = math.log(F / K)
+        t0 = t_now[i]
+        sd0 = sig_mark[i] * math.sqrt(t0) if t0 > 0.0 else 0.0
+        v0 = undiscounted_price(F, K, ln_fk, sd0, is_call[i] == 1)
+        v0 *= math.exp(-rate * t0) if t0 > 0.0 else 1.0
+        out[i, 0] = v0 / F if inverse else v0
+        out[i, 1] = ln_fk
+        T = t_scen[i]
+        sqrt_t = math.sqrt(T) if T > 0.0 else 0.0
+        out[i, 2] = math.exp(-rate * T) if T > 0.0 else 1.0
+        out[i, 3] = sig_up[i] * sqrt_t
+        out[i, 4] = sig_same[i] * sqrt_t
+        out[i, 5] = sig_down[i] * sqrt_t
+    return out
 
 
 @njit(inline="always")
-def _state_value(vec, i0, stride, v, w, n_terms):
-    x = w[0] * vec[i0 + v]
-    for k in range(1, n_terms):
-        x += w[k] * vec[i0 + k * stride + v]
-    return x
+def _cell(i, shock, l1p, v, kind, settlement, contract_size, forward, strike, is_call, const):
+    """P&L per contract of revaluation row ``i`` at ``shock`` (``l1p = log1p(shock)``) with
+    vol state ``v`` (0 up, 1 same, 2 down): :func:`instrument_pnl`'s cell (pnl scale 1)."""
+    if kind[i] != OPTION:
+        if settlement[i] == INVERSE:
+            return const[i, 0] * (1.0 - 1.0 / (1.0 + shock)) * 1.0
+        return const[i, 0] * shock * 1.0
+    fs = forward[i] * (1.0 + shock)
+    x = const[i, 2] * undiscounted_price(fs, strike[i], const[i, 1] + l1p, const[i, 3 + v],
+                                         is_call[i] == 1)
+    if settlement[i] == INVERSE:
+        x /= fs
+    return contract_size[i] * (x - const[i, 0]) * 1.0
 
 
 @njit(inline="always")
-def _better(y, c, best, best_c, vol_code_row):
-    """Is vol cell ``c`` with weighted value ``y`` preferred to the best so far?  Lower wins;
-    within ``TIE_RTOL`` vol ``same`` wins, then the earlier cell (NaN always wins)."""
+def _better(y, c, best, best_c):
+    """Is vol state ``c`` (0 up, 1 same, 2 down) with weighted value ``y`` preferred to the
+    best so far?  Lower wins; within ``TIE_RTOL`` vol ``same`` wins, then the earlier state
+    (NaN always wins)."""
     if y != y:
         return True
     if best != best:
         return False
     if y - best <= TIE_RTOL * max(abs(y), abs(best)) and \
             best - y <= TIE_RTOL * max(abs(y), abs(best)):
-        return vol_code_row[c] == VOL_SAME and vol_code_row[best_c] != VOL_SAME
+        return c == 1 and best_c != 1
     return y < best
 
 
 @njit(inline="always")
-def _unit_value(vec, i0, stride, nv, w, n_terms, vol_code_row, lw, gw, cap):
-    """(weighted value, vol index) of a unit in one joint scenario: each vol state's value is
-    interpolated once (nv <= 3)."""
-    best = weigh_cell(_state_value(vec, i0, stride, 0, w, n_terms), lw, gw, cap, 0.0)
+def _lagrange(t, n_nodes, w):
+    """Window start of position ``t`` (node units) on ``n_nodes`` uniform nodes; fills ``w``
+    with the cubic Lagrange weights."""
+    i0 = int(math.floor(t)) - 1
+    if i0 > n_nodes - 4:
+        i0 = n_nodes - 4
+    if i0 < 0:
+        i0 = 0
+    u = t - i0
+    w[0] = -(u - 1) * (u - 2) * (u - 3) / 6
+    w[1] = u * (u - 2) * (u - 3) / 2
+    w[2] = -u * (u - 1) * (u - 3) / 2
+    w[3] = u * (u - 1) * (u - 2) / 6
+    return i0
+
+
+@njit(inline="always")
+def _weigh(x, lw, gw, cap):
+    """:func:`pmrisk.kernel.aggregate.weigh_cell` without branches (no dampener; ``lw``,
+    ``cap`` >= 0; NaN not handled: the caller checks the curves)."""
+    return lw * min(x, 0.0) + min(gw * max(x, 0.0), cap)
+
+
+@njit(inline="always")
+def _min3(cv, i0, w, lw, gw, cap):
+    """Lowest weighted value of the three vol states interpolated at window ``i0`` (cells
+    ``i0 .. i0+11``: 4 nodes x up, same, down).  Ties need no rule here: only the value
+    counts for the candidate band."""
+    x0 = w[0] * cv[i0] + w[1] * cv[i0 + 3] + w[2] * cv[i0 + 6] + w[3] * cv[i0 + 9]
+    x1 = w[0] * cv[i0 + 1] + w[1] * cv[i0 + 4] + w[2] * cv[i0 + 7] + w[3] * cv[i0 + 10]
+    x2 = w[0] * cv[i0 + 2] + w[1] * cv[i0 + 5] + w[2] * cv[i0 + 8] + w[3] * cv[i0 + 11]
+    return min(_weigh(x0, lw, gw, cap), min(_weigh(x1, lw, gw, cap), _weigh(x2, lw, gw, cap)))
+
+
+@njit(inline="always")
+def _interval_bounds(cv, c0, nv, n_nodes, lw, gw, cap, d2, out):
+    """``out[i]``: a lower bound of the lowest weighted value over the vol states of the
+    cubic interpolant of curve ``cv`` (nodes at ``c0 + nv*i + v``) on node interval
+    ``[i, i+1]``, whichever 4-node window covers it: min of the two nodes minus 0.2 x the
+    |2nd differences| at nodes i-1 .. i+2 (clipped to the grid).  ``d2``: scratch."""
+    for i in range(n_nodes - 1):
+        out[i] = np.inf
+    for v in range(nv):
+        for k in range(1, n_nodes - 1):
+            d2[k] = abs(cv[c0 + nv * (k - 1) + v] - 2.0 * cv[c0 + nv * k + v]
+                        + cv[c0 + nv * (k + 1) + v])
+        d2[0] = d2[1]
+        d2[n_nodes - 1] = d2[n_nodes - 2]
+        for i in range(n_nodes - 1):
+            a = cv[c0 + nv * i + v]
+            b = cv[c0 + nv * (i + 1) + v]
+            lo = a if a < b else b
+            slack = d2[max(i - 1, 0)] + d2[i] + d2[i + 1] + d2[min(i + 2, n_nodes - 1)]
+            y = _weigh(lo - 0.2 * slack, lw, gw, cap)
+            if y < out[i]:
+                out[i] = y
+
+
+@njit(inline="always")
+def _interp_add(cv, u, c, unit_row, unit_px, cap_usd, ja, jb, j0, js_shock, js_lw, js_gw,
+                js_nvol, pr, tail_range, tail_side, n_side, w, tot):
+    """Add unit ``u``'s interpolated weighted value (USD) in the group's joint scenarios
+    ``ja:jb`` to ``tot[j]``."""
+    r = unit_row[u]
+    px = unit_px[u]
+    cap = cap_usd[r] / px
+    for j in range(ja, jb):
+        jj = j0 + j
+        sh = js_shock[jj, c]
+        if js_nvol[jj] == 3:
+            i0 = _lagrange((sh / pr[r] + 1.0) * n_side, 2 * n_side + 1, w)
+            y = _min3(cv, 3 * i0, w, js_lw[jj, c], js_gw[jj, c], cap)
+        else:
+            i0 = 3 * (2 * n_side + 1) + _lagrange((sh / tail_range[r] + 1.0) * tail_side[r],
+                                                  2 * tail_side[r] + 1, w)
+            y = _weigh(w[0] * cv[i0] + w[1] * cv[i0 + 1] + w[2] * cv[i0 + 2]
+                       + w[3] * cv[i0 + 3], js_lw[jj, c], js_gw[jj, c], cap)
+        tot[j] += y * px
+
+
+@njit(inline="always")
+def _interp_delta(cv, u, c, unit_row, unit_px, cap_usd, n_js, n_all, B, zpos, pr, gw_row,
+                  mult, cover, tail_range, tail_side, n_side, w, tot):
+    """Add unit ``u``'s interpolated weighted value (USD) in the account's delta directions
+    (scenarios ``n_js:n_all``, see :func:`_scenario`) to ``tot``."""
+    r = unit_row[u]
+    px = unit_px[u]
+    cap = cap_usd[r] / px
+    for e in range(n_all - n_js):
+        sign = -1.0 if e % 2 == 0 else 1.0
+        if e < 2 * B:
+            sh = (((e // 2 + 1) / B) * pr[r]) * (sign * zpos[c])
+            i0 = _lagrange((sh / pr[r] + 1.0) * n_side, 2 * n_side + 1, w)
+            y = _min3(cv, 3 * i0, w, 1.0, gw_row[r], cap)
+        else:
+            sh = (sign * zpos[c]) * (mult[r] * pr[r])
+            i0 = 3 * (2 * n_side + 1) + _lagrange((sh / tail_range[r] + 1.0) * tail_side[r],
+                                                  2 * tail_side[r] + 1, w)
+            y = _weigh(w[0] * cv[i0] + w[1] * cv[i0 + 1] + w[2] * cv[i0 + 2]
+                       + w[3] * cv[i0 + 3], cover[r], cover[r], cap)
+        tot[n_js + e] += y * px
+
+
+@njit(inline="always")
+def _exact_unit(u, pu_start, pu_order, q, pos_row, shock, nv, lw, gw, cap, kind, settlement,
+                contract_size, forward, strike, is_call, const):
+    """(weighted value, vol state) of unit ``u`` revalued exactly at ``shock``: ``nv = 3``
+    the vol states up, same, down, ``nv = 1`` vol same only (tails)."""
+    l1p = math.log1p(shock)
+    x0 = 0.0
+    x1 = 0.0
+    x2 = 0.0
+    for k in range(pu_start[u], pu_start[u + 1]):
+        p = pu_order[k]
+        qp = q[p]
+        if qp == 0.0:
+            continue
+        i = pos_row[p]
+        if nv == 1:
+            x1 += qp * _cell(i, shock, l1p, 1, kind, settlement, contract_size, forward,
+                             strike, is_call, const)
+        elif kind[i] != OPTION:
+            y = qp * _cell(i, shock, l1p, 0, kind, settlement, contract_size, forward, strike,
+                           is_call, const)
+            x0 += y
+            x1 += y
+            x2 += y
+        else:
+            x0 += qp * _cell(i, shock, l1p, 0, kind, settlement, contract_size, forward,
+                             strike, is_call, const)
+            x1 += qp * _cell(i, shock, l1p, 1, kind, settlement, contract_size, forward,
+                             strike, is_call, const)
+            x2 += qp * _cell(i, shock, l1p, 2, kind, settlement, contract_size, forward,
+                             strike, is_call, const)
+    if nv == 1:
+        return weigh_cell(x1, lw, gw, cap, 0.0), 1
+    best = weigh_cell(x0, lw, gw, cap, 0.0)
     best_v = 0
-    for v in range(1, nv):
-        y = weigh_cell(_state_value(vec, i0, stride, v, w, n_terms), lw, gw, cap, 0.0)
-        if _better(y, i0 + v, best, i0 + best_v, vol_code_row):
-            best = y
-            best_v = v
+    y = weigh_cell(x1, lw, gw, cap, 0.0)
+    if _better(y, 1, best, best_v):
+        best = y
+        best_v = 1
+    y = weigh_cell(x2, lw, gw, cap, 0.0)
+    if _better(y, 2, best, best_v):
+        best = y
+        best_v = 2
     return best, best_v
 
 
 @njit(inline="always")
-def _account_totals(vectors, unit_row, unit_px, lo, hi, idx, stride, n_vol, wts, n_terms,
-                    loss_weight, gain_weight, gain_cap_usd, vol_code, total):
-    """Fill ``total[j]`` (USD) for the units ``lo:hi`` of one account; return the lowest."""
-    lowest = np.inf
-    for j in range(idx.shape[0]):
-        t = 0.0
-        for u in range(lo, hi):
-            r = unit_row[u]
-            px = unit_px[u]
-            y, _ = _unit_value(vectors[u], idx[j, r], stride[j, r], n_vol[j, r], wts[j, r],
-                               n_terms, vol_code[r], loss_weight[j, r], gain_weight[j, r],
-                               gain_cap_usd[r] / px)
-            t += y * px
-        total[j] = t
-        if t < lowest or t != t:
-            lowest = t
-    return lowest
+def _diff4(c, i, step):
+    """4th difference of ``c`` at ``i, i+step, ..., i+4*step`` (numpy.diff's order)."""
+    a0 = c[i + step] - c[i]
+    a1 = c[i + 2 * step] - c[i + step]
+    a2 = c[i + 3 * step] - c[i + 2 * step]
+    a3 = c[i + 4 * step] - c[i + 3 * step]
+    b0 = a1 - a0
+    b1 = a2 - a1
+    b2 = a3 - a2
+    return abs((b2 - b1) - (b1 - b0))
 
 
 @njit
-def joint_worst(vectors, unit_row, unit_px, acc_start, idx, stride, n_vol, wts, n_terms,
-                loss_weight, gain_weight, gain_cap_usd, vol_code):
-    """Joint worst case per account.
-
-    Parameters
-    ----------
-    vectors : float64[n_units, W]
-        Unit risk vectors over the revaluation cells (settlement currency).
-    unit_row : int64[n_units];  unit_px : float64[n_units]
-        Scenario row of each unit and the USD price of its settlement currency.
-    acc_start : int64[n_acc + 1]
-        Units are sorted by account; account a owns units ``acc_start[a]:acc_start[a+1]``.
-    idx, stride, n_vol : int64[n_joint, n_rows];  wts : float64[n_joint, n_rows, 4]
-        Cells of each row's move in each joint scenario (module docstring).
-    loss_weight, gain_weight : float64[n_joint, n_rows];  gain_cap_usd : float64[n_rows]
-    vol_code : int64[n_rows, W]
-        Vol state of each cell (ties prefer ``same``).
-
-    Returns
-    -------
-    worst : float64[n_acc]         max(0, -min_j joint P&L), USD
-    binding : int64[n_acc]         binding joint scenario (ties: the lowest index)
-    unit_value : float64[n_units]  weighted P&L of each unit there (settlement currency)
-    unit_vol : int64[n_units]      the vol index it took there
-    """
-    n_acc = acc_start.shape[0] - 1
-    n_joint = idx.shape[0]
-    worst = np.zeros(n_acc)
-    binding = np.zeros(n_acc, dtype=np.int64)
-    unit_value = np.zeros(vectors.shape[0])
-    unit_vol = np.zeros(vectors.shape[0], dtype=np.int64)
-    total = np.zeros(n_joint)                    # scratch, one account at a time
-    for a in range(n_acc):
-        lo = acc_start[a]
-        hi = acc_start[a + 1]
-        if n_joint == 0 or hi == lo:
+def joint_stress_rows(sel, lo, hi, acc, grp, ins, grid, outs):
+    """:func:`joint_stress` for the accounts ``sel[lo:hi]`` (one run of accounts, one
+    scratch set)."""
+    (ua_start, pu_start, pu_order, q, pos_row, unit_row, unit_px, slope, acc_group) = acc
+    (g_d, g_rows, g_col, g_j0, g_buckets, g_rho, js_shock, js_lw, js_gw, js_nvol, pr, gw_row,
+     cap_usd, mult, cover, tails, max_candidates, g_m, g_dir0, dir_iv, dir_ivt) = grp
+    (kind, settlement, contract_size, forward, strike, is_call, const) = ins
+    (use_grid, icurve, curve_of_row, n_side, tail_side, tail_range, vol_code,
+     error_factor) = grid
+    (worst, n_joint, n_exact, bind_kind, bind_index, bind_shock, unit_value, unit_vol,
+     unit_shock, unit_lw, pos_loss) = outs
+    d_max = g_rows.shape[1]
+    width = icurve.shape[1]
+    max_units = 1
+    max_scen = 1
+    for k in range(lo, hi):
+        a = sel[k]
+        if ua_start[a + 1] - ua_start[a] > max_units:
+            max_units = ua_start[a + 1] - ua_start[a]
+        g = acc_group[a]
+        if g >= 0:
+            n = g_j0[g + 1] - g_j0[g] + 2 * g_buckets[g] + 2
+            if n > max_scen:
+                max_scen = n
+    units = np.empty(max_units, dtype=np.int64)
+    ucol = np.empty(max_units, dtype=np.int64)
+    curves = np.zeros((max_units, width if use_grid else 1))
+    tot = np.empty(max_scen)
+    cand = np.empty(max_scen, dtype=np.int64)
+    gvec = np.empty(d_max)
+    zpos = np.empty(d_max)
+    w = np.empty(4)
+    lv = np.empty((max_units, 2 * n_side))                  # shell interval bounds
+    lvt = np.empty((max_units, max(2 * tail_side.max(), 1)))  # tail interval bounds
+    d2 = np.empty(max(2 * n_side + 1, 2 * tail_side.max() + 1))
+    n_shell = 2 * n_side + 1
+    tail0 = 3 * n_shell
+    for k in range(lo, hi):
+        a = sel[k]
+        g = acc_group[a]
+        worst[a] = 0.0
+        bind_kind[a] = BIND_NONE
+        bind_index[a] = -1
+        n_joint[a] = 0
+        n_exact[a] = 0
+        for c in range(d_max):
+            bind_shock[a, c] = 0.0
+        # units: inactive ones take no part (value 0, shock 0, vol same, loss weight 1)
+        nu = 0
+        for u in range(ua_start[a], ua_start[a + 1]):
+            unit_value[u] = 0.0
+            unit_vol[u] = VOL_SAME
+            unit_shock[u] = 0.0
+            unit_lw[u] = 1.0
+            held = False
+            for m in range(pu_start[u], pu_start[u + 1]):
+                p = pu_order[m]
+                pos_loss[p] = 0.0
+                if q[p] != 0.0:
+                    held = True
+            if held and g >= 0:
+                units[nu] = u
+                ucol[nu] = g_col[g, unit_row[u]]
+                nu += 1
+        if g < 0 or nu == 0:
             continue
-        lowest = _account_totals(vectors, unit_row, unit_px, lo, hi, idx, stride, n_vol,
-                                 wts, n_terms, loss_weight, gain_weight, gain_cap_usd,
-                                 vol_code, total)
+        d = g_d[g]
+        j0 = g_j0[g]
+        n_js = g_j0[g + 1] - j0
+        B = g_buckets[g]
+        # the account's delta directions: +-z*, z* = rho g / sqrt(g' rho g), clipped to +-1
+        for c in range(d):
+            gvec[c] = 0.0
+        for m in range(nu):
+            gvec[ucol[m]] += slope[units[m]]
+        for c in range(d):
+            gvec[c] *= pr[g_rows[g, c]]
+        qq = 0.0
+        for c in range(d):
+            s = 0.0
+            for e in range(d):
+                s += g_rho[g, c, e] * gvec[e]
+            qq += gvec[c] * s
+        root = math.sqrt(qq) if qq > 0.0 else 1.0
+        for e in range(d):
+            s = 0.0
+            for c in range(d):
+                s += gvec[c] * g_rho[g, c, e]
+            z = s / root if qq > 0.0 else 0.0
+            zpos[e] = min(max(z, -1.0), 1.0)
+        n_dd = 0 if d < 2 else 2 * B + (2 if tails else 0)
+        n_all = n_js + n_dd
+        n_joint[a] = n_all
+        # -- candidates: interpolated totals within 2 tol of the lowest, or all ---------------
+        n_c = n_all
+        if use_grid:
+            tol = 0.0
+            for m in range(nu):
+                u = units[m]
+                r = unit_row[u]
+                for s in range(width):
+                    curves[m, s] = 0.0
+                for mm in range(pu_start[u], pu_start[u + 1]):
+                    p = pu_order[mm]
+                    qp = q[p]
+                    if qp == 0.0:
+                        continue
+                    ci = curve_of_row[pos_row[p]]
+                    for s in range(width):
+                        curves[m, s] += qp * icurve[ci, s]
+                err = 0.0
+                for v in range(3):
+                    for i in range(n_shell - 4):
+                        x = _diff4(curves[m], 3 * i + v, 3)
+                        if x > err or x != x:
+                            err = x
+                ts = tail_side[r]
+                if ts > 0:
+                    for i in range(2 * ts + 1 - 4):
+                        x = _diff4(curves[m], tail0 + i, 1)
+                        if x > err or x != x:
+                            err = x
+                size = 0.0
+                for s in range(width):
+                    x = abs(curves[m, s])
+                    if x > size or x != x:
+                        size = x
+                tol += (error_factor * err + 1e-9 * size) * unit_px[u]
+            # lower bounds of each unit's interpolated weighted value on every grid interval
+            # (its 4-node window: the cubic's gap to the chord is <= 0.2 x the |2nd
+            # differences| around it), then their running minimum outward from the centre:
+            # one look-up bounds a direction's shells (they all lie between 0 and its outer
+            # move), one a tail
+            for m in range(nu):
+                r = unit_row[units[m]]
+                _interval_bounds(curves[m], 0, 3, n_shell, 1.0, gw_row[r],
+                                 cap_usd[r] / unit_px[units[m]], d2, lv[m])
+                for i in range(n_side, 2 * n_side):          # outward from the centre
+                    if i > n_side and lv[m, i - 1] < lv[m, i]:
+                        lv[m, i] = lv[m, i - 1]
+                for i in range(n_side - 1, -1, -1):
+                    if i < n_side - 1 and lv[m, i + 1] < lv[m, i]:
+                        lv[m, i] = lv[m, i + 1]
+                ts = tail_side[r]
+                if ts > 0:
+                    _interval_bounds(curves[m], tail0, 1, 2 * ts + 1, cover[r], cover[r],
+                                     cap_usd[r] / unit_px[units[m]], d2, lvt[m])
+            lowest = np.inf
+            for j in range(n_all):
+                tot[j] = np.inf
+            # the no-move scenario and the delta directions first (a good lowest early)
+            for j in range(n_js, n_all):
+                tot[j] = 0.0
+            tot[0] = 0.0
+            for m in range(nu):
+                _interp_add(curves[m], units[m], ucol[m], unit_row, unit_px, cap_usd, 0, 1, j0,
+                            js_shock, js_lw, js_gw, js_nvol, pr, tail_range, tail_side,
+                            n_side, w, tot)
+                _interp_delta(curves[m], units[m], ucol[m], unit_row, unit_px, cap_usd, n_js,
+                              n_all, B, zpos, pr, gw_row, mult, cover, tail_range, tail_side,
+                              n_side, w, tot)
+            for j in range(n_js, n_all):
+                if tot[j] < lowest or tot[j] != tot[j]:
+                    lowest = tot[j]
+            if tot[0] < lowest or tot[0] != tot[0]:
+                lowest = tot[0]
+            m_dir = g_m[g]
+            for dr in range(m_dir):
+                # shells of direction dr: j = 1 + (k-1)*m_dir + dr, k = 1..B; its outer
+                # move's grid interval per column: dir_iv (tail: dir_ivt)
+                lb = 0.0
+                dd = g_dir0[g] + dr
+                for m in range(nu):
+                    lb += lv[m, dir_iv[dd, ucol[m]]] * unit_px[units[m]]
+                if not lb - lowest > 2.5 * tol:
+                    for k in range(B):
+                        j = 1 + k * m_dir + dr
+                        tot[j] = 0.0
+                        for m in range(nu):
+                            _interp_add(curves[m], units[m], ucol[m], unit_row, unit_px,
+                                        cap_usd, j, j + 1, j0, js_shock, js_lw, js_gw,
+                                        js_nvol, pr, tail_range, tail_side, n_side, w, tot)
+                        if tot[j] < lowest or tot[j] != tot[j]:
+                            lowest = tot[j]
+                if not tails:
+                    continue
+                jt = 1 + B * m_dir + dr
+                lb = 0.0
+                for m in range(nu):
+                    lb += lvt[m, dir_ivt[dd, ucol[m]]] * unit_px[units[m]]
+                if not lb - lowest > 2.5 * tol:
+                    tot[jt] = 0.0
+                    for m in range(nu):
+                        _interp_add(curves[m], units[m], ucol[m], unit_row, unit_px, cap_usd,
+                                    jt, jt + 1, j0, js_shock, js_lw, js_gw, js_nvol, pr,
+                                    tail_range, tail_side, n_side, w, tot)
+                    if tot[jt] < lowest or tot[jt] != tot[jt]:
+                        lowest = tot[jt]
+            band = lowest + 2.0 * tol      # NaN (a curve is not finite): every scenario
+            n_c = 0
+            n_grid = 0
+            for j in range(n_all):
+                if tot[j] <= band or band != band:
+                    cand[n_c] = j
+                    n_c += 1
+                    if j < n_js:
+                        n_grid += 1
+            if n_grid > max_candidates:
+                n_c = n_all            # too many: revalue every scenario, as without a grid
+        if n_c == n_all:
+            for j in range(n_all):
+                cand[j] = j
+        n_exact[a] = n_c
+        # -- exact refinement ---------------------------------------------------------------
+        lowest = np.inf
+        for i in range(n_c):
+            t = _exact_total(cand[i], n_js, j0, B, nu, units, ucol, unit_row, unit_px, pr,
+                             gw_row, cap_usd, mult, cover, zpos, js_shock, js_lw, js_gw,
+                             js_nvol, pu_start, pu_order, q, pos_row, kind, settlement,
+                             contract_size, forward, strike, is_call, const, outs, False)
+            tot[i] = t
+            if t < lowest or t != t:
+                lowest = t
         bind = 0
-        for j in range(n_joint):
-            if total[j] != total[j] or (
-                    total[j] - lowest <= TIE_RTOL * max(abs(total[j]), abs(lowest))):
-                bind = j
+        for i in range(n_c):
+            if tot[i] != tot[i] or (tot[i] - lowest <= TIE_RTOL * max(abs(tot[i]),
+                                                                       abs(lowest))):
+                bind = i
                 break
-        binding[a] = bind
-        b = total[bind]
+        b = tot[bind]
         worst[a] = -b if (b < 0.0 or b != b) else 0.0
-        for u in range(lo, hi):
-            r = unit_row[u]
-            px = unit_px[u]
-            unit_value[u], unit_vol[u] = _unit_value(
-                vectors[u], idx[bind, r], stride[bind, r], n_vol[bind, r], wts[bind, r],
-                n_terms, vol_code[r], loss_weight[bind, r], gain_weight[bind, r],
-                gain_cap_usd[r] / px)
-    return worst, binding, unit_value, unit_vol
+        j = cand[bind]
+        if j < n_js:
+            bind_kind[a] = BIND_JOINT
+            bind_index[a] = j0 + j
+        else:
+            bind_kind[a] = BIND_DELTA
+            bind_index[a] = j - n_js
+        # the binding scenario again, writing each unit's value, vol, move, loss weight and
+        # its positions' own losses
+        _exact_total(j, n_js, j0, B, nu, units, ucol, unit_row, unit_px, pr, gw_row, cap_usd,
+                     mult, cover, zpos, js_shock, js_lw, js_gw, js_nvol, pu_start, pu_order,
+                     q, pos_row, kind, settlement, contract_size, forward, strike, is_call,
+                     const, outs, True)
+        for m in range(nu):
+            bind_shock[a, ucol[m]] = unit_shock[units[m]]
+
+
+@njit(inline="always")
+def _scenario(j, n_js, j0, B, c, r, pr, gw_row, mult, cover, zpos, js_shock, js_lw, js_gw,
+              js_nvol):
+    """(move, loss weight, gain weight, vol states) of group column ``c`` (row ``r``) in the
+    account's scenario ``j``: the group's joint scenarios, then its delta directions (per
+    shell -z*, +z*; then the tails)."""
+    if j < n_js:
+        jj = j0 + j
+        return js_shock[jj, c], js_lw[jj, c], js_gw[jj, c], js_nvol[jj]
+    e = j - n_js
+    sign = -1.0 if e % 2 == 0 else 1.0
+    if e < 2 * B:
+        return (((e // 2 + 1) / B) * pr[r]) * (sign * zpos[c]), 1.0, gw_row[r], 3
+    return (sign * zpos[c]) * (mult[r] * pr[r]), cover[r], cover[r], 1
+
+
+@njit
+def _exact_total(j, n_js, j0, B, nu, units, ucol, unit_row, unit_px, pr, gw_row, cap_usd,
+                 mult, cover, zpos, js_shock, js_lw, js_gw, js_nvol, pu_start, pu_order, q,
+                 pos_row, kind, settlement, contract_size, forward, strike, is_call, const,
+                 outs, write):
+    """The account's exact joint P&L (USD) in its scenario ``j``; with ``write``, each unit's
+    figures there and its positions' own losses into ``outs``."""
+    t = 0.0
+    for m in range(nu):
+        u = units[m]
+        r = unit_row[u]
+        c = ucol[m]
+        px = unit_px[u]
+        sh, lw, gw, nv = _scenario(j, n_js, j0, B, c, r, pr, gw_row, mult, cover, zpos,
+                                   js_shock, js_lw, js_gw, js_nvol)
+        y, v = _exact_unit(u, pu_start, pu_order, q, pos_row, sh, nv, lw, gw, cap_usd[r] / px,
+                           kind, settlement, contract_size, forward, strike, is_call, const)
+        t += y * px
+        if write:
+            outs[6][u] = y
+            outs[7][u] = (VOL_UP, VOL_SAME, VOL_DOWN)[v]
+            outs[8][u] = sh
+            outs[9][u] = lw
+            l1p = math.log1p(sh)
+            for k in range(pu_start[u], pu_start[u + 1]):
+                p = pu_order[k]
+                outs[10][p] = -lw * q[p] * _cell(pos_row[p], sh, l1p, v, kind, settlement,
+                                                 contract_size, forward, strike, is_call,
+                                                 const)
+    return t
 
 
 @njit(parallel=True)
-def joint_candidates(vectors, unit_row, unit_px, acc_start, idx, stride, n_vol, wts, n_terms,
-                     loss_weight, gain_weight, gain_cap_usd, vol_code, tol, max_candidates):
-    """The joint scenarios that may bind, from approximate (interpolated) totals: every j whose
-    total is within ``2*tol[a]`` (USD) of the account's lowest, where ``tol[a]`` bounds the
-    approximation error of any total.  The true binding scenario is always among them.
+def joint_stress(sel, acc, grp, ins, grid, outs):
+    """Joint worst case of the accounts ``sel`` (module docstring), written into ``outs``.
 
-    Returns ``(count int64[n_acc], candidates int64[n_acc, max_candidates])``, candidates in
-    increasing j; ``count > max_candidates`` means "too many: take them all".  Accounts run in
-    parallel (``NUMBA_NUM_THREADS``); each is computed by one thread, so the result does not
-    depend on the number of threads.
+    Parameters
+    ----------
+    sel : int64[n_sel]
+        Accounts to compute.
+    acc : tuple
+        ``(ua_start, pu_start, pu_order, q, pos_row, unit_row, unit_px, slope, acc_group)``:
+        units by account (CSR over units sorted by account), positions by unit (CSR),
+        positions' quantity (0 = no risk) and revaluation row, units' underlying row, USD price
+        of the settlement currency and USD P&L per unit relative move, accounts' group (-1:
+        none).
+    grp : tuple
+        Groups of underlying rows: ``g_d[G]``, ``g_rows[G, D]``, ``g_col[G, n_rows]`` (column
+        of a row, -1), ``g_j0[G+1]`` (their joint scenarios' offsets), ``g_buckets[G]``,
+        ``g_rho[G, D, D]``; joint scenarios ``js_shock, js_lw, js_gw [NJ, D]``,
+        ``js_nvol[NJ]``; per row ``pr`` (price range), ``gw_row`` (gain weight),
+        ``cap_usd``, ``mult`` (extreme multiple), ``cover``; ``tails`` (joint tails on),
+        ``max_candidates``; the groups' directions ``g_m[G]`` (a group's scenarios are the
+        no-move one, then per shell k = 1..B its ``g_m`` directions, then their tails) and
+        per direction (rows ``g_dir0[g] + dr``) and column the grid interval of its outer
+        shell's move ``dir_iv`` and of its tail's ``dir_ivt``.
+    ins : tuple
+        Revaluation rows: ``(kind, settlement, contract_size, forward, strike, is_call,
+        const)``, ``const`` from :func:`pricing_constants`.
+    grid : tuple
+        ``(use_grid, icurve[R, W], curve_of_row[n_rev_rows], n_side, tail_side[n_rows],
+        tail_range[n_rows], vol_code[n_rows, W], error_factor)``.
+    outs : tuple
+        Written at the selected accounts, their units and positions: ``worst`` (USD),
+        ``n_joint``, ``n_exact``, ``bind_kind`` (:data:`BIND_JOINT`, :data:`BIND_DELTA`,
+        :data:`BIND_NONE`), ``bind_index`` (global joint scenario or delta direction),
+        ``bind_shock[n_acc, D]``; per unit ``unit_value`` (weighted, settlement currency),
+        ``unit_vol`` (vol code), ``unit_shock``, ``unit_lw``; per position ``pos_loss``.
     """
-    n_acc = acc_start.shape[0] - 1
-    n_joint = idx.shape[0]
-    count = np.zeros(n_acc, dtype=np.int64)
-    cand = np.zeros((n_acc, max_candidates), dtype=np.int64)
-    for a in prange(n_acc):                      # accounts are independent: one per thread
-        lo = acc_start[a]
-        hi = acc_start[a + 1]
-        if n_joint == 0 or hi == lo:
-            continue
-        total = np.empty(n_joint)                # scratch of this account
-        lowest = _account_totals(vectors, unit_row, unit_px, lo, hi, idx, stride, n_vol,
-                                 wts, n_terms, loss_weight, gain_weight, gain_cap_usd,
-                                 vol_code, total)
-        band = lowest + 2.0 * tol[a]
-        k = 0
-        for j in range(n_joint):
-            if total[j] <= band or total[j] != total[j] or lowest != lowest:
-                if k < max_candidates:
-                    cand[a, k] = j
-                k += 1
-        count[a] = k
-    return count, cand
+    n = sel.shape[0]
+    chunks = min(n, CHUNKS)
+    for c in prange(chunks):
+        joint_stress_rows(sel, c * n // chunks, (c + 1) * n // chunks, acc, grp, ins, grid,
+                          outs)
+
+
+@njit
+def joint_stress_serial(sel, acc, grp, ins, grid, outs):
+    """:func:`joint_stress` on the calling thread (small selections)."""
+    joint_stress_rows(sel, 0, sel.shape[0], acc, grp, ins, grid, outs)

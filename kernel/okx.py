@@ -29,6 +29,7 @@ from numba import prange
 
 from ._config import njit
 from .addons import tiered
+from .assemble import group_span
 from .black76 import undiscounted_price
 from .instruments import INVERSE, OPTION, SPOT
 from .scenarios import TABLE_EXTREME, TABLE_STANDARD
@@ -200,13 +201,7 @@ def unit_charges_rows(sel, lo, hi, pu_start, pu_order, pos_instr, q, pos_group, 
         for c in range(3):
             cash_leg[u, c] = 0.0
         p0, p1 = pu_start[u], pu_start[u + 1]
-        g_lo = 1 << 62
-        g_hi = -1
-        for j in range(p0, p1):
-            g = pos_group[pu_order[j]]
-            if g >= 0:
-                g_lo = min(g_lo, g)
-                g_hi = max(g_hi, g)
+        g_lo, g_hi = group_span(pu_start, pu_order, pos_group, u)
         for g in range(g_lo, g_hi + 1):
             g_delta[g] = 0.0
             g_vega[g] = 0.0

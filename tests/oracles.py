@@ -669,6 +669,142 @@ def str_codes(strings):
     return np.array(codes, dtype=np.int64), np.array(first, dtype=np.int64)
 
 
+# -- the fused joint stress (kernel.joint.joint_stress): grid curves, band, exact refinement --
+
+def _lagrange_weights(t, n_nodes):
+    i0 = int(np.clip(math.floor(t) - 1, 0, n_nodes - 4))
+    u = t - i0
+    return i0, np.array([-(u - 1) * (u - 2) * (u - 3) / 6, u * (u - 2) * (u - 3) / 2,
+                         -u * (u - 1) * (u - 3) / 2, u * (u - 1) * (u - 2) / 6])
+
+
+def joint_stress_twin(js_state, pnl_args, unit_px, slope_usd):
+    """Numpy twin of :func:`pmrisk.kernel.joint.joint_stress` on the inputs of a
+    :class:`pmrisk.engine.correlated.JointStress` (``js_state``: its groups, joint scenarios,
+    grid and CSR indexes), every account, scanning every scenario (no skipped directions).
+
+    Per account: its active units' curves (quantity x :func:`instrument_pnl` on the grid),
+    the bound ``tol`` (largest 4th difference plus 1e-9 of the curve, USD), the interpolated
+    total of every joint scenario and delta direction, the band ``lowest + 2 tol``, the exact
+    totals of the candidates (every scenario above ``MAX_CANDIDATES`` joint candidates or
+    without a grid), the first within ``TIE_RTOL`` of the lowest.  Returns per account
+    ``worst`` (USD), ``kind`` (0 joint, 1 delta, -1 none) and ``index`` (the account's scenario
+    number: joint scenarios, then delta directions), and per unit ``value`` (weighted, its
+    settlement currency) and ``vol`` (code) there."""
+    st = js_state
+    grid = st.grid
+    n_acc = len(st.worst)
+    worst = np.zeros(n_acc)
+    kind = np.full(n_acc, -1)
+    index = np.full(n_acc, -1)
+    value = np.zeros(len(st.unit_row))
+    vol = np.full(len(st.unit_row), 1)
+    instr = (*pnl_args.instruments(), pnl_args.rate)
+    one = np.ones_like(grid.shock)
+    curves_all = instrument_pnl(*instr, grid.n_scen, grid.shock, np.log1p(grid.shock),
+                                grid.vol_code, one, one)
+    ns, tail0 = grid.n_side, grid.tail0
+    for a in range(n_acc):
+        g = int(st.acc_group[a])
+        if g < 0:
+            continue
+        js, rows = st.js[g], st.groups[g]
+        d, B = len(rows), js.buckets
+        us = [u for u in range(st.ua_start[a], st.ua_start[a + 1]) if st.active[u]]
+        col = [rows.index(int(st.unit_row[u])) for u in us]
+        pos = [st.pu_order[st.pu_start[u]:st.pu_start[u + 1]] for u in us]
+        pr = np.array([st.params[r]["price_range"] for r in rows])
+        # the account's delta directions (engine.correlated.delta_directions' layout)
+        gv = np.zeros(d)
+        for u, c in zip(us, col):
+            gv[c] += slope_usd[u]
+        gv *= pr
+        rho = st.correlation[g].matrix
+        qq = gv @ rho @ gv
+        z = np.clip((gv @ rho) / math.sqrt(qq), -1, 1) if qq > 0 else np.zeros(d)
+        moves, lws, gws, nvs = list(js.shock), list(js.loss_weight), list(js.gain_weight), \
+            list(js.n_vol)
+        if d >= 2:
+            gw = np.array([st.params[r]["pnl_offset"] for r in rows])
+            for k in range(1, B + 1):
+                for sgn in (-1.0, 1.0):
+                    moves.append((k / B) * pr * (sgn * z))
+                    lws.append(np.ones(d))
+                    gws.append(gw)
+                    nvs.append(3)
+            if st.grp[15]:
+                mult = np.array([st.params[r]["extreme_multiple"] for r in rows])
+                cover = np.array([st.params[r]["cover_fraction"] for r in rows])
+                for sgn in (-1.0, 1.0):
+                    moves.append((sgn * z) * (mult * pr))
+                    lws.append(cover)
+                    gws.append(cover)
+                    nvs.append(1)
+        n_all, n_js = len(moves), js.size
+
+        def unit_cap(u):
+            return st.params[int(st.unit_row[u])]["max_offsetable_pnl"] / unit_px[u]
+
+        cand = np.arange(n_all)
+        if st.grid_mode:
+            curves = [(st.q[p][:, None] * curves_all[st.pos_row[p]]).sum(axis=0) for p in pos]
+            tol = 0.0
+            for u, cv in zip(us, curves):
+                r = int(st.unit_row[u])
+                sh = cv[:tail0].reshape(-1, 3)
+                err = np.abs(np.diff(sh, n=4, axis=0)).max()
+                m = int(grid.tail_side[r])
+                if m:
+                    err = max(err, np.abs(np.diff(cv[tail0:tail0 + 2 * m + 1], n=4)).max())
+                tol += (err + 1e-9 * np.abs(cv).max()) * unit_px[u]
+            approx = np.zeros(n_all)
+            for j in range(n_all):
+                for u, c, cv in zip(us, col, curves):
+                    r = int(st.unit_row[u])
+                    s = moves[j][c]
+                    if nvs[j] == 3:
+                        i0, w = _lagrange_weights((s / pr[c] + 1.0) * ns, 2 * ns + 1)
+                        x = np.array([w @ cv[3 * i0 + v:3 * i0 + v + 12:3] for v in range(3)])
+                    else:
+                        m = int(grid.tail_side[r])
+                        i0, w = _lagrange_weights((s / grid.tail_range[r] + 1.0) * m, 2 * m + 1)
+                        x = np.array([w @ cv[tail0 + i0:tail0 + i0 + 4]])
+                    approx[j] += weigh(x, lws[j][c], gws[j][c], unit_cap(u), 0.0).min() \
+                        * unit_px[u]
+            band = approx.min() + 2.0 * tol
+            cand = np.flatnonzero((approx <= band) | np.isnan(band))
+            if (cand < n_js).sum() > st.grp[16]:
+                cand = np.arange(n_all)
+        totals, picks = [], []
+        for j in cand:
+            t, vs = 0.0, []
+            for u, c, p in zip(us, col, pos):
+                states = [VOL_UP, VOL_SAME, VOL_DOWN] if nvs[j] == 3 else [VOL_SAME]
+                s = np.full((len(pnl_args.n_scen), len(states)), moves[j][c])
+                ones = np.ones_like(s)
+                pnl = instrument_pnl(*instr, np.full(len(s), len(states)), s, np.log1p(s),
+                                     np.tile(np.array(states), (len(s), 1)), ones, ones)
+                vec = (st.q[p][:, None] * pnl[st.pos_row[p]]).sum(axis=0)
+                y = weigh(vec, lws[j][c], gws[j][c], unit_cap(u), 0.0)
+                k = int(np.argmin(y))
+                near = np.abs(y - y[k]) <= 1e-12 * np.maximum(np.abs(y), abs(y[k]))
+                if len(states) == 3 and near[1]:
+                    k = 1                                   # ties prefer vol same
+                t += y[k] * unit_px[u]
+                vs.append((y[k], states[k]))
+            totals.append(t)
+            picks.append(vs)
+        totals = np.array(totals)
+        low = totals.min()
+        b = int(np.flatnonzero(totals - low <= 1e-12 * np.maximum(np.abs(totals), abs(low)))[0])
+        worst[a] = max(0.0, -totals[b])
+        j = int(cand[b])
+        kind[a], index[a] = (0, j) if j < n_js else (1, j - n_js)
+        for u, (y, v) in zip(us, picks[b]):
+            value[u], vol[u] = y, v
+    return worst, kind, index, value, vol
+
+
 # -- okx_pm: the risk unit's charges (twin of pmrisk.kernel.okx.unit_charges) ----------------------
 
 def okx_unit_charges(sel, pu_start, pu_order, pos_instr, q, pos_group, kind, settlement,

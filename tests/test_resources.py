@@ -114,14 +114,14 @@ def test_huge_message_names_parameters_and_estimate():
 
 def test_limit_is_a_model_setting():
     """The same call is refused under a low limit and computed under a higher one."""
-    model = {"preset": "standard", "n_directions": 5_000, "shell_steps": 10}
+    model = {"preset": "standard", "n_directions": 10_000, "shell_steps": 10}
     with pytest.raises(pmrisk.MarginError):
         _margin(dict(model, max_memory_gb=0.05))
     r = _margin(dict(model, max_memory_gb=1.0))
     assert r.accounts.num_rows == 6
     # and through a Model's overrides
     m = Model.preset("standard").with_overrides(
-        {"n_directions": 5_000, "shell_steps": 10, "max_memory_gb": 1.0})
+        {"n_directions": 10_000, "shell_steps": 10, "max_memory_gb": 1.0})
     assert _margin(m).accounts.num_rows == 6
 
 

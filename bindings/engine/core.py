@@ -38,7 +38,7 @@ from pmrisk.kernel.volshock import okx_shocked_vols, shocked_vols
 from ..io.arrow import codes, kernel_args, sum_by
 from . import okx
 from .binance import bracket_phase, lay_out_brackets, loan_mmr
-from .correlated import run_joint
+from .correlated import JointStress
 from .excluded import Standalone, excluded_instruments, standalone_margin
 from ..model.model import collateral_value
 from .resources import check_memory, shape_of
@@ -357,6 +357,7 @@ class Outcome:
     account: AccountFigures
     correlation: object = None          # CorrelationMatrix list in correlated mode
     keep_vectors: bool = True           # the units' (weighted) risk vectors are stored
+    joint: object = None                # engine.correlated.JointStress, kept between calls
     okx: object = None                  # OkxFigures under margin_rules = "okx"
 
     def copy(self):
@@ -479,11 +480,12 @@ def compute(out, model, rows=None, instruments=None, units=None, accounts=None,
     brackets = p.margin_rules == "brackets"
     if brackets:                        # brackets have no scenarios: instr_pnl stays zero
         rows = _EMPTY_I
+    moved_args = None
     if rows is None:                    # every row, at the marks rv.args were built from
         out.instr_pnl = K.instrument_pnl(*rv.args)
     elif len(rows):
-        out.instr_pnl[rows] = K.instrument_pnl(*row_args(book, p, out.scen, out.instr_type,
-                                                         rv.row_instr, rows))
+        moved_args = row_args(book, p, out.scen, out.instr_type, rv.row_instr, rows)
+        out.instr_pnl[rows] = K.instrument_pnl(*moved_args)
     if out.okx is not None and (rows is None or len(rows)):
         okx.usd_rows(out, rows)                 # okx_pm: the rows in USD
     n_i = len(book.kind)
@@ -504,7 +506,7 @@ def compute(out, model, rows=None, instruments=None, units=None, accounts=None,
     if brackets:                        # 3-5 under "brackets": pmrisk.engine.binance
         bracket_phase(out, sel, len(sel) >= PARALLEL_MIN)
     else:
-        _scenario_margins(out, model, sel)
+        _scenario_margins(out, model, sel, accounts, rows, moved_args)
     # -- 6. accounts -----------------------------------------------------------------------
     bal = np.arange(len(book.bal_amount)) if balances is None else balances
     if len(bal):
@@ -519,8 +521,10 @@ def compute(out, model, rows=None, instruments=None, units=None, accounts=None,
     return out
 
 
-def _scenario_margins(out, model, sel):
-    """Phases 3-5 of the scenario rules over the units ``sel``."""
+def _scenario_margins(out, model, sel, accounts, rows, moved_args):
+    """Phases 3-5 of the scenario rules over the units ``sel`` (the joint stress of a
+    correlated model over ``accounts``, after the revaluation ``rows`` moved with the
+    arguments ``moved_args``)."""
     lay, p, uf = out.layout, out.params, out.unit
     # -- 3. excluded instruments -----------------------------------------------------------
     if lay.excluded_any:
@@ -530,7 +534,7 @@ def _scenario_margins(out, model, sel):
     if own_from_binding:
         uf.scenario_margin[sel] = uf.worst_case[sel]
     else:
-        _correlated(out, model)
+        _correlated(out, model, accounts, rows, moved_args)
     # -- 5. margins and contributions ------------------------------------------------------
     _phase("unit_margins", sel)(sel, *phase_arguments(out, "unit_margins", own_from_binding))
     if out.okx is not None:             # okx_pm: MR1-MR9, MMR, IMR set the units' margins
@@ -614,12 +618,16 @@ def _excluded(out, model):
         + lay.res_oo
 
 
-def _correlated(out, model):
+def _correlated(out, model, accounts=None, rows=None, moved_args=None):
     """Phase 4 under ``cross_unit = "correlated"``: each account's worst of the joint
     scenarios and, per unit, of the cells that stay per unit (Deribit's extended table always;
     the extremes with ``tail_mode = "per_unit"``).  Sets the units' ``scenario_margin`` (their
     share of the account's scenario margin), ``scenario_price_shock``/``scenario_vol_state``,
-    the positions' ``own_loss`` there and the accounts' ``worst_scenario``."""
+    the positions' ``own_loss`` there and the accounts' ``worst_scenario``.
+
+    Over everything (``rows`` None) the joint stress is built anew (:class:`JointStress`,
+    kept in ``out.joint``); on a selection (a Monitor's tick) it reprices the revaluation rows
+    ``rows`` (their :class:`PnlArgs` ``moved_args``) and reruns the ``accounts`` only."""
     book, units, scen, lay, rv = out.book, out.units, out.scen, out.layout, out.rev
     uf, pf = out.unit, out.position
     n_acc = len(book.accounts)
@@ -627,61 +635,90 @@ def _correlated(out, model):
     unit_px = units.settle_px
     pos_unit, pos_row, q_port = out.pos_unit, out.pos_row, lay.q_port
     instr_pnl = out.instr_pnl
-    jr = run_joint(book, model, units, pos_unit, pos_row, q_port, rv.args, unit_px,
-                   uf.slope_usd)
+    every = accounts is None
+    acc = np.arange(n_acc, dtype=np.int64) if every else np.asarray(accounts, np.int64)
+    if rows is None or out.joint is None:
+        out.joint = JointStress(model, units, pos_unit, lay.pu_start, lay.pu_order,
+                                lay.ua_start, q_port, pos_row, n_acc, len(rv.row_instr))
+        out.joint.reprice(rv.args if rows is None else
+                          row_args(book, out.params, scen, out.instr_type, rv.row_instr,
+                                   np.arange(len(rv.row_instr))))
+    elif moved_args is not None:
+        out.joint.reprice(moved_args, rows)
+    jr = out.joint
+    jr.run(unit_px, uf.slope_usd, acc)
+    if every:
+        U = np.arange(n_units)
+        P = np.arange(len(pos_unit))
+    else:
+        mask = np.zeros(n_acc, dtype=bool)
+        mask[acc] = True
+        U = np.flatnonzero(mask[units.account])
+        P = np.flatnonzero(mask[units.account[pos_unit]]) if len(pos_unit) else _EMPTY_I
     unit_und = lay.unit_und
     per_unit = scen.table == S.TABLE_EXTENDED
     if out.params.tail_mode == "per_unit":
         per_unit = per_unit | (scen.table == S.TABLE_EXTREME)
-    weighted = uf.weighted
-    cols = np.arange(weighted.shape[1])
-    real = cols[None, :] < scen.n_scen[unit_und][:, None] if n_units else \
-        np.zeros((0, weighted.shape[1]), dtype=bool)
-    tail_cells = np.where(per_unit[unit_und] & real, weighted, np.inf)
-    tail_cell = np.argmin(tail_cells, axis=1) if weighted.shape[1] else \
-        np.zeros(n_units, dtype=np.int64)
-    tail_w = tail_cells[np.arange(n_units), tail_cell] if n_units else _EMPTY_F
-    tail_worst = np.where(np.isfinite(tail_w), np.maximum(-tail_w, 0.0), 0.0)
+    tail_cell = np.zeros(n_units, dtype=np.int64)
+    tail_worst = np.zeros(n_units)
+    if per_unit.any() and len(U):
+        weighted = uf.weighted[U]
+        uu = unit_und[U]
+        cols = np.arange(weighted.shape[1])
+        real = cols[None, :] < scen.n_scen[uu][:, None]
+        tail_cells = np.where(per_unit[uu] & real, weighted, np.inf)
+        tc = np.argmin(tail_cells, axis=1) if weighted.shape[1] else \
+            np.zeros(len(U), dtype=np.int64)
+        tw = tail_cells[np.arange(len(U)), tc]
+        tail_cell[U] = tc
+        tail_worst[U] = np.where(np.isfinite(tw), np.maximum(-tw, 0.0), 0.0)
     tail_usd = tail_worst * unit_px
     # per account: the unit with the largest per-unit tail (ties: the first unit)
     best_tail = np.zeros(n_acc)
     tail_unit = np.full(n_acc, -1, dtype=np.int64)
-    if n_units:
-        lead = largest_unit(units.account, tail_usd, np.arange(n_acc), n_acc)
+    if n_units and tail_usd.any():
+        lead = largest_unit(units.account, tail_usd, acc, n_acc)
         lead = lead[tail_usd[lead] > 0.0]
         tail_unit[units.account[lead]] = lead
         best_tail[units.account[lead]] = tail_usd[lead]
-    joint_binds = jr.worst_usd >= best_tail
-    share = np.where(joint_binds[units.account] & (jr.worst_usd[units.account] > 0.0),
-                     -jr.unit_value, 0.0)
-    pos_acc = units.account[pos_unit]
-    own = np.where(joint_binds[pos_acc] & (jr.worst_usd[pos_acc] > 0.0), jr.pos_loss, 0.0)
-    desc = list(jr.description)
+    worst = jr.worst
+    joint_binds = worst >= best_tail
+    ua = units.account[U]
+    taking_part = joint_binds[ua] & (worst[ua] > 0.0)
+    share = np.where(taking_part, -jr.unit_value[U], 0.0)
+    pa_ = units.account[pos_unit[P]]
+    own = np.where(joint_binds[pa_] & (worst[pa_] > 0.0), jr.pos_loss[P], 0.0)
     # each unit's move and vol state in the binding scenario (NaN / -1: not part of it)
-    taking_part = joint_binds[units.account] & (jr.worst_usd[units.account] > 0.0)
-    u_shock = np.where(taking_part, jr.unit_shock, np.nan)
-    u_vol = np.where(taking_part, jr.unit_vol, -1)
+    u_shock = np.where(taking_part, jr.unit_shock[U], np.nan)
+    u_vol = np.where(taking_part, jr.unit_vol[U], -1)
+    uf.scenario_margin[U] = share
+    uf.scenario_price_shock[U] = u_shock
+    uf.scenario_vol_state[U] = u_vol
+    pf.own_loss[P] = own
+    if out.account.worst_scenario is None or every:
+        out.account.worst_scenario = list(jr.description)
+    else:
+        desc = out.account.worst_scenario
+        for a in acc.tolist():
+            desc[a] = jr.description[a]
     # accounts whose largest per-unit tail binds: that unit alone, at its tail cell
-    tail_acc = np.flatnonzero(~joint_binds)
+    tail_acc = acc[~joint_binds[acc]]
     tu = tail_unit[tail_acc]
-    share[tu] = tail_worst[tu]
-    u_shock[tu] = scen.price_shock[unit_und[tu], tail_cell[tu]]
-    u_vol[tu] = scen.vol_code[unit_und[tu], tail_cell[tu]]
-    in_tail = np.zeros(n_units, dtype=bool)
-    in_tail[tu] = True
-    on = in_tail[pos_unit]
-    c = tail_cell[pos_unit[on]]
-    own[on] = -scen.loss_weight[unit_und[pos_unit[on]], c] * q_port[on] \
-        * instr_pnl[pos_row[on], c]
-    for a, u in zip(tail_acc.tolist(), tu.tolist()):
-        k, c = unit_und[u], tail_cell[u]
-        desc[a] = (f"{units.type_names[units.utype[u]]} {S.TABLES[scen.table[k, c]]} "
-                   f"{scen.price_shock[k, c]:+.2%} vol {S.VOL_STATES[scen.vol_code[k, c]]}")
-    uf.scenario_margin[:] = share
-    uf.scenario_price_shock[:] = u_shock
-    uf.scenario_vol_state[:] = u_vol
-    pf.own_loss[:] = own
-    out.account.worst_scenario = desc
+    if len(tu):
+        desc = out.account.worst_scenario
+        uf.scenario_margin[tu] = tail_worst[tu]
+        uf.scenario_price_shock[tu] = scen.price_shock[unit_und[tu], tail_cell[tu]]
+        uf.scenario_vol_state[tu] = scen.vol_code[unit_und[tu], tail_cell[tu]]
+        in_tail = np.zeros(n_units, dtype=bool)
+        in_tail[tu] = True
+        on = np.flatnonzero(in_tail[pos_unit])
+        c = tail_cell[pos_unit[on]]
+        pf.own_loss[on] = -scen.loss_weight[unit_und[pos_unit[on]], c] * q_port[on] \
+            * instr_pnl[pos_row[on], c]
+        for a, u in zip(tail_acc.tolist(), tu.tolist()):
+            k, c = unit_und[u], tail_cell[u]
+            desc[a] = (f"{units.type_names[units.utype[u]]} {S.TABLES[scen.table[k, c]]} "
+                       f"{scen.price_shock[k, c]:+.2%} vol {S.VOL_STATES[scen.vol_code[k, c]]}")
     out.correlation = jr.correlation
 
 

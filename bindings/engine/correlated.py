@@ -12,24 +12,28 @@ one underlying is stressed exactly on its grid).  Per group:
   extremes on, the same directions at ``c = extreme_multiple_u`` with vol same and weights
   ``cover_fraction_u``.
 
-Two ways to find the worst joint scenario, both exact in the result:
+Two ways to find the worst joint scenario, both exact in the result, both in one fused kernel
+per account (:func:`pmrisk.kernel.joint.joint_stress`, parallel over accounts):
 
-* ``joint_revaluation = "exact"``: every position is revalued at every joint scenario's move
-  of its underlying (:func:`pmrisk.kernel.instrument_pnl`), summed per unit and scanned by
-  :func:`pmrisk.kernel.joint.joint_worst`.  Cost: positions x 3 x joint scenarios.
-* ``joint_revaluation = "grid"`` (default): instruments are revalued once on a uniform grid of
-  moves per underlying (``joint_grid_nodes`` steps per side of the price range; the tails on
-  the same step out to ``extreme_multiple`` ranges), units sum them, and every joint scenario
-  is *interpolated* (cubic, 4 nodes) from the unit curves.  The interpolation error of each unit
-  is bounded from the curve's own 4th differences (``ERROR_FACTOR * max |D4|``); every joint
+* ``joint_revaluation = "exact"``: every joint scenario (and the account's delta directions)
+  is revalued exactly: each position at its unit's move, three vol states.  Cost: positions x
+  3 x joint scenarios per account.
+* ``joint_revaluation = "grid"`` (default): instruments are priced once per call on a uniform
+  grid of moves per underlying (``joint_grid_nodes`` steps per side of the price range; the
+  tails on the same step out to ``extreme_multiple`` ranges), whoever holds them; each unit's
+  curve is the quantity-weighted sum of its positions' curves, and every joint scenario is
+  *interpolated* (cubic, 4 nodes) from the unit curves.  The interpolation error of each unit
+  is bounded from the curve's own 4th differences (``ERROR_FACTOR * max |D4|``); every
   scenario whose interpolated total is within twice the account's bound of the lowest is a
-  candidate (:func:`pmrisk.kernel.joint.joint_candidates`), and only the candidates are then
-  revalued exactly.  The true worst is always a candidate, so the reported worst, binding
-  scenario and vol states are those of exact revaluation; a curve with kinks (options expiring
-  inside the horizon) widens the band and costs more exact scenarios, never accuracy.
+  candidate, and only the candidates are then revalued exactly.  The true worst is always a
+  candidate, so the reported worst, binding scenario and vol states are those of exact
+  revaluation; a curve with kinks (options expiring inside the horizon) widens the band and
+  costs more exact scenarios, never accuracy.  Above ``MAX_CANDIDATES`` joint candidates
+  every scenario is revalued exactly.
 
-Everything is done in blocks of accounts and instruments so that no array holds more than
-``BLOCK_CELLS`` numbers; no positions x scenarios matrix beyond one block.
+:class:`JointStress` keeps what does not move with the marks (groups, scenarios, grid cells)
+so that a :class:`pmrisk.Monitor` tick reprices only the moved rows' curves and reruns the
+kernel on the accounts holding them.  No positions x scenarios array exists.
 """
 
 from dataclasses import dataclass
@@ -39,13 +43,15 @@ import numpy as np
 
 from pmrisk import kernel as K
 from pmrisk.kernel.directions import KINDS, joint_moves
-from pmrisk.kernel.joint import joint_candidates, joint_worst
+from pmrisk.kernel.joint import (BIND_JOINT, joint_stress, joint_stress_serial,
+                                 pricing_constants)
 from pmrisk.kernel.scenarios import VOL_DOWN, VOL_SAME, VOL_STATES, VOL_UP
 
 from ..io.arrow import kernel_args
 from ..model.correlation import correlation_matrix
 
-BLOCK_CELLS = 1 << 21      # numbers per block (16 MB of float64)
+PARALLEL_MIN = 64      # fewer accounts than this: the kernel's serial twin
+
 ERROR_FACTOR = 1.0         # interpolation error bound = ERROR_FACTOR * max |4th difference|
 MAX_CANDIDATES = 256       # more candidates than this: revalue every joint scenario exactly
 _VOLS = np.array([VOL_UP, VOL_SAME, VOL_DOWN], dtype=np.int64)
@@ -158,59 +164,6 @@ def make_grid(params, model):
                 shock=shock, vol_code=vol_code)
 
 
-def _lagrange(t, n_nodes):
-    """Window start and cubic Lagrange weights of positions ``t`` (in node units) on
-    ``n_nodes`` uniform nodes."""
-    i0 = np.clip(np.floor(t).astype(np.int64) - 1, 0, n_nodes - 4)
-    u = t - i0
-    w = np.stack([-(u - 1) * (u - 2) * (u - 3) / 6, u * (u - 2) * (u - 3) / 2,
-                  -u * (u - 1) * (u - 3) / 2, u * (u - 1) * (u - 2) / 6], axis=-1)
-    return i0, w
-
-
-def interpolation_cells(js, grid, n_rows):
-    """(idx, stride, n_vol, wts) of every joint scenario's move on the grid."""
-    n = js.size
-    idx = np.zeros((n, n_rows), dtype=np.int64)
-    stride = np.zeros((n, n_rows), dtype=np.int64)
-    n_vol = np.ones((n, n_rows), dtype=np.int64)
-    wts = np.zeros((n, n_rows, 4))
-    tail = js.n_vol == 1
-    for a, r in enumerate(js.rows):
-        s = js.shock[:, a]
-        ns = grid.n_side
-        i0, w = _lagrange((s[~tail] / grid.price_range[r] + 1.0) * ns, 2 * ns + 1)
-        idx[~tail, r] = 3 * i0
-        stride[~tail, r] = 3
-        n_vol[~tail, r] = 3
-        wts[~tail, r] = w
-        if tail.any():
-            m = int(grid.tail_side[r])
-            i0, w = _lagrange((s[tail] / grid.tail_range[r] + 1.0) * m, 2 * m + 1)
-            idx[tail, r] = grid.tail0 + i0
-            stride[tail, r] = 1
-            wts[tail, r] = w
-    return idx, stride, n_vol, wts
-
-
-def interpolation_error(vectors, unit_row, grid):
-    """Bound on the cubic interpolation error of each unit's curves (settlement currency):
-    ``ERROR_FACTOR`` times the largest 4th difference along the grid (the smooth-function bound
-    is 9/384 of it), floored at 1e-9 of the curve's size for rounding."""
-    n_u = len(vectors)
-    n_shell = 2 * grid.n_side + 1
-    shells = vectors[:, :3 * n_shell].reshape(n_u, n_shell, 3)
-    err = np.abs(np.diff(shells, n=4, axis=1)).max(axis=(1, 2)) if n_u else np.zeros(0)
-    size = np.abs(vectors).max(axis=1) if n_u else np.zeros(0)
-    for r in np.unique(unit_row):
-        m = int(grid.tail_side[r])
-        if m:
-            on = unit_row == r
-            t = vectors[on, grid.tail0:grid.tail0 + 2 * m + 1]
-            err[on] = np.maximum(err[on], np.abs(np.diff(t, n=4, axis=1)).max(axis=1))
-    return ERROR_FACTOR * err + 1e-9 * size
-
-
 @dataclass
 class JointResult:
     """Per account: ``worst_usd``, ``description`` of the binding joint scenario,
@@ -230,87 +183,227 @@ class JointResult:
     correlation: list
 
 
-def run_joint(book, model, units, pos_unit, pos_row, quantity, pnl_args, unit_px,
-              unit_delta_usd):
-    """Joint stress of every account (see the module docstring).  ``pos_row`` is each
-    position's revaluation row in ``pnl_args``; ``quantity`` the positions' quantity with
-    excluded positions zeroed; ``unit_delta_usd`` each unit's USD P&L per unit relative move
-    of its underlying (the account's own delta directions come from it)."""
-    n_acc = len(book.accounts)
-    n_units = len(units)
-    n_rows = len(units.underlyings)
-    unit_row = units.type_und_code[units.utype]
-    params = [model.underlying(u) for u in units.underlyings]
-    cap = np.array([p["max_offsetable_pnl"] for p in params])
-    grid_mode = model["joint_revaluation"] == "grid"
-    grid = make_grid(params, model) if grid_mode and n_rows else None
-    res = _Acc(n_acc, n_units)
-    instr_cols = pnl_args.instruments()
-    rate = pnl_args.rate
+class JointStress:
+    """The joint stress of one book's accounts, kept between calls (a Monitor's block reruns
+    it on the accounts a tick touched, after :meth:`reprice` of the moved rows only).
 
-    # positions with risk, by unit; a unit without any is left out of the joint stress (it
-    # must not change the account's set of underlyings, hence its directions)
-    held = quantity != 0.0
-    pos_order = np.argsort(pos_unit, kind="stable")
-    pos_order = pos_order[held[pos_order]]
-    unit_pos_lo = np.searchsorted(pos_unit[pos_order], np.arange(n_units), side="left")
-    unit_pos_hi = np.searchsorted(pos_unit[pos_order], np.arange(n_units), side="right")
-    active = unit_pos_hi > unit_pos_lo
-    acc_units = {}
-    for u in np.flatnonzero(active):
-        acc_units.setdefault(int(units.account[u]), []).append(int(u))
-    groups = {}
-    for a, us in acc_units.items():
-        groups.setdefault(tuple(sorted({int(unit_row[u]) for u in us})), []).append(a)
-    correlations = []
+    Built once from what does not move with the marks: which units hold risk (so each
+    account's group of underlying rows, its correlation submatrix and joint scenarios, and
+    their grid cells), the CSR indexes and quantities.  :meth:`reprice` prices revaluation
+    rows' grid curves and exact-pricing constants; :meth:`run` runs the fused kernel
+    (:func:`pmrisk.kernel.joint.joint_stress`) on a selection of accounts.
+    """
 
-    for rows, accs in sorted(groups.items()):
-        corr = correlation_matrix([units.underlyings[r] for r in rows], model)
-        correlations.append(corr)
-        js = joint_scenarios(rows, corr.matrix, params, model)
-        accs = np.array(sorted(accs), dtype=np.int64)
-        if grid_mode:
-            interp = interpolation_cells(js, grid, n_rows)
-            lw, gw = _row_weights(js, n_rows)
-            per_chunk = max(1, BLOCK_CELLS // (grid.shock.shape[1] * len(rows)))
+    def __init__(self, model, units, pos_unit, pu_start, pu_order, ua_start, quantity, pos_row,
+                 n_acc, n_rev_rows):
+        self.model, self.units = model, units
+        n_units, n_rows = len(units), len(units.underlyings)
+        self.unit_row = np.ascontiguousarray(units.type_und_code[units.utype], dtype=np.int64)
+        params = [model.underlying(u) for u in units.underlyings]
+        self.params = params
+        self.grid_mode = model["joint_revaluation"] == "grid"
+        grid = make_grid(params, model) if n_rows else None
+        self.grid = grid
+        self.q = np.ascontiguousarray(quantity, dtype=np.float64)
+        self.pos_row = np.ascontiguousarray(pos_row, dtype=np.int64)
+        self.pu_start, self.pu_order, self.ua_start = pu_start, pu_order, ua_start
+        # a unit without risk is left out (it must not change the account's underlyings)
+        held = self.q != 0.0
+        active = np.bincount(pos_unit[held], minlength=n_units) > 0 if n_units else \
+            np.zeros(0, dtype=bool)
+        self.active = active
+        member = np.zeros((n_acc, max(n_rows, 1)), dtype=bool)
+        member[units.account[active], self.unit_row[active]] = True
+        some = member.any(axis=1)
+        keys, inv = np.unique(np.packbits(member, axis=1), axis=0, return_inverse=True)
+        inv = inv.ravel()
+        sets = [tuple(np.flatnonzero(np.unpackbits(k)[:n_rows]).tolist()) for k in keys]
+        order = sorted((rows, k) for k, rows in enumerate(sets) if rows)
+        gid = np.full(len(sets), -1, dtype=np.int64)
+        for g, (_, k) in enumerate(order):
+            gid[k] = g
+        self.acc_group = np.where(some, gid[inv] if len(inv) else -1, -1).astype(np.int64)
+        self.groups = [rows for rows, _ in order]
+        self.correlation = []
+        js_all = []
+        d_max = max([len(r) for r in self.groups], default=1)
+        G = len(self.groups)
+        g_rows = np.zeros((G, d_max), dtype=np.int64)
+        g_col = np.full((G, max(n_rows, 1)), -1, dtype=np.int64)
+        g_rho = np.zeros((G, d_max, d_max))
+        for g, rows in enumerate(self.groups):
+            corr = correlation_matrix([units.underlyings[r] for r in rows], model)
+            self.correlation.append(corr)
+            js_all.append(joint_scenarios(rows, corr.matrix, params, model))
+            d = len(rows)
+            g_rows[g, :d] = rows
+            g_col[g, list(rows)] = np.arange(d)
+            g_rho[g, :d, :d] = corr.matrix
+        self.js = js_all
+        sizes = [j.size for j in js_all]
+        self.g_j0 = np.concatenate([[0], np.cumsum(sizes)]).astype(np.int64)
+        nj = int(self.g_j0[-1])
+
+        def pad(values, shape_tail=(), dtype=np.float64):
+            out = np.zeros((nj, d_max) + shape_tail, dtype=dtype)
+            for g, v in enumerate(values):
+                out[self.g_j0[g]:self.g_j0[g + 1], :v.shape[1]] = v
+            return out
+
+        col = lambda key: np.array([p[key] for p in params], dtype=np.float64)  # noqa: E731
+        tails = int(joint_tails(model))
+        g_m = np.array([(j.size - 1) // (j.buckets + tails) for j in js_all], dtype=np.int64)
+        self.grp = (
+            np.array([len(r) for r in self.groups], dtype=np.int64), g_rows, g_col, self.g_j0,
+            np.array([j.buckets for j in js_all], dtype=np.int64), g_rho,
+            pad([j.shock for j in js_all]), pad([j.loss_weight for j in js_all]),
+            pad([j.gain_weight for j in js_all]),
+            np.concatenate([j.n_vol for j in js_all] + [np.zeros(0, np.int64)]).astype(
+                np.int64),
+            col("price_range"), col("pnl_offset"), col("max_offsetable_pnl"),
+            col("extreme_multiple"), col("cover_fraction"), bool(joint_tails(model)),
+            MAX_CANDIDATES,
+            g_m, np.concatenate([[0], np.cumsum(g_m)]).astype(np.int64),
+            *self._direction_intervals(js_all, g_m, d_max, grid))
+        # per revaluation row: instrument columns and their grid curves (filled by reprice)
+        self.ins = [np.zeros(n_rev_rows, np.int64), np.zeros(n_rev_rows, np.int64),
+                    np.zeros(n_rev_rows), np.zeros(n_rev_rows), np.zeros(n_rev_rows),
+                    np.zeros(n_rev_rows, np.int64), np.zeros((n_rev_rows, 6))]
+        width = grid.shock.shape[1] if grid is not None and self.grid_mode else 1
+        self.icurve = np.zeros((n_rev_rows, width))
+        self.curve_of_row = np.arange(n_rev_rows, dtype=np.int64)
+        if grid is not None:
+            self.grid_args = (self.grid_mode, self.icurve, self.curve_of_row, grid.n_side,
+                              grid.tail_side, np.ascontiguousarray(grid.tail_range),
+                              grid.vol_code, ERROR_FACTOR)
         else:
-            per_chunk = max(1, BLOCK_CELLS // (3 * js.size * len(rows)))
-        for c0 in range(0, len(accs), per_chunk):
-            chunk = accs[c0:c0 + per_chunk]
-            uids = np.concatenate([acc_units[a] for a in chunk]).astype(np.int64)
-            sel = np.concatenate([pos_order[unit_pos_lo[u]:unit_pos_hi[u]] for u in uids])
-            acc_start = np.concatenate(
-                [[0], np.cumsum([len(acc_units[a]) for a in chunk])]).astype(np.int64)
-            if grid_mode:
-                count, cand = _grid_candidates(pos_row, quantity, pos_unit, sel, uids,
-                                               acc_start, instr_cols, rate, grid, unit_row,
-                                               unit_px, interp, lw, gw, cap)
+            self.grid_args = (self.grid_mode, self.icurve, self.curve_of_row, 1,
+                              np.zeros(1, np.int64), np.zeros(1), np.zeros((1, 1), np.int64),
+                              ERROR_FACTOR)
+        self.worst = np.zeros(n_acc)
+        self.n_joint = np.zeros(n_acc, dtype=np.int64)
+        self.n_exact = np.zeros(n_acc, dtype=np.int64)
+        self.bind_kind = np.full(n_acc, -1, dtype=np.int64)
+        self.bind_index = np.full(n_acc, -1, dtype=np.int64)
+        self.bind_shock = np.zeros((n_acc, d_max))
+        self.unit_value = np.zeros(n_units)
+        self.unit_vol = np.full(n_units, VOL_SAME, dtype=np.int64)
+        self.unit_shock = np.zeros(n_units)
+        self.unit_lw = np.ones(n_units)
+        self.pos_loss = np.zeros(len(self.q))
+        self.description = ["none"] * n_acc
+
+    @staticmethod
+    def _direction_intervals(js_all, g_m, d_max, grid):
+        """Per group direction (rows ``g_dir0[g] + dr``) and column: the grid interval of its
+        outer shell's move and of its tail's move (0 without a grid)."""
+        n = int(g_m.sum())
+        iv = np.zeros((n, d_max), dtype=np.int64)
+        ivt = np.zeros((n, d_max), dtype=np.int64)
+        if grid is None:
+            return iv, ivt
+        k = 0
+        for js, m in zip(js_all, g_m.tolist()):
+            outer = 1 + (js.buckets - 1) * m + np.arange(m)
+            tail = 1 + js.buckets * m + np.arange(m)
+            for a, r in enumerate(js.rows):
+                ns = grid.n_side
+                t = np.floor((js.shock[outer, a] / grid.price_range[r] + 1.0) * ns)
+                iv[k:k + m, a] = np.clip(t, 0, 2 * ns - 1)
+                ts = int(grid.tail_side[r])
+                if ts and js.size > tail[-1]:
+                    t = np.floor((js.shock[tail, a] / grid.tail_range[r] + 1.0) * ts)
+                    ivt[k:k + m, a] = np.clip(t, 0, 2 * ts - 1)
+            k += m
+        return iv, ivt
+
+    def reprice(self, args, rows=None):
+        """Exact-pricing constants and grid curves of the revaluation rows ``rows`` (None:
+        all) from ``args`` (:class:`pmrisk.engine.core.PnlArgs` of those rows)."""
+        cols = args.instruments()
+        sel = slice(None) if rows is None else rows
+        if rows is not None and not len(rows):
+            return
+        kind, settlement, cs, _, fwd, strike, is_call = cols[:7]
+        for k, v in enumerate((kind, settlement, cs, fwd, strike, is_call)):
+            self.ins[k][sel] = v
+        self.ins[6][sel] = pricing_constants(*cols[:13], args.rate)
+        if self.grid_mode and self.grid is not None:
+            g = self.grid
+            self.icurve[sel] = K.instrument_pnl(
+                *cols, args.rate, *_scen_args(g.n_scen, g.shock, g.vol_code))
+
+    def run(self, unit_px, slope_usd, accounts=None):
+        """The fused kernel on ``accounts`` (None: all) at the units' USD prices
+        ``unit_px`` and slopes ``slope_usd``; fills this object's per-account, per-unit and
+        per-position arrays there and the accounts' ``description``."""
+        n_acc = len(self.worst)
+        sel = np.arange(n_acc, dtype=np.int64) if accounts is None else \
+            np.ascontiguousarray(accounts, dtype=np.int64)
+        if not len(sel) or not self.groups:
+            return
+        acc = (self.ua_start, self.pu_start, self.pu_order, self.q, self.pos_row,
+               self.unit_row, np.ascontiguousarray(unit_px, dtype=np.float64),
+               np.ascontiguousarray(slope_usd, dtype=np.float64), self.acc_group)
+        outs = (self.worst, self.n_joint, self.n_exact, self.bind_kind, self.bind_index,
+                self.bind_shock, self.unit_value, self.unit_vol, self.unit_shock, self.unit_lw,
+                self.pos_loss)
+        kernel = joint_stress if len(sel) >= PARALLEL_MIN else joint_stress_serial
+        kernel(sel, acc, self.grp, tuple(self.ins), self.grid_args, outs)
+        self._describe(sel)
+
+    def _describe(self, sel):
+        """The binding joint scenario in words for the accounts ``sel`` with a joint loss; a
+        joint scenario's words are made once per (scenario, units, their vol states)."""
+        units = self.units
+        memo = {}
+        for a in sel[self.worst[sel] > 0.0].tolist():
+            g = int(self.acc_group[a])
+            js = self.js[g]
+            k = int(self.bind_index[a])
+            lo, hi = self.ua_start[a], self.ua_start[a + 1]
+            us = np.flatnonzero(self.active[lo:hi]) + lo
+            vols = self.unit_vol[us]
+            if self.bind_kind[a] == BIND_JOINT:
+                key = (k, units.utype[us].tobytes(), vols.tobytes())
+                text = memo.get(key)
+                if text is None:
+                    j = k - int(self.g_j0[g])
+                    where = (f"{KINDS[js.kind[j]]} direction {js.direction[j]}"
+                             if js.direction[j] >= 0 else "")
+                    text = memo[key] = _describe(js.shell[j], where, js.shock[j], js,
+                                                 us.tolist(), vols, units)
             else:
-                count = np.full(len(chunk), MAX_CANDIDATES + 1, dtype=np.int64)
-                cand = np.zeros((len(chunk), 0), dtype=np.int64)
-            g = _account_slopes(js, params, uids, acc_start, unit_row, unit_delta_usd)
-            extra = delta_directions(js, corr.matrix, params, model, g)
-            res.n_joint[chunk] = js.size + extra.size
-            over = count > MAX_CANDIDATES                # revalue every joint scenario
-            for part in (np.flatnonzero(~over), np.flatnonzero(over)):
-                if not len(part):
-                    continue
-                if over[part[0]]:
-                    # every scenario, as a view: no accounts x scenarios copy
-                    cpart = np.broadcast_to(np.arange(js.size), (len(part), js.size))
-                    npart = np.full(len(part), js.size)
-                else:
-                    npart = count[part]
-                    cpart = _pad_candidates(cand[part], npart)
-                _exact(pos_row, quantity, pos_unit, sel, uids, chunk, acc_start, part,
-                       cpart, npart, extra, js, instr_cols, rate, unit_row, unit_px, cap,
-                       res, units)
-    pos_loss = _position_loss(pos_row, pos_unit, quantity, instr_cols, rate, res.unit_shock,
-                              res.unit_vol, res.unit_lw)
-    return JointResult(worst_usd=res.worst, description=res.description,
-                       n_scenarios=res.n_joint, n_exact=res.n_exact, unit_value=res.unit_value,
-                       unit_shock=res.unit_shock, unit_vol=res.unit_vol, pos_loss=pos_loss,
-                       correlation=correlations)
+                shell = k // 2 + 1 if k < 2 * js.buckets else -1
+                text = _describe(shell, f"delta direction {'-+'[k % 2]}", self.bind_shock[a],
+                                 js, us.tolist(), vols, units)
+            self.description[a] = text
+
+    def result(self):
+        return JointResult(worst_usd=self.worst, description=self.description,
+                           n_scenarios=self.n_joint, n_exact=self.n_exact,
+                           unit_value=self.unit_value, unit_shock=self.unit_shock,
+                           unit_vol=self.unit_vol, pos_loss=self.pos_loss,
+                           correlation=self.correlation)
+
+
+def run_joint(model, units, pos_unit, pu_start, pu_order, ua_start, quantity, pos_row,
+              pnl_args, unit_px, unit_delta_usd, n_acc):
+    """Joint stress of every account (see the module docstring): a :class:`JointStress`
+    built, priced and run over everything.  ``pos_row`` is each position's revaluation row
+    in ``pnl_args``; ``quantity`` the positions' quantity with excluded positions zeroed;
+    ``unit_delta_usd`` each unit's USD P&L per unit relative move of its underlying (the
+    account's own delta directions come from it).  Returns the :class:`JointStress`."""
+    st = JointStress(model, units, pos_unit, pu_start, pu_order, ua_start, quantity, pos_row,
+                     n_acc, len(pnl_args.kind))
+    st.reprice(pnl_args)
+    st.run(unit_px, unit_delta_usd)
+    return st
+
+
+def _scen_args(n_scen, shock, vol_code):
+    one = np.ones_like(shock)
+    return kernel_args(n_scen, shock, np.log1p(shock), vol_code, one, one)
 
 
 @dataclass
@@ -328,17 +421,6 @@ class DeltaDirections:
     @property
     def size(self):
         return len(self.n_vol)
-
-
-def _account_slopes(js, params, uids, acc_start, unit_row, unit_delta_usd):
-    """g[a, c]: account a's first-order USD P&L per full price range of group column c."""
-    col = np.full(int(unit_row.max()) + 1 if len(unit_row) else 0, -1, dtype=np.int64)
-    col[list(js.rows)] = np.arange(len(js.rows))
-    acc = np.repeat(np.arange(len(acc_start) - 1), np.diff(acc_start))
-    g = np.zeros((len(acc_start) - 1, len(js.rows)))
-    np.add.at(g, (acc, col[unit_row[uids]]), unit_delta_usd[uids])
-    pr = np.array([params[r]["price_range"] for r in js.rows])
-    return g * pr
 
 
 def delta_directions(js, rho, params, model, g):
@@ -380,171 +462,6 @@ def delta_directions(js, rho, params, model, g):
         sign=np.tile([0, 1], len(shell) // 2).astype(np.int64))
 
 
-def _pad_candidates(cand, count):
-    """Candidate rows padded to the longest with each row's last candidate (a repeat never
-    changes a minimum, and ties keep the earlier copy)."""
-    k = max(int(count.max()), 1)
-    out = cand[:, :k]
-    last = out[np.arange(len(out)), np.maximum(count - 1, 0)]
-    return np.where(np.arange(k)[None, :] >= count[:, None], last[:, None], out)
-
-
-class _Acc:
-    """Per-account and per-unit outputs, filled chunk by chunk."""
-
-    def __init__(self, n_acc, n_units):
-        self.worst = np.zeros(n_acc)
-        self.n_joint = np.zeros(n_acc, dtype=np.int64)
-        self.n_exact = np.zeros(n_acc, dtype=np.int64)
-        self.description = ["none"] * n_acc
-        self.unit_value = np.zeros(n_units)
-        self.unit_vol = np.full(n_units, VOL_SAME, dtype=np.int64)
-        self.unit_shock = np.zeros(n_units)
-        self.unit_lw = np.ones(n_units)
-
-
-def _row_weights(js, n_rows):
-    lw = np.zeros((js.size, n_rows))
-    gw = np.zeros((js.size, n_rows))
-    lw[:, list(js.rows)] = js.loss_weight
-    gw[:, list(js.rows)] = js.gain_weight
-    return lw, gw
-
-
-def _unit_vectors(pos_row, quantity, sel, local_unit, n_units, instr_cols, rate, scen_args,
-                  width, und=None):
-    """Risk vectors of ``n_units`` units over ``width`` cells: the positions ``sel`` (their
-    unit's local index ``local_unit``), revalued in blocks of instruments.  With ``und`` given,
-    every position is its own instrument with scenario row ``und[k]``."""
-    vectors = np.zeros((n_units, width))
-    if und is None:
-        instrs, inv = np.unique(pos_row[sel], return_inverse=True)
-        inv = inv.ravel()
-    else:
-        instrs, inv = pos_row[sel], np.arange(len(sel))
-    step = max(1, BLOCK_CELLS // max(width, 1))
-    for i0 in range(0, len(instrs), step):
-        blk = instrs[i0:i0 + step]
-        pick = np.flatnonzero((inv >= i0) & (inv < i0 + len(blk)))
-        cols = [col[blk] for col in instr_cols[:13]]
-        rows = instr_cols[13][blk] if und is None else und[i0:i0 + len(blk)]
-        ipnl = K.instrument_pnl(*kernel_args(*cols, rows), rate, *scen_args)
-        vectors += K.unit_risk_vectors(*kernel_args(
-            local_unit[pick], inv[pick] - i0, quantity[sel[pick]], ipnl), n_units)
-    return vectors
-
-
-def _scen_args(n_scen, shock, vol_code):
-    one = np.ones_like(shock)
-    return kernel_args(n_scen, shock, np.log1p(shock), vol_code, one, one)
-
-
-def _grid_candidates(pos_row, quantity, pos_unit, sel, uids, acc_start, instr_cols, rate, grid,
-                     unit_row, unit_px, interp, lw, gw, cap):
-    """Per account of the chunk, the joint scenarios that may bind (grid interpolation):
-    ``(count, candidates)`` of :func:`pmrisk.kernel.joint.joint_candidates`."""
-    local = np.full(len(pos_unit), -1, dtype=np.int64)
-    local_of_unit = np.full(int(uids.max()) + 1 if len(uids) else 0, -1, dtype=np.int64)
-    local_of_unit[uids] = np.arange(len(uids))
-    local[sel] = local_of_unit[pos_unit[sel]]
-    width = grid.shock.shape[1]
-    vectors = _unit_vectors(pos_row, quantity, sel, local[sel], len(uids), instr_cols, rate,
-                            _scen_args(grid.n_scen, grid.shock, grid.vol_code), width)
-    rows_u = unit_row[uids]
-    px_u = unit_px[uids]
-    err = interpolation_error(vectors, rows_u, grid) * px_u
-    tol = np.add.reduceat(err, acc_start[:-1]) if len(err) else np.zeros(0)
-    idx, stride, n_vol, wts = interp
-    count, cand = joint_candidates(*kernel_args(
-        vectors, rows_u, px_u, acc_start, idx, stride, n_vol, wts), 4,
-        *kernel_args(lw, gw, cap, grid.vol_code, tol), MAX_CANDIDATES)
-    return count, cand
-
-
-def _exact(pos_row, quantity, pos_unit, sel, uids, chunk, acc_start, part, cand, count,
-           extra, js, instr_cols, rate, unit_row, unit_px, cap, res, units):
-    """Revalue the candidate joint scenarios (``cand[i, :count[i]]``, padded) and the delta
-    directions of the accounts ``chunk[part]`` exactly, and keep each account's worst.
-
-    Every (account, underlying) pair gets a scenario row of its own whose cells are its
-    account's scenarios (3 vol cells each), so accounts with different candidates share one
-    call; accounts go in blocks that keep the cells under ``BLOCK_CELLS``."""
-    d = len(js.rows)
-    m = cand.shape[1] + extra.size
-    per_block = max(1, BLOCK_CELLS // max(3 * m * d, 1))
-    for b0 in range(0, len(part), per_block):
-        blk = slice(b0, b0 + per_block)
-        _exact_block(pos_row, quantity, pos_unit, sel, uids, chunk, acc_start, part[blk],
-                     cand[blk], count[blk], extra, js, instr_cols, rate, unit_row, unit_px,
-                     cap, res, units)
-
-
-def _exact_block(pos_row, quantity, pos_unit, sel, uids, chunk, acc_start, part, cand, count,
-                 extra, js, instr_cols, rate, unit_row, unit_px, cap, res, units):
-    d = len(js.rows)
-    n = len(part)
-    k_sh = cand.shape[1]
-    m = k_sh + extra.size
-    # each account's scenarios: its candidates, then its delta directions
-    shock = np.concatenate([js.shock[cand], extra.shock[part]], axis=1)        # (n, m, d)
-    lw = np.concatenate([js.loss_weight[cand],
-                         np.broadcast_to(extra.loss_weight, (n, extra.size, d))], axis=1)
-    gw = np.concatenate([js.gain_weight[cand],
-                         np.broadcast_to(extra.gain_weight, (n, extra.size, d))], axis=1)
-    tail = np.concatenate([js.n_vol[cand], np.broadcast_to(extra.n_vol, (n, extra.size))],
-                          axis=1) == 1                                          # (n, m)
-    # scenario rows a*d + c, cells 3k .. 3k+2 (vol up, same, down; a tail uses "same")
-    shock2 = np.repeat(shock.transpose(0, 2, 1).reshape(n * d, m), 3, axis=1)
-    vol_code = np.tile(_VOLS, (n * d, m))
-    idx = np.repeat(3 * np.arange(m)[None, :] + tail, d, axis=0).T.copy()      # (m, n*d)
-    n_vol = np.where(np.repeat(tail, d, axis=0).T, 1, 3).astype(np.int64)
-    lw2 = lw.transpose(1, 0, 2).reshape(m, n * d)
-    gw2 = gw.transpose(1, 0, 2).reshape(m, n * d)
-    cap2 = np.tile(cap[list(js.rows)], n)
-    # the block's units (each account's are contiguous in uids) and their positions
-    accs = chunk[part]
-    per_acc = [np.arange(acc_start[i], acc_start[i + 1]) for i in part]
-    loc = np.concatenate(per_acc)
-    blk_units = uids[loc]
-    acc_of_unit = np.repeat(np.arange(n), [len(p) for p in per_acc])
-    col_of_row = np.full(len(units.underlyings), -1, dtype=np.int64)
-    col_of_row[list(js.rows)] = np.arange(d)
-    unit_col = col_of_row[unit_row[blk_units]]
-    row_of_unit = acc_of_unit * d + unit_col
-    local_of_unit = np.full(int(blk_units.max()) + 1, -1, dtype=np.int64)
-    local_of_unit[blk_units] = np.arange(len(blk_units))
-    in_blk = sel[np.isin(pos_unit[sel], blk_units)]
-    lu = local_of_unit[pos_unit[in_blk]]
-    vectors = _unit_vectors(pos_row, quantity, in_blk, lu, len(blk_units), instr_cols, rate,
-                            _scen_args(np.full(n * d, 3 * m), shock2, vol_code), 3 * m,
-                            und=row_of_unit[lu])
-    a_start = np.concatenate([[0], np.cumsum([len(p) for p in per_acc])]).astype(np.int64)
-    wts = np.zeros((m, n * d, 4))
-    wts[:, :, 0] = 1.0
-    worst, bind, uv, uvol = joint_worst(*kernel_args(
-        vectors, row_of_unit, unit_px[blk_units], a_start, idx, np.zeros_like(idx), n_vol,
-        wts), 1, *kernel_args(lw2, gw2, cap2, vol_code))
-    res.worst[accs] = worst
-    res.n_exact[accs] = count + extra.size
-    k_u = bind[acc_of_unit]
-    res.unit_value[blk_units] = uv
-    res.unit_vol[blk_units] = vol_code[row_of_unit, idx[k_u, row_of_unit] + uvol]
-    res.unit_shock[blk_units] = shock[acc_of_unit, k_u, unit_col]
-    res.unit_lw[blk_units] = lw[acc_of_unit, k_u, unit_col]
-    for i in np.flatnonzero(worst > 0.0):
-        k = int(bind[i])
-        if k < k_sh:
-            j = int(cand[i, k])
-            shell, where = js.shell[j], (f"{KINDS[js.kind[j]]} direction {js.direction[j]}"
-                                         if js.direction[j] >= 0 else "")
-        else:
-            e = k - k_sh
-            shell, where = extra.shell[e], f"delta direction {'-+'[extra.sign[e]]}"
-        us = blk_units[a_start[i]:a_start[i + 1]]
-        res.description[accs[i]] = _describe(shell, where, shock[i, k], js, us,
-                                             res.unit_vol[us], units)
-
-
 def _describe(shell, where, moves, js, unit_ids, unit_vols, units):
     """The binding joint scenario in words: shell (or extreme), direction, each underlying's
     move, and the vol state of each unit (units of one underlying may differ)."""
@@ -564,20 +481,3 @@ def _describe(shell, where, moves, js, unit_ids, unit_vols, units):
             vol = "(" + ", ".join(f"{nm} vol {v}" for nm, v in vs) + ")"
         parts.append(f"{units.underlyings[r]} {moves[a]:+.2%} {vol}")
     return f"{head}: " + ", ".join(parts)
-
-
-def _position_loss(pos_row, pos_unit, quantity, instr_cols, rate, unit_shock, unit_vol,
-                   unit_lw):
-    """Each position's own loss (settlement currency, times its unit's loss weight) at its
-    unit's move and vol state in the binding joint scenario: one revaluation cell per
-    position (positive = loss)."""
-    n = len(pos_unit)
-    if n == 0:
-        return np.zeros(0)
-    cols = [col[pos_row] for col in instr_cols[:13]]
-    shock = unit_shock[pos_unit][:, None]
-    one = np.ones((n, 1))
-    pnl = K.instrument_pnl(*kernel_args(*cols, np.arange(n, dtype=np.int64)), rate,
-                           *kernel_args(np.ones(n, dtype=np.int64), shock, np.log1p(shock),
-                                        unit_vol[pos_unit][:, None], one, one))
-    return -unit_lw[pos_unit] * quantity * pnl[:, 0]

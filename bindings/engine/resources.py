@@ -44,8 +44,6 @@ from ..errors import MarginError
 F8 = 8                        # bytes per float64 / int64
 ROW_BYTES = 700               # per account-state row or account (measured 600-1,100)
 RV_ROW_BYTES = 150            # per risk-vector table row (measured ~120)
-BLOCK_CELLS = 1 << 21         # the joint stress's block size (pmrisk.engine.correlated.BLOCK_CELLS)
-MAX_CANDIDATES = 256          # pmrisk.engine.correlated.MAX_CANDIDATES
 GB = 1e9
 
 
@@ -146,15 +144,10 @@ def _groups(book, model, unit_acc, n_und):
             for rows, (n, k) in groups.items()]
 
 
-def _exact_bytes(m, d, accounts, units_per_account):
-    """Exact revaluation of ``m`` joint scenarios: one block of accounts at a time."""
-    nb = min(accounts, max(1, BLOCK_CELLS // max(3 * m * d, 1)))
-    cells = nb * d * 3 * m
-    return F8 * (7 * cells + 2 * nb * units_per_account * 3 * m + max(BLOCK_CELLS, 3 * m))
-
-
-def _joint(model, g, n_rows, threads):
-    """(peak bytes, cells) of one group's joint stress."""
+def _joint(model, g, threads, revaluation_rows):
+    """(peak bytes, cells) of one group's joint stress: its scenarios (built, then kept with
+    the kernel's padded copies), the revaluation rows' grid curves and the kernel's scratch
+    per thread (no accounts x scenarios array)."""
     n_dir = int(model["n_directions"])
     m = 2 if g.d == 1 else n_dir + 6 * g.d
     tails = bool(model["extreme_scenarios"]) and model["tail_mode"] == "joint"
@@ -162,22 +155,16 @@ def _joint(model, g, n_rows, threads):
     size = 1 + b * m + (m if tails else 0)
     extra = 0 if g.d < 2 else 2 * (b + tails)
     built = F8 * size * (6 * g.d + 4)          # the parts and the stacked arrays
-    kept = F8 * size * (3 * g.d + 4)
-    full = _exact_bytes(size + extra, g.d, g.accounts, g.units_per_account)
+    kept = F8 * size * (3 * g.d + 4) + F8 * size * (3 * g.d + 1)
+    scratch = F8 * threads * 2 * (size + extra)
+    work = float(size + extra) * g.accounts * g.units_per_account
     if model["joint_revaluation"] == "exact":
-        return max(built, kept + full), 3.0 * size * g.accounts * g.units_per_account
+        return max(built, kept + scratch), 3.0 * work
     n = int(model["joint_grid_nodes"])
     ts = int(np.ceil(n * g.extreme_multiple)) if tails else 0
     width = 3 * (2 * n + 1) + 2 * ts + 1
-    interp = F8 * size * n_rows * 9            # idx, stride, n_vol, wts (4), weights (2)
-    lagrange = F8 * size * 14
-    chunk = min(g.accounts, max(1, BLOCK_CELLS // (width * g.d)))
-    grid = F8 * (2 * chunk * g.units_per_account * width + BLOCK_CELLS
-                 + threads * size + 2 * chunk * MAX_CANDIDATES)
-    cand = _exact_bytes(MAX_CANDIDATES + extra, g.d, g.accounts, g.units_per_account)
-    peak = max(built, kept + interp + max(lagrange, grid, cand, full))
-    cells = float(size) * g.accounts * g.units_per_account
-    return peak, cells
+    curves = F8 * width * (revaluation_rows + threads * g.units_per_account * 2)
+    return max(built, kept + scratch + curves), work
 
 
 def estimate(model, shape, risk_vectors=False):
@@ -192,7 +179,7 @@ def estimate(model, shape, risk_vectors=False):
     ...                                               "shell_steps": 100})
     >>> e = estimate(m, book)
     >>> e.largest(), round(e.bytes / 1e9)
-    ('joint', 389)
+    ('joint', 84)
     """
     import numba
     w = shape.width
@@ -206,7 +193,7 @@ def estimate(model, shape, risk_vectors=False):
     if risk_vectors == "positions":
         parts["risk_vectors"] += float(RV_ROW_BYTES * w * shape.positions)
     if shape.groups:
-        joint = [_joint(model, g, shape.underlyings, numba.config.NUMBA_NUM_THREADS)
+        joint = [_joint(model, g, numba.config.NUMBA_NUM_THREADS, shape.revaluation_rows)
                  for g in shape.groups]
         parts["joint"] = float(max(p for p, _ in joint))
         cells += sum(c for _, c in joint)
@@ -245,7 +232,7 @@ def check_memory(model, shape, risk_vectors=False):
     ...
     pmrisk.errors.MarginError: model.n_directions: expected a call within the memory limit \
 (model parameter max_memory_gb = 4 GB); model.n_directions (1,000,000) x shell_steps (100) \
-x ... needs about 389 GB...
+x ... needs about 84 GB...
     """
     est = estimate(model, shape, risk_vectors)
     limit = float(model["max_memory_gb"])

@@ -7,18 +7,18 @@ the instruments it holds: per account under ``cross_unit = "correlated"`` (an ac
 stressed on the ellipsoid of its own underlyings), per unit under ``"sum"``.  So the engine's
 phases can run on any selection and give the figures of one run over everything.
 
-Two ways to recompute, both the engine's own code (:mod:`pmrisk.engine`):
-
-* under ``"sum"``: :func:`pmrisk.engine.core.compute` on the revaluation rows of the moved
-  instruments, the units on the moved names and their accounts, in place on the block's
-  outcome.  The phases' kernels write only the selected rows, each from its own inputs, so the
-  figures equal those of a run over the whole block to the bit.  When the selection cannot be
-  exact (excluded instruments in the block, or a vol floor that starts or stops binding on a
-  short option, which changes the revaluation rows) the block runs the engine on everything;
-* under ``"correlated"``: :func:`pmrisk.engine.core.run` on the sub-book of the accounts holding a
-  unit on a moved underlying (:func:`slice_book`), scattered back.  (The joint stress of an
-  account can differ in the last bit with the set of accounts in the call: there the agreement
-  is to rounding.)
+A tick recomputes with the engine's own code (:mod:`pmrisk.engine`):
+:func:`pmrisk.engine.core.compute` on the revaluation rows of the moved instruments, the units
+on the moved names (under ``"correlated"``: every unit of the accounts holding one, whose
+shares of the account's joint scenario may change) and their accounts, in place on the block's
+outcome.  Under ``"correlated"`` the joint stress (:class:`pmrisk.engine.correlated.JointStress`,
+kept in the outcome) reprices only the moved rows' grid curves and reruns the fused kernel on
+those accounts.  The phases' kernels write only the selected rows, each from its own inputs,
+so the figures equal those of a run over the whole block to the bit.  When the selection
+cannot be exact (excluded instruments in the block, or a vol floor that starts or stops
+binding on a short option, which changes the revaluation rows) the block runs the engine on
+everything.  :meth:`Block.recompute_accounts` runs the engine on a sub-book
+(:func:`slice_book`) and scatters it back.
 """
 
 import contextlib
@@ -197,10 +197,7 @@ class Block:
         if not len(acc):
             return acc
         self._thaw()
-        if not self.sum_mode:
-            self.recompute_accounts(acc)
-        elif not self._tick_units(frozenset(moved), type_hit, np.flatnonzero(on), acc,
-                                  bal_hit):
+        if not self._tick_units(frozenset(moved), type_hit, np.flatnonzero(on), acc, bal_hit):
             self.run_all()
         return acc
 
@@ -213,10 +210,11 @@ class Block:
             self.frozen = False
 
     def _tick_units(self, key, type_hit, instr, acc, bal_hit):
-        """A tick on the names in ``key`` under ``"sum"``: the engine's phases on the moved
-        instruments ``instr``, their revaluation rows, the units on those names and the
-        accounts ``acc``.  False (nothing changed) when a selection cannot be exact here (see
-        the module docstring)."""
+        """A tick on the names in ``key``: the engine's phases on the moved instruments
+        ``instr``, their revaluation rows, the units on those names (under ``"correlated"``:
+        every unit of the accounts, whose joint scenario may change) and the accounts
+        ``acc``; the joint stress reprices the moved rows' curves only.  False (nothing
+        changed) when a selection cannot be exact here (see the module docstring)."""
         out, book = self.out, self.book
         if out.layout.excluded_any:
             return False
@@ -231,8 +229,14 @@ class Block:
             moved_instr = np.zeros(len(self.und), dtype=bool)
             moved_instr[instr] = True
             rows = np.flatnonzero(moved_instr[out.rev.row_instr])
-            uidx = np.flatnonzero(type_hit[units.utype] & self.live[units.account]) \
-                if len(units) else _EMPTY_I
+            if self.sum_mode:
+                hit = type_hit[units.utype] & self.live[units.account] if len(units) else \
+                    np.zeros(0, dtype=bool)
+            else:                           # every unit of the accounts: their shares move
+                in_acc = np.zeros(len(self.names), dtype=bool)
+                in_acc[acc] = True
+                hit = in_acc[units.account]
+            uidx = np.flatnonzero(hit)
             sel = self._rows_of[key] = (rows, uidx)
         rows, uidx = sel
         units = out.units
