@@ -239,3 +239,45 @@ def test_estimate_is_within_a_factor_of_the_measured_peak(case):
     assert r["measured"] > 50e6, r                  # moderate: well above the noise
     ratio = r["estimate"] / r["measured"]
     assert LOW <= ratio <= HIGH, (r, ratio)
+
+
+@pytest.mark.parametrize("n_und,per_account,zero_share", [(1, 2, 0.3), (4, 8, 0.6),
+                                                          (70, 140, 0.97)])
+def test_groups_are_the_accounts_sets_of_underlyings(n_und, per_account, zero_share):
+    """shape_of groups the accounts by the set of underlyings of their positions with a
+    non-zero quantity, in the order of each group's first account (by account index), as a
+    plain grouping of the positions table does."""
+    import numpy as np
+    import pyarrow as pa
+    from pmrisk.engine.resources import shape_of
+    from pmrisk.io.book import load_book
+    und = ["BTC", "ETH", "SOL"][:n_und] if n_und <= 3 else ["BTC"] + [f"X{i}" for i in
+                                                                        range(n_und - 1)]
+    b = samples.book(60, per_account, und, option_share=0.2, inverse_share=0.5, seed=n_und)
+    vt = b.pop("valuation_time")
+    rng = np.random.default_rng(n_und)
+    q = b["positions"]["quantity"].to_numpy().copy()
+    q[rng.random(len(q)) < zero_share] = 0.0
+    b["positions"] = b["positions"].set_column(2, "quantity", pa.array(q))
+    model = Model.preset("standard").with_overrides({"BTC": {"buckets_count": 7,
+                                                             "extreme_multiple": 3.5}})
+    book = load_book(**dict.fromkeys(("balances", "open_orders", "reserves")), **b,
+                     model=model, valuation_time=vt)
+    of = dict(zip(b["instruments"]["symbol"].to_pylist(),
+                  b["instruments"]["underlying"].to_pylist()))
+    sets = {}
+    for a, s, x in zip(b["positions"]["account"].to_pylist(),
+                       b["positions"]["symbol"].to_pylist(), q.tolist()):
+        if x != 0.0:
+            sets.setdefault(book.accounts.to_pylist().index(a), set()).add(of[s])
+    want = {}
+    for a in sorted(sets):
+        want.setdefault(frozenset(sets[a]), []).append(a)
+    got = shape_of(book, model).groups
+    assert len(got) > (n_und > 1) * 5
+    assert [(g.d, g.accounts) for g in got] == [(len(k), len(v)) for k, v in want.items()]
+    for g, k in zip(got, want):
+        p = [model.underlying(u) for u in k]
+        assert g.buckets == max(x["buckets_count"] for x in p)
+        assert g.extreme_multiple == max(x["extreme_multiple"] for x in p)
+        assert g.units_per_account >= 1

@@ -40,6 +40,8 @@ from dataclasses import dataclass
 from functools import lru_cache
 
 import numpy as np
+import pyarrow as pa
+import pyarrow.compute as pc
 
 from pmrisk import kernel as K
 from pmrisk.kernel.directions import KINDS, joint_moves
@@ -47,7 +49,7 @@ from pmrisk.kernel.joint import (BIND_JOINT, joint_stress, joint_stress_serial,
                                  pricing_constants)
 from pmrisk.kernel.scenarios import VOL_DOWN, VOL_SAME, VOL_STATES, VOL_UP
 
-from ..io.arrow import kernel_args
+from ..io.arrow import kernel_args, unique_keys
 from ..model.correlation import correlation_matrix
 
 PARALLEL_MIN = 64      # fewer accounts than this: the kernel's serial twin
@@ -173,7 +175,7 @@ class JointResult:
     state).  Per position: ``pos_loss``, its own loss there (settlement currency, times the
     unit's loss weight).  ``correlation``: one CorrelationMatrix per set of underlyings."""
     worst_usd: np.ndarray
-    description: list
+    description: np.ndarray       # str objects, "none" before a joint loss
     n_scenarios: np.ndarray
     n_exact: np.ndarray
     unit_value: np.ndarray
@@ -291,7 +293,7 @@ class JointStress:
         self.unit_shock = np.zeros(n_units)
         self.unit_lw = np.ones(n_units)
         self.pos_loss = np.zeros(len(self.q))
-        self.description = ["none"] * n_acc
+        self.description = np.full(n_acc, "none", dtype=object)
 
     @staticmethod
     def _direction_intervals(js_all, g_m, d_max, grid):
@@ -353,31 +355,91 @@ class JointStress:
         self._describe(sel)
 
     def _describe(self, sel):
-        """The binding joint scenario in words for the accounts ``sel`` with a joint loss; a
-        joint scenario's words are made once per (scenario, units, their vol states)."""
+        """The binding joint scenario in words for the accounts ``sel`` with a joint loss
+        (see :func:`_head` and :func:`_vol_words`), built column by column over the accounts:
+        heads once per distinct binding scenario, moves once per distinct value, then joined
+        by Arrow; no Python per account."""
+        acc = sel[self.worst[sel] > 0.0]
+        if not len(acc):
+            return
+        g, k = self.acc_group[acc], self.bind_index[acc]
+        joint = self.bind_kind[acc] == BIND_JOINT
+        # a joint scenario's key is its row k; the delta direction k of group g comes after
+        nj, width = int(self.g_j0[-1]), 2 * max(j.buckets for j in self.js) + 2
+        keys, inv = unique_keys(np.where(joint, k, nj + g * width + k))[:2]
+        on = keys < nj
+        kg = np.where(on, np.searchsorted(self.g_j0, keys, "right") - 1, (keys - nj) // width)
+        kj = np.where(on, keys - self.g_j0[kg], (keys - nj) % width)
+        heads = pa.array([_head(self.js[a], b, c) for a, b, c in
+                          zip(kg.tolist(), on.tolist(), kj.tolist())], pa.string())
+        head = heads.take(pa.array(inv))
+        # one piece per account and column of its group: "<underlying> <move> <vol words>"
+        d = self.grp[0][g]
+        start = np.concatenate([[0], np.cumsum(d)])
+        owner = np.repeat(np.arange(len(acc)), d)
+        col = np.arange(start[-1]) - start[owner]
+        row = self.grp[1][g[owner], col]
+        move = np.empty(len(owner))
+        on = joint[owner]
+        move[on] = self.grp[6][k[owner[on]], col[on]]
+        move[~on] = self.bind_shock[acc[owner[~on]], col[~on]]
+        bits, minv = np.unique(move.view(np.int64), return_inverse=True)   # -0.0 is not 0.0
+        moves = pa.array(np.char.mod("%+.2f%%", bits.view(np.float64) * 100.0), pa.string())
+        names = pa.array(self.units.underlyings, pa.string())
+        piece = pc.binary_join_element_wise(
+            names.take(pa.array(row)), moves.take(pa.array(minv.ravel())),
+            self._vol_words(acc, g, start), " ")
+        body = pc.binary_join(pa.ListArray.from_arrays(pa.array(start.astype(np.int32)),
+                                                       piece), ", ")
+        text = pc.binary_join_element_wise(head, body, ": ")
+        self.description[acc] = text.to_numpy(zero_copy_only=False)
+
+    def _vol_words(self, acc, g, start):
+        """Per account of ``acc`` and column of its group (pieces from ``start``): the vol
+        state of its units on that underlying, ``vol <state>`` when they agree (``vol same``
+        without one), else ``(<unit> vol <state>, ...)`` in unit order."""
         units = self.units
-        memo = {}
-        for a in sel[self.worst[sel] > 0.0].tolist():
-            g = int(self.acc_group[a])
-            js = self.js[g]
-            k = int(self.bind_index[a])
-            lo, hi = self.ua_start[a], self.ua_start[a + 1]
-            us = np.flatnonzero(self.active[lo:hi]) + lo
-            vols = self.unit_vol[us]
-            if self.bind_kind[a] == BIND_JOINT:
-                key = (k, units.utype[us].tobytes(), vols.tobytes())
-                text = memo.get(key)
-                if text is None:
-                    j = k - int(self.g_j0[g])
-                    where = (f"{KINDS[js.kind[j]]} direction {js.direction[j]}"
-                             if js.direction[j] >= 0 else "")
-                    text = memo[key] = _describe(js.shell[j], where, js.shock[j], js,
-                                                 us.tolist(), vols, units)
-            else:
-                shell = k // 2 + 1 if k < 2 * js.buckets else -1
-                text = _describe(shell, f"delta direction {'-+'[k % 2]}", self.bind_shock[a],
-                                 js, us.tolist(), vols, units)
-            self.description[a] = text
+        lo, hi = self.ua_start[acc], self.ua_start[acc + 1]
+        n = hi - lo
+        first = np.concatenate([[0], np.cumsum(n)])
+        owner = np.repeat(np.arange(len(acc)), n)
+        u = np.arange(first[-1]) - first[owner] + lo[owner]
+        keep = self.active[u]
+        u, owner = u[keep], owner[keep]
+        piece = start[owner] + self.grp[2][g[owner], self.unit_row[u]]
+        vol = self.unit_vol[u]
+        m = int(start[-1])
+        lo_v = np.full(m, VOL_SAME, dtype=np.int64)
+        hi_v = np.full(m, VOL_SAME, dtype=np.int64)
+        seen = np.zeros(m, dtype=bool)
+        # the first unit of each piece sets both ends; the others widen them
+        order = np.argsort(piece, kind="stable")        # unit order kept inside a piece
+        u, piece, vol = u[order], piece[order], vol[order]
+        lead = np.ones(len(piece), dtype=bool)
+        lead[1:] = piece[1:] != piece[:-1]
+        lo_v[piece[lead]] = vol[lead]
+        hi_v[piece[lead]] = vol[lead]
+        seen[piece[lead]] = True
+        np.minimum.at(lo_v, piece, vol)
+        np.maximum.at(hi_v, piece, vol)
+        words = pa.array([f"vol {s}" for s in VOL_STATES], pa.string()).take(pa.array(lo_v))
+        mixed = seen & (lo_v != hi_v)
+        if not mixed.any():
+            return words
+        on = mixed[piece]
+        u, piece, vol = u[on], piece[on], vol[on]
+        n_v = len(VOL_STATES)
+        key, kinv = np.unique(units.utype[u] * n_v + vol, return_inverse=True)
+        each = pa.array([f"{units.type_names[t // n_v]} vol {VOL_STATES[t % n_v]}"
+                         for t in key.tolist()], pa.string()).take(pa.array(kinv.ravel()))
+        at = np.flatnonzero(mixed)
+        offsets = np.concatenate([[0], np.cumsum(np.bincount(piece, minlength=m)[at])])
+        listed = pc.binary_join(
+            pa.ListArray.from_arrays(pa.array(offsets.astype(np.int32)), each), ", ")
+        out = words.to_numpy(zero_copy_only=False)
+        out[at] = pc.binary_join_element_wise("(", listed, ")", "").to_numpy(
+            zero_copy_only=False)
+        return pa.array(out, pa.string())
 
     def result(self):
         return JointResult(worst_usd=self.worst, description=self.description,
@@ -462,22 +524,17 @@ def delta_directions(js, rho, params, model, g):
         sign=np.tile([0, 1], len(shell) // 2).astype(np.int64))
 
 
-def _describe(shell, where, moves, js, unit_ids, unit_vols, units):
-    """The binding joint scenario in words: shell (or extreme), direction, each underlying's
-    move, and the vol state of each unit (units of one underlying may differ)."""
+def _head(js, joint, j):
+    """The head of a binding scenario's words: ``joint shell k/B`` (or ``joint extreme``) and
+    where: the joint scenario ``j``'s direction (none for the no-move scenario), or the
+    account's delta direction ``j`` (-z* / +z* by parity, one pair per shell, then the
+    tail)."""
+    if joint:
+        shell = js.shell[j]
+        where = f"{KINDS[js.kind[j]]} direction {js.direction[j]}" if js.direction[j] >= 0 \
+            else ""
+    else:
+        shell = j // 2 + 1 if j < 2 * js.buckets else -1
+        where = f"delta direction {'-+'[j % 2]}"
     head = f"joint shell {shell}/{js.buckets}" if shell >= 0 else "joint extreme"
-    if where:
-        head += " " + where
-    vols = {}
-    for u, v in zip(unit_ids, unit_vols):
-        r = int(units.type_und_code[units.utype[u]])
-        vols.setdefault(r, []).append((units.type_names[units.utype[u]], VOL_STATES[v]))
-    parts = []
-    for a, r in enumerate(js.rows):
-        vs = vols.get(r, [])
-        if len({v for _, v in vs}) <= 1:
-            vol = f"vol {vs[0][1] if vs else 'same'}"
-        else:
-            vol = "(" + ", ".join(f"{nm} vol {v}" for nm, v in vs) + ")"
-        parts.append(f"{units.underlyings[r]} {moves[a]:+.2%} {vol}")
-    return f"{head}: " + ", ".join(parts)
+    return f"{head} {where}" if where else head

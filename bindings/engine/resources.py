@@ -122,26 +122,42 @@ def shape_of(book, model):
 
 
 def _groups(book, model, unit_acc, n_und):
-    """Accounts grouped by the set of underlyings their positions hold."""
+    """Accounts grouped by the set of underlyings their positions hold (in the order of
+    each group's first account): one bit mask per account, no Python per account."""
     held = book.quantity != 0.0
     acc = book.pos_account[held]
     und = book.und_code[book.pos_instr[held]]
-    pairs = unique_keys(acc * n_und + und)[0]
+    pairs = unique_keys(acc * n_und + und)[0]       # sorted: by account, then underlying
+    if not len(pairs):
+        return []
     acc, und = pairs // n_und, pairs % n_und
     units = np.bincount(unit_acc, minlength=len(book.accounts))
-    sets = {}
-    for a, u in zip(acc.tolist(), und.tolist()):
-        sets.setdefault(a, []).append(u)
-    groups = {}
-    for a, us in sets.items():
-        g = groups.setdefault(tuple(us), [0, 0])
-        g[0] += 1
-        g[1] = max(g[1], int(units[a]))
+    start = np.flatnonzero(np.concatenate([[True], acc[1:] != acc[:-1]]))
+    words = (n_und + 63) // 64
+    bits = np.zeros((len(pairs), words), dtype=np.uint64)
+    bits[np.arange(len(pairs)), und // 64] = np.left_shift(np.uint64(1),
+                                                         (und % 64).astype(np.uint64))
+    masks = np.bitwise_or.reduceat(bits, start, axis=0)
+    _, first, inv = np.unique(masks, axis=0, return_index=True, return_inverse=True)
+    inv = inv.ravel()
+    order = np.argsort(first, kind="stable")        # groups by their first account
+    rank = np.empty_like(order)
+    rank[order] = np.arange(len(order))
+    gid = rank[inv]
+    n_g = len(order)
+    count = np.bincount(gid, minlength=n_g)
+    most = np.zeros(n_g, dtype=np.int64)
+    np.maximum.at(most, gid, units[acc[start]])
     params = [model.underlying(u) for u in book.und_names]
-    return [Group(d=len(rows), accounts=n, units_per_account=max(k, 1),
-                  buckets=max(int(params[r]["buckets_count"]) for r in rows),
-                  extreme_multiple=max(float(params[r]["extreme_multiple"]) for r in rows))
-            for rows, (n, k) in groups.items()]
+    bc = np.array([int(p["buckets_count"]) for p in params], dtype=np.int64)
+    em = np.array([float(p["extreme_multiple"]) for p in params], dtype=np.float64)
+    d = np.diff(np.append(start, len(pairs)))
+    b_acc = np.maximum.reduceat(bc[und], start)
+    e_acc = np.maximum.reduceat(em[und], start)
+    lead = first[order]                             # each group's first account
+    return [Group(d=int(d[f]), accounts=int(count[g]), units_per_account=max(int(most[g]), 1),
+                  buckets=int(b_acc[f]), extreme_multiple=float(e_acc[f]))
+            for g, f in enumerate(lead.tolist())]
 
 
 def _joint(model, g, threads, revaluation_rows):
