@@ -79,16 +79,8 @@ def _with_time(table, t):
 
 
 def _stack(results, times):
-    from ..results import MarginResult
-    out = MarginResult(accounts=None, units=None, positions=None)
-    for name in ("accounts", "units", "positions", "risk_vectors", "unit_risk_vectors",
-                 "position_risk_vectors"):
-        parts = [getattr(r, name) for r in results]
-        if parts and parts[0] is not None:
-            setattr(out, name, pa.concat_tables([_with_time(p, t)
-                                                 for p, t in zip(parts, times)]))
-    keys = results[0].timings.keys() if results else ()
-    out.timings = {k: sum(r.timings[k] for r in results) for k in keys}
+    """One result of per-snapshot ``results``, each table given its snapshot's time."""
+    out = _concat(results, lambda p, k: _with_time(p, times[k]))
     out.timings["snapshots"] = len(results)
     return out
 
@@ -129,13 +121,17 @@ def _period_time(cuts, p):
     return int(cuts[0]) - 1 if len(cuts) else 0
 
 
-def _concat(results):
+def _concat(results, prepare=None):
+    """The tables of ``results`` (each passed through ``prepare(table, k)`` for result ``k``
+    first, when given) concatenated in order; timings summed."""
     from ..results import MarginResult
     out = MarginResult(accounts=None, units=None, positions=None)
     for name in ("accounts", "units", "positions", "risk_vectors", "unit_risk_vectors",
                  "position_risk_vectors"):
         parts = [getattr(r, name) for r in results]
-        if parts[0] is not None:
-            setattr(out, name, pa.concat_tables(parts))
-    out.timings = {k: sum(r.timings.get(k, 0) for r in results) for k in results[0].timings}
+        if parts and parts[0] is not None:
+            setattr(out, name, pa.concat_tables(
+                [prepare(p, k) if prepare else p for k, p in enumerate(parts)]))
+    keys = results[0].timings.keys() if results else ()
+    out.timings = {k: sum(r.timings.get(k, 0) for r in results) for k in keys}
     return out
