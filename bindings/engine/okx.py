@@ -229,13 +229,19 @@ def account_phase(out, model, acc):
     n_acc = len(book.accounts)
     names = ox.assets
     n_a = max(len(names), 1)
+    # only the positions and balances of the selected accounts (a tick selects a few)
+    chosen = np.zeros(n_acc, dtype=bool)
+    chosen[acc] = True
+    pos = np.flatnonzero(chosen[book.pos_account])
+    bal = np.flatnonzero(chosen[book.bal_account])
     # position values back in their settlement asset: USD / price of that asset
-    pos_px = _asset_prices(book, names, ox.pos_asset, book.acc_snap[book.pos_account])
+    pos_px = _asset_prices(book, names, ox.pos_asset[pos],
+                           book.acc_snap[book.pos_account[pos]])
     with np.errstate(divide="ignore", invalid="ignore"):
-        native = np.where(pos_px > 0, pf.value / pos_px, 0.0)
-    keys = np.concatenate([book.pos_account * n_a + ox.pos_asset,
-                           book.bal_account * n_a + ox.bal_asset])
-    amount = np.concatenate([native, book.bal_amount])
+        native = np.where(pos_px > 0, pf.value[pos] / pos_px, 0.0)
+    keys = np.concatenate([book.pos_account[pos] * n_a + ox.pos_asset[pos],
+                           book.bal_account[bal] * n_a + ox.bal_asset[bal]])
+    amount = np.concatenate([native, book.bal_amount[bal]])
     uniq, inv = np.unique(keys, return_inverse=True)
     eq = np.bincount(inv.ravel(), weights=amount, minlength=len(uniq)) if len(uniq) else \
         np.zeros(0)
