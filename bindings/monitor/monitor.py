@@ -365,11 +365,16 @@ class Monitor:
         >>> round(mon.accounts["initial_margin"][0].as_py())   # the monitor is unchanged
         977
         """
-        from .what_if import what_if
+        from .what_if import what_if, what_if_held
         with self._lock:
             if account not in self._where:
                 raise MarginError("arguments", "account", f"an account of the monitor, got "
                                   f"{account!r}", hint="Monitor.accounts lists them")
+            with numba_threads(self._threads):      # the blocks' arrays, read under the lock
+                w = what_if_held(self._where[account], self._blocks, account, trades,
+                                 self.model, self._market)
+            if w is not None:
+                return w
             tables = self._state_tables([account], self._market)
             model, vt = self.model, self.valuation_time
         with numba_threads(self._threads):

@@ -46,13 +46,15 @@ of ``pmrisk.margin()`` on the account's state with the trades applied, under any
 Nothing of the caller's state changes.
 """
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from ..engine.core import run
+from pmrisk.kernel.instruments import INVERSE, KINDS as INSTRUMENT_KINDS
+
+from ..engine.core import compute, prepare, run
 from ..errors import MarginError
 from ..io.arrow import as_table, check_columns, float_column, raise_rows, str_column
 from ..io.book import load_book
@@ -68,6 +70,8 @@ KINDS = ("fill", "order")
 FIGURES = ("initial_margin", "maintenance_margin")
 ORDER_PREFIX = "what-if-"
 _F8, _STR = pa.float64(), pa.string()
+SUMMARY = pa.schema([("figure", _STR), ("before", _F8), ("after", _F8), ("increase", _F8),
+                     ("standalone_sum", _F8), ("marginal_sum", _F8), ("overcharge", _F8)])
 SCHEMAS = {   # the small book's account-state tables
     "positions": pa.schema([("account", _STR), ("symbol", _STR), ("quantity", _F8),
                             ("entry_price", _F8), ("leverage", _F8)]),
@@ -203,6 +207,33 @@ def _booked(q, e, cs, mark, inverse):
 class _Account:
     """One account's rows as plain values, and the same rows with a set of trades applied."""
 
+    @classmethod
+    def of_book(cls, book, layout, i, account, linear_ccy):
+        """The rows of account ``i`` of a validated book (``layout``: its engine layout,
+        whose CSR indexes list the account's positions and balances)."""
+        self = cls.__new__(cls)
+        self.name, self.info, self.linear_ccy = account, {}, linear_ccy
+        sym = book.symbols
+        P = layout.pa_order[layout.pa_start[i]:layout.pa_start[i + 1]]
+        self.pos = {sym[int(k)].as_py(): (q, None if e != e else e, None if v != v else v)
+                    for k, q, e, v in zip(book.pos_instr[P].tolist(), book.quantity[P].tolist(),
+                                          book.entry_price[P].tolist(),
+                                          book.leverage[P].tolist())}
+        B = layout.ba_order[layout.ba_start[i]:layout.ba_start[i + 1]]
+        self.bal = {book.bal_asset[b]: a for b, a in zip(B.tolist(),
+                                                         book.bal_amount[B].tolist())}
+        OD = np.flatnonzero(book.ord_account == i) if len(book.ord_account) else B[:0]
+        # the engine reads an order's symbol and quantity only (ids and prices are checked
+        # input, never figures): the small book needs no ids
+        self.orders = [{"symbol": sym[int(k)].as_py(), "quantity": q} for k, q in zip(
+            book.ord_instr[OD].tolist(), book.ord_qty[OD].tolist())]
+        R = np.flatnonzero(book.res_account == i) if len(book.res_account) else B[:0]
+        self.reserves = [{"unit": book.res_unit[r], "mmp_margin": m, "open_orders_margin": o}
+                         for r, m, o in zip(R.tolist(), book.res_mmp[R].tolist(),
+                                            book.res_oo[R].tolist())]
+        self.prefix = ORDER_PREFIX
+        return self
+
     def __init__(self, tables, account, linear_ccy):
         self.name = account
         self.info, self.linear_ccy = {}, linear_ccy
@@ -275,30 +306,98 @@ def what_if(tables, account, trades, model, valuation_time):
     cols = {c: (str_column(ins_u, c).to_pylist() if c != "contract_size"
                 else ins_u.column(c).to_pylist())
             for c in ("symbol", "underlying", "kind", "settlement", "contract_size")}
-    sym, qty, price, is_order = read_trades(t, set(cols["symbol"]), marks)
+    trade = read_trades(t, set(cols["symbol"]), marks)
     acc.info = {s: (u, k, st, cs, marks.get(s)) for s, u, k, st, cs in zip(
         cols["symbol"], cols["underlying"], cols["kind"], cols["settlement"],
         cols["contract_size"])}
-    applied_px = np.where(np.isnan(price), [marks[s] for s in sym], price)
-    legs = [(i, sym[i], float(qty[i]), float(applied_px[i]), bool(is_order[i]),
-             not np.isnan(price[i]))
-            for i in range(t.num_rows)]
+    legs, sets, distinct = _legs(acc, *trade)
+    rows, figures = _margin_states(acc, legs, distinct, tables, ins_u, mkt_u, model,
+                                   valuation_time)
+    return _what_if(acc.name, trade, legs, sets, distinct, rows, figures)
 
+
+def what_if_held(place, blocks, account, trades, model, market):
+    """:func:`what_if` on a monitor's own validated state, without Arrow input tables: the
+    account's rows and the instruments' marks come from the arrays of its blocks
+    (:class:`pmrisk.monitor.block.Block`, kept current by every update), and the states of
+    the account are one small :class:`~pmrisk.io.book.Book` built from them, margined by
+    :func:`pmrisk.engine.core.prepare` and :func:`~pmrisk.engine.core.compute` (the engine
+    :func:`pmrisk.margin` runs).  ``place``: the account's ``(block, index)``; ``market``:
+    the monitor's :class:`~pmrisk.monitor.state.MarketState` (which symbols it knows).
+
+    Returns None when a traded symbol is in none of the blocks' books (no account holds or
+    orders it: its market row was never validated by a margin call); the caller then runs
+    :func:`what_if` on the state's tables."""
+    block, i = place
+    t = trades_table(trades)
+    # known symbols: listed in the instruments with a market row, as for what_if
+    trade = read_trades(t, market.instr_und, market.row)
+    book = block.book
+    src = {}                             # symbol -> (book, instrument index)
+    for s in dict.fromkeys(trade[0]):
+        k = block.sym_index.get(s)
+        if k is None:
+            k, b = next(((b.sym_index[s], b.book) for b in blocks if s in b.sym_index),
+                        (None, None))
+            if k is None:
+                return None
+            src[s] = (b, k)
+        else:
+            src[s] = (book, k)
+    acc = _Account.of_book(book, block.out.layout, i, account,
+                           model["linear_settlement_currency"])
+    for s in list(acc.pos) + [o["symbol"] for o in acc.orders]:
+        if s not in src:
+            src[s] = (book, block.sym_index[s])
+    acc.info = {s: (b.und_names[b.und_code[k]], INSTRUMENT_KINDS[b.kind[k]],
+                    "inverse" if b.settlement[k] == INVERSE else "linear",
+                    float(b.contract_size[k]), float(b.mark[k]))
+                for s, (b, k) in src.items()}
+    legs, sets, distinct = _legs(acc, *trade)
+    mini, where = _states_book(acc, legs, distinct, src, book)
+    out = prepare(mini, model)
+    compute(out, model)
+    check_finite(out)
+    af = out.account
+    figures = [{f: float(getattr(af, f)[k]) if k >= 0 else 0.0 for f in FIGURES}
+               for k in where]
+    ends = [where[0], where[1]]          # the states before and after
+    shown = sorted({k for k in ends if k >= 0})
+    table = accounts_table(out, model, acc=np.array(shown, dtype=np.int64))
+    rows = [table.slice(shown.index(k), 1) if k >= 0 else _empty_row(table, account, model)
+            for k in ends]
+    rows = [r.set_column(0, "account", pa.array([account], pa.string())) for r in rows]
+    return _what_if(account, trade, legs, sets, distinct, rows, figures)
+
+
+def _legs(acc, sym, qty, price, is_order):
+    """The trades as (row, symbol, quantity, price applied, is_order, priced) tuples, and the
+    sets of them whose states are margined: ``(legs, sets, distinct sets)``."""
+    marks = np.array([acc.info[s][4] for s in sym])
+    applied_px = np.where(np.isnan(price), marks, price)
+    n = len(sym)
+    legs = [(i, sym[i], float(qty[i]), float(applied_px[i]), bool(is_order[i]),
+             not np.isnan(price[i])) for i in range(n)]
     # the states: before, after, each trade alone, the basket without each trade
-    n = len(legs)
     sets = [(), tuple(range(n))] + [(i,) for i in range(n)] + \
         [tuple(j for j in range(n) if j != i) for i in range(n)]
-    distinct = list(dict.fromkeys(sets))
-    figures = _margin_states(acc, legs, distinct, tables, ins_u, mkt_u, model, valuation_time)
+    return legs, sets, list(dict.fromkeys(sets))
+
+
+def _what_if(account, trade, legs, sets, distinct, rows, figures):
+    """The :class:`WhatIf` of the figures of each distinct set (``figures``: per set
+    ``{figure: USD}``) and the accounts-table rows ``rows`` of the states before and
+    after."""
+    sym, qty, _, is_order = trade
+    n = len(legs)
     by_set = {s: figures[k] for k, s in enumerate(distinct)}
     before, after = by_set[()], by_set[tuple(range(n))]
-
-    accounts = pa.concat_tables([before["row"], after["row"]])
+    accounts = pa.concat_tables(rows)
     accounts = accounts.add_column(1, "state", pa.array(["before", "after"], pa.string()))
     out = {"trade": pa.array(range(n), pa.int64()), "symbol": pa.array(sym, pa.string()),
            "kind": pa.array(["order" if o else "fill" for o in is_order], pa.string()),
            "quantity": pa.array(qty, pa.float64()),
-           "price": pa.array(applied_px, pa.float64())}
+           "price": pa.array([g[3] for g in legs], pa.float64())}
     inc = {}
     for f, short in zip(FIGURES, ("im", "mm")):
         alone = np.array([by_set[(i,)][f] - before[f] for i in range(n)])
@@ -307,25 +406,98 @@ def what_if(tables, account, trades, model, valuation_time):
         inc[f] = (alone, marginal)
     for f, short in zip(FIGURES, ("im", "mm")):
         out[f"{short}_marginal"] = pa.array(inc[f][1], pa.float64())
-    rows = []
+    summary = {k: [] for k in SUMMARY.names}
     for f in FIGURES:
         alone, marginal = inc[f]
         increase = after[f] - before[f]
         legs_sum = float(alone.sum())
-        rows.append({"figure": f, "before": before[f], "after": after[f], "increase": increase,
-                     "standalone_sum": legs_sum, "marginal_sum": float(marginal.sum()),
-                     "overcharge": legs_sum / increase if increase > 0 else None})
-    summary = pa.Table.from_pylist(rows, schema=pa.schema([
-        ("figure", pa.string()), ("before", pa.float64()), ("after", pa.float64()),
-        ("increase", pa.float64()), ("standalone_sum", pa.float64()),
-        ("marginal_sum", pa.float64()), ("overcharge", pa.float64())]))
-    return WhatIf(account=account, accounts=accounts, trades=pa.table(out), summary=summary)
+        for k, v in (("figure", f), ("before", before[f]), ("after", after[f]),
+                     ("increase", increase), ("standalone_sum", legs_sum),
+                     ("marginal_sum", float(marginal.sum())),
+                     ("overcharge", legs_sum / increase if increase > 0 else None)):
+            summary[k].append(v)
+    return WhatIf(account=account, accounts=accounts, trades=pa.table(out),
+                  summary=pa.table(summary, schema=SUMMARY))
+
+
+def _states_book(acc, legs, sets, src, base):
+    """One validated :class:`~pmrisk.io.book.Book` whose account k is the account with the
+    trades of ``sets[k]`` applied, built from validated arrays: the instruments of ``src``
+    (symbol -> (book, index), marks as those books hold them now), the valuation time and
+    index prices of ``base``.  Returns ``(book, where)``: the account of each set (-1: no
+    rows at all, which a book leaves out)."""
+    symbols = sorted(src)
+    code = {s: j for j, s in enumerate(symbols)}
+    und_names = sorted({b.und_names[b.und_code[k]] for b, k in src.values()})
+    und_of = {u: j for j, u in enumerate(und_names)}
+    n = len(symbols)
+    fields = ("kind", "settlement", "contract_size", "mark", "forward", "strike", "is_call",
+              "expiry_ns", "years", "mark_iv", "instr_snap")
+    cols = {f: np.empty(n, dtype=getattr(base, f).dtype) for f in fields}
+    und_code = np.empty(n, dtype=np.int64)
+    groups = {}
+    for s, (b, k) in src.items():
+        groups.setdefault(id(b), (b, [], []))
+        groups[id(b)][1].append(code[s])
+        groups[id(b)][2].append(k)
+    for b, at, ks in groups.values():
+        at, ks = np.array(at, dtype=np.int64), np.array(ks, dtype=np.int64)
+        for f in fields:
+            cols[f][at] = getattr(b, f)[ks]
+        und_code[at] = [und_of[b.und_names[c]] for c in b.und_code[ks].tolist()]
+    pos_a, pos_i, qty, entry, lev = [], [], [], [], []
+    ord_a, ord_i, ord_q = [], [], []
+    bal_a, bal_s, bal_v = [], [], []
+    res_a, res_u, res_m, res_o = [], [], [], []
+    where = []
+    k = 0
+    for s in sets:
+        pos, bal, orders = acc.applied([legs[i] for i in s])
+        if not (pos or bal or orders or acc.reserves):
+            where.append(-1)
+            continue
+        where.append(k)
+        for x, (q, e, v) in pos.items():
+            pos_a.append(k)
+            pos_i.append(code[x])
+            qty.append(q)
+            entry.append(np.nan if e is None else e)
+            lev.append(np.nan if v is None else v)
+        for o in orders:
+            ord_a.append(k)
+            ord_i.append(code[o["symbol"]])
+            ord_q.append(o["quantity"])
+        for a, v in bal.items():
+            bal_a.append(k)
+            bal_s.append(a)
+            bal_v.append(v)
+        for r in acc.reserves:
+            res_a.append(k)
+            res_u.append(r["unit"])
+            res_m.append(r["mmp_margin"] or 0.0)
+            res_o.append(r["open_orders_margin"] or 0.0)
+        k += 1
+    i8, f8 = np.int64, np.float64
+    book = replace(
+        base, accounts=pa.array([str(j) for j in range(k)], pa.string()),
+        acc_snap=np.zeros(k, dtype=i8), symbols=pa.array(symbols, pa.string()),
+        und_code=und_code, und_names=und_names, **cols,
+        pos_account=np.array(pos_a, i8), pos_instr=np.array(pos_i, i8),
+        quantity=np.array(qty, f8), entry_price=np.array(entry, f8),
+        leverage=np.array(lev, f8), ord_account=np.array(ord_a, i8),
+        ord_instr=np.array(ord_i, i8), ord_qty=np.array(ord_q, f8),
+        ord_id=pa.array([str(j) for j in range(len(ord_a))], pa.string()),
+        bal_account=np.array(bal_a, i8), bal_asset=bal_s, bal_amount=np.array(bal_v, f8),
+        res_account=np.array(res_a, i8), res_unit=res_u, res_mmp=np.array(res_m, f8),
+        res_oo=np.array(res_o, f8))
+    return book, where
 
 
 def _margin_states(acc, legs, sets, tables, instruments, market, model, valuation_time):
     """Margin of the account with each set of trades applied, all in one engine call (each
-    set is one account of one small book).  Returns, per set, ``{figure: USD, "row": the
-    accounts-table row}``."""
+    set is one account of one small book, validated by load_book).  Returns the
+    accounts-table rows of the states before and after (the first two sets) and, per set,
+    ``{figure: USD}``."""
     names = [f"{k}" for k in range(len(sets))]
     rows = {"positions": [], "balances": [], "open_orders": [], "reserves": []}
     for name, s in zip(names, sets):
@@ -347,7 +519,7 @@ def _margin_states(acc, legs, sets, tables, instruments, market, model, valuatio
     check_finite(out)
     table = accounts_table(out, model)
     where = {a: i for i, a in enumerate(table.column("account").to_pylist())}
-    result = []
+    result, figures = [], []
     for name in names:
         i = where.get(name)
         if i is None:           # nothing left at all (no rows): nothing held, nothing charged
@@ -355,8 +527,9 @@ def _margin_states(acc, legs, sets, tables, instruments, market, model, valuatio
         else:
             row = table.slice(i, 1)
             row = row.set_column(0, "account", pa.array([acc.name], pa.string()))
-        result.append({"row": row, **{f: row.column(f)[0].as_py() for f in FIGURES}})
-    return result
+        result.append(row)
+        figures.append({f: row.column(f)[0].as_py() for f in FIGURES})
+    return result[:2], figures
 
 
 def _empty_row(table, name, model):
