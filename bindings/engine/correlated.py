@@ -56,6 +56,7 @@ PARALLEL_MIN = 64      # fewer accounts than this: the kernel's serial twin
 
 ERROR_FACTOR = 1.0         # interpolation error bound = ERROR_FACTOR * max |4th difference|
 MAX_CANDIDATES = 256       # more candidates than this: revalue every joint scenario exactly
+FEW = 16                   # accounts described one by one in Python (no Arrow build)
 _VOLS = np.array([VOL_UP, VOL_SAME, VOL_DOWN], dtype=np.int64)
 
 
@@ -166,6 +167,29 @@ def make_grid(params, model):
                 shock=shock, vol_code=vol_code)
 
 
+def group_scenarios(model, underlyings, rows, params):
+    """``(CorrelationMatrix, JointScenarios)`` of the underlying rows ``rows`` (a tuple) of
+    ``underlyings`` (names; ``params[r]``: the model's parameters of row r), built once per
+    model, names and rows: both are pure functions of them (a Monitor's what-ifs and blocks
+    build the same groups again and again).  A matrix the model's ``repair`` had to change
+    is rebuilt on every call (its warning is each call's)."""
+    memo = model.cached(("joint_groups",), dict)
+    key = (tuple(underlyings), tuple(rows))
+    hit = memo.get(key)
+    if hit is None:
+        corr = correlation_matrix([underlyings[r] for r in rows], model)
+        hit = (corr, joint_scenarios(rows, corr.matrix, params, model))
+        if not corr.changes:
+            memo[key] = hit
+    return hit
+
+
+def model_grid(model, underlyings, params):
+    """:func:`make_grid` of the underlyings ``underlyings`` (``params``: their parameters),
+    built once per model and names."""
+    return model.cached(("joint_grid", tuple(underlyings)), lambda: make_grid(params, model))
+
+
 @dataclass
 class JointResult:
     """Per account: ``worst_usd``, ``description`` of the binding joint scenario,
@@ -204,7 +228,7 @@ class JointStress:
         params = [model.underlying(u) for u in units.underlyings]
         self.params = params
         self.grid_mode = model["joint_revaluation"] == "grid"
-        grid = make_grid(params, model) if n_rows else None
+        grid = model_grid(model, units.underlyings, params) if n_rows else None
         self.grid = grid
         self.q = np.ascontiguousarray(quantity, dtype=np.float64)
         self.pos_row = np.ascontiguousarray(pos_row, dtype=np.int64)
@@ -234,9 +258,9 @@ class JointStress:
         g_col = np.full((G, max(n_rows, 1)), -1, dtype=np.int64)
         g_rho = np.zeros((G, d_max, d_max))
         for g, rows in enumerate(self.groups):
-            corr = correlation_matrix([units.underlyings[r] for r in rows], model)
+            corr, js = group_scenarios(model, units.underlyings, rows, params)
             self.correlation.append(corr)
-            js_all.append(joint_scenarios(rows, corr.matrix, params, model))
+            js_all.append(js)
             d = len(rows)
             g_rows[g, :d] = rows
             g_col[g, list(rows)] = np.arange(d)
@@ -362,6 +386,9 @@ class JointStress:
         acc = sel[self.worst[sel] > 0.0]
         if not len(acc):
             return
+        if len(acc) <= FEW:
+            self._describe_few(acc)
+            return
         g, k = self.acc_group[acc], self.bind_index[acc]
         joint = self.bind_kind[acc] == BIND_JOINT
         # a joint scenario's key is its row k; the delta direction k of group g comes after
@@ -393,6 +420,36 @@ class JointStress:
                                                        piece), ", ")
         text = pc.binary_join_element_wise(head, body, ": ")
         self.description[acc] = text.to_numpy(zero_copy_only=False)
+
+    def _describe_few(self, acc):
+        """:meth:`_describe` of a few accounts, account by account in Python: the same
+        words (a what-if's few states, a tick on a few accounts), without the fixed cost of
+        the column-wise Arrow build."""
+        units, grp, nj = self.units, self.grp, self.g_j0
+        vol_of = [f"vol {s}" for s in VOL_STATES]
+        for a in acc.tolist():
+            g, k = int(self.acc_group[a]), int(self.bind_index[a])
+            joint = self.bind_kind[a] == BIND_JOINT
+            if joint:
+                kg = int(np.searchsorted(nj, k, "right")) - 1
+                head = _head(self.js[kg], True, k - int(nj[kg]))
+            else:
+                head = _head(self.js[g], False, k)
+            d = int(grp[0][g])
+            vols = [[] for _ in range(d)]        # per column: (unit, vol state) in unit order
+            for u in range(int(self.ua_start[a]), int(self.ua_start[a + 1])):
+                if self.active[u]:
+                    vols[int(grp[2][g, self.unit_row[u]])].append((u, int(self.unit_vol[u])))
+            pieces = []
+            for c in range(d):
+                move = grp[6][k, c] if joint else self.bind_shock[a, c]
+                states = {v for _, v in vols[c]}
+                words = vol_of[states.pop() if states else VOL_SAME] if len(states) <= 1 else \
+                    "(" + ", ".join(f"{units.type_names[units.utype[u]]} vol {VOL_STATES[v]}"
+                                    for u, v in vols[c]) + ")"
+                pieces.append(f"{units.underlyings[grp[1][g, c]]} "
+                              f"{'%+.2f%%' % (move * 100.0)} {words}")
+            self.description[a] = f"{head}: {', '.join(pieces)}"
 
     def _vol_words(self, acc, g, start):
         """Per account of ``acc`` and column of its group (pieces from ``start``): the vol
