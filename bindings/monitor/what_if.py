@@ -70,6 +70,7 @@ KINDS = ("fill", "order")
 FIGURES = ("initial_margin", "maintenance_margin")
 ORDER_PREFIX = "what-if-"
 _F8, _STR = pa.float64(), pa.string()
+STATES = pa.array(["before", "after"], _STR)
 SUMMARY = pa.schema([("figure", _STR), ("before", _F8), ("after", _F8), ("increase", _F8),
                      ("standalone_sum", _F8), ("marginal_sum", _F8), ("overcharge", _F8)])
 SCHEMAS = {   # the small book's account-state tables
@@ -213,10 +214,10 @@ class _Account:
         whose CSR indexes list the account's positions and balances)."""
         self = cls.__new__(cls)
         self.name, self.info, self.linear_ccy = account, {}, linear_ccy
-        sym = book.symbols
         P = layout.pa_order[layout.pa_start[i]:layout.pa_start[i + 1]]
-        self.pos = {sym[int(k)].as_py(): (q, None if e != e else e, None if v != v else v)
-                    for k, q, e, v in zip(book.pos_instr[P].tolist(), book.quantity[P].tolist(),
+        names = book.symbols.take(pa.array(book.pos_instr[P])).to_pylist()
+        self.pos = {x: (q, None if e != e else e, None if v != v else v)
+                    for x, q, e, v in zip(names, book.quantity[P].tolist(),
                                           book.entry_price[P].tolist(),
                                           book.leverage[P].tolist())}
         B = layout.ba_order[layout.ba_start[i]:layout.ba_start[i + 1]]
@@ -225,8 +226,9 @@ class _Account:
         OD = np.flatnonzero(book.ord_account == i) if len(book.ord_account) else B[:0]
         # the engine reads an order's symbol and quantity only (ids and prices are checked
         # input, never figures): the small book needs no ids
-        self.orders = [{"symbol": sym[int(k)].as_py(), "quantity": q} for k, q in zip(
-            book.ord_instr[OD].tolist(), book.ord_qty[OD].tolist())]
+        self.orders = [{"symbol": x, "quantity": q} for x, q in zip(
+            book.symbols.take(pa.array(book.ord_instr[OD])).to_pylist(),
+            book.ord_qty[OD].tolist())] if len(OD) else []
         R = np.flatnonzero(book.res_account == i) if len(book.res_account) else B[:0]
         self.reserves = [{"unit": book.res_unit[r], "mmp_margin": m, "open_orders_margin": o}
                          for r, m, o in zip(R.tolist(), book.res_mmp[R].tolist(),
@@ -313,7 +315,7 @@ def what_if(tables, account, trades, model, valuation_time):
     legs, sets, distinct = _legs(acc, *trade)
     rows, figures = _margin_states(acc, legs, distinct, tables, ins_u, mkt_u, model,
                                    valuation_time)
-    return _what_if(acc.name, trade, legs, sets, distinct, rows, figures)
+    return _what_if(acc.name, trade, legs, sets, distinct, pa.concat_tables(rows), figures)
 
 
 def what_if_held(place, blocks, account, trades, model, market):
@@ -364,10 +366,11 @@ def what_if_held(place, blocks, account, trades, model, market):
     ends = [where[0], where[1]]          # the states before and after
     shown = sorted({k for k in ends if k >= 0})
     table = accounts_table(out, model, acc=np.array(shown, dtype=np.int64))
-    rows = [table.slice(shown.index(k), 1) if k >= 0 else _empty_row(table, account, model)
-            for k in ends]
-    rows = [r.set_column(0, "account", pa.array([account], pa.string())) for r in rows]
-    return _what_if(account, trade, legs, sets, distinct, rows, figures)
+    if shown != ends:                   # a state with no rows at all
+        table = pa.concat_tables([table.slice(shown.index(k), 1) if k >= 0 else
+                                  _empty_row(table, account, model) for k in ends])
+    table = table.set_column(0, "account", pa.array([account, account], pa.string()))
+    return _what_if(account, trade, legs, sets, distinct, table, figures)
 
 
 def _legs(acc, sym, qty, price, is_order):
@@ -384,16 +387,15 @@ def _legs(acc, sym, qty, price, is_order):
     return legs, sets, list(dict.fromkeys(sets))
 
 
-def _what_if(account, trade, legs, sets, distinct, rows, figures):
+def _what_if(account, trade, legs, sets, distinct, accounts, figures):
     """The :class:`WhatIf` of the figures of each distinct set (``figures``: per set
-    ``{figure: USD}``) and the accounts-table rows ``rows`` of the states before and
+    ``{figure: USD}``) and the accounts-table rows ``accounts`` of the states before and
     after."""
     sym, qty, _, is_order = trade
     n = len(legs)
     by_set = {s: figures[k] for k, s in enumerate(distinct)}
     before, after = by_set[()], by_set[tuple(range(n))]
-    accounts = pa.concat_tables(rows)
-    accounts = accounts.add_column(1, "state", pa.array(["before", "after"], pa.string()))
+    accounts = accounts.add_column(1, "state", STATES)
     out = {"trade": pa.array(range(n), pa.int64()), "symbol": pa.array(sym, pa.string()),
            "kind": pa.array(["order" if o else "fill" for o in is_order], pa.string()),
            "quantity": pa.array(qty, pa.float64()),
@@ -445,7 +447,7 @@ def _states_book(acc, legs, sets, src, base):
         for f in fields:
             cols[f][at] = getattr(b, f)[ks]
         und_code[at] = [und_of[b.und_names[c]] for c in b.und_code[ks].tolist()]
-    pos_a, pos_i, qty, entry, lev = [], [], [], [], []
+    pos_a, pos_i, pos_v = [], [], []
     ord_a, ord_i, ord_q = [], [], []
     bal_a, bal_s, bal_v = [], [], []
     res_a, res_u, res_m, res_o = [], [], [], []
@@ -457,20 +459,17 @@ def _states_book(acc, legs, sets, src, base):
             where.append(-1)
             continue
         where.append(k)
-        for x, (q, e, v) in pos.items():
-            pos_a.append(k)
-            pos_i.append(code[x])
-            qty.append(q)
-            entry.append(np.nan if e is None else e)
-            lev.append(np.nan if v is None else v)
+        if pos:             # (quantity, entry price, leverage) rows; None -> NaN (absent)
+            pos_a.append(np.full(len(pos), k, dtype=np.int64))
+            pos_i.append([code[x] for x in pos])
+            pos_v.append(np.array(list(pos.values()), dtype=np.float64))
         for o in orders:
             ord_a.append(k)
             ord_i.append(code[o["symbol"]])
             ord_q.append(o["quantity"])
-        for a, v in bal.items():
-            bal_a.append(k)
-            bal_s.append(a)
-            bal_v.append(v)
+        bal_a += [k] * len(bal)
+        bal_s += list(bal)
+        bal_v += list(bal.values())
         for r in acc.reserves:
             res_a.append(k)
             res_u.append(r["unit"])
@@ -478,14 +477,16 @@ def _states_book(acc, legs, sets, src, base):
             res_o.append(r["open_orders_margin"] or 0.0)
         k += 1
     i8, f8 = np.int64, np.float64
+    pv = np.concatenate(pos_v) if pos_v else np.zeros((0, 3))
     book = replace(
         base, accounts=pa.array([str(j) for j in range(k)], pa.string()),
         acc_snap=np.zeros(k, dtype=i8), symbols=pa.array(symbols, pa.string()),
         und_code=und_code, und_names=und_names, **cols,
-        pos_account=np.array(pos_a, i8), pos_instr=np.array(pos_i, i8),
-        quantity=np.array(qty, f8), entry_price=np.array(entry, f8),
-        leverage=np.array(lev, f8), ord_account=np.array(ord_a, i8),
-        ord_instr=np.array(ord_i, i8), ord_qty=np.array(ord_q, f8),
+        pos_account=np.concatenate(pos_a) if pos_a else np.zeros(0, i8),
+        pos_instr=np.array([c for part in pos_i for c in part], i8),
+        quantity=pv[:, 0].copy(), entry_price=pv[:, 1].copy(), leverage=pv[:, 2].copy(),
+        ord_account=np.array(ord_a, i8), ord_instr=np.array(ord_i, i8),
+        ord_qty=np.array(ord_q, f8),
         ord_id=pa.array([str(j) for j in range(len(ord_a))], pa.string()),
         bal_account=np.array(bal_a, i8), bal_asset=bal_s, bal_amount=np.array(bal_v, f8),
         res_account=np.array(res_a, i8), res_unit=res_u, res_mmp=np.array(res_m, f8),
