@@ -241,9 +241,14 @@ class JointStress:
         member = np.zeros((n_acc, max(n_rows, 1)), dtype=bool)
         member[units.account[active], self.unit_row[active]] = True
         some = member.any(axis=1)
-        keys, inv = np.unique(np.packbits(member, axis=1), axis=0, return_inverse=True)
+        if n_rows <= 62:        # each account's rows as the bits of one int64: a 1-d unique
+            bits = member[:, :n_rows] @ (1 << np.arange(n_rows, dtype=np.int64))
+            keys, inv = np.unique(bits, return_inverse=True)
+            sets = [tuple(r for r in range(n_rows) if (k >> r) & 1) for k in keys.tolist()]
+        else:
+            keys, inv = np.unique(np.packbits(member, axis=1), axis=0, return_inverse=True)
+            sets = [tuple(np.flatnonzero(np.unpackbits(k)[:n_rows]).tolist()) for k in keys]
         inv = inv.ravel()
-        sets = [tuple(np.flatnonzero(np.unpackbits(k)[:n_rows]).tolist()) for k in keys]
         order = sorted((rows, k) for k, rows in enumerate(sets) if rows)
         gid = np.full(len(sets), -1, dtype=np.int64)
         for g, (_, k) in enumerate(order):

@@ -447,7 +447,7 @@ def _states_book(acc, legs, sets, src, base):
         for f in fields:
             cols[f][at] = getattr(b, f)[ks]
         und_code[at] = [und_of[b.und_names[c]] for c in b.und_code[ks].tolist()]
-    pos_a, pos_i, pos_v = [], [], []
+    pos_a, pos_s, pos_v = [], [], []
     ord_a, ord_i, ord_q = [], [], []
     bal_a, bal_s, bal_v = [], [], []
     res_a, res_u, res_m, res_o = [], [], [], []
@@ -459,17 +459,16 @@ def _states_book(acc, legs, sets, src, base):
             where.append(-1)
             continue
         where.append(k)
-        if pos:             # (quantity, entry price, leverage) rows; None -> NaN (absent)
-            pos_a.append(np.full(len(pos), k, dtype=np.int64))
-            pos_i.append([code[x] for x in pos])
-            pos_v.append(np.array(list(pos.values()), dtype=np.float64))
+        pos_a += [k] * len(pos)
+        pos_s += pos.keys()
+        pos_v += pos.values()           # (quantity, entry price, leverage); None: absent
         for o in orders:
             ord_a.append(k)
             ord_i.append(code[o["symbol"]])
             ord_q.append(o["quantity"])
         bal_a += [k] * len(bal)
-        bal_s += list(bal)
-        bal_v += list(bal.values())
+        bal_s += bal.keys()
+        bal_v += bal.values()
         for r in acc.reserves:
             res_a.append(k)
             res_u.append(r["unit"])
@@ -477,13 +476,12 @@ def _states_book(acc, legs, sets, src, base):
             res_o.append(r["open_orders_margin"] or 0.0)
         k += 1
     i8, f8 = np.int64, np.float64
-    pv = np.concatenate(pos_v) if pos_v else np.zeros((0, 3))
+    pv = np.array(pos_v, dtype=f8).reshape(-1, 3)      # None -> NaN
     book = replace(
         base, accounts=pa.array([str(j) for j in range(k)], pa.string()),
         acc_snap=np.zeros(k, dtype=i8), symbols=pa.array(symbols, pa.string()),
         und_code=und_code, und_names=und_names, **cols,
-        pos_account=np.concatenate(pos_a) if pos_a else np.zeros(0, i8),
-        pos_instr=np.array([c for part in pos_i for c in part], i8),
+        pos_account=np.array(pos_a, i8), pos_instr=np.array([code[x] for x in pos_s], i8),
         quantity=pv[:, 0].copy(), entry_price=pv[:, 1].copy(), leverage=pv[:, 2].copy(),
         ord_account=np.array(ord_a, i8), ord_instr=np.array(ord_i, i8),
         ord_qty=np.array(ord_q, f8),
