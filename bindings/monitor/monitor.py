@@ -370,9 +370,13 @@ class Monitor:
             if account not in self._where:
                 raise MarginError("arguments", "account", f"an account of the monitor, got "
                                   f"{account!r}", hint="Monitor.accounts lists them")
+            key = (self._vt, self.model)            # instruments no account holds yet
+            if getattr(self, "_catalog", (None,))[0] != key:
+                self._catalog = (key, {})
             with numba_threads(self._threads):      # the blocks' arrays, read under the lock
                 w = what_if_held(self._where[account], self._blocks, account, trades,
-                                 self.model, self._market)
+                                 self.model, self._market, self._catalog[1], self._instruments,
+                                 self.valuation_time)
             if w is not None:
                 return w
             tables = self._state_tables([account], self._market)

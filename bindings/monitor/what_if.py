@@ -318,34 +318,48 @@ def what_if(tables, account, trades, model, valuation_time):
     return _what_if(acc.name, trade, legs, sets, distinct, pa.concat_tables(rows), figures)
 
 
-def what_if_held(place, blocks, account, trades, model, market):
+def what_if_held(place, blocks, account, trades, model, market, catalog, instruments,
+                 valuation_time):
     """:func:`what_if` on a monitor's own validated state, without Arrow input tables: the
     account's rows and the instruments' marks come from the arrays of its blocks
     (:class:`pmrisk.monitor.block.Block`, kept current by every update), and the states of
     the account are one small :class:`~pmrisk.io.book.Book` built from them, margined by
     :func:`pmrisk.engine.core.prepare` and :func:`~pmrisk.engine.core.compute` (the engine
     :func:`pmrisk.margin` runs).  ``place``: the account's ``(block, index)``; ``market``:
-    the monitor's :class:`~pmrisk.monitor.state.MarketState` (which symbols it knows).
+    the monitor's :class:`~pmrisk.monitor.state.MarketState` (which symbols it knows, their
+    current marks).
 
-    Returns None when a traded symbol is in none of the blocks' books (no account holds or
-    orders it: its market row was never validated by a margin call); the caller then runs
-    :func:`what_if` on the state's tables."""
+    A traded symbol that no block holds (nobody holds or orders it) is validated once by
+    :func:`~pmrisk.io.book.load_book` (one row of it, with the monitor's ``instruments``,
+    market and index, at ``valuation_time``) and kept in ``catalog`` (a dict the caller keeps
+    for its model and valuation time: symbol -> (book, index)); its marks are read from
+    ``market`` at every call.  Returns None when that validation fails (the caller then runs
+    :func:`what_if` on the state's tables, which reports the problem)."""
     block, i = place
     t = trades_table(trades)
     # known symbols: listed in the instruments with a market row, as for what_if
     trade = read_trades(t, market.instr_und, market.row)
     book = block.book
     src = {}                             # symbol -> (book, instrument index)
+    new = []
     for s in dict.fromkeys(trade[0]):
         k = block.sym_index.get(s)
-        if k is None:
-            k, b = next(((b.sym_index[s], b.book) for b in blocks if s in b.sym_index),
-                        (None, None))
-            if k is None:
-                return None
-            src[s] = (b, k)
-        else:
+        if k is not None:
             src[s] = (book, k)
+            continue
+        b = next((b for b in blocks if s in b.sym_index), None)
+        if b is not None:
+            src[s] = (b.book, b.sym_index[s])
+        else:
+            new.append(s)
+    if new and not _listed(new, catalog, market, instruments, model, valuation_time):
+        return None
+    for s in new:
+        b, k = src[s] = catalog[s]
+        r = market.row[s]                 # the current marks (forward: the index if none)
+        b.mark[k], b.mark_iv[k] = market.mark[r], market.iv[r]
+        fwd = market.fwd[r]
+        b.forward[k] = market.index[b.und_names[b.und_code[k]]] if fwd != fwd else fwd
     acc = _Account.of_book(book, block.out.layout, i, account,
                            model["linear_settlement_currency"])
     for s in list(acc.pos) + [o["symbol"] for o in acc.orders]:
@@ -371,6 +385,27 @@ def what_if_held(place, blocks, account, trades, model, market):
                                   _empty_row(table, account, model) for k in ends])
     table = table.set_column(0, "account", pa.array([account, account], pa.string()))
     return _what_if(account, trade, legs, sets, distinct, table, figures)
+
+
+def _listed(symbols, catalog, market, instruments, model, valuation_time):
+    """Validate the instruments ``symbols`` not yet in ``catalog`` as
+    :func:`~pmrisk.io.book.load_book` does for a held symbol (one position of each) and add
+    them; False when one does not pass (expired, no mark_iv, no index row, ...)."""
+    todo = [s for s in symbols if s not in catalog]
+    if todo:
+        mkt, idx = market.tables()
+        try:
+            b = load_book({"account": ["what-if"] * len(todo), "symbol": todo,
+                           "quantity": [1.0] * len(todo)}, instruments, mkt, idx, None, None,
+                          None, model, valuation_time)
+        except MarginError:
+            return False
+        got = b.symbols.to_pylist()
+        if sorted(got) != sorted(todo):     # an expired instrument the model ignores
+            return False
+        b.mark, b.mark_iv, b.forward = b.mark.copy(), b.mark_iv.copy(), b.forward.copy()
+        catalog.update({s: (b, k) for k, s in enumerate(got)})
+    return True
 
 
 def _legs(acc, sym, qty, price, is_order):
