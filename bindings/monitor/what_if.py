@@ -40,10 +40,15 @@ One engine
 ----------
 Every state needed (the account before, after the whole basket, with each trade alone and
 without each trade: at most ``2 n + 2`` copies of the account for ``n`` trades) is one account
-of a single small book, validated by :func:`pmrisk.io.book.load_book` and margined in one call
-of :func:`pmrisk.engine.core.run`, the engine :func:`pmrisk.margin` runs: the figures are those
-of ``pmrisk.margin()`` on the account's state with the trades applied, under any model.
+of a single small book margined in one pass of the engine :func:`pmrisk.margin` runs
+(:func:`pmrisk.engine.core.prepare` and :func:`~pmrisk.engine.core.compute`): the figures are
+those of ``pmrisk.margin()`` on the account's state with the trades applied, under any model.
 Nothing of the caller's state changes.
+
+A monitor builds that book from what it holds, already validated (:func:`what_if_held`): the
+account's rows and the instruments' current marks from its blocks' arrays; an instrument no
+account holds is validated once by :func:`pmrisk.io.book.load_book` and then read at its
+current mark.  :func:`what_if` does the same from input tables (validated by ``load_book``).
 """
 
 from dataclasses import dataclass, replace
