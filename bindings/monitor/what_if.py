@@ -60,6 +60,7 @@ import pyarrow.compute as pc
 from pmrisk.kernel.instruments import INVERSE, KINDS as INSTRUMENT_KINDS
 
 from ..engine.core import compute, prepare, run
+from ..engine.correlated import JointStress
 from ..errors import MarginError
 from ..io.arrow import as_table, check_columns, float_column, raise_rows, str_column
 from ..io.book import load_book
@@ -377,7 +378,11 @@ def what_if_held(place, blocks, account, trades, model, market, catalog, instrum
     legs, sets, distinct = _legs(acc, *trade)
     mini, where = _states_book(acc, legs, distinct, src, book)
     out = prepare(mini, model)
-    compute(out, model)
+    # the account's own instruments: their revaluation rows are its block's, already priced
+    code = {x: j for j, x in enumerate(sorted(src))}
+    own = {code[x]: block.sym_index[x] for x in list(acc.pos) + [o["symbol"]
+                                                                  for o in acc.orders]}
+    compute(out, model, rows=_reuse_rows(out, model, block.out, own))
     check_finite(out)
     af = out.account
     figures = [{f: float(getattr(af, f)[k]) if k >= 0 else 0.0 for f in FIGURES}
@@ -411,6 +416,45 @@ def _listed(symbols, catalog, market, instruments, model, valuation_time):
         b.mark, b.mark_iv, b.forward = b.mark.copy(), b.mark_iv.copy(), b.forward.copy()
         catalog.update({s: (b, k) for k, s in enumerate(got)})
     return True
+
+
+def _reuse_rows(out, model, held, own):
+    """Copy into ``out`` (the small book's outcome, prepared) the revaluation rows of the
+    instruments ``own`` (small book's instrument -> the block's) that the block's outcome
+    ``held`` has priced: their scenario P&L rows and, under ``cross_unit = "correlated"``,
+    their joint stress grid curves and pricing constants (a :class:`JointStress` built here
+    as the engine builds it).  These are the instruments the account holds or orders: every
+    update that moves their marks reprices their rows in the account's block, so they are
+    the rows the engine would compute here, at the same marks, to the bit.  Returns the rows
+    left to price (for :func:`pmrisk.engine.core.compute`; None: all of them)."""
+    rv, n = out.rev, len(out.book.kind)
+    if not own or out.params.margin_rules != "scenario" or \
+            (out.params.cross_unit == "correlated" and held.joint is None):
+        return None
+    mine = np.full(n, -1, dtype=np.int64)
+    mine[list(own)] = list(own.values())
+    k = mine[rv.row_instr]                     # the block's instrument of each row
+    copy = np.arange(len(k)) >= n               # floored copies: the block's copy, if any
+    fl = held.rev.floored
+    at = np.minimum(np.searchsorted(fl, k), max(len(fl) - 1, 0))
+    has = (k >= 0) & (~copy | ((fl[at] == k) if len(fl) else False))
+    src = np.where(copy, len(held.book.kind) + at, k)
+    use = np.flatnonzero(has)
+    if not len(use):
+        return None
+    w = min(out.instr_pnl.shape[1], held.instr_pnl.shape[1])   # padding beyond: zeros
+    out.instr_pnl[use, :w] = held.instr_pnl[src[use], :w]
+    if out.params.cross_unit == "correlated":
+        lay, hj = out.layout, held.joint
+        js = JointStress(model, out.units, out.pos_unit, lay.pu_start, lay.pu_order,
+                         lay.ua_start, lay.q_port, out.pos_row, len(out.book.accounts),
+                         len(k))
+        for mine_c, held_c in zip(js.ins, hj.ins):
+            mine_c[use] = held_c[src[use]]
+        w = min(js.icurve.shape[1], hj.icurve.shape[1])
+        js.icurve[use, :w] = hj.icurve[src[use], :w]
+        out.joint = js
+    return np.flatnonzero(~has)
 
 
 def _legs(acc, sym, qty, price, is_order):
