@@ -318,12 +318,18 @@ def test_what_if_after_ticks_reads_the_current_marks(preset):
     mon = pmrisk.Monitor(**book, model=preset, valuation_time=vt)
     basket = BASKET[:3] + [("ETH-27SEP24-3450-C", -2.0, None, "fill"),
                            ("BTC-27SEP24-67000-C", 1.0, None, "fill")]
-    for k, up in enumerate(_ticks(book, 3) + [{"market": {
+    # a position change moves "directional" to a block of its own: its what-ifs then read
+    # the other symbols from the first block
+    moved = {"positions": {"account": ["directional"], "symbol": ["BTC-PERPETUAL"],
+                           "quantity": [25_000.0]}}
+    for k, up in enumerate(_ticks(book, 2) + [moved] + _ticks(book, 2, seed=4) + [{"market": {
             "symbol": ["ETH-27SEP24-3450-C", "BTC-27SEP24-67000-C"],
             "mark_price": [0.07, 0.09], "mark_iv": [0.7, 0.55]}}]):
         _check_every_state(mon, ("directional", ACCOUNT)[k % 2], basket)
         mon.update(**up, at=AT)
+    assert ", 2 blocks," in repr(mon)
     _check_every_state(mon, ACCOUNT, basket)
+    _check_every_state(mon, "directional", basket)
 
 
 def _ticks(book, n, seed=3):
