@@ -222,10 +222,9 @@ class _Account:
         self.name, self.info, self.linear_ccy = account, {}, linear_ccy
         P = layout.pa_order[layout.pa_start[i]:layout.pa_start[i + 1]]
         names = book.symbols.take(pa.array(book.pos_instr[P])).to_pylist()
-        self.pos = {x: (q, None if e != e else e, None if v != v else v)
-                    for x, q, e, v in zip(names, book.quantity[P].tolist(),
-                                          book.entry_price[P].tolist(),
-                                          book.leverage[P].tolist())}
+        # entry price and leverage as the book holds them (NaN: none), as applied() reads them
+        self.pos = dict(zip(names, zip(book.quantity[P].tolist(), book.entry_price[P].tolist(),
+                                       book.leverage[P].tolist())))
         B = layout.ba_order[layout.ba_start[i]:layout.ba_start[i + 1]]
         self.bal = {book.bal_asset[b]: a for b, a in zip(B.tolist(),
                                                          book.bal_amount[B].tolist())}
