@@ -42,7 +42,7 @@ from .correlated import JointStress
 from .excluded import Standalone, excluded_instruments, standalone_margin
 from ..model.model import collateral_value
 from .resources import check_memory, shape_of
-from ..model.scenario_table import padded_scenarios
+from ..model.scenario_table import scenario_set_for
 from .units import build_units
 from ..results import largest_unit
 
@@ -216,9 +216,8 @@ def revaluation_inputs(book, model):
     floor (sigma is raised to the floor; docs/methodology.md, "Vol floor").
     """
     units, itype, pos_unit, ord_unit, res_unit = build_units(book, model)
-    params = model.cached(("resolve", tuple(units.type_und), tuple(units.type_ccy),
-                           tuple(units.underlyings)), lambda: resolve(model, units))
-    scen = padded_scenarios(model, units.underlyings)
+    params = resolve(model, units)
+    scen = S.pad([scenario_set_for(model, u) for u in units.underlyings])
     n = len(book.kind)
     floor = params.per_type["vol_floor"][itype] if n else _EMPTY_F
     copy = floored_copies(book, floor)

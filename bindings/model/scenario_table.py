@@ -95,14 +95,6 @@ def scenario_set_for(model, underlying):
                         lambda: _read_only(_scenario_set(model, underlying)))
 
 
-def padded_scenarios(model, underlyings):
-    """The scenario sets of ``underlyings`` (names, in the order of the rows) stacked by
-    :func:`pmrisk.kernel.scenarios.pad`, built once per model and names (shared: never to
-    be changed)."""
-    return model.cached(("padded_scenarios", tuple(underlyings)),
-                        lambda: S.pad([scenario_set_for(model, u) for u in underlyings]))
-
-
 def _read_only(scen):
     for a in scen:
         if isinstance(a, np.ndarray):
