@@ -501,8 +501,11 @@ def _what_if(account, trade, legs, sets, distinct, accounts, figures):
                      ("marginal_sum", float(marginal.sum())),
                      ("overcharge", legs_sum / increase if increase > 0 else None)):
             summary[k].append(v)
-    return WhatIf(account=account, accounts=accounts, trades=pa.table(out),
-                  summary=pa.table(summary, schema=SUMMARY))
+    # Table.from_arrays: typed arrays as they are (pa.table of a dict checks each column)
+    return WhatIf(account=account, accounts=accounts,
+                  trades=pa.Table.from_arrays(list(out.values()), names=list(out)),
+                  summary=pa.Table.from_arrays([pa.array(summary[f.name], f.type)
+                                                for f in SUMMARY], schema=SUMMARY))
 
 
 def _states_book(acc, legs, sets, src, base):
