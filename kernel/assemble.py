@@ -16,6 +16,8 @@ run over everything, to the bit.
   and each position's MM/IM contribution: its own loss in that cell plus pro-rata shares of
   the add-ons.
 * :func:`account_figures`: per account, equity, loans, MM, IM and scenario margin (USD).
+* :func:`largest_units`: per account, its unit with the largest worst case (the accounts
+  table's ``worst_scenario`` words, the correlated step's per-unit tail).
 
 Rows are addressed through CSR indexes (:func:`csr`): the members of group ``g`` are
 ``order[start[g]:start[g + 1]]``, in increasing row order, so every sum runs in the row order
@@ -498,6 +500,26 @@ def account_figures_serial(sel, pa_start, pa_order, pos_unit, value, unit_px, ua
                          ua_start, mm, im, scenario_margin, ba_start, ba_order, collateral_usd,
                          balance_usd, loan_mmr, equity, actual_equity, loan_mm, acc_mm, acc_im,
                          acc_scen, finite)
+
+
+@njit
+def largest_units(sel, ua_start, worst):
+    """Per selected account ``a = sel[k]``: its unit with the largest ``worst`` (units of
+    account ``a`` are rows ``ua_start[a]:ua_start[a + 1]``; ties: the first; NaN is passed
+    over unless every unit is NaN, then the first), or -1 when it has no unit.  O(units of
+    the selection)."""
+    lead = np.full(sel.shape[0], -1, dtype=np.int64)
+    for k in range(sel.shape[0]):
+        a = sel[k]
+        best = -1
+        bw = 0.0
+        for v in range(ua_start[a], ua_start[a + 1]):
+            w = worst[v]
+            if best < 0 or w > bw or (bw != bw and w == w):
+                best = v
+                bw = w
+        lead[k] = best
+    return lead
 
 
 @njit
