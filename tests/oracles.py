@@ -604,6 +604,22 @@ def expiry_groups(pu_start, pu_order, pos_key, dated):
     return pos_group, (uniq // n_k).astype(np.int64), first
 
 
+def largest_units(sel, ua_start, worst):
+    """Per selected account its unit of largest ``worst`` by ``numpy.fmax.reduceat`` over
+    the runs of units (ties: the first; all NaN: the first), -1 without units."""
+    n_acc = len(ua_start) - 1
+    unit_account = np.repeat(np.arange(n_acc), np.diff(ua_start))
+    lead = np.full(n_acc, -1, dtype=np.int64)
+    if len(unit_account):
+        starts = np.flatnonzero(np.r_[True, unit_account[1:] != unit_account[:-1]])
+        top = np.fmax.reduceat(worst, starts)
+        lengths = np.diff(np.r_[starts, len(worst)])
+        hit = (worst == np.repeat(top, lengths)) | np.repeat(np.isnan(top), lengths)
+        first = np.minimum.reduceat(np.where(hit, np.arange(len(worst)), len(worst)), starts)
+        lead[unit_account[starts]] = first
+    return lead[np.asarray(sel, dtype=np.int64)]
+
+
 # -- kernel.keys: the key checks of input validation ------------------------------------------
 
 def duplicated_in_groups(group, key, n_key):

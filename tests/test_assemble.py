@@ -125,6 +125,19 @@ def test_account_figures_agree_with_oracle(book, data):
     _agree(assemble.account_figures, oracles.account_figures, out, "account_figures", sel, 7)
 
 
+@settings(max_examples=80, deadline=None)
+@given(counts=st.lists(st.integers(0, 4), min_size=1, max_size=12), data=st.data())
+def test_largest_units_agree_with_oracle(counts, data):
+    """Each account's unit of largest worst case: ties, NaN and accounts without units."""
+    ua_start = np.r_[0, np.cumsum(counts)].astype(np.int64)
+    cell = st.sampled_from([0.0, 1.0, 2.5, -1.0, np.nan, np.inf])
+    worst = np.array(data.draw(st.lists(cell, min_size=int(ua_start[-1]),
+                                        max_size=int(ua_start[-1]))), dtype=np.float64)
+    sel = _selection(data, len(counts))
+    got = assemble.largest_units(sel, ua_start, worst)
+    assert got.tolist() == oracles.largest_units(sel, ua_start, worst).tolist()
+
+
 @settings(max_examples=50, deadline=None)
 @given(keys=st.lists(st.integers(-1, 9), max_size=60))
 def test_csr_is_a_stable_counting_sort(keys):
