@@ -94,6 +94,10 @@ def unit_figures_rows(sel, lo, hi, pu_start, pu_order, pos_instr, pos_row, quant
     width = vectors.shape[1]
     vec = np.empty(width)               # the unit's risk vector and weighted vector: one
     wrow = np.empty(width)              # scratch pair per run of rows, copied out if kept
+    cap = np.empty(width)               # gain caps and dampeners / px of the last unit
+    damp = np.empty(width)
+    cap_und = -1
+    cap_px = np.nan                     # NaN != NaN: a NaN price recomputes every time
     for k in range(lo, hi):
         u = sel[k]
         r = unit_und[u]
@@ -173,11 +177,16 @@ def unit_figures_rows(sel, lo, hi, pu_start, pu_order, pos_instr, pos_row, quant
         # rule: the lowest weighted cell, ties within TIE_RTOL to vol state same, then the
         # lowest index; a NaN cell makes the worst case NaN at the first such cell)
         ns = n_scen[r]
+        if r != cap_und or px != cap_px:    # the USD caps in the unit's currency: once per
+            for s in range(ns):             # run of units on one underlying and price
+                cap[s] = gain_cap_usd[r, s] / px
+                damp[s] = dampener_usd[r, s] / px
+            cap_und = r
+            cap_px = px
         lowest = np.inf
         nan_at = -1
         for s in range(ns):
-            ws = weigh_cell(vec[s], loss_weight[r, s], gain_weight[r, s], gain_cap_usd[r, s] / px,
-                            dampener_usd[r, s] / px)
+            ws = weigh_cell(vec[s], loss_weight[r, s], gain_weight[r, s], cap[s], damp[s])
             wrow[s] = ws
             if ws != ws:
                 if nan_at < 0:

@@ -24,6 +24,7 @@ the bit.  :mod:`pmrisk.results` turns an outcome into Arrow tables.
 from dataclasses import MISSING, dataclass, fields, replace
 from typing import NamedTuple
 
+import numba
 import numpy as np
 import pyarrow as pa
 
@@ -542,8 +543,9 @@ def _scenario_margins(out, model, sel, accounts, rows, moved_args):
 
 
 def _phase(kernel, sel):
-    """The parallel kernel, or its serial twin for a small selection."""
-    return getattr(assemble, kernel if len(sel) >= PARALLEL_MIN else kernel + "_serial")
+    """The parallel kernel, or its serial twin for a small selection or on one thread."""
+    parallel = len(sel) >= PARALLEL_MIN and numba.get_num_threads() > 1
+    return getattr(assemble, kernel if parallel else kernel + "_serial")
 
 
 def phase_arguments(out, kernel, own_from_binding=True):
