@@ -88,7 +88,7 @@ def unit_figures_rows(sel, lo, hi, pu_start, pu_order, pos_instr, pos_row, quant
                       vectors, weighted, worst, binding, scenario_shock, scenario_vol, order_im,
                       open_orders, roll_group, roll_coin, delta_coin, som_coin, conv, unit_delta,
                       unit_gamma, unit_vega, unit_theta, value, model_value, upnl, delta, gamma,
-                      vega, theta, pos_delta, slope_usd):
+                      vega, theta, pos_delta, slope_usd, finite):
     """Rows ``sel[lo:hi]`` of :func:`unit_figures` (shared by the parallel and the serial kernel:
     one call per chunk of rows, so no per-row call cost)."""
     width = vectors.shape[1]
@@ -112,6 +112,7 @@ def unit_figures_rows(sel, lo, hi, pu_start, pu_order, pos_instr, pos_row, quant
         d_unit = 0.0
         slope = 0.0
         som = 0.0
+        fprobe = 0.0
         ug0 = 0.0
         ug1 = 0.0
         ug2 = 0.0
@@ -141,7 +142,8 @@ def unit_figures_rows(sel, lo, hi, pu_start, pu_order, pos_instr, pos_row, quant
             upnl[p] = up
             v = qty * cs * m if (kind[i] == OPTION or kind[i] == SPOT) else up
             value[p] = v
-            model_value[p] = qty * instr_greeks[0, i] if kind[i] == OPTION else v
+            mv = qty * instr_greeks[0, i] if kind[i] == OPTION else v
+            model_value[p] = mv
             g1 = qty * instr_greeks[1, i]
             g2 = qty * instr_greeks[2, i]
             g3 = qty * instr_greeks[3, i]
@@ -168,6 +170,10 @@ def unit_figures_rows(sel, lo, hi, pu_start, pu_order, pos_instr, pos_row, quant
             if g >= 0:
                 roll_group[g] += d
             som += short_opt[p] * som_rate[p]
+            # x * 0.0 is 0 for a finite x and NaN otherwise: one probe per position
+            fprobe += (up * 0.0 + v * 0.0 + mv * 0.0 + g1 * 0.0 + g2 * 0.0 + g3 * 0.0
+                       + g4 * 0.0)
+        finite[u] = 1.0 if fprobe == 0.0 else 0.0
         unit_delta[u] = ug0
         unit_gamma[u] = ug1
         unit_vega[u] = ug2
@@ -259,7 +265,7 @@ def unit_figures(sel, pu_start, pu_order, pos_instr, pos_row, quantity, q_port, 
                  dampener_usd, vol_code, keep_vectors, vectors, weighted, worst, binding,
                  scenario_shock, scenario_vol, order_im, open_orders, roll_group, roll_coin,
                  delta_coin, som_coin, conv, unit_delta, unit_gamma, unit_vega, unit_theta, value,
-                 model_value, upnl, delta, gamma, vega, theta, pos_delta, slope_usd):
+                 model_value, upnl, delta, gamma, vega, theta, pos_delta, slope_usd, finite):
     """Per selected unit ``u = sel[k]``: everything that does not depend on the across-units
     step.  Outputs (written at the unit's rows, its positions' rows, its orders' rows and its
     expiry groups' rows): ``vectors``/``weighted`` (n_units, S), ``worst``, ``binding``,
@@ -271,7 +277,9 @@ def unit_figures(sel, pu_start, pu_order, pos_instr, pos_row, quantity, q_port, 
     ``unit_theta``); per position ``value``, ``model_value``, ``upnl``, Greeks (``delta`` ...
     ``theta``) and ``pos_delta`` (delta left
     in the portfolio: 0 for excluded positions); ``slope_usd`` per unit, its USD P&L per unit
-    relative move of its underlying (the joint stress's delta directions).
+    relative move of its underlying (the joint stress's delta directions); ``finite`` per unit:
+    1.0 when its positions' values and Greeks are all finite, else 0.0 (:func:`unit_margins`
+    adds the unit's own figures).
 
     ``vectors``/``weighted`` are written only with ``keep_vectors`` (risk vectors asked for,
     or the correlated step's per-unit tail cells); else they may be ``(0, S)`` arrays.
@@ -292,7 +300,7 @@ def unit_figures(sel, pu_start, pu_order, pos_instr, pos_row, quantity, q_port, 
             dampener_usd, vol_code, keep_vectors, vectors, weighted, worst, binding, scenario_shock,
             scenario_vol, order_im, open_orders, roll_group, roll_coin, delta_coin, som_coin, conv,
             unit_delta, unit_gamma, unit_vega, unit_theta, value, model_value, upnl, delta, gamma,
-            vega, theta, pos_delta, slope_usd)
+            vega, theta, pos_delta, slope_usd, finite)
 
 
 @njit
@@ -305,7 +313,7 @@ def unit_figures_serial(sel, pu_start, pu_order, pos_instr, pos_row, quantity, q
                         keep_vectors, vectors, weighted, worst, binding, scenario_shock,
                         scenario_vol, order_im, open_orders, roll_group, roll_coin, delta_coin,
                         som_coin, conv, unit_delta, unit_gamma, unit_vega, unit_theta, value,
-                        model_value, upnl, delta, gamma, vega, theta, pos_delta, slope_usd):
+                        model_value, upnl, delta, gamma, vega, theta, pos_delta, slope_usd, finite):
     """:func:`unit_figures` on one thread (small selections: no thread wake-up)."""
     unit_figures_rows(sel, 0, sel.shape[0], pu_start, pu_order, pos_instr, pos_row, quantity,
                       q_port, entry_price, short_opt, som_rate, pos_group, pos_excluded, kind,
@@ -316,7 +324,7 @@ def unit_figures_serial(sel, pu_start, pu_order, pos_instr, pos_row, quantity, q
                       keep_vectors, vectors, weighted, worst, binding, scenario_shock,
                       scenario_vol, order_im, open_orders, roll_group, roll_coin, delta_coin,
                       som_coin, conv, unit_delta, unit_gamma, unit_vega, unit_theta, value,
-                      model_value, upnl, delta, gamma, vega, theta, pos_delta, slope_usd)
+                      model_value, upnl, delta, gamma, vega, theta, pos_delta, slope_usd, finite)
 
 
 @njit
@@ -324,8 +332,8 @@ def unit_margins_rows(sel, lo, hi, pu_start, pu_order, pos_group, pos_delta, sho
                       excluded_pos, own_given, own_from_binding, pos_row, q_port, instr_pnl,
                       unit_und, loss_weight, binding, worst, scenario_margin, roll_group,
                       roll_coin, delta_coin, som_coin, conv, excluded, open_orders, mmp,
-                      risk_multiplier, mm_factor, im_factor, group_den, value, model_value, upnl,
-                      delta, gamma, vega, theta, unit_delta, unit_gamma, unit_vega, unit_theta,
+                      risk_multiplier, mm_factor, im_factor, group_den,
+                      unit_delta, unit_gamma, unit_vega, unit_theta,
                       roll, delta_shock, som, rmm, mm, im, own_loss, mm_contrib, im_contrib,
                       finite):
     """Rows ``sel[lo:hi]`` of :func:`unit_margins` (shared by the parallel and the serial kernel:
@@ -386,10 +394,9 @@ def unit_margins_rows(sel, lo, hi, pu_start, pu_order, pos_group, pos_delta, sho
             mm_contrib[p] = mc
             im_contrib[p] = ic
             # x * 0.0 is 0 for a finite x and NaN otherwise: one probe for every figure
-            probe += (mc * 0.0 + ic * 0.0 + value[p] * 0.0 + model_value[p] * 0.0
-                      + upnl[p] * 0.0 + delta[p] * 0.0 + gamma[p] * 0.0 + vega[p] * 0.0
-                      + theta[p] * 0.0)
-        finite[u] = 1.0 if probe == 0.0 else 0.0
+            probe += mc * 0.0 + ic * 0.0
+        # its positions' values and Greeks: as unit_figures found them
+        finite[u] = 1.0 if probe == 0.0 and finite[u] == 1.0 else 0.0
 
 
 @njit(parallel=True)
@@ -397,7 +404,7 @@ def unit_margins(sel, pu_start, pu_order, pos_group, pos_delta, short_opt, som_r
                  own_given, own_from_binding, pos_row, q_port, instr_pnl, unit_und, loss_weight,
                  binding, worst, scenario_margin, roll_group, roll_coin, delta_coin, som_coin,
                  conv, excluded, open_orders, mmp, risk_multiplier, mm_factor, im_factor,
-                 group_den, value, model_value, upnl, delta, gamma, vega, theta, unit_delta,
+                 group_den, unit_delta,
                  unit_gamma, unit_vega, unit_theta, roll, delta_shock, som, rmm, mm, im, own_loss,
                  mm_contrib, im_contrib, finite):
     """Per selected unit: add-ons in settlement currency (``roll``, ``delta_shock``,
@@ -406,7 +413,9 @@ def unit_margins(sel, pu_start, pu_order, pos_group, pos_delta, short_opt, som_r
     mmp``; per position its own loss in the scenario that sets the margin (``own_loss``: from
     the unit's binding cell when ``own_from_binding``, else ``own_given``) and contributions
     ``rm x factor x (own loss + shares of roll and delta shock by |delta| + its short option
-    minimum) + excluded margin``."""
+    minimum) + excluded margin``.  ``finite[u]`` (1.0 from :func:`unit_figures` when the
+    positions' values and Greeks are finite) stays 1.0 only if every figure written here is
+    finite too."""
     n = sel.shape[0]
     chunks = min(n, CHUNKS)
     for c in prange(chunks):
@@ -416,7 +425,7 @@ def unit_margins(sel, pu_start, pu_order, pos_group, pos_delta, short_opt, som_r
             som_rate, excluded_pos, own_given, own_from_binding, pos_row, q_port, instr_pnl,
             unit_und, loss_weight, binding, worst, scenario_margin, roll_group, roll_coin,
             delta_coin, som_coin, conv, excluded, open_orders, mmp, risk_multiplier, mm_factor,
-            im_factor, group_den, value, model_value, upnl, delta, gamma, vega, theta, unit_delta,
+            im_factor, group_den, unit_delta,
             unit_gamma, unit_vega, unit_theta, roll, delta_shock, som, rmm, mm, im, own_loss,
             mm_contrib, im_contrib, finite)
 
@@ -426,8 +435,8 @@ def unit_margins_serial(sel, pu_start, pu_order, pos_group, pos_delta, short_opt
                         excluded_pos, own_given, own_from_binding, pos_row, q_port, instr_pnl,
                         unit_und, loss_weight, binding, worst, scenario_margin, roll_group,
                         roll_coin, delta_coin, som_coin, conv, excluded, open_orders, mmp,
-                        risk_multiplier, mm_factor, im_factor, group_den, value, model_value, upnl,
-                        delta, gamma, vega, theta, unit_delta, unit_gamma, unit_vega, unit_theta,
+                        risk_multiplier, mm_factor, im_factor, group_den,
+                        unit_delta, unit_gamma, unit_vega, unit_theta,
                         roll, delta_shock, som, rmm, mm, im, own_loss, mm_contrib, im_contrib,
                         finite):
     """:func:`unit_margins` on one thread (small selections: no thread wake-up)."""
@@ -435,8 +444,8 @@ def unit_margins_serial(sel, pu_start, pu_order, pos_group, pos_delta, short_opt
                       som_rate, excluded_pos, own_given, own_from_binding, pos_row, q_port,
                       instr_pnl, unit_und, loss_weight, binding, worst, scenario_margin,
                       roll_group, roll_coin, delta_coin, som_coin, conv, excluded, open_orders,
-                      mmp, risk_multiplier, mm_factor, im_factor, group_den, value, model_value,
-                      upnl, delta, gamma, vega, theta, unit_delta, unit_gamma, unit_vega,
+                      mmp, risk_multiplier, mm_factor, im_factor, group_den,
+                      unit_delta, unit_gamma, unit_vega,
                       unit_theta, roll, delta_shock, som, rmm, mm, im, own_loss, mm_contrib,
                       im_contrib, finite)
 
