@@ -194,11 +194,9 @@ def unit_figures_rows(sel, lo, hi, pu_start, pu_order, pos_instr, pos_row, quant
         for s in range(ns):
             ws = weigh_cell(vec[s], loss_weight[r, s], gain_weight[r, s], cap[s], damp[s])
             wrow[s] = ws
-            if ws != ws:
-                if nan_at < 0:
-                    nan_at = s
-            elif ws < lowest:
-                lowest = ws
+            lowest = ws if ws < lowest else lowest      # a NaN cell is never lower
+            if ws != ws and nan_at < 0:
+                nan_at = s
         if nan_at >= 0:
             w = np.nan
             b = nan_at
