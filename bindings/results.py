@@ -5,9 +5,10 @@ from dataclasses import dataclass
 import numpy as np
 import pyarrow as pa
 
+from pmrisk.kernel.assemble import largest_units
 from pmrisk.kernel.scenarios import TABLES, VOL_STATES
 
-from .io.arrow import iso_ns, sum_by, unique_keys
+from .io.arrow import iso_ns, kernel_args, sum_by, unique_keys
 from .errors import MarginError
 from .io.schema import TIME_TYPE
 
@@ -379,25 +380,15 @@ def margin_ratio(equity, mm):
                         np.where(equity >= 0, np.inf, -np.inf))
 
 
-def largest_unit(unit_account, worst_usd, acc, n_acc):
-    """Per account of ``acc`` (sorted indices), its unit with the largest ``worst_usd``
-    (ties: the first); units are sorted by account, so a max over each account's run of units
-    is O(n)."""
-    if len(acc) == n_acc:
-        UA = np.arange(len(unit_account))
-    else:
-        mask = np.zeros(n_acc, dtype=bool)
-        mask[acc] = True
-        UA = np.flatnonzero(mask[unit_account])
-    if not len(UA):
-        return np.zeros(0, dtype=np.int64)
-    a = unit_account[UA]
-    starts = np.flatnonzero(np.r_[True, a[1:] != a[:-1]])
-    w = worst_usd[UA]
-    top = np.fmax.reduceat(w, starts)
-    lengths = np.diff(np.r_[starts, len(UA)])
-    hit = (w == np.repeat(top, lengths)) | np.repeat(np.isnan(top), lengths)
-    return UA[np.minimum.reduceat(np.where(hit, np.arange(len(UA)), len(UA)), starts)]
+def largest_unit(unit_account, worst_usd, acc, n_acc, ua_start=None):
+    """Per account of ``acc`` (sorted indices) that has units, its unit with the largest
+    ``worst_usd`` (ties: the first; :func:`pmrisk.kernel.assemble.largest_units`); units are
+    sorted by account (``ua_start``: where each account's units start, if known), so it
+    costs the selected accounts' units only."""
+    if ua_start is None:
+        ua_start = np.searchsorted(unit_account, np.arange(n_acc + 1))
+    lead = largest_units(*kernel_args(np.asarray(acc), ua_start, worst_usd))
+    return lead[lead >= 0]
 
 
 def _describe_units(out, acc, acc_excl):
@@ -406,7 +397,8 @@ def _describe_units(out, acc, acc_excl):
     units, scen = out.units, out.scen
     binding = out.unit.binding_scenario
     worst_usd = out.unit.worst_case * units.settle_px
-    first = largest_unit(units.account, worst_usd, acc, len(out.book.accounts))
+    first = largest_unit(units.account, worst_usd, acc, len(out.book.accounts),
+                         out.layout.ua_start)
     code = np.where(acc_excl > 0, 1, 0)                 # 0: none, 1: excluded only, 2+: cells
     texts = ["none", "excluded positions only (SPAN standalone)"]
     on = worst_usd[first] > 0 if len(first) else np.zeros(0, dtype=bool)

@@ -42,13 +42,15 @@ def unit_risk_vectors(pos_unit, pos_instr, quantity, instr_pnl, n_units):
 
 @njit(inline="always")
 def weigh_cell(x, loss_weight, gain_weight, gain_cap, dampener):
-    if x != x:                      # NaN: never hide it behind a cap or a zero
-        return x
-    if x < 0.0:
-        y = loss_weight * x + dampener
-        return y if y < 0.0 else 0.0
-    y = gain_weight * x
-    return y if y < gain_cap else gain_cap
+    """A loss ``x < 0`` weighted and dampened (never above 0), a gain weighted and capped,
+    NaN kept.  Both sides are computed and one is selected: no branch on the sign of the
+    cell, which a CPU cannot predict."""
+    loss = loss_weight * x + dampener
+    loss = loss if loss < 0.0 else 0.0
+    gain = gain_weight * x
+    gain = gain if gain < gain_cap else gain_cap
+    y = loss if x < 0.0 else gain
+    return x if x != x else y       # NaN: never hide it behind a cap or a zero
 
 
 @njit

@@ -16,6 +16,8 @@ run over everything, to the bit.
   and each position's MM/IM contribution: its own loss in that cell plus pro-rata shares of
   the add-ons.
 * :func:`account_figures`: per account, equity, loans, MM, IM and scenario margin (USD).
+* :func:`largest_units`: per account, its unit with the largest worst case (the accounts
+  table's ``worst_scenario`` words, the correlated step's per-unit tail).
 
 Rows are addressed through CSR indexes (:func:`csr`): the members of group ``g`` are
 ``order[start[g]:start[g + 1]]``, in increasing row order, so every sum runs in the row order
@@ -86,12 +88,16 @@ def unit_figures_rows(sel, lo, hi, pu_start, pu_order, pos_instr, pos_row, quant
                       vectors, weighted, worst, binding, scenario_shock, scenario_vol, order_im,
                       open_orders, roll_group, roll_coin, delta_coin, som_coin, conv, unit_delta,
                       unit_gamma, unit_vega, unit_theta, value, model_value, upnl, delta, gamma,
-                      vega, theta, pos_delta, slope_usd):
+                      vega, theta, pos_delta, slope_usd, finite):
     """Rows ``sel[lo:hi]`` of :func:`unit_figures` (shared by the parallel and the serial kernel:
     one call per chunk of rows, so no per-row call cost)."""
     width = vectors.shape[1]
     vec = np.empty(width)               # the unit's risk vector and weighted vector: one
     wrow = np.empty(width)              # scratch pair per run of rows, copied out if kept
+    cap = np.empty(width)               # gain caps and dampeners / px of the last unit
+    damp = np.empty(width)
+    cap_und = -1
+    cap_px = np.nan                     # NaN != NaN: a NaN price recomputes every time
     for k in range(lo, hi):
         u = sel[k]
         r = unit_und[u]
@@ -106,6 +112,7 @@ def unit_figures_rows(sel, lo, hi, pu_start, pu_order, pos_instr, pos_row, quant
         d_unit = 0.0
         slope = 0.0
         som = 0.0
+        fprobe = 0.0
         ug0 = 0.0
         ug1 = 0.0
         ug2 = 0.0
@@ -135,7 +142,8 @@ def unit_figures_rows(sel, lo, hi, pu_start, pu_order, pos_instr, pos_row, quant
             upnl[p] = up
             v = qty * cs * m if (kind[i] == OPTION or kind[i] == SPOT) else up
             value[p] = v
-            model_value[p] = qty * instr_greeks[0, i] if kind[i] == OPTION else v
+            mv = qty * instr_greeks[0, i] if kind[i] == OPTION else v
+            model_value[p] = mv
             g1 = qty * instr_greeks[1, i]
             g2 = qty * instr_greeks[2, i]
             g3 = qty * instr_greeks[3, i]
@@ -162,6 +170,10 @@ def unit_figures_rows(sel, lo, hi, pu_start, pu_order, pos_instr, pos_row, quant
             if g >= 0:
                 roll_group[g] += d
             som += short_opt[p] * som_rate[p]
+            # x * 0.0 is 0 for a finite x and NaN otherwise: one probe per position
+            fprobe += (up * 0.0 + v * 0.0 + mv * 0.0 + g1 * 0.0 + g2 * 0.0 + g3 * 0.0
+                       + g4 * 0.0)
+        finite[u] = 1.0 if fprobe == 0.0 else 0.0
         unit_delta[u] = ug0
         unit_gamma[u] = ug1
         unit_vega[u] = ug2
@@ -171,17 +183,20 @@ def unit_figures_rows(sel, lo, hi, pu_start, pu_order, pos_instr, pos_row, quant
         # rule: the lowest weighted cell, ties within TIE_RTOL to vol state same, then the
         # lowest index; a NaN cell makes the worst case NaN at the first such cell)
         ns = n_scen[r]
+        if r != cap_und or px != cap_px:    # the USD caps in the unit's currency: once per
+            for s in range(ns):             # run of units on one underlying and price
+                cap[s] = gain_cap_usd[r, s] / px
+                damp[s] = dampener_usd[r, s] / px
+            cap_und = r
+            cap_px = px
         lowest = np.inf
         nan_at = -1
         for s in range(ns):
-            ws = weigh_cell(vec[s], loss_weight[r, s], gain_weight[r, s], gain_cap_usd[r, s] / px,
-                            dampener_usd[r, s] / px)
+            ws = weigh_cell(vec[s], loss_weight[r, s], gain_weight[r, s], cap[s], damp[s])
             wrow[s] = ws
-            if ws != ws:
-                if nan_at < 0:
-                    nan_at = s
-            elif ws < lowest:
-                lowest = ws
+            lowest = ws if ws < lowest else lowest      # a NaN cell is never lower
+            if ws != ws and nan_at < 0:
+                nan_at = s
         if nan_at >= 0:
             w = np.nan
             b = nan_at
@@ -248,7 +263,7 @@ def unit_figures(sel, pu_start, pu_order, pos_instr, pos_row, quantity, q_port, 
                  dampener_usd, vol_code, keep_vectors, vectors, weighted, worst, binding,
                  scenario_shock, scenario_vol, order_im, open_orders, roll_group, roll_coin,
                  delta_coin, som_coin, conv, unit_delta, unit_gamma, unit_vega, unit_theta, value,
-                 model_value, upnl, delta, gamma, vega, theta, pos_delta, slope_usd):
+                 model_value, upnl, delta, gamma, vega, theta, pos_delta, slope_usd, finite):
     """Per selected unit ``u = sel[k]``: everything that does not depend on the across-units
     step.  Outputs (written at the unit's rows, its positions' rows, its orders' rows and its
     expiry groups' rows): ``vectors``/``weighted`` (n_units, S), ``worst``, ``binding``,
@@ -260,7 +275,9 @@ def unit_figures(sel, pu_start, pu_order, pos_instr, pos_row, quantity, q_port, 
     ``unit_theta``); per position ``value``, ``model_value``, ``upnl``, Greeks (``delta`` ...
     ``theta``) and ``pos_delta`` (delta left
     in the portfolio: 0 for excluded positions); ``slope_usd`` per unit, its USD P&L per unit
-    relative move of its underlying (the joint stress's delta directions).
+    relative move of its underlying (the joint stress's delta directions); ``finite`` per unit:
+    1.0 when its positions' values and Greeks are all finite, else 0.0 (:func:`unit_margins`
+    adds the unit's own figures).
 
     ``vectors``/``weighted`` are written only with ``keep_vectors`` (risk vectors asked for,
     or the correlated step's per-unit tail cells); else they may be ``(0, S)`` arrays.
@@ -281,7 +298,7 @@ def unit_figures(sel, pu_start, pu_order, pos_instr, pos_row, quantity, q_port, 
             dampener_usd, vol_code, keep_vectors, vectors, weighted, worst, binding, scenario_shock,
             scenario_vol, order_im, open_orders, roll_group, roll_coin, delta_coin, som_coin, conv,
             unit_delta, unit_gamma, unit_vega, unit_theta, value, model_value, upnl, delta, gamma,
-            vega, theta, pos_delta, slope_usd)
+            vega, theta, pos_delta, slope_usd, finite)
 
 
 @njit
@@ -294,7 +311,7 @@ def unit_figures_serial(sel, pu_start, pu_order, pos_instr, pos_row, quantity, q
                         keep_vectors, vectors, weighted, worst, binding, scenario_shock,
                         scenario_vol, order_im, open_orders, roll_group, roll_coin, delta_coin,
                         som_coin, conv, unit_delta, unit_gamma, unit_vega, unit_theta, value,
-                        model_value, upnl, delta, gamma, vega, theta, pos_delta, slope_usd):
+                        model_value, upnl, delta, gamma, vega, theta, pos_delta, slope_usd, finite):
     """:func:`unit_figures` on one thread (small selections: no thread wake-up)."""
     unit_figures_rows(sel, 0, sel.shape[0], pu_start, pu_order, pos_instr, pos_row, quantity,
                       q_port, entry_price, short_opt, som_rate, pos_group, pos_excluded, kind,
@@ -305,7 +322,7 @@ def unit_figures_serial(sel, pu_start, pu_order, pos_instr, pos_row, quantity, q
                       keep_vectors, vectors, weighted, worst, binding, scenario_shock,
                       scenario_vol, order_im, open_orders, roll_group, roll_coin, delta_coin,
                       som_coin, conv, unit_delta, unit_gamma, unit_vega, unit_theta, value,
-                      model_value, upnl, delta, gamma, vega, theta, pos_delta, slope_usd)
+                      model_value, upnl, delta, gamma, vega, theta, pos_delta, slope_usd, finite)
 
 
 @njit
@@ -313,8 +330,8 @@ def unit_margins_rows(sel, lo, hi, pu_start, pu_order, pos_group, pos_delta, sho
                       excluded_pos, own_given, own_from_binding, pos_row, q_port, instr_pnl,
                       unit_und, loss_weight, binding, worst, scenario_margin, roll_group,
                       roll_coin, delta_coin, som_coin, conv, excluded, open_orders, mmp,
-                      risk_multiplier, mm_factor, im_factor, group_den, value, model_value, upnl,
-                      delta, gamma, vega, theta, unit_delta, unit_gamma, unit_vega, unit_theta,
+                      risk_multiplier, mm_factor, im_factor, group_den,
+                      unit_delta, unit_gamma, unit_vega, unit_theta,
                       roll, delta_shock, som, rmm, mm, im, own_loss, mm_contrib, im_contrib,
                       finite):
     """Rows ``sel[lo:hi]`` of :func:`unit_margins` (shared by the parallel and the serial kernel:
@@ -375,10 +392,9 @@ def unit_margins_rows(sel, lo, hi, pu_start, pu_order, pos_group, pos_delta, sho
             mm_contrib[p] = mc
             im_contrib[p] = ic
             # x * 0.0 is 0 for a finite x and NaN otherwise: one probe for every figure
-            probe += (mc * 0.0 + ic * 0.0 + value[p] * 0.0 + model_value[p] * 0.0
-                      + upnl[p] * 0.0 + delta[p] * 0.0 + gamma[p] * 0.0 + vega[p] * 0.0
-                      + theta[p] * 0.0)
-        finite[u] = 1.0 if probe == 0.0 else 0.0
+            probe += mc * 0.0 + ic * 0.0
+        # its positions' values and Greeks: as unit_figures found them
+        finite[u] = 1.0 if probe == 0.0 and finite[u] == 1.0 else 0.0
 
 
 @njit(parallel=True)
@@ -386,7 +402,7 @@ def unit_margins(sel, pu_start, pu_order, pos_group, pos_delta, short_opt, som_r
                  own_given, own_from_binding, pos_row, q_port, instr_pnl, unit_und, loss_weight,
                  binding, worst, scenario_margin, roll_group, roll_coin, delta_coin, som_coin,
                  conv, excluded, open_orders, mmp, risk_multiplier, mm_factor, im_factor,
-                 group_den, value, model_value, upnl, delta, gamma, vega, theta, unit_delta,
+                 group_den, unit_delta,
                  unit_gamma, unit_vega, unit_theta, roll, delta_shock, som, rmm, mm, im, own_loss,
                  mm_contrib, im_contrib, finite):
     """Per selected unit: add-ons in settlement currency (``roll``, ``delta_shock``,
@@ -395,7 +411,9 @@ def unit_margins(sel, pu_start, pu_order, pos_group, pos_delta, short_opt, som_r
     mmp``; per position its own loss in the scenario that sets the margin (``own_loss``: from
     the unit's binding cell when ``own_from_binding``, else ``own_given``) and contributions
     ``rm x factor x (own loss + shares of roll and delta shock by |delta| + its short option
-    minimum) + excluded margin``."""
+    minimum) + excluded margin``.  ``finite[u]`` (1.0 from :func:`unit_figures` when the
+    positions' values and Greeks are finite) stays 1.0 only if every figure written here is
+    finite too."""
     n = sel.shape[0]
     chunks = min(n, CHUNKS)
     for c in prange(chunks):
@@ -405,7 +423,7 @@ def unit_margins(sel, pu_start, pu_order, pos_group, pos_delta, short_opt, som_r
             som_rate, excluded_pos, own_given, own_from_binding, pos_row, q_port, instr_pnl,
             unit_und, loss_weight, binding, worst, scenario_margin, roll_group, roll_coin,
             delta_coin, som_coin, conv, excluded, open_orders, mmp, risk_multiplier, mm_factor,
-            im_factor, group_den, value, model_value, upnl, delta, gamma, vega, theta, unit_delta,
+            im_factor, group_den, unit_delta,
             unit_gamma, unit_vega, unit_theta, roll, delta_shock, som, rmm, mm, im, own_loss,
             mm_contrib, im_contrib, finite)
 
@@ -415,8 +433,8 @@ def unit_margins_serial(sel, pu_start, pu_order, pos_group, pos_delta, short_opt
                         excluded_pos, own_given, own_from_binding, pos_row, q_port, instr_pnl,
                         unit_und, loss_weight, binding, worst, scenario_margin, roll_group,
                         roll_coin, delta_coin, som_coin, conv, excluded, open_orders, mmp,
-                        risk_multiplier, mm_factor, im_factor, group_den, value, model_value, upnl,
-                        delta, gamma, vega, theta, unit_delta, unit_gamma, unit_vega, unit_theta,
+                        risk_multiplier, mm_factor, im_factor, group_den,
+                        unit_delta, unit_gamma, unit_vega, unit_theta,
                         roll, delta_shock, som, rmm, mm, im, own_loss, mm_contrib, im_contrib,
                         finite):
     """:func:`unit_margins` on one thread (small selections: no thread wake-up)."""
@@ -424,8 +442,8 @@ def unit_margins_serial(sel, pu_start, pu_order, pos_group, pos_delta, short_opt
                       som_rate, excluded_pos, own_given, own_from_binding, pos_row, q_port,
                       instr_pnl, unit_und, loss_weight, binding, worst, scenario_margin,
                       roll_group, roll_coin, delta_coin, som_coin, conv, excluded, open_orders,
-                      mmp, risk_multiplier, mm_factor, im_factor, group_den, value, model_value,
-                      upnl, delta, gamma, vega, theta, unit_delta, unit_gamma, unit_vega,
+                      mmp, risk_multiplier, mm_factor, im_factor, group_den,
+                      unit_delta, unit_gamma, unit_vega,
                       unit_theta, roll, delta_shock, som, rmm, mm, im, own_loss, mm_contrib,
                       im_contrib, finite)
 
@@ -498,6 +516,26 @@ def account_figures_serial(sel, pa_start, pa_order, pos_unit, value, unit_px, ua
                          ua_start, mm, im, scenario_margin, ba_start, ba_order, collateral_usd,
                          balance_usd, loan_mmr, equity, actual_equity, loan_mm, acc_mm, acc_im,
                          acc_scen, finite)
+
+
+@njit
+def largest_units(sel, ua_start, worst):
+    """Per selected account ``a = sel[k]``: its unit with the largest ``worst`` (units of
+    account ``a`` are rows ``ua_start[a]:ua_start[a + 1]``; ties: the first; NaN is passed
+    over unless every unit is NaN, then the first), or -1 when it has no unit.  O(units of
+    the selection)."""
+    lead = np.full(sel.shape[0], -1, dtype=np.int64)
+    for k in range(sel.shape[0]):
+        a = sel[k]
+        best = -1
+        bw = 0.0
+        for v in range(ua_start[a], ua_start[a + 1]):
+            w = worst[v]
+            if best < 0 or w > bw or (bw != bw and w == w):
+                best = v
+                bw = w
+        lead[k] = best
+    return lead
 
 
 @njit

@@ -454,7 +454,7 @@ def unit_figures(sel, pu_start, pu_order, pos_instr, pos_row, quantity, q_port, 
                  vectors, weighted, worst, binding, scenario_shock, scenario_vol, order_im,
                  open_orders, roll_group, roll_coin, delta_coin, som_coin, conv, unit_delta,
                  unit_gamma, unit_vega, unit_theta, value, model_value, upnl, delta, gamma, vega,
-                 theta, pos_delta, slope_usd):
+                 theta, pos_delta, slope_usd, finite):
     """The old engine's numpy: every unit computed, the rows of ``sel`` (and of their
     positions, orders and groups) written."""
     n_units = len(unit_und)
@@ -517,14 +517,18 @@ def unit_figures(sel, pu_start, pu_order, pos_instr, pos_row, quantity, q_port, 
                            (delta, g[0], P), (gamma, g[1], P), (vega, g[2], P),
                            (theta, g[3], P), (pos_delta, pd, P), (slope_usd, slope, sel)):
         dst[rows] = src[rows]
+    # every position's value, unrealised P&L, model value and Greeks finite
+    pos_ok = np.isfinite(np.vstack([val, up, mv, g])).all(axis=0)
+    bad = np.bincount(pos_unit, weights=~pos_ok, minlength=n_units) > 0
+    finite[sel] = np.where(bad, 0.0, 1.0)[sel]
 
 
 def unit_margins(sel, pu_start, pu_order, pos_group, pos_delta, short_opt, som_rate,
                  excluded_pos, own_given, own_from_binding, pos_row, q_port, instr_pnl,
                  unit_und, loss_weight, binding, worst, scenario_margin, roll_group, roll_coin,
                  delta_coin, som_coin, conv, excluded, open_orders, mmp, risk_multiplier,
-                 mm_factor, im_factor, group_den, value, model_value, upnl, delta, gamma,
-                 vega, theta, unit_delta, unit_gamma, unit_vega, unit_theta,
+                 mm_factor, im_factor, group_den, unit_delta, unit_gamma, unit_vega,
+                 unit_theta,
                  roll, delta_shock, som, rmm, mm, im, own_loss, mm_contrib, im_contrib, finite):
     """The old engine's numpy for margins and contributions; rows of ``sel`` written."""
     n_units = len(unit_und)
@@ -558,13 +562,13 @@ def unit_margins(sel, pu_start, pu_order, pos_group, pos_delta, short_opt, som_r
                            (rmm, x, sel), (mm, m_, sel), (im, i_, sel), (own_loss, own, P),
                            (mm_contrib, mc, P), (im_contrib, ic, P)):
         dst[rows] = src[rows]
-    pos_ok = np.isfinite(np.vstack([mc, ic, value, model_value, upnl, delta, gamma, vega,
-                                    theta])).all(axis=0)
+    pos_ok = np.isfinite(np.vstack([mc, ic])).all(axis=0)
     unit_ok = np.isfinite(np.vstack([worst, ro, ds, so, open_orders, mmp, scenario_margin,
                                      excluded, x, m_, i_, unit_delta, unit_gamma, unit_vega,
                                      unit_theta])).all(axis=0)
     bad = np.bincount(pos_unit, weights=~pos_ok, minlength=n_units) > 0
-    finite[sel] = np.where(unit_ok & ~bad, 1.0, 0.0)[sel]
+    # the positions' values and Greeks: as unit_figures left finite
+    finite[sel] = np.where(unit_ok & ~bad & (finite == 1.0), 1.0, 0.0)[sel]
 
 
 def account_figures(sel, pa_start, pa_order, pos_unit, value, unit_px, ua_start, mm, im,
@@ -602,6 +606,22 @@ def expiry_groups(pu_start, pu_order, pos_key, dated):
     first = np.zeros(len(uniq), dtype=np.int64)
     first[inv.ravel()[::-1]] = d[::-1]                 # the first member of each group
     return pos_group, (uniq // n_k).astype(np.int64), first
+
+
+def largest_units(sel, ua_start, worst):
+    """Per selected account its unit of largest ``worst`` by ``numpy.fmax.reduceat`` over
+    the runs of units (ties: the first; all NaN: the first), -1 without units."""
+    n_acc = len(ua_start) - 1
+    unit_account = np.repeat(np.arange(n_acc), np.diff(ua_start))
+    lead = np.full(n_acc, -1, dtype=np.int64)
+    if len(unit_account):
+        starts = np.flatnonzero(np.r_[True, unit_account[1:] != unit_account[:-1]])
+        top = np.fmax.reduceat(worst, starts)
+        lengths = np.diff(np.r_[starts, len(worst)])
+        hit = (worst == np.repeat(top, lengths)) | np.repeat(np.isnan(top), lengths)
+        first = np.minimum.reduceat(np.where(hit, np.arange(len(worst)), len(worst)), starts)
+        lead[unit_account[starts]] = first
+    return lead[np.asarray(sel, dtype=np.int64)]
 
 
 # -- kernel.keys: the key checks of input validation ------------------------------------------

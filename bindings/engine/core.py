@@ -24,6 +24,7 @@ the bit.  :mod:`pmrisk.results` turns an outcome into Arrow tables.
 from dataclasses import MISSING, dataclass, fields, replace
 from typing import NamedTuple
 
+import numba
 import numpy as np
 import pyarrow as pa
 
@@ -542,8 +543,9 @@ def _scenario_margins(out, model, sel, accounts, rows, moved_args):
 
 
 def _phase(kernel, sel):
-    """The parallel kernel, or its serial twin for a small selection."""
-    return getattr(assemble, kernel if len(sel) >= PARALLEL_MIN else kernel + "_serial")
+    """The parallel kernel, or its serial twin for a small selection or on one thread."""
+    parallel = len(sel) >= PARALLEL_MIN and numba.get_num_threads() > 1
+    return getattr(assemble, kernel if parallel else kernel + "_serial")
 
 
 def phase_arguments(out, kernel, own_from_binding=True):
@@ -568,7 +570,7 @@ def phase_arguments(out, kernel, own_from_binding=True):
             uf.open_orders_margin, out.roll_group, uf.roll_coin, uf.delta_coin, uf.som_coin,
             uf.conv, uf.delta, uf.gamma, uf.vega, uf.theta, pf.value, pf.model_value,
             pf.unrealised_pnl, pf.delta, pf.gamma, pf.vega, pf.theta, pf.portfolio_delta,
-            uf.slope_usd)
+            uf.slope_usd, uf.finite)
     if kernel == "unit_margins":
         return (*kernel_args(lay.pu_start, lay.pu_order, lay.pos_group, pf.portfolio_delta,
                              lay.short_opt, lay.som_rate, pf.excluded_margin, pf.own_loss),
@@ -579,8 +581,7 @@ def phase_arguments(out, kernel, own_from_binding=True):
                              uf.som_coin, uf.conv, uf.excluded_margin, uf.open_orders_margin,
                              uf.mmp_margin),
                 p.risk_multiplier, p.mm_factor, p.im_factor, np.zeros(len(out.roll_group)),
-                *kernel_args(pf.value, pf.model_value, pf.unrealised_pnl, pf.delta, pf.gamma,
-                             pf.vega, pf.theta, uf.delta, uf.gamma, uf.vega, uf.theta),
+                *kernel_args(uf.delta, uf.gamma, uf.vega, uf.theta),
                 uf.roll_shock, uf.delta_shock, uf.short_option_minimum, uf.risk_matrix_margin,
                 uf.maintenance_margin, uf.initial_margin, pf.own_loss, pf.mm_contribution,
                 pf.im_contribution, uf.finite)

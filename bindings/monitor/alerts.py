@@ -91,15 +91,22 @@ class AlertRules:
         the lowest."""
         lv = self.levels[None, :]
         r = np.asarray(after, dtype=np.float64)[:, None]
-        slack = self.h * armed
-        down = ~below & (r < lv - slack)
-        up = below & (r >= lv + slack)
-        below ^= down | up
-        armed |= down | up
-        n, k = down.shape
+        # a fall needs r < L (below L, with or without slack), a rise r >= L: only accounts
+        # whose exact band disagrees with ``below`` can cross a level
+        off = np.zeros(len(r), dtype=bool)
+        for k, level in enumerate(self.levels.tolist()):
+            off |= (r[:, 0] < level) != below[:, k]
+        cand = np.flatnonzero(off)
+        b, a, rc = below[cand], armed[cand], r[cand]
+        slack = self.h * a
+        down = ~b & (rc < lv - slack)
+        up = b & (rc >= lv + slack)
+        below[cand] = b ^ (down | up)
+        armed[cand] = a | down | up
+        k = down.shape[1]
         acc_d, lev_d = np.nonzero(down)
         acc_u, lev_u = np.nonzero(up)
-        acc = np.concatenate([acc_d, acc_u])
+        acc = cand[np.concatenate([acc_d, acc_u])]
         # order within an account: falls by level index (highest level first), then rises
         # from the lowest level
         rank = np.concatenate([lev_d, 2 * k - lev_u])

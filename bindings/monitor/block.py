@@ -93,6 +93,24 @@ def _scatter(dst, src, rows):
                 d[r] = v[j]
 
 
+@dataclasses.dataclass
+class TickPath:
+    """What a tick on a set of names touches in a block (built once per set): the moved
+    instruments (``instr``) and their market rows (``mrow``) and underlyings
+    (``instr_und``), their revaluation ``rows``, the ``units`` recomputed (and their
+    ``utype``), the live accounts ``acc``, the balance rows in a moved asset
+    (``balances``), and the (asset, column) of moved index prices in the book."""
+    instr: np.ndarray
+    mrow: np.ndarray
+    instr_und: list
+    rows: np.ndarray
+    units: np.ndarray
+    utype: np.ndarray
+    acc: np.ndarray
+    balances: np.ndarray
+    asset_cols: list
+
+
 class Block:
     """Accounts margined together: ``book`` (validated arrays), ``out`` (the engine's
     :class:`~pmrisk.engine.core.Outcome`), ``live`` (accounts that still belong here: an account
@@ -140,7 +158,7 @@ class Block:
         self.out = out
         self.frozen = False              # True while built result tables share the arrays
         self._tables = {}
-        self._rows_of = {}               # moved names -> (revaluation rows, units)
+        self._paths = {}                 # moved names -> TickPath
 
     def ratios(self, acc=slice(None)):
         af = self.out.account
@@ -156,50 +174,72 @@ class Block:
         self.live[acc] = False
         self.n_live = int(self.live.sum())
         self._tables = {}
-        self._rows_of = {}
+        self._paths = {}
 
     # -- ticks ----------------------------------------------------------------------------------
     def tick(self, market, symbols, assets):
         """The market rows of ``symbols`` and the index prices of ``assets`` changed (the new
         values are in ``market``): update the book and recompute what depends on them.
-        Returns the live accounts recomputed (local indices)."""
+        Returns the live accounts recomputed (local indices; the caller must not change the
+        array)."""
         book = self.book
         moved = {self.und[i] for i in (self.sym_index.get(x) for x in symbols)
                  if i is not None} | set(assets)
         if not moved:
             return _EMPTY_I
-        moved_l = list(moved)
-        for a in assets:
-            if a in book.assets:
-                book.asset_px[:, book.assets.index(a)] = market.index[a]
-        on = np.isin(self.und, moved_l) if len(self.und) else np.zeros(0, dtype=bool)
-        if on.any():
-            r = self.mrow[on]
+        key = frozenset(moved)
+        path = self._paths.get(key)
+        if path is None:                 # once per set of moved names (until accounts move)
+            path = self._paths[key] = self._path(key)
+        for a, col in path.asset_cols:
+            book.asset_px[:, col] = market.index[a]
+        on = path.instr
+        if len(on):
+            r = path.mrow
             book.mark[on] = market.mark[r]
             book.mark_iv[on] = market.iv[r]
             fwd = market.fwd[r]
-            und_px = np.array([market.index[u] for u in self.und[on]])
+            und_px = np.array([market.index[u] for u in path.instr_und])
             book.forward[on] = np.where(np.isnan(fwd), und_px, fwd)
         okx = self.out.okx
         if okx is not None and moved & set(okx.lin_ccy):
             self.run_all()      # okx_pm: a settlement currency moved: every unit's USD figures
             return np.flatnonzero(self.live)
-        units = self.out.units
-        type_hit = np.array([u in moved or c in moved for u, c in
+        if not len(path.acc):
+            return path.acc
+        self._thaw()
+        if not self._tick_units(path):
+            self.run_all()
+        return path.acc
+
+    def _path(self, key):
+        """What a tick on the names in ``key`` touches (:class:`TickPath`), from the block's
+        layout: built once per set of moved names, so that a tick costs its selection."""
+        book, out = self.book, self.out
+        units = out.units
+        instr = np.flatnonzero(np.isin(self.und, list(key))) if len(self.und) else _EMPTY_I
+        type_hit = np.array([u in key or c in key for u, c in
                              zip(units.type_und, units.type_ccy)], dtype=bool)
         unit_hit = type_hit[units.utype] if len(units) else np.zeros(0, dtype=bool)
         acc_hit = np.zeros(len(self.names), dtype=bool)
         acc_hit[units.account[unit_hit]] = True
-        bal_hit = [self.bal_rows[a] for a in moved if a in self.bal_rows]
-        bal_hit = np.concatenate(bal_hit) if bal_hit else _EMPTY_I
+        bal_hit = [self.bal_rows[a] for a in key if a in self.bal_rows]
+        bal_hit = np.sort(np.concatenate(bal_hit)) if bal_hit else _EMPTY_I
         acc_hit[book.bal_account[bal_hit]] = True
         acc = np.flatnonzero(acc_hit & self.live)
-        if not len(acc):
-            return acc
-        self._thaw()
-        if not self._tick_units(frozenset(moved), type_hit, np.flatnonzero(on), acc, bal_hit):
-            self.run_all()
-        return acc
+        moved_instr = np.zeros(len(self.und), dtype=bool)
+        moved_instr[instr] = True
+        rows = np.flatnonzero(moved_instr[out.rev.row_instr])
+        if self.sum_mode:
+            hit = unit_hit & self.live[units.account] if len(units) else unit_hit
+        else:                           # every unit of the accounts: their shares move
+            hit = acc_hit[units.account] & self.live[units.account] if len(units) else unit_hit
+        uidx = np.flatnonzero(hit)
+        return TickPath(instr=instr, mrow=self.mrow[instr],
+                        instr_und=self.und[instr].tolist(), rows=rows, units=uidx,
+                        utype=units.utype[uidx], acc=acc, balances=bal_hit,
+                        asset_cols=[(a, book.assets.index(a)) for a in key
+                                    if a in book.assets])
 
     def _thaw(self):
         """Copy the outcome's arrays before changing them if result tables share them (tables
@@ -209,11 +249,11 @@ class Block:
             self.out = self.out.copy()
             self.frozen = False
 
-    def _tick_units(self, key, type_hit, instr, acc, bal_hit):
-        """A tick on the names in ``key``: the engine's phases on the moved instruments
-        ``instr``, their revaluation rows, the units on those names (under ``"correlated"``:
-        every unit of the accounts, whose joint scenario may change) and the accounts
-        ``acc``; the joint stress reprices the moved rows' curves only.  False (nothing
+    def _tick_units(self, path):
+        """A tick along ``path`` (:class:`TickPath`): the engine's phases on the moved
+        instruments, their revaluation rows, the units on the moved names (under
+        ``"correlated"``: every unit of the accounts, whose joint scenario may change) and the
+        accounts; the joint stress reprices the moved rows' curves only.  False (nothing
         changed) when a selection cannot be exact here (see the module docstring)."""
         out, book = self.out, self.book
         if out.layout.excluded_any:
@@ -223,35 +263,24 @@ class Block:
         copies = floored_copies(book, floor, self.short)
         if len(copies) != len(out.rev.floored) or (copies != out.rev.floored).any():
             return False                    # a vol floor started or stopped binding
-        sel = self._rows_of.get(key)
-        if sel is None:
-            units = out.units
-            moved_instr = np.zeros(len(self.und), dtype=bool)
-            moved_instr[instr] = True
-            rows = np.flatnonzero(moved_instr[out.rev.row_instr])
-            if self.sum_mode:
-                hit = type_hit[units.utype] & self.live[units.account] if len(units) else \
-                    np.zeros(0, dtype=bool)
-            else:                           # every unit of the accounts: their shares move
-                in_acc = np.zeros(len(self.names), dtype=bool)
-                in_acc[acc] = True
-                hit = in_acc[units.account]
-            uidx = np.flatnonzero(hit)
-            sel = self._rows_of[key] = (rows, uidx)
-        rows, uidx = sel
+        uidx = path.units
         units = out.units
-        snap = book.acc_snap[units.account[uidx]]
         type_und = np.array(units.type_und, dtype=object)
         type_ccy = np.array(units.type_ccy, dtype=object)
-        settle_px = prices_by_type(book, type_ccy, units.utype[uidx], snap)
-        index_px = prices_by_type(book, type_und, units.utype[uidx], snap)
-        units.settle_px[uidx] = settle_px
-        units.index_px[uidx] = index_px
+        if book.asset_px.shape[0] == 1:     # one snapshot: a price per unit type, gathered
+            types = np.arange(len(type_und))
+            at = np.zeros(len(types), dtype=np.int64)
+            units.settle_px[uidx] = prices_by_type(book, type_ccy, types, at)[path.utype]
+            units.index_px[uidx] = prices_by_type(book, type_und, types, at)[path.utype]
+        else:
+            snap = book.acc_snap[units.account[uidx]]
+            units.settle_px[uidx] = prices_by_type(book, type_ccy, path.utype, snap)
+            units.index_px[uidx] = prices_by_type(book, type_und, path.utype, snap)
         # a figure that is not finite raises here; the monitor then rebuilds its blocks from
         # the inputs before the update (Monitor._tick)
-        compute(out, self.model, rows=rows, instruments=instr, units=uidx, accounts=acc,
-                balances=bal_hit)
-        if not all_finite(out, uidx, acc):
+        compute(out, self.model, rows=path.rows, instruments=path.instr, units=uidx,
+                accounts=path.acc, balances=path.balances)
+        if not all_finite(out, uidx, path.acc):
             check_finite(out)           # names the rows and raises
         return True
 
@@ -285,7 +314,7 @@ class Block:
         if out.account.worst_scenario is None and o.account.worst_scenario is not None:
             out.account.worst_scenario = ["none"] * len(self.names)
         _scatter(out.account, o.account, acc)
-        self._rows_of = {}
+        self._paths = {}
 
     # -- result tables ------------------------------------------------------------------------
     def tables(self, names=TABLE_NAMES):

@@ -577,9 +577,10 @@ class Monitor:
                 if len(acc) and moving:
                     acc = acc[[b.names[i] not in moving for i in acc.tolist()]]
                 if len(acc):
-                    undo.append((b, acc, b.ratio[acc].copy(), b.fig[:, acc].copy(),
-                                 b.below[acc].copy(), b.armed[acc].copy()))
-                    self._alert_block(b, acc, b.ratio[acc], at_ns, batches, out_rows)
+                    at = slice(None) if len(acc) == len(b.names) else acc  # acc is sorted
+                    undo.append((b, at, b.ratio[at].copy(), b.fig[:, at].copy(),
+                                 b.below[at].copy(), b.armed[at].copy()))
+                    self._alert_block(b, acc, b.ratio[at].copy(), at_ns, batches, out_rows)
         except MarginError:
             for b, acc, ratio, fig, below, armed in undo:
                 b.ratio[acc], b.fig[:, acc], b.below[acc], b.armed[acc] = ratio, fig, below, armed

@@ -31,7 +31,7 @@ import pyarrow.compute as pc
 
 from ..io import schema
 from ..io.arrow import (is_string_type, as_table, check_columns, codes, duplicated, float_column,
-                        has, lookup, raise_rows, str_column)
+                        has, raise_rows, str_column)
 from ..io.book import check_mark_iv
 from ..errors import MarginError
 from ..io.schema import TIME
@@ -304,11 +304,12 @@ class MarketState:
                 "mark_iv": ("float", False, True), "underlying_price": ("float", False, True)}
         check_columns(m, "market", spec)
         sym = str_column(m, "symbol")
-        unknown = lookup(sym, self.instr_symbols) < 0
+        names = sym.to_pylist()
+        # a tick has a few rows: Python sets beat building Arrow hash tables for them
+        unknown = np.array([s not in self.instr_und for s in names], dtype=bool)
         if unknown.any():
             raise_rows(m, "market", "symbol", unknown, "symbols listed in instruments")
-        names = sym.to_pylist()
-        dup = duplicated(codes(sym)[0])
+        dup = _repeated(names)
         if dup.any():
             raise_rows(m, "market", "symbol", dup, "one row per symbol in a tick")
         n = m.num_rows
@@ -367,7 +368,7 @@ class MarketState:
         und_arr = str_column(x, "underlying")
         und = und_arr.to_pylist()
         px = float_column(x, "index", "index_price", positive=True, nullable=True)
-        dup = duplicated(codes(und_arr)[0])
+        dup = _repeated(und)
         if dup.any():
             raise_rows(x, "index", "underlying", dup, "one row per underlying in a tick")
         given = ~np.isnan(px)
@@ -393,3 +394,14 @@ class MarketState:
                               "index_price": pa.array(list(self.index.values()), F8)})
             self._tables = (market, index)
         return self._tables
+
+
+def _repeated(keys):
+    """Rows whose key appeared in an earlier row (a tick's few rows, by a Python set)."""
+    seen = set()
+    dup = np.zeros(len(keys), dtype=bool)
+    for j, k in enumerate(keys):
+        if k in seen:
+            dup[j] = True
+        seen.add(k)
+    return dup
