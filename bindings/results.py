@@ -1,5 +1,6 @@
 """Arrow result tables from an engine :class:`~pmrisk.engine.core.Outcome`."""
 
+import functools
 from dataclasses import dataclass
 
 import numpy as np
@@ -54,6 +55,16 @@ class MarginResult:
         return f"MarginResult({rows})"
 
 
+def table_of(columns):
+    """``pyarrow.table(columns)`` for a dict of Arrow arrays and 1-d numpy arrays, by
+    ``Table.from_arrays`` (the dict path converts each column through pandas' type checks:
+    several times slower for a few rows).  Same types: numpy float64 stays float64 with NaN
+    as a value, not a null."""
+    return pa.Table.from_arrays(
+        [c if isinstance(c, (pa.Array, pa.ChunkedArray)) else pa.array(c)
+         for c in columns.values()], names=list(columns))
+
+
 def status_of(ratio, thresholds):
     """Status from the margin ratio: >= the first warning level is ``normal``;
     below warning level k, ``warning_k``; below ``margin_call``, ``margin_call``; below
@@ -87,7 +98,12 @@ def status_array(ratio, thresholds):
 
 
 def _names(names, codes):
-    return pa.array(names, pa.string()).take(pa.array(np.asarray(codes, np.int64)))
+    return _name_array(tuple(names)).take(pa.array(np.asarray(codes, np.int64)))
+
+
+@functools.lru_cache(maxsize=64)
+def _name_array(names):
+    return pa.array(names, pa.string())
 
 
 def describe(unit_name, table, shock, vol_state):
@@ -312,7 +328,7 @@ def _units_table(out, unit_names):
         unit_cols["mmr"] = ox.mmr
         unit_cols["imr"] = ox.imr
         unit_cols["delta_usd"] = ox.charges[:, 7]
-    return pa.table(unit_cols)
+    return table_of(unit_cols)
 
 
 def _positions_table(out, unit_names, loans):
@@ -351,7 +367,7 @@ def _positions_table(out, unit_names, loans):
         pos_cols[name + "_usd"] = np.concatenate([contrib * pos_px, unalloc * unit_px, loan_usd])
     if out.layout.brackets is not None:         # margin_rules "brackets" (binance_um)
         pos_cols.update(_bracket_columns(out, n_units + n_loan))
-    return pa.table(pos_cols)
+    return table_of(pos_cols)
 
 
 def _bracket_columns(out, n_other):
@@ -392,10 +408,13 @@ def largest_unit(unit_account, worst_usd, acc, n_acc):
     if not len(UA):
         return np.zeros(0, dtype=np.int64)
     a = unit_account[UA]
-    starts = np.flatnonzero(np.r_[True, a[1:] != a[:-1]])
+    change = a[1:] != a[:-1]
+    if change.all():                    # one unit per account: it is the largest
+        return UA
+    starts = np.flatnonzero(np.concatenate(([True], change)))
     w = worst_usd[UA]
     top = np.fmax.reduceat(w, starts)
-    lengths = np.diff(np.r_[starts, len(UA)])
+    lengths = np.diff(np.append(starts, len(UA)))
     hit = (w == np.repeat(top, lengths)) | np.repeat(np.isnan(top), lengths)
     return UA[np.minimum.reduceat(np.where(hit, np.arange(len(UA)), len(UA)), starts)]
 
@@ -449,7 +468,7 @@ def accounts_table(out, model, acc=None, ratio=None):
                         pa.string())
     else:
         desc = _describe_units(out, idx, acc_excl)
-    table = pa.table({
+    table = table_of({
         "account": book.accounts if every else book.accounts.take(pa.array(idx, pa.int64())),
         "equity": eq,
         "actual_equity": af.actual_equity[sel],
@@ -515,7 +534,7 @@ def _unit_risk_vectors(out, unit_names):
     cols.update(_scenario_cols(scen, unit_und[rows_u], cells))
     cols["pnl"] = out.unit.vectors[rows_u, cells]
     cols["weighted_pnl"] = out.unit.weighted[rows_u, cells]
-    return pa.table(cols)
+    return table_of(cols)
 
 
 def _position_risk_vectors(out, unit_names):
@@ -533,4 +552,4 @@ def _position_risk_vectors(out, unit_names):
     }
     pcols.update(_scenario_cols(scen, unit_und[pu[rows_p]], cells_p))
     pcols["pnl"] = book.quantity[rows_p] * out.instr_pnl[out.pos_row[rows_p], cells_p]
-    return pa.table(pcols)
+    return table_of(pcols)

@@ -36,6 +36,7 @@ from pmrisk.kernel.instruments import FUTURE, OPTION, PERPETUAL
 from pmrisk.kernel.volshock import okx_shocked_vols, shocked_vols
 
 from ..io.arrow import codes, kernel_args, sum_by
+from ..errors import MarginError
 from . import okx
 from .binance import bracket_phase, lay_out_brackets, loan_mmr
 from .correlated import JointStress
@@ -85,10 +86,19 @@ class Params:
 
 
 def resolve(model, units):
-    """:class:`Params` of ``model`` for the unit types of ``units``."""
+    """:class:`Params` of ``model`` for the unit types of ``units`` (built once per model and
+    unit types: a model is immutable, and callers never change what this returns)."""
+    key = ("params", tuple(units.type_und), tuple(units.type_ccy),
+           tuple(units.type_und_code.tolist()))
+    return model.cached(key, lambda: _resolve(model, units))
+
+
+def _resolve(model, units):
     names = units.type_und
     per = {k: np.array([model.underlying(u)[k] for u in names], dtype=np.float64)
            for k in TYPE_PARAMS}
+    for a in per.values():
+        a.flags.writeable = False
     return Params(
         rate=float(model["rate"]), risk_multiplier=float(model["risk_multiplier"]),
         mm_factor=float(model["mm_factor"]), im_factor=float(model["im_factor"]),
@@ -204,6 +214,18 @@ def row_args(book, params, scen, itype, row_instr, rows):
         scen.vol_code, scen.vol_factor, scen.pnl_scale))
 
 
+def padded_scenarios(model, underlyings):
+    """The model's scenario sets of ``underlyings`` stacked (:func:`pmrisk.kernel.scenarios.pad`),
+    built once per model and underlyings; the arrays are read-only."""
+    def build():
+        scen = S.pad([scenario_set_for(model, u) for u in underlyings])
+        for a in scen:
+            if isinstance(a, np.ndarray):
+                a.flags.writeable = False
+        return scen
+    return model.cached(("padded_scenarios", tuple(underlyings)), build)
+
+
 def revaluation_inputs(book, model):
     """Units, scenario sets and the arguments of :func:`pmrisk.kernel.instrument_pnl` for a
     validated book (shared by :func:`run`, the benchmarks and the oracle tests).
@@ -217,7 +239,7 @@ def revaluation_inputs(book, model):
     """
     units, itype, pos_unit, ord_unit, res_unit = build_units(book, model)
     params = resolve(model, units)
-    scen = S.pad([scenario_set_for(model, u) for u in units.underlyings])
+    scen = padded_scenarios(model, units.underlyings)
     n = len(book.kind)
     floor = params.per_type["vol_floor"][itype] if n else _EMPTY_F
     copy = floored_copies(book, floor)
@@ -458,7 +480,10 @@ def run(book, model, risk_vectors=False):
     """The engine on a validated book; first refuses a call whose estimated peak memory
     (``risk_vectors``: the risk-vector tables the caller will build) is above the model's
     ``max_memory_gb`` (:func:`pmrisk.engine.resources.check_memory`)."""
-    check_memory(model, shape_of(book, model), risk_vectors)
+    try:                                # an upper bound first: exact only near the limit
+        check_memory(model, shape_of(book, model, upper=True), risk_vectors)
+    except MarginError:
+        check_memory(model, shape_of(book, model), risk_vectors)
     out = prepare(book, model, keep_vectors=bool(risk_vectors))
     compute(out, model)
     return out
