@@ -21,6 +21,7 @@ rows, units and accounts a tick touched.  It is the same code either way, so the
 the bit.  :mod:`pmrisk.results` turns an outcome into Arrow tables.
 """
 
+import functools
 from dataclasses import MISSING, dataclass, fields, replace
 from typing import NamedTuple
 
@@ -403,8 +404,13 @@ class Outcome:
 def _zeros(cls, n, **given):
     """A figures dataclass of zero arrays of length ``n`` (``given``: other initial arrays);
     fields with a default keep it."""
-    return cls(**{f.name: given.get(f.name, np.zeros(n)) for f in fields(cls)
-                  if f.default is MISSING or f.name in given})
+    return cls(**{name: given[name] if name in given else np.zeros(n)
+                  for name in _array_fields(cls, tuple(given))})
+
+
+@functools.lru_cache(maxsize=None)
+def _array_fields(cls, given):
+    return tuple(f.name for f in fields(cls) if f.default is MISSING or f.name in given)
 
 
 def prepare(book, model, keep_vectors=False):
@@ -514,15 +520,15 @@ def compute(out, model, rows=None, instruments=None, units=None, accounts=None,
     if out.okx is not None and (rows is None or len(rows)):
         okx.usd_rows(out, rows)                 # okx_pm: the rows in USD
     n_i = len(book.kind)
-    instruments = np.arange(n_i) if instruments is None else instruments
-    if len(instruments):
+    every = instruments is None         # every instrument: the book's columns as they are
+    if n_i if every else len(instruments):
         i = instruments
-        sig = np.where(book.kind[i] == OPTION, book.mark_iv[i], 0.0)
-        g = K.instrument_greeks(*kernel_args(book.kind[i], book.settlement[i],
-                                             book.contract_size[i], book.mark[i],
-                                             book.forward[i], book.strike[i], book.is_call[i],
-                                             book.years[i], sig), p.rate)
-        if len(i) == n_i:
+        cols = [a if every else a[i] for a in (
+            book.kind, book.settlement, book.contract_size, book.mark, book.forward,
+            book.strike, book.is_call, book.years, book.mark_iv)]
+        cols[-1] = np.where(cols[0] == OPTION, cols[-1], 0.0)
+        g = K.instrument_greeks(*kernel_args(*cols), p.rate)
+        if every or len(i) == n_i:
             out.instr_greeks = g
         else:
             out.instr_greeks[:, i] = g

@@ -214,7 +214,7 @@ def raise_rows(table, name, column, mask, expected, hint=None):
 
 
 def has(table, col):
-    return table is not None and col in table.column_names
+    return table is not None and col in table.schema.names
 
 
 def str_column(table, col):
