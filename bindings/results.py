@@ -106,6 +106,14 @@ def _name_array(names):
     return pa.array(names, pa.string())
 
 
+def _one_chunk(arr):
+    return arr.combine_chunks() if isinstance(arr, pa.ChunkedArray) else arr
+
+
+def _take(arr, idx):
+    return arr.take(pa.array(np.asarray(idx, np.int64), pa.int64()))
+
+
 def describe(unit_name, table, shock, vol_state):
     return f"{unit_name} {table} {shock:+.2%} vol {vol_state}"
 
@@ -341,16 +349,17 @@ def _positions_table(out, unit_names, loans):
     pos_px = unit_px[pu]
     mm_un = uf.maintenance_margin - sum_by(pu, weights=pf.mm_contribution, minlength=n_units)
     im_un = uf.initial_margin - sum_by(pu, weights=pf.im_contribution, minlength=n_units)
-    symbols = book.symbols.take(pa.array(book.pos_instr, pa.int64()))
     n_loan = len(loans)
     pos_cols = {
-        "account": pa.concat_arrays([acc_names.take(pa.array(book.pos_account, pa.int64())),
-                                     acc_names.take(pa.array(units.account, pa.int64())),
-                                     acc_names.take(pa.array(loans, pa.int64()))]),
-        "symbol": pa.concat_arrays([symbols, pa.array([UNALLOCATED] * (n_units + n_loan),
-                                                      pa.string())]),
-        "unit": pa.concat_arrays([unit_names.take(pa.array(pu, pa.int64())), unit_names,
-                                  pa.array(["loans"] * n_loan, pa.string())]),
+        "account": _take(acc_names, np.concatenate([book.pos_account, units.account, loans])),
+        # symbols, then "unallocated" (the name after the book's symbols)
+        "symbol": _take(pa.concat_arrays([_one_chunk(book.symbols), _name_array((UNALLOCATED,))]),
+                        np.concatenate([book.pos_instr,
+                                        np.full(n_units + n_loan, len(book.symbols))])),
+        # unit type names, then "loans" (the name after them)
+        "unit": _take(_name_array(tuple(units.type_names) + ("loans",)),
+                      np.concatenate([units.utype[pu], units.utype,
+                                      np.full(n_loan, len(units.type_names))])),
         "quantity": np.concatenate([book.quantity, np.zeros(n_units + n_loan)]),
     }
     zeros = np.zeros(n_units + n_loan)

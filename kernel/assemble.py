@@ -500,37 +500,24 @@ def account_figures_serial(sel, pa_start, pa_order, pos_unit, value, unit_px, ua
                          acc_scen, finite)
 
 
-DISTINCT_MAX = 64  # a large unit with at most this many expiries is grouped without a sort
-
-
 @njit
-def _distinct_keys(run, m, pos_key, keys_k, first_k, pos_group, base):
-    """Group the ``m`` positions ``run[:m]`` by key without sorting them: their distinct keys
-    kept sorted in ``keys_k`` (binary search, insertion), each with its first position in
-    ``first_k``, then each position's group ``base + rank of its key``.  Returns the number of
-    distinct keys, or -1 (nothing written to ``pos_group``) past :data:`DISTINCT_MAX`."""
+def _group_by_sorted_keys(run, m, pos_key, pos_group, base, group_unit, group_first, u):
+    """Group the ``m`` positions ``run[:m]`` of unit ``u`` by key: their keys sorted and made
+    distinct, each position's group ``base + rank of its key`` (binary search), each group's
+    first position in ``run`` order (as a stable sort of the positions would give).  Returns
+    the number of groups."""
+    keys = np.empty(m, dtype=np.int64)
+    for i in range(m):
+        keys[i] = pos_key[run[i]]
+    keys.sort()
     k = 0
     for i in range(m):
-        p = run[i]
-        key = pos_key[p]
-        lo = 0
-        hi = k
-        while lo < hi:
-            mid = (lo + hi) >> 1
-            if keys_k[mid] < key:
-                lo = mid + 1
-            else:
-                hi = mid
-        if lo < k and keys_k[lo] == key:
-            continue
-        if k == DISTINCT_MAX:
-            return -1
-        for t in range(k, lo, -1):
-            keys_k[t] = keys_k[t - 1]
-            first_k[t] = first_k[t - 1]
-        keys_k[lo] = key
-        first_k[lo] = p
-        k += 1
+        if i == 0 or keys[i] != keys[k - 1]:
+            keys[k] = keys[i]
+            k += 1
+    for g in range(k):
+        group_unit[base + g] = u
+        group_first[base + g] = -1
     for i in range(m):
         p = run[i]
         key = pos_key[p]
@@ -538,11 +525,13 @@ def _distinct_keys(run, m, pos_key, keys_k, first_k, pos_group, base):
         hi = k
         while lo < hi:
             mid = (lo + hi) >> 1
-            if keys_k[mid] < key:
+            if keys[mid] < key:
                 lo = mid + 1
             else:
                 hi = mid
         pos_group[p] = base + lo
+        if group_first[base + lo] < 0:
+            group_first[base + lo] = p
     return k
 
 
@@ -553,17 +542,14 @@ def expiry_groups(pu_start, pu_order, pos_key, dated):
     are consecutive); other positions get -1.  Returns ``(pos_group int64[n_pos],
     group_unit int64[n_groups], group_first int64[n_groups])`` (``group_first``: a member
     position, for the group's years to expiry).  O(n log k) for units of k positions: a
-    small unit is sorted in place in a scratch run; a large one with at most
-    :data:`DISTINCT_MAX` distinct keys is grouped by binary search in its sorted distinct
-    keys (no sort of its positions), else sorted by ``argsort``."""
+    small unit is sorted in place in a scratch run; a large one's keys are sorted and made
+    distinct, and each position finds its group by binary search."""
     n_pos = pos_key.shape[0]
     n_units = pu_start.shape[0] - 1
     pos_group = np.full(n_pos, -1, dtype=np.int64)
     group_unit = np.empty(n_pos, dtype=np.int64)
     group_first = np.empty(n_pos, dtype=np.int64)
     scratch = np.empty(n_pos, dtype=np.int64)         # dated positions of one unit, by key
-    keys_k = np.empty(DISTINCT_MAX, dtype=np.int64)   # a large unit's distinct keys, sorted
-    first_k = np.empty(DISTINCT_MAX, dtype=np.int64)  # and each one's first position
     n_groups = 0
     for u in range(n_units):
         m = 0
@@ -574,31 +560,18 @@ def expiry_groups(pu_start, pu_order, pos_key, dated):
                 m += 1
         if m == 0:
             continue
-        if m > 32:                                     # few distinct keys: no sort
-            n_new = _distinct_keys(scratch, m, pos_key, keys_k, first_k, pos_group, n_groups)
-            if n_new >= 0:
-                for g in range(n_new):
-                    group_unit[n_groups + g] = u
-                    group_first[n_groups + g] = first_k[g]
-                n_groups += n_new
-                continue
-        if m <= 32:                                    # insertion sort by key, stable
-            for i in range(1, m):
-                p = scratch[i]
-                k = pos_key[p]
-                t = i - 1
-                while t >= 0 and pos_key[scratch[t]] > k:
-                    scratch[t + 1] = scratch[t]
-                    t -= 1
-                scratch[t + 1] = p
-        else:
-            run = scratch[:m].copy()
-            keys = np.empty(m, dtype=np.int64)
-            for i in range(m):
-                keys[i] = pos_key[run[i]]
-            order = np.argsort(keys, kind="mergesort")
-            for i in range(m):
-                scratch[i] = run[order[i]]
+        if m > 32:                                     # sort the keys, not the positions
+            n_groups += _group_by_sorted_keys(scratch, m, pos_key, pos_group, n_groups,
+                                              group_unit, group_first, u)
+            continue
+        for i in range(1, m):                          # insertion sort by key, stable
+            p = scratch[i]
+            k = pos_key[p]
+            t = i - 1
+            while t >= 0 and pos_key[scratch[t]] > k:
+                scratch[t + 1] = scratch[t]
+                t -= 1
+            scratch[t + 1] = p
         prev = 0
         for i in range(m):
             p = scratch[i]

@@ -171,8 +171,8 @@ def test_a_selection_equals_the_whole_run(book, data):
 @given(data=st.data(), n_units=st.integers(1, 5), n_pos=st.integers(0, 300),
        n_keys=st.sampled_from([3, 12, 64, 65, 300]))
 def test_expiry_groups_agree_with_oracle(data, n_units, n_pos, n_keys):
-    """Small units sort in place; a unit of more than 32 dated positions is grouped by its
-    distinct keys (up to 64 of them), else sorted by argsort."""
+    """Small units sort in place; a unit of more than 32 dated positions sorts its keys and
+    finds each position's group by binary search."""
     unit = np.array(data.draw(st.lists(st.integers(0, n_units - 1), min_size=n_pos,
                                        max_size=n_pos)), dtype=np.int64)
     key = np.array(data.draw(st.lists(st.integers(-5, n_keys - 6), min_size=n_pos,
