@@ -33,7 +33,7 @@ from numba import prange
 
 from ._config import njit
 from .aggregate import TIE_RTOL, weigh_cell, worst_of
-from .instruments import INVERSE, OPTION, SPOT
+from .instruments import FUTURE, INVERSE, OPTION, PERPETUAL, SPOT
 from .scenarios import VOL_SAME
 
 CHUNKS = 64  # a parallel kernel's selection is cut in this many runs of rows, one per task
@@ -498,6 +498,22 @@ def account_figures_serial(sel, pa_start, pa_order, pos_unit, value, unit_px, ua
                          ua_start, mm, im, scenario_margin, ba_start, ba_order, collateral_usd,
                          balance_usd, loan_mmr, equity, actual_equity, loan_mm, acc_mm, acc_im,
                          acc_scen, finite)
+
+
+@njit
+def position_expiry_keys(pos_instr, kind, expiry_ns):
+    """``(key, dated)`` per position for :func:`expiry_groups`, in one pass: a perpetual's key
+    is its own (``-1 - instrument``), a future's or option's its expiry; ``dated`` (0/1) for
+    futures, options and perpetuals (spot positions belong to no group)."""
+    n = pos_instr.shape[0]
+    key = np.empty(n, dtype=np.int64)
+    dated = np.empty(n, dtype=np.int64)
+    for j in range(n):
+        i = pos_instr[j]
+        k = kind[i]
+        key[j] = -1 - i if k == PERPETUAL else expiry_ns[i]
+        dated[j] = 1 if (k == FUTURE or k == OPTION or k == PERPETUAL) else 0
+    return key, dated
 
 
 @njit

@@ -33,7 +33,7 @@ from pmrisk.kernel import addons
 from pmrisk.kernel import scenarios as S
 from pmrisk.kernel import assemble
 from pmrisk.kernel.assemble import csr
-from pmrisk.kernel.instruments import FUTURE, OPTION, PERPETUAL
+from pmrisk.kernel.instruments import OPTION, PERPETUAL
 from pmrisk.kernel.volshock import okx_shocked_vols, shocked_vols
 
 from ..io.arrow import codes, kernel_args, sum_by
@@ -816,13 +816,12 @@ def expiry_groups(book, params, units, pu_start, pu_order):
     unit (:func:`pmrisk.kernel.assemble.expiry_groups`), so each unit's groups are
     consecutive.  Returns ``(pos_group, group_rate, group_unit)``."""
     pi_ = book.pos_instr
-    kind = book.kind[pi_]
     # perpetuals: a key of their own (negative, per instrument); dated: the expiry
-    key_i = np.where(book.kind == PERPETUAL, -1 - np.arange(len(book.kind)), book.expiry_ns)
-    dated = (kind == FUTURE) | (kind == OPTION) | (kind == PERPETUAL)
+    key, dated = assemble.position_expiry_keys(*kernel_args(pi_, book.kind, book.expiry_ns))
     pos_group, group_unit, first = assemble.expiry_groups(
-        *kernel_args(pu_start, pu_order, key_i[pi_] if len(pi_) else _EMPTY_I, dated))
-    years = np.where(kind[first] == PERPETUAL, 0.0, book.years[pi_[first]])
+        *kernel_args(pu_start, pu_order, key, dated))
+    fi = pi_[first]
+    years = np.where(book.kind[fi] == PERPETUAL, 0.0, book.years[fi])
     gtype = units.utype[group_unit]
     rate = addons.roll_rate(years, params.per_type["annualised_move_risk"][gtype],
                             params.per_type["min_annualised_move"][gtype])
