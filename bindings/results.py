@@ -1,5 +1,6 @@
 """Arrow result tables from an engine :class:`~pmrisk.engine.core.Outcome`."""
 
+import functools
 from dataclasses import dataclass
 
 import numpy as np
@@ -55,6 +56,16 @@ class MarginResult:
         return f"MarginResult({rows})"
 
 
+def table_of(columns):
+    """``pyarrow.table(columns)`` for a dict of Arrow arrays and 1-d numpy arrays, by
+    ``Table.from_arrays`` (the dict path converts each column through pandas' type checks:
+    several times slower for a few rows).  Same types: numpy float64 stays float64 with NaN
+    as a value, not a null."""
+    return pa.Table.from_arrays(
+        [c if isinstance(c, (pa.Array, pa.ChunkedArray)) else pa.array(c)
+         for c in columns.values()], names=list(columns))
+
+
 def status_of(ratio, thresholds):
     """Status from the margin ratio: >= the first warning level is ``normal``;
     below warning level k, ``warning_k``; below ``margin_call``, ``margin_call``; below
@@ -88,7 +99,20 @@ def status_array(ratio, thresholds):
 
 
 def _names(names, codes):
-    return pa.array(names, pa.string()).take(pa.array(np.asarray(codes, np.int64)))
+    return _name_array(tuple(names)).take(pa.array(np.asarray(codes, np.int64)))
+
+
+@functools.lru_cache(maxsize=64)
+def _name_array(names):
+    return pa.array(names, pa.string())
+
+
+def _one_chunk(arr):
+    return arr.combine_chunks() if isinstance(arr, pa.ChunkedArray) else arr
+
+
+def _take(arr, idx):
+    return arr.take(pa.array(np.asarray(idx, np.int64), pa.int64()))
 
 
 def describe(unit_name, table, shock, vol_state):
@@ -313,7 +337,7 @@ def _units_table(out, unit_names):
         unit_cols["mmr"] = ox.mmr
         unit_cols["imr"] = ox.imr
         unit_cols["delta_usd"] = ox.charges[:, 7]
-    return pa.table(unit_cols)
+    return table_of(unit_cols)
 
 
 def _positions_table(out, unit_names, loans):
@@ -326,16 +350,17 @@ def _positions_table(out, unit_names, loans):
     pos_px = unit_px[pu]
     mm_un = uf.maintenance_margin - sum_by(pu, weights=pf.mm_contribution, minlength=n_units)
     im_un = uf.initial_margin - sum_by(pu, weights=pf.im_contribution, minlength=n_units)
-    symbols = book.symbols.take(pa.array(book.pos_instr, pa.int64()))
     n_loan = len(loans)
     pos_cols = {
-        "account": pa.concat_arrays([acc_names.take(pa.array(book.pos_account, pa.int64())),
-                                     acc_names.take(pa.array(units.account, pa.int64())),
-                                     acc_names.take(pa.array(loans, pa.int64()))]),
-        "symbol": pa.concat_arrays([symbols, pa.array([UNALLOCATED] * (n_units + n_loan),
-                                                      pa.string())]),
-        "unit": pa.concat_arrays([unit_names.take(pa.array(pu, pa.int64())), unit_names,
-                                  pa.array(["loans"] * n_loan, pa.string())]),
+        "account": _take(acc_names, np.concatenate([book.pos_account, units.account, loans])),
+        # symbols, then "unallocated" (the name after the book's symbols)
+        "symbol": _take(pa.concat_arrays([_one_chunk(book.symbols), _name_array((UNALLOCATED,))]),
+                        np.concatenate([book.pos_instr,
+                                        np.full(n_units + n_loan, len(book.symbols))])),
+        # unit type names, then "loans" (the name after them)
+        "unit": _take(_name_array(tuple(units.type_names) + ("loans",)),
+                      np.concatenate([units.utype[pu], units.utype,
+                                      np.full(n_loan, len(units.type_names))])),
         "quantity": np.concatenate([book.quantity, np.zeros(n_units + n_loan)]),
     }
     zeros = np.zeros(n_units + n_loan)
@@ -352,7 +377,7 @@ def _positions_table(out, unit_names, loans):
         pos_cols[name + "_usd"] = np.concatenate([contrib * pos_px, unalloc * unit_px, loan_usd])
     if out.layout.brackets is not None:         # margin_rules "brackets" (binance_um)
         pos_cols.update(_bracket_columns(out, n_units + n_loan))
-    return pa.table(pos_cols)
+    return table_of(pos_cols)
 
 
 def _bracket_columns(out, n_other):
@@ -441,7 +466,7 @@ def accounts_table(out, model, acc=None, ratio=None):
                         pa.string())
     else:
         desc = _describe_units(out, idx, acc_excl)
-    table = pa.table({
+    table = table_of({
         "account": book.accounts if every else book.accounts.take(pa.array(idx, pa.int64())),
         "equity": eq,
         "actual_equity": af.actual_equity[sel],
@@ -507,7 +532,7 @@ def _unit_risk_vectors(out, unit_names):
     cols.update(_scenario_cols(scen, unit_und[rows_u], cells))
     cols["pnl"] = out.unit.vectors[rows_u, cells]
     cols["weighted_pnl"] = out.unit.weighted[rows_u, cells]
-    return pa.table(cols)
+    return table_of(cols)
 
 
 def _position_risk_vectors(out, unit_names):
@@ -525,4 +550,4 @@ def _position_risk_vectors(out, unit_names):
     }
     pcols.update(_scenario_cols(scen, unit_und[pu[rows_p]], cells_p))
     pcols["pnl"] = book.quantity[rows_p] * out.instr_pnl[out.pos_row[rows_p], cells_p]
-    return pa.table(pcols)
+    return table_of(pcols)

@@ -35,7 +35,7 @@ from numba import prange
 
 from ._config import njit
 from .aggregate import TIE_RTOL, weigh_cell, worst_of
-from .instruments import INVERSE, OPTION, SPOT
+from .instruments import FUTURE, INVERSE, OPTION, PERPETUAL, SPOT
 from .scenarios import VOL_SAME
 
 CHUNKS = 64  # a parallel kernel's selection is cut in this many runs of rows, one per task
@@ -539,13 +539,65 @@ def largest_units(sel, ua_start, worst):
 
 
 @njit
+def position_expiry_keys(pos_instr, kind, expiry_ns):
+    """``(key, dated)`` per position for :func:`expiry_groups`, in one pass: a perpetual's key
+    is its own (``-1 - instrument``), a future's or option's its expiry; ``dated`` (0/1) for
+    futures, options and perpetuals (spot positions belong to no group)."""
+    n = pos_instr.shape[0]
+    key = np.empty(n, dtype=np.int64)
+    dated = np.empty(n, dtype=np.int64)
+    for j in range(n):
+        i = pos_instr[j]
+        k = kind[i]
+        key[j] = -1 - i if k == PERPETUAL else expiry_ns[i]
+        dated[j] = 1 if (k == FUTURE or k == OPTION or k == PERPETUAL) else 0
+    return key, dated
+
+
+@njit
+def _group_by_sorted_keys(run, m, pos_key, pos_group, base, group_unit, group_first, u):
+    """Group the ``m`` positions ``run[:m]`` of unit ``u`` by key: their keys sorted and made
+    distinct, each position's group ``base + rank of its key`` (binary search), each group's
+    first position in ``run`` order (as a stable sort of the positions would give).  Returns
+    the number of groups."""
+    keys = np.empty(m, dtype=np.int64)
+    for i in range(m):
+        keys[i] = pos_key[run[i]]
+    keys.sort()
+    k = 0
+    for i in range(m):
+        if i == 0 or keys[i] != keys[k - 1]:
+            keys[k] = keys[i]
+            k += 1
+    for g in range(k):
+        group_unit[base + g] = u
+        group_first[base + g] = -1
+    for i in range(m):
+        p = run[i]
+        key = pos_key[p]
+        lo = 0
+        hi = k
+        while lo < hi:
+            mid = (lo + hi) >> 1
+            if keys[mid] < key:
+                lo = mid + 1
+            else:
+                hi = mid
+        pos_group[p] = base + lo
+        if group_first[base + lo] < 0:
+            group_first[base + lo] = p
+    return k
+
+
+@njit
 def expiry_groups(pu_start, pu_order, pos_key, dated):
     """Roll-shock expiry groups: within each unit, one group per distinct ``pos_key`` of its
     ``dated`` positions, numbered unit by unit and by increasing key (so each unit's groups
     are consecutive); other positions get -1.  Returns ``(pos_group int64[n_pos],
     group_unit int64[n_groups], group_first int64[n_groups])`` (``group_first``: a member
     position, for the group's years to expiry).  O(n log k) for units of k positions: a
-    small unit is sorted in place in a scratch run, a large one by ``argsort``."""
+    small unit is sorted in place in a scratch run; a large one's keys are sorted and made
+    distinct, and each position finds its group by binary search."""
     n_pos = pos_key.shape[0]
     n_units = pu_start.shape[0] - 1
     pos_group = np.full(n_pos, -1, dtype=np.int64)
@@ -562,23 +614,18 @@ def expiry_groups(pu_start, pu_order, pos_key, dated):
                 m += 1
         if m == 0:
             continue
-        if m <= 32:                                    # insertion sort by key, stable
-            for i in range(1, m):
-                p = scratch[i]
-                k = pos_key[p]
-                t = i - 1
-                while t >= 0 and pos_key[scratch[t]] > k:
-                    scratch[t + 1] = scratch[t]
-                    t -= 1
-                scratch[t + 1] = p
-        else:
-            run = scratch[:m].copy()
-            keys = np.empty(m, dtype=np.int64)
-            for i in range(m):
-                keys[i] = pos_key[run[i]]
-            order = np.argsort(keys, kind="mergesort")
-            for i in range(m):
-                scratch[i] = run[order[i]]
+        if m > 32:                                     # sort the keys, not the positions
+            n_groups += _group_by_sorted_keys(scratch, m, pos_key, pos_group, n_groups,
+                                              group_unit, group_first, u)
+            continue
+        for i in range(1, m):                          # insertion sort by key, stable
+            p = scratch[i]
+            k = pos_key[p]
+            t = i - 1
+            while t >= 0 and pos_key[scratch[t]] > k:
+                scratch[t + 1] = scratch[t]
+                t -= 1
+            scratch[t + 1] = p
         prev = 0
         for i in range(m):
             p = scratch[i]

@@ -592,6 +592,15 @@ def account_figures(sel, pa_start, pa_order, pos_unit, value, unit_px, ua_start,
     finite[sel] = np.where(np.isfinite(np.vstack(figures)).all(axis=0), 1.0, 0.0)[sel]
 
 
+def position_expiry_keys(pos_instr, kind, expiry_ns):
+    """Twin of :func:`pmrisk.kernel.assemble.position_expiry_keys` (numpy)."""
+    from pmrisk.kernel.instruments import FUTURE, OPTION, PERPETUAL
+    key_i = np.where(kind == PERPETUAL, -1 - np.arange(len(kind)), expiry_ns)
+    k = kind[pos_instr]
+    dated = (k == FUTURE) | (k == OPTION) | (k == PERPETUAL)
+    return key_i[pos_instr].astype(np.int64), dated.astype(np.int64)
+
+
 def expiry_groups(pu_start, pu_order, pos_key, dated):
     """Groups by ``numpy.unique`` of (unit, key) over the dated positions."""
     pos_unit = _members(pu_start, pu_order, len(pos_key))

@@ -187,13 +187,30 @@ def test_a_selection_equals_the_whole_run(book, data):
 
 
 @settings(max_examples=50, deadline=None)
-@given(data=st.data(), n_units=st.integers(1, 5), n_pos=st.integers(0, 80))
-def test_expiry_groups_agree_with_oracle(data, n_units, n_pos):
-    """Small units sort in place, a unit of more than 32 dated positions by argsort."""
+@given(data=st.data(), n_instr=st.integers(1, 20), n_pos=st.integers(0, 60))
+def test_position_expiry_keys_agree_with_oracle(data, n_instr, n_pos):
+    """Perpetuals keyed by instrument, futures and options by expiry; spot undated."""
+    kind = np.array(data.draw(st.lists(st.integers(0, 3), min_size=n_instr, max_size=n_instr)),
+                    dtype=np.int64)
+    expiry = np.array(data.draw(st.lists(st.integers(-10**18, 10**18), min_size=n_instr,
+                                         max_size=n_instr)), dtype=np.int64)
+    pos_instr = np.array(data.draw(st.lists(st.integers(0, n_instr - 1), min_size=n_pos,
+                                            max_size=n_pos)), dtype=np.int64)
+    got = assemble.position_expiry_keys(pos_instr, kind, expiry)
+    want = oracles.position_expiry_keys(pos_instr, kind, expiry)
+    assert got[0].tolist() == want[0].tolist() and got[1].tolist() == want[1].tolist()
+
+
+@settings(max_examples=50, deadline=None)
+@given(data=st.data(), n_units=st.integers(1, 5), n_pos=st.integers(0, 300),
+       n_keys=st.sampled_from([3, 12, 64, 65, 300]))
+def test_expiry_groups_agree_with_oracle(data, n_units, n_pos, n_keys):
+    """Small units sort in place; a unit of more than 32 dated positions sorts its keys and
+    finds each position's group by binary search."""
     unit = np.array(data.draw(st.lists(st.integers(0, n_units - 1), min_size=n_pos,
                                        max_size=n_pos)), dtype=np.int64)
-    key = np.array(data.draw(st.lists(st.integers(-5, 6), min_size=n_pos, max_size=n_pos)),
-                   dtype=np.int64)
+    key = np.array(data.draw(st.lists(st.integers(-5, n_keys - 6), min_size=n_pos,
+                                      max_size=n_pos)), dtype=np.int64)
     dated = np.array(data.draw(st.lists(st.booleans(), min_size=n_pos, max_size=n_pos)),
                      dtype=np.int64)
     start, order = assemble.csr(unit, n_units)

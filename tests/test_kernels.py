@@ -651,6 +651,7 @@ _SIGNATURE_SCRIPT = textwrap.dedent("""
     KERNELS = {
         "instrument_pnl": K.instrument_pnl, "instrument_greeks": K.instrument_greeks,
         "assemble.csr": assemble.csr, "assemble.expiry_groups": assemble.expiry_groups,
+        "assemble.position_expiry_keys": assemble.position_expiry_keys,
         "assemble.unit_figures": assemble.unit_figures,
         "assemble.unit_margins": assemble.unit_margins,
         "assemble.account_figures": assemble.account_figures,

@@ -21,6 +21,7 @@ rows, units and accounts a tick touched.  It is the same code either way, so the
 the bit.  :mod:`pmrisk.results` turns an outcome into Arrow tables.
 """
 
+import functools
 from dataclasses import MISSING, dataclass, fields, replace
 from typing import NamedTuple
 
@@ -33,10 +34,11 @@ from pmrisk.kernel import addons
 from pmrisk.kernel import scenarios as S
 from pmrisk.kernel import assemble
 from pmrisk.kernel.assemble import csr
-from pmrisk.kernel.instruments import FUTURE, OPTION, PERPETUAL
+from pmrisk.kernel.instruments import OPTION, PERPETUAL
 from pmrisk.kernel.volshock import okx_shocked_vols, shocked_vols
 
 from ..io.arrow import codes, kernel_args, sum_by
+from ..errors import MarginError
 from . import okx
 from .binance import bracket_phase, lay_out_brackets, loan_mmr
 from .correlated import JointStress
@@ -86,10 +88,19 @@ class Params:
 
 
 def resolve(model, units):
-    """:class:`Params` of ``model`` for the unit types of ``units``."""
+    """:class:`Params` of ``model`` for the unit types of ``units`` (built once per model and
+    unit types: a model is immutable, and callers never change what this returns)."""
+    key = ("params", tuple(units.type_und), tuple(units.type_ccy),
+           tuple(units.type_und_code.tolist()))
+    return model.cached(key, lambda: _resolve(model, units))
+
+
+def _resolve(model, units):
     names = units.type_und
     per = {k: np.array([model.underlying(u)[k] for u in names], dtype=np.float64)
            for k in TYPE_PARAMS}
+    for a in per.values():
+        a.flags.writeable = False
     return Params(
         rate=float(model["rate"]), risk_multiplier=float(model["risk_multiplier"]),
         mm_factor=float(model["mm_factor"]), im_factor=float(model["im_factor"]),
@@ -205,6 +216,18 @@ def row_args(book, params, scen, itype, row_instr, rows):
         scen.vol_code, scen.vol_factor, scen.pnl_scale))
 
 
+def padded_scenarios(model, underlyings):
+    """The model's scenario sets of ``underlyings`` stacked (:func:`pmrisk.kernel.scenarios.pad`),
+    built once per model and underlyings; the arrays are read-only."""
+    def build():
+        scen = S.pad([scenario_set_for(model, u) for u in underlyings])
+        for a in scen:
+            if isinstance(a, np.ndarray):
+                a.flags.writeable = False
+        return scen
+    return model.cached(("padded_scenarios", tuple(underlyings)), build)
+
+
 def revaluation_inputs(book, model):
     """Units, scenario sets and the arguments of :func:`pmrisk.kernel.instrument_pnl` for a
     validated book (shared by :func:`run`, the benchmarks and the oracle tests).
@@ -218,7 +241,7 @@ def revaluation_inputs(book, model):
     """
     units, itype, pos_unit, ord_unit, res_unit = build_units(book, model)
     params = resolve(model, units)
-    scen = S.pad([scenario_set_for(model, u) for u in units.underlyings])
+    scen = padded_scenarios(model, units.underlyings)
     n = len(book.kind)
     floor = params.per_type["vol_floor"][itype] if n else _EMPTY_F
     copy = floored_copies(book, floor)
@@ -382,8 +405,13 @@ class Outcome:
 def _zeros(cls, n, **given):
     """A figures dataclass of zero arrays of length ``n`` (``given``: other initial arrays);
     fields with a default keep it."""
-    return cls(**{f.name: given.get(f.name, np.zeros(n)) for f in fields(cls)
-                  if f.default is MISSING or f.name in given})
+    return cls(**{name: given[name] if name in given else np.zeros(n)
+                  for name in _array_fields(cls, tuple(given))})
+
+
+@functools.lru_cache(maxsize=None)
+def _array_fields(cls, given):
+    return tuple(f.name for f in fields(cls) if f.default is MISSING or f.name in given)
 
 
 def prepare(book, model, keep_vectors=False):
@@ -459,7 +487,10 @@ def run(book, model, risk_vectors=False):
     """The engine on a validated book; first refuses a call whose estimated peak memory
     (``risk_vectors``: the risk-vector tables the caller will build) is above the model's
     ``max_memory_gb`` (:func:`pmrisk.engine.resources.check_memory`)."""
-    check_memory(model, shape_of(book, model), risk_vectors)
+    try:                                # an upper bound first: exact only near the limit
+        check_memory(model, shape_of(book, model, upper=True), risk_vectors)
+    except MarginError:
+        check_memory(model, shape_of(book, model), risk_vectors)
     out = prepare(book, model, keep_vectors=bool(risk_vectors))
     compute(out, model)
     return out
@@ -490,15 +521,15 @@ def compute(out, model, rows=None, instruments=None, units=None, accounts=None,
     if out.okx is not None and (rows is None or len(rows)):
         okx.usd_rows(out, rows)                 # okx_pm: the rows in USD
     n_i = len(book.kind)
-    instruments = np.arange(n_i) if instruments is None else instruments
-    if len(instruments):
+    every = instruments is None         # every instrument: the book's columns as they are
+    if n_i if every else len(instruments):
         i = instruments
-        sig = np.where(book.kind[i] == OPTION, book.mark_iv[i], 0.0)
-        g = K.instrument_greeks(*kernel_args(book.kind[i], book.settlement[i],
-                                             book.contract_size[i], book.mark[i],
-                                             book.forward[i], book.strike[i], book.is_call[i],
-                                             book.years[i], sig), p.rate)
-        if len(i) == n_i:
+        cols = [a if every else a[i] for a in (
+            book.kind, book.settlement, book.contract_size, book.mark, book.forward,
+            book.strike, book.is_call, book.years, book.mark_iv)]
+        cols[-1] = np.where(cols[0] == OPTION, cols[-1], 0.0)
+        g = K.instrument_greeks(*kernel_args(*cols), p.rate)
+        if every or len(i) == n_i:
             out.instr_greeks = g
         else:
             out.instr_greeks[:, i] = g
@@ -786,13 +817,12 @@ def expiry_groups(book, params, units, pu_start, pu_order):
     unit (:func:`pmrisk.kernel.assemble.expiry_groups`), so each unit's groups are
     consecutive.  Returns ``(pos_group, group_rate, group_unit)``."""
     pi_ = book.pos_instr
-    kind = book.kind[pi_]
     # perpetuals: a key of their own (negative, per instrument); dated: the expiry
-    key_i = np.where(book.kind == PERPETUAL, -1 - np.arange(len(book.kind)), book.expiry_ns)
-    dated = (kind == FUTURE) | (kind == OPTION) | (kind == PERPETUAL)
+    key, dated = assemble.position_expiry_keys(*kernel_args(pi_, book.kind, book.expiry_ns))
     pos_group, group_unit, first = assemble.expiry_groups(
-        *kernel_args(pu_start, pu_order, key_i[pi_] if len(pi_) else _EMPTY_I, dated))
-    years = np.where(kind[first] == PERPETUAL, 0.0, book.years[pi_[first]])
+        *kernel_args(pu_start, pu_order, key, dated))
+    fi = pi_[first]
+    years = np.where(book.kind[fi] == PERPETUAL, 0.0, book.years[fi])
     gtype = units.utype[group_unit]
     rate = addons.roll_rate(years, params.per_type["annualised_move_risk"][gtype],
                             params.per_type["min_annualised_move"][gtype])

@@ -96,12 +96,20 @@ def scenario_count(model, underlying):
         + 2 * bool(model["extreme_scenarios"])
 
 
-def shape_of(book, model):
-    """The :class:`Shape` of a validated book under ``model``."""
+def shape_of(book, model, upper=False):
+    """The :class:`Shape` of a validated book under ``model``.  With ``upper``, a shape whose
+    estimate is never below the exact one, without a pass over the rows: every position,
+    order and reserve counted as a unit of its own (exact under ``cross_unit =
+    "correlated"``, whose joint groups need the units)."""
     n_pos = len(book.pos_account)
     n_acc = len(book.accounts)
     n_und = len(book.und_names)
     width = max((scenario_count(model, u) for u in book.und_names), default=0)
+    if upper and model["cross_unit"] != "correlated":
+        n_rows = n_pos + len(book.bal_account) + len(book.ord_account) + len(book.res_account)
+        return Shape(rows=n_rows, positions=n_pos, accounts=n_acc,
+                     units=n_pos + len(book.ord_account) + len(book.res_account),
+                     revaluation_rows=2 * len(book.kind), width=width, underlyings=n_und)
     und = book.und_code
     # units: distinct (account, underlying, settlement) of positions and orders
     n_set = 4

@@ -60,7 +60,7 @@ def build_units(book, model):
 
     # one unit type per (underlying, settlement kind) present, then map instruments to it
     combo = book.und_code * 2 + (book.settlement == INVERSE)
-    present, combo_inv = np.unique(combo, return_inverse=True)
+    present, combo_inv = unique_keys(combo)
     combo_type = np.array([type_of(book.und_names[c // 2], book.und_names[c // 2] if c % 2
                                    else lin) for c in present], dtype=np.int64)
     instr_type = combo_type[combo_inv.ravel()] if len(present) else np.zeros(0, np.int64)
@@ -82,7 +82,8 @@ def build_units(book, model):
             book.ord_account * n_t + instr_type[book.ord_instr],
             book.res_account * n_t + res_type]
     pair, inverse = unique_keys(np.concatenate(keys))
-    parts = np.split(inverse, np.cumsum([len(k) for k in keys])[:-1])
+    n_p, n_o = len(keys[0]), len(keys[1])
+    parts = (inverse[:n_p], inverse[n_p:n_p + n_o], inverse[n_p + n_o:])
     account = (pair // n_t).astype(np.int64)
     utype = (pair % n_t).astype(np.int64)
     # prices per unit at its account's snapshot (validated in load_book: never NaN here)

@@ -214,7 +214,7 @@ def raise_rows(table, name, column, mask, expected, hint=None):
 
 
 def has(table, col):
-    return table is not None and col in table.column_names
+    return table is not None and col in table.schema.names
 
 
 def str_column(table, col):
@@ -643,14 +643,17 @@ def kernel_args(*args):
     signature per kernel whatever the input's chunking or filtering.  Scalars pass through."""
     out = []
     for a in args:
-        if isinstance(a, np.ndarray):
+        if type(a) is np.ndarray or isinstance(a, np.ndarray):
             f = a.flags
-            if f.writeable or not f.c_contiguous or a.dtype not in _KERNEL_DTYPES:
-                dtype = np.int64 if a.dtype.kind in "iub" else np.float64
+            dt = a.dtype
+            if f.writeable or not f.c_contiguous or (dt is not _F8 and dt is not _I8
+                                                      and dt not in _KERNEL_DTYPES):
+                dtype = np.int64 if dt.kind in "iub" else np.float64
                 a = np.ascontiguousarray(a, dtype=dtype).view()
                 a.flags.writeable = False
         out.append(a)
     return tuple(out)
 
 
-_KERNEL_DTYPES = (np.dtype(np.float64), np.dtype(np.int64))
+_F8, _I8 = np.dtype(np.float64), np.dtype(np.int64)
+_KERNEL_DTYPES = (_F8, _I8)

@@ -232,6 +232,15 @@ def _snapshots(tables, valuation_time):
     return snap_ns, rows, True
 
 
+def _split_rows(values, names, lengths):
+    """``{name: its run of values}`` of consecutive runs of ``lengths`` (views)."""
+    out, start = {}, 0
+    for name, n in zip(names, lengths):
+        out[name] = values[start:start + n]
+        start += n
+    return out
+
+
 def _runs(ns):
     """``(distinct times, run of each row)`` of a time column in non-decreasing order (one
     pass, no sort), else None."""
@@ -355,8 +364,7 @@ def load_book(positions, instruments, market, index, balances, open_orders, rese
     state = [(k, R[k]) for k in ACCOUNT_STATE if k in R]
     names_t = [str_column(r.table, "account") for _, r in state]
     name_codes, names = codes(pa.concat_arrays(names_t) if len(names_t) > 1 else names_t[0])
-    split = np.cumsum([len(a) for a in names_t])[:-1]
-    name_chunks = dict(zip([k for k, _ in state], np.split(name_codes, split)))
+    name_chunks = _split_rows(name_codes, [k for k, _ in state], [len(a) for a in names_t])
     n_names = max(len(names), 1)
     ok = False
     if _arrow.FAST_PATHS and not timed:
@@ -384,8 +392,7 @@ def load_book(positions, instruments, market, index, balances, open_orders, rese
         acc_snap = (uniq // n_names)[order].astype(np.int64)
         accounts = names.take(pa.array((uniq % n_names)[order], pa.int64())) if len(uniq) \
             else pa.array([], pa.string())
-    acc_of = dict(zip([k for k, _ in state],
-                      np.split(acc_code, np.cumsum([len(r) for _, r in state])[:-1])))
+    acc_of = _split_rows(acc_code, [k for k, _ in state], [len(r) for _, r in state])
     pos_account = acc_of["positions"]
     ord_account = acc_of.get("open_orders", np.zeros(0, dtype=np.int64))
     bal_account = acc_of.get("balances", np.zeros(0, dtype=np.int64))
@@ -592,7 +599,7 @@ def load_book(positions, instruments, market, index, balances, open_orders, rese
         leverage=leverage,
         ord_account=ord_account, ord_instr=ord_instr, ord_qty=ord_qty,
         ord_id=(OR.table.column("order_id").combine_chunks().take(pa.array(OR.row, pa.int64()))
-                if OR is not None else pa.array([])),
+                if OR is not None else pa.array([], pa.null())),
         bal_account=bal_account, bal_asset=bal_asset, bal_amount=bal_amount,
         res_account=res_account, res_unit=res_unit, res_mmp=res_mmp, res_oo=res_oo,
     )
