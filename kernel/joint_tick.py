@@ -89,6 +89,7 @@ from .joint import (BIND_DELTA, BIND_JOINT, BIND_NONE, cell, diff4, exact_total,
                     interp_add, interp_delta, interval_bounds, scenario)
 from .scenarios import VOL_DOWN, VOL_SAME, VOL_UP
 
+FAST, FULL, SAME = 0, 1, 2   # how a tick settled an account (SAME: fast, description unchanged)
 K_KEEP = 16          # joint scenarios kept per account
 LEBESGUE = 1.7       # >= max over [0, 3] of sum_k |l_k(u)| for 4 equispaced nodes (1.6311)
 ROUND = 1e-12        # rounding allowance, relative to the sizes involved
@@ -226,7 +227,7 @@ def joint_record_rows(sel, lo, hi, acc, grp, grid, keep, gap):
      cap_usd, mult, cover, tails, max_candidates, g_m, g_dir0, dir_iv, dir_ivt) = grp
     (use_grid, icurve, curve_of_row, n_side, tail_side, tail_range, vol_code,
      error_factor) = grid
-    keep_j, keep_n, keep_lb = keep
+    keep_j, keep_v, keep_n, keep_lb, ucurve, utol, usize = keep
     K = keep_j.shape[1]
     d_max = g_rows.shape[1]
     width = icurve.shape[1]
@@ -273,8 +274,12 @@ def joint_record_rows(sel, lo, hi, acc, grp, grid, keep, gap):
             _curve(u, pu_start, pu_order, q, pos_row, icurve, curve_of_row, curves[m])
             e, size = _unit_tol(curves[m], tail_side[unit_row[u]], n_shell, tail0,
                                 error_factor)
-            tol += e * unit_px[u]
-            scale += size * unit_px[u]
+            utol[u] = e * unit_px[u]
+            usize[u] = size * unit_px[u]
+            tol += utol[u]
+            scale += usize[u]
+            for s in range(width):
+                ucurve[u, s] = curves[m, s]
         if not (abs(tol) < np.inf and abs(scale) < np.inf):
             continue
         d = g_d[g]
@@ -365,13 +370,17 @@ def joint_record_rows(sel, lo, hi, acc, grp, grid, keep, gap):
         lb -= ROUND * (scale + abs(lb))
         for i in range(n_keep):             # ascending scenario order
             keep_j[a, i] = bj[i]
+            keep_v[a, i] = bv[i]
         for i in range(1, n_keep):
             x = keep_j[a, i]
+            y = keep_v[a, i]
             t = i
             while t > 0 and keep_j[a, t - 1] > x:
                 keep_j[a, t] = keep_j[a, t - 1]
+                keep_v[a, t] = keep_v[a, t - 1]
                 t -= 1
             keep_j[a, t] = x
+            keep_v[a, t] = y
         keep_n[a] = n_keep
         keep_lb[a] = lb
 
@@ -420,7 +429,7 @@ def joint_record_serial(sel, acc, grp, grid, keep, gap):
 
 
 @njit
-def joint_tick_rows(sel, lo, hi, acc, grp, ins, grid, outs, keep, prev, full):
+def joint_tick_rows(sel, lo, hi, acc, grp, ins, grid, outs, keep, prev, how):
     """:func:`joint_tick` for the accounts ``sel[lo:hi]``."""
     (ua_start, pu_start, pu_order, q, pos_row, unit_row, unit_px, slope, acc_group) = acc
     (g_d, g_rows, g_col, g_j0, g_buckets, g_rho, js_shock, js_lw, js_gw, js_nvol, pr, gw_row,
@@ -430,8 +439,8 @@ def joint_tick_rows(sel, lo, hi, acc, grp, ins, grid, outs, keep, prev, full):
      error_factor) = grid
     (worst, n_joint, n_exact, bind_kind, bind_index, bind_shock, unit_value, unit_vol,
      unit_shock, unit_lw, pos_loss) = outs
-    keep_j, keep_n, keep_lb = keep
-    icurve_prev, px_prev, row_moved = prev
+    keep_j, keep_v, keep_n, keep_lb, ucurve, utol, usize = keep
+    px_prev, row_moved = prev
     K = keep_j.shape[1]
     d_max = g_rows.shape[1]
     width = icurve.shape[1]
@@ -442,8 +451,7 @@ def joint_tick_rows(sel, lo, hi, acc, grp, ins, grid, outs, keep, prev, full):
     n_scen = K + 2 * g_buckets.max() + 2 if g_buckets.shape[0] else K
     units = np.empty(max_units, dtype=np.int64)
     ucol = np.empty(max_units, dtype=np.int64)
-    curves = np.zeros((max_units, width))
-    old = np.zeros(width)
+    new = np.zeros(width)
     umoved = np.zeros(max_units, dtype=np.bool_)
     scen = np.empty(n_scen, dtype=np.int64)      # account scenario numbers evaluated
     tot = np.empty(n_scen)
@@ -455,7 +463,7 @@ def joint_tick_rows(sel, lo, hi, acc, grp, ins, grid, outs, keep, prev, full):
     tail0 = 3 * n_shell
     for k in range(lo, hi):
         a = sel[k]
-        full[k] = False
+        how[k] = FAST
         g = acc_group[a]
         prev_bind = bind_index[a] if bind_kind[a] == BIND_JOINT else -1
         nu = _units(a, g, ua_start, pu_start, pu_order, q, unit_row, g_col, units, ucol,
@@ -467,20 +475,17 @@ def joint_tick_rows(sel, lo, hi, acc, grp, ins, grid, outs, keep, prev, full):
             continue
         n = keep_n[a]
         if n < 0 or not use_grid:
-            full[k] = True
+            how[k] = FULL
             continue
-        # 1. curves and tol (the full kernel's arithmetic); 2. the change bound
+        # 1. curves and tol (the full kernel's arithmetic) of the units that moved, kept
+        # for the others; 2. the change bound
         tol = 0.0
         scale = 0.0
         drop = 0.0
         for m in range(nu):
             u = units[m]
             r = unit_row[u]
-            _curve(u, pu_start, pu_order, q, pos_row, icurve, curve_of_row, curves[m])
-            e, size = _unit_tol(curves[m], tail_side[r], n_shell, tail0, error_factor)
             px = unit_px[u]
-            tol += e * px
-            scale += size * px
             moved = px_prev[u] != px
             if not moved:
                 for mm in range(pu_start[u], pu_start[u + 1]):
@@ -493,19 +498,32 @@ def joint_tick_rows(sel, lo, hi, acc, grp, ins, grid, outs, keep, prev, full):
                 pxp = px_prev[u]
                 if not (px > 0.0 and pxp > 0.0):
                     drop = np.nan
-                _curve(u, pu_start, pu_order, q, pos_row, icurve_prev, curve_of_row, old)
-                ymax = 0.0
+                _curve(u, pu_start, pu_order, q, pos_row, icurve, curve_of_row, new)
+                y_sh = 0.0          # largest USD change on the shell cells, the tail cells
+                y_tl = 0.0
                 osize = 0.0
                 for s in range(width):
-                    y = abs(px * curves[m, s] - pxp * old[s])
-                    if y > ymax or y != y:
-                        ymax = y
-                    x = abs(old[s])
+                    y = abs(px * new[s] - pxp * ucurve[u, s])
+                    if s < tail0:
+                        if y > y_sh or y != y:
+                            y_sh = y
+                    elif y > y_tl or y != y:
+                        y_tl = y
+                    x = abs(ucurve[u, s])
                     if x > osize or x != x:
                         osize = x
-                wmax = max(1.0, max(gw_row[r], cover[r]))
-                drop += wmax * LEBESGUE * ymax + ROUND * (wmax * LEBESGUE * osize * pxp)
-        lb = keep_lb[a] - drop - ROUND * (LEBESGUE * scale + abs(keep_lb[a]))
+                    ucurve[u, s] = new[s]
+                e, size = _unit_tol(new, tail_side[r], n_shell, tail0, error_factor)
+                utol[u] = e * px
+                usize[u] = size * px
+                w_sh = max(1.0, gw_row[r])
+                w_tl = cover[r]
+                drop += LEBESGUE * (w_sh * y_sh + w_tl * y_tl) \
+                    + ROUND * (LEBESGUE * max(w_sh, w_tl) * osize * pxp)
+            tol += utol[u]
+            scale += usize[u]
+        dl = drop + ROUND * (LEBESGUE * scale + abs(keep_lb[a]))
+        lb = keep_lb[a] - dl
         keep_lb[a] = lb
         # 3. interpolated totals of the kept joint scenarios and the delta directions
         d = g_d[g]
@@ -515,30 +533,48 @@ def joint_tick_rows(sel, lo, hi, acc, grp, ins, grid, outs, keep, prev, full):
         _zpos(g, nu, units, ucol, slope, g_d, g_rows, g_rho, pr, gvec, zpos)
         n_dd = 0 if d < 2 else 2 * B + (2 if tails else 0)
         n_all = n_js + n_dd
-        for i in range(n):
-            j = keep_j[a, i]
-            scen[i] = j
-            tot[i] = 0.0
-            for m in range(nu):
-                interp_add(curves[m], units[m], ucol[m], unit_row, unit_px, cap_usd, i,
-                           i + 1, j0 + j - i, js_shock, js_lw, js_gw, js_nvol, pr,
-                           tail_range, tail_side, n_side, w, tot)
+        # the delta directions first, then the kept joint scenarios: the lowest bound first,
+        # then, in scenario order, each whose bound (its last interpolated total lowered by
+        # the ticks since) reaches the band so far (the band only narrows, so one above it
+        # stays above the final band); a computed one's bound becomes its total
         for e in range(n_dd):
             scen[n + e] = n_js + e
             tot[n + e] = 0.0
         for m in range(nu):
-            interp_delta(curves[m], units[m], ucol[m], unit_row, unit_px, cap_usd, n,
+            interp_delta(ucurve[units[m]], units[m], ucol[m], unit_row, unit_px, cap_usd, n,
                          n + n_dd, B, zpos, pr, gw_row, mult, cover, tail_range, tail_side,
                          n_side, w, tot)
-        n_ev = n + n_dd
         lowest = np.inf
-        for i in range(n_ev):
+        for i in range(n, n + n_dd):
             if tot[i] < lowest or tot[i] != tot[i]:
                 lowest = tot[i]
+        first = 0
+        for i in range(n):
+            keep_v[a, i] -= dl
+            if keep_v[a, i] < keep_v[a, first]:
+                first = i
+        for ii in range(-1 if n > 0 else 0, n):
+            i = first if ii < 0 else ii
+            scen[i] = keep_j[a, i]
+            if ii >= 0 and i == first:
+                continue
+            if not keep_v[a, i] <= lowest + 2.0 * tol:
+                tot[i] = np.inf             # above the band: not a candidate
+                continue
+            j = keep_j[a, i]
+            tot[i] = 0.0
+            for m in range(nu):
+                interp_add(ucurve[units[m]], units[m], ucol[m], unit_row, unit_px, cap_usd, i,
+                           i + 1, j0 + j - i, js_shock, js_lw, js_gw, js_nvol, pr,
+                           tail_range, tail_side, n_side, w, tot)
+            keep_v[a, i] = tot[i]
+            if tot[i] < lowest or tot[i] != tot[i]:
+                lowest = tot[i]
+        n_ev = n + n_dd
         band = lowest + 2.0 * tol
         # 4. every other joint scenario above the band: the candidates are these
         if not lb > band:
-            full[k] = True
+            how[k] = FULL
             continue
         n_c = 0
         n_grid = 0
@@ -549,13 +585,14 @@ def joint_tick_rows(sel, lo, hi, acc, grp, ins, grid, outs, keep, prev, full):
                 if scen[i] < n_js:
                     n_grid += 1
         if n_grid > max_candidates:
-            full[k] = True
+            how[k] = FULL
             continue
         if n_c == 1 and cand[0] < n_js and j0 + cand[0] == prev_bind:
             # the one candidate is the joint scenario that bound before: the units whose
             # curve and price did not move keep their figures there (the same bits)
             j = cand[0]
             t = 0.0
+            same = True
             for m in range(nu):
                 u = units[m]
                 if not umoved[m]:
@@ -570,6 +607,8 @@ def joint_tick_rows(sel, lo, hi, acc, grp, ins, grid, outs, keep, prev, full):
                                   strike, is_call, const)
                 t += y * px
                 unit_value[u] = y
+                if unit_vol[u] != (VOL_UP, VOL_SAME, VOL_DOWN)[v]:
+                    same = False
                 unit_vol[u] = (VOL_UP, VOL_SAME, VOL_DOWN)[v]
                 unit_shock[u] = sh
                 unit_lw[u] = lw
@@ -579,9 +618,12 @@ def joint_tick_rows(sel, lo, hi, acc, grp, ins, grid, outs, keep, prev, full):
                     pos_loss[p] = -lw * q[p] * cell(pos_row[p], sh, l1p, v, kind, settlement,
                                                     contract_size, forward, strike, is_call,
                                                     const)
+            before = worst[a] > 0.0
             worst[a] = -t if (t < 0.0 or t != t) else 0.0
             n_joint[a] = n_all
             n_exact[a] = 1
+            if same and before == (worst[a] > 0.0):
+                how[k] = SAME
             continue
         _reset(a, worst, bind_kind, bind_index, n_joint, n_exact, bind_shock)
         _units(a, g, ua_start, pu_start, pu_order, q, unit_row, g_col, units, ucol, outs,
@@ -638,7 +680,7 @@ def joint_tick_rows(sel, lo, hi, acc, grp, ins, grid, outs, keep, prev, full):
 
 
 @njit(parallel=True)
-def joint_tick(sel, acc, grp, ins, grid, outs, keep, prev, full):
+def joint_tick(sel, acc, grp, ins, grid, outs, keep, prev, how):
     """The joint stress of the accounts ``sel`` after a tick (module docstring): each
     account settled from its record (``keep``, lowered by the tick's change bound) exactly
     as :func:`pmrisk.kernel.joint.joint_stress` would settle it, or ``full[k]`` set (the
@@ -669,10 +711,10 @@ def joint_tick(sel, acc, grp, ins, grid, outs, keep, prev, full):
     chunks = min(n, CHUNKS)
     for c in prange(chunks):
         joint_tick_rows(sel, c * n // chunks, (c + 1) * n // chunks, acc, grp, ins, grid, outs,
-                        keep, prev, full)
+                        keep, prev, how)
 
 
 @njit
-def joint_tick_serial(sel, acc, grp, ins, grid, outs, keep, prev, full):
+def joint_tick_serial(sel, acc, grp, ins, grid, outs, keep, prev, how):
     """:func:`joint_tick` on the calling thread (small selections)."""
-    joint_tick_rows(sel, 0, sel.shape[0], acc, grp, ins, grid, outs, keep, prev, full)
+    joint_tick_rows(sel, 0, sel.shape[0], acc, grp, ins, grid, outs, keep, prev, how)

@@ -47,8 +47,8 @@ from pmrisk import kernel as K
 from pmrisk.kernel.directions import KINDS, joint_moves
 from pmrisk.kernel.joint import (BIND_JOINT, joint_stress, joint_stress_serial,
                                  pricing_constants)
-from pmrisk.kernel.joint_tick import (K_KEEP, RECORD_GAP, joint_record, joint_record_serial,
-                                      joint_tick, joint_tick_serial)
+from pmrisk.kernel.joint_tick import (FULL, K_KEEP, RECORD_GAP, SAME, joint_record,
+                                      joint_record_serial, joint_tick, joint_tick_serial)
 from pmrisk.kernel.scenarios import VOL_DOWN, VOL_SAME, VOL_STATES, VOL_UP
 
 from ..io.arrow import kernel_args, unique_keys
@@ -296,12 +296,11 @@ class JointStress:
         self.unit_lw = np.ones(n_units)
         self.pos_loss = np.zeros(len(self.q))
         self.description = np.full(n_acc, "none", dtype=object)
-        # the incremental tick (tick): per account its kept joint scenarios and bound
-        # (pmrisk.kernel.joint_tick), the curves and prices they were taken at
-        self.keep = (np.zeros((n_acc, K_KEEP), dtype=np.int64),
-                     np.full(n_acc, -1, dtype=np.int64), np.full(n_acc, -np.inf))
-        self.icurve_prev = None
-        self.pending = np.zeros(n_rev_rows, dtype=bool)    # rows repriced since the last run
+        # the incremental tick (tick): per account its kept joint scenarios and bound, per
+        # unit its curve, bound and size there (pmrisk.kernel.joint_tick; allocated by the
+        # first tick), the prices they were taken at and the rows repriced since
+        self.keep = None
+        self.pending = np.zeros(n_rev_rows, dtype=bool)
         self.px_prev = np.full(n_units, np.nan)
         self.n_fast = 0            # accounts a tick settled from their record
         self.n_full = 0            # accounts a tick sent to the full kernel
@@ -337,11 +336,7 @@ class JointStress:
         sel = slice(None) if rows is None else rows
         if rows is not None and not len(rows):
             return
-        if rows is not None and self.grid_mode:       # keep the curves a tick moves from
-            if self.icurve_prev is None:
-                self.icurve_prev = self.icurve.copy()
-            fresh = np.asarray(rows)[~self.pending[rows]]
-            self.icurve_prev[fresh] = self.icurve[fresh]
+        if rows is not None:
             self.pending[rows] = True
         kind, settlement, cs, _, fwd, strike, is_call = cols[:7]
         for k, v in enumerate((kind, settlement, cs, fwd, strike, is_call)):
@@ -370,10 +365,11 @@ class JointStress:
         kernel = joint_stress if len(sel) >= PARALLEL_MIN else joint_stress_serial
         kernel(sel, acc, self.grp, tuple(self.ins), self.grid_args, outs)
         # records no longer match these accounts (nor, after a reprice, any account)
-        self.keep[1][sel] = -1
-        if self.pending.any():
-            self.keep[1][:] = -1
-            self._settle(unit_px, sel)
+        if self.keep is not None:
+            self.keep[2][sel] = -1
+            if self.pending.any():
+                self.keep[2][:] = -1
+        self._settle(unit_px, sel)
         self._describe(sel)
 
     def tick(self, unit_px, slope_usd, accounts):
@@ -398,13 +394,18 @@ class JointStress:
         outs = (self.worst, self.n_joint, self.n_exact, self.bind_kind, self.bind_index,
                 self.bind_shock, self.unit_value, self.unit_vol, self.unit_shock, self.unit_lw,
                 self.pos_loss)
-        prev = (self.icurve if self.icurve_prev is None else self.icurve_prev, self.px_prev,
-                self.pending)
-        full = np.zeros(len(sel), dtype=bool)
+        if self.keep is None:
+            n_acc, n_units = len(self.worst), len(self.unit_row)
+            self.keep = (np.zeros((n_acc, K_KEEP), dtype=np.int64), np.zeros((n_acc, K_KEEP)),
+                         np.full(n_acc, -1, dtype=np.int64), np.full(n_acc, -np.inf),
+                         np.zeros((n_units, self.icurve.shape[1])), np.zeros(n_units),
+                         np.zeros(n_units))
+        how = np.zeros(len(sel), dtype=np.int64)
         small = len(sel) < PARALLEL_MIN
         (joint_tick_serial if small else joint_tick)(
-            sel, acc, self.grp, tuple(self.ins), self.grid_args, outs, self.keep, prev, full)
-        back = sel[full]
+            sel, acc, self.grp, tuple(self.ins), self.grid_args, outs, self.keep,
+            (self.px_prev, self.pending), how)
+        back = sel[how == FULL]
         if len(back):
             small = len(back) < PARALLEL_MIN
             (joint_stress_serial if small else joint_stress)(
@@ -414,7 +415,7 @@ class JointStress:
         self.n_full += len(back)
         self.n_fast += len(sel) - len(back)
         self._settle(px, sel)
-        self._describe(sel)
+        self._describe(sel[how != SAME])      # the others' binding scenario is unchanged
 
     def _settle(self, unit_px, sel):
         """After a run on the accounts ``sel``: their units' prices and the repriced rows'
@@ -423,10 +424,7 @@ class JointStress:
         mask[sel] = True
         on = mask[self.units.account] if len(self.px_prev) else np.zeros(0, dtype=bool)
         self.px_prev[on] = np.asarray(unit_px)[on]
-        if self.pending.any():
-            if self.icurve_prev is not None:
-                self.icurve_prev[self.pending] = self.icurve[self.pending]
-            self.pending[:] = False
+        self.pending[:] = False
 
     def _describe(self, sel):
         """The binding joint scenario in words for the accounts ``sel`` with a joint loss
