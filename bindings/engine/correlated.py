@@ -304,6 +304,7 @@ class JointStress:
         self.px_prev = np.full(n_units, np.nan)
         self.n_fast = 0            # accounts a tick settled from their record
         self.n_full = 0            # accounts a tick sent to the full kernel
+        self.last_full = np.zeros(0, dtype=np.int64)      # those of the last tick
 
     @staticmethod
     def _direction_intervals(js_all, g_m, d_max, grid):
@@ -414,6 +415,7 @@ class JointStress:
                 back, acc, self.grp, self.grid_args, self.keep, RECORD_GAP)
         self.n_full += len(back)
         self.n_fast += len(sel) - len(back)
+        self.last_full = back
         self._settle(px, sel)
         self._describe(sel[how != SAME])      # the others' binding scenario is unchanged
 
