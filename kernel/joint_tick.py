@@ -90,7 +90,7 @@ from .joint import (BIND_DELTA, BIND_JOINT, BIND_NONE, cell, diff4, exact_total,
 from .scenarios import VOL_DOWN, VOL_SAME, VOL_UP
 
 FAST, FULL, SAME = 0, 1, 2   # how a tick settled an account (SAME: fast, description unchanged)
-K_KEEP = 16          # joint scenarios kept per account
+K_KEEP = 128         # joint scenarios kept per account (more: fewer full runs)
 LEBESGUE = 1.7       # >= max over [0, 3] of sum_k |l_k(u)| for 4 equispaced nodes (1.6311)
 ROUND = 1e-12        # rounding allowance, relative to the sizes involved
 RECORD_GAP = 0.25    # a record computes the directions whose bound is within this share of
@@ -407,13 +407,24 @@ def joint_record(sel, acc, grp, grid, keep, gap):
 
     Examples
     --------
-    An account without a group is not recorded:
+    A Monitor records its accounts on its first tick under ``standard``; the ticks after
+    settle most accounts from their record:
 
-    >>> import numpy as np
-    >>> from pmrisk.kernel.joint_tick import joint_record_serial
-    >>> keep = (np.zeros((1, 4), np.int64), np.zeros(1, np.int64), np.zeros(1))
-    >>> keep[1][0]
-    0
+    >>> import pmrisk
+    >>> from pmrisk import samples
+    >>> t = samples.book(n_accounts=3, positions_per_account=6, underlyings=("BTC", "ETH"),
+    ...                  seed=1)
+    >>> vt = t.pop("valuation_time")
+    >>> model = pmrisk.Model.preset("standard").with_overrides({"n_directions": 24})
+    >>> import warnings
+    >>> with warnings.catch_warnings():         # no balances: equity is the positions' value
+    ...     warnings.simplefilter("ignore")
+    ...     mon = pmrisk.Monitor(**t, model=model, valuation_time=vt)
+    ...     for px in (65010.0, 65020.0):
+    ...         _ = mon.update(index={"underlying": ["BTC"], "index_price": [px]})
+    >>> js = mon._blocks[0].out.joint
+    >>> int(js.n_full), int(js.n_fast)
+    (3, 3)
     """
     n = sel.shape[0]
     chunks = min(n, CHUNKS)
@@ -703,9 +714,15 @@ def joint_tick(sel, acc, grp, ins, grid, outs, keep, prev, how):
 
     Examples
     --------
-    >>> from pmrisk.kernel.joint_tick import K_KEEP, LEBESGUE
-    >>> K_KEEP, LEBESGUE
-    (16, 1.7)
+    The change bound's constant covers the cubic windows' Lebesgue constant:
+
+    >>> import numpy as np
+    >>> from pmrisk.kernel.joint_tick import LEBESGUE
+    >>> u = np.linspace(0.0, 3.0, 3001)
+    >>> lam = (abs((u - 1) * (u - 2) * (u - 3)) / 6 + abs(u * (u - 2) * (u - 3)) / 2
+    ...        + abs(u * (u - 1) * (u - 3)) / 2 + abs(u * (u - 1) * (u - 2)) / 6)
+    >>> bool(lam.max() < LEBESGUE)
+    True
     """
     n = sel.shape[0]
     chunks = min(n, CHUNKS)
