@@ -18,60 +18,76 @@ and the same exact refinement (:func:`pmrisk.kernel.joint.exact_total`, in the s
 gives the same bits.  No assumption on the interpolation error is needed for this
 equality: it holds whenever the full kernel's own result holds.
 
-What is kept per account (``keep``: ``keep_j[a, :keep_n[a]]``, ``keep_lb[a]``):
+What is kept per account (``keep = (keep_j, keep_v, keep_n, keep_lb, ucurve, utol,
+usize)``):
 
-* ``keep_j``: up to ``K`` joint scenarios (the account's scenario numbers, ascending), the
-  ``K`` lowest interpolated totals at the last record (:func:`joint_record`), which must
-  include every joint candidate of the band (more than ``K``: no record);
-* ``keep_lb`` (USD): a lower bound of the interpolated total of every other joint scenario
-  *at the current curves*: at the record the least of the other computed totals and of the
-  lower bounds of the directions not computed (the full kernel's own interval bounds:
-  :func:`pmrisk.kernel.joint.interval_bounds`, running minima outward from the centre; a
-  record computes every direction whose bound is within ``gap`` of ``lowest``, more than
-  the full kernel's ``2.5 tol``, so that the bound leaves room for the ticks to come),
-  minus a rounding allowance;
-* ``keep_n = -1``: no record (never recorded, more band candidates than ``K``, a curve not
-  finite, ``joint_revaluation = "exact"``): the account always takes the full kernel.
+* ``keep_j[a, :keep_n[a]]``: up to ``K_KEEP`` joint scenarios (the account's scenario
+  numbers, ascending), the lowest interpolated totals at the last record
+  (:func:`joint_record`), which must include every joint candidate of the band (else no
+  record); ``keep_v[a, i]``: a lower bound of scenario ``keep_j[a, i]``'s interpolated total
+  at the current curves (its total when last computed, lowered by the ticks since);
+* ``keep_lb[a]`` (USD): a lower bound of the interpolated total of every *other* joint
+  scenario at the current curves: at the record the least of the other computed totals and
+  of the lower bounds of the directions not computed (the full kernel's own interval bounds,
+  :func:`pmrisk.kernel.joint.interval_bounds`, running minima outward from the centre: a
+  record computes every direction whose bound is within ``gap`` x ``|lowest|`` of
+  ``lowest``, far more than the full kernel's ``2.5 tol``, so that the bound leaves room for
+  the ticks to come), minus a rounding allowance;
+* ``keep_n[a] = -1``: no record (never recorded, too many band candidates, a curve not
+  finite): the account takes the full kernel;
+* per unit of a recorded account: ``ucurve[u]``, its curve at the current marks (the full
+  kernel's arithmetic, so the same bits), ``utol[u]`` and ``usize[u]``, its share of
+  ``tol`` and its size (USD).  A tick rebuilds only the units that moved.
 
-How a tick moves the bound.  A joint scenario's moves, loss and gain weights do not change
+How a tick moves the bounds.  A joint scenario's moves, loss and gain weights do not change
 with the marks.  Its interpolated total is ``sum_u W_u``, ``W_u`` the unit's USD value:
 ``min`` over its vol states of ``px * weigh(P c (s), lw, gw, cap_usd / px)`` with ``P c``
 the cubic (4-node Lagrange) interpolant of the unit's curve ``c`` (settlement currency) at
 its move ``s`` and ``px`` its USD price.  For ``px > 0`` this is
-``weigh(P(px c)(s), lw, gw, cap_usd)``, and ``weigh`` is ``max(lw, gw)``-Lipschitz, the
+``weigh(P(px c)(s), lw, gw, cap_usd)``; ``weigh`` is ``max(lw, gw)``-Lipschitz, the
 minimum over vol states 1-Lipschitz, and ``P`` linear with ``|P y (s)| <= LEBESGUE *
 max |y|`` over the nodes (the Lebesgue constant of 4 equispaced nodes is 1.631 anywhere in
 their span, edge windows included).  So from the previous state (curve ``c'``, price
-``px'``) to the new one, every joint scenario's interpolated total moves by at most
-``sum_u wmax_r * LEBESGUE * max_cells |px c - px' c'|`` over the units whose curve or price
-changed (``wmax_r = max(1, pnl_offset, cover_fraction)``: the shells weigh losses 1 and gains
-``pnl_offset``, the tails both ``cover_fraction``), the maximum over every grid cell (shell
-nodes of the three vol states, tail nodes).  ``px c - px' c'`` is taken cell by cell, so a
-unit whose USD P&L does not move with its settlement price (an inverse future) costs
-nothing.  Units whose curve and price did not change contribute the same bits.  Each tick
-subtracts that change (and ``1e-12`` of the sizes involved for rounding) from
-``keep_lb``: the bound holds over any number of ticks, and a full run records afresh.
+``px'``) to the new one, every joint scenario's interpolated total moves by at most the
+sum, over the units whose curve or price changed, of ``LEBESGUE x (max(1, pnl_offset) x
+max |px c - px' c'| over the shell cells + cover_fraction x the same over the tail
+cells)`` (the shells weigh losses 1 and gains ``pnl_offset``, the tails both
+``cover_fraction``).  ``px c - px' c'`` is taken cell by cell, so a unit whose USD P&L does
+not move with its settlement price (an inverse future) costs nothing.  Units whose curve
+and price did not change contribute the same bits.  Each tick subtracts that change (and
+``1e-12`` of the sizes involved, for rounding) from ``keep_lb`` and every ``keep_v``: the
+bounds hold over any number of ticks; a full run records afresh.  The bound needs no
+assumption on the interpolation error: it is about interpolated totals, which is what the
+full kernel's band compares.
 
 The tick, per account of the selection (:func:`joint_tick_rows`):
 
-1. its units' curves, ``tol``, delta directions ``+-z*`` (the units' slopes move every
-   tick) exactly as the full kernel computes them;
-2. ``keep_lb`` lowered by the change bound of the units whose curve (a position's
-   revaluation row in ``row_moved``) or USD price (``px_prev``) changed; the previous curve
-   is rebuilt from ``icurve_prev``;
-3. the interpolated totals of the kept joint scenarios and of the delta directions,
-   ``lowest`` their least and the band ``lowest + 2 tol``;
-4. **fast** if ``keep_lb > band`` (every other joint scenario lies above the band, so above
-   ``lowest`` too: ``lowest`` is the full kernel's), everything finite and the band's joint
-   candidates no more than ``max_candidates``: the candidates are revalued exactly as the
-   full kernel does and the account's outputs written as it writes them; ``keep_lb`` keeps
-   the lowered bound;
-5. otherwise ``full[k]`` is set: the caller runs the full kernel on those accounts and
-   records them afresh (:func:`joint_record`).
+1. the curves of its units that moved (a position's revaluation row in ``row_moved``, or
+   the USD price against ``px_prev``), rebuilt as the full kernel builds them; their share
+   of ``tol``; the change bound against the kept curve, which the new one replaces;
+2. ``keep_lb`` and ``keep_v`` lowered by it;
+3. the delta directions ``+-z*`` (the units' slopes move every tick) and their
+   interpolated totals; then the kept joint scenarios whose bound reaches the band so far
+   (the band only narrows as totals come in, so a scenario above it stays above the final
+   band), the one of lowest bound first; ``lowest`` the least total, the band
+   ``lowest + 2 tol``;
+4. **fast** if ``keep_lb > band``: every other joint scenario lies above the band (so above
+   ``lowest``: ``lowest`` is the full kernel's, so is the band), the candidates are the
+   full kernel's, revalued exactly as it revalues them (:func:`pmrisk.kernel.joint.
+   exact_total`) and the outputs written as it writes them.  When the one candidate is the
+   joint scenario that bound before, the units that did not move keep their figures there
+   (the same bits) and only the moved units are revalued; the account is ``SAME`` if its
+   description cannot change (same scenario, same vol states, a loss before and after);
+5. otherwise ``FULL``: the caller runs the full kernel on those accounts and records them
+   afresh (:func:`joint_record`).
 
 An account without a group or active units is written as the full kernel writes it (no
-joint loss).  NaN anywhere (curve, bound, totals) fails the test ``keep_lb > band`` and so
-takes the full kernel, which reports it.
+joint loss).  NaN anywhere (curve, price, bound, totals) fails the test ``keep_lb > band``
+and takes the full kernel, which reports it.  ``joint_revaluation = "exact"`` (no curves)
+always takes the full kernel (:meth:`pmrisk.engine.correlated.JointStress.tick`).
+
+Memory: per account ``K_KEEP`` scenario numbers and bounds, per unit one curve
+(``W`` float64, the grid's width: 324 with the ``standard`` preset).
 
 Accounts are independent: the parallel forms cut the selection into ``CHUNKS`` runs over the
 threads, the ``_serial`` forms run on the calling thread; both call the same row function.
@@ -399,8 +415,9 @@ def joint_record(sel, acc, grp, grid, keep, gap):
     acc, grp, grid : tuple
         As for :func:`pmrisk.kernel.joint.joint_stress`.
     keep : tuple
-        ``(keep_j int64[n_acc, K], keep_n int64[n_acc], keep_lb float64[n_acc])``, written
-        at ``sel``.
+        ``(keep_j int64[n_acc, K], keep_v[n_acc, K], keep_n int64[n_acc], keep_lb[n_acc],
+        ucurve[n_units, W], utol[n_units], usize[n_units])``, written at ``sel`` and their
+        active units.
     gap : float
         Directions whose lower bound is within ``gap`` x ``|lowest|`` of ``lowest`` are
         computed (the others count by their bound).
@@ -694,8 +711,8 @@ def joint_tick_rows(sel, lo, hi, acc, grp, ins, grid, outs, keep, prev, how):
 def joint_tick(sel, acc, grp, ins, grid, outs, keep, prev, how):
     """The joint stress of the accounts ``sel`` after a tick (module docstring): each
     account settled from its record (``keep``, lowered by the tick's change bound) exactly
-    as :func:`pmrisk.kernel.joint.joint_stress` would settle it, or ``full[k]`` set (the
-    caller runs the full kernel on ``sel[full]`` and records them again).
+    as :func:`pmrisk.kernel.joint.joint_stress` would settle it, or ``how[k] = FULL`` (the
+    caller runs the full kernel on those and records them again).
 
     Parameters
     ----------
@@ -703,14 +720,14 @@ def joint_tick(sel, acc, grp, ins, grid, outs, keep, prev, how):
         As for :func:`pmrisk.kernel.joint.joint_stress` (``outs`` written for the accounts
         settled here).
     keep : tuple
-        ``(keep_j, keep_n, keep_lb)`` of :func:`joint_record`; ``keep_lb`` is lowered in
+        As for :func:`joint_record`; bounds lowered and moved units' curves replaced in
         place.
     prev : tuple
-        ``(icurve_prev[R, W], px_prev[n_units], row_moved[n_rev_rows])``: the revaluation
-        rows' curves and the units' USD prices at the accounts' last run (equal to the
-        current ones but for the rows ``row_moved`` and the units whose price moved).
-    full : bool[n_sel]
-        Written: True where the account needs the full kernel.
+        ``(px_prev[n_units], row_moved[n_rev_rows])``: the units' USD prices at the
+        accounts' last run and the revaluation rows repriced since.
+    how : int64[n_sel]
+        Written: :data:`FAST`, :data:`SAME` (fast, description unchanged) or :data:`FULL`
+        (the account needs the full kernel).
 
     Examples
     --------

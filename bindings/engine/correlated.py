@@ -32,8 +32,13 @@ per account (:func:`pmrisk.kernel.joint.joint_stress`, parallel over accounts):
   every scenario is revalued exactly.
 
 :class:`JointStress` keeps what does not move with the marks (groups, scenarios, grid cells)
-so that a :class:`pmrisk.Monitor` tick reprices only the moved rows' curves and reruns the
-kernel on the accounts holding them.  No positions x scenarios array exists.
+so that a :class:`pmrisk.Monitor` tick reprices only the moved rows' curves, and settles the
+accounts holding them incrementally (:meth:`JointStress.tick`,
+:mod:`pmrisk.kernel.joint_tick`): each account keeps its lowest joint scenarios and a bound
+of the others' interpolated totals, lowered by each tick's change of the moved curves; while
+the bound stays above the account's band the kept scenarios and its delta directions decide
+it exactly as the full kernel would, otherwise the full kernel runs.  No positions x
+scenarios array exists.
 """
 
 from dataclasses import dataclass
