@@ -17,9 +17,9 @@ incrementally (:meth:`pmrisk.engine.correlated.JointStress.tick`: from each acco
 joint scenarios while a bound excludes the others, else the fused kernel), with the same
 figures as the fused kernel.  The phases' kernels write only the selected rows, each from
 its own inputs, so the figures equal those of a run over the whole block to the bit.  When
-the selection cannot be exact (excluded instruments in the block, or a vol floor that starts or stops
-binding on a short option, which changes the revaluation rows) the block runs the engine on
-everything.  :meth:`Block.recompute_accounts` runs the engine on a sub-book
+the selection cannot be exact (excluded instruments in the block, or a vol floor that starts
+or stops binding on a short option, which changes the revaluation rows) the block runs the
+engine on everything.  :meth:`Block.recompute_accounts` runs the engine on a sub-book
 (:func:`slice_book`) and scatters it back.
 """
 
