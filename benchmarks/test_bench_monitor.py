@@ -83,6 +83,12 @@ def _replay(benchmark, full, model, book, vt, ticks):
     lat = np.array(latency)
     margin_s = float(np.median(runs))
     p50 = float(np.percentile(lat, 50))
+    # standard: accounts the ticks settled incrementally vs by the full joint stress
+    joint = [b.out.joint for b in mon._blocks if b.out.joint is not None]
+    if joint:
+        fast, full_runs = sum(j.n_fast for j in joint), sum(j.n_full for j in joint)
+        benchmark.extra_info.update(joint_fast=fast, joint_full=full_runs,
+                                    joint_fast_share=fast / max(fast + full_runs, 1))
     benchmark.extra_info.update(
         work={"ticks": n_ticks}, model=model, accounts=n_accounts,
         positions=book["positions"].num_rows, ticks=n_ticks,

@@ -626,3 +626,15 @@ def joint_stress(sel, acc, grp, ins, grid, outs):
 def joint_stress_serial(sel, acc, grp, ins, grid, outs):
     """:func:`joint_stress` on the calling thread (small selections)."""
     joint_stress_rows(sel, 0, sel.shape[0], acc, grp, ins, grid, outs)
+
+
+# public names of the pieces the incremental tick (:mod:`pmrisk.kernel.joint_tick`) shares
+# with the full run, so that both compute the very same bits
+exact_total = _exact_total
+interp_add = _interp_add
+interp_delta = _interp_delta
+interval_bounds = _interval_bounds
+diff4 = _diff4
+exact_unit = _exact_unit
+scenario = _scenario
+cell = _cell

@@ -932,3 +932,112 @@ def bracket_units(sel, pu_start, pu_order, pos_instr, quantity, contract_size, m
         unit_im[u] = im[group == u].sum()
     return (unit_mm, unit_im, np.where(inside, n, np.nan), np.where(inside, row, -1),
             np.where(inside, mm, np.nan), np.where(inside, im, np.nan))
+
+
+# -- the incremental tick (kernel.joint_tick): the change bound and the fast path's test -------
+
+def joint_account_totals(st, a, unit_px, slope_usd):
+    """Interpolated totals (USD) of every scenario of account ``a`` of a
+    :class:`pmrisk.engine.correlated.JointStress` ``st`` at its current curves (joint
+    scenarios, then delta directions; nothing skipped), the account's ``tol`` and its curve
+    size (sum over units of px x max |cell|).  None without a group."""
+    g = int(st.acc_group[a])
+    if g < 0:
+        return None
+    grid = st.grid
+    js, rows = st.js[g], st.groups[g]
+    d, B = len(rows), js.buckets
+    us = [u for u in range(st.ua_start[a], st.ua_start[a + 1]) if st.active[u]]
+    col = [rows.index(int(st.unit_row[u])) for u in us]
+    pr = np.array([st.params[r]["price_range"] for r in rows])
+    gv = np.zeros(d)
+    for u, c in zip(us, col):
+        gv[c] += slope_usd[u]
+    gv *= pr
+    rho = st.correlation[g].matrix
+    qq = gv @ rho @ gv
+    z = np.clip((gv @ rho) / math.sqrt(qq), -1, 1) if qq > 0 else np.zeros(d)
+    moves, lws, gws, nvs = list(js.shock), list(js.loss_weight), list(js.gain_weight), \
+        list(js.n_vol)
+    if d >= 2:
+        gw = np.array([st.params[r]["pnl_offset"] for r in rows])
+        for k in range(1, B + 1):
+            for sgn in (-1.0, 1.0):
+                moves.append((k / B) * pr * (sgn * z))
+                lws.append(np.ones(d))
+                gws.append(gw)
+                nvs.append(3)
+        if st.grp[15]:
+            mult = np.array([st.params[r]["extreme_multiple"] for r in rows])
+            cover = np.array([st.params[r]["cover_fraction"] for r in rows])
+            for sgn in (-1.0, 1.0):
+                moves.append((sgn * z) * (mult * pr))
+                lws.append(cover)
+                gws.append(cover)
+                nvs.append(1)
+    ns, tail0 = grid.n_side, grid.tail0
+    curves = [(st.q[p][:, None] * st.icurve[st.pos_row[p]]).sum(axis=0)
+              for p in (st.pu_order[st.pu_start[u]:st.pu_start[u + 1]] for u in us)]
+    tol = size = 0.0
+    for u, cv in zip(us, curves):
+        r = int(st.unit_row[u])
+        err = np.abs(np.diff(cv[:tail0].reshape(-1, 3), n=4, axis=0)).max()
+        m = int(grid.tail_side[r])
+        if m:
+            err = max(err, np.abs(np.diff(cv[tail0:tail0 + 2 * m + 1], n=4)).max())
+        tol += (err + 1e-9 * np.abs(cv).max()) * unit_px[u]
+        size += np.abs(cv).max() * unit_px[u]
+    approx = np.zeros(len(moves))
+    for j in range(len(moves)):
+        for u, c, cv in zip(us, col, curves):
+            r = int(st.unit_row[u])
+            s = moves[j][c]
+            if nvs[j] == 3:
+                i0, w = _lagrange_weights((s / pr[c] + 1.0) * ns, 2 * ns + 1)
+                x = np.array([w @ cv[3 * i0 + v:3 * i0 + v + 12:3] for v in range(3)])
+            else:
+                m = int(grid.tail_side[r])
+                i0, w = _lagrange_weights((s / grid.tail_range[r] + 1.0) * m, 2 * m + 1)
+                x = np.array([w @ cv[tail0 + i0:tail0 + i0 + 4]])
+            cap = st.params[r]["max_offsetable_pnl"] / unit_px[u]
+            approx[j] += weigh(x, lws[j][c], gws[j][c], cap, 0.0).min() * unit_px[u]
+    return approx, js.size, tol, size
+
+
+def joint_tick_twin(st, before, unit_px, slope_usd, accounts):
+    """Numpy twin of :func:`pmrisk.kernel.joint_tick.joint_tick`'s decision: for each
+    account of ``accounts`` with a record in ``before`` (the JointStress's ``keep``,
+    ``px_prev`` and ``pending`` copied before the tick), the change bound of its units that
+    moved (``LEBESGUE`` x the largest USD change of a shell cell times ``max(1,
+    pnl_offset)`` plus of a tail cell times ``cover_fraction``, the previous curve from
+    ``before``'s kept curves), its lowered bound, the band ``lowest + 2 tol`` of the kept
+    joint scenarios and the delta directions, and whether the account is fast (bound above
+    the band).  Returns ``{account: (fast, bound, band, size)}``."""
+    from pmrisk.kernel.joint_tick import K_KEEP, LEBESGUE  # noqa: F401
+    keep_j, keep_v, keep_n, keep_lb, ucurve, utol, usize = before["keep"]
+    px_prev, pending = before["px_prev"], before["pending"]
+    tail0 = st.grid.tail0
+    out = {}
+    for a in np.asarray(accounts).tolist():
+        n = int(keep_n[a])
+        if n < 0 or st.acc_group[a] < 0:
+            continue
+        us = [u for u in range(st.ua_start[a], st.ua_start[a + 1]) if st.active[u]]
+        drop = 0.0
+        for u in us:
+            p = st.pu_order[st.pu_start[u]:st.pu_start[u + 1]]
+            p = p[st.q[p] != 0.0]
+            if px_prev[u] == unit_px[u] and not pending[st.pos_row[p]].any():
+                continue
+            r = int(st.unit_row[u])
+            new = (st.q[p][:, None] * st.icurve[st.pos_row[p]]).sum(axis=0)
+            y = np.abs(unit_px[u] * new - px_prev[u] * ucurve[u])
+            drop += LEBESGUE * (max(1.0, st.params[r]["pnl_offset"]) * y[:tail0].max()
+                                + st.params[r]["cover_fraction"] *
+                                (y[tail0:].max() if len(y) > tail0 else 0.0))
+        approx, n_js, tol, size = joint_account_totals(st, a, unit_px, slope_usd)
+        lb = keep_lb[a] - drop
+        lowest = min(approx[keep_j[a, :n]].min(initial=np.inf), approx[n_js:].min(initial=np.inf))
+        band = lowest + 2.0 * tol
+        out[a] = (bool(lb > band), lb, band, size)
+    return out

@@ -669,6 +669,7 @@ def _correlated(out, model, accounts=None, rows=None, moved_args=None):
     instr_pnl = out.instr_pnl
     every = accounts is None
     acc = np.arange(n_acc, dtype=np.int64) if every else np.asarray(accounts, np.int64)
+    tick = rows is not None and out.joint is not None
     if rows is None or out.joint is None:
         out.joint = JointStress(model, units, pos_unit, lay.pu_start, lay.pu_order,
                                 lay.ua_start, q_port, pos_row, n_acc, len(rv.row_instr))
@@ -678,7 +679,10 @@ def _correlated(out, model, accounts=None, rows=None, moved_args=None):
     elif moved_args is not None:
         out.joint.reprice(moved_args, rows)
     jr = out.joint
-    jr.run(unit_px, uf.slope_usd, acc)
+    if tick:                    # a Monitor's tick: incrementally where the bound allows
+        jr.tick(unit_px, uf.slope_usd, acc)
+    else:
+        jr.run(unit_px, uf.slope_usd, acc)
     if every:
         U = np.arange(n_units)
         P = np.arange(len(pos_unit))

@@ -32,8 +32,13 @@ per account (:func:`pmrisk.kernel.joint.joint_stress`, parallel over accounts):
   every scenario is revalued exactly.
 
 :class:`JointStress` keeps what does not move with the marks (groups, scenarios, grid cells)
-so that a :class:`pmrisk.Monitor` tick reprices only the moved rows' curves and reruns the
-kernel on the accounts holding them.  No positions x scenarios array exists.
+so that a :class:`pmrisk.Monitor` tick reprices only the moved rows' curves, and settles the
+accounts holding them incrementally (:meth:`JointStress.tick`,
+:mod:`pmrisk.kernel.joint_tick`): each account keeps its lowest joint scenarios and a bound
+of the others' interpolated totals, lowered by each tick's change of the moved curves; while
+the bound stays above the account's band the kept scenarios and its delta directions decide
+it exactly as the full kernel would, otherwise the full kernel runs.  No positions x
+scenarios array exists.
 """
 
 from dataclasses import dataclass
@@ -47,6 +52,8 @@ from pmrisk import kernel as K
 from pmrisk.kernel.directions import KINDS, joint_moves
 from pmrisk.kernel.joint import (BIND_JOINT, joint_stress, joint_stress_serial,
                                  pricing_constants)
+from pmrisk.kernel.joint_tick import (FULL, K_KEEP, RECORD_GAP, SAME, joint_record,
+                                      joint_record_serial, joint_tick, joint_tick_serial)
 from pmrisk.kernel.scenarios import VOL_DOWN, VOL_SAME, VOL_STATES, VOL_UP
 
 from ..io.arrow import kernel_args, unique_keys
@@ -323,6 +330,15 @@ class JointStress:
         self.unit_lw = np.ones(n_units)
         self.pos_loss = np.zeros(len(self.q))
         self.description = np.full(n_acc, "none", dtype=object)
+        # the incremental tick (tick): per account its kept joint scenarios and bound, per
+        # unit its curve, bound and size there (pmrisk.kernel.joint_tick; allocated by the
+        # first tick), the prices they were taken at and the rows repriced since
+        self.keep = None
+        self.pending = np.zeros(n_rev_rows, dtype=bool)
+        self.px_prev = np.full(n_units, np.nan)
+        self.n_fast = 0            # accounts a tick settled from their record
+        self.n_full = 0            # accounts a tick sent to the full kernel
+        self.last_full = np.zeros(0, dtype=np.int64)      # those of the last tick
 
     @staticmethod
     def _direction_intervals(js_all, g_m, d_max, grid):
@@ -355,6 +371,8 @@ class JointStress:
         sel = slice(None) if rows is None else rows
         if rows is not None and not len(rows):
             return
+        if rows is not None:
+            self.pending[rows] = True
         kind, settlement, cs, _, fwd, strike, is_call = cols[:7]
         for k, v in enumerate((kind, settlement, cs, fwd, strike, is_call)):
             self.ins[k][sel] = v
@@ -381,7 +399,68 @@ class JointStress:
                 self.pos_loss)
         kernel = joint_stress if len(sel) >= PARALLEL_MIN else joint_stress_serial
         kernel(sel, acc, self.grp, tuple(self.ins), self.grid_args, outs)
+        # records no longer match these accounts (nor, after a reprice, any account)
+        if self.keep is not None:
+            self.keep[2][sel] = -1
+            if self.pending.any():
+                self.keep[2][:] = -1
+        self._settle(unit_px, sel)
         self._describe(sel)
+
+    def tick(self, unit_px, slope_usd, accounts):
+        """:meth:`run` on ``accounts`` after a tick (:meth:`reprice` of the moved rows, the
+        units' new ``unit_px`` and ``slope_usd``), incrementally: each account is settled
+        from what its last run kept (:func:`pmrisk.kernel.joint_tick.joint_tick`) or, where
+        the kept bound cannot exclude the other joint scenarios, by the full kernel, then
+        recorded again (:func:`pmrisk.kernel.joint_tick.joint_record`).  The figures are
+        those of :meth:`run` to the bit; ``n_fast`` and ``n_full`` count the accounts of
+        either kind."""
+        sel = np.ascontiguousarray(accounts, dtype=np.int64)
+        if not len(sel) or not self.groups:
+            self._settle(unit_px, sel)
+            return
+        if not self.grid_mode:
+            self.run(unit_px, slope_usd, sel)
+            return
+        px = np.ascontiguousarray(unit_px, dtype=np.float64)
+        acc = (self.ua_start, self.pu_start, self.pu_order, self.q, self.pos_row,
+               self.unit_row, px, np.ascontiguousarray(slope_usd, dtype=np.float64),
+               self.acc_group)
+        outs = (self.worst, self.n_joint, self.n_exact, self.bind_kind, self.bind_index,
+                self.bind_shock, self.unit_value, self.unit_vol, self.unit_shock, self.unit_lw,
+                self.pos_loss)
+        if self.keep is None:
+            n_acc, n_units = len(self.worst), len(self.unit_row)
+            self.keep = (np.zeros((n_acc, K_KEEP), dtype=np.int64), np.zeros((n_acc, K_KEEP)),
+                         np.full(n_acc, -1, dtype=np.int64), np.full(n_acc, -np.inf),
+                         np.zeros((n_units, self.icurve.shape[1])), np.zeros(n_units),
+                         np.zeros(n_units))
+        how = np.zeros(len(sel), dtype=np.int64)
+        small = len(sel) < PARALLEL_MIN
+        (joint_tick_serial if small else joint_tick)(
+            sel, acc, self.grp, tuple(self.ins), self.grid_args, outs, self.keep,
+            (self.px_prev, self.pending), how)
+        back = sel[how == FULL]
+        if len(back):
+            small = len(back) < PARALLEL_MIN
+            (joint_stress_serial if small else joint_stress)(
+                back, acc, self.grp, tuple(self.ins), self.grid_args, outs)
+            (joint_record_serial if small else joint_record)(
+                back, acc, self.grp, self.grid_args, self.keep, RECORD_GAP)
+        self.n_full += len(back)
+        self.n_fast += len(sel) - len(back)
+        self.last_full = back
+        self._settle(px, sel)
+        self._describe(sel[how != SAME])      # the others' binding scenario is unchanged
+
+    def _settle(self, unit_px, sel):
+        """After a run on the accounts ``sel``: their units' prices and the repriced rows'
+        curves become those the next tick moves from."""
+        mask = np.zeros(len(self.worst), dtype=bool)
+        mask[sel] = True
+        on = mask[self.units.account] if len(self.px_prev) else np.zeros(0, dtype=bool)
+        self.px_prev[on] = np.asarray(unit_px)[on]
+        self.pending[:] = False
 
     def _describe(self, sel):
         """The binding joint scenario in words for the accounts ``sel`` with a joint loss

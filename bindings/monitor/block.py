@@ -12,12 +12,14 @@ A tick recomputes with the engine's own code (:mod:`pmrisk.engine`):
 on the moved names (under ``"correlated"``: every unit of the accounts holding one, whose
 shares of the account's joint scenario may change) and their accounts, in place on the block's
 outcome.  Under ``"correlated"`` the joint stress (:class:`pmrisk.engine.correlated.JointStress`,
-kept in the outcome) reprices only the moved rows' grid curves and reruns the fused kernel on
-those accounts.  The phases' kernels write only the selected rows, each from its own inputs,
-so the figures equal those of a run over the whole block to the bit.  When the selection
-cannot be exact (excluded instruments in the block, or a vol floor that starts or stops
-binding on a short option, which changes the revaluation rows) the block runs the engine on
-everything.  :meth:`Block.recompute_accounts` runs the engine on a sub-book
+kept in the outcome) reprices only the moved rows' grid curves and settles those accounts
+incrementally (:meth:`pmrisk.engine.correlated.JointStress.tick`: from each account's kept
+joint scenarios while a bound excludes the others, else the fused kernel), with the same
+figures as the fused kernel.  The phases' kernels write only the selected rows, each from
+its own inputs, so the figures equal those of a run over the whole block to the bit.  When
+the selection cannot be exact (excluded instruments in the block, or a vol floor that starts
+or stops binding on a short option, which changes the revaluation rows) the block runs the
+engine on everything.  :meth:`Block.recompute_accounts` runs the engine on a sub-book
 (:func:`slice_book`) and scatters it back.
 """
 

@@ -1,0 +1,754 @@
+"""Joint stress on a Monitor tick, incrementally: :func:`joint_tick` settles an account from
+what the last full run kept, or sends it back to the full kernel (:func:`pmrisk.kernel.joint.
+joint_stress`), and the figures are the full kernel's to the bit either way.
+
+Why the full kernel's result follows from a few scenarios.  The full kernel
+(:func:`pmrisk.kernel.joint.joint_stress_rows`) computes, per account, its units' grid
+curves, their bound ``tol``, the *interpolated* total of every scenario it does not prune
+(the group's joint scenarios, the account's delta directions), ``lowest`` (the least of
+them: a pruned direction's scenarios all lie above ``lowest + 2.5 tol``), the band
+``lowest + 2 tol`` and its candidates (every scenario whose interpolated total is in the
+band), which it revalues exactly, in scenario order; the lowest exact total binds (ties: the
+first).  Its result depends on the candidates only.  So if, for an account, a set ``S`` of
+joint scenarios is known such that **every joint scenario outside S has an interpolated
+total above the band**, then the candidates are those of S and of the delta directions whose
+interpolated totals are in the band; computing those interpolated totals with the same
+functions, in the same order, gives the same ``lowest``, the same band, the same candidates,
+and the same exact refinement (:func:`pmrisk.kernel.joint.exact_total`, in the same order)
+gives the same bits.  No assumption on the interpolation error is needed for this
+equality: it holds whenever the full kernel's own result holds.
+
+What is kept per account (``keep = (keep_j, keep_v, keep_n, keep_lb, ucurve, utol,
+usize)``):
+
+* ``keep_j[a, :keep_n[a]]``: up to ``K_KEEP`` joint scenarios (the account's scenario
+  numbers, ascending), the lowest interpolated totals at the last record
+  (:func:`joint_record`), which must include every joint candidate of the band (else no
+  record); ``keep_v[a, i]``: a lower bound of scenario ``keep_j[a, i]``'s interpolated total
+  at the current curves (its total when last computed, lowered by the ticks since);
+* ``keep_lb[a]`` (USD): a lower bound of the interpolated total of every *other* joint
+  scenario at the current curves: at the record the least of the other computed totals and
+  of the lower bounds of the directions not computed (the full kernel's own interval bounds,
+  :func:`pmrisk.kernel.joint.interval_bounds`, running minima outward from the centre: a
+  record computes every direction whose bound is within ``gap`` x ``|lowest|`` of
+  ``lowest``, far more than the full kernel's ``2.5 tol``, so that the bound leaves room for
+  the ticks to come), minus a rounding allowance;
+* ``keep_n[a] = -1``: no record (never recorded, too many band candidates, a curve not
+  finite): the account takes the full kernel;
+* per unit of a recorded account: ``ucurve[u]``, its curve at the current marks (the full
+  kernel's arithmetic, so the same bits), ``utol[u]`` and ``usize[u]``, its share of
+  ``tol`` and its size (USD).  A tick rebuilds only the units that moved.
+
+How a tick moves the bounds.  A joint scenario's moves, loss and gain weights do not change
+with the marks.  Its interpolated total is ``sum_u W_u``, ``W_u`` the unit's USD value:
+``min`` over its vol states of ``px * weigh(P c (s), lw, gw, cap_usd / px)`` with ``P c``
+the cubic (4-node Lagrange) interpolant of the unit's curve ``c`` (settlement currency) at
+its move ``s`` and ``px`` its USD price.  For ``px > 0`` this is
+``weigh(P(px c)(s), lw, gw, cap_usd)``; ``weigh`` is ``max(lw, gw)``-Lipschitz, the
+minimum over vol states 1-Lipschitz, and ``P`` linear with ``|P y (s)| <= LEBESGUE *
+max |y|`` over the nodes (the Lebesgue constant of 4 equispaced nodes is 1.631 anywhere in
+their span, edge windows included).  So from the previous state (curve ``c'``, price
+``px'``) to the new one, every joint scenario's interpolated total moves by at most the
+sum, over the units whose curve or price changed, of ``LEBESGUE x (max(1, pnl_offset) x
+max |px c - px' c'| over the shell cells + cover_fraction x the same over the tail
+cells)`` (the shells weigh losses 1 and gains ``pnl_offset``, the tails both
+``cover_fraction``).  ``px c - px' c'`` is taken cell by cell, so a unit whose USD P&L does
+not move with its settlement price (an inverse future) costs nothing.  Units whose curve
+and price did not change contribute the same bits.  Each tick subtracts that change (and
+``1e-12`` of the sizes involved, for rounding) from ``keep_lb`` and every ``keep_v``: the
+bounds hold over any number of ticks; a full run records afresh.  The bound needs no
+assumption on the interpolation error: it is about interpolated totals, which is what the
+full kernel's band compares.
+
+The tick, per account of the selection (:func:`joint_tick_rows`):
+
+1. the curves of its units that moved (a position's revaluation row in ``row_moved``, or
+   the USD price against ``px_prev``), rebuilt as the full kernel builds them; their share
+   of ``tol``; the change bound against the kept curve, which the new one replaces;
+2. ``keep_lb`` and ``keep_v`` lowered by it;
+3. the delta directions ``+-z*`` (the units' slopes move every tick) and their
+   interpolated totals; then the kept joint scenarios whose bound reaches the band so far
+   (the band only narrows as totals come in, so a scenario above it stays above the final
+   band), the one of lowest bound first; ``lowest`` the least total, the band
+   ``lowest + 2 tol``;
+4. **fast** if ``keep_lb > band``: every other joint scenario lies above the band (so above
+   ``lowest``: ``lowest`` is the full kernel's, so is the band), the candidates are the
+   full kernel's, revalued exactly as it revalues them (:func:`pmrisk.kernel.joint.
+   exact_total`) and the outputs written as it writes them.  When the one candidate is the
+   joint scenario that bound before, the units that did not move keep their figures there
+   (the same bits) and only the moved units are revalued; the account is ``SAME`` if its
+   description cannot change (same scenario, same vol states, a loss before and after);
+5. otherwise ``FULL``: the caller runs the full kernel on those accounts and records them
+   afresh (:func:`joint_record`).
+
+An account without a group or active units is written as the full kernel writes it (no
+joint loss).  NaN anywhere (curve, price, bound, totals) fails the test ``keep_lb > band``
+and takes the full kernel, which reports it.  ``joint_revaluation = "exact"`` (no curves)
+always takes the full kernel (:meth:`pmrisk.engine.correlated.JointStress.tick`).
+
+Memory: per account ``K_KEEP`` scenario numbers and bounds, per unit one curve
+(``W`` float64, the grid's width: 324 with the ``standard`` preset).
+
+Accounts are independent: the parallel forms cut the selection into ``CHUNKS`` runs over the
+threads, the ``_serial`` forms run on the calling thread; both call the same row function.
+"""
+
+import math
+
+import numpy as np
+from numba import prange
+
+from ._config import njit
+from .aggregate import TIE_RTOL
+from .assemble import CHUNKS
+from .joint import (BIND_DELTA, BIND_JOINT, BIND_NONE, cell, diff4, exact_total, exact_unit,
+                    interp_add, interp_delta, interval_bounds, scenario)
+from .scenarios import VOL_DOWN, VOL_SAME, VOL_UP
+
+FAST, FULL, SAME = 0, 1, 2   # how a tick settled an account (SAME: fast, description unchanged)
+K_KEEP = 128         # joint scenarios kept per account (more: fewer full runs)
+LEBESGUE = 1.7       # >= max over [0, 3] of sum_k |l_k(u)| for 4 equispaced nodes (1.6311)
+ROUND = 1e-12        # rounding allowance, relative to the sizes involved
+RECORD_GAP = 0.25    # a record computes the directions whose bound is within this share of
+#                      |lowest| (and of 1e-3 of the account's curve size) above lowest
+
+
+@njit(inline="always")
+def _units(a, g, ua_start, pu_start, pu_order, q, unit_row, g_col, units, ucol, outs, reset):
+    """The account's active units (holding a non-zero position) into ``units``/``ucol``;
+    with ``reset``, every unit's and position's outputs set as the full kernel sets them
+    before the binding scenario is written.  Returns their number (0 without a group)."""
+    nu = 0
+    for u in range(ua_start[a], ua_start[a + 1]):
+        if reset:
+            outs[6][u] = 0.0
+            outs[7][u] = VOL_SAME
+            outs[8][u] = 0.0
+            outs[9][u] = 1.0
+        held = False
+        for m in range(pu_start[u], pu_start[u + 1]):
+            p = pu_order[m]
+            if reset:
+                outs[10][p] = 0.0
+            if q[p] != 0.0:
+                held = True
+        if held and g >= 0:
+            units[nu] = u
+            ucol[nu] = g_col[g, unit_row[u]]
+            nu += 1
+    return nu
+
+
+@njit(inline="always")
+def _reset(a, worst, bind_kind, bind_index, n_joint, n_exact, bind_shock):
+    """The account's figures as the full kernel sets them before its scenarios."""
+    worst[a] = 0.0
+    bind_kind[a] = BIND_NONE
+    bind_index[a] = -1
+    n_joint[a] = 0
+    n_exact[a] = 0
+    for c in range(bind_shock.shape[1]):
+        bind_shock[a, c] = 0.0
+
+
+@njit(inline="always")
+def _curve(u, pu_start, pu_order, q, pos_row, icurve, curve_of_row, out):
+    """Unit ``u``'s curve: the quantity-weighted sum of its positions' rows of ``icurve``
+    (the full kernel's arithmetic)."""
+    width = icurve.shape[1]
+    for s in range(width):
+        out[s] = 0.0
+    for mm in range(pu_start[u], pu_start[u + 1]):
+        p = pu_order[mm]
+        qp = q[p]
+        if qp == 0.0:
+            continue
+        ci = curve_of_row[pos_row[p]]
+        for s in range(width):
+            out[s] += qp * icurve[ci, s]
+
+
+@njit(inline="always")
+def _unit_tol(cv, ts, n_shell, tail0, error_factor):
+    """(interpolation bound, size) of one curve in its settlement currency, as the full
+    kernel computes them: ``error_factor`` x the largest 4th difference plus 1e-9 of the
+    size; the size is the largest |cell|."""
+    err = 0.0
+    for v in range(3):
+        for i in range(n_shell - 4):
+            x = diff4(cv, 3 * i + v, 3)
+            if x > err or x != x:
+                err = x
+    if ts > 0:
+        for i in range(2 * ts + 1 - 4):
+            x = diff4(cv, tail0 + i, 1)
+            if x > err or x != x:
+                err = x
+    size = 0.0
+    for s in range(cv.shape[0]):
+        x = abs(cv[s])
+        if x > size or x != x:
+            size = x
+    return error_factor * err + 1e-9 * size, size
+
+
+@njit(inline="always")
+def _zpos(g, nu, units, ucol, slope, g_d, g_rows, g_rho, pr, gvec, zpos):
+    """The account's delta direction ``z*`` (clipped to +-1) into ``zpos``, as the full
+    kernel computes it."""
+    d = g_d[g]
+    for c in range(d):
+        gvec[c] = 0.0
+    for m in range(nu):
+        gvec[ucol[m]] += slope[units[m]]
+    for c in range(d):
+        gvec[c] *= pr[g_rows[g, c]]
+    qq = 0.0
+    for c in range(d):
+        s = 0.0
+        for e in range(d):
+            s += g_rho[g, c, e] * gvec[e]
+        qq += gvec[c] * s
+    root = math.sqrt(qq) if qq > 0.0 else 1.0
+    for e in range(d):
+        s = 0.0
+        for c in range(d):
+            s += gvec[c] * g_rho[g, c, e]
+        z = s / root if qq > 0.0 else 0.0
+        zpos[e] = min(max(z, -1.0), 1.0)
+
+
+@njit(inline="always")
+def _insert(bj, bv, nb, j, v):
+    """Keep the ``len(bv)`` lowest values (ascending, ties: first come first) with their
+    scenario numbers; returns the new count."""
+    cap = bv.shape[0]
+    if nb == cap and not v < bv[cap - 1]:
+        return nb
+    i = nb if nb < cap else cap - 1
+    while i > 0 and bv[i - 1] > v:
+        bv[i] = bv[i - 1]
+        bj[i] = bj[i - 1]
+        i -= 1
+    bv[i] = v
+    bj[i] = j
+    return nb + 1 if nb < cap else nb
+
+
+@njit
+def joint_record_rows(sel, lo, hi, acc, grp, grid, keep, gap):
+    """:func:`joint_record` for the accounts ``sel[lo:hi]``."""
+    (ua_start, pu_start, pu_order, q, pos_row, unit_row, unit_px, slope, acc_group) = acc
+    (g_d, g_rows, g_col, g_j0, g_buckets, g_rho, js_shock, js_lw, js_gw, js_nvol, pr, gw_row,
+     cap_usd, mult, cover, tails, max_candidates, g_m, g_dir0, dir_iv, dir_ivt) = grp
+    (use_grid, icurve, curve_of_row, n_side, tail_side, tail_range, vol_code,
+     error_factor) = grid
+    keep_j, keep_v, keep_n, keep_lb, ucurve, utol, usize = keep
+    K = keep_j.shape[1]
+    d_max = g_rows.shape[1]
+    width = icurve.shape[1]
+    max_units = 1
+    max_scen = 1
+    for k in range(lo, hi):
+        a = sel[k]
+        max_units = max(max_units, ua_start[a + 1] - ua_start[a])
+        g = acc_group[a]
+        if g >= 0:
+            max_scen = max(max_scen, g_j0[g + 1] - g_j0[g] + 2 * g_buckets[g] + 2)
+    units = np.empty(max_units, dtype=np.int64)
+    ucol = np.empty(max_units, dtype=np.int64)
+    curves = np.zeros((max_units, width))
+    tot = np.empty(max_scen)
+    gvec = np.empty(d_max)
+    zpos = np.empty(d_max)
+    w = np.empty(4)
+    lv = np.empty((max_units, 2 * n_side))
+    lvt = np.empty((max_units, max(2 * tail_side.max(), 1)))
+    d2 = np.empty(max(2 * n_side + 1, 2 * tail_side.max() + 1))
+    bj = np.empty(K + 1, dtype=np.int64)
+    bv = np.empty(K + 1)
+    n_shell = 2 * n_side + 1
+    tail0 = 3 * n_shell
+    dummy = (np.empty(0), np.empty(0, np.int64), np.empty(0, np.int64), np.empty(0, np.int64),
+             np.empty(0, np.int64), np.empty((0, 0)), np.empty(0), np.empty(0, np.int64),
+             np.empty(0), np.empty(0), np.empty(0))
+    for k in range(lo, hi):
+        a = sel[k]
+        keep_n[a] = -1
+        keep_lb[a] = -np.inf
+        g = acc_group[a]
+        if not use_grid or g < 0:
+            continue
+        nu = _units(a, g, ua_start, pu_start, pu_order, q, unit_row, g_col, units, ucol,
+                    dummy, False)
+        if nu == 0:
+            continue
+        tol = 0.0
+        scale = 0.0
+        for m in range(nu):
+            u = units[m]
+            _curve(u, pu_start, pu_order, q, pos_row, icurve, curve_of_row, curves[m])
+            e, size = _unit_tol(curves[m], tail_side[unit_row[u]], n_shell, tail0,
+                                error_factor)
+            utol[u] = e * unit_px[u]
+            usize[u] = size * unit_px[u]
+            tol += utol[u]
+            scale += usize[u]
+            for s in range(width):
+                ucurve[u, s] = curves[m, s]
+        if not (abs(tol) < np.inf and abs(scale) < np.inf):
+            continue
+        d = g_d[g]
+        j0 = g_j0[g]
+        n_js = g_j0[g + 1] - j0
+        B = g_buckets[g]
+        _zpos(g, nu, units, ucol, slope, g_d, g_rows, g_rho, pr, gvec, zpos)
+        n_dd = 0 if d < 2 else 2 * B + (2 if tails else 0)
+        n_all = n_js + n_dd
+        for m in range(nu):
+            r = unit_row[units[m]]
+            interval_bounds(curves[m], 0, 3, n_shell, 1.0, gw_row[r],
+                            cap_usd[r] / unit_px[units[m]], d2, lv[m])
+            for i in range(n_side, 2 * n_side):
+                if i > n_side and lv[m, i - 1] < lv[m, i]:
+                    lv[m, i] = lv[m, i - 1]
+            for i in range(n_side - 1, -1, -1):
+                if i < n_side - 1 and lv[m, i + 1] < lv[m, i]:
+                    lv[m, i] = lv[m, i + 1]
+            ts = tail_side[r]
+            if ts > 0:
+                interval_bounds(curves[m], tail0, 1, 2 * ts + 1, cover[r], cover[r],
+                                cap_usd[r] / unit_px[units[m]], d2, lvt[m])
+        for j in range(n_js, n_all):
+            tot[j] = 0.0
+        tot[0] = 0.0
+        for m in range(nu):
+            interp_add(curves[m], units[m], ucol[m], unit_row, unit_px, cap_usd, 0, 1, j0,
+                       js_shock, js_lw, js_gw, js_nvol, pr, tail_range, tail_side, n_side, w,
+                       tot)
+            interp_delta(curves[m], units[m], ucol[m], unit_row, unit_px, cap_usd, n_js,
+                         n_all, B, zpos, pr, gw_row, mult, cover, tail_range, tail_side,
+                         n_side, w, tot)
+        lowest = tot[0]
+        for j in range(n_js, n_all):
+            if tot[j] < lowest or tot[j] != tot[j]:
+                lowest = tot[j]
+        if lowest != lowest:
+            continue
+        nb = _insert(bj, bv, 0, 0, tot[0])
+        unc = np.inf                  # least bound of the directions not computed
+        m_dir = g_m[g]
+        for dr in range(m_dir):
+            dd = g_dir0[g] + dr
+            thr = lowest + gap * max(abs(lowest), 1e-3 * scale) + 2.5 * tol
+            lb = 0.0
+            for m in range(nu):
+                lb += lv[m, dir_iv[dd, ucol[m]]] * unit_px[units[m]]
+            if lb > thr:
+                if lb < unc:
+                    unc = lb
+            else:
+                for kk in range(B):
+                    j = 1 + kk * m_dir + dr
+                    tot[j] = 0.0
+                    for m in range(nu):
+                        interp_add(curves[m], units[m], ucol[m], unit_row, unit_px, cap_usd,
+                                   j, j + 1, j0, js_shock, js_lw, js_gw, js_nvol, pr,
+                                   tail_range, tail_side, n_side, w, tot)
+                    if tot[j] < lowest:
+                        lowest = tot[j]
+                    nb = _insert(bj, bv, nb, j, tot[j])
+            if not tails:
+                continue
+            jt = 1 + B * m_dir + dr
+            lb = 0.0
+            for m in range(nu):
+                lb += lvt[m, dir_ivt[dd, ucol[m]]] * unit_px[units[m]]
+            if lb > thr:
+                if lb < unc:
+                    unc = lb
+            else:
+                tot[jt] = 0.0
+                for m in range(nu):
+                    interp_add(curves[m], units[m], ucol[m], unit_row, unit_px, cap_usd, jt,
+                               jt + 1, j0, js_shock, js_lw, js_gw, js_nvol, pr, tail_range,
+                               tail_side, n_side, w, tot)
+                if tot[jt] < lowest:
+                    lowest = tot[jt]
+                nb = _insert(bj, bv, nb, jt, tot[jt])
+        # every joint candidate of the band must be kept
+        band = lowest + 2.0 * tol
+        n_keep = nb if nb < K else K
+        nxt = bv[K] if nb > K else np.inf
+        if not (nxt > band) or not (unc > band) or lowest != lowest:
+            continue
+        lb = min(nxt, unc)
+        lb -= ROUND * (scale + abs(lb))
+        for i in range(n_keep):             # ascending scenario order
+            keep_j[a, i] = bj[i]
+            keep_v[a, i] = bv[i]
+        for i in range(1, n_keep):
+            x = keep_j[a, i]
+            y = keep_v[a, i]
+            t = i
+            while t > 0 and keep_j[a, t - 1] > x:
+                keep_j[a, t] = keep_j[a, t - 1]
+                keep_v[a, t] = keep_v[a, t - 1]
+                t -= 1
+            keep_j[a, t] = x
+            keep_v[a, t] = y
+        keep_n[a] = n_keep
+        keep_lb[a] = lb
+
+
+@njit(parallel=True)
+def joint_record(sel, acc, grp, grid, keep, gap):
+    """Record, for each account of ``sel``, what :func:`joint_tick` needs (module
+    docstring): the ``K`` lowest joint scenarios' numbers into ``keep_j[a]`` (ascending),
+    their count into ``keep_n[a]`` (-1: none) and a lower bound of every other joint
+    scenario's interpolated total (USD) into ``keep_lb[a]``, at the current curves.
+
+    Parameters
+    ----------
+    sel : int64[n_sel]
+        Accounts to record.
+    acc, grp, grid : tuple
+        As for :func:`pmrisk.kernel.joint.joint_stress`.
+    keep : tuple
+        ``(keep_j int64[n_acc, K], keep_v[n_acc, K], keep_n int64[n_acc], keep_lb[n_acc],
+        ucurve[n_units, W], utol[n_units], usize[n_units])``, written at ``sel`` and their
+        active units.
+    gap : float
+        Directions whose lower bound is within ``gap`` x ``|lowest|`` of ``lowest`` are
+        computed (the others count by their bound).
+
+    Examples
+    --------
+    A Monitor records its accounts on its first tick under ``standard``; the ticks after
+    settle most accounts from their record:
+
+    >>> import pmrisk
+    >>> from pmrisk import samples
+    >>> t = samples.book(n_accounts=3, positions_per_account=6, underlyings=("BTC", "ETH"),
+    ...                  seed=1)
+    >>> vt = t.pop("valuation_time")
+    >>> model = pmrisk.Model.preset("standard").with_overrides({"n_directions": 24})
+    >>> import warnings
+    >>> with warnings.catch_warnings():         # no balances: equity is the positions' value
+    ...     warnings.simplefilter("ignore")
+    ...     mon = pmrisk.Monitor(**t, model=model, valuation_time=vt)
+    ...     for px in (65010.0, 65020.0):
+    ...         _ = mon.update(index={"underlying": ["BTC"], "index_price": [px]})
+    >>> js = mon._blocks[0].out.joint
+    >>> int(js.n_full), int(js.n_fast)
+    (3, 3)
+    """
+    n = sel.shape[0]
+    chunks = min(n, CHUNKS)
+    for c in prange(chunks):
+        joint_record_rows(sel, c * n // chunks, (c + 1) * n // chunks, acc, grp, grid, keep,
+                          gap)
+
+
+@njit
+def joint_record_serial(sel, acc, grp, grid, keep, gap):
+    """:func:`joint_record` on the calling thread."""
+    joint_record_rows(sel, 0, sel.shape[0], acc, grp, grid, keep, gap)
+
+
+@njit
+def joint_tick_rows(sel, lo, hi, acc, grp, ins, grid, outs, keep, prev, how):
+    """:func:`joint_tick` for the accounts ``sel[lo:hi]``."""
+    (ua_start, pu_start, pu_order, q, pos_row, unit_row, unit_px, slope, acc_group) = acc
+    (g_d, g_rows, g_col, g_j0, g_buckets, g_rho, js_shock, js_lw, js_gw, js_nvol, pr, gw_row,
+     cap_usd, mult, cover, tails, max_candidates, g_m, g_dir0, dir_iv, dir_ivt) = grp
+    (kind, settlement, contract_size, forward, strike, is_call, const) = ins
+    (use_grid, icurve, curve_of_row, n_side, tail_side, tail_range, vol_code,
+     error_factor) = grid
+    (worst, n_joint, n_exact, bind_kind, bind_index, bind_shock, unit_value, unit_vol,
+     unit_shock, unit_lw, pos_loss) = outs
+    keep_j, keep_v, keep_n, keep_lb, ucurve, utol, usize = keep
+    px_prev, row_moved = prev
+    K = keep_j.shape[1]
+    d_max = g_rows.shape[1]
+    width = icurve.shape[1]
+    max_units = 1
+    for k in range(lo, hi):
+        a = sel[k]
+        max_units = max(max_units, ua_start[a + 1] - ua_start[a])
+    n_scen = K + 2 * g_buckets.max() + 2 if g_buckets.shape[0] else K
+    units = np.empty(max_units, dtype=np.int64)
+    ucol = np.empty(max_units, dtype=np.int64)
+    new = np.zeros(width)
+    umoved = np.zeros(max_units, dtype=np.bool_)
+    scen = np.empty(n_scen, dtype=np.int64)      # account scenario numbers evaluated
+    tot = np.empty(n_scen)
+    cand = np.empty(n_scen, dtype=np.int64)
+    gvec = np.empty(d_max)
+    zpos = np.empty(d_max)
+    w = np.empty(4)
+    n_shell = 2 * n_side + 1
+    tail0 = 3 * n_shell
+    for k in range(lo, hi):
+        a = sel[k]
+        how[k] = FAST
+        g = acc_group[a]
+        prev_bind = bind_index[a] if bind_kind[a] == BIND_JOINT else -1
+        nu = _units(a, g, ua_start, pu_start, pu_order, q, unit_row, g_col, units, ucol,
+                    outs, False)
+        if g < 0 or nu == 0:
+            _reset(a, worst, bind_kind, bind_index, n_joint, n_exact, bind_shock)
+            _units(a, g, ua_start, pu_start, pu_order, q, unit_row, g_col, units, ucol, outs,
+                   True)
+            continue
+        n = keep_n[a]
+        if n < 0 or not use_grid:
+            how[k] = FULL
+            continue
+        # 1. curves and tol (the full kernel's arithmetic) of the units that moved, kept
+        # for the others; 2. the change bound
+        tol = 0.0
+        scale = 0.0
+        drop = 0.0
+        for m in range(nu):
+            u = units[m]
+            r = unit_row[u]
+            px = unit_px[u]
+            moved = px_prev[u] != px
+            if not moved:
+                for mm in range(pu_start[u], pu_start[u + 1]):
+                    p = pu_order[mm]
+                    if q[p] != 0.0 and row_moved[pos_row[p]]:
+                        moved = True
+                        break
+            umoved[m] = moved
+            if moved:
+                pxp = px_prev[u]
+                if not (px > 0.0 and pxp > 0.0):
+                    drop = np.nan
+                _curve(u, pu_start, pu_order, q, pos_row, icurve, curve_of_row, new)
+                y_sh = 0.0          # largest USD change on the shell cells, the tail cells
+                y_tl = 0.0
+                osize = 0.0
+                for s in range(width):
+                    y = abs(px * new[s] - pxp * ucurve[u, s])
+                    if s < tail0:
+                        if y > y_sh or y != y:
+                            y_sh = y
+                    elif y > y_tl or y != y:
+                        y_tl = y
+                    x = abs(ucurve[u, s])
+                    if x > osize or x != x:
+                        osize = x
+                    ucurve[u, s] = new[s]
+                e, size = _unit_tol(new, tail_side[r], n_shell, tail0, error_factor)
+                utol[u] = e * px
+                usize[u] = size * px
+                w_sh = max(1.0, gw_row[r])
+                w_tl = cover[r]
+                drop += LEBESGUE * (w_sh * y_sh + w_tl * y_tl) \
+                    + ROUND * (LEBESGUE * max(w_sh, w_tl) * osize * pxp)
+            tol += utol[u]
+            scale += usize[u]
+        dl = drop + ROUND * (LEBESGUE * scale + abs(keep_lb[a]))
+        lb = keep_lb[a] - dl
+        keep_lb[a] = lb
+        # 3. interpolated totals of the kept joint scenarios and the delta directions
+        d = g_d[g]
+        j0 = g_j0[g]
+        n_js = g_j0[g + 1] - j0
+        B = g_buckets[g]
+        _zpos(g, nu, units, ucol, slope, g_d, g_rows, g_rho, pr, gvec, zpos)
+        n_dd = 0 if d < 2 else 2 * B + (2 if tails else 0)
+        n_all = n_js + n_dd
+        # the delta directions first, then the kept joint scenarios: the lowest bound first,
+        # then, in scenario order, each whose bound (its last interpolated total lowered by
+        # the ticks since) reaches the band so far (the band only narrows, so one above it
+        # stays above the final band); a computed one's bound becomes its total
+        for e in range(n_dd):
+            scen[n + e] = n_js + e
+            tot[n + e] = 0.0
+        for m in range(nu):
+            interp_delta(ucurve[units[m]], units[m], ucol[m], unit_row, unit_px, cap_usd, n,
+                         n + n_dd, B, zpos, pr, gw_row, mult, cover, tail_range, tail_side,
+                         n_side, w, tot)
+        lowest = np.inf
+        for i in range(n, n + n_dd):
+            if tot[i] < lowest or tot[i] != tot[i]:
+                lowest = tot[i]
+        first = 0
+        for i in range(n):
+            keep_v[a, i] -= dl
+            if keep_v[a, i] < keep_v[a, first]:
+                first = i
+        for ii in range(-1 if n > 0 else 0, n):
+            i = first if ii < 0 else ii
+            scen[i] = keep_j[a, i]
+            if ii >= 0 and i == first:
+                continue
+            if not keep_v[a, i] <= lowest + 2.0 * tol:
+                tot[i] = np.inf             # above the band: not a candidate
+                continue
+            j = keep_j[a, i]
+            tot[i] = 0.0
+            for m in range(nu):
+                interp_add(ucurve[units[m]], units[m], ucol[m], unit_row, unit_px, cap_usd, i,
+                           i + 1, j0 + j - i, js_shock, js_lw, js_gw, js_nvol, pr,
+                           tail_range, tail_side, n_side, w, tot)
+            keep_v[a, i] = tot[i]
+            if tot[i] < lowest or tot[i] != tot[i]:
+                lowest = tot[i]
+        n_ev = n + n_dd
+        band = lowest + 2.0 * tol
+        # 4. every other joint scenario above the band: the candidates are these
+        if not lb > band:
+            how[k] = FULL
+            continue
+        n_c = 0
+        n_grid = 0
+        for i in range(n_ev):
+            if tot[i] <= band:
+                cand[n_c] = scen[i]
+                n_c += 1
+                if scen[i] < n_js:
+                    n_grid += 1
+        if n_grid > max_candidates:
+            how[k] = FULL
+            continue
+        if n_c == 1 and cand[0] < n_js and j0 + cand[0] == prev_bind:
+            # the one candidate is the joint scenario that bound before: the units whose
+            # curve and price did not move keep their figures there (the same bits)
+            j = cand[0]
+            t = 0.0
+            same = True
+            for m in range(nu):
+                u = units[m]
+                if not umoved[m]:
+                    t += unit_value[u] * unit_px[u]
+                    continue
+                r = unit_row[u]
+                px = unit_px[u]
+                sh, lw, gw, nv = scenario(j, n_js, j0, B, ucol[m], r, pr, gw_row, mult, cover,
+                                          zpos, js_shock, js_lw, js_gw, js_nvol)
+                y, v = exact_unit(u, pu_start, pu_order, q, pos_row, sh, nv, lw, gw,
+                                  cap_usd[r] / px, kind, settlement, contract_size, forward,
+                                  strike, is_call, const)
+                t += y * px
+                unit_value[u] = y
+                if unit_vol[u] != (VOL_UP, VOL_SAME, VOL_DOWN)[v]:
+                    same = False
+                unit_vol[u] = (VOL_UP, VOL_SAME, VOL_DOWN)[v]
+                unit_shock[u] = sh
+                unit_lw[u] = lw
+                l1p = math.log1p(sh)
+                for kk in range(pu_start[u], pu_start[u + 1]):
+                    p = pu_order[kk]
+                    pos_loss[p] = -lw * q[p] * cell(pos_row[p], sh, l1p, v, kind, settlement,
+                                                    contract_size, forward, strike, is_call,
+                                                    const)
+            before = worst[a] > 0.0
+            worst[a] = -t if (t < 0.0 or t != t) else 0.0
+            n_joint[a] = n_all
+            n_exact[a] = 1
+            if same and before == (worst[a] > 0.0):
+                how[k] = SAME
+            continue
+        _reset(a, worst, bind_kind, bind_index, n_joint, n_exact, bind_shock)
+        _units(a, g, ua_start, pu_start, pu_order, q, unit_row, g_col, units, ucol, outs,
+               True)
+        n_joint[a] = n_all
+        n_exact[a] = n_c
+        if n_c == 1:        # the binding scenario's pass gives its total too
+            j = cand[0]
+            t = exact_total(j, n_js, j0, B, nu, units, ucol, unit_row, unit_px, pr, gw_row,
+                            cap_usd, mult, cover, zpos, js_shock, js_lw, js_gw, js_nvol,
+                            pu_start, pu_order, q, pos_row, kind, settlement, contract_size,
+                            forward, strike, is_call, const, outs, True)
+            worst[a] = -t if (t < 0.0 or t != t) else 0.0
+            if j < n_js:
+                bind_kind[a] = BIND_JOINT
+                bind_index[a] = j0 + j
+            else:
+                bind_kind[a] = BIND_DELTA
+                bind_index[a] = j - n_js
+            for m in range(nu):
+                bind_shock[a, ucol[m]] = unit_shock[units[m]]
+            continue
+        # -- exact refinement, as the full kernel -----------------------------------------
+        lowest = np.inf
+        for i in range(n_c):
+            t = exact_total(cand[i], n_js, j0, B, nu, units, ucol, unit_row, unit_px, pr,
+                            gw_row, cap_usd, mult, cover, zpos, js_shock, js_lw, js_gw,
+                            js_nvol, pu_start, pu_order, q, pos_row, kind, settlement,
+                            contract_size, forward, strike, is_call, const, outs, False)
+            tot[i] = t
+            if t < lowest or t != t:
+                lowest = t
+        bind = 0
+        for i in range(n_c):
+            if tot[i] != tot[i] or (tot[i] - lowest <= TIE_RTOL * max(abs(tot[i]),
+                                                                       abs(lowest))):
+                bind = i
+                break
+        b = tot[bind]
+        worst[a] = -b if (b < 0.0 or b != b) else 0.0
+        j = cand[bind]
+        if j < n_js:
+            bind_kind[a] = BIND_JOINT
+            bind_index[a] = j0 + j
+        else:
+            bind_kind[a] = BIND_DELTA
+            bind_index[a] = j - n_js
+        exact_total(j, n_js, j0, B, nu, units, ucol, unit_row, unit_px, pr, gw_row, cap_usd,
+                    mult, cover, zpos, js_shock, js_lw, js_gw, js_nvol, pu_start, pu_order,
+                    q, pos_row, kind, settlement, contract_size, forward, strike, is_call,
+                    const, outs, True)
+        for m in range(nu):
+            bind_shock[a, ucol[m]] = unit_shock[units[m]]
+
+
+@njit(parallel=True)
+def joint_tick(sel, acc, grp, ins, grid, outs, keep, prev, how):
+    """The joint stress of the accounts ``sel`` after a tick (module docstring): each
+    account settled from its record (``keep``, lowered by the tick's change bound) exactly
+    as :func:`pmrisk.kernel.joint.joint_stress` would settle it, or ``how[k] = FULL`` (the
+    caller runs the full kernel on those and records them again).
+
+    Parameters
+    ----------
+    sel, acc, grp, ins, grid, outs : array, tuple
+        As for :func:`pmrisk.kernel.joint.joint_stress` (``outs`` written for the accounts
+        settled here).
+    keep : tuple
+        As for :func:`joint_record`; bounds lowered and moved units' curves replaced in
+        place.
+    prev : tuple
+        ``(px_prev[n_units], row_moved[n_rev_rows])``: the units' USD prices at the
+        accounts' last run and the revaluation rows repriced since.
+    how : int64[n_sel]
+        Written: :data:`FAST`, :data:`SAME` (fast, description unchanged) or :data:`FULL`
+        (the account needs the full kernel).
+
+    Examples
+    --------
+    The change bound's constant covers the cubic windows' Lebesgue constant:
+
+    >>> import numpy as np
+    >>> from pmrisk.kernel.joint_tick import LEBESGUE
+    >>> u = np.linspace(0.0, 3.0, 3001)
+    >>> lam = (abs((u - 1) * (u - 2) * (u - 3)) / 6 + abs(u * (u - 2) * (u - 3)) / 2
+    ...        + abs(u * (u - 1) * (u - 3)) / 2 + abs(u * (u - 1) * (u - 2)) / 6)
+    >>> bool(lam.max() < LEBESGUE)
+    True
+    """
+    n = sel.shape[0]
+    chunks = min(n, CHUNKS)
+    for c in prange(chunks):
+        joint_tick_rows(sel, c * n // chunks, (c + 1) * n // chunks, acc, grp, ins, grid, outs,
+                        keep, prev, how)
+
+
+@njit
+def joint_tick_serial(sel, acc, grp, ins, grid, outs, keep, prev, how):
+    """:func:`joint_tick` on the calling thread (small selections)."""
+    joint_tick_rows(sel, 0, sel.shape[0], acc, grp, ins, grid, outs, keep, prev, how)

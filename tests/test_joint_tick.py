@@ -1,0 +1,182 @@
+"""The incremental joint stress of a Monitor tick (:mod:`pmrisk.kernel.joint_tick`): the
+Monitor equals ``margin()`` on the same state whichever way each account was settled, small
+ticks settle most accounts from their record, big ones send them back to the full kernel,
+the kept bound is below every other joint scenario's interpolated total (numpy twin:
+``oracles.joint_tick_twin``, ``oracles.joint_account_totals``) and the kernel's decision is
+the twin's."""
+
+import numpy as np
+import pyarrow as pa
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+import oracles
+import pmrisk
+from pmrisk import samples
+from pmrisk.engine.correlated import JointStress
+
+pytestmark = pytest.mark.filterwarnings("ignore::pmrisk.MarginWarning")
+
+SMALL = pmrisk.Model.preset("standard").with_overrides({"n_directions": 24})
+UND = ("BTC", "ETH", "SOL")
+
+
+def monitor(seed, n_accounts=6, model=SMALL):
+    t = samples.book(n_accounts=n_accounts, positions_per_account=10, underlyings=UND,
+                     option_share=0.7, inverse_share=0.5, seed=seed)
+    vt = t.pop("valuation_time")
+    return pmrisk.Monitor(**t, model=model, valuation_time=vt), t
+
+
+def move(mon, tables, und, factor):
+    """Move ``und`` by ``factor``: its futures' marks, its options' forwards, its index."""
+    state = mon.state()
+    m, ins = state["market"], tables["instruments"]
+    und_of = dict(zip(ins["symbol"].to_pylist(), ins["underlying"].to_pylist()))
+    rows = []
+    for r in m.to_pylist():
+        if und_of[r["symbol"]] != und:
+            continue
+        r = dict(r)
+        if r["mark_iv"] is None:
+            r["mark_price"] *= factor
+        else:
+            r["underlying_price"] *= factor
+        rows.append(r)
+    idx = state["index"]
+    px = dict(zip(idx["underlying"].to_pylist(), idx["index_price"].to_pylist()))
+    mon.update(market=pa.Table.from_pylist(rows, schema=m.schema),
+               index={"underlying": [und], "index_price": [px[und] * factor]})
+
+
+def joints(mon):
+    return [b.out.joint for b in mon._blocks if b.out.joint is not None]
+
+
+def assert_equals_margin(mon, model=SMALL):
+    """Every column of the three tables equals margin()'s on the same state (numbers to
+    1e-12 of the column's scale, strings exactly)."""
+    ref = pmrisk.margin(**mon.state(), model=model)
+    keys = {"accounts": ["account"], "units": ["account", "unit"],
+            "positions": ["account", "unit", "symbol"]}
+    for name, k in keys.items():
+        a = getattr(mon, name).sort_by([(c, "ascending") for c in k])
+        b = getattr(ref, name).sort_by([(c, "ascending") for c in k])
+        assert a.num_rows == b.num_rows
+        for c in b.column_names:
+            x, y = a[c], b[c]
+            if pa.types.is_floating(y.type):
+                x = x.to_numpy(zero_copy_only=False)
+                y = y.to_numpy(zero_copy_only=False)
+                scale = np.abs(y[np.isfinite(y)]).max(initial=0.0)
+                ok = (x == y) | (np.abs(x - y) <= 1e-12 * scale) | (np.isnan(x) & np.isnan(y))
+                assert ok.all(), (name, c)
+            else:
+                assert x.to_pylist() == y.to_pylist(), (name, c)
+
+
+class Spy:
+    """Wraps :meth:`JointStress.tick`: copies the record, previous prices and moved rows
+    before each tick and checks the tick right after it (:func:`check_tick`); counts the
+    ticks."""
+
+    def __init__(self, monkeypatch):
+        self.calls = []
+        orig = JointStress.tick
+
+        def tick(js, unit_px, slope_usd, accounts):
+            before = None
+            if js.keep is not None:
+                before = {"keep": tuple(x.copy() for x in js.keep),
+                          "px_prev": js.px_prev.copy(), "pending": js.pending.copy()}
+            orig(js, unit_px, slope_usd, accounts)
+            check_tick(js, before, np.array(unit_px), np.array(slope_usd),
+                       np.array(accounts))
+            self.calls.append(before is not None)
+        monkeypatch.setattr(JointStress, "tick", tick)
+
+
+def check_tick(js, before, unit_px, slope_usd, accounts):
+    """The kept bound after the tick is below every other joint scenario's interpolated
+    total at the new curves; where the twin's decision is clear, the kernel's is the
+    same."""
+    keep_j, keep_v, keep_n, keep_lb = js.keep[:4]
+    for a in np.asarray(accounts).tolist():
+        if keep_n[a] < 0:
+            continue
+        approx, n_js, tol, size = oracles.joint_account_totals(js, a, unit_px, slope_usd)
+        other = np.ones(n_js, dtype=bool)
+        other[keep_j[a, :keep_n[a]]] = False
+        assert (approx[:n_js][other] >= keep_lb[a] - 1e-9 * size).all(), a
+    if before is None:
+        return
+    full = set(js.last_full.tolist())
+    for a, (fast, lb, band, size) in oracles.joint_tick_twin(
+            js, before, unit_px, slope_usd, accounts).items():
+        if abs(lb - band) > 1e-9 * size:
+            assert fast == (a not in full), a
+        if a not in full:
+            assert abs(keep_lb[a] - lb) <= 1e-9 * size, a
+
+
+# -- the Monitor equals margin() whichever way an account went -------------------------------
+
+def test_small_ticks_settle_from_the_record_and_equal_margin(monkeypatch):
+    spy = Spy(monkeypatch)
+    mon, t = monitor(seed=3)
+    factors = [1.001, 0.9995, 1.0007, 0.999, 1.0004, 1.0002]
+    for k, f in enumerate(factors):
+        move(mon, t, UND[k % 3], f)
+        assert_equals_margin(mon)
+    js = joints(mon)[0]
+    assert js.n_fast > js.n_full > 0          # the first tick records every account
+    assert any(spy.calls)
+
+
+def test_big_moves_send_accounts_back_to_the_full_kernel(monkeypatch):
+    spy = Spy(monkeypatch)
+    mon, t = monitor(seed=8)
+    move(mon, t, "BTC", 1.0005)                # records every account
+    js = joints(mon)[0]
+    full0 = js.n_full
+    move(mon, t, "ETH", 1.0003)
+    assert js.n_fast > 0
+    move(mon, t, "BTC", 0.8)                   # the binding scenarios move
+    assert js.n_full > full0 and len(js.last_full)
+    assert_equals_margin(mon)
+    move(mon, t, "SOL", 1.0002)
+    assert_equals_margin(mon)
+    assert any(spy.calls)
+
+
+@settings(max_examples=12, deadline=None)
+@given(seed=st.integers(0, 10_000),
+       steps=st.lists(st.tuples(st.sampled_from(UND),
+                                st.sampled_from([1e-4, 1e-3, 5e-3, 0.03, 0.15])
+                                | st.floats(-0.05, 0.05)), min_size=2, max_size=6))
+def test_any_ticks_equal_margin_and_the_bound_holds(seed, steps):
+    """Ticks of any size: the Monitor equals margin() after each; the kept bound is below
+    every other joint scenario's interpolated total (the twin scans them all) and the
+    kernel decides as the twin."""
+    with pytest.MonkeyPatch.context() as mp:
+        spy = Spy(mp)
+        mon, t = monitor(seed=seed, n_accounts=4)
+        for und, x in steps:
+            move(mon, t, und, 1.0 + x)
+            assert_equals_margin(mon)
+        assert spy.calls
+
+
+def test_monitor_10k_like_book_parallel_form(monkeypatch):
+    """Over PARALLEL_MIN accounts the parallel kernels run (the same rows as the serial
+    ones)."""
+    import pmrisk.engine.correlated as C
+    monkeypatch.setattr(C, "PARALLEL_MIN", 2)
+    spy = Spy(monkeypatch)
+    mon, t = monitor(seed=5, n_accounts=8)
+    for k, f in enumerate([1.0006, 0.9993, 1.0004, 1.07]):
+        move(mon, t, UND[k % 3], f)
+        assert_equals_margin(mon)
+    assert joints(mon)[0].n_fast > 0
+    assert any(spy.calls)
