@@ -46,7 +46,7 @@ import pyarrow.compute as pc
 from pmrisk import kernel as K
 from pmrisk.kernel.directions import KINDS, joint_moves
 from pmrisk.kernel.joint import (BIND_JOINT, joint_stress, joint_stress_serial,
-                                 pricing_constants)
+                                 pricing_constants, shell_intervals)
 from pmrisk.kernel.scenarios import VOL_DOWN, VOL_SAME, VOL_STATES, VOL_UP
 
 from ..io.arrow import kernel_args, unique_keys
@@ -267,6 +267,9 @@ class JointStress:
             MAX_CANDIDATES,
             g_m, np.concatenate([[0], np.cumsum(g_m)]).astype(np.int64),
             *self._direction_intervals(js_all, g_m, d_max, grid))
+        self.grp += (shell_intervals(self.grp[0], g_rows, self.g_j0, self.grp[6],
+                                     self.grp[9], self.grp[10],
+                                     grid.n_side if grid is not None else 1),)
         # per revaluation row: instrument columns and their grid curves (filled by reprice)
         self.ins = [np.zeros(n_rev_rows, np.int64), np.zeros(n_rev_rows, np.int64),
                     np.zeros(n_rev_rows), np.zeros(n_rev_rows), np.zeros(n_rev_rows),
