@@ -282,12 +282,250 @@ def _diff4(c, i, step):
 
 
 @njit
+def shell_intervals(g_d, g_rows, g_j0, js_shock, js_nvol, pr, n_side):
+    """Per joint scenario with three vol states and group column: the grid interval of its
+    move, ``floor(t)`` clipped to ``0 .. 2 n_side - 1`` for ``t`` as in :func:`_interp_add`
+    (so the move lies in it); 0 for the tails.  ``int64[NJ, D]``."""
+    out = np.zeros(js_shock.shape, dtype=np.int64)
+    for g in range(g_d.shape[0]):
+        for jj in range(g_j0[g], g_j0[g + 1]):
+            if js_nvol[jj] != 3:
+                continue
+            for c in range(g_d[g]):
+                r = g_rows[g, c]
+                i = int(math.floor((js_shock[jj, c] / pr[r] + 1.0) * n_side))
+                out[jj, c] = min(max(i, 0), 2 * n_side - 1)
+    return out
+
+
+@njit
+def _curve_bounds(cv, n_shell, ts, tail0, gw, cap, cover, mn, bb, d2, lvr, lvt):
+    """One unit curve ``cv`` in one pass per vol state: returns its largest |4th difference|
+    (shells, then tail; :func:`_diff4`'s arithmetic and order, NaN if any is NaN) and writes
+    lower bounds of its interpolated weighted value per grid interval: ``lvr`` (shells, loss
+    weight 1, gain weight ``gw``; the lowest vol state) and ``lvt`` (tail, weights ``cover``;
+    ``-inf`` without a tail grid).  The bound of interval ``[i, i+1]``: the lower of its two
+    nodes (lowest vol state) minus 0.2 x the largest |2nd differences| (over the vol states)
+    at nodes i-1 .. i+2 (clipped to the grid): whichever 4-node window covers it, a cubic's
+    gap to its chord there is below that (as :func:`_interval_bounds`, which bounds each vol
+    state apart).  ``mn``, ``bb``, ``d2``: scratch."""
+    err = 0.0
+    for k in range(n_shell):
+        mn[k] = np.inf
+        d2[k] = 0.0
+    for v in range(3):
+        for k in range(n_shell):
+            x = cv[3 * k + v]
+            if x < mn[k]:
+                mn[k] = x
+        for k in range(n_shell - 2):
+            b = (cv[3 * (k + 2) + v] - cv[3 * (k + 1) + v]) - \
+                (cv[3 * (k + 1) + v] - cv[3 * k + v])
+            bb[k] = b
+            if abs(b) > d2[k + 1]:
+                d2[k + 1] = abs(b)
+        for i in range(n_shell - 4):
+            x = abs((bb[i + 2] - bb[i + 1]) - (bb[i + 1] - bb[i]))
+            if x > err or x != x:
+                err = x
+    _chord_bounds(mn, d2, n_shell, 1.0, gw, cap, lvr)
+    if ts > 0:
+        n = 2 * ts + 1
+        for k in range(n - 2):
+            b = (cv[tail0 + k + 2] - cv[tail0 + k + 1]) - (cv[tail0 + k + 1] - cv[tail0 + k])
+            bb[k] = b
+            d2[k + 1] = abs(b)
+        for i in range(n - 4):
+            x = abs((bb[i + 2] - bb[i + 1]) - (bb[i + 1] - bb[i]))
+            if x > err or x != x:
+                err = x
+        for k in range(n):
+            mn[k] = cv[tail0 + k]
+        _chord_bounds(mn, d2, n, cover, cover, cap, lvt)
+    else:
+        for i in range(lvt.shape[0]):
+            lvt[i] = -np.inf            # no tail grid: no bound
+    return err
+
+
+@njit(inline="always")
+def _chord_bounds(mn, d2, n, lw, gw, cap, out):
+    """``out[i]`` for the ``n - 1`` intervals of :func:`_curve_bounds` from the nodes' lowest
+    values ``mn`` and largest |2nd differences| ``d2[1 .. n-2]`` (its ends are set here)."""
+    d2[0] = d2[1]
+    d2[n - 1] = d2[n - 2]
+    for i in range(n - 1):
+        a = mn[i]
+        b = mn[i + 1]
+        lo = a if a < b else b
+        slack = d2[max(i - 1, 0)] + d2[i] + d2[i + 1] + d2[min(i + 2, n - 1)]
+        out[i] = _weigh(lo - 0.2 * slack, lw, gw, cap)
+
+
+@njit(inline="always")
+def _interp_one(cv, c, r, px, cap, jj, js_shock, js_lw, js_gw, js_nvol, pr, tail_range,
+                tail_side, n_side, w):
+    """One unit's interpolated weighted value (USD) in the group's joint scenario ``jj``:
+    :func:`_interp_add`'s arithmetic for one scenario."""
+    sh = js_shock[jj, c]
+    if js_nvol[jj] == 3:
+        i0 = _lagrange((sh / pr[r] + 1.0) * n_side, 2 * n_side + 1, w)
+        y = _min3(cv, 3 * i0, w, js_lw[jj, c], js_gw[jj, c], cap)
+    else:
+        i0 = 3 * (2 * n_side + 1) + _lagrange((sh / tail_range[r] + 1.0) * tail_side[r],
+                                              2 * tail_side[r] + 1, w)
+        y = _weigh(w[0] * cv[i0] + w[1] * cv[i0 + 1] + w[2] * cv[i0 + 2]
+                   + w[3] * cv[i0 + 3], js_lw[jj, c], js_gw[jj, c], cap)
+    return y * px
+
+
+@njit
+def _scan(nu, units, ucol, unit_row, unit_px, cap_usd, curves, tol, g, j0, n_js, n_all, B,
+          zpos, pr, gw_row, mult, cover, js_shock, js_lw, js_gw, js_nvol, js_iv, g_m, g_dir0,
+          dir_iv, dir_ivt, tails, tail_range, tail_side, n_side, max_candidates, w, lv, lvr,
+          lvt, lbd, ev_j, ev_t, cand):
+    """The candidates of one account (finite ``tol``): every scenario whose interpolated total
+    is within ``2 tol`` of the lowest interpolated total, in scenario order, into ``cand``;
+    returns their number (``n_all``: every scenario, more than ``max_candidates`` joint
+    ones).
+
+    Branch and bound, so that only scenarios that can be within the band are interpolated:
+    each unit's lower bound per grid interval (:func:`_curve_bounds`; ``lvr``) and its
+    running minimum outward from the centre (``lv``: one look-up bounds every shell of a
+    direction, they all lie between 0 and its outer move); a direction whose bound is above
+    ``lowest + 2.5 tol`` is skipped, else each shell whose own bound (its intervals) is not
+    is interpolated.  ``lowest`` only falls, so a skipped scenario's total is above the final
+    ``lowest + 2 tol``: the candidates, and so the result, are those of a scan of every
+    scenario.  The no-move scenario, the delta directions and the direction of the lowest
+    bound go first (a good ``lowest`` early)."""
+    for m in range(nu):
+        for i in range(2 * n_side):
+            lv[m, i] = lvr[m, i]
+        for i in range(n_side + 1, 2 * n_side):          # outward from the centre
+            if lv[m, i - 1] < lv[m, i]:
+                lv[m, i] = lv[m, i - 1]
+        for i in range(n_side - 2, -1, -1):
+            if lv[m, i + 1] < lv[m, i]:
+                lv[m, i] = lv[m, i + 1]
+    # the no-move scenario and the delta directions (ev_t as scratch: slot 0 no move,
+    # 1 + e delta direction e)
+    n_dd = n_all - n_js
+    for e in range(n_dd + 1):
+        ev_t[e] = 0.0
+    for m in range(nu):
+        _interp_add(curves[m], units[m], ucol[m], unit_row, unit_px, cap_usd, 0, 1, j0,
+                    js_shock, js_lw, js_gw, js_nvol, pr, tail_range, tail_side, n_side, w,
+                    ev_t)
+        _interp_delta(curves[m], units[m], ucol[m], unit_row, unit_px, cap_usd, 1, n_dd + 1,
+                      B, zpos, pr, gw_row, mult, cover, tail_range, tail_side, n_side, w,
+                      ev_t)
+    lowest = np.inf
+    ev_j[0] = 0
+    for e in range(n_dd):
+        ev_j[1 + e] = n_js + e
+    ne = n_dd + 1
+    for i in range(ne):
+        if ev_t[i] < lowest or ev_t[i] != ev_t[i]:
+            lowest = ev_t[i]
+    # per direction: a bound of its shells
+    m_dir = g_m[g]
+    d0 = g_dir0[g]
+    best_dr = -1
+    best_lb = np.inf
+    for dr in range(m_dir):
+        lb = 0.0
+        for m in range(nu):
+            lb += lv[m, dir_iv[d0 + dr, ucol[m]]] * unit_px[units[m]]
+        lbd[dr] = lb
+        if lb < best_lb:
+            best_lb = lb
+            best_dr = dr
+    if best_dr >= 0:
+        for k in range(B):
+            j = 1 + k * m_dir + best_dr
+            t = 0.0
+            for m in range(nu):
+                u = units[m]
+                r = unit_row[u]
+                t += _interp_one(curves[m], ucol[m], r, unit_px[u], cap_usd[r] / unit_px[u],
+                                 j0 + j, js_shock, js_lw, js_gw, js_nvol, pr, tail_range,
+                                 tail_side, n_side, w)
+            ev_j[ne] = j
+            ev_t[ne] = t
+            ne += 1
+            if t < lowest or t != t:
+                lowest = t
+    for dr in range(m_dir):
+        if dr != best_dr and not lbd[dr] - lowest > 2.5 * tol:
+            for k in range(B):
+                j = 1 + k * m_dir + dr
+                jj = j0 + j
+                lb = 0.0
+                for m in range(nu):
+                    lb += lvr[m, js_iv[jj, ucol[m]]] * unit_px[units[m]]
+                if lb - lowest > 2.5 * tol:
+                    continue
+                t = 0.0
+                for m in range(nu):
+                    u = units[m]
+                    r = unit_row[u]
+                    t += _interp_one(curves[m], ucol[m], r, unit_px[u],
+                                     cap_usd[r] / unit_px[u], jj, js_shock, js_lw, js_gw,
+                                     js_nvol, pr, tail_range, tail_side, n_side, w)
+                ev_j[ne] = j
+                ev_t[ne] = t
+                ne += 1
+                if t < lowest or t != t:
+                    lowest = t
+        if not tails:
+            continue
+        jt = 1 + B * m_dir + dr
+        lb = 0.0
+        for m in range(nu):
+            lb += lvt[m, dir_ivt[d0 + dr, ucol[m]]] * unit_px[units[m]]
+        if lb - lowest > 2.5 * tol:
+            continue
+        t = 0.0
+        for m in range(nu):
+            u = units[m]
+            r = unit_row[u]
+            t += _interp_one(curves[m], ucol[m], r, unit_px[u], cap_usd[r] / unit_px[u],
+                             j0 + jt, js_shock, js_lw, js_gw, js_nvol, pr, tail_range,
+                             tail_side, n_side, w)
+        ev_j[ne] = jt
+        ev_t[ne] = t
+        ne += 1
+        if t < lowest or t != t:
+            lowest = t
+    band = lowest + 2.0 * tol
+    if band != band:
+        return n_all
+    # the candidates in scenario order (insertion into the sorted run)
+    n_c = 0
+    n_grid = 0
+    for i in range(ne):
+        if ev_t[i] <= band:
+            j = ev_j[i]
+            k = n_c
+            while k > 0 and cand[k - 1] > j:
+                cand[k] = cand[k - 1]
+                k -= 1
+            cand[k] = j
+            n_c += 1
+            if j < n_js:
+                n_grid += 1
+    if n_grid > max_candidates:
+        return n_all
+    return n_c
+
+
+@njit
 def joint_stress_rows(sel, lo, hi, acc, grp, ins, grid, outs):
     """:func:`joint_stress` for the accounts ``sel[lo:hi]`` (one run of accounts, one
     scratch set)."""
     (ua_start, pu_start, pu_order, q, pos_row, unit_row, unit_px, slope, acc_group) = acc
     (g_d, g_rows, g_col, g_j0, g_buckets, g_rho, js_shock, js_lw, js_gw, js_nvol, pr, gw_row,
-     cap_usd, mult, cover, tails, max_candidates, g_m, g_dir0, dir_iv, dir_ivt) = grp
+     cap_usd, mult, cover, tails, max_candidates, g_m, g_dir0, dir_iv, dir_ivt, js_iv) = grp
     (kind, settlement, contract_size, forward, strike, is_call, const) = ins
     (use_grid, icurve, curve_of_row, n_side, tail_side, tail_range, vol_code,
      error_factor) = grid
@@ -297,10 +535,14 @@ def joint_stress_rows(sel, lo, hi, acc, grp, ins, grid, outs):
     width = icurve.shape[1]
     max_units = 1
     max_scen = 1
+    max_pos = 1
     for k in range(lo, hi):
         a = sel[k]
         if ua_start[a + 1] - ua_start[a] > max_units:
             max_units = ua_start[a + 1] - ua_start[a]
+        n = pu_start[ua_start[a + 1]] - pu_start[ua_start[a]]
+        if n > max_pos:
+            max_pos = n
         g = acc_group[a]
         if g >= 0:
             n = g_j0[g + 1] - g_j0[g] + 2 * g_buckets[g] + 2
@@ -310,13 +552,22 @@ def joint_stress_rows(sel, lo, hi, acc, grp, ins, grid, outs):
     ucol = np.empty(max_units, dtype=np.int64)
     curves = np.zeros((max_units, width if use_grid else 1))
     tot = np.empty(max_scen)
+    cells = np.empty((2, max_pos, 3))          # the exact cells: candidate, lowest so far
+    uval = np.empty((2, max_units))
+    uvol = np.empty((2, max_units), dtype=np.int64)
     cand = np.empty(max_scen, dtype=np.int64)
     gvec = np.empty(d_max)
     zpos = np.empty(d_max)
     w = np.empty(4)
     lv = np.empty((max_units, 2 * n_side))                  # shell interval bounds
+    lvr = np.empty((max_units, 2 * n_side))                 # (running min outward: lv)
+    lbd = np.empty(max_scen)                                # per direction: a lower bound
+    ev_j = np.empty(max_scen, dtype=np.int64)               # scenarios interpolated
+    ev_t = np.empty(max_scen)                               # and their totals
     lvt = np.empty((max_units, max(2 * tail_side.max(), 1)))  # tail interval bounds
     d2 = np.empty(max(2 * n_side + 1, 2 * tail_side.max() + 1))
+    bb = np.empty(d2.shape[0])
+    mn = np.empty(d2.shape[0])
     n_shell = 2 * n_side + 1
     tail0 = 3 * n_shell
     for k in range(lo, hi):
@@ -392,119 +643,45 @@ def joint_stress_rows(sel, lo, hi, acc, grp, ins, grid, outs):
                     ci = curve_of_row[pos_row[p]]
                     for s in range(width):
                         curves[m, s] += qp * icurve[ci, s]
-                err = 0.0
-                for v in range(3):
-                    for i in range(n_shell - 4):
-                        x = _diff4(curves[m], 3 * i + v, 3)
-                        if x > err or x != x:
-                            err = x
-                ts = tail_side[r]
-                if ts > 0:
-                    for i in range(2 * ts + 1 - 4):
-                        x = _diff4(curves[m], tail0 + i, 1)
-                        if x > err or x != x:
-                            err = x
+                err = _curve_bounds(curves[m], n_shell, tail_side[r], tail0, gw_row[r],
+                                    cap_usd[r] / unit_px[u], cover[r], mn, bb, d2, lvr[m],
+                                    lvt[m])
                 size = 0.0
                 for s in range(width):
                     x = abs(curves[m, s])
                     if x > size or x != x:
                         size = x
                 tol += (error_factor * err + 1e-9 * size) * unit_px[u]
-            # lower bounds of each unit's interpolated weighted value on every grid interval
-            # (its 4-node window: the cubic's gap to the chord is <= 0.2 x the |2nd
-            # differences| around it), then their running minimum outward from the centre:
-            # one look-up bounds a direction's shells (they all lie between 0 and its outer
-            # move), one a tail
-            for m in range(nu):
-                r = unit_row[units[m]]
-                _interval_bounds(curves[m], 0, 3, n_shell, 1.0, gw_row[r],
-                                 cap_usd[r] / unit_px[units[m]], d2, lv[m])
-                for i in range(n_side, 2 * n_side):          # outward from the centre
-                    if i > n_side and lv[m, i - 1] < lv[m, i]:
-                        lv[m, i] = lv[m, i - 1]
-                for i in range(n_side - 1, -1, -1):
-                    if i < n_side - 1 and lv[m, i + 1] < lv[m, i]:
-                        lv[m, i] = lv[m, i + 1]
-                ts = tail_side[r]
-                if ts > 0:
-                    _interval_bounds(curves[m], tail0, 1, 2 * ts + 1, cover[r], cover[r],
-                                     cap_usd[r] / unit_px[units[m]], d2, lvt[m])
-            lowest = np.inf
-            for j in range(n_all):
-                tot[j] = np.inf
-            # the no-move scenario and the delta directions first (a good lowest early)
-            for j in range(n_js, n_all):
-                tot[j] = 0.0
-            tot[0] = 0.0
-            for m in range(nu):
-                _interp_add(curves[m], units[m], ucol[m], unit_row, unit_px, cap_usd, 0, 1, j0,
-                            js_shock, js_lw, js_gw, js_nvol, pr, tail_range, tail_side,
-                            n_side, w, tot)
-                _interp_delta(curves[m], units[m], ucol[m], unit_row, unit_px, cap_usd, n_js,
-                              n_all, B, zpos, pr, gw_row, mult, cover, tail_range, tail_side,
-                              n_side, w, tot)
-            for j in range(n_js, n_all):
-                if tot[j] < lowest or tot[j] != tot[j]:
-                    lowest = tot[j]
-            if tot[0] < lowest or tot[0] != tot[0]:
-                lowest = tot[0]
-            m_dir = g_m[g]
-            for dr in range(m_dir):
-                # shells of direction dr: j = 1 + (k-1)*m_dir + dr, k = 1..B; its outer
-                # move's grid interval per column: dir_iv (tail: dir_ivt)
-                lb = 0.0
-                dd = g_dir0[g] + dr
-                for m in range(nu):
-                    lb += lv[m, dir_iv[dd, ucol[m]]] * unit_px[units[m]]
-                if not lb - lowest > 2.5 * tol:
-                    for k in range(B):
-                        j = 1 + k * m_dir + dr
-                        tot[j] = 0.0
-                        for m in range(nu):
-                            _interp_add(curves[m], units[m], ucol[m], unit_row, unit_px,
-                                        cap_usd, j, j + 1, j0, js_shock, js_lw, js_gw,
-                                        js_nvol, pr, tail_range, tail_side, n_side, w, tot)
-                        if tot[j] < lowest or tot[j] != tot[j]:
-                            lowest = tot[j]
-                if not tails:
-                    continue
-                jt = 1 + B * m_dir + dr
-                lb = 0.0
-                for m in range(nu):
-                    lb += lvt[m, dir_ivt[dd, ucol[m]]] * unit_px[units[m]]
-                if not lb - lowest > 2.5 * tol:
-                    tot[jt] = 0.0
-                    for m in range(nu):
-                        _interp_add(curves[m], units[m], ucol[m], unit_row, unit_px, cap_usd,
-                                    jt, jt + 1, j0, js_shock, js_lw, js_gw, js_nvol, pr,
-                                    tail_range, tail_side, n_side, w, tot)
-                    if tot[jt] < lowest or tot[jt] != tot[jt]:
-                        lowest = tot[jt]
-            band = lowest + 2.0 * tol      # NaN (a curve is not finite): every scenario
-            n_c = 0
-            n_grid = 0
-            for j in range(n_all):
-                if tot[j] <= band or band != band:
-                    cand[n_c] = j
-                    n_c += 1
-                    if j < n_js:
-                        n_grid += 1
-            if n_grid > max_candidates:
-                n_c = n_all            # too many: revalue every scenario, as without a grid
+            if not tol < np.inf:
+                n_c = n_all        # a curve is not finite (or overflows): every scenario
+            else:
+                n_c = _scan(nu, units, ucol, unit_row, unit_px, cap_usd, curves, tol, g, j0,
+                            n_js, n_all, B, zpos, pr, gw_row, mult, cover, js_shock, js_lw,
+                            js_gw, js_nvol, js_iv, g_m, g_dir0, dir_iv, dir_ivt, tails,
+                            tail_range, tail_side, n_side, max_candidates, w, lv, lvr, lvt,
+                            lbd, ev_j, ev_t, cand)
         if n_c == n_all:
             for j in range(n_all):
                 cand[j] = j
         n_exact[a] = n_c
         # -- exact refinement ---------------------------------------------------------------
+        # (each candidate's cells kept while it is the lowest: the binding scenario's
+        # figures are written from them)
         lowest = np.inf
+        k0 = pu_start[ua_start[a]]
+        cur = 0
+        i_low = -1
         for i in range(n_c):
-            t = _exact_total(cand[i], n_js, j0, B, nu, units, ucol, unit_row, unit_px, pr,
+            t = _exact_cells(cand[i], n_js, j0, B, nu, units, ucol, unit_row, unit_px, pr,
                              gw_row, cap_usd, mult, cover, zpos, js_shock, js_lw, js_gw,
                              js_nvol, pu_start, pu_order, q, pos_row, kind, settlement,
-                             contract_size, forward, strike, is_call, const, outs, False)
+                             contract_size, forward, strike, is_call, const, k0,
+                             cells[cur], uval[cur], uvol[cur])
             tot[i] = t
             if t < lowest or t != t:
                 lowest = t
+                i_low = i
+                cur = 1 - cur
         bind = 0
         for i in range(n_c):
             if tot[i] != tot[i] or (tot[i] - lowest <= TIE_RTOL * max(abs(tot[i]),
@@ -520,12 +697,18 @@ def joint_stress_rows(sel, lo, hi, acc, grp, ins, grid, outs):
         else:
             bind_kind[a] = BIND_DELTA
             bind_index[a] = j - n_js
-        # the binding scenario again, writing each unit's value, vol, move, loss weight and
-        # its positions' own losses
-        _exact_total(j, n_js, j0, B, nu, units, ucol, unit_row, unit_px, pr, gw_row, cap_usd,
-                     mult, cover, zpos, js_shock, js_lw, js_gw, js_nvol, pu_start, pu_order,
-                     q, pos_row, kind, settlement, contract_size, forward, strike, is_call,
-                     const, outs, True)
+        # the binding scenario: each unit's value, vol, move, loss weight and its positions'
+        # own losses (from the kept cells when it is the lowest, else revalued again)
+        if bind == i_low:
+            _write_cells(j, n_js, j0, B, nu, units, ucol, unit_row, pr, gw_row, mult, cover,
+                         zpos, js_shock, js_lw, js_gw, js_nvol, pu_start, pu_order, q, pos_row,
+                         kind, settlement, contract_size, forward, strike, is_call, const, k0,
+                         cells[1 - cur], uval[1 - cur], uvol[1 - cur], outs)
+        else:
+            _exact_total(j, n_js, j0, B, nu, units, ucol, unit_row, unit_px, pr, gw_row,
+                         cap_usd, mult, cover, zpos, js_shock, js_lw, js_gw, js_nvol, pu_start,
+                         pu_order, q, pos_row, kind, settlement, contract_size, forward, strike,
+                         is_call, const, outs, True)
         for m in range(nu):
             bind_shock[a, ucol[m]] = unit_shock[units[m]]
 
@@ -576,6 +759,109 @@ def _exact_total(j, n_js, j0, B, nu, units, ucol, unit_row, unit_px, pr, gw_row,
                                                  contract_size, forward, strike, is_call,
                                                  const)
     return t
+
+
+@njit
+def _exact_cells(j, n_js, j0, B, nu, units, ucol, unit_row, unit_px, pr, gw_row, cap_usd,
+                 mult, cover, zpos, js_shock, js_lw, js_gw, js_nvol, pu_start, pu_order, q,
+                 pos_row, kind, settlement, contract_size, forward, strike, is_call, const, k0,
+                 cells, uval, uvol):
+    """:func:`_exact_total` (same arithmetic, same total) keeping each position's cells
+    (``cells[k - k0, v]``, ``k`` its place in ``pu_order``; positions without quantity are
+    skipped) and each unit's weighted value and vol state (``uval``, ``uvol``, by ``m``)."""
+    t = 0.0
+    for m in range(nu):
+        u = units[m]
+        r = unit_row[u]
+        c = ucol[m]
+        px = unit_px[u]
+        sh, lw, gw, nv = _scenario(j, n_js, j0, B, c, r, pr, gw_row, mult, cover, zpos,
+                                   js_shock, js_lw, js_gw, js_nvol)
+        l1p = math.log1p(sh)
+        x0 = 0.0
+        x1 = 0.0
+        x2 = 0.0
+        for k in range(pu_start[u], pu_start[u + 1]):
+            p = pu_order[k]
+            qp = q[p]
+            if qp == 0.0:
+                continue
+            i = pos_row[p]
+            s = k - k0
+            if nv == 1:
+                y = _cell(i, sh, l1p, 1, kind, settlement, contract_size, forward, strike,
+                          is_call, const)
+                cells[s, 1] = y
+                x1 += qp * y
+            elif kind[i] != OPTION:
+                y = _cell(i, sh, l1p, 0, kind, settlement, contract_size, forward, strike,
+                          is_call, const)
+                cells[s, 0] = y
+                cells[s, 1] = y
+                cells[s, 2] = y
+                y = qp * y
+                x0 += y
+                x1 += y
+                x2 += y
+            else:
+                y0 = _cell(i, sh, l1p, 0, kind, settlement, contract_size, forward, strike,
+                           is_call, const)
+                y1 = _cell(i, sh, l1p, 1, kind, settlement, contract_size, forward, strike,
+                           is_call, const)
+                y2 = _cell(i, sh, l1p, 2, kind, settlement, contract_size, forward, strike,
+                           is_call, const)
+                cells[s, 0] = y0
+                cells[s, 1] = y1
+                cells[s, 2] = y2
+                x0 += qp * y0
+                x1 += qp * y1
+                x2 += qp * y2
+        cap = cap_usd[r] / px
+        if nv == 1:
+            y = weigh_cell(x1, lw, gw, cap, 0.0)
+            v = 1
+        else:
+            y = weigh_cell(x0, lw, gw, cap, 0.0)
+            v = 0
+            y1 = weigh_cell(x1, lw, gw, cap, 0.0)
+            if _better(y1, 1, y, v):
+                y = y1
+                v = 1
+            y2 = weigh_cell(x2, lw, gw, cap, 0.0)
+            if _better(y2, 2, y, v):
+                y = y2
+                v = 2
+        uval[m] = y
+        uvol[m] = v
+        t += y * px
+    return t
+
+
+@njit
+def _write_cells(j, n_js, j0, B, nu, units, ucol, unit_row, pr, gw_row, mult, cover, zpos,
+                 js_shock, js_lw, js_gw, js_nvol, pu_start, pu_order, q, pos_row, kind,
+                 settlement, contract_size, forward, strike, is_call, const, k0, cells, uval,
+                 uvol, outs):
+    """:func:`_exact_total`'s ``write`` from the cells :func:`_exact_cells` kept for scenario
+    ``j`` (a position without quantity: its cell again, for the sign of its zero loss)."""
+    for m in range(nu):
+        u = units[m]
+        r = unit_row[u]
+        sh, lw, gw, nv = _scenario(j, n_js, j0, B, ucol[m], r, pr, gw_row, mult, cover, zpos,
+                                   js_shock, js_lw, js_gw, js_nvol)
+        v = uvol[m]
+        outs[6][u] = uval[m]
+        outs[7][u] = (VOL_UP, VOL_SAME, VOL_DOWN)[v]
+        outs[8][u] = sh
+        outs[9][u] = lw
+        for k in range(pu_start[u], pu_start[u + 1]):
+            p = pu_order[k]
+            if q[p] == 0.0:
+                outs[10][p] = -lw * q[p] * _cell(pos_row[p], sh, math.log1p(sh), v, kind,
+                                                 settlement, contract_size, forward, strike,
+                                                 is_call, const)
+            else:
+                outs[10][p] = -lw * q[p] * cells[k - k0, v]
 
 
 @njit(parallel=True)

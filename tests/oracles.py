@@ -707,7 +707,7 @@ def _lagrange_weights(t, n_nodes):
                          -u * (u - 1) * (u - 3) / 2, u * (u - 1) * (u - 2) / 6])
 
 
-def joint_stress_twin(js_state, pnl_args, unit_px, slope_usd):
+def joint_stress_twin(js_state, pnl_args, unit_px, slope_usd, counts=False):
     """Numpy twin of :func:`pmrisk.kernel.joint.joint_stress` on the inputs of a
     :class:`pmrisk.engine.correlated.JointStress` (``js_state``: its groups, joint scenarios,
     grid and CSR indexes), every account, scanning every scenario (no skipped directions).
@@ -719,7 +719,8 @@ def joint_stress_twin(js_state, pnl_args, unit_px, slope_usd):
     without a grid), the first within ``TIE_RTOL`` of the lowest.  Returns per account
     ``worst`` (USD), ``kind`` (0 joint, 1 delta, -1 none) and ``index`` (the account's scenario
     number: joint scenarios, then delta directions), and per unit ``value`` (weighted, its
-    settlement currency) and ``vol`` (code) there."""
+    settlement currency) and ``vol`` (code) there; with ``counts``, also per account the
+    number of scenarios revalued exactly (the kernel's ``n_exact``)."""
     st = js_state
     grid = st.grid
     n_acc = len(st.worst)
@@ -728,6 +729,7 @@ def joint_stress_twin(js_state, pnl_args, unit_px, slope_usd):
     index = np.full(n_acc, -1)
     value = np.zeros(len(st.unit_row))
     vol = np.full(len(st.unit_row), 1)
+    n_exact = np.zeros(n_acc, dtype=np.int64)
     instr = (*pnl_args.instruments(), pnl_args.rate)
     one = np.ones_like(grid.shock)
     curves_all = instrument_pnl(*instr, grid.n_scen, grid.shock, np.log1p(grid.shock),
@@ -804,6 +806,7 @@ def joint_stress_twin(js_state, pnl_args, unit_px, slope_usd):
             cand = np.flatnonzero((approx <= band) | np.isnan(band))
             if (cand < n_js).sum() > st.grp[16]:
                 cand = np.arange(n_all)
+        n_exact[a] = len(cand)
         totals, picks = [], []
         for j in cand:
             t, vs = 0.0, []
@@ -831,6 +834,8 @@ def joint_stress_twin(js_state, pnl_args, unit_px, slope_usd):
         kind[a], index[a] = (0, j) if j < n_js else (1, j - n_js)
         for u, (y, v) in zip(us, picks[b]):
             value[u], vol[u] = y, v
+    if counts:
+        return worst, kind, index, value, vol, n_exact
     return worst, kind, index, value, vol
 
 

@@ -51,7 +51,7 @@ import pyarrow.compute as pc
 from pmrisk import kernel as K
 from pmrisk.kernel.directions import KINDS, joint_moves
 from pmrisk.kernel.joint import (BIND_JOINT, joint_stress, joint_stress_serial,
-                                 pricing_constants)
+                                 pricing_constants, shell_intervals)
 from pmrisk.kernel.joint_tick import (FULL, K_KEEP, RECORD_GAP, SAME, joint_record,
                                       joint_record_serial, joint_tick, joint_tick_serial)
 from pmrisk.kernel.scenarios import VOL_DOWN, VOL_SAME, VOL_STATES, VOL_UP
@@ -303,6 +303,9 @@ class JointStress:
             MAX_CANDIDATES,
             g_m, np.concatenate([[0], np.cumsum(g_m)]).astype(np.int64),
             *self._direction_intervals(js_all, g_m, d_max, grid))
+        self.grp += (shell_intervals(self.grp[0], g_rows, self.g_j0, self.grp[6],
+                                     self.grp[9], self.grp[10],
+                                     grid.n_side if grid is not None else 1),)
         # per revaluation row: instrument columns and their grid curves (filled by reprice)
         self.ins = [np.zeros(n_rev_rows, np.int64), np.zeros(n_rev_rows, np.int64),
                     np.zeros(n_rev_rows), np.zeros(n_rev_rows), np.zeros(n_rev_rows),
@@ -467,7 +470,9 @@ class JointStress:
         (see :func:`_head` and :func:`_vol_words`), built column by column over the accounts:
         heads once per distinct binding scenario, moves once per distinct value, then joined
         by Arrow; no Python per account."""
-        acc = sel[self.worst[sel] > 0.0]
+        loss = self.worst[sel] > 0.0
+        self.description[sel[~loss]] = "none"      # a Monitor's account may have lost its loss
+        acc = sel[loss]
         if not len(acc):
             return
         if len(acc) <= FEW:
