@@ -746,4 +746,3 @@ def test_cli_demo_monitor_crosses_every_level(capsys):
         assert ("threshold_up", level) in kinds
     assert ("margin_call", "100.0%") in kinds and ("liquidation", "75.0%") in kinds
     assert "liquidation plan" in out and "301 updates" in out
-
