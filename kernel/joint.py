@@ -88,7 +88,7 @@ def pricing_constants(kind, settlement, contract_size, mark, forward, strike, is
 
 
 @njit(inline="always")
-def _cell(i, shock, l1p, v, kind, settlement, contract_size, forward, strike, is_call, const):
+def cell(i, shock, l1p, v, kind, settlement, contract_size, forward, strike, is_call, const):
     """P&L per contract of revaluation row ``i`` at ``shock`` (``l1p = log1p(shock)``) with
     vol state ``v`` (0 up, 1 same, 2 down): :func:`instrument_pnl`'s cell (pnl scale 1)."""
     if kind[i] != OPTION:
@@ -154,7 +154,7 @@ def _min3(cv, i0, w, lw, gw, cap):
 
 
 @njit(inline="always")
-def _interval_bounds(cv, c0, nv, n_nodes, lw, gw, cap, d2, out):
+def interval_bounds(cv, c0, nv, n_nodes, lw, gw, cap, d2, out):
     """``out[i]``: a lower bound of the lowest weighted value over the vol states of the
     cubic interpolant of curve ``cv`` (nodes at ``c0 + nv*i + v``) on node interval
     ``[i, i+1]``, whichever 4-node window covers it: min of the two nodes minus 0.2 x the
@@ -178,8 +178,8 @@ def _interval_bounds(cv, c0, nv, n_nodes, lw, gw, cap, d2, out):
 
 
 @njit(inline="always")
-def _interp_add(cv, u, c, unit_row, unit_px, cap_usd, ja, jb, j0, js_shock, js_lw, js_gw,
-                js_nvol, pr, tail_range, tail_side, n_side, w, tot):
+def interp_add(cv, u, c, unit_row, unit_px, cap_usd, ja, jb, j0, js_shock, js_lw, js_gw,
+               js_nvol, pr, tail_range, tail_side, n_side, w, tot):
     """Add unit ``u``'s interpolated weighted value (USD) in the group's joint scenarios
     ``ja:jb`` to ``tot[j]``."""
     r = unit_row[u]
@@ -200,10 +200,10 @@ def _interp_add(cv, u, c, unit_row, unit_px, cap_usd, ja, jb, j0, js_shock, js_l
 
 
 @njit(inline="always")
-def _interp_delta(cv, u, c, unit_row, unit_px, cap_usd, n_js, n_all, B, zpos, pr, gw_row,
-                  mult, cover, tail_range, tail_side, n_side, w, tot):
+def interp_delta(cv, u, c, unit_row, unit_px, cap_usd, n_js, n_all, B, zpos, pr, gw_row,
+                 mult, cover, tail_range, tail_side, n_side, w, tot):
     """Add unit ``u``'s interpolated weighted value (USD) in the account's delta directions
-    (scenarios ``n_js:n_all``, see :func:`_scenario`) to ``tot``."""
+    (scenarios ``n_js:n_all``, see :func:`scenario`) to ``tot``."""
     r = unit_row[u]
     px = unit_px[u]
     cap = cap_usd[r] / px
@@ -223,8 +223,8 @@ def _interp_delta(cv, u, c, unit_row, unit_px, cap_usd, n_js, n_all, B, zpos, pr
 
 
 @njit(inline="always")
-def _exact_unit(u, pu_start, pu_order, q, pos_row, shock, nv, lw, gw, cap, kind, settlement,
-                contract_size, forward, strike, is_call, const):
+def exact_unit(u, pu_start, pu_order, q, pos_row, shock, nv, lw, gw, cap, kind, settlement,
+               contract_size, forward, strike, is_call, const):
     """(weighted value, vol state) of unit ``u`` revalued exactly at ``shock``: ``nv = 3``
     the vol states up, same, down, ``nv = 1`` vol same only (tails)."""
     l1p = math.log1p(shock)
@@ -238,21 +238,21 @@ def _exact_unit(u, pu_start, pu_order, q, pos_row, shock, nv, lw, gw, cap, kind,
             continue
         i = pos_row[p]
         if nv == 1:
-            x1 += qp * _cell(i, shock, l1p, 1, kind, settlement, contract_size, forward,
-                             strike, is_call, const)
+            x1 += qp * cell(i, shock, l1p, 1, kind, settlement, contract_size, forward,
+                            strike, is_call, const)
         elif kind[i] != OPTION:
-            y = qp * _cell(i, shock, l1p, 0, kind, settlement, contract_size, forward, strike,
-                           is_call, const)
+            y = qp * cell(i, shock, l1p, 0, kind, settlement, contract_size, forward, strike,
+                          is_call, const)
             x0 += y
             x1 += y
             x2 += y
         else:
-            x0 += qp * _cell(i, shock, l1p, 0, kind, settlement, contract_size, forward,
-                             strike, is_call, const)
-            x1 += qp * _cell(i, shock, l1p, 1, kind, settlement, contract_size, forward,
-                             strike, is_call, const)
-            x2 += qp * _cell(i, shock, l1p, 2, kind, settlement, contract_size, forward,
-                             strike, is_call, const)
+            x0 += qp * cell(i, shock, l1p, 0, kind, settlement, contract_size, forward,
+                            strike, is_call, const)
+            x1 += qp * cell(i, shock, l1p, 1, kind, settlement, contract_size, forward,
+                            strike, is_call, const)
+            x2 += qp * cell(i, shock, l1p, 2, kind, settlement, contract_size, forward,
+                            strike, is_call, const)
     if nv == 1:
         return weigh_cell(x1, lw, gw, cap, 0.0), 1
     best = weigh_cell(x0, lw, gw, cap, 0.0)
@@ -269,7 +269,7 @@ def _exact_unit(u, pu_start, pu_order, q, pos_row, shock, nv, lw, gw, cap, kind,
 
 
 @njit(inline="always")
-def _diff4(c, i, step):
+def diff4(c, i, step):
     """4th difference of ``c`` at ``i, i+step, ..., i+4*step`` (numpy.diff's order)."""
     a0 = c[i + step] - c[i]
     a1 = c[i + 2 * step] - c[i + step]
@@ -284,7 +284,7 @@ def _diff4(c, i, step):
 @njit
 def shell_intervals(g_d, g_rows, g_j0, js_shock, js_nvol, pr, n_side):
     """Per joint scenario with three vol states and group column: the grid interval of its
-    move, ``floor(t)`` clipped to ``0 .. 2 n_side - 1`` for ``t`` as in :func:`_interp_add`
+    move, ``floor(t)`` clipped to ``0 .. 2 n_side - 1`` for ``t`` as in :func:`interp_add`
     (so the move lies in it); 0 for the tails.  ``int64[NJ, D]``."""
     out = np.zeros(js_shock.shape, dtype=np.int64)
     for g in range(g_d.shape[0]):
@@ -301,13 +301,13 @@ def shell_intervals(g_d, g_rows, g_j0, js_shock, js_nvol, pr, n_side):
 @njit
 def _curve_bounds(cv, n_shell, ts, tail0, gw, cap, cover, mn, bb, d2, lvr, lvt):
     """One unit curve ``cv`` in one pass per vol state: returns its largest |4th difference|
-    (shells, then tail; :func:`_diff4`'s arithmetic and order, NaN if any is NaN) and writes
+    (shells, then tail; :func:`diff4`'s arithmetic and order, NaN if any is NaN) and writes
     lower bounds of its interpolated weighted value per grid interval: ``lvr`` (shells, loss
     weight 1, gain weight ``gw``; the lowest vol state) and ``lvt`` (tail, weights ``cover``;
     ``-inf`` without a tail grid).  The bound of interval ``[i, i+1]``: the lower of its two
     nodes (lowest vol state) minus 0.2 x the largest |2nd differences| (over the vol states)
     at nodes i-1 .. i+2 (clipped to the grid): whichever 4-node window covers it, a cubic's
-    gap to its chord there is below that (as :func:`_interval_bounds`, which bounds each vol
+    gap to its chord there is below that (as :func:`interval_bounds`, which bounds each vol
     state apart).  ``mn``, ``bb``, ``d2``: scratch."""
     err = 0.0
     for k in range(n_shell):
@@ -366,7 +366,7 @@ def _chord_bounds(mn, d2, n, lw, gw, cap, out):
 def _interp_one(cv, c, r, px, cap, jj, js_shock, js_lw, js_gw, js_nvol, pr, tail_range,
                 tail_side, n_side, w):
     """One unit's interpolated weighted value (USD) in the group's joint scenario ``jj``:
-    :func:`_interp_add`'s arithmetic for one scenario."""
+    :func:`interp_add`'s arithmetic for one scenario."""
     sh = js_shock[jj, c]
     if js_nvol[jj] == 3:
         i0 = _lagrange((sh / pr[r] + 1.0) * n_side, 2 * n_side + 1, w)
@@ -413,12 +413,12 @@ def _scan(nu, units, ucol, unit_row, unit_px, cap_usd, curves, tol, g, j0, n_js,
     for e in range(n_dd + 1):
         ev_t[e] = 0.0
     for m in range(nu):
-        _interp_add(curves[m], units[m], ucol[m], unit_row, unit_px, cap_usd, 0, 1, j0,
-                    js_shock, js_lw, js_gw, js_nvol, pr, tail_range, tail_side, n_side, w,
-                    ev_t)
-        _interp_delta(curves[m], units[m], ucol[m], unit_row, unit_px, cap_usd, 1, n_dd + 1,
-                      B, zpos, pr, gw_row, mult, cover, tail_range, tail_side, n_side, w,
-                      ev_t)
+        interp_add(curves[m], units[m], ucol[m], unit_row, unit_px, cap_usd, 0, 1, j0,
+                   js_shock, js_lw, js_gw, js_nvol, pr, tail_range, tail_side, n_side, w,
+                   ev_t)
+        interp_delta(curves[m], units[m], ucol[m], unit_row, unit_px, cap_usd, 1, n_dd + 1,
+                     B, zpos, pr, gw_row, mult, cover, tail_range, tail_side, n_side, w,
+                     ev_t)
     lowest = np.inf
     ev_j[0] = 0
     for e in range(n_dd):
@@ -705,17 +705,17 @@ def joint_stress_rows(sel, lo, hi, acc, grp, ins, grid, outs):
                          kind, settlement, contract_size, forward, strike, is_call, const, k0,
                          cells[1 - cur], uval[1 - cur], uvol[1 - cur], outs)
         else:
-            _exact_total(j, n_js, j0, B, nu, units, ucol, unit_row, unit_px, pr, gw_row,
-                         cap_usd, mult, cover, zpos, js_shock, js_lw, js_gw, js_nvol, pu_start,
-                         pu_order, q, pos_row, kind, settlement, contract_size, forward, strike,
-                         is_call, const, outs, True)
+            exact_total(j, n_js, j0, B, nu, units, ucol, unit_row, unit_px, pr, gw_row,
+                        cap_usd, mult, cover, zpos, js_shock, js_lw, js_gw, js_nvol, pu_start,
+                        pu_order, q, pos_row, kind, settlement, contract_size, forward, strike,
+                        is_call, const, outs, True)
         for m in range(nu):
             bind_shock[a, ucol[m]] = unit_shock[units[m]]
 
 
 @njit(inline="always")
-def _scenario(j, n_js, j0, B, c, r, pr, gw_row, mult, cover, zpos, js_shock, js_lw, js_gw,
-              js_nvol):
+def scenario(j, n_js, j0, B, c, r, pr, gw_row, mult, cover, zpos, js_shock, js_lw, js_gw,
+             js_nvol):
     """(move, loss weight, gain weight, vol states) of group column ``c`` (row ``r``) in the
     account's scenario ``j``: the group's joint scenarios, then its delta directions (per
     shell -z*, +z*; then the tails)."""
@@ -730,10 +730,10 @@ def _scenario(j, n_js, j0, B, c, r, pr, gw_row, mult, cover, zpos, js_shock, js_
 
 
 @njit
-def _exact_total(j, n_js, j0, B, nu, units, ucol, unit_row, unit_px, pr, gw_row, cap_usd,
-                 mult, cover, zpos, js_shock, js_lw, js_gw, js_nvol, pu_start, pu_order, q,
-                 pos_row, kind, settlement, contract_size, forward, strike, is_call, const,
-                 outs, write):
+def exact_total(j, n_js, j0, B, nu, units, ucol, unit_row, unit_px, pr, gw_row, cap_usd,
+                mult, cover, zpos, js_shock, js_lw, js_gw, js_nvol, pu_start, pu_order, q,
+                pos_row, kind, settlement, contract_size, forward, strike, is_call, const,
+                outs, write):
     """The account's exact joint P&L (USD) in its scenario ``j``; with ``write``, each unit's
     figures there and its positions' own losses into ``outs``."""
     t = 0.0
@@ -742,10 +742,10 @@ def _exact_total(j, n_js, j0, B, nu, units, ucol, unit_row, unit_px, pr, gw_row,
         r = unit_row[u]
         c = ucol[m]
         px = unit_px[u]
-        sh, lw, gw, nv = _scenario(j, n_js, j0, B, c, r, pr, gw_row, mult, cover, zpos,
-                                   js_shock, js_lw, js_gw, js_nvol)
-        y, v = _exact_unit(u, pu_start, pu_order, q, pos_row, sh, nv, lw, gw, cap_usd[r] / px,
-                           kind, settlement, contract_size, forward, strike, is_call, const)
+        sh, lw, gw, nv = scenario(j, n_js, j0, B, c, r, pr, gw_row, mult, cover, zpos,
+                                  js_shock, js_lw, js_gw, js_nvol)
+        y, v = exact_unit(u, pu_start, pu_order, q, pos_row, sh, nv, lw, gw, cap_usd[r] / px,
+                          kind, settlement, contract_size, forward, strike, is_call, const)
         t += y * px
         if write:
             outs[6][u] = y
@@ -755,9 +755,9 @@ def _exact_total(j, n_js, j0, B, nu, units, ucol, unit_row, unit_px, pr, gw_row,
             l1p = math.log1p(sh)
             for k in range(pu_start[u], pu_start[u + 1]):
                 p = pu_order[k]
-                outs[10][p] = -lw * q[p] * _cell(pos_row[p], sh, l1p, v, kind, settlement,
-                                                 contract_size, forward, strike, is_call,
-                                                 const)
+                outs[10][p] = -lw * q[p] * cell(pos_row[p], sh, l1p, v, kind, settlement,
+                                                contract_size, forward, strike, is_call,
+                                                const)
     return t
 
 
@@ -766,7 +766,7 @@ def _exact_cells(j, n_js, j0, B, nu, units, ucol, unit_row, unit_px, pr, gw_row,
                  mult, cover, zpos, js_shock, js_lw, js_gw, js_nvol, pu_start, pu_order, q,
                  pos_row, kind, settlement, contract_size, forward, strike, is_call, const, k0,
                  cells, uval, uvol):
-    """:func:`_exact_total` (same arithmetic, same total) keeping each position's cells
+    """:func:`exact_total` (same arithmetic, same total) keeping each position's cells
     (``cells[k - k0, v]``, ``k`` its place in ``pu_order``; positions without quantity are
     skipped) and each unit's weighted value and vol state (``uval``, ``uvol``, by ``m``)."""
     t = 0.0
@@ -775,8 +775,8 @@ def _exact_cells(j, n_js, j0, B, nu, units, ucol, unit_row, unit_px, pr, gw_row,
         r = unit_row[u]
         c = ucol[m]
         px = unit_px[u]
-        sh, lw, gw, nv = _scenario(j, n_js, j0, B, c, r, pr, gw_row, mult, cover, zpos,
-                                   js_shock, js_lw, js_gw, js_nvol)
+        sh, lw, gw, nv = scenario(j, n_js, j0, B, c, r, pr, gw_row, mult, cover, zpos,
+                                  js_shock, js_lw, js_gw, js_nvol)
         l1p = math.log1p(sh)
         x0 = 0.0
         x1 = 0.0
@@ -789,13 +789,13 @@ def _exact_cells(j, n_js, j0, B, nu, units, ucol, unit_row, unit_px, pr, gw_row,
             i = pos_row[p]
             s = k - k0
             if nv == 1:
-                y = _cell(i, sh, l1p, 1, kind, settlement, contract_size, forward, strike,
-                          is_call, const)
+                y = cell(i, sh, l1p, 1, kind, settlement, contract_size, forward, strike,
+                         is_call, const)
                 cells[s, 1] = y
                 x1 += qp * y
             elif kind[i] != OPTION:
-                y = _cell(i, sh, l1p, 0, kind, settlement, contract_size, forward, strike,
-                          is_call, const)
+                y = cell(i, sh, l1p, 0, kind, settlement, contract_size, forward, strike,
+                         is_call, const)
                 cells[s, 0] = y
                 cells[s, 1] = y
                 cells[s, 2] = y
@@ -804,12 +804,12 @@ def _exact_cells(j, n_js, j0, B, nu, units, ucol, unit_row, unit_px, pr, gw_row,
                 x1 += y
                 x2 += y
             else:
-                y0 = _cell(i, sh, l1p, 0, kind, settlement, contract_size, forward, strike,
-                           is_call, const)
-                y1 = _cell(i, sh, l1p, 1, kind, settlement, contract_size, forward, strike,
-                           is_call, const)
-                y2 = _cell(i, sh, l1p, 2, kind, settlement, contract_size, forward, strike,
-                           is_call, const)
+                y0 = cell(i, sh, l1p, 0, kind, settlement, contract_size, forward, strike,
+                          is_call, const)
+                y1 = cell(i, sh, l1p, 1, kind, settlement, contract_size, forward, strike,
+                          is_call, const)
+                y2 = cell(i, sh, l1p, 2, kind, settlement, contract_size, forward, strike,
+                          is_call, const)
                 cells[s, 0] = y0
                 cells[s, 1] = y1
                 cells[s, 2] = y2
@@ -842,13 +842,13 @@ def _write_cells(j, n_js, j0, B, nu, units, ucol, unit_row, pr, gw_row, mult, co
                  js_shock, js_lw, js_gw, js_nvol, pu_start, pu_order, q, pos_row, kind,
                  settlement, contract_size, forward, strike, is_call, const, k0, cells, uval,
                  uvol, outs):
-    """:func:`_exact_total`'s ``write`` from the cells :func:`_exact_cells` kept for scenario
+    """:func:`exact_total`'s ``write`` from the cells :func:`_exact_cells` kept for scenario
     ``j`` (a position without quantity: its cell again, for the sign of its zero loss)."""
     for m in range(nu):
         u = units[m]
         r = unit_row[u]
-        sh, lw, gw, nv = _scenario(j, n_js, j0, B, ucol[m], r, pr, gw_row, mult, cover, zpos,
-                                   js_shock, js_lw, js_gw, js_nvol)
+        sh, lw, gw, nv = scenario(j, n_js, j0, B, ucol[m], r, pr, gw_row, mult, cover, zpos,
+                                  js_shock, js_lw, js_gw, js_nvol)
         v = uvol[m]
         outs[6][u] = uval[m]
         outs[7][u] = (VOL_UP, VOL_SAME, VOL_DOWN)[v]
@@ -857,9 +857,9 @@ def _write_cells(j, n_js, j0, B, nu, units, ucol, unit_row, pr, gw_row, mult, co
         for k in range(pu_start[u], pu_start[u + 1]):
             p = pu_order[k]
             if q[p] == 0.0:
-                outs[10][p] = -lw * q[p] * _cell(pos_row[p], sh, math.log1p(sh), v, kind,
-                                                 settlement, contract_size, forward, strike,
-                                                 is_call, const)
+                outs[10][p] = -lw * q[p] * cell(pos_row[p], sh, math.log1p(sh), v, kind,
+                                                settlement, contract_size, forward, strike,
+                                                is_call, const)
             else:
                 outs[10][p] = -lw * q[p] * cells[k - k0, v]
 
@@ -913,14 +913,3 @@ def joint_stress_serial(sel, acc, grp, ins, grid, outs):
     """:func:`joint_stress` on the calling thread (small selections)."""
     joint_stress_rows(sel, 0, sel.shape[0], acc, grp, ins, grid, outs)
 
-
-# public names of the pieces the incremental tick (:mod:`pmrisk.kernel.joint_tick`) shares
-# with the full run, so that both compute the very same bits
-exact_total = _exact_total
-interp_add = _interp_add
-interp_delta = _interp_delta
-interval_bounds = _interval_bounds
-diff4 = _diff4
-exact_unit = _exact_unit
-scenario = _scenario
-cell = _cell
