@@ -519,6 +519,91 @@ def _scan(nu, units, ucol, unit_row, unit_px, cap_usd, curves, tol, g, j0, n_js,
     return n_c
 
 
+@njit(inline="always")
+def reset_account(a, worst, bind_kind, bind_index, n_joint, n_exact, bind_shock):
+    """Account ``a``'s figures before its scenarios: no joint loss, no binding scenario."""
+    worst[a] = 0.0
+    bind_kind[a] = BIND_NONE
+    bind_index[a] = -1
+    n_joint[a] = 0
+    n_exact[a] = 0
+    for c in range(bind_shock.shape[1]):
+        bind_shock[a, c] = 0.0
+
+
+@njit(inline="always")
+def active_units(a, g, ua_start, pu_start, pu_order, q, unit_row, g_col, units, ucol, outs,
+                 reset):
+    """Account ``a``'s active units (holding a non-zero position) and their group columns
+    into ``units``/``ucol``; returns their number (0 without a group, ``g < 0``).  With
+    ``reset``, every unit's and position's outputs (``outs[6:11]``) set as before a binding
+    scenario is written: inactive units take no part (value 0, shock 0, vol same, loss
+    weight 1), positions lose 0."""
+    nu = 0
+    for u in range(ua_start[a], ua_start[a + 1]):
+        if reset:
+            outs[6][u] = 0.0
+            outs[7][u] = VOL_SAME
+            outs[8][u] = 0.0
+            outs[9][u] = 1.0
+        held = False
+        for m in range(pu_start[u], pu_start[u + 1]):
+            p = pu_order[m]
+            if reset:
+                outs[10][p] = 0.0
+            if q[p] != 0.0:
+                held = True
+        if held and g >= 0:
+            units[nu] = u
+            ucol[nu] = g_col[g, unit_row[u]]
+            nu += 1
+    return nu
+
+
+@njit(inline="always")
+def delta_direction(g, nu, units, ucol, slope, g_d, g_rows, g_rho, pr, gvec, zpos):
+    """The account's delta direction into ``zpos``: ``z* = rho s / sqrt(s' rho s)`` clipped
+    to +-1 (0 if ``s' rho s`` is not positive), ``s`` per column of group ``g`` its active
+    units' USD slopes summed, times the row's price range.  ``gvec``: scratch."""
+    d = g_d[g]
+    for c in range(d):
+        gvec[c] = 0.0
+    for m in range(nu):
+        gvec[ucol[m]] += slope[units[m]]
+    for c in range(d):
+        gvec[c] *= pr[g_rows[g, c]]
+    qq = 0.0
+    for c in range(d):
+        s = 0.0
+        for e in range(d):
+            s += g_rho[g, c, e] * gvec[e]
+        qq += gvec[c] * s
+    root = math.sqrt(qq) if qq > 0.0 else 1.0
+    for e in range(d):
+        s = 0.0
+        for c in range(d):
+            s += gvec[c] * g_rho[g, c, e]
+        z = s / root if qq > 0.0 else 0.0
+        zpos[e] = min(max(z, -1.0), 1.0)
+
+
+@njit(inline="always")
+def unit_curve(u, pu_start, pu_order, q, pos_row, icurve, curve_of_row, out):
+    """Unit ``u``'s grid curve into ``out``: the quantity-weighted sum of its positions' rows
+    of ``icurve`` (positions without quantity skipped)."""
+    width = icurve.shape[1]
+    for s in range(width):
+        out[s] = 0.0
+    for mm in range(pu_start[u], pu_start[u + 1]):
+        p = pu_order[mm]
+        qp = q[p]
+        if qp == 0.0:
+            continue
+        ci = curve_of_row[pos_row[p]]
+        for s in range(width):
+            out[s] += qp * icurve[ci, s]
+
+
 @njit
 def joint_stress_rows(sel, lo, hi, acc, grp, ins, grid, outs):
     """:func:`joint_stress` for the accounts ``sel[lo:hi]`` (one run of accounts, one
@@ -573,56 +658,17 @@ def joint_stress_rows(sel, lo, hi, acc, grp, ins, grid, outs):
     for k in range(lo, hi):
         a = sel[k]
         g = acc_group[a]
-        worst[a] = 0.0
-        bind_kind[a] = BIND_NONE
-        bind_index[a] = -1
-        n_joint[a] = 0
-        n_exact[a] = 0
-        for c in range(d_max):
-            bind_shock[a, c] = 0.0
-        # units: inactive ones take no part (value 0, shock 0, vol same, loss weight 1)
-        nu = 0
-        for u in range(ua_start[a], ua_start[a + 1]):
-            unit_value[u] = 0.0
-            unit_vol[u] = VOL_SAME
-            unit_shock[u] = 0.0
-            unit_lw[u] = 1.0
-            held = False
-            for m in range(pu_start[u], pu_start[u + 1]):
-                p = pu_order[m]
-                pos_loss[p] = 0.0
-                if q[p] != 0.0:
-                    held = True
-            if held and g >= 0:
-                units[nu] = u
-                ucol[nu] = g_col[g, unit_row[u]]
-                nu += 1
+        reset_account(a, worst, bind_kind, bind_index, n_joint, n_exact, bind_shock)
+        nu = active_units(a, g, ua_start, pu_start, pu_order, q, unit_row, g_col, units, ucol,
+                          outs, True)
         if g < 0 or nu == 0:
             continue
         d = g_d[g]
         j0 = g_j0[g]
         n_js = g_j0[g + 1] - j0
         B = g_buckets[g]
-        # the account's delta directions: +-z*, z* = rho g / sqrt(g' rho g), clipped to +-1
-        for c in range(d):
-            gvec[c] = 0.0
-        for m in range(nu):
-            gvec[ucol[m]] += slope[units[m]]
-        for c in range(d):
-            gvec[c] *= pr[g_rows[g, c]]
-        qq = 0.0
-        for c in range(d):
-            s = 0.0
-            for e in range(d):
-                s += g_rho[g, c, e] * gvec[e]
-            qq += gvec[c] * s
-        root = math.sqrt(qq) if qq > 0.0 else 1.0
-        for e in range(d):
-            s = 0.0
-            for c in range(d):
-                s += gvec[c] * g_rho[g, c, e]
-            z = s / root if qq > 0.0 else 0.0
-            zpos[e] = min(max(z, -1.0), 1.0)
+        # the account's delta directions: +-z*
+        delta_direction(g, nu, units, ucol, slope, g_d, g_rows, g_rho, pr, gvec, zpos)
         n_dd = 0 if d < 2 else 2 * B + (2 if tails else 0)
         n_all = n_js + n_dd
         n_joint[a] = n_all
@@ -633,16 +679,7 @@ def joint_stress_rows(sel, lo, hi, acc, grp, ins, grid, outs):
             for m in range(nu):
                 u = units[m]
                 r = unit_row[u]
-                for s in range(width):
-                    curves[m, s] = 0.0
-                for mm in range(pu_start[u], pu_start[u + 1]):
-                    p = pu_order[mm]
-                    qp = q[p]
-                    if qp == 0.0:
-                        continue
-                    ci = curve_of_row[pos_row[p]]
-                    for s in range(width):
-                        curves[m, s] += qp * icurve[ci, s]
+                unit_curve(u, pu_start, pu_order, q, pos_row, icurve, curve_of_row, curves[m])
                 err = _curve_bounds(curves[m], n_shell, tail_side[r], tail0, gw_row[r],
                                     cap_usd[r] / unit_px[u], cover[r], mn, bb, d2, lvr[m],
                                     lvt[m])
