@@ -7,10 +7,11 @@ rows and so its joint scenarios (see :mod:`pmrisk.engine.correlated`).  For one 
 1. **curves**: each active unit's P&L curve on the grid of its underlying row, the
    quantity-weighted sum of its positions' instrument curves (``icurve``: one row per
    revaluation row, priced once per call by :func:`pmrisk.kernel.instrument_pnl` on the grid,
-   whoever holds it); with ``grid`` off (``joint_revaluation = "exact"``) there are none;
+   whoever holds it; :func:`unit_curve`); with ``grid`` off (``joint_revaluation =
+   "exact"``) there are none;
 2. **bound**: each curve's interpolation error, ``error_factor`` times its largest 4th
-   difference along the grid plus 1e-9 of its size, times the unit's USD price; the account's
-   ``tol`` is their sum;
+   difference along the grid plus 1e-9 of its size (:func:`curve_tol`), times the unit's USD
+   price; the account's ``tol`` is their sum;
 3. **interpolated totals**: every joint scenario of the group and the account's own delta
    directions (``+-z*``, ``z* = rho g / sqrt(g' rho g)``, ``g`` the range-scaled USD slopes),
    each unit at its move (cubic Lagrange on 4 nodes), its worst weighted vol state, summed
@@ -30,6 +31,12 @@ interpolated) or the exact sum over its positions; it takes its worst weighted v
 (ties, within ``TIE_RTOL``, prefer vol ``same``, then the first).  The exact cell is
 :func:`pmrisk.kernel.instrument_pnl`'s arithmetic (per-row constants from
 :func:`pricing_constants`), so the result is exact revaluation's to the bit.
+
+The incremental tick (:mod:`pmrisk.kernel.joint_tick`) computes the same bits with the
+same functions, each defined once here: :func:`active_units`, :func:`reset_account`,
+:func:`unit_curve`, :func:`curve_tol`, :func:`delta_direction`, :func:`interp_add`,
+:func:`interp_delta`, :func:`scenario`, :func:`exact_unit`, :func:`exact_total` and
+:func:`cell` (and :func:`interval_bounds` for its record's bounds).
 
 Accounts are independent: :func:`joint_stress` cuts the selection into ``CHUNKS`` runs of
 accounts over the threads, :func:`joint_stress_serial` runs it on the calling thread; both
@@ -268,19 +275,6 @@ def exact_unit(u, pu_start, pu_order, q, pos_row, shock, nv, lw, gw, cap, kind, 
     return best, best_v
 
 
-@njit(inline="always")
-def diff4(c, i, step):
-    """4th difference of ``c`` at ``i, i+step, ..., i+4*step`` (numpy.diff's order)."""
-    a0 = c[i + step] - c[i]
-    a1 = c[i + 2 * step] - c[i + step]
-    a2 = c[i + 3 * step] - c[i + 2 * step]
-    a3 = c[i + 4 * step] - c[i + 3 * step]
-    b0 = a1 - a0
-    b1 = a2 - a1
-    b2 = a3 - a2
-    return abs((b2 - b1) - (b1 - b0))
-
-
 @njit
 def shell_intervals(g_d, g_rows, g_j0, js_shock, js_nvol, pr, n_side):
     """Per joint scenario with three vol states and group column: the grid interval of its
@@ -298,26 +292,19 @@ def shell_intervals(g_d, g_rows, g_j0, js_shock, js_nvol, pr, n_side):
     return out
 
 
-@njit
-def _curve_bounds(cv, n_shell, ts, tail0, gw, cap, cover, mn, bb, d2, lvr, lvt):
-    """One unit curve ``cv`` in one pass per vol state: returns its largest |4th difference|
-    (shells, then tail; :func:`diff4`'s arithmetic and order, NaN if any is NaN) and writes
-    lower bounds of its interpolated weighted value per grid interval: ``lvr`` (shells, loss
-    weight 1, gain weight ``gw``; the lowest vol state) and ``lvt`` (tail, weights ``cover``;
-    ``-inf`` without a tail grid).  The bound of interval ``[i, i+1]``: the lower of its two
-    nodes (lowest vol state) minus 0.2 x the largest |2nd differences| (over the vol states)
-    at nodes i-1 .. i+2 (clipped to the grid): whichever 4-node window covers it, a cubic's
-    gap to its chord there is below that (as :func:`interval_bounds`, which bounds each vol
-    state apart).  ``mn``, ``bb``, ``d2``: scratch."""
+@njit(inline="always")
+def curve_tol(cv, n_shell, ts, tail0, error_factor, bb, d2, d2t):
+    """(tol, size) of one unit curve ``cv`` (settlement currency), the bound of its
+    interpolation error: ``error_factor`` x its largest |4th difference| along the grid
+    (each vol state's ``n_shell`` shell nodes, then the tail's ``2 ts + 1`` nodes from
+    ``tail0``; NaN if any is NaN) plus 1e-9 of its size, the largest |cell| (NaN if any).
+    On the way, for :func:`_curve_bounds`: ``d2[k]`` (``k = 1 .. n_shell - 2``) the largest
+    |2nd difference| over the vol states at shell node ``k``, ``d2t[k]`` (``k = 1 ..
+    2 ts - 1``) the tail's.  ``bb``: scratch (2nd differences)."""
     err = 0.0
     for k in range(n_shell):
-        mn[k] = np.inf
         d2[k] = 0.0
     for v in range(3):
-        for k in range(n_shell):
-            x = cv[3 * k + v]
-            if x < mn[k]:
-                mn[k] = x
         for k in range(n_shell - 2):
             b = (cv[3 * (k + 2) + v] - cv[3 * (k + 1) + v]) - \
                 (cv[3 * (k + 1) + v] - cv[3 * k + v])
@@ -328,24 +315,51 @@ def _curve_bounds(cv, n_shell, ts, tail0, gw, cap, cover, mn, bb, d2, lvr, lvt):
             x = abs((bb[i + 2] - bb[i + 1]) - (bb[i + 1] - bb[i]))
             if x > err or x != x:
                 err = x
-    _chord_bounds(mn, d2, n_shell, 1.0, gw, cap, lvr)
     if ts > 0:
         n = 2 * ts + 1
         for k in range(n - 2):
             b = (cv[tail0 + k + 2] - cv[tail0 + k + 1]) - (cv[tail0 + k + 1] - cv[tail0 + k])
             bb[k] = b
-            d2[k + 1] = abs(b)
+            d2t[k + 1] = abs(b)
         for i in range(n - 4):
             x = abs((bb[i + 2] - bb[i + 1]) - (bb[i + 1] - bb[i]))
             if x > err or x != x:
                 err = x
+    size = 0.0
+    for s in range(cv.shape[0]):
+        x = abs(cv[s])
+        if x > size or x != x:
+            size = x
+    return error_factor * err + 1e-9 * size, size
+
+
+@njit
+def _curve_bounds(cv, n_shell, ts, tail0, gw, cap, cover, mn, d2, d2t, lvr, lvt):
+    """Lower bounds of one unit curve ``cv``'s interpolated weighted value per grid
+    interval, from the largest |2nd differences| :func:`curve_tol` left in ``d2`` (shells)
+    and ``d2t`` (tail): ``lvr`` (shells, loss weight 1, gain weight ``gw``; the lowest vol
+    state) and ``lvt`` (tail, weights ``cover``; ``-inf`` without a tail grid).  The bound
+    of interval ``[i, i+1]``: the lower of its two nodes (lowest vol state) minus 0.2 x the
+    largest |2nd differences| (over the vol states) at nodes i-1 .. i+2 (clipped to the
+    grid): whichever 4-node window covers it, a cubic's gap to its chord there is below
+    that (as :func:`interval_bounds`, which bounds each vol state apart).  ``mn``:
+    scratch."""
+    for k in range(n_shell):
+        mn[k] = np.inf
+    for v in range(3):
+        for k in range(n_shell):
+            x = cv[3 * k + v]
+            if x < mn[k]:
+                mn[k] = x
+    _chord_bounds(mn, d2, n_shell, 1.0, gw, cap, lvr)
+    if ts > 0:
+        n = 2 * ts + 1
         for k in range(n):
             mn[k] = cv[tail0 + k]
-        _chord_bounds(mn, d2, n, cover, cover, cap, lvt)
+        _chord_bounds(mn, d2t, n, cover, cover, cap, lvt)
     else:
         for i in range(lvt.shape[0]):
             lvt[i] = -np.inf            # no tail grid: no bound
-    return err
 
 
 @njit(inline="always")
@@ -651,6 +665,7 @@ def joint_stress_rows(sel, lo, hi, acc, grp, ins, grid, outs):
     ev_t = np.empty(max_scen)                               # and their totals
     lvt = np.empty((max_units, max(2 * tail_side.max(), 1)))  # tail interval bounds
     d2 = np.empty(max(2 * n_side + 1, 2 * tail_side.max() + 1))
+    d2t = np.empty(d2.shape[0])
     bb = np.empty(d2.shape[0])
     mn = np.empty(d2.shape[0])
     n_shell = 2 * n_side + 1
@@ -680,15 +695,11 @@ def joint_stress_rows(sel, lo, hi, acc, grp, ins, grid, outs):
                 u = units[m]
                 r = unit_row[u]
                 unit_curve(u, pu_start, pu_order, q, pos_row, icurve, curve_of_row, curves[m])
-                err = _curve_bounds(curves[m], n_shell, tail_side[r], tail0, gw_row[r],
-                                    cap_usd[r] / unit_px[u], cover[r], mn, bb, d2, lvr[m],
-                                    lvt[m])
-                size = 0.0
-                for s in range(width):
-                    x = abs(curves[m, s])
-                    if x > size or x != x:
-                        size = x
-                tol += (error_factor * err + 1e-9 * size) * unit_px[u]
+                e, _ = curve_tol(curves[m], n_shell, tail_side[r], tail0, error_factor, bb,
+                                 d2, d2t)
+                _curve_bounds(curves[m], n_shell, tail_side[r], tail0, gw_row[r],
+                              cap_usd[r] / unit_px[u], cover[r], mn, d2, d2t, lvr[m], lvt[m])
+                tol += e * unit_px[u]
             if not tol < np.inf:
                 n_c = n_all        # a curve is not finite (or overflows): every scenario
             else:

@@ -101,7 +101,7 @@ from numba import prange
 from ._config import njit
 from .aggregate import TIE_RTOL
 from .assemble import CHUNKS
-from .joint import (BIND_DELTA, BIND_JOINT, active_units, cell, delta_direction, diff4,
+from .joint import (BIND_DELTA, BIND_JOINT, active_units, cell, curve_tol, delta_direction,
                     exact_total, exact_unit, interp_add, interp_delta, interval_bounds,
                     reset_account, scenario, unit_curve)
 from .scenarios import VOL_DOWN, VOL_SAME, VOL_UP
@@ -112,30 +112,6 @@ LEBESGUE = 1.7       # >= max over [0, 3] of sum_k |l_k(u)| for 4 equispaced nod
 ROUND = 1e-12        # rounding allowance, relative to the sizes involved
 RECORD_GAP = 0.25    # a record computes the directions whose bound is within this share of
 #                      |lowest| (and of 1e-3 of the account's curve size) above lowest
-
-
-@njit(inline="always")
-def _unit_tol(cv, ts, n_shell, tail0, error_factor):
-    """(interpolation bound, size) of one curve in its settlement currency, as the full
-    kernel computes them: ``error_factor`` x the largest 4th difference plus 1e-9 of the
-    size; the size is the largest |cell|."""
-    err = 0.0
-    for v in range(3):
-        for i in range(n_shell - 4):
-            x = diff4(cv, 3 * i + v, 3)
-            if x > err or x != x:
-                err = x
-    if ts > 0:
-        for i in range(2 * ts + 1 - 4):
-            x = diff4(cv, tail0 + i, 1)
-            if x > err or x != x:
-                err = x
-    size = 0.0
-    for s in range(cv.shape[0]):
-        x = abs(cv[s])
-        if x > size or x != x:
-            size = x
-    return error_factor * err + 1e-9 * size, size
 
 
 @njit(inline="always")
@@ -185,6 +161,8 @@ def joint_record_rows(sel, lo, hi, acc, grp, grid, keep, gap):
     lv = np.empty((max_units, 2 * n_side))
     lvt = np.empty((max_units, max(2 * tail_side.max(), 1)))
     d2 = np.empty(max(2 * n_side + 1, 2 * tail_side.max() + 1))
+    d2t = np.empty(d2.shape[0])
+    bb = np.empty(d2.shape[0])
     bj = np.empty(K + 1, dtype=np.int64)
     bv = np.empty(K + 1)
     n_shell = 2 * n_side + 1
@@ -208,8 +186,8 @@ def joint_record_rows(sel, lo, hi, acc, grp, grid, keep, gap):
         for m in range(nu):
             u = units[m]
             unit_curve(u, pu_start, pu_order, q, pos_row, icurve, curve_of_row, curves[m])
-            e, size = _unit_tol(curves[m], tail_side[unit_row[u]], n_shell, tail0,
-                                error_factor)
+            e, size = curve_tol(curves[m], n_shell, tail_side[unit_row[u]], tail0,
+                                error_factor, bb, d2, d2t)
             utol[u] = e * unit_px[u]
             usize[u] = size * unit_px[u]
             tol += utol[u]
@@ -407,6 +385,9 @@ def joint_tick_rows(sel, lo, hi, acc, grp, ins, grid, outs, keep, prev, how):
     gvec = np.empty(d_max)
     zpos = np.empty(d_max)
     w = np.empty(4)
+    d2 = np.empty(max(2 * n_side + 1, 2 * tail_side.max() + 1))  # curve_tol's scratch
+    d2t = np.empty(d2.shape[0])
+    bb = np.empty(d2.shape[0])
     n_shell = 2 * n_side + 1
     tail0 = 3 * n_shell
     for k in range(lo, hi):
@@ -461,7 +442,8 @@ def joint_tick_rows(sel, lo, hi, acc, grp, ins, grid, outs, keep, prev, how):
                     if x > osize or x != x:
                         osize = x
                     ucurve[u, s] = new[s]
-                e, size = _unit_tol(new, tail_side[r], n_shell, tail0, error_factor)
+                e, size = curve_tol(new, n_shell, tail_side[r], tail0, error_factor, bb, d2,
+                                    d2t)
                 utol[u] = e * px
                 usize[u] = size * px
                 w_sh = max(1.0, gw_row[r])
