@@ -293,23 +293,24 @@ def shell_intervals(g_d, g_rows, g_j0, js_shock, js_nvol, pr, n_side):
 
 
 @njit(inline="always")
-def curve_tol(cv, n_shell, ts, tail0, error_factor, bb, d2, d2t):
+def curve_tol(cv, n_shell, ts, tail0, error_factor, bb, d2, d2t, bounds):
     """(tol, size) of one unit curve ``cv`` (settlement currency), the bound of its
     interpolation error: ``error_factor`` x its largest |4th difference| along the grid
     (each vol state's ``n_shell`` shell nodes, then the tail's ``2 ts + 1`` nodes from
     ``tail0``; NaN if any is NaN) plus 1e-9 of its size, the largest |cell| (NaN if any).
-    On the way, for :func:`_curve_bounds`: ``d2[k]`` (``k = 1 .. n_shell - 2``) the largest
-    |2nd difference| over the vol states at shell node ``k``, ``d2t[k]`` (``k = 1 ..
-    2 ts - 1``) the tail's.  ``bb``: scratch (2nd differences)."""
+    On the way, with ``bounds``, for :func:`_curve_bounds`: ``d2[k]`` (``k = 1 ..
+    n_shell - 2``) the largest |2nd difference| over the vol states at shell node ``k``,
+    ``d2t[k]`` (``k = 1 .. 2 ts - 1``) the tail's.  ``bb``: scratch (2nd differences)."""
     err = 0.0
-    for k in range(n_shell):
-        d2[k] = 0.0
+    if bounds:
+        for k in range(n_shell):
+            d2[k] = 0.0
     for v in range(3):
         for k in range(n_shell - 2):
             b = (cv[3 * (k + 2) + v] - cv[3 * (k + 1) + v]) - \
                 (cv[3 * (k + 1) + v] - cv[3 * k + v])
             bb[k] = b
-            if abs(b) > d2[k + 1]:
+            if bounds and abs(b) > d2[k + 1]:
                 d2[k + 1] = abs(b)
         for i in range(n_shell - 4):
             x = abs((bb[i + 2] - bb[i + 1]) - (bb[i + 1] - bb[i]))
@@ -320,7 +321,8 @@ def curve_tol(cv, n_shell, ts, tail0, error_factor, bb, d2, d2t):
         for k in range(n - 2):
             b = (cv[tail0 + k + 2] - cv[tail0 + k + 1]) - (cv[tail0 + k + 1] - cv[tail0 + k])
             bb[k] = b
-            d2t[k + 1] = abs(b)
+            if bounds:
+                d2t[k + 1] = abs(b)
         for i in range(n - 4):
             x = abs((bb[i + 2] - bb[i + 1]) - (bb[i + 1] - bb[i]))
             if x > err or x != x:
@@ -696,7 +698,7 @@ def joint_stress_rows(sel, lo, hi, acc, grp, ins, grid, outs):
                 r = unit_row[u]
                 unit_curve(u, pu_start, pu_order, q, pos_row, icurve, curve_of_row, curves[m])
                 e, _ = curve_tol(curves[m], n_shell, tail_side[r], tail0, error_factor, bb,
-                                 d2, d2t)
+                                 d2, d2t, True)
                 _curve_bounds(curves[m], n_shell, tail_side[r], tail0, gw_row[r],
                               cap_usd[r] / unit_px[u], cover[r], mn, d2, d2t, lvr[m], lvt[m])
                 tol += e * unit_px[u]

@@ -187,7 +187,7 @@ def joint_record_rows(sel, lo, hi, acc, grp, grid, keep, gap):
             u = units[m]
             unit_curve(u, pu_start, pu_order, q, pos_row, icurve, curve_of_row, curves[m])
             e, size = curve_tol(curves[m], n_shell, tail_side[unit_row[u]], tail0,
-                                error_factor, bb, d2, d2t)
+                                error_factor, bb, d2, d2t, False)
             utol[u] = e * unit_px[u]
             usize[u] = size * unit_px[u]
             tol += utol[u]
@@ -443,7 +443,7 @@ def joint_tick_rows(sel, lo, hi, acc, grp, ins, grid, outs, keep, prev, how):
                         osize = x
                     ucurve[u, s] = new[s]
                 e, size = curve_tol(new, n_shell, tail_side[r], tail0, error_factor, bb, d2,
-                                    d2t)
+                                    d2t, False)
                 utol[u] = e * px
                 usize[u] = size * px
                 w_sh = max(1.0, gw_row[r])
