@@ -7,10 +7,11 @@ rows and so its joint scenarios (see :mod:`pmrisk.engine.correlated`).  For one 
 1. **curves**: each active unit's P&L curve on the grid of its underlying row, the
    quantity-weighted sum of its positions' instrument curves (``icurve``: one row per
    revaluation row, priced once per call by :func:`pmrisk.kernel.instrument_pnl` on the grid,
-   whoever holds it); with ``grid`` off (``joint_revaluation = "exact"``) there are none;
+   whoever holds it; :func:`unit_curve`); with ``grid`` off (``joint_revaluation =
+   "exact"``) there are none;
 2. **bound**: each curve's interpolation error, ``error_factor`` times its largest 4th
-   difference along the grid plus 1e-9 of its size, times the unit's USD price; the account's
-   ``tol`` is their sum;
+   difference along the grid plus 1e-9 of its size (:func:`curve_tol`), times the unit's USD
+   price; the account's ``tol`` is their sum;
 3. **interpolated totals**: every joint scenario of the group and the account's own delta
    directions (``+-z*``, ``z* = rho g / sqrt(g' rho g)``, ``g`` the range-scaled USD slopes),
    each unit at its move (cubic Lagrange on 4 nodes), its worst weighted vol state, summed
@@ -30,6 +31,12 @@ interpolated) or the exact sum over its positions; it takes its worst weighted v
 (ties, within ``TIE_RTOL``, prefer vol ``same``, then the first).  The exact cell is
 :func:`pmrisk.kernel.instrument_pnl`'s arithmetic (per-row constants from
 :func:`pricing_constants`), so the result is exact revaluation's to the bit.
+
+The incremental tick (:mod:`pmrisk.kernel.joint_tick`) computes the same bits with the
+same functions, each defined once here: :func:`active_units`, :func:`reset_account`,
+:func:`unit_curve`, :func:`curve_tol`, :func:`delta_direction`, :func:`interp_add`,
+:func:`interp_delta`, :func:`scenario`, :func:`exact_unit`, :func:`exact_total` and
+:func:`cell` (and :func:`interval_bounds` for its record's bounds).
 
 Accounts are independent: :func:`joint_stress` cuts the selection into ``CHUNKS`` runs of
 accounts over the threads, :func:`joint_stress_serial` runs it on the calling thread; both
@@ -88,7 +95,7 @@ def pricing_constants(kind, settlement, contract_size, mark, forward, strike, is
 
 
 @njit(inline="always")
-def _cell(i, shock, l1p, v, kind, settlement, contract_size, forward, strike, is_call, const):
+def cell(i, shock, l1p, v, kind, settlement, contract_size, forward, strike, is_call, const):
     """P&L per contract of revaluation row ``i`` at ``shock`` (``l1p = log1p(shock)``) with
     vol state ``v`` (0 up, 1 same, 2 down): :func:`instrument_pnl`'s cell (pnl scale 1)."""
     if kind[i] != OPTION:
@@ -154,7 +161,7 @@ def _min3(cv, i0, w, lw, gw, cap):
 
 
 @njit(inline="always")
-def _interval_bounds(cv, c0, nv, n_nodes, lw, gw, cap, d2, out):
+def interval_bounds(cv, c0, nv, n_nodes, lw, gw, cap, d2, out):
     """``out[i]``: a lower bound of the lowest weighted value over the vol states of the
     cubic interpolant of curve ``cv`` (nodes at ``c0 + nv*i + v``) on node interval
     ``[i, i+1]``, whichever 4-node window covers it: min of the two nodes minus 0.2 x the
@@ -178,8 +185,8 @@ def _interval_bounds(cv, c0, nv, n_nodes, lw, gw, cap, d2, out):
 
 
 @njit(inline="always")
-def _interp_add(cv, u, c, unit_row, unit_px, cap_usd, ja, jb, j0, js_shock, js_lw, js_gw,
-                js_nvol, pr, tail_range, tail_side, n_side, w, tot):
+def interp_add(cv, u, c, unit_row, unit_px, cap_usd, ja, jb, j0, js_shock, js_lw, js_gw,
+               js_nvol, pr, tail_range, tail_side, n_side, w, tot):
     """Add unit ``u``'s interpolated weighted value (USD) in the group's joint scenarios
     ``ja:jb`` to ``tot[j]``."""
     r = unit_row[u]
@@ -200,10 +207,10 @@ def _interp_add(cv, u, c, unit_row, unit_px, cap_usd, ja, jb, j0, js_shock, js_l
 
 
 @njit(inline="always")
-def _interp_delta(cv, u, c, unit_row, unit_px, cap_usd, n_js, n_all, B, zpos, pr, gw_row,
-                  mult, cover, tail_range, tail_side, n_side, w, tot):
+def interp_delta(cv, u, c, unit_row, unit_px, cap_usd, n_js, n_all, B, zpos, pr, gw_row,
+                 mult, cover, tail_range, tail_side, n_side, w, tot):
     """Add unit ``u``'s interpolated weighted value (USD) in the account's delta directions
-    (scenarios ``n_js:n_all``, see :func:`_scenario`) to ``tot``."""
+    (scenarios ``n_js:n_all``, see :func:`scenario`) to ``tot``."""
     r = unit_row[u]
     px = unit_px[u]
     cap = cap_usd[r] / px
@@ -223,8 +230,8 @@ def _interp_delta(cv, u, c, unit_row, unit_px, cap_usd, n_js, n_all, B, zpos, pr
 
 
 @njit(inline="always")
-def _exact_unit(u, pu_start, pu_order, q, pos_row, shock, nv, lw, gw, cap, kind, settlement,
-                contract_size, forward, strike, is_call, const):
+def exact_unit(u, pu_start, pu_order, q, pos_row, shock, nv, lw, gw, cap, kind, settlement,
+               contract_size, forward, strike, is_call, const):
     """(weighted value, vol state) of unit ``u`` revalued exactly at ``shock``: ``nv = 3``
     the vol states up, same, down, ``nv = 1`` vol same only (tails)."""
     l1p = math.log1p(shock)
@@ -238,21 +245,21 @@ def _exact_unit(u, pu_start, pu_order, q, pos_row, shock, nv, lw, gw, cap, kind,
             continue
         i = pos_row[p]
         if nv == 1:
-            x1 += qp * _cell(i, shock, l1p, 1, kind, settlement, contract_size, forward,
-                             strike, is_call, const)
+            x1 += qp * cell(i, shock, l1p, 1, kind, settlement, contract_size, forward,
+                            strike, is_call, const)
         elif kind[i] != OPTION:
-            y = qp * _cell(i, shock, l1p, 0, kind, settlement, contract_size, forward, strike,
-                           is_call, const)
+            y = qp * cell(i, shock, l1p, 0, kind, settlement, contract_size, forward, strike,
+                          is_call, const)
             x0 += y
             x1 += y
             x2 += y
         else:
-            x0 += qp * _cell(i, shock, l1p, 0, kind, settlement, contract_size, forward,
-                             strike, is_call, const)
-            x1 += qp * _cell(i, shock, l1p, 1, kind, settlement, contract_size, forward,
-                             strike, is_call, const)
-            x2 += qp * _cell(i, shock, l1p, 2, kind, settlement, contract_size, forward,
-                             strike, is_call, const)
+            x0 += qp * cell(i, shock, l1p, 0, kind, settlement, contract_size, forward,
+                            strike, is_call, const)
+            x1 += qp * cell(i, shock, l1p, 1, kind, settlement, contract_size, forward,
+                            strike, is_call, const)
+            x2 += qp * cell(i, shock, l1p, 2, kind, settlement, contract_size, forward,
+                            strike, is_call, const)
     if nv == 1:
         return weigh_cell(x1, lw, gw, cap, 0.0), 1
     best = weigh_cell(x0, lw, gw, cap, 0.0)
@@ -268,23 +275,10 @@ def _exact_unit(u, pu_start, pu_order, q, pos_row, shock, nv, lw, gw, cap, kind,
     return best, best_v
 
 
-@njit(inline="always")
-def _diff4(c, i, step):
-    """4th difference of ``c`` at ``i, i+step, ..., i+4*step`` (numpy.diff's order)."""
-    a0 = c[i + step] - c[i]
-    a1 = c[i + 2 * step] - c[i + step]
-    a2 = c[i + 3 * step] - c[i + 2 * step]
-    a3 = c[i + 4 * step] - c[i + 3 * step]
-    b0 = a1 - a0
-    b1 = a2 - a1
-    b2 = a3 - a2
-    return abs((b2 - b1) - (b1 - b0))
-
-
 @njit
 def shell_intervals(g_d, g_rows, g_j0, js_shock, js_nvol, pr, n_side):
     """Per joint scenario with three vol states and group column: the grid interval of its
-    move, ``floor(t)`` clipped to ``0 .. 2 n_side - 1`` for ``t`` as in :func:`_interp_add`
+    move, ``floor(t)`` clipped to ``0 .. 2 n_side - 1`` for ``t`` as in :func:`interp_add`
     (so the move lies in it); 0 for the tails.  ``int64[NJ, D]``."""
     out = np.zeros(js_shock.shape, dtype=np.int64)
     for g in range(g_d.shape[0]):
@@ -298,54 +292,76 @@ def shell_intervals(g_d, g_rows, g_j0, js_shock, js_nvol, pr, n_side):
     return out
 
 
-@njit
-def _curve_bounds(cv, n_shell, ts, tail0, gw, cap, cover, mn, bb, d2, lvr, lvt):
-    """One unit curve ``cv`` in one pass per vol state: returns its largest |4th difference|
-    (shells, then tail; :func:`_diff4`'s arithmetic and order, NaN if any is NaN) and writes
-    lower bounds of its interpolated weighted value per grid interval: ``lvr`` (shells, loss
-    weight 1, gain weight ``gw``; the lowest vol state) and ``lvt`` (tail, weights ``cover``;
-    ``-inf`` without a tail grid).  The bound of interval ``[i, i+1]``: the lower of its two
-    nodes (lowest vol state) minus 0.2 x the largest |2nd differences| (over the vol states)
-    at nodes i-1 .. i+2 (clipped to the grid): whichever 4-node window covers it, a cubic's
-    gap to its chord there is below that (as :func:`_interval_bounds`, which bounds each vol
-    state apart).  ``mn``, ``bb``, ``d2``: scratch."""
+@njit(inline="always")
+def curve_tol(cv, n_shell, ts, tail0, error_factor, bb, d2, d2t, bounds):
+    """(tol, size) of one unit curve ``cv`` (settlement currency), the bound of its
+    interpolation error: ``error_factor`` x its largest |4th difference| along the grid
+    (each vol state's ``n_shell`` shell nodes, then the tail's ``2 ts + 1`` nodes from
+    ``tail0``; NaN if any is NaN) plus 1e-9 of its size, the largest |cell| (NaN if any).
+    On the way, with ``bounds``, for :func:`_curve_bounds`: ``d2[k]`` (``k = 1 ..
+    n_shell - 2``) the largest |2nd difference| over the vol states at shell node ``k``,
+    ``d2t[k]`` (``k = 1 .. 2 ts - 1``) the tail's.  ``bb``: scratch (2nd differences)."""
     err = 0.0
-    for k in range(n_shell):
-        mn[k] = np.inf
-        d2[k] = 0.0
-    for v in range(3):
+    if bounds:
         for k in range(n_shell):
-            x = cv[3 * k + v]
-            if x < mn[k]:
-                mn[k] = x
+            d2[k] = 0.0
+    for v in range(3):
         for k in range(n_shell - 2):
             b = (cv[3 * (k + 2) + v] - cv[3 * (k + 1) + v]) - \
                 (cv[3 * (k + 1) + v] - cv[3 * k + v])
             bb[k] = b
-            if abs(b) > d2[k + 1]:
+            if bounds and abs(b) > d2[k + 1]:
                 d2[k + 1] = abs(b)
         for i in range(n_shell - 4):
             x = abs((bb[i + 2] - bb[i + 1]) - (bb[i + 1] - bb[i]))
             if x > err or x != x:
                 err = x
-    _chord_bounds(mn, d2, n_shell, 1.0, gw, cap, lvr)
     if ts > 0:
         n = 2 * ts + 1
         for k in range(n - 2):
             b = (cv[tail0 + k + 2] - cv[tail0 + k + 1]) - (cv[tail0 + k + 1] - cv[tail0 + k])
             bb[k] = b
-            d2[k + 1] = abs(b)
+            if bounds:
+                d2t[k + 1] = abs(b)
         for i in range(n - 4):
             x = abs((bb[i + 2] - bb[i + 1]) - (bb[i + 1] - bb[i]))
             if x > err or x != x:
                 err = x
+    size = 0.0
+    for s in range(cv.shape[0]):
+        x = abs(cv[s])
+        if x > size or x != x:
+            size = x
+    return error_factor * err + 1e-9 * size, size
+
+
+@njit
+def _curve_bounds(cv, n_shell, ts, tail0, gw, cap, cover, mn, d2, d2t, lvr, lvt):
+    """Lower bounds of one unit curve ``cv``'s interpolated weighted value per grid
+    interval, from the largest |2nd differences| :func:`curve_tol` left in ``d2`` (shells)
+    and ``d2t`` (tail): ``lvr`` (shells, loss weight 1, gain weight ``gw``; the lowest vol
+    state) and ``lvt`` (tail, weights ``cover``; ``-inf`` without a tail grid).  The bound
+    of interval ``[i, i+1]``: the lower of its two nodes (lowest vol state) minus 0.2 x the
+    largest |2nd differences| (over the vol states) at nodes i-1 .. i+2 (clipped to the
+    grid): whichever 4-node window covers it, a cubic's gap to its chord there is below
+    that (as :func:`interval_bounds`, which bounds each vol state apart).  ``mn``:
+    scratch."""
+    for k in range(n_shell):
+        mn[k] = np.inf
+    for v in range(3):
+        for k in range(n_shell):
+            x = cv[3 * k + v]
+            if x < mn[k]:
+                mn[k] = x
+    _chord_bounds(mn, d2, n_shell, 1.0, gw, cap, lvr)
+    if ts > 0:
+        n = 2 * ts + 1
         for k in range(n):
             mn[k] = cv[tail0 + k]
-        _chord_bounds(mn, d2, n, cover, cover, cap, lvt)
+        _chord_bounds(mn, d2t, n, cover, cover, cap, lvt)
     else:
         for i in range(lvt.shape[0]):
             lvt[i] = -np.inf            # no tail grid: no bound
-    return err
 
 
 @njit(inline="always")
@@ -366,7 +382,7 @@ def _chord_bounds(mn, d2, n, lw, gw, cap, out):
 def _interp_one(cv, c, r, px, cap, jj, js_shock, js_lw, js_gw, js_nvol, pr, tail_range,
                 tail_side, n_side, w):
     """One unit's interpolated weighted value (USD) in the group's joint scenario ``jj``:
-    :func:`_interp_add`'s arithmetic for one scenario."""
+    :func:`interp_add`'s arithmetic for one scenario."""
     sh = js_shock[jj, c]
     if js_nvol[jj] == 3:
         i0 = _lagrange((sh / pr[r] + 1.0) * n_side, 2 * n_side + 1, w)
@@ -413,12 +429,12 @@ def _scan(nu, units, ucol, unit_row, unit_px, cap_usd, curves, tol, g, j0, n_js,
     for e in range(n_dd + 1):
         ev_t[e] = 0.0
     for m in range(nu):
-        _interp_add(curves[m], units[m], ucol[m], unit_row, unit_px, cap_usd, 0, 1, j0,
-                    js_shock, js_lw, js_gw, js_nvol, pr, tail_range, tail_side, n_side, w,
-                    ev_t)
-        _interp_delta(curves[m], units[m], ucol[m], unit_row, unit_px, cap_usd, 1, n_dd + 1,
-                      B, zpos, pr, gw_row, mult, cover, tail_range, tail_side, n_side, w,
-                      ev_t)
+        interp_add(curves[m], units[m], ucol[m], unit_row, unit_px, cap_usd, 0, 1, j0,
+                   js_shock, js_lw, js_gw, js_nvol, pr, tail_range, tail_side, n_side, w,
+                   ev_t)
+        interp_delta(curves[m], units[m], ucol[m], unit_row, unit_px, cap_usd, 1, n_dd + 1,
+                     B, zpos, pr, gw_row, mult, cover, tail_range, tail_side, n_side, w,
+                     ev_t)
     lowest = np.inf
     ev_j[0] = 0
     for e in range(n_dd):
@@ -519,6 +535,91 @@ def _scan(nu, units, ucol, unit_row, unit_px, cap_usd, curves, tol, g, j0, n_js,
     return n_c
 
 
+@njit(inline="always")
+def reset_account(a, worst, bind_kind, bind_index, n_joint, n_exact, bind_shock):
+    """Account ``a``'s figures before its scenarios: no joint loss, no binding scenario."""
+    worst[a] = 0.0
+    bind_kind[a] = BIND_NONE
+    bind_index[a] = -1
+    n_joint[a] = 0
+    n_exact[a] = 0
+    for c in range(bind_shock.shape[1]):
+        bind_shock[a, c] = 0.0
+
+
+@njit(inline="always")
+def active_units(a, g, ua_start, pu_start, pu_order, q, unit_row, g_col, units, ucol, outs,
+                 reset):
+    """Account ``a``'s active units (holding a non-zero position) and their group columns
+    into ``units``/``ucol``; returns their number (0 without a group, ``g < 0``).  With
+    ``reset``, every unit's and position's outputs (``outs[6:11]``) set as before a binding
+    scenario is written: inactive units take no part (value 0, shock 0, vol same, loss
+    weight 1), positions lose 0."""
+    nu = 0
+    for u in range(ua_start[a], ua_start[a + 1]):
+        if reset:
+            outs[6][u] = 0.0
+            outs[7][u] = VOL_SAME
+            outs[8][u] = 0.0
+            outs[9][u] = 1.0
+        held = False
+        for m in range(pu_start[u], pu_start[u + 1]):
+            p = pu_order[m]
+            if reset:
+                outs[10][p] = 0.0
+            if q[p] != 0.0:
+                held = True
+        if held and g >= 0:
+            units[nu] = u
+            ucol[nu] = g_col[g, unit_row[u]]
+            nu += 1
+    return nu
+
+
+@njit(inline="always")
+def delta_direction(g, nu, units, ucol, slope, g_d, g_rows, g_rho, pr, gvec, zpos):
+    """The account's delta direction into ``zpos``: ``z* = rho s / sqrt(s' rho s)`` clipped
+    to +-1 (0 if ``s' rho s`` is not positive), ``s`` per column of group ``g`` its active
+    units' USD slopes summed, times the row's price range.  ``gvec``: scratch."""
+    d = g_d[g]
+    for c in range(d):
+        gvec[c] = 0.0
+    for m in range(nu):
+        gvec[ucol[m]] += slope[units[m]]
+    for c in range(d):
+        gvec[c] *= pr[g_rows[g, c]]
+    qq = 0.0
+    for c in range(d):
+        s = 0.0
+        for e in range(d):
+            s += g_rho[g, c, e] * gvec[e]
+        qq += gvec[c] * s
+    root = math.sqrt(qq) if qq > 0.0 else 1.0
+    for e in range(d):
+        s = 0.0
+        for c in range(d):
+            s += gvec[c] * g_rho[g, c, e]
+        z = s / root if qq > 0.0 else 0.0
+        zpos[e] = min(max(z, -1.0), 1.0)
+
+
+@njit(inline="always")
+def unit_curve(u, pu_start, pu_order, q, pos_row, icurve, curve_of_row, out):
+    """Unit ``u``'s grid curve into ``out``: the quantity-weighted sum of its positions' rows
+    of ``icurve`` (positions without quantity skipped)."""
+    width = icurve.shape[1]
+    for s in range(width):
+        out[s] = 0.0
+    for mm in range(pu_start[u], pu_start[u + 1]):
+        p = pu_order[mm]
+        qp = q[p]
+        if qp == 0.0:
+            continue
+        ci = curve_of_row[pos_row[p]]
+        for s in range(width):
+            out[s] += qp * icurve[ci, s]
+
+
 @njit
 def joint_stress_rows(sel, lo, hi, acc, grp, ins, grid, outs):
     """:func:`joint_stress` for the accounts ``sel[lo:hi]`` (one run of accounts, one
@@ -566,6 +667,7 @@ def joint_stress_rows(sel, lo, hi, acc, grp, ins, grid, outs):
     ev_t = np.empty(max_scen)                               # and their totals
     lvt = np.empty((max_units, max(2 * tail_side.max(), 1)))  # tail interval bounds
     d2 = np.empty(max(2 * n_side + 1, 2 * tail_side.max() + 1))
+    d2t = np.empty(d2.shape[0])
     bb = np.empty(d2.shape[0])
     mn = np.empty(d2.shape[0])
     n_shell = 2 * n_side + 1
@@ -573,56 +675,17 @@ def joint_stress_rows(sel, lo, hi, acc, grp, ins, grid, outs):
     for k in range(lo, hi):
         a = sel[k]
         g = acc_group[a]
-        worst[a] = 0.0
-        bind_kind[a] = BIND_NONE
-        bind_index[a] = -1
-        n_joint[a] = 0
-        n_exact[a] = 0
-        for c in range(d_max):
-            bind_shock[a, c] = 0.0
-        # units: inactive ones take no part (value 0, shock 0, vol same, loss weight 1)
-        nu = 0
-        for u in range(ua_start[a], ua_start[a + 1]):
-            unit_value[u] = 0.0
-            unit_vol[u] = VOL_SAME
-            unit_shock[u] = 0.0
-            unit_lw[u] = 1.0
-            held = False
-            for m in range(pu_start[u], pu_start[u + 1]):
-                p = pu_order[m]
-                pos_loss[p] = 0.0
-                if q[p] != 0.0:
-                    held = True
-            if held and g >= 0:
-                units[nu] = u
-                ucol[nu] = g_col[g, unit_row[u]]
-                nu += 1
+        reset_account(a, worst, bind_kind, bind_index, n_joint, n_exact, bind_shock)
+        nu = active_units(a, g, ua_start, pu_start, pu_order, q, unit_row, g_col, units, ucol,
+                          outs, True)
         if g < 0 or nu == 0:
             continue
         d = g_d[g]
         j0 = g_j0[g]
         n_js = g_j0[g + 1] - j0
         B = g_buckets[g]
-        # the account's delta directions: +-z*, z* = rho g / sqrt(g' rho g), clipped to +-1
-        for c in range(d):
-            gvec[c] = 0.0
-        for m in range(nu):
-            gvec[ucol[m]] += slope[units[m]]
-        for c in range(d):
-            gvec[c] *= pr[g_rows[g, c]]
-        qq = 0.0
-        for c in range(d):
-            s = 0.0
-            for e in range(d):
-                s += g_rho[g, c, e] * gvec[e]
-            qq += gvec[c] * s
-        root = math.sqrt(qq) if qq > 0.0 else 1.0
-        for e in range(d):
-            s = 0.0
-            for c in range(d):
-                s += gvec[c] * g_rho[g, c, e]
-            z = s / root if qq > 0.0 else 0.0
-            zpos[e] = min(max(z, -1.0), 1.0)
+        # the account's delta directions: +-z*
+        delta_direction(g, nu, units, ucol, slope, g_d, g_rows, g_rho, pr, gvec, zpos)
         n_dd = 0 if d < 2 else 2 * B + (2 if tails else 0)
         n_all = n_js + n_dd
         n_joint[a] = n_all
@@ -633,25 +696,12 @@ def joint_stress_rows(sel, lo, hi, acc, grp, ins, grid, outs):
             for m in range(nu):
                 u = units[m]
                 r = unit_row[u]
-                for s in range(width):
-                    curves[m, s] = 0.0
-                for mm in range(pu_start[u], pu_start[u + 1]):
-                    p = pu_order[mm]
-                    qp = q[p]
-                    if qp == 0.0:
-                        continue
-                    ci = curve_of_row[pos_row[p]]
-                    for s in range(width):
-                        curves[m, s] += qp * icurve[ci, s]
-                err = _curve_bounds(curves[m], n_shell, tail_side[r], tail0, gw_row[r],
-                                    cap_usd[r] / unit_px[u], cover[r], mn, bb, d2, lvr[m],
-                                    lvt[m])
-                size = 0.0
-                for s in range(width):
-                    x = abs(curves[m, s])
-                    if x > size or x != x:
-                        size = x
-                tol += (error_factor * err + 1e-9 * size) * unit_px[u]
+                unit_curve(u, pu_start, pu_order, q, pos_row, icurve, curve_of_row, curves[m])
+                e, _ = curve_tol(curves[m], n_shell, tail_side[r], tail0, error_factor, bb,
+                                 d2, d2t, True)
+                _curve_bounds(curves[m], n_shell, tail_side[r], tail0, gw_row[r],
+                              cap_usd[r] / unit_px[u], cover[r], mn, d2, d2t, lvr[m], lvt[m])
+                tol += e * unit_px[u]
             if not tol < np.inf:
                 n_c = n_all        # a curve is not finite (or overflows): every scenario
             else:
@@ -705,17 +755,17 @@ def joint_stress_rows(sel, lo, hi, acc, grp, ins, grid, outs):
                          kind, settlement, contract_size, forward, strike, is_call, const, k0,
                          cells[1 - cur], uval[1 - cur], uvol[1 - cur], outs)
         else:
-            _exact_total(j, n_js, j0, B, nu, units, ucol, unit_row, unit_px, pr, gw_row,
-                         cap_usd, mult, cover, zpos, js_shock, js_lw, js_gw, js_nvol, pu_start,
-                         pu_order, q, pos_row, kind, settlement, contract_size, forward, strike,
-                         is_call, const, outs, True)
+            exact_total(j, n_js, j0, B, nu, units, ucol, unit_row, unit_px, pr, gw_row,
+                        cap_usd, mult, cover, zpos, js_shock, js_lw, js_gw, js_nvol, pu_start,
+                        pu_order, q, pos_row, kind, settlement, contract_size, forward, strike,
+                        is_call, const, outs, True)
         for m in range(nu):
             bind_shock[a, ucol[m]] = unit_shock[units[m]]
 
 
 @njit(inline="always")
-def _scenario(j, n_js, j0, B, c, r, pr, gw_row, mult, cover, zpos, js_shock, js_lw, js_gw,
-              js_nvol):
+def scenario(j, n_js, j0, B, c, r, pr, gw_row, mult, cover, zpos, js_shock, js_lw, js_gw,
+             js_nvol):
     """(move, loss weight, gain weight, vol states) of group column ``c`` (row ``r``) in the
     account's scenario ``j``: the group's joint scenarios, then its delta directions (per
     shell -z*, +z*; then the tails)."""
@@ -730,10 +780,10 @@ def _scenario(j, n_js, j0, B, c, r, pr, gw_row, mult, cover, zpos, js_shock, js_
 
 
 @njit
-def _exact_total(j, n_js, j0, B, nu, units, ucol, unit_row, unit_px, pr, gw_row, cap_usd,
-                 mult, cover, zpos, js_shock, js_lw, js_gw, js_nvol, pu_start, pu_order, q,
-                 pos_row, kind, settlement, contract_size, forward, strike, is_call, const,
-                 outs, write):
+def exact_total(j, n_js, j0, B, nu, units, ucol, unit_row, unit_px, pr, gw_row, cap_usd,
+                mult, cover, zpos, js_shock, js_lw, js_gw, js_nvol, pu_start, pu_order, q,
+                pos_row, kind, settlement, contract_size, forward, strike, is_call, const,
+                outs, write):
     """The account's exact joint P&L (USD) in its scenario ``j``; with ``write``, each unit's
     figures there and its positions' own losses into ``outs``."""
     t = 0.0
@@ -742,10 +792,10 @@ def _exact_total(j, n_js, j0, B, nu, units, ucol, unit_row, unit_px, pr, gw_row,
         r = unit_row[u]
         c = ucol[m]
         px = unit_px[u]
-        sh, lw, gw, nv = _scenario(j, n_js, j0, B, c, r, pr, gw_row, mult, cover, zpos,
-                                   js_shock, js_lw, js_gw, js_nvol)
-        y, v = _exact_unit(u, pu_start, pu_order, q, pos_row, sh, nv, lw, gw, cap_usd[r] / px,
-                           kind, settlement, contract_size, forward, strike, is_call, const)
+        sh, lw, gw, nv = scenario(j, n_js, j0, B, c, r, pr, gw_row, mult, cover, zpos,
+                                  js_shock, js_lw, js_gw, js_nvol)
+        y, v = exact_unit(u, pu_start, pu_order, q, pos_row, sh, nv, lw, gw, cap_usd[r] / px,
+                          kind, settlement, contract_size, forward, strike, is_call, const)
         t += y * px
         if write:
             outs[6][u] = y
@@ -755,9 +805,9 @@ def _exact_total(j, n_js, j0, B, nu, units, ucol, unit_row, unit_px, pr, gw_row,
             l1p = math.log1p(sh)
             for k in range(pu_start[u], pu_start[u + 1]):
                 p = pu_order[k]
-                outs[10][p] = -lw * q[p] * _cell(pos_row[p], sh, l1p, v, kind, settlement,
-                                                 contract_size, forward, strike, is_call,
-                                                 const)
+                outs[10][p] = -lw * q[p] * cell(pos_row[p], sh, l1p, v, kind, settlement,
+                                                contract_size, forward, strike, is_call,
+                                                const)
     return t
 
 
@@ -766,7 +816,7 @@ def _exact_cells(j, n_js, j0, B, nu, units, ucol, unit_row, unit_px, pr, gw_row,
                  mult, cover, zpos, js_shock, js_lw, js_gw, js_nvol, pu_start, pu_order, q,
                  pos_row, kind, settlement, contract_size, forward, strike, is_call, const, k0,
                  cells, uval, uvol):
-    """:func:`_exact_total` (same arithmetic, same total) keeping each position's cells
+    """:func:`exact_total` (same arithmetic, same total) keeping each position's cells
     (``cells[k - k0, v]``, ``k`` its place in ``pu_order``; positions without quantity are
     skipped) and each unit's weighted value and vol state (``uval``, ``uvol``, by ``m``)."""
     t = 0.0
@@ -775,8 +825,8 @@ def _exact_cells(j, n_js, j0, B, nu, units, ucol, unit_row, unit_px, pr, gw_row,
         r = unit_row[u]
         c = ucol[m]
         px = unit_px[u]
-        sh, lw, gw, nv = _scenario(j, n_js, j0, B, c, r, pr, gw_row, mult, cover, zpos,
-                                   js_shock, js_lw, js_gw, js_nvol)
+        sh, lw, gw, nv = scenario(j, n_js, j0, B, c, r, pr, gw_row, mult, cover, zpos,
+                                  js_shock, js_lw, js_gw, js_nvol)
         l1p = math.log1p(sh)
         x0 = 0.0
         x1 = 0.0
@@ -789,13 +839,13 @@ def _exact_cells(j, n_js, j0, B, nu, units, ucol, unit_row, unit_px, pr, gw_row,
             i = pos_row[p]
             s = k - k0
             if nv == 1:
-                y = _cell(i, sh, l1p, 1, kind, settlement, contract_size, forward, strike,
-                          is_call, const)
+                y = cell(i, sh, l1p, 1, kind, settlement, contract_size, forward, strike,
+                         is_call, const)
                 cells[s, 1] = y
                 x1 += qp * y
             elif kind[i] != OPTION:
-                y = _cell(i, sh, l1p, 0, kind, settlement, contract_size, forward, strike,
-                          is_call, const)
+                y = cell(i, sh, l1p, 0, kind, settlement, contract_size, forward, strike,
+                         is_call, const)
                 cells[s, 0] = y
                 cells[s, 1] = y
                 cells[s, 2] = y
@@ -804,12 +854,12 @@ def _exact_cells(j, n_js, j0, B, nu, units, ucol, unit_row, unit_px, pr, gw_row,
                 x1 += y
                 x2 += y
             else:
-                y0 = _cell(i, sh, l1p, 0, kind, settlement, contract_size, forward, strike,
-                           is_call, const)
-                y1 = _cell(i, sh, l1p, 1, kind, settlement, contract_size, forward, strike,
-                           is_call, const)
-                y2 = _cell(i, sh, l1p, 2, kind, settlement, contract_size, forward, strike,
-                           is_call, const)
+                y0 = cell(i, sh, l1p, 0, kind, settlement, contract_size, forward, strike,
+                          is_call, const)
+                y1 = cell(i, sh, l1p, 1, kind, settlement, contract_size, forward, strike,
+                          is_call, const)
+                y2 = cell(i, sh, l1p, 2, kind, settlement, contract_size, forward, strike,
+                          is_call, const)
                 cells[s, 0] = y0
                 cells[s, 1] = y1
                 cells[s, 2] = y2
@@ -842,13 +892,13 @@ def _write_cells(j, n_js, j0, B, nu, units, ucol, unit_row, pr, gw_row, mult, co
                  js_shock, js_lw, js_gw, js_nvol, pu_start, pu_order, q, pos_row, kind,
                  settlement, contract_size, forward, strike, is_call, const, k0, cells, uval,
                  uvol, outs):
-    """:func:`_exact_total`'s ``write`` from the cells :func:`_exact_cells` kept for scenario
+    """:func:`exact_total`'s ``write`` from the cells :func:`_exact_cells` kept for scenario
     ``j`` (a position without quantity: its cell again, for the sign of its zero loss)."""
     for m in range(nu):
         u = units[m]
         r = unit_row[u]
-        sh, lw, gw, nv = _scenario(j, n_js, j0, B, ucol[m], r, pr, gw_row, mult, cover, zpos,
-                                   js_shock, js_lw, js_gw, js_nvol)
+        sh, lw, gw, nv = scenario(j, n_js, j0, B, ucol[m], r, pr, gw_row, mult, cover, zpos,
+                                  js_shock, js_lw, js_gw, js_nvol)
         v = uvol[m]
         outs[6][u] = uval[m]
         outs[7][u] = (VOL_UP, VOL_SAME, VOL_DOWN)[v]
@@ -857,9 +907,9 @@ def _write_cells(j, n_js, j0, B, nu, units, ucol, unit_row, pr, gw_row, mult, co
         for k in range(pu_start[u], pu_start[u + 1]):
             p = pu_order[k]
             if q[p] == 0.0:
-                outs[10][p] = -lw * q[p] * _cell(pos_row[p], sh, math.log1p(sh), v, kind,
-                                                 settlement, contract_size, forward, strike,
-                                                 is_call, const)
+                outs[10][p] = -lw * q[p] * cell(pos_row[p], sh, math.log1p(sh), v, kind,
+                                                settlement, contract_size, forward, strike,
+                                                is_call, const)
             else:
                 outs[10][p] = -lw * q[p] * cells[k - k0, v]
 
@@ -913,14 +963,3 @@ def joint_stress_serial(sel, acc, grp, ins, grid, outs):
     """:func:`joint_stress` on the calling thread (small selections)."""
     joint_stress_rows(sel, 0, sel.shape[0], acc, grp, ins, grid, outs)
 
-
-# public names of the pieces the incremental tick (:mod:`pmrisk.kernel.joint_tick`) shares
-# with the full run, so that both compute the very same bits
-exact_total = _exact_total
-interp_add = _interp_add
-interp_delta = _interp_delta
-interval_bounds = _interval_bounds
-diff4 = _diff4
-exact_unit = _exact_unit
-scenario = _scenario
-cell = _cell

@@ -101,8 +101,9 @@ from numba import prange
 from ._config import njit
 from .aggregate import TIE_RTOL
 from .assemble import CHUNKS
-from .joint import (BIND_DELTA, BIND_JOINT, BIND_NONE, cell, diff4, exact_total, exact_unit,
-                    interp_add, interp_delta, interval_bounds, scenario)
+from .joint import (BIND_DELTA, BIND_JOINT, active_units, cell, curve_tol, delta_direction,
+                    exact_total, exact_unit, interp_add, interp_delta, interval_bounds,
+                    reset_account, scenario, unit_curve)
 from .scenarios import VOL_DOWN, VOL_SAME, VOL_UP
 
 FAST, FULL, SAME = 0, 1, 2   # how a tick settled an account (SAME: fast, description unchanged)
@@ -111,111 +112,6 @@ LEBESGUE = 1.7       # >= max over [0, 3] of sum_k |l_k(u)| for 4 equispaced nod
 ROUND = 1e-12        # rounding allowance, relative to the sizes involved
 RECORD_GAP = 0.25    # a record computes the directions whose bound is within this share of
 #                      |lowest| (and of 1e-3 of the account's curve size) above lowest
-
-
-@njit(inline="always")
-def _units(a, g, ua_start, pu_start, pu_order, q, unit_row, g_col, units, ucol, outs, reset):
-    """The account's active units (holding a non-zero position) into ``units``/``ucol``;
-    with ``reset``, every unit's and position's outputs set as the full kernel sets them
-    before the binding scenario is written.  Returns their number (0 without a group)."""
-    nu = 0
-    for u in range(ua_start[a], ua_start[a + 1]):
-        if reset:
-            outs[6][u] = 0.0
-            outs[7][u] = VOL_SAME
-            outs[8][u] = 0.0
-            outs[9][u] = 1.0
-        held = False
-        for m in range(pu_start[u], pu_start[u + 1]):
-            p = pu_order[m]
-            if reset:
-                outs[10][p] = 0.0
-            if q[p] != 0.0:
-                held = True
-        if held and g >= 0:
-            units[nu] = u
-            ucol[nu] = g_col[g, unit_row[u]]
-            nu += 1
-    return nu
-
-
-@njit(inline="always")
-def _reset(a, worst, bind_kind, bind_index, n_joint, n_exact, bind_shock):
-    """The account's figures as the full kernel sets them before its scenarios."""
-    worst[a] = 0.0
-    bind_kind[a] = BIND_NONE
-    bind_index[a] = -1
-    n_joint[a] = 0
-    n_exact[a] = 0
-    for c in range(bind_shock.shape[1]):
-        bind_shock[a, c] = 0.0
-
-
-@njit(inline="always")
-def _curve(u, pu_start, pu_order, q, pos_row, icurve, curve_of_row, out):
-    """Unit ``u``'s curve: the quantity-weighted sum of its positions' rows of ``icurve``
-    (the full kernel's arithmetic)."""
-    width = icurve.shape[1]
-    for s in range(width):
-        out[s] = 0.0
-    for mm in range(pu_start[u], pu_start[u + 1]):
-        p = pu_order[mm]
-        qp = q[p]
-        if qp == 0.0:
-            continue
-        ci = curve_of_row[pos_row[p]]
-        for s in range(width):
-            out[s] += qp * icurve[ci, s]
-
-
-@njit(inline="always")
-def _unit_tol(cv, ts, n_shell, tail0, error_factor):
-    """(interpolation bound, size) of one curve in its settlement currency, as the full
-    kernel computes them: ``error_factor`` x the largest 4th difference plus 1e-9 of the
-    size; the size is the largest |cell|."""
-    err = 0.0
-    for v in range(3):
-        for i in range(n_shell - 4):
-            x = diff4(cv, 3 * i + v, 3)
-            if x > err or x != x:
-                err = x
-    if ts > 0:
-        for i in range(2 * ts + 1 - 4):
-            x = diff4(cv, tail0 + i, 1)
-            if x > err or x != x:
-                err = x
-    size = 0.0
-    for s in range(cv.shape[0]):
-        x = abs(cv[s])
-        if x > size or x != x:
-            size = x
-    return error_factor * err + 1e-9 * size, size
-
-
-@njit(inline="always")
-def _zpos(g, nu, units, ucol, slope, g_d, g_rows, g_rho, pr, gvec, zpos):
-    """The account's delta direction ``z*`` (clipped to +-1) into ``zpos``, as the full
-    kernel computes it."""
-    d = g_d[g]
-    for c in range(d):
-        gvec[c] = 0.0
-    for m in range(nu):
-        gvec[ucol[m]] += slope[units[m]]
-    for c in range(d):
-        gvec[c] *= pr[g_rows[g, c]]
-    qq = 0.0
-    for c in range(d):
-        s = 0.0
-        for e in range(d):
-            s += g_rho[g, c, e] * gvec[e]
-        qq += gvec[c] * s
-    root = math.sqrt(qq) if qq > 0.0 else 1.0
-    for e in range(d):
-        s = 0.0
-        for c in range(d):
-            s += gvec[c] * g_rho[g, c, e]
-        z = s / root if qq > 0.0 else 0.0
-        zpos[e] = min(max(z, -1.0), 1.0)
 
 
 @njit(inline="always")
@@ -265,6 +161,8 @@ def joint_record_rows(sel, lo, hi, acc, grp, grid, keep, gap):
     lv = np.empty((max_units, 2 * n_side))
     lvt = np.empty((max_units, max(2 * tail_side.max(), 1)))
     d2 = np.empty(max(2 * n_side + 1, 2 * tail_side.max() + 1))
+    d2t = np.empty(d2.shape[0])
+    bb = np.empty(d2.shape[0])
     bj = np.empty(K + 1, dtype=np.int64)
     bv = np.empty(K + 1)
     n_shell = 2 * n_side + 1
@@ -279,17 +177,17 @@ def joint_record_rows(sel, lo, hi, acc, grp, grid, keep, gap):
         g = acc_group[a]
         if not use_grid or g < 0:
             continue
-        nu = _units(a, g, ua_start, pu_start, pu_order, q, unit_row, g_col, units, ucol,
-                    dummy, False)
+        nu = active_units(a, g, ua_start, pu_start, pu_order, q, unit_row, g_col, units, ucol,
+                          dummy, False)
         if nu == 0:
             continue
         tol = 0.0
         scale = 0.0
         for m in range(nu):
             u = units[m]
-            _curve(u, pu_start, pu_order, q, pos_row, icurve, curve_of_row, curves[m])
-            e, size = _unit_tol(curves[m], tail_side[unit_row[u]], n_shell, tail0,
-                                error_factor)
+            unit_curve(u, pu_start, pu_order, q, pos_row, icurve, curve_of_row, curves[m])
+            e, size = curve_tol(curves[m], n_shell, tail_side[unit_row[u]], tail0,
+                                error_factor, bb, d2, d2t, False)
             utol[u] = e * unit_px[u]
             usize[u] = size * unit_px[u]
             tol += utol[u]
@@ -302,7 +200,7 @@ def joint_record_rows(sel, lo, hi, acc, grp, grid, keep, gap):
         j0 = g_j0[g]
         n_js = g_j0[g + 1] - j0
         B = g_buckets[g]
-        _zpos(g, nu, units, ucol, slope, g_d, g_rows, g_rho, pr, gvec, zpos)
+        delta_direction(g, nu, units, ucol, slope, g_d, g_rows, g_rho, pr, gvec, zpos)
         n_dd = 0 if d < 2 else 2 * B + (2 if tails else 0)
         n_all = n_js + n_dd
         for m in range(nu):
@@ -487,6 +385,9 @@ def joint_tick_rows(sel, lo, hi, acc, grp, ins, grid, outs, keep, prev, how):
     gvec = np.empty(d_max)
     zpos = np.empty(d_max)
     w = np.empty(4)
+    d2 = np.empty(max(2 * n_side + 1, 2 * tail_side.max() + 1))  # curve_tol's scratch
+    d2t = np.empty(d2.shape[0])
+    bb = np.empty(d2.shape[0])
     n_shell = 2 * n_side + 1
     tail0 = 3 * n_shell
     for k in range(lo, hi):
@@ -494,12 +395,12 @@ def joint_tick_rows(sel, lo, hi, acc, grp, ins, grid, outs, keep, prev, how):
         how[k] = FAST
         g = acc_group[a]
         prev_bind = bind_index[a] if bind_kind[a] == BIND_JOINT else -1
-        nu = _units(a, g, ua_start, pu_start, pu_order, q, unit_row, g_col, units, ucol,
-                    outs, False)
+        nu = active_units(a, g, ua_start, pu_start, pu_order, q, unit_row, g_col, units, ucol,
+                          outs, False)
         if g < 0 or nu == 0:
-            _reset(a, worst, bind_kind, bind_index, n_joint, n_exact, bind_shock)
-            _units(a, g, ua_start, pu_start, pu_order, q, unit_row, g_col, units, ucol, outs,
-                   True)
+            reset_account(a, worst, bind_kind, bind_index, n_joint, n_exact, bind_shock)
+            active_units(a, g, ua_start, pu_start, pu_order, q, unit_row, g_col, units, ucol,
+                         outs, True)
             continue
         n = keep_n[a]
         if n < 0 or not use_grid:
@@ -526,7 +427,7 @@ def joint_tick_rows(sel, lo, hi, acc, grp, ins, grid, outs, keep, prev, how):
                 pxp = px_prev[u]
                 if not (px > 0.0 and pxp > 0.0):
                     drop = np.nan
-                _curve(u, pu_start, pu_order, q, pos_row, icurve, curve_of_row, new)
+                unit_curve(u, pu_start, pu_order, q, pos_row, icurve, curve_of_row, new)
                 y_sh = 0.0          # largest USD change on the shell cells, the tail cells
                 y_tl = 0.0
                 osize = 0.0
@@ -541,7 +442,8 @@ def joint_tick_rows(sel, lo, hi, acc, grp, ins, grid, outs, keep, prev, how):
                     if x > osize or x != x:
                         osize = x
                     ucurve[u, s] = new[s]
-                e, size = _unit_tol(new, tail_side[r], n_shell, tail0, error_factor)
+                e, size = curve_tol(new, n_shell, tail_side[r], tail0, error_factor, bb, d2,
+                                    d2t, False)
                 utol[u] = e * px
                 usize[u] = size * px
                 w_sh = max(1.0, gw_row[r])
@@ -558,7 +460,7 @@ def joint_tick_rows(sel, lo, hi, acc, grp, ins, grid, outs, keep, prev, how):
         j0 = g_j0[g]
         n_js = g_j0[g + 1] - j0
         B = g_buckets[g]
-        _zpos(g, nu, units, ucol, slope, g_d, g_rows, g_rho, pr, gvec, zpos)
+        delta_direction(g, nu, units, ucol, slope, g_d, g_rows, g_rho, pr, gvec, zpos)
         n_dd = 0 if d < 2 else 2 * B + (2 if tails else 0)
         n_all = n_js + n_dd
         # the delta directions first, then the kept joint scenarios: the lowest bound first,
@@ -653,9 +555,9 @@ def joint_tick_rows(sel, lo, hi, acc, grp, ins, grid, outs, keep, prev, how):
             if same and before == (worst[a] > 0.0):
                 how[k] = SAME
             continue
-        _reset(a, worst, bind_kind, bind_index, n_joint, n_exact, bind_shock)
-        _units(a, g, ua_start, pu_start, pu_order, q, unit_row, g_col, units, ucol, outs,
-               True)
+        reset_account(a, worst, bind_kind, bind_index, n_joint, n_exact, bind_shock)
+        active_units(a, g, ua_start, pu_start, pu_order, q, unit_row, g_col, units, ucol, outs,
+                     True)
         n_joint[a] = n_all
         n_exact[a] = n_c
         if n_c == 1:        # the binding scenario's pass gives its total too
