@@ -395,6 +395,33 @@ def _interp_one(cv, c, r, px, cap, jj, js_shock, js_lw, js_gw, js_nvol, pr, tail
     return y * px
 
 
+@njit(inline="always")
+def binding_candidate(tot, n_c):
+    """The binding one of ``n_c`` candidates' exact totals ``tot[:n_c]`` (in scenario
+    order): the first NaN, else the first within ``TIE_RTOL`` of the lowest."""
+    lowest = np.inf
+    for i in range(n_c):
+        if tot[i] < lowest or tot[i] != tot[i]:
+            lowest = tot[i]
+    for i in range(n_c):
+        if tot[i] != tot[i] or (tot[i] - lowest <= TIE_RTOL * max(abs(tot[i]), abs(lowest))):
+            return i
+    return 0
+
+
+@njit(inline="always")
+def record_binding(a, j, b, n_js, j0, worst, bind_kind, bind_index):
+    """Account ``a``'s worst (``-b``, 0 for a gain) and binding scenario ``j`` (a joint
+    scenario of the group before ``n_js``, else a delta direction)."""
+    worst[a] = -b if (b < 0.0 or b != b) else 0.0
+    if j < n_js:
+        bind_kind[a] = BIND_JOINT
+        bind_index[a] = j0 + j
+    else:
+        bind_kind[a] = BIND_DELTA
+        bind_index[a] = j - n_js
+
+
 @njit
 def _scan(nu, units, ucol, unit_row, unit_px, cap_usd, curves, tol, g, j0, n_js, n_all, B,
           zpos, pr, gw_row, mult, cover, js_shock, js_lw, js_gw, js_nvol, js_iv, g_m, g_dir0,
@@ -732,21 +759,9 @@ def joint_stress_rows(sel, lo, hi, acc, grp, ins, grid, outs):
                 lowest = t
                 i_low = i
                 cur = 1 - cur
-        bind = 0
-        for i in range(n_c):
-            if tot[i] != tot[i] or (tot[i] - lowest <= TIE_RTOL * max(abs(tot[i]),
-                                                                       abs(lowest))):
-                bind = i
-                break
-        b = tot[bind]
-        worst[a] = -b if (b < 0.0 or b != b) else 0.0
+        bind = binding_candidate(tot, n_c)
         j = cand[bind]
-        if j < n_js:
-            bind_kind[a] = BIND_JOINT
-            bind_index[a] = j0 + j
-        else:
-            bind_kind[a] = BIND_DELTA
-            bind_index[a] = j - n_js
+        record_binding(a, j, tot[bind], n_js, j0, worst, bind_kind, bind_index)
         # the binding scenario: each unit's value, vol, move, loss weight and its positions'
         # own losses (from the kept cells when it is the lowest, else revalued again)
         if bind == i_low:

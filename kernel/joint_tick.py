@@ -99,11 +99,10 @@ import numpy as np
 from numba import prange
 
 from ._config import njit
-from .aggregate import TIE_RTOL
 from .assemble import CHUNKS
-from .joint import (BIND_DELTA, BIND_JOINT, active_units, cell, curve_tol, delta_direction,
-                    exact_total, exact_unit, interp_add, interp_delta, interval_bounds,
-                    reset_account, scenario, unit_curve)
+from .joint import (BIND_JOINT, active_units, binding_candidate, cell, curve_tol,
+                    delta_direction, exact_total, exact_unit, interp_add, interp_delta,
+                    interval_bounds, record_binding, reset_account, scenario, unit_curve)
 from .scenarios import VOL_DOWN, VOL_SAME, VOL_UP
 
 FAST, FULL, SAME = 0, 1, 2   # how a tick settled an account (SAME: fast, description unchanged)
@@ -566,41 +565,19 @@ def joint_tick_rows(sel, lo, hi, acc, grp, ins, grid, outs, keep, prev, how):
                             cap_usd, mult, cover, zpos, js_shock, js_lw, js_gw, js_nvol,
                             pu_start, pu_order, q, pos_row, kind, settlement, contract_size,
                             forward, strike, is_call, const, outs, True)
-            worst[a] = -t if (t < 0.0 or t != t) else 0.0
-            if j < n_js:
-                bind_kind[a] = BIND_JOINT
-                bind_index[a] = j0 + j
-            else:
-                bind_kind[a] = BIND_DELTA
-                bind_index[a] = j - n_js
+            record_binding(a, j, t, n_js, j0, worst, bind_kind, bind_index)
             for m in range(nu):
                 bind_shock[a, ucol[m]] = unit_shock[units[m]]
             continue
         # -- exact refinement, as the full kernel -----------------------------------------
-        lowest = np.inf
         for i in range(n_c):
-            t = exact_total(cand[i], n_js, j0, B, nu, units, ucol, unit_row, unit_px, pr,
-                            gw_row, cap_usd, mult, cover, zpos, js_shock, js_lw, js_gw,
-                            js_nvol, pu_start, pu_order, q, pos_row, kind, settlement,
-                            contract_size, forward, strike, is_call, const, outs, False)
-            tot[i] = t
-            if t < lowest or t != t:
-                lowest = t
-        bind = 0
-        for i in range(n_c):
-            if tot[i] != tot[i] or (tot[i] - lowest <= TIE_RTOL * max(abs(tot[i]),
-                                                                       abs(lowest))):
-                bind = i
-                break
-        b = tot[bind]
-        worst[a] = -b if (b < 0.0 or b != b) else 0.0
+            tot[i] = exact_total(cand[i], n_js, j0, B, nu, units, ucol, unit_row, unit_px, pr,
+                                 gw_row, cap_usd, mult, cover, zpos, js_shock, js_lw, js_gw,
+                                 js_nvol, pu_start, pu_order, q, pos_row, kind, settlement,
+                                 contract_size, forward, strike, is_call, const, outs, False)
+        bind = binding_candidate(tot, n_c)
         j = cand[bind]
-        if j < n_js:
-            bind_kind[a] = BIND_JOINT
-            bind_index[a] = j0 + j
-        else:
-            bind_kind[a] = BIND_DELTA
-            bind_index[a] = j - n_js
+        record_binding(a, j, tot[bind], n_js, j0, worst, bind_kind, bind_index)
         exact_total(j, n_js, j0, B, nu, units, ucol, unit_row, unit_px, pr, gw_row, cap_usd,
                     mult, cover, zpos, js_shock, js_lw, js_gw, js_nvol, pu_start, pu_order,
                     q, pos_row, kind, settlement, contract_size, forward, strike, is_call,
