@@ -707,6 +707,46 @@ def _lagrange_weights(t, n_nodes):
                          -u * (u - 1) * (u - 3) / 2, u * (u - 1) * (u - 2) / 6])
 
 
+
+def _account_scenarios(st, a, slope_usd):
+    """Account ``a``'s active units, their group columns, and its scenarios' moves, loss
+    weights, gain weights and vol-state counts (the group's joint scenarios, then its delta
+    directions: per shell -z*, +z*, then the tails; engine.correlated's layout) for a
+    :class:`pmrisk.engine.correlated.JointStress` ``st``."""
+    g = int(st.acc_group[a])
+    js, rows = st.js[g], st.groups[g]
+    d, B = len(rows), js.buckets
+    us = [u for u in range(st.ua_start[a], st.ua_start[a + 1]) if st.active[u]]
+    col = [rows.index(int(st.unit_row[u])) for u in us]
+    pr = np.array([st.params[r]["price_range"] for r in rows])
+    gv = np.zeros(d)
+    for u, c in zip(us, col):
+        gv[c] += slope_usd[u]
+    gv *= pr
+    rho = st.correlation[g].matrix
+    qq = gv @ rho @ gv
+    z = np.clip((gv @ rho) / math.sqrt(qq), -1, 1) if qq > 0 else np.zeros(d)
+    moves, lws, gws, nvs = list(js.shock), list(js.loss_weight), list(js.gain_weight), \
+        list(js.n_vol)
+    if d >= 2:
+        gw = np.array([st.params[r]["pnl_offset"] for r in rows])
+        for k in range(1, B + 1):
+            for sgn in (-1.0, 1.0):
+                moves.append((k / B) * pr * (sgn * z))
+                lws.append(np.ones(d))
+                gws.append(gw)
+                nvs.append(3)
+        if st.grp[15]:
+            mult = np.array([st.params[r]["extreme_multiple"] for r in rows])
+            cover = np.array([st.params[r]["cover_fraction"] for r in rows])
+            for sgn in (-1.0, 1.0):
+                moves.append((sgn * z) * (mult * pr))
+                lws.append(cover)
+                gws.append(cover)
+                nvs.append(1)
+    return us, col, moves, lws, gws, nvs
+
+
 def joint_stress_twin(js_state, pnl_args, unit_px, slope_usd, counts=False):
     """Numpy twin of :func:`pmrisk.kernel.joint.joint_stress` on the inputs of a
     :class:`pmrisk.engine.correlated.JointStress` (``js_state``: its groups, joint scenarios,
@@ -740,37 +780,9 @@ def joint_stress_twin(js_state, pnl_args, unit_px, slope_usd, counts=False):
         if g < 0:
             continue
         js, rows = st.js[g], st.groups[g]
-        d, B = len(rows), js.buckets
-        us = [u for u in range(st.ua_start[a], st.ua_start[a + 1]) if st.active[u]]
-        col = [rows.index(int(st.unit_row[u])) for u in us]
+        us, col, moves, lws, gws, nvs = _account_scenarios(st, a, slope_usd)
         pos = [st.pu_order[st.pu_start[u]:st.pu_start[u + 1]] for u in us]
         pr = np.array([st.params[r]["price_range"] for r in rows])
-        # the account's delta directions (engine.correlated.delta_directions' layout)
-        gv = np.zeros(d)
-        for u, c in zip(us, col):
-            gv[c] += slope_usd[u]
-        gv *= pr
-        rho = st.correlation[g].matrix
-        qq = gv @ rho @ gv
-        z = np.clip((gv @ rho) / math.sqrt(qq), -1, 1) if qq > 0 else np.zeros(d)
-        moves, lws, gws, nvs = list(js.shock), list(js.loss_weight), list(js.gain_weight), \
-            list(js.n_vol)
-        if d >= 2:
-            gw = np.array([st.params[r]["pnl_offset"] for r in rows])
-            for k in range(1, B + 1):
-                for sgn in (-1.0, 1.0):
-                    moves.append((k / B) * pr * (sgn * z))
-                    lws.append(np.ones(d))
-                    gws.append(gw)
-                    nvs.append(3)
-            if st.grp[15]:
-                mult = np.array([st.params[r]["extreme_multiple"] for r in rows])
-                cover = np.array([st.params[r]["cover_fraction"] for r in rows])
-                for sgn in (-1.0, 1.0):
-                    moves.append((sgn * z) * (mult * pr))
-                    lws.append(cover)
-                    gws.append(cover)
-                    nvs.append(1)
         n_all, n_js = len(moves), js.size
 
         def unit_cap(u):
@@ -951,35 +963,8 @@ def joint_account_totals(st, a, unit_px, slope_usd):
         return None
     grid = st.grid
     js, rows = st.js[g], st.groups[g]
-    d, B = len(rows), js.buckets
-    us = [u for u in range(st.ua_start[a], st.ua_start[a + 1]) if st.active[u]]
-    col = [rows.index(int(st.unit_row[u])) for u in us]
+    us, col, moves, lws, gws, nvs = _account_scenarios(st, a, slope_usd)
     pr = np.array([st.params[r]["price_range"] for r in rows])
-    gv = np.zeros(d)
-    for u, c in zip(us, col):
-        gv[c] += slope_usd[u]
-    gv *= pr
-    rho = st.correlation[g].matrix
-    qq = gv @ rho @ gv
-    z = np.clip((gv @ rho) / math.sqrt(qq), -1, 1) if qq > 0 else np.zeros(d)
-    moves, lws, gws, nvs = list(js.shock), list(js.loss_weight), list(js.gain_weight), \
-        list(js.n_vol)
-    if d >= 2:
-        gw = np.array([st.params[r]["pnl_offset"] for r in rows])
-        for k in range(1, B + 1):
-            for sgn in (-1.0, 1.0):
-                moves.append((k / B) * pr * (sgn * z))
-                lws.append(np.ones(d))
-                gws.append(gw)
-                nvs.append(3)
-        if st.grp[15]:
-            mult = np.array([st.params[r]["extreme_multiple"] for r in rows])
-            cover = np.array([st.params[r]["cover_fraction"] for r in rows])
-            for sgn in (-1.0, 1.0):
-                moves.append((sgn * z) * (mult * pr))
-                lws.append(cover)
-                gws.append(cover)
-                nvs.append(1)
     ns, tail0 = grid.n_side, grid.tail0
     curves = [(st.q[p][:, None] * st.icurve[st.pos_row[p]]).sum(axis=0)
               for p in (st.pu_order[st.pu_start[u]:st.pu_start[u + 1]] for u in us)]
