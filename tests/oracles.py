@@ -708,6 +708,29 @@ def _lagrange_weights(t, n_nodes):
 
 
 
+def _interpolated_totals(st, us, col, curves, moves, lws, gws, nvs, pr, unit_px):
+    """Per scenario (``moves`` etc. from :func:`_account_scenarios`), the account's total
+    (USD) of its units' curves interpolated on the grid (cubic Lagrange on 4 nodes), each at
+    its worst weighted vol state."""
+    grid = st.grid
+    ns, tail0 = grid.n_side, grid.tail0
+    approx = np.zeros(len(moves))
+    for j in range(len(moves)):
+        for u, c, cv in zip(us, col, curves):
+            r = int(st.unit_row[u])
+            s = moves[j][c]
+            if nvs[j] == 3:
+                i0, w = _lagrange_weights((s / pr[c] + 1.0) * ns, 2 * ns + 1)
+                x = np.array([w @ cv[3 * i0 + v:3 * i0 + v + 12:3] for v in range(3)])
+            else:
+                m = int(grid.tail_side[r])
+                i0, w = _lagrange_weights((s / grid.tail_range[r] + 1.0) * m, 2 * m + 1)
+                x = np.array([w @ cv[tail0 + i0:tail0 + i0 + 4]])
+            cap = st.params[r]["max_offsetable_pnl"] / unit_px[u]
+            approx[j] += weigh(x, lws[j][c], gws[j][c], cap, 0.0).min() * unit_px[u]
+    return approx
+
+
 def _account_scenarios(st, a, slope_usd):
     """Account ``a``'s active units, their group columns, and its scenarios' moves, loss
     weights, gain weights and vol-state counts (the group's joint scenarios, then its delta
@@ -774,7 +797,7 @@ def joint_stress_twin(js_state, pnl_args, unit_px, slope_usd, counts=False):
     one = np.ones_like(grid.shock)
     curves_all = instrument_pnl(*instr, grid.n_scen, grid.shock, np.log1p(grid.shock),
                                 grid.vol_code, one, one)
-    ns, tail0 = grid.n_side, grid.tail0
+    tail0 = grid.tail0
     for a in range(n_acc):
         g = int(st.acc_group[a])
         if g < 0:
@@ -800,20 +823,8 @@ def joint_stress_twin(js_state, pnl_args, unit_px, slope_usd, counts=False):
                 if m:
                     err = max(err, np.abs(np.diff(cv[tail0:tail0 + 2 * m + 1], n=4)).max())
                 tol += (err + 1e-9 * np.abs(cv).max()) * unit_px[u]
-            approx = np.zeros(n_all)
-            for j in range(n_all):
-                for u, c, cv in zip(us, col, curves):
-                    r = int(st.unit_row[u])
-                    s = moves[j][c]
-                    if nvs[j] == 3:
-                        i0, w = _lagrange_weights((s / pr[c] + 1.0) * ns, 2 * ns + 1)
-                        x = np.array([w @ cv[3 * i0 + v:3 * i0 + v + 12:3] for v in range(3)])
-                    else:
-                        m = int(grid.tail_side[r])
-                        i0, w = _lagrange_weights((s / grid.tail_range[r] + 1.0) * m, 2 * m + 1)
-                        x = np.array([w @ cv[tail0 + i0:tail0 + i0 + 4]])
-                    approx[j] += weigh(x, lws[j][c], gws[j][c], unit_cap(u), 0.0).min() \
-                        * unit_px[u]
+            approx = _interpolated_totals(st, us, col, curves, moves, lws, gws, nvs, pr,
+                                          unit_px)
             band = approx.min() + 2.0 * tol
             cand = np.flatnonzero((approx <= band) | np.isnan(band))
             if (cand < n_js).sum() > st.grp[16]:
@@ -965,7 +976,7 @@ def joint_account_totals(st, a, unit_px, slope_usd):
     js, rows = st.js[g], st.groups[g]
     us, col, moves, lws, gws, nvs = _account_scenarios(st, a, slope_usd)
     pr = np.array([st.params[r]["price_range"] for r in rows])
-    ns, tail0 = grid.n_side, grid.tail0
+    tail0 = grid.tail0
     curves = [(st.q[p][:, None] * st.icurve[st.pos_row[p]]).sum(axis=0)
               for p in (st.pu_order[st.pu_start[u]:st.pu_start[u + 1]] for u in us)]
     tol = size = 0.0
@@ -977,20 +988,7 @@ def joint_account_totals(st, a, unit_px, slope_usd):
             err = max(err, np.abs(np.diff(cv[tail0:tail0 + 2 * m + 1], n=4)).max())
         tol += (err + 1e-9 * np.abs(cv).max()) * unit_px[u]
         size += np.abs(cv).max() * unit_px[u]
-    approx = np.zeros(len(moves))
-    for j in range(len(moves)):
-        for u, c, cv in zip(us, col, curves):
-            r = int(st.unit_row[u])
-            s = moves[j][c]
-            if nvs[j] == 3:
-                i0, w = _lagrange_weights((s / pr[c] + 1.0) * ns, 2 * ns + 1)
-                x = np.array([w @ cv[3 * i0 + v:3 * i0 + v + 12:3] for v in range(3)])
-            else:
-                m = int(grid.tail_side[r])
-                i0, w = _lagrange_weights((s / grid.tail_range[r] + 1.0) * m, 2 * m + 1)
-                x = np.array([w @ cv[tail0 + i0:tail0 + i0 + 4]])
-            cap = st.params[r]["max_offsetable_pnl"] / unit_px[u]
-            approx[j] += weigh(x, lws[j][c], gws[j][c], cap, 0.0).min() * unit_px[u]
+    approx = _interpolated_totals(st, us, col, curves, moves, lws, gws, nvs, pr, unit_px)
     return approx, js.size, tol, size
 
 
