@@ -145,6 +145,18 @@ def dense_unique(keys, hi):
 
 
 @njit
+def _word(data, j):
+    """The eight bytes ``data[j:j + 8]`` as one little-endian uint64."""
+    return (np.uint64(data[j]) | (np.uint64(data[j + 1]) << np.uint64(8))
+            | (np.uint64(data[j + 2]) << np.uint64(16))
+            | (np.uint64(data[j + 3]) << np.uint64(24))
+            | (np.uint64(data[j + 4]) << np.uint64(32))
+            | (np.uint64(data[j + 5]) << np.uint64(40))
+            | (np.uint64(data[j + 6]) << np.uint64(48))
+            | (np.uint64(data[j + 7]) << np.uint64(56)))
+
+
+@njit
 def _equal(offsets, data, i, r):
     """Strings ``i`` and ``r`` have the same bytes."""
     a = np.int64(offsets[i])
@@ -160,20 +172,30 @@ def _equal(offsets, data, i, r):
 
 @njit
 def _row_hashes(offsets, data):
-    """FNV-1a of each string's bytes with a final mix (a loop of its own: the rows' hashes
-    are independent, so the CPU overlaps them); a row equal to the row before copies its
-    hash."""
+    """A 64-bit hash of each string's bytes, eight bytes at a time (each word folded in by a
+    multiply, the bytes of a word gathered by shifts the CPU overlaps), with the length and a
+    final mix; the rows' hashes are independent, so the loop pipelines."""
     n = offsets.shape[0] - 1
     hashes = np.empty(n, dtype=np.uint64)
+    mul = np.uint64(0x9E3779B97F4A7C15)
     for i in range(n):
         a = np.int64(offsets[i])
         b = np.int64(offsets[i + 1])
-        if i > 0 and _equal(offsets, data, i, i - 1):      # a run: the same hash
-            hashes[i] = hashes[i - 1]
-            continue
-        h = np.uint64(0xCBF29CE484222325)
-        for j in range(a, b):
-            h = (h ^ np.uint64(data[j])) * np.uint64(0x100000001B3)
+        h = np.uint64(0xCBF29CE484222325) ^ np.uint64(b - a)
+        j = a
+        while j + 8 <= b:
+            w = _word(data, j)
+            h = (h ^ w) * mul
+            h ^= h >> np.uint64(29)
+            j += 8
+        if j < b:
+            w = np.uint64(0)
+            s = np.uint64(0)
+            while j < b:
+                w |= np.uint64(data[j]) << s
+                s += np.uint64(8)
+                j += 1
+            h = (h ^ w) * mul
         h ^= h >> np.uint64(33)
         h *= np.uint64(0xFF51AFD7ED558CCD)
         h ^= h >> np.uint64(33)
@@ -187,12 +209,13 @@ def str_codes(offsets, data):
     ``data`` as in :func:`match_strings`; no nulls) in order of first appearance, and the row
     of each code's first appearance.  A row equal to the row before (runs: one account's
     positions, one underlying's instruments) reuses its code; others go through a hash table
-    (linear probing, hashes compared before bytes) that starts small and doubles when half
-    full, so a million rows of a few hundred symbols stay in cache."""
+    (linear probing, hashes compared before bytes) of twice as many slots as rows, at most
+    65,536 to begin with (a million rows of a few hundred symbols stay in cache), doubling
+    when half full: a short column never regrows its table."""
     n = offsets.shape[0] - 1
     hashes = _row_hashes(offsets, data)
     bits = 6
-    while (1 << bits) < 2 * n and bits < 10:
+    while (1 << bits) < 2 * n and bits < 16:
         bits += 1
     mask = (1 << bits) - 1
     slots = np.full(1 << bits, -1, dtype=np.int64)
