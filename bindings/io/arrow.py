@@ -593,7 +593,7 @@ def unique_keys(keys, return_first=False):
             fst = np.zeros(hi, dtype=np.int64)
             fst[keys[::-1]] = np.arange(n - 1, -1, -1)
             first = fst[uniq]
-    inv = inv.astype(np.int64)
+    inv = inv.astype(np.int64, copy=False)
     return (uniq, inv, first) if return_first else (uniq, inv)
 
 

@@ -465,14 +465,23 @@ def load_book(positions, instruments, market, index, balances, open_orders, rese
     pos_instr = inst_inv[:len(pos_row)]
     ord_instr = inst_inv[len(pos_row):]
     # market row of each instance: its snapshot's row, else the untimed row
-    m_sorted = np.argsort(mkt_key, kind="stable")
-    m_keys = mkt_key[m_sorted]
+    n_keys = (max(n_snap, 0) + 1) * n_ins          # mkt_key < n_keys, and no two alike
+    if _arrow.FAST_PATHS and n_keys <= max(8 * len(mkt_key), 1 << 16):
+        # a table of every key (no sort): the market row of each key, -1 when none
+        row_of_key = np.full(n_keys, -1, dtype=np.int64)
+        row_of_key[mkt_key] = np.arange(len(mkt_key))
 
-    def find(keys):
-        if not len(m_keys):
-            return np.full(len(keys), -1, dtype=np.int64)
-        at = np.minimum(np.searchsorted(m_keys, keys), len(m_keys) - 1)
-        return np.where(m_keys[at] == keys, m_sorted[at], -1)
+        def find(keys):
+            return row_of_key[keys]
+    else:
+        m_sorted = np.argsort(mkt_key, kind="stable")
+        m_keys = mkt_key[m_sorted]
+
+        def find(keys):
+            if not len(m_keys):
+                return np.full(len(keys), -1, dtype=np.int64)
+            at = np.minimum(np.searchsorted(m_keys, keys), len(m_keys) - 1)
+            return np.where(m_keys[at] == keys, m_sorted[at], -1)
 
     if not _arrow.FAST_PATHS:
         m_of = find((inst_snap + 1) * n_ins + inst_ins)
