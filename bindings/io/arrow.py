@@ -621,10 +621,13 @@ def duplicated(*keys):
     n = len(keys[0])
     if n == 0:
         return np.zeros(0, dtype=bool)
-    group = np.zeros(n, dtype=np.int64)
-    for k in keys[:-1]:                 # dense non-negative codes: mix into one int64 key
-        k = np.asarray(k, dtype=np.int64)
-        group = group * (int(k.max()) + 1) + k
+    if len(keys) == 2 and FAST_PATHS:   # one leading key: the group itself
+        group = np.asarray(keys[0], dtype=np.int64)
+    else:
+        group = np.zeros(n, dtype=np.int64)
+        for k in keys[:-1]:             # dense non-negative codes: mix into one int64 key
+            k = np.asarray(k, dtype=np.int64)
+            group = group * (int(k.max()) + 1) + k
     last = np.asarray(keys[-1], dtype=np.int64)
     n_last = int(last.max()) + 1
     if FAST_PATHS and n_last <= max(8 * n, 1 << 16) and last.min() >= 0 and group[0] >= 0:

@@ -223,7 +223,7 @@ def _snapshots(tables, valuation_time):
             else:
                 r = np.flatnonzero(keep[run_of])
                 s = s[run_of[r]]
-            rows[k] = _Rows(t, r, s.astype(np.int64), every)
+            rows[k] = _Rows(t, r, s.astype(np.int64, copy=False), every)
         elif k in ACCOUNT_STATE:             # applies to every snapshot
             rows[k] = _Rows(t, np.tile(np.arange(t.num_rows), n_snap),
                             np.repeat(np.arange(n_snap), t.num_rows))
@@ -239,6 +239,11 @@ def _split_rows(values, names, lengths):
         out[name] = values[start:start + n]
         start += n
     return out
+
+
+def _joined(arrays):
+    """``numpy.concatenate(arrays)``, without the copy when there is one array."""
+    return arrays[0] if len(arrays) == 1 else np.concatenate(arrays)
 
 
 def _runs(ns):
@@ -376,8 +381,8 @@ def load_book(positions, instruments, market, index, balances, open_orders, rese
     elif _arrow.FAST_PATHS:
         # rows in snapshot order (a history sorted by time): number the pairs in one pass
         acc_code, acc_snap, acc_name, ok = pairs_in_order(*kernel_args(
-            np.concatenate([r.snap for _, r in state]),
-            np.concatenate([r.pick(name_chunks[k]) for k, r in state])), n_names)
+            _joined([r.snap for _, r in state]),
+            _joined([r.pick(name_chunks[k]) for k, r in state])), n_names)
         if ok:
             accounts = names.take(pa.array(acc_name, pa.int64())) if len(acc_name) \
                 else pa.array([], pa.string())
@@ -458,7 +463,8 @@ def load_book(positions, instruments, market, index, balances, open_orders, rese
                (" and time" if has(mkt, TIME) else ""), snap_ns, timed=timed)
 
     # -- active instrument instances (instrument, snapshot) ----------------------------------
-    inst_key = np.concatenate([pos_snap * n_ins + pos_row, ord_snap * n_ins + ord_row])
+    inst_key = _joined([pos_snap * n_ins + pos_row] +
+                       ([ord_snap * n_ins + ord_row] if len(ord_row) else []))
     active_key, inst_inv = unique_keys(inst_key)
     inst_ins = (active_key % n_ins).astype(np.int64) if n_ins else active_key
     inst_snap = (active_key // n_ins).astype(np.int64) if n_ins else active_key
@@ -527,7 +533,8 @@ def load_book(positions, instruments, market, index, balances, open_orders, rese
 
     # compact underlying codes of the active instruments
     used, a_und_code = unique_keys(und_all_code[inst_ins])
-    und_names = und_all_names.take(pa.array(used, pa.int64())).to_pylist()
+    und_all = und_all_names.to_pylist()           # the distinct names: a handful
+    und_names = [und_all[i] for i in used.tolist()]
     col_of = {a: i for i, a in enumerate(assets)}
     und_col = np.array([col_of.get(u, -1) for u in und_names], dtype=np.int64)
     inst_col = und_col[a_und_code] if len(und_col) else a_und_code
