@@ -33,6 +33,24 @@ def duplicated_in_groups(group, key, n_key):
 
 
 @njit
+def value_range(values):
+    """``(lo, hi, n_nan)`` of a float64 column in one pass: the least and greatest value
+    that is not NaN (``inf`` and ``-inf`` when there is none) and the number of NaNs (the
+    checks of a numeric input column: nulls read as NaN, bounds on the rest)."""
+    lo = np.inf
+    hi = -np.inf
+    n_nan = 0
+    for i in range(values.shape[0]):
+        v = values[i]
+        if v != v:
+            n_nan += 1
+        else:
+            lo = min(lo, v)
+            hi = max(hi, v)
+    return lo, hi, n_nan
+
+
+@njit
 def match_strings(offsets, data, null, allowed_offsets, allowed_data):
     """Index in ``allowed`` of each string of an Arrow string array (``offsets``, ``data``:
     its buffers, offsets already sliced to the array), -1 where ``null`` or not allowed;

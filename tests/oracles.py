@@ -648,6 +648,15 @@ def duplicated_in_groups(group, key, n_key):
     return first[inverse.ravel()] != np.arange(len(key)), ok
 
 
+def value_range(values):
+    """Least and greatest non-NaN value (inf, -inf when none) and the number of NaNs."""
+    values = np.asarray(values, dtype=np.float64)
+    finite = values[~np.isnan(values)]
+    return (float(finite.min()) if len(finite) else math.inf,
+            float(finite.max()) if len(finite) else -math.inf,
+            int(np.isnan(values).sum()))
+
+
 def match_strings(strings, allowed):
     """Index in ``allowed`` of each string (a Python list; None for null), -1 when absent."""
     return np.array([allowed.index(s) if s in allowed else -1 for s in strings],

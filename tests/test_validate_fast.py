@@ -208,6 +208,16 @@ def test_float_column_fast_and_precise_agree(table, positive, nullable):
     both(float_column, table, "t", "x", positive=positive, nullable=nullable)
 
 
+@given(st.lists(st.one_of(st.sampled_from(NUMBERS[:-3] + [-0.0, 5e-324]),
+                         st.floats(allow_nan=True, allow_infinity=True)), max_size=30))
+def test_value_range_matches_oracle(values):
+    arr = np.array(values, dtype=np.float64)
+    got = K.value_range(*kernel_args(arr))
+    want = oracles.value_range(arr)
+    assert got[2] == want[2]
+    assert got[0] == want[0] and got[1] == want[1]
+
+
 @given(st.lists(st.sampled_from(STRINGS + ["spot", "optio", "options"]), max_size=20),
        st.integers(0, 3))
 def test_enum_codes_match_lookup_and_oracle(values, start):
@@ -345,5 +355,5 @@ def test_one_compiled_signature_per_key_kernel():
                    for k, t in tables.items()}
         load_book(**chunked, model=MODELS["deribit_pme"], valuation_time=vt)
     for name in ("duplicated_in_groups", "match_strings", "sorted_runs", "pairs_in_order",
-                 "dense_unique", "str_codes"):
+                 "dense_unique", "str_codes", "value_range"):
         assert len(getattr(K, name).signatures) == 1, (name, getattr(K, name).signatures)

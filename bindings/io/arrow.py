@@ -14,7 +14,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 
 from pmrisk.kernel.keys import (dense_unique, duplicated_in_groups, match_strings,
-                                str_codes)
+                                str_codes, value_range)
 
 from . import schema
 from ..errors import MarginError, iso_ns
@@ -283,16 +283,14 @@ def _float_fast(chunk, positive, nullable):
     if chunk.type != pa.float64():      # unsafe: an integer above 2**53 rounds (then fails)
         chunk = chunk.cast(pa.float64(), safe=False)
     values = chunk.to_numpy(zero_copy_only=False)
-    if nulls:       # nulls read as NaN: a valid NaN shows as one NaN too many
-        if nulls == len(values):
-            return np.full(len(values), np.nan)
-        if int(np.count_nonzero(np.isnan(values))) != nulls:
-            return None
-        lo, hi = np.fmin.reduce(values), np.fmax.reduce(values)
-    elif len(values):
-        lo, hi = values.min(), values.max()
-    else:
+    if nulls and nulls == len(values):
+        return np.full(len(values), np.nan)
+    if not len(values):
         return np.ascontiguousarray(values, dtype=np.float64)
+    # one pass: nulls read as NaN, so a valid NaN shows as one NaN too many
+    lo, hi, n_nan = value_range(*kernel_args(values))
+    if n_nan != nulls:
+        return None
     if not (-MAX_ABS <= lo and hi <= MAX_ABS):         # false for NaN and inf
         return None
     if positive and not lo >= MIN_POSITIVE:
