@@ -488,8 +488,31 @@ def _fast_codes(arr):
     the fast paths off)."""
     if FAST_PATHS and isinstance(arr, pa.Array) and arr.type == pa.string() \
             and not arr.null_count and len(arr) <= SMALL:
-        return str_codes(*str_buffers(arr))
+        offsets, data = str_buffers(arr)
+        if _one_value(offsets, data):
+            return np.zeros(len(arr), dtype=np.int64), np.zeros(1, dtype=np.int64)
+        return str_codes(offsets, data)
     return None
+
+
+def _one_value(offsets, data):
+    """Whether the rows of a string array (``offsets``, ``data``: its buffers) are two or
+    more and all one string (one account's book, one underlying's instruments): a comparison
+    of the bytes, no hashing."""
+    n = len(offsets) - 1
+    if n < 2:
+        return False
+    start = int(offsets[0])
+    length = int(offsets[1]) - start
+    if int(offsets[-1]) - start != n * length:
+        return False
+    if not length:
+        return True                 # n rows of total length 0: every row is ""
+    if not (offsets[1:] - offsets[:-1] == length).all():  # other lengths that add up
+        return False
+    # n rows of one length are one string <=> the bytes repeat with that period
+    return np.array_equal(data[start + length:start + n * length],
+                          data[start:start + (n - 1) * length])
 
 
 def lookup_many(value_set, *arrays, value_codes=False):
