@@ -328,6 +328,24 @@ def test_str_codes_many_distinct_strings():
     assert got[0].tolist() == want[0].tolist() and got[1].tolist() == want[1].tolist()
 
 
+@pytest.mark.parametrize("values, start", [
+    (["ab", "a", "bab"], 0),            # lengths add up to 3 x 2 and the bytes repeat: 3 values
+    (["a", "", "ab"], 0),
+    (["x", "ab", "ab", "ab"], 1),       # a slice: one value
+    (["", "", ""], 0),
+    (["acct-1", "acct-1", "acct-2"], 0),
+    (["BTC"] * 50 + ["ETH"], 0),
+])
+def test_codes_of_one_value_columns(values, start):
+    """A column of one value is coded without hashing; others that look like one (same
+    total length, repeating bytes) are not."""
+    arr = pa.array(values, pa.string()).slice(start)
+    got = codes(arr)
+    want = oracles.str_codes(arr.to_pylist())
+    assert got[0].tolist() == want[0].tolist()
+    assert got[1].to_pylist() == [arr.to_pylist()[i] for i in want[1].tolist()]
+
+
 def test_long_columns_agree():
     """Columns past the kernel's size (a history's positions) take Arrow's hash kernels."""
     rng = np.random.default_rng(5)
