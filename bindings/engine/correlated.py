@@ -48,8 +48,8 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from pmrisk import kernel as K
 from pmrisk.kernel.directions import KINDS, joint_moves
+from pmrisk.kernel.grid import grid_curves, grid_curves_serial
 from pmrisk.kernel.joint import (BIND_JOINT, joint_stress, joint_stress_serial,
                                  pricing_constants, shell_intervals)
 from pmrisk.kernel.joint_tick import (FULL, K_KEEP, RECORD_GAP, SAME, joint_record,
@@ -60,6 +60,7 @@ from ..io.arrow import kernel_args, unique_keys
 from ..model.correlation import correlation_matrix
 
 PARALLEL_MIN = 64      # fewer accounts than this: the kernel's serial twin
+PRICE_PARALLEL_MIN = 8  # fewer revaluation rows than this: grid curves on the calling thread
 
 ERROR_FACTOR = 1.0         # interpolation error bound = ERROR_FACTOR * max |4th difference|
 MAX_CANDIDATES = 256       # more candidates than this: revalue every joint scenario exactly
@@ -142,6 +143,8 @@ class Grid:
     n_scen: np.ndarray
     shock: np.ndarray           # (n_rows, W)
     vol_code: np.ndarray        # (n_rows, W)
+    log1p: np.ndarray           # (n_rows, W): log1p(shock)
+    src: np.ndarray             # (n_rows, W): the first cell of the same move bits and vol
 
     @property
     def tail0(self):
@@ -171,7 +174,20 @@ def make_grid(params, model):
             shock[r, 3 * n_shell:3 * n_shell + 2 * m + 1] = tr[r] * np.arange(-m, m + 1) / m
             n_scen[r] += 2 * m + 1
     return Grid(n_side=n, tail_side=ts, price_range=pr, tail_range=tr, n_scen=n_scen,
-                shock=shock, vol_code=vol_code)
+                shock=shock, vol_code=vol_code, log1p=np.log1p(shock),
+                src=_first_same_cell(shock, vol_code, n_scen))
+
+
+def _first_same_cell(shock, vol_code, n_scen):
+    """Per row and cell, the first cell of the row with the same move (bits) and vol state:
+    a tail node on a shell node is that shell node's vol-same cell, priced once
+    (:func:`pmrisk.kernel.grid.grid_curves`)."""
+    src = np.tile(np.arange(shock.shape[1], dtype=np.int64), (shock.shape[0], 1))
+    for r, ns in enumerate(n_scen.tolist()):
+        key = np.stack([shock[r, :ns].view(np.int64), vol_code[r, :ns]], axis=1)
+        _, first, inv = np.unique(key, axis=0, return_index=True, return_inverse=True)
+        src[r, :ns] = first[inv.ravel()]
+    return src
 
 
 def group_scenarios(model, underlyings, rows, params):
@@ -379,11 +395,15 @@ class JointStress:
         kind, settlement, cs, _, fwd, strike, is_call = cols[:7]
         for k, v in enumerate((kind, settlement, cs, fwd, strike, is_call)):
             self.ins[k][sel] = v
-        self.ins[6][sel] = pricing_constants(*cols[:13], args.rate)
         if self.grid_mode and self.grid is not None:
+            # constants and curves in one pass, each distinct grid cell priced once
             g = self.grid
-            self.icurve[sel] = K.instrument_pnl(
-                *cols, args.rate, *_scen_args(g.n_scen, g.shock, g.vol_code))
+            at = np.arange(len(kind), dtype=np.int64) if rows is None else rows
+            at, *cells = kernel_args(at, g.n_scen, g.shock, g.log1p, g.vol_code, g.src)
+            (grid_curves if len(at) >= PRICE_PARALLEL_MIN else grid_curves_serial)(
+                at, *cols, args.rate, *cells, self.ins[6], self.icurve)
+        else:
+            self.ins[6][sel] = pricing_constants(*cols[:13], args.rate)
 
     def run(self, unit_px, slope_usd, accounts=None):
         """The fused kernel on ``accounts`` (None: all) at the units' USD prices
@@ -607,11 +627,6 @@ def run_joint(model, units, pos_unit, pu_start, pu_order, ua_start, quantity, po
     st.reprice(pnl_args)
     st.run(unit_px, unit_delta_usd)
     return st
-
-
-def _scen_args(n_scen, shock, vol_code):
-    one = np.ones_like(shock)
-    return kernel_args(n_scen, shock, np.log1p(shock), vol_code, one, one)
 
 
 @dataclass
