@@ -519,11 +519,10 @@ class JointStress:
         on = joint[owner]
         move[on] = self.grp[6][k[owner[on]], col[on]]
         move[~on] = self.bind_shock[acc[owner[~on]], col[~on]]
-        bits, minv = np.unique(move.view(np.int64), return_inverse=True)   # -0.0 is not 0.0
-        moves = pa.array(np.char.mod("%+.2f%%", bits.view(np.float64) * 100.0), pa.string())
+        moves, minv = percent_words(move)
         names = pa.array(self.units.underlyings, pa.string())
         piece = pc.binary_join_element_wise(
-            names.take(pa.array(row)), moves.take(pa.array(minv.ravel())),
+            names.take(pa.array(row)), moves.take(pa.array(minv)),
             self._vol_words(acc, g, start), " ")
         body = pc.binary_join(pa.ListArray.from_arrays(pa.array(start.astype(np.int32)),
                                                        piece), ", ")
@@ -683,6 +682,31 @@ def delta_directions(js, rho, params, model, g):
         gain_weight=np.vstack(gws), n_vol=np.array(nv, dtype=np.int64),
         shell=np.array(shell, dtype=np.int64),
         sign=np.tile([0, 1], len(shell) // 2).astype(np.int64))
+
+
+def percent_words(move):
+    """``"%+.2f%%" % (m * 100.0)`` of each move ``m`` of ``move``, as a string array of
+    distinct words and each move's index into it (formatted once per hundredth of a percent,
+    not once per distinct move: a move whose hundredths are not within 1e-6 of a rounding tie
+    formats as its rounded hundredths do, the sign of a zero included; the others are
+    formatted as they are).
+
+    >>> import numpy as np
+    >>> words, at = percent_words(np.array([0.05, -0.0, 0.050000001, -0.12345, 0.00125]))
+    >>> words.take(at).to_pylist()
+    ['+5.00%', '-0.00%', '+5.00%', '-12.35%', '+0.12%']
+    """
+    x = move * 100.0
+    y = x * 100.0
+    n = np.rint(y)
+    safe = (np.abs(y - n) < 0.5 - 1e-6) & (np.abs(y) < 1e9)
+    at = np.empty(len(x), dtype=np.int64)
+    hundredths, at[safe] = np.unique(n[safe].view(np.int64), return_inverse=True)  # -0 != 0
+    exact, inv = np.unique(x[~safe].view(np.int64), return_inverse=True)
+    at[~safe] = len(hundredths) + inv
+    words = ["%+.2f%%" % (v / 100.0) for v in hundredths.view(np.float64).tolist()] + \
+        ["%+.2f%%" % v for v in exact.view(np.float64).tolist()]
+    return pa.array(words, pa.string()), at
 
 
 def _head(js, joint, j):
