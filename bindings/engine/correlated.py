@@ -41,7 +41,7 @@ it exactly as the full kernel would, otherwise the full kernel runs.  No positio
 scenarios array exists.
 """
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from functools import lru_cache
 
 import numpy as np
@@ -83,6 +83,7 @@ class JointScenarios:
     direction: np.ndarray
     kind: np.ndarray
     buckets: int
+    heads: dict = field(default_factory=dict, repr=False, compare=False)   # _head's, kept
 
     @property
     def size(self):
@@ -699,7 +700,8 @@ def percent_words(move):
     x = move * 100.0
     y = x * 100.0
     n = np.rint(y)
-    safe = (np.abs(y - n) < 0.5 - 1e-6) & (np.abs(y) < 1e9)
+    with np.errstate(invalid="ignore"):          # inf - inf: not safe
+        safe = (np.abs(y - n) < 0.5 - 1e-6) & (np.abs(y) < 1e9)
     at = np.empty(len(x), dtype=np.int64)
     hundredths, at[safe] = np.unique(n[safe].view(np.int64), return_inverse=True)  # -0 != 0
     exact, inv = np.unique(x[~safe].view(np.int64), return_inverse=True)
@@ -713,7 +715,10 @@ def _head(js, joint, j):
     """The head of a binding scenario's words: ``joint shell k/B`` (or ``joint extreme``) and
     where: the joint scenario ``j``'s direction (none for the no-move scenario), or the
     account's delta direction ``j`` (-z* / +z* by parity, one pair per shell, then the
-    tail)."""
+    tail).  Kept on ``js`` (built once per scenario set and model)."""
+    hit = js.heads.get((joint, j))
+    if hit is not None:
+        return hit
     if joint:
         shell = js.shell[j]
         where = f"{KINDS[js.kind[j]]} direction {js.direction[j]}" if js.direction[j] >= 0 \
@@ -722,4 +727,5 @@ def _head(js, joint, j):
         shell = j // 2 + 1 if j < 2 * js.buckets else -1
         where = f"delta direction {'-+'[j % 2]}"
     head = f"joint shell {shell}/{js.buckets}" if shell >= 0 else "joint extreme"
-    return f"{head} {where}" if where else head
+    js.heads[(joint, j)] = head = f"{head} {where}" if where else head
+    return head
