@@ -3,6 +3,8 @@
 pricing_constants), whatever the rows written, the form (parallel or serial) and the cells
 priced once (a tail node on a shell node is a copy)."""
 
+from types import SimpleNamespace
+
 import numpy as np
 from hypothesis import given
 from hypothesis import strategies as st
@@ -13,7 +15,7 @@ from pmrisk.engine.correlated import make_grid
 from pmrisk.kernel.instruments import INVERSE, OPTION
 from pmrisk.kernel.grid import grid_curves, grid_curves_serial
 from pmrisk.kernel.joint import pricing_constants
-from test_kernels import assert_close, random_instruments
+from test_kernels import assert_close, pnl_magnitude, random_instruments
 
 INSTR = ("kind", "settlement", "contract_size", "mark", "forward", "strike", "is_call",
          "t_now", "t_scen", "sig_mark", "sig_up", "sig_same", "sig_down", "und")
@@ -65,8 +67,9 @@ def test_grid_curves_match_twin_and_instrument_pnl(seed, n_instr, n_und, tails, 
     (grid_curves_serial if serial else grid_curves)(rows, *cols, rate, *cells, const, curve)
     want_const, want_curve = np.full((n_out, 6), 7.0), np.full((n_out, width), 7.0)
     oracles.grid_curves(rows, *cols, rate, *cells, want_const, want_curve)
-    magnitude = np.zeros((n_out, width))
-    magnitude[rows] = np.abs(want_curve[rows]).max(axis=1, initial=0.0)[:, None] + 1e-300
+    magnitude = np.zeros((n_out, width))      # what rounding errors scale with
+    magnitude[rows] = pnl_magnitude(
+        instr, SimpleNamespace(price_shock=grid.shock, pnl_scale=np.ones_like(grid.shock)))
     assert_close(curve, want_curve, magnitude, what="grid curves")
     # an option's value at the marks to the scale of max(F, K) (/ F if inverse)
     scale = np.maximum(instr["forward"], instr["strike"])
