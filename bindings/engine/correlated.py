@@ -20,9 +20,11 @@ per account (:func:`pmrisk.kernel.joint.joint_stress`, parallel over accounts):
   3 x joint scenarios per account.
 * ``joint_revaluation = "grid"`` (default): instruments are priced once per call on a uniform
   grid of moves per underlying (``joint_grid_nodes`` steps per side of the price range; the
-  tails on the same step out to ``extreme_multiple`` ranges), whoever holds them; each unit's
-  curve is the quantity-weighted sum of its positions' curves, and every joint scenario is
-  *interpolated* (cubic, 4 nodes) from the unit curves.  The interpolation error of each unit
+  tails on the same step out to ``extreme_multiple`` ranges), whoever holds them, each
+  distinct cell once (:func:`pmrisk.kernel.grid.grid_curves`: a tail node on a shell node is
+  that node's vol-same cell); each unit's curve is the quantity-weighted sum of its
+  positions' curves, and every joint scenario is *interpolated* (cubic, 4 nodes) from the
+  unit curves.  The interpolation error of each unit
   is bounded from the curve's own 4th differences (``ERROR_FACTOR * max |D4|``); every
   scenario whose interpolated total is within twice the account's bound of the lowest is a
   candidate, and only the candidates are then revalued exactly.  The true worst is always a
