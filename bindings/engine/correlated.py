@@ -401,7 +401,8 @@ class JointStress:
         if self.grid_mode and self.grid is not None:
             # constants and curves in one pass, each distinct grid cell priced once
             g = self.grid
-            at = np.arange(len(kind), dtype=np.int64) if rows is None else rows
+            at = np.arange(len(kind), dtype=np.int64) if rows is None else \
+                np.asarray(rows, dtype=np.int64)
             at, *cells = kernel_args(at, g.n_scen, g.shock, g.log1p, g.vol_code, g.src)
             (grid_curves if len(at) >= PRICE_PARALLEL_MIN else grid_curves_serial)(
                 at, *cols, args.rate, *cells, self.ins[6], self.icurve)
