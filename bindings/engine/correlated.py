@@ -696,6 +696,7 @@ def percent_words(move):
     formatted as they are).
 
     >>> import numpy as np
+    >>> from pmrisk.engine.correlated import percent_words
     >>> words, at = percent_words(np.array([0.05, -0.0, 0.050000001, -0.12345, 0.00125]))
     >>> words.take(at).to_pylist()
     ['+5.00%', '-0.00%', '+5.00%', '-12.35%', '+0.12%']
