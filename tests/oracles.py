@@ -1038,3 +1038,34 @@ def joint_tick_twin(st, before, unit_px, slope_usd, accounts):
         band = lowest + 2.0 * tol
         out[a] = (bool(lb > band), lb, band, size)
     return out
+
+
+def grid_curves(rows, kind, settlement, contract_size, mark, forward, strike, is_call, t_now,
+                t_scen, sig_mark, sig_up, sig_same, sig_down, und, rate, n_scen, shock,
+                log1p_shock, vol_code, src, const, curve):
+    """Twin of ``grid.grid_curves``: writes ``const[rows]`` (base, ln(F/K), discount to the
+    scenario's expiry, sigma*sqrt(T) up, same, down; base ``c/M``, ``c*M`` or the option's
+    value at the marks, in coin if inverse) and ``curve[rows]`` (:func:`instrument_pnl` on
+    the grid, pnl scale 1).  Every cell is priced here: ``src`` (which cells the kernel copies
+    instead of pricing) is ignored, so the copies are checked too."""
+    n = len(kind)
+    if not n:
+        return
+    instr = (kind, settlement, contract_size, mark, forward, strike, is_call, t_now, t_scen,
+             sig_mark, sig_up, sig_same, sig_down, und)
+    one = np.ones_like(shock)
+    curve[rows] = instrument_pnl(*instr, rate, n_scen, shock, log1p_shock, vol_code, one, one)
+    option = kind == OPTION
+    inverse = settlement == INVERSE
+    base = np.where(inverse, contract_size / mark, contract_size * mark)
+    v0 = black76_price(forward, strike, t_now, sig_mark, is_call, rate)
+    v0 = np.where(inverse, v0 / forward, v0)
+    root = np.sqrt(np.maximum(t_scen, 0.0))
+    out = np.zeros((n, 6))
+    out[:, 0] = np.where(option, v0, base)
+    with np.errstate(divide="ignore", invalid="ignore"):
+        out[:, 1] = np.where(option, np.log(forward / strike), 0.0)
+    out[:, 2] = np.where(option, np.where(t_scen > 0.0, np.exp(-rate * t_scen), 1.0), 0.0)
+    for k, sig in enumerate((sig_up, sig_same, sig_down)):
+        out[:, 3 + k] = np.where(option, sig * root, 0.0)
+    const[rows] = out

@@ -20,9 +20,11 @@ per account (:func:`pmrisk.kernel.joint.joint_stress`, parallel over accounts):
   3 x joint scenarios per account.
 * ``joint_revaluation = "grid"`` (default): instruments are priced once per call on a uniform
   grid of moves per underlying (``joint_grid_nodes`` steps per side of the price range; the
-  tails on the same step out to ``extreme_multiple`` ranges), whoever holds them; each unit's
-  curve is the quantity-weighted sum of its positions' curves, and every joint scenario is
-  *interpolated* (cubic, 4 nodes) from the unit curves.  The interpolation error of each unit
+  tails on the same step out to ``extreme_multiple`` ranges), whoever holds them, each
+  distinct cell once (:func:`pmrisk.kernel.grid.grid_curves`: a tail node on a shell node is
+  that node's vol-same cell); each unit's curve is the quantity-weighted sum of its
+  positions' curves, and every joint scenario is *interpolated* (cubic, 4 nodes) from the
+  unit curves.  The interpolation error of each unit
   is bounded from the curve's own 4th differences (``ERROR_FACTOR * max |D4|``); every
   scenario whose interpolated total is within twice the account's bound of the lowest is a
   candidate, and only the candidates are then revalued exactly.  The true worst is always a
@@ -41,15 +43,15 @@ it exactly as the full kernel would, otherwise the full kernel runs.  No positio
 scenarios array exists.
 """
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from functools import lru_cache
 
 import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from pmrisk import kernel as K
 from pmrisk.kernel.directions import KINDS, joint_moves
+from pmrisk.kernel.grid import grid_curves, grid_curves_serial
 from pmrisk.kernel.joint import (BIND_JOINT, joint_stress, joint_stress_serial,
                                  pricing_constants, shell_intervals)
 from pmrisk.kernel.joint_tick import (FULL, K_KEEP, RECORD_GAP, SAME, joint_record,
@@ -60,6 +62,7 @@ from ..io.arrow import kernel_args, unique_keys
 from ..model.correlation import correlation_matrix
 
 PARALLEL_MIN = 64      # fewer accounts than this: the kernel's serial twin
+PRICE_PARALLEL_MIN = 8  # fewer revaluation rows than this: grid curves on the calling thread
 
 ERROR_FACTOR = 1.0         # interpolation error bound = ERROR_FACTOR * max |4th difference|
 MAX_CANDIDATES = 256       # more candidates than this: revalue every joint scenario exactly
@@ -82,6 +85,7 @@ class JointScenarios:
     direction: np.ndarray
     kind: np.ndarray
     buckets: int
+    heads: dict = field(default_factory=dict, repr=False, compare=False)   # _head's, kept
 
     @property
     def size(self):
@@ -142,6 +146,8 @@ class Grid:
     n_scen: np.ndarray
     shock: np.ndarray           # (n_rows, W)
     vol_code: np.ndarray        # (n_rows, W)
+    log1p: np.ndarray           # (n_rows, W): log1p(shock)
+    src: np.ndarray             # (n_rows, W): the first cell of the same move bits and vol
 
     @property
     def tail0(self):
@@ -171,7 +177,20 @@ def make_grid(params, model):
             shock[r, 3 * n_shell:3 * n_shell + 2 * m + 1] = tr[r] * np.arange(-m, m + 1) / m
             n_scen[r] += 2 * m + 1
     return Grid(n_side=n, tail_side=ts, price_range=pr, tail_range=tr, n_scen=n_scen,
-                shock=shock, vol_code=vol_code)
+                shock=shock, vol_code=vol_code, log1p=np.log1p(shock),
+                src=_first_same_cell(shock, vol_code, n_scen))
+
+
+def _first_same_cell(shock, vol_code, n_scen):
+    """Per row and cell, the first cell of the row with the same move (bits) and vol state:
+    a tail node on a shell node is that shell node's vol-same cell, priced once
+    (:func:`pmrisk.kernel.grid.grid_curves`)."""
+    src = np.tile(np.arange(shock.shape[1], dtype=np.int64), (shock.shape[0], 1))
+    for r, ns in enumerate(n_scen.tolist()):
+        key = np.stack([shock[r, :ns].view(np.int64), vol_code[r, :ns]], axis=1)
+        _, first, inv = np.unique(key, axis=0, return_index=True, return_inverse=True)
+        src[r, :ns] = first[inv.ravel()]
+    return src
 
 
 def group_scenarios(model, underlyings, rows, params):
@@ -379,11 +398,16 @@ class JointStress:
         kind, settlement, cs, _, fwd, strike, is_call = cols[:7]
         for k, v in enumerate((kind, settlement, cs, fwd, strike, is_call)):
             self.ins[k][sel] = v
-        self.ins[6][sel] = pricing_constants(*cols[:13], args.rate)
         if self.grid_mode and self.grid is not None:
+            # constants and curves in one pass, each distinct grid cell priced once
             g = self.grid
-            self.icurve[sel] = K.instrument_pnl(
-                *cols, args.rate, *_scen_args(g.n_scen, g.shock, g.vol_code))
+            at = np.arange(len(kind), dtype=np.int64) if rows is None else \
+                np.asarray(rows, dtype=np.int64)
+            at, *cells = kernel_args(at, g.n_scen, g.shock, g.log1p, g.vol_code, g.src)
+            (grid_curves if len(at) >= PRICE_PARALLEL_MIN else grid_curves_serial)(
+                at, *cols, args.rate, *cells, self.ins[6], self.icurve)
+        else:
+            self.ins[6][sel] = pricing_constants(*cols[:13], args.rate)
 
     def run(self, unit_px, slope_usd, accounts=None):
         """The fused kernel on ``accounts`` (None: all) at the units' USD prices
@@ -499,11 +523,10 @@ class JointStress:
         on = joint[owner]
         move[on] = self.grp[6][k[owner[on]], col[on]]
         move[~on] = self.bind_shock[acc[owner[~on]], col[~on]]
-        bits, minv = np.unique(move.view(np.int64), return_inverse=True)   # -0.0 is not 0.0
-        moves = pa.array(np.char.mod("%+.2f%%", bits.view(np.float64) * 100.0), pa.string())
+        moves, minv = percent_words(move)
         names = pa.array(self.units.underlyings, pa.string())
         piece = pc.binary_join_element_wise(
-            names.take(pa.array(row)), moves.take(pa.array(minv.ravel())),
+            names.take(pa.array(row)), moves.take(pa.array(minv)),
             self._vol_words(acc, g, start), " ")
         body = pc.binary_join(pa.ListArray.from_arrays(pa.array(start.astype(np.int32)),
                                                        piece), ", ")
@@ -609,11 +632,6 @@ def run_joint(model, units, pos_unit, pu_start, pu_order, ua_start, quantity, po
     return st
 
 
-def _scen_args(n_scen, shock, vol_code):
-    one = np.ones_like(shock)
-    return kernel_args(n_scen, shock, np.log1p(shock), vol_code, one, one)
-
-
 @dataclass
 class DeltaDirections:
     """The accounts' own delta directions (same layout for every account of a group):
@@ -670,11 +688,41 @@ def delta_directions(js, rho, params, model, g):
         sign=np.tile([0, 1], len(shell) // 2).astype(np.int64))
 
 
+def percent_words(move):
+    """``"%+.2f%%" % (m * 100.0)`` of each move ``m`` of ``move``, as a string array of
+    distinct words and each move's index into it (formatted once per hundredth of a percent,
+    not once per distinct move: a move whose hundredths are not within 1e-6 of a rounding tie
+    formats as its rounded hundredths do, the sign of a zero included; the others are
+    formatted as they are).
+
+    >>> import numpy as np
+    >>> from pmrisk.engine.correlated import percent_words
+    >>> words, at = percent_words(np.array([0.05, -0.0, 0.050000001, -0.12345, 0.00125]))
+    >>> words.take(at).to_pylist()
+    ['+5.00%', '-0.00%', '+5.00%', '-12.35%', '+0.12%']
+    """
+    x = move * 100.0
+    y = x * 100.0
+    n = np.rint(y)
+    with np.errstate(invalid="ignore"):          # inf - inf: not safe
+        safe = (np.abs(y - n) < 0.5 - 1e-6) & (np.abs(y) < 1e9)
+    at = np.empty(len(x), dtype=np.int64)
+    hundredths, at[safe] = np.unique(n[safe].view(np.int64), return_inverse=True)  # -0 != 0
+    exact, inv = np.unique(x[~safe].view(np.int64), return_inverse=True)
+    at[~safe] = len(hundredths) + inv
+    words = ["%+.2f%%" % (v / 100.0) for v in hundredths.view(np.float64).tolist()] + \
+        ["%+.2f%%" % v for v in exact.view(np.float64).tolist()]
+    return pa.array(words, pa.string()), at
+
+
 def _head(js, joint, j):
     """The head of a binding scenario's words: ``joint shell k/B`` (or ``joint extreme``) and
     where: the joint scenario ``j``'s direction (none for the no-move scenario), or the
     account's delta direction ``j`` (-z* / +z* by parity, one pair per shell, then the
-    tail)."""
+    tail).  Kept on ``js`` (built once per scenario set and model)."""
+    hit = js.heads.get((joint, j))
+    if hit is not None:
+        return hit
     if joint:
         shell = js.shell[j]
         where = f"{KINDS[js.kind[j]]} direction {js.direction[j]}" if js.direction[j] >= 0 \
@@ -683,4 +731,5 @@ def _head(js, joint, j):
         shell = j // 2 + 1 if j < 2 * js.buckets else -1
         where = f"delta direction {'-+'[j % 2]}"
     head = f"joint shell {shell}/{js.buckets}" if shell >= 0 else "joint extreme"
-    return f"{head} {where}" if where else head
+    js.heads[(joint, j)] = head = f"{head} {where}" if where else head
+    return head
