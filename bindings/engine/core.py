@@ -497,12 +497,14 @@ def run(book, model, risk_vectors=False):
 
 
 def compute(out, model, rows=None, instruments=None, units=None, accounts=None,
-            balances=None):
+            balances=None, positions=True):
     """The phases over a selection, in place: revalue ``rows`` (revaluation rows) and
     ``instruments`` (Greeks), then the ``units``, their accounts' ``accounts`` and the
     ``balances`` rows (int64 index arrays; None: all).  Under ``cross_unit = "correlated"``,
     with excluded instruments, or for a partial selection the caller must pass every unit of
-    the accounts it selects (the Monitor does)."""
+    the accounts it selects (the Monitor does).  ``positions`` False: where the units'
+    phases fuse (:func:`fuses`), the positions' figures other than ``value`` are left as they
+    were (a Monitor's tick; :func:`unit_phases` writes them when asked for)."""
     book, p = out.book, out.params
     sel = np.arange(len(out.units), dtype=np.int64) if units is None else \
         np.ascontiguousarray(units, dtype=np.int64)
@@ -534,11 +536,13 @@ def compute(out, model, rows=None, instruments=None, units=None, accounts=None,
         else:
             out.instr_greeks[:, i] = g
     # -- 2. units --------------------------------------------------------------------------
-    _phase("unit_figures", sel)(sel, *phase_arguments(out, "unit_figures"))
-    if brackets:                        # 3-5 under "brackets": pmrisk.engine.binance
-        bracket_phase(out, sel, len(sel) >= PARALLEL_MIN)
+    if not positions and fuses(out):    # 2-5 in one kernel, the positions' figures left out
+        uf = out.unit
+        _phase("unit_tick", sel)(sel, phase_arguments(out, "unit_figures"),
+                                 phase_arguments(out, "unit_margins"), uf.worst_case,
+                                 uf.scenario_margin)
     else:
-        _scenario_margins(out, model, sel, accounts, rows, moved_args)
+        unit_phases(out, model, sel, accounts, rows, moved_args)
     # -- 6. accounts -----------------------------------------------------------------------
     bal = np.arange(len(book.bal_amount)) if balances is None else balances
     if len(bal):
@@ -551,6 +555,28 @@ def compute(out, model, rows=None, instruments=None, units=None, accounts=None,
     if out.okx is not None:
         okx.account_phase(out, model, acc)      # okx_pm: MR8, liquidation cost
     return out
+
+
+def unit_phases(out, model, sel, accounts=None, rows=None, moved_args=None):
+    """Phases 2-5 over the units ``sel`` with every figure of their positions (as
+    :func:`compute` runs them; ``accounts``, ``rows``, ``moved_args``: its selection of
+    accounts and moved revaluation rows, for the joint stress of a correlated model).  On a
+    :func:`fuses` outcome it writes again what :func:`compute` with ``positions=False`` left
+    out, from the same inputs."""
+    _phase("unit_figures", sel)(sel, *phase_arguments(out, "unit_figures"))
+    if out.params.margin_rules == "brackets":       # 3-5 under "brackets": engine.binance
+        bracket_phase(out, sel, len(sel) >= PARALLEL_MIN)
+    else:
+        _scenario_margins(out, model, sel, accounts, rows, moved_args)
+
+
+def fuses(out):
+    """Whether phases 2-5 of ``out`` run as one kernel when the positions' figures are not
+    asked for (:func:`pmrisk.kernel.assemble.unit_tick`): scenario rules, ``cross_unit =
+    "sum"``, no excluded instrument."""
+    p = out.params
+    return p.margin_rules == "scenario" and p.cross_unit != "correlated" and \
+        not out.layout.excluded_any and out.okx is None
 
 
 def _scenario_margins(out, model, sel, accounts, rows, moved_args):

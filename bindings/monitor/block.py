@@ -31,7 +31,7 @@ import numpy as np
 import pyarrow as pa
 
 from ..io.book import load_book
-from ..engine.core import compute, floored_copies, run, short_instruments
+from ..engine.core import compute, floored_copies, fuses, run, short_instruments, unit_phases
 from ..results import TABLE_NAMES, accounts_table, all_finite, build, check_finite, margin_ratio
 from ..engine.units import prices_by_type
 
@@ -161,6 +161,8 @@ class Block:
         self.frozen = False              # True while built result tables share the arrays
         self._tables = {}
         self._paths = {}                 # moved names -> TickPath
+        # units whose positions' figures (but value) a fused tick left as they were
+        self._stale = np.zeros(len(out.units), dtype=bool)
 
     def ratios(self, acc=slice(None)):
         af = self.out.account
@@ -281,10 +283,25 @@ class Block:
         # a figure that is not finite raises here; the monitor then rebuilds its blocks from
         # the inputs before the update (Monitor._tick)
         compute(out, self.model, rows=path.rows, instruments=path.instr, units=uidx,
-                accounts=path.acc, balances=path.balances)
+                accounts=path.acc, balances=path.balances, positions=False)
+        if fuses(out):                  # the positions' figures: when tables are read
+            self._stale[uidx] = True
         if not all_finite(out, uidx, path.acc):
+            self._settle()
             check_finite(out)           # names the rows and raises
         return True
+
+    def _settle(self):
+        """Write the positions' figures that fused ticks left out (every figure of the
+        units ticked since, from the current inputs: as the ticks would have)."""
+        if not self._stale.any():
+            return
+        self._thaw()
+        sel = np.flatnonzero(self._stale)
+        unit_phases(self.out, self.model, sel)
+        self._stale[:] = False
+        if not all_finite(self.out, sel):
+            check_finite(self.out)
 
     # -- a subset of accounts through the engine ------------------------------------------------
     def recompute_accounts(self, acc):
@@ -323,6 +340,7 @@ class Block:
         """The result tables ``names`` (among accounts, units, positions) of the live
         accounts, built by :func:`pmrisk.results.build` (each cached until the block
         changes); returns ``{name: table}``."""
+        self._settle()
         missing = [n for n in names if n not in self._tables]
         if missing:
             r = build(self.out, self.model, tables=missing)
