@@ -383,6 +383,11 @@ class Outcome:
     keep_vectors: bool = True           # the units' (weighted) risk vectors are stored
     joint: object = None                # engine.correlated.JointStress, kept between calls
     okx: object = None                  # OkxFigures under margin_rules = "okx"
+    arg_memo: dict = None               # phase_arguments' converted inputs (and scratch)
+
+    def __post_init__(self):
+        if self.arg_memo is None:
+            self.arg_memo = {}
 
     def copy(self):
         """An outcome whose arrays are copies (result tables built earlier keep theirs)."""
@@ -398,7 +403,7 @@ class Outcome:
                        instr_greeks=self.instr_greeks.copy(), order_im=self.order_im.copy(),
                        roll_group=self.roll_group.copy(),
                        collateral_usd=self.collateral_usd.copy(),
-                       balance_usd=self.balance_usd.copy(),
+                       balance_usd=self.balance_usd.copy(), arg_memo={},
                        okx=None if self.okx is None else self.okx.copy())
 
 
@@ -611,8 +616,23 @@ def phase_arguments(out, kernel, own_from_binding=True):
     read-only contiguous views, then the outcome's arrays the kernel writes (in place)."""
     book, lay, p, rv, scen = out.book, out.layout, out.params, out.rev, out.scen
     units, uf, pf, af = out.units, out.unit, out.position, out.account
+    memo = out.arg_memo
+    slot = iter(range(4))
+
+    def conv(*arrays):                  # kernel_args, kept while the same arrays come in
+        key = (kernel, next(slot))
+        hit = memo.get(key)
+        if hit is not None and len(hit[0]) == len(arrays) and \
+                all(a is b for a, b in zip(hit[0], arrays)):
+            return hit[1]
+        args = kernel_args(*arrays)
+        # a copy (a non-contiguous or converted input) would miss later in-place changes
+        if all(b is a or not isinstance(a, np.ndarray) or np.may_share_memory(a, b)
+               for a, b in zip(arrays, args)):
+            memo[key] = (arrays, args)
+        return args
     if kernel == "unit_figures":
-        return (*kernel_args(
+        return (*conv(
             lay.pu_start, lay.pu_order, book.pos_instr, out.pos_row, book.quantity, lay.q_port,
             book.entry_price, lay.short_opt, lay.som_rate, lay.pos_group, pf.excluded,
             book.kind, book.settlement, book.contract_size, book.mark, book.forward,
@@ -629,27 +649,36 @@ def phase_arguments(out, kernel, own_from_binding=True):
             pf.unrealised_pnl, pf.delta, pf.gamma, pf.vega, pf.theta, pf.portfolio_delta,
             uf.slope_usd, uf.finite)
     if kernel == "unit_margins":
-        return (*kernel_args(lay.pu_start, lay.pu_order, lay.pos_group, pf.portfolio_delta,
+        return (*conv(lay.pu_start, lay.pu_order, lay.pos_group, pf.portfolio_delta,
                              lay.short_opt, lay.som_rate, pf.excluded_margin, pf.own_loss),
                 bool(own_from_binding),
-                *kernel_args(out.pos_row, lay.q_port, out.instr_pnl, lay.unit_und,
+                *conv(out.pos_row, lay.q_port, out.instr_pnl, lay.unit_und,
                              scen.loss_weight, uf.binding_scenario, uf.worst_case,
                              uf.scenario_margin, out.roll_group, uf.roll_coin, uf.delta_coin,
                              uf.som_coin, uf.conv, uf.excluded_margin, uf.open_orders_margin,
                              uf.mmp_margin),
-                p.risk_multiplier, p.mm_factor, p.im_factor, np.zeros(len(out.roll_group)),
-                *kernel_args(uf.delta, uf.gamma, uf.vega, uf.theta),
+                p.risk_multiplier, p.mm_factor, p.im_factor, _group_den(out),
+                *conv(uf.delta, uf.gamma, uf.vega, uf.theta),
                 uf.roll_shock, uf.delta_shock, uf.short_option_minimum, uf.risk_matrix_margin,
                 uf.maintenance_margin, uf.initial_margin, pf.own_loss, pf.mm_contribution,
                 pf.im_contribution, uf.finite)
     if kernel == "account_figures":
-        return (*kernel_args(lay.pa_start, lay.pa_order, out.pos_unit, pf.value,
+        return (*conv(lay.pa_start, lay.pa_order, out.pos_unit, pf.value,
                              units.settle_px, lay.ua_start, uf.maintenance_margin,
                              uf.initial_margin, uf.scenario_margin, lay.ba_start, lay.ba_order,
                              out.collateral_usd, out.balance_usd),
                 p.loan_mmr, af.equity, af.actual_equity, af.loan_maintenance_margin,
                 af.maintenance_margin, af.initial_margin, af.scenario_margin, af.finite)
     raise ValueError(f"no phase kernel {kernel!r}")
+
+
+def _group_den(out):
+    """The scratch array of :func:`pmrisk.kernel.assemble.unit_margins` (one per expiry
+    group, each zeroed by the kernel before use), made once per outcome."""
+    den = out.arg_memo.get("group_den")
+    if den is None or len(den) != len(out.roll_group):
+        den = out.arg_memo["group_den"] = np.zeros(len(out.roll_group))
+    return den
 
 
 def _excluded(out, model):
