@@ -56,6 +56,44 @@ def group_span(pu_start, pu_order, pos_group, u):
                 g_hi = g
     return g_lo, g_hi
 
+@njit(inline="always")
+def lowest_cell(cells, n):
+    """(lowest of ``cells[:n]``, index of its first NaN or -1).  A NaN cell is never the
+    lowest; +0 and -0 may come out either way, which no caller can tell apart (the binding
+    rule compares ``cell - lowest`` and ``abs(lowest)``).  Four running minima: the cells'
+    compares do not wait on one another."""
+    l0 = np.inf
+    l1 = np.inf
+    l2 = np.inf
+    l3 = np.inf
+    nan = False
+    s = 0
+    while s + 4 <= n:
+        w0 = cells[s]
+        w1 = cells[s + 1]
+        w2 = cells[s + 2]
+        w3 = cells[s + 3]
+        l0 = w0 if w0 < l0 else l0
+        l1 = w1 if w1 < l1 else l1
+        l2 = w2 if w2 < l2 else l2
+        l3 = w3 if w3 < l3 else l3
+        nan |= (w0 != w0) | (w1 != w1) | (w2 != w2) | (w3 != w3)
+        s += 4
+    while s < n:
+        w0 = cells[s]
+        l0 = w0 if w0 < l0 else l0
+        nan |= w0 != w0
+        s += 1
+    l0 = l1 if l1 < l0 else l0
+    l2 = l3 if l3 < l2 else l2
+    lowest = l2 if l2 < l0 else l0
+    if nan:
+        for s in range(n):
+            if cells[s] != cells[s]:
+                return lowest, s
+    return lowest, -1
+
+
 @njit
 def csr(keys, n_groups):
     """Counting sort of ``keys`` (int64 in ``[0, n_groups)``; negative keys are left out):
@@ -191,14 +229,9 @@ def unit_figures_rows(sel, lo, hi, positions, pu_start, pu_order, pos_instr, pos
                 damp[s] = dampener_usd[r, s] / px
             cap_und = r
             cap_px = px
-        lowest = np.inf
-        nan_at = -1
         for s in range(ns):
-            ws = weigh_cell(vec[s], loss_weight[r, s], gain_weight[r, s], cap[s], damp[s])
-            wrow[s] = ws
-            lowest = ws if ws < lowest else lowest      # a NaN cell is never lower
-            if ws != ws and nan_at < 0:
-                nan_at = s
+            wrow[s] = weigh_cell(vec[s], loss_weight[r, s], gain_weight[r, s], cap[s], damp[s])
+        lowest, nan_at = lowest_cell(wrow, ns)
         if nan_at >= 0:
             w = np.nan
             b = nan_at
