@@ -391,9 +391,11 @@ class Outcome:
 
     def copy(self):
         """An outcome whose arrays are copies (result tables built earlier keep theirs)."""
-        def cp(obj):
+        def cp(obj):                    # a read-only array never changes: shared
             vals = {f.name: (getattr(obj, f.name).copy()
-                             if isinstance(getattr(obj, f.name), (np.ndarray, list))
+                             if isinstance(getattr(obj, f.name), list) or
+                             (isinstance(getattr(obj, f.name), np.ndarray)
+                              and getattr(obj, f.name).flags.writeable)
                              else getattr(obj, f.name)) for f in fields(obj)}
             return replace(obj, **vals)
         units = replace(self.units, settle_px=self.units.settle_px.copy(),
@@ -437,6 +439,7 @@ def lay_out(book, model, rv, keep_vectors=True):
     q = book.quantity
     excl_instr = excluded_instruments(book, model)
     excl = excl_instr[book.pos_instr]
+    excl.flags.writeable = False        # fixed with the book and model, like the layout
     excluded_any = bool(excl.any()) or bool(excl_instr[book.ord_instr].any())
     short_all = np.where((book.kind[book.pos_instr] == OPTION) & (q < 0), -q, 0.0) \
         if n_pos else _EMPTY_F
@@ -461,7 +464,7 @@ def lay_out(book, model, rv, keep_vectors=True):
         unit_und=units.type_und_code[utype],
         threshold_usd=per["delta_total_liq_shock_threshold"][utype], m_inc=per["m_inc"][utype],
         max_delta_shock=per["max_delta_shock"][utype],
-        coin_settled=params.coin_settled[utype], excluded_instr=excl_instr,
+        coin_settled=_read_only(params.coin_settled[utype]), excluded_instr=excl_instr,
         excluded_any=excluded_any,
         brackets=lay_out_brackets(book, model) if params.margin_rules == "brackets" else None)
     width = rv.scen.price_shock.shape[1]
@@ -626,9 +629,10 @@ def phase_arguments(out, kernel, own_from_binding=True):
                 all(a is b for a, b in zip(hit[0], arrays)):
             return hit[1]
         args = kernel_args(*arrays)
-        # a copy (a non-contiguous or converted input) would miss later in-place changes
-        if all(b is a or not isinstance(a, np.ndarray) or np.may_share_memory(a, b)
-               for a, b in zip(arrays, args)):
+        # a copy (a non-contiguous or converted input) would miss later in-place changes,
+        # unless the input cannot change (read-only or empty)
+        if all(b is a or not isinstance(a, np.ndarray) or not a.flags.writeable or not a.size
+               or np.may_share_memory(a, b) for a, b in zip(arrays, args)):
             memo[key] = (arrays, args)
         return args
     if kernel == "unit_figures":
@@ -670,6 +674,11 @@ def phase_arguments(out, kernel, own_from_binding=True):
                 p.loan_mmr, af.equity, af.actual_equity, af.loan_maintenance_margin,
                 af.maintenance_margin, af.initial_margin, af.scenario_margin, af.finite)
     raise ValueError(f"no phase kernel {kernel!r}")
+
+
+def _read_only(a):
+    a.flags.writeable = False
+    return a
 
 
 def _group_den(out):

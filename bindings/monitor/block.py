@@ -88,7 +88,7 @@ def _scatter(dst, src, rows):
     """Copy each array field of the figures dataclass ``src`` into ``dst`` at ``rows``."""
     for f in dataclasses.fields(dst):
         d, v = getattr(dst, f.name), getattr(src, f.name)
-        if isinstance(d, np.ndarray):
+        if isinstance(d, np.ndarray) and d.flags.writeable:    # read-only: fixed by the book
             d[rows] = v
         elif isinstance(d, list):
             for j, r in enumerate(rows.tolist()):
