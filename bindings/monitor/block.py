@@ -16,7 +16,11 @@ kept in the outcome) reprices only the moved rows' grid curves and settles those
 incrementally (:meth:`pmrisk.engine.correlated.JointStress.tick`: from each account's kept
 joint scenarios while a bound excludes the others, else the fused kernel), with the same
 figures as the fused kernel.  The phases' kernels write only the selected rows, each from
-its own inputs, so the figures equal those of a run over the whole block to the bit.  When
+its own inputs, so the figures equal those of a run over the whole block to the bit.  Under
+``"sum"`` the units' phases run fused and leave the positions' figures but ``value`` as they
+were (:func:`pmrisk.engine.core.compute` with ``positions=False``); the block remembers the
+units ticked since and writes their positions' figures before it builds a table
+(:func:`pmrisk.engine.core.unit_phases`, the same kernels on the same inputs).  When
 the selection cannot be exact (excluded instruments in the block, or a vol floor that starts
 or stops binding on a short option, which changes the revaluation rows) the block runs the
 engine on everything.  :meth:`Block.recompute_accounts` runs the engine on a sub-book
