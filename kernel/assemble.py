@@ -56,6 +56,44 @@ def group_span(pu_start, pu_order, pos_group, u):
                 g_hi = g
     return g_lo, g_hi
 
+@njit(inline="always")
+def lowest_cell(cells, n):
+    """(lowest of ``cells[:n]``, index of its first NaN or -1).  A NaN cell is never the
+    lowest; +0 and -0 may come out either way, which no caller can tell apart (the binding
+    rule compares ``cell - lowest`` and ``abs(lowest)``).  Four running minima: the cells'
+    compares do not wait on one another."""
+    l0 = np.inf
+    l1 = np.inf
+    l2 = np.inf
+    l3 = np.inf
+    nan = False
+    s = 0
+    while s + 4 <= n:
+        w0 = cells[s]
+        w1 = cells[s + 1]
+        w2 = cells[s + 2]
+        w3 = cells[s + 3]
+        l0 = w0 if w0 < l0 else l0
+        l1 = w1 if w1 < l1 else l1
+        l2 = w2 if w2 < l2 else l2
+        l3 = w3 if w3 < l3 else l3
+        nan |= (w0 != w0) | (w1 != w1) | (w2 != w2) | (w3 != w3)
+        s += 4
+    while s < n:
+        w0 = cells[s]
+        l0 = w0 if w0 < l0 else l0
+        nan |= w0 != w0
+        s += 1
+    l0 = l1 if l1 < l0 else l0
+    l2 = l3 if l3 < l2 else l2
+    lowest = l2 if l2 < l0 else l0
+    if nan:
+        for s in range(n):
+            if cells[s] != cells[s]:
+                return lowest, s
+    return lowest, -1
+
+
 @njit
 def csr(keys, n_groups):
     """Counting sort of ``keys`` (int64 in ``[0, n_groups)``; negative keys are left out):
@@ -79,18 +117,19 @@ def csr(keys, n_groups):
 
 
 @njit
-def unit_figures_rows(sel, lo, hi, pu_start, pu_order, pos_instr, pos_row, quantity, q_port,
-                      entry_price, short_opt, som_rate, pos_group, pos_excluded, kind, settlement,
-                      contract_size, mark, forward, instr_greeks, instr_pnl, unit_und, unit_px,
-                      index_px, coin_settled, threshold_usd, m_inc, max_delta_shock, group_rate,
-                      ou_start, ou_order, ord_row, ord_qty, res_oo, n_scen, price_shock,
+def unit_figures_rows(sel, lo, hi, positions, pu_start, pu_order, pos_instr, pos_row, quantity,
+                      q_port, entry_price, short_opt, som_rate, pos_group, pos_excluded, kind,
+                      settlement, contract_size, mark, forward, instr_greeks, instr_pnl, unit_und,
+                      unit_px, index_px, coin_settled, threshold_usd, m_inc, max_delta_shock,
+                      group_rate, ou_start, ou_order, ord_row, ord_qty, res_oo, n_scen, price_shock,
                       loss_weight, gain_weight, gain_cap_usd, dampener_usd, vol_code, keep_vectors,
                       vectors, weighted, worst, binding, scenario_shock, scenario_vol, order_im,
                       open_orders, roll_group, roll_coin, delta_coin, som_coin, conv, unit_delta,
                       unit_gamma, unit_vega, unit_theta, value, model_value, upnl, delta, gamma,
                       vega, theta, pos_delta, slope_usd, finite):
     """Rows ``sel[lo:hi]`` of :func:`unit_figures` (shared by the parallel and the serial kernel:
-    one call per chunk of rows, so no per-row call cost)."""
+    one call per chunk of rows, so no per-row call cost).  Without ``positions`` the
+    positions' figures other than ``value`` are not written (:func:`unit_tick`)."""
     width = vectors.shape[1]
     vec = np.empty(width)               # the unit's risk vector and weighted vector: one
     wrow = np.empty(width)              # scratch pair per run of rows, copied out if kept
@@ -139,25 +178,26 @@ def unit_figures_rows(sel, lo, hi, pu_start, pu_order, pos_instr, pos_row, quant
                 up = qty * cs * (m - ee) if kind[i] == OPTION else fut
             else:
                 up = 0.0
-            upnl[p] = up
             v = qty * cs * m if (kind[i] == OPTION or kind[i] == SPOT) else up
             value[p] = v
             mv = qty * instr_greeks[0, i] if kind[i] == OPTION else v
-            model_value[p] = mv
             g1 = qty * instr_greeks[1, i]
             g2 = qty * instr_greeks[2, i]
             g3 = qty * instr_greeks[3, i]
             g4 = qty * instr_greeks[4, i]
-            delta[p] = g1
-            gamma[p] = g2
-            vega[p] = g3
-            theta[p] = g4
             ug0 += g1
             ug1 += g2
             ug2 += g3
             ug3 += g4
             d = 0.0 if pos_excluded[p] else g1
-            pos_delta[p] = d
+            if positions:
+                upnl[p] = up
+                model_value[p] = mv
+                delta[p] = g1
+                gamma[p] = g2
+                vega[p] = g3
+                theta[p] = g4
+                pos_delta[p] = d
             d_unit += d
             # first-order P&L per unit relative move: a linear position moves from its own
             # mark (futures, spot) or forward (options); an inverse position's delta already
@@ -189,14 +229,9 @@ def unit_figures_rows(sel, lo, hi, pu_start, pu_order, pos_instr, pos_row, quant
                 damp[s] = dampener_usd[r, s] / px
             cap_und = r
             cap_px = px
-        lowest = np.inf
-        nan_at = -1
         for s in range(ns):
-            ws = weigh_cell(vec[s], loss_weight[r, s], gain_weight[r, s], cap[s], damp[s])
-            wrow[s] = ws
-            lowest = ws if ws < lowest else lowest      # a NaN cell is never lower
-            if ws != ws and nan_at < 0:
-                nan_at = s
+            wrow[s] = weigh_cell(vec[s], loss_weight[r, s], gain_weight[r, s], cap[s], damp[s])
+        lowest, nan_at = lowest_cell(wrow, ns)
         if nan_at >= 0:
             w = np.nan
             b = nan_at
@@ -290,8 +325,8 @@ def unit_figures(sel, pu_start, pu_order, pos_instr, pos_row, quantity, q_port, 
     for c in prange(chunks):
         lo = c * n // chunks
         hi = (c + 1) * n // chunks
-        unit_figures_rows(sel, lo, hi, pu_start, pu_order, pos_instr, pos_row, quantity, q_port,
-            entry_price, short_opt, som_rate, pos_group, pos_excluded, kind, settlement,
+        unit_figures_rows(sel, lo, hi, True, pu_start, pu_order, pos_instr, pos_row, quantity,
+            q_port, entry_price, short_opt, som_rate, pos_group, pos_excluded, kind, settlement,
             contract_size, mark, forward, instr_greeks, instr_pnl, unit_und, unit_px, index_px,
             coin_settled, threshold_usd, m_inc, max_delta_shock, group_rate, ou_start, ou_order,
             ord_row, ord_qty, res_oo, n_scen, price_shock, loss_weight, gain_weight, gain_cap_usd,
@@ -313,7 +348,7 @@ def unit_figures_serial(sel, pu_start, pu_order, pos_instr, pos_row, quantity, q
                         som_coin, conv, unit_delta, unit_gamma, unit_vega, unit_theta, value,
                         model_value, upnl, delta, gamma, vega, theta, pos_delta, slope_usd, finite):
     """:func:`unit_figures` on one thread (small selections: no thread wake-up)."""
-    unit_figures_rows(sel, 0, sel.shape[0], pu_start, pu_order, pos_instr, pos_row, quantity,
+    unit_figures_rows(sel, 0, sel.shape[0], True, pu_start, pu_order, pos_instr, pos_row, quantity,
                       q_port, entry_price, short_opt, som_rate, pos_group, pos_excluded, kind,
                       settlement, contract_size, mark, forward, instr_greeks, instr_pnl, unit_und,
                       unit_px, index_px, coin_settled, threshold_usd, m_inc, max_delta_shock,
@@ -326,16 +361,16 @@ def unit_figures_serial(sel, pu_start, pu_order, pos_instr, pos_row, quantity, q
 
 
 @njit
-def unit_margins_rows(sel, lo, hi, pu_start, pu_order, pos_group, pos_delta, short_opt, som_rate,
-                      excluded_pos, own_given, own_from_binding, pos_row, q_port, instr_pnl,
-                      unit_und, loss_weight, binding, worst, scenario_margin, roll_group,
+def unit_margins_rows(sel, lo, hi, positions, pu_start, pu_order, pos_group, pos_delta, short_opt,
+                      som_rate, excluded_pos, own_given, own_from_binding, pos_row, q_port,
+                      instr_pnl, unit_und, loss_weight, binding, worst, scenario_margin, roll_group,
                       roll_coin, delta_coin, som_coin, conv, excluded, open_orders, mmp,
-                      risk_multiplier, mm_factor, im_factor, group_den,
-                      unit_delta, unit_gamma, unit_vega, unit_theta,
-                      roll, delta_shock, som, rmm, mm, im, own_loss, mm_contrib, im_contrib,
-                      finite):
+                      risk_multiplier, mm_factor, im_factor, group_den, unit_delta, unit_gamma,
+                      unit_vega, unit_theta, roll, delta_shock, som, rmm, mm, im, own_loss,
+                      mm_contrib, im_contrib, finite):
     """Rows ``sel[lo:hi]`` of :func:`unit_margins` (shared by the parallel and the serial kernel:
-    one call per chunk of rows, so no per-row call cost)."""
+    one call per chunk of rows, so no per-row call cost).  Without ``positions`` only the
+    units' figures are written (:func:`unit_tick`)."""
     for k in range(lo, hi):
         u = sel[k]
         r = unit_und[u]
@@ -350,6 +385,15 @@ def unit_margins_rows(sel, lo, hi, pu_start, pu_order, pos_group, pos_delta, sho
         rmm[u] = x
         mm[u] = risk_multiplier * mm_factor * x + excluded[u]
         im[u] = risk_multiplier * im_factor * x + im_factor * excluded[u] + open_orders[u] + mmp[u]
+        b = binding[u]
+        w = worst[u]
+        probe = (w * 0.0 + ro * 0.0 + ds * 0.0 + so * 0.0 + open_orders[u] * 0.0
+                 + mmp[u] * 0.0 + scenario_margin[u] * 0.0 + excluded[u] * 0.0 + x * 0.0
+                 + mm[u] * 0.0 + im[u] * 0.0 + unit_delta[u] * 0.0 + unit_gamma[u] * 0.0
+                 + unit_vega[u] * 0.0 + unit_theta[u] * 0.0)
+        if not positions:
+            finite[u] = 1.0 if probe == 0.0 and finite[u] == 1.0 else 0.0
+            continue
         p0, p1 = pu_start[u], pu_start[u + 1]
         den_u = 0.0
         for j in range(p0, p1):
@@ -364,12 +408,6 @@ def unit_margins_rows(sel, lo, hi, pu_start, pu_order, pos_group, pos_delta, sho
             g = pos_group[p]
             if g >= 0:
                 group_den[g] += a
-        b = binding[u]
-        w = worst[u]
-        probe = (w * 0.0 + ro * 0.0 + ds * 0.0 + so * 0.0 + open_orders[u] * 0.0
-                 + mmp[u] * 0.0 + scenario_margin[u] * 0.0 + excluded[u] * 0.0 + x * 0.0
-                 + mm[u] * 0.0 + im[u] * 0.0 + unit_delta[u] * 0.0 + unit_gamma[u] * 0.0
-                 + unit_vega[u] * 0.0 + unit_theta[u] * 0.0)
         for j in range(p0, p1):
             p = pu_order[j]
             if own_from_binding:
@@ -419,7 +457,7 @@ def unit_margins(sel, pu_start, pu_order, pos_group, pos_delta, short_opt, som_r
     for c in prange(chunks):
         lo = c * n // chunks
         hi = (c + 1) * n // chunks
-        unit_margins_rows(sel, lo, hi, pu_start, pu_order, pos_group, pos_delta, short_opt,
+        unit_margins_rows(sel, lo, hi, True, pu_start, pu_order, pos_group, pos_delta, short_opt,
             som_rate, excluded_pos, own_given, own_from_binding, pos_row, q_port, instr_pnl,
             unit_und, loss_weight, binding, worst, scenario_margin, roll_group, roll_coin,
             delta_coin, som_coin, conv, excluded, open_orders, mmp, risk_multiplier, mm_factor,
@@ -438,14 +476,50 @@ def unit_margins_serial(sel, pu_start, pu_order, pos_group, pos_delta, short_opt
                         roll, delta_shock, som, rmm, mm, im, own_loss, mm_contrib, im_contrib,
                         finite):
     """:func:`unit_margins` on one thread (small selections: no thread wake-up)."""
-    unit_margins_rows(sel, 0, sel.shape[0], pu_start, pu_order, pos_group, pos_delta, short_opt,
-                      som_rate, excluded_pos, own_given, own_from_binding, pos_row, q_port,
-                      instr_pnl, unit_und, loss_weight, binding, worst, scenario_margin,
-                      roll_group, roll_coin, delta_coin, som_coin, conv, excluded, open_orders,
-                      mmp, risk_multiplier, mm_factor, im_factor, group_den,
-                      unit_delta, unit_gamma, unit_vega,
-                      unit_theta, roll, delta_shock, som, rmm, mm, im, own_loss, mm_contrib,
-                      im_contrib, finite)
+    unit_margins_rows(sel, 0, sel.shape[0], True,  pu_start, pu_order, pos_group, pos_delta,
+                      short_opt, som_rate, excluded_pos, own_given, own_from_binding, pos_row,
+                      q_port, instr_pnl, unit_und, loss_weight, binding, worst, scenario_margin,
+                      roll_group, roll_coin, delta_coin, som_coin, conv, excluded, open_orders, mmp,
+                      risk_multiplier, mm_factor, im_factor, group_den, unit_delta, unit_gamma,
+                      unit_vega, unit_theta, roll, delta_shock, som, rmm, mm, im, own_loss,
+                      mm_contrib, im_contrib, finite)
+
+
+RUN = 64  # units per run of :func:`unit_tick`: both phases on a run while it is in cache
+
+
+@njit
+def unit_tick_rows(sel, lo, hi, figures, margins, worst, scenario_margin):
+    """Rows ``sel[lo:hi]`` of :func:`unit_tick`, a run of ``RUN`` units at a time."""
+    for a in range(lo, hi, RUN):
+        b = min(a + RUN, hi)
+        unit_figures_rows(sel, a, b, False, *figures)
+        for k in range(a, b):
+            scenario_margin[sel[k]] = worst[sel[k]]
+        unit_margins_rows(sel, a, b, False, *margins)
+
+
+@njit(parallel=True)
+def unit_tick(sel, figures, margins, worst, scenario_margin):
+    """:func:`unit_figures`, then :func:`unit_margins` with each unit's own worst case as its
+    scenario margin (``cross_unit = "sum"``), on the selected units only: the units' figures
+    as those two kernels write them, and of the positions' figures ``value`` alone (the
+    others are left as they were: a caller that needs them runs the two kernels).
+    ``figures`` and ``margins`` are the two kernels' arguments after ``sel`` (tuples; the
+    margins' ``own_from_binding`` true); ``worst`` and ``scenario_margin`` are the arrays
+    of those names among them.  A :class:`pmrisk.Monitor` tick under ``"sum"``: one pass
+    over the units' positions instead of two, and none of the per-position stores."""
+    n = sel.shape[0]
+    chunks = min(n, CHUNKS)
+    for c in prange(chunks):
+        unit_tick_rows(sel, c * n // chunks, (c + 1) * n // chunks, figures, margins, worst,
+                       scenario_margin)
+
+
+@njit
+def unit_tick_serial(sel, figures, margins, worst, scenario_margin):
+    """:func:`unit_tick` on one thread (small selections: no thread wake-up)."""
+    unit_tick_rows(sel, 0, sel.shape[0], figures, margins, worst, scenario_margin)
 
 
 @njit

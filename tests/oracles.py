@@ -529,8 +529,10 @@ def unit_margins(sel, pu_start, pu_order, pos_group, pos_delta, short_opt, som_r
                  delta_coin, som_coin, conv, excluded, open_orders, mmp, risk_multiplier,
                  mm_factor, im_factor, group_den, unit_delta, unit_gamma, unit_vega,
                  unit_theta,
-                 roll, delta_shock, som, rmm, mm, im, own_loss, mm_contrib, im_contrib, finite):
-    """The old engine's numpy for margins and contributions; rows of ``sel`` written."""
+                 roll, delta_shock, som, rmm, mm, im, own_loss, mm_contrib, im_contrib, finite,
+                 positions=True):
+    """The old engine's numpy for margins and contributions; rows of ``sel`` written
+    (without ``positions``: the units' rows only, ``finite`` from the units' figures)."""
     n_units = len(unit_und)
     pos_unit = _members(pu_start, pu_order, len(pos_delta))
     ro, ds, so = roll_coin * conv, delta_coin * conv, som_coin * conv
@@ -557,7 +559,7 @@ def unit_margins(sel, pu_start, pu_order, pos_group, pos_delta, short_opt, som_r
                   + short_opt * som_rate) * conv[pos_unit]
     mc = risk_multiplier * mm_factor * base + excluded_pos
     ic = risk_multiplier * im_factor * base + im_factor * excluded_pos
-    P = np.isin(pos_unit, sel)
+    P = np.isin(pos_unit, sel) & positions
     for dst, src, rows in ((roll, ro, sel), (delta_shock, ds, sel), (som, so, sel),
                            (rmm, x, sel), (mm, m_, sel), (im, i_, sel), (own_loss, own, P),
                            (mm_contrib, mc, P), (im_contrib, ic, P)):
@@ -566,9 +568,22 @@ def unit_margins(sel, pu_start, pu_order, pos_group, pos_delta, short_opt, som_r
     unit_ok = np.isfinite(np.vstack([worst, ro, ds, so, open_orders, mmp, scenario_margin,
                                      excluded, x, m_, i_, unit_delta, unit_gamma, unit_vega,
                                      unit_theta])).all(axis=0)
-    bad = np.bincount(pos_unit, weights=~pos_ok, minlength=n_units) > 0
+    bad = np.bincount(pos_unit, weights=~pos_ok & positions, minlength=n_units) > 0
     # the positions' values and Greeks: as unit_figures left finite
     finite[sel] = np.where(unit_ok & ~bad & (finite == 1.0), 1.0, 0.0)[sel]
+
+
+def unit_tick(sel, figures, margins, worst, scenario_margin):
+    """:func:`unit_figures`, the units' own worst case as their scenario margin, then
+    :func:`unit_margins` without the positions' figures: of those, ``value`` alone is
+    written (the others go to scratch copies)."""
+    scratch = {id(a): a.copy() for a in figures[-9:-2]}       # model_value ... pos_delta
+
+    def swapped(args):
+        return [scratch.get(id(a), a) if isinstance(a, np.ndarray) else a for a in args]
+    unit_figures(sel, *swapped(figures))
+    scenario_margin[sel] = worst[sel]
+    unit_margins(sel, *swapped(margins), positions=False)
 
 
 def account_figures(sel, pa_start, pa_order, pos_unit, value, unit_px, ua_start, mm, im,

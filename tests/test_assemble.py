@@ -123,6 +123,51 @@ def test_unit_margins_agree_with_oracle(book, data, own_from_binding):
            own_from_binding, keep={9: np.where(down, 0.0, out.unit.finite)})
 
 
+def _read_only(a):
+    v = a.view()
+    v.flags.writeable = False
+    return v
+
+
+def _tick_arguments(out):
+    """unit_tick's arguments on ``out`` with fresh sentinel-filled outputs, wired as the
+    engine wires them: unit_margins reads (read-only views of) what unit_figures writes and
+    the scenario margin the kernel sets, and both write one ``finite``."""
+    figures = engine.phase_arguments(out, "unit_figures")
+    margins = engine.phase_arguments(out, "unit_margins", True)
+    ins_f, outs_f = _fresh_outputs(figures, len(figures) - 28)
+    ins_m, outs_m = _fresh_outputs(margins, len(margins) - 10)
+    scen = np.full(len(out.units), SENTINEL)
+    written = [(a, b) for a, b in zip(figures[-28:], outs_f) if isinstance(a, np.ndarray)]
+    written.append((out.unit.scenario_margin, scen))
+    for j, a in enumerate(ins_m):
+        for orig, fresh in written:
+            if isinstance(a, np.ndarray) and a.shape == orig.shape and \
+                    np.shares_memory(a, orig):
+                ins_m[j] = _read_only(fresh)
+    outs_m[-1] = outs_f[-1]                                     # finite
+    return (*ins_f, *outs_f), (*ins_m, *outs_m), outs_f[3], scen
+
+
+@settings(max_examples=25, deadline=None)
+@given(book=books, data=st.data())
+def test_unit_tick_agrees_with_oracle(book, data):
+    """The fused kernel of a sum-mode tick: the units' figures of unit_figures then
+    unit_margins, the positions' values, and no other position figure written."""
+    out, _ = book
+    sel = _selection(data, len(out.units))
+    results = []
+    for kernel in (oracles.unit_tick, assemble.unit_tick, assemble.unit_tick_serial):
+        figures, margins, worst, scen = _tick_arguments(out)
+        kernel(sel, figures, margins, worst, scen)
+        results.append(list(figures[-28:]) + list(margins[-10:]) + [scen])
+    for got in results[1:]:
+        _same_outputs(got, results[0], "unit_tick")
+        # model_value ... portfolio_delta; own_loss, mm_contribution, im_contribution
+        for a in got[19:26] + got[28 + 6:28 + 9]:
+            assert (a == SENTINEL).all()
+
+
 @settings(max_examples=25, deadline=None)
 @given(book=books, data=st.data())
 def test_account_figures_agree_with_oracle(book, data):

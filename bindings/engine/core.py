@@ -383,12 +383,19 @@ class Outcome:
     keep_vectors: bool = True           # the units' (weighted) risk vectors are stored
     joint: object = None                # engine.correlated.JointStress, kept between calls
     okx: object = None                  # OkxFigures under margin_rules = "okx"
+    arg_memo: dict = None               # phase_arguments' converted inputs (and scratch)
+
+    def __post_init__(self):
+        if self.arg_memo is None:
+            self.arg_memo = {}
 
     def copy(self):
         """An outcome whose arrays are copies (result tables built earlier keep theirs)."""
-        def cp(obj):
+        def cp(obj):                    # a read-only array never changes: shared
             vals = {f.name: (getattr(obj, f.name).copy()
-                             if isinstance(getattr(obj, f.name), (np.ndarray, list))
+                             if isinstance(getattr(obj, f.name), list) or
+                             (isinstance(getattr(obj, f.name), np.ndarray)
+                              and getattr(obj, f.name).flags.writeable)
                              else getattr(obj, f.name)) for f in fields(obj)}
             return replace(obj, **vals)
         units = replace(self.units, settle_px=self.units.settle_px.copy(),
@@ -398,7 +405,7 @@ class Outcome:
                        instr_greeks=self.instr_greeks.copy(), order_im=self.order_im.copy(),
                        roll_group=self.roll_group.copy(),
                        collateral_usd=self.collateral_usd.copy(),
-                       balance_usd=self.balance_usd.copy(),
+                       balance_usd=self.balance_usd.copy(), arg_memo={},
                        okx=None if self.okx is None else self.okx.copy())
 
 
@@ -432,6 +439,7 @@ def lay_out(book, model, rv, keep_vectors=True):
     q = book.quantity
     excl_instr = excluded_instruments(book, model)
     excl = excl_instr[book.pos_instr]
+    excl.flags.writeable = False        # fixed with the book and model, like the layout
     excluded_any = bool(excl.any()) or bool(excl_instr[book.ord_instr].any())
     short_all = np.where((book.kind[book.pos_instr] == OPTION) & (q < 0), -q, 0.0) \
         if n_pos else _EMPTY_F
@@ -456,7 +464,7 @@ def lay_out(book, model, rv, keep_vectors=True):
         unit_und=units.type_und_code[utype],
         threshold_usd=per["delta_total_liq_shock_threshold"][utype], m_inc=per["m_inc"][utype],
         max_delta_shock=per["max_delta_shock"][utype],
-        coin_settled=params.coin_settled[utype], excluded_instr=excl_instr,
+        coin_settled=_read_only(params.coin_settled[utype]), excluded_instr=excl_instr,
         excluded_any=excluded_any,
         brackets=lay_out_brackets(book, model) if params.margin_rules == "brackets" else None)
     width = rv.scen.price_shock.shape[1]
@@ -497,12 +505,14 @@ def run(book, model, risk_vectors=False):
 
 
 def compute(out, model, rows=None, instruments=None, units=None, accounts=None,
-            balances=None):
+            balances=None, positions=True):
     """The phases over a selection, in place: revalue ``rows`` (revaluation rows) and
     ``instruments`` (Greeks), then the ``units``, their accounts' ``accounts`` and the
     ``balances`` rows (int64 index arrays; None: all).  Under ``cross_unit = "correlated"``,
     with excluded instruments, or for a partial selection the caller must pass every unit of
-    the accounts it selects (the Monitor does)."""
+    the accounts it selects (the Monitor does).  ``positions`` False: where the units'
+    phases fuse (:func:`fuses`), the positions' figures other than ``value`` are left as they
+    were (a Monitor's tick; :func:`unit_phases` writes them when asked for)."""
     book, p = out.book, out.params
     sel = np.arange(len(out.units), dtype=np.int64) if units is None else \
         np.ascontiguousarray(units, dtype=np.int64)
@@ -534,11 +544,13 @@ def compute(out, model, rows=None, instruments=None, units=None, accounts=None,
         else:
             out.instr_greeks[:, i] = g
     # -- 2. units --------------------------------------------------------------------------
-    _phase("unit_figures", sel)(sel, *phase_arguments(out, "unit_figures"))
-    if brackets:                        # 3-5 under "brackets": pmrisk.engine.binance
-        bracket_phase(out, sel, len(sel) >= PARALLEL_MIN)
+    if not positions and fuses(out):    # 2-5 in one kernel, the positions' figures left out
+        uf = out.unit
+        _phase("unit_tick", sel)(sel, phase_arguments(out, "unit_figures"),
+                                 phase_arguments(out, "unit_margins"), uf.worst_case,
+                                 uf.scenario_margin)
     else:
-        _scenario_margins(out, model, sel, accounts, rows, moved_args)
+        unit_phases(out, model, sel, accounts, rows, moved_args)
     # -- 6. accounts -----------------------------------------------------------------------
     bal = np.arange(len(book.bal_amount)) if balances is None else balances
     if len(bal):
@@ -551,6 +563,28 @@ def compute(out, model, rows=None, instruments=None, units=None, accounts=None,
     if out.okx is not None:
         okx.account_phase(out, model, acc)      # okx_pm: MR8, liquidation cost
     return out
+
+
+def unit_phases(out, model, sel, accounts=None, rows=None, moved_args=None):
+    """Phases 2-5 over the units ``sel`` with every figure of their positions (as
+    :func:`compute` runs them; ``accounts``, ``rows``, ``moved_args``: its selection of
+    accounts and moved revaluation rows, for the joint stress of a correlated model).  On a
+    :func:`fuses` outcome it writes again what :func:`compute` with ``positions=False`` left
+    out, from the same inputs."""
+    _phase("unit_figures", sel)(sel, *phase_arguments(out, "unit_figures"))
+    if out.params.margin_rules == "brackets":       # 3-5 under "brackets": engine.binance
+        bracket_phase(out, sel, len(sel) >= PARALLEL_MIN)
+    else:
+        _scenario_margins(out, model, sel, accounts, rows, moved_args)
+
+
+def fuses(out):
+    """Whether phases 2-5 of ``out`` run as one kernel when the positions' figures are not
+    asked for (:func:`pmrisk.kernel.assemble.unit_tick`): scenario rules, ``cross_unit =
+    "sum"``, no excluded instrument."""
+    p = out.params
+    return p.margin_rules == "scenario" and p.cross_unit != "correlated" and \
+        not out.layout.excluded_any and out.okx is None
 
 
 def _scenario_margins(out, model, sel, accounts, rows, moved_args):
@@ -585,8 +619,24 @@ def phase_arguments(out, kernel, own_from_binding=True):
     read-only contiguous views, then the outcome's arrays the kernel writes (in place)."""
     book, lay, p, rv, scen = out.book, out.layout, out.params, out.rev, out.scen
     units, uf, pf, af = out.units, out.unit, out.position, out.account
+    memo = out.arg_memo
+    slot = iter(range(4))
+
+    def conv(*arrays):                  # kernel_args, kept while the same arrays come in
+        key = (kernel, next(slot))
+        hit = memo.get(key)
+        if hit is not None and len(hit[0]) == len(arrays) and \
+                all(a is b for a, b in zip(hit[0], arrays)):
+            return hit[1]
+        args = kernel_args(*arrays)
+        # a copy (a non-contiguous or converted input) would miss later in-place changes,
+        # unless the input cannot change (read-only or empty)
+        if all(b is a or not isinstance(a, np.ndarray) or not a.flags.writeable or not a.size
+               or np.may_share_memory(a, b) for a, b in zip(arrays, args)):
+            memo[key] = (arrays, args)
+        return args
     if kernel == "unit_figures":
-        return (*kernel_args(
+        return (*conv(
             lay.pu_start, lay.pu_order, book.pos_instr, out.pos_row, book.quantity, lay.q_port,
             book.entry_price, lay.short_opt, lay.som_rate, lay.pos_group, pf.excluded,
             book.kind, book.settlement, book.contract_size, book.mark, book.forward,
@@ -603,27 +653,41 @@ def phase_arguments(out, kernel, own_from_binding=True):
             pf.unrealised_pnl, pf.delta, pf.gamma, pf.vega, pf.theta, pf.portfolio_delta,
             uf.slope_usd, uf.finite)
     if kernel == "unit_margins":
-        return (*kernel_args(lay.pu_start, lay.pu_order, lay.pos_group, pf.portfolio_delta,
+        return (*conv(lay.pu_start, lay.pu_order, lay.pos_group, pf.portfolio_delta,
                              lay.short_opt, lay.som_rate, pf.excluded_margin, pf.own_loss),
                 bool(own_from_binding),
-                *kernel_args(out.pos_row, lay.q_port, out.instr_pnl, lay.unit_und,
+                *conv(out.pos_row, lay.q_port, out.instr_pnl, lay.unit_und,
                              scen.loss_weight, uf.binding_scenario, uf.worst_case,
                              uf.scenario_margin, out.roll_group, uf.roll_coin, uf.delta_coin,
                              uf.som_coin, uf.conv, uf.excluded_margin, uf.open_orders_margin,
                              uf.mmp_margin),
-                p.risk_multiplier, p.mm_factor, p.im_factor, np.zeros(len(out.roll_group)),
-                *kernel_args(uf.delta, uf.gamma, uf.vega, uf.theta),
+                p.risk_multiplier, p.mm_factor, p.im_factor, _group_den(out),
+                *conv(uf.delta, uf.gamma, uf.vega, uf.theta),
                 uf.roll_shock, uf.delta_shock, uf.short_option_minimum, uf.risk_matrix_margin,
                 uf.maintenance_margin, uf.initial_margin, pf.own_loss, pf.mm_contribution,
                 pf.im_contribution, uf.finite)
     if kernel == "account_figures":
-        return (*kernel_args(lay.pa_start, lay.pa_order, out.pos_unit, pf.value,
+        return (*conv(lay.pa_start, lay.pa_order, out.pos_unit, pf.value,
                              units.settle_px, lay.ua_start, uf.maintenance_margin,
                              uf.initial_margin, uf.scenario_margin, lay.ba_start, lay.ba_order,
                              out.collateral_usd, out.balance_usd),
                 p.loan_mmr, af.equity, af.actual_equity, af.loan_maintenance_margin,
                 af.maintenance_margin, af.initial_margin, af.scenario_margin, af.finite)
     raise ValueError(f"no phase kernel {kernel!r}")
+
+
+def _read_only(a):
+    a.flags.writeable = False
+    return a
+
+
+def _group_den(out):
+    """The scratch array of :func:`pmrisk.kernel.assemble.unit_margins` (one per expiry
+    group, each zeroed by the kernel before use), made once per outcome."""
+    den = out.arg_memo.get("group_den")
+    if den is None or len(den) != len(out.roll_group):
+        den = out.arg_memo["group_den"] = np.zeros(len(out.roll_group))
+    return den
 
 
 def _excluded(out, model):

@@ -16,7 +16,11 @@ kept in the outcome) reprices only the moved rows' grid curves and settles those
 incrementally (:meth:`pmrisk.engine.correlated.JointStress.tick`: from each account's kept
 joint scenarios while a bound excludes the others, else the fused kernel), with the same
 figures as the fused kernel.  The phases' kernels write only the selected rows, each from
-its own inputs, so the figures equal those of a run over the whole block to the bit.  When
+its own inputs, so the figures equal those of a run over the whole block to the bit.  Under
+``"sum"`` the units' phases run fused and leave the positions' figures but ``value`` as they
+were (:func:`pmrisk.engine.core.compute` with ``positions=False``); the block remembers the
+units ticked since and writes their positions' figures before it builds a table
+(:func:`pmrisk.engine.core.unit_phases`, the same kernels on the same inputs).  When
 the selection cannot be exact (excluded instruments in the block, or a vol floor that starts
 or stops binding on a short option, which changes the revaluation rows) the block runs the
 engine on everything.  :meth:`Block.recompute_accounts` runs the engine on a sub-book
@@ -31,7 +35,7 @@ import numpy as np
 import pyarrow as pa
 
 from ..io.book import load_book
-from ..engine.core import compute, floored_copies, run, short_instruments
+from ..engine.core import compute, floored_copies, fuses, run, short_instruments, unit_phases
 from ..results import TABLE_NAMES, accounts_table, all_finite, build, check_finite, margin_ratio
 from ..engine.units import prices_by_type
 
@@ -88,7 +92,7 @@ def _scatter(dst, src, rows):
     """Copy each array field of the figures dataclass ``src`` into ``dst`` at ``rows``."""
     for f in dataclasses.fields(dst):
         d, v = getattr(dst, f.name), getattr(src, f.name)
-        if isinstance(d, np.ndarray):
+        if isinstance(d, np.ndarray) and d.flags.writeable:    # read-only: fixed by the book
             d[rows] = v
         elif isinstance(d, list):
             for j, r in enumerate(rows.tolist()):
@@ -161,6 +165,8 @@ class Block:
         self.frozen = False              # True while built result tables share the arrays
         self._tables = {}
         self._paths = {}                 # moved names -> TickPath
+        # units whose positions' figures (but value) a fused tick left as they were
+        self._stale = np.zeros(len(out.units), dtype=bool)
 
     def ratios(self, acc=slice(None)):
         af = self.out.account
@@ -281,10 +287,25 @@ class Block:
         # a figure that is not finite raises here; the monitor then rebuilds its blocks from
         # the inputs before the update (Monitor._tick)
         compute(out, self.model, rows=path.rows, instruments=path.instr, units=uidx,
-                accounts=path.acc, balances=path.balances)
+                accounts=path.acc, balances=path.balances, positions=False)
+        if fuses(out):                  # the positions' figures: when tables are read
+            self._stale[uidx] = True
         if not all_finite(out, uidx, path.acc):
+            self._settle()
             check_finite(out)           # names the rows and raises
         return True
+
+    def _settle(self):
+        """Write the positions' figures that fused ticks left out (every figure of the
+        units ticked since, from the current inputs: as the ticks would have)."""
+        if not self._stale.any():
+            return
+        self._thaw()
+        sel = np.flatnonzero(self._stale)
+        unit_phases(self.out, self.model, sel)
+        self._stale[:] = False
+        if not all_finite(self.out, sel):
+            check_finite(self.out)
 
     # -- a subset of accounts through the engine ------------------------------------------------
     def recompute_accounts(self, acc):
@@ -323,6 +344,7 @@ class Block:
         """The result tables ``names`` (among accounts, units, positions) of the live
         accounts, built by :func:`pmrisk.results.build` (each cached until the block
         changes); returns ``{name: table}``."""
+        self._settle()
         missing = [n for n in names if n not in self._tables]
         if missing:
             r = build(self.out, self.model, tables=missing)
