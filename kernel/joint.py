@@ -300,7 +300,94 @@ def curve_tol(cv, n_shell, ts, tail0, error_factor, bb, d2, d2t, bounds):
     ``tail0``; NaN if any is NaN) plus 1e-9 of its size, the largest |cell| (NaN if any).
     On the way, with ``bounds``, for :func:`_curve_bounds`: ``d2[k]`` (``k = 1 ..
     n_shell - 2``) the largest |2nd difference| over the vol states at shell node ``k``,
-    ``d2t[k]`` (``k = 1 .. 2 ts - 1``) the tail's.  ``bb``: scratch (2nd differences)."""
+    ``d2t[k]`` (``k = 1 .. 2 ts - 1``) the tail's.  ``bb``: scratch (2nd differences).
+
+    One pass along the shell nodes (the three vol states side by side, each keeping its
+    last three 2nd differences) and one along the tail: the differences of
+    :func:`_curve_tol_plain`, the same maxima; a curve with a NaN or an infinite value (a
+    cell or a difference) goes to :func:`_curve_tol_plain` for its NaN rule."""
+    chk = 0.0                   # x - x: NaN once any x is NaN or infinite
+    size = 0.0
+    for s in range(cv.shape[0]):
+        x = abs(cv[s])
+        size = x if x > size else size
+        chk += x - x
+    e0 = 0.0
+    e1 = 0.0
+    e2 = 0.0
+    a0 = cv[0]
+    a1 = cv[1]
+    a2 = cv[2]
+    c0 = cv[3]
+    c1 = cv[4]
+    c2 = cv[5]
+    p0 = p1 = p2 = q0 = q1 = q2 = 0.0          # 2nd differences at k - 2, k - 1
+    for k in range(n_shell - 2):
+        n0 = cv[3 * k + 6]
+        n1 = cv[3 * k + 7]
+        n2 = cv[3 * k + 8]
+        b0 = (n0 - c0) - (c0 - a0)
+        b1 = (n1 - c1) - (c1 - a1)
+        b2 = (n2 - c2) - (c2 - a2)
+        if bounds:
+            x = abs(b0)
+            y = abs(b1)
+            x = y if y > x else x
+            y = abs(b2)
+            d2[k + 1] = y if y > x else x
+        if k >= 2:
+            x = abs((b0 - q0) - (q0 - p0))
+            e0 = x if x > e0 else e0
+            chk += x - x
+            x = abs((b1 - q1) - (q1 - p1))
+            e1 = x if x > e1 else e1
+            chk += x - x
+            x = abs((b2 - q2) - (q2 - p2))
+            e2 = x if x > e2 else e2
+            chk += x - x
+        p0 = q0
+        p1 = q1
+        p2 = q2
+        q0 = b0
+        q1 = b1
+        q2 = b2
+        a0 = c0
+        a1 = c1
+        a2 = c2
+        c0 = n0
+        c1 = n1
+        c2 = n2
+    e1 = e1 if e1 > e0 else e0
+    err = e2 if e2 > e1 else e1
+    if ts > 0:
+        e0 = 0.0
+        a0 = cv[tail0]
+        c0 = cv[tail0 + 1]
+        p0 = q0 = 0.0
+        for k in range(2 * ts - 1):
+            n0 = cv[tail0 + k + 2]
+            b0 = (n0 - c0) - (c0 - a0)
+            if bounds:
+                d2t[k + 1] = abs(b0)
+            if k >= 2:
+                x = abs((b0 - q0) - (q0 - p0))
+                e0 = x if x > e0 else e0
+                chk += x - x
+            p0 = q0
+            q0 = b0
+            a0 = c0
+            c0 = n0
+        err = e0 if e0 > err else err
+    if chk != chk:
+        return _curve_tol_plain(cv, n_shell, ts, tail0, error_factor, bb, d2, d2t, bounds)
+    return error_factor * err + 1e-9 * size, size
+
+
+@njit
+def _curve_tol_plain(cv, n_shell, ts, tail0, error_factor, bb, d2, d2t, bounds):
+    """:func:`curve_tol` one vol state and one difference at a time, with its NaN rule at
+    every step (the arithmetic :func:`curve_tol` reproduces; it comes here when a curve has
+    a NaN or an infinite cell or difference)."""
     err = 0.0
     if bounds:
         for k in range(n_shell):
