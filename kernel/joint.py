@@ -300,7 +300,94 @@ def curve_tol(cv, n_shell, ts, tail0, error_factor, bb, d2, d2t, bounds):
     ``tail0``; NaN if any is NaN) plus 1e-9 of its size, the largest |cell| (NaN if any).
     On the way, with ``bounds``, for :func:`_curve_bounds`: ``d2[k]`` (``k = 1 ..
     n_shell - 2``) the largest |2nd difference| over the vol states at shell node ``k``,
-    ``d2t[k]`` (``k = 1 .. 2 ts - 1``) the tail's.  ``bb``: scratch (2nd differences)."""
+    ``d2t[k]`` (``k = 1 .. 2 ts - 1``) the tail's.  ``bb``: scratch (2nd differences).
+
+    One pass along the shell nodes (the three vol states side by side, each keeping its
+    last three 2nd differences) and one along the tail: the differences of
+    :func:`_curve_tol_plain`, the same maxima; a curve with a NaN or an infinite value (a
+    cell or a difference) goes to :func:`_curve_tol_plain` for its NaN rule."""
+    chk = 0.0                   # x - x: NaN once any x is NaN or infinite
+    size = 0.0
+    for s in range(cv.shape[0]):
+        x = abs(cv[s])
+        size = x if x > size else size
+        chk += x - x
+    e0 = 0.0
+    e1 = 0.0
+    e2 = 0.0
+    a0 = cv[0]
+    a1 = cv[1]
+    a2 = cv[2]
+    c0 = cv[3]
+    c1 = cv[4]
+    c2 = cv[5]
+    p0 = p1 = p2 = q0 = q1 = q2 = 0.0          # 2nd differences at k - 2, k - 1
+    for k in range(n_shell - 2):
+        n0 = cv[3 * k + 6]
+        n1 = cv[3 * k + 7]
+        n2 = cv[3 * k + 8]
+        b0 = (n0 - c0) - (c0 - a0)
+        b1 = (n1 - c1) - (c1 - a1)
+        b2 = (n2 - c2) - (c2 - a2)
+        if bounds:
+            x = abs(b0)
+            y = abs(b1)
+            x = y if y > x else x
+            y = abs(b2)
+            d2[k + 1] = y if y > x else x
+        if k >= 2:
+            x = abs((b0 - q0) - (q0 - p0))
+            e0 = x if x > e0 else e0
+            chk += x - x
+            x = abs((b1 - q1) - (q1 - p1))
+            e1 = x if x > e1 else e1
+            chk += x - x
+            x = abs((b2 - q2) - (q2 - p2))
+            e2 = x if x > e2 else e2
+            chk += x - x
+        p0 = q0
+        p1 = q1
+        p2 = q2
+        q0 = b0
+        q1 = b1
+        q2 = b2
+        a0 = c0
+        a1 = c1
+        a2 = c2
+        c0 = n0
+        c1 = n1
+        c2 = n2
+    e1 = e1 if e1 > e0 else e0
+    err = e2 if e2 > e1 else e1
+    if ts > 0:
+        e0 = 0.0
+        a0 = cv[tail0]
+        c0 = cv[tail0 + 1]
+        p0 = q0 = 0.0
+        for k in range(2 * ts - 1):
+            n0 = cv[tail0 + k + 2]
+            b0 = (n0 - c0) - (c0 - a0)
+            if bounds:
+                d2t[k + 1] = abs(b0)
+            if k >= 2:
+                x = abs((b0 - q0) - (q0 - p0))
+                e0 = x if x > e0 else e0
+                chk += x - x
+            p0 = q0
+            q0 = b0
+            a0 = c0
+            c0 = n0
+        err = e0 if e0 > err else err
+    if chk != chk:
+        return _curve_tol_plain(cv, n_shell, ts, tail0, error_factor, bb, d2, d2t, bounds)
+    return error_factor * err + 1e-9 * size, size
+
+
+@njit
+def _curve_tol_plain(cv, n_shell, ts, tail0, error_factor, bb, d2, d2t, bounds):
+    """:func:`curve_tol` one vol state and one difference at a time, with its NaN rule at
+    every step (the arithmetic :func:`curve_tol` reproduces; it comes here when a curve has
+    a NaN or an infinite cell or difference)."""
     err = 0.0
     if bounds:
         for k in range(n_shell):
@@ -426,7 +513,7 @@ def record_binding(a, j, b, n_js, j0, worst, bind_kind, bind_index):
 def _scan(nu, units, ucol, unit_row, unit_px, cap_usd, curves, tol, g, j0, n_js, n_all, B,
           zpos, pr, gw_row, mult, cover, js_shock, js_lw, js_gw, js_nvol, js_iv, g_m, g_dir0,
           dir_iv, dir_ivt, tails, tail_range, tail_side, n_side, max_candidates, w, lv, lvr,
-          lvt, lbd, ev_j, ev_t, cand):
+          lvt, lbd, lbt, upx, ucap, urow, ev_j, ev_t, cand):
     """The candidates of one account (finite ``tol``): every scenario whose interpolated total
     is within ``2 tol`` of the lowest interpolated total, in scenario order, into ``cand``;
     returns their number (``n_all``: every scenario, more than ``max_candidates`` joint
@@ -440,16 +527,35 @@ def _scan(nu, units, ucol, unit_row, unit_px, cap_usd, curves, tol, g, j0, n_js,
     is interpolated.  ``lowest`` only falls, so a skipped scenario's total is above the final
     ``lowest + 2 tol``: the candidates, and so the result, are those of a scan of every
     scenario.  The no-move scenario, the delta directions and the direction of the lowest
-    bound go first (a good ``lowest`` early)."""
+    bound go first (a good ``lowest`` early).
+
+    A bound is the sum over the units (in their order) of the unit's bound times its USD
+    price; the tables are scaled by the price once (``lv``, ``lvr``, ``lvt`` in place: the
+    same products) and the bounds of every direction (``lbd``) and of its tail (``lbt``)
+    summed unit by unit over the directions.  ``upx``, ``ucap``, ``urow``: scratch (each
+    unit's price, gain cap in its settlement currency, underlying row)."""
+    n_iv = 2 * n_side
     for m in range(nu):
-        for i in range(2 * n_side):
+        u = units[m]
+        r = unit_row[u]
+        px = unit_px[u]
+        upx[m] = px
+        ucap[m] = cap_usd[r] / px
+        urow[m] = r
+        for i in range(n_iv):
             lv[m, i] = lvr[m, i]
-        for i in range(n_side + 1, 2 * n_side):          # outward from the centre
+        for i in range(n_side + 1, n_iv):                # outward from the centre
             if lv[m, i - 1] < lv[m, i]:
                 lv[m, i] = lv[m, i - 1]
         for i in range(n_side - 2, -1, -1):
             if lv[m, i + 1] < lv[m, i]:
                 lv[m, i] = lv[m, i + 1]
+        for i in range(n_iv):
+            lv[m, i] *= px
+            lvr[m, i] *= px
+        if tails:
+            for i in range(lvt.shape[1]):
+                lvt[m, i] *= px
     # the no-move scenario and the delta directions (ev_t as scratch: slot 0 no move,
     # 1 + e delta direction e)
     n_dd = n_all - n_js
@@ -470,29 +576,33 @@ def _scan(nu, units, ucol, unit_row, unit_px, cap_usd, curves, tol, g, j0, n_js,
     for i in range(ne):
         if ev_t[i] < lowest or ev_t[i] != ev_t[i]:
             lowest = ev_t[i]
-    # per direction: a bound of its shells
+    # per direction: a bound of its shells (and of its tail)
     m_dir = g_m[g]
     d0 = g_dir0[g]
+    for dr in range(m_dir):
+        lbd[dr] = 0.0
+        lbt[dr] = 0.0
+    for m in range(nu):
+        c = ucol[m]
+        for dr in range(m_dir):
+            lbd[dr] += lv[m, dir_iv[d0 + dr, c]]
+        if tails:
+            for dr in range(m_dir):
+                lbt[dr] += lvt[m, dir_ivt[d0 + dr, c]]
     best_dr = -1
     best_lb = np.inf
     for dr in range(m_dir):
-        lb = 0.0
-        for m in range(nu):
-            lb += lv[m, dir_iv[d0 + dr, ucol[m]]] * unit_px[units[m]]
-        lbd[dr] = lb
-        if lb < best_lb:
-            best_lb = lb
+        if lbd[dr] < best_lb:
+            best_lb = lbd[dr]
             best_dr = dr
     if best_dr >= 0:
         for k in range(B):
             j = 1 + k * m_dir + best_dr
             t = 0.0
             for m in range(nu):
-                u = units[m]
-                r = unit_row[u]
-                t += _interp_one(curves[m], ucol[m], r, unit_px[u], cap_usd[r] / unit_px[u],
-                                 j0 + j, js_shock, js_lw, js_gw, js_nvol, pr, tail_range,
-                                 tail_side, n_side, w)
+                t += _interp_one(curves[m], ucol[m], urow[m], upx[m], ucap[m], j0 + j,
+                                 js_shock, js_lw, js_gw, js_nvol, pr, tail_range, tail_side,
+                                 n_side, w)
             ev_j[ne] = j
             ev_t[ne] = t
             ne += 1
@@ -505,36 +615,26 @@ def _scan(nu, units, ucol, unit_row, unit_px, cap_usd, curves, tol, g, j0, n_js,
                 jj = j0 + j
                 lb = 0.0
                 for m in range(nu):
-                    lb += lvr[m, js_iv[jj, ucol[m]]] * unit_px[units[m]]
+                    lb += lvr[m, js_iv[jj, ucol[m]]]
                 if lb - lowest > 2.5 * tol:
                     continue
                 t = 0.0
                 for m in range(nu):
-                    u = units[m]
-                    r = unit_row[u]
-                    t += _interp_one(curves[m], ucol[m], r, unit_px[u],
-                                     cap_usd[r] / unit_px[u], jj, js_shock, js_lw, js_gw,
-                                     js_nvol, pr, tail_range, tail_side, n_side, w)
+                    t += _interp_one(curves[m], ucol[m], urow[m], upx[m], ucap[m], jj,
+                                     js_shock, js_lw, js_gw, js_nvol, pr, tail_range,
+                                     tail_side, n_side, w)
                 ev_j[ne] = j
                 ev_t[ne] = t
                 ne += 1
                 if t < lowest or t != t:
                     lowest = t
-        if not tails:
+        if not tails or lbt[dr] - lowest > 2.5 * tol:
             continue
         jt = 1 + B * m_dir + dr
-        lb = 0.0
-        for m in range(nu):
-            lb += lvt[m, dir_ivt[d0 + dr, ucol[m]]] * unit_px[units[m]]
-        if lb - lowest > 2.5 * tol:
-            continue
         t = 0.0
         for m in range(nu):
-            u = units[m]
-            r = unit_row[u]
-            t += _interp_one(curves[m], ucol[m], r, unit_px[u], cap_usd[r] / unit_px[u],
-                             j0 + jt, js_shock, js_lw, js_gw, js_nvol, pr, tail_range,
-                             tail_side, n_side, w)
+            t += _interp_one(curves[m], ucol[m], urow[m], upx[m], ucap[m], j0 + jt, js_shock,
+                             js_lw, js_gw, js_nvol, pr, tail_range, tail_side, n_side, w)
         ev_j[ne] = jt
         ev_t[ne] = t
         ne += 1
@@ -690,6 +790,10 @@ def joint_stress_rows(sel, lo, hi, acc, grp, ins, grid, outs):
     lv = np.empty((max_units, 2 * n_side))                  # shell interval bounds
     lvr = np.empty((max_units, 2 * n_side))                 # (running min outward: lv)
     lbd = np.empty(max_scen)                                # per direction: a lower bound
+    lbt = np.empty(max_scen)                                # (of its tail)
+    upx = np.empty(max_units)                               # per active unit: USD price,
+    ucap = np.empty(max_units)                              # gain cap, underlying row
+    urow = np.empty(max_units, dtype=np.int64)
     ev_j = np.empty(max_scen, dtype=np.int64)               # scenarios interpolated
     ev_t = np.empty(max_scen)                               # and their totals
     lvt = np.empty((max_units, max(2 * tail_side.max(), 1)))  # tail interval bounds
@@ -736,7 +840,7 @@ def joint_stress_rows(sel, lo, hi, acc, grp, ins, grid, outs):
                             n_js, n_all, B, zpos, pr, gw_row, mult, cover, js_shock, js_lw,
                             js_gw, js_nvol, js_iv, g_m, g_dir0, dir_iv, dir_ivt, tails,
                             tail_range, tail_side, n_side, max_candidates, w, lv, lvr, lvt,
-                            lbd, ev_j, ev_t, cand)
+                            lbd, lbt, upx, ucap, urow, ev_j, ev_t, cand)
         if n_c == n_all:
             for j in range(n_all):
                 cand[j] = j
