@@ -669,7 +669,7 @@ def _correlated(out, model, accounts=None, rows=None, moved_args=None):
     instr_pnl = out.instr_pnl
     every = accounts is None
     acc = np.arange(n_acc, dtype=np.int64) if every else np.asarray(accounts, np.int64)
-    tick = rows is not None and out.joint is not None
+    tick = rows is not None and out.joint is not None and out.joint.incremental
     if rows is None or out.joint is None:
         out.joint = JointStress(model, units, pos_unit, lay.pu_start, lay.pu_order,
                                 lay.ua_start, q_port, pos_row, n_acc, len(rv.row_instr))

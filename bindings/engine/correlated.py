@@ -337,6 +337,7 @@ class JointStress:
         # unit its curve, bound and size there (pmrisk.kernel.joint_tick; allocated by the
         # first tick), the prices they were taken at and the rows repriced since
         self.keep = None
+        self.incremental = True    # False: a one-shot stress (a what-if's): ticks run in full
         self.pending = np.zeros(n_rev_rows, dtype=bool)
         self.px_prev = np.full(n_units, np.nan)
         self.n_fast = 0            # accounts a tick settled from their record

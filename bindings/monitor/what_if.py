@@ -452,6 +452,7 @@ def _reuse_rows(out, model, held, own):
             mine_c[use] = held_c[src[use]]
         w = min(js.icurve.shape[1], hj.icurve.shape[1])
         js.icurve[use, :w] = hj.icurve[src[use], :w]
+        js.incremental = False          # one run: no records for ticks to come
         out.joint = js
     return np.flatnonzero(~has)
 
