@@ -381,13 +381,16 @@ def what_if_held(place, blocks, account, trades, model, market, catalog, instrum
     code = {x: j for j, x in enumerate(sorted(src))}
     own = {code[x]: block.sym_index[x] for x in list(acc.pos) + [o["symbol"]
                                                                   for o in acc.orders]}
-    compute(out, model, rows=_reuse_rows(out, model, block.out, own))
+    ends = [where[0], where[1]]          # the states before and after
+    shown = sorted({k for k in ends if k >= 0})
+    rows = _reuse_rows(out, model, block.out, own)
+    if out.joint is not None:           # the others' binding scenario is never shown
+        out.joint.described = np.array(shown, dtype=np.int64)
+    compute(out, model, rows=rows)
     check_finite(out)
     af = out.account
     figures = [{f: float(getattr(af, f)[k]) if k >= 0 else 0.0 for f in FIGURES}
                for k in where]
-    ends = [where[0], where[1]]          # the states before and after
-    shown = sorted({k for k in ends if k >= 0})
     table = accounts_table(out, model, acc=np.array(shown, dtype=np.int64))
     if shown != ends:                   # a state with no rows at all
         table = pa.concat_tables([table.slice(shown.index(k), 1) if k >= 0 else
