@@ -379,10 +379,7 @@ def what_if_held(place, blocks, account, trades, model, market, catalog, instrum
     for s in list(acc.pos) + [o["symbol"] for o in acc.orders]:
         if s not in src:
             src[s] = (book, block.sym_index[s])
-    acc.info = {s: (b.und_names[b.und_code[k]], INSTRUMENT_KINDS[b.kind[k]],
-                    "inverse" if b.settlement[k] == INVERSE else "linear",
-                    float(b.contract_size[k]), float(b.mark[k]))
-                for s, (b, k) in src.items()}
+    acc.info = _info(src)
     legs, sets, distinct = _legs(acc, *trade)
     symbols = sorted(src)
     code = {x: j for j, x in enumerate(symbols)}
@@ -422,6 +419,25 @@ def what_if_held(place, blocks, account, trades, model, market, catalog, instrum
                                   _empty_row(table, account, model) for k in ends])
     table = table.set_column(0, "account", pa.array([account, account], pa.string()))
     return _what_if(account, trade, legs, sets, distinct, table, figures)
+
+
+def _info(src):
+    """``{symbol: (underlying, kind, settlement, contract size, mark)}`` of the instruments
+    ``src`` (symbol -> (book, index)), read per book in one gather of each column."""
+    by_book = {}
+    for s, (b, k) in src.items():
+        by_book.setdefault(id(b), (b, [], []))
+        by_book[id(b)][1].append(s)
+        by_book[id(b)][2].append(k)
+    info = {}
+    for b, names, ks in by_book.values():
+        ks = np.array(ks, dtype=np.int64)
+        und = [b.und_names[c] for c in b.und_code[ks].tolist()]
+        kind = [INSTRUMENT_KINDS[c] for c in b.kind[ks].tolist()]
+        settle = ["inverse" if c == INVERSE else "linear" for c in b.settlement[ks].tolist()]
+        info.update(zip(names, zip(und, kind, settle, b.contract_size[ks].tolist(),
+                                   b.mark[ks].tolist())))
+    return info
 
 
 def _listed(symbols, catalog, market, instruments, model, valuation_time):
