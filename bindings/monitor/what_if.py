@@ -540,24 +540,34 @@ class _Prepared:
         # copy of the outcome keeps them, a run of the whole block does not)
         self.block, self.base = weakref.ref(block), weakref.ref(block.book)
         self.rows_of = weakref.ref(block.out.rev.row_instr)
-        self.from_ = [(weakref.ref(src[x][0]), src[x][1]) for x in symbols]
         self.symbols, self.states = symbols, states
+        self.from_ = [(id(src[x][0]), src[x][1]) for x in symbols]
+        # the books the instruments come from (alive: their ids are theirs), and per book
+        # the small book's instruments and theirs, to read the marks in one gather
+        gather = {}
+        for j, x in enumerate(symbols):
+            b, k = src[x]
+            gather.setdefault(id(b), (weakref.ref(b), [], []))
+            gather[id(b)][1].append(j)
+            gather[id(b)][2].append(k)
+        self.gather = [(b, np.array(at, dtype=np.int64), np.array(ks, dtype=np.int64))
+                       for b, at, ks in gather.values()]
 
     def refresh(self, block, src, symbols, states):
         """Take the current marks and balances in; False (nothing kept) when the layout
         no longer holds."""
         if block is not self.block() or block.book is not self.base() \
                 or block.out.rev.row_instr is not self.rows_of() or symbols != self.symbols \
-                or any(src[x][0] is not b() or src[x][1] != k
-                       for x, (b, k) in zip(symbols, self.from_)) \
+                or any(b() is None for b, _, _ in self.gather) \
+                or [(id(src[x][0]), src[x][1]) for x in symbols] != self.from_ \
                 or not states.same_rows(self.states):
             return False
         out = self.out
         book = out.book
-        for j, x in enumerate(symbols):
-            b, k = src[x]
-            book.mark[j], book.forward[j], book.mark_iv[j] = b.mark[k], b.forward[k], \
-                b.mark_iv[k]
+        for b, at, ks in self.gather:
+            b = b()
+            book.mark[at], book.forward[at], book.mark_iv[at] = b.mark[ks], b.forward[ks], \
+                b.mark_iv[ks]
         floor = out.params.per_type["vol_floor"][out.instr_type]
         copies = floored_copies(book, floor)
         if len(copies) != len(out.rev.floored) or (copies != out.rev.floored).any():
@@ -647,7 +657,7 @@ class _States(NamedTuple):
         """Whether ``other`` has the same rows, balance amounts aside."""
         return self.where == other.where and self.bal_s == other.bal_s and \
             self.res_u == other.res_u and all(
-                a.shape == b.shape and np.array_equal(a, b, equal_nan=a.dtype.kind == "f")
+                a.shape == b.shape and a.tobytes() == b.tobytes()     # to the bit
                 for a, b in zip(self[1:-1], other[1:-1]) if isinstance(a, np.ndarray))
 
 
