@@ -59,7 +59,7 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from pmrisk.kernel.instruments import INVERSE, KINDS as INSTRUMENT_KINDS
+from pmrisk.kernel.instruments import INVERSE, KINDS as INSTRUMENT_KINDS, OPTION
 
 from ..engine.core import compute, floored_copies, prepare, run
 from ..engine.correlated import JointStress
@@ -345,10 +345,11 @@ def what_if_held(place, blocks, account, trades, model, market, catalog, instrum
     :func:`what_if` on the state's tables, which reports the problem).
 
     ``memo`` (a dict the caller keeps with ``catalog``; None: none) keeps, per account, the
-    prepared small book of its last what-if: the next what-if whose states have the same
-    rows (the same account rows and trades; balances aside, which move with the marks)
-    refreshes its marks, balances, prices and reused rows and recomputes every figure,
-    without laying the book out again (see :class:`_Prepared`)."""
+    prepared small book of its last what-if: the next what-if whose states lay out the same
+    (the same positions, orders, balances and reserves, the same of them short: the same
+    symbols traded the same way, in any quantities, at any prices) reads the quantities,
+    prices, marks, balances and reused rows into it and recomputes every figure, without
+    laying the book out again (see :class:`_Prepared`)."""
     block, i = place
     t = trades_table(trades)
     # known symbols: listed in the instruments with a market row, as for what_if
@@ -517,14 +518,15 @@ class _Prepared:
     """A what-if's small book laid out (:func:`pmrisk.engine.core.prepare`), its reused
     rows' plan and what it was built from, kept for the next what-if of the account.
 
-    The layout (units, CSR indexes, expiry groups, the joint stress's groups) depends on
-    the states' rows only; the marks, forwards, vols, index prices and balances are read
-    again at every call.  :meth:`refresh` takes the new state in and says whether the
-    layout still holds: the same block and account rows, the same instruments from the
-    same books, the same state rows (balance amounts aside), and the same options at the
-    vol floor.  Then :func:`pmrisk.engine.core.compute` over everything (every unit,
-    account and balance; the rows not copied from the block priced anew) computes exactly
-    what it computes on a fresh layout, as a Monitor's tick does."""
+    The layout (units, CSR indexes, expiry groups, the joint stress's groups, floored rows)
+    depends on which rows the states have and which of them are short; the quantities,
+    entry prices, marks, forwards, vols, index prices and balances are read again at every
+    call.  :meth:`refresh` takes the new state in and says whether the layout still holds:
+    the same block, the same instruments from the same books, states that lay out the same
+    (:meth:`_States.same_layout`) and the same options at the vol floor.  Then
+    :func:`pmrisk.engine.core.compute` over everything (every unit, account and balance;
+    the rows not copied from the block priced anew) computes exactly what it computes on
+    a fresh layout, as a Monitor's tick does."""
 
     @staticmethod
     def fits(out):
@@ -560,10 +562,13 @@ class _Prepared:
                 or block.out.rev.row_instr is not self.rows_of() or symbols != self.symbols \
                 or any(b() is None for b, _, _ in self.gather) \
                 or [(id(src[x][0]), src[x][1]) for x in symbols] != self.from_ \
-                or not states.same_rows(self.states):
+                or not states.same_layout(self.states):
             return False
         out = self.out
         book = out.book
+        pv = states.pos_v
+        book.quantity[:], book.entry_price[:], book.leverage[:] = pv[:, 0], pv[:, 1], pv[:, 2]
+        book.ord_qty[:] = states.ord_q
         for b, at, ks in self.gather:
             b = b()
             book.mark[at], book.forward[at], book.mark_iv[at] = b.mark[ks], b.forward[ks], \
@@ -573,6 +578,14 @@ class _Prepared:
         if len(copies) != len(out.rev.floored) or (copies != out.rev.floored).any():
             return False                # a vol floor started or stopped binding
         book.bal_amount[:] = states.bal_v
+        # the quantities' layout columns, as lay_out computes them (no excluded instrument)
+        lay, q = out.layout, book.quantity
+        lay.q_port[:] = np.where(out.position.excluded, 0.0, q)
+        lay.short_opt[:] = np.where(out.position.excluded, 0.0, np.where(
+            (book.kind[book.pos_instr] == OPTION) & (q < 0), -q, 0.0))
+        if out.joint is not None and out.joint.q is not lay.q_port:
+            out.joint.q[:] = lay.q_port
+        self.states = states
         units = out.units
         snap = book.acc_snap[units.account]
         units.index_px[:] = prices_by_type(book, units.type_und, units.utype, snap)
@@ -653,12 +666,19 @@ class _States(NamedTuple):
     res_o: np.ndarray
     bal_v: np.ndarray
 
-    def same_rows(self, other):
-        """Whether ``other`` has the same rows, balance amounts aside."""
+    def same_layout(self, other):
+        """Whether ``other`` lays out as these rows: the same positions, orders, balances
+        and reserves, the same of them short; quantities, entry prices, leverages and
+        balance amounts aside (a layout reads those again)."""
         return self.where == other.where and self.bal_s == other.bal_s and \
             self.res_u == other.res_u and all(
                 a.shape == b.shape and a.tobytes() == b.tobytes()     # to the bit
-                for a, b in zip(self[1:-1], other[1:-1]) if isinstance(a, np.ndarray))
+                for a, b in ((self.pos_a, other.pos_a), (self.pos_i, other.pos_i),
+                             (self.pos_v[:, 0] < 0, other.pos_v[:, 0] < 0),
+                             (self.ord_a, other.ord_a), (self.ord_i, other.ord_i),
+                             (self.ord_q < 0, other.ord_q < 0), (self.bal_a, other.bal_a),
+                             (self.res_a, other.res_a), (self.res_m, other.res_m),
+                             (self.res_o, other.res_o)))
 
 
 def _state_rows(acc, legs, sets, code):
@@ -731,7 +751,7 @@ def _states_book(states, src, symbols, base):
         und_code=und_code, und_names=und_names, **cols,
         pos_account=states.pos_a, pos_instr=states.pos_i,
         quantity=pv[:, 0].copy(), entry_price=pv[:, 1].copy(), leverage=pv[:, 2].copy(),
-        ord_account=states.ord_a, ord_instr=states.ord_i, ord_qty=states.ord_q,
+        ord_account=states.ord_a, ord_instr=states.ord_i, ord_qty=states.ord_q.copy(),
         ord_id=pa.array([str(j) for j in range(len(states.ord_a))], pa.string()),
         bal_account=states.bal_a, bal_asset=states.bal_s, bal_amount=states.bal_v.copy(),
         res_account=states.res_a, res_unit=states.res_u, res_mmp=states.res_m,
