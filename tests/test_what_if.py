@@ -332,6 +332,37 @@ def test_what_if_after_ticks_reads_the_current_marks(preset):
     _check_every_state(mon, "directional", basket)
 
 
+@pytest.mark.parametrize("preset", ["standard", "deribit_pme", "short-option-minimum"])
+def test_the_same_basket_again_between_ticks(preset):
+    """The same basket on the same account again after each update, in other quantities (a
+    monitor keeps the last what-if's small book laid out and reads the new quantities,
+    marks, index prices and balances into it; every leg's side flipped once): index moves,
+    marks and vols moved (the basket's sold calls, one held long in the account's block and
+    one nobody holds, below the vol floor and back: the what-if's floored rows change, the
+    block's do not), a balance changed: every state equals margin() on the state of that
+    moment.  "short-option-minimum": deribit_pme with a short option minimum, which reads
+    the short options' quantities."""
+    book, vt = _book()
+    model = pmrisk.Model.preset("deribit_pme").with_overrides(
+        {"default_underlying": {"short_option_minimum": 0.05}}) \
+        if preset == "short-option-minimum" else preset
+    mon = pmrisk.Monitor(**book, model=model, valuation_time=vt)
+    market = {r["symbol"]: r for r in book["market"].to_pylist()}
+    opts = ["BTC-28JUN24-65000-C", "BTC-27SEP24-67000-C"]
+    basket = BASKET[:2] + [(x, -5.0, None, "fill") for x in opts]
+    low = {"market": {"symbol": opts, "mark_iv": [0.12, 0.11]}}
+    back = {"market": {"symbol": opts, "mark_iv": [market[x]["mark_iv"] for x in opts],
+                       "mark_price": [market[x]["mark_price"] * 1.01 for x in opts]}}
+    cash = {"balances": {"account": [ACCOUNT], "asset": ["BTC"], "amount": [0.75]}}
+    perp = {"market": {"symbol": ["BTC-PERPETUAL"],
+                       "mark_price": [market["BTC-PERPETUAL"]["mark_price"] * 0.99]}}
+    updates = [None] + _ticks(book, 2) + [low, perp, back, cash] + _ticks(book, 1, seed=6)
+    for up, f in zip(updates, [1.0, 1.0, 2.0, 0.5, 1.0, -1.0, 1.0, 3.0]):
+        if up is not None:
+            mon.update(**up, at=AT)
+        _check_every_state(mon, ACCOUNT, [(x, q * f, p, k) for x, q, p, k in basket])
+
+
 def _ticks(book, n, seed=3):
     rng = np.random.default_rng(seed)
     px = dict(zip(book["index"]["underlying"].to_pylist(),

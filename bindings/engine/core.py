@@ -55,6 +55,7 @@ _EMPTY_F = np.zeros(0)
 # a selection of fewer rows than this runs the phase kernels on the calling thread: waking
 # numba's threads costs more than a few units' work (and under load, a scheduler quantum)
 PARALLEL_MIN = 64
+FEW_BALANCES = 32       # balance rows valued name by name in Python (no Arrow codes)
 
 # per-underlying parameters the engine reads, resolved per unit type
 TYPE_PARAMS = ("vol_floor", "volatility_range_up", "volatility_range_down",
@@ -733,7 +734,7 @@ def _correlated(out, model, accounts=None, rows=None, moved_args=None):
     instr_pnl = out.instr_pnl
     every = accounts is None
     acc = np.arange(n_acc, dtype=np.int64) if every else np.asarray(accounts, np.int64)
-    tick = rows is not None and out.joint is not None
+    tick = rows is not None and out.joint is not None and out.joint.incremental
     if rows is None or out.joint is None:
         out.joint = JointStress(model, units, pos_unit, lay.pu_start, lay.pu_order,
                                 lay.ua_start, q_port, pos_row, n_acc, len(rv.row_instr))
@@ -867,6 +868,19 @@ def collateral_usd(book, params, rows=None):
     assets = [book.bal_asset[i] for i in rows.tolist()] if len(rows) < len(book.bal_asset) \
         else book.bal_asset
     snap = book.acc_snap[book.bal_account[rows]]
+    if len(rows) <= FEW_BALANCES:       # a few rows (a what-if's states): names in Python
+        at = {}
+        for j, a in enumerate(assets):
+            at.setdefault(a, []).append(j)
+        usd = np.empty(len(rows))
+        for a, j in at.items():
+            usd[j] = book.bal_amount[rows[j]] * book.price_of(a, snap[j])
+        coll = usd.copy()
+        for a, j in at.items():
+            j = np.array(j, dtype=np.int64)
+            j = j[usd[j] > 0]
+            coll[j] = collateral_value(params.collateral.get(a), usd[j])
+        return coll, usd
     usd = book.bal_amount[rows] * book.prices(assets, snap)
     coll = usd.copy()
     code, names = codes(pa.array(assets, pa.string()))

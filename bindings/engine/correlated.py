@@ -281,50 +281,18 @@ class JointStress:
             gid[k] = g
         self.acc_group = np.where(some, gid[inv] if len(inv) else -1, -1).astype(np.int64)
         self.groups = [rows for rows, _ in order]
-        self.correlation = []
-        js_all = []
-        d_max = max([len(r) for r in self.groups], default=1)
-        G = len(self.groups)
-        g_rows = np.zeros((G, d_max), dtype=np.int64)
-        g_col = np.full((G, max(n_rows, 1)), -1, dtype=np.int64)
-        g_rho = np.zeros((G, d_max, d_max))
-        for g, rows in enumerate(self.groups):
-            corr, js = group_scenarios(model, units.underlyings, rows, params)
-            self.correlation.append(corr)
-            js_all.append(js)
-            d = len(rows)
-            g_rows[g, :d] = rows
-            g_col[g, list(rows)] = np.arange(d)
-            g_rho[g, :d, :d] = corr.matrix
-        self.js = js_all
-        sizes = [j.size for j in js_all]
-        self.g_j0 = np.concatenate([[0], np.cumsum(sizes)]).astype(np.int64)
-        nj = int(self.g_j0[-1])
-
-        def pad(values, shape_tail=(), dtype=np.float64):
-            out = np.zeros((nj, d_max) + shape_tail, dtype=dtype)
-            for g, v in enumerate(values):
-                out[self.g_j0[g]:self.g_j0[g + 1], :v.shape[1]] = v
-            return out
-
-        col = lambda key: np.array([p[key] for p in params], dtype=np.float64)  # noqa: E731
-        tails = int(joint_tails(model))
-        g_m = np.array([(j.size - 1) // (j.buckets + tails) for j in js_all], dtype=np.int64)
-        self.grp = (
-            np.array([len(r) for r in self.groups], dtype=np.int64), g_rows, g_col, self.g_j0,
-            np.array([j.buckets for j in js_all], dtype=np.int64), g_rho,
-            pad([j.shock for j in js_all]), pad([j.loss_weight for j in js_all]),
-            pad([j.gain_weight for j in js_all]),
-            np.concatenate([j.n_vol for j in js_all] + [np.zeros(0, np.int64)]).astype(
-                np.int64),
-            col("price_range"), col("pnl_offset"), col("max_offsetable_pnl"),
-            col("extreme_multiple"), col("cover_fraction"), bool(joint_tails(model)),
-            MAX_CANDIDATES,
-            g_m, np.concatenate([[0], np.cumsum(g_m)]).astype(np.int64),
-            *self._direction_intervals(js_all, g_m, d_max, grid))
-        self.grp += (shell_intervals(self.grp[0], g_rows, self.g_j0, self.grp[6],
-                                     self.grp[9], self.grp[10],
-                                     grid.n_side if grid is not None else 1),)
+        memo = model.cached(("joint_group_arrays",), dict)
+        key = (tuple(units.underlyings), tuple(self.groups))
+        hit = memo.get(key)
+        if hit is None:
+            hit = self._group_arrays(model, units.underlyings, self.groups, params, grid)
+            if not any(c.changes for c in hit[0]):     # a repaired matrix warns each call
+                if len(memo) >= 256:
+                    memo.clear()
+                memo[key] = hit
+        correlation, self.js, self.g_j0, self.grp = hit
+        self.correlation = list(correlation)
+        d_max = self.grp[1].shape[1]
         # per revaluation row: instrument columns and their grid curves (filled by reprice)
         self.ins = [np.zeros(n_rev_rows, np.int64), np.zeros(n_rev_rows, np.int64),
                     np.zeros(n_rev_rows), np.zeros(n_rev_rows), np.zeros(n_rev_rows),
@@ -356,11 +324,63 @@ class JointStress:
         # unit its curve, bound and size there (pmrisk.kernel.joint_tick; allocated by the
         # first tick), the prices they were taken at and the rows repriced since
         self.keep = None
+        self.incremental = True    # False: a one-shot stress (a what-if's): ticks run in full
+        self.described = None      # accounts whose binding scenario run() puts in words: all
         self.pending = np.zeros(n_rev_rows, dtype=bool)
         self.px_prev = np.full(n_units, np.nan)
         self.n_fast = 0            # accounts a tick settled from their record
         self.n_full = 0            # accounts a tick sent to the full kernel
         self.last_full = np.zeros(0, dtype=np.int64)      # those of the last tick
+
+    @staticmethod
+    def _group_arrays(model, underlyings, groups, params, grid):
+        """What the kernels read of the accounts' groups ``groups`` (tuples of rows of
+        ``underlyings``): ``(correlation matrices, joint scenario sets, g_j0, grp)``, pure
+        functions of the model, names and groups (:meth:`__init__` keeps them per model)."""
+        n_rows = len(underlyings)
+        correlation = []
+        js_all = []
+        d_max = max([len(r) for r in groups], default=1)
+        G = len(groups)
+        g_rows = np.zeros((G, d_max), dtype=np.int64)
+        g_col = np.full((G, max(n_rows, 1)), -1, dtype=np.int64)
+        g_rho = np.zeros((G, d_max, d_max))
+        for g, rows in enumerate(groups):
+            corr, js = group_scenarios(model, underlyings, rows, params)
+            correlation.append(corr)
+            js_all.append(js)
+            d = len(rows)
+            g_rows[g, :d] = rows
+            g_col[g, list(rows)] = np.arange(d)
+            g_rho[g, :d, :d] = corr.matrix
+        sizes = [j.size for j in js_all]
+        g_j0 = np.concatenate([[0], np.cumsum(sizes)]).astype(np.int64)
+        nj = int(g_j0[-1])
+
+        def pad(values, shape_tail=(), dtype=np.float64):
+            out = np.zeros((nj, d_max) + shape_tail, dtype=dtype)
+            for g, v in enumerate(values):
+                out[g_j0[g]:g_j0[g + 1], :v.shape[1]] = v
+            return out
+
+        col = lambda key: np.array([p[key] for p in params], dtype=np.float64)  # noqa: E731
+        tails = int(joint_tails(model))
+        g_m = np.array([(j.size - 1) // (j.buckets + tails) for j in js_all], dtype=np.int64)
+        grp = (
+            np.array([len(r) for r in groups], dtype=np.int64), g_rows, g_col, g_j0,
+            np.array([j.buckets for j in js_all], dtype=np.int64), g_rho,
+            pad([j.shock for j in js_all]), pad([j.loss_weight for j in js_all]),
+            pad([j.gain_weight for j in js_all]),
+            np.concatenate([j.n_vol for j in js_all] + [np.zeros(0, np.int64)]).astype(
+                np.int64),
+            col("price_range"), col("pnl_offset"), col("max_offsetable_pnl"),
+            col("extreme_multiple"), col("cover_fraction"), bool(joint_tails(model)),
+            MAX_CANDIDATES,
+            g_m, np.concatenate([[0], np.cumsum(g_m)]).astype(np.int64),
+            *JointStress._direction_intervals(js_all, g_m, d_max, grid))
+        grp += (shell_intervals(grp[0], g_rows, g_j0, grp[6], grp[9], grp[10],
+                                grid.n_side if grid is not None else 1),)
+        return correlation, js_all, g_j0, grp
 
     @staticmethod
     def _direction_intervals(js_all, g_m, d_max, grid):
@@ -432,7 +452,7 @@ class JointStress:
             if self.pending.any():
                 self.keep[2][:] = -1
         self._settle(unit_px, sel)
-        self._describe(sel)
+        self._describe(sel if self.described is None else np.intersect1d(sel, self.described))
 
     def tick(self, unit_px, slope_usd, accounts):
         """:meth:`run` on ``accounts`` after a tick (:meth:`reprice` of the moved rows, the

@@ -372,11 +372,11 @@ class Monitor:
                                   f"{account!r}", hint="Monitor.accounts lists them")
             key = (self._vt, self.model)            # instruments no account holds yet
             if getattr(self, "_catalog", (None,))[0] != key:
-                self._catalog = (key, {})
+                self._catalog = (key, {}, {})       # and the accounts' last what-ifs
             with numba_threads(self._threads):      # the blocks' arrays, read under the lock
                 w = what_if_held(self._where[account], self._blocks, account, trades,
                                  self.model, self._market, self._catalog[1], self._instruments,
-                                 self.valuation_time)
+                                 self.valuation_time, memo=self._catalog[2])
             if w is not None:
                 return w
             tables = self._state_tables([account], self._market)

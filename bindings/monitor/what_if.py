@@ -51,16 +51,19 @@ account holds is validated once by :func:`pmrisk.io.book.load_book` and then rea
 current mark.  :func:`what_if` does the same from input tables (validated by ``load_book``).
 """
 
+import weakref
 from dataclasses import dataclass, replace
+from typing import NamedTuple
 
 import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from pmrisk.kernel.instruments import INVERSE, KINDS as INSTRUMENT_KINDS
+from pmrisk.kernel.instruments import INVERSE, KINDS as INSTRUMENT_KINDS, OPTION
 
-from ..engine.core import compute, prepare, run
+from ..engine.core import compute, floored_copies, prepare, run
 from ..engine.correlated import JointStress
+from ..engine.units import prices_by_type
 from ..errors import MarginError
 from ..io.arrow import as_table, check_columns, float_column, raise_rows, str_column
 from ..io.book import load_book
@@ -324,7 +327,7 @@ def what_if(tables, account, trades, model, valuation_time):
 
 
 def what_if_held(place, blocks, account, trades, model, market, catalog, instruments,
-                 valuation_time):
+                 valuation_time, memo=None):
     """:func:`what_if` on a monitor's own validated state, without Arrow input tables: the
     account's rows and the instruments' marks come from the arrays of its blocks
     (:class:`pmrisk.monitor.block.Block`, kept current by every update), and the states of
@@ -339,7 +342,14 @@ def what_if_held(place, blocks, account, trades, model, market, catalog, instrum
     market and index, at ``valuation_time``) and kept in ``catalog`` (a dict the caller keeps
     for its model and valuation time: symbol -> (book, index)); its marks are read from
     ``market`` at every call.  Returns None when that validation fails (the caller then runs
-    :func:`what_if` on the state's tables, which reports the problem)."""
+    :func:`what_if` on the state's tables, which reports the problem).
+
+    ``memo`` (a dict the caller keeps with ``catalog``; None: none) keeps, per account, the
+    prepared small book of its last what-if: the next what-if whose states lay out the same
+    (the same positions, orders, balances and reserves, the same of them short: the same
+    symbols traded the same way, in any quantities, at any prices) reads the quantities,
+    prices, marks, balances and reused rows into it and recomputes every figure, without
+    laying the book out again (see :class:`_Prepared`)."""
     block, i = place
     t = trades_table(trades)
     # known symbols: listed in the instruments with a market row, as for what_if
@@ -370,30 +380,65 @@ def what_if_held(place, blocks, account, trades, model, market, catalog, instrum
     for s in list(acc.pos) + [o["symbol"] for o in acc.orders]:
         if s not in src:
             src[s] = (book, block.sym_index[s])
-    acc.info = {s: (b.und_names[b.und_code[k]], INSTRUMENT_KINDS[b.kind[k]],
-                    "inverse" if b.settlement[k] == INVERSE else "linear",
-                    float(b.contract_size[k]), float(b.mark[k]))
-                for s, (b, k) in src.items()}
+    acc.info = _info(src)
     legs, sets, distinct = _legs(acc, *trade)
-    mini, where = _states_book(acc, legs, distinct, src, book)
-    out = prepare(mini, model)
-    # the account's own instruments: their revaluation rows are its block's, already priced
-    code = {x: j for j, x in enumerate(sorted(src))}
-    own = {code[x]: block.sym_index[x] for x in list(acc.pos) + [o["symbol"]
-                                                                  for o in acc.orders]}
-    compute(out, model, rows=_reuse_rows(out, model, block.out, own))
+    symbols = sorted(src)
+    code = {x: j for j, x in enumerate(symbols)}
+    states = _state_rows(acc, legs, distinct, code)
+    where = states.where
+    ends = [where[0], where[1]]          # the states before and after
+    shown = sorted({k for k in ends if k >= 0})
+    prep = memo.get(account) if memo is not None else None
+    if prep is None or not prep.refresh(block, src, symbols, states):
+        mini = _states_book(states, src, symbols, book)
+        out = prepare(mini, model)
+        # the account's own instruments: their revaluation rows are its block's, already
+        # priced
+        own = {code[x]: block.sym_index[x] for x in list(acc.pos) + [o["symbol"]
+                                                                      for o in acc.orders]}
+        plan = _reuse_rows(out, model, block.out, own)
+        rows = None if plan is None else plan[0]
+        if out.joint is not None:       # the others' binding scenario is never shown
+            out.joint.described = np.array(shown, dtype=np.int64)
+        if memo is not None:
+            memo.pop(account, None)
+            if plan is not None and _Prepared.fits(out):
+                if len(memo) >= MEMO_SIZE:
+                    memo.pop(next(iter(memo)))
+                memo[account] = _Prepared(out, block, src, symbols, states, plan)
+        compute(out, model, rows=rows)
+    else:
+        out = prep.out
+        compute(out, model, rows=prep.rows)
     check_finite(out)
     af = out.account
     figures = [{f: float(getattr(af, f)[k]) if k >= 0 else 0.0 for f in FIGURES}
                for k in where]
-    ends = [where[0], where[1]]          # the states before and after
-    shown = sorted({k for k in ends if k >= 0})
     table = accounts_table(out, model, acc=np.array(shown, dtype=np.int64))
     if shown != ends:                   # a state with no rows at all
         table = pa.concat_tables([table.slice(shown.index(k), 1) if k >= 0 else
                                   _empty_row(table, account, model) for k in ends])
     table = table.set_column(0, "account", pa.array([account, account], pa.string()))
     return _what_if(account, trade, legs, sets, distinct, table, figures)
+
+
+def _info(src):
+    """``{symbol: (underlying, kind, settlement, contract size, mark)}`` of the instruments
+    ``src`` (symbol -> (book, index)), read per book in one gather of each column."""
+    by_book = {}
+    for s, (b, k) in src.items():
+        by_book.setdefault(id(b), (b, [], []))
+        by_book[id(b)][1].append(s)
+        by_book[id(b)][2].append(k)
+    info = {}
+    for b, names, ks in by_book.values():
+        ks = np.array(ks, dtype=np.int64)
+        und = [b.und_names[c] for c in b.und_code[ks].tolist()]
+        kind = [INSTRUMENT_KINDS[c] for c in b.kind[ks].tolist()]
+        settle = ["inverse" if c == INVERSE else "linear" for c in b.settlement[ks].tolist()]
+        info.update(zip(names, zip(und, kind, settle, b.contract_size[ks].tolist(),
+                                   b.mark[ks].tolist())))
+    return info
 
 
 def _listed(symbols, catalog, market, instruments, model, valuation_time):
@@ -424,8 +469,9 @@ def _reuse_rows(out, model, held, own):
     their joint stress grid curves and pricing constants (a :class:`JointStress` built here
     as the engine builds it).  These are the instruments the account holds or orders: every
     update that moves their marks reprices their rows in the account's block, so they are
-    the rows the engine would compute here, at the same marks, to the bit.  Returns the rows
-    left to price (for :func:`pmrisk.engine.core.compute`; None: all of them)."""
+    the rows the engine would compute here, at the same marks, to the bit.  Returns None
+    (nothing reused: :func:`pmrisk.engine.core.compute` prices every row) or ``(rows left
+    to price, (rows copied, the block's rows they copy))``."""
     rv, n = out.rev, len(out.book.kind)
     if not own or out.params.margin_rules != "scenario" or \
             (out.params.cross_unit == "correlated" and held.joint is None):
@@ -441,19 +487,111 @@ def _reuse_rows(out, model, held, own):
     use = np.flatnonzero(has)
     if not len(use):
         return None
-    w = min(out.instr_pnl.shape[1], held.instr_pnl.shape[1])   # padding beyond: zeros
-    out.instr_pnl[use, :w] = held.instr_pnl[src[use], :w]
     if out.params.cross_unit == "correlated":
-        lay, hj = out.layout, held.joint
+        lay = out.layout
         js = JointStress(model, out.units, out.pos_unit, lay.pu_start, lay.pu_order,
                          lay.ua_start, lay.q_port, out.pos_row, len(out.book.accounts),
                          len(k))
-        for mine_c, held_c in zip(js.ins, hj.ins):
-            mine_c[use] = held_c[src[use]]
-        w = min(js.icurve.shape[1], hj.icurve.shape[1])
-        js.icurve[use, :w] = hj.icurve[src[use], :w]
+        js.incremental = False          # one run: no records for ticks to come
         out.joint = js
-    return np.flatnonzero(~has)
+    _copy_rows(out, held, use, src[use])
+    return np.flatnonzero(~has), (use, src[use])
+
+
+def _copy_rows(out, held, use, src):
+    """Copy the block outcome ``held``'s revaluation rows ``src`` into ``out``'s rows
+    ``use``: scenario P&L and, with a joint stress, its pricing constants and grid curves."""
+    w = min(out.instr_pnl.shape[1], held.instr_pnl.shape[1])   # padding beyond: zeros
+    out.instr_pnl[use, :w] = held.instr_pnl[src, :w]
+    js, hj = out.joint, held.joint
+    if js is not None:
+        for mine_c, held_c in zip(js.ins, hj.ins):
+            mine_c[use] = held_c[src]
+        w = min(js.icurve.shape[1], hj.icurve.shape[1])
+        js.icurve[use, :w] = hj.icurve[src, :w]
+
+
+MEMO_SIZE = 64          # accounts whose last what-if a monitor keeps prepared
+
+
+class _Prepared:
+    """A what-if's small book laid out (:func:`pmrisk.engine.core.prepare`), its reused
+    rows' plan and what it was built from, kept for the next what-if of the account.
+
+    The layout (units, CSR indexes, expiry groups, the joint stress's groups, floored rows)
+    depends on which rows the states have and which of them are short; the quantities,
+    entry prices, marks, forwards, vols, index prices and balances are read again at every
+    call.  :meth:`refresh` takes the new state in and says whether the layout still holds:
+    the same block, the same instruments from the same books, states that lay out the same
+    (:meth:`_States.same_layout`) and the same options at the vol floor.  Then
+    :func:`pmrisk.engine.core.compute` over everything (every unit, account and balance;
+    the rows not copied from the block priced anew) computes exactly what it computes on
+    a fresh layout, as a Monitor's tick does."""
+
+    @staticmethod
+    def fits(out):
+        """Whether a layout can be kept: scenario rules without excluded instruments (whose
+        revaluation arguments are read from the layout)."""
+        return out.params.margin_rules == "scenario" and not out.layout.excluded_any \
+            and out.okx is None
+
+    def __init__(self, out, block, src, symbols, states, plan):
+        self.out, self.rows, (self.use, self.src) = out, plan[0], plan[1]
+        # what the layout was built from, by weak reference (a block the monitor rebuilt
+        # must not stay alive for this); the block outcome's revaluation rows (a tick's
+        # copy of the outcome keeps them, a run of the whole block does not)
+        self.block, self.base = weakref.ref(block), weakref.ref(block.book)
+        self.rows_of = weakref.ref(block.out.rev.row_instr)
+        self.symbols, self.states = symbols, states
+        self.from_ = [(id(src[x][0]), src[x][1]) for x in symbols]
+        # the books the instruments come from (alive: their ids are theirs), and per book
+        # the small book's instruments and theirs, to read the marks in one gather
+        gather = {}
+        for j, x in enumerate(symbols):
+            b, k = src[x]
+            gather.setdefault(id(b), (weakref.ref(b), [], []))
+            gather[id(b)][1].append(j)
+            gather[id(b)][2].append(k)
+        self.gather = [(b, np.array(at, dtype=np.int64), np.array(ks, dtype=np.int64))
+                       for b, at, ks in gather.values()]
+
+    def refresh(self, block, src, symbols, states):
+        """Take the current marks and balances in; False (nothing kept) when the layout
+        no longer holds."""
+        if block is not self.block() or block.book is not self.base() \
+                or block.out.rev.row_instr is not self.rows_of() or symbols != self.symbols \
+                or any(b() is None for b, _, _ in self.gather) \
+                or [(id(src[x][0]), src[x][1]) for x in symbols] != self.from_ \
+                or not states.same_layout(self.states):
+            return False
+        out = self.out
+        book = out.book
+        pv = states.pos_v
+        book.quantity[:], book.entry_price[:], book.leverage[:] = pv[:, 0], pv[:, 1], pv[:, 2]
+        book.ord_qty[:] = states.ord_q
+        for b, at, ks in self.gather:
+            b = b()
+            book.mark[at], book.forward[at], book.mark_iv[at] = b.mark[ks], b.forward[ks], \
+                b.mark_iv[ks]
+        floor = out.params.per_type["vol_floor"][out.instr_type]
+        copies = floored_copies(book, floor)
+        if len(copies) != len(out.rev.floored) or (copies != out.rev.floored).any():
+            return False                # a vol floor started or stopped binding
+        book.bal_amount[:] = states.bal_v
+        # the quantities' layout columns, as lay_out computes them (no excluded instrument)
+        lay, q = out.layout, book.quantity
+        lay.q_port[:] = np.where(out.position.excluded, 0.0, q)
+        lay.short_opt[:] = np.where(out.position.excluded, 0.0, np.where(
+            (book.kind[book.pos_instr] == OPTION) & (q < 0), -q, 0.0))
+        if out.joint is not None and out.joint.q is not lay.q_port:
+            out.joint.q[:] = lay.q_port
+        self.states = states
+        units = out.units
+        snap = book.acc_snap[units.account]
+        units.index_px[:] = prices_by_type(book, units.type_und, units.utype, snap)
+        units.settle_px[:] = prices_by_type(book, units.type_ccy, units.utype, snap)
+        _copy_rows(out, block.out, self.use, self.src)
+        return True
 
 
 def _legs(acc, sym, qty, price, is_order):
@@ -508,31 +646,44 @@ def _what_if(account, trade, legs, sets, distinct, accounts, figures):
                                                 for f in SUMMARY], schema=SUMMARY))
 
 
-def _states_book(acc, legs, sets, src, base):
-    """One validated :class:`~pmrisk.io.book.Book` whose account k is the account with the
-    trades of ``sets[k]`` applied, built from validated arrays: the instruments of ``src``
-    (symbol -> (book, index), marks as those books hold them now), the valuation time and
-    index prices of ``base``.  Returns ``(book, where)``: the account of each set (-1: no
-    rows at all, which a book leaves out)."""
-    symbols = sorted(src)
-    code = {s: j for j, s in enumerate(symbols)}
-    und_names = sorted({b.und_names[b.und_code[k]] for b, k in src.values()})
-    und_of = {u: j for j, u in enumerate(und_names)}
-    n = len(symbols)
-    fields = ("kind", "settlement", "contract_size", "mark", "forward", "strike", "is_call",
-              "expiry_ns", "years", "mark_iv", "instr_snap")
-    cols = {f: np.empty(n, dtype=getattr(base, f).dtype) for f in fields}
-    und_code = np.empty(n, dtype=np.int64)
-    groups = {}
-    for s, (b, k) in src.items():
-        groups.setdefault(id(b), (b, [], []))
-        groups[id(b)][1].append(code[s])
-        groups[id(b)][2].append(k)
-    for b, at, ks in groups.values():
-        at, ks = np.array(at, dtype=np.int64), np.array(ks, dtype=np.int64)
-        for f in fields:
-            cols[f][at] = getattr(b, f)[ks]
-        und_code[at] = [und_of[b.und_names[c]] for c in b.und_code[ks].tolist()]
+class _States(NamedTuple):
+    """The rows of the small book's accounts (account k: the account with a set of trades
+    applied): ``where`` the account of each set (-1: no rows at all, which a book leaves
+    out), then position, order, balance and reserve columns (instruments by their code
+    in the small book); ``bal_v``, the balance amounts, last (they move with the marks)."""
+    where: list
+    pos_a: np.ndarray
+    pos_i: np.ndarray
+    pos_v: np.ndarray           # (n, 3): quantity, entry price, leverage; NaN: absent
+    ord_a: np.ndarray
+    ord_i: np.ndarray
+    ord_q: np.ndarray
+    bal_a: np.ndarray
+    bal_s: list
+    res_a: np.ndarray
+    res_u: list
+    res_m: np.ndarray
+    res_o: np.ndarray
+    bal_v: np.ndarray
+
+    def same_layout(self, other):
+        """Whether ``other`` lays out as these rows: the same positions, orders, balances
+        and reserves, the same of them short; quantities, entry prices, leverages and
+        balance amounts aside (a layout reads those again)."""
+        return self.where == other.where and self.bal_s == other.bal_s and \
+            self.res_u == other.res_u and all(
+                a.shape == b.shape and a.tobytes() == b.tobytes()     # to the bit
+                for a, b in ((self.pos_a, other.pos_a), (self.pos_i, other.pos_i),
+                             (self.pos_v[:, 0] < 0, other.pos_v[:, 0] < 0),
+                             (self.ord_a, other.ord_a), (self.ord_i, other.ord_i),
+                             (self.ord_q < 0, other.ord_q < 0), (self.bal_a, other.bal_a),
+                             (self.res_a, other.res_a), (self.res_m, other.res_m),
+                             (self.res_o, other.res_o)))
+
+
+def _state_rows(acc, legs, sets, code):
+    """The :class:`_States` of the account with the trades of each of ``sets`` applied
+    (``code``: symbol -> its instrument in the small book)."""
     pos_a, pos_s, pos_v = [], [], []
     ord_a, ord_i, ord_q = [], [], []
     bal_a, bal_s, bal_v = [], [], []
@@ -562,20 +713,49 @@ def _states_book(acc, legs, sets, src, base):
             res_o.append(r["open_orders_margin"] or 0.0)
         k += 1
     i8, f8 = np.int64, np.float64
-    pv = np.array(pos_v, dtype=f8).reshape(-1, 3)      # None -> NaN
-    book = replace(
+    return _States(
+        where, np.array(pos_a, i8), np.array([code[x] for x in pos_s], i8),
+        np.array(pos_v, dtype=f8).reshape(-1, 3), np.array(ord_a, i8), np.array(ord_i, i8),
+        np.array(ord_q, f8), np.array(bal_a, i8), bal_s, np.array(res_a, i8), res_u,
+        np.array(res_m, f8), np.array(res_o, f8), np.array(bal_v, f8))
+
+
+def _states_book(states, src, symbols, base):
+    """One validated :class:`~pmrisk.io.book.Book` whose accounts are the rows ``states``
+    (:class:`_States`), built from validated arrays: the instruments ``symbols`` (sorted;
+    ``src``: symbol -> (book, index), marks as those books hold them now), the valuation
+    time and index prices of ``base``."""
+    code = {s: j for j, s in enumerate(symbols)}
+    und_names = sorted({b.und_names[b.und_code[k]] for b, k in src.values()})
+    und_of = {u: j for j, u in enumerate(und_names)}
+    n = len(symbols)
+    fields = ("kind", "settlement", "contract_size", "mark", "forward", "strike", "is_call",
+              "expiry_ns", "years", "mark_iv", "instr_snap")
+    cols = {f: np.empty(n, dtype=getattr(base, f).dtype) for f in fields}
+    und_code = np.empty(n, dtype=np.int64)
+    groups = {}
+    for s, (b, k) in src.items():
+        groups.setdefault(id(b), (b, [], []))
+        groups[id(b)][1].append(code[s])
+        groups[id(b)][2].append(k)
+    for b, at, ks in groups.values():
+        at, ks = np.array(at, dtype=np.int64), np.array(ks, dtype=np.int64)
+        for f in fields:
+            cols[f][at] = getattr(b, f)[ks]
+        und_code[at] = [und_of[b.und_names[c]] for c in b.und_code[ks].tolist()]
+    k = sum(w >= 0 for w in states.where)
+    i8, pv = np.int64, states.pos_v
+    return replace(
         base, accounts=pa.array([str(j) for j in range(k)], pa.string()),
         acc_snap=np.zeros(k, dtype=i8), symbols=pa.array(symbols, pa.string()),
         und_code=und_code, und_names=und_names, **cols,
-        pos_account=np.array(pos_a, i8), pos_instr=np.array([code[x] for x in pos_s], i8),
+        pos_account=states.pos_a, pos_instr=states.pos_i,
         quantity=pv[:, 0].copy(), entry_price=pv[:, 1].copy(), leverage=pv[:, 2].copy(),
-        ord_account=np.array(ord_a, i8), ord_instr=np.array(ord_i, i8),
-        ord_qty=np.array(ord_q, f8),
-        ord_id=pa.array([str(j) for j in range(len(ord_a))], pa.string()),
-        bal_account=np.array(bal_a, i8), bal_asset=bal_s, bal_amount=np.array(bal_v, f8),
-        res_account=np.array(res_a, i8), res_unit=res_u, res_mmp=np.array(res_m, f8),
-        res_oo=np.array(res_o, f8))
-    return book, where
+        ord_account=states.ord_a, ord_instr=states.ord_i, ord_qty=states.ord_q.copy(),
+        ord_id=pa.array([str(j) for j in range(len(states.ord_a))], pa.string()),
+        bal_account=states.bal_a, bal_asset=states.bal_s, bal_amount=states.bal_v.copy(),
+        res_account=states.res_a, res_unit=states.res_u, res_mmp=states.res_m,
+        res_oo=states.res_o)
 
 
 def _margin_states(acc, legs, sets, tables, instruments, market, model, valuation_time):
