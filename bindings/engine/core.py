@@ -497,12 +497,14 @@ def run(book, model, risk_vectors=False):
 
 
 def compute(out, model, rows=None, instruments=None, units=None, accounts=None,
-            balances=None):
+            balances=None, moved_units=None):
     """The phases over a selection, in place: revalue ``rows`` (revaluation rows) and
     ``instruments`` (Greeks), then the ``units``, their accounts' ``accounts`` and the
     ``balances`` rows (int64 index arrays; None: all).  Under ``cross_unit = "correlated"``,
     with excluded instruments, or for a partial selection the caller must pass every unit of
-    the accounts it selects (the Monitor does)."""
+    the accounts it selects (the Monitor does).  ``moved_units`` (None: ``units``): the units
+    of ``units`` whose own inputs changed (positions, marks, prices); only their per-unit
+    figures (phase 2) are recomputed, the others' are those already in ``out``."""
     book, p = out.book, out.params
     sel = np.arange(len(out.units), dtype=np.int64) if units is None else \
         np.ascontiguousarray(units, dtype=np.int64)
@@ -534,7 +536,8 @@ def compute(out, model, rows=None, instruments=None, units=None, accounts=None,
         else:
             out.instr_greeks[:, i] = g
     # -- 2. units --------------------------------------------------------------------------
-    _phase("unit_figures", sel)(sel, *phase_arguments(out, "unit_figures"))
+    own = sel if moved_units is None else np.ascontiguousarray(moved_units, dtype=np.int64)
+    _phase("unit_figures", own)(own, *phase_arguments(out, "unit_figures"))
     if brackets:                        # 3-5 under "brackets": pmrisk.engine.binance
         bracket_phase(out, sel, len(sel) >= PARALLEL_MIN)
     else:
