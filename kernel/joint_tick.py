@@ -141,6 +141,82 @@ def _insert(bj, bv, nb, j, v):
     return nb + 1 if nb < cap else nb
 
 
+@njit(inline="always")
+def _max(x, m):
+    """``max(m, x)``, NaN sticky (a NaN ``x`` or ``m`` stays), without a branch."""
+    return x if (x > m) | (x != x) else m
+
+
+@njit(inline="always")
+def curve_tol_fast(cv, n_shell, ts, tail0, error_factor, bb, d2, d2t):
+    """:func:`pmrisk.kernel.joint.curve_tol` (without ``bounds``) to the bit: the same 4th
+    differences by the same arithmetic, their largest and the largest |cell| taken in
+    another order (a maximum does not depend on it), the three vol states side by side in
+    one pass with the 2nd differences kept in registers.  Grids too short for that take
+    :func:`pmrisk.kernel.joint.curve_tol` itself."""
+    if n_shell < 5 or (0 < ts < 2):
+        return curve_tol(cv, n_shell, ts, tail0, error_factor, bb, d2, d2t, False)
+    e0 = 0.0
+    e1 = 0.0
+    e2 = 0.0
+    c20 = cv[6]
+    c21 = cv[7]
+    c22 = cv[8]
+    c30 = cv[9]
+    c31 = cv[10]
+    c32 = cv[11]
+    b00 = (cv[6] - cv[3]) - (cv[3] - cv[0])
+    b01 = (cv[7] - cv[4]) - (cv[4] - cv[1])
+    b02 = (cv[8] - cv[5]) - (cv[5] - cv[2])
+    b10 = (c30 - c20) - (c20 - cv[3])
+    b11 = (c31 - c21) - (c21 - cv[4])
+    b12 = (c32 - c22) - (c22 - cv[5])
+    for k in range(2, n_shell - 2):
+        n0 = cv[3 * (k + 2)]
+        n1 = cv[3 * (k + 2) + 1]
+        n2 = cv[3 * (k + 2) + 2]
+        b20 = (n0 - c30) - (c30 - c20)
+        b21 = (n1 - c31) - (c31 - c21)
+        b22 = (n2 - c32) - (c32 - c22)
+        e0 = _max(abs((b20 - b10) - (b10 - b00)), e0)
+        e1 = _max(abs((b21 - b11) - (b11 - b01)), e1)
+        e2 = _max(abs((b22 - b12) - (b12 - b02)), e2)
+        b00 = b10
+        b01 = b11
+        b02 = b12
+        b10 = b20
+        b11 = b21
+        b12 = b22
+        c20 = c30
+        c21 = c31
+        c22 = c32
+        c30 = n0
+        c31 = n1
+        c32 = n2
+    err = _max(e2, _max(e1, e0))
+    if ts > 0:
+        t = tail0
+        b0 = (cv[t + 2] - cv[t + 1]) - (cv[t + 1] - cv[t])
+        b1 = (cv[t + 3] - cv[t + 2]) - (cv[t + 2] - cv[t + 1])
+        for k in range(2, 2 * ts - 1):
+            b2 = (cv[t + k + 2] - cv[t + k + 1]) - (cv[t + k + 1] - cv[t + k])
+            err = _max(abs((b2 - b1) - (b1 - b0)), err)
+            b0 = b1
+            b1 = b2
+    z0 = 0.0
+    z1 = 0.0
+    z2 = 0.0
+    width = cv.shape[0]
+    for s in range(0, width - 2, 3):
+        z0 = _max(abs(cv[s]), z0)
+        z1 = _max(abs(cv[s + 1]), z1)
+        z2 = _max(abs(cv[s + 2]), z2)
+    for s in range(width - width % 3, width):
+        z0 = _max(abs(cv[s]), z0)
+    size = _max(z2, _max(z1, z0))
+    return error_factor * err + 1e-9 * size, size
+
+
 @njit
 def joint_record_rows(sel, lo, hi, acc, grp, grid, keep, gap):
     """:func:`joint_record` for the accounts ``sel[lo:hi]``."""
@@ -441,31 +517,28 @@ def joint_tick_rows(sel, lo, hi, acc, grp, ins, grid, outs, keep, prev, how):
                 new = ucurve[u]
                 unit_curve(u, pu_start, pu_order, q, pos_row, icurve, curve_of_row, new)
                 rec = urec[u]
-                y_sh = 0.0          # largest USD distance on the shell cells, the tail cells
-                y_tl = 0.0
-                osize = 0.0
-                for s in range(tail0):
-                    y = abs(px * new[s] - rec[s])
-                    if y > y_sh or y != y:
-                        y_sh = y
-                    x = abs(rec[s])
-                    if x > osize or x != x:
-                        osize = x
+                y0 = 0.0            # largest USD distance on the shell cells (two runs)
+                y1 = 0.0
+                for s in range(0, tail0 - 1, 2):
+                    y0 = _max(abs(px * new[s] - rec[s]), y0)
+                    y1 = _max(abs(px * new[s + 1] - rec[s + 1]), y1)
+                for s in range(tail0 - tail0 % 2, tail0):
+                    y0 = _max(abs(px * new[s] - rec[s]), y0)
+                y_sh = _max(y1, y0)
+                y_tl = 0.0          # on the tail cells
                 for s in range(tail0, width):
-                    y = abs(px * new[s] - rec[s])
-                    if y > y_tl or y != y:
-                        y_tl = y
-                    x = abs(rec[s])
-                    if x > osize or x != x:
-                        osize = x
-                e, size = curve_tol(new, n_shell, tail_side[r], tail0, error_factor, bb, d2,
-                                    d2t, False)
+                    y_tl = _max(abs(px * new[s] - rec[s]), y_tl)
+                e, size = curve_tol_fast(new, n_shell, tail_side[r], tail0, error_factor, bb,
+                                          d2, d2t)
                 utol[u] = e * px
                 usize[u] = size * px
                 w_sh = max(1.0, gw_row[r])
                 w_tl = cover[r]
+                # rounding: 1e-12 of both curves' sizes (the record's is at most the new
+                # one's plus the distance)
                 udrift[u] = LEBESGUE * (w_sh * y_sh + w_tl * y_tl) \
-                    + ROUND * (LEBESGUE * max(w_sh, w_tl) * (osize + usize[u])) \
+                    + ROUND * (LEBESGUE * max(w_sh, w_tl)
+                               * (2.0 * usize[u] + _max(y_tl, y_sh))) \
                     if px > 0.0 else np.nan
             tol += utol[u]
             scale += usize[u]

@@ -992,6 +992,21 @@ def joint_account_totals(st, a, unit_px, slope_usd):
     return approx, js.size, tol, size
 
 
+def curve_tol_twin(cv, n_shell, ts, tail0, error_factor):
+    """Numpy twin of :func:`pmrisk.kernel.joint.curve_tol` (and of
+    :func:`pmrisk.kernel.joint_tick.curve_tol_fast`): ``(tol, size)`` of one unit curve,
+    ``error_factor`` x the largest |4th difference| of each vol state's shell nodes and of
+    the tail's ``2 ts + 1`` nodes, plus 1e-9 of the largest |cell| (NaN if any is NaN)."""
+    cv = np.asarray(cv, dtype=np.float64)
+    d4 = [np.abs(np.diff(cv[v:3 * n_shell:3], n=4)) for v in range(3)]
+    if ts > 0:
+        d4.append(np.abs(np.diff(cv[tail0:tail0 + 2 * ts + 1], n=4)))
+    d4 = np.concatenate(d4)
+    err = np.nan if np.isnan(d4).any() else d4.max(initial=0.0)
+    size = np.nan if np.isnan(cv).any() else np.abs(cv).max(initial=0.0)
+    return error_factor * err + 1e-9 * size, size
+
+
 def joint_tick_twin(st, before, unit_px, slope_usd, accounts):
     """Numpy twin of :func:`pmrisk.kernel.joint_tick.joint_tick`'s decision: for each
     account of ``accounts`` with a record in ``before`` (the JointStress's ``keep``,
