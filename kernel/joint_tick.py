@@ -19,15 +19,18 @@ gives the same bits.  No assumption on the interpolation error is needed for thi
 equality: it holds whenever the full kernel's own result holds.
 
 What is kept per account (``keep = (keep_j, keep_v, keep_n, keep_lb, ucurve, utol,
-usize)``):
+usize, urec, udrift, keep_lb0)``):
 
 * ``keep_j[a, :keep_n[a]]``: up to ``K_KEEP`` joint scenarios (the account's scenario
   numbers, ascending), the lowest interpolated totals at the last record
   (:func:`joint_record`), which must include every joint candidate of the band (else no
-  record); ``keep_v[a, i]``: a lower bound of scenario ``keep_j[a, i]``'s interpolated total
-  at the current curves (its total when last computed, lowered by the ticks since);
+  record); ``keep_v[a, i]``: scenario ``keep_j[a, i]``'s interpolated total when last
+  computed less the account's drift then (below: ``keep_v[a, i] - drift`` is a lower bound
+  of it now);
 * ``keep_lb[a]`` (USD): a lower bound of the interpolated total of every *other* joint
-  scenario at the current curves: at the record the least of the other computed totals and
+  scenario at the current curves, ``keep_lb0[a]`` (the bound at the record) less the
+  account's drift and a rounding allowance; ``keep_lb0[a]`` is the least of the other
+  computed totals and
   of the lower bounds of the directions not computed (the full kernel's own interval bounds,
   :func:`pmrisk.kernel.joint.interval_bounds`, running minima outward from the centre: a
   record computes every direction whose bound is within ``gap`` x ``|lowest|`` of
@@ -37,7 +40,9 @@ usize)``):
   finite): the account takes the full kernel;
 * per unit of a recorded account: ``ucurve[u]``, its curve at the current marks (the full
   kernel's arithmetic, so the same bits), ``utol[u]`` and ``usize[u]``, its share of
-  ``tol`` and its size (USD).  A tick rebuilds only the units that moved.
+  ``tol`` and its size (USD); ``urec[u]``, its curve in USD (``px c``) at the record, and
+  ``udrift[u]``, the bound below of how far its USD curve has moved from there.  A tick
+  rebuilds only the units that moved.
 
 How a tick moves the bounds.  A joint scenario's moves, loss and gain weights do not change
 with the marks.  Its interpolated total is ``sum_u W_u``, ``W_u`` the unit's USD value:
@@ -47,15 +52,21 @@ its move ``s`` and ``px`` its USD price.  For ``px > 0`` this is
 ``weigh(P(px c)(s), lw, gw, cap_usd)``; ``weigh`` is ``max(lw, gw)``-Lipschitz, the
 minimum over vol states 1-Lipschitz, and ``P`` linear with ``|P y (s)| <= LEBESGUE *
 max |y|`` over the nodes (the Lebesgue constant of 4 equispaced nodes is 1.631 anywhere in
-their span, edge windows included).  So from the previous state (curve ``c'``, price
-``px'``) to the new one, every joint scenario's interpolated total moves by at most the
-sum, over the units whose curve or price changed, of ``LEBESGUE x (max(1, pnl_offset) x
-max |px c - px' c'| over the shell cells + cover_fraction x the same over the tail
-cells)`` (the shells weigh losses 1 and gains ``pnl_offset``, the tails both
-``cover_fraction``).  ``px c - px' c'`` is taken cell by cell, so a unit whose USD P&L does
-not move with its settlement price (an inverse future) costs nothing.  Units whose curve
-and price did not change contribute the same bits.  Each tick subtracts that change (and
-``1e-12`` of the sizes involved, for rounding) from ``keep_lb`` and every ``keep_v``: the
+their span, edge windows included).  So from one state (curve ``c'``, price ``px'``) to
+another, every joint scenario's interpolated total moves by at most the sum, over the units,
+of ``LEBESGUE x (max(1, pnl_offset) x max |px c - px' c'| over the shell cells +
+cover_fraction x the same over the tail cells)`` (the shells weigh losses 1 and gains
+``pnl_offset``, the tails both ``cover_fraction``).  ``px c - px' c'`` is taken cell by
+cell, so a unit whose USD P&L does not move with its settlement price (an inverse future)
+costs nothing.  A tick takes that distance from the *record* (``urec``), not from the tick
+before: a unit's ``udrift`` is the distance of its current USD curve from its record (plus
+``1e-12`` of both sizes, for rounding), recomputed when it moves, and an account's
+``drift`` is the sum over its units.  Marks that wander up and down cost the distance
+travelled from the record, not the sum of the steps.  ``keep_lb0 - drift`` bounds every
+other joint scenario now; a kept scenario computed at a tick with drift ``D'`` to a total
+``T'`` is at least ``T' - D' - drift`` now (the distance between two states is at most the
+sum of their distances to the record), so ``keep_v`` holds ``T' - D'`` (the larger of that
+and what it held).  Every comparison also subtracts ``1e-12`` of the sizes involved.  The
 bounds hold over any number of ticks; a full run records afresh.  The bound needs no
 assumption on the interpolation error: it is about interpolated totals, which is what the
 full kernel's band compares.
@@ -63,9 +74,9 @@ full kernel's band compares.
 The tick, per account of the selection (:func:`joint_tick_rows`):
 
 1. the curves of its units that moved (a position's revaluation row in ``row_moved``, or
-   the USD price against ``px_prev``), rebuilt as the full kernel builds them; their share
-   of ``tol``; the change bound against the kept curve, which the new one replaces;
-2. ``keep_lb`` and ``keep_v`` lowered by it;
+   the USD price against ``px_prev``), rebuilt as the full kernel builds them (in place of
+   the kept curve); their share of ``tol``; their ``udrift`` against the record;
+2. ``keep_lb`` = ``keep_lb0`` less the account's drift;
 3. the delta directions ``+-z*`` (the units' slopes move every tick) and their
    interpolated totals; then the kept joint scenarios whose bound reaches the band so far
    (the band only narrows as totals come in, so a scenario above it stays above the final
@@ -86,8 +97,8 @@ joint loss).  NaN anywhere (curve, price, bound, totals) fails the test ``keep_l
 and takes the full kernel, which reports it.  ``joint_revaluation = "exact"`` (no curves)
 always takes the full kernel (:meth:`pmrisk.engine.correlated.JointStress.tick`).
 
-Memory: per account ``K_KEEP`` scenario numbers and bounds, per unit one curve
-(``W`` float64, the grid's width: 324 with the ``standard`` preset).
+Memory: per account ``K_KEEP`` scenario numbers and bounds, per unit two curves
+(``W`` float64 each, the grid's width: 324 with the ``standard`` preset).
 
 Accounts are independent: the parallel forms cut the selection into ``CHUNKS`` runs over the
 threads, the ``_serial`` forms run on the calling thread; both call the same row function.
@@ -130,6 +141,82 @@ def _insert(bj, bv, nb, j, v):
     return nb + 1 if nb < cap else nb
 
 
+@njit(inline="always")
+def _max(x, m):
+    """``max(m, x)``, NaN sticky (a NaN ``x`` or ``m`` stays), without a branch."""
+    return x if (x > m) | (x != x) else m
+
+
+@njit(inline="always")
+def curve_tol_fast(cv, n_shell, ts, tail0, error_factor, bb, d2, d2t):
+    """:func:`pmrisk.kernel.joint.curve_tol` (without ``bounds``) to the bit: the same 4th
+    differences by the same arithmetic, their largest and the largest |cell| taken in
+    another order (a maximum does not depend on it), the three vol states side by side in
+    one pass with the 2nd differences kept in registers.  Grids too short for that take
+    :func:`pmrisk.kernel.joint.curve_tol` itself."""
+    if n_shell < 5 or (0 < ts < 2):
+        return curve_tol(cv, n_shell, ts, tail0, error_factor, bb, d2, d2t, False)
+    e0 = 0.0
+    e1 = 0.0
+    e2 = 0.0
+    c20 = cv[6]
+    c21 = cv[7]
+    c22 = cv[8]
+    c30 = cv[9]
+    c31 = cv[10]
+    c32 = cv[11]
+    b00 = (cv[6] - cv[3]) - (cv[3] - cv[0])
+    b01 = (cv[7] - cv[4]) - (cv[4] - cv[1])
+    b02 = (cv[8] - cv[5]) - (cv[5] - cv[2])
+    b10 = (c30 - c20) - (c20 - cv[3])
+    b11 = (c31 - c21) - (c21 - cv[4])
+    b12 = (c32 - c22) - (c22 - cv[5])
+    for k in range(2, n_shell - 2):
+        n0 = cv[3 * (k + 2)]
+        n1 = cv[3 * (k + 2) + 1]
+        n2 = cv[3 * (k + 2) + 2]
+        b20 = (n0 - c30) - (c30 - c20)
+        b21 = (n1 - c31) - (c31 - c21)
+        b22 = (n2 - c32) - (c32 - c22)
+        e0 = _max(abs((b20 - b10) - (b10 - b00)), e0)
+        e1 = _max(abs((b21 - b11) - (b11 - b01)), e1)
+        e2 = _max(abs((b22 - b12) - (b12 - b02)), e2)
+        b00 = b10
+        b01 = b11
+        b02 = b12
+        b10 = b20
+        b11 = b21
+        b12 = b22
+        c20 = c30
+        c21 = c31
+        c22 = c32
+        c30 = n0
+        c31 = n1
+        c32 = n2
+    err = _max(e2, _max(e1, e0))
+    if ts > 0:
+        t = tail0
+        b0 = (cv[t + 2] - cv[t + 1]) - (cv[t + 1] - cv[t])
+        b1 = (cv[t + 3] - cv[t + 2]) - (cv[t + 2] - cv[t + 1])
+        for k in range(2, 2 * ts - 1):
+            b2 = (cv[t + k + 2] - cv[t + k + 1]) - (cv[t + k + 1] - cv[t + k])
+            err = _max(abs((b2 - b1) - (b1 - b0)), err)
+            b0 = b1
+            b1 = b2
+    z0 = 0.0
+    z1 = 0.0
+    z2 = 0.0
+    width = cv.shape[0]
+    for s in range(0, width - 2, 3):
+        z0 = _max(abs(cv[s]), z0)
+        z1 = _max(abs(cv[s + 1]), z1)
+        z2 = _max(abs(cv[s + 2]), z2)
+    for s in range(width - width % 3, width):
+        z0 = _max(abs(cv[s]), z0)
+    size = _max(z2, _max(z1, z0))
+    return error_factor * err + 1e-9 * size, size
+
+
 @njit
 def joint_record_rows(sel, lo, hi, acc, grp, grid, keep, gap):
     """:func:`joint_record` for the accounts ``sel[lo:hi]``."""
@@ -138,7 +225,7 @@ def joint_record_rows(sel, lo, hi, acc, grp, grid, keep, gap):
      cap_usd, mult, cover, tails, max_candidates, g_m, g_dir0, dir_iv, dir_ivt, _) = grp
     (use_grid, icurve, curve_of_row, n_side, tail_side, tail_range, vol_code,
      error_factor) = grid
-    keep_j, keep_v, keep_n, keep_lb, ucurve, utol, usize = keep
+    keep_j, keep_v, keep_n, keep_lb, ucurve, utol, usize, urec, udrift, keep_lb0 = keep
     K = keep_j.shape[1]
     d_max = g_rows.shape[1]
     width = icurve.shape[1]
@@ -184,6 +271,8 @@ def joint_record_rows(sel, lo, hi, acc, grp, grid, keep, gap):
         scale = 0.0
         for m in range(nu):
             u = units[m]
+            if not unit_px[u] > 0.0:            # the drift bound needs a positive price
+                tol = np.nan
             unit_curve(u, pu_start, pu_order, q, pos_row, icurve, curve_of_row, curves[m])
             e, size = curve_tol(curves[m], n_shell, tail_side[unit_row[u]], tail0,
                                 error_factor, bb, d2, d2t, False)
@@ -191,8 +280,10 @@ def joint_record_rows(sel, lo, hi, acc, grp, grid, keep, gap):
             usize[u] = size * unit_px[u]
             tol += utol[u]
             scale += usize[u]
+            udrift[u] = 0.0
             for s in range(width):
                 ucurve[u, s] = curves[m, s]
+                urec[u, s] = unit_px[u] * curves[m, s]
         if not (abs(tol) < np.inf and abs(scale) < np.inf):
             continue
         d = g_d[g]
@@ -296,6 +387,7 @@ def joint_record_rows(sel, lo, hi, acc, grp, grid, keep, gap):
             keep_v[a, t] = y
         keep_n[a] = n_keep
         keep_lb[a] = lb
+        keep_lb0[a] = lb
 
 
 @njit(parallel=True)
@@ -313,8 +405,8 @@ def joint_record(sel, acc, grp, grid, keep, gap):
         As for :func:`pmrisk.kernel.joint.joint_stress`.
     keep : tuple
         ``(keep_j int64[n_acc, K], keep_v[n_acc, K], keep_n int64[n_acc], keep_lb[n_acc],
-        ucurve[n_units, W], utol[n_units], usize[n_units])``, written at ``sel`` and their
-        active units.
+        ucurve[n_units, W], utol[n_units], usize[n_units], urec[n_units, W],
+        udrift[n_units], keep_lb0[n_acc])``, written at ``sel`` and their active units.
     gap : float
         Directions whose lower bound is within ``gap`` x ``|lowest|`` of ``lowest`` are
         computed (the others count by their bound).
@@ -364,7 +456,7 @@ def joint_tick_rows(sel, lo, hi, acc, grp, ins, grid, outs, keep, prev, how):
      error_factor) = grid
     (worst, n_joint, n_exact, bind_kind, bind_index, bind_shock, unit_value, unit_vol,
      unit_shock, unit_lw, pos_loss) = outs
-    keep_j, keep_v, keep_n, keep_lb, ucurve, utol, usize = keep
+    keep_j, keep_v, keep_n, keep_lb, ucurve, utol, usize, urec, udrift, keep_lb0 = keep
     px_prev, row_moved = prev
     K = keep_j.shape[1]
     d_max = g_rows.shape[1]
@@ -376,7 +468,6 @@ def joint_tick_rows(sel, lo, hi, acc, grp, ins, grid, outs, keep, prev, how):
     n_scen = K + 2 * g_buckets.max() + 2 if g_buckets.shape[0] else K
     units = np.empty(max_units, dtype=np.int64)
     ucol = np.empty(max_units, dtype=np.int64)
-    new = np.zeros(width)
     umoved = np.zeros(max_units, dtype=np.bool_)
     scen = np.empty(n_scen, dtype=np.int64)      # account scenario numbers evaluated
     tot = np.empty(n_scen)
@@ -406,10 +497,10 @@ def joint_tick_rows(sel, lo, hi, acc, grp, ins, grid, outs, keep, prev, how):
             how[k] = FULL
             continue
         # 1. curves and tol (the full kernel's arithmetic) of the units that moved, kept
-        # for the others; 2. the change bound
+        # for the others; their drift from the record; 2. the bound
         tol = 0.0
         scale = 0.0
-        drop = 0.0
+        drift = 0.0
         for m in range(nu):
             u = units[m]
             r = unit_row[u]
@@ -423,36 +514,36 @@ def joint_tick_rows(sel, lo, hi, acc, grp, ins, grid, outs, keep, prev, how):
                         break
             umoved[m] = moved
             if moved:
-                pxp = px_prev[u]
-                if not (px > 0.0 and pxp > 0.0):
-                    drop = np.nan
+                new = ucurve[u]
                 unit_curve(u, pu_start, pu_order, q, pos_row, icurve, curve_of_row, new)
-                y_sh = 0.0          # largest USD change on the shell cells, the tail cells
-                y_tl = 0.0
-                osize = 0.0
-                for s in range(width):
-                    y = abs(px * new[s] - pxp * ucurve[u, s])
-                    if s < tail0:
-                        if y > y_sh or y != y:
-                            y_sh = y
-                    elif y > y_tl or y != y:
-                        y_tl = y
-                    x = abs(ucurve[u, s])
-                    if x > osize or x != x:
-                        osize = x
-                    ucurve[u, s] = new[s]
-                e, size = curve_tol(new, n_shell, tail_side[r], tail0, error_factor, bb, d2,
-                                    d2t, False)
+                rec = urec[u]
+                y0 = 0.0            # largest USD distance on the shell cells (two runs)
+                y1 = 0.0
+                for s in range(0, tail0 - 1, 2):
+                    y0 = _max(abs(px * new[s] - rec[s]), y0)
+                    y1 = _max(abs(px * new[s + 1] - rec[s + 1]), y1)
+                for s in range(tail0 - tail0 % 2, tail0):
+                    y0 = _max(abs(px * new[s] - rec[s]), y0)
+                y_sh = _max(y1, y0)
+                y_tl = 0.0          # on the tail cells
+                for s in range(tail0, width):
+                    y_tl = _max(abs(px * new[s] - rec[s]), y_tl)
+                e, size = curve_tol_fast(new, n_shell, tail_side[r], tail0, error_factor, bb,
+                                          d2, d2t)
                 utol[u] = e * px
                 usize[u] = size * px
                 w_sh = max(1.0, gw_row[r])
                 w_tl = cover[r]
-                drop += LEBESGUE * (w_sh * y_sh + w_tl * y_tl) \
-                    + ROUND * (LEBESGUE * max(w_sh, w_tl) * osize * pxp)
+                # rounding: 1e-12 of both curves' sizes (the record's is at most the new
+                # one's plus the distance)
+                udrift[u] = LEBESGUE * (w_sh * y_sh + w_tl * y_tl) \
+                    + ROUND * (LEBESGUE * max(w_sh, w_tl)
+                               * (2.0 * usize[u] + _max(y_tl, y_sh))) \
+                    if px > 0.0 else np.nan
             tol += utol[u]
             scale += usize[u]
-        dl = drop + ROUND * (LEBESGUE * scale + abs(keep_lb[a]))
-        lb = keep_lb[a] - dl
+            drift += udrift[u]
+        lb = keep_lb0[a] - drift - ROUND * (LEBESGUE * scale + abs(keep_lb0[a]))
         keep_lb[a] = lb
         # 3. interpolated totals of the kept joint scenarios and the delta directions
         d = g_d[g]
@@ -479,7 +570,6 @@ def joint_tick_rows(sel, lo, hi, acc, grp, ins, grid, outs, keep, prev, how):
                 lowest = tot[i]
         first = 0
         for i in range(n):
-            keep_v[a, i] -= dl
             if keep_v[a, i] < keep_v[a, first]:
                 first = i
         for ii in range(-1 if n > 0 else 0, n):
@@ -487,7 +577,8 @@ def joint_tick_rows(sel, lo, hi, acc, grp, ins, grid, outs, keep, prev, how):
             scen[i] = keep_j[a, i]
             if ii >= 0 and i == first:
                 continue
-            if not keep_v[a, i] <= lowest + 2.0 * tol:
+            v = keep_v[a, i]
+            if not v - drift - ROUND * (LEBESGUE * scale + abs(v)) <= lowest + 2.0 * tol:
                 tot[i] = np.inf             # above the band: not a candidate
                 continue
             j = keep_j[a, i]
@@ -496,7 +587,8 @@ def joint_tick_rows(sel, lo, hi, acc, grp, ins, grid, outs, keep, prev, how):
                 interp_add(ucurve[units[m]], units[m], ucol[m], unit_row, unit_px, cap_usd, i,
                            i + 1, j0 + j - i, js_shock, js_lw, js_gw, js_nvol, pr,
                            tail_range, tail_side, n_side, w, tot)
-            keep_v[a, i] = tot[i]
+            if tot[i] - drift > keep_v[a, i]:
+                keep_v[a, i] = tot[i] - drift
             if tot[i] < lowest or tot[i] != tot[i]:
                 lowest = tot[i]
         n_ev = n + n_dd

@@ -1016,17 +1016,33 @@ def joint_account_totals(st, a, unit_px, slope_usd):
     return approx, js.size, tol, size
 
 
+def curve_tol_twin(cv, n_shell, ts, tail0, error_factor):
+    """Numpy twin of :func:`pmrisk.kernel.joint.curve_tol` (and of
+    :func:`pmrisk.kernel.joint_tick.curve_tol_fast`): ``(tol, size)`` of one unit curve,
+    ``error_factor`` x the largest |4th difference| of each vol state's shell nodes and of
+    the tail's ``2 ts + 1`` nodes, plus 1e-9 of the largest |cell| (NaN if any is NaN)."""
+    cv = np.asarray(cv, dtype=np.float64)
+    d4 = [np.abs(np.diff(cv[v:3 * n_shell:3], n=4)) for v in range(3)]
+    if ts > 0:
+        d4.append(np.abs(np.diff(cv[tail0:tail0 + 2 * ts + 1], n=4)))
+    d4 = np.concatenate(d4)
+    err = np.nan if np.isnan(d4).any() else d4.max(initial=0.0)
+    size = np.nan if np.isnan(cv).any() else np.abs(cv).max(initial=0.0)
+    return error_factor * err + 1e-9 * size, size
+
+
 def joint_tick_twin(st, before, unit_px, slope_usd, accounts):
     """Numpy twin of :func:`pmrisk.kernel.joint_tick.joint_tick`'s decision: for each
     account of ``accounts`` with a record in ``before`` (the JointStress's ``keep``,
-    ``px_prev`` and ``pending`` copied before the tick), the change bound of its units that
-    moved (``LEBESGUE`` x the largest USD change of a shell cell times ``max(1,
-    pnl_offset)`` plus of a tail cell times ``cover_fraction``, the previous curve from
-    ``before``'s kept curves), its lowered bound, the band ``lowest + 2 tol`` of the kept
-    joint scenarios and the delta directions, and whether the account is fast (bound above
-    the band).  Returns ``{account: (fast, bound, band, size)}``."""
+    ``px_prev`` and ``pending`` copied before the tick), its drift: per unit that moved
+    ``LEBESGUE`` x the largest USD distance from its recorded curve (``urec``) of a shell
+    cell times ``max(1, pnl_offset)`` plus of a tail cell times ``cover_fraction``, per unit
+    that did not its drift before (``udrift``); its bound (the recorded one, ``keep_lb0``,
+    less the drift), the band ``lowest + 2 tol`` of the kept joint scenarios and the delta
+    directions, and whether the account is fast (bound above the band).  Returns
+    ``{account: (fast, bound, band, size)}``."""
     from pmrisk.kernel.joint_tick import K_KEEP, LEBESGUE  # noqa: F401
-    keep_j, keep_v, keep_n, keep_lb, ucurve, utol, usize = before["keep"]
+    keep_j, keep_n, urec, udrift, keep_lb0 = (before["keep"][i] for i in (0, 2, 7, 8, 9))
     px_prev, pending = before["px_prev"], before["pending"]
     tail0 = st.grid.tail0
     out = {}
@@ -1035,20 +1051,21 @@ def joint_tick_twin(st, before, unit_px, slope_usd, accounts):
         if n < 0 or st.acc_group[a] < 0:
             continue
         us = [u for u in range(st.ua_start[a], st.ua_start[a + 1]) if st.active[u]]
-        drop = 0.0
+        drift = 0.0
         for u in us:
             p = st.pu_order[st.pu_start[u]:st.pu_start[u + 1]]
             p = p[st.q[p] != 0.0]
             if px_prev[u] == unit_px[u] and not pending[st.pos_row[p]].any():
+                drift += udrift[u]
                 continue
             r = int(st.unit_row[u])
             new = (st.q[p][:, None] * st.icurve[st.pos_row[p]]).sum(axis=0)
-            y = np.abs(unit_px[u] * new - px_prev[u] * ucurve[u])
-            drop += LEBESGUE * (max(1.0, st.params[r]["pnl_offset"]) * y[:tail0].max()
+            y = np.abs(unit_px[u] * new - urec[u])
+            drift += LEBESGUE * (max(1.0, st.params[r]["pnl_offset"]) * y[:tail0].max()
                                 + st.params[r]["cover_fraction"] *
                                 (y[tail0:].max() if len(y) > tail0 else 0.0))
         approx, n_js, tol, size = joint_account_totals(st, a, unit_px, slope_usd)
-        lb = keep_lb[a] - drop
+        lb = keep_lb0[a] - drift
         lowest = min(approx[keep_j[a, :n]].min(initial=np.inf), approx[n_js:].min(initial=np.inf))
         band = lowest + 2.0 * tol
         out[a] = (bool(lb > band), lb, band, size)

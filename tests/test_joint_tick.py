@@ -169,6 +169,29 @@ def test_any_ticks_equal_margin_and_the_bound_holds(seed, steps):
         assert spy.calls
 
 
+@settings(deadline=None)
+@given(n_side=st.integers(1, 8), ts=st.integers(0, 6), seed=st.integers(0, 2**32 - 1),
+       bad=st.sampled_from([None, np.nan, np.inf, -np.inf]), where=st.integers(0, 10_000))
+def test_the_ticks_curve_tol_is_curve_tol_to_the_bit(n_side, ts, seed, bad, where):
+    """The tick's one-pass tol of a unit curve (any grid, NaN and infinities included)
+    equals the full kernel's :func:`pmrisk.kernel.joint.curve_tol` and its numpy twin to
+    the bit."""
+    from pmrisk.kernel.joint import curve_tol
+    from pmrisk.kernel.joint_tick import curve_tol_fast
+    n_shell = 2 * n_side + 1
+    tail0 = 3 * n_shell
+    rng = np.random.default_rng(seed)
+    cv = rng.normal(size=tail0 + 2 * ts + 1) * 10.0 ** rng.integers(-3, 6)
+    if bad is not None:
+        cv[where % len(cv)] = bad
+    scratch = [np.empty(max(n_shell, 2 * ts + 1)) for _ in range(3)]
+    want = curve_tol(cv, n_shell, ts, tail0, 1.0, *scratch, False)
+    got = curve_tol_fast(cv, n_shell, ts, tail0, 1.0, *scratch)
+    twin = oracles.curve_tol_twin(cv, n_shell, ts, tail0, 1.0)
+    np.testing.assert_array_equal(np.array(got), np.array(want))
+    np.testing.assert_array_equal(np.array(got), np.array(twin))
+
+
 def test_monitor_10k_like_book_parallel_form(monkeypatch):
     """Over PARALLEL_MIN accounts the parallel kernels run (the same rows as the serial
     ones)."""

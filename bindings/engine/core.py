@@ -506,14 +506,17 @@ def run(book, model, risk_vectors=False):
 
 
 def compute(out, model, rows=None, instruments=None, units=None, accounts=None,
-            balances=None, positions=True):
+            balances=None, positions=True, moved_units=None):
     """The phases over a selection, in place: revalue ``rows`` (revaluation rows) and
     ``instruments`` (Greeks), then the ``units``, their accounts' ``accounts`` and the
     ``balances`` rows (int64 index arrays; None: all).  Under ``cross_unit = "correlated"``,
     with excluded instruments, or for a partial selection the caller must pass every unit of
     the accounts it selects (the Monitor does).  ``positions`` False: where the units'
     phases fuse (:func:`fuses`), the positions' figures other than ``value`` are left as they
-    were (a Monitor's tick; :func:`unit_phases` writes them when asked for)."""
+    were (a Monitor's tick; :func:`unit_phases` writes them when asked for).  ``moved_units``
+    (None: ``units``): the units of ``units`` whose own inputs changed (positions, marks,
+    prices); where the phases do not fuse, only their per-unit figures (phase 2) are
+    recomputed, the others' are those already in ``out``."""
     book, p = out.book, out.params
     sel = np.arange(len(out.units), dtype=np.int64) if units is None else \
         np.ascontiguousarray(units, dtype=np.int64)
@@ -551,7 +554,7 @@ def compute(out, model, rows=None, instruments=None, units=None, accounts=None,
                                  phase_arguments(out, "unit_margins"), uf.worst_case,
                                  uf.scenario_margin)
     else:
-        unit_phases(out, model, sel, accounts, rows, moved_args)
+        unit_phases(out, model, sel, accounts, rows, moved_args, own=moved_units)
     # -- 6. accounts -----------------------------------------------------------------------
     bal = np.arange(len(book.bal_amount)) if balances is None else balances
     if len(bal):
@@ -566,13 +569,15 @@ def compute(out, model, rows=None, instruments=None, units=None, accounts=None,
     return out
 
 
-def unit_phases(out, model, sel, accounts=None, rows=None, moved_args=None):
+def unit_phases(out, model, sel, accounts=None, rows=None, moved_args=None, own=None):
     """Phases 2-5 over the units ``sel`` with every figure of their positions (as
     :func:`compute` runs them; ``accounts``, ``rows``, ``moved_args``: its selection of
-    accounts and moved revaluation rows, for the joint stress of a correlated model).  On a
-    :func:`fuses` outcome it writes again what :func:`compute` with ``positions=False`` left
-    out, from the same inputs."""
-    _phase("unit_figures", sel)(sel, *phase_arguments(out, "unit_figures"))
+    accounts and moved revaluation rows, for the joint stress of a correlated model; ``own``
+    (None: ``sel``): the units of ``sel`` whose per-unit figures, phase 2, are recomputed).
+    On a :func:`fuses` outcome it writes again what :func:`compute` with ``positions=False``
+    left out, from the same inputs."""
+    own = sel if own is None else np.ascontiguousarray(own, dtype=np.int64)
+    _phase("unit_figures", own)(own, *phase_arguments(out, "unit_figures"))
     if out.params.margin_rules == "brackets":       # 3-5 under "brackets": engine.binance
         bracket_phase(out, sel, len(sel) >= PARALLEL_MIN)
     else:

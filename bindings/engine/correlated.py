@@ -478,10 +478,12 @@ class JointStress:
                 self.pos_loss)
         if self.keep is None:
             n_acc, n_units = len(self.worst), len(self.unit_row)
+            width = self.icurve.shape[1]
             self.keep = (np.zeros((n_acc, K_KEEP), dtype=np.int64), np.zeros((n_acc, K_KEEP)),
                          np.full(n_acc, -1, dtype=np.int64), np.full(n_acc, -np.inf),
-                         np.zeros((n_units, self.icurve.shape[1])), np.zeros(n_units),
-                         np.zeros(n_units))
+                         np.zeros((n_units, width)), np.zeros(n_units), np.zeros(n_units),
+                         np.zeros((n_units, width)), np.zeros(n_units),
+                         np.full(n_acc, -np.inf))
         how = np.zeros(len(sel), dtype=np.int64)
         small = len(sel) < PARALLEL_MIN
         (joint_tick_serial if small else joint_tick)(

@@ -104,8 +104,9 @@ class TickPath:
     """What a tick on a set of names touches in a block (built once per set): the moved
     instruments (``instr``) and their market rows (``mrow``) and underlyings
     (``instr_und``), their revaluation ``rows``, the ``units`` recomputed (and their
-    ``utype``), the live accounts ``acc``, the balance rows in a moved asset
-    (``balances``), and the (asset, column) of moved index prices in the book."""
+    ``utype``; ``moved_units``: those on a moved name, whose own figures change), the live
+    accounts ``acc``, the balance rows in a moved asset (``balances``), and the (asset,
+    column) of moved index prices in the book."""
     instr: np.ndarray
     mrow: np.ndarray
     instr_und: list
@@ -115,6 +116,7 @@ class TickPath:
     acc: np.ndarray
     balances: np.ndarray
     asset_cols: list
+    moved_units: np.ndarray
 
 
 class Block:
@@ -243,11 +245,12 @@ class Block:
         else:                           # every unit of the accounts: their shares move
             hit = acc_hit[units.account] & self.live[units.account] if len(units) else unit_hit
         uidx = np.flatnonzero(hit)
+        moved_u = np.flatnonzero(unit_hit & self.live[units.account]) if len(units) else uidx
         return TickPath(instr=instr, mrow=self.mrow[instr],
                         instr_und=self.und[instr].tolist(), rows=rows, units=uidx,
                         utype=units.utype[uidx], acc=acc, balances=bal_hit,
                         asset_cols=[(a, book.assets.index(a)) for a in key
-                                    if a in book.assets])
+                                    if a in book.assets], moved_units=moved_u)
 
     def _thaw(self):
         """Copy the outcome's arrays before changing them if result tables share them (tables
@@ -287,7 +290,8 @@ class Block:
         # a figure that is not finite raises here; the monitor then rebuilds its blocks from
         # the inputs before the update (Monitor._tick)
         compute(out, self.model, rows=path.rows, instruments=path.instr, units=uidx,
-                accounts=path.acc, balances=path.balances, positions=False)
+                accounts=path.acc, balances=path.balances, positions=False,
+                moved_units=path.moved_units)
         if fuses(out):                  # the positions' figures: when tables are read
             self._stale[uidx] = True
         if not all_finite(out, uidx, path.acc):
