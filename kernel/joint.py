@@ -6,9 +6,9 @@ rows and so its joint scenarios (see :mod:`pmrisk.engine.correlated`).  For one 
 
 1. **curves**: each active unit's P&L curve on the grid of its underlying row, the
    quantity-weighted sum of its positions' instrument curves (``icurve``: one row per
-   revaluation row, priced once per call by :func:`pmrisk.kernel.instrument_pnl` on the grid,
-   whoever holds it; :func:`unit_curve`); with ``grid`` off (``joint_revaluation =
-   "exact"``) there are none;
+   revaluation row, priced once per call on the grid by :func:`pmrisk.kernel.grid.grid_curves`
+   with :func:`pmrisk.kernel.instrument_pnl`'s arithmetic, whoever holds it;
+   :func:`unit_curve`); with ``grid`` off (``joint_revaluation = "exact"``) there are none;
 2. **bound**: each curve's interpolation error, ``error_factor`` times its largest 4th
    difference along the grid plus 1e-9 of its size (:func:`curve_tol`), times the unit's USD
    price; the account's ``tol`` is their sum;
