@@ -52,6 +52,24 @@ def undiscounted_price(F, K, ln_fk, sd, is_call):
     return v if (v > 0.0 or v != v) else 0.0        # a NaN input stays visible
 
 
+@njit(inline="always")
+def option_constants(F, K, t_now, sig_mark, t_scen, sig_up, sig_same, sig_down, rate, is_call,
+                     inverse):
+    """What a revaluation hoists out of its scenario loop for one option: ``(base, ln(F/K),
+    discount to the scenario's expiry, sigma*sqrt(T) of vol up, same, down)``, ``base`` the
+    value at the marks (``sig_mark``, ``t_now``; coin for an ``inverse`` option).  The one
+    definition :func:`pmrisk.kernel.instrument_pnl`, the joint stress's pricing constants
+    and its grid curves share, so their cells are the same bits."""
+    ln_fk = math.log(F / K)
+    sd0 = sig_mark * math.sqrt(t_now) if t_now > 0.0 else 0.0
+    v0 = undiscounted_price(F, K, ln_fk, sd0, is_call)
+    v0 *= math.exp(-rate * t_now) if t_now > 0.0 else 1.0
+    base = v0 / F if inverse else v0
+    sqrt_t = math.sqrt(t_scen) if t_scen > 0.0 else 0.0
+    disc = math.exp(-rate * t_scen) if t_scen > 0.0 else 1.0
+    return base, ln_fk, disc, sig_up * sqrt_t, sig_same * sqrt_t, sig_down * sqrt_t
+
+
 @njit
 def black76_price(F, K, T, sigma, is_call, rate):
     """Black-76 price per unit of underlying, in quote currency."""

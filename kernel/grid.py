@@ -17,12 +17,11 @@ outputs are written in place at the rows ``rows`` (row ``i`` of the inputs goes 
 ``rows[i]``), so a tick reprices its moved rows without an intermediate array.
 """
 
-import math
 
 from numba import prange
 
 from ._config import njit
-from .black76 import undiscounted_price
+from .black76 import option_constants, undiscounted_price
 from .instruments import INVERSE, OPTION
 from .scenarios import VOL_DOWN, VOL_UP
 
@@ -63,18 +62,9 @@ def grid_row(i, r, kind, settlement, contract_size, mark, forward, strike, is_ca
     F = forward[i]
     K = strike[i]
     call = is_call[i] == 1
-    ln_fk = math.log(F / K)
-    t0 = t_now[i]
-    sd0 = sig_mark[i] * math.sqrt(t0) if t0 > 0.0 else 0.0
-    v0 = undiscounted_price(F, K, ln_fk, sd0, call)
-    v0 *= math.exp(-rate * t0) if t0 > 0.0 else 1.0
-    base0 = v0 / F if inverse else v0
-    T = t_scen[i]
-    sqrt_t = math.sqrt(T) if T > 0.0 else 0.0
-    disc = math.exp(-rate * T) if T > 0.0 else 1.0
-    sd_up = sig_up[i] * sqrt_t
-    sd_same = sig_same[i] * sqrt_t
-    sd_down = sig_down[i] * sqrt_t
+    base0, ln_fk, disc, sd_up, sd_same, sd_down = option_constants(
+        F, K, t_now[i], sig_mark[i], t_scen[i], sig_up[i], sig_same[i], sig_down[i], rate, call,
+        inverse)
     const[r, 0] = base0
     const[r, 1] = ln_fk
     const[r, 2] = disc

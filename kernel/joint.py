@@ -52,7 +52,7 @@ from numba import prange
 from ._config import njit
 from .aggregate import TIE_RTOL, weigh_cell
 from .assemble import CHUNKS
-from .black76 import undiscounted_price
+from .black76 import option_constants, undiscounted_price
 from .instruments import INVERSE, OPTION
 from .scenarios import VOL_DOWN, VOL_SAME, VOL_UP
 
@@ -76,21 +76,10 @@ def pricing_constants(kind, settlement, contract_size, mark, forward, strike, is
         if kind[i] != OPTION:
             out[i, 0] = c / mark[i] if inverse else c * mark[i]
             continue
-        F = forward[i]
-        K = strike[i]
-        ln_fk = math.log(F / K)
-        t0 = t_now[i]
-        sd0 = sig_mark[i] * math.sqrt(t0) if t0 > 0.0 else 0.0
-        v0 = undiscounted_price(F, K, ln_fk, sd0, is_call[i] == 1)
-        v0 *= math.exp(-rate * t0) if t0 > 0.0 else 1.0
-        out[i, 0] = v0 / F if inverse else v0
-        out[i, 1] = ln_fk
-        T = t_scen[i]
-        sqrt_t = math.sqrt(T) if T > 0.0 else 0.0
-        out[i, 2] = math.exp(-rate * T) if T > 0.0 else 1.0
-        out[i, 3] = sig_up[i] * sqrt_t
-        out[i, 4] = sig_same[i] * sqrt_t
-        out[i, 5] = sig_down[i] * sqrt_t
+        k = option_constants(forward[i], strike[i], t_now[i], sig_mark[i], t_scen[i], sig_up[i],
+                             sig_same[i], sig_down[i], rate, is_call[i] == 1, inverse)
+        for j in range(6):
+            out[i, j] = k[j]
     return out
 
 
