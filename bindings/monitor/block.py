@@ -383,9 +383,11 @@ class Block:
         accounts' figures, the units' worst cases, binding cells, excluded margin and
         settlement prices), so that later ticks, which change the outcome's arrays in
         place, do not reach it; the table itself (strings, Arrow columns) is built only if
-        read."""
+        read.  A few accounts of a large block (under an eighth), and okx_pm (more columns
+        read), get their rows built now: the copies would cost about as much."""
         out, model = self.out, self.model
-        if out.okx is not None:          # okx_pm: more columns read; built now
+        few = not isinstance(acc, slice) and len(acc) * 8 < len(self.names)
+        if few or out.okx is not None:
             table = self.account_rows(acc, ratio)
             return lambda: table
         af, u = out.account, out.unit
