@@ -436,9 +436,12 @@ def _describe_units(out, acc, acc_excl):
             r = units.type_und_code[t]
             texts.append(describe(units.type_names[t], TABLES[scen.table[r, c]],
                                   scen.price_shock[r, c], VOL_STATES[scen.vol_code[r, c]]))
-        local = np.full(int(acc.max()) + 1, -1, dtype=np.int64)
-        local[acc] = np.arange(len(acc))
-        code[local[units.account[live]]] = 2 + inv
+        if len(acc) == len(out.book.accounts):          # every account: acc is 0..n-1
+            code[units.account[live]] = 2 + inv
+        else:
+            local = np.full(int(acc.max()) + 1, -1, dtype=np.int64)
+            local[acc] = np.arange(len(acc))
+            code[local[units.account[live]]] = 2 + inv
     return _names(texts, code)
 
 
@@ -455,8 +458,9 @@ def accounts_table(out, model, acc=None, ratio=None):
     th = model["thresholds"]
     low = min(th["warning"])
     max_wd = np.maximum(0.0, np.minimum(eq - low * mm_usd, eq - im_usd))
-    acc_excl = sum_by(units.account, weights=out.unit.excluded_margin * units.settle_px,
-                      minlength=n_acc)[sel]
+    excl = out.unit.excluded_margin
+    acc_excl = sum_by(units.account, weights=excl * units.settle_px, minlength=n_acc)[sel] \
+        if excl.any() else np.zeros(len(idx))       # no excluded positions: no per-unit pass
     if af.worst_scenario is not None:
         ws = af.worst_scenario
         desc = [ws[a] if s > 0 else "none" for a, s in zip(idx.tolist(),

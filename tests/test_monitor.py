@@ -504,6 +504,24 @@ def test_tables_handed_out_never_change():
     assert mon.accounts.to_pylist() != copies[0]
 
 
+def test_update_rows_read_later_are_that_updates_figures():
+    """``MonitorUpdate.accounts`` is built on first access: read after later ticks (which
+    change the monitor's arrays in place), it still holds the figures of its own update,
+    those of ``margin()`` on the state right after it."""
+    mon, b = demo_monitor()
+    ups, states = [], []
+    for move in (0.9, 1.05, 0.97):
+        ups.append(mon.update(market=tick_tables(b["market"], "BTC", move),
+                              index={"underlying": ["BTC"], "index_price": [65000.0 * move]}))
+        states.append(mon.state())
+    for up, state in zip(ups, states):
+        assert up.accounts.num_rows > 0
+        want = pmrisk.margin(**state, model="deribit_pme").accounts
+        want = want.filter(pc.is_in(want["account"], value_set=up.accounts["account"]))
+        assert up.accounts.sort_by("account").to_pylist() == \
+            want.sort_by("account").to_pylist()
+
+
 @pytest.mark.parametrize("kw, table, column", [
     (dict(market={"symbol": ["BTC-PERPETUAL"], "mark_price": [-1.0]}), "market", "mark_price"),
     (dict(market={"symbol": ["NOPE"], "mark_price": [1.0]}), "market", "symbol"),

@@ -376,3 +376,37 @@ class Block:
         building the whole table; ``ratio``: their margin ratios if already known."""
         return accounts_table(self.out, self.model,
                               None if isinstance(acc, slice) else acc, ratio)
+
+    def account_rows_later(self, acc, ratio=None):
+        """:meth:`account_rows` of the figures as they are now, built when called: returns a
+        function of no arguments.  It keeps copies of the few arrays the rows read (the
+        accounts' figures, the units' worst cases, binding cells, excluded margin and
+        settlement prices), so that later ticks, which change the outcome's arrays in
+        place, do not reach it; the table itself (strings, Arrow columns) is built only if
+        read.  A few accounts of a large block (under an eighth), and okx_pm (more columns
+        read), get their rows built now: the copies would cost about as much."""
+        out, model = self.out, self.model
+        few = not isinstance(acc, slice) and len(acc) * 8 < len(self.names)
+        if few or out.okx is not None:
+            table = self.account_rows(acc, ratio)
+            return lambda: table
+        af, u = out.account, out.unit
+        account = dataclasses.replace(af, **{
+            f.name: getattr(af, f.name).copy() for f in dataclasses.fields(af)
+            if f.name != "finite" and getattr(af, f.name) is not None})
+        unit = _UnitRowsSnapshot(worst_case=u.worst_case.copy(),
+                                 binding_scenario=u.binding_scenario.copy(),
+                                 excluded_margin=u.excluded_margin.copy())
+        units = dataclasses.replace(out.units, settle_px=out.units.settle_px.copy())
+        snap = dataclasses.replace(out, units=units, unit=unit, account=account, arg_memo={})
+        sel = None if isinstance(acc, slice) else np.array(acc, dtype=np.int64)
+        ratio = None if ratio is None else np.array(ratio, dtype=np.float64)
+        return lambda: accounts_table(snap, model, sel, ratio)
+
+
+@dataclasses.dataclass
+class _UnitRowsSnapshot:
+    """The units' figures the accounts table reads (:meth:`Block.account_rows_later`)."""
+    worst_case: np.ndarray
+    binding_scenario: np.ndarray
+    excluded_margin: np.ndarray

@@ -90,7 +90,8 @@ class MonitorUpdate:
     """What one :meth:`Monitor.update` did.
 
     ``accounts``: rows of the accounts table for the accounts whose figures changed (equity,
-    actual equity, MM, IM, loan MM or scenario margin) and for new accounts; ``alerts``: one
+    actual equity, MM, IM, loan MM or scenario margin) and for new accounts, as they were
+    after this update (built on first access, so that an update stays fast); ``alerts``: one
     row per level crossed (:data:`pmrisk.monitor.alerts.SCHEMA`); ``removed``: accounts that left
     (no rows in any table); ``time``: the alerts' time; ``seconds``: how long the update took;
     ``liquidation_plans``: the plans of the accounts that entered ``liquidation``
@@ -111,13 +112,21 @@ class MonitorUpdate:
     >>> up.liquidation_plans.column_names[:3]
     ['account', 'step', 'action']
     """
-    accounts: pa.Table
+    _account_rows: list = field(repr=False)   # functions returning the accounts' rows
     alerts: pa.Table
     removed: list
     time: object
     seconds: float
     _plan_inputs: dict = field(default=None, repr=False)
     _plans: pa.Table = field(default=None, repr=False)
+    _accounts: pa.Table = field(default=None, repr=False)
+
+    @property
+    def accounts(self):
+        if self._accounts is None:
+            parts = [f() for f in self._account_rows]
+            self._accounts = pa.concat_tables(parts) if len(parts) > 1 else parts[0]
+        return self._accounts
 
     @property
     def liquidation_plans(self):
@@ -552,9 +561,10 @@ class Monitor:
         # one record batch per update, whichever blocks the alerts came from
         alerts = pa.Table.from_batches(batches, schema=ALERT_SCHEMA).combine_chunks() \
             if batches else ALERT_SCHEMA.empty_table()
-        accounts = pa.concat_tables(out_rows) if out_rows else \
-            self._blocks[0].account_rows(np.zeros(0, dtype=np.int64)) if self._blocks else None
-        res = MonitorUpdate(accounts=accounts, alerts=alerts, removed=removed,
+        if not out_rows:
+            out_rows = [self._blocks[0].account_rows_later(np.zeros(0, dtype=np.int64))
+                        if self._blocks else (lambda: None)]
+        res = MonitorUpdate(_account_rows=out_rows, alerts=alerts, removed=removed,
                             time=pa.scalar(at_ns, TIME_TYPE).as_py(), seconds=0.0)
         liq = alerts.filter(pa.compute.equal(alerts["kind"], LIQUIDATION)) if alerts.num_rows \
             else None
@@ -659,9 +669,9 @@ class Monitor:
             batches.append(self._rules.batch(names, at_ns, kinds, th, before[rows],
                                              after[rows]))
         if changed.all():
-            out_rows.append(block.account_rows(at, after))
+            out_rows.append(block.account_rows_later(at, after))
         elif changed.any():
-            out_rows.append(block.account_rows(idx[changed], after[changed]))
+            out_rows.append(block.account_rows_later(idx[changed], after[changed]))
 
     def _compact(self):
         """Merge small blocks once there are more than MAX_BLOCKS; rebuild a block that lost
