@@ -414,12 +414,78 @@ def what_if_held(place, blocks, account, trades, model, market, catalog, instrum
     af = out.account
     figures = [{f: float(getattr(af, f)[k]) if k >= 0 else 0.0 for f in FIGURES}
                for k in where]
-    table = accounts_table(out, model, acc=np.array(shown, dtype=np.int64))
-    if shown != ends:                   # a state with no rows at all
-        table = pa.concat_tables([table.slice(shown.index(k), 1) if k >= 0 else
-                                  _empty_row(table, account, model) for k in ends])
-    table = table.set_column(0, "account", pa.array([account, account], pa.string()))
+    table = _end_rows(out, model, account, ends)
+    if table is None:
+        table = accounts_table(out, model, acc=np.array(shown, dtype=np.int64))
+        if shown != ends:                   # a state with no rows at all
+            table = pa.concat_tables([table.slice(shown.index(k), 1) if k >= 0 else
+                                      _empty_row(table, account, model) for k in ends])
+        table = table.set_column(0, "account", pa.array([account, account], pa.string()))
     return _what_if(account, trade, legs, sets, distinct, table, figures)
+
+
+_EXCLUDED_ONLY = "excluded positions only (SPAN standalone)"
+_ROWS = pa.schema([("account", _STR), ("state", _STR)] + [
+    (c, _F8) for c in ("equity", "actual_equity", "maintenance_margin", "initial_margin",
+                       "used_margin", "available_margin", "max_withdrawable", "margin_ratio")]
+    + [("status", _STR), ("worst_scenario", _STR), ("scenario_margin", _F8),
+       ("loan_maintenance_margin", _F8)])
+_ROWS_TAIL = list(_ROWS)[2:]
+
+
+def _end_rows(out, model, account, ends):
+    """The accounts rows of the states before and after (accounts ``ends`` of the small
+    book; -1: no rows at all, all zero), with their ``state`` column: the values and types of
+    :func:`pmrisk.results.accounts_table`'s rows (the same float operations, on two rows'
+    plain floats), without building a table per state.  None where that table has other
+    columns or words (okx_pm; no joint stress's words)."""
+    af = out.account
+    ws = af.worst_scenario
+    if out.okx is not None or ws is None:
+        return None
+    units = out.units
+    excl = np.bincount(units.account, weights=out.unit.excluded_margin * units.settle_px,
+                       minlength=len(out.book.accounts))
+    th = model["thresholds"]
+    low = min(th["warning"])
+    levels = list(th["warning"]) + [th["margin_call"], th["liquidation"]]
+    names = ["normal"] + [f"warning_{k + 1}" for k in range(len(th["warning"]))] + [
+        "margin_call", "liquidation"]
+    cols = {c: [] for c in _ROWS.names[2:]}
+    for k in ends:
+        if k < 0:
+            eq = act = mm = im = liq = sm = loan = e = 0.0
+            d = "none"
+        else:
+            eq, act, mm, im = (float(af.equity[k]), float(af.actual_equity[k]),
+                               float(af.maintenance_margin[k]), float(af.initial_margin[k]))
+            liq, sm = float(af.liquidation_cost[k]), float(af.scenario_margin[k])
+            loan, e = float(af.loan_maintenance_margin[k]), float(excl[k])
+            d = ws[k] if sm > 0 else "none"
+        den = mm + liq
+        ratio = eq / den if den > 0 else (np.inf if eq >= 0 else -np.inf)
+        for c, v in (("equity", eq), ("actual_equity", act), ("maintenance_margin", mm),
+                     ("initial_margin", im), ("used_margin", im), ("available_margin", eq - im),
+                     ("max_withdrawable", max(0.0, min(eq - low * mm, eq - im))),
+                     ("margin_ratio", ratio), ("status", names[sum(ratio < lv for lv in levels)]),
+                     ("worst_scenario", _EXCLUDED_ONLY if d == "none" and e > 0 else d),
+                     ("scenario_margin", sm), ("loan_maintenance_margin", loan)):
+            cols[c].append(v)
+    # one Arrow array per type, cut into the columns (each conversion has a fixed cost)
+    n = len(ends)
+    f8 = pa.array([v for c, f in zip(cols.values(), _ROWS_TAIL) if f.type == _F8
+                   for v in c], _F8)
+    st = pa.array([account] * n + ["before", "after"][:n] + cols["status"]
+                  + cols["worst_scenario"], _STR)
+    out_cols, at = [st.slice(0, n), st.slice(n, n)], {"status": 2, "worst_scenario": 3}
+    j = 0
+    for f in _ROWS_TAIL:
+        if f.type == _F8:
+            out_cols.append(f8.slice(j * n, n))
+            j += 1
+        else:
+            out_cols.append(st.slice(at[f.name] * n, n))
+    return pa.Table.from_arrays(out_cols, schema=_ROWS)
 
 
 def _info(src):
@@ -616,7 +682,8 @@ def _what_if(account, trade, legs, sets, distinct, accounts, figures):
     n = len(legs)
     by_set = {s: figures[k] for k, s in enumerate(distinct)}
     before, after = by_set[()], by_set[tuple(range(n))]
-    accounts = accounts.add_column(1, "state", STATES)
+    if accounts.column_names[1] != "state":
+        accounts = accounts.add_column(1, "state", STATES)
     out = {"trade": pa.array(range(n), pa.int64()), "symbol": pa.array(sym, pa.string()),
            "kind": pa.array(["order" if o else "fill" for o in is_order], pa.string()),
            "quantity": pa.array(qty, pa.float64()),
