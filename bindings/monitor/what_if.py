@@ -82,6 +82,9 @@ _F8, _STR = pa.float64(), pa.string()
 STATES = pa.array(["before", "after"], _STR)
 SUMMARY = pa.schema([("figure", _STR), ("before", _F8), ("after", _F8), ("increase", _F8),
                      ("standalone_sum", _F8), ("marginal_sum", _F8), ("overcharge", _F8)])
+TRADES_OUT = pa.schema([("trade", pa.int64()), ("symbol", _STR), ("kind", _STR)] + [
+    (c, _F8) for c in ("quantity", "price", "im_standalone", "mm_standalone", "im_marginal",
+                       "mm_marginal")])
 SCHEMAS = {   # the small book's account-state tables
     "positions": pa.schema([("account", _STR), ("symbol", _STR), ("quantity", _F8),
                             ("entry_price", _F8), ("leverage", _F8)]),
@@ -684,19 +687,12 @@ def _what_if(account, trade, legs, sets, distinct, accounts, figures):
     before, after = by_set[()], by_set[tuple(range(n))]
     if accounts.column_names[1] != "state":
         accounts = accounts.add_column(1, "state", STATES)
-    out = {"trade": pa.array(range(n), pa.int64()), "symbol": pa.array(sym, pa.string()),
-           "kind": pa.array(["order" if o else "fill" for o in is_order], pa.string()),
-           "quantity": pa.array(qty, pa.float64()),
-           "price": pa.array([g[3] for g in legs], pa.float64())}
     inc = {}
-    for f, short in zip(FIGURES, ("im", "mm")):
+    for f in FIGURES:
         alone = np.array([by_set[(i,)][f] - before[f] for i in range(n)])
         marginal = np.array([after[f] - by_set[sets[2 + n + i]][f] for i in range(n)])
-        out[f"{short}_standalone"] = pa.array(alone, pa.float64())
         inc[f] = (alone, marginal)
-    for f, short in zip(FIGURES, ("im", "mm")):
-        out[f"{short}_marginal"] = pa.array(inc[f][1], pa.float64())
-    summary = {k: [] for k in SUMMARY.names}
+    fig = {k: [] for k in SUMMARY.names}
     for f in FIGURES:
         alone, marginal = inc[f]
         increase = after[f] - before[f]
@@ -705,12 +701,21 @@ def _what_if(account, trade, legs, sets, distinct, accounts, figures):
                      ("increase", increase), ("standalone_sum", legs_sum),
                      ("marginal_sum", float(marginal.sum())),
                      ("overcharge", legs_sum / increase if increase > 0 else None)):
-            summary[k].append(v)
-    # Table.from_arrays: typed arrays as they are (pa.table of a dict checks each column)
-    return WhatIf(account=account, accounts=accounts,
-                  trades=pa.Table.from_arrays(list(out.values()), names=list(out)),
-                  summary=pa.Table.from_arrays([pa.array(summary[f.name], f.type)
-                                                for f in SUMMARY], schema=SUMMARY))
+            fig[k].append(v)
+    # one Arrow array per type, cut into the columns (each conversion has a fixed cost)
+    (im_a, im_m), (mm_a, mm_m) = inc["initial_margin"], inc["maintenance_margin"]
+    f8 = pa.array(qty.tolist() + [g[3] for g in legs] + im_a.tolist() + mm_a.tolist()
+                  + im_m.tolist() + mm_m.tolist()
+                  + [v for k in SUMMARY.names[1:] for v in fig[k]], _F8)
+    st = pa.array(list(sym) + ["order" if o else "fill" for o in is_order] + fig["figure"],
+                  _STR)
+    trades = pa.Table.from_arrays(
+        [pa.array(range(n), pa.int64()), st.slice(0, n), st.slice(n, n)]
+        + [f8.slice(j * n, n) for j in range(6)], schema=TRADES_OUT)
+    m = len(FIGURES)
+    summary = pa.Table.from_arrays([st.slice(2 * n, m)] + [
+        f8.slice(6 * n + j * m, m) for j in range(len(SUMMARY) - 1)], schema=SUMMARY)
+    return WhatIf(account=account, accounts=accounts, trades=trades, summary=summary)
 
 
 class _States(NamedTuple):
