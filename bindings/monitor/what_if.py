@@ -59,13 +59,15 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 
+from pmrisk.kernel import instrument_greeks
 from pmrisk.kernel.instruments import INVERSE, KINDS as INSTRUMENT_KINDS, OPTION
 
 from ..engine.core import compute, floored_copies, prepare, run
 from ..engine.correlated import JointStress
 from ..engine.units import prices_by_type
 from ..errors import MarginError
-from ..io.arrow import as_table, check_columns, float_column, raise_rows, str_column
+from ..io.arrow import as_table, check_columns, float_column, kernel_args, raise_rows, \
+    str_column
 from ..io.book import load_book
 from ..results import accounts_table, check_finite, margin_ratio, status_array
 
@@ -412,7 +414,10 @@ def what_if_held(place, blocks, account, trades, model, market, catalog, instrum
         compute(out, model, rows=rows)
     else:
         out = prep.out
-        compute(out, model, rows=prep.rows)
+        # the Greeks in place (compute would replace the array: the phases' converted
+        # arguments, kept while the same arrays come in, would be converted again)
+        _greeks(out)
+        compute(out, model, rows=prep.rows, instruments=_NONE)
     check_finite(out)
     af = out.account
     figures = [{f: float(getattr(af, f)[k]) if k >= 0 else 0.0 for f in FIGURES}
@@ -489,6 +494,19 @@ def _end_rows(out, model, account, ends):
         else:
             out_cols.append(st.slice(at[f.name] * n, n))
     return pa.Table.from_arrays(out_cols, schema=_ROWS)
+
+
+_NONE = np.zeros(0, dtype=np.int64)
+
+
+def _greeks(out):
+    """Every instrument's Greeks into ``out.instr_greeks``, in place, as
+    :func:`pmrisk.engine.core.compute` computes them (``instruments=None``)."""
+    book = out.book
+    cols = [book.kind, book.settlement, book.contract_size, book.mark, book.forward,
+            book.strike, book.is_call, book.years, book.mark_iv]
+    cols[-1] = np.where(cols[0] == OPTION, cols[-1], 0.0)
+    out.instr_greeks[...] = instrument_greeks(*kernel_args(*cols), out.params.rate)
 
 
 def _info(src):
