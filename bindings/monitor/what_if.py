@@ -247,6 +247,13 @@ class _Account:
                          for r, m, o in zip(R.tolist(), book.res_mmp[R].tolist(),
                                             book.res_oo[R].tolist())]
         self.prefix = ORDER_PREFIX
+        # what these rows were read from, to the bit (NaN included), in one comparable key
+        self.key = (names, tuple(self.bal), [o["symbol"] for o in self.orders],
+                    [r["unit"] for r in self.reserves],
+                    b"".join(a.tobytes() for a in (
+                        P, book.quantity[P], book.entry_price[P], book.leverage[P], B,
+                        book.bal_amount[B], OD, book.ord_instr[OD], book.ord_qty[OD], R,
+                        book.res_mmp[R], book.res_oo[R])))
         return self
 
     def __init__(self, tables, account, linear_ccy):
@@ -389,11 +396,15 @@ def what_if_held(place, blocks, account, trades, model, market, catalog, instrum
     legs, sets, distinct = _legs(acc, *trade)
     symbols = sorted(src)
     code = {x: j for j, x in enumerate(symbols)}
-    states = _state_rows(acc, legs, distinct, code)
+    prep = memo.get(account) if memo is not None else None
+    # the states' rows depend on the account's rows, the trades as applied and the
+    # instruments' figures only: the kept ones when those are the same
+    key = (acc.key, legs, acc.info, symbols)
+    states = prep.states if prep is not None and prep.key == key else \
+        _state_rows(acc, legs, distinct, code)
     where = states.where
     ends = [where[0], where[1]]          # the states before and after
     shown = sorted({k for k in ends if k >= 0})
-    prep = memo.get(account) if memo is not None else None
     if prep is None or not prep.refresh(block, src, symbols, states):
         mini = _states_book(states, src, symbols, book)
         out = prepare(mini, model)
@@ -411,9 +422,11 @@ def what_if_held(place, blocks, account, trades, model, market, catalog, instrum
                 if len(memo) >= MEMO_SIZE:
                     memo.pop(next(iter(memo)))
                 memo[account] = _Prepared(out, block, src, symbols, states, plan)
+                memo[account].key = key
         compute(out, model, rows=rows)
     else:
         out = prep.out
+        prep.key = key
         # the Greeks in place (compute would replace the array: the phases' converted
         # arguments, kept while the same arrays come in, would be converted again)
         _greeks(out)
@@ -624,6 +637,7 @@ class _Prepared:
 
     def __init__(self, out, block, src, symbols, states, plan):
         self.out, self.rows, (self.use, self.src) = out, plan[0], plan[1]
+        self.key = None                 # what_if_held's key of ``states``
         # what the layout was built from, by weak reference (a block the monitor rebuilt
         # must not stay alive for this); the block outcome's revaluation rows (a tick's
         # copy of the outcome keeps them, a run of the whole block does not)
@@ -649,7 +663,7 @@ class _Prepared:
                 or block.out.rev.row_instr is not self.rows_of() or symbols != self.symbols \
                 or any(b() is None for b, _, _ in self.gather) \
                 or [(id(src[x][0]), src[x][1]) for x in symbols] != self.from_ \
-                or not states.same_layout(self.states):
+                or not (states is self.states or states.same_layout(self.states)):
             return False
         out = self.out
         book = out.book
