@@ -59,13 +59,15 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 
+from pmrisk.kernel import instrument_greeks
 from pmrisk.kernel.instruments import INVERSE, KINDS as INSTRUMENT_KINDS, OPTION
 
 from ..engine.core import compute, floored_copies, prepare, run
 from ..engine.correlated import JointStress
 from ..engine.units import prices_by_type
 from ..errors import MarginError
-from ..io.arrow import as_table, check_columns, float_column, raise_rows, str_column
+from ..io.arrow import as_table, check_columns, float_column, kernel_args, raise_rows, \
+    str_column
 from ..io.book import load_book
 from ..results import accounts_table, check_finite, margin_ratio, status_array
 
@@ -82,6 +84,9 @@ _F8, _STR = pa.float64(), pa.string()
 STATES = pa.array(["before", "after"], _STR)
 SUMMARY = pa.schema([("figure", _STR), ("before", _F8), ("after", _F8), ("increase", _F8),
                      ("standalone_sum", _F8), ("marginal_sum", _F8), ("overcharge", _F8)])
+TRADES_OUT = pa.schema([("trade", pa.int64()), ("symbol", _STR), ("kind", _STR)] + [
+    (c, _F8) for c in ("quantity", "price", "im_standalone", "mm_standalone", "im_marginal",
+                       "mm_marginal")])
 SCHEMAS = {   # the small book's account-state tables
     "positions": pa.schema([("account", _STR), ("symbol", _STR), ("quantity", _F8),
                             ("entry_price", _F8), ("leverage", _F8)]),
@@ -242,6 +247,13 @@ class _Account:
                          for r, m, o in zip(R.tolist(), book.res_mmp[R].tolist(),
                                             book.res_oo[R].tolist())]
         self.prefix = ORDER_PREFIX
+        # what these rows were read from, to the bit (NaN included), in one comparable key
+        self.key = (names, tuple(self.bal), [o["symbol"] for o in self.orders],
+                    [r["unit"] for r in self.reserves],
+                    b"".join(a.tobytes() for a in (
+                        P, book.quantity[P], book.entry_price[P], book.leverage[P], B,
+                        book.bal_amount[B], OD, book.ord_instr[OD], book.ord_qty[OD], R,
+                        book.res_mmp[R], book.res_oo[R])))
         return self
 
     def __init__(self, tables, account, linear_ccy):
@@ -384,11 +396,15 @@ def what_if_held(place, blocks, account, trades, model, market, catalog, instrum
     legs, sets, distinct = _legs(acc, *trade)
     symbols = sorted(src)
     code = {x: j for j, x in enumerate(symbols)}
-    states = _state_rows(acc, legs, distinct, code)
+    prep = memo.get(account) if memo is not None else None
+    # the states' rows depend on the account's rows, the trades as applied and the
+    # instruments' figures only: the kept ones when those are the same
+    key = (acc.key, legs, acc.info, symbols)
+    states = prep.states if prep is not None and prep.key == key else \
+        _state_rows(acc, legs, distinct, code)
     where = states.where
     ends = [where[0], where[1]]          # the states before and after
     shown = sorted({k for k in ends if k >= 0})
-    prep = memo.get(account) if memo is not None else None
     if prep is None or not prep.refresh(block, src, symbols, states):
         mini = _states_book(states, src, symbols, book)
         out = prepare(mini, model)
@@ -406,20 +422,104 @@ def what_if_held(place, blocks, account, trades, model, market, catalog, instrum
                 if len(memo) >= MEMO_SIZE:
                     memo.pop(next(iter(memo)))
                 memo[account] = _Prepared(out, block, src, symbols, states, plan)
+                memo[account].key = key
         compute(out, model, rows=rows)
     else:
         out = prep.out
-        compute(out, model, rows=prep.rows)
+        prep.key = key
+        # the Greeks in place (compute would replace the array: the phases' converted
+        # arguments, kept while the same arrays come in, would be converted again)
+        _greeks(out)
+        compute(out, model, rows=prep.rows, instruments=_NONE)
     check_finite(out)
     af = out.account
     figures = [{f: float(getattr(af, f)[k]) if k >= 0 else 0.0 for f in FIGURES}
                for k in where]
-    table = accounts_table(out, model, acc=np.array(shown, dtype=np.int64))
-    if shown != ends:                   # a state with no rows at all
-        table = pa.concat_tables([table.slice(shown.index(k), 1) if k >= 0 else
-                                  _empty_row(table, account, model) for k in ends])
-    table = table.set_column(0, "account", pa.array([account, account], pa.string()))
+    table = _end_rows(out, model, account, ends)
+    if table is None:
+        table = accounts_table(out, model, acc=np.array(shown, dtype=np.int64))
+        if shown != ends:                   # a state with no rows at all
+            table = pa.concat_tables([table.slice(shown.index(k), 1) if k >= 0 else
+                                      _empty_row(table, account, model) for k in ends])
+        table = table.set_column(0, "account", pa.array([account, account], pa.string()))
     return _what_if(account, trade, legs, sets, distinct, table, figures)
+
+
+_EXCLUDED_ONLY = "excluded positions only (SPAN standalone)"
+_ROWS = pa.schema([("account", _STR), ("state", _STR)] + [
+    (c, _F8) for c in ("equity", "actual_equity", "maintenance_margin", "initial_margin",
+                       "used_margin", "available_margin", "max_withdrawable", "margin_ratio")]
+    + [("status", _STR), ("worst_scenario", _STR), ("scenario_margin", _F8),
+       ("loan_maintenance_margin", _F8)])
+_ROWS_TAIL = list(_ROWS)[2:]
+
+
+def _end_rows(out, model, account, ends):
+    """The accounts rows of the states before and after (accounts ``ends`` of the small
+    book; -1: no rows at all, all zero), with their ``state`` column: the values and types of
+    :func:`pmrisk.results.accounts_table`'s rows (the same float operations, on two rows'
+    plain floats), without building a table per state.  None where that table has other
+    columns or words (okx_pm; no joint stress's words)."""
+    af = out.account
+    ws = af.worst_scenario
+    if out.okx is not None or ws is None:
+        return None
+    units = out.units
+    excl = np.bincount(units.account, weights=out.unit.excluded_margin * units.settle_px,
+                       minlength=len(out.book.accounts))
+    th = model["thresholds"]
+    low = min(th["warning"])
+    levels = list(th["warning"]) + [th["margin_call"], th["liquidation"]]
+    names = ["normal"] + [f"warning_{k + 1}" for k in range(len(th["warning"]))] + [
+        "margin_call", "liquidation"]
+    cols = {c: [] for c in _ROWS.names[2:]}
+    for k in ends:
+        if k < 0:
+            eq = act = mm = im = liq = sm = loan = e = 0.0
+            d = "none"
+        else:
+            eq, act, mm, im = (float(af.equity[k]), float(af.actual_equity[k]),
+                               float(af.maintenance_margin[k]), float(af.initial_margin[k]))
+            liq, sm = float(af.liquidation_cost[k]), float(af.scenario_margin[k])
+            loan, e = float(af.loan_maintenance_margin[k]), float(excl[k])
+            d = ws[k] if sm > 0 else "none"
+        den = mm + liq
+        ratio = eq / den if den > 0 else (np.inf if eq >= 0 else -np.inf)
+        for c, v in (("equity", eq), ("actual_equity", act), ("maintenance_margin", mm),
+                     ("initial_margin", im), ("used_margin", im), ("available_margin", eq - im),
+                     ("max_withdrawable", max(0.0, min(eq - low * mm, eq - im))),
+                     ("margin_ratio", ratio), ("status", names[sum(ratio < lv for lv in levels)]),
+                     ("worst_scenario", _EXCLUDED_ONLY if d == "none" and e > 0 else d),
+                     ("scenario_margin", sm), ("loan_maintenance_margin", loan)):
+            cols[c].append(v)
+    # one Arrow array per type, cut into the columns (each conversion has a fixed cost)
+    n = len(ends)
+    f8 = pa.array([v for c, f in zip(cols.values(), _ROWS_TAIL) if f.type == _F8
+                   for v in c], _F8)
+    st = pa.array([account] * n + ["before", "after"][:n] + cols["status"]
+                  + cols["worst_scenario"], _STR)
+    out_cols, at = [st.slice(0, n), st.slice(n, n)], {"status": 2, "worst_scenario": 3}
+    j = 0
+    for f in _ROWS_TAIL:
+        if f.type == _F8:
+            out_cols.append(f8.slice(j * n, n))
+            j += 1
+        else:
+            out_cols.append(st.slice(at[f.name] * n, n))
+    return pa.Table.from_arrays(out_cols, schema=_ROWS)
+
+
+_NONE = np.zeros(0, dtype=np.int64)
+
+
+def _greeks(out):
+    """Every instrument's Greeks into ``out.instr_greeks``, in place, as
+    :func:`pmrisk.engine.core.compute` computes them (``instruments=None``)."""
+    book = out.book
+    cols = [book.kind, book.settlement, book.contract_size, book.mark, book.forward,
+            book.strike, book.is_call, book.years, book.mark_iv]
+    cols[-1] = np.where(cols[0] == OPTION, cols[-1], 0.0)
+    out.instr_greeks[...] = instrument_greeks(*kernel_args(*cols), out.params.rate)
 
 
 def _info(src):
@@ -537,6 +637,7 @@ class _Prepared:
 
     def __init__(self, out, block, src, symbols, states, plan):
         self.out, self.rows, (self.use, self.src) = out, plan[0], plan[1]
+        self.key = None                 # what_if_held's key of ``states``
         # what the layout was built from, by weak reference (a block the monitor rebuilt
         # must not stay alive for this); the block outcome's revaluation rows (a tick's
         # copy of the outcome keeps them, a run of the whole block does not)
@@ -562,7 +663,7 @@ class _Prepared:
                 or block.out.rev.row_instr is not self.rows_of() or symbols != self.symbols \
                 or any(b() is None for b, _, _ in self.gather) \
                 or [(id(src[x][0]), src[x][1]) for x in symbols] != self.from_ \
-                or not states.same_layout(self.states):
+                or not (states is self.states or states.same_layout(self.states)):
             return False
         out = self.out
         book = out.book
@@ -616,20 +717,14 @@ def _what_if(account, trade, legs, sets, distinct, accounts, figures):
     n = len(legs)
     by_set = {s: figures[k] for k, s in enumerate(distinct)}
     before, after = by_set[()], by_set[tuple(range(n))]
-    accounts = accounts.add_column(1, "state", STATES)
-    out = {"trade": pa.array(range(n), pa.int64()), "symbol": pa.array(sym, pa.string()),
-           "kind": pa.array(["order" if o else "fill" for o in is_order], pa.string()),
-           "quantity": pa.array(qty, pa.float64()),
-           "price": pa.array([g[3] for g in legs], pa.float64())}
+    if accounts.column_names[1] != "state":
+        accounts = accounts.add_column(1, "state", STATES)
     inc = {}
-    for f, short in zip(FIGURES, ("im", "mm")):
+    for f in FIGURES:
         alone = np.array([by_set[(i,)][f] - before[f] for i in range(n)])
         marginal = np.array([after[f] - by_set[sets[2 + n + i]][f] for i in range(n)])
-        out[f"{short}_standalone"] = pa.array(alone, pa.float64())
         inc[f] = (alone, marginal)
-    for f, short in zip(FIGURES, ("im", "mm")):
-        out[f"{short}_marginal"] = pa.array(inc[f][1], pa.float64())
-    summary = {k: [] for k in SUMMARY.names}
+    fig = {k: [] for k in SUMMARY.names}
     for f in FIGURES:
         alone, marginal = inc[f]
         increase = after[f] - before[f]
@@ -638,12 +733,21 @@ def _what_if(account, trade, legs, sets, distinct, accounts, figures):
                      ("increase", increase), ("standalone_sum", legs_sum),
                      ("marginal_sum", float(marginal.sum())),
                      ("overcharge", legs_sum / increase if increase > 0 else None)):
-            summary[k].append(v)
-    # Table.from_arrays: typed arrays as they are (pa.table of a dict checks each column)
-    return WhatIf(account=account, accounts=accounts,
-                  trades=pa.Table.from_arrays(list(out.values()), names=list(out)),
-                  summary=pa.Table.from_arrays([pa.array(summary[f.name], f.type)
-                                                for f in SUMMARY], schema=SUMMARY))
+            fig[k].append(v)
+    # one Arrow array per type, cut into the columns (each conversion has a fixed cost)
+    (im_a, im_m), (mm_a, mm_m) = inc["initial_margin"], inc["maintenance_margin"]
+    f8 = pa.array(qty.tolist() + [g[3] for g in legs] + im_a.tolist() + mm_a.tolist()
+                  + im_m.tolist() + mm_m.tolist()
+                  + [v for k in SUMMARY.names[1:] for v in fig[k]], _F8)
+    st = pa.array(list(sym) + ["order" if o else "fill" for o in is_order] + fig["figure"],
+                  _STR)
+    trades = pa.Table.from_arrays(
+        [pa.array(range(n), pa.int64()), st.slice(0, n), st.slice(n, n)]
+        + [f8.slice(j * n, n) for j in range(6)], schema=TRADES_OUT)
+    m = len(FIGURES)
+    summary = pa.Table.from_arrays([st.slice(2 * n, m)] + [
+        f8.slice(6 * n + j * m, m) for j in range(len(SUMMARY) - 1)], schema=SUMMARY)
+    return WhatIf(account=account, accounts=accounts, trades=trades, summary=summary)
 
 
 class _States(NamedTuple):
