@@ -543,8 +543,11 @@ def compute(out, model, rows=None, instruments=None, units=None, accounts=None,
             book.strike, book.is_call, book.years, book.mark_iv)]
         cols[-1] = np.where(cols[0] == OPTION, cols[-1], 0.0)
         g = K.instrument_greeks(*kernel_args(*cols), p.rate)
-        if every or len(i) == n_i:
+        if (every or len(i) == n_i) and not (out.instr_greeks.shape == g.shape
+                                             and out.instr_greeks.flags.writeable):
             out.instr_greeks = g
+        elif every or len(i) == n_i:    # in place: the phases' converted arguments stay
+            out.instr_greeks[...] = g   # valid (phase_arguments keeps them per array)
         else:
             out.instr_greeks[:, i] = g
     # -- 2. units --------------------------------------------------------------------------

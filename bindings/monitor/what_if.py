@@ -59,14 +59,13 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from pmrisk.kernel import instrument_greeks
 from pmrisk.kernel.instruments import INVERSE, KINDS as INSTRUMENT_KINDS, OPTION
 
 from ..engine.core import compute, floored_copies, prepare, run
 from ..engine.correlated import JointStress
 from ..engine.units import prices_by_type
 from ..errors import MarginError
-from ..io.arrow import as_table, check_columns, float_column, kernel_args, raise_rows, \
+from ..io.arrow import as_table, check_columns, float_column, raise_rows, \
     str_column
 from ..io.book import load_book
 from ..results import accounts_table, check_finite, margin_ratio, status_array
@@ -427,99 +426,17 @@ def what_if_held(place, blocks, account, trades, model, market, catalog, instrum
     else:
         out = prep.out
         prep.key = key
-        # the Greeks in place (compute would replace the array: the phases' converted
-        # arguments, kept while the same arrays come in, would be converted again)
-        _greeks(out)
-        compute(out, model, rows=prep.rows, instruments=_NONE)
+        compute(out, model, rows=prep.rows)
     check_finite(out)
     af = out.account
     figures = [{f: float(getattr(af, f)[k]) if k >= 0 else 0.0 for f in FIGURES}
                for k in where]
-    table = _end_rows(out, model, account, ends)
-    if table is None:
-        table = accounts_table(out, model, acc=np.array(shown, dtype=np.int64))
-        if shown != ends:                   # a state with no rows at all
-            table = pa.concat_tables([table.slice(shown.index(k), 1) if k >= 0 else
-                                      _empty_row(table, account, model) for k in ends])
-        table = table.set_column(0, "account", pa.array([account, account], pa.string()))
+    table = accounts_table(out, model, acc=np.array(shown, dtype=np.int64))
+    if shown != ends:                   # a state with no rows at all
+        table = pa.concat_tables([table.slice(shown.index(k), 1) if k >= 0 else
+                                  _empty_row(table, account, model) for k in ends])
+    table = table.set_column(0, "account", pa.array([account, account], pa.string()))
     return _what_if(account, trade, legs, sets, distinct, table, figures)
-
-
-_EXCLUDED_ONLY = "excluded positions only (SPAN standalone)"
-_ROWS = pa.schema([("account", _STR), ("state", _STR)] + [
-    (c, _F8) for c in ("equity", "actual_equity", "maintenance_margin", "initial_margin",
-                       "used_margin", "available_margin", "max_withdrawable", "margin_ratio")]
-    + [("status", _STR), ("worst_scenario", _STR), ("scenario_margin", _F8),
-       ("loan_maintenance_margin", _F8)])
-_ROWS_TAIL = list(_ROWS)[2:]
-
-
-def _end_rows(out, model, account, ends):
-    """The accounts rows of the states before and after (accounts ``ends`` of the small
-    book; -1: no rows at all, all zero), with their ``state`` column: the values and types of
-    :func:`pmrisk.results.accounts_table`'s rows (the same float operations, on two rows'
-    plain floats), without building a table per state.  None where that table has other
-    columns or words (okx_pm; no joint stress's words)."""
-    af = out.account
-    ws = af.worst_scenario
-    if out.okx is not None or ws is None:
-        return None
-    units = out.units
-    excl = np.bincount(units.account, weights=out.unit.excluded_margin * units.settle_px,
-                       minlength=len(out.book.accounts))
-    th = model["thresholds"]
-    low = min(th["warning"])
-    levels = list(th["warning"]) + [th["margin_call"], th["liquidation"]]
-    names = ["normal"] + [f"warning_{k + 1}" for k in range(len(th["warning"]))] + [
-        "margin_call", "liquidation"]
-    cols = {c: [] for c in _ROWS.names[2:]}
-    for k in ends:
-        if k < 0:
-            eq = act = mm = im = liq = sm = loan = e = 0.0
-            d = "none"
-        else:
-            eq, act, mm, im = (float(af.equity[k]), float(af.actual_equity[k]),
-                               float(af.maintenance_margin[k]), float(af.initial_margin[k]))
-            liq, sm = float(af.liquidation_cost[k]), float(af.scenario_margin[k])
-            loan, e = float(af.loan_maintenance_margin[k]), float(excl[k])
-            d = ws[k] if sm > 0 else "none"
-        den = mm + liq
-        ratio = eq / den if den > 0 else (np.inf if eq >= 0 else -np.inf)
-        for c, v in (("equity", eq), ("actual_equity", act), ("maintenance_margin", mm),
-                     ("initial_margin", im), ("used_margin", im), ("available_margin", eq - im),
-                     ("max_withdrawable", max(0.0, min(eq - low * mm, eq - im))),
-                     ("margin_ratio", ratio), ("status", names[sum(ratio < lv for lv in levels)]),
-                     ("worst_scenario", _EXCLUDED_ONLY if d == "none" and e > 0 else d),
-                     ("scenario_margin", sm), ("loan_maintenance_margin", loan)):
-            cols[c].append(v)
-    # one Arrow array per type, cut into the columns (each conversion has a fixed cost)
-    n = len(ends)
-    f8 = pa.array([v for c, f in zip(cols.values(), _ROWS_TAIL) if f.type == _F8
-                   for v in c], _F8)
-    st = pa.array([account] * n + ["before", "after"][:n] + cols["status"]
-                  + cols["worst_scenario"], _STR)
-    out_cols, at = [st.slice(0, n), st.slice(n, n)], {"status": 2, "worst_scenario": 3}
-    j = 0
-    for f in _ROWS_TAIL:
-        if f.type == _F8:
-            out_cols.append(f8.slice(j * n, n))
-            j += 1
-        else:
-            out_cols.append(st.slice(at[f.name] * n, n))
-    return pa.Table.from_arrays(out_cols, schema=_ROWS)
-
-
-_NONE = np.zeros(0, dtype=np.int64)
-
-
-def _greeks(out):
-    """Every instrument's Greeks into ``out.instr_greeks``, in place, as
-    :func:`pmrisk.engine.core.compute` computes them (``instruments=None``)."""
-    book = out.book
-    cols = [book.kind, book.settlement, book.contract_size, book.mark, book.forward,
-            book.strike, book.is_call, book.years, book.mark_iv]
-    cols[-1] = np.where(cols[0] == OPTION, cols[-1], 0.0)
-    out.instr_greeks[...] = instrument_greeks(*kernel_args(*cols), out.params.rate)
 
 
 def _info(src):
