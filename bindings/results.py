@@ -436,8 +436,10 @@ def _describe_units(out, acc, acc_excl):
             r = units.type_und_code[t]
             texts.append(describe(units.type_names[t], TABLES[scen.table[r, c]],
                                   scen.price_shock[r, c], VOL_STATES[scen.vol_code[r, c]]))
-        if len(acc) == len(out.book.accounts):          # every account: acc is 0..n-1
-            code[units.account[live]] = 2 + inv
+        n_acc = len(out.book.accounts)
+        if len(acc) == n_acc and (not n_acc or (acc[0] == 0 and acc[-1] == n_acc - 1
+                                               and (np.diff(acc) > 0).all())):
+            code[units.account[live]] = 2 + inv         # every account, in order: 0..n-1
         else:
             local = np.full(int(acc.max()) + 1, -1, dtype=np.int64)
             local[acc] = np.arange(len(acc))

@@ -764,3 +764,26 @@ def test_cli_demo_monitor_crosses_every_level(capsys):
         assert ("threshold_up", level) in kinds
     assert ("margin_call", "100.0%") in kinds and ("liquidation", "75.0%") in kinds
     assert "liquidation plan" in out and "301 updates" in out
+
+
+def test_accounts_rows_of_every_account_in_another_order():
+    """``accounts_table`` over every account given in another order than 0..n-1 names each
+    row's binding cell for that row's own account (the words are not indexed by the global
+    account where the selection is a permutation)."""
+    from pmrisk.engine.core import run
+    from pmrisk.io.book import load_book
+    from pmrisk.model.model import Model
+    from pmrisk.results import accounts_table
+    b = samples.book(n_accounts=7, positions_per_account=4, seed=5)
+    vt = b.pop("valuation_time")
+    model = Model.coerce("deribit_pme")
+    book = load_book(b["positions"], b["instruments"], b["market"], b["index"],
+                     b.get("balances"), None, None, model, vt)
+    out = run(book, model)
+    whole = accounts_table(out, model)
+    perm = np.array([3, 0, 6, 1, 5, 2, 4], dtype=np.int64)
+    got = accounts_table(out, model, acc=perm)
+    assert got.column("account").to_pylist() == [whole.column("account")[k].as_py()
+                                                 for k in perm]
+    assert got.column("worst_scenario").to_pylist() == [
+        whole.column("worst_scenario")[k].as_py() for k in perm]
