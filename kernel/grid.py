@@ -18,20 +18,86 @@ outputs are written in place at the rows ``rows`` (row ``i`` of the inputs goes 
 """
 
 
+import math
+
+import numpy as np
 from numba import prange
 
 from ._config import njit
-from .black76 import option_constants, undiscounted_price
+from .black76 import MIN_STDDEV, SQRT2, option_constants, undiscounted_price
 from .instruments import INVERSE, OPTION
 from .scenarios import VOL_DOWN, VOL_UP
 
+BLOCKS = 64     # grid_curves: rows dealt to the threads in this many interleaved blocks
+
+
+@njit
+def priced_cells(n_scen, shock, log1p_shock, vol_code, src):
+    """The cells of each underlying's grid that are priced (``src[u, s] == s``), grouped by
+    vol state: ``(start, cell, cell_shock, cell_log1p)``, the priced cells of underlying
+    ``u`` in vol state ``v`` (0 up, 1 same, 2 down) at ``start[u, v]:start[u, v + 1]`` of
+    ``cell[u]`` (their cells), ``cell_shock[u]`` and ``cell_log1p[u]`` (their moves and
+    ``log1p`` of them)."""
+    n_und, width = shock.shape
+    start = np.zeros((n_und, 4), np.int64)
+    cell = np.zeros((n_und, width), np.int64)
+    cell_shock = np.zeros((n_und, width))
+    cell_log1p = np.zeros((n_und, width))
+    for u in range(n_und):
+        m = 0
+        for v in range(3):          # any code but up and down prices as vol same
+            start[u, v] = m
+            for s in range(n_scen[u]):
+                code = vol_code[u, s]
+                state = 0 if code == VOL_UP else (2 if code == VOL_DOWN else 1)
+                if src[u, s] == s and state == v:
+                    cell[u, m] = s
+                    cell_shock[u, m] = shock[u, s]
+                    cell_log1p[u, m] = log1p_shock[u, s]
+                    m += 1
+        start[u, 3] = m
+    return start, cell, cell_shock, cell_log1p
+
 
 @njit(inline="always")
+def _normal(sd):
+    """``sd`` is priced by :func:`undiscounted_price`'s formula (not NaN, not below
+    ``MIN_STDDEV``, not infinite)."""
+    return sd >= MIN_STDDEV and sd < math.inf
+
+
+@njit
+def _option_cells(r, u, ns, F, K, call, inverse, c, base0, ln_fk, disc, sd_up, sd_same,
+                  sd_down, shock, log1p_shock, vol_code, src, curve):
+    """An option's priced cells one by one (a row whose sigma*sqrt(T) is below
+    ``MIN_STDDEV``, infinite or NaN in some vol state: :func:`undiscounted_price`'s own
+    branches)."""
+    for s in range(ns):
+        if src[u, s] != s:
+            continue
+        code = vol_code[u, s]
+        sd = sd_up if code == VOL_UP else (sd_down if code == VOL_DOWN else sd_same)
+        fs = F * (1.0 + shock[u, s])
+        v = disc * undiscounted_price(fs, K, ln_fk + log1p_shock[u, s], sd, call)
+        if inverse:
+            v /= fs
+        curve[r, s] = c * (v - base0)
+
+
+@njit
 def grid_row(i, r, kind, settlement, contract_size, mark, forward, strike, is_call, t_now,
              t_scen, sig_mark, sig_up, sig_same, sig_down, und, rate, n_scen, shock,
-             log1p_shock, vol_code, src, const, curve):
+             log1p_shock, vol_code, src, cells, arg1, arg2, const, curve):
     """Input row ``i`` into ``const[r]`` (base, ln(F/K), discount, sigma*sqrt(T) up, same,
-    down) and ``curve[r]`` (cells beyond ``n_scen[und[i]]``: 0)."""
+    down) and ``curve[r]`` (cells beyond ``n_scen[und[i]]``: 0).  ``cells``:
+    :func:`priced_cells`; ``arg1``, ``arg2``: scratch of the grid's width.
+
+    An option whose three sigma*sqrt(T) are normal (at least ``MIN_STDDEV``, finite) is
+    priced in three passes over its priced cells: the two ``erfc`` arguments of every cell
+    (one vol state at a time, no calls: the compiler vectorises it), the ``erfc`` calls
+    alone, then the values.  Each cell is the same arithmetic, in the same order, as
+    :func:`undiscounted_price`'s formula branch (``norm_cdf(x) = 0.5 * erfc(-x / SQRT2)``),
+    so the same bits."""
     u = und[i]
     ns = n_scen[u]
     width = curve.shape[1]
@@ -71,17 +137,43 @@ def grid_row(i, r, kind, settlement, contract_size, mark, forward, strike, is_ca
     const[r, 3] = sd_up
     const[r, 4] = sd_same
     const[r, 5] = sd_down
+    if not (_normal(sd_up) and _normal(sd_same) and _normal(sd_down)):
+        _option_cells(r, u, ns, F, K, call, inverse, c, base0, ln_fk, disc, sd_up, sd_same,
+                      sd_down, shock, log1p_shock, vol_code, src, curve)
+    else:
+        start, cell, cell_shock, cell_log1p = cells
+        for v in range(3):          # erfc arguments: call N(d1), N(d2); put N(-d2), N(-d1)
+            sd = sd_up if v == 0 else (sd_same if v == 1 else sd_down)
+            half = 0.5 * sd
+            if call:
+                for k in range(start[u, v], start[u, v + 1]):
+                    d1 = (ln_fk + cell_log1p[u, k]) / sd + half
+                    d2 = d1 - sd
+                    arg1[k] = -d1 / SQRT2
+                    arg2[k] = -d2 / SQRT2
+            else:
+                for k in range(start[u, v], start[u, v + 1]):
+                    d1 = (ln_fk + cell_log1p[u, k]) / sd + half
+                    d2 = d1 - sd
+                    arg1[k] = d2 / SQRT2
+                    arg2[k] = d1 / SQRT2
+        m = start[u, 3]
+        for k in range(m):
+            arg1[k] = math.erfc(arg1[k])
+            arg2[k] = math.erfc(arg2[k])
+        for k in range(m):
+            fs = F * (1.0 + cell_shock[u, k])
+            if call:
+                v = fs * (0.5 * arg1[k]) - K * (0.5 * arg2[k])
+            else:
+                v = K * (0.5 * arg1[k]) - fs * (0.5 * arg2[k])
+            v = disc * (v if (v > 0.0 or v != v) else 0.0)
+            if inverse:
+                v /= fs
+            curve[r, cell[u, k]] = c * (v - base0)
     for s in range(ns):
         if src[u, s] != s:
             curve[r, s] = curve[r, src[u, s]]
-            continue
-        code = vol_code[u, s]
-        sd = sd_up if code == VOL_UP else (sd_down if code == VOL_DOWN else sd_same)
-        fs = F * (1.0 + shock[u, s])
-        v = disc * undiscounted_price(fs, K, ln_fk + log1p_shock[u, s], sd, call)
-        if inverse:
-            v /= fs
-        curve[r, s] = c * (v - base0)
 
 
 @njit(parallel=True)
@@ -109,6 +201,12 @@ def grid_curves(rows, kind, settlement, contract_size, mark, forward, strike, is
         contract in every cell (settlement currency; cells beyond ``n_scen``: 0), to the bit
         :func:`pmrisk.kernel.instrument_pnl`'s on the same scenarios with pnl scale 1.
 
+    Notes
+    -----
+    The rows are dealt to the threads in ``BLOCKS`` interleaved blocks (block ``b``: rows
+    ``b, b + BLOCKS, ...``), so that options and futures, which cost very differently, are
+    shared evenly however the rows are ordered.
+
     Examples
     --------
     >>> import numpy as np
@@ -123,10 +221,18 @@ def grid_curves(rows, kind, settlement, contract_size, mark, forward, strike, is
     >>> curve.round(6).tolist()
     [[-10.0, 0.0, 10.0, 0.0]]
     """
-    for i in prange(rows.shape[0]):
-        grid_row(i, rows[i], kind, settlement, contract_size, mark, forward, strike, is_call,
-                 t_now, t_scen, sig_mark, sig_up, sig_same, sig_down, und, rate, n_scen,
-                 shock, log1p_shock, vol_code, src, const, curve)
+    cells = priced_cells(n_scen, shock, log1p_shock, vol_code, src)
+    n = rows.shape[0]
+    n_blocks = min(n, BLOCKS)
+    width = shock.shape[1]
+    for b in prange(n_blocks):
+        arg1 = np.empty(width)
+        arg2 = np.empty(width)
+        for i in range(b, n, n_blocks):
+            grid_row(i, rows[i], kind, settlement, contract_size, mark, forward, strike,
+                     is_call, t_now, t_scen, sig_mark, sig_up, sig_same, sig_down, und, rate,
+                     n_scen, shock, log1p_shock, vol_code, src, cells, arg1, arg2, const,
+                     curve)
 
 
 @njit
@@ -134,7 +240,11 @@ def grid_curves_serial(rows, kind, settlement, contract_size, mark, forward, str
                        t_now, t_scen, sig_mark, sig_up, sig_same, sig_down, und, rate, n_scen,
                        shock, log1p_shock, vol_code, src, const, curve):
     """:func:`grid_curves` on the calling thread (a few rows)."""
+    cells = priced_cells(n_scen, shock, log1p_shock, vol_code, src)
+    width = shock.shape[1]
+    arg1 = np.empty(width)
+    arg2 = np.empty(width)
     for i in range(rows.shape[0]):
         grid_row(i, rows[i], kind, settlement, contract_size, mark, forward, strike, is_call,
                  t_now, t_scen, sig_mark, sig_up, sig_same, sig_down, und, rate, n_scen,
-                 shock, log1p_shock, vol_code, src, const, curve)
+                 shock, log1p_shock, vol_code, src, cells, arg1, arg2, const, curve)

@@ -102,3 +102,48 @@ def test_tail_nodes_on_shell_nodes_are_copies():
     grid_curves(np.arange(30, dtype=np.int64), *cols, rate, *cells, const, curve)
     assert np.array_equal(bits(curve[:, copies]), bits(curve[:, src[copies]]))
     assert np.array_equal(bits(curve), bits(replaced(instr, grid)[1]))
+
+
+def test_many_rows_in_interleaved_blocks():
+    """More rows than the kernel's blocks (rows dealt to the threads interleaved), options and
+    futures in runs: every row the bits of instrument_pnl, in both forms."""
+    from pmrisk.kernel.grid import BLOCKS
+    rng = np.random.default_rng(11)
+    n = 5 * BLOCKS + 7
+    instr = random_instruments(rng, n, 3, 0.05)
+    order = np.argsort(instr["kind"] == OPTION, kind="stable")     # futures first, then options
+    instr = {k: (v[order] if isinstance(v, np.ndarray) else v) for k, v in instr.items()}
+    grid = random_grid(rng, 3, True)
+    cols, rate, cells = kernel_args(instr, grid)
+    want_const, want_curve = replaced(instr, grid)
+    rows = rng.permutation(n).astype(np.int64)
+    for form in (grid_curves, grid_curves_serial):
+        const, curve = np.zeros((n, 6)), np.zeros((n, grid.shock.shape[1]))
+        form(rows, *cols, rate, *cells, const, curve)
+        assert np.array_equal(bits(curve[rows]), bits(want_curve))
+        assert np.array_equal(bits(const[rows]), bits(want_const))
+
+
+@given(seed=st.integers(0, 2**32 - 1), serial=st.booleans(),
+       odd=st.sampled_from([0.0, 1e-13, 1e-12, np.nextafter(1e-12, 0.0), np.inf, np.nan]),
+       state=st.sampled_from(["sig_up", "sig_same", "sig_down"]))
+def test_options_off_the_formula_branch(seed, serial, odd, state):
+    """An option whose sigma*sqrt(T) in one vol state is 0, tiny, at the ``MIN_STDDEV`` edge,
+    infinite or NaN is priced cell by cell on black-76's own branches: the bits of
+    instrument_pnl (NaN where it gives NaN), and its other rows are unchanged."""
+    rng = np.random.default_rng(seed)
+    n = 12
+    instr = random_instruments(rng, n, 2, 0.05)
+    instr["kind"][:] = OPTION
+    instr["t_scen"][:] = rng.uniform(0.01, 1.0, n)
+    odd_rows = rng.random(n) < 0.5
+    instr[state] = np.where(odd_rows, odd / np.sqrt(instr["t_scen"]), instr[state])
+    grid = random_grid(rng, 2, True)
+    cols, rate, cells = kernel_args(instr, grid)
+    want_const, want_curve = replaced(instr, grid)
+    const, curve = np.zeros((n, 6)), np.zeros((n, grid.shock.shape[1]))
+    (grid_curves_serial if serial else grid_curves)(np.arange(n, dtype=np.int64), *cols, rate,
+                                                    *cells, const, curve)
+    assert np.array_equal(curve, want_curve, equal_nan=True)
+    assert np.array_equal(bits(curve)[~np.isnan(curve)], bits(want_curve)[~np.isnan(curve)])
+    assert np.array_equal(const, want_const, equal_nan=True)
