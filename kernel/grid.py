@@ -32,7 +32,7 @@ BLOCKS = 64     # grid_curves: rows dealt to the threads in this many interleave
 
 
 @njit
-def priced_cells(n_scen, shock, log1p_shock, vol_code, src):
+def _priced_cells(n_scen, shock, log1p_shock, vol_code, src):
     """The cells of each underlying's grid that are priced (``src[u, s] == s``), grouped by
     vol state: ``(start, cell, cell_shock, cell_log1p)``, the priced cells of underlying
     ``u`` in vol state ``v`` (0 up, 1 same, 2 down) at ``start[u, v]:start[u, v + 1]`` of
@@ -90,7 +90,7 @@ def grid_row(i, r, kind, settlement, contract_size, mark, forward, strike, is_ca
              log1p_shock, vol_code, src, cells, arg1, arg2, const, curve):
     """Input row ``i`` into ``const[r]`` (base, ln(F/K), discount, sigma*sqrt(T) up, same,
     down) and ``curve[r]`` (cells beyond ``n_scen[und[i]]``: 0).  ``cells``:
-    :func:`priced_cells`; ``arg1``, ``arg2``: scratch of the grid's width.
+    :func:`_priced_cells`; ``arg1``, ``arg2``: scratch of the grid's width.
 
     An option whose three sigma*sqrt(T) are normal (at least ``MIN_STDDEV``, finite) is
     priced in three passes over its priced cells: the two ``erfc`` arguments of every cell
@@ -221,7 +221,7 @@ def grid_curves(rows, kind, settlement, contract_size, mark, forward, strike, is
     >>> curve.round(6).tolist()
     [[-10.0, 0.0, 10.0, 0.0]]
     """
-    cells = priced_cells(n_scen, shock, log1p_shock, vol_code, src)
+    cells = _priced_cells(n_scen, shock, log1p_shock, vol_code, src)
     n = rows.shape[0]
     n_blocks = min(n, BLOCKS)
     width = shock.shape[1]
@@ -240,7 +240,7 @@ def grid_curves_serial(rows, kind, settlement, contract_size, mark, forward, str
                        t_now, t_scen, sig_mark, sig_up, sig_same, sig_down, und, rate, n_scen,
                        shock, log1p_shock, vol_code, src, const, curve):
     """:func:`grid_curves` on the calling thread (a few rows)."""
-    cells = priced_cells(n_scen, shock, log1p_shock, vol_code, src)
+    cells = _priced_cells(n_scen, shock, log1p_shock, vol_code, src)
     width = shock.shape[1]
     arg1 = np.empty(width)
     arg2 = np.empty(width)
