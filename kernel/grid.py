@@ -34,12 +34,14 @@ BLOCKS = 64     # grid_curves: rows dealt to the threads in this many interleave
 @njit
 def _priced_cells(n_scen, shock, log1p_shock, vol_code, src):
     """The cells of each underlying's grid that are priced (``src[u, s] == s``), grouped by
-    vol state: ``(start, cell, cell_shock, cell_log1p)``, the priced cells of underlying
-    ``u`` in vol state ``v`` (0 up, 1 same, 2 down) at ``start[u, v]:start[u, v + 1]`` of
-    ``cell[u]`` (their cells), ``cell_shock[u]`` and ``cell_log1p[u]`` (their moves and
-    ``log1p`` of them)."""
+    vol state, and those that are copies: ``(start, cell, cell_shock, cell_log1p, copy)``.
+    The priced cells of underlying ``u`` in vol state ``v`` (0 up, 1 same, 2 down) are at
+    ``start[u, v]:start[u, v + 1]`` of ``cell[u]`` (their cells), ``cell_shock[u]`` and
+    ``cell_log1p[u]`` (their moves and ``log1p`` of them); its copies are the cells
+    ``cell[u, start[u, 3]:copy[u]]`` (in cell order), each of ``src`` of it."""
     n_und, width = shock.shape
     start = np.zeros((n_und, 4), np.int64)
+    copy = np.zeros(n_und, np.int64)
     cell = np.zeros((n_und, width), np.int64)
     cell_shock = np.zeros((n_und, width))
     cell_log1p = np.zeros((n_und, width))
@@ -56,7 +58,12 @@ def _priced_cells(n_scen, shock, log1p_shock, vol_code, src):
                     cell_log1p[u, m] = log1p_shock[u, s]
                     m += 1
         start[u, 3] = m
-    return start, cell, cell_shock, cell_log1p
+        for s in range(n_scen[u]):
+            if src[u, s] != s:
+                cell[u, m] = s
+                m += 1
+        copy[u] = m
+    return start, cell, cell_shock, cell_log1p, copy
 
 
 @njit(inline="always")
@@ -84,6 +91,14 @@ def _option_cells(r, u, ns, F, K, call, inverse, c, base0, ln_fk, disc, sd_up, s
         curve[r, s] = c * (v - base0)
 
 
+@njit(inline="always")
+def _copies(r, u, cell, start, copy, src, curve):
+    """The copied cells of row ``r`` (underlying ``u``), from the cells they name."""
+    for k in range(start[u, 3], copy[u]):
+        s = cell[u, k]
+        curve[r, s] = curve[r, src[u, s]]
+
+
 @njit
 def grid_row(i, r, kind, settlement, contract_size, mark, forward, strike, is_call, t_now,
              t_scen, sig_mark, sig_up, sig_same, sig_down, und, rate, n_scen, shock,
@@ -107,23 +122,19 @@ def grid_row(i, r, kind, settlement, contract_size, mark, forward, strike, is_ca
         const[r, k] = 0.0
     c = contract_size[i]
     inverse = settlement[i] == INVERSE
+    start, cell, cell_shock, cell_log1p, copy = cells
     if kind[i] != OPTION:
         if inverse:
             base = c / mark[i]
             const[r, 0] = base
-            for s in range(ns):
-                if src[u, s] != s:
-                    curve[r, s] = curve[r, src[u, s]]
-                else:
-                    curve[r, s] = base * (1.0 - 1.0 / (1.0 + shock[u, s]))
+            for k in range(start[u, 3]):
+                curve[r, cell[u, k]] = base * (1.0 - 1.0 / (1.0 + cell_shock[u, k]))
         else:
             base = c * mark[i]
             const[r, 0] = base
-            for s in range(ns):
-                if src[u, s] != s:
-                    curve[r, s] = curve[r, src[u, s]]
-                else:
-                    curve[r, s] = base * shock[u, s]
+            for k in range(start[u, 3]):
+                curve[r, cell[u, k]] = base * cell_shock[u, k]
+        _copies(r, u, cell, start, copy, src, curve)
         return
     F = forward[i]
     K = strike[i]
@@ -141,7 +152,6 @@ def grid_row(i, r, kind, settlement, contract_size, mark, forward, strike, is_ca
         _option_cells(r, u, ns, F, K, call, inverse, c, base0, ln_fk, disc, sd_up, sd_same,
                       sd_down, shock, log1p_shock, vol_code, src, curve)
     else:
-        start, cell, cell_shock, cell_log1p = cells
         for v in range(3):          # erfc arguments: call N(d1), N(d2); put N(-d2), N(-d1)
             sd = sd_up if v == 0 else (sd_same if v == 1 else sd_down)
             half = 0.5 * sd
@@ -171,9 +181,7 @@ def grid_row(i, r, kind, settlement, contract_size, mark, forward, strike, is_ca
             if inverse:
                 v /= fs
             curve[r, cell[u, k]] = c * (v - base0)
-    for s in range(ns):
-        if src[u, s] != s:
-            curve[r, s] = curve[r, src[u, s]]
+    _copies(r, u, cell, start, copy, src, curve)
 
 
 @njit(parallel=True)
