@@ -112,7 +112,11 @@ def grid_row(i, r, kind, settlement, contract_size, mark, forward, strike, is_ca
     (one vol state at a time, no calls: the compiler vectorises it), the ``erfc`` calls
     alone, then the values.  Each cell is the same arithmetic, in the same order, as
     :func:`undiscounted_price`'s formula branch (``norm_cdf(x) = 0.5 * erfc(-x / SQRT2)``),
-    so the same bits."""
+    so the same bits.
+
+    Measured on the seed book (5,000 options x 259 cells, one thread): 37 ms cell by cell,
+    29 ms in passes, of which the ``erfc`` calls (glibc) are about 22 ms; one ``erfc`` loop
+    per argument instead of one for both was no faster."""
     u = und[i]
     ns = n_scen[u]
     width = curve.shape[1]
