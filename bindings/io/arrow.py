@@ -301,6 +301,11 @@ def _float_fast(chunk, positive, nullable):
 def time_column(table, name, col):
     """A timestamp column as int64 ns since the epoch, UTC (null -> ``NAT``)."""
     arr = table.column(col)
+    if FAST_PATHS and arr.num_chunks == 1 and not arr.null_count and len(arr) \
+            and pa.types.is_timestamp(arr.type) and arr.type.unit == "ns":
+        chunk = arr.chunk(0)            # int64 ns since the epoch, UTC, whatever the tz
+        return np.frombuffer(chunk.buffers()[1], dtype=np.int64)[
+            chunk.offset:chunk.offset + len(chunk)]
     if pa.types.is_null(arr.type):
         return np.full(len(arr), NAT, dtype=np.int64)
     if is_string_type(arr.type):
@@ -558,6 +563,68 @@ def str_buffers(arr):
 @functools.lru_cache(maxsize=16)
 def _allowed_buffers(allowed):
     return str_buffers(pa.array(allowed, pa.string()))
+
+
+def name_buffers(allowed):
+    """``(offsets, data)`` of a tuple of names (kinds, settlements ...) as the kernels of
+    :mod:`pmrisk.kernel.validate` match them (built once per tuple)."""
+    return _allowed_buffers(tuple(allowed))
+
+
+def _read_only(a):
+    a.flags.writeable = False
+    return a
+
+
+_NO_BITS = _read_only(np.zeros(0, dtype=np.uint8))
+NO_STRINGS = (_read_only(np.zeros(1, dtype=np.int32)), _NO_BITS, _NO_BITS, 0)
+NO_NUMBERS = (_read_only(np.zeros(0)), _NO_BITS, 0)
+BOUNDS = (MAX_ABS, MIN_POSITIVE)
+
+
+def _validity(arr, bufs):
+    """The validity bitmap of an array as uint8 (empty when it has no nulls)."""
+    if not arr.null_count:
+        return _NO_BITS
+    return _read_only(np.frombuffer(bufs[0], dtype=np.uint8))
+
+
+def str_parts(arr):
+    """A single-chunk ``pa.string()`` array as the kernels of :mod:`pmrisk.kernel.validate`
+    read it: ``(offsets, data, validity, bit0)``, views of its buffers (no copy)."""
+    offsets, data = str_buffers(arr)
+    return offsets, data, _validity(arr, arr.buffers()), arr.offset
+
+
+def number_parts(table, col):
+    """A numeric column as the kernels of :mod:`pmrisk.kernel.validate` read it, and its
+    values: ``((values, validity, bit0), values)``, float64 (an integer column is cast,
+    unsafely, as :func:`float_column` does), the second with NaN at nulls (a copy only when
+    there are nulls); None for a column of another type (an all-null column)."""
+    arr = table.column(col)
+    if not _is_num(arr.type):
+        return None
+    if arr.type != _F64_TYPE:
+        arr = arr.cast(pa.float64(), safe=False)
+    if arr.num_chunks != 1:             # one copy, nulls as NaN (and a bitmap of them)
+        values = _read_only(np.ascontiguousarray(arr.to_numpy(), dtype=np.float64))
+        if not arr.null_count:
+            return (values, _NO_BITS, 0), values
+        valid = ~np.asarray(arr.is_null().to_numpy(zero_copy_only=False), dtype=bool)
+        return (values, _read_only(np.packbits(valid, bitorder="little")), 0), values
+    arr = arr.chunk(0)
+    n = len(arr)
+    if not n:
+        return NO_NUMBERS, NO_NUMBERS[0]
+    bufs = arr.buffers()
+    raw = _read_only(np.frombuffer(bufs[1], dtype=np.float64)[arr.offset:arr.offset + n])
+    if not arr.null_count:
+        return (raw, _NO_BITS, arr.offset), raw
+    values = np.ascontiguousarray(arr.to_numpy(zero_copy_only=False), dtype=np.float64)
+    return (raw, _validity(arr, bufs), arr.offset), values
+
+
+_F64_TYPE = pa.float64()
 
 
 def enum_codes(arr, allowed):
