@@ -42,7 +42,7 @@ MKT_SYMBOL_UNKNOWN, MKT_MARK_PRICE, MKT_MARK_IV, MKT_MARK_IV_ABOVE_MAX, \
     MKT_UNDERLYING_PRICE = range(5)
 
 
-@njit
+@njit(inline="always")
 def is_valid(validity, bit0, i):
     """Row ``i`` is not null (``validity`` empty: no row is)."""
     if validity.shape[0] == 0:
@@ -51,7 +51,7 @@ def is_valid(validity, bit0, i):
     return (validity[j >> 3] >> (j & 7)) & 1 != 0
 
 
-@njit
+@njit(inline="always")
 def bad_number(v, positive, bounds):
     """``v`` breaks the rule of a numeric input: not finite, of magnitude above ``bounds[0]``,
     or, when ``positive``, below ``bounds[1]`` (> 0 with room to divide)."""
@@ -108,12 +108,20 @@ def str_index(offsets, data):
     codes = np.empty(n, dtype=np.int64)
     first = np.empty(n, dtype=np.int64)
     code_hash = np.empty(n, dtype=np.uint64)
-    k = 0
+    # first the hashes, independent of each other (the loop pipelines); 0 marks a row equal
+    # to the row before (no hash is 0 but by chance, and then that row is only compared)
+    hashes = np.empty(n, dtype=np.uint64)
     for i in range(n):
         if i > 0 and same_str(offsets, data, i, offsets, data, i - 1):
+            hashes[i] = 0
+        else:
+            hashes[i] = str_hash(offsets, data, i)
+    k = 0
+    for i in range(n):
+        h = hashes[i]
+        if h == 0 and i > 0 and same_str(offsets, data, i, offsets, data, i - 1):
             codes[i] = codes[i - 1]
             continue
-        h = str_hash(offsets, data, i)
         s = np.int64(h >> np.uint64(64 - bits))
         while True:
             c = slots[s]

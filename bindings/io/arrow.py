@@ -64,12 +64,25 @@ def as_table(obj, name):
         raise MarginError(name, None, "an Arrow table, a RecordBatch or an object exposing "
                           f"__arrow_c_stream__ (pandas, polars, duckdb), got "
                           f"{type(obj).__name__}")
-    names = table.column_names
+    table_schema = table.schema
+    seen = _PLAIN_SCHEMAS.get(name)
+    if seen is not None and table_schema.equals(seen):
+        return table                    # the layout of the last table read as `name`
+    names = table_schema.names
     if len(set(names)) != len(names):
         dup = sorted({c for c in names if names.count(c) > 1})
         raise MarginError(name, dup[0], "unique column names, got "
                           f"{', '.join(map(repr, dup))} more than once")
-    return _plain_strings(table)
+    plain = _plain_strings(table)
+    if plain is table:
+        _PLAIN_SCHEMAS[name] = table_schema
+    return plain
+
+
+# per table name, the last schema as_table / check_columns found right: the next table of
+# that layout (a margin call's inputs again, a feed's batches) skips the type checks
+_PLAIN_SCHEMAS = {}
+_CHECKED_SCHEMAS = {}
 
 
 _ARROW_ERRORS = (pa.ArrowInvalid, pa.ArrowTypeError, pa.ArrowNotImplementedError, TypeError,
@@ -166,6 +179,20 @@ _KIND_CHECK = {
 def check_columns(table, name, spec):
     """Presence, type and nulls of every column in ``spec``."""
     schema = table.schema
+    seen = _CHECKED_SCHEMAS.get((name, id(spec)))
+    if seen is not None and seen[0] is spec and schema.equals(seen[1]):
+        for col in seen[2]:             # the types were checked on this layout: nulls only
+            if table.column(col).null_count:
+                bad = np.asarray(table.column(col).is_null().to_numpy(zero_copy_only=False))
+                raise_rows(table, name, col, bad, "no nulls")
+        return
+    _check_columns(table, name, spec, schema)
+    no_nulls = [col for col, (kind, required, nullable) in spec.items()
+                if col in schema.names and not nullable]
+    _CHECKED_SCHEMAS[(name, id(spec))] = (spec, schema, no_nulls)
+
+
+def _check_columns(table, name, spec, schema):
     types = dict(zip(schema.names, schema.types))
     for col, (kind, required, nullable) in spec.items():
         if col not in types:

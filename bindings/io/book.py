@@ -645,6 +645,13 @@ def load_book(positions, instruments, market, index, balances, open_orders, rese
     inst_snap = (active_key // n_ins).astype(np.int64) if n_ins else active_key
     pos_instr = inst_inv[:len(pos_row)]
     ord_instr = inst_inv[len(pos_row):]
+    # one snapshot and every instrument active: the instances are the table's rows, in order
+    every_ins = _arrow.FAST_PATHS and n_snap == 1 and len(inst_ins) == n_ins
+
+    def of_ins(values):
+        """``values`` (one per instruments row) of each active instance."""
+        return values if every_ins else values[inst_ins]
+
     # market row of each instance: its snapshot's row, else the untimed row
     n_keys = (max(n_snap, 0) + 1) * n_ins          # mkt_key < n_keys, and no two alike
     if _arrow.FAST_PATHS and n_keys <= max(8 * len(mkt_key), 1 << 16):
@@ -683,7 +690,7 @@ def load_book(positions, instruments, market, index, balances, open_orders, rese
                (" at every snapshot time" if timed else ""), snap_ns, timed=timed,
                hint=FILL_HINT if timed else None)
     m_rows = M.row[m_of]
-    a_kind = kind[inst_ins]
+    a_kind = of_ins(kind)
     opt_no_iv = (a_kind == OPTION) & np.isnan(iv_t[m_rows])
     if opt_no_iv.any():
         mask = np.zeros(mkt.num_rows, dtype=bool)
@@ -707,7 +714,7 @@ def load_book(positions, instruments, market, index, balances, open_orders, rese
     stable = frozenset(model["stablecoins"])
 
     # compact underlying codes of the active instruments
-    used, a_und_code = unique_keys(und_all_code[inst_ins])
+    used, a_und_code = unique_keys(of_ins(und_all_code))
     und_all = und_all_names.to_pylist()           # the distinct names: a handful
     und_names = [und_all[i] for i in used.tolist()]
     col_of = {a: i for i, a in enumerate(assets)}
@@ -728,7 +735,7 @@ def load_book(positions, instruments, market, index, balances, open_orders, rese
                           time=snap_ns[first] if timed else None)
 
     forward = np.where(np.isnan(fwd_t[m_rows]), und_px, fwd_t[m_rows])
-    a_exp = expiry[inst_ins]
+    a_exp = of_ins(expiry)
     vt_inst = snap_ns[inst_snap] if n_snap else np.zeros(0, dtype=np.int64)
     years = np.where(a_exp == NAT, 0.0, (a_exp - vt_inst) / NS_PER_YEAR)
     years = np.where(a_kind == SPOT, 0.0, np.where(a_kind == PERPETUAL, 0.0, years))
@@ -778,12 +785,13 @@ def load_book(positions, instruments, market, index, balances, open_orders, rese
 
     book = Book(
         timed=timed, snap_ns=snap_ns, accounts=accounts, acc_snap=acc_snap,
-        symbols=sym.take(pa.array(inst_ins, type=pa.int64())), instr_snap=inst_snap,
+        symbols=sym if every_ins else sym.take(pa.array(inst_ins, type=pa.int64())),
+        instr_snap=inst_snap,
         und_code=a_und_code, und_names=und_names,
-        kind=a_kind, settlement=settlement[inst_ins], contract_size=csize[inst_ins],
+        kind=a_kind, settlement=of_ins(settlement), contract_size=of_ins(csize),
         mark=mark_t[m_rows], forward=np.ascontiguousarray(forward),
-        strike=np.where(np.isnan(strike[inst_ins]), 1.0, strike[inst_ins]),
-        is_call=np.ascontiguousarray(np.where(a_kind == OPTION, is_call[inst_ins], CALL)),
+        strike=np.where(np.isnan(of_ins(strike)), 1.0, of_ins(strike)),
+        is_call=np.ascontiguousarray(np.where(a_kind == OPTION, of_ins(is_call), CALL)),
         expiry_ns=a_exp, years=np.ascontiguousarray(years, dtype=np.float64),
         mark_iv=iv_t[m_rows], assets=assets, asset_px=asset_px, stablecoins=stable,
         pos_account=pos_account, pos_instr=pos_instr, quantity=quantity, entry_price=entry,
