@@ -93,12 +93,21 @@ def match_names(offsets, data, validity, bit0, n_offsets, n_data):
 
 
 @njit
-def str_index(offsets, data):
+def _grown(values, size):
+    """``values`` copied into an array of ``size`` (>= its length)."""
+    out = np.empty(size, dtype=values.dtype)
+    out[:values.shape[0]] = values
+    return out
+
+
+@njit
+def str_index(offsets, data, period):
     """``(codes, first, code_hash, slots, bits)``: dense codes of the strings (no nulls) in
     order of first appearance, the first row and the hash of each code, and the hash table:
     ``slots`` (``2**bits`` of them, -1 empty, else a code) probed linearly from a hash's top
     ``bits`` bits.  The table starts at twice the rows (at most 65,536 slots) and doubles when
-    half full; a row equal to the row before is not hashed."""
+    half full.  A row equal to the row before, or (``period`` > 0) to the row ``period`` rows
+    before (a history's snapshots of the same rows), is not hashed."""
     n = offsets.shape[0] - 1
     bits = 4
     while (1 << bits) < 2 * n and bits < 16:
@@ -106,54 +115,71 @@ def str_index(offsets, data):
     mask = (1 << bits) - 1
     slots = np.full(1 << bits, -1, dtype=np.int64)
     codes = np.empty(n, dtype=np.int64)
-    first = np.empty(n, dtype=np.int64)
-    code_hash = np.empty(n, dtype=np.uint64)
-    # first the hashes, independent of each other (the loop pipelines); 0 marks a row equal
-    # to the row before (no hash is 0 but by chance, and then that row is only compared)
-    hashes = np.empty(n, dtype=np.uint64)
-    for i in range(n):
-        if i > 0 and same_str(offsets, data, i, offsets, data, i - 1):
-            hashes[i] = 0
-        else:
-            hashes[i] = str_hash(offsets, data, i)
+    size = min(n, 1024)             # the codes' first rows and hashes, grown as needed
+    first = np.empty(size, dtype=np.int64)
+    code_hash = np.empty(size, dtype=np.uint64)
+    # by blocks of rows: first the hashes, independent of each other (the loop pipelines);
+    # 0 marks a row equal to the row before, 1 one equal to the row a period before (no hash
+    # is 0 or 1 but by chance, and then that row is compared and then probed)
+    block = 1024
+    hashes = np.empty(min(n, block), dtype=np.uint64)
     k = 0
-    for i in range(n):
-        h = hashes[i]
-        if h == 0 and i > 0 and same_str(offsets, data, i, offsets, data, i - 1):
-            codes[i] = codes[i - 1]
-            continue
-        s = np.int64(h >> np.uint64(64 - bits))
-        while True:
-            c = slots[s]
-            if c < 0:
-                slots[s] = k
-                first[k] = i
-                code_hash[k] = h
-                codes[i] = k
-                k += 1
-                if 2 * k > mask:
-                    bits += 1
-                    mask = (1 << bits) - 1
-                    slots = np.full(1 << bits, -1, dtype=np.int64)
-                    for c2 in range(k):
-                        s2 = np.int64(code_hash[c2] >> np.uint64(64 - bits))
-                        while slots[s2] >= 0:
-                            s2 = (s2 + 1) & mask
-                        slots[s2] = c2
-                break
-            if code_hash[c] == h and same_str(offsets, data, i, offsets, data, first[c]):
-                codes[i] = c
-                break
-            s = (s + 1) & mask
+    for start in range(0, n, block):
+        end = min(n, start + block)
+        for i in range(start, end):
+            if i > 0 and same_str(offsets, data, i, offsets, data, i - 1):
+                hashes[i - start] = 0
+            elif period > 0 and i >= period and same_str(offsets, data, i, offsets, data,
+                                                         i - period):
+                hashes[i - start] = 1
+            else:
+                hashes[i - start] = str_hash(offsets, data, i)
+        for i in range(start, end):
+            h = hashes[i - start]
+            if h == 0 and i > 0 and same_str(offsets, data, i, offsets, data, i - 1):
+                codes[i] = codes[i - 1]
+                continue
+            if h == 1 and period > 0 and i >= period and same_str(offsets, data, i, offsets,
+                                                                  data, i - period):
+                codes[i] = codes[i - period]
+                continue
+            s = np.int64(h >> np.uint64(64 - bits))
+            while True:
+                c = slots[s]
+                if c < 0:
+                    if k == size:
+                        size *= 2
+                        first = _grown(first, size)
+                        code_hash = _grown(code_hash, size)
+                    slots[s] = k
+                    first[k] = i
+                    code_hash[k] = h
+                    codes[i] = k
+                    k += 1
+                    if 2 * k > mask:
+                        bits += 1
+                        mask = (1 << bits) - 1
+                        slots = np.full(1 << bits, -1, dtype=np.int64)
+                        for c2 in range(k):
+                            s2 = np.int64(code_hash[c2] >> np.uint64(64 - bits))
+                            while slots[s2] >= 0:
+                                s2 = (s2 + 1) & mask
+                            slots[s2] = c2
+                    break
+                if code_hash[c] == h and same_str(offsets, data, i, offsets, data, first[c]):
+                    codes[i] = c
+                    break
+                s = (s + 1) & mask
     return codes, first[:k].copy(), code_hash[:k].copy(), slots, bits
 
 
 @njit
-def lookup_rows(column, values, index):
+def lookup_rows(column, values, index, period):
     """Row in ``values`` (the first of its value) of each string of ``column`` (``(offsets,
     data, validity, bit0)``), -1 when null or absent; ``index`` is :func:`str_index` of
-    ``values``.  A row equal to the row before takes its answer; otherwise the value after
-    the previous row's match is tried before the hash."""
+    ``values``.  A row equal to the row before takes its answer; otherwise the match of the
+    row ``period`` rows before (``period`` > 0: a history's snapshots of the same rows), then
+    the value after the previous row's match are tried before the hash."""
     offsets, data, validity, bit0 = column
     v_offsets, v_data = values
     codes, first, code_hash, slots, bits = index
@@ -172,6 +198,11 @@ def lookup_rows(column, values, index):
             out[i] = out[i - 1]
             continue
         prev_valid = True
+        if period > 0 and i >= period and out[i - period] >= 0 and same_str(
+                offsets, data, i, v_offsets, v_data, out[i - period]):
+            out[i] = out[i - period]
+            prev = out[i]
+            continue
         guess = prev + 1 if prev + 1 < n_values else 0
         if n_values and same_str(offsets, data, i, v_offsets, v_data, guess):
             out[i] = first[codes[guess]]
@@ -212,9 +243,9 @@ def instruments(symbol, underlying, kind, settlement, option_type, contract_size
     sym_off, sym_data, _v, _b = symbol
     n = sym_off.shape[0] - 1
     bad = np.zeros(10, dtype=np.int64)
-    sym_index = str_index(sym_off, sym_data)
+    sym_index = str_index(sym_off, sym_data, 0)
     bad[INS_SYMBOL_REPEATED] = n - sym_index[1].shape[0]
-    und_codes, und_first, _h, _s, _b = str_index(underlying[0], underlying[1])
+    und_codes, und_first, _h, _s, _b = str_index(underlying[0], underlying[1], 0)
     (k_names_off, k_names), (s_names_off, s_names), (o_names_off, o_names) = names
     k_off, k_data, k_valid, k_bit0 = kind
     s_off, s_data, s_valid, s_bit0 = settlement
@@ -258,12 +289,14 @@ def instruments(symbol, underlying, kind, settlement, option_type, contract_size
 
 @njit
 def positions(symbol, account, quantity, entry_price, leverage, ins_symbol, ins_index,
-              bounds):
+              period, code_accounts, bounds):
     """The positions table in one pass.
 
     ``symbol``, ``account``: string columns; ``quantity``, ``entry_price``, ``leverage``:
     numeric columns (the last two may be absent); ``ins_symbol`` the instruments' symbols
-    ``(offsets, data)`` and ``ins_index`` their :func:`str_index`.
+    ``(offsets, data)`` and ``ins_index`` their :func:`str_index`; ``period`` as in
+    :func:`lookup_rows` (0: none); ``code_accounts`` False leaves the accounts uncoded
+    (empty codes).
 
     Returns ``(ins_row, acc_codes, acc_first, bad)``: the instruments row of each position's
     symbol (-1 unknown), the account codes (order of first appearance) and each code's first
@@ -271,11 +304,14 @@ def positions(symbol, account, quantity, entry_price, leverage, ins_symbol, ins_
     instruments; a quantity that breaks :func:`bad_number`; an entry price or a leverage
     that breaks it as a positive number)."""
     bad = np.zeros(4, dtype=np.int64)
-    ins_row = lookup_rows(symbol, ins_symbol, ins_index)
+    ins_row = lookup_rows(symbol, ins_symbol, ins_index, period)
     for i in range(ins_row.shape[0]):
         if ins_row[i] < 0:
             bad[POS_SYMBOL_UNKNOWN] += 1
-    acc_codes, acc_first, _h, _s, _b = str_index(account[0], account[1])
+    if code_accounts:
+        acc_codes, acc_first, _h, _s, _b = str_index(account[0], account[1], period)
+    else:
+        acc_codes = acc_first = np.zeros(0, dtype=np.int64)
     bad[POS_QUANTITY] = count_bad(quantity[0], quantity[1], quantity[2], False, bounds)
     bad[POS_ENTRY_PRICE] = count_bad(entry_price[0], entry_price[1], entry_price[2], True,
                                      bounds)
@@ -297,7 +333,7 @@ def market(symbol, mark_price, mark_iv, underlying_price, max_iv, ins_symbol, in
     a mark price, mark_iv or underlying price that breaks :func:`bad_number` as a positive
     number; a mark_iv above ``max_iv``)."""
     bad = np.zeros(5, dtype=np.int64)
-    ins_row = lookup_rows(symbol, ins_symbol, ins_index)
+    ins_row = lookup_rows(symbol, ins_symbol, ins_index, 0)
     for i in range(ins_row.shape[0]):
         if ins_row[i] < 0:
             bad[MKT_SYMBOL_UNKNOWN] += 1

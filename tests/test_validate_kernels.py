@@ -7,6 +7,7 @@ import math
 
 import numpy as np
 import pyarrow as pa
+import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
@@ -112,14 +113,14 @@ def looked_up_tables(draw):
 
 def _index(ins):
     offsets, data = str_buffers(pa.array(ins, pa.string()))
-    return (offsets, data), V.str_index(offsets, data)
+    return (offsets, data), V.str_index(offsets, data, 0)
 
 
-@given(looked_up_tables())
-def test_lookup_rows_matches_oracle(case):
+@given(looked_up_tables(), st.integers(0, 5))
+def test_lookup_rows_matches_oracle(case, period):
     ins, rows, start = case
     values, index = _index(ins)
-    got = V.lookup_rows(_str_col(rows, start), values, index)
+    got = V.lookup_rows(_str_col(rows, start), values, index, period)
     assert got.tolist() == oracles.lookup_rows(rows, ins).tolist()
 
 
@@ -136,7 +137,8 @@ def test_positions_kernel_matches_oracle(case, data):
     values, index = _index(ins)
     got = V.positions(_str_col(rows, start), _str_col(account, start), _num_col(qty, start),
                       _num_col(entry, start) if entry is not None else NO_NUMBERS,
-                      _num_col(lev, start), values, index, BOUNDS)
+                      _num_col(lev, start), values, index, data.draw(st.integers(0, 5)),
+                      True, BOUNDS)
     want = oracles.validate_positions(rows, account, qty, entry, lev, ins, BOUNDS)
     assert all(g.tolist() == w.tolist() for g, w in zip(got, want))
 
@@ -156,11 +158,12 @@ def test_market_kernel_matches_oracle(case, data):
     assert all(g.tolist() == w.tolist() for g, w in zip(got, want))
 
 
-def test_str_index_grows_and_matches_oracle():
-    """Enough distinct strings that the table doubles, with runs and repeats."""
+@pytest.mark.parametrize("period", [0, 1, 7, 997])
+def test_str_index_grows_and_matches_oracle(period):
+    """Enough distinct strings that the table doubles, with runs, repeats and periods."""
     values = [f"S-{i % 997}-{'x' * (i % 11)}" for i in range(5000)]
     values = [v for v in values for _ in range(1 + len(v) % 2)]
     offsets, data = str_buffers(pa.array(values))
-    codes, first, *_ = V.str_index(offsets, data)
+    codes, first, *_ = V.str_index(offsets, data, period)
     want = oracles.str_codes(values)
     assert codes.tolist() == want[0].tolist() and first.tolist() == want[1].tolist()

@@ -28,7 +28,7 @@ from pmrisk.kernel import validate
 from pmrisk.kernel.keys import pairs_in_order, sorted_runs
 
 from . import arrow as _arrow, schema
-from .arrow import (BOUNDS, NAT, NO_NUMBERS, NO_STRINGS, as_table, check_columns, codes,
+from .arrow import (BOUNDS, NAT, NO_NUMBERS, NO_STRINGS, SMALL, as_table, check_columns, codes,
                     duplicated, enum_codes, float_column, has, kernel_args, lookup, name_buffers,
                     number_parts, raise_rows, row_keys, str_buffers, str_column, str_parts,
                     time_column, unique_keys, valuation_ns)
@@ -156,6 +156,14 @@ class _Rows:
 
     def __len__(self):
         return len(self.row)
+
+    def period(self):
+        """Rows of the first snapshot when every row is a book row in snapshot order (a
+        history whose snapshots may repeat the same rows: a guess the kernels check), else
+        0."""
+        if not (self.every and _arrow.FAST_PATHS and len(self.snap)):
+            return 0
+        return int(np.searchsorted(self.snap, self.snap[0], side="right"))
 
     def table_mask(self, bad):
         """Mask over the table's rows of the book rows where ``bad``."""
@@ -287,7 +295,8 @@ class Instruments:
         """Row of each of ``symbols`` (a string array) in the table, -1 when not listed."""
         if self.index is None:
             return lookup(symbols, self.symbol)
-        return validate.lookup_rows(str_parts(symbols), str_buffers(self.symbol), self.index)
+        return validate.lookup_rows(str_parts(symbols), str_buffers(self.symbol), self.index,
+                                    0)
 
 
 def read_instruments(ins):
@@ -387,12 +396,13 @@ class Positions:
     account_names: pa.Array     # the name of each code
 
 
-def read_positions(pos, instruments):
+def read_positions(pos, instruments, period=0):
     """:class:`Positions` of the positions table (``instruments``: :class:`Instruments`):
     one kernel pass (:func:`pmrisk.kernel.validate.positions`) when every row passes, else
-    the checks rule by rule."""
+    the checks rule by rule.  ``period``: the rows of the first snapshot when the table's
+    snapshots repeat its rows in the same order (a guess the kernel checks; 0: none)."""
     if _arrow.FAST_PATHS and instruments.index is not None:
-        got = _positions_in_one_pass(pos, instruments)
+        got = _positions_in_one_pass(pos, instruments, period)
         if got is not None:
             return got
     return _positions_by_rule(pos, instruments)
@@ -402,7 +412,7 @@ def _optional_numbers(table, col):
     return number_parts(table, col) if has(table, col) else (NO_NUMBERS, None)
 
 
-def _positions_in_one_pass(pos, instruments):
+def _positions_in_one_pass(pos, instruments, period):
     n = pos.num_rows
     qty, entry, lev = (number_parts(pos, "quantity"), _optional_numbers(pos, "entry_price"),
                        _optional_numbers(pos, "leverage"))
@@ -411,16 +421,17 @@ def _positions_in_one_pass(pos, instruments):
     acc = str_column(pos, "account")
     ins_row, acc_code, acc_first, bad = validate.positions(
         str_parts(str_column(pos, "symbol")), str_parts(acc), qty[0], entry[0], lev[0],
-        str_buffers(instruments.symbol), instruments.index, BOUNDS)
+        str_buffers(instruments.symbol), instruments.index, period, n <= SMALL, BOUNDS)
     if bad.any():
         return None
     return Positions(
         ins_row=ins_row, quantity=qty[1],
         entry_price=entry[1] if entry[1] is not None else np.full(n, np.nan),
         leverage=lev[1] if lev[1] is not None else np.full(n, np.nan),
-        account_codes=acc_code,
-        account_names=acc.slice(int(acc_first[0]), 1) if len(acc_first) == 1
-        else acc.take(pa.array(acc_first, pa.int64())))
+        # a long column (a history's positions) is coded by Arrow's hash, faster there
+        account_codes=acc_code if n <= SMALL else None,
+        account_names=None if n > SMALL else acc.slice(int(acc_first[0]), 1)
+        if len(acc_first) == 1 else acc.take(pa.array(acc_first, pa.int64())))
 
 
 def _positions_by_rule(pos, instruments):
@@ -525,7 +536,7 @@ def load_book(positions, instruments, market, index, balances, open_orders, rese
     P = R["positions"]
     OR = R.get("open_orders")
     M = R["market"]
-    PT = read_positions(P.table, INS)
+    PT = read_positions(P.table, INS, P.period())
     pos_row, quantity, entry = P.pick(PT.ins_row), P.pick(PT.quantity), P.pick(PT.entry_price)
     leverage = P.pick(PT.leverage)
     pos_snap = P.snap
