@@ -224,6 +224,26 @@ def lookup_rows(column, values, index, period):
 
 
 @njit
+def _repeated_pairs(group, key, n_key):
+    """Rows whose ``(group, key)`` an earlier row has (keys -1 skipped), for ``group`` in
+    non-decreasing order and ``0 <= key < n_key``; -1 when ``group`` decreases somewhere."""
+    stamp = np.full(n_key, -1, dtype=np.int64)
+    repeated = 0
+    for i in range(key.shape[0]):
+        g = group[i]
+        if i and g < group[i - 1]:
+            return -1
+        k = key[i]
+        if k < 0:
+            continue
+        if stamp[k] == g:
+            repeated += 1
+        else:
+            stamp[k] = g
+    return repeated
+
+
+@njit
 def instruments(symbol, underlying, kind, settlement, option_type, contract_size, strike,
                 expiry, names, bounds):
     """The instruments table in one pass.
@@ -298,25 +318,29 @@ def positions(symbol, account, quantity, entry_price, leverage, ins_symbol, ins_
     :func:`lookup_rows` (0: none); ``code_accounts`` False leaves the accounts uncoded
     (empty codes).
 
-    Returns ``(ins_row, acc_codes, acc_first, bad)``: the instruments row of each position's
-    symbol (-1 unknown), the account codes (order of first appearance) and each code's first
-    row, and the count of rows breaking each rule ``POS_*`` (a symbol not among the
-    instruments; a quantity that breaks :func:`bad_number`; an entry price or a leverage
-    that breaks it as a positive number)."""
+    Returns ``(ins_row, acc_codes, acc_first, repeated, bad)``: the instruments row of each
+    position's symbol (-1 unknown), the account codes (order of first appearance) and each
+    code's first row, the number of rows that repeat an earlier row's (account, symbol) (-1
+    when not counted: accounts uncoded, or not in contiguous runs), and the count of rows
+    breaking each rule ``POS_*`` (a symbol not among the instruments; a quantity that breaks
+    :func:`bad_number`; an entry price or a leverage that breaks it as a positive
+    number)."""
     bad = np.zeros(4, dtype=np.int64)
     ins_row = lookup_rows(symbol, ins_symbol, ins_index, period)
     for i in range(ins_row.shape[0]):
         if ins_row[i] < 0:
             bad[POS_SYMBOL_UNKNOWN] += 1
+    repeated = -1
     if code_accounts:
         acc_codes, acc_first, _h, _s, _b = str_index(account[0], account[1], period)
+        repeated = _repeated_pairs(acc_codes, ins_row, ins_symbol[0].shape[0] - 1)
     else:
         acc_codes = acc_first = np.zeros(0, dtype=np.int64)
     bad[POS_QUANTITY] = count_bad(quantity[0], quantity[1], quantity[2], False, bounds)
     bad[POS_ENTRY_PRICE] = count_bad(entry_price[0], entry_price[1], entry_price[2], True,
                                      bounds)
     bad[POS_LEVERAGE] = count_bad(leverage[0], leverage[1], leverage[2], True, bounds)
-    return ins_row, acc_codes, acc_first, bad
+    return ins_row, acc_codes, acc_first, repeated, bad
 
 
 @njit
@@ -328,10 +352,11 @@ def market(symbol, mark_price, mark_iv, underlying_price, max_iv, ins_symbol, in
     columns (the last two may be absent); ``max_iv``: the largest ``mark_iv`` allowed;
     ``ins_symbol``, ``ins_index`` as in :func:`positions`.
 
-    Returns ``(ins_row, bad)``: the instruments row of each market row's symbol (-1 unknown)
-    and the count of rows breaking each rule ``MKT_*`` (a symbol not among the instruments;
-    a mark price, mark_iv or underlying price that breaks :func:`bad_number` as a positive
-    number; a mark_iv above ``max_iv``)."""
+    Returns ``(ins_row, repeated, bad)``: the instruments row of each market row's symbol
+    (-1 unknown), the number of rows whose symbol an earlier row has, and the count of rows
+    breaking each rule ``MKT_*`` (a symbol not among the instruments; a mark price, mark_iv
+    or underlying price that breaks :func:`bad_number` as a positive number; a mark_iv above
+    ``max_iv``)."""
     bad = np.zeros(5, dtype=np.int64)
     ins_row = lookup_rows(symbol, ins_symbol, ins_index, 0)
     for i in range(ins_row.shape[0]):
@@ -345,4 +370,5 @@ def market(symbol, mark_price, mark_iv, underlying_price, max_iv, ins_symbol, in
             bad[MKT_MARK_IV_ABOVE_MAX] += 1
     bad[MKT_UNDERLYING_PRICE] = count_bad(underlying_price[0], underlying_price[1],
                                           underlying_price[2], True, bounds)
-    return ins_row, bad
+    one = np.zeros(ins_row.shape[0], dtype=np.int64)
+    return ins_row, _repeated_pairs(one, ins_row, ins_symbol[0].shape[0] - 1), bad

@@ -779,24 +779,35 @@ def validate_instruments(symbol, underlying, kind, settlement, option_type, cont
     return k, s, (o == 1).astype(np.int64), und_codes, und_first, sym_codes, sym_first, bad
 
 
+def _repeated_pairs(group, key):
+    """Rows whose (group, key) an earlier row has (key -1 skipped); -1 when ``group``
+    decreases somewhere."""
+    if np.any(np.diff(np.asarray(group, dtype=np.int64)) < 0):
+        return -1
+    pairs = [(g, k) for g, k in zip(group.tolist(), key.tolist()) if k >= 0]
+    return len(pairs) - len(set(pairs))
+
+
 def validate_positions(symbol, account, quantity, entry_price, leverage, ins_symbol, bounds):
-    """``(ins_row, acc_codes, acc_first, bad)``."""
+    """``(ins_row, acc_codes, acc_first, repeated, bad)``."""
     ins_row = lookup_rows(symbol, ins_symbol)
     acc_codes, acc_first = str_codes(account)
+    repeated = _repeated_pairs(acc_codes, ins_row)
     bad = np.array([int((ins_row < 0).sum()), _count_bad(quantity, False, bounds),
                     _count_bad(entry_price, True, bounds), _count_bad(leverage, True, bounds)],
                    dtype=np.int64)
-    return ins_row, acc_codes, acc_first, bad
+    return ins_row, acc_codes, acc_first, repeated, bad
 
 
 def validate_market(symbol, mark_price, mark_iv, underlying_price, max_iv, ins_symbol, bounds):
-    """``(ins_row, bad)``."""
+    """``(ins_row, repeated, bad)``."""
     ins_row = lookup_rows(symbol, ins_symbol)
+    repeated = _repeated_pairs(np.zeros(len(ins_row), dtype=np.int64), ins_row)
     bad = np.array([int((ins_row < 0).sum()), _count_bad(mark_price, True, bounds),
                     _count_bad(mark_iv, True, bounds),
                     sum(1 for v in (mark_iv or []) if v is not None and v > max_iv),
                     _count_bad(underlying_price, True, bounds)], dtype=np.int64)
-    return ins_row, bad
+    return ins_row, repeated, bad
 
 
 # -- the fused joint stress (kernel.joint.joint_stress): grid curves, band, exact refinement --

@@ -140,7 +140,7 @@ def test_positions_kernel_matches_oracle(case, data):
                       _num_col(lev, start), values, index, data.draw(st.integers(0, 5)),
                       True, BOUNDS)
     want = oracles.validate_positions(rows, account, qty, entry, lev, ins, BOUNDS)
-    assert all(g.tolist() == w.tolist() for g, w in zip(got, want))
+    assert all(np.asarray(g).tolist() == np.asarray(w).tolist() for g, w in zip(got, want))
 
 
 @given(looked_up_tables(), st.data())
@@ -155,7 +155,7 @@ def test_market_kernel_matches_oracle(case, data):
                    _num_col(iv, start) if iv is not None else NO_NUMBERS,
                    _num_col(fwd, start), 5.0, values, index, BOUNDS)
     want = oracles.validate_market(rows, mark, iv, fwd, 5.0, ins, BOUNDS)
-    assert all(g.tolist() == w.tolist() for g, w in zip(got, want))
+    assert all(np.asarray(g).tolist() == np.asarray(w).tolist() for g, w in zip(got, want))
 
 
 @pytest.mark.parametrize("period", [0, 1, 7, 997])

@@ -394,6 +394,7 @@ class Positions:
     leverage: np.ndarray        # NaN when none
     account_codes: np.ndarray   # codes of the account names (None: not coded here)
     account_names: pa.Array     # the name of each code
+    repeated: int = -1          # rows repeating an earlier (account, symbol); -1 not counted
 
 
 def read_positions(pos, instruments, period=0):
@@ -419,7 +420,7 @@ def _positions_in_one_pass(pos, instruments, period):
     if qty is None or entry is None or lev is None:
         return None
     acc = str_column(pos, "account")
-    ins_row, acc_code, acc_first, bad = validate.positions(
+    ins_row, acc_code, acc_first, repeated, bad = validate.positions(
         str_parts(str_column(pos, "symbol")), str_parts(acc), qty[0], entry[0], lev[0],
         str_buffers(instruments.symbol), instruments.index, period, n <= SMALL, BOUNDS)
     if bad.any():
@@ -431,7 +432,8 @@ def _positions_in_one_pass(pos, instruments, period):
         # a long column (a history's positions) is coded by Arrow's hash, faster there
         account_codes=acc_code if n <= SMALL else None,
         account_names=None if n > SMALL else acc.slice(int(acc_first[0]), 1)
-        if len(acc_first) == 1 else acc.take(pa.array(acc_first, pa.int64())))
+        if len(acc_first) == 1 else acc.take(pa.array(acc_first, pa.int64())),
+        repeated=int(repeated))
 
 
 def _positions_by_rule(pos, instruments):
@@ -454,6 +456,7 @@ class Market:
     mark_price: np.ndarray
     mark_iv: np.ndarray         # NaN when none
     underlying_price: np.ndarray  # NaN when none
+    repeated: int = -1          # rows whose symbol an earlier row has; -1 not counted
 
 
 def read_market(mkt, instruments, max_iv):
@@ -473,14 +476,15 @@ def _market_in_one_pass(mkt, instruments, max_iv):
                      _optional_numbers(mkt, "underlying_price"))
     if mark is None or iv is None or fwd is None:
         return None
-    ins_row, bad = validate.market(
+    ins_row, repeated, bad = validate.market(
         str_parts(str_column(mkt, "symbol")), mark[0], iv[0], fwd[0], float(max_iv),
         str_buffers(instruments.symbol), instruments.index, BOUNDS)
     if bad.any():
         return None
     return Market(ins_row=ins_row, mark_price=mark[1],
                   mark_iv=iv[1] if iv[1] is not None else np.full(n, np.nan),
-                  underlying_price=fwd[1] if fwd[1] is not None else np.full(n, np.nan))
+                  underlying_price=fwd[1] if fwd[1] is not None else np.full(n, np.nan),
+                  repeated=int(repeated))
 
 
 def _market_by_rule(mkt, instruments, max_iv):
@@ -594,7 +598,9 @@ def load_book(positions, instruments, market, index, balances, open_orders, rese
     ord_account = acc_of.get("open_orders", np.zeros(0, dtype=np.int64))
     bal_account = acc_of.get("balances", np.zeros(0, dtype=np.int64))
     res_account = acc_of.get("reserves", np.zeros(0, dtype=np.int64))
-    dup = duplicated(pos_account, pos_row)
+    # one snapshot, every row: the positions pass counted the repeated (account, symbol)
+    dup = (np.zeros(0, dtype=bool) if not timed and P.every and PT.repeated == 0
+           else duplicated(pos_account, pos_row))
     if dup.any():
         _raise(P, "positions", "symbol", dup, "one row per (account, symbol)", snap_ns,
                hint="Aggregate duplicate rows first", timed=timed)
@@ -643,7 +649,9 @@ def load_book(positions, instruments, market, index, balances, open_orders, rese
     mkt_ins_t, mark_t, iv_t, fwd_t = MT.ins_row, MT.mark_price, MT.mark_iv, MT.underlying_price
     mkt_ins = mkt_ins_t[M.row]
     mkt_key = (M.snap + 1) * n_ins + mkt_ins          # snapshot -1 (any) -> block 0
-    dup = duplicated(mkt_key)
+    # an untimed market table: the market pass counted the repeated symbols
+    dup = (np.zeros(0, dtype=bool) if not has(mkt, TIME) and MT.repeated == 0
+           else duplicated(mkt_key))
     if dup.any():
         _raise(M, "market", "symbol", dup, "one row per symbol" +
                (" and time" if has(mkt, TIME) else ""), snap_ns, timed=timed)
