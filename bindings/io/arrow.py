@@ -328,9 +328,11 @@ def _float_fast(chunk, positive, nullable):
 def time_column(table, name, col):
     """A timestamp column as int64 ns since the epoch, UTC (null -> ``NAT``)."""
     arr = table.column(col)
-    if FAST_PATHS and arr.num_chunks == 1 and not arr.null_count and len(arr) \
-            and pa.types.is_timestamp(arr.type) and arr.type.unit == "ns":
+    if FAST_PATHS and arr.num_chunks == 1 and len(arr) and pa.types.is_timestamp(arr.type) \
+            and arr.type.unit == "ns":
         chunk = arr.chunk(0)            # int64 ns since the epoch, UTC, whatever the tz
+        if chunk.null_count:            # nulls read as NaT, which is NAT
+            return chunk.to_numpy(zero_copy_only=False).view(np.int64)
         return np.frombuffer(chunk.buffers()[1], dtype=np.int64)[
             chunk.offset:chunk.offset + len(chunk)]
     if pa.types.is_null(arr.type):
@@ -644,6 +646,8 @@ def number_parts(table, col):
     if not n:
         return NO_NUMBERS, NO_NUMBERS[0]
     bufs = arr.buffers()
+    if bufs[1] is None:
+        return None
     raw = _read_only(np.frombuffer(bufs[1], dtype=np.float64)[arr.offset:arr.offset + n])
     if not arr.null_count:
         return (raw, _NO_BITS, arr.offset), raw

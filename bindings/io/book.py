@@ -540,7 +540,7 @@ def load_book(positions, instruments, market, index, balances, open_orders, rese
     P = R["positions"]
     OR = R.get("open_orders")
     M = R["market"]
-    PT = read_positions(P.table, INS, P.period())
+    PT = read_positions(P.table, INS, P.period() if timed else 0)
     pos_row, quantity, entry = P.pick(PT.ins_row), P.pick(PT.quantity), P.pick(PT.entry_price)
     leverage = P.pick(PT.leverage)
     pos_snap = P.snap
