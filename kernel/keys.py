@@ -162,62 +162,84 @@ def dense_unique(keys, hi):
     return uniq, inverse, first
 
 
-@njit
+@njit(inline="always")
 def _word(data, j):
-    """The eight bytes ``data[j:j + 8]`` as one little-endian uint64."""
-    return (np.uint64(data[j]) | (np.uint64(data[j + 1]) << np.uint64(8))
-            | (np.uint64(data[j + 2]) << np.uint64(16))
-            | (np.uint64(data[j + 3]) << np.uint64(24))
-            | (np.uint64(data[j + 4]) << np.uint64(32))
-            | (np.uint64(data[j + 5]) << np.uint64(40))
-            | (np.uint64(data[j + 6]) << np.uint64(48))
-            | (np.uint64(data[j + 7]) << np.uint64(56)))
+    """The eight bytes ``data[j:j + 8]`` as one little-endian uint64 (unsigned indices: no
+    negative-index check between the loads, which the compiler then merges)."""
+    j = np.uint64(j)
+    return (np.uint64(data[j]) | (np.uint64(data[j + np.uint64(1)]) << np.uint64(8))
+            | (np.uint64(data[j + np.uint64(2)]) << np.uint64(16))
+            | (np.uint64(data[j + np.uint64(3)]) << np.uint64(24))
+            | (np.uint64(data[j + np.uint64(4)]) << np.uint64(32))
+            | (np.uint64(data[j + np.uint64(5)]) << np.uint64(40))
+            | (np.uint64(data[j + np.uint64(6)]) << np.uint64(48))
+            | (np.uint64(data[j + np.uint64(7)]) << np.uint64(56)))
 
 
 @njit
 def _equal(offsets, data, i, r):
     """Strings ``i`` and ``r`` have the same bytes."""
+    return same_str(offsets, data, i, offsets, data, r)
+
+
+@njit(inline="always")
+def str_hash(offsets, data, i):
+    """A 64-bit hash of string ``i``'s bytes, eight bytes at a time (each word folded in by a
+    multiply, the bytes of a word gathered by shifts the CPU overlaps), with the length and a
+    final mix."""
     a = np.int64(offsets[i])
-    length = np.int64(offsets[i + 1]) - a
-    b = np.int64(offsets[r])
-    if np.int64(offsets[r + 1]) - b != length:
+    b = np.int64(offsets[i + 1])
+    mul = np.uint64(0x9E3779B97F4A7C15)
+    h = np.uint64(0xCBF29CE484222325) ^ np.uint64(b - a)
+    j = a
+    while j + 8 <= b:
+        w = _word(data, j)
+        h = (h ^ w) * mul
+        h ^= h >> np.uint64(29)
+        j += 8
+    if j < b:
+        w = np.uint64(0)
+        s = np.uint64(0)
+        while j < b:
+            w |= np.uint64(data[np.uint64(j)]) << s
+            s += np.uint64(8)
+            j += 1
+        h = (h ^ w) * mul
+    h ^= h >> np.uint64(33)
+    h *= np.uint64(0xFF51AFD7ED558CCD)
+    h ^= h >> np.uint64(33)
+    return h
+
+
+@njit(inline="always")
+def same_str(offsets, data, i, other_offsets, other_data, r):
+    """String ``i`` of one array has the bytes of string ``r`` of another (or the same):
+    eight bytes at a time, then the rest."""
+    a = np.uint64(offsets[i])
+    length = np.uint64(offsets[i + 1]) - a
+    b = np.uint64(other_offsets[r])
+    if np.uint64(other_offsets[r + 1]) - b != length:
         return False
-    for q in range(length):
-        if data[a + q] != data[b + q]:
+    q = np.uint64(0)
+    while q + np.uint64(8) <= length:
+        if _word(data, a + q) != _word(other_data, b + q):
             return False
+        q += np.uint64(8)
+    while q < length:
+        if data[a + q] != other_data[b + q]:
+            return False
+        q += np.uint64(1)
     return True
 
 
 @njit
 def _row_hashes(offsets, data):
-    """A 64-bit hash of each string's bytes, eight bytes at a time (each word folded in by a
-    multiply, the bytes of a word gathered by shifts the CPU overlaps), with the length and a
-    final mix; the rows' hashes are independent, so the loop pipelines."""
+    """:func:`str_hash` of each string; the rows' hashes are independent, so the loop
+    pipelines."""
     n = offsets.shape[0] - 1
     hashes = np.empty(n, dtype=np.uint64)
-    mul = np.uint64(0x9E3779B97F4A7C15)
     for i in range(n):
-        a = np.int64(offsets[i])
-        b = np.int64(offsets[i + 1])
-        h = np.uint64(0xCBF29CE484222325) ^ np.uint64(b - a)
-        j = a
-        while j + 8 <= b:
-            w = _word(data, j)
-            h = (h ^ w) * mul
-            h ^= h >> np.uint64(29)
-            j += 8
-        if j < b:
-            w = np.uint64(0)
-            s = np.uint64(0)
-            while j < b:
-                w |= np.uint64(data[j]) << s
-                s += np.uint64(8)
-                j += 1
-            h = (h ^ w) * mul
-        h ^= h >> np.uint64(33)
-        h *= np.uint64(0xFF51AFD7ED558CCD)
-        h ^= h >> np.uint64(33)
-        hashes[i] = h
+        hashes[i] = str_hash(offsets, data, i)
     return hashes
 
 

@@ -722,6 +722,94 @@ def str_codes(strings):
     return np.array(codes, dtype=np.int64), np.array(first, dtype=np.int64)
 
 
+# -- kernel.validate: one pass per input table ---------------------------------------------
+# Columns as Python lists (None for null); an absent optional column is None.
+
+def bad_number(v, positive, bounds):
+    """A number that is not finite, above ``bounds[0]`` in magnitude, or (``positive``)
+    below ``bounds[1]``."""
+    return not (math.isfinite(v) and abs(v) <= bounds[0]) or (positive and v < bounds[1])
+
+
+def _count_bad(values, positive, bounds):
+    return sum(1 for v in (values or []) if v is not None and bad_number(v, positive, bounds))
+
+
+def lookup_rows(strings, values):
+    """Row in ``values`` of the first occurrence of each string (None / absent: -1)."""
+    first = {}
+    for r, v in enumerate(values):
+        first.setdefault(v, r)
+    return np.array([-1 if s is None else first.get(s, -1) for s in strings], dtype=np.int64)
+
+
+def validate_instruments(symbol, underlying, kind, settlement, option_type, contract_size,
+                         strike, expiry, names, bounds):
+    """``(kind, settlement, is_call, und_codes, und_first, sym_codes, sym_first, bad)``;
+    ``names`` the allowed (kinds, settlements, option_types) as tuples of str; ``expiry``
+    ints with ``NAT`` for null."""
+    kinds, settlements, option_types = names
+    n = len(symbol)
+    k = match_strings(kind, kinds)
+    s = match_strings(settlement, settlements)
+    o = match_strings(option_type, option_types) if option_type is not None \
+        else np.full(n, -1, dtype=np.int64)
+    sym_codes, sym_first = str_codes(symbol)
+    und_codes, und_first = str_codes(underlying)
+    opt = k == OPTION
+    dated = opt | (k == FUTURE)
+    nat = np.iinfo(np.int64).min
+    no_expiry = np.ones(n, dtype=bool) if expiry is None else \
+        np.array([e == nat for e in expiry], dtype=bool)
+    no_strike = np.ones(n, dtype=bool) if strike is None else \
+        np.array([v is None for v in strike], dtype=bool)
+    bad = np.array([
+        n - len(sym_first),
+        sum(1 for c, v in zip(k, kind) if c < 0 and v is not None),
+        sum(1 for c, v in zip(s, settlement) if c < 0 and v is not None),
+        _count_bad(contract_size, True, bounds),
+        int((dated & no_expiry).sum()),
+        _count_bad(strike, True, bounds),
+        int((opt & no_strike).sum()),
+        0 if option_type is None else sum(1 for c, v in zip(o, option_type)
+                                          if c < 0 and v is not None),
+        int((opt & (o < 0)).sum()),
+        int(((k == SPOT) & (s == INVERSE)).sum()),
+    ], dtype=np.int64)
+    return k, s, (o == 1).astype(np.int64), und_codes, und_first, sym_codes, sym_first, bad
+
+
+def _repeated_pairs(group, key):
+    """Rows whose (group, key) an earlier row has (key -1 skipped); -1 when ``group``
+    decreases somewhere."""
+    if np.any(np.diff(np.asarray(group, dtype=np.int64)) < 0):
+        return -1
+    pairs = [(g, k) for g, k in zip(group.tolist(), key.tolist()) if k >= 0]
+    return len(pairs) - len(set(pairs))
+
+
+def validate_positions(symbol, account, quantity, entry_price, leverage, ins_symbol, bounds):
+    """``(ins_row, acc_codes, acc_first, repeated, bad)``."""
+    ins_row = lookup_rows(symbol, ins_symbol)
+    acc_codes, acc_first = str_codes(account)
+    repeated = _repeated_pairs(acc_codes, ins_row)
+    bad = np.array([int((ins_row < 0).sum()), _count_bad(quantity, False, bounds),
+                    _count_bad(entry_price, True, bounds), _count_bad(leverage, True, bounds)],
+                   dtype=np.int64)
+    return ins_row, acc_codes, acc_first, repeated, bad
+
+
+def validate_market(symbol, mark_price, mark_iv, underlying_price, max_iv, ins_symbol, bounds):
+    """``(ins_row, repeated, bad)``."""
+    ins_row = lookup_rows(symbol, ins_symbol)
+    repeated = _repeated_pairs(np.zeros(len(ins_row), dtype=np.int64), ins_row)
+    bad = np.array([int((ins_row < 0).sum()), _count_bad(mark_price, True, bounds),
+                    _count_bad(mark_iv, True, bounds),
+                    sum(1 for v in (mark_iv or []) if v is not None and v > max_iv),
+                    _count_bad(underlying_price, True, bounds)], dtype=np.int64)
+    return ins_row, repeated, bad
+
+
 # -- the fused joint stress (kernel.joint.joint_stress): grid curves, band, exact refinement --
 
 def _lagrange_weights(t, n_nodes):

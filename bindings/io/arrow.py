@@ -64,12 +64,25 @@ def as_table(obj, name):
         raise MarginError(name, None, "an Arrow table, a RecordBatch or an object exposing "
                           f"__arrow_c_stream__ (pandas, polars, duckdb), got "
                           f"{type(obj).__name__}")
-    names = table.column_names
+    table_schema = table.schema
+    seen = _PLAIN_SCHEMAS.get(name)
+    if seen is not None and table_schema.equals(seen):
+        return table                    # the layout of the last table read as `name`
+    names = table_schema.names
     if len(set(names)) != len(names):
         dup = sorted({c for c in names if names.count(c) > 1})
         raise MarginError(name, dup[0], "unique column names, got "
                           f"{', '.join(map(repr, dup))} more than once")
-    return _plain_strings(table)
+    plain = _plain_strings(table)
+    if plain is table:
+        _PLAIN_SCHEMAS[name] = table_schema
+    return plain
+
+
+# per table name, the last schema as_table / check_columns found right: the next table of
+# that layout (a margin call's inputs again, a feed's batches) skips the type checks
+_PLAIN_SCHEMAS = {}
+_CHECKED_SCHEMAS = {}
 
 
 _ARROW_ERRORS = (pa.ArrowInvalid, pa.ArrowTypeError, pa.ArrowNotImplementedError, TypeError,
@@ -166,6 +179,20 @@ _KIND_CHECK = {
 def check_columns(table, name, spec):
     """Presence, type and nulls of every column in ``spec``."""
     schema = table.schema
+    seen = _CHECKED_SCHEMAS.get((name, id(spec)))
+    if seen is not None and seen[0] is spec and schema.equals(seen[1]):
+        for col in seen[2]:             # the types were checked on this layout: nulls only
+            if table.column(col).null_count:
+                bad = np.asarray(table.column(col).is_null().to_numpy(zero_copy_only=False))
+                raise_rows(table, name, col, bad, "no nulls")
+        return
+    _check_columns(table, name, spec, schema)
+    no_nulls = [col for col, (kind, required, nullable) in spec.items()
+                if col in schema.names and not nullable]
+    _CHECKED_SCHEMAS[(name, id(spec))] = (spec, schema, no_nulls)
+
+
+def _check_columns(table, name, spec, schema):
     types = dict(zip(schema.names, schema.types))
     for col, (kind, required, nullable) in spec.items():
         if col not in types:
@@ -301,6 +328,13 @@ def _float_fast(chunk, positive, nullable):
 def time_column(table, name, col):
     """A timestamp column as int64 ns since the epoch, UTC (null -> ``NAT``)."""
     arr = table.column(col)
+    if FAST_PATHS and arr.num_chunks == 1 and len(arr) and pa.types.is_timestamp(arr.type) \
+            and arr.type.unit == "ns":
+        chunk = arr.chunk(0)            # int64 ns since the epoch, UTC, whatever the tz
+        if chunk.null_count:            # nulls read as NaT, which is NAT
+            return chunk.to_numpy(zero_copy_only=False).view(np.int64)
+        return np.frombuffer(chunk.buffers()[1], dtype=np.int64)[
+            chunk.offset:chunk.offset + len(chunk)]
     if pa.types.is_null(arr.type):
         return np.full(len(arr), NAT, dtype=np.int64)
     if is_string_type(arr.type):
@@ -558,6 +592,70 @@ def str_buffers(arr):
 @functools.lru_cache(maxsize=16)
 def _allowed_buffers(allowed):
     return str_buffers(pa.array(allowed, pa.string()))
+
+
+def name_buffers(allowed):
+    """``(offsets, data)`` of a tuple of names (kinds, settlements ...) as the kernels of
+    :mod:`pmrisk.kernel.validate` match them (built once per tuple)."""
+    return _allowed_buffers(tuple(allowed))
+
+
+def _read_only(a):
+    a.flags.writeable = False
+    return a
+
+
+_NO_BITS = _read_only(np.zeros(0, dtype=np.uint8))
+NO_STRINGS = (_read_only(np.zeros(1, dtype=np.int32)), _NO_BITS, _NO_BITS, 0)
+NO_NUMBERS = (_read_only(np.zeros(0)), _NO_BITS, 0)
+BOUNDS = (MAX_ABS, MIN_POSITIVE)
+
+
+def _validity(arr, bufs):
+    """The validity bitmap of an array as uint8 (empty when it has no nulls)."""
+    if not arr.null_count:
+        return _NO_BITS
+    return _read_only(np.frombuffer(bufs[0], dtype=np.uint8))
+
+
+def str_parts(arr):
+    """A single-chunk ``pa.string()`` array as the kernels of :mod:`pmrisk.kernel.validate`
+    read it: ``(offsets, data, validity, bit0)``, views of its buffers (no copy)."""
+    offsets, data = str_buffers(arr)
+    return offsets, data, _validity(arr, arr.buffers()), arr.offset
+
+
+def number_parts(table, col):
+    """A numeric column as the kernels of :mod:`pmrisk.kernel.validate` read it, and its
+    values: ``((values, validity, bit0), values)``, float64 (an integer column is cast,
+    unsafely, as :func:`float_column` does), the second with NaN at nulls (a copy only when
+    there are nulls); None for a column of another type (an all-null column)."""
+    arr = table.column(col)
+    if not _is_num(arr.type):
+        return None
+    if arr.type != _F64_TYPE:
+        arr = arr.cast(pa.float64(), safe=False)
+    if arr.num_chunks != 1:             # one copy, nulls as NaN (and a bitmap of them)
+        values = _read_only(np.ascontiguousarray(arr.to_numpy(), dtype=np.float64))
+        if not arr.null_count:
+            return (values, _NO_BITS, 0), values
+        valid = ~np.asarray(arr.is_null().to_numpy(zero_copy_only=False), dtype=bool)
+        return (values, _read_only(np.packbits(valid, bitorder="little")), 0), values
+    arr = arr.chunk(0)
+    n = len(arr)
+    if not n:
+        return NO_NUMBERS, NO_NUMBERS[0]
+    bufs = arr.buffers()
+    if bufs[1] is None:
+        return None
+    raw = _read_only(np.frombuffer(bufs[1], dtype=np.float64)[arr.offset:arr.offset + n])
+    if not arr.null_count:
+        return (raw, _NO_BITS, arr.offset), raw
+    values = np.ascontiguousarray(arr.to_numpy(zero_copy_only=False), dtype=np.float64)
+    return (raw, _validity(arr, bufs), arr.offset), values
+
+
+_F64_TYPE = pa.float64()
 
 
 def enum_codes(arr, allowed):

@@ -24,12 +24,14 @@ import pyarrow as pa
 from pmrisk.kernel.instruments import (CALL, FUTURE, INVERSE, KINDS, OPTION, OPTION_TYPES,
                                        PERPETUAL, SETTLEMENTS, SPOT)
 
+from pmrisk.kernel import validate
 from pmrisk.kernel.keys import pairs_in_order, sorted_runs
 
 from . import arrow as _arrow, schema
-from .arrow import (NAT, as_table, check_columns, codes, duplicated, float_column, has, enum_codes,
-                    kernel_args, lookup_many, raise_rows, row_keys, str_column, time_column,
-                    unique_keys, valuation_ns)
+from .arrow import (BOUNDS, NAT, NO_NUMBERS, NO_STRINGS, SMALL, as_table, check_columns, codes,
+                    duplicated, enum_codes, float_column, has, kernel_args, lookup, name_buffers,
+                    number_parts, raise_rows, row_keys, str_buffers, str_column, str_parts,
+                    time_column, unique_keys, valuation_ns)
 from ..errors import MarginError
 from .schema import ACCOUNT_STATE, TIME, snapshot_tables
 
@@ -155,6 +157,14 @@ class _Rows:
     def __len__(self):
         return len(self.row)
 
+    def period(self):
+        """Rows of the first snapshot when every row is a book row in snapshot order (a
+        history whose snapshots may repeat the same rows: a guess the kernels check), else
+        0."""
+        if not (self.every and _arrow.FAST_PATHS and len(self.snap)):
+            return 0
+        return int(np.searchsorted(self.snap, self.snap[0], side="right"))
+
     def table_mask(self, bad):
         """Mask over the table's rows of the book rows where ``bad``."""
         m = np.zeros(self.table.num_rows, dtype=bool)
@@ -267,46 +277,77 @@ def check_mark_iv(market, iv, max_iv):
                    "it): divide by 100")
 
 
-def load_book(positions, instruments, market, index, balances, open_orders, reserves,
-              model, valuation_time):
-    tables = {
-        "positions": as_table(positions, "positions"),
-        "instruments": as_table(instruments, "instruments"),
-        "market": as_table(market, "market"),
-        "index": as_table(index, "index"),
-        "balances": as_table(balances, "balances"),
-        "open_orders": as_table(open_orders, "open_orders"),
-        "reserves": as_table(reserves, "reserves"),
-    }
-    specs = {"positions": schema.POSITIONS, "instruments": schema.INSTRUMENTS,
-             "market": schema.MARKET, "index": schema.INDEX, "balances": schema.BALANCES,
-             "open_orders": schema.OPEN_ORDERS, "reserves": schema.RESERVES}
-    for name in ("positions", "instruments", "market", "index"):
-        if tables[name] is None:
-            raise MarginError(name, None, "a table (it is required)")
-    for name, t in tables.items():
-        if t is not None:
-            check_columns(t, name, specs[name])
-    snap_ns, R, timed = _snapshots(tables, valuation_time)
-    n_snap = len(snap_ns)
-    ins = tables["instruments"]
+@dataclass
+class Instruments:
+    """The instruments table read and checked: per row, its codes and values."""
+    symbol: pa.Array            # the symbols (a plain string array)
+    index: tuple                # kernel.validate.str_index of the symbols (None: by Arrow)
+    kind: np.ndarray
+    settlement: np.ndarray
+    contract_size: np.ndarray
+    expiry: np.ndarray          # ns UTC, NAT when none
+    strike: np.ndarray          # NaN when none
+    is_call: np.ndarray         # 1 for a call, else 0
+    und_code: np.ndarray        # code of the underlying, in order of first appearance
+    und_names: pa.Array         # the underlying of each code
 
-    # -- instruments -------------------------------------------------------------------------
+    def rows_of(self, symbols):
+        """Row of each of ``symbols`` (a string array) in the table, -1 when not listed."""
+        if self.index is None:
+            return lookup(symbols, self.symbol)
+        return validate.lookup_rows(str_parts(symbols), str_buffers(self.symbol), self.index,
+                                    0)
+
+
+def read_instruments(ins):
+    """:class:`Instruments` of the instruments table: one kernel pass
+    (:func:`pmrisk.kernel.validate.instruments`) when every row passes, else the checks rule
+    by rule, which name the rows of the first rule broken."""
+    if _arrow.FAST_PATHS:
+        got = _instruments_in_one_pass(ins)
+        if got is not None:
+            return got
+    return _instruments_by_rule(ins)
+
+
+def _instruments_in_one_pass(ins):
+    """:class:`Instruments` by one kernel pass, or None when a rule is broken or a column is
+    of a layout the kernel does not read (the checks by rule then run)."""
+    n = ins.num_rows
     sym = str_column(ins, "symbol")
-    # one hash pass over the symbols of instruments, positions, market and orders (market
-    # rows in the instruments' order, the usual venue dump, need none)
-    P = R["positions"]
-    pos = P.table
-    OR = R.get("open_orders")
-    M = R["market"]
-    mkt_sym = str_column(M.table, "symbol")
-    mkt_aligned = _arrow.FAST_PATHS and mkt_sym.equals(sym)
-    sym_codes, looked = lookup_many(
-        sym, str_column(pos, "symbol"), *([] if mkt_aligned else [mkt_sym]),
-        *([str_column(OR.table, "symbol")] if OR is not None else []), value_codes=True)
-    if mkt_aligned:                       # symbols unique (else refused just below)
-        looked.insert(1, np.arange(len(sym), dtype=np.int64))
-    dup = duplicated(sym_codes)
+    csize = number_parts(ins, "contract_size")
+    strike = number_parts(ins, "strike") if has(ins, "strike") else (NO_NUMBERS, None)
+    if csize is None or strike is None:
+        return None
+    expiry = None
+    if has(ins, "expiry"):
+        try:
+            expiry = time_column(ins, "instruments", "expiry")
+        except MarginError:
+            return None
+    und = str_column(ins, "underlying")
+    kind, settlement, is_call, und_code, und_first, index, bad = validate.instruments(
+        str_parts(sym), str_parts(und), str_parts(str_column(ins, "kind")),
+        str_parts(str_column(ins, "settlement")),
+        str_parts(str_column(ins, "option_type")) if has(ins, "option_type") else NO_STRINGS,
+        csize[0], strike[0],
+        kernel_args(expiry)[0] if expiry is not None else NO_NUMBERS[0].view(np.int64),
+        _NAMES, BOUNDS)
+    if bad.any():
+        return None
+    return Instruments(
+        symbol=sym, index=index, kind=kind, settlement=settlement, contract_size=csize[1],
+        expiry=expiry if expiry is not None else np.full(n, NAT, dtype=np.int64),
+        strike=strike[1] if strike[1] is not None else np.full(n, np.nan), is_call=is_call,
+        und_code=und_code,
+        und_names=und.slice(int(und_first[0]), 1) if len(und_first) == 1
+        else und.take(pa.array(und_first, pa.int64())))
+
+
+def _instruments_by_rule(ins):
+    """:class:`Instruments` by the checks one rule at a time (the first broken is raised)."""
+    sym = str_column(ins, "symbol")
+    dup = duplicated(codes(sym)[0])
     if dup.any():
         raise_rows(ins, "instruments", "symbol", dup, "unique symbols (one row per instrument)")
     kind = _enum(ins, "instruments", "kind", KINDS)
@@ -338,22 +379,173 @@ def load_book(positions, instruments, market, index, balances, open_orders, rese
     bad = (kind == SPOT) & (settlement == INVERSE)
     if bad.any():
         raise_rows(ins, "instruments", "settlement", bad, "'linear' for spot instruments")
-    und_all_code, und_all_names = codes(str_column(ins, "underlying"))
+    und_code, und_names = codes(str_column(ins, "underlying"))
+    return Instruments(symbol=sym, index=None, kind=kind, settlement=settlement,
+                       contract_size=csize, expiry=expiry, strike=strike, is_call=is_call,
+                       und_code=und_code, und_names=und_names)
+
+
+@dataclass
+class Positions:
+    """The positions table read and checked, per row of the table."""
+    ins_row: np.ndarray         # instruments row of the symbol
+    quantity: np.ndarray
+    entry_price: np.ndarray     # NaN when none
+    leverage: np.ndarray        # NaN when none
+    account_codes: np.ndarray   # codes of the account names (None: not coded here)
+    account_names: pa.Array     # the name of each code
+    repeated: int = -1          # rows repeating an earlier (account, symbol); -1 not counted
+
+
+def read_positions(pos, instruments, period=0):
+    """:class:`Positions` of the positions table (``instruments``: :class:`Instruments`):
+    one kernel pass (:func:`pmrisk.kernel.validate.positions`) when every row passes, else
+    the checks rule by rule.  ``period``: the rows of the first snapshot when the table's
+    snapshots repeat its rows in the same order (a guess the kernel checks; 0: none)."""
+    if _arrow.FAST_PATHS and instruments.index is not None:
+        got = _positions_in_one_pass(pos, instruments, period)
+        if got is not None:
+            return got
+    return _positions_by_rule(pos, instruments)
+
+
+def _optional_numbers(table, col):
+    return number_parts(table, col) if has(table, col) else (NO_NUMBERS, None)
+
+
+def _positions_in_one_pass(pos, instruments, period):
+    n = pos.num_rows
+    qty, entry, lev = (number_parts(pos, "quantity"), _optional_numbers(pos, "entry_price"),
+                       _optional_numbers(pos, "leverage"))
+    if qty is None or entry is None or lev is None:
+        return None
+    acc = str_column(pos, "account")
+    ins_row, acc_code, acc_first, repeated, bad = validate.positions(
+        str_parts(str_column(pos, "symbol")), str_parts(acc), qty[0], entry[0], lev[0],
+        str_buffers(instruments.symbol), instruments.index, period, n <= SMALL, BOUNDS)
+    if bad.any():
+        return None
+    return Positions(
+        ins_row=ins_row, quantity=qty[1],
+        entry_price=entry[1] if entry[1] is not None else np.full(n, np.nan),
+        leverage=lev[1] if lev[1] is not None else np.full(n, np.nan),
+        # a long column (a history's positions) is coded by Arrow's hash, faster there
+        account_codes=acc_code if n <= SMALL else None,
+        account_names=None if n > SMALL else acc.slice(int(acc_first[0]), 1)
+        if len(acc_first) == 1 else acc.take(pa.array(acc_first, pa.int64())),
+        repeated=int(repeated))
+
+
+def _positions_by_rule(pos, instruments):
+    pos_row = instruments.rows_of(str_column(pos, "symbol"))
+    if (pos_row < 0).any():
+        raise_rows(pos, "positions", "symbol", pos_row < 0, "symbols listed in instruments")
+    quantity = float_column(pos, "positions", "quantity")
+    entry = (float_column(pos, "positions", "entry_price", positive=True, nullable=True)
+             if has(pos, "entry_price") else np.full(pos.num_rows, np.nan))
+    lev = (float_column(pos, "positions", "leverage", positive=True, nullable=True)
+           if has(pos, "leverage") else np.full(pos.num_rows, np.nan))
+    return Positions(ins_row=pos_row, quantity=quantity, entry_price=entry, leverage=lev,
+                     account_codes=None, account_names=None)
+
+
+@dataclass
+class Market:
+    """The market table read and checked, per row of the table."""
+    ins_row: np.ndarray         # instruments row of the symbol
+    mark_price: np.ndarray
+    mark_iv: np.ndarray         # NaN when none
+    underlying_price: np.ndarray  # NaN when none
+    repeated: int = -1          # rows whose symbol an earlier row has; -1 not counted
+
+
+def read_market(mkt, instruments, max_iv):
+    """:class:`Market` of the market table: one kernel pass
+    (:func:`pmrisk.kernel.validate.market`) when every row passes, else the checks rule by
+    rule."""
+    if _arrow.FAST_PATHS and instruments.index is not None:
+        got = _market_in_one_pass(mkt, instruments, max_iv)
+        if got is not None:
+            return got
+    return _market_by_rule(mkt, instruments, max_iv)
+
+
+def _market_in_one_pass(mkt, instruments, max_iv):
+    n = mkt.num_rows
+    mark, iv, fwd = (number_parts(mkt, "mark_price"), _optional_numbers(mkt, "mark_iv"),
+                     _optional_numbers(mkt, "underlying_price"))
+    if mark is None or iv is None or fwd is None:
+        return None
+    ins_row, repeated, bad = validate.market(
+        str_parts(str_column(mkt, "symbol")), mark[0], iv[0], fwd[0], float(max_iv),
+        str_buffers(instruments.symbol), instruments.index, BOUNDS)
+    if bad.any():
+        return None
+    return Market(ins_row=ins_row, mark_price=mark[1],
+                  mark_iv=iv[1] if iv[1] is not None else np.full(n, np.nan),
+                  underlying_price=fwd[1] if fwd[1] is not None else np.full(n, np.nan),
+                  repeated=int(repeated))
+
+
+def _market_by_rule(mkt, instruments, max_iv):
+    ins_row = instruments.rows_of(str_column(mkt, "symbol"))
+    if (ins_row < 0).any():
+        raise_rows(mkt, "market", "symbol", ins_row < 0, "symbols listed in instruments")
+    mark = float_column(mkt, "market", "mark_price", positive=True)
+    iv = (float_column(mkt, "market", "mark_iv", positive=True, nullable=True)
+          if has(mkt, "mark_iv") else np.full(mkt.num_rows, np.nan))
+    check_mark_iv(mkt, iv, max_iv)
+    fwd = (float_column(mkt, "market", "underlying_price", positive=True, nullable=True)
+           if has(mkt, "underlying_price") else np.full(mkt.num_rows, np.nan))
+    return Market(ins_row=ins_row, mark_price=mark, mark_iv=iv, underlying_price=fwd)
+
+
+_NAMES = (name_buffers(KINDS), name_buffers(SETTLEMENTS), name_buffers(OPTION_TYPES))
+
+
+def load_book(positions, instruments, market, index, balances, open_orders, reserves,
+              model, valuation_time):
+    tables = {
+        "positions": as_table(positions, "positions"),
+        "instruments": as_table(instruments, "instruments"),
+        "market": as_table(market, "market"),
+        "index": as_table(index, "index"),
+        "balances": as_table(balances, "balances"),
+        "open_orders": as_table(open_orders, "open_orders"),
+        "reserves": as_table(reserves, "reserves"),
+    }
+    specs = {"positions": schema.POSITIONS, "instruments": schema.INSTRUMENTS,
+             "market": schema.MARKET, "index": schema.INDEX, "balances": schema.BALANCES,
+             "open_orders": schema.OPEN_ORDERS, "reserves": schema.RESERVES}
+    for name in ("positions", "instruments", "market", "index"):
+        if tables[name] is None:
+            raise MarginError(name, None, "a table (it is required)")
+    for name, t in tables.items():
+        if t is not None:
+            check_columns(t, name, specs[name])
+    snap_ns, R, timed = _snapshots(tables, valuation_time)
+    n_snap = len(snap_ns)
+    ins = tables["instruments"]
+
+    # -- instruments -------------------------------------------------------------------------
+    INS = read_instruments(ins)
+    sym, kind, settlement, csize = INS.symbol, INS.kind, INS.settlement, INS.contract_size
+    expiry, strike, is_call = INS.expiry, INS.strike, INS.is_call
+    und_all_code, und_all_names = INS.und_code, INS.und_names
+    n_ins = ins.num_rows
+    is_opt = kind == OPTION
+    dated = (kind == FUTURE) | is_opt
 
     # -- positions and orders: symbols must be known (checked on the table's rows) ----------
-    pos_row_t, mkt_ins_t = looked[0], looked[1]
-    if (pos_row_t < 0).any():
-        raise_rows(pos, "positions", "symbol", pos_row_t < 0, "symbols listed in instruments")
-    quantity_t = float_column(pos, "positions", "quantity")
-    entry_t = (float_column(pos, "positions", "entry_price", positive=True, nullable=True)
-               if has(pos, "entry_price") else np.full(pos.num_rows, np.nan))
-    lev_t = (float_column(pos, "positions", "leverage", positive=True, nullable=True)
-             if has(pos, "leverage") else np.full(pos.num_rows, np.nan))
-    pos_row, quantity, entry = P.pick(pos_row_t), P.pick(quantity_t), P.pick(entry_t)
-    leverage = P.pick(lev_t)
+    P = R["positions"]
+    OR = R.get("open_orders")
+    M = R["market"]
+    PT = read_positions(P.table, INS, P.period() if timed else 0)
+    pos_row, quantity, entry = P.pick(PT.ins_row), P.pick(PT.quantity), P.pick(PT.entry_price)
+    leverage = P.pick(PT.leverage)
     pos_snap = P.snap
     if OR is not None:
-        ord_row_t = looked[2]
+        ord_row_t = INS.rows_of(str_column(OR.table, "symbol"))
         if (ord_row_t < 0).any():
             raise_rows(OR.table, "open_orders", "symbol", ord_row_t < 0,
                        "symbols listed in instruments")
@@ -368,7 +560,11 @@ def load_book(positions, instruments, market, index, balances, open_orders, rese
     # -- accounts: (account, snapshot) pairs from every account-state table --------------------
     state = [(k, R[k]) for k in ACCOUNT_STATE if k in R]
     names_t = [str_column(r.table, "account") for _, r in state]
-    name_codes, names = codes(pa.concat_arrays(names_t) if len(names_t) > 1 else names_t[0])
+    if PT.account_codes is not None and len(state) == 1:     # coded by the positions pass
+        name_codes, names = PT.account_codes, PT.account_names
+    else:
+        name_codes, names = codes(pa.concat_arrays(names_t) if len(names_t) > 1
+                                  else names_t[0])
     name_chunks = _split_rows(name_codes, [k for k, _ in state], [len(a) for a in names_t])
     n_names = max(len(names), 1)
     ok = False
@@ -402,7 +598,9 @@ def load_book(positions, instruments, market, index, balances, open_orders, rese
     ord_account = acc_of.get("open_orders", np.zeros(0, dtype=np.int64))
     bal_account = acc_of.get("balances", np.zeros(0, dtype=np.int64))
     res_account = acc_of.get("reserves", np.zeros(0, dtype=np.int64))
-    dup = duplicated(pos_account, pos_row)
+    # one snapshot, every row: the positions pass counted the repeated (account, symbol)
+    dup = (np.zeros(0, dtype=bool) if not timed and P.every and PT.repeated == 0
+           else duplicated(pos_account, pos_row))
     if dup.any():
         _raise(P, "positions", "symbol", dup, "one row per (account, symbol)", snap_ns,
                hint="Aggregate duplicate rows first", timed=timed)
@@ -447,17 +645,13 @@ def load_book(positions, instruments, market, index, balances, open_orders, rese
 
     # -- market ---------------------------------------------------------------------------
     mkt = M.table
-    if (mkt_ins_t < 0).any():
-        raise_rows(mkt, "market", "symbol", mkt_ins_t < 0, "symbols listed in instruments")
-    mark_t = float_column(mkt, "market", "mark_price", positive=True)
-    iv_t = (float_column(mkt, "market", "mark_iv", positive=True, nullable=True)
-            if has(mkt, "mark_iv") else np.full(mkt.num_rows, np.nan))
-    check_mark_iv(mkt, iv_t, model["max_iv"])
-    fwd_t = (float_column(mkt, "market", "underlying_price", positive=True, nullable=True)
-             if has(mkt, "underlying_price") else np.full(mkt.num_rows, np.nan))
+    MT = read_market(mkt, INS, model["max_iv"])
+    mkt_ins_t, mark_t, iv_t, fwd_t = MT.ins_row, MT.mark_price, MT.mark_iv, MT.underlying_price
     mkt_ins = mkt_ins_t[M.row]
     mkt_key = (M.snap + 1) * n_ins + mkt_ins          # snapshot -1 (any) -> block 0
-    dup = duplicated(mkt_key)
+    # an untimed market table: the market pass counted the repeated symbols
+    dup = (np.zeros(0, dtype=bool) if not has(mkt, TIME) and MT.repeated == 0
+           else duplicated(mkt_key))
     if dup.any():
         _raise(M, "market", "symbol", dup, "one row per symbol" +
                (" and time" if has(mkt, TIME) else ""), snap_ns, timed=timed)
@@ -470,6 +664,13 @@ def load_book(positions, instruments, market, index, balances, open_orders, rese
     inst_snap = (active_key // n_ins).astype(np.int64) if n_ins else active_key
     pos_instr = inst_inv[:len(pos_row)]
     ord_instr = inst_inv[len(pos_row):]
+    # one snapshot and every instrument active: the instances are the table's rows, in order
+    every_ins = _arrow.FAST_PATHS and n_snap == 1 and len(inst_ins) == n_ins
+
+    def of_ins(values):
+        """``values`` (one per instruments row) of each active instance."""
+        return values if every_ins else values[inst_ins]
+
     # market row of each instance: its snapshot's row, else the untimed row
     n_keys = (max(n_snap, 0) + 1) * n_ins          # mkt_key < n_keys, and no two alike
     if _arrow.FAST_PATHS and n_keys <= max(8 * len(mkt_key), 1 << 16):
@@ -508,7 +709,7 @@ def load_book(positions, instruments, market, index, balances, open_orders, rese
                (" at every snapshot time" if timed else ""), snap_ns, timed=timed,
                hint=FILL_HINT if timed else None)
     m_rows = M.row[m_of]
-    a_kind = kind[inst_ins]
+    a_kind = of_ins(kind)
     opt_no_iv = (a_kind == OPTION) & np.isnan(iv_t[m_rows])
     if opt_no_iv.any():
         mask = np.zeros(mkt.num_rows, dtype=bool)
@@ -532,7 +733,7 @@ def load_book(positions, instruments, market, index, balances, open_orders, rese
     stable = frozenset(model["stablecoins"])
 
     # compact underlying codes of the active instruments
-    used, a_und_code = unique_keys(und_all_code[inst_ins])
+    used, a_und_code = unique_keys(of_ins(und_all_code))
     und_all = und_all_names.to_pylist()           # the distinct names: a handful
     und_names = [und_all[i] for i in used.tolist()]
     col_of = {a: i for i, a in enumerate(assets)}
@@ -553,7 +754,7 @@ def load_book(positions, instruments, market, index, balances, open_orders, rese
                           time=snap_ns[first] if timed else None)
 
     forward = np.where(np.isnan(fwd_t[m_rows]), und_px, fwd_t[m_rows])
-    a_exp = expiry[inst_ins]
+    a_exp = of_ins(expiry)
     vt_inst = snap_ns[inst_snap] if n_snap else np.zeros(0, dtype=np.int64)
     years = np.where(a_exp == NAT, 0.0, (a_exp - vt_inst) / NS_PER_YEAR)
     years = np.where(a_kind == SPOT, 0.0, np.where(a_kind == PERPETUAL, 0.0, years))
@@ -603,12 +804,13 @@ def load_book(positions, instruments, market, index, balances, open_orders, rese
 
     book = Book(
         timed=timed, snap_ns=snap_ns, accounts=accounts, acc_snap=acc_snap,
-        symbols=sym.take(pa.array(inst_ins, type=pa.int64())), instr_snap=inst_snap,
+        symbols=sym if every_ins else sym.take(pa.array(inst_ins, type=pa.int64())),
+        instr_snap=inst_snap,
         und_code=a_und_code, und_names=und_names,
-        kind=a_kind, settlement=settlement[inst_ins], contract_size=csize[inst_ins],
+        kind=a_kind, settlement=of_ins(settlement), contract_size=of_ins(csize),
         mark=mark_t[m_rows], forward=np.ascontiguousarray(forward),
-        strike=np.where(np.isnan(strike[inst_ins]), 1.0, strike[inst_ins]),
-        is_call=np.ascontiguousarray(np.where(a_kind == OPTION, is_call[inst_ins], CALL)),
+        strike=np.where(np.isnan(of_ins(strike)), 1.0, of_ins(strike)),
+        is_call=np.ascontiguousarray(np.where(a_kind == OPTION, of_ins(is_call), CALL)),
         expiry_ns=a_exp, years=np.ascontiguousarray(years, dtype=np.float64),
         mark_iv=iv_t[m_rows], assets=assets, asset_px=asset_px, stablecoins=stable,
         pos_account=pos_account, pos_instr=pos_instr, quantity=quantity, entry_price=entry,

@@ -1,0 +1,374 @@
+"""Input validation's per-table pass: every per-row rule of one input table in one pass over
+its columns, as Arrow holds them (no copy), and the keys the book needs from it.
+
+Columns come as numpy views of Arrow buffers:
+
+* a string column is ``(offsets, data, validity, bit0)``: the int32 offsets of its rows
+  (sliced to the array), its uint8 bytes, its validity bitmap (empty: no nulls) and the
+  array's bit offset into that bitmap;
+* a numeric column is ``(values, validity, bit0)`` with float64 ``values`` (a null row's
+  value is never read);
+* an optional column the table lacks is passed empty (no rows).
+
+Each table kernel returns its outputs and ``bad``: per rule, the number of rows that break
+it.  All zero is the usual case, and then the caller is done; otherwise it runs the
+row-by-row checks, which name the rows of the first rule broken.  Numbers follow
+:func:`bad_number`: finite, of magnitude <= ``bounds[0]`` and, for a positive column,
+>= ``bounds[1]``.
+
+Strings are matched through a hash index (:func:`str_index`: dense codes in order of first
+appearance, a table of slots, linear probing), with two shortcuts before any hashing: a row
+equal to the row before takes its answer (one account's positions, a time's rows), and a
+looked-up row is first compared with the value after the previous row's match (market rows
+in the instruments' order, a history's blocks of them).
+"""
+
+import numpy as np
+
+from ._config import njit
+from .instruments import FUTURE, INVERSE, OPTION, SPOT
+from .keys import same_str, str_hash
+
+NAT = np.iinfo(np.int64).min
+
+# instruments: the rules, in the order they are reported
+(INS_SYMBOL_REPEATED, INS_KIND, INS_SETTLEMENT, INS_CONTRACT_SIZE, INS_EXPIRY_MISSING,
+ INS_STRIKE, INS_STRIKE_MISSING, INS_OPTION_TYPE, INS_OPTION_TYPE_MISSING,
+ INS_SPOT_INVERSE) = range(10)
+# positions
+POS_SYMBOL_UNKNOWN, POS_QUANTITY, POS_ENTRY_PRICE, POS_LEVERAGE = range(4)
+# market
+MKT_SYMBOL_UNKNOWN, MKT_MARK_PRICE, MKT_MARK_IV, MKT_MARK_IV_ABOVE_MAX, \
+    MKT_UNDERLYING_PRICE = range(5)
+
+
+@njit(inline="always")
+def is_valid(validity, bit0, i):
+    """Row ``i`` is not null (``validity`` empty: no row is)."""
+    if validity.shape[0] == 0:
+        return True
+    j = bit0 + i
+    return (validity[j >> 3] >> (j & 7)) & 1 != 0
+
+
+@njit(inline="always")
+def bad_number(v, positive, bounds):
+    """``v`` breaks the rule of a numeric input: not finite, of magnitude above ``bounds[0]``,
+    or, when ``positive``, below ``bounds[1]`` (> 0 with room to divide)."""
+    if not abs(v) <= bounds[0]:              # NaN, inf, too large
+        return True
+    return positive and not v >= bounds[1]
+
+
+@njit
+def count_bad(values, validity, bit0, positive, bounds):
+    """Rows of a numeric column (``values``, ``validity``, ``bit0``) whose value breaks
+    :func:`bad_number` (nulls are not counted; an absent column has no rows)."""
+    n_bad = 0
+    for i in range(values.shape[0]):
+        if is_valid(validity, bit0, i) and bad_number(values[i], positive, bounds):
+            n_bad += 1
+    return n_bad
+
+
+@njit
+def match_names(offsets, data, validity, bit0, n_offsets, n_data):
+    """Index among the names (``n_offsets``, ``n_data``: a handful of short names) of each
+    string of a string column, -1 when null or none; and the number of non-null strings
+    that are none of the names."""
+    n = offsets.shape[0] - 1
+    out = np.empty(n, dtype=np.int64)
+    n_unknown = 0
+    for i in range(n):
+        out[i] = -1
+        if not is_valid(validity, bit0, i):
+            continue
+        for j in range(n_offsets.shape[0] - 1):
+            if same_str(offsets, data, i, n_offsets, n_data, j):
+                out[i] = j
+                break
+        if out[i] < 0:
+            n_unknown += 1
+    return out, n_unknown
+
+
+@njit
+def _grown(values, size):
+    """``values`` copied into an array of ``size`` (>= its length)."""
+    out = np.empty(size, dtype=values.dtype)
+    out[:values.shape[0]] = values
+    return out
+
+
+@njit
+def str_index(offsets, data, period):
+    """``(codes, first, code_hash, slots, bits)``: dense codes of the strings (no nulls) in
+    order of first appearance, the first row and the hash of each code, and the hash table:
+    ``slots`` (``2**bits`` of them, -1 empty, else a code) probed linearly from a hash's top
+    ``bits`` bits.  The table starts at twice the rows (at most 65,536 slots) and doubles when
+    half full.  A row equal to the row before, or (``period`` > 0) to the row ``period`` rows
+    before (a history's snapshots of the same rows), is not hashed."""
+    n = offsets.shape[0] - 1
+    bits = 4
+    while (1 << bits) < 2 * n and bits < 16:
+        bits += 1
+    mask = (1 << bits) - 1
+    slots = np.full(1 << bits, -1, dtype=np.int64)
+    codes = np.empty(n, dtype=np.int64)
+    size = min(n, 1024)             # the codes' first rows and hashes, grown as needed
+    first = np.empty(size, dtype=np.int64)
+    code_hash = np.empty(size, dtype=np.uint64)
+    # by blocks of rows: first the hashes, independent of each other (the loop pipelines);
+    # 0 marks a row equal to the row before, 1 one equal to the row a period before (no hash
+    # is 0 or 1 but by chance, and then that row is compared and then probed)
+    block = 1024
+    hashes = np.empty(min(n, block), dtype=np.uint64)
+    k = 0
+    for start in range(0, n, block):
+        end = min(n, start + block)
+        for i in range(start, end):
+            if i > 0 and same_str(offsets, data, i, offsets, data, i - 1):
+                hashes[i - start] = 0
+            elif period > 0 and i >= period and same_str(offsets, data, i, offsets, data,
+                                                         i - period):
+                hashes[i - start] = 1
+            else:
+                hashes[i - start] = str_hash(offsets, data, i)
+        for i in range(start, end):
+            h = hashes[i - start]
+            if h == 0 and i > 0 and same_str(offsets, data, i, offsets, data, i - 1):
+                codes[i] = codes[i - 1]
+                continue
+            if h == 1 and period > 0 and i >= period and same_str(offsets, data, i, offsets,
+                                                                  data, i - period):
+                codes[i] = codes[i - period]
+                continue
+            s = np.int64(h >> np.uint64(64 - bits))
+            while True:
+                c = slots[s]
+                if c < 0:
+                    if k == size:
+                        size *= 2
+                        first = _grown(first, size)
+                        code_hash = _grown(code_hash, size)
+                    slots[s] = k
+                    first[k] = i
+                    code_hash[k] = h
+                    codes[i] = k
+                    k += 1
+                    if 2 * k > mask:
+                        bits += 1
+                        mask = (1 << bits) - 1
+                        slots = np.full(1 << bits, -1, dtype=np.int64)
+                        for c2 in range(k):
+                            s2 = np.int64(code_hash[c2] >> np.uint64(64 - bits))
+                            while slots[s2] >= 0:
+                                s2 = (s2 + 1) & mask
+                            slots[s2] = c2
+                    break
+                if code_hash[c] == h and same_str(offsets, data, i, offsets, data, first[c]):
+                    codes[i] = c
+                    break
+                s = (s + 1) & mask
+    return codes, first[:k].copy(), code_hash[:k].copy(), slots, bits
+
+
+@njit
+def lookup_rows(column, values, index, period):
+    """Row in ``values`` (the first of its value) of each string of ``column`` (``(offsets,
+    data, validity, bit0)``), -1 when null or absent; ``index`` is :func:`str_index` of
+    ``values``.  A row equal to the row before takes its answer; otherwise the match of the
+    row ``period`` rows before (``period`` > 0: a history's snapshots of the same rows), then
+    the value after the previous row's match are tried before the hash."""
+    offsets, data, validity, bit0 = column
+    v_offsets, v_data = values
+    codes, first, code_hash, slots, bits = index
+    mask = (1 << bits) - 1
+    n = offsets.shape[0] - 1
+    n_values = v_offsets.shape[0] - 1
+    out = np.empty(n, dtype=np.int64)
+    prev = -1                       # the previous row's match (a row of values)
+    prev_valid = False
+    for i in range(n):
+        if not is_valid(validity, bit0, i):
+            out[i] = -1
+            prev_valid = False
+            continue
+        if prev_valid and same_str(offsets, data, i, offsets, data, i - 1):
+            out[i] = out[i - 1]
+            continue
+        prev_valid = True
+        if period > 0 and i >= period and out[i - period] >= 0 and same_str(
+                offsets, data, i, v_offsets, v_data, out[i - period]):
+            out[i] = out[i - period]
+            prev = out[i]
+            continue
+        guess = prev + 1 if prev + 1 < n_values else 0
+        if n_values and same_str(offsets, data, i, v_offsets, v_data, guess):
+            out[i] = first[codes[guess]]
+            prev = guess
+            continue
+        h = str_hash(offsets, data, i)          # the hash index (probes are rare)
+        s = np.int64(h >> np.uint64(64 - bits))
+        out[i] = -1
+        while True:
+            c = slots[s]
+            if c < 0:
+                break
+            if code_hash[c] == h and same_str(offsets, data, i, v_offsets, v_data, first[c]):
+                out[i] = first[c]
+                prev = first[c]
+                break
+            s = (s + 1) & mask
+    return out
+
+
+@njit
+def _repeated_pairs(group, key, n_key):
+    """Rows whose ``(group, key)`` an earlier row has (keys -1 skipped), for ``group`` in
+    non-decreasing order and ``0 <= key < n_key``; -1 when ``group`` decreases somewhere."""
+    stamp = np.full(n_key, -1, dtype=np.int64)
+    repeated = 0
+    for i in range(key.shape[0]):
+        g = group[i]
+        if i and g < group[i - 1]:
+            return -1
+        k = key[i]
+        if k < 0:
+            continue
+        if stamp[k] == g:
+            repeated += 1
+        else:
+            stamp[k] = g
+    return repeated
+
+
+@njit
+def instruments(symbol, underlying, kind, settlement, option_type, contract_size, strike,
+                expiry, names, bounds):
+    """The instruments table in one pass.
+
+    ``symbol``, ``underlying``, ``kind``, ``settlement``, ``option_type`` are string columns,
+    ``contract_size``, ``strike`` numeric columns, ``expiry`` int64 ns (``NAT`` for null);
+    ``option_type``, ``strike`` and ``expiry`` may be absent (empty).  ``names`` is the
+    allowed ``(kinds, settlements, option_types)``, each ``(offsets, data)``.
+
+    Returns ``(kind, settlement, is_call, und_codes, und_first, sym_index, bad)``: the codes
+    of kind and settlement (-1 unknown), 1 for a call (0 otherwise), the underlying's code
+    (order of first appearance) and each code's first row, :func:`str_index` of the
+    symbols, and the count of rows breaking each rule ``INS_*`` (a symbol's repeats; a kind,
+    settlement or option type not among the names; a contract size or strike that breaks
+    :func:`bad_number` (positive); a future or option without an expiry, an option without
+    a strike or an option type; a spot instrument settled inverse)."""
+    sym_off, sym_data, _v, _b = symbol
+    n = sym_off.shape[0] - 1
+    bad = np.zeros(10, dtype=np.int64)
+    sym_index = str_index(sym_off, sym_data, 0)
+    bad[INS_SYMBOL_REPEATED] = n - sym_index[1].shape[0]
+    und_codes, und_first, _h, _s, _b = str_index(underlying[0], underlying[1], 0)
+    (k_names_off, k_names), (s_names_off, s_names), (o_names_off, o_names) = names
+    k_off, k_data, k_valid, k_bit0 = kind
+    s_off, s_data, s_valid, s_bit0 = settlement
+    o_off, o_data, o_valid, o_bit0 = option_type
+    csize, c_valid, c_bit0 = contract_size
+    strikes, st_valid, st_bit0 = strike
+    has_ot = o_off.shape[0] == n + 1
+    has_strike = strikes.shape[0] == n
+    has_expiry = expiry.shape[0] == n
+    kind_code, bad[INS_KIND] = match_names(k_off, k_data, k_valid, k_bit0, k_names_off,
+                                           k_names)
+    settle_code, bad[INS_SETTLEMENT] = match_names(s_off, s_data, s_valid, s_bit0,
+                                                   s_names_off, s_names)
+    if has_ot:
+        ot_code, bad[INS_OPTION_TYPE] = match_names(o_off, o_data, o_valid, o_bit0,
+                                                    o_names_off, o_names)
+    else:
+        ot_code = np.full(n, -1, dtype=np.int64)
+    is_call = np.zeros(n, dtype=np.int64)
+    for i in range(n):
+        k = kind_code[i]
+        if is_valid(c_valid, c_bit0, i) and bad_number(csize[i], True, bounds):
+            bad[INS_CONTRACT_SIZE] += 1
+        is_opt = k == OPTION
+        if (k == FUTURE or is_opt) and (not has_expiry or expiry[i] == NAT):
+            bad[INS_EXPIRY_MISSING] += 1
+        struck = has_strike and is_valid(st_valid, st_bit0, i)
+        if struck and bad_number(strikes[i], True, bounds):
+            bad[INS_STRIKE] += 1
+        if is_opt and not struck:
+            bad[INS_STRIKE_MISSING] += 1
+        o = ot_code[i]
+        if is_opt and o < 0:
+            bad[INS_OPTION_TYPE_MISSING] += 1
+        if o == 1:
+            is_call[i] = 1
+        if k == SPOT and settle_code[i] == INVERSE:
+            bad[INS_SPOT_INVERSE] += 1
+    return kind_code, settle_code, is_call, und_codes, und_first, sym_index, bad
+
+
+@njit
+def positions(symbol, account, quantity, entry_price, leverage, ins_symbol, ins_index,
+              period, code_accounts, bounds):
+    """The positions table in one pass.
+
+    ``symbol``, ``account``: string columns; ``quantity``, ``entry_price``, ``leverage``:
+    numeric columns (the last two may be absent); ``ins_symbol`` the instruments' symbols
+    ``(offsets, data)`` and ``ins_index`` their :func:`str_index`; ``period`` as in
+    :func:`lookup_rows` (0: none); ``code_accounts`` False leaves the accounts uncoded
+    (empty codes).
+
+    Returns ``(ins_row, acc_codes, acc_first, repeated, bad)``: the instruments row of each
+    position's symbol (-1 unknown), the account codes (order of first appearance) and each
+    code's first row, the number of rows that repeat an earlier row's (account, symbol) (-1
+    when not counted: accounts uncoded, or not in contiguous runs), and the count of rows
+    breaking each rule ``POS_*`` (a symbol not among the instruments; a quantity that breaks
+    :func:`bad_number`; an entry price or a leverage that breaks it as a positive
+    number)."""
+    bad = np.zeros(4, dtype=np.int64)
+    ins_row = lookup_rows(symbol, ins_symbol, ins_index, period)
+    for i in range(ins_row.shape[0]):
+        if ins_row[i] < 0:
+            bad[POS_SYMBOL_UNKNOWN] += 1
+    repeated = -1
+    if code_accounts:
+        acc_codes, acc_first, _h, _s, _b = str_index(account[0], account[1], period)
+        repeated = _repeated_pairs(acc_codes, ins_row, ins_symbol[0].shape[0] - 1)
+    else:
+        acc_codes = acc_first = np.zeros(0, dtype=np.int64)
+    bad[POS_QUANTITY] = count_bad(quantity[0], quantity[1], quantity[2], False, bounds)
+    bad[POS_ENTRY_PRICE] = count_bad(entry_price[0], entry_price[1], entry_price[2], True,
+                                     bounds)
+    bad[POS_LEVERAGE] = count_bad(leverage[0], leverage[1], leverage[2], True, bounds)
+    return ins_row, acc_codes, acc_first, repeated, bad
+
+
+@njit
+def market(symbol, mark_price, mark_iv, underlying_price, max_iv, ins_symbol, ins_index,
+           bounds):
+    """The market table in one pass.
+
+    ``symbol``: a string column; ``mark_price``, ``mark_iv``, ``underlying_price``: numeric
+    columns (the last two may be absent); ``max_iv``: the largest ``mark_iv`` allowed;
+    ``ins_symbol``, ``ins_index`` as in :func:`positions`.
+
+    Returns ``(ins_row, repeated, bad)``: the instruments row of each market row's symbol
+    (-1 unknown), the number of rows whose symbol an earlier row has, and the count of rows
+    breaking each rule ``MKT_*`` (a symbol not among the instruments; a mark price, mark_iv
+    or underlying price that breaks :func:`bad_number` as a positive number; a mark_iv above
+    ``max_iv``)."""
+    bad = np.zeros(5, dtype=np.int64)
+    ins_row = lookup_rows(symbol, ins_symbol, ins_index, 0)
+    for i in range(ins_row.shape[0]):
+        if ins_row[i] < 0:
+            bad[MKT_SYMBOL_UNKNOWN] += 1
+    bad[MKT_MARK_PRICE] = count_bad(mark_price[0], mark_price[1], mark_price[2], True, bounds)
+    values, validity, bit0 = mark_iv
+    bad[MKT_MARK_IV] = count_bad(values, validity, bit0, True, bounds)
+    for i in range(values.shape[0]):
+        if is_valid(validity, bit0, i) and values[i] > max_iv:
+            bad[MKT_MARK_IV_ABOVE_MAX] += 1
+    bad[MKT_UNDERLYING_PRICE] = count_bad(underlying_price[0], underlying_price[1],
+                                          underlying_price[2], True, bounds)
+    one = np.zeros(ins_row.shape[0], dtype=np.int64)
+    return ins_row, _repeated_pairs(one, ins_row, ins_symbol[0].shape[0] - 1), bad
