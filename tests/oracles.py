@@ -1101,3 +1101,74 @@ def grid_curves(rows, kind, settlement, contract_size, mark, forward, strike, is
     for k, sig in enumerate((sig_up, sig_same, sig_down)):
         out[:, 3 + k] = np.where(option, sig * root, 0.0)
     const[rows] = out
+
+
+# -- kernel/layout.py twins: the numpy formulas the layout kernels replaced ----------------------
+
+def revaluation_rows(kind, mark_iv, floor, pos_instr, quantity, ord_instr, ord_qty):
+    """Twin of :func:`pmrisk.kernel.layout.revaluation_rows` (numpy masks and ``where``)."""
+    from pmrisk.kernel.instruments import OPTION
+    n = len(kind)
+    short = np.zeros(n, dtype=bool)
+    short[pos_instr[quantity < 0]] = True
+    short[ord_instr[ord_qty < 0]] = True
+    sig_mark = np.where(kind == OPTION, mark_iv, 0.0)
+    copies = np.flatnonzero((kind == OPTION) & (floor > sig_mark) & short).astype(np.int64)
+    row_instr = np.concatenate([np.arange(n), copies]).astype(np.int64)
+    row_of_copy = np.full(n, -1, dtype=np.int64)
+    row_of_copy[copies] = n + np.arange(len(copies))
+
+    def row_of(instr, qty):
+        fl = row_of_copy[instr] if len(instr) else instr
+        return np.where((qty < 0) & (fl >= 0), fl, instr).astype(np.int64)
+    return row_instr, copies, row_of(pos_instr, quantity), row_of(ord_instr, ord_qty)
+
+
+def row_arrays(rows, row_instr, n_instr, itype, kind, settlement, contract_size, mark,
+               forward, strike, is_call, years, mark_iv, vol_floor, r_up, r_down, p_short,
+               p_long, min_up, absolute, scan_range, horizon_days, und_row):
+    """Twin of :func:`pmrisk.kernel.layout.row_arrays`: gathers, then
+    :func:`pmrisk.kernel.volshock.shocked_vols` on the arrays."""
+    from pmrisk.kernel.instruments import OPTION
+    from pmrisk.kernel.volshock import shocked_vols
+    r = row_instr[rows]
+    t = itype[r]
+    sig = np.where(kind[r] == OPTION, mark_iv[r], 0.0)
+    floor_r = np.where(rows >= n_instr, vol_floor[t], 0.0)
+    same, up, down = shocked_vols(sig, years[r] * 365.0, floor_r, r_up[t], r_down[t],
+                                  p_short[t], p_long[t], min_up[t],
+                                  np.asarray(absolute, dtype=bool)[t], scan_range[t])
+    t_scen = np.maximum(years[r] - horizon_days[t] / 365.0, 0.0)
+    return (kind[r], settlement[r], contract_size[r], mark[r], forward[r], strike[r],
+            is_call[r], years[r], t_scen, sig, up, same, down, und_row[t])
+
+
+def position_layout(pos_instr, quantity, kind, excluded_instr, itype, som_type, ord_instr):
+    """Twin of :func:`pmrisk.kernel.layout.position_layout` (numpy ``where``)."""
+    from pmrisk.kernel.instruments import OPTION
+    excl = np.asarray(excluded_instr, dtype=bool)[pos_instr]
+    short_all = np.where((kind[pos_instr] == OPTION) & (quantity < 0), -quantity, 0.0)
+    any_excl = bool(excl.any()) or bool(np.asarray(excluded_instr, dtype=bool)[ord_instr].any())
+    return (excl, np.where(excl, 0.0, quantity), np.where(excl, 0.0, short_all), short_all,
+            som_type[itype][pos_instr], any_excl)
+
+
+def roll_groups(pu_start, pu_order, pos_instr, kind, expiry_ns, years, unit_type,
+                annualised_move_risk, min_annualised_move):
+    """Twin of :func:`pmrisk.kernel.layout.roll_groups`: the groups by ``numpy.unique``
+    (:func:`expiry_groups`) and :func:`pmrisk.kernel.addons.roll_rate` on the arrays."""
+    from pmrisk.kernel.addons import roll_rate
+    from pmrisk.kernel.instruments import PERPETUAL
+    key, dated = position_expiry_keys(pos_instr, kind, expiry_ns)
+    pos_group, group_unit, first = expiry_groups(pu_start, pu_order, key, dated)
+    fi = pos_instr[first]
+    y = np.where(kind[fi] == PERPETUAL, 0.0, years[fi])
+    gtype = unit_type[group_unit]
+    return pos_group, roll_rate(y, annualised_move_risk[gtype], min_annualised_move[gtype]), \
+        group_unit
+
+
+def option_vols(kind, mark_iv):
+    """Twin of :func:`pmrisk.kernel.layout.option_vols`."""
+    from pmrisk.kernel.instruments import OPTION
+    return np.where(kind == OPTION, mark_iv, 0.0)

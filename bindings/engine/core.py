@@ -30,12 +30,12 @@ import numpy as np
 import pyarrow as pa
 
 from pmrisk import kernel as K
-from pmrisk.kernel import addons
 from pmrisk.kernel import scenarios as S
 from pmrisk.kernel import assemble
 from pmrisk.kernel.assemble import csr
-from pmrisk.kernel.instruments import OPTION, PERPETUAL
-from pmrisk.kernel.volshock import okx_shocked_vols, shocked_vols
+from pmrisk.kernel.instruments import OPTION
+from pmrisk.kernel import layout as layout_k
+from pmrisk.kernel.volshock import okx_shocked_vols
 
 from ..io.arrow import codes, kernel_args, sum_by
 from ..errors import MarginError
@@ -173,10 +173,8 @@ class Revaluation(NamedTuple):
 
 def short_instruments(book):
     """Instruments held short or sold by an open order (bool per instrument)."""
-    short = np.zeros(len(book.kind), dtype=bool)
-    short[book.pos_instr[book.quantity < 0]] = True
-    short[book.ord_instr[book.ord_qty < 0]] = True
-    return short
+    return layout_k.short_instruments(len(book.kind), *kernel_args(
+        book.pos_instr, book.quantity, book.ord_instr, book.ord_qty))
 
 
 def floored_copies(book, floor, short=None):
@@ -184,37 +182,39 @@ def floored_copies(book, floor, short=None):
     (floor > mark_iv) and that are held short or sold by an open order (``short``: the
     :func:`short_instruments` of ``book`` if already known)."""
     short = short_instruments(book) if short is None else short
-    sig_mark = np.where(book.kind == OPTION, book.mark_iv, 0.0)
-    return np.flatnonzero((book.kind == OPTION) & (floor > sig_mark) & short)
+    return layout_k.floored_copies(*kernel_args(book.kind, book.mark_iv, floor, short))
 
 
 def row_args(book, params, scen, itype, row_instr, rows):
     """:class:`PnlArgs` of the revaluation rows ``rows`` at the book's current marks (rows at
     or past ``len(book.kind)`` are floored copies of ``row_instr[rows]``)."""
+    p = params.per_type
+    cols = list(layout_k.row_arrays(*kernel_args(
+        rows, row_instr), len(book.kind), *kernel_args(
+        itype, book.kind, book.settlement, book.contract_size, book.mark, book.forward,
+        book.strike, book.is_call, book.years, book.mark_iv, p["vol_floor"],
+        p["volatility_range_up"], p["volatility_range_down"], p["short_term_vega_power"],
+        p["long_term_vega_power"], p["min_volatility_for_shock_up"],
+        params.absolute_vol_shock, p["vol_scan_range"], p["horizon_days"], params.und_row)))
+    if params.okx_vol:                  # okx_pm: OKX's shocks by expiry
+        _okx_vols(book, params, cols, itype, row_instr, rows)
+    return PnlArgs(*kernel_args(*cols, params.rate, scen.n_scen, scen.price_shock,
+                                scen.log1p_shock, scen.vol_code, scen.vol_factor,
+                                scen.pnl_scale))
+
+
+def _okx_vols(book, params, cols, itype, row_instr, rows):
+    """okx_pm's unit types with vol_shock "okx": the vol states of ``cols`` (row_arrays'
+    columns) by :func:`pmrisk.kernel.volshock.okx_shocked_vols` instead."""
     r = row_instr[rows]
     t = itype[r]
-    p = params.per_type
-    copy = rows >= len(book.kind)
-    sig = np.where(book.kind[r] == OPTION, book.mark_iv[r], 0.0)
-    floor_r = np.where(copy, p["vol_floor"][t], 0.0)
-    same, up, down = shocked_vols(
-        sig, book.years[r] * 365.0, floor_r, p["volatility_range_up"][t],
-        p["volatility_range_down"][t], p["short_term_vega_power"][t],
-        p["long_term_vega_power"][t], p["min_volatility_for_shock_up"][t],
-        params.absolute_vol_shock[t], p["vol_scan_range"][t])
-    for code, up_nodes, down_nodes in params.okx_vol:       # okx_pm: OKX's shocks by expiry
+    floor_r = np.where(rows >= len(book.kind), params.per_type["vol_floor"][t], 0.0)
+    sig, up, same, down = cols[9], cols[10], cols[11], cols[12]
+    for code, up_nodes, down_nodes in params.okx_vol:
         m = t == code
         if m.any():
             same[m], up[m], down[m] = okx_shocked_vols(sig[m], book.years[r][m] * 365.0,
                                                        floor_r[m], up_nodes, down_nodes)
-    t_scen = np.maximum(book.years[r] - p["horizon_days"][t] / 365.0, 0.0)
-    und = params.und_row[t]
-    c = np.ascontiguousarray
-    return PnlArgs(*kernel_args(
-        book.kind[r], book.settlement[r], book.contract_size[r], book.mark[r], book.forward[r],
-        book.strike[r], book.is_call[r], book.years[r], c(t_scen), c(sig), c(up), c(same),
-        c(down), c(und), params.rate, scen.n_scen, scen.price_shock, scen.log1p_shock,
-        scen.vol_code, scen.vol_factor, scen.pnl_scale))
 
 
 def padded_scenarios(model, underlyings):
@@ -243,22 +243,21 @@ def revaluation_inputs(book, model):
     units, itype, pos_unit, ord_unit, res_unit = build_units(book, model)
     params = resolve(model, units)
     scen = padded_scenarios(model, units.underlyings)
-    n = len(book.kind)
-    floor = params.per_type["vol_floor"][itype] if n else _EMPTY_F
-    copy = floored_copies(book, floor)
-    row_instr = np.concatenate([np.arange(n), copy]).astype(np.int64)
-    row_of_copy = np.full(n, -1, dtype=np.int64)
-    row_of_copy[copy] = n + np.arange(len(copy))
-    args = row_args(book, params, scen, itype if n else _EMPTY_I, row_instr,
-                    np.arange(len(row_instr)))
-
-    def row_of(instr, qty):
-        fl = row_of_copy[instr] if len(instr) else instr
-        return np.where((qty < 0) & (fl >= 0), fl, instr).astype(np.int64)
-
-    return Revaluation(units, itype, pos_unit, ord_unit, res_unit, scen, args,
-                       row_of(book.pos_instr, book.quantity), row_of(book.ord_instr, book.ord_qty),
+    floor = params.per_type["vol_floor"][itype] if len(book.kind) else _EMPTY_F
+    row_instr, copy, pos_row, ord_row = layout_k.revaluation_rows(*kernel_args(
+        book.kind, book.mark_iv, floor, book.pos_instr, book.quantity, book.ord_instr,
+        book.ord_qty))
+    args = row_args(book, params, scen, itype if len(book.kind) else _EMPTY_I, row_instr,
+                    _arange(len(row_instr)))
+    return Revaluation(units, itype, pos_unit, ord_unit, res_unit, scen, args, pos_row, ord_row,
                        row_instr, copy, params)
+
+
+def _arange(n):
+    """``numpy.arange(n)`` as int64, read-only (the kernels' form of an index)."""
+    a = np.arange(n, dtype=np.int64)
+    a.flags.writeable = False
+    return a
 
 
 # -- the outcome: figures named as the result tables' columns ------------------------------------
@@ -346,6 +345,7 @@ class Layout:
     group_rate: np.ndarray
     q_port: np.ndarray
     short_opt: np.ndarray
+    short_all: np.ndarray               # short option quantity, excluded positions included
     som_rate: np.ndarray
     res_oo: np.ndarray
     mmp: np.ndarray
@@ -439,34 +439,30 @@ def lay_out(book, model, rv, keep_vectors=True):
     n_units, n_acc, n_pos = len(units), len(book.accounts), len(book.quantity)
     q = book.quantity
     excl_instr = excluded_instruments(book, model)
-    excl = excl_instr[book.pos_instr]
+    excl, q_port, short_opt, short_all, som_rate, excluded_any = layout_k.position_layout(
+        *kernel_args(book.pos_instr, q, book.kind, excl_instr, itype,
+                     params.per_type["short_option_minimum"], book.ord_instr))
     excl.flags.writeable = False        # fixed with the book and model, like the layout
-    excluded_any = bool(excl.any()) or bool(excl_instr[book.ord_instr].any())
-    short_all = np.where((book.kind[book.pos_instr] == OPTION) & (q < 0), -q, 0.0) \
-        if n_pos else _EMPTY_F
-    som_rate = params.per_type["short_option_minimum"][itype][book.pos_instr] \
-        if n_pos else _EMPTY_F
     pu_start, pu_order = csr(*kernel_args(pos_unit, n_units))
     pos_group, group_rate, _ = expiry_groups(book, params, units, pu_start, pu_order)
     ou_start, ou_order = csr(*kernel_args(rv.ord_unit, n_units))
     pa_start, pa_order = csr(*kernel_args(book.pos_account, n_acc))
     ba_start, ba_order = csr(*kernel_args(book.bal_account, n_acc))
-    ua_start = np.searchsorted(units.account, np.arange(n_acc + 1)).astype(np.int64)
+    ua_start, _ = csr(*kernel_args(units.account, n_acc))
     utype = units.utype
     per = params.per_type
     layout = Layout(
         pu_start=pu_start, pu_order=pu_order, ou_start=ou_start, ou_order=ou_order,
         pa_start=pa_start, pa_order=pa_order, ba_start=ba_start, ba_order=ba_order,
         ua_start=ua_start, pos_group=pos_group, group_rate=group_rate,
-        q_port=np.where(excl, 0.0, q), short_opt=np.where(excl, 0.0, short_all),
-        som_rate=som_rate,
+        q_port=q_port, short_opt=short_opt, short_all=short_all, som_rate=som_rate,
         res_oo=sum_by(rv.res_unit, weights=book.res_oo, minlength=n_units),
         mmp=sum_by(rv.res_unit, weights=book.res_mmp, minlength=n_units),
         unit_und=units.type_und_code[utype],
         threshold_usd=per["delta_total_liq_shock_threshold"][utype], m_inc=per["m_inc"][utype],
         max_delta_shock=per["max_delta_shock"][utype],
         coin_settled=_read_only(params.coin_settled[utype]), excluded_instr=excl_instr,
-        excluded_any=excluded_any,
+        excluded_any=bool(excluded_any),
         brackets=lay_out_brackets(book, model) if params.margin_rules == "brackets" else None)
     width = rv.scen.price_shock.shape[1]
     keep = bool(keep_vectors or params.cross_unit == "correlated"
@@ -541,7 +537,7 @@ def compute(out, model, rows=None, instruments=None, units=None, accounts=None,
         cols = [a if every else a[i] for a in (
             book.kind, book.settlement, book.contract_size, book.mark, book.forward,
             book.strike, book.is_call, book.years, book.mark_iv)]
-        cols[-1] = np.where(cols[0] == OPTION, cols[-1], 0.0)
+        cols[-1] = layout_k.option_vols(*kernel_args(cols[0], cols[-1]))
         g = K.instrument_greeks(*kernel_args(*cols), p.rate)
         if (every or len(i) == n_i) and not (out.instr_greeks.shape == g.shape
                                              and out.instr_greeks.flags.writeable):
@@ -709,11 +705,10 @@ def _excluded(out, model):
     q = book.quantity
     excl = pf.excluded
     span = Standalone(model, units, rv.args)
-    short_all = np.where((book.kind[book.pos_instr] == OPTION) & (q < 0), -q, 0.0)
     conv_u = uf.conv
     pf.excluded_margin[:] = standalone_margin(
         span, out.pos_unit, out.pos_row, excl, q, units, unit_px,
-        short_all * lay.som_rate * conv_u[out.pos_unit]) if len(q) else 0.0
+        lay.short_all * lay.som_rate * conv_u[out.pos_unit]) if len(q) else 0.0
     uf.excluded_margin[:] = sum_by(out.pos_unit, weights=pf.excluded_margin,
                                    minlength=n_units)
     som_rate = out.params.per_type["short_option_minimum"][out.instr_type]
@@ -906,14 +901,6 @@ def expiry_groups(book, params, units, pu_start, pu_order):
     options, one per perpetual; spot positions belong to none (-1).  Groups are numbered by
     unit (:func:`pmrisk.kernel.assemble.expiry_groups`), so each unit's groups are
     consecutive.  Returns ``(pos_group, group_rate, group_unit)``."""
-    pi_ = book.pos_instr
-    # perpetuals: a key of their own (negative, per instrument); dated: the expiry
-    key, dated = assemble.position_expiry_keys(*kernel_args(pi_, book.kind, book.expiry_ns))
-    pos_group, group_unit, first = assemble.expiry_groups(
-        *kernel_args(pu_start, pu_order, key, dated))
-    fi = pi_[first]
-    years = np.where(book.kind[fi] == PERPETUAL, 0.0, book.years[fi])
-    gtype = units.utype[group_unit]
-    rate = addons.roll_rate(years, params.per_type["annualised_move_risk"][gtype],
-                            params.per_type["min_annualised_move"][gtype])
-    return pos_group, rate, group_unit
+    return layout_k.roll_groups(*kernel_args(
+        pu_start, pu_order, book.pos_instr, book.kind, book.expiry_ns, book.years, units.utype,
+        params.per_type["annualised_move_risk"], params.per_type["min_annualised_move"]))
