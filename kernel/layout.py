@@ -33,23 +33,24 @@ from .volshock import MIN_VOL
 
 
 @njit
-def _fmax(a, b):
-    """``numpy.maximum`` of two floats (NaN wins; on a tie the first)."""
+def fmax(a, b):
+    """``numpy.maximum`` of two floats (NaN wins; on a tie the second, as numpy: -0.0 and
+    0.0 keep numpy's sign)."""
     if a != a:
         return a
     if b != b:
         return b
-    return a if a >= b else b
+    return a if a > b else b
 
 
 @njit
-def _fmin(a, b):
-    """``numpy.minimum`` of two floats (NaN wins; on a tie the first)."""
+def fmin(a, b):
+    """``numpy.minimum`` of two floats (NaN wins; on a tie the second, as numpy)."""
     if a != a:
         return a
     if b != b:
         return b
-    return a if a <= b else b
+    return a if a < b else b
 
 
 @njit
@@ -156,20 +157,20 @@ def row_arrays(rows, row_instr, n_instr, itype, kind, settlement, contract_size,
         o_sig[j] = sig
         floor = vol_floor[t] if rows[j] >= n_instr else 0.0
         # shocked_vols, element by element
-        same = _fmax(sig, floor)
-        dte = _fmax(y * 365.0, 1.0)
+        same = fmax(sig, floor)
+        dte = fmax(y * 365.0, 1.0)
         power = p_short[t] if dte < 30.0 else p_long[t]
         term = (30.0 / dte) ** power
         if absolute[t]:
             up = same + scan_range[t]
-            down = _fmax(same - scan_range[t], MIN_VOL)
+            down = fmax(same - scan_range[t], MIN_VOL)
         else:
-            up = _fmax(same * (1.0 + r_up[t] * term), min_up[t])
-            down = _fmax(same * (1.0 - r_down[t] * term), MIN_VOL)
+            up = fmax(same * (1.0 + r_up[t] * term), min_up[t])
+            down = fmax(same * (1.0 - r_down[t] * term), MIN_VOL)
         o_same[j] = same
         o_up[j] = up
         o_down[j] = down
-        o_tscen[j] = _fmax(y - horizon_days[t] / 365.0, 0.0)
+        o_tscen[j] = fmax(y - horizon_days[t] / 365.0, 0.0)
         o_und[j] = und_row[t]
     return (o_kind, o_settle, o_cs, o_mark, o_fwd, o_strike, o_call, o_years, o_tscen, o_sig,
             o_up, o_same, o_down, o_und)
@@ -221,8 +222,8 @@ def roll_groups(pu_start, pu_order, pos_instr, kind, expiry_ns, years, unit_type
         i = pos_instr[first[g]]
         y = 0.0 if kind[i] == PERPETUAL else years[i]
         t = unit_type[group_unit[g]]
-        rate[g] = _fmax(min_annualised_move[t],
-                        math.expm1(annualised_move_risk[t] * _fmax(y, 0.0)))
+        rate[g] = fmax(min_annualised_move[t],
+                        math.expm1(annualised_move_risk[t] * fmax(y, 0.0)))
     return pos_group, rate, group_unit
 
 

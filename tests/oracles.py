@@ -1172,3 +1172,48 @@ def option_vols(kind, mark_iv):
     """Twin of :func:`pmrisk.kernel.layout.option_vols`."""
     from pmrisk.kernel.instruments import OPTION
     return np.where(kind == OPTION, mark_iv, 0.0)
+
+
+# -- kernel/tables.py twins: the result tables' numpy column formulas ----------------------------
+
+def unit_columns(figures, greeks, unit_px, index_px):
+    """Twin of :func:`pmrisk.kernel.tables.unit_columns`."""
+    rows = []
+    for v in figures:
+        rows += [v, v * unit_px]
+    d, g, vg, th = greeks
+    rows += [d, d * index_px, g, g * index_px * index_px / 100.0, vg, vg * unit_px, th,
+             th * unit_px]
+    return np.array(rows).reshape(len(rows), len(unit_px))
+
+
+def position_columns(pos_unit, quantity, unit_px, value, model_value, upnl, delta, gamma, vega,
+                     theta, mm_contribution, im_contribution, unit_mm, unit_im, loan_usd):
+    """Twin of :func:`pmrisk.kernel.tables.position_columns` (concatenations and
+    ``numpy.bincount``)."""
+    n_units = len(unit_px)
+    pos_px = unit_px[pos_unit]
+    zeros = np.zeros(n_units + len(loan_usd))
+    rows = [np.concatenate([quantity, zeros])]
+    for v in (value, model_value, upnl):
+        rows += [np.concatenate([v, zeros]), np.concatenate([v * pos_px, zeros])]
+    rows += [np.concatenate([v, zeros]) for v in (delta, gamma, vega, theta)]
+    for contrib, unit in ((mm_contribution, unit_mm), (im_contribution, unit_im)):
+        unalloc = unit - np.bincount(pos_unit, weights=contrib, minlength=n_units)
+        rows += [np.concatenate([contrib, unalloc, loan_usd]),
+                 np.concatenate([contrib * pos_px, unalloc * unit_px, loan_usd])]
+    return np.array(rows).reshape(len(rows), len(pos_unit) + len(zeros))
+
+
+def account_columns(equity, mm, im, liquidation_cost, low, levels):
+    """Twin of :func:`pmrisk.kernel.tables.account_columns` (``numpy.where`` and
+    comparisons)."""
+    den = mm + liquidation_cost
+    with np.errstate(divide="ignore", invalid="ignore"):
+        ratio = np.where(den > 0, equity / np.where(den > 0, den, 1.0),
+                         np.where(equity >= 0, np.inf, -np.inf))
+    band = np.zeros(len(ratio), dtype=np.int64)
+    for lv in levels:
+        band += ratio < lv
+    return (ratio, equity - im, np.maximum(0.0, np.minimum(equity - low * mm, equity - im)),
+            band)

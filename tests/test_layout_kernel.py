@@ -68,7 +68,7 @@ def test_row_arrays_agree_with_twin(data, n, n_types, copies):
     fwd = _floats(data, n, st.floats(1.0, 1e5))
     strike = _floats(data, n, st.floats(1.0, 1e5))
     is_call = _ints(data, n, 0, 1)
-    years = _floats(data, n, st.sampled_from([-0.01, 0.0, 1e-4, 1 / 365, 29.9 / 365,
+    years = _floats(data, n, st.sampled_from([-0.01, -0.0, 0.0, 1e-4, 1 / 365, 29.9 / 365,
                                               30 / 365, 0.25, 2.0]))
     mark_iv = _floats(data, n, VOLS)
     per = {k: _floats(data, n_types, el) for k, el in (

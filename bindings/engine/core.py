@@ -412,9 +412,11 @@ class Outcome:
 
 def _zeros(cls, n, **given):
     """A figures dataclass of zero arrays of length ``n`` (``given``: other initial arrays);
-    fields with a default keep it."""
-    return cls(**{name: given[name] if name in given else np.zeros(n)
-                  for name in _array_fields(cls, tuple(given))})
+    fields with a default keep it.  The zero arrays are the rows of one block (one
+    allocation)."""
+    names = _array_fields(cls, tuple(given))
+    block = iter(np.zeros((len(names) - len(given), n)))
+    return cls(**{name: given[name] if name in given else next(block) for name in names})
 
 
 @functools.lru_cache(maxsize=None)
@@ -636,8 +638,9 @@ def phase_arguments(out, kernel, own_from_binding=True):
         args = kernel_args(*arrays)
         # a copy (a non-contiguous or converted input) would miss later in-place changes,
         # unless the input cannot change (read-only or empty)
-        if all(b is a or not isinstance(a, np.ndarray) or not a.flags.writeable or not a.size
-               or np.may_share_memory(a, b) for a, b in zip(arrays, args)):
+        if all(b is a or not isinstance(a, np.ndarray) or b.base is a
+               or (a.base is not None and b.base is a.base) or not a.flags.writeable
+               or not a.size or np.may_share_memory(a, b) for a, b in zip(arrays, args)):
             memo[key] = (arrays, args)
         return args
     if kernel == "unit_figures":
