@@ -31,6 +31,8 @@ from .assemble import expiry_groups, position_expiry_keys
 from .instruments import OPTION, PERPETUAL
 from .volshock import MIN_VOL
 
+_MEMO = 8                               # row_arrays: (dte, power) -> term pairs kept
+
 
 @njit
 def fmax(a, b):
@@ -140,6 +142,12 @@ def row_arrays(rows, row_instr, n_instr, itype, kind, settlement, contract_size,
     o_same = np.empty(n)
     o_down = np.empty(n)
     o_und = np.empty(n, dtype=np.int64)
+    # (30 / dte) ** power is the same for every row of one expiry and power: the last few
+    # are kept (a book has few expiries; pow is most of a row's cost)
+    memo_dte = np.full(_MEMO, np.nan)
+    memo_pow = np.full(_MEMO, np.nan)
+    memo_term = np.empty(_MEMO)
+    slot = 0
     for j in range(n):
         r = row_instr[rows[j]]
         t = itype[r]
@@ -160,7 +168,19 @@ def row_arrays(rows, row_instr, n_instr, itype, kind, settlement, contract_size,
         same = fmax(sig, floor)
         dte = fmax(y * 365.0, 1.0)
         power = p_short[t] if dte < 30.0 else p_long[t]
-        term = (30.0 / dte) ** power
+        term = np.nan
+        hit = False
+        for m in range(_MEMO):
+            if memo_dte[m] == dte and memo_pow[m] == power:
+                term = memo_term[m]
+                hit = True
+                break
+        if not hit:
+            term = (30.0 / dte) ** power
+            memo_dte[slot] = dte
+            memo_pow[slot] = power
+            memo_term[slot] = term
+            slot = (slot + 1) % _MEMO
         if absolute[t]:
             up = same + scan_range[t]
             down = fmax(same - scan_range[t], MIN_VOL)
