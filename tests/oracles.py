@@ -1217,3 +1217,72 @@ def account_columns(equity, mm, im, liquidation_cost, low, levels):
         band += ratio < lv
     return (ratio, equity - im, np.maximum(0.0, np.minimum(equity - low * mm, equity - im)),
             band)
+
+
+# -- kernel/across.py twin ----------------------------------------------------------------------
+
+def correlated_shares(acc, ua_start, pu_start, pu_order, unit_und, unit_px, weighted, n_scen,
+                      per_unit, price_shock, vol_code, loss_weight, q_port, pos_row, instr_pnl,
+                      worst, unit_value, unit_shock, unit_vol, pos_loss, scenario_margin,
+                      scenario_price_shock, scenario_vol_state, own_loss):
+    """Twin of :func:`pmrisk.kernel.across.correlated_shares`: ``numpy.argmin`` over the
+    masked weighted cells, :func:`largest_units` over the tails and ``numpy.where`` for the
+    shares (the engine's numpy form before the kernel)."""
+    n_units = len(unit_px)
+    n_acc = len(ua_start) - 1
+    unit_account = np.repeat(np.arange(n_acc), np.diff(ua_start))
+    pos_unit = _members(pu_start, pu_order, len(q_port))
+    acc = np.asarray(acc, dtype=np.int64)
+    mask = np.zeros(n_acc, dtype=bool)
+    mask[acc] = True
+    U = np.flatnonzero(mask[unit_account])
+    P = np.flatnonzero(mask[unit_account[pos_unit]]) if len(pos_unit) else np.zeros(0, np.int64)
+    per_unit = np.asarray(per_unit, dtype=bool)
+    tail_cell = np.zeros(n_units, dtype=np.int64)
+    tail_worst = np.zeros(n_units)
+    if per_unit.any() and len(U) and weighted.shape[1]:
+        w = weighted[U]
+        uu = unit_und[U]
+        real = np.arange(w.shape[1])[None, :] < n_scen[uu][:, None]
+        cells = np.where(per_unit[uu] & real, w, np.inf)
+        tc = np.argmin(cells, axis=1)
+        tw = cells[np.arange(len(U)), tc]
+        tail_cell[U] = tc
+        with np.errstate(invalid="ignore"):
+            tail_worst[U] = np.where(np.isfinite(tw), np.maximum(-tw, 0.0), 0.0)
+    tail_usd = tail_worst * unit_px
+    best_tail = np.zeros(n_acc)
+    tail_unit = np.full(n_acc, -1, dtype=np.int64)
+    if n_units and tail_usd.any():
+        lead = largest_units(acc, ua_start, tail_usd)
+        lead = lead[lead >= 0]
+        lead = lead[tail_usd[lead] > 0.0]
+        tail_unit[unit_account[lead]] = lead
+        best_tail[unit_account[lead]] = tail_usd[lead]
+    with np.errstate(invalid="ignore"):
+        binds = worst >= best_tail
+        ua = unit_account[U]
+        part = binds[ua] & (worst[ua] > 0.0)
+        pa_ = unit_account[pos_unit[P]]
+        scenario_margin[U] = np.where(part, -unit_value[U], 0.0)
+        scenario_price_shock[U] = np.where(part, unit_shock[U], np.nan)
+        scenario_vol_state[U] = np.where(part, unit_vol[U], -1)
+        own_loss[P] = np.where(binds[pa_] & (worst[pa_] > 0.0), pos_loss[P], 0.0)
+    tail_acc = acc[~binds[acc] & (tail_unit[acc] >= 0)]
+    tu = tail_unit[tail_acc]
+    if len(tu):
+        und = unit_und[tu]
+        c = tail_cell[tu]
+        scenario_margin[tu] = tail_worst[tu]
+        scenario_price_shock[tu] = price_shock[und, c]
+        scenario_vol_state[tu] = vol_code[und, c]
+        in_tail = np.zeros(n_units, dtype=bool)
+        in_tail[tu] = True
+        on = np.flatnonzero(in_tail[pos_unit])
+        cp = tail_cell[pos_unit[on]]
+        own_loss[on] = -loss_weight[unit_und[pos_unit[on]], cp] * q_port[on] \
+            * instr_pnl[pos_row[on], cp]
+    out_unit = np.where(~binds[acc] & (tail_unit[acc] >= 0), tail_unit[acc], -1)
+    out_cell = np.zeros(len(acc), dtype=np.int64)
+    out_cell[out_unit >= 0] = tail_cell[out_unit[out_unit >= 0]]
+    return out_unit, out_cell

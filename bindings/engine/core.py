@@ -34,6 +34,7 @@ from pmrisk.kernel import scenarios as S
 from pmrisk.kernel import assemble
 from pmrisk.kernel.assemble import csr
 from pmrisk.kernel.instruments import OPTION
+from pmrisk.kernel import across
 from pmrisk.kernel import layout as layout_k
 from pmrisk.kernel.volshock import okx_shocked_vols
 
@@ -47,7 +48,6 @@ from ..model.model import collateral_value
 from .resources import check_memory, shape_of
 from ..model.scenario_table import scenario_set_for
 from .units import build_units
-from ..results import largest_unit
 
 _EMPTY_I = np.zeros(0, dtype=np.int64)
 _EMPTY_F = np.zeros(0)
@@ -734,7 +734,6 @@ def _correlated(out, model, accounts=None, rows=None, moved_args=None):
     book, units, scen, lay, rv = out.book, out.units, out.scen, out.layout, out.rev
     uf, pf = out.unit, out.position
     n_acc = len(book.accounts)
-    n_units = len(units)
     unit_px = units.settle_px
     pos_unit, pos_row, q_port = out.pos_unit, out.pos_row, lay.q_port
     instr_pnl = out.instr_pnl
@@ -754,54 +753,14 @@ def _correlated(out, model, accounts=None, rows=None, moved_args=None):
         jr.tick(unit_px, uf.slope_usd, acc)
     else:
         jr.run(unit_px, uf.slope_usd, acc)
-    if every:
-        U = np.arange(n_units)
-        P = np.arange(len(pos_unit))
-    else:
-        mask = np.zeros(n_acc, dtype=bool)
-        mask[acc] = True
-        U = np.flatnonzero(mask[units.account])
-        P = np.flatnonzero(mask[units.account[pos_unit]]) if len(pos_unit) else _EMPTY_I
-    unit_und = lay.unit_und
     per_unit = scen.table == S.TABLE_EXTENDED
     if out.params.tail_mode == "per_unit":
         per_unit = per_unit | (scen.table == S.TABLE_EXTREME)
-    tail_cell = np.zeros(n_units, dtype=np.int64)
-    tail_worst = np.zeros(n_units)
-    if per_unit.any() and len(U):
-        weighted = uf.weighted[U]
-        uu = unit_und[U]
-        cols = np.arange(weighted.shape[1])
-        real = cols[None, :] < scen.n_scen[uu][:, None]
-        tail_cells = np.where(per_unit[uu] & real, weighted, np.inf)
-        tc = np.argmin(tail_cells, axis=1) if weighted.shape[1] else \
-            np.zeros(len(U), dtype=np.int64)
-        tw = tail_cells[np.arange(len(U)), tc]
-        tail_cell[U] = tc
-        tail_worst[U] = np.where(np.isfinite(tw), np.maximum(-tw, 0.0), 0.0)
-    tail_usd = tail_worst * unit_px
-    # per account: the unit with the largest per-unit tail (ties: the first unit)
-    best_tail = np.zeros(n_acc)
-    tail_unit = np.full(n_acc, -1, dtype=np.int64)
-    if n_units and tail_usd.any():
-        lead = largest_unit(units.account, tail_usd, acc, n_acc)
-        lead = lead[tail_usd[lead] > 0.0]
-        tail_unit[units.account[lead]] = lead
-        best_tail[units.account[lead]] = tail_usd[lead]
-    worst = jr.worst
-    joint_binds = worst >= best_tail
-    ua = units.account[U]
-    taking_part = joint_binds[ua] & (worst[ua] > 0.0)
-    share = np.where(taking_part, -jr.unit_value[U], 0.0)
-    pa_ = units.account[pos_unit[P]]
-    own = np.where(joint_binds[pa_] & (worst[pa_] > 0.0), jr.pos_loss[P], 0.0)
-    # each unit's move and vol state in the binding scenario (NaN / -1: not part of it)
-    u_shock = np.where(taking_part, jr.unit_shock[U], np.nan)
-    u_vol = np.where(taking_part, jr.unit_vol[U], -1)
-    uf.scenario_margin[U] = share
-    uf.scenario_price_shock[U] = u_shock
-    uf.scenario_vol_state[U] = u_vol
-    pf.own_loss[P] = own
+    tail_unit, tail_cell = across.correlated_shares(*kernel_args(
+        acc, lay.ua_start, lay.pu_start, lay.pu_order, lay.unit_und, unit_px, uf.weighted,
+        scen.n_scen, per_unit, scen.price_shock, scen.vol_code, scen.loss_weight, q_port,
+        pos_row, instr_pnl, jr.worst, jr.unit_value, jr.unit_shock, jr.unit_vol, jr.pos_loss),
+        uf.scenario_margin, uf.scenario_price_shock, uf.scenario_vol_state, pf.own_loss)
     if out.account.worst_scenario is None or every:
         out.account.worst_scenario = list(jr.description)
     else:
@@ -809,23 +768,12 @@ def _correlated(out, model, accounts=None, rows=None, moved_args=None):
         for a in acc.tolist():
             desc[a] = jr.description[a]
     # accounts whose largest per-unit tail binds: that unit alone, at its tail cell
-    tail_acc = acc[~joint_binds[acc]]
-    tu = tail_unit[tail_acc]
-    if len(tu):
-        desc = out.account.worst_scenario
-        uf.scenario_margin[tu] = tail_worst[tu]
-        uf.scenario_price_shock[tu] = scen.price_shock[unit_und[tu], tail_cell[tu]]
-        uf.scenario_vol_state[tu] = scen.vol_code[unit_und[tu], tail_cell[tu]]
-        in_tail = np.zeros(n_units, dtype=bool)
-        in_tail[tu] = True
-        on = np.flatnonzero(in_tail[pos_unit])
-        c = tail_cell[pos_unit[on]]
-        pf.own_loss[on] = -scen.loss_weight[unit_und[pos_unit[on]], c] * q_port[on] \
-            * instr_pnl[pos_row[on], c]
-        for a, u in zip(tail_acc.tolist(), tu.tolist()):
-            k, c = unit_und[u], tail_cell[u]
-            desc[a] = (f"{units.type_names[units.utype[u]]} {S.TABLES[scen.table[k, c]]} "
-                       f"{scen.price_shock[k, c]:+.2%} vol {S.VOL_STATES[scen.vol_code[k, c]]}")
+    desc = out.account.worst_scenario
+    for i in np.flatnonzero(tail_unit >= 0).tolist():
+        a, u, c = int(acc[i]), int(tail_unit[i]), int(tail_cell[i])
+        k = lay.unit_und[u]
+        desc[a] = (f"{units.type_names[units.utype[u]]} {S.TABLES[scen.table[k, c]]} "
+                   f"{scen.price_shock[k, c]:+.2%} vol {S.VOL_STATES[scen.vol_code[k, c]]}")
     out.correlation = jr.correlation
 
 
