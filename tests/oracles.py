@@ -1286,3 +1286,23 @@ def correlated_shares(acc, ua_start, pu_start, pu_order, unit_und, unit_px, weig
     out_cell = np.zeros(len(acc), dtype=np.int64)
     out_cell[out_unit >= 0] = tail_cell[out_unit[out_unit >= 0]]
     return out_unit, out_cell
+
+
+# -- kernel/span.py twin ------------------------------------------------------------------------
+
+def excluded_margins(pos_unit, pos_row, excluded, quantity, short_all, som_rate, conv, unit_und,
+                     unit_px, span_pnl, n_scen, loss_weight, gain_weight, gain_cap_usd,
+                     dampener_usd, vol_code, ord_unit, order_im, res_oo):
+    """Twin of :func:`pmrisk.kernel.span.excluded_margins` (returns its three outputs):
+    :func:`standalone_worst` on the excluded positions and ``numpy.bincount``."""
+    n_units = len(unit_px)
+    pos_margin = np.zeros(len(pos_unit))
+    sel = np.flatnonzero(np.asarray(excluded, dtype=bool))
+    if len(sel):
+        u = pos_unit[sel]
+        pos_margin[sel] = standalone_worst(pos_row[sel], quantity[sel], unit_und[u], unit_px[u],
+                                           span_pnl, n_scen, loss_weight, gain_weight,
+                                           gain_cap_usd, dampener_usd, vol_code) \
+            + (short_all * som_rate * conv[pos_unit])[sel]
+    return (pos_margin, np.bincount(pos_unit, weights=pos_margin, minlength=n_units),
+            np.bincount(ord_unit, weights=order_im, minlength=n_units) + res_oo)

@@ -36,6 +36,7 @@ from pmrisk.kernel.assemble import csr
 from pmrisk.kernel.instruments import OPTION
 from pmrisk.kernel import across
 from pmrisk.kernel import layout as layout_k
+from pmrisk.kernel import span as span_k
 from pmrisk.kernel.volshock import okx_shocked_vols
 
 from ..io.arrow import codes, kernel_args, sum_by
@@ -43,7 +44,7 @@ from ..errors import MarginError
 from . import okx
 from .binance import bracket_phase, lay_out_brackets, loan_mmr
 from .correlated import JointStress
-from .excluded import Standalone, excluded_instruments, standalone_margin
+from .excluded import Standalone, excluded_instruments
 from ..model.model import collateral_value
 from .resources import check_memory, shape_of
 from ..model.scenario_table import scenario_set_for
@@ -703,22 +704,18 @@ def _excluded(out, model):
     the open orders on excluded instruments."""
     book, units, lay, rv = out.book, out.units, out.layout, out.rev
     uf, pf = out.unit, out.position
-    n_units = len(units)
     unit_px = units.settle_px
-    q = book.quantity
-    excl = pf.excluded
     span = Standalone(model, units, rv.args)
     conv_u = uf.conv
-    pf.excluded_margin[:] = standalone_margin(
-        span, out.pos_unit, out.pos_row, excl, q, units, unit_px,
-        lay.short_all * lay.som_rate * conv_u[out.pos_unit]) if len(q) else 0.0
-    uf.excluded_margin[:] = sum_by(out.pos_unit, weights=pf.excluded_margin,
-                                   minlength=n_units)
     som_rate = out.params.per_type["short_option_minimum"][out.instr_type]
     out.order_im = _excluded_order_margin(book, lay.excluded_instr, units, span, rv,
                                           out.order_im, unit_px, conv_u, som_rate)
-    uf.open_orders_margin[:] = sum_by(rv.ord_unit, weights=out.order_im, minlength=n_units) \
-        + lay.res_oo
+    sc = span.scen
+    span_k.excluded_margins(*kernel_args(
+        out.pos_unit, out.pos_row, pf.excluded, book.quantity, lay.short_all, lay.som_rate,
+        conv_u, lay.unit_und, unit_px, span.ipnl, sc.n_scen, sc.loss_weight, sc.gain_weight,
+        sc.gain_cap_usd, sc.dampener_usd, sc.vol_code, rv.ord_unit, out.order_im, lay.res_oo),
+        pf.excluded_margin, uf.excluded_margin, uf.open_orders_margin)
 
 
 def _correlated(out, model, accounts=None, rows=None, moved_args=None):
