@@ -254,3 +254,30 @@ def option_vols(kind, mark_iv):
     for i in range(kind.shape[0]):
         out[i] = mark_iv[i] if kind[i] == OPTION else 0.0
     return out
+
+
+@njit
+def unit_prices(col, stable, utype, snap, asset_px):
+    """USD price per unit of its type's asset at its snapshot: ``asset_px[snap, col]`` of
+    the type's column (``col`` per type, -1: none), NaN without one, 1 for a stablecoin
+    (``stable`` per type) whose price is NaN."""
+    n = utype.shape[0]
+    out = np.empty(n)
+    n_col = asset_px.shape[1]
+    for u in range(n):
+        t = utype[u]
+        c = col[t]
+        px = asset_px[snap[u], c] if (c >= 0 and n_col) else np.nan
+        out[u] = 1.0 if (px != px and stable[t]) else px
+    return out
+
+
+@njit
+def reserve_sums(res_unit, res_oo, res_mmp, n_units):
+    """Per unit the sums of its reserves' open orders margin and MMP margin, in row order."""
+    oo = np.zeros(n_units)
+    mmp = np.zeros(n_units)
+    for r in range(res_unit.shape[0]):
+        oo[res_unit[r]] += res_oo[r]
+        mmp[res_unit[r]] += res_mmp[r]
+    return oo, mmp

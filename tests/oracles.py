@@ -1306,3 +1306,17 @@ def excluded_margins(pos_unit, pos_row, excluded, quantity, short_all, som_rate,
             + (short_all * som_rate * conv[pos_unit])[sel]
     return (pos_margin, np.bincount(pos_unit, weights=pos_margin, minlength=n_units),
             np.bincount(ord_unit, weights=order_im, minlength=n_units) + res_oo)
+
+
+def unit_prices(col, stable, utype, snap, asset_px):
+    """Twin of :func:`pmrisk.kernel.layout.unit_prices` (``numpy.where``)."""
+    c = col[utype]
+    px = np.where(c >= 0, asset_px[snap, np.maximum(c, 0)], np.nan) if asset_px.shape[1] \
+        else np.full(len(utype), np.nan)
+    return np.where(np.isnan(px) & np.asarray(stable, dtype=bool)[utype], 1.0, px)
+
+
+def reserve_sums(res_unit, res_oo, res_mmp, n_units):
+    """Twin of :func:`pmrisk.kernel.layout.reserve_sums` (``numpy.bincount``)."""
+    return (np.bincount(res_unit, weights=res_oo, minlength=n_units).astype(np.float64),
+            np.bincount(res_unit, weights=res_mmp, minlength=n_units).astype(np.float64))

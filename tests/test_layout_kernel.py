@@ -133,3 +133,28 @@ def test_option_vols_agree_with_twin(data, n):
     got = layout.option_vols(kind, iv)
     np.testing.assert_array_equal(got, oracles.option_vols(kind, iv))
     assert (got[kind != OPTION] == 0.0).all()
+
+
+@settings(deadline=None)
+@given(data=st.data(), n_units=st.integers(0, 12), n_types=st.integers(1, 4),
+       n_snap=st.integers(1, 3), n_assets=st.integers(0, 4))
+def test_unit_prices_agree_with_twin(data, n_units, n_types, n_snap, n_assets):
+    """A type's asset price at the unit's snapshot; NaN without a row, 1 for a stablecoin."""
+    col = _ints(data, n_types, -1, n_assets - 1)
+    stable = _ints(data, n_types, 0, 1)
+    utype = _ints(data, n_units, 0, n_types - 1)
+    snap = _ints(data, n_units, 0, n_snap - 1)
+    asset_px = _floats(data, n_snap * n_assets, st.sampled_from([np.nan, 1.0, 2.5e4])).reshape(
+        n_snap, n_assets)
+    args = (col, stable, utype, snap, asset_px)
+    np.testing.assert_array_equal(layout.unit_prices(*args), oracles.unit_prices(*args))
+
+
+@settings(deadline=None)
+@given(data=st.data(), n_units=st.integers(1, 5), n_res=st.integers(0, 12))
+def test_reserve_sums_agree_with_twin(data, n_units, n_res):
+    res_unit = _ints(data, n_res, 0, n_units - 1)
+    oo = _floats(data, n_res, st.floats(-1e3, 1e3))
+    mmp = _floats(data, n_res, st.floats(0, 1e3))
+    _same(layout.reserve_sums(res_unit, oo, mmp, n_units),
+          oracles.reserve_sums(res_unit, oo, mmp, n_units))

@@ -39,7 +39,7 @@ from pmrisk.kernel import layout as layout_k
 from pmrisk.kernel import span as span_k
 from pmrisk.kernel.volshock import okx_shocked_vols
 
-from ..io.arrow import codes, kernel_args, sum_by
+from ..io.arrow import codes, kernel_args
 from ..errors import MarginError
 from . import okx
 from .binance import bracket_phase, lay_out_brackets, loan_mmr
@@ -452,6 +452,8 @@ def lay_out(book, model, rv, keep_vectors=True):
     pa_start, pa_order = csr(*kernel_args(book.pos_account, n_acc))
     ba_start, ba_order = csr(*kernel_args(book.bal_account, n_acc))
     ua_start, _ = csr(*kernel_args(units.account, n_acc))
+    res_oo, mmp = layout_k.reserve_sums(*kernel_args(rv.res_unit, book.res_oo, book.res_mmp),
+                                        n_units)
     utype = units.utype
     per = params.per_type
     layout = Layout(
@@ -459,8 +461,7 @@ def lay_out(book, model, rv, keep_vectors=True):
         pa_start=pa_start, pa_order=pa_order, ba_start=ba_start, ba_order=ba_order,
         ua_start=ua_start, pos_group=pos_group, group_rate=group_rate,
         q_port=q_port, short_opt=short_opt, short_all=short_all, som_rate=som_rate,
-        res_oo=sum_by(rv.res_unit, weights=book.res_oo, minlength=n_units),
-        mmp=sum_by(rv.res_unit, weights=book.res_mmp, minlength=n_units),
+        res_oo=res_oo, mmp=mmp,
         unit_und=units.type_und_code[utype],
         threshold_usd=per["delta_total_liq_shock_threshold"][utype], m_inc=per["m_inc"][utype],
         max_delta_shock=per["max_delta_shock"][utype],
