@@ -250,8 +250,8 @@ def revaluation_inputs(book, model):
         book.ord_qty))
     args = row_args(book, params, scen, itype if len(book.kind) else _EMPTY_I, row_instr,
                     _arange(len(row_instr)))
-    return Revaluation(units, itype, pos_unit, ord_unit, res_unit, scen, args, pos_row, ord_row,
-                       row_instr, copy, params)
+    return Revaluation(units, itype, pos_unit, ord_unit, res_unit, scen, args,
+                       *map(_read_only, (pos_row, ord_row, row_instr, copy)), params)
 
 
 def _arange(n):
@@ -411,6 +411,13 @@ class Outcome:
                        okx=None if self.okx is None else self.okx.copy())
 
 
+# the Layout arrays no call changes in place (q_port, short_opt and short_all are refreshed
+# by a what-if that keeps its layout)
+_FIXED_LAYOUT = ("pu_start", "pu_order", "ou_start", "ou_order", "pa_start", "pa_order",
+                 "ba_start", "ba_order", "ua_start", "pos_group", "group_rate", "som_rate",
+                 "res_oo", "mmp", "unit_und", "threshold_usd", "m_inc", "max_delta_shock")
+
+
 def _zeros(cls, n, **given):
     """A figures dataclass of zero arrays of length ``n`` (``given``: other initial arrays);
     fields with a default keep it.  The zero arrays are the rows of one block (one
@@ -468,6 +475,8 @@ def lay_out(book, model, rv, keep_vectors=True):
         coin_settled=_read_only(params.coin_settled[utype]), excluded_instr=excl_instr,
         excluded_any=bool(excluded_any),
         brackets=lay_out_brackets(book, model) if params.margin_rules == "brackets" else None)
+    for name in _FIXED_LAYOUT:          # fixed with the book: read-only, as the kernels take
+        _read_only(getattr(layout, name))   # them (no converted view per kernel call)
     width = rv.scen.price_shock.shape[1]
     keep = bool(keep_vectors or params.cross_unit == "correlated"
                 or params.margin_rules == "okx")
