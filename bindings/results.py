@@ -6,6 +6,7 @@ from dataclasses import dataclass
 import numpy as np
 import pyarrow as pa
 
+from pmrisk.kernel import tables as tables_k
 from pmrisk.kernel.assemble import largest_units
 from pmrisk.kernel.scenarios import TABLES, VOL_STATES
 
@@ -66,6 +67,14 @@ def table_of(columns):
          for c in columns.values()], names=list(columns))
 
 
+def block_columns(block, names):
+    """Arrow float64 columns named ``names`` from the rows of a C-contiguous 2-d ``block``:
+    one Arrow array over the whole block, sliced (a slice costs less than an array)."""
+    n = block.shape[1]
+    flat = pa.array(block.reshape(-1))
+    return {name: flat.slice(k * n, n) for k, name in enumerate(names)}
+
+
 def status_of(ratio, thresholds):
     """Status from the margin ratio: >= the first warning level is ``normal``;
     below warning level k, ``warning_k``; below ``margin_call``, ``margin_call``; below
@@ -93,9 +102,13 @@ def _bands(ratio, levels):
 
 def status_array(ratio, thresholds):
     levels = list(thresholds["warning"]) + [thresholds["margin_call"], thresholds["liquidation"]]
-    names = ["normal"] + [f"warning_{k + 1}" for k in range(len(thresholds["warning"]))] + [
-        "margin_call", "liquidation"]
-    return _names(names, _bands(ratio, levels))
+    return _names(_status_names(len(thresholds["warning"])), _bands(ratio, levels))
+
+
+@functools.lru_cache(maxsize=16)
+def _status_names(n_warning):
+    return ("normal",) + tuple(f"warning_{k + 1}" for k in range(n_warning)) + (
+        "margin_call", "liquidation")
 
 
 def _names(names, codes):
@@ -257,8 +270,7 @@ def build(out, model, risk_vectors=False, tables=TABLE_NAMES):
                           "margin_rules = \"brackets\" (binance_um): brackets have no "
                           "scenarios, so there are no risk vectors")
     book, units = out.book, out.units
-    unit_names = pa.array(units.type_names, pa.string()).take(
-        pa.array(units.utype, pa.int64()))
+    unit_names = _names(units.type_names, units.utype)
     loans = np.flatnonzero(out.account.loan_maintenance_margin > 0)
     accounts_t = accounts_table(out, model)
     units_t = _units_table(out, unit_names) if "units" in tables else None
@@ -285,7 +297,6 @@ def build(out, model, risk_vectors=False, tables=TABLE_NAMES):
 
 def _units_table(out, unit_names):
     units, scen, uf = out.units, out.scen, out.unit
-    ut = pa.array(units.utype, pa.int64())
     unit_und = units.type_und_code[units.utype]
     unit_px = units.settle_px
     index_px = units.index_px
@@ -293,8 +304,8 @@ def _units_table(out, unit_names):
     unit_cols = {
         "account": out.book.accounts.take(pa.array(units.account, pa.int64())),
         "unit": unit_names,
-        "underlying": pa.array(units.type_und, pa.string()).take(ut),
-        "settlement_currency": pa.array(units.type_ccy, pa.string()).take(ut),
+        "underlying": _names(units.type_und, units.utype),
+        "settlement_currency": _names(units.type_ccy, units.utype),
         "index_price": index_px,
         "settlement_price_usd": unit_px,
         "binding_scenario": b,
@@ -305,7 +316,7 @@ def _units_table(out, unit_names):
         # margin (the joint scenario under cross_unit="correlated"; null: not part of it)
         "scenario_price_shock": pa.array(uf.scenario_price_shock, pa.float64(),
                                          mask=np.isnan(uf.scenario_price_shock)),
-        "scenario_vol_state": pa.array(VOL_STATES, pa.string()).take(
+        "scenario_vol_state": _name_array(VOL_STATES).take(
             pa.array(uf.scenario_vol_state, pa.int64(), mask=uf.scenario_vol_state < 0)),
     }
     if out.layout.brackets is not None:         # brackets have no scenarios: no binding cell
@@ -313,20 +324,10 @@ def _units_table(out, unit_names):
                      "binding_vol_state"):
             col = pa.array(unit_cols[name])
             unit_cols[name] = pa.nulls(len(col), col.type)
-    for name in ("worst_case", "roll_shock", "delta_shock", "short_option_minimum",
-                 "scenario_margin", "excluded_margin", "risk_matrix_margin",
-                 "open_orders_margin", "mmp_margin", "maintenance_margin", "initial_margin"):
-        v = getattr(uf, name)
-        unit_cols[name] = v
-        unit_cols[name + "_usd"] = v * unit_px
-    unit_cols["delta"] = uf.delta
-    unit_cols["delta_usd"] = uf.delta * index_px
-    unit_cols["gamma"] = uf.gamma
-    unit_cols["gamma_usd"] = uf.gamma * index_px * index_px / 100.0   # cash gamma per 1 % move
-    unit_cols["vega"] = uf.vega
-    unit_cols["vega_usd"] = uf.vega * unit_px
-    unit_cols["theta"] = uf.theta
-    unit_cols["theta_usd"] = uf.theta * unit_px
+    unit_cols.update(block_columns(tables_k.unit_columns(
+        *kernel_args(np.array([getattr(uf, f) for f in tables_k.UNIT_FIGURES]),
+                     np.array([getattr(uf, f) for f in tables_k.UNIT_GREEKS]), unit_px,
+                     index_px)), tables_k.UNIT_COLUMNS))
     if out.okx is not None:             # okx_pm: OKX's risk-unit figures (USD)
         ox = out.okx
         for k, name in enumerate(("mr1", "mr2", "mr3", "mr4", "mr5", "mr6")):
@@ -343,16 +344,11 @@ def _units_table(out, unit_names):
 def _positions_table(out, unit_names, loans):
     """Positions, then one ``unallocated`` row per unit, then one per account with loans."""
     book, units, uf, pf = out.book, out.units, out.unit, out.position
-    acc_names = book.accounts
     n_units = len(units)
-    unit_px = units.settle_px
     pu = out.pos_unit
-    pos_px = unit_px[pu]
-    mm_un = uf.maintenance_margin - sum_by(pu, weights=pf.mm_contribution, minlength=n_units)
-    im_un = uf.initial_margin - sum_by(pu, weights=pf.im_contribution, minlength=n_units)
     n_loan = len(loans)
     pos_cols = {
-        "account": _take(acc_names, np.concatenate([book.pos_account, units.account, loans])),
+        "account": _take(book.accounts, np.concatenate([book.pos_account, units.account, loans])),
         # symbols, then "unallocated" (the name after the book's symbols)
         "symbol": _take(pa.concat_arrays([_one_chunk(book.symbols), _name_array((UNALLOCATED,))]),
                         np.concatenate([book.pos_instr,
@@ -361,20 +357,12 @@ def _positions_table(out, unit_names, loans):
         "unit": _take(_name_array(tuple(units.type_names) + ("loans",)),
                       np.concatenate([units.utype[pu], units.utype,
                                       np.full(n_loan, len(units.type_names))])),
-        "quantity": np.concatenate([book.quantity, np.zeros(n_units + n_loan)]),
     }
-    zeros = np.zeros(n_units + n_loan)
-    for name in ("value", "model_value", "unrealised_pnl"):
-        v = getattr(pf, name)
-        pos_cols[name] = np.concatenate([v, zeros])
-        pos_cols[name + "_usd"] = np.concatenate([v * pos_px, zeros])
-    for name in ("delta", "gamma", "vega", "theta"):
-        pos_cols[name] = np.concatenate([getattr(pf, name), zeros])
-    loan_usd = out.account.loan_maintenance_margin[loans]
-    for name, unalloc in (("mm_contribution", mm_un), ("im_contribution", im_un)):
-        contrib = getattr(pf, name)
-        pos_cols[name] = np.concatenate([contrib, unalloc, loan_usd])
-        pos_cols[name + "_usd"] = np.concatenate([contrib * pos_px, unalloc * unit_px, loan_usd])
+    pos_cols.update(block_columns(tables_k.position_columns(*kernel_args(
+        pu, book.quantity, units.settle_px, pf.value, pf.model_value, pf.unrealised_pnl,
+        pf.delta, pf.gamma, pf.vega, pf.theta, pf.mm_contribution, pf.im_contribution,
+        uf.maintenance_margin, uf.initial_margin,
+        out.account.loan_maintenance_margin[loans])), tables_k.POSITION_COLUMNS))
     if out.layout.brackets is not None:         # margin_rules "brackets" (binance_um)
         pos_cols.update(_bracket_columns(out, n_units + n_loan))
     return table_of(pos_cols)
@@ -456,10 +444,15 @@ def accounts_table(out, model, acc=None, ratio=None):
     idx = np.arange(n_acc) if every else np.asarray(acc, dtype=np.int64)
     sel = slice(None) if every else idx
     eq, mm_usd, im_usd = af.equity[sel], af.maintenance_margin[sel], af.initial_margin[sel]
-    ratio = margin_ratio(eq, mm_usd + af.liquidation_cost[sel]) if ratio is None else ratio
     th = model["thresholds"]
-    low = min(th["warning"])
-    max_wd = np.maximum(0.0, np.minimum(eq - low * mm_usd, eq - im_usd))
+    levels = list(th["warning"]) + [th["margin_call"], th["liquidation"]]
+    own_ratio, available, max_wd, band = tables_k.account_columns(
+        *kernel_args(eq, mm_usd, im_usd, af.liquidation_cost[sel]), float(min(th["warning"])),
+        np.array(levels, dtype=np.float64))
+    if ratio is None:
+        ratio, status = own_ratio, _names(_status_names(len(th["warning"])), band)
+    else:
+        status = status_array(ratio, th)
     excl = out.unit.excluded_margin
     acc_excl = sum_by(units.account, weights=excl * units.settle_px, minlength=n_acc)[sel] \
         if excl.any() else np.zeros(len(idx))       # no excluded positions: no per-unit pass
@@ -479,10 +472,10 @@ def accounts_table(out, model, acc=None, ratio=None):
         "maintenance_margin": mm_usd,
         "initial_margin": im_usd,
         "used_margin": im_usd,
-        "available_margin": eq - im_usd,
+        "available_margin": available,
         "max_withdrawable": max_wd,
         "margin_ratio": ratio,
-        "status": status_array(ratio, th),
+        "status": status,
         "worst_scenario": desc,
         "scenario_margin": af.scenario_margin[sel],
         "loan_maintenance_margin": af.loan_maintenance_margin[sel],

@@ -1189,3 +1189,222 @@ def grid_curves(rows, kind, settlement, contract_size, mark, forward, strike, is
     for k, sig in enumerate((sig_up, sig_same, sig_down)):
         out[:, 3 + k] = np.where(option, sig * root, 0.0)
     const[rows] = out
+
+
+# -- kernel/layout.py twins: the numpy formulas the layout kernels replaced ----------------------
+
+def revaluation_rows(kind, mark_iv, floor, pos_instr, quantity, ord_instr, ord_qty):
+    """Twin of :func:`pmrisk.kernel.layout.revaluation_rows` (numpy masks and ``where``)."""
+    from pmrisk.kernel.instruments import OPTION
+    n = len(kind)
+    short = np.zeros(n, dtype=bool)
+    short[pos_instr[quantity < 0]] = True
+    short[ord_instr[ord_qty < 0]] = True
+    sig_mark = np.where(kind == OPTION, mark_iv, 0.0)
+    copies = np.flatnonzero((kind == OPTION) & (floor > sig_mark) & short).astype(np.int64)
+    row_instr = np.concatenate([np.arange(n), copies]).astype(np.int64)
+    row_of_copy = np.full(n, -1, dtype=np.int64)
+    row_of_copy[copies] = n + np.arange(len(copies))
+
+    def row_of(instr, qty):
+        fl = row_of_copy[instr] if len(instr) else instr
+        return np.where((qty < 0) & (fl >= 0), fl, instr).astype(np.int64)
+    return row_instr, copies, row_of(pos_instr, quantity), row_of(ord_instr, ord_qty)
+
+
+def row_arrays(rows, row_instr, n_instr, itype, kind, settlement, contract_size, mark,
+               forward, strike, is_call, years, mark_iv, vol_floor, r_up, r_down, p_short,
+               p_long, min_up, absolute, scan_range, horizon_days, und_row):
+    """Twin of :func:`pmrisk.kernel.layout.row_arrays`: gathers, then
+    :func:`pmrisk.kernel.volshock.shocked_vols` on the arrays."""
+    from pmrisk.kernel.instruments import OPTION
+    from pmrisk.kernel.volshock import shocked_vols
+    r = row_instr[rows]
+    t = itype[r]
+    sig = np.where(kind[r] == OPTION, mark_iv[r], 0.0)
+    floor_r = np.where(rows >= n_instr, vol_floor[t], 0.0)
+    same, up, down = shocked_vols(sig, years[r] * 365.0, floor_r, r_up[t], r_down[t],
+                                  p_short[t], p_long[t], min_up[t],
+                                  np.asarray(absolute, dtype=bool)[t], scan_range[t])
+    t_scen = np.maximum(years[r] - horizon_days[t] / 365.0, 0.0)
+    return (kind[r], settlement[r], contract_size[r], mark[r], forward[r], strike[r],
+            is_call[r], years[r], t_scen, sig, up, same, down, und_row[t])
+
+
+def position_layout(pos_instr, quantity, kind, excluded_instr, itype, som_type, ord_instr):
+    """Twin of :func:`pmrisk.kernel.layout.position_layout` (numpy ``where``)."""
+    from pmrisk.kernel.instruments import OPTION
+    excl = np.asarray(excluded_instr, dtype=bool)[pos_instr]
+    short_all = np.where((kind[pos_instr] == OPTION) & (quantity < 0), -quantity, 0.0)
+    any_excl = bool(excl.any()) or bool(np.asarray(excluded_instr, dtype=bool)[ord_instr].any())
+    return (excl, np.where(excl, 0.0, quantity), np.where(excl, 0.0, short_all), short_all,
+            som_type[itype][pos_instr], any_excl)
+
+
+def roll_groups(pu_start, pu_order, pos_instr, kind, expiry_ns, years, unit_type,
+                annualised_move_risk, min_annualised_move):
+    """Twin of :func:`pmrisk.kernel.layout.roll_groups`: the groups by ``numpy.unique``
+    (:func:`expiry_groups`) and :func:`pmrisk.kernel.addons.roll_rate` on the arrays."""
+    from pmrisk.kernel.addons import roll_rate
+    from pmrisk.kernel.instruments import PERPETUAL
+    key, dated = position_expiry_keys(pos_instr, kind, expiry_ns)
+    pos_group, group_unit, first = expiry_groups(pu_start, pu_order, key, dated)
+    fi = pos_instr[first]
+    y = np.where(kind[fi] == PERPETUAL, 0.0, years[fi])
+    gtype = unit_type[group_unit]
+    return pos_group, roll_rate(y, annualised_move_risk[gtype], min_annualised_move[gtype]), \
+        group_unit
+
+
+def option_vols(kind, mark_iv):
+    """Twin of :func:`pmrisk.kernel.layout.option_vols`."""
+    from pmrisk.kernel.instruments import OPTION
+    return np.where(kind == OPTION, mark_iv, 0.0)
+
+
+# -- kernel/tables.py twins: the result tables' numpy column formulas ----------------------------
+
+def unit_columns(figures, greeks, unit_px, index_px):
+    """Twin of :func:`pmrisk.kernel.tables.unit_columns`."""
+    rows = []
+    for v in figures:
+        rows += [v, v * unit_px]
+    d, g, vg, th = greeks
+    rows += [d, d * index_px, g, g * index_px * index_px / 100.0, vg, vg * unit_px, th,
+             th * unit_px]
+    return np.array(rows).reshape(len(rows), len(unit_px))
+
+
+def position_columns(pos_unit, quantity, unit_px, value, model_value, upnl, delta, gamma, vega,
+                     theta, mm_contribution, im_contribution, unit_mm, unit_im, loan_usd):
+    """Twin of :func:`pmrisk.kernel.tables.position_columns` (concatenations and
+    ``numpy.bincount``)."""
+    n_units = len(unit_px)
+    pos_px = unit_px[pos_unit]
+    zeros = np.zeros(n_units + len(loan_usd))
+    rows = [np.concatenate([quantity, zeros])]
+    for v in (value, model_value, upnl):
+        rows += [np.concatenate([v, zeros]), np.concatenate([v * pos_px, zeros])]
+    rows += [np.concatenate([v, zeros]) for v in (delta, gamma, vega, theta)]
+    for contrib, unit in ((mm_contribution, unit_mm), (im_contribution, unit_im)):
+        unalloc = unit - np.bincount(pos_unit, weights=contrib, minlength=n_units)
+        rows += [np.concatenate([contrib, unalloc, loan_usd]),
+                 np.concatenate([contrib * pos_px, unalloc * unit_px, loan_usd])]
+    return np.array(rows).reshape(len(rows), len(pos_unit) + len(zeros))
+
+
+def account_columns(equity, mm, im, liquidation_cost, low, levels):
+    """Twin of :func:`pmrisk.kernel.tables.account_columns` (``numpy.where`` and
+    comparisons)."""
+    den = mm + liquidation_cost
+    with np.errstate(divide="ignore", invalid="ignore"):
+        ratio = np.where(den > 0, equity / np.where(den > 0, den, 1.0),
+                         np.where(equity >= 0, np.inf, -np.inf))
+    band = np.zeros(len(ratio), dtype=np.int64)
+    for lv in levels:
+        band += ratio < lv
+    return (ratio, equity - im, np.maximum(0.0, np.minimum(equity - low * mm, equity - im)),
+            band)
+
+
+# -- kernel/across.py twin ----------------------------------------------------------------------
+
+def correlated_shares(acc, ua_start, pu_start, pu_order, unit_und, unit_px, weighted, n_scen,
+                      per_unit, price_shock, vol_code, loss_weight, q_port, pos_row, instr_pnl,
+                      worst, unit_value, unit_shock, unit_vol, pos_loss, scenario_margin,
+                      scenario_price_shock, scenario_vol_state, own_loss):
+    """Twin of :func:`pmrisk.kernel.across.correlated_shares`: ``numpy.argmin`` over the
+    masked weighted cells, :func:`largest_units` over the tails and ``numpy.where`` for the
+    shares (the engine's numpy form before the kernel)."""
+    n_units = len(unit_px)
+    n_acc = len(ua_start) - 1
+    unit_account = np.repeat(np.arange(n_acc), np.diff(ua_start))
+    pos_unit = _members(pu_start, pu_order, len(q_port))
+    acc = np.asarray(acc, dtype=np.int64)
+    mask = np.zeros(n_acc, dtype=bool)
+    mask[acc] = True
+    U = np.flatnonzero(mask[unit_account])
+    P = np.flatnonzero(mask[unit_account[pos_unit]]) if len(pos_unit) else np.zeros(0, np.int64)
+    per_unit = np.asarray(per_unit, dtype=bool)
+    tail_cell = np.zeros(n_units, dtype=np.int64)
+    tail_worst = np.zeros(n_units)
+    if per_unit.any() and len(U) and weighted.shape[1]:
+        w = weighted[U]
+        uu = unit_und[U]
+        real = np.arange(w.shape[1])[None, :] < n_scen[uu][:, None]
+        cells = np.where(per_unit[uu] & real, w, np.inf)
+        tc = np.argmin(cells, axis=1)
+        tw = cells[np.arange(len(U)), tc]
+        tail_cell[U] = tc
+        with np.errstate(invalid="ignore"):
+            tail_worst[U] = np.where(np.isfinite(tw), np.maximum(-tw, 0.0), 0.0)
+    tail_usd = tail_worst * unit_px
+    best_tail = np.zeros(n_acc)
+    tail_unit = np.full(n_acc, -1, dtype=np.int64)
+    if n_units and tail_usd.any():
+        lead = largest_units(acc, ua_start, tail_usd)
+        lead = lead[lead >= 0]
+        lead = lead[tail_usd[lead] > 0.0]
+        tail_unit[unit_account[lead]] = lead
+        best_tail[unit_account[lead]] = tail_usd[lead]
+    with np.errstate(invalid="ignore"):
+        binds = worst >= best_tail
+        ua = unit_account[U]
+        part = binds[ua] & (worst[ua] > 0.0)
+        pa_ = unit_account[pos_unit[P]]
+        scenario_margin[U] = np.where(part, -unit_value[U], 0.0)
+        scenario_price_shock[U] = np.where(part, unit_shock[U], np.nan)
+        scenario_vol_state[U] = np.where(part, unit_vol[U], -1)
+        own_loss[P] = np.where(binds[pa_] & (worst[pa_] > 0.0), pos_loss[P], 0.0)
+    tail_acc = acc[~binds[acc] & (tail_unit[acc] >= 0)]
+    tu = tail_unit[tail_acc]
+    if len(tu):
+        und = unit_und[tu]
+        c = tail_cell[tu]
+        scenario_margin[tu] = tail_worst[tu]
+        scenario_price_shock[tu] = price_shock[und, c]
+        scenario_vol_state[tu] = vol_code[und, c]
+        in_tail = np.zeros(n_units, dtype=bool)
+        in_tail[tu] = True
+        on = np.flatnonzero(in_tail[pos_unit])
+        cp = tail_cell[pos_unit[on]]
+        own_loss[on] = -loss_weight[unit_und[pos_unit[on]], cp] * q_port[on] \
+            * instr_pnl[pos_row[on], cp]
+    out_unit = np.where(~binds[acc] & (tail_unit[acc] >= 0), tail_unit[acc], -1)
+    out_cell = np.zeros(len(acc), dtype=np.int64)
+    out_cell[out_unit >= 0] = tail_cell[out_unit[out_unit >= 0]]
+    return out_unit, out_cell
+
+
+# -- kernel/span.py twin ------------------------------------------------------------------------
+
+def excluded_margins(pos_unit, pos_row, excluded, quantity, short_all, som_rate, conv, unit_und,
+                     unit_px, span_pnl, n_scen, loss_weight, gain_weight, gain_cap_usd,
+                     dampener_usd, vol_code, ord_unit, order_im, res_oo):
+    """Twin of :func:`pmrisk.kernel.span.excluded_margins` (returns its three outputs):
+    :func:`standalone_worst` on the excluded positions and ``numpy.bincount``."""
+    n_units = len(unit_px)
+    pos_margin = np.zeros(len(pos_unit))
+    sel = np.flatnonzero(np.asarray(excluded, dtype=bool))
+    if len(sel):
+        u = pos_unit[sel]
+        pos_margin[sel] = standalone_worst(pos_row[sel], quantity[sel], unit_und[u], unit_px[u],
+                                           span_pnl, n_scen, loss_weight, gain_weight,
+                                           gain_cap_usd, dampener_usd, vol_code) \
+            + (short_all * som_rate * conv[pos_unit])[sel]
+    return (pos_margin, np.bincount(pos_unit, weights=pos_margin, minlength=n_units),
+            np.bincount(ord_unit, weights=order_im, minlength=n_units) + res_oo)
+
+
+def unit_prices(col, stable, utype, snap, asset_px):
+    """Twin of :func:`pmrisk.kernel.layout.unit_prices` (``numpy.where``)."""
+    c = col[utype]
+    px = np.where(c >= 0, asset_px[snap, np.maximum(c, 0)], np.nan) if asset_px.shape[1] \
+        else np.full(len(utype), np.nan)
+    return np.where(np.isnan(px) & np.asarray(stable, dtype=bool)[utype], 1.0, px)
+
+
+def reserve_sums(res_unit, res_oo, res_mmp, n_units):
+    """Twin of :func:`pmrisk.kernel.layout.reserve_sums` (``numpy.bincount``)."""
+    return (np.bincount(res_unit, weights=res_oo, minlength=n_units).astype(np.float64),
+            np.bincount(res_unit, weights=res_mmp, minlength=n_units).astype(np.float64))

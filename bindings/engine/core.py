@@ -30,24 +30,25 @@ import numpy as np
 import pyarrow as pa
 
 from pmrisk import kernel as K
-from pmrisk.kernel import addons
 from pmrisk.kernel import scenarios as S
 from pmrisk.kernel import assemble
 from pmrisk.kernel.assemble import csr
-from pmrisk.kernel.instruments import OPTION, PERPETUAL
-from pmrisk.kernel.volshock import okx_shocked_vols, shocked_vols
+from pmrisk.kernel.instruments import OPTION
+from pmrisk.kernel import across
+from pmrisk.kernel import layout as layout_k
+from pmrisk.kernel import span as span_k
+from pmrisk.kernel.volshock import okx_shocked_vols
 
-from ..io.arrow import codes, kernel_args, sum_by
+from ..io.arrow import codes, kernel_args
 from ..errors import MarginError
 from . import okx
 from .binance import bracket_phase, lay_out_brackets, loan_mmr
 from .correlated import JointStress
-from .excluded import Standalone, excluded_instruments, standalone_margin
+from .excluded import Standalone, excluded_instruments
 from ..model.model import collateral_value
 from .resources import check_memory, shape_of
 from ..model.scenario_table import scenario_set_for
 from .units import build_units
-from ..results import largest_unit
 
 _EMPTY_I = np.zeros(0, dtype=np.int64)
 _EMPTY_F = np.zeros(0)
@@ -173,10 +174,8 @@ class Revaluation(NamedTuple):
 
 def short_instruments(book):
     """Instruments held short or sold by an open order (bool per instrument)."""
-    short = np.zeros(len(book.kind), dtype=bool)
-    short[book.pos_instr[book.quantity < 0]] = True
-    short[book.ord_instr[book.ord_qty < 0]] = True
-    return short
+    return layout_k.short_instruments(len(book.kind), *kernel_args(
+        book.pos_instr, book.quantity, book.ord_instr, book.ord_qty))
 
 
 def floored_copies(book, floor, short=None):
@@ -184,37 +183,39 @@ def floored_copies(book, floor, short=None):
     (floor > mark_iv) and that are held short or sold by an open order (``short``: the
     :func:`short_instruments` of ``book`` if already known)."""
     short = short_instruments(book) if short is None else short
-    sig_mark = np.where(book.kind == OPTION, book.mark_iv, 0.0)
-    return np.flatnonzero((book.kind == OPTION) & (floor > sig_mark) & short)
+    return layout_k.floored_copies(*kernel_args(book.kind, book.mark_iv, floor, short))
 
 
 def row_args(book, params, scen, itype, row_instr, rows):
     """:class:`PnlArgs` of the revaluation rows ``rows`` at the book's current marks (rows at
     or past ``len(book.kind)`` are floored copies of ``row_instr[rows]``)."""
+    p = params.per_type
+    cols = list(layout_k.row_arrays(*kernel_args(
+        rows, row_instr), len(book.kind), *kernel_args(
+        itype, book.kind, book.settlement, book.contract_size, book.mark, book.forward,
+        book.strike, book.is_call, book.years, book.mark_iv, p["vol_floor"],
+        p["volatility_range_up"], p["volatility_range_down"], p["short_term_vega_power"],
+        p["long_term_vega_power"], p["min_volatility_for_shock_up"],
+        params.absolute_vol_shock, p["vol_scan_range"], p["horizon_days"], params.und_row)))
+    if params.okx_vol:                  # okx_pm: OKX's shocks by expiry
+        _okx_vols(book, params, cols, itype, row_instr, rows)
+    return PnlArgs(*kernel_args(*cols, params.rate, scen.n_scen, scen.price_shock,
+                                scen.log1p_shock, scen.vol_code, scen.vol_factor,
+                                scen.pnl_scale))
+
+
+def _okx_vols(book, params, cols, itype, row_instr, rows):
+    """okx_pm's unit types with vol_shock "okx": the vol states of ``cols`` (row_arrays'
+    columns) by :func:`pmrisk.kernel.volshock.okx_shocked_vols` instead."""
     r = row_instr[rows]
     t = itype[r]
-    p = params.per_type
-    copy = rows >= len(book.kind)
-    sig = np.where(book.kind[r] == OPTION, book.mark_iv[r], 0.0)
-    floor_r = np.where(copy, p["vol_floor"][t], 0.0)
-    same, up, down = shocked_vols(
-        sig, book.years[r] * 365.0, floor_r, p["volatility_range_up"][t],
-        p["volatility_range_down"][t], p["short_term_vega_power"][t],
-        p["long_term_vega_power"][t], p["min_volatility_for_shock_up"][t],
-        params.absolute_vol_shock[t], p["vol_scan_range"][t])
-    for code, up_nodes, down_nodes in params.okx_vol:       # okx_pm: OKX's shocks by expiry
+    floor_r = np.where(rows >= len(book.kind), params.per_type["vol_floor"][t], 0.0)
+    sig, up, same, down = cols[9], cols[10], cols[11], cols[12]
+    for code, up_nodes, down_nodes in params.okx_vol:
         m = t == code
         if m.any():
             same[m], up[m], down[m] = okx_shocked_vols(sig[m], book.years[r][m] * 365.0,
                                                        floor_r[m], up_nodes, down_nodes)
-    t_scen = np.maximum(book.years[r] - p["horizon_days"][t] / 365.0, 0.0)
-    und = params.und_row[t]
-    c = np.ascontiguousarray
-    return PnlArgs(*kernel_args(
-        book.kind[r], book.settlement[r], book.contract_size[r], book.mark[r], book.forward[r],
-        book.strike[r], book.is_call[r], book.years[r], c(t_scen), c(sig), c(up), c(same),
-        c(down), c(und), params.rate, scen.n_scen, scen.price_shock, scen.log1p_shock,
-        scen.vol_code, scen.vol_factor, scen.pnl_scale))
 
 
 def padded_scenarios(model, underlyings):
@@ -243,22 +244,21 @@ def revaluation_inputs(book, model):
     units, itype, pos_unit, ord_unit, res_unit = build_units(book, model)
     params = resolve(model, units)
     scen = padded_scenarios(model, units.underlyings)
-    n = len(book.kind)
-    floor = params.per_type["vol_floor"][itype] if n else _EMPTY_F
-    copy = floored_copies(book, floor)
-    row_instr = np.concatenate([np.arange(n), copy]).astype(np.int64)
-    row_of_copy = np.full(n, -1, dtype=np.int64)
-    row_of_copy[copy] = n + np.arange(len(copy))
-    args = row_args(book, params, scen, itype if n else _EMPTY_I, row_instr,
-                    np.arange(len(row_instr)))
-
-    def row_of(instr, qty):
-        fl = row_of_copy[instr] if len(instr) else instr
-        return np.where((qty < 0) & (fl >= 0), fl, instr).astype(np.int64)
-
+    floor = params.per_type["vol_floor"][itype] if len(book.kind) else _EMPTY_F
+    row_instr, copy, pos_row, ord_row = layout_k.revaluation_rows(*kernel_args(
+        book.kind, book.mark_iv, floor, book.pos_instr, book.quantity, book.ord_instr,
+        book.ord_qty))
+    args = row_args(book, params, scen, itype if len(book.kind) else _EMPTY_I, row_instr,
+                    _arange(len(row_instr)))
     return Revaluation(units, itype, pos_unit, ord_unit, res_unit, scen, args,
-                       row_of(book.pos_instr, book.quantity), row_of(book.ord_instr, book.ord_qty),
-                       row_instr, copy, params)
+                       *map(_read_only, (pos_row, ord_row, row_instr, copy)), params)
+
+
+def _arange(n):
+    """``numpy.arange(n)`` as int64, read-only (the kernels' form of an index)."""
+    a = np.arange(n, dtype=np.int64)
+    a.flags.writeable = False
+    return a
 
 
 # -- the outcome: figures named as the result tables' columns ------------------------------------
@@ -346,6 +346,7 @@ class Layout:
     group_rate: np.ndarray
     q_port: np.ndarray
     short_opt: np.ndarray
+    short_all: np.ndarray               # short option quantity, excluded positions included
     som_rate: np.ndarray
     res_oo: np.ndarray
     mmp: np.ndarray
@@ -410,11 +411,20 @@ class Outcome:
                        okx=None if self.okx is None else self.okx.copy())
 
 
+# the Layout arrays no call changes in place (q_port, short_opt and short_all are refreshed
+# by a what-if that keeps its layout)
+_FIXED_LAYOUT = ("pu_start", "pu_order", "ou_start", "ou_order", "pa_start", "pa_order",
+                 "ba_start", "ba_order", "ua_start", "pos_group", "group_rate", "som_rate",
+                 "res_oo", "mmp", "unit_und", "threshold_usd", "m_inc", "max_delta_shock")
+
+
 def _zeros(cls, n, **given):
     """A figures dataclass of zero arrays of length ``n`` (``given``: other initial arrays);
-    fields with a default keep it."""
-    return cls(**{name: given[name] if name in given else np.zeros(n)
-                  for name in _array_fields(cls, tuple(given))})
+    fields with a default keep it.  The zero arrays are the rows of one block (one
+    allocation)."""
+    names = _array_fields(cls, tuple(given))
+    block = iter(np.zeros((len(names) - len(given), n)))
+    return cls(**{name: given[name] if name in given else next(block) for name in names})
 
 
 @functools.lru_cache(maxsize=None)
@@ -439,35 +449,34 @@ def lay_out(book, model, rv, keep_vectors=True):
     n_units, n_acc, n_pos = len(units), len(book.accounts), len(book.quantity)
     q = book.quantity
     excl_instr = excluded_instruments(book, model)
-    excl = excl_instr[book.pos_instr]
+    excl, q_port, short_opt, short_all, som_rate, excluded_any = layout_k.position_layout(
+        *kernel_args(book.pos_instr, q, book.kind, excl_instr, itype,
+                     params.per_type["short_option_minimum"], book.ord_instr))
     excl.flags.writeable = False        # fixed with the book and model, like the layout
-    excluded_any = bool(excl.any()) or bool(excl_instr[book.ord_instr].any())
-    short_all = np.where((book.kind[book.pos_instr] == OPTION) & (q < 0), -q, 0.0) \
-        if n_pos else _EMPTY_F
-    som_rate = params.per_type["short_option_minimum"][itype][book.pos_instr] \
-        if n_pos else _EMPTY_F
     pu_start, pu_order = csr(*kernel_args(pos_unit, n_units))
     pos_group, group_rate, _ = expiry_groups(book, params, units, pu_start, pu_order)
     ou_start, ou_order = csr(*kernel_args(rv.ord_unit, n_units))
     pa_start, pa_order = csr(*kernel_args(book.pos_account, n_acc))
     ba_start, ba_order = csr(*kernel_args(book.bal_account, n_acc))
-    ua_start = np.searchsorted(units.account, np.arange(n_acc + 1)).astype(np.int64)
+    ua_start, _ = csr(*kernel_args(units.account, n_acc))
+    res_oo, mmp = layout_k.reserve_sums(*kernel_args(rv.res_unit, book.res_oo, book.res_mmp),
+                                        n_units)
     utype = units.utype
     per = params.per_type
     layout = Layout(
         pu_start=pu_start, pu_order=pu_order, ou_start=ou_start, ou_order=ou_order,
         pa_start=pa_start, pa_order=pa_order, ba_start=ba_start, ba_order=ba_order,
         ua_start=ua_start, pos_group=pos_group, group_rate=group_rate,
-        q_port=np.where(excl, 0.0, q), short_opt=np.where(excl, 0.0, short_all),
-        som_rate=som_rate,
-        res_oo=sum_by(rv.res_unit, weights=book.res_oo, minlength=n_units),
-        mmp=sum_by(rv.res_unit, weights=book.res_mmp, minlength=n_units),
+        q_port=q_port, short_opt=short_opt, short_all=short_all, som_rate=som_rate,
+        res_oo=res_oo, mmp=mmp,
         unit_und=units.type_und_code[utype],
         threshold_usd=per["delta_total_liq_shock_threshold"][utype], m_inc=per["m_inc"][utype],
         max_delta_shock=per["max_delta_shock"][utype],
         coin_settled=_read_only(params.coin_settled[utype]), excluded_instr=excl_instr,
-        excluded_any=excluded_any,
+        excluded_any=bool(excluded_any),
         brackets=lay_out_brackets(book, model) if params.margin_rules == "brackets" else None)
+    for name in _FIXED_LAYOUT:          # fixed with the book: read-only, as the kernels take
+        _read_only(getattr(layout, name))   # them (no converted view per kernel call)
     width = rv.scen.price_shock.shape[1]
     keep = bool(keep_vectors or params.cross_unit == "correlated"
                 or params.margin_rules == "okx")
@@ -541,7 +550,7 @@ def compute(out, model, rows=None, instruments=None, units=None, accounts=None,
         cols = [a if every else a[i] for a in (
             book.kind, book.settlement, book.contract_size, book.mark, book.forward,
             book.strike, book.is_call, book.years, book.mark_iv)]
-        cols[-1] = np.where(cols[0] == OPTION, cols[-1], 0.0)
+        cols[-1] = layout_k.option_vols(*kernel_args(cols[0], cols[-1]))
         g = K.instrument_greeks(*kernel_args(*cols), p.rate)
         if (every or len(i) == n_i) and not (out.instr_greeks.shape == g.shape
                                              and out.instr_greeks.flags.writeable):
@@ -640,8 +649,9 @@ def phase_arguments(out, kernel, own_from_binding=True):
         args = kernel_args(*arrays)
         # a copy (a non-contiguous or converted input) would miss later in-place changes,
         # unless the input cannot change (read-only or empty)
-        if all(b is a or not isinstance(a, np.ndarray) or not a.flags.writeable or not a.size
-               or np.may_share_memory(a, b) for a, b in zip(arrays, args)):
+        if all(b is a or not isinstance(a, np.ndarray) or b.base is a
+               or (a.base is not None and b.base is a.base) or not a.flags.writeable
+               or not a.size or np.may_share_memory(a, b) for a, b in zip(arrays, args)):
             memo[key] = (arrays, args)
         return args
     if kernel == "unit_figures":
@@ -704,23 +714,18 @@ def _excluded(out, model):
     the open orders on excluded instruments."""
     book, units, lay, rv = out.book, out.units, out.layout, out.rev
     uf, pf = out.unit, out.position
-    n_units = len(units)
     unit_px = units.settle_px
-    q = book.quantity
-    excl = pf.excluded
     span = Standalone(model, units, rv.args)
-    short_all = np.where((book.kind[book.pos_instr] == OPTION) & (q < 0), -q, 0.0)
     conv_u = uf.conv
-    pf.excluded_margin[:] = standalone_margin(
-        span, out.pos_unit, out.pos_row, excl, q, units, unit_px,
-        short_all * lay.som_rate * conv_u[out.pos_unit]) if len(q) else 0.0
-    uf.excluded_margin[:] = sum_by(out.pos_unit, weights=pf.excluded_margin,
-                                   minlength=n_units)
     som_rate = out.params.per_type["short_option_minimum"][out.instr_type]
     out.order_im = _excluded_order_margin(book, lay.excluded_instr, units, span, rv,
                                           out.order_im, unit_px, conv_u, som_rate)
-    uf.open_orders_margin[:] = sum_by(rv.ord_unit, weights=out.order_im, minlength=n_units) \
-        + lay.res_oo
+    sc = span.scen
+    span_k.excluded_margins(*kernel_args(
+        out.pos_unit, out.pos_row, pf.excluded, book.quantity, lay.short_all, lay.som_rate,
+        conv_u, lay.unit_und, unit_px, span.ipnl, sc.n_scen, sc.loss_weight, sc.gain_weight,
+        sc.gain_cap_usd, sc.dampener_usd, sc.vol_code, rv.ord_unit, out.order_im, lay.res_oo),
+        pf.excluded_margin, uf.excluded_margin, uf.open_orders_margin)
 
 
 def _correlated(out, model, accounts=None, rows=None, moved_args=None):
@@ -736,7 +741,6 @@ def _correlated(out, model, accounts=None, rows=None, moved_args=None):
     book, units, scen, lay, rv = out.book, out.units, out.scen, out.layout, out.rev
     uf, pf = out.unit, out.position
     n_acc = len(book.accounts)
-    n_units = len(units)
     unit_px = units.settle_px
     pos_unit, pos_row, q_port = out.pos_unit, out.pos_row, lay.q_port
     instr_pnl = out.instr_pnl
@@ -756,54 +760,14 @@ def _correlated(out, model, accounts=None, rows=None, moved_args=None):
         jr.tick(unit_px, uf.slope_usd, acc)
     else:
         jr.run(unit_px, uf.slope_usd, acc)
-    if every:
-        U = np.arange(n_units)
-        P = np.arange(len(pos_unit))
-    else:
-        mask = np.zeros(n_acc, dtype=bool)
-        mask[acc] = True
-        U = np.flatnonzero(mask[units.account])
-        P = np.flatnonzero(mask[units.account[pos_unit]]) if len(pos_unit) else _EMPTY_I
-    unit_und = lay.unit_und
     per_unit = scen.table == S.TABLE_EXTENDED
     if out.params.tail_mode == "per_unit":
         per_unit = per_unit | (scen.table == S.TABLE_EXTREME)
-    tail_cell = np.zeros(n_units, dtype=np.int64)
-    tail_worst = np.zeros(n_units)
-    if per_unit.any() and len(U):
-        weighted = uf.weighted[U]
-        uu = unit_und[U]
-        cols = np.arange(weighted.shape[1])
-        real = cols[None, :] < scen.n_scen[uu][:, None]
-        tail_cells = np.where(per_unit[uu] & real, weighted, np.inf)
-        tc = np.argmin(tail_cells, axis=1) if weighted.shape[1] else \
-            np.zeros(len(U), dtype=np.int64)
-        tw = tail_cells[np.arange(len(U)), tc]
-        tail_cell[U] = tc
-        tail_worst[U] = np.where(np.isfinite(tw), np.maximum(-tw, 0.0), 0.0)
-    tail_usd = tail_worst * unit_px
-    # per account: the unit with the largest per-unit tail (ties: the first unit)
-    best_tail = np.zeros(n_acc)
-    tail_unit = np.full(n_acc, -1, dtype=np.int64)
-    if n_units and tail_usd.any():
-        lead = largest_unit(units.account, tail_usd, acc, n_acc)
-        lead = lead[tail_usd[lead] > 0.0]
-        tail_unit[units.account[lead]] = lead
-        best_tail[units.account[lead]] = tail_usd[lead]
-    worst = jr.worst
-    joint_binds = worst >= best_tail
-    ua = units.account[U]
-    taking_part = joint_binds[ua] & (worst[ua] > 0.0)
-    share = np.where(taking_part, -jr.unit_value[U], 0.0)
-    pa_ = units.account[pos_unit[P]]
-    own = np.where(joint_binds[pa_] & (worst[pa_] > 0.0), jr.pos_loss[P], 0.0)
-    # each unit's move and vol state in the binding scenario (NaN / -1: not part of it)
-    u_shock = np.where(taking_part, jr.unit_shock[U], np.nan)
-    u_vol = np.where(taking_part, jr.unit_vol[U], -1)
-    uf.scenario_margin[U] = share
-    uf.scenario_price_shock[U] = u_shock
-    uf.scenario_vol_state[U] = u_vol
-    pf.own_loss[P] = own
+    tail_unit, tail_cell = across.correlated_shares(*kernel_args(
+        acc, lay.ua_start, lay.pu_start, lay.pu_order, lay.unit_und, unit_px, uf.weighted,
+        scen.n_scen, per_unit, scen.price_shock, scen.vol_code, scen.loss_weight, q_port,
+        pos_row, instr_pnl, jr.worst, jr.unit_value, jr.unit_shock, jr.unit_vol, jr.pos_loss),
+        uf.scenario_margin, uf.scenario_price_shock, uf.scenario_vol_state, pf.own_loss)
     if out.account.worst_scenario is None or every:
         out.account.worst_scenario = list(jr.description)
     else:
@@ -811,23 +775,12 @@ def _correlated(out, model, accounts=None, rows=None, moved_args=None):
         for a in acc.tolist():
             desc[a] = jr.description[a]
     # accounts whose largest per-unit tail binds: that unit alone, at its tail cell
-    tail_acc = acc[~joint_binds[acc]]
-    tu = tail_unit[tail_acc]
-    if len(tu):
-        desc = out.account.worst_scenario
-        uf.scenario_margin[tu] = tail_worst[tu]
-        uf.scenario_price_shock[tu] = scen.price_shock[unit_und[tu], tail_cell[tu]]
-        uf.scenario_vol_state[tu] = scen.vol_code[unit_und[tu], tail_cell[tu]]
-        in_tail = np.zeros(n_units, dtype=bool)
-        in_tail[tu] = True
-        on = np.flatnonzero(in_tail[pos_unit])
-        c = tail_cell[pos_unit[on]]
-        pf.own_loss[on] = -scen.loss_weight[unit_und[pos_unit[on]], c] * q_port[on] \
-            * instr_pnl[pos_row[on], c]
-        for a, u in zip(tail_acc.tolist(), tu.tolist()):
-            k, c = unit_und[u], tail_cell[u]
-            desc[a] = (f"{units.type_names[units.utype[u]]} {S.TABLES[scen.table[k, c]]} "
-                       f"{scen.price_shock[k, c]:+.2%} vol {S.VOL_STATES[scen.vol_code[k, c]]}")
+    desc = out.account.worst_scenario
+    for i in np.flatnonzero(tail_unit >= 0).tolist():
+        a, u, c = int(acc[i]), int(tail_unit[i]), int(tail_cell[i])
+        k = lay.unit_und[u]
+        desc[a] = (f"{units.type_names[units.utype[u]]} {S.TABLES[scen.table[k, c]]} "
+                   f"{scen.price_shock[k, c]:+.2%} vol {S.VOL_STATES[scen.vol_code[k, c]]}")
     out.correlation = jr.correlation
 
 
@@ -906,14 +859,6 @@ def expiry_groups(book, params, units, pu_start, pu_order):
     options, one per perpetual; spot positions belong to none (-1).  Groups are numbered by
     unit (:func:`pmrisk.kernel.assemble.expiry_groups`), so each unit's groups are
     consecutive.  Returns ``(pos_group, group_rate, group_unit)``."""
-    pi_ = book.pos_instr
-    # perpetuals: a key of their own (negative, per instrument); dated: the expiry
-    key, dated = assemble.position_expiry_keys(*kernel_args(pi_, book.kind, book.expiry_ns))
-    pos_group, group_unit, first = assemble.expiry_groups(
-        *kernel_args(pu_start, pu_order, key, dated))
-    fi = pi_[first]
-    years = np.where(book.kind[fi] == PERPETUAL, 0.0, book.years[fi])
-    gtype = units.utype[group_unit]
-    rate = addons.roll_rate(years, params.per_type["annualised_move_risk"][gtype],
-                            params.per_type["min_annualised_move"][gtype])
-    return pos_group, rate, group_unit
+    return layout_k.roll_groups(*kernel_args(
+        pu_start, pu_order, book.pos_instr, book.kind, book.expiry_ns, book.years, units.utype,
+        params.per_type["annualised_move_risk"], params.per_type["min_annualised_move"]))

@@ -56,16 +56,3 @@ class Standalone:
         return standalone_worst(*kernel_args(
             rows, np.asarray(qty, dtype=np.float64), und_row, px, self.ipnl, sc.n_scen,
             sc.loss_weight, sc.gain_weight, sc.gain_cap_usd, sc.dampener_usd, sc.vol_code))
-
-
-def standalone_margin(span, pos_unit, pos_row, mask, quantity, units, unit_px, som_per_pos):
-    """SPAN standalone margin (settlement currency) of each position in ``mask`` (0 elsewhere):
-    the worst weighted loss over its underlying's 16 SPAN scenarios plus its short option
-    minimum ``som_per_pos``.  ``pos_row`` is each position's revaluation row."""
-    out = np.zeros(len(mask))
-    sel = np.flatnonzero(mask)
-    if len(sel):
-        und_row = units.type_und_code[units.utype[pos_unit[sel]]]
-        out[sel] = span.worst(pos_row[sel], quantity[sel], und_row, unit_px[pos_unit[sel]]) \
-            + som_per_pos[sel]
-    return out

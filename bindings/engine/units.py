@@ -6,8 +6,9 @@ from dataclasses import dataclass
 import numpy as np
 
 from pmrisk.kernel.instruments import INVERSE
+from pmrisk.kernel.layout import unit_prices
 
-from ..io.arrow import unique_keys
+from ..io.arrow import kernel_args, unique_keys
 from ..errors import MarginError
 
 
@@ -101,8 +102,6 @@ def build_units(book, model):
 def prices_by_type(book, type_asset, utype, snap):
     """USD price of each unit's asset (by unit type) at its snapshot, in one gather."""
     col_of = {a: i for i, a in enumerate(book.assets)}
-    col = np.array([col_of.get(a, -1) for a in type_asset], dtype=np.int64)[utype]
-    stable = np.array([a in book.stablecoins for a in type_asset], dtype=bool)[utype]
-    px = np.where(col >= 0, book.asset_px[snap, np.maximum(col, 0)], np.nan) \
-        if book.asset_px.shape[1] else np.full(len(utype), np.nan)
-    return np.where(np.isnan(px) & stable, 1.0, px)
+    col = np.array([col_of.get(a, -1) for a in type_asset], dtype=np.int64)
+    stable = np.array([a in book.stablecoins for a in type_asset], dtype=np.int64)
+    return unit_prices(*kernel_args(col, stable, utype, snap, book.asset_px))

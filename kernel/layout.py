@@ -1,0 +1,283 @@
+"""The engine's layout of a book as fused kernels: which instruments get a revaluation row at
+the vol floor, each revaluation row's arguments, the positions' portfolio quantities and
+short-option figures, and the roll-shock expiry groups with their rates.
+
+Each replaces a chain of numpy passes over the positions or instruments (masks, gathers,
+``where``) by one pass, and computes every figure with the same scalar arithmetic, in the same
+order, as the numpy formulas it replaces (their numpy twins are in ``tests/oracles.py``):
+
+* :func:`short_instruments` and :func:`floored_copies`: instruments held short or sold by an
+  open order, and options whose vol floor binds and that are short (a second revaluation row
+  at the floor);
+* :func:`revaluation_rows`: both of them, and each position's and order's revaluation row (a
+  short position or sell order uses its instrument's floored copy);
+* :func:`row_arrays`: the per-row arguments of :func:`pmrisk.kernel.instrument_pnl` (the
+  instrument's columns, its scenario vols of
+  :func:`pmrisk.kernel.volshock.shocked_vols` and its time at the horizon);
+* :func:`position_layout`: each position's excluded flag, portfolio quantity (0 when
+  excluded), short option quantity and short option minimum rate;
+* :func:`roll_groups`: the roll-shock expiry groups
+  (:func:`pmrisk.kernel.assemble.expiry_groups`) and each group's rate
+  (:func:`pmrisk.kernel.addons.roll_rate`);
+* :func:`option_vols`: the mark vol of options, 0 for the other kinds.
+"""
+
+import math
+
+import numpy as np
+
+from ._config import njit
+from .assemble import expiry_groups, position_expiry_keys
+from .instruments import OPTION, PERPETUAL
+from .volshock import MIN_VOL
+
+_MEMO = 8                               # row_arrays: (dte, power) -> term pairs kept
+
+
+@njit
+def fmax(a, b):
+    """``numpy.maximum`` of two floats (NaN wins; on a tie the second, as numpy: -0.0 and
+    0.0 keep numpy's sign)."""
+    if a != a:
+        return a
+    if b != b:
+        return b
+    return a if a > b else b
+
+
+@njit
+def fmin(a, b):
+    """``numpy.minimum`` of two floats (NaN wins; on a tie the second, as numpy)."""
+    if a != a:
+        return a
+    if b != b:
+        return b
+    return a if a < b else b
+
+
+@njit
+def short_instruments(n_instr, pos_instr, quantity, ord_instr, ord_qty):
+    """Bool per instrument: held short (a negative position) or sold by an open order."""
+    short = np.zeros(n_instr, dtype=np.bool_)
+    for p in range(pos_instr.shape[0]):
+        if quantity[p] < 0:
+            short[pos_instr[p]] = True
+    for o in range(ord_instr.shape[0]):
+        if ord_qty[o] < 0:
+            short[ord_instr[o]] = True
+    return short
+
+
+@njit
+def floored_copies(kind, mark_iv, floor, short):
+    """Instruments (int64, increasing) that get a revaluation row at the vol floor: options
+    whose ``floor`` (per instrument) is above their mark vol and that are ``short``."""
+    n = kind.shape[0]
+    out = np.empty(n, dtype=np.int64)
+    m = 0
+    for i in range(n):
+        if kind[i] == OPTION and floor[i] > mark_iv[i] and short[i]:
+            out[m] = i
+            m += 1
+    return out[:m].copy()
+
+
+@njit
+def _rows_of(instr, qty, row_of_copy):
+    out = np.empty(instr.shape[0], dtype=np.int64)
+    for j in range(instr.shape[0]):
+        i = instr[j]
+        fl = row_of_copy[i]
+        out[j] = fl if (qty[j] < 0 and fl >= 0) else i
+    return out
+
+
+@njit
+def revaluation_rows(kind, mark_iv, floor, pos_instr, quantity, ord_instr, ord_qty):
+    """The revaluation rows of a book: returns ``(row_instr, copies, pos_row, ord_row)``.
+
+    Rows ``0 .. n-1`` are the instruments; rows ``n + k`` the floored copies ``copies[k]``
+    (:func:`floored_copies` of the :func:`short_instruments`).  A position or order of
+    negative quantity on an instrument with a copy uses the copy's row, everything else
+    its instrument's row."""
+    n = kind.shape[0]
+    short = short_instruments(n, pos_instr, quantity, ord_instr, ord_qty)
+    copies = floored_copies(kind, mark_iv, floor, short)
+    m = copies.shape[0]
+    row_instr = np.empty(n + m, dtype=np.int64)
+    row_of_copy = np.full(n, -1, dtype=np.int64)
+    for i in range(n):
+        row_instr[i] = i
+    for k in range(m):
+        row_instr[n + k] = copies[k]
+        row_of_copy[copies[k]] = n + k
+    return (row_instr, copies, _rows_of(pos_instr, quantity, row_of_copy),
+            _rows_of(ord_instr, ord_qty, row_of_copy))
+
+
+@njit
+def row_arrays(rows, row_instr, n_instr, itype, kind, settlement, contract_size, mark,
+               forward, strike, is_call, years, mark_iv, vol_floor, r_up, r_down, p_short,
+               p_long, min_up, absolute, scan_range, horizon_days, und_row):
+    """The per-row arguments of :func:`pmrisk.kernel.instrument_pnl` for the revaluation
+    rows ``rows`` (a row at or past ``n_instr`` is a floored copy of ``row_instr[row]``): the
+    instrument's columns, ``t_scen`` (years to expiry at the horizon, never negative), the
+    option's mark vol (0 for other kinds) and its scenario vols (vol-same, up, down) by
+    :func:`pmrisk.kernel.volshock.shocked_vols` with the floor on copies only; parameters
+    per unit type (``itype`` per instrument).  Returns ``(kind, settlement, contract_size,
+    mark, forward, strike, is_call, t_now, t_scen, sig_mark, sig_up, sig_same, sig_down,
+    und)``."""
+    n = rows.shape[0]
+    o_kind = np.empty(n, dtype=np.int64)
+    o_settle = np.empty(n, dtype=np.int64)
+    o_cs = np.empty(n)
+    o_mark = np.empty(n)
+    o_fwd = np.empty(n)
+    o_strike = np.empty(n)
+    o_call = np.empty(n, dtype=np.int64)
+    o_years = np.empty(n)
+    o_tscen = np.empty(n)
+    o_sig = np.empty(n)
+    o_up = np.empty(n)
+    o_same = np.empty(n)
+    o_down = np.empty(n)
+    o_und = np.empty(n, dtype=np.int64)
+    # (30 / dte) ** power is the same for every row of one expiry and power: the last few
+    # are kept (a book has few expiries; pow is most of a row's cost)
+    memo_dte = np.full(_MEMO, np.nan)
+    memo_pow = np.full(_MEMO, np.nan)
+    memo_term = np.empty(_MEMO)
+    slot = 0
+    for j in range(n):
+        r = row_instr[rows[j]]
+        t = itype[r]
+        k = kind[r]
+        o_kind[j] = k
+        o_settle[j] = settlement[r]
+        o_cs[j] = contract_size[r]
+        o_mark[j] = mark[r]
+        o_fwd[j] = forward[r]
+        o_strike[j] = strike[r]
+        o_call[j] = is_call[r]
+        y = years[r]
+        o_years[j] = y
+        sig = mark_iv[r] if k == OPTION else 0.0
+        o_sig[j] = sig
+        floor = vol_floor[t] if rows[j] >= n_instr else 0.0
+        # shocked_vols, element by element
+        same = fmax(sig, floor)
+        dte = fmax(y * 365.0, 1.0)
+        power = p_short[t] if dte < 30.0 else p_long[t]
+        term = np.nan
+        hit = False
+        for m in range(_MEMO):
+            if memo_dte[m] == dte and memo_pow[m] == power:
+                term = memo_term[m]
+                hit = True
+                break
+        if not hit:
+            term = (30.0 / dte) ** power
+            memo_dte[slot] = dte
+            memo_pow[slot] = power
+            memo_term[slot] = term
+            slot = (slot + 1) % _MEMO
+        if absolute[t]:
+            up = same + scan_range[t]
+            down = fmax(same - scan_range[t], MIN_VOL)
+        else:
+            up = fmax(same * (1.0 + r_up[t] * term), min_up[t])
+            down = fmax(same * (1.0 - r_down[t] * term), MIN_VOL)
+        o_same[j] = same
+        o_up[j] = up
+        o_down[j] = down
+        o_tscen[j] = fmax(y - horizon_days[t] / 365.0, 0.0)
+        o_und[j] = und_row[t]
+    return (o_kind, o_settle, o_cs, o_mark, o_fwd, o_strike, o_call, o_years, o_tscen, o_sig,
+            o_up, o_same, o_down, o_und)
+
+
+@njit
+def position_layout(pos_instr, quantity, kind, excluded_instr, itype, som_type, ord_instr):
+    """Per position: ``(excluded bool, q_port, short_opt, short_all, som_rate)`` and whether
+    any position or order is on an excluded instrument.  ``short_all`` is the short option
+    quantity (``-quantity`` of a short option, else 0); ``q_port`` and ``short_opt`` are the
+    quantity and short option quantity left in the portfolio (0 when excluded); ``som_rate``
+    the short option minimum rate of the position's unit type (``som_type`` per type)."""
+    n = pos_instr.shape[0]
+    excl = np.empty(n, dtype=np.bool_)
+    q_port = np.empty(n)
+    short_opt = np.empty(n)
+    short_all = np.empty(n)
+    som_rate = np.empty(n)
+    any_excl = False
+    for p in range(n):
+        i = pos_instr[p]
+        q = quantity[p]
+        e = excluded_instr[i]
+        excl[p] = e
+        if e:
+            any_excl = True
+        s = -q if (kind[i] == OPTION and q < 0) else 0.0
+        short_all[p] = s
+        q_port[p] = 0.0 if e else q
+        short_opt[p] = 0.0 if e else s
+        som_rate[p] = som_type[itype[i]]
+    for o in range(ord_instr.shape[0]):
+        if excluded_instr[ord_instr[o]]:
+            any_excl = True
+    return excl, q_port, short_opt, short_all, som_rate, any_excl
+
+
+@njit
+def roll_groups(pu_start, pu_order, pos_instr, kind, expiry_ns, years, unit_type,
+                annualised_move_risk, min_annualised_move):
+    """Roll-shock expiry groups of the positions (:func:`pmrisk.kernel.assemble.expiry_groups`
+    on :func:`pmrisk.kernel.assemble.position_expiry_keys`) and each group's rate,
+    ``max(min_annualised_move, expm1(annualised_move_risk * max(T, 0)))`` of its unit's type
+    (T = 0 for a perpetual).  Returns ``(pos_group, group_rate, group_unit)``."""
+    key, dated = position_expiry_keys(pos_instr, kind, expiry_ns)
+    pos_group, group_unit, first = expiry_groups(pu_start, pu_order, key, dated)
+    rate = np.empty(group_unit.shape[0])
+    for g in range(group_unit.shape[0]):
+        i = pos_instr[first[g]]
+        y = 0.0 if kind[i] == PERPETUAL else years[i]
+        t = unit_type[group_unit[g]]
+        rate[g] = fmax(min_annualised_move[t],
+                        math.expm1(annualised_move_risk[t] * fmax(y, 0.0)))
+    return pos_group, rate, group_unit
+
+
+@njit
+def option_vols(kind, mark_iv):
+    """The mark vol of each option, 0 for the other kinds (float64)."""
+    out = np.empty(kind.shape[0])
+    for i in range(kind.shape[0]):
+        out[i] = mark_iv[i] if kind[i] == OPTION else 0.0
+    return out
+
+
+@njit
+def unit_prices(col, stable, utype, snap, asset_px):
+    """USD price per unit of its type's asset at its snapshot: ``asset_px[snap, col]`` of
+    the type's column (``col`` per type, -1: none), NaN without one, 1 for a stablecoin
+    (``stable`` per type) whose price is NaN."""
+    n = utype.shape[0]
+    out = np.empty(n)
+    n_col = asset_px.shape[1]
+    for u in range(n):
+        t = utype[u]
+        c = col[t]
+        px = asset_px[snap[u], c] if (c >= 0 and n_col) else np.nan
+        out[u] = 1.0 if (px != px and stable[t]) else px
+    return out
+
+
+@njit
+def reserve_sums(res_unit, res_oo, res_mmp, n_units):
+    """Per unit the sums of its reserves' open orders margin and MMP margin, in row order."""
+    oo = np.zeros(n_units)
+    mmp = np.zeros(n_units)
+    for r in range(res_unit.shape[0]):
+        oo[res_unit[r]] += res_oo[r]
+        mmp[res_unit[r]] += res_mmp[r]
+    return oo, mmp
