@@ -559,17 +559,18 @@ class Monitor:
                 self._blocks = [b for b in self._blocks if b.n_live] or self._blocks[-1:]
                 self._compact()
         # one record batch per update, whichever blocks the alerts came from
-        alerts = pa.Table.from_batches(batches, schema=ALERT_SCHEMA).combine_chunks() \
-            if batches else ALERT_SCHEMA.empty_table()
+        alerts = ALERT_SCHEMA.empty_table() if not batches else \
+            pa.Table.from_batches(batches, schema=ALERT_SCHEMA) if len(batches) == 1 else \
+            pa.Table.from_batches(batches, schema=ALERT_SCHEMA).combine_chunks()
         if not out_rows:
             out_rows = [self._blocks[0].account_rows_later(np.zeros(0, dtype=np.int64))
                         if self._blocks else (lambda: None)]
         res = MonitorUpdate(_account_rows=out_rows, alerts=alerts, removed=removed,
                             time=pa.scalar(at_ns, TIME_TYPE).as_py(), seconds=0.0)
-        liq = alerts.filter(pa.compute.equal(alerts["kind"], LIQUIDATION)) if alerts.num_rows \
-            else None
-        if liq is not None and liq.num_rows:
-            names = list(dict.fromkeys(liq["account"].to_pylist()))
+        liq = [a for b in batches for a, k in zip(b.column(0).to_pylist(),
+                                                  b.column(2).to_pylist()) if k == LIQUIDATION]
+        if liq:
+            names = list(dict.fromkeys(liq))
             res._plan_inputs = {"tables": self._plan_tables_later(names), "model": self.model,
                                 "valuation_time": self.valuation_time, "accounts": names,
                                 "threads": self._threads}
@@ -658,10 +659,8 @@ class Monitor:
         # every account of the block (idx is sorted and unique): whole arrays, no gathers
         at = slice(None) if len(idx) == len(block.names) else idx
         after = block.ratios(at)
-        fig = block.account_figures(at)
-        changed = (fig != block.fig[:, at]).any(axis=0)
+        changed = block.note_figures(at)
         block.ratio[at] = after
-        block.fig[:, at] = fig
         below, armed = block.below[at], block.armed[at]
         rows, kinds, th = self._rules.step(below, armed, after)
         if isinstance(at, np.ndarray):
