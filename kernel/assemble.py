@@ -519,7 +519,8 @@ def unit_margins_serial(sel, pu_start, pu_order, pos_group, pos_delta, short_opt
                       mm_contrib, im_contrib, finite)
 
 
-RUN = 64  # units per run of :func:`unit_tick`: both phases on a run while it is in cache
+RUN = 512  # units per run of :func:`unit_tick`: both phases on a run while it is in cache;
+# a run of 512 spreads the rows functions' calls and scratch arrays over enough units
 
 
 @njit
