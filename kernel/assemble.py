@@ -25,7 +25,7 @@ of a ``numpy.bincount`` over the same rows.  Each kernel has a parallel form (th
 into ``CHUNKS`` runs of rows, spread over the threads) and a ``_serial`` twin for small
 selections; both call the same ``*_rows`` function, and every row is computed from its own
 inputs, so results do not depend on the form or the thread count.  Nothing is allocated per
-unit (one scratch pair per run of rows) and no positions x scenarios array exists.  Amounts
+unit (a few scratch arrays per run of rows) and no positions x scenarios array exists.  Amounts
 are in the unit's settlement currency unless named ``_usd``.  :func:`expiry_groups` numbers
 the roll-shock groups unit by unit.
 """
@@ -94,6 +94,32 @@ def lowest_cell(cells, n):
     return lowest, -1
 
 
+@njit(inline="always")
+def binding_cell(wrow, ns, lowest, vol_code, r):
+    """(binding cell, its weighted value) among ``wrow[:ns]`` (no NaN), ``lowest`` their
+    lowest: the cells within ``TIE_RTOL`` of it tie, the first of vol state same among them,
+    else the first (``(-1, 0.0)`` when no cell ties).  The ties are counted first, in a loop
+    without branches: a lone tie, the usual case, is the binding cell."""
+    count = 0
+    at = 0
+    for s in range(ns):
+        ws = wrow[s]
+        tie = ws - lowest <= TIE_RTOL * max(abs(ws), abs(lowest))
+        count += tie
+        at += tie * s
+    if count == 1:
+        return at, wrow[at]
+    b = -1
+    bw = 0.0
+    for s in range(ns):
+        ws = wrow[s]
+        if ws - lowest <= TIE_RTOL * max(abs(ws), abs(lowest)):
+            if b < 0 or (vol_code[r, s] == VOL_SAME and vol_code[r, b] != VOL_SAME):
+                b = s
+                bw = ws
+    return b, bw
+
+
 @njit
 def csr(keys, n_groups):
     """Counting sort of ``keys`` (int64 in ``[0, n_groups)``; negative keys are left out):
@@ -137,6 +163,10 @@ def unit_figures_rows(sel, lo, hi, positions, pu_start, pu_order, pos_instr, pos
     damp = np.empty(width)
     cap_und = -1
     cap_px = np.nan                     # NaN != NaN: a NaN price recomputes every time
+    # the unit's positions' expiry groups and deltas, in order: its groups' range is found
+    # in the positions' one pass, then the groups are zeroed and summed from these
+    pg = np.empty(16, dtype=np.int64)
+    pd = np.empty(16)
     for k in range(lo, hi):
         u = sel[k]
         r = unit_und[u]
@@ -145,9 +175,11 @@ def unit_figures_rows(sel, lo, hi, positions, pu_start, pu_order, pos_instr, pos
             vec[s] = 0.0
             wrow[s] = 0.0
         p0, p1 = pu_start[u], pu_start[u + 1]
-        g_lo, g_hi = group_span(pu_start, pu_order, pos_group, u)
-        for g in range(g_lo, g_hi + 1):
-            roll_group[g] = 0.0
+        if p1 - p0 > pg.shape[0]:
+            pg = np.empty(2 * (p1 - p0), dtype=np.int64)
+            pd = np.empty(2 * (p1 - p0))
+        g_lo = 1 << 62
+        g_hi = -1
         d_unit = 0.0
         slope = 0.0
         som = 0.0
@@ -207,13 +239,22 @@ def unit_figures_rows(sel, lo, hi, positions, pu_start, pu_order, pos_instr, pos
             else:
                 slope += d * (forward[i] if kind[i] == OPTION else m)
             g = pos_group[p]
+            pg[j - p0] = g
+            pd[j - p0] = d
             if g >= 0:
-                roll_group[g] += d
+                g_lo = g if g < g_lo else g_lo
+                g_hi = g if g > g_hi else g_hi
             som += short_opt[p] * som_rate[p]
             # x * 0.0 is 0 for a finite x and NaN otherwise: one probe per position
             fprobe += (up * 0.0 + v * 0.0 + mv * 0.0 + g1 * 0.0 + g2 * 0.0 + g3 * 0.0
                        + g4 * 0.0)
         finite[u] = 1.0 if fprobe == 0.0 else 0.0
+        for g in range(g_lo, g_hi + 1):
+            roll_group[g] = 0.0
+        for j in range(p1 - p0):
+            g = pg[j]
+            if g >= 0:
+                roll_group[g] += pd[j]
         unit_delta[u] = ug0
         unit_gamma[u] = ug1
         unit_vega[u] = ug2
@@ -236,14 +277,7 @@ def unit_figures_rows(sel, lo, hi, positions, pu_start, pu_order, pos_instr, pos
             w = np.nan
             b = nan_at
         else:
-            b = -1
-            bw = 0.0
-            for s in range(ns):
-                ws = wrow[s]
-                if ws - lowest <= TIE_RTOL * max(abs(ws), abs(lowest)):
-                    if b < 0 or (vol_code[r, s] == VOL_SAME and vol_code[r, b] != VOL_SAME):
-                        b = s
-                        bw = ws
+            b, bw = binding_cell(wrow, ns, lowest, vol_code, r)
             if b < 0:
                 w = 0.0
                 b = 0
@@ -485,7 +519,8 @@ def unit_margins_serial(sel, pu_start, pu_order, pos_group, pos_delta, short_opt
                       mm_contrib, im_contrib, finite)
 
 
-RUN = 64  # units per run of :func:`unit_tick`: both phases on a run while it is in cache
+RUN = 512  # units per run of :func:`unit_tick`: both phases on a run while it is in cache;
+# a run of 512 spreads the rows functions' calls and scratch arrays over enough units
 
 
 @njit

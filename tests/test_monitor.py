@@ -330,6 +330,21 @@ def test_liquidation_alert_carries_the_plan():
     assert rows(up) == [] and up.liquidation_plans.num_rows == 0
 
 
+def test_liquidation_plan_read_after_later_updates_is_that_updates():
+    """An update's liquidation plans are computed on first access, from the state right
+    after that update: later balance changes and ticks do not reach them."""
+    c = Cash()
+    c.to(c.at(0.8))
+    up = c.to(c.below(0.75))
+    state = c.mon.state()
+    c.to(c.at(0.5))
+    btc = INDEX["index_price"][0].as_py() * 1.1
+    c.mon.update(index={"underlying": ["BTC"], "index_price": [btc]})
+    ref = pmrisk.liquidation_plan(**state, model="deribit_pme")
+    assert up.liquidation_plans.to_pylist() == ref.to_pylist()
+    assert c.mon.state()["balances"]["amount"][0] != state["balances"]["amount"][0]
+
+
 def test_one_update_across_every_level():
     c = Cash()
     up = c.to(c.at(0.5))
@@ -510,10 +525,13 @@ def test_update_rows_read_later_are_that_updates_figures():
     those of ``margin()`` on the state right after it."""
     mon, b = demo_monitor()
     ups, states = [], []
-    for move in (0.9, 1.05, 0.97):
+    for move in (0.9, 1.05, 0.97, 1.02):
         ups.append(mon.update(market=tick_tables(b["market"], "BTC", move),
                               index={"underlying": ["BTC"], "index_price": [65000.0 * move]}))
         states.append(mon.state())
+        if move == 1.05:                # read at once, before the next tick, then again later
+            first = ups[-1].accounts
+    assert ups[1].accounts is first
     for up, state in zip(ups, states):
         assert up.accounts.num_rows > 0
         want = pmrisk.margin(**state, model="deribit_pme").accounts

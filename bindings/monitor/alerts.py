@@ -118,15 +118,18 @@ class AlertRules:
     def batch(self, names, time_ns, kinds, thresholds, before, after):
         """A :data:`SCHEMA` record batch, one row per alert (``before`` NaN: a new account)."""
         th = self.thresholds
-        status_b = status_array(np.where(np.isnan(before), np.inf, before), th)
+        new = np.isnan(before)
+        status_b = status_array(np.where(new, np.inf, before), th)
+        if new.any():
+            status_b = pa.array(status_b.to_pylist(), pa.string(), mask=new)
         return pa.RecordBatch.from_arrays([
             pa.array(names, pa.string()),
-            pa.array(np.full(len(names), time_ns, dtype=np.int64)).cast(TIME_TYPE),
+            pa.array(np.full(len(names), time_ns, dtype=np.int64), TIME_TYPE),
             pa.array([self.kind[k] for k in kinds], pa.string()),
             pa.array(thresholds, pa.float64()),
-            pa.array(before, pa.float64(), mask=np.isnan(before)),
+            pa.array(before, pa.float64(), mask=new if new.any() else None),
             pa.array(after, pa.float64()),
-            pa.array(status_b.to_pylist(), pa.string(), mask=np.isnan(before)),
+            status_b,
             status_array(after, th),
         ], schema=SCHEMA)
 

@@ -29,6 +29,8 @@ engine on everything.  :meth:`Block.recompute_accounts` runs the engine on a sub
 
 import contextlib
 import dataclasses
+import threading
+import weakref
 
 import numba
 import numpy as np
@@ -143,6 +145,7 @@ class Block:
         self.bal_rows = {a: np.array(r, dtype=np.int64) for a, r in self.bal_rows.items()}
         self.short = short_instruments(book)     # positions and orders stay in a block
         self.sum_mode = model["cross_unit"] != "correlated"
+        self._later = []                 # account_rows_later functions handed out (weakrefs)
         self.run_all()
         self.ratio = self.ratios()
         self.fig = self.account_figures(slice(None))
@@ -179,6 +182,19 @@ class Block:
         af = self.out.account
         return np.vstack([getattr(af, f)[acc] for f in ACCOUNT_FIELDS])
 
+    def note_figures(self, acc):
+        """Record the current figures of accounts ``acc`` (sorted local indices or a slice)
+        as the last reported (``fig``); returns whether each changed (bool per account)."""
+        af = self.out.account
+        changed = None
+        for k, f in enumerate(ACCOUNT_FIELDS):
+            now = getattr(af, f)[acc]
+            last = self.fig[k, acc]
+            diff = now != last
+            changed = diff if changed is None else changed | diff
+            self.fig[k, acc] = now
+        return changed
+
     def drop(self, acc):
         """Accounts ``acc`` (local indices) left this block."""
         self.live[acc] = False
@@ -201,6 +217,7 @@ class Block:
         path = self._paths.get(key)
         if path is None:                 # once per set of moved names (until accounts move)
             path = self._paths[key] = self._path(key)
+        self._keep_rows()
         for a, col in path.asset_cols:
             book.asset_px[:, col] = market.index[a]
         on = path.instr
@@ -304,6 +321,7 @@ class Block:
         units ticked since, from the current inputs: as the ticks would have)."""
         if not self._stale.any():
             return
+        self._keep_rows()
         self._thaw()
         sel = np.flatnonzero(self._stale)
         unit_phases(self.out, self.model, sel)
@@ -317,6 +335,7 @@ class Block:
         if len(acc) == len(self.names):
             self.run_all()
             return
+        self._keep_rows()
         self._thaw()
         out = self.out
         sub, P, _ = slice_book(self.book, acc)
@@ -379,29 +398,73 @@ class Block:
 
     def account_rows_later(self, acc, ratio=None):
         """:meth:`account_rows` of the figures as they are now, built when called: returns a
-        function of no arguments.  It keeps copies of the few arrays the rows read (the
+        function of no arguments.  Nothing is copied while the block stays as it is: the
+        rows are built from the block's arrays when read.  Before the block next changes
+        those arrays in place (a tick, :meth:`recompute_accounts`, writing the positions'
+        figures), a function still referenced somewhere keeps what its rows read: the
+        accounts' rows themselves for a few accounts of a large block (under an eighth) and
+        for okx_pm (more columns read), else copies of the few arrays the rows read (the
         accounts' figures, the units' worst cases, binding cells, excluded margin and
-        settlement prices), so that later ticks, which change the outcome's arrays in
-        place, do not reach it; the table itself (strings, Arrow columns) is built only if
-        read.  A few accounts of a large block (under an eighth), and okx_pm (more columns
-        read), get their rows built now: the copies would cost about as much."""
-        out, model = self.out, self.model
+        settlement prices).  So an update whose rows are never read costs no copy, and rows
+        read after later ticks are still that update's own figures."""
         few = not isinstance(acc, slice) and len(acc) * 8 < len(self.names)
-        if few or out.okx is not None:
-            table = self.account_rows(acc, ratio)
-            return lambda: table
-        af, u = out.account, out.unit
-        account = dataclasses.replace(af, **{
-            f.name: getattr(af, f.name).copy() for f in dataclasses.fields(af)
-            if f.name != "finite" and getattr(af, f.name) is not None})
-        unit = _UnitRowsSnapshot(worst_case=u.worst_case.copy(),
-                                 binding_scenario=u.binding_scenario.copy(),
-                                 excluded_margin=u.excluded_margin.copy())
-        units = dataclasses.replace(out.units, settle_px=out.units.settle_px.copy())
-        snap = dataclasses.replace(out, units=units, unit=unit, account=account, arg_memo={})
-        sel = None if isinstance(acc, slice) else np.array(acc, dtype=np.int64)
-        ratio = None if ratio is None else np.array(ratio, dtype=np.float64)
-        return lambda: accounts_table(snap, model, sel, ratio)
+        later = _RowsLater(self.out, self.model, None if isinstance(acc, slice) else
+                           np.array(acc, dtype=np.int64),
+                           None if ratio is None else np.array(ratio, dtype=np.float64),
+                           few or self.out.okx is not None)
+        self._later.append(weakref.ref(later))
+        return later
+
+    def _keep_rows(self):
+        """Before the outcome's arrays change in place: every :meth:`account_rows_later`
+        function still alive keeps what its rows read."""
+        if self._later:
+            for ref in self._later:
+                later = ref()
+                if later is not None:
+                    later.keep()
+            self._later = []
+
+
+class _RowsLater:
+    """The accounts' rows of :meth:`Block.account_rows_later`: built from ``out`` when called,
+    or from what :meth:`keep` kept before the block changed ``out`` in place (a lock keeps a
+    reader in another thread from building from arrays a tick is changing)."""
+
+    __slots__ = ("out", "model", "acc", "ratio", "build_now", "table", "lock", "__weakref__")
+
+    def __init__(self, out, model, acc, ratio, build_now):
+        self.out, self.model, self.acc, self.ratio = out, model, acc, ratio
+        self.build_now = build_now          # keep: the rows themselves, not array copies
+        self.table = None
+        self.lock = threading.Lock()
+
+    def __call__(self):
+        with self.lock:
+            if self.table is None:
+                self.table = accounts_table(self.out, self.model, self.acc, self.ratio)
+                self.out = None
+            return self.table
+
+    def keep(self):
+        with self.lock:
+            if self.table is not None:
+                return
+            out = self.out
+            if self.build_now:
+                self.table = accounts_table(out, self.model, self.acc, self.ratio)
+                self.out = None
+                return
+            af, u = out.account, out.unit
+            account = dataclasses.replace(af, **{
+                f.name: getattr(af, f.name).copy() for f in dataclasses.fields(af)
+                if f.name != "finite" and getattr(af, f.name) is not None})
+            unit = _UnitRowsSnapshot(worst_case=u.worst_case.copy(),
+                                     binding_scenario=u.binding_scenario.copy(),
+                                     excluded_margin=u.excluded_margin.copy())
+            units = dataclasses.replace(out.units, settle_px=out.units.settle_px.copy())
+            self.out = dataclasses.replace(out, units=units, unit=unit, account=account,
+                                           arg_memo={})
 
 
 @dataclasses.dataclass

@@ -137,7 +137,7 @@ class MonitorUpdate:
                 self._plans = plan_table([], pa.string())
             else:
                 with numba_threads(p["threads"]):
-                    self._plans = liquidation_plan(**p["tables"], model=p["model"],
+                    self._plans = liquidation_plan(**p["tables"](), model=p["model"],
                                                    valuation_time=p["valuation_time"],
                                                    accounts=p["accounts"])
         return self._plans
@@ -559,18 +559,19 @@ class Monitor:
                 self._blocks = [b for b in self._blocks if b.n_live] or self._blocks[-1:]
                 self._compact()
         # one record batch per update, whichever blocks the alerts came from
-        alerts = pa.Table.from_batches(batches, schema=ALERT_SCHEMA).combine_chunks() \
-            if batches else ALERT_SCHEMA.empty_table()
+        alerts = ALERT_SCHEMA.empty_table() if not batches else \
+            pa.Table.from_batches(batches, schema=ALERT_SCHEMA) if len(batches) == 1 else \
+            pa.Table.from_batches(batches, schema=ALERT_SCHEMA).combine_chunks()
         if not out_rows:
             out_rows = [self._blocks[0].account_rows_later(np.zeros(0, dtype=np.int64))
                         if self._blocks else (lambda: None)]
         res = MonitorUpdate(_account_rows=out_rows, alerts=alerts, removed=removed,
                             time=pa.scalar(at_ns, TIME_TYPE).as_py(), seconds=0.0)
-        liq = alerts.filter(pa.compute.equal(alerts["kind"], LIQUIDATION)) if alerts.num_rows \
-            else None
-        if liq is not None and liq.num_rows:
-            names = list(dict.fromkeys(liq["account"].to_pylist()))
-            res._plan_inputs = {"tables": self._plan_tables(names), "model": self.model,
+        liq = [a for b in batches for a, k in zip(b.column(0).to_pylist(),
+                                                  b.column(2).to_pylist()) if k == LIQUIDATION]
+        if liq:
+            names = list(dict.fromkeys(liq))
+            res._plan_inputs = {"tables": self._plan_tables_later(names), "model": self.model,
                                 "valuation_time": self.valuation_time, "accounts": names,
                                 "threads": self._threads}
         return res
@@ -581,15 +582,17 @@ class Monitor:
         that is not finite) the alert state is restored and the blocks are rebuilt from the
         inputs before the update, then the error propagates: the monitor is unchanged."""
         undo = []
+        blocks = list(self._blocks)
         try:
-            for b in list(self._blocks):
+            for k, b in enumerate(blocks):
                 acc = b.tick(market, symbols, assets)
                 if len(acc) and moving:
                     acc = acc[[b.names[i] not in moving for i in acc.tolist()]]
                 if len(acc):
                     at = slice(None) if len(acc) == len(b.names) else acc  # acc is sorted
-                    undo.append((b, at, b.ratio[at].copy(), b.fig[:, at].copy(),
-                                 b.below[at].copy(), b.armed[at].copy()))
+                    if k + 1 < len(blocks):     # a later block's tick may raise
+                        undo.append((b, at, b.ratio[at].copy(), b.fig[:, at].copy(),
+                                     b.below[at].copy(), b.armed[at].copy()))
                     self._alert_block(b, acc, b.ratio[at].copy(), at_ns, batches, out_rows)
         except MarginError:
             for b, acc, ratio, fig, below, armed in undo:
@@ -656,10 +659,8 @@ class Monitor:
         # every account of the block (idx is sorted and unique): whole arrays, no gathers
         at = slice(None) if len(idx) == len(block.names) else idx
         after = block.ratios(at)
-        fig = block.account_figures(at)
-        changed = (fig != block.fig[:, at]).any(axis=0)
+        changed = block.note_figures(at)
         block.ratio[at] = after
-        block.fig[:, at] = fig
         below, armed = block.below[at], block.armed[at]
         rows, kinds, th = self._rules.step(below, armed, after)
         if isinstance(at, np.ndarray):
@@ -693,8 +694,19 @@ class Monitor:
                 self._blocks.remove(b)
                 self._register(block, olds)
 
-    def _plan_tables(self, names):
-        return self._state_tables(names, self._market)
+    def _plan_tables_later(self, names):
+        """The input tables of accounts ``names`` in the current state, built when called (a
+        function of no arguments; later updates replace the rows and the market state it
+        picked, never change them): the plans of an update are computed on first access."""
+        rows = {k: r.rows_of_later(names) for k, r in self._rows.items()}
+        market, instruments = self._market, self._instruments
+
+        def build():
+            out = {k: f() for k, f in rows.items()}
+            m, x = market.tables()
+            out.update(instruments=instruments, market=m, index=x)
+            return out
+        return build
 
 
 def _by_block(where):

@@ -143,10 +143,21 @@ class AccountRows:
 
     def rows_of(self, accounts):
         """The rows of ``accounts`` (each account's rows in their order), one table."""
+        return self.rows_of_later(accounts)()
+
+    def rows_of_later(self, accounts):
+        """:meth:`rows_of` as the rows are now, built when called (a function of no
+        arguments).  What it reads is picked now: the base table, the accounts' rows in it
+        and their changed tables, which later updates replace but never change."""
+        table = self.base
         base = [self._rows[a] for a in accounts if a not in self.changed and a in self._rows]
-        parts = [self.base.take(pa.array(np.concatenate(base), pa.int64()))] if base else []
-        parts += [self.changed[a] for a in accounts if a in self.changed]
-        return pa.concat_tables(parts) if parts else self.base.slice(0, 0)
+        new = [self.changed[a] for a in accounts if a in self.changed]
+
+        def build():
+            parts = [table.take(pa.array(np.concatenate(base), pa.int64()))] if base else []
+            parts += new
+            return pa.concat_tables(parts) if parts else table.slice(0, 0)
+        return build
 
     def table(self):
         """Every current row: the base rows of unchanged accounts, then the changed accounts."""
