@@ -19,7 +19,7 @@ gives the same bits.  No assumption on the interpolation error is needed for thi
 equality: it holds whenever the full kernel's own result holds.
 
 What is kept per account (``keep = (keep_j, keep_v, keep_n, keep_lb, ucurve, utol,
-usize, urec, udrift, keep_lb0)``):
+usize, urec, udrift, keep_lb0, utol_ok)``):
 
 * ``keep_j[a, :keep_n[a]]``: up to ``K_KEEP`` joint scenarios (the account's scenario
   numbers, ascending), the lowest interpolated totals at the last record
@@ -40,7 +40,8 @@ usize, urec, udrift, keep_lb0)``):
   finite): the account takes the full kernel;
 * per unit of a recorded account: ``ucurve[u]``, its curve at the current marks (the full
   kernel's arithmetic, so the same bits), ``utol[u]`` and ``usize[u]``, its share of
-  ``tol`` and its size (USD); ``urec[u]``, its curve in USD (``px c``) at the record, and
+  ``tol`` and its size (USD; ``utol_ok[u]`` False: ``utol[u]`` is an upper bound of it,
+  below); ``urec[u]``, its curve in USD (``px c``) at the record, and
   ``udrift[u]``, the bound below of how far its USD curve has moved from there.  A tick
   rebuilds only the units that moved.
 
@@ -75,13 +76,21 @@ The tick, per account of the selection (:func:`joint_tick_rows`):
 
 1. the curves of its units that moved (a position's revaluation row in ``row_moved``, or
    the USD price against ``px_prev``), rebuilt as the full kernel builds them (in place of
-   the kept curve); their share of ``tol``; their ``udrift`` against the record;
+   the kept curve); their size and ``udrift`` against the record; for their share of
+   ``tol``, an upper bound (:func:`tol_bound`: the curve is a quantity-weighted sum of
+   its rows' curves, so its largest 4th difference is at most the ``|q|``-weighted sum of
+   theirs, :func:`row_bounds`, taken once per repriced row);
 2. ``keep_lb`` = ``keep_lb0`` less the account's drift;
 3. the delta directions ``+-z*`` (the units' slopes move every tick) and their
    interpolated totals; then the kept joint scenarios whose bound reaches the band so far
    (the band only narrows as totals come in, so a scenario above it stays above the final
    band), the one of lowest bound first; ``lowest`` the least total, the band
    ``lowest + 2 tol``;
+   With bounds in ``tol``, the band is bracketed by those of the lower tol (the bounds
+   left out) and the upper (the bounds in): when ``keep_lb`` is above the upper band and
+   no total lies between the two, the candidates are the same as at the exact tol;
+   otherwise those units' exact tol (:func:`curve_tol_fast` of the rebuilt curve, the
+   full kernel's bits) replaces their bound first;
 4. **fast** if ``keep_lb > band``: every other joint scenario lies above the band (so above
    ``lowest``: ``lowest`` is the full kernel's, so is the band), the candidates are the
    full kernel's, revalued exactly as it revalues them (:func:`pmrisk.kernel.joint.
@@ -217,6 +226,58 @@ def curve_tol_fast(cv, n_shell, ts, tail0, error_factor, bb, d2, d2t):
     return error_factor * err + 1e-9 * size, size
 
 
+@njit(inline="always")
+def tol_bound(u, pu_start, pu_order, q, pos_row, curve_of_row, row_t, row_s, error_factor):
+    """An upper bound of unit ``u``'s :func:`curve_tol_fast` tol (settlement currency)
+    from its rows' (:func:`row_bounds`): its curve is the quantity-weighted sum of theirs,
+    so its largest |4th difference| is at most ``sum |q| row_t`` and its size at most
+    ``sum |q| row_s``; plus the rounding of that sum and of the differences (``1e-14`` of
+    ``sum |q| row_s`` per position, and 10 more).  NaN or inf if a row's is."""
+    t = 0.0
+    a = 0.0
+    n = 0
+    for mm in range(pu_start[u], pu_start[u + 1]):
+        p = pu_order[mm]
+        qp = q[p]
+        if qp == 0.0:
+            continue
+        ci = curve_of_row[pos_row[p]]
+        t += abs(qp) * row_t[ci]
+        a += abs(qp) * row_s[ci]
+        n += 1
+    return error_factor * t + (1e-9 + error_factor * (n + 10) * 1e-14) * a
+
+
+@njit
+def row_bounds(icurve, rows, n_shell, tail_side, tail0, row_t, row_s):
+    """For the grid curves ``icurve[rows]``: ``row_t`` at least the largest |4th
+    difference| (:func:`curve_tol_fast` with error factor 1: that plus 1e-9 of the size,
+    the tail taken to the longest tail of ``tail_side``, a superset of its own), ``row_s``
+    the largest |cell|; what :func:`tol_bound` sums.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> from pmrisk.kernel.joint_tick import row_bounds
+    >>> cv = np.zeros((1, 3 * 9 + 9))
+    >>> cv[0, :27] = np.repeat(np.arange(9.0) ** 4, 3)     # x^4: 4th difference 24
+    >>> t, s = np.zeros(1), np.zeros(1)
+    >>> row_bounds(cv, np.array([0]), 9, np.array([4]), 27, t, s)
+    >>> bool(24.0 <= t[0] <= 24.0 + 1e-9 * 4096.0 * 1.001), float(s[0])
+    (True, 4096.0)
+    """
+    ts = tail_side.max() if tail_side.shape[0] else 0
+    m = max(n_shell, 2 * ts + 1)
+    bb = np.empty(m)
+    d2 = np.empty(m)
+    d2t = np.empty(m)
+    for k in range(rows.shape[0]):
+        i = rows[k]
+        t, s = curve_tol_fast(icurve[i], n_shell, ts, tail0, 1.0, bb, d2, d2t)
+        row_t[i] = t
+        row_s[i] = s
+
+
 @njit
 def joint_record_rows(sel, lo, hi, acc, grp, grid, keep, gap):
     """:func:`joint_record` for the accounts ``sel[lo:hi]``."""
@@ -225,7 +286,8 @@ def joint_record_rows(sel, lo, hi, acc, grp, grid, keep, gap):
      cap_usd, mult, cover, tails, max_candidates, g_m, g_dir0, dir_iv, dir_ivt, _) = grp
     (use_grid, icurve, curve_of_row, n_side, tail_side, tail_range, vol_code,
      error_factor) = grid
-    keep_j, keep_v, keep_n, keep_lb, ucurve, utol, usize, urec, udrift, keep_lb0 = keep
+    (keep_j, keep_v, keep_n, keep_lb, ucurve, utol, usize, urec, udrift, keep_lb0,
+     utol_ok) = keep
     K = keep_j.shape[1]
     d_max = g_rows.shape[1]
     width = icurve.shape[1]
@@ -277,6 +339,7 @@ def joint_record_rows(sel, lo, hi, acc, grp, grid, keep, gap):
             e, size = curve_tol(curves[m], n_shell, tail_side[unit_row[u]], tail0,
                                 error_factor, bb, d2, d2t, False)
             utol[u] = e * unit_px[u]
+            utol_ok[u] = True
             usize[u] = size * unit_px[u]
             tol += utol[u]
             scale += usize[u]
@@ -406,7 +469,8 @@ def joint_record(sel, acc, grp, grid, keep, gap):
     keep : tuple
         ``(keep_j int64[n_acc, K], keep_v[n_acc, K], keep_n int64[n_acc], keep_lb[n_acc],
         ucurve[n_units, W], utol[n_units], usize[n_units], urec[n_units, W],
-        udrift[n_units], keep_lb0[n_acc])``, written at ``sel`` and their active units.
+        udrift[n_units], keep_lb0[n_acc], utol_ok bool[n_units])``, written at ``sel`` and
+        their active units.
     gap : float
         Directions whose lower bound is within ``gap`` x ``|lowest|`` of ``lowest`` are
         computed (the others count by their bound).
@@ -456,8 +520,9 @@ def joint_tick_rows(sel, lo, hi, acc, grp, ins, grid, outs, keep, prev, how):
      error_factor) = grid
     (worst, n_joint, n_exact, bind_kind, bind_index, bind_shock, unit_value, unit_vol,
      unit_shock, unit_lw, pos_loss) = outs
-    keep_j, keep_v, keep_n, keep_lb, ucurve, utol, usize, urec, udrift, keep_lb0 = keep
-    px_prev, row_moved = prev
+    (keep_j, keep_v, keep_n, keep_lb, ucurve, utol, usize, urec, udrift, keep_lb0,
+     utol_ok) = keep
+    px_prev, row_moved, row_t, row_s = prev
     K = keep_j.shape[1]
     d_max = g_rows.shape[1]
     width = icurve.shape[1]
@@ -498,7 +563,9 @@ def joint_tick_rows(sel, lo, hi, acc, grp, ins, grid, outs, keep, prev, how):
             continue
         # 1. curves and tol (the full kernel's arithmetic) of the units that moved, kept
         # for the others; their drift from the record; 2. the bound
-        tol = 0.0
+        tol = 0.0           # with the moved units' bounds: at least the full kernel's tol
+        tol_lo = 0.0        # without them: at most
+        n_bound = 0
         scale = 0.0
         drift = 0.0
         for m in range(nu):
@@ -519,18 +586,33 @@ def joint_tick_rows(sel, lo, hi, acc, grp, ins, grid, outs, keep, prev, how):
                 rec = urec[u]
                 y0 = 0.0            # largest USD distance on the shell cells (two runs)
                 y1 = 0.0
+                z0 = 0.0            # and the largest |cell| (curve_tol's size)
+                z1 = 0.0
                 for s in range(0, tail0 - 1, 2):
                     y0 = _max(abs(px * new[s] - rec[s]), y0)
                     y1 = _max(abs(px * new[s + 1] - rec[s + 1]), y1)
+                    z0 = _max(abs(new[s]), z0)
+                    z1 = _max(abs(new[s + 1]), z1)
                 for s in range(tail0 - tail0 % 2, tail0):
                     y0 = _max(abs(px * new[s] - rec[s]), y0)
+                    z0 = _max(abs(new[s]), z0)
                 y_sh = _max(y1, y0)
                 y_tl = 0.0          # on the tail cells
                 for s in range(tail0, width):
                     y_tl = _max(abs(px * new[s] - rec[s]), y_tl)
-                e, size = curve_tol_fast(new, n_shell, tail_side[r], tail0, error_factor, bb,
+                    z0 = _max(abs(new[s]), z0)
+                size = _max(z1, z0)
+                # tol: an upper bound from its rows' (exact later, only if a decision needs it)
+                ub = tol_bound(u, pu_start, pu_order, q, pos_row, curve_of_row, row_t, row_s,
+                               error_factor) * px
+                if px > 0.0 and ub < np.inf:
+                    utol[u] = ub * (1.0 + 1e-12)
+                    utol_ok[u] = False
+                else:
+                    e, _ = curve_tol_fast(new, n_shell, tail_side[r], tail0, error_factor, bb,
                                           d2, d2t)
-                utol[u] = e * px
+                    utol[u] = e * px
+                    utol_ok[u] = True
                 usize[u] = size * px
                 w_sh = max(1.0, gw_row[r])
                 w_tl = cover[r]
@@ -541,6 +623,8 @@ def joint_tick_rows(sel, lo, hi, acc, grp, ins, grid, outs, keep, prev, how):
                                * (2.0 * usize[u] + _max(y_tl, y_sh))) \
                     if px > 0.0 else np.nan
             tol += utol[u]
+            tol_lo += utol[u] if utol_ok[u] else 0.0
+            n_bound += 0 if utol_ok[u] else 1
             scale += usize[u]
             drift += udrift[u]
         lb = keep_lb0[a] - drift - ROUND * (LEBESGUE * scale + abs(keep_lb0[a]))
@@ -593,6 +677,28 @@ def joint_tick_rows(sel, lo, hi, acc, grp, ins, grid, outs, keep, prev, how):
                 lowest = tot[i]
         n_ev = n + n_dd
         band = lowest + 2.0 * tol
+        # a unit's tol bound decides as its tol would when the bound is above the band
+        # and no total lies between the bands of the lower and the upper tol; else the
+        # exact tol (the same bits as the full kernel's) of the units that have a bound
+        if n_bound > 0:
+            exact = not lb > band
+            if not exact:
+                band_lo = lowest + 2.0 * tol_lo
+                for i in range(n_ev):
+                    if band_lo < tot[i] and tot[i] <= band:
+                        exact = True
+                        break
+            if exact:
+                tol = 0.0
+                for m in range(nu):
+                    u = units[m]
+                    if not utol_ok[u]:
+                        e, _ = curve_tol_fast(ucurve[u], n_shell, tail_side[unit_row[u]],
+                                              tail0, error_factor, bb, d2, d2t)
+                        utol[u] = e * unit_px[u]
+                        utol_ok[u] = True
+                    tol += utol[u]
+                band = lowest + 2.0 * tol
         # 4. every other joint scenario above the band: the candidates are these
         if not lb > band:
             how[k] = FULL
@@ -694,8 +800,9 @@ def joint_tick(sel, acc, grp, ins, grid, outs, keep, prev, how):
         As for :func:`joint_record`; bounds lowered and moved units' curves replaced in
         place.
     prev : tuple
-        ``(px_prev[n_units], row_moved[n_rev_rows])``: the units' USD prices at the
-        accounts' last run and the revaluation rows repriced since.
+        ``(px_prev[n_units], row_moved[n_rev_rows], row_t[R], row_s[R])``: the units' USD
+        prices at the accounts' last run, the revaluation rows repriced since, and each
+        curve row's :func:`row_bounds` at its current curve.
     how : int64[n_sel]
         Written: :data:`FAST`, :data:`SAME` (fast, description unchanged) or :data:`FULL`
         (the account needs the full kernel).

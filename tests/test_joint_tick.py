@@ -204,3 +204,42 @@ def test_monitor_10k_like_book_parallel_form(monkeypatch):
         assert_equals_margin(mon)
     assert joints(mon)[0].n_fast > 0
     assert any(spy.calls)
+
+
+@settings(deadline=None)
+@given(n_side=st.integers(2, 8), ts=st.integers(0, 6), n_rows=st.integers(1, 6),
+       n_pos=st.integers(1, 12), seed=st.integers(0, 2**32 - 1),
+       hedge=st.booleans(), ef=st.sampled_from([1.0, 0.5, 3.0]))
+def test_the_ticks_tol_bound_is_above_the_units_tol(n_side, ts, n_rows, n_pos, seed, hedge,
+                                                   ef):
+    """A unit's tol bound from its rows' (:func:`row_bounds`, each row as the numpy twin
+    gives its tol with error factor 1 and its size, to the bit) is never below the tol of
+    the unit's curve as the kernels build it (:func:`pmrisk.kernel.joint.unit_curve`, then
+    :func:`curve_tol_fast`), hedged units (quantities that cancel) included."""
+    from pmrisk.kernel.joint import unit_curve
+    from pmrisk.kernel.joint_tick import curve_tol_fast, row_bounds, tol_bound
+    n_shell = 2 * n_side + 1
+    tail0 = 3 * n_shell
+    rng = np.random.default_rng(seed)
+    icurve = np.zeros((n_rows, tail0 + 2 * ts + 1))
+    icurve[:, :tail0 + 2 * ts + 1] = rng.normal(size=(n_rows, tail0 + 2 * ts + 1)) \
+        * 10.0 ** rng.integers(-3, 6, size=(n_rows, 1))
+    row_t, row_s = np.zeros(n_rows), np.zeros(n_rows)
+    row_bounds(icurve, np.arange(n_rows), n_shell, np.array([ts]), tail0, row_t, row_s)
+    for i in range(n_rows):
+        twin = oracles.curve_tol_twin(icurve[i], n_shell, ts, tail0, 1.0)
+        assert (row_t[i], row_s[i]) == twin
+    pos_row = rng.integers(0, n_rows, size=n_pos)
+    q = rng.normal(size=n_pos) * 10.0 ** rng.integers(-2, 4)
+    if hedge and n_pos > 1:          # the last position undoes the others' sum on one row
+        pos_row[-1] = pos_row[0]
+        q[-1] = -q[0]
+    q[rng.random(n_pos) < 0.1] = 0.0
+    pu_start = np.array([0, n_pos])
+    pu_order = rng.permutation(n_pos)
+    curve = np.empty(icurve.shape[1])
+    unit_curve(0, pu_start, pu_order, q, pos_row, icurve, np.arange(n_rows), curve)
+    scratch = [np.empty(max(n_shell, 2 * ts + 1)) for _ in range(3)]
+    e, _ = curve_tol_fast(curve, n_shell, ts, tail0, ef, *scratch)
+    bound = tol_bound(0, pu_start, pu_order, q, pos_row, np.arange(n_rows), row_t, row_s, ef)
+    assert e <= bound

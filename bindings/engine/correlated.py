@@ -55,7 +55,8 @@ from pmrisk.kernel.grid import grid_curves, grid_curves_serial
 from pmrisk.kernel.joint import (BIND_JOINT, joint_stress, joint_stress_serial,
                                  pricing_constants, shell_intervals)
 from pmrisk.kernel.joint_tick import (FULL, K_KEEP, RECORD_GAP, SAME, joint_record,
-                                      joint_record_serial, joint_tick, joint_tick_serial)
+                                      joint_record_serial, joint_tick, joint_tick_serial,
+                                      row_bounds)
 from pmrisk.kernel.scenarios import VOL_DOWN, VOL_SAME, VOL_STATES, VOL_UP
 
 from ..io.arrow import kernel_args, unique_keys
@@ -300,6 +301,11 @@ class JointStress:
         width = grid.shock.shape[1] if grid is not None and self.grid_mode else 1
         self.icurve = np.zeros((n_rev_rows, width))
         self.curve_of_row = np.arange(n_rev_rows, dtype=np.int64)
+        # per curve row, for the tick's tol bound (pmrisk.kernel.joint_tick.row_bounds):
+        # taken when a tick first needs them after the row is repriced
+        self.row_t = np.zeros(n_rev_rows)
+        self.row_s = np.zeros(n_rev_rows)
+        self.row_ok = np.zeros(n_rev_rows, dtype=bool)
         if grid is not None:
             self.grid_args = (self.grid_mode, self.icurve, self.curve_of_row, grid.n_side,
                               grid.tail_side, np.ascontiguousarray(grid.tail_range),
@@ -415,6 +421,7 @@ class JointStress:
             return
         if rows is not None:
             self.pending[rows] = True
+        self.row_ok[sel] = False
         kind, settlement, cs, _, fwd, strike, is_call = cols[:7]
         for k, v in enumerate((kind, settlement, cs, fwd, strike, is_call)):
             self.ins[k][sel] = v
@@ -483,12 +490,18 @@ class JointStress:
                          np.full(n_acc, -1, dtype=np.int64), np.full(n_acc, -np.inf),
                          np.zeros((n_units, width)), np.zeros(n_units), np.zeros(n_units),
                          np.zeros((n_units, width)), np.zeros(n_units),
-                         np.full(n_acc, -np.inf))
+                         np.full(n_acc, -np.inf), np.zeros(n_units, dtype=bool))
+        stale = np.flatnonzero(~self.row_ok)
+        if len(stale):
+            g = self.grid
+            row_bounds(self.icurve, stale, 2 * g.n_side + 1, g.tail_side, g.tail0,
+                       self.row_t, self.row_s)
+            self.row_ok[stale] = True
         how = np.zeros(len(sel), dtype=np.int64)
         small = len(sel) < PARALLEL_MIN
         (joint_tick_serial if small else joint_tick)(
             sel, acc, self.grp, tuple(self.ins), self.grid_args, outs, self.keep,
-            (self.px_prev, self.pending), how)
+            (self.px_prev, self.pending, self.row_t, self.row_s), how)
         back = sel[how == FULL]
         if len(back):
             small = len(back) < PARALLEL_MIN
