@@ -316,6 +316,11 @@ def direction_clusters(g_d, g_m, g_dir0, dir_iv, dir_ivt, size):
             sp -= 1
             lo = st_lo[sp]
             hi = st_hi[sp]
+            if size <= 1:                       # each direction alone, in its order
+                for i in range(lo, hi):
+                    c_start[n_cl] = i
+                    n_cl += 1
+                continue
             if hi - lo <= size:
                 c_start[n_cl] = lo
                 n_cl += 1
