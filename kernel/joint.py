@@ -601,15 +601,19 @@ def _scan(nu, units, ucol, unit_row, unit_px, cap_usd, curves, tol, g, j0, n_js,
     running minimum outward from the centre (``lv``: one look-up bounds every shell of a
     direction, they all lie between 0 and its outer move); a direction whose bound is above
     ``lowest + 2.5 tol`` is skipped, else each shell whose own bound (its intervals) is not
-    is interpolated.  ``lowest`` only falls, so a skipped scenario's total is above the final
-    ``lowest + 2 tol``: the candidates, and so the result, are those of a scan of every
-    scenario.  The no-move scenario, the delta directions and the direction of the lowest
-    bound go first (a good ``lowest`` early).
+    is interpolated.  Before its directions, a cluster of near directions
+    (:func:`direction_clusters`, ``clusters``) is skipped whole when the sum over the units of
+    ``lv``'s lower end over the cluster's intervals is above that (``lv`` falls outward from
+    the centre, so its lowest over a range of intervals is at one of the range's ends); the
+    tails likewise with ``ltv``, ``lvt``'s running minimum (scratch).  ``lowest`` only falls,
+    so a skipped scenario's total is above the final ``lowest + 2 tol``: the candidates, and
+    so the result, are those of a scan of every scenario.  The no-move scenario, the delta
+    directions and the cluster of the lowest bound go first (a good ``lowest`` early).
 
     A bound is the sum over the units (in their order) of the unit's bound times its USD
     price; the tables are scaled by the price once (``lv``, ``lvr``, ``lvt`` in place: the
-    same products) and the bounds of every direction (``lbd``) and of its tail (``lbt``)
-    summed unit by unit over the directions.  ``upx``, ``ucap``, ``urow``: scratch (each
+    same products) and the bounds of every cluster (``lbd``) and of its tails (``lbt``)
+    summed unit by unit over the clusters.  ``upx``, ``ucap``, ``urow``: scratch (each
     unit's price, gain cap in its settlement currency, underlying row)."""
     n_iv = 2 * n_side
     for m in range(nu):
