@@ -58,6 +58,8 @@ from .scenarios import VOL_DOWN, VOL_SAME, VOL_UP
 
 # binding scenario kinds (``bind_kind``)
 BIND_NONE, BIND_JOINT, BIND_DELTA = -1, 0, 1
+CLUSTER = 8          # directions per cluster of the scan's bound (see direction_clusters)
+CLUSTER_MIN = 64     # accounts from which a run builds clusters of CLUSTER directions
 
 
 @njit
@@ -281,6 +283,92 @@ def shell_intervals(g_d, g_rows, g_j0, js_shock, js_nvol, pr, n_side):
     return out
 
 
+@njit
+def direction_clusters(g_d, g_m, g_dir0, dir_iv, dir_ivt, size):
+    """The groups' directions in clusters of at most ``size`` near ones, for
+    :func:`_scan`'s bound over a cluster: each group's directions split in halves along the
+    column whose outer-shell intervals (``dir_iv``) spread most, until a part has ``size``
+    or fewer (``size`` 1: each direction alone, in its order).  Returns ``(order, g_c0,
+    c_start, c_lo, c_hi, t_lo, t_hi)``: the directions (rows of ``dir_iv``) cluster by
+    cluster, group ``g``'s clusters ``g_c0[g] .. g_c0[g + 1]``, cluster ``k``'s directions
+    ``order[c_start[k]:c_start[k + 1]]``, and per cluster and column the lowest and highest
+    interval of its directions' outer shells (``c_lo``, ``c_hi``) and tails (``t_lo``,
+    ``t_hi``).  Which directions share a cluster changes how fast a scan is, never what it
+    finds."""
+    n_dir = dir_iv.shape[0]
+    d_max = dir_iv.shape[1]
+    n_g = g_d.shape[0]
+    order = np.arange(n_dir)
+    c_start = np.empty(n_dir + 1, dtype=np.int64)
+    g_c0 = np.zeros(n_g + 1, dtype=np.int64)
+    st_lo = np.empty(n_dir + 1, dtype=np.int64)
+    st_hi = np.empty(n_dir + 1, dtype=np.int64)
+    keys = np.empty(n_dir, dtype=np.int64)
+    n_cl = 0
+    for g in range(n_g):
+        g_c0[g] = n_cl
+        sp = 0
+        if g_m[g] > 0:
+            st_lo[0] = g_dir0[g]
+            st_hi[0] = g_dir0[g] + g_m[g]
+            sp = 1
+        while sp > 0:                           # depth first, left part first
+            sp -= 1
+            lo = st_lo[sp]
+            hi = st_hi[sp]
+            if size <= 1:                       # each direction alone, in its order
+                for i in range(lo, hi):
+                    c_start[n_cl] = i
+                    n_cl += 1
+                continue
+            if hi - lo <= size:
+                c_start[n_cl] = lo
+                n_cl += 1
+                continue
+            best_c = 0
+            best_w = -1
+            for c in range(g_d[g]):
+                mn = dir_iv[order[lo], c]
+                mx = mn
+                for i in range(lo + 1, hi):
+                    x = dir_iv[order[i], c]
+                    mn = x if x < mn else mn
+                    mx = x if x > mx else mx
+                if mx - mn > best_w:
+                    best_w = mx - mn
+                    best_c = c
+            for i in range(lo, hi):
+                keys[i] = dir_iv[order[i], best_c]
+            o = np.argsort(keys[lo:hi], kind="mergesort")
+            part = order[lo:hi].copy()
+            for i in range(hi - lo):
+                order[lo + i] = part[o[i]]
+            mid = (lo + hi) // 2
+            st_lo[sp] = mid
+            st_hi[sp] = hi
+            st_lo[sp + 1] = lo
+            st_hi[sp + 1] = mid
+            sp += 2
+    g_c0[n_g] = n_cl
+    c_start[n_cl] = n_dir
+    c_lo = np.empty((n_cl, d_max), dtype=np.int64)
+    c_hi = np.empty((n_cl, d_max), dtype=np.int64)
+    t_lo = np.empty((n_cl, d_max), dtype=np.int64)
+    t_hi = np.empty((n_cl, d_max), dtype=np.int64)
+    for k in range(n_cl):
+        for c in range(d_max):
+            p = order[c_start[k]]
+            c_lo[k, c] = c_hi[k, c] = dir_iv[p, c]
+            t_lo[k, c] = t_hi[k, c] = dir_ivt[p, c]
+            for i in range(c_start[k] + 1, c_start[k + 1]):
+                p = order[i]
+                c_lo[k, c] = min(c_lo[k, c], dir_iv[p, c])
+                c_hi[k, c] = max(c_hi[k, c], dir_iv[p, c])
+                t_lo[k, c] = min(t_lo[k, c], dir_ivt[p, c])
+                t_hi[k, c] = max(t_hi[k, c], dir_ivt[p, c])
+    return order, g_c0, c_start[:n_cl + 1], c_lo, c_hi, t_lo, t_hi
+
+
 @njit(inline="always")
 def curve_tol(cv, n_shell, ts, tail0, error_factor, bb, d2, d2t, bounds):
     """(tol, size) of one unit curve ``cv`` (settlement currency), the bound of its
@@ -502,7 +590,7 @@ def record_binding(a, j, b, n_js, j0, worst, bind_kind, bind_index):
 def _scan(nu, units, ucol, unit_row, unit_px, cap_usd, curves, tol, g, j0, n_js, n_all, B,
           zpos, pr, gw_row, mult, cover, js_shock, js_lw, js_gw, js_nvol, js_iv, g_m, g_dir0,
           dir_iv, dir_ivt, tails, tail_range, tail_side, n_side, max_candidates, w, lv, lvr,
-          lvt, lbd, lbt, upx, ucap, urow, ev_j, ev_t, cand):
+          lvt, lbd, lbt, upx, ucap, urow, ev_j, ev_t, cand, clusters, ltv):
     """The candidates of one account (finite ``tol``): every scenario whose interpolated total
     is within ``2 tol`` of the lowest interpolated total, in scenario order, into ``cand``;
     returns their number (``n_all``: every scenario, more than ``max_candidates`` joint
@@ -513,15 +601,19 @@ def _scan(nu, units, ucol, unit_row, unit_px, cap_usd, curves, tol, g, j0, n_js,
     running minimum outward from the centre (``lv``: one look-up bounds every shell of a
     direction, they all lie between 0 and its outer move); a direction whose bound is above
     ``lowest + 2.5 tol`` is skipped, else each shell whose own bound (its intervals) is not
-    is interpolated.  ``lowest`` only falls, so a skipped scenario's total is above the final
-    ``lowest + 2 tol``: the candidates, and so the result, are those of a scan of every
-    scenario.  The no-move scenario, the delta directions and the direction of the lowest
-    bound go first (a good ``lowest`` early).
+    is interpolated.  Before its directions, a cluster of near directions
+    (:func:`direction_clusters`, ``clusters``) is skipped whole when the sum over the units of
+    ``lv``'s lower end over the cluster's intervals is above that (``lv`` falls outward from
+    the centre, so its lowest over a range of intervals is at one of the range's ends); the
+    tails likewise with ``ltv``, ``lvt``'s running minimum (scratch).  ``lowest`` only falls,
+    so a skipped scenario's total is above the final ``lowest + 2 tol``: the candidates, and
+    so the result, are those of a scan of every scenario.  The no-move scenario, the delta
+    directions and the cluster of the lowest bound go first (a good ``lowest`` early).
 
     A bound is the sum over the units (in their order) of the unit's bound times its USD
     price; the tables are scaled by the price once (``lv``, ``lvr``, ``lvt`` in place: the
-    same products) and the bounds of every direction (``lbd``) and of its tail (``lbt``)
-    summed unit by unit over the directions.  ``upx``, ``ucap``, ``urow``: scratch (each
+    same products) and the bounds of every cluster (``lbd``) and of its tails (``lbt``)
+    summed unit by unit over the clusters.  ``upx``, ``ucap``, ``urow``: scratch (each
     unit's price, gain cap in its settlement currency, underlying row)."""
     n_iv = 2 * n_side
     for m in range(nu):
@@ -545,6 +637,14 @@ def _scan(nu, units, ucol, unit_row, unit_px, cap_usd, curves, tol, g, j0, n_js,
         if tails:
             for i in range(lvt.shape[1]):
                 lvt[m, i] *= px
+                ltv[m, i] = lvt[m, i]
+            ts = tail_side[r]
+            for i in range(ts + 1, 2 * ts):             # outward from the centre
+                if ltv[m, i - 1] < ltv[m, i]:
+                    ltv[m, i] = ltv[m, i - 1]
+            for i in range(ts - 2, -1, -1):
+                if ltv[m, i + 1] < ltv[m, i]:
+                    ltv[m, i] = ltv[m, i + 1]
     # the no-move scenario and the delta directions (ev_t as scratch: slot 0 no move,
     # 1 + e delta direction e)
     n_dd = n_all - n_js
@@ -565,70 +665,85 @@ def _scan(nu, units, ucol, unit_row, unit_px, cap_usd, curves, tol, g, j0, n_js,
     for i in range(ne):
         if ev_t[i] < lowest or ev_t[i] != ev_t[i]:
             lowest = ev_t[i]
-    # per direction: a bound of its shells (and of its tail)
+    # per cluster of directions: a bound of its directions' shells (and of their tails):
+    # ``lv`` (``ltv``) falls outward from the centre, so its lowest over a cluster's
+    # intervals in a column is at one of their two ends
+    (order, g_c0, c_start, c_lo, c_hi, t_lo, t_hi) = clusters
     m_dir = g_m[g]
     d0 = g_dir0[g]
-    for dr in range(m_dir):
-        lbd[dr] = 0.0
-        lbt[dr] = 0.0
+    k0 = g_c0[g]
+    n_cl = g_c0[g + 1] - k0
+    for k in range(n_cl):
+        lbd[k] = 0.0
+        lbt[k] = 0.0
     for m in range(nu):
         c = ucol[m]
-        for dr in range(m_dir):
-            lbd[dr] += lv[m, dir_iv[d0 + dr, c]]
+        for k in range(n_cl):
+            a = lv[m, c_lo[k0 + k, c]]
+            b = lv[m, c_hi[k0 + k, c]]
+            lbd[k] += a if a < b else b
         if tails:
-            for dr in range(m_dir):
-                lbt[dr] += lvt[m, dir_ivt[d0 + dr, c]]
-    best_dr = -1
+            for k in range(n_cl):
+                a = ltv[m, t_lo[k0 + k, c]]
+                b = ltv[m, t_hi[k0 + k, c]]
+                lbt[k] += a if a < b else b
+    best_k = -1
     best_lb = np.inf
-    for dr in range(m_dir):
-        if lbd[dr] < best_lb:
-            best_lb = lbd[dr]
-            best_dr = dr
-    if best_dr >= 0:
-        for k in range(B):
-            j = 1 + k * m_dir + best_dr
+    for k in range(n_cl):
+        if lbd[k] < best_lb:
+            best_lb = lbd[k]
+            best_k = k
+    for kk in range(-1, n_cl):                  # the cluster of the lowest bound first
+        k = best_k if kk < 0 else kk
+        if k < 0 or (kk >= 0 and k == best_k):
+            continue
+        shells = not lbd[k] - lowest > 2.5 * tol
+        tail = tails and not lbt[k] - lowest > 2.5 * tol
+        if not shells and not tail:
+            continue
+        for i in range(c_start[k0 + k], c_start[k0 + k + 1]):
+            dr = order[i] - d0
+            if shells:
+                lb = 0.0
+                for m in range(nu):
+                    lb += lv[m, dir_iv[d0 + dr, ucol[m]]]
+                if not lb - lowest > 2.5 * tol:
+                    for ks in range(B):
+                        j = 1 + ks * m_dir + dr
+                        jj = j0 + j
+                        lb = 0.0
+                        for m in range(nu):
+                            lb += lvr[m, js_iv[jj, ucol[m]]]
+                        if lb - lowest > 2.5 * tol:
+                            continue
+                        t = 0.0
+                        for m in range(nu):
+                            t += _interp_one(curves[m], ucol[m], urow[m], upx[m], ucap[m], jj,
+                                             js_shock, js_lw, js_gw, js_nvol, pr, tail_range,
+                                             tail_side, n_side, w)
+                        ev_j[ne] = j
+                        ev_t[ne] = t
+                        ne += 1
+                        if t < lowest or t != t:
+                            lowest = t
+            if not tail:
+                continue
+            lb = 0.0
+            for m in range(nu):
+                lb += lvt[m, dir_ivt[d0 + dr, ucol[m]]]
+            if lb - lowest > 2.5 * tol:
+                continue
+            jt = 1 + B * m_dir + dr
             t = 0.0
             for m in range(nu):
-                t += _interp_one(curves[m], ucol[m], urow[m], upx[m], ucap[m], j0 + j,
+                t += _interp_one(curves[m], ucol[m], urow[m], upx[m], ucap[m], j0 + jt,
                                  js_shock, js_lw, js_gw, js_nvol, pr, tail_range, tail_side,
                                  n_side, w)
-            ev_j[ne] = j
+            ev_j[ne] = jt
             ev_t[ne] = t
             ne += 1
             if t < lowest or t != t:
                 lowest = t
-    for dr in range(m_dir):
-        if dr != best_dr and not lbd[dr] - lowest > 2.5 * tol:
-            for k in range(B):
-                j = 1 + k * m_dir + dr
-                jj = j0 + j
-                lb = 0.0
-                for m in range(nu):
-                    lb += lvr[m, js_iv[jj, ucol[m]]]
-                if lb - lowest > 2.5 * tol:
-                    continue
-                t = 0.0
-                for m in range(nu):
-                    t += _interp_one(curves[m], ucol[m], urow[m], upx[m], ucap[m], jj,
-                                     js_shock, js_lw, js_gw, js_nvol, pr, tail_range,
-                                     tail_side, n_side, w)
-                ev_j[ne] = j
-                ev_t[ne] = t
-                ne += 1
-                if t < lowest or t != t:
-                    lowest = t
-        if not tails or lbt[dr] - lowest > 2.5 * tol:
-            continue
-        jt = 1 + B * m_dir + dr
-        t = 0.0
-        for m in range(nu):
-            t += _interp_one(curves[m], ucol[m], urow[m], upx[m], ucap[m], j0 + jt, js_shock,
-                             js_lw, js_gw, js_nvol, pr, tail_range, tail_side, n_side, w)
-        ev_j[ne] = jt
-        ev_t[ne] = t
-        ne += 1
-        if t < lowest or t != t:
-            lowest = t
     band = lowest + 2.0 * tol
     if band != band:
         return n_all
@@ -737,9 +852,9 @@ def unit_curve(u, pu_start, pu_order, q, pos_row, icurve, curve_of_row, out):
 
 
 @njit
-def joint_stress_rows(sel, lo, hi, acc, grp, ins, grid, outs):
+def joint_stress_rows(sel, lo, hi, acc, grp, ins, grid, outs, clusters):
     """:func:`joint_stress` for the accounts ``sel[lo:hi]`` (one run of accounts, one
-    scratch set)."""
+    scratch set; ``clusters``: :func:`direction_clusters`)."""
     (ua_start, pu_start, pu_order, q, pos_row, unit_row, unit_px, slope, acc_group) = acc
     (g_d, g_rows, g_col, g_j0, g_buckets, g_rho, js_shock, js_lw, js_gw, js_nvol, pr, gw_row,
      cap_usd, mult, cover, tails, max_candidates, g_m, g_dir0, dir_iv, dir_ivt, js_iv) = grp
@@ -786,6 +901,7 @@ def joint_stress_rows(sel, lo, hi, acc, grp, ins, grid, outs):
     ev_j = np.empty(max_scen, dtype=np.int64)               # scenarios interpolated
     ev_t = np.empty(max_scen)                               # and their totals
     lvt = np.empty((max_units, max(2 * tail_side.max(), 1)))  # tail interval bounds
+    ltv = np.empty(lvt.shape)                                 # (running min outward)
     d2 = np.empty(max(2 * n_side + 1, 2 * tail_side.max() + 1))
     d2t = np.empty(d2.shape[0])
     bb = np.empty(d2.shape[0])
@@ -829,7 +945,7 @@ def joint_stress_rows(sel, lo, hi, acc, grp, ins, grid, outs):
                             n_js, n_all, B, zpos, pr, gw_row, mult, cover, js_shock, js_lw,
                             js_gw, js_nvol, js_iv, g_m, g_dir0, dir_iv, dir_ivt, tails,
                             tail_range, tail_side, n_side, max_candidates, w, lv, lvr, lvt,
-                            lbd, lbt, upx, ucap, urow, ev_j, ev_t, cand)
+                            lbd, lbt, upx, ucap, urow, ev_j, ev_t, cand, clusters, ltv)
         if n_c == n_all:
             for j in range(n_all):
                 cand[j] = j
@@ -1061,13 +1177,23 @@ def joint_stress(sel, acc, grp, ins, grid, outs):
     """
     n = sel.shape[0]
     chunks = min(n, CHUNKS)
+    clusters = _clusters(n, grp)
     for c in prange(chunks):
         joint_stress_rows(sel, c * n // chunks, (c + 1) * n // chunks, acc, grp, ins, grid,
-                          outs)
+                          outs, clusters)
 
 
 @njit
 def joint_stress_serial(sel, acc, grp, ins, grid, outs):
     """:func:`joint_stress` on the calling thread (small selections)."""
-    joint_stress_rows(sel, 0, sel.shape[0], acc, grp, ins, grid, outs)
+    joint_stress_rows(sel, 0, sel.shape[0], acc, grp, ins, grid, outs,
+                      _clusters(sel.shape[0], grp))
+
+
+@njit
+def _clusters(n_sel, grp):
+    """The directions' clusters for a run on ``n_sel`` accounts: of ``CLUSTER`` directions
+    from ``CLUSTER_MIN`` accounts on (building them pays there), else of one."""
+    return direction_clusters(grp[0], grp[17], grp[18], grp[19], grp[20],
+                              CLUSTER if n_sel >= CLUSTER_MIN else 1)
 

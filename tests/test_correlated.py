@@ -494,3 +494,62 @@ def test_fused_kernel_candidates_are_those_of_a_full_scan(seed, n_und, nodes, ta
                                             out.unit.slope_usd, counts=True)
     np.testing.assert_array_equal(jst.n_exact, n_exact)
     assert (jst.n_exact[jst.acc_group >= 0] >= 1).all()
+
+
+def _kernel_outputs(jst, unit_px, slope_usd, clusters):
+    """The fused kernel's 11 outputs for every account of ``jst`` with the directions'
+    ``clusters`` (:func:`pmrisk.kernel.joint.direction_clusters`), in fresh arrays."""
+    from pmrisk.kernel.joint import joint_stress_rows
+    n_acc = len(jst.worst)
+    sel = np.arange(n_acc, dtype=np.int64)
+    acc = (jst.ua_start, jst.pu_start, jst.pu_order, jst.q, jst.pos_row, jst.unit_row,
+           np.ascontiguousarray(unit_px, dtype=np.float64),
+           np.ascontiguousarray(slope_usd, dtype=np.float64), jst.acc_group)
+    outs = tuple(np.full_like(x, 7) for x in (
+        jst.worst, jst.n_joint, jst.n_exact, jst.bind_kind, jst.bind_index, jst.bind_shock,
+        jst.unit_value, jst.unit_vol, jst.unit_shock, jst.unit_lw, jst.pos_loss))
+    joint_stress_rows(sel, 0, n_acc, acc, jst.grp, tuple(jst.ins), jst.grid_args, outs,
+                      clusters)
+    return outs
+
+
+@settings(max_examples=10, deadline=None)
+@given(seed=st.integers(0, 10_000), n_und=st.integers(2, 3), nodes=st.sampled_from([4, 32]),
+       tails=st.booleans(), options=st.sampled_from([0.3, 1.0]))
+def test_fused_kernel_direction_clusters_change_nothing(seed, n_und, nodes, tails, options):
+    """The scan bounds clusters of near directions before each direction: whatever the
+    clusters' size (one direction each, as small selections run, up to a whole group), the 11
+    outputs are the same bits, and the scenarios revalued exactly are those of the twin's
+    full scan.  Each group's clusters are a partition of its directions, and a cluster's
+    ranges hold each of its directions' intervals."""
+    from pmrisk.engine.core import run
+    from pmrisk.kernel.joint import CLUSTER, direction_clusters
+    und = ("BTC", "ETH", "SOL")[:n_und]
+    tables = samples.book(n_accounts=6, positions_per_account=8, underlyings=und,
+                          option_share=options, inverse_share=0.5, seed=seed)
+    model = SMALL.with_overrides({"joint_grid_nodes": nodes, "extreme_scenarios": tails})
+    out = run(book_of(tables, model), model)
+    jst = out.joint
+    px, slope = out.units.settle_px, out.unit.slope_usd
+    g_d, g_m, g_dir0, dir_iv, dir_ivt = (jst.grp[k] for k in (0, 17, 18, 19, 20))
+    base = None
+    for size in (1, 3, CLUSTER, int(g_m.max()) + 1):
+        clusters = direction_clusters(g_d, g_m, g_dir0, dir_iv, dir_ivt, size)
+        order, g_c0, c_start, c_lo, c_hi, t_lo, t_hi = clusters
+        for g in range(len(g_d)):
+            ks = range(g_c0[g], g_c0[g + 1])
+            mine = np.concatenate([order[c_start[k]:c_start[k + 1]] for k in ks])
+            assert sorted(mine.tolist()) == list(range(g_dir0[g], g_dir0[g] + g_m[g]))
+            for k in ks:
+                rows = order[c_start[k]:c_start[k + 1]]
+                assert 1 <= len(rows) <= size
+                for lo, hi, iv in ((c_lo, c_hi, dir_iv), (t_lo, t_hi, dir_ivt)):
+                    assert (lo[k] <= iv[rows]).all() and (iv[rows] <= hi[k]).all()
+        got = _kernel_outputs(jst, px, slope, clusters)
+        if base is None:
+            base = got
+            continue
+        for a, b in zip(base, got):
+            assert a.tobytes() == b.tobytes()
+    *_, n_exact = oracles.joint_stress_twin(jst, out.rev.args, px, slope, counts=True)
+    np.testing.assert_array_equal(base[2], n_exact)
