@@ -176,12 +176,6 @@ def _word(data, j):
             | (np.uint64(data[j + np.uint64(7)]) << np.uint64(56)))
 
 
-@njit
-def _equal(offsets, data, i, r):
-    """Strings ``i`` and ``r`` have the same bytes."""
-    return same_str(offsets, data, i, offsets, data, r)
-
-
 @njit(inline="always")
 def str_hash(offsets, data, i):
     """A 64-bit hash of string ``i``'s bytes, eight bytes at a time (each word folded in by a
@@ -233,61 +227,90 @@ def same_str(offsets, data, i, other_offsets, other_data, r):
 
 
 @njit
-def _row_hashes(offsets, data):
-    """:func:`str_hash` of each string; the rows' hashes are independent, so the loop
-    pipelines."""
+def _grown(values, size):
+    """``values`` copied into an array of ``size`` (>= its length)."""
+    out = np.empty(size, dtype=values.dtype)
+    out[:values.shape[0]] = values
+    return out
+
+
+@njit
+def str_index(offsets, data, period):
+    """``(codes, first, code_hash, slots, bits)``: dense codes of the strings (no nulls) in
+    order of first appearance, the first row and the hash of each code, and the hash table:
+    ``slots`` (``2**bits`` of them, -1 empty, else a code) probed linearly from a hash's top
+    ``bits`` bits.  The table starts at twice the rows (at most 65,536 slots) and doubles when
+    half full.  A row equal to the row before, or (``period`` > 0) to the row ``period`` rows
+    before (a history's snapshots of the same rows), is not hashed."""
     n = offsets.shape[0] - 1
-    hashes = np.empty(n, dtype=np.uint64)
-    for i in range(n):
-        hashes[i] = str_hash(offsets, data, i)
-    return hashes
+    bits = 4
+    while (1 << bits) < 2 * n and bits < 16:
+        bits += 1
+    mask = (1 << bits) - 1
+    slots = np.full(1 << bits, -1, dtype=np.int64)
+    codes = np.empty(n, dtype=np.int64)
+    size = min(n, 1024)             # the codes' first rows and hashes, grown as needed
+    first = np.empty(size, dtype=np.int64)
+    code_hash = np.empty(size, dtype=np.uint64)
+    # by blocks of rows: first the hashes, independent of each other (the loop pipelines);
+    # 0 marks a row equal to the row before, 1 one equal to the row a period before (no hash
+    # is 0 or 1 but by chance, and then that row is compared and then probed)
+    block = 1024
+    hashes = np.empty(min(n, block), dtype=np.uint64)
+    k = 0
+    for start in range(0, n, block):
+        end = min(n, start + block)
+        for i in range(start, end):
+            if i > 0 and same_str(offsets, data, i, offsets, data, i - 1):
+                hashes[i - start] = 0
+            elif period > 0 and i >= period and same_str(offsets, data, i, offsets, data,
+                                                         i - period):
+                hashes[i - start] = 1
+            else:
+                hashes[i - start] = str_hash(offsets, data, i)
+        for i in range(start, end):
+            h = hashes[i - start]
+            if h == 0 and i > 0 and same_str(offsets, data, i, offsets, data, i - 1):
+                codes[i] = codes[i - 1]
+                continue
+            if h == 1 and period > 0 and i >= period and same_str(offsets, data, i, offsets,
+                                                                  data, i - period):
+                codes[i] = codes[i - period]
+                continue
+            s = np.int64(h >> np.uint64(64 - bits))
+            while True:
+                c = slots[s]
+                if c < 0:
+                    if k == size:
+                        size *= 2
+                        first = _grown(first, size)
+                        code_hash = _grown(code_hash, size)
+                    slots[s] = k
+                    first[k] = i
+                    code_hash[k] = h
+                    codes[i] = k
+                    k += 1
+                    if 2 * k > mask:
+                        bits += 1
+                        mask = (1 << bits) - 1
+                        slots = np.full(1 << bits, -1, dtype=np.int64)
+                        for c2 in range(k):
+                            s2 = np.int64(code_hash[c2] >> np.uint64(64 - bits))
+                            while slots[s2] >= 0:
+                                s2 = (s2 + 1) & mask
+                            slots[s2] = c2
+                    break
+                if code_hash[c] == h and same_str(offsets, data, i, offsets, data, first[c]):
+                    codes[i] = c
+                    break
+                s = (s + 1) & mask
+    return codes, first[:k].copy(), code_hash[:k].copy(), slots, bits
 
 
 @njit
 def str_codes(offsets, data):
     """``(codes, first)``: dense codes of the strings of an Arrow string array (``offsets``,
     ``data`` as in :func:`match_strings`; no nulls) in order of first appearance, and the row
-    of each code's first appearance.  A row equal to the row before (runs: one account's
-    positions, one underlying's instruments) reuses its code; others go through a hash table
-    (linear probing, hashes compared before bytes) of twice as many slots as rows, at most
-    65,536 to begin with (a million rows of a few hundred symbols stay in cache), doubling
-    when half full: a short column never regrows its table."""
-    n = offsets.shape[0] - 1
-    hashes = _row_hashes(offsets, data)
-    bits = 6
-    while (1 << bits) < 2 * n and bits < 16:
-        bits += 1
-    mask = (1 << bits) - 1
-    slots = np.full(1 << bits, -1, dtype=np.int64)
-    codes = np.empty(n, dtype=np.int64)
-    first = np.empty(n, dtype=np.int64)
-    k = 0
-    for i in range(n):
-        h = hashes[i]
-        if i > 0 and hashes[i - 1] == h and _equal(offsets, data, i, i - 1):
-            codes[i] = codes[i - 1]
-            continue
-        s = np.int64(h >> np.uint64(64 - bits))
-        while True:
-            c = slots[s]
-            if c < 0:
-                slots[s] = k
-                first[k] = i
-                codes[i] = k
-                k += 1
-                if 2 * k > mask:
-                    bits += 1
-                    mask = (1 << bits) - 1
-                    slots = np.full(1 << bits, -1, dtype=np.int64)
-                    for c2 in range(k):
-                        s2 = np.int64(hashes[first[c2]] >> np.uint64(64 - bits))
-                        while slots[s2] >= 0:
-                            s2 = (s2 + 1) & mask
-                        slots[s2] = c2
-                break
-            r = first[c]
-            if hashes[r] == h and _equal(offsets, data, i, r):
-                codes[i] = c
-                break
-            s = (s + 1) & mask
-    return codes, first[:k].copy()
+    of each code's first appearance: :func:`str_index`'s first two outputs."""
+    codes, first, _hashes, _slots, _bits = str_index(offsets, data, 0)
+    return codes, first

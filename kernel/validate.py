@@ -16,18 +16,18 @@ row-by-row checks, which name the rows of the first rule broken.  Numbers follow
 :func:`bad_number`: finite, of magnitude <= ``bounds[0]`` and, for a positive column,
 >= ``bounds[1]``.
 
-Strings are matched through a hash index (:func:`str_index`: dense codes in order of first
-appearance, a table of slots, linear probing), with two shortcuts before any hashing: a row
-equal to the row before takes its answer (one account's positions, a time's rows), and a
-looked-up row is first compared with the value after the previous row's match (market rows
-in the instruments' order, a history's blocks of them).
+Strings are matched through a hash index (:func:`pmrisk.kernel.keys.str_index`: dense codes
+in order of first appearance, a table of slots, linear probing), with two shortcuts before any
+hashing: a row equal to the row before takes its answer (one account's positions, a time's
+rows), and a looked-up row is first compared with the value after the previous row's match
+(market rows in the instruments' order, a history's blocks of them).
 """
 
 import numpy as np
 
 from ._config import njit
 from .instruments import FUTURE, INVERSE, OPTION, SPOT
-from .keys import same_str, str_hash
+from .keys import same_str, str_hash, str_index
 
 NAT = np.iinfo(np.int64).min
 
@@ -90,87 +90,6 @@ def match_names(offsets, data, validity, bit0, n_offsets, n_data):
         if out[i] < 0:
             n_unknown += 1
     return out, n_unknown
-
-
-@njit
-def _grown(values, size):
-    """``values`` copied into an array of ``size`` (>= its length)."""
-    out = np.empty(size, dtype=values.dtype)
-    out[:values.shape[0]] = values
-    return out
-
-
-@njit
-def str_index(offsets, data, period):
-    """``(codes, first, code_hash, slots, bits)``: dense codes of the strings (no nulls) in
-    order of first appearance, the first row and the hash of each code, and the hash table:
-    ``slots`` (``2**bits`` of them, -1 empty, else a code) probed linearly from a hash's top
-    ``bits`` bits.  The table starts at twice the rows (at most 65,536 slots) and doubles when
-    half full.  A row equal to the row before, or (``period`` > 0) to the row ``period`` rows
-    before (a history's snapshots of the same rows), is not hashed."""
-    n = offsets.shape[0] - 1
-    bits = 4
-    while (1 << bits) < 2 * n and bits < 16:
-        bits += 1
-    mask = (1 << bits) - 1
-    slots = np.full(1 << bits, -1, dtype=np.int64)
-    codes = np.empty(n, dtype=np.int64)
-    size = min(n, 1024)             # the codes' first rows and hashes, grown as needed
-    first = np.empty(size, dtype=np.int64)
-    code_hash = np.empty(size, dtype=np.uint64)
-    # by blocks of rows: first the hashes, independent of each other (the loop pipelines);
-    # 0 marks a row equal to the row before, 1 one equal to the row a period before (no hash
-    # is 0 or 1 but by chance, and then that row is compared and then probed)
-    block = 1024
-    hashes = np.empty(min(n, block), dtype=np.uint64)
-    k = 0
-    for start in range(0, n, block):
-        end = min(n, start + block)
-        for i in range(start, end):
-            if i > 0 and same_str(offsets, data, i, offsets, data, i - 1):
-                hashes[i - start] = 0
-            elif period > 0 and i >= period and same_str(offsets, data, i, offsets, data,
-                                                         i - period):
-                hashes[i - start] = 1
-            else:
-                hashes[i - start] = str_hash(offsets, data, i)
-        for i in range(start, end):
-            h = hashes[i - start]
-            if h == 0 and i > 0 and same_str(offsets, data, i, offsets, data, i - 1):
-                codes[i] = codes[i - 1]
-                continue
-            if h == 1 and period > 0 and i >= period and same_str(offsets, data, i, offsets,
-                                                                  data, i - period):
-                codes[i] = codes[i - period]
-                continue
-            s = np.int64(h >> np.uint64(64 - bits))
-            while True:
-                c = slots[s]
-                if c < 0:
-                    if k == size:
-                        size *= 2
-                        first = _grown(first, size)
-                        code_hash = _grown(code_hash, size)
-                    slots[s] = k
-                    first[k] = i
-                    code_hash[k] = h
-                    codes[i] = k
-                    k += 1
-                    if 2 * k > mask:
-                        bits += 1
-                        mask = (1 << bits) - 1
-                        slots = np.full(1 << bits, -1, dtype=np.int64)
-                        for c2 in range(k):
-                            s2 = np.int64(code_hash[c2] >> np.uint64(64 - bits))
-                            while slots[s2] >= 0:
-                                s2 = (s2 + 1) & mask
-                            slots[s2] = c2
-                    break
-                if code_hash[c] == h and same_str(offsets, data, i, offsets, data, first[c]):
-                    codes[i] = c
-                    break
-                s = (s + 1) & mask
-    return codes, first[:k].copy(), code_hash[:k].copy(), slots, bits
 
 
 @njit

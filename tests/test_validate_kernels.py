@@ -14,7 +14,7 @@ from hypothesis import strategies as st
 import oracles
 from pmrisk.io.arrow import (BOUNDS, NAT, NO_NUMBERS, NO_STRINGS, kernel_args, number_parts,
                              str_buffers, str_parts)
-from pmrisk.kernel import validate as V
+from pmrisk.kernel import keys as K, validate as V
 from pmrisk.kernel.instruments import KINDS, OPTION_TYPES, SETTLEMENTS
 
 NAMES = (KINDS, SETTLEMENTS, OPTION_TYPES)
@@ -113,7 +113,7 @@ def looked_up_tables(draw):
 
 def _index(ins):
     offsets, data = str_buffers(pa.array(ins, pa.string()))
-    return (offsets, data), V.str_index(offsets, data, 0)
+    return (offsets, data), K.str_index(offsets, data, 0)
 
 
 @given(looked_up_tables(), st.integers(0, 5))
@@ -164,6 +164,6 @@ def test_str_index_grows_and_matches_oracle(period):
     values = [f"S-{i % 997}-{'x' * (i % 11)}" for i in range(5000)]
     values = [v for v in values for _ in range(1 + len(v) % 2)]
     offsets, data = str_buffers(pa.array(values))
-    codes, first, *_ = V.str_index(offsets, data, period)
+    codes, first, *_ = K.str_index(offsets, data, period)
     want = oracles.str_codes(values)
     assert codes.tolist() == want[0].tolist() and first.tolist() == want[1].tolist()

@@ -281,7 +281,7 @@ def check_mark_iv(market, iv, max_iv):
 class Instruments:
     """The instruments table read and checked: per row, its codes and values."""
     symbol: pa.Array            # the symbols (a plain string array)
-    index: tuple                # kernel.validate.str_index of the symbols (None: by Arrow)
+    index: tuple                # kernel.keys.str_index of the symbols (None: by Arrow)
     kind: np.ndarray
     settlement: np.ndarray
     contract_size: np.ndarray
