@@ -475,6 +475,17 @@ def test_fused_kernel_matches_numpy_twin(seed, n_und, horizon, nodes, exact, tai
     np.testing.assert_array_equal(jst.unit_vol[on], vol[on])
 
 
+def _small_multi_run(seed, n_und, nodes, tails, options):
+    """The engine's outcome on 6 sample accounts x 8 positions over the first ``n_und`` of
+    BTC, ETH, SOL under ``SMALL`` with ``nodes`` grid nodes and tails on or off."""
+    from pmrisk.engine.core import run
+    und = ("BTC", "ETH", "SOL")[:n_und]
+    tables = samples.book(n_accounts=6, positions_per_account=8, underlyings=und,
+                          option_share=options, inverse_share=0.5, seed=seed)
+    model = SMALL.with_overrides({"joint_grid_nodes": nodes, "extreme_scenarios": tails})
+    return run(book_of(tables, model), model)
+
+
 @settings(max_examples=10, deadline=None)
 @given(seed=st.integers(0, 10_000), n_und=st.integers(2, 3), nodes=st.sampled_from([4, 32]),
        tails=st.booleans(), options=st.sampled_from([0.3, 1.0]))
@@ -483,12 +494,7 @@ def test_fused_kernel_candidates_are_those_of_a_full_scan(seed, n_und, nodes, ta
     scenarios it then revalues exactly are exactly those of the twin, which interpolates every
     scenario: a bound that wrongly skipped a scenario within the band would change the count
     (even where the binding scenario stays the same)."""
-    from pmrisk.engine.core import run
-    und = ("BTC", "ETH", "SOL")[:n_und]
-    tables = samples.book(n_accounts=6, positions_per_account=8, underlyings=und,
-                          option_share=options, inverse_share=0.5, seed=seed)
-    model = SMALL.with_overrides({"joint_grid_nodes": nodes, "extreme_scenarios": tails})
-    out = run(book_of(tables, model), model)
+    out = _small_multi_run(seed, n_und, nodes, tails, options)
     jst = out.joint
     *_, n_exact = oracles.joint_stress_twin(jst, out.rev.args, out.units.settle_px,
                                             out.unit.slope_usd, counts=True)
@@ -522,13 +528,8 @@ def test_fused_kernel_direction_clusters_change_nothing(seed, n_und, nodes, tail
     outputs are the same bits, and the scenarios revalued exactly are those of the twin's
     full scan.  Each group's clusters are a partition of its directions, and a cluster's
     ranges hold each of its directions' intervals."""
-    from pmrisk.engine.core import run
     from pmrisk.kernel.joint import CLUSTER, direction_clusters
-    und = ("BTC", "ETH", "SOL")[:n_und]
-    tables = samples.book(n_accounts=6, positions_per_account=8, underlyings=und,
-                          option_share=options, inverse_share=0.5, seed=seed)
-    model = SMALL.with_overrides({"joint_grid_nodes": nodes, "extreme_scenarios": tails})
-    out = run(book_of(tables, model), model)
+    out = _small_multi_run(seed, n_und, nodes, tails, options)
     jst = out.joint
     px, slope = out.units.settle_px, out.unit.slope_usd
     g_d, g_m, g_dir0, dir_iv, dir_ivt = (jst.grp[k] for k in (0, 17, 18, 19, 20))
