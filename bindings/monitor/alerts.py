@@ -27,6 +27,8 @@ level does not flap.  Until a level has alerted, it is crossed at the level itse
 import numpy as np
 import pyarrow as pa
 
+from pmrisk.kernel.alerts import account_alerts
+
 from ..errors import MarginError
 from ..results import status_array
 from ..io.schema import TIME_TYPE
@@ -51,13 +53,18 @@ class AlertRules:
     of accounts (no per-account Python).
 
     >>> import numpy as np
+    >>> from types import SimpleNamespace
     >>> from pmrisk.monitor.alerts import AlertRules
     >>> rules = AlertRules({"warning": [1.1, 1.05, 1.01], "margin_call": 1.0,
     ...                     "liquidation": 0.75})
     >>> below, armed = rules.initial(np.array([1.2]))
-    >>> rows = rules.step(below, armed, np.array([1.0]))
-    >>> [rules.kind[k] for k in rows[1]], rows[2].tolist()
-    (['threshold_down', 'threshold_down', 'threshold_down'], [1.1, 1.05, 1.01])
+    >>> account = SimpleNamespace(equity=np.array([100.0]), maintenance_margin=np.array([100.0]),
+    ...                           liquidation_cost=np.zeros(1))
+    >>> fig, ratio = np.full((1, 1), np.nan), np.full(1, 1.2)
+    >>> after, changed, rows, kinds, th = rules.step(np.array([0]), account, ("equity",), fig,
+    ...                                              ratio, below, armed)
+    >>> after.tolist(), changed.tolist(), [rules.kind[k] for k in kinds], th.tolist()
+    ([1.0], [True], ['threshold_down', 'threshold_down', 'threshold_down'], [1.1, 1.05, 1.01])
     """
 
     def __init__(self, thresholds, hysteresis=0.0):
@@ -83,37 +90,22 @@ class AlertRules:
         below = np.asarray(ratio, dtype=np.float64)[:, None] < self.levels[None, :]
         return below, np.zeros_like(below)
 
-    def step(self, below, armed, after):
-        """Crossings of accounts whose ratio is now ``after``, given their state ``below`` /
-        ``armed`` (n, levels; updated in place; an account that just appeared starts from
-        :meth:`initial` of NaN: above every level).  Returns ``(row, kind, threshold)`` per
-        alert, ordered by account, then falling levels from the highest, rising levels from
-        the lowest."""
-        lv = self.levels[None, :]
-        r = np.asarray(after, dtype=np.float64)[:, None]
-        # a fall needs r < L (below L, with or without slack), a rise r >= L: only accounts
-        # whose exact band disagrees with ``below`` can cross a level
-        off = np.zeros(len(r), dtype=bool)
-        for k, level in enumerate(self.levels.tolist()):
-            off |= (r[:, 0] < level) != below[:, k]
-        cand = np.flatnonzero(off)
-        b, a, rc = below[cand], armed[cand], r[cand]
-        slack = self.h * a
-        down = ~b & (rc < lv - slack)
-        up = b & (rc >= lv + slack)
-        below[cand] = b ^ (down | up)
-        armed[cand] = a | down | up
-        k = down.shape[1]
-        acc_d, lev_d = np.nonzero(down)
-        acc_u, lev_u = np.nonzero(up)
-        acc = cand[np.concatenate([acc_d, acc_u])]
-        # order within an account: falls by level index (highest level first), then rises
-        # from the lowest level
-        rank = np.concatenate([lev_d, 2 * k - lev_u])
-        order = np.lexsort((rank, acc))
-        kinds = np.concatenate([lev_d, np.full(len(lev_u), k)])[order]
-        levels = np.concatenate([lev_d, lev_u])[order]
-        return acc[order], kinds, self.levels[levels]
+    def step(self, acc, account, figures, fig, ratio, below, armed):
+        """One update of accounts ``acc`` (int64 indices) from their figures ``account`` (an
+        engine outcome's account figures): their margin ratios (written to ``ratio``), whether
+        the ``figures`` (names of ``account``'s arrays) differ from the last reported ``fig``
+        (rows of ``fig`` in that order, updated), and the levels crossed given the state
+        ``below`` / ``armed`` (accounts x levels, updated; an account that just appeared starts
+        from :meth:`initial` of NaN: above every level), in one pass
+        (:func:`pmrisk.kernel.alerts.account_alerts`).  Returns ``(after, changed, rows,
+        kinds, thresholds)``: ratios and changes per account of ``acc``; per alert its
+        position in ``acc``, its kind (an index into :attr:`kind`) and level, ordered by
+        account, then falling levels from the highest, rising levels from the lowest."""
+        after, changed, rows, kinds, crossed = account_alerts(
+            acc, account.equity, account.maintenance_margin, account.liquidation_cost,
+            tuple(getattr(account, f) for f in figures), fig, ratio, below, armed,
+            self.levels, self.h)
+        return after, changed, rows, kinds, self.levels[crossed]
 
     def batch(self, names, time_ns, kinds, thresholds, before, after):
         """A :data:`SCHEMA` record batch, one row per alert (``before`` NaN: a new account)."""

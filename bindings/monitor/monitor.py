@@ -78,7 +78,7 @@ from .alerts import LIQUIDATION, SCHEMA as ALERT_SCHEMA, AlertRules
 from ..errors import MarginError, warn_no_balances
 from ..model.model import Model
 from ..results import MarginResult
-from .block import Block, numba_threads, slice_book
+from .block import ACCOUNT_FIELDS, Block, numba_threads, slice_book
 from .state import ACCOUNT_TABLES, AccountRows, MarketState, no_time
 from ..io.schema import TIME_TYPE
 
@@ -658,13 +658,9 @@ class Monitor:
         ratios before were ``before`` (``block.fig`` holds their figures last reported)."""
         # every account of the block (idx is sorted and unique): whole arrays, no gathers
         at = slice(None) if len(idx) == len(block.names) else idx
-        after = block.ratios(at)
-        changed = block.note_figures(at)
-        block.ratio[at] = after
-        below, armed = block.below[at], block.armed[at]
-        rows, kinds, th = self._rules.step(below, armed, after)
-        if isinstance(at, np.ndarray):
-            block.below[at], block.armed[at] = below, armed
+        after, changed, rows, kinds, th = self._rules.step(
+            np.ascontiguousarray(idx, dtype=np.int64), block.out.account, ACCOUNT_FIELDS,
+            block.fig, block.ratio, block.below, block.armed)
         if len(rows):
             names = [block.names[j] for j in idx[rows].tolist()]
             batches.append(self._rules.batch(names, at_ns, kinds, th, before[rows],
