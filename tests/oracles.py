@@ -1408,3 +1408,39 @@ def reserve_sums(res_unit, res_oo, res_mmp, n_units):
     """Twin of :func:`pmrisk.kernel.layout.reserve_sums` (``numpy.bincount``)."""
     return (np.bincount(res_unit, weights=res_oo, minlength=n_units).astype(np.float64),
             np.bincount(res_unit, weights=res_mmp, minlength=n_units).astype(np.float64))
+
+
+# -- the Monitor's per-account step (kernel/alerts.py) ------------------------------------------
+
+def account_alerts(acc, equity, mm, liq_cost, figures, fig, ratio, below, armed, levels, h):
+    """Twin of :func:`pmrisk.kernel.alerts.account_alerts` (same in-place updates and
+    outputs): ``numpy.where`` for the ratio, a compare per figure, and the crossings over
+    arrays of accounts x levels, ordered by ``numpy.lexsort``."""
+    den = mm[acc] + liq_cost[acc]
+    e = equity[acc]
+    with np.errstate(divide="ignore", invalid="ignore"):
+        after = np.where(den > 0, e / np.where(den > 0, den, 1.0),
+                         np.where(e >= 0, np.inf, -np.inf))
+    ratio[acc] = after
+    changed = np.zeros(len(acc), dtype=bool)
+    for f, arr in enumerate(figures):
+        changed |= arr[acc] != fig[f, acc]
+        fig[f, acc] = arr[acc]
+    lv = levels[None, :]
+    r = after[:, None]
+    b, a = below[acc], armed[acc]
+    slack = h * a
+    down = ~b & (r < lv - slack)
+    up = b & (r >= lv + slack)
+    below[acc] = b ^ (down | up)
+    armed[acc] = a | down | up
+    k = down.shape[1]
+    acc_d, lev_d = np.nonzero(down)
+    acc_u, lev_u = np.nonzero(up)
+    rows = np.concatenate([acc_d, acc_u])
+    rank = np.concatenate([lev_d, 2 * k - lev_u])
+    order = np.lexsort((rank, rows))
+    kinds = np.concatenate([lev_d, np.full(len(lev_u), k)])[order]
+    crossed = np.concatenate([lev_d, lev_u])[order]
+    return after, changed, rows[order].astype(np.int64), kinds.astype(np.int64), \
+        crossed.astype(np.int64)
