@@ -46,6 +46,13 @@ def account_alerts(acc, equity, mm, liq_cost, figures, fig, ratio, below, armed,
     fell = np.zeros(n_lv, dtype=np.bool_)
     rose = np.zeros(n_lv, dtype=np.bool_)
     m = 0
+    for f in range(n_fig):                      # figure by figure: rows of ``fig`` in turn
+        arr = figures[f]
+        for k in range(n):
+            a = acc[k]
+            now = arr[a]
+            changed[k] |= now != fig[f, a]
+            fig[f, a] = now
     for k in range(n):
         a = acc[k]
         den = mm[a] + liq_cost[a]
@@ -56,12 +63,13 @@ def account_alerts(acc, equity, mm, liq_cost, figures, fig, ratio, below, armed,
             r = np.inf if e >= 0.0 else -np.inf
         after[k] = r
         ratio[a] = r
-        ch = False
-        for f in range(n_fig):
-            now = figures[f][a]
-            ch |= now != fig[f, a]
-            fig[f, a] = now
-        changed[k] = ch
+        # only an account whose exact band disagrees with ``below`` can cross a level (a
+        # fall needs r < L, a rise r >= L): the rest is skipped
+        off = False
+        for lv in range(n_lv):
+            off |= (r < levels[lv]) != below[a, lv]
+        if not off:
+            continue
         if m + 2 * n_lv > cap:
             cap = 2 * cap + 2 * n_lv
             rows = _grown(rows, cap)
