@@ -27,7 +27,6 @@ from typing import NamedTuple
 
 import numba
 import numpy as np
-import pyarrow as pa
 
 from pmrisk import kernel as K
 from pmrisk.kernel import scenarios as S
@@ -39,7 +38,7 @@ from pmrisk.kernel import layout as layout_k
 from pmrisk.kernel import span as span_k
 from pmrisk.kernel.volshock import okx_shocked_vols
 
-from ..io.arrow import codes, kernel_args
+from ..io.arrow import kernel_args
 from ..errors import MarginError
 from . import okx
 from .binance import bracket_phase, lay_out_brackets, loan_mmr
@@ -56,7 +55,6 @@ _EMPTY_F = np.zeros(0)
 # a selection of fewer rows than this runs the phase kernels on the calling thread: waking
 # numba's threads costs more than a few units' work (and under load, a scheduler quantum)
 PARALLEL_MIN = 64
-FEW_BALANCES = 32       # balance rows valued name by name in Python (no Arrow codes)
 
 # per-underlying parameters the engine reads, resolved per unit type
 TYPE_PARAMS = ("vol_floor", "volatility_range_up", "volatility_range_down",
@@ -795,13 +793,9 @@ def collateral_usd(book, params, rows, coll, usd):
     if not len(rows):
         return
     assets = book.bal_asset if every else [book.bal_asset[i] for i in rows.tolist()]
-    if len(rows) <= FEW_BALANCES:       # a few rows (a what-if's states): names in Python
-        at = {}
-        code = np.array([at.setdefault(a, len(at)) for a in assets], dtype=np.int64)
-        names = list(at)
-    else:
-        code, names = codes(pa.array(assets, pa.string()))
-        names = names.to_pylist()
+    names = list(dict.fromkeys(assets))     # in order of first appearance
+    code = np.fromiter(map({a: k for k, a in enumerate(names)}.__getitem__, assets), np.int64,
+                       len(assets))
     col_of = {a: i for i, a in enumerate(book.assets)}
     rules = [collateral_rule(params.collateral.get(a)) for a in names]
     n_tiers = np.cumsum([0] + [len(r[2]) for r in rules])
