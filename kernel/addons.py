@@ -1,11 +1,20 @@
-"""Per-unit add-ons: roll shock, delta shock, short option minimum.
+"""Per-unit add-ons: roll shock, delta shock, short option minimum; and collateral values.
 
-Plain numpy: each is a group-by over positions or an element-wise formula over units, linear
-in the number of positions; numba buys nothing here.  Amounts are in coin (base units); the
-caller multiplies by the index price for linear (quote-settled) units.
+The add-ons are plain numpy formulas (the engine's fused kernels in
+:mod:`pmrisk.kernel.assemble` compute them per unit with the same arithmetic; these are
+their reference forms).  Amounts are in coin (base units); the caller multiplies by the
+index price for linear (quote-settled) units.
+
+Collateral (:func:`collateral_rows`, :func:`collateral_values`) is numba: each balance row's
+USD value and collateral value in one pass, an asset's ``rate`` or progressive
+``tiers_usd`` applied with :func:`tiered`'s arithmetic.
 """
 
 import numpy as np
+
+from ._config import njit
+
+NO_HAIRCUT, FLAT_RATE, TIERS = 0, 1, 2      # an asset's collateral rule (``spec`` codes)
 
 
 def roll_rate(years, annualised_move_risk, min_annualised_move):
@@ -72,3 +81,81 @@ def tiered(value, tiers):
     for lo, hi, factor in tiers:
         out += np.clip(v - lo, 0.0, hi - lo) * factor
     return out
+
+
+@njit(inline="always")
+def _collateral(v, spec, rate, start, stop, tier_lo, tier_width, tier_factor):
+    """The collateral value of the USD amount ``v`` under one asset's rule: ``v``
+    (:data:`NO_HAIRCUT`), ``v * rate`` (:data:`FLAT_RATE`) or the tiers ``start:stop`` of the
+    flat tier arrays (:data:`TIERS`: :func:`tiered`'s ``numpy.clip`` in the same order)."""
+    if spec == FLAT_RATE:
+        return v * rate
+    if spec != TIERS:
+        return v
+    out = 0.0
+    for t in range(start, stop):
+        x = v - tier_lo[t]
+        x = x if (x != x or x > 0.0) else 0.0
+        w = tier_width[t]
+        x = x if (x != x or x < w) else w
+        out += x * tier_factor[t]
+    return out
+
+
+@njit
+def collateral_values(value_usd, spec, rate, tier_lo, tier_width, tier_factor):
+    """The collateral value of each USD amount of ``value_usd`` under one asset's rule
+    (``spec``: :data:`NO_HAIRCUT`, :data:`FLAT_RATE` at ``rate``, or :data:`TIERS` given as
+    each tier's ``from_usd``, ``to_usd - from_usd`` and rate), every amount as given.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> from pmrisk.kernel.addons import TIERS, collateral_values
+    >>> collateral_values(np.array([150.0, 500.0]), TIERS, 0.0, np.array([0.0, 100.0]),
+    ...                   np.array([100.0, 100.0]), np.array([1.0, 0.5])).tolist()
+    [125.0, 150.0]
+    """
+    n = value_usd.shape[0]
+    out = np.empty(n)
+    for k in range(n):
+        out[k] = _collateral(value_usd[k], spec, rate, 0, tier_lo.shape[0], tier_lo,
+                             tier_width, tier_factor)
+    return out
+
+
+@njit
+def collateral_rows(rows, code, bal_account, acc_snap, amount, col, stable, asset_px, spec,
+                    rate, tier_start, tier_lo, tier_width, tier_factor, coll, usd):
+    """Per balance row ``rows[k]`` (its asset's code ``code[k]``): ``usd`` = amount x the
+    asset's USD price at its account's snapshot (``asset_px[snap, col[c]]``; NaN without a
+    column; 1 for a stablecoin, ``stable[c]``, whose price is NaN) and ``coll`` its collateral
+    value, the asset's rule (``spec[c]``, ``rate[c]``, tiers ``tier_start[c]:tier_start[c+1]``)
+    on a positive amount, the amount itself otherwise (loans count at full value).  Written
+    in place at the rows.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> from pmrisk.kernel.addons import NO_HAIRCUT, FLAT_RATE, collateral_rows
+    >>> coll, usd = np.zeros(2), np.zeros(2)
+    >>> collateral_rows(np.array([0, 1]), np.array([0, 1]), np.array([0, 0]), np.array([0]),
+    ...                 np.array([2.0, -50.0]), np.array([0, -1]), np.array([0, 1]),
+    ...                 np.array([[60000.0]]), np.array([FLAT_RATE, NO_HAIRCUT]),
+    ...                 np.array([0.95, 0.0]), np.zeros(3, np.int64), np.zeros(0),
+    ...                 np.zeros(0), np.zeros(0), coll, usd)
+    >>> usd.tolist(), coll.tolist()
+    ([120000.0, -50.0], [114000.0, -50.0])
+    """
+    n_col = asset_px.shape[1]
+    for k in range(rows.shape[0]):
+        r = rows[k]
+        c = code[k]
+        j = col[c]
+        px = asset_px[acc_snap[bal_account[r]], j] if (j >= 0 and n_col) else np.nan
+        if px != px and stable[c]:
+            px = 1.0
+        v = amount[r] * px
+        usd[r] = v
+        coll[r] = _collateral(v, spec[c], rate[c], tier_start[c], tier_start[c + 1], tier_lo,
+                              tier_width, tier_factor) if v > 0.0 else v

@@ -19,6 +19,7 @@ from numba import float64, int64, prange, types
 
 from ._config import njit
 from .assemble import CHUNKS
+from .instruments import FUTURE, INVERSE, PERPETUAL
 
 F8_1D = types.Array(float64, 1, "C", readonly=True)
 I8_1D = types.Array(int64, 1, "C", readonly=True)
@@ -196,3 +197,127 @@ def bracket_units_serial(sel, pu_start, pu_order, pos_instr, quantity, contract_
                        contract_size, mark, coin_margined, pos_ladder, leverage, floor, cap, mmr,
                        cum, max_leverage, offsets, value, upnl, unit_mm, unit_im, notional, row,
                        mm, im, finite)
+
+
+@njit
+def bracket_inputs(pos_instr, kind, settlement, leverage):
+    """The bracket layout's inputs in one pass: per position its own leverage (0.0 where NaN:
+    none given), per instrument 1 for COIN-M (inverse settlement) else 0, and the positions
+    brackets do not margin (instrument neither a perpetual nor a future), as sorted row
+    indices (empty: none).
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> from pmrisk.kernel.brackets import bracket_inputs
+    >>> lev, coin, bad = bracket_inputs(np.array([0, 1]), np.array([1, 3]), np.array([1, 0]),
+    ...                                 np.array([np.nan, 20.0]))
+    >>> lev.tolist(), coin.tolist(), bad.tolist()
+    ([0.0, 20.0], [1, 0], [1])
+    """
+    n_pos = pos_instr.shape[0]
+    lev = np.empty(n_pos)
+    coin = np.empty(kind.shape[0], dtype=np.int64)
+    for i in range(kind.shape[0]):
+        coin[i] = 1 if settlement[i] == INVERSE else 0
+    n_bad = 0
+    for p in range(n_pos):
+        x = leverage[p]
+        lev[p] = 0.0 if x != x else x
+        k = kind[pos_instr[p]]
+        if not (k == PERPETUAL or k == FUTURE):
+            n_bad += 1
+    bad = np.empty(n_bad, dtype=np.int64)
+    j = 0
+    for p in range(n_pos if n_bad else 0):
+        k = kind[pos_instr[p]]
+        if not (k == PERPETUAL or k == FUTURE):
+            bad[j] = p
+            j += 1
+    return lev, coin, bad
+
+
+@njit
+def position_ladders(pos_instr, instr_ladder):
+    """Per position its instrument's ladder (``instr_ladder``, -1: none) and the positions
+    without one, as sorted row indices.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> from pmrisk.kernel.brackets import position_ladders
+    >>> lad, missing = position_ladders(np.array([1, 0, 1]), np.array([-1, 2]))
+    >>> lad.tolist(), missing.tolist()
+    ([2, -1, 2], [1])
+    """
+    n_pos = pos_instr.shape[0]
+    out = np.empty(n_pos, dtype=np.int64)
+    n_bad = 0
+    for p in range(n_pos):
+        out[p] = instr_ladder[pos_instr[p]]
+        if out[p] < 0:
+            n_bad += 1
+    bad = np.empty(n_bad, dtype=np.int64)
+    j = 0
+    for p in range(n_pos if n_bad else 0):
+        if out[p] < 0:
+            bad[j] = p
+            j += 1
+    return out, bad
+
+
+@njit
+def bracket_checks(sel, pu_start, pu_order, finite, row, leverage, max_leverage,
+                   risk_matrix_margin):
+    """After :func:`bracket_units` over the units ``sel``: sets their ``risk_matrix_margin``
+    to 0 (brackets have no scenarios) and returns the positions Binance refuses, as row
+    indices in unit order: ``beyond`` (no bracket, ``row`` -1, in a unit not flagged finite)
+    and ``over`` (a ``leverage`` of its own, > 0, above its bracket's ``max_leverage``; a row
+    of -1 reads the last, as numpy's index would).  One pass over the selected units'
+    positions when nothing is refused.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> from pmrisk.kernel.brackets import bracket_checks
+    >>> rmm = np.ones(2)
+    >>> beyond, over = bracket_checks(np.array([0, 1]), np.array([0, 1, 3]),
+    ...                               np.array([0, 1, 2]), np.array([1.0, 0.0]),
+    ...                               np.array([0, -1, 1]), np.array([50.0, 0.0, 10.0]),
+    ...                               np.array([20.0, 20.0]), rmm)
+    >>> beyond.tolist(), over.tolist(), rmm.tolist()
+    ([1], [0], [0.0, 0.0])
+    """
+    n_rows = max_leverage.shape[0]
+    n_beyond = 0
+    n_over = 0
+    for k in range(sel.shape[0]):
+        u = sel[k]
+        risk_matrix_margin[u] = 0.0
+        flagged = finite[u] != 1.0
+        for j in range(pu_start[u], pu_start[u + 1]):
+            p = pu_order[j]
+            r = row[p]
+            if flagged and r < 0:
+                n_beyond += 1
+            if leverage[p] > 0.0 and leverage[p] > max_leverage[r if r >= 0 else r + n_rows]:
+                n_over += 1
+    beyond = np.empty(n_beyond, dtype=np.int64)
+    over = np.empty(n_over, dtype=np.int64)
+    if n_beyond or n_over:
+        n_beyond = 0
+        n_over = 0
+        for k in range(sel.shape[0]):
+            u = sel[k]
+            flagged = finite[u] != 1.0
+            for j in range(pu_start[u], pu_start[u + 1]):
+                p = pu_order[j]
+                r = row[p]
+                if flagged and r < 0:
+                    beyond[n_beyond] = p
+                    n_beyond += 1
+                if leverage[p] > 0.0 and \
+                        leverage[p] > max_leverage[r if r >= 0 else r + n_rows]:
+                    over[n_over] = p
+                    n_over += 1
+    return beyond, over

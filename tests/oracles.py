@@ -1444,3 +1444,155 @@ def account_alerts(acc, equity, mm, liq_cost, figures, fig, ratio, below, armed,
     crossed = np.concatenate([lev_d, lev_u])[order]
     return after, changed, rows[order].astype(np.int64), kinds.astype(np.int64), \
         crossed.astype(np.int64)
+# -- s15: bindings' last numpy on positions, units and accounts, as kernels --------------------
+# (kernel/brackets.py bracket_inputs, position_ladders, bracket_checks; kernel/addons.py
+# collateral_values, collateral_rows; kernel/span.py excluded_order_margin;
+# kernel/resources.py account_groups): the numpy each replaced, as it was in bindings/
+
+def bracket_inputs(pos_instr, kind, settlement, leverage):
+    """Twin of :func:`pmrisk.kernel.brackets.bracket_inputs` (masks and ``numpy.where``)."""
+    kind_p = np.asarray(kind)[pos_instr]
+    ladderless = ~((kind_p == PERPETUAL) | (kind_p == FUTURE))
+    return (np.where(np.isnan(leverage), 0.0, leverage),
+            (np.asarray(settlement) == INVERSE).astype(np.int64), np.flatnonzero(ladderless))
+
+
+def position_ladders(pos_instr, instr_ladder):
+    """Twin of :func:`pmrisk.kernel.brackets.position_ladders` (a gather and a mask)."""
+    pos_ladder = np.asarray(instr_ladder, dtype=np.int64)[pos_instr]
+    return pos_ladder, np.flatnonzero(pos_ladder < 0)
+
+
+def bracket_checks(sel, pu_start, pu_order, finite, row, leverage, max_leverage,
+                   risk_matrix_margin):
+    """Twin of :func:`pmrisk.kernel.brackets.bracket_checks` as ``engine.binance`` had it (the
+    refused positions as sorted row indices: the kernel's are in unit order)."""
+    sel = np.asarray(sel, dtype=np.int64)
+    risk_matrix_margin[sel] = 0.0
+    n_pos = len(row)
+    flagged = sel[finite[sel] != 1.0]
+    beyond = np.zeros(n_pos, dtype=bool)
+    if len(flagged):
+        members = np.concatenate([pu_order[pu_start[u]:pu_start[u + 1]]
+                                  for u in flagged.tolist()]).astype(np.int64)
+        beyond[members] = row[members] < 0
+    given = leverage > 0.0
+    in_sel = np.zeros(len(pu_start) - 1, dtype=bool)
+    in_sel[sel] = True
+    members = np.flatnonzero(given & in_sel[_members(pu_start, pu_order, n_pos)])
+    over = np.zeros(n_pos, dtype=bool)
+    over[members[leverage[members] > max_leverage[row[members]]]] = True
+    return np.flatnonzero(beyond), np.flatnonzero(over)
+
+
+def collateral_values(value_usd, spec, rate, tier_lo, tier_width, tier_factor):
+    """Twin of :func:`pmrisk.kernel.addons.collateral_values`: the model's old
+    ``collateral_value`` (a copy, ``v * rate``, or per tier ``numpy.clip`` as
+    :func:`pmrisk.kernel.addons.tiered`)."""
+    v = np.asarray(value_usd, dtype=np.float64)
+    if spec == 1:
+        return v * rate
+    if spec != 2:
+        return v.copy()
+    out = np.zeros_like(v)
+    for lo, w, f in zip(tier_lo, tier_width, tier_factor):
+        out += np.clip(v - lo, 0.0, w) * f
+    return out
+
+
+def collateral_rows(rows, code, bal_account, acc_snap, amount, col, stable, asset_px, spec,
+                    rate, tier_start, tier_lo, tier_width, tier_factor, coll, usd):
+    """Twin of :func:`pmrisk.kernel.addons.collateral_rows` as ``engine.core`` had it: the
+    rows' prices by ``numpy.where`` (``Book.prices``), then per asset the positive amounts'
+    collateral values (written in place, as the kernel)."""
+    rows = np.asarray(rows, dtype=np.int64)
+    code = np.asarray(code, dtype=np.int64)
+    snap = acc_snap[bal_account[rows]]
+    c = col[code]
+    px = np.where(c >= 0, asset_px[snap, np.maximum(c, 0)], np.nan) if asset_px.shape[1] \
+        else np.full(len(rows), np.nan)
+    px = np.where(np.isnan(px) & (stable[code] != 0), 1.0, px)
+    v = amount[rows] * px
+    w = v.copy()
+    for k in np.unique(code).tolist():
+        j = np.flatnonzero((code == k) & (v > 0))
+        lo, hi = tier_start[k], tier_start[k + 1]
+        w[j] = collateral_values(v[j], spec[k], rate[k], tier_lo[lo:hi], tier_width[lo:hi],
+                                 tier_factor[lo:hi])
+    usd[rows] = v
+    coll[rows] = w
+
+
+def excluded_order_margin(sel, ou_start, ou_order, excluded_instr, ord_account, ord_instr,
+                          ord_qty, ord_row, pa_start, pa_order, pos_instr, quantity, kind, itype,
+                          som_type, conv, unit_und, unit_px, span_pnl, n_scen, loss_weight,
+                          gain_weight, gain_cap_usd, dampener_usd, vol_code, order_im):
+    """Twin of :func:`pmrisk.kernel.span.excluded_order_margin` as ``engine.core`` had it: a
+    sorted (account, instrument) lookup of the positions, then :func:`standalone_worst`
+    before and after each order (in place, as the kernel)."""
+    sel = np.asarray(sel, dtype=np.int64)
+    ord_unit = _members(ou_start, ou_order, len(ord_qty))
+    in_sel = np.zeros(len(ou_start) - 1, dtype=bool)
+    in_sel[sel] = True
+    o = np.flatnonzero(np.asarray(excluded_instr, dtype=bool)[ord_instr] & in_sel[ord_unit])
+    if not len(o):
+        return
+    pos_account = _members(pa_start, pa_order, len(quantity))
+    n_i = len(kind)
+    held_key = pos_account * n_i + pos_instr
+    by_key = np.argsort(held_key, kind="stable")
+    want = ord_account[o] * n_i + ord_instr[o]
+    at = np.minimum(np.searchsorted(held_key[by_key], want), max(len(by_key) - 1, 0))
+    found = held_key[by_key[at]] == want if len(by_key) else np.zeros(len(o), dtype=bool)
+    before = np.where(found, quantity[by_key[at]] if len(by_key) else 0.0, 0.0)
+    after = before + ord_qty[o]
+    instr = ord_instr[o]
+    u = ord_unit[o]
+    rate = som_type[itype[instr]] * conv[u]
+    is_opt = kind[instr] == OPTION
+    cost = []
+    for qty in (before, after):
+        row = np.where(qty < 0, ord_row[o], instr)
+        som = np.where(is_opt, np.maximum(-qty, 0.0), 0.0) * rate
+        cost.append(standalone_worst(row, qty, unit_und[u], unit_px[u], span_pnl, n_scen,
+                                     loss_weight, gain_weight, gain_cap_usd, dampener_usd,
+                                     vol_code) + som)
+    order_im[o] = np.maximum(cost[1] - cost[0], 0.0)
+
+
+def account_groups(pos_account, pos_instr, und_code, quantity, unit_key, key_div, n_acc, n_und,
+                   buckets, extreme):
+    """Twin of :func:`pmrisk.kernel.resources.account_groups` as ``engine.resources`` had it:
+    bit masks per (account, underlying) pair, ``numpy.bitwise_or.reduceat`` per account,
+    ``numpy.unique`` of the masks, groups ordered by their first account."""
+    held = quantity != 0.0
+    acc = pos_account[held]
+    und = und_code[pos_instr[held]]
+    pairs = np.unique(acc * n_und + und)
+    empty = np.zeros(0, dtype=np.int64)
+    if not len(pairs):
+        return empty, empty, empty, empty, np.zeros(0)
+    acc, und = pairs // n_und, pairs % n_und
+    units = np.bincount(np.asarray(unit_key) // key_div, minlength=n_acc)
+    start = np.flatnonzero(np.concatenate([[True], acc[1:] != acc[:-1]]))
+    words = (n_und + 63) // 64
+    bits = np.zeros((len(pairs), words), dtype=np.uint64)
+    bits[np.arange(len(pairs)), und // 64] = np.left_shift(np.uint64(1),
+                                                         (und % 64).astype(np.uint64))
+    masks = np.bitwise_or.reduceat(bits, start, axis=0)
+    _, first, inv = np.unique(masks, axis=0, return_index=True, return_inverse=True)
+    inv = inv.ravel()
+    order = np.argsort(first, kind="stable")
+    rank = np.empty_like(order)
+    rank[order] = np.arange(len(order))
+    gid = rank[inv]
+    n_g = len(order)
+    count = np.bincount(gid, minlength=n_g)
+    most = np.zeros(n_g, dtype=np.int64)
+    np.maximum.at(most, gid, units[acc[start]])
+    d = np.diff(np.append(start, len(pairs)))
+    b_acc = np.maximum.reduceat(np.asarray(buckets)[und], start)
+    e_acc = np.maximum.reduceat(np.asarray(extreme, dtype=np.float64)[und], start)
+    lead = first[order]
+    return (d[lead].astype(np.int64), count.astype(np.int64), most, b_acc[lead].astype(np.int64),
+            e_acc[lead])

@@ -30,7 +30,8 @@ from dataclasses import dataclass
 import numpy as np
 import pyarrow as pa
 
-from pmrisk.kernel.instruments import FUTURE, INVERSE, PERPETUAL
+from pmrisk.kernel import brackets as KB
+from pmrisk.kernel.instruments import INVERSE
 
 from ..errors import MarginError
 from ..io.arrow import codes, iso_ns, kernel_args, to_ns
@@ -97,13 +98,13 @@ def _model_ladders(model):
     return model.cached(("brackets", "model_ladders"), lambda: model_ladders(model["brackets"]))
 
 
-def _refuse(book, mask, table, column, expected, hint=None):
-    """A MarginError naming the positions (or open orders) of ``mask``."""
+def _refuse(book, idx, table, column, expected, hint=None):
+    """A MarginError naming the positions (or open orders) of the row indices ``idx``."""
     if table == "positions":
         acc, instr = book.pos_account, book.pos_instr
     else:
         acc, instr = book.ord_account, book.ord_instr
-    idx = np.flatnonzero(mask)
+    idx = np.sort(np.asarray(idx, dtype=np.int64))
     rows = []
     for i in idx[:5]:
         a = int(acc[i])
@@ -122,33 +123,31 @@ def lay_out_brackets(book, model):
     """The :class:`BracketLayout` of ``book`` under ``model`` (``margin_rules =
     "brackets"``); refuses what brackets do not margin."""
     from ..venues.brackets import packed
-    kind_p = book.kind[book.pos_instr]
-    ladderless = ~((kind_p == PERPETUAL) | (kind_p == FUTURE))
-    if ladderless.any():
+    leverage, coin_margined, ladderless = KB.bracket_inputs(*kernel_args(
+        book.pos_instr, book.kind, book.settlement, book.leverage))
+    if len(ladderless):
         _refuse(book, ladderless, "positions", "symbol", "perpetuals and futures only: "
                 "binance_um margins a position by its notional bracket, and Binance publishes "
                 "no bracket or margin formula for options (or spot positions) in a unified "
                 "account", hint="Margin options with another model (deribit_pme, standard); "
                 "hold spot as balances")
     if len(book.ord_qty):
-        _refuse(book, np.ones(len(book.ord_qty), dtype=bool), "open_orders", "symbol",
+        _refuse(book, np.arange(len(book.ord_qty)), "open_orders", "symbol",
                 "no open orders: binance_um has no rule for the margin of open orders",
                 hint="Leave open_orders out, or margin them with another model")
     by_symbol, by_und = _model_ladders(model)
     instr_ladder, ladders = _instrument_ladders(book, by_symbol, by_und, ladder_date(model))
-    n_pos = len(book.quantity)
-    pos_ladder = instr_ladder[book.pos_instr] if n_pos else np.zeros(0, np.int64)
-    missing = pos_ladder < 0
-    if missing.any():
+    pos_ladder, missing = KB.position_ladders(*kernel_args(book.pos_instr, instr_ladder))
+    if len(missing):
         _refuse(book, missing, "positions", "symbol", "a bracket ladder for every symbol "
                 "(pmrisk ships BTCUSDT and BTCUSD_PERP)",
                 hint="Load your account's ladders with Model.with_brackets(<Binance "
                 "leverage-bracket response>), or give a default ladder per underlying in the "
                 "model's brackets rows (underlying instead of symbol)")
     flat = packed(ladders)
-    leverage = np.where(np.isnan(book.leverage), 0.0, book.leverage) if n_pos else np.zeros(0)
-    return BracketLayout(pos_ladder=pos_ladder, leverage=np.ascontiguousarray(leverage),
-                         coin_margined=(book.settlement == INVERSE).astype(np.int64),
+    for a in (leverage, coin_margined, pos_ladder):
+        a.flags.writeable = False       # fixed with the book, as the kernels take them
+    return BracketLayout(pos_ladder=pos_ladder, leverage=leverage, coin_margined=coin_margined,
                          ladders=tuple(ladders),
                          **{k: flat[k] for k in ("floor", "cap", "mmr", "cum", "max_leverage",
                                                  "offsets")})
@@ -183,7 +182,8 @@ def _instrument_ladders(book, by_symbol, by_und, pin_ns):
         own = by_symbol.get(symbol)
         if own is not None:
             if own.kind != kind:
-                _refuse(book, np.isin(book.pos_instr, members), "positions", "symbol",
+                _refuse(book, np.flatnonzero(np.isin(book.pos_instr, members)), "positions",
+                        "symbol",
                         f"a {kind} ladder for a {kind} instrument, got a {own.kind} ladder "
                         "in the model's brackets", hint="USDⓈ-M ladders have notionalFloor/"
                         "notionalCap, COIN-M ladders qtyFloor/qtyCap")
@@ -213,9 +213,9 @@ def bracket_phase(out, sel, parallel):
     """The bracket phase over the units ``sel`` (in place): per position its notional,
     bracket row, MM and IM (PositionFigures ``notional``, ``bracket_row``,
     ``mm_contribution``, ``im_contribution``), per unit MM and IM, and the finiteness flags;
-    the scenario figures of a unit stay zero.  A notional above its ladder's last cap is a
-    :class:`~pmrisk.MarginError` naming the positions (Binance refuses such a position)."""
-    from pmrisk.kernel import brackets as KB
+    the scenario figures of a unit stay zero.  A notional above its ladder's last cap, and a
+    position's own leverage above its bracket's maximum, is a :class:`~pmrisk.MarginError`
+    naming the positions (Binance refuses such a position)."""
     book, lay, uf, pf = out.book, out.layout, out.unit, out.position
     bl = lay.brackets
     kernel = KB.bracket_units if parallel else KB.bracket_units_serial
@@ -225,40 +225,19 @@ def bracket_phase(out, sel, parallel):
                         bl.offsets, pf.value, pf.unrealised_pnl),
            uf.maintenance_margin, uf.initial_margin, pf.notional, pf.bracket_row,
            pf.mm_contribution, pf.im_contribution, uf.finite)
-    # a position above its last cap has no bracket (row -1, MM NaN): its unit is flagged
-    # not finite, so only flagged units are searched
-    flagged = sel[uf.finite[sel] != 1.0]
-    if len(flagged):
-        members = np.concatenate([lay.pu_order[lay.pu_start[u]:lay.pu_start[u + 1]]
-                                  for u in flagged.tolist()])
-        beyond = np.zeros(len(book.quantity), dtype=bool)
-        beyond[members] = pf.bracket_row[members] < 0
-        if beyond.any():
-            _refuse(book, beyond, "positions", "quantity", "a notional within its ladder's "
-                    "last cap", hint="Binance does not accept a position above the last "
-                    "bracket's cap, so pmrisk gives it no margin; check the quantity, or load "
-                    "the account's own (larger) ladder with Model.with_brackets")
-    _check_leverage(out, sel)
-    uf.risk_matrix_margin[sel] = 0.0
-
-
-def _check_leverage(out, sel):
-    """Refuse a position whose own ``leverage`` is above its bracket's maximum (Binance does
-    not accept such a leverage), naming the positions; only positions that give one."""
-    book, bl = out.book, out.layout.brackets
-    given = bl.leverage > 0.0
-    if not given.any():
-        return
-    in_sel = np.zeros(len(out.layout.pu_start) - 1, dtype=bool)
-    in_sel[sel] = True
-    members = np.flatnonzero(given & in_sel[out.pos_unit])
-    row = out.position.bracket_row[members]
-    over = bl.leverage[members] > bl.max_leverage[row]
-    if over.any():
-        bad = np.zeros(len(book.quantity), dtype=bool)
-        bad[members[over]] = True
-        first = float(bl.max_leverage[out.position.bracket_row[np.flatnonzero(bad)[0]]])
-        _refuse(book, bad, "positions", "leverage", "a leverage <= the max_leverage of the "
+    # a position above its last cap has no bracket (row -1, MM NaN; its unit is flagged not
+    # finite), and one whose own leverage is above its bracket's maximum: Binance refuses both
+    beyond, over = KB.bracket_checks(*kernel_args(sel, lay.pu_start, lay.pu_order, uf.finite,
+                                                  pf.bracket_row, bl.leverage,
+                                                  bl.max_leverage), uf.risk_matrix_margin)
+    if len(beyond):
+        _refuse(book, beyond, "positions", "quantity", "a notional within its ladder's "
+                "last cap", hint="Binance does not accept a position above the last "
+                "bracket's cap, so pmrisk gives it no margin; check the quantity, or load "
+                "the account's own (larger) ladder with Model.with_brackets")
+    if len(over):
+        first = float(bl.max_leverage[pf.bracket_row[over.min()]])
+        _refuse(book, over, "positions", "leverage", "a leverage <= the max_leverage of the "
                 "position's notional bracket (Binance refuses a higher leverage)",
                 hint=f"Lower it to at most the bracket's max_leverage ({first:g} for the "
                 "first position named), or leave it null to use that maximum")

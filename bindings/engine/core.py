@@ -27,25 +27,24 @@ from typing import NamedTuple
 
 import numba
 import numpy as np
-import pyarrow as pa
 
 from pmrisk import kernel as K
 from pmrisk.kernel import scenarios as S
 from pmrisk.kernel import assemble
+from pmrisk.kernel.addons import collateral_rows
 from pmrisk.kernel.assemble import csr
-from pmrisk.kernel.instruments import OPTION
 from pmrisk.kernel import across
 from pmrisk.kernel import layout as layout_k
 from pmrisk.kernel import span as span_k
 from pmrisk.kernel.volshock import okx_shocked_vols
 
-from ..io.arrow import codes, kernel_args
+from ..io.arrow import kernel_args
 from ..errors import MarginError
 from . import okx
 from .binance import bracket_phase, lay_out_brackets, loan_mmr
 from .correlated import JointStress
 from .excluded import Standalone, excluded_instruments
-from ..model.model import collateral_value
+from ..model.model import collateral_rule
 from .resources import check_memory, shape_of
 from ..model.scenario_table import scenario_set_for
 from .units import build_units
@@ -56,7 +55,6 @@ _EMPTY_F = np.zeros(0)
 # a selection of fewer rows than this runs the phase kernels on the calling thread: waking
 # numba's threads costs more than a few units' work (and under load, a scheduler quantum)
 PARALLEL_MIN = 64
-FEW_BALANCES = 32       # balance rows valued name by name in Python (no Arrow codes)
 
 # per-underlying parameters the engine reads, resolved per unit type
 TYPE_PARAMS = ("vol_floor", "volatility_range_up", "volatility_range_down",
@@ -568,11 +566,7 @@ def compute(out, model, rows=None, instruments=None, units=None, accounts=None,
     else:
         unit_phases(out, model, sel, accounts, rows, moved_args, own=moved_units)
     # -- 6. accounts -----------------------------------------------------------------------
-    bal = np.arange(len(book.bal_amount)) if balances is None else balances
-    if len(bal):
-        coll, usd = collateral_usd(book, p, bal)
-        out.collateral_usd[bal] = coll
-        out.balance_usd[bal] = usd
+    collateral_usd(book, p, balances, out.collateral_usd, out.balance_usd)
     acc = np.arange(len(book.accounts), dtype=np.int64) if accounts is None else \
         np.ascontiguousarray(accounts, dtype=np.int64)
     _phase("account_figures", acc)(acc, *phase_arguments(out, "account_figures"))
@@ -612,7 +606,7 @@ def _scenario_margins(out, model, sel, accounts, rows, moved_args):
     lay, p, uf = out.layout, out.params, out.unit
     # -- 3. excluded instruments -----------------------------------------------------------
     if lay.excluded_any:
-        _excluded(out, model)
+        _excluded(out, model, sel)
     # -- 4. across units -------------------------------------------------------------------
     own_from_binding = p.cross_unit != "correlated"
     if own_from_binding:
@@ -709,18 +703,23 @@ def _group_den(out):
     return den
 
 
-def _excluded(out, model):
+def _excluded(out, model, sel):
     """Phase 3: the SPAN standalone margin of excluded positions (per position and unit) and
-    the open orders on excluded instruments."""
+    the open orders on excluded instruments (those of the units ``sel``: the increase of the
+    standalone SPAN margin, plus short option minimum, of the account's position in that
+    instrument if the order filled, never negative; the portfolio never sees them)."""
     book, units, lay, rv = out.book, out.units, out.layout, out.rev
     uf, pf = out.unit, out.position
     unit_px = units.settle_px
     span = Standalone(model, units, rv.args)
     conv_u = uf.conv
-    som_rate = out.params.per_type["short_option_minimum"][out.instr_type]
-    out.order_im = _excluded_order_margin(book, lay.excluded_instr, units, span, rv,
-                                          out.order_im, unit_px, conv_u, som_rate)
     sc = span.scen
+    span_k.excluded_order_margin(*kernel_args(
+        sel, lay.ou_start, lay.ou_order, lay.excluded_instr, book.ord_account, book.ord_instr,
+        book.ord_qty, rv.ord_row, lay.pa_start, lay.pa_order, book.pos_instr, book.quantity,
+        book.kind, out.instr_type, out.params.per_type["short_option_minimum"], conv_u,
+        lay.unit_und, unit_px, span.ipnl, sc.n_scen, sc.loss_weight, sc.gain_weight,
+        sc.gain_cap_usd, sc.dampener_usd, sc.vol_code), out.order_im)
     span_k.excluded_margins(*kernel_args(
         out.pos_unit, out.pos_row, pf.excluded, book.quantity, lay.short_all, lay.som_rate,
         conv_u, lay.unit_und, unit_px, span.ipnl, sc.n_scen, sc.loss_weight, sc.gain_weight,
@@ -784,74 +783,29 @@ def _correlated(out, model, accounts=None, rows=None, moved_args=None):
     out.correlation = jr.correlation
 
 
-def _excluded_order_margin(book, excluded_instr, units, span, rv, order_im, unit_px, conv_u,
-                           som_rate):
-    """Open orders on excluded instruments: the increase of the standalone SPAN margin (plus
-    short option minimum, ``som_rate`` per instrument) of the account's position in that
-    instrument if the order filled, never negative (the portfolio never sees them)."""
-    ex = excluded_instr[book.ord_instr]
-    if not ex.any():
-        return order_im
-    out = order_im.copy()
-    o = np.flatnonzero(ex)
-    # the account's position in the order's instrument (0 if none): (account, instrument)
-    # keys are unique over positions, so one sorted lookup
-    n_i = len(book.kind)
-    held_key = book.pos_account * n_i + book.pos_instr
-    by_key = np.argsort(held_key, kind="stable")
-    want = book.ord_account[o] * n_i + book.ord_instr[o]
-    at = np.minimum(np.searchsorted(held_key[by_key], want), max(len(by_key) - 1, 0))
-    found = held_key[by_key[at]] == want if len(by_key) else np.zeros(len(o), dtype=bool)
-    before = np.where(found, book.quantity[by_key[at]] if len(by_key) else 0.0, 0.0)
-    after = before + book.ord_qty[o]
-    instr = book.ord_instr[o]
-    u = rv.ord_unit[o]
-    und_row = units.type_und_code[units.utype[u]]
-    px = unit_px[u]
-    rate = som_rate[instr] * conv_u[u]
-    is_opt = book.kind[instr] == OPTION
-    cost = []
-    for qty in (before, after):
-        # the floored copy of a row (if any) is the one a short position uses
-        row = np.where(qty < 0, rv.ord_row[o], instr)
-        som = np.where(is_opt, np.maximum(-qty, 0.0), 0.0) * rate
-        cost.append(span.worst(row, qty, und_row, px) + som)
-    out[o] = np.maximum(cost[1] - cost[0], 0.0)
-    return out
-
-
-def collateral_usd(book, params, rows=None):
-    """(collateral value, plain USD value) of the balance rows ``rows`` (None: all):
-    positive amounts at their asset's collateral rate or tiers, loans at full value."""
-    rows = np.arange(len(book.bal_asset)) if rows is None else np.asarray(rows, np.int64)
+def collateral_usd(book, params, rows, coll, usd):
+    """The collateral value (``coll``) and plain USD value (``usd``) of the balance rows
+    ``rows`` (int64; None: all), written in place: positive amounts at their asset's
+    collateral rate or tiers, loans at full value (:func:`pmrisk.kernel.addons.collateral_rows`;
+    the model's rule per distinct asset of the rows resolved here)."""
+    every = rows is None
+    rows = _arange(len(book.bal_asset)) if every else np.asarray(rows, dtype=np.int64)
     if not len(rows):
-        return _EMPTY_F, _EMPTY_F
-    assets = [book.bal_asset[i] for i in rows.tolist()] if len(rows) < len(book.bal_asset) \
-        else book.bal_asset
-    snap = book.acc_snap[book.bal_account[rows]]
-    if len(rows) <= FEW_BALANCES:       # a few rows (a what-if's states): names in Python
-        at = {}
-        for j, a in enumerate(assets):
-            at.setdefault(a, []).append(j)
-        usd = np.empty(len(rows))
-        for a, j in at.items():
-            usd[j] = book.bal_amount[rows[j]] * book.price_of(a, snap[j])
-        coll = usd.copy()
-        for a, j in at.items():
-            j = np.array(j, dtype=np.int64)
-            j = j[usd[j] > 0]
-            coll[j] = collateral_value(params.collateral.get(a), usd[j])
-        return coll, usd
-    usd = book.bal_amount[rows] * book.prices(assets, snap)
-    coll = usd.copy()
-    code, names = codes(pa.array(assets, pa.string()))
-    order = np.argsort(code, kind="stable")
-    bounds = np.searchsorted(code[order], np.arange(len(names) + 1))
-    for k, asset in enumerate(names.to_pylist()):          # one pass per distinct asset
-        r = order[bounds[k]:bounds[k + 1]]
-        r = r[usd[r] > 0]
-        coll[r] = collateral_value(params.collateral.get(asset), usd[r])
-    return coll, usd
+        return
+    assets = book.bal_asset if every else [book.bal_asset[i] for i in rows.tolist()]
+    names = list(dict.fromkeys(assets))     # in order of first appearance
+    code = np.fromiter(map({a: k for k, a in enumerate(names)}.__getitem__, assets), np.int64,
+                       len(assets))
+    col_of = {a: i for i, a in enumerate(book.assets)}
+    rules = [collateral_rule(params.collateral.get(a)) for a in names]
+    n_tiers = np.cumsum([0] + [len(r[2]) for r in rules])
+    flat = [np.concatenate([r[k] for r in rules]) for k in (2, 3, 4)]
+    collateral_rows(*kernel_args(
+        rows, code, book.bal_account, book.acc_snap, book.bal_amount,
+        np.array([col_of.get(a, -1) for a in names], dtype=np.int64),
+        np.array([a in book.stablecoins for a in names], dtype=np.int64), book.asset_px,
+        np.array([r[0] for r in rules], dtype=np.int64),
+        np.array([r[1] for r in rules], dtype=np.float64), n_tiers, *flat), coll, usd)
 
 
 def expiry_groups(book, params, units, pu_start, pu_order):

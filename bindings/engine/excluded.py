@@ -9,10 +9,7 @@ import numpy as np
 
 from pmrisk import kernel as K
 from pmrisk.kernel import scenarios as S
-from pmrisk.kernel.aggregate import standalone_worst
 from pmrisk.kernel.instruments import KINDS
-
-from ..io.arrow import kernel_args
 
 
 def excluded_positions(book, model):
@@ -47,12 +44,3 @@ class Standalone:
         self.scen = S.pad(sets)
         sc = self.scen
         self.ipnl = K.instrument_pnl(*pnl_args.on(sc))
-
-    def worst(self, rows, qty, und_row, px):
-        """Worst weighted loss (settlement currency) of ``qty`` contracts of each row alone."""
-        if not len(rows):
-            return np.zeros(0)
-        sc = self.scen
-        return standalone_worst(*kernel_args(
-            rows, np.asarray(qty, dtype=np.float64), und_row, px, self.ipnl, sc.n_scen,
-            sc.loss_weight, sc.gain_weight, sc.gain_cap_usd, sc.dampener_usd, sc.vol_code))

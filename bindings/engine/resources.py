@@ -36,9 +36,10 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from pmrisk.kernel.instruments import OPTION
+from pmrisk.kernel.resources import account_groups
 from pmrisk.kernel.scenarios import EXTENDED_MOVES
 
-from ..io.arrow import unique_keys
+from ..io.arrow import kernel_args, unique_keys
 from ..errors import MarginError
 
 F8 = 8                        # bytes per float64 / int64
@@ -125,47 +126,22 @@ def shape_of(book, model, upper=False):
                   + len(book.res_account), positions=n_pos, accounts=n_acc, units=n_units,
                   revaluation_rows=len(book.kind) + n_opt, width=width, underlyings=n_und)
     if model["cross_unit"] == "correlated" and n_pos:
-        shape.groups = _groups(book, model, ukeys // n_set // max(n_und, 1), n_und)
+        shape.groups = _groups(book, model, ukeys, n_set * max(n_und, 1), n_und)
     return shape
 
 
-def _groups(book, model, unit_acc, n_und):
+def _groups(book, model, ukeys, div, n_und):
     """Accounts grouped by the set of underlyings their positions hold (in the order of
-    each group's first account): one bit mask per account, no Python per account."""
-    held = book.quantity != 0.0
-    acc = book.pos_account[held]
-    und = book.und_code[book.pos_instr[held]]
-    pairs = unique_keys(acc * n_und + und)[0]       # sorted: by account, then underlying
-    if not len(pairs):
-        return []
-    acc, und = pairs // n_und, pairs % n_und
-    units = np.bincount(unit_acc, minlength=len(book.accounts))
-    start = np.flatnonzero(np.concatenate([[True], acc[1:] != acc[:-1]]))
-    words = (n_und + 63) // 64
-    bits = np.zeros((len(pairs), words), dtype=np.uint64)
-    bits[np.arange(len(pairs)), und // 64] = np.left_shift(np.uint64(1),
-                                                         (und % 64).astype(np.uint64))
-    masks = np.bitwise_or.reduceat(bits, start, axis=0)
-    _, first, inv = np.unique(masks, axis=0, return_index=True, return_inverse=True)
-    inv = inv.ravel()
-    order = np.argsort(first, kind="stable")        # groups by their first account
-    rank = np.empty_like(order)
-    rank[order] = np.arange(len(order))
-    gid = rank[inv]
-    n_g = len(order)
-    count = np.bincount(gid, minlength=n_g)
-    most = np.zeros(n_g, dtype=np.int64)
-    np.maximum.at(most, gid, units[acc[start]])
+    each group's first account; :func:`pmrisk.kernel.resources.account_groups`: one bit mask
+    per account, no Python per account).  ``ukeys // div`` is the account of each unit."""
     params = [model.underlying(u) for u in book.und_names]
-    bc = np.array([int(p["buckets_count"]) for p in params], dtype=np.int64)
-    em = np.array([float(p["extreme_multiple"]) for p in params], dtype=np.float64)
-    d = np.diff(np.append(start, len(pairs)))
-    b_acc = np.maximum.reduceat(bc[und], start)
-    e_acc = np.maximum.reduceat(em[und], start)
-    lead = first[order]                             # each group's first account
-    return [Group(d=int(d[f]), accounts=int(count[g]), units_per_account=max(int(most[g]), 1),
-                  buckets=int(b_acc[f]), extreme_multiple=float(e_acc[f]))
-            for g, f in enumerate(lead.tolist())]
+    d, count, most, b, e = account_groups(*kernel_args(
+        book.pos_account, book.pos_instr, book.und_code, book.quantity, ukeys), div,
+        len(book.accounts), n_und, *kernel_args(
+            np.array([int(p["buckets_count"]) for p in params], dtype=np.int64),
+            np.array([float(p["extreme_multiple"]) for p in params], dtype=np.float64)))
+    return [Group(d=int(d[g]), accounts=int(count[g]), units_per_account=max(int(most[g]), 1),
+                  buckets=int(b[g]), extreme_multiple=float(e[g])) for g in range(len(d))]
 
 
 def _joint(model, g, threads, revaluation_rows):

@@ -10,7 +10,7 @@ from typing import NamedTuple
 
 import numpy as np
 
-from pmrisk.kernel.addons import tiered
+from pmrisk.kernel.addons import FLAT_RATE, NO_HAIRCUT, TIERS, collateral_values
 from pmrisk.kernel.instruments import KINDS
 
 from . import presets as P
@@ -702,9 +702,30 @@ def collateral_value(spec, value_usd):
     >>> collateral_value({"rate": 0.95}, np.array([100.0])).tolist()
     [95.0]
     """
-    v = np.asarray(value_usd, dtype=np.float64)
+    v = np.ascontiguousarray(value_usd, dtype=np.float64)
+    code, rate, lo, width, factor = collateral_rule(spec)
+    return collateral_values(v.ravel(), code, rate, lo, width, factor).reshape(v.shape)
+
+
+def collateral_rule(spec):
+    """One asset's collateral ``spec`` (its section of the model's ``collateral`` table; None:
+    full value) as the collateral kernels take it: ``(rule, rate, from_usd, width_usd,
+    tier_rate)``, the rule one of :data:`pmrisk.kernel.addons.NO_HAIRCUT`, ``FLAT_RATE``
+    (``rate``) and ``TIERS`` (per tier its ``from_usd``, ``to_usd - from_usd`` and rate).
+
+    >>> from pmrisk.model.model import collateral_rule
+    >>> collateral_rule({"tiers_usd": [[0.0, 100.0, 1.0], [100.0, 200.0, 0.5]]})[2:]
+    (array([  0., 100.]), array([100., 100.]), array([1. , 0.5]))
+    """
     if spec is None:
-        return v.copy()
+        return NO_HAIRCUT, 0.0, _NO_TIERS, _NO_TIERS, _NO_TIERS
     if "rate" in spec:
-        return v * spec["rate"]
-    return tiered(v, spec["tiers_usd"])
+        return FLAT_RATE, float(spec["rate"]), _NO_TIERS, _NO_TIERS, _NO_TIERS
+    tiers = spec["tiers_usd"]
+    return (TIERS, 0.0, np.array([float(lo) for lo, _, _ in tiers], dtype=np.float64),
+            np.array([float(hi - lo) for lo, hi, _ in tiers], dtype=np.float64),
+            np.array([float(f) for _, _, f in tiers], dtype=np.float64))
+
+
+_NO_TIERS = np.zeros(0)
+_NO_TIERS.flags.writeable = False
