@@ -2,10 +2,14 @@
 
 Plain numpy: each is a group-by over positions or an element-wise formula over units, linear
 in the number of positions; numba buys nothing here.  Amounts are in coin (base units); the
-caller multiplies by the index price for linear (quote-settled) units.
+caller multiplies by the index price for linear (quote-settled) units.  The progressive tiers
+have a numba form too (:func:`tier_table`, :func:`tiered_value`) for kernels that charge one
+unit at a time.
 """
 
 import numpy as np
+
+from ._config import njit
 
 
 def roll_rate(years, annualised_move_risk, min_annualised_move):
@@ -71,4 +75,38 @@ def tiered(value, tiers):
     out = np.zeros_like(v)
     for lo, hi, factor in tiers:
         out += np.clip(v - lo, 0.0, hi - lo) * factor
+    return out
+
+
+def tier_table(tiers):
+    """The rows of ``tiers`` (``(from, to, factor)``; ``to`` None: open-ended) as
+    :func:`tiered_value` reads them: float64[n, 3] of ``from``, ``to - from`` and ``factor``,
+    each as :func:`tiered` converts it.
+
+    >>> from pmrisk.kernel.addons import tier_table
+    >>> tier_table([(0, 10000, 1), (10000, None, 2)]).tolist()
+    [[0.0, 10000.0, 1.0], [10000.0, inf, 2.0]]
+    """
+    rows = [(float(lo), float(np.inf if hi is None else hi - lo), float(f))
+            for lo, hi, f in tiers]
+    return np.array(rows, dtype=np.float64).reshape(len(rows), 3)
+
+
+@njit
+def tiered_value(v, table, n):
+    """:func:`tiered` of one value over the first ``n`` rows of a :func:`tier_table`, the
+    same arithmetic in the same order (a NaN stays NaN).
+
+    >>> from pmrisk.kernel.addons import tier_table, tiered_value
+    >>> float(tiered_value(30000.0, tier_table([(0, 10000, 1), (10000, 70000, 2)]), 2))
+    50000.0
+    """
+    out = 0.0
+    for k in range(n):
+        x = v - table[k, 0]
+        if x < 0.0:
+            x = 0.0
+        if x > table[k, 1]:
+            x = table[k, 1]
+        out += x * table[k, 2]
     return out
