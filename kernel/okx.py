@@ -249,34 +249,83 @@ CHUNKS = 64     # the parallel kernel cuts its selection into this many runs of 
 
 
 @njit(parallel=True)
-def unit_charges(sel, *args):
+def unit_charges(sel, pu_start, pu_order, pos_instr, q, pos_group, kind, settlement,
+                 contract_size, mark, forward, strike, is_call, years, sig, s_px, p_px, leg,
+                 greeks, vectors, table, loss_weight, unit_und, n_scen, group_rate, unit_basis,
+                 unit_mr7_rate, mr2_years, mr3_rate, mr5_rate, opt_min, opt_fee, opt_fee_cap,
+                 rate, value, model_value, upnl, vega, theta, unit_vega, unit_theta,
+                 pos_delta_usd, g_delta, g_vega, unit_out, cash_leg):
     """Per selected unit (USD), OKX's charges from its positions and kept risk vector.
 
-    Arguments after ``sel`` as :func:`unit_charges_rows`; the selection is cut into
-    :data:`CHUNKS` runs of rows, spread over the threads (each unit is computed from its own
-    rows only, so the result does not depend on the threads).  :func:`unit_charges_serial`
-    is the same on the calling thread.
+    The options' values (:func:`option_values`) first, once per instrument; then the
+    arguments as :func:`unit_charges_rows`, the selection cut into :data:`CHUNKS` runs of
+    rows spread over the threads (each unit is computed from its own rows only, so the result
+    does not depend on the threads).  :func:`unit_charges_serial` is the same on the calling
+    thread.
     """
+    v0, v1 = option_values(sel, pu_start, pu_order, pos_instr, kind, forward, strike, is_call,
+                           years, sig, rate, mr2_years)
     n = sel.shape[0]
     chunks = min(n, CHUNKS)
     for c in prange(chunks):
-        unit_charges_rows(sel, c * n // chunks, (c + 1) * n // chunks, *args)
+        unit_charges_rows(sel, c * n // chunks, (c + 1) * n // chunks, pu_start, pu_order,
+                          pos_instr, q, pos_group, kind, settlement, contract_size, mark,
+                          forward, years, v0, v1, s_px, p_px, leg, greeks, vectors, table,
+                          loss_weight, unit_und, n_scen, group_rate, unit_basis, unit_mr7_rate,
+                          mr3_rate, mr5_rate, opt_min, opt_fee, opt_fee_cap, value,
+                          model_value, upnl, vega, theta, unit_vega, unit_theta, pos_delta_usd,
+                          g_delta, g_vega, unit_out, cash_leg)
 
 
 @njit
-def unit_charges_serial(sel, *args):
+def unit_charges_serial(sel, pu_start, pu_order, pos_instr, q, pos_group, kind, settlement,
+                        contract_size, mark, forward, strike, is_call, years, sig, s_px, p_px,
+                        leg, greeks, vectors, table, loss_weight, unit_und, n_scen, group_rate,
+                        unit_basis, unit_mr7_rate, mr2_years, mr3_rate, mr5_rate, opt_min,
+                        opt_fee, opt_fee_cap, rate, value, model_value, upnl, vega, theta,
+                        unit_vega, unit_theta, pos_delta_usd, g_delta, g_vega, unit_out,
+                        cash_leg):
     """:func:`unit_charges` on the calling thread (small selections)."""
-    unit_charges_rows(sel, 0, sel.shape[0], *args)
+    v0, v1 = option_values(sel, pu_start, pu_order, pos_instr, kind, forward, strike, is_call,
+                           years, sig, rate, mr2_years)
+    unit_charges_rows(sel, 0, sel.shape[0], pu_start, pu_order, pos_instr, q, pos_group, kind,
+                      settlement, contract_size, mark, forward, years, v0, v1, s_px, p_px, leg,
+                      greeks, vectors, table, loss_weight, unit_und, n_scen, group_rate,
+                      unit_basis, unit_mr7_rate, mr3_rate, mr5_rate, opt_min, opt_fee,
+                      opt_fee_cap, value, model_value, upnl, vega, theta, unit_vega,
+                      unit_theta, pos_delta_usd, g_delta, g_vega, unit_out, cash_leg)
+
+
+@njit
+def option_values(sel, pu_start, pu_order, pos_instr, kind, forward, strike, is_call, years,
+                  sig, rate, mr2_years):
+    """Per option instrument held in the units ``sel``, its value (:func:`option_value`)
+    now (``v0``) and ``mr2_years`` later, inputs unchanged (``v1``); 0 for the other
+    instruments.  Once per instrument, however many positions hold it."""
+    n = kind.shape[0]
+    v0 = np.zeros(n)
+    v1 = np.zeros(n)
+    done = np.zeros(n, dtype=np.bool_)
+    for k in range(sel.shape[0]):
+        u = sel[k]
+        for j in range(pu_start[u], pu_start[u + 1]):
+            i = pos_instr[pu_order[j]]
+            if kind[i] == OPTION and not done[i]:
+                done[i] = True
+                call = is_call[i] == 1
+                v0[i] = option_value(forward[i], strike[i], years[i], sig[i], call, rate)
+                v1[i] = option_value(forward[i], strike[i], years[i] - mr2_years, sig[i], call,
+                                     rate)
+    return v0, v1
 
 
 @njit
 def unit_charges_rows(sel, lo, hi, pu_start, pu_order, pos_instr, q, pos_group, kind,
-                      settlement, contract_size, mark, forward, strike, is_call, years, sig,
-                      s_px, p_px, leg, greeks, vectors, table, loss_weight, unit_und, n_scen,
-                      group_rate, unit_basis, unit_mr7_rate, mr2_years, mr3_rate, mr5_rate,
-                      opt_min, opt_fee, opt_fee_cap, rate, value, model_value, upnl, vega,
-                      theta, unit_vega, unit_theta, pos_delta_usd, g_delta, g_vega, unit_out,
-                      cash_leg):
+                      settlement, contract_size, mark, forward, years, v0, v1, s_px, p_px, leg,
+                      greeks, vectors, table, loss_weight, unit_und, n_scen, group_rate,
+                      unit_basis, unit_mr7_rate, mr3_rate, mr5_rate, opt_min, opt_fee,
+                      opt_fee_cap, value, model_value, upnl, vega, theta, unit_vega, unit_theta,
+                      pos_delta_usd, g_delta, g_vega, unit_out, cash_leg):
     """Units ``sel[lo:hi]``: OKX's charges from their positions and kept risk vectors.
 
     Per position p (instrument i, q contracts, contract size c, index S, settlement
@@ -287,9 +336,10 @@ def unit_charges_rows(sel, lo, hi, pu_start, pu_order, pos_instr, q, pos_group, 
 
     * MR1 = max(0, -min of the standard cells), MR6 = max(0, -min of loss_weight x the extreme
       cells), and the cells that set them;
-    * MR2 = max(0, -sum of the options' change in value ``mr2_years`` later, inputs unchanged);
+    * MR2 = max(0, -sum of the options' change in value ``v1 - v0`` (per instrument,
+      :func:`option_values`: now and ``mr2_years`` later, inputs unchanged));
     * MR3 = ``mr3_rate`` x sum over expiry groups of |vega_usd|; MR5 = ``mr5_rate`` x sum of
-      |rho_usd| (Black-76 rho = -T V per 1.00 of rate);
+      |rho_usd| (Black-76 rho = -T ``v0`` per 1.00 of rate);
     * MR4 = sum over expiry groups of |delta_usd| x ``group_rate`` plus ``unit_basis`` x
       sum of |delta_usd| |mark/S - 1| of futures and perpetuals;
     * MR7 raw = ``unit_mr7_rate`` x sum of |delta_usd| of linear futures and perpetuals (any
@@ -344,14 +394,11 @@ def unit_charges_rows(sel, lo, hi, pu_start, pu_order, pos_instr, q, pos_group, 
                 cash_leg[u, leg[i]] += d
             if is_opt:
                 F = forward[i]
-                call = is_call[i] == 1
                 T = years[i]
-                v0 = option_value(F, strike[i], T, sig[i], call, rate)
-                v1 = option_value(F, strike[i], T - mr2_years, sig[i], call, rate)
                 # per contract in USD: linear options in quote currency, inverse in coin
                 conv = S / F if inv else p_px[i]
-                mr2 += qty * c * (v1 - v0) * conv
-                mr5 += abs(qty * c * T * v0 * conv)
+                mr2 += qty * c * (v1[i] - v0[i]) * conv
+                mr5 += abs(qty * c * T * v0[i] * conv)
                 mark_usd = c * mark[i] * (S if inv else p_px[i])
                 dlt = abs(greeks[1, i] / c) if c > 0.0 else 0.0
                 slip = max(opt_min, opt_min * dlt) * c * S
@@ -423,22 +470,25 @@ def sign(x):
 
 
 @njit
+def _hedge(x, y):
+    """One pair of :func:`stablecoin_hedged`: the hedged notional h of legs x and y and
+    what is left of them."""
+    h = min(abs(x), abs(y)) if x * y < 0.0 else 0.0
+    return h, x - sign(x) * h, y - sign(y) * h
+
+
+@njit
 def unit_mr9(cash_leg, u, tables, n_rows):
     """:func:`mr9` of unit ``u`` (``cash_leg[u]``: USDT, USDC, USD), the same arithmetic:
     pairs matched in :data:`PAIRS` order, each pair's hedged notional charged by its table."""
-    left = np.empty(3)
-    for c in range(3):
-        left[c] = cash_leg[u, c]
+    usdt, usdc, usd = cash_leg[u, 0], cash_leg[u, 1], cash_leg[u, 2]
+    h0, usdt, usd = _hedge(usdt, usd)           # USDT-USD
+    h1, usdt, usdc = _hedge(usdt, usdc)         # USDT-USDC
+    h2, usdc, usd = _hedge(usdc, usd)           # USDC-USD
     out = 0.0
-    for j in range(3):
-        a = 0 if j < 2 else 1
-        b = 2 if j != 1 else 1
-        h = 0.0
-        if left[a] * left[b] < 0.0:
-            h = min(abs(left[a]), abs(left[b]))
-        left[a] -= sign(left[a]) * h
-        left[b] -= sign(left[b]) * h
-        out += tiered_value(h, tables[j], n_rows[j])
+    out += tiered_value(h0, tables[0], n_rows[0])
+    out += tiered_value(h1, tables[1], n_rows[1])
+    out += tiered_value(h2, tables[2], n_rows[2])
     return out
 
 
