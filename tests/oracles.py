@@ -1549,3 +1549,18 @@ def okx_account_borrowing(acc, pa_start, pa_order, ba_start, ba_order, pos_asset
     ok = np.isfinite(maintenance_margin[acc]) & np.isfinite(initial_margin[acc]) \
         & np.isfinite(liquidation_cost[acc])
     finite[acc] = np.where(ok, finite[acc], 0.0)
+
+
+def okx_option_values(sel, pu_start, pu_order, pos_instr, kind, forward, strike, is_call, years,
+                      sig, rate, mr2_years):
+    """Twin of :func:`pmrisk.kernel.okx.option_values`: :func:`black76_price` (intrinsic at
+    T <= 0) of the option instruments held in the units ``sel``, now and ``mr2_years`` later."""
+    held = np.zeros(len(kind), dtype=bool)
+    for u in np.asarray(sel).tolist():
+        held[pos_instr[pu_order[pu_start[u]:pu_start[u + 1]]]] = True
+    i = np.flatnonzero(held & (kind == OPTION))
+    v0, v1 = np.zeros(len(kind)), np.zeros(len(kind))
+    call = is_call[i] == 1
+    v0[i] = black76_price(forward[i], strike[i], years[i], sig[i], call, rate)
+    v1[i] = black76_price(forward[i], strike[i], years[i] - mr2_years, sig[i], call, rate)
+    return v0, v1

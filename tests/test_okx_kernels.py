@@ -11,6 +11,7 @@ import oracles
 from pmrisk.kernel import addons
 from pmrisk.kernel import okx as KO
 from pmrisk.kernel.assemble import csr
+from pmrisk.kernel.instruments import OPTION
 
 PRICES = st.sampled_from([1.0, 0.98, 1.0002, 2.5e4, 101_000.0, 0.0, np.nan])
 AMOUNTS = st.sampled_from([0.0, -0.0, 1.0, -2.5, 1e4, -3e6, 7e6, -1e-9, np.nan, np.inf])
@@ -234,3 +235,31 @@ def test_account_borrowing_agrees_with_twin(data, n_acc, n_pos, n_bal, n_assets,
     _equal(got, want)
     others = np.setdiff1d(np.arange(n_acc), acc)
     _equal([g[others] for g in got], [o[others] for o in outputs])
+
+
+@settings(deadline=None)
+@given(data=st.data(), n_units=st.integers(1, 5), n_pos=st.integers(0, 12),
+       n_instr=st.integers(1, 6))
+def test_option_values_agree_with_twin(data, n_units, n_pos, n_instr):
+    """Black-76 now and one day later, per option instrument held in the selected units.
+    To 1e-12 of max(value, forward): the twin's Black-76 (CDF from ``math.erfc``, its own
+    order of operations) is not the kernel's arithmetic."""
+    sel = _subset(data, n_units)
+    pos_unit = _ints(data, n_pos, 0, n_units - 1)
+    pu_start, pu_order = csr(pos_unit, n_units)
+    pos_instr = _ints(data, n_pos, 0, n_instr - 1)
+    kind = _ints(data, n_instr, 0, 3)
+    forward = _floats(data, n_instr, st.sampled_from([100.0, 99_500.0, 101_000.0]))
+    strike = _floats(data, n_instr, st.sampled_from([90.0, 100.0, 100_000.0, 120_000.0]))
+    is_call = _ints(data, n_instr, 0, 1)
+    years = _floats(data, n_instr, st.sampled_from([0.0, 1 / 365, 0.5 / 365, 30 / 365, 1.5]))
+    sig = _floats(data, n_instr, st.sampled_from([0.05, 0.6, 1.2]))
+    rate = data.draw(st.sampled_from([0.0, 0.05]))
+    args = (sel, pu_start, pu_order, pos_instr, kind, forward, strike, is_call, years, sig, rate,
+            1 / 365)
+    got, want = KO.option_values(*args), oracles.okx_option_values(*args)
+    held = np.zeros(n_instr, dtype=bool)
+    held[pos_instr[np.isin(pos_unit, sel)]] = True
+    for g, w in zip(got, want):
+        assert (np.abs(g - w) <= 1e-12 * np.maximum(np.abs(w), forward)).all()
+        assert (g[~(held & (kind == OPTION))] == 0.0).all()     # other instruments: 0

@@ -46,8 +46,8 @@ class OkxFigures:
     pos_asset: np.ndarray           # per position: code in ``assets`` of its settlement asset
     bal_asset: np.ndarray           # per balance row: code in ``assets``
     group_rate: np.ndarray          # MR4 rate per expiry group
-    type_basis: np.ndarray
-    type_mr7_rate: np.ndarray
+    unit_basis: np.ndarray          # per unit: its type's mr4_basis_move
+    unit_mr7_rate: np.ndarray       # per unit: its type's mr7_rate
     mr7_tables: np.ndarray          # MR7 tier table per type (pmrisk.kernel.okx.tier_tables)
     mr7_rows: np.ndarray
     mr9_tables: np.ndarray          # MR9 tier table per pair (pmrisk.kernel.okx.mr9_tables)
@@ -63,6 +63,8 @@ class OkxFigures:
     borrow_mmr: np.ndarray
     borrow_imr: np.ndarray
     liquidation_cost: np.ndarray
+    g_delta: np.ndarray             # per expiry group: unit_charges' scratch
+    g_vega: np.ndarray
 
     def copy(self):
         return OkxFigures(**{k: (v.copy() if isinstance(v, np.ndarray) else v)
@@ -112,11 +114,13 @@ def lay_out(book, model, out):
         pos_asset=instr_asset[book.pos_instr] if n_pos else z(0, np.int64),
         bal_asset=np.array([code[a] for a in book.bal_asset], dtype=np.int64),
         group_rate=np.ascontiguousarray(group_rate, dtype=np.float64),
-        type_basis=arr("mr4_basis_move"), type_mr7_rate=arr("mr7_rate"),
+        unit_basis=arr("mr4_basis_move")[units.utype],
+        unit_mr7_rate=arr("mr7_rate")[units.utype],
         mr7_tables=mr7_tables, mr7_rows=mr7_rows, mr9_tables=mr9_tables, mr9_rows=mr9_rows,
         charges=z((n_u, len(KO.UNIT_COLUMNS))), cash_leg=z((n_u, 3)), mr7=z(n_u), mr9=z(n_u),
         mmr=z(n_u), imr=z(n_u), pos_delta_usd=z(n_pos), derivatives_mmr=z(n_acc),
-        borrow_mmr=z(n_acc), borrow_imr=z(n_acc), liquidation_cost=z(n_acc))
+        borrow_mmr=z(n_acc), borrow_imr=z(n_acc), liquidation_cost=z(n_acc),
+        g_delta=z(n_groups), g_vega=z(n_groups))
 
 
 def asset_columns(book, ox):
@@ -154,7 +158,7 @@ def charge_arguments(out, model):
     """The arguments after ``sel`` of :func:`pmrisk.kernel.okx.unit_charges` on ``out``:
     inputs, then the arrays the kernel writes (in place)."""
     book, lay, uf, pf, ox, p = out.book, out.layout, out.unit, out.position, out.okx, out.params
-    scen, utype = out.scen, out.units.utype
+    scen = out.scen
     s_px, p_px = prices(book, ox)
     sig = layout_k.option_vols(*kernel_args(book.kind, book.mark_iv))
     return (*kernel_args(
@@ -162,12 +166,12 @@ def charge_arguments(out, model):
         book.settlement, book.contract_size, book.mark, book.forward, book.strike,
         book.is_call, book.years, sig, s_px, p_px, ox.leg, out.instr_greeks, uf.vectors,
         scen.table, scen.loss_weight, lay.unit_und, scen.n_scen, ox.group_rate,
-        ox.type_basis[utype], ox.type_mr7_rate[utype]),
+        ox.unit_basis, ox.unit_mr7_rate),
         float(model["mr2_days"]) / 365.0, float(model["mr3_rate"]), float(model["mr5_rate"]),
         float(model["mr7_option_min"]), float(model["mr7_option_fee"]),
         float(model["mr7_option_fee_cap"]), p.rate, pf.value, pf.model_value,
         pf.unrealised_pnl, pf.vega, pf.theta, uf.vega, uf.theta, ox.pos_delta_usd,
-        np.zeros(len(ox.group_rate)), np.zeros(len(ox.group_rate)), ox.charges, ox.cash_leg)
+        ox.g_delta, ox.g_vega, ox.charges, ox.cash_leg)
 
 
 def unit_phase(out, model, sel):
