@@ -8,11 +8,17 @@ OKX's vol shocks by expiry (``vol_shock = "okx"``), and runs its unit phase.  Th
 :func:`pmrisk.engine.core.compute`:
 
 1. after revaluation, :func:`usd_rows`: each revaluation row to USD (linear rows at their
-   settlement currency's price; inverse rows' coin P&L at the moved index ``S*(1+m)``);
+   settlement currency's price; inverse rows' coin P&L at the moved index ``S*(1+m)``;
+   :func:`pmrisk.kernel.okx.usd_rows`);
 2. after the unit figures, :func:`unit_phase` instead of the scenario margin steps: MR1-MR7
-   (:func:`pmrisk.kernel.okx.unit_charges`), MR7 tier scaling, MR9, MMR and IMR per unit;
+   (:func:`pmrisk.kernel.okx.unit_charges`), then MR7 tier scaling, MR9, MMR and IMR per
+   unit and the positions' contributions (:func:`pmrisk.kernel.okx.unit_margins`);
 3. after the account figures, :func:`account_phase`: borrowing (MR8), the liquidation cost,
-   and the account's maintenance and initial margin.
+   and the account's maintenance and initial margin
+   (:func:`pmrisk.kernel.okx.account_borrowing`).
+
+The arithmetic is in those kernels, over the selected units and accounts; this module
+lays out their inputs (once per book and model) and passes them.
 """
 
 from dataclasses import dataclass
