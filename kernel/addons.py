@@ -5,9 +5,11 @@ The add-ons are plain numpy formulas (the engine's fused kernels in
 their reference forms).  Amounts are in coin (base units); the caller multiplies by the
 index price for linear (quote-settled) units.
 
-Collateral (:func:`collateral_rows`, :func:`collateral_values`) is numba: each balance row's
-USD value and collateral value in one pass, an asset's ``rate`` or progressive
-``tiers_usd`` applied with :func:`tiered`'s arithmetic.
+The progressive tiers have one numba form, :func:`tiered_span` (:func:`tiered`'s arithmetic
+on one value), read by the kernels that charge one unit at a time (:func:`tiered_value`, over
+a :func:`tier_table`) and by collateral (:func:`collateral_rows`, :func:`collateral_values`:
+each balance row's USD value and collateral value in one pass, an asset's ``rate`` or
+progressive ``tiers_usd``).
 """
 
 import numpy as np
@@ -84,6 +86,30 @@ def tiered(value, tiers):
 
 
 @njit(inline="always")
+def tiered_span(v, lo, width, factor, start, stop):
+    """:func:`tiered` of one value over the tiers ``start:stop`` given as each tier's lower
+    edge ``lo``, ``width`` (``to - from``; inf: open-ended) and ``factor``: the same
+    arithmetic in the same order (the part of ``v`` in each tier, clipped to ``[0, width]``,
+    times its factor, summed from the first tier; a NaN stays NaN).
+
+    >>> import numpy as np
+    >>> from pmrisk.kernel.addons import tiered_span
+    >>> float(tiered_span(30000.0, np.array([0.0, 1e4]), np.array([1e4, 6e4]),
+    ...                   np.array([1.0, 2.0]), 0, 2))
+    50000.0
+    """
+    out = 0.0
+    for t in range(start, stop):
+        x = v - lo[t]
+        if x < 0.0:
+            x = 0.0
+        if x > width[t]:
+            x = width[t]
+        out += x * factor[t]
+    return out
+
+
+@njit(inline="always")
 def _collateral(v, spec, rate, start, stop, tier_lo, tier_width, tier_factor):
     """The collateral value of the USD amount ``v`` under one asset's rule: ``v``
     (:data:`NO_HAIRCUT`), ``v * rate`` (:data:`FLAT_RATE`) or the tiers ``start:stop`` of the
@@ -92,14 +118,7 @@ def _collateral(v, spec, rate, start, stop, tier_lo, tier_width, tier_factor):
         return v * rate
     if spec != TIERS:
         return v
-    out = 0.0
-    for t in range(start, stop):
-        x = v - tier_lo[t]
-        x = x if (x != x or x > 0.0) else 0.0
-        w = tier_width[t]
-        x = x if (x != x or x < w) else w
-        out += x * tier_factor[t]
-    return out
+    return tiered_span(v, tier_lo, tier_width, tier_factor, start, stop)
 
 
 @njit
@@ -159,3 +178,29 @@ def collateral_rows(rows, code, bal_account, acc_snap, amount, col, stable, asse
         usd[r] = v
         coll[r] = _collateral(v, spec[c], rate[c], tier_start[c], tier_start[c + 1], tier_lo,
                               tier_width, tier_factor) if v > 0.0 else v
+
+
+def tier_table(tiers):
+    """The rows of ``tiers`` (``(from, to, factor)``; ``to`` None: open-ended) as
+    :func:`tiered_value` reads them: float64[n, 3] of ``from``, ``to - from`` and ``factor``,
+    each as :func:`tiered` converts it.
+
+    >>> from pmrisk.kernel.addons import tier_table
+    >>> tier_table([(0, 10000, 1), (10000, None, 2)]).tolist()
+    [[0.0, 10000.0, 1.0], [10000.0, inf, 2.0]]
+    """
+    rows = [(float(lo), float(np.inf if hi is None else hi - lo), float(f))
+            for lo, hi, f in tiers]
+    return np.array(rows, dtype=np.float64).reshape(len(rows), 3)
+
+
+@njit
+def tiered_value(v, table, n):
+    """:func:`tiered` of one value over the first ``n`` rows of a :func:`tier_table`, the
+    same arithmetic in the same order (a NaN stays NaN).
+
+    >>> from pmrisk.kernel.addons import tier_table, tiered_value
+    >>> float(tiered_value(30000.0, tier_table([(0, 10000, 1), (10000, 70000, 2)]), 2))
+    50000.0
+    """
+    return tiered_span(v, table[:, 0], table[:, 1], table[:, 2], 0, n)

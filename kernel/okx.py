@@ -1,8 +1,12 @@
 """OKX portfolio margin building blocks: MR9, the stablecoin-hedge charge.
 
-MR9 is plain numpy, like :mod:`.addons`: element-wise over units, three pairs each; numba
-buys nothing there.  The per-unit charges MR1-MR7 (:func:`unit_charges`) and the conversion of
-revaluation rows to USD (:func:`usd_rows`) are numba kernels.  Amounts are in USD.
+:func:`mr9` and :func:`stablecoin_hedged` are plain numpy over arrays of units (the public
+building blocks).  The engine's phases are numba kernels over a selection: the conversion of
+revaluation rows to USD (:func:`usd_rows`), OKX's vol shocks (:func:`okx_vols`), the MR4 rate
+inputs per expiry group (:func:`group_terms`), the per-unit charges MR1-MR7
+(:func:`unit_charges`), then MR7 tiers, MR9, MMR, IMR and contributions
+(:func:`unit_margins`), and the account's borrowing (:func:`account_borrowing`).  Amounts are
+in USD.
 
 **MR9** applies when a risk unit's derivatives settle in more than one of USDT, USDC and USD.
 OKX publishes the pair order (USDT-USD first, then USDT-USDC, then USDC-USD), progressive
@@ -28,11 +32,12 @@ import numpy as np
 from numba import prange
 
 from ._config import njit
-from .addons import tiered
+from .addons import tier_table, tiered, tiered_value
 from .assemble import group_span
 from .black76 import undiscounted_price
-from .instruments import INVERSE, OPTION, SPOT
+from .instruments import INVERSE, OPTION, PERPETUAL, SPOT
 from .scenarios import TABLE_EXTREME, TABLE_STANDARD
+from .volshock import MIN_VOL
 
 CURRENCIES = ("USDT", "USDC", "USD")           # columns of ``cash_delta``
 PAIRS = (("USDT", "USD"), ("USDT", "USDC"), ("USDC", "USD"))   # OKX's published order
@@ -115,16 +120,120 @@ UNIT_COLUMNS = ("mr1", "mr2", "mr3", "mr4", "mr5", "mr6", "mr7_raw", "delta_usd"
 
 
 @njit
-def usd_rows(instr_pnl, rows, inverse, factor, und, price_shock):
+def usd_rows(instr_pnl, rows, row_instr, settlement, kind, mark, s_px, p_px, instr_type,
+             und_row, price_shock):
     """In place: revaluation rows ``rows`` of ``instr_pnl`` (settlement currency) to USD.
-    Row r is multiplied by ``factor[r]``, and an inverse row's cell s also by ``1 + shock``
-    (its coin P&L is converted at the moved index ``S*(1+m)``; ``factor`` = S)."""
+
+    Row r (instrument i, index S, settlement currency price P, both USD) is multiplied by a
+    factor: S for an inverse row, whose cell s is also multiplied by ``1 + shock`` (its coin
+    P&L is converted at the moved index ``S*(1+m)``); P for a linear option; ``P / mark * S /
+    P`` for a linear future, perpetual or spot (it moves by its index, not its mark:
+    ``q c S m``).  ``und_row[instr_type[i]]``: the row of ``price_shock`` of i's underlying."""
     for k in range(rows.shape[0]):
         r = rows[k]
-        u = und[r]
-        f = factor[r]
+        i = row_instr[r]
+        u = und_row[instr_type[i]]
+        inv = settlement[i] == INVERSE
+        f = s_px[i] if inv else p_px[i]
+        if not inv and kind[i] != OPTION:
+            f = f / mark[i] * s_px[i] / p_px[i]
         for s in range(instr_pnl.shape[1]):
-            instr_pnl[r, s] *= f * (1.0 + price_shock[u, s]) if inverse[r] else f
+            instr_pnl[r, s] *= f * (1.0 + price_shock[u, s]) if inv else f
+
+
+@njit
+def maximum(a, b):
+    """``numpy.maximum`` of two floats: the larger, a NaN in either wins."""
+    return a if (a >= b or a != a) else b
+
+
+@njit
+def interp(x, nodes, n, col):
+    """``numpy.interp(x, nodes[:n, 0], nodes[:n, col])`` for one x (nodes increasing in
+    column 0), the same arithmetic: flat beyond the ends, a node's own value at a node."""
+    if x != x:
+        return x
+    if n == 1 or x < nodes[0, 0]:
+        return nodes[0, col]
+    if x >= nodes[n - 1, 0]:
+        return nodes[n - 1, col]
+    j = 0
+    while nodes[j + 1, 0] <= x:
+        j += 1
+    if nodes[j, 0] == x:
+        return nodes[j, col]
+    x0, x1, y0, y1 = nodes[j, 0], nodes[j + 1, 0], nodes[j, col], nodes[j + 1, col]
+    slope = (y1 - y0) / (x1 - x0)
+    y = slope * (x - x0) + y0
+    if y != y:
+        y = slope * (x - x1) + y1
+        if y != y and y0 == y1:
+            y = y0
+    return y
+
+
+def vol_nodes(n_types, okx_vol):
+    """The node tables of the unit types with OKX's vol shocks, as :func:`okx_vols` reads
+    them: ``(on int64[n_types], nodes float64[n_types, 2, n, 3], n_nodes int64[n_types,
+    2])`` from ``okx_vol`` ((type, up nodes, down nodes) rows of ``[days, points,
+    fraction]``); table 0 is up, 1 down."""
+    tables = [(t, k, np.asarray(nodes, dtype=np.float64).reshape(-1, 3))
+              for t, up, down in okx_vol for k, nodes in enumerate((up, down))]
+    width = max([len(n) for _, _, n in tables], default=1)
+    on = np.zeros(n_types, dtype=np.int64)
+    nodes = np.zeros((n_types, 2, width, 3))
+    n_nodes = np.zeros((n_types, 2), dtype=np.int64)
+    for t, k, n in tables:
+        on[t] = 1
+        nodes[t, k, :len(n)] = n
+        n_nodes[t, k] = len(n)
+    return on, nodes, n_nodes
+
+
+@njit
+def okx_vols(rows, row_instr, itype, n_instr, vol_floor, years, on, nodes, n_nodes, sig, up,
+             same, down):
+    """In place, the vol states of the revaluation rows ``rows`` whose unit type has OKX's
+    shocks (``on``): ``same = max(sigma, floor)`` (floor: ``vol_floor`` of the type for a
+    floored copy, a row at or past ``n_instr``, else 0), ``up = same + max(points(T),
+    pct(T) same)``, ``down = max(same - max(points_d(T), pct_d(T) same), MIN_VOL)``;
+    points and pct linear in days to expiry T = 365 ``years`` between the nodes, flat beyond
+    (:func:`pmrisk.kernel.volshock.okx_shocked_vols`, row by row).  ``sig``, ``up``,
+    ``same``, ``down``: per entry of ``rows``."""
+    for k in range(rows.shape[0]):
+        i = row_instr[rows[k]]
+        t = itype[i]
+        if not on[t]:
+            continue
+        s = maximum(sig[k], vol_floor[t] if rows[k] >= n_instr else 0.0)
+        dte = years[i] * 365.0
+        nu, nd = n_nodes[t, 0], n_nodes[t, 1]
+        shock_up = maximum(interp(dte, nodes[t, 0], nu, 1), interp(dte, nodes[t, 0], nu, 2) * s)
+        shock_dn = maximum(interp(dte, nodes[t, 1], nd, 1), interp(dte, nodes[t, 1], nd, 2) * s)
+        same[k] = s
+        up[k] = s + shock_up
+        down[k] = maximum(s - shock_dn, MIN_VOL)
+
+
+@njit
+def group_terms(pos_group, pos_instr, pos_unit, kind, years, utype, annual_move, min_move,
+                n_groups):
+    """Per expiry group, the inputs of its MR4 rate
+    (:func:`pmrisk.kernel.addons.roll_rate`): its years to expiry (0 for perpetuals) and the
+    ``annual_move`` and ``min_move`` of its unit's type (per type), from its positions (the
+    last position of a group sets them; they agree; a group without one: type 0's)."""
+    g_years = np.zeros(n_groups)
+    g_annual = np.full(n_groups, annual_move[0] if annual_move.shape[0] else 0.0)
+    g_min = np.full(n_groups, min_move[0] if min_move.shape[0] else 0.0)
+    for p in range(pos_group.shape[0]):
+        g = pos_group[p]
+        if g >= 0:
+            i = pos_instr[p]
+            t = utype[pos_unit[p]]
+            g_years[g] = 0.0 if kind[i] == PERPETUAL else years[i]
+            g_annual[g] = annual_move[t]
+            g_min[g] = min_move[t]
+    return g_years, g_annual, g_min
 
 
 @njit
@@ -140,34 +249,83 @@ CHUNKS = 64     # the parallel kernel cuts its selection into this many runs of 
 
 
 @njit(parallel=True)
-def unit_charges(sel, *args):
+def unit_charges(sel, pu_start, pu_order, pos_instr, q, pos_group, kind, settlement,
+                 contract_size, mark, forward, strike, is_call, years, sig, s_px, p_px, leg,
+                 greeks, vectors, table, loss_weight, unit_und, n_scen, group_rate, unit_basis,
+                 unit_mr7_rate, mr2_years, mr3_rate, mr5_rate, opt_min, opt_fee, opt_fee_cap,
+                 rate, value, model_value, upnl, vega, theta, unit_vega, unit_theta,
+                 pos_delta_usd, g_delta, g_vega, unit_out, cash_leg):
     """Per selected unit (USD), OKX's charges from its positions and kept risk vector.
 
-    Arguments after ``sel`` as :func:`unit_charges_rows`; the selection is cut into
-    :data:`CHUNKS` runs of rows, spread over the threads (each unit is computed from its own
-    rows only, so the result does not depend on the threads).  :func:`unit_charges_serial`
-    is the same on the calling thread.
+    The options' values (:func:`option_values`) first, once per instrument; then the
+    arguments as :func:`unit_charges_rows`, the selection cut into :data:`CHUNKS` runs of
+    rows spread over the threads (each unit is computed from its own rows only, so the result
+    does not depend on the threads).  :func:`unit_charges_serial` is the same on the calling
+    thread.
     """
+    v0, v1 = option_values(sel, pu_start, pu_order, pos_instr, kind, forward, strike, is_call,
+                           years, sig, rate, mr2_years)
     n = sel.shape[0]
     chunks = min(n, CHUNKS)
     for c in prange(chunks):
-        unit_charges_rows(sel, c * n // chunks, (c + 1) * n // chunks, *args)
+        unit_charges_rows(sel, c * n // chunks, (c + 1) * n // chunks, pu_start, pu_order,
+                          pos_instr, q, pos_group, kind, settlement, contract_size, mark,
+                          forward, years, v0, v1, s_px, p_px, leg, greeks, vectors, table,
+                          loss_weight, unit_und, n_scen, group_rate, unit_basis, unit_mr7_rate,
+                          mr3_rate, mr5_rate, opt_min, opt_fee, opt_fee_cap, value,
+                          model_value, upnl, vega, theta, unit_vega, unit_theta, pos_delta_usd,
+                          g_delta, g_vega, unit_out, cash_leg)
 
 
 @njit
-def unit_charges_serial(sel, *args):
+def unit_charges_serial(sel, pu_start, pu_order, pos_instr, q, pos_group, kind, settlement,
+                        contract_size, mark, forward, strike, is_call, years, sig, s_px, p_px,
+                        leg, greeks, vectors, table, loss_weight, unit_und, n_scen, group_rate,
+                        unit_basis, unit_mr7_rate, mr2_years, mr3_rate, mr5_rate, opt_min,
+                        opt_fee, opt_fee_cap, rate, value, model_value, upnl, vega, theta,
+                        unit_vega, unit_theta, pos_delta_usd, g_delta, g_vega, unit_out,
+                        cash_leg):
     """:func:`unit_charges` on the calling thread (small selections)."""
-    unit_charges_rows(sel, 0, sel.shape[0], *args)
+    v0, v1 = option_values(sel, pu_start, pu_order, pos_instr, kind, forward, strike, is_call,
+                           years, sig, rate, mr2_years)
+    unit_charges_rows(sel, 0, sel.shape[0], pu_start, pu_order, pos_instr, q, pos_group, kind,
+                      settlement, contract_size, mark, forward, years, v0, v1, s_px, p_px, leg,
+                      greeks, vectors, table, loss_weight, unit_und, n_scen, group_rate,
+                      unit_basis, unit_mr7_rate, mr3_rate, mr5_rate, opt_min, opt_fee,
+                      opt_fee_cap, value, model_value, upnl, vega, theta, unit_vega,
+                      unit_theta, pos_delta_usd, g_delta, g_vega, unit_out, cash_leg)
+
+
+@njit
+def option_values(sel, pu_start, pu_order, pos_instr, kind, forward, strike, is_call, years,
+                  sig, rate, mr2_years):
+    """Per option instrument held in the units ``sel``, its value (:func:`option_value`)
+    now (``v0``) and ``mr2_years`` later, inputs unchanged (``v1``); 0 for the other
+    instruments.  Once per instrument, however many positions hold it."""
+    n = kind.shape[0]
+    v0 = np.zeros(n)
+    v1 = np.zeros(n)
+    done = np.zeros(n, dtype=np.bool_)
+    for k in range(sel.shape[0]):
+        u = sel[k]
+        for j in range(pu_start[u], pu_start[u + 1]):
+            i = pos_instr[pu_order[j]]
+            if kind[i] == OPTION and not done[i]:
+                done[i] = True
+                call = is_call[i] == 1
+                v0[i] = option_value(forward[i], strike[i], years[i], sig[i], call, rate)
+                v1[i] = option_value(forward[i], strike[i], years[i] - mr2_years, sig[i], call,
+                                     rate)
+    return v0, v1
 
 
 @njit
 def unit_charges_rows(sel, lo, hi, pu_start, pu_order, pos_instr, q, pos_group, kind,
-                      settlement, contract_size, mark, forward, strike, is_call, years, sig,
-                      s_px, p_px, leg, greeks, vectors, table, loss_weight, unit_und, n_scen,
-                      group_rate, unit_basis, unit_mr7_rate, mr2_years, mr3_rate, mr5_rate,
-                      opt_min, opt_fee, opt_fee_cap, rate, value, model_value, upnl, vega,
-                      theta, unit_vega, unit_theta, pos_delta_usd, g_delta, g_vega, unit_out,
-                      cash_leg):
+                      settlement, contract_size, mark, forward, years, v0, v1, s_px, p_px, leg,
+                      greeks, vectors, table, loss_weight, unit_und, n_scen, group_rate,
+                      unit_basis, unit_mr7_rate, mr3_rate, mr5_rate, opt_min, opt_fee,
+                      opt_fee_cap, value, model_value, upnl, vega, theta, unit_vega, unit_theta,
+                      pos_delta_usd, g_delta, g_vega, unit_out, cash_leg):
     """Units ``sel[lo:hi]``: OKX's charges from their positions and kept risk vectors.
 
     Per position p (instrument i, q contracts, contract size c, index S, settlement
@@ -178,9 +336,10 @@ def unit_charges_rows(sel, lo, hi, pu_start, pu_order, pos_instr, q, pos_group, 
 
     * MR1 = max(0, -min of the standard cells), MR6 = max(0, -min of loss_weight x the extreme
       cells), and the cells that set them;
-    * MR2 = max(0, -sum of the options' change in value ``mr2_years`` later, inputs unchanged);
+    * MR2 = max(0, -sum of the options' change in value ``v1 - v0`` (per instrument,
+      :func:`option_values`: now and ``mr2_years`` later, inputs unchanged));
     * MR3 = ``mr3_rate`` x sum over expiry groups of |vega_usd|; MR5 = ``mr5_rate`` x sum of
-      |rho_usd| (Black-76 rho = -T V per 1.00 of rate);
+      |rho_usd| (Black-76 rho = -T ``v0`` per 1.00 of rate);
     * MR4 = sum over expiry groups of |delta_usd| x ``group_rate`` plus ``unit_basis`` x
       sum of |delta_usd| |mark/S - 1| of futures and perpetuals;
     * MR7 raw = ``unit_mr7_rate`` x sum of |delta_usd| of linear futures and perpetuals (any
@@ -235,14 +394,11 @@ def unit_charges_rows(sel, lo, hi, pu_start, pu_order, pos_instr, q, pos_group, 
                 cash_leg[u, leg[i]] += d
             if is_opt:
                 F = forward[i]
-                call = is_call[i] == 1
                 T = years[i]
-                v0 = option_value(F, strike[i], T, sig[i], call, rate)
-                v1 = option_value(F, strike[i], T - mr2_years, sig[i], call, rate)
                 # per contract in USD: linear options in quote currency, inverse in coin
                 conv = S / F if inv else p_px[i]
-                mr2 += qty * c * (v1 - v0) * conv
-                mr5 += abs(qty * c * T * v0 * conv)
+                mr2 += qty * c * (v1[i] - v0[i]) * conv
+                mr5 += abs(qty * c * T * v0[i] * conv)
                 mark_usd = c * mark[i] * (S if inv else p_px[i])
                 dlt = abs(greeks[1, i] / c) if c > 0.0 else 0.0
                 slip = max(opt_min, opt_min * dlt) * c * S
@@ -286,3 +442,175 @@ def unit_charges_rows(sel, lo, hi, pu_start, pu_order, pos_instr, q, pos_group, 
         unit_out[u, 7] = d_unit
         unit_out[u, 8] = c1
         unit_out[u, 9] = c6
+
+
+# -- the risk unit's margins (numba): MR7 tiers, MR9, MMR, IMR, contributions -------------------
+
+def tier_tables(tables):
+    """Tier tables as the kernels read them: ``(float64[n_tables, n, 3] of
+    :func:`pmrisk.kernel.addons.tier_table` rows, int64[n_tables] row counts)``."""
+    rows = [tier_table([tuple(r) for r in t]) for t in tables]
+    width = max([len(r) for r in rows], default=1)
+    out = np.zeros((len(rows), max(width, 1), 3))
+    for k, r in enumerate(rows):
+        out[k, :len(r)] = r
+    return out, np.array([len(r) for r in rows], dtype=np.int64)
+
+
+def mr9_tables(tiers=MR9_TIERS):
+    """:func:`tier_tables` of :func:`mr9`'s ``tiers`` (one table, or one per pair), one
+    table per pair in :data:`PAIRS` order."""
+    return tier_tables(tiers if _is_per_pair(tiers) else (tiers,) * len(PAIRS))
+
+
+@njit
+def sign(x):
+    """``numpy.sign`` of a float (0.0 for either zero, NaN for NaN)."""
+    return 1.0 if x > 0.0 else (-1.0 if x < 0.0 else (0.0 if x == 0.0 else x))
+
+
+@njit
+def _hedge(x, y):
+    """One pair of :func:`stablecoin_hedged`: the hedged notional h of legs x and y and
+    what is left of them."""
+    h = min(abs(x), abs(y)) if x * y < 0.0 else 0.0
+    return h, x - sign(x) * h, y - sign(y) * h
+
+
+@njit
+def unit_mr9(cash_leg, u, tables, n_rows):
+    """:func:`mr9` of unit ``u`` (``cash_leg[u]``: USDT, USDC, USD), the same arithmetic:
+    pairs matched in :data:`PAIRS` order, each pair's hedged notional charged by its table."""
+    usdt, usdc, usd = cash_leg[u, 0], cash_leg[u, 1], cash_leg[u, 2]
+    h0, usdt, usd = _hedge(usdt, usd)           # USDT-USD
+    h1, usdt, usdc = _hedge(usdt, usdc)         # USDT-USDC
+    h2, usdc, usd = _hedge(usdc, usd)           # USDC-USD
+    out = 0.0
+    out += tiered_value(h0, tables[0], n_rows[0])
+    out += tiered_value(h1, tables[1], n_rows[1])
+    out += tiered_value(h2, tables[2], n_rows[2])
+    return out
+
+
+@njit
+def unit_margins(sel, charges, cash_leg, utype, mr7_tables, mr7_rows, mr9_tables, mr9_rows,
+                 im_factor, pu_start, pu_order, pos_row, q, unit_und, loss_weight, instr_pnl,
+                 worst_case, binding, open_orders, mmp, mr7, mr9, mmr, imr, scenario_margin,
+                 risk_matrix_margin, maintenance_margin, initial_margin, own_loss,
+                 mm_contribution, im_contribution, finite):
+    """Per unit of ``sel``, from its :func:`unit_charges` (``charges``, ``cash_leg``):
+
+    * ``mr7``: MR7 raw through its type's tier table (``mr7_tables[utype[u]]``,
+      :func:`tier_tables`); ``mr9``: :func:`unit_mr9`;
+    * ``mmr = max(max(MR1, MR2, MR6) + MR3 + MR4 + MR5 + MR9, MR7)``, ``imr = im_factor mmr``;
+    * the engine's unit figures: ``scenario_margin`` = ``worst_case``, risk-matrix and
+      maintenance margin = mmr, initial margin = imr + open orders + MMP margin, ``finite``
+      (1.0: every charge and both margins finite, else 0.0);
+    * per position p of u (``pu_start``/``pu_order``): its own loss in the unit's binding
+      cell c, ``-loss_weight[und, c] q[p] instr_pnl[pos_row[p], c]`` (0 when the unit's
+      worst case is not positive), as its MM contribution and, times ``im_factor``, its IM
+      contribution.
+    """
+    n_col = charges.shape[1]
+    for k in range(sel.shape[0]):
+        u = sel[k]
+        t = utype[u]
+        m7 = tiered_value(charges[u, 6], mr7_tables[t], mr7_rows[t])
+        m9 = unit_mr9(cash_leg, u, mr9_tables, mr9_rows)
+        scen = maximum(maximum(charges[u, 0], charges[u, 1]), charges[u, 5])
+        mm = maximum(scen + charges[u, 2] + charges[u, 3] + charges[u, 4] + m9, m7)
+        im = im_factor * mm
+        mr7[u] = m7
+        mr9[u] = m9
+        mmr[u] = mm
+        imr[u] = im
+        scenario_margin[u] = worst_case[u]
+        risk_matrix_margin[u] = mm
+        maintenance_margin[u] = mm
+        initial = im + open_orders[u] + mmp[u]
+        initial_margin[u] = initial
+        ok = math.isfinite(mm) and math.isfinite(initial)
+        for c in range(n_col):
+            ok = ok and math.isfinite(charges[u, c])
+        finite[u] = 1.0 if ok else 0.0
+        cell = binding[u]
+        w = loss_weight[unit_und[u], cell]
+        bound = worst_case[u] > 0.0
+        for j in range(pu_start[u], pu_start[u + 1]):
+            p = pu_order[j]
+            own = -w * q[p] * instr_pnl[pos_row[p], cell] if bound else 0.0
+            own_loss[p] = own
+            mm_contribution[p] = own
+            im_contribution[p] = im_factor * own
+
+
+# -- the account's borrowing (numba): MR8 and the liquidation cost ---------------------------
+
+@njit
+def asset_price(col, stable, snap, asset_px):
+    """USD price of an asset at snapshot ``snap``: ``asset_px[snap, col]`` (``col`` -1:
+    none), NaN without one, 1 for a stablecoin (``stable``) whose price is NaN."""
+    px = asset_px[snap, col] if (col >= 0 and asset_px.shape[1]) else np.nan
+    return 1.0 if (px != px and stable) else px
+
+
+@njit
+def account_borrowing(acc, pa_start, pa_order, ba_start, ba_order, pos_asset, bal_asset, value,
+                      bal_amount, acc_snap, asset_col, asset_stable, asset_px, borrow_mmr_rate,
+                      borrow_imr_rate, liquidation_fee, maintenance_margin, initial_margin,
+                      loan_maintenance_margin, liquidation_cost, finite, derivatives_mmr,
+                      borrow_mmr, borrow_imr, okx_liquidation_cost):
+    """Per account a of ``acc``: MR8 (borrowing) and the liquidation cost, in place.
+
+    An asset's equity (asset k: ``asset_col[k]``, ``asset_stable[k]`` as
+    :func:`asset_price` reads them) is the sum, in row order, of the values of a's positions
+    settled in it (``value``, USD, divided by the asset's price; 0 where that price is not
+    positive), then of a's balances in it.  Where negative, its USD value is borrowed; L is
+    the sum over the assets in code order.  Then ``borrow_mmr = borrow_mmr_rate L``,
+    ``borrow_imr = borrow_imr_rate L``, ``liquidation_cost = L (1 + borrow_mmr_rate)
+    liquidation_fee``; the account's maintenance margin becomes ``derivatives_mmr +
+    borrow_mmr`` (``derivatives_mmr``: its maintenance margin less its loan margin), its
+    initial margin ``initial - loan margin + borrow_imr``, its loan margin ``borrow_mmr``;
+    ``finite`` is set to 0.0 where one of the new figures is not finite.
+    """
+    n_a = asset_col.shape[0]
+    eq = np.zeros(n_a)
+    held = np.zeros(n_a, dtype=np.bool_)
+    for k in range(acc.shape[0]):
+        a = acc[k]
+        snap = acc_snap[a]
+        for c in range(n_a):
+            eq[c] = 0.0
+            held[c] = False
+        for j in range(pa_start[a], pa_start[a + 1]):
+            p = pa_order[j]
+            c = pos_asset[p]
+            px = asset_price(asset_col[c], asset_stable[c], snap, asset_px)
+            eq[c] += value[p] / px if px > 0.0 else 0.0
+            held[c] = True
+        for j in range(ba_start[a], ba_start[a + 1]):
+            b = ba_order[j]
+            c = bal_asset[b]
+            eq[c] += bal_amount[b]
+            held[c] = True
+        owed = 0.0
+        for c in range(n_a):
+            if held[c]:
+                owed += -eq[c] * asset_price(asset_col[c], asset_stable[c], snap, asset_px) \
+                    if eq[c] < 0.0 else 0.0
+        deriv = maintenance_margin[a] - loan_maintenance_margin[a]
+        unit_im = initial_margin[a] - loan_maintenance_margin[a]
+        b_mm = borrow_mmr_rate * owed
+        b_im = borrow_imr_rate * owed
+        liq = owed * (1.0 + borrow_mmr_rate) * liquidation_fee
+        derivatives_mmr[a] = deriv
+        borrow_mmr[a] = b_mm
+        borrow_imr[a] = b_im
+        okx_liquidation_cost[a] = liq
+        loan_maintenance_margin[a] = b_mm
+        maintenance_margin[a] = deriv + b_mm
+        initial_margin[a] = unit_im + b_im
+        liquidation_cost[a] = liq
+        if not (math.isfinite(deriv + b_mm) and math.isfinite(unit_im + b_im)
+                and math.isfinite(liq)):
+            finite[a] = 0.0

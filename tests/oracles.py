@@ -1596,3 +1596,157 @@ def account_groups(pos_account, pos_instr, und_code, quantity, unit_key, key_div
     lead = first[order]
     return (d[lead].astype(np.int64), count.astype(np.int64), most, b_acc[lead].astype(np.int64),
             e_acc[lead])
+# -- okx_pm phases (twins of pmrisk.kernel.okx's usd_rows, okx_vols, group_terms, unit_margins,
+# -- account_borrowing, and of pmrisk.kernel.addons.tiered_value) ------------------------------
+
+def okx_usd_rows(instr_pnl, rows, row_instr, settlement, kind, mark, s_px, p_px, instr_type,
+                 und_row, price_shock):
+    """Twin of :func:`pmrisk.kernel.okx.usd_rows`: the factors with ``numpy.where`` over the
+    rows (``rows`` without repeats), the product as one array operation."""
+    i = row_instr[rows]
+    inv = settlement[i] == INVERSE
+    f = np.where(inv, s_px[i], p_px[i])
+    with np.errstate(divide="ignore", invalid="ignore"):
+        f = np.where(~inv & (kind[i] != OPTION), f / mark[i] * s_px[i] / p_px[i], f)
+    shock = price_shock[und_row[instr_type[i]]]
+    with np.errstate(invalid="ignore"):
+        instr_pnl[rows] *= np.where(inv[:, None], f[:, None] * (1.0 + shock), f[:, None])
+
+
+def okx_vols(rows, row_instr, itype, n_instr, vol_floor, years, on, nodes, n_nodes, sig, up,
+             same, down):
+    """Twin of :func:`pmrisk.kernel.okx.okx_vols`: per type with OKX's shocks, the masked
+    rows with ``numpy.interp`` on its node tables."""
+    i = row_instr[rows]
+    t = itype[i]
+    floor = np.where(rows >= n_instr, vol_floor[t], 0.0)
+    for code in np.flatnonzero(on).tolist():
+        m = t == code
+        s = np.maximum(sig[m], floor[m])
+        dte = years[i[m]] * 365.0
+        shock = []
+        for k in range(2):
+            n = nodes[code, k, :n_nodes[code, k]]
+            shock.append(np.maximum(np.interp(dte, n[:, 0], n[:, 1]),
+                                    np.interp(dte, n[:, 0], n[:, 2]) * s))
+        same[m], up[m], down[m] = s, s + shock[0], np.maximum(s - shock[1], 0.01)
+
+
+def okx_group_terms(pos_group, pos_instr, pos_unit, kind, years, utype, annual_move, min_move,
+                    n_groups):
+    """Twin of :func:`pmrisk.kernel.okx.group_terms` (fancy-index assignment, the last
+    position of a group winning; a group without a position: type 0's)."""
+    g_years = np.zeros(n_groups)
+    g_type = np.zeros(n_groups, dtype=np.int64)
+    on = pos_group >= 0
+    pi = pos_instr[on]
+    g_years[pos_group[on]] = np.where(kind[pi] == PERPETUAL, 0.0, years[pi])
+    g_type[pos_group[on]] = utype[pos_unit[on]]
+    if not len(annual_move):
+        return g_years, np.zeros(n_groups), np.zeros(n_groups)
+    return g_years, annual_move[g_type], min_move[g_type]
+
+
+def tiered_value(v, table, n):
+    """Twin of :func:`pmrisk.kernel.addons.tiered_value`: ``numpy.clip`` per tier row."""
+    return float(sum((np.clip(np.float64(v) - lo, 0.0, w) * f for lo, w, f in table[:n]),
+                     np.float64(0.0)))
+
+
+def okx_unit_margins(sel, charges, cash_leg, utype, mr7_tables, mr7_rows, mr9_tables, mr9_rows,
+                     im_factor, pu_start, pu_order, pos_row, q, unit_und, loss_weight,
+                     instr_pnl, worst_case, binding, open_orders, mmp, mr7, mr9, mmr, imr,
+                     scenario_margin, risk_matrix_margin, maintenance_margin, initial_margin,
+                     own_loss, mm_contribution, im_contribution, finite):
+    """Twin of :func:`pmrisk.kernel.okx.unit_margins`: array operations over ``sel`` (MR9 by
+    :func:`stablecoin_hedged`), contributions over the selected units' positions."""
+    sel = np.asarray(sel)
+    ch = charges[sel]
+    m7 = np.array([tiered_value(ch[k, 6], mr7_tables[utype[u]], mr7_rows[utype[u]])
+                   for k, u in enumerate(sel.tolist())])
+    hedged = stablecoin_hedged(cash_leg[sel])
+    m9 = np.zeros(len(sel))
+    for j in range(3):
+        m9 = m9 + np.array([tiered_value(h, mr9_tables[j], mr9_rows[j]) for h in hedged[:, j]])
+    scen = np.maximum(np.maximum(ch[:, 0], ch[:, 1]), ch[:, 5])
+    mm = np.maximum(scen + ch[:, 2] + ch[:, 3] + ch[:, 4] + m9, m7)
+    mr7[sel], mr9[sel], mmr[sel], imr[sel] = m7, m9, mm, im_factor * mm
+    scenario_margin[sel] = worst_case[sel]
+    risk_matrix_margin[sel] = mm
+    maintenance_margin[sel] = mm
+    initial_margin[sel] = im_factor * mm + open_orders[sel] + mmp[sel]
+    finite[sel] = (np.isfinite(ch).all(axis=1) & np.isfinite(mm)
+                   & np.isfinite(initial_margin[sel])).astype(np.float64)
+    for u in sel.tolist():
+        pos = pu_order[pu_start[u]:pu_start[u + 1]]
+        cell = binding[u]
+        own = -loss_weight[unit_und[u], cell] * q[pos] * instr_pnl[pos_row[pos], cell]
+        own = own if worst_case[u] > 0.0 else np.zeros(len(pos))
+        own_loss[pos], mm_contribution[pos], im_contribution[pos] = own, own, im_factor * own
+
+
+def okx_account_borrowing(acc, pa_start, pa_order, ba_start, ba_order, pos_asset, bal_asset,
+                          value, bal_amount, acc_snap, asset_col, asset_stable, asset_px,
+                          borrow_mmr_rate, borrow_imr_rate, liquidation_fee, maintenance_margin,
+                          initial_margin, loan_maintenance_margin, liquidation_cost, finite,
+                          derivatives_mmr, borrow_mmr, borrow_imr, okx_liquidation_cost):
+    """Twin of :func:`pmrisk.kernel.okx.account_borrowing`: equity per (account, asset) with
+    ``numpy.unique`` and ``numpy.bincount`` over the selected accounts' positions, then
+    balances; the liabilities summed per account with ``numpy.bincount``."""
+    acc = np.asarray(acc)
+    n_acc, n_a = len(pa_start) - 1, max(len(asset_col), 1)
+
+    def price(code, snap):
+        col = asset_col[code]
+        px = np.where(col >= 0, asset_px[snap, np.maximum(col, 0)], np.nan) \
+            if asset_px.shape[1] else np.full(len(code), np.nan)
+        return np.where(np.isnan(px) & (asset_stable[code] != 0), 1.0, px)
+    pos_account = np.zeros(len(pos_asset), dtype=np.int64)
+    bal_account = np.zeros(len(bal_asset), dtype=np.int64)
+    for a in range(n_acc):
+        pos_account[pa_order[pa_start[a]:pa_start[a + 1]]] = a
+        bal_account[ba_order[ba_start[a]:ba_start[a + 1]]] = a
+    chosen = np.zeros(n_acc, dtype=bool)
+    chosen[acc] = True
+    pos = np.flatnonzero(chosen[pos_account])
+    bal = np.flatnonzero(chosen[bal_account])
+    px = price(pos_asset[pos], acc_snap[pos_account[pos]])
+    with np.errstate(divide="ignore", invalid="ignore"):
+        native = np.where(px > 0, value[pos] / px, 0.0)
+    keys = np.concatenate([pos_account[pos] * n_a + pos_asset[pos],
+                           bal_account[bal] * n_a + bal_asset[bal]])
+    uniq, inv = np.unique(keys, return_inverse=True)
+    eq = np.bincount(inv.ravel(), weights=np.concatenate([native, bal_amount[bal]]),
+                     minlength=len(uniq)).astype(np.float64)
+    a_of = uniq // n_a
+    with np.errstate(invalid="ignore"):
+        liab = np.where(eq < 0.0, -eq * price(uniq % n_a, acc_snap[a_of]), 0.0)
+    owed = np.bincount(a_of, weights=liab, minlength=n_acc).astype(np.float64)[acc]
+    deriv = maintenance_margin[acc] - loan_maintenance_margin[acc]
+    unit_im = initial_margin[acc] - loan_maintenance_margin[acc]
+    derivatives_mmr[acc] = deriv
+    borrow_mmr[acc] = borrow_mmr_rate * owed
+    borrow_imr[acc] = borrow_imr_rate * owed
+    okx_liquidation_cost[acc] = owed * (1.0 + borrow_mmr_rate) * liquidation_fee
+    loan_maintenance_margin[acc] = borrow_mmr[acc]
+    maintenance_margin[acc] = deriv + borrow_mmr[acc]
+    initial_margin[acc] = unit_im + borrow_imr[acc]
+    liquidation_cost[acc] = okx_liquidation_cost[acc]
+    ok = np.isfinite(maintenance_margin[acc]) & np.isfinite(initial_margin[acc]) \
+        & np.isfinite(liquidation_cost[acc])
+    finite[acc] = np.where(ok, finite[acc], 0.0)
+
+
+def okx_option_values(sel, pu_start, pu_order, pos_instr, kind, forward, strike, is_call, years,
+                      sig, rate, mr2_years):
+    """Twin of :func:`pmrisk.kernel.okx.option_values`: :func:`black76_price` (intrinsic at
+    T <= 0) of the option instruments held in the units ``sel``, now and ``mr2_years`` later."""
+    held = np.zeros(len(kind), dtype=bool)
+    for u in np.asarray(sel).tolist():
+        held[pos_instr[pu_order[pu_start[u]:pu_start[u + 1]]]] = True
+    i = np.flatnonzero(held & (kind == OPTION))
+    v0, v1 = np.zeros(len(kind)), np.zeros(len(kind))
+    call = is_call[i] == 1
+    v0[i] = black76_price(forward[i], strike[i], years[i], sig[i], call, rate)
+    v1[i] = black76_price(forward[i], strike[i], years[i] - mr2_years, sig[i], call, rate)
+    return v0, v1

@@ -35,8 +35,8 @@ from pmrisk.kernel.addons import collateral_rows
 from pmrisk.kernel.assemble import csr
 from pmrisk.kernel import across
 from pmrisk.kernel import layout as layout_k
+from pmrisk.kernel import okx as okx_k
 from pmrisk.kernel import span as span_k
-from pmrisk.kernel.volshock import okx_shocked_vols
 
 from ..io.arrow import kernel_args
 from ..errors import MarginError
@@ -204,16 +204,10 @@ def row_args(book, params, scen, itype, row_instr, rows):
 
 def _okx_vols(book, params, cols, itype, row_instr, rows):
     """okx_pm's unit types with vol_shock "okx": the vol states of ``cols`` (row_arrays'
-    columns) by :func:`pmrisk.kernel.volshock.okx_shocked_vols` instead."""
-    r = row_instr[rows]
-    t = itype[r]
-    floor_r = np.where(rows >= len(book.kind), params.per_type["vol_floor"][t], 0.0)
-    sig, up, same, down = cols[9], cols[10], cols[11], cols[12]
-    for code, up_nodes, down_nodes in params.okx_vol:
-        m = t == code
-        if m.any():
-            same[m], up[m], down[m] = okx_shocked_vols(sig[m], book.years[r][m] * 365.0,
-                                                       floor_r[m], up_nodes, down_nodes)
+    columns) by :func:`pmrisk.kernel.okx.okx_vols` instead."""
+    okx_k.okx_vols(*kernel_args(rows, row_instr, itype), len(book.kind), *kernel_args(
+        params.per_type["vol_floor"], book.years,
+        *okx_k.vol_nodes(len(params.und_row), params.okx_vol)), cols[9], *cols[10:13])
 
 
 def padded_scenarios(model, underlyings):

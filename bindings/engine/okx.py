@@ -8,23 +8,30 @@ OKX's vol shocks by expiry (``vol_shock = "okx"``), and runs its unit phase.  Th
 :func:`pmrisk.engine.core.compute`:
 
 1. after revaluation, :func:`usd_rows`: each revaluation row to USD (linear rows at their
-   settlement currency's price; inverse rows' coin P&L at the moved index ``S*(1+m)``);
+   settlement currency's price; inverse rows' coin P&L at the moved index ``S*(1+m)``;
+   :func:`pmrisk.kernel.okx.usd_rows`);
 2. after the unit figures, :func:`unit_phase` instead of the scenario margin steps: MR1-MR7
-   (:func:`pmrisk.kernel.okx.unit_charges`), MR7 tier scaling, MR9, MMR and IMR per unit;
+   (:func:`pmrisk.kernel.okx.unit_charges`), then MR7 tier scaling, MR9, MMR and IMR per
+   unit and the positions' contributions (:func:`pmrisk.kernel.okx.unit_margins`);
 3. after the account figures, :func:`account_phase`: borrowing (MR8), the liquidation cost,
-   and the account's maintenance and initial margin.
+   and the account's maintenance and initial margin
+   (:func:`pmrisk.kernel.okx.account_borrowing`).
+
+The arithmetic is in those kernels, over the selected units and accounts; this module
+lays out their inputs (once per book and model) and passes them.
 """
 
 from dataclasses import dataclass
 
 import numpy as np
 
+from pmrisk.kernel import layout as layout_k
 from pmrisk.kernel import okx as KO
-from pmrisk.kernel.addons import roll_rate, tiered
-from pmrisk.kernel.instruments import INVERSE, OPTION, PERPETUAL
+from pmrisk.kernel.addons import roll_rate
+from pmrisk.kernel.instruments import INVERSE
 
 from ..errors import MarginError
-from ..io.arrow import kernel_args, sum_by
+from ..io.arrow import kernel_args
 
 # a selection of fewer units than this runs the unit kernel on the calling thread
 PARALLEL_MIN = 64
@@ -35,18 +42,22 @@ class OkxFigures:
     """What the OKX phases keep: static per-instrument and per-type inputs, and the figures
     (per unit: ``charges`` columns :data:`pmrisk.kernel.okx.UNIT_COLUMNS`, ``mr7``
     (adjusted), ``mr9``, ``mmr``, ``imr``; per account: the MR8 and liquidation-cost terms)."""
-    inverse_row: np.ndarray         # bool per revaluation row
     leg: np.ndarray                 # per instrument: 0 USDT, 1 USDC, 2 USD (inverse), -1 none
     und: list                       # per instrument: its underlying
     lin_ccy: list                   # per instrument: its linear settlement currency
     assets: list                    # the assets positions settle in and balances hold
+    priced: list                    # ``assets``, then the other underlyings and currencies
+    s_code: np.ndarray              # per instrument: code in ``priced`` of its underlying
+    p_code: np.ndarray              # per instrument: code in ``priced`` of its currency
     pos_asset: np.ndarray           # per position: code in ``assets`` of its settlement asset
     bal_asset: np.ndarray           # per balance row: code in ``assets``
     group_rate: np.ndarray          # MR4 rate per expiry group
-    type_basis: np.ndarray
-    type_mr7_rate: np.ndarray
-    type_mr7_tiers: list
-    mr9_tiers: list
+    unit_basis: np.ndarray          # per unit: its type's mr4_basis_move
+    unit_mr7_rate: np.ndarray       # per unit: its type's mr7_rate
+    mr7_tables: np.ndarray          # MR7 tier table per type (pmrisk.kernel.okx.tier_tables)
+    mr7_rows: np.ndarray
+    mr9_tables: np.ndarray          # MR9 tier table per pair (pmrisk.kernel.okx.mr9_tables)
+    mr9_rows: np.ndarray
     charges: np.ndarray             # (n_units, len(UNIT_COLUMNS))
     cash_leg: np.ndarray            # (n_units, 3)
     mr7: np.ndarray
@@ -58,6 +69,8 @@ class OkxFigures:
     borrow_mmr: np.ndarray
     borrow_imr: np.ndarray
     liquidation_cost: np.ndarray
+    g_delta: np.ndarray             # per expiry group: unit_charges' scratch
+    g_vega: np.ndarray
 
     def copy(self):
         return OkxFigures(**{k: (v.copy() if isinstance(v, np.ndarray) else v)
@@ -71,7 +84,6 @@ def lay_out(book, model, out):
                           "\"okx\" (OKX margins every position of a risk unit together)",
                           hint="Remove the exclude lists, or use margin_rules = \"scenario\"")
     units, lay = out.units, out.layout
-    n_i = len(book.kind)
     inverse = book.settlement == INVERSE
     lin = model["linear_settlement_currency"]
     symbols = book.symbols.to_pylist()
@@ -83,55 +95,55 @@ def lay_out(book, model, out):
     und = [book.und_names[c] for c in book.und_code.tolist()]
     asset = [u if inv else c for u, c, inv in zip(und, lin_ccy, inverse.tolist())]
     names = sorted(set(asset) | set(book.bal_asset))
-    code = {a: k for k, a in enumerate(names)}
+    priced = names + sorted((set(und) | set(lin_ccy)) - set(names))
+    code = {a: k for k, a in enumerate(priced)}
     instr_asset = np.array([code[a] for a in asset], dtype=np.int64)
     leg = np.array([2 if inv else KO.CURRENCIES.index(c) if c in ("USDT", "USDC") else -1
                     for c, inv in zip(lin_ccy, inverse.tolist())], dtype=np.int64)
-    # MR4 rate per expiry group: max(mr4_min_move, exp(mr4_annual_move x T) - 1)
-    n_groups = len(lay.group_rate)
-    pos_group = lay.pos_group
-    g_years = np.zeros(n_groups)
-    g_type = np.zeros(n_groups, dtype=np.int64)
-    on = pos_group >= 0
-    if on.any():
-        pi = book.pos_instr[on]
-        g_years[pos_group[on]] = np.where(book.kind[pi] == PERPETUAL, 0.0, book.years[pi])
-        g_type[pos_group[on]] = units.utype[out.pos_unit[on]]
     per = [model.underlying(u) for u in units.type_und]
 
     def arr(key):
         return np.array([p[key] for p in per], dtype=np.float64)
-    group_rate = roll_rate(g_years, arr("mr4_annual_move")[g_type],
-                           arr("mr4_min_move")[g_type]) if n_groups else np.zeros(0)
+    # MR4 rate per expiry group: max(mr4_min_move, exp(mr4_annual_move x T) - 1)
+    n_groups = len(lay.group_rate)
+    group_rate = roll_rate(*KO.group_terms(*kernel_args(
+        lay.pos_group, book.pos_instr, out.pos_unit, book.kind, book.years, units.utype,
+        arr("mr4_annual_move"), arr("mr4_min_move")), n_groups)) if n_groups else np.zeros(0)
+    mr7_tables, mr7_rows = KO.tier_tables([p["mr7_tiers"] for p in per])
+    mr9_tables, mr9_rows = KO.mr9_tables(model["mr9_tiers"])
     n_u, n_acc, n_pos = len(units), len(book.accounts), len(book.quantity)
     z = np.zeros
     return OkxFigures(
-        inverse_row=inverse[out.rev.row_instr] if n_i else z(0, bool), leg=leg, und=und,
-        lin_ccy=lin_ccy, assets=names,
+        leg=leg, und=und, lin_ccy=lin_ccy, assets=names, priced=priced,
+        s_code=np.array([code[a] for a in und], dtype=np.int64),
+        p_code=np.array([code[a] for a in lin_ccy], dtype=np.int64),
         pos_asset=instr_asset[book.pos_instr] if n_pos else z(0, np.int64),
         bal_asset=np.array([code[a] for a in book.bal_asset], dtype=np.int64),
         group_rate=np.ascontiguousarray(group_rate, dtype=np.float64),
-        type_basis=arr("mr4_basis_move"), type_mr7_rate=arr("mr7_rate"),
-        type_mr7_tiers=[p["mr7_tiers"] for p in per], mr9_tiers=model["mr9_tiers"],
+        unit_basis=arr("mr4_basis_move")[units.utype],
+        unit_mr7_rate=arr("mr7_rate")[units.utype],
+        mr7_tables=mr7_tables, mr7_rows=mr7_rows, mr9_tables=mr9_tables, mr9_rows=mr9_rows,
         charges=z((n_u, len(KO.UNIT_COLUMNS))), cash_leg=z((n_u, 3)), mr7=z(n_u), mr9=z(n_u),
         mmr=z(n_u), imr=z(n_u), pos_delta_usd=z(n_pos), derivatives_mmr=z(n_acc),
-        borrow_mmr=z(n_acc), borrow_imr=z(n_acc), liquidation_cost=z(n_acc))
+        borrow_mmr=z(n_acc), borrow_imr=z(n_acc), liquidation_cost=z(n_acc),
+        g_delta=z(n_groups), g_vega=z(n_groups))
+
+
+def asset_columns(book, ox):
+    """Where :func:`pmrisk.kernel.okx.asset_price` finds each name of ``ox.priced``: its
+    column of ``book.asset_px`` (-1: none) and whether it is a stablecoin (int64 each)."""
+    col_of = {a: i for i, a in enumerate(book.assets)}
+    return (np.array([col_of.get(a, -1) for a in ox.priced], dtype=np.int64),
+            np.array([a in book.stablecoins for a in ox.priced], dtype=np.int64))
 
 
 def prices(book, ox):
     """(index price S, settlement currency price P) per instrument, USD, at its snapshot."""
-    snap = book.instr_snap
-    return book.prices(ox.und, snap), book.prices(ox.lin_ccy, snap)
-
-
-def _asset_prices(book, names, code, snap):
-    """USD price of asset ``names[code]`` at ``snap``, per row (one lookup per name)."""
-    out = np.zeros(len(code))
-    for k, name in enumerate(names):
-        m = code == k
-        if m.any():
-            out[m] = book.price_of(name, snap[m])
-    return out
+    col, stable = asset_columns(book, ox)
+    args = kernel_args(col, stable)
+    px = kernel_args(book.instr_snap, book.asset_px)
+    return (layout_k.unit_prices(*args, *kernel_args(ox.s_code), *px),
+            layout_k.unit_prices(*args, *kernel_args(ox.p_code), *px))
 
 
 def usd_rows(out, rows=None):
@@ -143,35 +155,29 @@ def usd_rows(out, rows=None):
     if not len(rows):
         return
     s_px, p_px = prices(book, ox)
-    instr = rv.row_instr
-    factor = np.where(ox.inverse_row, s_px[instr], p_px[instr])
-    # a linear future, perpetual or spot moves by its index, not its mark (q c S m)
-    lin_delta = ~ox.inverse_row & (book.kind[instr] != OPTION)
-    factor = np.where(lin_delta, factor / book.mark[instr] * s_px[instr] / p_px[instr],
-                      factor)
-    KO.usd_rows(out.instr_pnl, rows, *kernel_args(ox.inverse_row, factor,
-                                                  out.params.und_row[out.instr_type[instr]],
-                                                  out.scen.price_shock))
+    KO.usd_rows(out.instr_pnl, *kernel_args(
+        rows, rv.row_instr, book.settlement, book.kind, book.mark, s_px, p_px, out.instr_type,
+        out.params.und_row, out.scen.price_shock))
 
 
 def charge_arguments(out, model):
     """The arguments after ``sel`` of :func:`pmrisk.kernel.okx.unit_charges` on ``out``:
     inputs, then the arrays the kernel writes (in place)."""
     book, lay, uf, pf, ox, p = out.book, out.layout, out.unit, out.position, out.okx, out.params
-    scen, utype = out.scen, out.units.utype
+    scen = out.scen
     s_px, p_px = prices(book, ox)
-    sig = np.where(book.kind == OPTION, book.mark_iv, 0.0)
+    sig = layout_k.option_vols(*kernel_args(book.kind, book.mark_iv))
     return (*kernel_args(
         lay.pu_start, lay.pu_order, book.pos_instr, lay.q_port, lay.pos_group, book.kind,
         book.settlement, book.contract_size, book.mark, book.forward, book.strike,
         book.is_call, book.years, sig, s_px, p_px, ox.leg, out.instr_greeks, uf.vectors,
         scen.table, scen.loss_weight, lay.unit_und, scen.n_scen, ox.group_rate,
-        ox.type_basis[utype], ox.type_mr7_rate[utype]),
+        ox.unit_basis, ox.unit_mr7_rate),
         float(model["mr2_days"]) / 365.0, float(model["mr3_rate"]), float(model["mr5_rate"]),
         float(model["mr7_option_min"]), float(model["mr7_option_fee"]),
         float(model["mr7_option_fee_cap"]), p.rate, pf.value, pf.model_value,
         pf.unrealised_pnl, pf.vega, pf.theta, uf.vega, uf.theta, ox.pos_delta_usd,
-        np.zeros(len(ox.group_rate)), np.zeros(len(ox.group_rate)), ox.charges, ox.cash_leg)
+        ox.g_delta, ox.g_vega, ox.charges, ox.cash_leg)
 
 
 def unit_phase(out, model, sel):
@@ -180,40 +186,16 @@ def unit_phase(out, model, sel):
     max(MR1, MR6); the rest is the unit's ``unallocated`` row)."""
     lay, uf, pf, ox, p = out.layout, out.unit, out.position, out.okx, out.params
     units, scen = out.units, out.scen
-    utype = units.utype
     kernel = KO.unit_charges if len(sel) >= PARALLEL_MIN else KO.unit_charges_serial
     kernel(sel, *charge_arguments(out, model))
-    ch = ox.charges[sel]
-    raw = ch[:, 6]
-    mr7 = np.zeros(len(sel))
-    for t in np.unique(utype[sel]).tolist():
-        m = utype[sel] == t
-        mr7[m] = tiered(raw[m], [tuple(r) for r in ox.type_mr7_tiers[t]])
-    mr9, _ = KO.mr9(ox.cash_leg[sel], [tuple(r) for r in ox.mr9_tiers])
-    scen_part = np.maximum(np.maximum(ch[:, 0], ch[:, 1]), ch[:, 5])
-    mmr = np.maximum(scen_part + ch[:, 2] + ch[:, 3] + ch[:, 4] + mr9, mr7)
-    imr = p.im_factor * mmr
-    ox.mr7[sel], ox.mr9[sel], ox.mmr[sel], ox.imr[sel] = mr7, mr9, mmr, imr
-    # the engine's unit figures (USD: the unit's settlement currency is USD)
-    uf.scenario_margin[sel] = uf.worst_case[sel]
-    uf.risk_matrix_margin[sel] = mmr
-    uf.maintenance_margin[sel] = mmr
-    uf.initial_margin[sel] = imr + uf.open_orders_margin[sel] + uf.mmp_margin[sel]
-    # contributions: own loss in the binding cell of max(MR1, MR6), both margins alike
-    chosen = np.zeros(len(units), dtype=bool)
-    chosen[sel] = True
-    pos = np.flatnonzero(chosen[out.pos_unit]) if len(out.pos_unit) else \
-        np.zeros(0, np.int64)
-    pu = out.pos_unit[pos]
-    cell = uf.binding_scenario[pu]
-    w = scen.loss_weight[lay.unit_und[pu], cell]
-    own = -w * lay.q_port[pos] * out.instr_pnl[out.pos_row[pos], cell]
-    own = np.where(uf.worst_case[pu] > 0.0, own, 0.0)
-    pf.own_loss[pos] = own
-    pf.mm_contribution[pos] = own
-    pf.im_contribution[pos] = p.im_factor * own
-    uf.finite[sel] = np.isfinite(ox.charges[sel]).all(axis=1) & np.isfinite(mmr) \
-        & np.isfinite(uf.initial_margin[sel])
+    KO.unit_margins(sel, *kernel_args(
+        ox.charges, ox.cash_leg, units.utype, ox.mr7_tables, ox.mr7_rows, ox.mr9_tables,
+        ox.mr9_rows), p.im_factor, *kernel_args(
+        lay.pu_start, lay.pu_order, out.pos_row, lay.q_port, lay.unit_und, scen.loss_weight,
+        out.instr_pnl, uf.worst_case, uf.binding_scenario, uf.open_orders_margin,
+        uf.mmp_margin), ox.mr7, ox.mr9, ox.mmr, ox.imr, uf.scenario_margin,
+        uf.risk_matrix_margin, uf.maintenance_margin, uf.initial_margin, pf.own_loss,
+        pf.mm_contribution, pf.im_contribution, uf.finite)
 
 
 def account_phase(out, model, acc):
@@ -225,41 +207,12 @@ def account_phase(out, model, acc):
     of the positions settled in it; where negative, its USD value L is borrowed:
     ``borrow_mmr = borrow_mmr_rate L``, ``borrow_imr = borrow_imr_rate L``,
     ``liquidation_cost = L (1 + borrow_mmr_rate) liquidation_fee``."""
-    book, af, ox, pf = out.book, out.account, out.okx, out.position
-    n_acc = len(book.accounts)
-    names = ox.assets
-    n_a = max(len(names), 1)
-    # only the positions and balances of the selected accounts (a tick selects a few)
-    chosen = np.zeros(n_acc, dtype=bool)
-    chosen[acc] = True
-    pos = np.flatnonzero(chosen[book.pos_account])
-    bal = np.flatnonzero(chosen[book.bal_account])
-    # position values back in their settlement asset: USD / price of that asset
-    pos_px = _asset_prices(book, names, ox.pos_asset[pos],
-                           book.acc_snap[book.pos_account[pos]])
-    with np.errstate(divide="ignore", invalid="ignore"):
-        native = np.where(pos_px > 0, pf.value[pos] / pos_px, 0.0)
-    keys = np.concatenate([book.pos_account[pos] * n_a + ox.pos_asset[pos],
-                           book.bal_account[bal] * n_a + ox.bal_asset[bal]])
-    amount = np.concatenate([native, book.bal_amount[bal]])
-    uniq, inv = np.unique(keys, return_inverse=True)
-    eq = np.bincount(inv.ravel(), weights=amount, minlength=len(uniq)) if len(uniq) else \
-        np.zeros(0)
-    a_of = uniq // n_a
-    px = _asset_prices(book, names, uniq % n_a, book.acc_snap[a_of])
-    liab = np.where(eq < 0.0, -eq * px, 0.0)
-    L = sum_by(a_of, weights=liab, minlength=n_acc)
-    rate_mm, rate_im = float(model["borrow_mmr"]), float(model["borrow_imr"])
-    deriv = af.maintenance_margin[acc] - af.loan_maintenance_margin[acc]
-    unit_im = af.initial_margin[acc] - af.loan_maintenance_margin[acc]
-    ox.derivatives_mmr[acc] = deriv
-    ox.borrow_mmr[acc] = rate_mm * L[acc]
-    ox.borrow_imr[acc] = rate_im * L[acc]
-    ox.liquidation_cost[acc] = L[acc] * (1.0 + rate_mm) * float(model["liquidation_fee"])
-    af.loan_maintenance_margin[acc] = ox.borrow_mmr[acc]
-    af.maintenance_margin[acc] = deriv + ox.borrow_mmr[acc]
-    af.initial_margin[acc] = unit_im + ox.borrow_imr[acc]
-    af.liquidation_cost[acc] = ox.liquidation_cost[acc]
-    af.finite[acc] = np.where(np.isfinite(af.maintenance_margin[acc])
-                              & np.isfinite(af.initial_margin[acc])
-                              & np.isfinite(ox.liquidation_cost[acc]), af.finite[acc], 0.0)
+    book, af, ox, lay = out.book, out.account, out.okx, out.layout
+    col, stable = asset_columns(book, ox)
+    KO.account_borrowing(acc, *kernel_args(
+        lay.pa_start, lay.pa_order, lay.ba_start, lay.ba_order, ox.pos_asset, ox.bal_asset,
+        out.position.value, book.bal_amount, book.acc_snap, col, stable, book.asset_px),
+        float(model["borrow_mmr"]), float(model["borrow_imr"]), float(model["liquidation_fee"]),
+        af.maintenance_margin, af.initial_margin, af.loan_maintenance_margin,
+        af.liquidation_cost, af.finite, ox.derivatives_mmr, ox.borrow_mmr, ox.borrow_imr,
+        ox.liquidation_cost)
