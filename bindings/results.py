@@ -112,7 +112,7 @@ def _status_names(n_warning):
 
 
 def _names(names, codes):
-    return _name_array(tuple(names)).take(pa.array(np.asarray(codes, np.int64)))
+    return _take(_name_array(tuple(names)), codes)
 
 
 @functools.lru_cache(maxsize=64)
@@ -125,7 +125,18 @@ def _one_chunk(arr):
 
 
 def _take(arr, idx):
-    return arr.take(pa.array(np.asarray(idx, np.int64), pa.int64()))
+    """``arr.take(idx)``; a few consecutive indices (a table of one or a few rows) as a slice
+    of ``arr``, the same values at a fraction of a take's fixed cost."""
+    idx = np.asarray(idx, np.int64)
+    n = len(idx)
+    if 0 < n <= SLICE_MAX:
+        at = idx.tolist()
+        if 0 <= at[0] and at[-1] < len(arr) and at == list(range(at[0], at[0] + n)):
+            return arr.slice(at[0], n)
+    return arr.take(pa.array(idx, pa.int64()))
+
+
+SLICE_MAX = 16          # _take: at most this many indices are checked for a run
 
 
 def describe(unit_name, table, shock, vol_state):
@@ -302,7 +313,7 @@ def _units_table(out, unit_names):
     index_px = units.index_px
     b = uf.binding_scenario
     unit_cols = {
-        "account": out.book.accounts.take(pa.array(units.account, pa.int64())),
+        "account": _take(out.book.accounts, units.account),
         "unit": unit_names,
         "underlying": _names(units.type_und, units.utype),
         "settlement_currency": _names(units.type_ccy, units.utype),
@@ -316,8 +327,7 @@ def _units_table(out, unit_names):
         # margin (the joint scenario under cross_unit="correlated"; null: not part of it)
         "scenario_price_shock": pa.array(uf.scenario_price_shock, pa.float64(),
                                          mask=np.isnan(uf.scenario_price_shock)),
-        "scenario_vol_state": _name_array(VOL_STATES).take(
-            pa.array(uf.scenario_vol_state, pa.int64(), mask=uf.scenario_vol_state < 0)),
+        "scenario_vol_state": _vol_states(uf.scenario_vol_state),
     }
     if out.layout.brackets is not None:         # brackets have no scenarios: no binding cell
         for name in ("binding_scenario", "binding_table", "binding_price_shock",
@@ -339,6 +349,13 @@ def _units_table(out, unit_names):
         unit_cols["imr"] = ox.imr
         unit_cols["delta_usd"] = ox.charges[:, 7]
     return table_of(unit_cols)
+
+
+def _vol_states(code):
+    """Vol state names of ``code`` (-1: null)."""
+    if not len(code) or code.min() >= 0:
+        return _names(VOL_STATES, code)
+    return _name_array(VOL_STATES).take(pa.array(code, pa.int64(), mask=code < 0))
 
 
 def _positions_table(out, unit_names, loans):
@@ -465,25 +482,34 @@ def accounts_table(out, model, acc=None, ratio=None):
                         pa.string())
     else:
         desc = _describe_units(out, idx, acc_excl)
+    # the numeric columns as one block, cut into Arrow columns (used margin is IM's)
+    num = block_columns(np.array([eq, af.actual_equity[sel], mm_usd, im_usd, available, max_wd,
+                                  af.scenario_margin[sel], af.loan_maintenance_margin[sel]],
+                                 dtype=np.float64), _ACCOUNT_NUMBERS)
     table = table_of({
-        "account": book.accounts if every else book.accounts.take(pa.array(idx, pa.int64())),
-        "equity": eq,
-        "actual_equity": af.actual_equity[sel],
-        "maintenance_margin": mm_usd,
-        "initial_margin": im_usd,
-        "used_margin": im_usd,
-        "available_margin": available,
-        "max_withdrawable": max_wd,
+        "account": book.accounts if every else _take(book.accounts, idx),
+        "equity": num["equity"],
+        "actual_equity": num["actual_equity"],
+        "maintenance_margin": num["maintenance_margin"],
+        "initial_margin": num["initial_margin"],
+        "used_margin": num["initial_margin"],
+        "available_margin": num["available_margin"],
+        "max_withdrawable": num["max_withdrawable"],
         "margin_ratio": ratio,
         "status": status,
         "worst_scenario": desc,
-        "scenario_margin": af.scenario_margin[sel],
-        "loan_maintenance_margin": af.loan_maintenance_margin[sel],
+        "scenario_margin": num["scenario_margin"],
+        "loan_maintenance_margin": num["loan_maintenance_margin"],
     })
     if out.okx is not None:             # okx_pm
         for name in ("derivatives_mmr", "borrow_mmr", "borrow_imr", "liquidation_cost"):
             table = table.append_column(name, pa.array(getattr(out.okx, name)[sel]))
     return table
+
+
+_ACCOUNT_NUMBERS = ("equity", "actual_equity", "maintenance_margin", "initial_margin",
+                    "available_margin", "max_withdrawable", "scenario_margin",
+                    "loan_maintenance_margin")
 
 
 def _timed(table, book, snap, sort=False):

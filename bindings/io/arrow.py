@@ -762,19 +762,36 @@ def kernel_args(*args):
     """Arrays as the kernels always see them: C-contiguous, int64 or float64, **read-only**
     views (no copy when already so).  Arrow hands out read-only views and numba compiles a
     separate specialisation per writeability, so one flag everywhere means one compiled
-    signature per kernel whatever the input's chunking or filtering.  Scalars pass through."""
+    signature per kernel whatever the input's chunking or filtering.  Scalars pass through.
+
+    An array already in that form passes as it is; a writeable one of the right type and
+    layout becomes a read-only view of itself (no copy); anything else a read-only copy."""
     out = []
     for a in args:
-        if type(a) is np.ndarray or isinstance(a, np.ndarray):
-            f = a.flags
+        if type(a) is np.ndarray:
             dt = a.dtype
-            if f.writeable or not f.c_contiguous or (dt is not _F8 and dt is not _I8
-                                                      and dt not in _KERNEL_DTYPES):
-                dtype = np.int64 if dt.kind in "iub" else np.float64
-                a = np.ascontiguousarray(a, dtype=dtype).view()
-                a.flags.writeable = False
+            f = a.flags
+            if (dt is _F8 or dt is _I8 or dt in _KERNEL_DTYPES) and f.c_contiguous:
+                if f.writeable:
+                    if a.ndim:
+                        a = a.view()
+                        a.setflags(False)   # positional: the keyword form parses slower
+                    else:                   # 0-d: 1-d, as numpy.ascontiguousarray makes it
+                        a = _kernel_copy(a)
+            else:
+                a = _kernel_copy(a)
+        elif isinstance(a, np.ndarray):     # a subclass: as a plain ndarray
+            a = _kernel_copy(a)
         out.append(a)
     return tuple(out)
+
+
+def _kernel_copy(a):
+    """``a`` as a C-contiguous int64 (integers, booleans) or float64 array, read-only."""
+    dtype = np.int64 if a.dtype.kind in "iub" else np.float64
+    a = np.ascontiguousarray(a, dtype=dtype).view()
+    a.setflags(False)
+    return a
 
 
 _F8, _I8 = np.dtype(np.float64), np.dtype(np.int64)
