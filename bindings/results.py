@@ -405,9 +405,10 @@ def margin_ratio(equity, mm):
     >>> margin_ratio(np.array([2.0, 1.0, -1.0]), np.array([1.0, 0.0, 0.0])).tolist()
     [2.0, inf, -inf]
     """
-    with np.errstate(divide="ignore", invalid="ignore"):
-        return np.where(mm > 0, equity / np.where(mm > 0, mm, 1.0),
-                        np.where(equity >= 0, np.inf, -np.inf))
+    e, m = np.broadcast_arrays(np.asarray(equity, dtype=np.float64),
+                               np.asarray(mm, dtype=np.float64))
+    out = tables_k.margin_ratios(np.ascontiguousarray(e.ravel()), np.ascontiguousarray(m.ravel()))
+    return out.reshape(e.shape)
 
 
 def largest_unit(unit_account, worst_usd, acc, n_acc, ua_start=None):

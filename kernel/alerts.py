@@ -4,7 +4,7 @@ reported figures changed, and the alert levels crossed.
 After a tick the monitor looks at every account it recomputed (all the accounts holding the
 moved underlying: thousands).  :func:`account_alerts` does, per selected account, what
 three numpy passes over those accounts did: the margin ratio as the accounts table shows it
-(``pmrisk.results.margin_ratio``), the comparison of the account's figures with those last
+(:func:`pmrisk.kernel.tables.ratio_of`), the comparison of the account's figures with those last
 reported (and their update), and the crossings of the alert levels with hysteresis
 (``pmrisk.monitor.alerts.AlertRules.step``, whose docstring has the rules), in the same
 order and to the same bits.
@@ -13,6 +13,7 @@ order and to the same bits.
 import numpy as np
 
 from ._config import njit
+from .tables import ratio_of
 
 
 @njit
@@ -55,12 +56,7 @@ def account_alerts(acc, equity, mm, liq_cost, figures, fig, ratio, below, armed,
             fig[f, a] = now
     for k in range(n):
         a = acc[k]
-        den = mm[a] + liq_cost[a]
-        e = equity[a]
-        if den > 0.0:
-            r = e / den
-        else:
-            r = np.inf if e >= 0.0 else -np.inf
+        r = ratio_of(equity[a], mm[a] + liq_cost[a])
         after[k] = r
         ratio[a] = r
         # only an account whose exact band disagrees with ``below`` can cross a level (a

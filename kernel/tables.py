@@ -9,8 +9,8 @@ array per column.  The arithmetic is the numpy formulas' own, in the same order 
 * :func:`position_columns`: the positions table's rows (positions, then one ``unallocated``
   row per unit, then one per account with loans): quantities, values, Greeks and MM/IM
   contributions, in the settlement currency and in USD;
-* :func:`account_columns`: the accounts table's margin ratio, available margin, most
-  withdrawable amount and status code.
+* :func:`account_columns`: the accounts table's margin ratio (:func:`ratio_of`), available
+  margin, most withdrawable amount and status code.
 """
 
 import numpy as np
@@ -115,6 +115,38 @@ def position_columns(pos_unit, quantity, unit_px, value, model_value, upnl, delt
     return out
 
 
+@njit(inline="always")
+def ratio_of(equity, den):
+    """The margin ratio as the accounts table shows it: ``equity / den`` (``den``: MM plus
+    the liquidation cost), ``inf`` (``-inf`` for negative equity) when ``den`` is not above
+    0 (NaN included).  The one definition: :func:`margin_ratios`, :func:`account_columns`
+    and the Monitor's alert step (:func:`pmrisk.kernel.alerts.account_alerts`) call it.
+
+    >>> from pmrisk.kernel.tables import ratio_of
+    >>> ratio_of(2.0, 1.0), ratio_of(1.0, 0.0), ratio_of(-1.0, 0.0)
+    (2.0, inf, -inf)
+    """
+    if den > 0.0:
+        return equity / den
+    return np.inf if equity >= 0.0 else -np.inf
+
+
+@njit
+def margin_ratios(equity, den):
+    """:func:`ratio_of` per element of ``equity`` and ``den`` (float64, same length).
+
+    >>> import numpy as np
+    >>> from pmrisk.kernel.tables import margin_ratios
+    >>> margin_ratios(np.array([2.0, 1.0, -1.0]), np.array([1.0, 0.0, np.nan])).tolist()
+    [2.0, inf, -inf]
+    """
+    n = equity.shape[0]
+    out = np.empty(n)
+    for k in range(n):
+        out[k] = ratio_of(equity[k], den[k])
+    return out
+
+
 @njit
 def account_columns(equity, mm, im, liquidation_cost, low, levels):
     """Per account: ``(margin_ratio, available_margin, max_withdrawable, band)``.  The ratio
@@ -129,13 +161,7 @@ def account_columns(equity, mm, im, liquidation_cost, low, levels):
     band = np.zeros(n, dtype=np.int64)
     for a in range(n):
         eq = equity[a]
-        den = mm[a] + liquidation_cost[a]
-        if den > 0:
-            r = eq / den
-        elif eq >= 0:
-            r = np.inf
-        else:
-            r = -np.inf
+        r = ratio_of(eq, mm[a] + liquidation_cost[a])
         ratio[a] = r
         avail[a] = eq - im[a]
         max_wd[a] = fmax(0.0, fmin(eq - low * mm[a], eq - im[a]))

@@ -182,19 +182,6 @@ class Block:
         af = self.out.account
         return np.vstack([getattr(af, f)[acc] for f in ACCOUNT_FIELDS])
 
-    def note_figures(self, acc):
-        """Record the current figures of accounts ``acc`` (sorted local indices or a slice)
-        as the last reported (``fig``); returns whether each changed (bool per account)."""
-        af = self.out.account
-        changed = None
-        for k, f in enumerate(ACCOUNT_FIELDS):
-            now = getattr(af, f)[acc]
-            last = self.fig[k, acc]
-            diff = now != last
-            changed = diff if changed is None else changed | diff
-            self.fig[k, acc] = now
-        return changed
-
     def drop(self, acc):
         """Accounts ``acc`` (local indices) left this block."""
         self.live[acc] = False
