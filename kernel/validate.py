@@ -42,7 +42,7 @@ MKT_SYMBOL_UNKNOWN, MKT_MARK_PRICE, MKT_MARK_IV, MKT_MARK_IV_ABOVE_MAX, \
     MKT_UNDERLYING_PRICE = range(5)
 
 
-@njit(inline="always")
+@njit(_nrt=False)        # no reference counting per row: see pmrisk.kernel.keys.str_hash
 def is_valid(validity, bit0, i):
     """Row ``i`` is not null (``validity`` empty: no row is)."""
     if validity.shape[0] == 0:

@@ -167,3 +167,19 @@ def test_str_index_grows_and_matches_oracle(period):
     codes, first, *_ = K.str_index(offsets, data, period)
     want = oracles.str_codes(values)
     assert codes.tolist() == want[0].tolist() and first.tolist() == want[1].tolist()
+
+
+def test_str_index_table_doubles_past_half_full():
+    """More distinct strings than half the largest first table (65,536 slots): the table
+    doubles between blocks of rows, and every string is still found by its hash."""
+    values = [f"K{i * 7919 % 100_003}" for i in range(40_000)]
+    values += values[:5]                                    # repeats after the growth
+    offsets, data = str_buffers(pa.array(values))
+    index = K.str_index(offsets, data, 0)
+    codes, first, code_hash, slots, bits = index
+    want = oracles.str_codes(values)
+    assert codes.tolist() == want[0].tolist() and first.tolist() == want[1].tolist()
+    assert bits == 17 and len(slots) == 1 << 17 and (slots >= 0).sum() == len(first)
+    probe = ["K0", "K7919", "nope", values[39_999]]
+    got = V.lookup_rows(_str_col(probe, 0), (offsets, data), index, 0)
+    assert got.tolist() == oracles.lookup_rows(probe, values).tolist()
