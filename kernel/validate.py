@@ -338,7 +338,7 @@ def index_prices(underlying, price, names, bounds):
     numeric column ``(values, validity, bit0)``; ``names``: the instruments' underlyings
     ``(offsets, data)``.  Returns ``(name_col, name_price, repeated, n_bad)``: the index row
     of each name (-1 none; its column in the book's prices when no underlying repeats), its
-    price (NaN none), the number of rows whose underlying an earlier row has, and the number
+    price (NaN none or null), the number of rows whose underlying an earlier row has, and the number
     of prices breaking :func:`bad_number` as positive numbers."""
     index = str_index(underlying[0], underlying[1], 0)
     repeated = underlying[0].shape[0] - 1 - index[1].shape[0]
@@ -348,7 +348,8 @@ def index_prices(underlying, price, names, bounds):
                            index, 0)
     name_price = np.empty(name_col.shape[0])
     for j in range(name_col.shape[0]):
-        name_price[j] = values[name_col[j]] if name_col[j] >= 0 else np.nan
+        r = name_col[j]
+        name_price[j] = values[r] if r >= 0 and is_valid(validity, bit0, r) else np.nan
     return name_col, name_price, repeated, n_bad
 
 
