@@ -84,6 +84,9 @@ def match_names(offsets, data, validity, bit0, n_offsets, n_data):
         out[i] = -1
         if not is_valid(validity, bit0, i):
             continue
+        if i and out[i - 1] >= 0 and same_str(offsets, data, i, offsets, data, i - 1):
+            out[i] = out[i - 1]             # a run of one name: the row before says
+            continue
         for j in range(n_offsets.shape[0] - 1):
             if same_str(offsets, data, i, n_offsets, n_data, j):
                 out[i] = j
