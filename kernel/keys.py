@@ -176,7 +176,12 @@ def _word(data, j):
             | (np.uint64(data[j + np.uint64(7)]) << np.uint64(56)))
 
 
-@njit(inline="always")
+# The string helpers below take arrays and loop; called once per row, they are compiled
+# without reference counting (``_nrt=False``: they allocate nothing) and left to LLVM to
+# inline.  Inlined by numba instead (``inline="always"``), each call would incref and decref
+# its arrays, which the reference-count pruning cannot remove around a loop: ~20 ns a row,
+# ten times the hash itself.
+@njit(_nrt=False)
 def str_hash(offsets, data, i):
     """A 64-bit hash of string ``i``'s bytes, eight bytes at a time (each word folded in by a
     multiply, the bytes of a word gathered by shifts the CPU overlaps), with the length and a
@@ -205,7 +210,7 @@ def str_hash(offsets, data, i):
     return h
 
 
-@njit(inline="always")
+@njit(_nrt=False)
 def same_str(offsets, data, i, other_offsets, other_data, r):
     """String ``i`` of one array has the bytes of string ``r`` of another (or the same):
     eight bytes at a time, then the rest."""
@@ -239,72 +244,94 @@ def str_index(offsets, data, period):
     """``(codes, first, code_hash, slots, bits)``: dense codes of the strings (no nulls) in
     order of first appearance, the first row and the hash of each code, and the hash table:
     ``slots`` (``2**bits`` of them, -1 empty, else a code) probed linearly from a hash's top
-    ``bits`` bits.  The table starts at twice the rows (at most 65,536 slots) and doubles when
-    half full.  A row equal to the row before, or (``period`` > 0) to the row ``period`` rows
-    before (a history's snapshots of the same rows), is not hashed."""
+    ``bits`` bits.  The table starts at twice the rows (at most 65,536 slots) and doubles
+    before a block of rows could fill it past half.  A row equal to the row before, or
+    (``period`` > 0) to the row ``period`` rows before (a history's snapshots of the same
+    rows), is not hashed."""
     n = offsets.shape[0] - 1
     bits = 4
     while (1 << bits) < 2 * n and bits < 16:
         bits += 1
-    mask = (1 << bits) - 1
     slots = np.full(1 << bits, -1, dtype=np.int64)
     codes = np.empty(n, dtype=np.int64)
     size = min(n, 1024)             # the codes' first rows and hashes, grown as needed
     first = np.empty(size, dtype=np.int64)
     code_hash = np.empty(size, dtype=np.uint64)
-    # by blocks of rows: first the hashes, independent of each other (the loop pipelines);
-    # 0 marks a row equal to the row before, 1 one equal to the row a period before (no hash
-    # is 0 or 1 but by chance, and then that row is compared and then probed)
+    # by blocks of rows: first the hashes, independent of each other (the loop pipelines),
+    # then the probes.  The arrays grow between blocks only: reassigning an array inside
+    # the row loop would cost every row a reload of it
     block = 1024
     hashes = np.empty(min(n, block), dtype=np.uint64)
+    same = np.empty(min(n, block), dtype=np.int8)   # 1: as the row before, 2: a period before
     k = 0
     for start in range(0, n, block):
         end = min(n, start + block)
-        for i in range(start, end):
-            if i > 0 and same_str(offsets, data, i, offsets, data, i - 1):
-                hashes[i - start] = 0
-            elif period > 0 and i >= period and same_str(offsets, data, i, offsets, data,
-                                                         i - period):
-                hashes[i - start] = 1
-            else:
-                hashes[i - start] = str_hash(offsets, data, i)
-        for i in range(start, end):
-            h = hashes[i - start]
-            if h == 0 and i > 0 and same_str(offsets, data, i, offsets, data, i - 1):
-                codes[i] = codes[i - 1]
-                continue
-            if h == 1 and period > 0 and i >= period and same_str(offsets, data, i, offsets,
-                                                                  data, i - period):
-                codes[i] = codes[i - period]
-                continue
-            s = np.int64(h >> np.uint64(64 - bits))
-            while True:
-                c = slots[s]
-                if c < 0:
-                    if k == size:
-                        size *= 2
-                        first = _grown(first, size)
-                        code_hash = _grown(code_hash, size)
-                    slots[s] = k
-                    first[k] = i
-                    code_hash[k] = h
-                    codes[i] = k
-                    k += 1
-                    if 2 * k > mask:
-                        bits += 1
-                        mask = (1 << bits) - 1
-                        slots = np.full(1 << bits, -1, dtype=np.int64)
-                        for c2 in range(k):
-                            s2 = np.int64(code_hash[c2] >> np.uint64(64 - bits))
-                            while slots[s2] >= 0:
-                                s2 = (s2 + 1) & mask
-                            slots[s2] = c2
-                    break
-                if code_hash[c] == h and same_str(offsets, data, i, offsets, data, first[c]):
-                    codes[i] = c
-                    break
-                s = (s + 1) & mask
+        if k + (end - start) > size:
+            size = max(2 * size, k + (end - start))
+            first = _grown(first, size)
+            code_hash = _grown(code_hash, size)
+        if 2 * (k + (end - start)) > 1 << bits:
+            while 2 * (k + (end - start)) > 1 << bits:
+                bits += 1
+            slots = _rehashed(code_hash, k, bits)
+        k = _code_block(offsets, data, period, start, end, hashes, same, codes, first,
+                        code_hash, slots, bits, k)
     return codes, first[:k].copy(), code_hash[:k].copy(), slots, bits
+
+
+@njit
+def _rehashed(code_hash, k, bits):
+    """A table of ``2**bits`` slots holding the codes ``0..k-1`` of hashes ``code_hash``."""
+    mask = (1 << bits) - 1
+    slots = np.full(1 << bits, -1, dtype=np.int64)
+    for c in range(k):
+        s = np.int64(code_hash[c] >> np.uint64(64 - bits))
+        while slots[s] >= 0:
+            s = (s + 1) & mask
+        slots[s] = c
+    return slots
+
+
+@njit
+def _code_block(offsets, data, period, start, end, hashes, same, codes, first, code_hash,
+                slots, bits, k):
+    """:func:`str_index` on rows ``start..end-1`` (the table has room for all of them);
+    returns the number of codes after them."""
+    mask = (1 << bits) - 1
+    for i in range(start, end):
+        j = i - start
+        same[j] = 0
+        if i > 0 and same_str(offsets, data, i, offsets, data, i - 1):
+            same[j] = 1
+        elif period > 0 and i >= period and same_str(offsets, data, i, offsets, data,
+                                                     i - period):
+            same[j] = 2
+        else:
+            hashes[j] = str_hash(offsets, data, i)
+    for i in range(start, end):
+        j = i - start
+        if same[j] == 1:
+            codes[i] = codes[i - 1]
+            continue
+        if same[j] == 2:
+            codes[i] = codes[i - period]
+            continue
+        h = hashes[j]
+        s = np.int64(h >> np.uint64(64 - bits))
+        while True:
+            c = slots[s]
+            if c < 0:
+                slots[s] = k
+                first[k] = i
+                code_hash[k] = h
+                codes[i] = k
+                k += 1
+                break
+            if code_hash[c] == h and same_str(offsets, data, i, offsets, data, first[c]):
+                codes[i] = c
+                break
+            s = (s + 1) & mask
+    return k
 
 
 @njit

@@ -26,10 +26,11 @@ rows), and a looked-up row is first compared with the value after the previous r
 import numpy as np
 
 from ._config import njit
-from .instruments import FUTURE, INVERSE, OPTION, SPOT
+from .instruments import CALL, FUTURE, INVERSE, OPTION, PERPETUAL, SPOT
 from .keys import same_str, str_hash, str_index
 
 NAT = np.iinfo(np.int64).min
+NS_PER_YEAR = 365 * 86_400 * 10**9
 
 # instruments: the rules, in the order they are reported
 (INS_SYMBOL_REPEATED, INS_KIND, INS_SETTLEMENT, INS_CONTRACT_SIZE, INS_EXPIRY_MISSING,
@@ -42,7 +43,7 @@ MKT_SYMBOL_UNKNOWN, MKT_MARK_PRICE, MKT_MARK_IV, MKT_MARK_IV_ABOVE_MAX, \
     MKT_UNDERLYING_PRICE = range(5)
 
 
-@njit(inline="always")
+@njit(_nrt=False)        # no reference counting per row: see pmrisk.kernel.keys.str_hash
 def is_valid(validity, bit0, i):
     """Row ``i`` is not null (``validity`` empty: no row is)."""
     if validity.shape[0] == 0:
@@ -82,6 +83,9 @@ def match_names(offsets, data, validity, bit0, n_offsets, n_data):
     for i in range(n):
         out[i] = -1
         if not is_valid(validity, bit0, i):
+            continue
+        if i and out[i - 1] >= 0 and same_str(offsets, data, i, offsets, data, i - 1):
+            out[i] = out[i - 1]             # a run of one name: the row before says
             continue
         for j in range(n_offsets.shape[0] - 1):
             if same_str(offsets, data, i, n_offsets, n_data, j):
@@ -291,3 +295,179 @@ def market(symbol, mark_price, mark_iv, underlying_price, max_iv, ins_symbol, in
                                           underlying_price[2], True, bounds)
     one = np.zeros(ins_row.shape[0], dtype=np.int64)
     return ins_row, _repeated_pairs(one, ins_row, ins_symbol[0].shape[0] - 1), bad
+
+
+@njit
+def expired(pos_row, pos_snap, ord_row, ord_snap, kind, expiry, snap_ns):
+    """Which positions and orders hold an instrument past its expiry at their snapshot:
+    a future or option whose ``expiry`` (ns, ``NAT`` none) is before the snapshot's time
+    ``snap_ns[snap]`` (``snap_ns`` ascending).  Returns ``(pos_expired, ord_expired,
+    n_expired)``."""
+    n_ins = kind.shape[0]
+    # past expiry at snapshot s <=> s >= the number of snapshot times <= expiry
+    expired_from = np.empty(n_ins, dtype=np.int64)
+    n_snap = snap_ns.shape[0]
+    for r in range(n_ins):
+        k = kind[r]
+        e = expiry[r]
+        if (k == FUTURE or k == OPTION) and e != NAT:
+            lo, hi = 0, n_snap
+            while lo < hi:
+                mid = (lo + hi) >> 1
+                if snap_ns[mid] <= e:
+                    lo = mid + 1
+                else:
+                    hi = mid
+            expired_from[r] = lo
+        else:
+            expired_from[r] = n_snap
+    n_expired = 0
+    pos_expired = np.empty(pos_row.shape[0], dtype=np.bool_)
+    for i in range(pos_row.shape[0]):
+        pos_expired[i] = pos_snap[i] >= expired_from[pos_row[i]]
+        n_expired += pos_expired[i]
+    ord_expired = np.empty(ord_row.shape[0], dtype=np.bool_)
+    for i in range(ord_row.shape[0]):
+        ord_expired[i] = ord_snap[i] >= expired_from[ord_row[i]]
+        n_expired += ord_expired[i]
+    return pos_expired, ord_expired, n_expired
+
+
+@njit
+def index_prices(underlying, price, names, bounds):
+    """The index table of one snapshot in one pass, and the price of each of ``names``.
+
+    ``underlying``: the table's string column ``(offsets, data)`` (no nulls); ``price`` its
+    numeric column ``(values, validity, bit0)``; ``names``: the instruments' underlyings
+    ``(offsets, data)``.  Returns ``(name_col, name_price, repeated, n_bad)``: the index row
+    of each name (-1 none; its column in the book's prices when no underlying repeats), its
+    price (NaN none or null), the number of rows whose underlying an earlier row has, and the number
+    of prices breaking :func:`bad_number` as positive numbers."""
+    index = str_index(underlying[0], underlying[1], 0)
+    repeated = underlying[0].shape[0] - 1 - index[1].shape[0]
+    values, validity, bit0 = price
+    n_bad = count_bad(values, validity, bit0, True, bounds)
+    name_col = lookup_rows((names[0], names[1], np.zeros(0, dtype=np.uint8), 0), underlying,
+                           index, 0)
+    name_price = np.empty(name_col.shape[0])
+    for j in range(name_col.shape[0]):
+        r = name_col[j]
+        name_price[j] = values[r] if r >= 0 and is_valid(validity, bit0, r) else np.nan
+    return name_col, name_price, repeated, n_bad
+
+
+# one_snapshot: what stops the fast assembly (the caller then takes the rule-by-rule path,
+# which raises the error)
+ONE_OK, ONE_NO_MARK, ONE_NO_IV, ONE_UNPRICED = range(4)
+
+
+@njit
+def one_snapshot(pos_row, ord_row, kind, settlement, contract_size, expiry, strike, is_call,
+                 und_code, mkt_ins, mark, mark_iv, underlying_price, und_price, vt):
+    """The book's instruments of a one-snapshot book at valuation time ``vt`` (ns) in one
+    pass: the instruments held (``pos_row``) or ordered (``ord_row``) in the order of their
+    rows, and each one's values.
+
+    Per instruments row: ``kind``, ``settlement``, ``contract_size``, ``expiry`` (``NAT``
+    none), ``strike`` (NaN none), ``is_call``, ``und_code`` (its underlying's code);
+    per market row (no symbol twice): ``mkt_ins`` (its instruments row), ``mark``,
+    ``mark_iv``, ``underlying_price`` (NaN none); ``und_price``: the index price of each
+    underlying code (NaN none).
+
+    Returns ``(status, ins_row, pos_instr, ord_instr, und, und_used, kind, settlement,
+    contract_size, expiry, mark, forward, strike, is_call, years, mark_iv)``: ``status``
+    ``ONE_OK``, or what is missing (an instrument without a market row, an option without a
+    mark_iv, an underlying without a price; the rest is then unfinished); per instrument its
+    instruments row and, for positions and orders, the instrument of each.  ``und`` is the
+    instrument's underlying among ``und_used`` (the codes held, ascending).  The forward is
+    the market's ``underlying_price``, else the index price; ``years`` to expiry is 0 for
+    spot, perpetual and undated instruments; a strike absent is 1.0; ``is_call`` is 1 for
+    anything but a put option."""
+    n_ins = kind.shape[0]
+    instr_of = np.full(n_ins, -1, dtype=np.int64)
+    for i in range(pos_row.shape[0]):
+        instr_of[pos_row[i]] = 0
+    for i in range(ord_row.shape[0]):
+        instr_of[ord_row[i]] = 0
+    n = 0
+    for r in range(n_ins):
+        if instr_of[r] == 0:
+            instr_of[r] = n
+            n += 1
+        else:
+            instr_of[r] = -1
+    ins_row = np.empty(n, dtype=np.int64)
+    for r in range(n_ins):
+        if instr_of[r] >= 0:
+            ins_row[instr_of[r]] = r
+    pos_instr = np.empty(pos_row.shape[0], dtype=np.int64)
+    for i in range(pos_row.shape[0]):
+        pos_instr[i] = instr_of[pos_row[i]]
+    ord_instr = np.empty(ord_row.shape[0], dtype=np.int64)
+    for i in range(ord_row.shape[0]):
+        ord_instr[i] = instr_of[ord_row[i]]
+    mkt_of = np.full(n_ins, -1, dtype=np.int64)
+    for m in range(mkt_ins.shape[0]):
+        mkt_of[mkt_ins[m]] = m
+    n_und = 0
+    for r in range(n_ins):
+        n_und = max(n_und, und_code[r] + 1)
+    und_rank = np.full(n_und, -1, dtype=np.int64)
+    a_kind = np.empty(n, dtype=np.int64)
+    a_settlement = np.empty(n, dtype=np.int64)
+    a_size = np.empty(n)
+    a_expiry = np.empty(n, dtype=np.int64)
+    a_mark = np.empty(n)
+    forward = np.empty(n)
+    a_strike = np.empty(n)
+    a_call = np.empty(n, dtype=np.int64)
+    years = np.empty(n)
+    a_iv = np.empty(n)
+    und = np.empty(n, dtype=np.int64)
+    status = ONE_OK
+    for k in range(n):
+        r = ins_row[k]
+        m = mkt_of[r]
+        if m < 0:
+            status = ONE_NO_MARK
+            break
+        kd = kind[r]
+        iv = mark_iv[m]
+        if kd == OPTION and iv != iv:
+            status = ONE_NO_IV
+            break
+        px = und_price[und_code[r]]
+        if px != px:
+            status = ONE_UNPRICED
+            break
+        und_rank[und_code[r]] = 0
+        a_kind[k] = kd
+        a_settlement[k] = settlement[r]
+        a_size[k] = contract_size[r]
+        e = expiry[r]
+        a_expiry[k] = e
+        a_mark[k] = mark[m]
+        f = underlying_price[m]
+        forward[k] = px if f != f else f
+        s = strike[r]
+        a_strike[k] = 1.0 if s != s else s
+        a_call[k] = is_call[r] if kd == OPTION else CALL
+        if kd == SPOT or kd == PERPETUAL or e == NAT:
+            years[k] = 0.0
+        else:
+            years[k] = np.float64(e - vt) / np.float64(NS_PER_YEAR)
+        a_iv[k] = iv
+    n_used = 0
+    for c in range(n_und):
+        if und_rank[c] == 0:
+            und_rank[c] = n_used
+            n_used += 1
+    und_used = np.empty(n_used, dtype=np.int64)
+    for c in range(n_und):
+        if und_rank[c] >= 0:
+            und_used[und_rank[c]] = c
+    if status == ONE_OK:
+        for k in range(n):
+            und[k] = und_rank[und_code[ins_row[k]]]
+    return (status, ins_row, pos_instr, ord_instr, und, und_used, a_kind, a_settlement, a_size,
+            a_expiry, a_mark, forward, a_strike, a_call, years, a_iv)

@@ -1750,3 +1750,58 @@ def okx_option_values(sel, pu_start, pu_order, pos_instr, kind, forward, strike,
     v0[i] = black76_price(forward[i], strike[i], years[i], sig[i], call, rate)
     v1[i] = black76_price(forward[i], strike[i], years[i] - mr2_years, sig[i], call, rate)
     return v0, v1
+# -- kernel.validate: the book's instruments of a one-snapshot book -------------------------
+# (load_book's rule-by-rule path as it was: numpy.searchsorted, numpy.unique, numpy.where)
+
+def expired(pos_row, pos_snap, ord_row, ord_snap, kind, expiry, snap_ns):
+    """Twin of :func:`pmrisk.kernel.validate.expired`."""
+    nat = np.iinfo(np.int64).min
+    kind, expiry = np.asarray(kind), np.asarray(expiry, dtype=np.int64)
+    dated = ((kind == FUTURE) | (kind == OPTION)) & (expiry != nat)
+    expired_from = np.searchsorted(snap_ns, np.where(dated, expiry, np.iinfo(np.int64).max),
+                                   side="right")
+    pos = np.asarray(pos_snap) >= expired_from[pos_row]
+    ords = np.asarray(ord_snap) >= expired_from[ord_row]
+    return pos, ords, int(pos.sum() + ords.sum())
+
+
+def index_prices(underlying, price, names, bounds):
+    """Twin of :func:`pmrisk.kernel.validate.index_prices`; columns as lists (None null)."""
+    col = lookup_rows(names, underlying)
+    px = np.array([price[c] if c >= 0 and price[c] is not None else np.nan for c in col],
+                  dtype=np.float64)
+    return col, px, len(underlying) - len(set(underlying)), _count_bad(price, True, bounds)
+
+
+def one_snapshot(pos_row, ord_row, kind, settlement, contract_size, expiry, strike, is_call,
+                 und_code, mkt_ins, mark, mark_iv, underlying_price, und_price, vt):
+    """Twin of :func:`pmrisk.kernel.validate.one_snapshot`: ``(status, outputs)``, the
+    outputs None unless the status is 0 (every instrument priced)."""
+    nat = np.iinfo(np.int64).min
+    ins_row, inv = np.unique(np.concatenate([pos_row, ord_row]).astype(np.int64),
+                             return_inverse=True)
+    inv = inv.ravel()
+    mkt_of = np.full(len(kind), -1, dtype=np.int64)
+    mkt_of[mkt_ins] = np.arange(len(mkt_ins))
+    m = mkt_of[ins_row]                 # -1: none, which reads the NaN appended below
+    mark, mark_iv, underlying_price = (np.append(np.asarray(v, dtype=np.float64), np.nan)
+                                       for v in (mark, mark_iv, underlying_price))
+    k = np.asarray(kind)[ins_row]
+    iv = mark_iv[m]
+    und_px = np.asarray(und_price)[np.asarray(und_code)[ins_row]]
+    fails = [(m < 0, 1), ((k == OPTION) & np.isnan(iv), 2), (np.isnan(und_px), 3)]
+    for i in range(len(m)):             # the first instrument that fails, its first rule
+        for bad, code in fails:
+            if bad[i]:
+                return code, None
+    used, und = np.unique(np.asarray(und_code)[ins_row], return_inverse=True)
+    fwd = underlying_price[m]
+    e = np.asarray(expiry, dtype=np.int64)[ins_row]
+    years = np.where(e == nat, 0.0, (e - vt) / (365 * 86_400 * 10**9))
+    years = np.where((k == SPOT) | (k == PERPETUAL), 0.0, years)
+    s = np.asarray(strike)[ins_row]
+    return 0, (ins_row, inv[:len(pos_row)], inv[len(pos_row):], und.ravel(), used, k,
+               np.asarray(settlement)[ins_row], np.asarray(contract_size)[ins_row], e,
+               mark[m], np.where(np.isnan(fwd), und_px, fwd),
+               np.where(np.isnan(s), 1.0, s),
+               np.where(k == OPTION, np.asarray(is_call)[ins_row], 1), years, iv)

@@ -377,5 +377,6 @@ def test_one_compiled_signature_per_key_kernel():
                  "dense_unique", "str_codes", "value_range"):
         # at most one: the per-table passes below leave some unused on these books
         assert len(getattr(K, name).signatures) <= 1, (name, getattr(K, name).signatures)
-    for name in ("instruments", "positions", "market"):    # the per-table passes
+    for name in ("instruments", "positions", "market", "expired", "index_prices",
+                 "one_snapshot"):                      # the per-table passes, the book's
         assert len(getattr(V, name).signatures) == 1, (name, getattr(V, name).signatures)

@@ -167,3 +167,99 @@ def test_str_index_grows_and_matches_oracle(period):
     codes, first, *_ = K.str_index(offsets, data, period)
     want = oracles.str_codes(values)
     assert codes.tolist() == want[0].tolist() and first.tolist() == want[1].tolist()
+
+
+def test_str_index_table_doubles_past_half_full():
+    """More distinct strings than half the largest first table (65,536 slots): the table
+    doubles between blocks of rows, and every string is still found by its hash."""
+    values = [f"K{i * 7919 % 100_003}" for i in range(40_000)]
+    values += values[:5]                                    # repeats after the growth
+    offsets, data = str_buffers(pa.array(values))
+    index = K.str_index(offsets, data, 0)
+    codes, first, code_hash, slots, bits = index
+    want = oracles.str_codes(values)
+    assert codes.tolist() == want[0].tolist() and first.tolist() == want[1].tolist()
+    assert bits == 17 and len(slots) == 1 << 17 and (slots >= 0).sum() == len(first)
+    probe = ["K0", "K7919", "nope", values[39_999]]
+    got = V.lookup_rows(_str_col(probe, 0), (offsets, data), index, 0)
+    assert got.tolist() == oracles.lookup_rows(probe, values).tolist()
+
+
+# -- the book's instruments: expired, index_prices, one_snapshot ----------------------------
+
+TIMES = [NAT, -5, 0, 3, 10, 10 ** 17]
+
+
+@given(st.data())
+def test_expired_kernel_matches_oracle(data):
+    n_ins = data.draw(st.integers(1, 8))
+    kind = np.array(data.draw(st.lists(st.integers(0, 3), min_size=n_ins, max_size=n_ins)))
+    expiry = np.array(data.draw(st.lists(st.sampled_from(TIMES), min_size=n_ins,
+                                         max_size=n_ins)), dtype=np.int64)
+    snap_ns = np.unique(np.array(data.draw(st.lists(st.sampled_from(TIMES[1:]), min_size=1,
+                                                    max_size=4)), dtype=np.int64))
+    rows = st.lists(st.integers(0, n_ins - 1), max_size=10)
+    pos_row, ord_row = np.array(data.draw(rows), np.int64), np.array(data.draw(rows), np.int64)
+    snaps = st.integers(0, len(snap_ns) - 1)
+    pos_snap = np.array([data.draw(snaps) for _ in pos_row], np.int64)
+    ord_snap = np.array([data.draw(snaps) for _ in ord_row], np.int64)
+    args = (pos_row, pos_snap, ord_row, ord_snap, kind, expiry, snap_ns)
+    got, want = V.expired(*kernel_args(*args)), oracles.expired(*args)
+    assert got[0].tolist() == want[0].tolist() and got[1].tolist() == want[1].tolist()
+    assert got[2] == want[2]
+
+
+@given(st.lists(st.sampled_from(["BTC", "ETH", "SOL", "A-long-underlying-name", ""]),
+                min_size=1, max_size=6),
+       st.lists(st.sampled_from(["BTC", "ETH", "USDC", "A-long-underlying-name", ""]),
+                max_size=4, unique=True), st.data())
+def test_index_prices_kernel_matches_oracle(underlying, names, data):
+    price = data.draw(st.lists(st.sampled_from(NUMBERS), min_size=len(underlying),
+                               max_size=len(underlying)))
+    start = data.draw(st.integers(0, 3))
+    und = _arrow(underlying, pa.string(), start)
+    got = V.index_prices(str_buffers(und), _num_col(price, start),
+                         str_buffers(pa.array(names, pa.string())), BOUNDS)
+    want = oracles.index_prices(underlying, price, names, BOUNDS)
+    assert got[0].tolist() == want[0].tolist()
+    assert got[1].tobytes() == want[1].tobytes()
+    assert (got[2], got[3]) == (want[2], want[3])
+
+
+@given(st.data())
+def test_one_snapshot_kernel_matches_oracle(data):
+    """Held and ordered rows in any order (repeats), market rows in any order (some
+    instruments without), marks, vols and forwards absent or not, underlyings unpriced:
+    the same status, and when it is 0 the same bits."""
+    n_ins = data.draw(st.integers(1, 8))
+    col = lambda values: data.draw(st.lists(st.sampled_from(values), min_size=n_ins,  # noqa: E731
+                                            max_size=n_ins))
+    kind = np.array(col([0, 1, 2, 3]), np.int64)
+    settlement = np.array(col([0, 1]), np.int64)
+    size = np.array(col([1.0, 0.01, 10.0]))
+    expiry = np.array(col(TIMES), np.int64)
+    strike = np.array(col([math.nan, 1.0, 65000.5]))
+    is_call = np.array(col([0, 1]), np.int64)
+    und_code = np.array(col([0, 1, 2]), np.int64)
+    rows = st.lists(st.integers(0, n_ins - 1), max_size=10)
+    pos_row, ord_row = np.array(data.draw(rows), np.int64), np.array(data.draw(rows), np.int64)
+    priced = data.draw(st.booleans())    # every instrument priced: status 0
+    mkt_ins = np.array(data.draw(st.permutations(range(n_ins))), np.int64)
+    mkt_ins = mkt_ins[:n_ins if priced else data.draw(st.integers(n_ins - 1, n_ins))]
+    n_m = len(mkt_ins)
+    mcol = lambda values: np.array(data.draw(st.lists(  # noqa: E731
+        st.sampled_from(values), min_size=n_m, max_size=n_m)), np.float64)
+    mark, fwd = mcol([0.5, 100.0]), mcol([math.nan, 60000.0])
+    iv = mcol([0.6, 0.61] if priced else [math.nan, 0.6, 0.61])
+    und_price = np.array(data.draw(st.lists(st.sampled_from(
+        [3000.0, 65000.0] if priced else [math.nan, 3000.0, 65000.0]), min_size=3,
+        max_size=3)))
+    vt = data.draw(st.sampled_from(TIMES[1:]))
+    args = (pos_row, ord_row, kind, settlement, size, expiry, strike, is_call, und_code,
+            mkt_ins, mark, iv, fwd, und_price)
+    got = V.one_snapshot(*kernel_args(*args), vt)
+    status, want = oracles.one_snapshot(*args, vt)
+    assert got[0] == status and (status == V.ONE_OK or not priced)
+    if status == V.ONE_OK:
+        for g, w in zip(got[1:], want):
+            assert g.dtype == np.asarray(w).dtype and g.tobytes() == np.asarray(w).tobytes()

@@ -241,7 +241,7 @@ def raise_rows(table, name, column, mask, expected, hint=None):
 
 
 def has(table, col):
-    return table is not None and col in table.schema.names
+    return table is not None and bool(table.schema.get_all_field_indices(col))
 
 
 def str_column(table, col):
@@ -577,12 +577,18 @@ def lookup_many(value_set, *arrays, value_codes=False):
     return (codes_all[:n], out) if value_codes else out
 
 
-def str_buffers(arr):
+def str_buffers(arr, bufs=None):
     """``(offsets, data)`` of a single-chunk ``pa.string()`` array as numpy views (int32
-    offsets of this array's rows, uint8 bytes), no copy."""
-    bufs = arr.buffers()
-    offsets = np.frombuffer(bufs[1], dtype=np.int32)[arr.offset:arr.offset + len(arr) + 1] \
-        if bufs[1] is not None and len(arr) else np.zeros(1, dtype=np.int32)
+    offsets of this array's rows, uint8 bytes), no copy (``bufs``: ``arr.buffers()`` when
+    the caller has them)."""
+    if bufs is None:
+        bufs = arr.buffers()
+    n = len(arr)
+    if bufs[1] is not None and n:
+        start = arr.offset
+        offsets = np.frombuffer(bufs[1], dtype=np.int32)[start:start + n + 1]
+    else:
+        offsets = np.zeros(1, dtype=np.int32)
     data = np.frombuffer(bufs[2], dtype=np.uint8) if bufs[2] is not None \
         else np.zeros(0, dtype=np.uint8)
     offsets.flags.writeable = data.flags.writeable = False   # one kernel signature
@@ -621,8 +627,9 @@ def _validity(arr, bufs):
 def str_parts(arr):
     """A single-chunk ``pa.string()`` array as the kernels of :mod:`pmrisk.kernel.validate`
     read it: ``(offsets, data, validity, bit0)``, views of its buffers (no copy)."""
-    offsets, data = str_buffers(arr)
-    return offsets, data, _validity(arr, arr.buffers()), arr.offset
+    bufs = arr.buffers()
+    offsets, data = str_buffers(arr, bufs)
+    return offsets, data, _validity(arr, bufs), arr.offset
 
 
 def number_parts(table, col):
@@ -631,9 +638,10 @@ def number_parts(table, col):
     unsafely, as :func:`float_column` does), the second with NaN at nulls (a copy only when
     there are nulls); None for a column of another type (an all-null column)."""
     arr = table.column(col)
-    if not _is_num(arr.type):
-        return None
-    if arr.type != _F64_TYPE:
+    t = arr.type
+    if t != _F64_TYPE:
+        if not _is_num(t):
+            return None
         arr = arr.cast(pa.float64(), safe=False)
     if arr.num_chunks != 1:             # one copy, nulls as NaN (and a bitmap of them)
         values = _read_only(np.ascontiguousarray(arr.to_numpy(), dtype=np.float64))
@@ -648,11 +656,12 @@ def number_parts(table, col):
     bufs = arr.buffers()
     if bufs[1] is None:
         return None
-    raw = _read_only(np.frombuffer(bufs[1], dtype=np.float64)[arr.offset:arr.offset + n])
+    start = arr.offset
+    raw = _read_only(np.frombuffer(bufs[1], dtype=np.float64)[start:start + n])
     if not arr.null_count:
-        return (raw, _NO_BITS, arr.offset), raw
+        return (raw, _NO_BITS, start), raw
     values = np.ascontiguousarray(arr.to_numpy(zero_copy_only=False), dtype=np.float64)
-    return (raw, _validity(arr, bufs), arr.offset), values
+    return (raw, _validity(arr, bufs), start), values
 
 
 _F64_TYPE = pa.float64()

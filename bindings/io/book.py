@@ -16,6 +16,7 @@ at other times are not used.  Without any ``time`` column the book is one snapsh
 ``valuation_time``.
 """
 
+import dataclasses
 from dataclasses import dataclass
 
 import numpy as np
@@ -35,7 +36,6 @@ from .arrow import (BOUNDS, NAT, NO_NUMBERS, NO_STRINGS, SMALL, as_table, check_
 from ..errors import MarginError
 from .schema import ACCOUNT_STATE, TIME, snapshot_tables
 
-NO_EXPIRY = np.iinfo(np.int64).max
 NS_PER_DAY = 86_400 * 10**9
 NS_PER_YEAR = 365 * NS_PER_DAY
 FILL_HINT = ("Pass fill_market=\"forward\" to carry each symbol's latest earlier market row "
@@ -44,6 +44,9 @@ FILL_HINT = ("Pass fill_market=\"forward\" to carry each symbol's latest earlier
 
 @dataclass
 class Book:
+    """The validated arrays of one margin call.  Every numeric array is read-only (the
+    engine's kernels take them as they are); :meth:`with_own_market` gives writeable market
+    values to a caller that moves them."""
     timed: bool                 # the inputs carried a time column (results get one)
     snap_ns: np.ndarray         # valuation time of each snapshot, ns UTC
     accounts: pa.Array          # account name of each (account, snapshot) pair, code = row
@@ -86,6 +89,14 @@ class Book:
     res_unit: list
     res_mmp: np.ndarray
     res_oo: np.ndarray
+
+    def with_own_market(self):
+        """This book with writeable copies of its market values (``mark``, ``mark_iv``,
+        ``forward``, ``asset_px``), for a caller that moves them in place (the Monitor's
+        ticks).  :func:`load_book` returns every numeric array read-only: nothing else
+        writes them, and the kernels take them as they are."""
+        return dataclasses.replace(self, mark=self.mark.copy(), mark_iv=self.mark_iv.copy(),
+                                   forward=self.forward.copy(), asset_px=self.asset_px.copy())
 
     @property
     def valuation_ns(self):
@@ -529,12 +540,7 @@ def load_book(positions, instruments, market, index, balances, open_orders, rese
 
     # -- instruments -------------------------------------------------------------------------
     INS = read_instruments(ins)
-    sym, kind, settlement, csize = INS.symbol, INS.kind, INS.settlement, INS.contract_size
-    expiry, strike, is_call = INS.expiry, INS.strike, INS.is_call
-    und_all_code, und_all_names = INS.und_code, INS.und_names
-    n_ins = ins.num_rows
-    is_opt = kind == OPTION
-    dated = (kind == FUTURE) | is_opt
+    kind, expiry = INS.kind, INS.expiry
 
     # -- positions and orders: symbols must be known (checked on the table's rows) ----------
     P = R["positions"]
@@ -613,17 +619,16 @@ def load_book(positions, instruments, market, index, balances, open_orders, rese
 
     # -- expired instruments --------------------------------------------------------------
     if _arrow.FAST_PATHS:
-        # past expiry at snapshot s <=> s >= the number of snapshot times <= expiry
-        expired_from = np.searchsorted(
-            snap_ns, np.where(dated & (expiry != NAT), expiry, NO_EXPIRY), side="right")
-        pos_expired = pos_snap >= expired_from[pos_row]
-        ord_expired = ord_snap >= expired_from[ord_row]
+        pos_expired, ord_expired, n_expired = validate.expired(*kernel_args(
+            pos_row, pos_snap, ord_row, ord_snap, kind, expiry, snap_ns))
     else:
+        dated = (kind == FUTURE) | (kind == OPTION)
         vt_pos = snap_ns[pos_snap] if n_snap else np.zeros(0, dtype=np.int64)
         vt_ord = snap_ns[ord_snap] if n_snap else np.zeros(0, dtype=np.int64)
         pos_expired = dated[pos_row] & (expiry[pos_row] != NAT) & (expiry[pos_row] < vt_pos)
         ord_expired = dated[ord_row] & (expiry[ord_row] != NAT) & (expiry[ord_row] < vt_ord)
-    if pos_expired.any() or ord_expired.any():
+        n_expired = int(pos_expired.sum()) + int(ord_expired.sum())
+    if n_expired:
         if model["expired_positions"] == "ignore":
             keep = ~pos_expired
             pos_row, quantity, entry, leverage, pos_account, pos_snap = (
@@ -643,9 +648,122 @@ def load_book(positions, instruments, market, index, balances, open_orders, rese
             _raise(OR, "open_orders", "symbol", ord_expired,
                    "instruments not past expiry at the valuation time", snap_ns, timed=timed)
 
-    # -- market ---------------------------------------------------------------------------
+    # -- market, index and the book's instruments ---------------------------------------------
+    MT = read_market(M.table, INS, model["max_iv"])
+    # one snapshot (an untimed market table without a symbol twice): one kernel pass, else
+    # (or when a check fails there) the checks rule by rule
+    ins_fields = (_one_snapshot(INS, pos_row, ord_row, MT, R["index"].table, snap_ns)
+                  if _arrow.FAST_PATHS and not timed and MT.repeated == 0 else None)
+    if ins_fields is None:
+        ins_fields = _instances_by_rule(INS, P, OR, M, MT, R["index"], pos_row, pos_snap,
+                                        ord_row, ord_snap, snap_ns, timed, model)
+    pos_instr, ord_instr = ins_fields.pop("pos_instr"), ins_fields.pop("ord_instr")
+
+    # -- balances and reserves --------------------------------------------------------------
+    B = R.get("balances")
+    if B is not None:
+        bal_asset_t = str_column(B.table, "asset")
+        bal_amount = float_column(B.table, "balances", "amount")[B.row]
+        asset_codes_t, _ = codes(bal_asset_t)
+        bal_asset_list = bal_asset_t.to_pylist()
+        bal_asset = [bal_asset_list[i] for i in B.row]
+        dup = duplicated(bal_account, asset_codes_t[B.row])
+        if dup.any():
+            _raise(B, "balances", "asset", dup, "one row per (account, asset)", snap_ns,
+                   hint="Add the amounts up first (collateral tiers apply to the total)",
+                   timed=timed)
+    else:
+        bal_asset, bal_amount = [], np.zeros(0)
+    S_ = R.get("reserves")
+    if S_ is not None:
+        res = S_.table
+        res_unit_t = str_column(res, "unit").to_pylist()
+        lin = model["linear_settlement_currency"]
+        bad = np.array([len(u.split("/")) != 2 or not all(u.split("/"))
+                        or u.split("/")[1] not in (u.split("/")[0], lin) for u in res_unit_t],
+                       dtype=bool)
+        if bad.any():
+            raise_rows(res, "reserves", "unit", bad, "units this model forms: 'COIN/COIN' "
+                       f"(inverse) or 'COIN/{lin}' (linear)")
+        res_mmp_t = (float_column(res, "reserves", "mmp_margin")
+                     if has(res, "mmp_margin") else np.zeros(res.num_rows))
+        res_oo_t = (float_column(res, "reserves", "open_orders_margin")
+                    if has(res, "open_orders_margin") else np.zeros(res.num_rows))
+        for col, v in (("mmp_margin", res_mmp_t), ("open_orders_margin", res_oo_t)):
+            if (v < 0).any():
+                raise_rows(res, "reserves", col, v < 0, "amounts >= 0")
+        dup = duplicated(res_account, codes(str_column(res, "unit"))[0][S_.row])
+        if dup.any():
+            _raise(S_, "reserves", "unit", dup, "one row per (account, unit)", snap_ns,
+                   hint="Add the reserves up first: a repeated row would be charged twice",
+                   timed=timed)
+        res_unit = [res_unit_t[i] for i in S_.row]
+        res_mmp, res_oo = res_mmp_t[S_.row], res_oo_t[S_.row]
+    else:
+        res_unit, res_mmp, res_oo = [], np.zeros(0), np.zeros(0)
+
+    book = Book(
+        timed=timed, snap_ns=snap_ns, accounts=accounts, acc_snap=acc_snap, **ins_fields,
+        stablecoins=frozenset(model["stablecoins"]),
+        pos_account=pos_account, pos_instr=pos_instr, quantity=quantity, entry_price=entry,
+        leverage=leverage,
+        ord_account=ord_account, ord_instr=ord_instr, ord_qty=ord_qty,
+        ord_id=(OR.table.column("order_id").combine_chunks().take(pa.array(OR.row, pa.int64()))
+                if OR is not None else pa.array([], pa.null())),
+        bal_account=bal_account, bal_asset=bal_asset, bal_amount=bal_amount,
+        res_account=res_account, res_unit=res_unit, res_mmp=res_mmp, res_oo=res_oo,
+    )
+    for a in vars(book).values():       # nothing downstream writes them: see Book
+        if isinstance(a, np.ndarray):
+            a.flags.writeable = False
+    _check_priced(book, model, R, snap_ns, book.instr_snap)
+    return book
+
+
+def _one_snapshot(INS, pos_row, ord_row, MT, index, snap_ns):
+    """What :func:`_instances_by_rule` returns, for a one-snapshot book whose market table
+    has no symbol twice, by two kernel passes (:func:`pmrisk.kernel.validate.index_prices`,
+    :func:`pmrisk.kernel.validate.one_snapshot`); None when a check fails or the index
+    table is of a layout the kernels do not read (the checks by rule then raise)."""
+    und = str_column(index, "underlying")
+    price = number_parts(index, "index_price")
+    if und.null_count or price is None:
+        return None
+    name_col, name_price, repeated, n_bad = validate.index_prices(
+        str_buffers(und), price[0], str_buffers(INS.und_names), BOUNDS)
+    if repeated or n_bad:
+        return None
+    (status, ins_row, pos_instr, ord_instr, und_code, und_used, kind, settlement, csize,
+     expiry, mark, forward, strike, is_call, years, mark_iv) = validate.one_snapshot(
+        *kernel_args(pos_row, ord_row, INS.kind, INS.settlement, INS.contract_size,
+                     INS.expiry, INS.strike, INS.is_call, INS.und_code, MT.ins_row,
+                     MT.mark_price, MT.mark_iv, MT.underlying_price, name_price),
+        int(snap_ns[0]))
+    if status != validate.ONE_OK:
+        return None
+    und_all = INS.und_names.to_pylist()             # the distinct names: a handful
+    sym = INS.symbol
+    return dict(
+        symbols=sym if len(ins_row) == len(sym) else sym.take(pa.array(ins_row, pa.int64())),
+        instr_snap=np.zeros(len(ins_row), dtype=np.int64), und_code=und_code,
+        und_names=[und_all[i] for i in und_used.tolist()], kind=kind, settlement=settlement,
+        contract_size=csize, mark=mark, forward=forward, strike=strike, is_call=is_call,
+        expiry_ns=expiry, years=years, mark_iv=mark_iv, assets=und.to_pylist(),
+        asset_px=price[1].reshape(1, -1), pos_instr=pos_instr, ord_instr=ord_instr)
+
+
+def _instances_by_rule(INS, P, OR, M, MT, X, pos_row, pos_snap, ord_row, ord_snap, snap_ns,
+                       timed, model):
+    """The book's instrument instances (instrument, snapshot) held or ordered, their market
+    rows and index prices, checked rule by rule: ``Book``'s instrument fields and
+    ``pos_instr``, ``ord_instr`` (a dict).  ``INS``, ``MT``: the instruments and market
+    tables read; ``P``, ``OR``, ``M``, ``X``: the positions', orders', market and index
+    :class:`_Rows`."""
     mkt = M.table
-    MT = read_market(mkt, INS, model["max_iv"])
+    sym, kind, settlement, csize = INS.symbol, INS.kind, INS.settlement, INS.contract_size
+    expiry, strike, is_call = INS.expiry, INS.strike, INS.is_call
+    n_ins = len(kind)
+    n_snap = len(snap_ns)
     mkt_ins_t, mark_t, iv_t, fwd_t = MT.ins_row, MT.mark_price, MT.mark_iv, MT.underlying_price
     mkt_ins = mkt_ins_t[M.row]
     mkt_key = (M.snap + 1) * n_ins + mkt_ins          # snapshot -1 (any) -> block 0
@@ -717,7 +835,6 @@ def load_book(positions, instruments, market, index, balances, open_orders, rese
         raise_rows(mkt, "market", "mark_iv", mask, "a mark_iv > 0 for every held option")
 
     # -- index: price of each asset at each snapshot -------------------------------------------
-    X = R["index"]
     idx_und = str_column(X.table, "underlying")
     idx_code_t, asset_arr = codes(idx_und)
     idx_px_t = float_column(X.table, "index", "index_price", positive=True)
@@ -730,11 +847,10 @@ def load_book(positions, instruments, market, index, balances, open_orders, rese
     static = X.snap < 0
     asset_px[:, idx_code_t[X.row[static]]] = idx_px_t[X.row[static]]
     asset_px[X.snap[~static], idx_code_t[X.row[~static]]] = idx_px_t[X.row[~static]]
-    stable = frozenset(model["stablecoins"])
 
     # compact underlying codes of the active instruments
-    used, a_und_code = unique_keys(of_ins(und_all_code))
-    und_all = und_all_names.to_pylist()           # the distinct names: a handful
+    used, a_und_code = unique_keys(of_ins(INS.und_code))
+    und_all = INS.und_names.to_pylist()           # the distinct names: a handful
     und_names = [und_all[i] for i in used.tolist()]
     col_of = {a: i for i, a in enumerate(assets)}
     und_col = np.array([col_of.get(u, -1) for u in und_names], dtype=np.int64)
@@ -758,71 +874,16 @@ def load_book(positions, instruments, market, index, balances, open_orders, rese
     vt_inst = snap_ns[inst_snap] if n_snap else np.zeros(0, dtype=np.int64)
     years = np.where(a_exp == NAT, 0.0, (a_exp - vt_inst) / NS_PER_YEAR)
     years = np.where(a_kind == SPOT, 0.0, np.where(a_kind == PERPETUAL, 0.0, years))
-
-    # -- balances and reserves --------------------------------------------------------------
-    B = R.get("balances")
-    if B is not None:
-        bal_asset_t = str_column(B.table, "asset")
-        bal_amount = float_column(B.table, "balances", "amount")[B.row]
-        asset_codes_t, _ = codes(bal_asset_t)
-        bal_asset_list = bal_asset_t.to_pylist()
-        bal_asset = [bal_asset_list[i] for i in B.row]
-        dup = duplicated(bal_account, asset_codes_t[B.row])
-        if dup.any():
-            _raise(B, "balances", "asset", dup, "one row per (account, asset)", snap_ns,
-                   hint="Add the amounts up first (collateral tiers apply to the total)",
-                   timed=timed)
-    else:
-        bal_asset, bal_amount = [], np.zeros(0)
-    S_ = R.get("reserves")
-    if S_ is not None:
-        res = S_.table
-        res_unit_t = str_column(res, "unit").to_pylist()
-        lin = model["linear_settlement_currency"]
-        bad = np.array([len(u.split("/")) != 2 or not all(u.split("/"))
-                        or u.split("/")[1] not in (u.split("/")[0], lin) for u in res_unit_t],
-                       dtype=bool)
-        if bad.any():
-            raise_rows(res, "reserves", "unit", bad, "units this model forms: 'COIN/COIN' "
-                       f"(inverse) or 'COIN/{lin}' (linear)")
-        res_mmp_t = (float_column(res, "reserves", "mmp_margin")
-                     if has(res, "mmp_margin") else np.zeros(res.num_rows))
-        res_oo_t = (float_column(res, "reserves", "open_orders_margin")
-                    if has(res, "open_orders_margin") else np.zeros(res.num_rows))
-        for col, v in (("mmp_margin", res_mmp_t), ("open_orders_margin", res_oo_t)):
-            if (v < 0).any():
-                raise_rows(res, "reserves", col, v < 0, "amounts >= 0")
-        dup = duplicated(res_account, codes(str_column(res, "unit"))[0][S_.row])
-        if dup.any():
-            _raise(S_, "reserves", "unit", dup, "one row per (account, unit)", snap_ns,
-                   hint="Add the reserves up first: a repeated row would be charged twice",
-                   timed=timed)
-        res_unit = [res_unit_t[i] for i in S_.row]
-        res_mmp, res_oo = res_mmp_t[S_.row], res_oo_t[S_.row]
-    else:
-        res_unit, res_mmp, res_oo = [], np.zeros(0), np.zeros(0)
-
-    book = Book(
-        timed=timed, snap_ns=snap_ns, accounts=accounts, acc_snap=acc_snap,
+    return dict(
         symbols=sym if every_ins else sym.take(pa.array(inst_ins, type=pa.int64())),
-        instr_snap=inst_snap,
-        und_code=a_und_code, und_names=und_names,
+        instr_snap=inst_snap, und_code=a_und_code, und_names=und_names,
         kind=a_kind, settlement=of_ins(settlement), contract_size=of_ins(csize),
         mark=mark_t[m_rows], forward=np.ascontiguousarray(forward),
         strike=np.where(np.isnan(of_ins(strike)), 1.0, of_ins(strike)),
         is_call=np.ascontiguousarray(np.where(a_kind == OPTION, of_ins(is_call), CALL)),
         expiry_ns=a_exp, years=np.ascontiguousarray(years, dtype=np.float64),
-        mark_iv=iv_t[m_rows], assets=assets, asset_px=asset_px, stablecoins=stable,
-        pos_account=pos_account, pos_instr=pos_instr, quantity=quantity, entry_price=entry,
-        leverage=leverage,
-        ord_account=ord_account, ord_instr=ord_instr, ord_qty=ord_qty,
-        ord_id=(OR.table.column("order_id").combine_chunks().take(pa.array(OR.row, pa.int64()))
-                if OR is not None else pa.array([], pa.null())),
-        bal_account=bal_account, bal_asset=bal_asset, bal_amount=bal_amount,
-        res_account=res_account, res_unit=res_unit, res_mmp=res_mmp, res_oo=res_oo,
-    )
-    _check_priced(book, model, R, snap_ns, inst_snap)
-    return book
+        mark_iv=iv_t[m_rows], assets=assets, asset_px=asset_px,
+        pos_instr=pos_instr, ord_instr=ord_instr)
 
 
 def _check_priced(book, model, R, snap_ns, inst_snap):

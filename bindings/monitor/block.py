@@ -154,7 +154,7 @@ class Block:
     @classmethod
     def from_tables(cls, tables, model, valuation_time, market, big_threads=None):
         book = load_book(**tables, model=model, valuation_time=valuation_time)
-        return cls(book, model, market, big_threads)
+        return cls(book.with_own_market(), model, market, big_threads)
 
     def _run(self, book):
         """The engine on ``book``; over BIG_RUN accounts or more with ``big_threads``."""
