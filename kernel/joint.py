@@ -383,12 +383,34 @@ def curve_tol(cv, n_shell, ts, tail0, error_factor, bb, d2, d2t, bounds):
     last three 2nd differences) and one along the tail: the differences of
     :func:`_curve_tol_plain`, the same maxima; a curve with a NaN or an infinite value (a
     cell or a difference) goes to :func:`_curve_tol_plain` for its NaN rule."""
-    chk = 0.0                   # x - x: NaN once any x is NaN or infinite
-    size = 0.0
-    for s in range(cv.shape[0]):
+    # x - x: NaN once any x is NaN or infinite (sums of zeros, or NaN, whatever their
+    # order); the size (largest |cell|) and the checks in four independent runs of cells
+    n = cv.shape[0]
+    s0 = s1 = s2 = s3 = 0.0
+    h0 = h1 = h2 = h3 = 0.0
+    for s in range(0, n - 3, 4):
         x = abs(cv[s])
-        size = x if x > size else size
-        chk += x - x
+        s0 = x if x > s0 else s0
+        h0 += x - x
+        x = abs(cv[s + 1])
+        s1 = x if x > s1 else s1
+        h1 += x - x
+        x = abs(cv[s + 2])
+        s2 = x if x > s2 else s2
+        h2 += x - x
+        x = abs(cv[s + 3])
+        s3 = x if x > s3 else s3
+        h3 += x - x
+    for s in range(n - n % 4, n):
+        x = abs(cv[s])
+        s0 = x if x > s0 else s0
+        h0 += x - x
+    s0 = s1 if s1 > s0 else s0
+    s2 = s3 if s3 > s2 else s2
+    size = s2 if s2 > s0 else s0
+    chk0 = h0 + h1
+    chk1 = h2 + h3
+    chk2 = 0.0
     e0 = 0.0
     e1 = 0.0
     e2 = 0.0
@@ -415,13 +437,13 @@ def curve_tol(cv, n_shell, ts, tail0, error_factor, bb, d2, d2t, bounds):
         if k >= 2:
             x = abs((b0 - q0) - (q0 - p0))
             e0 = x if x > e0 else e0
-            chk += x - x
+            chk0 += x - x
             x = abs((b1 - q1) - (q1 - p1))
             e1 = x if x > e1 else e1
-            chk += x - x
+            chk1 += x - x
             x = abs((b2 - q2) - (q2 - p2))
             e2 = x if x > e2 else e2
-            chk += x - x
+            chk2 += x - x
         p0 = q0
         p1 = q1
         p2 = q2
@@ -449,12 +471,13 @@ def curve_tol(cv, n_shell, ts, tail0, error_factor, bb, d2, d2t, bounds):
             if k >= 2:
                 x = abs((b0 - q0) - (q0 - p0))
                 e0 = x if x > e0 else e0
-                chk += x - x
+                chk2 += x - x
             p0 = q0
             q0 = b0
             a0 = c0
             c0 = n0
         err = e0 if e0 > err else err
+    chk = chk0 + chk1 + chk2
     if chk != chk:
         return _curve_tol_plain(cv, n_shell, ts, tail0, error_factor, bb, d2, d2t, bounds)
     return error_factor * err + 1e-9 * size, size
