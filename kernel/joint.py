@@ -52,7 +52,7 @@ from numba import prange
 from ._config import njit
 from .aggregate import TIE_RTOL, weigh_cell
 from .assemble import CHUNKS
-from .black76 import option_constants, undiscounted_price
+from .black76 import MIN_STDDEV, SQRT2, option_constants, undiscounted_price
 from .instruments import INVERSE, OPTION
 from .scenarios import VOL_DOWN, VOL_SAME, VOL_UP
 
@@ -383,12 +383,34 @@ def curve_tol(cv, n_shell, ts, tail0, error_factor, bb, d2, d2t, bounds):
     last three 2nd differences) and one along the tail: the differences of
     :func:`_curve_tol_plain`, the same maxima; a curve with a NaN or an infinite value (a
     cell or a difference) goes to :func:`_curve_tol_plain` for its NaN rule."""
-    chk = 0.0                   # x - x: NaN once any x is NaN or infinite
-    size = 0.0
-    for s in range(cv.shape[0]):
+    # x - x: NaN once any x is NaN or infinite (sums of zeros, or NaN, whatever their
+    # order); the size (largest |cell|) and the checks in four independent runs of cells
+    n = cv.shape[0]
+    s0 = s1 = s2 = s3 = 0.0
+    h0 = h1 = h2 = h3 = 0.0
+    for s in range(0, n - 3, 4):
         x = abs(cv[s])
-        size = x if x > size else size
-        chk += x - x
+        s0 = x if x > s0 else s0
+        h0 += x - x
+        x = abs(cv[s + 1])
+        s1 = x if x > s1 else s1
+        h1 += x - x
+        x = abs(cv[s + 2])
+        s2 = x if x > s2 else s2
+        h2 += x - x
+        x = abs(cv[s + 3])
+        s3 = x if x > s3 else s3
+        h3 += x - x
+    for s in range(n - n % 4, n):
+        x = abs(cv[s])
+        s0 = x if x > s0 else s0
+        h0 += x - x
+    s0 = s1 if s1 > s0 else s0
+    s2 = s3 if s3 > s2 else s2
+    size = s2 if s2 > s0 else s0
+    chk0 = h0 + h1
+    chk1 = h2 + h3
+    chk2 = 0.0
     e0 = 0.0
     e1 = 0.0
     e2 = 0.0
@@ -415,13 +437,13 @@ def curve_tol(cv, n_shell, ts, tail0, error_factor, bb, d2, d2t, bounds):
         if k >= 2:
             x = abs((b0 - q0) - (q0 - p0))
             e0 = x if x > e0 else e0
-            chk += x - x
+            chk0 += x - x
             x = abs((b1 - q1) - (q1 - p1))
             e1 = x if x > e1 else e1
-            chk += x - x
+            chk1 += x - x
             x = abs((b2 - q2) - (q2 - p2))
             e2 = x if x > e2 else e2
-            chk += x - x
+            chk2 += x - x
         p0 = q0
         p1 = q1
         p2 = q2
@@ -449,12 +471,13 @@ def curve_tol(cv, n_shell, ts, tail0, error_factor, bb, d2, d2t, bounds):
             if k >= 2:
                 x = abs((b0 - q0) - (q0 - p0))
                 e0 = x if x > e0 else e0
-                chk += x - x
+                chk2 += x - x
             p0 = q0
             q0 = b0
             a0 = c0
             c0 = n0
         err = e0 if e0 > err else err
+    chk = chk0 + chk1 + chk2
     if chk != chk:
         return _curve_tol_plain(cv, n_shell, ts, tail0, error_factor, bb, d2, d2t, bounds)
     return error_factor * err + 1e-9 * size, size
@@ -885,6 +908,8 @@ def joint_stress_rows(sel, lo, hi, acc, grp, ins, grid, outs, clusters):
     curves = np.zeros((max_units, width if use_grid else 1))
     tot = np.empty(max_scen)
     cells = np.empty((2, max_pos, 3))          # the exact cells: candidate, lowest so far
+    earg = np.empty((2, 3 * max_pos))          # (their erfc arguments, erfc values, slots)
+    eslot = np.empty(3 * max_pos, dtype=np.int64)
     uval = np.empty((2, max_units))
     uvol = np.empty((2, max_units), dtype=np.int64)
     cand = np.empty(max_scen, dtype=np.int64)
@@ -962,7 +987,7 @@ def joint_stress_rows(sel, lo, hi, acc, grp, ins, grid, outs, clusters):
                              gw_row, cap_usd, mult, cover, zpos, js_shock, js_lw, js_gw,
                              js_nvol, pu_start, pu_order, q, pos_row, kind, settlement,
                              contract_size, forward, strike, is_call, const, k0,
-                             cells[cur], uval[cur], uvol[cur])
+                             cells[cur], uval[cur], uvol[cur], earg, eslot)
             tot[i] = t
             if t < lowest or t != t:
                 lowest = t
@@ -1039,10 +1064,17 @@ def exact_total(j, n_js, j0, B, nu, units, ucol, unit_row, unit_px, pr, gw_row, 
 def _exact_cells(j, n_js, j0, B, nu, units, ucol, unit_row, unit_px, pr, gw_row, cap_usd,
                  mult, cover, zpos, js_shock, js_lw, js_gw, js_nvol, pu_start, pu_order, q,
                  pos_row, kind, settlement, contract_size, forward, strike, is_call, const, k0,
-                 cells, uval, uvol):
+                 cells, uval, uvol, earg, eslot):
     """:func:`exact_total` (same arithmetic, same total) keeping each position's cells
     (``cells[k - k0, v]``, ``k`` its place in ``pu_order``; positions without quantity are
-    skipped) and each unit's weighted value and vol state (``uval``, ``uvol``, by ``m``)."""
+    skipped) and each unit's weighted value and vol state (``uval``, ``uvol``, by ``m``).
+
+    Per unit, the cells of its options whose sigma*sqrt(T) is normal (at least
+    ``MIN_STDDEV``, finite) are priced in passes, as :func:`pmrisk.kernel.grid.grid_row`
+    prices a row: the two ``erfc`` arguments of every such cell (``earg``, with its slot
+    ``3 s + v`` in ``eslot``), the ``erfc`` calls alone, then the values; each is
+    :func:`cell`'s arithmetic in its order, so the same bits.  Other cells go through
+    :func:`cell`.  The unit's sums then run over its positions in their order."""
     t = 0.0
     for m in range(nu):
         u = units[m]
@@ -1052,6 +1084,57 @@ def _exact_cells(j, n_js, j0, B, nu, units, ucol, unit_row, unit_px, pr, gw_row,
         sh, lw, gw, nv = scenario(j, n_js, j0, B, c, r, pr, gw_row, mult, cover, zpos,
                                   js_shock, js_lw, js_gw, js_nvol)
         l1p = math.log1p(sh)
+        v_lo = 1 if nv == 1 else 0
+        v_hi = 2 if nv == 3 else 1
+        n_e = 0
+        for k in range(pu_start[u], pu_start[u + 1]):
+            p = pu_order[k]
+            if q[p] == 0.0:
+                continue
+            i = pos_row[p]
+            s = k - k0
+            if kind[i] != OPTION:
+                y = cell(i, sh, l1p, v_lo, kind, settlement, contract_size, forward, strike,
+                         is_call, const)
+                cells[s, 0] = y
+                cells[s, 1] = y
+                cells[s, 2] = y
+                continue
+            ln_fk = const[i, 1] + l1p
+            call = is_call[i] == 1
+            for v in range(v_lo, v_hi + 1):
+                sd = const[i, 3 + v]
+                if not (sd >= MIN_STDDEV and sd < math.inf):
+                    cells[s, v] = cell(i, sh, l1p, v, kind, settlement, contract_size,
+                                       forward, strike, is_call, const)
+                    continue
+                d1 = ln_fk / sd + 0.5 * sd
+                d2 = d1 - sd
+                if call:        # N(d1), N(d2) = erfc(-d / SQRT2) / 2; put N(-d2), N(-d1)
+                    earg[0, n_e] = -d1 / SQRT2
+                    earg[1, n_e] = -d2 / SQRT2
+                else:
+                    earg[0, n_e] = d2 / SQRT2
+                    earg[1, n_e] = d1 / SQRT2
+                eslot[n_e] = 3 * s + v
+                n_e += 1
+        for e in range(n_e):
+            earg[0, e] = math.erfc(earg[0, e])
+            earg[1, e] = math.erfc(earg[1, e])
+        for e in range(n_e):
+            s = eslot[e] // 3
+            v = eslot[e] - 3 * s
+            i = pos_row[pu_order[k0 + s]]
+            fs = forward[i] * (1.0 + sh)
+            K = strike[i]
+            if is_call[i] == 1:
+                x = fs * (0.5 * earg[0, e]) - K * (0.5 * earg[1, e])
+            else:
+                x = K * (0.5 * earg[0, e]) - fs * (0.5 * earg[1, e])
+            x = const[i, 2] * (x if (x > 0.0 or x != x) else 0.0)
+            if settlement[i] == INVERSE:
+                x /= fs
+            cells[s, v] = contract_size[i] * (x - const[i, 0]) * 1.0
         x0 = 0.0
         x1 = 0.0
         x2 = 0.0
@@ -1060,36 +1143,18 @@ def _exact_cells(j, n_js, j0, B, nu, units, ucol, unit_row, unit_px, pr, gw_row,
             qp = q[p]
             if qp == 0.0:
                 continue
-            i = pos_row[p]
             s = k - k0
             if nv == 1:
-                y = cell(i, sh, l1p, 1, kind, settlement, contract_size, forward, strike,
-                         is_call, const)
-                cells[s, 1] = y
-                x1 += qp * y
-            elif kind[i] != OPTION:
-                y = cell(i, sh, l1p, 0, kind, settlement, contract_size, forward, strike,
-                         is_call, const)
-                cells[s, 0] = y
-                cells[s, 1] = y
-                cells[s, 2] = y
-                y = qp * y
+                x1 += qp * cells[s, 1]
+            elif kind[pos_row[p]] != OPTION:
+                y = qp * cells[s, 0]
                 x0 += y
                 x1 += y
                 x2 += y
             else:
-                y0 = cell(i, sh, l1p, 0, kind, settlement, contract_size, forward, strike,
-                          is_call, const)
-                y1 = cell(i, sh, l1p, 1, kind, settlement, contract_size, forward, strike,
-                          is_call, const)
-                y2 = cell(i, sh, l1p, 2, kind, settlement, contract_size, forward, strike,
-                          is_call, const)
-                cells[s, 0] = y0
-                cells[s, 1] = y1
-                cells[s, 2] = y2
-                x0 += qp * y0
-                x1 += qp * y1
-                x2 += qp * y2
+                x0 += qp * cells[s, 0]
+                x1 += qp * cells[s, 1]
+                x2 += qp * cells[s, 2]
         cap = cap_usd[r] / px
         if nv == 1:
             y = weigh_cell(x1, lw, gw, cap, 0.0)

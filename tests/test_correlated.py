@@ -554,3 +554,72 @@ def test_fused_kernel_direction_clusters_change_nothing(seed, n_und, nodes, tail
             assert a.tobytes() == b.tobytes()
     *_, n_exact = oracles.joint_stress_twin(jst, out.rev.args, px, slope, counts=True)
     np.testing.assert_array_equal(base[2], n_exact)
+
+
+@settings(max_examples=10, deadline=None)
+@given(seed=st.integers(0, 10_000), n_und=st.integers(2, 3),
+       sd=st.sampled_from([0.0, 1e-13, 1e-12, np.inf, np.nan]), vol=st.integers(0, 2))
+def test_exact_refinement_in_passes_is_cell_by_cell(seed, n_und, sd, vol):
+    """The fused kernel's exact refinement prices options in passes (erfc arguments, erfc,
+    values) and any other cell through ``cell``: with every scenario revalued exactly
+    (``joint_revaluation = "exact"``), some option rows' sigma*sqrt(T) in one vol state set
+    to an edge (0, below and at ``MIN_STDDEV``, inf, NaN), each account's worst and binding
+    scenario are those of :func:`pmrisk.kernel.joint.exact_total` (cell by cell) over its
+    scenarios, to the bit."""
+    from pmrisk.engine.core import run
+    from pmrisk.kernel.joint import (BIND_JOINT, active_units, binding_candidate,
+                                     delta_direction, exact_total)
+    und = ("BTC", "ETH", "SOL")[:n_und]
+    tables = samples.book(n_accounts=4, positions_per_account=8, underlyings=und,
+                          option_share=0.7, inverse_share=0.5, seed=seed)
+    model = SMALL.with_overrides({"joint_revaluation": "exact"})
+    out = run(book_of(tables, model), model)
+    jst = out.joint
+    ins = list(jst.ins)
+    const = ins[6].copy()
+    const[::2, 3 + vol] = sd                    # every other revaluation row
+    ins[6] = const
+    ins = tuple(ins)
+    px = np.ascontiguousarray(out.units.settle_px, dtype=np.float64)
+    slope = np.ascontiguousarray(out.unit.slope_usd, dtype=np.float64)
+    n_acc = len(jst.worst)
+    outs = tuple(np.full_like(x, 7) for x in (
+        jst.worst, jst.n_joint, jst.n_exact, jst.bind_kind, jst.bind_index, jst.bind_shock,
+        jst.unit_value, jst.unit_vol, jst.unit_shock, jst.unit_lw, jst.pos_loss))
+    from pmrisk.kernel.joint import joint_stress_serial
+    joint_stress_serial(np.arange(n_acc, dtype=np.int64),
+                        (jst.ua_start, jst.pu_start, jst.pu_order, jst.q, jst.pos_row,
+                         jst.unit_row, px, slope, jst.acc_group),
+                        jst.grp, ins, jst.grid_args, outs)
+    (g_d, g_rows, g_col, g_j0, g_buckets, g_rho, js_shock, js_lw, js_gw, js_nvol, pr, gw_row,
+     cap_usd, mult, cover) = jst.grp[:15]
+    d_max = g_rows.shape[1]
+    units = np.empty(len(jst.unit_row), dtype=np.int64)
+    ucol = np.empty(len(jst.unit_row), dtype=np.int64)
+    checked = 0
+    for a in range(n_acc):
+        g = int(jst.acc_group[a])
+        if g < 0:
+            continue
+        nu = active_units(a, g, jst.ua_start, jst.pu_start, jst.pu_order, jst.q,
+                          jst.unit_row, g_col, units, ucol, outs, False)
+        if nu == 0:
+            continue
+        zpos = np.empty(d_max)
+        delta_direction(g, nu, units, ucol, slope, g_d, g_rows, g_rho, pr, np.empty(d_max),
+                        zpos)
+        n_js = int(g_j0[g + 1] - g_j0[g])
+        n_all = int(outs[1][a])
+        assert outs[2][a] == n_all
+        tot = np.array([exact_total(j, n_js, g_j0[g], g_buckets[g], nu, units, ucol,
+                                    jst.unit_row, px, pr, gw_row, cap_usd, mult, cover, zpos,
+                                    js_shock, js_lw, js_gw, js_nvol, jst.pu_start,
+                                    jst.pu_order, jst.q, jst.pos_row, *ins, outs, False)
+                        for j in range(n_all)])
+        b = binding_candidate(tot, n_all)
+        want = -tot[b] if (tot[b] < 0.0 or tot[b] != tot[b]) else 0.0
+        assert np.array_equal(outs[0][a], want, equal_nan=True)
+        k = outs[4][a] - (g_j0[g] if outs[3][a] == BIND_JOINT else -n_js)
+        assert k == b
+        checked += 1
+    assert checked > 0
