@@ -1267,11 +1267,12 @@ def option_vols(kind, mark_iv):
 def unit_columns(figures, greeks, unit_px, index_px):
     """Twin of :func:`pmrisk.kernel.tables.unit_columns`."""
     rows = []
-    for v in figures:
-        rows += [v, v * unit_px]
-    d, g, vg, th = greeks
-    rows += [d, d * index_px, g, g * index_px * index_px / 100.0, vg, vg * unit_px, th,
-             th * unit_px]
+    with np.errstate(invalid="ignore", over="ignore"):     # inf x 0 is NaN, as in the kernel
+        for v in figures:
+            rows += [v, v * unit_px]
+        d, g, vg, th = greeks
+        rows += [d, d * index_px, g, g * index_px * index_px / 100.0, vg, vg * unit_px, th,
+                 th * unit_px]
     return np.array(rows).reshape(len(rows), len(unit_px))
 
 
@@ -1296,15 +1297,21 @@ def position_columns(pos_unit, quantity, unit_px, value, model_value, upnl, delt
 def account_columns(equity, mm, im, liquidation_cost, low, levels):
     """Twin of :func:`pmrisk.kernel.tables.account_columns` (``numpy.where`` and
     comparisons)."""
-    den = mm + liquidation_cost
+    with np.errstate(invalid="ignore", over="ignore"):     # inf - inf is NaN, as in the kernel
+        ratio = margin_ratios(equity, mm + liquidation_cost)
+        band = np.zeros(len(ratio), dtype=np.int64)
+        for lv in levels:
+            band += ratio < lv
+        return (ratio, equity - im,
+                np.maximum(0.0, np.minimum(equity - low * mm, equity - im)), band)
+
+
+def margin_ratios(equity, den):
+    """Twin of :func:`pmrisk.kernel.tables.margin_ratios` (``numpy.where``): equity / den,
+    ``inf`` (``-inf`` for negative equity) where den is not above 0."""
     with np.errstate(divide="ignore", invalid="ignore"):
-        ratio = np.where(den > 0, equity / np.where(den > 0, den, 1.0),
-                         np.where(equity >= 0, np.inf, -np.inf))
-    band = np.zeros(len(ratio), dtype=np.int64)
-    for lv in levels:
-        band += ratio < lv
-    return (ratio, equity - im, np.maximum(0.0, np.minimum(equity - low * mm, equity - im)),
-            band)
+        return np.where(den > 0, equity / np.where(den > 0, den, 1.0),
+                        np.where(equity >= 0, np.inf, -np.inf))
 
 
 # -- kernel/across.py twin ----------------------------------------------------------------------

@@ -65,3 +65,17 @@ def test_account_columns_agree_with_twin(data, n):
     want = oracles.account_columns(eq, mm, im, liq, 1.01, levels)
     for g, w in zip(got, want):
         _equal(g, w)
+
+
+@settings(deadline=None)
+@given(data=st.data(), n=st.integers(0, 12))
+def test_margin_ratios_agree_with_twin(data, n):
+    """The one margin ratio (:func:`pmrisk.kernel.tables.ratio_of`), as
+    ``pmrisk.results.margin_ratio`` returns it: inf / -inf where MM is not above 0 (NaN
+    included), equity / MM elsewhere."""
+    from pmrisk.results import margin_ratio
+    eq, den = _floats(data, n), _floats(data, n)
+    want = oracles.margin_ratios(eq, den)
+    _equal(tables.margin_ratios(eq, den), want)
+    _equal(margin_ratio(eq, den), want)
+    _equal(margin_ratio(eq.reshape(1, n), den.reshape(1, n)), want.reshape(1, n))
