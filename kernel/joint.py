@@ -85,7 +85,7 @@ def pricing_constants(kind, settlement, contract_size, mark, forward, strike, is
     return out
 
 
-@njit(inline="always")
+@njit(_nrt=False)
 def cell(i, shock, l1p, v, kind, settlement, contract_size, forward, strike, is_call, const):
     """P&L per contract of revaluation row ``i`` at ``shock`` (``l1p = log1p(shock)``) with
     vol state ``v`` (0 up, 1 same, 2 down): :func:`instrument_pnl`'s cell (pnl scale 1)."""
@@ -116,7 +116,7 @@ def _better(y, c, best, best_c):
     return y < best
 
 
-@njit(inline="always")
+@njit(_nrt=False)
 def _lagrange(t, n_nodes, w):
     """Window start of position ``t`` (node units) on ``n_nodes`` uniform nodes; fills ``w``
     with the cubic Lagrange weights."""
@@ -140,7 +140,7 @@ def _weigh(x, lw, gw, cap):
     return lw * min(x, 0.0) + min(gw * max(x, 0.0), cap)
 
 
-@njit(inline="always")
+@njit(_nrt=False)
 def _min3(cv, i0, w, lw, gw, cap):
     """Lowest weighted value of the three vol states interpolated at window ``i0`` (cells
     ``i0 .. i0+11``: 4 nodes x up, same, down).  Ties need no rule here: only the value
@@ -151,7 +151,7 @@ def _min3(cv, i0, w, lw, gw, cap):
     return min(_weigh(x0, lw, gw, cap), min(_weigh(x1, lw, gw, cap), _weigh(x2, lw, gw, cap)))
 
 
-@njit(inline="always")
+@njit(_nrt=False)
 def interval_bounds(cv, c0, nv, n_nodes, lw, gw, cap, d2, out):
     """``out[i]``: a lower bound of the lowest weighted value over the vol states of the
     cubic interpolant of curve ``cv`` (nodes at ``c0 + nv*i + v``) on node interval
@@ -175,7 +175,7 @@ def interval_bounds(cv, c0, nv, n_nodes, lw, gw, cap, d2, out):
                 out[i] = y
 
 
-@njit(inline="always")
+@njit(_nrt=False)
 def interp_add(cv, u, c, unit_row, unit_px, cap_usd, ja, jb, j0, js_shock, js_lw, js_gw,
                js_nvol, pr, tail_range, tail_side, n_side, w, tot):
     """Add unit ``u``'s interpolated weighted value (USD) in the group's joint scenarios
@@ -197,7 +197,7 @@ def interp_add(cv, u, c, unit_row, unit_px, cap_usd, ja, jb, j0, js_shock, js_lw
         tot[j] += y * px
 
 
-@njit(inline="always")
+@njit(_nrt=False)
 def interp_delta(cv, u, c, unit_row, unit_px, cap_usd, n_js, n_all, B, zpos, pr, gw_row,
                  mult, cover, tail_range, tail_side, n_side, w, tot):
     """Add unit ``u``'s interpolated weighted value (USD) in the account's delta directions
@@ -220,7 +220,7 @@ def interp_delta(cv, u, c, unit_row, unit_px, cap_usd, n_js, n_all, B, zpos, pr,
         tot[n_js + e] += y * px
 
 
-@njit(inline="always")
+@njit(_nrt=False)
 def exact_unit(u, pu_start, pu_order, q, pos_row, shock, nv, lw, gw, cap, kind, settlement,
                contract_size, forward, strike, is_call, const):
     """(weighted value, vol state) of unit ``u`` revalued exactly at ``shock``: ``nv = 3``
@@ -369,7 +369,7 @@ def direction_clusters(g_d, g_m, g_dir0, dir_iv, dir_ivt, size):
     return order, g_c0, c_start[:n_cl + 1], c_lo, c_hi, t_lo, t_hi
 
 
-@njit(inline="always")
+@njit(_nrt=False)
 def curve_tol(cv, n_shell, ts, tail0, error_factor, bb, d2, d2t, bounds):
     """(tol, size) of one unit curve ``cv`` (settlement currency), the bound of its
     interpolation error: ``error_factor`` x its largest |4th difference| along the grid
@@ -551,7 +551,7 @@ def _curve_bounds(cv, n_shell, ts, tail0, gw, cap, cover, mn, d2, d2t, lvr, lvt)
             lvt[i] = -np.inf            # no tail grid: no bound
 
 
-@njit(inline="always")
+@njit(_nrt=False)
 def _chord_bounds(mn, d2, n, lw, gw, cap, out):
     """``out[i]`` for the ``n - 1`` intervals of :func:`_curve_bounds` from the nodes' lowest
     values ``mn`` and largest |2nd differences| ``d2[1 .. n-2]`` (its ends are set here)."""
@@ -565,7 +565,7 @@ def _chord_bounds(mn, d2, n, lw, gw, cap, out):
         out[i] = _weigh(lo - 0.2 * slack, lw, gw, cap)
 
 
-@njit(inline="always")
+@njit(_nrt=False)
 def _interp_one(cv, c, r, px, cap, jj, js_shock, js_lw, js_gw, js_nvol, pr, tail_range,
                 tail_side, n_side, w):
     """One unit's interpolated weighted value (USD) in the group's joint scenario ``jj``:
@@ -582,7 +582,7 @@ def _interp_one(cv, c, r, px, cap, jj, js_shock, js_lw, js_gw, js_nvol, pr, tail
     return y * px
 
 
-@njit(inline="always")
+@njit(_nrt=False)
 def binding_candidate(tot, n_c):
     """The binding one of ``n_c`` candidates' exact totals ``tot[:n_c]`` (in scenario
     order): the first NaN, else the first within ``TIE_RTOL`` of the lowest."""
@@ -596,7 +596,7 @@ def binding_candidate(tot, n_c):
     return 0
 
 
-@njit(inline="always")
+@njit(_nrt=False)
 def record_binding(a, j, b, n_js, j0, worst, bind_kind, bind_index):
     """Account ``a``'s worst (``-b``, 0 for a gain) and binding scenario ``j`` (a joint
     scenario of the group before ``n_js``, else a delta direction)."""
@@ -789,7 +789,7 @@ def _scan(nu, units, ucol, unit_row, unit_px, cap_usd, curves, tol, g, j0, n_js,
     return n_c
 
 
-@njit(inline="always")
+@njit(_nrt=False)
 def reset_account(a, worst, bind_kind, bind_index, n_joint, n_exact, bind_shock):
     """Account ``a``'s figures before its scenarios: no joint loss, no binding scenario."""
     worst[a] = 0.0
@@ -801,7 +801,7 @@ def reset_account(a, worst, bind_kind, bind_index, n_joint, n_exact, bind_shock)
         bind_shock[a, c] = 0.0
 
 
-@njit(inline="always")
+@njit(_nrt=False)
 def active_units(a, g, ua_start, pu_start, pu_order, q, unit_row, g_col, units, ucol, outs,
                  reset):
     """Account ``a``'s active units (holding a non-zero position) and their group columns
@@ -830,7 +830,7 @@ def active_units(a, g, ua_start, pu_start, pu_order, q, unit_row, g_col, units, 
     return nu
 
 
-@njit(inline="always")
+@njit(_nrt=False)
 def delta_direction(g, nu, units, ucol, slope, g_d, g_rows, g_rho, pr, gvec, zpos):
     """The account's delta direction into ``zpos``: ``z* = rho s / sqrt(s' rho s)`` clipped
     to +-1 (0 if ``s' rho s`` is not positive), ``s`` per column of group ``g`` its active
@@ -857,7 +857,7 @@ def delta_direction(g, nu, units, ucol, slope, g_d, g_rows, g_rho, pr, gvec, zpo
         zpos[e] = min(max(z, -1.0), 1.0)
 
 
-@njit(inline="always")
+@njit(_nrt=False)
 def unit_curve(u, pu_start, pu_order, q, pos_row, icurve, curve_of_row, out):
     """Unit ``u``'s grid curve into ``out``: the quantity-weighted sum of its positions' rows
     of ``icurve`` (positions without quantity skipped)."""
@@ -1012,7 +1012,7 @@ def joint_stress_rows(sel, lo, hi, acc, grp, ins, grid, outs, clusters):
             bind_shock[a, ucol[m]] = unit_shock[units[m]]
 
 
-@njit(inline="always")
+@njit(_nrt=False)
 def scenario(j, n_js, j0, B, c, r, pr, gw_row, mult, cover, zpos, js_shock, js_lw, js_gw,
              js_nvol):
     """(move, loss weight, gain weight, vol states) of group column ``c`` (row ``r``) in the
