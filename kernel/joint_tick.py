@@ -30,12 +30,15 @@ usize, urec, udrift, keep_lb0, utol_ok)``):
 * ``keep_lb[a]`` (USD): a lower bound of the interpolated total of every *other* joint
   scenario at the current curves, ``keep_lb0[a]`` (the bound at the record) less the
   account's drift and a rounding allowance; ``keep_lb0[a]`` is the least of the other
-  computed totals and
-  of the lower bounds of the directions not computed (the full kernel's own interval bounds,
-  :func:`pmrisk.kernel.joint.interval_bounds`, running minima outward from the centre: a
-  record computes every direction whose bound is within ``gap`` x ``|lowest|`` of
-  ``lowest``, far more than the full kernel's ``2.5 tol``, so that the bound leaves room for
-  the ticks to come), minus a rounding allowance;
+  computed totals and of the lower bounds of the scenarios not computed (the full kernel's
+  own interval bounds, :func:`pmrisk.kernel.joint.interval_bounds`: per direction their
+  running minima outward from the centre, per shell its own intervals), minus a rounding
+  allowance.  A record computes a scenario when its bound is within ``gap`` x ``|lowest|``
+  of ``lowest`` (far more than the full kernel's ``2.5 tol``, so that the bound leaves room
+  for the ticks to come) and not above the ``K + 1``-th lowest total computed so far (a
+  scenario above that could be neither kept nor the least of the others), the directions of
+  lowest bound first; so ``keep_lb0[a]`` is the ``K + 1``-th lowest total itself whenever
+  the gap does not bind;
 * ``keep_n[a] = -1``: no record (never recorded, too many band candidates, a curve not
   finite): the account takes the full kernel;
 * per unit of a recorded account: ``ucurve[u]``, its curve at the current marks (the full
@@ -283,7 +286,7 @@ def joint_record_rows(sel, lo, hi, acc, grp, grid, keep, gap):
     """:func:`joint_record` for the accounts ``sel[lo:hi]``."""
     (ua_start, pu_start, pu_order, q, pos_row, unit_row, unit_px, slope, acc_group) = acc
     (g_d, g_rows, g_col, g_j0, g_buckets, g_rho, js_shock, js_lw, js_gw, js_nvol, pr, gw_row,
-     cap_usd, mult, cover, tails, max_candidates, g_m, g_dir0, dir_iv, dir_ivt, _) = grp
+     cap_usd, mult, cover, tails, max_candidates, g_m, g_dir0, dir_iv, dir_ivt, js_iv) = grp
     (use_grid, icurve, curve_of_row, n_side, tail_side, tail_range, vol_code,
      error_factor) = grid
     (keep_j, keep_v, keep_n, keep_lb, ucurve, utol, usize, urec, udrift, keep_lb0,
@@ -307,12 +310,17 @@ def joint_record_rows(sel, lo, hi, acc, grp, grid, keep, gap):
     zpos = np.empty(d_max)
     w = np.empty(4)
     lv = np.empty((max_units, 2 * n_side))
+    lvr = np.empty((max_units, 2 * n_side))
     lvt = np.empty((max_units, max(2 * tail_side.max(), 1)))
     d2 = np.empty(max(2 * n_side + 1, 2 * tail_side.max() + 1))
     d2t = np.empty(d2.shape[0])
     bb = np.empty(d2.shape[0])
     bj = np.empty(K + 1, dtype=np.int64)
     bv = np.empty(K + 1)
+    m_max = g_m.max() if g_m.shape[0] else 0
+    dlb = np.empty(m_max)
+    dlbt = np.empty(m_max)
+    srt = np.empty(m_max)
     n_shell = 2 * n_side + 1
     tail0 = 3 * n_shell
     dummy = (np.empty(0), np.empty(0, np.int64), np.empty(0, np.int64), np.empty(0, np.int64),
@@ -360,6 +368,8 @@ def joint_record_rows(sel, lo, hi, acc, grp, grid, keep, gap):
             r = unit_row[units[m]]
             interval_bounds(curves[m], 0, 3, n_shell, 1.0, gw_row[r],
                             cap_usd[r] / unit_px[units[m]], d2, lv[m])
+            for i in range(2 * n_side):
+                lvr[m, i] = lv[m, i] * unit_px[units[m]]
             for i in range(n_side, 2 * n_side):
                 if i > n_side and lv[m, i - 1] < lv[m, i]:
                     lv[m, i] = lv[m, i - 1]
@@ -387,46 +397,77 @@ def joint_record_rows(sel, lo, hi, acc, grp, grid, keep, gap):
         if lowest != lowest:
             continue
         nb = _insert(bj, bv, 0, 0, tot[0])
-        unc = np.inf                  # least bound of the directions not computed
         m_dir = g_m[g]
-        for dr in range(m_dir):
+        for dr in range(m_dir):             # each direction's lower bound, shell and tail
             dd = g_dir0[g] + dr
-            thr = lowest + gap * max(abs(lowest), 1e-3 * scale) + 2.5 * tol
             lb = 0.0
             for m in range(nu):
                 lb += lv[m, dir_iv[dd, ucol[m]]] * unit_px[units[m]]
-            if lb > thr:
-                if lb < unc:
-                    unc = lb
-            else:
-                for kk in range(B):
-                    j = 1 + kk * m_dir + dr
-                    tot[j] = 0.0
+            dlb[dr] = lb
+            lb = np.inf
+            if tails:
+                lb = 0.0
+                for m in range(nu):
+                    lb += lvt[m, dir_ivt[dd, ucol[m]]] * unit_px[units[m]]
+            dlbt[dr] = lb
+        # the directions of lowest bound first (enough shells for K + 1 totals), then
+        # the others; a direction is computed when its bound is within the gap of
+        # ``lowest`` and below the (K+1)-th lowest total so far (both only fall), else its
+        # bound counts: either way every other joint scenario ends above the bound kept
+        for s in range(m_dir):
+            srt[s] = dlb[s]
+        srt[:m_dir].sort()
+        first = srt[min((K + B) // max(B, 1), m_dir - 1)] if m_dir > 0 else np.inf
+        unc = np.inf                  # least bound of the directions not computed
+        for rnd in range(2):
+            for dr in range(m_dir):
+                lo_round = dlb[dr] <= first
+                thr = lowest + gap * max(abs(lowest), 1e-3 * scale) + 2.5 * tol
+                if nb > K and bv[K] < thr:
+                    thr = bv[K]
+                if lo_round == (rnd == 1):
+                    continue                # computed (or counted) in the other round
+                lb = dlb[dr]
+                if lb > thr:
+                    if lb < unc:
+                        unc = lb
+                else:
+                    for kk in range(B):
+                        j = 1 + kk * m_dir + dr
+                        lb = 0.0            # the shell's own bound (its intervals)
+                        for m in range(nu):
+                            lb += lvr[m, js_iv[j0 + j, ucol[m]]]
+                        if lb > thr:
+                            if lb < unc:
+                                unc = lb
+                            continue
+                        tot[j] = 0.0
+                        for m in range(nu):
+                            interp_add(curves[m], units[m], ucol[m], unit_row, unit_px,
+                                       cap_usd, j, j + 1, j0, js_shock, js_lw, js_gw, js_nvol,
+                                       pr, tail_range, tail_side, n_side, w, tot)
+                        if tot[j] < lowest:
+                            lowest = tot[j]
+                        nb = _insert(bj, bv, nb, j, tot[j])
+                if not tails:
+                    continue
+                thr = lowest + gap * max(abs(lowest), 1e-3 * scale) + 2.5 * tol
+                if nb > K and bv[K] < thr:
+                    thr = bv[K]
+                jt = 1 + B * m_dir + dr
+                lb = dlbt[dr]
+                if lb > thr:
+                    if lb < unc:
+                        unc = lb
+                else:
+                    tot[jt] = 0.0
                     for m in range(nu):
                         interp_add(curves[m], units[m], ucol[m], unit_row, unit_px, cap_usd,
-                                   j, j + 1, j0, js_shock, js_lw, js_gw, js_nvol, pr,
+                                   jt, jt + 1, j0, js_shock, js_lw, js_gw, js_nvol, pr,
                                    tail_range, tail_side, n_side, w, tot)
-                    if tot[j] < lowest:
-                        lowest = tot[j]
-                    nb = _insert(bj, bv, nb, j, tot[j])
-            if not tails:
-                continue
-            jt = 1 + B * m_dir + dr
-            lb = 0.0
-            for m in range(nu):
-                lb += lvt[m, dir_ivt[dd, ucol[m]]] * unit_px[units[m]]
-            if lb > thr:
-                if lb < unc:
-                    unc = lb
-            else:
-                tot[jt] = 0.0
-                for m in range(nu):
-                    interp_add(curves[m], units[m], ucol[m], unit_row, unit_px, cap_usd, jt,
-                               jt + 1, j0, js_shock, js_lw, js_gw, js_nvol, pr, tail_range,
-                               tail_side, n_side, w, tot)
-                if tot[jt] < lowest:
-                    lowest = tot[jt]
-                nb = _insert(bj, bv, nb, jt, tot[jt])
+                    if tot[jt] < lowest:
+                        lowest = tot[jt]
+                    nb = _insert(bj, bv, nb, jt, tot[jt])
         # every joint candidate of the band must be kept
         band = lowest + 2.0 * tol
         n_keep = nb if nb < K else K
