@@ -19,7 +19,7 @@ gives the same bits.  No assumption on the interpolation error is needed for thi
 equality: it holds whenever the full kernel's own result holds.
 
 What is kept per account (``keep = (keep_j, keep_v, keep_n, keep_lb, ucurve, utol,
-usize, urec, udrift, keep_lb0, utol_ok)``):
+usize, urec, udrift, keep_lb0, utol_ok, upath, keep_p)``):
 
 * ``keep_j[a, :keep_n[a]]``: up to ``K_KEEP`` joint scenarios (the account's scenario
   numbers, ascending), the lowest interpolated totals at the last record
@@ -45,8 +45,10 @@ usize, urec, udrift, keep_lb0, utol_ok)``):
   kernel's arithmetic, so the same bits), ``utol[u]`` and ``usize[u]``, its share of
   ``tol`` and its size (USD; ``utol_ok[u]`` False: ``utol[u]`` is an upper bound of it,
   below); ``urec[u]``, its curve in USD (``px c``) at the record, and
-  ``udrift[u]``, the bound below of how far its USD curve has moved from there.  A tick
-  rebuilds only the units that moved.
+  ``udrift[u]``, the bound below of how far its USD curve has moved from there, and
+  ``upath[u]`` of the length of the path it took (below); per kept scenario ``keep_p[a,
+  i]``, its total when last computed plus the account's path then.  A tick rebuilds only
+  the units that moved.
 
 How a tick moves the bounds.  A joint scenario's moves, loss and gain weights do not change
 with the marks.  Its interpolated total is ``sum_u W_u``, ``W_u`` the unit's USD value:
@@ -70,8 +72,18 @@ travelled from the record, not the sum of the steps.  ``keep_lb0 - drift`` bound
 other joint scenario now; a kept scenario computed at a tick with drift ``D'`` to a total
 ``T'`` is at least ``T' - D' - drift`` now (the distance between two states is at most the
 sum of their distances to the record), so ``keep_v`` holds ``T' - D'`` (the larger of that
-and what it held).  Every comparison also subtracts ``1e-12`` of the sizes involved.  The
-bounds hold over any number of ticks; a full run records afresh.  The bound needs no
+and what it held).  A kept scenario computed recently has a tighter bound from the steps
+since: a unit's ``upath`` is the sum of the same distance between its curves at the
+account's successive runs since the record (each step from the last run's curve and price
+to the new ones), an account's ``path`` the sum over its units, and ``keep_p`` holds
+``T' + P'`` (``P'`` the path then; the larger of that and what it held), so
+``keep_p - path`` bounds the scenario's total now (the distance between two states is at
+most the sum of the steps between them).  A kept scenario is computed when the larger of
+its two bounds reaches the band: near the band, each tick's step; further above, rarely;
+without the path bound the record's distance grows over the ticks (the benchmark's random
+walk: ~sqrt(ticks)) until every kept scenario is computed on every tick.  Every comparison
+also subtracts ``1e-12`` of the sizes involved.  The bounds hold over any number of ticks;
+a full run records afresh.  The bound needs no
 assumption on the interpolation error: it is about interpolated totals, which is what the
 full kernel's band compares.
 
@@ -109,7 +121,7 @@ joint loss).  NaN anywhere (curve, price, bound, totals) fails the test ``keep_l
 and takes the full kernel, which reports it.  ``joint_revaluation = "exact"`` (no curves)
 always takes the full kernel (:meth:`pmrisk.engine.correlated.JointStress.tick`).
 
-Memory: per account ``K_KEEP`` scenario numbers and bounds, per unit two curves
+Memory: per account ``K_KEEP`` scenario numbers and two bounds, per unit two curves
 (``W`` float64 each, the grid's width: 324 with the ``standard`` preset).
 
 Accounts are independent: the parallel forms cut the selection into ``CHUNKS`` runs over the
@@ -290,7 +302,7 @@ def joint_record_rows(sel, lo, hi, acc, grp, grid, keep, gap):
     (use_grid, icurve, curve_of_row, n_side, tail_side, tail_range, vol_code,
      error_factor) = grid
     (keep_j, keep_v, keep_n, keep_lb, ucurve, utol, usize, urec, udrift, keep_lb0,
-     utol_ok) = keep
+     utol_ok, upath, keep_p) = keep
     K = keep_j.shape[1]
     d_max = g_rows.shape[1]
     width = icurve.shape[1]
@@ -352,6 +364,7 @@ def joint_record_rows(sel, lo, hi, acc, grp, grid, keep, gap):
             tol += utol[u]
             scale += usize[u]
             udrift[u] = 0.0
+            upath[u] = 0.0
             for s in range(width):
                 ucurve[u, s] = curves[m, s]
                 urec[u, s] = unit_px[u] * curves[m, s]
@@ -489,6 +502,8 @@ def joint_record_rows(sel, lo, hi, acc, grp, grid, keep, gap):
                 t -= 1
             keep_j[a, t] = x
             keep_v[a, t] = y
+        for i in range(n_keep):
+            keep_p[a, i] = keep_v[a, i]
         keep_n[a] = n_keep
         keep_lb[a] = lb
         keep_lb0[a] = lb
@@ -510,7 +525,8 @@ def joint_record(sel, acc, grp, grid, keep, gap):
     keep : tuple
         ``(keep_j int64[n_acc, K], keep_v[n_acc, K], keep_n int64[n_acc], keep_lb[n_acc],
         ucurve[n_units, W], utol[n_units], usize[n_units], urec[n_units, W],
-        udrift[n_units], keep_lb0[n_acc], utol_ok bool[n_units])``, written at ``sel`` and
+        udrift[n_units], keep_lb0[n_acc], utol_ok bool[n_units], upath[n_units],
+        keep_p[n_acc, K])``, written at ``sel`` and
         their active units.
     gap : float
         Directions whose lower bound is within ``gap`` x ``|lowest|`` of ``lowest`` are
@@ -562,7 +578,7 @@ def joint_tick_rows(sel, lo, hi, acc, grp, ins, grid, outs, keep, prev, how):
     (worst, n_joint, n_exact, bind_kind, bind_index, bind_shock, unit_value, unit_vol,
      unit_shock, unit_lw, pos_loss) = outs
     (keep_j, keep_v, keep_n, keep_lb, ucurve, utol, usize, urec, udrift, keep_lb0,
-     utol_ok) = keep
+     utol_ok, upath, keep_p) = keep
     px_prev, row_moved, row_t, row_s = prev
     K = keep_j.shape[1]
     d_max = g_rows.shape[1]
@@ -584,6 +600,7 @@ def joint_tick_rows(sel, lo, hi, acc, grp, ins, grid, outs, keep, prev, how):
     d2 = np.empty(max(2 * n_side + 1, 2 * tail_side.max() + 1))  # curve_tol's scratch
     d2t = np.empty(d2.shape[0])
     bb = np.empty(d2.shape[0])
+    fresh = np.empty(width)          # a moved unit's new curve
     n_shell = 2 * n_side + 1
     tail0 = 3 * n_shell
     for k in range(lo, hi):
@@ -609,6 +626,7 @@ def joint_tick_rows(sel, lo, hi, acc, grp, ins, grid, outs, keep, prev, how):
         n_bound = 0
         scale = 0.0
         drift = 0.0
+        path = 0.0          # the units' path lengths since the record
         for m in range(nu):
             u = units[m]
             r = unit_row[u]
@@ -622,26 +640,40 @@ def joint_tick_rows(sel, lo, hi, acc, grp, ins, grid, outs, keep, prev, how):
                         break
             umoved[m] = moved
             if moved:
-                new = ucurve[u]
+                new = fresh
                 unit_curve(u, pu_start, pu_order, q, pos_row, icurve, curve_of_row, new)
                 rec = urec[u]
+                old = ucurve[u]     # the curve at the account's last run, price px_prev
+                pp = px_prev[u]
                 y0 = 0.0            # largest USD distance on the shell cells (two runs)
                 y1 = 0.0
                 z0 = 0.0            # and the largest |cell| (curve_tol's size)
                 z1 = 0.0
+                q0 = 0.0            # and the largest USD step from the last run
+                q1 = 0.0
                 for s in range(0, tail0 - 1, 2):
                     y0 = _max(abs(px * new[s] - rec[s]), y0)
                     y1 = _max(abs(px * new[s + 1] - rec[s + 1]), y1)
+                    q0 = _max(abs(px * new[s] - pp * old[s]), q0)
+                    q1 = _max(abs(px * new[s + 1] - pp * old[s + 1]), q1)
                     z0 = _max(abs(new[s]), z0)
                     z1 = _max(abs(new[s + 1]), z1)
+                    old[s] = new[s]
+                    old[s + 1] = new[s + 1]
                 for s in range(tail0 - tail0 % 2, tail0):
                     y0 = _max(abs(px * new[s] - rec[s]), y0)
+                    q0 = _max(abs(px * new[s] - pp * old[s]), q0)
                     z0 = _max(abs(new[s]), z0)
+                    old[s] = new[s]
                 y_sh = _max(y1, y0)
+                q_sh = _max(q1, q0)
                 y_tl = 0.0          # on the tail cells
+                q_tl = 0.0
                 for s in range(tail0, width):
                     y_tl = _max(abs(px * new[s] - rec[s]), y_tl)
+                    q_tl = _max(abs(px * new[s] - pp * old[s]), q_tl)
                     z0 = _max(abs(new[s]), z0)
+                    old[s] = new[s]
                 size = _max(z1, z0)
                 # tol: an upper bound from its rows' (exact later, only if a decision needs it)
                 ub = tol_bound(u, pu_start, pu_order, q, pos_row, curve_of_row, row_t, row_s,
@@ -663,11 +695,17 @@ def joint_tick_rows(sel, lo, hi, acc, grp, ins, grid, outs, keep, prev, how):
                     + ROUND * (LEBESGUE * max(w_sh, w_tl)
                                * (2.0 * usize[u] + _max(y_tl, y_sh))) \
                     if px > 0.0 else np.nan
+                # the step's bound, the same way (NaN if the last run's price was not > 0)
+                upath[u] += LEBESGUE * (w_sh * q_sh + w_tl * q_tl) \
+                    + ROUND * (LEBESGUE * max(w_sh, w_tl)
+                               * (2.0 * usize[u] + _max(q_tl, q_sh))) \
+                    if px > 0.0 and pp > 0.0 else np.nan
             tol += utol[u]
             tol_lo += utol[u] if utol_ok[u] else 0.0
             n_bound += 0 if utol_ok[u] else 1
             scale += usize[u]
             drift += udrift[u]
+            path += upath[u]
         lb = keep_lb0[a] - drift - ROUND * (LEBESGUE * scale + abs(keep_lb0[a]))
         keep_lb[a] = lb
         # 3. interpolated totals of the kept joint scenarios and the delta directions
@@ -703,7 +741,12 @@ def joint_tick_rows(sel, lo, hi, acc, grp, ins, grid, outs, keep, prev, how):
             if ii >= 0 and i == first:
                 continue
             v = keep_v[a, i]
-            if not v - drift - ROUND * (LEBESGUE * scale + abs(v)) <= lowest + 2.0 * tol:
+            bound = v - drift - ROUND * (LEBESGUE * scale + abs(v))
+            vp = keep_p[a, i]
+            bp = vp - path - ROUND * (LEBESGUE * scale + abs(vp) + path)
+            if bp > bound:                  # (NaN: not taken)
+                bound = bp
+            if not bound <= lowest + 2.0 * tol:
                 tot[i] = np.inf             # above the band: not a candidate
                 continue
             j = keep_j[a, i]
@@ -714,6 +757,8 @@ def joint_tick_rows(sel, lo, hi, acc, grp, ins, grid, outs, keep, prev, how):
                            tail_range, tail_side, n_side, w, tot)
             if tot[i] - drift > keep_v[a, i]:
                 keep_v[a, i] = tot[i] - drift
+            if tot[i] + path > keep_p[a, i]:
+                keep_p[a, i] = tot[i] + path
             if tot[i] < lowest or tot[i] != tot[i]:
                 lowest = tot[i]
         n_ev = n + n_dd

@@ -102,13 +102,20 @@ def check_tick(js, before, unit_px, slope_usd, accounts):
     total at the new curves; where the twin's decision is clear, the kernel's is the
     same."""
     keep_j, keep_v, keep_n, keep_lb = js.keep[:4]
+    udrift, upath, keep_p = js.keep[8], js.keep[11], js.keep[12]
     for a in np.asarray(accounts).tolist():
         if keep_n[a] < 0:
             continue
         approx, n_js, tol, size = oracles.joint_account_totals(js, a, unit_px, slope_usd)
         other = np.ones(n_js, dtype=bool)
-        other[keep_j[a, :keep_n[a]]] = False
+        kept = keep_j[a, :keep_n[a]]
+        other[kept] = False
         assert (approx[:n_js][other] >= keep_lb[a] - 1e-9 * size).all(), a
+        # each kept scenario's two bounds: from the record (drift) and from the steps (path)
+        us = [u for u in range(js.ua_start[a], js.ua_start[a + 1]) if js.active[u]]
+        drift, path = udrift[us].sum(), upath[us].sum()
+        assert (approx[kept] >= keep_v[a, :keep_n[a]] - drift - 1e-9 * size).all(), a
+        assert (approx[kept] >= keep_p[a, :keep_n[a]] - path - 1e-9 * size).all(), a
     if before is None:
         return
     full = set(js.last_full.tolist())

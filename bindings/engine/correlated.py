@@ -490,7 +490,8 @@ class JointStress:
                          np.full(n_acc, -1, dtype=np.int64), np.full(n_acc, -np.inf),
                          np.zeros((n_units, width)), np.zeros(n_units), np.zeros(n_units),
                          np.zeros((n_units, width)), np.zeros(n_units),
-                         np.full(n_acc, -np.inf), np.zeros(n_units, dtype=bool))
+                         np.full(n_acc, -np.inf), np.zeros(n_units, dtype=bool),
+                         np.zeros(n_units), np.zeros((n_acc, K_KEEP)))
         stale = np.flatnonzero(~self.row_ok)
         if len(stale):
             g = self.grid
