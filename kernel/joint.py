@@ -251,6 +251,14 @@ def exact_unit(u, pu_start, pu_order, q, pos_row, shock, nv, lw, gw, cap, kind, 
                             strike, is_call, const)
             x2 += qp * cell(i, shock, l1p, 2, kind, settlement, contract_size, forward,
                             strike, is_call, const)
+    return weighted_best(x0, x1, x2, nv, lw, gw, cap)
+
+
+@njit(_nrt=False)
+def weighted_best(x0, x1, x2, nv, lw, gw, cap):
+    """(weighted value, vol state) of a unit whose P&L in the vol states up, same, down is
+    ``x0, x1, x2`` (``nv = 1``: vol same only): the lowest weighted value, ties as
+    :func:`_better`."""
     if nv == 1:
         return weigh_cell(x1, lw, gw, cap, 0.0), 1
     best = weigh_cell(x0, lw, gw, cap, 0.0)

@@ -135,9 +135,11 @@ from numba import prange
 
 from ._config import njit
 from .assemble import CHUNKS
+from .instruments import OPTION
 from .joint import (BIND_JOINT, active_units, binding_candidate, cell, curve_tol,
-                    delta_direction, exact_total, exact_unit, interp_add, interp_delta,
-                    interval_bounds, record_binding, reset_account, scenario, unit_curve)
+                    delta_direction, exact_total, interp_add, interp_delta,
+                    interval_bounds, record_binding, reset_account, scenario, unit_curve,
+                    weighted_best)
 from .scenarios import VOL_DOWN, VOL_SAME, VOL_UP
 
 FAST, FULL, SAME = 0, 1, 2   # how a tick settled an account (SAME: fast, description unchanged)
@@ -567,6 +569,135 @@ def joint_record_serial(sel, acc, grp, grid, keep, gap):
 
 
 @njit
+def bind_slots(sel, bind_kind, bind_index, jslot, jj_of):
+    """Number the distinct joint scenarios that bind the accounts ``sel`` (``bind_index``
+    where ``bind_kind`` is :data:`pmrisk.kernel.joint.BIND_JOINT`): ``jslot[jj]`` its slot,
+    ``jj_of[slot]`` the scenario; returns their count.  ``jslot``: -1 where none.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> from pmrisk.kernel.joint_tick import bind_slots
+    >>> jslot, jj_of = np.full(10, -1), np.zeros(3, dtype=np.int64)
+    >>> bind_slots(np.arange(3), np.array([0, 0, -1]), np.array([7, 7, 2]), jslot, jj_of)
+    1
+    >>> int(jslot[7]), int(jj_of[0])
+    (0, 7)
+    """
+    n_d = 0
+    for k in range(sel.shape[0]):
+        a = sel[k]
+        if bind_kind[a] == BIND_JOINT:
+            jj = bind_index[a]
+            if jslot[jj] < 0:
+                jslot[jj] = n_d
+                jj_of[n_d] = jj
+                n_d += 1
+    return n_d
+
+
+@njit(parallel=True)
+def bind_cells(sel, acc, grp, ins, bind_kind, bind_index, jslot, jj_of, rows, row_slot,
+               need, cache):
+    """Per distinct binding joint scenario of the accounts ``sel`` (:func:`bind_slots`) and
+    repriced revaluation row ``rows[rs]`` (``row_slot``: its index there, -1 if not
+    repriced) that those accounts hold: the row's :func:`pmrisk.kernel.joint.cell` in the
+    vol states up, same, down at the scenario's move, into ``cache[slot, rs]`` (``need``
+    marks them).  A tick's accounts whose binding scenario stays the only candidate revalue
+    their moved units there (:func:`joint_tick`): with thousands of accounts on a few
+    hundred binding scenarios and shared instruments, each cell is priced once instead of
+    once per account, with the same function and arguments, so the same bits."""
+    (ua_start, pu_start, pu_order, q, pos_row, unit_row, unit_px, slope, acc_group) = acc
+    g_col, js_shock = grp[2], grp[6]
+    (kind, settlement, contract_size, forward, strike, is_call, const) = ins
+    n_d = need.shape[0]
+    n_r = rows.shape[0]
+    g_of = np.empty(n_d, dtype=np.int64)
+    row_und = np.zeros(n_r, dtype=np.int64)
+    for k in range(sel.shape[0]):
+        a = sel[k]
+        if bind_kind[a] != BIND_JOINT:
+            continue
+        d = jslot[bind_index[a]]
+        g_of[d] = acc_group[a]
+        for u in range(ua_start[a], ua_start[a + 1]):
+            for mm in range(pu_start[u], pu_start[u + 1]):
+                rs = row_slot[pos_row[pu_order[mm]]]
+                if rs >= 0:
+                    need[d, rs] = True
+                    row_und[rs] = unit_row[u]
+    for d in prange(n_d):
+        jj = jj_of[d]
+        g = g_of[d]
+        for rs in range(n_r):
+            if not need[d, rs]:
+                continue
+            c = g_col[g, row_und[rs]]
+            i = rows[rs]
+            if c < 0:
+                need[d, rs] = False
+                continue
+            sh = js_shock[jj, c]
+            l1p = math.log1p(sh)
+            if kind[i] != OPTION:
+                x = cell(i, sh, l1p, 0, kind, settlement, contract_size, forward, strike,
+                         is_call, const)
+                cache[d, rs, 0] = x
+                cache[d, rs, 1] = x
+                cache[d, rs, 2] = x
+            else:
+                for v in range(3):
+                    cache[d, rs, v] = cell(i, sh, l1p, v, kind, settlement, contract_size,
+                                           forward, strike, is_call, const)
+
+
+@njit(_nrt=False)
+def _bind_cell(p, d, sh, l1p, v, pos_row, row_slot, need, cache, kind, settlement,
+               contract_size, forward, strike, is_call, const):
+    """Position ``p``'s row's cell at the binding scenario (slot ``d``, move ``sh``) in vol
+    state ``v``: from ``cache`` when :func:`bind_cells` priced it, else priced here."""
+    i = pos_row[p]
+    rs = row_slot[i] if d >= 0 else -1
+    if rs >= 0 and need[d, rs]:
+        return cache[d, rs, v]
+    return cell(i, sh, l1p, v, kind, settlement, contract_size, forward, strike, is_call,
+                const)
+
+
+@njit(_nrt=False)
+def _bind_unit(u, d, pu_start, pu_order, q, pos_row, row_slot, need, cache, shock, nv, lw,
+               gw, cap, kind, settlement, contract_size, forward, strike, is_call, const):
+    """:func:`pmrisk.kernel.joint.exact_unit` of unit ``u`` at the binding scenario (slot
+    ``d``), its cells from :func:`_bind_cell`: the same sums in the same order."""
+    l1p = math.log1p(shock)
+    x0 = 0.0
+    x1 = 0.0
+    x2 = 0.0
+    for k in range(pu_start[u], pu_start[u + 1]):
+        p = pu_order[k]
+        qp = q[p]
+        if qp == 0.0:
+            continue
+        if nv == 1:
+            x1 += qp * _bind_cell(p, d, shock, l1p, 1, pos_row, row_slot, need, cache, kind,
+                                  settlement, contract_size, forward, strike, is_call, const)
+        elif kind[pos_row[p]] != OPTION:
+            y = qp * _bind_cell(p, d, shock, l1p, 0, pos_row, row_slot, need, cache, kind,
+                                settlement, contract_size, forward, strike, is_call, const)
+            x0 += y
+            x1 += y
+            x2 += y
+        else:
+            x0 += qp * _bind_cell(p, d, shock, l1p, 0, pos_row, row_slot, need, cache, kind,
+                                  settlement, contract_size, forward, strike, is_call, const)
+            x1 += qp * _bind_cell(p, d, shock, l1p, 1, pos_row, row_slot, need, cache, kind,
+                                  settlement, contract_size, forward, strike, is_call, const)
+            x2 += qp * _bind_cell(p, d, shock, l1p, 2, pos_row, row_slot, need, cache, kind,
+                                  settlement, contract_size, forward, strike, is_call, const)
+    return weighted_best(x0, x1, x2, nv, lw, gw, cap)
+
+
+@njit
 def joint_tick_rows(sel, lo, hi, acc, grp, ins, grid, outs, keep, prev, how):
     """:func:`joint_tick` for the accounts ``sel[lo:hi]``."""
     (ua_start, pu_start, pu_order, q, pos_row, unit_row, unit_px, slope, acc_group) = acc
@@ -579,7 +710,7 @@ def joint_tick_rows(sel, lo, hi, acc, grp, ins, grid, outs, keep, prev, how):
      unit_shock, unit_lw, pos_loss) = outs
     (keep_j, keep_v, keep_n, keep_lb, ucurve, utol, usize, urec, udrift, keep_lb0,
      utol_ok, upath, keep_p) = keep
-    px_prev, row_moved, row_t, row_s = prev
+    px_prev, row_moved, row_t, row_s, jslot, row_slot, need, cache = prev
     K = keep_j.shape[1]
     d_max = g_rows.shape[1]
     width = icurve.shape[1]
@@ -815,9 +946,10 @@ def joint_tick_rows(sel, lo, hi, acc, grp, ins, grid, outs, keep, prev, how):
                 px = unit_px[u]
                 sh, lw, gw, nv = scenario(j, n_js, j0, B, ucol[m], r, pr, gw_row, mult, cover,
                                           zpos, js_shock, js_lw, js_gw, js_nvol)
-                y, v = exact_unit(u, pu_start, pu_order, q, pos_row, sh, nv, lw, gw,
-                                  cap_usd[r] / px, kind, settlement, contract_size, forward,
-                                  strike, is_call, const)
+                d = jslot[prev_bind]
+                y, v = _bind_unit(u, d, pu_start, pu_order, q, pos_row, row_slot, need,
+                                  cache, sh, nv, lw, gw, cap_usd[r] / px, kind, settlement,
+                                  contract_size, forward, strike, is_call, const)
                 t += y * px
                 unit_value[u] = y
                 if unit_vol[u] != (VOL_UP, VOL_SAME, VOL_DOWN)[v]:
@@ -828,9 +960,10 @@ def joint_tick_rows(sel, lo, hi, acc, grp, ins, grid, outs, keep, prev, how):
                 l1p = math.log1p(sh)
                 for kk in range(pu_start[u], pu_start[u + 1]):
                     p = pu_order[kk]
-                    pos_loss[p] = -lw * q[p] * cell(pos_row[p], sh, l1p, v, kind, settlement,
-                                                    contract_size, forward, strike, is_call,
-                                                    const)
+                    pos_loss[p] = -lw * q[p] * _bind_cell(p, d, sh, l1p, v, pos_row,
+                                                          row_slot, need, cache, kind,
+                                                          settlement, contract_size,
+                                                          forward, strike, is_call, const)
             before = worst[a] > 0.0
             worst[a] = -t if (t < 0.0 or t != t) else 0.0
             n_joint[a] = n_all
@@ -886,9 +1019,11 @@ def joint_tick(sel, acc, grp, ins, grid, outs, keep, prev, how):
         As for :func:`joint_record`; bounds lowered and moved units' curves replaced in
         place.
     prev : tuple
-        ``(px_prev[n_units], row_moved[n_rev_rows], row_t[R], row_s[R])``: the units' USD
-        prices at the accounts' last run, the revaluation rows repriced since, and each
-        curve row's :func:`row_bounds` at its current curve.
+        ``(px_prev[n_units], row_moved[n_rev_rows], row_t[R], row_s[R], jslot, row_slot,
+        need, cache)``: the units' USD prices at the accounts' last run, the revaluation
+        rows repriced since, each curve row's :func:`row_bounds` at its current curve, and
+        the cells of the binding joint scenarios (:func:`bind_slots`, :func:`bind_cells`;
+        ``jslot`` all -1 and the others empty: none).
     how : int64[n_sel]
         Written: :data:`FAST`, :data:`SAME` (fast, description unchanged) or :data:`FULL`
         (the account needs the full kernel).

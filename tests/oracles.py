@@ -1812,3 +1812,40 @@ def one_snapshot(pos_row, ord_row, kind, settlement, contract_size, expiry, stri
                mark[m], np.where(np.isnan(fwd), und_px, fwd),
                np.where(np.isnan(s), 1.0, s),
                np.where(k == OPTION, np.asarray(is_call)[ins_row], 1), years, iv)
+
+
+def bind_cells_twin(st, pnl_args, sel):
+    """Numpy twin of :func:`pmrisk.kernel.joint_tick.bind_slots` and ``bind_cells`` with
+    every revaluation row repriced: the distinct binding joint scenarios of the accounts
+    ``sel`` in order of first appearance, and per scenario and row that those accounts hold
+    (the ``need`` mask) the row's P&L per contract (:func:`instrument_pnl`) at the
+    scenario's move of the row's underlying, vol up, same, down."""
+    from pmrisk.kernel.joint import BIND_JOINT
+    sel = np.asarray(sel)
+    joint = sel[st.bind_kind[sel] == BIND_JOINT]
+    jj_all = st.bind_index[joint]
+    _, first = np.unique(jj_all, return_index=True)
+    jjs = jj_all[np.sort(first)]
+    slot = {int(j): d for d, j in enumerate(jjs)}
+    n_rows = len(st.pending)
+    need = np.zeros((len(jjs), n_rows), dtype=bool)
+    cells = np.zeros((len(jjs), n_rows, 3))
+    instr = (*pnl_args.instruments(), pnl_args.rate)
+    g_col, js_shock = st.grp[2], st.grp[6]
+    for a in joint.tolist():
+        jj = int(st.bind_index[a])
+        d, g = slot[jj], int(st.acc_group[a])
+        for u in range(st.ua_start[a], st.ua_start[a + 1]):
+            c = g_col[g, st.unit_row[u]]
+            if c < 0:
+                continue
+            for p in st.pu_order[st.pu_start[u]:st.pu_start[u + 1]]:
+                i = int(st.pos_row[p])
+                need[d, i] = True
+                s = np.full((n_rows, 3), js_shock[jj, c])
+                one = np.ones_like(s)
+                pnl = instrument_pnl(*instr, np.full(n_rows, 3), s, np.log1p(s),
+                                     np.tile(np.array([VOL_UP, VOL_SAME, VOL_DOWN]),
+                                             (n_rows, 1)), one, one)
+                cells[d, i] = pnl[i]
+    return jjs, need, cells

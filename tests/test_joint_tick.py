@@ -8,7 +8,7 @@ the twin's."""
 import numpy as np
 import pyarrow as pa
 import pytest
-from hypothesis import given, settings
+from hypothesis import assume, given, settings
 from hypothesis import strategies as st
 
 import oracles
@@ -204,6 +204,10 @@ def test_monitor_10k_like_book_parallel_form(monkeypatch):
     ones)."""
     import pmrisk.engine.correlated as C
     monkeypatch.setattr(C, "PARALLEL_MIN", 2)
+    priced = []                 # the binding scenarios' cells priced once per tick
+    bind_cells = C.bind_cells
+    monkeypatch.setattr(C, "bind_cells", lambda *a: (priced.append(a[-2].shape[0]),
+                                                     bind_cells(*a)))
     spy = Spy(monkeypatch)
     mon, t = monitor(seed=5, n_accounts=8)
     for k, f in enumerate([1.0006, 0.9993, 1.0004, 1.07]):
@@ -211,6 +215,7 @@ def test_monitor_10k_like_book_parallel_form(monkeypatch):
         assert_equals_margin(mon)
     assert joints(mon)[0].n_fast > 0
     assert any(spy.calls)
+    assert priced and min(priced) > 0
 
 
 @settings(deadline=None)
@@ -250,3 +255,33 @@ def test_the_ticks_tol_bound_is_above_the_units_tol(n_side, ts, n_rows, n_pos, s
     e, _ = curve_tol_fast(curve, n_shell, ts, tail0, ef, *scratch)
     bound = tol_bound(0, pu_start, pu_order, q, pos_row, np.arange(n_rows), row_t, row_s, ef)
     assert e <= bound
+
+
+@settings(max_examples=10, deadline=None)
+@given(seed=st.integers(0, 10_000))
+def test_the_binding_scenarios_cells_are_each_priced_as_alone(seed):
+    """:func:`bind_slots` numbers the distinct binding joint scenarios in order of first
+    appearance; :func:`bind_cells` prices each held row once per scenario, as the twin
+    prices it (every row taken as repriced)."""
+    from pmrisk.kernel.joint_tick import bind_cells, bind_slots
+    mon, _ = monitor(seed=seed, n_accounts=8)        # its first run: the book's own marks
+    out = mon._blocks[0].out
+    js = out.joint
+    sel = np.arange(len(js.worst), dtype=np.int64)
+    rows = np.arange(len(js.pending), dtype=np.int64)
+    jslot = np.full(js.grp[6].shape[0], -1, dtype=np.int64)
+    jj_of = np.zeros(len(sel), dtype=np.int64)
+    n_d = bind_slots(sel, js.bind_kind, js.bind_index, jslot, jj_of)
+    need = np.zeros((n_d, len(rows)), dtype=bool)
+    cache = np.full((n_d, len(rows), 3), np.nan)
+    acc = (js.ua_start, js.pu_start, js.pu_order, js.q, js.pos_row, js.unit_row,
+           out.units.settle_px, out.unit.slope_usd, js.acc_group)
+    bind_cells(sel, acc, js.grp, tuple(js.ins), js.bind_kind, js.bind_index, jslot, jj_of,
+               rows, rows.copy(), need, cache)
+    jjs, want_need, want = oracles.bind_cells_twin(js, out.rev.args, sel)
+    assume(n_d > 0)                  # (some samples bind at no joint scenario)
+    assert jj_of[:n_d].tolist() == jjs.tolist()
+    assert all(jslot[j] == d for d, j in enumerate(jjs.tolist()))
+    assert (need == want_need).all()
+    np.testing.assert_allclose(cache[need], want[need], rtol=1e-12,
+                               atol=1e-12 * max(np.abs(want).max(initial=0.0), 1.0))

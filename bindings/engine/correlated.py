@@ -54,15 +54,16 @@ from pmrisk.kernel.directions import KINDS, joint_moves
 from pmrisk.kernel.grid import grid_curves, grid_curves_serial
 from pmrisk.kernel.joint import (BIND_JOINT, joint_stress, joint_stress_serial,
                                  pricing_constants, shell_intervals)
-from pmrisk.kernel.joint_tick import (FULL, K_KEEP, RECORD_GAP, SAME, joint_record,
-                                      joint_record_serial, joint_tick, joint_tick_serial,
-                                      row_bounds)
+from pmrisk.kernel.joint_tick import (FULL, K_KEEP, RECORD_GAP, SAME, bind_cells, bind_slots,
+                                      joint_record, joint_record_serial, joint_tick,
+                                      joint_tick_serial, row_bounds)
 from pmrisk.kernel.scenarios import VOL_DOWN, VOL_SAME, VOL_STATES, VOL_UP
 
 from ..io.arrow import kernel_args, unique_keys
 from ..model.correlation import correlation_matrix
 
 PARALLEL_MIN = 64      # fewer accounts than this: the kernel's serial twin
+BIND_CELLS_MAX = 4_000_000  # a tick's table of binding-scenario cells (x3 vol states) at most
 PRICE_PARALLEL_MIN = 8  # fewer revaluation rows than this: grid curves on the calling thread
 
 ERROR_FACTOR = 1.0         # interpolation error bound = ERROR_FACTOR * max |4th difference|
@@ -500,9 +501,10 @@ class JointStress:
             self.row_ok[stale] = True
         how = np.zeros(len(sel), dtype=np.int64)
         small = len(sel) < PARALLEL_MIN
+        cells = self._bind_cells(sel, acc, small)
         (joint_tick_serial if small else joint_tick)(
             sel, acc, self.grp, tuple(self.ins), self.grid_args, outs, self.keep,
-            (self.px_prev, self.pending, self.row_t, self.row_s), how)
+            (self.px_prev, self.pending, self.row_t, self.row_s) + cells, how)
         back = sel[how == FULL]
         if len(back):
             small = len(back) < PARALLEL_MIN
@@ -515,6 +517,30 @@ class JointStress:
         self.last_full = back
         self._settle(px, sel)
         self._describe(sel[how != SAME])      # the others' binding scenario is unchanged
+
+    def _bind_cells(self, sel, acc, small):
+        """The cells of the repriced rows at the accounts' binding joint scenarios, each
+        priced once (:func:`pmrisk.kernel.joint_tick.bind_cells`), as the tick kernel takes
+        them: ``(jslot, row_slot, need, cache)``; none for a small selection, or when the
+        table would exceed ``BIND_CELLS_MAX`` cells."""
+        n_js = self.grp[6].shape[0]
+        jslot = np.full(n_js, -1, dtype=np.int64)
+        rows = np.flatnonzero(self.pending)
+        n_d = 0
+        if not small and len(rows):
+            jj_of = np.empty(min(len(sel), n_js), dtype=np.int64)
+            n_d = bind_slots(sel, self.bind_kind, self.bind_index, jslot, jj_of)
+        if not n_d or n_d * len(rows) > BIND_CELLS_MAX:
+            jslot[:] = -1
+            return (jslot, np.zeros(0, dtype=np.int64), np.zeros((0, 0), dtype=bool),
+                    np.zeros((0, 0, 3)))
+        row_slot = np.full(len(self.pending), -1, dtype=np.int64)
+        row_slot[rows] = np.arange(len(rows))
+        need = np.zeros((n_d, len(rows)), dtype=bool)
+        cache = np.empty((n_d, len(rows), 3))
+        bind_cells(sel, acc, self.grp, tuple(self.ins), self.bind_kind, self.bind_index, jslot,
+                   jj_of, rows, row_slot, need, cache)
+        return jslot, row_slot, need, cache
 
     def _settle(self, unit_px, sel):
         """After a run on the accounts ``sel``: their units' prices and the repriced rows'
