@@ -1812,3 +1812,70 @@ def one_snapshot(pos_row, ord_row, kind, settlement, contract_size, expiry, stri
                mark[m], np.where(np.isnan(fwd), und_px, fwd),
                np.where(np.isnan(s), 1.0, s),
                np.where(k == OPTION, np.asarray(is_call)[ins_row], 1), years, iv)
+
+
+def scenario_words(acc, worst, acc_group, bind_kind, bind_index, bind_shock, g_j0, g_d, g_rows,
+                   g_col, g_buckets, j_shock, j_meta, ua_start, active, unit_row, unit_vol,
+                   utype, vol_same, und_names, type_names, kind_names, vol_names,
+                   bind_joint=0):
+    """Twin of :func:`pmrisk.kernel.describe.scenario_words` (with :func:`odd_moves`): the
+    words of each account of ``acc`` as a list of str, built account by account in Python;
+    the strings come as lists (``und_names``, ``type_names``, ``kind_names``,
+    ``vol_names``) instead of byte blobs, and every move is formatted by ``"%+.2f%%"``."""
+    out = []
+    for a in np.asarray(acc).tolist():
+        if not worst[a] > 0.0:
+            out.append("none")
+            continue
+        g, k = int(acc_group[a]), int(bind_index[a])
+        joint = int(bind_kind[a]) == bind_joint
+        if joint:
+            kg = int(np.searchsorted(g_j0, k, "right")) - 1
+            shell, direction, kind = (int(v) for v in j_meta[k])
+            where = f"{kind_names[kind]} direction {direction}" if direction >= 0 else ""
+            b = int(g_buckets[kg])
+        else:
+            b = int(g_buckets[g])
+            shell = k // 2 + 1 if k < 2 * b else -1
+            where = f"delta direction {'-+'[k % 2]}"
+        head = f"joint shell {shell}/{b}" if shell >= 0 else "joint extreme"
+        head = f"{head} {where}" if where else head
+        pieces = []
+        for c in range(int(g_d[g])):
+            move = j_shock[k, c] if joint else bind_shock[a, c]
+            vols = [(int(u), int(unit_vol[u])) for u in range(ua_start[a], ua_start[a + 1])
+                    if active[u] and g_col[g, unit_row[u]] == c]
+            states = {v for _, v in vols}
+            if len(states) <= 1:
+                words = f"vol {vol_names[states.pop() if states else vol_same]}"
+            else:
+                words = "(" + ", ".join(f"{type_names[utype[u]]} vol {vol_names[v]}"
+                                        for u, v in vols) + ")"
+            pieces.append(f"{und_names[g_rows[g, c]]} {'%+.2f%%' % (move * 100.0)} {words}")
+        out.append(f"{head}: {', '.join(pieces)}")
+    return out
+
+
+def row_sets(pos_unit, quantity, unit_account, unit_row, n_acc, n_rows):
+    """Twin of :func:`pmrisk.kernel.groups.row_sets`: a boolean member matrix (accounts x
+    rows), its rows packed into uint64 words and ``numpy.unique`` over them, the sets
+    renumbered in the order of their first account."""
+    n_units = len(unit_account)
+    held = np.asarray(quantity) != 0.0
+    active = np.bincount(np.asarray(pos_unit)[held], minlength=n_units) > 0
+    active = active[:n_units] if n_units else np.zeros(0, dtype=bool)
+    words = max((n_rows + 63) // 64, 1)
+    member = np.zeros((n_acc, 64 * words), dtype=bool)
+    member[np.asarray(unit_account)[active], np.asarray(unit_row)[active]] = True
+    weights = np.uint64(1) << np.arange(64, dtype=np.uint64)
+    mask = np.stack([(member[:, 64 * w:64 * (w + 1)] * weights).sum(axis=1, dtype=np.uint64)
+                     for w in range(words)], axis=1).reshape(n_acc, words)
+    some = member.any(axis=1)
+    if not some.any():
+        return active, np.zeros((0, words), dtype=np.uint64), np.full(n_acc, -1, np.int64)
+    keys, first, inv = np.unique(mask[some], axis=0, return_index=True, return_inverse=True)
+    rank = np.empty(len(keys), dtype=np.int64)
+    rank[np.argsort(first, kind="stable")] = np.arange(len(keys))
+    acc_set = np.full(n_acc, -1, dtype=np.int64)
+    acc_set[some] = rank[inv.ravel()]
+    return active, keys[np.argsort(first, kind="stable")], acc_set
