@@ -52,6 +52,7 @@ def lexicon(*lists):
         words += [w.encode() for w in lst]
     offsets = np.zeros(len(words) + 1, dtype=np.int64)
     offsets[1:] = np.cumsum([len(w) for w in words])
+    offsets.setflags(write=False)           # read-only, as the blob (and kernel_args' arrays)
     return np.frombuffer(b"".join(words), dtype=np.uint8), offsets, firsts
 
 

@@ -21,6 +21,7 @@ Units and conventions are those of the kernels' docstrings (SPEC §2-§4, §6):
 """
 
 import math
+from dataclasses import dataclass
 
 import numpy as np
 
@@ -261,6 +262,63 @@ def order_margin(order_unit, order_instr, order_qty, vectors, instr_pnl, unit_un
     return out
 
 
+@dataclass
+class DeltaDirections:
+    """The accounts' own delta directions (same layout for every account of a group):
+    ``shock`` (n_acc, m, d); ``loss_weight``, ``gain_weight`` (m, d); ``n_vol``, ``shell`` and
+    ``sign`` (m: 0 for -z*, 1 for +z*)."""
+    shock: np.ndarray
+    loss_weight: np.ndarray
+    gain_weight: np.ndarray
+    n_vol: np.ndarray
+    shell: np.ndarray
+    sign: np.ndarray
+
+    @property
+    def size(self):
+        return len(self.n_vol)
+
+
+def delta_directions(js, rho, params, model, g):
+    """Twin of the delta directions of :func:`pmrisk.kernel.joint.joint_stress`: each
+    account's own directions +-z*, z* = rho g / sqrt(g' rho g) with ``g`` its
+    range-scaled USD slopes per underlying (rows of ``g``): for a linear book -z* is the point
+    of the ellipsoid with the largest loss, so the joint worst is exact whatever the number of
+    quasi-random directions; for options it is the first-order guess.  Shells (and tails) as
+    for every direction.  Accounts with no slope, and groups of one underlying, get zero moves
+    (a repeat of the no-move scenario) or none."""
+    n, d = g.shape
+    pr = np.array([params[r]["price_range"] for r in js.rows])
+    gw = np.array([params[r]["pnl_offset"] for r in js.rows])
+    if d < 2:
+        e = np.zeros((0, d))
+        return DeltaDirections(np.zeros((n, 0, d)), e, e, np.zeros(0, np.int64),
+                               np.zeros(0, np.int64), np.zeros(0, np.int64))
+    q = np.einsum("ad,de,ae->a", g, rho, g)
+    ok = q > 0.0
+    z1 = np.where(ok[:, None], (g @ rho) / np.sqrt(np.where(ok, q, 1.0))[:, None], 0.0)
+    z = np.stack([-z1, z1], axis=1).clip(-1.0, 1.0)          # (n, 2, d)
+    scale = [(k / js.buckets) * pr for k in range(1, js.buckets + 1)]
+    shock = [z * c for c in scale]                              # each (n, 2, d)
+    lw = [np.ones((2, d))] * js.buckets
+    gws = [np.tile(gw, (2, 1))] * js.buckets
+    nv = [3] * (2 * js.buckets)
+    shell = np.repeat(np.arange(1, js.buckets + 1), 2).tolist()
+    if bool(model["extreme_scenarios"]) and model["tail_mode"] == "joint":
+        mult = np.array([params[r]["extreme_multiple"] for r in js.rows])
+        cover = np.array([params[r]["cover_fraction"] for r in js.rows])
+        shock.append(z * (mult * pr))
+        lw.append(np.tile(cover, (2, 1)))
+        gws.append(np.tile(cover, (2, 1)))
+        nv += [1, 1]
+        shell += [-1, -1]
+    return DeltaDirections(
+        shock=np.concatenate(shock, axis=1), loss_weight=np.vstack(lw),
+        gain_weight=np.vstack(gws), n_vol=np.array(nv, dtype=np.int64),
+        shell=np.array(shell, dtype=np.int64),
+        sign=np.tile([0, 1], len(shell) // 2).astype(np.int64))
+
+
 def joint_scenario_margin(book, model):
     """Correlated mode's joint worst case per account in USD (SPEC §5), by exact revaluation at
     every joint scenario: twin of :func:`pmrisk.engine.correlated.run_joint` (without the per-unit
@@ -269,14 +327,14 @@ def joint_scenario_margin(book, model):
     Per account: its units that hold risk (a non-zero position after exclusions) fix its set of
     underlyings, whose correlation submatrix gives the shared joint scenarios
     (:func:`pmrisk.engine.correlated.joint_scenarios`) plus the account's own delta directions
-    (:func:`pmrisk.engine.correlated.delta_directions`, from the units' first-order USD P&L per
+    (:func:`delta_directions` above, from the units' first-order USD P&L per
     relative move, computed here with :func:`instrument_greeks`).  The scenario sets
     themselves are the implementation's, which tests/test_correlated.py checks on their own.
     Then, per joint scenario: every instrument is revalued (:func:`instrument_pnl` above) at
     its underlying's move with each allowed vol state; each unit sums its positions, weighs
     each vol cell and keeps the worst; the units' values in USD are added.
     """
-    from pmrisk.engine.correlated import delta_directions, joint_scenarios
+    from pmrisk.engine.correlated import joint_scenarios
     from pmrisk.model.correlation import correlation_matrix
     from pmrisk.engine.core import revaluation_inputs
     from pmrisk.engine.excluded import excluded_positions

@@ -69,6 +69,8 @@ PRICE_PARALLEL_MIN = 8  # fewer revaluation rows than this: grid curves on the c
 ERROR_FACTOR = 1.0         # interpolation error bound = ERROR_FACTOR * max |4th difference|
 MAX_CANDIDATES = 256       # more candidates than this: revalue every joint scenario exactly
 _VOLS = np.array([VOL_UP, VOL_SAME, VOL_DOWN], dtype=np.int64)
+_NO_ODD = np.zeros(0, dtype=np.int64)
+_NO_ODD.setflags(write=False)
 
 
 @dataclass
@@ -526,27 +528,31 @@ class JointStress:
         if not len(sel):
             return
         if self._words is None:
-            self._words = lexicon(self.units.underlyings, self.units.type_names, KINDS,
-                                  VOL_STATES)
-        lex, lex_off, firsts = self._words
-        grp = self.grp
-        acc = np.ascontiguousarray(sel, dtype=np.int64)
-        per_account = (acc, self.worst, self.acc_group, self.bind_kind, self.bind_index,
-                       self.bind_shock)
-        rest = (self.g_j0, grp[0], grp[1], grp[2], grp[4], grp[6], self.j_meta, self.ua_start,
-                self.active, self.unit_row, self.unit_vol, self.units.utype, VOL_SAME)
-        odd = np.zeros(0, dtype=np.int64)
+            # the lexicon, and read-only views (kernel_args) of the arrays fixed with this
+            # object: one compiled signature whoever built it
+            grp = self.grp
+            self._words = (lexicon(self.units.underlyings, self.units.type_names, KINDS,
+                                   VOL_STATES),
+                           kernel_args(self.g_j0, grp[0], grp[1], grp[2], grp[4], grp[6],
+                                       self.j_meta, self.ua_start),
+                           kernel_args(self.unit_row, self.units.utype))
+        (lex, lex_off, firsts), fixed, (unit_row, utype) = self._words
+        # the kernels' outputs as they are (writeable, allocated by __init__)
+        per_account = (*kernel_args(sel), self.worst, self.acc_group, self.bind_kind,
+                       self.bind_index, self.bind_shock)
+        rest = (*fixed, self.active, unit_row, self.unit_vol, utype, VOL_SAME)
+        odd = _NO_ODD
         offsets, data, complete = scenario_words(*per_account, *rest, lex, lex_off,
                                                  *firsts[:4], len(lex_off) - 1, odd)
         if not complete:        # rare: moves worded by Python's own formatting
-            odd = odd_moves(*per_account, grp[0], grp[6])
+            odd = kernel_args(odd_moves(*per_account, fixed[1], fixed[5]))[0]
             lex, lex_off, firsts = lexicon(
                 self.units.underlyings, self.units.type_names, KINDS, VOL_STATES,
                 ["%+.2f%%" % v for v in odd.view(np.float64).tolist()])
             offsets, data, _ = scenario_words(*per_account, *rest, lex, lex_off, *firsts, odd)
-        text = pa.LargeStringArray.from_buffers(len(acc), pa.py_buffer(offsets),
+        text = pa.LargeStringArray.from_buffers(len(sel), pa.py_buffer(offsets),
                                                 pa.py_buffer(data))
-        self.description[acc] = text.to_numpy(zero_copy_only=False)
+        self.description[sel] = text.to_numpy(zero_copy_only=False)
 
     def result(self):
         return JointResult(worst_usd=self.worst, description=self.description,
@@ -568,59 +574,3 @@ def run_joint(model, units, pos_unit, pu_start, pu_order, ua_start, quantity, po
     st.reprice(pnl_args)
     st.run(unit_px, unit_delta_usd)
     return st
-
-
-@dataclass
-class DeltaDirections:
-    """The accounts' own delta directions (same layout for every account of a group):
-    ``shock`` (n_acc, m, d); ``loss_weight``, ``gain_weight`` (m, d); ``n_vol``, ``shell`` and
-    ``sign`` (m: 0 for -z*, 1 for +z*)."""
-    shock: np.ndarray
-    loss_weight: np.ndarray
-    gain_weight: np.ndarray
-    n_vol: np.ndarray
-    shell: np.ndarray
-    sign: np.ndarray
-
-    @property
-    def size(self):
-        return len(self.n_vol)
-
-
-def delta_directions(js, rho, params, model, g):
-    """Each account's own directions +-z*, z* = rho g / sqrt(g' rho g) with ``g`` its
-    range-scaled USD slopes per underlying (rows of ``g``): for a linear book -z* is the point
-    of the ellipsoid with the largest loss, so the joint worst is exact whatever the number of
-    quasi-random directions; for options it is the first-order guess.  Shells (and tails) as
-    for every direction.  Accounts with no slope, and groups of one underlying, get zero moves
-    (a repeat of the no-move scenario) or none."""
-    n, d = g.shape
-    pr = np.array([params[r]["price_range"] for r in js.rows])
-    gw = np.array([params[r]["pnl_offset"] for r in js.rows])
-    if d < 2:
-        e = np.zeros((0, d))
-        return DeltaDirections(np.zeros((n, 0, d)), e, e, np.zeros(0, np.int64),
-                               np.zeros(0, np.int64), np.zeros(0, np.int64))
-    q = np.einsum("ad,de,ae->a", g, rho, g)
-    ok = q > 0.0
-    z1 = np.where(ok[:, None], (g @ rho) / np.sqrt(np.where(ok, q, 1.0))[:, None], 0.0)
-    z = np.stack([-z1, z1], axis=1).clip(-1.0, 1.0)          # (n, 2, d)
-    scale = [(k / js.buckets) * pr for k in range(1, js.buckets + 1)]
-    shock = [z * c for c in scale]                              # each (n, 2, d)
-    lw = [np.ones((2, d))] * js.buckets
-    gws = [np.tile(gw, (2, 1))] * js.buckets
-    nv = [3] * (2 * js.buckets)
-    shell = np.repeat(np.arange(1, js.buckets + 1), 2).tolist()
-    if joint_tails(model):
-        mult = np.array([params[r]["extreme_multiple"] for r in js.rows])
-        cover = np.array([params[r]["cover_fraction"] for r in js.rows])
-        shock.append(z * (mult * pr))
-        lw.append(np.tile(cover, (2, 1)))
-        gws.append(np.tile(cover, (2, 1)))
-        nv += [1, 1]
-        shell += [-1, -1]
-    return DeltaDirections(
-        shock=np.concatenate(shock, axis=1), loss_weight=np.vstack(lw),
-        gain_weight=np.vstack(gws), n_vol=np.array(nv, dtype=np.int64),
-        shell=np.array(shell, dtype=np.int64),
-        sign=np.tile([0, 1], len(shell) // 2).astype(np.int64))
