@@ -21,6 +21,7 @@ Units and conventions are those of the kernels' docstrings (SPEC §2-§4, §6):
 """
 
 import math
+from dataclasses import dataclass
 
 import numpy as np
 
@@ -261,6 +262,63 @@ def order_margin(order_unit, order_instr, order_qty, vectors, instr_pnl, unit_un
     return out
 
 
+@dataclass
+class DeltaDirections:
+    """The accounts' own delta directions (same layout for every account of a group):
+    ``shock`` (n_acc, m, d); ``loss_weight``, ``gain_weight`` (m, d); ``n_vol``, ``shell`` and
+    ``sign`` (m: 0 for -z*, 1 for +z*)."""
+    shock: np.ndarray
+    loss_weight: np.ndarray
+    gain_weight: np.ndarray
+    n_vol: np.ndarray
+    shell: np.ndarray
+    sign: np.ndarray
+
+    @property
+    def size(self):
+        return len(self.n_vol)
+
+
+def delta_directions(js, rho, params, model, g):
+    """Twin of the delta directions of :func:`pmrisk.kernel.joint.joint_stress`: each
+    account's own directions +-z*, z* = rho g / sqrt(g' rho g) with ``g`` its
+    range-scaled USD slopes per underlying (rows of ``g``): for a linear book -z* is the point
+    of the ellipsoid with the largest loss, so the joint worst is exact whatever the number of
+    quasi-random directions; for options it is the first-order guess.  Shells (and tails) as
+    for every direction.  Accounts with no slope, and groups of one underlying, get zero moves
+    (a repeat of the no-move scenario) or none."""
+    n, d = g.shape
+    pr = np.array([params[r]["price_range"] for r in js.rows])
+    gw = np.array([params[r]["pnl_offset"] for r in js.rows])
+    if d < 2:
+        e = np.zeros((0, d))
+        return DeltaDirections(np.zeros((n, 0, d)), e, e, np.zeros(0, np.int64),
+                               np.zeros(0, np.int64), np.zeros(0, np.int64))
+    q = np.einsum("ad,de,ae->a", g, rho, g)
+    ok = q > 0.0
+    z1 = np.where(ok[:, None], (g @ rho) / np.sqrt(np.where(ok, q, 1.0))[:, None], 0.0)
+    z = np.stack([-z1, z1], axis=1).clip(-1.0, 1.0)          # (n, 2, d)
+    scale = [(k / js.buckets) * pr for k in range(1, js.buckets + 1)]
+    shock = [z * c for c in scale]                              # each (n, 2, d)
+    lw = [np.ones((2, d))] * js.buckets
+    gws = [np.tile(gw, (2, 1))] * js.buckets
+    nv = [3] * (2 * js.buckets)
+    shell = np.repeat(np.arange(1, js.buckets + 1), 2).tolist()
+    if bool(model["extreme_scenarios"]) and model["tail_mode"] == "joint":
+        mult = np.array([params[r]["extreme_multiple"] for r in js.rows])
+        cover = np.array([params[r]["cover_fraction"] for r in js.rows])
+        shock.append(z * (mult * pr))
+        lw.append(np.tile(cover, (2, 1)))
+        gws.append(np.tile(cover, (2, 1)))
+        nv += [1, 1]
+        shell += [-1, -1]
+    return DeltaDirections(
+        shock=np.concatenate(shock, axis=1), loss_weight=np.vstack(lw),
+        gain_weight=np.vstack(gws), n_vol=np.array(nv, dtype=np.int64),
+        shell=np.array(shell, dtype=np.int64),
+        sign=np.tile([0, 1], len(shell) // 2).astype(np.int64))
+
+
 def joint_scenario_margin(book, model):
     """Correlated mode's joint worst case per account in USD (SPEC §5), by exact revaluation at
     every joint scenario: twin of :func:`pmrisk.engine.correlated.run_joint` (without the per-unit
@@ -269,14 +327,14 @@ def joint_scenario_margin(book, model):
     Per account: its units that hold risk (a non-zero position after exclusions) fix its set of
     underlyings, whose correlation submatrix gives the shared joint scenarios
     (:func:`pmrisk.engine.correlated.joint_scenarios`) plus the account's own delta directions
-    (:func:`pmrisk.engine.correlated.delta_directions`, from the units' first-order USD P&L per
+    (:func:`delta_directions` above, from the units' first-order USD P&L per
     relative move, computed here with :func:`instrument_greeks`).  The scenario sets
     themselves are the implementation's, which tests/test_correlated.py checks on their own.
     Then, per joint scenario: every instrument is revalued (:func:`instrument_pnl` above) at
     its underlying's move with each allowed vol state; each unit sums its positions, weighs
     each vol cell and keeps the worst; the units' values in USD are added.
     """
-    from pmrisk.engine.correlated import delta_directions, joint_scenarios
+    from pmrisk.engine.correlated import joint_scenarios
     from pmrisk.model.correlation import correlation_matrix
     from pmrisk.engine.core import revaluation_inputs
     from pmrisk.engine.excluded import excluded_positions
@@ -1849,3 +1907,70 @@ def bind_cells_twin(st, pnl_args, sel):
                                              (n_rows, 1)), one, one)
                 cells[d, i] = pnl[i]
     return jjs, need, cells
+
+
+def scenario_words(acc, worst, acc_group, bind_kind, bind_index, bind_shock, g_j0, g_d, g_rows,
+                   g_col, g_buckets, j_shock, j_meta, ua_start, active, unit_row, unit_vol,
+                   utype, vol_same, und_names, type_names, kind_names, vol_names,
+                   bind_joint=0):
+    """Twin of :func:`pmrisk.kernel.describe.scenario_words` (with :func:`odd_moves`): the
+    words of each account of ``acc`` as a list of str, built account by account in Python;
+    the strings come as lists (``und_names``, ``type_names``, ``kind_names``,
+    ``vol_names``) instead of byte blobs, and every move is formatted by ``"%+.2f%%"``."""
+    out = []
+    for a in np.asarray(acc).tolist():
+        if not worst[a] > 0.0:
+            out.append("none")
+            continue
+        g, k = int(acc_group[a]), int(bind_index[a])
+        joint = int(bind_kind[a]) == bind_joint
+        if joint:
+            kg = int(np.searchsorted(g_j0, k, "right")) - 1
+            shell, direction, kind = (int(v) for v in j_meta[k])
+            where = f"{kind_names[kind]} direction {direction}" if direction >= 0 else ""
+            b = int(g_buckets[kg])
+        else:
+            b = int(g_buckets[g])
+            shell = k // 2 + 1 if k < 2 * b else -1
+            where = f"delta direction {'-+'[k % 2]}"
+        head = f"joint shell {shell}/{b}" if shell >= 0 else "joint extreme"
+        head = f"{head} {where}" if where else head
+        pieces = []
+        for c in range(int(g_d[g])):
+            move = j_shock[k, c] if joint else bind_shock[a, c]
+            vols = [(int(u), int(unit_vol[u])) for u in range(ua_start[a], ua_start[a + 1])
+                    if active[u] and g_col[g, unit_row[u]] == c]
+            states = {v for _, v in vols}
+            if len(states) <= 1:
+                words = f"vol {vol_names[states.pop() if states else vol_same]}"
+            else:
+                words = "(" + ", ".join(f"{type_names[utype[u]]} vol {vol_names[v]}"
+                                        for u, v in vols) + ")"
+            pieces.append(f"{und_names[g_rows[g, c]]} {'%+.2f%%' % (move * 100.0)} {words}")
+        out.append(f"{head}: {', '.join(pieces)}")
+    return out
+
+
+def row_sets(pos_unit, quantity, unit_account, unit_row, n_acc, n_rows):
+    """Twin of :func:`pmrisk.kernel.groups.row_sets`: a boolean member matrix (accounts x
+    rows), its rows packed into uint64 words and ``numpy.unique`` over them, the sets
+    renumbered in the order of their first account."""
+    n_units = len(unit_account)
+    held = np.asarray(quantity) != 0.0
+    active = np.bincount(np.asarray(pos_unit)[held], minlength=n_units) > 0
+    active = active[:n_units] if n_units else np.zeros(0, dtype=bool)
+    words = max((n_rows + 63) // 64, 1)
+    member = np.zeros((n_acc, 64 * words), dtype=bool)
+    member[np.asarray(unit_account)[active], np.asarray(unit_row)[active]] = True
+    weights = np.uint64(1) << np.arange(64, dtype=np.uint64)
+    mask = np.stack([(member[:, 64 * w:64 * (w + 1)] * weights).sum(axis=1, dtype=np.uint64)
+                     for w in range(words)], axis=1).reshape(n_acc, words)
+    some = member.any(axis=1)
+    if not some.any():
+        return active, np.zeros((0, words), dtype=np.uint64), np.full(n_acc, -1, np.int64)
+    keys, first, inv = np.unique(mask[some], axis=0, return_index=True, return_inverse=True)
+    rank = np.empty(len(keys), dtype=np.int64)
+    rank[np.argsort(first, kind="stable")] = np.arange(len(keys))
+    acc_set = np.full(n_acc, -1, dtype=np.int64)
+    acc_set[some] = rank[inv.ravel()]
+    return active, keys[np.argsort(first, kind="stable")], acc_set

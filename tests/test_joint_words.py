@@ -1,6 +1,6 @@
-"""The binding joint scenario in words is the same whether a call describes many accounts at
-once (column by column through Arrow) or a few (one by one: a what-if's states, a tick on a
-few accounts): margin() over a book and over slices of it of at most ``FEW`` accounts."""
+"""The binding joint scenario in words of an account is the same whether a call describes
+many accounts at once or a few (a what-if's states, a tick on a few accounts): margin() over
+a book and over slices of it of at most ``FEW`` accounts."""
 
 import warnings
 
@@ -11,7 +11,8 @@ import pytest
 
 import pmrisk
 from pmrisk import samples
-from pmrisk.engine.correlated import FEW
+
+FEW = 16
 
 
 @pytest.mark.parametrize("seed, underlyings, inverse", [

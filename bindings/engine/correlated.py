@@ -43,23 +43,24 @@ it exactly as the full kernel would, otherwise the full kernel runs.  No positio
 scenarios array exists.
 """
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from functools import lru_cache
 
 import numpy as np
 import pyarrow as pa
-import pyarrow.compute as pc
 
+from pmrisk.kernel.describe import lexicon, odd_moves, scenario_words
 from pmrisk.kernel.directions import KINDS, joint_moves
 from pmrisk.kernel.grid import grid_curves, grid_curves_serial
-from pmrisk.kernel.joint import (BIND_JOINT, joint_stress, joint_stress_serial,
+from pmrisk.kernel.groups import row_sets
+from pmrisk.kernel.joint import (joint_stress, joint_stress_serial,
                                  pricing_constants, shell_intervals)
 from pmrisk.kernel.joint_tick import (FULL, K_KEEP, RECORD_GAP, SAME, bind_cells, bind_slots,
                                       joint_record, joint_record_serial, joint_tick,
                                       joint_tick_serial, row_bounds)
 from pmrisk.kernel.scenarios import VOL_DOWN, VOL_SAME, VOL_STATES, VOL_UP
 
-from ..io.arrow import kernel_args, unique_keys
+from ..io.arrow import kernel_args
 from ..model.correlation import correlation_matrix
 
 PARALLEL_MIN = 64      # fewer accounts than this: the kernel's serial twin
@@ -68,8 +69,9 @@ PRICE_PARALLEL_MIN = 8  # fewer revaluation rows than this: grid curves on the c
 
 ERROR_FACTOR = 1.0         # interpolation error bound = ERROR_FACTOR * max |4th difference|
 MAX_CANDIDATES = 256       # more candidates than this: revalue every joint scenario exactly
-FEW = 16                   # accounts described one by one in Python (no Arrow build)
 _VOLS = np.array([VOL_UP, VOL_SAME, VOL_DOWN], dtype=np.int64)
+_NO_ODD = np.zeros(0, dtype=np.int64)
+_NO_ODD.setflags(write=False)
 
 
 @dataclass
@@ -87,7 +89,6 @@ class JointScenarios:
     direction: np.ndarray
     kind: np.ndarray
     buckets: int
-    heads: dict = field(default_factory=dict, repr=False, compare=False)   # _head's, kept
 
     @property
     def size(self):
@@ -262,26 +263,16 @@ class JointStress:
         self.pos_row = np.ascontiguousarray(pos_row, dtype=np.int64)
         self.pu_start, self.pu_order, self.ua_start = pu_start, pu_order, ua_start
         # a unit without risk is left out (it must not change the account's underlyings)
-        held = self.q != 0.0
-        active = np.bincount(pos_unit[held], minlength=n_units) > 0 if n_units else \
-            np.zeros(0, dtype=bool)
+        active, masks, acc_set = row_sets(*kernel_args(
+            pos_unit, self.q, units.account, self.unit_row, n_acc, n_rows))
         self.active = active
-        member = np.zeros((n_acc, max(n_rows, 1)), dtype=bool)
-        member[units.account[active], self.unit_row[active]] = True
-        some = member.any(axis=1)
-        if n_rows <= 62:        # each account's rows as the bits of one int64: a 1-d unique
-            bits = member[:, :n_rows] @ (1 << np.arange(n_rows, dtype=np.int64))
-            keys, inv = np.unique(bits, return_inverse=True)
-            sets = [tuple(r for r in range(n_rows) if (k >> r) & 1) for k in keys.tolist()]
-        else:
-            keys, inv = np.unique(np.packbits(member, axis=1), axis=0, return_inverse=True)
-            sets = [tuple(np.flatnonzero(np.unpackbits(k)[:n_rows]).tolist()) for k in keys]
-        inv = inv.ravel()
-        order = sorted((rows, k) for k, rows in enumerate(sets) if rows)
-        gid = np.full(len(sets), -1, dtype=np.int64)
+        sets = [tuple(r for r in range(n_rows) if (m[r >> 6] >> (r & 63)) & 1)
+                for m in masks.tolist()]
+        order = sorted((rows, k) for k, rows in enumerate(sets))
+        gid = np.full(len(sets) + 1, -1, dtype=np.int64)     # the last: no set
         for g, (_, k) in enumerate(order):
             gid[k] = g
-        self.acc_group = np.where(some, gid[inv] if len(inv) else -1, -1).astype(np.int64)
+        self.acc_group = gid[acc_set]
         self.groups = [rows for rows, _ in order]
         memo = model.cached(("joint_group_arrays",), dict)
         key = (tuple(units.underlyings), tuple(self.groups))
@@ -292,7 +283,7 @@ class JointStress:
                 if len(memo) >= 256:
                     memo.clear()
                 memo[key] = hit
-        correlation, self.js, self.g_j0, self.grp = hit
+        correlation, self.js, self.g_j0, self.grp, self.j_meta = hit
         self.correlation = list(correlation)
         d_max = self.grp[1].shape[1]
         # per revaluation row: instrument columns and their grid curves (filled by reprice)
@@ -331,6 +322,7 @@ class JointStress:
         # unit its curve, bound and size there (pmrisk.kernel.joint_tick; allocated by the
         # first tick), the prices they were taken at and the rows repriced since
         self.keep = None
+        self._words = None         # _describe's lexicon, built when first needed
         self.incremental = True    # False: a one-shot stress (a what-if's): ticks run in full
         self.described = None      # accounts whose binding scenario run() puts in words: all
         self.pending = np.zeros(n_rev_rows, dtype=bool)
@@ -342,7 +334,8 @@ class JointStress:
     @staticmethod
     def _group_arrays(model, underlyings, groups, params, grid):
         """What the kernels read of the accounts' groups ``groups`` (tuples of rows of
-        ``underlyings``): ``(correlation matrices, joint scenario sets, g_j0, grp)``, pure
+        ``underlyings``): ``(correlation matrices, joint scenario sets, g_j0, grp,
+        j_meta)``, pure
         functions of the model, names and groups (:meth:`__init__` keeps them per model)."""
         n_rows = len(underlyings)
         correlation = []
@@ -387,7 +380,11 @@ class JointStress:
             *JointStress._direction_intervals(js_all, g_m, d_max, grid))
         grp += (shell_intervals(grp[0], g_rows, g_j0, grp[6], grp[9], grp[10],
                                 grid.n_side if grid is not None else 1),)
-        return correlation, js_all, g_j0, grp
+        # per joint row, for the words of a binding scenario: shell, direction, kind
+        j_meta = np.concatenate([np.stack([j.shell, j.direction, j.kind], axis=1)
+                                 for j in js_all] + [np.zeros((0, 3), np.int64)]).astype(
+                                     np.int64)
+        return correlation, js_all, g_j0, grp, j_meta
 
     @staticmethod
     def _direction_intervals(js_all, g_m, d_max, grid):
@@ -552,125 +549,37 @@ class JointStress:
         self.pending[:] = False
 
     def _describe(self, sel):
-        """The binding joint scenario in words for the accounts ``sel`` with a joint loss
-        (see :func:`_head` and :func:`_vol_words`), built column by column over the accounts:
-        heads once per distinct binding scenario, moves once per distinct value, then joined
-        by Arrow; no Python per account."""
-        loss = self.worst[sel] > 0.0
-        self.description[sel[~loss]] = "none"      # a Monitor's account may have lost its loss
-        acc = sel[loss]
-        if not len(acc):
+        """The binding joint scenario in words for the accounts ``sel`` (``none`` without a
+        joint loss: a Monitor's account may have lost its loss), written by
+        :func:`pmrisk.kernel.describe.scenario_words` in one pass over the accounts."""
+        if not len(sel):
             return
-        if len(acc) <= FEW:
-            self._describe_few(acc)
-            return
-        g, k = self.acc_group[acc], self.bind_index[acc]
-        joint = self.bind_kind[acc] == BIND_JOINT
-        # a joint scenario's key is its row k; the delta direction k of group g comes after
-        nj, width = int(self.g_j0[-1]), 2 * max(j.buckets for j in self.js) + 2
-        keys, inv = unique_keys(np.where(joint, k, nj + g * width + k))[:2]
-        on = keys < nj
-        kg = np.where(on, np.searchsorted(self.g_j0, keys, "right") - 1, (keys - nj) // width)
-        kj = np.where(on, keys - self.g_j0[kg], (keys - nj) % width)
-        heads = pa.array([_head(self.js[a], b, c) for a, b, c in
-                          zip(kg.tolist(), on.tolist(), kj.tolist())], pa.string())
-        head = heads.take(pa.array(inv))
-        # one piece per account and column of its group: "<underlying> <move> <vol words>"
-        d = self.grp[0][g]
-        start = np.concatenate([[0], np.cumsum(d)])
-        owner = np.repeat(np.arange(len(acc)), d)
-        col = np.arange(start[-1]) - start[owner]
-        row = self.grp[1][g[owner], col]
-        move = np.empty(len(owner))
-        on = joint[owner]
-        move[on] = self.grp[6][k[owner[on]], col[on]]
-        move[~on] = self.bind_shock[acc[owner[~on]], col[~on]]
-        moves, minv = percent_words(move)
-        names = pa.array(self.units.underlyings, pa.string())
-        piece = pc.binary_join_element_wise(
-            names.take(pa.array(row)), moves.take(pa.array(minv)),
-            self._vol_words(acc, g, start), " ")
-        body = pc.binary_join(pa.ListArray.from_arrays(pa.array(start.astype(np.int32)),
-                                                       piece), ", ")
-        text = pc.binary_join_element_wise(head, body, ": ")
-        self.description[acc] = text.to_numpy(zero_copy_only=False)
-
-    def _describe_few(self, acc):
-        """:meth:`_describe` of a few accounts, account by account in Python: the same
-        words (a what-if's few states, a tick on a few accounts), without the fixed cost of
-        the column-wise Arrow build."""
-        units, grp, nj = self.units, self.grp, self.g_j0
-        vol_of = [f"vol {s}" for s in VOL_STATES]
-        for a in acc.tolist():
-            g, k = int(self.acc_group[a]), int(self.bind_index[a])
-            joint = self.bind_kind[a] == BIND_JOINT
-            if joint:
-                kg = int(np.searchsorted(nj, k, "right")) - 1
-                head = _head(self.js[kg], True, k - int(nj[kg]))
-            else:
-                head = _head(self.js[g], False, k)
-            d = int(grp[0][g])
-            vols = [[] for _ in range(d)]        # per column: (unit, vol state) in unit order
-            for u in range(int(self.ua_start[a]), int(self.ua_start[a + 1])):
-                if self.active[u]:
-                    vols[int(grp[2][g, self.unit_row[u]])].append((u, int(self.unit_vol[u])))
-            pieces = []
-            for c in range(d):
-                move = grp[6][k, c] if joint else self.bind_shock[a, c]
-                states = {v for _, v in vols[c]}
-                words = vol_of[states.pop() if states else VOL_SAME] if len(states) <= 1 else \
-                    "(" + ", ".join(f"{units.type_names[units.utype[u]]} vol {VOL_STATES[v]}"
-                                    for u, v in vols[c]) + ")"
-                pieces.append(f"{units.underlyings[grp[1][g, c]]} "
-                              f"{'%+.2f%%' % (move * 100.0)} {words}")
-            self.description[a] = f"{head}: {', '.join(pieces)}"
-
-    def _vol_words(self, acc, g, start):
-        """Per account of ``acc`` and column of its group (pieces from ``start``): the vol
-        state of its units on that underlying, ``vol <state>`` when they agree (``vol same``
-        without one), else ``(<unit> vol <state>, ...)`` in unit order."""
-        units = self.units
-        lo, hi = self.ua_start[acc], self.ua_start[acc + 1]
-        n = hi - lo
-        first = np.concatenate([[0], np.cumsum(n)])
-        owner = np.repeat(np.arange(len(acc)), n)
-        u = np.arange(first[-1]) - first[owner] + lo[owner]
-        keep = self.active[u]
-        u, owner = u[keep], owner[keep]
-        piece = start[owner] + self.grp[2][g[owner], self.unit_row[u]]
-        vol = self.unit_vol[u]
-        m = int(start[-1])
-        lo_v = np.full(m, VOL_SAME, dtype=np.int64)
-        hi_v = np.full(m, VOL_SAME, dtype=np.int64)
-        seen = np.zeros(m, dtype=bool)
-        # the first unit of each piece sets both ends; the others widen them
-        order = np.argsort(piece, kind="stable")        # unit order kept inside a piece
-        u, piece, vol = u[order], piece[order], vol[order]
-        lead = np.ones(len(piece), dtype=bool)
-        lead[1:] = piece[1:] != piece[:-1]
-        lo_v[piece[lead]] = vol[lead]
-        hi_v[piece[lead]] = vol[lead]
-        seen[piece[lead]] = True
-        np.minimum.at(lo_v, piece, vol)
-        np.maximum.at(hi_v, piece, vol)
-        words = pa.array([f"vol {s}" for s in VOL_STATES], pa.string()).take(pa.array(lo_v))
-        mixed = seen & (lo_v != hi_v)
-        if not mixed.any():
-            return words
-        on = mixed[piece]
-        u, piece, vol = u[on], piece[on], vol[on]
-        n_v = len(VOL_STATES)
-        key, kinv = np.unique(units.utype[u] * n_v + vol, return_inverse=True)
-        each = pa.array([f"{units.type_names[t // n_v]} vol {VOL_STATES[t % n_v]}"
-                         for t in key.tolist()], pa.string()).take(pa.array(kinv.ravel()))
-        at = np.flatnonzero(mixed)
-        offsets = np.concatenate([[0], np.cumsum(np.bincount(piece, minlength=m)[at])])
-        listed = pc.binary_join(
-            pa.ListArray.from_arrays(pa.array(offsets.astype(np.int32)), each), ", ")
-        out = words.to_numpy(zero_copy_only=False)
-        out[at] = pc.binary_join_element_wise("(", listed, ")", "").to_numpy(
-            zero_copy_only=False)
-        return pa.array(out, pa.string())
+        if self._words is None:
+            # the lexicon, and read-only views (kernel_args) of the arrays fixed with this
+            # object: one compiled signature whoever built it
+            grp = self.grp
+            self._words = (lexicon(self.units.underlyings, self.units.type_names, KINDS,
+                                   VOL_STATES),
+                           kernel_args(self.g_j0, grp[0], grp[1], grp[2], grp[4], grp[6],
+                                       self.j_meta, self.ua_start),
+                           kernel_args(self.unit_row, self.units.utype))
+        (lex, lex_off, firsts), fixed, (unit_row, utype) = self._words
+        # the kernels' outputs as they are (writeable, allocated by __init__)
+        per_account = (*kernel_args(sel), self.worst, self.acc_group, self.bind_kind,
+                       self.bind_index, self.bind_shock)
+        rest = (*fixed, self.active, unit_row, self.unit_vol, utype, VOL_SAME)
+        odd = _NO_ODD
+        offsets, data, complete = scenario_words(*per_account, *rest, lex, lex_off,
+                                                 *firsts[:4], len(lex_off) - 1, odd)
+        if not complete:        # rare: moves worded by Python's own formatting
+            odd = kernel_args(odd_moves(*per_account, fixed[1], fixed[5]))[0]
+            lex, lex_off, firsts = lexicon(
+                self.units.underlyings, self.units.type_names, KINDS, VOL_STATES,
+                ["%+.2f%%" % v for v in odd.view(np.float64).tolist()])
+            offsets, data, _ = scenario_words(*per_account, *rest, lex, lex_off, *firsts, odd)
+        text = pa.LargeStringArray.from_buffers(len(sel), pa.py_buffer(offsets),
+                                                pa.py_buffer(data))
+        self.description[sel] = text.to_numpy(zero_copy_only=False)
 
     def result(self):
         return JointResult(worst_usd=self.worst, description=self.description,
@@ -692,106 +601,3 @@ def run_joint(model, units, pos_unit, pu_start, pu_order, ua_start, quantity, po
     st.reprice(pnl_args)
     st.run(unit_px, unit_delta_usd)
     return st
-
-
-@dataclass
-class DeltaDirections:
-    """The accounts' own delta directions (same layout for every account of a group):
-    ``shock`` (n_acc, m, d); ``loss_weight``, ``gain_weight`` (m, d); ``n_vol``, ``shell`` and
-    ``sign`` (m: 0 for -z*, 1 for +z*)."""
-    shock: np.ndarray
-    loss_weight: np.ndarray
-    gain_weight: np.ndarray
-    n_vol: np.ndarray
-    shell: np.ndarray
-    sign: np.ndarray
-
-    @property
-    def size(self):
-        return len(self.n_vol)
-
-
-def delta_directions(js, rho, params, model, g):
-    """Each account's own directions +-z*, z* = rho g / sqrt(g' rho g) with ``g`` its
-    range-scaled USD slopes per underlying (rows of ``g``): for a linear book -z* is the point
-    of the ellipsoid with the largest loss, so the joint worst is exact whatever the number of
-    quasi-random directions; for options it is the first-order guess.  Shells (and tails) as
-    for every direction.  Accounts with no slope, and groups of one underlying, get zero moves
-    (a repeat of the no-move scenario) or none."""
-    n, d = g.shape
-    pr = np.array([params[r]["price_range"] for r in js.rows])
-    gw = np.array([params[r]["pnl_offset"] for r in js.rows])
-    if d < 2:
-        e = np.zeros((0, d))
-        return DeltaDirections(np.zeros((n, 0, d)), e, e, np.zeros(0, np.int64),
-                               np.zeros(0, np.int64), np.zeros(0, np.int64))
-    q = np.einsum("ad,de,ae->a", g, rho, g)
-    ok = q > 0.0
-    z1 = np.where(ok[:, None], (g @ rho) / np.sqrt(np.where(ok, q, 1.0))[:, None], 0.0)
-    z = np.stack([-z1, z1], axis=1).clip(-1.0, 1.0)          # (n, 2, d)
-    scale = [(k / js.buckets) * pr for k in range(1, js.buckets + 1)]
-    shock = [z * c for c in scale]                              # each (n, 2, d)
-    lw = [np.ones((2, d))] * js.buckets
-    gws = [np.tile(gw, (2, 1))] * js.buckets
-    nv = [3] * (2 * js.buckets)
-    shell = np.repeat(np.arange(1, js.buckets + 1), 2).tolist()
-    if joint_tails(model):
-        mult = np.array([params[r]["extreme_multiple"] for r in js.rows])
-        cover = np.array([params[r]["cover_fraction"] for r in js.rows])
-        shock.append(z * (mult * pr))
-        lw.append(np.tile(cover, (2, 1)))
-        gws.append(np.tile(cover, (2, 1)))
-        nv += [1, 1]
-        shell += [-1, -1]
-    return DeltaDirections(
-        shock=np.concatenate(shock, axis=1), loss_weight=np.vstack(lw),
-        gain_weight=np.vstack(gws), n_vol=np.array(nv, dtype=np.int64),
-        shell=np.array(shell, dtype=np.int64),
-        sign=np.tile([0, 1], len(shell) // 2).astype(np.int64))
-
-
-def percent_words(move):
-    """``"%+.2f%%" % (m * 100.0)`` of each move ``m`` of ``move``, as a string array of
-    distinct words and each move's index into it (formatted once per hundredth of a percent,
-    not once per distinct move: a move whose hundredths are not within 1e-6 of a rounding tie
-    formats as its rounded hundredths do, the sign of a zero included; the others are
-    formatted as they are).
-
-    >>> import numpy as np
-    >>> from pmrisk.engine.correlated import percent_words
-    >>> words, at = percent_words(np.array([0.05, -0.0, 0.050000001, -0.12345, 0.00125]))
-    >>> words.take(at).to_pylist()
-    ['+5.00%', '-0.00%', '+5.00%', '-12.35%', '+0.12%']
-    """
-    x = move * 100.0
-    y = x * 100.0
-    n = np.rint(y)
-    with np.errstate(invalid="ignore"):          # inf - inf: not safe
-        safe = (np.abs(y - n) < 0.5 - 1e-6) & (np.abs(y) < 1e9)
-    at = np.empty(len(x), dtype=np.int64)
-    hundredths, at[safe] = np.unique(n[safe].view(np.int64), return_inverse=True)  # -0 != 0
-    exact, inv = np.unique(x[~safe].view(np.int64), return_inverse=True)
-    at[~safe] = len(hundredths) + inv
-    words = ["%+.2f%%" % (v / 100.0) for v in hundredths.view(np.float64).tolist()] + \
-        ["%+.2f%%" % v for v in exact.view(np.float64).tolist()]
-    return pa.array(words, pa.string()), at
-
-
-def _head(js, joint, j):
-    """The head of a binding scenario's words: ``joint shell k/B`` (or ``joint extreme``) and
-    where: the joint scenario ``j``'s direction (none for the no-move scenario), or the
-    account's delta direction ``j`` (-z* / +z* by parity, one pair per shell, then the
-    tail).  Kept on ``js`` (built once per scenario set and model)."""
-    hit = js.heads.get((joint, j))
-    if hit is not None:
-        return hit
-    if joint:
-        shell = js.shell[j]
-        where = f"{KINDS[js.kind[j]]} direction {js.direction[j]}" if js.direction[j] >= 0 \
-            else ""
-    else:
-        shell = j // 2 + 1 if j < 2 * js.buckets else -1
-        where = f"delta direction {'-+'[j % 2]}"
-    head = f"joint shell {shell}/{js.buckets}" if shell >= 0 else "joint extreme"
-    js.heads[(joint, j)] = head = f"{head} {where}" if where else head
-    return head

@@ -16,7 +16,7 @@ from pmrisk.kernel.scenarios import TABLE_EXTREME
 
 from ..io import schema
 from ..io.arrow import (as_table, check_columns, codes, duplicated, float_column, has, lookup,
-                        raise_rows, str_column, valuation_ns)
+                        raise_rows, str_column, unique_keys, valuation_ns)
 from ..io.book import Book, read_index
 from .core import Revaluation, compute, lay_out, resolve
 from ..errors import MarginError
@@ -160,8 +160,7 @@ def margin_from_risk_arrays(positions, risk_arrays, model=None, index=None,
     settle_px = np.array([settle_price(c, prices, stable) for c in type_ccy])
     index_px = np.array([prices.get(u, 1.0) for u in type_und])
     n_t = len(type_names)
-    pair, inv = np.unique(acc_codes * n_t + sym_type[pos_row], return_inverse=True)
-    pos_unit = inv.ravel().astype(np.int64)
+    pair, pos_unit = unique_keys(acc_codes * n_t + sym_type[pos_row])
     utype = (pair % n_t).astype(np.int64)
     units = Units(type_names=type_names, type_und=type_und, type_ccy=type_ccy,
                   type_und_code=und_code, underlyings=underlyings,

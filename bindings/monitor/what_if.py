@@ -59,13 +59,14 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from pmrisk.kernel.instruments import INVERSE, KINDS as INSTRUMENT_KINDS, OPTION
+from pmrisk.kernel.instruments import INVERSE, KINDS as INSTRUMENT_KINDS
+from pmrisk.kernel.layout import position_layout
 
 from ..engine.core import compute, floored_copies, prepare, run
 from ..engine.correlated import JointStress
 from ..engine.units import prices_by_type
 from ..errors import MarginError
-from ..io.arrow import as_table, check_columns, float_column, raise_rows, \
+from ..io.arrow import as_table, check_columns, float_column, kernel_args, raise_rows, \
     str_column
 from ..io.book import load_book
 from ..results import accounts_table, check_finite, margin_ratio, status_array
@@ -596,11 +597,11 @@ class _Prepared:
         if len(copies) != len(out.rev.floored) or (copies != out.rev.floored).any():
             return False                # a vol floor started or stopped binding
         book.bal_amount[:] = states.bal_v
-        # the quantities' layout columns, as lay_out computes them (no excluded instrument)
-        lay, q = out.layout, book.quantity
-        lay.q_port[:] = np.where(out.position.excluded, 0.0, q)
-        lay.short_opt[:] = np.where(out.position.excluded, 0.0, np.where(
-            (book.kind[book.pos_instr] == OPTION) & (q < 0), -q, 0.0))
+        # the quantities' layout columns, by lay_out's own kernel
+        lay = out.layout
+        lay.q_port[:], lay.short_opt[:] = position_layout(*kernel_args(
+            book.pos_instr, book.quantity, book.kind, lay.excluded_instr, out.instr_type,
+            out.params.per_type["short_option_minimum"], book.ord_instr))[1:3]
         if out.joint is not None and out.joint.q is not lay.q_port:
             out.joint.q[:] = lay.q_port
         self.states = states
