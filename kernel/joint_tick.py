@@ -850,49 +850,53 @@ def joint_tick_rows(sel, lo, hi, acc, grp, ins, grid, outs, keep, prev, how):
         # the delta directions first, then the kept joint scenarios: the lowest bound first,
         # then, in scenario order, each whose bound (its last interpolated total lowered by
         # the ticks since) reaches the band so far (the band only narrows, so one above it
-        # stays above the final band); a computed one's bound becomes its total
+        # stays above the final band); a computed one's bound becomes its total.  Those
+        # computed go to ``scen``/``tot`` after the directions (the others are above the
+        # band: no candidates)
         for e in range(n_dd):
-            scen[n + e] = n_js + e
-            tot[n + e] = 0.0
+            scen[e] = n_js + e
+            tot[e] = 0.0
         for m in range(nu):
-            interp_delta(ucurve[units[m]], units[m], ucol[m], unit_row, unit_px, cap_usd, n,
-                         n + n_dd, B, zpos, pr, gw_row, mult, cover, tail_range, tail_side,
+            interp_delta(ucurve[units[m]], units[m], ucol[m], unit_row, unit_px, cap_usd, 0,
+                         n_dd, B, zpos, pr, gw_row, mult, cover, tail_range, tail_side,
                          n_side, w, tot)
         lowest = np.inf
-        for i in range(n, n + n_dd):
+        for i in range(n_dd):
             if tot[i] < lowest or tot[i] != tot[i]:
                 lowest = tot[i]
         first = 0
         for i in range(n):
             if keep_v[a, i] < keep_v[a, first]:
                 first = i
+        n_ev = n_dd
         for ii in range(-1 if n > 0 else 0, n):
             i = first if ii < 0 else ii
-            scen[i] = keep_j[a, i]
-            if ii >= 0 and i == first:
-                continue
-            v = keep_v[a, i]
-            bound = v - drift - ROUND * (LEBESGUE * scale + abs(v))
-            vp = keep_p[a, i]
-            bp = vp - path - ROUND * (LEBESGUE * scale + abs(vp) + path)
-            if bp > bound:                  # (NaN: not taken)
-                bound = bp
-            if not bound <= lowest + 2.0 * tol:
-                tot[i] = np.inf             # above the band: not a candidate
-                continue
+            if ii >= 0:
+                if i == first:
+                    continue
+                v = keep_v[a, i]
+                bound = v - drift - ROUND * (LEBESGUE * scale + abs(v))
+                vp = keep_p[a, i]
+                bp = vp - path - ROUND * (LEBESGUE * scale + abs(vp) + path)
+                if bp > bound:              # (NaN: not taken)
+                    bound = bp
+                if not bound <= lowest + 2.0 * tol:
+                    continue                # above the band: not a candidate
             j = keep_j[a, i]
-            tot[i] = 0.0
+            scen[n_ev] = j
+            tot[n_ev] = 0.0
             for m in range(nu):
-                interp_add(ucurve[units[m]], units[m], ucol[m], unit_row, unit_px, cap_usd, i,
-                           i + 1, j0 + j - i, js_shock, js_lw, js_gw, js_nvol, pr,
-                           tail_range, tail_side, n_side, w, tot)
-            if tot[i] - drift > keep_v[a, i]:
-                keep_v[a, i] = tot[i] - drift
-            if tot[i] + path > keep_p[a, i]:
-                keep_p[a, i] = tot[i] + path
-            if tot[i] < lowest or tot[i] != tot[i]:
-                lowest = tot[i]
-        n_ev = n + n_dd
+                interp_add(ucurve[units[m]], units[m], ucol[m], unit_row, unit_px, cap_usd,
+                           n_ev, n_ev + 1, j0 + j - n_ev, js_shock, js_lw, js_gw, js_nvol,
+                           pr, tail_range, tail_side, n_side, w, tot)
+            te = tot[n_ev]
+            if te - drift > keep_v[a, i]:
+                keep_v[a, i] = te - drift
+            if te + path > keep_p[a, i]:
+                keep_p[a, i] = te + path
+            if te < lowest or te != te:
+                lowest = te
+            n_ev += 1
         band = lowest + 2.0 * tol
         # a unit's tol bound decides as its tol would when the bound is above the band
         # and no total lies between the bands of the lower and the upper tol; else the
@@ -922,11 +926,16 @@ def joint_tick_rows(sel, lo, hi, acc, grp, ins, grid, outs, keep, prev, how):
             continue
         n_c = 0
         n_grid = 0
-        for i in range(n_ev):
+        for i in range(n_ev):               # the candidates in scenario order
             if tot[i] <= band:
-                cand[n_c] = scen[i]
+                sj = scen[i]
+                ci = n_c
+                while ci > 0 and cand[ci - 1] > sj:
+                    cand[ci] = cand[ci - 1]
+                    ci -= 1
+                cand[ci] = sj
                 n_c += 1
-                if scen[i] < n_js:
+                if sj < n_js:
                     n_grid += 1
         if n_grid > max_candidates:
             how[k] = FULL
