@@ -318,7 +318,7 @@ class AccountFigures:
     scenario_margin: np.ndarray
     finite: np.ndarray                  # 1.0: every figure of the account is finite
     liquidation_cost: np.ndarray        # added to MM in the margin ratio's denominator (okx)
-    worst_scenario: list = None         # binding joint scenario in words (correlated)
+    worst_scenario: np.ndarray = None   # binding joint scenario in words (correlated; object)
 
 
 @dataclass
@@ -761,12 +761,14 @@ def _correlated(out, model, accounts=None, rows=None, moved_args=None):
         scen.n_scen, per_unit, scen.price_shock, scen.vol_code, scen.loss_weight, q_port,
         pos_row, instr_pnl, jr.worst, jr.unit_value, jr.unit_shock, jr.unit_vol, jr.pos_loss),
         uf.scenario_margin, uf.scenario_price_shock, uf.scenario_vol_state, pf.own_loss)
-    if out.account.worst_scenario is None or every:
-        out.account.worst_scenario = list(jr.description)
+    desc = out.account.worst_scenario
+    if desc is None or every:
+        desc = jr.description.copy()
     else:
-        desc = out.account.worst_scenario
-        for a in acc.tolist():
-            desc[a] = jr.description[a]
+        if not isinstance(desc, np.ndarray):
+            desc = np.array(desc, dtype=object)
+        desc[acc] = jr.description[acc]
+    out.account.worst_scenario = desc
     # accounts whose largest per-unit tail binds: that unit alone, at its tail cell
     desc = out.account.worst_scenario
     for i in np.flatnonzero(tail_unit >= 0).tolist():
