@@ -483,7 +483,7 @@ def curve_tol(cv, n_shell, ts, tail0, error_factor, bb, d2, d2t, bounds):
     return error_factor * err + 1e-9 * size, size
 
 
-@njit
+@njit(_nrt=False)
 def _curve_tol_plain(cv, n_shell, ts, tail0, error_factor, bb, d2, d2t, bounds):
     """:func:`curve_tol` one vol state and one difference at a time, with its NaN rule at
     every step (the arithmetic :func:`curve_tol` reproduces; it comes here when a curve has
@@ -522,7 +522,7 @@ def _curve_tol_plain(cv, n_shell, ts, tail0, error_factor, bb, d2, d2t, bounds):
     return error_factor * err + 1e-9 * size, size
 
 
-@njit
+@njit(_nrt=False)
 def _curve_bounds(cv, n_shell, ts, tail0, gw, cap, cover, mn, d2, d2t, lvr, lvt):
     """Lower bounds of one unit curve ``cv``'s interpolated weighted value per grid
     interval, from the largest |2nd differences| :func:`curve_tol` left in ``d2`` (shells)
@@ -609,7 +609,7 @@ def record_binding(a, j, b, n_js, j0, worst, bind_kind, bind_index):
         bind_index[a] = j - n_js
 
 
-@njit
+@njit(_nrt=False)
 def _scan(nu, units, ucol, unit_row, unit_px, cap_usd, curves, tol, g, j0, n_js, n_all, B,
           zpos, pr, gw_row, mult, cover, js_shock, js_lw, js_gw, js_nvol, js_iv, g_m, g_dir0,
           dir_iv, dir_ivt, tails, tail_range, tail_side, n_side, max_candidates, w, lv, lvr,
@@ -931,6 +931,28 @@ def joint_stress_rows(sel, lo, hi, acc, grp, ins, grid, outs, clusters):
     d2t = np.empty(d2.shape[0])
     bb = np.empty(d2.shape[0])
     mn = np.empty(d2.shape[0])
+    _accounts(sel, lo, hi, acc, grp, ins, grid, outs, clusters,
+              (units, ucol, curves, tot, cells, earg, eslot, uval, uvol, cand, gvec, zpos, w, lv,
+               lvr, lbd, lbt, upx, ucap, urow, ev_j, ev_t, lvt, ltv, d2, d2t, bb,
+               mn))
+
+
+@njit(_nrt=False)
+def _accounts(sel, lo, hi, acc, grp, ins, grid, outs, clusters, scratch):
+    """:func:`joint_stress_rows`' loop over its accounts, with its scratch arrays
+    (``scratch``).  Compiled without reference counting: it allocates nothing, and every
+    array it touches lives in the caller, so no call or slice inside the loop increfs or
+    decrefs an array (atomic operations, once the largest cost of the loop)."""
+    (ua_start, pu_start, pu_order, q, pos_row, unit_row, unit_px, slope, acc_group) = acc
+    (g_d, g_rows, g_col, g_j0, g_buckets, g_rho, js_shock, js_lw, js_gw, js_nvol, pr, gw_row,
+     cap_usd, mult, cover, tails, max_candidates, g_m, g_dir0, dir_iv, dir_ivt, js_iv) = grp
+    (kind, settlement, contract_size, forward, strike, is_call, const) = ins
+    (use_grid, icurve, curve_of_row, n_side, tail_side, tail_range, vol_code,
+     error_factor) = grid
+    (worst, n_joint, n_exact, bind_kind, bind_index, bind_shock, unit_value, unit_vol,
+     unit_shock, unit_lw, pos_loss) = outs
+    (units, ucol, curves, tot, cells, earg, eslot, uval, uvol, cand, gvec, zpos, w, lv,
+     lvr, lbd, lbt, upx, ucap, urow, ev_j, ev_t, lvt, ltv, d2, d2t, bb, mn) = scratch
     n_shell = 2 * n_side + 1
     tail0 = 3 * n_shell
     for k in range(lo, hi):
@@ -1028,7 +1050,7 @@ def scenario(j, n_js, j0, B, c, r, pr, gw_row, mult, cover, zpos, js_shock, js_l
     return (sign * zpos[c]) * (mult[r] * pr[r]), cover[r], cover[r], 1
 
 
-@njit
+@njit(_nrt=False)
 def exact_total(j, n_js, j0, B, nu, units, ucol, unit_row, unit_px, pr, gw_row, cap_usd,
                 mult, cover, zpos, js_shock, js_lw, js_gw, js_nvol, pu_start, pu_order, q,
                 pos_row, kind, settlement, contract_size, forward, strike, is_call, const,
@@ -1060,7 +1082,7 @@ def exact_total(j, n_js, j0, B, nu, units, ucol, unit_row, unit_px, pr, gw_row, 
     return t
 
 
-@njit
+@njit(_nrt=False)
 def _exact_cells(j, n_js, j0, B, nu, units, ucol, unit_row, unit_px, pr, gw_row, cap_usd,
                  mult, cover, zpos, js_shock, js_lw, js_gw, js_nvol, pu_start, pu_order, q,
                  pos_row, kind, settlement, contract_size, forward, strike, is_call, const, k0,
@@ -1176,7 +1198,7 @@ def _exact_cells(j, n_js, j0, B, nu, units, ucol, unit_row, unit_px, pr, gw_row,
     return t
 
 
-@njit
+@njit(_nrt=False)
 def _write_cells(j, n_js, j0, B, nu, units, ucol, unit_row, pr, gw_row, mult, cover, zpos,
                  js_shock, js_lw, js_gw, js_nvol, pu_start, pu_order, q, pos_row, kind,
                  settlement, contract_size, forward, strike, is_call, const, k0, cells, uval,
