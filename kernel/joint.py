@@ -60,6 +60,7 @@ from .scenarios import VOL_DOWN, VOL_SAME, VOL_UP
 BIND_NONE, BIND_JOINT, BIND_DELTA = -1, 0, 1
 CLUSTER = 8          # directions per cluster of the scan's bound (see direction_clusters)
 CLUSTER_MIN = 64     # accounts from which a run builds clusters of CLUSTER directions
+TABLE_MIN = 1024     # accounts from which a run tabulates the joint scenarios' weights
 
 
 @njit
@@ -491,7 +492,7 @@ def curve_tol(cv, n_shell, ts, tail0, error_factor, bb, d2, d2t, bounds):
     return error_factor * err + 1e-9 * size, size
 
 
-@njit
+@njit(_nrt=False)
 def _curve_tol_plain(cv, n_shell, ts, tail0, error_factor, bb, d2, d2t, bounds):
     """:func:`curve_tol` one vol state and one difference at a time, with its NaN rule at
     every step (the arithmetic :func:`curve_tol` reproduces; it comes here when a curve has
@@ -530,7 +531,7 @@ def _curve_tol_plain(cv, n_shell, ts, tail0, error_factor, bb, d2, d2t, bounds):
     return error_factor * err + 1e-9 * size, size
 
 
-@njit
+@njit(_nrt=False)
 def _curve_bounds(cv, n_shell, ts, tail0, gw, cap, cover, mn, d2, d2t, lvr, lvt):
     """Lower bounds of one unit curve ``cv``'s interpolated weighted value per grid
     interval, from the largest |2nd differences| :func:`curve_tol` left in ``d2`` (shells)
@@ -591,6 +592,72 @@ def _interp_one(cv, c, r, px, cap, jj, js_shock, js_lw, js_gw, js_nvol, pr, tail
 
 
 @njit(_nrt=False)
+def _interp_tab(cv, c, px, cap, jj, js_lw, js_gw, js_nvol, t_i0, t_w):
+    """:func:`_interp_one` with the window and weights of scenario ``jj``, column ``c``
+    taken from :func:`_interp_table` (``t_i0``, ``t_w``): the same products and sums in the
+    same order, so the same bits."""
+    i0 = t_i0[jj, c]
+    w0 = t_w[jj, c, 0]
+    w1 = t_w[jj, c, 1]
+    w2 = t_w[jj, c, 2]
+    w3 = t_w[jj, c, 3]
+    lw = js_lw[jj, c]
+    gw = js_gw[jj, c]
+    if js_nvol[jj] == 3:
+        x0 = w0 * cv[i0] + w1 * cv[i0 + 3] + w2 * cv[i0 + 6] + w3 * cv[i0 + 9]
+        x1 = w0 * cv[i0 + 1] + w1 * cv[i0 + 4] + w2 * cv[i0 + 7] + w3 * cv[i0 + 10]
+        x2 = w0 * cv[i0 + 2] + w1 * cv[i0 + 5] + w2 * cv[i0 + 8] + w3 * cv[i0 + 11]
+        y = min(_weigh(x0, lw, gw, cap), min(_weigh(x1, lw, gw, cap), _weigh(x2, lw, gw, cap)))
+    else:
+        y = _weigh(w0 * cv[i0] + w1 * cv[i0 + 1] + w2 * cv[i0 + 2] + w3 * cv[i0 + 3], lw, gw,
+                   cap)
+    return y * px
+
+
+@njit
+def _interp_table(g_d, g_rows, g_j0, js_shock, js_nvol, pr, tail_range, tail_side, n_side):
+    """Per joint scenario ``jj`` and column ``c`` of its group (row ``r``), the window and
+    cubic Lagrange weights :func:`_interp_one` computes for it (they depend on the scenario's
+    move and the row only, not on the account): ``(t_i0 int64[NJ, D], t_w float64[NJ, D,
+    4])``, ``t_i0`` the window's first cell in a unit curve (``3 i0`` on the shells,
+    ``3 (2 n_side + 1) + i0`` on the tail).  Columns beyond a group's are left 0."""
+    nj = js_shock.shape[0]
+    d_max = js_shock.shape[1]
+    t_i0 = np.zeros((nj, d_max), dtype=np.int64)
+    t_w = np.zeros((nj, d_max, 4))
+    for g in range(g_d.shape[0]):
+        for jj in range(g_j0[g], g_j0[g + 1]):
+            for c in range(g_d[g]):
+                r = g_rows[g, c]
+                sh = js_shock[jj, c]
+                w = t_w[jj, c]
+                if js_nvol[jj] == 3:
+                    t_i0[jj, c] = 3 * _lagrange((sh / pr[r] + 1.0) * n_side, 2 * n_side + 1, w)
+                else:
+                    t_i0[jj, c] = 3 * (2 * n_side + 1) + _lagrange(
+                        (sh / tail_range[r] + 1.0) * tail_side[r], 2 * tail_side[r] + 1, w)
+    return t_i0, t_w
+
+
+@njit
+def _shell_table(g_d, g_j0, g_buckets, g_m, g_dir0, js_iv):
+    """``js_iv`` of each group direction's shells side by side: ``t_iv[g_dir0[g] + dr, k,
+    c]`` is ``js_iv[g_j0[g] + 1 + k g_m[g] + dr, c]`` (shell ``k + 1`` of direction ``dr``),
+    so that :func:`_scan`'s shell bounds of one direction read one short run."""
+    d_max = js_iv.shape[1]
+    b_max = 1
+    for g in range(g_d.shape[0]):
+        b_max = max(b_max, g_buckets[g])
+    t_iv = np.zeros((max(g_dir0[g_d.shape[0]], 1), b_max, d_max), dtype=np.int64)
+    for g in range(g_d.shape[0]):
+        for dr in range(g_m[g]):
+            for k in range(g_buckets[g]):
+                for c in range(d_max):
+                    t_iv[g_dir0[g] + dr, k, c] = js_iv[g_j0[g] + 1 + k * g_m[g] + dr, c]
+    return t_iv
+
+
+@njit(_nrt=False)
 def binding_candidate(tot, n_c):
     """The binding one of ``n_c`` candidates' exact totals ``tot[:n_c]`` (in scenario
     order): the first NaN, else the first within ``TIE_RTOL`` of the lowest."""
@@ -617,11 +684,11 @@ def record_binding(a, j, b, n_js, j0, worst, bind_kind, bind_index):
         bind_index[a] = j - n_js
 
 
-@njit
+@njit(_nrt=False)
 def _scan(nu, units, ucol, unit_row, unit_px, cap_usd, curves, tol, g, j0, n_js, n_all, B,
           zpos, pr, gw_row, mult, cover, js_shock, js_lw, js_gw, js_nvol, js_iv, g_m, g_dir0,
           dir_iv, dir_ivt, tails, tail_range, tail_side, n_side, max_candidates, w, lv, lvr,
-          lvt, lbd, lbt, upx, ucap, urow, ev_j, ev_t, cand, clusters, ltv):
+          lvt, lbd, lbt, upx, ucap, urow, ev_j, ev_t, cand, clusters, ltv, tab):
     """The candidates of one account (finite ``tol``): every scenario whose interpolated total
     is within ``2 tol`` of the lowest interpolated total, in scenario order, into ``cand``;
     returns their number (``n_all``: every scenario, more than ``max_candidates`` joint
@@ -645,7 +712,11 @@ def _scan(nu, units, ucol, unit_row, unit_px, cap_usd, curves, tol, g, j0, n_js,
     price; the tables are scaled by the price once (``lv``, ``lvr``, ``lvt`` in place: the
     same products) and the bounds of every cluster (``lbd``) and of its tails (``lbt``)
     summed unit by unit over the clusters.  ``upx``, ``ucap``, ``urow``: scratch (each
-    unit's price, gain cap in its settlement currency, underlying row)."""
+    unit's price, gain cap in its settlement currency, underlying row).  ``tab``:
+    :func:`scan_tables` (windows and weights of the joint scenarios, each direction's shell
+    intervals side by side), or empty arrays (computed or read from ``js_iv`` here): the
+    same values either way, so the same scenarios are bounded and interpolated to the same
+    bits."""
     n_iv = 2 * n_side
     for m in range(nu):
         u = units[m]
@@ -700,6 +771,8 @@ def _scan(nu, units, ucol, unit_row, unit_px, cap_usd, curves, tol, g, j0, n_js,
     # ``lv`` (``ltv``) falls outward from the centre, so its lowest over a cluster's
     # intervals in a column is at one of their two ends
     (order, g_c0, c_start, c_lo, c_hi, t_lo, t_hi) = clusters
+    t_i0, t_w, t_iv = tab
+    table = t_i0.shape[0] > 0
     m_dir = g_m[g]
     d0 = g_dir0[g]
     k0 = g_c0[g]
@@ -743,15 +816,24 @@ def _scan(nu, units, ucol, unit_row, unit_px, cap_usd, curves, tol, g, j0, n_js,
                         j = 1 + ks * m_dir + dr
                         jj = j0 + j
                         lb = 0.0
-                        for m in range(nu):
-                            lb += lvr[m, js_iv[jj, ucol[m]]]
+                        if table:
+                            for m in range(nu):
+                                lb += lvr[m, t_iv[d0 + dr, ks, ucol[m]]]
+                        else:
+                            for m in range(nu):
+                                lb += lvr[m, js_iv[jj, ucol[m]]]
                         if lb - lowest > 2.5 * tol:
                             continue
                         t = 0.0
                         for m in range(nu):
-                            t += _interp_one(curves[m], ucol[m], urow[m], upx[m], ucap[m], jj,
-                                             js_shock, js_lw, js_gw, js_nvol, pr, tail_range,
-                                             tail_side, n_side, w)
+                            if table:
+                                t += _interp_tab(curves[m], ucol[m], upx[m], ucap[m], jj,
+                                                 js_lw, js_gw, js_nvol, t_i0, t_w)
+                            else:
+                                t += _interp_one(curves[m], ucol[m], urow[m], upx[m],
+                                                 ucap[m], jj, js_shock, js_lw, js_gw,
+                                                 js_nvol, pr, tail_range, tail_side, n_side,
+                                                 w)
                         ev_j[ne] = j
                         ev_t[ne] = t
                         ne += 1
@@ -767,9 +849,13 @@ def _scan(nu, units, ucol, unit_row, unit_px, cap_usd, curves, tol, g, j0, n_js,
             jt = 1 + B * m_dir + dr
             t = 0.0
             for m in range(nu):
-                t += _interp_one(curves[m], ucol[m], urow[m], upx[m], ucap[m], j0 + jt,
-                                 js_shock, js_lw, js_gw, js_nvol, pr, tail_range, tail_side,
-                                 n_side, w)
+                if table:
+                    t += _interp_tab(curves[m], ucol[m], upx[m], ucap[m], j0 + jt, js_lw,
+                                     js_gw, js_nvol, t_i0, t_w)
+                else:
+                    t += _interp_one(curves[m], ucol[m], urow[m], upx[m], ucap[m], j0 + jt,
+                                     js_shock, js_lw, js_gw, js_nvol, pr, tail_range,
+                                     tail_side, n_side, w)
             ev_j[ne] = jt
             ev_t[ne] = t
             ne += 1
@@ -883,9 +969,10 @@ def unit_curve(u, pu_start, pu_order, q, pos_row, icurve, curve_of_row, out):
 
 
 @njit
-def joint_stress_rows(sel, lo, hi, acc, grp, ins, grid, outs, clusters):
+def joint_stress_rows(sel, lo, hi, acc, grp, ins, grid, outs, clusters, tab):
     """:func:`joint_stress` for the accounts ``sel[lo:hi]`` (one run of accounts, one
-    scratch set; ``clusters``: :func:`direction_clusters`)."""
+    scratch set; ``clusters``: :func:`direction_clusters`; ``tab``: :func:`scan_tables`, or
+    empty arrays)."""
     (ua_start, pu_start, pu_order, q, pos_row, unit_row, unit_px, slope, acc_group) = acc
     (g_d, g_rows, g_col, g_j0, g_buckets, g_rho, js_shock, js_lw, js_gw, js_nvol, pr, gw_row,
      cap_usd, mult, cover, tails, max_candidates, g_m, g_dir0, dir_iv, dir_ivt, js_iv) = grp
@@ -939,6 +1026,28 @@ def joint_stress_rows(sel, lo, hi, acc, grp, ins, grid, outs, clusters):
     d2t = np.empty(d2.shape[0])
     bb = np.empty(d2.shape[0])
     mn = np.empty(d2.shape[0])
+    _accounts(sel, lo, hi, acc, grp, ins, grid, outs, clusters, tab,
+              (units, ucol, curves, tot, cells, earg, eslot, uval, uvol, cand, gvec, zpos, w, lv,
+               lvr, lbd, lbt, upx, ucap, urow, ev_j, ev_t, lvt, ltv, d2, d2t, bb,
+               mn))
+
+
+@njit(_nrt=False)
+def _accounts(sel, lo, hi, acc, grp, ins, grid, outs, clusters, tab, scratch):
+    """:func:`joint_stress_rows`' loop over its accounts, with its scratch arrays
+    (``scratch``).  Compiled without reference counting: it allocates nothing, and every
+    array it touches lives in the caller, so no call or slice inside the loop increfs or
+    decrefs an array (atomic operations, once the largest cost of the loop)."""
+    (ua_start, pu_start, pu_order, q, pos_row, unit_row, unit_px, slope, acc_group) = acc
+    (g_d, g_rows, g_col, g_j0, g_buckets, g_rho, js_shock, js_lw, js_gw, js_nvol, pr, gw_row,
+     cap_usd, mult, cover, tails, max_candidates, g_m, g_dir0, dir_iv, dir_ivt, js_iv) = grp
+    (kind, settlement, contract_size, forward, strike, is_call, const) = ins
+    (use_grid, icurve, curve_of_row, n_side, tail_side, tail_range, vol_code,
+     error_factor) = grid
+    (worst, n_joint, n_exact, bind_kind, bind_index, bind_shock, unit_value, unit_vol,
+     unit_shock, unit_lw, pos_loss) = outs
+    (units, ucol, curves, tot, cells, earg, eslot, uval, uvol, cand, gvec, zpos, w, lv,
+     lvr, lbd, lbt, upx, ucap, urow, ev_j, ev_t, lvt, ltv, d2, d2t, bb, mn) = scratch
     n_shell = 2 * n_side + 1
     tail0 = 3 * n_shell
     for k in range(lo, hi):
@@ -978,7 +1087,7 @@ def joint_stress_rows(sel, lo, hi, acc, grp, ins, grid, outs, clusters):
                             n_js, n_all, B, zpos, pr, gw_row, mult, cover, js_shock, js_lw,
                             js_gw, js_nvol, js_iv, g_m, g_dir0, dir_iv, dir_ivt, tails,
                             tail_range, tail_side, n_side, max_candidates, w, lv, lvr, lvt,
-                            lbd, lbt, upx, ucap, urow, ev_j, ev_t, cand, clusters, ltv)
+                            lbd, lbt, upx, ucap, urow, ev_j, ev_t, cand, clusters, ltv, tab)
         if n_c == n_all:
             for j in range(n_all):
                 cand[j] = j
@@ -1036,7 +1145,7 @@ def scenario(j, n_js, j0, B, c, r, pr, gw_row, mult, cover, zpos, js_shock, js_l
     return (sign * zpos[c]) * (mult[r] * pr[r]), cover[r], cover[r], 1
 
 
-@njit
+@njit(_nrt=False)
 def exact_total(j, n_js, j0, B, nu, units, ucol, unit_row, unit_px, pr, gw_row, cap_usd,
                 mult, cover, zpos, js_shock, js_lw, js_gw, js_nvol, pu_start, pu_order, q,
                 pos_row, kind, settlement, contract_size, forward, strike, is_call, const,
@@ -1068,7 +1177,7 @@ def exact_total(j, n_js, j0, B, nu, units, ucol, unit_row, unit_px, pr, gw_row, 
     return t
 
 
-@njit
+@njit(_nrt=False)
 def _exact_cells(j, n_js, j0, B, nu, units, ucol, unit_row, unit_px, pr, gw_row, cap_usd,
                  mult, cover, zpos, js_shock, js_lw, js_gw, js_nvol, pu_start, pu_order, q,
                  pos_row, kind, settlement, contract_size, forward, strike, is_call, const, k0,
@@ -1184,7 +1293,7 @@ def _exact_cells(j, n_js, j0, B, nu, units, ucol, unit_row, unit_px, pr, gw_row,
     return t
 
 
-@njit
+@njit(_nrt=False)
 def _write_cells(j, n_js, j0, B, nu, units, ucol, unit_row, pr, gw_row, mult, cover, zpos,
                  js_shock, js_lw, js_gw, js_nvol, pu_start, pu_order, q, pos_row, kind,
                  settlement, contract_size, forward, strike, is_call, const, k0, cells, uval,
@@ -1251,16 +1360,17 @@ def joint_stress(sel, acc, grp, ins, grid, outs):
     n = sel.shape[0]
     chunks = min(n, CHUNKS)
     clusters = _clusters(n, grp)
+    tab = scan_tables(n, grp, grid)
     for c in prange(chunks):
         joint_stress_rows(sel, c * n // chunks, (c + 1) * n // chunks, acc, grp, ins, grid,
-                          outs, clusters)
+                          outs, clusters, tab)
 
 
 @njit
 def joint_stress_serial(sel, acc, grp, ins, grid, outs):
     """:func:`joint_stress` on the calling thread (small selections)."""
     joint_stress_rows(sel, 0, sel.shape[0], acc, grp, ins, grid, outs,
-                      _clusters(sel.shape[0], grp))
+                      _clusters(sel.shape[0], grp), scan_tables(sel.shape[0], grp, grid))
 
 
 @njit
@@ -1270,3 +1380,20 @@ def _clusters(n_sel, grp):
     return direction_clusters(grp[0], grp[17], grp[18], grp[19], grp[20],
                               CLUSTER if n_sel >= CLUSTER_MIN else 1)
 
+
+
+@njit
+def scan_tables(n_sel, grp, grid):
+    """The tables :func:`_scan` reads for a run on ``n_sel`` accounts: ``(t_i0, t_w, t_iv)``,
+    the joint scenarios' windows and weights (:func:`_interp_table`) and the directions'
+    shell intervals side by side (:func:`_shell_table`).  Built from ``TABLE_MIN`` accounts
+    on (~0.5 ms for three groups of 3,000 scenarios; each account interpolates a few dozen
+    scenarios and bounds a few hundred shells, so tabulating pays there), else empty (each
+    computed or read where needed).  Either way the same scenarios are interpolated, to the
+    same bits."""
+    if n_sel >= TABLE_MIN and grid[0]:
+        t_i0, t_w = _interp_table(grp[0], grp[1], grp[3], grp[6], grp[9], grp[10], grid[5],
+                                 grid[4], grid[3])
+        return t_i0, t_w, _shell_table(grp[0], grp[3], grp[4], grp[17], grp[18], grp[21])
+    return (np.zeros((0, 1), dtype=np.int64), np.zeros((0, 1, 4)),
+            np.zeros((0, 1, 1), dtype=np.int64))

@@ -502,10 +502,11 @@ def test_fused_kernel_candidates_are_those_of_a_full_scan(seed, n_und, nodes, ta
     assert (jst.n_exact[jst.acc_group >= 0] >= 1).all()
 
 
-def _kernel_outputs(jst, unit_px, slope_usd, clusters):
+def _kernel_outputs(jst, unit_px, slope_usd, clusters, n_table=0):
     """The fused kernel's 11 outputs for every account of ``jst`` with the directions'
-    ``clusters`` (:func:`pmrisk.kernel.joint.direction_clusters`), in fresh arrays."""
-    from pmrisk.kernel.joint import joint_stress_rows
+    ``clusters`` (:func:`pmrisk.kernel.joint.direction_clusters`) and the scan's tables of a
+    run on ``n_table`` accounts (none below ``TABLE_MIN``), in fresh arrays."""
+    from pmrisk.kernel.joint import joint_stress_rows, scan_tables
     n_acc = len(jst.worst)
     sel = np.arange(n_acc, dtype=np.int64)
     acc = (jst.ua_start, jst.pu_start, jst.pu_order, jst.q, jst.pos_row, jst.unit_row,
@@ -515,7 +516,7 @@ def _kernel_outputs(jst, unit_px, slope_usd, clusters):
         jst.worst, jst.n_joint, jst.n_exact, jst.bind_kind, jst.bind_index, jst.bind_shock,
         jst.unit_value, jst.unit_vol, jst.unit_shock, jst.unit_lw, jst.pos_loss))
     joint_stress_rows(sel, 0, n_acc, acc, jst.grp, tuple(jst.ins), jst.grid_args, outs,
-                      clusters)
+                      clusters, scan_tables(n_table, jst.grp, jst.grid_args))
     return outs
 
 
@@ -527,8 +528,10 @@ def test_fused_kernel_direction_clusters_change_nothing(seed, n_und, nodes, tail
     clusters' size (one direction each, as small selections run, up to a whole group), the 11
     outputs are the same bits, and the scenarios revalued exactly are those of the twin's
     full scan.  Each group's clusters are a partition of its directions, and a cluster's
-    ranges hold each of its directions' intervals."""
-    from pmrisk.kernel.joint import CLUSTER, direction_clusters
+    ranges hold each of its directions' intervals.  With the scan's tables (windows and
+    weights of the joint scenarios, shell intervals by direction; large runs build them)
+    the outputs are the same bits too."""
+    from pmrisk.kernel.joint import CLUSTER, TABLE_MIN, direction_clusters
     out = _small_multi_run(seed, n_und, nodes, tails, options)
     jst = out.joint
     px, slope = out.units.settle_px, out.unit.slope_usd
@@ -546,12 +549,13 @@ def test_fused_kernel_direction_clusters_change_nothing(seed, n_und, nodes, tail
                 assert 1 <= len(rows) <= size
                 for lo, hi, iv in ((c_lo, c_hi, dir_iv), (t_lo, t_hi, dir_ivt)):
                     assert (lo[k] <= iv[rows]).all() and (iv[rows] <= hi[k]).all()
-        got = _kernel_outputs(jst, px, slope, clusters)
-        if base is None:
-            base = got
-            continue
-        for a, b in zip(base, got):
-            assert a.tobytes() == b.tobytes()
+        for n_table in (0, TABLE_MIN):
+            got = _kernel_outputs(jst, px, slope, clusters, n_table)
+            if base is None:
+                base = got
+                continue
+            for a, b in zip(base, got):
+                assert a.tobytes() == b.tobytes()
     *_, n_exact = oracles.joint_stress_twin(jst, out.rev.args, px, slope, counts=True)
     np.testing.assert_array_equal(base[2], n_exact)
 
