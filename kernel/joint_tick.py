@@ -732,6 +732,29 @@ def joint_tick_rows(sel, lo, hi, acc, grp, ins, grid, outs, keep, prev, how):
     d2t = np.empty(d2.shape[0])
     bb = np.empty(d2.shape[0])
     fresh = np.empty(width)          # a moved unit's new curve
+    _tick_accounts(sel, lo, hi, acc, grp, ins, grid, outs, keep, prev, how, units, ucol,
+                   umoved, scen, tot, cand, gvec, zpos, w, d2, d2t, bb, fresh)
+
+
+@njit(_nrt=False)
+def _tick_accounts(sel, lo, hi, acc, grp, ins, grid, outs, keep, prev, how, units, ucol,
+                   umoved, scen, tot, cand, gvec, zpos, w, d2, d2t, bb, fresh):
+    """:func:`joint_tick_rows`' loop over its accounts, with the scratch it allocated:
+    compiled without reference counting (it allocates nothing), so that the arrays passed
+    to the helpers on every unit and scenario (``ucurve[u]`` and the like) cost no atomic
+    increments and decrements."""
+    (ua_start, pu_start, pu_order, q, pos_row, unit_row, unit_px, slope, acc_group) = acc
+    (g_d, g_rows, g_col, g_j0, g_buckets, g_rho, js_shock, js_lw, js_gw, js_nvol, pr, gw_row,
+     cap_usd, mult, cover, tails, max_candidates, g_m, g_dir0, dir_iv, dir_ivt, _) = grp
+    (kind, settlement, contract_size, forward, strike, is_call, const) = ins
+    (use_grid, icurve, curve_of_row, n_side, tail_side, tail_range, vol_code,
+     error_factor) = grid
+    (worst, n_joint, n_exact, bind_kind, bind_index, bind_shock, unit_value, unit_vol,
+     unit_shock, unit_lw, pos_loss) = outs
+    (keep_j, keep_v, keep_n, keep_lb, ucurve, utol, usize, urec, udrift, keep_lb0,
+     utol_ok, upath, keep_p) = keep
+    px_prev, row_moved, row_t, row_s, jslot, row_slot, need, cache = prev
+    width = icurve.shape[1]
     n_shell = 2 * n_side + 1
     tail0 = 3 * n_shell
     for k in range(lo, hi):
