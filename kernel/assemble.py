@@ -635,6 +635,28 @@ def account_figures_serial(sel, pa_start, pa_order, pos_unit, value, unit_px, ua
 
 
 @njit
+def prices_at(sel, utype, settle_by_type, index_by_type, settle_px, index_px):
+    """Per selected unit ``u = sel[k]``, of unit type ``utype[k]``: ``settle_px[u]`` and
+    ``index_px[u]`` from the prices per unit type (a Monitor tick's moved prices, written in
+    one pass instead of a gather and a scatter per array)."""
+    for k in range(sel.shape[0]):
+        u = np.uint64(sel[k])
+        t = np.uint64(utype[k])
+        settle_px[u] = settle_by_type[t]
+        index_px[u] = index_by_type[t]
+
+
+@njit
+def all_set(flags, sel):
+    """Whether ``flags[sel[k]]`` is 1.0 for every ``k`` (the phase kernels' ``finite`` flags
+    over a selection, without gathering them)."""
+    for k in range(sel.shape[0]):
+        if flags[np.uint64(sel[k])] != 1.0:
+            return False
+    return True
+
+
+@njit
 def largest_units(sel, ua_start, worst):
     """Per selected account ``a = sel[k]``: its unit with the largest ``worst`` (units of
     account ``a`` are rows ``ua_start[a]:ua_start[a + 1]``; ties: the first; NaN is passed

@@ -1812,3 +1812,14 @@ def one_snapshot(pos_row, ord_row, kind, settlement, contract_size, expiry, stri
                mark[m], np.where(np.isnan(fwd), und_px, fwd),
                np.where(np.isnan(s), 1.0, s),
                np.where(k == OPTION, np.asarray(is_call)[ins_row], 1), years, iv)
+
+
+def prices_at(sel, utype, settle_by_type, index_by_type, settle_px, index_px):
+    """Twin of :func:`pmrisk.kernel.assemble.prices_at` (in place)."""
+    settle_px[sel] = np.asarray(settle_by_type)[utype]
+    index_px[sel] = np.asarray(index_by_type)[utype]
+
+
+def all_set(flags, sel):
+    """Twin of :func:`pmrisk.kernel.assemble.all_set`."""
+    return bool((np.asarray(flags)[sel] == 1.0).all())
