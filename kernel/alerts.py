@@ -50,12 +50,12 @@ def account_alerts(acc, equity, mm, liq_cost, figures, fig, ratio, below, armed,
     for f in range(n_fig):                      # figure by figure: rows of ``fig`` in turn
         arr = figures[f]
         for k in range(n):
-            a = acc[k]
+            a = np.uint64(acc[k])         # never negative: no wraparound
             now = arr[a]
             changed[k] |= now != fig[f, a]
             fig[f, a] = now
     for k in range(n):
-        a = acc[k]
+        a = np.uint64(acc[k])
         r = ratio_of(equity[a], mm[a] + liq_cost[a])
         after[k] = r
         ratio[a] = r

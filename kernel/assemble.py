@@ -28,6 +28,12 @@ inputs, so results do not depend on the form or the thread count.  Nothing is al
 unit (a few scratch arrays per run of rows) and no positions x scenarios array exists.  Amounts
 are in the unit's settlement currency unless named ``_usd``.  :func:`expiry_groups` numbers
 the roll-shock groups unit by unit.
+
+Row indices read from index arrays (units, positions, instruments, revaluation rows,
+underlyings, accounts, balances; never -1 there) are cast to ``uint64`` in the hot loops:
+numba then indexes with them directly instead of first adding the array's length to a
+negative index (two more loads and a spilled shape per access, in loops that keep some 70
+arrays live).  The arithmetic is unchanged, so are the figures.
 """
 
 import numpy as np
@@ -161,15 +167,15 @@ def unit_figures_rows(sel, lo, hi, positions, pu_start, pu_order, pos_instr, pos
     wrow = np.empty(width)              # scratch pair per run of rows, copied out if kept
     cap = np.empty(width)               # gain caps and dampeners / px of the last unit
     damp = np.empty(width)
-    cap_und = -1
+    cap_und = np.uint64(n_scen.shape[0])   # no underlying's row: the first unit sets the caps
     cap_px = np.nan                     # NaN != NaN: a NaN price recomputes every time
     # the unit's positions' expiry groups and deltas, in order: its groups' range is found
     # in the positions' one pass, then the groups are zeroed and summed from these
     pg = np.empty(16, dtype=np.int64)
     pd = np.empty(16)
     for k in range(lo, hi):
-        u = sel[k]
-        r = unit_und[u]
+        u = np.uint64(sel[k])
+        r = np.uint64(unit_und[u])
         px = unit_px[u]
         for s in range(width):
             vec[s] = 0.0
@@ -189,13 +195,13 @@ def unit_figures_rows(sel, lo, hi, positions, pu_start, pu_order, pos_instr, pos
         ug2 = 0.0
         ug3 = 0.0
         for j in range(p0, p1):
-            p = pu_order[j]
+            p = np.uint64(pu_order[j])
             q = q_port[p]
-            row = pos_row[p]
+            row = np.uint64(pos_row[p])
             for s in range(n_scen[r]):
                 vec[s] += q * instr_pnl[row, s]
             # value, unrealised P&L, model value and Greeks at the marks
-            i = pos_instr[p]
+            i = np.uint64(pos_instr[p])
             qty = quantity[p]
             cs = contract_size[i]
             m = mark[i]
@@ -406,8 +412,8 @@ def unit_margins_rows(sel, lo, hi, positions, pu_start, pu_order, pos_group, pos
     one call per chunk of rows, so no per-row call cost).  Without ``positions`` only the
     units' figures are written (:func:`unit_tick`)."""
     for k in range(lo, hi):
-        u = sel[k]
-        r = unit_und[u]
+        u = np.uint64(sel[k])
+        r = np.uint64(unit_und[u])
         cv = conv[u]
         ro = roll_coin[u] * cv
         ds = delta_coin[u] * cv
@@ -431,22 +437,22 @@ def unit_margins_rows(sel, lo, hi, positions, pu_start, pu_order, pos_group, pos
         p0, p1 = pu_start[u], pu_start[u + 1]
         den_u = 0.0
         for j in range(p0, p1):
-            p = pu_order[j]
+            p = np.uint64(pu_order[j])
             g = pos_group[p]
             if g >= 0:
                 group_den[g] = 0.0
         for j in range(p0, p1):
-            p = pu_order[j]
+            p = np.uint64(pu_order[j])
             a = abs(pos_delta[p])
             den_u += a
             g = pos_group[p]
             if g >= 0:
                 group_den[g] += a
         for j in range(p0, p1):
-            p = pu_order[j]
+            p = np.uint64(pu_order[j])
             if own_from_binding:
                 if w > 0.0:
-                    own = -loss_weight[r, b] * (q_port[p] * instr_pnl[pos_row[p], b])
+                    own = -loss_weight[r, b] * (q_port[p] * instr_pnl[np.uint64(pos_row[p]), b])
                 else:
                     own = 0.0
             else:
@@ -565,16 +571,16 @@ def account_figures_rows(sel, lo, hi, pa_start, pa_order, pos_unit, value, unit_
     """Rows ``sel[lo:hi]`` of :func:`account_figures` (shared by the parallel and the serial kernel:
     one call per chunk of rows, so no per-row call cost)."""
     for k in range(lo, hi):
-        a = sel[k]
+        a = np.uint64(sel[k])
         eq = 0.0
         for j in range(pa_start[a], pa_start[a + 1]):
-            p = pa_order[j]
-            eq += value[p] * unit_px[pos_unit[p]]
+            p = np.uint64(pa_order[j])
+            eq += value[p] * unit_px[np.uint64(pos_unit[p])]
         coll = 0.0
         usd = 0.0
         loans = 0.0
         for j in range(ba_start[a], ba_start[a + 1]):
-            b = ba_order[j]
+            b = np.uint64(ba_order[j])
             coll += collateral_usd[b]
             usd += balance_usd[b]
             loans += abs(min(balance_usd[b], 0.0))
@@ -585,7 +591,8 @@ def account_figures_rows(sel, lo, hi, pa_start, pa_order, pos_unit, value, unit_
         s_mm = 0.0
         s_im = 0.0
         s_sc = 0.0
-        for v in range(ua_start[a], ua_start[a + 1]):
+        for w in range(ua_start[a], ua_start[a + 1]):
+            v = np.uint64(w)
             s_mm += mm[v] * unit_px[v]
             s_im += im[v] * unit_px[v]
             s_sc += scenario_margin[v] * unit_px[v]
@@ -625,6 +632,28 @@ def account_figures_serial(sel, pa_start, pa_order, pos_unit, value, unit_px, ua
                          ua_start, mm, im, scenario_margin, ba_start, ba_order, collateral_usd,
                          balance_usd, loan_mmr, equity, actual_equity, loan_mm, acc_mm, acc_im,
                          acc_scen, finite)
+
+
+@njit
+def prices_at(sel, utype, settle_by_type, index_by_type, settle_px, index_px):
+    """Per selected unit ``u = sel[k]``, of unit type ``utype[k]``: ``settle_px[u]`` and
+    ``index_px[u]`` from the prices per unit type (a Monitor tick's moved prices, written in
+    one pass instead of a gather and a scatter per array)."""
+    for k in range(sel.shape[0]):
+        u = np.uint64(sel[k])
+        t = np.uint64(utype[k])
+        settle_px[u] = settle_by_type[t]
+        index_px[u] = index_by_type[t]
+
+
+@njit
+def all_set(flags, sel):
+    """Whether ``flags[sel[k]]`` is 1.0 for every ``k`` (the phase kernels' ``finite`` flags
+    over a selection, without gathering them)."""
+    for k in range(sel.shape[0]):
+        if flags[np.uint64(sel[k])] != 1.0:
+            return False
+    return True
 
 
 @njit

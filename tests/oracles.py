@@ -1974,3 +1974,14 @@ def row_sets(pos_unit, quantity, unit_account, unit_row, n_acc, n_rows):
     acc_set = np.full(n_acc, -1, dtype=np.int64)
     acc_set[some] = rank[inv.ravel()]
     return active, keys[np.argsort(first, kind="stable")], acc_set
+
+
+def prices_at(sel, utype, settle_by_type, index_by_type, settle_px, index_px):
+    """Twin of :func:`pmrisk.kernel.assemble.prices_at` (in place)."""
+    settle_px[sel] = np.asarray(settle_by_type)[utype]
+    index_px[sel] = np.asarray(index_by_type)[utype]
+
+
+def all_set(flags, sel):
+    """Twin of :func:`pmrisk.kernel.assemble.all_set`."""
+    return bool((np.asarray(flags)[sel] == 1.0).all())

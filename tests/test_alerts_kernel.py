@@ -65,3 +65,32 @@ def test_account_alerts_order_and_hysteresis():
     _, changed, rows, kinds, crossed = step(1.2)
     assert kinds.tolist() == [5] * 5 and crossed.tolist() == [4, 3, 2, 1, 0]
     assert len(step(1.2)[2]) == 0 and not step(1.2)[1].any()
+
+
+@settings(deadline=None)
+@given(data=st.data(), n=st.integers(0, 10))
+def test_alert_batch_few_rows_as_many(data, n):
+    """``AlertRules.batch`` builds a tick's few alerts from Python lists and many from arrays:
+    the same record batch either way (statuses at, above and below each level, NaN before:
+    a new account, null ratio and status)."""
+    from pmrisk.monitor import alerts
+    rules = alerts.AlertRules({"warning": [1.1, 1.05, 1.01], "margin_call": 1.0,
+                               "liquidation": 0.75})
+
+    def draw(el):
+        return np.array(data.draw(st.lists(el, min_size=n, max_size=n)), dtype=float)
+    before, after = draw(VALUE), draw(VALUE)
+    kinds = np.array(data.draw(st.lists(st.integers(0, 5), min_size=n, max_size=n)),
+                     dtype=np.int64)
+    names = [f"a{k}" for k in range(n)]
+    args = (names, 1_700_000_000 * 10**9, kinds, LEVELS[np.minimum(kinds, 4)], before, after)
+    few = rules.batch(*args)
+    few_max, alerts.FEW = alerts.FEW, -1          # every batch through the arrays' path
+    try:
+        many = rules.batch(*args)
+    finally:
+        alerts.FEW = few_max
+    assert few.schema == many.schema
+    # as text: NaN equals NaN there, and -0.0 differs from 0.0
+    assert repr(few.to_pylist()) == repr(many.to_pylist())
+    assert few.column("status_before").null_count == int(np.isnan(before).sum())

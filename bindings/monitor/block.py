@@ -40,6 +40,7 @@ from ..io.book import load_book
 from ..engine.core import compute, floored_copies, fuses, run, short_instruments, unit_phases
 from ..results import TABLE_NAMES, accounts_table, all_finite, build, check_finite, margin_ratio
 from ..engine.units import prices_by_type
+from pmrisk.kernel.assemble import all_set, prices_at
 
 _EMPTY_I = np.zeros(0, dtype=np.int64)
 BIG_RUN = 256          # accounts: an engine run this large uses the monitor's big_threads
@@ -170,8 +171,11 @@ class Block:
         self.frozen = False              # True while built result tables share the arrays
         self._tables = {}
         self._paths = {}                 # moved names -> TickPath
-        # units whose positions' figures (but value) a fused tick left as they were
+        # units whose positions' figures (but value) a fused tick left as they were: the
+        # units arrays of the ticks since the last _settle (by id: each path's array once),
+        # marked in _stale when settled
         self._stale = np.zeros(len(out.units), dtype=bool)
+        self._ticked = {}
 
     def ratios(self, acc=slice(None)):
         af = self.out.account
@@ -282,11 +286,12 @@ class Block:
         units = out.units
         type_und = np.array(units.type_und, dtype=object)
         type_ccy = np.array(units.type_ccy, dtype=object)
-        if book.asset_px.shape[0] == 1:     # one snapshot: a price per unit type, gathered
+        if book.asset_px.shape[0] == 1:     # one snapshot: a price per unit type, written
             types = np.arange(len(type_und))
             at = np.zeros(len(types), dtype=np.int64)
-            units.settle_px[uidx] = prices_by_type(book, type_ccy, types, at)[path.utype]
-            units.index_px[uidx] = prices_by_type(book, type_und, types, at)[path.utype]
+            prices_at(uidx, path.utype, prices_by_type(book, type_ccy, types, at),
+                      prices_by_type(book, type_und, types, at), units.settle_px,
+                      units.index_px)
         else:
             snap = book.acc_snap[units.account[uidx]]
             units.settle_px[uidx] = prices_by_type(book, type_ccy, path.utype, snap)
@@ -297,8 +302,8 @@ class Block:
                 accounts=path.acc, balances=path.balances, positions=False,
                 moved_units=path.moved_units)
         if fuses(out):                  # the positions' figures: when tables are read
-            self._stale[uidx] = True
-        if not all_finite(out, uidx, path.acc):
+            self._ticked.setdefault(id(uidx), uidx)
+        if not (all_set(out.unit.finite, uidx) and all_set(out.account.finite, path.acc)):
             self._settle()
             check_finite(out)           # names the rows and raises
         return True
@@ -306,6 +311,9 @@ class Block:
     def _settle(self):
         """Write the positions' figures that fused ticks left out (every figure of the
         units ticked since, from the current inputs: as the ticks would have)."""
+        for sel in self._ticked.values():
+            self._stale[sel] = True
+        self._ticked = {}
         if not self._stale.any():
             return
         self._keep_rows()
