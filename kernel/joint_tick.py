@@ -295,6 +295,44 @@ def row_bounds(icurve, rows, n_shell, tail_side, tail0, row_t, row_s):
         row_s[i] = s
 
 
+@njit(_nrt=False)
+def _kth(x, n, k):
+    """The ``k``-th smallest of ``x[:n]`` (0: the least; NaN last), reordering ``x[:n]`` in
+    place (Hoare's selection: no allocation).
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> from pmrisk.kernel.joint_tick import _kth
+    >>> float(_kth(np.array([5.0, 1.0, 4.0, 2.0, 3.0]), 5, 1))
+    2.0
+    """
+    lo = 0
+    hi = n - 1
+    while lo < hi:
+        pivot = x[(lo + hi) // 2]
+        i = lo
+        j = hi
+        while i <= j:
+            while x[i] < pivot or (pivot != pivot and x[i] == x[i]):
+                i += 1
+            while pivot < x[j] or (x[j] != x[j] and pivot == pivot):
+                j -= 1
+            if i <= j:
+                t = x[i]
+                x[i] = x[j]
+                x[j] = t
+                i += 1
+                j -= 1
+        if k <= j:
+            hi = j
+        elif k >= i:
+            lo = i
+        else:
+            return x[k]
+    return x[k]
+
+
 @njit
 def joint_record_rows(sel, lo, hi, acc, grp, grid, keep, gap):
     """:func:`joint_record` for the accounts ``sel[lo:hi]``."""
@@ -335,11 +373,29 @@ def joint_record_rows(sel, lo, hi, acc, grp, grid, keep, gap):
     dlb = np.empty(m_max)
     dlbt = np.empty(m_max)
     srt = np.empty(m_max)
-    n_shell = 2 * n_side + 1
-    tail0 = 3 * n_shell
     dummy = (np.empty(0), np.empty(0, np.int64), np.empty(0, np.int64), np.empty(0, np.int64),
              np.empty(0, np.int64), np.empty((0, 0)), np.empty(0), np.empty(0, np.int64),
              np.empty(0), np.empty(0), np.empty(0))
+    _record_accounts(sel, lo, hi, acc, grp, grid, keep, gap, units, ucol, curves, tot, gvec,
+                     zpos, w, lv, lvr, lvt, d2, d2t, bb, bj, bv, dlb, dlbt, srt, dummy)
+
+
+@njit(_nrt=False)
+def _record_accounts(sel, lo, hi, acc, grp, grid, keep, gap, units, ucol, curves, tot, gvec,
+                     zpos, w, lv, lvr, lvt, d2, d2t, bb, bj, bv, dlb, dlbt, srt, dummy):
+    """:func:`joint_record_rows`' loop over its accounts, with the scratch it allocated:
+    compiled without reference counting (it allocates nothing), as :func:`_tick_accounts`."""
+    (ua_start, pu_start, pu_order, q, pos_row, unit_row, unit_px, slope, acc_group) = acc
+    (g_d, g_rows, g_col, g_j0, g_buckets, g_rho, js_shock, js_lw, js_gw, js_nvol, pr, gw_row,
+     cap_usd, mult, cover, tails, max_candidates, g_m, g_dir0, dir_iv, dir_ivt, js_iv) = grp
+    (use_grid, icurve, curve_of_row, n_side, tail_side, tail_range, vol_code,
+     error_factor) = grid
+    (keep_j, keep_v, keep_n, keep_lb, ucurve, utol, usize, urec, udrift, keep_lb0,
+     utol_ok, upath, keep_p) = keep
+    K = keep_j.shape[1]
+    width = icurve.shape[1]
+    n_shell = 2 * n_side + 1
+    tail0 = 3 * n_shell
     for k in range(lo, hi):
         a = sel[k]
         keep_n[a] = -1
@@ -431,8 +487,8 @@ def joint_record_rows(sel, lo, hi, acc, grp, grid, keep, gap):
         # bound counts: either way every other joint scenario ends above the bound kept
         for s in range(m_dir):
             srt[s] = dlb[s]
-        srt[:m_dir].sort()
-        first = srt[min((K + B) // max(B, 1), m_dir - 1)] if m_dir > 0 else np.inf
+        first = _kth(srt, m_dir, min((K + B) // max(B, 1), m_dir - 1)) if m_dir > 0 \
+            else np.inf
         unc = np.inf                  # least bound of the directions not computed
         for rnd in range(2):
             for dr in range(m_dir):
