@@ -11,6 +11,9 @@ that full call (``margin_s / p50``).  Before timing, one tick per underlying bui
 arrays of that underlying's units (once per block and set of moved underlyings, ~20 ms each
 here; reported together as ``first_tick_s``), then an untimed update puts the book's own
 marks back; after, the monitor's accounts are checked against that ``margin()``.
+``pmrisk.warmup`` runs first, so that no tick compiles (or loads) a kernel: the serial
+forms a tick uses on a few accounts sent back to the full kernel would otherwise compile
+inside the timed loop on an empty cache.
 
 ``deribit_pme`` (units summed: the engine's phases on the moved units) runs the issue's 1,000
 ticks (target p99 <= 5 ms).  ``standard`` (correlated: each tick re-runs the joint stress of
@@ -50,6 +53,7 @@ def _replay(benchmark, full, model, book, vt, ticks):
     record the latencies in ``extra_info``."""
     n_ticks = len(ticks)
     n_accounts = len(set(book["positions"]["account"].to_pylist()))
+    pmrisk.warmup(models=[model])       # every tick kernel compiled or loaded: none in the loop
     mon = pmrisk.Monitor(**book, model=model, valuation_time=vt)
     t0 = time.perf_counter()
     for market, index in monitor_ticks(book, vt, len(UNDERLYINGS), seed=1):
