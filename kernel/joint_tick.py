@@ -335,15 +335,11 @@ def _kth(x, n, k):
 
 @njit
 def joint_record_rows(sel, lo, hi, acc, grp, grid, keep, gap):
-    """:func:`joint_record` for the accounts ``sel[lo:hi]``."""
-    (ua_start, pu_start, pu_order, q, pos_row, unit_row, unit_px, slope, acc_group) = acc
-    (g_d, g_rows, g_col, g_j0, g_buckets, g_rho, js_shock, js_lw, js_gw, js_nvol, pr, gw_row,
-     cap_usd, mult, cover, tails, max_candidates, g_m, g_dir0, dir_iv, dir_ivt, js_iv) = grp
-    (use_grid, icurve, curve_of_row, n_side, tail_side, tail_range, vol_code,
-     error_factor) = grid
-    (keep_j, keep_v, keep_n, keep_lb, ucurve, utol, usize, urec, udrift, keep_lb0,
-     utol_ok, upath, keep_p) = keep
-    K = keep_j.shape[1]
+    """:func:`joint_record` for the accounts ``sel[lo:hi]``: the scratch, then the loop."""
+    ua_start, acc_group = acc[0], acc[8]
+    g_rows, g_j0, g_buckets, g_m = grp[1], grp[3], grp[4], grp[17]
+    icurve, n_side, tail_side = grid[1], grid[3], grid[4]
+    K = keep[0].shape[1]
     d_max = g_rows.shape[1]
     width = icurve.shape[1]
     max_units = 1
@@ -755,19 +751,11 @@ def _bind_unit(u, d, pu_start, pu_order, q, pos_row, row_slot, need, cache, shoc
 
 @njit
 def joint_tick_rows(sel, lo, hi, acc, grp, ins, grid, outs, keep, prev, how):
-    """:func:`joint_tick` for the accounts ``sel[lo:hi]``."""
-    (ua_start, pu_start, pu_order, q, pos_row, unit_row, unit_px, slope, acc_group) = acc
-    (g_d, g_rows, g_col, g_j0, g_buckets, g_rho, js_shock, js_lw, js_gw, js_nvol, pr, gw_row,
-     cap_usd, mult, cover, tails, max_candidates, g_m, g_dir0, dir_iv, dir_ivt, _) = grp
-    (kind, settlement, contract_size, forward, strike, is_call, const) = ins
-    (use_grid, icurve, curve_of_row, n_side, tail_side, tail_range, vol_code,
-     error_factor) = grid
-    (worst, n_joint, n_exact, bind_kind, bind_index, bind_shock, unit_value, unit_vol,
-     unit_shock, unit_lw, pos_loss) = outs
-    (keep_j, keep_v, keep_n, keep_lb, ucurve, utol, usize, urec, udrift, keep_lb0,
-     utol_ok, upath, keep_p) = keep
-    px_prev, row_moved, row_t, row_s, jslot, row_slot, need, cache = prev
-    K = keep_j.shape[1]
+    """:func:`joint_tick` for the accounts ``sel[lo:hi]``: the scratch, then the loop."""
+    ua_start = acc[0]
+    g_rows, g_buckets = grp[1], grp[4]
+    icurve, n_side, tail_side = grid[1], grid[3], grid[4]
+    K = keep[0].shape[1]
     d_max = g_rows.shape[1]
     width = icurve.shape[1]
     max_units = 1
