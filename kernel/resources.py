@@ -5,6 +5,7 @@ group under ``cross_unit = "correlated"``)."""
 import numpy as np
 
 from ._config import njit
+from .groups import mask_sets
 from .layout import fmax
 
 
@@ -45,41 +46,16 @@ def account_groups(pos_account, pos_instr, und_code, quantity, unit_key, key_div
     units = np.zeros(n_acc, dtype=np.int64)
     for j in range(unit_key.shape[0]):
         units[unit_key[j] // key_div] += 1
-    size = 1
-    while size < 2 * n_acc:
-        size *= 2
-    table = np.full(size, -1, dtype=np.int64)
     lead = np.empty(n_acc, dtype=np.int64)
-    count = np.zeros(n_acc, dtype=np.int64)
-    most = np.zeros(n_acc, dtype=np.int64)
-    n_g = 0
+    acc_set = np.full(n_acc, -1, dtype=np.int64)
+    n_g = mask_sets(masks, held, lead, acc_set)
+    count = np.zeros(n_g, dtype=np.int64)
+    most = np.zeros(n_g, dtype=np.int64)
     for a in range(n_acc):
-        if not held[a]:
-            continue
-        h = np.uint64(14695981039346656037)
-        for w in range(words):
-            h = (h ^ masks[a, w]) * np.uint64(1099511628211)
-        h ^= h >> np.uint64(29)
-        slot = np.int64(h & np.uint64(size - 1))
-        while True:
-            g = table[slot]
-            if g < 0:
-                table[slot] = n_g
-                lead[n_g] = a
-                count[n_g] = 1
-                most[n_g] = units[a]
-                n_g += 1
-                break
-            same = True
-            for w in range(words):
-                if masks[lead[g], w] != masks[a, w]:
-                    same = False
-                    break
-            if same:
-                count[g] += 1
-                most[g] = max(most[g], units[a])
-                break
-            slot = (slot + 1) & (size - 1)
+        g = acc_set[a]
+        if g >= 0:
+            count[g] += 1
+            most[g] = max(most[g], units[a])
     d = np.zeros(n_g, dtype=np.int64)
     b = np.zeros(n_g, dtype=np.int64)
     e = np.zeros(n_g)
@@ -94,4 +70,4 @@ def account_groups(pos_account, pos_instr, und_code, quantity, unit_key, key_div
                     b[g] = max(b[g], buckets[k])
                     e[g] = fmax(e[g], extreme[k])
                 d[g] += 1
-    return d, count[:n_g].copy(), most[:n_g].copy(), b, e
+    return d, count, most, b, e
