@@ -972,15 +972,10 @@ def unit_curve(u, pu_start, pu_order, q, pos_row, icurve, curve_of_row, out):
 def joint_stress_rows(sel, lo, hi, acc, grp, ins, grid, outs, clusters, tab):
     """:func:`joint_stress` for the accounts ``sel[lo:hi]`` (one run of accounts, one
     scratch set; ``clusters``: :func:`direction_clusters`; ``tab``: :func:`scan_tables`, or
-    empty arrays)."""
-    (ua_start, pu_start, pu_order, q, pos_row, unit_row, unit_px, slope, acc_group) = acc
-    (g_d, g_rows, g_col, g_j0, g_buckets, g_rho, js_shock, js_lw, js_gw, js_nvol, pr, gw_row,
-     cap_usd, mult, cover, tails, max_candidates, g_m, g_dir0, dir_iv, dir_ivt, js_iv) = grp
-    (kind, settlement, contract_size, forward, strike, is_call, const) = ins
-    (use_grid, icurve, curve_of_row, n_side, tail_side, tail_range, vol_code,
-     error_factor) = grid
-    (worst, n_joint, n_exact, bind_kind, bind_index, bind_shock, unit_value, unit_vol,
-     unit_shock, unit_lw, pos_loss) = outs
+    empty arrays): the scratch, sized here, then the loop (:func:`_accounts`)."""
+    ua_start, pu_start, acc_group = acc[0], acc[1], acc[8]
+    g_rows, g_j0, g_buckets = grp[1], grp[3], grp[4]
+    use_grid, icurve, n_side, tail_side = grid[0], grid[1], grid[3], grid[4]
     d_max = g_rows.shape[1]
     width = icurve.shape[1]
     max_units = 1
