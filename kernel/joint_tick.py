@@ -39,8 +39,9 @@ usize, urec, udrift, keep_lb0, utol_ok, upath, keep_p)``):
   scenario above that could be neither kept nor the least of the others), the directions of
   lowest bound first; so ``keep_lb0[a]`` is the ``K + 1``-th lowest total itself whenever
   the gap does not bind;
-* ``keep_n[a] = -1``: no record (never recorded, too many band candidates, a curve not
-  finite): the account takes the full kernel;
+* ``keep_n[a] < 0``: no record (-1: never recorded, too many band candidates, a curve not
+  finite; -2: its record deferred by the caller,
+  :meth:`pmrisk.engine.correlated.JointStress.tick`): the account takes the full kernel;
 * per unit of a recorded account: ``ucurve[u]``, its curve at the current marks (the full
   kernel's arithmetic, so the same bits), ``utol[u]`` and ``usize[u]``, its share of
   ``tol`` and its size (USD; ``utol_ok[u]`` False: ``utol[u]`` is an upper bound of it,

@@ -157,6 +157,41 @@ def test_big_moves_send_accounts_back_to_the_full_kernel(monkeypatch):
     assert any(spy.calls)
 
 
+def test_a_burst_of_records_is_spread_over_the_ticks_after(monkeypatch):
+    """More accounts back from the full kernel than ``RECORD_MAX``: the tick records those
+    without a record and ``RECORD_MAX`` of the others; the rest are deferred (``keep_n``
+    -2), take the full kernel and are recorded on the ticks after, the longest waiting
+    first; the figures equal margin() throughout."""
+    import pmrisk.engine.correlated as correlated
+    monkeypatch.setattr(correlated, "RECORD_MAX", 2)
+    spy = Spy(monkeypatch)
+    mon, t = monitor(seed=8, n_accounts=10)
+    move(mon, t, "BTC", 1.0005)                # no records yet: every account recorded
+    js = joints(mon)[0]
+    keep_n = js.keep[2]
+    assert (keep_n >= 0).sum() >= 8
+    move(mon, t, "BTC", 0.8)                   # sends most back to the full kernel
+    back = js.last_full
+    assert len(back) > 2
+    deferred = np.flatnonzero(keep_n == -2)
+    assert len(deferred) == len(back) - 2 - (keep_n[back] == -1).sum() > 0
+    assert_equals_margin(mon)
+    waited = set(deferred.tolist())
+    for k in range(8):
+        move(mon, t, UND[k % 3], 1.0 + 1e-4 * (k + 1))
+        assert_equals_margin(mon)
+        now = set(np.flatnonzero(keep_n == -2).tolist())
+        assert set(js.last_full.tolist()) >= now      # the deferred take the full kernel
+        recorded = waited - now
+        if waited and len(js.last_full) - len(now) > 0:
+            assert recorded                   # the longest waiting are recorded first
+        waited = now
+        if not now:
+            break
+    assert not (keep_n == -2).any()
+    assert any(spy.calls)
+
+
 @settings(max_examples=12, deadline=None)
 @given(seed=st.integers(0, 10_000),
        steps=st.lists(st.tuples(st.sampled_from(UND),

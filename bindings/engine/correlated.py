@@ -66,6 +66,7 @@ from ..model.correlation import correlation_matrix
 PARALLEL_MIN = 64      # fewer accounts than this: the kernel's serial twin
 BIND_CELLS_MAX = 4_000_000  # a tick's table of binding-scenario cells (x3 vol states) at most
 PRICE_PARALLEL_MIN = 8  # fewer revaluation rows than this: grid curves on the calling thread
+RECORD_MAX = 64     # a tick records at most this many accounts that had a record (see _to_record)
 
 ERROR_FACTOR = 1.0         # interpolation error bound = ERROR_FACTOR * max |4th difference|
 MAX_CANDIDATES = 256       # more candidates than this: revalue every joint scenario exactly
@@ -323,6 +324,7 @@ class JointStress:
         # first tick), the prices they were taken at and the rows repriced since
         self.keep = None
         self._words = None         # _describe's lexicon, built when first needed
+        self._odd_ready = None
         self.incremental = True    # False: a one-shot stress (a what-if's): ticks run in full
         self.described = None      # accounts whose binding scenario run() puts in words: all
         self.pending = np.zeros(n_rev_rows, dtype=bool)
@@ -507,13 +509,30 @@ class JointStress:
             small = len(back) < PARALLEL_MIN
             (joint_stress_serial if small else joint_stress)(
                 back, acc, self.grp, tuple(self.ins), self.grid_args, outs)
+            rec = self._to_record(back)
+            small = len(rec) < PARALLEL_MIN
             (joint_record_serial if small else joint_record)(
-                back, acc, self.grp, self.grid_args, self.keep, RECORD_GAP)
+                rec, acc, self.grp, self.grid_args, self.keep, RECORD_GAP)
         self.n_full += len(back)
         self.n_fast += len(sel) - len(back)
         self.last_full = back
         self._settle(px, sel)
         self._describe(sel[how != SAME])      # the others' binding scenario is unchanged
+
+    def _to_record(self, back):
+        """Which of the accounts ``back``, just run by the full kernel, a tick records: those
+        without a record (``keep_n`` -1: new, changed, never recorded) and at most
+        ``RECORD_MAX`` of the others, those deferred before first; the rest are marked
+        deferred (``keep_n`` -2) and take the full kernel until a tick records them.  A
+        common move can send hundreds of accounts back on one tick; their records, each
+        several full runs' worth, are spread over the ticks after."""
+        if len(back) <= RECORD_MAX:
+            return back
+        n_keep = self.keep[2]
+        k = n_keep[back]
+        waiting = np.concatenate([back[k == -2], back[k >= 0]])
+        n_keep[waiting[RECORD_MAX:]] = -2
+        return np.concatenate([back[k == -1], waiting[:RECORD_MAX]])
 
     def _bind_cells(self, sel, acc, small):
         """The cells of the repriced rows at the accounts' binding joint scenarios, each
@@ -567,6 +586,11 @@ class JointStress:
         # the kernels' outputs as they are (writeable, allocated by __init__)
         per_account = (*kernel_args(sel), self.worst, self.acc_group, self.bind_kind,
                        self.bind_index, self.bind_shock)
+        if self._odd_ready is None:
+            # odd_moves on no accounts, with the arguments' types: compiled (or loaded) now,
+            # by pmrisk.warmup() too, not inside a tick the first time a move needs it
+            self._odd_ready = odd_moves(*kernel_args(sel[:0]), *per_account[1:], fixed[1],
+                                        fixed[5])
         rest = (*fixed, self.active, unit_row, self.unit_vol, utype, VOL_SAME)
         odd = _NO_ODD
         offsets, data, complete = scenario_words(*per_account, *rest, lex, lex_off,
