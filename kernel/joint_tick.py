@@ -175,6 +175,24 @@ def _max(x, m):
 
 
 @njit(inline="always")
+def _near(keep_v, keep_p, a, n, first, drift, path, scale, band, out):
+    """The kept scenarios of account ``a`` but ``first`` whose bound (the larger of the
+    drift's and the path's, as :func:`_tick_accounts` takes it) is not above ``band``, in
+    order, into ``out``; returns their count.  No branch in the loop: every entry is
+    written, the count moves by the test."""
+    m = 0
+    for i in range(n):
+        v = keep_v[a, i]
+        bound = v - drift - ROUND * (LEBESGUE * scale + abs(v))
+        vp = keep_p[a, i]
+        bp = vp - path - ROUND * (LEBESGUE * scale + abs(vp) + path)
+        bound = bp if bp > bound else bound
+        out[m] = i
+        m += (bound <= band) & (i != first)
+    return m
+
+
+@njit(inline="always")
 def curve_tol_fast(cv, n_shell, ts, tail0, error_factor, bb, d2, d2t):
     """:func:`pmrisk.kernel.joint.curve_tol` (without ``bounds``) to the bit: the same 4th
     differences by the same arithmetic, their largest and the largest |cell| taken in
@@ -937,11 +955,19 @@ def _tick_accounts(sel, lo, hi, acc, grp, ins, grid, outs, keep, prev, how, unit
             if keep_v[a, i] < keep_v[a, first]:
                 first = i
         n_ev = n_dd
-        for ii in range(-1 if n > 0 else 0, n):
-            i = first if ii < 0 else ii
-            if ii >= 0:
-                if i == first:
-                    continue
+        n_near = 0
+        for ii in range(-1, n if n > 0 else -1):
+            if ii < 0:
+                i = first
+            else:
+                if ii == 0:
+                    # the others whose bound reaches the band so far, in one branch-free
+                    # pass (into cand, read here before the candidates are written to it)
+                    n_near = _near(keep_v, keep_p, a, n, first, drift, path, scale,
+                                   lowest + 2.0 * tol, cand)
+                if ii >= n_near:
+                    break
+                i = cand[ii]
                 v = keep_v[a, i]
                 bound = v - drift - ROUND * (LEBESGUE * scale + abs(v))
                 vp = keep_p[a, i]
