@@ -147,6 +147,7 @@ FAST, FULL, SAME = 0, 1, 2   # how a tick settled an account (SAME: fast, descri
 K_KEEP = 128         # joint scenarios kept per account (more: fewer full runs)
 LEBESGUE = 1.7       # >= max over [0, 3] of sum_k |l_k(u)| for 4 equispaced nodes (1.6311)
 ROUND = 1e-12        # rounding allowance, relative to the sizes involved
+ABS_BITS = 0x7FFFFFFFFFFFFFFF   # a double's bits but its sign's
 RECORD_GAP = 0.25    # a record computes the directions whose bound is within this share of
 #                      |lowest| (and of 1e-3 of the account's curve size) above lowest
 
@@ -190,6 +191,18 @@ def _near(keep_v, keep_p, a, n, first, drift, path, scale, band, out):
         out[m] = i
         m += (bound <= band) & (i != first)
     return m
+
+
+@njit(inline="always")
+def _bits_max(xi, lo, hi):
+    """The largest ``|x|`` of the doubles whose bits are ``xi[lo:hi]`` (int64), NaN if one is
+    (a double's bits without the sign order as its ``|x|``, NaN's above inf's), 0 if none:
+    an integer maximum, which the compiler vectorises."""
+    m = 0
+    for s in range(lo, hi):
+        b = xi[s] & ABS_BITS
+        m = b if b > m else m
+    return np.int64(m).view(np.float64)
 
 
 @njit(inline="always")
@@ -795,13 +808,17 @@ def joint_tick_rows(sel, lo, hi, acc, grp, ins, grid, outs, keep, prev, how):
     d2t = np.empty(d2.shape[0])
     bb = np.empty(d2.shape[0])
     fresh = np.empty(width)          # a moved unit's new curve
+    dy = np.empty(width)             # its cells' distances (USD) from the record
+    dq = np.empty(width)             # and from the last run
     _tick_accounts(sel, lo, hi, acc, grp, ins, grid, outs, keep, prev, how, units, ucol,
-                   umoved, scen, tot, cand, gvec, zpos, w, d2, d2t, bb, fresh)
+                   umoved, scen, tot, cand, gvec, zpos, w, d2, d2t, bb, fresh, dy, dq,
+                   dy.view(np.int64), dq.view(np.int64), fresh.view(np.int64))
 
 
 @njit(_nrt=False)
 def _tick_accounts(sel, lo, hi, acc, grp, ins, grid, outs, keep, prev, how, units, ucol,
-                   umoved, scen, tot, cand, gvec, zpos, w, d2, d2t, bb, fresh):
+                   umoved, scen, tot, cand, gvec, zpos, w, d2, d2t, bb, fresh, dy, dq,
+                   dyi, dqi, fresh_i):
     """:func:`joint_tick_rows`' loop over its accounts, with the scratch it allocated:
     compiled without reference counting (it allocates nothing), so that the arrays passed
     to the helpers on every unit and scenario (``ucurve[u]`` and the like) cost no atomic
@@ -862,36 +879,19 @@ def _tick_accounts(sel, lo, hi, acc, grp, ins, grid, outs, keep, prev, how, unit
                 rec = urec[u]
                 old = ucurve[u]     # the curve at the account's last run, price px_prev
                 pp = px_prev[u]
-                y0 = 0.0            # largest USD distance on the shell cells (two runs)
-                y1 = 0.0
-                z0 = 0.0            # and the largest |cell| (curve_tol's size)
-                z1 = 0.0
-                q0 = 0.0            # and the largest USD step from the last run
-                q1 = 0.0
-                for s in range(0, tail0 - 1, 2):
-                    y0 = _max(abs(px * new[s] - rec[s]), y0)
-                    y1 = _max(abs(px * new[s + 1] - rec[s + 1]), y1)
-                    q0 = _max(abs(px * new[s] - pp * old[s]), q0)
-                    q1 = _max(abs(px * new[s + 1] - pp * old[s + 1]), q1)
-                    z0 = _max(abs(new[s]), z0)
-                    z1 = _max(abs(new[s + 1]), z1)
+                # the USD distances of each cell from the record and from the last run, then
+                # their largest (and the largest |cell|) over the shells and over the tails,
+                # taken over the bits (NaN's above every other: sticky)
+                for s in range(width):
+                    x = px * new[s]
+                    dy[s] = abs(x - rec[s])
+                    dq[s] = abs(x - pp * old[s])
                     old[s] = new[s]
-                    old[s + 1] = new[s + 1]
-                for s in range(tail0 - tail0 % 2, tail0):
-                    y0 = _max(abs(px * new[s] - rec[s]), y0)
-                    q0 = _max(abs(px * new[s] - pp * old[s]), q0)
-                    z0 = _max(abs(new[s]), z0)
-                    old[s] = new[s]
-                y_sh = _max(y1, y0)
-                q_sh = _max(q1, q0)
-                y_tl = 0.0          # on the tail cells
-                q_tl = 0.0
-                for s in range(tail0, width):
-                    y_tl = _max(abs(px * new[s] - rec[s]), y_tl)
-                    q_tl = _max(abs(px * new[s] - pp * old[s]), q_tl)
-                    z0 = _max(abs(new[s]), z0)
-                    old[s] = new[s]
-                size = _max(z1, z0)
+                y_sh = _bits_max(dyi, 0, tail0)
+                q_sh = _bits_max(dqi, 0, tail0)
+                y_tl = _bits_max(dyi, tail0, width)
+                q_tl = _bits_max(dqi, tail0, width)
+                size = _bits_max(fresh_i, 0, width)
                 # tol: an upper bound from its rows' (exact later, only if a decision needs it)
                 ub = tol_bound(u, pu_start, pu_order, q, pos_row, curve_of_row, row_t, row_s,
                                error_factor) * px
