@@ -70,7 +70,7 @@ def instrument_pnl(kind, settlement, contract_size, mark, forward, strike, is_ca
     return out
 
 
-@njit
+@njit(inline="always")
 def _pnl_row(i, out, kind, settlement, contract_size, mark, forward, strike, is_call,
              t_now, t_scen, sig_mark, sig_up, sig_same, sig_down, und, rate, n_scen,
              price_shock, log1p_shock, vol_code, vol_factor, pnl_scale):
