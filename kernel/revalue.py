@@ -59,7 +59,7 @@ def instrument_pnl(kind, settlement, contract_size, mark, forward, strike, is_ca
         round-robin, so blocks of options and futures share the work evenly.
     """
     n_instr = kind.shape[0]
-    out = np.zeros((n_instr, price_shock.shape[1]))
+    out = np.empty((n_instr, price_shock.shape[1]))    # every cell written (padding: 0)
     # rows dealt round-robin to CHUNKS tasks (numba hands each thread a contiguous run of
     # tasks): a book's options and futures are often in blocks, and contiguous runs of rows
     # would give one thread most of the options
@@ -76,9 +76,11 @@ def instrument_pnl(kind, settlement, contract_size, mark, forward, strike, is_ca
 def _pnl_row(i, out, kind, settlement, contract_size, mark, forward, strike, is_call,
              t_now, t_scen, sig_mark, sig_up, sig_same, sig_down, und, rate, n_scen,
              price_shock, log1p_shock, vol_code, vol_factor, pnl_scale):
-    """Row ``i`` of :func:`instrument_pnl`, written into ``out[i]``."""
+    """Row ``i`` of :func:`instrument_pnl`, written into ``out[i]`` (its padding cells 0)."""
     u = und[i]
     ns = n_scen[u]
+    for s in range(ns, out.shape[1]):
+        out[i, s] = 0.0
     c = contract_size[i]
     inverse = settlement[i] == INVERSE
     if kind[i] != OPTION:
