@@ -19,10 +19,8 @@ from .black76 import black76_greeks, option_constants, undiscounted_price
 from .instruments import INVERSE, OPTION
 from .scenarios import VOL_DOWN, VOL_SAME, VOL_UP
 
-# instrument_pnl and instrument_greeks deal their rows to this many parallel tasks, round-robin
+# instrument_pnl deals its rows to this many parallel tasks, round-robin
 CHUNKS = 64
-# instrument_greeks on at most this many instruments runs on the calling thread
-GREEKS_SERIAL_MAX = 256
 
 
 @njit(parallel=True)
@@ -116,7 +114,7 @@ def _pnl_row(i, out, kind, settlement, contract_size, mark, forward, strike, is_
         out[i, s] = c * (v - base0) * pnl_scale[u, s]
 
 
-@njit(parallel=True)
+@njit
 def instrument_greeks(kind, settlement, contract_size, mark, forward, strike, is_call,
                       t_now, sig_mark, rate):
     """Model value and Greeks per contract at the marks, in settlement currency.
@@ -126,44 +124,28 @@ def instrument_greeks(kind, settlement, contract_size, mark, forward, strike, is
     P&L), delta ``c`` (linear) or ``c/mark`` (inverse: face value in coin), no other Greeks.
     Inverse options: value ``V/F`` in coin, delta Deribit's net transaction delta
     ``c*(delta_Black - V/F)``, gamma the Black gamma, vega and theta divided by ``F`` (coin).
-    More than ``GREEKS_SERIAL_MAX`` instruments run in parallel, dealt round-robin as in
-    :func:`instrument_pnl` (a few, a Monitor's tick, on the calling thread); each
-    instrument's figures are the same either way.
     """
     n = kind.shape[0]
     out = np.zeros((5, n))
-    if n <= GREEKS_SERIAL_MAX:
-        for i in range(n):
-            _greeks_row(i, out, kind, settlement, contract_size, mark, forward, strike,
-                        is_call, t_now, sig_mark, rate)
-        return out
-    for ch in prange(CHUNKS):
-        for i in range(ch, n, CHUNKS):
-            _greeks_row(i, out, kind, settlement, contract_size, mark, forward, strike,
-                        is_call, t_now, sig_mark, rate)
+    for i in range(n):
+        c = contract_size[i]
+        inverse = settlement[i] == INVERSE
+        if kind[i] != OPTION:
+            out[1, i] = c / mark[i] if inverse else c
+            continue
+        F = forward[i]
+        p, d, g, v, t = black76_greeks(F, strike[i], t_now[i], sig_mark[i],
+                                       is_call[i] == 1, rate)
+        if inverse:
+            out[0, i] = c * p / F
+            out[1, i] = c * (d - p / F)
+            out[2, i] = c * g
+            out[3, i] = c * v / F
+            out[4, i] = c * t / F
+        else:
+            out[0, i] = c * p
+            out[1, i] = c * d
+            out[2, i] = c * g
+            out[3, i] = c * v
+            out[4, i] = c * t
     return out
-
-
-@njit(inline="always")
-def _greeks_row(i, out, kind, settlement, contract_size, mark, forward, strike, is_call,
-                t_now, sig_mark, rate):
-    """Column ``i`` of :func:`instrument_greeks`, written into ``out[:, i]``."""
-    c = contract_size[i]
-    inverse = settlement[i] == INVERSE
-    if kind[i] != OPTION:
-        out[1, i] = c / mark[i] if inverse else c
-        return
-    F = forward[i]
-    p, d, g, v, t = black76_greeks(F, strike[i], t_now[i], sig_mark[i], is_call[i] == 1, rate)
-    if inverse:
-        out[0, i] = c * p / F
-        out[1, i] = c * (d - p / F)
-        out[2, i] = c * g
-        out[3, i] = c * v / F
-        out[4, i] = c * t / F
-    else:
-        out[0, i] = c * p
-        out[1, i] = c * d
-        out[2, i] = c * g
-        out[3, i] = c * v
-        out[4, i] = c * t
