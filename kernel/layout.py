@@ -16,8 +16,8 @@ order, as the numpy formulas it replaces (their numpy twins are in ``tests/oracl
   :func:`pmrisk.kernel.volshock.shocked_vols` and its time at the horizon);
 * :func:`position_layout`: each position's excluded flag, portfolio quantity (0 when
   excluded), short option quantity and short option minimum rate;
-* :func:`roll_groups`: the roll-shock expiry groups
-  (:func:`pmrisk.kernel.assemble.expiry_groups`) and each group's rate
+* :func:`roll_groups`: the roll-shock expiry groups (:func:`expiry_groups`, the groups of
+  :func:`pmrisk.kernel.assemble.expiry_groups` by a hash of the keys) and each group's rate
   (:func:`pmrisk.kernel.addons.roll_rate`);
 * :func:`option_vols`: the mark vol of options, 0 for the other kinds.
 """
