@@ -16,8 +16,8 @@ order, as the numpy formulas it replaces (their numpy twins are in ``tests/oracl
   :func:`pmrisk.kernel.volshock.shocked_vols` and its time at the horizon);
 * :func:`position_layout`: each position's excluded flag, portfolio quantity (0 when
   excluded), short option quantity and short option minimum rate;
-* :func:`roll_groups`: the roll-shock expiry groups
-  (:func:`pmrisk.kernel.assemble.expiry_groups`) and each group's rate
+* :func:`roll_groups`: the roll-shock expiry groups (:func:`expiry_groups`, the groups of
+  :func:`pmrisk.kernel.assemble.expiry_groups` by a hash of the keys) and each group's rate
   (:func:`pmrisk.kernel.addons.roll_rate`);
 * :func:`option_vols`: the mark vol of options, 0 for the other kinds.
 """
@@ -27,7 +27,7 @@ import math
 import numpy as np
 
 from ._config import njit
-from .assemble import expiry_groups, position_expiry_keys
+from .assemble import position_expiry_keys
 from .instruments import OPTION, PERPETUAL
 from .volshock import MIN_VOL
 
@@ -229,9 +229,105 @@ def position_layout(pos_instr, quantity, kind, excluded_instr, itype, som_type, 
 
 
 @njit
+def expiry_groups(pu_start, pu_order, pos_key, dated):
+    """:func:`pmrisk.kernel.assemble.expiry_groups` (the same groups, numbers and first
+    members) with a unit of many dated positions grouped through a hash table of its keys:
+    only its distinct keys are sorted (a book of 2,000 positions has a few hundred), not one
+    key per position.  Returns ``(pos_group, group_unit, group_first)``."""
+    n_pos = pos_key.shape[0]
+    n_units = pu_start.shape[0] - 1
+    pos_group = np.full(n_pos, -1, dtype=np.int64)
+    group_unit = np.empty(n_pos, dtype=np.int64)
+    group_first = np.empty(n_pos, dtype=np.int64)
+    run = np.empty(n_pos, dtype=np.int64)             # dated positions of one unit
+    n_groups = 0
+    for u in range(n_units):
+        m = 0
+        for j in range(pu_start[u], pu_start[u + 1]):
+            p = pu_order[j]
+            if dated[p]:
+                run[m] = p
+                m += 1
+        if m == 0:
+            continue
+        if m > 32:
+            n_groups += _hashed_groups(run, m, pos_key, pos_group, n_groups, group_unit,
+                                       group_first, u)
+            continue
+        for i in range(1, m):                          # insertion sort by key, stable
+            p = run[i]
+            k = pos_key[p]
+            t = i - 1
+            while t >= 0 and pos_key[run[t]] > k:
+                run[t + 1] = run[t]
+                t -= 1
+            run[t + 1] = p
+        prev = 0
+        for i in range(m):
+            p = run[i]
+            if i == 0 or pos_key[p] != prev:
+                group_unit[n_groups] = u
+                group_first[n_groups] = p
+                n_groups += 1
+                prev = pos_key[p]
+            pos_group[p] = n_groups - 1
+    return pos_group, group_unit[:n_groups].copy(), group_first[:n_groups].copy()
+
+
+@njit
+def _hashed_groups(run, m, pos_key, pos_group, base, group_unit, group_first, u):
+    """Group the ``m`` positions ``run[:m]`` of unit ``u`` by key: each distinct key once in
+    a hash table (linear probing), the distinct keys ranked by a sort, each position's group
+    ``base + rank of its key``, each group's first position in ``run`` order.  Returns the
+    number of groups."""
+    bits = 4
+    while (1 << bits) < 2 * m:
+        bits += 1
+    mask = (1 << bits) - 1
+    slots = np.full(1 << bits, -1, dtype=np.int64)
+    distinct = np.empty(m, dtype=np.int64)
+    of = np.empty(m, dtype=np.int64)                   # each position's distinct key
+    k = 0
+    last = -1
+    for i in range(m):
+        key = pos_key[run[i]]
+        if last >= 0 and distinct[last] == key:       # a run of one expiry
+            of[i] = last
+            continue
+        s = np.int64((np.uint64(key) * np.uint64(0x9E3779B97F4A7C15))
+                     >> np.uint64(64 - bits))
+        while True:
+            d = slots[s]
+            if d < 0:
+                slots[s] = k
+                distinct[k] = key
+                last = k
+                k += 1
+                break
+            if distinct[d] == key:
+                last = d
+                break
+            s = (s + 1) & mask
+        of[i] = last
+    order = np.argsort(distinct[:k])
+    rank = np.empty(k, dtype=np.int64)
+    for r in range(k):
+        rank[order[r]] = r
+        group_unit[base + r] = u
+        group_first[base + r] = -1
+    for i in range(m):
+        p = run[i]
+        g = base + rank[of[i]]
+        pos_group[p] = g
+        if group_first[g] < 0:
+            group_first[g] = p
+    return k
+
+
+@njit
 def roll_groups(pu_start, pu_order, pos_instr, kind, expiry_ns, years, unit_type,
                 annualised_move_risk, min_annualised_move):
-    """Roll-shock expiry groups of the positions (:func:`pmrisk.kernel.assemble.expiry_groups`
+    """Roll-shock expiry groups of the positions (:func:`expiry_groups`
     on :func:`pmrisk.kernel.assemble.position_expiry_keys`) and each group's rate,
     ``max(min_annualised_move, expm1(annualised_move_risk * max(T, 0)))`` of its unit's type
     (T = 0 for a perpetual).  Returns ``(pos_group, group_rate, group_unit)``."""

@@ -19,6 +19,9 @@ from .black76 import black76_greeks, option_constants, undiscounted_price
 from .instruments import INVERSE, OPTION
 from .scenarios import VOL_DOWN, VOL_SAME, VOL_UP
 
+# instrument_pnl deals its rows to this many parallel tasks, round-robin
+CHUNKS = 64
+
 
 @njit(parallel=True)
 def instrument_pnl(kind, settlement, contract_size, mark, forward, strike, is_call,
@@ -50,48 +53,65 @@ def instrument_pnl(kind, settlement, contract_size, mark, forward, strike, is_ca
         Model value in the scenario minus model value at the marks, times ``pnl_scale``;
         linear instruments in quote currency, inverse ones in coin.  Padding cells are 0.
         Instruments run in parallel (``NUMBA_NUM_THREADS``), each row on one thread, so the
-        result does not depend on the number of threads.
+        result does not depend on the number of threads; rows are dealt to the threads
+        round-robin, so blocks of options and futures share the work evenly.
     """
     n_instr = kind.shape[0]
-    width = price_shock.shape[1]
-    out = np.zeros((n_instr, width))
-    for i in prange(n_instr):                    # instruments are independent
-        u = und[i]
-        ns = n_scen[u]
-        c = contract_size[i]
-        inverse = settlement[i] == INVERSE
-        if kind[i] != OPTION:
-            if inverse:
-                base = c / mark[i]          # face value / mark = position in coin
-                for s in range(ns):
-                    out[i, s] = base * (1.0 - 1.0 / (1.0 + price_shock[u, s])) * pnl_scale[u, s]
-            else:
-                base = c * mark[i]
-                for s in range(ns):
-                    out[i, s] = base * price_shock[u, s] * pnl_scale[u, s]
-            continue
-        F = forward[i]
-        K = strike[i]
-        call = is_call[i] == 1
-        base0, ln_fk, disc, sd_up, sd_same, sd_down = option_constants(
-            F, K, t_now[i], sig_mark[i], t_scen[i], sig_up[i], sig_same[i], sig_down[i], rate,
-            call, inverse)
-        for s in range(ns):
-            code = vol_code[u, s]
-            if code == VOL_UP:
-                sd = sd_up
-            elif code == VOL_SAME:
-                sd = sd_same
-            elif code == VOL_DOWN:
-                sd = sd_down
-            else:
-                sd = sd_same * vol_factor[u, s]
-            fs = F * (1.0 + price_shock[u, s])
-            v = disc * undiscounted_price(fs, K, ln_fk + log1p_shock[u, s], sd, call)
-            if inverse:
-                v /= fs
-            out[i, s] = c * (v - base0) * pnl_scale[u, s]
+    out = np.empty((n_instr, price_shock.shape[1]))    # every cell written (padding: 0)
+    # rows dealt round-robin to CHUNKS tasks (numba hands each thread a contiguous run of
+    # tasks): a book's options and futures are often in blocks, and contiguous runs of rows
+    # would give one thread most of the options
+    chunks = min(CHUNKS, n_instr)
+    for c in prange(chunks):
+        for i in range(c, n_instr, chunks):
+            _pnl_row(i, out, kind, settlement, contract_size, mark, forward, strike, is_call,
+                     t_now, t_scen, sig_mark, sig_up, sig_same, sig_down, und, rate, n_scen,
+                     price_shock, log1p_shock, vol_code, vol_factor, pnl_scale)
     return out
+
+
+@njit(inline="always")
+def _pnl_row(i, out, kind, settlement, contract_size, mark, forward, strike, is_call,
+             t_now, t_scen, sig_mark, sig_up, sig_same, sig_down, und, rate, n_scen,
+             price_shock, log1p_shock, vol_code, vol_factor, pnl_scale):
+    """Row ``i`` of :func:`instrument_pnl`, written into ``out[i]`` (its padding cells 0)."""
+    u = und[i]
+    ns = n_scen[u]
+    for s in range(ns, out.shape[1]):
+        out[i, s] = 0.0
+    c = contract_size[i]
+    inverse = settlement[i] == INVERSE
+    if kind[i] != OPTION:
+        if inverse:
+            base = c / mark[i]          # face value / mark = position in coin
+            for s in range(ns):
+                out[i, s] = base * (1.0 - 1.0 / (1.0 + price_shock[u, s])) * pnl_scale[u, s]
+        else:
+            base = c * mark[i]
+            for s in range(ns):
+                out[i, s] = base * price_shock[u, s] * pnl_scale[u, s]
+        return
+    F = forward[i]
+    K = strike[i]
+    call = is_call[i] == 1
+    base0, ln_fk, disc, sd_up, sd_same, sd_down = option_constants(
+        F, K, t_now[i], sig_mark[i], t_scen[i], sig_up[i], sig_same[i], sig_down[i], rate,
+        call, inverse)
+    for s in range(ns):
+        code = vol_code[u, s]
+        if code == VOL_UP:
+            sd = sd_up
+        elif code == VOL_SAME:
+            sd = sd_same
+        elif code == VOL_DOWN:
+            sd = sd_down
+        else:
+            sd = sd_same * vol_factor[u, s]
+        fs = F * (1.0 + price_shock[u, s])
+        v = disc * undiscounted_price(fs, K, ln_fk + log1p_shock[u, s], sd, call)
+        if inverse:
+            v /= fs
+        out[i, s] = c * (v - base0) * pnl_scale[u, s]
 
 
 @njit

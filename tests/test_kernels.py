@@ -614,7 +614,7 @@ _SIGNATURE_SCRIPT = textwrap.dedent("""
     import json, sys
     import pmrisk
     from pmrisk import kernel as K
-    from pmrisk.kernel import aggregate, assemble, black76, revalue
+    from pmrisk.kernel import aggregate, assemble, black76, layout, revalue
 
     VT = "2024-06-17T10:22:20Z"
     instruments = {
@@ -650,7 +650,7 @@ _SIGNATURE_SCRIPT = textwrap.dedent("""
 
     KERNELS = {
         "instrument_pnl": K.instrument_pnl, "instrument_greeks": K.instrument_greeks,
-        "assemble.csr": assemble.csr, "assemble.expiry_groups": assemble.expiry_groups,
+        "assemble.csr": assemble.csr, "layout.expiry_groups": layout.expiry_groups,
         "assemble.position_expiry_keys": assemble.position_expiry_keys,
         "assemble.unit_figures": assemble.unit_figures,
         "assemble.unit_margins": assemble.unit_margins,

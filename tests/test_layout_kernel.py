@@ -158,3 +158,23 @@ def test_reserve_sums_agree_with_twin(data, n_units, n_res):
     mmp = _floats(data, n_res, st.floats(0, 1e3))
     _same(layout.reserve_sums(res_unit, oo, mmp, n_units),
           oracles.reserve_sums(res_unit, oo, mmp, n_units))
+
+
+@settings(max_examples=50, deadline=None)
+@given(data=st.data(), n_units=st.integers(1, 5), n_pos=st.integers(0, 300),
+       n_keys=st.sampled_from([3, 12, 64, 65, 300]),
+       scale=st.sampled_from([1, 86_400 * 10**9, -(2**62)]))
+def test_expiry_groups_agree_with_oracle(data, n_units, n_pos, n_keys, scale):
+    """Small units sort in place; a unit of more than 32 dated positions hashes its keys and
+    sorts the distinct ones (keys as far apart as expiries in ns, or near the int64 edge)."""
+    unit = _ints(data, n_pos, 0, n_units - 1)
+    key = _ints(data, n_pos, -5, n_keys - 6) * scale
+    dated = _ints(data, n_pos, 0, 1)
+    start, order = assemble.csr(unit, n_units)
+    g, gu, first = layout.expiry_groups(start, order, key, dated)
+    g2, gu2, first2 = oracles.expiry_groups(start, order, key, dated)
+    assert g.tolist() == g2.tolist() and gu.tolist() == gu2.tolist()
+    assert first.tolist() == first2.tolist()
+    # and as the sort-based kernel numbers them
+    g3, gu3, first3 = assemble.expiry_groups(start, order, key, dated)
+    assert g.tolist() == g3.tolist() and first.tolist() == first3.tolist()
