@@ -492,6 +492,76 @@ def curve_tol(cv, n_shell, ts, tail0, error_factor, bb, d2, d2t, bounds):
     return error_factor * err + 1e-9 * size, size
 
 
+FINITE_BITS = 0x7FF0000000000000   # bits of +inf: a non-negative double's bits below it: finite
+
+
+@njit(_nrt=False)
+def _bits_max(xi, n):
+    """The largest of ``xi[:n]`` (the bits of non-negative doubles, as int64: ordered as
+    the doubles are, inf and NaN above every finite one); 0 if ``n <= 0``."""
+    m = 0
+    for s in range(n):
+        v = xi[s]
+        m = v if v > m else m
+    return m
+
+
+@njit(_nrt=False)
+def _tol_bounds(cv, n_shell, ts, tail0, error_factor, gw, cap, cover, b4, e4, e4i, bb, mn, d2,
+                d2t, lvr, lvt):
+    """:func:`curve_tol` (with ``bounds``) then :func:`_curve_bounds` of one unit curve
+    ``cv``: the same (tol, size) and bounds to the bit, in loops the compiler vectorises.
+
+    The 2nd differences of the three vol states are one run over the interleaved shell cells
+    (cell ``s`` and ``s + 3``, ``s + 6``) into ``b4``, the tail's after them; the |4th
+    differences| of each likewise into ``e4``, by :func:`curve_tol`'s arithmetic.  The
+    largest |cell| and |4th difference| are taken over their bits (``e4i``, ``e4`` viewed
+    as int64: a maximum does not depend on the order); bits at or above +inf's mean an
+    infinite or NaN cell or difference, where :func:`curve_tol` applies its NaN rule (it is
+    called then, as for grids too short for the runs)."""
+    n = cv.shape[0]
+    if n_shell < 5 or 0 < ts < 2:
+        tol, size = curve_tol(cv, n_shell, ts, tail0, error_factor, bb, d2, d2t, True)
+        _curve_bounds(cv, n_shell, ts, tail0, gw, cap, cover, mn, d2, d2t, lvr, lvt)
+        return tol, size
+    for s in range(n):
+        e4[s] = abs(cv[s])
+    size_b = _bits_max(e4i, n)
+    ns = 3 * (n_shell - 2)
+    for s in range(ns):
+        b4[s] = (cv[s + 6] - cv[s + 3]) - (cv[s + 3] - cv[s])
+    ne = 3 * (n_shell - 4)
+    for s in range(ne):
+        e4[s] = abs((b4[s + 6] - b4[s + 3]) - (b4[s + 3] - b4[s]))
+    nt = 2 * ts - 1
+    if ts > 0:
+        for k in range(nt):
+            b4[ns + k] = (cv[tail0 + k + 2] - cv[tail0 + k + 1]) - \
+                (cv[tail0 + k + 1] - cv[tail0 + k])
+        for k in range(nt - 2):
+            e4[ne + k] = abs((b4[ns + k + 2] - b4[ns + k + 1]) - (b4[ns + k + 1] - b4[ns + k]))
+        ne += nt - 2
+    err_b = _bits_max(e4i, ne)
+    if size_b >= FINITE_BITS or err_b >= FINITE_BITS:
+        tol, size = curve_tol(cv, n_shell, ts, tail0, error_factor, bb, d2, d2t, True)
+    else:
+        e4i[0] = size_b
+        e4i[1] = err_b
+        size = e4[0]
+        tol = error_factor * e4[1] + 1e-9 * size
+        for k in range(n_shell - 2):
+            x = abs(b4[3 * k])
+            y = abs(b4[3 * k + 1])
+            x = y if y > x else x
+            y = abs(b4[3 * k + 2])
+            d2[k + 1] = y if y > x else x
+        if ts > 0:
+            for k in range(nt):
+                d2t[k + 1] = abs(b4[ns + k])
+    _curve_bounds(cv, n_shell, ts, tail0, gw, cap, cover, mn, d2, d2t, lvr, lvt)
+    return tol, size
+
+
 @njit(_nrt=False)
 def _curve_tol_plain(cv, n_shell, ts, tail0, error_factor, bb, d2, d2t, bounds):
     """:func:`curve_tol` one vol state and one difference at a time, with its NaN rule at
@@ -657,6 +727,49 @@ def _shell_table(g_d, g_j0, g_buckets, g_m, g_dir0, js_iv):
     return t_iv
 
 
+@njit
+def _slot_table(g_d, g_j0, g_buckets, g_m, g_dir0, js_iv, dir_ivt, clusters):
+    """Each group's shells and tails in the order of its directions' clusters (``clusters``:
+    :func:`direction_clusters`), so that :func:`_scan` bounds a cluster's shells (and
+    tails) column by column in one run: cluster ``k``'s shells are the slots ``s_c0[k] ..
+    s_c0[k + 1]`` (per direction in the cluster's order, its shells 1 .. B), slot ``S``'s
+    grid interval in column ``c`` is ``s_iv[c, S]`` and its joint scenario (in the group)
+    ``s_j[S]``; its tails are the cluster's directions ``c_start[k] .. c_start[k + 1]``,
+    ``i``'s interval ``t_ivc[c, i]`` and scenario ``t_j[i]``.  Returns ``(s_c0, s_iv, s_j,
+    t_ivc, t_j)``."""
+    order, g_c0, c_start = clusters[0], clusters[1], clusters[2]
+    d_max = js_iv.shape[1]
+    n_g = g_d.shape[0]
+    n_cl = g_c0[n_g]
+    n_dir = max(order.shape[0], 1)
+    s_c0 = np.zeros(n_cl + 1, dtype=np.int64)
+    for g in range(n_g):
+        for k in range(g_c0[g], g_c0[g + 1]):
+            s_c0[k + 1] = s_c0[k] + (c_start[k + 1] - c_start[k]) * g_buckets[g]
+    n_slot = max(s_c0[n_cl], 1)
+    s_iv = np.zeros((d_max, n_slot), dtype=np.int64)
+    s_j = np.zeros(n_slot, dtype=np.int64)
+    t_ivc = np.zeros((d_max, n_dir), dtype=np.int64)
+    t_j = np.zeros(n_dir, dtype=np.int64)
+    for g in range(n_g):
+        m_dir = g_m[g]
+        B = g_buckets[g]
+        for k in range(g_c0[g], g_c0[g + 1]):
+            S = s_c0[k]
+            for i in range(c_start[k], c_start[k + 1]):
+                dr = order[i] - g_dir0[g]
+                for ks in range(B):
+                    j = 1 + ks * m_dir + dr
+                    s_j[S] = j
+                    for c in range(d_max):
+                        s_iv[c, S] = js_iv[g_j0[g] + j, c]
+                    S += 1
+                t_j[i] = 1 + B * m_dir + dr
+                for c in range(d_max):
+                    t_ivc[c, i] = dir_ivt[order[i], c]
+    return s_c0, s_iv, s_j, t_ivc, t_j
+
+
 @njit(_nrt=False)
 def binding_candidate(tot, n_c):
     """The binding one of ``n_c`` candidates' exact totals ``tot[:n_c]`` (in scenario
@@ -685,10 +798,42 @@ def record_binding(a, j, b, n_js, j0, worst, bind_kind, bind_index):
 
 
 @njit(_nrt=False)
+def _slots(nu, ucol, curves, upx, ucap, lvx, s0, s1, s_iv, s_j, j0, js_lw, js_gw, js_nvol,
+           t_i0, t_w, tol, lowest, lbs, ev_j, ev_t, ne):
+    """:func:`_scan` over the slots ``s0 .. s1`` of :func:`_slot_table` (one cluster's
+    shells, or its tails): each slot's bound, the sum over the units (in their order) of
+    ``lvx`` (the units' interval bounds, USD) at its interval, in one run per unit (no
+    branch); then each slot whose bound is within ``2.5 tol`` of ``lowest`` interpolated
+    (:func:`_interp_tab`) into ``ev_j``/``ev_t`` from ``ne``.  Returns ``(lowest, ne)``.
+    ``lbs``: scratch."""
+    n = s1 - s0
+    for s in range(n):
+        lbs[s] = 0.0
+    for m in range(nu):
+        c = ucol[m]
+        for s in range(n):
+            lbs[s] += lvx[m, s_iv[c, s0 + s]]
+    for s in range(n):
+        if lbs[s] - lowest > 2.5 * tol:
+            continue
+        j = s_j[s0 + s]
+        t = 0.0
+        for m in range(nu):
+            t += _interp_tab(curves[m], ucol[m], upx[m], ucap[m], j0 + j, js_lw, js_gw,
+                             js_nvol, t_i0, t_w)
+        ev_j[ne] = j
+        ev_t[ne] = t
+        ne += 1
+        if t < lowest or t != t:
+            lowest = t
+    return lowest, ne
+
+
+@njit(_nrt=False)
 def _scan(nu, units, ucol, unit_row, unit_px, cap_usd, curves, tol, g, j0, n_js, n_all, B,
           zpos, pr, gw_row, mult, cover, js_shock, js_lw, js_gw, js_nvol, js_iv, g_m, g_dir0,
           dir_iv, dir_ivt, tails, tail_range, tail_side, n_side, max_candidates, w, lv, lvr,
-          lvt, lbd, lbt, upx, ucap, urow, ev_j, ev_t, cand, clusters, ltv, tab):
+          lvt, lbd, lbt, upx, ucap, urow, ev_j, ev_t, cand, clusters, ltv, tab, lbs):
     """The candidates of one account (finite ``tol``): every scenario whose interpolated total
     is within ``2 tol`` of the lowest interpolated total, in scenario order, into ``cand``;
     returns their number (``n_all``: every scenario, more than ``max_candidates`` joint
@@ -771,7 +916,7 @@ def _scan(nu, units, ucol, unit_row, unit_px, cap_usd, curves, tol, g, j0, n_js,
     # ``lv`` (``ltv``) falls outward from the centre, so its lowest over a cluster's
     # intervals in a column is at one of their two ends
     (order, g_c0, c_start, c_lo, c_hi, t_lo, t_hi) = clusters
-    t_i0, t_w, t_iv = tab
+    t_i0, t_w, t_iv, s_c0, s_iv, s_j, t_ivc, t_j = tab
     table = t_i0.shape[0] > 0
     m_dir = g_m[g]
     d0 = g_dir0[g]
@@ -804,6 +949,16 @@ def _scan(nu, units, ucol, unit_row, unit_px, cap_usd, curves, tol, g, j0, n_js,
         shells = not lbd[k] - lowest > 2.5 * tol
         tail = tails and not lbt[k] - lowest > 2.5 * tol
         if not shells and not tail:
+            continue
+        if table:
+            if shells:
+                lowest, ne = _slots(nu, ucol, curves, upx, ucap, lvr, s_c0[k0 + k],
+                                    s_c0[k0 + k + 1], s_iv, s_j, j0, js_lw, js_gw, js_nvol,
+                                    t_i0, t_w, tol, lowest, lbs, ev_j, ev_t, ne)
+            if tail:
+                lowest, ne = _slots(nu, ucol, curves, upx, ucap, lvt, c_start[k0 + k],
+                                    c_start[k0 + k + 1], t_ivc, t_j, j0, js_lw, js_gw,
+                                    js_nvol, t_i0, t_w, tol, lowest, lbs, ev_j, ev_t, ne)
             continue
         for i in range(c_start[k0 + k], c_start[k0 + k + 1]):
             dr = order[i] - d0
@@ -1010,6 +1165,7 @@ def joint_stress_rows(sel, lo, hi, acc, grp, ins, grid, outs, clusters, tab):
     lvr = np.empty((max_units, 2 * n_side))                 # (running min outward: lv)
     lbd = np.empty(max_scen)                                # per direction: a lower bound
     lbt = np.empty(max_scen)                                # (of its tail)
+    lbs = np.empty(max_scen)                                # (of a cluster's slots)
     upx = np.empty(max_units)                               # per active unit: USD price,
     ucap = np.empty(max_units)                              # gain cap, underlying row
     urow = np.empty(max_units, dtype=np.int64)
@@ -1021,10 +1177,12 @@ def joint_stress_rows(sel, lo, hi, acc, grp, ins, grid, outs, clusters, tab):
     d2t = np.empty(d2.shape[0])
     bb = np.empty(d2.shape[0])
     mn = np.empty(d2.shape[0])
+    b4 = np.empty(width)                        # _tol_bounds: 2nd, |4th| differences
+    e4 = np.empty(width)
     _accounts(sel, lo, hi, acc, grp, ins, grid, outs, clusters, tab,
               (units, ucol, curves, tot, cells, earg, eslot, uval, uvol, cand, gvec, zpos, w, lv,
                lvr, lbd, lbt, upx, ucap, urow, ev_j, ev_t, lvt, ltv, d2, d2t, bb,
-               mn))
+               mn, b4, e4, e4.view(np.int64), lbs))
 
 
 @njit(_nrt=False)
@@ -1042,7 +1200,8 @@ def _accounts(sel, lo, hi, acc, grp, ins, grid, outs, clusters, tab, scratch):
     (worst, n_joint, n_exact, bind_kind, bind_index, bind_shock, unit_value, unit_vol,
      unit_shock, unit_lw, pos_loss) = outs
     (units, ucol, curves, tot, cells, earg, eslot, uval, uvol, cand, gvec, zpos, w, lv,
-     lvr, lbd, lbt, upx, ucap, urow, ev_j, ev_t, lvt, ltv, d2, d2t, bb, mn) = scratch
+     lvr, lbd, lbt, upx, ucap, urow, ev_j, ev_t, lvt, ltv, d2, d2t, bb, mn, b4, e4,
+     e4i, lbs) = scratch
     n_shell = 2 * n_side + 1
     tail0 = 3 * n_shell
     for k in range(lo, hi):
@@ -1070,10 +1229,9 @@ def _accounts(sel, lo, hi, acc, grp, ins, grid, outs, clusters, tab, scratch):
                 u = units[m]
                 r = unit_row[u]
                 unit_curve(u, pu_start, pu_order, q, pos_row, icurve, curve_of_row, curves[m])
-                e, _ = curve_tol(curves[m], n_shell, tail_side[r], tail0, error_factor, bb,
-                                 d2, d2t, True)
-                _curve_bounds(curves[m], n_shell, tail_side[r], tail0, gw_row[r],
-                              cap_usd[r] / unit_px[u], cover[r], mn, d2, d2t, lvr[m], lvt[m])
+                e, _ = _tol_bounds(curves[m], n_shell, tail_side[r], tail0, error_factor,
+                                   gw_row[r], cap_usd[r] / unit_px[u], cover[r], b4, e4, e4i,
+                                   bb, mn, d2, d2t, lvr[m], lvt[m])
                 tol += e * unit_px[u]
             if not tol < np.inf:
                 n_c = n_all        # a curve is not finite (or overflows): every scenario
@@ -1082,7 +1240,8 @@ def _accounts(sel, lo, hi, acc, grp, ins, grid, outs, clusters, tab, scratch):
                             n_js, n_all, B, zpos, pr, gw_row, mult, cover, js_shock, js_lw,
                             js_gw, js_nvol, js_iv, g_m, g_dir0, dir_iv, dir_ivt, tails,
                             tail_range, tail_side, n_side, max_candidates, w, lv, lvr, lvt,
-                            lbd, lbt, upx, ucap, urow, ev_j, ev_t, cand, clusters, ltv, tab)
+                            lbd, lbt, upx, ucap, urow, ev_j, ev_t, cand, clusters, ltv, tab,
+                            lbs)
         if n_c == n_all:
             for j in range(n_all):
                 cand[j] = j
@@ -1355,7 +1514,7 @@ def joint_stress(sel, acc, grp, ins, grid, outs):
     n = sel.shape[0]
     chunks = min(n, CHUNKS)
     clusters = _clusters(n, grp)
-    tab = scan_tables(n, grp, grid)
+    tab = scan_tables(n, grp, grid, clusters)
     for c in prange(chunks):
         joint_stress_rows(sel, c * n // chunks, (c + 1) * n // chunks, acc, grp, ins, grid,
                           outs, clusters, tab)
@@ -1364,8 +1523,9 @@ def joint_stress(sel, acc, grp, ins, grid, outs):
 @njit
 def joint_stress_serial(sel, acc, grp, ins, grid, outs):
     """:func:`joint_stress` on the calling thread (small selections)."""
-    joint_stress_rows(sel, 0, sel.shape[0], acc, grp, ins, grid, outs,
-                      _clusters(sel.shape[0], grp), scan_tables(sel.shape[0], grp, grid))
+    clusters = _clusters(sel.shape[0], grp)
+    joint_stress_rows(sel, 0, sel.shape[0], acc, grp, ins, grid, outs, clusters,
+                      scan_tables(sel.shape[0], grp, grid, clusters))
 
 
 @njit
@@ -1378,17 +1538,24 @@ def _clusters(n_sel, grp):
 
 
 @njit
-def scan_tables(n_sel, grp, grid):
-    """The tables :func:`_scan` reads for a run on ``n_sel`` accounts: ``(t_i0, t_w, t_iv)``,
-    the joint scenarios' windows and weights (:func:`_interp_table`) and the directions'
-    shell intervals side by side (:func:`_shell_table`).  Built from ``TABLE_MIN`` accounts
-    on (~0.5 ms for three groups of 3,000 scenarios; each account interpolates a few dozen
-    scenarios and bounds a few hundred shells, so tabulating pays there), else empty (each
-    computed or read where needed).  Either way the same scenarios are interpolated, to the
+def scan_tables(n_sel, grp, grid, clusters):
+    """The tables :func:`_scan` reads for a run on ``n_sel`` accounts with the directions'
+    ``clusters`` (:func:`direction_clusters`): ``(t_i0, t_w, t_iv, s_c0, s_iv, s_j, t_ivc,
+    t_j)``, the joint scenarios' windows and weights (:func:`_interp_table`), the
+    directions' shell intervals side by side (:func:`_shell_table`) and the clusters' shells
+    and tails in slots (:func:`_slot_table`).  Built from ``TABLE_MIN`` accounts on (~0.5 ms
+    for three groups of 3,000 scenarios; each account interpolates a few dozen scenarios and
+    bounds a few hundred shells, so tabulating pays there), else empty (each computed or
+    read where needed).  Either way the same scenarios are candidates, interpolated to the
     same bits."""
     if n_sel >= TABLE_MIN and grid[0]:
         t_i0, t_w = _interp_table(grp[0], grp[1], grp[3], grp[6], grp[9], grp[10], grid[5],
                                  grid[4], grid[3])
-        return t_i0, t_w, _shell_table(grp[0], grp[3], grp[4], grp[17], grp[18], grp[21])
+        s_c0, s_iv, s_j, t_ivc, t_j = _slot_table(grp[0], grp[3], grp[4], grp[17], grp[18],
+                                                  grp[21], grp[20], clusters)
+        return (t_i0, t_w, _shell_table(grp[0], grp[3], grp[4], grp[17], grp[18], grp[21]),
+                s_c0, s_iv, s_j, t_ivc, t_j)
+    e1 = np.zeros(0, dtype=np.int64)
+    e2 = np.zeros((0, 0), dtype=np.int64)
     return (np.zeros((0, 1), dtype=np.int64), np.zeros((0, 1, 4)),
-            np.zeros((0, 1, 1), dtype=np.int64))
+            np.zeros((0, 1, 1), dtype=np.int64), e1, e2, e1, e2, e1)
