@@ -493,30 +493,33 @@ def curve_tol(cv, n_shell, ts, tail0, error_factor, bb, d2, d2t, bounds):
 
 
 FINITE_BITS = 0x7FF0000000000000   # bits of +inf: a non-negative double's bits below it: finite
+ABS_BITS = 0x7FFFFFFFFFFFFFFF      # a double's bits but the sign: its |x|'s
 
 
 @njit(_nrt=False)
 def _bits_max(xi, n):
-    """The largest of ``xi[:n]`` (the bits of non-negative doubles, as int64: ordered as
-    the doubles are, inf and NaN above every finite one); 0 if ``n <= 0``."""
+    """The bits of the largest |x| of ``xi[:n]`` (doubles' bits as int64; ``|x|``'s are
+    ``x``'s without the sign bit, ordered as the |x| are, inf and NaN above every finite
+    one); 0 if ``n <= 0``."""
     m = 0
     for s in range(n):
-        v = xi[s]
+        v = xi[s] & ABS_BITS
         m = v if v > m else m
     return m
 
 
 @njit(_nrt=False)
-def _tol_bounds(cv, n_shell, ts, tail0, error_factor, gw, cap, cover, b4, e4, e4i, bb, mn, d2,
-                d2t, lvr, lvt):
+def _tol_bounds(cv, cvi, n_shell, ts, tail0, error_factor, gw, cap, cover, b4, e4, e4i, bb, mn,
+                d2, d2t, lvr, lvt):
     """:func:`curve_tol` (with ``bounds``) then :func:`_curve_bounds` of one unit curve
-    ``cv``: the same (tol, size) and bounds to the bit, in loops the compiler vectorises.
+    ``cv`` (``cvi``: its bits, as int64): the same (tol, size) and bounds to the bit, in
+    loops the compiler vectorises.
 
     The 2nd differences of the three vol states are one run over the interleaved shell cells
     (cell ``s`` and ``s + 3``, ``s + 6``) into ``b4``, the tail's after them; the |4th
-    differences| of each likewise into ``e4``, by :func:`curve_tol`'s arithmetic.  The
-    largest |cell| and |4th difference| are taken over their bits (``e4i``, ``e4`` viewed
-    as int64: a maximum does not depend on the order); bits at or above +inf's mean an
+    differences of each likewise into ``e4``, by :func:`curve_tol`'s arithmetic.  The
+    largest |cell| and |4th difference| are taken over their bits (``cvi``; ``e4i``, ``e4``
+    viewed as int64: a maximum does not depend on the order); bits at or above +inf's mean an
     infinite or NaN cell or difference, where :func:`curve_tol` applies its NaN rule (it is
     called then, as for grids too short for the runs)."""
     n = cv.shape[0]
@@ -524,22 +527,20 @@ def _tol_bounds(cv, n_shell, ts, tail0, error_factor, gw, cap, cover, b4, e4, e4
         tol, size = curve_tol(cv, n_shell, ts, tail0, error_factor, bb, d2, d2t, True)
         _curve_bounds(cv, n_shell, ts, tail0, gw, cap, cover, mn, d2, d2t, lvr, lvt)
         return tol, size
-    for s in range(n):
-        e4[s] = abs(cv[s])
-    size_b = _bits_max(e4i, n)
+    size_b = _bits_max(cvi, n)
     ns = 3 * (n_shell - 2)
     for s in range(ns):
         b4[s] = (cv[s + 6] - cv[s + 3]) - (cv[s + 3] - cv[s])
     ne = 3 * (n_shell - 4)
     for s in range(ne):
-        e4[s] = abs((b4[s + 6] - b4[s + 3]) - (b4[s + 3] - b4[s]))
+        e4[s] = (b4[s + 6] - b4[s + 3]) - (b4[s + 3] - b4[s])
     nt = 2 * ts - 1
     if ts > 0:
         for k in range(nt):
             b4[ns + k] = (cv[tail0 + k + 2] - cv[tail0 + k + 1]) - \
                 (cv[tail0 + k + 1] - cv[tail0 + k])
         for k in range(nt - 2):
-            e4[ne + k] = abs((b4[ns + k + 2] - b4[ns + k + 1]) - (b4[ns + k + 1] - b4[ns + k]))
+            e4[ne + k] = (b4[ns + k + 2] - b4[ns + k + 1]) - (b4[ns + k + 1] - b4[ns + k])
         ne += nt - 2
     err_b = _bits_max(e4i, ne)
     if size_b >= FINITE_BITS or err_b >= FINITE_BITS:
@@ -613,12 +614,13 @@ def _curve_bounds(cv, n_shell, ts, tail0, gw, cap, cover, mn, d2, d2t, lvr, lvt)
     that (as :func:`interval_bounds`, which bounds each vol state apart).  ``mn``:
     scratch."""
     for k in range(n_shell):
-        mn[k] = np.inf
-    for v in range(3):
-        for k in range(n_shell):
-            x = cv[3 * k + v]
-            if x < mn[k]:
-                mn[k] = x
+        lo = np.inf
+        x = cv[3 * k]
+        lo = x if x < lo else lo
+        x = cv[3 * k + 1]
+        lo = x if x < lo else lo
+        x = cv[3 * k + 2]
+        mn[k] = x if x < lo else lo
     _chord_bounds(mn, d2, n_shell, 1.0, gw, cap, lvr)
     if ts > 0:
         n = 2 * ts + 1
@@ -633,15 +635,30 @@ def _curve_bounds(cv, n_shell, ts, tail0, gw, cap, cover, mn, d2, d2t, lvr, lvt)
 @njit(_nrt=False)
 def _chord_bounds(mn, d2, n, lw, gw, cap, out):
     """``out[i]`` for the ``n - 1`` intervals of :func:`_curve_bounds` from the nodes' lowest
-    values ``mn`` and largest |2nd differences| ``d2[1 .. n-2]`` (its ends are set here)."""
+    values ``mn`` and largest |2nd differences| ``d2[1 .. n-2]`` (its ends are set here).
+    The two end intervals clip their window to the grid (:func:`_chord_one`); the others
+    run without a branch."""
     d2[0] = d2[1]
     d2[n - 1] = d2[n - 2]
-    for i in range(n - 1):
+    out[0] = _chord_one(mn, d2, n, lw, gw, cap, 0)
+    for i in range(1, n - 2):
         a = mn[i]
         b = mn[i + 1]
         lo = a if a < b else b
-        slack = d2[max(i - 1, 0)] + d2[i] + d2[i + 1] + d2[min(i + 2, n - 1)]
+        slack = d2[i - 1] + d2[i] + d2[i + 1] + d2[i + 2]
         out[i] = _weigh(lo - 0.2 * slack, lw, gw, cap)
+    if n > 2:
+        out[n - 2] = _chord_one(mn, d2, n, lw, gw, cap, n - 2)
+
+
+@njit(inline="always")
+def _chord_one(mn, d2, n, lw, gw, cap, i):
+    """:func:`_chord_bounds`' bound of interval ``i``, its window clipped to the grid."""
+    a = mn[i]
+    b = mn[i + 1]
+    lo = a if a < b else b
+    slack = d2[max(i - 1, 0)] + d2[i] + d2[i + 1] + d2[min(i + 2, n - 1)]
+    return _weigh(lo - 0.2 * slack, lw, gw, cap)
 
 
 @njit(_nrt=False)
@@ -735,10 +752,19 @@ def _slot_table(g_d, g_j0, g_buckets, g_m, g_dir0, js_iv, dir_ivt, clusters):
     s_c0[k + 1]`` (per direction in the cluster's order, its shells 1 .. B), slot ``S``'s
     grid interval in column ``c`` is ``s_iv[c, S]`` and its joint scenario (in the group)
     ``s_j[S]``; its tails are the cluster's directions ``c_start[k] .. c_start[k + 1]``,
-    ``i``'s interval ``t_ivc[c, i]`` and scenario ``t_j[i]``.  Returns ``(s_c0, s_iv, s_j,
-    t_ivc, t_j)``."""
+    ``i``'s interval ``t_ivc[c, i]`` and scenario ``t_j[i]``; ``c_rng[q, c, k]`` is the
+    clusters' ``c_lo``, ``c_hi``, ``t_lo``, ``t_hi`` (``q`` 0 .. 3) by column.  Returns
+    ``(s_c0, s_iv, s_j, t_ivc, t_j, c_rng)``."""
     order, g_c0, c_start = clusters[0], clusters[1], clusters[2]
     d_max = js_iv.shape[1]
+    n_k = clusters[3].shape[0]
+    c_rng = np.empty((4, d_max, n_k), dtype=np.int64)
+    for c in range(d_max):
+        for k in range(n_k):
+            c_rng[0, c, k] = clusters[3][k, c]
+            c_rng[1, c, k] = clusters[4][k, c]
+            c_rng[2, c, k] = clusters[5][k, c]
+            c_rng[3, c, k] = clusters[6][k, c]
     n_g = g_d.shape[0]
     n_cl = g_c0[n_g]
     n_dir = max(order.shape[0], 1)
@@ -767,7 +793,7 @@ def _slot_table(g_d, g_j0, g_buckets, g_m, g_dir0, js_iv, dir_ivt, clusters):
                 t_j[i] = 1 + B * m_dir + dr
                 for c in range(d_max):
                     t_ivc[c, i] = dir_ivt[order[i], c]
-    return s_c0, s_iv, s_j, t_ivc, t_j
+    return s_c0, s_iv, s_j, t_ivc, t_j, c_rng
 
 
 @njit(_nrt=False)
@@ -916,7 +942,7 @@ def _scan(nu, units, ucol, unit_row, unit_px, cap_usd, curves, tol, g, j0, n_js,
     # ``lv`` (``ltv``) falls outward from the centre, so its lowest over a cluster's
     # intervals in a column is at one of their two ends
     (order, g_c0, c_start, c_lo, c_hi, t_lo, t_hi) = clusters
-    t_i0, t_w, t_iv, s_c0, s_iv, s_j, t_ivc, t_j = tab
+    t_i0, t_w, t_iv, s_c0, s_iv, s_j, t_ivc, t_j, c_rng = tab
     table = t_i0.shape[0] > 0
     m_dir = g_m[g]
     d0 = g_dir0[g]
@@ -927,6 +953,17 @@ def _scan(nu, units, ucol, unit_row, unit_px, cap_usd, curves, tol, g, j0, n_js,
         lbt[k] = 0.0
     for m in range(nu):
         c = ucol[m]
+        if table:               # the same sums, the clusters' ranges of column c in one run
+            for k in range(n_cl):
+                a = lv[m, c_rng[0, c, k0 + k]]
+                b = lv[m, c_rng[1, c, k0 + k]]
+                lbd[k] += a if a < b else b
+            if tails:
+                for k in range(n_cl):
+                    a = ltv[m, c_rng[2, c, k0 + k]]
+                    b = ltv[m, c_rng[3, c, k0 + k]]
+                    lbt[k] += a if a < b else b
+            continue
         for k in range(n_cl):
             a = lv[m, c_lo[k0 + k, c]]
             b = lv[m, c_hi[k0 + k, c]]
@@ -1182,7 +1219,7 @@ def joint_stress_rows(sel, lo, hi, acc, grp, ins, grid, outs, clusters, tab):
     _accounts(sel, lo, hi, acc, grp, ins, grid, outs, clusters, tab,
               (units, ucol, curves, tot, cells, earg, eslot, uval, uvol, cand, gvec, zpos, w, lv,
                lvr, lbd, lbt, upx, ucap, urow, ev_j, ev_t, lvt, ltv, d2, d2t, bb,
-               mn, b4, e4, e4.view(np.int64), lbs))
+               mn, b4, e4, e4.view(np.int64), lbs, curves.view(np.int64)))
 
 
 @njit(_nrt=False)
@@ -1201,7 +1238,7 @@ def _accounts(sel, lo, hi, acc, grp, ins, grid, outs, clusters, tab, scratch):
      unit_shock, unit_lw, pos_loss) = outs
     (units, ucol, curves, tot, cells, earg, eslot, uval, uvol, cand, gvec, zpos, w, lv,
      lvr, lbd, lbt, upx, ucap, urow, ev_j, ev_t, lvt, ltv, d2, d2t, bb, mn, b4, e4,
-     e4i, lbs) = scratch
+     e4i, lbs, curves_i) = scratch
     n_shell = 2 * n_side + 1
     tail0 = 3 * n_shell
     for k in range(lo, hi):
@@ -1229,9 +1266,9 @@ def _accounts(sel, lo, hi, acc, grp, ins, grid, outs, clusters, tab, scratch):
                 u = units[m]
                 r = unit_row[u]
                 unit_curve(u, pu_start, pu_order, q, pos_row, icurve, curve_of_row, curves[m])
-                e, _ = _tol_bounds(curves[m], n_shell, tail_side[r], tail0, error_factor,
-                                   gw_row[r], cap_usd[r] / unit_px[u], cover[r], b4, e4, e4i,
-                                   bb, mn, d2, d2t, lvr[m], lvt[m])
+                e, _ = _tol_bounds(curves[m], curves_i[m], n_shell, tail_side[r], tail0,
+                                   error_factor, gw_row[r], cap_usd[r] / unit_px[u], cover[r],
+                                   b4, e4, e4i, bb, mn, d2, d2t, lvr[m], lvt[m])
                 tol += e * unit_px[u]
             if not tol < np.inf:
                 n_c = n_all        # a curve is not finite (or overflows): every scenario
@@ -1551,11 +1588,12 @@ def scan_tables(n_sel, grp, grid, clusters):
     if n_sel >= TABLE_MIN and grid[0]:
         t_i0, t_w = _interp_table(grp[0], grp[1], grp[3], grp[6], grp[9], grp[10], grid[5],
                                  grid[4], grid[3])
-        s_c0, s_iv, s_j, t_ivc, t_j = _slot_table(grp[0], grp[3], grp[4], grp[17], grp[18],
-                                                  grp[21], grp[20], clusters)
+        s_c0, s_iv, s_j, t_ivc, t_j, c_rng = _slot_table(grp[0], grp[3], grp[4], grp[17],
+                                                         grp[18], grp[21], grp[20], clusters)
         return (t_i0, t_w, _shell_table(grp[0], grp[3], grp[4], grp[17], grp[18], grp[21]),
-                s_c0, s_iv, s_j, t_ivc, t_j)
+                s_c0, s_iv, s_j, t_ivc, t_j, c_rng)
     e1 = np.zeros(0, dtype=np.int64)
     e2 = np.zeros((0, 0), dtype=np.int64)
     return (np.zeros((0, 1), dtype=np.int64), np.zeros((0, 1, 4)),
-            np.zeros((0, 1, 1), dtype=np.int64), e1, e2, e1, e2, e1)
+            np.zeros((0, 1, 1), dtype=np.int64), e1, e2, e1, e2, e1,
+            np.zeros((4, 0, 0), dtype=np.int64))
