@@ -509,11 +509,11 @@ def _bits_max(xi, n):
 
 
 @njit(_nrt=False)
-def _tol_bounds(cv, cvi, n_shell, ts, tail0, error_factor, gw, cap, cover, b4, e4, e4i, bb, mn,
-                d2, d2t, lvr, lvt):
+def _tol_bounds(cv, cvi, n_shell, ts, tail0, error_factor, gw, cap, cover, px, b4, e4, e4i, bb,
+                mn, d2, d2t, lvr, lvt):
     """:func:`curve_tol` (with ``bounds``) then :func:`_curve_bounds` of one unit curve
-    ``cv`` (``cvi``: its bits, as int64): the same (tol, size) and bounds to the bit, in
-    loops the compiler vectorises.
+    ``cv`` (``cvi``: its bits, as int64; ``px``: the unit's USD price, the bounds' scale):
+    the same (tol, size) and bounds to the bit, in loops the compiler vectorises.
 
     The 2nd differences of the three vol states are one run over the interleaved shell cells
     (cell ``s`` and ``s + 3``, ``s + 6``) into ``b4``, the tail's after them; the |4th
@@ -525,7 +525,7 @@ def _tol_bounds(cv, cvi, n_shell, ts, tail0, error_factor, gw, cap, cover, b4, e
     n = cv.shape[0]
     if n_shell < 5 or 0 < ts < 2:
         tol, size = curve_tol(cv, n_shell, ts, tail0, error_factor, bb, d2, d2t, True)
-        _curve_bounds(cv, n_shell, ts, tail0, gw, cap, cover, mn, d2, d2t, lvr, lvt)
+        _curve_bounds(cv, n_shell, ts, tail0, gw, cap, cover, px, mn, d2, d2t, lvr, lvt)
         return tol, size
     size_b = _bits_max(cvi, n)
     ns = 3 * (n_shell - 2)
@@ -559,7 +559,7 @@ def _tol_bounds(cv, cvi, n_shell, ts, tail0, error_factor, gw, cap, cover, b4, e
         if ts > 0:
             for k in range(nt):
                 d2t[k + 1] = abs(b4[ns + k])
-    _curve_bounds(cv, n_shell, ts, tail0, gw, cap, cover, mn, d2, d2t, lvr, lvt)
+    _curve_bounds(cv, n_shell, ts, tail0, gw, cap, cover, px, mn, d2, d2t, lvr, lvt)
     return tol, size
 
 
@@ -603,7 +603,7 @@ def _curve_tol_plain(cv, n_shell, ts, tail0, error_factor, bb, d2, d2t, bounds):
 
 
 @njit(_nrt=False)
-def _curve_bounds(cv, n_shell, ts, tail0, gw, cap, cover, mn, d2, d2t, lvr, lvt):
+def _curve_bounds(cv, n_shell, ts, tail0, gw, cap, cover, px, mn, d2, d2t, lvr, lvt):
     """Lower bounds of one unit curve ``cv``'s interpolated weighted value per grid
     interval, from the largest |2nd differences| :func:`curve_tol` left in ``d2`` (shells)
     and ``d2t`` (tail): ``lvr`` (shells, loss weight 1, gain weight ``gw``; the lowest vol
@@ -611,8 +611,8 @@ def _curve_bounds(cv, n_shell, ts, tail0, gw, cap, cover, mn, d2, d2t, lvr, lvt)
     of interval ``[i, i+1]``: the lower of its two nodes (lowest vol state) minus 0.2 x the
     largest |2nd differences| (over the vol states) at nodes i-1 .. i+2 (clipped to the
     grid): whichever 4-node window covers it, a cubic's gap to its chord there is below
-    that (as :func:`interval_bounds`, which bounds each vol state apart).  ``mn``:
-    scratch."""
+    that (as :func:`interval_bounds`, which bounds each vol state apart).  Each bound is
+    written times ``px`` (the unit's USD price).  ``mn``: scratch."""
     for k in range(n_shell):
         lo = np.inf
         x = cv[3 * k]
@@ -621,34 +621,34 @@ def _curve_bounds(cv, n_shell, ts, tail0, gw, cap, cover, mn, d2, d2t, lvr, lvt)
         lo = x if x < lo else lo
         x = cv[3 * k + 2]
         mn[k] = x if x < lo else lo
-    _chord_bounds(mn, d2, n_shell, 1.0, gw, cap, lvr)
+    _chord_bounds(mn, d2, n_shell, 1.0, gw, cap, px, lvr)
     if ts > 0:
         n = 2 * ts + 1
         for k in range(n):
             mn[k] = cv[tail0 + k]
-        _chord_bounds(mn, d2t, n, cover, cover, cap, lvt)
+        _chord_bounds(mn, d2t, n, cover, cover, cap, px, lvt)
     else:
         for i in range(lvt.shape[0]):
-            lvt[i] = -np.inf            # no tail grid: no bound
+            lvt[i] = -np.inf * px       # no tail grid: no bound
 
 
 @njit(_nrt=False)
-def _chord_bounds(mn, d2, n, lw, gw, cap, out):
+def _chord_bounds(mn, d2, n, lw, gw, cap, px, out):
     """``out[i]`` for the ``n - 1`` intervals of :func:`_curve_bounds` from the nodes' lowest
     values ``mn`` and largest |2nd differences| ``d2[1 .. n-2]`` (its ends are set here).
     The two end intervals clip their window to the grid (:func:`_chord_one`); the others
     run without a branch."""
     d2[0] = d2[1]
     d2[n - 1] = d2[n - 2]
-    out[0] = _chord_one(mn, d2, n, lw, gw, cap, 0)
+    out[0] = _chord_one(mn, d2, n, lw, gw, cap, 0) * px
     for i in range(1, n - 2):
         a = mn[i]
         b = mn[i + 1]
         lo = a if a < b else b
         slack = d2[i - 1] + d2[i] + d2[i + 1] + d2[i + 2]
-        out[i] = _weigh(lo - 0.2 * slack, lw, gw, cap)
+        out[i] = _weigh(lo - 0.2 * slack, lw, gw, cap) * px
     if n > 2:
-        out[n - 2] = _chord_one(mn, d2, n, lw, gw, cap, n - 2)
+        out[n - 2] = _chord_one(mn, d2, n, lw, gw, cap, n - 2) * px
 
 
 @njit(inline="always")
@@ -880,8 +880,9 @@ def _scan(nu, units, ucol, unit_row, unit_px, cap_usd, curves, tol, g, j0, n_js,
     directions and the cluster of the lowest bound go first (a good ``lowest`` early).
 
     A bound is the sum over the units (in their order) of the unit's bound times its USD
-    price; the tables are scaled by the price once (``lv``, ``lvr``, ``lvt`` in place: the
-    same products) and the bounds of every cluster (``lbd``) and of its tails (``lbt``)
+    price; the tables come scaled by the price (``lvr``, ``lvt``: :func:`_curve_bounds`),
+    ``lv`` and ``ltv`` their running minima, and the bounds of every cluster (``lbd``) and
+    of its tails (``lbt``)
     summed unit by unit over the clusters.  ``upx``, ``ucap``, ``urow``: scratch (each
     unit's price, gain cap in its settlement currency, underlying row).  ``tab``:
     :func:`scan_tables` (windows and weights of the joint scenarios, each direction's shell
@@ -904,12 +905,8 @@ def _scan(nu, units, ucol, unit_row, unit_px, cap_usd, curves, tol, g, j0, n_js,
         for i in range(n_side - 2, -1, -1):
             if lv[m, i + 1] < lv[m, i]:
                 lv[m, i] = lv[m, i + 1]
-        for i in range(n_iv):
-            lv[m, i] *= px
-            lvr[m, i] *= px
         if tails:
             for i in range(lvt.shape[1]):
-                lvt[m, i] *= px
                 ltv[m, i] = lvt[m, i]
             ts = tail_side[r]
             for i in range(ts + 1, 2 * ts):             # outward from the centre
@@ -1160,6 +1157,44 @@ def unit_curve(u, pu_start, pu_order, q, pos_row, icurve, curve_of_row, out):
             out[s] += qp * icurve[ci, s]
 
 
+@njit(_nrt=False)
+def _unit_curve(u, pu_start, pu_order, q, pos_row, icurve, curve_of_row, out):
+    """:func:`unit_curve` to the bit, two positions' rows per pass over ``out`` (the sums in
+    the same order: ``(out + q1 x1) + q2 x2``, the first from ``0.0``)."""
+    width = icurve.shape[1]
+    first = True
+    pend = -1
+    pend_q = 0.0
+    for mm in range(pu_start[u], pu_start[u + 1]):
+        p = pu_order[mm]
+        qp = q[p]
+        if qp == 0.0:
+            continue
+        ci = curve_of_row[pos_row[p]]
+        if pend < 0:
+            pend = ci
+            pend_q = qp
+            continue
+        if first:
+            for s in range(width):
+                out[s] = (0.0 + pend_q * icurve[pend, s]) + qp * icurve[ci, s]
+            first = False
+        else:
+            for s in range(width):
+                out[s] = (out[s] + pend_q * icurve[pend, s]) + qp * icurve[ci, s]
+        pend = -1
+    if pend >= 0:
+        if first:
+            for s in range(width):
+                out[s] = 0.0 + pend_q * icurve[pend, s]
+        else:
+            for s in range(width):
+                out[s] += pend_q * icurve[pend, s]
+    elif first:
+        for s in range(width):
+            out[s] = 0.0
+
+
 @njit
 def joint_stress_rows(sel, lo, hi, acc, grp, ins, grid, outs, clusters, tab):
     """:func:`joint_stress` for the accounts ``sel[lo:hi]`` (one run of accounts, one
@@ -1265,10 +1300,10 @@ def _accounts(sel, lo, hi, acc, grp, ins, grid, outs, clusters, tab, scratch):
             for m in range(nu):
                 u = units[m]
                 r = unit_row[u]
-                unit_curve(u, pu_start, pu_order, q, pos_row, icurve, curve_of_row, curves[m])
+                _unit_curve(u, pu_start, pu_order, q, pos_row, icurve, curve_of_row, curves[m])
                 e, _ = _tol_bounds(curves[m], curves_i[m], n_shell, tail_side[r], tail0,
                                    error_factor, gw_row[r], cap_usd[r] / unit_px[u], cover[r],
-                                   b4, e4, e4i, bb, mn, d2, d2t, lvr[m], lvt[m])
+                                   unit_px[u], b4, e4, e4i, bb, mn, d2, d2t, lvr[m], lvt[m])
                 tol += e * unit_px[u]
             if not tol < np.inf:
                 n_c = n_all        # a curve is not finite (or overflows): every scenario
