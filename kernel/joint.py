@@ -492,6 +492,77 @@ def curve_tol(cv, n_shell, ts, tail0, error_factor, bb, d2, d2t, bounds):
     return error_factor * err + 1e-9 * size, size
 
 
+FINITE_BITS = 0x7FF0000000000000   # bits of +inf: a non-negative double's bits below it: finite
+ABS_BITS = 0x7FFFFFFFFFFFFFFF      # a double's bits but the sign: its |x|'s
+
+
+@njit(_nrt=False)
+def _bits_max(xi, n):
+    """The bits of the largest |x| of ``xi[:n]`` (doubles' bits as int64; ``|x|``'s are
+    ``x``'s without the sign bit, ordered as the |x| are, inf and NaN above every finite
+    one); 0 if ``n <= 0``."""
+    m = 0
+    for s in range(n):
+        v = xi[s] & ABS_BITS
+        m = v if v > m else m
+    return m
+
+
+@njit(_nrt=False)
+def _tol_bounds(cv, cvi, n_shell, ts, tail0, error_factor, gw, cap, cover, px, b4, e4, e4i, bb,
+                mn, d2, d2t, lvr, lvt):
+    """:func:`curve_tol` (with ``bounds``) then :func:`_curve_bounds` of one unit curve
+    ``cv`` (``cvi``: its bits, as int64; ``px``: the unit's USD price, the bounds' scale):
+    the same (tol, size) and bounds to the bit, in loops the compiler vectorises.
+
+    The 2nd differences of the three vol states are one run over the interleaved shell cells
+    (cell ``s`` and ``s + 3``, ``s + 6``) into ``b4``, the tail's after them; the |4th
+    differences of each likewise into ``e4``, by :func:`curve_tol`'s arithmetic.  The
+    largest |cell| and |4th difference| are taken over their bits (``cvi``; ``e4i``, ``e4``
+    viewed as int64: a maximum does not depend on the order); bits at or above +inf's mean an
+    infinite or NaN cell or difference, where :func:`curve_tol` applies its NaN rule (it is
+    called then, as for grids too short for the runs)."""
+    n = cv.shape[0]
+    if n_shell < 5 or 0 < ts < 2:
+        tol, size = curve_tol(cv, n_shell, ts, tail0, error_factor, bb, d2, d2t, True)
+        _curve_bounds(cv, n_shell, ts, tail0, gw, cap, cover, px, mn, d2, d2t, lvr, lvt)
+        return tol, size
+    size_b = _bits_max(cvi, n)
+    ns = 3 * (n_shell - 2)
+    for s in range(ns):
+        b4[s] = (cv[s + 6] - cv[s + 3]) - (cv[s + 3] - cv[s])
+    ne = 3 * (n_shell - 4)
+    for s in range(ne):
+        e4[s] = (b4[s + 6] - b4[s + 3]) - (b4[s + 3] - b4[s])
+    nt = 2 * ts - 1
+    if ts > 0:
+        for k in range(nt):
+            b4[ns + k] = (cv[tail0 + k + 2] - cv[tail0 + k + 1]) - \
+                (cv[tail0 + k + 1] - cv[tail0 + k])
+        for k in range(nt - 2):
+            e4[ne + k] = (b4[ns + k + 2] - b4[ns + k + 1]) - (b4[ns + k + 1] - b4[ns + k])
+        ne += nt - 2
+    err_b = _bits_max(e4i, ne)
+    if size_b >= FINITE_BITS or err_b >= FINITE_BITS:
+        tol, size = curve_tol(cv, n_shell, ts, tail0, error_factor, bb, d2, d2t, True)
+    else:
+        e4i[0] = size_b
+        e4i[1] = err_b
+        size = e4[0]
+        tol = error_factor * e4[1] + 1e-9 * size
+        for k in range(n_shell - 2):
+            x = abs(b4[3 * k])
+            y = abs(b4[3 * k + 1])
+            x = y if y > x else x
+            y = abs(b4[3 * k + 2])
+            d2[k + 1] = y if y > x else x
+        if ts > 0:
+            for k in range(nt):
+                d2t[k + 1] = abs(b4[ns + k])
+    _curve_bounds(cv, n_shell, ts, tail0, gw, cap, cover, px, mn, d2, d2t, lvr, lvt)
+    return tol, size
+
+
 @njit(_nrt=False)
 def _curve_tol_plain(cv, n_shell, ts, tail0, error_factor, bb, d2, d2t, bounds):
     """:func:`curve_tol` one vol state and one difference at a time, with its NaN rule at
@@ -532,7 +603,7 @@ def _curve_tol_plain(cv, n_shell, ts, tail0, error_factor, bb, d2, d2t, bounds):
 
 
 @njit(_nrt=False)
-def _curve_bounds(cv, n_shell, ts, tail0, gw, cap, cover, mn, d2, d2t, lvr, lvt):
+def _curve_bounds(cv, n_shell, ts, tail0, gw, cap, cover, px, mn, d2, d2t, lvr, lvt):
     """Lower bounds of one unit curve ``cv``'s interpolated weighted value per grid
     interval, from the largest |2nd differences| :func:`curve_tol` left in ``d2`` (shells)
     and ``d2t`` (tail): ``lvr`` (shells, loss weight 1, gain weight ``gw``; the lowest vol
@@ -540,38 +611,54 @@ def _curve_bounds(cv, n_shell, ts, tail0, gw, cap, cover, mn, d2, d2t, lvr, lvt)
     of interval ``[i, i+1]``: the lower of its two nodes (lowest vol state) minus 0.2 x the
     largest |2nd differences| (over the vol states) at nodes i-1 .. i+2 (clipped to the
     grid): whichever 4-node window covers it, a cubic's gap to its chord there is below
-    that (as :func:`interval_bounds`, which bounds each vol state apart).  ``mn``:
-    scratch."""
+    that (as :func:`interval_bounds`, which bounds each vol state apart).  Each bound is
+    written times ``px`` (the unit's USD price).  ``mn``: scratch."""
     for k in range(n_shell):
-        mn[k] = np.inf
-    for v in range(3):
-        for k in range(n_shell):
-            x = cv[3 * k + v]
-            if x < mn[k]:
-                mn[k] = x
-    _chord_bounds(mn, d2, n_shell, 1.0, gw, cap, lvr)
+        lo = np.inf
+        x = cv[3 * k]
+        lo = x if x < lo else lo
+        x = cv[3 * k + 1]
+        lo = x if x < lo else lo
+        x = cv[3 * k + 2]
+        mn[k] = x if x < lo else lo
+    _chord_bounds(mn, d2, n_shell, 1.0, gw, cap, px, lvr)
     if ts > 0:
         n = 2 * ts + 1
         for k in range(n):
             mn[k] = cv[tail0 + k]
-        _chord_bounds(mn, d2t, n, cover, cover, cap, lvt)
+        _chord_bounds(mn, d2t, n, cover, cover, cap, px, lvt)
     else:
         for i in range(lvt.shape[0]):
-            lvt[i] = -np.inf            # no tail grid: no bound
+            lvt[i] = -np.inf * px       # no tail grid: no bound
 
 
 @njit(_nrt=False)
-def _chord_bounds(mn, d2, n, lw, gw, cap, out):
+def _chord_bounds(mn, d2, n, lw, gw, cap, px, out):
     """``out[i]`` for the ``n - 1`` intervals of :func:`_curve_bounds` from the nodes' lowest
-    values ``mn`` and largest |2nd differences| ``d2[1 .. n-2]`` (its ends are set here)."""
+    values ``mn`` and largest |2nd differences| ``d2[1 .. n-2]`` (its ends are set here).
+    The two end intervals clip their window to the grid (:func:`_chord_one`); the others
+    run without a branch."""
     d2[0] = d2[1]
     d2[n - 1] = d2[n - 2]
-    for i in range(n - 1):
+    out[0] = _chord_one(mn, d2, n, lw, gw, cap, 0) * px
+    for i in range(1, n - 2):
         a = mn[i]
         b = mn[i + 1]
         lo = a if a < b else b
-        slack = d2[max(i - 1, 0)] + d2[i] + d2[i + 1] + d2[min(i + 2, n - 1)]
-        out[i] = _weigh(lo - 0.2 * slack, lw, gw, cap)
+        slack = d2[i - 1] + d2[i] + d2[i + 1] + d2[i + 2]
+        out[i] = _weigh(lo - 0.2 * slack, lw, gw, cap) * px
+    if n > 2:
+        out[n - 2] = _chord_one(mn, d2, n, lw, gw, cap, n - 2) * px
+
+
+@njit(inline="always")
+def _chord_one(mn, d2, n, lw, gw, cap, i):
+    """:func:`_chord_bounds`' bound of interval ``i``, its window clipped to the grid."""
+    a = mn[i]
+    b = mn[i + 1]
+    lo = a if a < b else b
+    slack = d2[max(i - 1, 0)] + d2[i] + d2[i + 1] + d2[min(i + 2, n - 1)]
+    return _weigh(lo - 0.2 * slack, lw, gw, cap)
 
 
 @njit(_nrt=False)
@@ -657,6 +744,58 @@ def _shell_table(g_d, g_j0, g_buckets, g_m, g_dir0, js_iv):
     return t_iv
 
 
+@njit
+def _slot_table(g_d, g_j0, g_buckets, g_m, g_dir0, js_iv, dir_ivt, clusters):
+    """Each group's shells and tails in the order of its directions' clusters (``clusters``:
+    :func:`direction_clusters`), so that :func:`_scan` bounds a cluster's shells (and
+    tails) column by column in one run: cluster ``k``'s shells are the slots ``s_c0[k] ..
+    s_c0[k + 1]`` (per direction in the cluster's order, its shells 1 .. B), slot ``S``'s
+    grid interval in column ``c`` is ``s_iv[c, S]`` and its joint scenario (in the group)
+    ``s_j[S]``; its tails are the cluster's directions ``c_start[k] .. c_start[k + 1]``,
+    ``i``'s interval ``t_ivc[c, i]`` and scenario ``t_j[i]``; ``c_rng[q, c, k]`` is the
+    clusters' ``c_lo``, ``c_hi``, ``t_lo``, ``t_hi`` (``q`` 0 .. 3) by column.  Returns
+    ``(s_c0, s_iv, s_j, t_ivc, t_j, c_rng)``."""
+    order, g_c0, c_start = clusters[0], clusters[1], clusters[2]
+    d_max = js_iv.shape[1]
+    n_k = clusters[3].shape[0]
+    c_rng = np.empty((4, d_max, n_k), dtype=np.int64)
+    for c in range(d_max):
+        for k in range(n_k):
+            c_rng[0, c, k] = clusters[3][k, c]
+            c_rng[1, c, k] = clusters[4][k, c]
+            c_rng[2, c, k] = clusters[5][k, c]
+            c_rng[3, c, k] = clusters[6][k, c]
+    n_g = g_d.shape[0]
+    n_cl = g_c0[n_g]
+    n_dir = max(order.shape[0], 1)
+    s_c0 = np.zeros(n_cl + 1, dtype=np.int64)
+    for g in range(n_g):
+        for k in range(g_c0[g], g_c0[g + 1]):
+            s_c0[k + 1] = s_c0[k] + (c_start[k + 1] - c_start[k]) * g_buckets[g]
+    n_slot = max(s_c0[n_cl], 1)
+    s_iv = np.zeros((d_max, n_slot), dtype=np.int64)
+    s_j = np.zeros(n_slot, dtype=np.int64)
+    t_ivc = np.zeros((d_max, n_dir), dtype=np.int64)
+    t_j = np.zeros(n_dir, dtype=np.int64)
+    for g in range(n_g):
+        m_dir = g_m[g]
+        B = g_buckets[g]
+        for k in range(g_c0[g], g_c0[g + 1]):
+            S = s_c0[k]
+            for i in range(c_start[k], c_start[k + 1]):
+                dr = order[i] - g_dir0[g]
+                for ks in range(B):
+                    j = 1 + ks * m_dir + dr
+                    s_j[S] = j
+                    for c in range(d_max):
+                        s_iv[c, S] = js_iv[g_j0[g] + j, c]
+                    S += 1
+                t_j[i] = 1 + B * m_dir + dr
+                for c in range(d_max):
+                    t_ivc[c, i] = dir_ivt[order[i], c]
+    return s_c0, s_iv, s_j, t_ivc, t_j, c_rng
+
+
 @njit(_nrt=False)
 def binding_candidate(tot, n_c):
     """The binding one of ``n_c`` candidates' exact totals ``tot[:n_c]`` (in scenario
@@ -685,10 +824,42 @@ def record_binding(a, j, b, n_js, j0, worst, bind_kind, bind_index):
 
 
 @njit(_nrt=False)
+def _slots(nu, ucol, curves, upx, ucap, lvx, s0, s1, s_iv, s_j, j0, js_lw, js_gw, js_nvol,
+           t_i0, t_w, tol, lowest, lbs, ev_j, ev_t, ne):
+    """:func:`_scan` over the slots ``s0 .. s1`` of :func:`_slot_table` (one cluster's
+    shells, or its tails): each slot's bound, the sum over the units (in their order) of
+    ``lvx`` (the units' interval bounds, USD) at its interval, in one run per unit (no
+    branch); then each slot whose bound is within ``2.5 tol`` of ``lowest`` interpolated
+    (:func:`_interp_tab`) into ``ev_j``/``ev_t`` from ``ne``.  Returns ``(lowest, ne)``.
+    ``lbs``: scratch."""
+    n = s1 - s0
+    for s in range(n):
+        lbs[s] = 0.0
+    for m in range(nu):
+        c = ucol[m]
+        for s in range(n):
+            lbs[s] += lvx[m, s_iv[c, s0 + s]]
+    for s in range(n):
+        if lbs[s] - lowest > 2.5 * tol:
+            continue
+        j = s_j[s0 + s]
+        t = 0.0
+        for m in range(nu):
+            t += _interp_tab(curves[m], ucol[m], upx[m], ucap[m], j0 + j, js_lw, js_gw,
+                             js_nvol, t_i0, t_w)
+        ev_j[ne] = j
+        ev_t[ne] = t
+        ne += 1
+        if t < lowest or t != t:
+            lowest = t
+    return lowest, ne
+
+
+@njit(_nrt=False)
 def _scan(nu, units, ucol, unit_row, unit_px, cap_usd, curves, tol, g, j0, n_js, n_all, B,
           zpos, pr, gw_row, mult, cover, js_shock, js_lw, js_gw, js_nvol, js_iv, g_m, g_dir0,
           dir_iv, dir_ivt, tails, tail_range, tail_side, n_side, max_candidates, w, lv, lvr,
-          lvt, lbd, lbt, upx, ucap, urow, ev_j, ev_t, cand, clusters, ltv, tab):
+          lvt, lbd, lbt, upx, ucap, urow, ev_j, ev_t, cand, clusters, ltv, tab, lbs):
     """The candidates of one account (finite ``tol``): every scenario whose interpolated total
     is within ``2 tol`` of the lowest interpolated total, in scenario order, into ``cand``;
     returns their number (``n_all``: every scenario, more than ``max_candidates`` joint
@@ -709,8 +880,9 @@ def _scan(nu, units, ucol, unit_row, unit_px, cap_usd, curves, tol, g, j0, n_js,
     directions and the cluster of the lowest bound go first (a good ``lowest`` early).
 
     A bound is the sum over the units (in their order) of the unit's bound times its USD
-    price; the tables are scaled by the price once (``lv``, ``lvr``, ``lvt`` in place: the
-    same products) and the bounds of every cluster (``lbd``) and of its tails (``lbt``)
+    price; the tables come scaled by the price (``lvr``, ``lvt``: :func:`_curve_bounds`),
+    ``lv`` and ``ltv`` their running minima, and the bounds of every cluster (``lbd``) and
+    of its tails (``lbt``)
     summed unit by unit over the clusters.  ``upx``, ``ucap``, ``urow``: scratch (each
     unit's price, gain cap in its settlement currency, underlying row).  ``tab``:
     :func:`scan_tables` (windows and weights of the joint scenarios, each direction's shell
@@ -733,12 +905,8 @@ def _scan(nu, units, ucol, unit_row, unit_px, cap_usd, curves, tol, g, j0, n_js,
         for i in range(n_side - 2, -1, -1):
             if lv[m, i + 1] < lv[m, i]:
                 lv[m, i] = lv[m, i + 1]
-        for i in range(n_iv):
-            lv[m, i] *= px
-            lvr[m, i] *= px
         if tails:
             for i in range(lvt.shape[1]):
-                lvt[m, i] *= px
                 ltv[m, i] = lvt[m, i]
             ts = tail_side[r]
             for i in range(ts + 1, 2 * ts):             # outward from the centre
@@ -771,7 +939,7 @@ def _scan(nu, units, ucol, unit_row, unit_px, cap_usd, curves, tol, g, j0, n_js,
     # ``lv`` (``ltv``) falls outward from the centre, so its lowest over a cluster's
     # intervals in a column is at one of their two ends
     (order, g_c0, c_start, c_lo, c_hi, t_lo, t_hi) = clusters
-    t_i0, t_w, t_iv = tab
+    t_i0, t_w, t_iv, s_c0, s_iv, s_j, t_ivc, t_j, c_rng = tab
     table = t_i0.shape[0] > 0
     m_dir = g_m[g]
     d0 = g_dir0[g]
@@ -782,6 +950,17 @@ def _scan(nu, units, ucol, unit_row, unit_px, cap_usd, curves, tol, g, j0, n_js,
         lbt[k] = 0.0
     for m in range(nu):
         c = ucol[m]
+        if table:               # the same sums, the clusters' ranges of column c in one run
+            for k in range(n_cl):
+                a = lv[m, c_rng[0, c, k0 + k]]
+                b = lv[m, c_rng[1, c, k0 + k]]
+                lbd[k] += a if a < b else b
+            if tails:
+                for k in range(n_cl):
+                    a = ltv[m, c_rng[2, c, k0 + k]]
+                    b = ltv[m, c_rng[3, c, k0 + k]]
+                    lbt[k] += a if a < b else b
+            continue
         for k in range(n_cl):
             a = lv[m, c_lo[k0 + k, c]]
             b = lv[m, c_hi[k0 + k, c]]
@@ -804,6 +983,16 @@ def _scan(nu, units, ucol, unit_row, unit_px, cap_usd, curves, tol, g, j0, n_js,
         shells = not lbd[k] - lowest > 2.5 * tol
         tail = tails and not lbt[k] - lowest > 2.5 * tol
         if not shells and not tail:
+            continue
+        if table:
+            if shells:
+                lowest, ne = _slots(nu, ucol, curves, upx, ucap, lvr, s_c0[k0 + k],
+                                    s_c0[k0 + k + 1], s_iv, s_j, j0, js_lw, js_gw, js_nvol,
+                                    t_i0, t_w, tol, lowest, lbs, ev_j, ev_t, ne)
+            if tail:
+                lowest, ne = _slots(nu, ucol, curves, upx, ucap, lvt, c_start[k0 + k],
+                                    c_start[k0 + k + 1], t_ivc, t_j, j0, js_lw, js_gw,
+                                    js_nvol, t_i0, t_w, tol, lowest, lbs, ev_j, ev_t, ne)
             continue
         for i in range(c_start[k0 + k], c_start[k0 + k + 1]):
             dr = order[i] - d0
@@ -968,6 +1157,44 @@ def unit_curve(u, pu_start, pu_order, q, pos_row, icurve, curve_of_row, out):
             out[s] += qp * icurve[ci, s]
 
 
+@njit(_nrt=False)
+def _unit_curve(u, pu_start, pu_order, q, pos_row, icurve, curve_of_row, out):
+    """:func:`unit_curve` to the bit, two positions' rows per pass over ``out`` (the sums in
+    the same order: ``(out + q1 x1) + q2 x2``, the first from ``0.0``)."""
+    width = icurve.shape[1]
+    first = True
+    pend = -1
+    pend_q = 0.0
+    for mm in range(pu_start[u], pu_start[u + 1]):
+        p = pu_order[mm]
+        qp = q[p]
+        if qp == 0.0:
+            continue
+        ci = curve_of_row[pos_row[p]]
+        if pend < 0:
+            pend = ci
+            pend_q = qp
+            continue
+        if first:
+            for s in range(width):
+                out[s] = (0.0 + pend_q * icurve[pend, s]) + qp * icurve[ci, s]
+            first = False
+        else:
+            for s in range(width):
+                out[s] = (out[s] + pend_q * icurve[pend, s]) + qp * icurve[ci, s]
+        pend = -1
+    if pend >= 0:
+        if first:
+            for s in range(width):
+                out[s] = 0.0 + pend_q * icurve[pend, s]
+        else:
+            for s in range(width):
+                out[s] += pend_q * icurve[pend, s]
+    elif first:
+        for s in range(width):
+            out[s] = 0.0
+
+
 @njit
 def joint_stress_rows(sel, lo, hi, acc, grp, ins, grid, outs, clusters, tab):
     """:func:`joint_stress` for the accounts ``sel[lo:hi]`` (one run of accounts, one
@@ -1010,6 +1237,7 @@ def joint_stress_rows(sel, lo, hi, acc, grp, ins, grid, outs, clusters, tab):
     lvr = np.empty((max_units, 2 * n_side))                 # (running min outward: lv)
     lbd = np.empty(max_scen)                                # per direction: a lower bound
     lbt = np.empty(max_scen)                                # (of its tail)
+    lbs = np.empty(max_scen)                                # (of a cluster's slots)
     upx = np.empty(max_units)                               # per active unit: USD price,
     ucap = np.empty(max_units)                              # gain cap, underlying row
     urow = np.empty(max_units, dtype=np.int64)
@@ -1021,10 +1249,12 @@ def joint_stress_rows(sel, lo, hi, acc, grp, ins, grid, outs, clusters, tab):
     d2t = np.empty(d2.shape[0])
     bb = np.empty(d2.shape[0])
     mn = np.empty(d2.shape[0])
+    b4 = np.empty(width)                        # _tol_bounds: 2nd, |4th| differences
+    e4 = np.empty(width)
     _accounts(sel, lo, hi, acc, grp, ins, grid, outs, clusters, tab,
               (units, ucol, curves, tot, cells, earg, eslot, uval, uvol, cand, gvec, zpos, w, lv,
                lvr, lbd, lbt, upx, ucap, urow, ev_j, ev_t, lvt, ltv, d2, d2t, bb,
-               mn))
+               mn, b4, e4, e4.view(np.int64), lbs, curves.view(np.int64)))
 
 
 @njit(_nrt=False)
@@ -1042,7 +1272,8 @@ def _accounts(sel, lo, hi, acc, grp, ins, grid, outs, clusters, tab, scratch):
     (worst, n_joint, n_exact, bind_kind, bind_index, bind_shock, unit_value, unit_vol,
      unit_shock, unit_lw, pos_loss) = outs
     (units, ucol, curves, tot, cells, earg, eslot, uval, uvol, cand, gvec, zpos, w, lv,
-     lvr, lbd, lbt, upx, ucap, urow, ev_j, ev_t, lvt, ltv, d2, d2t, bb, mn) = scratch
+     lvr, lbd, lbt, upx, ucap, urow, ev_j, ev_t, lvt, ltv, d2, d2t, bb, mn, b4, e4,
+     e4i, lbs, curves_i) = scratch
     n_shell = 2 * n_side + 1
     tail0 = 3 * n_shell
     for k in range(lo, hi):
@@ -1069,11 +1300,10 @@ def _accounts(sel, lo, hi, acc, grp, ins, grid, outs, clusters, tab, scratch):
             for m in range(nu):
                 u = units[m]
                 r = unit_row[u]
-                unit_curve(u, pu_start, pu_order, q, pos_row, icurve, curve_of_row, curves[m])
-                e, _ = curve_tol(curves[m], n_shell, tail_side[r], tail0, error_factor, bb,
-                                 d2, d2t, True)
-                _curve_bounds(curves[m], n_shell, tail_side[r], tail0, gw_row[r],
-                              cap_usd[r] / unit_px[u], cover[r], mn, d2, d2t, lvr[m], lvt[m])
+                _unit_curve(u, pu_start, pu_order, q, pos_row, icurve, curve_of_row, curves[m])
+                e, _ = _tol_bounds(curves[m], curves_i[m], n_shell, tail_side[r], tail0,
+                                   error_factor, gw_row[r], cap_usd[r] / unit_px[u], cover[r],
+                                   unit_px[u], b4, e4, e4i, bb, mn, d2, d2t, lvr[m], lvt[m])
                 tol += e * unit_px[u]
             if not tol < np.inf:
                 n_c = n_all        # a curve is not finite (or overflows): every scenario
@@ -1082,7 +1312,8 @@ def _accounts(sel, lo, hi, acc, grp, ins, grid, outs, clusters, tab, scratch):
                             n_js, n_all, B, zpos, pr, gw_row, mult, cover, js_shock, js_lw,
                             js_gw, js_nvol, js_iv, g_m, g_dir0, dir_iv, dir_ivt, tails,
                             tail_range, tail_side, n_side, max_candidates, w, lv, lvr, lvt,
-                            lbd, lbt, upx, ucap, urow, ev_j, ev_t, cand, clusters, ltv, tab)
+                            lbd, lbt, upx, ucap, urow, ev_j, ev_t, cand, clusters, ltv, tab,
+                            lbs)
         if n_c == n_all:
             for j in range(n_all):
                 cand[j] = j
@@ -1355,7 +1586,7 @@ def joint_stress(sel, acc, grp, ins, grid, outs):
     n = sel.shape[0]
     chunks = min(n, CHUNKS)
     clusters = _clusters(n, grp)
-    tab = scan_tables(n, grp, grid)
+    tab = scan_tables(n, grp, grid, clusters)
     for c in prange(chunks):
         joint_stress_rows(sel, c * n // chunks, (c + 1) * n // chunks, acc, grp, ins, grid,
                           outs, clusters, tab)
@@ -1364,8 +1595,9 @@ def joint_stress(sel, acc, grp, ins, grid, outs):
 @njit
 def joint_stress_serial(sel, acc, grp, ins, grid, outs):
     """:func:`joint_stress` on the calling thread (small selections)."""
-    joint_stress_rows(sel, 0, sel.shape[0], acc, grp, ins, grid, outs,
-                      _clusters(sel.shape[0], grp), scan_tables(sel.shape[0], grp, grid))
+    clusters = _clusters(sel.shape[0], grp)
+    joint_stress_rows(sel, 0, sel.shape[0], acc, grp, ins, grid, outs, clusters,
+                      scan_tables(sel.shape[0], grp, grid, clusters))
 
 
 @njit
@@ -1378,17 +1610,25 @@ def _clusters(n_sel, grp):
 
 
 @njit
-def scan_tables(n_sel, grp, grid):
-    """The tables :func:`_scan` reads for a run on ``n_sel`` accounts: ``(t_i0, t_w, t_iv)``,
-    the joint scenarios' windows and weights (:func:`_interp_table`) and the directions'
-    shell intervals side by side (:func:`_shell_table`).  Built from ``TABLE_MIN`` accounts
-    on (~0.5 ms for three groups of 3,000 scenarios; each account interpolates a few dozen
-    scenarios and bounds a few hundred shells, so tabulating pays there), else empty (each
-    computed or read where needed).  Either way the same scenarios are interpolated, to the
+def scan_tables(n_sel, grp, grid, clusters):
+    """The tables :func:`_scan` reads for a run on ``n_sel`` accounts with the directions'
+    ``clusters`` (:func:`direction_clusters`): ``(t_i0, t_w, t_iv, s_c0, s_iv, s_j, t_ivc,
+    t_j)``, the joint scenarios' windows and weights (:func:`_interp_table`), the
+    directions' shell intervals side by side (:func:`_shell_table`) and the clusters' shells
+    and tails in slots (:func:`_slot_table`).  Built from ``TABLE_MIN`` accounts on (~0.5 ms
+    for three groups of 3,000 scenarios; each account interpolates a few dozen scenarios and
+    bounds a few hundred shells, so tabulating pays there), else empty (each computed or
+    read where needed).  Either way the same scenarios are candidates, interpolated to the
     same bits."""
     if n_sel >= TABLE_MIN and grid[0]:
         t_i0, t_w = _interp_table(grp[0], grp[1], grp[3], grp[6], grp[9], grp[10], grid[5],
                                  grid[4], grid[3])
-        return t_i0, t_w, _shell_table(grp[0], grp[3], grp[4], grp[17], grp[18], grp[21])
+        s_c0, s_iv, s_j, t_ivc, t_j, c_rng = _slot_table(grp[0], grp[3], grp[4], grp[17],
+                                                         grp[18], grp[21], grp[20], clusters)
+        return (t_i0, t_w, _shell_table(grp[0], grp[3], grp[4], grp[17], grp[18], grp[21]),
+                s_c0, s_iv, s_j, t_ivc, t_j, c_rng)
+    e1 = np.zeros(0, dtype=np.int64)
+    e2 = np.zeros((0, 0), dtype=np.int64)
     return (np.zeros((0, 1), dtype=np.int64), np.zeros((0, 1, 4)),
-            np.zeros((0, 1, 1), dtype=np.int64))
+            np.zeros((0, 1, 1), dtype=np.int64), e1, e2, e1, e2, e1,
+            np.zeros((4, 0, 0), dtype=np.int64))

@@ -516,7 +516,7 @@ def _kernel_outputs(jst, unit_px, slope_usd, clusters, n_table=0):
         jst.worst, jst.n_joint, jst.n_exact, jst.bind_kind, jst.bind_index, jst.bind_shock,
         jst.unit_value, jst.unit_vol, jst.unit_shock, jst.unit_lw, jst.pos_loss))
     joint_stress_rows(sel, 0, n_acc, acc, jst.grp, tuple(jst.ins), jst.grid_args, outs,
-                      clusters, scan_tables(n_table, jst.grp, jst.grid_args))
+                      clusters, scan_tables(n_table, jst.grp, jst.grid_args, clusters))
     return outs
 
 
