@@ -1143,24 +1143,9 @@ def delta_direction(g, nu, units, ucol, slope, g_d, g_rows, g_rho, pr, gvec, zpo
 @njit(_nrt=False)
 def unit_curve(u, pu_start, pu_order, q, pos_row, icurve, curve_of_row, out):
     """Unit ``u``'s grid curve into ``out``: the quantity-weighted sum of its positions' rows
-    of ``icurve`` (positions without quantity skipped)."""
-    width = icurve.shape[1]
-    for s in range(width):
-        out[s] = 0.0
-    for mm in range(pu_start[u], pu_start[u + 1]):
-        p = pu_order[mm]
-        qp = q[p]
-        if qp == 0.0:
-            continue
-        ci = curve_of_row[pos_row[p]]
-        for s in range(width):
-            out[s] += qp * icurve[ci, s]
-
-
-@njit(_nrt=False)
-def _unit_curve(u, pu_start, pu_order, q, pos_row, icurve, curve_of_row, out):
-    """:func:`unit_curve` to the bit, two positions' rows per pass over ``out`` (the sums in
-    the same order: ``(out + q1 x1) + q2 x2``, the first from ``0.0``)."""
+    of ``icurve`` (positions without quantity skipped), summed in their order from ``0.0``,
+    two positions' rows per pass over ``out`` (``(out + q1 x1) + q2 x2``: the same sums in
+    the same order as one row per pass)."""
     width = icurve.shape[1]
     first = True
     pend = -1
@@ -1300,7 +1285,7 @@ def _accounts(sel, lo, hi, acc, grp, ins, grid, outs, clusters, tab, scratch):
             for m in range(nu):
                 u = units[m]
                 r = unit_row[u]
-                _unit_curve(u, pu_start, pu_order, q, pos_row, icurve, curve_of_row, curves[m])
+                unit_curve(u, pu_start, pu_order, q, pos_row, icurve, curve_of_row, curves[m])
                 e, _ = _tol_bounds(curves[m], curves_i[m], n_shell, tail_side[r], tail0,
                                    error_factor, gw_row[r], cap_usd[r] / unit_px[u], cover[r],
                                    unit_px[u], b4, e4, e4i, bb, mn, d2, d2t, lvr[m], lvt[m])

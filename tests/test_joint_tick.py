@@ -292,6 +292,30 @@ def test_the_ticks_tol_bound_is_above_the_units_tol(n_side, ts, n_rows, n_pos, s
     assert e <= bound
 
 
+@settings(deadline=None)
+@given(n_pos=st.integers(0, 9), width=st.integers(1, 40), seed=st.integers(0, 2**32 - 1))
+def test_a_units_curve_is_its_rows_summed_in_order_to_the_bit(n_pos, width, seed):
+    """:func:`pmrisk.kernel.joint.unit_curve` (two rows per pass) gives the bits of the
+    plain sum, one position's row after another from 0.0, positions without quantity
+    skipped."""
+    from pmrisk.kernel.joint import unit_curve
+    rng = np.random.default_rng(seed)
+    n_rows = 4
+    icurve = rng.normal(size=(n_rows, width)) * 10.0 ** rng.integers(-3, 6, size=(n_rows, 1))
+    pos_row = rng.integers(0, n_rows, size=n_pos)
+    q = rng.normal(size=n_pos) * 10.0 ** rng.integers(-2, 4)
+    q[rng.random(n_pos) < 0.25] = 0.0
+    pu_start = np.array([0, n_pos])
+    pu_order = rng.permutation(n_pos)
+    got = np.full(width, np.nan)
+    unit_curve(0, pu_start, pu_order, q, pos_row, icurve, np.arange(n_rows), got)
+    want = np.zeros(width)
+    for p in pu_order:
+        if q[p] != 0.0:
+            want = want + q[p] * icurve[pos_row[p]]
+    assert np.array_equal(got, want)
+
+
 @settings(max_examples=10, deadline=None)
 @given(seed=st.integers(0, 10_000))
 def test_the_binding_scenarios_cells_are_each_priced_as_alone(seed):
