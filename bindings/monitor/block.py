@@ -35,6 +35,7 @@ import numba
 import numpy as np
 import pyarrow as pa
 
+from ..io.arrow import kernel_args
 from ..io.book import load_book
 from ..engine.core import compute, floored_copies, fuses, run, short_instruments, unit_phases
 from ..results import TABLE_NAMES, accounts_table, all_finite, build, check_finite, margin_ratio
@@ -71,8 +72,8 @@ def slice_book(book, acc):
     new = np.full(len(book.accounts), -1, dtype=np.int64)
     new[acc] = np.arange(len(acc))
     (P, pos_acc), (OD, ord_acc), (B, bal_acc), (R, res_acc) = (
-        kept_rows(new, _i64(a)) for a in (book.pos_account, book.ord_account, book.bal_account,
-                                          book.res_account))
+        kept_rows(new, *kernel_args(a)) for a in (book.pos_account, book.ord_account,
+                                                  book.bal_account, book.res_account))
     sub = dataclasses.replace(
         book, accounts=book.accounts.take(pa.array(acc, pa.int64())),
         acc_snap=book.acc_snap[acc],
@@ -86,11 +87,6 @@ def slice_book(book, acc):
         res_account=res_acc, res_unit=[book.res_unit[i] for i in R],
         res_mmp=book.res_mmp[R], res_oo=book.res_oo[R])
     return sub, P, OD
-
-
-def _i64(a):
-    """``a`` as a contiguous int64 array (a kernel's index argument)."""
-    return np.ascontiguousarray(a, dtype=np.int64)
 
 
 @dataclasses.dataclass
@@ -229,9 +225,11 @@ class Block:
         bal_hit = [self.bal_rows[a] for a in key if a in self.bal_rows]
         bal_hit = np.sort(np.concatenate(bal_hit)) if bal_hit else _EMPTY_I
         # under "correlated" every unit of the accounts: their shares move
+        utype, account, bal_account, row_instr = kernel_args(
+            units.utype, units.account, book.bal_account, out.rev.row_instr)
         instr, rows, uidx, acc, moved_u = tick_selection(
-            instr_hit, type_hit, _i64(units.utype), _i64(units.account), self.live,
-            _i64(book.bal_account), bal_hit, _i64(out.rev.row_instr), not self.sum_mode)
+            instr_hit, type_hit, utype, account, self.live, bal_account, kernel_args(bal_hit)[0],
+            row_instr, not self.sum_mode)
         return TickPath(instr=instr, mrow=self.mrow[instr],
                         instr_und=self.und[instr].tolist(), rows=rows, units=uidx,
                         utype=units.utype[uidx], acc=acc, balances=bal_hit,

@@ -31,7 +31,7 @@ import pyarrow.compute as pc
 
 from ..io import schema
 from ..io.arrow import (is_string_type, as_table, check_columns, codes, duplicated, float_column,
-                        has, raise_rows, str_column)
+                        has, kernel_args, raise_rows, str_column)
 from ..io.book import check_mark_iv
 from ..errors import MarginError
 from ..io.schema import TIME
@@ -124,9 +124,9 @@ class AccountRows:
         self._table = t
         if t.num_rows:
             enc = pc.dictionary_encode(t.column("account")).combine_chunks()
-            codes = np.ascontiguousarray(enc.indices.to_numpy(zero_copy_only=False),
-                                         dtype=np.int64)
-            bounds, order = csr(codes, len(enc.dictionary))    # each account's rows, in order
+            # each account's rows, in order (one compiled signature: the engine's arguments)
+            bounds, order = csr(*kernel_args(enc.indices.to_numpy(zero_copy_only=False),
+                                             len(enc.dictionary)))
             self._rows = {a: order[bounds[k]:bounds[k + 1]]
                           for k, a in enumerate(enc.dictionary.to_pylist())}
         else:

@@ -498,9 +498,8 @@ def _reuse_rows(out, model, held, own):
     mine = np.full(n, -1, dtype=np.int64)
     mine[list(own)] = list(own.values())
     # each row's block instrument; rows from n on are floored copies: the block's copy
-    use, src, left = row_sources(mine, np.ascontiguousarray(rv.row_instr, dtype=np.int64), n,
-                                 np.ascontiguousarray(held.rev.floored, dtype=np.int64),
-                                 len(held.book.kind))
+    use, src, left = row_sources(mine, *kernel_args(rv.row_instr), n,
+                                 *kernel_args(held.rev.floored), len(held.book.kind))
     if not len(use):
         return None
     if out.params.cross_unit == "correlated":
