@@ -108,11 +108,22 @@ def binding_cell(wrow, ns, lowest, vol_code, r):
     without branches: a lone tie, the usual case, is the binding cell."""
     count = 0
     at = 0
-    for s in range(ns):
-        ws = wrow[s]
-        tie = ws - lowest <= TIE_RTOL * max(abs(ws), abs(lowest))
-        count += tie
-        at += tie * s
+    if lowest < 0.0:
+        # the same ties in fewer operations: a cell in [lowest, 0) has max(|ws|, |lowest|)
+        # = -lowest; a finite cell >= 0 ties with nothing (ws - lowest >= -lowest >
+        # TIE_RTOL * max(|ws|, |lowest|)); +inf ties (inf <= inf)
+        rl = TIE_RTOL * -lowest
+        for s in range(ns):
+            ws = wrow[s]
+            tie = (ws - lowest <= rl) | (ws == np.inf)
+            count += tie
+            at += tie * s
+    else:
+        for s in range(ns):
+            ws = wrow[s]
+            tie = ws - lowest <= TIE_RTOL * max(abs(ws), abs(lowest))
+            count += tie
+            at += tie * s
     if count == 1:
         return at, wrow[at]
     b = -1

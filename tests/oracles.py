@@ -1985,3 +1985,81 @@ def prices_at(sel, utype, settle_by_type, index_by_type, settle_px, index_px):
 def all_set(flags, sel):
     """Twin of :func:`pmrisk.kernel.assemble.all_set`."""
     return bool((np.asarray(flags)[sel] == 1.0).all())
+
+
+def binding_cell(wrow, ns, lowest, vol_code, r):
+    """Twin of :func:`pmrisk.kernel.assemble.binding_cell`: the cells of ``wrow[:ns]`` with
+    ``w - lowest <= 1e-12 * max(|w|, |lowest|)`` tie; the first of vol state same among
+    them, else the first; ``(-1, 0.0)`` when none ties."""
+    w = np.asarray(wrow[:ns], dtype=np.float64)
+    with np.errstate(invalid="ignore"):
+        tied = np.flatnonzero(w - lowest <= 1e-12 * np.maximum(np.abs(w), abs(lowest)))
+    if not len(tied):
+        return -1, 0.0
+    same = tied[vol_code[r, tied] == VOL_SAME]
+    b = int(same[0]) if len(same) else int(tied[0])
+    return b, float(w[b])
+
+
+def market_checks(rows, mark, iv, is_opt, cur_iv):
+    """Twin of :func:`pmrisk.kernel.ticks.market_checks`."""
+    rows = np.asarray(rows)
+    no_mark = (rows < 0) & np.isnan(mark)
+    old_iv = np.where(rows >= 0, cur_iv[np.maximum(rows, 0)], np.nan) if len(cur_iv) \
+        else np.full(len(rows), np.nan)
+    new_iv = np.where(np.isnan(iv), old_iv, iv)
+    return no_mark, np.asarray(is_opt, dtype=bool) & np.isnan(new_iv)
+
+
+def write_marks(rows, n_old, mark, iv, fwd, has_fwd, cur_mark, cur_iv, cur_fwd):
+    """Twin of :func:`pmrisk.kernel.ticks.write_marks` (in place; rows distinct)."""
+    before = [a[rows] for a in (cur_mark, cur_iv, cur_fwd)]
+    given = ~np.isnan(mark)
+    cur_mark[rows[given]] = mark[given]
+    given = ~np.isnan(iv)
+    cur_iv[rows[given]] = iv[given]
+    if has_fwd:
+        cur_fwd[rows] = fwd
+    same = rows < n_old
+    for old, now in zip(before, (cur_mark[rows], cur_iv[rows], cur_fwd[rows])):
+        same = same & ((old == now) | (np.isnan(old) & np.isnan(now)))
+    return ~same
+
+
+def book_marks(instr, mrow, und_px, mark, iv, fwd, book_mark, book_iv, book_fwd):
+    """Twin of :func:`pmrisk.kernel.ticks.book_marks` (in place)."""
+    book_mark[instr] = mark[mrow]
+    book_iv[instr] = iv[mrow]
+    f = fwd[mrow]
+    book_fwd[instr] = np.where(np.isnan(f), und_px, f)
+
+
+def tick_selection(instr_hit, type_hit, utype, unit_account, live, bal_account, bal_hit,
+                   row_instr, all_units):
+    """Twin of :func:`pmrisk.kernel.ticks.tick_selection`."""
+    unit_hit = type_hit[utype] if len(utype) else np.zeros(0, dtype=bool)
+    acc_hit = np.zeros(len(live), dtype=bool)
+    acc_hit[unit_account[unit_hit]] = True
+    acc_hit[bal_account[bal_hit]] = True
+    on = live[unit_account] if len(utype) else np.zeros(0, dtype=bool)
+    hit = acc_hit[unit_account] & on if all_units else unit_hit & on
+    return (np.flatnonzero(instr_hit), np.flatnonzero(instr_hit[row_instr]),
+            np.flatnonzero(hit), np.flatnonzero(acc_hit & live), np.flatnonzero(unit_hit & on))
+
+
+def kept_rows(new, account):
+    """Twin of :func:`pmrisk.kernel.ticks.kept_rows`."""
+    rows = np.flatnonzero(new[account] >= 0) if len(account) else np.zeros(0, dtype=np.int64)
+    return rows, new[account[rows]]
+
+
+
+def row_sources(mine, row_instr, n_instr, floored, n_held):
+    """Twin of :func:`pmrisk.kernel.ticks.row_sources`."""
+    k = mine[row_instr]
+    copy = np.arange(len(k)) >= n_instr
+    at = np.minimum(np.searchsorted(floored, k), max(len(floored) - 1, 0))
+    has = (k >= 0) & (~copy | ((floored[at] == k) if len(floored) else False))
+    src = np.where(copy, n_held + at, k)
+    use = np.flatnonzero(has)
+    return use, src[use], np.flatnonzero(~has)

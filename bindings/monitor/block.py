@@ -23,8 +23,7 @@ units ticked since and writes their positions' figures before it builds a table
 (:func:`pmrisk.engine.core.unit_phases`, the same kernels on the same inputs).  When
 the selection cannot be exact (excluded instruments in the block, or a vol floor that starts
 or stops binding on a short option, which changes the revaluation rows) the block runs the
-engine on everything.  :meth:`Block.recompute_accounts` runs the engine on a sub-book
-(:func:`slice_book`) and scatters it back.
+engine on everything.
 """
 
 import contextlib
@@ -36,11 +35,13 @@ import numba
 import numpy as np
 import pyarrow as pa
 
+from ..io.arrow import kernel_args
 from ..io.book import load_book
 from ..engine.core import compute, floored_copies, fuses, run, short_instruments, unit_phases
 from ..results import TABLE_NAMES, accounts_table, all_finite, build, check_finite, margin_ratio
 from ..engine.units import prices_by_type
 from pmrisk.kernel.assemble import all_set, prices_at
+from pmrisk.kernel.ticks import book_marks, kept_rows, tick_selection
 
 _EMPTY_I = np.zeros(0, dtype=np.int64)
 BIG_RUN = 256          # accounts: an engine run this large uses the monitor's big_threads
@@ -70,36 +71,22 @@ def slice_book(book, acc):
     ``(sub_book, positions, orders)`` (the kept rows' indices)."""
     new = np.full(len(book.accounts), -1, dtype=np.int64)
     new[acc] = np.arange(len(acc))
-
-    def keep(account):
-        return np.flatnonzero(new[account] >= 0) if len(account) else _EMPTY_I
-
-    P, OD, B, R = (keep(a) for a in (book.pos_account, book.ord_account, book.bal_account,
-                                    book.res_account))
+    (P, pos_acc), (OD, ord_acc), (B, bal_acc), (R, res_acc) = (
+        kept_rows(new, *kernel_args(a)) for a in (book.pos_account, book.ord_account,
+                                                  book.bal_account, book.res_account))
     sub = dataclasses.replace(
         book, accounts=book.accounts.take(pa.array(acc, pa.int64())),
         acc_snap=book.acc_snap[acc],
-        pos_account=new[book.pos_account[P]], pos_instr=book.pos_instr[P],
+        pos_account=pos_acc, pos_instr=book.pos_instr[P],
         quantity=book.quantity[P], entry_price=book.entry_price[P], leverage=book.leverage[P],
-        ord_account=new[book.ord_account[OD]], ord_instr=book.ord_instr[OD],
+        ord_account=ord_acc, ord_instr=book.ord_instr[OD],
         ord_qty=book.ord_qty[OD],
         ord_id=book.ord_id.take(pa.array(OD, pa.int64())) if len(book.ord_id) else book.ord_id,
-        bal_account=new[book.bal_account[B]], bal_asset=[book.bal_asset[i] for i in B],
+        bal_account=bal_acc, bal_asset=[book.bal_asset[i] for i in B],
         bal_amount=book.bal_amount[B],
-        res_account=new[book.res_account[R]], res_unit=[book.res_unit[i] for i in R],
+        res_account=res_acc, res_unit=[book.res_unit[i] for i in R],
         res_mmp=book.res_mmp[R], res_oo=book.res_oo[R])
     return sub, P, OD
-
-
-def _scatter(dst, src, rows):
-    """Copy each array field of the figures dataclass ``src`` into ``dst`` at ``rows``."""
-    for f in dataclasses.fields(dst):
-        d, v = getattr(dst, f.name), getattr(src, f.name)
-        if isinstance(d, np.ndarray) and d.flags.writeable:    # read-only: fixed by the book
-            d[rows] = v
-        elif isinstance(d, list):
-            for j, r in enumerate(rows.tolist()):
-                d[r] = v[j]
 
 
 @dataclasses.dataclass
@@ -213,12 +200,9 @@ class Block:
             book.asset_px[:, col] = market.index[a]
         on = path.instr
         if len(on):
-            r = path.mrow
-            book.mark[on] = market.mark[r]
-            book.mark_iv[on] = market.iv[r]
-            fwd = market.fwd[r]
-            und_px = np.array([market.index[u] for u in path.instr_und])
-            book.forward[on] = np.where(np.isnan(fwd), und_px, fwd)
+            book_marks(on, path.mrow, np.array([market.index[u] for u in path.instr_und]),
+                       market.mark, market.iv, market.fwd, book.mark, book.mark_iv,
+                       book.forward)
         okx = self.out.okx
         if okx is not None and moved & set(okx.lin_ccy):
             self.run_all()      # okx_pm: a settlement currency moved: every unit's USD figures
@@ -235,25 +219,17 @@ class Block:
         layout: built once per set of moved names, so that a tick costs its selection."""
         book, out = self.book, self.out
         units = out.units
-        instr = np.flatnonzero(np.isin(self.und, list(key))) if len(self.und) else _EMPTY_I
+        instr_hit = np.array([u in key for u in self.und.tolist()], dtype=bool)
         type_hit = np.array([u in key or c in key for u, c in
                              zip(units.type_und, units.type_ccy)], dtype=bool)
-        unit_hit = type_hit[units.utype] if len(units) else np.zeros(0, dtype=bool)
-        acc_hit = np.zeros(len(self.names), dtype=bool)
-        acc_hit[units.account[unit_hit]] = True
         bal_hit = [self.bal_rows[a] for a in key if a in self.bal_rows]
         bal_hit = np.sort(np.concatenate(bal_hit)) if bal_hit else _EMPTY_I
-        acc_hit[book.bal_account[bal_hit]] = True
-        acc = np.flatnonzero(acc_hit & self.live)
-        moved_instr = np.zeros(len(self.und), dtype=bool)
-        moved_instr[instr] = True
-        rows = np.flatnonzero(moved_instr[out.rev.row_instr])
-        if self.sum_mode:
-            hit = unit_hit & self.live[units.account] if len(units) else unit_hit
-        else:                           # every unit of the accounts: their shares move
-            hit = acc_hit[units.account] & self.live[units.account] if len(units) else unit_hit
-        uidx = np.flatnonzero(hit)
-        moved_u = np.flatnonzero(unit_hit & self.live[units.account]) if len(units) else uidx
+        # under "correlated" every unit of the accounts: their shares move
+        utype, account, bal_account, row_instr = kernel_args(
+            units.utype, units.account, book.bal_account, out.rev.row_instr)
+        instr, rows, uidx, acc, moved_u = tick_selection(
+            instr_hit, type_hit, utype, account, self.live, bal_account, kernel_args(bal_hit)[0],
+            row_instr, not self.sum_mode)
         return TickPath(instr=instr, mrow=self.mrow[instr],
                         instr_und=self.und[instr].tolist(), rows=rows, units=uidx,
                         utype=units.utype[uidx], acc=acc, balances=bal_hit,
@@ -324,39 +300,6 @@ class Block:
         if not all_finite(self.out, sel):
             check_finite(self.out)
 
-    # -- a subset of accounts through the engine ------------------------------------------------
-    def recompute_accounts(self, acc):
-        """Run the engine on the sub-book of accounts ``acc`` and scatter the results."""
-        if len(acc) == len(self.names):
-            self.run_all()
-            return
-        self._keep_rows()
-        self._thaw()
-        out = self.out
-        sub, P, _ = slice_book(self.book, acc)
-        o = self._run(sub)
-        check_finite(o)
-        units, su = out.units, o.units
-        code = {n: i for i, n in enumerate(units.type_names)}
-        n_t = max(len(units.type_names), 1)
-        key = units.account * n_t + units.utype
-        known = all(n in code for n in su.type_names)
-        tmap = np.array([code.get(n, -1) for n in su.type_names], dtype=np.int64)
-        skey = acc[su.account] * n_t + tmap[su.utype] if len(su) else _EMPTY_I
-        U = np.searchsorted(key, skey)
-        if not known or (len(U) and (U.max() >= len(key) or (key[U] != skey).any())) or \
-                o.unit.vectors.shape[1] != out.unit.vectors.shape[1]:
-            self.run_all()                                     # not the same units: rebuild
-            return
-        _scatter(out.unit, o.unit, U)
-        units.settle_px[U] = su.settle_px
-        units.index_px[U] = su.index_px
-        _scatter(out.position, o.position, P)
-        if out.account.worst_scenario is None and o.account.worst_scenario is not None:
-            out.account.worst_scenario = ["none"] * len(self.names)
-        _scatter(out.account, o.account, acc)
-        self._paths = {}
-
     # -- result tables ------------------------------------------------------------------------
     def tables(self, names=TABLE_NAMES):
         """The result tables ``names`` (among accounts, units, positions) of the live
@@ -395,7 +338,7 @@ class Block:
         """:meth:`account_rows` of the figures as they are now, built when called: returns a
         function of no arguments.  Nothing is copied while the block stays as it is: the
         rows are built from the block's arrays when read.  Before the block next changes
-        those arrays in place (a tick, :meth:`recompute_accounts`, writing the positions'
+        those arrays in place (a tick, writing the positions'
         figures), a function still referenced somewhere keeps what its rows read: the
         accounts' rows themselves for a few accounts of a large block (under an eighth) and
         for okx_pm (more columns read), else copies of the few arrays the rows read (the

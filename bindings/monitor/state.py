@@ -31,10 +31,12 @@ import pyarrow.compute as pc
 
 from ..io import schema
 from ..io.arrow import (is_string_type, as_table, check_columns, codes, duplicated, float_column,
-                        has, raise_rows, str_column)
+                        has, kernel_args, raise_rows, str_column)
 from ..io.book import check_mark_iv
 from ..errors import MarginError
 from ..io.schema import TIME
+from pmrisk.kernel.assemble import csr
+from pmrisk.kernel.ticks import market_checks, write_marks
 
 F8 = pa.float64()
 STR = pa.string()
@@ -122,10 +124,9 @@ class AccountRows:
         self._table = t
         if t.num_rows:
             enc = pc.dictionary_encode(t.column("account")).combine_chunks()
-            codes = np.asarray(enc.indices.to_numpy(zero_copy_only=False), dtype=np.int64)
-            order = np.argsort(codes, kind="stable")
-            bounds = np.concatenate([[0], np.cumsum(np.bincount(codes,
-                                                                minlength=len(enc.dictionary)))])
+            # each account's rows, in order (one compiled signature: the engine's arguments)
+            bounds, order = csr(*kernel_args(enc.indices.to_numpy(zero_copy_only=False),
+                                             len(enc.dictionary)))
             self._rows = {a: order[bounds[k]:bounds[k + 1]]
                           for k, a in enumerate(enc.dictionary.to_pylist())}
         else:
@@ -333,43 +334,33 @@ class MarketState:
         if iv is not None:
             check_mark_iv(m, iv, self.max_iv)
         rows = np.array([self.row.get(s, -1) for s in names], dtype=np.int64)
-        no_mark = (rows < 0) & (np.isnan(mark) if mark is not None else True)
+        is_opt = np.array([self.instr_option[s] for s in names], dtype=bool)
+        nan = np.full(n, np.nan)             # a column left out: no value in any row
+        mark = nan if mark is None else np.array(mark, dtype=np.float64)
+        iv = nan if iv is None else np.array(iv, dtype=np.float64)
+        no_mark, bad = market_checks(rows, mark, iv, is_opt, self.iv)
         if no_mark.any():
             raise_rows(m, "market", "mark_price", no_mark, "a mark_price for a new symbol")
-        is_opt = np.array([self.instr_option[s] for s in names], dtype=bool)
-        old_iv = (np.where(rows >= 0, self.iv[np.maximum(rows, 0)], np.nan) if len(self.iv)
-                  else np.full(n, np.nan))
-        new_iv = old_iv if iv is None else np.where(np.isnan(iv), old_iv, iv)
-        bad = is_opt & np.isnan(new_iv) if n else np.zeros(0, dtype=bool)
         if bad.any():
             raise_rows(m, "market", "mark_iv", bad, "a mark_iv > 0 for every option")
-        fresh = np.flatnonzero(rows < 0)
-        existed = rows >= 0
-        before = [a[np.maximum(rows, 0)] if len(a) else np.full(n, np.nan)
-                  for a in (self.mark, self.iv, self.fwd)]
-        if len(fresh):                       # symbols without a market row yet: append
-            rows[fresh] = len(self.symbols) + np.arange(len(fresh))
-            for i in fresh:
-                self.symbols.append(names[i])
-                self.row[names[i]] = int(rows[i])
+        n_old = len(self.symbols)
+        fresh = [j for j, r in enumerate(rows.tolist()) if r < 0]
+        if fresh:                            # symbols without a market row yet: append
+            for k, j in enumerate(fresh):
+                rows[j] = n_old + k
+                self.symbols.append(names[j])
+                self.row[names[j]] = n_old + k
             pad = np.full(len(fresh), np.nan)
             self.mark = np.concatenate([self.mark, pad])
             self.iv = np.concatenate([self.iv, pad])
             self.fwd = np.concatenate([self.fwd, pad])
-        if mark is not None:
-            given = ~np.isnan(mark)
-            self.mark[rows[given]] = mark[given]
-        if iv is not None:
-            self.iv[rows] = new_iv
-        if fwd is not None:
-            self.fwd[rows] = fwd
         # the symbols whose row changed: new ones, and known ones with another mark_price,
         # mark_iv or underlying_price (exactly; NaN, no value, equals NaN): a feed that
         # re-sends its current values recomputes nothing
-        same = existed
-        for old, now in zip(before, (self.mark[rows], self.iv[rows], self.fwd[rows])):
-            same = same & ((old == now) | (np.isnan(old) & np.isnan(now)))
-        return {s for s, kept in zip(names, same.tolist()) if not kept}
+        changed = write_marks(rows, n_old, mark, iv, nan if fwd is None else
+                              np.array(fwd, dtype=np.float64), fwd is not None, self.mark,
+                              self.iv, self.fwd)
+        return {s for s, c in zip(names, changed.tolist()) if c}
 
     def _apply_index(self, x):
         if has(x, TIME):
@@ -378,17 +369,15 @@ class MarketState:
         check_columns(x, "index", {**schema.INDEX, "index_price": ("float", True, True)})
         und_arr = str_column(x, "underlying")
         und = und_arr.to_pylist()
-        px = float_column(x, "index", "index_price", positive=True, nullable=True)
+        px = float_column(x, "index", "index_price", positive=True, nullable=True).tolist()
         dup = _repeated(und)
         if dup.any():
             raise_rows(x, "index", "underlying", dup, "one row per underlying in a tick")
-        given = ~np.isnan(px)
-        new = ~given & np.array([u not in self.index for u in und], dtype=bool)
+        new = np.array([p != p and u not in self.index for u, p in zip(und, px)], dtype=bool)
         if new.any():
             raise_rows(x, "index", "index_price", new, "an index_price for a new underlying")
-        # an index_price equal to the current one changes nothing (a null keeps it too)
-        changed = {u: p for u, g, p in zip(und, given, px.tolist())
-                   if g and self.index.get(u) != p}
+        # an index_price equal to the current one changes nothing (a null, NaN, keeps it)
+        changed = {u: p for u, p in zip(und, px) if p == p and self.index.get(u) != p}
         self.index.update(changed)
         return set(changed)
 

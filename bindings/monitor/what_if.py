@@ -61,6 +61,7 @@ import pyarrow.compute as pc
 
 from pmrisk.kernel.instruments import INVERSE, KINDS as INSTRUMENT_KINDS
 from pmrisk.kernel.layout import position_layout
+from pmrisk.kernel.ticks import row_sources
 
 from ..engine.core import compute, floored_copies, prepare, run
 from ..engine.correlated import JointStress
@@ -496,24 +497,20 @@ def _reuse_rows(out, model, held, own):
         return None
     mine = np.full(n, -1, dtype=np.int64)
     mine[list(own)] = list(own.values())
-    k = mine[rv.row_instr]                     # the block's instrument of each row
-    copy = np.arange(len(k)) >= n               # floored copies: the block's copy, if any
-    fl = held.rev.floored
-    at = np.minimum(np.searchsorted(fl, k), max(len(fl) - 1, 0))
-    has = (k >= 0) & (~copy | ((fl[at] == k) if len(fl) else False))
-    src = np.where(copy, len(held.book.kind) + at, k)
-    use = np.flatnonzero(has)
+    # each row's block instrument; rows from n on are floored copies: the block's copy
+    use, src, left = row_sources(mine, *kernel_args(rv.row_instr), n,
+                                 *kernel_args(held.rev.floored), len(held.book.kind))
     if not len(use):
         return None
     if out.params.cross_unit == "correlated":
         lay = out.layout
         js = JointStress(model, out.units, out.pos_unit, lay.pu_start, lay.pu_order,
                          lay.ua_start, lay.q_port, out.pos_row, len(out.book.accounts),
-                         len(k))
+                         len(rv.row_instr))
         js.incremental = False          # one run: no records for ticks to come
         out.joint = js
-    _copy_rows(out, held, use, src[use])
-    return np.flatnonzero(~has), (use, src[use])
+    _copy_rows(out, held, use, src)
+    return left, (use, src)
 
 
 def _copy_rows(out, held, use, src):
