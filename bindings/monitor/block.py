@@ -44,7 +44,8 @@ from pmrisk.kernel.assemble import all_set, prices_at
 from pmrisk.kernel.ticks import book_marks, kept_rows, tick_selection
 
 _EMPTY_I = np.zeros(0, dtype=np.int64)
-BIG_RUN = 256          # accounts: an engine run this large uses the monitor's big_threads
+BIG_RUN = 256          # accounts: an engine run (or a joint-stress tick) this large uses
+                       # the monitor's big_threads
 # the account figures the monitor compares to decide whether an account's row changed
 ACCOUNT_FIELDS = ("equity", "actual_equity", "loan_maintenance_margin", "maintenance_margin",
                   "initial_margin", "scenario_margin")
@@ -274,9 +275,13 @@ class Block:
             units.index_px[uidx] = prices_by_type(book, type_und, path.utype, snap)
         # a figure that is not finite raises here; the monitor then rebuilds its blocks from
         # the inputs before the update (Monitor._tick)
-        compute(out, self.model, rows=path.rows, instruments=path.instr, units=uidx,
-                accounts=path.acc, balances=path.balances, positions=False,
-                moved_units=path.moved_units)
+        # a tick that moves the joint stress of many accounts is an engine run's worth of
+        # work: big_threads, as for a run of BIG_RUN accounts
+        big = out.joint is not None and len(path.acc) >= BIG_RUN
+        with numba_threads(self.big_threads if big else None):
+            compute(out, self.model, rows=path.rows, instruments=path.instr, units=uidx,
+                    accounts=path.acc, balances=path.balances, positions=False,
+                    moved_units=path.moved_units)
         if fuses(out):                  # the positions' figures: when tables are read
             self._ticked.setdefault(id(uidx), uidx)
         if not (all_set(out.unit.finite, uidx) and all_set(out.account.finite, path.acc)):
