@@ -26,8 +26,8 @@ into ``CHUNKS`` runs of rows, spread over the threads) and a ``_serial`` twin fo
 selections; both call the same ``*_rows`` function, and every row is computed from its own
 inputs, so results do not depend on the form or the thread count.  Nothing is allocated per
 unit (a few scratch arrays per run of rows) and no positions x scenarios array exists.  Amounts
-are in the unit's settlement currency unless named ``_usd``.  :func:`expiry_groups` numbers
-the roll-shock groups unit by unit.
+are in the unit's settlement currency unless named ``_usd``.  The roll-shock groups are
+numbered unit by unit (:func:`pmrisk.kernel.layout.expiry_groups`).
 
 Row indices read from index arrays (units, positions, instruments, revaluation rows,
 underlyings, accounts, balances; never -1 there) are cast to ``uint64`` in the hot loops:
@@ -50,7 +50,8 @@ CHUNKS = 64  # a parallel kernel's selection is cut in this many runs of rows, o
 @njit(inline="always")
 def group_span(pu_start, pu_order, pos_group, u):
     """(lowest, highest) expiry group of unit ``u``'s positions (a unit's groups are
-    consecutive, :func:`expiry_groups`); ``(1 << 62, -1)`` when it has none, an empty range."""
+    consecutive, :func:`pmrisk.kernel.layout.expiry_groups`); ``(1 << 62, -1)`` when it has
+    none, an empty range."""
     g_lo = 1 << 62
     g_hi = -1
     for j in range(pu_start[u], pu_start[u + 1]):
@@ -689,9 +690,10 @@ def largest_units(sel, ua_start, worst):
 
 @njit
 def position_expiry_keys(pos_instr, kind, expiry_ns):
-    """``(key, dated)`` per position for :func:`expiry_groups`, in one pass: a perpetual's key
-    is its own (``-1 - instrument``), a future's or option's its expiry; ``dated`` (0/1) for
-    futures, options and perpetuals (spot positions belong to no group)."""
+    """``(key, dated)`` per position for :func:`pmrisk.kernel.layout.expiry_groups`, in one
+    pass: a perpetual's key is its own (``-1 - instrument``), a future's or option's its
+    expiry; ``dated`` (0/1) for futures, options and perpetuals (spot positions belong to no
+    group)."""
     n = pos_instr.shape[0]
     key = np.empty(n, dtype=np.int64)
     dated = np.empty(n, dtype=np.int64)
@@ -701,87 +703,3 @@ def position_expiry_keys(pos_instr, kind, expiry_ns):
         key[j] = -1 - i if k == PERPETUAL else expiry_ns[i]
         dated[j] = 1 if (k == FUTURE or k == OPTION or k == PERPETUAL) else 0
     return key, dated
-
-
-@njit
-def _group_by_sorted_keys(run, m, pos_key, pos_group, base, group_unit, group_first, u):
-    """Group the ``m`` positions ``run[:m]`` of unit ``u`` by key: their keys sorted and made
-    distinct, each position's group ``base + rank of its key`` (binary search), each group's
-    first position in ``run`` order (as a stable sort of the positions would give).  Returns
-    the number of groups."""
-    keys = np.empty(m, dtype=np.int64)
-    for i in range(m):
-        keys[i] = pos_key[run[i]]
-    keys.sort()
-    k = 0
-    for i in range(m):
-        if i == 0 or keys[i] != keys[k - 1]:
-            keys[k] = keys[i]
-            k += 1
-    for g in range(k):
-        group_unit[base + g] = u
-        group_first[base + g] = -1
-    for i in range(m):
-        p = run[i]
-        key = pos_key[p]
-        lo = 0
-        hi = k
-        while lo < hi:
-            mid = (lo + hi) >> 1
-            if keys[mid] < key:
-                lo = mid + 1
-            else:
-                hi = mid
-        pos_group[p] = base + lo
-        if group_first[base + lo] < 0:
-            group_first[base + lo] = p
-    return k
-
-
-@njit
-def expiry_groups(pu_start, pu_order, pos_key, dated):
-    """Roll-shock expiry groups: within each unit, one group per distinct ``pos_key`` of its
-    ``dated`` positions, numbered unit by unit and by increasing key (so each unit's groups
-    are consecutive); other positions get -1.  Returns ``(pos_group int64[n_pos],
-    group_unit int64[n_groups], group_first int64[n_groups])`` (``group_first``: a member
-    position, for the group's years to expiry).  O(n log k) for units of k positions: a
-    small unit is sorted in place in a scratch run; a large one's keys are sorted and made
-    distinct, and each position finds its group by binary search."""
-    n_pos = pos_key.shape[0]
-    n_units = pu_start.shape[0] - 1
-    pos_group = np.full(n_pos, -1, dtype=np.int64)
-    group_unit = np.empty(n_pos, dtype=np.int64)
-    group_first = np.empty(n_pos, dtype=np.int64)
-    scratch = np.empty(n_pos, dtype=np.int64)         # dated positions of one unit, by key
-    n_groups = 0
-    for u in range(n_units):
-        m = 0
-        for j in range(pu_start[u], pu_start[u + 1]):
-            p = pu_order[j]
-            if dated[p]:
-                scratch[m] = p
-                m += 1
-        if m == 0:
-            continue
-        if m > 32:                                     # sort the keys, not the positions
-            n_groups += _group_by_sorted_keys(scratch, m, pos_key, pos_group, n_groups,
-                                              group_unit, group_first, u)
-            continue
-        for i in range(1, m):                          # insertion sort by key, stable
-            p = scratch[i]
-            k = pos_key[p]
-            t = i - 1
-            while t >= 0 and pos_key[scratch[t]] > k:
-                scratch[t + 1] = scratch[t]
-                t -= 1
-            scratch[t + 1] = p
-        prev = 0
-        for i in range(m):
-            p = scratch[i]
-            if i == 0 or pos_key[p] != prev:
-                group_unit[n_groups] = u
-                group_first[n_groups] = p
-                n_groups += 1
-                prev = pos_key[p]
-            pos_group[p] = n_groups - 1
-    return pos_group, group_unit[:n_groups].copy(), group_first[:n_groups].copy()

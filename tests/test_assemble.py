@@ -247,20 +247,3 @@ def test_position_expiry_keys_agree_with_oracle(data, n_instr, n_pos):
     assert got[0].tolist() == want[0].tolist() and got[1].tolist() == want[1].tolist()
 
 
-@settings(max_examples=50, deadline=None)
-@given(data=st.data(), n_units=st.integers(1, 5), n_pos=st.integers(0, 300),
-       n_keys=st.sampled_from([3, 12, 64, 65, 300]))
-def test_expiry_groups_agree_with_oracle(data, n_units, n_pos, n_keys):
-    """Small units sort in place; a unit of more than 32 dated positions sorts its keys and
-    finds each position's group by binary search."""
-    unit = np.array(data.draw(st.lists(st.integers(0, n_units - 1), min_size=n_pos,
-                                       max_size=n_pos)), dtype=np.int64)
-    key = np.array(data.draw(st.lists(st.integers(-5, n_keys - 6), min_size=n_pos,
-                                      max_size=n_pos)), dtype=np.int64)
-    dated = np.array(data.draw(st.lists(st.booleans(), min_size=n_pos, max_size=n_pos)),
-                     dtype=np.int64)
-    start, order = assemble.csr(unit, n_units)
-    g, gu, first = assemble.expiry_groups(start, order, key, dated)
-    g2, gu2, first2 = oracles.expiry_groups(start, order, key, dated)
-    assert g.tolist() == g2.tolist() and gu.tolist() == gu2.tolist()
-    assert (key[first] == key[first2]).all() and (unit[first] == unit[first2]).all()

@@ -807,7 +807,7 @@ def collateral_usd(book, params, rows, coll, usd):
 def expiry_groups(book, params, units, pu_start, pu_order):
     """Expiry groups for the roll shock: per unit, one group per expiry of its futures and
     options, one per perpetual; spot positions belong to none (-1).  Groups are numbered by
-    unit (:func:`pmrisk.kernel.assemble.expiry_groups`), so each unit's groups are
+    unit (:func:`pmrisk.kernel.layout.expiry_groups`), so each unit's groups are
     consecutive.  Returns ``(pos_group, group_rate, group_unit)``."""
     return layout_k.roll_groups(*kernel_args(
         pu_start, pu_order, book.pos_instr, book.kind, book.expiry_ns, book.years, units.utype,
