@@ -497,12 +497,12 @@ ABS_BITS = 0x7FFFFFFFFFFFFFFF      # a double's bits but the sign: its |x|'s
 
 
 @njit(_nrt=False)
-def _bits_max(xi, n):
-    """The bits of the largest |x| of ``xi[:n]`` (doubles' bits as int64; ``|x|``'s are
+def bits_max(xi, lo, hi):
+    """The bits of the largest |x| of ``xi[lo:hi]`` (doubles' bits as int64; ``|x|``'s are
     ``x``'s without the sign bit, ordered as the |x| are, inf and NaN above every finite
-    one); 0 if ``n <= 0``."""
+    one); 0 if the range is empty.  An integer maximum, which the compiler vectorises."""
     m = 0
-    for s in range(n):
+    for s in range(lo, hi):
         v = xi[s] & ABS_BITS
         m = v if v > m else m
     return m
@@ -527,7 +527,7 @@ def _tol_bounds(cv, cvi, n_shell, ts, tail0, error_factor, gw, cap, cover, px, b
         tol, size = curve_tol(cv, n_shell, ts, tail0, error_factor, bb, d2, d2t, True)
         _curve_bounds(cv, n_shell, ts, tail0, gw, cap, cover, px, mn, d2, d2t, lvr, lvt)
         return tol, size
-    size_b = _bits_max(cvi, n)
+    size_b = bits_max(cvi, 0, n)
     ns = 3 * (n_shell - 2)
     for s in range(ns):
         b4[s] = (cv[s + 6] - cv[s + 3]) - (cv[s + 3] - cv[s])
@@ -542,7 +542,7 @@ def _tol_bounds(cv, cvi, n_shell, ts, tail0, error_factor, gw, cap, cover, px, b
         for k in range(nt - 2):
             e4[ne + k] = (b4[ns + k + 2] - b4[ns + k + 1]) - (b4[ns + k + 1] - b4[ns + k])
         ne += nt - 2
-    err_b = _bits_max(e4i, ne)
+    err_b = bits_max(e4i, 0, ne)
     if size_b >= FINITE_BITS or err_b >= FINITE_BITS:
         tol, size = curve_tol(cv, n_shell, ts, tail0, error_factor, bb, d2, d2t, True)
     else:

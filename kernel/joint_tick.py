@@ -137,7 +137,7 @@ from numba import prange
 from ._config import njit
 from .assemble import CHUNKS
 from .instruments import OPTION
-from .joint import (BIND_JOINT, active_units, binding_candidate, cell, curve_tol,
+from .joint import (BIND_JOINT, active_units, binding_candidate, bits_max, cell, curve_tol,
                     delta_direction, exact_total, interp_add, interp_delta,
                     interval_bounds, record_binding, reset_account, scenario, unit_curve,
                     weighted_best)
@@ -147,7 +147,6 @@ FAST, FULL, SAME = 0, 1, 2   # how a tick settled an account (SAME: fast, descri
 K_KEEP = 128         # joint scenarios kept per account (more: fewer full runs)
 LEBESGUE = 1.7       # >= max over [0, 3] of sum_k |l_k(u)| for 4 equispaced nodes (1.6311)
 ROUND = 1e-12        # rounding allowance, relative to the sizes involved
-ABS_BITS = 0x7FFFFFFFFFFFFFFF   # a double's bits but its sign's
 RECORD_GAP = 0.25    # a record computes the directions whose bound is within this share of
 #                      |lowest| (and of 1e-3 of the account's curve size) above lowest
 
@@ -194,15 +193,10 @@ def _near(keep_v, keep_p, a, n, first, drift, path, scale, band, out):
 
 
 @njit(inline="always")
-def _bits_max(xi, lo, hi):
-    """The largest ``|x|`` of the doubles whose bits are ``xi[lo:hi]`` (int64), NaN if one is
-    (a double's bits without the sign order as its ``|x|``, NaN's above inf's), 0 if none:
-    an integer maximum, which the compiler vectorises."""
-    m = 0
-    for s in range(lo, hi):
-        b = xi[s] & ABS_BITS
-        m = b if b > m else m
-    return np.int64(m).view(np.float64)
+def _max_abs(xi, lo, hi):
+    """The largest ``|x|`` of the doubles whose bits are ``xi[lo:hi]`` (int64), NaN if one is,
+    0 if none (:func:`pmrisk.kernel.joint.bits_max`, as a double)."""
+    return np.int64(bits_max(xi, lo, hi)).view(np.float64)
 
 
 @njit(inline="always")
@@ -887,11 +881,11 @@ def _tick_accounts(sel, lo, hi, acc, grp, ins, grid, outs, keep, prev, how, unit
                     dy[s] = abs(x - rec[s])
                     dq[s] = abs(x - pp * old[s])
                     old[s] = new[s]
-                y_sh = _bits_max(dyi, 0, tail0)
-                q_sh = _bits_max(dqi, 0, tail0)
-                y_tl = _bits_max(dyi, tail0, width)
-                q_tl = _bits_max(dqi, tail0, width)
-                size = _bits_max(fresh_i, 0, width)
+                y_sh = _max_abs(dyi, 0, tail0)
+                q_sh = _max_abs(dqi, 0, tail0)
+                y_tl = _max_abs(dyi, tail0, width)
+                q_tl = _max_abs(dqi, tail0, width)
+                size = _max_abs(fresh_i, 0, width)
                 # tol: an upper bound from its rows' (exact later, only if a decision needs it)
                 ub = tol_bound(u, pu_start, pu_order, q, pos_row, curve_of_row, row_t, row_s,
                                error_factor) * px
