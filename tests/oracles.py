@@ -2063,3 +2063,41 @@ def row_sources(mine, row_instr, n_instr, floored, n_held):
     src = np.where(copy, n_held + at, k)
     use = np.flatnonzero(has)
     return use, src[use], np.flatnonzero(~has)
+
+
+# -- s18: kernel/rowkeys.py twins: the numpy each replaced in bindings/ (engine.units,
+# -- engine.risk_arrays, backtest) --------------------------------------------------------------
+
+def settlement_combos(und_code, settlement):
+    """Twin of :func:`pmrisk.kernel.rowkeys.settlement_combos` (``und * 2 + inverse``)."""
+    return np.asarray(und_code, dtype=np.int64) * 2 + (np.asarray(settlement) == INVERSE)
+
+
+def unit_keys(n_types, instr_type, pos_account, pos_instr, ord_account, ord_instr,
+              res_account, res_type):
+    """Twin of :func:`pmrisk.kernel.rowkeys.unit_keys` (three gathers and a concatenation)."""
+    instr_type = np.asarray(instr_type, dtype=np.int64)
+    return np.concatenate([np.asarray(pos_account, np.int64) * n_types
+                           + instr_type[np.asarray(pos_instr, np.int64)],
+                           np.asarray(ord_account, np.int64) * n_types
+                           + instr_type[np.asarray(ord_instr, np.int64)],
+                           np.asarray(res_account, np.int64) * n_types
+                           + np.asarray(res_type, np.int64)]).astype(np.int64)
+
+
+def split_pairs(pair, n_types):
+    """Twin of :func:`pmrisk.kernel.rowkeys.split_pairs` (``//`` and ``%``)."""
+    pair = np.asarray(pair, dtype=np.int64)
+    return (pair // n_types).astype(np.int64), (pair % n_types).astype(np.int64)
+
+
+def time_runs(ns):
+    """Twin of :func:`pmrisk.kernel.rowkeys.time_runs` (the run starts by a shifted
+    comparison, their lengths by a difference)."""
+    ns = np.asarray(ns, dtype=np.int64)
+    if len(ns) and (np.diff(ns) < 0).any():
+        return np.zeros(0, dtype=np.int64), np.zeros(0, dtype=np.int64), False
+    if not len(ns):
+        return np.zeros(0, dtype=np.int64), np.zeros(0, dtype=np.int64), True
+    start = np.flatnonzero(np.r_[True, ns[1:] != ns[:-1]])
+    return ns[start], np.diff(np.r_[start, len(ns)]).astype(np.int64), True

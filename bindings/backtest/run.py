@@ -46,7 +46,9 @@ from dataclasses import dataclass, field
 import numpy as np
 import pyarrow as pa
 
-from ..io.arrow import NAT, as_table, check_columns, time_column
+from pmrisk.kernel.rowkeys import time_runs
+
+from ..io.arrow import NAT, as_table, check_columns, kernel_args, time_column
 from ..model.calibration import CalibrationSchedule
 from ..errors import MarginError
 from ..io.fill import advance_carry, check_mode, forward_fill
@@ -258,15 +260,18 @@ class _Source:
             self.table = as_table(obj, name)
         schema = self.dataset.schema if self.dataset is not None else self.table.schema
         self.timed = TIME in schema.names and name != "instruments"
-        self._ns = self._order = None
+        self._ns = self._order = self._runs = None
         if self.timed and self.table is not None:   # a dataset's parts: open_dataset
             check_columns(self.table, name, {TIME: ("time", True, False)})
             ns = time_column(self.table, name, TIME)
             _no_nulls(ns, name)
-            if len(ns) and (np.diff(ns) < 0).any():
+            values, counts, ok = time_runs(*kernel_args(ns))
+            if not ok:
                 self._order = np.argsort(ns, kind="stable")
                 ns = ns[self._order]
+                values, counts, _ = time_runs(*kernel_args(ns))
             self._ns = ns
+            self._runs = values, counts
 
     def whole(self):
         """The whole input as a table (untimed inputs: instruments, static tables)."""
@@ -283,8 +288,8 @@ class _Source:
 
     def time_counts(self):
         """(distinct times, rows at each) of a timed input, sorted by time."""
-        if self._ns is not None:
-            return _run_lengths(self._ns)
+        if self._runs is not None:
+            return self._runs
         vals, counts = [], []
         # little readahead: planning a long history must not hold much of it at once
         with reading(self.dataset, self.name, self.where, columns=[TIME]):
@@ -292,9 +297,9 @@ class _Source:
                                                  batch_readahead=1, fragment_readahead=1):
                 ns = time_column(pa.Table.from_batches([batch]), self.name, TIME)
                 _no_nulls(ns, self.name)
-                if not (np.diff(ns) >= 0).all():
-                    ns = np.sort(ns)
-                v, c = _run_lengths(ns)
+                v, c, ok = time_runs(*kernel_args(ns))
+                if not ok:
+                    v, c, _ = time_runs(*kernel_args(np.sort(ns)))
                 vals.append(v)
                 counts.append(c)
         if not vals:
@@ -317,13 +322,6 @@ def _no_nulls(ns, name):
     if (ns == NAT).any():
         raise MarginError(name, TIME, "a time on every row (no nulls)",
                           n_bad=int((ns == NAT).sum()))
-
-
-def _run_lengths(sorted_ns):
-    if not len(sorted_ns):
-        return np.zeros(0, dtype=np.int64), np.zeros(0, dtype=np.int64)
-    start = np.flatnonzero(np.r_[True, sorted_ns[1:] != sorted_ns[:-1]])
-    return sorted_ns[start], np.diff(np.r_[start, len(sorted_ns)]).astype(np.int64)
 
 
 def _read(part):

@@ -12,11 +12,12 @@ import pyarrow as pa
 
 from pmrisk.kernel import scenarios as S
 from pmrisk.kernel.instruments import LINEAR, SPOT
+from pmrisk.kernel.rowkeys import split_pairs, unit_keys
 from pmrisk.kernel.scenarios import TABLE_EXTREME
 
 from ..io import schema
 from ..io.arrow import (as_table, check_columns, codes, duplicated, float_column, has, lookup,
-                        raise_rows, str_column, unique_keys, valuation_ns)
+                        kernel_args, raise_rows, str_column, unique_keys, valuation_ns)
 from ..io.book import Book, read_index
 from .core import Revaluation, compute, lay_out, resolve
 from ..errors import MarginError
@@ -160,11 +161,11 @@ def margin_from_risk_arrays(positions, risk_arrays, model=None, index=None,
     settle_px = np.array([settle_price(c, prices, stable) for c in type_ccy])
     index_px = np.array([prices.get(u, 1.0) for u in type_und])
     n_t = len(type_names)
-    pair, pos_unit = unique_keys(acc_codes * n_t + sym_type[pos_row])
-    utype = (pair % n_t).astype(np.int64)
+    pair, pos_unit = unique_keys(unit_keys(n_t, *kernel_args(
+        sym_type, acc_codes, pos_row, _NONE_I, _NONE_I, _NONE_I, _NONE_I)))
+    account, utype = split_pairs(*kernel_args(pair), n_t)
     units = Units(type_names=type_names, type_und=type_und, type_ccy=type_ccy,
-                  type_und_code=und_code, underlyings=underlyings,
-                  account=(pair // n_t).astype(np.int64), utype=utype,
+                  type_und_code=und_code, underlyings=underlyings, account=account, utype=utype,
                   settle_px=settle_px[utype], index_px=index_px[utype])
     n_units = len(units)
 
