@@ -1,0 +1,91 @@
+"""Issue 11's rule, read from the source: no numpy arithmetic on per-position or per-unit
+arrays in the bindings outside table building; such work is a kernel in ``kernel/`` with a
+twin in ``tests/oracles.py``.
+
+The guard walks the modules of :data:`COVERED` and lists every call of a numpy function
+(``np.x(...)``) that is not allocation, conversion, sorting or searching (:data:`STRUCTURAL`).
+Each must be in :data:`ALLOWED` with the reason it is not per-position or per-unit arithmetic;
+an entry must name a call that exists (a stale one fails).  Operators on arrays (``a * b``) are
+not seen: the guard catches the numpy calls, a review the rest.
+"""
+
+import ast
+import pathlib
+
+ROOT = pathlib.Path(__file__).resolve().parent.parent
+
+COVERED = ("bindings/engine/units.py", "bindings/engine/excluded.py", "bindings/engine/okx.py",
+           "bindings/engine/binance.py", "bindings/engine/liquidation.py",
+           "bindings/engine/risk_arrays.py", "bindings/engine/snapshots.py",
+           "bindings/backtest/run.py", "bindings/monitor/what_if.py")
+
+STRUCTURAL = frozenset("""
+    zeros empty full ones arange array asarray ascontiguousarray concatenate zeros_like
+    empty_like full_like ones_like column_stack stack vstack hstack atleast_1d ndim dtype
+    int64 float64 datetime64 iinfo finfo errstate frombuffer broadcast_to repeat tile copyto
+    ravel reshape result_type argsort sort lexsort searchsorted unique flatnonzero nonzero isin
+""".split())
+
+# (module, enclosing function, numpy function) -> why it may stay
+ALLOWED = {
+    ("bindings/backtest/run.py", "_Source.time_counts", "bincount"):
+        "rows per distinct time, merged across a dataset's batches: per time, not per row",
+    ("bindings/backtest/run.py", "_plan", "bincount"): "rows per distinct time: per time",
+    ("bindings/backtest/run.py", "_plan", "cumsum"): "the batch plan over distinct times",
+    ("bindings/backtest/run.py", "_check_batch_rows", "isfinite"): "an argument's check",
+    ("bindings/engine/binance.py", "position_columns", "where"): "the positions table",
+    ("bindings/engine/risk_arrays.py", "margin_from_risk_arrays", "bincount"):
+        "the input check: every symbol has all its scenarios",
+    ("bindings/engine/risk_arrays.py", "_final_cells", "where"): "per scenario set (model)",
+    ("bindings/monitor/what_if.py", "_legs", "where"): "per trade of a what-if basket",
+    ("bindings/monitor/what_if.py", "_legs", "isnan"): "per trade of a what-if basket",
+}
+
+
+def _numpy_calls(path):
+    """``(enclosing function, numpy function)`` of each numpy call in the module at ``path``
+    (functions dotted with their class or outer function)."""
+    found = []
+    stack = []
+
+    class Visitor(ast.NodeVisitor):
+        def scoped(self, node):
+            stack.append(node.name)
+            self.generic_visit(node)
+            stack.pop()
+
+        visit_FunctionDef = visit_AsyncFunctionDef = visit_ClassDef = scoped
+
+        def visit_Call(self, node):
+            fn, parts = node.func, []
+            while isinstance(fn, ast.Attribute):
+                parts.append(fn.attr)
+                fn = fn.value
+            if isinstance(fn, ast.Name) and fn.id in ("np", "numpy") and parts:
+                found.append((".".join(stack) or "<module>", ".".join(reversed(parts))))
+            self.generic_visit(node)
+
+    Visitor().visit(ast.parse((ROOT / path).read_text()))
+    return found
+
+
+def _arithmetic():
+    return {(path, where, name) for path in COVERED for where, name in _numpy_calls(path)
+            if name not in STRUCTURAL}
+
+
+def test_no_numpy_arithmetic_outside_the_allowed_calls():
+    extra = sorted(_arithmetic() - set(ALLOWED))
+    assert not extra, ("numpy arithmetic in the bindings: move it to a kernel (kernel/, with a "
+                       f"twin in tests/oracles.py), or say why it may stay in ALLOWED: {extra}")
+
+
+def test_every_allowed_call_exists():
+    stale = sorted(set(ALLOWED) - _arithmetic())
+    assert not stale, f"ALLOWED names calls that are gone: {stale}"
+
+
+def test_the_walk_sees_nested_functions_and_methods():
+    calls = _numpy_calls("bindings/backtest/run.py")
+    assert ("_Source.time_counts", "bincount") in calls
+    assert ("_plan", "cumsum") in calls
