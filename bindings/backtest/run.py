@@ -264,12 +264,12 @@ class _Source:
         if self.timed and self.table is not None:   # a dataset's parts: open_dataset
             check_columns(self.table, name, {TIME: ("time", True, False)})
             ns = time_column(self.table, name, TIME)
-            _no_nulls(ns, name)
             values, counts, ok = time_runs(*kernel_args(ns))
             if not ok:
                 self._order = np.argsort(ns, kind="stable")
                 ns = ns[self._order]
                 values, counts, _ = time_runs(*kernel_args(ns))
+            _no_nulls(values, counts, name)
             self._ns = ns
             self._runs = values, counts
 
@@ -296,10 +296,10 @@ class _Source:
             for batch in self.dataset.to_batches(columns=[TIME], batch_size=1 << 16,
                                                  batch_readahead=1, fragment_readahead=1):
                 ns = time_column(pa.Table.from_batches([batch]), self.name, TIME)
-                _no_nulls(ns, self.name)
                 v, c, ok = time_runs(*kernel_args(ns))
                 if not ok:
                     v, c, _ = time_runs(*kernel_args(np.sort(ns)))
+                _no_nulls(v, c, self.name)
                 vals.append(v)
                 counts.append(c)
         if not vals:
@@ -318,10 +318,11 @@ class _Source:
         return self.table.take(pa.array(self._order[i0:i1], pa.int64()))
 
 
-def _no_nulls(ns, name):
-    if (ns == NAT).any():
-        raise MarginError(name, TIME, "a time on every row (no nulls)",
-                          n_bad=int((ns == NAT).sum()))
+def _no_nulls(values, counts, name):
+    """A null time reads as NaT, the least int64: then the first of the distinct times
+    ``values`` (rows at each: ``counts``)."""
+    if len(values) and values[0] == NAT:
+        raise MarginError(name, TIME, "a time on every row (no nulls)", n_bad=int(counts[0]))
 
 
 def _read(part):
