@@ -144,7 +144,7 @@ from .joint import (BIND_JOINT, active_units, binding_candidate, bits_max, cell,
 from .scenarios import VOL_DOWN, VOL_SAME, VOL_UP
 
 FAST, FULL, SAME = 0, 1, 2   # how a tick settled an account (SAME: fast, description unchanged)
-K_KEEP = 128         # joint scenarios kept per account (more: fewer full runs)
+K_KEEP = 64          # joint scenarios kept per account (more: fewer full runs, more to bound)
 LEBESGUE = 1.7       # >= max over [0, 3] of sum_k |l_k(u)| for 4 equispaced nodes (1.6311)
 ROUND = 1e-12        # rounding allowance, relative to the sizes involved
 RECORD_GAP = 0.25    # a record computes the directions whose bound is within this share of
