@@ -6,7 +6,8 @@ positions, orders and expiry groups by unit, of positions, units and balances by
 runs the phases over a *selection* (:func:`compute`):
 
 1. revalue: :func:`pmrisk.kernel.instrument_pnl` and :func:`pmrisk.kernel.instrument_greeks`
-   on the revaluation rows (all of them, or the rows a tick moved);
+   on the revaluation rows (all of them, in one parallel pass:
+   :func:`pmrisk.kernel.revalue.instrument_pnl_greeks`; or the rows a tick moved);
 2. units: :func:`pmrisk.kernel.assemble.unit_figures` (risk vectors, worst case, open orders,
    positions' values and Greeks, add-ons in coin);
 3. excluded instruments (SPAN standalone margin; numpy, when the model excludes any);
