@@ -147,7 +147,9 @@ def instrument_pnl_greeks(kind, settlement, contract_size, mark, forward, strike
     n_instr = kind.shape[0]
     n_g = g_kind.shape[0]
     out = np.empty((n_instr, price_shock.shape[1]))    # every cell written (padding: 0)
-    greeks = np.zeros((5, n_g))
+    # np.empty, zeroed in the loop: under parallel=True np.zeros would be a parallel
+    # region of its own (one more wake-up of the threads)
+    greeks = np.empty((5, n_g))
     chunks = min(CHUNKS, max(n_instr, n_g))             # rows round-robin, as instrument_pnl
     for c in prange(chunks):
         for i in range(c, n_instr, chunks):
@@ -155,6 +157,8 @@ def instrument_pnl_greeks(kind, settlement, contract_size, mark, forward, strike
                      t_now, t_scen, sig_mark, sig_up, sig_same, sig_down, und, rate, n_scen,
                      price_shock, log1p_shock, vol_code, vol_factor, pnl_scale)
         for i in range(c, n_g, chunks):
+            for k in range(5):
+                greeks[k, i] = 0.0
             _greeks_row(i, greeks, g_kind, g_settlement, g_contract_size, g_mark, g_forward,
                         g_strike, g_is_call, g_t_now, g_sig_mark, rate)
     return out, greeks
