@@ -128,24 +128,63 @@ def instrument_greeks(kind, settlement, contract_size, mark, forward, strike, is
     n = kind.shape[0]
     out = np.zeros((5, n))
     for i in range(n):
-        c = contract_size[i]
-        inverse = settlement[i] == INVERSE
-        if kind[i] != OPTION:
-            out[1, i] = c / mark[i] if inverse else c
-            continue
-        F = forward[i]
-        p, d, g, v, t = black76_greeks(F, strike[i], t_now[i], sig_mark[i],
-                                       is_call[i] == 1, rate)
-        if inverse:
-            out[0, i] = c * p / F
-            out[1, i] = c * (d - p / F)
-            out[2, i] = c * g
-            out[3, i] = c * v / F
-            out[4, i] = c * t / F
-        else:
-            out[0, i] = c * p
-            out[1, i] = c * d
-            out[2, i] = c * g
-            out[3, i] = c * v
-            out[4, i] = c * t
+        _greeks_row(i, out, kind, settlement, contract_size, mark, forward, strike, is_call,
+                    t_now, sig_mark, rate)
     return out
+
+
+@njit(parallel=True)
+def instrument_pnl_greeks(kind, settlement, contract_size, mark, forward, strike, is_call,
+                          t_now, t_scen, sig_mark, sig_up, sig_same, sig_down, und, rate,
+                          n_scen, price_shock, log1p_shock, vol_code, vol_factor, pnl_scale,
+                          g_kind, g_settlement, g_contract_size, g_mark, g_forward, g_strike,
+                          g_is_call, g_t_now, g_sig_mark):
+    """:func:`instrument_pnl` of its first 21 arguments and :func:`instrument_greeks` of
+    the ``g_`` columns (and ``rate``) in one parallel pass: ``(pnl, greeks)``, each row
+    computed by the same code as there, so the same bits.  A whole book's revaluation
+    (:func:`pmrisk.engine.core.compute` on every row and instrument): the Greeks run on
+    the threads the scenario rows wake anyway."""
+    n_instr = kind.shape[0]
+    n_g = g_kind.shape[0]
+    out = np.empty((n_instr, price_shock.shape[1]))    # every cell written (padding: 0)
+    # np.empty, zeroed in the loop: under parallel=True np.zeros would be a parallel
+    # region of its own (one more wake-up of the threads)
+    greeks = np.empty((5, n_g))
+    chunks = min(CHUNKS, max(n_instr, n_g))             # rows round-robin, as instrument_pnl
+    for c in prange(chunks):
+        for i in range(c, n_instr, chunks):
+            _pnl_row(i, out, kind, settlement, contract_size, mark, forward, strike, is_call,
+                     t_now, t_scen, sig_mark, sig_up, sig_same, sig_down, und, rate, n_scen,
+                     price_shock, log1p_shock, vol_code, vol_factor, pnl_scale)
+        for i in range(c, n_g, chunks):
+            for k in range(5):
+                greeks[k, i] = 0.0
+            _greeks_row(i, greeks, g_kind, g_settlement, g_contract_size, g_mark, g_forward,
+                        g_strike, g_is_call, g_t_now, g_sig_mark, rate)
+    return out, greeks
+
+
+@njit(inline="always")
+def _greeks_row(i, out, kind, settlement, contract_size, mark, forward, strike, is_call,
+                t_now, sig_mark, rate):
+    """Column ``i`` of :func:`instrument_greeks`, written into ``out[:, i]`` (zeros: left
+    as they are for futures and spot)."""
+    c = contract_size[i]
+    inverse = settlement[i] == INVERSE
+    if kind[i] != OPTION:
+        out[1, i] = c / mark[i] if inverse else c
+        return
+    F = forward[i]
+    p, d, g, v, t = black76_greeks(F, strike[i], t_now[i], sig_mark[i], is_call[i] == 1, rate)
+    if inverse:
+        out[0, i] = c * p / F
+        out[1, i] = c * (d - p / F)
+        out[2, i] = c * g
+        out[3, i] = c * v / F
+        out[4, i] = c * t / F
+    else:
+        out[0, i] = c * p
+        out[1, i] = c * d
+        out[2, i] = c * g
+        out[3, i] = c * v
+        out[4, i] = c * t

@@ -186,6 +186,13 @@ def instrument_greeks(kind, settlement, contract_size, mark, forward, strike, is
     return out
 
 
+def instrument_pnl_greeks(*args):
+    """Twin of ``revalue.instrument_pnl_greeks``: :func:`instrument_pnl` of the first 21
+    arguments and :func:`instrument_greeks` of the last 9 with ``rate``."""
+    pnl_args, g_args = args[:21], args[21:]
+    return instrument_pnl(*pnl_args), instrument_greeks(*g_args, pnl_args[14])
+
+
 def unit_risk_vectors(pos_unit, pos_instr, quantity, instr_pnl, n_units):
     """``float64[n_units, S]``: the sum of ``quantity x instrument row`` per unit."""
     out = np.zeros((n_units, instr_pnl.shape[1]))

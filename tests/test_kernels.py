@@ -649,7 +649,9 @@ _SIGNATURE_SCRIPT = textwrap.dedent("""
               "quantity": [-2.0, 500.0], "price": [0.013, 3500.0]}
 
     KERNELS = {
-        "instrument_pnl": K.instrument_pnl, "instrument_greeks": K.instrument_greeks,
+        # margin() revalues every row and instrument in one pass (instrument_pnl and
+        # instrument_greeks alone: the Monitor's moved rows)
+        "instrument_pnl_greeks": revalue.instrument_pnl_greeks,
         "assemble.csr": assemble.csr, "layout.expiry_groups": layout.expiry_groups,
         "assemble.position_expiry_keys": assemble.position_expiry_keys,
         "assemble.unit_figures": assemble.unit_figures,
@@ -742,3 +744,25 @@ def test_one_compiled_signature_per_kernel(mode, tmp_path):
         assert not missing, f"phase kernels warmup() leaves uncompiled: {missing}"
     bad = {stage: c for stage, c in bad.items() if c}
     assert not bad, f"kernels with != 1 compiled signature after each stage: {bad}"
+
+
+# -- instrument_pnl_greeks (s18-grid) -----------------------------------------------------------
+
+@given(seed=st.integers(0, 2**32 - 1), n_instr=st.integers(0, 150),
+       n_g=st.integers(0, 150), rate=st.sampled_from([0.0, 0.05]))
+def test_instrument_pnl_greeks_is_both_kernels(seed, n_instr, n_g, rate):
+    """The fused pass gives instrument_pnl's and instrument_greeks' bits (rows and
+    instruments of different counts: the round-robin covers both), and so their twins'."""
+    rng = np.random.default_rng(seed)
+    scen = padded(["grid+extended", "custom"])
+    instr = random_instruments(rng, n_instr, 2, rate)
+    g_instr = random_instruments(rng, n_g, 2, rate)
+    args = (*pnl_args(instr, scen), *greeks_args(g_instr)[:-1])
+    pnl, greeks = K.revalue.instrument_pnl_greeks(*args)
+    want_pnl = K.instrument_pnl(*pnl_args(instr, scen))
+    want_greeks = K.instrument_greeks(*greeks_args(g_instr)[:-1], rate)
+    assert pnl.view(np.int64).tolist() == want_pnl.view(np.int64).tolist()
+    assert greeks.view(np.int64).tolist() == want_greeks.view(np.int64).tolist()
+    o_pnl, o_greeks = oracles.instrument_pnl_greeks(*args)
+    assert_close(pnl, o_pnl, pnl_magnitude(instr, scen), what="instrument_pnl_greeks pnl")
+    assert_close(greeks, o_greeks, greeks_magnitude(g_instr), what="instrument_pnl_greeks")

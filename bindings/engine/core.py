@@ -6,7 +6,8 @@ positions, orders and expiry groups by unit, of positions, units and balances by
 runs the phases over a *selection* (:func:`compute`):
 
 1. revalue: :func:`pmrisk.kernel.instrument_pnl` and :func:`pmrisk.kernel.instrument_greeks`
-   on the revaluation rows (all of them, or the rows a tick moved);
+   on the revaluation rows (all of them, in one parallel pass:
+   :func:`pmrisk.kernel.revalue.instrument_pnl_greeks`; or the rows a tick moved);
 2. units: :func:`pmrisk.kernel.assemble.unit_figures` (risk vectors, worst case, open orders,
    positions' values and Greeks, add-ons in coin);
 3. excluded instruments (SPAN standalone margin; numpy, when the model excludes any);
@@ -36,6 +37,7 @@ from pmrisk.kernel.assemble import csr
 from pmrisk.kernel import across
 from pmrisk.kernel import layout as layout_k
 from pmrisk.kernel import okx as okx_k
+from pmrisk.kernel import revalue as revalue_k
 from pmrisk.kernel import span as span_k
 
 from ..io.arrow import kernel_args
@@ -424,18 +426,21 @@ def _array_fields(cls, given):
     return tuple(f.name for f in fields(cls) if f.default is MISSING or f.name in given)
 
 
-def prepare(book, model, keep_vectors=False):
+def prepare(book, model, keep_vectors=False, revalue_all=False):
     """Resolve the model and lay out ``book`` for the phases; returns an :class:`Outcome`
     whose figures are still zero (:func:`compute` fills them).  ``keep_vectors``: store the
     units' risk vectors (for risk-vector tables; always under ``cross_unit =
-    "correlated"``, whose per-unit tail cells read them)."""
-    return lay_out(book, model, revaluation_inputs(book, model), keep_vectors)
+    "correlated"``, whose per-unit tail cells read them).  ``revalue_all``: the caller
+    runs :func:`compute` on every row next, which replaces ``instr_pnl`` (not zeroed
+    then, except under ``margin_rules = "brackets"``, whose ``instr_pnl`` stays zero)."""
+    return lay_out(book, model, revaluation_inputs(book, model), keep_vectors, revalue_all)
 
 
-def lay_out(book, model, rv, keep_vectors=True):
+def lay_out(book, model, rv, keep_vectors=True, revalue_all=False):
     """The :class:`Outcome` of ``book`` with the units, resolved parameters and revaluation
     rows of ``rv``, figures zero (also for :func:`pmrisk.margin_from_risk_arrays`, whose
-    revaluation rows are the caller's risk arrays)."""
+    revaluation rows are the caller's risk arrays); ``revalue_all`` as in
+    :func:`prepare`."""
     units, itype, pos_unit = rv.units, rv.itype, rv.pos_unit
     params = rv.params
     n_units, n_acc, n_pos = len(units), len(book.accounts), len(book.quantity)
@@ -483,7 +488,8 @@ def lay_out(book, model, rv, keep_vectors=True):
     out = Outcome(
         book=book, units=units, scen=rv.scen, params=params, rev=rv, layout=layout,
         instr_type=itype, pos_unit=pos_unit, pos_row=rv.pos_row,
-        instr_pnl=np.zeros((len(rv.row_instr), width)),
+        instr_pnl=(np.empty if revalue_all and params.margin_rules != "brackets" else
+                   np.zeros)((len(rv.row_instr), width)),
         instr_greeks=np.zeros((5, len(book.kind))), order_im=np.zeros(len(book.ord_qty)),
         roll_group=np.zeros(len(group_rate)), collateral_usd=np.zeros(len(book.bal_amount)),
         balance_usd=np.zeros(len(book.bal_amount)), unit=unit, position=position,
@@ -501,7 +507,7 @@ def run(book, model, risk_vectors=False):
         check_memory(model, shape_of(book, model, upper=True), risk_vectors)
     except MarginError:
         check_memory(model, shape_of(book, model), risk_vectors)
-    out = prepare(book, model, keep_vectors=bool(risk_vectors))
+    out = prepare(book, model, keep_vectors=bool(risk_vectors), revalue_all=True)
     compute(out, model)
     return out
 
@@ -528,22 +534,22 @@ def compute(out, model, rows=None, instruments=None, units=None, accounts=None,
     if brackets:                        # brackets have no scenarios: instr_pnl stays zero
         rows = _EMPTY_I
     moved_args = None
-    if rows is None:                    # every row, at the marks rv.args were built from
+    n_i = len(book.kind)
+    every = instruments is None         # every instrument: the book's columns as they are
+    g = None
+    if rows is None and every:          # every row and instrument: one parallel pass
+        out.instr_pnl, g = revalue_k.instrument_pnl_greeks(*rv.args, *_greeks_columns(book))
+    elif rows is None:                  # every row, at the marks rv.args were built from
         out.instr_pnl = K.instrument_pnl(*rv.args)
     elif len(rows):
         moved_args = row_args(book, p, out.scen, out.instr_type, rv.row_instr, rows)
         out.instr_pnl[rows] = K.instrument_pnl(*moved_args)
     if out.okx is not None and (rows is None or len(rows)):
         okx.usd_rows(out, rows)                 # okx_pm: the rows in USD
-    n_i = len(book.kind)
-    every = instruments is None         # every instrument: the book's columns as they are
     if n_i if every else len(instruments):
         i = instruments
-        cols = [a if every else a[i] for a in (
-            book.kind, book.settlement, book.contract_size, book.mark, book.forward,
-            book.strike, book.is_call, book.years, book.mark_iv)]
-        cols[-1] = layout_k.option_vols(*kernel_args(cols[0], cols[-1]))
-        g = K.instrument_greeks(*kernel_args(*cols), p.rate)
+        if g is None:
+            g = K.instrument_greeks(*_greeks_columns(book, i), p.rate)
         if (every or len(i) == n_i) and not (out.instr_greeks.shape == g.shape
                                              and out.instr_greeks.flags.writeable):
             out.instr_greeks = g
@@ -567,6 +573,17 @@ def compute(out, model, rows=None, instruments=None, units=None, accounts=None,
     if out.okx is not None:
         okx.account_phase(out, model, acc)      # okx_pm: MR8, liquidation cost
     return out
+
+
+def _greeks_columns(book, instruments=None):
+    """The arguments of :func:`pmrisk.kernel.instrument_greeks` before ``rate``: the book's
+    instrument columns (rows ``instruments``; None: all), options at their mark vol."""
+    every = instruments is None
+    cols = [a if every else a[instruments] for a in (
+        book.kind, book.settlement, book.contract_size, book.mark, book.forward,
+        book.strike, book.is_call, book.years, book.mark_iv)]
+    cols[-1] = layout_k.option_vols(*kernel_args(cols[0], cols[-1]))
+    return kernel_args(*cols)
 
 
 def unit_phases(out, model, sel, accounts=None, rows=None, moved_args=None, own=None):
