@@ -823,7 +823,7 @@ def record_binding(a, j, b, n_js, j0, worst, bind_kind, bind_index):
         bind_index[a] = j - n_js
 
 
-@njit(_nrt=False)
+@njit(_nrt=False, inline="always")
 def _slots(nu, ucol, curves, upx, ucap, lvx, s0, s1, s_iv, s_j, j0, js_lw, js_gw, js_nvol,
            t_i0, t_w, tol, lowest, lbs, ev_j, ev_t, ne):
     """:func:`_scan` over the slots ``s0 .. s1`` of :func:`_slot_table` (one cluster's
@@ -874,7 +874,8 @@ def _scan(nu, units, ucol, unit_row, unit_px, cap_usd, curves, tol, g, j0, n_js,
     (:func:`direction_clusters`, ``clusters``) is skipped whole when the sum over the units of
     ``lv``'s lower end over the cluster's intervals is above that (``lv`` falls outward from
     the centre, so its lowest over a range of intervals is at one of the range's ends); the
-    tails likewise with ``ltv``, ``lvt``'s running minimum (scratch).  ``lowest`` only falls,
+    tails likewise with ``ltv``, ``lvt``'s running minimum (scratch), after one bound of all
+    the tails (each unit's lowest ``lvt``) has not ruled them all out.  ``lowest`` only falls,
     so a skipped scenario's total is above the final ``lowest + 2 tol``: the candidates, and
     so the result, are those of a scan of every scenario.  The no-move scenario, the delta
     directions and the cluster of the lowest bound go first (a good ``lowest`` early).
@@ -905,16 +906,6 @@ def _scan(nu, units, ucol, unit_row, unit_px, cap_usd, curves, tol, g, j0, n_js,
         for i in range(n_side - 2, -1, -1):
             if lv[m, i + 1] < lv[m, i]:
                 lv[m, i] = lv[m, i + 1]
-        if tails:
-            for i in range(lvt.shape[1]):
-                ltv[m, i] = lvt[m, i]
-            ts = tail_side[r]
-            for i in range(ts + 1, 2 * ts):             # outward from the centre
-                if ltv[m, i - 1] < ltv[m, i]:
-                    ltv[m, i] = ltv[m, i - 1]
-            for i in range(ts - 2, -1, -1):
-                if ltv[m, i + 1] < ltv[m, i]:
-                    ltv[m, i] = ltv[m, i + 1]
     # the no-move scenario and the delta directions (ev_t as scratch: slot 0 no move,
     # 1 + e delta direction e)
     n_dd = n_all - n_js
@@ -935,6 +926,31 @@ def _scan(nu, units, ucol, unit_row, unit_px, cap_usd, curves, tol, g, j0, n_js,
     for i in range(ne):
         if ev_t[i] < lowest or ev_t[i] != ev_t[i]:
             lowest = ev_t[i]
+    # the tails: one bound of them all first, the sum over the units of their lowest tail
+    # interval bound (of the row's 2 ts intervals; -inf without a tail grid; NaN if any is):
+    # above the band, no tail is looked at (``lowest`` only falls; three accounts in four
+    # on the multi_book), else each unit's running minimum outward for the clusters' bounds
+    if tails:
+        lb = 0.0
+        for m in range(nu):
+            ts = tail_side[urow[m]]
+            x = lvt[m, 0] if ts > 0 else -np.inf
+            for i in range(1, 2 * ts):
+                y = lvt[m, i]
+                x = y if (y < x or y != y) else x
+            lb += x
+        tails = not lb - lowest > 2.5 * tol
+    if tails:
+        for m in range(nu):
+            for i in range(lvt.shape[1]):
+                ltv[m, i] = lvt[m, i]
+            ts = tail_side[urow[m]]
+            for i in range(ts + 1, 2 * ts):             # outward from the centre
+                if ltv[m, i - 1] < ltv[m, i]:
+                    ltv[m, i] = ltv[m, i - 1]
+            for i in range(ts - 2, -1, -1):
+                if ltv[m, i + 1] < ltv[m, i]:
+                    ltv[m, i] = ltv[m, i + 1]
     # per cluster of directions: a bound of its directions' shells (and of their tails):
     # ``lv`` (``ltv``) falls outward from the centre, so its lowest over a cluster's
     # intervals in a column is at one of their two ends
