@@ -2101,3 +2101,35 @@ def time_runs(ns):
         return np.zeros(0, dtype=np.int64), np.zeros(0, dtype=np.int64), True
     start = np.flatnonzero(np.r_[True, ns[1:] != ns[:-1]])
     return ns[start], np.diff(np.r_[start, len(ns)]).astype(np.int64), True
+
+
+# -- s18-fill: kernel/asof.py and kernel/instances.py twins: the numpy each replaced in
+# -- bindings/io/fill.py and bindings/io/book.py ---------------------------------------------
+
+def forward_rows(key, ns, order, snap_ns, needed):
+    """Twin of :func:`pmrisk.kernel.asof.forward_rows`: the pairs with a row at their time
+    dropped (``isin``), the rest as-of joined by sorted (key, time rank) keys (the code of
+    ``pmrisk.io.fill`` before the kernel)."""
+    key, ns, snap_ns, needed = (np.asarray(a, dtype=np.int64)
+                                for a in (key, ns, snap_ns, needed))
+    n_snap = len(snap_ns)
+    at = np.minimum(np.searchsorted(snap_ns, ns), max(n_snap - 1, 0))
+    exact = (snap_ns[at] == ns) if n_snap else np.zeros(len(ns), dtype=bool)
+    have = np.unique(key[exact] * n_snap + at[exact])
+    missing = needed[~np.isin(needed, have)]
+    empty = np.zeros(0, dtype=np.int64)
+    if not len(missing):
+        return empty, empty
+    q_key, q_snap = missing // n_snap, missing % n_snap
+    q_ns = snap_ns[q_snap]
+    every = np.unique(np.concatenate([ns, q_ns]))
+    n = len(every)
+    k = key * n + np.searchsorted(every, ns)
+    srt = np.argsort(k, kind="stable")
+    ks = k[srt]
+    q = q_key * n + np.searchsorted(every, q_ns)
+    at = np.searchsorted(ks, q, side="right") - 1
+    ok = at >= 0
+    ok[ok] = ks[at[ok]] // n == q_key[ok]
+    src = np.where(ok, srt[np.maximum(at, 0)], -1)
+    return src[ok].astype(np.int64), q_snap[ok].astype(np.int64)

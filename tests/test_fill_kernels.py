@@ -1,0 +1,41 @@
+"""kernel/asof.py and kernel/instances.py against their numpy twins in tests/oracles.py (the
+code of ``pmrisk.io.fill`` and ``pmrisk.io.book`` they replaced)."""
+
+import numpy as np
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+import oracles
+from pmrisk.kernel import asof
+
+
+def _ints(data, n, lo, hi):
+    return np.array(data.draw(st.lists(st.integers(lo, hi), min_size=n, max_size=n)),
+                    dtype=np.int64)
+
+
+def _same(got, want):
+    got, want = (got, want) if isinstance(got, tuple) else ((got,), (want,))
+    assert len(got) == len(want)
+    for g, w in zip(got, want):
+        assert g.dtype == w.dtype and g.shape == w.shape, (g, w)
+        assert np.array_equal(g, w), (g, w)
+
+
+@settings(deadline=None)
+@given(data=st.data(), n_key=st.integers(1, 5), n_snap=st.integers(0, 6),
+       n=st.integers(0, 25))
+def test_forward_rows_agree_with_twin(data, n_key, n_snap, n):
+    snap_ns = np.unique(_ints(data, n_snap, -5, 20) * 10)
+    n_snap = len(snap_ns)
+    # (key, time) pairs without repeats; times on and between the snapshot times
+    pairs = sorted(set(zip(_ints(data, n, 0, n_key - 1).tolist(),
+                           (_ints(data, n, -6, 21) * 5).tolist())))
+    pairs = data.draw(st.permutations(pairs))
+    key = np.array([p[0] for p in pairs], dtype=np.int64)
+    ns = np.array([p[1] for p in pairs], dtype=np.int64)
+    needed = np.unique(_ints(data, data.draw(st.integers(0, 12)), 0,
+                             max(n_key * n_snap - 1, 0))) if n_snap else np.zeros(0, np.int64)
+    order = np.lexsort((ns, key))
+    _same(asof.forward_rows(key, ns, order, snap_ns, needed),
+          oracles.forward_rows(key, ns, order, snap_ns, needed))
