@@ -27,6 +27,7 @@ from pmrisk.kernel.instruments import (CALL, FUTURE, INVERSE, KINDS, OPTION, OPT
 
 from pmrisk.kernel import validate
 from pmrisk.kernel.keys import pairs_in_order, sorted_runs
+from pmrisk.kernel.layout import unit_prices
 
 from . import arrow as _arrow, schema
 from .arrow import (BOUNDS, NAT, NO_NUMBERS, NO_STRINGS, SMALL, as_table, check_columns, codes,
@@ -854,9 +855,9 @@ def _instances_by_rule(INS, P, OR, M, MT, X, pos_row, pos_snap, ord_row, ord_sna
     und_names = [und_all[i] for i in used.tolist()]
     col_of = {a: i for i, a in enumerate(assets)}
     und_col = np.array([col_of.get(u, -1) for u in und_names], dtype=np.int64)
-    inst_col = und_col[a_und_code] if len(und_col) else a_und_code
-    und_px = np.where(inst_col >= 0, asset_px[inst_snap, np.maximum(inst_col, 0)], np.nan) \
-        if len(inst_col) and len(assets) else np.full(len(inst_col), np.nan)
+    # NaN without an index row (no stablecoin rule here: the index table's prices only)
+    und_px = unit_prices(*kernel_args(und_col, np.zeros(len(und_col), dtype=np.int64),
+                                      a_und_code, inst_snap, asset_px))
     missing = np.isnan(und_px)
     if missing.any():
         first = int(inst_snap[missing].min())
