@@ -536,7 +536,6 @@ def load_book(positions, instruments, market, index, balances, open_orders, rese
         if t is not None:
             check_columns(t, name, specs[name])
     snap_ns, R, timed = _snapshots(tables, valuation_time)
-    n_snap = len(snap_ns)
     ins = tables["instruments"]
 
     # -- instruments -------------------------------------------------------------------------
@@ -619,16 +618,8 @@ def load_book(positions, instruments, market, index, balances, open_orders, rese
                    timed=timed)
 
     # -- expired instruments --------------------------------------------------------------
-    if _arrow.FAST_PATHS:
-        pos_expired, ord_expired, n_expired = validate.expired(*kernel_args(
-            pos_row, pos_snap, ord_row, ord_snap, kind, expiry, snap_ns))
-    else:
-        dated = (kind == FUTURE) | (kind == OPTION)
-        vt_pos = snap_ns[pos_snap] if n_snap else np.zeros(0, dtype=np.int64)
-        vt_ord = snap_ns[ord_snap] if n_snap else np.zeros(0, dtype=np.int64)
-        pos_expired = dated[pos_row] & (expiry[pos_row] != NAT) & (expiry[pos_row] < vt_pos)
-        ord_expired = dated[ord_row] & (expiry[ord_row] != NAT) & (expiry[ord_row] < vt_ord)
-        n_expired = int(pos_expired.sum()) + int(ord_expired.sum())
+    pos_expired, ord_expired, n_expired = validate.expired(*kernel_args(
+        pos_row, pos_snap, ord_row, ord_snap, kind, expiry, snap_ns))
     if n_expired:
         if model["expired_positions"] == "ignore":
             keep = ~pos_expired
