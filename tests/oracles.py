@@ -2133,3 +2133,22 @@ def forward_rows(key, ns, order, snap_ns, needed):
     ok[ok] = ks[at[ok]] // n == q_key[ok]
     src = np.where(ok, srt[np.maximum(at, 0)], -1)
     return src[ok].astype(np.int64), q_snap[ok].astype(np.int64)
+
+
+def instance_columns(inst_ins, inst_snap, kind, expiry, strike, is_call, m_rows,
+                     underlying_price, und_px, snap_ns):
+    """Twin of :func:`pmrisk.kernel.instances.instance_columns` (gathers and ``np.where``:
+    the code of ``pmrisk.io.book`` before the kernel)."""
+    NAT, CALL = np.iinfo(np.int64).min, 1
+    inst_ins = np.asarray(inst_ins, dtype=np.int64)
+    a_kind = np.asarray(kind)[inst_ins]
+    a_exp = np.asarray(expiry, dtype=np.int64)[inst_ins]
+    fwd = np.asarray(underlying_price)[np.asarray(m_rows, dtype=np.int64)]
+    forward = np.where(np.isnan(fwd), und_px, fwd).astype(np.float64)
+    vt = np.asarray(snap_ns)[inst_snap] if len(snap_ns) else np.zeros(0, dtype=np.int64)
+    with np.errstate(over="ignore"):
+        years = np.where(a_exp == NAT, 0.0, (a_exp - vt) / (365 * 86_400 * 10**9))
+    years = np.where(a_kind == SPOT, 0.0, np.where(a_kind == PERPETUAL, 0.0, years))
+    a_strike = np.asarray(strike, dtype=np.float64)[inst_ins]
+    return (forward, years.astype(np.float64), np.where(np.isnan(a_strike), 1.0, a_strike),
+            np.where(a_kind == OPTION, np.asarray(is_call)[inst_ins], CALL).astype(np.int64))

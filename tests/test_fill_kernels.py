@@ -6,7 +6,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 import oracles
-from pmrisk.kernel import asof
+from pmrisk.kernel import asof, instances
 
 
 def _ints(data, n, lo, hi):
@@ -39,3 +39,27 @@ def test_forward_rows_agree_with_twin(data, n_key, n_snap, n):
     order = np.lexsort((ns, key))
     _same(asof.forward_rows(key, ns, order, snap_ns, needed),
           oracles.forward_rows(key, ns, order, snap_ns, needed))
+
+
+@settings(deadline=None)
+@given(data=st.data(), n_ins=st.integers(1, 6), n_snap=st.integers(1, 4),
+       n=st.integers(0, 20))
+def test_instance_columns_agree_with_twin(data, n_ins, n_snap, n):
+    nat = np.iinfo(np.int64).min
+    snap_ns = np.unique(_ints(data, n_snap, -10**18, 4 * 10**18))
+    n_snap = len(snap_ns)
+    kind = _ints(data, n_ins, 0, 3)
+    expiry = np.array(data.draw(st.lists(st.one_of(st.just(nat),
+                                                    st.integers(-10**18, 4 * 10**18)),
+                                          min_size=n_ins, max_size=n_ins)), dtype=np.int64)
+    floats = st.one_of(st.just(np.nan), st.floats(-1e6, 1e6))
+    strike = np.array(data.draw(st.lists(floats, min_size=n_ins, max_size=n_ins)))
+    is_call = _ints(data, n_ins, 0, 1)
+    n_m = data.draw(st.integers(1, 8))
+    fwd = np.array(data.draw(st.lists(floats, min_size=n_m, max_size=n_m)))
+    args = (_ints(data, n, 0, n_ins - 1), _ints(data, n, 0, n_snap - 1), kind, expiry, strike,
+            is_call, _ints(data, n, 0, n_m - 1), fwd,
+            np.array(data.draw(st.lists(floats, min_size=n, max_size=n))), snap_ns)
+    got = instances.instance_columns(*args)
+    want = oracles.instance_columns(*args)
+    _same(tuple(g.view(np.int64) for g in got), tuple(w.view(np.int64) for w in want))

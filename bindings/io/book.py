@@ -23,9 +23,10 @@ import numpy as np
 import pyarrow as pa
 
 from pmrisk.kernel.instruments import (CALL, FUTURE, INVERSE, KINDS, OPTION, OPTION_TYPES,
-                                       PERPETUAL, SETTLEMENTS, SPOT)
+                                       SETTLEMENTS, SPOT)
 
 from pmrisk.kernel import validate
+from pmrisk.kernel.instances import instance_columns
 from pmrisk.kernel.keys import pairs_in_order, sorted_runs
 from pmrisk.kernel.layout import unit_prices
 
@@ -861,19 +862,14 @@ def _instances_by_rule(INS, P, OR, M, MT, X, pos_row, pos_snap, ord_row, ord_sna
                                                         FILL_HINT[1:] if timed else ""),
                           time=snap_ns[first] if timed else None)
 
-    forward = np.where(np.isnan(fwd_t[m_rows]), und_px, fwd_t[m_rows])
-    a_exp = of_ins(expiry)
-    vt_inst = snap_ns[inst_snap] if n_snap else np.zeros(0, dtype=np.int64)
-    years = np.where(a_exp == NAT, 0.0, (a_exp - vt_inst) / NS_PER_YEAR)
-    years = np.where(a_kind == SPOT, 0.0, np.where(a_kind == PERPETUAL, 0.0, years))
+    forward, years, a_strike, a_call = instance_columns(*kernel_args(
+        inst_ins, inst_snap, kind, expiry, strike, is_call, m_rows, fwd_t, und_px, snap_ns))
     return dict(
         symbols=sym if every_ins else sym.take(pa.array(inst_ins, type=pa.int64())),
         instr_snap=inst_snap, und_code=a_und_code, und_names=und_names,
         kind=a_kind, settlement=of_ins(settlement), contract_size=of_ins(csize),
-        mark=mark_t[m_rows], forward=np.ascontiguousarray(forward),
-        strike=np.where(np.isnan(of_ins(strike)), 1.0, of_ins(strike)),
-        is_call=np.ascontiguousarray(np.where(a_kind == OPTION, of_ins(is_call), CALL)),
-        expiry_ns=a_exp, years=np.ascontiguousarray(years, dtype=np.float64),
+        mark=mark_t[m_rows], forward=forward, strike=a_strike, is_call=a_call,
+        expiry_ns=of_ins(expiry), years=years,
         mark_iv=iv_t[m_rows], assets=assets, asset_px=asset_px,
         pos_instr=pos_instr, ord_instr=ord_instr)
 
