@@ -2,7 +2,10 @@
 in one pass each (the one-snapshot path is ``validate.one_snapshot``):
 
 * ``instance_columns``: the forward with its fallback to the underlying's index price, the
-  years to expiry, the strike and the option type the kernels read.
+  years to expiry, the strike and the option type the kernels read;
+* ``pair_keys``: the keys ``snapshot * n + instrument`` (or account name) the book groups and
+  looks rows up by (``rowkeys.split_pairs`` splits them);
+* ``first_found``: a market row of the instance's snapshot, else the untimed one.
 """
 
 import numpy as np
@@ -42,3 +45,28 @@ def instance_columns(inst_ins, inst_snap, kind, expiry, strike, is_call, m_rows,
         a_call[k] = is_call[r] if kd == OPTION else CALL
     return forward, years, a_strike, a_call
 
+
+@njit
+def pair_keys(n, hi_a, lo_a, hi_b, lo_b, shift):
+    """The keys ``(hi + shift) * n + lo`` of the pairs ``(hi_a, lo_a)`` then ``(hi_b, lo_b)``
+    (int64; ``lo < n``): an instance's (snapshot, instrument), a market row's (snapshot or -1
+    with ``shift`` 1, instrument), an account's (snapshot, name)."""
+    n_a = hi_a.shape[0]
+    n_b = hi_b.shape[0]
+    out = np.empty(n_a + n_b, dtype=np.int64)
+    for i in range(n_a):
+        out[i] = (hi_a[i] + shift) * n + lo_a[i]
+    for i in range(n_b):
+        out[n_a + i] = (hi_b[i] + shift) * n + lo_b[i]
+    return out
+
+
+@njit
+def first_found(rows, other):
+    """``rows[i]``, else (-1) ``other[i]``: a market row of the instance's snapshot, else the
+    untimed one."""
+    n = rows.shape[0]
+    out = np.empty(n, dtype=np.int64)
+    for i in range(n):
+        out[i] = rows[i] if rows[i] >= 0 else other[i]
+    return out

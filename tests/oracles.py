@@ -2152,3 +2152,16 @@ def instance_columns(inst_ins, inst_snap, kind, expiry, strike, is_call, m_rows,
     a_strike = np.asarray(strike, dtype=np.float64)[inst_ins]
     return (forward, years.astype(np.float64), np.where(np.isnan(a_strike), 1.0, a_strike),
             np.where(a_kind == OPTION, np.asarray(is_call)[inst_ins], CALL).astype(np.int64))
+
+
+def pair_keys(n, hi_a, lo_a, hi_b, lo_b, shift):
+    """Twin of :func:`pmrisk.kernel.instances.pair_keys` (``(hi + shift) * n + lo``)."""
+    return np.concatenate([(np.asarray(hi_a, np.int64) + shift) * n + np.asarray(lo_a, np.int64),
+                           (np.asarray(hi_b, np.int64) + shift) * n
+                           + np.asarray(lo_b, np.int64)]).astype(np.int64)
+
+
+def first_found(rows, other):
+    """Twin of :func:`pmrisk.kernel.instances.first_found` (``np.where``)."""
+    rows = np.asarray(rows, dtype=np.int64)
+    return np.where(rows >= 0, rows, np.asarray(other, dtype=np.int64)).astype(np.int64)

@@ -26,8 +26,9 @@ from pmrisk.kernel.instruments import (CALL, FUTURE, INVERSE, KINDS, OPTION, OPT
                                        SETTLEMENTS, SPOT)
 
 from pmrisk.kernel import validate
-from pmrisk.kernel.instances import instance_columns
+from pmrisk.kernel.instances import first_found, instance_columns, pair_keys
 from pmrisk.kernel.keys import pairs_in_order, sorted_runs
+from pmrisk.kernel.rowkeys import split_pairs
 from pmrisk.kernel.layout import unit_prices
 
 from . import arrow as _arrow, schema
@@ -590,15 +591,19 @@ def load_book(positions, instruments, market, index, balances, open_orders, rese
             accounts = names.take(pa.array(acc_name, pa.int64())) if len(acc_name) \
                 else pa.array([], pa.string())
     if not ok:
-        pair_key = np.concatenate([r.snap * n_names + name_chunks[k][r.row] for k, r in state])
+        none = np.zeros(0, dtype=np.int64)
+        pair_key = pair_keys(*kernel_args(
+            n_names, _joined([r.snap for _, r in state]),
+            _joined([name_chunks[k][r.row] for k, r in state]), none, none, 0))
         uniq, inv, first = unique_keys(pair_key, return_first=True)
+        u_snap, u_name = split_pairs(*kernel_args(uniq, n_names))
         # account order: by snapshot, then by first appearance within it (positions first)
-        order = np.lexsort((first, uniq // n_names))
+        order = np.lexsort((first, u_snap))
         rank = np.empty(len(uniq), dtype=np.int64)
         rank[order] = np.arange(len(uniq))
         acc_code = rank[inv.ravel()]
-        acc_snap = (uniq // n_names)[order].astype(np.int64)
-        accounts = names.take(pa.array((uniq % n_names)[order], pa.int64())) if len(uniq) \
+        acc_snap = u_snap[order]
+        accounts = names.take(pa.array(u_name[order], pa.int64())) if len(uniq) \
             else pa.array([], pa.string())
     acc_of = _split_rows(acc_code, [k for k, _ in state], [len(r) for _, r in state])
     pos_account = acc_of["positions"]
@@ -759,7 +764,9 @@ def _instances_by_rule(INS, P, OR, M, MT, X, pos_row, pos_snap, ord_row, ord_sna
     n_snap = len(snap_ns)
     mkt_ins_t, mark_t, iv_t, fwd_t = MT.ins_row, MT.mark_price, MT.mark_iv, MT.underlying_price
     mkt_ins = mkt_ins_t[M.row]
-    mkt_key = (M.snap + 1) * n_ins + mkt_ins          # snapshot -1 (any) -> block 0
+    none = np.zeros(0, dtype=np.int64)
+    # snapshot -1 (any) -> block 0
+    mkt_key = pair_keys(*kernel_args(n_ins, M.snap, mkt_ins, none, none, 1))
     # an untimed market table: the market pass counted the repeated symbols
     dup = (np.zeros(0, dtype=bool) if not has(mkt, TIME) and MT.repeated == 0
            else duplicated(mkt_key))
@@ -768,11 +775,9 @@ def _instances_by_rule(INS, P, OR, M, MT, X, pos_row, pos_snap, ord_row, ord_sna
                (" and time" if has(mkt, TIME) else ""), snap_ns, timed=timed)
 
     # -- active instrument instances (instrument, snapshot) ----------------------------------
-    inst_key = _joined([pos_snap * n_ins + pos_row] +
-                       ([ord_snap * n_ins + ord_row] if len(ord_row) else []))
+    inst_key = pair_keys(*kernel_args(n_ins, pos_snap, pos_row, ord_snap, ord_row, 0))
     active_key, inst_inv = unique_keys(inst_key)
-    inst_ins = (active_key % n_ins).astype(np.int64) if n_ins else active_key
-    inst_snap = (active_key // n_ins).astype(np.int64) if n_ins else active_key
+    inst_snap, inst_ins = split_pairs(*kernel_args(active_key, n_ins))
     pos_instr = inst_inv[:len(pos_row)]
     ord_instr = inst_inv[len(pos_row):]
     # one snapshot and every instrument active: the instances are the table's rows, in order
@@ -802,12 +807,12 @@ def _instances_by_rule(INS, P, OR, M, MT, X, pos_row, pos_snap, ord_row, ord_sna
             return np.where(m_keys[at] == keys, m_sorted[at], -1)
 
     if not _arrow.FAST_PATHS:
-        m_of = find((inst_snap + 1) * n_ins + inst_ins)
-        m_of = np.where(m_of >= 0, m_of, find(inst_ins))   # the untimed row
+        m_of = find(pair_keys(*kernel_args(n_ins, inst_snap, inst_ins, none, none, 1)))
+        m_of = first_found(*kernel_args(m_of, find(inst_ins)))   # else the untimed row
     elif timed and not has(mkt, TIME):      # market rows for any snapshot (block 0)
         m_of = find(inst_ins)
     else:                                   # rows of the instance's snapshot
-        m_of = find((inst_snap + 1) * n_ins + inst_ins)
+        m_of = find(pair_keys(*kernel_args(n_ins, inst_snap, inst_ins, none, none, 1)))
     no_mark = m_of < 0
     if no_mark.any():
         held = no_mark[pos_instr]
