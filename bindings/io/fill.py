@@ -24,6 +24,7 @@ import numpy as np
 import pyarrow as pa
 
 from pmrisk.kernel.asof import forward_rows
+from pmrisk.kernel.instances import pair_keys
 
 from .arrow import (NAT, check_columns, codes, duplicated, has, kernel_args, lookup, raise_rows,
                     str_column, time_column)
@@ -85,6 +86,7 @@ def _needed_symbols(tables, snap_ns, dictionary):
     """(symbol code, snapshot) pairs held or ordered, as codes into ``dictionary``."""
     keys = []
     n_snap = len(snap_ns)
+    none = np.zeros(0, dtype=np.int64)
     for name in ("positions", "open_orders"):
         t = tables.get(name)
         if t is None or t.num_rows == 0:
@@ -93,10 +95,12 @@ def _needed_symbols(tables, snap_ns, dictionary):
         if has(t, TIME):
             snap = np.searchsorted(snap_ns, _times(t, name))
             ok = code >= 0
-            keys.append(code[ok] * n_snap + snap[ok])
+            keys.append(pair_keys(*kernel_args(n_snap, code[ok], snap[ok], none, none, 0)))
         else:                                   # held at every snapshot
             code = np.unique(code[code >= 0])
-            keys.append((code[:, None] * n_snap + np.arange(n_snap)[None, :]).ravel())
+            keys.append(pair_keys(*kernel_args(n_snap, np.repeat(code, n_snap),
+                                               np.tile(np.arange(n_snap), len(code)), none,
+                                               none, 0)))
     return np.unique(np.concatenate(keys)) if keys else np.zeros(0, dtype=np.int64)
 
 
