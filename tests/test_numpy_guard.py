@@ -40,13 +40,9 @@ ALLOWED = {
     ("bindings/engine/risk_arrays.py", "_final_cells", "where"): "per scenario set (model)",
     ("bindings/monitor/what_if.py", "_legs", "where"): "per trade of a what-if basket",
     ("bindings/monitor/what_if.py", "_legs", "isnan"): "per trade of a what-if basket",
-    # io/book: input checks and the sorted search; Book.prices is a kernel candidate
-    # (layout.unit_prices fits) that only the input checks of _check_priced call
+    # io/book: input checks and the sorted search
     ("bindings/io/book.py", "Book.price_of", "where"): "one asset's price: per snapshot",
     ("bindings/io/book.py", "Book.price_of", "isnan"): "one asset's price: per snapshot",
-    ("bindings/io/book.py", "Book.prices", "where"): "_check_priced's input checks only",
-    ("bindings/io/book.py", "Book.prices", "maximum"): "_check_priced's input checks only",
-    ("bindings/io/book.py", "Book.prices", "isnan"): "_check_priced's input checks only",
     ("bindings/io/book.py", "_check_priced", "isnan"): "an input check (unpriced assets)",
     ("bindings/io/book.py", "_enum", "count_nonzero"): "an input check (unknown names)",
     ("bindings/io/book.py", "_instruments_by_rule", "isnan"):

@@ -123,11 +123,9 @@ class Book:
             return np.zeros(0)
         code, names = codes(pa.array(assets, pa.string()))
         col_of = {a: i for i, a in enumerate(self.assets)}
-        col = np.array([col_of.get(a, -1) for a in names.to_pylist()], dtype=np.int64)[code]
-        stable = np.array([a in self.stablecoins for a in names.to_pylist()], dtype=bool)[code]
-        px = np.where(col >= 0, self.asset_px[snap, np.maximum(col, 0)], np.nan) \
-            if self.asset_px.shape[1] else np.full(len(code), np.nan)
-        return np.where(np.isnan(px) & stable, 1.0, px)
+        col = np.array([col_of.get(a, -1) for a in names.to_pylist()], dtype=np.int64)
+        stable = np.array([a in self.stablecoins for a in names.to_pylist()], dtype=np.int64)
+        return unit_prices(*kernel_args(col, stable, code, snap, self.asset_px))
 
 
 def read_index(idx):
