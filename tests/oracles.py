@@ -2108,3 +2108,67 @@ def time_runs(ns):
         return np.zeros(0, dtype=np.int64), np.zeros(0, dtype=np.int64), True
     start = np.flatnonzero(np.r_[True, ns[1:] != ns[:-1]])
     return ns[start], np.diff(np.r_[start, len(ns)]).astype(np.int64), True
+
+
+# -- s18-fill: kernel/asof.py and kernel/instances.py twins: the numpy each replaced in
+# -- bindings/io/fill.py and bindings/io/book.py ---------------------------------------------
+
+def forward_rows(key, ns, order, snap_ns, needed):
+    """Twin of :func:`pmrisk.kernel.asof.forward_rows`: the pairs with a row at their time
+    dropped (``isin``), the rest as-of joined by sorted (key, time rank) keys (the code of
+    ``pmrisk.io.fill`` before the kernel)."""
+    key, ns, snap_ns, needed = (np.asarray(a, dtype=np.int64)
+                                for a in (key, ns, snap_ns, needed))
+    n_snap = len(snap_ns)
+    at = np.minimum(np.searchsorted(snap_ns, ns), max(n_snap - 1, 0))
+    exact = (snap_ns[at] == ns) if n_snap else np.zeros(len(ns), dtype=bool)
+    have = np.unique(key[exact] * n_snap + at[exact])
+    missing = needed[~np.isin(needed, have)]
+    empty = np.zeros(0, dtype=np.int64)
+    if not len(missing):
+        return empty, empty
+    q_key, q_snap = missing // n_snap, missing % n_snap
+    q_ns = snap_ns[q_snap]
+    every = np.unique(np.concatenate([ns, q_ns]))
+    n = len(every)
+    k = key * n + np.searchsorted(every, ns)
+    srt = np.argsort(k, kind="stable")
+    ks = k[srt]
+    q = q_key * n + np.searchsorted(every, q_ns)
+    at = np.searchsorted(ks, q, side="right") - 1
+    ok = at >= 0
+    ok[ok] = ks[at[ok]] // n == q_key[ok]
+    src = np.where(ok, srt[np.maximum(at, 0)], -1)
+    return src[ok].astype(np.int64), q_snap[ok].astype(np.int64)
+
+
+def instance_columns(inst_ins, inst_snap, kind, expiry, strike, is_call, m_rows,
+                     underlying_price, und_px, snap_ns):
+    """Twin of :func:`pmrisk.kernel.instances.instance_columns` (gathers and ``np.where``:
+    the code of ``pmrisk.io.book`` before the kernel)."""
+    NAT, CALL = np.iinfo(np.int64).min, 1
+    inst_ins = np.asarray(inst_ins, dtype=np.int64)
+    a_kind = np.asarray(kind)[inst_ins]
+    a_exp = np.asarray(expiry, dtype=np.int64)[inst_ins]
+    fwd = np.asarray(underlying_price)[np.asarray(m_rows, dtype=np.int64)]
+    forward = np.where(np.isnan(fwd), und_px, fwd).astype(np.float64)
+    vt = np.asarray(snap_ns)[inst_snap] if len(snap_ns) else np.zeros(0, dtype=np.int64)
+    with np.errstate(over="ignore"):
+        years = np.where(a_exp == NAT, 0.0, (a_exp - vt) / (365 * 86_400 * 10**9))
+    years = np.where(a_kind == SPOT, 0.0, np.where(a_kind == PERPETUAL, 0.0, years))
+    a_strike = np.asarray(strike, dtype=np.float64)[inst_ins]
+    return (forward, years.astype(np.float64), np.where(np.isnan(a_strike), 1.0, a_strike),
+            np.where(a_kind == OPTION, np.asarray(is_call)[inst_ins], CALL).astype(np.int64))
+
+
+def pair_keys(n, hi_a, lo_a, hi_b, lo_b, shift):
+    """Twin of :func:`pmrisk.kernel.instances.pair_keys` (``(hi + shift) * n + lo``)."""
+    return np.concatenate([(np.asarray(hi_a, np.int64) + shift) * n + np.asarray(lo_a, np.int64),
+                           (np.asarray(hi_b, np.int64) + shift) * n
+                           + np.asarray(lo_b, np.int64)]).astype(np.int64)
+
+
+def first_found(rows, other):
+    """Twin of :func:`pmrisk.kernel.instances.first_found` (``np.where``)."""
+    rows = np.asarray(rows, dtype=np.int64)
+    return np.where(rows >= 0, rows, np.asarray(other, dtype=np.int64)).astype(np.int64)

@@ -17,7 +17,8 @@ ROOT = pathlib.Path(__file__).resolve().parent.parent
 COVERED = ("bindings/engine/units.py", "bindings/engine/excluded.py", "bindings/engine/okx.py",
            "bindings/engine/binance.py", "bindings/engine/liquidation.py",
            "bindings/engine/risk_arrays.py", "bindings/engine/snapshots.py",
-           "bindings/backtest/run.py", "bindings/monitor/what_if.py")
+           "bindings/backtest/run.py", "bindings/monitor/what_if.py",
+           "bindings/io/fill.py", "bindings/io/book.py")
 
 STRUCTURAL = frozenset("""
     zeros empty full ones arange array asarray ascontiguousarray concatenate zeros_like
@@ -39,6 +40,21 @@ ALLOWED = {
     ("bindings/engine/risk_arrays.py", "_final_cells", "where"): "per scenario set (model)",
     ("bindings/monitor/what_if.py", "_legs", "where"): "per trade of a what-if basket",
     ("bindings/monitor/what_if.py", "_legs", "isnan"): "per trade of a what-if basket",
+    # io/book: input checks and the sorted search
+    ("bindings/io/book.py", "Book.price_of", "where"): "one asset's price: per snapshot",
+    ("bindings/io/book.py", "Book.price_of", "isnan"): "one asset's price: per snapshot",
+    ("bindings/io/book.py", "_check_priced", "isnan"): "an input check (unpriced assets)",
+    ("bindings/io/book.py", "_enum", "count_nonzero"): "an input check (unknown names)",
+    ("bindings/io/book.py", "_instruments_by_rule", "isnan"):
+        "an input check (a strike for every option), the rule-by-rule path",
+    ("bindings/io/book.py", "_instances_by_rule", "isnan"):
+        "input checks (a mark_iv for every held option, an index row per underlying)",
+    ("bindings/io/book.py", "_snapshots", "minimum"):
+        "searching: the snapshot of each distinct time (searchsorted's clamp)",
+    ("bindings/io/book.py", "_instances_by_rule.find", "minimum"):
+        "searching: a market row by sorted key (searchsorted's clamp), sparse keys only",
+    ("bindings/io/book.py", "_instances_by_rule.find", "where"):
+        "searching: a market row by sorted key (searchsorted's hit test), sparse keys only",
 }
 
 

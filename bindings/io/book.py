@@ -23,10 +23,13 @@ import numpy as np
 import pyarrow as pa
 
 from pmrisk.kernel.instruments import (CALL, FUTURE, INVERSE, KINDS, OPTION, OPTION_TYPES,
-                                       PERPETUAL, SETTLEMENTS, SPOT)
+                                       SETTLEMENTS, SPOT)
 
 from pmrisk.kernel import validate
+from pmrisk.kernel.instances import first_found, instance_columns, pair_keys
 from pmrisk.kernel.keys import pairs_in_order, sorted_runs
+from pmrisk.kernel.rowkeys import split_pairs
+from pmrisk.kernel.layout import unit_prices
 
 from . import arrow as _arrow, schema
 from .arrow import (BOUNDS, NAT, NO_NUMBERS, NO_STRINGS, SMALL, as_table, check_columns, codes,
@@ -120,11 +123,9 @@ class Book:
             return np.zeros(0)
         code, names = codes(pa.array(assets, pa.string()))
         col_of = {a: i for i, a in enumerate(self.assets)}
-        col = np.array([col_of.get(a, -1) for a in names.to_pylist()], dtype=np.int64)[code]
-        stable = np.array([a in self.stablecoins for a in names.to_pylist()], dtype=bool)[code]
-        px = np.where(col >= 0, self.asset_px[snap, np.maximum(col, 0)], np.nan) \
-            if self.asset_px.shape[1] else np.full(len(code), np.nan)
-        return np.where(np.isnan(px) & stable, 1.0, px)
+        col = np.array([col_of.get(a, -1) for a in names.to_pylist()], dtype=np.int64)
+        stable = np.array([a in self.stablecoins for a in names.to_pylist()], dtype=np.int64)
+        return unit_prices(*kernel_args(col, stable, code, snap, self.asset_px))
 
 
 def read_index(idx):
@@ -535,7 +536,6 @@ def load_book(positions, instruments, market, index, balances, open_orders, rese
         if t is not None:
             check_columns(t, name, specs[name])
     snap_ns, R, timed = _snapshots(tables, valuation_time)
-    n_snap = len(snap_ns)
     ins = tables["instruments"]
 
     # -- instruments -------------------------------------------------------------------------
@@ -589,15 +589,19 @@ def load_book(positions, instruments, market, index, balances, open_orders, rese
             accounts = names.take(pa.array(acc_name, pa.int64())) if len(acc_name) \
                 else pa.array([], pa.string())
     if not ok:
-        pair_key = np.concatenate([r.snap * n_names + name_chunks[k][r.row] for k, r in state])
+        none = np.zeros(0, dtype=np.int64)
+        pair_key = pair_keys(*kernel_args(
+            n_names, _joined([r.snap for _, r in state]),
+            _joined([name_chunks[k][r.row] for k, r in state]), none, none, 0))
         uniq, inv, first = unique_keys(pair_key, return_first=True)
+        u_snap, u_name = split_pairs(*kernel_args(uniq, n_names))
         # account order: by snapshot, then by first appearance within it (positions first)
-        order = np.lexsort((first, uniq // n_names))
+        order = np.lexsort((first, u_snap))
         rank = np.empty(len(uniq), dtype=np.int64)
         rank[order] = np.arange(len(uniq))
         acc_code = rank[inv.ravel()]
-        acc_snap = (uniq // n_names)[order].astype(np.int64)
-        accounts = names.take(pa.array((uniq % n_names)[order], pa.int64())) if len(uniq) \
+        acc_snap = u_snap[order]
+        accounts = names.take(pa.array(u_name[order], pa.int64())) if len(uniq) \
             else pa.array([], pa.string())
     acc_of = _split_rows(acc_code, [k for k, _ in state], [len(r) for _, r in state])
     pos_account = acc_of["positions"]
@@ -618,16 +622,8 @@ def load_book(positions, instruments, market, index, balances, open_orders, rese
                    timed=timed)
 
     # -- expired instruments --------------------------------------------------------------
-    if _arrow.FAST_PATHS:
-        pos_expired, ord_expired, n_expired = validate.expired(*kernel_args(
-            pos_row, pos_snap, ord_row, ord_snap, kind, expiry, snap_ns))
-    else:
-        dated = (kind == FUTURE) | (kind == OPTION)
-        vt_pos = snap_ns[pos_snap] if n_snap else np.zeros(0, dtype=np.int64)
-        vt_ord = snap_ns[ord_snap] if n_snap else np.zeros(0, dtype=np.int64)
-        pos_expired = dated[pos_row] & (expiry[pos_row] != NAT) & (expiry[pos_row] < vt_pos)
-        ord_expired = dated[ord_row] & (expiry[ord_row] != NAT) & (expiry[ord_row] < vt_ord)
-        n_expired = int(pos_expired.sum()) + int(ord_expired.sum())
+    pos_expired, ord_expired, n_expired = validate.expired(*kernel_args(
+        pos_row, pos_snap, ord_row, ord_snap, kind, expiry, snap_ns))
     if n_expired:
         if model["expired_positions"] == "ignore":
             keep = ~pos_expired
@@ -766,7 +762,9 @@ def _instances_by_rule(INS, P, OR, M, MT, X, pos_row, pos_snap, ord_row, ord_sna
     n_snap = len(snap_ns)
     mkt_ins_t, mark_t, iv_t, fwd_t = MT.ins_row, MT.mark_price, MT.mark_iv, MT.underlying_price
     mkt_ins = mkt_ins_t[M.row]
-    mkt_key = (M.snap + 1) * n_ins + mkt_ins          # snapshot -1 (any) -> block 0
+    none = np.zeros(0, dtype=np.int64)
+    # snapshot -1 (any) -> block 0
+    mkt_key = pair_keys(*kernel_args(n_ins, M.snap, mkt_ins, none, none, 1))
     # an untimed market table: the market pass counted the repeated symbols
     dup = (np.zeros(0, dtype=bool) if not has(mkt, TIME) and MT.repeated == 0
            else duplicated(mkt_key))
@@ -775,11 +773,9 @@ def _instances_by_rule(INS, P, OR, M, MT, X, pos_row, pos_snap, ord_row, ord_sna
                (" and time" if has(mkt, TIME) else ""), snap_ns, timed=timed)
 
     # -- active instrument instances (instrument, snapshot) ----------------------------------
-    inst_key = _joined([pos_snap * n_ins + pos_row] +
-                       ([ord_snap * n_ins + ord_row] if len(ord_row) else []))
+    inst_key = pair_keys(*kernel_args(n_ins, pos_snap, pos_row, ord_snap, ord_row, 0))
     active_key, inst_inv = unique_keys(inst_key)
-    inst_ins = (active_key % n_ins).astype(np.int64) if n_ins else active_key
-    inst_snap = (active_key // n_ins).astype(np.int64) if n_ins else active_key
+    inst_snap, inst_ins = split_pairs(*kernel_args(active_key, n_ins))
     pos_instr = inst_inv[:len(pos_row)]
     ord_instr = inst_inv[len(pos_row):]
     # one snapshot and every instrument active: the instances are the table's rows, in order
@@ -809,12 +805,12 @@ def _instances_by_rule(INS, P, OR, M, MT, X, pos_row, pos_snap, ord_row, ord_sna
             return np.where(m_keys[at] == keys, m_sorted[at], -1)
 
     if not _arrow.FAST_PATHS:
-        m_of = find((inst_snap + 1) * n_ins + inst_ins)
-        m_of = np.where(m_of >= 0, m_of, find(inst_ins))   # the untimed row
+        m_of = find(pair_keys(*kernel_args(n_ins, inst_snap, inst_ins, none, none, 1)))
+        m_of = first_found(*kernel_args(m_of, find(inst_ins)))   # else the untimed row
     elif timed and not has(mkt, TIME):      # market rows for any snapshot (block 0)
         m_of = find(inst_ins)
     else:                                   # rows of the instance's snapshot
-        m_of = find((inst_snap + 1) * n_ins + inst_ins)
+        m_of = find(pair_keys(*kernel_args(n_ins, inst_snap, inst_ins, none, none, 1)))
     no_mark = m_of < 0
     if no_mark.any():
         held = no_mark[pos_instr]
@@ -854,9 +850,9 @@ def _instances_by_rule(INS, P, OR, M, MT, X, pos_row, pos_snap, ord_row, ord_sna
     und_names = [und_all[i] for i in used.tolist()]
     col_of = {a: i for i, a in enumerate(assets)}
     und_col = np.array([col_of.get(u, -1) for u in und_names], dtype=np.int64)
-    inst_col = und_col[a_und_code] if len(und_col) else a_und_code
-    und_px = np.where(inst_col >= 0, asset_px[inst_snap, np.maximum(inst_col, 0)], np.nan) \
-        if len(inst_col) and len(assets) else np.full(len(inst_col), np.nan)
+    # NaN without an index row (no stablecoin rule here: the index table's prices only)
+    und_px = unit_prices(*kernel_args(und_col, np.zeros(len(und_col), dtype=np.int64),
+                                      a_und_code, inst_snap, asset_px))
     missing = np.isnan(und_px)
     if missing.any():
         first = int(inst_snap[missing].min())
@@ -869,19 +865,14 @@ def _instances_by_rule(INS, P, OR, M, MT, X, pos_row, pos_snap, ord_row, ord_sna
                                                         FILL_HINT[1:] if timed else ""),
                           time=snap_ns[first] if timed else None)
 
-    forward = np.where(np.isnan(fwd_t[m_rows]), und_px, fwd_t[m_rows])
-    a_exp = of_ins(expiry)
-    vt_inst = snap_ns[inst_snap] if n_snap else np.zeros(0, dtype=np.int64)
-    years = np.where(a_exp == NAT, 0.0, (a_exp - vt_inst) / NS_PER_YEAR)
-    years = np.where(a_kind == SPOT, 0.0, np.where(a_kind == PERPETUAL, 0.0, years))
+    forward, years, a_strike, a_call = instance_columns(*kernel_args(
+        inst_ins, inst_snap, kind, expiry, strike, is_call, m_rows, fwd_t, und_px, snap_ns))
     return dict(
         symbols=sym if every_ins else sym.take(pa.array(inst_ins, type=pa.int64())),
         instr_snap=inst_snap, und_code=a_und_code, und_names=und_names,
         kind=a_kind, settlement=of_ins(settlement), contract_size=of_ins(csize),
-        mark=mark_t[m_rows], forward=np.ascontiguousarray(forward),
-        strike=np.where(np.isnan(of_ins(strike)), 1.0, of_ins(strike)),
-        is_call=np.ascontiguousarray(np.where(a_kind == OPTION, of_ins(is_call), CALL)),
-        expiry_ns=a_exp, years=np.ascontiguousarray(years, dtype=np.float64),
+        mark=mark_t[m_rows], forward=forward, strike=a_strike, is_call=a_call,
+        expiry_ns=of_ins(expiry), years=years,
         mark_iv=iv_t[m_rows], assets=assets, asset_px=asset_px,
         pos_instr=pos_instr, ord_instr=ord_instr)
 

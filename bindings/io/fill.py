@@ -23,8 +23,11 @@ exactly as one call over the whole history would.
 import numpy as np
 import pyarrow as pa
 
-from .arrow import (NAT, check_columns, codes, duplicated, has, lookup, raise_rows, str_column,
-                    time_column)
+from pmrisk.kernel.asof import forward_rows
+from pmrisk.kernel.instances import pair_keys
+
+from .arrow import (NAT, check_columns, codes, duplicated, has, kernel_args, lookup, raise_rows,
+                    str_column, time_column)
 from ..errors import MarginError
 from .schema import TIME, TIME_TYPE, snapshot_tables
 
@@ -79,24 +82,11 @@ def _with_carry(table, name, carry):
     return both, np.concatenate([_times(carry, name), ns]), carry.num_rows
 
 
-def _asof(key, ns, q_key, q_ns):
-    """Row of the latest (``key == q_key``, ``ns <= q_ns``) for each query, -1 if none."""
-    every = np.unique(np.concatenate([ns, q_ns]))
-    n = len(every)
-    k = key * n + np.searchsorted(every, ns)
-    order = np.argsort(k, kind="stable")
-    ks = k[order]
-    q = q_key * n + np.searchsorted(every, q_ns)
-    at = np.searchsorted(ks, q, side="right") - 1
-    ok = at >= 0
-    ok[ok] = ks[at[ok]] // n == q_key[ok]
-    return np.where(ok, order[np.maximum(at, 0)], -1)
-
-
 def _needed_symbols(tables, snap_ns, dictionary):
     """(symbol code, snapshot) pairs held or ordered, as codes into ``dictionary``."""
     keys = []
     n_snap = len(snap_ns)
+    none = np.zeros(0, dtype=np.int64)
     for name in ("positions", "open_orders"):
         t = tables.get(name)
         if t is None or t.num_rows == 0:
@@ -105,10 +95,12 @@ def _needed_symbols(tables, snap_ns, dictionary):
         if has(t, TIME):
             snap = np.searchsorted(snap_ns, _times(t, name))
             ok = code >= 0
-            keys.append(code[ok] * n_snap + snap[ok])
+            keys.append(pair_keys(*kernel_args(n_snap, code[ok], snap[ok], none, none, 0)))
         else:                                   # held at every snapshot
             code = np.unique(code[code >= 0])
-            keys.append((code[:, None] * n_snap + np.arange(n_snap)[None, :]).ravel())
+            keys.append(pair_keys(*kernel_args(n_snap, np.repeat(code, n_snap),
+                                               np.tile(np.arange(n_snap), len(code)), none,
+                                               none, 0)))
     return np.unique(np.concatenate(keys)) if keys else np.zeros(0, dtype=np.int64)
 
 
@@ -127,19 +119,12 @@ def _fill_one(tables, name, snap_ns, carry):
     else:                                       # every underlying at every snapshot
         n_key = len(dictionary)
         needed = np.arange(n_key * n_snap, dtype=np.int64)
-    at = np.minimum(np.searchsorted(snap_ns, ns), max(n_snap - 1, 0))
-    exact = (snap_ns[at] == ns) if n_snap else np.zeros(len(ns), dtype=bool)
-    have = np.unique(key[exact] * n_snap + at[exact])
-    missing = needed[~np.isin(needed, have)]
     body = both.slice(n_carry)
-    if not len(missing):
+    # never backward: a pair whose key has no earlier row gets no row
+    src, snap = forward_rows(*kernel_args(key, ns, np.lexsort((ns, key)), snap_ns, needed))
+    if not len(src):
         return body
-    q_key, q_snap = missing // n_snap, missing % n_snap
-    src = _asof(key, ns, q_key, snap_ns[q_snap])
-    ok = src >= 0                               # never backward: no earlier row, no fill
-    if not ok.any():
-        return body
-    filled = _stamped(both.take(pa.array(src[ok], pa.int64())), snap_ns[q_snap[ok]])
+    filled = _stamped(both.take(pa.array(src, pa.int64())), snap_ns[snap])
     return pa.concat_tables([body, filled])
 
 
