@@ -2125,7 +2125,7 @@ def forward_rows(key, ns, order, snap_ns, needed):
     have = np.unique(key[exact] * n_snap + at[exact])
     missing = needed[~np.isin(needed, have)]
     empty = np.zeros(0, dtype=np.int64)
-    if not len(missing):
+    if not len(missing) or not len(ns):         # nothing to fill, or no row to fill from
         return empty, empty
     q_key, q_snap = missing // n_snap, missing % n_snap
     q_ns = snap_ns[q_snap]

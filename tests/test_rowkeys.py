@@ -6,23 +6,8 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 import oracles
+from twins import assert_same as _same, int_array as _ints
 from pmrisk.kernel import rowkeys as RK
-
-
-def _ints(data, n, lo, hi):
-    return np.array(data.draw(st.lists(st.integers(lo, hi), min_size=n, max_size=n)),
-                    dtype=np.int64)
-
-
-def _same(got, want):
-    got, want = (got, want) if isinstance(got, tuple) else ((got,), (want,))
-    assert len(got) == len(want)
-    for g, w in zip(got, want):
-        if isinstance(w, np.ndarray):
-            assert g.dtype == w.dtype and g.shape == w.shape, (g, w)
-            assert np.array_equal(g, w), (g, w)
-        else:
-            assert g == w
 
 
 @settings(deadline=None)
