@@ -10,8 +10,10 @@ Otherwise every unit carries its share of the joint scenario (when the joint wor
 """
 
 import numpy as np
+from numba import prange
 
 from ._config import njit
+from .assemble import CHUNKS
 from .layout import fmax
 
 
@@ -39,7 +41,7 @@ def _tail_cell(weighted, v, n_scen_u, per_unit, k):
     return best, bv
 
 
-@njit
+@njit(parallel=True)
 def correlated_shares(acc, ua_start, pu_start, pu_order, unit_und, unit_px, weighted, n_scen,
                       per_unit, price_shock, vol_code, loss_weight, q_port, pos_row, instr_pnl,
                       worst, unit_value, unit_shock, unit_vol, pos_loss, scenario_margin,
@@ -49,12 +51,50 @@ def correlated_shares(acc, ua_start, pu_start, pu_order, unit_und, unit_px, weig
     units' ``scenario_margin`` (settlement currency), ``scenario_price_shock`` and
     ``scenario_vol_state`` (NaN / -1: not part of it) and its positions' ``own_loss``.
     Returns, per account of ``acc``, the unit whose tail binds (-1: the joint scenario) and
-    that unit's tail cell."""
+    that unit's tail cell.  Accounts are independent: the selection is cut in ``CHUNKS``
+    runs over the threads (:func:`correlated_shares_serial`: on the calling thread)."""
     n_sel = acc.shape[0]
-    tail_unit = np.full(n_sel, -1, dtype=np.int64)
-    tail_at = np.zeros(n_sel, dtype=np.int64)
-    for i in range(n_sel):
+    # np.empty, each entry written by its run (np.full would be a parallel region of its own)
+    tail_unit = np.empty(n_sel, dtype=np.int64)
+    tail_at = np.empty(n_sel, dtype=np.int64)
+    chunks = min(n_sel, CHUNKS)
+    for c in prange(chunks):
+        _shares_rows(c * n_sel // chunks, (c + 1) * n_sel // chunks, acc, ua_start, pu_start,
+                     pu_order, unit_und, unit_px, weighted, n_scen, per_unit, price_shock,
+                     vol_code, loss_weight, q_port, pos_row, instr_pnl, worst, unit_value,
+                     unit_shock, unit_vol, pos_loss, scenario_margin, scenario_price_shock,
+                     scenario_vol_state, own_loss, tail_unit, tail_at)
+    return tail_unit, tail_at
+
+
+@njit
+def correlated_shares_serial(acc, ua_start, pu_start, pu_order, unit_und, unit_px, weighted,
+                             n_scen, per_unit, price_shock, vol_code, loss_weight, q_port,
+                             pos_row, instr_pnl, worst, unit_value, unit_shock, unit_vol,
+                             pos_loss, scenario_margin, scenario_price_shock,
+                             scenario_vol_state, own_loss):
+    """:func:`correlated_shares` on the calling thread (small selections)."""
+    n_sel = acc.shape[0]
+    tail_unit = np.empty(n_sel, dtype=np.int64)
+    tail_at = np.empty(n_sel, dtype=np.int64)
+    _shares_rows(0, n_sel, acc, ua_start, pu_start, pu_order, unit_und, unit_px, weighted, n_scen,
+                 per_unit, price_shock, vol_code, loss_weight, q_port, pos_row, instr_pnl,
+                 worst, unit_value, unit_shock, unit_vol, pos_loss, scenario_margin,
+                 scenario_price_shock, scenario_vol_state, own_loss, tail_unit, tail_at)
+    return tail_unit, tail_at
+
+
+@njit(inline="always")
+def _shares_rows(lo, hi, acc, ua_start, pu_start, pu_order, unit_und, unit_px, weighted, n_scen,
+                 per_unit, price_shock, vol_code, loss_weight, q_port, pos_row, instr_pnl,
+                 worst, unit_value, unit_shock, unit_vol, pos_loss, scenario_margin,
+                 scenario_price_shock, scenario_vol_state, own_loss, tail_unit, tail_at):
+    """:func:`correlated_shares` on the accounts ``acc[lo:hi]``, into ``tail_unit`` and
+    ``tail_at``."""
+    for i in range(lo, hi):
         a = acc[i]
+        tail_unit[i] = -1
+        tail_at[i] = 0
         lead = -1
         lead_usd = 0.0
         lead_cell = 0
@@ -103,4 +143,3 @@ def correlated_shares(acc, ua_start, pu_start, pu_order, unit_und, unit_px, weig
                 own_loss[p] = -lw * q_port[p] * instr_pnl[pos_row[p], c]
             tail_unit[i] = lead
             tail_at[i] = c
-    return tail_unit, tail_at

@@ -50,11 +50,15 @@ def test_correlated_shares_agree_with_twin(data, n_acc, n_units, n_pos, width, n
     got_out = [np.full(n_units, SENTINEL), np.full(n_units, SENTINEL),
                np.full(n_units, 9, dtype=np.int64), np.full(n_pos, SENTINEL)]
     want_out = [a.copy() for a in got_out]
+    serial_out = [a.copy() for a in got_out]
     got = across.correlated_shares(*inputs, *got_out)
     want = oracles.correlated_shares(*inputs, *want_out)
-    for g, w in zip(list(got) + got_out, list(want) + want_out):
+    serial = across.correlated_shares_serial(*inputs, *serial_out)
+    for g, w, gs in zip(list(got) + got_out, list(want) + want_out, list(serial) + serial_out):
         np.testing.assert_array_equal(g, w)
+        np.testing.assert_array_equal(gs, w)
         if g.dtype == np.float64:
             assert (np.signbit(g) == np.signbit(w)).all()
+            assert (np.signbit(gs) == np.signbit(w)).all()
     chosen = np.isin(account, acc)
     assert (got_out[0][~chosen] == SENTINEL).all()      # other accounts' units untouched

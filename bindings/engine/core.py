@@ -773,7 +773,9 @@ def _correlated(out, model, accounts=None, rows=None, moved_args=None):
     per_unit = scen.table == S.TABLE_EXTENDED
     if out.params.tail_mode == "per_unit":
         per_unit = per_unit | (scen.table == S.TABLE_EXTREME)
-    tail_unit, tail_cell = across.correlated_shares(*kernel_args(
+    shares = across.correlated_shares if len(acc) >= PARALLEL_MIN \
+        and numba.get_num_threads() > 1 else across.correlated_shares_serial
+    tail_unit, tail_cell = shares(*kernel_args(
         acc, lay.ua_start, lay.pu_start, lay.pu_order, lay.unit_und, unit_px, uf.weighted,
         scen.n_scen, per_unit, scen.price_shock, scen.vol_code, scen.loss_weight, q_port,
         pos_row, instr_pnl, jr.worst, jr.unit_value, jr.unit_shock, jr.unit_vol, jr.pos_loss),
