@@ -12,9 +12,7 @@ import numpy as np
 
 from ._config import njit
 from .instruments import CALL, OPTION, PERPETUAL, SPOT
-
-NAT = np.iinfo(np.int64).min
-NS_PER_YEAR = 365 * 86_400 * 10**9
+from .validate import NAT, NS_PER_YEAR
 
 
 @njit

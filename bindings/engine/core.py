@@ -630,10 +630,11 @@ def _scenario_margins(out, model, sel, accounts, rows, moved_args):
         okx.unit_phase(out, model, sel)
 
 
-def _phase(kernel, sel):
-    """The parallel kernel, or its serial twin for a small selection or on one thread."""
+def _phase(kernel, sel, module=assemble):
+    """The parallel kernel of ``module``, or its serial twin for a small selection or on one
+    thread."""
     parallel = len(sel) >= PARALLEL_MIN and numba.get_num_threads() > 1
-    return getattr(assemble, kernel if parallel else kernel + "_serial")
+    return getattr(module, kernel if parallel else kernel + "_serial")
 
 
 def phase_arguments(out, kernel, own_from_binding=True):
@@ -773,9 +774,7 @@ def _correlated(out, model, accounts=None, rows=None, moved_args=None):
     per_unit = scen.table == S.TABLE_EXTENDED
     if out.params.tail_mode == "per_unit":
         per_unit = per_unit | (scen.table == S.TABLE_EXTREME)
-    shares = across.correlated_shares if len(acc) >= PARALLEL_MIN \
-        and numba.get_num_threads() > 1 else across.correlated_shares_serial
-    tail_unit, tail_cell = shares(*kernel_args(
+    tail_unit, tail_cell = _phase("correlated_shares", acc, across)(*kernel_args(
         acc, lay.ua_start, lay.pu_start, lay.pu_order, lay.unit_und, unit_px, uf.weighted,
         scen.n_scen, per_unit, scen.price_shock, scen.vol_code, scen.loss_weight, q_port,
         pos_row, instr_pnl, jr.worst, jr.unit_value, jr.unit_shock, jr.unit_vol, jr.pos_loss),

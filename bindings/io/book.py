@@ -39,8 +39,6 @@ from .arrow import (BOUNDS, NAT, NO_NUMBERS, NO_STRINGS, SMALL, as_table, check_
 from ..errors import MarginError
 from .schema import ACCOUNT_STATE, TIME, snapshot_tables
 
-NS_PER_DAY = 86_400 * 10**9
-NS_PER_YEAR = 365 * NS_PER_DAY
 FILL_HINT = ("Pass fill_market=\"forward\" to carry each symbol's latest earlier market row "
              "(and each underlying's index row) forward to the snapshot times it lacks")
 
