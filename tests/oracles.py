@@ -2168,7 +2168,17 @@ def pair_keys(n, hi_a, lo_a, hi_b, lo_b, shift):
                            + np.asarray(lo_b, np.int64)]).astype(np.int64)
 
 
-def first_found(rows, other):
-    """Twin of :func:`pmrisk.kernel.instances.first_found` (``np.where``)."""
-    rows = np.asarray(rows, dtype=np.int64)
-    return np.where(rows >= 0, rows, np.asarray(other, dtype=np.int64)).astype(np.int64)
+# -- io.arrow: the column readers ---------------------------------------------------------------
+
+NS_PER_UNIT = {"s": 10**9, "ms": 10**6, "us": 10**3, "ns": 1}
+
+
+def time_column(values, unit):
+    """Twin of :func:`pmrisk.io.arrow.time_column` on a timestamp column of ``unit`` (a list
+    of ints, None for null): int64 ns since the epoch, ``NAT`` (int64's least) at nulls; None
+    when a time is beyond int64 nanoseconds (the column is refused)."""
+    ns = [None if v is None else v * NS_PER_UNIT[unit] for v in values]
+    lo, hi = np.iinfo(np.int64).min, np.iinfo(np.int64).max
+    if any(v is not None and not lo < v <= hi for v in ns):
+        return None
+    return np.array([lo if v is None else v for v in ns], dtype=np.int64)

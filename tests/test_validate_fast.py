@@ -1,12 +1,13 @@
-"""Validation's fast paths agree with the row-by-row checks.
+"""Validation's kernel passes agree with the row-by-row checks.
 
-``pmrisk.io.arrow.FAST_PATHS`` switches every shortcut of :func:`pmrisk.io.book.load_book` and of
-the column readers off (reductions before row-by-row checks, one-pass key checks, runs of a
-time-ordered history, market rows in the instruments' order ...).  On valid and broken books
-(the demo book and a short history, mutated: odd values, unknown names, repeated, dropped,
-reordered rows, several chunks) both ways must give the same book, array for array, or the
-same :class:`pmrisk.MarginError` (table, column, rows, message, hint, snapshot time).  The
-kernels of :mod:`pmrisk.kernel.keys` are checked against their twins in tests/oracles.py.
+The bindings take one path: each table's kernel pass, and the checks rule by rule only when
+a pass finds a broken row (they name the rows).  :func:`precise` makes every pass give up (as
+on a broken row) and puts the twins of :mod:`tests.oracles` in place of the key kernels, so
+the rule-by-rule checks, the sorting paths and the twins do all the work.  On valid and broken
+books (the demo book and a short history, mutated: odd values, unknown names, repeated,
+dropped, reordered rows, several chunks) both ways must give the same book, array for array,
+or the same :class:`pmrisk.MarginError` (table, column, rows, message, hint, snapshot time).
+The kernels of :mod:`pmrisk.kernel.keys` are also checked against their twins one by one.
 """
 
 import contextlib
@@ -21,7 +22,7 @@ from hypothesis import strategies as st
 
 import oracles
 import pmrisk
-from pmrisk.io import arrow as _arrow
+from pmrisk.io import arrow as _arrow, book as _book
 from pmrisk import samples
 from pmrisk.io.arrow import (as_table, codes, duplicated, enum_codes, float_column, kernel_args,
                              lookup, lookup_many, str_buffers, time_column, unique_keys)
@@ -41,14 +42,41 @@ STRINGS = ["", "option", "future", "perpetual", "call", "put", "linear", "invers
            "BTC", "USD", "nope", None]
 
 
+def _gives_up(*args, **kwargs):
+    return None
+
+
+def _out_of_order(*args):
+    return None, None, None, False
+
+
+# (module, name, stand-in): each table's pass and each column's shortcut gives up (as on a
+# broken row or an odd layout), and the key kernels are their numpy twins
+PRECISE = (
+    (_book, "_instruments_in_one_pass", _gives_up),
+    (_book, "_positions_in_one_pass", _gives_up),
+    (_book, "_market_in_one_pass", _gives_up),
+    (_book, "_one_snapshot", _gives_up),
+    (_book, "_runs", _gives_up),                        # time columns: the sorting path
+    (_book, "pairs_in_order", _out_of_order),           # accounts: the sorting path
+    (_arrow, "_float_fast", _gives_up),
+    (_arrow, "_fast_codes", _gives_up),                 # codes: Arrow's dictionary_encode
+    (_arrow, "dense_unique", oracles.dense_unique),
+    (_arrow, "duplicated_in_groups", oracles.duplicated_in_groups),
+)
+
+
 @contextlib.contextmanager
 def precise():
-    """Every fast path off: the row-by-row checks only."""
-    _arrow.FAST_PATHS = False
+    """The rule-by-rule checks, the sorting paths and the twins only."""
+    saved = [(mod, name, getattr(mod, name)) for mod, name, _ in PRECISE]
+    for mod, name, stand_in in PRECISE:
+        setattr(mod, name, stand_in)
     try:
         yield
     finally:
-        _arrow.FAST_PATHS = True
+        for mod, name, kept in saved:
+            setattr(mod, name, kept)
 
 
 def outcome(fn, *args, **kwargs):
@@ -231,14 +259,19 @@ def test_enum_codes_match_lookup_and_oracle(values, start):
 
 @given(st.lists(st.one_of(st.none(), st.integers(-10 ** 12, 10 ** 12)), max_size=12),
        st.sampled_from(["s", "ms", "us", "ns"]), st.sampled_from([None, "UTC", "Asia/Tokyo"]))
-def test_time_column_fast_and_precise_agree(values, unit, tz):
+def test_time_column_matches_oracle(values, unit, tz):
     table = pa.table({"t": pa.array(values, pa.timestamp(unit, tz=tz))})
-    both(time_column, table, "x", "t")
+    got = outcome(time_column, table, "x", "t")
+    want = oracles.time_column(values, unit)
+    assert got[0] == ("error" if want is None else "ok"), (got, want)
+    if want is not None:
+        assert got[1].dtype == np.int64 and got[1].tolist() == want.tolist()
 
 
-def test_time_column_strings_agree():
+def test_time_column_strings():
     table = pa.table({"t": ["2024-06-17T08:00:00Z", None, "2024-06-17"]})
-    assert both(time_column, table, "x", "t")[0] == "ok"
+    day = 1718582400 * 10**9                            # 2024-06-17T00:00:00Z
+    assert time_column(table, "x", "t").tolist() == [day + 8 * 3600 * 10**9, _arrow.NAT, day]
 
 
 # -- kernel.keys against the oracles ---------------------------------------------------------

@@ -26,12 +26,12 @@ from pmrisk.kernel.instruments import (CALL, FUTURE, INVERSE, KINDS, OPTION, OPT
                                        SETTLEMENTS, SPOT)
 
 from pmrisk.kernel import validate
-from pmrisk.kernel.instances import first_found, instance_columns, pair_keys
+from pmrisk.kernel.instances import instance_columns, pair_keys
 from pmrisk.kernel.keys import pairs_in_order, sorted_runs
 from pmrisk.kernel.rowkeys import split_pairs
 from pmrisk.kernel.layout import unit_prices
 
-from . import arrow as _arrow, schema
+from . import schema
 from .arrow import (BOUNDS, NAT, NO_NUMBERS, NO_STRINGS, SMALL, as_table, check_columns, codes,
                     duplicated, enum_codes, float_column, has, kernel_args, lookup, name_buffers,
                     number_parts, raise_rows, row_keys, str_buffers, str_column, str_parts,
@@ -142,7 +142,7 @@ def _enum(table, name, col, allowed):
     arr = str_column(table, col)
     code = enum_codes(arr, allowed)
     # -1 only for nulls (each null is -1): nothing unknown
-    if _arrow.FAST_PATHS and int(np.count_nonzero(code < 0)) == arr.null_count:
+    if int(np.count_nonzero(code < 0)) == arr.null_count:
         return code
     bad = (code < 0) & ~np.asarray(arr.is_null().to_numpy(zero_copy_only=False))
     if bad.any():
@@ -162,7 +162,7 @@ class _Rows:
 
     def pick(self, values):
         """``values`` (one per table row) at the book's rows."""
-        return values if self.every and _arrow.FAST_PATHS else values[self.row]
+        return values if self.every else values[self.row]
 
     def __len__(self):
         return len(self.row)
@@ -171,7 +171,7 @@ class _Rows:
         """Rows of the first snapshot when every row is a book row in snapshot order (a
         history whose snapshots may repeat the same rows: a guess the kernels check), else
         0."""
-        if not (self.every and _arrow.FAST_PATHS and len(self.snap)):
+        if not (self.every and len(self.snap)):
             return 0
         return int(np.searchsorted(self.snap, self.snap[0], side="right"))
 
@@ -269,8 +269,6 @@ def _joined(arrays):
 def _runs(ns):
     """``(distinct times, run of each row)`` of a time column in non-decreasing order (one
     pass, no sort), else None."""
-    if not _arrow.FAST_PATHS:
-        return None
     values, run, ok = sorted_runs(*kernel_args(ns))
     return (values, run) if ok else None
 
@@ -313,11 +311,8 @@ def read_instruments(ins):
     """:class:`Instruments` of the instruments table: one kernel pass
     (:func:`pmrisk.kernel.validate.instruments`) when every row passes, else the checks rule
     by rule, which name the rows of the first rule broken."""
-    if _arrow.FAST_PATHS:
-        got = _instruments_in_one_pass(ins)
-        if got is not None:
-            return got
-    return _instruments_by_rule(ins)
+    got = _instruments_in_one_pass(ins)
+    return got if got is not None else _instruments_by_rule(ins)
 
 
 def _instruments_in_one_pass(ins):
@@ -412,7 +407,7 @@ def read_positions(pos, instruments, period=0):
     one kernel pass (:func:`pmrisk.kernel.validate.positions`) when every row passes, else
     the checks rule by rule.  ``period``: the rows of the first snapshot when the table's
     snapshots repeat its rows in the same order (a guess the kernel checks; 0: none)."""
-    if _arrow.FAST_PATHS and instruments.index is not None:
+    if instruments.index is not None:
         got = _positions_in_one_pass(pos, instruments, period)
         if got is not None:
             return got
@@ -473,7 +468,7 @@ def read_market(mkt, instruments, max_iv):
     """:class:`Market` of the market table: one kernel pass
     (:func:`pmrisk.kernel.validate.market`) when every row passes, else the checks rule by
     rule."""
-    if _arrow.FAST_PATHS and instruments.index is not None:
+    if instruments.index is not None:
         got = _market_in_one_pass(mkt, instruments, max_iv)
         if got is not None:
             return got
@@ -571,14 +566,13 @@ def load_book(positions, instruments, market, index, balances, open_orders, rese
                                   else names_t[0])
     name_chunks = _split_rows(name_codes, [k for k, _ in state], [len(a) for a in names_t])
     n_names = max(len(names), 1)
-    ok = False
-    if _arrow.FAST_PATHS and not timed:
+    if not timed:
         # one snapshot, every row once: the accounts are the names, in order of first
         # appearance (the codes' order), as the general rule below gives
         acc_code, acc_snap = name_codes, np.zeros(len(names), dtype=np.int64)
         accounts = names if len(names) else pa.array([], pa.string())
         ok = True
-    elif _arrow.FAST_PATHS:
+    else:
         # rows in snapshot order (a history sorted by time): number the pairs in one pass
         acc_code, acc_snap, acc_name, ok = pairs_in_order(*kernel_args(
             _joined([r.snap for _, r in state]),
@@ -647,7 +641,7 @@ def load_book(positions, instruments, market, index, balances, open_orders, rese
     # one snapshot (an untimed market table without a symbol twice): one kernel pass, else
     # (or when a check fails there) the checks rule by rule
     ins_fields = (_one_snapshot(INS, pos_row, ord_row, MT, R["index"].table, snap_ns)
-                  if _arrow.FAST_PATHS and not timed and MT.repeated == 0 else None)
+                  if not timed and MT.repeated == 0 else None)
     if ins_fields is None:
         ins_fields = _instances_by_rule(INS, P, OR, M, MT, R["index"], pos_row, pos_snap,
                                         ord_row, ord_snap, snap_ns, timed, model)
@@ -777,7 +771,7 @@ def _instances_by_rule(INS, P, OR, M, MT, X, pos_row, pos_snap, ord_row, ord_sna
     pos_instr = inst_inv[:len(pos_row)]
     ord_instr = inst_inv[len(pos_row):]
     # one snapshot and every instrument active: the instances are the table's rows, in order
-    every_ins = _arrow.FAST_PATHS and n_snap == 1 and len(inst_ins) == n_ins
+    every_ins = n_snap == 1 and len(inst_ins) == n_ins
 
     def of_ins(values):
         """``values`` (one per instruments row) of each active instance."""
@@ -785,7 +779,7 @@ def _instances_by_rule(INS, P, OR, M, MT, X, pos_row, pos_snap, ord_row, ord_sna
 
     # market row of each instance: its snapshot's row, else the untimed row
     n_keys = (max(n_snap, 0) + 1) * n_ins          # mkt_key < n_keys, and no two alike
-    if _arrow.FAST_PATHS and n_keys <= max(8 * len(mkt_key), 1 << 16):
+    if n_keys <= max(8 * len(mkt_key), 1 << 16):
         # a table of every key (no sort): the market row of each key, -1 when none
         row_of_key = np.full(n_keys, -1, dtype=np.int64)
         row_of_key[mkt_key] = np.arange(len(mkt_key))
@@ -802,10 +796,7 @@ def _instances_by_rule(INS, P, OR, M, MT, X, pos_row, pos_snap, ord_row, ord_sna
             at = np.minimum(np.searchsorted(m_keys, keys), len(m_keys) - 1)
             return np.where(m_keys[at] == keys, m_sorted[at], -1)
 
-    if not _arrow.FAST_PATHS:
-        m_of = find(pair_keys(*kernel_args(n_ins, inst_snap, inst_ins, none, none, 1)))
-        m_of = first_found(*kernel_args(m_of, find(inst_ins)))   # else the untimed row
-    elif timed and not has(mkt, TIME):      # market rows for any snapshot (block 0)
+    if timed and not has(mkt, TIME):      # market rows for any snapshot (block 0)
         m_of = find(inst_ins)
     else:                                   # rows of the instance's snapshot
         m_of = find(pair_keys(*kernel_args(n_ins, inst_snap, inst_ins, none, none, 1)))
