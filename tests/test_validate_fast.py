@@ -32,6 +32,8 @@ from pmrisk.kernel import validate as V
 
 NAMES = ("positions", "instruments", "market", "index", "balances", "open_orders", "reserves")
 DEMO = samples.demo_book()
+GRID = samples.book(n_accounts=1, positions_per_account=300, underlyings=("BTC",),
+                    option_share=0.8, inverse_share=1.0, seed=1)
 HISTORY = samples.history(days=1, accounts=3, step_minutes=360)
 MODELS = {"deribit_pme": pmrisk.Model.preset("deribit_pme"),
           "standard": pmrisk.Model.preset("standard"),
@@ -53,6 +55,7 @@ def _out_of_order(*args):
 # (module, name, stand-in): each table's pass and each column's shortcut gives up (as on a
 # broken row or an odd layout), and the key kernels are their numpy twins
 PRECISE = (
+    (_book, "_one_snapshot_book", _gives_up),
     (_book, "_instruments_in_one_pass", _gives_up),
     (_book, "_positions_in_one_pass", _gives_up),
     (_book, "_market_in_one_pass", _gives_up),
@@ -172,6 +175,8 @@ def books(draw):
     timed = draw(st.booleans())
     src = HISTORY if timed else DEMO
     tables = {k: src.get(k) for k in NAMES}
+    if draw(st.booleans()):             # no open orders: one snapshot's book in one call
+        tables["open_orders"] = None
     for _ in range(draw(st.integers(0, 3))):
         tables = mutate(draw, tables)
     vt = None if timed else DEMO["valuation_time"]
@@ -410,6 +415,77 @@ def test_one_compiled_signature_per_key_kernel():
                  "dense_unique", "str_codes", "value_range"):
         # at most one: the per-table passes below leave some unused on these books
         assert len(getattr(K, name).signatures) <= 1, (name, getattr(K, name).signatures)
+    for src in (DEMO, GRID):
+        tables = {k: as_table(src.get(k), k) for k in NAMES if k != "open_orders"}
+        load_book(**tables, open_orders=None, model=MODELS["deribit_pme"],
+                  valuation_time=src["valuation_time"])
     for name in ("instruments", "positions", "market", "expired", "index_prices",
-                 "one_snapshot"):                      # the per-table passes, the book's
+                 "one_snapshot", "one_snapshot_book"):  # the per-table passes, the book's
         assert len(getattr(V, name).signatures) == 1, (name, getattr(V, name).signatures)
+
+
+# -- kernel.validate.one_snapshot_book against its twin ----------------------------------------
+
+def _strings(part):
+    """A string column as the kernels read it -> a list (None null; no rows: None)."""
+    offsets, data, validity, bit0 = part
+    n = len(offsets) - 1
+    if not n:
+        return None
+    return [None if len(validity) and not (validity[(bit0 + i) >> 3] >> ((bit0 + i) & 7)) & 1
+            else bytes(data[offsets[i]:offsets[i + 1]]).decode() for i in range(n)]
+
+
+def _numbers(part):
+    values, validity, bit0 = part
+    if not len(values):
+        return None
+    return [None if len(validity) and not (validity[(bit0 + i) >> 3] >> ((bit0 + i) & 7)) & 1
+            else float(values[i]) for i in range(len(values))]
+
+
+def _as_lists(args):
+    """one_snapshot_book's arguments as its twin takes them."""
+    ins, pos, mkt, idx, names, bounds, max_iv, vt = args
+    sym, und, kind, settlement, option_type, csize, strike, expiry = ins
+    i_und, price = idx
+    return ((*(_strings(c) for c in (sym, und, kind, settlement, option_type)),
+             _numbers(csize), _numbers(strike), expiry.tolist() if len(expiry) else None),
+            (_strings(pos[0]), _strings(pos[1]), *(_numbers(c) for c in pos[2:])),
+            (_strings(mkt[0]), *(_numbers(c) for c in mkt[1:])),
+            (_strings((*i_und, _NO_BITS, 0)) or [], _numbers(price) or []),
+            tuple(tuple(_strings((*n, _NO_BITS, 0)) or ()) for n in names), bounds, max_iv, vt)
+
+
+_NO_BITS = np.zeros(0, dtype=np.uint8)
+
+
+@given(books())
+def test_one_snapshot_book_matches_oracle(case):
+    """On the demo book without open orders, mutated, the kernel and its twin agree (status,
+    and every output when the status is BOOK_OK)."""
+    tables, vt, model = case
+    if vt is None or tables["open_orders"] is not None:
+        return
+    calls = []
+    kernel = V.one_snapshot_book
+
+    def spy(*args):
+        calls.append((args, kernel(*args)))
+        return calls[-1][1]
+
+    V.one_snapshot_book = spy
+    try:
+        outcome(load_book, **{k: as_table(v, k) for k, v in tables.items()},
+                model=MODELS[model], valuation_time=vt)
+    finally:
+        V.one_snapshot_book = kernel
+    for args, got in calls:
+        status, want = oracles.one_snapshot_book(*_as_lists(args))
+        assert got[0] == status
+        if status == V.BOOK_OK:
+            und_first, pos_row, acc_codes, acc_first, asset_px, out = want
+            for g, w in zip(got[1:6], (und_first, pos_row, acc_codes, acc_first, asset_px)):
+                assert same(np.asarray(g), np.asarray(w).astype(g.dtype)), (g, w)
+            for g, w in zip(got[6], out):
+                assert same(g, np.asarray(w).astype(g.dtype)), (g, w)

@@ -619,11 +619,12 @@ def str_parts(arr):
     return offsets, data, _validity(arr, bufs), arr.offset
 
 
-def number_parts(table, col):
+def number_parts(table, col, values=True):
     """A numeric column as the kernels of :mod:`pmrisk.kernel.validate` read it, and its
     values: ``((values, validity, bit0), values)``, float64 (an integer column is cast,
     unsafely, as :func:`float_column` does), the second with NaN at nulls (a copy only when
-    there are nulls); None for a column of another type (an all-null column)."""
+    there are nulls; with ``values`` False, a caller that reads the first only, the second
+    may then be None); None for a column of another type (an all-null column)."""
     arr = table.column(col)
     t = arr.type
     if t != _F64_TYPE:
@@ -647,8 +648,10 @@ def number_parts(table, col):
     raw = _read_only(np.frombuffer(bufs[1], dtype=np.float64)[start:start + n])
     if not arr.null_count:
         return (raw, _NO_BITS, start), raw
-    values = np.ascontiguousarray(arr.to_numpy(zero_copy_only=False), dtype=np.float64)
-    return (raw, _validity(arr, bufs), start), values
+    if not values:
+        return (raw, _validity(arr, bufs), start), None
+    return (raw, _validity(arr, bufs), start), np.ascontiguousarray(
+        arr.to_numpy(zero_copy_only=False), dtype=np.float64)
 
 
 _F64_TYPE = pa.float64()

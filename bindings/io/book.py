@@ -414,8 +414,8 @@ def read_positions(pos, instruments, period=0):
     return _positions_by_rule(pos, instruments)
 
 
-def _optional_numbers(table, col):
-    return number_parts(table, col) if has(table, col) else (NO_NUMBERS, None)
+def _optional_numbers(table, col, values=True):
+    return number_parts(table, col, values) if has(table, col) else (NO_NUMBERS, None)
 
 
 def _positions_in_one_pass(pos, instruments, period):
@@ -531,15 +531,21 @@ def load_book(positions, instruments, market, index, balances, open_orders, rese
     snap_ns, R, timed = _snapshots(tables, valuation_time)
     ins = tables["instruments"]
 
-    # -- instruments -------------------------------------------------------------------------
-    INS = read_instruments(ins)
-    kind, expiry = INS.kind, INS.expiry
-
-    # -- positions and orders: symbols must be known (checked on the table's rows) ----------
     P = R["positions"]
     OR = R.get("open_orders")
     M = R["market"]
-    PT = read_positions(P.table, INS, P.period() if timed else 0)
+    # one snapshot without open orders: every table's pass in one kernel call; else (or when
+    # a check fails there) the passes one by one below, and the checks rule by rule
+    # (a long positions column, coded by Arrow's hash, takes the passes one by one)
+    one = (_one_snapshot_book(R, model, snap_ns[0])
+           if not timed and OR is None and P.table.num_rows <= SMALL else None)
+    if one is None:
+        # -- instruments ---------------------------------------------------------------------
+        INS = read_instruments(ins)
+        # -- positions and orders: symbols must be known (checked on the table's rows) ------
+        PT = read_positions(P.table, INS, P.period() if timed else 0)
+    else:
+        PT, ins_fields = one
     pos_row, quantity, entry = P.pick(PT.ins_row), P.pick(PT.quantity), P.pick(PT.entry_price)
     leverage = P.pick(PT.leverage)
     pos_snap = P.snap
@@ -613,38 +619,41 @@ def load_book(positions, instruments, market, index, balances, open_orders, rese
                    snap_ns, hint="Each order once: a repeated row would be charged twice",
                    timed=timed)
 
-    # -- expired instruments --------------------------------------------------------------
-    pos_expired, ord_expired, n_expired = validate.expired(*kernel_args(
-        pos_row, pos_snap, ord_row, ord_snap, kind, expiry, snap_ns))
-    if n_expired:
-        if model["expired_positions"] == "ignore":
-            keep = ~pos_expired
-            pos_row, quantity, entry, leverage, pos_account, pos_snap = (
-                a[keep] for a in (pos_row, quantity, entry, leverage, pos_account, pos_snap))
-            P = _Rows(P.table, P.row[keep], P.snap[keep])
-            okeep = ~ord_expired
-            ord_row, ord_qty, ord_account, ord_snap = (
-                a[okeep] for a in (ord_row, ord_qty, ord_account, ord_snap))
-            if OR is not None:
-                OR = _Rows(OR.table, OR.row[okeep], OR.snap[okeep])
-        elif pos_expired.any():
-            _raise(P, "positions", "symbol", pos_expired,
-                   "instruments not past expiry at the valuation time", snap_ns,
-                   hint="Drop them, or set expired_positions = 'ignore' in the model",
-                   timed=timed)
-        else:
-            _raise(OR, "open_orders", "symbol", ord_expired,
-                   "instruments not past expiry at the valuation time", snap_ns, timed=timed)
+    if one is None:
+        # -- expired instruments ----------------------------------------------------------
+        pos_expired, ord_expired, n_expired = validate.expired(*kernel_args(
+            pos_row, pos_snap, ord_row, ord_snap, INS.kind, INS.expiry, snap_ns))
+        if n_expired:
+            if model["expired_positions"] == "ignore":
+                keep = ~pos_expired
+                pos_row, quantity, entry, leverage, pos_account, pos_snap = (
+                    a[keep] for a in (pos_row, quantity, entry, leverage, pos_account,
+                                      pos_snap))
+                P = _Rows(P.table, P.row[keep], P.snap[keep])
+                okeep = ~ord_expired
+                ord_row, ord_qty, ord_account, ord_snap = (
+                    a[okeep] for a in (ord_row, ord_qty, ord_account, ord_snap))
+                if OR is not None:
+                    OR = _Rows(OR.table, OR.row[okeep], OR.snap[okeep])
+            elif pos_expired.any():
+                _raise(P, "positions", "symbol", pos_expired,
+                       "instruments not past expiry at the valuation time", snap_ns,
+                       hint="Drop them, or set expired_positions = 'ignore' in the model",
+                       timed=timed)
+            else:
+                _raise(OR, "open_orders", "symbol", ord_expired,
+                       "instruments not past expiry at the valuation time", snap_ns,
+                       timed=timed)
 
-    # -- market, index and the book's instruments ---------------------------------------------
-    MT = read_market(M.table, INS, model["max_iv"])
-    # one snapshot (an untimed market table without a symbol twice): one kernel pass, else
-    # (or when a check fails there) the checks rule by rule
-    ins_fields = (_one_snapshot(INS, pos_row, ord_row, MT, R["index"].table, snap_ns)
-                  if not timed and MT.repeated == 0 else None)
-    if ins_fields is None:
-        ins_fields = _instances_by_rule(INS, P, OR, M, MT, R["index"], pos_row, pos_snap,
-                                        ord_row, ord_snap, snap_ns, timed, model)
+        # -- market, index and the book's instruments -------------------------------------
+        MT = read_market(M.table, INS, model["max_iv"])
+        # one snapshot (an untimed market table without a symbol twice): one kernel pass,
+        # else (or when a check fails there) the checks rule by rule
+        ins_fields = (_one_snapshot(INS, pos_row, ord_row, MT, R["index"].table, snap_ns)
+                      if not timed and MT.repeated == 0 else None)
+        if ins_fields is None:
+            ins_fields = _instances_by_rule(INS, P, OR, M, MT, R["index"], pos_row, pos_snap,
+                                            ord_row, ord_snap, snap_ns, timed, model)
     pos_instr, ord_instr = ins_fields.pop("pos_instr"), ins_fields.pop("ord_instr")
 
     # -- balances and reserves --------------------------------------------------------------
@@ -706,6 +715,69 @@ def load_book(positions, instruments, market, index, balances, open_orders, rese
             a.flags.writeable = False
     _check_priced(book, model, R, snap_ns, book.instr_snap)
     return book
+
+
+def _first_rows(arr, first):
+    """The rows ``first`` of a string array (a slice when there is one)."""
+    return arr.slice(int(first[0]), 1) if len(first) == 1 \
+        else arr.take(pa.array(first, pa.int64()))
+
+
+def _one_snapshot_book(R, model, vt):
+    """:class:`Positions` and what :func:`_instances_by_rule` returns, for a one-snapshot
+    book without open orders and of up to :data:`SMALL` positions (``R``: the
+    :class:`_Rows` of its tables, valued at ``vt``) by one kernel call
+    (:func:`pmrisk.kernel.validate.one_snapshot_book`); None when a check fails or a column
+    is of a layout the kernels do not read (the table passes one by one then run, and the
+    checks rule by rule raise)."""
+    ins, pos, mkt, idx = (R[k].table for k in ("instruments", "positions", "market", "index"))
+    # the kernel reads strike, mark_iv, underlying_price and index_price with their nulls
+    numbers = (number_parts(ins, "contract_size"), _optional_numbers(ins, "strike", False),
+               number_parts(pos, "quantity"), _optional_numbers(pos, "entry_price"),
+               _optional_numbers(pos, "leverage"), number_parts(mkt, "mark_price"),
+               _optional_numbers(mkt, "mark_iv", False),
+               _optional_numbers(mkt, "underlying_price", False),
+               number_parts(idx, "index_price", False))
+    i_und = str_column(idx, "underlying")
+    if i_und.null_count or any(x is None for x in numbers):
+        return None
+    csize, strike, qty, entry, lev, mark, iv, fwd, price = numbers
+    expiry = NO_NUMBERS[0].view(np.int64)
+    if has(ins, "expiry"):
+        try:
+            expiry = kernel_args(time_column(ins, "instruments", "expiry"))[0]
+        except MarginError:
+            return None
+    sym, und, acc = str_column(ins, "symbol"), str_column(ins, "underlying"), \
+        str_column(pos, "account")
+    n = pos.num_rows
+    status, und_first, pos_row, acc_code, acc_first, asset_px, out = \
+        validate.one_snapshot_book(
+            (str_parts(sym), str_parts(und), str_parts(str_column(ins, "kind")),
+             str_parts(str_column(ins, "settlement")),
+             str_parts(str_column(ins, "option_type")) if has(ins, "option_type")
+             else NO_STRINGS, csize[0], strike[0], expiry),
+            (str_parts(str_column(pos, "symbol")), str_parts(acc), qty[0], entry[0], lev[0]),
+            (str_parts(str_column(mkt, "symbol")), mark[0], iv[0], fwd[0]),
+            (str_buffers(i_und), price[0]), _NAMES, BOUNDS, float(model["max_iv"]), int(vt))
+    if status != validate.BOOK_OK:
+        return None
+    (ins_row, pos_instr, ord_instr, und_code, und_used, kind, settlement, contract_size,
+     expiry, mark, forward, strike, is_call, years, mark_iv) = out
+    und_all = _first_rows(und, und_first).to_pylist()      # the distinct names: a handful
+    positions = Positions(
+        ins_row=pos_row, quantity=qty[1],
+        entry_price=entry[1] if entry[1] is not None else np.full(n, np.nan),
+        leverage=lev[1] if lev[1] is not None else np.full(n, np.nan),
+        account_codes=acc_code, account_names=_first_rows(acc, acc_first), repeated=0)
+    return positions, dict(
+        symbols=sym if len(ins_row) == len(sym) else sym.take(pa.array(ins_row, pa.int64())),
+        instr_snap=np.zeros(len(ins_row), dtype=np.int64), und_code=und_code,
+        und_names=[und_all[i] for i in und_used.tolist()], kind=kind, settlement=settlement,
+        contract_size=contract_size, mark=mark, forward=forward, strike=strike,
+        is_call=is_call, expiry_ns=expiry, years=years, mark_iv=mark_iv,
+        assets=i_und.to_pylist(), asset_px=asset_px.reshape(1, -1), pos_instr=pos_instr,
+        ord_instr=ord_instr)
 
 
 def _one_snapshot(INS, pos_row, ord_row, MT, index, snap_ns):
