@@ -506,6 +506,7 @@ def _market_by_rule(mkt, instruments, max_iv):
 
 
 _NAMES = (name_buffers(KINDS), name_buffers(SETTLEMENTS), name_buffers(OPTION_TYPES))
+_NO_ORDER_IDS = pa.array([], pa.null())         # Arrow arrays are immutable: one for all
 
 
 def load_book(positions, instruments, market, index, balances, open_orders, reserves,
@@ -607,11 +608,11 @@ def load_book(positions, instruments, market, index, balances, open_orders, rese
     bal_account = acc_of.get("balances", np.zeros(0, dtype=np.int64))
     res_account = acc_of.get("reserves", np.zeros(0, dtype=np.int64))
     # one snapshot, every row: the positions pass counted the repeated (account, symbol)
-    dup = (np.zeros(0, dtype=bool) if not timed and P.every and PT.repeated == 0
-           else duplicated(pos_account, pos_row))
-    if dup.any():
-        _raise(P, "positions", "symbol", dup, "one row per (account, symbol)", snap_ns,
-               hint="Aggregate duplicate rows first", timed=timed)
+    if timed or not P.every or PT.repeated != 0:
+        dup = duplicated(pos_account, pos_row)
+        if dup.any():
+            _raise(P, "positions", "symbol", dup, "one row per (account, symbol)", snap_ns,
+                   hint="Aggregate duplicate rows first", timed=timed)
     if OR is not None:
         dup = duplicated(ord_account, ord_id_code_t[OR.row])
         if dup.any():
@@ -706,13 +707,13 @@ def load_book(positions, instruments, market, index, balances, open_orders, rese
         leverage=leverage,
         ord_account=ord_account, ord_instr=ord_instr, ord_qty=ord_qty,
         ord_id=(OR.table.column("order_id").combine_chunks().take(pa.array(OR.row, pa.int64()))
-                if OR is not None else pa.array([], pa.null())),
+                if OR is not None else _NO_ORDER_IDS),
         bal_account=bal_account, bal_asset=bal_asset, bal_amount=bal_amount,
         res_account=res_account, res_unit=res_unit, res_mmp=res_mmp, res_oo=res_oo,
     )
     for a in vars(book).values():       # nothing downstream writes them: see Book
         if isinstance(a, np.ndarray):
-            a.flags.writeable = False
+            a.setflags(False)           # positional: the keyword form parses slower
     _check_priced(book, model, R, snap_ns, book.instr_snap)
     return book
 
