@@ -4,8 +4,7 @@ in one pass each (the one-snapshot path is ``validate.one_snapshot``):
 * ``instance_columns``: the forward with its fallback to the underlying's index price, the
   years to expiry, the strike and the option type the kernels read;
 * ``pair_keys``: the keys ``snapshot * n + instrument`` (or account name) the book groups and
-  looks rows up by (``rowkeys.split_pairs`` splits them);
-* ``first_found``: a market row of the instance's snapshot, else the untimed one.
+  looks rows up by (``rowkeys.split_pairs`` splits them).
 """
 
 import numpy as np
@@ -56,15 +55,4 @@ def pair_keys(n, hi_a, lo_a, hi_b, lo_b, shift):
         out[i] = (hi_a[i] + shift) * n + lo_a[i]
     for i in range(n_b):
         out[n_a + i] = (hi_b[i] + shift) * n + lo_b[i]
-    return out
-
-
-@njit
-def first_found(rows, other):
-    """``rows[i]``, else (-1) ``other[i]``: a market row of the instance's snapshot, else the
-    untimed one."""
-    n = rows.shape[0]
-    out = np.empty(n, dtype=np.int64)
-    for i in range(n):
-        out[i] = rows[i] if rows[i] >= 0 else other[i]
     return out

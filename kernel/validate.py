@@ -471,3 +471,115 @@ def one_snapshot(pos_row, ord_row, kind, settlement, contract_size, expiry, stri
             und[k] = und_rank[und_code[ins_row[k]]]
     return (status, ins_row, pos_instr, ord_instr, und, und_used, a_kind, a_settlement, a_size,
             a_expiry, a_mark, forward, a_strike, a_call, years, a_iv)
+
+
+# one_snapshot_book calls its own dispatchers of the passes: a call from compiled code compiles
+# the callee for the caller's types (arrays it made, so writeable; literal constants), which
+# would be a second compiled signature of the public kernels
+_instruments, _positions, _expired, _market, _index_prices, _one_snapshot = (
+    njit(f.py_func) for f in (instruments, positions, expired, market, index_prices,
+                              one_snapshot))
+
+# one_snapshot_book: what stops it (the caller then takes the table passes one by one, and
+# the checks rule by rule, which raise the error)
+BOOK_OK, BOOK_INSTRUMENTS, BOOK_POSITIONS, BOOK_EXPIRED, BOOK_MARKET, BOOK_INDEX, \
+    BOOK_INSTANCES = range(7)
+
+
+@njit
+def _with_nan(column, n):
+    """A numeric column's values with NaN at nulls (all NaN when absent: no rows)."""
+    values, validity, bit0 = column
+    out = np.full(n, np.nan)
+    if values.shape[0] == n:
+        for i in range(n):
+            if is_valid(validity, bit0, i):
+                out[i] = values[i]
+    return out
+
+
+@njit
+def _rows_of_strings(offsets, data, rows):
+    """``(offsets, data)`` of the strings ``rows`` of a string column (a handful: the
+    underlyings' names)."""
+    n = rows.shape[0]
+    out_offsets = np.zeros(n + 1, dtype=np.int32)
+    for j in range(n):
+        r = rows[j]
+        out_offsets[j + 1] = out_offsets[j] + offsets[r + 1] - offsets[r]
+    out_data = np.empty(out_offsets[n], dtype=np.uint8)
+    for j in range(n):
+        r = rows[j]
+        a = offsets[r]
+        for q in range(offsets[r + 1] - a):
+            out_data[out_offsets[j] + q] = data[a + q]
+    return out_offsets, out_data
+
+
+@njit
+def one_snapshot_book(ins, pos, mkt, idx, names, bounds, max_iv, vt):
+    """A one-snapshot book without open orders in one call: :func:`instruments`,
+    :func:`positions`, :func:`expired`, :func:`market`, :func:`index_prices` and
+    :func:`one_snapshot` in the order the book reads them, each on the last's outputs (no
+    round trip to Python between them).
+
+    ``ins``: the instruments' ``(symbol, underlying, kind, settlement, option_type,
+    contract_size, strike, expiry)`` as :func:`instruments` takes them; ``pos``: the
+    positions' ``(symbol, account, quantity, entry_price, leverage)`` (the accounts coded:
+    a book of up to ``pmrisk.io.arrow.SMALL`` positions);
+    ``mkt``: the market's ``(symbol, mark_price, mark_iv, underlying_price)``; ``idx``: the
+    index's ``(underlying, index_price)`` (the underlying ``(offsets, data)``, no nulls);
+    ``names``, ``bounds``, ``max_iv`` as the table passes take them; ``vt`` the valuation
+    time (ns).
+
+    Returns ``(status, und_first, pos_row, acc_codes, acc_first, asset_px, book)``:
+    ``status`` ``BOOK_OK``, or the first pass that found a broken row, a repeated key (an
+    (account, symbol), a market symbol, an index underlying), an expired holding or a
+    missing market row, mark_iv or index price (the rest is then unfinished); the first
+    row of each underlying's code, each position's instruments row, the account codes and
+    each code's first row, the index prices with NaN at nulls, and
+    :func:`one_snapshot`'s outputs but its status."""
+    sym, und, kind, settlement, option_type, contract_size, strike, expiry = ins
+    p_sym, p_acc, qty, entry, lev = pos
+    m_sym, mark, mark_iv, fwd = mkt
+    i_und, price = idx
+    none = np.zeros(0, dtype=np.int64)
+    no_px = np.zeros(0)
+    empty = (none, none, none, none, none, none, none, no_px, none, no_px, no_px, no_px, none,
+             no_px, no_px)
+    n_ins = sym[0].shape[0] - 1
+    kind_code, settle_code, is_call, und_code, und_first, sym_index, bad = _instruments(
+        sym, und, kind, settlement, option_type, contract_size, strike, expiry, names, bounds)
+    if bad.any():
+        return BOOK_INSTRUMENTS, und_first, none, none, none, no_px, empty
+    ins_symbol = (sym[0], sym[1])
+    pos_row, acc_codes, acc_first, repeated, bad = _positions(
+        p_sym, p_acc, qty, entry, lev, ins_symbol, sym_index, 0, True, bounds)
+    if bad.any() or repeated != 0:
+        return BOOK_POSITIONS, und_first, pos_row, acc_codes, acc_first, no_px, empty
+    has_expiry = expiry.shape[0] == n_ins
+    snap_ns = np.full(1, vt, dtype=np.int64)
+    _pe, _oe, n_expired = _expired(pos_row, np.zeros(pos_row.shape[0], dtype=np.int64), none,
+                                  none, kind_code,
+                                  expiry if has_expiry else np.full(n_ins, NAT), snap_ns)
+    if n_expired:
+        return BOOK_EXPIRED, und_first, pos_row, acc_codes, acc_first, no_px, empty
+    mkt_ins, repeated, bad = _market(m_sym, mark, mark_iv, fwd, max_iv, ins_symbol, sym_index,
+                                    bounds)
+    if bad.any() or repeated != 0:
+        return BOOK_MARKET, und_first, pos_row, acc_codes, acc_first, no_px, empty
+    und_names = _rows_of_strings(und[0], und[1], und_first)
+    _col, name_price, repeated, n_bad = _index_prices(i_und, price, und_names, bounds)
+    if repeated or n_bad:
+        return BOOK_INDEX, und_first, pos_row, acc_codes, acc_first, no_px, empty
+    n_mkt = m_sym[0].shape[0] - 1
+    out = _one_snapshot(pos_row, none, kind_code, settle_code, contract_size[0],
+                       expiry if has_expiry else np.full(n_ins, NAT),
+                       _with_nan(strike, n_ins), is_call, und_code, mkt_ins, mark[0],
+                       _with_nan(mark_iv, n_mkt), _with_nan(fwd, n_mkt), name_price, vt)
+    asset_px = _with_nan(price, i_und[0].shape[0] - 1)
+    if out[0] != ONE_OK:
+        return BOOK_INSTANCES, und_first, pos_row, acc_codes, acc_first, asset_px, empty
+    return (BOOK_OK, und_first, pos_row, acc_codes, acc_first, asset_px,
+            (out[1], out[2], out[3], out[4], out[5], out[6], out[7], out[8], out[9], out[10],
+             out[11], out[12], out[13], out[14], out[15]))

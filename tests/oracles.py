@@ -2168,7 +2168,65 @@ def pair_keys(n, hi_a, lo_a, hi_b, lo_b, shift):
                            + np.asarray(lo_b, np.int64)]).astype(np.int64)
 
 
-def first_found(rows, other):
-    """Twin of :func:`pmrisk.kernel.instances.first_found` (``np.where``)."""
-    rows = np.asarray(rows, dtype=np.int64)
-    return np.where(rows >= 0, rows, np.asarray(other, dtype=np.int64)).astype(np.int64)
+# -- io.arrow: the column readers ---------------------------------------------------------------
+
+NS_PER_UNIT = {"s": 10**9, "ms": 10**6, "us": 10**3, "ns": 1}
+
+
+def time_column(values, unit):
+    """Twin of :func:`pmrisk.io.arrow.time_column` on a timestamp column of ``unit`` (a list
+    of ints, None for null): int64 ns since the epoch, ``NAT`` (int64's least) at nulls; None
+    when a time is beyond int64 nanoseconds (the column is refused)."""
+    ns = [None if v is None else v * NS_PER_UNIT[unit] for v in values]
+    lo, hi = np.iinfo(np.int64).min, np.iinfo(np.int64).max
+    if any(v is not None and not lo < v <= hi for v in ns):
+        return None
+    return np.array([lo if v is None else v for v in ns], dtype=np.int64)
+
+
+# -- kernel.validate.one_snapshot_book: the table passes of a one-snapshot book, chained ---------
+
+def one_snapshot_book(ins, pos, mkt, idx, names, bounds, max_iv, vt):
+    """Twin of :func:`pmrisk.kernel.validate.one_snapshot_book` by the twins of the table
+    passes: columns as lists (None null; an absent column None), ``expiry`` ints (``NAT``
+    null), ``names`` the allowed (kinds, settlements, option_types) as tuples of str.
+    Returns ``(status, outputs)``, the outputs ``(und_first, pos_row, acc_codes, acc_first,
+    asset_px, one_snapshot's outputs)`` None unless the status is 0."""
+    nat = np.iinfo(np.int64).min
+    sym, und, kind, settlement, option_type, csize, strike, expiry = ins
+    n = len(sym)
+    k, s, is_call, und_codes, und_first, _codes, _first, bad = validate_instruments(
+        sym, und, kind, settlement, option_type, csize, strike, expiry, names, bounds)
+    if bad.any():
+        return 1, None
+    p_sym, p_acc, qty, entry, lev = pos
+    pos_row, acc_codes, acc_first, repeated, bad = validate_positions(
+        p_sym, p_acc, qty, entry, lev, sym, bounds)
+    if bad.any() or repeated != 0:
+        return 2, None
+    none = np.zeros(0, dtype=np.int64)
+    expiry = np.array(expiry if expiry is not None else [nat] * n, dtype=np.int64)
+    if expired(pos_row, np.zeros(len(pos_row), dtype=np.int64), none, none, k, expiry,
+               np.array([vt], dtype=np.int64))[2]:
+        return 3, None
+    m_sym, mark, iv, fwd = mkt
+    mkt_ins, repeated, bad = validate_market(m_sym, mark, iv, fwd, max_iv, sym, bounds)
+    if bad.any() or repeated != 0:
+        return 4, None
+    i_und, price = idx
+    _col, und_px, repeated, n_bad = index_prices(i_und, price, [und[r] for r in und_first],
+                                                 bounds)
+    if repeated or n_bad:
+        return 5, None
+
+    def nan_at_nulls(values, n_rows):
+        return np.array([np.nan if v is None else v for v in (values or [None] * n_rows)],
+                        dtype=np.float64)
+
+    status, out = one_snapshot(pos_row, none, k, s, np.array(csize, dtype=np.float64), expiry,
+                               nan_at_nulls(strike, n), is_call, und_codes, mkt_ins,
+                               np.array(mark, dtype=np.float64), nan_at_nulls(iv, len(m_sym)),
+                               nan_at_nulls(fwd, len(m_sym)), und_px, vt)
+    if status:
+        return 6, None
+    return 0, (und_first, pos_row, acc_codes, acc_first, nan_at_nulls(price, len(i_und)), out)

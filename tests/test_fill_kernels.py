@@ -60,10 +60,3 @@ def test_pair_keys_agree_with_twin(data, n, n_a, n_b, shift):
     args = (n, _ints(data, n_a, -shift, 10**9), _ints(data, n_a, 0, n - 1),
             _ints(data, n_b, -shift, 10**9), _ints(data, n_b, 0, n - 1), shift)
     _same(instances.pair_keys(*args), oracles.pair_keys(*args))
-
-
-@settings(deadline=None)
-@given(data=st.data(), n=st.integers(0, 20))
-def test_first_found_agree_with_twin(data, n):
-    args = (_ints(data, n, -1, 50), _ints(data, n, -1, 50))
-    _same(instances.first_found(*args), oracles.first_found(*args))

@@ -18,7 +18,8 @@ COVERED = ("bindings/engine/units.py", "bindings/engine/excluded.py", "bindings/
            "bindings/engine/binance.py", "bindings/engine/liquidation.py",
            "bindings/engine/risk_arrays.py", "bindings/engine/snapshots.py",
            "bindings/backtest/run.py", "bindings/monitor/what_if.py",
-           "bindings/io/fill.py", "bindings/io/book.py")
+           "bindings/io/fill.py", "bindings/io/book.py", "bindings/io/arrow.py",
+           "bindings/io/schema.py", "bindings/engine/margin.py")
 
 STRUCTURAL = frozenset("""
     zeros empty full ones arange array asarray ascontiguousarray concatenate zeros_like
@@ -55,6 +56,22 @@ ALLOWED = {
         "searching: a market row by sorted key (searchsorted's clamp), sparse keys only",
     ("bindings/io/book.py", "_instances_by_rule.find", "where"):
         "searching: a market row by sorted key (searchsorted's hit test), sparse keys only",
+    # io/arrow: the column readers' checks (the kernel pass first; these name the rows)
+    ("bindings/io/arrow.py", "float_column", "isfinite"):
+        "an input check that names the rows: after keys.value_range finds a bad value, or on "
+        "a chunked column",
+    ("bindings/io/arrow.py", "float_column", "abs"):
+        "an input check that names the rows (magnitude bound), as above",
+    ("bindings/io/arrow.py", "float_column", "where"): "nulls as NaN on the checking path",
+    ("bindings/io/arrow.py", "number_parts", "packbits"):
+        "conversion: the validity bitmap of a chunked column, as the kernels read it",
+    ("bindings/io/arrow.py", "_one_value", "array_equal"):
+        "a string column's bytes compared once (one account's book): no per-row arithmetic",
+    ("bindings/io/arrow.py", "raise_rows", "sum"): "the error's count of bad rows",
+    ("bindings/io/arrow.py", "to_ns", "isnat"): "one argument (valuation_time)",
+    ("bindings/io/arrow.py", "to_ns", "datetime_data"): "one argument (valuation_time)",
+    ("bindings/io/arrow.py", "sum_by", "bincount"):
+        "table building: results' per-account sums of excluded value",
 }
 
 

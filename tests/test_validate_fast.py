@@ -1,12 +1,13 @@
-"""Validation's fast paths agree with the row-by-row checks.
+"""Validation's kernel passes agree with the row-by-row checks.
 
-``pmrisk.io.arrow.FAST_PATHS`` switches every shortcut of :func:`pmrisk.io.book.load_book` and of
-the column readers off (reductions before row-by-row checks, one-pass key checks, runs of a
-time-ordered history, market rows in the instruments' order ...).  On valid and broken books
-(the demo book and a short history, mutated: odd values, unknown names, repeated, dropped,
-reordered rows, several chunks) both ways must give the same book, array for array, or the
-same :class:`pmrisk.MarginError` (table, column, rows, message, hint, snapshot time).  The
-kernels of :mod:`pmrisk.kernel.keys` are checked against their twins in tests/oracles.py.
+The bindings take one path: each table's kernel pass, and the checks rule by rule only when
+a pass finds a broken row (they name the rows).  :func:`precise` makes every pass give up (as
+on a broken row) and puts the twins of :mod:`tests.oracles` in place of the key kernels, so
+the rule-by-rule checks, the sorting paths and the twins do all the work.  On valid and broken
+books (the demo book and a short history, mutated: odd values, unknown names, repeated,
+dropped, reordered rows, several chunks) both ways must give the same book, array for array,
+or the same :class:`pmrisk.MarginError` (table, column, rows, message, hint, snapshot time).
+The kernels of :mod:`pmrisk.kernel.keys` are also checked against their twins one by one.
 """
 
 import contextlib
@@ -21,7 +22,7 @@ from hypothesis import strategies as st
 
 import oracles
 import pmrisk
-from pmrisk.io import arrow as _arrow
+from pmrisk.io import arrow as _arrow, book as _book
 from pmrisk import samples
 from pmrisk.io.arrow import (as_table, codes, duplicated, enum_codes, float_column, kernel_args,
                              lookup, lookup_many, str_buffers, time_column, unique_keys)
@@ -31,6 +32,8 @@ from pmrisk.kernel import validate as V
 
 NAMES = ("positions", "instruments", "market", "index", "balances", "open_orders", "reserves")
 DEMO = samples.demo_book()
+GRID = samples.book(n_accounts=1, positions_per_account=300, underlyings=("BTC",),
+                    option_share=0.8, inverse_share=1.0, seed=1)
 HISTORY = samples.history(days=1, accounts=3, step_minutes=360)
 MODELS = {"deribit_pme": pmrisk.Model.preset("deribit_pme"),
           "standard": pmrisk.Model.preset("standard"),
@@ -41,14 +44,42 @@ STRINGS = ["", "option", "future", "perpetual", "call", "put", "linear", "invers
            "BTC", "USD", "nope", None]
 
 
+def _gives_up(*args, **kwargs):
+    return None
+
+
+def _out_of_order(*args):
+    return None, None, None, False
+
+
+# (module, name, stand-in): each table's pass and each column's shortcut gives up (as on a
+# broken row or an odd layout), and the key kernels are their numpy twins
+PRECISE = (
+    (_book, "_one_snapshot_book", _gives_up),
+    (_book, "_instruments_in_one_pass", _gives_up),
+    (_book, "_positions_in_one_pass", _gives_up),
+    (_book, "_market_in_one_pass", _gives_up),
+    (_book, "_one_snapshot", _gives_up),
+    (_book, "_runs", _gives_up),                        # time columns: the sorting path
+    (_book, "pairs_in_order", _out_of_order),           # accounts: the sorting path
+    (_arrow, "_float_fast", _gives_up),
+    (_arrow, "_fast_codes", _gives_up),                 # codes: Arrow's dictionary_encode
+    (_arrow, "dense_unique", oracles.dense_unique),
+    (_arrow, "duplicated_in_groups", oracles.duplicated_in_groups),
+)
+
+
 @contextlib.contextmanager
 def precise():
-    """Every fast path off: the row-by-row checks only."""
-    _arrow.FAST_PATHS = False
+    """The rule-by-rule checks, the sorting paths and the twins only."""
+    saved = [(mod, name, getattr(mod, name)) for mod, name, _ in PRECISE]
+    for mod, name, stand_in in PRECISE:
+        setattr(mod, name, stand_in)
     try:
         yield
     finally:
-        _arrow.FAST_PATHS = True
+        for mod, name, kept in saved:
+            setattr(mod, name, kept)
 
 
 def outcome(fn, *args, **kwargs):
@@ -144,6 +175,8 @@ def books(draw):
     timed = draw(st.booleans())
     src = HISTORY if timed else DEMO
     tables = {k: src.get(k) for k in NAMES}
+    if draw(st.booleans()):             # no open orders: one snapshot's book in one call
+        tables["open_orders"] = None
     for _ in range(draw(st.integers(0, 3))):
         tables = mutate(draw, tables)
     vt = None if timed else DEMO["valuation_time"]
@@ -231,14 +264,19 @@ def test_enum_codes_match_lookup_and_oracle(values, start):
 
 @given(st.lists(st.one_of(st.none(), st.integers(-10 ** 12, 10 ** 12)), max_size=12),
        st.sampled_from(["s", "ms", "us", "ns"]), st.sampled_from([None, "UTC", "Asia/Tokyo"]))
-def test_time_column_fast_and_precise_agree(values, unit, tz):
+def test_time_column_matches_oracle(values, unit, tz):
     table = pa.table({"t": pa.array(values, pa.timestamp(unit, tz=tz))})
-    both(time_column, table, "x", "t")
+    got = outcome(time_column, table, "x", "t")
+    want = oracles.time_column(values, unit)
+    assert got[0] == ("error" if want is None else "ok"), (got, want)
+    if want is not None:
+        assert got[1].dtype == np.int64 and got[1].tolist() == want.tolist()
 
 
-def test_time_column_strings_agree():
+def test_time_column_strings():
     table = pa.table({"t": ["2024-06-17T08:00:00Z", None, "2024-06-17"]})
-    assert both(time_column, table, "x", "t")[0] == "ok"
+    day = 1718582400 * 10**9                            # 2024-06-17T00:00:00Z
+    assert time_column(table, "x", "t").tolist() == [day + 8 * 3600 * 10**9, _arrow.NAT, day]
 
 
 # -- kernel.keys against the oracles ---------------------------------------------------------
@@ -377,6 +415,77 @@ def test_one_compiled_signature_per_key_kernel():
                  "dense_unique", "str_codes", "value_range"):
         # at most one: the per-table passes below leave some unused on these books
         assert len(getattr(K, name).signatures) <= 1, (name, getattr(K, name).signatures)
+    for src in (DEMO, GRID):
+        tables = {k: as_table(src.get(k), k) for k in NAMES if k != "open_orders"}
+        load_book(**tables, open_orders=None, model=MODELS["deribit_pme"],
+                  valuation_time=src["valuation_time"])
     for name in ("instruments", "positions", "market", "expired", "index_prices",
-                 "one_snapshot"):                      # the per-table passes, the book's
+                 "one_snapshot", "one_snapshot_book"):  # the per-table passes, the book's
         assert len(getattr(V, name).signatures) == 1, (name, getattr(V, name).signatures)
+
+
+# -- kernel.validate.one_snapshot_book against its twin ----------------------------------------
+
+def _strings(part):
+    """A string column as the kernels read it -> a list (None null; no rows: None)."""
+    offsets, data, validity, bit0 = part
+    n = len(offsets) - 1
+    if not n:
+        return None
+    return [None if len(validity) and not (validity[(bit0 + i) >> 3] >> ((bit0 + i) & 7)) & 1
+            else bytes(data[offsets[i]:offsets[i + 1]]).decode() for i in range(n)]
+
+
+def _numbers(part):
+    values, validity, bit0 = part
+    if not len(values):
+        return None
+    return [None if len(validity) and not (validity[(bit0 + i) >> 3] >> ((bit0 + i) & 7)) & 1
+            else float(values[i]) for i in range(len(values))]
+
+
+def _as_lists(args):
+    """one_snapshot_book's arguments as its twin takes them."""
+    ins, pos, mkt, idx, names, bounds, max_iv, vt = args
+    sym, und, kind, settlement, option_type, csize, strike, expiry = ins
+    i_und, price = idx
+    return ((*(_strings(c) for c in (sym, und, kind, settlement, option_type)),
+             _numbers(csize), _numbers(strike), expiry.tolist() if len(expiry) else None),
+            (_strings(pos[0]), _strings(pos[1]), *(_numbers(c) for c in pos[2:])),
+            (_strings(mkt[0]), *(_numbers(c) for c in mkt[1:])),
+            (_strings((*i_und, _NO_BITS, 0)) or [], _numbers(price) or []),
+            tuple(tuple(_strings((*n, _NO_BITS, 0)) or ()) for n in names), bounds, max_iv, vt)
+
+
+_NO_BITS = np.zeros(0, dtype=np.uint8)
+
+
+@given(books())
+def test_one_snapshot_book_matches_oracle(case):
+    """On the demo book without open orders, mutated, the kernel and its twin agree (status,
+    and every output when the status is BOOK_OK)."""
+    tables, vt, model = case
+    if vt is None or tables["open_orders"] is not None:
+        return
+    calls = []
+    kernel = V.one_snapshot_book
+
+    def spy(*args):
+        calls.append((args, kernel(*args)))
+        return calls[-1][1]
+
+    V.one_snapshot_book = spy
+    try:
+        outcome(load_book, **{k: as_table(v, k) for k, v in tables.items()},
+                model=MODELS[model], valuation_time=vt)
+    finally:
+        V.one_snapshot_book = kernel
+    for args, got in calls:
+        status, want = oracles.one_snapshot_book(*_as_lists(args))
+        assert got[0] == status
+        if status == V.BOOK_OK:
+            und_first, pos_row, acc_codes, acc_first, asset_px, out = want
+            for g, w in zip(got[1:6], (und_first, pos_row, acc_codes, acc_first, asset_px)):
+                assert same(np.asarray(g), np.asarray(w).astype(g.dtype)), (g, w)
+            for g, w in zip(got[6], out):
+                assert same(g, np.asarray(w).astype(g.dtype)), (g, w)

@@ -20,12 +20,6 @@ from . import schema
 from ..errors import MarginError, iso_ns
 
 
-# Validation checks the usual case cheaply (a reduction, one pass) and runs the row-by-row
-# checks that name the rows only when that fails.  False: always the row-by-row path (the
-# tests compare the two on valid and invalid books: same arrays, same MarginError).
-FAST_PATHS = True
-
-
 def as_table(obj, name):
     """A ``pyarrow.Table`` from a Table, RecordBatch, RecordBatchReader, any object with
     ``__arrow_c_stream__`` / ``__arrow_c_array__`` (pandas >= 2.2, polars, duckdb, nanoarrow),
@@ -271,7 +265,7 @@ def float_column(table, name, col, *, positive=False, finite=True, nullable=Fals
     Fast path: a column of finite numbers inside the bounds (the usual case) is checked by two
     reductions; anything else takes the row-by-row checks below, which name the rows."""
     arr = table.column(col)
-    if FAST_PATHS and finite and arr.num_chunks == 1 and _is_num(arr.type):
+    if finite and arr.num_chunks == 1 and _is_num(arr.type):
         fast = _float_fast(arr.chunk(0), positive, nullable)
         if fast is not None:
             return fast
@@ -328,7 +322,7 @@ def _float_fast(chunk, positive, nullable):
 def time_column(table, name, col):
     """A timestamp column as int64 ns since the epoch, UTC (null -> ``NAT``)."""
     arr = table.column(col)
-    if FAST_PATHS and arr.num_chunks == 1 and len(arr) and pa.types.is_timestamp(arr.type) \
+    if arr.num_chunks == 1 and len(arr) and pa.types.is_timestamp(arr.type) \
             and arr.type.unit == "ns":
         chunk = arr.chunk(0)            # int64 ns since the epoch, UTC, whatever the tz
         if chunk.null_count:            # nulls read as NaT, which is NAT
@@ -364,14 +358,8 @@ def time_column(table, name, col):
         except pa.ArrowInvalid as exc:      # outside the ns range (years 1677..2262)
             raise MarginError(name, col, "timestamps between 1677 and 2262 (nanoseconds "
                               f"since 1970 in int64), got values outside ({exc})") from None
-    if FAST_PATHS:
-        ns = arr.to_numpy(zero_copy_only=False)         # nulls read as NaT, which is NAT
-        if ns.dtype == np.dtype("datetime64[ns]"):
-            return ns.view(np.int64)
-    valid = ~np.asarray(arr.is_null().to_numpy(zero_copy_only=False))
-    ns = np.asarray(arr.cast(pa.int64()).fill_null(NAT).to_numpy(zero_copy_only=False),
-                    dtype=np.int64)
-    return np.where(valid, ns, NAT)
+    # timestamp[ns, UTC] reads as datetime64[ns]; nulls read as NaT, which is NAT
+    return arr.to_numpy(zero_copy_only=False).view(np.int64)
 
 
 NAT = np.iinfo(np.int64).min
@@ -518,9 +506,8 @@ SMALL = 1 << 16
 def _fast_codes(arr):
     """``(codes, first row of each code)`` of a plain string array without nulls of up to
     :data:`SMALL` rows by :func:`pmrisk.kernel.keys.str_codes` (no per-call cost of Arrow's
-    hash kernel, which is as fast per row on long columns); None for other arrays (or with
-    the fast paths off)."""
-    if FAST_PATHS and isinstance(arr, pa.Array) and arr.type == pa.string() \
+    hash kernel, which is as fast per row on long columns); None for other arrays."""
+    if isinstance(arr, pa.Array) and arr.type == pa.string() \
             and not arr.null_count and len(arr) <= SMALL:
         offsets, data = str_buffers(arr)
         if _one_value(offsets, data):
@@ -560,7 +547,7 @@ def lookup_many(value_set, *arrays, value_codes=False):
     ...                                  pa.array(["a"]))]
     [[1, -1], [0]]
     """
-    if FAST_PATHS and sum(len(a) for a in arrays) > SMALL:
+    if sum(len(a) for a in arrays) > SMALL:
         # long columns (a history's positions): a set lookup per column, no joined copy
         out = [lookup(a, value_set) for a in arrays]
         return (codes(value_set)[0], out) if value_codes else out
@@ -632,11 +619,12 @@ def str_parts(arr):
     return offsets, data, _validity(arr, bufs), arr.offset
 
 
-def number_parts(table, col):
+def number_parts(table, col, values=True):
     """A numeric column as the kernels of :mod:`pmrisk.kernel.validate` read it, and its
     values: ``((values, validity, bit0), values)``, float64 (an integer column is cast,
     unsafely, as :func:`float_column` does), the second with NaN at nulls (a copy only when
-    there are nulls); None for a column of another type (an all-null column)."""
+    there are nulls; with ``values`` False, a caller that reads the first only, the second
+    may then be None); None for a column of another type (an all-null column)."""
     arr = table.column(col)
     t = arr.type
     if t != _F64_TYPE:
@@ -660,8 +648,10 @@ def number_parts(table, col):
     raw = _read_only(np.frombuffer(bufs[1], dtype=np.float64)[start:start + n])
     if not arr.null_count:
         return (raw, _NO_BITS, start), raw
-    values = np.ascontiguousarray(arr.to_numpy(zero_copy_only=False), dtype=np.float64)
-    return (raw, _validity(arr, bufs), start), values
+    if not values:
+        return (raw, _validity(arr, bufs), start), None
+    return (raw, _validity(arr, bufs), start), np.ascontiguousarray(
+        arr.to_numpy(zero_copy_only=False), dtype=np.float64)
 
 
 _F64_TYPE = pa.float64()
@@ -677,8 +667,6 @@ def enum_codes(arr, allowed):
     >>> enum_codes(pa.array(["put", None, "call", "cal"]), ("put", "call")).tolist()
     [0, -1, 1, -1]
     """
-    if not FAST_PATHS:
-        return lookup(arr, pa.array(allowed, pa.string()))
     offsets, data = str_buffers(arr)
     null = (np.array(arr.is_null().to_numpy(zero_copy_only=False), dtype=bool)
             if arr.null_count else np.zeros(len(arr), dtype=bool))
@@ -708,19 +696,8 @@ def unique_keys(keys, return_first=False):
     if n == 0 or keys.min() < 0 or hi > max(8 * n, 1 << 16):
         out = np.unique(keys, return_index=True, return_inverse=True)
         uniq, first, inv = out[0], out[1], out[2].ravel()
-    elif FAST_PATHS:
-        uniq, inv, first = dense_unique(*kernel_args(keys), hi)
     else:
-        seen = np.zeros(hi, dtype=bool)
-        seen[keys] = True
-        uniq = np.flatnonzero(seen)
-        slot = np.zeros(hi, dtype=np.int64)
-        slot[uniq] = np.arange(len(uniq))
-        inv = slot[keys]
-        if return_first:
-            fst = np.zeros(hi, dtype=np.int64)
-            fst[keys[::-1]] = np.arange(n - 1, -1, -1)
-            first = fst[uniq]
+        uniq, inv, first = dense_unique(*kernel_args(keys), hi)
     inv = inv.astype(np.int64, copy=False)
     return (uniq, inv, first) if return_first else (uniq, inv)
 
@@ -749,7 +726,7 @@ def duplicated(*keys):
     n = len(keys[0])
     if n == 0:
         return np.zeros(0, dtype=bool)
-    if len(keys) == 2 and FAST_PATHS:   # one leading key: the group itself
+    if len(keys) == 2:                  # one leading key: the group itself
         group = np.asarray(keys[0], dtype=np.int64)
     else:
         group = np.zeros(n, dtype=np.int64)
@@ -758,7 +735,7 @@ def duplicated(*keys):
             group = group * (int(k.max()) + 1) + k
     last = np.asarray(keys[-1], dtype=np.int64)
     n_last = int(last.max()) + 1
-    if FAST_PATHS and n_last <= max(8 * n, 1 << 16) and last.min() >= 0 and group[0] >= 0:
+    if n_last <= max(8 * n, 1 << 16) and last.min() >= 0 and group[0] >= 0:
         dup, ok = duplicated_in_groups(*kernel_args(group, last), n_last)
         if ok:
             return dup

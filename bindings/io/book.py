@@ -26,12 +26,12 @@ from pmrisk.kernel.instruments import (CALL, FUTURE, INVERSE, KINDS, OPTION, OPT
                                        SETTLEMENTS, SPOT)
 
 from pmrisk.kernel import validate
-from pmrisk.kernel.instances import first_found, instance_columns, pair_keys
+from pmrisk.kernel.instances import instance_columns, pair_keys
 from pmrisk.kernel.keys import pairs_in_order, sorted_runs
 from pmrisk.kernel.rowkeys import split_pairs
 from pmrisk.kernel.layout import unit_prices
 
-from . import arrow as _arrow, schema
+from . import schema
 from .arrow import (BOUNDS, NAT, NO_NUMBERS, NO_STRINGS, SMALL, as_table, check_columns, codes,
                     duplicated, enum_codes, float_column, has, kernel_args, lookup, name_buffers,
                     number_parts, raise_rows, row_keys, str_buffers, str_column, str_parts,
@@ -142,7 +142,7 @@ def _enum(table, name, col, allowed):
     arr = str_column(table, col)
     code = enum_codes(arr, allowed)
     # -1 only for nulls (each null is -1): nothing unknown
-    if _arrow.FAST_PATHS and int(np.count_nonzero(code < 0)) == arr.null_count:
+    if int(np.count_nonzero(code < 0)) == arr.null_count:
         return code
     bad = (code < 0) & ~np.asarray(arr.is_null().to_numpy(zero_copy_only=False))
     if bad.any():
@@ -162,7 +162,7 @@ class _Rows:
 
     def pick(self, values):
         """``values`` (one per table row) at the book's rows."""
-        return values if self.every and _arrow.FAST_PATHS else values[self.row]
+        return values if self.every else values[self.row]
 
     def __len__(self):
         return len(self.row)
@@ -171,7 +171,7 @@ class _Rows:
         """Rows of the first snapshot when every row is a book row in snapshot order (a
         history whose snapshots may repeat the same rows: a guess the kernels check), else
         0."""
-        if not (self.every and _arrow.FAST_PATHS and len(self.snap)):
+        if not (self.every and len(self.snap)):
             return 0
         return int(np.searchsorted(self.snap, self.snap[0], side="right"))
 
@@ -269,8 +269,6 @@ def _joined(arrays):
 def _runs(ns):
     """``(distinct times, run of each row)`` of a time column in non-decreasing order (one
     pass, no sort), else None."""
-    if not _arrow.FAST_PATHS:
-        return None
     values, run, ok = sorted_runs(*kernel_args(ns))
     return (values, run) if ok else None
 
@@ -313,11 +311,8 @@ def read_instruments(ins):
     """:class:`Instruments` of the instruments table: one kernel pass
     (:func:`pmrisk.kernel.validate.instruments`) when every row passes, else the checks rule
     by rule, which name the rows of the first rule broken."""
-    if _arrow.FAST_PATHS:
-        got = _instruments_in_one_pass(ins)
-        if got is not None:
-            return got
-    return _instruments_by_rule(ins)
+    got = _instruments_in_one_pass(ins)
+    return got if got is not None else _instruments_by_rule(ins)
 
 
 def _instruments_in_one_pass(ins):
@@ -412,15 +407,15 @@ def read_positions(pos, instruments, period=0):
     one kernel pass (:func:`pmrisk.kernel.validate.positions`) when every row passes, else
     the checks rule by rule.  ``period``: the rows of the first snapshot when the table's
     snapshots repeat its rows in the same order (a guess the kernel checks; 0: none)."""
-    if _arrow.FAST_PATHS and instruments.index is not None:
+    if instruments.index is not None:
         got = _positions_in_one_pass(pos, instruments, period)
         if got is not None:
             return got
     return _positions_by_rule(pos, instruments)
 
 
-def _optional_numbers(table, col):
-    return number_parts(table, col) if has(table, col) else (NO_NUMBERS, None)
+def _optional_numbers(table, col, values=True):
+    return number_parts(table, col, values) if has(table, col) else (NO_NUMBERS, None)
 
 
 def _positions_in_one_pass(pos, instruments, period):
@@ -473,7 +468,7 @@ def read_market(mkt, instruments, max_iv):
     """:class:`Market` of the market table: one kernel pass
     (:func:`pmrisk.kernel.validate.market`) when every row passes, else the checks rule by
     rule."""
-    if _arrow.FAST_PATHS and instruments.index is not None:
+    if instruments.index is not None:
         got = _market_in_one_pass(mkt, instruments, max_iv)
         if got is not None:
             return got
@@ -511,6 +506,7 @@ def _market_by_rule(mkt, instruments, max_iv):
 
 
 _NAMES = (name_buffers(KINDS), name_buffers(SETTLEMENTS), name_buffers(OPTION_TYPES))
+_NO_ORDER_IDS = pa.array([], pa.null())         # Arrow arrays are immutable: one for all
 
 
 def load_book(positions, instruments, market, index, balances, open_orders, reserves,
@@ -536,15 +532,21 @@ def load_book(positions, instruments, market, index, balances, open_orders, rese
     snap_ns, R, timed = _snapshots(tables, valuation_time)
     ins = tables["instruments"]
 
-    # -- instruments -------------------------------------------------------------------------
-    INS = read_instruments(ins)
-    kind, expiry = INS.kind, INS.expiry
-
-    # -- positions and orders: symbols must be known (checked on the table's rows) ----------
     P = R["positions"]
     OR = R.get("open_orders")
     M = R["market"]
-    PT = read_positions(P.table, INS, P.period() if timed else 0)
+    # one snapshot without open orders: every table's pass in one kernel call; else (or when
+    # a check fails there) the passes one by one below, and the checks rule by rule
+    # (a long positions column, coded by Arrow's hash, takes the passes one by one)
+    one = (_one_snapshot_book(R, model, snap_ns[0])
+           if not timed and OR is None and P.table.num_rows <= SMALL else None)
+    if one is None:
+        # -- instruments ---------------------------------------------------------------------
+        INS = read_instruments(ins)
+        # -- positions and orders: symbols must be known (checked on the table's rows) ------
+        PT = read_positions(P.table, INS, P.period() if timed else 0)
+    else:
+        PT, ins_fields = one
     pos_row, quantity, entry = P.pick(PT.ins_row), P.pick(PT.quantity), P.pick(PT.entry_price)
     leverage = P.pick(PT.leverage)
     pos_snap = P.snap
@@ -571,14 +573,13 @@ def load_book(positions, instruments, market, index, balances, open_orders, rese
                                   else names_t[0])
     name_chunks = _split_rows(name_codes, [k for k, _ in state], [len(a) for a in names_t])
     n_names = max(len(names), 1)
-    ok = False
-    if _arrow.FAST_PATHS and not timed:
+    if not timed:
         # one snapshot, every row once: the accounts are the names, in order of first
         # appearance (the codes' order), as the general rule below gives
         acc_code, acc_snap = name_codes, np.zeros(len(names), dtype=np.int64)
         accounts = names if len(names) else pa.array([], pa.string())
         ok = True
-    elif _arrow.FAST_PATHS:
+    else:
         # rows in snapshot order (a history sorted by time): number the pairs in one pass
         acc_code, acc_snap, acc_name, ok = pairs_in_order(*kernel_args(
             _joined([r.snap for _, r in state]),
@@ -607,11 +608,11 @@ def load_book(positions, instruments, market, index, balances, open_orders, rese
     bal_account = acc_of.get("balances", np.zeros(0, dtype=np.int64))
     res_account = acc_of.get("reserves", np.zeros(0, dtype=np.int64))
     # one snapshot, every row: the positions pass counted the repeated (account, symbol)
-    dup = (np.zeros(0, dtype=bool) if not timed and P.every and PT.repeated == 0
-           else duplicated(pos_account, pos_row))
-    if dup.any():
-        _raise(P, "positions", "symbol", dup, "one row per (account, symbol)", snap_ns,
-               hint="Aggregate duplicate rows first", timed=timed)
+    if timed or not P.every or PT.repeated != 0:
+        dup = duplicated(pos_account, pos_row)
+        if dup.any():
+            _raise(P, "positions", "symbol", dup, "one row per (account, symbol)", snap_ns,
+                   hint="Aggregate duplicate rows first", timed=timed)
     if OR is not None:
         dup = duplicated(ord_account, ord_id_code_t[OR.row])
         if dup.any():
@@ -619,38 +620,41 @@ def load_book(positions, instruments, market, index, balances, open_orders, rese
                    snap_ns, hint="Each order once: a repeated row would be charged twice",
                    timed=timed)
 
-    # -- expired instruments --------------------------------------------------------------
-    pos_expired, ord_expired, n_expired = validate.expired(*kernel_args(
-        pos_row, pos_snap, ord_row, ord_snap, kind, expiry, snap_ns))
-    if n_expired:
-        if model["expired_positions"] == "ignore":
-            keep = ~pos_expired
-            pos_row, quantity, entry, leverage, pos_account, pos_snap = (
-                a[keep] for a in (pos_row, quantity, entry, leverage, pos_account, pos_snap))
-            P = _Rows(P.table, P.row[keep], P.snap[keep])
-            okeep = ~ord_expired
-            ord_row, ord_qty, ord_account, ord_snap = (
-                a[okeep] for a in (ord_row, ord_qty, ord_account, ord_snap))
-            if OR is not None:
-                OR = _Rows(OR.table, OR.row[okeep], OR.snap[okeep])
-        elif pos_expired.any():
-            _raise(P, "positions", "symbol", pos_expired,
-                   "instruments not past expiry at the valuation time", snap_ns,
-                   hint="Drop them, or set expired_positions = 'ignore' in the model",
-                   timed=timed)
-        else:
-            _raise(OR, "open_orders", "symbol", ord_expired,
-                   "instruments not past expiry at the valuation time", snap_ns, timed=timed)
+    if one is None:
+        # -- expired instruments ----------------------------------------------------------
+        pos_expired, ord_expired, n_expired = validate.expired(*kernel_args(
+            pos_row, pos_snap, ord_row, ord_snap, INS.kind, INS.expiry, snap_ns))
+        if n_expired:
+            if model["expired_positions"] == "ignore":
+                keep = ~pos_expired
+                pos_row, quantity, entry, leverage, pos_account, pos_snap = (
+                    a[keep] for a in (pos_row, quantity, entry, leverage, pos_account,
+                                      pos_snap))
+                P = _Rows(P.table, P.row[keep], P.snap[keep])
+                okeep = ~ord_expired
+                ord_row, ord_qty, ord_account, ord_snap = (
+                    a[okeep] for a in (ord_row, ord_qty, ord_account, ord_snap))
+                if OR is not None:
+                    OR = _Rows(OR.table, OR.row[okeep], OR.snap[okeep])
+            elif pos_expired.any():
+                _raise(P, "positions", "symbol", pos_expired,
+                       "instruments not past expiry at the valuation time", snap_ns,
+                       hint="Drop them, or set expired_positions = 'ignore' in the model",
+                       timed=timed)
+            else:
+                _raise(OR, "open_orders", "symbol", ord_expired,
+                       "instruments not past expiry at the valuation time", snap_ns,
+                       timed=timed)
 
-    # -- market, index and the book's instruments ---------------------------------------------
-    MT = read_market(M.table, INS, model["max_iv"])
-    # one snapshot (an untimed market table without a symbol twice): one kernel pass, else
-    # (or when a check fails there) the checks rule by rule
-    ins_fields = (_one_snapshot(INS, pos_row, ord_row, MT, R["index"].table, snap_ns)
-                  if _arrow.FAST_PATHS and not timed and MT.repeated == 0 else None)
-    if ins_fields is None:
-        ins_fields = _instances_by_rule(INS, P, OR, M, MT, R["index"], pos_row, pos_snap,
-                                        ord_row, ord_snap, snap_ns, timed, model)
+        # -- market, index and the book's instruments -------------------------------------
+        MT = read_market(M.table, INS, model["max_iv"])
+        # one snapshot (an untimed market table without a symbol twice): one kernel pass,
+        # else (or when a check fails there) the checks rule by rule
+        ins_fields = (_one_snapshot(INS, pos_row, ord_row, MT, R["index"].table, snap_ns)
+                      if not timed and MT.repeated == 0 else None)
+        if ins_fields is None:
+            ins_fields = _instances_by_rule(INS, P, OR, M, MT, R["index"], pos_row, pos_snap,
+                                            ord_row, ord_snap, snap_ns, timed, model)
     pos_instr, ord_instr = ins_fields.pop("pos_instr"), ins_fields.pop("ord_instr")
 
     # -- balances and reserves --------------------------------------------------------------
@@ -703,15 +707,78 @@ def load_book(positions, instruments, market, index, balances, open_orders, rese
         leverage=leverage,
         ord_account=ord_account, ord_instr=ord_instr, ord_qty=ord_qty,
         ord_id=(OR.table.column("order_id").combine_chunks().take(pa.array(OR.row, pa.int64()))
-                if OR is not None else pa.array([], pa.null())),
+                if OR is not None else _NO_ORDER_IDS),
         bal_account=bal_account, bal_asset=bal_asset, bal_amount=bal_amount,
         res_account=res_account, res_unit=res_unit, res_mmp=res_mmp, res_oo=res_oo,
     )
     for a in vars(book).values():       # nothing downstream writes them: see Book
         if isinstance(a, np.ndarray):
-            a.flags.writeable = False
+            a.setflags(False)           # positional: the keyword form parses slower
     _check_priced(book, model, R, snap_ns, book.instr_snap)
     return book
+
+
+def _first_rows(arr, first):
+    """The rows ``first`` of a string array (a slice when there is one)."""
+    return arr.slice(int(first[0]), 1) if len(first) == 1 \
+        else arr.take(pa.array(first, pa.int64()))
+
+
+def _one_snapshot_book(R, model, vt):
+    """:class:`Positions` and what :func:`_instances_by_rule` returns, for a one-snapshot
+    book without open orders and of up to :data:`SMALL` positions (``R``: the
+    :class:`_Rows` of its tables, valued at ``vt``) by one kernel call
+    (:func:`pmrisk.kernel.validate.one_snapshot_book`); None when a check fails or a column
+    is of a layout the kernels do not read (the table passes one by one then run, and the
+    checks rule by rule raise)."""
+    ins, pos, mkt, idx = (R[k].table for k in ("instruments", "positions", "market", "index"))
+    # the kernel reads strike, mark_iv, underlying_price and index_price with their nulls
+    numbers = (number_parts(ins, "contract_size"), _optional_numbers(ins, "strike", False),
+               number_parts(pos, "quantity"), _optional_numbers(pos, "entry_price"),
+               _optional_numbers(pos, "leverage"), number_parts(mkt, "mark_price"),
+               _optional_numbers(mkt, "mark_iv", False),
+               _optional_numbers(mkt, "underlying_price", False),
+               number_parts(idx, "index_price", False))
+    i_und = str_column(idx, "underlying")
+    if i_und.null_count or any(x is None for x in numbers):
+        return None
+    csize, strike, qty, entry, lev, mark, iv, fwd, price = numbers
+    expiry = NO_NUMBERS[0].view(np.int64)
+    if has(ins, "expiry"):
+        try:
+            expiry = kernel_args(time_column(ins, "instruments", "expiry"))[0]
+        except MarginError:
+            return None
+    sym, und, acc = str_column(ins, "symbol"), str_column(ins, "underlying"), \
+        str_column(pos, "account")
+    n = pos.num_rows
+    status, und_first, pos_row, acc_code, acc_first, asset_px, out = \
+        validate.one_snapshot_book(
+            (str_parts(sym), str_parts(und), str_parts(str_column(ins, "kind")),
+             str_parts(str_column(ins, "settlement")),
+             str_parts(str_column(ins, "option_type")) if has(ins, "option_type")
+             else NO_STRINGS, csize[0], strike[0], expiry),
+            (str_parts(str_column(pos, "symbol")), str_parts(acc), qty[0], entry[0], lev[0]),
+            (str_parts(str_column(mkt, "symbol")), mark[0], iv[0], fwd[0]),
+            (str_buffers(i_und), price[0]), _NAMES, BOUNDS, float(model["max_iv"]), int(vt))
+    if status != validate.BOOK_OK:
+        return None
+    (ins_row, pos_instr, ord_instr, und_code, und_used, kind, settlement, contract_size,
+     expiry, mark, forward, strike, is_call, years, mark_iv) = out
+    und_all = _first_rows(und, und_first).to_pylist()      # the distinct names: a handful
+    positions = Positions(
+        ins_row=pos_row, quantity=qty[1],
+        entry_price=entry[1] if entry[1] is not None else np.full(n, np.nan),
+        leverage=lev[1] if lev[1] is not None else np.full(n, np.nan),
+        account_codes=acc_code, account_names=_first_rows(acc, acc_first), repeated=0)
+    return positions, dict(
+        symbols=sym if len(ins_row) == len(sym) else sym.take(pa.array(ins_row, pa.int64())),
+        instr_snap=np.zeros(len(ins_row), dtype=np.int64), und_code=und_code,
+        und_names=[und_all[i] for i in und_used.tolist()], kind=kind, settlement=settlement,
+        contract_size=contract_size, mark=mark, forward=forward, strike=strike,
+        is_call=is_call, expiry_ns=expiry, years=years, mark_iv=mark_iv,
+        assets=i_und.to_pylist(), asset_px=asset_px.reshape(1, -1), pos_instr=pos_instr,
+        ord_instr=ord_instr)
 
 
 def _one_snapshot(INS, pos_row, ord_row, MT, index, snap_ns):
@@ -777,7 +844,7 @@ def _instances_by_rule(INS, P, OR, M, MT, X, pos_row, pos_snap, ord_row, ord_sna
     pos_instr = inst_inv[:len(pos_row)]
     ord_instr = inst_inv[len(pos_row):]
     # one snapshot and every instrument active: the instances are the table's rows, in order
-    every_ins = _arrow.FAST_PATHS and n_snap == 1 and len(inst_ins) == n_ins
+    every_ins = n_snap == 1 and len(inst_ins) == n_ins
 
     def of_ins(values):
         """``values`` (one per instruments row) of each active instance."""
@@ -785,7 +852,7 @@ def _instances_by_rule(INS, P, OR, M, MT, X, pos_row, pos_snap, ord_row, ord_sna
 
     # market row of each instance: its snapshot's row, else the untimed row
     n_keys = (max(n_snap, 0) + 1) * n_ins          # mkt_key < n_keys, and no two alike
-    if _arrow.FAST_PATHS and n_keys <= max(8 * len(mkt_key), 1 << 16):
+    if n_keys <= max(8 * len(mkt_key), 1 << 16):
         # a table of every key (no sort): the market row of each key, -1 when none
         row_of_key = np.full(n_keys, -1, dtype=np.int64)
         row_of_key[mkt_key] = np.arange(len(mkt_key))
@@ -802,10 +869,7 @@ def _instances_by_rule(INS, P, OR, M, MT, X, pos_row, pos_snap, ord_row, ord_sna
             at = np.minimum(np.searchsorted(m_keys, keys), len(m_keys) - 1)
             return np.where(m_keys[at] == keys, m_sorted[at], -1)
 
-    if not _arrow.FAST_PATHS:
-        m_of = find(pair_keys(*kernel_args(n_ins, inst_snap, inst_ins, none, none, 1)))
-        m_of = first_found(*kernel_args(m_of, find(inst_ins)))   # else the untimed row
-    elif timed and not has(mkt, TIME):      # market rows for any snapshot (block 0)
+    if timed and not has(mkt, TIME):      # market rows for any snapshot (block 0)
         m_of = find(inst_ins)
     else:                                   # rows of the instance's snapshot
         m_of = find(pair_keys(*kernel_args(n_ins, inst_snap, inst_ins, none, none, 1)))
