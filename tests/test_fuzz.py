@@ -74,7 +74,9 @@ def _stringish(t):
 
 
 def _replace(t, name, column):
-    return t.set_column(t.schema.get_field_index(name), name, column)
+    """``t`` with its first column called ``name`` replaced (an earlier mutation may have
+    duplicated it)."""
+    return t.set_column(t.column_names.index(name), name, column)
 
 
 def _layout(t, layout):
@@ -88,6 +90,12 @@ def _layout(t, layout):
             col = col.cast(getattr(pa, layout)())
         t = t.set_column(i, f.name, col)
     return t
+
+
+def _rows(t, rows):
+    """Rows ``rows`` of ``t`` in that order, by slices (pyarrow's take has no kernel for
+    string_view columns, which the layout mutation makes)."""
+    return pa.concat_tables([t.slice(0, 0)] + [t.slice(j, 1) for j in rows])
 
 
 def mutate(data, t):
@@ -104,20 +112,21 @@ def mutate(data, t):
             return t, "no rows"
         if op == "shuffle":
             perm = data.draw(st.permutations(range(t.num_rows)), label="perm")
-            return t.take(pa.array(perm, pa.int64())), "shuffled rows"
+            return _rows(t, perm), "shuffled rows"
         i = data.draw(st.integers(0, t.num_rows - 1), label="row")
         if op == "duplicate_row":
             return pa.concat_tables([t, t.slice(i, 1)]), f"row {i} duplicated"
         keep = [j for j in range(t.num_rows) if j != i]
-        return t.take(pa.array(keep, pa.int64())), f"row {i} dropped"
+        return _rows(t, keep), f"row {i} dropped"
     col = data.draw(st.sampled_from(cols), label="column")
+    k = cols.index(col)     # by position: an earlier mutation may have duplicated the name
     if op == "drop_column":
-        return t.drop_columns([col]), f"{col} dropped"
+        return t.remove_column(k), f"{col} dropped"
     if op == "rename_column":
         return t.rename_columns([c + "_x" if c == col else c for c in cols]), f"{col} renamed"
     if op == "duplicate_column":
-        return t.append_column(col, t[col]), f"{col} twice"
-    values = t[col].to_pylist()
+        return t.append_column(col, t.column(k)), f"{col} twice"
+    values = t.column(k).to_pylist()
     if op == "to_string":
         return _replace(t, col, pa.array([None if v is None else str(v) for v in values],
                                          pa.string())), f"{col} as strings"
@@ -138,12 +147,12 @@ def mutate(data, t):
     i = data.draw(st.integers(0, t.num_rows - 1), label="row")
     if op == "null":
         values[i] = None
-        return _replace(t, col, pa.array(values, t[col].type)), f"{col}[{i}] null"
+        return _replace(t, col, pa.array(values, t.column(k).type)), f"{col}[{i}] null"
     # extreme value: in a numeric column (an int column stays int when it can)
-    if not _numeric(t[col].type):
+    if not _numeric(t.column(k).type):
         return t, "no numeric column"
     v = data.draw(st.sampled_from(VALUES), label="value")
-    if isinstance(v, int) and pa.types.is_integer(t[col].type) or v == BIG:
+    if isinstance(v, int) and pa.types.is_integer(t.column(k).type) or v == BIG:
         ints = [None if x is None else (int(x) if math.isfinite(x) else 0) for x in values]
         ints[i] = v
         return _replace(t, col, pa.array(ints, pa.int64())), f"{col}[{i}] = {v!r} (int64)"

@@ -540,6 +540,9 @@ def _paths(d, prefix=""):
     return out
 
 
+_NOT_SECTIONS = ("scenarios", "preset", "brackets")   # checked on their own, never underlyings
+
+
 def _validate(p):
     """Check every parameter of a merged model against its :class:`Param` (values are
     replaced by their canonical type), then the cross-parameter rules."""
@@ -547,7 +550,7 @@ def _validate(p):
         if not isinstance(p.get(key), dict):
             raise _err(key, f"a table (dict) of parameters, got {p.get(key)!r}")
     for key, value in p.items():
-        if key in _SECTIONS or key in ("scenarios", "preset", "brackets"):
+        if key in _SECTIONS or key in _NOT_SECTIONS:
             continue
         if key in TOP_PARAMS:
             p[key] = check_param(key, TOP_PARAMS[key], value)
@@ -568,8 +571,8 @@ def _validate(p):
             raise _err(key, "a known parameter", hint=f"Known: {', '.join(sorted(P.TOP_DEFAULTS))}"
                        " or an underlying section such as [BTC]")
     _validate_underlying("default_underlying", p["default_underlying"])
-    for name in ["default_underlying"] + [k for k, v in p.items()
-                                          if isinstance(v, dict) and k not in _SECTIONS]:
+    for name in ["default_underlying"] + [k for k, v in p.items() if isinstance(v, dict)
+                                          and k not in _SECTIONS and k not in _NOT_SECTIONS]:
         u = dict(P.UNDERLYING_DEFAULTS)
         u.update(p["default_underlying"])
         if name != "default_underlying":

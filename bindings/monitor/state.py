@@ -267,6 +267,10 @@ class MarketState:
     with a mark, not per position)."""
 
     def __init__(self, market, index, instruments, max_iv):
+        # the columns read below, checked before they are read (load_book checks the rest)
+        check_columns(market, "market", schema.MARKET)
+        check_columns(index, "index", schema.INDEX)
+        check_columns(instruments, "instruments", schema.INSTRUMENTS)
         m = market
         self.max_iv = max_iv             # the model's bound on mark_iv (a decimal vol)
         self.symbols = str_column(m, "symbol").to_pylist()
