@@ -188,8 +188,10 @@ def instrument_greeks(kind, settlement, contract_size, mark, forward, strike, is
 
 def instrument_pnl_greeks(*args):
     """Twin of ``revalue.instrument_pnl_greeks``: :func:`instrument_pnl` of the first 21
-    arguments and :func:`instrument_greeks` of the last 9 with ``rate``."""
-    pnl_args, g_args = args[:21], args[21:]
+    arguments and :func:`instrument_greeks` of the first ``n_g`` (the last argument) rows'
+    columns with ``rate``."""
+    pnl_args, n_g = args[:21], args[21]
+    g_args = [pnl_args[k][:n_g] for k in (0, 1, 2, 3, 4, 5, 6, 7, 9)]
     return instrument_pnl(*pnl_args), instrument_greeks(*g_args, pnl_args[14])
 
 

@@ -537,8 +537,9 @@ def compute(out, model, rows=None, instruments=None, units=None, accounts=None,
     n_i = len(book.kind)
     every = instruments is None         # every instrument: the book's columns as they are
     g = None
-    if rows is None and every:          # every row and instrument: one parallel pass
-        out.instr_pnl, g = revalue_k.instrument_pnl_greeks(*rv.args, *_greeks_columns(book))
+    if rows is None and every:          # every row and instrument: one parallel pass (rows
+        # 0 .. n_i - 1 of rv.args are the instruments at their mark vol, the Greeks' columns)
+        out.instr_pnl, g = revalue_k.instrument_pnl_greeks(*rv.args, n_i)
     elif rows is None:                  # every row, at the marks rv.args were built from
         out.instr_pnl = K.instrument_pnl(*rv.args)
     elif len(rows):
