@@ -14,6 +14,7 @@ order, as the numpy formulas it replaces (their numpy twins are in ``tests/oracl
 * :func:`row_arrays`: the per-row arguments of :func:`pmrisk.kernel.instrument_pnl` (the
   instrument's columns, its scenario vols of
   :func:`pmrisk.kernel.volshock.shocked_vols` and its time at the horizon);
+  :func:`revaluation_layout`: both of the above for a whole book, in one call;
 * :func:`position_layout`: each position's excluded flag, portfolio quantity (0 when
   excluded), short option quantity and short option minimum rate;
 * :func:`roll_groups`: the roll-shock expiry groups (:func:`expiry_groups`, the groups of
@@ -194,6 +195,28 @@ def row_arrays(rows, row_instr, n_instr, itype, kind, settlement, contract_size,
         o_und[j] = und_row[t]
     return (o_kind, o_settle, o_cs, o_mark, o_fwd, o_strike, o_call, o_years, o_tscen, o_sig,
             o_up, o_same, o_down, o_und)
+
+
+@njit
+def revaluation_layout(kind, mark_iv, pos_instr, quantity, ord_instr, ord_qty, itype,
+                       settlement, contract_size, mark, forward, strike, is_call, years,
+                       vol_floor, r_up, r_down, p_short, p_long, min_up, absolute,
+                       scan_range, horizon_days, und_row):
+    """:func:`revaluation_rows` (the floor of each instrument ``vol_floor`` of its unit
+    type, ``itype``) and :func:`row_arrays` of every row it makes, in one call (a whole
+    book's revaluation inputs): returns ``(row_instr, copies, pos_row, ord_row, columns)``,
+    ``columns`` the tuple :func:`row_arrays` returns."""
+    n = kind.shape[0]
+    floor = np.empty(n)
+    for i in range(n):
+        floor[i] = vol_floor[itype[i]]
+    row_instr, copies, pos_row, ord_row = revaluation_rows(
+        kind, mark_iv, floor, pos_instr, quantity, ord_instr, ord_qty)
+    rows = np.arange(row_instr.shape[0])
+    return row_instr, copies, pos_row, ord_row, row_arrays(
+        rows, row_instr, n, itype, kind, settlement, contract_size, mark, forward, strike,
+        is_call, years, mark_iv, vol_floor, r_up, r_down, p_short, p_long, min_up, absolute,
+        scan_range, horizon_days, und_row)
 
 
 @njit

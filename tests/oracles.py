@@ -2174,3 +2174,20 @@ def first_found(rows, other):
     """Twin of :func:`pmrisk.kernel.instances.first_found` (``np.where``)."""
     rows = np.asarray(rows, dtype=np.int64)
     return np.where(rows >= 0, rows, np.asarray(other, dtype=np.int64)).astype(np.int64)
+
+
+# -- kernel/layout.py revaluation_layout (s19-core) ---------------------------------------------
+
+def revaluation_layout(kind, mark_iv, pos_instr, quantity, ord_instr, ord_qty, itype,
+                       settlement, contract_size, mark, forward, strike, is_call, years,
+                       vol_floor, r_up, r_down, p_short, p_long, min_up, absolute,
+                       scan_range, horizon_days, und_row):
+    """Twin of :func:`pmrisk.kernel.layout.revaluation_layout`: :func:`revaluation_rows` at
+    each instrument's type floor, then :func:`row_arrays` of every row."""
+    floor = vol_floor[itype] if len(kind) else np.zeros(0)
+    row_instr, copies, pos_row, ord_row = revaluation_rows(kind, mark_iv, floor, pos_instr,
+                                                           quantity, ord_instr, ord_qty)
+    return row_instr, copies, pos_row, ord_row, row_arrays(
+        np.arange(len(row_instr), dtype=np.int64), row_instr, len(kind), itype, kind,
+        settlement, contract_size, mark, forward, strike, is_call, years, mark_iv, vol_floor,
+        r_up, r_down, p_short, p_long, min_up, absolute, scan_range, horizon_days, und_row)

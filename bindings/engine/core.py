@@ -238,12 +238,21 @@ def revaluation_inputs(book, model):
     units, itype, pos_unit, ord_unit, res_unit = build_units(book, model)
     params = resolve(model, units)
     scen = padded_scenarios(model, units.underlyings)
-    floor = params.per_type["vol_floor"][itype] if len(book.kind) else _EMPTY_F
-    row_instr, copy, pos_row, ord_row = layout_k.revaluation_rows(*kernel_args(
-        book.kind, book.mark_iv, floor, book.pos_instr, book.quantity, book.ord_instr,
-        book.ord_qty))
-    args = row_args(book, params, scen, itype if len(book.kind) else _EMPTY_I, row_instr,
-                    _arange(len(row_instr)))
+    itype = itype if len(book.kind) else _EMPTY_I
+    p = params.per_type
+    # the rows and every row's arguments in one kernel call (row_args' columns)
+    row_instr, copy, pos_row, ord_row, cols = layout_k.revaluation_layout(*kernel_args(
+        book.kind, book.mark_iv, book.pos_instr, book.quantity, book.ord_instr, book.ord_qty,
+        itype, book.settlement, book.contract_size, book.mark, book.forward, book.strike,
+        book.is_call, book.years, p["vol_floor"], p["volatility_range_up"],
+        p["volatility_range_down"], p["short_term_vega_power"], p["long_term_vega_power"],
+        p["min_volatility_for_shock_up"], params.absolute_vol_shock, p["vol_scan_range"],
+        p["horizon_days"], params.und_row))
+    if params.okx_vol:                  # okx_pm: OKX's shocks by expiry
+        _okx_vols(book, params, cols, itype, row_instr, _arange(len(row_instr)))
+    args = PnlArgs(*map(_read_only, cols), params.rate, *kernel_args(
+        scen.n_scen, scen.price_shock, scen.log1p_shock, scen.vol_code, scen.vol_factor,
+        scen.pnl_scale))
     return Revaluation(units, itype, pos_unit, ord_unit, res_unit, scen, args,
                        *map(_read_only, (pos_row, ord_row, row_instr, copy)), params)
 
