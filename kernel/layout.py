@@ -20,6 +20,8 @@ order, as the numpy formulas it replaces (their numpy twins are in ``tests/oracl
 * :func:`roll_groups`: the roll-shock expiry groups (:func:`expiry_groups`, the groups of
   :func:`pmrisk.kernel.assemble.expiry_groups` by a hash of the keys) and each group's rate
   (:func:`pmrisk.kernel.addons.roll_rate`);
+* :func:`book_layout`: :func:`position_layout`, the engine's CSR indexes, :func:`roll_groups`
+  and :func:`reserve_sums` of a book in one call;
 * :func:`option_vols`: the mark vol of options, 0 for the other kinds.
 """
 
@@ -28,7 +30,7 @@ import math
 import numpy as np
 
 from ._config import njit
-from .assemble import position_expiry_keys
+from .assemble import csr, position_expiry_keys
 from .instruments import OPTION, PERPETUAL
 from .volshock import MIN_VOL
 
@@ -364,6 +366,32 @@ def roll_groups(pu_start, pu_order, pos_instr, kind, expiry_ns, years, unit_type
         rate[g] = fmax(min_annualised_move[t],
                         math.expm1(annualised_move_risk[t] * fmax(y, 0.0)))
     return pos_group, rate, group_unit
+
+
+@njit
+def book_layout(pos_instr, quantity, kind, excluded_instr, itype, som_type, ord_instr,
+                pos_unit, ord_unit, n_units, pos_account, bal_account, unit_account, n_acc,
+                expiry_ns, years, unit_type, annualised_move_risk, min_annualised_move,
+                res_unit, res_oo, res_mmp):
+    """What the engine lays out once per book, in one call: :func:`position_layout`; the
+    CSR indexes (:func:`pmrisk.kernel.assemble.csr`) of positions and orders by unit
+    (``pos_unit``, ``ord_unit``), of positions and balances by account (``pos_account``,
+    ``bal_account``) and of units by account (``unit_account``; its start only); the roll
+    groups of :func:`roll_groups`; the reserves' sums of :func:`reserve_sums`.  Returns
+    ``(position_layout's six, (pu_start, pu_order, ou_start, ou_order, pa_start, pa_order,
+    ba_start, ba_order, ua_start), (pos_group, group_rate), (res_oo, mmp))``."""
+    pl = position_layout(pos_instr, quantity, kind, excluded_instr, itype, som_type, ord_instr)
+    pu_start, pu_order = csr(pos_unit, n_units)
+    ou_start, ou_order = csr(ord_unit, n_units)
+    pa_start, pa_order = csr(pos_account, n_acc)
+    ba_start, ba_order = csr(bal_account, n_acc)
+    ua_start, _ = csr(unit_account, n_acc)
+    pos_group, group_rate, _ = roll_groups(pu_start, pu_order, pos_instr, kind, expiry_ns,
+                                           years, unit_type, annualised_move_risk,
+                                           min_annualised_move)
+    return pl, (pu_start, pu_order, ou_start, ou_order, pa_start, pa_order, ba_start,
+                ba_order, ua_start), (pos_group, group_rate), reserve_sums(res_unit, res_oo,
+                                                                           res_mmp, n_units)
 
 
 @njit

@@ -2191,3 +2191,21 @@ def revaluation_layout(kind, mark_iv, pos_instr, quantity, ord_instr, ord_qty, i
         np.arange(len(row_instr), dtype=np.int64), row_instr, len(kind), itype, kind,
         settlement, contract_size, mark, forward, strike, is_call, years, mark_iv, vol_floor,
         r_up, r_down, p_short, p_long, min_up, absolute, scan_range, horizon_days, und_row)
+
+
+def book_layout(pos_instr, quantity, kind, excluded_instr, itype, som_type, ord_instr,
+                pos_unit, ord_unit, n_units, pos_account, bal_account, unit_account, n_acc,
+                expiry_ns, years, unit_type, annualised_move_risk, min_annualised_move,
+                res_unit, res_oo, res_mmp):
+    """Twin of :func:`pmrisk.kernel.layout.book_layout`: the twins of
+    :func:`position_layout`, :func:`csr` (five times), :func:`roll_groups` and
+    :func:`reserve_sums` one after the other."""
+    pu_start, pu_order = csr(pos_unit, n_units)
+    idx = (pu_start, pu_order, *csr(ord_unit, n_units), *csr(pos_account, n_acc),
+           *csr(bal_account, n_acc), csr(unit_account, n_acc)[0])
+    pos_group, group_rate, _ = roll_groups(pu_start, pu_order, pos_instr, kind, expiry_ns,
+                                           years, unit_type, annualised_move_risk,
+                                           min_annualised_move)
+    return (position_layout(pos_instr, quantity, kind, excluded_instr, itype, som_type,
+                            ord_instr), idx, (pos_group, group_rate),
+            reserve_sums(res_unit, res_oo, res_mmp, n_units))

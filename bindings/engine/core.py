@@ -33,7 +33,6 @@ from pmrisk import kernel as K
 from pmrisk.kernel import scenarios as S
 from pmrisk.kernel import assemble
 from pmrisk.kernel.addons import collateral_rows
-from pmrisk.kernel.assemble import csr
 from pmrisk.kernel import across
 from pmrisk.kernel import layout as layout_k
 from pmrisk.kernel import okx as okx_k
@@ -455,19 +454,20 @@ def lay_out(book, model, rv, keep_vectors=True, revalue_all=False):
     n_units, n_acc, n_pos = len(units), len(book.accounts), len(book.quantity)
     q = book.quantity
     excl_instr = excluded_instruments(book, model)
-    excl, q_port, short_opt, short_all, som_rate, excluded_any = layout_k.position_layout(
-        *kernel_args(book.pos_instr, q, book.kind, excl_instr, itype,
-                     params.per_type["short_option_minimum"], book.ord_instr))
-    excl.setflags(False)                # fixed with the book and model, like the layout
-    pu_start, pu_order = csr(*kernel_args(pos_unit, n_units))
-    pos_group, group_rate, _ = expiry_groups(book, params, units, pu_start, pu_order)
-    ou_start, ou_order = csr(*kernel_args(rv.ord_unit, n_units))
-    pa_start, pa_order = csr(*kernel_args(book.pos_account, n_acc))
-    ba_start, ba_order = csr(*kernel_args(book.bal_account, n_acc))
-    ua_start, _ = csr(*kernel_args(units.account, n_acc))
-    res_oo, mmp = layout_k.reserve_sums(*kernel_args(rv.res_unit, book.res_oo, book.res_mmp),
-                                        n_units)
     utype = units.utype
+    # position_layout, the CSR indexes, roll_groups (expiry_groups) and reserve_sums: one call
+    (excl, q_port, short_opt, short_all, som_rate, excluded_any), (
+        pu_start, pu_order, ou_start, ou_order, pa_start, pa_order, ba_start, ba_order,
+        ua_start), (pos_group, group_rate), (res_oo, mmp) = layout_k.book_layout(
+        *kernel_args(book.pos_instr, q, book.kind, excl_instr, itype,
+                     params.per_type["short_option_minimum"], book.ord_instr, pos_unit,
+                     rv.ord_unit), n_units, *kernel_args(book.pos_account, book.bal_account,
+                                                         units.account), n_acc,
+        *kernel_args(book.expiry_ns, book.years, utype,
+                     params.per_type["annualised_move_risk"],
+                     params.per_type["min_annualised_move"], rv.res_unit, book.res_oo,
+                     book.res_mmp))
+    excl.setflags(False)                # fixed with the book and model, like the layout
     per = params.per_type
     layout = Layout(
         pu_start=pu_start, pu_order=pu_order, ou_start=ou_start, ou_order=ou_order,
