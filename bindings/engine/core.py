@@ -439,8 +439,9 @@ def prepare(book, model, keep_vectors=False, revalue_all=False):
     whose figures are still zero (:func:`compute` fills them).  ``keep_vectors``: store the
     units' risk vectors (for risk-vector tables; always under ``cross_unit =
     "correlated"``, whose per-unit tail cells read them).  ``revalue_all``: the caller
-    runs :func:`compute` on every row next, which replaces ``instr_pnl`` (not zeroed
-    then, except under ``margin_rules = "brackets"``, whose ``instr_pnl`` stays zero)."""
+    runs :func:`compute` on every row next, which sets ``instr_pnl`` and ``instr_greeks`` to
+    the revaluation's own arrays (not allocated here then, except under ``margin_rules =
+    "brackets"``, whose ``instr_pnl`` stays zero)."""
     return lay_out(book, model, revaluation_inputs(book, model), keep_vectors, revalue_all)
 
 
@@ -487,6 +488,9 @@ def lay_out(book, model, rv, keep_vectors=True, revalue_all=False):
     keep = bool(keep_vectors or params.cross_unit == "correlated"
                 or params.margin_rules == "okx")
     n_kept = n_units if keep else 0
+    # every row and instrument revalued next: compute sets the kernel's own arrays (brackets
+    # keep instr_pnl zero)
+    fresh = revalue_all and params.margin_rules != "brackets"
     unit = _zeros(UnitFigures, n_units, binding_scenario=np.zeros(n_units, np.int64),
                   scenario_vol_state=np.full(n_units, -1, np.int64),
                   vectors=np.zeros((n_kept, width)), weighted=np.zeros((n_kept, width)),
@@ -497,9 +501,9 @@ def lay_out(book, model, rv, keep_vectors=True, revalue_all=False):
     out = Outcome(
         book=book, units=units, scen=rv.scen, params=params, rev=rv, layout=layout,
         instr_type=itype, pos_unit=pos_unit, pos_row=rv.pos_row,
-        instr_pnl=(np.empty if revalue_all and params.margin_rules != "brackets" else
-                   np.zeros)((len(rv.row_instr), width)),
-        instr_greeks=np.zeros((5, len(book.kind))), order_im=np.zeros(len(book.ord_qty)),
+        instr_pnl=np.empty((0, width)) if fresh else np.zeros((len(rv.row_instr), width)),
+        instr_greeks=np.empty((5, 0)) if fresh and len(book.kind) else
+        np.zeros((5, len(book.kind))), order_im=np.zeros(len(book.ord_qty)),
         roll_group=np.zeros(len(group_rate)), collateral_usd=np.zeros(len(book.bal_amount)),
         balance_usd=np.zeros(len(book.bal_amount)), unit=unit, position=position,
         account=account, keep_vectors=keep)
