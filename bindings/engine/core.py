@@ -456,7 +456,7 @@ def lay_out(book, model, rv, keep_vectors=True, revalue_all=False):
     q = book.quantity
     excl_instr = excluded_instruments(book, model)
     utype = units.utype
-    # position_layout, the CSR indexes, roll_groups (expiry_groups) and reserve_sums: one call
+    # position_layout, the CSR indexes, the roll groups and reserve_sums: one kernel call
     (excl, q_port, short_opt, short_all, som_rate, excluded_any), (
         pu_start, pu_order, ou_start, ou_order, pa_start, pa_order, ba_start, ba_order,
         ua_start), (pos_group, group_rate), (res_oo, mmp) = layout_k.book_layout(
@@ -839,12 +839,3 @@ def collateral_usd(book, params, rows, coll, usd):
         np.array([r[0] for r in rules], dtype=np.int64),
         np.array([r[1] for r in rules], dtype=np.float64), n_tiers, *flat), coll, usd)
 
-
-def expiry_groups(book, params, units, pu_start, pu_order):
-    """Expiry groups for the roll shock: per unit, one group per expiry of its futures and
-    options, one per perpetual; spot positions belong to none (-1).  Groups are numbered by
-    unit (:func:`pmrisk.kernel.layout.expiry_groups`), so each unit's groups are
-    consecutive.  Returns ``(pos_group, group_rate, group_unit)``."""
-    return layout_k.roll_groups(*kernel_args(
-        pu_start, pu_order, book.pos_instr, book.kind, book.expiry_ns, book.years, units.utype,
-        params.per_type["annualised_move_risk"], params.per_type["min_annualised_move"]))
