@@ -53,6 +53,19 @@ def undiscounted_price(F, K, ln_fk, sd, is_call):
 
 
 @njit(inline="always")
+def mark_value(F, K, t_now, sig_mark, rate, is_call):
+    """An option's value at the marks and what its Greeks reuse: ``(value, ln(F/K),
+    sigma*sqrt(T), discount)`` (``T = t_now``; value discounted, quote currency).  The
+    revaluation's value at the marks and :func:`black76_greeks_at` share it, so the fused
+    pass prices each option at its marks once."""
+    ln_fk = math.log(F / K)
+    sd0 = sig_mark * math.sqrt(t_now) if t_now > 0.0 else 0.0
+    v0 = undiscounted_price(F, K, ln_fk, sd0, is_call)
+    disc0 = math.exp(-rate * t_now) if t_now > 0.0 else 1.0
+    return v0 * disc0, ln_fk, sd0, disc0
+
+
+@njit(inline="always")
 def option_constants(F, K, t_now, sig_mark, t_scen, sig_up, sig_same, sig_down, rate, is_call,
                      inverse):
     """What a revaluation hoists out of its scenario loop for one option: ``(base, ln(F/K),
@@ -60,14 +73,19 @@ def option_constants(F, K, t_now, sig_mark, t_scen, sig_up, sig_same, sig_down, 
     value at the marks (``sig_mark``, ``t_now``; coin for an ``inverse`` option).  The one
     definition :func:`pmrisk.kernel.instrument_pnl`, the joint stress's pricing constants
     and its grid curves share, so their cells are the same bits."""
-    ln_fk = math.log(F / K)
-    sd0 = sig_mark * math.sqrt(t_now) if t_now > 0.0 else 0.0
-    v0 = undiscounted_price(F, K, ln_fk, sd0, is_call)
-    v0 *= math.exp(-rate * t_now) if t_now > 0.0 else 1.0
+    v0, ln_fk, _, _ = mark_value(F, K, t_now, sig_mark, rate, is_call)
     base = v0 / F if inverse else v0
+    disc, sd_up, sd_same, sd_down = scenario_constants(t_scen, sig_up, sig_same, sig_down, rate)
+    return base, ln_fk, disc, sd_up, sd_same, sd_down
+
+
+@njit(inline="always")
+def scenario_constants(t_scen, sig_up, sig_same, sig_down, rate):
+    """The scenario half of :func:`option_constants`: ``(discount to the scenario's expiry,
+    sigma*sqrt(T) of vol up, same, down)`` at ``T = t_scen``."""
     sqrt_t = math.sqrt(t_scen) if t_scen > 0.0 else 0.0
     disc = math.exp(-rate * t_scen) if t_scen > 0.0 else 1.0
-    return base, ln_fk, disc, sig_up * sqrt_t, sig_same * sqrt_t, sig_down * sqrt_t
+    return disc, sig_up * sqrt_t, sig_same * sqrt_t, sig_down * sqrt_t
 
 
 @njit
@@ -84,6 +102,19 @@ def black76_greeks(F, K, T, sigma, is_call, rate):
     disc = math.exp(-rate * T) if T > 0.0 else 1.0
     sd = sigma * math.sqrt(T) if T > 0.0 else 0.0
     if sd < MIN_STDDEV:
+        return black76_greeks_at(F, K, T, sigma, is_call, rate, 0.0, sd, disc, 0.0)
+    ln_fk = math.log(F / K)
+    return black76_greeks_at(F, K, T, sigma, is_call, rate, ln_fk, sd, disc,
+                             disc * undiscounted_price(F, K, ln_fk, sd, is_call))
+
+
+@njit
+def black76_greeks_at(F, K, T, sigma, is_call, rate, ln_fk, sd, disc, price):
+    """:func:`black76_greeks` from its parts: ``ln(F/K)``, ``sd = sigma*sqrt(T)`` (0 when
+    ``T <= 0``), ``disc = exp(-rate*T)`` (1 when ``T <= 0``) and ``price``, the discounted
+    Black-76 value (:func:`mark_value`'s; ``ln_fk`` and ``price`` unused when ``sd <
+    MIN_STDDEV``)."""
+    if sd < MIN_STDDEV:
         intrinsic = F - K if is_call else K - F
         price = disc * intrinsic if intrinsic > 0.0 else 0.0
         if F > K:
@@ -94,11 +125,9 @@ def black76_greeks(F, K, T, sigma, is_call, rate):
             delta = 0.5 if is_call else -0.5
         return price, disc * delta, 0.0, 0.0, rate * price / DAYS_PER_YEAR
     sqrt_t = math.sqrt(T)
-    ln_fk = math.log(F / K)
     d1 = ln_fk / sd + 0.5 * sd
     pdf = norm_pdf(d1)
     delta = norm_cdf(d1) if is_call else norm_cdf(d1) - 1.0
-    price = disc * undiscounted_price(F, K, ln_fk, sd, is_call)
     gamma = disc * pdf / (F * sd)
     vega = disc * F * pdf * sqrt_t
     theta_year = rate * price - disc * F * pdf * sigma / (2.0 * sqrt_t)

@@ -14,11 +14,14 @@ order, as the numpy formulas it replaces (their numpy twins are in ``tests/oracl
 * :func:`row_arrays`: the per-row arguments of :func:`pmrisk.kernel.instrument_pnl` (the
   instrument's columns, its scenario vols of
   :func:`pmrisk.kernel.volshock.shocked_vols` and its time at the horizon);
+  :func:`revaluation_layout`: both of the above for a whole book, in one call;
 * :func:`position_layout`: each position's excluded flag, portfolio quantity (0 when
   excluded), short option quantity and short option minimum rate;
 * :func:`roll_groups`: the roll-shock expiry groups (:func:`expiry_groups`, the groups of
   :func:`pmrisk.kernel.assemble.expiry_groups` by a hash of the keys) and each group's rate
   (:func:`pmrisk.kernel.addons.roll_rate`);
+* :func:`book_layout`: :func:`position_layout`, the engine's CSR indexes, :func:`roll_groups`
+  and :func:`reserve_sums` of a book in one call;
 * :func:`option_vols`: the mark vol of options, 0 for the other kinds.
 """
 
@@ -27,7 +30,7 @@ import math
 import numpy as np
 
 from ._config import njit
-from .assemble import position_expiry_keys
+from .assemble import csr, position_expiry_keys
 from .instruments import OPTION, PERPETUAL
 from .volshock import MIN_VOL
 
@@ -197,6 +200,28 @@ def row_arrays(rows, row_instr, n_instr, itype, kind, settlement, contract_size,
 
 
 @njit
+def revaluation_layout(kind, mark_iv, pos_instr, quantity, ord_instr, ord_qty, itype,
+                       settlement, contract_size, mark, forward, strike, is_call, years,
+                       vol_floor, r_up, r_down, p_short, p_long, min_up, absolute,
+                       scan_range, horizon_days, und_row):
+    """:func:`revaluation_rows` (the floor of each instrument ``vol_floor`` of its unit
+    type, ``itype``) and :func:`row_arrays` of every row it makes, in one call (a whole
+    book's revaluation inputs): returns ``(row_instr, copies, pos_row, ord_row, columns)``,
+    ``columns`` the tuple :func:`row_arrays` returns."""
+    n = kind.shape[0]
+    floor = np.empty(n)
+    for i in range(n):
+        floor[i] = vol_floor[itype[i]]
+    row_instr, copies, pos_row, ord_row = revaluation_rows(
+        kind, mark_iv, floor, pos_instr, quantity, ord_instr, ord_qty)
+    rows = np.arange(row_instr.shape[0])
+    return row_instr, copies, pos_row, ord_row, row_arrays(
+        rows, row_instr, n, itype, kind, settlement, contract_size, mark, forward, strike,
+        is_call, years, mark_iv, vol_floor, r_up, r_down, p_short, p_long, min_up, absolute,
+        scan_range, horizon_days, und_row)
+
+
+@njit
 def position_layout(pos_instr, quantity, kind, excluded_instr, itype, som_type, ord_instr):
     """Per position: ``(excluded bool, q_port, short_opt, short_all, som_rate)`` and whether
     any position or order is on an excluded instrument.  ``short_all`` is the short option
@@ -341,6 +366,32 @@ def roll_groups(pu_start, pu_order, pos_instr, kind, expiry_ns, years, unit_type
         rate[g] = fmax(min_annualised_move[t],
                         math.expm1(annualised_move_risk[t] * fmax(y, 0.0)))
     return pos_group, rate, group_unit
+
+
+@njit
+def book_layout(pos_instr, quantity, kind, excluded_instr, itype, som_type, ord_instr,
+                pos_unit, ord_unit, n_units, pos_account, bal_account, unit_account, n_acc,
+                expiry_ns, years, unit_type, annualised_move_risk, min_annualised_move,
+                res_unit, res_oo, res_mmp):
+    """What the engine lays out once per book, in one call: :func:`position_layout`; the
+    CSR indexes (:func:`pmrisk.kernel.assemble.csr`) of positions and orders by unit
+    (``pos_unit``, ``ord_unit``), of positions and balances by account (``pos_account``,
+    ``bal_account``) and of units by account (``unit_account``; its start only); the roll
+    groups of :func:`roll_groups`; the reserves' sums of :func:`reserve_sums`.  Returns
+    ``(position_layout's six, (pu_start, pu_order, ou_start, ou_order, pa_start, pa_order,
+    ba_start, ba_order, ua_start), (pos_group, group_rate), (res_oo, mmp))``."""
+    pl = position_layout(pos_instr, quantity, kind, excluded_instr, itype, som_type, ord_instr)
+    pu_start, pu_order = csr(pos_unit, n_units)
+    ou_start, ou_order = csr(ord_unit, n_units)
+    pa_start, pa_order = csr(pos_account, n_acc)
+    ba_start, ba_order = csr(bal_account, n_acc)
+    ua_start, _ = csr(unit_account, n_acc)
+    pos_group, group_rate, _ = roll_groups(pu_start, pu_order, pos_instr, kind, expiry_ns,
+                                           years, unit_type, annualised_move_risk,
+                                           min_annualised_move)
+    return pl, (pu_start, pu_order, ou_start, ou_order, pa_start, pa_order, ba_start,
+                ba_order, ua_start), (pos_group, group_rate), reserve_sums(res_unit, res_oo,
+                                                                           res_mmp, n_units)
 
 
 @njit

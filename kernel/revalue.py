@@ -15,7 +15,8 @@ import numpy as np
 from numba import prange
 
 from ._config import njit
-from .black76 import black76_greeks, option_constants, undiscounted_price
+from .black76 import (black76_greeks, black76_greeks_at, mark_value, scenario_constants,
+                      undiscounted_price)
 from .instruments import INVERSE, OPTION
 from .scenarios import VOL_DOWN, VOL_SAME, VOL_UP
 
@@ -62,19 +63,23 @@ def instrument_pnl(kind, settlement, contract_size, mark, forward, strike, is_ca
     # tasks): a book's options and futures are often in blocks, and contiguous runs of rows
     # would give one thread most of the options
     chunks = min(CHUNKS, n_instr)
+    no_greeks = np.empty((5, 0))
     for c in prange(chunks):
         for i in range(c, n_instr, chunks):
             _pnl_row(i, out, kind, settlement, contract_size, mark, forward, strike, is_call,
                      t_now, t_scen, sig_mark, sig_up, sig_same, sig_down, und, rate, n_scen,
-                     price_shock, log1p_shock, vol_code, vol_factor, pnl_scale)
+                     price_shock, log1p_shock, vol_code, vol_factor, pnl_scale, no_greeks,
+                     False)
     return out
 
 
 @njit(inline="always")
 def _pnl_row(i, out, kind, settlement, contract_size, mark, forward, strike, is_call,
              t_now, t_scen, sig_mark, sig_up, sig_same, sig_down, und, rate, n_scen,
-             price_shock, log1p_shock, vol_code, vol_factor, pnl_scale):
-    """Row ``i`` of :func:`instrument_pnl`, written into ``out[i]`` (its padding cells 0)."""
+             price_shock, log1p_shock, vol_code, vol_factor, pnl_scale, greeks, with_greeks):
+    """Row ``i`` of :func:`instrument_pnl`, written into ``out[i]`` (its padding cells 0);
+    ``with_greeks``: also :func:`instrument_greeks`' column ``i`` of the row's columns into
+    ``greeks[:, i]`` (an option's value at the marks priced once for both)."""
     u = und[i]
     ns = n_scen[u]
     for s in range(ns, out.shape[1]):
@@ -90,13 +95,19 @@ def _pnl_row(i, out, kind, settlement, contract_size, mark, forward, strike, is_
             base = c * mark[i]
             for s in range(ns):
                 out[i, s] = base * price_shock[u, s] * pnl_scale[u, s]
+        if with_greeks:
+            for k in range(5):
+                greeks[k, i] = 0.0
+            greeks[1, i] = c / mark[i] if inverse else c
         return
     F = forward[i]
     K = strike[i]
     call = is_call[i] == 1
-    base0, ln_fk, disc, sd_up, sd_same, sd_down = option_constants(
-        F, K, t_now[i], sig_mark[i], t_scen[i], sig_up[i], sig_same[i], sig_down[i], rate,
-        call, inverse)
+    # black76.option_constants, with the value at the marks' parts kept for the Greeks
+    v0, ln_fk, sd0, disc0 = mark_value(F, K, t_now[i], sig_mark[i], rate, call)
+    base0 = v0 / F if inverse else v0
+    disc, sd_up, sd_same, sd_down = scenario_constants(t_scen[i], sig_up[i], sig_same[i],
+                                                       sig_down[i], rate)
     for s in range(ns):
         code = vol_code[u, s]
         if code == VOL_UP:
@@ -112,6 +123,10 @@ def _pnl_row(i, out, kind, settlement, contract_size, mark, forward, strike, is_
         if inverse:
             v /= fs
         out[i, s] = c * (v - base0) * pnl_scale[u, s]
+    if with_greeks:
+        p, d, g, v, t = black76_greeks_at(F, K, t_now[i], sig_mark[i], call, rate, ln_fk,
+                                          sd0, disc0, v0)
+        _greeks_of(i, greeks, c, inverse, F, p, d, g, v, t)
 
 
 @njit
@@ -137,30 +152,26 @@ def instrument_greeks(kind, settlement, contract_size, mark, forward, strike, is
 def instrument_pnl_greeks(kind, settlement, contract_size, mark, forward, strike, is_call,
                           t_now, t_scen, sig_mark, sig_up, sig_same, sig_down, und, rate,
                           n_scen, price_shock, log1p_shock, vol_code, vol_factor, pnl_scale,
-                          g_kind, g_settlement, g_contract_size, g_mark, g_forward, g_strike,
-                          g_is_call, g_t_now, g_sig_mark):
+                          n_g):
     """:func:`instrument_pnl` of its first 21 arguments and :func:`instrument_greeks` of
-    the ``g_`` columns (and ``rate``) in one parallel pass: ``(pnl, greeks)``, each row
-    computed by the same code as there, so the same bits.  A whole book's revaluation
-    (:func:`pmrisk.engine.core.compute` on every row and instrument): the Greeks run on
-    the threads the scenario rows wake anyway."""
+    the first ``n_g`` rows' columns (``kind`` ... ``t_now``, ``sig_mark``, ``rate``) in one
+    parallel pass: ``(pnl, greeks)``, the same bits as the two kernels.  A whole book's
+    revaluation (:func:`pmrisk.engine.core.compute` on every row and instrument, whose
+    rows ``0 .. n_instr - 1`` are the instruments at their mark vol): an option's Greeks
+    reuse its value at the marks, which its scenario row computes anyway (one ``erfc`` and
+    one ``exp`` more per option, not a second pricing), on the threads the rows wake."""
     n_instr = kind.shape[0]
-    n_g = g_kind.shape[0]
     out = np.empty((n_instr, price_shock.shape[1]))    # every cell written (padding: 0)
     # np.empty, zeroed in the loop: under parallel=True np.zeros would be a parallel
     # region of its own (one more wake-up of the threads)
     greeks = np.empty((5, n_g))
-    chunks = min(CHUNKS, max(n_instr, n_g))             # rows round-robin, as instrument_pnl
+    chunks = min(CHUNKS, n_instr)                       # rows round-robin, as instrument_pnl
     for c in prange(chunks):
         for i in range(c, n_instr, chunks):
             _pnl_row(i, out, kind, settlement, contract_size, mark, forward, strike, is_call,
                      t_now, t_scen, sig_mark, sig_up, sig_same, sig_down, und, rate, n_scen,
-                     price_shock, log1p_shock, vol_code, vol_factor, pnl_scale)
-        for i in range(c, n_g, chunks):
-            for k in range(5):
-                greeks[k, i] = 0.0
-            _greeks_row(i, greeks, g_kind, g_settlement, g_contract_size, g_mark, g_forward,
-                        g_strike, g_is_call, g_t_now, g_sig_mark, rate)
+                     price_shock, log1p_shock, vol_code, vol_factor, pnl_scale, greeks,
+                     i < n_g)
     return out, greeks
 
 
@@ -176,6 +187,13 @@ def _greeks_row(i, out, kind, settlement, contract_size, mark, forward, strike, 
         return
     F = forward[i]
     p, d, g, v, t = black76_greeks(F, strike[i], t_now[i], sig_mark[i], is_call[i] == 1, rate)
+    _greeks_of(i, out, c, inverse, F, p, d, g, v, t)
+
+
+@njit(inline="always")
+def _greeks_of(i, out, c, inverse, F, p, d, g, v, t):
+    """``out[:, i]``: an option's Black-76 figures per unit (``p, d, g, v, t``) per
+    contract of size ``c`` in its settlement currency (coin for an ``inverse`` one)."""
     if inverse:
         out[0, i] = c * p / F
         out[1, i] = c * (d - p / F)

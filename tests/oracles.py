@@ -188,8 +188,10 @@ def instrument_greeks(kind, settlement, contract_size, mark, forward, strike, is
 
 def instrument_pnl_greeks(*args):
     """Twin of ``revalue.instrument_pnl_greeks``: :func:`instrument_pnl` of the first 21
-    arguments and :func:`instrument_greeks` of the last 9 with ``rate``."""
-    pnl_args, g_args = args[:21], args[21:]
+    arguments and :func:`instrument_greeks` of the first ``n_g`` (the last argument) rows'
+    columns with ``rate``."""
+    pnl_args, n_g = args[:21], args[21]
+    g_args = [pnl_args[k][:n_g] for k in (0, 1, 2, 3, 4, 5, 6, 7, 9)]
     return instrument_pnl(*pnl_args), instrument_greeks(*g_args, pnl_args[14])
 
 
@@ -2230,3 +2232,38 @@ def one_snapshot_book(ins, pos, mkt, idx, names, bounds, max_iv, vt):
     if status:
         return 6, None
     return 0, (und_first, pos_row, acc_codes, acc_first, nan_at_nulls(price, len(i_und)), out)
+
+
+# -- kernel/layout.py revaluation_layout -----------------------------------------------------------
+
+def revaluation_layout(kind, mark_iv, pos_instr, quantity, ord_instr, ord_qty, itype,
+                       settlement, contract_size, mark, forward, strike, is_call, years,
+                       vol_floor, r_up, r_down, p_short, p_long, min_up, absolute,
+                       scan_range, horizon_days, und_row):
+    """Twin of :func:`pmrisk.kernel.layout.revaluation_layout`: :func:`revaluation_rows` at
+    each instrument's type floor, then :func:`row_arrays` of every row."""
+    floor = vol_floor[itype] if len(kind) else np.zeros(0)
+    row_instr, copies, pos_row, ord_row = revaluation_rows(kind, mark_iv, floor, pos_instr,
+                                                           quantity, ord_instr, ord_qty)
+    return row_instr, copies, pos_row, ord_row, row_arrays(
+        np.arange(len(row_instr), dtype=np.int64), row_instr, len(kind), itype, kind,
+        settlement, contract_size, mark, forward, strike, is_call, years, mark_iv, vol_floor,
+        r_up, r_down, p_short, p_long, min_up, absolute, scan_range, horizon_days, und_row)
+
+
+def book_layout(pos_instr, quantity, kind, excluded_instr, itype, som_type, ord_instr,
+                pos_unit, ord_unit, n_units, pos_account, bal_account, unit_account, n_acc,
+                expiry_ns, years, unit_type, annualised_move_risk, min_annualised_move,
+                res_unit, res_oo, res_mmp):
+    """Twin of :func:`pmrisk.kernel.layout.book_layout`: the twins of
+    :func:`position_layout`, :func:`csr` (five times), :func:`roll_groups` and
+    :func:`reserve_sums` one after the other."""
+    pu_start, pu_order = csr(pos_unit, n_units)
+    idx = (pu_start, pu_order, *csr(ord_unit, n_units), *csr(pos_account, n_acc),
+           *csr(bal_account, n_acc), csr(unit_account, n_acc)[0])
+    pos_group, group_rate, _ = roll_groups(pu_start, pu_order, pos_instr, kind, expiry_ns,
+                                           years, unit_type, annualised_move_risk,
+                                           min_annualised_move)
+    return (position_layout(pos_instr, quantity, kind, excluded_instr, itype, som_type,
+                            ord_instr), idx, (pos_group, group_rate),
+            reserve_sums(res_unit, res_oo, res_mmp, n_units))

@@ -175,3 +175,70 @@ def test_expiry_groups_agree_with_oracle(data, n_units, n_pos, n_keys, scale):
     g2, gu2, first2 = oracles.expiry_groups(start, order, key, dated)
     assert g.tolist() == g2.tolist() and gu.tolist() == gu2.tolist()
     assert first.tolist() == first2.tolist()
+
+
+# -- revaluation_layout (s19-core) ---------------------------------------------------------------
+
+@settings(deadline=None)
+@given(data=st.data(), n=st.integers(0, 25), n_types=st.integers(1, 3),
+       n_pos=st.integers(0, 30), n_ord=st.integers(0, 8))
+def test_revaluation_layout_agrees_with_twin(data, n, n_types, n_pos, n_ord):
+    """revaluation_rows at each instrument's type floor and row_arrays of every row, in one
+    call: the same rows, copies and per-row arguments to the bit."""
+    itype = _ints(data, n, 0, n_types - 1)
+    kind = _ints(data, n, 0, 3)
+    mark_iv = _floats(data, n, VOLS)
+    hi = max(n - 1, 0)
+    pos_instr = _ints(data, n_pos if n else 0, 0, hi)
+    quantity = _floats(data, len(pos_instr), QTY)
+    ord_instr = _ints(data, n_ord if n else 0, 0, hi)
+    ord_qty = _floats(data, len(ord_instr), QTY)
+    cols = (_ints(data, n, 0, 1), _floats(data, n, st.sampled_from([1.0, 0.1, 10.0])),
+            _floats(data, n, st.floats(1e-3, 1e5)), _floats(data, n, st.floats(1.0, 1e5)),
+            _floats(data, n, st.floats(1.0, 1e5)), _ints(data, n, 0, 1),
+            _floats(data, n, st.sampled_from([-0.01, 0.0, 1e-4, 29.9 / 365, 30 / 365, 2.0])))
+    per = [_floats(data, n_types, el) for el in (
+        VOLS, st.sampled_from([0.0, 0.5, 1.2]), st.sampled_from([0.0, 0.25, 0.9]),
+        st.sampled_from([0.3, 0.5]), st.sampled_from([0.13, 0.2]), VOLS)]
+    tail = (_ints(data, n_types, 0, 1), _floats(data, n_types, st.sampled_from([0.0, 0.1])),
+            _floats(data, n_types, st.sampled_from([0.0, 1.0, 2.5])),
+            _ints(data, n_types, 0, 4))
+    args = (kind, mark_iv, pos_instr, quantity, ord_instr, ord_qty, itype, *cols, *per, *tail)
+    got = layout.revaluation_layout(*args)
+    want = oracles.revaluation_layout(*args)
+    _same(got[:4], want[:4])
+    _same(got[4], want[4])
+
+
+@settings(max_examples=50, deadline=None)
+@given(data=st.data(), n=st.integers(1, 20), n_pos=st.integers(0, 60), n_ord=st.integers(0, 6),
+       n_units=st.integers(1, 4), n_acc=st.integers(1, 3), n_bal=st.integers(0, 5),
+       n_res=st.integers(0, 4), n_types=st.integers(1, 3))
+def test_book_layout_agrees_with_twin(data, n, n_pos, n_ord, n_units, n_acc, n_bal, n_res,
+                                      n_types):
+    """position_layout, the five CSR indexes, roll_groups and reserve_sums in one call: the
+    same arrays as the twins one after the other."""
+    kind = _ints(data, n, 0, 3)
+    excluded = _ints(data, n, 0, 1)
+    itype = _ints(data, n, 0, n_types - 1)
+    som = _floats(data, n_types, st.sampled_from([0.0, 1e-4, 0.01]))
+    pos_instr = _ints(data, n_pos, 0, n - 1)
+    quantity = _floats(data, n_pos, QTY)
+    ord_instr = _ints(data, n_ord, 0, n - 1)
+    args = (pos_instr, quantity, kind, excluded, itype, som, ord_instr,
+            _ints(data, n_pos, 0, n_units - 1), _ints(data, n_ord, 0, n_units - 1), n_units,
+            _ints(data, n_pos, 0, n_acc - 1), _ints(data, n_bal, -1, n_acc - 1),
+            _ints(data, n_units, 0, n_acc - 1), n_acc, _ints(data, n, 0, 5) * 86_400 * 10**9,
+            _floats(data, n, st.sampled_from([-0.1, 0.0, 0.01, 0.5, 3.0])),
+            _ints(data, n_units, 0, n_types - 1),
+            _floats(data, n_types, st.sampled_from([0.0, 0.075, 0.3])),
+            _floats(data, n_types, st.sampled_from([0.0, 0.01, 0.05])),
+            _ints(data, n_res, 0, n_units - 1), _floats(data, n_res, st.floats(-1e3, 1e3)),
+            _floats(data, n_res, st.floats(0, 1e3)))
+    got = layout.book_layout(*args)
+    want = oracles.book_layout(*args)
+    twin_args = list(args[:7])
+    twin_args[3] = excluded.astype(bool)
+    _same(got[0], oracles.position_layout(*twin_args))
+    for g, w in zip(got[1:], want[1:]):
+        _same(g, w)

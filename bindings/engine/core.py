@@ -33,7 +33,6 @@ from pmrisk import kernel as K
 from pmrisk.kernel import scenarios as S
 from pmrisk.kernel import assemble
 from pmrisk.kernel.addons import collateral_rows
-from pmrisk.kernel.assemble import csr
 from pmrisk.kernel import across
 from pmrisk.kernel import layout as layout_k
 from pmrisk.kernel import okx as okx_k
@@ -238,12 +237,21 @@ def revaluation_inputs(book, model):
     units, itype, pos_unit, ord_unit, res_unit = build_units(book, model)
     params = resolve(model, units)
     scen = padded_scenarios(model, units.underlyings)
-    floor = params.per_type["vol_floor"][itype] if len(book.kind) else _EMPTY_F
-    row_instr, copy, pos_row, ord_row = layout_k.revaluation_rows(*kernel_args(
-        book.kind, book.mark_iv, floor, book.pos_instr, book.quantity, book.ord_instr,
-        book.ord_qty))
-    args = row_args(book, params, scen, itype if len(book.kind) else _EMPTY_I, row_instr,
-                    _arange(len(row_instr)))
+    itype = itype if len(book.kind) else _EMPTY_I
+    p = params.per_type
+    # the rows and every row's arguments in one kernel call (row_args' columns)
+    row_instr, copy, pos_row, ord_row, cols = layout_k.revaluation_layout(*kernel_args(
+        book.kind, book.mark_iv, book.pos_instr, book.quantity, book.ord_instr, book.ord_qty,
+        itype, book.settlement, book.contract_size, book.mark, book.forward, book.strike,
+        book.is_call, book.years, p["vol_floor"], p["volatility_range_up"],
+        p["volatility_range_down"], p["short_term_vega_power"], p["long_term_vega_power"],
+        p["min_volatility_for_shock_up"], params.absolute_vol_shock, p["vol_scan_range"],
+        p["horizon_days"], params.und_row))
+    if params.okx_vol:                  # okx_pm: OKX's shocks by expiry
+        _okx_vols(book, params, cols, itype, row_instr, _arange(len(row_instr)))
+    args = PnlArgs(*map(_read_only, cols), params.rate, *kernel_args(
+        scen.n_scen, scen.price_shock, scen.log1p_shock, scen.vol_code, scen.vol_factor,
+        scen.pnl_scale))
     return Revaluation(units, itype, pos_unit, ord_unit, res_unit, scen, args,
                        *map(_read_only, (pos_row, ord_row, row_instr, copy)), params)
 
@@ -431,8 +439,9 @@ def prepare(book, model, keep_vectors=False, revalue_all=False):
     whose figures are still zero (:func:`compute` fills them).  ``keep_vectors``: store the
     units' risk vectors (for risk-vector tables; always under ``cross_unit =
     "correlated"``, whose per-unit tail cells read them).  ``revalue_all``: the caller
-    runs :func:`compute` on every row next, which replaces ``instr_pnl`` (not zeroed
-    then, except under ``margin_rules = "brackets"``, whose ``instr_pnl`` stays zero)."""
+    runs :func:`compute` on every row next, which sets ``instr_pnl`` and ``instr_greeks`` to
+    the revaluation's own arrays (not allocated here then, except under ``margin_rules =
+    "brackets"``, whose ``instr_pnl`` stays zero)."""
     return lay_out(book, model, revaluation_inputs(book, model), keep_vectors, revalue_all)
 
 
@@ -446,19 +455,20 @@ def lay_out(book, model, rv, keep_vectors=True, revalue_all=False):
     n_units, n_acc, n_pos = len(units), len(book.accounts), len(book.quantity)
     q = book.quantity
     excl_instr = excluded_instruments(book, model)
-    excl, q_port, short_opt, short_all, som_rate, excluded_any = layout_k.position_layout(
-        *kernel_args(book.pos_instr, q, book.kind, excl_instr, itype,
-                     params.per_type["short_option_minimum"], book.ord_instr))
-    excl.setflags(False)                # fixed with the book and model, like the layout
-    pu_start, pu_order = csr(*kernel_args(pos_unit, n_units))
-    pos_group, group_rate, _ = expiry_groups(book, params, units, pu_start, pu_order)
-    ou_start, ou_order = csr(*kernel_args(rv.ord_unit, n_units))
-    pa_start, pa_order = csr(*kernel_args(book.pos_account, n_acc))
-    ba_start, ba_order = csr(*kernel_args(book.bal_account, n_acc))
-    ua_start, _ = csr(*kernel_args(units.account, n_acc))
-    res_oo, mmp = layout_k.reserve_sums(*kernel_args(rv.res_unit, book.res_oo, book.res_mmp),
-                                        n_units)
     utype = units.utype
+    # position_layout, the CSR indexes, the roll groups and reserve_sums: one kernel call
+    (excl, q_port, short_opt, short_all, som_rate, excluded_any), (
+        pu_start, pu_order, ou_start, ou_order, pa_start, pa_order, ba_start, ba_order,
+        ua_start), (pos_group, group_rate), (res_oo, mmp) = layout_k.book_layout(
+        *kernel_args(book.pos_instr, q, book.kind, excl_instr, itype,
+                     params.per_type["short_option_minimum"], book.ord_instr, pos_unit,
+                     rv.ord_unit), n_units, *kernel_args(book.pos_account, book.bal_account,
+                                                         units.account), n_acc,
+        *kernel_args(book.expiry_ns, book.years, utype,
+                     params.per_type["annualised_move_risk"],
+                     params.per_type["min_annualised_move"], rv.res_unit, book.res_oo,
+                     book.res_mmp))
+    excl.setflags(False)                # fixed with the book and model, like the layout
     per = params.per_type
     layout = Layout(
         pu_start=pu_start, pu_order=pu_order, ou_start=ou_start, ou_order=ou_order,
@@ -478,6 +488,9 @@ def lay_out(book, model, rv, keep_vectors=True, revalue_all=False):
     keep = bool(keep_vectors or params.cross_unit == "correlated"
                 or params.margin_rules == "okx")
     n_kept = n_units if keep else 0
+    # every row and instrument revalued next: compute sets the kernel's own arrays (brackets
+    # keep instr_pnl zero)
+    fresh = revalue_all and params.margin_rules != "brackets"
     unit = _zeros(UnitFigures, n_units, binding_scenario=np.zeros(n_units, np.int64),
                   scenario_vol_state=np.full(n_units, -1, np.int64),
                   vectors=np.zeros((n_kept, width)), weighted=np.zeros((n_kept, width)),
@@ -488,9 +501,9 @@ def lay_out(book, model, rv, keep_vectors=True, revalue_all=False):
     out = Outcome(
         book=book, units=units, scen=rv.scen, params=params, rev=rv, layout=layout,
         instr_type=itype, pos_unit=pos_unit, pos_row=rv.pos_row,
-        instr_pnl=(np.empty if revalue_all and params.margin_rules != "brackets" else
-                   np.zeros)((len(rv.row_instr), width)),
-        instr_greeks=np.zeros((5, len(book.kind))), order_im=np.zeros(len(book.ord_qty)),
+        instr_pnl=np.empty((0, width)) if fresh else np.zeros((len(rv.row_instr), width)),
+        instr_greeks=np.empty((5, 0)) if fresh and len(book.kind) else
+        np.zeros((5, len(book.kind))), order_im=np.zeros(len(book.ord_qty)),
         roll_group=np.zeros(len(group_rate)), collateral_usd=np.zeros(len(book.bal_amount)),
         balance_usd=np.zeros(len(book.bal_amount)), unit=unit, position=position,
         account=account, keep_vectors=keep)
@@ -537,8 +550,9 @@ def compute(out, model, rows=None, instruments=None, units=None, accounts=None,
     n_i = len(book.kind)
     every = instruments is None         # every instrument: the book's columns as they are
     g = None
-    if rows is None and every:          # every row and instrument: one parallel pass
-        out.instr_pnl, g = revalue_k.instrument_pnl_greeks(*rv.args, *_greeks_columns(book))
+    if rows is None and every:          # every row and instrument: one parallel pass (rows
+        # 0 .. n_i - 1 of rv.args are the instruments at their mark vol, the Greeks' columns)
+        out.instr_pnl, g = revalue_k.instrument_pnl_greeks(*rv.args, n_i)
     elif rows is None:                  # every row, at the marks rv.args were built from
         out.instr_pnl = K.instrument_pnl(*rv.args)
     elif len(rows):
@@ -651,14 +665,18 @@ def phase_arguments(out, kernel, own_from_binding=True):
         hit = memo.get(key)
         if hit is not None and len(hit[0]) == len(arrays) and \
                 all(a is b for a, b in zip(hit[0], arrays)):
-            return hit[1]
+            if hit[2]:
+                return hit[1]
+            # a copy (a non-contiguous or converted input) would miss later in-place
+            # changes, unless the input cannot change (read-only or empty): checked on the
+            # first reuse, not on every outcome's first call (run() uses each once)
+            if all(b is a or not isinstance(a, np.ndarray) or b.base is a
+                   or (a.base is not None and b.base is a.base) or not a.flags.writeable
+                   or not a.size or np.may_share_memory(a, b) for a, b in zip(*hit[:2])):
+                memo[key] = (hit[0], hit[1], True)
+                return hit[1]
         args = kernel_args(*arrays)
-        # a copy (a non-contiguous or converted input) would miss later in-place changes,
-        # unless the input cannot change (read-only or empty)
-        if all(b is a or not isinstance(a, np.ndarray) or b.base is a
-               or (a.base is not None and b.base is a.base) or not a.flags.writeable
-               or not a.size or np.may_share_memory(a, b) for a, b in zip(arrays, args)):
-            memo[key] = (arrays, args)
+        memo[key] = (arrays, args, False)
         return args
     if kernel == "unit_figures":
         return (*conv(
@@ -821,12 +839,3 @@ def collateral_usd(book, params, rows, coll, usd):
         np.array([r[0] for r in rules], dtype=np.int64),
         np.array([r[1] for r in rules], dtype=np.float64), n_tiers, *flat), coll, usd)
 
-
-def expiry_groups(book, params, units, pu_start, pu_order):
-    """Expiry groups for the roll shock: per unit, one group per expiry of its futures and
-    options, one per perpetual; spot positions belong to none (-1).  Groups are numbered by
-    unit (:func:`pmrisk.kernel.layout.expiry_groups`), so each unit's groups are
-    consecutive.  Returns ``(pos_group, group_rate, group_unit)``."""
-    return layout_k.roll_groups(*kernel_args(
-        pu_start, pu_order, book.pos_instr, book.kind, book.expiry_ns, book.years, units.utype,
-        params.per_type["annualised_move_risk"], params.per_type["min_annualised_move"]))
