@@ -2112,7 +2112,7 @@ def time_runs(ns):
     return ns[start], np.diff(np.r_[start, len(ns)]).astype(np.int64), True
 
 
-# -- s18-fill: kernel/asof.py and kernel/instances.py twins: the numpy each replaced in
+# -- kernel/asof.py and kernel/instances.py twins: the numpy each replaced in
 # -- bindings/io/fill.py and bindings/io/book.py ---------------------------------------------
 
 def forward_rows(key, ns, order, snap_ns, needed):

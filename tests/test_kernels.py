@@ -746,7 +746,7 @@ def test_one_compiled_signature_per_kernel(mode, tmp_path):
     assert not bad, f"kernels with != 1 compiled signature after each stage: {bad}"
 
 
-# -- instrument_pnl_greeks (s18-grid) -----------------------------------------------------------
+# -- instrument_pnl_greeks ---------------------------------------------------------------------
 
 @given(seed=st.integers(0, 2**32 - 1), n_instr=st.integers(0, 150),
        n_g=st.integers(0, 150), rate=st.sampled_from([0.0, 0.05]))

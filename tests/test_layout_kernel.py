@@ -177,7 +177,7 @@ def test_expiry_groups_agree_with_oracle(data, n_units, n_pos, n_keys, scale):
     assert first.tolist() == first2.tolist()
 
 
-# -- revaluation_layout (s19-core) ---------------------------------------------------------------
+# -- revaluation_layout ---------------------------------------------------------------
 
 @settings(deadline=None)
 @given(data=st.data(), n=st.integers(0, 25), n_types=st.integers(1, 3),
