@@ -9,7 +9,7 @@ import pyarrow as pa
 from pmrisk.kernel import tables as tables_k
 from pmrisk.kernel.scenarios import TABLES, VOL_STATES
 
-from .io.arrow import iso_ns, kernel_args, sum_by
+from .io.arrow import iso_ns, kernel_args, name_buffers, str_buffers, sum_by
 from .errors import MarginError
 from .io.schema import TIME_TYPE
 
@@ -423,16 +423,29 @@ def block_arrays(buf, k, n):
 
 def _strings(arr, rows, extra=(), one=False):
     """The strings ``rows`` of the string array ``arr`` (``extra``: names after its own;
-    ``one``: every row is the same).  pyarrow's take copies each string with one
-    ``memcpy``: a numba gather of the bytes (``take_strings``, tried) loops per byte and
-    was 1.3 to 2x slower from 2,000 rows up."""
+    ``one``: every row is the same).
+
+    Up to :data:`GATHER_ROWS` rows, gathered by :func:`pmrisk.kernel.tables.take_strings`
+    and wrapped without a copy: inside ``margin()``, after the compute stage, pyarrow's
+    ``take`` and ``repeat`` cost 40-140 us each on 2,000 rows (their code is cold), the
+    kernel ~15.  Above, pyarrow's take: one ``memcpy`` per string, where the kernel loops
+    per byte (1.2M rows: 7 ms against 12)."""
     n = len(rows)
-    if one and n:                       # one string repeated (one account): ~2x faster
+    arr = _one_chunk(arr)
+    if n <= GATHER_ROWS and arr.type == pa.string():
+        offsets, data = tables_k.take_strings(*str_buffers(arr), *name_buffers(tuple(extra)),
+                                              *kernel_args(rows))
+        return pa.Array.from_buffers(pa.string(), n, [None, pa.py_buffer(offsets),
+                                                      pa.py_buffer(data)])
+    if one and n:                       # one string repeated (one account)
         r = int(rows[0])
-        return pa.repeat(_one_chunk(arr)[r] if r < len(arr) else extra[r - len(arr)], n)
+        return pa.repeat(arr[r] if r < len(arr) else extra[r - len(arr)], n)
     if extra:
-        arr = pa.concat_arrays([_one_chunk(arr), _name_array(tuple(extra))])
+        arr = pa.concat_arrays([arr, _name_array(tuple(extra))])
     return arr.take(_index(rows))
+
+
+GATHER_ROWS = 1 << 16   # _strings: up to this many rows, the kernel gather
 
 
 def _index(rows):

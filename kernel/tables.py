@@ -408,3 +408,44 @@ def every_flag_set(unit_flags, account_flags):
         if v != 1.0:
             return False
     return True
+
+
+@njit
+def take_strings(offsets, data, extra_offsets, extra_data, rows):
+    """The strings ``rows`` of a string array (``offsets``, int32: its n + 1 offsets into
+    ``data``, uint8) and of extra names after it (row ``r >= n``: extra name ``r - n``), as
+    an Arrow string array's buffers: ``(offsets, data)``, int32 offsets from 0 and the
+    bytes.  The copy runs on unsigned indices in a while loop: a ``for`` over each
+    string's bytes ran 2-3x slower (a wrap-around check per byte)."""
+    n_main = offsets.shape[0] - 1
+    n = rows.shape[0]
+    out_offsets = np.empty(n + 1, dtype=np.int32)
+    total = 0
+    out_offsets[0] = 0
+    for k in range(n):
+        r = rows[k]
+        if r < n_main:
+            total += offsets[r + 1] - offsets[r]
+        else:
+            total += extra_offsets[r - n_main + 1] - extra_offsets[r - n_main]
+        out_offsets[k + 1] = total
+    out = np.empty(total, dtype=np.uint8)
+    d = np.uint64(0)
+    one = np.uint64(1)
+    for k in range(n):
+        r = rows[k]
+        if r < n_main:
+            s = np.uint64(offsets[r])
+            e = np.uint64(offsets[r + 1])
+            while s < e:
+                out[d] = data[s]
+                d += one
+                s += one
+        else:
+            s = np.uint64(extra_offsets[r - n_main])
+            e = np.uint64(extra_offsets[r - n_main + 1])
+            while s < e:
+                out[d] = extra_data[s]
+                d += one
+                s += one
+    return out_offsets, out

@@ -1392,6 +1392,17 @@ def position_index(pos_account, pos_instr, pos_unit, unit_account, unit_type, lo
     return index, time, len(set(account.tolist())) <= 1, len(set(name.tolist())) <= 1
 
 
+def take_strings(offsets, data, extra_offsets, extra_data, rows):
+    """Twin of :func:`pmrisk.kernel.tables.take_strings` (Python bytes, joined)."""
+    n_main = len(offsets) - 1
+    parts = [bytes(data[offsets[r]:offsets[r + 1]]) if r < n_main else
+             bytes(extra_data[extra_offsets[r - n_main]:extra_offsets[r - n_main + 1]])
+             for r in rows.tolist()]
+    lengths = np.array([len(p) for p in parts], dtype=np.int64)
+    out_offsets = np.concatenate([[0], np.cumsum(lengths)]).astype(np.int32)
+    return out_offsets, np.frombuffer(b"".join(parts), dtype=np.uint8).copy()
+
+
 def positive_rows(values):
     """Twin of :func:`pmrisk.kernel.tables.positive_rows`."""
     return np.flatnonzero(values > 0).astype(np.int64)

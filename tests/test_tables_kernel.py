@@ -154,3 +154,25 @@ def test_positive_rows_and_every_flag_set_agree_with_twins(data, n, m):
     flags = st.sampled_from([1.0, 0.0, np.nan])
     u, a = _floats(data, n, flags), _floats(data, m, flags)
     assert tables.every_flag_set(u, a) == oracles.every_flag_set(u, a)
+
+
+@settings(deadline=None)
+@given(strings=st.lists(st.text(max_size=6), max_size=6),
+       extra=st.lists(st.text(max_size=4), max_size=2), data=st.data())
+def test_take_strings_agrees_with_twin_and_pyarrow(strings, extra, data):
+    """The gathered strings (the array's, then the extra names) are pyarrow's take of the
+    two arrays concatenated, and the twin's buffers; a sliced array reads from its
+    offset."""
+    import pyarrow as pa
+    from pmrisk.io.arrow import name_buffers, str_buffers
+    arr = pa.array(["x"] + strings, pa.string()).slice(1)
+    n = len(strings) + len(extra)
+    rows = _ints(data, data.draw(st.integers(0, 8)), 0, n - 1) if n else np.zeros(
+        0, dtype=np.int64)
+    parts = str_buffers(arr) + name_buffers(tuple(extra))
+    offsets, got = tables.take_strings(*parts, rows)
+    want = oracles.take_strings(*parts, rows)
+    assert np.array_equal(offsets, want[0]) and np.array_equal(got, want[1])
+    col = pa.Array.from_buffers(pa.string(), len(rows), [None, pa.py_buffer(offsets),
+                                                         pa.py_buffer(got)])
+    assert col.equals(pa.concat_arrays([arr, pa.array(extra, pa.string())]).take(rows))
