@@ -315,7 +315,7 @@ def _units_table(out, unit_names):
     spx = num[3]
     if n_nan:       # not part of the account's scenario (cross_unit="correlated"): null
         spx = pa.array(block[3], pa.float64(), mask=np.isnan(block[3]))
-    binding = [pa.array(uf.binding_scenario, pa.int64()), _names(TABLES, codes[0]), num[2],
+    binding = [_index(kernel_args(uf.binding_scenario)[0]), _names(TABLES, codes[0]), num[2],
                _names(VOL_STATES, codes[1])]
     if out.layout.brackets is not None:         # brackets have no scenarios: no binding cell
         binding = [pa.nulls(n, col.type) for col in binding]
