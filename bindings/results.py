@@ -7,10 +7,9 @@ import numpy as np
 import pyarrow as pa
 
 from pmrisk.kernel import tables as tables_k
-from pmrisk.kernel.assemble import largest_units
 from pmrisk.kernel.scenarios import TABLES, VOL_STATES
 
-from .io.arrow import iso_ns, kernel_args, sum_by, unique_keys
+from .io.arrow import iso_ns, kernel_args, name_buffers, str_buffers, sum_by
 from .errors import MarginError
 from .io.schema import TIME_TYPE
 
@@ -65,14 +64,6 @@ def table_of(columns):
     return pa.Table.from_arrays(
         [c if isinstance(c, (pa.Array, pa.ChunkedArray)) else pa.array(c)
          for c in columns.values()], names=list(columns))
-
-
-def block_columns(block, names):
-    """Arrow float64 columns named ``names`` from the rows of a C-contiguous 2-d ``block``:
-    one Arrow array over the whole block, sliced (a slice costs less than an array)."""
-    n = block.shape[1]
-    flat = pa.array(block.reshape(-1))
-    return {name: flat.slice(k * n, n) for k, name in enumerate(names)}
 
 
 def status_of(ratio, thresholds):
@@ -184,7 +175,7 @@ def all_finite(out, units=None, accounts=None):
     O(units + accounts), the check of a Monitor tick on its selection."""
     u = out.unit.finite if units is None else out.unit.finite[units]
     a = out.account.finite if accounts is None else out.account.finite[accounts]
-    return bool((u == 1.0).all() and (a == 1.0).all())
+    return tables_k.every_flag_set(*kernel_args(u, a))
 
 
 def check_finite(out):
@@ -282,21 +273,16 @@ def build(out, model, risk_vectors=False, tables=TABLE_NAMES):
                           "scenarios, so there are no risk vectors")
     book, units = out.book, out.units
     unit_names = _names(units.type_names, units.utype)
-    loans = np.flatnonzero(out.account.loan_maintenance_margin > 0)
+    loans = tables_k.positive_rows(*kernel_args(out.account.loan_maintenance_margin))
     accounts_t = accounts_table(out, model)
     units_t = _units_table(out, unit_names) if "units" in tables else None
-    positions_t = _positions_table(out, unit_names, loans) if "positions" in tables else None
+    positions_t = _positions_table(out, loans) if "positions" in tables else None
     urv = _unit_risk_vectors(out, unit_names) if risk_vectors else None
     prv = _position_risk_vectors(out, unit_names) if risk_vectors == "positions" else None
     if book.timed:
         # the snapshot of every row, as a `time` column after `account`; rows by snapshot
         acc_snap = book.acc_snap
         accounts_t = _timed(accounts_t, book, acc_snap)
-        if units_t is not None:
-            units_t = _timed(units_t, book, acc_snap[units.account])
-        if positions_t is not None:
-            row_acc = np.concatenate([book.pos_account, units.account, loans])
-            positions_t = _timed(positions_t, book, acc_snap[row_acc], sort=True)
         if urv is not None:
             urv = _timed(urv, book, acc_snap[units.account][_rv_units(out)])
         if prv is not None:
@@ -307,48 +293,53 @@ def build(out, model, risk_vectors=False, tables=TABLE_NAMES):
 
 
 def _units_table(out, unit_names):
-    units, scen, uf = out.units, out.scen, out.unit
-    unit_und = units.type_und_code[units.utype]
-    unit_px = units.settle_px
-    index_px = units.index_px
-    b = uf.binding_scenario
-    unit_cols = {
-        "account": _take(out.book.accounts, units.account),
-        "unit": unit_names,
-        "underlying": _names(units.type_und, units.utype),
-        "settlement_currency": _names(units.type_ccy, units.utype),
-        "index_price": index_px,
-        "settlement_price_usd": unit_px,
-        "binding_scenario": b,
-        "binding_table": _names(TABLES, scen.table[unit_und, b]),
-        "binding_price_shock": scen.price_shock[unit_und, b],
-        "binding_vol_state": _names(VOL_STATES, scen.vol_code[unit_und, b]),
-        # the unit's move and vol state in the scenario that sets its account's scenario
-        # margin (the joint scenario under cross_unit="correlated"; null: not part of it)
-        "scenario_price_shock": pa.array(uf.scenario_price_shock, pa.float64(),
-                                         mask=np.isnan(uf.scenario_price_shock)),
-        "scenario_vol_state": _vol_states(uf.scenario_vol_state),
-    }
+    """One row per (account, unit); in a timed book, with a ``time`` column after
+    ``account``."""
+    book, units, scen, uf = out.book, out.units, out.scen, out.unit
+    n = len(units)
+    block, block_buf = pool_array((len(tables_k.UNIT_BLOCK), n), np.float64)
+    codes = np.empty((2, n), dtype=np.int64)
+    timed = book.timed
+    ns, ns_buf = pool_array((n if timed else 0,), np.int64)
+    n_nan = tables_k.unit_block(*kernel_args(
+        units.utype, units.type_und_code, uf.binding_scenario, scen.price_shock, scen.table,
+        scen.vol_code, units.index_px, units.settle_px, uf.scenario_price_shock,
+        *[getattr(uf, f) for f in tables_k.UNIT_FIGURES],
+        *[getattr(uf, f) for f in tables_k.UNIT_GREEKS], units.account,
+        book.acc_snap if timed else _NONE, book.snap_ns if timed else _NONE),
+        block, codes, ns)
+    num = block_arrays(block_buf, *block.shape)
+    cols = [_take(book.accounts, units.account)]
+    if timed:
+        cols.append(pa.Array.from_buffers(TIME_TYPE, n, [None, ns_buf]))
+    spx = num[3]
+    if n_nan:       # not part of the account's scenario (cross_unit="correlated"): null
+        spx = pa.array(block[3], pa.float64(), mask=np.isnan(block[3]))
+    binding = [_index(kernel_args(uf.binding_scenario)[0]), _names(TABLES, codes[0]), num[2],
+               _names(VOL_STATES, codes[1])]
     if out.layout.brackets is not None:         # brackets have no scenarios: no binding cell
-        for name in ("binding_scenario", "binding_table", "binding_price_shock",
-                     "binding_vol_state"):
-            col = pa.array(unit_cols[name])
-            unit_cols[name] = pa.nulls(len(col), col.type)
-    unit_cols.update(block_columns(tables_k.unit_columns(
-        *kernel_args(np.array([getattr(uf, f) for f in tables_k.UNIT_FIGURES]),
-                     np.array([getattr(uf, f) for f in tables_k.UNIT_GREEKS]), unit_px,
-                     index_px)), tables_k.UNIT_COLUMNS))
+        binding = [pa.nulls(n, col.type) for col in binding]
+    cols += [unit_names, _names(units.type_und, units.utype),
+             _names(units.type_ccy, units.utype), num[0], num[1], *binding, spx,
+             _vol_states(uf.scenario_vol_state), *num[4:]]
+    names = _UNIT_NAMES_TIMED if timed else _UNIT_NAMES
     if out.okx is not None:             # okx_pm: OKX's risk-unit figures (USD)
         ox = out.okx
-        for k, name in enumerate(("mr1", "mr2", "mr3", "mr4", "mr5", "mr6")):
-            unit_cols[name] = ox.charges[:, k]
-        unit_cols["mr7"] = ox.mr7
-        unit_cols["mr7_raw"] = ox.charges[:, 6]
-        unit_cols["mr9"] = ox.mr9
-        unit_cols["mmr"] = ox.mmr
-        unit_cols["imr"] = ox.imr
-        unit_cols["delta_usd"] = ox.charges[:, 7]
-    return table_of(unit_cols)
+        cols += [pa.array(c) for c in [ox.charges[:, k] for k in range(6)] + [
+            ox.mr7, ox.charges[:, 6], ox.mr9, ox.mmr, ox.imr]]
+        names = names + _OKX_UNIT_NAMES
+        # OKX's delta in USD in the place of the Greek's
+        cols[names.index("delta_usd")] = pa.array(ox.charges[:, 7])
+    return pa.Table.from_arrays(cols, names=list(names))
+
+
+_UNIT_NAMES = ("account", "unit", "underlying", "settlement_currency", "index_price",
+               "settlement_price_usd", "binding_scenario", "binding_table",
+               "binding_price_shock", "binding_vol_state", "scenario_price_shock",
+               "scenario_vol_state") + tables_k.UNIT_COLUMNS
+_UNIT_NAMES_TIMED = ("account", "time") + _UNIT_NAMES[1:]
+_OKX_UNIT_NAMES = ("mr1", "mr2", "mr3", "mr4", "mr5", "mr6", "mr7", "mr7_raw", "mr9", "mmr",
+                   "imr")
 
 
 def _vol_states(code):
@@ -358,31 +349,108 @@ def _vol_states(code):
     return _name_array(VOL_STATES).take(pa.array(code, pa.int64(), mask=code < 0))
 
 
-def _positions_table(out, unit_names, loans):
-    """Positions, then one ``unallocated`` row per unit, then one per account with loans."""
+def _positions_table(out, loans):
+    """Positions, then one ``unallocated`` row per unit, then one per account with loans;
+    in a timed book, with a ``time`` column after ``account`` and the rows stably ordered by
+    snapshot (built in that order: no take of the whole table)."""
     book, units, uf, pf = out.book, out.units, out.unit, out.position
-    n_units = len(units)
+    n_types = len(units.type_names)
+    acc_snap, snap_ns = (book.acc_snap, book.snap_ns) if book.timed else (_NONE, _NONE)
     pu = out.pos_unit
-    n_loan = len(loans)
-    pos_cols = {
-        "account": _take(book.accounts, np.concatenate([book.pos_account, units.account, loans])),
-        # symbols, then "unallocated" (the name after the book's symbols)
-        "symbol": _take(pa.concat_arrays([_one_chunk(book.symbols), _name_array((UNALLOCATED,))]),
-                        np.concatenate([book.pos_instr,
-                                        np.full(n_units + n_loan, len(book.symbols))])),
-        # unit type names, then "loans" (the name after them)
-        "unit": _take(_name_array(tuple(units.type_names) + ("loans",)),
-                      np.concatenate([units.utype[pu], units.utype,
-                                      np.full(n_loan, len(units.type_names))])),
-    }
-    pos_cols.update(block_columns(tables_k.position_columns(*kernel_args(
-        pu, book.quantity, units.settle_px, pf.value, pf.model_value, pf.unrealised_pnl,
+    n = len(pu) + len(units) + len(loans)
+    index, _ = pool_array((4, n), np.int64)
+    ns, ns_buf = pool_array((n if book.timed else 0,), np.int64)
+    one_account, one_name = tables_k.position_index(*kernel_args(
+        book.pos_account, book.pos_instr, pu, units.account, units.utype, loans, acc_snap,
+        snap_ns), len(book.symbols), n_types, index, ns)
+    rows, acc, sym, name = index
+    block, block_buf = pool_array((len(tables_k.POSITION_COLUMNS), n), np.float64)
+    tables_k.position_columns(*kernel_args(
+        rows, pu, book.quantity, units.settle_px, pf.value, pf.model_value, pf.unrealised_pnl,
         pf.delta, pf.gamma, pf.vega, pf.theta, pf.mm_contribution, pf.im_contribution,
-        uf.maintenance_margin, uf.initial_margin,
-        out.account.loan_maintenance_margin[loans])), tables_k.POSITION_COLUMNS))
+        uf.maintenance_margin, uf.initial_margin, out.account.loan_maintenance_margin[loans]),
+        block)
+    cols = [_strings(book.accounts, acc, one=one_account)]
+    names = ["account"]
+    if book.timed:
+        cols.append(pa.Array.from_buffers(TIME_TYPE, n, [None, ns_buf]))
+        names.append("time")
+    symbols = _strings(book.symbols, sym, (UNALLOCATED,))
+    cols += [symbols,
+             _strings(_name_array(tuple(units.type_names)), name, ("loans",), one_name)]
+    names += ["symbol", "unit"]
+    cols += block_arrays(block_buf, *block.shape)
+    names += tables_k.POSITION_COLUMNS
     if out.layout.brackets is not None:         # margin_rules "brackets" (binance_um)
-        pos_cols.update(_bracket_columns(out, n_units + n_loan))
-    return table_of(pos_cols)
+        for n, col in _bracket_columns(out, len(units) + len(loans)).items():
+            cols.append(col.take(pa.array(rows, pa.int64())) if book.timed else col)
+            names.append(n)
+    return pa.Table.from_arrays(cols, names=names)
+
+
+_NONE = np.zeros(0, dtype=np.int64)
+
+
+def pool_array(shape, dtype):
+    """An uninitialised C-contiguous numpy array and its Arrow buffer (a kernel fills the
+    array; the buffer becomes columns without a copy); from 1 MiB up, in Arrow's memory
+    pool.
+
+    Arrow's pool (mimalloc, jemalloc) keeps freed pages for the next allocation, where
+    numpy's large arrays are fresh pages from the OS each time: the positions table's
+    1.2M x 15 block of a backtest took 45 ms to fill in numpy's memory, 25 in Arrow's.
+    Below 1 MiB, numpy's allocation costs less than the pool's (~0.4 vs ~1.3 us)."""
+    size = np.dtype(dtype).itemsize
+    for d in shape:
+        size *= d
+    if size < POOL_BYTES:
+        a = np.empty(shape, dtype=dtype)
+        return a, pa.py_buffer(a)
+    buf = pa.allocate_buffer(size)
+    return np.frombuffer(buf, dtype=dtype).reshape(shape), buf
+
+
+POOL_BYTES = 1 << 20
+
+
+def block_arrays(buf, k, n):
+    """The ``k`` rows of a C-contiguous (k, n) float64 block in Arrow buffer ``buf`` as
+    Arrow arrays: one array over the whole block, sliced (a slice costs less than an
+    array)."""
+    flat = pa.Array.from_buffers(pa.float64(), k * n, [None, buf])
+    return [flat.slice(j * n, n) for j in range(k)]
+
+
+def _strings(arr, rows, extra=(), one=False):
+    """The strings ``rows`` of the string array ``arr`` (``extra``: names after its own;
+    ``one``: every row is the same).
+
+    Up to :data:`GATHER_ROWS` rows, gathered by :func:`pmrisk.kernel.tables.take_strings`
+    and wrapped without a copy: inside ``margin()``, after the compute stage, pyarrow's
+    ``take`` and ``repeat`` cost 40-140 us each on 2,000 rows (their code is cold), the
+    kernel ~15.  Above, pyarrow's take: one ``memcpy`` per string, where the kernel loops
+    per byte (1.2M rows: 7 ms against 12)."""
+    n = len(rows)
+    arr = _one_chunk(arr)
+    if n <= GATHER_ROWS and arr.type == pa.string():
+        offsets, data = tables_k.take_strings(*str_buffers(arr), *name_buffers(tuple(extra)),
+                                              *kernel_args(rows))
+        return pa.Array.from_buffers(pa.string(), n, [None, pa.py_buffer(offsets),
+                                                      pa.py_buffer(data)])
+    if one and n:                       # one string repeated (one account)
+        r = int(rows[0])
+        return pa.repeat(arr[r] if r < len(arr) else extra[r - len(arr)], n)
+    if extra:
+        arr = pa.concat_arrays([arr, _name_array(tuple(extra))])
+    return arr.take(_index(rows))
+
+
+GATHER_ROWS = 1 << 16   # _strings: up to this many rows, the kernel gather
+
+
+def _index(rows):
+    """An int64 numpy array as an Arrow array, zero-copy."""
+    return pa.Array.from_buffers(pa.int64(), len(rows), [None, pa.py_buffer(rows)])
 
 
 def _bracket_columns(out, n_other):
@@ -411,45 +479,27 @@ def margin_ratio(equity, mm):
     return out.reshape(e.shape)
 
 
-def largest_unit(unit_account, worst_usd, acc, n_acc, ua_start=None):
-    """Per account of ``acc`` (sorted indices) that has units, its unit with the largest
-    ``worst_usd`` (ties: the first; :func:`pmrisk.kernel.assemble.largest_units`); units are
-    sorted by account (``ua_start``: where each account's units start, if known), so it
-    costs the selected accounts' units only."""
+def _describe_units(out, acc, every):
+    """Per account of ``acc`` (every account when ``every``), its largest unit's binding
+    cell in words ("BTC/BTC standard -16.00% vol up"): formatted once per distinct (unit
+    type, cell), not once per account (:func:`pmrisk.kernel.tables.account_cells`)."""
+    units, scen, uf = out.units, out.scen, out.unit
+    ua_start = out.layout.ua_start
     if ua_start is None:
-        ua_start = np.searchsorted(unit_account, np.arange(n_acc + 1))
-    lead = largest_units(*kernel_args(np.asarray(acc), ua_start, worst_usd))
-    return lead[lead >= 0]
-
-
-def _describe_units(out, acc, acc_excl):
-    """Per account of ``acc``, its largest unit's binding cell in words ("BTC/BTC standard
-    -16.00% vol up"): formatted once per distinct (unit type, cell), not once per account."""
-    units, scen = out.units, out.scen
-    binding = out.unit.binding_scenario
-    worst_usd = out.unit.worst_case * units.settle_px
-    first = largest_unit(units.account, worst_usd, acc, len(out.book.accounts),
-                         out.layout.ua_start)
-    code = np.where(acc_excl > 0, 1, 0)                 # 0: none, 1: excluded only, 2+: cells
+        ua_start = np.searchsorted(units.account, np.arange(len(out.book.accounts) + 1))
+    width = scen.price_shock.shape[1]
+    code = np.empty(len(ua_start) - 1 if every else len(acc), dtype=np.int64)
+    acc, ua_start, worst, px, excl, binding, utype = kernel_args(
+        acc, ua_start, uf.worst_case, units.settle_px, uf.excluded_margin,
+        uf.binding_scenario, units.utype)
+    cells = tables_k.account_cells(acc, every, ua_start, worst, px, excl,
+                                   bool(excl.any()), binding, utype, width, code)
     texts = ["none", "excluded positions only (SPAN standalone)"]
-    on = worst_usd[first] > 0 if len(first) else np.zeros(0, dtype=bool)
-    live = first[on]
-    if len(live):
-        width = scen.price_shock.shape[1]
-        uniq, inv = unique_keys(units.utype[live] * width + binding[live])
-        for k in uniq.tolist():
-            t, c = divmod(k, width)
-            r = units.type_und_code[t]
-            texts.append(describe(units.type_names[t], TABLES[scen.table[r, c]],
-                                  scen.price_shock[r, c], VOL_STATES[scen.vol_code[r, c]]))
-        n_acc = len(out.book.accounts)
-        if len(acc) == n_acc and (not n_acc or (acc[0] == 0 and acc[-1] == n_acc - 1
-                                               and (np.diff(acc) > 0).all())):
-            code[units.account[live]] = 2 + inv         # every account, in order: 0..n-1
-        else:
-            local = np.full(int(acc.max()) + 1, -1, dtype=np.int64)
-            local[acc] = np.arange(len(acc))
-            code[local[units.account[live]]] = 2 + inv
+    for k in cells.tolist():
+        t, c = divmod(k, width)
+        r = units.type_und_code[t]
+        texts.append(describe(units.type_names[t], TABLES[scen.table[r, c]],
+                              scen.price_shock[r, c], VOL_STATES[scen.vol_code[r, c]]))
     return _names(texts, code)
 
 
@@ -459,58 +509,61 @@ def accounts_table(out, model, acc=None, ratio=None):
     book, units, af = out.book, out.units, out.account
     n_acc = len(book.accounts)
     every = acc is None
-    idx = np.arange(n_acc) if every else np.asarray(acc, dtype=np.int64)
-    sel = slice(None) if every else idx
-    eq, mm_usd, im_usd = af.equity[sel], af.maintenance_margin[sel], af.initial_margin[sel]
+    idx = _NONE if every else np.asarray(acc, dtype=np.int64)
+    n = n_acc if every else len(idx)
     th = model["thresholds"]
-    levels = list(th["warning"]) + [th["margin_call"], th["liquidation"]]
-    own_ratio, available, max_wd, band = tables_k.account_columns(
-        *kernel_args(eq, mm_usd, im_usd, af.liquidation_cost[sel]), float(min(th["warning"])),
-        np.array(levels, dtype=np.float64))
+    block, block_buf = pool_array((len(tables_k.ACCOUNT_BLOCK), n), np.float64)
+    band = np.empty(n, dtype=np.int64)
+    tables_k.account_block(*kernel_args(idx), every, *kernel_args(
+        af.equity, af.actual_equity, af.maintenance_margin, af.initial_margin,
+        af.liquidation_cost, af.scenario_margin, af.loan_maintenance_margin),
+        float(min(th["warning"])), _levels(th), block, band)
+    num = block_arrays(block_buf, *block.shape)
     if ratio is None:
-        ratio, status = own_ratio, _names(_status_names(len(th["warning"])), band)
+        ratio, status = num[6], _names(_status_names(len(th["warning"])), band)
     else:
         status = status_array(ratio, th)
-    excl = out.unit.excluded_margin
-    acc_excl = sum_by(units.account, weights=excl * units.settle_px, minlength=n_acc)[sel] \
-        if excl.any() else np.zeros(len(idx))       # no excluded positions: no per-unit pass
     if af.worst_scenario is not None:
+        sel = slice(None) if every else idx
+        excl = out.unit.excluded_margin
+        acc_excl = sum_by(units.account, weights=excl * units.settle_px,
+                          minlength=n_acc)[sel] if excl.any() else np.zeros(n)
         ws = af.worst_scenario
-        desc = [ws[a] if s > 0 else "none" for a, s in zip(idx.tolist(),
-                                                             af.scenario_margin[sel])]
+        desc = [ws[a] if s > 0 else "none" for a, s in zip(
+            range(n_acc) if every else idx.tolist(), af.scenario_margin[sel])]
         desc = pa.array([("excluded positions only (SPAN standalone)"
                           if d == "none" and e > 0 else d) for d, e in zip(desc, acc_excl)],
                         pa.string())
     else:
-        desc = _describe_units(out, idx, acc_excl)
-    # the numeric columns as one block, cut into Arrow columns (used margin is IM's)
-    num = block_columns(np.array([eq, af.actual_equity[sel], mm_usd, im_usd, available, max_wd,
-                                  af.scenario_margin[sel], af.loan_maintenance_margin[sel]],
-                                 dtype=np.float64), _ACCOUNT_NUMBERS)
-    table = table_of({
-        "account": book.accounts if every else _take(book.accounts, idx),
-        "equity": num["equity"],
-        "actual_equity": num["actual_equity"],
-        "maintenance_margin": num["maintenance_margin"],
-        "initial_margin": num["initial_margin"],
-        "used_margin": num["initial_margin"],
-        "available_margin": num["available_margin"],
-        "max_withdrawable": num["max_withdrawable"],
-        "margin_ratio": ratio,
-        "status": status,
-        "worst_scenario": desc,
-        "scenario_margin": num["scenario_margin"],
-        "loan_maintenance_margin": num["loan_maintenance_margin"],
-    })
+        desc = _describe_units(out, idx, every)
+    # used margin is IM's
+    table = pa.Table.from_arrays([
+        book.accounts if every else _take(book.accounts, idx), num[0], num[1], num[2],
+        num[3], num[3], num[4], num[5], ratio, status, desc, num[7], num[8]],
+        names=_ACCOUNT_COLUMNS)
     if out.okx is not None:             # okx_pm
+        sel = slice(None) if every else idx
         for name in ("derivatives_mmr", "borrow_mmr", "borrow_imr", "liquidation_cost"):
             table = table.append_column(name, pa.array(getattr(out.okx, name)[sel]))
     return table
 
 
-_ACCOUNT_NUMBERS = ("equity", "actual_equity", "maintenance_margin", "initial_margin",
-                    "available_margin", "max_withdrawable", "scenario_margin",
-                    "loan_maintenance_margin")
+def _levels(th):
+    """The status levels of thresholds ``th`` (warnings, margin call, liquidation), as the
+    kernels read them (built once per thresholds)."""
+    return _levels_of(tuple(th["warning"]), th["margin_call"], th["liquidation"])
+
+
+@functools.lru_cache(maxsize=16)
+def _levels_of(warning, margin_call, liquidation):
+    return kernel_args(np.array(list(warning) + [margin_call, liquidation],
+                                dtype=np.float64))[0]
+
+
+_ACCOUNT_COLUMNS = ["account", "equity", "actual_equity", "maintenance_margin",
+                    "initial_margin", "used_margin", "available_margin", "max_withdrawable",
+                    "margin_ratio", "status", "worst_scenario", "scenario_margin",
+                    "loan_maintenance_margin"]
 
 
 def _timed(table, book, snap, sort=False):

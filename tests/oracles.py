@@ -1332,7 +1332,8 @@ def option_vols(kind, mark_iv):
 # -- kernel/tables.py twins: the result tables' numpy column formulas ----------------------------
 
 def unit_columns(figures, greeks, unit_px, index_px):
-    """Twin of :func:`pmrisk.kernel.tables.unit_columns`."""
+    """The units table's figures and their USD values (rows ``tables.UNIT_COLUMNS``), as
+    numpy expressions (part of :func:`unit_block`'s twin)."""
     rows = []
     with np.errstate(invalid="ignore", over="ignore"):     # inf x 0 is NaN, as in the kernel
         for v in figures:
@@ -1343,34 +1344,117 @@ def unit_columns(figures, greeks, unit_px, index_px):
     return np.array(rows).reshape(len(rows), len(unit_px))
 
 
-def position_columns(pos_unit, quantity, unit_px, value, model_value, upnl, delta, gamma, vega,
-                     theta, mm_contribution, im_contribution, unit_mm, unit_im, loan_usd):
+def unit_block(utype, type_und, binding, price_shock, table, vol_code, index_px, unit_px,
+               scenario_shock, *rest):
+    """Twin of :func:`pmrisk.kernel.tables.unit_block` (fancy indexing and
+    :func:`unit_columns`): ``(block, codes, time, n_nan)``."""
+    figures, greeks = np.array(rest[:11]).reshape(11, len(utype)), np.array(
+        rest[11:15]).reshape(4, len(utype))
+    unit_account, acc_snap, snap_ns = rest[15:]
+    und = type_und[utype]
+    block = np.concatenate([np.array([index_px, unit_px, price_shock[und, binding],
+                                      scenario_shock]).reshape(4, len(utype)),
+                            unit_columns(figures, greeks, unit_px, index_px)])
+    codes = np.array([table[und, binding], vol_code[und, binding]]).reshape(2, len(utype))
+    time = snap_ns[acc_snap[unit_account]] if len(acc_snap) else np.zeros(0, np.int64)
+    return block, codes.astype(np.int64), time, int(np.isnan(scenario_shock).sum())
+
+
+def position_columns(rows, pos_unit, quantity, unit_px, value, model_value, upnl, delta, gamma,
+                     vega, theta, mm_contribution, im_contribution, unit_mm, unit_im, loan_usd):
     """Twin of :func:`pmrisk.kernel.tables.position_columns` (concatenations and
-    ``numpy.bincount``)."""
+    ``numpy.bincount``; the block it writes, returned)."""
     n_units = len(unit_px)
     pos_px = unit_px[pos_unit]
     zeros = np.zeros(n_units + len(loan_usd))
-    rows = [np.concatenate([quantity, zeros])]
+    cols = [np.concatenate([quantity, zeros])]
     for v in (value, model_value, upnl):
-        rows += [np.concatenate([v, zeros]), np.concatenate([v * pos_px, zeros])]
-    rows += [np.concatenate([v, zeros]) for v in (delta, gamma, vega, theta)]
+        cols += [np.concatenate([v, zeros]), np.concatenate([v * pos_px, zeros])]
+    cols += [np.concatenate([v, zeros]) for v in (delta, gamma, vega, theta)]
     for contrib, unit in ((mm_contribution, unit_mm), (im_contribution, unit_im)):
         unalloc = unit - np.bincount(pos_unit, weights=contrib, minlength=n_units)
-        rows += [np.concatenate([contrib, unalloc, loan_usd]),
+        cols += [np.concatenate([contrib, unalloc, loan_usd]),
                  np.concatenate([contrib * pos_px, unalloc * unit_px, loan_usd])]
-    return np.array(rows).reshape(len(rows), len(pos_unit) + len(zeros))
+    return np.array(cols).reshape(len(cols), len(pos_unit) + len(zeros))[:, rows]
 
 
-def account_columns(equity, mm, im, liquidation_cost, low, levels):
-    """Twin of :func:`pmrisk.kernel.tables.account_columns` (``numpy.where`` and
-    comparisons)."""
+def position_index(pos_account, pos_instr, pos_unit, unit_account, unit_type, loans, acc_snap,
+                   snap_ns, n_symbols, n_types):
+    """Twin of :func:`pmrisk.kernel.tables.position_index` (concatenations and a stable
+    ``numpy.argsort``): ``(index block, time, one account, one unit type)``."""
+    account = np.concatenate([pos_account, unit_account, loans]).astype(np.int64)
+    symbol = np.concatenate([pos_instr, np.full(len(unit_account) + len(loans), n_symbols)])
+    name = np.concatenate([unit_type[pos_unit], unit_type, np.full(len(loans), n_types)])
+    rows = np.arange(len(account))
+    if len(acc_snap):
+        rows = np.argsort(acc_snap[account], kind="stable")
+    index = np.array([rows, account[rows], symbol[rows], name[rows]],
+                     dtype=np.int64).reshape(4, len(rows))
+    time = snap_ns[acc_snap[account[rows]]] if len(acc_snap) else np.zeros(0, np.int64)
+    return index, time, len(set(account.tolist())) <= 1, len(set(name.tolist())) <= 1
+
+
+def take_strings(offsets, data, extra_offsets, extra_data, rows):
+    """Twin of :func:`pmrisk.kernel.tables.take_strings` (Python bytes, joined)."""
+    n_main = len(offsets) - 1
+    parts = [bytes(data[offsets[r]:offsets[r + 1]]) if r < n_main else
+             bytes(extra_data[extra_offsets[r - n_main]:extra_offsets[r - n_main + 1]])
+             for r in rows.tolist()]
+    lengths = np.array([len(p) for p in parts], dtype=np.int64)
+    out_offsets = np.concatenate([[0], np.cumsum(lengths)]).astype(np.int32)
+    return out_offsets, np.frombuffer(b"".join(parts), dtype=np.uint8).copy()
+
+
+def positive_rows(values):
+    """Twin of :func:`pmrisk.kernel.tables.positive_rows`."""
+    return np.flatnonzero(values > 0).astype(np.int64)
+
+
+def every_flag_set(unit_flags, account_flags):
+    """Twin of :func:`pmrisk.kernel.tables.every_flag_set`."""
+    return bool((unit_flags == 1.0).all() and (account_flags == 1.0).all())
+
+
+def account_block(acc, every, equity, actual_equity, mm, im, liquidation_cost,
+                  scenario_margin, loan_mm, low, levels):
+    """Twin of :func:`pmrisk.kernel.tables.account_block` (``numpy.where`` and
+    comparisons): ``(block, band)``."""
+    sel = np.arange(len(equity)) if every else acc
+    eq, m, i = equity[sel], mm[sel], im[sel]
     with np.errstate(invalid="ignore", over="ignore"):     # inf - inf is NaN, as in the kernel
-        ratio = margin_ratios(equity, mm + liquidation_cost)
+        ratio = margin_ratios(eq, m + liquidation_cost[sel])
         band = np.zeros(len(ratio), dtype=np.int64)
         for lv in levels:
             band += ratio < lv
-        return (ratio, equity - im,
-                np.maximum(0.0, np.minimum(equity - low * mm, equity - im)), band)
+        block = np.array([eq, actual_equity[sel], m, i, eq - i,
+                          np.maximum(0.0, np.minimum(eq - low * m, eq - i)), ratio,
+                          scenario_margin[sel], loan_mm[sel]]).reshape(9, len(sel))
+    return block, band
+
+
+def account_cells(acc, every, ua_start, worst_case, unit_px, excluded_margin, any_excluded,
+                  binding, utype, width):
+    """Twin of :func:`pmrisk.kernel.tables.account_cells` (``numpy.bincount``,
+    :func:`largest_units` and ``numpy.unique``): ``(code, cells)``; the cells in order of
+    first use."""
+    n_acc = len(ua_start) - 1
+    sel = np.arange(n_acc) if every else np.asarray(acc, dtype=np.int64)
+    unit_account = np.repeat(np.arange(n_acc), np.diff(ua_start))
+    with np.errstate(invalid="ignore", over="ignore"):
+        excl = np.bincount(unit_account, weights=excluded_margin * unit_px,
+                           minlength=n_acc)[sel] if any_excluded else np.zeros(len(sel))
+        worst = worst_case * unit_px
+    code = np.where(excl > 0, 1, 0).astype(np.int64)
+    lead = largest_units(sel, ua_start, worst)
+    live = np.flatnonzero(lead >= 0)
+    live = live[worst[lead[live]] > 0]
+    keys = utype[lead[live]] * width + binding[lead[live]]
+    uniq, first, inv = np.unique(keys, return_index=True, return_inverse=True)
+    order = np.argsort(first, kind="stable")            # cells in order of first use
+    rank = np.empty(len(order), dtype=np.int64)
+    rank[order] = np.arange(len(order))
+    code[live] = 2 + rank[inv.ravel()]
+    return code, uniq[order].astype(np.int64)
 
 
 def margin_ratios(equity, den):

@@ -23,48 +23,112 @@ def _equal(got, want):
             == np.signbit(np.asarray(want, dtype=np.float64))).all()
 
 
+def _ints(data, n, lo, hi):
+    return np.array(data.draw(st.lists(st.integers(lo, hi), min_size=n, max_size=n)),
+                    dtype=np.int64)
+
+
 @settings(deadline=None)
-@given(data=st.data(), n=st.integers(0, 12))
-def test_unit_columns_agree_with_twin(data, n):
-    figures = np.array([_floats(data, n) for _ in tables.UNIT_FIGURES]).reshape(
-        len(tables.UNIT_FIGURES), n)
-    greeks = np.array([_floats(data, n) for _ in tables.UNIT_GREEKS]).reshape(4, n)
-    px, ipx = _floats(data, n), _floats(data, n)
-    got = tables.unit_columns(figures, greeks, px, ipx)
-    assert got.shape == (len(tables.UNIT_COLUMNS), n)
-    _equal(got, oracles.unit_columns(figures, greeks, px, ipx))
+@given(data=st.data(), n=st.integers(0, 12), n_types=st.integers(1, 3),
+       width=st.integers(1, 4), timed=st.booleans())
+def test_unit_block_agrees_with_twin(data, n, n_types, width, timed):
+    """The prices, the binding cell's shock and codes (a negative cell wraps, as numpy's
+    index), the scenario shock (NaN counted), every figure and its USD value, the time."""
+    utype = _ints(data, n, 0, n_types - 1)
+    type_und = _ints(data, n_types, 0, 1)
+    binding = _ints(data, n, -1, width - 1)
+    shock = _floats(data, 2 * width).reshape(2, width)
+    table, vol = _ints(data, 2 * width, 0, 3).reshape(2, width), _ints(
+        data, 2 * width, 0, 2).reshape(2, width)
+    per_unit = [_floats(data, n) for _ in range(3 + len(tables.UNIT_FIGURES) + 4)]
+    unit_account = _ints(data, n, 0, 2)
+    acc_snap = _ints(data, 3 if timed else 0, 0, 1)
+    snap_ns = np.array([5, 7], dtype=np.int64)
+    args = (utype, type_und, binding, shock, table, vol, *per_unit, unit_account, acc_snap,
+            snap_ns)
+    out, codes = np.empty((len(tables.UNIT_BLOCK), n)), np.empty((2, n), dtype=np.int64)
+    time = np.empty(n if timed else 0, dtype=np.int64)
+    n_nan = tables.unit_block(*args, out, codes, time)
+    want = oracles.unit_block(*args)
+    _equal(out, want[0])
+    assert np.array_equal(codes, want[1]) and np.array_equal(time, want[2])
+    assert n_nan == want[3]
 
 
 @settings(deadline=None)
 @given(data=st.data(), n_pos=st.integers(0, 30), n_units=st.integers(0, 5),
-       n_loan=st.integers(0, 3))
-def test_position_columns_agree_with_twin(data, n_pos, n_units, n_loan):
-    """Positions, one unallocated row per unit (its margin less its positions' sum, in
-    position order) and one row per loan."""
+       n_loan=st.integers(0, 3), n_snap=st.integers(0, 3))
+def test_position_index_and_columns_agree_with_twins(data, n_pos, n_units, n_loan, n_snap):
+    """The rows (positions, one unallocated row per unit, one per loan; by snapshot, stably,
+    when timed), each row's account, symbol, unit name and time; and the numeric block in
+    that order (an unallocated row: its unit's margin less its positions' sum, in position
+    order)."""
     n_pos = n_pos if n_units else 0
-    pos_unit = np.array(data.draw(st.lists(st.integers(0, max(n_units - 1, 0)),
-                                           min_size=n_pos, max_size=n_pos)), dtype=np.int64)
+    n_acc = 4
+    pos_unit = _ints(data, n_pos, 0, max(n_units - 1, 0))
+    unit_account = _ints(data, n_units, 0, n_acc - 1)
+    pos_account = unit_account[pos_unit] if n_pos else np.zeros(0, dtype=np.int64)
+    loans = _ints(data, n_loan, 0, n_acc - 1)
+    acc_snap = _ints(data, n_acc if n_snap else 0, 0, max(n_snap - 1, 0))
+    snap_ns = np.arange(n_snap, dtype=np.int64) * 10 + 3
+    idx_args = (pos_account, _ints(data, n_pos, 0, 6), pos_unit, unit_account,
+                _ints(data, n_units, 0, 1), loans, acc_snap, snap_ns, 7, 2)
+    n = n_pos + n_units + n_loan
+    index, time = np.empty((4, n), dtype=np.int64), np.empty(n if n_snap else 0, np.int64)
+    one = tables.position_index(*idx_args, index, time)
+    want_index, want_time, *want_one = oracles.position_index(*idx_args)
+    assert np.array_equal(index, want_index) and np.array_equal(time, want_time)
+    assert one == tuple(want_one)
     finite = st.floats(-1e6, 1e6)
-    args = (pos_unit, _floats(data, n_pos), _floats(data, n_units, finite),
+    args = (index[0], pos_unit, _floats(data, n_pos), _floats(data, n_units, finite),
             *[_floats(data, n_pos, finite) for _ in range(9)],
             _floats(data, n_units, finite), _floats(data, n_units, finite),
             _floats(data, n_loan, finite))
-    got = tables.position_columns(*args)
-    assert got.shape == (len(tables.POSITION_COLUMNS), n_pos + n_units + n_loan)
-    _equal(got, oracles.position_columns(*args))
+    out = np.empty((len(tables.POSITION_COLUMNS), n))
+    tables.position_columns(*args, out)
+    _equal(out, oracles.position_columns(*args))
 
 
 @settings(deadline=None)
-@given(data=st.data(), n=st.integers(0, 12))
-def test_account_columns_agree_with_twin(data, n):
-    """Ratio (inf / -inf without margin), available, most withdrawable and band."""
-    eq, mm, im, liq = (_floats(data, n) for _ in range(4))
+@given(data=st.data(), n=st.integers(0, 12), every=st.booleans())
+def test_account_block_agrees_with_twin(data, n, every):
+    """Figures, ratio (inf / -inf without margin), available, most withdrawable and band,
+    for every account or a selection."""
+    eq, actual, mm, im, liq, scen, loan = (_floats(data, n) for _ in range(7))
     mm = np.where(data.draw(st.booleans()), np.abs(mm), mm)
+    acc = np.zeros(0, dtype=np.int64) if every or not n else _ints(data, 3, 0, n - 1)
     levels = np.array([1.1, 1.05, 1.01, 1.0, 0.75])
-    got = tables.account_columns(eq, mm, im, liq, 1.01, levels)
-    want = oracles.account_columns(eq, mm, im, liq, 1.01, levels)
-    for g, w in zip(got, want):
-        _equal(g, w)
+    k = n if every else len(acc)
+    out, band = np.empty((len(tables.ACCOUNT_BLOCK), k)), np.empty(k, dtype=np.int64)
+    tables.account_block(acc, every, eq, actual, mm, im, liq, scen, loan, 1.01, levels, out,
+                         band)
+    want = oracles.account_block(acc, every, eq, actual, mm, im, liq, scen, loan, 1.01, levels)
+    _equal(out, want[0])
+    assert np.array_equal(band, want[1])
+
+
+@settings(deadline=None)
+@given(data=st.data(), n_acc=st.integers(0, 6), every=st.booleans(),
+       any_excluded=st.booleans())
+def test_account_cells_agrees_with_twin(data, n_acc, every, any_excluded):
+    """The binding cell of each account's largest unit (ties the first, NaN passed over),
+    when its worst case is above 0, else excluded positions only, else none; the cells
+    numbered in order of first use."""
+    per_acc = _ints(data, n_acc, 0, 3)
+    ua_start = np.concatenate([[0], np.cumsum(per_acc)]).astype(np.int64)
+    n_units = int(ua_start[-1])
+    worst = _floats(data, n_units, st.sampled_from([0.0, 1.0, 2.0, -1.0, np.nan]))
+    px = _floats(data, n_units, st.sampled_from([1.0, 2.0, 0.5]))
+    excl = _floats(data, n_units, st.sampled_from([0.0, 1.0, -1.0]))
+    binding, utype = _ints(data, n_units, 0, 2), _ints(data, n_units, 0, 1)
+    acc = np.zeros(0, dtype=np.int64) if every or not n_acc else np.unique(
+        _ints(data, 3, 0, n_acc - 1))
+    code = np.empty(n_acc if every else len(acc), dtype=np.int64)
+    cells = tables.account_cells(acc, every, ua_start, worst, px, excl, any_excluded,
+                                 binding, utype, 3, code)
+    want_code, want_cells = oracles.account_cells(acc, every, ua_start, worst, px, excl,
+                                                  any_excluded, binding, utype, 3)
+    assert np.array_equal(code, want_code) and np.array_equal(cells, want_cells)
 
 
 @settings(deadline=None)
@@ -79,3 +143,36 @@ def test_margin_ratios_agree_with_twin(data, n):
     _equal(tables.margin_ratios(eq, den), want)
     _equal(margin_ratio(eq, den), want)
     _equal(margin_ratio(eq.reshape(1, n), den.reshape(1, n)), want.reshape(1, n))
+
+
+@settings(deadline=None)
+@given(data=st.data(), n=st.integers(0, 12), m=st.integers(0, 4))
+def test_positive_rows_and_every_flag_set_agree_with_twins(data, n, m):
+    """The loans' rows (above 0; NaN is not) and the finiteness check (every flag 1.0)."""
+    values = _floats(data, n)
+    assert np.array_equal(tables.positive_rows(values), oracles.positive_rows(values))
+    flags = st.sampled_from([1.0, 0.0, np.nan])
+    u, a = _floats(data, n, flags), _floats(data, m, flags)
+    assert tables.every_flag_set(u, a) == oracles.every_flag_set(u, a)
+
+
+@settings(deadline=None)
+@given(strings=st.lists(st.text(max_size=6), max_size=6),
+       extra=st.lists(st.text(max_size=4), max_size=2), data=st.data())
+def test_take_strings_agrees_with_twin_and_pyarrow(strings, extra, data):
+    """The gathered strings (the array's, then the extra names) are pyarrow's take of the
+    two arrays concatenated, and the twin's buffers; a sliced array reads from its
+    offset."""
+    import pyarrow as pa
+    from pmrisk.io.arrow import name_buffers, str_buffers
+    arr = pa.array(["x"] + strings, pa.string()).slice(1)
+    n = len(strings) + len(extra)
+    rows = _ints(data, data.draw(st.integers(0, 8)), 0, n - 1) if n else np.zeros(
+        0, dtype=np.int64)
+    parts = str_buffers(arr) + name_buffers(tuple(extra))
+    offsets, got = tables.take_strings(*parts, rows)
+    want = oracles.take_strings(*parts, rows)
+    assert np.array_equal(offsets, want[0]) and np.array_equal(got, want[1])
+    col = pa.Array.from_buffers(pa.string(), len(rows), [None, pa.py_buffer(offsets),
+                                                         pa.py_buffer(got)])
+    assert col.equals(pa.concat_arrays([arr, pa.array(extra, pa.string())]).take(rows))
