@@ -627,3 +627,94 @@ def test_exact_refinement_in_passes_is_cell_by_cell(seed, n_und, sd, vol):
         assert k == b
         checked += 1
     assert checked > 0
+
+
+# -- curves priced by blocks of accounts (s19-joint) --------------------------------------------
+
+def _six_accounts(seed):
+    """Six accounts, each on its own 7 of 42 instruments on BTC, ETH and SOL."""
+    d = samples.book(n_accounts=1, positions_per_account=42, underlyings=("BTC", "ETH", "SOL"),
+                     option_share=0.5, seed=seed)
+    pos = d["positions"]
+    d["positions"] = pos.set_column(pos.column_names.index("account"), "account", pa.array(
+        [f"acct-{k % 6}" for k in range(pos.num_rows)]))
+    return d
+
+
+def _history(n_times=3):
+    """A three-underlying book at ``n_times`` snapshot times, the marks moving by 1 %."""
+    d = _six_accounts(seed=9)
+    ts = pa.timestamp("ns", tz="UTC")
+    t0 = int(np.datetime64(str(d["valuation_time"]).replace("Z", ""), "ns").astype(np.int64))
+
+    def at(table, k):
+        return table.append_column(
+            "time", pa.array([t0 + k * 60 * 10**9] * table.num_rows, pa.int64()).cast(ts))
+
+    marks = d["market"].column_names.index("mark_price")
+    markets = [d["market"].set_column(marks, "mark_price", pa.compute.multiply(
+        d["market"]["mark_price"], 1.0 + 0.01 * k)) for k in range(n_times)]
+    return {"positions": pa.concat_tables([at(d["positions"], k) for k in range(n_times)]),
+            "market": pa.concat_tables([at(m, k) for k, m in enumerate(markets)]),
+            "instruments": d["instruments"], "index": d["index"]}
+
+
+def test_curves_priced_by_blocks_change_nothing(monkeypatch):
+    """Above ``DEFER_BYTES`` of grid curves (a long history) run() prices them block by
+    block of accounts into one buffer: every table is the one-pass run's, on blocks of one
+    account and of several, with the kernel's parallel form and its serial twin."""
+    import pmrisk.engine.correlated as C
+    tables = _history()
+    blocks = C.JointStress._blocks
+    seen = []
+
+    def spy(self, sel):
+        out = blocks(self, sel)
+        seen.append(0 if out is None else len(out))
+        return out
+
+    monkeypatch.setattr(C.JointStress, "_blocks", spy)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", pmrisk.MarginWarning)
+        want = pmrisk.margin(**tables, model="standard")
+        assert not seen
+        monkeypatch.setattr(C, "DEFER_BYTES", 0)
+        for block, twin in ((1, 10**9), (20, 1), (30, 10**9)):
+            monkeypatch.setattr(C, "BLOCK_POSITIONS", block)
+            monkeypatch.setattr(C, "PARALLEL_MIN", twin)
+            got = pmrisk.margin(**tables, model="standard")
+            assert seen[-1] > 1, (block, seen)
+            for name in ("accounts", "units", "positions"):
+                assert getattr(got, name).equals(getattr(want, name)), (block, twin, name)
+
+
+def test_deferred_curves_are_priced_when_a_tick_needs_them(monkeypatch):
+    """A Monitor whose first run deferred its curves prices them all at its first tick:
+    the ticks' figures are those of a Monitor that priced them at once."""
+    import pmrisk.engine.correlated as C
+    d = _six_accounts(seed=11)
+    btc = [s.startswith("BTC") for s in d["market"]["symbol"].to_pylist()]
+    moved = d["market"].filter(pa.array(btc))
+    moved = moved.set_column(moved.column_names.index("mark_price"), "mark_price",
+                             pa.compute.multiply(moved["mark_price"], 1.02))
+    mons = []
+    seen = []
+    run = C.JointStress.run
+
+    def spy(self, *args, **kwargs):
+        run(self, *args, **kwargs)
+        seen.append(self._deferred is not None)
+
+    monkeypatch.setattr(C.JointStress, "run", spy)
+    monkeypatch.setattr(C, "BLOCK_POSITIONS", 1)       # a block per account
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", pmrisk.MarginWarning)
+        for defer in (C.DEFER_BYTES, 0):
+            monkeypatch.setattr(C, "DEFER_BYTES", defer)
+            mons.append(pmrisk.Monitor(**d, model="standard"))
+        assert seen == [False, True]                    # the second ran on blocks
+        monkeypatch.setattr(C, "DEFER_BYTES", 64 << 20)
+        for mon in mons:
+            mon.update(market=moved)
+    assert mons[1].accounts.equals(mons[0].accounts)
+    assert mons[1].positions.equals(mons[0].positions)

@@ -67,6 +67,8 @@ PARALLEL_MIN = 64      # fewer accounts than this: the kernel's serial twin
 BIND_CELLS_MAX = 4_000_000  # a tick's table of binding-scenario cells (x3 vol states) at most
 PRICE_PARALLEL_MIN = 8  # fewer revaluation rows than this: grid curves on the calling thread
 RECORD_MAX = 64     # a tick records at most this many accounts that had a record (see _to_record)
+DEFER_BYTES = 64 << 20     # grid curves above this: priced block by block (see run)
+BLOCK_POSITIONS = 65_536   # a block's accounts hold about this many positions
 
 ERROR_FACTOR = 1.0         # interpolation error bound = ERROR_FACTOR * max |4th difference|
 MAX_CANDIDATES = 256       # more candidates than this: revalue every joint scenario exactly
@@ -292,21 +294,22 @@ class JointStress:
                     np.zeros(n_rev_rows), np.zeros(n_rev_rows), np.zeros(n_rev_rows),
                     np.zeros(n_rev_rows, np.int64), np.zeros((n_rev_rows, 6))]
         width = grid.shock.shape[1] if grid is not None and self.grid_mode else 1
-        self.icurve = np.zeros((n_rev_rows, width))
+        self.width = width
+        self._icurve = np.zeros((n_rev_rows, width))
         self.curve_of_row = np.arange(n_rev_rows, dtype=np.int64)
+        self._deferred = None      # PnlArgs of every row while their curves wait (see run)
         # per curve row, for the tick's tol bound (pmrisk.kernel.joint_tick.row_bounds):
         # taken when a tick first needs them after the row is repriced
         self.row_t = np.zeros(n_rev_rows)
         self.row_s = np.zeros(n_rev_rows)
         self.row_ok = np.zeros(n_rev_rows, dtype=bool)
         if grid is not None:
-            self.grid_args = (self.grid_mode, self.icurve, self.curve_of_row, grid.n_side,
-                              grid.tail_side, np.ascontiguousarray(grid.tail_range),
-                              grid.vol_code, ERROR_FACTOR)
+            self._grid_rest = (grid.n_side, grid.tail_side,
+                               np.ascontiguousarray(grid.tail_range), grid.vol_code,
+                               ERROR_FACTOR)
         else:
-            self.grid_args = (self.grid_mode, self.icurve, self.curve_of_row, 1,
-                              np.zeros(1, np.int64), np.zeros(1), np.zeros((1, 1), np.int64),
-                              ERROR_FACTOR)
+            self._grid_rest = (1, np.zeros(1, np.int64), np.zeros(1),
+                               np.zeros((1, 1), np.int64), ERROR_FACTOR)
         self.worst = np.zeros(n_acc)
         self.n_joint = np.zeros(n_acc, dtype=np.int64)
         self.n_exact = np.zeros(n_acc, dtype=np.int64)
@@ -332,6 +335,29 @@ class JointStress:
         self.n_fast = 0            # accounts a tick settled from their record
         self.n_full = 0            # accounts a tick sent to the full kernel
         self.last_full = np.zeros(0, dtype=np.int64)      # those of the last tick
+
+    @property
+    def icurve(self):
+        """Every revaluation row's grid curve (``float64[n_rev_rows, W]``), priced now if
+        :meth:`run` priced them block by block."""
+        self._materialize()
+        return self._icurve
+
+    @property
+    def grid_args(self):
+        """The kernels' ``grid`` argument on every row's curve (:attr:`icurve`)."""
+        self._materialize()
+        return (self.grid_mode, self._icurve, self.curve_of_row) + self._grid_rest
+
+    def _materialize(self):
+        """The curves of every row in :attr:`icurve`, if they were left to :meth:`run`'s
+        blocks (a tick, a what-if's copy or a run the blocks do not suit needs them all)."""
+        args = self._deferred
+        if args is None:
+            return
+        self._deferred = None
+        self.curve_of_row[:] = np.arange(len(self.curve_of_row))
+        self._price(args, None)
 
     @staticmethod
     def _group_arrays(model, underlyings, groups, params, grid):
@@ -425,16 +451,29 @@ class JointStress:
         kind, settlement, cs, _, fwd, strike, is_call = cols[:7]
         for k, v in enumerate((kind, settlement, cs, fwd, strike, is_call)):
             self.ins[k][sel] = v
-        if self.grid_mode and self.grid is not None:
-            # constants and curves in one pass, each distinct grid cell priced once
-            g = self.grid
-            at = np.arange(len(kind), dtype=np.int64) if rows is None else \
-                np.asarray(rows, dtype=np.int64)
-            at, *cells = kernel_args(at, g.n_scen, g.shock, g.log1p, g.vol_code, g.src)
-            (grid_curves if len(at) >= PRICE_PARALLEL_MIN else grid_curves_serial)(
-                at, *cols, args.rate, *cells, self.ins[6], self.icurve)
-        else:
+        if not (self.grid_mode and self.grid is not None):
             self.ins[6][sel] = pricing_constants(*cols[:13], args.rate)
+        elif rows is None and len(kind) * self.width * 8 > DEFER_BYTES:
+            # many rows (a long history): the constants now, the curves by run()'s blocks
+            self.ins[6][:] = pricing_constants(*cols[:13], args.rate)
+            self._deferred = args
+        else:
+            if rows is None:                # every row: nothing deferred stays
+                self._deferred = None
+                self.curve_of_row[:] = np.arange(len(self.curve_of_row))
+            self._materialize()
+            self._price(args, rows)
+
+    def _price(self, args, rows):
+        """Constants and grid curves of the rows ``rows`` (None: all) in one pass, each
+        distinct grid cell priced once, into ``ins`` and :attr:`icurve`."""
+        g = self.grid
+        cols = args.instruments()
+        at = np.arange(len(cols[0]), dtype=np.int64) if rows is None else \
+            np.asarray(rows, dtype=np.int64)
+        at, *cells = kernel_args(at, g.n_scen, g.shock, g.log1p, g.vol_code, g.src)
+        (grid_curves if len(at) >= PRICE_PARALLEL_MIN else grid_curves_serial)(
+            at, *cols, args.rate, *cells, self.ins[6], self._icurve)
 
     def run(self, unit_px, slope_usd, accounts=None):
         """The fused kernel on ``accounts`` (None: all) at the units' USD prices
@@ -451,8 +490,12 @@ class JointStress:
         outs = (self.worst, self.n_joint, self.n_exact, self.bind_kind, self.bind_index,
                 self.bind_shock, self.unit_value, self.unit_vol, self.unit_shock, self.unit_lw,
                 self.pos_loss)
-        kernel = joint_stress if len(sel) >= PARALLEL_MIN else joint_stress_serial
-        kernel(sel, acc, self.grp, tuple(self.ins), self.grid_args, outs)
+        blocks = self._blocks(sel) if self._deferred is not None else None
+        if blocks is None:
+            kernel = joint_stress if len(sel) >= PARALLEL_MIN else joint_stress_serial
+            kernel(sel, acc, self.grp, tuple(self.ins), self.grid_args, outs)
+        else:
+            self._run_blocks(sel, blocks, acc, outs)
         # records no longer match these accounts (nor, after a reprice, any account)
         if self.keep is not None:
             self.keep[2][sel] = -1
@@ -460,6 +503,57 @@ class JointStress:
                 self.keep[2][:] = -1
         self._settle(unit_px, sel)
         self._describe(sel if self.described is None else np.intersect1d(sel, self.described))
+
+    def _blocks(self, sel):
+        """Runs of the accounts ``sel`` (increasing) holding about ``BLOCK_POSITIONS``
+        positions each, with the revaluation rows their positions use, for :meth:`run` on
+        deferred curves: ``[(lo, hi, rows)]``, or None where blocks would not pay (``sel``
+        not increasing, or blocks sharing so many rows that each would price most of them).
+        """
+        if len(sel) > 1 and not (np.diff(sel) > 0).all():
+            return None
+        p0 = self.pu_start[self.ua_start[sel]]
+        p1 = self.pu_start[self.ua_start[sel + 1]]
+        held = np.cumsum(p1 - p0)
+        cut = np.flatnonzero(np.diff(held // BLOCK_POSITIONS)) + 1
+        bounds = np.concatenate([[0], cut, [len(sel)]]).tolist()
+        n_rows = len(self.curve_of_row)
+        mark = np.zeros(n_rows, dtype=bool)
+        out = []
+        for lo, hi in zip(bounds[:-1], bounds[1:]):
+            mark[self.pos_row[self.pu_order[p0[lo]:p1[hi - 1]]]] = True
+            rows = np.flatnonzero(mark)
+            mark[rows] = False
+            out.append((lo, hi, rows))
+        if max(len(r) for _, _, r in out) * 2 > n_rows:
+            return None
+        return out
+
+    def _run_blocks(self, sel, blocks, acc, outs):
+        """:meth:`run` on deferred curves: per block of accounts (:meth:`_blocks`), its
+        rows' curves priced into one buffer (each row at its slot, ``curve_of_row``), then
+        the kernel on its accounts.  An account's figures do not depend on where its rows'
+        curves are kept (the cells are each row's own, :func:`grid_curves`; the kernel reads
+        them through ``curve_of_row``), so they are those of one run over every curve; a
+        long history's curves (0.5 GB for 1,000 times x 200 instruments) are never all held,
+        and their pages never all cleared by the system."""
+        args = self._deferred
+        cols = args.instruments()
+        g = self.grid
+        cells = kernel_args(g.n_scen, g.shock, g.log1p, g.vol_code, g.src)
+        size = max(len(r) for _, _, r in blocks)
+        curve = np.empty((size, self.width))
+        const = np.empty((size, 6))
+        grid = (self.grid_mode, curve, self.curve_of_row) + self._grid_rest
+        ins = tuple(self.ins)
+        for lo, hi, rows in blocks:
+            at = np.arange(len(rows), dtype=np.int64)
+            self.curve_of_row[rows] = at
+            (grid_curves if len(rows) >= PRICE_PARALLEL_MIN else grid_curves_serial)(
+                *kernel_args(at, *(c[rows] for c in cols)), args.rate, *cells, const, curve)
+            part = sel[lo:hi]
+            (joint_stress if len(part) >= PARALLEL_MIN else joint_stress_serial)(
+                part, acc, self.grp, ins, grid, outs)
 
     def tick(self, unit_px, slope_usd, accounts):
         """:meth:`run` on ``accounts`` after a tick (:meth:`reprice` of the moved rows, the
