@@ -37,6 +37,15 @@ def _floats(data, n, elements):
 
 
 @settings(deadline=None)
+def _holdings(data, n, n_pos, n_ord):
+    """Positions and orders on ``n`` instruments: their instrument rows and quantities."""
+    hi = max(n - 1, 0)
+    pos_instr = _ints(data, n_pos if n else 0, 0, hi)
+    ord_instr = _ints(data, n_ord if n else 0, 0, hi)
+    return (pos_instr, _floats(data, len(pos_instr), QTY), ord_instr,
+            _floats(data, len(ord_instr), QTY))
+
+
 @given(data=st.data(), n=st.integers(0, 30), n_pos=st.integers(0, 40),
        n_ord=st.integers(0, 10))
 def test_revaluation_rows_agree_with_twin(data, n, n_pos, n_ord):
@@ -45,11 +54,7 @@ def test_revaluation_rows_agree_with_twin(data, n, n_pos, n_ord):
     kind = _ints(data, n, 0, 3)
     mark_iv = _floats(data, n, VOLS)
     floor = _floats(data, n, VOLS)
-    hi = max(n - 1, 0)
-    pos_instr = _ints(data, n_pos if n else 0, 0, hi)
-    quantity = _floats(data, len(pos_instr), QTY)
-    ord_instr = _ints(data, n_ord if n else 0, 0, hi)
-    ord_qty = _floats(data, len(ord_instr), QTY)
+    pos_instr, quantity, ord_instr, ord_qty = _holdings(data, n, n_pos, n_ord)
     args = (kind, mark_iv, floor, pos_instr, quantity, ord_instr, ord_qty)
     _same(layout.revaluation_rows(*args), oracles.revaluation_rows(*args))
 
@@ -188,11 +193,7 @@ def test_revaluation_layout_agrees_with_twin(data, n, n_types, n_pos, n_ord):
     itype = _ints(data, n, 0, n_types - 1)
     kind = _ints(data, n, 0, 3)
     mark_iv = _floats(data, n, VOLS)
-    hi = max(n - 1, 0)
-    pos_instr = _ints(data, n_pos if n else 0, 0, hi)
-    quantity = _floats(data, len(pos_instr), QTY)
-    ord_instr = _ints(data, n_ord if n else 0, 0, hi)
-    ord_qty = _floats(data, len(ord_instr), QTY)
+    pos_instr, quantity, ord_instr, ord_qty = _holdings(data, n, n_pos, n_ord)
     cols = (_ints(data, n, 0, 1), _floats(data, n, st.sampled_from([1.0, 0.1, 10.0])),
             _floats(data, n, st.floats(1e-3, 1e5)), _floats(data, n, st.floats(1.0, 1e5)),
             _floats(data, n, st.floats(1.0, 1e5)), _ints(data, n, 0, 1),
