@@ -467,13 +467,18 @@ def test_vol_floor_charges_the_short_and_never_credits_the_long():
 # (the xfails below).  That is the per-underlying grid, not the finite direction set (more
 # directions only make it worse) and not an add-on (standard has none).
 #
-# What holds exactly is subadditivity on a COMMON scenario set: stress each half as the whole
-# book is stressed by giving it a negligible position (EPS contracts of a linear perpetual,
-# worth at most L_eps of loss in any scenario) in each underlying the whole holds and it does
-# not.  The tolerance is that 2*L_eps (~1e-8 USD) plus rounding; when both halves already
-# hold every underlying of the whole no position is added and the raw inequality is checked.
+# What holds is subadditivity on a common scenario set: stress each half as the whole book is
+# stressed by giving it a negligible position (EPS contracts of a linear perpetual, worth at
+# most L_eps of loss in any scenario) in each underlying the whole holds and it does not.  The
+# set is common but for each account's own delta directions (SPEC §5): the whole's loss along
+# its own direction can exceed what a half finds along its directions and the quasi-random
+# ones by the direction set's covering gap, 1 - cos(pi/512) of a linear loss (DIRECTIONS_GAP;
+# the nightly profile found 1.7e-7 on a 12-position option book).  The tolerance is that gap,
+# 2*L_eps (~1e-8 USD) and rounding; when both halves already hold every underlying of the
+# whole no position is added and the raw inequality is checked.
 
 EPS = 1e-6
+DIRECTIONS_GAP = 1 - math.cos(math.pi / 512)   # test_gap_to_the_norm_closes_as_directions_...
 
 
 def _underlyings(pos):
@@ -507,7 +512,7 @@ def test_maintenance_margin_is_subadditive(pos, data):
     b2, lb = _stressed_like(b, pos)
     ma = acc(run(a2, **kw), "maintenance_margin")
     mb = acc(run(b2, **kw), "maintenance_margin")
-    assert mm <= (ma + mb) * (1 + 1e-9) + la + lb + 1e-9, (mm, ma, mb, la, lb)
+    assert mm <= (ma + mb) * (1 + DIRECTIONS_GAP) + la + lb + 1e-9, (mm, ma, mb, la, lb)
 
 
 STRADDLE = [("ETH-28JUN24-3400-C", 30.0), ("ETH-28JUN24-3400-P", 20.0)]
