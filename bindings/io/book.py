@@ -763,22 +763,13 @@ def _one_snapshot_book(R, model, vt):
             (str_buffers(i_und), price[0]), _NAMES, BOUNDS, float(model["max_iv"]), int(vt))
     if status != validate.BOOK_OK:
         return None
-    (ins_row, pos_instr, ord_instr, und_code, und_used, kind, settlement, contract_size,
-     expiry, mark, forward, strike, is_call, years, mark_iv) = out
-    und_all = _first_rows(und, und_first).to_pylist()      # the distinct names: a handful
     positions = Positions(
         ins_row=pos_row, quantity=qty[1],
         entry_price=entry[1] if entry[1] is not None else np.full(n, np.nan),
         leverage=lev[1] if lev[1] is not None else np.full(n, np.nan),
         account_codes=acc_code, account_names=_first_rows(acc, acc_first), repeated=0)
-    return positions, dict(
-        symbols=sym if len(ins_row) == len(sym) else sym.take(pa.array(ins_row, pa.int64())),
-        instr_snap=np.zeros(len(ins_row), dtype=np.int64), und_code=und_code,
-        und_names=[und_all[i] for i in und_used.tolist()], kind=kind, settlement=settlement,
-        contract_size=contract_size, mark=mark, forward=forward, strike=strike,
-        is_call=is_call, expiry_ns=expiry, years=years, mark_iv=mark_iv,
-        assets=i_und.to_pylist(), asset_px=asset_px.reshape(1, -1), pos_instr=pos_instr,
-        ord_instr=ord_instr)
+    return positions, _instance_fields(sym, _first_rows(und, und_first), out,
+                                       i_und.to_pylist(), asset_px)
 
 
 def _one_snapshot(INS, pos_row, ord_row, MT, index, snap_ns):
@@ -794,23 +785,32 @@ def _one_snapshot(INS, pos_row, ord_row, MT, index, snap_ns):
         str_buffers(und), price[0], str_buffers(INS.und_names), BOUNDS)
     if repeated or n_bad:
         return None
-    (status, ins_row, pos_instr, ord_instr, und_code, und_used, kind, settlement, csize,
-     expiry, mark, forward, strike, is_call, years, mark_iv) = validate.one_snapshot(
+    status, *out = validate.one_snapshot(
         *kernel_args(pos_row, ord_row, INS.kind, INS.settlement, INS.contract_size,
                      INS.expiry, INS.strike, INS.is_call, INS.und_code, MT.ins_row,
                      MT.mark_price, MT.mark_iv, MT.underlying_price, name_price),
         int(snap_ns[0]))
     if status != validate.ONE_OK:
         return None
-    und_all = INS.und_names.to_pylist()             # the distinct names: a handful
-    sym = INS.symbol
+    return _instance_fields(INS.symbol, INS.und_names, out, und.to_pylist(), price[1])
+
+
+def _instance_fields(sym, und_names, out, assets, asset_px):
+    """What :func:`_instances_by_rule` returns, from :func:`pmrisk.kernel.validate.
+    one_snapshot`'s outputs ``out`` (its status left out; :func:`pmrisk.kernel.validate.
+    one_snapshot_book`'s last output is the same): ``sym`` the instruments' symbols,
+    ``und_names`` the distinct underlyings (a string array, a handful), ``assets`` and
+    ``asset_px`` the index table's underlyings and prices."""
+    (ins_row, pos_instr, ord_instr, und_code, und_used, kind, settlement, csize, expiry,
+     mark, forward, strike, is_call, years, mark_iv) = out
+    und_all = und_names.to_pylist()
     return dict(
         symbols=sym if len(ins_row) == len(sym) else sym.take(pa.array(ins_row, pa.int64())),
         instr_snap=np.zeros(len(ins_row), dtype=np.int64), und_code=und_code,
         und_names=[und_all[i] for i in und_used.tolist()], kind=kind, settlement=settlement,
         contract_size=csize, mark=mark, forward=forward, strike=strike, is_call=is_call,
-        expiry_ns=expiry, years=years, mark_iv=mark_iv, assets=und.to_pylist(),
-        asset_px=price[1].reshape(1, -1), pos_instr=pos_instr, ord_instr=ord_instr)
+        expiry_ns=expiry, years=years, mark_iv=mark_iv, assets=assets,
+        asset_px=asset_px.reshape(1, -1), pos_instr=pos_instr, ord_instr=ord_instr)
 
 
 def _instances_by_rule(INS, P, OR, M, MT, X, pos_row, pos_snap, ord_row, ord_snap, snap_ns,
