@@ -52,6 +52,26 @@ def bracket_notional(quantity, contract_size, mark, coin_margined):
     return out
 
 
+@njit(float64[::1](F8_1D, I8_1D, F8_1D))
+def bracket_margin_usd(mm, coin_margined, index):
+    """Maintenance margin per position in USD: a COIN-M position's (``coin_margined`` 1, in
+    coin) times its underlying's ``index`` price, a USDⓈ-M position's (in USD) as it is.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> from pmrisk.kernel.brackets import bracket_margin_usd
+    >>> f = lambda *a: np.array(a, dtype=np.float64)
+    >>> bracket_margin_usd(f(0.5, 200.0), np.array([1, 0]), f(60000.0, 60000.0)).tolist()
+    [30000.0, 200.0]
+    """
+    n_pos = mm.shape[0]
+    out = np.empty(n_pos)
+    for p in range(n_pos):
+        out[p] = mm[p] * index[p] if coin_margined[p] == 1 else mm[p]
+    return out
+
+
 @njit(types.Tuple((int64[::1], float64[::1]))(F8_1D, I8_1D, F8_1D, F8_1D, F8_1D, F8_1D, I8_1D))
 def bracket_margin(notional, pos_ladder, floor, cap, mmr, cum, offsets):
     """Bracket row and maintenance margin per position.

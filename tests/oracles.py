@@ -410,6 +410,12 @@ def bracket_notional(quantity, contract_size, mark, coin_margined):
     return np.where(np.asarray(coin_margined) == 1, np.abs(q * cs / m), np.abs(q * cs * m))
 
 
+def bracket_margin_usd(mm, coin_margined, index):
+    """A position's bracket MM in USD: COIN-M (in coin) times its index price, USDⓈ-M as is."""
+    mm = np.asarray(mm, dtype=np.float64)
+    return np.where(np.asarray(coin_margined) == 1, mm * np.asarray(index, dtype=np.float64), mm)
+
+
 def bracket_margin(notional, pos_ladder, floor, cap, mmr, cum, offsets):
     """Bracket row (``floor < N <= cap``, the first bracket also holding ``N = 0``; -1 if none)
     and ``MM = N*mmr - cum`` (NaN where no bracket), one position at a time."""

@@ -20,7 +20,7 @@ import pmrisk
 from pmrisk.venues import brackets as B
 from pmrisk.io.arrow import kernel_args
 from pmrisk.kernel.addons import tiered
-from pmrisk.kernel.brackets import bracket_margin, bracket_notional
+from pmrisk.kernel.brackets import bracket_margin, bracket_margin_usd, bracket_notional
 
 REF = pathlib.Path(__file__).parent / "reference"
 ROOT = pathlib.Path(__file__).resolve().parents[1]
@@ -197,6 +197,14 @@ def test_bracket_notional_agrees_with_oracle(rows):
     args = kernel_args(q, cs, mark, coin.astype(np.int64))
     np.testing.assert_allclose(bracket_notional(*args), oracles.bracket_notional(*args),
                                rtol=1e-15, atol=0)
+
+
+@given(st.lists(st.tuples(st.floats(-1e9, 1e9), st.integers(0, 1), st.floats(1e-6, 1e7)),
+                min_size=1, max_size=20))
+def test_bracket_margin_usd_agrees_with_oracle(rows):
+    mm, coin, index = (np.array(c) for c in zip(*rows))
+    args = kernel_args(mm, coin.astype(np.int64), index)
+    np.testing.assert_array_equal(bracket_margin_usd(*args), oracles.bracket_margin_usd(*args))
 
 
 def test_bracket_edges_follow_floor_lt_n_le_cap():

@@ -47,7 +47,7 @@ from ..io import schema
 from ..io.arrow import (as_table, check_columns, float_column, iso_ns, kernel_args, lookup,
                         raise_rows, str_column, to_ns)
 from ..errors import MarginError
-from ..kernel.brackets import bracket_margin, bracket_notional
+from ..kernel.brackets import bracket_margin, bracket_margin_usd, bracket_notional
 
 KINDS = ("usd_m", "coin_m")
 CUM_RTOL = 1e-9          # a given cum may differ from the rebuilt one by this much (relative)
@@ -485,7 +485,7 @@ def position_margin(positions, ladders):
                 maintenance_margin=mm)
     if "index_price" in table.column_names:
         index = float_column(table, "positions", "index_price", positive=True)
-        cols["maintenance_margin_usd"] = np.where(coin == 1, mm * index, mm)
+        cols["maintenance_margin_usd"] = bracket_margin_usd(*kernel_args(mm, coin, index))
     return pa.table(cols)
 
 
