@@ -4,7 +4,7 @@ VENV ?= .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed-stamp
 
-.PHONY: demo test bench lint venv clean
+.PHONY: demo test bench lint nightly venv clean
 
 venv: $(STAMP)
 
@@ -23,6 +23,17 @@ test: $(STAMP)
 	$(BIN)/ruff check kernel bindings tests benchmarks
 	$(BIN)/python -m pytest
 	$(BIN)/python benchmarks/gate.py
+
+# `make nightly`: the property tests that search for bad input and broken invariants, under
+# hypothesis' "nightly" profile (2,000 examples a test, new random draws each run; about
+# 1.5 h on 2 cores): the fuzzed inputs (one MarginError, never another exception), the
+# invariants, the stateful Monitor == margin() machine, what-if, the joint stress.  Failures
+# it finds are saved in .hypothesis/ and replayed first by every later run.
+NIGHTLY := tests/test_fuzz.py tests/test_invariants.py tests/test_monitor.py \
+	tests/test_what_if.py tests/test_correlated.py tests/test_standard_properties.py
+
+nightly: $(STAMP)
+	HYPOTHESIS_PROFILE=nightly $(BIN)/python -m pytest $(NIGHTLY)
 
 lint: $(STAMP)
 	$(BIN)/ruff check kernel bindings tests benchmarks
