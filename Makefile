@@ -26,7 +26,7 @@ test: $(STAMP)
 
 # `make nightly`: the property tests that search for bad input and broken invariants, under
 # hypothesis' "nightly" profile (2,000 examples a test, new random draws each run; about
-# 1.5 h on 2 cores): the fuzzed inputs (one MarginError, never another exception), the
+# an hour on 2 cores): the fuzzed inputs (one MarginError, never another exception), the
 # invariants, the stateful Monitor == margin() machine, what-if, the joint stress.  Failures
 # it finds are saved in .hypothesis/ and replayed first by every later run.
 NIGHTLY := tests/test_fuzz.py tests/test_invariants.py tests/test_monitor.py \
