@@ -5,6 +5,8 @@ per-instrument, per-position and per-unit arrays that ``pmrisk.engine.units``,
 * ``settlement_combos``: an instrument's (underlying, settlement kind) as one int64 key;
 * ``unit_keys`` and ``split_pairs``: the (account, unit type) pair of each position, open
   order and reserve as ``account * n_types + type``, and back;
+* ``settlement_types`` and ``unit_pairs``: the same keys made distinct in the same pass (a
+  table of every key, no sort), as ``pmrisk.engine.units.build_units`` groups by them;
 * ``time_runs``: the distinct values of a time column and how many rows hold each, when the
   column never decreases.
 """
@@ -55,6 +57,75 @@ def split_pairs(pair, n_types):
         account[i] = pair[i] // n_types
         utype[i] = pair[i] % n_types
     return account, utype
+
+
+@njit
+def settlement_types(und_code, settlement):
+    """The distinct :func:`settlement_combos` keys of the instruments, sorted, and each
+    instrument's index among them (``numpy.unique(keys, return_inverse=True)``), by a table
+    of every key up to the largest (two per underlying code, ``und_code >= 0``)."""
+    n = und_code.shape[0]
+    keys = settlement_combos(und_code, settlement)
+    hi = 0
+    for i in range(n):
+        if keys[i] >= hi:
+            hi = keys[i] + 1
+    rank = np.full(hi, -1, dtype=np.int64)
+    for i in range(n):
+        rank[keys[i]] = 0
+    m = 0
+    for v in range(hi):
+        if rank[v] == 0:
+            rank[v] = m
+            m += 1
+    present = np.empty(m, dtype=np.int64)
+    for v in range(hi):
+        if rank[v] >= 0:
+            present[rank[v]] = v
+    inverse = np.empty(n, dtype=np.int64)
+    for i in range(n):
+        inverse[i] = rank[keys[i]]
+    return present, inverse
+
+
+@njit
+def unit_pairs(n_types, instr_type, pos_account, pos_instr, ord_account, ord_instr,
+               res_account, res_type):
+    """The distinct :func:`unit_keys` pairs, sorted (by account, then type), split as
+    :func:`split_pairs` does, and each row's index among them: ``(ok, account, utype,
+    inverse)``, by a table of every key when the keys are not much sparser than the rows
+    (``max key < max(8 * rows, 65536)``, the rule of ``pmrisk.io.arrow.unique_keys``); else
+    ``ok`` False and the rest empty (the caller sorts)."""
+    keys = unit_keys(n_types, instr_type, pos_account, pos_instr, ord_account, ord_instr,
+                     res_account, res_type)
+    n = keys.shape[0]
+    none = np.zeros(0, dtype=np.int64)
+    hi = 0
+    for i in range(n):
+        if keys[i] < 0:
+            return False, none, none, none
+        if keys[i] >= hi:
+            hi = keys[i] + 1
+    if n == 0 or hi > max(8 * n, 1 << 16):
+        return n == 0, none, none, none
+    rank = np.full(hi, -1, dtype=np.int64)
+    for i in range(n):
+        rank[keys[i]] = 0
+    m = 0
+    for v in range(hi):
+        if rank[v] == 0:
+            rank[v] = m
+            m += 1
+    account = np.empty(m, dtype=np.int64)
+    utype = np.empty(m, dtype=np.int64)
+    for v in range(hi):
+        if rank[v] >= 0:
+            account[rank[v]] = v // n_types
+            utype[rank[v]] = v % n_types
+    inverse = np.empty(n, dtype=np.int64)
+    for i in range(n):
+        inverse[i] = rank[keys[i]]
+    return True, account, utype, inverse
 
 
 @njit

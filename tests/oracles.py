@@ -2190,6 +2190,26 @@ def split_pairs(pair, n_types):
     return (pair // n_types).astype(np.int64), (pair % n_types).astype(np.int64)
 
 
+def settlement_types(und_code, settlement):
+    """Twin of :func:`pmrisk.kernel.rowkeys.settlement_types` (``numpy.unique`` of the keys)."""
+    present, inverse = np.unique(settlement_combos(und_code, settlement), return_inverse=True)
+    return present.astype(np.int64), inverse.ravel().astype(np.int64)
+
+
+def unit_pairs(n_types, instr_type, pos_account, pos_instr, ord_account, ord_instr,
+               res_account, res_type):
+    """Twin of :func:`pmrisk.kernel.rowkeys.unit_pairs` (``numpy.unique`` of the keys, then
+    ``//`` and ``%``; the same rule for giving up on sparse keys)."""
+    keys = unit_keys(n_types, instr_type, pos_account, pos_instr, ord_account, ord_instr,
+                     res_account, res_type)
+    none = np.zeros(0, dtype=np.int64)
+    if len(keys) and (keys.min() < 0 or keys.max() + 1 > max(8 * len(keys), 1 << 16)):
+        return False, none, none, none
+    pair, inverse = np.unique(keys, return_inverse=True)
+    account, utype = split_pairs(pair, n_types)
+    return True, account, utype, inverse.ravel().astype(np.int64)
+
+
 def time_runs(ns):
     """Twin of :func:`pmrisk.kernel.rowkeys.time_runs` (the run starts by a shifted
     comparison, their lengths by a difference)."""

@@ -6,7 +6,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from pmrisk.kernel.layout import unit_prices
-from pmrisk.kernel.rowkeys import settlement_combos, split_pairs, unit_keys
+from pmrisk.kernel.rowkeys import settlement_types, split_pairs, unit_keys, unit_pairs
 
 from ..io.arrow import kernel_args, unique_keys
 from ..errors import MarginError
@@ -60,8 +60,7 @@ def build_units(book, model):
         return lookup[key]
 
     # one unit type per (underlying, settlement kind) present, then map instruments to it
-    present, combo_inv = unique_keys(settlement_combos(*kernel_args(book.und_code,
-                                                                    book.settlement)))
+    present, combo_inv = settlement_types(*kernel_args(book.und_code, book.settlement))
     combo_type = np.array([type_of(book.und_names[c // 2], book.und_names[c // 2] if c % 2
                                    else lin) for c in present], dtype=np.int64)
     instr_type = combo_type[combo_inv.ravel()] if len(present) else np.zeros(0, np.int64)
@@ -79,12 +78,14 @@ def build_units(book, model):
     und_code = np.array([underlyings.index(u) for u in und], dtype=np.int64)
 
     n_t = max(len(names), 1)
-    pair, inverse = unique_keys(unit_keys(n_t, *kernel_args(
-        instr_type, book.pos_account, book.pos_instr, book.ord_account, book.ord_instr,
-        book.res_account, res_type)))
+    rows = kernel_args(instr_type, book.pos_account, book.pos_instr, book.ord_account,
+                       book.ord_instr, book.res_account, res_type)
+    ok, account, utype, inverse = unit_pairs(n_t, *rows)
+    if not ok:                          # keys too sparse for a table of them: a sort
+        pair, inverse = unique_keys(unit_keys(n_t, *rows))
+        account, utype = split_pairs(*kernel_args(pair), n_t)
     n_p, n_o = len(book.pos_account), len(book.ord_account)
     parts = (inverse[:n_p], inverse[n_p:n_p + n_o], inverse[n_p + n_o:])
-    account, utype = split_pairs(*kernel_args(pair), n_t)
     # prices per unit at its account's snapshot (validated in load_book: never NaN here)
     snap = book.acc_snap[account]
     type_und = np.array(und, dtype=object)
