@@ -1,8 +1,11 @@
 """Arrow result tables from an engine :class:`~pmrisk.engine.core.Outcome`."""
 
 import functools
+import threading
+import weakref
 from dataclasses import dataclass
 
+import numba
 import numpy as np
 import pyarrow as pa
 
@@ -124,6 +127,8 @@ def _take(arr, idx):
         at = idx.tolist()
         if 0 <= at[0] and at[-1] < len(arr) and at == list(range(at[0], at[0] + n)):
             return arr.slice(at[0], n)
+    if n > GATHER_ROWS:
+        return _strings(arr, idx)
     return arr.take(pa.array(idx, pa.int64()))
 
 
@@ -301,7 +306,7 @@ def _units_table(out, unit_names):
     codes = np.empty((2, n), dtype=np.int64)
     timed = book.timed
     ns, ns_buf = pool_array((n if timed else 0,), np.int64)
-    n_nan = tables_k.unit_block(*kernel_args(
+    n_nan = _parallel(tables_k.unit_block, n)(*kernel_args(
         units.utype, units.type_und_code, uf.binding_scenario, scen.price_shock, scen.table,
         scen.vol_code, units.index_px, units.settle_px, uf.scenario_price_shock,
         *[getattr(uf, f) for f in tables_k.UNIT_FIGURES],
@@ -309,7 +314,7 @@ def _units_table(out, unit_names):
         book.acc_snap if timed else _NONE, book.snap_ns if timed else _NONE),
         block, codes, ns)
     num = block_arrays(block_buf, *block.shape)
-    cols = [_take(book.accounts, units.account)]
+    cols = [_strings(book.accounts, units.account)]
     if timed:
         cols.append(pa.Array.from_buffers(TIME_TYPE, n, [None, ns_buf]))
     spx = num[3]
@@ -360,12 +365,12 @@ def _positions_table(out, loans):
     n = len(pu) + len(units) + len(loans)
     index, _ = pool_array((4, n), np.int64)
     ns, ns_buf = pool_array((n if book.timed else 0,), np.int64)
-    one_account, one_name = tables_k.position_index(*kernel_args(
+    one_account, one_name = _parallel(tables_k.position_index, n)(*kernel_args(
         book.pos_account, book.pos_instr, pu, units.account, units.utype, loans, acc_snap,
         snap_ns), len(book.symbols), n_types, index, ns)
     rows, acc, sym, name = index
     block, block_buf = pool_array((len(tables_k.POSITION_COLUMNS), n), np.float64)
-    tables_k.position_columns(*kernel_args(
+    _parallel(tables_k.position_columns, n)(*kernel_args(
         rows, pu, book.quantity, units.settle_px, pf.value, pf.model_value, pf.unrealised_pnl,
         pf.delta, pf.gamma, pf.vega, pf.theta, pf.mm_contribution, pf.im_contribution,
         uf.maintenance_margin, uf.initial_margin, out.account.loan_maintenance_margin[loans]),
@@ -393,24 +398,102 @@ _NONE = np.zeros(0, dtype=np.int64)
 
 def pool_array(shape, dtype):
     """An uninitialised C-contiguous numpy array and its Arrow buffer (a kernel fills the
-    array; the buffer becomes columns without a copy); from 1 MiB up, in Arrow's memory
-    pool.
+    array; the buffer becomes columns without a copy); from 1 MiB up, a block of
+    :data:`BLOCKS`.
 
-    Arrow's pool (mimalloc, jemalloc) keeps freed pages for the next allocation, where
-    numpy's large arrays are fresh pages from the OS each time: the positions table's
-    1.2M x 15 block of a backtest took 45 ms to fill in numpy's memory, 25 in Arrow's.
-    Below 1 MiB, numpy's allocation costs less than the pool's (~0.4 vs ~1.3 us)."""
+    Fresh memory is the most of a large table's cost: the system clears every new page
+    (a 2 MiB huge page at a time) before the kernel writes it, and numpy's large arrays
+    and Arrow's pool (mimalloc returns freed pages to the system after 10 ms) are fresh
+    pages on every call.  A backtest of 1M snapshots writes ~300 MB of tables per call;
+    :data:`BLOCKS` hands the blocks of the tables a caller has let go to the next call.
+    Below 1 MiB, numpy's allocation costs less (~0.4 us)."""
     size = np.dtype(dtype).itemsize
     for d in shape:
         size *= d
     if size < POOL_BYTES:
         a = np.empty(shape, dtype=dtype)
         return a, pa.py_buffer(a)
-    buf = pa.allocate_buffer(size)
+    buf = BLOCKS.take(size)
     return np.frombuffer(buf, dtype=dtype).reshape(shape), buf
 
 
 POOL_BYTES = 1 << 20
+
+
+class BlockPool:
+    """pmrisk's own blocks of memory for large result columns, reused once nothing holds
+    them (no table, column, slice or numpy view of theirs is left).
+
+    :meth:`take` returns a writable ``pyarrow.Buffer`` over a block: the smallest free
+    block of ``nbytes`` up to twice that, else a new one (numpy's memory, in multiples of
+    2 MiB).  The buffer owns a view of the block whose end (Python's reference counting,
+    when the last Arrow array or numpy array over the buffer goes) gives the block back.
+    Free blocks are kept up to ``keep`` bytes in all (:data:`POOL_KEEP`); more are freed
+    at once, and :meth:`clear` frees them all.  Nothing outside pmrisk's own result blocks
+    uses it (the process's allocators are left as they are).
+
+    >>> from pmrisk.results import BlockPool
+    >>> pool = BlockPool(keep=1 << 23)
+    >>> buf = pool.take(3 << 20)
+    >>> buf.size, pool.free_bytes()
+    (3145728, 0)
+    >>> del buf                     # the block goes back, and the next take reuses it
+    >>> pool.free_bytes()
+    4194304
+    >>> pool.take(3 << 20).size, pool.free_bytes()
+    (3145728, 4194304)
+    """
+
+    def __init__(self, keep):
+        self.keep = keep
+        self._free = []
+        self._lock = threading.RLock()      # a block may come back while one is taken
+
+    def take(self, nbytes):
+        block = None
+        with self._lock:
+            best = -1
+            for k, b in enumerate(self._free):
+                if nbytes <= b.nbytes <= 2 * nbytes and (
+                        best < 0 or b.nbytes < self._free[best].nbytes):
+                    best = k
+            if best >= 0:
+                block = self._free.pop(best)
+        if block is None:
+            block = np.empty(-(-nbytes // BLOCK_ALIGN) * BLOCK_ALIGN, dtype=np.uint8)
+        lease = block[:nbytes]
+        weakref.finalize(lease, self._give_back, block)
+        return pa.py_buffer(lease)
+
+    def _give_back(self, block):
+        with self._lock:
+            if self.free_bytes() + block.nbytes <= self.keep:
+                self._free.append(block)
+
+    def free_bytes(self):
+        """Bytes in the free blocks."""
+        return sum(b.nbytes for b in self._free)
+
+    def clear(self):
+        """Free every free block (blocks still in use come back as usual)."""
+        with self._lock:
+            self._free.clear()
+
+
+BLOCK_ALIGN = 1 << 21   # new blocks in multiples of a huge page
+POOL_KEEP = 1 << 29     # free blocks kept, bytes (two full sets of a 1M-snapshot backtest's)
+BLOCKS = BlockPool(POOL_KEEP)
+
+
+def _parallel(kernel, n):
+    """The parallel form of a tables kernel for a table of ``n`` rows from
+    :data:`PARALLEL_ROWS` up (on more than one thread), else its ``_serial`` twin."""
+    if n >= PARALLEL_ROWS and numba.get_num_threads() > 1:
+        return kernel
+    return getattr(tables_k, kernel.__name__ + "_serial")
+
+
+PARALLEL_ROWS = 1 << 15
 
 
 def block_arrays(buf, k, n):
@@ -425,18 +508,28 @@ def _strings(arr, rows, extra=(), one=False):
     """The strings ``rows`` of the string array ``arr`` (``extra``: names after its own;
     ``one``: every row is the same).
 
-    Up to :data:`GATHER_ROWS` rows, gathered by :func:`pmrisk.kernel.tables.take_strings`
-    and wrapped without a copy: inside ``margin()``, after the compute stage, pyarrow's
-    ``take`` and ``repeat`` cost 40-140 us each on 2,000 rows (their code is cold), the
-    kernel ~15.  Above, pyarrow's take: one ``memcpy`` per string, where the kernel loops
-    per byte (1.2M rows: 7 ms against 12)."""
+    Gathered by kernels and wrapped without a copy: up to :data:`GATHER_ROWS` rows,
+    :func:`pmrisk.kernel.tables.take_strings` (inside ``margin()``, after the compute stage,
+    pyarrow's ``take`` and ``repeat`` cost 40-140 us each on 2,000 rows: their code is
+    cold; the kernel ~15); above, :func:`~pmrisk.kernel.tables.string_offsets` and
+    :func:`~pmrisk.kernel.tables.gather_strings` on the threads into blocks of
+    :data:`BLOCKS` (pyarrow's take is one thread into fresh memory: 1.2M rows ~7 ms and
+    the pages).  Not a ``string`` array (or 2 GiB of text and more): pyarrow's take."""
     n = len(rows)
     arr = _one_chunk(arr)
-    if n <= GATHER_ROWS and arr.type == pa.string():
-        offsets, data = tables_k.take_strings(*str_buffers(arr), *name_buffers(tuple(extra)),
-                                              *kernel_args(rows))
-        return pa.Array.from_buffers(pa.string(), n, [None, pa.py_buffer(offsets),
-                                                      pa.py_buffer(data)])
+    if arr.type == pa.string():
+        bufs = (*str_buffers(arr), *name_buffers(tuple(extra)))
+        if n <= GATHER_ROWS:
+            offsets, data = tables_k.take_strings(*bufs, *kernel_args(rows))
+            return pa.Array.from_buffers(pa.string(), n, [None, pa.py_buffer(offsets),
+                                                          pa.py_buffer(data)])
+        rows, = kernel_args(rows)
+        offsets, off_buf = pool_array((n + 1,), np.int32)
+        total = tables_k.string_offsets(bufs[0], bufs[2], rows, offsets)
+        if total < 1 << 31:
+            data, data_buf = pool_array((total,), np.uint8)
+            _parallel(tables_k.gather_strings, n)(*bufs, rows, offsets, data)
+            return pa.Array.from_buffers(pa.string(), n, [None, off_buf, data_buf])
     if one and n:                       # one string repeated (one account)
         r = int(rows[0])
         return pa.repeat(arr[r] if r < len(arr) else extra[r - len(arr)], n)
