@@ -1,8 +1,6 @@
 """Arrow result tables from an engine :class:`~pmrisk.engine.core.Outcome`."""
 
 import functools
-import threading
-import weakref
 from dataclasses import dataclass
 
 import numba
@@ -12,6 +10,7 @@ import pyarrow as pa
 from pmrisk.kernel import tables as tables_k
 from pmrisk.kernel.scenarios import TABLES, VOL_STATES
 
+from .blocks import pool_array
 from .io.arrow import iso_ns, kernel_args, name_buffers, str_buffers, sum_by
 from .errors import MarginError
 from .io.schema import TIME_TYPE
@@ -396,95 +395,6 @@ def _positions_table(out, loans):
 _NONE = np.zeros(0, dtype=np.int64)
 
 
-def pool_array(shape, dtype):
-    """An uninitialised C-contiguous numpy array and its Arrow buffer (a kernel fills the
-    array; the buffer becomes columns without a copy); from 1 MiB up, a block of
-    :data:`BLOCKS`.
-
-    Fresh memory is the most of a large table's cost: the system clears every new page
-    (a 2 MiB huge page at a time) before the kernel writes it, and numpy's large arrays
-    and Arrow's pool (mimalloc returns freed pages to the system after 10 ms) are fresh
-    pages on every call.  A backtest of 1M snapshots writes ~300 MB of tables per call;
-    :data:`BLOCKS` hands the blocks of the tables a caller has let go to the next call.
-    Below 1 MiB, numpy's allocation costs less (~0.4 us)."""
-    size = np.dtype(dtype).itemsize
-    for d in shape:
-        size *= d
-    if size < POOL_BYTES:
-        a = np.empty(shape, dtype=dtype)
-        return a, pa.py_buffer(a)
-    buf = BLOCKS.take(size)
-    return np.frombuffer(buf, dtype=dtype).reshape(shape), buf
-
-
-POOL_BYTES = 1 << 20
-
-
-class BlockPool:
-    """pmrisk's own blocks of memory for large result columns, reused once nothing holds
-    them (no table, column, slice or numpy view of theirs is left).
-
-    :meth:`take` returns a writable ``pyarrow.Buffer`` over a block: the smallest free
-    block of ``nbytes`` up to twice that, else a new one (numpy's memory, in multiples of
-    2 MiB).  The buffer owns a view of the block whose end (Python's reference counting,
-    when the last Arrow array or numpy array over the buffer goes) gives the block back.
-    Free blocks are kept up to ``keep`` bytes in all (:data:`POOL_KEEP`); more are freed
-    at once, and :meth:`clear` frees them all.  Nothing outside pmrisk's own result blocks
-    uses it (the process's allocators are left as they are).
-
-    >>> from pmrisk.results import BlockPool
-    >>> pool = BlockPool(keep=1 << 23)
-    >>> buf = pool.take(3 << 20)
-    >>> buf.size, pool.free_bytes()
-    (3145728, 0)
-    >>> del buf                     # the block goes back, and the next take reuses it
-    >>> pool.free_bytes()
-    4194304
-    >>> pool.take(3 << 20).size, pool.free_bytes()
-    (3145728, 4194304)
-    """
-
-    def __init__(self, keep):
-        self.keep = keep
-        self._free = []
-        self._lock = threading.RLock()      # a block may come back while one is taken
-
-    def take(self, nbytes):
-        block = None
-        with self._lock:
-            best = -1
-            for k, b in enumerate(self._free):
-                if nbytes <= b.nbytes <= 2 * nbytes and (
-                        best < 0 or b.nbytes < self._free[best].nbytes):
-                    best = k
-            if best >= 0:
-                block = self._free.pop(best)
-        if block is None:
-            block = np.empty(-(-nbytes // BLOCK_ALIGN) * BLOCK_ALIGN, dtype=np.uint8)
-        lease = block[:nbytes]
-        weakref.finalize(lease, self._give_back, block)
-        return pa.py_buffer(lease)
-
-    def _give_back(self, block):
-        with self._lock:
-            if self.free_bytes() + block.nbytes <= self.keep:
-                self._free.append(block)
-
-    def free_bytes(self):
-        """Bytes in the free blocks."""
-        return sum(b.nbytes for b in self._free)
-
-    def clear(self):
-        """Free every free block (blocks still in use come back as usual)."""
-        with self._lock:
-            self._free.clear()
-
-
-BLOCK_ALIGN = 1 << 21   # new blocks in multiples of a huge page
-POOL_KEEP = 1 << 29     # free blocks kept, bytes (two full sets of a 1M-snapshot backtest's)
-BLOCKS = BlockPool(POOL_KEEP)
-
-
 def _parallel(kernel, n):
     """The parallel form of a tables kernel for a table of ``n`` rows from
     :data:`PARALLEL_ROWS` up (on more than one thread), else its ``_serial`` twin."""
@@ -513,8 +423,9 @@ def _strings(arr, rows, extra=(), one=False):
     pyarrow's ``take`` and ``repeat`` cost 40-140 us each on 2,000 rows: their code is
     cold; the kernel ~15); above, :func:`~pmrisk.kernel.tables.string_offsets` and
     :func:`~pmrisk.kernel.tables.gather_strings` on the threads into blocks of
-    :data:`BLOCKS` (pyarrow's take is one thread into fresh memory: 1.2M rows ~7 ms and
-    the pages).  Not a ``string`` array (or 2 GiB of text and more): pyarrow's take."""
+    :data:`pmrisk.blocks.BLOCKS` (pyarrow's take is one thread into fresh memory: 1.2M
+    rows ~7 ms and the pages).  Not a ``string`` array (or 2 GiB of text and more):
+    pyarrow's take."""
     n = len(rows)
     arr = _one_chunk(arr)
     if arr.type == pa.string():

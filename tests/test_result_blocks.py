@@ -9,7 +9,7 @@ import pyarrow as pa
 import pytest
 
 import pmrisk
-from pmrisk import results, samples
+from pmrisk import blocks, results, samples
 
 PME = pmrisk.Model.preset("deribit_pme")
 
@@ -30,7 +30,7 @@ def _same(got, want):
 
 def _large_path(monkeypatch):
     """Every table takes the large tables' path: the pool, the parallel forms, the gather."""
-    monkeypatch.setattr(results, "POOL_BYTES", 1)
+    monkeypatch.setattr(blocks, "POOL_BYTES", 1)
     monkeypatch.setattr(results, "PARALLEL_ROWS", 1)
     monkeypatch.setattr(results, "GATHER_ROWS", 1)
 
@@ -59,7 +59,7 @@ def test_large_path_gives_the_small_path_tables(monkeypatch, name):
 def test_pooled_block_comes_back_only_when_nothing_holds_it():
     """A block is reused after its last column, slice and numpy view are gone, not before;
     the free blocks stay under the pool's limit."""
-    pool = results.BlockPool(keep=8 << 20)
+    pool = blocks.BlockPool(keep=8 << 20)
     buf = pool.take(3 << 20)
     col = pa.Array.from_buffers(pa.float64(), (3 << 20) // 8, [None, buf])
     view = np.frombuffer(buf, dtype=np.float64)[5:]
