@@ -403,7 +403,11 @@ def _parallel(kernel, n):
     return getattr(tables_k, kernel.__name__ + "_serial")
 
 
-PARALLEL_ROWS = 1 << 15
+# from this many rows, the parallel forms: a parallel region saves about half of a few ms
+# on a quiet machine, and costs up to a scheduler quantum (several ms) where other
+# processes keep the cores busy (the units table of a 1M-snapshot backtest, 200k rows,
+# stays on one thread)
+PARALLEL_ROWS = 1 << 19
 
 
 def block_arrays(buf, k, n):
@@ -436,7 +440,7 @@ def _strings(arr, rows, extra=(), one=False):
                                                           pa.py_buffer(data)])
         rows, = kernel_args(rows)
         offsets, off_buf = pool_array((n + 1,), np.int32)
-        total = tables_k.string_offsets(bufs[0], bufs[2], rows, offsets)
+        total = _parallel(tables_k.string_offsets, n)(bufs[0], bufs[2], rows, offsets)
         if total < 1 << 31:
             data, data_buf = pool_array((total,), np.uint8)
             _parallel(tables_k.gather_strings, n)(*bufs, rows, offsets, data)

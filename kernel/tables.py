@@ -535,23 +535,67 @@ def every_flag_set(unit_flags, account_flags):
 
 
 @njit
+def string_lengths(lo, hi, offsets, extra_offsets, rows, out_offsets):
+    """The lengths of the strings ``rows[lo:hi]`` (as :func:`string_offsets` reads them),
+    written into ``out_offsets[lo + 1:hi + 1]``; returns their sum."""
+    n_main = offsets.shape[0] - 1
+    total = 0
+    for k in range(lo, hi):
+        r = rows[k]
+        if r < n_main:
+            m = offsets[r + 1] - offsets[r]
+        else:
+            m = extra_offsets[r - n_main + 1] - extra_offsets[r - n_main]
+        out_offsets[k + 1] = m
+        total += m
+    return total
+
+
+@njit
+def add_offsets(lo, hi, base, out_offsets):
+    """``out_offsets[lo + 1:hi + 1]``, lengths, made offsets from ``base`` on; returns the
+    last (int64: above 2**31 - 1 the int32 offsets are not valid)."""
+    total = base
+    for k in range(lo, hi):
+        total += out_offsets[k + 1]
+        out_offsets[k + 1] = total
+    return total
+
+
+@njit(parallel=True)
 def string_offsets(offsets, extra_offsets, rows, out_offsets):
     """The offsets of the strings ``rows`` of a string array (``offsets``, int32: its n + 1
     offsets) and of extra names after it (row ``r >= n``: extra name ``r - n``), from 0,
     written into ``out_offsets`` (int32, len(rows) + 1).  Returns their total length in
     bytes (int64; above 2**31 - 1 the offsets are not valid: too long for a ``string``
-    array)."""
-    n_main = offsets.shape[0] - 1
-    total = 0
+    array).  Two passes over :data:`CHUNKS` runs of rows on the threads (the lengths and
+    each run's sum, then the offsets from the runs' running sum);
+    :func:`string_offsets_serial` is the one-thread twin."""
+    n = rows.shape[0]
     out_offsets[0] = 0
-    for k in range(rows.shape[0]):
-        r = rows[k]
-        if r < n_main:
-            total += offsets[r + 1] - offsets[r]
-        else:
-            total += extra_offsets[r - n_main + 1] - extra_offsets[r - n_main]
-        out_offsets[k + 1] = total
-    return total
+    chunks = min(n, CHUNKS)
+    base = np.zeros(chunks + 1, dtype=np.int64)
+    for c in prange(chunks):
+        base[c + 1] = string_lengths(c * n // chunks, (c + 1) * n // chunks, offsets,
+                                     extra_offsets, rows, out_offsets)
+    for c in range(chunks):
+        base[c + 1] += base[c]
+    if base[chunks] >= 1 << 31:
+        return base[chunks]
+    for c in prange(chunks):
+        add_offsets(c * n // chunks, (c + 1) * n // chunks, base[c], out_offsets)
+    return base[chunks]
+
+
+@njit
+def string_offsets_serial(offsets, extra_offsets, rows, out_offsets):
+    """:func:`string_offsets` on one thread."""
+    n = rows.shape[0]
+    out_offsets[0] = 0
+    total = string_lengths(0, n, offsets, extra_offsets, rows, out_offsets)
+    if total >= 1 << 31:
+        return total
+    return add_offsets(0, n, 0, out_offsets)
 
 
 @njit
@@ -605,10 +649,10 @@ def take_strings(offsets, data, extra_offsets, extra_data, rows):
     """The strings ``rows`` of a string array (``offsets``, int32: its n + 1 offsets into
     ``data``, uint8) and of extra names after it (row ``r >= n``: extra name ``r - n``), as
     an Arrow string array's buffers: ``(offsets, data)``, int32 offsets from 0 and the
-    bytes (:func:`string_offsets`, then :func:`gather_rows` on one thread)."""
+    bytes (:func:`string_offsets_serial`, then :func:`gather_rows`)."""
     n = rows.shape[0]
     out_offsets = np.empty(n + 1, dtype=np.int32)
-    total = string_offsets(offsets, extra_offsets, rows, out_offsets)
+    total = string_offsets_serial(offsets, extra_offsets, rows, out_offsets)
     out = np.empty(total, dtype=np.uint8)
     gather_rows(0, n, offsets, data, extra_offsets, extra_data, rows, out_offsets, out)
     return out_offsets, out
