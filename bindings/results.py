@@ -313,7 +313,7 @@ def _units_table(out, unit_names):
         book.acc_snap if timed else _NONE, book.snap_ns if timed else _NONE),
         block, codes, ns)
     num = block_arrays(block_buf, *block.shape)
-    cols = [_strings(book.accounts, units.account)]
+    cols = [_take(book.accounts, units.account)]
     if timed:
         cols.append(pa.Array.from_buffers(TIME_TYPE, n, [None, ns_buf]))
     spx = num[3]
@@ -400,7 +400,12 @@ def _parallel(kernel, n):
     :data:`PARALLEL_ROWS` up (on more than one thread), else its ``_serial`` twin."""
     if n >= PARALLEL_ROWS and numba.get_num_threads() > 1:
         return kernel
-    return getattr(tables_k, kernel.__name__ + "_serial")
+    return _SERIAL[kernel]
+
+
+_SERIAL = {k: getattr(tables_k, k.__name__ + "_serial") for k in (
+    tables_k.unit_block, tables_k.position_index, tables_k.position_columns,
+    tables_k.string_offsets, tables_k.gather_strings)}
 
 
 # from this many rows, the parallel forms: a parallel region saves about half of a few ms
