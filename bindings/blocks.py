@@ -58,7 +58,7 @@ class BlockPool:
         if block is None:
             block = np.empty(-(-nbytes // BLOCK_ALIGN) * BLOCK_ALIGN, dtype=np.uint8)
         lease = block[:nbytes]
-        weakref.finalize(lease, self._give_back, block)
+        weakref.finalize(lease, self._give_back, block).atexit = False  # none at exit
         return pa.py_buffer(lease)
 
     def _give_back(self, block):
