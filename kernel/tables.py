@@ -13,10 +13,16 @@ array per column.  The arithmetic is the numpy formulas' own, in the same order 
   quantities, values, Greeks and MM/IM contributions in the settlement currency and in USD;
 * :func:`account_block` and :func:`account_cells`: the accounts table's figures, margin
   ratio (:func:`ratio_of`), available margin, most withdrawable amount and status code,
-  and the binding cell of each account's largest unit.
+  and the binding cell of each account's largest unit;
+* :func:`take_strings`, and for large columns :func:`string_offsets` and
+  :func:`gather_strings`: string columns gathered from a string array's buffers.
 
-The blocks are the caller's (``out``): :mod:`pmrisk.results` takes large ones from Arrow's
-memory pool, whose freed pages the next table reuses."""
+The blocks are the caller's (``out``): :mod:`pmrisk.results` takes large ones from
+:data:`pmrisk.blocks.BLOCKS`, whose blocks the next table reuses once a caller lets its
+tables go.  The kernels of large tables have a parallel form (rows cut into :data:`CHUNKS`
+runs spread over the threads) and a ``_serial`` twin; both call the same ``*_rows``
+function, and every value is computed from its own inputs, so the tables do not depend on
+the form or the thread count."""
 
 import numpy as np
 from numba import prange
