@@ -395,10 +395,10 @@ def _positions_table(out, loans):
 _NONE = np.zeros(0, dtype=np.int64)
 
 
-def _parallel(kernel, n):
-    """The parallel form of a tables kernel for a table of ``n`` rows from
-    :data:`PARALLEL_ROWS` up (on more than one thread), else its ``_serial`` twin."""
-    if n >= PARALLEL_ROWS and numba.get_num_threads() > 1:
+def _parallel(kernel, n, at=None):
+    """The parallel form of a tables kernel for a table of ``n`` rows from ``at``
+    (:data:`PARALLEL_ROWS`) up (on more than one thread), else its ``_serial`` twin."""
+    if n >= (PARALLEL_ROWS if at is None else at) and numba.get_num_threads() > 1:
         return kernel
     return _SERIAL[kernel]
 
@@ -411,8 +411,10 @@ _SERIAL = {k: getattr(tables_k, k.__name__ + "_serial") for k in (
 # from this many rows, the parallel forms: a parallel region saves about half of a few ms
 # on a quiet machine, and costs up to a scheduler quantum (several ms) where other
 # processes keep the cores busy (the units table of a 1M-snapshot backtest, 200k rows,
-# stays on one thread)
+# stays on one thread); a string column takes three regions (offsets in two passes, then
+# the bytes) for 3-4 ms of work at 1.2M rows, so it stays on one thread up to 4M rows
 PARALLEL_ROWS = 1 << 19
+STRING_PARALLEL_ROWS = 1 << 22
 
 
 def block_arrays(buf, k, n):
@@ -431,10 +433,10 @@ def _strings(arr, rows, extra=(), one=False):
     :func:`pmrisk.kernel.tables.take_strings` (inside ``margin()``, after the compute stage,
     pyarrow's ``take`` and ``repeat`` cost 40-140 us each on 2,000 rows: their code is
     cold; the kernel ~15); above, :func:`~pmrisk.kernel.tables.string_offsets` and
-    :func:`~pmrisk.kernel.tables.gather_strings` on the threads into blocks of
-    :data:`pmrisk.blocks.BLOCKS` (pyarrow's take is one thread into fresh memory: 1.2M
-    rows ~7 ms and the pages).  Not a ``string`` array (or 2 GiB of text and more):
-    pyarrow's take."""
+    :func:`~pmrisk.kernel.tables.gather_strings` into blocks of
+    :data:`pmrisk.blocks.BLOCKS`, on the threads from :data:`STRING_PARALLEL_ROWS` rows
+    (pyarrow's take is one thread into fresh memory: 1.2M rows ~7 ms and the pages).
+    Not a ``string`` array (or 2 GiB of text and more): pyarrow's take."""
     n = len(rows)
     arr = _one_chunk(arr)
     if arr.type == pa.string():
@@ -445,10 +447,12 @@ def _strings(arr, rows, extra=(), one=False):
                                                           pa.py_buffer(data)])
         rows, = kernel_args(rows)
         offsets, off_buf = pool_array((n + 1,), np.int32)
-        total = _parallel(tables_k.string_offsets, n)(bufs[0], bufs[2], rows, offsets)
+        total = _parallel(tables_k.string_offsets, n, STRING_PARALLEL_ROWS)(
+            bufs[0], bufs[2], rows, offsets)
         if total < 1 << 31:
             data, data_buf = pool_array((total,), np.uint8)
-            _parallel(tables_k.gather_strings, n)(*bufs, rows, offsets, data)
+            _parallel(tables_k.gather_strings, n, STRING_PARALLEL_ROWS)(*bufs, rows, offsets,
+                                                                        data)
             return pa.Array.from_buffers(pa.string(), n, [None, off_buf, data_buf])
     if one and n:                       # one string repeated (one account)
         r = int(rows[0])
