@@ -3,12 +3,14 @@
 import functools
 from dataclasses import dataclass
 
+import numba
 import numpy as np
 import pyarrow as pa
 
 from pmrisk.kernel import tables as tables_k
 from pmrisk.kernel.scenarios import TABLES, VOL_STATES
 
+from .blocks import pool_array
 from .io.arrow import iso_ns, kernel_args, name_buffers, str_buffers, sum_by
 from .errors import MarginError
 from .io.schema import TIME_TYPE
@@ -124,6 +126,8 @@ def _take(arr, idx):
         at = idx.tolist()
         if 0 <= at[0] and at[-1] < len(arr) and at == list(range(at[0], at[0] + n)):
             return arr.slice(at[0], n)
+    if n > GATHER_ROWS:
+        return _strings(arr, idx)
     return arr.take(pa.array(idx, pa.int64()))
 
 
@@ -301,7 +305,7 @@ def _units_table(out, unit_names):
     codes = np.empty((2, n), dtype=np.int64)
     timed = book.timed
     ns, ns_buf = pool_array((n if timed else 0,), np.int64)
-    n_nan = tables_k.unit_block(*kernel_args(
+    n_nan = _parallel(tables_k.unit_block, n)(*kernel_args(
         units.utype, units.type_und_code, uf.binding_scenario, scen.price_shock, scen.table,
         scen.vol_code, units.index_px, units.settle_px, uf.scenario_price_shock,
         *[getattr(uf, f) for f in tables_k.UNIT_FIGURES],
@@ -360,12 +364,12 @@ def _positions_table(out, loans):
     n = len(pu) + len(units) + len(loans)
     index, _ = pool_array((4, n), np.int64)
     ns, ns_buf = pool_array((n if book.timed else 0,), np.int64)
-    one_account, one_name = tables_k.position_index(*kernel_args(
+    one_account, one_name = _parallel(tables_k.position_index, n)(*kernel_args(
         book.pos_account, book.pos_instr, pu, units.account, units.utype, loans, acc_snap,
         snap_ns), len(book.symbols), n_types, index, ns)
     rows, acc, sym, name = index
     block, block_buf = pool_array((len(tables_k.POSITION_COLUMNS), n), np.float64)
-    tables_k.position_columns(*kernel_args(
+    _parallel(tables_k.position_columns, n)(*kernel_args(
         rows, pu, book.quantity, units.settle_px, pf.value, pf.model_value, pf.unrealised_pnl,
         pf.delta, pf.gamma, pf.vega, pf.theta, pf.mm_contribution, pf.im_contribution,
         uf.maintenance_margin, uf.initial_margin, out.account.loan_maintenance_margin[loans]),
@@ -391,26 +395,26 @@ def _positions_table(out, loans):
 _NONE = np.zeros(0, dtype=np.int64)
 
 
-def pool_array(shape, dtype):
-    """An uninitialised C-contiguous numpy array and its Arrow buffer (a kernel fills the
-    array; the buffer becomes columns without a copy); from 1 MiB up, in Arrow's memory
-    pool.
-
-    Arrow's pool (mimalloc, jemalloc) keeps freed pages for the next allocation, where
-    numpy's large arrays are fresh pages from the OS each time: the positions table's
-    1.2M x 15 block of a backtest took 45 ms to fill in numpy's memory, 25 in Arrow's.
-    Below 1 MiB, numpy's allocation costs less than the pool's (~0.4 vs ~1.3 us)."""
-    size = np.dtype(dtype).itemsize
-    for d in shape:
-        size *= d
-    if size < POOL_BYTES:
-        a = np.empty(shape, dtype=dtype)
-        return a, pa.py_buffer(a)
-    buf = pa.allocate_buffer(size)
-    return np.frombuffer(buf, dtype=dtype).reshape(shape), buf
+def _parallel(kernel, n, at=None):
+    """The parallel form of a tables kernel for a table of ``n`` rows from ``at``
+    (:data:`PARALLEL_ROWS`) up (on more than one thread), else its ``_serial`` twin."""
+    if n >= (PARALLEL_ROWS if at is None else at) and numba.get_num_threads() > 1:
+        return kernel
+    return _SERIAL[kernel]
 
 
-POOL_BYTES = 1 << 20
+_SERIAL = {k: getattr(tables_k, k.__name__ + "_serial") for k in (
+    tables_k.unit_block, tables_k.position_index, tables_k.position_columns,
+    tables_k.string_offsets, tables_k.gather_strings)}
+
+
+# from this many rows, the parallel forms: a parallel region saves about half of a few ms
+# on a quiet machine, and costs up to a scheduler quantum (several ms) where other
+# processes keep the cores busy (the units table of a 1M-snapshot backtest, 200k rows,
+# stays on one thread); a string column takes three regions (offsets in two passes, then
+# the bytes) for 3-4 ms of work at 1.2M rows, so it stays on one thread up to 4M rows
+PARALLEL_ROWS = 1 << 19
+STRING_PARALLEL_ROWS = 1 << 22
 
 
 def block_arrays(buf, k, n):
@@ -425,18 +429,31 @@ def _strings(arr, rows, extra=(), one=False):
     """The strings ``rows`` of the string array ``arr`` (``extra``: names after its own;
     ``one``: every row is the same).
 
-    Up to :data:`GATHER_ROWS` rows, gathered by :func:`pmrisk.kernel.tables.take_strings`
-    and wrapped without a copy: inside ``margin()``, after the compute stage, pyarrow's
-    ``take`` and ``repeat`` cost 40-140 us each on 2,000 rows (their code is cold), the
-    kernel ~15.  Above, pyarrow's take: one ``memcpy`` per string, where the kernel loops
-    per byte (1.2M rows: 7 ms against 12)."""
+    Gathered by kernels and wrapped without a copy: up to :data:`GATHER_ROWS` rows,
+    :func:`pmrisk.kernel.tables.take_strings` (inside ``margin()``, after the compute stage,
+    pyarrow's ``take`` and ``repeat`` cost 40-140 us each on 2,000 rows: their code is
+    cold; the kernel ~15); above, :func:`~pmrisk.kernel.tables.string_offsets` and
+    :func:`~pmrisk.kernel.tables.gather_strings` into blocks of
+    :data:`pmrisk.blocks.BLOCKS`, on the threads from :data:`STRING_PARALLEL_ROWS` rows
+    (pyarrow's take is one thread into fresh memory: 1.2M rows ~7 ms and the pages).
+    Not a ``string`` array (or 2 GiB of text and more): pyarrow's take."""
     n = len(rows)
     arr = _one_chunk(arr)
-    if n <= GATHER_ROWS and arr.type == pa.string():
-        offsets, data = tables_k.take_strings(*str_buffers(arr), *name_buffers(tuple(extra)),
-                                              *kernel_args(rows))
-        return pa.Array.from_buffers(pa.string(), n, [None, pa.py_buffer(offsets),
-                                                      pa.py_buffer(data)])
+    if arr.type == pa.string():
+        bufs = (*str_buffers(arr), *name_buffers(tuple(extra)))
+        if n <= GATHER_ROWS:
+            offsets, data = tables_k.take_strings(*bufs, *kernel_args(rows))
+            return pa.Array.from_buffers(pa.string(), n, [None, pa.py_buffer(offsets),
+                                                          pa.py_buffer(data)])
+        rows, = kernel_args(rows)
+        offsets, off_buf = pool_array((n + 1,), np.int32)
+        total = _parallel(tables_k.string_offsets, n, STRING_PARALLEL_ROWS)(
+            bufs[0], bufs[2], rows, offsets)
+        if total < 1 << 31:
+            data, data_buf = pool_array((total,), np.uint8)
+            _parallel(tables_k.gather_strings, n, STRING_PARALLEL_ROWS)(*bufs, rows, offsets,
+                                                                        data)
+            return pa.Array.from_buffers(pa.string(), n, [None, off_buf, data_buf])
     if one and n:                       # one string repeated (one account)
         r = int(rows[0])
         return pa.repeat(arr[r] if r < len(arr) else extra[r - len(arr)], n)

@@ -1411,6 +1411,36 @@ def take_strings(offsets, data, extra_offsets, extra_data, rows):
     return out_offsets, np.frombuffer(b"".join(parts), dtype=np.uint8).copy()
 
 
+# (s20-tables) the parallel tables kernels' parts and the large string columns' gather
+
+def unit_sums(pos_unit, mm_contribution, im_contribution, n_units):
+    """Twin of :func:`pmrisk.kernel.tables.unit_sums` (``numpy.bincount``)."""
+    return tuple(np.bincount(pos_unit, weights=c, minlength=n_units).astype(np.float64)
+                 for c in (mm_contribution, im_contribution))
+
+
+def position_order(pos_account, unit_account, loans, acc_snap, n_snap):
+    """Twin of :func:`pmrisk.kernel.tables.position_order` (a stable ``numpy.argsort``):
+    the rows."""
+    account = np.concatenate([pos_account, unit_account, loans]).astype(np.int64)
+    if len(acc_snap):
+        return np.argsort(acc_snap[account], kind="stable").astype(np.int64)
+    return np.arange(len(account), dtype=np.int64)
+
+
+def string_offsets(offsets, extra_offsets, rows):
+    """Twin of :func:`pmrisk.kernel.tables.string_offsets`: ``(offsets, total)``."""
+    lengths = np.concatenate([np.diff(offsets), np.diff(extra_offsets)]).astype(np.int64)
+    out = np.concatenate([[0], np.cumsum(lengths[rows])]).astype(np.int64)
+    return out.astype(np.int32), int(out[-1])
+
+
+def gather_strings(offsets, data, extra_offsets, extra_data, rows):
+    """Twin of :func:`pmrisk.kernel.tables.gather_strings` and its serial form: the bytes
+    (those of :func:`take_strings`' twin)."""
+    return take_strings(offsets, data, extra_offsets, extra_data, rows)[1]
+
+
 def positive_rows(values):
     """Twin of :func:`pmrisk.kernel.tables.positive_rows`."""
     return np.flatnonzero(values > 0).astype(np.int64)

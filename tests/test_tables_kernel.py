@@ -176,3 +176,119 @@ def test_take_strings_agrees_with_twin_and_pyarrow(strings, extra, data):
     col = pa.Array.from_buffers(pa.string(), len(rows), [None, pa.py_buffer(offsets),
                                                          pa.py_buffer(got)])
     assert col.equals(pa.concat_arrays([arr, pa.array(extra, pa.string())]).take(rows))
+
+
+# -- (s20-tables) the parallel forms, their serial twins and the large string gather ------------
+
+FORMS = ("", "_serial")
+SPECIAL = np.array([0.0, -0.0, np.nan, np.inf, -np.inf])
+
+
+def _rng_floats(rng, n, special=True):
+    """``n`` floats in (-1e6, 1e6), a tenth of them (with ``special``) 0, -0, NaN or +-inf:
+    large draws from a seed (hypothesis' own draws stay small)."""
+    v = rng.uniform(-1e6, 1e6, n)
+    if special:
+        hit = rng.random(n) < 0.1
+        v[hit] = rng.choice(SPECIAL, int(hit.sum()))
+    return v
+
+
+def _rng_ints(rng, n, lo, hi):
+    return rng.integers(lo, hi + 1, n).astype(np.int64)
+
+
+@settings(deadline=None)
+@given(seed=st.integers(0, 2**32 - 1), n=st.integers(0, 150), timed=st.booleans())
+def test_unit_block_forms_agree_with_twin(seed, n, timed):
+    """The parallel form (the units cut in runs over the threads) and the serial one give
+    the twin's block, codes, time and NaN count, on more units than runs."""
+    rng = np.random.default_rng(seed)
+    utype = _rng_ints(rng, n, 0, 1)
+    type_und = np.array([0, 1], dtype=np.int64)
+    binding = _rng_ints(rng, n, 0, 2)
+    shock = _rng_floats(rng, 6).reshape(2, 3)
+    table, vol = _rng_ints(rng, 6, 0, 3).reshape(2, 3), _rng_ints(rng, 6, 0, 2).reshape(2, 3)
+    per_unit = [_rng_floats(rng, n) for _ in range(3 + len(tables.UNIT_FIGURES) + 4)]
+    acc_snap = _rng_ints(rng, 3 if timed else 0, 0, 1)
+    args = (utype, type_und, binding, shock, table, vol, *per_unit, _rng_ints(rng, n, 0, 2),
+            acc_snap, np.array([5, 7], dtype=np.int64))
+    want = oracles.unit_block(*args)
+    for form in FORMS:
+        out, codes = np.empty((len(tables.UNIT_BLOCK), n)), np.empty((2, n), dtype=np.int64)
+        time = np.empty(n if timed else 0, dtype=np.int64)
+        n_nan = getattr(tables, "unit_block" + form)(*args, out, codes, time)
+        _equal(out, want[0])
+        assert np.array_equal(codes, want[1]) and np.array_equal(time, want[2])
+        assert n_nan == want[3]
+
+
+@settings(deadline=None)
+@given(seed=st.integers(0, 2**32 - 1), n_pos=st.integers(0, 200), n_units=st.integers(1, 12),
+       n_loan=st.integers(0, 3), n_snap=st.integers(0, 4), n_acc=st.integers(1, 4),
+       n_types=st.integers(1, 2))
+def test_position_index_and_columns_forms_agree_with_twins(seed, n_pos, n_units, n_loan,
+                                                           n_snap, n_acc, n_types):
+    """Both forms of the positions table's index (one account or unit type throughout
+    included) and numeric block give the twins' values, on more rows than runs; the order
+    and the unit sums alone as well."""
+    rng = np.random.default_rng(seed)
+    pos_unit = _rng_ints(rng, n_pos, 0, n_units - 1)
+    unit_account = _rng_ints(rng, n_units, 0, n_acc - 1)
+    pos_account = unit_account[pos_unit]
+    loans = _rng_ints(rng, n_loan, 0, n_acc - 1)
+    acc_snap = _rng_ints(rng, n_acc if n_snap else 0, 0, max(n_snap - 1, 0))
+    snap_ns = np.arange(n_snap, dtype=np.int64) * 10 + 3
+    idx_args = (pos_account, _rng_ints(rng, n_pos, 0, 6), pos_unit, unit_account,
+                _rng_ints(rng, n_units, 0, n_types - 1), loans, acc_snap, snap_ns, 7, 2)
+    n = n_pos + n_units + n_loan
+    want_index, want_time, *want_one = oracles.position_index(*idx_args)
+    rows = np.empty(n, dtype=np.int64)
+    tables.position_order(pos_account, unit_account, loans, acc_snap, n_snap, rows)
+    assert np.array_equal(rows, oracles.position_order(pos_account, unit_account, loans,
+                                                       acc_snap, n_snap))
+    contrib = [_rng_floats(rng, n_pos, False) for _ in range(2)]
+    for got, want in zip(tables.unit_sums(pos_unit, *contrib, n_units),
+                         oracles.unit_sums(pos_unit, *contrib, n_units)):
+        _equal(got, want)
+    num = (pos_unit, _rng_floats(rng, n_pos), _rng_floats(rng, n_units, False),
+           *[_rng_floats(rng, n_pos, False) for _ in range(7)], *contrib,
+           _rng_floats(rng, n_units, False), _rng_floats(rng, n_units, False),
+           _rng_floats(rng, n_loan, False))
+    want_block = oracles.position_columns(want_index[0], *num)
+    for form in FORMS:
+        index, time = np.empty((4, n), dtype=np.int64), np.empty(n if n_snap else 0, np.int64)
+        one = getattr(tables, "position_index" + form)(*idx_args, index, time)
+        assert np.array_equal(index, want_index) and np.array_equal(time, want_time)
+        assert one == tuple(want_one)
+        out = np.empty((len(tables.POSITION_COLUMNS), n))
+        getattr(tables, "position_columns" + form)(index[0], *num, out)
+        _equal(out, want_block)
+
+
+@settings(deadline=None)
+@given(strings=st.lists(st.text(max_size=6), max_size=6),
+       extra=st.lists(st.text(max_size=4), max_size=2), seed=st.integers(0, 2**32 - 1),
+       n=st.integers(0, 200))
+def test_gather_strings_agrees_with_twins(strings, extra, seed, n):
+    """The offsets and the bytes gathered into the caller's buffers, by both forms (on more
+    rows than runs), are the twins' and :func:`take_strings`' own."""
+    import pyarrow as pa
+    from pmrisk.io.arrow import name_buffers, str_buffers
+    arr = pa.array(["x"] + strings, pa.string()).slice(1)
+    n_names = len(strings) + len(extra)
+    rows = _rng_ints(np.random.default_rng(seed), n if n_names else 0, 0, n_names - 1)
+    offs, data, extra_offs, extra_data = str_buffers(arr) + name_buffers(tuple(extra))
+    want_offsets, total = oracles.string_offsets(offs, extra_offs, rows)
+    for form in FORMS:
+        offsets = np.empty(len(rows) + 1, dtype=np.int32)
+        assert getattr(tables, "string_offsets" + form)(offs, extra_offs, rows, offsets) == total
+        assert np.array_equal(offsets, want_offsets)
+    want = oracles.gather_strings(offs, data, extra_offs, extra_data, rows)
+    for form in FORMS:
+        got = np.empty(total, dtype=np.uint8)
+        getattr(tables, "gather_strings" + form)(offs, data, extra_offs, extra_data, rows,
+                                                  offsets, got)
+        assert np.array_equal(got, want)
+    taken = tables.take_strings(offs, data, extra_offs, extra_data, rows)
+    assert np.array_equal(taken[0], offsets) and np.array_equal(taken[1], want)

@@ -39,6 +39,7 @@ from pmrisk.kernel import okx as okx_k
 from pmrisk.kernel import revalue as revalue_k
 from pmrisk.kernel import span as span_k
 
+from .. import blocks
 from ..io.arrow import kernel_args
 from ..errors import MarginError
 from . import okx
@@ -423,9 +424,9 @@ _FIXED_LAYOUT = ("pu_start", "pu_order", "ou_start", "ou_order", "pa_start", "pa
 def _zeros(cls, n, **given):
     """A figures dataclass of zero arrays of length ``n`` (``given``: other initial arrays);
     fields with a default keep it.  The zero arrays are the rows of one block (one
-    allocation)."""
+    allocation; a large one from :data:`pmrisk.blocks.BLOCKS`)."""
     names = _array_fields(cls, tuple(given))
-    block = iter(np.zeros((len(names) - len(given), n)))
+    block = iter(blocks.zeros((len(names) - len(given), n)))
     return cls(**{name: given[name] if name in given else next(block) for name in names})
 
 
