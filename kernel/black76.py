@@ -15,6 +15,7 @@ import math
 import numpy as np
 
 from ._config import njit
+from .normal import erfc
 
 SQRT2 = math.sqrt(2.0)
 INV_SQRT_2PI = 1.0 / math.sqrt(2.0 * math.pi)
@@ -22,10 +23,17 @@ MIN_STDDEV = 1e-12
 DAYS_PER_YEAR = 365.0
 
 
+@njit(inline="always")
+def ncdf(x):
+    """Standard normal CDF via ``erfc`` (accurate in both tails, no 1 + erf cancellation):
+    :func:`pmrisk.kernel.normal.erfc`, inlined, so a loop of it vectorises."""
+    return 0.5 * erfc(-x / SQRT2)
+
+
 @njit
 def norm_cdf(x):
-    """Standard normal CDF via ``erfc`` (accurate in both tails, no 1 + erf cancellation)."""
-    return 0.5 * math.erfc(-x / SQRT2)
+    """:func:`ncdf` as a function of its own (the same bits), for scalar callers."""
+    return ncdf(x)
 
 
 @njit
@@ -37,18 +45,26 @@ def norm_pdf(x):
 def undiscounted_price(F, K, ln_fk, sd, is_call):
     """Undiscounted Black-76 from ``ln(F/K)`` and ``sd = sigma*sqrt(T)``: the one formula
     every valuation uses (at the marks and in every scenario), so an unshocked scenario
-    reproduces the value at the marks bit for bit.  ``sd < MIN_STDDEV``: intrinsic."""
-    if sd < MIN_STDDEV:
+    reproduces the value at the marks bit for bit.  ``sd < MIN_STDDEV``: intrinsic.
+
+    Branch-free in ``sd``: the formula runs on every ``sd`` (on 1.0 in place of a tiny or
+    infinite one) and the edge cases are chosen after it, so a scenario loop whose ``sd``
+    varies from cell to cell still vectorises (:func:`pmrisk.kernel.normal.erfc` is
+    arithmetic only); a normal ``sd`` gives the formula's bits, as before."""
+    tiny = sd < MIN_STDDEV
+    infinite = sd == math.inf               # the sigma -> infinity limit
+    sdf = 1.0 if (tiny or infinite) else sd     # NaN stays NaN
+    d1 = ln_fk / sdf + 0.5 * sdf
+    d2 = d1 - sdf
+    # call F N(d1) - K N(d2), put K N(-d2) - F N(-d1): the two CDFs taken once, at arguments
+    # chosen first (a loop whose is_call is not known to the compiler prices one formula)
+    n1 = ncdf(d1 if is_call else -d2)
+    n2 = ncdf(d2 if is_call else -d1)
+    v = F * n1 - K * n2 if is_call else K * n1 - F * n2
+    if tiny:
         v = F - K if is_call else K - F
-    elif sd == math.inf:                    # the sigma -> infinity limit
+    elif infinite:
         v = F if is_call else K
-    else:
-        d1 = ln_fk / sd + 0.5 * sd
-        d2 = d1 - sd
-        if is_call:
-            v = F * norm_cdf(d1) - K * norm_cdf(d2)
-        else:
-            v = K * norm_cdf(-d2) - F * norm_cdf(-d1)
     return v if (v > 0.0 or v != v) else 0.0        # a NaN input stays visible
 
 

@@ -26,6 +26,7 @@ from numba import prange
 from ._config import njit
 from .black76 import MIN_STDDEV, SQRT2, option_constants, undiscounted_price
 from .instruments import INVERSE, OPTION
+from .normal import erfc
 from .scenarios import VOL_DOWN, VOL_UP
 
 BLOCKS = 64     # grid_curves: rows dealt to the threads in this many interleaved blocks
@@ -173,8 +174,8 @@ def grid_row(i, r, kind, settlement, contract_size, mark, forward, strike, is_ca
                     arg2[k] = d1 / SQRT2
         m = start[u, 3]
         for k in range(m):
-            arg1[k] = math.erfc(arg1[k])
-            arg2[k] = math.erfc(arg2[k])
+            arg1[k] = erfc(arg1[k])
+            arg2[k] = erfc(arg2[k])
         for k in range(m):
             fs = F * (1.0 + cell_shock[u, k])
             if call:

@@ -54,6 +54,7 @@ from .aggregate import TIE_RTOL, weigh_cell
 from .assemble import CHUNKS
 from .black76 import MIN_STDDEV, SQRT2, option_constants, undiscounted_price
 from .instruments import INVERSE, OPTION
+from .normal import erfc
 from .scenarios import VOL_DOWN, VOL_SAME, VOL_UP
 
 # binding scenario kinds (``bind_kind``)
@@ -1463,8 +1464,8 @@ def _exact_cells(j, n_js, j0, B, nu, units, ucol, unit_row, unit_px, pr, gw_row,
                 eslot[n_e] = 3 * s + v
                 n_e += 1
         for e in range(n_e):
-            earg[0, e] = math.erfc(earg[0, e])
-            earg[1, e] = math.erfc(earg[1, e])
+            earg[0, e] = erfc(earg[0, e])
+            earg[1, e] = erfc(earg[1, e])
         for e in range(n_e):
             s = eslot[e] // 3
             v = eslot[e] - 3 * s
