@@ -2351,3 +2351,14 @@ def book_layout(pos_instr, quantity, kind, excluded_instr, itype, som_type, ord_
     return (position_layout(pos_instr, quantity, kind, excluded_instr, itype, som_type,
                             ord_instr), idx, (pos_group, group_rate),
             reserve_sums(res_unit, res_oo, res_mmp, n_units))
+
+
+# -- kernel/joint.py _lowest: the tails' one bound in _scan ---------------------------------------
+
+def lowest(x, n):
+    """Twin of ``joint._lowest``: the lowest of ``x[:n]``, NaN if any is, ``-inf`` if
+    ``n`` is 0."""
+    if n <= 0:
+        return -np.inf
+    part = np.asarray(x[:n], dtype=np.float64)
+    return np.nan if np.isnan(part).any() else float(part.min())

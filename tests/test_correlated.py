@@ -718,3 +718,17 @@ def test_deferred_curves_are_priced_when_a_tick_needs_them(monkeypatch):
             mon.update(market=moved)
     assert mons[1].accounts.equals(mons[0].accounts)
     assert mons[1].positions.equals(mons[0].positions)
+
+
+# -- the scan's one bound of the tails (joint._lowest) -------------------------------------------
+
+@given(x=st.lists(st.one_of(st.floats(allow_nan=False, width=64), st.just(float("nan"))),
+                  min_size=0, max_size=40), data=st.data())
+def test_lowest_of_a_row_matches_twin(x, data):
+    """``_lowest`` (four runs of comparisons) is the row's lowest, NaN if any is, ``-inf``
+    on none: the numpy twin's, whatever the length and wherever the NaN."""
+    from pmrisk.kernel import joint as J
+    row = np.array(x + [0.0], dtype=np.float64)          # never empty: a slice of a row
+    n = data.draw(st.integers(0, len(x)))
+    got, want = J._lowest(row, n), oracles.lowest(row, n)
+    assert (np.isnan(got) and np.isnan(want)) or got == want
