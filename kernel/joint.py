@@ -845,9 +845,10 @@ def _slots(nu, ucol, curves, upx, ucap, lvx, s0, s1, s_iv, s_j, j0, js_lw, js_gw
     for s in range(n):
         lbs[s] = 0.0
     for m in range(nu):
-        c = ucol[m]
+        iv = s_iv[ucol[m], s0:]
+        lvm = lvx[m]
         for s in range(n):
-            lbs[s] += lvx[m, np.uint64(s_iv[c, s0 + s])]
+            lbs[s] += lvm[np.uint64(iv[s])]
     for s in range(n):
         if lbs[s] - lowest > 2.5 * tol:
             continue
@@ -862,6 +863,29 @@ def _slots(nu, ucol, curves, upx, ucap, lvx, s0, s1, s_iv, s_j, j0, js_lw, js_gw
         if t < lowest or t != t:
             lowest = t
     return lowest, ne
+
+
+@njit(_nrt=False, inline="always")
+def _running_min(x, out, c, n):
+    """``out[:n]``: ``x[:n]``'s running minimum outward from the centre ``c`` (``out[i]``
+    the lowest of ``x[i:c]`` for ``i < c``, of ``x[c:i + 1]`` from ``c`` on; ``x`` beyond
+    ``2 c`` copied as it is), one carried value per side (the minimum with ``x < y``, so a
+    NaN in ``x`` stops at the next value)."""
+    for i in range(n):
+        out[i] = x[i]
+    if c < 1:
+        return
+    y = x[c - 1]
+    for k in range(c - 1):                      # c - 2 .. 0
+        i = np.uint64(c - 2 - k)
+        v = x[i]
+        y = y if y < v else v
+        out[i] = y
+    y = x[c]
+    for i in range(c + 1, 2 * c):
+        v = x[i]
+        y = y if y < v else v
+        out[i] = y
 
 
 @njit(_nrt=False)
@@ -932,16 +956,7 @@ def _scan(nu, units, ucol, unit_row, unit_px, cap_usd, curves, tol, g, j0, n_js,
         upx[m] = px
         ucap[m] = cap_usd[r] / px
         urow[m] = r
-        for i in range(n_iv):
-            lv[m, i] = lvr[m, i]
-        for i in range(n_side + 1, n_iv):                # outward from the centre
-            x = lv[m, i - 1]
-            y = lv[m, i]
-            lv[m, i] = x if x < y else y
-        for i in range(n_side - 2, -1, -1):
-            x = lv[m, i + 1]
-            y = lv[m, i]
-            lv[m, i] = x if x < y else y
+        _running_min(lvr[m], lv[m], n_side, n_iv)
     # the no-move scenario and the delta directions (ev_t as scratch: slot 0 no move,
     # 1 + e delta direction e)
     n_dd = n_all - n_js
@@ -974,17 +989,7 @@ def _scan(nu, units, ucol, unit_row, unit_px, cap_usd, curves, tol, g, j0, n_js,
         tails = not lb - lowest > 2.5 * tol
     if tails:
         for m in range(nu):
-            for i in range(lvt.shape[1]):
-                ltv[m, i] = lvt[m, i]
-            ts = tail_side[urow[m]]
-            for i in range(ts + 1, 2 * ts):             # outward from the centre
-                x = ltv[m, i - 1]
-                y = ltv[m, i]
-                ltv[m, i] = x if x < y else y
-            for i in range(ts - 2, -1, -1):
-                x = ltv[m, i + 1]
-                y = ltv[m, i]
-                ltv[m, i] = x if x < y else y
+            _running_min(lvt[m], ltv[m], tail_side[urow[m]], lvt.shape[1])
     # per cluster of directions: a bound of its directions' shells (and of their tails):
     # ``lv`` (``ltv``) falls outward from the centre, so its lowest over a cluster's
     # intervals in a column is at one of their two ends
@@ -1001,14 +1006,20 @@ def _scan(nu, units, ucol, unit_row, unit_px, cap_usd, curves, tol, g, j0, n_js,
     for m in range(nu):
         c = ucol[m]
         if table:               # the same sums, the clusters' ranges of column c in one run
+            lvm = lv[m]
+            lo = c_rng[0, c, k0:]
+            hi = c_rng[1, c, k0:]
             for k in range(n_cl):
-                a = lv[m, c_rng[0, c, k0 + k]]
-                b = lv[m, c_rng[1, c, k0 + k]]
+                a = lvm[np.uint64(lo[k])]
+                b = lvm[np.uint64(hi[k])]
                 lbd[k] += a if a < b else b
             if tails:
+                lvm = ltv[m]
+                lo = c_rng[2, c, k0:]
+                hi = c_rng[3, c, k0:]
                 for k in range(n_cl):
-                    a = ltv[m, c_rng[2, c, k0 + k]]
-                    b = ltv[m, c_rng[3, c, k0 + k]]
+                    a = lvm[np.uint64(lo[k])]
+                    b = lvm[np.uint64(hi[k])]
                     lbt[k] += a if a < b else b
             continue
         for k in range(n_cl):

@@ -732,3 +732,19 @@ def test_lowest_of_a_row_matches_twin(x, data):
     n = data.draw(st.integers(0, len(x)))
     got, want = J._lowest(row, n), oracles.lowest(row, n)
     assert (np.isnan(got) and np.isnan(want)) or got == want
+
+
+@given(x=st.lists(st.one_of(st.floats(allow_nan=False, width=64), st.just(float("nan"))),
+                  min_size=1, max_size=40), data=st.data())
+def test_running_min_outward_matches_twin(x, data):
+    """``_running_min`` (one carried value per side) is the numpy twin's bit for bit, and
+    away from NaN the lowest value from the centre out to each cell."""
+    from pmrisk.kernel import joint as J
+    row = np.array(x, dtype=np.float64)
+    c = data.draw(st.integers(0, len(x) // 2))
+    out = np.full(len(x), 7.0)
+    J._running_min(row, out, c, len(x))
+    want = oracles.running_min(row, c, len(x))
+    assert out.view(np.int64).tolist() == want.view(np.int64).tolist()
+    if c and not np.isnan(row).any():
+        assert out[0] == row[:c].min() and out[2 * c - 1] == row[c:2 * c].min()
