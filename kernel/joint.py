@@ -176,7 +176,7 @@ def interval_bounds(cv, c0, nv, n_nodes, lw, gw, cap, d2, out):
                 out[i] = y
 
 
-@njit(_nrt=False)
+@njit(_nrt=False, inline="always")
 def interp_add(cv, u, c, unit_row, unit_px, cap_usd, ja, jb, j0, js_shock, js_lw, js_gw,
                js_nvol, pr, tail_range, tail_side, n_side, w, tot):
     """Add unit ``u``'s interpolated weighted value (USD) in the group's joint scenarios
@@ -198,7 +198,7 @@ def interp_add(cv, u, c, unit_row, unit_px, cap_usd, ja, jb, j0, js_shock, js_lw
         tot[j] += y * px
 
 
-@njit(_nrt=False)
+@njit(_nrt=False, inline="always")
 def interp_delta(cv, u, c, unit_row, unit_px, cap_usd, n_js, n_all, B, zpos, pr, gw_row,
                  mult, cover, tail_range, tail_side, n_side, w, tot):
     """Add unit ``u``'s interpolated weighted value (USD) in the account's delta directions
@@ -888,7 +888,7 @@ def _running_min(x, out, c, n):
         out[i] = y
 
 
-@njit(_nrt=False)
+@njit(_nrt=False, inline="always")
 def _lowest(x, n):
     """The lowest of ``x[:n]`` (NaN if any is; ``-inf`` if ``n`` is 0), in four runs (no
     chain of dependent comparisons through the whole row)."""
