@@ -177,7 +177,7 @@ def interval_bounds(cv, c0, nv, n_nodes, lw, gw, cap, d2, out):
                 out[i] = y
 
 
-@njit(_nrt=False)
+@njit(_nrt=False, inline="always")
 def interp_add(cv, u, c, unit_row, unit_px, cap_usd, ja, jb, j0, js_shock, js_lw, js_gw,
                js_nvol, pr, tail_range, tail_side, n_side, w, tot):
     """Add unit ``u``'s interpolated weighted value (USD) in the group's joint scenarios
@@ -199,7 +199,7 @@ def interp_add(cv, u, c, unit_row, unit_px, cap_usd, ja, jb, j0, js_shock, js_lw
         tot[j] += y * px
 
 
-@njit(_nrt=False)
+@njit(_nrt=False, inline="always")
 def interp_delta(cv, u, c, unit_row, unit_px, cap_usd, n_js, n_all, B, zpos, pr, gw_row,
                  mult, cover, tail_range, tail_side, n_side, w, tot):
     """Add unit ``u``'s interpolated weighted value (USD) in the account's delta directions
@@ -493,6 +493,9 @@ def curve_tol(cv, n_shell, ts, tail0, error_factor, bb, d2, d2t, bounds):
     return error_factor * err + 1e-9 * size, size
 
 
+# unsigned index steps: an index that is a sum of unsigned ones needs no wraparound select
+# (a signed sum does, and turns the compiler's vectorised loads into gathers)
+U1, U2, U3, U6 = np.uint64(1), np.uint64(2), np.uint64(3), np.uint64(6)
 FINITE_BITS = 0x7FF0000000000000   # bits of +inf: a non-negative double's bits below it: finite
 ABS_BITS = 0x7FFFFFFFFFFFFFFF      # a double's bits but the sign: its |x|'s
 
@@ -504,7 +507,7 @@ def bits_max(xi, lo, hi):
     one); 0 if the range is empty.  An integer maximum, which the compiler vectorises."""
     m = 0
     for s in range(lo, hi):
-        v = xi[s] & ABS_BITS
+        v = xi[np.uint64(s)] & ABS_BITS
         m = v if v > m else m
     return m
 
@@ -531,17 +534,20 @@ def _tol_bounds(cv, cvi, n_shell, ts, tail0, error_factor, gw, cap, cover, px, b
     size_b = bits_max(cvi, 0, n)
     ns = 3 * (n_shell - 2)
     for s in range(ns):
-        b4[s] = (cv[s + 6] - cv[s + 3]) - (cv[s + 3] - cv[s])
+        i = np.uint64(s)
+        b4[i] = (cv[i + U6] - cv[i + U3]) - (cv[i + U3] - cv[i])
     ne = 3 * (n_shell - 4)
     for s in range(ne):
-        e4[s] = (b4[s + 6] - b4[s + 3]) - (b4[s + 3] - b4[s])
+        i = np.uint64(s)
+        e4[i] = (b4[i + U6] - b4[i + U3]) - (b4[i + U3] - b4[i])
     nt = 2 * ts - 1
     if ts > 0:
         for k in range(nt):
-            b4[ns + k] = (cv[tail0 + k + 2] - cv[tail0 + k + 1]) - \
-                (cv[tail0 + k + 1] - cv[tail0 + k])
+            i = np.uint64(tail0 + k)
+            b4[np.uint64(ns + k)] = (cv[i + U2] - cv[i + U1]) - (cv[i + U1] - cv[i])
         for k in range(nt - 2):
-            e4[ne + k] = (b4[ns + k + 2] - b4[ns + k + 1]) - (b4[ns + k + 1] - b4[ns + k])
+            i = np.uint64(ns + k)
+            e4[np.uint64(ne + k)] = (b4[i + U2] - b4[i + U1]) - (b4[i + U1] - b4[i])
         ne += nt - 2
     err_b = bits_max(e4i, 0, ne)
     if size_b >= FINITE_BITS or err_b >= FINITE_BITS:
@@ -552,14 +558,15 @@ def _tol_bounds(cv, cvi, n_shell, ts, tail0, error_factor, gw, cap, cover, px, b
         size = e4[0]
         tol = error_factor * e4[1] + 1e-9 * size
         for k in range(n_shell - 2):
-            x = abs(b4[3 * k])
-            y = abs(b4[3 * k + 1])
+            i = np.uint64(3 * k)
+            x = abs(b4[i])
+            y = abs(b4[i + U1])
             x = y if y > x else x
-            y = abs(b4[3 * k + 2])
-            d2[k + 1] = y if y > x else x
+            y = abs(b4[i + U2])
+            d2[np.uint64(k) + U1] = y if y > x else x
         if ts > 0:
             for k in range(nt):
-                d2t[k + 1] = abs(b4[ns + k])
+                d2t[np.uint64(k) + U1] = abs(b4[np.uint64(ns + k)])
     _curve_bounds(cv, n_shell, ts, tail0, gw, cap, cover, px, mn, d2, d2t, lvr, lvt)
     return tol, size
 
@@ -615,12 +622,13 @@ def _curve_bounds(cv, n_shell, ts, tail0, gw, cap, cover, px, mn, d2, d2t, lvr, 
     that (as :func:`interval_bounds`, which bounds each vol state apart).  Each bound is
     written times ``px`` (the unit's USD price).  ``mn``: scratch."""
     for k in range(n_shell):
+        i = np.uint64(3 * k)
         lo = np.inf
-        x = cv[3 * k]
+        x = cv[i]
         lo = x if x < lo else lo
-        x = cv[3 * k + 1]
+        x = cv[i + U1]
         lo = x if x < lo else lo
-        x = cv[3 * k + 2]
+        x = cv[i + U2]
         mn[k] = x if x < lo else lo
     _chord_bounds(mn, d2, n_shell, 1.0, gw, cap, px, lvr)
     if ts > 0:
@@ -642,12 +650,13 @@ def _chord_bounds(mn, d2, n, lw, gw, cap, px, out):
     d2[0] = d2[1]
     d2[n - 1] = d2[n - 2]
     out[0] = _chord_one(mn, d2, n, lw, gw, cap, 0) * px
-    for i in range(1, n - 2):
-        a = mn[i]
-        b = mn[i + 1]
+    for k in range(n - 3):
+        i = np.uint64(k)            # interval k + 1
+        a = mn[i + U1]
+        b = mn[i + U2]
         lo = a if a < b else b
-        slack = d2[i - 1] + d2[i] + d2[i + 1] + d2[i + 2]
-        out[i] = _weigh(lo - 0.2 * slack, lw, gw, cap) * px
+        slack = d2[i] + d2[i + U1] + d2[i + U2] + d2[i + U3]
+        out[i + U1] = _weigh(lo - 0.2 * slack, lw, gw, cap) * px
     if n > 2:
         out[n - 2] = _chord_one(mn, d2, n, lw, gw, cap, n - 2) * px
 
@@ -679,7 +688,7 @@ def _interp_one(cv, c, r, px, cap, jj, js_shock, js_lw, js_gw, js_nvol, pr, tail
     return y * px
 
 
-@njit(_nrt=False)
+@njit(_nrt=False, inline="always")
 def _interp_tab(cv, c, px, cap, jj, js_lw, js_gw, js_nvol, t_i0, t_w):
     """:func:`_interp_one` with the window and weights of scenario ``jj``, column ``c``
     taken from :func:`_interp_table` (``t_i0``, ``t_w``): the same products and sums in the
@@ -837,9 +846,10 @@ def _slots(nu, ucol, curves, upx, ucap, lvx, s0, s1, s_iv, s_j, j0, js_lw, js_gw
     for s in range(n):
         lbs[s] = 0.0
     for m in range(nu):
-        c = ucol[m]
+        iv = s_iv[ucol[m], s0:]
+        lvm = lvx[m]
         for s in range(n):
-            lbs[s] += lvx[m, s_iv[c, s0 + s]]
+            lbs[s] += lvm[np.uint64(iv[s])]
     for s in range(n):
         if lbs[s] - lowest > 2.5 * tol:
             continue
@@ -854,6 +864,54 @@ def _slots(nu, ucol, curves, upx, ucap, lvx, s0, s1, s_iv, s_j, j0, js_lw, js_gw
         if t < lowest or t != t:
             lowest = t
     return lowest, ne
+
+
+@njit(_nrt=False, inline="always")
+def _running_min(x, out, c, n):
+    """``out[:n]``: ``x[:n]``'s running minimum outward from the centre ``c`` (``out[i]``
+    the lowest of ``x[i:c]`` for ``i < c``, of ``x[c:i + 1]`` from ``c`` on; ``x`` beyond
+    ``2 c`` copied as it is), one carried value per side (the minimum with ``x < y``, so a
+    NaN in ``x`` stops at the next value)."""
+    for i in range(n):
+        out[i] = x[i]
+    if c < 1:
+        return
+    y = x[c - 1]
+    for k in range(c - 1):                      # c - 2 .. 0
+        i = np.uint64(c - 2 - k)
+        v = x[i]
+        y = y if y < v else v
+        out[i] = y
+    y = x[c]
+    for i in range(c + 1, 2 * c):
+        v = x[i]
+        y = y if y < v else v
+        out[i] = y
+
+
+@njit(_nrt=False, inline="always")
+def _lowest(x, n):
+    """The lowest of ``x[:n]`` (NaN if any is; ``-inf`` if ``n`` is 0), in four runs (no
+    chain of dependent comparisons through the whole row)."""
+    if n <= 0:
+        return -np.inf
+    a0 = a1 = a2 = a3 = x[0]
+    n4 = 1 + (n - 1) // 4 * 4
+    for i in range(1, n4, 4):
+        y = x[i]
+        a0 = y if (y < a0 or y != y) else a0
+        y = x[i + 1]
+        a1 = y if (y < a1 or y != y) else a1
+        y = x[i + 2]
+        a2 = y if (y < a2 or y != y) else a2
+        y = x[i + 3]
+        a3 = y if (y < a3 or y != y) else a3
+    for i in range(n4, n):
+        y = x[i]
+        a0 = y if (y < a0 or y != y) else a0
+    a0 = a1 if (a1 < a0 or a1 != a1) else a0
+    a0 = a2 if (a2 < a0 or a2 != a2) else a0
+    return a3 if (a3 < a0 or a3 != a3) else a0
 
 
 @njit(_nrt=False)
@@ -899,14 +957,7 @@ def _scan(nu, units, ucol, unit_row, unit_px, cap_usd, curves, tol, g, j0, n_js,
         upx[m] = px
         ucap[m] = cap_usd[r] / px
         urow[m] = r
-        for i in range(n_iv):
-            lv[m, i] = lvr[m, i]
-        for i in range(n_side + 1, n_iv):                # outward from the centre
-            if lv[m, i - 1] < lv[m, i]:
-                lv[m, i] = lv[m, i - 1]
-        for i in range(n_side - 2, -1, -1):
-            if lv[m, i + 1] < lv[m, i]:
-                lv[m, i] = lv[m, i + 1]
+        _running_min(lvr[m], lv[m], n_side, n_iv)
     # the no-move scenario and the delta directions (ev_t as scratch: slot 0 no move,
     # 1 + e delta direction e)
     n_dd = n_all - n_js
@@ -935,23 +986,11 @@ def _scan(nu, units, ucol, unit_row, unit_px, cap_usd, curves, tol, g, j0, n_js,
         lb = 0.0
         for m in range(nu):
             ts = tail_side[urow[m]]
-            x = lvt[m, 0] if ts > 0 else -np.inf
-            for i in range(1, 2 * ts):
-                y = lvt[m, i]
-                x = y if (y < x or y != y) else x
-            lb += x
+            lb += _lowest(lvt[m], 2 * ts)
         tails = not lb - lowest > 2.5 * tol
     if tails:
         for m in range(nu):
-            for i in range(lvt.shape[1]):
-                ltv[m, i] = lvt[m, i]
-            ts = tail_side[urow[m]]
-            for i in range(ts + 1, 2 * ts):             # outward from the centre
-                if ltv[m, i - 1] < ltv[m, i]:
-                    ltv[m, i] = ltv[m, i - 1]
-            for i in range(ts - 2, -1, -1):
-                if ltv[m, i + 1] < ltv[m, i]:
-                    ltv[m, i] = ltv[m, i + 1]
+            _running_min(lvt[m], ltv[m], tail_side[urow[m]], lvt.shape[1])
     # per cluster of directions: a bound of its directions' shells (and of their tails):
     # ``lv`` (``ltv``) falls outward from the centre, so its lowest over a cluster's
     # intervals in a column is at one of their two ends
@@ -968,14 +1007,20 @@ def _scan(nu, units, ucol, unit_row, unit_px, cap_usd, curves, tol, g, j0, n_js,
     for m in range(nu):
         c = ucol[m]
         if table:               # the same sums, the clusters' ranges of column c in one run
+            lvm = lv[m]
+            lo = c_rng[0, c, k0:]
+            hi = c_rng[1, c, k0:]
             for k in range(n_cl):
-                a = lv[m, c_rng[0, c, k0 + k]]
-                b = lv[m, c_rng[1, c, k0 + k]]
+                a = lvm[np.uint64(lo[k])]
+                b = lvm[np.uint64(hi[k])]
                 lbd[k] += a if a < b else b
             if tails:
+                lvm = ltv[m]
+                lo = c_rng[2, c, k0:]
+                hi = c_rng[3, c, k0:]
                 for k in range(n_cl):
-                    a = ltv[m, c_rng[2, c, k0 + k]]
-                    b = ltv[m, c_rng[3, c, k0 + k]]
+                    a = lvm[np.uint64(lo[k])]
+                    b = lvm[np.uint64(hi[k])]
                     lbt[k] += a if a < b else b
             continue
         for k in range(n_cl):

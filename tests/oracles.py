@@ -2407,3 +2407,33 @@ def book_layout(pos_instr, quantity, kind, excluded_instr, itype, som_type, ord_
     return (position_layout(pos_instr, quantity, kind, excluded_instr, itype, som_type,
                             ord_instr), idx, (pos_group, group_rate),
             reserve_sums(res_unit, res_oo, res_mmp, n_units))
+
+
+# -- kernel/joint.py _lowest: the tails' one bound in _scan ---------------------------------------
+
+def lowest(x, n):
+    """Twin of ``joint._lowest``: the lowest of ``x[:n]``, NaN if any is, ``-inf`` if
+    ``n`` is 0."""
+    if n <= 0:
+        return -np.inf
+    part = np.asarray(x[:n], dtype=np.float64)
+    return np.nan if np.isnan(part).any() else float(part.min())
+
+
+def running_min(x, c, n):
+    """Twin of ``joint._running_min``: ``x[:n]`` with each side of the centre ``c`` replaced
+    by its running minimum outward (``x[i:c].min()`` left of ``c``, ``x[c:i + 1].min()``
+    from ``c`` to ``2 c - 1``; NaN handled as ``x < y`` does: a NaN is kept where it is,
+    the next value replaces it)."""
+    out = np.array(x[:n], dtype=np.float64)
+    if c < 1:
+        return out
+    y = out[c - 1]
+    for i in range(c - 2, -1, -1):
+        y = y if y < out[i] else out[i]
+        out[i] = y
+    y = out[c]
+    for i in range(c + 1, 2 * c):
+        y = y if y < out[i] else out[i]
+        out[i] = y
+    return out

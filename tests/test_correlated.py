@@ -718,3 +718,33 @@ def test_deferred_curves_are_priced_when_a_tick_needs_them(monkeypatch):
             mon.update(market=moved)
     assert mons[1].accounts.equals(mons[0].accounts)
     assert mons[1].positions.equals(mons[0].positions)
+
+
+# -- the scan's one bound of the tails (joint._lowest) -------------------------------------------
+
+@given(x=st.lists(st.one_of(st.floats(allow_nan=False, width=64), st.just(float("nan"))),
+                  min_size=0, max_size=40), data=st.data())
+def test_lowest_of_a_row_matches_twin(x, data):
+    """``_lowest`` (four runs of comparisons) is the row's lowest, NaN if any is, ``-inf``
+    on none: the numpy twin's, whatever the length and wherever the NaN."""
+    from pmrisk.kernel import joint as J
+    row = np.array(x + [0.0], dtype=np.float64)          # never empty: a slice of a row
+    n = data.draw(st.integers(0, len(x)))
+    got, want = J._lowest(row, n), oracles.lowest(row, n)
+    assert (np.isnan(got) and np.isnan(want)) or got == want
+
+
+@given(x=st.lists(st.one_of(st.floats(allow_nan=False, width=64), st.just(float("nan"))),
+                  min_size=1, max_size=40), data=st.data())
+def test_running_min_outward_matches_twin(x, data):
+    """``_running_min`` (one carried value per side) is the numpy twin's bit for bit, and
+    away from NaN the lowest value from the centre out to each cell."""
+    from pmrisk.kernel import joint as J
+    row = np.array(x, dtype=np.float64)
+    c = data.draw(st.integers(0, len(x) // 2))
+    out = np.full(len(x), 7.0)
+    J._running_min(row, out, c, len(x))
+    want = oracles.running_min(row, c, len(x))
+    assert out.view(np.int64).tolist() == want.view(np.int64).tolist()
+    if c and not np.isnan(row).any():
+        assert out[0] == row[:c].min() and out[2 * c - 1] == row[c:2 * c].min()
