@@ -59,17 +59,12 @@ def split_pairs(pair, n_types):
     return account, utype
 
 
-@njit
-def settlement_types(und_code, settlement):
-    """The distinct :func:`settlement_combos` keys of the instruments, sorted, and each
-    instrument's index among them (``numpy.unique(keys, return_inverse=True)``), by a table
-    of every key up to the largest (two per underlying code, ``und_code >= 0``)."""
-    n = und_code.shape[0]
-    keys = settlement_combos(und_code, settlement)
-    hi = 0
-    for i in range(n):
-        if keys[i] >= hi:
-            hi = keys[i] + 1
+@njit(inline="always")
+def _dense_ranks(keys, hi):
+    """Each key's rank among the distinct ``keys`` (all in ``0 <= key < hi``), by a table of
+    the ``hi`` values: ``(rank per value, -1 where absent; number of distinct keys;
+    rank of each key)``."""
+    n = keys.shape[0]
     rank = np.full(hi, -1, dtype=np.int64)
     for i in range(n):
         rank[keys[i]] = 0
@@ -78,13 +73,27 @@ def settlement_types(und_code, settlement):
         if rank[v] == 0:
             rank[v] = m
             m += 1
+    inverse = np.empty(n, dtype=np.int64)
+    for i in range(n):
+        inverse[i] = rank[keys[i]]
+    return rank, m, inverse
+
+
+@njit
+def settlement_types(und_code, settlement):
+    """The distinct :func:`settlement_combos` keys of the instruments, sorted, and each
+    instrument's index among them (``numpy.unique(keys, return_inverse=True)``), by a table
+    of every key up to the largest (two per underlying code, ``und_code >= 0``)."""
+    keys = settlement_combos(und_code, settlement)
+    hi = 0
+    for i in range(keys.shape[0]):
+        if keys[i] >= hi:
+            hi = keys[i] + 1
+    rank, m, inverse = _dense_ranks(keys, hi)
     present = np.empty(m, dtype=np.int64)
     for v in range(hi):
         if rank[v] >= 0:
             present[rank[v]] = v
-    inverse = np.empty(n, dtype=np.int64)
-    for i in range(n):
-        inverse[i] = rank[keys[i]]
     return present, inverse
 
 
@@ -108,23 +117,13 @@ def unit_pairs(n_types, instr_type, pos_account, pos_instr, ord_account, ord_ins
             hi = keys[i] + 1
     if n == 0 or hi > max(8 * n, 1 << 16):
         return n == 0, none, none, none
-    rank = np.full(hi, -1, dtype=np.int64)
-    for i in range(n):
-        rank[keys[i]] = 0
-    m = 0
-    for v in range(hi):
-        if rank[v] == 0:
-            rank[v] = m
-            m += 1
+    rank, m, inverse = _dense_ranks(keys, hi)
     account = np.empty(m, dtype=np.int64)
     utype = np.empty(m, dtype=np.int64)
     for v in range(hi):
         if rank[v] >= 0:
             account[rank[v]] = v // n_types
             utype[rank[v]] = v % n_types
-    inverse = np.empty(n, dtype=np.int64)
-    for i in range(n):
-        inverse[i] = rank[keys[i]]
     return True, account, utype, inverse
 
 
