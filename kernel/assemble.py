@@ -42,7 +42,7 @@ from numba import prange
 from ._config import njit
 from .aggregate import TIE_RTOL, weigh_cell, worst_of
 from .instruments import FUTURE, INVERSE, OPTION, PERPETUAL, SPOT
-from .scenarios import VOL_SAME
+from .scenarios import VOL_SAME, whole_vectors
 
 CHUNKS = 64  # a parallel kernel's selection is cut in this many runs of rows, one per task
 
@@ -192,6 +192,7 @@ def unit_figures_rows(sel, lo, hi, positions, pu_start, pu_order, pos_instr, pos
         for s in range(width):
             vec[s] = 0.0
             wrow[s] = 0.0
+        nv = whole_vectors(n_scen[r], width)
         p0, p1 = pu_start[u], pu_start[u + 1]
         if p1 - p0 > pg.shape[0]:
             pg = np.empty(2 * (p1 - p0), dtype=np.int64)
@@ -210,7 +211,7 @@ def unit_figures_rows(sel, lo, hi, positions, pu_start, pu_order, pos_instr, pos
             p = np.uint64(pu_order[j])
             q = q_port[p]
             row = np.uint64(pos_row[p])
-            for s in range(n_scen[r]):
+            for s in range(nv):         # whole vectors: the padding cells add 0
                 vec[s] += q * instr_pnl[row, s]
             # value, unrealised P&L, model value and Greeks at the marks
             i = np.uint64(pos_instr[p])

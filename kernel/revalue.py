@@ -18,7 +18,7 @@ from ._config import njit
 from .black76 import (black76_greeks, black76_greeks_at, mark_value, scenario_constants,
                       undiscounted_price)
 from .instruments import INVERSE, OPTION
-from .scenarios import VOL_DOWN, VOL_SAME, VOL_UP
+from .scenarios import VOL_DOWN, VOL_SAME, VOL_UP, whole_vectors
 
 # instrument_pnl deals its rows to this many parallel tasks, round-robin
 CHUNKS = 64
@@ -82,19 +82,23 @@ def _pnl_row(i, out, kind, settlement, contract_size, mark, forward, strike, is_
     ``greeks[:, i]`` (an option's value at the marks priced once for both)."""
     u = und[i]
     ns = n_scen[u]
-    for s in range(ns, out.shape[1]):
-        out[i, s] = 0.0
+    width = out.shape[1]
+    # the loops run to whole vectors (:func:`whole_vectors`): the padding cells they price
+    # are inert (no shock, vol same, scale 0) and are zeroed after
+    nv = whole_vectors(ns, width)
     c = contract_size[i]
     inverse = settlement[i] == INVERSE
     if kind[i] != OPTION:
         if inverse:
             base = c / mark[i]          # face value / mark = position in coin
-            for s in range(ns):
+            for s in range(nv):
                 out[i, s] = base * (1.0 - 1.0 / (1.0 + price_shock[u, s])) * pnl_scale[u, s]
         else:
             base = c * mark[i]
-            for s in range(ns):
+            for s in range(nv):
                 out[i, s] = base * price_shock[u, s] * pnl_scale[u, s]
+        for s in range(ns, width):
+            out[i, s] = 0.0
         if with_greeks:
             for k in range(5):
                 greeks[k, i] = 0.0
@@ -108,7 +112,7 @@ def _pnl_row(i, out, kind, settlement, contract_size, mark, forward, strike, is_
     base0 = v0 / F if inverse else v0
     disc, sd_up, sd_same, sd_down = scenario_constants(t_scen[i], sig_up[i], sig_same[i],
                                                        sig_down[i], rate)
-    for s in range(ns):
+    for s in range(nv):
         code = vol_code[u, s]
         if code == VOL_UP:
             sd = sd_up
@@ -123,6 +127,8 @@ def _pnl_row(i, out, kind, settlement, contract_size, mark, forward, strike, is_
         if inverse:
             v /= fs
         out[i, s] = c * (v - base0) * pnl_scale[u, s]
+    for s in range(ns, width):
+        out[i, s] = 0.0
     if with_greeks:
         p, d, g, v, t = black76_greeks_at(F, K, t_now[i], sig_mark[i], call, rate, ln_fk,
                                           sd0, disc0, v0)

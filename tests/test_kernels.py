@@ -205,19 +205,22 @@ def test_instrument_pnl_with_no_underlyings():
     scen = S.pad([])
     instr = random_instruments(np.random.default_rng(0), 0, 0)
     got = K.instrument_pnl(*pnl_args(instr, scen))
-    assert got.shape == (0, 1)
+    assert got.shape == (0, S.VECTOR)     # one whole vector of padding
 
 
 def test_instrument_pnl_futures_closed_form():
     """One linear and one inverse perpetual on the Deribit grid: the SPEC §2 formulas."""
     scen = padded(["grid+extended"])
-    s = scen.price_shock[0]
-    scale = scen.pnl_scale[0]
+    n = scen.n_scen[0]
+    s = scen.price_shock[0, :n]
+    scale = scen.pnl_scale[0, :n]
     instr = random_instruments(np.random.default_rng(0), 2, 1)
     instr.update(kind=np.array([1, 1], dtype=np.int64),
                  settlement=np.array([LINEAR, INVERSE], dtype=np.int64),
                  contract_size=np.array([0.001, 10.0]), mark=np.array([65_000.0, 65_000.0]))
     got = K.instrument_pnl(*pnl_args(instr, scen))
+    assert (got[:, n:] == 0.0).all()        # the padding to whole vectors
+    got = got[:, :n]
     np.testing.assert_allclose(got[0], 0.001 * 65_000.0 * s * scale, rtol=1e-15)
     np.testing.assert_allclose(got[1], 10.0 / 65_000.0 * s / (1.0 + s) * scale, rtol=1e-13,
                                atol=1e-20)
@@ -243,7 +246,8 @@ def test_instrument_pnl_unshocked_scenario_is_exactly_zero():
     instr["sig_same"] = instr["sig_mark"].copy()
     instr["strike"] = instr["forward"] * np.exp(rng.uniform(-1.0, 1.0, n))
     got = K.instrument_pnl(*pnl_args(instr, scen))
-    unshocked = np.flatnonzero((scen.price_shock[0] == 0.0) & (scen.vol_code[0] == 1))
+    n_s = scen.n_scen[0]     # (the padding cells are unshocked too)
+    unshocked = np.flatnonzero((scen.price_shock[0, :n_s] == 0.0) & (scen.vol_code[0, :n_s] == 1))
     assert len(unshocked) == 1
     cell = got[:, unshocked[0]]
     nonzero = np.flatnonzero(cell != 0.0)
@@ -480,7 +484,7 @@ def test_weighted_worst_gains_capped():
     uu = np.zeros(2, dtype=np.int64)
     px = np.array([50_000.0, 50_000.0])
     weighted, worst, binding = assert_weighted_worst_matches(v, uu, px, scen)
-    assert (weighted[0] == 400.0).all()                     # min(0.6*1000, 400)
+    assert (weighted[0, :scen.n_scen[0]] == 400.0).all()    # min(0.6*1000, 400)
     assert weighted[1, 0] == pytest.approx(60.0) and weighted[1, 7] == -30.0
     assert worst.tolist() == [0.0, 30.0] and binding[1] == 7
 
@@ -490,7 +494,7 @@ def test_weighted_worst_extended_dampener():
     scen = padded(["grid+extended"])
     ext = 27
     px = 50_000.0
-    d_coin = scen.dampener_usd[0, ext:] / px
+    d_coin = scen.dampener_usd[0, ext:scen.n_scen[0]] / px
     moves = np.array(S.EXTENDED_MOVES)
     # -0.66: d = (0.66/0.16 - 1)*1e5/0.84 USD ~ 7.4 coin; +5: d = (5/0.16-1)*1e5/1.16 ~ 52 coin
     assert d_coin[0] > 0 and (d_coin[moves > 0.16] > 0).all()
@@ -525,7 +529,7 @@ def test_weighted_worst_unit_without_scenarios():
     scen = S.pad([S.grid(0.16, 4), S.custom(np.zeros(0), np.zeros(0, dtype=np.int64),
                                             np.zeros(0), np.zeros(0), np.zeros(0),
                                             np.zeros(0, dtype=np.int64))])
-    v = np.full((2, 27), -1.0)
+    v = np.full((2, scen.price_shock.shape[1]), -1.0)     # 27 cells and the padding
     v[1] = 0.0
     got = assert_weighted_worst_matches(v, np.array([0, 1], dtype=np.int64), np.ones(2), scen)
     assert got[1].tolist() == [1.0, 0.0]
