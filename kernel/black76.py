@@ -69,6 +69,13 @@ def undiscounted_price(F, K, ln_fk, sd, is_call):
 
 
 @njit(inline="always")
+def discount(rate, T):
+    """``exp(-rate*T)``, 1 when ``T <= 0``; at ``rate = 0`` (the default) 1 without the
+    libm call, which is the same value (``exp(-0.0) = 1``) for every finite ``T``."""
+    return math.exp(-rate * T) if (T > 0.0 and rate != 0.0) else 1.0
+
+
+@njit(inline="always")
 def mark_value(F, K, t_now, sig_mark, rate, is_call):
     """An option's value at the marks and what its Greeks reuse: ``(value, ln(F/K),
     sigma*sqrt(T), discount)`` (``T = t_now``; value discounted, quote currency).  The
@@ -77,7 +84,7 @@ def mark_value(F, K, t_now, sig_mark, rate, is_call):
     ln_fk = math.log(F / K)
     sd0 = sig_mark * math.sqrt(t_now) if t_now > 0.0 else 0.0
     v0 = undiscounted_price(F, K, ln_fk, sd0, is_call)
-    disc0 = math.exp(-rate * t_now) if t_now > 0.0 else 1.0
+    disc0 = discount(rate, t_now)
     return v0 * disc0, ln_fk, sd0, disc0
 
 
@@ -100,14 +107,14 @@ def scenario_constants(t_scen, sig_up, sig_same, sig_down, rate):
     """The scenario half of :func:`option_constants`: ``(discount to the scenario's expiry,
     sigma*sqrt(T) of vol up, same, down)`` at ``T = t_scen``."""
     sqrt_t = math.sqrt(t_scen) if t_scen > 0.0 else 0.0
-    disc = math.exp(-rate * t_scen) if t_scen > 0.0 else 1.0
+    disc = discount(rate, t_scen)
     return disc, sig_up * sqrt_t, sig_same * sqrt_t, sig_down * sqrt_t
 
 
 @njit
 def black76_price(F, K, T, sigma, is_call, rate):
     """Black-76 price per unit of underlying, in quote currency."""
-    disc = math.exp(-rate * T) if T > 0.0 else 1.0
+    disc = discount(rate, T)
     sd = sigma * math.sqrt(T) if T > 0.0 else 0.0
     return disc * undiscounted_price(F, K, math.log(F / K), sd, is_call)
 
@@ -115,7 +122,7 @@ def black76_price(F, K, T, sigma, is_call, rate):
 @njit
 def black76_greeks(F, K, T, sigma, is_call, rate):
     """(price, delta, gamma, vega, theta_per_day) per unit of underlying."""
-    disc = math.exp(-rate * T) if T > 0.0 else 1.0
+    disc = discount(rate, T)
     sd = sigma * math.sqrt(T) if T > 0.0 else 0.0
     if sd < MIN_STDDEV:
         return black76_greeks_at(F, K, T, sigma, is_call, rate, 0.0, sd, disc, 0.0)
