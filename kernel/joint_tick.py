@@ -178,20 +178,21 @@ def _max(x, m):
 
 
 @njit(inline="always")
-def _near(keep_v, keep_p, a, n, first, drift, path, scale, band, out):
+def _near(keep_v, keep_p, a, n, first, drift, path, scale, band, bnd, out):
     """The kept scenarios of account ``a`` but ``first`` whose bound (the larger of the
     drift's and the path's, as :func:`_tick_accounts` takes it) is not above ``band``, in
-    order, into ``out``; returns their count.  No branch in the loop: every entry is
-    written, the count moves by the test."""
-    m = 0
+    order, into ``out``; returns their count.  The bounds in one loop without a branch
+    (into ``bnd``: vectorised), then the count moves by the test on each."""
     for i in range(n):
         v = keep_v[a, i]
         bound = v - drift - ROUND * (LEBESGUE * scale + abs(v))
         vp = keep_p[a, i]
         bp = vp - path - ROUND * (LEBESGUE * scale + abs(vp) + path)
-        bound = bp if bp > bound else bound
+        bnd[i] = bp if bp > bound else bound
+    m = 0
+    for i in range(n):
         out[m] = i
-        m += (bound <= band) & (i != first)
+        m += (bnd[i] <= band) & (i != first)
     return m
 
 
@@ -962,9 +963,10 @@ def joint_tick_rows(sel, lo, hi, acc, grp, ins, grid, outs, keep, prev, how):
     eslot = np.empty(3 * max_pos, dtype=np.int64)
     uval = np.empty((2, max_units))
     uvol = np.empty((2, max_units), dtype=np.int64)
+    bnd = np.empty(K)                # the kept scenarios' bounds
     _tick_accounts(sel, lo, hi, acc, grp, ins, grid, outs, keep, prev, how, units, ucol,
                    umoved, scen, tot, cand, gvec, zpos, w, d2, d2t, bb, fresh,
-                   (cells, earg, eslot, uval, uvol))
+                   (cells, earg, eslot, uval, uvol, bnd))
 
 
 @njit(_nrt=False)
@@ -985,7 +987,7 @@ def _tick_accounts(sel, lo, hi, acc, grp, ins, grid, outs, keep, prev, how, unit
     (keep_j, keep_v, keep_n, keep_lb, ucurve, utol, usize, urec, udrift, keep_lb0,
      utol_ok, upath, keep_p) = keep
     px_prev, row_moved, row_t, row_s, jslot, row_slot, need, cache = prev
-    cells, earg, eslot, uval, uvol = exact
+    cells, earg, eslot, uval, uvol, bnd = exact
     width = icurve.shape[1]
     n_shell = 2 * n_side + 1
     tail0 = 3 * n_shell
@@ -1094,10 +1096,12 @@ def _tick_accounts(sel, lo, hi, acc, grp, ins, grid, outs, keep, prev, how, unit
         for i in range(n_dd):
             if tot[i] < lowest or tot[i] != tot[i]:
                 lowest = tot[i]
-        first = 0
+        first = 0           # the first of the least keep_v (a NaN first: it)
+        least = keep_v[a, 0]
         for i in range(n):
-            if keep_v[a, i] < keep_v[a, first]:
-                first = i
+            x = keep_v[a, i]
+            first = i if x < least else first
+            least = x if x < least else least
         n_ev = n_dd
         n_near = 0
         for ii in range(-1, n if n > 0 else -1):
@@ -1108,7 +1112,7 @@ def _tick_accounts(sel, lo, hi, acc, grp, ins, grid, outs, keep, prev, how, unit
                     # the others whose bound reaches the band so far, in one branch-free
                     # pass (into cand, read here before the candidates are written to it)
                     n_near = _near(keep_v, keep_p, a, n, first, drift, path, scale,
-                                   lowest + 2.0 * tol, cand)
+                                   lowest + 2.0 * tol, bnd, cand)
                 if ii >= n_near:
                     break
                 i = cand[ii]
