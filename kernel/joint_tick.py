@@ -109,8 +109,9 @@ The tick, per account of the selection (:func:`joint_tick_rows`):
    full kernel's bits) replaces their bound first;
 4. **fast** if ``keep_lb > band``: every other joint scenario lies above the band (so above
    ``lowest``: ``lowest`` is the full kernel's, so is the band), the candidates are the
-   full kernel's, revalued exactly as it revalues them (:func:`pmrisk.kernel.joint.
-   exact_total`) and the outputs written as it writes them.  When the one candidate is the
+   full kernel's, revalued exactly as it revalues them (:func:`_cells_total`, its exact
+   pass: the cells kept, the ``erfc`` calls in a vectorised loop) and the outputs written
+   as it writes them (from the kept cells, :func:`_cells_write`).  When the one candidate is the
    joint scenario that bound before, the units that did not move keep their figures there
    (the same bits) and only the moved units are revalued; the account is ``SAME`` if its
    description cannot change (same scenario, same vol states, a loss before and after);
@@ -136,11 +137,13 @@ from numba import prange
 
 from ._config import njit
 from .assemble import CHUNKS
-from .instruments import OPTION
-from .joint import (BIND_JOINT, active_units, binding_candidate, bits_max, cell, curve_tol,
+from .black76 import MIN_STDDEV, SQRT2
+from .instruments import INVERSE, OPTION
+from .joint import (BIND_JOINT, active_units, binding_candidate, cell, curve_tol,
                     delta_direction, exact_total, interp_add, interp_delta,
                     interval_bounds, record_binding, reset_account, scenario, unit_curve,
                     weighted_best)
+from .normal import erfc
 from .scenarios import VOL_DOWN, VOL_SAME, VOL_UP
 
 FAST, FULL, SAME = 0, 1, 2   # how a tick settled an account (SAME: fast, description unchanged)
@@ -175,28 +178,48 @@ def _max(x, m):
 
 
 @njit(inline="always")
-def _near(keep_v, keep_p, a, n, first, drift, path, scale, band, out):
+def _near(keep_v, keep_p, a, n, first, drift, path, scale, band, bnd, out):
     """The kept scenarios of account ``a`` but ``first`` whose bound (the larger of the
     drift's and the path's, as :func:`_tick_accounts` takes it) is not above ``band``, in
-    order, into ``out``; returns their count.  No branch in the loop: every entry is
-    written, the count moves by the test."""
-    m = 0
+    order, into ``out``; returns their count.  The bounds in one loop without a branch
+    (into ``bnd``: vectorised), then the count moves by the test on each."""
     for i in range(n):
         v = keep_v[a, i]
         bound = v - drift - ROUND * (LEBESGUE * scale + abs(v))
         vp = keep_p[a, i]
         bp = vp - path - ROUND * (LEBESGUE * scale + abs(vp) + path)
-        bound = bp if bp > bound else bound
+        bnd[i] = bp if bp > bound else bound
+    m = 0
+    for i in range(n):
         out[m] = i
-        m += (bound <= band) & (i != first)
+        m += (bnd[i] <= band) & (i != first)
     return m
 
 
-@njit(inline="always")
-def _max_abs(xi, lo, hi):
-    """The largest ``|x|`` of the doubles whose bits are ``xi[lo:hi]`` (int64), NaN if one is,
-    0 if none (:func:`pmrisk.kernel.joint.bits_max`, as a double)."""
-    return np.int64(bits_max(xi, lo, hi)).view(np.float64)
+@njit(_nrt=False)
+def _distances(new, rec, old, px, pp, lo, hi):
+    """Over the cells ``lo:hi`` of a moved unit's new curve ``new`` (price ``px``): the
+    largest USD distance from its record ``rec`` (``|px new - rec|``), from its last run
+    ``old`` at price ``pp`` (``|px new - pp old|``), and the largest ``|new|``; then ``old``
+    becomes ``new``.  The three maxima in one pass without a store (then the copy), taken
+    over the doubles' bits (int64: ``|x|``'s bits are ordered as the ``|x|``, NaN above
+    every other, so sticky; as :func:`pmrisk.kernel.joint.bits_max`); 0 if none."""
+    my = 0
+    mq = 0
+    mz = 0
+    for s in range(lo, hi):
+        c = new[s]
+        x = px * c
+        b = np.float64(abs(x - rec[s])).view(np.int64)
+        my = b if b > my else my
+        b = np.float64(abs(x - pp * old[s])).view(np.int64)
+        mq = b if b > mq else mq
+        b = np.float64(abs(c)).view(np.int64)
+        mz = b if b > mz else mz
+    for s in range(lo, hi):
+        old[s] = new[s]
+    return (np.int64(my).view(np.float64), np.int64(mq).view(np.float64),
+            np.int64(mz).view(np.float64))
 
 
 @njit(inline="always")
@@ -775,6 +798,136 @@ def _bind_unit(u, d, pu_start, pu_order, q, pos_row, row_slot, need, cache, shoc
     return weighted_best(x0, x1, x2, nv, lw, gw, cap)
 
 
+@njit(_nrt=False)
+def _cells_total(j, n_js, j0, B, nu, units, ucol, unit_row, unit_px, pr, gw_row, cap_usd,
+                 mult, cover, zpos, js_shock, js_lw, js_gw, js_nvol, pu_start, pu_order, q,
+                 pos_row, kind, settlement, contract_size, forward, strike, is_call, const, k0,
+                 cells, uval, uvol, earg, eslot):
+    """:func:`pmrisk.kernel.joint.exact_total` (same arithmetic, same total: the full
+    kernel's own exact pass, which it checks against ``exact_total``) keeping each
+    position's cells (``cells[k - k0, v]``, ``k`` its place in ``pu_order``; positions
+    without quantity are skipped) and each unit's weighted value and vol state (``uval``,
+    ``uvol``, by ``m``), for :func:`_cells_write`.  Per unit, the cells of its options whose
+    sigma*sqrt(T) is normal (at least ``MIN_STDDEV``, finite) are priced in passes: the two
+    ``erfc`` arguments of every such cell (``earg``, with its slot ``3 s + v`` in ``eslot``),
+    the ``erfc`` calls alone (a loop the compiler vectorises), then the values; each is
+    :func:`pmrisk.kernel.joint.cell`'s arithmetic in its order, so the same bits.  Other cells
+    go through ``cell``.  The unit's sums then run over its positions in their order."""
+    t = 0.0
+    for m in range(nu):
+        u = units[m]
+        r = unit_row[u]
+        c = ucol[m]
+        px = unit_px[u]
+        sh, lw, gw, nv = scenario(j, n_js, j0, B, c, r, pr, gw_row, mult, cover, zpos,
+                                  js_shock, js_lw, js_gw, js_nvol)
+        l1p = math.log1p(sh)
+        v_lo = 1 if nv == 1 else 0
+        v_hi = 2 if nv == 3 else 1
+        n_e = 0
+        for k in range(pu_start[u], pu_start[u + 1]):
+            p = pu_order[k]
+            if q[p] == 0.0:
+                continue
+            i = pos_row[p]
+            s = k - k0
+            if kind[i] != OPTION:
+                y = cell(i, sh, l1p, v_lo, kind, settlement, contract_size, forward, strike,
+                         is_call, const)
+                cells[s, 0] = y
+                cells[s, 1] = y
+                cells[s, 2] = y
+                continue
+            ln_fk = const[i, 1] + l1p
+            call = is_call[i] == 1
+            for v in range(v_lo, v_hi + 1):
+                sd = const[i, 3 + v]
+                if not (sd >= MIN_STDDEV and sd < math.inf):
+                    cells[s, v] = cell(i, sh, l1p, v, kind, settlement, contract_size,
+                                       forward, strike, is_call, const)
+                    continue
+                d1 = ln_fk / sd + 0.5 * sd
+                d2 = d1 - sd
+                if call:        # N(d1), N(d2) = erfc(-d / SQRT2) / 2; put N(-d2), N(-d1)
+                    earg[0, n_e] = -d1 / SQRT2
+                    earg[1, n_e] = -d2 / SQRT2
+                else:
+                    earg[0, n_e] = d2 / SQRT2
+                    earg[1, n_e] = d1 / SQRT2
+                eslot[n_e] = 3 * s + v
+                n_e += 1
+        for e in range(n_e):
+            earg[0, e] = erfc(earg[0, e])
+            earg[1, e] = erfc(earg[1, e])
+        for e in range(n_e):
+            s = eslot[e] // 3
+            v = eslot[e] - 3 * s
+            i = pos_row[pu_order[k0 + s]]
+            fs = forward[i] * (1.0 + sh)
+            K = strike[i]
+            if is_call[i] == 1:
+                x = fs * (0.5 * earg[0, e]) - K * (0.5 * earg[1, e])
+            else:
+                x = K * (0.5 * earg[0, e]) - fs * (0.5 * earg[1, e])
+            x = const[i, 2] * (x if (x > 0.0 or x != x) else 0.0)
+            if settlement[i] == INVERSE:
+                x /= fs
+            cells[s, v] = contract_size[i] * (x - const[i, 0]) * 1.0
+        x0 = 0.0
+        x1 = 0.0
+        x2 = 0.0
+        for k in range(pu_start[u], pu_start[u + 1]):
+            p = pu_order[k]
+            qp = q[p]
+            if qp == 0.0:
+                continue
+            s = k - k0
+            if nv == 1:
+                x1 += qp * cells[s, 1]
+            elif kind[pos_row[p]] != OPTION:
+                y = qp * cells[s, 0]
+                x0 += y
+                x1 += y
+                x2 += y
+            else:
+                x0 += qp * cells[s, 0]
+                x1 += qp * cells[s, 1]
+                x2 += qp * cells[s, 2]
+        y, v = weighted_best(x0, x1, x2, nv, lw, gw, cap_usd[r] / px)
+        uval[m] = y
+        uvol[m] = v
+        t += y * px
+    return t
+
+
+@njit(_nrt=False)
+def _cells_write(j, n_js, j0, B, nu, units, ucol, unit_row, pr, gw_row, mult, cover, zpos,
+                 js_shock, js_lw, js_gw, js_nvol, pu_start, pu_order, q, pos_row, kind,
+                 settlement, contract_size, forward, strike, is_call, const, k0, cells, uval,
+                 uvol, outs):
+    """:func:`pmrisk.kernel.joint.exact_total`'s ``write`` from the cells
+    :func:`_cells_total` kept for scenario ``j`` (a position without quantity: its cell
+    again, for the sign of its zero loss)."""
+    for m in range(nu):
+        u = units[m]
+        r = unit_row[u]
+        sh, lw, gw, nv = scenario(j, n_js, j0, B, ucol[m], r, pr, gw_row, mult, cover, zpos,
+                                  js_shock, js_lw, js_gw, js_nvol)
+        v = uvol[m]
+        outs[6][u] = uval[m]
+        outs[7][u] = (VOL_UP, VOL_SAME, VOL_DOWN)[v]
+        outs[8][u] = sh
+        outs[9][u] = lw
+        for k in range(pu_start[u], pu_start[u + 1]):
+            p = pu_order[k]
+            if q[p] == 0.0:
+                outs[10][p] = -lw * q[p] * cell(pos_row[p], sh, math.log1p(sh), v, kind,
+                                                settlement, contract_size, forward, strike,
+                                                is_call, const)
+            else:
+                outs[10][p] = -lw * q[p] * cells[k - k0, v]
+
+
 @njit
 def joint_tick_rows(sel, lo, hi, acc, grp, ins, grid, outs, keep, prev, how):
     """:func:`joint_tick` for the accounts ``sel[lo:hi]``: the scratch, then the loop."""
@@ -784,10 +937,13 @@ def joint_tick_rows(sel, lo, hi, acc, grp, ins, grid, outs, keep, prev, how):
     K = keep[0].shape[1]
     d_max = g_rows.shape[1]
     width = icurve.shape[1]
+    pu_start = acc[1]
     max_units = 1
+    max_pos = 1
     for k in range(lo, hi):
         a = sel[k]
         max_units = max(max_units, ua_start[a + 1] - ua_start[a])
+        max_pos = max(max_pos, pu_start[ua_start[a + 1]] - pu_start[ua_start[a]])
     n_scen = K + 2 * g_buckets.max() + 2 if g_buckets.shape[0] else K
     units = np.empty(max_units, dtype=np.int64)
     ucol = np.empty(max_units, dtype=np.int64)
@@ -802,17 +958,20 @@ def joint_tick_rows(sel, lo, hi, acc, grp, ins, grid, outs, keep, prev, how):
     d2t = np.empty(d2.shape[0])
     bb = np.empty(d2.shape[0])
     fresh = np.empty(width)          # a moved unit's new curve
-    dy = np.empty(width)             # its cells' distances (USD) from the record
-    dq = np.empty(width)             # and from the last run
+    cells = np.empty((2, max_pos, 3))          # the exact cells: candidate, lowest so far
+    earg = np.empty((2, 3 * max_pos))          # (their erfc arguments, erfc values, slots)
+    eslot = np.empty(3 * max_pos, dtype=np.int64)
+    uval = np.empty((2, max_units))
+    uvol = np.empty((2, max_units), dtype=np.int64)
+    bnd = np.empty(K)                # the kept scenarios' bounds
     _tick_accounts(sel, lo, hi, acc, grp, ins, grid, outs, keep, prev, how, units, ucol,
-                   umoved, scen, tot, cand, gvec, zpos, w, d2, d2t, bb, fresh, dy, dq,
-                   dy.view(np.int64), dq.view(np.int64), fresh.view(np.int64))
+                   umoved, scen, tot, cand, gvec, zpos, w, d2, d2t, bb, fresh,
+                   (cells, earg, eslot, uval, uvol, bnd))
 
 
 @njit(_nrt=False)
 def _tick_accounts(sel, lo, hi, acc, grp, ins, grid, outs, keep, prev, how, units, ucol,
-                   umoved, scen, tot, cand, gvec, zpos, w, d2, d2t, bb, fresh, dy, dq,
-                   dyi, dqi, fresh_i):
+                   umoved, scen, tot, cand, gvec, zpos, w, d2, d2t, bb, fresh, exact):
     """:func:`joint_tick_rows`' loop over its accounts, with the scratch it allocated:
     compiled without reference counting (it allocates nothing), so that the arrays passed
     to the helpers on every unit and scenario (``ucurve[u]`` and the like) cost no atomic
@@ -828,6 +987,7 @@ def _tick_accounts(sel, lo, hi, acc, grp, ins, grid, outs, keep, prev, how, unit
     (keep_j, keep_v, keep_n, keep_lb, ucurve, utol, usize, urec, udrift, keep_lb0,
      utol_ok, upath, keep_p) = keep
     px_prev, row_moved, row_t, row_s, jslot, row_slot, need, cache = prev
+    cells, earg, eslot, uval, uvol, bnd = exact
     width = icurve.shape[1]
     n_shell = 2 * n_side + 1
     tail0 = 3 * n_shell
@@ -873,19 +1033,11 @@ def _tick_accounts(sel, lo, hi, acc, grp, ins, grid, outs, keep, prev, how, unit
                 rec = urec[u]
                 old = ucurve[u]     # the curve at the account's last run, price px_prev
                 pp = px_prev[u]
-                # the USD distances of each cell from the record and from the last run, then
-                # their largest (and the largest |cell|) over the shells and over the tails,
-                # taken over the bits (NaN's above every other: sticky)
-                for s in range(width):
-                    x = px * new[s]
-                    dy[s] = abs(x - rec[s])
-                    dq[s] = abs(x - pp * old[s])
-                    old[s] = new[s]
-                y_sh = _max_abs(dyi, 0, tail0)
-                q_sh = _max_abs(dqi, 0, tail0)
-                y_tl = _max_abs(dyi, tail0, width)
-                q_tl = _max_abs(dqi, tail0, width)
-                size = _max_abs(fresh_i, 0, width)
+                # the USD distances of each cell from the record and from the last run: their
+                # largest (and the largest |cell|) over the shells and over the tails
+                y_sh, q_sh, z_sh = _distances(new, rec, old, px, pp, 0, tail0)
+                y_tl, q_tl, z_tl = _distances(new, rec, old, px, pp, tail0, width)
+                size = _max(z_tl, z_sh)
                 # tol: an upper bound from its rows' (exact later, only if a decision needs it)
                 ub = tol_bound(u, pu_start, pu_order, q, pos_row, curve_of_row, row_t, row_s,
                                error_factor) * px
@@ -944,10 +1096,12 @@ def _tick_accounts(sel, lo, hi, acc, grp, ins, grid, outs, keep, prev, how, unit
         for i in range(n_dd):
             if tot[i] < lowest or tot[i] != tot[i]:
                 lowest = tot[i]
-        first = 0
+        first = 0           # the first of the least keep_v (a NaN first: it)
+        least = keep_v[a, 0]
         for i in range(n):
-            if keep_v[a, i] < keep_v[a, first]:
-                first = i
+            x = keep_v[a, i]
+            first = i if x < least else first
+            least = x if x < least else least
         n_ev = n_dd
         n_near = 0
         for ii in range(-1, n if n > 0 else -1):
@@ -958,7 +1112,7 @@ def _tick_accounts(sel, lo, hi, acc, grp, ins, grid, outs, keep, prev, how, unit
                     # the others whose bound reaches the band so far, in one branch-free
                     # pass (into cand, read here before the candidates are written to it)
                     n_near = _near(keep_v, keep_p, a, n, first, drift, path, scale,
-                                   lowest + 2.0 * tol, cand)
+                                   lowest + 2.0 * tol, bnd, cand)
                 if ii >= n_near:
                     break
                 i = cand[ii]
@@ -1073,29 +1227,36 @@ def _tick_accounts(sel, lo, hi, acc, grp, ins, grid, outs, keep, prev, how, unit
                      True)
         n_joint[a] = n_all
         n_exact[a] = n_c
-        if n_c == 1:        # the binding scenario's pass gives its total too
-            j = cand[0]
-            t = exact_total(j, n_js, j0, B, nu, units, ucol, unit_row, unit_px, pr, gw_row,
-                            cap_usd, mult, cover, zpos, js_shock, js_lw, js_gw, js_nvol,
-                            pu_start, pu_order, q, pos_row, kind, settlement, contract_size,
-                            forward, strike, is_call, const, outs, True)
-            record_binding(a, j, t, n_js, j0, worst, bind_kind, bind_index)
-            for m in range(nu):
-                bind_shock[a, ucol[m]] = unit_shock[units[m]]
-            continue
-        # -- exact refinement, as the full kernel -----------------------------------------
+        # -- exact refinement, as the full kernel: each candidate's cells kept while it is
+        # the lowest, the binding scenario's figures written from them (else revalued again)
+        k0 = pu_start[ua_start[a]]
+        lowest = np.inf
+        cur = 0
+        i_low = -1
         for i in range(n_c):
-            tot[i] = exact_total(cand[i], n_js, j0, B, nu, units, ucol, unit_row, unit_px, pr,
-                                 gw_row, cap_usd, mult, cover, zpos, js_shock, js_lw, js_gw,
-                                 js_nvol, pu_start, pu_order, q, pos_row, kind, settlement,
-                                 contract_size, forward, strike, is_call, const, outs, False)
+            t = _cells_total(cand[i], n_js, j0, B, nu, units, ucol, unit_row, unit_px, pr,
+                             gw_row, cap_usd, mult, cover, zpos, js_shock, js_lw, js_gw,
+                             js_nvol, pu_start, pu_order, q, pos_row, kind, settlement,
+                             contract_size, forward, strike, is_call, const, k0, cells[cur],
+                             uval[cur], uvol[cur], earg, eslot)
+            tot[i] = t
+            if t < lowest or t != t:
+                lowest = t
+                i_low = i
+                cur = 1 - cur
         bind = binding_candidate(tot, n_c)
         j = cand[bind]
         record_binding(a, j, tot[bind], n_js, j0, worst, bind_kind, bind_index)
-        exact_total(j, n_js, j0, B, nu, units, ucol, unit_row, unit_px, pr, gw_row, cap_usd,
-                    mult, cover, zpos, js_shock, js_lw, js_gw, js_nvol, pu_start, pu_order,
-                    q, pos_row, kind, settlement, contract_size, forward, strike, is_call,
-                    const, outs, True)
+        if bind == i_low:
+            _cells_write(j, n_js, j0, B, nu, units, ucol, unit_row, pr, gw_row, mult, cover,
+                         zpos, js_shock, js_lw, js_gw, js_nvol, pu_start, pu_order, q, pos_row,
+                         kind, settlement, contract_size, forward, strike, is_call, const, k0,
+                         cells[1 - cur], uval[1 - cur], uvol[1 - cur], outs)
+        else:
+            exact_total(j, n_js, j0, B, nu, units, ucol, unit_row, unit_px, pr, gw_row,
+                        cap_usd, mult, cover, zpos, js_shock, js_lw, js_gw, js_nvol, pu_start,
+                        pu_order, q, pos_row, kind, settlement, contract_size, forward, strike,
+                        is_call, const, outs, True)
         for m in range(nu):
             bind_shock[a, ucol[m]] = unit_shock[units[m]]
 
