@@ -1373,11 +1373,11 @@ def _accounts(sel, lo, hi, acc, grp, ins, grid, outs, clusters, tab, scratch):
         cur = 0
         i_low = -1
         for i in range(n_c):
-            t = _exact_cells(cand[i], n_js, j0, B, nu, units, ucol, unit_row, unit_px, pr,
-                             gw_row, cap_usd, mult, cover, zpos, js_shock, js_lw, js_gw,
-                             js_nvol, pu_start, pu_order, q, pos_row, kind, settlement,
-                             contract_size, forward, strike, is_call, const, k0,
-                             cells[cur], uval[cur], uvol[cur], earg, eslot)
+            t = exact_cells(cand[i], n_js, j0, B, nu, units, ucol, unit_row, unit_px, pr,
+                            gw_row, cap_usd, mult, cover, zpos, js_shock, js_lw, js_gw,
+                            js_nvol, pu_start, pu_order, q, pos_row, kind, settlement,
+                            contract_size, forward, strike, is_call, const, k0,
+                            cells[cur], uval[cur], uvol[cur], earg, eslot)
             tot[i] = t
             if t < lowest or t != t:
                 lowest = t
@@ -1389,10 +1389,10 @@ def _accounts(sel, lo, hi, acc, grp, ins, grid, outs, clusters, tab, scratch):
         # the binding scenario: each unit's value, vol, move, loss weight and its positions'
         # own losses (from the kept cells when it is the lowest, else revalued again)
         if bind == i_low:
-            _write_cells(j, n_js, j0, B, nu, units, ucol, unit_row, pr, gw_row, mult, cover,
-                         zpos, js_shock, js_lw, js_gw, js_nvol, pu_start, pu_order, q, pos_row,
-                         kind, settlement, contract_size, forward, strike, is_call, const, k0,
-                         cells[1 - cur], uval[1 - cur], uvol[1 - cur], outs)
+            write_cells(j, n_js, j0, B, nu, units, ucol, unit_row, pr, gw_row, mult, cover,
+                        zpos, js_shock, js_lw, js_gw, js_nvol, pu_start, pu_order, q, pos_row,
+                        kind, settlement, contract_size, forward, strike, is_call, const, k0,
+                        cells[1 - cur], uval[1 - cur], uvol[1 - cur], outs)
         else:
             exact_total(j, n_js, j0, B, nu, units, ucol, unit_row, unit_px, pr, gw_row,
                         cap_usd, mult, cover, zpos, js_shock, js_lw, js_gw, js_nvol, pu_start,
@@ -1451,7 +1451,7 @@ def exact_total(j, n_js, j0, B, nu, units, ucol, unit_row, unit_px, pr, gw_row, 
 
 
 @njit(_nrt=False)
-def _exact_cells(j, n_js, j0, B, nu, units, ucol, unit_row, unit_px, pr, gw_row, cap_usd,
+def exact_cells(j, n_js, j0, B, nu, units, ucol, unit_row, unit_px, pr, gw_row, cap_usd,
                  mult, cover, zpos, js_shock, js_lw, js_gw, js_nvol, pu_start, pu_order, q,
                  pos_row, kind, settlement, contract_size, forward, strike, is_call, const, k0,
                  cells, uval, uvol, earg, eslot):
@@ -1567,11 +1567,11 @@ def _exact_cells(j, n_js, j0, B, nu, units, ucol, unit_row, unit_px, pr, gw_row,
 
 
 @njit(_nrt=False)
-def _write_cells(j, n_js, j0, B, nu, units, ucol, unit_row, pr, gw_row, mult, cover, zpos,
+def write_cells(j, n_js, j0, B, nu, units, ucol, unit_row, pr, gw_row, mult, cover, zpos,
                  js_shock, js_lw, js_gw, js_nvol, pu_start, pu_order, q, pos_row, kind,
                  settlement, contract_size, forward, strike, is_call, const, k0, cells, uval,
                  uvol, outs):
-    """:func:`exact_total`'s ``write`` from the cells :func:`_exact_cells` kept for scenario
+    """:func:`exact_total`'s ``write`` from the cells :func:`exact_cells` kept for scenario
     ``j`` (a position without quantity: its cell again, for the sign of its zero loss)."""
     for m in range(nu):
         u = units[m]

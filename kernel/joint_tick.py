@@ -109,9 +109,10 @@ The tick, per account of the selection (:func:`joint_tick_rows`):
    full kernel's bits) replaces their bound first;
 4. **fast** if ``keep_lb > band``: every other joint scenario lies above the band (so above
    ``lowest``: ``lowest`` is the full kernel's, so is the band), the candidates are the
-   full kernel's, revalued exactly as it revalues them (:func:`_cells_total`, its exact
-   pass: the cells kept, the ``erfc`` calls in a vectorised loop) and the outputs written
-   as it writes them (from the kept cells, :func:`_cells_write`).  When the one candidate is the
+   full kernel's, revalued exactly as it revalues them (its exact pass,
+   :func:`pmrisk.kernel.joint.exact_cells`: the cells kept, the ``erfc`` calls in a
+   vectorised loop) and the outputs written as it writes them (from the kept cells,
+   :func:`pmrisk.kernel.joint.write_cells`).  When the one candidate is the
    joint scenario that bound before, the units that did not move keep their figures there
    (the same bits) and only the moved units are revalued; the account is ``SAME`` if its
    description cannot change (same scenario, same vol states, a loss before and after);
@@ -137,13 +138,11 @@ from numba import prange
 
 from ._config import njit
 from .assemble import CHUNKS
-from .black76 import MIN_STDDEV, SQRT2
-from .instruments import INVERSE, OPTION
+from .instruments import OPTION
 from .joint import (BIND_JOINT, active_units, binding_candidate, cell, curve_tol,
-                    delta_direction, exact_total, interp_add, interp_delta,
+                    delta_direction, exact_cells, exact_total, interp_add, interp_delta,
                     interval_bounds, record_binding, reset_account, scenario, unit_curve,
-                    weighted_best)
-from .normal import erfc
+                    weighted_best, write_cells)
 from .scenarios import VOL_DOWN, VOL_SAME, VOL_UP
 
 FAST, FULL, SAME = 0, 1, 2   # how a tick settled an account (SAME: fast, description unchanged)
@@ -798,136 +797,6 @@ def _bind_unit(u, d, pu_start, pu_order, q, pos_row, row_slot, need, cache, shoc
     return weighted_best(x0, x1, x2, nv, lw, gw, cap)
 
 
-@njit(_nrt=False)
-def _cells_total(j, n_js, j0, B, nu, units, ucol, unit_row, unit_px, pr, gw_row, cap_usd,
-                 mult, cover, zpos, js_shock, js_lw, js_gw, js_nvol, pu_start, pu_order, q,
-                 pos_row, kind, settlement, contract_size, forward, strike, is_call, const, k0,
-                 cells, uval, uvol, earg, eslot):
-    """:func:`pmrisk.kernel.joint.exact_total` (same arithmetic, same total: the full
-    kernel's own exact pass, which it checks against ``exact_total``) keeping each
-    position's cells (``cells[k - k0, v]``, ``k`` its place in ``pu_order``; positions
-    without quantity are skipped) and each unit's weighted value and vol state (``uval``,
-    ``uvol``, by ``m``), for :func:`_cells_write`.  Per unit, the cells of its options whose
-    sigma*sqrt(T) is normal (at least ``MIN_STDDEV``, finite) are priced in passes: the two
-    ``erfc`` arguments of every such cell (``earg``, with its slot ``3 s + v`` in ``eslot``),
-    the ``erfc`` calls alone (a loop the compiler vectorises), then the values; each is
-    :func:`pmrisk.kernel.joint.cell`'s arithmetic in its order, so the same bits.  Other cells
-    go through ``cell``.  The unit's sums then run over its positions in their order."""
-    t = 0.0
-    for m in range(nu):
-        u = units[m]
-        r = unit_row[u]
-        c = ucol[m]
-        px = unit_px[u]
-        sh, lw, gw, nv = scenario(j, n_js, j0, B, c, r, pr, gw_row, mult, cover, zpos,
-                                  js_shock, js_lw, js_gw, js_nvol)
-        l1p = math.log1p(sh)
-        v_lo = 1 if nv == 1 else 0
-        v_hi = 2 if nv == 3 else 1
-        n_e = 0
-        for k in range(pu_start[u], pu_start[u + 1]):
-            p = pu_order[k]
-            if q[p] == 0.0:
-                continue
-            i = pos_row[p]
-            s = k - k0
-            if kind[i] != OPTION:
-                y = cell(i, sh, l1p, v_lo, kind, settlement, contract_size, forward, strike,
-                         is_call, const)
-                cells[s, 0] = y
-                cells[s, 1] = y
-                cells[s, 2] = y
-                continue
-            ln_fk = const[i, 1] + l1p
-            call = is_call[i] == 1
-            for v in range(v_lo, v_hi + 1):
-                sd = const[i, 3 + v]
-                if not (sd >= MIN_STDDEV and sd < math.inf):
-                    cells[s, v] = cell(i, sh, l1p, v, kind, settlement, contract_size,
-                                       forward, strike, is_call, const)
-                    continue
-                d1 = ln_fk / sd + 0.5 * sd
-                d2 = d1 - sd
-                if call:        # N(d1), N(d2) = erfc(-d / SQRT2) / 2; put N(-d2), N(-d1)
-                    earg[0, n_e] = -d1 / SQRT2
-                    earg[1, n_e] = -d2 / SQRT2
-                else:
-                    earg[0, n_e] = d2 / SQRT2
-                    earg[1, n_e] = d1 / SQRT2
-                eslot[n_e] = 3 * s + v
-                n_e += 1
-        for e in range(n_e):
-            earg[0, e] = erfc(earg[0, e])
-            earg[1, e] = erfc(earg[1, e])
-        for e in range(n_e):
-            s = eslot[e] // 3
-            v = eslot[e] - 3 * s
-            i = pos_row[pu_order[k0 + s]]
-            fs = forward[i] * (1.0 + sh)
-            K = strike[i]
-            if is_call[i] == 1:
-                x = fs * (0.5 * earg[0, e]) - K * (0.5 * earg[1, e])
-            else:
-                x = K * (0.5 * earg[0, e]) - fs * (0.5 * earg[1, e])
-            x = const[i, 2] * (x if (x > 0.0 or x != x) else 0.0)
-            if settlement[i] == INVERSE:
-                x /= fs
-            cells[s, v] = contract_size[i] * (x - const[i, 0]) * 1.0
-        x0 = 0.0
-        x1 = 0.0
-        x2 = 0.0
-        for k in range(pu_start[u], pu_start[u + 1]):
-            p = pu_order[k]
-            qp = q[p]
-            if qp == 0.0:
-                continue
-            s = k - k0
-            if nv == 1:
-                x1 += qp * cells[s, 1]
-            elif kind[pos_row[p]] != OPTION:
-                y = qp * cells[s, 0]
-                x0 += y
-                x1 += y
-                x2 += y
-            else:
-                x0 += qp * cells[s, 0]
-                x1 += qp * cells[s, 1]
-                x2 += qp * cells[s, 2]
-        y, v = weighted_best(x0, x1, x2, nv, lw, gw, cap_usd[r] / px)
-        uval[m] = y
-        uvol[m] = v
-        t += y * px
-    return t
-
-
-@njit(_nrt=False)
-def _cells_write(j, n_js, j0, B, nu, units, ucol, unit_row, pr, gw_row, mult, cover, zpos,
-                 js_shock, js_lw, js_gw, js_nvol, pu_start, pu_order, q, pos_row, kind,
-                 settlement, contract_size, forward, strike, is_call, const, k0, cells, uval,
-                 uvol, outs):
-    """:func:`pmrisk.kernel.joint.exact_total`'s ``write`` from the cells
-    :func:`_cells_total` kept for scenario ``j`` (a position without quantity: its cell
-    again, for the sign of its zero loss)."""
-    for m in range(nu):
-        u = units[m]
-        r = unit_row[u]
-        sh, lw, gw, nv = scenario(j, n_js, j0, B, ucol[m], r, pr, gw_row, mult, cover, zpos,
-                                  js_shock, js_lw, js_gw, js_nvol)
-        v = uvol[m]
-        outs[6][u] = uval[m]
-        outs[7][u] = (VOL_UP, VOL_SAME, VOL_DOWN)[v]
-        outs[8][u] = sh
-        outs[9][u] = lw
-        for k in range(pu_start[u], pu_start[u + 1]):
-            p = pu_order[k]
-            if q[p] == 0.0:
-                outs[10][p] = -lw * q[p] * cell(pos_row[p], sh, math.log1p(sh), v, kind,
-                                                settlement, contract_size, forward, strike,
-                                                is_call, const)
-            else:
-                outs[10][p] = -lw * q[p] * cells[k - k0, v]
-
-
 @njit
 def joint_tick_rows(sel, lo, hi, acc, grp, ins, grid, outs, keep, prev, how):
     """:func:`joint_tick` for the accounts ``sel[lo:hi]``: the scratch, then the loop."""
@@ -1234,11 +1103,11 @@ def _tick_accounts(sel, lo, hi, acc, grp, ins, grid, outs, keep, prev, how, unit
         cur = 0
         i_low = -1
         for i in range(n_c):
-            t = _cells_total(cand[i], n_js, j0, B, nu, units, ucol, unit_row, unit_px, pr,
-                             gw_row, cap_usd, mult, cover, zpos, js_shock, js_lw, js_gw,
-                             js_nvol, pu_start, pu_order, q, pos_row, kind, settlement,
-                             contract_size, forward, strike, is_call, const, k0, cells[cur],
-                             uval[cur], uvol[cur], earg, eslot)
+            t = exact_cells(cand[i], n_js, j0, B, nu, units, ucol, unit_row, unit_px, pr,
+                            gw_row, cap_usd, mult, cover, zpos, js_shock, js_lw, js_gw,
+                            js_nvol, pu_start, pu_order, q, pos_row, kind, settlement,
+                            contract_size, forward, strike, is_call, const, k0, cells[cur],
+                            uval[cur], uvol[cur], earg, eslot)
             tot[i] = t
             if t < lowest or t != t:
                 lowest = t
@@ -1248,10 +1117,10 @@ def _tick_accounts(sel, lo, hi, acc, grp, ins, grid, outs, keep, prev, how, unit
         j = cand[bind]
         record_binding(a, j, tot[bind], n_js, j0, worst, bind_kind, bind_index)
         if bind == i_low:
-            _cells_write(j, n_js, j0, B, nu, units, ucol, unit_row, pr, gw_row, mult, cover,
-                         zpos, js_shock, js_lw, js_gw, js_nvol, pu_start, pu_order, q, pos_row,
-                         kind, settlement, contract_size, forward, strike, is_call, const, k0,
-                         cells[1 - cur], uval[1 - cur], uvol[1 - cur], outs)
+            write_cells(j, n_js, j0, B, nu, units, ucol, unit_row, pr, gw_row, mult, cover,
+                        zpos, js_shock, js_lw, js_gw, js_nvol, pu_start, pu_order, q, pos_row,
+                        kind, settlement, contract_size, forward, strike, is_call, const, k0,
+                        cells[1 - cur], uval[1 - cur], uvol[1 - cur], outs)
         else:
             exact_total(j, n_js, j0, B, nu, units, ucol, unit_row, unit_px, pr, gw_row,
                         cap_usd, mult, cover, zpos, js_shock, js_lw, js_gw, js_nvol, pu_start,
