@@ -1365,41 +1365,10 @@ def _accounts(sel, lo, hi, acc, grp, ins, grid, outs, clusters, tab, scratch):
             for j in range(n_all):
                 cand[j] = j
         n_exact[a] = n_c
-        # -- exact refinement ---------------------------------------------------------------
-        # (each candidate's cells kept while it is the lowest: the binding scenario's
-        # figures are written from them)
-        lowest = np.inf
-        k0 = pu_start[ua_start[a]]
-        cur = 0
-        i_low = -1
-        for i in range(n_c):
-            t = exact_cells(cand[i], n_js, j0, B, nu, units, ucol, unit_row, unit_px, pr,
-                            gw_row, cap_usd, mult, cover, zpos, js_shock, js_lw, js_gw,
-                            js_nvol, pu_start, pu_order, q, pos_row, kind, settlement,
-                            contract_size, forward, strike, is_call, const, k0,
-                            cells[cur], uval[cur], uvol[cur], earg, eslot)
-            tot[i] = t
-            if t < lowest or t != t:
-                lowest = t
-                i_low = i
-                cur = 1 - cur
-        bind = binding_candidate(tot, n_c)
-        j = cand[bind]
-        record_binding(a, j, tot[bind], n_js, j0, worst, bind_kind, bind_index)
-        # the binding scenario: each unit's value, vol, move, loss weight and its positions'
-        # own losses (from the kept cells when it is the lowest, else revalued again)
-        if bind == i_low:
-            write_cells(j, n_js, j0, B, nu, units, ucol, unit_row, pr, gw_row, mult, cover,
-                        zpos, js_shock, js_lw, js_gw, js_nvol, pu_start, pu_order, q, pos_row,
-                        kind, settlement, contract_size, forward, strike, is_call, const, k0,
-                        cells[1 - cur], uval[1 - cur], uvol[1 - cur], outs)
-        else:
-            exact_total(j, n_js, j0, B, nu, units, ucol, unit_row, unit_px, pr, gw_row,
-                        cap_usd, mult, cover, zpos, js_shock, js_lw, js_gw, js_nvol, pu_start,
-                        pu_order, q, pos_row, kind, settlement, contract_size, forward, strike,
-                        is_call, const, outs, True)
-        for m in range(nu):
-            bind_shock[a, ucol[m]] = unit_shock[units[m]]
+        refine(a, cand, n_c, tot, n_js, j0, B, nu, units, ucol, unit_row, unit_px, pr, gw_row,
+               cap_usd, mult, cover, zpos, js_shock, js_lw, js_gw, js_nvol, pu_start,
+               pu_order, q, pos_row, kind, settlement, contract_size, forward, strike, is_call,
+               const, pu_start[ua_start[a]], cells, uval, uvol, earg, eslot, outs)
 
 
 @njit(_nrt=False)
@@ -1448,6 +1417,51 @@ def exact_total(j, n_js, j0, B, nu, units, ucol, unit_row, unit_px, pr, gw_row, 
                                                 contract_size, forward, strike, is_call,
                                                 const)
     return t
+
+
+@njit(_nrt=False)
+def refine(a, cand, n_c, tot, n_js, j0, B, nu, units, ucol, unit_row, unit_px, pr, gw_row,
+           cap_usd, mult, cover, zpos, js_shock, js_lw, js_gw, js_nvol, pu_start, pu_order, q,
+           pos_row, kind, settlement, contract_size, forward, strike, is_call, const, k0,
+           cells, uval, uvol, earg, eslot, outs):
+    """The exact refinement of account ``a``: its ``n_c`` candidates ``cand`` (scenario
+    order) revalued exactly (:func:`exact_cells`, totals into ``tot``), the binding one
+    (:func:`binding_candidate`) recorded and its figures written into ``outs`` (from the
+    cells kept while it was the lowest, :func:`write_cells`, else revalued again).  The full
+    kernel's and the Monitor's tick's (:func:`pmrisk.kernel.joint_tick.joint_tick`) one
+    pass, so a tick settles an account with the full kernel's bits; ``k0`` the account's
+    first position, ``cells`` ... ``eslot`` the scratch of :func:`exact_cells`."""
+    worst, _, _, bind_kind, bind_index, bind_shock, _, _, unit_shock, _, _ = outs
+    lowest = np.inf
+    cur = 0
+    i_low = -1
+    for i in range(n_c):
+        t = exact_cells(cand[i], n_js, j0, B, nu, units, ucol, unit_row, unit_px, pr, gw_row,
+                        cap_usd, mult, cover, zpos, js_shock, js_lw, js_gw, js_nvol, pu_start,
+                        pu_order, q, pos_row, kind, settlement, contract_size, forward, strike,
+                        is_call, const, k0, cells[cur], uval[cur], uvol[cur], earg, eslot)
+        tot[i] = t
+        if t < lowest or t != t:
+            lowest = t
+            i_low = i
+            cur = 1 - cur
+    bind = binding_candidate(tot, n_c)
+    j = cand[bind]
+    record_binding(a, j, tot[bind], n_js, j0, worst, bind_kind, bind_index)
+    # the binding scenario: each unit's value, vol, move, loss weight and its positions'
+    # own losses (from the kept cells when it is the lowest, else revalued again)
+    if bind == i_low:
+        write_cells(j, n_js, j0, B, nu, units, ucol, unit_row, pr, gw_row, mult, cover, zpos,
+                    js_shock, js_lw, js_gw, js_nvol, pu_start, pu_order, q, pos_row, kind,
+                    settlement, contract_size, forward, strike, is_call, const, k0,
+                    cells[1 - cur], uval[1 - cur], uvol[1 - cur], outs)
+    else:
+        exact_total(j, n_js, j0, B, nu, units, ucol, unit_row, unit_px, pr, gw_row, cap_usd,
+                    mult, cover, zpos, js_shock, js_lw, js_gw, js_nvol, pu_start, pu_order, q,
+                    pos_row, kind, settlement, contract_size, forward, strike, is_call, const,
+                    outs, True)
+    for m in range(nu):
+        bind_shock[a, ucol[m]] = unit_shock[units[m]]
 
 
 @njit(_nrt=False)

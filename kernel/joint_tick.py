@@ -14,7 +14,7 @@ joint scenarios is known such that **every joint scenario outside S has an inter
 total above the band**, then the candidates are those of S and of the delta directions whose
 interpolated totals are in the band; computing those interpolated totals with the same
 functions, in the same order, gives the same ``lowest``, the same band, the same candidates,
-and the same exact refinement (:func:`pmrisk.kernel.joint.exact_total`, in the same order)
+and the same exact refinement (:func:`pmrisk.kernel.joint.refine`, the same function)
 gives the same bits.  No assumption on the interpolation error is needed for this
 equality: it holds whenever the full kernel's own result holds.
 
@@ -109,10 +109,10 @@ The tick, per account of the selection (:func:`joint_tick_rows`):
    full kernel's bits) replaces their bound first;
 4. **fast** if ``keep_lb > band``: every other joint scenario lies above the band (so above
    ``lowest``: ``lowest`` is the full kernel's, so is the band), the candidates are the
-   full kernel's, revalued exactly as it revalues them (its exact pass,
-   :func:`pmrisk.kernel.joint.exact_cells`: the cells kept, the ``erfc`` calls in a
-   vectorised loop) and the outputs written as it writes them (from the kept cells,
-   :func:`pmrisk.kernel.joint.write_cells`).  When the one candidate is the
+   full kernel's, revalued exactly as it revalues them and the outputs written as it
+   writes them (its exact pass, :func:`pmrisk.kernel.joint.refine`: the cells kept, the
+   ``erfc`` calls in a vectorised loop, the figures written from the kept cells).  When
+   the one candidate is the
    joint scenario that bound before, the units that did not move keep their figures there
    (the same bits) and only the moved units are revalued; the account is ``SAME`` if its
    description cannot change (same scenario, same vol states, a loss before and after);
@@ -139,10 +139,9 @@ from numba import prange
 from ._config import njit
 from .assemble import CHUNKS
 from .instruments import OPTION
-from .joint import (BIND_JOINT, active_units, binding_candidate, cell, curve_tol,
-                    delta_direction, exact_cells, exact_total, interp_add, interp_delta,
-                    interval_bounds, record_binding, reset_account, scenario, unit_curve,
-                    weighted_best, write_cells)
+from .joint import (BIND_JOINT, active_units, cell, curve_tol, delta_direction, interp_add,
+                    interp_delta, interval_bounds, refine, reset_account, scenario,
+                    unit_curve, weighted_best)
 from .scenarios import VOL_DOWN, VOL_SAME, VOL_UP
 
 FAST, FULL, SAME = 0, 1, 2   # how a tick settled an account (SAME: fast, description unchanged)
@@ -1096,38 +1095,11 @@ def _tick_accounts(sel, lo, hi, acc, grp, ins, grid, outs, keep, prev, how, unit
                      True)
         n_joint[a] = n_all
         n_exact[a] = n_c
-        # -- exact refinement, as the full kernel: each candidate's cells kept while it is
-        # the lowest, the binding scenario's figures written from them (else revalued again)
-        k0 = pu_start[ua_start[a]]
-        lowest = np.inf
-        cur = 0
-        i_low = -1
-        for i in range(n_c):
-            t = exact_cells(cand[i], n_js, j0, B, nu, units, ucol, unit_row, unit_px, pr,
-                            gw_row, cap_usd, mult, cover, zpos, js_shock, js_lw, js_gw,
-                            js_nvol, pu_start, pu_order, q, pos_row, kind, settlement,
-                            contract_size, forward, strike, is_call, const, k0, cells[cur],
-                            uval[cur], uvol[cur], earg, eslot)
-            tot[i] = t
-            if t < lowest or t != t:
-                lowest = t
-                i_low = i
-                cur = 1 - cur
-        bind = binding_candidate(tot, n_c)
-        j = cand[bind]
-        record_binding(a, j, tot[bind], n_js, j0, worst, bind_kind, bind_index)
-        if bind == i_low:
-            write_cells(j, n_js, j0, B, nu, units, ucol, unit_row, pr, gw_row, mult, cover,
-                        zpos, js_shock, js_lw, js_gw, js_nvol, pu_start, pu_order, q, pos_row,
-                        kind, settlement, contract_size, forward, strike, is_call, const, k0,
-                        cells[1 - cur], uval[1 - cur], uvol[1 - cur], outs)
-        else:
-            exact_total(j, n_js, j0, B, nu, units, ucol, unit_row, unit_px, pr, gw_row,
-                        cap_usd, mult, cover, zpos, js_shock, js_lw, js_gw, js_nvol, pu_start,
-                        pu_order, q, pos_row, kind, settlement, contract_size, forward, strike,
-                        is_call, const, outs, True)
-        for m in range(nu):
-            bind_shock[a, ucol[m]] = unit_shock[units[m]]
+        # -- exact refinement, as the full kernel (the same function)
+        refine(a, cand, n_c, tot, n_js, j0, B, nu, units, ucol, unit_row, unit_px, pr, gw_row,
+               cap_usd, mult, cover, zpos, js_shock, js_lw, js_gw, js_nvol, pu_start,
+               pu_order, q, pos_row, kind, settlement, contract_size, forward, strike, is_call,
+               const, pu_start[ua_start[a]], cells, uval, uvol, earg, eslot, outs)
 
 
 @njit(parallel=True)
