@@ -553,11 +553,7 @@ def compute(out, model, rows=None, instruments=None, units=None, accounts=None,
     g = None
     if rows is None and every:          # every row and instrument: one parallel pass (rows
         # 0 .. n_i - 1 of rv.args are the instruments at their mark vol, the Greeks' columns)
-        # the outputs of a long book from pmrisk's block pool (pages already in use)
-        a = rv.args
-        out.instr_pnl, _ = blocks.pool_array((len(a.kind), a.price_shock.shape[1]), np.float64)
-        g, _ = blocks.pool_array((5, n_i), np.float64)
-        revalue_k.instrument_pnl_greeks(*rv.args, n_i, out.instr_pnl, g)
+        out.instr_pnl, g = revalue_k.instrument_pnl_greeks(*rv.args, n_i)
     elif rows is None:                  # every row, at the marks rv.args were built from
         out.instr_pnl = K.instrument_pnl(*rv.args)
     elif len(rows):
