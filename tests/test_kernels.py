@@ -762,7 +762,9 @@ def test_instrument_pnl_greeks_is_both_kernels(seed, n_instr, n_g, rate):
     scen = padded(["grid+extended", "custom"])
     instr = random_instruments(rng, n_instr, 2, rate)
     n_g = min(n_g, n_instr)
-    pnl, greeks = K.revalue.instrument_pnl_greeks(*pnl_args(instr, scen), n_g)
+    pnl = np.full((n_instr, scen.price_shock.shape[1]), np.nan)   # every cell written
+    greeks = np.full((5, n_g), np.nan)
+    K.revalue.instrument_pnl_greeks(*pnl_args(instr, scen), n_g, pnl, greeks)
     want_pnl = K.instrument_pnl(*pnl_args(instr, scen))
     first = [a[:n_g] for a in greeks_args(instr)[:-1]]
     want_greeks = K.instrument_greeks(*first, rate)
