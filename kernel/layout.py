@@ -359,12 +359,21 @@ def roll_groups(pu_start, pu_order, pos_instr, kind, expiry_ns, years, unit_type
     key, dated = position_expiry_keys(pos_instr, kind, expiry_ns)
     pos_group, group_unit, first = expiry_groups(pu_start, pu_order, key, dated)
     rate = np.empty(group_unit.shape[0])
+    # a rate per (instrument, unit type), not per group: the accounts of a snapshot that
+    # hold one expiry share its first instrument's row (a backtest: ~4 groups per row)
+    memo_rate = np.empty(kind.shape[0])
+    memo_type = np.full(kind.shape[0], -1, dtype=np.int64)
     for g in range(group_unit.shape[0]):
         i = pos_instr[first[g]]
-        y = 0.0 if kind[i] == PERPETUAL else years[i]
         t = unit_type[group_unit[g]]
-        rate[g] = fmax(min_annualised_move[t],
-                        math.expm1(annualised_move_risk[t] * fmax(y, 0.0)))
+        if memo_type[i] == t:
+            rate[g] = memo_rate[i]
+            continue
+        y = 0.0 if kind[i] == PERPETUAL else years[i]
+        r = fmax(min_annualised_move[t], math.expm1(annualised_move_risk[t] * fmax(y, 0.0)))
+        memo_rate[i] = r
+        memo_type[i] = t
+        rate[g] = r
     return pos_group, rate, group_unit
 
 
