@@ -1,5 +1,7 @@
 """Scenario sets as plain arrays: the standard grid, Deribit's extended table,
-SPAN's 16 and custom tables.  Plain numpy: these are built once per call, never in a hot loop.
+SPAN's 16 and custom tables.  Built with plain numpy, once per call, never in a hot loop;
+the one jitted helper, :func:`whole_vectors`, tells the kernels' loops over a row how far
+to run (to whole vectors of :data:`VECTOR` cells, which :func:`pad` makes room for).
 
 A scenario set is a :class:`ScenarioSet` of equal-length 1-D arrays, one entry per scenario:
 
