@@ -101,3 +101,35 @@ def test_a_result_keeps_its_blocks_while_the_next_call_runs(monkeypatch):
     second = pmrisk.margin(**other, model=PME)
     assert [t.to_pylist() for t in _tables(first)] == copy
     assert second.positions.num_rows > 0
+
+
+@pytest.mark.parametrize("model,name", [
+    ("standard", "book"), ("deribit_pme", "book"), ("span", "book"), ("okx_pm", "book"),
+    ("binance_pm_pro", "book"), ("binance_um", "futures"), ("deribit_pme", "history"),
+    ("span-excluded", "book"), ("standard", "orders")])
+def test_no_uninitialised_memory_reaches_a_result(monkeypatch, model, name):
+    """Every uninitialised array the engine and the tables take from the pool
+    (:func:`pmrisk.blocks.pool_array`: the result blocks, the figures the units' first phase
+    writes in full) is written before it is read: with every such array filled with NaN, or
+    with a large number, first, every table is the same to the bit, under every preset."""
+    if name == "futures":
+        book = samples.futures_book(n_accounts=6, seed=1)
+    elif name == "history":
+        book = samples.history(days=1, accounts=6, step_minutes=360, seed=2)
+    else:
+        book = samples.demo_book() if name == "orders" else samples.book(
+            n_accounts=5, positions_per_account=30, underlyings=("BTC", "ETH"), seed=4)
+    if model == "span-excluded":
+        model = pmrisk.Model.preset("span").with_overrides(
+            {"exclude": {"kinds": ["option"], "underlyings": [], "symbols": []}})
+    want = pmrisk.margin(**book, model=model)
+    take = blocks.pool_array
+    for fill in (np.nan, 1e300):
+        def poisoned(shape, dtype, fill=fill):
+            a, buf = take(shape, dtype)
+            a[...] = fill if np.dtype(dtype).kind == "f" else -7
+            return a, buf
+        with monkeypatch.context() as m:
+            m.setattr(blocks, "pool_array", poisoned)
+            got = pmrisk.margin(**book, model=model)
+        _same(got, want)
