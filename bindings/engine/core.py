@@ -443,6 +443,12 @@ _UNIT_WRITTEN = ("worst_case", "scenario_price_shock", "open_orders_margin", "de
                  "finite")
 _POSITION_WRITTEN = ("value", "model_value", "unrealised_pnl", "delta", "gamma", "vega",
                      "theta", "portfolio_delta")
+# and those the margins' phase (assemble.unit_margins_rows) writes for every unit and position
+# of its selection, every unit in compute() unless margin_rules = "brackets" (which does not
+# run it); not own_loss, which it reads under cross_unit = "correlated"
+_UNIT_MARGINS_WRITTEN = ("roll_shock", "delta_shock", "short_option_minimum",
+                         "risk_matrix_margin", "maintenance_margin", "initial_margin")
+_POSITION_MARGINS_WRITTEN = ("mm_contribution", "im_contribution")
 
 
 @functools.lru_cache(maxsize=None)
@@ -458,7 +464,8 @@ def prepare(book, model, keep_vectors=False, revalue_all=False):
     runs :func:`compute` on every row next, which sets ``instr_pnl`` and ``instr_greeks`` to
     the revaluation's own arrays (not allocated here then, except under ``margin_rules =
     "brackets"``, whose ``instr_pnl`` stays zero), and the units' first phase writes every
-    unit's and position's figures of :data:`_UNIT_WRITTEN` and :data:`_POSITION_WRITTEN`
+    unit's and position's figures of :data:`_UNIT_WRITTEN` and :data:`_POSITION_WRITTEN`,
+    the margins' phase those of ``_UNIT_MARGINS_WRITTEN`` and ``_POSITION_MARGINS_WRITTEN``
     (not zeroed here then)."""
     return lay_out(book, model, revaluation_inputs(book, model), keep_vectors, revalue_all)
 
@@ -509,12 +516,17 @@ def lay_out(book, model, rv, keep_vectors=True, revalue_all=False):
     # every row and instrument revalued next: compute sets the kernel's own arrays (brackets
     # keep instr_pnl zero)
     fresh = revalue_all and params.margin_rules != "brackets"
-    unit = _zeros(UnitFigures, n_units, written=_UNIT_WRITTEN if revalue_all else (),
+    written_u, written_p = (), ()
+    if revalue_all:                     # compute() runs every phase on every unit next
+        margins = params.margin_rules != "brackets"
+        written_u = _UNIT_WRITTEN + (_UNIT_MARGINS_WRITTEN if margins else ())
+        written_p = _POSITION_WRITTEN + (_POSITION_MARGINS_WRITTEN if margins else ())
+    unit = _zeros(UnitFigures, n_units, written=written_u,
                   binding_scenario=np.zeros(n_units, np.int64),
                   scenario_vol_state=np.full(n_units, -1, np.int64),
                   vectors=np.zeros((n_kept, width)), weighted=np.zeros((n_kept, width)),
                   mmp_margin=layout.mmp.copy())
-    position = _zeros(PositionFigures, n_pos, written=_POSITION_WRITTEN if revalue_all else (),
+    position = _zeros(PositionFigures, n_pos, written=written_p,
                       excluded=excl,
                       bracket_row=np.zeros(n_pos, np.int64))
     account = _zeros(AccountFigures, n_acc)
