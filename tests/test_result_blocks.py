@@ -106,7 +106,7 @@ def test_a_result_keeps_its_blocks_while_the_next_call_runs(monkeypatch):
 @pytest.mark.parametrize("model,name", [
     ("standard", "book"), ("deribit_pme", "book"), ("span", "book"), ("okx_pm", "book"),
     ("binance_pm_pro", "book"), ("binance_um", "futures"), ("deribit_pme", "history"),
-    ("span-excluded", "book"), ("standard", "orders")])
+    ("span-excluded", "book"), ("standard", "orders"), ("deribit_pme", "risk-vectors")])
 def test_no_uninitialised_memory_reaches_a_result(monkeypatch, model, name):
     """Every uninitialised array the engine and the tables take from the pool
     (:func:`pmrisk.blocks.pool_array`: the result blocks, the figures the units' first phase
@@ -122,7 +122,8 @@ def test_no_uninitialised_memory_reaches_a_result(monkeypatch, model, name):
     if model == "span-excluded":
         model = pmrisk.Model.preset("span").with_overrides(
             {"exclude": {"kinds": ["option"], "underlyings": [], "symbols": []}})
-    want = pmrisk.margin(**book, model=model)
+    rv = name == "risk-vectors"         # the units' vectors kept (written in full too)
+    want = pmrisk.margin(**book, model=model, risk_vectors=rv)
     take = blocks.pool_array
     for fill in (np.nan, 1e300):
         def poisoned(shape, dtype, fill=fill):
@@ -131,5 +132,7 @@ def test_no_uninitialised_memory_reaches_a_result(monkeypatch, model, name):
             return a, buf
         with monkeypatch.context() as m:
             m.setattr(blocks, "pool_array", poisoned)
-            got = pmrisk.margin(**book, model=model)
+            got = pmrisk.margin(**book, model=model, risk_vectors=rv)
         _same(got, want)
+        if rv:
+            assert got.risk_vectors.equals(want.risk_vectors)

@@ -521,10 +521,13 @@ def lay_out(book, model, rv, keep_vectors=True, revalue_all=False):
         margins = params.margin_rules != "brackets"
         written_u = _UNIT_WRITTEN + (_UNIT_MARGINS_WRITTEN if margins else ())
         written_p = _POSITION_WRITTEN + (_POSITION_MARGINS_WRITTEN if margins else ())
+    def first(shape, dtype=np.float64, fill=0):     # written in full by the first phase
+        return blocks.pool_array(shape, dtype)[0] if revalue_all else np.full(shape, fill,
+                                                                               dtype)
     unit = _zeros(UnitFigures, n_units, written=written_u,
-                  binding_scenario=np.zeros(n_units, np.int64),
-                  scenario_vol_state=np.full(n_units, -1, np.int64),
-                  vectors=np.zeros((n_kept, width)), weighted=np.zeros((n_kept, width)),
+                  binding_scenario=first((n_units,), np.int64),
+                  scenario_vol_state=first((n_units,), np.int64, -1),
+                  vectors=first((n_kept, width)), weighted=first((n_kept, width)),
                   mmp_margin=layout.mmp.copy())
     position = _zeros(PositionFigures, n_pos, written=written_p,
                       excluded=excl,
@@ -536,7 +539,7 @@ def lay_out(book, model, rv, keep_vectors=True, revalue_all=False):
         instr_pnl=np.empty((0, width)) if fresh else np.zeros((len(rv.row_instr), width)),
         instr_greeks=np.empty((5, 0)) if fresh and len(book.kind) else
         np.zeros((5, len(book.kind))), order_im=np.zeros(len(book.ord_qty)),
-        roll_group=np.zeros(len(group_rate)), collateral_usd=np.zeros(len(book.bal_amount)),
+        roll_group=first((len(group_rate),)), collateral_usd=np.zeros(len(book.bal_amount)),
         balance_usd=np.zeros(len(book.bal_amount)), unit=unit, position=position,
         account=account, keep_vectors=keep)
     if params.margin_rules == "okx":
