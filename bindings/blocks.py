@@ -103,6 +103,23 @@ def pool_array(shape, dtype):
     return np.frombuffer(buf, dtype=dtype).reshape(shape), buf
 
 
+def empty(shape, dtype=np.float64):
+    """``numpy.empty(shape, dtype)``, C-contiguous; from :data:`POOL_BYTES` up, a block of
+    :data:`BLOCKS` (memory already in use, not fresh pages), as :func:`pool_array` but
+    without an Arrow buffer for a small array.
+
+    >>> from pmrisk import blocks
+    >>> blocks.empty((2, 3)).shape
+    (2, 3)
+    """
+    size = np.dtype(dtype).itemsize
+    for d in shape:
+        size *= d
+    if size < POOL_BYTES:
+        return np.empty(shape, dtype=dtype)
+    return np.frombuffer(BLOCKS.take(size), dtype=dtype).reshape(shape)
+
+
 def zeros(shape):
     """``numpy.zeros(shape)`` (float64); from :data:`POOL_BYTES` up, a block of
     :data:`BLOCKS` set to zero (a memset of pages already in use costs less than the

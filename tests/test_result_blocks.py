@@ -109,9 +109,10 @@ def test_a_result_keeps_its_blocks_while_the_next_call_runs(monkeypatch):
     ("span-excluded", "book"), ("standard", "orders"), ("deribit_pme", "risk-vectors")])
 def test_no_uninitialised_memory_reaches_a_result(monkeypatch, model, name):
     """Every uninitialised array the engine and the tables take from the pool
-    (:func:`pmrisk.blocks.pool_array`: the result blocks, the figures the units' first phase
-    writes in full) is written before it is read: with every such array filled with NaN, or
-    with a large number, first, every table is the same to the bit, under every preset."""
+    (:func:`pmrisk.blocks.pool_array`: the result blocks; :func:`pmrisk.blocks.empty`: the
+    figures the phases write in full) is written before it is read: with every such array
+    filled with NaN, or with a large number, first, every table is the same to the bit,
+    under every preset."""
     if name == "futures":
         book = samples.futures_book(n_accounts=6, seed=1)
     elif name == "history":
@@ -124,14 +125,19 @@ def test_no_uninitialised_memory_reaches_a_result(monkeypatch, model, name):
             {"exclude": {"kinds": ["option"], "underlyings": [], "symbols": []}})
     rv = name == "risk-vectors"         # the units' vectors kept (written in full too)
     want = pmrisk.margin(**book, model=model, risk_vectors=rv)
-    take = blocks.pool_array
+    take, empty = blocks.pool_array, blocks.empty
     for fill in (np.nan, 1e300):
-        def poisoned(shape, dtype, fill=fill):
+        def poison(a, fill=fill):
+            a[...] = fill if a.dtype.kind == "f" else -7
+            return a
+
+        def poisoned(shape, dtype):
             a, buf = take(shape, dtype)
-            a[...] = fill if np.dtype(dtype).kind == "f" else -7
-            return a, buf
+            return poison(a), buf
         with monkeypatch.context() as m:
             m.setattr(blocks, "pool_array", poisoned)
+            m.setattr(blocks, "empty", lambda shape, dtype=np.float64: poison(
+                empty(shape, dtype)))
             got = pmrisk.margin(**book, model=model, risk_vectors=rv)
         _same(got, want)
         if rv:

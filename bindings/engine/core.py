@@ -427,9 +427,12 @@ def _zeros(cls, n, written=(), **given):
     with a default keep it.  The zero arrays are the rows of one block, the written ones of
     another (one allocation each; a large one from :data:`pmrisk.blocks.BLOCKS`)."""
     names = _array_fields(cls, tuple(given))
+    if not written:
+        block = iter(blocks.zeros((len(names) - len(given), n)))
+        return cls(**{name: given[name] if name in given else next(block) for name in names})
     zero = [f for f in names if f not in given and f not in written]
     block = iter(blocks.zeros((len(zero), n)))
-    raw = iter(blocks.pool_array((len(written), n), np.float64)[0])
+    raw = iter(blocks.empty((len(written), n)))
     return cls(**{name: given[name] if name in given else next(raw) if name in written
                   else next(block) for name in names})
 
@@ -522,8 +525,7 @@ def lay_out(book, model, rv, keep_vectors=True, revalue_all=False):
         written_u = _UNIT_WRITTEN + (_UNIT_MARGINS_WRITTEN if margins else ())
         written_p = _POSITION_WRITTEN + (_POSITION_MARGINS_WRITTEN if margins else ())
     def first(shape, dtype=np.float64, fill=0):     # written in full by the first phase
-        return blocks.pool_array(shape, dtype)[0] if revalue_all else np.full(shape, fill,
-                                                                               dtype)
+        return blocks.empty(shape, dtype) if revalue_all else np.full(shape, fill, dtype)
     unit = _zeros(UnitFigures, n_units, written=written_u,
                   binding_scenario=first((n_units,), np.int64),
                   scenario_vol_state=first((n_units,), np.int64, -1),
