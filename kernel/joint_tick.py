@@ -132,9 +132,11 @@ always takes the full kernel (:meth:`pmrisk.engine.correlated.JointStress.tick`)
 
 Memory: per account ``K_KEEP`` scenario numbers and two bounds, per unit two curves
 (``W`` float64 each, the grid's width: 324 with the ``standard`` preset) and the shells'
-interval bounds (``2 n_side``: 80).  The tick asks the CPU for the next account's state
-(:func:`_ask_ahead`) while it computes one: what an account reads is spread over those
-arrays, in an order the hardware prefetcher cannot guess.
+interval bounds (``2 n_side``: 80).  The tick is bound by memory more than by arithmetic,
+so it asks the CPU early for what it will read (a hint, no figure depends on it): the next
+account's state that it reads whole (:func:`_ask_ahead`), and, before rebuilding an
+account's moved curves, the windows of the kept curves its direction of least bound, its
+tails and its kept scenario of least bound will interpolate (:func:`_ask_windows`).
 
 Accounts are independent: the parallel forms cut the selection into ``CHUNKS`` runs over the
 threads, the ``_serial`` forms run on the calling thread; both call the same row function.
@@ -198,17 +200,18 @@ def _prefetch_rows(ary, r0, r1):
 @njit(_nrt=False)
 def _ask_ahead(b, ua_start, unit_px, px_prev, keep_n, keep_j, keep_v, keep_p, ucurve, urec,
                ulv):
-    """Ask for what the tick reads of account ``b`` (:func:`_tick_accounts`), an account
-    or so before it gets there: its units' kept curves, the record of those whose price
-    moved, its kept scenarios.  Each account reads some 10 kB spread over those arrays, in
-    an order the hardware cannot guess (the interpolation windows of a unit that did not
-    move); asked early, the lines arrive while the account before is computed."""
+    """Ask for what the tick reads whole of account ``b`` (:func:`_tick_accounts`), an
+    account or so before it gets there: its units' interval bounds, the kept curve and the
+    record of those whose price moved, its kept scenarios; asked early, the lines arrive
+    while the account before is computed.  The other units' curves are read in a few
+    windows only, asked for by :func:`_ask_windows` (asking for the whole curves costs
+    more bandwidth than it saves waiting)."""
     u0 = ua_start[b]
     u1 = ua_start[b + 1]
-    _prefetch_rows(ucurve, u0, u1)
     _prefetch_rows(ulv, u0, u1)
     for u in range(u0, u1):
         if px_prev[u] != unit_px[u]:
+            _prefetch_rows(ucurve, u, u + 1)
             _prefetch_rows(urec, u, u + 1)
     n = keep_n[b]
     if n > 0:
@@ -217,6 +220,48 @@ def _ask_ahead(b, ua_start, unit_px, px_prev, keep_n, keep_j, keep_v, keep_p, uc
             _prefetch(keep_v, i)
             _prefetch(keep_p, i)
             _prefetch(keep_j, i)
+
+
+@njit(inline="always")
+def _ask_window(cv, t, n_nodes, c0, nv):
+    """:func:`_prefetch` the cells of the flat ``cv`` a 4-node window at node position
+    ``t`` reads (nodes at ``c0 + nv*i``; ``t`` approximate: it only asks)."""
+    if t >= 0.0 and t <= n_nodes:
+        i0 = min(max(int(t) - 1, 0), n_nodes - 4)
+        _prefetch(cv, c0 + nv * i0)
+        _prefetch(cv, c0 + nv * (i0 + 3) + nv - 1)
+
+
+@njit(_nrt=False)
+def _ask_windows(nu, units, ucol, unit_row, zpos, e_min, B, n_tails, jj, js_shock, js_nvol,
+                 pr, mult, tail_range, tail_side, n_side, ucurve):
+    """Ask for the lines of the kept curves ``ucurve`` that the shell direction ``e_min``,
+    the tail directions (``n_tails``) and the joint scenario ``jj`` (-1: none) will read,
+    per active unit (a unit that moved is rebuilt: its lines are asked for anyway)."""
+    n_shell = 2 * n_side + 1
+    width = ucurve.shape[1]
+    for m in range(nu):
+        u = units[m]
+        c = ucol[m]
+        r = unit_row[u]
+        z = zpos[c]
+        base = u * width
+        if e_min >= 0:
+            sign = -1.0 if e_min % 2 == 0 else 1.0
+            _ask_window(ucurve, n_side * (1.0 + sign * ((e_min // 2 + 1) / B) * z), n_shell,
+                        base, 3)
+        ts = tail_side[r]
+        if n_tails > 0 and ts > 0:
+            x = z * mult[r] * pr[r] / tail_range[r]
+            _ask_window(ucurve, (1.0 - x) * ts, 2 * ts + 1, base + 3 * n_shell, 1)
+            _ask_window(ucurve, (1.0 + x) * ts, 2 * ts + 1, base + 3 * n_shell, 1)
+        if jj >= 0:
+            sh = js_shock[jj, c]
+            if js_nvol[jj] == 3:
+                _ask_window(ucurve, (sh / pr[r] + 1.0) * n_side, n_shell, base, 3)
+            elif ts > 0:
+                _ask_window(ucurve, (sh / tail_range[r] + 1.0) * ts, 2 * ts + 1,
+                            base + 3 * n_shell, 1)
 
 
 @njit(inline="always")
@@ -262,15 +307,15 @@ def _near(keep_v, keep_p, a, n, first, drift, path, scale, band, bnd, out):
 
 
 @njit(_nrt=False)
-def _direction_bounds(nu, units, ucol, zpos, ulv, n_side, B, drift, scale, dlb):
-    """Lower bounds (USD) of the account's shell delta directions' interpolated totals now,
-    into ``dlb[:2 B]``: per unit the least of the record's interval bounds (``ulv``, the
-    full kernel's :func:`pmrisk.kernel.joint.interval_bounds` at the recorded curve, loss
-    weight 1 and gain weight ``pnl_offset`` as the directions weigh them) over the interval
-    of the direction's move and its two neighbours (the move's rounding), summed over the
-    units, less the account's drift since the record and the rounding allowance (as the
-    kept scenarios' bounds).  A move not in the grid, or NaN, bounds by ``-inf``.  Returns
-    the direction of least bound (-1: none; NaN first)."""
+def _direction_bounds(nu, units, ucol, zpos, ulv, n_side, B, dlb):
+    """Lower bounds (USD) of the account's shell delta directions' interpolated totals at
+    the record, into ``dlb[:2 B]``: per unit the least of the record's interval bounds
+    (``ulv``, the full kernel's :func:`pmrisk.kernel.joint.interval_bounds` at the recorded
+    curve, loss weight 1 and gain weight ``pnl_offset`` as the directions weigh them) over
+    the interval of the direction's move and its two neighbours (the move's rounding),
+    summed over the units (the caller subtracts the account's drift since the record and
+    the rounding allowance, as for the kept scenarios' bounds).  A move not in the grid, or
+    NaN, bounds by ``-inf``.  Returns the direction of least bound (-1: none; NaN first)."""
     n_iv = 2 * n_side
     e_min = -1
     least = np.inf
@@ -289,7 +334,7 @@ def _direction_bounds(nu, units, ucol, zpos, ulv, n_side, B, drift, scale, dlb):
             y = ulv[u, i] if i < n_iv else np.inf
             z = ulv[u, i + 1] if i + 1 < n_iv else np.inf
             lb += min(x, min(y, z))
-        b = lb - drift - ROUND * (LEBESGUE * scale + abs(lb))
+        b = lb
         dlb[e] = b
         if e_min < 0 or b < least or (b != b and least == least):
             e_min = e
@@ -983,6 +1028,26 @@ def _tick_accounts(sel, lo, hi, acc, grp, ins, grid, outs, keep, prev, how, unit
         if n < 0 or not use_grid:
             how[k] = FULL
             continue
+        # the delta direction (slopes, not curves) and its shell directions' bounds from the
+        # record first: the kept curves' lines the directions of least bound and the kept
+        # scenario of least bound will read are asked for now, and arrive during step 1
+        d = g_d[g]
+        j0 = g_j0[g]
+        n_js = g_j0[g + 1] - j0
+        B = g_buckets[g]
+        delta_direction(g, nu, units, ucol, slope, g_d, g_rows, g_rho, pr, gvec, zpos)
+        n_dd = 0 if d < 2 else 2 * B + (2 if tails else 0)
+        n_all = n_js + n_dd
+        e_min = _direction_bounds(nu, units, ucol, zpos, ulv, n_side, B if n_dd else 0, dlb)
+        first = 0           # the first of the least keep_v (a NaN first: it)
+        least = keep_v[a, 0]
+        for i in range(n):
+            x = keep_v[a, i]
+            first = i if x < least else first
+            least = x if x < least else least
+        _ask_windows(nu, units, ucol, unit_row, zpos, e_min, B, n_dd - 2 * B,
+                     j0 + keep_j[a, first] if n > 0 else -1, js_shock, js_nvol, pr, mult,
+                     tail_range, tail_side, n_side, ucurve)
         # 1. curves and tol (the full kernel's arithmetic) of the units that moved, kept
         # for the others; their drift from the record; 2. the bound
         tol = 0.0           # with the moved units' bounds: at least the full kernel's tol
@@ -1048,13 +1113,9 @@ def _tick_accounts(sel, lo, hi, acc, grp, ins, grid, outs, keep, prev, how, unit
         lb = keep_lb0[a] - drift - ROUND * (LEBESGUE * scale + abs(keep_lb0[a]))
         keep_lb[a] = lb
         # 3. interpolated totals of the kept joint scenarios and the delta directions
-        d = g_d[g]
-        j0 = g_j0[g]
-        n_js = g_j0[g + 1] - j0
-        B = g_buckets[g]
-        delta_direction(g, nu, units, ucol, slope, g_d, g_rows, g_rho, pr, gvec, zpos)
-        n_dd = 0 if d < 2 else 2 * B + (2 if tails else 0)
-        n_all = n_js + n_dd
+        for e in range(2 * B if n_dd else 0):
+            x = dlb[e]
+            dlb[e] = x - drift - ROUND * (LEBESGUE * scale + abs(x))
         # the delta directions first, then the kept joint scenarios: the lowest bound first,
         # then, in scenario order, each whose bound (its last interpolated total lowered by
         # the ticks since) reaches the band so far (the band only narrows, so one above it
@@ -1064,8 +1125,6 @@ def _tick_accounts(sel, lo, hi, acc, grp, ins, grid, outs, keep, prev, how, unit
         # of the directions, the tails and the shell direction of least bound (below), then
         # each other shell direction whose bound reaches the band so far (as the kept
         # scenarios: the band only narrows, so one above it stays above the final band)
-        e_min = _direction_bounds(nu, units, ucol, zpos, ulv, n_side, B if n_dd else 0,
-                                  drift, scale, dlb)
         lowest = np.inf
         n_ev = 0
         for ee in range(-1, n_dd):
@@ -1089,12 +1148,6 @@ def _tick_accounts(sel, lo, hi, acc, grp, ins, grid, outs, keep, prev, how, unit
             if te < lowest or te != te:
                 lowest = te
             n_ev += 1
-        first = 0           # the first of the least keep_v (a NaN first: it)
-        least = keep_v[a, 0]
-        for i in range(n):
-            x = keep_v[a, i]
-            first = i if x < least else first
-            least = x if x < least else least
         n_near = 0
         for ii in range(-1, n if n > 0 else -1):
             if ii < 0:
