@@ -204,22 +204,32 @@ def interp_delta(cv, u, c, unit_row, unit_px, cap_usd, n_js, n_all, B, zpos, pr,
                  mult, cover, tail_range, tail_side, n_side, w, tot):
     """Add unit ``u``'s interpolated weighted value (USD) in the account's delta directions
     (scenarios ``n_js:n_all``, see :func:`scenario`) to ``tot``."""
+    for e in range(n_all - n_js):
+        tot[n_js + e] += interp_direction(cv, u, c, unit_row, unit_px, cap_usd, e, B, zpos, pr,
+                                          gw_row, mult, cover, tail_range, tail_side, n_side,
+                                          w)
+
+
+@njit(_nrt=False, inline="always")
+def interp_direction(cv, u, c, unit_row, unit_px, cap_usd, e, B, zpos, pr, gw_row, mult,
+                     cover, tail_range, tail_side, n_side, w):
+    """Unit ``u``'s interpolated weighted value (USD) in the account's delta direction
+    ``e`` (scenario ``n_js + e``, see :func:`scenario`): what :func:`interp_delta` adds."""
     r = unit_row[u]
     px = unit_px[u]
     cap = cap_usd[r] / px
-    for e in range(n_all - n_js):
-        sign = -1.0 if e % 2 == 0 else 1.0
-        if e < 2 * B:
-            sh = (((e // 2 + 1) / B) * pr[r]) * (sign * zpos[c])
-            i0 = _lagrange((sh / pr[r] + 1.0) * n_side, 2 * n_side + 1, w)
-            y = _min3(cv, 3 * i0, w, 1.0, gw_row[r], cap)
-        else:
-            sh = (sign * zpos[c]) * (mult[r] * pr[r])
-            i0 = 3 * (2 * n_side + 1) + _lagrange((sh / tail_range[r] + 1.0) * tail_side[r],
-                                                  2 * tail_side[r] + 1, w)
-            y = _weigh(w[0] * cv[i0] + w[1] * cv[i0 + 1] + w[2] * cv[i0 + 2]
-                       + w[3] * cv[i0 + 3], cover[r], cover[r], cap)
-        tot[n_js + e] += y * px
+    sign = -1.0 if e % 2 == 0 else 1.0
+    if e < 2 * B:
+        sh = (((e // 2 + 1) / B) * pr[r]) * (sign * zpos[c])
+        i0 = _lagrange((sh / pr[r] + 1.0) * n_side, 2 * n_side + 1, w)
+        y = _min3(cv, 3 * i0, w, 1.0, gw_row[r], cap)
+    else:
+        sh = (sign * zpos[c]) * (mult[r] * pr[r])
+        i0 = 3 * (2 * n_side + 1) + _lagrange((sh / tail_range[r] + 1.0) * tail_side[r],
+                                              2 * tail_side[r] + 1, w)
+        y = _weigh(w[0] * cv[i0] + w[1] * cv[i0 + 1] + w[2] * cv[i0 + 2]
+                   + w[3] * cv[i0 + 3], cover[r], cover[r], cap)
+    return y * px
 
 
 @njit(_nrt=False)

@@ -19,7 +19,7 @@ gives the same bits.  No assumption on the interpolation error is needed for thi
 equality: it holds whenever the full kernel's own result holds.
 
 What is kept per account (``keep = (keep_j, keep_v, keep_n, keep_lb, ucurve, utol,
-usize, urec, udrift, keep_lb0, utol_ok, upath, keep_p)``):
+usize, urec, udrift, keep_lb0, utol_ok, upath, keep_p, ulv)``):
 
 * ``keep_j[a, :keep_n[a]]``: up to ``K_KEEP`` joint scenarios (the account's scenario
   numbers, ascending), the lowest interpolated totals at the last record
@@ -48,8 +48,10 @@ usize, urec, udrift, keep_lb0, utol_ok, upath, keep_p)``):
   below); ``urec[u]``, its curve in USD (``px c``) at the record, and
   ``udrift[u]``, the bound below of how far its USD curve has moved from there, and
   ``upath[u]`` of the length of the path it took (below); per kept scenario ``keep_p[a,
-  i]``, its total when last computed plus the account's path then.  A tick rebuilds only
-  the units that moved.
+  i]``, its total when last computed plus the account's path then; ``ulv[u, i]``, the
+  full kernel's interval bound (:func:`pmrisk.kernel.joint.interval_bounds`, USD: loss
+  weight 1, gain weight ``pnl_offset``, as the shells weigh) of its curve at the record on
+  shell node interval ``i``.  A tick rebuilds only the units that moved.
 
 How a tick moves the bounds.  A joint scenario's moves, loss and gain weights do not change
 with the marks.  Its interpolated total is ``sum_u W_u``, ``W_u`` the unit's USD value:
@@ -97,10 +99,14 @@ The tick, per account of the selection (:func:`joint_tick_rows`):
    its rows' curves, so its largest 4th difference is at most the ``|q|``-weighted sum of
    theirs, :func:`row_bounds`, taken once per repriced row);
 2. ``keep_lb`` = ``keep_lb0`` less the account's drift;
-3. the delta directions ``+-z*`` (the units' slopes move every tick) and their
-   interpolated totals; then the kept joint scenarios whose bound reaches the band so far
-   (the band only narrows as totals come in, so a scenario above it stays above the final
-   band), the one of lowest bound first; ``lowest`` the least total, the band
+3. the delta directions ``+-z*`` (the units' slopes move every tick): their tails' and the
+   shell direction of least bound's interpolated totals, then those of each other shell
+   direction whose bound reaches the band so far (:func:`_direction_bounds`: per unit the
+   record's interval bound ``ulv`` at the direction's move, which bounds the unit's
+   weighted interpolant there at the record, less the account's drift, as the kept
+   scenarios'; the band only narrows as totals come in, so a direction above it stays
+   above the final band); then the kept joint scenarios whose bound reaches the band so
+   far, the one of lowest bound first; ``lowest`` the least total, the band
    ``lowest + 2 tol``;
    With bounds in ``tol``, the band is bracketed by those of the lower tol (the bounds
    left out) and the upper (the bounds in): when ``keep_lb`` is above the upper band and
@@ -125,7 +131,12 @@ and takes the full kernel, which reports it.  ``joint_revaluation = "exact"`` (n
 always takes the full kernel (:meth:`pmrisk.engine.correlated.JointStress.tick`).
 
 Memory: per account ``K_KEEP`` scenario numbers and two bounds, per unit two curves
-(``W`` float64 each, the grid's width: 324 with the ``standard`` preset).
+(``W`` float64 each, the grid's width: 324 with the ``standard`` preset) and the shells'
+interval bounds (``2 n_side``: 80).  The tick is bound by memory more than by arithmetic,
+so it asks the CPU early for what it will read (a hint, no figure depends on it): the next
+account's state that it reads whole (:func:`_ask_ahead`), and, before rebuilding an
+account's moved curves, the windows of the kept curves its direction of least bound, its
+tails and its kept scenario of least bound will interpolate (:func:`_ask_windows`).
 
 Accounts are independent: the parallel forms cut the selection into ``CHUNKS`` runs over the
 threads, the ``_serial`` forms run on the calling thread; both call the same row function.
@@ -133,15 +144,18 @@ threads, the ``_serial`` forms run on the calling thread; both call the same row
 
 import math
 
+import llvmlite.ir as ir
 import numpy as np
-from numba import prange
+from numba import prange, types
+from numba.core import cgutils
+from numba.extending import intrinsic
 
 from ._config import njit
 from .assemble import CHUNKS
 from .instruments import OPTION
 from .joint import (BIND_JOINT, active_units, cell, curve_tol, delta_direction, interp_add,
-                    interp_delta, interval_bounds, refine, reset_account, scenario,
-                    unit_curve, weighted_best)
+                    interp_delta, interp_direction, interval_bounds, refine, reset_account,
+                    scenario, unit_curve, weighted_best)
 from .scenarios import VOL_DOWN, VOL_SAME, VOL_UP
 
 FAST, FULL, SAME = 0, 1, 2   # how a tick settled an account (SAME: fast, description unchanged)
@@ -150,6 +164,104 @@ LEBESGUE = 1.7       # >= max over [0, 3] of sum_k |l_k(u)| for 4 equispaced nod
 ROUND = 1e-12        # rounding allowance, relative to the sizes involved
 RECORD_GAP = 0.25    # a record computes the directions whose bound is within this share of
 #                      |lowest| (and of 1e-3 of the account's curve size) above lowest
+AHEAD = 1            # accounts: a tick asks for the state of the account this far ahead
+LINE = 8             # float64 (or int64) values per cache line (64 bytes)
+
+
+@intrinsic
+def _prefetch(typingctx, ary, i):
+    """Ask the CPU to bring the cache line of ``ary.flat[i]`` (a C-contiguous array) into
+    its caches (LLVM's ``llvm.prefetch``, for reading): a hint, nothing is read or written,
+    so no figure depends on it."""
+    sig = types.void(ary, i)
+
+    def codegen(context, builder, signature, args):
+        data = context.make_array(signature.args[0])(context, builder, args[0]).data
+        ptr = builder.bitcast(builder.gep(data, [args[1]]), ir.IntType(8).as_pointer())
+        i32 = ir.IntType(32)
+        fn = cgutils.get_or_insert_function(
+            builder.module, ir.FunctionType(ir.VoidType(), [ptr.type, i32, i32, i32]),
+            "llvm.prefetch.p0i8")
+        # read, locality 3 (keep in every level), data cache
+        builder.call(fn, [ptr, ir.Constant(i32, 0), ir.Constant(i32, 3), ir.Constant(i32, 1)])
+        return context.get_dummy_value()
+
+    return sig, codegen
+
+
+@njit(inline="always")
+def _prefetch_rows(ary, r0, r1):
+    """:func:`_prefetch` every cache line of the rows ``r0:r1`` of the 2-D array ``ary``."""
+    width = ary.shape[1]
+    for i in range(r0 * width, r1 * width, LINE):
+        _prefetch(ary, i)
+
+
+@njit(_nrt=False)
+def _ask_ahead(b, ua_start, unit_px, px_prev, keep_n, keep_j, keep_v, keep_p, ucurve, urec,
+               ulv):
+    """Ask for what the tick reads whole of account ``b`` (:func:`_tick_accounts`), an
+    account or so before it gets there: its units' interval bounds, the kept curve and the
+    record of those whose price moved, its kept scenarios; asked early, the lines arrive
+    while the account before is computed.  The other units' curves are read in a few
+    windows only, asked for by :func:`_ask_windows` (asking for the whole curves costs
+    more bandwidth than it saves waiting)."""
+    u0 = ua_start[b]
+    u1 = ua_start[b + 1]
+    _prefetch_rows(ulv, u0, u1)
+    for u in range(u0, u1):
+        if px_prev[u] != unit_px[u]:
+            _prefetch_rows(ucurve, u, u + 1)
+            _prefetch_rows(urec, u, u + 1)
+    n = keep_n[b]
+    if n > 0:
+        K = keep_v.shape[1]
+        for i in range(b * K, b * K + n, LINE):
+            _prefetch(keep_v, i)
+            _prefetch(keep_p, i)
+            _prefetch(keep_j, i)
+
+
+@njit(inline="always")
+def _ask_window(cv, t, n_nodes, c0, nv):
+    """:func:`_prefetch` the cells of the flat ``cv`` a 4-node window at node position
+    ``t`` reads (nodes at ``c0 + nv*i``; ``t`` approximate: it only asks)."""
+    if t >= 0.0 and t <= n_nodes:
+        i0 = min(max(int(t) - 1, 0), n_nodes - 4)
+        _prefetch(cv, c0 + nv * i0)
+        _prefetch(cv, c0 + nv * (i0 + 3) + nv - 1)
+
+
+@njit(_nrt=False)
+def _ask_windows(nu, units, ucol, unit_row, zpos, e_min, B, n_tails, jj, js_shock, js_nvol,
+                 pr, mult, tail_range, tail_side, n_side, ucurve):
+    """Ask for the lines of the kept curves ``ucurve`` that the shell direction ``e_min``,
+    the tail directions (``n_tails``) and the joint scenario ``jj`` (-1: none) will read,
+    per active unit (a unit that moved is rebuilt: its lines are asked for anyway)."""
+    n_shell = 2 * n_side + 1
+    width = ucurve.shape[1]
+    for m in range(nu):
+        u = units[m]
+        c = ucol[m]
+        r = unit_row[u]
+        z = zpos[c]
+        base = u * width
+        if e_min >= 0:
+            sign = -1.0 if e_min % 2 == 0 else 1.0
+            _ask_window(ucurve, n_side * (1.0 + sign * ((e_min // 2 + 1) / B) * z), n_shell,
+                        base, 3)
+        ts = tail_side[r]
+        if n_tails > 0 and ts > 0:
+            x = z * mult[r] * pr[r] / tail_range[r]
+            _ask_window(ucurve, (1.0 - x) * ts, 2 * ts + 1, base + 3 * n_shell, 1)
+            _ask_window(ucurve, (1.0 + x) * ts, 2 * ts + 1, base + 3 * n_shell, 1)
+        if jj >= 0:
+            sh = js_shock[jj, c]
+            if js_nvol[jj] == 3:
+                _ask_window(ucurve, (sh / pr[r] + 1.0) * n_side, n_shell, base, 3)
+            elif ts > 0:
+                _ask_window(ucurve, (sh / tail_range[r] + 1.0) * ts, 2 * ts + 1,
+                            base + 3 * n_shell, 1)
 
 
 @njit(inline="always")
@@ -192,6 +304,42 @@ def _near(keep_v, keep_p, a, n, first, drift, path, scale, band, bnd, out):
         out[m] = i
         m += (bnd[i] <= band) & (i != first)
     return m
+
+
+@njit(_nrt=False)
+def _direction_bounds(nu, units, ucol, zpos, ulv, n_side, B, dlb):
+    """Lower bounds (USD) of the account's shell delta directions' interpolated totals at
+    the record, into ``dlb[:2 B]``: per unit the least of the record's interval bounds
+    (``ulv``, the full kernel's :func:`pmrisk.kernel.joint.interval_bounds` at the recorded
+    curve, loss weight 1 and gain weight ``pnl_offset`` as the directions weigh them) over
+    the interval of the direction's move and its two neighbours (the move's rounding),
+    summed over the units (the caller subtracts the account's drift since the record and
+    the rounding allowance, as for the kept scenarios' bounds).  A move not in the grid, or
+    NaN, bounds by ``-inf``.  Returns the direction of least bound (-1: none; NaN first)."""
+    n_iv = 2 * n_side
+    e_min = -1
+    least = np.inf
+    for e in range(2 * B):
+        sign = -1.0 if e % 2 == 0 else 1.0
+        f = (e // 2 + 1) / B
+        lb = 0.0
+        for m in range(nu):
+            u = units[m]
+            t = n_side * (1.0 + sign * f * zpos[ucol[m]])   # the move, in node intervals
+            if not (t >= 0.0 and t <= n_iv):
+                lb = -np.inf
+                break
+            i = int(t)
+            x = ulv[u, i - 1] if i > 0 else np.inf
+            y = ulv[u, i] if i < n_iv else np.inf
+            z = ulv[u, i + 1] if i + 1 < n_iv else np.inf
+            lb += min(x, min(y, z))
+        b = lb
+        dlb[e] = b
+        if e_min < 0 or b < least or (b != b and least == least):
+            e_min = e
+            least = b
+    return e_min
 
 
 @njit(_nrt=False)
@@ -434,7 +582,7 @@ def _record_accounts(sel, lo, hi, acc, grp, grid, keep, gap, units, ucol, curves
     (use_grid, icurve, curve_of_row, n_side, tail_side, tail_range, vol_code,
      error_factor) = grid
     (keep_j, keep_v, keep_n, keep_lb, ucurve, utol, usize, urec, udrift, keep_lb0,
-     utol_ok, upath, keep_p) = keep
+     utol_ok, upath, keep_p, ulv) = keep
     K = keep_j.shape[1]
     width = icurve.shape[1]
     n_shell = 2 * n_side + 1
@@ -484,6 +632,7 @@ def _record_accounts(sel, lo, hi, acc, grp, grid, keep, gap, units, ucol, curves
                             cap_usd[r] / unit_px[units[m]], d2, lv[m])
             for i in range(2 * n_side):
                 lvr[m, i] = lv[m, i] * unit_px[units[m]]
+                ulv[units[m], i] = lvr[m, i]
             for i in range(n_side, 2 * n_side):
                 if i > n_side and lv[m, i - 1] < lv[m, i]:
                     lv[m, i] = lv[m, i - 1]
@@ -627,7 +776,7 @@ def joint_record(sel, acc, grp, grid, keep, gap):
         ``(keep_j int64[n_acc, K], keep_v[n_acc, K], keep_n int64[n_acc], keep_lb[n_acc],
         ucurve[n_units, W], utol[n_units], usize[n_units], urec[n_units, W],
         udrift[n_units], keep_lb0[n_acc], utol_ok bool[n_units], upath[n_units],
-        keep_p[n_acc, K])``, written at ``sel`` and
+        keep_p[n_acc, K], ulv[n_units, 2 n_side])``, written at ``sel`` and
         their active units.
     gap : float
         Directions whose lower bound is within ``gap`` x ``|lowest|`` of ``lowest`` are
@@ -832,9 +981,10 @@ def joint_tick_rows(sel, lo, hi, acc, grp, ins, grid, outs, keep, prev, how):
     uval = np.empty((2, max_units))
     uvol = np.empty((2, max_units), dtype=np.int64)
     bnd = np.empty(K)                # the kept scenarios' bounds
+    dlb = np.empty(max(2 * g_buckets.max(), 1) if g_buckets.shape[0] else 1)  # directions'
     _tick_accounts(sel, lo, hi, acc, grp, ins, grid, outs, keep, prev, how, units, ucol,
                    umoved, scen, tot, cand, gvec, zpos, w, d2, d2t, bb, fresh,
-                   (cells, earg, eslot, uval, uvol, bnd))
+                   (cells, earg, eslot, uval, uvol, bnd, dlb))
 
 
 @njit(_nrt=False)
@@ -853,14 +1003,17 @@ def _tick_accounts(sel, lo, hi, acc, grp, ins, grid, outs, keep, prev, how, unit
     (worst, n_joint, n_exact, bind_kind, bind_index, bind_shock, unit_value, unit_vol,
      unit_shock, unit_lw, pos_loss) = outs
     (keep_j, keep_v, keep_n, keep_lb, ucurve, utol, usize, urec, udrift, keep_lb0,
-     utol_ok, upath, keep_p) = keep
+     utol_ok, upath, keep_p, ulv) = keep
     px_prev, row_moved, row_t, row_s, jslot, row_slot, need, cache = prev
-    cells, earg, eslot, uval, uvol, bnd = exact
+    cells, earg, eslot, uval, uvol, bnd, dlb = exact
     width = icurve.shape[1]
     n_shell = 2 * n_side + 1
     tail0 = 3 * n_shell
     for k in range(lo, hi):
         a = sel[k]
+        if k + AHEAD < hi:
+            _ask_ahead(sel[k + AHEAD], ua_start, unit_px, px_prev, keep_n, keep_j, keep_v,
+                       keep_p, ucurve, urec, ulv)
         how[k] = FAST
         g = acc_group[a]
         prev_bind = bind_index[a] if bind_kind[a] == BIND_JOINT else -1
@@ -875,6 +1028,26 @@ def _tick_accounts(sel, lo, hi, acc, grp, ins, grid, outs, keep, prev, how, unit
         if n < 0 or not use_grid:
             how[k] = FULL
             continue
+        # the delta direction (slopes, not curves) and its shell directions' bounds from the
+        # record first: the kept curves' lines the directions of least bound and the kept
+        # scenario of least bound will read are asked for now, and arrive during step 1
+        d = g_d[g]
+        j0 = g_j0[g]
+        n_js = g_j0[g + 1] - j0
+        B = g_buckets[g]
+        delta_direction(g, nu, units, ucol, slope, g_d, g_rows, g_rho, pr, gvec, zpos)
+        n_dd = 0 if d < 2 else 2 * B + (2 if tails else 0)
+        n_all = n_js + n_dd
+        e_min = _direction_bounds(nu, units, ucol, zpos, ulv, n_side, B if n_dd else 0, dlb)
+        first = 0           # the first of the least keep_v (a NaN first: it)
+        least = keep_v[a, 0]
+        for i in range(n):
+            x = keep_v[a, i]
+            first = i if x < least else first
+            least = x if x < least else least
+        _ask_windows(nu, units, ucol, unit_row, zpos, e_min, B, n_dd - 2 * B,
+                     j0 + keep_j[a, first] if n > 0 else -1, js_shock, js_nvol, pr, mult,
+                     tail_range, tail_side, n_side, ucurve)
         # 1. curves and tol (the full kernel's arithmetic) of the units that moved, kept
         # for the others; their drift from the record; 2. the bound
         tol = 0.0           # with the moved units' bounds: at least the full kernel's tol
@@ -940,37 +1113,41 @@ def _tick_accounts(sel, lo, hi, acc, grp, ins, grid, outs, keep, prev, how, unit
         lb = keep_lb0[a] - drift - ROUND * (LEBESGUE * scale + abs(keep_lb0[a]))
         keep_lb[a] = lb
         # 3. interpolated totals of the kept joint scenarios and the delta directions
-        d = g_d[g]
-        j0 = g_j0[g]
-        n_js = g_j0[g + 1] - j0
-        B = g_buckets[g]
-        delta_direction(g, nu, units, ucol, slope, g_d, g_rows, g_rho, pr, gvec, zpos)
-        n_dd = 0 if d < 2 else 2 * B + (2 if tails else 0)
-        n_all = n_js + n_dd
+        for e in range(2 * B if n_dd else 0):
+            x = dlb[e]
+            dlb[e] = x - drift - ROUND * (LEBESGUE * scale + abs(x))
         # the delta directions first, then the kept joint scenarios: the lowest bound first,
         # then, in scenario order, each whose bound (its last interpolated total lowered by
         # the ticks since) reaches the band so far (the band only narrows, so one above it
         # stays above the final band); a computed one's bound becomes its total.  Those
         # computed go to ``scen``/``tot`` after the directions (the others are above the
         # band: no candidates)
-        for e in range(n_dd):
-            scen[e] = n_js + e
-            tot[e] = 0.0
-        for m in range(nu):
-            interp_delta(ucurve[units[m]], units[m], ucol[m], unit_row, unit_px, cap_usd, 0,
-                         n_dd, B, zpos, pr, gw_row, mult, cover, tail_range, tail_side,
-                         n_side, w, tot)
+        # of the directions, the tails and the shell direction of least bound (below), then
+        # each other shell direction whose bound reaches the band so far (as the kept
+        # scenarios: the band only narrows, so one above it stays above the final band)
         lowest = np.inf
-        for i in range(n_dd):
-            if tot[i] < lowest or tot[i] != tot[i]:
-                lowest = tot[i]
-        first = 0           # the first of the least keep_v (a NaN first: it)
-        least = keep_v[a, 0]
-        for i in range(n):
-            x = keep_v[a, i]
-            first = i if x < least else first
-            least = x if x < least else least
-        n_ev = n_dd
+        n_ev = 0
+        for ee in range(-1, n_dd):
+            if ee < 0:
+                e = e_min
+                if e < 0:
+                    continue
+            else:
+                e = ee + 2 * B if ee < n_dd - 2 * B else ee - (n_dd - 2 * B)  # tails first
+                if e == e_min:
+                    continue
+                if e < 2 * B and dlb[e] > lowest + 2.0 * tol:
+                    continue                # above the band: not a candidate
+            te = 0.0
+            for m in range(nu):
+                te += interp_direction(ucurve[units[m]], units[m], ucol[m], unit_row, unit_px,
+                                       cap_usd, e, B, zpos, pr, gw_row, mult, cover,
+                                       tail_range, tail_side, n_side, w)
+            scen[n_ev] = n_js + e
+            tot[n_ev] = te
+            if te < lowest or te != te:
+                lowest = te
+            n_ev += 1
         n_near = 0
         for ii in range(-1, n if n > 0 else -1):
             if ii < 0:

@@ -585,7 +585,8 @@ class JointStress:
                          np.zeros((n_units, width)), np.zeros(n_units), np.zeros(n_units),
                          np.zeros((n_units, width)), np.zeros(n_units),
                          np.full(n_acc, -np.inf), np.zeros(n_units, dtype=bool),
-                         np.zeros(n_units), np.zeros((n_acc, K_KEEP)))
+                         np.zeros(n_units), np.zeros((n_acc, K_KEEP)),
+                         np.zeros((n_units, max(2 * self.grid.n_side, 1))))
         stale = np.flatnonzero(~self.row_ok)
         if len(stale):
             g = self.grid
