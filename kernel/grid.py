@@ -35,18 +35,23 @@ BLOCKS = 64     # grid_curves: rows dealt to the threads in this many interleave
 @njit
 def _priced_cells(n_scen, shock, log1p_shock, vol_code, src):
     """The cells of each underlying's grid that are priced (``src[u, s] == s``), grouped by
-    vol state, and those that are copies: ``(start, cell, cell_shock, cell_log1p, copy)``.
-    The priced cells of underlying ``u`` in vol state ``v`` (0 up, 1 same, 2 down) are at
-    ``start[u, v]:start[u, v + 1]`` of ``cell[u]`` (their cells), ``cell_shock[u]`` and
-    ``cell_log1p[u]`` (their moves and ``log1p`` of them); its copies are the cells
-    ``cell[u, start[u, 3]:copy[u]]`` (in cell order), each of ``src`` of it."""
+    vol state, and those that are copies: ``(start, cell, cell_shock, cell_log1p, copy,
+    inv_move)``.  The priced cells of underlying ``u`` in vol state ``v`` (0 up, 1 same, 2
+    down) are at ``start[u, v]:start[u, v + 1]`` of ``cell[u]`` (their cells),
+    ``cell_shock[u]`` and ``cell_log1p[u]`` (their moves and ``log1p`` of them); its copies
+    are the cells ``cell[u, start[u, 3]:copy[u]]`` (in cell order), each of ``src`` of it.
+    ``inv_move[u, s]``: ``1 - 1/(1 + shock)`` of every cell ``s``, an inverse future's P&L
+    per unit of its base there (:func:`grid_row`)."""
     n_und, width = shock.shape
     start = np.zeros((n_und, 4), np.int64)
     copy = np.zeros(n_und, np.int64)
     cell = np.zeros((n_und, width), np.int64)
     cell_shock = np.zeros((n_und, width))
     cell_log1p = np.zeros((n_und, width))
+    inv_move = np.zeros((n_und, width))
     for u in range(n_und):
+        for s in range(n_scen[u]):
+            inv_move[u, s] = 1.0 - 1.0 / (1.0 + shock[u, s])
         m = 0
         for v in range(3):          # any code but up and down prices as vol same
             start[u, v] = m
@@ -64,7 +69,7 @@ def _priced_cells(n_scen, shock, log1p_shock, vol_code, src):
                 cell[u, m] = s
                 m += 1
         copy[u] = m
-    return start, cell, cell_shock, cell_log1p, copy
+    return start, cell, cell_shock, cell_log1p, copy, inv_move
 
 
 @njit(inline="always")
@@ -129,19 +134,21 @@ def grid_row(i, r, kind, settlement, contract_size, mark, forward, strike, is_ca
         const[r, k] = 0.0
     c = contract_size[i]
     inverse = settlement[i] == INVERSE
-    start, cell, cell_shock, cell_log1p, copy = cells
+    start, cell, cell_shock, cell_log1p, copy, inv_move = cells
     if kind[i] != OPTION:
+        # every cell in order, copies too (a copy has its source's move bits, so its
+        # value): one contiguous run the compiler vectorises, each cell the same product
+        # base * (1 - 1/(1 + shock)) (inverse) or base * shock (linear) as priced alone
         if inverse:
             base = c / mark[i]
             const[r, 0] = base
-            for k in range(start[u, 3]):
-                curve[r, cell[u, k]] = base * (1.0 - 1.0 / (1.0 + cell_shock[u, k]))
+            for s in range(ns):
+                curve[r, s] = base * inv_move[u, s]
         else:
             base = c * mark[i]
             const[r, 0] = base
-            for k in range(start[u, 3]):
-                curve[r, cell[u, k]] = base * cell_shock[u, k]
-        _copies(r, u, cell, start, copy, src, curve)
+            for s in range(ns):
+                curve[r, s] = base * shock[u, s]
         return
     F = forward[i]
     K = strike[i]

@@ -845,22 +845,49 @@ def record_binding(a, j, b, n_js, j0, worst, bind_kind, bind_index):
 
 @njit(_nrt=False, inline="always")
 def _slots(nu, ucol, curves, upx, ucap, lvx, s0, s1, s_iv, s_j, j0, js_lw, js_gw, js_nvol,
-           t_i0, t_w, tol, lowest, lbs, ev_j, ev_t, ne):
+           t_i0, t_w, tol, lowest, lbs, ev_j, ev_t, ne, near):
     """:func:`_scan` over the slots ``s0 .. s1`` of :func:`_slot_table` (one cluster's
-    shells, or its tails): each slot's bound, the sum over the units (in their order) of
-    ``lvx`` (the units' interval bounds, USD) at its interval, in one run per unit (no
-    branch); then each slot whose bound is within ``2.5 tol`` of ``lowest`` interpolated
-    (:func:`_interp_tab`) into ``ev_j``/``ev_t`` from ``ne``.  Returns ``(lowest, ne)``.
-    ``lbs``: scratch."""
+    shells, or its tails): each slot's bound, the sum over the units (in their order, from
+    ``0.0``) of ``lvx`` (the units' interval bounds, USD) at its interval, in one run (no
+    branch; two or three units in one pass, more one run per unit); then each slot whose
+    bound is within ``2.5 tol`` of ``lowest`` interpolated (:func:`_interp_tab`) into
+    ``ev_j``/``ev_t`` from ``ne``.  Returns ``(lowest, ne)``.
+
+    The slots within the band at the entry's ``lowest`` are listed first, without a branch
+    (``near``), then checked again as they are interpolated (``lowest`` only falls): the
+    slots of one check per slot in order, in their order.  ``lbs``, ``near``: scratch."""
     n = s1 - s0
-    for s in range(n):
-        lbs[s] = 0.0
-    for m in range(nu):
-        iv = s_iv[ucol[m], s0:]
-        lvm = lvx[m]
+    if nu == 3:
+        iv0 = s_iv[ucol[0], s0:]
+        iv1 = s_iv[ucol[1], s0:]
+        iv2 = s_iv[ucol[2], s0:]
+        l0 = lvx[0]
+        l1 = lvx[1]
+        l2 = lvx[2]
         for s in range(n):
-            lbs[s] += lvm[np.uint64(iv[s])]
+            lbs[s] = ((0.0 + l0[np.uint64(iv0[s])]) + l1[np.uint64(iv1[s])]) + \
+                l2[np.uint64(iv2[s])]
+    elif nu == 2:
+        iv0 = s_iv[ucol[0], s0:]
+        iv1 = s_iv[ucol[1], s0:]
+        l0 = lvx[0]
+        l1 = lvx[1]
+        for s in range(n):
+            lbs[s] = (0.0 + l0[np.uint64(iv0[s])]) + l1[np.uint64(iv1[s])]
+    else:
+        for s in range(n):
+            lbs[s] = 0.0
+        for m in range(nu):
+            iv = s_iv[ucol[m], s0:]
+            lvm = lvx[m]
+            for s in range(n):
+                lbs[s] += lvm[np.uint64(iv[s])]
+    n_near = 0
     for s in range(n):
+        near[n_near] = s
+        n_near += not (lbs[s] - lowest > 2.5 * tol)
+    for i in range(n_near):
+        s = near[i]
         if lbs[s] - lowest > 2.5 * tol:
             continue
         j = s_j[s0 + s]
@@ -1060,11 +1087,11 @@ def _scan(nu, units, ucol, unit_row, unit_px, cap_usd, curves, tol, g, j0, n_js,
             if shells:
                 lowest, ne = _slots(nu, ucol, curves, upx, ucap, lvr, s_c0[k0 + k],
                                     s_c0[k0 + k + 1], s_iv, s_j, j0, js_lw, js_gw, js_nvol,
-                                    t_i0, t_w, tol, lowest, lbs, ev_j, ev_t, ne)
+                                    t_i0, t_w, tol, lowest, lbs, ev_j, ev_t, ne, cand)
             if tail:
                 lowest, ne = _slots(nu, ucol, curves, upx, ucap, lvt, c_start[k0 + k],
                                     c_start[k0 + k + 1], t_ivc, t_j, j0, js_lw, js_gw,
-                                    js_nvol, t_i0, t_w, tol, lowest, lbs, ev_j, ev_t, ne)
+                                    js_nvol, t_i0, t_w, tol, lowest, lbs, ev_j, ev_t, ne, cand)
             continue
         for i in range(c_start[k0 + k], c_start[k0 + k + 1]):
             dr = order[i] - d0

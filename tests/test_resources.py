@@ -281,3 +281,10 @@ def test_groups_are_the_accounts_sets_of_underlyings(n_und, per_account, zero_sh
         assert g.buckets == max(x["buckets_count"] for x in p)
         assert g.extreme_multiple == max(x["extreme_multiple"] for x in p)
         assert g.units_per_account >= 1
+    # the shape without a pass over the rows bounds the exact one's estimate from above
+    for rv in (False, True, "positions"):
+        upper = estimate(model, shape_of(book, model, upper=True), rv)
+        exact = estimate(model, shape_of(book, model), rv)
+        assert upper.bytes >= exact.bytes and upper.cells >= exact.cells
+        for part, size in exact.parts.items():
+            assert upper.parts[part] >= size, part

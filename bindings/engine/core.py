@@ -44,7 +44,7 @@ from ..io.arrow import kernel_args
 from ..errors import MarginError
 from . import okx
 from .binance import bracket_phase, lay_out_brackets, loan_mmr
-from .correlated import JointStress
+from .correlated import JointStress, per_unit_cells
 from .excluded import Standalone, excluded_instruments
 from ..model.model import collateral_rule
 from .resources import check_memory, shape_of
@@ -53,6 +53,7 @@ from .units import build_units
 
 _EMPTY_I = np.zeros(0, dtype=np.int64)
 _EMPTY_F = np.zeros(0)
+_NO_CELLS = np.zeros((0, 0))
 
 # a selection of fewer rows than this runs the phase kernels on the calling thread: waking
 # numba's threads costs more than a few units' work (and under load, a scheduler quantum)
@@ -513,8 +514,10 @@ def lay_out(book, model, rv, keep_vectors=True, revalue_all=False):
     for name in _FIXED_LAYOUT:          # fixed with the book: read-only, as the kernels take
         _read_only(getattr(layout, name))   # them (no converted view per kernel call)
     width = rv.scen.price_shock.shape[1]
-    keep = bool(keep_vectors or params.cross_unit == "correlated"
-                or params.margin_rules == "okx")
+    # the correlated model reads the weighted vectors' per-unit cells only (none under
+    # standard: no vectors kept, 2 x units x scenarios doubles not written)
+    keep = bool(keep_vectors or params.margin_rules == "okx" or (
+        params.cross_unit == "correlated" and per_unit_cells(rv.scen, params.tail_mode).any()))
     n_kept = n_units if keep else 0
     # every row and instrument revalued next: compute sets the kernel's own arrays (brackets
     # keep instr_pnl zero)
@@ -832,11 +835,11 @@ def _correlated(out, model, accounts=None, rows=None, moved_args=None):
         jr.tick(unit_px, uf.slope_usd, acc)
     else:
         jr.run(unit_px, uf.slope_usd, acc)
-    per_unit = scen.table == S.TABLE_EXTENDED
-    if out.params.tail_mode == "per_unit":
-        per_unit = per_unit | (scen.table == S.TABLE_EXTREME)
+    per_unit = per_unit_cells(scen, out.params.tail_mode)
+    # no weighted vectors kept (no cell stays per unit): no unit has a tail
+    weighted = uf.weighted if len(uf.weighted) else _NO_CELLS
     tail_unit, tail_cell = _phase("correlated_shares", acc, across)(*kernel_args(
-        acc, lay.ua_start, lay.pu_start, lay.pu_order, lay.unit_und, unit_px, uf.weighted,
+        acc, lay.ua_start, lay.pu_start, lay.pu_order, lay.unit_und, unit_px, weighted,
         scen.n_scen, per_unit, scen.price_shock, scen.vol_code, scen.loss_weight, q_port,
         pos_row, instr_pnl, jr.worst, jr.unit_value, jr.unit_shock, jr.unit_vol, jr.pos_loss),
         uf.scenario_margin, uf.scenario_price_shock, uf.scenario_vol_state, pf.own_loss)

@@ -58,7 +58,8 @@ from pmrisk.kernel.joint import (joint_stress, joint_stress_serial,
 from pmrisk.kernel.joint_tick import (FULL, K_KEEP, RECORD_GAP, SAME, bind_cells, bind_slots,
                                       joint_record, joint_record_serial, joint_tick,
                                       joint_tick_serial, row_bounds)
-from pmrisk.kernel.scenarios import VOL_DOWN, VOL_SAME, VOL_STATES, VOL_UP
+from pmrisk.kernel.scenarios import (TABLE_EXTENDED, TABLE_EXTREME, VOL_DOWN, VOL_SAME,
+                                     VOL_STATES, VOL_UP)
 
 from ..io.arrow import kernel_args
 from ..model.correlation import correlation_matrix
@@ -102,6 +103,16 @@ class JointScenarios:
 def _moves(rho_bytes, d, n_directions):
     rho = np.frombuffer(rho_bytes).reshape(d, d)
     return joint_moves(rho, n_directions)
+
+
+def per_unit_cells(scen, tail_mode):
+    """Which scenario cells of ``scen`` stay per unit beside the joint stress (bool, as
+    ``scen.table``): Deribit's extended table always, the extremes with ``tail_mode =
+    "per_unit"``.  None of them (``standard``): no unit needs its weighted risk vector."""
+    per_unit = scen.table == TABLE_EXTENDED
+    if tail_mode == "per_unit":
+        per_unit = per_unit | (scen.table == TABLE_EXTREME)
+    return per_unit
 
 
 def joint_tails(model):

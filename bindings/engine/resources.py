@@ -100,20 +100,29 @@ def scenario_count(model, underlying):
 def shape_of(book, model, upper=False):
     """The :class:`Shape` of a validated book under ``model``.  With ``upper``, a shape whose
     estimate is never below the exact one, without a pass over the rows: every position,
-    order and reserve counted as a unit of its own (exact under ``cross_unit =
-    "correlated"``, whose joint groups need the units)."""
+    order and reserve counted as a unit of its own; under ``cross_unit = "correlated"`` one
+    joint group of every account on every underlying of the book, each account holding a
+    unit per underlying and settlement (``d``, accounts, units, buckets and extreme multiple
+    at least any real group's: the estimate of :func:`_joint` grows with each)."""
     n_pos = len(book.pos_account)
     n_acc = len(book.accounts)
     n_und = len(book.und_names)
     width = max((scenario_count(model, u) for u in book.und_names), default=0)
-    if upper and model["cross_unit"] != "correlated":
-        n_rows = n_pos + len(book.bal_account) + len(book.ord_account) + len(book.res_account)
-        return Shape(rows=n_rows, positions=n_pos, accounts=n_acc,
-                     units=n_pos + len(book.ord_account) + len(book.res_account),
-                     revaluation_rows=2 * len(book.kind), width=width, underlyings=n_und)
-    und = book.und_code
     # units: distinct (account, underlying, settlement) of positions and orders
     n_set = 4
+    if upper:
+        n_rows = n_pos + len(book.bal_account) + len(book.ord_account) + len(book.res_account)
+        shape = Shape(rows=n_rows, positions=n_pos, accounts=n_acc,
+                      units=n_pos + len(book.ord_account) + len(book.res_account),
+                      revaluation_rows=2 * len(book.kind), width=width, underlyings=n_und)
+        if model["cross_unit"] == "correlated" and n_pos:
+            params = [model.underlying(u) for u in book.und_names]
+            shape.groups = [Group(
+                d=n_und, accounts=n_acc, units_per_account=max(min(n_und * n_set, n_pos), 1),
+                buckets=max(int(p["buckets_count"]) for p in params),
+                extreme_multiple=max(float(p["extreme_multiple"]) for p in params))]
+        return shape
+    und = book.und_code
     keys = np.concatenate([
         (book.pos_account * max(n_und, 1) + und[book.pos_instr]) * n_set
         + book.settlement[book.pos_instr],
