@@ -1239,6 +1239,24 @@ def delta_direction(g, nu, units, ucol, slope, g_d, g_rows, g_rho, pr, gvec, zpo
         zpos[e] = min(max(z, -1.0), 1.0)
 
 
+@njit(inline="always")
+def group_directions(g, nu, units, ucol, slope, g_d, g_j0, g_buckets, g_rows, g_rho, pr, gvec,
+                     zpos, tails):
+    """An account of group ``g``: its delta direction into ``zpos``
+    (:func:`delta_direction`) and its group's counts ``(d, j0, n_js, B, n_dd, n_all)``: the
+    group's dimension, its first joint scenario and their number, its buckets, the number
+    of delta-direction scenarios (``2 B``, and the two tails when ``tails``; none in one
+    dimension) and of all its scenarios.  The full kernel, the record and the tick read
+    them alike."""
+    d = g_d[g]
+    j0 = g_j0[g]
+    n_js = g_j0[g + 1] - j0
+    B = g_buckets[g]
+    delta_direction(g, nu, units, ucol, slope, g_d, g_rows, g_rho, pr, gvec, zpos)
+    n_dd = 0 if d < 2 else 2 * B + (2 if tails else 0)
+    return d, j0, n_js, B, n_dd, n_js + n_dd
+
+
 @njit(_nrt=False)
 def unit_curve(u, pu_start, pu_order, q, pos_row, icurve, curve_of_row, out):
     """Unit ``u``'s grid curve into ``out``: the quantity-weighted sum of its positions' rows
@@ -1368,14 +1386,10 @@ def _accounts(sel, lo, hi, acc, grp, ins, grid, outs, clusters, tab, scratch):
                           outs, True)
         if g < 0 or nu == 0:
             continue
-        d = g_d[g]
-        j0 = g_j0[g]
-        n_js = g_j0[g + 1] - j0
-        B = g_buckets[g]
         # the account's delta directions: +-z*
-        delta_direction(g, nu, units, ucol, slope, g_d, g_rows, g_rho, pr, gvec, zpos)
-        n_dd = 0 if d < 2 else 2 * B + (2 if tails else 0)
-        n_all = n_js + n_dd
+        d, j0, n_js, B, n_dd, n_all = group_directions(
+            g, nu, units, ucol, slope, g_d, g_j0, g_buckets, g_rows, g_rho, pr, gvec, zpos,
+            tails)
         n_joint[a] = n_all
         # -- candidates: interpolated totals within 2 tol of the lowest, or all ---------------
         n_c = n_all

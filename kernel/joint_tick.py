@@ -153,7 +153,7 @@ from numba.extending import intrinsic
 from ._config import njit
 from .assemble import CHUNKS
 from .instruments import OPTION
-from .joint import (BIND_JOINT, active_units, cell, curve_tol, delta_direction, interp_add,
+from .joint import (BIND_JOINT, active_units, cell, curve_tol, group_directions, interp_add,
                     interp_delta, interp_direction, interval_bounds, refine, reset_account,
                     scenario, unit_curve, weighted_best)
 from .scenarios import VOL_DOWN, VOL_SAME, VOL_UP
@@ -619,13 +619,9 @@ def _record_accounts(sel, lo, hi, acc, grp, grid, keep, gap, units, ucol, curves
                 urec[u, s] = unit_px[u] * curves[m, s]
         if not (abs(tol) < np.inf and abs(scale) < np.inf):
             continue
-        d = g_d[g]
-        j0 = g_j0[g]
-        n_js = g_j0[g + 1] - j0
-        B = g_buckets[g]
-        delta_direction(g, nu, units, ucol, slope, g_d, g_rows, g_rho, pr, gvec, zpos)
-        n_dd = 0 if d < 2 else 2 * B + (2 if tails else 0)
-        n_all = n_js + n_dd
+        d, j0, n_js, B, n_dd, n_all = group_directions(
+            g, nu, units, ucol, slope, g_d, g_j0, g_buckets, g_rows, g_rho, pr, gvec, zpos,
+            tails)
         for m in range(nu):
             r = unit_row[units[m]]
             interval_bounds(curves[m], 0, 3, n_shell, 1.0, gw_row[r],
@@ -1031,13 +1027,9 @@ def _tick_accounts(sel, lo, hi, acc, grp, ins, grid, outs, keep, prev, how, unit
         # the delta direction (slopes, not curves) and its shell directions' bounds from the
         # record first: the kept curves' lines the directions of least bound and the kept
         # scenario of least bound will read are asked for now, and arrive during step 1
-        d = g_d[g]
-        j0 = g_j0[g]
-        n_js = g_j0[g + 1] - j0
-        B = g_buckets[g]
-        delta_direction(g, nu, units, ucol, slope, g_d, g_rows, g_rho, pr, gvec, zpos)
-        n_dd = 0 if d < 2 else 2 * B + (2 if tails else 0)
-        n_all = n_js + n_dd
+        d, j0, n_js, B, n_dd, n_all = group_directions(
+            g, nu, units, ucol, slope, g_d, g_j0, g_buckets, g_rows, g_rho, pr, gvec, zpos,
+            tails)
         e_min = _direction_bounds(nu, units, ucol, zpos, ulv, n_side, B if n_dd else 0, dlb)
         first = 0           # the first of the least keep_v (a NaN first: it)
         least = keep_v[a, 0]
