@@ -4,10 +4,10 @@ figure arrays of a large call.
 Fresh memory is a large part of a large call's cost: the system clears every new page (a
 2 MiB huge page at a time) before the first write, numpy's arrays above glibc's mmap
 threshold (32 MiB at most) are new mappings on every call, and Arrow's pool (mimalloc)
-hands freed pages back to the system after 10 ms.  A backtest of 1M snapshots writes
-~300 MB of tables and ~130 MB of figures per call; :data:`BLOCKS` hands the blocks that a
-caller has let go (its result tables, an outcome) to the next call.  The process's
-allocators are left as they are: only pmrisk's own arrays come from here.
+hands freed pages back to the system after 10 ms.  A history of 1M positions writes
+~250 MB of tables and ~300 MB of figures and layout per call; :data:`BLOCKS` hands the
+blocks that a caller has let go (its result tables, an outcome) to the next call.  The
+process's allocators are left as they are: only pmrisk's own arrays come from here.
 """
 
 import threading
@@ -77,7 +77,9 @@ class BlockPool:
 
 
 BLOCK_ALIGN = 1 << 21   # new blocks in multiples of a huge page
-POOL_KEEP = 1 << 29     # free blocks kept, bytes (two sets of a 1M-snapshot backtest's)
+# free blocks kept, bytes: a 1M-position history's call takes ~550 MB of blocks (tables,
+# figures, layout), and the caller's previous result (~250 MB of tables) comes back after it
+POOL_KEEP = 3 << 28
 POOL_BYTES = 1 << 20    # smaller arrays: numpy's (its allocation costs less, ~0.4 us)
 BLOCKS = BlockPool(POOL_KEEP)
 

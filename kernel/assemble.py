@@ -144,19 +144,9 @@ def csr(keys, n_groups):
     returns ``(start int64[n_groups + 1], order int64[n_members])``, members of each group in
     increasing row order."""
     start = np.zeros(n_groups + 1, dtype=np.int64)
-    for r in range(keys.shape[0]):
-        k = keys[r]
-        if k >= 0:
-            start[k + 1] += 1
-    for g in range(n_groups):
-        start[g + 1] += start[g]
-    fill = start[:-1].copy()
+    csr_count(keys, start)
     order = np.empty(start[n_groups], dtype=np.int64)
-    for r in range(keys.shape[0]):
-        k = keys[r]
-        if k >= 0:
-            order[fill[k]] = r
-            fill[k] += 1
+    csr_fill(keys, start, order)
     return start, order
 
 
@@ -698,9 +688,40 @@ def position_expiry_keys(pos_instr, kind, expiry_ns):
     n = pos_instr.shape[0]
     key = np.empty(n, dtype=np.int64)
     dated = np.empty(n, dtype=np.int64)
-    for j in range(n):
+    expiry_keys_rows(0, n, pos_instr, kind, expiry_ns, key, dated)
+    return key, dated
+
+
+@njit(inline="always")
+def expiry_keys_rows(lo, hi, pos_instr, kind, expiry_ns, key, dated):
+    """:func:`position_expiry_keys` of the positions ``lo .. hi - 1``, written into ``key``
+    and ``dated``."""
+    for j in range(lo, hi):
         i = pos_instr[j]
         k = kind[i]
         key[j] = -1 - i if k == PERPETUAL else expiry_ns[i]
         dated[j] = 1 if (k == FUTURE or k == OPTION or k == PERPETUAL) else 0
-    return key, dated
+
+
+@njit(inline="always")
+def csr_count(keys, start):
+    """The first half of :func:`csr`: ``start`` (zeros, ``n_groups + 1``) becomes the start
+    of each group's run (counts, then their running sum)."""
+    for r in range(keys.shape[0]):
+        k = keys[r]
+        if k >= 0:
+            start[k + 1] += 1
+    for g in range(start.shape[0] - 1):
+        start[g + 1] += start[g]
+
+
+@njit(inline="always")
+def csr_fill(keys, start, order):
+    """The second half of :func:`csr`: ``order`` (``start[-1]`` rows) the members of each
+    group in increasing row order."""
+    fill = start[:-1].copy()
+    for r in range(keys.shape[0]):
+        k = keys[r]
+        if k >= 0:
+            order[fill[k]] = r
+            fill[k] += 1

@@ -3,6 +3,7 @@
 to the bit (the kernels do the twins' scalar arithmetic in the same order)."""
 
 import numpy as np
+import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
@@ -236,10 +237,69 @@ def test_book_layout_agrees_with_twin(data, n, n_pos, n_ord, n_units, n_acc, n_b
             _floats(data, n_types, st.sampled_from([0.0, 0.01, 0.05])),
             _ints(data, n_res, 0, n_units - 1), _floats(data, n_res, st.floats(-1e3, 1e3)),
             _floats(data, n_res, st.floats(0, 1e3)))
-    got = layout.book_layout(*args)
     want = oracles.book_layout(*args)
     twin_args = list(args[:7])
     twin_args[3] = excluded.astype(bool)
-    _same(got[0], oracles.position_layout(*twin_args))
-    for g, w in zip(got[1:], want[1:]):
-        _same(g, w)
+    for got in (layout.book_layout_serial(*args), _threads(args)):
+        _same(got[0], oracles.position_layout(*twin_args))
+        for g, w in zip(got[1:], want[1:]):
+            _same(g, w)
+
+
+def _threads(args, fill=None):
+    """:func:`layout.book_layout` on ``args`` (the serial form's), into arrays of its own
+    (``fill``: set to that first, as reused memory would be)."""
+    n = len(args[0])
+    out = (np.empty(n, dtype=bool), np.empty((layout.LAYOUT_F8, n)),
+           np.empty((layout.LAYOUT_I8, n), dtype=np.int64))
+    if fill is not None:
+        for a in out:
+            a.fill(fill)
+    return layout.book_layout(*args, *out)
+
+
+def _nested_same(got, want):
+    if isinstance(want, tuple):
+        assert len(got) == len(want)
+        for g, w in zip(got, want):
+            _nested_same(g, w)
+    elif isinstance(want, np.ndarray):
+        assert got.dtype == want.dtype and got.shape == want.shape
+        assert got.view(np.uint8).tobytes() == want.view(np.uint8).tobytes()
+    else:
+        assert got == want
+
+
+@pytest.mark.parametrize("seed", range(4))
+def test_book_layout_threads_give_the_serial_bits(seed):
+    """A book of many units, like a backtest's (some with more than 32 dated positions, so
+    the hashed groups run too; accounts of one to three units; spot, perpetual and dated
+    kinds; excluded instruments): the parallel form's runs of positions, units and groups
+    give :func:`book_layout_serial`'s arrays to the bit."""
+    rng = np.random.default_rng(seed)
+    n, n_acc, n_types = 300, 400, 3
+    kind = rng.integers(0, 4, n)
+    expiry = rng.integers(0, 9, n) * 86_400 * 10**9
+    years = rng.choice([-0.1, 0.0, 0.01, 0.5, 3.0], n)
+    units_of = rng.integers(1, 4, n_acc)
+    if seed % 2:
+        units_of[rng.integers(0, n_acc, 3)] = 1     # a few units of many positions below
+    unit_account = np.repeat(np.arange(n_acc), units_of)
+    n_units = len(unit_account)
+    per_unit = rng.integers(0, 12, n_units)
+    per_unit[rng.integers(0, n_units, 5)] = rng.integers(33, 200, 5)
+    pos_unit = np.repeat(np.arange(n_units), per_unit)
+    if seed >= 2:                                   # positions of a unit not contiguous
+        pos_unit = pos_unit[rng.permutation(len(pos_unit))]
+    n_pos = len(pos_unit)
+    args = (rng.integers(0, n, n_pos), rng.choice([-3.0, -1e-9, 0.0, 2.5], n_pos), kind,
+            (rng.random(n) < 0.05).astype(np.int64), rng.integers(0, n_types, n),
+            np.array([0.0, 1e-4, 0.01]), rng.integers(0, n, 7), pos_unit,
+            rng.integers(0, n_units, 7), n_units, unit_account[pos_unit],
+            rng.integers(-1, n_acc, 50), unit_account, n_acc, expiry, years,
+            rng.integers(0, n_types, n_units), np.array([0.0, 0.075, 0.3]),
+            np.array([0.0, 0.01, 0.05]), rng.integers(0, n_units, 9), rng.random(9),
+            rng.random(9))
+    want = layout.book_layout_serial(*args)
+    for fill in (None, 1, -7):
+        _nested_same(_threads(args, fill), want)

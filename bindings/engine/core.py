@@ -483,18 +483,27 @@ def lay_out(book, model, rv, keep_vectors=True, revalue_all=False):
     q = book.quantity
     excl_instr = excluded_instruments(book, model)
     utype = units.utype
-    # position_layout, the CSR indexes, the roll groups and reserve_sums: one kernel call
+    # position_layout, the CSR indexes, the roll groups and reserve_sums: one kernel call,
+    # on the threads for a book of many units (into blocks of the pool: ~100 MB of fresh
+    # pages a 1M-position backtest would otherwise fault in on every call)
+    args = (*kernel_args(book.pos_instr, q, book.kind, excl_instr, itype,
+                         params.per_type["short_option_minimum"], book.ord_instr, pos_unit,
+                         rv.ord_unit), n_units,
+            *kernel_args(book.pos_account, book.bal_account, units.account), n_acc,
+            *kernel_args(book.expiry_ns, book.years, utype,
+                         params.per_type["annualised_move_risk"],
+                         params.per_type["min_annualised_move"], rv.res_unit, book.res_oo,
+                         book.res_mmp))
+    if _phase("book_layout", range(n_units), layout_k) is layout_k.book_layout:
+        args += (blocks.empty((n_pos,), np.bool_),
+                 blocks.empty((layout_k.LAYOUT_F8, n_pos)),
+                 blocks.empty((layout_k.LAYOUT_I8, n_pos), np.int64))
+        kernel = layout_k.book_layout
+    else:
+        kernel = layout_k.book_layout_serial
     (excl, q_port, short_opt, short_all, som_rate, excluded_any), (
         pu_start, pu_order, ou_start, ou_order, pa_start, pa_order, ba_start, ba_order,
-        ua_start), (pos_group, group_rate), (res_oo, mmp) = layout_k.book_layout(
-        *kernel_args(book.pos_instr, q, book.kind, excl_instr, itype,
-                     params.per_type["short_option_minimum"], book.ord_instr, pos_unit,
-                     rv.ord_unit), n_units, *kernel_args(book.pos_account, book.bal_account,
-                                                         units.account), n_acc,
-        *kernel_args(book.expiry_ns, book.years, utype,
-                     params.per_type["annualised_move_risk"],
-                     params.per_type["min_annualised_move"], rv.res_unit, book.res_oo,
-                     book.res_mmp))
+        ua_start), (pos_group, group_rate), (res_oo, mmp) = kernel(*args)
     excl.setflags(False)                # fixed with the book and model, like the layout
     per = params.per_type
     layout = Layout(
