@@ -412,9 +412,10 @@ _SERIAL = {k: getattr(tables_k, k.__name__ + "_serial") for k in (
 # on a quiet machine, and costs up to a scheduler quantum (several ms) where other
 # processes keep the cores busy (the units table of a 1M-snapshot backtest, 200k rows,
 # stays on one thread); a string column takes three regions (offsets in two passes, then
-# the bytes) for 3-4 ms of work at 1.2M rows, so it stays on one thread up to 4M rows
+# the bytes), ~10 ms on one thread at 1.2M rows and 6-7 ms on two (backtest-100k's
+# positions table: its three string columns 31 -> 19 ms a call)
 PARALLEL_ROWS = 1 << 19
-STRING_PARALLEL_ROWS = 1 << 22
+STRING_PARALLEL_ROWS = 1 << 20
 
 
 def block_arrays(buf, k, n):
