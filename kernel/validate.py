@@ -232,19 +232,18 @@ def instruments(symbol, underlying, kind, settlement, option_type, contract_size
 
 @njit
 def positions(symbol, account, quantity, entry_price, leverage, ins_symbol, ins_index,
-              period, code_accounts, bounds):
+              period, bounds):
     """The positions table in one pass.
 
     ``symbol``, ``account``: string columns; ``quantity``, ``entry_price``, ``leverage``:
     numeric columns (the last two may be absent); ``ins_symbol`` the instruments' symbols
     ``(offsets, data)`` and ``ins_index`` their :func:`str_index`; ``period`` as in
-    :func:`lookup_rows` (0: none); ``code_accounts`` False leaves the accounts uncoded
-    (empty codes).
+    :func:`lookup_rows` (0: none; the accounts are coded with the same period).
 
     Returns ``(ins_row, acc_codes, acc_first, repeated, bad)``: the instruments row of each
     position's symbol (-1 unknown), the account codes (order of first appearance) and each
     code's first row, the number of rows that repeat an earlier row's (account, symbol) (-1
-    when not counted: accounts uncoded, or not in contiguous runs), and the count of rows
+    when not counted: the accounts not in contiguous runs), and the count of rows
     breaking each rule ``POS_*`` (a symbol not among the instruments; a quantity that breaks
     :func:`bad_number`; an entry price or a leverage that breaks it as a positive
     number)."""
@@ -253,12 +252,8 @@ def positions(symbol, account, quantity, entry_price, leverage, ins_symbol, ins_
     for i in range(ins_row.shape[0]):
         if ins_row[i] < 0:
             bad[POS_SYMBOL_UNKNOWN] += 1
-    repeated = -1
-    if code_accounts:
-        acc_codes, acc_first, _h, _s, _b = str_index(account[0], account[1], period)
-        repeated = _repeated_pairs(acc_codes, ins_row, ins_symbol[0].shape[0] - 1)
-    else:
-        acc_codes = acc_first = np.zeros(0, dtype=np.int64)
+    acc_codes, acc_first, _h, _s, _b = str_index(account[0], account[1], period)
+    repeated = _repeated_pairs(acc_codes, ins_row, ins_symbol[0].shape[0] - 1)
     bad[POS_QUANTITY] = count_bad(quantity[0], quantity[1], quantity[2], False, bounds)
     bad[POS_ENTRY_PRICE] = count_bad(entry_price[0], entry_price[1], entry_price[2], True,
                                      bounds)
@@ -554,7 +549,7 @@ def one_snapshot_book(ins, pos, mkt, idx, names, bounds, max_iv, vt):
         return BOOK_INSTRUMENTS, und_first, none, none, none, no_px, empty
     ins_symbol = (sym[0], sym[1])
     pos_row, acc_codes, acc_first, repeated, bad = _positions(
-        p_sym, p_acc, qty, entry, lev, ins_symbol, sym_index, 0, True, bounds)
+        p_sym, p_acc, qty, entry, lev, ins_symbol, sym_index, 0, bounds)
     if bad.any() or repeated != 0:
         return BOOK_POSITIONS, und_first, pos_row, acc_codes, acc_first, no_px, empty
     has_expiry = expiry.shape[0] == n_ins

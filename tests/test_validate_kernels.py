@@ -138,7 +138,7 @@ def test_positions_kernel_matches_oracle(case, data):
     got = V.positions(_str_col(rows, start), _str_col(account, start), _num_col(qty, start),
                       _num_col(entry, start) if entry is not None else NO_NUMBERS,
                       _num_col(lev, start), values, index, data.draw(st.integers(0, 5)),
-                      True, BOUNDS)
+                      BOUNDS)
     want = oracles.validate_positions(rows, account, qty, entry, lev, ins, BOUNDS)
     assert all(np.asarray(g).tolist() == np.asarray(w).tolist() for g, w in zip(got, want))
 

@@ -427,7 +427,7 @@ def _positions_in_one_pass(pos, instruments, period):
     acc = str_column(pos, "account")
     ins_row, acc_code, acc_first, repeated, bad = validate.positions(
         str_parts(str_column(pos, "symbol")), str_parts(acc), qty[0], entry[0], lev[0],
-        str_buffers(instruments.symbol), instruments.index, period, True, BOUNDS)
+        str_buffers(instruments.symbol), instruments.index, period, BOUNDS)
     if bad.any():
         return None
     return Positions(
