@@ -147,6 +147,24 @@ def test_figures_equal_margin_on_the_modified_book(preset):
         pa.compute.equal(state["market"]["symbol"], "BTC-PERPETUAL"))["mark_price"][0].as_py()
 
 
+@pytest.mark.parametrize("preset", ["standard", "deribit_pme", "okx_pm"])
+def test_the_threaded_layout_gives_the_same_what_if(preset, monkeypatch):
+    """A monitor of many units lays its book out on the threads, into rows of blocks from
+    the pool, and what_if writes a copy's portfolio quantities into those rows: with every
+    phase and the layout on the threads (PARALLEL_MIN 1), the same tables to the bit as on
+    the calling thread, and the monitor as margin() on its state."""
+    import pmrisk.engine.core as core
+    book, vt = _book()
+    got = {}
+    for parallel_min in (core.PARALLEL_MIN, 1):
+        monkeypatch.setattr(core, "PARALLEL_MIN", parallel_min)
+        mon = pmrisk.Monitor(**book, model=preset, valuation_time=vt)
+        w = mon.what_if(ACCOUNT, _trades(BASKET))
+        got[parallel_min] = (w.accounts, w.trades, w.summary, mon.result().accounts)
+    for a, b in zip(*got.values()):
+        assert a.equals(b)
+
+
 @pytest.mark.parametrize("preset", PRESETS)
 def test_a_hedged_basket_costs_less_than_its_legs(preset):
     """The documented collar: long perpetual, long put, short call on the hedged account.
