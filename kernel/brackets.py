@@ -15,17 +15,15 @@ COIN-M ``N = |quantity * contract_size_usd / mark|`` (coin), so MM is in coin.
 """
 
 import numpy as np
-from numba import float64, int64, prange, types
+from numba import prange
 
 from ._config import njit
 from .assemble import CHUNKS
 from .instruments import FUTURE, INVERSE, PERPETUAL
 
-F8_1D = types.Array(float64, 1, "C", readonly=True)
-I8_1D = types.Array(int64, 1, "C", readonly=True)
 
 
-@njit(float64[::1](F8_1D, F8_1D, F8_1D, I8_1D))
+@njit
 def bracket_notional(quantity, contract_size, mark, coin_margined):
     """Bracket notional per position.
 
@@ -52,7 +50,7 @@ def bracket_notional(quantity, contract_size, mark, coin_margined):
     return out
 
 
-@njit(float64[::1](F8_1D, I8_1D, F8_1D))
+@njit
 def bracket_margin_usd(mm, coin_margined, index):
     """Maintenance margin per position in USD: a COIN-M position's (``coin_margined`` 1, in
     coin) times its underlying's ``index`` price, a USDⓈ-M position's (in USD) as it is.
@@ -72,7 +70,7 @@ def bracket_margin_usd(mm, coin_margined, index):
     return out
 
 
-@njit(types.Tuple((int64[::1], float64[::1]))(F8_1D, I8_1D, F8_1D, F8_1D, F8_1D, F8_1D, I8_1D))
+@njit
 def bracket_margin(notional, pos_ladder, floor, cap, mmr, cum, offsets):
     """Bracket row and maintenance margin per position.
 
