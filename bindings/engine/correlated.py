@@ -53,8 +53,8 @@ from pmrisk.kernel.describe import lexicon, odd_moves, scenario_words
 from pmrisk.kernel.directions import KINDS, joint_moves
 from pmrisk.kernel.grid import grid_curves, grid_curves_serial
 from pmrisk.kernel.groups import row_sets
-from pmrisk.kernel.joint import (joint_stress, joint_stress_serial,
-                                 pricing_constants, shell_intervals)
+from pmrisk.kernel.joint import (joint_stress, joint_stress_serial, joint_stress_set,
+                                 pricing_constants, scan_setup, shell_intervals)
 from pmrisk.kernel.joint_tick import (FULL, K_KEEP, RECORD_GAP, SAME, bind_cells, bind_slots,
                                       joint_record, joint_record_serial, joint_tick,
                                       joint_tick_serial, row_bounds)
@@ -557,14 +557,17 @@ class JointStress:
         const = np.empty((size, 6))
         grid = (self.grid_mode, curve, self.curve_of_row) + self._grid_rest
         ins = tuple(self.ins)
+        setup = scan_setup(len(sel), self.grp, grid)        # once, not per block
         for lo, hi, rows in blocks:
             at = np.arange(len(rows), dtype=np.int64)
             self.curve_of_row[rows] = at
             (grid_curves if len(rows) >= PRICE_PARALLEL_MIN else grid_curves_serial)(
                 *kernel_args(at, *(c[rows] for c in cols)), args.rate, *cells, const, curve)
             part = sel[lo:hi]
-            (joint_stress if len(part) >= PARALLEL_MIN else joint_stress_serial)(
-                part, acc, self.grp, ins, grid, outs)
+            if len(part) >= PARALLEL_MIN:
+                joint_stress_set(part, acc, self.grp, ins, grid, outs, setup)
+            else:
+                joint_stress_serial(part, acc, self.grp, ins, grid, outs)
 
     def tick(self, unit_px, slope_usd, accounts):
         """:meth:`run` on ``accounts`` after a tick (:meth:`reprice` of the moved rows, the
