@@ -719,11 +719,8 @@ class JointStress:
                 ["%+.2f%%" % v for v in odd.view(np.float64).tolist()])
             offsets, data, _ = scenario_words(*per_account, *rest, lex, lex_off, *firsts, odd)
         text = pa.LargeStringArray.from_buffers(len(sel), pa.py_buffer(offsets),
-                                                pa.py_buffer(data)).dictionary_encode()
-        # each distinct text one Python string (a backtest's 100,000 accounts bind ~8,600
-        # distinct scenarios: ~5-10 ms less than a string per account)
-        self.description[sel] = text.dictionary.to_numpy(zero_copy_only=False)[
-            text.indices.to_numpy()]
+                                                pa.py_buffer(data))
+        self.description[sel] = text.to_numpy(zero_copy_only=False)
 
     def result(self):
         return JointResult(worst_usd=self.worst, description=self.description,
