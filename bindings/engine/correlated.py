@@ -53,8 +53,8 @@ from pmrisk.kernel.describe import lexicon, odd_moves, scenario_words
 from pmrisk.kernel.directions import KINDS, joint_moves
 from pmrisk.kernel.grid import grid_curves, grid_curves_serial
 from pmrisk.kernel.groups import row_sets
-from pmrisk.kernel.joint import (joint_stress, joint_stress_serial,
-                                 pricing_constants, shell_intervals)
+from pmrisk.kernel.joint import (joint_stress, joint_stress_serial, joint_stress_set,
+                                 pricing_constants, scan_setup, shell_intervals)
 from pmrisk.kernel.joint_tick import (FULL, K_KEEP, RECORD_GAP, SAME, bind_cells, bind_slots,
                                       joint_record, joint_record_serial, joint_tick,
                                       joint_tick_serial, row_bounds)
@@ -70,6 +70,7 @@ PRICE_PARALLEL_MIN = 8  # fewer revaluation rows than this: grid curves on the c
 RECORD_MAX = 64     # a tick records at most this many accounts that had a record (see _to_record)
 DEFER_BYTES = 64 << 20     # grid curves above this: priced block by block (see run)
 BLOCK_POSITIONS = 65_536   # a block's accounts hold about this many positions
+SPAN_NUM, SPAN_DEN = 17, 16    # a block prices its rows' whole span up to 17/16 of its rows
 
 ERROR_FACTOR = 1.0         # interpolation error bound = ERROR_FACTOR * max |4th difference|
 MAX_CANDIDATES = 256       # more candidates than this: revalue every joint scenario exactly
@@ -552,19 +553,29 @@ class JointStress:
         cols = args.instruments()
         g = self.grid
         cells = kernel_args(g.n_scen, g.shock, g.log1p, g.vol_code, g.src)
-        size = max(len(r) for _, _, r in blocks)
+        # a block whose rows are nearly one run (a history's times in order: a few of a
+        # time's instruments held by none of the block's accounts) prices the whole run,
+        # from views of the columns (no copies)
+        takes = [slice(int(r[0]), int(r[-1]) + 1) if len(r) and
+                 (int(r[-1]) + 1 - int(r[0])) * SPAN_DEN <= len(r) * SPAN_NUM else r
+                 for _, _, r in blocks]
+        size = max(t.stop - t.start if isinstance(t, slice) else len(t) for t in takes)
         curve = np.empty((size, self.width))
         const = np.empty((size, 6))
         grid = (self.grid_mode, curve, self.curve_of_row) + self._grid_rest
         ins = tuple(self.ins)
-        for lo, hi, rows in blocks:
-            at = np.arange(len(rows), dtype=np.int64)
-            self.curve_of_row[rows] = at
-            (grid_curves if len(rows) >= PRICE_PARALLEL_MIN else grid_curves_serial)(
-                *kernel_args(at, *(c[rows] for c in cols)), args.rate, *cells, const, curve)
+        setup = scan_setup(len(sel), self.grp, grid)        # once, not per block
+        for (lo, hi, _), take in zip(blocks, takes):
+            n = take.stop - take.start if isinstance(take, slice) else len(take)
+            at = np.arange(n, dtype=np.int64)
+            self.curve_of_row[take] = at
+            (grid_curves if n >= PRICE_PARALLEL_MIN else grid_curves_serial)(
+                *kernel_args(at, *(c[take] for c in cols)), args.rate, *cells, const, curve)
             part = sel[lo:hi]
-            (joint_stress if len(part) >= PARALLEL_MIN else joint_stress_serial)(
-                part, acc, self.grp, ins, grid, outs)
+            if len(part) >= PARALLEL_MIN:
+                joint_stress_set(part, acc, self.grp, ins, grid, outs, setup)
+            else:
+                joint_stress_serial(part, acc, self.grp, ins, grid, outs)
 
     def tick(self, unit_px, slope_usd, accounts):
         """:meth:`run` on ``accounts`` after a tick (:meth:`reprice` of the moved rows, the
