@@ -42,9 +42,11 @@ def multi_10k(full):
 def test_accounts_10k_multi(margin_benchmark, multi_10k, model):
     tables, vt = multi_10k
     n_acc = len(set(tables["positions"]["account"].to_pylist()))
+    # both models calibrated by pytest-benchmark (a call of ~20-100 ms: 10-50 rounds), not a
+    # fixed 3 for standard: of 3 rounds one is the pool's second set of blocks (the previous
+    # result still held), 1.5-2x the others, and the median of 3 then swings with it
     r = margin_benchmark({"accounts": n_acc, "positions": tables["positions"].num_rows},
-                         **tables, model=model, valuation_time=vt,
-                         rounds=3 if model == "standard" else None)
+                         **tables, model=model, valuation_time=vt)
     assert r.accounts.num_rows == n_acc
 
 
