@@ -95,9 +95,7 @@ def pool_array(shape, dtype):
     >>> a.shape, buf.size
     ((2, 3), 48)
     """
-    size = np.dtype(dtype).itemsize
-    for d in shape:
-        size *= d
+    size = _nbytes(shape, dtype)
     if size < POOL_BYTES:
         a = np.empty(shape, dtype=dtype)
         return a, pa.py_buffer(a)
@@ -114,9 +112,7 @@ def empty(shape, dtype=np.float64):
     >>> blocks.empty((2, 3)).shape
     (2, 3)
     """
-    size = np.dtype(dtype).itemsize
-    for d in shape:
-        size *= d
+    size = _nbytes(shape, dtype)
     if size < POOL_BYTES:
         return np.empty(shape, dtype=dtype)
     return np.frombuffer(BLOCKS.take(size), dtype=dtype).reshape(shape)
@@ -131,11 +127,16 @@ def zeros(shape):
     >>> float(blocks.zeros((2, 1 << 17)).sum())
     0.0
     """
-    size = 8
-    for d in shape:
-        size *= d
-    if size < POOL_BYTES:
+    if _nbytes(shape, np.float64) < POOL_BYTES:
         return np.zeros(shape)
-    a = np.frombuffer(BLOCKS.take(size), dtype=np.float64).reshape(shape)
+    a = empty(shape)
     a.fill(0.0)
     return a
+
+
+def _nbytes(shape, dtype):
+    """Bytes of an array of ``shape`` and ``dtype``."""
+    size = np.dtype(dtype).itemsize
+    for d in shape:
+        size *= d
+    return size

@@ -494,13 +494,11 @@ def lay_out(book, model, rv, keep_vectors=True, revalue_all=False):
                          params.per_type["annualised_move_risk"],
                          params.per_type["min_annualised_move"], rv.res_unit, book.res_oo,
                          book.res_mmp))
-    if _phase("book_layout", range(n_units), layout_k) is layout_k.book_layout:
+    kernel = _phase("book_layout", range(n_units), layout_k)
+    if kernel is layout_k.book_layout:           # the threaded form writes into the caller's
         args += (blocks.empty((n_pos,), np.bool_),
                  blocks.empty((layout_k.LAYOUT_F8, n_pos)),
                  blocks.empty((layout_k.LAYOUT_I8, n_pos), np.int64))
-        kernel = layout_k.book_layout
-    else:
-        kernel = layout_k.book_layout_serial
     (excl, q_port, short_opt, short_all, som_rate, excluded_any), (
         pu_start, pu_order, ou_start, ou_order, pa_start, pa_order, ba_start, ba_order,
         ua_start), (pos_group, group_rate), (res_oo, mmp) = kernel(*args)
