@@ -193,6 +193,42 @@ def targets_table(r):
     return rows
 
 
+def engine_table(r):
+    """Issue 11's speed targets ("one engine"): ``grid-1acct-2k`` against the hoisted minimal
+    option loop of the same run and in absolute time, the ``deribit_pme`` tick, and the
+    ``backtest-100k`` rate (both table choices)."""
+    rows = ["| figure (issue 11) | measured | target | stretch | met |",
+            "|---|---|---|---|---|"]
+
+    def add(label, measured, target, stretch, met):
+        rows.append(f"| {label} | {measured} | {target} | {stretch} | {met} |")
+
+    g, loop = "test_grid_1acct_2k", "test_options_minimal_loop"
+    if r.get(g):
+        m = r.median(g)
+        if r.get(loop):
+            x = m / r.median(loop)
+            add("`grid-1acct-2k` end to end / the hoisted minimal option loop on its 1,600 "
+                "options (serial, same run)", f"{ratio(x)} ({secs(m)} / "
+                f"{secs(r.median(loop))})", "≤ 2×", "≤ 1.3×", _met(x, 2.0, 1.3, False))
+        add("`grid-1acct-2k` end to end on this machine", secs(m), "≤ 2 ms", "≤ 1 ms",
+            _met(m, 2e-3, 1e-3, False))
+    t = "test_monitor_10k[deribit_pme]"
+    if r.get(t):
+        p99 = r.info(t, "p99_ms")
+        add(f"`monitor-10k[deribit_pme]`: tick p99 ({r.info(t, 'ticks'):,} ticks)",
+            f"{p99:.2f} ms (p50 {r.info(t, 'p50_ms'):.2f})", "≤ 5 ms", "–",
+            "target" if p99 <= 5 else "**missed**")
+    for b, what in (("test_backtest_100k[all-tables]", "accounts, units and positions tables"),
+                    ("test_backtest_100k[accounts-only]", "accounts table")):
+        if r.get(b):
+            x = r.rate(b, "snapshots")
+            add(f"`backtest-100k[deribit_pme]`, {what}",
+                f"{rate(x, 'snapshots')} ({secs(r.median(b))} per call)", "≥ 300,000/s",
+                "≥ 1,000,000/s", _met(x, 3e5, 1e6, True))
+    return rows if len(rows) > 2 else []
+
+
 def standard_table(r):
     """Issue 12's figures: ``standard`` beside ``deribit_pme`` on the same book, each case's
     ratio (target <= 3x, stretch <= 1.5x) and ``standard``'s own target."""
@@ -393,6 +429,8 @@ def report(data):
              "### Every case", "", *cases_table(r), "",
              "### Where `margin()`'s time goes (medians of `result.timings` over the timed "
              "calls)", "", *stages_table(r), ""]
+    if engine_table(r):
+        parts += ["### The one engine (issue 11)", "", *engine_table(r), ""]
     if standard_table(r):
         parts += ["### The seed's model beside `deribit_pme` (issue 12)", "",
                   *standard_table(r), ""]
