@@ -7,7 +7,8 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 import pmrisk
-from books import INDEX, MARKET, TIME, UNIVERSE, books, scaled, with_negated_instruments
+from books import (INDEX, MARKET, TIME, UNIVERSE, assert_no_nan, books, scaled,
+                   with_negated_instruments)
 
 MODELS = ["deribit_pme", "span"]
 
@@ -21,22 +22,37 @@ def col(t, name):
     return np.asarray(t[name].to_numpy(zero_copy_only=False), dtype=np.float64)
 
 
-def no_nan(result):
-    for t in (result.accounts, result.units, result.positions):
-        for name in t.column_names:
-            if pa.types.is_floating(t.schema.field(name).type):
-                assert not np.isnan(col(t, name)).any(), name
-
-
 @pytest.mark.parametrize("model", MODELS)
 @given(pos=books())
 def test_margin_non_negative_and_finite(model, pos):
     r = run(pos, model)
-    no_nan(r)
+    assert_no_nan(r)
+    # cross_unit "sum": a unit is part of the margin exactly when it has a loss (a unit whose
+    # every scenario gains, e.g. hedged options, has a null scenario_price_shock)
+    null = r.units["scenario_price_shock"].is_null().to_numpy(zero_copy_only=False)
+    assert (null == (col(r.units, "worst_case") == 0)).all()
     for name in ("worst_case", "roll_shock", "delta_shock", "short_option_minimum",
                  "risk_matrix_margin", "maintenance_margin", "initial_margin"):
         assert (col(r.units, name) >= 0).all(), name
     assert (col(r.accounts, "maintenance_margin") >= 0).all()
+
+
+def test_unit_without_a_loss_takes_no_part():
+    """A unit whose every scenario is a gain (ETH/ETH here: long puts and calls around a short
+    call; found by the nightly fuzz) has worst case 0, no share of the margin and a null
+    ``scenario_price_shock`` under ``cross_unit = "sum"``, never a NaN."""
+    pos = pa.table({"account": ["acct-0"] * 11, "symbol": [
+        "BTC-PERPETUAL", "ETH-28JUN24-2900-P", "ETH-27SEP24", "ETH-PERPETUAL",
+        "ETH-28JUN24-3400-C", "BTC_USDC-PERPETUAL", "ETH_USDC-PERPETUAL", "ETH-27SEP24-2950-C",
+        "ETH-28JUN24-3950-P", "BTC-28JUN24", "ETH-28JUN24-2900-C"],
+        "quantity": [1.0, 1, 1, 1, 1, 1, 1, -6, 16, 1, 25]})
+    r = run(pos, "deribit_pme")
+    assert_no_nan(r)
+    u = r.units.to_pylist()
+    eth = next(x for x in u if x["unit"] == "ETH/ETH")
+    assert eth["worst_case"] == 0 and eth["scenario_margin"] == 0
+    assert eth["scenario_price_shock"] is None and eth["scenario_vol_state"] is None
+    assert all(x["scenario_price_shock"] == x["binding_price_shock"] for x in u if x is not eth)
 
 
 # Deribit's extended-table dampener and the max_offsetable_pnl cap are absolute USD amounts,

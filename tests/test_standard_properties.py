@@ -30,7 +30,8 @@ from hypothesis import assume, given, settings
 from hypothesis import strategies as st
 
 import pmrisk
-from books import INDEX, MARKET, TIME, UNIVERSE, books, scaled, with_negated_instruments
+from books import (INDEX, MARKET, TIME, UNIVERSE, assert_no_nan, books, scaled,
+                   with_negated_instruments)
 
 STANDARD = pmrisk.Model.preset("standard")
 IDX = dict(zip(INDEX["underlying"].to_pylist(), INDEX["index_price"].to_pylist()))
@@ -623,13 +624,6 @@ def test_subadditive_once_the_shells_resolve_the_peak(steps):
 # 6. engine invariants in correlated mode
 # =============================================================================================
 
-def no_nan(result):
-    for t in (result.accounts, result.units, result.positions):
-        for name in t.column_names:
-            if pa.types.is_floating(t.schema.field(name).type):
-                assert not np.isnan(col(t, name)).any(), name
-
-
 def _std(pos, **kw):
     return run(pos, instruments=UNIVERSE, market=MARKET, **kw)
 
@@ -637,7 +631,7 @@ def _std(pos, **kw):
 @given(pos=books())
 def test_correlated_margin_non_negative_and_finite(pos):
     r = _std(pos)
-    no_nan(r)
+    assert_no_nan(r)
     for name in ("maintenance_margin", "initial_margin", "scenario_margin"):
         assert (col(r.accounts, name) >= 0).all(), name
         assert np.isfinite(col(r.accounts, name)).all(), name
