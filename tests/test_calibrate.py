@@ -108,6 +108,40 @@ def test_calibrate_sigma_is_the_kernel_recursion_on_resampled_prices():
     np.testing.assert_allclose(ann, math.sqrt(365.0))
 
 
+def test_an_interval_without_any_price_leaves_both_returns_out():
+    """A day on which no underlying has a price (a data outage) is a gap: the two-day move
+    across it is not a daily return (SPEC 16: prices resampled to the interval), so sigma is
+    the recursion over the returns of consecutive days only, the seed over the days before."""
+    level = simulate([0.02, 0.03], [[1, 0.5], [0.5, 1]], 60, 3)
+    missing = np.zeros(level.shape, dtype=bool)
+    missing[40] = True                              # day 40: no row at all
+    model, rep = pmrisk.calibrate(price_table(level, ["BTC", "ETH"], missing=missing),
+                                  lam=0.94, seed_obs=10)
+    r = np.log(level[1:] / level[:-1])
+    v = np.var(r[:10], axis=0, ddof=1)
+    c = np.cov(r[:10].T, ddof=1)[0, 1]
+    for t in range(10, len(r)):
+        if t in (39, 40):                           # into and out of day 40
+            continue
+        v = 0.94 * v + 0.06 * r[t] ** 2
+        c = 0.94 * c + 0.06 * r[t, 0] * r[t, 1]
+    und = rep.filter(pc.equal(rep["kind"], "underlying"))
+    np.testing.assert_allclose(und["sigma"].to_numpy(), np.sqrt(v), rtol=1e-12)
+    assert und["observations"].to_pylist() == [len(r) - 2] * 2
+    pair = rep.filter(pc.equal(rep["kind"], "pair")).to_pylist()[0]
+    assert pair["rho"] == pytest.approx(c / math.sqrt(v[0] * v[1]), rel=1e-12)
+
+
+def test_a_grid_too_long_is_refused():
+    """Two prices 100 years apart at 1-second intervals: the grid would have 3e9 rows."""
+    t = pa.table({"time": pa.array([0, 100 * 365 * 86_400 * 10**9], pa.timestamp("ns", "UTC")),
+                  "underlying": ["BTC", "BTC"], "index_price": [1.0, 2.0]})
+    with pytest.raises(MarginError) as exc:
+        pmrisk.calibrate(t, interval="1s")
+    assert (exc.value.table, exc.value.column) == ("prices", "time") and "interval" in str(
+        exc.value)
+
+
 # -- estimates recover known sigma and rho ----------------------------------------------------
 
 @settings(max_examples=20)
@@ -213,19 +247,25 @@ def gappy_prices():
     return price_table(level, NAMES, missing=missing)
 
 
-def test_non_psd_estimate_refused_with_the_pair_named():
+@pytest.mark.parametrize("how", ["argument", "model"])
+def test_non_psd_estimate_refused_with_the_pair_named(how):
+    kw = {"repair": "none"} if how == "argument" else {
+        "base_model": pmrisk.Model.preset("standard").with_overrides(
+            {"correlations": {"repair": "none"}})}
     with pytest.raises(MarginError) as exc:
-        pmrisk.calibrate(gappy_prices(), seed_obs=10)
+        pmrisk.calibrate(gappy_prices(), seed_obs=10, **kw)
     err = exc.value
     assert (err.table, err.column) == ("prices", "index_price")
     assert "positive semidefinite" in str(err) and "repair" in str(err)
 
 
-@pytest.mark.parametrize("how", ["argument", "model"])
-def test_non_psd_estimate_repaired_when_asked(how):
-    kw = {"repair": "nearest"} if how == "argument" else {
+@pytest.mark.parametrize("how", ["default", "argument", "model"])
+def test_non_psd_estimate_repaired(how):
+    """SPEC 16: the estimate is repaired to the nearest correlation matrix when not PSD; the
+    repair setting is written into the model only when asked for."""
+    kw = {"default": {}, "argument": {"repair": "nearest"}, "model": {
         "base_model": pmrisk.Model.preset("standard").with_overrides(
-            {"correlations": {"repair": "nearest"}})}
+            {"correlations": {"repair": "nearest"}})}}[how]
     with pytest.warns(CorrelationRepaired):
         model, rep = pmrisk.calibrate(gappy_prices(), seed_obs=10, **kw)
     pairs = rep.filter(pc.equal(rep["kind"], "pair")).to_pylist()
@@ -235,6 +275,7 @@ def test_non_psd_estimate_repaired_when_asked(how):
     assert min_eigenvalue(_matrix(used))[0] >= -1e-10
     m = pmrisk.correlation_matrix(NAMES, model).matrix
     np.testing.assert_allclose(m, _matrix(used))
+    assert model["correlations"].get("repair") == (None if how == "default" else "nearest")
 
 
 def _matrix(pairs):

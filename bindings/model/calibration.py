@@ -7,18 +7,20 @@ The method, step by step:
 
 1. **Resample.** ``prices`` is an index-shaped table ``time, underlying, index_price`` (times
    strictly increasing per underlying).  Each underlying's last price in each ``interval``
-   (``"1d"``, ``"4h"``, ``"15m"``, ...; intervals aligned to 1970-01-01 UTC) is kept; the
-   intervals where any underlying has a price form the grid, and an underlying without a
-   price in one of them has a gap there.
+   (``"1d"``, ``"4h"``, ``"15m"``, ...; intervals aligned to 1970-01-01 UTC) is kept; every
+   interval from the first row's to the last row's forms the grid, and an underlying without
+   a price in one of them has a gap there (an interval where no underlying has a price is a
+   gap for all of them).
 2. **Returns.** ``r_t = ln(P_t / P_{t-1})`` between consecutive grid intervals (none across
    a gap).
 3. **EWMA** (RiskMetrics): the first ``seed_obs`` returns seed the variance and covariance
    with their sample values (about the sample mean, divisor n - 1); then
    ``sigma2_t = lam*sigma2_{t-1} + (1-lam)*r_t**2`` and the same for each pair's
    covariance; ``rho = cov / (sigma_i*sigma_j)``.  Pairs estimated over different
-   intervals (gaps) can give a matrix that is not positive semidefinite: it is refused with an
-   error naming the pair, or replaced by Higham's nearest correlation matrix (``repair =
-   "nearest"``, the base model's ``[correlations]`` setting by default).
+   intervals (gaps) can give a matrix that is not positive semidefinite: it is replaced by
+   Higham's nearest correlation matrix (with a ``CorrelationRepaired`` warning), or refused
+   with an error naming the pair when ``repair = "none"`` (the argument, or the base model's
+   ``[correlations]`` setting).
 4. **Ranges.** With sigma the latest EWMA volatility (the forecast for the next interval),
    ``range_up = exp(k*sigma*sqrt(h)) - 1`` and ``range_down = 1 - exp(-k*sigma*sqrt(h))``
    (k = ``k_sigma``, h = ``horizon`` in intervals); the model's ``price_range`` is
@@ -88,6 +90,7 @@ REPORT_SCHEMA = pa.schema([
 
 
 MAX_INTERVAL_NS = 100 * YEAR_NS   # 36500d: longer is a typo (and int64 ns end in 2262)
+MAX_INTERVALS = 10_000_000       # grid rows, first row to last interval: 80 MB a column
 
 
 def parse_interval(text, what="interval"):
@@ -130,7 +133,9 @@ def log_ranges(sigma, k_sigma=3.0, horizon=1):
 
 class _Grid:
     """Resampled levels of one table: ``names`` (underlyings), ``level`` float64[G, d] (NaN:
-    no row in that interval), ``last`` int64[G] (the last row time in each interval)."""
+    no row in that interval), one row per interval from the first row's to the last row's,
+    ``last`` int64[G] (the last row time in each interval; an interval without rows: its
+    last nanosecond)."""
 
     def __init__(self, names, level, last, cut=None):
         self.names, self.level, self.last, self.cut = names, level, last, cut
@@ -179,7 +184,16 @@ def _history(obj, name, value, interval_ns, cut=None, underlyings=None):
         keep &= (ns <= cut[0]) if cut[1] else (ns < cut[0])
     ns, level, und = ns[keep], level[keep], und[keep]
     bucket = ns // interval_ns
-    grid, g = np.unique(bucket, return_inverse=True)
+    # every interval from the first to the last, those without a price empty (NaN): no return
+    # into or out of them, so a move across a gap is never taken for a one-interval return
+    first = int(bucket.min()) if len(bucket) else 0
+    n_grid = int(bucket.max()) - first + 1 if len(bucket) else 0
+    if n_grid > MAX_INTERVALS:
+        raise MarginError(name, TIME, f"at most {MAX_INTERVALS:,} intervals from the first row "
+                          f"to the last, got {n_grid:,}", hint="Give a longer interval or a "
+                          "shorter history")
+    g = bucket - first
+    grid = np.arange(first, first + n_grid)
     col = np.full(len(names_all), -1, dtype=np.int64)
     col[[names_all.index(u) for u in wanted]] = np.arange(len(wanted))
     out = np.full((len(grid), len(wanted)), np.nan)
@@ -188,7 +202,10 @@ def _history(obj, name, value, interval_ns, cut=None, underlyings=None):
         if len(o) else np.zeros(0, dtype=bool)
     rows = o[last_row]                             # the last row of each (underlying, bucket)
     out[g[rows], col[und[rows]]] = level[rows]
-    last = np.full(len(grid), np.iinfo(np.int64).min, dtype=np.int64)
+    last = (grid + 1) * interval_ns - 1            # an empty interval: its end
+    have = np.zeros(len(grid), dtype=bool)
+    have[g] = True
+    last[have] = np.iinfo(np.int64).min
     np.maximum.at(last, g, ns)
     return _Grid(wanted, out, last, cut)
 
@@ -415,11 +432,12 @@ def calibrate(prices, base_model="standard", method="ewma", lam=0.94, interval="
     underlyings : list of str, optional
         Calibrate these only (default every underlying in ``prices``).
     repair : {"none", "nearest"}, optional
-        A correlation estimate that is not positive semidefinite: refused (``"none"``) or
-        replaced by the nearest correlation matrix; default the base model's
-        ``correlations.repair``.  ``"nearest"`` is also written into the calibrated model
-        (the matrix of a book whose underlyings mix calibrated pairs with the base model's
-        other pairs or default is then repaired at margin time too).
+        A correlation estimate that is not positive semidefinite: replaced by the nearest
+        correlation matrix (the default, with a ``CorrelationRepaired`` warning) or refused
+        (``"none"``); default the base model's ``correlations.repair`` when it sets one.  An
+        explicit ``"nearest"`` is also written into the calibrated model (the matrix of a
+        book whose underlyings mix calibrated pairs with the base model's other pairs or
+        default is then repaired at margin time too).
 
     Returns
     -------
@@ -436,8 +454,8 @@ def calibrate(prices, base_model="standard", method="ewma", lam=0.94, interval="
     MarginError
         Bad prices (nulls, prices <= 0, unsorted or duplicate times: naming the rows), an
         underlying not in ``prices``, too few intervals for ``seed_obs``, a correlation
-        estimate that is not positive semidefinite without ``repair``, or a range the model
-        rejects.
+        estimate that is not positive semidefinite with ``repair = "none"``, or a range the
+        model rejects.
 
     Examples
     --------
@@ -463,10 +481,10 @@ def _calibrate(prices, base_model, method, lam, interval, horizon, k_sigma, floo
     base = Model.coerce(base_model)
     _check_args(lam, horizon, k_sigma, seed_obs, quantile, method)
     interval_ns = parse_interval(interval)
-    if repair is None:
-        repair = base["correlations"].get("repair", "none")
-    if repair not in ("none", "nearest"):
+    asked = repair if repair is not None else base["correlations"].get("repair")
+    if asked not in (None, "none", "nearest"):
         raise MarginError("arguments", "repair", f"\"none\" or \"nearest\", got {repair!r}")
+    repair = asked or "nearest"         # SPEC 16: the estimate is repaired unless refused
     grid = _history(prices, "prices", "index_price", interval_ns, cut, underlyings)
     names = grid.names
     floor = _floors(floors, names)
@@ -489,7 +507,7 @@ def _calibrate(prices, base_model, method, lam, interval, horizon, k_sigma, floo
     if d > 1:
         over["correlations"] = {f"{names[i]},{names[j]}": float(rho[i, j])
                                 for i in range(d) for j in range(i + 1, d)}
-        if repair == "nearest":
+        if asked == "nearest":          # asked for: the margin-time matrix is repaired too
             over["correlations"]["repair"] = "nearest"
     try:
         model = base.with_overrides(over)
