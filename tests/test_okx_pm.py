@@ -6,6 +6,7 @@ constructed book, and properties (MMR non-decreasing in size, IMR = 1.3 MMR, mar
 the same figures through every entry point)."""
 
 import math
+import warnings
 from datetime import datetime, timezone
 
 import numpy as np
@@ -15,6 +16,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 import pmrisk
+from pmrisk import MarginError
 from pmrisk.kernel.okx import mr9
 from tests.reference_cases import load
 
@@ -383,3 +385,56 @@ def test_bad_okx_parameters(where, value):
     with pytest.raises(pmrisk.MarginError) as e:
         pmrisk.Model.preset("okx_pm").with_overrides(over)
     assert e.value.table == "model" and e.value.column == ".".join(where)
+
+
+# -- classes (SPEC 14: okx_class per underlying) -----------------------------------------------
+
+@pytest.mark.parametrize("as_of", ["2024-06-01", None])
+def test_okx_class_gives_the_class_numbers(as_of):
+    """An underlying outside OKX's lists is class "other"; naming it "mid" (or "major") gives
+    it that class's numbers in force at the date, as the listed underlyings have them, and its
+    own section still wins key by key."""
+    base = pmrisk.Model.preset("okx_pm", as_of=as_of)
+    keys = ("price_range", "mr4_annual_move", "mr4_min_move", "mr4_basis_move", "mr7_rate",
+            "mr7_tiers")
+    assert base.underlying("OKB")["okx_class"] == "other"
+    for cls, like in (("mid", "SOL"), ("major", "BTC"), ("other", "TON")):
+        m = base.with_overrides({"OKB": {"okx_class": cls}})
+        got, want = m.underlying("OKB"), base.underlying(like)
+        assert {k: got[k] for k in keys} == {k: want[k] for k in keys}
+    m = base.with_overrides({"OKB": {"okx_class": "mid", "price_range": 0.3}})
+    assert m.underlying("OKB")["price_range"] == 0.3
+    assert m.underlying("OKB")["mr7_rate"] == base.underlying("SOL")["mr7_rate"]
+    m = base.with_overrides({"okx_classes": {"mid": {"mr7_rate": 0.02}}})
+    assert [m.underlying(u)["mr7_rate"] for u in ("SOL", "ADA", "BTC")] == \
+        [0.02, 0.02, base.underlying("BTC")["mr7_rate"]]
+
+
+def test_okx_class_changes_the_margin():
+    """The class reaches the engine: a short OKB perpetual is charged MR1 at a = 0.25
+    (other), 0.18 (mid) or 0.12 (major) of its notional."""
+    tables = {
+        "positions": pa.table({"account": ["a"], "symbol": ["OKB-USDT-SWAP"],
+                               "quantity": [-100.0]}),
+        "instruments": pa.table({"symbol": ["OKB-USDT-SWAP"], "underlying": ["OKB"],
+                                 "kind": ["perpetual"], "settlement": ["linear"],
+                                 "contract_size": [1.0]}),
+        "market": pa.table({"symbol": ["OKB-USDT-SWAP"], "mark_price": [50.0]}),
+        "index": pa.table({"underlying": ["OKB", "USDT"], "index_price": [50.0, 1.0]})}
+    base = pmrisk.Model.preset("okx_pm")
+    for cls, a in (("other", 0.25), ("mid", 0.18), ("major", 0.12)):
+        model = base.with_overrides({"OKB": {"okx_class": cls}})
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", pmrisk.MarginWarning)
+            r = pmrisk.margin(**tables, model=model, valuation_time="2025-06-01T00:00:00Z")
+        assert r.units["mr1"][0].as_py() == pytest.approx(100 * 50.0 * a, rel=1e-12)
+
+
+@pytest.mark.parametrize("bad", [{"okx_classes": {"small": {"price_range": 0.1}}},
+                                 {"okx_classes": {"mid": {"okx_class": "major"}}},
+                                 {"okx_classes": {"mid": {"price_rnge": 0.1}}},
+                                 {"okx_classes": {"mid": 0.1}}])
+def test_okx_classes_checked(bad):
+    with pytest.raises(MarginError) as exc:
+        pmrisk.Model.preset("okx_pm").with_overrides(bad)
+    assert exc.value.column.startswith("okx_classes")

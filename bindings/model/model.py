@@ -16,7 +16,9 @@ from pmrisk.kernel.instruments import KINDS
 from . import presets as P
 from ..errors import MarginError
 
-_SECTIONS = ("thresholds", "correlations", "exclude", "collateral", "default_underlying")
+_SECTIONS = ("thresholds", "correlations", "exclude", "collateral", "default_underlying",
+             "okx_classes")
+OKX_CLASSES = ("major", "mid", "other")
 
 # Bounds on a model's input (a TOML file or a dict of overrides), checked before anything is
 # parsed further: a model is a few hundred keys (a custom scenario table a few thousand rows).
@@ -507,12 +509,9 @@ class Model:
         return dict(self.cached(("underlying", name), lambda: self._merged_underlying(name)))
 
     def _merged_underlying(self, name):
-        out = dict(P.UNDERLYING_DEFAULTS)
-        out.update(self._p.get("default_underlying", {}))
         section = self._p.get(name)
-        if isinstance(section, dict) and name not in _SECTIONS:
-            out.update(section)
-        return out
+        return layered_underlying(self._p, section if isinstance(section, dict) and
+                                  name not in _SECTIONS else None)
 
     def cached(self, key, build):
         """``build()``, computed once per model and ``key`` (a model is immutable, so what is
@@ -543,6 +542,19 @@ def _paths(d, prefix=""):
 _NOT_SECTIONS = ("scenarios", "preset", "brackets")   # checked on their own, never underlyings
 
 
+def layered_underlying(p, section):
+    """An underlying's parameters in model ``p``: the neutral values, then
+    ``default_underlying``, then its class's table in ``okx_classes`` (the class its section
+    or ``default_underlying`` names in ``okx_class``; none: no class table), then its own
+    ``section`` (None: no section of its own)."""
+    out = dict(P.UNDERLYING_DEFAULTS)
+    out.update(p.get("default_underlying", {}))
+    own = section or {}
+    out.update(p.get("okx_classes", {}).get(own.get("okx_class", out["okx_class"]), {}))
+    out.update(own)
+    return out
+
+
 def _validate(p):
     """Check every parameter of a merged model against its :class:`Param` (values are
     replaced by their canonical type), then the cross-parameter rules."""
@@ -571,12 +583,18 @@ def _validate(p):
             raise _err(key, "a known parameter", hint=f"Known: {', '.join(sorted(P.TOP_DEFAULTS))}"
                        " or an underlying section such as [BTC]")
     _validate_underlying("default_underlying", p["default_underlying"])
+    for cls, table in p["okx_classes"].items():
+        if cls not in OKX_CLASSES:
+            raise _err(f"okx_classes.{cls}", f"a class among {OKX_CLASSES}")
+        if not isinstance(table, dict):
+            raise _err(f"okx_classes.{cls}", f"a table (dict) of parameters, got {table!r}")
+        if "okx_class" in table:
+            raise _err(f"okx_classes.{cls}.okx_class", "no okx_class inside a class's table "
+                       "(an underlying's section names its class)")
+        _validate_underlying(f"okx_classes.{cls}", table)
     for name in ["default_underlying"] + [k for k, v in p.items() if isinstance(v, dict)
                                           and k not in _SECTIONS and k not in _NOT_SECTIONS]:
-        u = dict(P.UNDERLYING_DEFAULTS)
-        u.update(p["default_underlying"])
-        if name != "default_underlying":
-            u.update(p[name])
+        u = layered_underlying(p, None if name == "default_underlying" else p[name])
         move = u["extreme_multiple"] * u["price_range"]
         excluding = any(p["exclude"].get(k) for k in ("symbols", "kinds", "underlyings"))
         if (p["extreme_scenarios"] or p["scenario_set"] == "span16" or excluding) \

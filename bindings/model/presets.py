@@ -94,6 +94,7 @@ TOP_DEFAULTS = {
     "exclude": {"symbols": [], "kinds": [], "underlyings": []},
     "collateral": {},
     "default_underlying": {},
+    "okx_classes": {},               # okx_pm: per-class parameters (major, mid, other)
     "scenarios": None,               # custom scenario rows (list of dicts) or None
     # resource and plausibility bounds (not part of the risk model: every preset shares them)
     "max_memory_gb": 4.0,            # refuse a call whose estimated peak memory is above
