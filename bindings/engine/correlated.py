@@ -564,7 +564,9 @@ class JointStress:
         const = np.empty((size, 6))
         grid = (self.grid_mode, curve, self.curve_of_row) + self._grid_rest
         ins = tuple(self.ins)
-        setup = scan_setup(len(sel), self.grp, grid)        # once, not per block
+        # the scan's clusters and tables once, not per block (none if every block is serial)
+        setup = scan_setup(len(sel), self.grp, grid) if any(
+            hi - lo >= PARALLEL_MIN for lo, hi, _ in blocks) else None
         for (lo, hi, _), take in zip(blocks, takes):
             n = take.stop - take.start if isinstance(take, slice) else len(take)
             at = np.arange(n, dtype=np.int64)
