@@ -22,7 +22,6 @@ from .assemble import CHUNKS
 from .instruments import FUTURE, INVERSE, PERPETUAL
 
 
-
 @njit
 def bracket_notional(quantity, contract_size, mark, coin_margined):
     """Bracket notional per position.
