@@ -330,7 +330,7 @@ def _units_table(out, unit_names):
     if out.okx is not None:             # okx_pm: OKX's risk-unit figures (USD)
         ox = out.okx
         cols += [pa.array(c) for c in [ox.charges[:, k] for k in range(6)] + [
-            ox.mr7, ox.charges[:, 6], ox.mr9, ox.mmr, ox.imr]]
+            ox.mr7, ox.charges[:, 6], ox.mr8, ox.mr9, ox.mmr, ox.imr]]
         names = names + _OKX_UNIT_NAMES
         # OKX's delta in USD in the place of the Greek's
         cols[names.index("delta_usd")] = pa.array(ox.charges[:, 7])
@@ -342,8 +342,8 @@ _UNIT_NAMES = ("account", "unit", "underlying", "settlement_currency", "index_pr
                "binding_price_shock", "binding_vol_state", "scenario_price_shock",
                "scenario_vol_state") + tables_k.UNIT_COLUMNS
 _UNIT_NAMES_TIMED = ("account", "time") + _UNIT_NAMES[1:]
-_OKX_UNIT_NAMES = ("mr1", "mr2", "mr3", "mr4", "mr5", "mr6", "mr7", "mr7_raw", "mr9", "mmr",
-                   "imr")
+_OKX_UNIT_NAMES = ("mr1", "mr2", "mr3", "mr4", "mr5", "mr6", "mr7", "mr7_raw", "mr8", "mr9",
+                   "mmr", "imr")
 
 
 def _vol_states(code):

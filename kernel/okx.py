@@ -556,10 +556,11 @@ def asset_price(col, stable, snap, asset_px):
 
 @njit
 def account_borrowing(acc, pa_start, pa_order, ba_start, ba_order, pos_asset, bal_asset, value,
-                      bal_amount, acc_snap, asset_col, asset_stable, asset_px, borrow_mmr_rate,
-                      borrow_imr_rate, liquidation_fee, maintenance_margin, initial_margin,
-                      loan_maintenance_margin, liquidation_cost, finite, derivatives_mmr,
-                      borrow_mmr, borrow_imr, okx_liquidation_cost):
+                      bal_amount, acc_snap, asset_col, asset_stable, asset_px, ua_start,
+                      unit_asset, borrow_mmr_rate, borrow_imr_rate, spot_taker_fee,
+                      maintenance_margin, initial_margin, loan_maintenance_margin,
+                      liquidation_cost, finite, derivatives_mmr, borrow_mmr, borrow_imr,
+                      okx_liquidation_cost, unit_mr8):
     """Per account a of ``acc``: MR8 (borrowing) and the liquidation cost, in place.
 
     An asset's equity (asset k: ``asset_col[k]``, ``asset_stable[k]`` as
@@ -568,10 +569,13 @@ def account_borrowing(acc, pa_start, pa_order, ba_start, ba_order, pos_asset, ba
     positive), then of a's balances in it.  Where negative, its USD value is borrowed; L is
     the sum over the assets in code order.  Then ``borrow_mmr = borrow_mmr_rate L``,
     ``borrow_imr = borrow_imr_rate L``, ``liquidation_cost = L (1 + borrow_mmr_rate)
-    liquidation_fee``; the account's maintenance margin becomes ``derivatives_mmr +
+    spot_taker_fee``; the account's maintenance margin becomes ``derivatives_mmr +
     borrow_mmr`` (``derivatives_mmr``: its maintenance margin less its loan margin), its
     initial margin ``initial - loan margin + borrow_imr``, its loan margin ``borrow_mmr``;
-    ``finite`` is set to 0.0 where one of the new figures is not finite.
+    ``finite`` is set to 0.0 where one of the new figures is not finite.  Per unit w of a
+    (rows ``ua_start[a]:ua_start[a + 1]``), ``unit_mr8[w]`` is the part of ``borrow_mmr``
+    owed in the unit's own underlying (asset ``unit_asset[w]``, -1: none): OKX's ``mr8`` of
+    the risk unit; a borrowed stablecoin has no unit and counts in the account's figure only.
     """
     n_a = asset_col.shape[0]
     eq = np.zeros(n_a)
@@ -598,11 +602,16 @@ def account_borrowing(acc, pa_start, pa_order, ba_start, ba_order, pos_asset, ba
             if held[c]:
                 owed += -eq[c] * asset_price(asset_col[c], asset_stable[c], snap, asset_px) \
                     if eq[c] < 0.0 else 0.0
+        for w in range(ua_start[a], ua_start[a + 1]):
+            c = unit_asset[w]
+            unit_mr8[w] = borrow_mmr_rate * (
+                -eq[c] * asset_price(asset_col[c], asset_stable[c], snap, asset_px)) \
+                if c >= 0 and held[c] and eq[c] < 0.0 else 0.0
         deriv = maintenance_margin[a] - loan_maintenance_margin[a]
         unit_im = initial_margin[a] - loan_maintenance_margin[a]
         b_mm = borrow_mmr_rate * owed
         b_im = borrow_imr_rate * owed
-        liq = owed * (1.0 + borrow_mmr_rate) * liquidation_fee
+        liq = owed * (1.0 + borrow_mmr_rate) * spot_taker_fee
         derivatives_mmr[a] = deriv
         borrow_mmr[a] = b_mm
         borrow_imr[a] = b_im

@@ -1881,12 +1881,14 @@ def okx_unit_margins(sel, charges, cash_leg, utype, mr7_tables, mr7_rows, mr9_ta
 
 def okx_account_borrowing(acc, pa_start, pa_order, ba_start, ba_order, pos_asset, bal_asset,
                           value, bal_amount, acc_snap, asset_col, asset_stable, asset_px,
-                          borrow_mmr_rate, borrow_imr_rate, liquidation_fee, maintenance_margin,
-                          initial_margin, loan_maintenance_margin, liquidation_cost, finite,
-                          derivatives_mmr, borrow_mmr, borrow_imr, okx_liquidation_cost):
+                          ua_start, unit_asset, borrow_mmr_rate, borrow_imr_rate, spot_taker_fee,
+                          maintenance_margin, initial_margin, loan_maintenance_margin,
+                          liquidation_cost, finite, derivatives_mmr, borrow_mmr, borrow_imr,
+                          okx_liquidation_cost, unit_mr8):
     """Twin of :func:`pmrisk.kernel.okx.account_borrowing`: equity per (account, asset) with
     ``numpy.unique`` and ``numpy.bincount`` over the selected accounts' positions, then
-    balances; the liabilities summed per account with ``numpy.bincount``."""
+    balances; the liabilities summed per account with ``numpy.bincount``; a unit's MR8 looked
+    up among its account's liabilities by (account, asset) key with ``numpy.searchsorted``."""
     acc = np.asarray(acc)
     n_acc, n_a = len(pa_start) - 1, max(len(asset_col), 1)
 
@@ -1916,12 +1918,20 @@ def okx_account_borrowing(acc, pa_start, pa_order, ba_start, ba_order, pos_asset
     with np.errstate(invalid="ignore"):
         liab = np.where(eq < 0.0, -eq * price(uniq % n_a, acc_snap[a_of]), 0.0)
     owed = np.bincount(a_of, weights=liab, minlength=n_acc).astype(np.float64)[acc]
+    units = np.concatenate([np.arange(ua_start[a], ua_start[a + 1]) for a in acc] +
+                           [np.zeros(0, dtype=np.int64)]).astype(np.int64)
+    unit_account = np.repeat(acc, np.diff(ua_start)[acc])
+    key = unit_account * n_a + unit_asset[units]
+    at = np.minimum(np.searchsorted(uniq, key), max(len(uniq) - 1, 0))
+    found = (unit_asset[units] >= 0) & (uniq[at] == key) if len(uniq) else \
+        np.zeros(len(units), dtype=bool)
+    unit_mr8[units] = np.where(found, borrow_mmr_rate * liab[at] if len(uniq) else 0.0, 0.0)
     deriv = maintenance_margin[acc] - loan_maintenance_margin[acc]
     unit_im = initial_margin[acc] - loan_maintenance_margin[acc]
     derivatives_mmr[acc] = deriv
     borrow_mmr[acc] = borrow_mmr_rate * owed
     borrow_imr[acc] = borrow_imr_rate * owed
-    okx_liquidation_cost[acc] = owed * (1.0 + borrow_mmr_rate) * liquidation_fee
+    okx_liquidation_cost[acc] = owed * (1.0 + borrow_mmr_rate) * spot_taker_fee
     loan_maintenance_margin[acc] = borrow_mmr[acc]
     maintenance_margin[acc] = deriv + borrow_mmr[acc]
     initial_margin[acc] = unit_im + borrow_imr[acc]

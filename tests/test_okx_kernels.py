@@ -225,16 +225,23 @@ def test_account_borrowing_agrees_with_twin(data, n_acc, n_pos, n_bal, n_assets,
     stable = _ints(data, n_assets, 0, 1)
     asset_px = _floats(data, n_snap * n_cols, PRICES).reshape(n_snap, n_cols)
     rates = (0.05, 0.25, data.draw(st.sampled_from([0.0, 0.02])))
+    # units ordered by account, each on an underlying that is one of the assets or none (-1)
+    unit_account = np.sort(_ints(data, data.draw(st.integers(0, 8)), 0, n_acc - 1))
+    ua_start = np.searchsorted(unit_account, np.arange(n_acc + 1)).astype(np.int64)
+    unit_asset = _ints(data, len(unit_account), -1, n_assets - 1)
     inputs = (acc, pa_start, pa_order, ba_start, ba_order, pos_asset, bal_asset, value, amount,
-              acc_snap, asset_col, stable, asset_px, *rates)
+              acc_snap, asset_col, stable, asset_px, ua_start, unit_asset, *rates)
     outputs = [_floats(data, n_acc, st.sampled_from([0.0, 12.5, 1e6])) for _ in range(4)] + \
-        [np.ones(n_acc)] + [np.full(n_acc, -7.0) for _ in range(4)]
+        [np.ones(n_acc)] + [np.full(n_acc, -7.0) for _ in range(4)] + \
+        [np.full(len(unit_account), -7.0)]
     got, want = [o.copy() for o in outputs], [o.copy() for o in outputs]
     KO.account_borrowing(*inputs, *got)
     oracles.okx_account_borrowing(*inputs, *want)
     _equal(got, want)
     others = np.setdiff1d(np.arange(n_acc), acc)
-    _equal([g[others] for g in got], [o[others] for o in outputs])
+    _equal([g[others] for g in got[:-1]], [o[others] for o in outputs[:-1]])
+    untouched = ~np.isin(unit_account, acc)
+    _equal([got[-1][untouched]], [outputs[-1][untouched]])
 
 
 @settings(deadline=None)

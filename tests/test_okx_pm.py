@@ -174,6 +174,60 @@ def test_borrowing_mr8_and_liquidation_cost():
     assert a["margin_ratio"] == pytest.approx(a["equity"] / (mm + a["liquidation_cost"]))
 
 
+def test_unit_mr8_is_the_borrowing_owed_in_its_underlying():
+    """OKX reports MR8 per risk unit too: a unit's ``mr8`` is the borrowing MMR of the asset
+    it is named by (LTC borrowed: the LTC unit); a borrowed stablecoin has no unit and counts
+    in the account's ``borrow_mmr`` only.  MR8 is not part of the unit's MMR."""
+    r = margin([("a", "LTC-USDT-SWAP", 1), ("a", "BTC-USDT-SWAP", 1), ("b", "LTC-USDT-SWAP", 1)],
+               balances=[("a", "USDT", -50_000), ("a", "LTC", -30), ("a", "BTC", 1.0),
+                         ("b", "USDT", 10_000)])
+    a = r.accounts.to_pylist()[0]
+    ltc, btc = unit(r, "LTC"), unit(r, "BTC")
+    assert ltc["mr8"] == pytest.approx(0.02 * 30 * 100.0)
+    assert btc["mr8"] == 0.0                                # BTC held, not borrowed
+    assert unit(r, "LTC", "b")["mr8"] == 0.0
+    assert a["borrow_mmr"] == pytest.approx(0.02 * (50_000 + 3_000))
+    for u in (ltc, btc):
+        assert u["mmr"] == pytest.approx(max(max(u["mr1"], u["mr2"], u["mr6"]) + u["mr3"]
+                                             + u["mr4"] + u["mr5"] + u["mr9"], u["mr7"]))
+    names = r.units.column_names
+    assert names[names.index("mr1"):names.index("mr9") + 1] == [
+        "mr1", "mr2", "mr3", "mr4", "mr5", "mr6", "mr7", "mr7_raw", "mr8", "mr9"]
+    # the Monitor keeps the unit's MR8 as margin() computes it
+    t = tables([("a", "LTC-USDT-SWAP", 1)], balances=[("a", "LTC", -30)])
+    mon = pmrisk.Monitor(**t, model="okx_pm", valuation_time=VT)
+    mon.update(index=pa.table({"underlying": ["LTC"], "index_price": [90.0]}))
+    want = pmrisk.margin(**(t | {"index": pa.table({"underlying": list(INDEX),
+                                                    "index_price": [100_000.0, 90.0, 10.0]})}),
+                         model="okx_pm", valuation_time=VT)
+    assert mon.units.column("mr8").to_pylist() == want.units.column("mr8").to_pylist()
+    assert want.units.column("mr8").to_pylist() == [pytest.approx(0.02 * 30 * 90.0)]
+
+
+def test_spec_names_of_imr_factor_and_spot_taker_fee():
+    """SPEC 14 names OKX's IM factor ``imr_factor`` and the liquidation cost's fee
+    ``spot_taker_fee``; ``im_factor`` (SPEC 6) and ``liquidation_fee`` (the fee's name before)
+    are the same parameters.  Either name reads and overrides; both at once is an error."""
+    m = pmrisk.Model.preset("okx_pm")
+    assert m["imr_factor"] == m["im_factor"] == 1.3
+    assert m["spot_taker_fee"] == m["liquidation_fee"] == 0.001
+    book = [("a", "LTC-USDT-SWAP", 10)]
+    bal = [("a", "USDT", -50_000), ("a", "BTC", 1.0)]
+    base = margin(book, balances=bal)
+    for over in ({"imr_factor": 1.5, "spot_taker_fee": 0.002},
+                 {"im_factor": 1.5, "liquidation_fee": 0.002}):
+        r = margin(book, balances=bal, model=m.with_overrides(over))
+        u, a = unit(r, "LTC"), r.accounts.to_pylist()[0]
+        assert u["imr"] == pytest.approx(1.5 * u["mmr"])
+        assert a["liquidation_cost"] == pytest.approx(
+            2 * base.accounts.column("liquidation_cost")[0].as_py())
+    with pytest.raises(MarginError, match="imr_factor.*two names of one parameter"):
+        m.with_overrides({"imr_factor": 1.5, "im_factor": 1.5})
+    with pytest.raises(MarginError, match="spot_taker_fee"):
+        m.with_overrides({"spot_taker_fee": 2.0})
+    assert pmrisk.Model.from_dict({"preset": "okx_pm", "imr_factor": 1.4})["im_factor"] == 1.4
+
+
 def test_classes_and_units_merge_settlements():
     r = margin([("a", "LTC-USDT-SWAP", 10), ("a", "SOLX-USDT-SWAP", 10),
                 ("a", "BTC-USDT-SWAP", 1), ("a", "BTC-USD-SWAP", 1)])

@@ -54,6 +54,7 @@ class OkxFigures:
     group_rate: np.ndarray          # MR4 rate per expiry group
     unit_basis: np.ndarray          # per unit: its type's mr4_basis_move
     unit_mr7_rate: np.ndarray       # per unit: its type's mr7_rate
+    unit_asset: np.ndarray          # per unit: code in ``priced`` of its underlying
     mr7_tables: np.ndarray          # MR7 tier table per type (pmrisk.kernel.okx.tier_tables)
     mr7_rows: np.ndarray
     mr9_tables: np.ndarray          # MR9 tier table per pair (pmrisk.kernel.okx.mr9_tables)
@@ -62,6 +63,7 @@ class OkxFigures:
     cash_leg: np.ndarray            # (n_units, 3)
     mr7: np.ndarray
     mr9: np.ndarray
+    mr8: np.ndarray                 # per unit: the borrowing MMR owed in its underlying
     mmr: np.ndarray
     imr: np.ndarray
     pos_delta_usd: np.ndarray
@@ -122,9 +124,11 @@ def lay_out(book, model, out):
         group_rate=np.ascontiguousarray(group_rate, dtype=np.float64),
         unit_basis=arr("mr4_basis_move")[units.utype],
         unit_mr7_rate=arr("mr7_rate")[units.utype],
+        unit_asset=np.array([code.get(u, -1) for u in units.type_und],
+                            dtype=np.int64)[units.utype],
         mr7_tables=mr7_tables, mr7_rows=mr7_rows, mr9_tables=mr9_tables, mr9_rows=mr9_rows,
         charges=z((n_u, len(KO.UNIT_COLUMNS))), cash_leg=z((n_u, 3)), mr7=z(n_u), mr9=z(n_u),
-        mmr=z(n_u), imr=z(n_u), pos_delta_usd=z(n_pos), derivatives_mmr=z(n_acc),
+        mr8=z(n_u), mmr=z(n_u), imr=z(n_u), pos_delta_usd=z(n_pos), derivatives_mmr=z(n_acc),
         borrow_mmr=z(n_acc), borrow_imr=z(n_acc), liquidation_cost=z(n_acc),
         g_delta=z(n_groups), g_vega=z(n_groups))
 
@@ -206,13 +210,14 @@ def account_phase(out, model, acc):
     An asset's equity is its balance plus the value (unrealised P&L; options: mark value)
     of the positions settled in it; where negative, its USD value L is borrowed:
     ``borrow_mmr = borrow_mmr_rate L``, ``borrow_imr = borrow_imr_rate L``,
-    ``liquidation_cost = L (1 + borrow_mmr_rate) liquidation_fee``."""
+    ``liquidation_cost = L (1 + borrow_mmr_rate) spot_taker_fee``."""
     book, af, ox, lay = out.book, out.account, out.okx, out.layout
     col, stable = asset_columns(book, ox)
     KO.account_borrowing(acc, *kernel_args(
         lay.pa_start, lay.pa_order, lay.ba_start, lay.ba_order, ox.pos_asset, ox.bal_asset,
-        out.position.value, book.bal_amount, book.acc_snap, col, stable, book.asset_px),
-        float(model["borrow_mmr"]), float(model["borrow_imr"]), float(model["liquidation_fee"]),
+        out.position.value, book.bal_amount, book.acc_snap, col, stable, book.asset_px,
+        lay.ua_start, ox.unit_asset),
+        float(model["borrow_mmr"]), float(model["borrow_imr"]), float(model["spot_taker_fee"]),
         af.maintenance_margin, af.initial_margin, af.loan_maintenance_margin,
         af.liquidation_cost, af.finite, ox.derivatives_mmr, ox.borrow_mmr, ox.borrow_imr,
-        ox.liquidation_cost)
+        ox.liquidation_cost, ox.mr8)

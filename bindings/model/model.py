@@ -19,6 +19,10 @@ from ..errors import MarginError
 _SECTIONS = ("thresholds", "correlations", "exclude", "collateral", "default_underlying",
              "okx_classes")
 OKX_CLASSES = ("major", "mid", "other")
+# Other names a top-level parameter is accepted under (SPEC 14 names OKX's IM factor
+# ``imr_factor``; ``liquidation_fee`` is the name ``spot_taker_fee`` had before).  An override
+# may use either name, not both; ``model[alias]`` reads the parameter.
+ALIASES = {"imr_factor": "im_factor", "liquidation_fee": "spot_taker_fee"}
 
 # Bounds on a model's input (a TOML file or a dict of overrides), checked before anything is
 # parsed further: a model is a few hundred keys (a custom scenario table a few thousand rows).
@@ -92,7 +96,7 @@ UNDERLYING_PARAMS.update({
 _ROWS = Param("rows", 0.0, finite=False)
 TOP_PARAMS.update({
     "borrow_mmr": Param("float", 0.0, 1.0), "borrow_imr": Param("float", 0.0, 1.0),
-    "liquidation_fee": Param("float", 0.0, 1.0), "mr2_days": Param("float", 0.0, 365.0),
+    "spot_taker_fee": Param("float", 0.0, 1.0), "mr2_days": Param("float", 0.0, 365.0),
     "mr3_rate": _FLOAT_0, "mr5_rate": _FLOAT_0, "mr9_tiers": _ROWS,
     "mr7_option_min": _FLOAT_0, "mr7_option_fee": _FLOAT_0, "mr7_option_fee_cap": _FLOAT_0,
     "quote_from_symbol": Param("bool"),
@@ -457,6 +461,7 @@ class Model:
         check_shape(overrides)
         if "preset" in overrides:
             raise _err("preset", "no preset key in overrides (start from Model.preset)")
+        overrides = canonical_names(overrides)
         return Model(_merge(self._p, overrides), as_of=self._as_of, effective=self._effective,
                      overrides=self._overrides + (copy.deepcopy(overrides),))
 
@@ -493,7 +498,7 @@ class Model:
 
     # -- access ---------------------------------------------------------------------------
     def __getitem__(self, key):
-        return self._p[key]
+        return self._p[ALIASES.get(key, key)]
 
     @property
     def name(self):
@@ -526,6 +531,30 @@ class Model:
 
     def __repr__(self):
         return f"Model(preset={self.name!r}, underlyings={self.underlyings()})"
+
+
+def canonical_names(overrides):
+    """``overrides`` with each top-level key of :data:`ALIASES` under its parameter's own name
+    (a new dict; the caller's is left as it was).
+
+    >>> from pmrisk.model.model import canonical_names
+    >>> canonical_names({"imr_factor": 1.5, "BTC": {"price_range": 0.2}})
+    {'im_factor': 1.5, 'BTC': {'price_range': 0.2}}
+    >>> canonical_names({"imr_factor": 1.5, "im_factor": 1.5})
+    Traceback (most recent call last):
+    ...
+    pmrisk.errors.MarginError: model.imr_factor: expected one of imr_factor and im_factor...
+    """
+    if not any(k in ALIASES for k in overrides):
+        return overrides
+    out = {}
+    for key, value in overrides.items():
+        name = ALIASES.get(key, key)
+        if name in out or (name != key and name in overrides):
+            raise _err(key, f"one of {key} and {name} (two names of one parameter), got both",
+                       hint=f"Keep {name!r}")
+        out[name] = value
+    return out
 
 
 def _paths(d, prefix=""):

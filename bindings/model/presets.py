@@ -105,7 +105,7 @@ TOP_DEFAULTS = {
     # okx_pm (docs/venues.md): borrowing, liquidation cost, MR2/MR3/MR5, MR7 options, MR9
     "borrow_mmr": 0.02,
     "borrow_imr": 0.10,
-    "liquidation_fee": 0.001,
+    "spot_taker_fee": 0.001,
     "mr2_days": 1.0,
     "mr3_rate": 0.0,
     "mr5_rate": 0.0,
