@@ -598,12 +598,13 @@ def compute(out, model, rows=None, instruments=None, units=None, accounts=None,
     g = None
     if rows is None and every:          # every row and instrument: one parallel pass (rows
         # 0 .. n_i - 1 of rv.args are the instruments at their mark vol, the Greeks' columns)
-        # the outputs from numpy (which asks the system for huge pages from 4 MB up), not
-        # from the kernel (numba's allocator, 4 kB pages): a long book's revaluation (66 MB
-        # in a 100k-snapshot backtest) takes ~15 ms less system time to fault its pages in
+        # the outputs from the caller, not from the kernel (numba's allocator, 4 kB pages):
+        # a long book's revaluation (66 MB in a 100k-snapshot backtest) in a block of the
+        # pool, whose pages the last call's outcome gave back, not in fresh pages the system
+        # clears first
         a = rv.args
-        out.instr_pnl = np.empty((len(a.kind), a.price_shock.shape[1]))
-        g = np.empty((5, n_i))
+        out.instr_pnl = blocks.empty((len(a.kind), a.price_shock.shape[1]))
+        g = blocks.empty((5, n_i))
         revalue_k.instrument_pnl_greeks(*rv.args, n_i, out.instr_pnl, g)
     elif rows is None:                  # every row, at the marks rv.args were built from
         out.instr_pnl = K.instrument_pnl(*rv.args)
