@@ -437,10 +437,19 @@ def _strings(arr, rows, extra=(), one=False):
     :func:`~pmrisk.kernel.tables.gather_strings` into blocks of
     :data:`pmrisk.blocks.BLOCKS`, on the threads from :data:`STRING_PARALLEL_ROWS` rows
     (pyarrow's take is one thread into fresh memory: 1.2M rows ~7 ms and the pages).
+    One string repeated (``one``, one account's positions): its bytes repeated, no gather.
     Not a ``string`` array (or 2 GiB of text and more): pyarrow's take."""
     n = len(rows)
     arr = _one_chunk(arr)
     if arr.type == pa.string():
+        if one and n and not arr.null_count and int(rows[0]) < len(arr):
+            offsets, data = str_buffers(arr)        # one string n times: no per-row work
+            r = int(rows[0])
+            word = data[offsets[r]:offsets[r + 1]].tobytes()
+            if len(word) * n < 1 << 31:
+                return pa.Array.from_buffers(pa.string(), n, [None, pa.py_buffer(
+                    np.arange(n + 1, dtype=np.int32) * np.int32(len(word))),
+                    pa.py_buffer(word * n)])
         bufs = (*str_buffers(arr), *name_buffers(tuple(extra)))
         if n <= GATHER_ROWS:
             offsets, data = tables_k.take_strings(*bufs, *kernel_args(rows))

@@ -427,12 +427,20 @@ def _zeros(cls, n, written=(), **given):
     ``written``: fields the caller's next step writes in full, left uninitialised); fields
     with a default keep it.  The zero arrays are the rows of one block, the written ones of
     another (one allocation each; a large one from :data:`pmrisk.blocks.BLOCKS`)."""
-    names = _array_fields(cls, tuple(given))
-    zero = [f for f in names if f not in given and f not in written]
-    block = iter(blocks.zeros((len(zero), n)))
-    raw = iter(blocks.empty((len(written), n)) if written else ())
-    return cls(**{name: given[name] if name in given else next(raw) if name in written
-                  else next(block) for name in names})
+    zero, raw = _zeros_plan(cls, tuple(given), written)
+    fields_ = dict(zip(zero, blocks.zeros((len(zero), n))))
+    if written:
+        fields_.update(zip(raw, blocks.empty((len(written), n))))
+    fields_.update(given)
+    return cls(**fields_)
+
+
+@functools.lru_cache(maxsize=None)
+def _zeros_plan(cls, given, written):
+    """The fields :func:`_zeros` sets to zero rows and to uninitialised rows."""
+    names = [f for f in _array_fields(cls, given) if f not in given]
+    return (tuple(f for f in names if f not in written),
+            tuple(f for f in names if f in written))
 
 
 # the figures the units' first phase (assemble.unit_figures_rows, positions=True) writes for
