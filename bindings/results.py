@@ -305,7 +305,7 @@ def _units_table(out, unit_names):
     codes = np.empty((2, n), dtype=np.int64)
     timed = book.timed
     ns, ns_buf = pool_array((n if timed else 0,), np.int64)
-    n_nan = _parallel(tables_k.unit_block, n)(*kernel_args(
+    n_nan = _parallel(tables_k.unit_block, n, UNIT_PARALLEL_ROWS)(*kernel_args(
         units.utype, units.type_und_code, uf.binding_scenario, scen.price_shock, scen.table,
         scen.vol_code, units.index_px, units.settle_px, uf.scenario_price_shock,
         *[getattr(uf, f) for f in tables_k.UNIT_FIGURES],
@@ -410,11 +410,14 @@ _SERIAL = {k: getattr(tables_k, k.__name__ + "_serial") for k in (
 
 # from this many rows, the parallel forms: a parallel region saves about half of a few ms
 # on a quiet machine, and costs up to a scheduler quantum (several ms) where other
-# processes keep the cores busy (the units table of a 1M-snapshot backtest, 200k rows,
-# stays on one thread); a string column takes three regions (offsets in two passes, then
-# the bytes), ~10 ms on one thread at 1.2M rows and 6-7 ms on two (backtest-100k's
-# positions table: its three string columns 31 -> 19 ms a call)
+# processes keep the cores busy; a string column takes three regions (offsets in two
+# passes, then the bytes), ~10 ms on one thread at 1.2M rows and 6-7 ms on two
+# (backtest-100k's positions table: its three string columns 31 -> 19 ms a call)
 PARALLEL_ROWS = 1 << 19
+# the units table's block from this many units: 34 rows written per unit, ~130 ns a unit
+# on one thread inside a backtest's call (backtest-100k's 200,000 units: 26 ms), well
+# above a quantum
+UNIT_PARALLEL_ROWS = 1 << 17
 STRING_PARALLEL_ROWS = 1 << 20
 
 
