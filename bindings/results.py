@@ -451,8 +451,7 @@ def _strings(arr, rows, extra=(), one=False):
             word = data[offsets[r]:offsets[r + 1]].tobytes()
             if len(word) * n < 1 << 31:
                 return pa.Array.from_buffers(pa.string(), n, [None, pa.py_buffer(
-                    np.arange(n + 1, dtype=np.int32) * np.int32(len(word))),
-                    pa.py_buffer(word * n)])
+                    np.arange(n + 1, dtype=np.int32) * len(word)), pa.py_buffer(word * n)])
         bufs = (*str_buffers(arr), *name_buffers(tuple(extra)))
         if n <= GATHER_ROWS:
             offsets, data = tables_k.take_strings(*bufs, *kernel_args(rows))
