@@ -305,7 +305,7 @@ def _units_table(out, unit_names):
     codes = np.empty((2, n), dtype=np.int64)
     timed = book.timed
     ns, ns_buf = pool_array((n if timed else 0,), np.int64)
-    n_nan = _parallel(tables_k.unit_block, n)(*kernel_args(
+    n_nan = _parallel(tables_k.unit_block, n, UNIT_PARALLEL_ROWS)(*kernel_args(
         units.utype, units.type_und_code, uf.binding_scenario, scen.price_shock, scen.table,
         scen.vol_code, units.index_px, units.settle_px, uf.scenario_price_shock,
         *[getattr(uf, f) for f in tables_k.UNIT_FIGURES],
@@ -410,11 +410,14 @@ _SERIAL = {k: getattr(tables_k, k.__name__ + "_serial") for k in (
 
 # from this many rows, the parallel forms: a parallel region saves about half of a few ms
 # on a quiet machine, and costs up to a scheduler quantum (several ms) where other
-# processes keep the cores busy (the units table of a 1M-snapshot backtest, 200k rows,
-# stays on one thread); a string column takes three regions (offsets in two passes, then
-# the bytes), ~10 ms on one thread at 1.2M rows and 6-7 ms on two (backtest-100k's
-# positions table: its three string columns 31 -> 19 ms a call)
+# processes keep the cores busy; a string column takes three regions (offsets in two
+# passes, then the bytes), ~10 ms on one thread at 1.2M rows and 6-7 ms on two
+# (backtest-100k's positions table: its three string columns 31 -> 19 ms a call)
 PARALLEL_ROWS = 1 << 19
+# the units table's block from this many units: 34 rows written per unit, ~130 ns a unit
+# on one thread inside a backtest's call (backtest-100k's 200,000 units: 26 ms), well
+# above a quantum
+UNIT_PARALLEL_ROWS = 1 << 17
 STRING_PARALLEL_ROWS = 1 << 20
 
 
@@ -437,10 +440,18 @@ def _strings(arr, rows, extra=(), one=False):
     :func:`~pmrisk.kernel.tables.gather_strings` into blocks of
     :data:`pmrisk.blocks.BLOCKS`, on the threads from :data:`STRING_PARALLEL_ROWS` rows
     (pyarrow's take is one thread into fresh memory: 1.2M rows ~7 ms and the pages).
+    One string repeated (``one``, one account's positions): its bytes repeated, no gather.
     Not a ``string`` array (or 2 GiB of text and more): pyarrow's take."""
     n = len(rows)
     arr = _one_chunk(arr)
     if arr.type == pa.string():
+        if one and n and not arr.null_count and int(rows[0]) < len(arr):
+            offsets, data = str_buffers(arr)        # one string n times: no per-row work
+            r = int(rows[0])
+            word = data[offsets[r]:offsets[r + 1]].tobytes()
+            if len(word) * n < 1 << 31:
+                return pa.Array.from_buffers(pa.string(), n, [None, pa.py_buffer(
+                    np.arange(n + 1, dtype=np.int32) * len(word)), pa.py_buffer(word * n)])
         bufs = (*str_buffers(arr), *name_buffers(tuple(extra)))
         if n <= GATHER_ROWS:
             offsets, data = tables_k.take_strings(*bufs, *kernel_args(rows))

@@ -77,6 +77,10 @@ ALLOWED = {
     ("bindings/io/arrow.py", "_one_value", "array_equal"):
         "a string column's bytes compared once (one account's book): no per-row arithmetic",
     ("bindings/io/arrow.py", "raise_rows", "sum"): "the error's count of bad rows",
+    ("bindings/io/arrow.py", "time_column", "unpackbits"):
+        "conversion: a timestamp column's validity bitmap, to put NAT at its nulls",
+    ("bindings/io/arrow.py", "time_column", "where"):
+        "conversion: NAT at a timestamp column's nulls (no arithmetic)",
     ("bindings/io/arrow.py", "to_ns", "isnat"): "one argument (valuation_time)",
     ("bindings/io/arrow.py", "to_ns", "datetime_data"): "one argument (valuation_time)",
     ("bindings/io/arrow.py", "sum_by", "bincount"):

@@ -32,6 +32,7 @@ def _large_path(monkeypatch):
     """Every table takes the large tables' path: the pool, the parallel forms, the gather."""
     monkeypatch.setattr(blocks, "POOL_BYTES", 1)
     monkeypatch.setattr(results, "PARALLEL_ROWS", 1)
+    monkeypatch.setattr(results, "UNIT_PARALLEL_ROWS", 1)
     monkeypatch.setattr(results, "STRING_PARALLEL_ROWS", 1)
     monkeypatch.setattr(results, "GATHER_ROWS", 1)
 

@@ -427,12 +427,20 @@ def _zeros(cls, n, written=(), **given):
     ``written``: fields the caller's next step writes in full, left uninitialised); fields
     with a default keep it.  The zero arrays are the rows of one block, the written ones of
     another (one allocation each; a large one from :data:`pmrisk.blocks.BLOCKS`)."""
-    names = _array_fields(cls, tuple(given))
-    zero = [f for f in names if f not in given and f not in written]
-    block = iter(blocks.zeros((len(zero), n)))
-    raw = iter(blocks.empty((len(written), n)) if written else ())
-    return cls(**{name: given[name] if name in given else next(raw) if name in written
-                  else next(block) for name in names})
+    zero, raw = _zeros_plan(cls, tuple(given), written)
+    fields_ = dict(zip(zero, blocks.zeros((len(zero), n))))
+    if written:
+        fields_.update(zip(raw, blocks.empty((len(written), n))))
+    fields_.update(given)
+    return cls(**fields_)
+
+
+@functools.lru_cache(maxsize=None)
+def _zeros_plan(cls, given, written):
+    """The fields :func:`_zeros` sets to zero rows and to uninitialised rows."""
+    names = [f for f in _array_fields(cls, given) if f not in given]
+    return (tuple(f for f in names if f not in written),
+            tuple(f for f in names if f in written))
 
 
 # the figures the units' first phase (assemble.unit_figures_rows, positions=True) writes for
@@ -598,12 +606,13 @@ def compute(out, model, rows=None, instruments=None, units=None, accounts=None,
     g = None
     if rows is None and every:          # every row and instrument: one parallel pass (rows
         # 0 .. n_i - 1 of rv.args are the instruments at their mark vol, the Greeks' columns)
-        # the outputs from numpy (which asks the system for huge pages from 4 MB up), not
-        # from the kernel (numba's allocator, 4 kB pages): a long book's revaluation (66 MB
-        # in a 100k-snapshot backtest) takes ~15 ms less system time to fault its pages in
+        # the outputs from the caller, not from the kernel (numba's allocator, 4 kB pages):
+        # a long book's revaluation (66 MB in a 100k-snapshot backtest) in a block of the
+        # pool, whose pages the last call's outcome gave back, not in fresh pages the system
+        # clears first
         a = rv.args
-        out.instr_pnl = np.empty((len(a.kind), a.price_shock.shape[1]))
-        g = np.empty((5, n_i))
+        out.instr_pnl = blocks.empty((len(a.kind), a.price_shock.shape[1]))
+        g = blocks.empty((5, n_i))
         revalue_k.instrument_pnl_greeks(*rv.args, n_i, out.instr_pnl, g)
     elif rows is None:                  # every row, at the marks rv.args were built from
         out.instr_pnl = K.instrument_pnl(*rv.args)

@@ -325,10 +325,14 @@ def time_column(table, name, col):
     if arr.num_chunks == 1 and len(arr) and pa.types.is_timestamp(arr.type) \
             and arr.type.unit == "ns":
         chunk = arr.chunk(0)            # int64 ns since the epoch, UTC, whatever the tz
-        if chunk.null_count:            # nulls read as NaT, which is NAT
-            return chunk.to_numpy(zero_copy_only=False).view(np.int64)
-        return np.frombuffer(chunk.buffers()[1], dtype=np.int64)[
-            chunk.offset:chunk.offset + len(chunk)]
+        bufs = chunk.buffers()
+        start, n = chunk.offset, len(chunk)
+        values = np.frombuffer(bufs[1], dtype=np.int64)[start:start + n]
+        if chunk.null_count:            # nulls read as NAT (NaT), from the validity bitmap
+            valid = np.unpackbits(np.frombuffer(bufs[0], dtype=np.uint8),
+                                  bitorder="little")[start:start + n]
+            values = np.where(valid.view(np.bool_), values, NAT)
+        return values
     if pa.types.is_null(arr.type):
         return np.full(len(arr), NAT, dtype=np.int64)
     if is_string_type(arr.type):
