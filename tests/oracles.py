@@ -661,8 +661,10 @@ def unit_tick(sel, figures, margins, worst, scenario_margin):
 
 def account_figures(sel, pa_start, pa_order, pos_unit, value, unit_px, ua_start, mm, im,
                     scenario_margin, ba_start, ba_order, collateral_usd, balance_usd, loan_mmr,
-                    equity, actual_equity, loan_mm, acc_mm, acc_im, acc_scen, finite):
-    """Account sums by ``numpy.bincount``; rows of ``sel`` written."""
+                    loan_im_factor, equity, actual_equity, loan_mm, acc_mm, acc_im, acc_scen,
+                    finite):
+    """Account sums by ``numpy.bincount``; rows of ``sel`` written (the loans' IM:
+    ``loan_im_factor`` times their MM)."""
     n_acc = len(ua_start) - 1
     pos_account = _members(pa_start, pa_order, len(value))
     bal_account = _members(ba_start, ba_order, len(balance_usd))
@@ -673,7 +675,8 @@ def account_figures(sel, pa_start, pa_order, pos_unit, value, unit_px, ua_start,
     figures = (eq_pos + np.bincount(bal_account, weights=collateral_usd, minlength=n_acc),
                eq_pos + np.bincount(bal_account, weights=balance_usd, minlength=n_acc), lm,
                np.bincount(unit_account, weights=mm * unit_px, minlength=n_acc) + lm,
-               np.bincount(unit_account, weights=im * unit_px, minlength=n_acc) + lm,
+               np.bincount(unit_account, weights=im * unit_px, minlength=n_acc)
+               + loan_im_factor * lm,
                np.bincount(unit_account, weights=scenario_margin * unit_px, minlength=n_acc))
     for dst, src in zip((equity, actual_equity, loan_mm, acc_mm, acc_im, acc_scen), figures):
         dst[sel] = src[sel]
