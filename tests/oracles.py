@@ -1370,20 +1370,22 @@ def unit_block(utype, type_und, binding, price_shock, table, vol_code, index_px,
 
 
 def position_columns(rows, pos_unit, quantity, unit_px, value, model_value, upnl, delta, gamma,
-                     vega, theta, mm_contribution, im_contribution, unit_mm, unit_im, loan_usd):
+                     vega, theta, mm_contribution, im_contribution, unit_mm, unit_im, loan_mm,
+                     loan_im):
     """Twin of :func:`pmrisk.kernel.tables.position_columns` (concatenations and
     ``numpy.bincount``; the block it writes, returned)."""
     n_units = len(unit_px)
     pos_px = unit_px[pos_unit]
-    zeros = np.zeros(n_units + len(loan_usd))
+    zeros = np.zeros(n_units + len(loan_mm))
     cols = [np.concatenate([quantity, zeros])]
     for v in (value, model_value, upnl):
         cols += [np.concatenate([v, zeros]), np.concatenate([v * pos_px, zeros])]
     cols += [np.concatenate([v, zeros]) for v in (delta, gamma, vega, theta)]
-    for contrib, unit in ((mm_contribution, unit_mm), (im_contribution, unit_im)):
+    for contrib, unit, loan in ((mm_contribution, unit_mm, loan_mm),
+                                (im_contribution, unit_im, loan_im)):
         unalloc = unit - np.bincount(pos_unit, weights=contrib, minlength=n_units)
-        cols += [np.concatenate([contrib, unalloc, loan_usd]),
-                 np.concatenate([contrib * pos_px, unalloc * unit_px, loan_usd])]
+        cols += [np.concatenate([contrib, unalloc, loan]),
+                 np.concatenate([contrib * pos_px, unalloc * unit_px, loan])]
     return np.array(cols).reshape(len(cols), len(pos_unit) + len(zeros))[:, rows]
 
 
