@@ -397,8 +397,11 @@ _NONE = np.zeros(0, dtype=np.int64)
 def _loan_margins(out, loans):
     """The loans' MM and IM (USD) of the accounts ``loans``: IM is ``loan_im_factor`` x MM,
     as :func:`pmrisk.kernel.assemble.account_figures` adds it to the account's IM (the same
-    product: the loans' rows and the account agree to the bit)."""
+    product: the loans' rows and the account agree to the bit); under okx_pm, MR8's
+    ``borrow_mmr`` and ``borrow_imr``, as its account phase counts them."""
     mm = out.account.loan_maintenance_margin[loans]
+    if out.okx is not None:
+        return mm, out.okx.borrow_imr[loans]
     return mm, out.params.loan_im_factor * mm
 
 
