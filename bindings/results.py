@@ -372,8 +372,7 @@ def _positions_table(out, loans):
     _parallel(tables_k.position_columns, n)(*kernel_args(
         rows, pu, book.quantity, units.settle_px, pf.value, pf.model_value, pf.unrealised_pnl,
         pf.delta, pf.gamma, pf.vega, pf.theta, pf.mm_contribution, pf.im_contribution,
-        uf.maintenance_margin, uf.initial_margin, out.account.loan_maintenance_margin[loans]),
-        block)
+        uf.maintenance_margin, uf.initial_margin, *_loan_margins(out, loans)), block)
     cols = [_strings(book.accounts, acc, one=one_account)]
     names = ["account"]
     if book.timed:
@@ -393,6 +392,17 @@ def _positions_table(out, loans):
 
 
 _NONE = np.zeros(0, dtype=np.int64)
+
+
+def _loan_margins(out, loans):
+    """The loans' MM and IM (USD) of the accounts ``loans``: IM is ``loan_im_factor`` x MM,
+    as :func:`pmrisk.kernel.assemble.account_figures` adds it to the account's IM (the same
+    product: the loans' rows and the account agree to the bit); under okx_pm, MR8's
+    ``borrow_mmr`` and ``borrow_imr``, as its account phase counts them."""
+    mm = out.account.loan_maintenance_margin[loans]
+    if out.okx is not None:
+        return mm, out.okx.borrow_imr[loans]
+    return mm, out.params.loan_im_factor * mm
 
 
 def _parallel(kernel, n, at=None):

@@ -60,7 +60,7 @@ def unit_sums(pos_unit, mm_contribution, im_contribution, n_units):
 @njit
 def position_columns_rows(lo, hi, rows, pos_unit, quantity, unit_px, value, model_value, upnl,
                           delta, gamma, vega, theta, mm_contribution, im_contribution, unit_mm,
-                          unit_im, loan_usd, mm_sum, im_sum, out):
+                          unit_im, loan_mm, loan_im, mm_sum, im_sum, out):
     """Columns ``lo:hi`` of :func:`position_columns`' block (``mm_sum``, ``im_sum``:
     :func:`unit_sums`)."""
     n_pos = pos_unit.shape[0]
@@ -96,22 +96,22 @@ def position_columns_rows(lo, hi, rows, pos_unit, quantity, unit_px, value, mode
             out[13, k] = im
             out[14, k] = im * unit_px[u]
         else:
-            loan = loan_usd[r - n_pos - n_units]
-            out[11, k] = loan
-            out[12, k] = loan
-            out[13, k] = loan
-            out[14, k] = loan
+            j = r - n_pos - n_units
+            out[11, k] = loan_mm[j]
+            out[12, k] = loan_mm[j]
+            out[13, k] = loan_im[j]
+            out[14, k] = loan_im[j]
 
 
 @njit(parallel=True)
 def position_columns(rows, pos_unit, quantity, unit_px, value, model_value, upnl, delta, gamma,
-                     vega, theta, mm_contribution, im_contribution, unit_mm, unit_im, loan_usd,
-                     out):
+                     vega, theta, mm_contribution, im_contribution, unit_mm, unit_im, loan_mm,
+                     loan_im, out):
     """The positions table's numeric block, written into ``out`` (float64, (15, len(rows)),
     rows :data:`POSITION_COLUMNS`): its column k is the table row ``rows[k]`` of the
     positions, then one ``unallocated`` row per unit (quantity, values and Greeks 0; its
     MM/IM less its positions' contributions, summed in position order), then one row per
-    account with loans (its loan maintenance margin, USD, as MM and IM).  ``rows``:
+    account with loans (``loan_mm`` and ``loan_im``: its loans' MM and IM, USD).  ``rows``:
     :func:`position_index`'s order.  The columns cut into :data:`CHUNKS` runs over the
     threads (each value computed as on one thread); :func:`position_columns_serial` is its
     one-thread twin for small tables.
@@ -125,19 +125,20 @@ def position_columns(rows, pos_unit, quantity, unit_px, value, model_value, upnl
     for c in prange(chunks):
         position_columns_rows(c * n // chunks, (c + 1) * n // chunks, rows, pos_unit, quantity,
                               unit_px, value, model_value, upnl, delta, gamma, vega, theta,
-                              mm_contribution, im_contribution, unit_mm, unit_im, loan_usd,
-                              mm_sum, im_sum, out)
+                              mm_contribution, im_contribution, unit_mm, unit_im, loan_mm,
+                              loan_im, mm_sum, im_sum, out)
 
 
 @njit
 def position_columns_serial(rows, pos_unit, quantity, unit_px, value, model_value, upnl, delta,
                             gamma, vega, theta, mm_contribution, im_contribution, unit_mm,
-                            unit_im, loan_usd, out):
+                            unit_im, loan_mm, loan_im, out):
     """:func:`position_columns` on one thread (small tables: no thread wake-up)."""
     mm_sum, im_sum = unit_sums(pos_unit, mm_contribution, im_contribution, unit_px.shape[0])
     position_columns_rows(0, rows.shape[0], rows, pos_unit, quantity, unit_px, value,
                           model_value, upnl, delta, gamma, vega, theta, mm_contribution,
-                          im_contribution, unit_mm, unit_im, loan_usd, mm_sum, im_sum, out)
+                          im_contribution, unit_mm, unit_im, loan_mm, loan_im, mm_sum, im_sum,
+                          out)
 
 
 @njit(inline="always")

@@ -661,8 +661,10 @@ def unit_tick(sel, figures, margins, worst, scenario_margin):
 
 def account_figures(sel, pa_start, pa_order, pos_unit, value, unit_px, ua_start, mm, im,
                     scenario_margin, ba_start, ba_order, collateral_usd, balance_usd, loan_mmr,
-                    equity, actual_equity, loan_mm, acc_mm, acc_im, acc_scen, finite):
-    """Account sums by ``numpy.bincount``; rows of ``sel`` written."""
+                    loan_im_factor, equity, actual_equity, loan_mm, acc_mm, acc_im, acc_scen,
+                    finite):
+    """Account sums by ``numpy.bincount``; rows of ``sel`` written (the loans' IM:
+    ``loan_im_factor`` times their MM)."""
     n_acc = len(ua_start) - 1
     pos_account = _members(pa_start, pa_order, len(value))
     bal_account = _members(ba_start, ba_order, len(balance_usd))
@@ -673,7 +675,8 @@ def account_figures(sel, pa_start, pa_order, pos_unit, value, unit_px, ua_start,
     figures = (eq_pos + np.bincount(bal_account, weights=collateral_usd, minlength=n_acc),
                eq_pos + np.bincount(bal_account, weights=balance_usd, minlength=n_acc), lm,
                np.bincount(unit_account, weights=mm * unit_px, minlength=n_acc) + lm,
-               np.bincount(unit_account, weights=im * unit_px, minlength=n_acc) + lm,
+               np.bincount(unit_account, weights=im * unit_px, minlength=n_acc)
+               + loan_im_factor * lm,
                np.bincount(unit_account, weights=scenario_margin * unit_px, minlength=n_acc))
     for dst, src in zip((equity, actual_equity, loan_mm, acc_mm, acc_im, acc_scen), figures):
         dst[sel] = src[sel]
@@ -1367,20 +1370,22 @@ def unit_block(utype, type_und, binding, price_shock, table, vol_code, index_px,
 
 
 def position_columns(rows, pos_unit, quantity, unit_px, value, model_value, upnl, delta, gamma,
-                     vega, theta, mm_contribution, im_contribution, unit_mm, unit_im, loan_usd):
+                     vega, theta, mm_contribution, im_contribution, unit_mm, unit_im, loan_mm,
+                     loan_im):
     """Twin of :func:`pmrisk.kernel.tables.position_columns` (concatenations and
     ``numpy.bincount``; the block it writes, returned)."""
     n_units = len(unit_px)
     pos_px = unit_px[pos_unit]
-    zeros = np.zeros(n_units + len(loan_usd))
+    zeros = np.zeros(n_units + len(loan_mm))
     cols = [np.concatenate([quantity, zeros])]
     for v in (value, model_value, upnl):
         cols += [np.concatenate([v, zeros]), np.concatenate([v * pos_px, zeros])]
     cols += [np.concatenate([v, zeros]) for v in (delta, gamma, vega, theta)]
-    for contrib, unit in ((mm_contribution, unit_mm), (im_contribution, unit_im)):
+    for contrib, unit, loan in ((mm_contribution, unit_mm, loan_mm),
+                                (im_contribution, unit_im, loan_im)):
         unalloc = unit - np.bincount(pos_unit, weights=contrib, minlength=n_units)
-        cols += [np.concatenate([contrib, unalloc, loan_usd]),
-                 np.concatenate([contrib * pos_px, unalloc * unit_px, loan_usd])]
+        cols += [np.concatenate([contrib, unalloc, loan]),
+                 np.concatenate([contrib * pos_px, unalloc * unit_px, loan])]
     return np.array(cols).reshape(len(cols), len(pos_unit) + len(zeros))[:, rows]
 
 

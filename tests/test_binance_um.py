@@ -4,6 +4,7 @@ published Binance cases reproduced through pmrisk.margin() on constructed books 
 never fitted numbers); margin(), Monitor and backtest agree; dated ladders per snapshot."""
 
 import json
+import math
 import pathlib
 
 import numpy as np
@@ -150,7 +151,8 @@ def test_hand_computed_account():
     Balances: USDT 100,000; ETH 10 at a 0.95 collateral rate (28,500; actual 30,000);
         BTC -2 (a loan of 120,000 USD): loan MM = 0.10 x 120,000 = 12,000 (3x margin leverage).
     equity = 100,000 + 28,500 - 120,000 + 100,000 - 20,000 = 88,500 (actual 90,000);
-    MM = 2,700 + 400 + 12,000 = 15,100; uniMMR = 88,500 / 15,100."""
+    MM = 2,700 + 400 + 12,000 = 15,100; uniMMR = 88,500 / 15,100;
+    IM = 6,000 + 800 = 6,800 (SPEC 15: sum N / leverage, the loan's MM left out)."""
     bal = pa.table({"account": ["a"] * 3, "asset": ["USDT", "ETH", "BTC"],
                     "amount": [100_000.0, 10.0, -2.0]})
     b = book([("a", "BTCUSDT", 10, 50_000.0), ("a", "BTCUSD_PERP", -1_000, 50_000.0)],
@@ -164,16 +166,18 @@ def test_hand_computed_account():
     assert acc["maintenance_margin"] == pytest.approx(15_100.0, rel=1e-12)
     assert acc["margin_ratio"] == pytest.approx(88_500.0 / 15_100.0, rel=1e-12)
     assert acc["status"] == "normal"
-    # IM = sum N / max leverage (+ the loan's MM, as the engine charges loans in IM too)
-    assert acc["initial_margin"] == pytest.approx(6_000.0 + 800.0 + 12_000.0, rel=1e-12)
+    # IM = sum N / max leverage: the loan is in MM only (loan_im_factor 0)
+    assert acc["initial_margin"] == pytest.approx(6_000.0 + 800.0, rel=1e-12)
     pos = by_symbol(r)
     assert pos["BTCUSDT"]["mm_contribution"] == pytest.approx(2_700.0, rel=1e-12)
     assert pos["BTCUSDT"]["unrealised_pnl"] == pytest.approx(100_000.0, rel=1e-12)
     assert pos["BTCUSD_PERP"]["mm_contribution_usd"] == pytest.approx(400.0, rel=1e-12)
     assert pos["BTCUSD_PERP"]["unrealised_pnl_usd"] == pytest.approx(-20_000.0, rel=1e-12)
-    # contributions (positions + the loans' unallocated row) sum to the account's MM
+    # contributions (positions + the loans' row) sum to the account's MM and IM
     total = sum(x["mm_contribution_usd"] for x in r.positions.to_pylist())
     assert total == pytest.approx(acc["maintenance_margin"], rel=1e-9)
+    total = sum(x["im_contribution_usd"] for x in r.positions.to_pylist())
+    assert total == pytest.approx(acc["initial_margin"], rel=1e-9)
     # 10x margin leverage: the loan MMR is 0.05
     r10 = pmrisk.margin(**b, model=m.with_overrides({"margin_leverage": "10x"}))
     assert r10.accounts["loan_maintenance_margin"][0].as_py() == pytest.approx(6_000.0)
@@ -610,6 +614,128 @@ def test_own_leverage_sets_initial_margin():
     pos = by_symbol(own)
     assert pos["BTCUSDT"]["leverage"] == 20.0 and pos["BTCUSD_PERP"]["leverage"] == 10.0
     assert by_symbol(nulls)["BTCUSDT"]["leverage"] == 100.0
+
+
+# -- margin loans: in MM, not in IM (loan_im_factor) ------------------------------------------
+
+def _loan_book():
+    """BTC index and marks 60,000.  BTCUSDT +10 @ 50,000 with leverage 20; BTCUSD_PERP -1,000
+    x 100 USD @ 50,000 with a null leverage (its bracket's maximum); balances USDT 100,000 and
+    BTC -2 (a loan of 120,000 USD)."""
+    bal = pa.table({"account": ["a", "a"], "asset": ["USDT", "BTC"],
+                    "amount": [100_000.0, -2.0]})
+    b = book([("a", "BTCUSDT", 10, 50_000.0), ("a", "BTCUSD_PERP", -1_000, 50_000.0)],
+             mark=60_000.0, balances=bal)
+    return _with_leverage(b, [20.0, None])
+
+
+def _sums(r, account="a"):
+    rows = [x for x in r.positions.to_pylist() if x["account"] == account]
+    return (sum(x["mm_contribution_usd"] for x in rows),
+            sum(x["im_contribution_usd"] for x in rows))
+
+
+def test_loan_counts_in_mm_not_in_im():
+    """SPEC 15: MM = sum of the bracket MM + loan_mmr x loan; IM = sum N / leverage.
+    BTCUSDT N = 600,000 USD, bracket 2: MM = 600,000 x 0.005 - 300 = 2,700; leverage 20:
+        IM = 30,000.
+    BTCUSD_PERP N = 100,000 / 60,000 BTC, bracket 1: MM = N x 0.004 BTC = 400 USD; its
+        bracket's 125x: IM = N / 125 BTC = 800 USD.
+    Loan 120,000 USD at 3x margin leverage: loan MM = 0.10 x 120,000 = 12,000, loan IM 0.
+    equity = 100,000 - 120,000 + 100,000 - 20,000 = 60,000; MM = 15,100; IM = 30,800."""
+    r = pmrisk.margin(**_loan_book(), model=UM)
+    acc = r.accounts.to_pylist()[0]
+    assert acc["loan_maintenance_margin"] == pytest.approx(12_000.0, rel=1e-12)
+    assert acc["maintenance_margin"] == pytest.approx(2_700.0 + 400.0 + 12_000.0, rel=1e-12)
+    assert acc["initial_margin"] == pytest.approx(30_000.0 + 800.0, rel=1e-12)
+    assert acc["equity"] == pytest.approx(60_000.0, rel=1e-12)
+    assert acc["margin_ratio"] == pytest.approx(60_000.0 / 15_100.0, rel=1e-12)
+    assert acc["available_margin"] == pytest.approx(60_000.0 - 30_800.0, rel=1e-12)
+    # exactly the units' IM: nothing of the loan is added
+    units = r.units.to_pylist()
+    assert acc["initial_margin"] == units[0]["initial_margin_usd"] + \
+        units[1]["initial_margin_usd"]
+    pos = by_symbol(r)
+    assert pos["BTCUSDT"]["im_contribution"] == pytest.approx(30_000.0, rel=1e-12)
+    assert pos["BTCUSD_PERP"]["im_contribution_usd"] == pytest.approx(800.0, rel=1e-12)
+    loans = [x for x in r.positions.to_pylist() if x["unit"] == "loans"]
+    assert len(loans) == 1 and loans[0]["symbol"] == "unallocated"
+    assert loans[0]["mm_contribution_usd"] == pytest.approx(12_000.0, rel=1e-12)
+    assert loans[0]["im_contribution"] == loans[0]["im_contribution_usd"] == 0.0
+    mm, im = _sums(r)
+    assert mm == pytest.approx(acc["maintenance_margin"], rel=1e-12)
+    assert im == pytest.approx(acc["initial_margin"], rel=1e-12)
+
+
+@pytest.mark.parametrize("overrides,loan_im", [
+    ({"loan_im_factor": 1.0}, 12_000.0),                          # IM counts the loan's MM
+    ({"loan_im_factor": 0.5}, 6_000.0),
+    ({"loan_im_factor": 1.0, "margin_leverage": "10x"}, 6_000.0),  # the MMR in force: 0.05
+    ({"loan_im_factor": 2.0, "margin_leverage": "off", "loan_mmr": 0.02}, 4_800.0),
+])
+def test_loan_im_factor_charges_a_multiple_of_the_loan_mm(overrides, loan_im):
+    """The loans' IM is loan_im_factor x their MM, at the loan MMR in force (margin_leverage's
+    or loan_mmr); MM, equity and the ratio do not move with it."""
+    b = _loan_book()
+    base = pmrisk.margin(**b, model=Model.preset(UM).with_overrides(
+        {k: v for k, v in overrides.items() if k != "loan_im_factor"}))
+    r = pmrisk.margin(**b, model=Model.preset(UM).with_overrides(overrides))
+    acc, acc0 = r.accounts.to_pylist()[0], base.accounts.to_pylist()[0]
+    assert acc["initial_margin"] == pytest.approx(30_800.0 + loan_im, rel=1e-12)
+    assert acc0["initial_margin"] == pytest.approx(30_800.0, rel=1e-12)
+    for c in ("equity", "maintenance_margin", "loan_maintenance_margin", "margin_ratio",
+              "status"):
+        assert acc[c] == acc0[c], c
+    loans = [x for x in r.positions.to_pylist() if x["unit"] == "loans"][0]
+    assert loans["im_contribution_usd"] == pytest.approx(loan_im, rel=1e-12)
+    mm, im = _sums(r)
+    assert mm == pytest.approx(acc["maintenance_margin"], rel=1e-12)
+    assert im == pytest.approx(acc["initial_margin"], rel=1e-12)
+
+
+@pytest.mark.parametrize("preset", ["standard", "deribit_pme", "span", "binance_pm_pro"])
+def test_other_presets_keep_the_loan_mm_in_im(preset):
+    """loan_im_factor is 1 in every other preset: the account's IM gets the loans' MM, and
+    the loans' row carries it as MM and IM (the default, to the bit)."""
+    assert Model.preset(preset)["loan_im_factor"] == 1.0
+    pos = pa.table({"account": ["a"], "symbol": ["BTCUSDT"], "quantity": [2.0]})
+    b = dict(book([("a", "BTCUSDT", 2.0)]), positions=pos,
+             balances=pa.table({"account": ["a", "a"], "asset": ["USDT", "BTC"],
+                                "amount": [200_000.0, -1.0]}))
+    r = pmrisk.margin(**b, model=preset)
+    acc = r.accounts.to_pylist()[0]
+    loans = [x for x in r.positions.to_pylist() if x["unit"] == "loans"][0]
+    assert acc["loan_maintenance_margin"] > 0.0
+    assert loans["im_contribution_usd"] == loans["mm_contribution_usd"] == \
+        acc["loan_maintenance_margin"]
+    unit_im = sum(x["initial_margin_usd"] for x in r.units.to_pylist())
+    assert acc["initial_margin"] == unit_im + acc["loan_maintenance_margin"]
+    again = pmrisk.margin(**b, model=Model.preset(preset).with_overrides(
+        {"loan_im_factor": 1.0}))
+    for name, t in _tables(r).items():
+        assert getattr(again, name).equals(t), name
+
+
+@given(seed=st.integers(0, 10_000), n=st.integers(1, 8))
+@settings(max_examples=10, deadline=None)
+def test_contributions_sum_to_margin_with_loans(seed, n):
+    """The futures book (some accounts borrow): per account, the positions' and the loans'
+    rows sum to its MM and its IM (SPEC 8), the loans' IM being 0."""
+    b = samples.futures_book(n, seed=seed)
+    r = pmrisk.margin(**b, model=UM)
+    loans = r.positions.filter(pa.compute.equal(r.positions["unit"], "loans"))
+    assert all(x == 0.0 for x in loans["im_contribution_usd"].to_pylist())
+    for acc in r.accounts.to_pylist():
+        mm, im = _sums(r, acc["account"])
+        assert mm == pytest.approx(acc["maintenance_margin"], rel=1e-9, abs=1e-9)
+        assert im == pytest.approx(acc["initial_margin"], rel=1e-9, abs=1e-9)
+
+
+@pytest.mark.parametrize("value", [-0.5, math.inf, math.nan, "0", True, 2e6])
+def test_bad_loan_im_factor_names_the_key(value):
+    with pytest.raises(pmrisk.MarginError) as err:
+        Model.preset(UM).with_overrides({"loan_im_factor": value})
+    assert (err.value.table, err.value.column) == ("model", "loan_im_factor")
 
 
 def test_leverage_is_ignored_by_other_presets():

@@ -228,6 +228,23 @@ def test_spec_names_of_imr_factor_and_spot_taker_fee():
     assert pmrisk.Model.from_dict({"preset": "okx_pm", "imr_factor": 1.4})["im_factor"] == 1.4
 
 
+def test_borrowing_rows_sum_to_mm_and_im():
+    """The loans' row carries MR8's borrow_mmr as MM and borrow_imr as IM: the positions'
+    contributions sum to the account's MM and IM (SPEC 8)."""
+    r = margin([("a", "LTC-USDT-SWAP", 1)], balances=[("a", "USDT", -50_000),
+                                                     ("a", "BTC", 1.0)])
+    a = r.accounts.to_pylist()[0]
+    rows = r.positions.to_pylist()
+    loans = [x for x in rows if x["unit"] == "loans"]
+    assert len(loans) == 1
+    assert loans[0]["mm_contribution_usd"] == a["borrow_mmr"]
+    assert loans[0]["im_contribution_usd"] == a["borrow_imr"]
+    assert sum(x["mm_contribution_usd"] for x in rows) == pytest.approx(
+        a["maintenance_margin"], rel=1e-12)
+    assert sum(x["im_contribution_usd"] for x in rows) == pytest.approx(
+        a["initial_margin"], rel=1e-12)
+
+
 def test_classes_and_units_merge_settlements():
     r = margin([("a", "LTC-USDT-SWAP", 10), ("a", "SOLX-USDT-SWAP", 10),
                 ("a", "BTC-USDT-SWAP", 1), ("a", "BTC-USD-SWAP", 1)])

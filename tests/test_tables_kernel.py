@@ -83,7 +83,7 @@ def test_position_index_and_columns_agree_with_twins(data, n_pos, n_units, n_loa
     args = (index[0], pos_unit, _floats(data, n_pos), _floats(data, n_units, finite),
             *[_floats(data, n_pos, finite) for _ in range(9)],
             _floats(data, n_units, finite), _floats(data, n_units, finite),
-            _floats(data, n_loan, finite))
+            _floats(data, n_loan, finite), _floats(data, n_loan, finite))
     out = np.empty((len(tables.POSITION_COLUMNS), n))
     tables.position_columns(*args, out)
     _equal(out, oracles.position_columns(*args))
@@ -254,7 +254,7 @@ def test_position_index_and_columns_forms_agree_with_twins(seed, n_pos, n_units,
     num = (pos_unit, _rng_floats(rng, n_pos), _rng_floats(rng, n_units, False),
            *[_rng_floats(rng, n_pos, False) for _ in range(7)], *contrib,
            _rng_floats(rng, n_units, False), _rng_floats(rng, n_units, False),
-           _rng_floats(rng, n_loan, False))
+           _rng_floats(rng, n_loan, False), _rng_floats(rng, n_loan, False))
     want_block = oracles.position_columns(want_index[0], *num)
     for form in FORMS:
         index, time = np.empty((4, n), dtype=np.int64), np.empty(n if n_snap else 0, np.int64)

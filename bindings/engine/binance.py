@@ -14,7 +14,9 @@ A unit's MM and IM are the sums over its positions, and each position's contribu
 MM (IM), so contributions add up to the margin exactly.  The accounts phase is the engine's own
 (:func:`pmrisk.kernel.assemble.account_figures`): equity (collateral rates on positive balances
 only), loan MM ``= loans x loan MMR`` (the rate for the model's ``margin_leverage``), MM = the
-units' MM in USD + loan MM; the margin ratio (Binance's uniMMR) is equity / MM.
+units' MM in USD + loan MM; the margin ratio (Binance's uniMMR) is equity / MM.  IM = the
+units' IM in USD + ``loan_im_factor`` x loan MM, and ``binance_um``'s ``loan_im_factor`` is 0:
+its IM is ``sum N / leverage``, the loans' MM left out.
 
 Ladders per position (:func:`lay_out_brackets`, once per book): the model's own ladder for the
 symbol (key ``brackets``), else the ladder pmrisk ships for it in force at the model's date

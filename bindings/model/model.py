@@ -68,6 +68,7 @@ TOP_PARAMS = {
     "im_factor": Param("float", 0.0, 1e6),
     "liquidation_target": Param("float", 0.0, 1e6),
     "loan_mmr": Param("float", 0.0, 1.0),
+    "loan_im_factor": Param("float", 0.0, 1e6),
     "rate": Param("float", -1.0, 1.0),
     "linear_settlement_currency": Param("str"),
     "stablecoins": Param("names"),

@@ -85,6 +85,7 @@ TOP_DEFAULTS = {
     "im_factor": 1.0,
     "liquidation_target": 1.0,
     "loan_mmr": 0.10,
+    "loan_im_factor": 1.0,           # loans' IM = loan_im_factor x their MM (binance_um: 0)
     "linear_settlement_currency": "USDT",
     "rate": 0.0,                     # Black-76 discount rate (0: undiscounted)
     "expired_positions": "error",    # or "ignore"
