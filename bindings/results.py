@@ -277,7 +277,7 @@ def build(out, model, risk_vectors=False, tables=TABLE_NAMES):
                           "scenarios, so there are no risk vectors")
     book, units = out.book, out.units
     unit_names = _names(units.type_names, units.utype)
-    loans = tables_k.positive_rows(*kernel_args(out.account.loan_maintenance_margin))
+    loans = loan_rows(out)
     accounts_t = accounts_table(out, model)
     units_t = _units_table(out, unit_names) if "units" in tables else None
     positions_t = _positions_table(out, loans) if "positions" in tables else None
@@ -351,6 +351,17 @@ def _vol_states(code):
     if not len(code) or code.min() >= 0:
         return _names(VOL_STATES, code)
     return _name_array(VOL_STATES).take(pa.array(code, pa.int64(), mask=code < 0))
+
+
+def loan_rows(out):
+    """The accounts that have a ``loans`` row in the positions table: loan MM above 0 or,
+    under okx_pm, MR8's ``borrow_imr`` above 0 (with ``borrow_mmr = 0`` the account's IM
+    still counts ``borrow_imr``: the row carries it, so the contributions sum to the IM)."""
+    rows = tables_k.positive_rows(*kernel_args(out.account.loan_maintenance_margin))
+    if out.okx is None:
+        return rows
+    return np.unique(np.concatenate([rows, tables_k.positive_rows(
+        *kernel_args(out.okx.borrow_imr))]))
 
 
 def _positions_table(out, loans):

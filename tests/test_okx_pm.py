@@ -225,14 +225,24 @@ def test_spec_names_of_imr_factor_and_spot_taker_fee():
         m.with_overrides({"imr_factor": 1.5, "im_factor": 1.5})
     with pytest.raises(MarginError, match="spot_taker_fee"):
         m.with_overrides({"spot_taker_fee": 2.0})
+    # an error about a value given under the other name says which name it was given as
+    with pytest.raises(MarginError, match="spot_taker_fee: .*Given as 'liquidation_fee'"):
+        m.with_overrides({"liquidation_fee": 2.0})
+    with pytest.raises(MarginError, match="im_factor >= mm_factor.*Given as 'imr_factor'"):
+        m.with_overrides({"imr_factor": 0.5})
     assert pmrisk.Model.from_dict({"preset": "okx_pm", "imr_factor": 1.4})["im_factor"] == 1.4
 
 
-def test_borrowing_rows_sum_to_mm_and_im():
+@pytest.mark.parametrize("rates", [{}, {"borrow_mmr": 0.0}])
+def test_borrowing_rows_sum_to_mm_and_im(rates):
     """The loans' row carries MR8's borrow_mmr as MM and borrow_imr as IM: the positions'
-    contributions sum to the account's MM and IM (SPEC 8)."""
-    r = margin([("a", "LTC-USDT-SWAP", 1)], balances=[("a", "USDT", -50_000),
-                                                     ("a", "BTC", 1.0)])
+    contributions sum to the account's MM and IM (SPEC 8), also when borrow_mmr is 0 and the
+    IM alone counts the loan (the row is there for the IM); a Monitor's table has it too."""
+    t = tables([("a", "LTC-USDT-SWAP", 1)], balances=[("a", "USDT", -50_000), ("a", "BTC", 1.0)])
+    model = pmrisk.Model.preset("okx_pm").with_overrides(rates)
+    r = pmrisk.margin(**t, model=model, valuation_time=VT)
+    mon = pmrisk.Monitor(**t, model=model, valuation_time=VT)
+    assert mon.positions.equals(r.positions)
     a = r.accounts.to_pylist()[0]
     rows = r.positions.to_pylist()
     loans = [x for x in rows if x["unit"] == "loans"]

@@ -462,9 +462,19 @@ class Model:
         check_shape(overrides)
         if "preset" in overrides:
             raise _err("preset", "no preset key in overrides (start from Model.preset)")
+        given = overrides
         overrides = canonical_names(overrides)
-        return Model(_merge(self._p, overrides), as_of=self._as_of, effective=self._effective,
-                     overrides=self._overrides + (copy.deepcopy(overrides),))
+        try:
+            return Model(_merge(self._p, overrides), as_of=self._as_of,
+                         effective=self._effective,
+                         overrides=self._overrides + (copy.deepcopy(overrides),))
+        except MarginError as exc:        # about a parameter given under its other name
+            alias = next((a for a, name in ALIASES.items()
+                          if a in given and exc.table == "model" and exc.column == name), None)
+            if alias is None:
+                raise
+            raise MarginError(exc.table, exc.column, exc.expected, hint=(
+                f"Given as {alias!r}" + (f"; {exc.hint}" if exc.hint else ""))) from None
 
     def with_scenarios(self, scenarios):
         """A new model whose scenario set is ``scenarios`` (rows: price_shock, vol_state or

@@ -38,7 +38,8 @@ import pyarrow as pa
 from ..io.arrow import kernel_args
 from ..io.book import load_book
 from ..engine.core import compute, floored_copies, fuses, run, short_instruments, unit_phases
-from ..results import TABLE_NAMES, accounts_table, all_finite, build, check_finite, margin_ratio
+from ..results import (TABLE_NAMES, accounts_table, all_finite, build, check_finite, loan_rows,
+                       margin_ratio)
 from ..engine.units import prices_by_type
 from pmrisk.kernel.assemble import all_set, prices_at
 from pmrisk.kernel.ticks import book_marks, kept_rows, tick_selection
@@ -324,7 +325,7 @@ class Block:
                     elif n == "units":
                         rows = live[out.units.account]
                     else:
-                        loans = np.flatnonzero(out.account.loan_maintenance_margin > 0)
+                        loans = loan_rows(out)
                         rows = live[np.concatenate([self.book.pos_account, out.units.account,
                                                     loans])]
                     t = t.filter(pa.array(rows))
