@@ -354,14 +354,12 @@ def _vol_states(code):
 
 
 def loan_rows(out):
-    """The accounts that have a ``loans`` row in the positions table: loan MM above 0 or,
-    under okx_pm, MR8's ``borrow_imr`` above 0 (with ``borrow_mmr = 0`` the account's IM
-    still counts ``borrow_imr``: the row carries it, so the contributions sum to the IM)."""
-    rows = tables_k.positive_rows(*kernel_args(out.account.loan_maintenance_margin))
-    if out.okx is None:
-        return rows
-    return np.unique(np.concatenate([rows, tables_k.positive_rows(
-        *kernel_args(out.okx.borrow_imr))]))
+    """The accounts that have a ``loans`` row in the positions table: the loans' MM or IM
+    above 0 (okx_pm with ``borrow_mmr = 0`` still counts ``borrow_imr`` in IM: the row
+    carries it, so the contributions sum to the IM)."""
+    af = out.account
+    return np.unique(np.concatenate([tables_k.positive_rows(*kernel_args(a)) for a in (
+        af.loan_maintenance_margin, af.loan_initial_margin)]))
 
 
 def _positions_table(out, loans):
@@ -383,7 +381,8 @@ def _positions_table(out, loans):
     _parallel(tables_k.position_columns, n)(*kernel_args(
         rows, pu, book.quantity, units.settle_px, pf.value, pf.model_value, pf.unrealised_pnl,
         pf.delta, pf.gamma, pf.vega, pf.theta, pf.mm_contribution, pf.im_contribution,
-        uf.maintenance_margin, uf.initial_margin, *_loan_margins(out, loans)), block)
+        uf.maintenance_margin, uf.initial_margin, out.account.loan_maintenance_margin[loans],
+        out.account.loan_initial_margin[loans]), block)
     cols = [_strings(book.accounts, acc, one=one_account)]
     names = ["account"]
     if book.timed:
@@ -403,17 +402,6 @@ def _positions_table(out, loans):
 
 
 _NONE = np.zeros(0, dtype=np.int64)
-
-
-def _loan_margins(out, loans):
-    """The loans' MM and IM (USD) of the accounts ``loans``: IM is ``loan_im_factor`` x MM,
-    as :func:`pmrisk.kernel.assemble.account_figures` adds it to the account's IM (the same
-    product: the loans' rows and the account agree to the bit); under okx_pm, MR8's
-    ``borrow_mmr`` and ``borrow_imr``, as its account phase counts them."""
-    mm = out.account.loan_maintenance_margin[loans]
-    if out.okx is not None:
-        return mm, out.okx.borrow_imr[loans]
-    return mm, out.params.loan_im_factor * mm
 
 
 def _parallel(kernel, n, at=None):

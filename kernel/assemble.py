@@ -569,8 +569,8 @@ def unit_tick_serial(sel, figures, margins, worst, scenario_margin):
 @njit
 def account_figures_rows(sel, lo, hi, pa_start, pa_order, pos_unit, value, unit_px, ua_start, mm,
                          im, scenario_margin, ba_start, ba_order, collateral_usd, balance_usd,
-                         loan_mmr, loan_im_factor, equity, actual_equity, loan_mm, acc_mm, acc_im,
-                         acc_scen, finite):
+                         loan_mmr, loan_im_factor, equity, actual_equity, loan_mm, loan_im, acc_mm,
+                         acc_im, acc_scen, finite):
     """Rows ``sel[lo:hi]`` of :func:`account_figures` (shared by the parallel and the serial kernel:
     one call per chunk of rows, so no per-row call cost)."""
     for k in range(lo, hi):
@@ -590,7 +590,9 @@ def account_figures_rows(sel, lo, hi, pa_start, pa_order, pos_unit, value, unit_
         equity[a] = eq + coll
         actual_equity[a] = eq + usd
         lm = loan_mmr * loans
+        li = loan_im_factor * lm
         loan_mm[a] = lm
+        loan_im[a] = li
         s_mm = 0.0
         s_im = 0.0
         s_sc = 0.0
@@ -600,7 +602,7 @@ def account_figures_rows(sel, lo, hi, pa_start, pa_order, pos_unit, value, unit_
             s_im += im[v] * unit_px[v]
             s_sc += scenario_margin[v] * unit_px[v]
         acc_mm[a] = s_mm + lm
-        acc_im[a] = s_im + loan_im_factor * lm
+        acc_im[a] = s_im + li
         acc_scen[a] = s_sc
         probe = (equity[a] * 0.0 + actual_equity[a] * 0.0 + lm * 0.0 + acc_mm[a] * 0.0
                  + acc_im[a] * 0.0 + s_sc * 0.0)
@@ -610,13 +612,13 @@ def account_figures_rows(sel, lo, hi, pa_start, pa_order, pos_unit, value, unit_
 @njit(parallel=True)
 def account_figures(sel, pa_start, pa_order, pos_unit, value, unit_px, ua_start, mm, im,
                     scenario_margin, ba_start, ba_order, collateral_usd, balance_usd, loan_mmr,
-                    loan_im_factor, equity, actual_equity, loan_mm, acc_mm, acc_im, acc_scen,
-                    finite):
+                    loan_im_factor, equity, actual_equity, loan_mm, loan_im, acc_mm, acc_im,
+                    acc_scen, finite):
     """Per selected account (USD): positions' value plus collateral (``equity``; at full
-    value: ``actual_equity``), ``loan_mm = loan_mmr x loans``, MM and IM summed over its
-    units (units of account ``a`` are rows ``ua_start[a]:ua_start[a + 1]``) plus the loans'
-    share (MM: ``loan_mm``; IM: ``loan_im_factor x loan_mm``), and scenario margin summed
-    over its units."""
+    value: ``actual_equity``), the loans' MM ``loan_mm = loan_mmr x loans`` and IM
+    ``loan_im = loan_im_factor x loan_mm``, MM and IM summed over its units (units of
+    account ``a`` are rows ``ua_start[a]:ua_start[a + 1]``) plus the loans', and scenario
+    margin summed over its units."""
     n = sel.shape[0]
     chunks = min(n, CHUNKS)
     for c in prange(chunks):
@@ -624,19 +626,20 @@ def account_figures(sel, pa_start, pa_order, pos_unit, value, unit_px, ua_start,
         hi = (c + 1) * n // chunks
         account_figures_rows(sel, lo, hi, pa_start, pa_order, pos_unit, value, unit_px, ua_start,
             mm, im, scenario_margin, ba_start, ba_order, collateral_usd, balance_usd, loan_mmr,
-            loan_im_factor, equity, actual_equity, loan_mm, acc_mm, acc_im, acc_scen, finite)
+            loan_im_factor, equity, actual_equity, loan_mm, loan_im, acc_mm, acc_im, acc_scen,
+            finite)
 
 
 @njit
 def account_figures_serial(sel, pa_start, pa_order, pos_unit, value, unit_px, ua_start, mm, im,
                            scenario_margin, ba_start, ba_order, collateral_usd, balance_usd,
-                           loan_mmr, loan_im_factor, equity, actual_equity, loan_mm, acc_mm,
-                           acc_im, acc_scen, finite):
+                           loan_mmr, loan_im_factor, equity, actual_equity, loan_mm, loan_im,
+                           acc_mm, acc_im, acc_scen, finite):
     """:func:`account_figures` on one thread (small selections: no thread wake-up)."""
     account_figures_rows(sel, 0, sel.shape[0], pa_start, pa_order, pos_unit, value, unit_px,
                          ua_start, mm, im, scenario_margin, ba_start, ba_order, collateral_usd,
                          balance_usd, loan_mmr, loan_im_factor, equity, actual_equity, loan_mm,
-                         acc_mm, acc_im, acc_scen, finite)
+                         loan_im, acc_mm, acc_im, acc_scen, finite)
 
 
 @njit

@@ -559,8 +559,8 @@ def account_borrowing(acc, pa_start, pa_order, ba_start, ba_order, pos_asset, ba
                       bal_amount, acc_snap, asset_col, asset_stable, asset_px, ua_start,
                       unit_asset, borrow_mmr_rate, borrow_imr_rate, spot_taker_fee,
                       maintenance_margin, initial_margin, loan_maintenance_margin,
-                      liquidation_cost, finite, derivatives_mmr, borrow_mmr, borrow_imr,
-                      okx_liquidation_cost, unit_mr8):
+                      loan_initial_margin, liquidation_cost, finite, derivatives_mmr, borrow_mmr,
+                      borrow_imr, okx_liquidation_cost, unit_mr8):
     """Per account a of ``acc``: MR8 (borrowing) and the liquidation cost, in place.
 
     An asset's equity (asset k: ``asset_col[k]``, ``asset_stable[k]`` as
@@ -570,8 +570,9 @@ def account_borrowing(acc, pa_start, pa_order, ba_start, ba_order, pos_asset, ba
     the sum over the assets in code order.  Then ``borrow_mmr = borrow_mmr_rate L``,
     ``borrow_imr = borrow_imr_rate L``, ``liquidation_cost = L (1 + borrow_mmr_rate)
     spot_taker_fee``; the account's maintenance margin becomes ``derivatives_mmr +
-    borrow_mmr`` (``derivatives_mmr``: its maintenance margin less its loan margin), its
-    initial margin ``initial - loan margin + borrow_imr``, its loan margin ``borrow_mmr``;
+    borrow_mmr`` (``derivatives_mmr``: its maintenance margin less its loans' MM), its
+    initial margin ``initial - loans' IM + borrow_imr``, its loans' MM and IM ``borrow_mmr``
+    and ``borrow_imr`` (MR8 in place of the loan margin the accounts phase counted);
     ``finite`` is set to 0.0 where one of the new figures is not finite.  Per unit w of a
     (rows ``ua_start[a]:ua_start[a + 1]``), ``unit_mr8[w]`` is the part of ``borrow_mmr``
     owed in the unit's own underlying (asset ``unit_asset[w]``, -1: none): OKX's ``mr8`` of
@@ -608,7 +609,7 @@ def account_borrowing(acc, pa_start, pa_order, ba_start, ba_order, pos_asset, ba
                 -eq[c] * asset_price(asset_col[c], asset_stable[c], snap, asset_px)) \
                 if c >= 0 and held[c] and eq[c] < 0.0 else 0.0
         deriv = maintenance_margin[a] - loan_maintenance_margin[a]
-        unit_im = initial_margin[a] - loan_maintenance_margin[a]
+        unit_im = initial_margin[a] - loan_initial_margin[a]
         b_mm = borrow_mmr_rate * owed
         b_im = borrow_imr_rate * owed
         liq = owed * (1.0 + borrow_mmr_rate) * spot_taker_fee
@@ -617,6 +618,7 @@ def account_borrowing(acc, pa_start, pa_order, ba_start, ba_order, pos_asset, ba
         borrow_imr[a] = b_im
         okx_liquidation_cost[a] = liq
         loan_maintenance_margin[a] = b_mm
+        loan_initial_margin[a] = b_im
         maintenance_margin[a] = deriv + b_mm
         initial_margin[a] = unit_im + b_im
         liquidation_cost[a] = liq

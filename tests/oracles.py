@@ -661,8 +661,8 @@ def unit_tick(sel, figures, margins, worst, scenario_margin):
 
 def account_figures(sel, pa_start, pa_order, pos_unit, value, unit_px, ua_start, mm, im,
                     scenario_margin, ba_start, ba_order, collateral_usd, balance_usd, loan_mmr,
-                    loan_im_factor, equity, actual_equity, loan_mm, acc_mm, acc_im, acc_scen,
-                    finite):
+                    loan_im_factor, equity, actual_equity, loan_mm, loan_im, acc_mm, acc_im,
+                    acc_scen, finite):
     """Account sums by ``numpy.bincount``; rows of ``sel`` written (the loans' IM:
     ``loan_im_factor`` times their MM)."""
     n_acc = len(ua_start) - 1
@@ -672,13 +672,14 @@ def account_figures(sel, pa_start, pa_order, pos_unit, value, unit_px, ua_start,
     eq_pos = np.bincount(pos_account, weights=value * unit_px[pos_unit], minlength=n_acc)
     lm = loan_mmr * np.bincount(bal_account, weights=np.abs(np.minimum(balance_usd, 0.0)),
                                 minlength=n_acc)
+    li = loan_im_factor * lm
     figures = (eq_pos + np.bincount(bal_account, weights=collateral_usd, minlength=n_acc),
-               eq_pos + np.bincount(bal_account, weights=balance_usd, minlength=n_acc), lm,
+               eq_pos + np.bincount(bal_account, weights=balance_usd, minlength=n_acc), lm, li,
                np.bincount(unit_account, weights=mm * unit_px, minlength=n_acc) + lm,
-               np.bincount(unit_account, weights=im * unit_px, minlength=n_acc)
-               + loan_im_factor * lm,
+               np.bincount(unit_account, weights=im * unit_px, minlength=n_acc) + li,
                np.bincount(unit_account, weights=scenario_margin * unit_px, minlength=n_acc))
-    for dst, src in zip((equity, actual_equity, loan_mm, acc_mm, acc_im, acc_scen), figures):
+    for dst, src in zip((equity, actual_equity, loan_mm, loan_im, acc_mm, acc_im, acc_scen),
+                        figures):
         dst[sel] = src[sel]
     finite[sel] = np.where(np.isfinite(np.vstack(figures)).all(axis=0), 1.0, 0.0)[sel]
 
@@ -1888,8 +1889,8 @@ def okx_account_borrowing(acc, pa_start, pa_order, ba_start, ba_order, pos_asset
                           value, bal_amount, acc_snap, asset_col, asset_stable, asset_px,
                           ua_start, unit_asset, borrow_mmr_rate, borrow_imr_rate, spot_taker_fee,
                           maintenance_margin, initial_margin, loan_maintenance_margin,
-                          liquidation_cost, finite, derivatives_mmr, borrow_mmr, borrow_imr,
-                          okx_liquidation_cost, unit_mr8):
+                          loan_initial_margin, liquidation_cost, finite, derivatives_mmr,
+                          borrow_mmr, borrow_imr, okx_liquidation_cost, unit_mr8):
     """Twin of :func:`pmrisk.kernel.okx.account_borrowing`: equity per (account, asset) with
     ``numpy.unique`` and ``numpy.bincount`` over the selected accounts' positions, then
     balances; the liabilities summed per account with ``numpy.bincount``; a unit's MR8 looked
@@ -1932,12 +1933,13 @@ def okx_account_borrowing(acc, pa_start, pa_order, ba_start, ba_order, pos_asset
         np.zeros(len(units), dtype=bool)
     unit_mr8[units] = np.where(found, borrow_mmr_rate * liab[at] if len(uniq) else 0.0, 0.0)
     deriv = maintenance_margin[acc] - loan_maintenance_margin[acc]
-    unit_im = initial_margin[acc] - loan_maintenance_margin[acc]
+    unit_im = initial_margin[acc] - loan_initial_margin[acc]
     derivatives_mmr[acc] = deriv
     borrow_mmr[acc] = borrow_mmr_rate * owed
     borrow_imr[acc] = borrow_imr_rate * owed
     okx_liquidation_cost[acc] = owed * (1.0 + borrow_mmr_rate) * spot_taker_fee
     loan_maintenance_margin[acc] = borrow_mmr[acc]
+    loan_initial_margin[acc] = borrow_imr[acc]
     maintenance_margin[acc] = deriv + borrow_mmr[acc]
     initial_margin[acc] = unit_im + borrow_imr[acc]
     liquidation_cost[acc] = okx_liquidation_cost[acc]

@@ -231,7 +231,7 @@ def test_account_borrowing_agrees_with_twin(data, n_acc, n_pos, n_bal, n_assets,
     unit_asset = _ints(data, len(unit_account), -1, n_assets - 1)
     inputs = (acc, pa_start, pa_order, ba_start, ba_order, pos_asset, bal_asset, value, amount,
               acc_snap, asset_col, stable, asset_px, ua_start, unit_asset, *rates)
-    outputs = [_floats(data, n_acc, st.sampled_from([0.0, 12.5, 1e6])) for _ in range(4)] + \
+    outputs = [_floats(data, n_acc, st.sampled_from([0.0, 12.5, 1e6])) for _ in range(5)] + \
         [np.ones(n_acc)] + [np.full(n_acc, -7.0) for _ in range(4)] + \
         [np.full(len(unit_account), -7.0)]
     got, want = [o.copy() for o in outputs], [o.copy() for o in outputs]

@@ -99,22 +99,6 @@ def resolve(model, units):
     return model.cached(key, lambda: _resolve(model, units))
 
 
-def loan_im_factor(model):
-    """The loans' share of IM in ``model``, as a multiple of their MM (so it follows the loan
-    MMR in force, ``margin_leverage``'s included): the model's ``loan_im_factor``, except under
-    ``margin_rules = "okx"``, whose MR8 charges borrowing in IM itself (``borrow_imr``, in
-    place of the loan MM the accounts phase counts), where it is 1.
-
-    >>> from pmrisk.model.model import Model
-    >>> from pmrisk.engine.core import loan_im_factor
-    >>> [loan_im_factor(Model.preset(p)) for p in ("standard", "binance_um", "okx_pm")]
-    [1.0, 0.0, 1.0]
-    """
-    if model["margin_rules"] == "okx":
-        return 1.0
-    return float(model["loan_im_factor"])
-
-
 def _resolve(model, units):
     names = units.type_und
     per = {k: np.array([model.underlying(u)[k] for u in names], dtype=np.float64)
@@ -124,7 +108,7 @@ def _resolve(model, units):
     return Params(
         rate=float(model["rate"]), risk_multiplier=float(model["risk_multiplier"]),
         mm_factor=float(model["mm_factor"]), im_factor=float(model["im_factor"]),
-        loan_mmr=loan_mmr(model), loan_im_factor=loan_im_factor(model),
+        loan_mmr=loan_mmr(model), loan_im_factor=float(model["loan_im_factor"]),
         cross_unit=model["cross_unit"],
         tail_mode=model["tail_mode"], thresholds=model["thresholds"],
         collateral=model["collateral"], per_type=per,
@@ -343,6 +327,7 @@ class AccountFigures:
     equity: np.ndarray
     actual_equity: np.ndarray
     loan_maintenance_margin: np.ndarray
+    loan_initial_margin: np.ndarray     # the loans' IM (in the positions table's loans row)
     maintenance_margin: np.ndarray
     initial_margin: np.ndarray
     scenario_margin: np.ndarray
@@ -794,8 +779,8 @@ def phase_arguments(out, kernel, own_from_binding=True):
                              uf.initial_margin, uf.scenario_margin, lay.ba_start, lay.ba_order,
                              out.collateral_usd, out.balance_usd),
                 p.loan_mmr, p.loan_im_factor, af.equity, af.actual_equity,
-                af.loan_maintenance_margin, af.maintenance_margin, af.initial_margin,
-                af.scenario_margin, af.finite)
+                af.loan_maintenance_margin, af.loan_initial_margin, af.maintenance_margin,
+                af.initial_margin, af.scenario_margin, af.finite)
     raise ValueError(f"no phase kernel {kernel!r}")
 
 

@@ -219,5 +219,5 @@ def account_phase(out, model, acc):
         lay.ua_start, ox.unit_asset),
         float(model["borrow_mmr"]), float(model["borrow_imr"]), float(model["spot_taker_fee"]),
         af.maintenance_margin, af.initial_margin, af.loan_maintenance_margin,
-        af.liquidation_cost, af.finite, ox.derivatives_mmr, ox.borrow_mmr, ox.borrow_imr,
-        ox.liquidation_cost, ox.mr8)
+        af.loan_initial_margin, af.liquidation_cost, af.finite, ox.derivatives_mmr,
+        ox.borrow_mmr, ox.borrow_imr, ox.liquidation_cost, ox.mr8)
