@@ -565,8 +565,9 @@ def account_borrowing(acc, pa_start, pa_order, ba_start, ba_order, pos_asset, ba
 
     An asset's equity (asset k: ``asset_col[k]``, ``asset_stable[k]`` as
     :func:`asset_price` reads them) is the sum, in row order, of the values of a's positions
-    settled in it (``value``, USD, divided by the asset's price; 0 where that price is not
-    positive), then of a's balances in it.  Where negative, its USD value is borrowed; L is
+    held in it (``pos_asset``: a spot position's coin, a derivative's settlement currency;
+    ``value``, USD, divided by the asset's price; 0 where that price is not positive), then
+    of a's balances in it.  Where negative, its USD value is borrowed; L is
     the sum over the assets in code order.  Then ``borrow_mmr = borrow_mmr_rate L``,
     ``borrow_imr = borrow_imr_rate L``, ``liquidation_cost = L (1 + borrow_mmr_rate)
     spot_taker_fee``; the account's maintenance margin becomes ``derivatives_mmr +

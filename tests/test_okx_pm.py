@@ -34,6 +34,7 @@ INSTR = [
      0.05, 0.6),
     ("LTC-USDT-SWAP", "LTC", "perpetual", "linear", 1.0, None, None, None, 100.0, None),
     ("SOLX-USDT-SWAP", "SOLX", "perpetual", "linear", 1.0, None, None, None, 10.0, None),
+    ("BTC-USDT", "BTC", "spot", "linear", 1.0, None, None, None, 100_000.0, None),
 ]
 INDEX = {"BTC": 100_000.0, "LTC": 100.0, "SOLX": 10.0}
 
@@ -231,6 +232,30 @@ def test_spec_names_of_imr_factor_and_spot_taker_fee():
     with pytest.raises(MarginError, match="im_factor >= mm_factor.*Given as 'imr_factor'"):
         m.with_overrides({"imr_factor": 0.5})
     assert pmrisk.Model.from_dict({"preset": "okx_pm", "imr_factor": 1.4})["im_factor"] == 1.4
+
+
+def test_mr8_files_a_spot_position_under_its_coin():
+    """SPEC 14's MR8 looks at each asset's equity: spot BTC-USDT held is BTC, not USDT.  10 BTC
+    bought with 1,000,000 USDT borrowed (and hedged by a short perpetual) leave USDT at
+    -1,000,000: borrow_mmr 0.02 x 1e6, borrow_imr 0.10 x 1e6, liquidation cost 1e6 x 1.02 x
+    0.001, the same as with the BTC given as a balance.  Spot sold short (-2 BTC, the
+    200,000 USDT it raised held) is BTC borrowed: the BTC unit's mr8."""
+    hedge = ("a", "BTC-USDT-SWAP", -1000)
+    r = margin([("a", "BTC-USDT", 10), hedge], balances=[("a", "USDT", -1_000_000)])
+    as_balance = margin([hedge], balances=[("a", "USDT", -1_000_000), ("a", "BTC", 10)])
+    for x in (r, as_balance):
+        a = x.accounts.to_pylist()[0]
+        assert a["borrow_mmr"] == pytest.approx(20_000.0)
+        assert a["borrow_imr"] == pytest.approx(100_000.0)
+        assert a["liquidation_cost"] == pytest.approx(1020.0)
+        assert unit(x, "BTC")["mr8"] == 0.0             # USDT borrowed: no unit
+    a = r.accounts.to_pylist()[0]
+    assert a["equity"] == pytest.approx(0.0, abs=1e-6)  # 10 BTC at 100,000 less the loan
+    assert a["maintenance_margin"] == pytest.approx(a["derivatives_mmr"] + 20_000.0)
+    short = margin([("a", "BTC-USDT", -2)], balances=[("a", "USDT", 200_000)])
+    a = short.accounts.to_pylist()[0]
+    assert a["borrow_mmr"] == pytest.approx(0.02 * 200_000)
+    assert unit(short, "BTC")["mr8"] == pytest.approx(0.02 * 200_000)
 
 
 @pytest.mark.parametrize("rates", [{}, {"borrow_mmr": 0.0}])

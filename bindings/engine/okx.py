@@ -28,7 +28,7 @@ import numpy as np
 from pmrisk.kernel import layout as layout_k
 from pmrisk.kernel import okx as KO
 from pmrisk.kernel.addons import roll_rate
-from pmrisk.kernel.instruments import INVERSE
+from pmrisk.kernel.instruments import INVERSE, SPOT
 
 from ..errors import MarginError
 from ..io.arrow import kernel_args
@@ -95,7 +95,12 @@ def lay_out(book, model, out):
         quote = parts[1] if model["quote_from_symbol"] and len(parts) > 1 else ""
         lin_ccy.append(quote if quote in ("USDT", "USDC") else lin)
     und = [book.und_names[c] for c in book.und_code.tolist()]
-    asset = [u if inv else c for u, c, inv in zip(und, lin_ccy, inverse.tolist())]
+    # the asset each position's value is held in (MR8's equity per asset): an inverse
+    # derivative's coin; a spot position's coin itself (BTC-USDT spot is BTC held, not USDT:
+    # filed under USDT, the holding would cancel the USDT borrowed to buy it); a linear
+    # derivative's settlement currency
+    in_coin = (inverse | (book.kind == SPOT)).tolist()
+    asset = [u if coin else c for u, c, coin in zip(und, lin_ccy, in_coin)]
     names = sorted(set(asset) | set(book.bal_asset))
     priced = names + sorted((set(und) | set(lin_ccy)) - set(names))
     code = {a: k for k, a in enumerate(priced)}
