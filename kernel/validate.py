@@ -360,8 +360,8 @@ ONE_OK, ONE_NO_MARK, ONE_NO_IV, ONE_UNPRICED = range(4)
 def one_snapshot(pos_row, ord_row, kind, settlement, contract_size, expiry, strike, is_call,
                  und_code, mkt_ins, mark, mark_iv, underlying_price, und_price, vt):
     """The book's instruments of a one-snapshot book at valuation time ``vt`` (ns) in one
-    pass: the instruments held (``pos_row``) or ordered (``ord_row``) in the order of their
-    rows, and each one's values.
+    pass: the instruments held (``pos_row``) or ordered (``ord_row``) in the order the
+    positions, then the orders, first hold them, and each one's values.
 
     Per instruments row: ``kind``, ``settlement``, ``contract_size``, ``expiry`` (``NAT``
     none), ``strike`` (NaN none), ``is_call``, ``und_code`` (its underlying's code);
@@ -379,18 +379,19 @@ def one_snapshot(pos_row, ord_row, kind, settlement, contract_size, expiry, stri
     spot, perpetual and undated instruments; a strike absent is 1.0; ``is_call`` is 1 for
     anything but a put option."""
     n_ins = kind.shape[0]
+    # instruments numbered as the positions, then the orders, first hold them: a book's
+    # per-position passes then read the per-instrument arrays (and revaluation rows) in
+    # order where each position holds its own instrument, not at random rows
     instr_of = np.full(n_ins, -1, dtype=np.int64)
-    for i in range(pos_row.shape[0]):
-        instr_of[pos_row[i]] = 0
-    for i in range(ord_row.shape[0]):
-        instr_of[ord_row[i]] = 0
     n = 0
-    for r in range(n_ins):
-        if instr_of[r] == 0:
-            instr_of[r] = n
+    for i in range(pos_row.shape[0]):
+        if instr_of[pos_row[i]] < 0:
+            instr_of[pos_row[i]] = n
             n += 1
-        else:
-            instr_of[r] = -1
+    for i in range(ord_row.shape[0]):
+        if instr_of[ord_row[i]] < 0:
+            instr_of[ord_row[i]] = n
+            n += 1
     ins_row = np.empty(n, dtype=np.int64)
     for r in range(n_ins):
         if instr_of[r] >= 0:
@@ -479,6 +480,17 @@ _instruments, _positions, _expired, _market, _index_prices, _one_snapshot = (
 # the checks rule by rule, which raise the error)
 BOOK_OK, BOOK_INSTRUMENTS, BOOK_POSITIONS, BOOK_EXPIRED, BOOK_MARKET, BOOK_INDEX, \
     BOOK_INSTANCES = range(7)
+
+
+@njit
+def rows_in_order(rows, n):
+    """Whether ``rows`` is ``0, 1, ..., n - 1``."""
+    if rows.shape[0] != n:
+        return False
+    for i in range(n):
+        if rows[i] != i:
+            return False
+    return True
 
 
 @njit

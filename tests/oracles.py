@@ -1989,9 +1989,12 @@ def one_snapshot(pos_row, ord_row, kind, settlement, contract_size, expiry, stri
     """Twin of :func:`pmrisk.kernel.validate.one_snapshot`: ``(status, outputs)``, the
     outputs None unless the status is 0 (every instrument priced)."""
     nat = np.iinfo(np.int64).min
-    ins_row, inv = np.unique(np.concatenate([pos_row, ord_row]).astype(np.int64),
-                             return_inverse=True)
-    inv = inv.ravel()
+    held = np.concatenate([pos_row, ord_row]).astype(np.int64)
+    _, first = np.unique(held, return_index=True)
+    ins_row = held[np.sort(first)]      # in the order the positions, then orders, hold them
+    number = np.full(len(kind), -1, dtype=np.int64)
+    number[ins_row] = np.arange(len(ins_row))
+    inv = number[held]
     mkt_of = np.full(len(kind), -1, dtype=np.int64)
     mkt_of[mkt_ins] = np.arange(len(mkt_ins))
     m = mkt_of[ins_row]                 # -1: none, which reads the NaN appended below

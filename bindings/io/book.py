@@ -807,7 +807,8 @@ def _instance_fields(sym, und_names, out, assets, asset_px):
      mark, forward, strike, is_call, years, mark_iv) = out
     und_all = und_names.to_pylist()
     return dict(
-        symbols=sym if len(ins_row) == len(sym) else sym.take(pa.array(ins_row, pa.int64())),
+        symbols=sym if validate.rows_in_order(ins_row, len(sym)) else
+        sym.take(pa.array(ins_row, pa.int64())),
         instr_snap=np.zeros(len(ins_row), dtype=np.int64), und_code=und_code,
         und_names=[und_all[i] for i in und_used.tolist()], kind=kind, settlement=settlement,
         contract_size=csize, mark=mark, forward=forward, strike=strike, is_call=is_call,
@@ -841,12 +842,18 @@ def _instances_by_rule(INS, P, OR, M, MT, X, pos_row, pos_snap, ord_row, ord_sna
 
     # -- active instrument instances (instrument, snapshot) ----------------------------------
     inst_key = pair_keys(*kernel_args(n_ins, pos_snap, pos_row, ord_snap, ord_row, 0))
-    active_key, inst_inv = unique_keys(inst_key)
+    active_key, inst_inv, first = unique_keys(inst_key, return_first=True)
+    if not timed:   # numbered as the positions, then the orders, first hold them (as the
+        order = np.argsort(first, kind="stable")    # one-pass kernels number them)
+        number = np.empty(len(order), dtype=np.int64)
+        number[order] = np.arange(len(order))
+        active_key, inst_inv = active_key[order], number[inst_inv]
     inst_snap, inst_ins = split_pairs(*kernel_args(active_key, n_ins))
     pos_instr = inst_inv[:len(pos_row)]
     ord_instr = inst_inv[len(pos_row):]
-    # one snapshot and every instrument active: the instances are the table's rows, in order
-    every_ins = n_snap == 1 and len(inst_ins) == n_ins
+    # one snapshot and every instrument active in row order: the instances are the table's
+    # rows
+    every_ins = n_snap == 1 and validate.rows_in_order(*kernel_args(inst_ins), n_ins)
 
     def of_ins(values):
         """``values`` (one per instruments row) of each active instance."""
