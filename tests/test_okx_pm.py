@@ -544,3 +544,57 @@ def test_okx_classes_checked(bad):
     with pytest.raises(MarginError) as exc:
         pmrisk.Model.preset("okx_pm").with_overrides(bad)
     assert exc.value.column.startswith("okx_classes")
+
+
+# -- every number of SPEC 14 in the shipped preset -------------------------------------------
+
+MID = ("SOL", "DOGE", "PEPE", "XRP", "BNB", "SHIB", "LTC", "ORDI", "WLD", "BCH", "ADA")
+
+
+def test_preset_holds_spec_14_numbers():
+    """The latest okx_pm set against SPEC 14 line by line (class lists, MR1 moves and vol
+    nodes, MR4, MR6, MR7 rates and tiers, the option charges, MR9, IMR, MR8, the fee and the
+    liquidation level); the MR7 tiers before 15 Jan 2025 from the set in force then."""
+    from pmrisk.kernel.okx import MIN_VOL
+    m = pmrisk.Model.preset("okx_pm")
+    cls = {"major": ("BTC", "ETH"), "mid": MID, "other": ("TON", "AVAX", "LINK")}
+    for c, names in cls.items():
+        assert {m.underlying(u)["okx_class"] for u in names} == {c}
+    nodes = [[0.0, 0.30, 0.50], [30.0, 0.25, 0.35], [60.0, 0.20, 0.25]]
+    want = {"major": (0.12, 0.05, 0.002, 0.0045), "mid": (0.18, 0.15, 0.008, 0.0070),
+            "other": (0.25, 0.30, 0.01, 0.0100)}
+    for c, (a, annual, min_move, rate) in want.items():
+        u = m.underlying(cls[c][0])
+        assert u["price_range"] == a and u["buckets_count"] == 3      # 0, a/3, 2a/3, a
+        assert u["extreme_multiple"] * a == pytest.approx({"major": 0.24, "mid": 0.36,
+                                                           "other": 0.50}[c])   # MR6's b
+        assert u["mr1_vol_up"] == nodes and u["mr1_vol_down"] == nodes
+        assert (u["mr4_annual_move"], u["mr4_min_move"], u["mr7_rate"]) == (
+            annual, min_move, rate)
+    assert MIN_VOL == 0.01                                  # the down shock's sigma floor
+    edges = [0, 250e3, 500e3, 1e6, 2e6, 3e6, 4e6, math.inf]
+    assert m.underlying("BTC")["mr7_tiers"] == [
+        [lo, hi, f] for lo, hi, f in zip(edges, edges[1:], (1, 2, 4, 6, 8, 10, 12))]
+    old = pmrisk.Model.preset("okx_pm", as_of="2025-01-14").underlying("ETH")["mr7_tiers"]
+    assert [t[0] for t in old[1:]] == [10e3, 70e3, 170e3, 300e3, 470e3, 700e3]
+    assert (m["mr7_option_min"], m["mr7_option_fee_cap"], m["mr7_option_fee"]) == (
+        0.02, 0.125, 0.0003)
+    assert m["mr9_tiers"] == [[0, 1e6, 0.0075], [1e6, 5e6, 0.0175], [5e6, math.inf, 0.025]]
+    assert (m["imr_factor"], m["borrow_mmr"], m["borrow_imr"], m["spot_taker_fee"]) == (
+        1.3, 0.02, 0.10, 0.001)
+    assert (m["mr2_days"], m["mr3_rate"], m["mr5_rate"]) == (1.0, 0.0, 0.0)
+    assert m["thresholds"]["liquidation"] == math.nextafter(1.0, 2.0)   # ratio <= 1.00
+
+
+def test_status_at_a_margin_ratio_of_exactly_one_is_liquidation():
+    """SPEC 14: status ``liquidation`` at margin_ratio <= 1.00, so at exactly 1.00 too: an
+    account whose USDT balance equals its MM plus liquidation cost (an LTC perpetual held,
+    nothing borrowed: the liquidation cost is 0)."""
+    book = [("a", "LTC-USDT-SWAP", 100)]
+    r = margin(book)
+    mm = r.accounts.column("maintenance_margin")[0].as_py()
+    # the position's own value is 0 (no entry price): equity is the balance
+    for bal, status in ((mm, "liquidation"), (mm * (1 + 1e-9), "margin_call")):
+        a = margin(book, balances=[("a", "USDT", bal)]).accounts.to_pylist()[0]
+        assert a["liquidation_cost"] == 0.0
+        assert a["status"] == status, (a["margin_ratio"], status)
