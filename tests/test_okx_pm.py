@@ -147,6 +147,18 @@ def test_option_short_call():
     assert -worst["pnl"] == pytest.approx(u["mr1"])
 
 
+@pytest.mark.parametrize("qty, want", [(1, 100.0 + 12.5), (-1, 2000.0 + 12.5)])
+def test_option_charges_capped_by_mark_value(qty, want):
+    """SPEC 14's MR7 option terms where the caps bind: a call marked 0.001 BTC (100 USD at
+    S = 100,000): long min(0.02 S, mark value) = 100, short 0.02 S = 2,000; the fee
+    min(0.0003 S = 30, 0.125 x mark value = 12.5) = 12.5 either way."""
+    r = margin([("a", "BTC-USD-250331-100000-C", qty)],
+               market={"BTC-USD-250331-100000-C": 0.001})
+    u = unit(r, "BTC")
+    assert u["mr7_raw"] == pytest.approx(want)
+    assert u["mr3"] == 0.0 and u["mr5"] == 0.0             # rates 0 by default
+
+
 def test_mr2_is_one_day_of_decay():
     r = margin([("a", "BTC-USD-250331-100000-C", 1)])
     u = unit(r, "BTC")
