@@ -195,6 +195,22 @@ def test_historical_method_is_the_fhs_quantile():
         assert model.underlying(u)["price_range"] == pytest.approx(math.expm1(q), rel=1e-12)
 
 
+def test_defaults_are_spec_16s():
+    """SPEC 16's defaults: EWMA with lambda 0.94, k = 3 sigma, the historical method's
+    quantile 0.99, a one-interval horizon."""
+    import inspect
+    d = {k: v.default for k, v in inspect.signature(pmrisk.calibrate).parameters.items()}
+    assert (d["method"], d["lam"], d["k_sigma"], d["quantile"], d["horizon"]) == (
+        "ewma", 0.94, 3.0, 0.99, 1)
+    p = samples.prices(days=120)
+    spelled, _ = pmrisk.calibrate(p, method="ewma", lam=0.94, k_sigma=3.0, horizon=1)
+    default, _ = pmrisk.calibrate(p)
+    assert default.underlying("BTC")["price_range"] == spelled.underlying("BTC")["price_range"]
+    hist = pmrisk.calibrate(p, method="historical")[0].underlying("ETH")["price_range"]
+    assert hist == pmrisk.calibrate(p, method="historical", quantile=0.99)[0].underlying(
+        "ETH")["price_range"]
+
+
 def test_vol_shocks_from_implied_vol_history():
     p = samples.prices(days=80)
     rng = np.random.default_rng(5)
