@@ -854,6 +854,30 @@ def test_loan_counts_in_mm_not_in_im():
     assert im == pytest.approx(acc["initial_margin"], rel=1e-12)
 
 
+
+def test_loan_at_5x_margin_leverage():
+    """SPEC 15: loan MMR by margin leverage, 5x 0.08 (binance_um's loan_mmr_5x).
+    BTC index and mark 60,000, ETH 3,000.  BTCUSDT +10 @ 50,000: N = 600,000 USD, bracket 2,
+        MM = 600,000 x 0.005 - 300 = 2,700, uPnL 100,000.
+    Loans: BTC -0.5 (30,000 USD) and ETH -5 (15,000 USD) = 45,000 USD;
+        loan MM = 0.08 x 45,000 = 3,600 (3x would give 0.10 x 45,000 = 4,500).
+    equity = 100,000 - 30,000 - 15,000 + 100,000 = 155,000; MM = 2,700 + 3,600 = 6,300."""
+    bal = pa.table({"account": ["a"] * 3, "asset": ["USDT", "BTC", "ETH"],
+                    "amount": [100_000.0, -0.5, -5.0]})
+    b = book([("a", "BTCUSDT", 10, 50_000.0)], mark=60_000.0, balances=bal)
+    m = Model.preset(UM).with_overrides({"margin_leverage": "5x"})
+    assert m["loan_mmr_5x"] == 0.08
+    r = pmrisk.margin(**b, model=m)
+    acc = r.accounts.to_pylist()[0]
+    assert acc["loan_maintenance_margin"] == pytest.approx(3_600.0, rel=1e-12)
+    assert acc["maintenance_margin"] == pytest.approx(6_300.0, rel=1e-12)
+    assert acc["equity"] == pytest.approx(155_000.0, rel=1e-12)
+    assert acc["margin_ratio"] == pytest.approx(155_000.0 / 6_300.0, rel=1e-12)
+    loans = [x for x in r.positions.to_pylist() if x["unit"] == "loans"]
+    assert loans[0]["mm_contribution_usd"] == pytest.approx(3_600.0, rel=1e-12)
+    at_3x = pmrisk.margin(**b, model=UM).accounts.to_pylist()[0]
+    assert at_3x["loan_maintenance_margin"] == pytest.approx(4_500.0, rel=1e-12)
+
 @pytest.mark.parametrize("overrides,loan_im", [
     ({"loan_im_factor": 1.0}, 12_000.0),                          # IM counts the loan's MM
     ({"loan_im_factor": 0.5}, 6_000.0),
