@@ -246,6 +246,193 @@ def test_default_ladder_per_underlying_and_own_ladder():
     assert p2["mm_contribution"] == pytest.approx(150_000 * 0.02 - 50_000 * 0.01, rel=1e-12)
 
 
+# -- default ladders per underlying and instrument kind ----------------------------------------
+
+# ETH COIN-M: a perpetual and a quarterly future, contracts of 10 USD, mark = index = 2,000.
+# The future's rates are Binance's ETHUSD quarterly ladder (23 Aug 2021: 1 % to 100 ETH,
+# 2.5 % to 500 ETH); its leverages and the perpetual's ladder are illustrative.
+ETH_INSTRUMENTS = pa.table({
+    "symbol": ["ETHUSD_PERP", "ETHUSD_240628"], "underlying": ["ETH", "ETH"],
+    "kind": ["perpetual", "future"], "settlement": ["inverse", "inverse"],
+    "contract_size": [10.0, 10.0],
+    "expiry": pa.array([None, 1719561600 * 10**9], pa.timestamp("ns", "UTC"))})
+ETH_PERP_LADDER = [
+    {"bracket": 1, "initialLeverage": 100, "qtyFloor": 0, "qtyCap": 100,
+     "maintMarginRatio": 0.005},
+    {"bracket": 2, "initialLeverage": 75, "qtyFloor": 100, "qtyCap": 500,
+     "maintMarginRatio": 0.0065}]
+ETH_QUARTERLY_LADDER = [
+    {"bracket": 1, "initialLeverage": 50, "qtyFloor": 0, "qtyCap": 100,
+     "maintMarginRatio": 0.01},
+    {"bracket": 2, "initialLeverage": 20, "qtyFloor": 100, "qtyCap": 500,
+     "maintMarginRatio": 0.025}]
+
+
+def eth_book():
+    """Short 30,000 perpetual contracts (N = 30,000 x 10 / 2,000 = 150 ETH), long 40,000
+    quarterly contracts (N = 200 ETH)."""
+    return dict(
+        positions=pa.table({"account": ["a", "a"], "symbol": ["ETHUSD_PERP", "ETHUSD_240628"],
+                            "quantity": [-30_000.0, 40_000.0]}),
+        instruments=ETH_INSTRUMENTS,
+        market=pa.table({"symbol": ["ETHUSD_PERP", "ETHUSD_240628"],
+                         "mark_price": [2_000.0, 2_000.0]}),
+        index=pa.table({"underlying": ["ETH"], "index_price": [2_000.0]}),
+        balances=pa.table({"account": ["a"], "asset": ["ETH"], "amount": [100.0]}),
+        valuation_time=VT)
+
+
+def _eth_defaults(*ladders):
+    """Rows for the model's brackets key: (kind or None, ladder) -> ETH defaults."""
+    return [dict(r, underlying="ETH", **({"kind": k} if k else {}))
+            for k, lad in ladders for r in lad]
+
+
+def test_perpetual_and_future_on_their_own_default_ladders():
+    """A kind's default applies to that kind, the kind-less one to the rest: the perpetual on
+    the kind-less ladder, the quarterly on the future's."""
+    m = Model.preset(UM).with_overrides({"brackets": _eth_defaults(
+        (None, ETH_PERP_LADDER), ("future", ETH_QUARTERLY_LADDER))})
+    r = pmrisk.margin(**eth_book(), model=m)
+    p = by_symbol(r)
+    perp, fut = p["ETHUSD_PERP"], p["ETHUSD_240628"]
+    # perpetual: 150 ETH in bracket 2, cum = 100 x (0.0065 - 0.005) = 0.15,
+    # MM = 150 x 0.0065 - 0.15 = 0.825 ETH = 1,650 USD; IM = 150 / 75 = 2 ETH
+    assert (perp["notional"], perp["bracket"], perp["mmr"]) == (150.0, 2, 0.0065)
+    assert perp["maintenance_amount"] == pytest.approx(0.15, rel=1e-12)
+    assert perp["mm_contribution"] == pytest.approx(0.825, rel=1e-12)
+    assert perp["mm_contribution_usd"] == pytest.approx(1_650.0, rel=1e-12)
+    assert perp["im_contribution"] == pytest.approx(2.0, rel=1e-12)
+    # quarterly: 200 ETH in bracket 2, cum = 100 x (0.025 - 0.01) = 1.5,
+    # MM = 200 x 0.025 - 1.5 = 3.5 ETH = 7,000 USD; IM = 200 / 20 = 10 ETH
+    assert (fut["notional"], fut["bracket"], fut["mmr"]) == (200.0, 2, 0.025)
+    assert fut["maintenance_amount"] == pytest.approx(1.5, rel=1e-12)
+    assert fut["mm_contribution"] == pytest.approx(3.5, rel=1e-12)
+    assert fut["mm_contribution_usd"] == pytest.approx(7_000.0, rel=1e-12)
+    assert fut["im_contribution"] == pytest.approx(10.0, rel=1e-12)
+    assert perp["ladder_effective"] == fut["ladder_effective"] == "model"
+    unit = r.units.to_pylist()[0]
+    assert unit["unit"] == "ETH/ETH"
+    assert unit["maintenance_margin"] == pytest.approx(4.325, rel=1e-12)
+    acc = r.accounts.to_pylist()[0]
+    assert acc["maintenance_margin"] == pytest.approx(8_650.0, rel=1e-12)
+    assert acc["initial_margin"] == pytest.approx(24_000.0, rel=1e-12)
+
+
+def test_kind_default_wins_over_kindless_and_symbol_over_both():
+    perp_own_kind = [dict(r, maintMarginRatio=x) for r, x in zip(ETH_PERP_LADDER, (0.004, 0.005))]
+    rows = _eth_defaults((None, ETH_PERP_LADDER), ("perpetual", perp_own_kind))
+    p = by_symbol(pmrisk.margin(**eth_book(), model=Model.preset(UM).with_overrides(
+        {"brackets": rows})))
+    # the perpetual on its kind's ladder: cum = 100 x 0.001 = 0.1, MM = 150 x 0.005 - 0.1
+    assert p["ETHUSD_PERP"]["mm_contribution"] == pytest.approx(0.65, rel=1e-12)
+    # the future has no kind default here: the kind-less one, 200 x 0.0065 - 0.15 = 1.15 ETH
+    assert p["ETHUSD_240628"]["mm_contribution"] == pytest.approx(1.15, rel=1e-12)
+    # a symbol's own ladder wins over both defaults: 200 x 0.02 - 0 = 4 ETH
+    own = [{"symbol": "ETHUSD_240628", "bracket": 1, "initialLeverage": 50, "qtyFloor": 0,
+            "qtyCap": 1_000, "maintMarginRatio": 0.02}]
+    m = Model.preset(UM).with_overrides({"brackets": rows + _eth_defaults(
+        ("future", ETH_QUARTERLY_LADDER)) + own})
+    p = by_symbol(pmrisk.margin(**eth_book(), model=m))
+    assert p["ETHUSD_240628"]["mm_contribution"] == pytest.approx(4.0, rel=1e-12)
+    assert p["ETHUSD_PERP"]["mm_contribution"] == pytest.approx(0.65, rel=1e-12)
+
+
+def test_kindless_default_figures_unchanged_by_kind_defaults():
+    """One ladder as the kind-less default or as the default of each kind: the same bits."""
+    kindless = Model.preset(UM).with_brackets(ETH_PERP_LADDER, underlying="ETH")
+    per_kind = Model.preset(UM).with_brackets(ETH_PERP_LADDER, underlying="ETH",
+                                              kind="perpetual") \
+        .with_brackets(ETH_PERP_LADDER, underlying="ETH", kind="future")
+    a = pmrisk.margin(**eth_book(), model=kindless)
+    b = pmrisk.margin(**eth_book(), model=per_kind)
+    for t in ("positions", "units", "accounts"):
+        assert getattr(a, t).equals(getattr(b, t)), t
+    # the perpetual and the quarterly on the one ladder: 0.825 and 200 x 0.0065 - 0.15
+    p = by_symbol(a)
+    assert p["ETHUSD_PERP"]["mm_contribution"] == pytest.approx(0.825, rel=1e-12)
+    assert p["ETHUSD_240628"]["mm_contribution"] == pytest.approx(1.15, rel=1e-12)
+
+
+def test_with_brackets_replaces_a_default_of_the_same_key_only():
+    m = Model.preset(UM).with_brackets(ETH_PERP_LADDER, underlying="ETH") \
+        .with_brackets(ETH_QUARTERLY_LADDER, underlying="ETH", kind="future")
+    usdm = [{"bracket": 1, "initialLeverage": 100, "notionalFloor": 0, "notionalCap": 1e6,
+             "maintMarginRatio": 0.005}]
+    m = m.with_brackets(usdm, underlying="ETH")       # USDⓈ-M: another settlement, kept apart
+    m = m.with_brackets(ETH_PERP_LADDER, underlying="ETH", kind="future")   # replaces future
+    keys = [(r["underlying"], r.get("kind"), "qtyCap" in r) for r in m["brackets"]]
+    assert keys == [("ETH", None, True)] * 2 + [("ETH", None, False)] + \
+        [("ETH", "future", True)] * 2
+    p = by_symbol(pmrisk.margin(**eth_book(), model=m))
+    assert p["ETHUSD_240628"]["mm_contribution"] == pytest.approx(1.15, rel=1e-12)
+
+
+def test_bad_kind_on_a_default_ladder_names_the_rows():
+    rows = _eth_defaults((None, ETH_PERP_LADDER), ("swap", ETH_QUARTERLY_LADDER))
+    with pytest.raises(pmrisk.MarginError) as err:
+        Model.preset(UM).with_overrides({"brackets": rows})
+    e = err.value
+    assert (e.table, e.column) == ("brackets", "kind")
+    assert e.rows == [("ETH", "swap", 2), ("ETH", "swap", 3)]
+    assert e.keys == ("underlying", "kind", "row")
+    with pytest.raises(pmrisk.MarginError) as err:               # options have no brackets
+        Model.preset(UM).with_brackets(ETH_QUARTERLY_LADDER, underlying="ETH", kind="option")
+    assert (err.value.table, err.value.column) == ("arguments", "kind")
+    with pytest.raises(pmrisk.MarginError) as err:               # a symbol's kind is known
+        Model.preset(UM).with_brackets(ETH_QUARTERLY_LADDER, symbol="ETHUSD_240628",
+                                       kind="future")
+    assert (err.value.table, err.value.column) == ("arguments", "kind")
+    own = [dict(r, symbol="ETHUSD_240628", kind="future") for r in ETH_QUARTERLY_LADDER]
+    with pytest.raises(pmrisk.MarginError) as err:
+        Model.from_dict({"preset": UM, "brackets": own})
+    e = err.value
+    assert (e.table, e.column, e.rows) == \
+        ("brackets", "kind", [("ETHUSD_240628", "future", 0), ("ETHUSD_240628", "future", 1)])
+
+
+@pytest.mark.parametrize("kind", [None, "future"])
+def test_two_defaults_for_one_key_name_the_rows(kind):
+    """Two ladders for the same (underlying, settlement, kind): one error naming the rows, not
+    a misleading bracket numbering (the perpetual's and the quarterly's ladders without kind,
+    or both given as the future's)."""
+    rows = _eth_defaults((kind, ETH_PERP_LADDER), (kind, ETH_QUARTERLY_LADDER))
+    with pytest.raises(pmrisk.MarginError) as err:
+        Model.preset(UM).with_overrides({"brackets": rows})
+    e = err.value
+    assert (e.table, e.column) == ("brackets", "kind")
+    assert e.keys == ("underlying", "kind", "settlement", "row")
+    assert e.rows == [("ETH", kind, "coin_m", i) for i in range(4)]
+    assert "one default ladder per underlying, settlement and kind" in str(e)
+    # without bracket numbers: the second floor of 0 starts a second ladder
+    bare = [{k: v for k, v in r.items() if k != "bracket"} for r in rows]
+    with pytest.raises(pmrisk.MarginError) as err:
+        Model.preset(UM).with_overrides({"brackets": bare})
+    assert (err.value.column, err.value.rows) == ("kind", [("ETH", kind, "coin_m", 0),
+                                                           ("ETH", kind, "coin_m", 2)])
+    # the same two ladders, one per kind, are fine
+    ok = _eth_defaults(("perpetual", ETH_PERP_LADDER), ("future", ETH_QUARTERLY_LADDER))
+    p = by_symbol(pmrisk.margin(**eth_book(), model=Model.preset(UM).with_overrides(
+        {"brackets": ok})))
+    assert p["ETHUSD_240628"]["mm_contribution"] == pytest.approx(3.5, rel=1e-12)
+
+
+def test_kind_default_from_a_toml_model(tmp_path):
+    path = tmp_path / "model.toml"
+    lines = ['preset = "binance_um"']
+    for k, lad in ((None, ETH_PERP_LADDER), ("future", ETH_QUARTERLY_LADDER)):
+        for r in lad:
+            lines.append("[[brackets]]")
+            lines.append('underlying = "ETH"')
+            if k:
+                lines.append(f'kind = "{k}"')
+            lines += [f"{f} = {v}" for f, v in r.items()]
+    path.write_text("\n".join(lines) + "\n")
+    p = by_symbol(pmrisk.margin(**eth_book(), model=Model.from_toml(path)))
+    assert p["ETHUSD_PERP"]["mm_contribution"] == pytest.approx(0.825, rel=1e-12)
+    assert p["ETHUSD_240628"]["mm_contribution"] == pytest.approx(3.5, rel=1e-12)
+
+
 def test_bad_ladder_names_the_row():
     rows = [dict(r, symbol="BTCUSDT") for r in USDM["ladders"]["2025"]]
     rows[3] = dict(rows[3], cum=12_000.0 * (1 + 1e-8))
@@ -666,6 +853,30 @@ def test_loan_counts_in_mm_not_in_im():
     assert mm == pytest.approx(acc["maintenance_margin"], rel=1e-12)
     assert im == pytest.approx(acc["initial_margin"], rel=1e-12)
 
+
+
+def test_loan_at_5x_margin_leverage():
+    """SPEC 15: loan MMR by margin leverage, 5x 0.08 (binance_um's loan_mmr_5x).
+    BTC index and mark 60,000, ETH 3,000.  BTCUSDT +10 @ 50,000: N = 600,000 USD, bracket 2,
+        MM = 600,000 x 0.005 - 300 = 2,700, uPnL 100,000.
+    Loans: BTC -0.5 (30,000 USD) and ETH -5 (15,000 USD) = 45,000 USD;
+        loan MM = 0.08 x 45,000 = 3,600 (3x would give 0.10 x 45,000 = 4,500).
+    equity = 100,000 - 30,000 - 15,000 + 100,000 = 155,000; MM = 2,700 + 3,600 = 6,300."""
+    bal = pa.table({"account": ["a"] * 3, "asset": ["USDT", "BTC", "ETH"],
+                    "amount": [100_000.0, -0.5, -5.0]})
+    b = book([("a", "BTCUSDT", 10, 50_000.0)], mark=60_000.0, balances=bal)
+    m = Model.preset(UM).with_overrides({"margin_leverage": "5x"})
+    assert m["loan_mmr_5x"] == 0.08
+    r = pmrisk.margin(**b, model=m)
+    acc = r.accounts.to_pylist()[0]
+    assert acc["loan_maintenance_margin"] == pytest.approx(3_600.0, rel=1e-12)
+    assert acc["maintenance_margin"] == pytest.approx(6_300.0, rel=1e-12)
+    assert acc["equity"] == pytest.approx(155_000.0, rel=1e-12)
+    assert acc["margin_ratio"] == pytest.approx(155_000.0 / 6_300.0, rel=1e-12)
+    loans = [x for x in r.positions.to_pylist() if x["unit"] == "loans"]
+    assert loans[0]["mm_contribution_usd"] == pytest.approx(3_600.0, rel=1e-12)
+    at_3x = pmrisk.margin(**b, model=UM).accounts.to_pylist()[0]
+    assert at_3x["loan_maintenance_margin"] == pytest.approx(4_500.0, rel=1e-12)
 
 @pytest.mark.parametrize("overrides,loan_im", [
     ({"loan_im_factor": 1.0}, 12_000.0),                          # IM counts the loan's MM

@@ -211,6 +211,33 @@ def test_defaults_are_spec_16s():
         "ETH")["price_range"]
 
 
+def test_historical_down_move_and_the_period_cut_as_documented():
+    """README: the historical down move is 1 - e^{-q} beside e^q - 1; a recalibrated
+    backtest's snapshot mid-period uses calibrate() on the prices before the period start."""
+    p = samples.prices(days=90, seed=4)
+    _, rep = pmrisk.calibrate(p, method="historical", seed_obs=20)
+    for row in rep.filter(pc.equal(rep["kind"], "underlying")).to_pylist():
+        q = math.log1p(row["range_up"])
+        assert row["range_down"] == pytest.approx(-math.expm1(-q), rel=1e-12)
+    sched = CalibrationSchedule(p, every="1d", method="historical", seed_obs=20)
+    b = int(T0 + 70 * DAY)
+    mid = sched.period_start(b + DAY // 2)
+    assert mid == b
+    cut = p.filter(pc.less(p["time"].cast(pa.int64()), b))
+    want, _ = pmrisk.calibrate(cut, method="historical", seed_obs=20)
+    got = sched.model_before(mid, "standard")
+    for u in ("BTC", "ETH", "SOL"):
+        assert got.underlying(u)["price_range"] == want.underlying(u)["price_range"]
+    # a price between the period start and the snapshot is not seen
+    extra = pa.table({"time": pa.array([b + DAY // 4], pa.timestamp("ns", tz="UTC")),
+                      "underlying": ["BTC"], "index_price": [1.0]})
+    later = CalibrationSchedule(pa.concat_tables([p.filter(pc.less_equal(
+        p["time"].cast(pa.int64()), b)), extra.cast(p.schema)]), every="1d",
+        method="historical", seed_obs=20)
+    assert later.model_before(mid, "standard").underlying("BTC")["price_range"] == \
+        want.underlying("BTC")["price_range"]
+
+
 def test_vol_shocks_from_implied_vol_history():
     p = samples.prices(days=80)
     rng = np.random.default_rng(5)

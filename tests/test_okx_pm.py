@@ -117,6 +117,25 @@ def test_linear_perpetual():
     assert u["imr"] == pytest.approx(1.3 * 1220)
 
 
+
+def test_collateral_tiers_are_the_users_to_give():
+    """okx_pm ships no discount-rate tiers: 10 BTC at 100,000 count 1,000,000 in equity.  With
+    the model's collateral tiers (docs/venues.md) of 100 % to 500,000 USD and 95 % above:
+    500,000 + 0.95 x 500,000 = 975,000.  Short 10 BTC of perpetuals: MMR = 0.12 x 1 M + 0.002
+    x 1 M = 122,000 either way (the BTC balance is not in the BTC unit)."""
+    assert pmrisk.Model.preset("okx_pm")["collateral"] == {}
+    pos, bal = [("a", "BTC-USDT-SWAP", -1_000)], [("a", "BTC", 10.0)]
+    plain = margin(pos, balances=bal).accounts.to_pylist()[0]
+    assert plain["equity"] == pytest.approx(1_000_000.0, rel=1e-12)
+    tiers = pmrisk.Model.preset("okx_pm").with_overrides(
+        {"collateral": {"BTC": {"tiers_usd": [[0, 500_000, 1.0], [500_000, 2_000_000, 0.95]]}}})
+    r = margin(pos, model=tiers, balances=bal)
+    a = r.accounts.to_pylist()[0]
+    assert a["equity"] == pytest.approx(975_000.0, rel=1e-12)
+    assert a["actual_equity"] == pytest.approx(1_000_000.0, rel=1e-12)
+    assert a["maintenance_margin"] == pytest.approx(122_000.0, rel=1e-12)
+    assert a["margin_ratio"] == pytest.approx(975_000.0 / 122_000.0, rel=1e-12)
+
 def test_inverse_future():
     """100 USD face x 10 at mark 101,000: coin delta 1000/101000 BTC; a move m loses
     (coin P&L at S(1+m)) = delta_coin S m; MR4 at T = 30 days with 5 %/yr."""

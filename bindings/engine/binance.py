@@ -22,7 +22,9 @@ Ladders per position (:func:`lay_out_brackets`, once per book): the model's own 
 symbol (key ``brackets``), else the ladder pmrisk ships for it in force at the model's date
 (:func:`ladder_date`: its ``brackets_as_of``, else the date its preset was taken at; neither:
 each snapshot's time for a book with a ``time`` column, the latest otherwise), else the
-model's default ladder for the position's underlying and kind.  A position without one, and
+model's default ladder for the position's underlying, settlement (USDⓈ-M or COIN-M) and
+instrument kind (``perpetual``, ``future``), else its default for the underlying and
+settlement given without a kind.  A position without one, and
 anything a ladder does not margin (options, spot positions, open orders), is a
 :class:`~pmrisk.MarginError` naming the rows.
 """
@@ -33,7 +35,7 @@ import numpy as np
 import pyarrow as pa
 
 from pmrisk.kernel import brackets as KB
-from pmrisk.kernel.instruments import INVERSE
+from pmrisk.kernel.instruments import INVERSE, KINDS as INSTRUMENT_KINDS
 
 from ..errors import MarginError
 from ..io.arrow import codes, iso_ns, kernel_args, to_ns
@@ -145,7 +147,8 @@ def lay_out_brackets(book, model):
                 "(pmrisk ships BTCUSDT and BTCUSD_PERP)",
                 hint="Load your account's ladders with Model.with_brackets(<Binance "
                 "leverage-bracket response>), or give a default ladder per underlying in the "
-                "model's brackets rows (underlying instead of symbol)")
+                "model's brackets rows (underlying instead of symbol; kind for one instrument "
+                "kind)")
     flat = packed(ladders)
     for a in (leverage, coin_margined, pos_ladder):
         a.flags.writeable = False       # fixed with the book, as the kernels take them
@@ -159,7 +162,8 @@ def _instrument_ladders(book, by_symbol, by_und, pin_ns):
     """Per active instrument instance, the index of its ladder in the returned list (-1:
     none): the model's own for its symbol, else the shipped one in force at ``pin_ns`` (None:
     at the instance's snapshot time for a timed book, the latest otherwise), else the model's
-    default for its underlying and kind.  One pass per distinct symbol."""
+    default for its underlying, settlement (USDⓈ-M or COIN-M) and instrument kind, else its
+    kind-less default for the underlying and settlement.  One pass per distinct symbol."""
     from ..venues.brackets import shipped_for
     n_i = len(book.kind)
     out = np.full(n_i, -1, dtype=np.int64)
@@ -205,7 +209,10 @@ def _instrument_ladders(book, by_symbol, by_und, pin_ns):
             pick = np.searchsorted(since, t, side="right") - 1
             for j in np.unique(pick[pick >= 0]).tolist():
                 out[members[pick == j]] = index_of(shipped[j])
-        default = by_und.get((book.und_names[book.und_code[members[0]]], kind))
+        und = book.und_names[book.und_code[members[0]]]
+        default = by_und.get((und, kind, INSTRUMENT_KINDS[int(book.kind[members[0]])]))
+        if default is None:
+            default = by_und.get((und, kind, None))
         if default is not None and (pick < 0).any():
             out[members[pick < 0]] = index_of(default)
     return out, ladders

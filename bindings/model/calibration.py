@@ -25,8 +25,12 @@ The method, step by step:
    ``range_up = exp(k*sigma*sqrt(h)) - 1`` and ``range_down = 1 - exp(-k*sigma*sqrt(h))``
    (k = ``k_sigma``, h = ``horizon`` in intervals); the model's ``price_range`` is
    ``max(floor, range_up)``.  ``method="historical"`` (filtered historical simulation)
-   replaces k*sigma*sqrt(h) by the ``quantile`` of the absolute h-interval log moves, each
-   rescaled by sigma_now / sigma_then (the EWMA volatility when the move started).
+   replaces k*sigma*sqrt(h) by q, the ``quantile`` (numpy's linear interpolation) of the
+   absolute h-interval log moves ``|ln(P[p+h] / P[p])|``, each rescaled by sigma_now /
+   sigma_p (sigma_p the EWMA volatility known at price row p), over every start
+   ``seed_obs <= p <= last - h`` (overlapping when h > 1; moves starting inside the seed
+   period and moves across a gap are skipped): ``range_up = exp(q) - 1``,
+   ``range_down = 1 - exp(-q)``; ``k_sigma`` is not used.
 5. **Vol shocks** (optional): from ``iv``, a table ``time, underlying, mark_iv`` of an
    at-the-money implied volatility per underlying (a decimal: 0.55 for 55 %, ideally a
    constant 30-day maturity as the shocks are scaled from 30 days), resampled the same way:
@@ -692,7 +696,8 @@ class CalibrationSchedule:
     The history is cut into periods of ``every`` (aligned to 1970-01-01 UTC); every snapshot
     in the period starting at ``b`` is margined with the model :func:`calibrate` gives from
     the rows of ``prices`` with ``time < b`` (and the backtest's model as the base model
-    unless ``base_model`` is given).  Other keyword arguments are :func:`calibrate`'s.
+    unless ``base_model`` is given): a snapshot later in the period sees no price from ``b``
+    on, not even those before it.  Other keyword arguments are :func:`calibrate`'s.
     A period without enough history before it is an error naming it.
 
     ``max_age`` (an interval such as ``"3d"``; default three periods of ``every``) bounds how

@@ -484,14 +484,17 @@ class Model:
         rows = rows_from_table(as_table(scenarios, "scenarios"))
         return self.with_overrides({"scenarios": rows})
 
-    def with_brackets(self, response, *, symbol=None, underlying=None):
+    def with_brackets(self, response, *, symbol=None, underlying=None, kind=None):
         """A new model with your own bracket ladders (``margin_rules = "brackets"``,
         ``binance_um``): ``response`` is Binance's leverage-bracket response (``symbol,
         bracket, initialLeverage, notionalCap, notionalFloor, maintMarginRatio, cum``; COIN-M
         ``qtyCap, qtyFloor``) as a table, a list of dicts or the endpoints' nested JSON.  A
-        symbol's ladder replaces the model's earlier one; with ``underlying``, the ladder is
-        that underlying's default (for symbols without a ladder of their own).  A bad ladder
-        is a :class:`MarginError` naming the (symbol, bracket) row.
+        symbol's ladder replaces the model's earlier one.  With ``underlying``, the ladder is
+        that underlying's default for its settlement (USDⓈ-M or COIN-M), used by the symbols
+        without a ladder of their own; with ``kind`` too (``"perpetual"`` or ``"future"``),
+        its default for that instrument kind only, which wins over the kind-less default.  A
+        default replaces the model's earlier one for the same underlying, settlement and
+        kind.  A bad ladder is a :class:`MarginError` naming the (symbol, bracket) row.
 
         >>> from pmrisk.model.model import Model
         >>> m = Model.preset("standard").with_brackets(
@@ -499,12 +502,16 @@ class Model:
         ...       "notionalFloor": 0, "notionalCap": 1e6, "maintMarginRatio": 0.025}])
         >>> m["brackets"][0]["symbol"], m["brackets"][0]["cum"]
         ('SOLUSDT', 0.0)
+        >>> q = [{"bracket": 1, "initialLeverage": 50, "qtyFloor": 0, "qtyCap": 10,
+        ...       "maintMarginRatio": 0.01}]
+        >>> m = m.with_brackets(q, underlying="BTC", kind="future")
+        >>> [(r.get("underlying"), r.get("kind")) for r in m["brackets"]]
+        [(None, None), ('BTC', 'future')]
         """
-        from ..venues.brackets import binance_rows
-        rows = binance_rows(response, symbol=symbol, underlying=underlying)
-        key = "underlying" if underlying is not None else "symbol"
-        new = {r[key] for r in rows}
-        kept = [r for r in self._p["brackets"] if r.get(key) not in new]
+        from ..venues.brackets import binance_rows, default_key
+        rows = binance_rows(response, symbol=symbol, underlying=underlying, kind=kind)
+        new = {default_key(r) for r in rows}
+        kept = [r for r in self._p["brackets"] if default_key(r) not in new]
         return self.with_overrides({"brackets": kept + rows})
 
     # -- access ---------------------------------------------------------------------------

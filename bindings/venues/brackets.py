@@ -527,48 +527,131 @@ def _margin(notional, pos_ladder, ladders):
 def model_ladders(rows):
     """A model's own ladders (its ``brackets`` key): rows in the shape of Binance's
     leverage-bracket response, each with ``symbol`` (that symbol's ladder) or ``underlying``
-    (the default ladder of that underlying for the rows' kind: USDⓈ-M with
-    ``notionalFloor``/``notionalCap``, COIN-M with ``qtyFloor``/``qtyCap``).
+    (a default ladder of that underlying).  The notional columns give a ladder's settlement:
+    USDⓈ-M with ``notionalFloor``/``notionalCap``, COIN-M with ``qtyFloor``/``qtyCap``.  A
+    default's rows may carry ``kind`` (``"perpetual"`` or ``"future"``, the instrument kinds
+    brackets margin): the ladder then applies to that kind only; without ``kind`` (absent or
+    None) it applies to every kind.  A symbol's rows take no ``kind`` (the instruments table
+    gives the symbol's).
 
-    Returns ``(by_symbol, by_underlying)``: dicts of symbol and of ``(underlying, kind)`` to
-    :class:`BracketLadder`.  Every ladder goes through the one validation path
-    (:func:`ladders_from_binance`), so a bad row is a :class:`~pmrisk.MarginError` naming it.
+    Returns ``(by_symbol, by_underlying)``: dicts of symbol and of ``(underlying, settlement,
+    kind)`` (settlement ``"usd_m"`` or ``"coin_m"``, kind None for a kind-less default) to
+    :class:`BracketLadder`.  A kind-less default is named by its underlying (``"ETH"``) in
+    errors and :class:`BracketLadder`, a kind's by both (``"ETH (future)"``).  Every ladder
+    goes through the one validation path (:func:`ladders_from_binance`), so a bad row is a
+    :class:`~pmrisk.MarginError` naming it.
+
+    Raises
+    ------
+    MarginError
+        Table ``brackets``, column ``kind``: a kind other than ``"perpetual"`` or
+        ``"future"``, a ``kind`` on a symbol's rows, or more than one default ladder for the
+        same (underlying, settlement, kind) (its rows repeat a bracket number or a floor of
+        0), naming the rows (their place in the list, from 0).
 
     Examples
     --------
     >>> from pmrisk.venues.brackets import model_ladders
-    >>> rows = [{"underlying": "ETH", "bracket": 1, "initialLeverage": 50,
-    ...          "notionalFloor": 0, "notionalCap": 1e6, "maintMarginRatio": 0.01}]
-    >>> sym, und = model_ladders(rows)
+    >>> eth = {"underlying": "ETH", "bracket": 1, "initialLeverage": 50,
+    ...        "qtyFloor": 0, "qtyCap": 1e3, "maintMarginRatio": 0.01}
+    >>> sym, und = model_ladders([eth, dict(eth, kind="future", maintMarginRatio=0.02)])
     >>> sym, list(und)
-    ({}, [('ETH', 'usd_m')])
+    ({}, [('ETH', 'coin_m', None), ('ETH', 'coin_m', 'future')])
+    >>> und[("ETH", "coin_m", "future")].symbol, und[("ETH", "coin_m", "future")].mmr.tolist()
+    ('ETH (future)', [0.02])
     """
     if not isinstance(rows, (list, tuple)) or not all(isinstance(r, dict) for r in rows):
         raise MarginError("model", "brackets", "a list of bracket rows (dicts in the shape of "
                           "Binance's leverage-bracket response)", hint="Use "
                           "Model.with_brackets(table) to load a leverage-bracket response")
+    _check_kinds(rows)
     by_symbol, by_underlying = {}, {}
     groups = {}
-    for r in rows:
+    for i, r in enumerate(rows):
         keyed = "symbol" if "symbol" in r else "underlying"
-        kind = "coin_m" if ("qtyFloor" in r or "qtyCap" in r) else "usd_m"
-        groups.setdefault((keyed, kind), []).append(r)
-    for (keyed, kind), group in groups.items():
+        settlement = _settlement(r)
+        kind = r.get("kind") if keyed == "underlying" else None
+        groups.setdefault((keyed, settlement, kind), []).append((i, r))
+    for (keyed, settlement, kind), group in groups.items():
         if keyed == "underlying":
-            bad = [i for i, r in enumerate(group) if not isinstance(r.get("underlying"), str)]
+            bad = [j for j, (_, r) in enumerate(group) if not isinstance(r.get("underlying"), str)]
             if bad:
                 raise MarginError("model", "brackets", "a symbol or an underlying name on "
-                                  "every bracket row", rows=[(i,) for i in bad[:5]],
+                                  "every bracket row", rows=[(j,) for j in bad[:5]],
                                   keys=("row",))
-            group = [dict({k: v for k, v in r.items() if k != "underlying"},
-                          symbol=r["underlying"]) for r in group]
+            _check_one_ladder(group, settlement, kind)
+            group = [dict({k: v for k, v in r.items() if k not in ("underlying", "kind")},
+                          symbol=_default_name(r["underlying"], kind)) for _, r in group]
+        else:
+            group = [r for _, r in group]
         found = ladders_from_binance(group)
-        for name, lad in found.items():
-            if keyed == "symbol":
-                by_symbol[name] = lad
-            else:
-                by_underlying[(name, kind)] = lad
+        if keyed == "symbol":
+            by_symbol.update(found)
+        else:
+            for _, r in groups[(keyed, settlement, kind)]:
+                name = r["underlying"]
+                by_underlying[(name, settlement, kind)] = found[_default_name(name, kind)]
     return by_symbol, by_underlying
+
+
+LADDER_KINDS = ("perpetual", "future")      # the instrument kinds a default ladder may name
+
+
+def _settlement(row):
+    """A bracket row's settlement: COIN-M when it has ``qtyFloor`` or ``qtyCap``."""
+    return "coin_m" if ("qtyFloor" in row or "qtyCap" in row) else "usd_m"
+
+
+def _default_name(underlying, kind):
+    """The name of a default ladder (in errors and :class:`BracketLadder`): the underlying,
+    and for one kind's default the kind too (``"BTC (future)"``)."""
+    return underlying if kind is None else f"{underlying} ({kind})"
+
+
+def _check_kinds(rows):
+    """Every ``kind`` given names an instrument kind brackets margin, and only on a
+    default's rows (a symbol's kind is the instruments table's)."""
+    bad = [(r.get("underlying"), r["kind"], i) for i, r in enumerate(rows)
+           if "symbol" not in r and r.get("kind") is not None
+           and (not isinstance(r["kind"], str) or r["kind"] not in LADDER_KINDS)]
+    if bad:
+        raise MarginError("brackets", "kind", "perpetual or future (the instrument kinds "
+                          "brackets margin), or no kind for a default of every kind",
+                          rows=bad[:5], keys=("underlying", "kind", "row"), n_bad=len(bad))
+    on_symbol = [(r["symbol"], r["kind"], i) for i, r in enumerate(rows)
+                 if "symbol" in r and r.get("kind") is not None]
+    if on_symbol:
+        raise MarginError("brackets", "kind", "no kind on a symbol's ladder (the instruments "
+                          "table gives the symbol's kind)", rows=on_symbol[:5],
+                          keys=("symbol", "kind", "row"), n_bad=len(on_symbol),
+                          hint="kind goes on an underlying's default ladder (rows with "
+                          "underlying instead of symbol)")
+
+
+def _check_one_ladder(group, settlement, kind):
+    """One default ladder per (underlying, settlement, kind): per underlying, no bracket
+    number and no floor of 0 given twice (each ladder has one first bracket)."""
+    lo = "qtyFloor" if settlement == "coin_m" else "notionalFloor"
+    seen, bad = {}, []
+    for i, r in group:
+        und = r["underlying"]
+        for field, value in (("bracket", r.get("bracket")), (lo, r.get(lo))):
+            if not isinstance(value, (int, float, str)) or (field == lo and value != 0):
+                continue
+            key = (und, field, value)
+            if key in seen:
+                bad.append((und, kind, settlement, seen[key]))
+                bad.append((und, kind, settlement, i))
+            else:
+                seen[key] = i
+    if bad:
+        bad = sorted(set(bad), key=lambda b: b[3])
+        raise MarginError("brackets", "kind", "one default ladder per underlying, settlement "
+                          "and kind", rows=bad[:5], keys=("underlying", "kind", "settlement",
+                                                          "row"), n_bad=len(bad),
+                          hint="These rows repeat a bracket number or a floor of 0, so they "
+                          "hold more than one ladder; give each default its kind "
+                          "(\"perpetual\" or \"future\"), or keep one")
 
 
 def check_model_brackets(params):
@@ -609,11 +692,13 @@ def packed(ladders):
     return _packed(ladders)
 
 
-def binance_rows(response, *, symbol=None, underlying=None):
+def binance_rows(response, *, symbol=None, underlying=None, kind=None):
     """A leverage-bracket response (any shape :func:`ladders_from_binance` reads) as validated
     rows for a model's ``brackets`` key: one dict per bracket in Binance's flat shape, ``cum``
     rebuilt.  With ``underlying``, the (single) ladder becomes that underlying's default
-    ladder for its kind (rows keyed by ``underlying`` instead of ``symbol``).
+    ladder for its settlement (rows keyed by ``underlying`` instead of ``symbol``), and with
+    ``kind`` too (``"perpetual"`` or ``"future"``) its default for that instrument kind only
+    (the rows carry ``kind``).
 
     Examples
     --------
@@ -622,7 +707,17 @@ def binance_rows(response, *, symbol=None, underlying=None):
     ...                       "notionalCap": 1e6, "maintMarginRatio": 0.025}], symbol="SOLUSDT")
     >>> rows[0]["symbol"], rows[0]["cum"]
     ('SOLUSDT', 0.0)
+    >>> rows = binance_rows([{"bracket": 1, "initialLeverage": 50, "qtyFloor": 0,
+    ...                       "qtyCap": 10, "maintMarginRatio": 0.01}], underlying="BTC",
+    ...                     kind="future")
+    >>> rows[0]["underlying"], rows[0]["kind"], rows[0]["qtyCap"]
+    ('BTC', 'future', 10.0)
     """
+    if kind is not None and (underlying is None or not isinstance(kind, str)
+                             or kind not in LADDER_KINDS):
+        raise MarginError("arguments", "kind", "perpetual or future, with underlying (a "
+                          "symbol's kind is the instruments table's), or None: got "
+                          f"{kind!r}" + ("" if underlying is not None else " without underlying"))
     found = ladders_from_binance(response, symbol=symbol or underlying or "default")
     if underlying is not None and len(found) != 1:
         raise MarginError("brackets", "symbol", "one ladder for an underlying's default, got "
@@ -633,8 +728,24 @@ def binance_rows(response, *, symbol=None, underlying=None):
                   else ("qtyFloor", "qtyCap"))
         for b in range(len(lad.floor)):
             row = {"underlying": underlying} if underlying is not None else {"symbol": name}
+            if kind is not None:
+                row["kind"] = kind
             row.update({"bracket": b + 1, "initialLeverage": float(lad.max_leverage[b]),
                         lo: float(lad.floor[b]), hi: float(lad.cap[b]),
                         "maintMarginRatio": float(lad.mmr[b]), "cum": float(lad.cum[b])})
             out.append(row)
     return out
+
+
+def default_key(row):
+    """The key a model's bracket row is stored under: ``("symbol", symbol)`` for a symbol's
+    ladder, ``("underlying", underlying, settlement, kind)`` for a default (settlement
+    ``"usd_m"`` or ``"coin_m"`` from its notional columns, kind None for every kind).
+
+    >>> from pmrisk.venues.brackets import default_key
+    >>> default_key({"underlying": "BTC", "kind": "future", "qtyFloor": 0, "qtyCap": 10})
+    ('underlying', 'BTC', 'coin_m', 'future')
+    """
+    if "symbol" in row:
+        return ("symbol", row["symbol"])
+    return ("underlying", row.get("underlying"), _settlement(row), row.get("kind"))
