@@ -572,7 +572,12 @@ def balance_groups(ba_start, ba_order, code, n_codes):
             group[b] = slot[c]
         for j in range(ba_start[a], ba_start[a + 1]):
             slot[code[ba_order[j]]] = -1
-    g_start, g_order = csr(group, n_g)
+    # csr's body (csr_count, csr_fill inline): a call of csr would compile it for these
+    # arrays too, a second signature beside the engine's
+    g_start = np.zeros(n_g + 1, dtype=np.int64)
+    csr_count(group, g_start)
+    g_order = np.empty(g_start[n_g], dtype=np.int64)
+    csr_fill(group, g_start, g_order)
     return group, g_start, g_order
 
 
