@@ -9,7 +9,7 @@ The progressive tiers have one numba form, :func:`tiered_span` (:func:`tiered`'s
 on one value), read by the kernels that charge one unit at a time (:func:`tiered_value`, over
 a :func:`tier_table`) and by collateral (:func:`collateral_rows`, :func:`collateral_values`:
 each balance row's USD value and collateral value in one pass, an asset's ``rate`` or
-progressive ``tiers_usd``).
+progressive ``tiers_usd`` on an account's summed holding of the asset).
 """
 
 import numpy as np
@@ -144,40 +144,74 @@ def collateral_values(value_usd, spec, rate, tier_lo, tier_width, tier_factor):
 
 
 @njit
-def collateral_rows(rows, code, bal_account, acc_snap, amount, col, stable, asset_px, spec,
-                    rate, tier_start, tier_lo, tier_width, tier_factor, coll, usd):
-    """Per balance row ``rows[k]`` (its asset's code ``code[k]``): ``usd`` = amount x the
-    asset's USD price at its account's snapshot (``asset_px[snap, col[c]]``; NaN without a
-    column; 1 for a stablecoin, ``stable[c]``, whose price is NaN) and ``coll`` its collateral
-    value, the asset's rule (``spec[c]``, ``rate[c]``, tiers ``tier_start[c]:tier_start[c+1]``)
-    on a positive amount, the amount itself otherwise (loans count at full value).  Written
-    in place at the rows.
+def collateral_rows(rows, code, group, g_start, g_order, bal_account, acc_snap, amount, col,
+                    stable, asset_px, spec, rate, tier_start, tier_lo, tier_width, tier_factor,
+                    coll, usd):
+    """Per (account, asset) group of balance rows whose first row is among ``rows`` (a
+    group's rows: ``g_order[g_start[g]:g_start[g + 1]]``, in row order; row ``r`` is in
+    group ``group[r]`` and of asset ``code[r]``): ``usd`` = each row's amount x the asset's
+    USD price at its account's snapshot (``asset_px[snap, col[c]]``; NaN without a column;
+    1 for a stablecoin, ``stable[c]``, whose price is NaN) and ``coll`` its collateral
+    value.  Negative rows (loans) count at full value.  The asset's rule (``spec[c]``,
+    ``rate[c]``, tiers ``tier_start[c]:tier_start[c+1]``) applies once per group, to the
+    summed positive amount (in row order) x the price, and each positive row takes its
+    share ``amount / summed amount`` of that value; a group of one row is valued alone (the
+    rule on its own USD value).  Written in place at the groups' rows; a row of ``rows``
+    whose group's first row is not in ``rows`` writes nothing (a caller selects whole
+    groups: every row, or every row of some assets).
 
     Examples
     --------
+    Two BTC rows of one account (a holding of 2 and a loan of 0.5) and a USDT loan of
+    another; BTC at 60,000 and a 0.95 rate:
+
     >>> import numpy as np
     >>> from pmrisk.kernel.addons import NO_HAIRCUT, FLAT_RATE, collateral_rows
-    >>> coll, usd = np.zeros(2), np.zeros(2)
-    >>> collateral_rows(np.array([0, 1]), np.array([0, 1]), np.array([0, 0]), np.array([0]),
-    ...                 np.array([2.0, -50.0]), np.array([0, -1]), np.array([0, 1]),
-    ...                 np.array([[60000.0]]), np.array([FLAT_RATE, NO_HAIRCUT]),
-    ...                 np.array([0.95, 0.0]), np.zeros(3, np.int64), np.zeros(0),
-    ...                 np.zeros(0), np.zeros(0), coll, usd)
+    >>> coll, usd = np.zeros(3), np.zeros(3)
+    >>> collateral_rows(np.array([0, 1, 2]), np.array([0, 0, 1]), np.array([0, 0, 1]),
+    ...                 np.array([0, 2, 3]), np.array([0, 1, 2]), np.array([0, 0, 1]),
+    ...                 np.array([0, 0]), np.array([2.0, -0.5, -50.0]), np.array([0, -1]),
+    ...                 np.array([0, 1]), np.array([[60000.0]]),
+    ...                 np.array([FLAT_RATE, NO_HAIRCUT]), np.array([0.95, 0.0]),
+    ...                 np.zeros(3, np.int64), np.zeros(0), np.zeros(0), np.zeros(0), coll, usd)
     >>> usd.tolist(), coll.tolist()
-    ([120000.0, -50.0], [114000.0, -50.0])
+    ([120000.0, -30000.0, -50.0], [114000.0, -30000.0, -50.0])
     """
     n_col = asset_px.shape[1]
     for k in range(rows.shape[0]):
         r = rows[k]
-        c = code[k]
+        g = group[r]
+        lo = g_start[g]
+        hi = g_start[g + 1]
+        if g_order[lo] != r:
+            continue                    # written with its group's first row
+        c = code[r]
         j = col[c]
         px = asset_px[acc_snap[bal_account[r]], j] if (j >= 0 and n_col) else np.nan
         if px != px and stable[c]:
             px = 1.0
-        v = amount[r] * px
-        usd[r] = v
-        coll[r] = _collateral(v, spec[c], rate[c], tier_start[c], tier_start[c + 1], tier_lo,
-                              tier_width, tier_factor) if v > 0.0 else v
+        t0 = tier_start[c]
+        t1 = tier_start[c + 1]
+        if hi - lo == 1:                # one row: its own value
+            v = amount[r] * px
+            usd[r] = v
+            coll[r] = _collateral(v, spec[c], rate[c], t0, t1, tier_lo, tier_width,
+                                  tier_factor) if v > 0.0 else v
+            continue
+        held = 0.0
+        for i in range(lo, hi):
+            a = amount[g_order[i]]
+            if a > 0.0:
+                held += a
+        whole = held * px
+        if whole > 0.0:
+            whole = _collateral(whole, spec[c], rate[c], t0, t1, tier_lo, tier_width,
+                                tier_factor)
+        for i in range(lo, hi):
+            b = g_order[i]
+            v = amount[b] * px
+            usd[b] = v
+            coll[b] = whole * (amount[b] / held) if v > 0.0 else v
 
 
 def tier_table(tiers):

@@ -544,6 +544,44 @@ def book_layout_serial(pos_instr, quantity, kind, excluded_instr, itype, som_typ
 
 
 @njit
+def balance_groups(ba_start, ba_order, code, n_codes):
+    """The (account, asset) groups of the balance rows (rows of account ``a``:
+    ``ba_order[ba_start[a]:ba_start[a + 1]]``; ``code``: per row its asset's code in
+    ``[0, n_codes)``): ``(group, g_start, g_order)``, per row its group (numbered by account,
+    then by the asset's first row in the account) and the CSR of each group's rows in
+    increasing row order.  O(rows + codes).
+
+    >>> import numpy as np
+    >>> from pmrisk.kernel.layout import balance_groups
+    >>> g, s, o = balance_groups(np.array([0, 3, 4]), np.array([0, 1, 3, 2]),
+    ...                          np.array([1, 0, 1, 1]), 2)
+    >>> g.tolist(), s.tolist(), o.tolist()
+    ([0, 1, 2, 0], [0, 2, 3, 4], [0, 3, 1, 2])
+    """
+    n = code.shape[0]
+    group = np.empty(n, dtype=np.int64)
+    slot = np.full(n_codes, -1, dtype=np.int64)
+    n_g = 0
+    for a in range(ba_start.shape[0] - 1):
+        for j in range(ba_start[a], ba_start[a + 1]):
+            b = ba_order[j]
+            c = code[b]
+            if slot[c] < 0:
+                slot[c] = n_g
+                n_g += 1
+            group[b] = slot[c]
+        for j in range(ba_start[a], ba_start[a + 1]):
+            slot[code[ba_order[j]]] = -1
+    # csr's body (csr_count, csr_fill inline): a call of csr would compile it for these
+    # arrays too, a second signature beside the engine's
+    g_start = np.zeros(n_g + 1, dtype=np.int64)
+    csr_count(group, g_start)
+    g_order = np.empty(g_start[n_g], dtype=np.int64)
+    csr_fill(group, g_start, g_order)
+    return group, g_start, g_order
+
+
+@njit
 def option_vols(kind, mark_iv):
     """The mark vol of each option, 0 for the other kinds (float64)."""
     out = np.empty(kind.shape[0])

@@ -1700,27 +1700,52 @@ def collateral_values(value_usd, spec, rate, tier_lo, tier_width, tier_factor):
     return out
 
 
-def collateral_rows(rows, code, bal_account, acc_snap, amount, col, stable, asset_px, spec,
-                    rate, tier_start, tier_lo, tier_width, tier_factor, coll, usd):
-    """Twin of :func:`pmrisk.kernel.addons.collateral_rows` as ``engine.core`` had it: the
-    rows' prices by ``numpy.where`` (``Book.prices``), then per asset the positive amounts'
-    collateral values (written in place, as the kernel)."""
+def collateral_rows(rows, code, group, g_start, g_order, bal_account, acc_snap, amount, col,
+                    stable, asset_px, spec, rate, tier_start, tier_lo, tier_width, tier_factor,
+                    coll, usd):
+    """Twin of :func:`pmrisk.kernel.addons.collateral_rows`: the groups whose first row is
+    selected, each priced by ``numpy.where`` (``Book.prices``); a one-row group's positive
+    value by the asset's rule as ``engine.core`` had it per row, a larger group's summed
+    positive amount (``numpy.cumsum``: summed in row order) valued once and shared pro rata;
+    loans at full value (written in place, as the kernel)."""
     rows = np.asarray(rows, dtype=np.int64)
-    code = np.asarray(code, dtype=np.int64)
-    snap = acc_snap[bal_account[rows]]
-    c = col[code]
-    px = np.where(c >= 0, asset_px[snap, np.maximum(c, 0)], np.nan) if asset_px.shape[1] \
-        else np.full(len(rows), np.nan)
-    px = np.where(np.isnan(px) & (stable[code] != 0), 1.0, px)
-    v = amount[rows] * px
-    w = v.copy()
-    for k in np.unique(code).tolist():
-        j = np.flatnonzero((code == k) & (v > 0))
+    heads = np.asarray(g_order)[np.asarray(g_start)[:-1]]
+    for g in np.flatnonzero(np.isin(heads, rows)).tolist():
+        m = np.asarray(g_order[g_start[g]:g_start[g + 1]], dtype=np.int64)
+        k = int(code[m[0]])
+        snap = acc_snap[bal_account[m[0]]]
+        c = col[k]
+        px = asset_px[snap, c] if c >= 0 and asset_px.shape[1] else np.nan
+        px = 1.0 if np.isnan(px) and stable[k] != 0 else px
+        v = amount[m] * px
         lo, hi = tier_start[k], tier_start[k + 1]
-        w[j] = collateral_values(v[j], spec[k], rate[k], tier_lo[lo:hi], tier_width[lo:hi],
-                                 tier_factor[lo:hi])
-    usd[rows] = v
-    coll[rows] = w
+        rule = (spec[k], rate[k], tier_lo[lo:hi], tier_width[lo:hi], tier_factor[lo:hi])
+        usd[m] = v
+        if len(m) == 1:
+            coll[m] = np.where(v > 0, collateral_values(v, *rule), v)
+            continue
+        pos = amount[m][amount[m] > 0]
+        held = float(np.cumsum(pos)[-1]) if len(pos) else 0.0
+        whole = held * px
+        if whole > 0:
+            whole = float(collateral_values(np.array([whole]), *rule)[0])
+        with np.errstate(invalid="ignore", divide="ignore"):
+            coll[m] = np.where(v > 0, whole * (amount[m] / held), v)
+
+
+def balance_groups(ba_start, ba_order, code, n_codes):
+    """Twin of :func:`pmrisk.kernel.layout.balance_groups`: groups numbered in order of
+    first appearance of (account, asset) along ``ba_order`` (a dict), members by a stable
+    ``numpy.argsort``."""
+    n = len(code)
+    bal_account = _members(ba_start, ba_order, n)
+    number = {}
+    group = np.empty(n, dtype=np.int64)
+    for b in np.asarray(ba_order).tolist():
+        group[b] = number.setdefault((int(bal_account[b]), int(code[b])), len(number))
+    order = np.argsort(group, kind="stable").astype(np.int64)
+    start = np.concatenate([[0], np.cumsum(np.bincount(group, minlength=len(number)))])
+    return group, start.astype(np.int64), order
 
 
 def excluded_order_margin(sel, ou_start, ou_order, excluded_instr, ord_account, ord_instr,

@@ -412,15 +412,11 @@ UPDATES = {
         {}, dict(open_orders={"account": ["a1", "a1"], "order_id": ["o1", "o1"],
                               "quantity": [0.0, 0.0]}),
         "open_orders", "order_id", [("a1", "o1")]),
-    "duplicate_balances": (
-        {}, dict(balances={"account": ["a2", "a2"], "asset": ["USDC", "USDC"],
-                           "amount": [1.0, 2.0]}),
-        "balances", "asset", [("a2", "USDC")]),
     "duplicate_with_a_good_tick": (
         {}, dict(market={"symbol": [PERP], "mark_price": [60000.0]},
-                 balances={"account": ["a1", "a1"], "asset": ["BTC", "BTC"],
-                           "amount": [1.0, 2.0]}),
-        "balances", "asset", [("a1", "BTC")]),
+                 positions={"account": ["a1", "a1"], "symbol": [PERP, PERP],
+                            "quantity": [1.0, 2.0]}),
+        "positions", "symbol", [("a1", PERP)]),
     # a tick whose delta shock overflows (the model allows it; the inputs are plausible):
     # the blocks have already moved when the engine finds it, and are put back
     "tick_overflows": (
@@ -459,6 +455,20 @@ def test_a_cancellation_need_not_repeat_symbol_and_price():
     mon.update(open_orders={"account": ["a2"], "order_id": ["o2"], "quantity": [7.0]})
     assert mon.state()["open_orders"].to_pylist() == [
         {"account": "a2", "order_id": "o2", "symbol": ETH, "quantity": 7.0, "price": 3550.0}]
+
+
+def test_a_balance_key_twice_in_an_update_becomes_its_rows():
+    """Balances may hold several rows per (account, asset), as margin() takes them: an
+    update's rows for a key replace every row of it (not an error, unlike positions)."""
+    mon = _monitor()
+    mon.update(balances={"account": ["a2", "a2"], "asset": ["USDC", "USDC"],
+                         "amount": [1.0, 2.0]})
+    bal = mon.state()["balances"]
+    got = sorted((r["account"], r["asset"], r["amount"]) for r in bal.to_pylist()
+                 if r["account"] == "a2")
+    assert [g for g in got if g[1] == "USDC"] == [("a2", "USDC", 1.0), ("a2", "USDC", 2.0)]
+    ref = pmrisk.margin(**mon.state(), model=MODEL)
+    assert mon.accounts.sort_by("account").equals(ref.accounts.sort_by("account"))
 
 
 def test_one_key_per_account_in_an_update_is_fine():

@@ -31,7 +31,11 @@ ACCOUNTS = ["acct-0", "acct-1", "acct-2", "acct-3"]
 # deribit_pme with a BTC vol floor (revaluation rows at the floor come and go with the marks)
 # and one excluded symbol (its block is recomputed whole): every path of a tick
 PME = pmrisk.Model.preset("deribit_pme").with_overrides(
-    {"BTC": {"vol_floor": 0.5}, "exclude": {"symbols": ["ETH-27SEP24-3000-P"]}})
+    {"BTC": {"vol_floor": 0.5}, "exclude": {"symbols": ["ETH-27SEP24-3000-P"]},
+     # BTC tiers an account's summed holding crosses (its rows are tiered together)
+     "collateral": {"BTC": {"tiers_usd": [[0, 50_000, 1.0], [50_000, 150_000, 0.9],
+                                          [150_000, float("inf"), 0.8]]}},
+     "loan_mmr": 0.1})
 STANDARD = pmrisk.Model.preset("standard")
 
 
@@ -109,9 +113,10 @@ class MonitorMachine(RuleBasedStateMachine):
         self.open(book, cash)
 
     def open(self, book, cash):
-        balances = pa.table({"account": ["acct-0", "acct-1", "acct-2"],
-                             "asset": ["USDC", "BTC", "ETH"],
-                             "amount": [cash[0], cash[1] / 65000, cash[2] / 3400]})
+        # acct-1's BTC in two rows, a holding and a loan (several rows per (account, asset))
+        balances = pa.table({"account": ["acct-0", "acct-1", "acct-2", "acct-1"],
+                             "asset": ["USDC", "BTC", "ETH", "BTC"],
+                             "amount": [cash[0], cash[1] / 65000, cash[2] / 3400, -0.01]})
         self.mon = Monitor(book, UNIVERSE, MARKET, INDEX, balances=balances, model=self.model,
                            valuation_time=TIME)
         self.market = MARKET
@@ -170,11 +175,13 @@ class MonitorMachine(RuleBasedStateMachine):
                                "symbol": [pos["symbol"][k].as_py()], "quantity": [0.0]})
 
     @rule(acc=st.sampled_from(ACCOUNTS), asset=st.sampled_from(["USDC", "BTC", "ETH"]),
-          usd=st.floats(-2e4, 2e5))
+          usd=st.lists(st.floats(-2e4, 2e5), min_size=1, max_size=3))
     def balance(self, acc, asset, usd):
+        """One row or several for the (account, asset): they replace all of its rows
+        (holdings and loans apart; a 0 among them is dropped)."""
         px = {"USDC": 1.0, "BTC": 65000.0, "ETH": 3400.0}[asset]
-        self._apply(balances={"account": [acc], "asset": [asset],
-                              "amount": [round(usd / px, 6)]})
+        self._apply(balances={"account": [acc] * len(usd), "asset": [asset] * len(usd),
+                              "amount": [round(u / px, 6) for u in usd]})
 
     @rule(acc=st.sampled_from(ACCOUNTS), i=st.integers(0, len(SYMBOLS) - 1),
           q=st.floats(-10.0, 10.0), oid=st.sampled_from(["o-1", "o-2"]))

@@ -88,8 +88,8 @@ ALLOWED = {
     # engine
     ("bindings/engine/core.py", "collateral_usd", "cumsum"):
         "the collateral rules' tier offsets: per distinct asset of the balances",
-    ("bindings/engine/core.py", "collateral_usd", "fromiter"):
-        "conversion: each balance row's asset code, as the kernel reads it",
+    ("bindings/engine/core.py", "lay_out", "fromiter"):
+        "conversion: each balance row's asset code, as the kernels read it",
     ("bindings/engine/core.py", "phase_arguments.conv", "may_share_memory"):
         "whether a kept argument still views its input: no arithmetic",
     ("bindings/engine/resources.py", "_joint", "ceil"): "the memory estimate: one number",

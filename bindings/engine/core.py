@@ -349,6 +349,11 @@ class Layout:
     ba_start: np.ndarray
     ba_order: np.ndarray
     ua_start: np.ndarray
+    bal_names: list                     # the balances' distinct assets (first appearance)
+    bal_code: np.ndarray                # per balance row: its asset in bal_names
+    bal_group: np.ndarray               # per balance row: its (account, asset) group
+    bg_start: np.ndarray                # CSR of the groups' rows
+    bg_order: np.ndarray
     pos_group: np.ndarray
     group_rate: np.ndarray
     q_port: np.ndarray
@@ -421,7 +426,8 @@ class Outcome:
 # the Layout arrays no call changes in place (q_port, short_opt and short_all are refreshed
 # by a what-if that keeps its layout)
 _FIXED_LAYOUT = ("pu_start", "pu_order", "ou_start", "ou_order", "pa_start", "pa_order",
-                 "ba_start", "ba_order", "ua_start", "pos_group", "group_rate", "som_rate",
+                 "ba_start", "ba_order", "ua_start", "bal_code", "bal_group", "bg_start",
+                 "bg_order", "pos_group", "group_rate", "som_rate",
                  "res_oo", "mmp", "unit_und", "threshold_usd", "m_inc", "max_delta_shock")
 
 
@@ -515,10 +521,18 @@ def lay_out(book, model, rv, keep_vectors=True, revalue_all=False):
         ua_start), (pos_group, group_rate), (res_oo, mmp) = kernel(*args)
     excl.setflags(False)                # fixed with the book and model, like the layout
     per = params.per_type
+    # the balances' (account, asset) groups: an asset's collateral rule applies once to an
+    # account's summed holding of it, however many rows hold it
+    bal_names = list(dict.fromkeys(book.bal_asset))
+    bal_code = np.fromiter(map({a: k for k, a in enumerate(bal_names)}.__getitem__,
+                               book.bal_asset), np.int64, len(book.bal_asset))
+    bal_group, bg_start, bg_order = layout_k.balance_groups(
+        *kernel_args(ba_start, ba_order, bal_code), len(bal_names))
     layout = Layout(
         pu_start=pu_start, pu_order=pu_order, ou_start=ou_start, ou_order=ou_order,
         pa_start=pa_start, pa_order=pa_order, ba_start=ba_start, ba_order=ba_order,
-        ua_start=ua_start, pos_group=pos_group, group_rate=group_rate,
+        ua_start=ua_start, bal_names=bal_names, bal_code=bal_code, bal_group=bal_group,
+        bg_start=bg_start, bg_order=bg_order, pos_group=pos_group, group_rate=group_rate,
         q_port=q_port, short_opt=short_opt, short_all=short_all, som_rate=som_rate,
         res_oo=res_oo, mmp=mmp,
         unit_und=units.type_und_code[utype],
@@ -644,7 +658,7 @@ def compute(out, model, rows=None, instruments=None, units=None, accounts=None,
     else:
         unit_phases(out, model, sel, accounts, rows, moved_args, own=moved_units)
     # -- 6. accounts -----------------------------------------------------------------------
-    collateral_usd(book, p, balances, out.collateral_usd, out.balance_usd)
+    collateral_usd(out, balances, out.collateral_usd, out.balance_usd)
     acc = np.arange(len(book.accounts), dtype=np.int64) if accounts is None else \
         np.ascontiguousarray(accounts, dtype=np.int64)
     _phase("account_figures", acc)(acc, *phase_arguments(out, "account_figures"))
@@ -880,27 +894,32 @@ def _correlated(out, model, accounts=None, rows=None, moved_args=None):
     out.correlation = jr.correlation
 
 
-def collateral_usd(book, params, rows, coll, usd):
+def collateral_usd(out, rows, coll, usd):
     """The collateral value (``coll``) and plain USD value (``usd``) of the balance rows
-    ``rows`` (int64; None: all), written in place: positive amounts at their asset's
-    collateral rate or tiers, loans at full value (:func:`pmrisk.kernel.addons.collateral_rows`;
-    the model's rule per distinct asset of the rows resolved here)."""
-    every = rows is None
-    rows = _arange(len(book.bal_asset)) if every else np.asarray(rows, dtype=np.int64)
+    ``rows`` of ``out``'s book (int64; None: all; whole (account, asset) groups: every row,
+    or every row of some assets), written in place: an account's positive amounts of an
+    asset summed and valued once at the asset's collateral rate or tiers, each row taking
+    its share; loans at full value (:func:`pmrisk.kernel.addons.collateral_rows`; the
+    model's rule per distinct asset resolved once per outcome)."""
+    book, lay = out.book, out.layout
+    rows = _arange(len(book.bal_asset)) if rows is None else np.asarray(rows, dtype=np.int64)
     if not len(rows):
         return
-    assets = book.bal_asset if every else [book.bal_asset[i] for i in rows.tolist()]
-    names = list(dict.fromkeys(assets))     # in order of first appearance
-    code = np.fromiter(map({a: k for k, a in enumerate(names)}.__getitem__, assets), np.int64,
-                       len(assets))
-    col_of = {a: i for i, a in enumerate(book.assets)}
-    rules = [collateral_rule(params.collateral.get(a)) for a in names]
-    n_tiers = np.cumsum([0] + [len(r[2]) for r in rules])
-    flat = [np.concatenate([r[k] for r in rules]) for k in (2, 3, 4)]
+    rules = out.arg_memo.get("collateral_rules")
+    if rules is None:
+        names = lay.bal_names
+        col_of = {a: i for i, a in enumerate(book.assets)}
+        rule = [collateral_rule(out.params.collateral.get(a)) for a in names]
+        n_tiers = np.cumsum([0] + [len(r[2]) for r in rule])
+        flat = [np.concatenate([r[k] for r in rule]) for k in (2, 3, 4)]
+        rules = out.arg_memo["collateral_rules"] = kernel_args(
+            np.array([col_of.get(a, -1) for a in names], dtype=np.int64),
+            np.array([a in book.stablecoins for a in names], dtype=np.int64),
+            np.array([r[0] for r in rule], dtype=np.int64),
+            np.array([r[1] for r in rule], dtype=np.float64), n_tiers, *flat)
+    col, stable, spec, rate, n_tiers, lo, width, factor = rules
     collateral_rows(*kernel_args(
-        rows, code, book.bal_account, book.acc_snap, book.bal_amount,
-        np.array([col_of.get(a, -1) for a in names], dtype=np.int64),
-        np.array([a in book.stablecoins for a in names], dtype=np.int64), book.asset_px,
-        np.array([r[0] for r in rules], dtype=np.int64),
-        np.array([r[1] for r in rules], dtype=np.float64), n_tiers, *flat), coll, usd)
+        rows, lay.bal_code, lay.bal_group, lay.bg_start, lay.bg_order, book.bal_account,
+        book.acc_snap, book.bal_amount, col, stable, book.asset_px, spec, rate, n_tiers, lo,
+        width, factor), coll, usd)
 

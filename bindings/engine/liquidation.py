@@ -54,6 +54,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 
 from ..io.arrow import is_string_type, as_table, has, str_column, valuation_ns
+from ..io.book import add_cash
 from ..errors import MarginError
 from .margin import margin
 from ..model.model import Model
@@ -262,7 +263,8 @@ class _AccountBook:
         self.leverage = dict(zip(self.symbols, pos["leverage"].cast(pa.float64()).to_pylist()
                                  if self.has_leverage else [None] * len(self.symbols)))
         bal = _of_account(tables["balances"], name)
-        self.balances = {} if bal is None else dict(zip(
+        # (asset, amount) per row: several rows of an asset stay apart (holdings, loans)
+        self.balances = [] if bal is None else list(zip(
             str_column(bal, "asset").to_pylist(), bal["amount"].cast(pa.float64()).to_pylist()))
         if oo is not None and oo.num_rows:
             oo = oo.take(pc.sort_indices(_order_ids(oo)))
@@ -281,14 +283,16 @@ class _AccountBook:
     # -- the book after a trade at the mark, and its margin ---------------------------------
     def traded(self, symbol, trade):
         """(quantities, balances) after trading ``trade`` (signed) of ``symbol`` at the mark:
-        the traded part's value in equity moves into the settlement currency's balance."""
-        qty, bal = dict(self.qty), dict(self.balances)
+        the traded part's value in equity moves into the settlement currency's balance
+        (its first row with a positive amount, else its first row, else a new row:
+        :func:`pmrisk.io.book.add_cash`)."""
+        qty, bal = dict(self.qty), list(self.balances)
         q = qty[symbol]
         qty[symbol] = 0.0 if trade == -q else q + trade      # a close is exact
         v = self.per_contract[symbol]
         if v != 0.0:
             ccy = self.currency[symbol]
-            bal[ccy] = bal.get(ccy, 0.0) - v * trade
+            bal = add_cash(bal, ccy, -v * trade)
         return qty, bal
 
     def tables(self, qty, bal):
@@ -303,8 +307,8 @@ class _AccountBook:
         out = dict(self.static)
         out["positions"] = pa.table(pos)
         out["balances"] = pa.table({"account": pa.array([self.name] * len(bal), pa.string()),
-                                    "asset": pa.array(list(bal), pa.string()),
-                                    "amount": pa.array(list(bal.values()), pa.float64())})
+                                    "asset": pa.array([a for a, _ in bal], pa.string()),
+                                    "amount": pa.array([v for _, v in bal], pa.float64())})
         out["open_orders"] = (self.orders.slice(self.n_cancelled)
                               if self.orders is not None else None)
         out["reserves"] = self.reserves

@@ -29,10 +29,13 @@ def margin(positions, instruments, market, index, balances=None, open_orders=Non
         other models ignore it.
     balances, open_orders, reserves : Arrow table-like, optional
         Collateral balances; open orders (IM only); per-unit MMP and open-order reserves.
-        Without ``balances`` every account's collateral is 0: its equity is its positions'
-        value alone, so a book bought with collateral shows as under-margined (often
-        ``liquidation``); a :class:`pmrisk.MarginWarning` says so (give balance rows of
-        amount 0 to mean "no collateral" without the warning).
+        ``balances`` may hold several rows per (account, asset): the positive rows are one
+        holding (the asset's collateral rate or tiers on their sum), each negative row a
+        loan at full value with its loan MM (SPEC 7).  Without ``balances`` every
+        account's collateral is 0: its equity is its positions' value alone, so a book
+        bought with collateral shows as under-margined (often ``liquidation``); a
+        :class:`pmrisk.MarginWarning` says so (give balance rows of amount 0 to mean "no
+        collateral" without the warning).
     model : str, dict, path or Model
         A preset name (``"standard"``, ``"binance_pm_pro"``, ``"deribit_pme"``,
         ``"span"``), a TOML path, a dict or a :class:`pmrisk.Model`.  Default ``standard``

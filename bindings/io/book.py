@@ -662,16 +662,12 @@ def load_book(positions, instruments, market, index, balances, open_orders, rese
     # -- balances and reserves --------------------------------------------------------------
     B = R.get("balances")
     if B is not None:
+        # several rows per (account, asset) are summed as SPEC 7 reads them: positive rows
+        # are one holding (the collateral rule on its total), negative rows loans
         bal_asset_t = str_column(B.table, "asset")
         bal_amount = float_column(B.table, "balances", "amount")[B.row]
-        asset_codes_t, _ = codes(bal_asset_t)
         bal_asset_list = bal_asset_t.to_pylist()
         bal_asset = [bal_asset_list[i] for i in B.row]
-        dup = duplicated(bal_account, asset_codes_t[B.row])
-        if dup.any():
-            _raise(B, "balances", "asset", dup, "one row per (account, asset)", snap_ns,
-                   hint="Add the amounts up first (collateral tiers apply to the total)",
-                   timed=timed)
     else:
         bal_asset, bal_amount = [], np.zeros(0)
     S_ = R.get("reserves")
@@ -978,3 +974,27 @@ def _check_priced(book, model, R, snap_ns, inst_snap):
             _raise(S_, "reserves", "unit", bad, "units whose underlying and settlement "
                    "currency have an index row (or are stablecoins)", snap_ns,
                    timed=book.timed)
+
+
+def add_cash(rows, asset, cash):
+    """One account's balance rows ``rows`` (a list of ``(asset, amount)``) with ``cash`` of
+    ``asset`` paid in (negative: paid out), as a new list: added to the asset's first row
+    with a positive amount (its holding), else to its first row, else as a new row.  With
+    one row per asset that is the asset's row, whatever its sign (a holding paid below zero
+    becomes a loan); a loan row beside a holding stays as it is.
+
+    >>> from pmrisk.io.book import add_cash
+    >>> add_cash([("BTC", -0.04), ("BTC", 0.1)], "BTC", -0.01)
+    [('BTC', -0.04), ('BTC', 0.09000000000000001)]
+    >>> add_cash([("USDT", 5.0)], "BTC", 0.5)
+    [('USDT', 5.0), ('BTC', 0.5)]
+    """
+    at = next((k for k, (a, v) in enumerate(rows) if a == asset and v > 0), None)
+    if at is None:
+        at = next((k for k, (a, _) in enumerate(rows) if a == asset), None)
+    out = list(rows)
+    if at is None:
+        out.append((asset, 0.0 + cash))
+    else:
+        out[at] = (asset, rows[at][1] + cash)
+    return out

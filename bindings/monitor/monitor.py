@@ -439,7 +439,9 @@ class Monitor:
         positions, balances, open_orders : Arrow table-like, optional
             Changed rows only, keyed by (account, symbol), (account, asset) and (account,
             order_id): a row replaces the row with its key or is added; ``quantity`` 0 closes
-            a position or cancels an order, ``amount`` 0 removes a balance.
+            a position or cancels an order, ``amount`` 0 removes a balance.  Balances may
+            hold several rows per (account, asset): an update's rows for a key replace every
+            row of it (its rows of ``amount`` 0 dropped; see :mod:`pmrisk.monitor.state`).
         valuation_time : datetime, str or numpy datetime64, optional
             A new valuation time: every account is recomputed (times to expiry move).
         at : datetime, str or numpy datetime64, optional

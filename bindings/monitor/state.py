@@ -13,7 +13,12 @@ Update rules (the monitor's docs repeat them):
   ``asset``, open orders by ``order_id``.  A row replaces the row with the same key (columns
   absent from the update keep their value; a new row gets nulls there), or is appended.
   A position or an order with ``quantity`` 0, or a balance with ``amount`` 0, is removed.
-  A key twice within one update is an input error (as in :func:`pmrisk.margin`).
+  A key twice within one update is an input error (as in :func:`pmrisk.margin`), except
+  for balances, which may hold several rows per (account, asset) (SPEC 7: positive rows
+  one holding, negative rows loans): an update's rows for an (account, asset) replace
+  *every* current row of that key, in the place of its first one (or appended); its rows
+  of ``amount`` 0 are dropped, so one row of 0 removes the asset.  With one row per key
+  this is the rule above.
 * market rows replace the symbol's row (columns absent from the update keep their values, and
   so does a null ``mark_price`` or ``mark_iv``; a null ``underlying_price`` is a null: the
   forward then defaults to the index); index rows replace the underlying's price (a null
@@ -220,7 +225,8 @@ class AccountRows:
                 if bad.any():
                     raise_rows(t, self.name, "price", bad, "numbers > 0")
         dup = duplicated(*(codes(t.column(c).combine_chunks())[0]
-                           for c in ("account", self.key)))
+                           for c in ("account", self.key))) if self.name != "balances" \
+            else np.zeros(t.num_rows, dtype=bool)   # several rows of a key: its new rows
         if dup.any():       # as margin() refuses them: which row was meant is not known
             raise_rows(t, self.name, self.key, dup, f"one row per (account, {self.key}) in "
                        "an update", hint="Send each row once, with its final values")
@@ -232,6 +238,8 @@ class AccountRows:
         names = [c for c, _ in self.columns]
         given = set(update.column_names)
         new = {}
+        if self.name == "balances":
+            return self._replace_keys(update, names)
         for r in update.to_pylist():
             a = r["account"]
             if a not in new:
@@ -252,6 +260,28 @@ class AccountRows:
                                       "may leave it out)", rows=[(a, r[self.key])],
                                       keys=("account", self.key))
                 rows.append(row)
+        return {a: pa.Table.from_pylist(rows, schema=self.schema) for a, rows in new.items()}
+
+    def _replace_keys(self, update, names):
+        """:meth:`upsert` of balances: the update's rows of each (account, asset), those of
+        ``amount`` 0 left out, replace every current row of that key, in the place of the
+        first (appended when the key is new)."""
+        by_key = {}
+        for r in update.to_pylist():
+            by_key.setdefault((r["account"], r[self.key]), []).append(r)
+        new = {}
+        for (a, k), given in by_key.items():
+            if a not in new:
+                new[a] = self.rows_of([a]).to_pylist()
+            rows = new[a]
+            kept = [{c: r.get(c) for c in names} for r in given if r[self.zero] != 0]
+            at = [i for i, x in enumerate(rows) if x[self.key] == k]
+            if at:
+                rows[at[0]:at[0] + 1] = kept
+                drop = set(i + len(kept) - 1 for i in at[1:])
+                rows[:] = [x for i, x in enumerate(rows) if i not in drop]
+            else:
+                rows.extend(kept)
         return {a: pa.Table.from_pylist(rows, schema=self.schema) for a, rows in new.items()}
 
     def commit(self, new):

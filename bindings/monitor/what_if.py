@@ -14,7 +14,9 @@ A **fill** of quantity ``t`` at price ``p`` changes the account as the venue wou
   entry price (none when no price is given), an existing one keeps its entry price;
 * an option or spot fill pays (bought) or receives (sold) ``t x contract_size x p`` from the
   balance of its settlement currency (the coin of an inverse instrument, the model's
-  ``linear_settlement_currency`` for a linear one);
+  ``linear_settlement_currency`` for a linear one): the currency's first balance row with a
+  positive amount, else its first row, else a new row (:func:`pmrisk.io.book.add_cash`; a
+  loan row beside a holding stays as it is);
 * a future or perpetual fill away from the mark moves that balance by its P&L from ``p`` to the
   mark, less what the position's own entry price already books for it, so that equity changes
   by exactly ``t x contract_size x (mark - p)`` (linear; inverse: ``t x contract_size x
@@ -69,7 +71,7 @@ from ..engine.units import prices_by_type
 from ..errors import MarginError
 from ..io.arrow import as_table, check_columns, float_column, kernel_args, raise_rows, \
     str_column
-from ..io.book import load_book
+from ..io.book import add_cash, load_book
 from ..results import accounts_table, check_finite, margin_ratio, status_array
 
 TRADES = {
@@ -235,8 +237,9 @@ class _Account:
         self.pos = dict(zip(names, zip(book.quantity[P].tolist(), book.entry_price[P].tolist(),
                                        book.leverage[P].tolist())))
         B = layout.ba_order[layout.ba_start[i]:layout.ba_start[i + 1]]
-        self.bal = {book.bal_asset[b]: a for b, a in zip(B.tolist(),
-                                                         book.bal_amount[B].tolist())}
+        # (asset, amount) per balance row, several per asset as the book holds them
+        self.bal = [(book.bal_asset[b], a) for b, a in zip(B.tolist(),
+                                                           book.bal_amount[B].tolist())]
         OD = np.flatnonzero(book.ord_account == i) if len(book.ord_account) else B[:0]
         # the engine reads an order's symbol and quantity only (ids and prices are checked
         # input, never figures): the small book needs no ids
@@ -249,7 +252,7 @@ class _Account:
                                             book.res_oo[R].tolist())]
         self.prefix = ORDER_PREFIX
         # what these rows were read from, to the bit (NaN included), in one comparable key
-        self.key = (names, tuple(self.bal), [o["symbol"] for o in self.orders],
+        self.key = (names, tuple(a for a, _ in self.bal), [o["symbol"] for o in self.orders],
                     [r["unit"] for r in self.reserves],
                     b"".join(a.tobytes() for a in (
                         P, book.quantity[P], book.entry_price[P], book.leverage[P], B,
@@ -264,9 +267,8 @@ class _Account:
         self.pos = {r["symbol"]: (r["quantity"], r["entry_price"], r["leverage"])
                     for r in _rows(tables.get("positions"), ("symbol", "quantity",
                                                              "entry_price", "leverage"))}
-        self.bal = {}
-        for r in _rows(tables.get("balances"), ("asset", "amount")):
-            self.bal[r["asset"]] = r["amount"]
+        self.bal = [(r["asset"], r["amount"])
+                    for r in _rows(tables.get("balances"), ("asset", "amount"))]
         oo = tables.get("open_orders")
         self.orders = [] if oo is None or oo.num_rows == 0 else [
             dict(r, order_id=str(r["order_id"])) for r in _rows(
@@ -286,7 +288,7 @@ class _Account:
         """(positions, balances, orders) after ``trades``: (row, symbol, quantity, price,
         is_order, priced) tuples, price the one applied (never NaN), ``priced``: given in
         the trades table."""
-        pos, bal, orders = dict(self.pos), dict(self.bal), list(self.orders)
+        pos, bal, orders = dict(self.pos), list(self.bal), list(self.orders)
         for row, s, t, p, is_order, priced in trades:
             if is_order:
                 orders.append({"order_id": f"{self.prefix}{row}", "symbol": s, "quantity": t,
@@ -304,7 +306,7 @@ class _Account:
                 cash = (_booked(q0, e0, cs, mark, inverse) + _booked(t, p, cs, mark, inverse)
                         - _booked(q1, e1, cs, mark, inverse))
             if cash != 0.0:
-                bal[ccy] = bal.get(ccy, 0.0) + cash
+                bal = add_cash(bal, ccy, cash)
             if q1 == 0.0:
                 pos.pop(s, None)
             else:
@@ -723,8 +725,8 @@ def _state_rows(acc, legs, sets, code):
             ord_i.append(code[o["symbol"]])
             ord_q.append(o["quantity"])
         bal_a += [k] * len(bal)
-        bal_s += bal.keys()
-        bal_v += bal.values()
+        bal_s += [a for a, _ in bal]
+        bal_v += [v for _, v in bal]
         for r in acc.reserves:
             res_a.append(k)
             res_u.append(r["unit"])
@@ -788,7 +790,7 @@ def _margin_states(acc, legs, sets, tables, instruments, market, model, valuatio
         pos, bal, orders = acc.applied([legs[i] for i in s])
         rows["positions"] += [{"account": name, "symbol": x, "quantity": q, "entry_price": e,
                                "leverage": lev} for x, (q, e, lev) in pos.items()]
-        rows["balances"] += [{"account": name, "asset": a, "amount": v} for a, v in bal.items()]
+        rows["balances"] += [{"account": name, "asset": a, "amount": v} for a, v in bal]
         rows["open_orders"] += [dict(o, account=name) for o in orders]
         rows["reserves"] += [{"account": name, "unit": r["unit"],
                               "mmp_margin": r["mmp_margin"] or 0.0,
