@@ -19,12 +19,25 @@ def pos(*rows):
                                  for a, s, q in rows])
 
 
-def test_duplicate_balance_rows_are_an_error_not_double_tiering():
-    bal = pa.table({"account": ["a", "a"], "asset": ["BTC", "BTC"], "amount": [1.0, 1.0]})
-    with pytest.raises(pmrisk.MarginError) as e:
-        pmrisk.margin(pos(("a", "BTC-PERP", 1)), INSTR, MARKET, INDEX, balances=bal,
-                      valuation_time=T0)
-    assert e.value.table == "balances" and "('a', 'BTC')" in str(e.value)
+def test_repeated_balance_rows_are_one_holding_not_double_tiering():
+    """Two rows of 1 BTC were refused so as not to tier each row alone; SPEC 1 allows several
+    rows per (account, asset), and they are one holding of 2 BTC, tiered once: the same
+    account figures as one row of 2 BTC, under tiers that a per-row tiering would beat."""
+    tiered = pmrisk.Model.preset("standard").with_overrides(
+        {"collateral": {"BTC": {"tiers_usd": [[0, 50_000, 1.0], [50_000, math.inf, 0.5]]}}})
+    out = []
+    for amounts in ([1.0, 1.0], [2.0]):
+        bal = pa.table({"account": ["a"] * len(amounts), "asset": ["BTC"] * len(amounts),
+                        "amount": amounts})
+        out.append(pmrisk.margin(pos(("a", "BTC-PERP", 1)), INSTR, MARKET, INDEX,
+                                 balances=bal, model=tiered, valuation_time=T0).accounts)
+    assert out[0].equals(out[1])
+    px = INDEX["index_price"][INDEX["underlying"].to_pylist().index("BTC")].as_py()
+    held = 2 * px
+    assert held > 50_000
+    want = 50_000 + 0.5 * (held - 50_000)
+    assert out[0]["equity"][0].as_py() - out[0]["actual_equity"][0].as_py() == \
+        pytest.approx(want - held)
 
 
 @pytest.mark.parametrize("warning", [[], 1.1, "1.1"])
